@@ -1,0 +1,290 @@
+"""Citizens' behaviour rules, acting on the whole columnar population at once.
+
+A simulated day for the population:
+1. who rides today (rider class x day type x school term), one draw per live card;
+2. the day's activity chain: commuters go home -> work/school -> home at habitual times with daily
+   jitter; others make an errand tour; some add a chained stop, some ride one way only;
+3. each trip is routed on the network (metro when both ends are near stations, else a direct bus,
+   else bus + transfer) and turned into taps: a bus boarding is one tap, a metro ride is a tap-in
+   and a tap-out (sometimes missing: an incomplete trip);
+4. each trip is paid by card or by the holder's QR channel.
+
+Every random number is keyed by (card id, trip slot), so a citizen's day does not depend on who else
+is simulated (see tests/test_determinism.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.codes import CARD_TYPES, DAY_TYPES, TAP_ENTRY, TAP_EXIT, TAP_SINGLE, WORKDAY
+from sim.network import BUS, METRO, TransitNetwork
+from sim.population import NO_QR, Cardholders
+from sim.rng import Streams
+from sim.world_settings import Behaviour, hhmm_to_s
+
+ELDERLY_TYPES = frozenset({CARD_TYPES.index("longevity"), CARD_TYPES.index("love")})
+STUDENT = CARD_TYPES.index("student")
+MAX_TRIP_SLOTS = 4
+LAST_TAP_S = 23 * 3600 + 59 * 60
+
+
+@dataclass(frozen=True)
+class DayTaps:
+    """One day's planned taps, one row per tap (columns are equal-length arrays)."""
+
+    row: np.ndarray  # int64, population row of the card
+    t_s: np.ndarray  # int32, seconds since midnight
+    line: np.ndarray  # int32
+    stop: np.ndarray  # int32
+    device: np.ndarray  # int32
+    mode: np.ndarray  # uint8
+    kind: np.ndarray  # uint8 (single / entry / exit)
+    distance_km: np.ndarray  # float32 (metro exits; 0 elsewhere)
+    journey: np.ndarray  # int64, journey key: card id * MAX_TRIP_SLOTS + slot
+    tap_key: np.ndarray  # int64, stable tap id: journey * 8 + leg * 2 + (1 if exit)
+    medium: np.ndarray  # uint8 media code (card medium or QR channel)
+    incomplete: np.ndarray  # bool, a metro entry with no tap-out
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def take(self, idx: np.ndarray) -> DayTaps:
+        """Rows ``idx`` of every column."""
+        return DayTaps(**{name: getattr(self, name)[idx] for name in self.__dataclass_fields__})
+
+
+def day_factor(behaviour: Behaviour, card_type: np.ndarray, day_type: int) -> np.ndarray:
+    """Riding chance multiplier for each card on a day of ``day_type``."""
+    name = DAY_TYPES[day_type]
+    normal = getattr(behaviour.day_type_factors, name)
+    elderly = getattr(behaviour.elderly_day_type_factors, name)
+    is_elderly = np.isin(card_type, list(ELDERLY_TYPES))
+    return np.where(is_elderly, elderly, normal)
+
+
+def riders_today(
+    pop: Cardholders,
+    behaviour: Behaviour,
+    streams: Streams,
+    day: int,
+    day_type: int,
+    school_day: bool,
+    candidates: np.ndarray,
+) -> np.ndarray:
+    """Population rows (a subset of ``candidates``: live, non-dormant cards) that ride today."""
+    ct = pop.card_type[candidates]
+    p = pop.ride_prob[candidates] * day_factor(behaviour, ct, day_type)
+    if not school_day:
+        p = np.where(ct == STUDENT, p * behaviour.school_break_student_factor, p)
+    u = streams.uniform("day.ride", day, pop.card_id[candidates])
+    return candidates[u < p]
+
+
+def _normal_s(streams: Streams, name: str, day: int, ids: np.ndarray, slot: int, sd_min: float):
+    return (streams.normal(name, day, ids, slot) * sd_min * 60.0).astype(np.int64)
+
+
+def plan_trips(
+    pop: Cardholders,
+    riders: np.ndarray,
+    network: TransitNetwork,
+    behaviour: Behaviour,
+    streams: Streams,
+    day: int,
+    day_type: int,
+    school_day: bool,
+) -> dict[str, np.ndarray]:
+    """The day's trips of ``riders``: row, slot, origin zone, destination zone, departure (s)."""
+    ids = pop.card_id[riders]
+    ct = pop.card_type[riders]
+    home = pop.home_zone[riders].astype(np.int64)
+    work = pop.work_zone[riders].astype(np.int64)
+    commuting_day = day_type == WORKDAY
+    commute = (work != home) & commuting_day
+    commute &= np.where(ct == STUDENT, school_day, True)
+
+    zones = network.zones
+    first = zones.first_of_region[pop.region[riders]].astype(np.int64)
+    count = zones.count_of_region[pop.region[riders]].astype(np.int64)
+
+    def errand_zone(draw: int) -> np.ndarray:
+        z = first + np.minimum(
+            (streams.uniform("day.errand_zone", day, ids, draw) ** 1.4 * count).astype(np.int64),
+            count - 1,
+        )
+        # An errand in the home zone is walked; move it to the neighbouring zone instead.
+        return np.where(z == home, first + (z - first + 1) % count, z)
+
+    anchor = np.where(commute, work, errand_zone(0))
+    jitter = behaviour.daily_time_jitter_min
+    t_out_commute = pop.am_s[riders] + _normal_s(streams, "day.jitter", day, ids, 0, jitter)
+    t_back_commute = pop.pm_s[riders] + _normal_s(streams, "day.jitter", day, ids, 1, jitter)
+    t_out_errand = hhmm_to_s(behaviour.errand_departure_mean) + _normal_s(
+        streams, "day.errand_time", day, ids, 0, behaviour.errand_departure_sd_min
+    )
+    stay = -np.log1p(-streams.uniform("day.errand_stay", day, ids)) * (
+        behaviour.errand_duration_mean_min * 60.0
+    )
+    t_out = np.where(commute, t_out_commute, t_out_errand)
+    t_back = np.where(commute, t_back_commute, t_out_errand + 1800 + stay.astype(np.int64))
+    t_back = np.maximum(t_back, t_out + 1800)
+
+    extra = streams.uniform("day.extra_stop", day, ids) < behaviour.extra_trip_share
+    extra_zone = errand_zone(1)
+    t_extra = t_back.copy()
+    t_back_final = np.where(extra, t_back + 3600, t_back)
+
+    one_way = streams.uniform("day.one_way", day, ids) < behaviour.one_way_share
+    drop_out = one_way & (streams.uniform("day.one_way_dir", day, ids) < 0.5)
+    drop_back = one_way & ~drop_out
+
+    # Slots: 0 out (home->anchor), 1 anchor->extra (if any), 2 back (anchor or extra -> home).
+    n = len(riders)
+    slot0 = np.flatnonzero(~drop_out)
+    slot1 = np.flatnonzero(extra)
+    slot2 = np.flatnonzero(~drop_back)
+    back_origin = np.where(extra, extra_zone, anchor)
+    rows = np.concatenate([riders[slot0], riders[slot1], riders[slot2]])
+    return {
+        "row": rows.astype(np.int64),
+        "slot": np.concatenate(
+            [np.zeros(len(slot0)), np.ones(len(slot1)), np.full(len(slot2), 2)]
+        ).astype(np.int64),
+        "origin": np.concatenate([home[slot0], anchor[slot1], back_origin[slot2]]),
+        "dest": np.concatenate([anchor[slot0], extra_zone[slot1], home[slot2]]),
+        "depart_s": np.concatenate([t_out[slot0], t_extra[slot1], t_back_final[slot2]]),
+        "n_riders": np.array([n]),
+    }
+
+
+def trips_to_taps(
+    pop: Cardholders,
+    trips: dict[str, np.ndarray],
+    network: TransitNetwork,
+    behaviour: Behaviour,
+    streams: Streams,
+    day: int,
+    walk_s: float,
+    transfer_s: float,
+) -> DayTaps:
+    """Route each trip and emit its taps (unsorted; the caller sorts as it needs).
+
+    ``walk_s`` is the mean access walk plus wait before the first boarding, ``transfer_s`` the mean
+    time between alighting and the next boarding (both from the scenario's network section).
+    """
+    rows = trips["row"]
+    slot = trips["slot"]
+    o = trips["origin"]
+    d = trips["dest"]
+    ids = pop.card_id[rows]
+    key = ids * MAX_TRIP_SLOTS + slot
+    routes = network.routes
+    lines = network.lines
+
+    def draw(name: str, k: int = 0) -> np.ndarray:
+        return streams.uniform(name, day, key, k)
+
+    metro = routes.metro_line[o, d]
+    metro_open = (metro >= 0) & (lines.opened_day[np.maximum(metro, 0)] <= day)
+    use_metro = metro_open & (draw("trip.metro") < behaviour.metro_preference)
+    direct = routes.direct_bus[o, d]
+    has_via = routes.via[o, d] >= 0
+    force_transfer = has_via & (draw("trip.transfer") < behaviour.transfer_share)
+    use_direct = ~use_metro & (direct >= 0) & ~force_transfer
+    use_two = ~use_metro & ~use_direct & has_via
+
+    walk = (
+        -np.log1p(-draw("trip.walk")) * walk_s
+    ).astype(np.int64) + 60
+    board1 = trips["depart_s"] + walk
+    line1 = np.where(use_metro, metro, np.where(use_direct, direct, routes.leg1[o, d]))
+    dest1 = np.where(use_two, routes.via[o, d], d)
+    keep = use_metro | use_direct | use_two
+    # Second legs (transfers) only for two-leg routes.
+    two = np.flatnonzero(use_two)
+    line2 = routes.leg2[o[two], d[two]]
+
+    qr = pop.qr_channel[rows]
+    pays_qr = (qr != NO_QR) & (draw("trip.pay_qr") < pop.qr_trip_share[rows])
+    medium = np.where(pays_qr, qr, pop.medium[rows]).astype(np.uint8)
+
+    leg_idx = np.concatenate([np.flatnonzero(keep), two])
+    leg_line = np.concatenate([line1[keep], line2]).astype(np.int64)
+    leg_from = np.concatenate([o[keep], routes.via[o[two], d[two]]])
+    leg_to = np.concatenate([dest1[keep], d[two]])
+    leg_no = np.concatenate([np.zeros(int(keep.sum()), np.int64), np.ones(len(two), np.int64)])
+    board_stop = routes.stop_of[leg_line, leg_from]
+    alight_stop = routes.stop_of[leg_line, leg_to]
+    dist = np.abs(network.stops.pos_km[alight_stop] - network.stops.pos_km[board_stop])
+    ride_s = (dist / lines.speed_kmh[leg_line] * 3600.0).astype(np.int64) + 60
+    # Board times: first legs board after the walk; second legs after the first leg plus a wait.
+    board = board1[leg_idx].copy()
+    first_ride = np.zeros(len(rows), np.int64)
+    first_ride[leg_idx[leg_no == 0]] = ride_s[leg_no == 0]
+    transfer_wait = (
+        -np.log1p(-draw("trip.transfer_wait")) * transfer_s
+    ).astype(np.int64) + 60
+    second = leg_no == 1
+    board[second] = board1[leg_idx[second]] + first_ride[leg_idx[second]] + transfer_wait[
+        leg_idx[second]
+    ]
+    alight = board + ride_s
+    is_metro = lines.mode[leg_line] == METRO
+
+    missing_out = is_metro & (
+        streams.uniform("trip.missing_tap_out", day, key[leg_idx], 0)
+        < behaviour.missing_tap_out_share
+    )
+    exit_legs = np.flatnonzero(is_metro & ~missing_out)
+
+    # Devices: a bus rider boards one of the line's buses; a metro rider passes one of the gates.
+    dev_u = streams.uniform("trip.device", day, key[leg_idx], 0)
+    bus_dev = network.devices.first_of_line[leg_line] + (
+        dev_u * network.devices.count_of_line[leg_line]
+    ).astype(np.int64)
+    gate_in = network.devices.first_of_stop[board_stop] + (
+        dev_u * network.devices.count_of_stop[board_stop]
+    ).astype(np.int64)
+    dev_u2 = streams.uniform("trip.device", day, key[leg_idx], 1)
+    gate_out = network.devices.first_of_stop[alight_stop] + (
+        dev_u2 * network.devices.count_of_stop[alight_stop]
+    ).astype(np.int64)
+
+    n_board = len(leg_idx)
+    kind_board = np.where(is_metro, TAP_ENTRY, TAP_SINGLE).astype(np.uint8)
+    taps = {
+        "row": np.concatenate([rows[leg_idx], rows[leg_idx[exit_legs]]]),
+        "t_s": np.concatenate([board, alight[exit_legs]]),
+        "line": np.concatenate([leg_line, leg_line[exit_legs]]),
+        "stop": np.concatenate([board_stop, alight_stop[exit_legs]]),
+        "device": np.concatenate([np.where(is_metro, gate_in, bus_dev), gate_out[exit_legs]]),
+        "mode": np.concatenate([np.where(is_metro, METRO, BUS), np.full(len(exit_legs), METRO)]),
+        "kind": np.concatenate([kind_board, np.full(len(exit_legs), TAP_EXIT, np.uint8)]),
+        "distance_km": np.concatenate([np.zeros(n_board), dist[exit_legs]]),
+        "journey": np.concatenate([key[leg_idx], key[leg_idx[exit_legs]]]),
+        "tap_key": np.concatenate(
+            [key[leg_idx] * 8 + leg_no * 2, key[leg_idx[exit_legs]] * 8 + leg_no[exit_legs] * 2 + 1]
+        ),
+        "medium": np.concatenate([medium[leg_idx], medium[leg_idx[exit_legs]]]),
+        "incomplete": np.concatenate([missing_out, np.zeros(len(exit_legs), bool)]),
+    }
+    # Trips running past the end of service are cut (last taps at 23:59).
+    in_day = taps["t_s"] <= LAST_TAP_S
+    return DayTaps(
+        row=taps["row"][in_day].astype(np.int64),
+        t_s=taps["t_s"][in_day].astype(np.int32),
+        line=taps["line"][in_day].astype(np.int32),
+        stop=taps["stop"][in_day].astype(np.int32),
+        device=taps["device"][in_day].astype(np.int32),
+        mode=taps["mode"][in_day].astype(np.uint8),
+        kind=taps["kind"][in_day].astype(np.uint8),
+        distance_km=taps["distance_km"][in_day].astype(np.float32),
+        journey=taps["journey"][in_day].astype(np.int64),
+        tap_key=taps["tap_key"][in_day].astype(np.int64),
+        medium=taps["medium"][in_day].astype(np.uint8),
+        incomplete=taps["incomplete"][in_day],
+    )
+

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""CardTwin command line: run a scenario, validate it, or calibrate it against published figures.
+
+    python run_scenario.py SCENARIO.yaml [--days N] [--seed S] [--out DIR] [--set a.b=v ...]
+                                         [--quiet] [--unmasked]
+    python run_scenario.py validate SCENARIO.yaml [--set a.b=v ...]
+
+Exit codes: 0 success; 2 bad input (scenario file, flags, data files) with a one-screen message
+and no traceback; 3 a money invariant failed during the run (the message says which, by how much,
+where). This file parses arguments and prints; the work is in sim.api.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_INVARIANT = 3
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", type=Path, help="scenario YAML file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a scenario field, e.g. --set fares.transfer.window_min=90 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests)."""
+    parser = argparse.ArgumentParser(
+        prog="run_scenario.py",
+        description="Run a CardTwin scenario and write Parquet + DuckDB outputs.",
+    )
+    _common(parser)
+    parser.add_argument("--days", type=_positive_int, help="simulated days (default: scenario's)")
+    parser.add_argument("--seed", type=_seed, help="random seed (default: scenario's)")
+    parser.add_argument("--out", type=Path, help="output directory (default: scenario's)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    parser.add_argument(
+        "--unmasked",
+        action="store_true",
+        help="write card numbers, names, ID numbers and phones in full (synthetic people only)",
+    )
+    return parser
+
+
+def build_validate_parser() -> argparse.ArgumentParser:
+    """Parser of the ``validate`` sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="run_scenario.py validate", description="Load and validate a scenario file."
+    )
+    _common(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Imported here so that `--help` and flag errors answer instantly.
+    from sim import api
+
+    try:
+        if argv and argv[0] == "validate":
+            args = build_validate_parser().parse_args(argv[1:])
+            scenario = api.load_scenario(args.scenario, args.overrides)
+            print(f"{args.scenario}: valid scenario {scenario.name!r}")
+            return 0
+        args = build_parser().parse_args(argv)
+        scenario = api.load_scenario(
+            args.scenario, args.overrides, days=args.days, seed=args.seed
+        )
+        out = args.out if args.out is not None else Path(scenario.output.dir)
+        summary = api.run(
+            scenario,
+            out,
+            quiet=args.quiet,
+            unmasked=args.unmasked,
+            scenario_path=args.scenario,
+        )
+        if not args.quiet:
+            api.print_summary(summary)
+        return 0
+    except api.BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except api.InvariantViolation as exc:
+        print(f"run failed: {exc}", file=sys.stderr)
+        return EXIT_INVARIANT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

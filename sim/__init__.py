@@ -1,0 +1,1 @@
+"""CardTwin simulation engine and domain services (no UI, no CLI parsing)."""

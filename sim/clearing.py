@@ -1,0 +1,1027 @@
+"""Clearing services: daily batches, duplicate screening, fees, hash-chained log, settlement.
+
+Used by the clearing-node agents (``agents/clearing.py``); everything here is vectorised over the
+day's uploaded records of all acquirers at once.
+
+Flow for one clearing day (records uploaded before ``batch_cutoff_hour`` the next morning):
+
+1. ``duplicate_upload``: a (device, device serial) seen before, in this batch or any earlier one
+   (``SeenSerials`` keeps the highest serial per device plus the few still-missing serials).
+2. ``declined_insufficient_balance``: the validator declined the tap; nothing was charged.
+3. ``duplicate_deduction``: the same card charged on the same device within ``retap_lock_s`` of its
+   previous charge there (also across batches). The later record is rejected and a refund order
+   is issued, because its fare was already taken from the card or QR account.
+4. The rest clear. Fees are ``list fare x rate`` rounded half up per record, on charged records.
+5. One ``BatchRecord`` per acquirer, hash-chained (E-Commerce Law art. 53: tamper-evident).
+6. Settlement on ``day + settlement_lag_days``: issuers pay gross, acquirers receive gross minus
+   fees, the clearing node that cleared the pair receives the fees; positions sum to zero.
+
+Simplification: settlement is one consolidated netting over the hierarchy. The fee of a record
+goes to the lowest clearing node shared by its issuer and acquirer (the city exchange for local
+rides, the provincial exchange or national centre for cross-city ones); intermediate nodes do not
+hold positions against each other.
+
+Posting helpers write the matching double-entry rows (see ``sim.ledger`` for the accounts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from sim.codes import CLEARED, MEDIA, REJECTED, STORED_VALUE_MEDIA
+from sim.ledger import InvariantViolation, Ledger, account, check_conservation
+
+DAY_S = 86_400
+
+#: Reject reason codes (0 = not rejected). Append, never reorder.
+REJECT_REASONS: tuple[str, ...] = (
+    "none",
+    "duplicate_upload",
+    "declined_insufficient_balance",
+    "duplicate_deduction",
+    "device_buffer_full",  # set by the engine: the validator refused the tap (buffer full)
+)
+R_NONE, R_DUPLICATE_UPLOAD, R_DECLINED, R_DUPLICATE_DEDUCTION = 0, 1, 2, 3
+R_DEVICE_BUFFER_FULL = 4
+
+#: Medium classes for fee rates and postings: stored-value card (physical or NFC) or QR account.
+MEDIUM_CLASSES: tuple[str, ...] = ("card", "qr")
+MC_CARD, MC_QR = 0, 1
+
+#: Participant roles.
+ROLES: tuple[str, ...] = ("issuer", "acquirer", "clearing_node")
+ISSUER, ACQUIRER, CLEARING_NODE = 0, 1, 2
+
+#: Memos used by the posting helpers (``Ledger.flows`` groups by them).
+MEMO_OPENING = "opening_balance"
+MEMO_TOPUP = "topup"
+MEMO_CARD_FARE = "card_fare"
+MEMO_QR_FARE = "qr_fare"
+MEMO_CASH_REFUND = "cash_refund"
+MEMO_DUP_REFUND = "duplicate_refund"
+MEMO_QR_DUP_REFUND = "qr_duplicate_refund"
+MEMO_CLEARING = "clearing"
+MEMO_FEE = "clearing_fee"
+MEMO_SETTLEMENT = "settlement"
+MEMO_DEPOSIT = "deposit"
+
+#: BatchRecord fields covered by the hash chain, in canonical order.
+_SUMMARY_FIELDS: tuple[str, ...] = (
+    "batch_id",
+    "day",
+    "settle_day",
+    "acquirer",
+    "submitted",
+    "cleared",
+    "rejected",
+    "rejected_duplicate_upload",
+    "rejected_declined",
+    "rejected_duplicate_deduction",
+    "gross_fen",
+    "fee_fen",
+    "net_fen",
+    "refund_fen",
+    "records_digest",
+)
+
+#: Hash that precedes the first batch of a clearing log.
+GENESIS_HASH = "0" * 64
+
+_SERIAL_LIMIT = 1 << 32
+_DEVICE_LIMIT = 1 << 31
+
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+def _rate(default: int, what: str) -> Any:  # a pydantic FieldInfo, typed Any like Field()
+    return Field(
+        default,
+        ge=0,
+        le=10_000,
+        description=f"Clearing service fee on {what}, in basis points of the list fare (原价).",
+    )
+
+
+class ClearingSettings(BaseModel):
+    """The scenario's ``clearing:`` section: fee rates, batch cut-off, settlement lag, deposits.
+
+    Fee defaults are the Nantong post-evaluation report's proposal: bus 3.5% of the list fare,
+    metro by card 3.5%, metro by QR 2.5%.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bus_card_fee_bp: int = _rate(350, "bus rides paid by card (physical or NFC virtual)")
+    bus_qr_fee_bp: int = _rate(350, "bus rides paid by QR code")
+    metro_card_fee_bp: int = _rate(350, "metro rides paid by card (physical or NFC virtual)")
+    metro_qr_fee_bp: int = _rate(250, "metro rides paid by QR code")
+    batch_cutoff_hour: int = Field(
+        2,
+        ge=0,
+        le=23,
+        description="Records uploaded before this hour the next morning go in a day's batch.",
+    )
+    settlement_lag_days: int = Field(
+        1,
+        ge=0,
+        le=30,
+        description="Settlement date = clearing day + this many calendar days (T+1).",
+    )
+    retap_lock_s: int = Field(
+        2,
+        ge=0,
+        le=3600,
+        description="Two charges of one card on one device at most this many seconds apart are a "
+        "duplicate deduction: the later one is rejected and refunded.",
+    )
+    settlement_deposit_fen: int = Field(
+        50_000_000,
+        ge=0,
+        description="Settlement deposit (结算预存资金) each issuer places with the exchange at the "
+        "start of the run. Assumption: 500,000 yuan, about 5 days of Nantong's 2024 transit spend.",
+    )
+    deposit_overrides_fen: dict[str, NonNegInt] = Field(
+        default_factory=dict,
+        description="Per-issuer deposit in fen, by participant id, replacing the default.",
+    )
+
+    def fee_matrix_bp(self) -> np.ndarray:
+        """Fee rates as an int64 array indexed [mode code, medium class]."""
+        return np.array(
+            [
+                [self.bus_card_fee_bp, self.bus_qr_fee_bp],
+                [self.metro_card_fee_bp, self.metro_qr_fee_bp],
+            ],
+            dtype=np.int64,
+        )
+
+
+def medium_class_of(media: np.ndarray) -> np.ndarray:
+    """Medium class (``MC_CARD``/``MC_QR``) of ``sim.codes.MEDIA`` codes."""
+    lut = np.array(
+        [MC_CARD if i in STORED_VALUE_MEDIA else MC_QR for i in range(len(MEDIA))], dtype=np.uint8
+    )
+    return lut[np.asarray(media)]
+
+
+def clearing_day(upload_ts_s: np.ndarray, batch_cutoff_hour: int, day0_ts_s: int = 0) -> np.ndarray:
+    """Clearing day of each upload time (seconds; day 0 starts at ``day0_ts_s``)."""
+    ts = np.asarray(upload_ts_s, dtype=np.int64)
+    return (ts - day0_ts_s - batch_cutoff_hour * 3600) // DAY_S
+
+
+# -- participants ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Participant:
+    """One issuer, acquirer or clearing node; ``parent`` is the clearing node it reports to."""
+
+    id: str
+    role: str
+    parent: str | None
+    name_zh: str = ""
+
+
+class Participants:
+    """Registry giving every participant an int code (its position) for the hot-path arrays."""
+
+    def __init__(self, rows: Iterable[Participant]) -> None:
+        self.rows: tuple[Participant, ...] = tuple(rows)
+        self.ids: tuple[str, ...] = tuple(p.id for p in self.rows)
+        self._code = {pid: i for i, pid in enumerate(self.ids)}
+        if len(self._code) != len(self.ids):
+            dup = sorted({p for p in self.ids if self.ids.count(p) > 1})
+            raise ValueError(f"participant ids must be unique, repeated: {dup}")
+        for p in self.rows:
+            if p.role not in ROLES:
+                raise ValueError(f"participant {p.id}: role {p.role!r} not one of {ROLES}")
+            if p.parent is None:
+                if p.role != "clearing_node":
+                    raise ValueError(f"participant {p.id}: {p.role} needs a parent clearing node")
+            elif p.parent not in self._code or self.rows[self._code[p.parent]].role != (
+                "clearing_node"
+            ):
+                raise ValueError(f"participant {p.id}: parent {p.parent!r} is not a clearing node")
+        self.role = np.array([ROLES.index(p.role) for p in self.rows], dtype=np.uint8)
+        self.parent = np.array(
+            [-1 if p.parent is None else self._code[p.parent] for p in self.rows], dtype=np.int32
+        )
+        self._chains = [self._chain(i) for i in range(len(self.rows))]
+        self._lca: dict[tuple[int, int], int] = {}
+
+    def _chain(self, i: int) -> list[int]:
+        chain, seen = [], set()
+        node = int(self.parent[i]) if self.role[i] != CLEARING_NODE else i
+        while node >= 0:
+            if node in seen:
+                raise ValueError(f"clearing hierarchy has a cycle through {self.ids[node]}")
+            seen.add(node)
+            chain.append(node)
+            node = int(self.parent[node])
+        return chain
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def code(self, pid: str) -> int:
+        """Int code of a participant id."""
+        try:
+            return self._code[pid]
+        except KeyError:
+            raise KeyError(f"unknown participant {pid!r}; known: {', '.join(self.ids)}") from None
+
+    def codes(self, pids: Sequence[str]) -> np.ndarray:
+        """Int codes (int32) of participant ids."""
+        return np.array([self.code(p) for p in pids], dtype=np.int32)
+
+    def of_role(self, role: str) -> np.ndarray:
+        """Codes of all participants with a role."""
+        return np.flatnonzero(self.role == ROLES.index(role)).astype(np.int32)
+
+    def clearing_node(self, issuer: int, acquirer: int) -> int:
+        """Lowest clearing node above both participants: the node that clears (and is paid for)
+        their records."""
+        key = (int(issuer), int(acquirer))
+        node = self._lca.get(key)
+        if node is None:
+            up = set(self._chains[key[0]])
+            node = next((n for n in self._chains[key[1]] if n in up), -1)
+            if node < 0:
+                raise ValueError(
+                    f"{self.ids[key[0]]} and {self.ids[key[1]]} share no clearing node"
+                )
+            self._lca[key] = node
+        return node
+
+
+def nantong_participants() -> Participants:
+    """A reference registry for Nantong: city exchange under Jiangsu under the national centre,
+    NTCARD and the QR channels as issuers, bus companies per region and the metro as acquirers,
+    plus Suzhou and Shanghai for cross-city traffic. ``world.py`` may build its own."""
+    rows = [
+        Participant("NATIONAL", "clearing_node", None, "全国一卡通数据中心"),
+        Participant("JS_EXCHANGE", "clearing_node", "NATIONAL", "江苏省交通一卡通清算中心"),
+        Participant("NT_EXCHANGE", "clearing_node", "JS_EXCHANGE", "南通市数据交换中心"),
+        Participant("SZ_EXCHANGE", "clearing_node", "JS_EXCHANGE", "苏州市数据交换中心"),
+        Participant("SH_EXCHANGE", "clearing_node", "NATIONAL", "上海市数据交换中心"),
+        Participant("NTCARD", "issuer", "NT_EXCHANGE", "南通市民卡"),
+        Participant("QR_CHANGXING", "issuer", "NT_EXCHANGE", "畅行南通"),
+        Participant("QR_ALIPAY", "issuer", "NT_EXCHANGE", "支付宝"),
+        Participant("QR_WECHAT_TONGCHENG", "issuer", "NT_EXCHANGE", "同程微信"),
+        Participant("QR_UNIONPAY", "issuer", "NT_EXCHANGE", "银联"),
+        Participant("QR_YIMATONGXING", "issuer", "SH_EXCHANGE", "一码通行"),
+        Participant("SZCARD", "issuer", "SZ_EXCHANGE", "苏州交通卡"),
+        Participant("SHCARD", "issuer", "SH_EXCHANGE", "上海交通卡"),
+        Participant("NT_BUS_URBAN", "acquirer", "NT_EXCHANGE", "南通公交(市区)"),
+        Participant("NT_BUS_RUDONG", "acquirer", "NT_EXCHANGE", "如东公交"),
+        Participant("NT_BUS_HAIAN", "acquirer", "NT_EXCHANGE", "海安公交"),
+        Participant("NT_BUS_HAIMEN", "acquirer", "NT_EXCHANGE", "海门公交"),
+        Participant("NT_BUS_RUGAO", "acquirer", "NT_EXCHANGE", "如皋公交"),
+        Participant("NT_BUS_QIDONG", "acquirer", "NT_EXCHANGE", "启东公交"),
+        Participant("NT_METRO", "acquirer", "NT_EXCHANGE", "南通地铁"),
+        Participant("SZ_BUS", "acquirer", "SZ_EXCHANGE", "苏州公交"),
+        Participant("SH_METRO", "acquirer", "SH_EXCHANGE", "上海地铁"),
+    ]
+    return Participants(rows)
+
+
+#: Issuer of each medium in ``nantong_participants`` (cards: NTCARD; QR: the channel).
+NANTONG_MEDIA_ISSUER: dict[str, str] = {
+    "physical_card": "NTCARD",
+    "nfc_virtual_card": "NTCARD",
+    "qr_changxing": "QR_CHANGXING",
+    "qr_alipay": "QR_ALIPAY",
+    "qr_wechat_tongcheng": "QR_WECHAT_TONGCHENG",
+    "qr_unionpay": "QR_UNIONPAY",
+    "qr_yimatongxing": "QR_YIMATONGXING",
+}
+
+
+# -- inputs and outputs ------------------------------------------------------------------------
+_COLUMNS: dict[str, type] = {
+    "tx_id": np.int64,
+    "card": np.int64,
+    "card_counter": np.int64,
+    "device": np.int64,
+    "device_serial": np.int64,
+    "timestamp_s": np.int64,
+    "amount_fen": np.int64,
+    "list_fare_fen": np.int64,
+    "issuer": np.int32,
+    "acquirer": np.int32,
+    "mode": np.uint8,
+    "medium_class": np.uint8,
+    "declined": np.bool_,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedRecords:
+    """Uploaded tap records, one row each (all acquirers together).
+
+    ``issuer``/``acquirer`` are ``Participants`` codes, ``mode`` a ``sim.codes.MODES`` code,
+    ``medium_class`` ``MC_CARD``/``MC_QR``; ``amount_fen`` is what was charged (0 for free rides),
+    ``list_fare_fen`` the undiscounted fare (原价). A duplicate upload is a copy with the same
+    ``tx_id``. ``card_counter`` is carried for output only: QR media have none and the 2-byte
+    counter wraps, so (device, device_serial) is the duplicate key.
+    """
+
+    tx_id: np.ndarray
+    card: np.ndarray
+    card_counter: np.ndarray
+    device: np.ndarray
+    device_serial: np.ndarray
+    timestamp_s: np.ndarray
+    amount_fen: np.ndarray
+    list_fare_fen: np.ndarray
+    issuer: np.ndarray
+    acquirer: np.ndarray
+    mode: np.ndarray
+    medium_class: np.ndarray
+    declined: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = None
+        for name, dtype in _COLUMNS.items():
+            arr = np.asarray(getattr(self, name))
+            if dtype is not np.bool_ and arr.size and arr.dtype.kind not in "iub":
+                raise TypeError(f"records.{name} must be integers, got {arr.dtype}")
+            arr = np.ascontiguousarray(arr, dtype=dtype)
+            if arr.ndim != 1 or (n is not None and arr.size != n):
+                raise ValueError(f"records.{name} has shape {arr.shape}, expected ({n},)")
+            n = arr.size
+            object.__setattr__(self, name, arr)
+
+    def __len__(self) -> int:
+        return int(self.tx_id.size)
+
+    def take(self, idx: np.ndarray) -> UploadedRecords:
+        """Rows ``idx`` (an index or boolean array) as new records."""
+        return UploadedRecords(**{name: getattr(self, name)[idx] for name in _COLUMNS})
+
+    @staticmethod
+    def concat(parts: Sequence[UploadedRecords]) -> UploadedRecords:
+        """Rows of several record sets, in order."""
+        return UploadedRecords(
+            **{name: np.concatenate([getattr(p, name) for p in parts]) for name in _COLUMNS}
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOrders:
+    """Refunds owed for duplicate deductions: ``source_tx_id`` is the rejected charge,
+    ``first_tx_id`` the charge it repeated."""
+
+    day: int
+    source_tx_id: np.ndarray
+    first_tx_id: np.ndarray
+    card: np.ndarray
+    issuer: np.ndarray
+    acquirer: np.ndarray
+    medium_class: np.ndarray
+    amount_fen: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.source_tx_id.size)
+
+
+@dataclass(frozen=True, slots=True)
+class PairTotals:
+    """Cleared totals per (issuer, acquirer) pair and the clearing node that earns the fees."""
+
+    issuer: np.ndarray
+    acquirer: np.ndarray
+    node: np.ndarray
+    records: np.ndarray
+    gross_fen: np.ndarray
+    fee_fen: np.ndarray
+    net_fen: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Positions:
+    """Net settlement positions (positive = receives) of one settlement date."""
+
+    settle_day: int
+    participant: np.ndarray
+    position_fen: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """One acquirer's batch for one clearing day: the row of the hash-chained clearing log."""
+
+    batch_id: int
+    day: int
+    settle_day: int
+    acquirer: str
+    submitted: int
+    cleared: int
+    rejected: int
+    rejected_duplicate_upload: int
+    rejected_declined: int
+    rejected_duplicate_deduction: int
+    gross_fen: int
+    fee_fen: int
+    net_fen: int
+    refund_fen: int
+    records_digest: str
+    prev_hash: str
+    hash: str
+
+    def summary(self) -> str:
+        """Canonical text of everything the hash covers except ``prev_hash`` and ``hash``."""
+        return "|".join(str(getattr(self, f)) for f in _SUMMARY_FIELDS)
+
+
+def chain_hash(prev_hash: str, summary: str) -> str:
+    """sha256 over the previous batch hash and this batch's canonical summary."""
+    return hashlib.sha256(f"cardtwin-clearing-v1\n{prev_hash}\n{summary}".encode()).hexdigest()
+
+
+def verify_chain(batches: Sequence[BatchRecord], genesis: str = GENESIS_HASH) -> None:
+    """Recompute the hash chain; raises ``InvariantViolation('hash_chain', ...)`` at the first
+    batch whose link or content does not match."""
+    prev = genesis
+    for b in batches:
+        if b.prev_hash != prev or chain_hash(prev, b.summary()) != b.hash:
+            raise InvariantViolation(
+                "hash_chain",
+                0,
+                f"batch {b.batch_id} (day {b.day}, acquirer {b.acquirer})",
+                "batch content or link does not match its hash",
+            )
+        prev = b.hash
+
+
+def batch_columns(batches: Sequence[BatchRecord]) -> dict[str, np.ndarray]:
+    """The clearing log as columns for output writers."""
+    names = BatchRecord.__slots__
+    return {n: np.array([getattr(b, n) for b in batches]) for n in names}
+
+
+def _digest_columns(rec: UploadedRecords, status, reason, fee_fen, rows) -> list[np.ndarray]:
+    """The hashed fields, each gathered at ``rows`` (one contiguous array per field)."""
+    outcome = (np.asarray(status, np.uint8) << 4) | np.asarray(reason, np.uint8)
+    cols = (rec.tx_id, rec.device, rec.device_serial, rec.card, rec.timestamp_s, rec.amount_fen)
+    return [np.asarray(c)[rows] for c in (*cols, rec.list_fare_fen, fee_fen, outcome)]
+
+
+def _sha256_slices(columns: list[np.ndarray], start: int, end: int) -> str:
+    h = hashlib.sha256()
+    for col in columns:
+        h.update(col[start:end].tobytes())
+    return h.hexdigest()
+
+
+def records_digest(
+    rec: UploadedRecords,
+    status: np.ndarray,
+    reason: np.ndarray,
+    fee_fen: np.ndarray,
+    rows: np.ndarray | None = None,
+) -> str:
+    """sha256 over records and their clearing outcome (rows ``rows``, in that order): tx id,
+    device, serial, card, time, amount, list fare, fee, status and reason. A batch's digest uses
+    its records ordered by (device, device serial), copies in upload order."""
+    rows = np.arange(len(rec)) if rows is None else np.asarray(rows)
+    return _sha256_slices(_digest_columns(rec, status, reason, fee_fen, rows), 0, rows.size)
+
+
+@dataclass(frozen=True, slots=True)
+class ClearingResult:
+    """Outcome of one clearing day: per-record arrays (input order) and aggregates."""
+
+    day: int
+    settle_day: int
+    tx_id: np.ndarray
+    status: np.ndarray
+    reason: np.ndarray
+    fee_fen: np.ndarray
+    batch_id: np.ndarray
+    refunds: RefundOrders
+    pairs: PairTotals
+    batches: tuple[BatchRecord, ...]
+    positions: Positions
+
+    @property
+    def cleared_tx_id(self) -> np.ndarray:
+        """Tx ids of cleared records (batch membership for the exactly-once invariant)."""
+        return self.tx_id[self.status == CLEARED]
+
+    @property
+    def cleared_batch_id(self) -> np.ndarray:
+        """Batch ids of cleared records, aligned with ``cleared_tx_id``."""
+        return self.batch_id[self.status == CLEARED]
+
+
+# -- state kept between batches ----------------------------------------------------------------
+class SeenSerials:
+    """Compact seen-set of (device, serial): per device the highest serial seen, plus the few
+    serials below it that have not arrived yet (holes).
+
+    Memory is one int per device plus one per missing record. A device's first upload sets its
+    starting point (validators upload in serial order; a re-sent copy never precedes its
+    original). A jump of more than ``max_hole_run`` serials is taken as a counter reset, not as
+    that many missing records.
+    """
+
+    def __init__(self, max_hole_run: int = 1 << 16) -> None:
+        self.max_hole_run = max_hole_run
+        self.devices = np.zeros(0, dtype=np.int64)
+        self.max_serial = np.zeros(0, dtype=np.int64)
+        self.holes = np.zeros(0, dtype=np.int64)
+
+    def check_and_add(self, device: np.ndarray, serial: np.ndarray) -> np.ndarray:
+        """Mark each record as duplicate (seen before, or earlier in this call) and remember it."""
+        keys = _serial_keys(np.asarray(device, np.int64), np.asarray(serial, np.int64))
+        return self._check_and_add(keys, _argsort_stable(keys))
+
+    def _check_and_add(self, keys: np.ndarray, order: np.ndarray) -> np.ndarray:
+        n = keys.size
+        dup = np.zeros(n, dtype=bool)
+        if n == 0:
+            return dup
+        sk = keys[order]
+        first = np.ones(n, dtype=bool)
+        first[1:] = sk[1:] != sk[:-1]
+        uk = sk[first]
+        udev, userial = uk >> 32, uk & (_SERIAL_LIMIT - 1)
+        if self.devices.size:
+            pos = np.minimum(np.searchsorted(self.devices, udev), self.devices.size - 1)
+            known = self.devices[pos] == udev
+            old_max = np.where(known, self.max_serial[pos], -1)
+        else:
+            pos = np.zeros(uk.size, dtype=np.int64)
+            known = np.zeros(uk.size, dtype=bool)
+            old_max = np.full(uk.size, -1, dtype=np.int64)
+        in_hole = _isin_sorted(uk, self.holes)
+        seen = known & (userial <= old_max) & ~in_hole
+        dup_sorted = ~first
+        dup_sorted[first] = seen
+        dup[order] = dup_sorted
+        if in_hole.any():
+            self.holes = self.holes[~_isin_sorted(self.holes, uk[in_hole])]
+        up = ~seen & ~in_hole
+        self._extend(udev[up], userial[up], known[up], old_max[up], pos[up])
+        return dup
+
+    def _extend(self, dev, serial, known, old_max, pos) -> None:
+        """Raise per-device maxima to new serials (sorted by device, serial); record holes."""
+        if dev.size == 0:
+            return
+        lead = np.ones(dev.size, dtype=bool)
+        lead[1:] = dev[1:] != dev[:-1]
+        prev = np.empty_like(serial)
+        prev[1:] = serial[:-1]
+        prev[lead] = np.where(known[lead], old_max[lead], serial[lead] - 1)
+        gap = serial - prev - 1
+        gap[gap > self.max_hole_run] = 0
+        total = int(gap.sum())
+        if total:
+            offsets = np.arange(total) - np.repeat(np.cumsum(gap) - gap, gap)
+            new_holes = (np.repeat(dev, gap) << 32) | (np.repeat(prev + 1, gap) + offsets)
+            self.holes = np.sort(np.concatenate([self.holes, new_holes]))
+        tail = np.append(np.flatnonzero(lead)[1:] - 1, dev.size - 1)  # last row per device
+        kt = known[tail]
+        self.max_serial[pos[tail][kt]] = serial[tail][kt]
+        if not kt.all():
+            devices = np.concatenate([self.devices, dev[tail][~kt]])
+            maxima = np.concatenate([self.max_serial, serial[tail][~kt]])
+            o = np.argsort(devices)
+            self.devices, self.max_serial = devices[o], maxima[o]
+
+
+def _isin_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    if sorted_set.size == 0 or values.size == 0:
+        return np.zeros(values.size, dtype=bool)
+    j = np.minimum(np.searchsorted(sorted_set, values), sorted_set.size - 1)
+    return sorted_set[j] == values
+
+
+def _argsort_stable(key: np.ndarray) -> np.ndarray:
+    """Stable argsort (equal keys keep input order) at quicksort speed: ties are rare here, so
+    only the runs of equal keys are re-sorted by position afterwards."""
+    order = np.argsort(key)
+    sk = key[order]
+    tie = np.flatnonzero(sk[1:] == sk[:-1])
+    if tie.size:
+        at = np.unique(np.concatenate([tie, tie + 1]))
+        sub = order[at]
+        order[at] = sub[np.lexsort((sub, sk[at]))]
+    return order
+
+
+def _serial_keys(device: np.ndarray, serial: np.ndarray) -> np.ndarray:
+    if device.size and (device.min() < 0 or device.max() >= _DEVICE_LIMIT):
+        raise ValueError(f"device ids must be in [0, 2**31), got {device.min()}..{device.max()}")
+    if serial.size and (serial.min() < 0 or serial.max() >= _SERIAL_LIMIT):
+        raise ValueError(
+            f"device serials must be in [0, 2**32), got {serial.min()}..{serial.max()}"
+        )
+    return (device << 32) | serial
+
+
+@dataclass
+class _RetapTail:
+    """Charged records that a later record of the same device could still repeat."""
+
+    card: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    device: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    ts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    tx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def find(
+        self, rec: UploadedRecords, charged: np.ndarray, lock_s: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of ``rec`` that repeat an earlier charge, and the tx id each one repeats."""
+        idx = np.flatnonzero(charged)
+        m = self.card.size
+        card = np.concatenate([self.card, rec.card[idx]])
+        dev = np.concatenate([self.device, rec.device[idx]])
+        ts = np.concatenate([self.ts, rec.timestamp_s[idx]])
+        tx = np.concatenate([self.tx, rec.tx_id[idx]])
+        src = np.concatenate([np.full(m, -1, np.int64), idx])
+        if card.size == 0:
+            return idx, idx
+        dmax = int(dev.max()) + 1
+        t0 = int(ts.min())
+        span = int(ts.max()) - t0 + 1
+        # One int64 key (card, device, time) lets a single sort replace a 3-key lexsort. Large
+        # card numbers are first replaced by their rank (one more sort, still faster).
+        ckey = card
+        if card.min() < 0 or (int(card.max()) + 1) * dmax * span >= 1 << 63:
+            ckey = np.unique(card, return_inverse=True)[1].astype(np.int64)
+        if (int(ckey.max()) + 1) * dmax * span < 1 << 63:
+            order = _argsort_stable((ckey * dmax + dev) * span + (ts - t0))
+        else:
+            order = np.lexsort((ts, dev, card))
+        c, d, t = card[order], dev[order], ts[order]
+        hit = np.flatnonzero((c[1:] == c[:-1]) & (d[1:] == d[:-1]) & (t[1:] - t[:-1] <= lock_s)) + 1
+        rows = src[order[hit]]
+        ok = rows >= 0
+        first_tx = tx[order[hit - 1]][ok]
+        # Keep what a later upload of the same device could still repeat.
+        if dmax <= max(1 << 20, 4 * dev.size):
+            last = np.full(dmax, np.iinfo(np.int64).min, dtype=np.int64)
+            np.maximum.at(last, dev, ts)
+            keep = ts >= last[dev] - lock_s
+        else:
+            u, inv = np.unique(dev, return_inverse=True)
+            last = np.full(u.size, np.iinfo(np.int64).min, dtype=np.int64)
+            np.maximum.at(last, inv, ts)
+            keep = ts >= last[inv] - lock_s
+        self.card, self.device, self.ts, self.tx = card[keep], dev[keep], ts[keep], tx[keep]
+        return rows[ok], first_tx
+
+
+class Clearer:
+    """Clearing service for one clearing log: keeps the duplicate state and the hash chain."""
+
+    def __init__(self, settings: ClearingSettings, participants: Participants) -> None:
+        self.settings = settings
+        self.participants = participants
+        self.seen = SeenSerials()
+        self.log: list[BatchRecord] = []
+        self.head = GENESIS_HASH
+        self._tail = _RetapTail()
+        self._fee_bp = settings.fee_matrix_bp()
+        self._next_batch = 0
+        self._last_day: int | None = None
+
+    def clear_batch(self, day: int, rec: UploadedRecords) -> ClearingResult:
+        """Clear the records of one clearing day (all acquirers), update state, extend the log."""
+        day = int(day)
+        if self._last_day is not None and day < self._last_day:
+            raise ValueError(f"clearing day {day} comes after day {self._last_day}")
+        n_p = len(self.participants)
+        n = len(rec)
+        if n:
+            for name in ("issuer", "acquirer"):
+                codes = getattr(rec, name)
+                if codes.min() < 0 or codes.max() >= n_p:
+                    raise ValueError(f"records.{name} codes must be in [0, {n_p})")
+            if rec.mode.max() > 1 or rec.medium_class.max() > 1:
+                raise ValueError("records.mode and records.medium_class must be 0 or 1")
+            if rec.list_fare_fen.min() < 0 or rec.amount_fen.min() < 0:
+                raise ValueError("records amounts and list fares must be >= 0 fen")
+        keys = _serial_keys(rec.device, rec.device_serial)
+        self._last_day = day  # inputs are valid: from here on the state changes
+        lag = self.settings.settlement_lag_days
+        dev_order = _argsort_stable(keys)
+        reason = np.zeros(n, dtype=np.uint8)
+        reason[rec.declined] = R_DECLINED
+        reason[self.seen._check_and_add(keys, dev_order)] = R_DUPLICATE_UPLOAD
+        charged = (reason == R_NONE) & (rec.amount_fen > 0)
+        dd_rows, first_tx = self._tail.find(rec, charged, self.settings.retap_lock_s)
+        reason[dd_rows] = R_DUPLICATE_DEDUCTION
+        cleared = reason == R_NONE
+        status = np.where(cleared, CLEARED, REJECTED).astype(np.uint8)
+        fee = (rec.list_fare_fen * self._fee_bp[rec.mode, rec.medium_class] + 5_000) // 10_000
+        fee[~cleared | (rec.amount_fen == 0)] = 0
+        gross_rec = np.where(cleared, rec.amount_fen, 0)
+
+        refunds = RefundOrders(
+            day=day,
+            source_tx_id=rec.tx_id[dd_rows],
+            first_tx_id=first_tx,
+            card=rec.card[dd_rows],
+            issuer=rec.issuer[dd_rows],
+            acquirer=rec.acquirer[dd_rows],
+            medium_class=rec.medium_class[dd_rows],
+            amount_fen=rec.amount_fen[dd_rows],
+        )
+        pairs = self._pair_totals(rec, cleared, gross_rec, fee)
+
+        # Per-acquirer batch rows; records hashed in (device, serial) order within each acquirer.
+        acq_dtype = np.uint16 if n_p <= 1 << 16 else np.int32  # 16-bit keys get a radix sort
+        perm = dev_order[np.argsort(rec.acquirer[dev_order].astype(acq_dtype), kind="stable")]
+        acq_sorted = rec.acquirer[perm]
+        starts = np.flatnonzero(np.r_[True, acq_sorted[1:] != acq_sorted[:-1]]) if n else perm
+        acqs = acq_sorted[starts]
+        ends = np.append(starts[1:], n) if n else starts
+        batch_id = np.full(n, -1, dtype=np.int64)
+        digest_cols = _digest_columns(rec, status, reason, fee, perm)
+        reason_count = np.bincount(
+            rec.acquirer.astype(np.int64) * len(REJECT_REASONS) + reason,
+            minlength=n_p * len(REJECT_REASONS),
+        ).reshape(n_p, len(REJECT_REASONS))
+        batches = []
+        for a, s, e in zip(acqs.tolist(), starts.tolist(), ends.tolist(), strict=True):
+            rows = perm[s:e]
+            bid = self._next_batch
+            self._next_batch += 1
+            batch_id[rows] = bid
+            gross = int(gross_rec[rows].sum())
+            fees = int(fee[rows].sum())
+            counts = reason_count[a]
+            summary_fields = dict(
+                batch_id=bid,
+                day=day,
+                settle_day=day + lag,
+                acquirer=self.participants.ids[a],
+                submitted=e - s,
+                cleared=int(counts[R_NONE]),
+                rejected=int(e - s - counts[R_NONE]),
+                rejected_duplicate_upload=int(counts[R_DUPLICATE_UPLOAD]),
+                rejected_declined=int(counts[R_DECLINED]),
+                rejected_duplicate_deduction=int(counts[R_DUPLICATE_DEDUCTION]),
+                gross_fen=gross,
+                fee_fen=fees,
+                net_fen=gross - fees,
+                refund_fen=int(refunds.amount_fen[refunds.acquirer == a].sum()),
+                records_digest=_sha256_slices(digest_cols, s, e),
+            )
+            probe = BatchRecord(**summary_fields, prev_hash=self.head, hash="")
+            record = replace(probe, hash=chain_hash(self.head, probe.summary()))
+            self.head = record.hash
+            self.log.append(record)
+            batches.append(record)
+
+        return ClearingResult(
+            day=day,
+            settle_day=day + lag,
+            tx_id=rec.tx_id,
+            status=status,
+            reason=reason,
+            fee_fen=fee,
+            batch_id=batch_id,
+            refunds=refunds,
+            pairs=pairs,
+            batches=tuple(batches),
+            positions=settlement_positions(day + lag, pairs, n_p),
+        )
+
+    def _pair_totals(
+        self, rec: UploadedRecords, cleared: np.ndarray, gross: np.ndarray, fee: np.ndarray
+    ) -> PairTotals:
+        n_p = len(self.participants)
+        pair = rec.issuer.astype(np.int64) * n_p + rec.acquirer
+        if n_p <= 1024:  # dense bins: no sort needed
+            count = np.bincount(pair[cleared], minlength=n_p * n_p)
+            g = np.zeros(n_p * n_p, dtype=np.int64)
+            f = np.zeros(n_p * n_p, dtype=np.int64)
+            np.add.at(g, pair, gross)
+            np.add.at(f, pair, fee)
+            keys = np.flatnonzero(count)
+            count, g, f = count[keys], g[keys], f[keys]
+        else:
+            keys, inv = np.unique(pair[cleared], return_inverse=True)
+            count = np.bincount(inv, minlength=keys.size)
+            g = np.zeros(keys.size, dtype=np.int64)
+            f = np.zeros(keys.size, dtype=np.int64)
+            np.add.at(g, inv, gross[cleared])
+            np.add.at(f, inv, fee[cleared])
+        issuer = (keys // n_p).astype(np.int32)
+        acquirer = (keys % n_p).astype(np.int32)
+        node = np.array(
+            [self.participants.clearing_node(i, a) for i, a in zip(issuer, acquirer, strict=True)],
+            dtype=np.int32,
+        )
+        return PairTotals(issuer, acquirer, node, count.astype(np.int64), g, f, g - f)
+
+
+def settlement_positions(settle_day: int, pairs: PairTotals, n_participants: int) -> Positions:
+    """Net positions for one settlement date: issuers -gross, acquirers +net, nodes +fees."""
+    pos = np.zeros(n_participants, dtype=np.int64)
+    np.subtract.at(pos, pairs.issuer, pairs.gross_fen)
+    np.add.at(pos, pairs.acquirer, pairs.net_fen)
+    np.add.at(pos, pairs.node, pairs.fee_fen)
+    involved = np.zeros(n_participants, dtype=bool)
+    for codes in (pairs.issuer, pairs.acquirer, pairs.node):
+        involved[codes] = True
+    who = np.flatnonzero(involved).astype(np.int32)
+    return Positions(int(settle_day), who, pos[who])
+
+
+def fold_tap_status(
+    tap_tx_id: np.ndarray, tap_status: np.ndarray, rec_tx_id: np.ndarray, rec_status: np.ndarray
+) -> np.ndarray:
+    """New tap statuses after a clearing day: a cleared record clears its tap; a tap whose records
+    were all rejected is rejected unless already cleared (duplicate uploads do not undo a clear)."""
+    out = np.asarray(tap_status, dtype=np.uint8).copy()
+    order = np.argsort(tap_tx_id, kind="stable")
+    tap_tx_id, rec_tx_id = np.asarray(tap_tx_id), np.asarray(rec_tx_id)
+    if tap_tx_id.size == 0:
+        if rec_tx_id.size:
+            raise ValueError("records carry tx ids that are not in the tap table")
+        return out
+    found = np.minimum(np.searchsorted(tap_tx_id, rec_tx_id, sorter=order), tap_tx_id.size - 1)
+    pos = order[found]
+    if not np.array_equal(tap_tx_id[pos], rec_tx_id):
+        raise ValueError("records carry tx ids that are not in the tap table")
+    rej = pos[rec_status == REJECTED]
+    out[rej[out[rej] != CLEARED]] = REJECTED
+    out[pos[rec_status == CLEARED]] = CLEARED
+    return out
+
+
+# -- deposits ----------------------------------------------------------------------------------
+def initial_deposits_fen(settings: ClearingSettings, participants: Participants) -> np.ndarray:
+    """Settlement deposit per participant code (issuers only; others 0)."""
+    dep = np.zeros(len(participants), dtype=np.int64)
+    dep[participants.of_role("issuer")] = settings.settlement_deposit_fen
+    for pid, amount in settings.deposit_overrides_fen.items():
+        code = participants.code(pid)
+        if participants.rows[code].role != "issuer":
+            raise ValueError(f"clearing.deposit_overrides_fen.{pid}: {pid} is not an issuer")
+        dep[code] = amount
+    return dep
+
+
+def deposit_shortfalls(ledger: Ledger, participants: Participants) -> dict[str, int]:
+    """Issuers whose settlement deposit is overdrawn, with the shortfall in fen."""
+    out = {}
+    for code in participants.of_role("issuer"):
+        pid = participants.ids[code]
+        bal = ledger.balance(account("deposit", pid))
+        if bal < 0:
+            out[pid] = -bal
+    return out
+
+
+# -- posting helpers ---------------------------------------------------------------------------
+#: Simple flows: memo -> (debit kind, credit kind). Each is posted as one row per participant.
+FLOWS: dict[str, tuple[str, str]] = {
+    MEMO_OPENING: ("bank", "float"),  # balances cards hold when they enter the run
+    MEMO_TOPUP: ("bank", "float"),  # cardholder pays in, issuer owes stored value
+    MEMO_CARD_FARE: ("float", "unsettled"),  # fare taken from a card at the tap
+    MEMO_QR_FARE: ("bank", "unsettled"),  # QR channel collects the fare from the rider
+    MEMO_CASH_REFUND: ("float", "bank"),  # card balance paid back in cash (card returned)
+    MEMO_DUP_REFUND: ("unsettled", "float"),  # duplicate deduction credited back to the card
+    MEMO_QR_DUP_REFUND: ("unsettled", "bank"),  # duplicate QR charge paid back to the rider
+    MEMO_DEPOSIT: ("deposit", "bank"),  # money placed into the settlement deposit
+}
+
+
+def post_flow(
+    ledger: Ledger,
+    day: int,
+    memo: str,
+    participant: np.ndarray,
+    amount_fen: np.ndarray,
+    participants: Participants,
+) -> None:
+    """Post one of the simple ``FLOWS`` for many rows (per tap, top-up...), summed per
+    participant code: one journal row per participant, not per input row."""
+    debit_kind, credit_kind = FLOWS[memo]
+    codes = np.asarray(participant, dtype=np.int64)
+    amounts = np.asarray(amount_fen)
+    if amounts.dtype.kind not in "iu":
+        raise TypeError(f"amounts must be integer fen, got dtype {amounts.dtype}")
+    sums = np.zeros(len(participants), dtype=np.int64)
+    np.add.at(sums, codes, amounts.astype(np.int64, copy=False))
+    ids = [participants.ids[c] for c in np.flatnonzero(sums).tolist()]
+    ledger.post_many(
+        day,
+        [account(debit_kind, p) for p in ids],
+        [account(credit_kind, p) for p in ids],
+        sums[np.flatnonzero(sums)],
+        memo,
+    )
+
+
+def post_fares(
+    ledger: Ledger,
+    day: int,
+    issuer: np.ndarray,
+    medium_class: np.ndarray,
+    amount_fen: np.ndarray,
+    participants: Participants,
+) -> None:
+    """Fares charged at taps (the caller leaves out declined taps): card fares leave the float,
+    QR fares arrive at the channel's bank; both wait in ``unsettled`` until cleared."""
+    issuer, amount_fen = np.asarray(issuer), np.asarray(amount_fen)
+    card = np.asarray(medium_class) == MC_CARD
+    post_flow(ledger, day, MEMO_CARD_FARE, issuer[card], amount_fen[card], participants)
+    post_flow(ledger, day, MEMO_QR_FARE, issuer[~card], amount_fen[~card], participants)
+
+
+def post_refunds(
+    ledger: Ledger, day: int, refunds: RefundOrders, participants: Participants
+) -> None:
+    """Duplicate-deduction refunds executed on ``day`` (card credited, or QR money returned)."""
+    card = refunds.medium_class == MC_CARD
+    r = refunds
+    post_flow(ledger, day, MEMO_DUP_REFUND, r.issuer[card], r.amount_fen[card], participants)
+    post_flow(ledger, day, MEMO_QR_DUP_REFUND, r.issuer[~card], r.amount_fen[~card], participants)
+
+
+def post_clearing(ledger: Ledger, day: int, pairs: PairTotals, participants: Participants) -> None:
+    """A clearing day's results: issuers' unsettled fares become payables, acquirers earn
+    revenue net of fees, clearing nodes earn fees (all against ``settle:`` positions)."""
+    ids = participants.ids
+    iss = [ids[c] for c in pairs.issuer.tolist()]
+    acq = [ids[c] for c in pairs.acquirer.tolist()]
+    node = [ids[c] for c in pairs.node.tolist()]
+    n = len(iss)
+    debits = (
+        [account("unsettled", p) for p in iss]
+        + [account("settle", p) for p in acq]
+        + [account("fees_paid", p) for p in acq]
+        + [account("settle", p) for p in node]
+    )
+    credits = (
+        [account("settle", p) for p in iss]
+        + [account("revenue", p) for p in acq]
+        + [account("settle", p) for p in acq]
+        + [account("fees", p) for p in node]
+    )
+    amounts = np.concatenate([pairs.gross_fen, pairs.gross_fen, pairs.fee_fen, pairs.fee_fen])
+    memos = [MEMO_CLEARING] * (2 * n) + [MEMO_FEE] * (2 * n)
+    ledger.post_many(day, debits, credits, amounts, memos)
+
+
+def post_settlement(
+    ledger: Ledger, day: int, positions: Positions, participants: Participants
+) -> None:
+    """Settle positions on their settlement date: issuers pay from their deposit (other payers
+    from their bank), receivers get bank money; ``settle:`` accounts return to zero."""
+    if positions.settle_day != day:
+        raise ValueError(f"positions settle on day {positions.settle_day}, not day {day}")
+    debits, credits, amounts = [], [], []
+    for code, pos in zip(
+        positions.participant.tolist(), positions.position_fen.tolist(), strict=True
+    ):
+        pid = participants.ids[code]
+        if pos > 0:
+            debits.append(account("bank", pid))
+            credits.append(account("settle", pid))
+        else:
+            payer = "deposit" if participants.role[code] == ISSUER else "bank"
+            debits.append(account("settle", pid))
+            credits.append(account(payer, pid))
+        amounts.append(abs(pos))
+    ledger.post_many(day, debits, credits, np.array(amounts, dtype=np.int64), MEMO_SETTLEMENT)
+
+
+def check_card_balances(
+    ledger: Ledger, day: int, issuer_id: str, balance_before_fen: int, balance_after_fen: int
+) -> None:
+    """Invariants for one issuer's stored-value cards on ``day``: the ledger's float flows explain
+    the change of the card-balance sum (conservation), and the float equals that sum."""
+    f = ledger.flows(account("float", issuer_id), day)
+    check_conservation(
+        day,
+        issuer_id,
+        balance_before_fen,
+        balance_after_fen,
+        topups_fen=-f.get(MEMO_TOPUP, 0),
+        fares_fen=f.get(MEMO_CARD_FARE, 0),
+        cash_refunds_fen=f.get(MEMO_CASH_REFUND, 0),
+        duplicate_refunds_fen=-f.get(MEMO_DUP_REFUND, 0),
+        opening_fen=-f.get(MEMO_OPENING, 0),
+    )
+    owed = -ledger.balance(account("float", issuer_id), through_day=day)
+    if owed != int(balance_after_fen):
+        raise InvariantViolation(
+            "float_equals_card_balances",
+            int(balance_after_fen) - owed,
+            f"day {day}, issuer {issuer_id}",
+            f"cards hold {int(balance_after_fen)} fen, ledger float is {owed} fen",
+        )

@@ -1,0 +1,75 @@
+"""Small integer codes shared by every module.
+
+Hot-path arrays hold these codes (uint8) instead of strings; outputs turn them back into
+dictionary-encoded strings. The order of each tuple is part of the data contract: append, never
+reorder.
+"""
+
+from __future__ import annotations
+
+#: Card types issued in Nantong (DOMAIN.md §1, FACTS.md "Population and cards").
+CARD_TYPES: tuple[str, ...] = (
+    "ordinary",  # 普通卡
+    "student",  # 学生卡
+    "longevity",  # 长寿卡 (elderly, free rides)
+    "love",  # 爱心卡 (elderly discount)
+    "preferential",  # 优待卡 (disabled and other special groups)
+    "military",  # 拥军卡
+    "teacher",  # 尊师卡
+    "blood_donor",  # 热血通
+)
+CARD_TYPE_ZH: dict[str, str] = {
+    "ordinary": "普通卡",
+    "student": "学生卡",
+    "longevity": "长寿卡",
+    "love": "爱心卡",
+    "preferential": "优待卡",
+    "military": "拥军卡",
+    "teacher": "尊师卡",
+    "blood_donor": "热血通",
+}
+
+#: Fare media. Cards carry a stored-value balance; QR channels are paid by the channel's account.
+MEDIA: tuple[str, ...] = (
+    "physical_card",  # 实体卡
+    "nfc_virtual_card",  # NFC 虚拟卡 (stored value on the phone's secure element)
+    "qr_changxing",  # 畅行南通 app ride code
+    "qr_alipay",  # 支付宝
+    "qr_wechat_tongcheng",  # 微信 / 同程
+    "qr_unionpay",  # 银联
+    "qr_yimatongxing",  # 一码通行 (Shanghai–Nantong interoperable code)
+)
+MEDIA_ZH: dict[str, str] = {
+    "physical_card": "实体卡",
+    "nfc_virtual_card": "NFC虚拟卡",
+    "qr_changxing": "畅行南通扫码",
+    "qr_alipay": "支付宝",
+    "qr_wechat_tongcheng": "同程微信",
+    "qr_unionpay": "银联",
+    "qr_yimatongxing": "一码通行",
+}
+#: Media codes that hold a stored-value balance on the card (the rest are account/QR based).
+STORED_VALUE_MEDIA: frozenset[int] = frozenset({0, 1})
+
+#: Transit modes.
+MODES: tuple[str, ...] = ("bus", "metro")
+
+#: Tap kinds (JT/T 978 trip record type).
+TAP_KINDS: tuple[str, ...] = ("single", "entry", "exit")
+TAP_SINGLE, TAP_ENTRY, TAP_EXIT = 0, 1, 2
+
+
+def code_of(table: tuple[str, ...], name: str) -> int:
+    """Return the integer code of ``name`` in ``table`` (raises KeyError with the valid names)."""
+    try:
+        return table.index(name)
+    except ValueError:
+        raise KeyError(f"{name!r} is not one of {', '.join(table)}") from None
+
+#: Calendar day types (sim/calendar.py decides which one a date is).
+DAY_TYPES: tuple[str, ...] = ("workday", "weekend", "holiday", "spring_festival")
+WORKDAY, WEEKEND, HOLIDAY, SPRING_FESTIVAL = 0, 1, 2, 3
+
+#: Status of every tap record in clearing: each tap ends in exactly one of these.
+TX_STATUS: tuple[str, ...] = ("pending", "cleared", "rejected")
+PENDING, CLEARED, REJECTED = 0, 1, 2

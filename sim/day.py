@@ -1,0 +1,304 @@
+"""One simulated day, vectorised: from who rides to priced tap records, top-ups and card sales.
+
+The engine (sim/engine.py) calls ``plan_day`` at midnight. The result holds every tap record of the
+day as columns, sorted by uploading device agent and time (so each validator gets a contiguous
+slice), plus the day's planned top-ups and card sales (outlet visits run on the SimPy clock).
+Balances are applied later by ``settle_balances``, once the outlet queues have decided when each
+top-up really happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agents.citizen import DayTaps, plan_trips, riders_today, trips_to_taps
+from agents.validator import reader_outage_mask, reader_outage_windows, retap_effects
+from sim.balances import apply_events
+from sim.codes import STORED_VALUE_MEDIA, TAP_ENTRY
+from sim.fares import TapBatch, price_taps
+from sim.rng import Streams
+from sim.world import World
+from sim.world_settings import hhmm_to_s
+
+DAY_S = 86_400
+TOPUP_OUTLET, TOPUP_ONLINE, TOPUP_AT_SALE = 0, 1, 2
+TOPUP_CHANNELS = ("outlet", "online", "at_sale")
+SERVICE_TOPUP, SERVICE_CARD_SALE = 0, 1
+
+
+@dataclass
+class DayPlan:
+    """A day's tap records (columns, sorted by agent then time) and its planned services."""
+
+    day: int
+    day_type: int
+    cols: dict[str, np.ndarray]  # tap records
+    topups: dict[str, np.ndarray]  # planned top-ups (row, channel, t_s, amount_fen, outlet)
+    sales: dict[str, np.ndarray]  # card sales (row, outlet or -1 online, t_s)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        """Number of tap records."""
+        return len(self.cols["row"])
+
+
+def _live_pool(world: World, day: int) -> np.ndarray:
+    pop = world.population
+    pool = world.population.extra.get("pool")
+    if pool is None:
+        pool = np.flatnonzero(pop.rider_class > 0)
+        pop.extra["pool"] = pool  # rows that ever ride; dormant cards never enter daily work
+    return pool[(pop.issue_day[pool] < day) & (pop.end_day[pool] > day)]
+
+
+def _taps_for_day(world: World, day: int, day_type: int, school_day: bool) -> DayTaps:
+    sc = world.scenario
+    pop = world.population
+    streams = world.streams
+    riders = riders_today(
+        pop, sc.behaviour, streams, day, day_type, school_day, _live_pool(world, day)
+    )
+    trips = plan_trips(pop, riders, world.network, sc.behaviour, streams, day, day_type, school_day)
+    return trips_to_taps(
+        pop,
+        trips,
+        world.network,
+        sc.behaviour,
+        streams,
+        day,
+        sc.network.walk_and_wait_min * 60.0,
+        sc.network.transfer_min * 60.0,
+    )
+
+
+def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
+    """Plan day ``day``: taps (with reader outages, pricing and duplicate deductions), top-ups
+    and card sales. ``agent_of_device`` maps a device to its uploading agent."""
+    sc = world.scenario
+    pop = world.population
+    streams = world.streams
+    cal = world.calendar
+    day_type = int(cal.day_types[day])
+    taps = _taps_for_day(world, day, day_type, bool(cal.is_school_day[day]))
+    stats = {"riders": int(len(np.unique(taps.row))), "planned_taps": len(taps)}
+
+    # A reader that is down takes no taps: those riders pay cash (outside the card system).
+    windows = reader_outage_windows(streams, day, taps.device, sc.devices)
+    down = reader_outage_mask(taps.device, day * DAY_S + taps.t_s.astype(np.int64), windows)
+    stats["reader_outage_taps"] = int(down.sum())
+    taps = taps.take(np.flatnonzero(~down))
+
+    fares = _price(world, taps, day_type)
+    cols = {
+        "row": taps.row,
+        "t_s": taps.t_s.astype(np.int64),
+        "line": taps.line,
+        "stop": taps.stop,
+        "device": taps.device,
+        "mode": taps.mode,
+        "kind": taps.kind,
+        "medium": taps.medium,
+        "distance_km": taps.distance_km,
+        "incomplete": taps.incomplete,
+        "tap_key": taps.tap_key,
+        **fares,
+        "duplicate_of_key": np.full(len(taps), -1, dtype=np.int64),
+    }
+
+    # Accidental double taps: the lock swallows most; a failed lock charges twice (重复扣款).
+    card_rows = np.flatnonzero(np.isin(taps.medium, list(STORED_VALUE_MEDIA)))
+    effects = retap_effects(streams, day, taps.tap_key[card_rows], sc.devices)
+    dup = card_rows[effects.duplicate_rows]
+    stats["retaps_suppressed"] = effects.n_suppressed
+    stats["duplicate_deductions"] = len(dup)
+    if len(dup):
+        extra = {name: col[dup] for name, col in cols.items()}
+        extra["t_s"] = extra["t_s"] + np.maximum(effects.duplicate_gap_s, 1)
+        extra["duplicate_of_key"] = taps.tap_key[dup]
+        extra["tap_key"] = taps.tap_key[dup] | (1 << 62)
+        extra["is_transfer"] = np.zeros(len(dup), dtype=bool)
+        cols = {name: np.concatenate([cols[name], extra[name]]) for name in cols}
+
+    cols["agent"] = agent_of_device[cols["device"]]
+    order = np.lexsort((cols["tap_key"], cols["t_s"], cols["agent"]))
+    cols = {name: col[order] for name, col in cols.items()}
+
+    topups = _plan_topups(world, day, cols)
+    sales = _plan_sales(world, day)
+    stats["topups_planned"] = len(topups["row"])
+    stats["card_sales"] = len(sales["row"])
+    return DayPlan(day=day, day_type=day_type, cols=cols, topups=topups, sales=sales, stats=stats)
+
+
+def _price(world: World, taps: DayTaps, day_type: int) -> dict[str, np.ndarray]:
+    """Fares of every tap: card taps get their card type's concessions, QR taps pay list fares
+    (concessions need the card); transfers and caps are evaluated within each group."""
+    pop = world.population
+    n = len(taps)
+    out = {
+        "list_fare_fen": np.zeros(n, np.int64),
+        "concession_fen": np.zeros(n, np.int64),
+        "transfer_fen": np.zeros(n, np.int64),
+        "cap_fen": np.zeros(n, np.int64),
+        "amount_fen": np.zeros(n, np.int64),
+        "is_transfer": np.zeros(n, bool),
+        "fare_capped": np.zeros(n, bool),
+    }
+    is_card = np.isin(taps.medium, list(STORED_VALUE_MEDIA))
+    for compiled, rows in ((world.fares, np.flatnonzero(is_card)),
+                           (world.fares_qr, np.flatnonzero(~is_card))):
+        sub = taps.take(rows)
+        res = price_taps(
+            compiled,
+            TapBatch(
+                card=sub.row,
+                t_s=sub.t_s,
+                line=sub.line,
+                mode=sub.mode,
+                kind=sub.kind,
+                card_type=pop.card_type[sub.row],
+                distance_km=sub.distance_km,
+                incomplete=sub.incomplete,
+            ),
+            day_type,
+            pop.month_spent_fen[sub.row],
+        )
+        for name in out:
+            out[name][rows] = getattr(res, name)
+    return out
+
+
+def _normal_time(streams: Streams, name: str, day: int, ids: np.ndarray, mean: str, sd_min: float):
+    return hhmm_to_s(mean) + (streams.normal(name, day, ids) * sd_min * 60).astype(np.int64)
+
+
+def _plan_topups(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Holders riding today whose balance is under their threshold reload: at their outlet if
+    they prefer it and it opens today, else online shortly before their first ride."""
+    sc = world.scenario
+    pop = world.population
+    streams = world.streams
+    card = np.isin(cols["medium"], list(STORED_VALUE_MEDIA)) & (cols["amount_fen"] > 0)
+    rows, first = np.unique(cols["row"][card], return_index=True)
+    first_t = cols["t_s"][card][first]
+    low = pop.balance_fen[rows] < pop.topup_threshold_fen[rows]
+    rows, first_t = rows[low], first_t[low]
+    ids = pop.card_id[rows]
+    amounts = np.array(sc.topups.amounts_fen, dtype=np.int64)
+    pick = streams.categorical("topup.amount", day, ids, np.array(sc.topups.amount_weights))
+    room = sc.topups.max_balance_fen - pop.balance_fen[rows]
+    amount = np.minimum(amounts[pick], room)
+
+    outlet = world.home_outlet[rows].astype(np.int64)
+    open_today = np.zeros(len(world.outlets) + 1, dtype=bool)
+    for k, info in enumerate(world.outlets):
+        open_today[k] = world.calendar.is_open(info.open_days, day)
+    goes_to_outlet = pop.outlet_topup[rows] & (outlet >= 0) & open_today[outlet]
+    t_outlet = _normal_time(
+        streams,
+        "topup.outlet_time",
+        day,
+        ids,
+        sc.topups.outlet_arrival_mean,
+        sc.topups.outlet_arrival_sd_min,
+    )
+    lead = (streams.uniform("topup.online_lead", day, ids) * 3600).astype(np.int64) + 60
+    t_online = np.maximum(first_t - lead, 0)
+    keep = amount > 0
+    return {
+        "row": rows[keep],
+        "channel": np.where(goes_to_outlet, TOPUP_OUTLET, TOPUP_ONLINE)[keep].astype(np.uint8),
+        "t_s": np.where(goes_to_outlet, np.clip(t_outlet, 6 * 3600, 20 * 3600), t_online)[keep],
+        "amount_fen": amount[keep],
+        "outlet": np.where(goes_to_outlet, outlet, -1)[keep],
+    }
+
+
+def _plan_sales(world: World, day: int) -> dict[str, np.ndarray]:
+    """Cards issued today are sold: physical cards at the buyer's outlet, NFC cards online."""
+    sc = world.scenario
+    pop = world.population
+    rows = world.population.extra.get("sale_rows")
+    if rows is None:
+        rows = np.flatnonzero((pop.issue_day >= 0) & (pop.issue_day < world.days))
+        rows = rows[np.argsort(pop.issue_day[rows], kind="stable")]
+        pop.extra["sale_rows"] = rows
+        pop.extra["sale_days"] = pop.issue_day[rows]
+    days = pop.extra["sale_days"]
+    today = rows[np.searchsorted(days, day, "left") : np.searchsorted(days, day, "right")]
+    ids = pop.card_id[today]
+    outlet = np.where(pop.medium[today] == 0, world.home_outlet[today], -1).astype(np.int64)
+    t = _normal_time(
+        world.streams,
+        "sale.time",
+        day,
+        ids,
+        sc.card_sales.arrival_mean,
+        sc.card_sales.arrival_sd_min,
+    )
+    return {"row": today, "outlet": outlet, "t_s": np.clip(t, 6 * 3600, 20 * 3600)}
+
+
+def settle_balances(
+    world: World, plan: DayPlan, credits: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Apply the day's card debits and ``credits`` (row, t_s, amount_fen) to the balances.
+
+    Fills the records' ``declined``, ``balance_before_fen``, ``balance_after_fen`` and
+    ``card_counter`` columns, updates the population's balances, counters and month spend, and
+    returns per-credit balances (for the top-up table).
+    """
+    pop = world.population
+    cols = plan.cols
+    n = plan.n
+    stored = np.isin(cols["medium"], list(STORED_VALUE_MEDIA)) & (cols["device_refused"] == 0)
+    debit_idx = np.flatnonzero(stored)
+    c_rows = credits["row"]
+    ev_row = np.concatenate([cols["row"][debit_idx], c_rows])
+    ev_t = np.concatenate([cols["t_s"][debit_idx], credits["t_s"]])
+    ev_amt = np.concatenate([-cols["amount_fen"][debit_idx], credits["amount_fen"]])
+    res = apply_events(ev_row, ev_t, ev_amt, pop.balance_fen[ev_row])
+    n_debit = len(debit_idx)
+
+    declined = np.zeros(n, dtype=bool)
+    declined[debit_idx] = ~res.accepted[:n_debit]
+    before = np.full(n, -1, dtype=np.int64)
+    after = np.full(n, -1, dtype=np.int64)
+    before[debit_idx] = res.balance_before_fen[:n_debit]
+    after[debit_idx] = res.balance_after_fen[:n_debit]
+    cols["declined"] = declined
+    cols["balance_before_fen"] = before
+    cols["balance_after_fen"] = after
+
+    # JT/T 978 card counter: +1 per accepted purchase, in time order per card.
+    charged = stored & ~declined
+    counter = np.full(n, -1, dtype=np.int64)
+    idx = np.flatnonzero(charged)
+    order = idx[np.lexsort((cols["t_s"][idx], cols["row"][idx]))]
+    r = cols["row"][order]
+    start = np.ones(len(order), dtype=bool)
+    start[1:] = r[1:] != r[:-1]
+    group_first = np.maximum.accumulate(np.where(start, np.arange(len(order)), 0))
+    rank = np.arange(len(order)) - group_first + 1
+    counter[order] = (pop.card_counter[r].astype(np.int64) + rank) % 65536
+    cols["card_counter"] = counter
+    used, used_count = np.unique(r, return_counts=True)
+    pop.card_counter[used] = (
+        (pop.card_counter[used].astype(np.int64) + used_count) % 65536
+    ).astype(np.int32)
+
+    pop.balance_fen[res.cards] = res.end_balance_fen
+    spent = np.where(charged, cols["amount_fen"], 0)
+    np.add.at(pop.month_spent_fen, cols["row"], spent)
+    return {
+        "balance_before_fen": res.balance_before_fen[n_debit:],
+        "balance_after_fen": res.balance_after_fen[n_debit:],
+    }
+
+
+def incomplete_entries(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows of metro entries never closed by a tap-out (charged the incomplete-trip fare)."""
+    return np.flatnonzero(cols["incomplete"] & (cols["kind"] == TAP_ENTRY))

@@ -1,0 +1,655 @@
+"""The engine: one SimPy environment is the clock, one Mesa model hosts the agents.
+
+Processes on the clock:
+- the day driver: at midnight it plans the day for the whole population (vectorised, sim/day.py),
+  starts outlet visits and loads every validator with its slice of the day's taps; just before the
+  next midnight it applies balances (top-ups happened when the outlet queue served them) and
+  posts the day's money to the ledger, checking the invariants;
+- validators (agents/validator.py): store-and-forward uploads at their upload opportunities;
+- outlets (agents/outlet.py): counters as SimPy resources, visitors queue;
+- the city exchange (agents/clearing.py): daily clearing batch at the cut-off, T+1 settlement.
+
+The engine emits records to a sink (sim/records.py turns them into output tables); monitoring and
+writing stay out of the simulation logic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import mesa
+import numpy as np
+import simpy
+
+from agents.clearing import ClearingNodeAgent
+from agents.outlet import LEFT_CLOSED, SERVED, build_outlets, run_visits
+from agents.validator import (
+    NOT_UPLOADED,
+    REFUSED_BUFFER_FULL,
+    UploadLog,
+    ValidatorAgent,
+    load_fleet_day,
+)
+from sim.clearing import (
+    MEMO_DEPOSIT,
+    MEMO_OPENING,
+    MEMO_TOPUP,
+    NANTONG_MEDIA_ISSUER,
+    R_DEVICE_BUFFER_FULL,
+    Clearer,
+    ClearingResult,
+    Participants,
+    UploadedRecords,
+    batch_columns,
+    check_card_balances,
+    initial_deposits_fen,
+    medium_class_of,
+    post_clearing,
+    post_fares,
+    post_flow,
+    post_refunds,
+    post_settlement,
+)
+from sim.codes import CLEARED, MEDIA, MODES, PENDING, REJECTED, STORED_VALUE_MEDIA
+from sim.day import (
+    SERVICE_CARD_SALE,
+    SERVICE_TOPUP,
+    TOPUP_AT_SALE,
+    TOPUP_ONLINE,
+    TOPUP_OUTLET,
+    DayPlan,
+    plan_day,
+    settle_balances,
+)
+from sim.ledger import InvariantViolation, Ledger, check_positions, check_tap_status
+from sim.world import World
+from sim.world_settings import hhmm_to_s
+
+DAY_S = 86_400
+METRO = MODES.index("metro")
+
+
+class CardTwinModel(mesa.Model):
+    """Hosts the device, outlet and clearing-node agents and the daily KPI collector."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed=seed)
+        self.kpis: dict[str, float] = {}
+        self.datacollector = mesa.DataCollector(
+            model_reporters={name: _reporter(name) for name in KPI_NAMES}
+        )
+
+
+KPI_NAMES: tuple[str, ...] = (
+    "riders",
+    "taps",
+    "fare_transactions",
+    "card_spend_fen",
+    "qr_spend_fen",
+    "declined_taps",
+    "topups",
+    "topups_outlet",
+    "topup_fen",
+    "card_sales",
+    "duplicate_deductions",
+    "reader_outage_taps",
+    "outlet_mean_wait_s",
+    "outlet_left_closed",
+)
+
+
+def _reporter(name: str) -> Callable[[CardTwinModel], float]:
+    return lambda model: model.kpis.get(name, 0)
+
+
+@dataclass
+class RunStats:
+    """Totals of a run, for the KPI summary and run_meta.json."""
+
+    days: int = 0
+    taps: int = 0
+    timings_s: dict[str, float] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, value: int) -> None:
+        """Accumulate a named total."""
+        self.totals[name] = self.totals.get(name, 0) + int(value)
+
+
+class Engine:
+    """Runs a world for its period, emitting day records to ``emit(table, day, columns)``."""
+
+    def __init__(
+        self,
+        world: World,
+        emit: Callable[[str, int, dict[str, np.ndarray]], None],
+        on_day: Callable[[int, int, float], None] | None = None,
+    ) -> None:
+        self.world = world
+        sc = world.scenario
+        self.emit = emit
+        self.on_day = on_day
+        self.env = simpy.Environment()
+        self.model = CardTwinModel(sc.seed)
+        self.participants = world.participants
+        self.issuer_code = self.participants.code(sc.output.issuer_id)
+        self.media_issuer = self.participants.codes(
+            [
+                sc.output.issuer_id
+                if m in ("physical_card", "nfc_virtual_card")
+                else NANTONG_MEDIA_ISSUER[m]
+                for m in MEDIA
+            ]
+        )
+        self.line_acquirer = self.participants.codes(world.network.lines.operator)
+        self.ledger = Ledger()
+        self.stats = RunStats()
+        self.upload_log = UploadLog()
+        self._build_agents()
+        self.open_plans: dict[int, DayPlan] = {}
+        self._resends_seen: set[tuple[int, int, int]] = set()
+        self.failure: InvariantViolation | None = None
+        self.refunds_due: dict[int, list] = {}
+        self.settlements_due: dict[int, list] = {}
+        self.device_serial = np.zeros(len(world.network.devices.line), dtype=np.int64)
+        self.final_taps: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.batch_membership: list[tuple[np.ndarray, np.ndarray]] = []
+        self.pending_resends: list[tuple[int, int, int]] = []
+
+    # ----------------------------------------------------------------- construction
+    def _build_agents(self) -> None:
+        world = self.world
+        sc = world.scenario
+        devices = world.network.devices
+        n_dev = len(devices.line)
+        # Buses upload themselves; metro gates hand records to their station computer.
+        self.agent_of_device = np.empty(n_dev, dtype=np.int64)
+        bus = np.flatnonzero(devices.kind != METRO)
+        self.agent_of_device[bus] = np.arange(len(bus))
+        stations = np.unique(devices.stop[devices.kind == METRO])
+        metro = np.flatnonzero(devices.kind == METRO)
+        self.agent_of_device[metro] = len(bus) + np.searchsorted(stations, devices.stop[metro])
+        agent_ids = np.concatenate([bus, n_dev + stations]).astype(np.int64)
+        kinds = ["bus"] * len(bus) + ["metro"] * len(stations)
+        self.validators = [
+            ValidatorAgent(
+                self.model,
+                int(agent_ids[i]),
+                kinds[i],
+                env=self.env,
+                settings=sc.devices,
+                streams=world.streams,
+                upload_log=self.upload_log,
+            )
+            for i in range(len(agent_ids))
+        ]
+        self.agent_device_id = agent_ids
+        cal = world.calendar
+        self.outlets = build_outlets(
+            self.model,
+            self.env,
+            world.outlets,
+            sc.outlets,
+            is_open_day=lambda rule, day: bool(day < cal.days and cal.is_open(rule, day)),
+            is_weekend=lambda day: bool(cal.weekday(min(day, cal.days - 1)) >= 5),
+        )
+        self.clearer = Clearer(sc.clearing, self.participants)
+        self.exchange = ClearingNodeAgent(
+            self.model,
+            "NT_EXCHANGE",
+            self.clearer,
+            self.env,
+            sc.clearing.batch_cutoff_hour,
+            self._collect_uploads,
+            self._apply_clearing,
+        )
+
+    # ----------------------------------------------------------------- run
+    def run(self) -> RunStats:
+        """Simulate every day of the world's period; returns run totals."""
+        days = self.world.days
+        self._post_opening()
+        self.env.process(self._guarded(self._day_driver(days)))
+        self.env.process(self._guarded(self.exchange.batches(0, days - 1)))
+        # The last day's batch closes at its cut-off after the period: run the clock that far.
+        self.env.run(until=self.exchange.cutoff_of(days - 1) + 1)
+        if self.failure is not None:
+            raise self.failure
+        self._flush_open_plans(final=True)
+        self._check_run_invariants()
+        self.stats.days = days
+        return self.stats
+
+    def _guarded(self, process):
+        """Run a SimPy process; a broken invariant stops the whole simulation at once.
+
+        SimPy re-creates a failed process's exception from its ``args``; keeping our own
+        reference preserves the invariant's message and fields for the caller.
+        """
+        try:
+            yield from process
+        except InvariantViolation as exc:
+            self.failure = exc
+            raise simpy.core.StopSimulation(None) from exc
+
+    def _post_opening(self) -> None:
+        pop = self.world.population
+        issued = pop.issue_day < 0
+        pop.balance_fen[~issued] = 0  # not sold yet: no stored value until the sale
+        post_flow(
+            self.ledger,
+            0,
+            MEMO_OPENING,
+            np.array([self.issuer_code]),
+            np.array([int(pop.balance_fen.sum())]),
+            self.participants,
+        )
+        deposits = initial_deposits_fen(self.world.scenario.clearing, self.participants)
+        post_flow(
+            self.ledger,
+            0,
+            MEMO_DEPOSIT,
+            np.arange(len(deposits)),
+            deposits,
+            self.participants,
+        )
+
+    def _day_driver(self, days: int):
+        world = self.world
+        for day in range(days):
+            t0 = time.perf_counter()
+            if world.calendar.date_of(day).day == 1:
+                world.population.month_spent_fen[:] = 0
+            # Day 0's flows include the opening balances, so it starts from an empty float.
+            balance_before = int(world.population.balance_fen.sum()) if day else 0
+            plan = plan_day(world, day, self.agent_of_device)
+            self._number_records(plan)
+            visits = self._start_visits(plan)
+            self._load_validators(plan)
+            self.open_plans[day] = plan
+            yield self.env.timeout(DAY_S - 1)
+            self._end_of_day(plan, visits, balance_before)
+            self.stats.taps += plan.n
+            if self.on_day is not None:
+                self.on_day(day, plan.n, time.perf_counter() - t0)
+            yield self.env.timeout(1)
+
+    def _number_records(self, plan: DayPlan) -> None:
+        """Transaction ids, device serials, issuer and acquirer of each record."""
+        cols = plan.cols
+        n = plan.n
+        cols["tx_id"] = (np.int64(plan.day) << 24) + np.arange(n, dtype=np.int64)
+        device = cols["device"].astype(np.int64)
+        order = np.argsort(device, kind="stable")
+        dev_sorted = device[order]
+        start = np.ones(n, dtype=bool)
+        start[1:] = dev_sorted[1:] != dev_sorted[:-1]
+        first = np.maximum.accumulate(np.where(start, np.arange(n), 0))
+        serial = np.empty(n, dtype=np.int64)
+        serial[order] = self.device_serial[dev_sorted] + (np.arange(n) - first)
+        counts = np.bincount(device, minlength=len(self.device_serial))
+        self.device_serial += counts
+        cols["device_serial"] = serial
+        cols["issuer"] = self.media_issuer[cols["medium"]]
+        cols["acquirer"] = self.line_acquirer[cols["line"]]
+        cols["status"] = np.full(n, PENDING, dtype=np.uint8)
+        cols["reason"] = np.zeros(n, dtype=np.uint8)
+        cols["fee_fen"] = np.zeros(n, dtype=np.int64)
+        cols["clearing_batch_id"] = np.full(n, -1, dtype=np.int64)
+        cols["settle_day"] = np.full(n, -1, dtype=np.int64)
+        cols["submitted"] = np.zeros(n, dtype=bool)
+        cols["upload_batch"] = np.full(n, NOT_UPLOADED, dtype=np.int64)
+        cols["uploaded_at"] = np.full(n, -1, dtype=np.int64)
+
+    def _start_visits(self, plan: DayPlan):
+        """Outlet visits of the day: top-ups by outlet-goers and physical card sales."""
+        day = plan.day
+        top = plan.topups
+        at_outlet = np.flatnonzero(top["channel"] == TOPUP_OUTLET)
+        sale_outlet = np.flatnonzero(plan.sales["outlet"] >= 0)
+        n_top, n_sale = len(at_outlet), len(sale_outlet)
+        day0 = day * DAY_S
+        visits = {
+            "visit_id": (np.int64(day) << 24) + np.arange(n_top + n_sale, dtype=np.int64),
+            "outlet_idx": np.concatenate(
+                [top["outlet"][at_outlet], plan.sales["outlet"][sale_outlet]]
+            ),
+            "arrival_s": day0
+            + np.concatenate([top["t_s"][at_outlet], plan.sales["t_s"][sale_outlet]]),
+            "service_kind": np.concatenate(
+                [np.full(n_top, SERVICE_TOPUP), np.full(n_sale, SERVICE_CARD_SALE)]
+            ),
+        }
+        results = run_visits(self.env, self.outlets, visits, streams=self.world.streams)
+        return {"at_outlet": at_outlet, "sale_outlet": sale_outlet, "results": results}
+
+    def _load_validators(self, plan: DayPlan) -> None:
+        cols = plan.cols
+        t_abs = plan.day * DAY_S + cols["t_s"]
+        counts = np.bincount(cols["agent"], minlength=len(self.validators))
+        offsets = np.zeros(len(self.validators) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        load_fleet_day(
+            self.validators, plan.day, t_abs, offsets, cols["upload_batch"], cols["uploaded_at"]
+        )
+        refused = cols["upload_batch"] == REFUSED_BUFFER_FULL
+        cols["device_refused"] = refused.astype(np.uint8)
+        cols["status"][refused] = REJECTED
+        cols["reason"][refused] = R_DEVICE_BUFFER_FULL
+        cols["agent_device_id"] = self.agent_device_id[cols["agent"]]
+
+    # ----------------------------------------------------------------- end of day
+    def _end_of_day(self, plan: DayPlan, visits, balance_before: int) -> None:
+        world = self.world
+        pop = world.population
+        day = plan.day
+        credits = self._credits_of_day(plan, visits)
+        credit_bal = settle_balances(world, plan, credits)
+        self._post_day_money(plan, credits)
+        check_card_balances(
+            self.ledger,
+            day,
+            world.scenario.output.issuer_id,
+            balance_before,
+            int(pop.balance_fen.sum()),
+        )
+        self._emit_services(plan, visits, credits, credit_bal)
+        self._emit_kpis(plan, visits, credits)
+        self._keep_resends()
+        self.emit("device_uploads", day, self.upload_log.drain())
+
+    def _credits_of_day(self, plan: DayPlan, visits) -> dict[str, np.ndarray]:
+        """Every credit to a card today: top-ups (when they really happened), the stored value
+        loaded at sale, and duplicate-deduction refunds executed today."""
+        day = plan.day
+        top = plan.topups
+        res = visits["results"]
+        at_outlet = visits["at_outlet"]
+        n_top = len(at_outlet)
+        t = top["t_s"].copy()
+        channel = top["channel"].copy()
+        outlet_served = res.outcome[:n_top] == SERVED
+        t[at_outlet[outlet_served]] = res.service_end_s[:n_top][outlet_served] - day * DAY_S
+        # Turned away (closed, or still queueing at closing): they top up online that evening.
+        turned = at_outlet[~outlet_served]
+        t[turned] = hhmm_to_s(self.world.scenario.topups.online_time_mean)
+        channel[turned] = TOPUP_ONLINE
+
+        sc = self.world.scenario
+        sales = plan.sales
+        sale_t = sales["t_s"].copy()
+        sale_served = res.outcome[n_top:] == SERVED
+        sold_at = visits["sale_outlet"]
+        sale_t[sold_at[sale_served]] = res.service_end_s[n_top:][sale_served] - day * DAY_S
+        with_value = sc.card_sales.initial_topup_fen > 0
+        n_sale = len(sales["row"]) if with_value else 0
+
+        refund_rows, refund_amt = self._refunds_for(day)
+        cutoff_s = sc.clearing.batch_cutoff_hour * 3600
+        return {
+            "row": np.concatenate([top["row"], sales["row"][:n_sale], refund_rows]),
+            "t_s": np.concatenate(
+                [t, sale_t[:n_sale], np.full(len(refund_rows), cutoff_s, dtype=np.int64)]
+            ),
+            "amount_fen": np.concatenate(
+                [
+                    top["amount_fen"],
+                    np.full(n_sale, sc.card_sales.initial_topup_fen, dtype=np.int64),
+                    refund_amt,
+                ]
+            ).astype(np.int64),
+            "channel": np.concatenate(
+                [channel, np.full(n_sale, TOPUP_AT_SALE), np.full(len(refund_rows), 255)]
+            ).astype(np.uint8),
+            "outlet": np.concatenate(
+                [top["outlet"], sales["outlet"][:n_sale], np.full(len(refund_rows), -1)]
+            ),
+            "n_topups": np.array([len(top["row"]) + n_sale]),
+        }
+
+    def _refunds_for(self, day: int) -> tuple[np.ndarray, np.ndarray]:
+        """Card refunds due today (from clearing days whose T+lag is today)."""
+        due = self.refunds_due.pop(day, [])
+        rows = [r.card[r.medium_class == 0] for r in due]
+        amounts = [r.amount_fen[r.medium_class == 0] for r in due]
+        for r in due:
+            post_refunds(self.ledger, day, r, self.participants)
+            self.stats.add("refunds_executed", len(r))
+            self.stats.add("refunds_fen", int(r.amount_fen.sum()))
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(rows), np.concatenate(amounts)
+
+    def _post_day_money(self, plan: DayPlan, credits) -> None:
+        cols = plan.cols
+        n_top = int(credits["n_topups"][0])
+        issuer = np.full(n_top, self.issuer_code)
+        post_flow(
+            self.ledger,
+            plan.day,
+            MEMO_TOPUP,
+            issuer,
+            credits["amount_fen"][:n_top],
+            self.participants,
+        )
+        charged = ~cols["declined"] & (cols["device_refused"] == 0)
+        post_fares(
+            self.ledger,
+            plan.day,
+            cols["issuer"][charged],
+            medium_class_of(cols["medium"][charged]),
+            cols["amount_fen"][charged],
+            self.participants,
+        )
+        price = self.world.scenario.card_sales.price_fen * len(plan.sales["row"])
+        if price:
+            self.ledger.post(
+                plan.day,
+                f"bank:{self.world.scenario.output.issuer_id}",
+                f"revenue:{self.world.scenario.output.issuer_id}",
+                price,
+                "card_sale_fee",
+            )
+
+    # ----------------------------------------------------------------- clearing
+    def _collect_uploads(self, cutoff_s: int) -> UploadedRecords:
+        """Records uploaded before ``cutoff_s`` not yet in a batch, plus resent batches."""
+        parts, sources = [], []
+        self._keep_resends()
+        due = [r for r in self.pending_resends if r[2] < cutoff_s]
+        self.pending_resends = [r for r in self.pending_resends if r[2] >= cutoff_s]
+        resend_keys = {(dev, batch) for dev, batch, _at in due}
+        for day, plan in sorted(self.open_plans.items()):
+            cols = plan.cols
+            take = (
+                ~cols["submitted"] & (cols["uploaded_at"] >= 0) & (cols["uploaded_at"] < cutoff_s)
+            )
+            idx = np.flatnonzero(take)
+            if resend_keys:
+                keys = cols["agent_device_id"] * (1 << 24) + cols["upload_batch"]
+                wanted = np.array([d * (1 << 24) + b for d, b in resend_keys], dtype=np.int64)
+                again = np.flatnonzero(np.isin(keys, wanted) & (cols["upload_batch"] >= 0))
+                idx = np.concatenate([idx, again])
+            cols["submitted"][idx] = True
+            parts.append(self._records(cols, idx))
+            sources.append((day, idx))
+        self._last_sources = sources
+        if not parts:
+            return self._records(None, np.zeros(0, np.int64))
+        return UploadedRecords.concat(parts)
+
+    def _keep_resends(self) -> None:
+        """Remember resent batches (a lost ack made the device upload them twice)."""
+        log = self.upload_log.to_arrays()
+        for i in np.flatnonzero(log["resend"]).tolist():
+            key = (
+                int(log["device_id"][i]),
+                int(log["upload_batch_id"][i]),
+                int(log["uploaded_at"][i]),
+            )
+            if key not in self._resends_seen:
+                self._resends_seen.add(key)
+                self.pending_resends.append(key)
+
+    def _records(self, cols, idx: np.ndarray) -> UploadedRecords:
+        if cols is None:
+            z = np.zeros(0, np.int64)
+            return UploadedRecords(z, z, z, z, z, z, z, z, z, z, z, z, np.zeros(0, bool))
+        pop = self.world.population
+        return UploadedRecords(
+            tx_id=cols["tx_id"][idx],
+            card=pop.card_id[cols["row"][idx]],
+            card_counter=cols["card_counter"][idx]
+            if "card_counter" in cols
+            else cols["tx_id"][idx] * 0,
+            device=cols["device"][idx],
+            device_serial=cols["device_serial"][idx],
+            timestamp_s=cols["t_s"][idx] + (cols["tx_id"][idx] >> 24) * DAY_S,
+            amount_fen=cols["amount_fen"][idx],
+            list_fare_fen=cols["list_fare_fen"][idx],
+            issuer=cols["issuer"][idx],
+            acquirer=cols["acquirer"][idx],
+            mode=cols["mode"][idx],
+            medium_class=medium_class_of(cols["medium"][idx]),
+            declined=cols["declined"][idx] if "declined" in cols else np.zeros(len(idx), bool),
+        )
+
+    def _apply_clearing(self, result: ClearingResult) -> None:
+        pos = 0
+        for day, idx in self._last_sources:
+            cols = self.open_plans[day].cols
+            k = len(idx)
+            status = result.status[pos : pos + k]
+            reason = result.reason[pos : pos + k]
+            cleared = status == CLEARED
+            # Rejections first, then clears: a rejected resend never undoes a clear.
+            rejected = (status == REJECTED) & (cols["status"][idx] == PENDING)
+            cols["status"][idx[rejected]] = REJECTED
+            cols["reason"][idx[rejected]] = reason[rejected]
+            done = idx[cleared]
+            cols["status"][done] = CLEARED
+            cols["reason"][done] = 0
+            cols["fee_fen"][done] = result.fee_fen[pos : pos + k][cleared]
+            cols["clearing_batch_id"][done] = result.batch_id[pos : pos + k][cleared]
+            cols["settle_day"][done] = result.settle_day
+            pos += k
+        post_clearing(self.ledger, result.day, result.pairs, self.participants)
+        self.batch_membership.append((result.cleared_tx_id, result.cleared_batch_id))
+        check_positions(
+            np.full(len(result.positions.participant), result.positions.settle_day),
+            result.positions.participant,
+            result.positions.position_fen,
+            self.participants.ids,
+        )
+        lag_day = result.settle_day
+        self.settlements_due.setdefault(lag_day, []).append(result.positions)
+        if len(result.refunds):
+            self.refunds_due.setdefault(lag_day, []).append(result.refunds)
+            self.stats.add("refund_orders", len(result.refunds))
+        self.stats.add("clearing_batches", len(result.batches))
+        self._settle_due(result.day + 1)
+        self.emit("clearing_batches", result.day, batch_columns(result.batches))
+        self._flush_open_plans(final=False)
+
+    def _settle_due(self, today: int) -> None:
+        for settle_day in sorted(d for d in self.settlements_due if d <= today):
+            for positions in self.settlements_due.pop(settle_day):
+                if len(positions.participant):
+                    post_settlement(self.ledger, settle_day, positions, self.participants)
+                    self.emit(
+                        "settlements", settle_day, _position_cols(positions, self.participants)
+                    )
+
+    def _flush_open_plans(self, final: bool) -> None:
+        """Emit days whose records are all resolved (or everything at the end of the run)."""
+        for day in sorted(self.open_plans):
+            plan = self.open_plans[day]
+            if not final and (plan.cols["status"] == PENDING).any():
+                break  # keep day order in the output
+            self.emit("transactions", day, plan.cols)
+            cols = plan.cols
+            self.final_taps.append(
+                (cols["tx_id"].copy(), cols["status"].copy(), cols["amount_fen"].copy())
+            )
+            self.stats.add("cleared", int((cols["status"] == CLEARED).sum()))
+            self.stats.add("rejected", int((cols["status"] == REJECTED).sum()))
+            self.stats.add("pending", int((cols["status"] == PENDING).sum()))
+            del self.open_plans[day]
+
+    def _check_run_invariants(self) -> None:
+        tx = np.concatenate([t for t, _, _ in self.final_taps])
+        status = np.concatenate([s for _, s, _ in self.final_taps])
+        amount = np.concatenate([a for _, _, a in self.final_taps])
+        cleared_tx = np.concatenate([t for t, _ in self.batch_membership] or [np.zeros(0, int)])
+        cleared_batch = np.concatenate([b for _, b in self.batch_membership] or [np.zeros(0, int)])
+        check_tap_status(tx, status, amount, cleared_tx, cleared_batch)
+        self.ledger.check()
+
+    # ----------------------------------------------------------------- outputs
+    def _emit_services(self, plan: DayPlan, visits, credits, credit_bal) -> None:
+        day = plan.day
+        pop = self.world.population
+        n_top = int(credits["n_topups"][0])
+        rows = credits["row"][:n_top]
+        self.emit(
+            "topups",
+            day,
+            {
+                "row": rows,
+                "t_s": credits["t_s"][:n_top],
+                "amount_fen": credits["amount_fen"][:n_top],
+                "channel": credits["channel"][:n_top],
+                "outlet": credits["outlet"][:n_top],
+                "balance_before_fen": credit_bal["balance_before_fen"][:n_top],
+                "balance_after_fen": credit_bal["balance_after_fen"][:n_top],
+                "card_type": pop.card_type[rows],
+                "region": pop.region[rows],
+            },
+        )
+        self.emit("card_sales", day, dict(plan.sales))
+        self.emit("outlet_visits", day, visits["results"].to_arrays())
+
+    def _emit_kpis(self, plan: DayPlan, visits, credits) -> None:
+        cols = plan.cols
+        res = visits["results"]
+        card = np.isin(cols["medium"], list(STORED_VALUE_MEDIA))
+        charged = ~cols["declined"] & (cols["device_refused"] == 0)
+        fare_rows = cols["kind"] != 1  # entries carry no fare unless incomplete
+        fare_rows |= cols["incomplete"]
+        top = credits["channel"][: int(credits["n_topups"][0])]
+        served = res.outcome == SERVED
+        kpis = {
+            "riders": plan.stats["riders"],
+            "taps": plan.n,
+            "fare_transactions": int(fare_rows.sum()),
+            "card_spend_fen": int(cols["amount_fen"][card & charged].sum()),
+            "qr_spend_fen": int(cols["amount_fen"][~card & charged].sum()),
+            "declined_taps": int(cols["declined"].sum()),
+            "topups": len(top),
+            "topups_outlet": int((top == TOPUP_OUTLET).sum()),
+            "topup_fen": int(credits["amount_fen"][: len(top)].sum()),
+            "card_sales": plan.stats["card_sales"],
+            "duplicate_deductions": plan.stats["duplicate_deductions"],
+            "reader_outage_taps": plan.stats["reader_outage_taps"],
+            "outlet_mean_wait_s": float(res.wait_s[served].mean()) if served.any() else 0.0,
+            "outlet_left_closed": int((res.outcome == LEFT_CLOSED).sum()),
+        }
+        self.model.kpis = kpis
+        self.model.datacollector.collect(self.model)
+        for name, value in kpis.items():
+            if name != "outlet_mean_wait_s":
+                self.stats.add(name, value)
+        self.emit("daily_kpis", plan.day, {k: np.array([v]) for k, v in kpis.items()})
+
+
+def _position_cols(positions, participants: Participants) -> dict[str, np.ndarray]:
+    return {
+        "participant": positions.participant.astype(np.int64),
+        "role": participants.role[positions.participant],
+        "position_fen": positions.position_fen,
+    }
+
+
+__all__ = ["Engine", "InvariantViolation", "RunStats"]

@@ -1,0 +1,319 @@
+"""Turn the engine's day columns into the output tables of sim/schema.py and write them.
+
+The engine speaks in population rows, seconds since the period start and integer codes; the
+output speaks in tokens, local timestamps and documented columns. This module is the only place
+that knows both, so the engine stays free of output concerns (STYLE.md: collectors subscribe).
+
+Privacy (DOMAIN.md §5): by default ``token_id`` is a pseudonym that changes every day, so one day's
+taps can be joined (transfers, top-ups) but trajectories cannot be followed across days; printed
+card numbers, names, ID numbers and phones are masked by the writer. ``--unmasked`` writes the
+stable card id as token and identities in full (everyone is synthetic either way).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+import numpy as np
+
+from agents.outlet import OUTCOMES, SERVICE_KINDS
+from sim.codes import MODES, STORED_VALUE_MEDIA
+from sim.day import TOPUP_CHANNELS
+from sim.identity import card_numbers, identities
+from sim.ledger import Ledger
+from sim.output import RunOutput
+from sim.rng import _mix_array, stream_key
+from sim.world import World
+
+DAY_S = 86_400
+_EPOCH = dt.date(1970, 1, 1)
+METRO = MODES.index("metro")
+#: Terminal ids look like 6-byte PSAM numbers: city prefix then the device number.
+_TERMINAL_BASE = 0x3206_0000_0000
+
+
+def name_tables(world: World, institution_ids: tuple[str, ...]) -> dict[str, list[str]]:
+    """Name tables the writer needs for the scenario-specific dictionary columns."""
+    sc = world.scenario
+    return {
+        "region": [r.name_zh for r in sc.regions.values()],
+        "route": list(world.network.lines.ids),
+        "city": [sc.output.city_code],
+        "institution": list(institution_ids),
+        "topup_channel": list(TOPUP_CHANNELS),
+        "outlet_service": list(SERVICE_KINDS),
+        "visit_outcome": list(OUTCOMES),
+    }
+
+
+def _hash32(*columns: np.ndarray) -> np.ndarray:
+    """A 32-bit check value over integer columns (TAC-like: any field change changes it)."""
+    z = np.full(len(columns[0]), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    for col in columns:
+        z ^= np.asarray(col).astype(np.uint64)
+        z = _mix_array(z)
+    return (z >> np.uint64(32)).astype(np.int64)
+
+
+class RecordWriter:
+    """Receives ``emit(table, day, columns)`` from the engine and writes output partitions."""
+
+    def __init__(
+        self,
+        world: World,
+        output: RunOutput | None,
+        institution_ids: tuple[str, ...],
+        issuer_code: int,
+        unmasked: bool = False,
+    ) -> None:
+        self.world = world
+        self.output = output
+        self.unmasked = unmasked
+        self.issuer_code = issuer_code
+        self.institution_ids = institution_ids
+        start = world.start_date
+        self.epoch_s = (start - _EPOCH).days * DAY_S
+        self.tables_written: set[str] = set()
+        self._token_key = np.uint64(stream_key(f"token:{world.scenario.seed}"))
+        devices = world.network.devices
+        lines = world.network.lines
+        stops = world.network.stops
+        self.n_devices = len(devices.line)
+        # Uploading agents are buses (their device id) and station computers (n_devices + stop).
+        self.agent_region = np.concatenate(
+            [lines.region[devices.line], lines.region[stops.line]]
+        ).astype(np.int64)
+        self.outlet_ids = np.array([o.outlet_id for o in world.outlets], dtype=np.int64)
+        self.load_counter = np.zeros(len(world.population), dtype=np.int32)
+
+    # ----------------------------------------------------------------- helpers
+    def _date(self, day: int) -> dt.date:
+        return self.world.start_date + dt.timedelta(days=int(day))
+
+    def _ts(self, day: int, t_s: np.ndarray) -> np.ndarray:
+        """Local epoch seconds of second ``t_s`` of simulation day ``day`` (-1 stays null)."""
+        t = np.asarray(t_s, dtype=np.int64)
+        return np.where(t >= 0, self.epoch_s + int(day) * DAY_S + t, -1)
+
+    def _abs_ts(self, t_abs: np.ndarray) -> np.ndarray:
+        t = np.asarray(t_abs, dtype=np.int64)
+        return np.where(t >= 0, self.epoch_s + t, -1)
+
+    def tokens(self, rows: np.ndarray, day: int) -> np.ndarray:
+        """Card tokens: stable card ids when unmasked, else a pseudonym that rotates daily."""
+        card_id = self.world.population.card_id[rows]
+        if self.unmasked:
+            return card_id
+        z = card_id.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z += self._token_key ^ np.uint64(int(day) * 0xD1B54A32D192ED03 % (1 << 64))
+        return (_mix_array(z) >> np.uint64(1)).astype(np.int64)
+
+    def _write(self, table: str, day: int, columns: Mapping[str, np.ndarray]) -> None:
+        if self.output is None:
+            return
+        self.output.write(table, self._date(day), columns)
+        self.tables_written.add(table)
+
+    # ----------------------------------------------------------------- engine interface
+    def emit(self, table: str, day: int, cols: dict[str, np.ndarray]) -> None:
+        """Convert and write one day's rows of ``table``."""
+        if self.output is None:
+            return
+        convert = getattr(self, f"_{table}")
+        self._write(table, day, convert(day, cols))
+
+    def finish(self, ledger: Ledger) -> None:
+        """Write what is only complete at the end: the journal, partitioned by posting day."""
+        if self.output is None:
+            return
+        journal = ledger.journal_columns()
+        days = journal["day"]
+        for day in np.unique(days).tolist():
+            sel = days == day
+            self._write(
+                "ledger_entries",
+                day,
+                {k: v[sel] for k, v in journal.items() if k != "day"},
+            )
+
+    # ----------------------------------------------------------------- tables
+    def _transactions(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pop = self.world.population
+        lines = self.world.network.lines
+        card = np.isin(c["medium"], list(STORED_VALUE_MEDIA))
+        charged = card & ~c["declined"] & (c["device_refused"] == 0)
+        device = c["device"].astype(np.int64)
+        is_bus = self.world.network.devices.kind[device] != METRO
+        t_abs = self._ts(day, c["t_s"])
+        tac = _hash32(pop.card_id[c["row"]], c["card_counter"], c["amount_fen"], device, t_abs)
+        settle = c["settle_day"]
+        settle_date = np.where(
+            settle >= 0,
+            np.datetime64(self.world.start_date, "D") + settle.astype("timedelta64[D]"),
+            np.datetime64("NaT", "D"),
+        )
+        upload_batch = np.where(c["upload_batch"] >= 0, c["upload_batch"], -1)
+        return {
+            "transaction_id": c["tx_id"],
+            "event_timestamp": t_abs,
+            "amount_fen": c["amount_fen"],
+            "list_fare_fen": c["list_fare_fen"],
+            "concession_fen": c["concession_fen"],
+            "transfer_fen": c["transfer_fen"],
+            "cap_fen": c["cap_fen"],
+            "fare_capped": c["fare_capped"],
+            "rider_category": pop.card_type[c["row"]],
+            "media": c["medium"],
+            "token_id": self.tokens(c["row"], day),
+            "balance_before_fen": np.where(charged, c["balance_before_fen"], -1),
+            "balance_after_fen": np.where(charged, c["balance_after_fen"], -1),
+            "card_counter": np.where(charged, c["card_counter"], -1),
+            "trip_record_type": c["kind"],
+            "mode": c["mode"],
+            "route_id": c["line"],
+            "stop_id": c["stop"],
+            "vehicle_id": np.where(is_bus, device, -1),
+            "device_id": device,
+            "terminal_id": _TERMINAL_BASE + device,
+            "device_serial": c["device_serial"],
+            "tac": tac,
+            "city_code": np.zeros(len(device), dtype=np.int8),
+            "issuer_id": c["issuer"],
+            "acquirer_id": c["acquirer"],
+            "region": lines.region[c["line"]],
+            "is_transfer": c["is_transfer"],
+            "incomplete_trip": c["incomplete"],
+            "upload_batch_id": upload_batch,
+            "uploaded_at": self._abs_ts(c["uploaded_at"]),
+            "status": c["status"],
+            "reject_reason": c["reason"],
+            "clearing_batch_id": c["clearing_batch_id"],
+            "settle_date": settle_date,
+        }
+
+    def _topups(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pop = self.world.population
+        rows = c["row"]
+        n = len(rows)
+        order = np.lexsort((c["t_s"], rows))
+        counter = np.empty(n, dtype=np.int64)
+        if n:
+            r = rows[order]
+            first = np.ones(n, dtype=bool)
+            first[1:] = r[1:] != r[:-1]
+            rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0)) + 1
+            counter[order] = (self.load_counter[r].astype(np.int64) + rank) % 65536
+            np.add.at(self.load_counter, r, 1)
+        t = self._ts(day, c["t_s"])
+        outlet = np.where(c["outlet"] >= 0, self.outlet_ids[np.maximum(c["outlet"], 0)], -1)
+        return {
+            "topup_id": (np.int64(day) << 24) + np.arange(n, dtype=np.int64),
+            "event_timestamp": t,
+            "token_id": self.tokens(rows, day),
+            "rider_category": pop.card_type[rows],
+            "media": pop.medium[rows],
+            "channel": c["channel"],
+            "outlet_id": outlet,
+            "region": pop.region[rows],
+            "issuer_id": np.full(n, self.issuer_code, dtype=np.int64),
+            "amount_fen": c["amount_fen"],
+            "balance_before_fen": c["balance_before_fen"],
+            "balance_after_fen": c["balance_after_fen"],
+            "card_counter": counter,
+            "id_registered": c["amount_fen"] >= 100_000,
+            "tac": _hash32(pop.card_id[rows], counter, c["amount_fen"], t),
+        }
+
+    def _card_sales(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        world = self.world
+        pop = world.population
+        sc = world.scenario
+        rows = c["row"]
+        n = len(rows)
+        admin = np.array([r.admin_code for r in sc.regions.values()])[pop.region[rows]]
+        birth = pop.birth_ord[rows].astype(np.int64) - dt.date(1970, 1, 1).toordinal()
+        people = identities(
+            world.streams, pop.card_id[rows], birth.astype("datetime64[D]"), pop.sex[rows], admin
+        )
+        outlet = np.where(c["outlet"] >= 0, self.outlet_ids[np.maximum(c["outlet"], 0)], -1)
+        return {
+            "sale_id": (np.int64(day) << 24) + np.arange(n, dtype=np.int64),
+            "event_timestamp": self._ts(day, c["t_s"]),
+            "token_id": self.tokens(rows, day),
+            "card_no": card_numbers(pop.card_id[rows], sc.output.card_number_prefix),
+            "holder_name": np.array(people["name"], dtype=object),
+            "id_number": np.array(people["id_number"], dtype=object),
+            "phone": np.array(people["phone"], dtype=object),
+            "rider_category": pop.card_type[rows],
+            "media": pop.medium[rows],
+            "sale_kind": np.zeros(n, dtype=np.int8),
+            "outlet_id": outlet,
+            "region": pop.region[rows],
+            "issuer_id": np.full(n, self.issuer_code, dtype=np.int64),
+            "deposit_fen": np.zeros(n, dtype=np.int64),
+            "card_fee_fen": np.full(n, sc.card_sales.price_fen, dtype=np.int64),
+            "initial_balance_fen": np.full(n, sc.card_sales.initial_topup_fen, dtype=np.int64),
+        }
+
+    def _outlet_visits(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {
+            "visit_id": c["visit_id"],
+            "outlet_id": c["outlet_id"],
+            "service_kind": c["service_kind"],
+            "arrived_at": self._abs_ts(c["arrival_s"]),
+            "service_started_at": self._abs_ts(c["service_start_s"]),
+            "service_ended_at": self._abs_ts(c["service_end_s"]),
+            "wait_s": c["wait_s"],
+            "service_s": np.where(c["service_start_s"] >= 0, c["service_s"], -1),
+            "counter_id": c["counter"].astype(np.int64),
+            "outcome": c["outcome"],
+        }
+
+    def _device_uploads(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        dev = c["device_id"]
+        station = dev >= self.n_devices
+        return {
+            "device_id": dev,
+            "upload_batch_id": c["upload_batch_id"],
+            "uploaded_at": self._abs_ts(c["uploaded_at"]),
+            "n_records": c["n_records"],
+            "first_tap_at": self._abs_ts(c["first_tap_at"]),
+            "last_tap_at": self._abs_ts(c["last_tap_at"]),
+            "resend": c["resend"],
+            "mode": np.where(station, METRO, 0),
+            "region": self.agent_region[dev],
+        }
+
+    def _clearing_batches(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = np.datetime64(self.world.start_date, "D")
+        return {
+            "clearing_batch_id": c["batch_id"].astype(np.int64),
+            "settle_date": start + c["settle_day"].astype("timedelta64[D]"),
+            "acquirer_id": c["acquirer"],
+            "submitted": c["submitted"],
+            "cleared": c["cleared"],
+            "rejected": c["rejected"],
+            "rejected_duplicate_upload": c["rejected_duplicate_upload"],
+            "rejected_declined": c["rejected_declined"],
+            "rejected_duplicate_deduction": c["rejected_duplicate_deduction"],
+            "gross_fen": c["gross_fen"],
+            "fee_fen": c["fee_fen"],
+            "net_fen": c["net_fen"],
+            "refund_fen": c["refund_fen"],
+            "records_digest": c["records_digest"],
+            "prev_hash": c["prev_hash"],
+            "batch_hash": c["hash"],
+        }
+
+    def _settlements(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {
+            "participant_id": c["participant"],
+            "role": c["role"],
+            "net_position_fen": c["position_fen"],
+        }
+
+    def _daily_kpis(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = dict(c)
+        out["day_type"] = np.array([self.world.calendar.day_types[day]], dtype=np.int8)
+        return out

@@ -1,0 +1,135 @@
+"""Counter-based random streams: numbers are a pure function of (seed, stream, day, entity, draw).
+
+Why: a citizen's day must be the same whether the run holds 1 or 1.7 M citizens, one worker or
+twenty (DESIGN.md, "Randomness is a pure function"). A sequential generator cannot give that, so
+every number here is a hash of its coordinates (SplitMix64's finaliser, which passes BigCrush when
+fed a Weyl sequence; different streams, days and draws get independent, well-mixed bases).
+
+Nothing here keeps state between calls: calling ``uniform`` twice with the same arguments gives the
+same numbers. Use a different ``draw`` index for each independent number a rule needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_C1 = 0xBF58476D1CE4E5B9
+_C2 = 0x94D049BB133111EB
+_TWO_PI = 2.0 * np.pi
+
+
+def _mix_scalar(z: int) -> int:
+    """SplitMix64 finaliser on a Python int (used to derive per-call bases)."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * _C1) & _MASK64
+    z = ((z ^ (z >> 27)) * _C2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _mix_array(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on a uint64 array, in place (numpy wraps uint64 arithmetic)."""
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(_C1)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(_C2)
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def stream_key(name: str) -> int:
+    """A stable 64-bit key for a stream name (Python's ``hash`` is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+class Streams:
+    """Named random streams derived from one scenario seed.
+
+    Every method takes ``stream`` (a name such as ``"trip_times"``), ``day`` (simulation day index,
+    0 for things fixed over the run), ``ids`` (entity ids, any integer array) and ``draw`` (which of
+    several independent numbers for the same entity and day).
+    """
+
+    def __init__(self, seed: int) -> None:
+        if seed < 0:
+            raise ValueError("seed must be a non-negative integer")
+        self.seed = int(seed)
+        self._keys: dict[str, int] = {}
+
+    def _base(self, stream: str, day: int, draw: int) -> int:
+        key = self._keys.get(stream)
+        if key is None:
+            key = _mix_scalar(self.seed * _GOLDEN ^ stream_key(stream))
+            self._keys[stream] = key
+        return _mix_scalar(key ^ _mix_scalar((int(day) << 20) + int(draw) + 1))
+
+    def bits(self, stream: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
+        """64 random bits per id, as uint64."""
+        z = np.asarray(ids).astype(np.uint64, copy=True)
+        z *= np.uint64(_GOLDEN)
+        z += np.uint64(self._base(stream, day, draw))
+        return _mix_array(z)
+
+    def uniform(self, stream: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
+        """Uniform floats in [0, 1), one per id."""
+        z = self.bits(stream, day, ids, draw)
+        return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+    def normal(self, stream: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
+        """Standard normal floats (Box–Muller over draws 2*draw and 2*draw+1)."""
+        u1 = self.uniform(stream, day, ids, 2 * draw)
+        u2 = self.uniform(stream, day, ids, 2 * draw + 1)
+        return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(_TWO_PI * u2)
+
+    def integers(
+        self, stream: str, day: int, ids: np.ndarray, high: np.ndarray | int, draw: int = 0
+    ) -> np.ndarray:
+        """Integers in [0, high) per id (``high`` may be an array, each element >= 1)."""
+        u = self.uniform(stream, day, ids, draw)
+        return np.minimum((u * high).astype(np.int64), np.asarray(high, dtype=np.int64) - 1)
+
+    def categorical(
+        self, stream: str, day: int, ids: np.ndarray, probs: np.ndarray, draw: int = 0
+    ) -> np.ndarray:
+        """Index drawn from one probability vector ``probs`` (shared by all ids)."""
+        cdf = np.cumsum(np.asarray(probs, dtype=np.float64))
+        cdf /= cdf[-1]
+        u = self.uniform(stream, day, ids, draw)
+        return np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
+
+    def categorical_rows(
+        self, stream: str, day: int, ids: np.ndarray, cdf_rows: np.ndarray, draw: int = 0
+    ) -> np.ndarray:
+        """Index drawn per id from its own row of a cumulative-probability matrix (rows end in 1)."""
+        u = self.uniform(stream, day, ids, draw)
+        return np.minimum((cdf_rows <= u[:, None]).sum(axis=1), cdf_rows.shape[1] - 1)
+
+    def poisson(
+        self, stream: str, day: int, ids: np.ndarray, lam: np.ndarray | float, draw: int = 0
+    ) -> np.ndarray:
+        """Poisson counts per id by inversion (fine for the small means used in behaviour)."""
+        u = self.uniform(stream, day, ids, draw)
+        lam = np.broadcast_to(np.asarray(lam, dtype=np.float64), u.shape)
+        k = np.zeros(u.shape, dtype=np.int64)
+        p = np.exp(-lam)
+        cdf = p.copy()
+        for i in range(1, 64):
+            below = u >= cdf
+            if not below.any():
+                break
+            p = p * lam / i
+            k += below
+            cdf += p
+        return k
+
+    def scalar_seed(self, stream: str, day: int = 0, entity: int = 0) -> int:
+        """A 64-bit integer seed for libraries that take one (Faker, a per-agent Generator)."""
+        return int(self.bits(stream, day, np.array([entity]), 0)[0])
+
+    def generator(self, stream: str, day: int = 0, entity: int = 0) -> np.random.Generator:
+        """A numpy Generator keyed by (seed, stream, day, entity), for agents that draw sequentially."""
+        key = [self.scalar_seed(stream, day, entity), self._base(stream, day, 0)]
+        return np.random.Generator(np.random.Philox(key=np.array(key, dtype=np.uint64)))

@@ -1,0 +1,103 @@
+"""The scenario: one validated, immutable description of a run.
+
+A scenario is a YAML file (see scenarios/nantong_2024.yaml) loaded by ``sim.yaml_config``, which
+adds file-and-line error messages, ``extends:`` overlays and ``--set`` overrides. This module only
+composes the sections; each section's model lives next to the code that uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from agents.outlet import OutletSettings
+from agents.validator import DeviceSettings
+from sim.calendar import CalendarSettings, load_calendar_file
+from sim.clearing import ClearingSettings
+from sim.fare_rules import FareRules
+from sim.world_settings import (
+    Behaviour,
+    CardSales,
+    Network,
+    OutputSettings,
+    Period,
+    Population,
+    Region,
+    Section,
+    TopUps,
+)
+from sim.yaml_config import ConfigError, ExistingFile, config_hash, load_config
+
+__all__ = ["Scenario", "ConfigError", "load_scenario", "scenario_hash"]
+
+
+class CalendarRef(Section):
+    """The calendar comes from a file (holidays are national data shared by scenarios)."""
+
+    file: ExistingFile = Field(
+        description="YAML file with the calendar section (see sim/calendar)."
+    )
+
+
+class Scenario(Section):
+    """A complete CardTwin scenario."""
+
+    schema_version: Literal[1] = Field(description="Scenario format version.")
+    name: str = Field(min_length=1, description="Short name, used in reports.")
+    description: str = Field(default="", description="What the scenario represents.")
+    seed: int = Field(ge=0, description="Root of every random stream of the run.")
+    period: Period = Field(description="Simulated days.")
+    calendar: CalendarRef = Field(description="Day types: holidays, 调休, Spring Festival, terms.")
+    regions: dict[str, Region] = Field(min_length=1, description="Regions by id.")
+    network: Network = Field(description="Transit supply.")
+    population: Population = Field(description="Cardholders.")
+    behaviour: Behaviour = Field(description="Daily activity and trip rules.")
+    fares: FareRules = Field(description="Fares and concessions (policy as data).")
+    topups: TopUps = Field(description="Reloading stored value.")
+    card_sales: CardSales = Field(description="New card sales.")
+    outlets: OutletSettings = Field(description="Service outlets.")
+    devices: DeviceSettings = Field(description="Validators: re-tap lock, uploads, faults.")
+    clearing: ClearingSettings = Field(description="Clearing fees, cycles, settlement.")
+    output: OutputSettings = Field(description="Output defaults.")
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Scenario:
+        for line_id, line in self.network.metro.items():
+            if line.region not in self.regions:
+                raise ValueError(
+                    f"network.metro.{line_id}.region: unknown region {line.region!r}; "
+                    f"expected one of: {', '.join(self.regions)}"
+                )
+        return self
+
+    def load_calendar(self) -> CalendarSettings:
+        """The calendar settings from the referenced file."""
+        return load_calendar_file(self.calendar.file)
+
+
+def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
+    """Load and validate a scenario file; raises ConfigError with file/line/field on any problem."""
+    scenario = load_config(path, Scenario, overrides)
+    try:
+        scenario.load_calendar()
+    except ValueError as exc:
+        raise ConfigError([f"{scenario.calendar.file}: {exc}"]) from None
+    outlets_file = Path(scenario.outlets.file)
+    if not outlets_file.is_absolute():
+        outlets_file = Path(path).resolve().parent / outlets_file
+    if not outlets_file.exists():
+        raise ConfigError(
+            [
+                f"{path}: outlets.file: file not found; got {scenario.outlets.file!r} "
+                f"(resolved to {outlets_file}); expected an existing outlets CSV"
+            ]
+        )
+    return scenario
+
+
+def scenario_hash(scenario: Scenario) -> str:
+    """SHA-256 of the validated scenario (recorded in run_meta.json)."""
+    return config_hash(scenario)

@@ -1,0 +1,167 @@
+"""Build the World from a Scenario: calendar, regions, network, population, outlets, fares.
+
+The world is everything that exists before the first simulated minute. Building it is a pure
+function of the scenario (and its seed): two builds give identical arrays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agents.outlet import OutletInfo, load_outlets_csv
+from sim.calendar import Calendar
+from sim.clearing import Participant, Participants
+from sim.fares import CompiledFares, compile_fares
+from sim.network import TransitNetwork, build_network
+from sim.population import Cardholders, build_population
+from sim.rng import Streams
+from sim.scenario import Scenario
+
+
+@dataclass
+class World:
+    """The static world of a run plus the population's state columns."""
+
+    scenario: Scenario
+    streams: Streams
+    calendar: Calendar
+    region_ids: list[str]
+    network: TransitNetwork
+    population: Cardholders
+    outlets: list[OutletInfo]
+    outlet_region: np.ndarray  # uint8, region index of each outlet
+    outlet_zone: np.ndarray  # int32, zone where each outlet sits
+    home_outlet: np.ndarray  # int16 per cardholder: nearest outlet in the home region (-1 none)
+    fares: CompiledFares
+    fares_qr: CompiledFares  # QR riders: list fares, no card concessions
+    participants: Participants
+
+    @property
+    def days(self) -> int:
+        """Number of simulated days."""
+        return self.calendar.days
+
+    @property
+    def start_date(self) -> dt.date:
+        """First simulated date."""
+        return self.scenario.period.start
+
+
+def build_world(scenario: Scenario, outlets_file: Path) -> World:
+    """Construct the world for ``scenario`` (``outlets_file`` already resolved to a real path)."""
+    streams = Streams(scenario.seed)
+    period = scenario.period
+    calendar = Calendar(scenario.load_calendar(), period.start, period.days)
+    region_ids = list(scenario.regions)
+    network = build_network(scenario.regions, scenario.network, streams, period.start.toordinal())
+    population = build_population(
+        scenario.population,
+        scenario.behaviour,
+        scenario.regions,
+        network,
+        streams,
+        period.start,
+        period.days,
+    )
+    threshold = scenario.topups.threshold_fen * np.exp(
+        0.4 * streams.normal("pop.topup_threshold", 0, population.card_id)
+    )
+    population.topup_threshold_fen[:] = threshold.astype(np.int32)
+
+    outlets = load_outlets_csv(outlets_file)
+    zh_to_region = {r.name_zh: i for i, r in enumerate(scenario.regions.values())}
+    missing = sorted({o.region_zh for o in outlets} - set(zh_to_region))
+    if missing:
+        raise ValueError(
+            f"{outlets_file}: outlets in regions {missing} that the scenario does not define "
+            f"(regions' name_zh: {', '.join(zh_to_region)})"
+        )
+    outlet_region = np.array([zh_to_region[o.region_zh] for o in outlets], dtype=np.uint8)
+    outlet_zone = _place_outlets(network, outlet_region, streams)
+    home_outlet = _nearest_outlet(network, population, outlet_region, outlet_zone)
+    _shift_sales_to_open_days(population, home_outlet, outlets, calendar)
+
+    lines = [
+        (line_id, int(network.lines.mode[i]), region_ids[int(network.lines.region[i])])
+        for i, line_id in enumerate(network.lines.ids)
+    ]
+    fares = compile_fares(scenario.fares, lines)
+    fares_qr = compile_fares(scenario.fares.model_copy(update={"concessions": {}}), lines)
+    return World(
+        scenario=scenario,
+        streams=streams,
+        calendar=calendar,
+        region_ids=region_ids,
+        network=network,
+        population=population,
+        outlets=outlets,
+        outlet_region=outlet_region,
+        outlet_zone=outlet_zone,
+        home_outlet=home_outlet,
+        fares=fares,
+        fares_qr=fares_qr,
+        participants=build_participants(scenario, network),
+    )
+
+
+def _place_outlets(network: TransitNetwork, outlet_region: np.ndarray, streams: Streams):
+    """Outlets sit in central zones of their region (bus stations, service centres)."""
+    zones = network.zones
+    first = zones.first_of_region[outlet_region]
+    count = zones.count_of_region[outlet_region]
+    u = streams.uniform("world.outlet_zone", 0, np.arange(len(outlet_region)))
+    return (first + np.minimum((u**2 * count).astype(np.int64), count - 1)).astype(np.int32)
+
+
+def _nearest_outlet(network, population, outlet_region, outlet_zone) -> np.ndarray:
+    """Each cardholder's nearest outlet in the home region, by zone-centre distance."""
+    zones = network.zones
+    n_zones = len(zones.region)
+    best = np.full(n_zones, -1, dtype=np.int16)
+    dist = np.abs(zones.x_km[:, None] - zones.x_km[outlet_zone][None, :]) + np.abs(
+        zones.y_km[:, None] - zones.y_km[outlet_zone][None, :]
+    )
+    dist = np.where(zones.region[:, None] == outlet_region[None, :], dist, np.inf)
+    has = np.isfinite(dist).any(axis=1)
+    best[has] = dist[has].argmin(axis=1)
+    return best[population.home_zone]
+
+
+def _shift_sales_to_open_days(population, home_outlet, outlets, calendar: Calendar) -> None:
+    """A card issued on a day its outlet is closed is sold on the outlet's next open day."""
+    days = calendar.days
+    in_period = np.flatnonzero((population.issue_day >= 0) & (population.issue_day < days))
+    physical = population.medium[in_period] == 0
+    rows = in_period[physical & (home_outlet[in_period] >= 0)]
+    for k, outlet in enumerate(outlets):
+        open_days = calendar.open_days(outlet.open_days)
+        # next_open[d] = first open day >= d (days if none left in the period).
+        idx = np.where(open_days, np.arange(days), days)
+        next_open = np.minimum.accumulate(idx[::-1])[::-1]
+        mine = rows[home_outlet[rows] == k]
+        population.issue_day[mine] = next_open[population.issue_day[mine]]
+
+
+def build_participants(scenario: Scenario, network: TransitNetwork) -> Participants:
+    """The clearing hierarchy: national centre > Jiangsu exchange > Nantong exchange; Nantong's
+    card issuer, the QR channels (一码通行 through Shanghai's exchange) and the acquirers."""
+    sc = scenario
+    rows = [
+        Participant("NATIONAL", "clearing_node", None, "全国一卡通数据中心"),
+        Participant("JS_EXCHANGE", "clearing_node", "NATIONAL", "江苏省交通一卡通清算中心"),
+        Participant("NT_EXCHANGE", "clearing_node", "JS_EXCHANGE", "南通市数据交换中心"),
+        Participant("SH_EXCHANGE", "clearing_node", "NATIONAL", "上海市数据交换中心"),
+        Participant(sc.output.issuer_id, "issuer", "NT_EXCHANGE", "南通市民卡"),
+        Participant("QR_CHANGXING", "issuer", "NT_EXCHANGE", "畅行南通"),
+        Participant("QR_ALIPAY", "issuer", "NT_EXCHANGE", "支付宝"),
+        Participant("QR_WECHAT_TONGCHENG", "issuer", "NT_EXCHANGE", "同程微信"),
+        Participant("QR_UNIONPAY", "issuer", "NT_EXCHANGE", "银联"),
+        Participant("QR_YIMATONGXING", "issuer", "SH_EXCHANGE", "一码通行"),
+    ]
+    operators = list(dict.fromkeys(network.lines.operator))
+    rows += [Participant(op, "acquirer", "NT_EXCHANGE", op) for op in operators]
+    return Participants(rows)

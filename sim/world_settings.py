@@ -1,0 +1,281 @@
+"""Scenario sections that describe the world: period, regions, network, population, behaviour,
+top-ups, card sales and output.
+
+Each section is a frozen pydantic model that forbids unknown keys (STYLE.md, ActivitySim). Units sit
+in field names: ``_fen`` money, ``_min`` minutes, ``_s`` seconds, ``_km`` kilometres, ``_pct`` percent.
+Shares are fractions in [0, 1] unless the name says ``_pct``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sim.codes import CARD_TYPES, MEDIA
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class Section(BaseModel):
+    """Base of every scenario section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def hhmm_to_s(text: str) -> int:
+    """'07:30' -> seconds since midnight."""
+    hours, minutes = text.split(":")
+    return int(hours) * 3600 + int(minutes) * 60
+
+
+def _check_hhmm(value: str) -> str:
+    if not _HHMM.match(value):
+        raise ValueError(f"time of day must be HH:MM (00:00-23:59), got {value!r}")
+    return value
+
+
+class Period(Section):
+    """Which days are simulated."""
+
+    start: dt.date = Field(description="First simulated day (local date, Asia/Shanghai).")
+    days: int = Field(ge=1, le=3660, description="Number of simulated days.")
+
+
+class BusNetwork(Section):
+    """Bus network of one region, generated from these parameters (no GTFS needed)."""
+
+    lines: PositiveInt = Field(description="Number of bus lines operated in the region.")
+    stops_per_line: PositiveInt = Field(
+        description="Mean stops per line (one stop per zone passed)."
+    )
+    vehicles_per_line: PositiveInt = Field(description="Buses per line; one validator per bus.")
+    speed_kmh: float = Field(gt=0, description="Mean in-service bus speed including stops.")
+    operator_id: str = Field(description="Acquirer (bus company) clearing code for the region.")
+
+
+class Region(Section):
+    """A district or county-level unit with its own bus operator and zones."""
+
+    name_zh: str = Field(description="Chinese name, e.g. 市区, 如东.")
+    admin_code: str = Field(description="GB/T 2260 six-digit code, used in synthetic ID numbers.")
+    residents: PositiveInt = Field(description="Resident population (常住人口).")
+    zones: PositiveInt = Field(description="Number of traffic zones the region is split into.")
+    zone_spacing_km: float = Field(gt=0, description="Distance between neighbouring zone centres.")
+    card_adoption_weight: float = Field(
+        gt=0,
+        description="Relative propensity of residents to hold a card (transit supply, outlets, "
+        "first-phase issuance); cardholders are spread by residents x weight.",
+    )
+    bus: BusNetwork = Field(description="Generated bus network parameters.")
+
+    @field_validator("admin_code")
+    @classmethod
+    def _six_digits(cls, value: str) -> str:
+        if not (len(value) == 6 and value.isdigit()):
+            raise ValueError(f"admin_code must be 6 digits (GB/T 2260), got {value!r}")
+        return value
+
+
+class MetroLine(Section):
+    """A metro line: stations evenly spread over its length through the urban zones."""
+
+    name_zh: str = Field(description="Line name.")
+    region: str = Field(description="Region id the line runs in.")
+    stations: Annotated[int, Field(ge=2)] = Field(description="Number of stations.")
+    length_km: float = Field(gt=0, description="Route length in km.")
+    gates_per_station: PositiveInt = Field(description="Gates (validators) per station.")
+    speed_kmh: float = Field(gt=0, description="Mean speed including dwell times.")
+    operator_id: str = Field(description="Acquirer clearing code of the metro operator.")
+    opened: dt.date = Field(description="Opening date; no taps before it.")
+
+
+class Network(Section):
+    """Transit supply: generated bus networks per region plus metro lines."""
+
+    metro: dict[str, MetroLine] = Field(default_factory=dict, description="Metro lines by id.")
+    walk_and_wait_min: float = Field(
+        ge=0, description="Mean access walk plus wait before the first boarding."
+    )
+    transfer_min: float = Field(ge=0, description="Mean time between alighting and next boarding.")
+
+
+class CardTypePopulation(Section):
+    """Cardholders of one card type: how many, who they are, how they pay and ride."""
+
+    count: NonNegInt = Field(description="Cards of this type in stock (cumulative issued).")
+    age_min: Annotated[int, Field(ge=0, le=120)] = Field(description="Youngest eligible age.")
+    age_max: Annotated[int, Field(ge=0, le=120)] = Field(description="Oldest age drawn.")
+    age_mode: Annotated[int, Field(ge=0, le=120)] = Field(
+        description="Most common age (triangular age distribution)."
+    )
+    nfc_virtual_share: Share = Field(description="Share holding an NFC virtual card (vs physical).")
+    qr_user_share: Share = Field(
+        description="Share of holders who also ride with a QR code (a trip-level payment choice)."
+    )
+    qr_trip_share: Share = Field(
+        description="For QR users: share of their boardings paid by QR instead of the card."
+    )
+    regular_share: Share = Field(description="Share of live cards ridden regularly (commuters).")
+    occasional_share: Share = Field(description="Share of live cards ridden occasionally.")
+    regular_days_per_week: float = Field(ge=0, le=7, description="Riding days a week, regulars.")
+    occasional_days_per_week: float = Field(ge=0, le=7, description="Riding days a week, others.")
+    commuter: bool = Field(description="Trips go home-work/school-home on workdays (else errands).")
+    outlet_topup_share: Share = Field(description="Share of top-ups done at an outlet (vs online).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CardTypePopulation:
+        if not self.age_min <= self.age_mode <= self.age_max:
+            raise ValueError(
+                f"ages must satisfy age_min <= age_mode <= age_max, got "
+                f"{self.age_min} <= {self.age_mode} <= {self.age_max}"
+            )
+        if self.regular_share + self.occasional_share > 1.0:
+            raise ValueError("regular_share + occasional_share must be at most 1")
+        return self
+
+
+class Population(Section):
+    """The cardholder population, built in full (one row per card) at world construction."""
+
+    card_types: dict[str, CardTypePopulation] = Field(description="Cardholders by card type.")
+    issue_year_weights: dict[int, float] = Field(
+        description="Relative number of cards issued per year (e.g. the published cards_sold); "
+        "a card's issue date is drawn from it. Years after the period end are not yet active."
+    )
+    annual_attrition_pct: float = Field(
+        ge=0, le=100, description="Cards abandoned, lost or replaced per year (per cent of live)."
+    )
+    gompertz_mortality: tuple[float, float] = Field(
+        description="Holder death rate per year = exp(a + b * age): (a, b)."
+    )
+    qr_channel_mix: dict[str, float] = Field(
+        description="How QR users split over QR channels (media names starting with qr_)."
+    )
+    cross_region_commute_share: Share = Field(
+        description="Share of commuters whose work zone is in another region."
+    )
+    initial_balance_mean_fen: PositiveInt = Field(description="Mean card balance at period start.")
+
+    @field_validator("card_types")
+    @classmethod
+    def _known_card_types(cls, value: dict) -> dict:
+        unknown = sorted(set(value) - set(CARD_TYPES))
+        if unknown:
+            raise ValueError(
+                f"unknown card type(s) {unknown}; expected some of: {', '.join(CARD_TYPES)}"
+            )
+        return value
+
+    @field_validator("qr_channel_mix")
+    @classmethod
+    def _known_channels(cls, value: dict) -> dict:
+        qr = [m for m in MEDIA if m.startswith("qr_")]
+        unknown = sorted(set(value) - set(qr))
+        if unknown:
+            raise ValueError(f"unknown QR channel(s) {unknown}; expected some of: {', '.join(qr)}")
+        if any(v < 0 for v in value.values()) or sum(value.values()) <= 0:
+            raise ValueError("QR channel weights must be >= 0 and not all zero")
+        return value
+
+
+class DayTypeFactors(Section):
+    """Multipliers on the chance to ride, by calendar day type."""
+
+    workday: float = Field(ge=0, description="Workday multiplier (1.0 = the weekly mean).")
+    weekend: float = Field(ge=0, description="Weekend multiplier.")
+    holiday: float = Field(ge=0, description="Public holiday multiplier.")
+    spring_festival: float = Field(ge=0, description="Spring Festival multiplier (the lowest).")
+
+
+class Behaviour(Section):
+    """How citizens plan a day: when they leave, where they go, how they chain trips."""
+
+    day_type_factors: DayTypeFactors = Field(description="Riding chance by day type.")
+    elderly_day_type_factors: DayTypeFactors = Field(
+        description="Same for elderly card types (they avoid no day; less weekday peak)."
+    )
+    school_break_student_factor: float = Field(
+        ge=0, description="Students' riding chance multiplier on non-school days."
+    )
+    am_departure_mean: str = Field(description="Mean morning departure of commuters (HH:MM).")
+    am_departure_sd_min: float = Field(gt=0, description="Spread of commuters' habitual time.")
+    pm_departure_mean: str = Field(description="Mean evening return of commuters (HH:MM).")
+    pm_departure_sd_min: float = Field(gt=0, description="Spread of the evening return.")
+    errand_departure_mean: str = Field(description="Mean start of an errand outing (HH:MM).")
+    errand_departure_sd_min: float = Field(gt=0, description="Spread of errand outings.")
+    errand_duration_mean_min: float = Field(gt=0, description="Mean time spent at the errand.")
+    daily_time_jitter_min: float = Field(ge=0, description="Day-to-day noise on habitual times.")
+    extra_trip_share: Share = Field(description="Chance a riding day holds an extra chained stop.")
+    one_way_share: Share = Field(description="Chance only one direction is ridden (other: walk).")
+    transfer_share: Share = Field(description="Chance a journey needs a second leg (transfer).")
+    metro_preference: Share = Field(
+        description="Chance to use the metro when both ends are near stations."
+    )
+    missing_tap_out_share: Share = Field(description="Chance a metro rider never taps out.")
+    declined_pays_other_way_share: Share = Field(
+        description="After a declined card tap: chance the rider pays by QR/cash (else walks)."
+    )
+
+    @field_validator("am_departure_mean", "pm_departure_mean", "errand_departure_mean")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        return _check_hhmm(value)
+
+
+class TopUps(Section):
+    """When and how stored-value cards are reloaded."""
+
+    threshold_fen: PositiveInt = Field(description="Typical balance below which holders top up.")
+    amounts_fen: list[PositiveInt] = Field(description="Top-up amounts people choose among.")
+    amount_weights: list[float] = Field(description="Relative frequency of each amount.")
+    max_balance_fen: PositiveInt = Field(description="Card balance ceiling (Nantong: 1000 元).")
+    outlet_arrival_mean: str = Field(description="Mean time of day of outlet visits (HH:MM).")
+    outlet_arrival_sd_min: float = Field(gt=0, description="Spread of outlet visit times.")
+    online_time_mean: str = Field(description="Mean time of day of online top-ups (HH:MM).")
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> TopUps:
+        if len(self.amounts_fen) != len(self.amount_weights) or not self.amounts_fen:
+            raise ValueError("amounts_fen and amount_weights must be non-empty and equally long")
+        if any(w < 0 for w in self.amount_weights) or sum(self.amount_weights) <= 0:
+            raise ValueError("amount_weights must be >= 0 and not all zero")
+        return self
+
+    @field_validator("outlet_arrival_mean", "online_time_mean")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        return _check_hhmm(value)
+
+
+class CardSales(Section):
+    """Card sales. Which cards are sold in the period follows from their issue dates (see
+    ``population.issue_year_weights``); this section says what a sale costs and where it happens."""
+
+    price_fen: NonNegInt = Field(description="Card fee paid at sale (not stored value).")
+    initial_topup_fen: NonNegInt = Field(description="Stored value loaded at sale.")
+    arrival_mean: str = Field(description="Mean time of day buyers arrive at the outlet (HH:MM).")
+    arrival_sd_min: float = Field(gt=0, description="Spread of buyers' arrival times.")
+
+    @field_validator("arrival_mean")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        return _check_hhmm(value)
+
+
+class OutputSettings(Section):
+    """Where and how results are written."""
+
+    dir: str = Field(description="Default output directory (the CLI's --out wins).")
+    mask_identities: bool = Field(
+        default=True, description="Mask card numbers, names, ID numbers, phones (DOMAIN.md §5)."
+    )
+    card_number_prefix: str = Field(description="Six-digit issuer prefix of card numbers.")
+    city_code: str = Field(description="City code written on every local tap record.")
+    issuer_id: str = Field(description="Clearing code of the card issuer (the city card company).")
