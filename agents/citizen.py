@@ -29,6 +29,8 @@ ELDERLY_TYPES = frozenset({CARD_TYPES.index("longevity"), CARD_TYPES.index("love
 STUDENT = CARD_TYPES.index("student")
 MAX_TRIP_SLOTS = 4
 LAST_TAP_S = 23 * 3600 + 59 * 60
+FIRST_DEPARTURE_S = 5 * 3600 + 30 * 60
+LAST_DEPARTURE_S = 22 * 3600
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,11 @@ def plan_trips(
     stay = -np.log1p(-streams.uniform("day.errand_stay", day, ids)) * (
         behaviour.errand_duration_mean_min * 60.0
     )
-    t_out = np.where(commute, t_out_commute, t_out_errand)
+    # Service runs about 05:30-22:30: nobody plans a ride outside it.
+    t_out_errand = np.clip(t_out_errand, FIRST_DEPARTURE_S, 20 * 3600)
+    t_out = np.clip(np.where(commute, t_out_commute, t_out_errand), FIRST_DEPARTURE_S, None)
     t_back = np.where(commute, t_back_commute, t_out_errand + 1800 + stay.astype(np.int64))
-    t_back = np.maximum(t_back, t_out + 1800)
+    t_back = np.minimum(np.maximum(t_back, t_out + 1800), LAST_DEPARTURE_S)
 
     extra = streams.uniform("day.extra_stop", day, ids) < behaviour.extra_trip_share
     extra_zone = errand_zone(1)

@@ -26,6 +26,7 @@ import simpy
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sim.rng import Streams
+from sim.yaml_config import ExistingFile
 
 DAY_S = 86_400
 CSV_COLUMNS: tuple[str, ...] = (
@@ -223,7 +224,9 @@ class OutletSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    file: str = Field(description="Outlets CSV (columns of data/nantong/outlets.csv).")
+    file: ExistingFile = Field(
+        description="Outlets CSV (columns of data/nantong/outlets.csv); relative to the scenario."
+    )
     default_counters: int = Field(2, ge=1, description="Counters at an outlet not overridden.")
     counters_by_outlet: dict[int, int] = Field(
         default_factory=dict, description="Counters per outlet_id, overriding default_counters."

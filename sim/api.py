@@ -77,23 +77,13 @@ def load_scenario(
         raise BadInput(str(exc)) from None
     except OSError as exc:
         raise BadInput(f"{path}: cannot read scenario: {exc.strerror or exc}") from None
-    scenario_dir = Path(path).resolve().parent
-    object.__setattr__(scenario, "_source_dir", scenario_dir)
     return scenario
-
-
-def outlets_path(scenario: Scenario) -> Path:
-    """The outlets file, relative paths taken from the scenario file's directory."""
-    path = Path(scenario.outlets.file)
-    if not path.is_absolute():
-        path = getattr(scenario, "_source_dir", Path.cwd()) / path
-    return path
 
 
 def build(scenario: Scenario) -> World:
     """Build the world of a scenario (population, network, outlets, fares)."""
     try:
-        return build_world(scenario, outlets_path(scenario))
+        return build_world(scenario, Path(scenario.outlets.file))
     except (OutletFileError, ValueError) as exc:
         raise BadInput(str(exc)) from None
 

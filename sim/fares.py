@@ -29,7 +29,7 @@ _BUS, _METRO = code_of(MODES, "bus"), code_of(MODES, "metro")
 _N_DT, _N_CT, _N_MODE = len(DAY_TYPES), len(CARD_TYPES), len(MODES)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare fields explicitly
 class CompiledFares:
     """A FareRules policy as numpy lookup tables (read-only arrays); built by ``compile_fares``."""
 
@@ -74,7 +74,7 @@ _TAP_DTYPES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare fields explicitly
 class TapBatch:
     """One day's taps as equal-length arrays (any row order).
 
@@ -117,7 +117,7 @@ class TapBatch:
         return len(self.card)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare fields explicitly
 class FareResult:
     """Prices aligned to the input taps. ``amount = list - concession - transfer - cap`` (all >= 0).
 
@@ -338,7 +338,8 @@ def price_taps(
 
     ``day_type`` is a sim.codes.DAY_TYPES code or name; ``month_spent_fen`` (int64, aligned to the
     taps) is each card's spend earlier in the month, used against monthly caps (the largest value
-    among a card's rows is used). Results are aligned to the input rows.
+    among a card's rows is used). Results are aligned to the input rows; taps of one card at the
+    same second are taken in input order.
     """
     n = len(taps)
     dt = code_of(DAY_TYPES, day_type) if isinstance(day_type, str) else int(day_type)
@@ -403,7 +404,7 @@ def price_taps(
 
     cap = np.zeros(n, dtype=np.int64)
     if compiled.has_caps:
-        cap = pre_cap - _capped_amounts(compiled, card, ctype, spent[order], pre_cap, same_prev)
+        cap = pre_cap - _capped_amounts(compiled, ctype, spent[order], pre_cap, same_prev)
     amount = pre_cap - cap
 
     def back(a: np.ndarray, dtype: type) -> np.ndarray:
@@ -425,7 +426,6 @@ def price_taps(
 
 def _capped_amounts(
     compiled: CompiledFares,
-    card: np.ndarray,
     ctype: np.ndarray,
     spent: np.ndarray,
     pre_cap: np.ndarray,
@@ -446,5 +446,5 @@ def _capped_amounts(
     paid = np.minimum(cum, limit[grp])
     amount = paid.copy()
     amount[1:] -= paid[:-1]
-    pass
+    amount[starts] = paid[starts]
     return amount

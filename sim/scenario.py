@@ -85,16 +85,6 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
         scenario.load_calendar()
     except ValueError as exc:
         raise ConfigError([f"{scenario.calendar.file}: {exc}"]) from None
-    outlets_file = Path(scenario.outlets.file)
-    if not outlets_file.is_absolute():
-        outlets_file = Path(path).resolve().parent / outlets_file
-    if not outlets_file.exists():
-        raise ConfigError(
-            [
-                f"{path}: outlets.file: file not found; got {scenario.outlets.file!r} "
-                f"(resolved to {outlets_file}); expected an existing outlets CSV"
-            ]
-        )
     return scenario
 
 

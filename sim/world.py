@@ -71,6 +71,7 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         0.4 * streams.normal("pop.topup_threshold", 0, population.card_id)
     )
     population.topup_threshold_fen[:] = threshold.astype(np.int32)
+    _steady_state_balances(scenario, population, streams)
 
     outlets = load_outlets_csv(outlets_file)
     zh_to_region = {r.name_zh: i for i, r in enumerate(scenario.regions.values())}
@@ -106,6 +107,18 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         fares_qr=fares_qr,
         participants=build_participants(scenario, network),
     )
+
+
+def _steady_state_balances(scenario: Scenario, population: Cardholders, streams: Streams) -> None:
+    """Start riders' balances where a top-up habit keeps them: between the threshold and the
+    threshold plus a typical top-up. (Starting everyone low would flood the outlets on day 1.)
+    Dormant cards keep the small leftover balance drawn at population build."""
+    top = scenario.topups
+    mean_amount = np.average(top.amounts_fen, weights=top.amount_weights)
+    riders = population.rider_class > 0
+    u = streams.uniform("pop.balance_steady", 0, population.card_id[riders])
+    level = population.topup_threshold_fen[riders] + u * mean_amount
+    population.balance_fen[riders] = np.minimum(level, top.max_balance_fen).astype(np.int64)
 
 
 def _place_outlets(network: TransitNetwork, outlet_region: np.ndarray, streams: Streams):

@@ -160,6 +160,13 @@ def test_incomplete_trip_charges_max_fare_on_entry() -> None:
 def test_orphan_exit_is_priced_by_its_distance() -> None:
     res = _price(_rules(), [(1, 8 * H, M1, TAP_EXIT, ORD, 12.0)])
     assert res.amount_fen.tolist() == [400]
+    # An exit after an entry flagged incomplete does not close it: it is a leg of its own.
+    love = code_of(CARD_TYPES, "love")
+    rows = [(1, 8 * H, M1, TAP_ENTRY, love, 0.0, True), (1, 8 * H + 1800, M1, TAP_EXIT, love, 12.0)]
+    res = _price(_rules(), rows)
+    assert res.list_fare_fen.tolist() == [600, 400]
+    assert res.is_transfer.tolist() == [False, True]
+    assert res.amount_fen.tolist() == [600, 300]
 
 
 def test_transfer_inside_and_outside_window() -> None:

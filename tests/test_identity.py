@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 from faker.providers.person.zh_CN import Provider as ZhPerson
+from faker.providers.phone_number.zh_CN import Provider as ZhPhone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -128,13 +129,19 @@ def test_same_card_same_identity_across_calls_and_subsets(
     assert sum(a != b for a, b in zip(full["name"], other["name"], strict=True)) > 300
 
 
-def test_faker_seed_is_the_cards_scalar_seed(streams: Streams) -> None:
-    ids = np.array([0, 1, 123456789])
-    vector = streams.bits("identity", 0, ids, 0)
-    assert [int(v) for v in vector] == [streams.scalar_seed("identity", 0, int(i)) for i in ids]
+def test_identity_is_a_function_of_seed_and_card_only(streams: Streams) -> None:
+    """Each card alone gives what it gets in a batch: nothing depends on row position or batch."""
+    pop = _population(streams, 60)
+    batch = identities(streams, **pop)
+    for i in (0, 7, 59):
+        one = identities(streams, **{k: v[i : i + 1] for k, v in pop.items()})
+        assert one == {key: [batch[key][i]] for key in batch}
+    # keyed by the scenario seed too: another seed gives other phones
+    phones = identities(Streams(20240102), **pop)["phone"]
+    assert sum(a != b for a, b in zip(batch["phone"], phones, strict=True)) > 55
 
 
-def test_faker_output_is_chinese_and_follows_sex(
+def test_names_and_phones_are_chinese_and_follow_sex(
     streams: Streams, people: dict[str, np.ndarray]
 ) -> None:
     out = identities(streams, **people)
@@ -145,6 +152,60 @@ def test_faker_output_is_chinese_and_follows_sex(
         assert re.fullmatch(r"1[3-9]\d{9}", phone), phone
         given_names = male if sex == 1 else female
         assert any(name[:k] in surnames and name[k:] in given_names for k in (1, 2)), name
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """(surname, given name) with Faker zh_CN's surnames; a compound one needs a given name after.
+
+    Faker has 欧 and 阳 too, so 欧阳 alone is 欧 + 阳 (and ``mask_name`` gives 欧*).
+    """
+    k = 2 if name[:2] in ZhPerson.last_names and len(name) > 2 else 1
+    return name[:k], name[k:]
+
+
+def test_distributions_use_fakers_zh_cn_tables(streams: Streams) -> None:
+    n = 200_000
+    ids = np.arange(n) * 7 + 3
+    sexes = (ids % 2).astype(np.uint8)
+    births = np.full(n, np.datetime64("1980-06-15"))
+    out = identities(streams, ids, births, sexes, np.full(n, 320602))
+    split = [_split_name(x) for x in out["name"]]
+    surnames = np.array([last for last, _ in split])
+    given = np.array([first for _, first in split])
+
+    # surnames: only Faker's, drawn with Faker's weights (all 399, incl. the compound 欧阳)
+    weights = {k: float(v) for k, v in ZhPerson.last_names.items()}
+    assert set(surnames.tolist()) <= set(weights)
+    total = sum(weights.values())
+    for last in ("王", "李", "张", "欧阳"):
+        expected = n * weights[last] / total
+        assert abs(np.count_nonzero(surnames == last) - expected) < 5 * np.sqrt(expected), last
+    assert len(set(surnames.tolist())) > 0.9 * len(weights)
+
+    # given names: exactly Faker's male list for men, female list for women, each near-uniform
+    for sex, table in ((1, ZhPerson.first_names_male), (0, ZhPerson.first_names_female)):
+        names, counts = np.unique(given[sexes == sex], return_counts=True)
+        assert set(names.tolist()) == set(table)
+        expected = np.count_nonzero(sexes == sex) / len(table)
+        assert np.abs(counts - expected).max() < 5 * np.sqrt(expected)
+
+    # phones: 11 digits, the prefix one of Faker's formats (uniform), the rest uniform digits
+    phones = np.array(out["phone"])
+    prefixes = {f.rstrip("#") for f in ZhPhone.formats}
+    assert all(len(f) == 11 for f in ZhPhone.formats)
+    assert prefixes == {str(p) for p in ZhPhone.phonenumber_prefixes}
+    found, counts = np.unique(phones.astype("<U3"), return_counts=True)
+    assert set(found.tolist()) == prefixes
+    assert np.abs(counts - n / len(prefixes)).max() < 5 * np.sqrt(n / len(prefixes))
+    last_digit = np.unique(np.array([p[-1] for p in out["phone"]]), return_counts=True)[1]
+    assert len(last_digit) == 10 and np.abs(last_digit - n / 10).max() < 5 * np.sqrt(n / 10)
+    assert len(set(out["phone"])) > 0.99 * n
+
+    # compound surnames survive masking whole (欧阳娜 → 欧阳*)
+    compound = [x for x, last in zip(out["name"], surnames.tolist(), strict=True) if last == "欧阳"]
+    assert compound
+    for name, masked in zip(compound, mask_name(compound), strict=True):
+        assert masked == "欧阳" + "*" * (len(name) - 2)
 
 
 def test_identity_input_validation(streams: Streams, people: dict[str, np.ndarray]) -> None:

@@ -30,10 +30,10 @@ from agents.outlet import (
 )
 from sim.rng import Streams
 
-REAL_CSV = Path("/work/shared/data/nantong/outlets.csv")
+REAL_CSV = Path(__file__).resolve().parents[1] / "data" / "nantong" / "outlets.csv"
 # Fixed service times (cv 0): top-up 100 s, card sale 600 s.
 FIXED = dict(
-    file="outlets.csv", topup_service_mean_s=100, card_sale_service_mean_s=600, service_time_cv=0
+    file=str(REAL_CSV), topup_service_mean_s=100, card_sale_service_mean_s=600, service_time_cv=0
 )
 
 
@@ -272,11 +272,11 @@ def test_build_outlets_takes_counters_from_settings() -> None:
             mesa.Model(),
             simpy.Environment(),
             infos,
-            OutletSettings(file="x.csv", counters_by_outlet={99: 1}),
+            OutletSettings(file=str(REAL_CSV), counters_by_outlet={99: 1}),
             is_open_day=lambda rule, day: True,
             is_weekend=lambda day: False,
         )
     with pytest.raises(pydantic.ValidationError):
-        OutletSettings(file="x.csv", counters_by_outlet={1: 0})
+        OutletSettings(file=str(REAL_CSV), counters_by_outlet={1: 0})
     with pytest.raises(pydantic.ValidationError):
-        OutletSettings(file="x.csv", counter=3)
+        OutletSettings(file=str(REAL_CSV), counter=3)
