@@ -4,6 +4,7 @@
     python run_scenario.py SCENARIO.yaml [--days N] [--seed S] [--out DIR] [--set a.b=v ...]
                                          [--quiet] [--unmasked]
     python run_scenario.py validate SCENARIO.yaml [--set a.b=v ...]
+    python run_scenario.py calibrate SCENARIO.yaml [--out DIR] [--targets FILE] [--days N]
 
 Exit codes: 0 success; 2 bad input (scenario file, flags, data files) with a one-screen message
 and no traceback; 3 a money invariant failed during the run (the message says which, by how much,
@@ -71,6 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_calibrate_parser() -> argparse.ArgumentParser:
+    """Parser of the ``calibrate`` sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="run_scenario.py calibrate",
+        description="Run the scenario's whole period and compare it with published figures; "
+        "writes calibration.json and calibration.md.",
+    )
+    _common(parser)
+    parser.add_argument(
+        "--targets",
+        type=Path,
+        default=Path("data/nantong/targets_2024.yaml"),
+        help="targets YAML (default: data/nantong/targets_2024.yaml)",
+    )
+    parser.add_argument("--days", type=_positive_int, help="simulated days (default: scenario's)")
+    parser.add_argument("--seed", type=_seed, help="random seed (default: scenario's)")
+    parser.add_argument("--out", type=Path, default=Path("runs/calibration"), help="report dir")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
 def build_validate_parser() -> argparse.ArgumentParser:
     """Parser of the ``validate`` sub-command."""
     parser = argparse.ArgumentParser(
@@ -92,6 +114,15 @@ def main(argv: list[str] | None = None) -> int:
             scenario = api.load_scenario(args.scenario, args.overrides)
             print(f"{args.scenario}: valid scenario {scenario.name!r}")
             return 0
+        if argv and argv[0] == "calibrate":
+            args = build_calibrate_parser().parse_args(argv[1:])
+            scenario = api.load_scenario(
+                args.scenario, args.overrides, days=args.days, seed=args.seed
+            )
+            report = api.calibrate(scenario, args.targets, args.out, quiet=args.quiet)
+            print((args.out / "calibration.md").read_text(encoding="utf-8"))
+            print(f"report: {args.out / 'calibration.json'}, {args.out / 'calibration.md'}")
+            return 0 if report["all_required_passed"] else 1
         args = build_parser().parse_args(argv)
         scenario = api.load_scenario(
             args.scenario, args.overrides, days=args.days, seed=args.seed

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.codes import CARD_TYPES, DAY_TYPES, TAP_ENTRY, TAP_EXIT, TAP_SINGLE, WORKDAY
+from sim.codes import CARD_TYPES, DAY_TYPES, MEDIA, TAP_ENTRY, TAP_EXIT, TAP_SINGLE, WORKDAY
 from sim.network import BUS, METRO, TransitNetwork
 from sim.population import NO_QR, Cardholders
 from sim.rng import Streams
@@ -27,7 +27,8 @@ from sim.world_settings import Behaviour, hhmm_to_s
 
 ELDERLY_TYPES = frozenset({CARD_TYPES.index("longevity"), CARD_TYPES.index("love")})
 STUDENT = CARD_TYPES.index("student")
-MAX_TRIP_SLOTS = 4
+MAX_TRIP_SLOTS = 4  # slots 0-2: the day's trips at home; slot 3: boardings in another city
+MEDIA_YIMATONGXING = MEDIA.index("qr_yimatongxing")
 LAST_TAP_S = 23 * 3600 + 59 * 60
 FIRST_DEPARTURE_S = 5 * 3600 + 30 * 60
 LAST_DEPARTURE_S = 22 * 3600
@@ -292,3 +293,77 @@ def trips_to_taps(
         incomplete=taps["incomplete"][in_day],
     )
 
+
+
+def away_today(
+    pop: Cardholders, streams: Streams, day: int, candidates: np.ndarray, away_p: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which Nantong cardholders among ``candidates`` spend today in another city, and where.
+
+    ``away_p[region, city]`` is the daily chance (gravity model, sim/interop.py). Returns the rows
+    and their city codes (1-based: 0 is Nantong)."""
+    if away_p.shape[1] == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    local = candidates[pop.home_city[candidates] == 0]
+    cum = np.cumsum(away_p, axis=1)[pop.region[local]]
+    u = streams.uniform("day.away", day, pop.card_id[local])
+    city = (cum <= u[:, None]).sum(axis=1)
+    away = city < away_p.shape[1]
+    return local[away], city[away] + 1
+
+
+def away_taps(
+    pop: Cardholders,
+    network: TransitNetwork,
+    streams: Streams,
+    day: int,
+    rows: np.ndarray,
+    city: np.ndarray,
+    interop,
+    first_gateway_line: int,
+) -> DayTaps:
+    """Boardings of cardholders away for the day, on the other city's transit.
+
+    The Nantong card is used where that city accepts it (and the holder chooses it), else the
+    holder's QR code if it is 一码通行 and the city takes it, else the ride is paid outside the
+    card system and leaves no record here."""
+    cities = list(interop.cities.values())
+    ids = pop.card_id[rows]
+    n_taps = 1 + streams.poisson("away.taps", day, ids, max(interop.taps_per_away_day - 1, 0.0))
+    n_taps = np.minimum(n_taps, 7)
+    accepts = np.array([c.accepts_nantong_cards for c in cities])[city - 1]
+    takes_qr = np.array([c.accepts_yimatongxing for c in cities])[city - 1]
+    uses_card = (streams.uniform("away.card_ok", 0, ids) < accepts) & (
+        streams.uniform("away.card_choice", day, ids) < interop.away_card_share
+    )
+    yima = MEDIA_YIMATONGXING
+    uses_qr = ~uses_card & takes_qr & (pop.qr_channel[rows] == yima)
+    pays = uses_card | uses_qr
+    rows, city, n_taps, uses_card, ids = (
+        rows[pays], city[pays], n_taps[pays], uses_card[pays], ids[pays]
+    )
+    tap_row = np.repeat(rows, n_taps)
+    k = np.arange(int(n_taps.sum())) - np.repeat(np.cumsum(n_taps) - n_taps, n_taps)
+    start = 8 * 3600 + (streams.uniform("away.start", day, ids) * 3 * 3600).astype(np.int64)
+    t = np.repeat(start, n_taps) + k * 5400 + (
+        streams.uniform("away.gap", day, pop.card_id[tap_row] * 8 + k) * 1800
+    ).astype(np.int64)
+    line = first_gateway_line + np.repeat(city, n_taps) - 1
+    stop = network.lines.stop_ptr[line]
+    device = network.devices.first_of_line[line]
+    medium = np.where(np.repeat(uses_card, n_taps), pop.medium[tap_row], yima).astype(np.uint8)
+    n = len(tap_row)
+    return DayTaps(
+        row=tap_row.astype(np.int64),
+        t_s=np.minimum(t, LAST_TAP_S).astype(np.int32),
+        line=line.astype(np.int32),
+        stop=stop.astype(np.int32),
+        device=device.astype(np.int32),
+        mode=np.full(n, BUS, np.uint8),
+        kind=np.full(n, TAP_SINGLE, np.uint8),
+        distance_km=np.zeros(n, np.float32),
+        journey=pop.card_id[tap_row] * MAX_TRIP_SLOTS + 3,
+        tap_key=(pop.card_id[tap_row] * MAX_TRIP_SLOTS + 3) * 8 + k,
+        medium=medium,
+        incomplete=np.zeros(n, bool),
+    )

@@ -20,7 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from agents.outlet import OutletFileError
+import yaml
+
+from sim.calibration import compare, load_targets, markdown, untargeted
 from sim.engine import Engine, InvariantViolation, RunStats
+from sim.metrics import RunMetrics
 from sim.output import OutputError, RunOutput, package_versions, write_duckdb_catalogue
 from sim.records import RecordWriter, name_tables
 from sim.scenario import ConfigError, Scenario, load_scenario as _load, scenario_hash
@@ -50,6 +54,8 @@ class RunSummary:
     days: int
     stats: RunStats
     timings_s: dict[str, float] = field(default_factory=dict)
+    metrics: RunMetrics | None = None
+    world: World | None = None
 
     @property
     def taps_per_s(self) -> float:
@@ -142,8 +148,56 @@ def run(
     timings["total_s"] = time.perf_counter() - t0
     stats.timings_s = timings
     return RunSummary(
-        scenario.name, Path(out_dir) if out_dir else None, world.days, stats, timings
+        scenario.name,
+        Path(out_dir) if out_dir else None,
+        world.days,
+        stats,
+        timings,
+        metrics=engine.metrics,
+        world=world,
     )
+
+
+def calibrate(
+    scenario: Scenario,
+    targets_path: str | Path,
+    out_dir: str | Path,
+    *,
+    quiet: bool = False,
+) -> dict:
+    """Run the scenario's whole period (no Parquet output) and compare it with the targets.
+
+    Writes ``calibration.json`` and ``calibration.md`` into ``out_dir`` and returns the report.
+    """
+    try:
+        targets = load_targets(targets_path)
+    except (OSError, yaml.YAMLError) as exc:
+        raise BadInput(f"{targets_path}: cannot read targets: {exc}") from None
+    summary = run(scenario, None, quiet=quiet)
+    world = summary.world
+    report = compare(targets, summary.metrics, world.population, world.days)
+    report["untargeted"] = untargeted(
+        summary.metrics, [r.name_zh for r in scenario.regions.values()]
+    )
+    report["scenario"] = scenario.name
+    report["seed"] = scenario.seed
+    report["scenario_hash"] = scenario_hash(scenario)
+    report["timings_s"] = {k: round(v, 2) for k, v in summary.timings_s.items()}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "calibration.json").write_text(
+        json.dumps(report, indent=2, ensure_ascii=False, default=_json_default), "utf-8"
+    )
+    (out / "calibration.md").write_text(markdown(report), "utf-8")
+    return report
+
+
+def _json_default(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _run_meta(scenario, scenario_path, world, stats, timings, unmasked) -> dict:

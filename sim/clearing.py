@@ -66,6 +66,7 @@ MEMO_QR_FARE = "qr_fare"
 MEMO_CASH_REFUND = "cash_refund"
 MEMO_DUP_REFUND = "duplicate_refund"
 MEMO_QR_DUP_REFUND = "qr_duplicate_refund"
+MEMO_PURSE = "purse_purchase"  # non-transit small payments from the card purse (retail, bikes)
 MEMO_CLEARING = "clearing"
 MEMO_FEE = "clearing_fee"
 MEMO_SETTLEMENT = "settlement"
@@ -895,6 +896,7 @@ FLOWS: dict[str, tuple[str, str]] = {
     MEMO_CASH_REFUND: ("float", "bank"),  # card balance paid back in cash (card returned)
     MEMO_DUP_REFUND: ("unsettled", "float"),  # duplicate deduction credited back to the card
     MEMO_QR_DUP_REFUND: ("unsettled", "bank"),  # duplicate QR charge paid back to the rider
+    MEMO_PURSE: ("float", "bank"),  # card purse pays a non-transit merchant via the issuer
     MEMO_DEPOSIT: ("deposit", "bank"),  # money placed into the settlement deposit
 }
 
@@ -1013,6 +1015,7 @@ def check_card_balances(
         balance_after_fen,
         topups_fen=-f.get(MEMO_TOPUP, 0),
         fares_fen=f.get(MEMO_CARD_FARE, 0),
+        purse_spend_fen=f.get(MEMO_PURSE, 0),
         cash_refunds_fen=f.get(MEMO_CASH_REFUND, 0),
         duplicate_refunds_fen=-f.get(MEMO_DUP_REFUND, 0),
         opening_fen=-f.get(MEMO_OPENING, 0),

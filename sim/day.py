@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agents.citizen import DayTaps, plan_trips, riders_today, trips_to_taps
+from agents.citizen import (
+    DayTaps,
+    away_taps,
+    away_today,
+    plan_trips,
+    riders_today,
+    trips_to_taps,
+)
 from agents.validator import reader_outage_mask, reader_outage_windows, retap_effects
 from sim.balances import apply_events
 from sim.codes import STORED_VALUE_MEDIA, TAP_ENTRY
@@ -36,6 +43,7 @@ class DayPlan:
     day_type: int
     cols: dict[str, np.ndarray]  # tap records
     topups: dict[str, np.ndarray]  # planned top-ups (row, channel, t_s, amount_fen, outlet)
+    purse: dict[str, np.ndarray]  # non-transit purse purchases (row, t_s, amount_fen)
     sales: dict[str, np.ndarray]  # card sales (row, outlet or -1 online, t_s)
     stats: dict[str, int] = field(default_factory=dict)
 
@@ -47,20 +55,20 @@ class DayPlan:
 
 def _live_pool(world: World, day: int) -> np.ndarray:
     pop = world.population
-    pool = world.population.extra.get("pool")
+    pool = world.cache.get("pool")
     if pool is None:
         pool = np.flatnonzero(pop.rider_class > 0)
-        pop.extra["pool"] = pool  # rows that ever ride; dormant cards never enter daily work
+        world.cache["pool"] = pool  # rows that ever ride; dormant cards never enter daily work
     return pool[(pop.issue_day[pool] < day) & (pop.end_day[pool] > day)]
 
 
-def _taps_for_day(world: World, day: int, day_type: int, school_day: bool) -> DayTaps:
+def _taps_for_day(
+    world: World, day: int, day_type: int, school_day: bool, pool: np.ndarray
+) -> DayTaps:
     sc = world.scenario
     pop = world.population
     streams = world.streams
-    riders = riders_today(
-        pop, sc.behaviour, streams, day, day_type, school_day, _live_pool(world, day)
-    )
+    riders = riders_today(pop, sc.behaviour, streams, day, day_type, school_day, pool)
     trips = plan_trips(pop, riders, world.network, sc.behaviour, streams, day, day_type, school_day)
     return trips_to_taps(
         pop,
@@ -82,8 +90,15 @@ def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
     streams = world.streams
     cal = world.calendar
     day_type = int(cal.day_types[day])
-    taps = _taps_for_day(world, day, day_type, bool(cal.is_school_day[day]))
-    stats = {"riders": int(len(np.unique(taps.row))), "planned_taps": len(taps)}
+    pool = _live_pool(world, day)
+    away_rows, away_city = away_today(pop, streams, day, pool, world.away_probability)
+    local_pool = np.setdiff1d(pool, away_rows, assume_unique=True)
+    taps = _taps_for_day(world, day, day_type, bool(cal.is_school_day[day]), local_pool)
+    stats = {
+        "riders": int(len(np.unique(taps.row))),
+        "planned_taps": len(taps),
+        "away": len(away_rows),
+    }
 
     # A reader that is down takes no taps: those riders pay cash (outside the card system).
     windows = reader_outage_windows(streams, day, taps.device, sc.devices)
@@ -92,6 +107,12 @@ def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
     taps = taps.take(np.flatnonzero(~down))
 
     fares = _price(world, taps, day_type)
+    if len(away_rows):
+        away = away_taps(
+            pop, world.network, streams, day, away_rows, away_city, sc.interop,
+            world.n_local_lines,
+        )
+        taps, fares = _append_away(world, taps, fares, away)
     cols = {
         "row": taps.row,
         "t_s": taps.t_s.astype(np.int64),
@@ -106,10 +127,13 @@ def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
         "tap_key": taps.tap_key,
         **fares,
         "duplicate_of_key": np.full(len(taps), -1, dtype=np.int64),
+        "city": world.line_city[taps.line],
     }
+    # Nantong stored-value taps: the only ones whose balance this twin keeps.
+    cols["ntcard"] = np.isin(taps.medium, list(STORED_VALUE_MEDIA)) & (pop.home_city[taps.row] == 0)
 
     # Accidental double taps: the lock swallows most; a failed lock charges twice (重复扣款).
-    card_rows = np.flatnonzero(np.isin(taps.medium, list(STORED_VALUE_MEDIA)))
+    card_rows = np.flatnonzero(cols["ntcard"])
     effects = retap_effects(streams, day, taps.tap_key[card_rows], sc.devices)
     dup = card_rows[effects.duplicate_rows]
     stats["retaps_suppressed"] = effects.n_suppressed
@@ -127,10 +151,13 @@ def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
     cols = {name: col[order] for name, col in cols.items()}
 
     topups = _plan_topups(world, day, cols)
+    purse = _plan_purse(world, day, cols)
     sales = _plan_sales(world, day)
     stats["topups_planned"] = len(topups["row"])
     stats["card_sales"] = len(sales["row"])
-    return DayPlan(day=day, day_type=day_type, cols=cols, topups=topups, sales=sales, stats=stats)
+    return DayPlan(
+        day=day, day_type=day_type, cols=cols, topups=topups, purse=purse, sales=sales, stats=stats
+    )
 
 
 def _price(world: World, taps: DayTaps, day_type: int) -> dict[str, np.ndarray]:
@@ -147,9 +174,10 @@ def _price(world: World, taps: DayTaps, day_type: int) -> dict[str, np.ndarray]:
         "is_transfer": np.zeros(n, bool),
         "fare_capped": np.zeros(n, bool),
     }
-    is_card = np.isin(taps.medium, list(STORED_VALUE_MEDIA))
-    for compiled, rows in ((world.fares, np.flatnonzero(is_card)),
-                           (world.fares_qr, np.flatnonzero(~is_card))):
+    # Card concessions are Nantong's: visitors' cards and all QR codes pay the list fare.
+    ntcard = np.isin(taps.medium, list(STORED_VALUE_MEDIA)) & (pop.home_city[taps.row] == 0)
+    for compiled, rows in ((world.fares, np.flatnonzero(ntcard)),
+                           (world.fares_qr, np.flatnonzero(~ntcard))):
         sub = taps.take(rows)
         res = price_taps(
             compiled,
@@ -171,6 +199,31 @@ def _price(world: World, taps: DayTaps, day_type: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _append_away(world: World, taps: DayTaps, fares: dict, away: DayTaps):
+    """Add boardings in other cities, priced at the city's visitor fare (its local discount for
+    interoperable cards applies to cards, not QR)."""
+    cities = list(world.scenario.interop.cities.values())
+    city = world.line_city[away.line].astype(np.int64) - 1
+    list_fare = np.array([c.visitor_fare_fen for c in cities], np.int64)[city]
+    pct = np.array([c.visitor_discount_pct for c in cities])[city]
+    is_card = np.isin(away.medium, list(STORED_VALUE_MEDIA))
+    concession = np.where(is_card, (list_fare * pct / 100).astype(np.int64), 0)
+    n = len(away)
+    away_fares = {
+        "list_fare_fen": list_fare,
+        "concession_fen": concession,
+        "transfer_fen": np.zeros(n, np.int64),
+        "cap_fen": np.zeros(n, np.int64),
+        "amount_fen": list_fare - concession,
+        "is_transfer": np.zeros(n, bool),
+        "fare_capped": np.zeros(n, bool),
+    }
+    merged = DayTaps(
+        **{f: np.concatenate([getattr(taps, f), getattr(away, f)]) for f in taps.__dataclass_fields__}
+    )
+    return merged, {k: np.concatenate([fares[k], away_fares[k]]) for k in fares}
+
+
 def _normal_time(streams: Streams, name: str, day: int, ids: np.ndarray, mean: str, sd_min: float):
     return hhmm_to_s(mean) + (streams.normal(name, day, ids) * sd_min * 60).astype(np.int64)
 
@@ -181,7 +234,7 @@ def _plan_topups(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[st
     sc = world.scenario
     pop = world.population
     streams = world.streams
-    card = np.isin(cols["medium"], list(STORED_VALUE_MEDIA)) & (cols["amount_fen"] > 0)
+    card = cols["ntcard"] & (cols["amount_fen"] > 0)
     rows, first = np.unique(cols["row"][card], return_index=True)
     first_t = cols["t_s"][card][first]
     low = pop.balance_fen[rows] < pop.topup_threshold_fen[rows]
@@ -217,17 +270,29 @@ def _plan_topups(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[st
     }
 
 
+def _plan_purse(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Some holders who use their card today also pay a small non-transit purchase with it."""
+    beh = world.scenario.behaviour
+    rows = np.unique(cols["row"][cols["ntcard"]])
+    ids = world.population.card_id[rows]
+    buys = world.streams.uniform("purse.buy", day, ids) < beh.purse_purchase_share
+    rows, ids = rows[buys], ids[buys]
+    amount = -np.log1p(-world.streams.uniform("purse.amount", day, ids)) * beh.purse_purchase_mean_fen
+    t = 10 * 3600 + (world.streams.uniform("purse.time", day, ids) * 10 * 3600).astype(np.int64)
+    return {"row": rows, "t_s": t, "amount_fen": np.maximum(amount.astype(np.int64), 100)}
+
+
 def _plan_sales(world: World, day: int) -> dict[str, np.ndarray]:
     """Cards issued today are sold: physical cards at the buyer's outlet, NFC cards online."""
     sc = world.scenario
     pop = world.population
-    rows = world.population.extra.get("sale_rows")
+    rows = world.cache.get("sale_rows")
     if rows is None:
         rows = np.flatnonzero((pop.issue_day >= 0) & (pop.issue_day < world.days))
         rows = rows[np.argsort(pop.issue_day[rows], kind="stable")]
-        pop.extra["sale_rows"] = rows
-        pop.extra["sale_days"] = pop.issue_day[rows]
-    days = pop.extra["sale_days"]
+        world.cache["sale_rows"] = rows
+        world.cache["sale_days"] = pop.issue_day[rows]
+    days = world.cache["sale_days"]
     today = rows[np.searchsorted(days, day, "left") : np.searchsorted(days, day, "right")]
     ids = pop.card_id[today]
     outlet = np.where(pop.medium[today] == 0, world.home_outlet[today], -1).astype(np.int64)
@@ -254,14 +319,18 @@ def settle_balances(
     pop = world.population
     cols = plan.cols
     n = plan.n
-    stored = np.isin(cols["medium"], list(STORED_VALUE_MEDIA)) & (cols["device_refused"] == 0)
+    stored = cols["ntcard"] & (cols["device_refused"] == 0)
     debit_idx = np.flatnonzero(stored)
-    c_rows = credits["row"]
-    ev_row = np.concatenate([cols["row"][debit_idx], c_rows])
-    ev_t = np.concatenate([cols["t_s"][debit_idx], credits["t_s"]])
-    ev_amt = np.concatenate([-cols["amount_fen"][debit_idx], credits["amount_fen"]])
+    purse = plan.purse
+    ev_row = np.concatenate([cols["row"][debit_idx], purse["row"], credits["row"]])
+    ev_t = np.concatenate([cols["t_s"][debit_idx], purse["t_s"], credits["t_s"]])
+    ev_amt = np.concatenate(
+        [-cols["amount_fen"][debit_idx], -purse["amount_fen"], credits["amount_fen"]]
+    )
     res = apply_events(ev_row, ev_t, ev_amt, pop.balance_fen[ev_row])
     n_debit = len(debit_idx)
+    n_purse = len(purse["row"])
+    purse["accepted"] = res.accepted[n_debit : n_debit + n_purse]
 
     declined = np.zeros(n, dtype=bool)
     declined[debit_idx] = ~res.accepted[:n_debit]
@@ -294,8 +363,8 @@ def settle_balances(
     spent = np.where(charged, cols["amount_fen"], 0)
     np.add.at(pop.month_spent_fen, cols["row"], spent)
     return {
-        "balance_before_fen": res.balance_before_fen[n_debit:],
-        "balance_after_fen": res.balance_after_fen[n_debit:],
+        "balance_before_fen": res.balance_before_fen[n_debit + n_purse :],
+        "balance_after_fen": res.balance_after_fen[n_debit + n_purse :],
     }
 
 

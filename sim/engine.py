@@ -35,8 +35,11 @@ from agents.validator import (
 from sim.clearing import (
     MEMO_DEPOSIT,
     MEMO_OPENING,
+    MEMO_PURSE,
     MEMO_TOPUP,
     NANTONG_MEDIA_ISSUER,
+    MC_CARD,
+    MC_QR,
     R_DEVICE_BUFFER_FULL,
     Clearer,
     ClearingResult,
@@ -63,6 +66,7 @@ from sim.day import (
     plan_day,
     settle_balances,
 )
+from sim.metrics import RunMetrics
 from sim.ledger import InvariantViolation, Ledger, check_positions, check_tap_status
 from sim.world import World
 from sim.world_settings import hhmm_to_s
@@ -97,6 +101,7 @@ KPI_NAMES: tuple[str, ...] = (
     "reader_outage_taps",
     "outlet_mean_wait_s",
     "outlet_left_closed",
+    "purse_spend_fen",
 )
 
 
@@ -144,8 +149,13 @@ class Engine:
             ]
         )
         self.line_acquirer = self.participants.codes(world.network.lines.operator)
+        cities = [] if sc.interop is None else [c.upper() for c in sc.interop.cities]
+        self.city_issuer = np.concatenate(
+            [[self.issuer_code], self.participants.codes([f"{c}_CARD" for c in cities])]
+        ).astype(np.int32)
         self.ledger = Ledger()
         self.stats = RunStats()
+        self.metrics = RunMetrics(len(world.region_ids), len(world.population))
         self.upload_log = UploadLog()
         self._build_agents()
         self.open_plans: dict[int, DayPlan] = {}
@@ -293,6 +303,10 @@ class Engine:
         self.device_serial += counts
         cols["device_serial"] = serial
         cols["issuer"] = self.media_issuer[cols["medium"]]
+        # Visitors' own cards belong to their city's issuer.
+        visitor_card = np.isin(cols["medium"], list(STORED_VALUE_MEDIA)) & ~cols["ntcard"]
+        home = self.world.population.home_city[cols["row"][visitor_card]]
+        cols["issuer"][visitor_card] = self.city_issuer[home]
         cols["acquirer"] = self.line_acquirer[cols["line"]]
         cols["status"] = np.full(n, PENDING, dtype=np.uint8)
         cols["reason"] = np.zeros(n, dtype=np.uint8)
@@ -348,6 +362,7 @@ class Engine:
         credits = self._credits_of_day(plan, visits)
         credit_bal = settle_balances(world, plan, credits)
         self._post_day_money(plan, credits)
+        self.metrics.observe_day(world, plan, credits)
         check_card_balances(
             self.ledger,
             day,
@@ -412,11 +427,12 @@ class Engine:
     def _refunds_for(self, day: int) -> tuple[np.ndarray, np.ndarray]:
         """Card refunds due today (from clearing days whose T+lag is today)."""
         due = self.refunds_due.pop(day, [])
-        rows = [r.card[r.medium_class == 0] for r in due]
-        amounts = [r.amount_fen[r.medium_class == 0] for r in due]
+        rows = [r.card[r.medium_class == MC_CARD] for r in due]
+        amounts = [r.amount_fen[r.medium_class == MC_CARD] for r in due]
         for r in due:
             post_refunds(self.ledger, day, r, self.participants)
             self.stats.add("refunds_executed", len(r))
+            self.metrics.refunds += len(r)
             self.stats.add("refunds_fen", int(r.amount_fen.sum()))
         if not rows:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -435,13 +451,19 @@ class Engine:
             self.participants,
         )
         charged = ~cols["declined"] & (cols["device_refused"] == 0)
+        # Only Nantong cards' purses are modelled; other issuers' fares arrive like QR money.
         post_fares(
             self.ledger,
             plan.day,
             cols["issuer"][charged],
-            medium_class_of(cols["medium"][charged]),
+            np.where(cols["ntcard"][charged], MC_CARD, MC_QR),
             cols["amount_fen"][charged],
             self.participants,
+        )
+        purse = plan.purse
+        post_flow(
+            self.ledger, plan.day, MEMO_PURSE, np.full(len(purse["row"]), self.issuer_code),
+            np.where(purse["accepted"], purse["amount_fen"], 0), self.participants,
         )
         price = self.world.scenario.card_sales.price_fen * len(plan.sales["row"])
         if price:
@@ -614,7 +636,7 @@ class Engine:
     def _emit_kpis(self, plan: DayPlan, visits, credits) -> None:
         cols = plan.cols
         res = visits["results"]
-        card = np.isin(cols["medium"], list(STORED_VALUE_MEDIA))
+        card = cols["ntcard"]
         charged = ~cols["declined"] & (cols["device_refused"] == 0)
         fare_rows = cols["kind"] != 1  # entries carry no fare unless incomplete
         fare_rows |= cols["incomplete"]
@@ -635,6 +657,7 @@ class Engine:
             "reader_outage_taps": plan.stats["reader_outage_taps"],
             "outlet_mean_wait_s": float(res.wait_s[served].mean()) if served.any() else 0.0,
             "outlet_left_closed": int((res.outcome == LEFT_CLOSED).sum()),
+            "purse_spend_fen": int(plan.purse["amount_fen"][plan.purse["accepted"]].sum()),
         }
         self.model.kpis = kpis
         self.model.datacollector.collect(self.model)

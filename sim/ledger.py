@@ -306,10 +306,19 @@ def check_conservation(
     cash_refunds_fen: int,
     duplicate_refunds_fen: int,
     opening_fen: int = 0,
+    purse_spend_fen: int = 0,
 ) -> None:
     """Invariant (a): top-ups - fares - cash refunds + duplicate refunds (+ opening balances of
-    cards created that day) = change of the sum of card balances, for one issuer and day."""
-    expected = opening_fen + topups_fen - fares_fen - cash_refunds_fen + duplicate_refunds_fen
+    cards created that day, - non-transit purse payments) = change of the sum of card balances,
+    for one issuer and day."""
+    expected = (
+        opening_fen
+        + topups_fen
+        - fares_fen
+        - cash_refunds_fen
+        + duplicate_refunds_fen
+        - purse_spend_fen
+    )
     actual = int(balance_after_fen) - int(balance_before_fen)
     if actual != expected:
         raise InvariantViolation(
@@ -318,7 +327,8 @@ def check_conservation(
             f"day {day}, issuer {issuer}",
             f"card balances moved {actual:+d} fen but the day's flows explain {expected:+d} fen "
             f"(opening {opening_fen}, top-ups {topups_fen}, fares {fares_fen}, cash refunds "
-            f"{cash_refunds_fen}, duplicate refunds {duplicate_refunds_fen})",
+            f"{cash_refunds_fen}, duplicate refunds {duplicate_refunds_fen}, purse payments "
+            f"{purse_spend_fen})",
         )
 
 

@@ -13,7 +13,7 @@ stock counts every card ever issued, so many rows are dead by 2024.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,17 +55,28 @@ class Cardholders:
     card_counter: np.ndarray  # int32 (JT/T 978 on-card transaction counter, wraps at 65536)
     month_spent_fen: np.ndarray  # int64, spend so far this month (monthly caps)
     open_entry_stop: np.ndarray  # int32, metro station of an unclosed entry (-1 none)
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    home_city: np.ndarray  # uint8, 0 = a Nantong card; k > 0 = a visitor from external city k
 
     def __len__(self) -> int:
         return len(self.card_id)
 
     def subset(self, rows: np.ndarray) -> Cardholders:
         """A population holding only ``rows`` (same card ids, so the same random numbers)."""
-        values = {
-            name: getattr(self, name)[rows] for name in self.__dataclass_fields__ if name != "extra"
-        }
-        return Cardholders(**values, extra={k: v[rows] for k, v in self.extra.items()})
+        return Cardholders(**{name: getattr(self, name)[rows] for name in self.__dataclass_fields__})
+
+    def concat(self, other: Cardholders) -> Cardholders:
+        """This population followed by ``other`` (used to add visitors from other cities)."""
+        return Cardholders(
+            **{
+                name: np.concatenate([getattr(self, name), getattr(other, name)])
+                for name in self.__dataclass_fields__
+            }
+        )
+
+    @property
+    def is_local(self) -> np.ndarray:
+        """Rows that are Nantong cards (not visitors)."""
+        return self.home_city == 0
 
 
 def _triangular(u: np.ndarray, low: float, mode: float, high: float) -> np.ndarray:
@@ -189,6 +200,7 @@ def build_population(
         card_counter=counter,
         month_spent_fen=np.zeros(n, dtype=np.int64),
         open_entry_stop=np.full(n, -1, dtype=np.int32),
+        home_city=np.zeros(n, dtype=np.uint8),
     )
 
 

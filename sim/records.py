@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from agents.outlet import OUTCOMES, SERVICE_KINDS
-from sim.codes import MODES, STORED_VALUE_MEDIA
+from sim.codes import MODES
 from sim.day import TOPUP_CHANNELS
 from sim.identity import card_numbers, identities
 from sim.ledger import Ledger
@@ -39,7 +39,8 @@ def name_tables(world: World, institution_ids: tuple[str, ...]) -> dict[str, lis
     return {
         "region": [r.name_zh for r in sc.regions.values()],
         "route": list(world.network.lines.ids),
-        "city": [sc.output.city_code],
+        "city": [sc.output.city_code]
+        + ([] if sc.interop is None else [c.city_code for c in sc.interop.cities.values()]),
         "institution": list(institution_ids),
         "topup_channel": list(TOPUP_CHANNELS),
         "outlet_service": list(SERVICE_KINDS),
@@ -141,8 +142,7 @@ class RecordWriter:
     def _transactions(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         pop = self.world.population
         lines = self.world.network.lines
-        card = np.isin(c["medium"], list(STORED_VALUE_MEDIA))
-        charged = card & ~c["declined"] & (c["device_refused"] == 0)
+        charged = c["ntcard"] & ~c["declined"] & (c["device_refused"] == 0)
         device = c["device"].astype(np.int64)
         is_bus = self.world.network.devices.kind[device] != METRO
         t_abs = self._ts(day, c["t_s"])
@@ -178,10 +178,11 @@ class RecordWriter:
             "terminal_id": _TERMINAL_BASE + device,
             "device_serial": c["device_serial"],
             "tac": tac,
-            "city_code": np.zeros(len(device), dtype=np.int8),
+            "city_code": c["city"],
             "issuer_id": c["issuer"],
             "acquirer_id": c["acquirer"],
-            "region": lines.region[c["line"]],
+            # Taps in other cities carry the holder's home region.
+            "region": np.where(c["city"] > 0, pop.region[c["row"]], lines.region[c["line"]]),
             "is_transfer": c["is_transfer"],
             "incomplete_trip": c["incomplete"],
             "upload_batch_id": upload_batch,

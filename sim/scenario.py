@@ -18,6 +18,7 @@ from agents.validator import DeviceSettings
 from sim.calendar import CalendarSettings, load_calendar_file
 from sim.clearing import ClearingSettings
 from sim.fare_rules import FareRules
+from sim.interop import Interop
 from sim.world_settings import (
     Behaviour,
     CardSales,
@@ -62,6 +63,9 @@ class Scenario(Section):
     devices: DeviceSettings = Field(description="Validators: re-tap lock, uploads, faults.")
     clearing: ClearingSettings = Field(description="Clearing fees, cycles, settlement.")
     output: OutputSettings = Field(description="Output defaults.")
+    interop: Interop | None = Field(
+        default=None, description="Cross-city riding in and out (交通联合); omit for none."
+    )
 
     @model_validator(mode="after")
     def _cross_references(self) -> Scenario:
@@ -71,6 +75,13 @@ class Scenario(Section):
                     f"network.metro.{line_id}.region: unknown region {line.region!r}; "
                     f"expected one of: {', '.join(self.regions)}"
                 )
+        if self.interop is not None:
+            for cid, city in self.interop.cities.items():
+                missing = sorted(set(self.regions) - set(city.distance_km))
+                if missing:
+                    raise ValueError(
+                        f"interop.cities.{cid}.distance_km: no distance for regions {missing}"
+                    )
         return self
 
     def load_calendar(self) -> CalendarSettings:

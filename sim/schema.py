@@ -631,6 +631,7 @@ DAILY_KPIS = TableSpec(
         _c("outlet_mean_wait_s", F64, "Mean wait of served outlet visitors (0 if none).",
            unit="s", encoding="plain"),
         _c("outlet_left_closed", I64, "Visitors turned away at closing time.", unit="count"),
+        _money("purse_spend_fen", "Non-transit purchases paid from card purses.", type_=I64),
     ),
     (_ge("card_spend_fen", 0), _ge("qr_spend_fen", 0), _ge("topup_fen", 0)),
 )

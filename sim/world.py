@@ -7,7 +7,7 @@ function of the scenario (and its seed): two builds give identical arrays.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from agents.outlet import OutletInfo, load_outlets_csv
 from sim.calendar import Calendar
 from sim.clearing import Participant, Participants
 from sim.fares import CompiledFares, compile_fares
+from sim.interop import away_probability, city_ids, extend_network, visitors
 from sim.network import TransitNetwork, build_network
 from sim.population import Cardholders, build_population
 from sim.rng import Streams
@@ -39,6 +40,10 @@ class World:
     fares: CompiledFares
     fares_qr: CompiledFares  # QR riders: list fares, no card concessions
     participants: Participants
+    n_local_lines: int  # lines [0, n) are Nantong's; the rest are external cities' gateways
+    line_city: np.ndarray  # uint8 per line: 0 Nantong, k = external city k
+    away_probability: np.ndarray  # [region, city]: chance a riding cardholder is there today
+    cache: dict = field(default_factory=dict)  # per-run lookups derived from the population
 
     @property
     def days(self) -> int:
@@ -57,12 +62,14 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
     period = scenario.period
     calendar = Calendar(scenario.load_calendar(), period.start, period.days)
     region_ids = list(scenario.regions)
-    network = build_network(scenario.regions, scenario.network, streams, period.start.toordinal())
+    local_network = build_network(
+        scenario.regions, scenario.network, streams, period.start.toordinal()
+    )
     population = build_population(
         scenario.population,
         scenario.behaviour,
         scenario.regions,
-        network,
+        local_network,
         streams,
         period.start,
         period.days,
@@ -72,6 +79,10 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
     )
     population.topup_threshold_fen[:] = threshold.astype(np.int32)
     _steady_state_balances(scenario, population, streams)
+    network = extend_network(local_network, scenario.interop)
+    guests = visitors(scenario.interop, region_ids, network, streams, len(population))
+    if guests is not None:
+        population = population.concat(guests)
 
     outlets = load_outlets_csv(outlets_file)
     zh_to_region = {r.name_zh: i for i, r in enumerate(scenario.regions.values())}
@@ -86,9 +97,10 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
     home_outlet = _nearest_outlet(network, population, outlet_region, outlet_zone)
     _shift_sales_to_open_days(population, home_outlet, outlets, calendar)
 
+    # External cities' pseudo lines are priced by their visitor fares, not by Nantong's rules.
     lines = [
         (line_id, int(network.lines.mode[i]), region_ids[int(network.lines.region[i])])
-        for i, line_id in enumerate(network.lines.ids)
+        for i, line_id in enumerate(network.lines.ids[: len(local_network.lines.ids)])
     ]
     fares = compile_fares(scenario.fares, lines)
     fares_qr = compile_fares(scenario.fares.model_copy(update={"concessions": {}}), lines)
@@ -106,6 +118,18 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         fares=fares,
         fares_qr=fares_qr,
         participants=build_participants(scenario, network),
+        n_local_lines=len(local_network.lines.ids),
+        line_city=np.concatenate(
+            [
+                np.zeros(len(local_network.lines.ids), np.uint8),
+                np.arange(1, len(city_ids(scenario.interop)) + 1, dtype=np.uint8),
+            ]
+        ),
+        away_probability=(
+            away_probability(scenario.interop, region_ids)
+            if scenario.interop is not None and scenario.interop.cities
+            else np.zeros((len(region_ids), 0))
+        ),
     )
 
 
@@ -115,7 +139,7 @@ def _steady_state_balances(scenario: Scenario, population: Cardholders, streams:
     Dormant cards keep the small leftover balance drawn at population build."""
     top = scenario.topups
     mean_amount = np.average(top.amounts_fen, weights=top.amount_weights)
-    riders = population.rider_class > 0
+    riders = (population.rider_class > 0) & (population.home_city == 0)
     u = streams.uniform("pop.balance_steady", 0, population.card_id[riders])
     level = population.topup_threshold_fen[riders] + u * mean_amount
     population.balance_fen[riders] = np.minimum(level, top.max_balance_fen).astype(np.int64)
@@ -167,14 +191,25 @@ def build_participants(scenario: Scenario, network: TransitNetwork) -> Participa
         Participant("NATIONAL", "clearing_node", None, "全国一卡通数据中心"),
         Participant("JS_EXCHANGE", "clearing_node", "NATIONAL", "江苏省交通一卡通清算中心"),
         Participant("NT_EXCHANGE", "clearing_node", "JS_EXCHANGE", "南通市数据交换中心"),
-        Participant("SH_EXCHANGE", "clearing_node", "NATIONAL", "上海市数据交换中心"),
         Participant(sc.output.issuer_id, "issuer", "NT_EXCHANGE", "南通市民卡"),
         Participant("QR_CHANGXING", "issuer", "NT_EXCHANGE", "畅行南通"),
         Participant("QR_ALIPAY", "issuer", "NT_EXCHANGE", "支付宝"),
         Participant("QR_WECHAT_TONGCHENG", "issuer", "NT_EXCHANGE", "同程微信"),
         Participant("QR_UNIONPAY", "issuer", "NT_EXCHANGE", "银联"),
-        Participant("QR_YIMATONGXING", "issuer", "SH_EXCHANGE", "一码通行"),
     ]
+    cities = {} if sc.interop is None else sc.interop.cities
+    for cid, city in cities.items():
+        code = cid.upper()
+        rows += [
+            Participant(f"{code}_EXCHANGE", "clearing_node", city.exchange_parent, city.name_zh),
+            Participant(f"{code}_CARD", "issuer", f"{code}_EXCHANGE", f"{city.name_zh}交通卡"),
+        ]
+    # 一码通行 is Shanghai's interoperable code: cleared through Shanghai's exchange when modelled.
+    yima_parent = "SHANGHAI_EXCHANGE" if "shanghai" in cities else "NATIONAL"
+    rows.append(Participant("QR_YIMATONGXING", "issuer", yima_parent, "一码通行"))
+    parent_of = {f"{cid.upper()}_TRANSIT": f"{cid.upper()}_EXCHANGE" for cid in cities}
     operators = list(dict.fromkeys(network.lines.operator))
-    rows += [Participant(op, "acquirer", "NT_EXCHANGE", op) for op in operators]
+    rows += [
+        Participant(op, "acquirer", parent_of.get(op, "NT_EXCHANGE"), op) for op in operators
+    ]
     return Participants(rows)

@@ -222,6 +222,13 @@ class Behaviour(Section):
     declined_pays_other_way_share: Share = Field(
         description="After a declined card tap: chance the rider pays by QR/cash (else walks)."
     )
+    purse_purchase_share: Share = Field(
+        description="Chance that a stored-value card used today also pays a non-transit purchase "
+        "(the citizen card's small-payment purse: retail, public bikes, parking, venues)."
+    )
+    purse_purchase_mean_fen: PositiveInt = Field(
+        description="Mean amount of such a purchase (exponential)."
+    )
 
     @field_validator("am_departure_mean", "pm_departure_mean", "errand_departure_mean")
     @classmethod

@@ -1,0 +1,175 @@
+"""Calibration report: simulated figures against published targets, plus untargeted metrics.
+
+Targets live in a YAML file beside the data they come from (data/nantong/targets_2024.yaml).
+Each target gets the simulated value, the relative error and a pass/fail against its tolerance:
+totals within ±5%; spend per card type and per QR channel within ±10% each, except parts under 1%
+of total spend, which are judged by their share of spend (within 0.5 percentage points). A
+PaySim-style NRMSE summarises each group: RMSE of simulated vs published values divided by the
+range of the published values (Lopez-Rojas et al., PaySim, 2016).
+
+Untargeted metrics are reported without targets: they are outcomes of the model's structure
+(demography, geography, behaviour), not fitted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from sim.codes import CARD_TYPES, MEDIA
+from sim.metrics import RunMetrics
+
+
+@dataclass(frozen=True)
+class Row:
+    """One target compared with its simulated value."""
+
+    group: str
+    name: str
+    target: float
+    simulated: float
+    rel_error: float
+    rule: str
+    passed: bool
+
+
+def load_targets(path: str | Path) -> dict:
+    """Read a targets YAML (see data/nantong/targets_2024.yaml)."""
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _rel(sim: float, target: float) -> float:
+    return (sim - target) / target if target else math.inf
+
+
+def _nrmse(rows: list[Row]) -> float:
+    t = np.array([r.target for r in rows], dtype=float)
+    s = np.array([r.simulated for r in rows], dtype=float)
+    span = t.max() - t.min() if len(t) > 1 else abs(t[0])
+    return float(np.sqrt(np.mean((s - t) ** 2)) / span) if span else 0.0
+
+
+def compare(targets: dict, metrics: RunMetrics, population, days_in_year: int) -> dict:
+    """The calibration report as a dict (JSON-ready)."""
+    tol = targets["tolerances"]
+    tot = targets["totals"]
+    spend_total = float(metrics.spend_by_medium.sum()) / 100
+    sim_totals = {
+        "transactions": float(metrics.transactions),
+        "transit_spend_yuan": spend_total,
+        "recharge_yuan": metrics.recharge_fen / 100,
+        "cards_sold": float(metrics.cards_sold),
+    }
+    rows: list[Row] = []
+    for name, target in tot.items():
+        rel = _rel(sim_totals[name], float(target))
+        rows.append(Row("totals", name, float(target), sim_totals[name], rel,
+                        f"±{tol['totals_rel']:.0%}", abs(rel) <= tol["totals_rel"]))
+
+    target_spend = float(tot["transit_spend_yuan"])
+    parts = [("spend_by_card_type", name, v, metrics.spend_by_card_type[CARD_TYPES.index(name)])
+             for name, v in targets["spend_by_card_type_yuan"].items()]
+    parts += [("spend_by_qr_channel", name, v, metrics.spend_by_medium[MEDIA.index(name)])
+              for name, v in targets["spend_by_qr_channel_yuan"].items()]
+    for group, name, target, sim_fen in parts:
+        sim = float(sim_fen) / 100
+        rel = _rel(sim, float(target))
+        if float(target) / target_spend < 0.01:
+            pp = 100 * (sim / max(spend_total, 1e-9) - float(target) / target_spend)
+            rows.append(Row(group, name, float(target), sim, rel,
+                            f"share ±{tol['small_share_pp']}pp ({pp:+.3f}pp)",
+                            abs(pp) <= tol["small_share_pp"]))
+        else:
+            rows.append(Row(group, name, float(target), sim, rel,
+                            f"±{tol['breakdown_rel']:.0%}", abs(rel) <= tol["breakdown_rel"]))
+
+    local = population.home_city == 0
+    stock = np.bincount(population.card_type[local], minlength=len(CARD_TYPES))
+    stock_rows = []
+    for name, target in targets["card_stock"].items():
+        sim = float(local.sum()) if name == "total" else float(stock[CARD_TYPES.index(name)])
+        stock_rows.append(Row("card_stock", name, float(target), sim, _rel(sim, float(target)),
+                              "reported", True))
+
+    groups = {}
+    for group in ("totals", "spend_by_card_type", "spend_by_qr_channel"):
+        mine = [r for r in rows if r.group == group]
+        groups[group] = {
+            "nrmse": _nrmse(mine),
+            "rms_rel_error": float(np.sqrt(np.mean([r.rel_error**2 for r in mine]))),
+            "all_passed": all(r.passed for r in mine),
+        }
+    return {
+        "year": targets["year"],
+        "days_simulated": days_in_year,
+        "targets": [r.__dict__ for r in rows],
+        "card_stock": [r.__dict__ for r in stock_rows],
+        "summary": groups,
+        "all_required_passed": all(r.passed for r in rows),
+    }
+
+
+def untargeted(metrics: RunMetrics, region_names: list[str]) -> dict:
+    """Metrics reported without targets (validated later against withheld figures)."""
+    urban = 0  # the first region is the urban districts (市区)
+
+    def split(values: np.ndarray) -> dict:
+        total = float(values.sum())
+        share = values / total if total else np.zeros(len(values))
+        return {
+            "urban_share": float(share[urban]),
+            "county_share": float(1 - share[urban]) if total else 0.0,
+            "by_region": {region_names[i]: float(share[i]) for i in range(len(values))},
+        }
+
+    away = metrics.taps_away_by_home_region
+    home = np.maximum(metrics.taps_by_home_region, 1)
+    return {
+        "elderly_tap_share": metrics.elderly_taps / max(metrics.taps, 1),
+        "cards_sold": split(metrics.sales_by_region.astype(float)),
+        "spend": split(metrics.spend_by_region.astype(float)),
+        "recharge": split(metrics.recharge_by_region.astype(float)),
+        "taps_in_other_cities_share_by_home_region": {
+            region_names[i]: float(away[i] / home[i]) for i in range(len(away))
+        },
+        "topup_channel_split": {
+            "outlet": metrics.topups_outlet / max(metrics.topups, 1),
+            "online": 1 - metrics.topups_outlet / max(metrics.topups, 1),
+            "events": metrics.topups,
+        },
+        "weekly_rider_share": {
+            "of_cards_in_stock": float(np.mean(metrics.weekly_share_of_stock))
+            if metrics.weekly_share_of_stock else None,
+            "of_cards_in_use": float(np.mean(metrics.weekly_share_of_live))
+            if metrics.weekly_share_of_live else None,
+            "weeks": len(metrics.weekly_share_of_stock),
+        },
+        "duplicate_deductions": {
+            "incidents": metrics.duplicate_deductions,
+            "refunds": metrics.refunds,
+        },
+    }
+
+
+def markdown(report: dict) -> str:
+    """The report as a Markdown table (for the README and the terminal)."""
+    out = [f"## Calibration against {report['year']} ({report['days_simulated']} days simulated)",
+           "", "| group | target | published | simulated | error | rule | ok |",
+           "|---|---|---:|---:|---:|---|---|"]
+    for r in report["targets"] + report["card_stock"]:
+        out.append(
+            f"| {r['group']} | {r['name']} | {r['target']:,.2f} | {r['simulated']:,.2f} | "
+            f"{r['rel_error']:+.1%} | {r['rule']} | {'yes' if r['passed'] else '**no**'} |"
+        )
+    out += ["", "| group | NRMSE | RMS relative error | all within tolerance |", "|---|---:|---:|---|"]
+    for g, s in report["summary"].items():
+        out.append(f"| {g} | {s['nrmse']:.4f} | {s['rms_rel_error']:.2%} | {s['all_passed']} |")
+    out += ["", "### Untargeted", "", "```json",
+            json.dumps(report["untargeted"], indent=2, ensure_ascii=False), "```"]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,234 @@
+"""Cross-city riding (交通联合 interoperability): Nantong cards and QR codes used in other cities,
+and other cities' cards and QR codes used in Nantong.
+
+Geography drives it. A cardholder's chance to spend a day in city ``c`` falls with distance from
+the home region (a gravity model: attraction_c / distance^decay), so 海门 and 启东, which border
+Shanghai, ride there far more than 海安 or 如东. Away, the holder taps the other city's buses and
+metro with the Nantong card when that city accepts it (Shanghai uses the MOHURD standard: only
+named Nantong cards work there), or with the interoperable QR code (一码通行), or pays another way.
+A Nantong card used elsewhere gets the place's local concessions for visitors (MOT 2018 art. 31);
+big cities' elderly and student concessions need local registration, so visitors pay the visitor
+fare — the source of the small spend of Nantong's free-ride elderly cards.
+
+Inbound, visitors from each city arrive at a daily rate (gravity again) and ride Nantong buses in
+the regions nearest their home, paying with their own city's interoperable card or by QR.
+
+Every cross-city tap is acquired by the place of use and cleared through the clearing hierarchy
+(city exchange - provincial exchange - national centre); the external cities are clearing
+counterparties with their own issuer, acquirer and exchange.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sim.codes import CARD_TYPES, MEDIA
+
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExternalCity(_Model):
+    """Another city whose transit accepts interoperable cards and codes."""
+
+    name_zh: str = Field(description="City name.")
+    city_code: str = Field(description="JT/T city code written on its tap records.")
+    exchange_parent: Literal["JS_EXCHANGE", "NATIONAL"] = Field(
+        description="Where the city's exchange sits: under Jiangsu's exchange, or the national "
+        "centre directly (other provinces)."
+    )
+    distance_km: dict[str, float] = Field(
+        description="Travel distance from each Nantong region (region id -> km)."
+    )
+    attraction: float = Field(gt=0, description="Relative pull (size, jobs, services).")
+    accepts_nantong_cards: Share = Field(
+        description="Share of Nantong cards its readers accept (MOHURD-standard cities accept "
+        "only Nantong's named cards)."
+    )
+    accepts_yimatongxing: bool = Field(description="Its transit accepts the 一码通行 QR code.")
+    visitor_fare_fen: Annotated[int, Field(gt=0)] = Field(
+        description="Mean fare a visitor pays per boarding there."
+    )
+    visitor_discount_pct: float = Field(
+        0.0, ge=0, le=100, description="Discount the city gives interoperable cards of visitors."
+    )
+    inbound_visitors_per_day: Annotated[int, Field(ge=0)] = Field(
+        description="Riders from this city riding Nantong transit on an average day."
+    )
+    inbound_card_share: Share = Field(
+        description="Share of those visitors paying with their own city's interoperable card."
+    )
+
+
+class Interop(_Model):
+    """The scenario's ``interop:`` section."""
+
+    cities: dict[str, ExternalCity] = Field(description="External cities by id.")
+    away_days_per_card_year: float = Field(
+        ge=0,
+        description="Days a year a typical riding cardholder spends in another city at unit "
+        "gravity (attraction / (distance/100 km)^decay).",
+    )
+    distance_decay: float = Field(ge=0, description="Exponent of distance in the gravity model.")
+    taps_per_away_day: float = Field(gt=0, description="Mean boardings on a day away.")
+    away_card_share: Share = Field(
+        description="Chance a cardholder away uses the Nantong card where it is accepted (else "
+        "QR where possible, else another payment outside the card system)."
+    )
+    inbound_taps_per_visitor: float = Field(gt=0, description="Mean boardings of a visitor.")
+
+    @field_validator("cities")
+    @classmethod
+    def _ids(cls, value: dict) -> dict:
+        for cid in value:
+            if not cid.isidentifier():
+                raise ValueError(f"city id {cid!r} must be a simple identifier")
+        return value
+
+
+def city_ids(interop: Interop | None) -> list[str]:
+    """External city ids in code order (city code 0 is the home city)."""
+    return [] if interop is None else list(interop.cities)
+
+
+def away_probability(interop: Interop, region_ids: list[str]) -> np.ndarray:
+    """Chance per day, [region, city], that a riding cardholder of the region is in the city."""
+    p = np.zeros((len(region_ids), len(interop.cities)))
+    for j, city in enumerate(interop.cities.values()):
+        for i, rid in enumerate(region_ids):
+            km = city.distance_km.get(rid)
+            if km is None:
+                raise ValueError(f"interop.cities: distance_km has no entry for region {rid!r}")
+            gravity = city.attraction / max(km / 100.0, 0.1) ** interop.distance_decay
+            p[i, j] = interop.away_days_per_card_year * gravity / 365.0
+    if (p.sum(axis=1) >= 0.5).any():
+        raise ValueError("interop: cardholders would be away more than half their days; "
+                         "lower away_days_per_card_year")
+    return p
+
+
+ELDERLY_OR_FREE = frozenset(
+    CARD_TYPES.index(t) for t in ("longevity", "love", "preferential", "military", "teacher",
+                                  "blood_donor", "student")
+)
+YIMATONGXING = MEDIA.index("qr_yimatongxing")
+
+
+def extend_network(network, interop: Interop | None):
+    """The network plus, per external city, one pseudo line, stop and gateway device.
+
+    Taps in another city are acquired there; locally they only need a line (for the acquirer and
+    the route name), a stop and an uploading device: the city's data gateway, which forwards its
+    records to the exchange like a bus validator uploads at the depot.
+    """
+    from dataclasses import replace
+
+    from sim.network import BUS
+
+    if interop is None or not interop.cities:
+        return network
+    lines, stops, devices = network.lines, network.stops, network.devices
+    n_lines, n_stops = len(lines.ids), len(stops.line)
+    k = len(interop.cities)
+    new_lines = np.arange(n_lines, n_lines + k, dtype=np.int32)
+    new_stops = np.arange(n_stops, n_stops + k, dtype=np.int32)
+    lines = replace(
+        lines,
+        ids=lines.ids + [f"EXT-{cid.upper()}" for cid in interop.cities],
+        mode=np.concatenate([lines.mode, np.full(k, BUS, np.uint8)]),
+        region=np.concatenate([lines.region, np.zeros(k, np.uint8)]),
+        operator=lines.operator + [f"{cid.upper()}_TRANSIT" for cid in interop.cities],
+        speed_kmh=np.concatenate([lines.speed_kmh, np.full(k, 20.0, np.float32)]),
+        stop_ptr=np.concatenate([lines.stop_ptr, lines.stop_ptr[-1] + 1 + np.arange(k)]).astype(
+            np.int32
+        ),
+        opened_day=np.concatenate([lines.opened_day, np.full(k, -(10**6), np.int32)]),
+    )
+    stops = replace(
+        stops,
+        line=np.concatenate([stops.line, new_lines]),
+        zone=np.concatenate([stops.zone, np.zeros(k, np.int32)]),
+        pos_km=np.concatenate([stops.pos_km, np.zeros(k, np.float32)]),
+        name=stops.name + [f"EXT-{cid.upper()}-GW" for cid in interop.cities],
+    )
+    n_dev = len(devices.line)
+    devices = replace(
+        devices,
+        line=np.concatenate([devices.line, new_lines]),
+        stop=np.concatenate([devices.stop, np.full(k, -1, np.int32)]),
+        kind=np.concatenate([devices.kind, np.full(k, BUS, np.uint8)]),
+        first_of_line=np.concatenate([devices.first_of_line, n_dev + np.arange(k, dtype=np.int32)]),
+        count_of_line=np.concatenate([devices.count_of_line, np.ones(k, np.int32)]),
+        first_of_stop=np.concatenate([devices.first_of_stop, np.full(k, -1, np.int32)]),
+        count_of_stop=np.concatenate([devices.count_of_stop, np.zeros(k, np.int32)]),
+    )
+    return replace(network, lines=lines, stops=stops, devices=devices)
+
+
+def visitors(interop: Interop | None, region_ids, network, streams, first_card_id: int):
+    """Visitors from the external cities as extra population rows (``home_city`` > 0).
+
+    Each city's pool holds 20 people per daily visitor, each riding on about one day in 20; they
+    stay in the Nantong regions nearest their home city (gravity on distance) and run errands.
+    """
+    from sim.population import NEVER, NO_QR, RIDER_OCCASIONAL, Cardholders
+
+    if interop is None or not interop.cities:
+        return None
+    parts = []
+    next_id = first_card_id
+    ordinary = CARD_TYPES.index("ordinary")
+    for j, (_cid, city) in enumerate(interop.cities.items(), start=1):
+        n = city.inbound_visitors_per_day * 20
+        if n == 0:
+            continue
+        ids = np.arange(next_id, next_id + n, dtype=np.int64)
+        next_id += n
+        w = np.array([1.0 / max(city.distance_km[r] / 100.0, 0.1) ** interop.distance_decay
+                      for r in region_ids])
+        region = streams.categorical("visitor.region", 0, ids, w).astype(np.uint8)
+        first = network.zones.first_of_region[region]
+        count = network.zones.count_of_region[region]
+        zone = (first + np.minimum((streams.uniform("visitor.zone", 0, ids) ** 1.6 * count)
+                                   .astype(np.int64), count - 1)).astype(np.int32)
+        card = streams.uniform("visitor.card", 0, ids) < city.inbound_card_share
+        qr = MEDIA.index("qr_yimatongxing" if city.accepts_yimatongxing else "qr_alipay")
+        age = (20 + streams.uniform("visitor.age", 0, ids) * 50).astype(np.uint8)
+        parts.append(Cardholders(
+            card_id=ids,
+            card_type=np.full(n, ordinary, np.uint8),
+            birth_ord=np.zeros(n, np.int32),
+            age=age,
+            sex=(streams.uniform("visitor.sex", 0, ids) < 0.5).astype(np.uint8),
+            region=region,
+            home_zone=zone,
+            work_zone=zone,
+            issue_day=np.full(n, -(10**6), np.int32),
+            end_day=np.full(n, NEVER, np.int32),
+            rider_class=np.full(n, RIDER_OCCASIONAL, np.uint8),
+            ride_prob=np.full(n, 1 / 20, np.float32),
+            medium=np.zeros(n, np.uint8),
+            qr_channel=np.where(card, NO_QR, qr).astype(np.uint8),
+            qr_trip_share=np.where(card, 0.0, 1.0).astype(np.float32),
+            am_s=np.full(n, 8 * 3600, np.int32),
+            pm_s=np.full(n, 17 * 3600, np.int32),
+            outlet_topup=np.zeros(n, bool),
+            topup_threshold_fen=np.zeros(n, np.int32),
+            balance_fen=np.zeros(n, np.int64),
+            card_counter=np.zeros(n, np.int32),
+            month_spent_fen=np.zeros(n, np.int64),
+            open_entry_stop=np.full(n, -1, np.int32),
+            home_city=np.full(n, j, np.uint8),
+        ))
+    if not parts:
+        return None
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.concat(p)
+    return out

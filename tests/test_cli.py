@@ -1,0 +1,327 @@
+"""The command-line contract of run_scenario.py, checked through real subprocesses.
+
+Bad input of any kind exits with code 2 and a short message on stderr that names the file, the
+field path (and the line, where the YAML gives one), what was given and what is expected, with no
+traceback, and never touches an existing output directory. A good run writes Parquet partitions,
+run_meta.json and a DuckDB catalogue that a fresh connection can query.
+
+Broken scenarios are overlays in tmp_path that extend the shipped small_ci.yaml by absolute path,
+so a case that is wrongly accepted costs a few seconds instead of a full-scale run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from sim.codes import CARD_TYPES
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ROOT / "scenarios" / "small_ci.yaml"
+OUTLETS_CSV = ROOT / "data" / "nantong" / "outlets.csv"
+MAX_MESSAGE_LINES = 12
+
+
+def _cli(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "run_scenario.py", *(str(a) for a in args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _overlay(tmp_path: Path, body: str, name: str = "broken.yaml") -> Path:
+    """A scenario file in tmp_path: ``extends`` the real small_ci.yaml, then ``body``."""
+    path = tmp_path / name
+    path.write_text(f"extends: {SMALL}\n{body}", encoding="utf-8")
+    return path
+
+
+def _assert_bad_input(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """Exit code 2, a short stderr holding every fragment, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert 0 < len(lines) <= MAX_MESSAGE_LINES, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+
+
+def _snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every entry under ``directory``: file bytes, or None for a directory."""
+    return {
+        str(p.relative_to(directory)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(directory.rglob("*"))
+    }
+
+
+# --- broken scenario files ----------------------------------------------------------------------
+
+# (id, overlay body after the `extends:` line, line of the problem, field path, other fragments).
+# The overlay's line 1 is `extends:`, so the body starts on line 2.
+FIELD_CASES = [
+    ("unknown_top_level_key", "farez: {}\n", 2, "farez", ["unknown key", "'fares'"]),
+    (
+        "misspelt_key_in_fares",
+        "fares:\n  concesions: {}\n",
+        3,
+        "fares.concesions",
+        ["unknown key", "'concessions'"],
+    ),
+    (
+        "misspelt_key_in_fares_transfer",
+        "fares:\n  transfer: {windw_min: 90}\n",
+        3,
+        "fares.transfer.windw_min",
+        ["unknown key", "'window_min'"],
+    ),
+    ("wrong_type", "period: {days: seven}\n", 2, "period.days", ["'seven'", "integer"]),
+    (
+        "wrong_type_for_a_section",
+        "fares:\n  transfer: 5\n",
+        3,
+        "fares.transfer",
+        ["got 5", "a mapping with keys", "window_min"],
+    ),
+    (
+        "negative_fare",
+        "fares:\n  bus:\n    region_fare_fen: {urban: -200}\n",
+        4,
+        "fares.bus.region_fare_fen.urban",
+        ["-200", "negative"],
+    ),
+    (
+        "unknown_card_type",
+        "fares:\n  concessions:\n    vip: [{kind: free}]\n",
+        4,
+        "fares.concessions.vip",
+        ["'vip'", "longevity", "ordinary"],
+    ),
+    (
+        "missing_calendar_file",
+        "calendar: {file: nowhere/calendar.yaml}\n",
+        2,
+        "calendar.file",
+        ["nowhere/calendar.yaml", "file not found", "expected an existing file"],
+    ),
+    (
+        "missing_outlets_file",
+        "outlets: {file: nowhere/outlets.csv}\n",
+        2,
+        "outlets.file",
+        ["nowhere/outlets.csv", "file not found", "expected an existing file"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "field", "fragments"),
+    [case[1:] for case in FIELD_CASES],
+    ids=[case[0] for case in FIELD_CASES],
+)
+def test_broken_scenario_exits_2_naming_file_line_and_field(
+    tmp_path: Path, body: str, line: int, field: str, fragments: list[str]
+):
+    path = _overlay(tmp_path, body)
+    out = tmp_path / "out"
+    result = _cli(path, "--out", out, "--quiet")
+    _assert_bad_input(result, *fragments)
+    # A prefix: a bad mapping key may be shown as `<field>.[key]`.
+    assert f"{path}:{line}: {field}" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("period:\n  days: 7\n   start: 2024-01-01\n", 4),  # bad indentation
+        ("fares:\n  transfer: {modes: [bus, metro}\n", 3),  # bracket never closed
+    ],
+    ids=["bad_indentation", "unclosed_bracket"],
+)
+def test_malformed_yaml_exits_2_with_line_and_column(tmp_path: Path, body: str, line: int):
+    path = _overlay(tmp_path, body)
+    result = _cli(path, "--out", tmp_path / "out", "--quiet")
+    _assert_bad_input(result, "malformed YAML")
+    assert re.search(rf"{re.escape(str(path))}:{line}:\d+: malformed YAML", result.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_extends_target_exits_2(tmp_path: Path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("extends: no_such_base.yaml\nname: x\n", encoding="utf-8")
+    result = _cli(path, "--out", tmp_path / "out", "--quiet")
+    _assert_bad_input(result, f"{path}:1: extends:", "no_such_base.yaml", "file not found")
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ("period.days", ["--set period.days", "expected path.to.field=value"]),
+        ("nope.x=1", ["--set nope.x=1", "unknown key 'nope'"]),
+    ],
+    ids=["no_equals_sign", "unknown_key"],
+)
+def test_bad_set_option_exits_2(tmp_path: Path, override: str, fragments: list[str]):
+    result = _cli(SMALL, "--set", override, "--out", tmp_path / "out", "--quiet")
+    _assert_bad_input(result, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--days", "0", "expected a number >= 1, got 0"),
+        ("--days", "x", "expected a whole number, got 'x'"),
+        ("--seed", "-1", "expected a number >= 0, got -1"),
+    ],
+)
+def test_bad_flag_exits_2_with_argparse_message(
+    tmp_path: Path, flag: str, value: str, expected: str
+):
+    result = _cli(SMALL, flag, value, "--out", tmp_path / "out", "--quiet")
+    _assert_bad_input(result, "usage: run_scenario.py", f"argument {flag}: {expected}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_flag_errors_answer_without_loading_the_simulation():
+    # run_scenario.main imports sim.api lazily "so that --help and flag errors answer instantly"
+    # (its own comment): a flag error must not pay the ~2 s import of the simulation stack.
+    code = (
+        "import sys, run_scenario\n"
+        "try:\n"
+        "    run_scenario.main(['scenario.yaml', '--days', '0'])\n"
+        "except SystemExit as exc:\n"
+        "    print(exc.code, 'sim.api' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert "argument --days" in result.stderr
+    assert result.stdout.split() == ["2", "False"]
+
+
+# --- a good run, and what a failed run must not do to an earlier one ----------------------------
+
+
+@pytest.fixture(scope="module")
+def previous_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """small_ci run for 2 days (shared: tests copy it before running anything against it)."""
+    out = tmp_path_factory.mktemp("previous") / "run"
+    result = _cli(SMALL, "--days", "2", "--quiet", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""  # --quiet: no progress bar, no summary table
+    return out
+
+
+def test_good_run_writes_partitions_meta_and_a_queryable_catalogue(previous_run: Path):
+    days = ["service_date=2024-01-01", "service_date=2024-01-02"]
+    partitions = sorted(p.name for p in (previous_run / "transactions").iterdir())
+    assert partitions == days
+    for day in days:
+        assert list((previous_run / "transactions" / day).glob("*.parquet"))
+
+    meta = json.loads((previous_run / "run_meta.json").read_text(encoding="utf-8"))
+    assert meta["scenario"] == "small_ci"
+    assert meta["period"] == {"start": "2024-01-01", "days": 2, "end": "2024-01-02"}
+    assert meta["cardholders"] == 20_000
+
+    con = duckdb.connect(str(previous_run / "cardtwin.duckdb"), read_only=True)
+    try:
+        per_hour = con.execute(
+            "select hour, sum(taps) from taps_per_hour group by hour order by hour"
+        ).fetchall()
+        spend = con.execute("select * from spend_by_card_type").fetchall()
+        (counted,) = con.execute(
+            "select count(*) from transactions where status <> 'rejected'"
+        ).fetchone()
+    finally:
+        con.close()
+    assert counted > 1000
+    assert all(0 <= hour <= 23 for hour, _ in per_hour)
+    assert sum(taps for _, taps in per_hour) == counted
+    by_type = {category: (taps, amount) for category, taps, amount in spend}
+    assert set(by_type) <= set(CARD_TYPES)
+    assert {"ordinary", "longevity"} <= set(by_type)
+    assert sum(taps for taps, _ in by_type.values()) == counted
+    assert by_type["ordinary"][1] > 0
+    # Preferential cards ride free and their holders never use QR codes: nothing is spent.
+    assert by_type.get("preferential", (0, 0))[1] == 0
+
+
+@pytest.mark.parametrize("failure", ["scenario_error", "build_error"])
+def test_failed_run_leaves_the_previous_output_untouched(
+    tmp_path: Path, previous_run: Path, failure: str
+):
+    out = tmp_path / "run"
+    shutil.copytree(previous_run, out)
+    before = _snapshot(out)
+    if failure == "scenario_error":
+        scenario = _overlay(tmp_path, "farez: {}\n")
+        expected = [str(scenario), "farez"]
+    else:
+        # Valid YAML naming an existing outlets file whose row 3 is wrong: only building the
+        # world finds it.
+        csv = tmp_path / "outlets.csv"
+        header_and_first = OUTLETS_CSV.read_text(encoding="utf-8").splitlines()[:2]
+        rows = [*header_and_first, "x,某网点,市区,某路1号,08:00-17:30,every_day,"]
+        csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        scenario = _overlay(tmp_path, f"outlets: {{file: {csv.name}}}\n")
+        expected = [str(csv), "row 3", "outlet_id", "'x'"]
+    result = _cli(scenario, "--days", "1", "--quiet", "--out", out)
+    _assert_bad_input(result, *expected)
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("run")) == ["run"]
+
+
+# --- the validate sub-command -------------------------------------------------------------------
+
+
+def test_validate_accepts_a_good_file():
+    result = _cli("validate", SMALL, "--set", "period.days=3")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.strip() == f"{SMALL}: valid scenario 'small_ci'"
+
+
+def test_validate_rejects_a_bad_file(tmp_path: Path):
+    path = _overlay(tmp_path, "period: {days: seven}\n")
+    result = _cli("validate", path)
+    _assert_bad_input(result, f"{path}:2: period.days: ", "'seven'")
+    assert result.stdout == ""
+
+
+TONGZHOU = (
+    "{name_zh: 通州, admin_code: '320612', residents: 1000, zones: 4, zone_spacing_km: 2,"
+    " card_adoption_weight: 1, bus: {lines: 2, stops_per_line: 3, vehicles_per_line: 1,"
+    " speed_kmh: 20, operator_id: NT_BUS_TONGZHOU}}"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "overrides", "fragments"),
+    [
+        # Every bus line needs a fare for its region.
+        (f"regions:\n  tongzhou: {TONGZHOU}\n", [], ["fares.bus.region_fare_fen", "'tongzhou'"]),
+        # The calendar file covers 2024 only; 400 days run into 2025.
+        ("", ["--set", "period.days=400"], ["period.days", "calendar_cn_2024.yaml"]),
+    ],
+    ids=["region_without_bus_fare", "period_beyond_calendar"],
+)
+def test_validate_rejects_what_a_run_would_reject(
+    tmp_path: Path, body: str, overrides: list[str], fragments: list[str]
+):
+    # `validate` answering "valid" for a file that `run` then refuses defeats its purpose.
+    path = _overlay(tmp_path, body)
+    result = _cli("validate", path, *overrides)
+    _assert_bad_input(result, str(path), *fragments)

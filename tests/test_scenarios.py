@@ -1,0 +1,151 @@
+"""Every shipped scenario and calendar file is valid, and the overlays hold what they claim.
+
+STYLE.md (Synthea): one test validates every shipped data file, so a scenario that drifts from the
+schema fails CI instead of a user's run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sim.calendar import CalendarSettings, load_calendar_file
+from sim.codes import CARD_TYPES, DAY_TYPES, TAP_SINGLE, code_of
+from sim.fares import TapBatch, compile_fares, price_taps
+from sim.scenario import Scenario, load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "scenarios"
+SCENARIO_FILES = sorted(SCENARIOS.glob("*.yaml"))
+CALENDAR_FILES = sorted((SCENARIOS / "data").rglob("*.yaml"))
+SHIPPED = {"nantong_2024.yaml", "small_ci.yaml", "policy_elderly_offpeak.yaml"}
+
+
+@pytest.fixture(scope="module")
+def base() -> Scenario:
+    return load_scenario(SCENARIOS / "nantong_2024.yaml")
+
+
+@pytest.fixture(scope="module")
+def small() -> Scenario:
+    return load_scenario(SCENARIOS / "small_ci.yaml")
+
+
+@pytest.fixture(scope="module")
+def policy() -> Scenario:
+    return load_scenario(SCENARIOS / "policy_elderly_offpeak.yaml")
+
+
+def test_the_globs_find_the_shipped_files():
+    # Guards the parametrized tests below against passing vacuously on an empty glob.
+    assert {p.name for p in SCENARIO_FILES} >= SHIPPED
+    assert "calendar_cn_2024.yaml" in {p.name for p in CALENDAR_FILES}
+
+
+@pytest.mark.parametrize("path", SCENARIO_FILES, ids=lambda p: p.name)
+def test_every_scenario_file_is_valid(path: Path):
+    scenario = load_scenario(path)
+    assert isinstance(scenario, Scenario)
+    assert scenario.name
+    calendar = scenario.load_calendar()
+    last_day = scenario.period.start.toordinal() + scenario.period.days - 1
+    assert calendar.covers_first <= scenario.period.start
+    assert last_day <= calendar.covers_last.toordinal()
+    assert Path(scenario.outlets.file).is_file()
+
+
+@pytest.mark.parametrize("path", CALENDAR_FILES, ids=lambda p: p.name)
+def test_every_calendar_file_is_valid(path: Path):
+    calendar = load_calendar_file(path)
+    assert isinstance(calendar, CalendarSettings)
+    assert calendar.covers_first < calendar.covers_last
+    for holiday in calendar.holidays:
+        assert calendar.covers_first <= holiday.first <= holiday.last <= calendar.covers_last
+
+
+def test_small_ci_inherits_everything_but_its_own_differences(base: Scenario, small: Scenario):
+    assert (small.name, base.name) == ("small_ci", "nantong_2024")
+    assert small.period.days == 7
+    assert small.period.start == base.period.start
+    # Inherited sections are identical, including paths resolved against the base file's folder.
+    assert small.fares == base.fares
+    assert small.clearing == base.clearing
+    assert small.behaviour == base.behaviour
+    assert small.calendar.file == base.calendar.file
+    assert small.outlets == base.outlets
+    assert small.network == base.network  # both metro lines kept
+    assert set(small.network.metro) == {"M1", "M2"}
+
+
+def test_small_ci_scales_counts_and_keeps_the_rest_of_each_card_type(
+    base: Scenario, small: Scenario
+):
+    small_types, base_types = small.population.card_types, base.population.card_types
+    assert set(small_types) == set(base_types) == set(CARD_TYPES)
+    small_total = sum(t.count for t in small_types.values())
+    base_total = sum(t.count for t in base_types.values())
+    assert 19_000 <= small_total <= 21_000
+    for name, own in small_types.items():
+        inherited = base_types[name]
+        assert 0 < own.count < inherited.count
+        share, base_share = own.count / small_total, inherited.count / base_total
+        assert abs(share - base_share) < 0.005, name
+        # Only `count` is overridden; the deep merge keeps every other field of the base.
+        assert own.model_copy(update={"count": inherited.count}) == inherited
+
+
+def test_small_ci_shrinks_every_region_network(base: Scenario, small: Scenario):
+    assert set(small.regions) == set(base.regions)
+    assert (small.regions["urban"].zones, small.regions["urban"].bus.lines) == (16, 30)
+    for name, region in small.regions.items():
+        full = base.regions[name]
+        assert region.zones < full.zones
+        assert region.bus.lines < full.bus.lines
+        assert region.bus.stops_per_line == full.bus.stops_per_line
+        assert region.admin_code == full.admin_code
+
+
+def test_policy_overlay_changes_only_the_longevity_concession(base: Scenario, policy: Scenario):
+    assert policy.name != base.name
+    assert policy.population == base.population
+    assert policy.fares.bus == base.fares.bus
+    assert policy.fares.transfer == base.fares.transfer
+    changed = {
+        card_type
+        for card_type in CARD_TYPES
+        if policy.fares.concessions.get(card_type) != base.fares.concessions.get(card_type)
+    }
+    assert changed == {"longevity"}
+
+
+def _longevity_bus_fares(scenario: Scenario, day_type: str, times: list[str]) -> list[int]:
+    """What a longevity card pays for one urban bus boarding at each HH:MM (no transfers)."""
+    compiled = compile_fares(scenario.fares, [("U001", 0, "urban")])
+    t_s = [int(t[:2]) * 3600 + int(t[3:]) * 60 for t in times]
+    n = len(times)
+    taps = TapBatch(
+        card=np.arange(n),  # one card per tap: no transfer chains
+        t_s=np.array(t_s),
+        line=np.zeros(n),
+        mode=np.zeros(n),
+        kind=np.full(n, TAP_SINGLE),
+        card_type=np.full(n, code_of(CARD_TYPES, "longevity")),
+        distance_km=np.zeros(n),
+        incomplete=np.zeros(n, dtype=bool),
+    )
+    result = price_taps(compiled, taps, day_type, np.zeros(n, dtype=np.int64))
+    return result.amount_fen.tolist()
+
+
+def test_policy_elderly_ride_free_off_peak_and_pay_half_in_workday_peaks(
+    base: Scenario, policy: Scenario
+):
+    times = ["06:59", "07:00", "08:59", "09:00", "12:00", "17:00", "18:59", "19:00", "22:00"]
+    assert base.fares.bus.region_fare_fen["urban"] == 200
+    assert _longevity_bus_fares(policy, "workday", times) == [0, 100, 100, 0, 0, 100, 100, 0, 0]
+    for day_type in DAY_TYPES[1:]:  # weekend, holiday, Spring Festival: free all day
+        assert _longevity_bus_fares(policy, day_type, times) == [0] * len(times), day_type
+    # The base scenario keeps the elderly free at every hour, peaks included.
+    assert _longevity_bus_fares(base, "workday", times) == [0] * len(times)
