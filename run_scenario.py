@@ -105,17 +105,22 @@ def build_validate_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Imported here so that `--help` and flag errors answer instantly.
+    command = argv[0] if argv and argv[0] in ("validate", "calibrate") else "run"
+    parser = {
+        "validate": build_validate_parser,
+        "calibrate": build_calibrate_parser,
+        "run": build_parser,
+    }[command]()
+    # Flags are checked before the simulation stack is imported, so their errors answer at once.
+    args = parser.parse_args(argv[1:] if command != "run" else argv)
     from sim import api
 
     try:
-        if argv and argv[0] == "validate":
-            args = build_validate_parser().parse_args(argv[1:])
+        if command == "validate":
             scenario = api.load_scenario(args.scenario, args.overrides)
             print(f"{args.scenario}: valid scenario {scenario.name!r}")
             return 0
-        if argv and argv[0] == "calibrate":
-            args = build_calibrate_parser().parse_args(argv[1:])
+        if command == "calibrate":
             scenario = api.load_scenario(
                 args.scenario, args.overrides, days=args.days, seed=args.seed
             )
@@ -123,10 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             print((args.out / "calibration.md").read_text(encoding="utf-8"))
             print(f"report: {args.out / 'calibration.json'}, {args.out / 'calibration.md'}")
             return 0 if report["all_required_passed"] else 1
-        args = build_parser().parse_args(argv)
-        scenario = api.load_scenario(
-            args.scenario, args.overrides, days=args.days, seed=args.seed
-        )
+        scenario = api.load_scenario(args.scenario, args.overrides, days=args.days, seed=args.seed)
         out = args.out if args.out is not None else Path(scenario.output.dir)
         summary = api.run(
             scenario,

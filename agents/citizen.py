@@ -201,9 +201,7 @@ def trips_to_taps(
     use_direct = ~use_metro & (direct >= 0) & ~force_transfer
     use_two = ~use_metro & ~use_direct & has_via
 
-    walk = (
-        -np.log1p(-draw("trip.walk")) * walk_s
-    ).astype(np.int64) + 60
+    walk = (-np.log1p(-draw("trip.walk")) * walk_s).astype(np.int64) + 60
     board1 = trips["depart_s"] + walk
     line1 = np.where(use_metro, metro, np.where(use_direct, direct, routes.leg1[o, d]))
     dest1 = np.where(use_two, routes.via[o, d], d)
@@ -229,13 +227,11 @@ def trips_to_taps(
     board = board1[leg_idx].copy()
     first_ride = np.zeros(len(rows), np.int64)
     first_ride[leg_idx[leg_no == 0]] = ride_s[leg_no == 0]
-    transfer_wait = (
-        -np.log1p(-draw("trip.transfer_wait")) * transfer_s
-    ).astype(np.int64) + 60
+    transfer_wait = (-np.log1p(-draw("trip.transfer_wait")) * transfer_s).astype(np.int64) + 60
     second = leg_no == 1
-    board[second] = board1[leg_idx[second]] + first_ride[leg_idx[second]] + transfer_wait[
-        leg_idx[second]
-    ]
+    board[second] = (
+        board1[leg_idx[second]] + first_ride[leg_idx[second]] + transfer_wait[leg_idx[second]]
+    )
     alight = board + ride_s
     is_metro = lines.mode[leg_line] == METRO
 
@@ -294,7 +290,6 @@ def trips_to_taps(
     )
 
 
-
 def away_today(
     pop: Cardholders, streams: Streams, day: int, candidates: np.ndarray, away_p: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -340,14 +335,20 @@ def away_taps(
     uses_qr = ~uses_card & takes_qr & (pop.qr_channel[rows] == yima)
     pays = uses_card | uses_qr
     rows, city, n_taps, uses_card, ids = (
-        rows[pays], city[pays], n_taps[pays], uses_card[pays], ids[pays]
+        rows[pays],
+        city[pays],
+        n_taps[pays],
+        uses_card[pays],
+        ids[pays],
     )
     tap_row = np.repeat(rows, n_taps)
     k = np.arange(int(n_taps.sum())) - np.repeat(np.cumsum(n_taps) - n_taps, n_taps)
     start = 8 * 3600 + (streams.uniform("away.start", day, ids) * 3 * 3600).astype(np.int64)
-    t = np.repeat(start, n_taps) + k * 5400 + (
-        streams.uniform("away.gap", day, pop.card_id[tap_row] * 8 + k) * 1800
-    ).astype(np.int64)
+    t = (
+        np.repeat(start, n_taps)
+        + k * 5400
+        + (streams.uniform("away.gap", day, pop.card_id[tap_row] * 8 + k) * 1800).astype(np.int64)
+    )
     line = first_gateway_line + np.repeat(city, n_taps) - 1
     stop = network.lines.stop_ptr[line]
     device = network.devices.first_of_line[line]

@@ -90,8 +90,8 @@ def run_fresh(scenario: str, days: int | None, out_root: Path, keep: bool, timeo
         "--out-dir",
         str(out_dir),
     ]
-    if days is not None:
-        cmd += ["--days", str(days)]
+    if days is not None:  # else the scenario's own period
+        cmd += ["--child-days", str(days)]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -272,9 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="per-subprocess limit (s)")
     ap.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--child-days", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._child:
-        child(args.scenario, args.days, args.out_dir)
+        child(args.scenario, args.child_days, args.out_dir)
         return 0
 
     try:
@@ -288,7 +289,7 @@ def _measure(args: argparse.Namespace) -> int:
     runs: dict[str, dict] = {}
     plan = [(f"{args.days} days", args.days)]
     if args.year:
-        plan.append(("whole period (366 days)", None))
+        plan.append(("whole period (scenario's own, 366 days)", None))
     for label, days in plan:
         print(f"running {label} in a fresh process ...", flush=True)
         runs[label] = run_fresh(args.scenario, days, args.out_root, args.keep_output, args.timeout)

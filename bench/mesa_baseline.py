@@ -3,17 +3,18 @@
 Why: DESIGN.md ("Agents at full scale") chose a columnar population whose behaviour rules act on
 whole arrays (agents/citizen.py). This script measures what that choice buys. ``CitizenAgent``
 holds one citizen's attributes (copied from a sample of the population columns) and its ``step()``
-does that citizen's day with scalar Python code implementing the SAME rules as
-``riders_today`` -> ``plan_trips`` -> ``trips_to_taps``, drawing the SAME random numbers (the
-counter-based streams of sim/rng.py, keyed by card id and trip slot). On a sample, the per-agent
-model therefore produces the same taps as the vectorised code (the script checks the totals agree
-within 2% and reports how many tap records are bit-identical).
+does that citizen's day with scalar Python code implementing the SAME rules as ``away_today`` /
+``away_taps`` (a day in another city) and ``riders_today`` -> ``plan_trips`` -> ``trips_to_taps``,
+drawing the SAME random numbers (the counter-based streams of sim/rng.py, keyed by card id and
+trip slot). On a sample, the per-agent model therefore produces the same taps as the vectorised
+code (the script checks the totals agree within 2% and reports how many records are bit-identical).
 
-What the comparison covers: citizen BEHAVIOUR only (ride decision, activity chain, routing on the
-network's route tables, tap generation: bus single tap, metro entry/exit, missing tap-outs, device
-choice, card/QR medium). NOT covered, on either side: reader outages, fares, duplicate deductions,
-top-ups, card sales, ledger, validators/SimPy, clearing, Parquet/DuckDB output. For the end-to-end
-figures see bench/bench_nantong.py.
+What the comparison covers: citizen BEHAVIOUR only (day away, ride decision, activity chain,
+routing on the network's route tables, tap generation: bus single tap, metro entry/exit, missing
+tap-outs, device choice, card/QR medium; visitors from other cities are population rows and ride by
+the same rules). NOT covered, on either side: reader outages, fares, duplicate deductions, top-ups,
+purse payments, card sales, ledger, validators/SimPy, clearing, Parquet/DuckDB output. For
+end-to-end figures see bench/bench_nantong.py.
 
 Two per-agent random-number variants are timed:
 - ``numpy``: sim.rng.Streams.uniform/normal on 1-element arrays (exactly the library the product
@@ -47,8 +48,11 @@ from agents.citizen import (  # noqa: E402
     LAST_DEPARTURE_S,
     LAST_TAP_S,
     MAX_TRIP_SLOTS,
+    MEDIA_YIMATONGXING,
     STUDENT,
     DayTaps,
+    away_taps,
+    away_today,
     plan_trips,
     riders_today,
     trips_to_taps,
@@ -66,8 +70,9 @@ TWO_PI = 2.0 * math.pi
 
 HEADER = """\
 Per-agent baseline vs vectorised citizens — BEHAVIOUR ONLY
-  compared: ride decision, activity chain, routing, tap generation (riders_today -> plan_trips ->
-            trips_to_taps), same rules and same random streams on both sides
+  compared: days away in other cities, ride decision, activity chain, routing, tap generation
+            (away_today/away_taps, riders_today -> plan_trips -> trips_to_taps), same rules and
+            same random streams on both sides
   NOT in this comparison: reader outages, fares, transfers/caps, duplicate deductions, top-ups,
             ledger, validators (SimPy), clearing, Parquet/DuckDB output (see bench_nantong.py)"""
 
@@ -87,6 +92,9 @@ class NumpyScalarRng:
 
     def normal(self, stream: str, day: int, entity: int, draw: int = 0) -> float:
         return float(self.streams.normal(stream, day, np.array([entity], np.int64), draw)[0])
+
+    def poisson(self, stream: str, day: int, entity: int, lam: float, draw: int = 0) -> int:
+        return int(self.streams.poisson(stream, day, np.array([entity], np.int64), lam, draw)[0])
 
 
 class PythonScalarRng:
@@ -117,6 +125,20 @@ class PythonScalarRng:
         u1 = self.uniform(stream, day, entity, 2 * draw)
         u2 = self.uniform(stream, day, entity, 2 * draw + 1)
         return math.sqrt(-2.0 * math.log1p(-u1)) * math.cos(TWO_PI * u2)
+
+    def poisson(self, stream: str, day: int, entity: int, lam: float, draw: int = 0) -> int:
+        """Inversion, as Streams.poisson."""
+        u = self.uniform(stream, day, entity, draw)
+        k = 0
+        p = math.exp(-lam)
+        cdf = p
+        for i in range(1, 64):
+            if u < cdf:
+                break
+            p = p * lam / i
+            k += 1
+            cdf += p
+        return k
 
 
 RNGS = {"numpy": NumpyScalarRng, "scalar": PythonScalarRng}
@@ -149,21 +171,63 @@ class CitizenAgent(mesa.Agent):
         self.qr_trip_share = float(pop.qr_trip_share[row])
         self.am_s = int(pop.am_s[row])  # habitual departure times
         self.pm_s = int(pop.pm_s[row])
+        self.home_city = int(pop.home_city[row])  # 0 Nantong card, k > 0 visitor from city k
 
     # One simulated day -------------------------------------------------------------------
     def step(self) -> None:
         m: BaselineModel = self.model  # type: ignore[assignment]
+        day = m.day
+        if self.rider_class == 0 or not (self.issue_day < day < self.end_day):
+            return  # dormant, not yet sold, or no longer used
+        city = self.away_city(m)
+        if city:
+            self.away_taps(m, city)
+            return
         if not self.rides_today(m):
             return
         m.riders += 1
         for slot, origin, dest, depart_s in self.plan_trips(m):
             self.trip_taps(m, slot, origin, dest, depart_s)
 
-    def rides_today(self, m: BaselineModel) -> bool:
-        """riders_today: live, non-dormant card; chance by rider class, day type, school term."""
+    def away_city(self, m: BaselineModel) -> int:
+        """away_today: a Nantong cardholder may spend the day in another city (1-based code)."""
+        if self.home_city != 0 or not m.away_cum:
+            return 0
+        u = m.rng.uniform("day.away", m.day, self.card_id)
+        city = sum(1 for c in m.away_cum[self.region] if c <= u)
+        return city + 1 if city < len(m.away_cum[self.region]) else 0
+
+    def away_taps(self, m: BaselineModel, city: int) -> None:
+        """away_taps: boardings on the other city's transit, by card or 一码通行 if accepted."""
+        rng = m.rng
         day = m.day
-        if self.rider_class == 0 or not (self.issue_day < day < self.end_day):
-            return False
+        cid = self.card_id
+        n_taps = min(1 + rng.poisson("away.taps", day, cid, m.away_extra_taps), 7)
+        uses_card = (
+            rng.uniform("away.card_ok", 0, cid) < m.city_accepts_card[city - 1]
+            and rng.uniform("away.card_choice", day, cid) < m.away_card_share
+        )
+        uses_qr = (
+            not uses_card and m.city_takes_qr[city - 1] and self.qr_channel == MEDIA_YIMATONGXING
+        )
+        if not (uses_card or uses_qr):
+            return  # paid outside the card system: no record
+        start = 8 * 3600 + int(rng.uniform("away.start", day, cid) * 3 * 3600)
+        line = m.first_gateway_line + city - 1
+        stop = m.line_first_stop[line]
+        device = m.bus_first[line]
+        medium = self.medium if uses_card else MEDIA_YIMATONGXING
+        journey = cid * MAX_TRIP_SLOTS + 3
+        for k in range(n_taps):
+            t = start + k * 5400 + int(rng.uniform("away.gap", day, cid * 8 + k) * 1800)
+            m.taps.append(
+                (cid, min(t, LAST_TAP_S), line, stop, device, BUS, TAP_SINGLE, 0.0,
+                 journey, journey * 8 + k, medium, False)
+            )  # fmt: skip
+
+    def rides_today(self, m: BaselineModel) -> bool:
+        """riders_today: chance by rider class, day type and school term."""
+        day = m.day
         p = self.ride_prob * (m.factor_elderly if self.is_elderly else m.factor_normal)
         if not m.school_day and self.is_student:
             p = p * m.behaviour.school_break_student_factor
@@ -361,6 +425,20 @@ class BaselineModel(mesa.Model):
         self.bus_count = net.devices.count_of_line.tolist()
         self.gate_first = net.devices.first_of_stop.tolist()
         self.gate_count = net.devices.count_of_stop.tolist()
+        self.line_first_stop = net.lines.stop_ptr.tolist()
+        # Days away in other cities (sim/interop.py): cumulative chance per home region.
+        self.away_cum = (
+            np.cumsum(world.away_probability, axis=1).tolist()
+            if world.away_probability.shape[1]
+            else []
+        )
+        interop = sc.interop
+        cities = list(interop.cities.values()) if interop is not None else []
+        self.city_accepts_card = [c.accepts_nantong_cards for c in cities]
+        self.city_takes_qr = [c.accepts_yimatongxing for c in cities]
+        self.away_extra_taps = max(interop.taps_per_away_day - 1, 0.0) if interop else 0.0
+        self.away_card_share = interop.away_card_share if interop else 0.0
+        self.first_gateway_line = world.n_local_lines
         self.day = 0
         self.day_type = WORKDAY
         self.school_day = True
@@ -395,19 +473,27 @@ def live_pool(pop: Cardholders, day: int, pool: np.ndarray) -> np.ndarray:
     return pool[(pop.issue_day[pool] < day) & (pop.end_day[pool] > day)]
 
 
+def concat_taps(parts: list[DayTaps]) -> DayTaps:
+    """One DayTaps of several."""
+    names = DayTaps.__dataclass_fields__
+    return DayTaps(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
+
+
 def vectorised_day(world: World, pop: Cardholders, pool: np.ndarray, day: int) -> DayTaps:
-    """riders_today -> plan_trips -> trips_to_taps for ``pop`` on ``day`` (as sim/day.py)."""
+    """The behaviour steps of sim/day.py's plan_day for ``pop`` on ``day``: live pool ->
+    away_today (+ away_taps) -> riders_today -> plan_trips -> trips_to_taps."""
     sc = world.scenario
     cal = world.calendar
     day_type = int(cal.day_types[day])
     school = bool(cal.is_school_day[day])
-    riders = riders_today(
-        pop, sc.behaviour, world.streams, day, day_type, school, live_pool(pop, day, pool)
-    )
+    live = live_pool(pop, day, pool)
+    away_rows, away_city = away_today(pop, world.streams, day, live, world.away_probability)
+    local = np.setdiff1d(live, away_rows, assume_unique=True)
+    riders = riders_today(pop, sc.behaviour, world.streams, day, day_type, school, local)
     trips = plan_trips(
         pop, riders, world.network, sc.behaviour, world.streams, day, day_type, school
     )
-    return trips_to_taps(
+    taps = trips_to_taps(
         pop,
         trips,
         world.network,
@@ -417,6 +503,13 @@ def vectorised_day(world: World, pop: Cardholders, pool: np.ndarray, day: int) -
         sc.network.walk_and_wait_min * 60.0,
         sc.network.transfer_min * 60.0,
     )
+    if len(away_rows) == 0:
+        return taps
+    away = away_taps(
+        pop, world.network, world.streams, day, away_rows, away_city, sc.interop,
+        world.n_local_lines,
+    )  # fmt: skip
+    return concat_taps([taps, away])
 
 
 def time_vectorised(world, pop, days, repeat) -> tuple[float, int, list[DayTaps]]:
@@ -476,6 +569,16 @@ def bytes_per_agent(world: World, rows: np.ndarray) -> float:
     return (traced(rows) - traced(rows[:0])) / max(len(rows), 1)
 
 
+def check_pool_rule(world: World, day: int) -> None:
+    """Our copy of the day's candidate rule must still match the engine's (sim/day.py)."""
+    from sim.day import _live_pool
+
+    pop = world.population
+    ours = live_pool(pop, day, np.flatnonzero(pop.rider_class > 0))
+    if not np.array_equal(ours, _live_pool(world, day)):
+        raise AssertionError("the live-pool rule of sim/day.py changed: update live_pool()")
+
+
 def check_rng_port(streams: Streams) -> None:
     """The pure-Python port must give the same uniforms as sim.rng (bit for bit)."""
     ids = np.array([0, 1, 7, 12345, 1_701_299, 6_805_199, 2**40 + 3], np.int64)
@@ -517,6 +620,7 @@ def run_baseline(
     sub = pop.subset(rows)
     scale = n_pop / len(rows)
     check_rng_port(world.streams)
+    check_pool_rule(world, days[0])
 
     # The sample's make-up by card type, against the population's.
     mix = {

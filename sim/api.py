@@ -1,6 +1,6 @@
 """The public Python API of CardTwin: what the CLI, the dashboard and tests call.
 
-    scenario = load_scenario("scenarios/nantong_2024.yaml", ["fares.transfer.window_min=90"], days=7)
+    scenario = load_scenario("scenarios/nantong_2024.yaml", ["seed=7"], days=7)
     summary = run(scenario, "runs/x")
     print_summary(summary)
 
@@ -18,16 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from agents.outlet import OutletFileError
 import yaml
 
+from agents.outlet import OutletFileError
 from sim.calibration import compare, load_targets, markdown, untargeted
 from sim.engine import Engine, InvariantViolation, RunStats
 from sim.metrics import RunMetrics
 from sim.output import OutputError, RunOutput, package_versions, write_duckdb_catalogue
 from sim.records import RecordWriter, name_tables
-from sim.scenario import ConfigError, Scenario, load_scenario as _load, scenario_hash
+from sim.scenario import ConfigError, Scenario, scenario_hash
+from sim.scenario import load_scenario as _load
 from sim.world import World, build_world
 
 __all__ = [
@@ -80,7 +80,9 @@ def load_scenario(
     try:
         scenario = _load(path, extra)
     except ConfigError as exc:
-        raise BadInput(str(exc)) from None
+        # --days/--seed travel as --set overrides; name the flag the user actually typed.
+        message = str(exc).replace("from --set period.days=", "from --days ")
+        raise BadInput(message.replace("from --set seed=", "from --seed ")) from None
     except OSError as exc:
         raise BadInput(f"{path}: cannot read scenario: {exc.strerror or exc}") from None
     return scenario
@@ -280,10 +282,14 @@ def print_summary(summary: RunSummary) -> None:
         ("top-up value (元)", f"{t.get('topup_fen', 0) / 100:,.2f}"),
         ("cards sold", f"{t.get('card_sales', 0):,}"),
         ("declined taps (balance)", f"{t.get('declined_taps', 0):,}"),
-        ("duplicate deductions / refunds", f"{t.get('duplicate_deductions', 0):,} / "
-         f"{t.get('refunds_executed', 0):,}"),
-        ("cleared / rejected / pending", f"{t.get('cleared', 0):,} / {t.get('rejected', 0):,} / "
-         f"{t.get('pending', 0):,}"),
+        (
+            "duplicate deductions / refunds",
+            f"{t.get('duplicate_deductions', 0):,} / {t.get('refunds_executed', 0):,}",
+        ),
+        (
+            "cleared / rejected / pending",
+            f"{t.get('cleared', 0):,} / {t.get('rejected', 0):,} / {t.get('pending', 0):,}",
+        ),
         ("world build (s)", f"{summary.timings_s.get('build_world_s', 0):.1f}"),
         ("simulate + write (s)", f"{summary.timings_s.get('simulate_and_write_s', 0):.1f}"),
         ("taps/s (end to end, world build excluded)", f"{summary.taps_per_s:,.0f}"),
@@ -292,14 +298,21 @@ def print_summary(summary: RunSummary) -> None:
         table.add_row(name, value)
     Console().print(table)
     if summary.out_dir is not None:
-        Console().print(f"outputs: {summary.out_dir}  (DuckDB: {summary.out_dir / 'cardtwin.duckdb'})")
+        Console().print(
+            f"outputs: {summary.out_dir}  (DuckDB: {summary.out_dir / 'cardtwin.duckdb'})"
+        )
 
 
 def summary_json(summary: RunSummary) -> str:
     """The summary as JSON (for scripts)."""
     return json.dumps(
-        {"scenario": summary.scenario, "days": summary.days, "taps": summary.stats.taps,
-         "totals": summary.stats.totals, "timings_s": summary.timings_s},
+        {
+            "scenario": summary.scenario,
+            "days": summary.days,
+            "taps": summary.stats.taps,
+            "totals": summary.stats.totals,
+            "timings_s": summary.timings_s,
+        },
         default=lambda o: int(o) if isinstance(o, np.integer) else str(o),
         indent=2,
     )

@@ -69,33 +69,64 @@ def compare(targets: dict, metrics: RunMetrics, population, days_in_year: int) -
     rows: list[Row] = []
     for name, target in tot.items():
         rel = _rel(sim_totals[name], float(target))
-        rows.append(Row("totals", name, float(target), sim_totals[name], rel,
-                        f"±{tol['totals_rel']:.0%}", abs(rel) <= tol["totals_rel"]))
+        rows.append(
+            Row(
+                "totals",
+                name,
+                float(target),
+                sim_totals[name],
+                rel,
+                f"±{tol['totals_rel']:.0%}",
+                abs(rel) <= tol["totals_rel"],
+            )
+        )
 
     target_spend = float(tot["transit_spend_yuan"])
-    parts = [("spend_by_card_type", name, v, metrics.spend_by_card_type[CARD_TYPES.index(name)])
-             for name, v in targets["spend_by_card_type_yuan"].items()]
-    parts += [("spend_by_qr_channel", name, v, metrics.spend_by_medium[MEDIA.index(name)])
-              for name, v in targets["spend_by_qr_channel_yuan"].items()]
+    parts = [
+        ("spend_by_card_type", name, v, metrics.spend_by_card_type[CARD_TYPES.index(name)])
+        for name, v in targets["spend_by_card_type_yuan"].items()
+    ]
+    parts += [
+        ("spend_by_qr_channel", name, v, metrics.spend_by_medium[MEDIA.index(name)])
+        for name, v in targets["spend_by_qr_channel_yuan"].items()
+    ]
     for group, name, target, sim_fen in parts:
         sim = float(sim_fen) / 100
         rel = _rel(sim, float(target))
         if float(target) / target_spend < 0.01:
             pp = 100 * (sim / max(spend_total, 1e-9) - float(target) / target_spend)
-            rows.append(Row(group, name, float(target), sim, rel,
-                            f"share ±{tol['small_share_pp']}pp ({pp:+.3f}pp)",
-                            abs(pp) <= tol["small_share_pp"]))
+            rows.append(
+                Row(
+                    group,
+                    name,
+                    float(target),
+                    sim,
+                    rel,
+                    f"share ±{tol['small_share_pp']}pp ({pp:+.3f}pp)",
+                    abs(pp) <= tol["small_share_pp"],
+                )
+            )
         else:
-            rows.append(Row(group, name, float(target), sim, rel,
-                            f"±{tol['breakdown_rel']:.0%}", abs(rel) <= tol["breakdown_rel"]))
+            rows.append(
+                Row(
+                    group,
+                    name,
+                    float(target),
+                    sim,
+                    rel,
+                    f"±{tol['breakdown_rel']:.0%}",
+                    abs(rel) <= tol["breakdown_rel"],
+                )
+            )
 
     local = population.home_city == 0
     stock = np.bincount(population.card_type[local], minlength=len(CARD_TYPES))
     stock_rows = []
     for name, target in targets["card_stock"].items():
         sim = float(local.sum()) if name == "total" else float(stock[CARD_TYPES.index(name)])
-        stock_rows.append(Row("card_stock", name, float(target), sim, _rel(sim, float(target)),
-                              "reported", True))
+        stock_rows.append(
+            Row("card_stock", name, float(target), sim, _rel(sim, float(target)), "reported", True)
+        )
 
     groups = {}
     for group in ("totals", "spend_by_card_type", "spend_by_qr_channel"):
@@ -145,9 +176,11 @@ def untargeted(metrics: RunMetrics, region_names: list[str]) -> dict:
         },
         "weekly_rider_share": {
             "of_cards_in_stock": float(np.mean(metrics.weekly_share_of_stock))
-            if metrics.weekly_share_of_stock else None,
+            if metrics.weekly_share_of_stock
+            else None,
             "of_cards_in_use": float(np.mean(metrics.weekly_share_of_live))
-            if metrics.weekly_share_of_live else None,
+            if metrics.weekly_share_of_live
+            else None,
             "weeks": len(metrics.weekly_share_of_stock),
         },
         "duplicate_deductions": {
@@ -159,17 +192,30 @@ def untargeted(metrics: RunMetrics, region_names: list[str]) -> dict:
 
 def markdown(report: dict) -> str:
     """The report as a Markdown table (for the README and the terminal)."""
-    out = [f"## Calibration against {report['year']} ({report['days_simulated']} days simulated)",
-           "", "| group | target | published | simulated | error | rule | ok |",
-           "|---|---|---:|---:|---:|---|---|"]
+    out = [
+        f"## Calibration against {report['year']} ({report['days_simulated']} days simulated)",
+        "",
+        "| group | target | published | simulated | error | rule | ok |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
     for r in report["targets"] + report["card_stock"]:
         out.append(
             f"| {r['group']} | {r['name']} | {r['target']:,.2f} | {r['simulated']:,.2f} | "
             f"{r['rel_error']:+.1%} | {r['rule']} | {'yes' if r['passed'] else '**no**'} |"
         )
-    out += ["", "| group | NRMSE | RMS relative error | all within tolerance |", "|---|---:|---:|---|"]
+    out += [
+        "",
+        "| group | NRMSE | RMS relative error | all within tolerance |",
+        "|---|---:|---:|---|",
+    ]
     for g, s in report["summary"].items():
         out.append(f"| {g} | {s['nrmse']:.4f} | {s['rms_rel_error']:.2%} | {s['all_passed']} |")
-    out += ["", "### Untargeted", "", "```json",
-            json.dumps(report["untargeted"], indent=2, ensure_ascii=False), "```"]
+    out += [
+        "",
+        "### Untargeted",
+        "",
+        "```json",
+        json.dumps(report["untargeted"], indent=2, ensure_ascii=False),
+        "```",
+    ]
     return "\n".join(out) + "\n"

@@ -66,6 +66,7 @@ def code_of(table: tuple[str, ...], name: str) -> int:
     except ValueError:
         raise KeyError(f"{name!r} is not one of {', '.join(table)}") from None
 
+
 #: Calendar day types (sim/calendar.py decides which one a date is).
 DAY_TYPES: tuple[str, ...] = ("workday", "weekend", "holiday", "spring_festival")
 WORKDAY, WEEKEND, HOLIDAY, SPRING_FESTIVAL = 0, 1, 2, 3

@@ -109,7 +109,13 @@ def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
     fares = _price(world, taps, day_type)
     if len(away_rows):
         away = away_taps(
-            pop, world.network, streams, day, away_rows, away_city, sc.interop,
+            pop,
+            world.network,
+            streams,
+            day,
+            away_rows,
+            away_city,
+            sc.interop,
             world.n_local_lines,
         )
         taps, fares = _append_away(world, taps, fares, away)
@@ -176,8 +182,10 @@ def _price(world: World, taps: DayTaps, day_type: int) -> dict[str, np.ndarray]:
     }
     # Card concessions are Nantong's: visitors' cards and all QR codes pay the list fare.
     ntcard = np.isin(taps.medium, list(STORED_VALUE_MEDIA)) & (pop.home_city[taps.row] == 0)
-    for compiled, rows in ((world.fares, np.flatnonzero(ntcard)),
-                           (world.fares_qr, np.flatnonzero(~ntcard))):
+    for compiled, rows in (
+        (world.fares, np.flatnonzero(ntcard)),
+        (world.fares_qr, np.flatnonzero(~ntcard)),
+    ):
         sub = taps.take(rows)
         res = price_taps(
             compiled,
@@ -219,7 +227,10 @@ def _append_away(world: World, taps: DayTaps, fares: dict, away: DayTaps):
         "fare_capped": np.zeros(n, bool),
     }
     merged = DayTaps(
-        **{f: np.concatenate([getattr(taps, f), getattr(away, f)]) for f in taps.__dataclass_fields__}
+        **{
+            f: np.concatenate([getattr(taps, f), getattr(away, f)])
+            for f in taps.__dataclass_fields__
+        }
     )
     return merged, {k: np.concatenate([fares[k], away_fares[k]]) for k in fares}
 
@@ -277,7 +288,9 @@ def _plan_purse(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[str
     ids = world.population.card_id[rows]
     buys = world.streams.uniform("purse.buy", day, ids) < beh.purse_purchase_share
     rows, ids = rows[buys], ids[buys]
-    amount = -np.log1p(-world.streams.uniform("purse.amount", day, ids)) * beh.purse_purchase_mean_fen
+    amount = (
+        -np.log1p(-world.streams.uniform("purse.amount", day, ids)) * beh.purse_purchase_mean_fen
+    )
     t = 10 * 3600 + (world.streams.uniform("purse.time", day, ids) * 10 * 3600).astype(np.int64)
     return {"row": rows, "t_s": t, "amount_fen": np.maximum(amount.astype(np.int64), 100)}
 

@@ -33,13 +33,13 @@ from agents.validator import (
     load_fleet_day,
 )
 from sim.clearing import (
+    MC_CARD,
+    MC_QR,
     MEMO_DEPOSIT,
     MEMO_OPENING,
     MEMO_PURSE,
     MEMO_TOPUP,
     NANTONG_MEDIA_ISSUER,
-    MC_CARD,
-    MC_QR,
     R_DEVICE_BUFFER_FULL,
     Clearer,
     ClearingResult,
@@ -66,8 +66,8 @@ from sim.day import (
     plan_day,
     settle_balances,
 )
-from sim.metrics import RunMetrics
 from sim.ledger import InvariantViolation, Ledger, check_positions, check_tap_status
+from sim.metrics import RunMetrics
 from sim.world import World
 from sim.world_settings import hhmm_to_s
 
@@ -427,13 +427,16 @@ class Engine:
     def _refunds_for(self, day: int) -> tuple[np.ndarray, np.ndarray]:
         """Card refunds due today (from clearing days whose T+lag is today)."""
         due = self.refunds_due.pop(day, [])
-        rows = [r.card[r.medium_class == MC_CARD] for r in due]
-        amounts = [r.amount_fen[r.medium_class == MC_CARD] for r in due]
+        # Only Nantong cards' purses live here; other issuers credit their own cards.
+        mine = [(r.medium_class == MC_CARD) & (r.issuer == self.issuer_code) for r in due]
+        rows = [r.card[m] for r, m in zip(due, mine, strict=True)]
+        amounts = [r.amount_fen[m] for r, m in zip(due, mine, strict=True)]
         for r in due:
             post_refunds(self.ledger, day, r, self.participants)
             self.stats.add("refunds_executed", len(r))
             self.metrics.refunds += len(r)
             self.stats.add("refunds_fen", int(r.amount_fen.sum()))
+            self.stats.add("refunds_other_issuers", int((r.issuer != self.issuer_code).sum()))
         if not rows:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(rows), np.concatenate(amounts)
@@ -462,8 +465,12 @@ class Engine:
         )
         purse = plan.purse
         post_flow(
-            self.ledger, plan.day, MEMO_PURSE, np.full(len(purse["row"]), self.issuer_code),
-            np.where(purse["accepted"], purse["amount_fen"], 0), self.participants,
+            self.ledger,
+            plan.day,
+            MEMO_PURSE,
+            np.full(len(purse["row"]), self.issuer_code),
+            np.where(purse["accepted"], purse["amount_fen"], 0),
+            self.participants,
         )
         price = self.world.scenario.card_sales.price_fen * len(plan.sales["row"])
         if price:

@@ -108,14 +108,16 @@ def away_probability(interop: Interop, region_ids: list[str]) -> np.ndarray:
             gravity = city.attraction / max(km / 100.0, 0.1) ** interop.distance_decay
             p[i, j] = interop.away_days_per_card_year * gravity / 365.0
     if (p.sum(axis=1) >= 0.5).any():
-        raise ValueError("interop: cardholders would be away more than half their days; "
-                         "lower away_days_per_card_year")
+        raise ValueError(
+            "interop: cardholders would be away more than half their days; "
+            "lower away_days_per_card_year"
+        )
     return p
 
 
 ELDERLY_OR_FREE = frozenset(
-    CARD_TYPES.index(t) for t in ("longevity", "love", "preferential", "military", "teacher",
-                                  "blood_donor", "student")
+    CARD_TYPES.index(t)
+    for t in ("longevity", "love", "preferential", "military", "teacher", "blood_donor", "student")
 )
 YIMATONGXING = MEDIA.index("qr_yimatongxing")
 
@@ -134,10 +136,10 @@ def extend_network(network, interop: Interop | None):
     if interop is None or not interop.cities:
         return network
     lines, stops, devices = network.lines, network.stops, network.devices
-    n_lines, n_stops = len(lines.ids), len(stops.line)
+    n_lines = len(lines.ids)
     k = len(interop.cities)
     new_lines = np.arange(n_lines, n_lines + k, dtype=np.int32)
-    new_stops = np.arange(n_stops, n_stops + k, dtype=np.int32)
+
     lines = replace(
         lines,
         ids=lines.ids + [f"EXT-{cid.upper()}" for cid in interop.cities],
@@ -190,42 +192,52 @@ def visitors(interop: Interop | None, region_ids, network, streams, first_card_i
             continue
         ids = np.arange(next_id, next_id + n, dtype=np.int64)
         next_id += n
-        w = np.array([1.0 / max(city.distance_km[r] / 100.0, 0.1) ** interop.distance_decay
-                      for r in region_ids])
+        w = np.array(
+            [
+                1.0 / max(city.distance_km[r] / 100.0, 0.1) ** interop.distance_decay
+                for r in region_ids
+            ]
+        )
         region = streams.categorical("visitor.region", 0, ids, w).astype(np.uint8)
         first = network.zones.first_of_region[region]
         count = network.zones.count_of_region[region]
-        zone = (first + np.minimum((streams.uniform("visitor.zone", 0, ids) ** 1.6 * count)
-                                   .astype(np.int64), count - 1)).astype(np.int32)
+        zone = (
+            first
+            + np.minimum(
+                (streams.uniform("visitor.zone", 0, ids) ** 1.6 * count).astype(np.int64), count - 1
+            )
+        ).astype(np.int32)
         card = streams.uniform("visitor.card", 0, ids) < city.inbound_card_share
         qr = MEDIA.index("qr_yimatongxing" if city.accepts_yimatongxing else "qr_alipay")
         age = (20 + streams.uniform("visitor.age", 0, ids) * 50).astype(np.uint8)
-        parts.append(Cardholders(
-            card_id=ids,
-            card_type=np.full(n, ordinary, np.uint8),
-            birth_ord=np.zeros(n, np.int32),
-            age=age,
-            sex=(streams.uniform("visitor.sex", 0, ids) < 0.5).astype(np.uint8),
-            region=region,
-            home_zone=zone,
-            work_zone=zone,
-            issue_day=np.full(n, -(10**6), np.int32),
-            end_day=np.full(n, NEVER, np.int32),
-            rider_class=np.full(n, RIDER_OCCASIONAL, np.uint8),
-            ride_prob=np.full(n, 1 / 20, np.float32),
-            medium=np.zeros(n, np.uint8),
-            qr_channel=np.where(card, NO_QR, qr).astype(np.uint8),
-            qr_trip_share=np.where(card, 0.0, 1.0).astype(np.float32),
-            am_s=np.full(n, 8 * 3600, np.int32),
-            pm_s=np.full(n, 17 * 3600, np.int32),
-            outlet_topup=np.zeros(n, bool),
-            topup_threshold_fen=np.zeros(n, np.int32),
-            balance_fen=np.zeros(n, np.int64),
-            card_counter=np.zeros(n, np.int32),
-            month_spent_fen=np.zeros(n, np.int64),
-            open_entry_stop=np.full(n, -1, np.int32),
-            home_city=np.full(n, j, np.uint8),
-        ))
+        parts.append(
+            Cardholders(
+                card_id=ids,
+                card_type=np.full(n, ordinary, np.uint8),
+                birth_ord=np.zeros(n, np.int32),
+                age=age,
+                sex=(streams.uniform("visitor.sex", 0, ids) < 0.5).astype(np.uint8),
+                region=region,
+                home_zone=zone,
+                work_zone=zone,
+                issue_day=np.full(n, -(10**6), np.int32),
+                end_day=np.full(n, NEVER, np.int32),
+                rider_class=np.full(n, RIDER_OCCASIONAL, np.uint8),
+                ride_prob=np.full(n, 1 / 20, np.float32),
+                medium=np.zeros(n, np.uint8),
+                qr_channel=np.where(card, NO_QR, qr).astype(np.uint8),
+                qr_trip_share=np.where(card, 0.0, 1.0).astype(np.float32),
+                am_s=np.full(n, 8 * 3600, np.int32),
+                pm_s=np.full(n, 17 * 3600, np.int32),
+                outlet_topup=np.zeros(n, bool),
+                topup_threshold_fen=np.zeros(n, np.int32),
+                balance_fen=np.zeros(n, np.int64),
+                card_counter=np.zeros(n, np.int32),
+                month_spent_fen=np.zeros(n, np.int64),
+                open_entry_stop=np.full(n, -1, np.int32),
+                home_city=np.full(n, j, np.uint8),
+            )
+        )
     if not parts:
         return None
     out = parts[0]

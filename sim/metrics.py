@@ -58,8 +58,13 @@ class RunMetrics:
         self.spend_by_card_type = np.zeros(len(CARD_TYPES), np.int64)
         self.taps_by_card_type = np.zeros(len(CARD_TYPES), np.int64)
         self.spend_by_medium = np.zeros(len(MEDIA), np.int64)
-        for name in ("spend_by_region", "recharge_by_region", "sales_by_region",
-                     "taps_by_home_region", "taps_away_by_home_region"):
+        for name in (
+            "spend_by_region",
+            "recharge_by_region",
+            "sales_by_region",
+            "taps_by_home_region",
+            "taps_away_by_home_region",
+        ):
             setattr(self, name, np.zeros(self.n_regions, np.int64))
         self._rode_this_week = np.zeros(self.n_cards, dtype=bool)  # indexed by population row
 

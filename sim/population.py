@@ -62,7 +62,9 @@ class Cardholders:
 
     def subset(self, rows: np.ndarray) -> Cardholders:
         """A population holding only ``rows`` (same card ids, so the same random numbers)."""
-        return Cardholders(**{name: getattr(self, name)[rows] for name in self.__dataclass_fields__})
+        return Cardholders(
+            **{name: getattr(self, name)[rows] for name in self.__dataclass_fields__}
+        )
 
     def concat(self, other: Cardholders) -> Cardholders:
         """This population followed by ``other`` (used to add visitors from other cities)."""
@@ -98,7 +100,7 @@ def build_population(
     period_start: dt.date,
     period_days: int,
 ) -> Cardholders:
-    """Draw every card's attributes. Card ids run 0..N-1 in the order of ``population.card_types``."""
+    """Draw every card's attributes; card ids run 0..N-1 in ``population.card_types`` order."""
     blocks = [(CARD_TYPES.index(name), spec) for name, spec in population.card_types.items()]
     n = sum(spec.count for _, spec in blocks)
     ids = np.arange(n, dtype=np.int64)

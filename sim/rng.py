@@ -103,7 +103,7 @@ class Streams:
     def categorical_rows(
         self, stream: str, day: int, ids: np.ndarray, cdf_rows: np.ndarray, draw: int = 0
     ) -> np.ndarray:
-        """Index drawn per id from its own row of a cumulative-probability matrix (rows end in 1)."""
+        """Index drawn per id from its own row of a cumulative-probability matrix (ends in 1)."""
         u = self.uniform(stream, day, ids, draw)
         return np.minimum((cdf_rows <= u[:, None]).sum(axis=1), cdf_rows.shape[1] - 1)
 
@@ -130,6 +130,6 @@ class Streams:
         return int(self.bits(stream, day, np.array([entity]), 0)[0])
 
     def generator(self, stream: str, day: int = 0, entity: int = 0) -> np.random.Generator:
-        """A numpy Generator keyed by (seed, stream, day, entity), for agents that draw sequentially."""
+        """A numpy Generator keyed by (seed, stream, day, entity), for sequential draws."""
         key = [self.scalar_seed(stream, day, entity), self._base(stream, day, 0)]
         return np.random.Generator(np.random.Philox(key=np.array(key, dtype=np.uint64)))

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from agents.outlet import OutletSettings
 from agents.validator import DeviceSettings
-from sim.calendar import CalendarSettings, load_calendar_file
+from sim.calendar import Calendar, CalendarSettings, load_calendar_file
 from sim.clearing import ClearingSettings
 from sim.fare_rules import FareRules
 from sim.interop import Interop
@@ -75,6 +75,12 @@ class Scenario(Section):
                     f"network.metro.{line_id}.region: unknown region {line.region!r}; "
                     f"expected one of: {', '.join(self.regions)}"
                 )
+        missing = sorted(set(self.regions) - set(self.fares.bus.region_fare_fen))
+        if missing:
+            raise ValueError(
+                f"fares.bus.region_fare_fen: no bus fare for regions {missing}; every region in "
+                f"'regions' needs one"
+            )
         if self.interop is not None:
             for cid, city in self.interop.cities.items():
                 missing = sorted(set(self.regions) - set(city.distance_km))
@@ -93,9 +99,15 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     """Load and validate a scenario file; raises ConfigError with file/line/field on any problem."""
     scenario = load_config(path, Scenario, overrides)
     try:
-        scenario.load_calendar()
+        settings = scenario.load_calendar()
     except ValueError as exc:
         raise ConfigError([f"{scenario.calendar.file}: {exc}"]) from None
+    try:
+        Calendar(settings, scenario.period.start, scenario.period.days)
+    except ValueError as exc:
+        raise ConfigError(
+            [f"{path}: period.days: {exc} (calendar.file: {scenario.calendar.file})"]
+        ) from None
     return scenario
 
 

@@ -209,7 +209,5 @@ def build_participants(scenario: Scenario, network: TransitNetwork) -> Participa
     rows.append(Participant("QR_YIMATONGXING", "issuer", yima_parent, "一码通行"))
     parent_of = {f"{cid.upper()}_TRANSIT": f"{cid.upper()}_EXCHANGE" for cid in cities}
     operators = list(dict.fromkeys(network.lines.operator))
-    rows += [
-        Participant(op, "acquirer", parent_of.get(op, "NT_EXCHANGE"), op) for op in operators
-    ]
+    rows += [Participant(op, "acquirer", parent_of.get(op, "NT_EXCHANGE"), op) for op in operators]
     return Participants(rows)

@@ -2,7 +2,7 @@
 top-ups, card sales and output.
 
 Each section is a frozen pydantic model that forbids unknown keys (STYLE.md, ActivitySim). Units sit
-in field names: ``_fen`` money, ``_min`` minutes, ``_s`` seconds, ``_km`` kilometres, ``_pct`` percent.
+in field names: ``_fen`` money, ``_min`` minutes, ``_s`` seconds, ``_km`` km, ``_pct`` percent.
 Shares are fractions in [0, 1] unless the name says ``_pct``.
 """
 

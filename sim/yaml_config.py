@@ -412,6 +412,10 @@ def _annotation_at(ann: Any, loc: Sequence[Any]) -> Any:
     """The annotation at a pydantic error location, skipping union tags; None if unknown."""
     ann, _ = _strip(ann)
     if not loc:
+        if _is_union(ann):  # an optional section (X | None) is described as X
+            arms = [a for a in typing.get_args(ann) if a is not type(None)]
+            if len(arms) == 1:
+                return _strip(arms[0])[0]
         return ann
     if _is_union(ann):
         args = [a for a in typing.get_args(ann) if a is not type(None)]

@@ -48,8 +48,9 @@ def test_matches_sequential_reference_and_never_overdraws(evs, start_by_card):
     amounts = np.array([e[2] for e in evs])
     start = np.array(start_by_card)[cards]
     res = apply_events(cards, times, amounts, start)
-    acc, before, after, final = _sequential(cards.tolist(), times.tolist(), amounts.tolist(),
-                                            start.tolist())
+    acc, before, after, final = _sequential(
+        cards.tolist(), times.tolist(), amounts.tolist(), start.tolist()
+    )
     assert res.accepted.tolist() == acc
     assert res.balance_before_fen.tolist() == before
     assert res.balance_after_fen.tolist() == after

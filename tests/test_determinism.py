@@ -18,10 +18,18 @@ def _plan(world, pop, day):
     school = bool(cal.is_school_day[day])
     pool = np.flatnonzero((pop.rider_class > 0) & (pop.issue_day < day) & (pop.end_day > day))
     riders = riders_today(pop, sc.behaviour, world.streams, day, day_type, school, pool)
-    trips = plan_trips(pop, riders, world.network, sc.behaviour, world.streams, day, day_type, school)
+    trips = plan_trips(
+        pop, riders, world.network, sc.behaviour, world.streams, day, day_type, school
+    )
     return trips_to_taps(
-        pop, trips, world.network, sc.behaviour, world.streams, day,
-        sc.network.walk_and_wait_min * 60, sc.network.transfer_min * 60,
+        pop,
+        trips,
+        world.network,
+        sc.behaviour,
+        world.streams,
+        day,
+        sc.network.walk_and_wait_min * 60,
+        sc.network.transfer_min * 60,
     )
 
 
@@ -31,8 +39,14 @@ def _by_card(taps, card_id):
     key = np.lexsort((taps.kind, taps.t_s, card_id))
     for i in key:
         out.setdefault(int(card_id[i]), []).append(
-            (int(taps.t_s[i]), int(taps.line[i]), int(taps.stop[i]), int(taps.device[i]),
-             int(taps.kind[i]), int(taps.medium[i]))
+            (
+                int(taps.t_s[i]),
+                int(taps.line[i]),
+                int(taps.stop[i]),
+                int(taps.device[i]),
+                int(taps.kind[i]),
+                int(taps.medium[i]),
+            )
         )
     return out
 
@@ -44,8 +58,14 @@ def test_planned_trips_identical_in_whole_population_and_subset(nantong_world):
     full = _plan(world, pop, day)
     # A subset holding 3,000 of today's riders plus 3,000 random cards (most of them stay home).
     riders = np.unique(full.row)
-    pick = np.unique(np.concatenate([riders[:: max(1, len(riders) // 3000)][:3000],
-                                     np.arange(0, len(pop), len(pop) // 3000)]))
+    pick = np.unique(
+        np.concatenate(
+            [
+                riders[:: max(1, len(riders) // 3000)][:3000],
+                np.arange(0, len(pop), len(pop) // 3000),
+            ]
+        )
+    )
     sub_pop = pop.subset(pick)
     sub = _plan(world, sub_pop, day)
 

@@ -107,6 +107,17 @@ def test_small_ci_shrinks_every_region_network(base: Scenario, small: Scenario):
         assert region.admin_code == full.admin_code
 
 
+def test_small_ci_scales_inbound_visitors_only(base: Scenario, small: Scenario):
+    assert base.interop is not None and small.interop is not None
+    assert set(small.interop.cities) == set(base.interop.cities)
+    for name, city in small.interop.cities.items():
+        full = base.interop.cities[name]
+        assert 0 < city.inbound_visitors_per_day < full.inbound_visitors_per_day
+        update = {"inbound_visitors_per_day": full.inbound_visitors_per_day}
+        assert city.model_copy(update=update) == full
+    assert small.interop.model_copy(update={"cities": base.interop.cities}) == base.interop
+
+
 def test_policy_overlay_changes_only_the_longevity_concession(base: Scenario, policy: Scenario):
     assert policy.name != base.name
     assert policy.population == base.population
