@@ -73,8 +73,9 @@ Per-agent baseline vs vectorised citizens — BEHAVIOUR ONLY
   compared: days away in other cities, ride decision, activity chain, routing, tap generation
             (away_today/away_taps, riders_today -> plan_trips -> trips_to_taps), same rules and
             same random streams on both sides
-  NOT in this comparison: reader outages, fares, transfers/caps, duplicate deductions, top-ups,
-            ledger, validators (SimPy), clearing, Parquet/DuckDB output (see bench_nantong.py)"""
+  NOT in this comparison: reader outages, fares (transfers, caps), duplicate deductions, top-ups,
+            purse payments, card sales, ledger, validators (SimPy), clearing, Parquet/DuckDB
+            output (end to end: see bench_nantong.py)"""
 
 
 # --------------------------------------------------------------------------- random numbers
@@ -651,7 +652,13 @@ def run_baseline(
         "sample": len(rows),
         "days": days,
         "scale_to_full": scale,
-        "vectorised_sample": {"seconds": vec_s, "taps": vec_taps, "taps_per_s": vec_taps / vec_s},
+        "vectorised_sample": {
+            "seconds": vec_s,
+            "taps": vec_taps,
+            "taps_per_s": vec_taps / vec_s,
+            "away_taps": sum(int((t.journey % MAX_TRIP_SLOTS == 3).sum()) for t in vec_out),
+            "metro_taps": sum(int((t.mode == METRO).sum()) for t in vec_out),
+        },
         "per_agent": {},
     }
 
@@ -719,6 +726,10 @@ def print_report(res: dict) -> None:
             f"  {label:<54}{r['taps']:>11,}{r['seconds']:>10.3f}{r['taps_per_s']:>13,.0f}"
             f"{r['ratio_sample']:>10,.1f}x"
         )
+    print(
+        f"  (of the vectorised taps: {vs['metro_taps']:,} metro, {vs['away_taps']:,} in other "
+        "cities; the rest bus)"
+    )
     for kind, r in res["per_agent"].items():
         print(
             f"  check ({kind}): per-agent {r['taps']:,} taps vs vectorised {vs['taps']:,} "

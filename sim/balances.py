@@ -1,11 +1,12 @@
 """Stored-value balances: apply a day's credits and debits in time order, never overdrawing.
 
-The national rules forbid overdraft (不得透支), so a tap whose fare exceeds the balance at that
-moment is declined, and later taps of the same card may still pass (a cheaper fare, or a top-up
-came in between). Doing this per card in Python would cost a loop over every tap; instead the events are
-sorted by (card, time) and a grouped cumulative sum gives every balance at once. Declines are found
-by repeating the pass: each round declines the first overdrawing debit of each card still in
-trouble, so the loop runs at most as many rounds as the most declines one card has in a day.
+The national rules forbid overdraft (不得透支), so a tap whose fare exceeds the balance at
+that moment is declined, and later taps of the same card may still pass (a cheaper fare, or a
+top-up came in between). Doing this per card in Python would cost a loop over every tap; instead
+the events are sorted by (card, time) and a grouped cumulative sum gives every balance at once.
+Declines are found by repeating the pass: each round declines the first overdrawing debit of each
+card still in trouble, so the loop runs at most as many rounds as the most declines one card has
+in a day.
 """
 
 from __future__ import annotations

@@ -164,8 +164,10 @@ class Engine:
         self.refunds_due: dict[int, list] = {}
         self.settlements_due: dict[int, list] = {}
         self.device_serial = np.zeros(len(world.network.devices.line), dtype=np.int64)
-        self.final_taps: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self.batch_membership: list[tuple[np.ndarray, np.ndarray]] = []
+        # Batch membership of cleared taps, by tap day, until that day's records are final: the
+        # exactly-once check runs day by day, so memory does not grow with the run's length.
+        self.batch_membership: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self.final_days: set[int] = set()
         self.pending_resends: list[tuple[int, int, int]] = []
 
     # ----------------------------------------------------------------- construction
@@ -565,7 +567,7 @@ class Engine:
             cols["settle_day"][done] = result.settle_day
             pos += k
         post_clearing(self.ledger, result.day, result.pairs, self.participants)
-        self.batch_membership.append((result.cleared_tx_id, result.cleared_batch_id))
+        self._record_membership(result)
         check_positions(
             np.full(len(result.positions.participant), result.positions.settle_day),
             result.positions.participant,
@@ -597,23 +599,46 @@ class Engine:
             plan = self.open_plans[day]
             if not final and (plan.cols["status"] == PENDING).any():
                 break  # keep day order in the output
-            self.emit("transactions", day, plan.cols)
             cols = plan.cols
-            self.final_taps.append(
-                (cols["tx_id"].copy(), cols["status"].copy(), cols["amount_fen"].copy())
+            members = self.batch_membership.pop(day, [])
+            check_tap_status(
+                cols["tx_id"],
+                cols["status"],
+                cols["amount_fen"],
+                np.concatenate([t for t, _ in members] or [np.zeros(0, np.int64)]),
+                np.concatenate([b for _, b in members] or [np.zeros(0, np.int64)]),
             )
+            self.final_days.add(day)
+            self.emit("transactions", day, cols)
             self.stats.add("cleared", int((cols["status"] == CLEARED).sum()))
             self.stats.add("rejected", int((cols["status"] == REJECTED).sum()))
             self.stats.add("pending", int((cols["status"] == PENDING).sum()))
             del self.open_plans[day]
 
+    def _record_membership(self, result: ClearingResult) -> None:
+        """Keep the batches' own lists of cleared taps for the exactly-once check."""
+        tx = result.cleared_tx_id
+        batch = result.cleared_batch_id
+        tap_day = tx >> 24
+        for day in np.unique(tap_day).tolist():
+            sel = tap_day == day
+            if day in self.final_days:
+                raise InvariantViolation(
+                    "tap_exactly_once",
+                    0,
+                    f"clearing day {result.day}, tap day {day}",
+                    f"{int(sel.sum())} tap(s) cleared after their day was final",
+                )
+            self.batch_membership.setdefault(day, []).append((tx[sel], batch[sel]))
+
     def _check_run_invariants(self) -> None:
-        tx = np.concatenate([t for t, _, _ in self.final_taps])
-        status = np.concatenate([s for _, s, _ in self.final_taps])
-        amount = np.concatenate([a for _, _, a in self.final_taps])
-        cleared_tx = np.concatenate([t for t, _ in self.batch_membership] or [np.zeros(0, int)])
-        cleared_batch = np.concatenate([b for _, b in self.batch_membership] or [np.zeros(0, int)])
-        check_tap_status(tx, status, amount, cleared_tx, cleared_batch)
+        if self.batch_membership:
+            raise InvariantViolation(
+                "tap_exactly_once",
+                0,
+                f"tap days {sorted(self.batch_membership)}",
+                "batches cleared taps of days that never produced records",
+            )
         self.ledger.check()
 
     # ----------------------------------------------------------------- outputs
