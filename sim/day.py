@@ -143,7 +143,8 @@ def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
     effects = retap_effects(streams, day, taps.tap_key[card_rows], sc.devices)
     dup = card_rows[effects.duplicate_rows]
     stats["retaps_suppressed"] = effects.n_suppressed
-    stats["duplicate_deductions"] = len(dup)
+    # A double tap on a free ride takes nothing: only charged duplicates are deductions.
+    stats["duplicate_deductions"] = int((cols["amount_fen"][dup] > 0).sum())
     if len(dup):
         extra = {name: col[dup] for name, col in cols.items()}
         extra["t_s"] = extra["t_s"] + np.maximum(effects.duplicate_gap_s, 1)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from agents.outlet import OutletSettings
 from agents.validator import DeviceSettings
@@ -67,28 +67,38 @@ class Scenario(Section):
         default=None, description="Cross-city riding in and out (交通联合); omit for none."
     )
 
-    @model_validator(mode="after")
-    def _cross_references(self) -> Scenario:
-        for line_id, line in self.network.metro.items():
-            if line.region not in self.regions:
+    # Cross-references are checked on the field that holds them, so errors point at its line.
+    @field_validator("network")
+    @classmethod
+    def _metro_regions(cls, network: Network, info: ValidationInfo) -> Network:
+        regions = info.data.get("regions", {})
+        for line_id, line in network.metro.items():
+            if regions and line.region not in regions:
                 raise ValueError(
-                    f"network.metro.{line_id}.region: unknown region {line.region!r}; "
-                    f"expected one of: {', '.join(self.regions)}"
+                    f"metro line {line_id}: unknown region {line.region!r}; "
+                    f"expected one of: {', '.join(regions)}"
                 )
-        missing = sorted(set(self.regions) - set(self.fares.bus.region_fare_fen))
+        return network
+
+    @field_validator("fares")
+    @classmethod
+    def _fares_cover_regions(cls, fares: FareRules, info: ValidationInfo) -> FareRules:
+        missing = sorted(set(info.data.get("regions", {})) - set(fares.bus.region_fare_fen))
         if missing:
             raise ValueError(
-                f"fares.bus.region_fare_fen: no bus fare for regions {missing}; every region in "
-                f"'regions' needs one"
+                f"bus.region_fare_fen has no fare for regions {missing}; every region needs one"
             )
-        if self.interop is not None:
-            for cid, city in self.interop.cities.items():
-                missing = sorted(set(self.regions) - set(city.distance_km))
-                if missing:
-                    raise ValueError(
-                        f"interop.cities.{cid}.distance_km: no distance for regions {missing}"
-                    )
-        return self
+        return fares
+
+    @field_validator("interop")
+    @classmethod
+    def _interop_covers_regions(cls, interop: Interop | None, info: ValidationInfo):
+        regions = set(info.data.get("regions", {}))
+        for cid, city in (interop.cities.items() if interop else ()):
+            missing = sorted(regions - set(city.distance_km))
+            if missing:
+                raise ValueError(f"cities.{cid}.distance_km has no distance for regions {missing}")
+        return interop
 
     def load_calendar(self) -> CalendarSettings:
         """The calendar settings from the referenced file."""

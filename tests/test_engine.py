@@ -155,7 +155,9 @@ def test_topups_equal_the_topup_postings(tables):
     assert len(topups) > 0
     assert int(topups["amount_fen"].sum()) == _ledger_sum(le, "topup", debit="bank:NTCARD")
     assert int(topups["amount_fen"].sum()) == tables["summary"].stats.totals["topup_fen"]
-    assert (topups["balance_after_fen"] - topups["balance_before_fen"] == topups["amount_fen"]).all()
+    assert (
+        topups["balance_after_fen"] - topups["balance_before_fen"] == topups["amount_fen"]
+    ).all()
 
 
 def test_journal_nets_to_zero_and_settle_accounts_close(tables):

@@ -62,7 +62,9 @@ def test_bigger_cities_attract_more_at_equal_distance(world):
     # Shanghai and Suzhou are both 110 km from the urban districts; Shanghai attracts 10 vs 5.
     assert interop.cities["shanghai"].distance_km["urban"] == 110
     assert interop.cities["suzhou"].distance_km["urban"] == 110
-    ratio = p[urban, _city_index(world, "shanghai") - 1] / p[urban, _city_index(world, "suzhou") - 1]
+    ratio = (
+        p[urban, _city_index(world, "shanghai") - 1] / p[urban, _city_index(world, "suzhou") - 1]
+    )
     assert ratio == pytest.approx(10 / 5)
 
 
@@ -100,7 +102,9 @@ def test_away_taps_are_on_the_city_gateway_line_at_the_visitor_fare(world):
     assert np.array_equal(line, world.n_local_lines + city - 1)
     assert np.array_equal(world.line_city[line], city)
     cids = list(world.scenario.interop.cities)
-    assert [world.network.lines.ids[x] for x in line] == [f"EXT-{cids[c - 1].upper()}" for c in city]
+    assert [world.network.lines.ids[x] for x in line] == [
+        f"EXT-{cids[c - 1].upper()}" for c in city
+    ]
     # Each city's gateway has one stop and one device; taps use them.
     assert np.array_equal(cols["stop"][away], world.network.lines.stop_ptr[line])
     assert np.array_equal(cols["device"][away], world.network.devices.first_of_line[line])

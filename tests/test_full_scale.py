@@ -1,0 +1,31 @@
+"""Full-scale checks (marked slow; `make test-slow`): determinism of the default scenario."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from sim.api import load_scenario, run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.parquet"))
+    }
+
+
+@pytest.mark.slow
+def test_full_scale_week_is_byte_identical_across_runs(tmp_path):
+    scenario = load_scenario(ROOT / "scenarios" / "nantong_2024.yaml", days=7)
+    first = run(scenario, tmp_path / "a", quiet=True)
+    second = run(scenario, tmp_path / "b", quiet=True)
+    assert len(first.world.population) >= 1_701_300
+    assert first.stats.taps > 1_000_000
+    a, b = _digests(tmp_path / "a"), _digests(tmp_path / "b")
+    assert len(a) >= 9 * 7 - 7
+    assert a == b
