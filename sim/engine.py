@@ -494,6 +494,8 @@ class Engine:
         resend_keys = {(dev, batch) for dev, batch, _at in due}
         for day, plan in sorted(self.open_plans.items()):
             cols = plan.cols
+            if "declined" not in cols:
+                continue  # today's records are final only once the day's balances are applied
             take = (
                 ~cols["submitted"] & (cols["uploaded_at"] >= 0) & (cols["uploaded_at"] < cutoff_s)
             )
@@ -532,9 +534,7 @@ class Engine:
         return UploadedRecords(
             tx_id=cols["tx_id"][idx],
             card=pop.card_id[cols["row"][idx]],
-            card_counter=cols["card_counter"][idx]
-            if "card_counter" in cols
-            else cols["tx_id"][idx] * 0,
+            card_counter=cols["card_counter"][idx],
             device=cols["device"][idx],
             device_serial=cols["device_serial"][idx],
             timestamp_s=cols["t_s"][idx] + (cols["tx_id"][idx] >> 24) * DAY_S,
@@ -544,7 +544,7 @@ class Engine:
             acquirer=cols["acquirer"][idx],
             mode=cols["mode"][idx],
             medium_class=medium_class_of(cols["medium"][idx]),
-            declined=cols["declined"][idx] if "declined" in cols else np.zeros(len(idx), bool),
+            declined=cols["declined"][idx],
         )
 
     def _apply_clearing(self, result: ClearingResult) -> None:

@@ -75,7 +75,7 @@ class Scenario(Section):
         for line_id, line in network.metro.items():
             if regions and line.region not in regions:
                 raise ValueError(
-                    f"metro line {line_id}: unknown region {line.region!r}; "
+                    f"network.metro.{line_id}.region: unknown region {line.region!r}; "
                     f"expected one of: {', '.join(regions)}"
                 )
         return network
@@ -86,7 +86,8 @@ class Scenario(Section):
         missing = sorted(set(info.data.get("regions", {})) - set(fares.bus.region_fare_fen))
         if missing:
             raise ValueError(
-                f"bus.region_fare_fen has no fare for regions {missing}; every region needs one"
+                f"fares.bus.region_fare_fen has no fare for regions {missing}; every region "
+                "needs one"
             )
         return fares
 
@@ -94,10 +95,12 @@ class Scenario(Section):
     @classmethod
     def _interop_covers_regions(cls, interop: Interop | None, info: ValidationInfo):
         regions = set(info.data.get("regions", {}))
-        for cid, city in (interop.cities.items() if interop else ()):
+        for cid, city in interop.cities.items() if interop else ():
             missing = sorted(regions - set(city.distance_km))
             if missing:
-                raise ValueError(f"cities.{cid}.distance_km has no distance for regions {missing}")
+                raise ValueError(
+                    f"interop.cities.{cid}.distance_km has no distance for regions {missing}"
+                )
         return interop
 
     def load_calendar(self) -> CalendarSettings:
