@@ -173,7 +173,7 @@ def calibrate(
     """
     try:
         targets = load_targets(targets_path)
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
         raise BadInput(f"{targets_path}: cannot read targets: {exc}") from None
     summary = run(scenario, None, quiet=quiet)
     world = summary.world

@@ -23,7 +23,7 @@ from agents.citizen import (
 )
 from agents.validator import reader_outage_mask, reader_outage_windows, retap_effects
 from sim.balances import apply_events
-from sim.codes import STORED_VALUE_MEDIA, TAP_ENTRY
+from sim.codes import STORED_VALUE_MEDIA, TAP_ENTRY, TAP_EXIT
 from sim.fares import TapBatch, price_taps
 from sim.rng import Streams
 from sim.world import World
@@ -105,6 +105,7 @@ def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
     down = reader_outage_mask(taps.device, day * DAY_S + taps.t_s.astype(np.int64), windows)
     stats["reader_outage_taps"] = int(down.sum())
     taps = taps.take(np.flatnonzero(~down))
+    taps = _close_unmatched_entries(taps)
 
     fares = _price(world, taps, day_type)
     if len(away_rows):
@@ -208,6 +209,21 @@ def _price(world: World, taps: DayTaps, day_type: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _close_unmatched_entries(taps: DayTaps) -> DayTaps:
+    """A metro entry whose exit tap never happened (cut at the end of service, or the exit gate
+    was down) is an incomplete trip too, charged as the policy says."""
+    entries = np.flatnonzero(taps.kind == TAP_ENTRY)
+    exit_keys = taps.tap_key[taps.kind == TAP_EXIT] - 1
+    unmatched = entries[~np.isin(taps.tap_key[entries], exit_keys)]
+    if len(unmatched) == 0:
+        return taps
+    incomplete = taps.incomplete.copy()
+    incomplete[unmatched] = True
+    return DayTaps(
+        **{**{f: getattr(taps, f) for f in taps.__dataclass_fields__}, "incomplete": incomplete}
+    )
+
+
 def _append_away(world: World, taps: DayTaps, fares: dict, away: DayTaps):
     """Add boardings in other cities, priced at the city's visitor fare (its local discount for
     interoperable cards applies to cards, not QR)."""
@@ -247,8 +263,10 @@ def _plan_topups(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[st
     pop = world.population
     streams = world.streams
     card = cols["ntcard"] & (cols["amount_fen"] > 0)
-    rows, first = np.unique(cols["row"][card], return_index=True)
-    first_t = cols["t_s"][card][first]
+    rows, inverse = np.unique(cols["row"][card], return_inverse=True)
+    # Records are sorted by device, not time: take each card's earliest charged tap.
+    first_t = np.full(len(rows), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_t, inverse, cols["t_s"][card])
     low = pop.balance_fen[rows] < pop.topup_threshold_fen[rows]
     rows, first_t = rows[low], first_t[low]
     ids = pop.card_id[rows]
@@ -308,6 +326,10 @@ def _plan_sales(world: World, day: int) -> dict[str, np.ndarray]:
         world.cache["sale_days"] = pop.issue_day[rows]
     days = world.cache["sale_days"]
     today = rows[np.searchsorted(days, day, "left") : np.searchsorted(days, day, "right")]
+    # Buyers an outlet could not serve yesterday come back today (see Engine).
+    carried = world.cache.get("sales_carry", {}).pop(day, [])
+    if carried:
+        today = np.concatenate([today, *carried])
     ids = pop.card_id[today]
     outlet = np.where(pop.medium[today] == 0, world.home_outlet[today], -1).astype(np.int64)
     t = _normal_time(

@@ -327,16 +327,19 @@ class Engine:
         sale_outlet = np.flatnonzero(plan.sales["outlet"] >= 0)
         n_top, n_sale = len(at_outlet), len(sale_outlet)
         day0 = day * DAY_S
+        # Visit ids (and so service-time draws) depend only on (day, card, service), not on who
+        # else visits that day.
+        rows = np.concatenate([top["row"][at_outlet], plan.sales["row"][sale_outlet]])
+        kind = np.concatenate([np.full(n_top, SERVICE_TOPUP), np.full(n_sale, SERVICE_CARD_SALE)])
+        card = self.world.population.card_id[rows]
         visits = {
-            "visit_id": (np.int64(day) << 24) + np.arange(n_top + n_sale, dtype=np.int64),
+            "visit_id": (np.int64(day) << 40) + card * 4 + kind,
             "outlet_idx": np.concatenate(
                 [top["outlet"][at_outlet], plan.sales["outlet"][sale_outlet]]
             ),
             "arrival_s": day0
             + np.concatenate([top["t_s"][at_outlet], plan.sales["t_s"][sale_outlet]]),
-            "service_kind": np.concatenate(
-                [np.full(n_top, SERVICE_TOPUP), np.full(n_sale, SERVICE_CARD_SALE)]
-            ),
+            "service_kind": kind,
         }
         results = run_visits(self.env, self.outlets, visits, streams=self.world.streams)
         return {"at_outlet": at_outlet, "sale_outlet": sale_outlet, "results": results}
@@ -364,7 +367,7 @@ class Engine:
         credits = self._credits_of_day(plan, visits)
         credit_bal = settle_balances(world, plan, credits)
         self._post_day_money(plan, credits)
-        self.metrics.observe_day(world, plan, credits)
+        day_figures = self.metrics.observe_day(world, plan, credits)
         check_card_balances(
             self.ledger,
             day,
@@ -373,7 +376,7 @@ class Engine:
             int(pop.balance_fen.sum()),
         )
         self._emit_services(plan, visits, credits, credit_bal)
-        self._emit_kpis(plan, visits, credits)
+        self._emit_kpis(plan, visits, credits, day_figures)
         self._keep_resends()
         self.emit("device_uploads", day, self.upload_log.drain())
 
@@ -393,6 +396,8 @@ class Engine:
         turned = at_outlet[~outlet_served]
         t[turned] = hhmm_to_s(self.world.scenario.topups.online_time_mean)
         channel[turned] = TOPUP_ONLINE
+        outlet = top["outlet"].copy()
+        outlet[turned] = -1
 
         sc = self.world.scenario
         sales = plan.sales
@@ -400,6 +405,9 @@ class Engine:
         sale_served = res.outcome[n_top:] == SERVED
         sold_at = visits["sale_outlet"]
         sale_t[sold_at[sale_served]] = res.service_end_s[n_top:][sale_served] - day * DAY_S
+        plan.sales["t_s"] = sale_t
+        self._defer_unserved_sales(plan, sold_at[~sale_served])
+        sales, sale_t = plan.sales, plan.sales["t_s"]
         with_value = sc.card_sales.initial_topup_fen > 0
         n_sale = len(sales["row"]) if with_value else 0
 
@@ -421,17 +429,30 @@ class Engine:
                 [channel, np.full(n_sale, TOPUP_AT_SALE), np.full(len(refund_rows), 255)]
             ).astype(np.uint8),
             "outlet": np.concatenate(
-                [top["outlet"], sales["outlet"][:n_sale], np.full(len(refund_rows), -1)]
+                [outlet, sales["outlet"][:n_sale], np.full(len(refund_rows), -1)]
             ),
             "n_topups": np.array([len(top["row"]) + n_sale]),
         }
+
+    def _defer_unserved_sales(self, plan: DayPlan, unserved: np.ndarray) -> None:
+        """Buyers the outlet could not serve come back the next day: the card is sold then."""
+        if not len(unserved):
+            return
+        rows = plan.sales["row"][unserved]
+        keep = np.ones(len(plan.sales["row"]), dtype=bool)
+        keep[unserved] = False
+        plan.sales = {k: v[keep] for k, v in plan.sales.items()}
+        self.world.population.issue_day[rows] = plan.day + 1
+        self.world.cache.setdefault("sales_carry", {}).setdefault(plan.day + 1, []).append(rows)
+        self.stats.add("card_sales_deferred", len(rows))
 
     def _refunds_for(self, day: int) -> tuple[np.ndarray, np.ndarray]:
         """Card refunds due today (from clearing days whose T+lag is today)."""
         due = self.refunds_due.pop(day, [])
         # Only Nantong cards' purses live here; other issuers credit their own cards.
         mine = [(r.medium_class == MC_CARD) & (r.issuer == self.issuer_code) for r in due]
-        rows = [r.card[m] for r, m in zip(due, mine, strict=True)]
+        card_id = self.world.population.card_id  # ascending, so ids map back to rows
+        rows = [np.searchsorted(card_id, r.card[m]) for r, m in zip(due, mine, strict=True)]
         amounts = [r.amount_fen[m] for r, m in zip(due, mine, strict=True)]
         for r in due:
             post_refunds(self.ledger, day, r, self.participants)
@@ -490,8 +511,8 @@ class Engine:
         parts, sources = [], []
         self._keep_resends()
         due = [r for r in self.pending_resends if r[2] < cutoff_s]
-        self.pending_resends = [r for r in self.pending_resends if r[2] >= cutoff_s]
         resend_keys = {(dev, batch) for dev, batch, _at in due}
+        found: set[tuple[int, int]] = set()
         for day, plan in sorted(self.open_plans.items()):
             cols = plan.cols
             if "declined" not in cols:
@@ -500,14 +521,25 @@ class Engine:
                 ~cols["submitted"] & (cols["uploaded_at"] >= 0) & (cols["uploaded_at"] < cutoff_s)
             )
             idx = np.flatnonzero(take)
+            again = np.zeros(0, np.int64)
             if resend_keys:
                 keys = cols["agent_device_id"] * (1 << 24) + cols["upload_batch"]
                 wanted = np.array([d * (1 << 24) + b for d, b in resend_keys], dtype=np.int64)
                 again = np.flatnonzero(np.isin(keys, wanted) & (cols["upload_batch"] >= 0))
-                idx = np.concatenate([idx, again])
+                hit = np.unique(keys[again]).tolist()
+                found |= {(k >> 24, k & ((1 << 24) - 1)) for k in hit}
             cols["submitted"][idx] = True
-            parts.append(self._records(cols, idx))
-            sources.append((day, idx))
+            both = np.concatenate([idx, again])
+            parts.append(self._records(cols, both))
+            sources.append((day, idx, again))
+        # A resent batch whose records were not found belongs to a day not yet closed (keep it)
+        # or to a day already final (nothing left to resend).
+        oldest_open = min(self.open_plans, default=0) * DAY_S
+        self.pending_resends = [
+            r
+            for r in self.pending_resends
+            if r[2] >= cutoff_s or ((r[0], r[1]) not in found and r[2] >= oldest_open)
+        ]
         self._last_sources = sources
         if not parts:
             return self._records(None, np.zeros(0, np.int64))
@@ -549,23 +581,22 @@ class Engine:
 
     def _apply_clearing(self, result: ClearingResult) -> None:
         pos = 0
-        for day, idx in self._last_sources:
+        for day, idx, again in self._last_sources:
             cols = self.open_plans[day].cols
-            k = len(idx)
-            status = result.status[pos : pos + k]
-            reason = result.reason[pos : pos + k]
-            cleared = status == CLEARED
-            # Rejections first, then clears: a rejected resend never undoes a clear.
-            rejected = (status == REJECTED) & (cols["status"][idx] == PENDING)
-            cols["status"][idx[rejected]] = REJECTED
-            cols["reason"][idx[rejected]] = reason[rejected]
-            done = idx[cleared]
-            cols["status"][done] = CLEARED
-            cols["reason"][done] = 0
-            cols["fee_fen"][done] = result.fee_fen[pos : pos + k][cleared]
-            cols["clearing_batch_id"][done] = result.batch_id[pos : pos + k][cleared]
-            cols["settle_day"][done] = result.settle_day
-            pos += k
+            for rows in (idx, again):  # originals first: a resent copy never overrides them
+                k = len(rows)
+                status = result.status[pos : pos + k]
+                cleared = status == CLEARED
+                rejected = (status == REJECTED) & (cols["status"][rows] == PENDING)
+                cols["status"][rows[rejected]] = REJECTED
+                cols["reason"][rows[rejected]] = result.reason[pos : pos + k][rejected]
+                done = rows[cleared]
+                cols["status"][done] = CLEARED
+                cols["reason"][done] = 0
+                cols["fee_fen"][done] = result.fee_fen[pos : pos + k][cleared]
+                cols["clearing_batch_id"][done] = result.batch_id[pos : pos + k][cleared]
+                cols["settle_day"][done] = result.settle_day
+                pos += k
         post_clearing(self.ledger, result.day, result.pairs, self.participants)
         self._record_membership(result)
         check_positions(
@@ -577,7 +608,10 @@ class Engine:
         lag_day = result.settle_day
         self.settlements_due.setdefault(lag_day, []).append(result.positions)
         if len(result.refunds):
-            self.refunds_due.setdefault(lag_day, []).append(result.refunds)
+            # The batch runs after its day has closed: refunds are paid on T+lag, at the earliest
+            # on the day the batch runs.
+            pay_day = max(lag_day, result.day + 1)
+            self.refunds_due.setdefault(pay_day, []).append(result.refunds)
             self.stats.add("refund_orders", len(result.refunds))
         self.stats.add("clearing_batches", len(result.batches))
         self._settle_due(result.day + 1)
@@ -632,6 +666,17 @@ class Engine:
             self.batch_membership.setdefault(day, []).append((tx[sel], batch[sel]))
 
     def _check_run_invariants(self) -> None:
+        outstanding = sum(len(r) for due in self.refunds_due.values() for r in due)
+        self.stats.add("refunds_outstanding", outstanding)
+        ordered = self.stats.totals.get("refund_orders", 0)
+        executed = self.stats.totals.get("refunds_executed", 0)
+        if executed + outstanding != ordered:
+            raise InvariantViolation(
+                "refunds_accounted",
+                0,
+                "end of run",
+                f"{ordered} refund orders but {executed} executed and {outstanding} outstanding",
+            )
         if self.batch_membership:
             raise InvariantViolation(
                 "tap_exactly_once",
@@ -665,21 +710,15 @@ class Engine:
         self.emit("card_sales", day, dict(plan.sales))
         self.emit("outlet_visits", day, visits["results"].to_arrays())
 
-    def _emit_kpis(self, plan: DayPlan, visits, credits) -> None:
+    def _emit_kpis(self, plan: DayPlan, visits, credits, day_figures: dict[str, int]) -> None:
         cols = plan.cols
         res = visits["results"]
-        card = cols["ntcard"]
-        charged = ~cols["declined"] & (cols["device_refused"] == 0)
-        fare_rows = cols["kind"] != 1  # entries carry no fare unless incomplete
-        fare_rows |= cols["incomplete"]
         top = credits["channel"][: int(credits["n_topups"][0])]
         served = res.outcome == SERVED
         kpis = {
             "riders": plan.stats["riders"],
             "taps": plan.n,
-            "fare_transactions": int(fare_rows.sum()),
-            "card_spend_fen": int(cols["amount_fen"][card & charged].sum()),
-            "qr_spend_fen": int(cols["amount_fen"][~card & charged].sum()),
+            **day_figures,  # transactions and spend as calibration counts them (sim/metrics.py)
             "declined_taps": int(cols["declined"].sum()),
             "topups": len(top),
             "topups_outlet": int((top == TOPUP_OUTLET).sum()),

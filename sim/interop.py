@@ -81,7 +81,6 @@ class Interop(_Model):
         description="Chance a cardholder away uses the Nantong card where it is accepted (else "
         "QR where possible, else another payment outside the card system)."
     )
-    inbound_taps_per_visitor: float = Field(gt=0, description="Mean boardings of a visitor.")
 
     @field_validator("cities")
     @classmethod
@@ -114,6 +113,10 @@ def away_probability(interop: Interop, region_ids: list[str]) -> np.ndarray:
         )
     return p
 
+
+#: Visitor card ids start here (above any Nantong card id); each city gets a block this large.
+VISITOR_ID_BASE = 1_000_000_000
+VISITOR_IDS_PER_CITY = 10_000_000
 
 ELDERLY_OR_FREE = frozenset(
     CARD_TYPES.index(t)
@@ -184,14 +187,15 @@ def visitors(interop: Interop | None, region_ids, network, streams, first_card_i
     if interop is None or not interop.cities:
         return None
     parts = []
-    next_id = first_card_id
     ordinary = CARD_TYPES.index("ordinary")
     for j, (_cid, city) in enumerate(interop.cities.items(), start=1):
         n = city.inbound_visitors_per_day * 20
         if n == 0:
             continue
-        ids = np.arange(next_id, next_id + n, dtype=np.int64)
-        next_id += n
+        # Each city's visitors have their own id block: their draws do not move when another
+        # city's (or Nantong's) numbers change.
+        start = first_card_id + (j - 1) * VISITOR_IDS_PER_CITY
+        ids = np.arange(start, start + n, dtype=np.int64)
         w = np.array(
             [
                 1.0 / max(city.distance_km[r] / 100.0, 0.1) ** interop.distance_decay

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim.codes import CARD_TYPES, MEDIA, STORED_VALUE_MEDIA, TAP_ENTRY
-from sim.day import TOPUP_OUTLET, DayPlan
+from sim.day import TOPUP_ONLINE, TOPUP_OUTLET, DayPlan
 
 ELDERLY = (CARD_TYPES.index("longevity"), CARD_TYPES.index("love"))
 
@@ -47,6 +47,7 @@ class RunMetrics:
     purse_spend_fen: int = 0
     topups: int = 0
     topups_outlet: int = 0
+    topups_online: int = 0
     cards_sold: int = 0
     duplicate_deductions: int = 0
     refunds: int = 0
@@ -68,8 +69,9 @@ class RunMetrics:
             setattr(self, name, np.zeros(self.n_regions, np.int64))
         self._rode_this_week = np.zeros(self.n_cards, dtype=bool)  # indexed by population row
 
-    def observe_day(self, world, plan: DayPlan, credits: dict[str, np.ndarray]) -> None:
-        """Add one finished day (balances applied)."""
+    def observe_day(self, world, plan: DayPlan, credits: dict[str, np.ndarray]) -> dict[str, int]:
+        """Add one finished day (balances applied); returns the day's transactions and spend
+        under the same definitions, for the daily KPIs."""
         pop = world.population
         c = plan.cols
         ok = ~c["declined"] & (c["device_refused"] == 0)
@@ -109,6 +111,7 @@ class RunMetrics:
         self.recharge_fen += int(amounts.sum())
         self.topups += n_top
         self.topups_outlet += int((credits["channel"][:n_top] == TOPUP_OUTLET).sum())
+        self.topups_online += int((credits["channel"][:n_top] == TOPUP_ONLINE).sum())
         self.recharge_by_region += np.bincount(
             pop.region[rows], weights=amounts, minlength=self.n_regions
         ).astype(np.int64)
@@ -120,6 +123,11 @@ class RunMetrics:
         self._rode_this_week[c["row"][ok]] = True
         if (plan.day + 1) % 7 == 0:
             self._close_week(pop, plan.day)
+        return {
+            "fare_transactions": int(fare_row.sum()),
+            "card_spend_fen": int(amount[is_card].sum()),
+            "qr_spend_fen": int(amount[~np.isin(c["medium"], list(STORED_VALUE_MEDIA))].sum()),
+        }
 
     def _close_week(self, pop, last_day: int) -> None:
         issued = (pop.issue_day <= last_day) & (pop.home_city == 0)

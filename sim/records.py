@@ -175,6 +175,7 @@ class RecordWriter:
             "stop_id": c["stop"],
             "vehicle_id": np.where(is_bus, device, -1),
             "device_id": device,
+            "uploader_id": c["agent_device_id"],
             "terminal_id": _TERMINAL_BASE + device,
             "device_serial": c["device_serial"],
             "tac": tac,

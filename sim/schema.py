@@ -331,8 +331,10 @@ def _media() -> Col:
 def _token(nullable: bool = False) -> Col:
     return _id(
         "token_id",
-        "Pseudonymous card/account token, stable within a run; join key across tables. "
-        "Not the printed card number (see card_sales.card_no).",
+        "Pseudonymous card/account token; join key across tables within a service date. By "
+        "default it rotates every day, so trajectories cannot be followed across days "
+        "(DOMAIN.md §5); with --unmasked it is the stable card id. Not the printed card number "
+        "(see card_sales.card_no).",
         tides="token_id (string in TIDES)",
         nullable=nullable,
     )
@@ -393,6 +395,8 @@ TRANSACTIONS = TableSpec(
         _id("vehicle_id", "Vehicle; null for station gates.", nullable=True, encoding="dict",
             tides="vehicle_id"),
         _id("device_id", "Validator.", tides="device_id", encoding="dict"),
+        _id("uploader_id", "Device that uploaded the record: the bus validator itself, or the "
+            "metro station computer for gates; joins device_uploads.device_id.", encoding="dict"),
         _c("terminal_id", STR, "PSAM terminal id, 12 hex digits (6 bytes).", hex_width=12,
            jtt978="6-byte terminal id"),
         _id("device_serial", "Validator's offline transaction serial (dedup key with "
@@ -616,10 +620,11 @@ DAILY_KPIS = TableSpec(
            names="day_type"),
         _c("riders", I64, "Cardholders who travelled.", unit="count"),
         _c("taps", I64, "Tap records.", unit="count"),
-        _c("fare_transactions", I64, "Taps that carry a fare (single taps, exits, incomplete "
-           "entries).", unit="count"),
-        _money("card_spend_fen", "Fares charged to stored-value cards.", type_=I64),
-        _money("qr_spend_fen", "Fares charged to QR accounts.", type_=I64),
+        _c("fare_transactions", I64, "Fare records acquired in Nantong, not declined, by Nantong "
+           "cards and QR codes (single taps, exits, incomplete entries).", unit="count"),
+        _money("card_spend_fen", "Fares charged in Nantong to Nantong stored-value cards "
+               "(as the calibration counts them, sim/metrics.py).", type_=I64),
+        _money("qr_spend_fen", "Fares paid by QR codes in Nantong.", type_=I64),
         _c("declined_taps", I64, "Taps declined for insufficient balance.", unit="count"),
         _c("topups", I64, "Top-ups.", unit="count"),
         _c("topups_outlet", I64, "Top-ups made at an outlet counter.", unit="count"),

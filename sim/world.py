@@ -16,7 +16,7 @@ from agents.outlet import OutletInfo, load_outlets_csv
 from sim.calendar import Calendar
 from sim.clearing import Participant, Participants
 from sim.fares import CompiledFares, compile_fares
-from sim.interop import away_probability, city_ids, extend_network, visitors
+from sim.interop import VISITOR_ID_BASE, away_probability, city_ids, extend_network, visitors
 from sim.network import TransitNetwork, build_network
 from sim.population import Cardholders, build_population
 from sim.rng import Streams
@@ -80,7 +80,7 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
     population.topup_threshold_fen[:] = threshold.astype(np.int32)
     _steady_state_balances(scenario, population, streams)
     network = extend_network(local_network, scenario.interop)
-    guests = visitors(scenario.interop, region_ids, network, streams, len(population))
+    guests = visitors(scenario.interop, region_ids, network, streams, VISITOR_ID_BASE)
     if guests is not None:
         population = population.concat(guests)
 

@@ -92,6 +92,7 @@ def taps(n: int, day: date, seed: int = 0) -> dict[str, np.ndarray]:
         "stop_id": rng.integers(0, 400, n),
         "vehicle_id": np.where(kind == codes.TAP_SINGLE, device, -1),
         "device_id": device,
+        "uploader_id": device,
         "terminal_id": 0x226000000000 + device,
         "device_serial": np.arange(n, dtype=np.int64),
         "tac": rng.integers(0, 2**32, n, dtype=np.uint64),

@@ -12,6 +12,7 @@ import pytest
 
 from sim.api import build, load_scenario
 from sim.codes import CARD_TYPES
+from sim.interop import VISITOR_ID_BASE
 from sim.population import RIDER_DORMANT
 
 SMALL = Path(__file__).resolve().parent.parent / "scenarios" / "small_ci.yaml"
@@ -39,8 +40,10 @@ def test_card_counts_per_type_equal_the_scenario(world):
     counts = np.bincount(pop.card_type[local], minlength=len(CARD_TYPES))
     assert {name: int(counts[CARD_TYPES.index(name)]) for name in expected} == expected
     assert int(local.sum()) == sum(expected.values())
-    # Card ids are 0..N-1 for Nantong cards, visitors continue after them.
-    assert np.array_equal(pop.card_id, np.arange(len(pop)))
+    # Card ids are 0..N-1 for Nantong cards; visitors have their own id blocks above them.
+    assert np.array_equal(pop.card_id[local], np.arange(int(local.sum())))
+    assert (pop.card_id[~local] >= VISITOR_ID_BASE).all()
+    assert (np.diff(pop.card_id) > 0).all()  # ascending: ids map back to rows
 
 
 def test_ages_lie_within_each_type_range(world):
@@ -127,8 +130,8 @@ def test_visitors_exist_with_interop_and_hold_no_nantong_balance(world):
     assert (pop.balance_fen[visitors] == 0).all()
     assert (pop.topup_threshold_fen[visitors] == 0).all()
     assert (pop.month_spent_fen[visitors] == 0).all()
-    # Visitors' ids follow the Nantong cards', and they ride in Nantong regions.
-    assert pop.card_id[visitors].min() == int((~visitors).sum())
+    # Visitors' ids sit in per-city blocks, and they ride in Nantong regions.
+    assert pop.card_id[visitors].min() == VISITOR_ID_BASE
     assert (pop.region[visitors] < len(world.region_ids)).all()
     first = world.network.zones.first_of_region[pop.region[visitors]]
     count = world.network.zones.count_of_region[pop.region[visitors]]
