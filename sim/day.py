@@ -280,13 +280,11 @@ def _plan_topups(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[st
     for k, info in enumerate(world.outlets):
         open_today[k] = world.calendar.is_open(info.open_days, day)
     goes_to_outlet = pop.outlet_topup[rows] & (outlet >= 0) & open_today[outlet]
-    t_outlet = _normal_time(
-        streams,
-        "topup.outlet_time",
+    t_outlet = arrivals_in_open_hours(
+        world,
         day,
-        ids,
-        sc.topups.outlet_arrival_mean,
-        sc.topups.outlet_arrival_sd_min,
+        np.where(goes_to_outlet, outlet, -1),
+        world.streams.uniform("topup.outlet_time", day, ids),
     )
     lead = (streams.uniform("topup.online_lead", day, ids) * 3600).astype(np.int64) + 60
     t_online = np.maximum(first_t - lead, 0)
@@ -294,7 +292,7 @@ def _plan_topups(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[st
     return {
         "row": rows[keep],
         "channel": np.where(goes_to_outlet, TOPUP_OUTLET, TOPUP_ONLINE)[keep].astype(np.uint8),
-        "t_s": np.where(goes_to_outlet, np.clip(t_outlet, 6 * 3600, 20 * 3600), t_online)[keep],
+        "t_s": np.where(goes_to_outlet, t_outlet, t_online)[keep],
         "amount_fen": amount[keep],
         "outlet": np.where(goes_to_outlet, outlet, -1)[keep],
     }
@@ -312,6 +310,34 @@ def _plan_purse(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[str
     )
     t = 10 * 3600 + (world.streams.uniform("purse.time", day, ids) * 10 * 3600).astype(np.int64)
     return {"row": rows, "t_s": t, "amount_fen": np.maximum(amount.astype(np.int64), 100)}
+
+
+def arrivals_in_open_hours(
+    world: World, day: int, outlet: np.ndarray, u: np.ndarray, margin_s: int = 600
+) -> np.ndarray:
+    """Arrival times (s after midnight) spread over each outlet's open windows of ``day``.
+
+    People come when the outlet is open (its hours are published): ``u`` in [0, 1) picks a point
+    in the day's total opening time, ending ``margin_s`` before each window closes so there is
+    time to be served. Outlets closed that day get -1.
+    """
+    t = np.full(len(outlet), -1, dtype=np.int64)
+    weekend = world.calendar.weekday(day) >= 5
+    for k in np.unique(outlet[outlet >= 0]).tolist():
+        info = world.outlets[k]
+        if not world.calendar.is_open(info.open_days, day):
+            continue
+        windows = info.weekend_windows if weekend else info.weekday_windows
+        spans = [(a, max(a + 60, b - margin_s)) for a, b in windows]
+        lengths = np.array([b - a for a, b in spans], dtype=np.float64)
+        ends = np.cumsum(lengths)
+        mine = np.flatnonzero(outlet == k)
+        x = u[mine] * ends[-1]
+        w = np.minimum(np.searchsorted(ends, x, side="right"), len(spans) - 1)
+        starts = np.array([a for a, _ in spans])
+        before = np.concatenate([[0.0], ends[:-1]])
+        t[mine] = (starts[w] + (x - before[w])).astype(np.int64)
+    return t
 
 
 def _plan_sales(world: World, day: int) -> dict[str, np.ndarray]:
@@ -332,7 +358,9 @@ def _plan_sales(world: World, day: int) -> dict[str, np.ndarray]:
         today = np.concatenate([today, *carried])
     ids = pop.card_id[today]
     outlet = np.where(pop.medium[today] == 0, world.home_outlet[today], -1).astype(np.int64)
-    t = _normal_time(
+    # NFC virtual cards are bought online, at any time of day; physical cards at the outlet,
+    # during its opening hours.
+    online_t = _normal_time(
         world.streams,
         "sale.time",
         day,
@@ -340,7 +368,17 @@ def _plan_sales(world: World, day: int) -> dict[str, np.ndarray]:
         sc.card_sales.arrival_mean,
         sc.card_sales.arrival_sd_min,
     )
-    return {"row": today, "outlet": outlet, "t_s": np.clip(t, 6 * 3600, 20 * 3600)}
+    at_outlet = arrivals_in_open_hours(
+        world, day, outlet, world.streams.uniform("sale.outlet_time", day, ids)
+    )
+    t = np.where(outlet >= 0, at_outlet, np.clip(online_t, 6 * 3600, 22 * 3600))
+    # A buyer carried over to a day their outlet is closed comes back the day after.
+    closed = (outlet >= 0) & (t < 0)
+    if closed.any():
+        pop.issue_day[today[closed]] = day + 1
+        world.cache.setdefault("sales_carry", {}).setdefault(day + 1, []).append(today[closed])
+    keep = ~closed
+    return {"row": today[keep], "outlet": outlet[keep], "t_s": t[keep]}
 
 
 def settle_balances(

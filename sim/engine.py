@@ -15,6 +15,7 @@ writing stay out of the simulation logic.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -455,7 +456,12 @@ class Engine:
         rows = [np.searchsorted(card_id, r.card[m]) for r, m in zip(due, mine, strict=True)]
         amounts = [r.amount_fen[m] for r, m in zip(due, mine, strict=True)]
         for r in due:
-            post_refunds(self.ledger, day, r, self.participants)
+            # As with fares: only Nantong cards' purses are modelled; other issuers' refunds go
+            # back the way their money came (like QR money).
+            external = np.where(r.issuer == self.issuer_code, r.medium_class, MC_QR)
+            post_refunds(
+                self.ledger, day, dataclasses.replace(r, medium_class=external), self.participants
+            )
             self.stats.add("refunds_executed", len(r))
             self.metrics.refunds += len(r)
             self.stats.add("refunds_fen", int(r.amount_fen.sum()))

@@ -36,7 +36,7 @@ class World:
     outlets: list[OutletInfo]
     outlet_region: np.ndarray  # uint8, region index of each outlet
     outlet_zone: np.ndarray  # int32, zone where each outlet sits
-    home_outlet: np.ndarray  # int16 per cardholder: nearest outlet in the home region (-1 none)
+    home_outlet: np.ndarray  # int16 per cardholder: usual outlet in the home region (-1 none)
     fares: CompiledFares
     fares_qr: CompiledFares  # QR riders: list fares, no card concessions
     participants: Participants
@@ -94,7 +94,12 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         )
     outlet_region = np.array([zh_to_region[o.region_zh] for o in outlets], dtype=np.uint8)
     outlet_zone = _place_outlets(network, outlet_region, streams)
-    home_outlet = _nearest_outlet(network, population, outlet_region, outlet_zone)
+    home_outlet = _home_outlets(
+        (network, calendar, outlets, scenario.outlets, streams),
+        population,
+        outlet_region,
+        outlet_zone,
+    )
     _shift_sales_to_open_days(population, home_outlet, outlets, calendar)
 
     # External cities' pseudo lines are priced by their visitor fares, not by Nantong's rules.
@@ -146,26 +151,47 @@ def _steady_state_balances(scenario: Scenario, population: Cardholders, streams:
 
 
 def _place_outlets(network: TransitNetwork, outlet_region: np.ndarray, streams: Streams):
-    """Outlets sit in central zones of their region (bus stations, service centres)."""
+    """Spread each region's outlets over its zones (the CSV gives addresses, not coordinates), so
+    that every outlet serves its own catchment of nearest residents."""
     zones = network.zones
-    first = zones.first_of_region[outlet_region]
-    count = zones.count_of_region[outlet_region]
-    u = streams.uniform("world.outlet_zone", 0, np.arange(len(outlet_region)))
-    return (first + np.minimum((u**2 * count).astype(np.int64), count - 1)).astype(np.int32)
+    placed = np.zeros(len(outlet_region), dtype=np.int32)
+    for r in np.unique(outlet_region).tolist():
+        mine = np.flatnonzero(outlet_region == r)
+        first = int(zones.first_of_region[r])
+        count = int(zones.count_of_region[r])
+        spread = ((np.arange(len(mine)) + 0.5) * count / len(mine)).astype(np.int64)
+        placed[mine] = first + np.minimum(spread, count - 1)
+    return placed
 
 
-def _nearest_outlet(network, population, outlet_region, outlet_zone) -> np.ndarray:
-    """Each cardholder's nearest outlet in the home region, by zone-centre distance."""
+def _home_outlets(world_parts, population, outlet_region, outlet_zone) -> np.ndarray:
+    """Each cardholder's usual outlet in the home region: chosen with probability proportional
+    to the outlet's capacity (counters x weekly opening hours) over (1 + distance in km)^2, so
+    that people favour near outlets but big, long-open ones draw more of them."""
+    network, calendar, outlets, settings, streams = world_parts
     zones = network.zones
-    n_zones = len(zones.region)
-    best = np.full(n_zones, -1, dtype=np.int16)
+    days = min(calendar.days, 28)
+    capacity = np.array(
+        [
+            settings.counters_by_outlet.get(o.outlet_id, settings.default_counters)
+            * sum(b - a for a, b in o.weekday_windows)
+            * calendar.open_days(o.open_days)[:days].sum()
+            for o in outlets
+        ],
+        dtype=np.float64,
+    )
     dist = np.abs(zones.x_km[:, None] - zones.x_km[outlet_zone][None, :]) + np.abs(
         zones.y_km[:, None] - zones.y_km[outlet_zone][None, :]
     )
-    dist = np.where(zones.region[:, None] == outlet_region[None, :], dist, np.inf)
-    has = np.isfinite(dist).any(axis=1)
-    best[has] = dist[has].argmin(axis=1)
-    return best[population.home_zone]
+    score = capacity[None, :] / (1.0 + dist) ** 2
+    score = np.where(zones.region[:, None] == outlet_region[None, :], score, 0.0)
+    total = score.sum(axis=1, keepdims=True)
+    has = total[:, 0] > 0
+    cdf = np.cumsum(np.where(has[:, None], score / np.where(has[:, None], total, 1.0), 0.0), axis=1)
+    cdf[:, -1] = np.where(has, 1.0, cdf[:, -1])
+    zone = population.home_zone
+    pick = streams.categorical_rows("pop.home_outlet", 0, population.card_id, cdf[zone])
+    return np.where(has[zone], pick, -1).astype(np.int16)
 
 
 def _shift_sales_to_open_days(population, home_outlet, outlets, calendar: Calendar) -> None:

@@ -243,8 +243,6 @@ class TopUps(Section):
     amounts_fen: list[PositiveInt] = Field(description="Top-up amounts people choose among.")
     amount_weights: list[float] = Field(description="Relative frequency of each amount.")
     max_balance_fen: PositiveInt = Field(description="Card balance ceiling (Nantong: 1000 元).")
-    outlet_arrival_mean: str = Field(description="Mean time of day of outlet visits (HH:MM).")
-    outlet_arrival_sd_min: float = Field(gt=0, description="Spread of outlet visit times.")
     online_time_mean: str = Field(description="Mean time of day of online top-ups (HH:MM).")
 
     @model_validator(mode="after")
@@ -255,7 +253,7 @@ class TopUps(Section):
             raise ValueError("amount_weights must be >= 0 and not all zero")
         return self
 
-    @field_validator("outlet_arrival_mean", "online_time_mean")
+    @field_validator("online_time_mean")
     @classmethod
     def _hhmm(cls, value: str) -> str:
         return _check_hhmm(value)
@@ -267,8 +265,11 @@ class CardSales(Section):
 
     price_fen: NonNegInt = Field(description="Card fee paid at sale (not stored value).")
     initial_topup_fen: NonNegInt = Field(description="Stored value loaded at sale.")
-    arrival_mean: str = Field(description="Mean time of day buyers arrive at the outlet (HH:MM).")
-    arrival_sd_min: float = Field(gt=0, description="Spread of buyers' arrival times.")
+    arrival_mean: str = Field(
+        description="Mean time of day of online (NFC virtual card) purchases (HH:MM); buyers of "
+        "physical cards come during their outlet's opening hours."
+    )
+    arrival_sd_min: float = Field(gt=0, description="Spread of online purchase times.")
 
     @field_validator("arrival_mean")
     @classmethod
