@@ -300,11 +300,12 @@ def away_today(
     if away_p.shape[1] == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     local = candidates[pop.home_city[candidates] == 0]
-    cum = np.cumsum(away_p, axis=1)[pop.region[local]]
+    cum = np.cumsum(away_p, axis=1)
     u = streams.uniform("day.away", day, pop.card_id[local])
-    city = (cum <= u[:, None]).sum(axis=1)
-    away = city < away_p.shape[1]
-    return local[away], city[away] + 1
+    # Few are away on a given day: pick the city only for those under their region's total.
+    away = np.flatnonzero(u < cum[pop.region[local], -1])
+    city = (cum[pop.region[local[away]]] <= u[away, None]).sum(axis=1)
+    return local[away], city + 1
 
 
 def away_taps(

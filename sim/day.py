@@ -53,6 +53,25 @@ class DayPlan:
         return len(self.cols["row"])
 
 
+def unique_rows(world: World, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct population rows in ``rows`` (ascending) and each element's index among them.
+
+    Same result as ``np.unique(rows, return_inverse=True)``, via two population-sized scratch
+    arrays kept between days, which is several times faster on a day's taps.
+    """
+    n = len(world.population)
+    mask = world.cache.get("row_mask")
+    if mask is None:
+        mask = world.cache["row_mask"] = np.zeros(n, dtype=bool)
+        world.cache["row_pos"] = np.zeros(n, dtype=np.int64)
+    pos = world.cache["row_pos"]
+    mask[rows] = True
+    distinct = np.flatnonzero(mask)
+    mask[distinct] = False
+    pos[distinct] = np.arange(len(distinct))
+    return distinct, pos[rows]
+
+
 def _live_pool(world: World, day: int) -> np.ndarray:
     pop = world.population
     pool = world.cache.get("pool")
@@ -95,13 +114,14 @@ def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
     local_pool = np.setdiff1d(pool, away_rows, assume_unique=True)
     taps = _taps_for_day(world, day, day_type, bool(cal.is_school_day[day]), local_pool)
     stats = {
-        "riders": int(len(np.unique(taps.row))),
+        "riders": len(unique_rows(world, taps.row)[0]),
         "planned_taps": len(taps),
         "away": len(away_rows),
     }
 
     # A reader that is down takes no taps: those riders pay cash (outside the card system).
-    windows = reader_outage_windows(streams, day, taps.device, sc.devices)
+    # Outages are drawn for every reader of the fleet (pure functions of the device id).
+    windows = reader_outage_windows(streams, day, world.cache_devices(), sc.devices)
     down = reader_outage_mask(taps.device, day * DAY_S + taps.t_s.astype(np.int64), windows)
     stats["reader_outage_taps"] = int(down.sum())
     taps = taps.take(np.flatnonzero(~down))
@@ -155,7 +175,7 @@ def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
         cols = {name: np.concatenate([cols[name], extra[name]]) for name in cols}
 
     cols["agent"] = agent_of_device[cols["device"]]
-    order = np.lexsort((cols["tap_key"], cols["t_s"], cols["agent"]))
+    order = np.lexsort((cols["tap_key"], (cols["agent"] << 22) | cols["t_s"]))
     cols = {name: col[order] for name, col in cols.items()}
 
     topups = _plan_topups(world, day, cols)
@@ -263,7 +283,7 @@ def _plan_topups(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[st
     pop = world.population
     streams = world.streams
     card = cols["ntcard"] & (cols["amount_fen"] > 0)
-    rows, inverse = np.unique(cols["row"][card], return_inverse=True)
+    rows, inverse = unique_rows(world, cols["row"][card])
     # Records are sorted by device, not time: take each card's earliest charged tap.
     first_t = np.full(len(rows), np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(first_t, inverse, cols["t_s"][card])
@@ -301,7 +321,7 @@ def _plan_topups(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[st
 def _plan_purse(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Some holders who use their card today also pay a small non-transit purchase with it."""
     beh = world.scenario.behaviour
-    rows = np.unique(cols["row"][cols["ntcard"]])
+    rows = unique_rows(world, cols["row"][cols["ntcard"]])[0]
     ids = world.population.card_id[rows]
     buys = world.streams.uniform("purse.buy", day, ids) < beh.purse_purchase_share
     rows, ids = rows[buys], ids[buys]
@@ -420,7 +440,7 @@ def settle_balances(
     charged = stored & ~declined
     counter = np.full(n, -1, dtype=np.int64)
     idx = np.flatnonzero(charged)
-    order = idx[np.lexsort((cols["t_s"][idx], cols["row"][idx]))]
+    order = idx[np.argsort((cols["row"][idx] << 22) | cols["t_s"][idx], kind="stable")]
     r = cols["row"][order]
     start = np.ones(len(order), dtype=bool)
     start[1:] = r[1:] != r[:-1]
@@ -428,7 +448,8 @@ def settle_balances(
     rank = np.arange(len(order)) - group_first + 1
     counter[order] = (pop.card_counter[r].astype(np.int64) + rank) % 65536
     cols["card_counter"] = counter
-    used, used_count = np.unique(r, return_counts=True)
+    used, inverse = unique_rows(world, r)
+    used_count = np.bincount(inverse, minlength=len(used))
     pop.card_counter[used] = (
         (pop.card_counter[used].astype(np.int64) + used_count) % 65536
     ).astype(np.int32)

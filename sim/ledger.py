@@ -189,6 +189,8 @@ class Ledger:
                 self._cache = tuple(
                     np.concatenate(cols) for cols in zip(*self._chunks, strict=True)
                 )
+                # Keep one compacted chunk, so later reads concatenate only the new postings.
+                self._chunks = [self._cache]
             else:
                 self._cache = (
                     np.zeros(0, np.int32),

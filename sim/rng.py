@@ -30,13 +30,23 @@ def _mix_scalar(z: int) -> int:
     return z ^ (z >> 31)
 
 
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+_M1, _M2 = np.uint64(_C1), np.uint64(_C2)
+
+
 def _mix_array(z: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser on a uint64 array, in place (numpy wraps uint64 arithmetic)."""
-    z ^= z >> np.uint64(30)
-    z *= np.uint64(_C1)
-    z ^= z >> np.uint64(27)
-    z *= np.uint64(_C2)
-    z ^= z >> np.uint64(31)
+    """SplitMix64 finaliser on a uint64 array, in place (numpy wraps uint64 arithmetic).
+
+    One scratch array serves every shift, so the hot path allocates once per call.
+    """
+    tmp = np.right_shift(z, _S30)
+    z ^= tmp
+    z *= _M1
+    np.right_shift(z, _S27, out=tmp)
+    z ^= tmp
+    z *= _M2
+    np.right_shift(z, _S31, out=tmp)
+    z ^= tmp
     return z
 
 
@@ -68,21 +78,30 @@ class Streams:
 
     def bits(self, stream: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
         """64 random bits per id, as uint64."""
-        z = np.asarray(ids).astype(np.uint64, copy=True)
-        z *= np.uint64(_GOLDEN)
+        z = np.multiply(np.asarray(ids).astype(np.uint64), np.uint64(_GOLDEN))
         z += np.uint64(self._base(stream, day, draw))
         return _mix_array(z)
 
     def uniform(self, stream: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
         """Uniform floats in [0, 1), one per id."""
         z = self.bits(stream, day, ids, draw)
-        return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+        np.right_shift(z, _S11, out=z)
+        out = z.astype(np.float64)
+        out *= 1.0 / (1 << 53)
+        return out
 
     def normal(self, stream: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
         """Standard normal floats (Box–Muller over draws 2*draw and 2*draw+1)."""
         u1 = self.uniform(stream, day, ids, 2 * draw)
         u2 = self.uniform(stream, day, ids, 2 * draw + 1)
-        return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(_TWO_PI * u2)
+        np.negative(u1, out=u1)
+        np.log1p(u1, out=u1)
+        u1 *= -2.0
+        np.sqrt(u1, out=u1)
+        u2 *= _TWO_PI
+        np.cos(u2, out=u2)
+        u1 *= u2
+        return u1
 
     def integers(
         self, stream: str, day: int, ids: np.ndarray, high: np.ndarray | int, draw: int = 0

@@ -50,6 +50,13 @@ class World:
         """Number of simulated days."""
         return self.calendar.days
 
+    def cache_devices(self) -> np.ndarray:
+        """Ids of every validator device (0..n-1), built once."""
+        ids = self.cache.get("device_ids")
+        if ids is None:
+            ids = self.cache["device_ids"] = np.arange(len(self.network.devices.line))
+        return ids
+
     @property
     def start_date(self) -> dt.date:
         """First simulated date."""
@@ -189,8 +196,13 @@ def _home_outlets(world_parts, population, outlet_region, outlet_zone) -> np.nda
     has = total[:, 0] > 0
     cdf = np.cumsum(np.where(has[:, None], score / np.where(has[:, None], total, 1.0), 0.0), axis=1)
     cdf[:, -1] = np.where(has, 1.0, cdf[:, -1])
-    zone = population.home_zone
-    pick = streams.categorical_rows("pop.home_outlet", 0, population.card_id, cdf[zone])
+    # Per-zone categorical draw in one searchsorted: row z's cdf is shifted to [z, z + 1].
+    zone = population.home_zone.astype(np.int64)
+    u = streams.uniform("pop.home_outlet", 0, population.card_id)
+    n_out = cdf.shape[1]
+    shifted = (cdf + np.arange(len(cdf))[:, None]).ravel()
+    pick = np.searchsorted(shifted, zone + u, side="right") - zone * n_out
+    pick = np.minimum(pick, n_out - 1)
     return np.where(has[zone], pick, -1).astype(np.int16)
 
 
