@@ -117,6 +117,9 @@ def run(
                 out_dir,
                 names=name_tables(world, world.participants.ids),
                 mask_identities=not unmasked,
+                # A day emits ~10 partitions at once; room for a few days keeps the simulation
+                # from waiting on the writer thread's bursts (one transactions day is ~40 MB).
+                queue_size=32,
             )
         except (FileExistsError, OSError) as exc:
             raise BadInput(f"--out {out_dir}: {exc}") from None
