@@ -125,31 +125,15 @@ def compare(targets: dict, metrics: RunMetrics, population, days_simulated: int)
     for group, name, target, sim_fen in parts:
         sim = float(sim_fen) / 100 * k
         rel = _rel(sim, float(target))
-        if float(target) / target_spend < 0.01:
+        if float(target) / target_spend < 0.01:  # tiny parts: judged by their share of spend
             pp = 100 * (sim / max(spend_total, 1e-9) - float(target) / target_spend)
-            rows.append(
-                Row(
-                    group,
-                    name,
-                    float(target),
-                    sim,
-                    rel,
-                    f"share ±{tol['small_share_pp']}pp ({pp:+.3f}pp)",
-                    abs(pp) <= tol["small_share_pp"],
-                )
+            rule, passed = (
+                f"share ±{tol['small_share_pp']}pp ({pp:+.3f}pp)",
+                (abs(pp) <= tol["small_share_pp"]),
             )
         else:
-            rows.append(
-                Row(
-                    group,
-                    name,
-                    float(target),
-                    sim,
-                    rel,
-                    f"±{tol['breakdown_rel']:.0%}",
-                    abs(rel) <= tol["breakdown_rel"],
-                )
-            )
+            rule, passed = f"±{tol['breakdown_rel']:.0%}", abs(rel) <= tol["breakdown_rel"]
+        rows.append(Row(group, name, float(target), sim, rel, rule, passed))
 
     local = population.home_city == 0
     stock = np.bincount(population.card_type[local], minlength=len(CARD_TYPES))
