@@ -729,7 +729,7 @@ class Engine:
             "topups": len(top),
             "topups_outlet": int((top == TOPUP_OUTLET).sum()),
             "topup_fen": int(credits["amount_fen"][: len(top)].sum()),
-            "card_sales": plan.stats["card_sales"],
+            "card_sales": len(plan.sales["row"]),  # after unserved buyers were deferred
             "duplicate_deductions": plan.stats["duplicate_deductions"],
             "reader_outage_taps": plan.stats["reader_outage_taps"],
             "outlet_mean_wait_s": float(res.wait_s[served].mean()) if served.any() else 0.0,
