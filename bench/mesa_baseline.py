@@ -51,13 +51,9 @@ from agents.citizen import (  # noqa: E402
     MEDIA_YIMATONGXING,
     STUDENT,
     DayTaps,
-    away_taps,
-    away_today,
-    plan_trips,
-    riders_today,
-    trips_to_taps,
 )
 from sim.codes import CARD_TYPES, DAY_TYPES, TAP_ENTRY, TAP_EXIT, TAP_SINGLE, WORKDAY  # noqa: E402
+from sim.day import planned_taps  # noqa: E402
 from sim.network import BUS, METRO  # noqa: E402
 from sim.population import NO_QR, Cardholders  # noqa: E402
 from sim.rng import _C1, _C2, _GOLDEN, _MASK64, Streams  # noqa: E402
@@ -481,36 +477,9 @@ def concat_taps(parts: list[DayTaps]) -> DayTaps:
 
 
 def vectorised_day(world: World, pop: Cardholders, pool: np.ndarray, day: int) -> DayTaps:
-    """The behaviour steps of sim/day.py's plan_day for ``pop`` on ``day``: live pool ->
-    away_today (+ away_taps) -> riders_today -> plan_trips -> trips_to_taps."""
-    sc = world.scenario
-    cal = world.calendar
-    day_type = int(cal.day_types[day])
-    school = bool(cal.is_school_day[day])
-    live = live_pool(pop, day, pool)
-    away_rows, away_city = away_today(pop, world.streams, day, live, world.away_probability)
-    local = np.setdiff1d(live, away_rows, assume_unique=True)
-    riders = riders_today(pop, sc.behaviour, world.streams, day, day_type, school, local)
-    trips = plan_trips(
-        pop, riders, world.network, sc.behaviour, world.streams, day, day_type, school
-    )
-    taps = trips_to_taps(
-        pop,
-        trips,
-        world.network,
-        sc.behaviour,
-        world.streams,
-        day,
-        sc.network.walk_and_wait_min * 60.0,
-        sc.network.transfer_min * 60.0,
-    )
-    if len(away_rows) == 0:
-        return taps
-    away = away_taps(
-        pop, world.network, world.streams, day, away_rows, away_city, sc.interop,
-        world.n_local_lines,
-    )  # fmt: skip
-    return concat_taps([taps, away])
+    """The engine's behaviour steps (sim.day.planned_taps) for ``pop`` on ``day``."""
+    planned = planned_taps(world, pop, day, live_pool(pop, day, pool))
+    return concat_taps([planned.local] + ([planned.away] if planned.away is not None else []))
 
 
 def time_vectorised(world, pop, days, repeat) -> tuple[float, int, list[DayTaps]]:

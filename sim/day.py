@@ -25,6 +25,7 @@ from agents.validator import reader_outage_mask, reader_outage_windows, retap_ef
 from sim.balances import apply_events
 from sim.codes import STORED_VALUE_MEDIA, TAP_ENTRY, TAP_EXIT
 from sim.fares import TapBatch, price_taps
+from sim.population import Cardholders
 from sim.rng import Streams
 from sim.world import World
 from sim.world_settings import hhmm_to_s
@@ -81,15 +82,32 @@ def _live_pool(world: World, day: int) -> np.ndarray:
     return pool[(pop.issue_day[pool] < day) & (pop.end_day[pool] > day)]
 
 
-def _taps_for_day(
-    world: World, day: int, day_type: int, school_day: bool, pool: np.ndarray
-) -> DayTaps:
+@dataclass(frozen=True)
+class PlannedDay:
+    """Citizens' behaviour for a day, before devices and money: taps at home, taps in other
+    cities (None if nobody away paid with a card or code), and who was away."""
+
+    local: DayTaps
+    away: DayTaps | None
+    away_rows: np.ndarray
+
+
+def planned_taps(world: World, pop: Cardholders, day: int, pool: np.ndarray) -> PlannedDay:
+    """The behaviour steps of a day for population ``pop`` (the world's, or a subset of it):
+    who is away in another city, who rides at home, their trips and taps (agents/citizen.py).
+
+    ``pool`` holds the live, riding rows of ``pop`` today. The engine, the determinism test and
+    the per-agent benchmark all call this, so they run exactly the same rules.
+    """
     sc = world.scenario
-    pop = world.population
     streams = world.streams
-    riders = riders_today(pop, sc.behaviour, streams, day, day_type, school_day, pool)
+    day_type = int(world.calendar.day_types[day])
+    school_day = bool(world.calendar.is_school_day[day])
+    away_rows, away_city = away_today(pop, streams, day, pool, world.away_probability)
+    local_pool = np.setdiff1d(pool, away_rows, assume_unique=True)
+    riders = riders_today(pop, sc.behaviour, streams, day, day_type, school_day, local_pool)
     trips = plan_trips(pop, riders, world.network, sc.behaviour, streams, day, day_type, school_day)
-    return trips_to_taps(
+    local = trips_to_taps(
         pop,
         trips,
         world.network,
@@ -99,6 +117,13 @@ def _taps_for_day(
         sc.network.walk_and_wait_min * 60.0,
         sc.network.transfer_min * 60.0,
     )
+    away = None
+    if len(away_rows):
+        away = away_taps(
+            pop, world.network, streams, day, away_rows, away_city, sc.interop,
+            world.n_local_lines,
+        )  # fmt: skip
+    return PlannedDay(local=local, away=away, away_rows=away_rows)
 
 
 def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
@@ -109,14 +134,12 @@ def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
     streams = world.streams
     cal = world.calendar
     day_type = int(cal.day_types[day])
-    pool = _live_pool(world, day)
-    away_rows, away_city = away_today(pop, streams, day, pool, world.away_probability)
-    local_pool = np.setdiff1d(pool, away_rows, assume_unique=True)
-    taps = _taps_for_day(world, day, day_type, bool(cal.is_school_day[day]), local_pool)
+    planned = planned_taps(world, pop, day, _live_pool(world, day))
+    taps = planned.local
     stats = {
         "riders": len(unique_rows(world, taps.row)[0]),
         "planned_taps": len(taps),
-        "away": len(away_rows),
+        "away": len(planned.away_rows),
     }
 
     # A reader that is down takes no taps: those riders pay cash (outside the card system).
@@ -128,18 +151,8 @@ def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
     taps = _close_unmatched_entries(taps)
 
     fares = _price(world, taps, day_type)
-    if len(away_rows):
-        away = away_taps(
-            pop,
-            world.network,
-            streams,
-            day,
-            away_rows,
-            away_city,
-            sc.interop,
-            world.n_local_lines,
-        )
-        taps, fares = _append_away(world, taps, fares, away)
+    if planned.away is not None:
+        taps, fares = _append_away(world, taps, fares, planned.away)
     cols = {
         "row": taps.row,
         "t_s": taps.t_s.astype(np.int64),

@@ -7,29 +7,20 @@ import hashlib
 
 import numpy as np
 
-from agents.citizen import plan_trips, riders_today, trips_to_taps
+from agents.citizen import DayTaps
 from sim.codes import WORKDAY
+from sim.day import planned_taps
 
 
 def _plan(world, pop, day):
-    sc = world.scenario
-    cal = world.calendar
-    day_type = int(cal.day_types[day])
-    school = bool(cal.is_school_day[day])
+    """The day's taps of ``pop`` (at home and in other cities), as the engine plans them."""
     pool = np.flatnonzero((pop.rider_class > 0) & (pop.issue_day < day) & (pop.end_day > day))
-    riders = riders_today(pop, sc.behaviour, world.streams, day, day_type, school, pool)
-    trips = plan_trips(
-        pop, riders, world.network, sc.behaviour, world.streams, day, day_type, school
-    )
-    return trips_to_taps(
-        pop,
-        trips,
-        world.network,
-        sc.behaviour,
-        world.streams,
-        day,
-        sc.network.walk_and_wait_min * 60,
-        sc.network.transfer_min * 60,
+    planned = planned_taps(world, pop, day, pool)
+    if planned.away is None:
+        return planned.local
+    parts = (planned.local, planned.away)
+    return DayTaps(
+        **{f: np.concatenate([getattr(p, f) for p in parts]) for f in DayTaps.__dataclass_fields__}
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import pytest
+from output_frames import read_frame
 
 import sim.engine
 from sim.api import build, load_scenario, run
@@ -57,19 +58,11 @@ def out_dir(tmp_path_factory):
     return out, result
 
 
-def _frame(out, table):
-    frame = read_table(out, table).to_pandas()
-    for name in frame.columns:
-        if str(frame[name].dtype) == "category":
-            frame[name] = frame[name].astype(str)
-    return frame
-
-
 @pytest.fixture(scope="module")
 def tables(out_dir):
     out, result = out_dir
     names = ("transactions", "ledger_entries", "clearing_batches", "topups")
-    return {name: _frame(out, name) for name in names} | {"summary": result}
+    return {name: read_frame(out, name) for name in names} | {"summary": result}
 
 
 def test_run_completes_and_every_tap_has_one_status(summary):

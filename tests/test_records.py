@@ -13,23 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from output_frames import read_frame
 
 from sim.api import load_scenario, run
 from sim.codes import CARD_TYPES, MEDIA
 from sim.identity import COMPOUND_SURNAMES, is_synthetic_id, is_valid_gb11643
-from sim.output import read_table
 
 SMALL = Path(__file__).resolve().parent.parent / "scenarios" / "small_ci.yaml"
 TABLES = ("card_sales", "topups", "transactions")
 ID_COLUMN = {"card_sales": "sale_id", "topups": "topup_id", "transactions": "transaction_id"}
-
-
-def _frame(out: Path, table: str):
-    frame = read_table(out, table).to_pandas()
-    for name in frame.columns:
-        if str(frame[name].dtype) == "category":
-            frame[name] = frame[name].astype(str)
-    return frame
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +32,8 @@ def runs(tmp_path_factory):
     unmasked = run(scenario, root / "unmasked", quiet=True, unmasked=True)
     return {
         "world": unmasked.world,
-        "masked": {t: _frame(root / "masked", t) for t in TABLES},
-        "unmasked": {t: _frame(root / "unmasked", t) for t in TABLES},
+        "masked": {t: read_frame(root / "masked", t) for t in TABLES},
+        "unmasked": {t: read_frame(root / "unmasked", t) for t in TABLES},
         "days": [masked.world.start_date + dt.timedelta(days=d) for d in range(2)],
     }
 
