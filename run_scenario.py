@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
@@ -102,6 +103,94 @@ def build_validate_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Progress:
+    """Event subscriber drawing a progress bar per simulated day with taps/s (rich); silent
+    when quiet. Use as a context manager so the bar is closed however the run ends."""
+
+    def __init__(self, days: int, quiet: bool) -> None:
+        self._bar = None
+        self._last = time.perf_counter()
+        if not quiet:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+            from rich.progress import Progress as Bar
+
+            self._bar = Bar(
+                TextColumn("[bold]simulating[/] day"),
+                MofNCompleteColumn(),
+                BarColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                transient=False,
+            )
+            self._task = self._bar.add_task("days", total=days, rate="")
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.start()
+        self._last = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, event) -> None:
+        from sim.events import DayClosed
+
+        if self._bar is None or not isinstance(event, DayClosed):
+            return
+        now = time.perf_counter()
+        taps, seconds = int(event.kpis["taps"]), now - self._last
+        self._last = now
+        rate = f"{taps / seconds:,.0f} taps/s" if seconds > 0 else ""
+        self._bar.update(self._task, advance=1, rate=f"{taps:,} taps, {rate}")
+
+
+def print_summary(summary) -> None:
+    """The KPI summary table of a finished run (``sim.api.RunSummary``) on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = summary.totals
+    table = Table(title=f"CardTwin — {summary.scenario}, {summary.days} days")
+    table.add_column("KPI")
+    table.add_column("value", justify="right")
+    rows = [
+        ("tap records", f"{summary.taps:,}"),
+        ("fare transactions", f"{t.get('fare_transactions', 0):,}"),
+        ("rider-days", f"{t.get('riders', 0):,}"),
+        ("card spend (元)", f"{t.get('card_spend_fen', 0) / 100:,.2f}"),
+        ("QR spend (元)", f"{t.get('qr_spend_fen', 0) / 100:,.2f}"),
+        ("top-ups", f"{t.get('topups', 0):,} ({t.get('topups_outlet', 0):,} at outlets)"),
+        ("top-up value (元)", f"{t.get('topup_fen', 0) / 100:,.2f}"),
+        ("cards sold", f"{t.get('card_sales', 0):,}"),
+        ("declined taps (balance)", f"{t.get('declined_taps', 0):,}"),
+        (
+            "duplicate deductions / refunds",
+            f"{t.get('duplicate_deductions', 0):,} / {t.get('refunds_executed', 0):,}",
+        ),
+        (
+            "cleared / rejected / pending",
+            f"{t.get('cleared', 0):,} / {t.get('rejected', 0):,} / {t.get('pending', 0):,}",
+        ),
+        ("world build (s)", f"{summary.timings_s.get('build_world_s', 0):.1f}"),
+        ("simulate + write (s)", f"{summary.timings_s.get('simulate_and_write_s', 0):.1f}"),
+        ("taps/s (end to end, world build excluded)", f"{summary.taps_per_s:,.0f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)
+    if summary.out_dir is not None:
+        Console().print(
+            f"outputs: {summary.out_dir}  (DuckDB: {summary.out_dir / 'cardtwin.duckdb'})"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -124,21 +213,23 @@ def main(argv: list[str] | None = None) -> int:
             scenario = api.load_scenario(
                 args.scenario, args.overrides, days=args.days, seed=args.seed
             )
-            report = api.calibrate(scenario, args.targets, args.out, quiet=args.quiet)
+            with Progress(scenario.period.days, args.quiet) as progress:
+                report = api.calibrate(scenario, args.targets, args.out, subscribers=[progress])
             print((args.out / "calibration.md").read_text(encoding="utf-8"))
             print(f"report: {args.out / 'calibration.json'}, {args.out / 'calibration.md'}")
             return 0 if report["all_required_passed"] else 1
         scenario = api.load_scenario(args.scenario, args.overrides, days=args.days, seed=args.seed)
         out = args.out if args.out is not None else Path(scenario.output.dir)
-        summary = api.run(
-            scenario,
-            out,
-            quiet=args.quiet,
-            unmasked=args.unmasked,
-            scenario_path=args.scenario,
-        )
+        with Progress(scenario.period.days, args.quiet) as progress:
+            summary = api.run(
+                scenario,
+                out,
+                unmasked=args.unmasked,
+                scenario_path=args.scenario,
+                subscribers=[progress],
+            )
         if not args.quiet:
-            api.print_summary(summary)
+            print_summary(summary)
         return 0
     except api.BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)

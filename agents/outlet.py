@@ -25,6 +25,7 @@ import numpy as np
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sim.clock import parse_windows
 from sim.rng import Streams
 from sim.yaml_config import ExistingFile
 
@@ -57,7 +58,6 @@ SERVED, LEFT_CLOSED = 0, 1
 OUTCOME_PENDING = -1
 
 Windows = tuple[tuple[int, int], ...]
-_HHMM = re.compile(r"^(\d{2}):(\d{2})$")
 _SPLIT_FORM = re.compile(r"^weekday\s+(?P<wd>.+?)\s*;\s*weekend\s+(?P<we>.+)$")
 
 
@@ -88,30 +88,10 @@ class OutletInfo:
     note_zh: str
 
 
-def _parse_clock(text: str) -> int:
-    m = _HHMM.match(text.strip())
-    if m is None:
-        raise ValueError(f"time {text.strip()!r} is not HH:MM")
-    h, mnt = int(m.group(1)), int(m.group(2))
-    if mnt > 59 or h > 24 or (h == 24 and mnt != 0):
-        raise ValueError(f"time {text.strip()!r} is not between 00:00 and 24:00")
-    return h * 3600 + mnt * 60
-
-
-def parse_windows(text: str) -> Windows:
-    """Parse ``"09:00-11:30;13:30-17:30"`` into increasing, non-overlapping (start, end) seconds."""
-    out: list[tuple[int, int]] = []
-    for part in text.split(";"):
-        bounds = part.split("-")
-        if len(bounds) != 2:
-            raise ValueError(f"window {part.strip()!r} is not HH:MM-HH:MM")
-        start, end = _parse_clock(bounds[0]), _parse_clock(bounds[1])
-        if end <= start:
-            raise ValueError(f"window {part.strip()!r} ends before it starts")
-        if out and start < out[-1][1]:
-            raise ValueError(f"window {part.strip()!r} overlaps or precedes the one before it")
-        out.append((start, end))
-    return tuple(out)
+def _windows(text: str) -> Windows:
+    # Outlet hours are same-day windows with two-digit hours ("09:00-11:30;13:30-17:30"), as
+    # published; sim.clock's defaults are exactly that syntax.
+    return tuple((w.start_s, w.end_s) for w in parse_windows(text))
 
 
 def parse_hours(text: str) -> tuple[Windows, Windows]:
@@ -123,10 +103,10 @@ def parse_hours(text: str) -> tuple[Windows, Windows]:
     text = text.strip()
     m = _SPLIT_FORM.match(text)
     if m is not None:
-        return parse_windows(m.group("wd")), parse_windows(m.group("we"))
+        return _windows(m.group("wd")), _windows(m.group("we"))
     if not text:
         raise ValueError("hours are empty")
-    windows = parse_windows(text)
+    windows = _windows(text)
     return windows, windows
 
 

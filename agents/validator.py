@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,6 +46,7 @@ import numpy as np
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sim.clock import HHMM, parse_hhmm
 from sim.codes import MODES, code_of
 from sim.rng import Streams
 
@@ -60,7 +60,6 @@ _K_STRIDE = 4096
 # Row keys for the fleet-wide searchsorted: position * stride + seconds into the day; the stride
 # exceeds the latest opportunity (end of day + maximum jitter).
 _KEY_STRIDE = 4 * 86_400
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
 class DeviceSettings(BaseModel):
@@ -78,7 +77,7 @@ class DeviceSettings(BaseModel):
         ge=1,
         description="Records the device can hold before uploading; when full, taps are refused.",
     )
-    bus_upload_times_hhmm: tuple[str, ...] = Field(
+    bus_upload_times_hhmm: tuple[HHMM, ...] = Field(
         ("12:30", "23:30"),
         min_length=1,
         description="Times of day (HH:MM, increasing) when buses reach depot/terminal Wi-Fi and "
@@ -149,17 +148,10 @@ class DeviceSettings(BaseModel):
     @field_validator("bus_upload_times_hhmm")
     @classmethod
     def _check_times(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        offsets = [_parse_hhmm(t) for t in v]
+        offsets = [parse_hhmm(t) for t in v]
         if any(b <= a for a, b in itertools.pairwise(offsets)):
             raise ValueError(f"upload times must be strictly increasing, got {list(v)}")
         return v
-
-
-def _parse_hhmm(text: str) -> int:
-    m = _HHMM.match(text)
-    if m is None:
-        raise ValueError(f"upload time {text!r} is not HH:MM between 00:00 and 23:59")
-    return int(m.group(1)) * 3600 + int(m.group(2)) * 60
 
 
 @functools.lru_cache(maxsize=64)
@@ -169,7 +161,7 @@ def _schedule_offsets(kind: int, times: tuple[str, ...], interval_min: float) ->
         step = round(interval_min * 60)
         out = np.arange(0, DAY_S, step, dtype=np.int64)
     else:
-        out = np.array([_parse_hhmm(t) for t in times], dtype=np.int64)
+        out = np.array([parse_hhmm(t) for t in times], dtype=np.int64)
     out.flags.writeable = False
     return out
 

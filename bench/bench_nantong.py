@@ -60,17 +60,17 @@ def child(scenario: str, days: int | None, out_dir: Path) -> None:
 
     import_s = time.perf_counter() - t0
     sc = load_scenario(ROOT / scenario, days=days)
-    summary = run(sc, out_dir, quiet=True, scenario_path=scenario)
+    summary = run(sc, out_dir, scenario_path=scenario)
     result = {
         "days": summary.days,
-        "taps": int(summary.stats.taps),
+        "taps": int(summary.taps),
         "timings_s": summary.timings_s,
         "import_s": import_s,
         "in_process_s": time.perf_counter() - t0,
         "vmhwm_bytes": _status_kb("VmHWM") * 1024,
         "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "output_bytes": _dir_bytes(out_dir),
-        "totals": {k: int(v) for k, v in summary.stats.totals.items()},
+        "totals": {k: int(v) for k, v in summary.totals.items()},
     }
     print(RESULT_TAG + json.dumps(result), flush=True)
 

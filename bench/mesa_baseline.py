@@ -478,7 +478,7 @@ def concat_taps(parts: list[DayTaps]) -> DayTaps:
 
 def vectorised_day(world: World, pop: Cardholders, pool: np.ndarray, day: int) -> DayTaps:
     """The engine's behaviour steps (sim.day.planned_taps) for ``pop`` on ``day``."""
-    planned = planned_taps(world, pop, day, live_pool(pop, day, pool))
+    planned = planned_taps(world, world.streams, pop, day, live_pool(pop, day, pool))
     return concat_taps([planned.local] + ([planned.away] if planned.away is not None else []))
 
 
@@ -542,10 +542,11 @@ def bytes_per_agent(world: World, rows: np.ndarray) -> float:
 def check_pool_rule(world: World, day: int) -> None:
     """Our copy of the day's candidate rule must still match the engine's (sim/day.py)."""
     from sim.day import _live_pool
+    from sim.state import RunState
 
     pop = world.population
     ours = live_pool(pop, day, np.flatnonzero(pop.rider_class > 0))
-    if not np.array_equal(ours, _live_pool(world, day)):
+    if not np.array_equal(ours, _live_pool(world, RunState.fresh(world), day)):
         raise AssertionError("the live-pool rule of sim/day.py changed: update live_pool()")
 
 

@@ -1,8 +1,9 @@
 """The public Python API of CardTwin: what the CLI, the dashboard and tests call.
 
     scenario = load_scenario("scenarios/nantong_2024.yaml", ["seed=7"], days=7)
-    summary = run(scenario, "runs/x")
-    print_summary(summary)
+    summary = run(scenario, "runs/x")               # the whole period
+    for day in iter_days(scenario, None):           # or day by day, e.g. for a live view
+        print(day.date, day.kpis["taps"])
 
 Errors a user can cause surface as ``BadInput`` (exit code 2 in the CLI); a broken money invariant
 as ``InvariantViolation``.
@@ -14,17 +15,27 @@ import datetime as dt
 import json
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+import simpy
 import yaml
 
 from agents.outlet import OutletFileError
+from sim.behaviour import NO_RESPONSE, Response
 from sim.calibration import compare, load_targets, markdown, untargeted
-from sim.engine import Engine, InvariantViolation, RunStats
+from sim.events import Subscriber
+from sim.ledger import InvariantViolation
 from sim.metrics import RunMetrics
-from sim.output import OutputError, RunOutput, package_versions, write_duckdb_catalogue
+from sim.model import CardTwinModel
+from sim.output import (
+    OutputError,
+    RunOutput,
+    json_default,
+    package_versions,
+    write_duckdb_catalogue,
+)
 from sim.records import RecordWriter, name_tables
 from sim.scenario import ConfigError, Scenario, scenario_hash
 from sim.scenario import load_scenario as _load
@@ -32,11 +43,13 @@ from sim.world import World, build_world
 
 __all__ = [
     "BadInput",
+    "DayDone",
     "InvariantViolation",
     "RunSummary",
     "build",
+    "calibrate",
+    "iter_days",
     "load_scenario",
-    "print_summary",
     "run",
 ]
 
@@ -52,16 +65,27 @@ class RunSummary:
     scenario: str
     out_dir: Path | None
     days: int
-    stats: RunStats
+    taps: int
+    totals: dict[str, int]
     timings_s: dict[str, float] = field(default_factory=dict)
     metrics: RunMetrics | None = None
     world: World | None = None
+    seed: int = 0
 
     @property
     def taps_per_s(self) -> float:
         """Tap records per second of simulation loop (world building excluded)."""
         loop = self.timings_s.get("simulate_and_write_s", 0.0)
-        return self.stats.taps / loop if loop else 0.0
+        return self.taps / loop if loop else 0.0
+
+
+@dataclass(frozen=True)
+class DayDone:
+    """One simulated day, as ``iter_days`` yields it."""
+
+    day: int
+    date: dt.date
+    kpis: dict[str, float]
 
 
 def load_scenario(
@@ -96,20 +120,33 @@ def build(scenario: Scenario) -> World:
         raise BadInput(str(exc)) from None
 
 
-def run(
-    scenario: Scenario,
-    out_dir: str | Path | None,
+def iter_days(
+    scenario: Scenario | None,
+    out_dir: str | Path | None = None,
     *,
-    quiet: bool = False,
+    world: World | None = None,
+    seed: int | None = None,
     unmasked: bool = False,
     scenario_path: str | Path | None = None,
-) -> RunSummary:
-    """Build the world and simulate it; write outputs to ``out_dir`` (None: no files)."""
+    env: simpy.Environment | None = None,
+    subscribers: tuple[Subscriber, ...] | list[Subscriber] = (),
+    response: Response = NO_RESPONSE,
+) -> Iterator[DayDone]:
+    """Simulate ``scenario`` (or an existing ``world``) day by day, yielding each finished day.
+
+    Outputs go to ``out_dir`` (None: no files) and are committed only once the last day is done;
+    stopping the iteration early, or an error, leaves ``out_dir`` as it was. The generator's
+    return value (``StopIteration.value``; ``run`` returns it) is the ``RunSummary``.
+    ``seed`` sets the run seed (default: the scenario's); the world keeps its own seed, so one
+    world serves several runs. ``env`` can pace the run (``simpy.rt.RealtimeEnvironment``).
+    """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    world = build(scenario)
+    if world is None:
+        world = build(scenario)
+    scenario = world.scenario
     timings["build_world_s"] = time.perf_counter() - t0
-
+    run_seed = scenario.seed if seed is None else int(seed)
     output = None
     if out_dir is not None:
         try:
@@ -129,38 +166,56 @@ def run(
         world.participants.ids,
         world.participants.code(scenario.output.issuer_id),
         unmasked=unmasked,
+        run_seed=run_seed,
     )
-    progress = _Progress(world.days, quiet)
-    engine = Engine(world, writer.emit, progress.update)
     t1 = time.perf_counter()
     try:
-        stats = engine.run()
-        writer.finish(engine.ledger)
+        model = CardTwinModel(
+            world=world,
+            seed=run_seed,
+            env=env,
+            subscribers=[writer, *subscribers],
+            response=response,
+        )
+        while model.running:
+            model.step()
+            day = model.engine.state.day - 1
+            yield DayDone(day, world.calendar.date_of(day), model.kpis)
     except BaseException:
-        progress.close()
         if output is not None:
             output.abort()
         raise
-    progress.close()
     timings["simulate_and_write_s"] = time.perf_counter() - t1
+    kpis = model.engine.kpis
     if output is not None:
-        meta = _run_meta(scenario, scenario_path, world, stats, timings, unmasked)
+        meta = _run_meta(scenario, scenario_path, world, run_seed, kpis, timings, unmasked)
         try:
             output.commit(meta)
             write_duckdb_catalogue(output.out_dir, writer.tables_written)
         except OutputError as exc:
             raise BadInput(f"--out {out_dir}: {exc}") from None
     timings["total_s"] = time.perf_counter() - t0
-    stats.timings_s = timings
     return RunSummary(
         scenario.name,
         Path(out_dir) if out_dir else None,
         world.days,
-        stats,
+        kpis.taps,
+        kpis.totals,
         timings,
-        metrics=engine.metrics,
+        metrics=kpis.metrics,
         world=world,
+        seed=run_seed,
     )
+
+
+def run(scenario: Scenario | None, out_dir: str | Path | None, **options) -> RunSummary:
+    """Simulate the whole period at once; takes the options of ``iter_days``."""
+    days = iter_days(scenario, out_dir, **options)
+    while True:
+        try:
+            next(days)
+        except StopIteration as done:
+            return done.value
 
 
 def calibrate(
@@ -168,7 +223,7 @@ def calibrate(
     targets_path: str | Path,
     out_dir: str | Path,
     *,
-    quiet: bool = False,
+    subscribers: tuple[Subscriber, ...] | list[Subscriber] = (),
 ) -> dict:
     """Run the scenario's whole period (no Parquet output) and compare it with the targets.
 
@@ -178,7 +233,7 @@ def calibrate(
         targets = load_targets(targets_path)
     except (OSError, yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
         raise BadInput(f"{targets_path}: cannot read targets: {exc}") from None
-    summary = run(scenario, None, quiet=quiet)
+    summary = run(scenario, None, subscribers=subscribers)
     world = summary.world
     report = compare(targets, summary.metrics, world.population, world.days)
     report["untargeted"] = untargeted(
@@ -191,26 +246,19 @@ def calibrate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "calibration.json").write_text(
-        json.dumps(report, indent=2, ensure_ascii=False, default=_json_default), "utf-8"
+        json.dumps(report, indent=2, ensure_ascii=False, default=json_default), "utf-8"
     )
     (out / "calibration.md").write_text(markdown(report), "utf-8")
     return report
 
 
-def _json_default(value):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _run_meta(scenario, scenario_path, world, stats, timings, unmasked) -> dict:
+def _run_meta(scenario, scenario_path, world, run_seed, kpis, timings, unmasked) -> dict:
     return {
         "scenario": scenario.name,
         "scenario_file": str(scenario_path) if scenario_path else None,
         "scenario_hash": scenario_hash(scenario),
-        "seed": scenario.seed,
+        "seed": run_seed,
+        "world_seed": scenario.seed if scenario.world_seed is None else scenario.world_seed,
         "period": {
             "start": scenario.period.start.isoformat(),
             "days": world.days,
@@ -222,100 +270,6 @@ def _run_meta(scenario, scenario_path, world, stats, timings, unmasked) -> dict:
         "package_versions": package_versions(),
         "python": platform.python_version(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "totals": stats.totals,
-        "taps": stats.taps,
+        "totals": kpis.totals,
+        "taps": kpis.taps,
     }
-
-
-class _Progress:
-    """A progress bar per simulated day with taps/s (rich), silent when quiet."""
-
-    def __init__(self, days: int, quiet: bool) -> None:
-        self.quiet = quiet
-        self._bar = None
-        if not quiet:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("[bold]simulating[/] day"),
-                MofNCompleteColumn(),
-                BarColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                transient=False,
-            )
-            self._task = self._bar.add_task("days", total=days, rate="")
-            self._bar.start()
-
-    def update(self, day: int, taps: int, seconds: float) -> None:
-        """One simulated day done."""
-        if self._bar is not None:
-            rate = f"{taps / seconds:,.0f} taps/s" if seconds > 0 else ""
-            self._bar.update(self._task, advance=1, rate=f"{taps:,} taps, {rate}")
-
-    def close(self) -> None:
-        """Stop drawing."""
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-
-def print_summary(summary: RunSummary) -> None:
-    """The KPI summary table on the terminal."""
-    from rich.console import Console
-    from rich.table import Table
-
-    t = summary.stats.totals
-    table = Table(title=f"CardTwin — {summary.scenario}, {summary.days} days")
-    table.add_column("KPI")
-    table.add_column("value", justify="right")
-    rows = [
-        ("tap records", f"{summary.stats.taps:,}"),
-        ("fare transactions", f"{t.get('fare_transactions', 0):,}"),
-        ("rider-days", f"{t.get('riders', 0):,}"),
-        ("card spend (元)", f"{t.get('card_spend_fen', 0) / 100:,.2f}"),
-        ("QR spend (元)", f"{t.get('qr_spend_fen', 0) / 100:,.2f}"),
-        ("top-ups", f"{t.get('topups', 0):,} ({t.get('topups_outlet', 0):,} at outlets)"),
-        ("top-up value (元)", f"{t.get('topup_fen', 0) / 100:,.2f}"),
-        ("cards sold", f"{t.get('card_sales', 0):,}"),
-        ("declined taps (balance)", f"{t.get('declined_taps', 0):,}"),
-        (
-            "duplicate deductions / refunds",
-            f"{t.get('duplicate_deductions', 0):,} / {t.get('refunds_executed', 0):,}",
-        ),
-        (
-            "cleared / rejected / pending",
-            f"{t.get('cleared', 0):,} / {t.get('rejected', 0):,} / {t.get('pending', 0):,}",
-        ),
-        ("world build (s)", f"{summary.timings_s.get('build_world_s', 0):.1f}"),
-        ("simulate + write (s)", f"{summary.timings_s.get('simulate_and_write_s', 0):.1f}"),
-        ("taps/s (end to end, world build excluded)", f"{summary.taps_per_s:,.0f}"),
-    ]
-    for name, value in rows:
-        table.add_row(name, value)
-    Console().print(table)
-    if summary.out_dir is not None:
-        Console().print(
-            f"outputs: {summary.out_dir}  (DuckDB: {summary.out_dir / 'cardtwin.duckdb'})"
-        )
-
-
-def summary_json(summary: RunSummary) -> str:
-    """The summary as JSON (for scripts)."""
-    return json.dumps(
-        {
-            "scenario": summary.scenario,
-            "days": summary.days,
-            "taps": summary.stats.taps,
-            "totals": summary.stats.totals,
-            "timings_s": summary.timings_s,
-        },
-        default=lambda o: int(o) if isinstance(o, np.integer) else str(o),
-        indent=2,
-    )

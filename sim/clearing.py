@@ -366,6 +366,11 @@ class UploadedRecords:
         return UploadedRecords(**{name: getattr(self, name)[idx] for name in _COLUMNS})
 
     @staticmethod
+    def empty() -> UploadedRecords:
+        """No records."""
+        return UploadedRecords(**{name: np.zeros(0, dtype) for name, dtype in _COLUMNS.items()})
+
+    @staticmethod
     def concat(parts: Sequence[UploadedRecords]) -> UploadedRecords:
         """Rows of several record sets, in order."""
         return UploadedRecords(

@@ -1,10 +1,13 @@
 """One simulated day, vectorised: from who rides to priced tap records, top-ups and card sales.
 
-The engine (sim/engine.py) calls ``plan_day`` at midnight. The result holds every tap record of the
-day as columns, sorted by uploading device agent and time (so each validator gets a contiguous
-slice), plus the day's planned top-ups and card sales (outlet visits run on the SimPy clock).
-Balances are applied later by ``settle_balances``, once the outlet queues have decided when each
-top-up really happened.
+A city's shard (sim/shard.py) calls ``plan_day`` at midnight: citizens plan (agents/citizen.py),
+fares price the taps (sim/fares.py), then the riders respond to the prices (sim/behaviour.py) and
+what they still ride is priced again. The result holds every tap record of the day as columns,
+sorted by uploading device agent and time (so each validator gets a contiguous slice), plus the
+day's planned top-ups and card sales (outlet visits run on the SimPy clock). Balances are applied
+later by ``settle_balances``, once the outlet queues have decided when each top-up really happened.
+
+Everything here reads the static World and writes only the run's state (sim/state.py).
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from agents.citizen import (
 )
 from agents.validator import reader_outage_mask, reader_outage_windows, retap_effects
 from sim.balances import apply_events
+from sim.behaviour import NO_RESPONSE, PricedTrips, Response
 from sim.codes import STORED_VALUE_MEDIA, TAP_ENTRY, TAP_EXIT
 from sim.fares import TapBatch, price_taps
+from sim.grouping import rank_in_groups
 from sim.population import Cardholders
 from sim.rng import Streams
+from sim.state import RunState
 from sim.world import World
 from sim.world_settings import hhmm_to_s
 
@@ -54,32 +60,10 @@ class DayPlan:
         return len(self.cols["row"])
 
 
-def unique_rows(world: World, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct population rows in ``rows`` (ascending) and each element's index among them.
-
-    Same result as ``np.unique(rows, return_inverse=True)``, via two population-sized scratch
-    arrays kept between days, which is several times faster on a day's taps.
-    """
-    n = len(world.population)
-    mask = world.cache.get("row_mask")
-    if mask is None:
-        mask = world.cache["row_mask"] = np.zeros(n, dtype=bool)
-        world.cache["row_pos"] = np.zeros(n, dtype=np.int64)
-    pos = world.cache["row_pos"]
-    mask[rows] = True
-    distinct = np.flatnonzero(mask)
-    mask[distinct] = False
-    pos[distinct] = np.arange(len(distinct))
-    return distinct, pos[rows]
-
-
-def _live_pool(world: World, day: int) -> np.ndarray:
-    pop = world.population
-    pool = world.cache.get("pool")
-    if pool is None:
-        pool = np.flatnonzero(pop.rider_class > 0)
-        world.cache["pool"] = pool  # rows that ever ride; dormant cards never enter daily work
-    return pool[(pop.issue_day[pool] < day) & (pop.end_day[pool] > day)]
+def _live_pool(world: World, state: RunState, day: int) -> np.ndarray:
+    """Riding rows whose card is sold and still in use on ``day``."""
+    pool = world.riding_rows
+    return pool[(state.cards.sale_day[pool] < day) & (world.population.end_day[pool] > day)]
 
 
 @dataclass(frozen=True)
@@ -92,15 +76,17 @@ class PlannedDay:
     away_rows: np.ndarray
 
 
-def planned_taps(world: World, pop: Cardholders, day: int, pool: np.ndarray) -> PlannedDay:
+def planned_taps(
+    world: World, streams: Streams, pop: Cardholders, day: int, pool: np.ndarray
+) -> PlannedDay:
     """The behaviour steps of a day for population ``pop`` (the world's, or a subset of it):
-    who is away in another city, who rides at home, their trips and taps (agents/citizen.py).
+    who is away in another city, who rides at home, their trips and taps (agents/citizen.py),
+    drawn from the run's ``streams``.
 
     ``pool`` holds the live, riding rows of ``pop`` today. The engine, the determinism test and
     the per-agent benchmark all call this, so they run exactly the same rules.
     """
     sc = world.scenario
-    streams = world.streams
     day_type = int(world.calendar.day_types[day])
     school_day = bool(world.calendar.is_school_day[day])
     away_rows, away_city = away_today(pop, streams, day, pool, world.away_probability)
@@ -126,31 +112,46 @@ def planned_taps(world: World, pop: Cardholders, day: int, pool: np.ndarray) -> 
     return PlannedDay(local=local, away=away, away_rows=away_rows)
 
 
-def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
-    """Plan day ``day``: taps (with reader outages, pricing and duplicate deductions), top-ups
-    and card sales. ``agent_of_device`` maps a device to its uploading agent."""
+def plan_day(
+    world: World,
+    state: RunState,
+    day: int,
+    agent_of_device: np.ndarray,
+    response: Response = NO_RESPONSE,
+) -> DayPlan:
+    """Plan day ``day``: taps (with reader outages, pricing, the riders' response to prices and
+    duplicate deductions), top-ups and card sales. ``agent_of_device`` maps a device to its
+    uploading agent."""
     sc = world.scenario
     pop = world.population
-    streams = world.streams
+    streams = state.streams
     cal = world.calendar
     day_type = int(cal.day_types[day])
-    planned = planned_taps(world, pop, day, _live_pool(world, day))
+    planned = planned_taps(world, streams, pop, day, _live_pool(world, state, day))
     taps = planned.local
-    stats = {
-        "riders": len(unique_rows(world, taps.row)[0]),
-        "planned_taps": len(taps),
-        "away": len(planned.away_rows),
-    }
 
     # A reader that is down takes no taps: those riders pay cash (outside the card system).
     # Outages are drawn for every reader of the fleet (pure functions of the device id).
-    windows = reader_outage_windows(streams, day, world.cache_devices(), sc.devices)
+    windows = reader_outage_windows(streams, day, world.device_ids, sc.devices)
     down = reader_outage_mask(taps.device, day * DAY_S + taps.t_s.astype(np.int64), windows)
-    stats["reader_outage_taps"] = int(down.sum())
+    reader_outage_taps = int(down.sum())
     taps = taps.take(np.flatnonzero(~down))
     taps = _close_unmatched_entries(taps)
 
-    fares = _price(world, taps, day_type)
+    fares = _price(world, state, taps, day_type)
+    responded = response.respond(PricedTrips(day, day_type, taps, fares, pop))
+    if responded is not taps:
+        # Riders changed what they ride: the day's fares (transfers, caps) are priced again.
+        taps = _close_unmatched_entries(responded)
+        fares = _price(world, state, taps, day_type)
+    # Riders met by a reader outage still rode (and paid cash): they count as riders.
+    riding = np.concatenate([planned.local.row[down], taps.row])
+    stats = {
+        "riders": len(state.scratch.unique_rows(riding)[0]),
+        "planned_taps": len(planned.local),
+        "away": len(planned.away_rows),
+        "reader_outage_taps": reader_outage_taps,
+    }
     if planned.away is not None:
         taps, fares = _append_away(world, taps, fares, planned.away)
     cols = {
@@ -169,7 +170,7 @@ def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
         "duplicate_of_key": np.full(len(taps), -1, dtype=np.int64),
         "city": world.line_city[taps.line],
     }
-    # Nantong stored-value taps: the only ones whose balance this twin keeps.
+    # Stored-value taps of the home city's cards: the only ones whose balance this twin keeps.
     cols["ntcard"] = np.isin(taps.medium, list(STORED_VALUE_MEDIA)) & (pop.home_city[taps.row] == 0)
 
     # Accidental double taps: the lock swallows most; a failed lock charges twice (重复扣款).
@@ -191,9 +192,9 @@ def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
     order = np.lexsort((cols["tap_key"], (cols["agent"] << 22) | cols["t_s"]))
     cols = {name: col[order] for name, col in cols.items()}
 
-    topups = _plan_topups(world, day, cols)
-    purse = _plan_purse(world, day, cols)
-    sales = _plan_sales(world, day)
+    topups = _plan_topups(world, state, day, cols)
+    purse = _plan_purse(world, state, day, cols)
+    sales = _plan_sales(world, state, day)
     stats["topups_planned"] = len(topups["row"])
     stats["card_sales"] = len(sales["row"])
     return DayPlan(
@@ -201,7 +202,7 @@ def plan_day(world: World, day: int, agent_of_device: np.ndarray) -> DayPlan:
     )
 
 
-def _price(world: World, taps: DayTaps, day_type: int) -> dict[str, np.ndarray]:
+def _price(world: World, state: RunState, taps: DayTaps, day_type: int) -> dict[str, np.ndarray]:
     """Fares of every tap: card taps get their card type's concessions, QR taps pay list fares
     (concessions need the card); transfers and caps are evaluated within each group."""
     pop = world.population
@@ -215,7 +216,7 @@ def _price(world: World, taps: DayTaps, day_type: int) -> dict[str, np.ndarray]:
         "is_transfer": np.zeros(n, bool),
         "fare_capped": np.zeros(n, bool),
     }
-    # Card concessions are Nantong's: visitors' cards and all QR codes pay the list fare.
+    # Card concessions are the home city's: visitors' cards and all QR codes pay the list fare.
     ntcard = np.isin(taps.medium, list(STORED_VALUE_MEDIA)) & (pop.home_city[taps.row] == 0)
     for compiled, rows in (
         (world.fares, np.flatnonzero(ntcard)),
@@ -235,7 +236,7 @@ def _price(world: World, taps: DayTaps, day_type: int) -> dict[str, np.ndarray]:
                 incomplete=sub.incomplete,
             ),
             day_type,
-            pop.month_spent_fen[sub.row],
+            state.cards.month_spent_fen[sub.row],
         )
         for name in out:
             out[name][rows] = getattr(res, name)
@@ -289,23 +290,26 @@ def _normal_time(streams: Streams, name: str, day: int, ids: np.ndarray, mean: s
     return hhmm_to_s(mean) + (streams.normal(name, day, ids) * sd_min * 60).astype(np.int64)
 
 
-def _plan_topups(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _plan_topups(
+    world: World, state: RunState, day: int, cols: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """Holders riding today whose balance is under their threshold reload: at their outlet if
     they prefer it and it opens today, else online shortly before their first ride."""
     sc = world.scenario
     pop = world.population
-    streams = world.streams
+    balance = state.cards.balance_fen
+    streams = state.streams
     card = cols["ntcard"] & (cols["amount_fen"] > 0)
-    rows, inverse = unique_rows(world, cols["row"][card])
+    rows, inverse = state.scratch.unique_rows(cols["row"][card])
     # Records are sorted by device, not time: take each card's earliest charged tap.
     first_t = np.full(len(rows), np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(first_t, inverse, cols["t_s"][card])
-    low = pop.balance_fen[rows] < pop.topup_threshold_fen[rows]
+    low = balance[rows] < pop.topup_threshold_fen[rows]
     rows, first_t = rows[low], first_t[low]
     ids = pop.card_id[rows]
     amounts = np.array(sc.topups.amounts_fen, dtype=np.int64)
     pick = streams.categorical("topup.amount", day, ids, np.array(sc.topups.amount_weights))
-    room = sc.topups.max_balance_fen - pop.balance_fen[rows]
+    room = sc.topups.max_balance_fen - balance[rows]
     amount = np.minimum(amounts[pick], room)
 
     outlet = world.home_outlet[rows].astype(np.int64)
@@ -317,7 +321,7 @@ def _plan_topups(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[st
         world,
         day,
         np.where(goes_to_outlet, outlet, -1),
-        world.streams.uniform("topup.outlet_time", day, ids),
+        streams.uniform("topup.outlet_time", day, ids),
     )
     lead = (streams.uniform("topup.online_lead", day, ids) * 3600).astype(np.int64) + 60
     t_online = np.maximum(first_t - lead, 0)
@@ -331,17 +335,18 @@ def _plan_topups(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[st
     }
 
 
-def _plan_purse(world: World, day: int, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _plan_purse(
+    world: World, state: RunState, day: int, cols: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """Some holders who use their card today also pay a small non-transit purchase with it."""
     beh = world.scenario.behaviour
-    rows = unique_rows(world, cols["row"][cols["ntcard"]])[0]
+    streams = state.streams
+    rows = state.scratch.unique_rows(cols["row"][cols["ntcard"]])[0]
     ids = world.population.card_id[rows]
-    buys = world.streams.uniform("purse.buy", day, ids) < beh.purse_purchase_share
+    buys = streams.uniform("purse.buy", day, ids) < beh.purse_purchase_share
     rows, ids = rows[buys], ids[buys]
-    amount = (
-        -np.log1p(-world.streams.uniform("purse.amount", day, ids)) * beh.purse_purchase_mean_fen
-    )
-    t = 10 * 3600 + (world.streams.uniform("purse.time", day, ids) * 10 * 3600).astype(np.int64)
+    amount = -np.log1p(-streams.uniform("purse.amount", day, ids)) * beh.purse_purchase_mean_fen
+    t = 10 * 3600 + (streams.uniform("purse.time", day, ids) * 10 * 3600).astype(np.int64)
     return {"row": rows, "t_s": t, "amount_fen": np.maximum(amount.astype(np.int64), 100)}
 
 
@@ -373,20 +378,15 @@ def arrivals_in_open_hours(
     return t
 
 
-def _plan_sales(world: World, day: int) -> dict[str, np.ndarray]:
+def _plan_sales(world: World, state: RunState, day: int) -> dict[str, np.ndarray]:
     """Cards issued today are sold: physical cards at the buyer's outlet, NFC cards online."""
     sc = world.scenario
     pop = world.population
-    rows = world.cache.get("sale_rows")
-    if rows is None:
-        rows = np.flatnonzero((pop.issue_day >= 0) & (pop.issue_day < world.days))
-        rows = rows[np.argsort(pop.issue_day[rows], kind="stable")]
-        world.cache["sale_rows"] = rows
-        world.cache["sale_days"] = pop.issue_day[rows]
-    days = world.cache["sale_days"]
-    today = rows[np.searchsorted(days, day, "left") : np.searchsorted(days, day, "right")]
-    # Buyers an outlet could not serve yesterday come back today (see Engine).
-    carried = world.cache.get("sales_carry", {}).pop(day, [])
+    streams = state.streams
+    first, last = np.searchsorted(world.sale_days, [day, day + 1])
+    today = world.sale_rows[first:last]
+    # Buyers an outlet could not serve yesterday come back today (see sim/shard.py).
+    carried = state.sales_carry.pop(day, [])
     if carried:
         today = np.concatenate([today, *carried])
     ids = pop.card_id[today]
@@ -394,36 +394,36 @@ def _plan_sales(world: World, day: int) -> dict[str, np.ndarray]:
     # NFC virtual cards are bought online, at any time of day; physical cards at the outlet,
     # during its opening hours.
     online_t = _normal_time(
-        world.streams,
-        "sale.time",
-        day,
-        ids,
-        sc.card_sales.arrival_mean,
-        sc.card_sales.arrival_sd_min,
+        streams, "sale.time", day, ids, sc.card_sales.arrival_mean, sc.card_sales.arrival_sd_min
     )
     at_outlet = arrivals_in_open_hours(
-        world, day, outlet, world.streams.uniform("sale.outlet_time", day, ids)
+        world, day, outlet, streams.uniform("sale.outlet_time", day, ids)
     )
     t = np.where(outlet >= 0, at_outlet, np.clip(online_t, 6 * 3600, 22 * 3600))
     # A buyer carried over to a day their outlet is closed comes back the day after.
     closed = (outlet >= 0) & (t < 0)
     if closed.any():
-        pop.issue_day[today[closed]] = day + 1
-        world.cache.setdefault("sales_carry", {}).setdefault(day + 1, []).append(today[closed])
+        defer_sales(state, today[closed], day + 1)
     keep = ~closed
     return {"row": today[keep], "outlet": outlet[keep], "t_s": t[keep]}
 
 
+def defer_sales(state: RunState, rows: np.ndarray, day: int) -> None:
+    """The buyers of cards ``rows`` come back on ``day``: the cards are sold then, not before."""
+    state.cards.sale_day[rows] = day
+    state.sales_carry.setdefault(day, []).append(rows)
+
+
 def settle_balances(
-    world: World, plan: DayPlan, credits: dict[str, np.ndarray]
+    world: World, state: RunState, plan: DayPlan, credits: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """Apply the day's card debits and ``credits`` (row, t_s, amount_fen) to the balances.
 
     Fills the records' ``declined``, ``balance_before_fen``, ``balance_after_fen`` and
-    ``card_counter`` columns, updates the population's balances, counters and month spend, and
+    ``card_counter`` columns, updates the run's balances, counters and month spend, and
     returns per-credit balances (for the top-up table).
     """
-    pop = world.population
+    cards = state.cards
     cols = plan.cols
     n = plan.n
     stored = cols["ntcard"] & (cols["device_refused"] == 0)
@@ -434,7 +434,7 @@ def settle_balances(
     ev_amt = np.concatenate(
         [-cols["amount_fen"][debit_idx], -purse["amount_fen"], credits["amount_fen"]]
     )
-    res = apply_events(ev_row, ev_t, ev_amt, pop.balance_fen[ev_row])
+    res = apply_events(ev_row, ev_t, ev_amt, cards.balance_fen[ev_row])
     n_debit = len(debit_idx)
     n_purse = len(purse["row"])
     purse["accepted"] = res.accepted[n_debit : n_debit + n_purse]
@@ -455,27 +455,18 @@ def settle_balances(
     idx = np.flatnonzero(charged)
     order = idx[np.argsort((cols["row"][idx] << 22) | cols["t_s"][idx], kind="stable")]
     r = cols["row"][order]
-    start = np.ones(len(order), dtype=bool)
-    start[1:] = r[1:] != r[:-1]
-    group_first = np.maximum.accumulate(np.where(start, np.arange(len(order)), 0))
-    rank = np.arange(len(order)) - group_first + 1
-    counter[order] = (pop.card_counter[r].astype(np.int64) + rank) % 65536
+    counter[order] = (cards.card_counter[r].astype(np.int64) + rank_in_groups(r)) % 65536
     cols["card_counter"] = counter
-    used, inverse = unique_rows(world, r)
+    used, inverse = state.scratch.unique_rows(r)
     used_count = np.bincount(inverse, minlength=len(used))
-    pop.card_counter[used] = (
-        (pop.card_counter[used].astype(np.int64) + used_count) % 65536
+    cards.card_counter[used] = (
+        (cards.card_counter[used].astype(np.int64) + used_count) % 65536
     ).astype(np.int32)
 
-    pop.balance_fen[res.cards] = res.end_balance_fen
+    cards.balance_fen[res.cards] = res.end_balance_fen
     spent = np.where(charged, cols["amount_fen"], 0)
-    np.add.at(pop.month_spent_fen, cols["row"], spent)
+    np.add.at(cards.month_spent_fen, cols["row"], spent)
     return {
         "balance_before_fen": res.balance_before_fen[n_debit + n_purse :],
         "balance_after_fen": res.balance_after_fen[n_debit + n_purse :],
     }
-
-
-def incomplete_entries(cols: dict[str, np.ndarray]) -> np.ndarray:
-    """Rows of metro entries never closed by a tap-out (charged the incomplete-trip fare)."""
-    return np.flatnonzero(cols["incomplete"] & (cols["kind"] == TAP_ENTRY))

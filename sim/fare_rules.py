@@ -7,20 +7,20 @@ are kept as integer basis points so pricing never touches floats).
 
 from __future__ import annotations
 
-import re
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sim import clock
 from sim.codes import CARD_TYPES, DAY_TYPES, MODES
 
 #: Largest single fare accepted (10,000 元): far above any real fare, and keeps tap arrays int32.
 MAX_FARE_FEN = 1_000_000
 MINUTES_PER_DAY = 1440
-
-_WINDOW_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+# Concession hours have always accepted a one-digit hour ("7:00-9:00") and windows over midnight.
+_WINDOW_SYNTAX = {"one_digit_hour": True, "over_midnight": True}
 
 
 def _fare(value: int) -> int:
@@ -59,25 +59,11 @@ def parse_window(text: str) -> list[tuple[int, int]]:
     """Parse ``"HH:MM-HH:MM"`` into half-open minute intervals [start, end) within one day.
 
     A window whose end is before its start runs over midnight ("22:00-02:00") and is returned as
-    two intervals. Raises ValueError with the expected form on anything else.
+    two intervals (one if it ends at 00:00). Raises ValueError with the expected form on anything
+    else (``sim.clock.parse_window``).
     """
-    m = _WINDOW_RE.match(text)
-    if m is None:
-        raise ValueError(
-            f"time window {text!r} is malformed: expected 'HH:MM-HH:MM', e.g. '07:00-09:00'"
-        )
-    h1, m1, h2, m2 = (int(g) for g in m.groups())
-    for h, mm in ((h1, m1), (h2, m2)):
-        if mm > 59 or h > 24 or (h == 24 and mm != 0):
-            raise ValueError(f"time window {text!r} has a time outside 00:00-24:00")
-    start, end = h1 * 60 + m1, h2 * 60 + m2
-    if start == MINUTES_PER_DAY:
-        raise ValueError(f"time window {text!r} cannot start at 24:00")
-    if start == end:
-        raise ValueError(f"time window {text!r} is empty: start equals end")
-    if start < end:
-        return [(start, end)]
-    return [(start, MINUTES_PER_DAY), (0, end)]  # runs over midnight
+    window = clock.parse_window(text, **_WINDOW_SYNTAX)
+    return [(start // 60, end // 60) for start, end in window.pieces()]
 
 
 def _minute_mask(windows: tuple[str, ...]) -> np.ndarray:
@@ -97,16 +83,10 @@ def _name_in(allowed: tuple[str, ...], what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _windows(values: tuple[str, ...]) -> tuple[str, ...]:
-    for text in values:
-        parse_window(text)
-    return values
-
-
 CardTypeName = Annotated[str, _name_in(CARD_TYPES, "card type")]
 ModeName = Annotated[str, _name_in(MODES, "mode")]
 DayTypeName = Annotated[str, _name_in(DAY_TYPES, "day type")]
-Windows = Annotated[tuple[str, ...], AfterValidator(_windows)]
+Windows = clock.window_texts(**_WINDOW_SYNTAX)
 
 
 class _Model(BaseModel):

@@ -235,10 +235,8 @@ def visitors(interop: Interop | None, region_ids, network, streams, first_card_i
                 pm_s=np.full(n, 17 * 3600, np.int32),
                 outlet_topup=np.zeros(n, bool),
                 topup_threshold_fen=np.zeros(n, np.int32),
-                balance_fen=np.zeros(n, np.int64),
-                card_counter=np.zeros(n, np.int32),
-                month_spent_fen=np.zeros(n, np.int64),
-                open_entry_stop=np.full(n, -1, np.int32),
+                opening_balance_fen=np.zeros(n, np.int64),
+                opening_card_counter=np.zeros(n, np.int32),
                 home_city=np.full(n, j, np.uint8),
             )
         )

@@ -1,7 +1,11 @@
-"""Run-level metrics for calibration and reports, gathered day by day from the engine's arrays.
+"""The one KPI computation of a run: daily KPIs, run totals and calibration aggregates.
 
-Everything is aggregated as it happens (a few numpy reductions per day), so a year at full scale
-needs no second pass over the outputs. Definitions (also used by the calibration report):
+``KpiCollector`` subscribes to the engine's events (sim/events.py). From each day's records it
+computes the day's KPI row (what the Mesa DataCollector keeps and ``daily_kpis`` holds), adds it
+to the run totals (the CLI summary, run_meta.json) and to the calibration aggregates
+(``RunMetrics``). Everything is aggregated as it happens (a few numpy reductions per day), so a
+year at full scale needs no second pass over the outputs. Definitions (also used by the
+calibration report):
 
 - transactions: fare records acquired in Nantong that were not declined — bus single taps, metro
   exits and incomplete metro entries — by Nantong cards and by QR codes (笔); visitors' own
@@ -20,10 +24,102 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.codes import CARD_TYPES, MEDIA, STORED_VALUE_MEDIA, TAP_ENTRY
-from sim.day import TOPUP_ONLINE, TOPUP_OUTLET, DayPlan
+from agents.outlet import LEFT_CLOSED, SERVED
+from sim.codes import CARD_TYPES, CLEARED, MEDIA, PENDING, REJECTED, STORED_VALUE_MEDIA, TAP_ENTRY
+from sim.day import TOPUP_ONLINE, TOPUP_OUTLET
+from sim.events import BatchCleared, DaySettled, TapsFinal
 
 ELDERLY = (CARD_TYPES.index("longevity"), CARD_TYPES.index("love"))
+
+#: The daily KPIs, in the order of the ``daily_kpis`` table and the DataCollector's columns.
+KPI_NAMES: tuple[str, ...] = (
+    "riders",
+    "taps",
+    "fare_transactions",
+    "card_spend_fen",
+    "qr_spend_fen",
+    "declined_taps",
+    "topups",
+    "topups_outlet",
+    "topup_fen",
+    "card_sales",
+    "duplicate_deductions",
+    "reader_outage_taps",
+    "outlet_mean_wait_s",
+    "outlet_left_closed",
+    "purse_spend_fen",
+)
+#: Daily KPIs that are not summed into the run totals (a mean of means means nothing).
+_NOT_SUMMED = frozenset({"outlet_mean_wait_s"})
+#: Counts of the day's records kept in the totals besides the KPIs.
+_DAY_COUNTS = ("card_sales_deferred", "refunds_executed", "refunds_fen", "refunds_other_issuers")
+
+
+class KpiCollector:
+    """Subscriber computing each day's KPIs once; keeps run totals and calibration metrics."""
+
+    def __init__(self, world, state) -> None:
+        self.world = world
+        self.metrics = RunMetrics(len(world.region_ids), len(world.population))
+        self._sale_day = state.cards.sale_day  # read-only here: weekly cards-in-stock shares
+        self.totals: dict[str, int] = {}
+        self.taps = 0
+        self.days = 0
+        self._row: dict[int, dict[str, float]] = {}
+
+    def __call__(self, event) -> None:
+        if isinstance(event, DaySettled):
+            self._row[event.day] = self._day_row(event)
+        elif isinstance(event, BatchCleared):
+            self._add("refund_orders", event.refund_orders)
+            self._add("clearing_batches", len(event.batches["batch_id"]))
+        elif isinstance(event, TapsFinal):
+            status = event.taps["status"]
+            self._add("cleared", int((status == CLEARED).sum()))
+            self._add("rejected", int((status == REJECTED).sum()))
+            self._add("pending", int((status == PENDING).sum()))
+
+    def close_day(self, day: int) -> dict[str, float]:
+        """The KPI row of a settled day, added to the totals."""
+        row = self._row.pop(day)
+        for name, value in row.items():
+            if name not in _NOT_SUMMED:
+                self._add(name, value)
+        self.days += 1
+        return row
+
+    def end_of_run(self, refunds_outstanding: int) -> None:
+        """What is only known at the end of the run."""
+        self._add("refunds_outstanding", refunds_outstanding)
+
+    def _add(self, name: str, value) -> None:
+        self.totals[name] = self.totals.get(name, 0) + int(value)
+
+    def _day_row(self, event: DaySettled) -> dict[str, float]:
+        taps = event.taps
+        self.taps += len(taps["row"])
+        figures = self.metrics.observe_day(self.world, self._sale_day, event)
+        visits = event.outlet_visits
+        served = visits["outcome"] == SERVED
+        channel = event.topups["channel"]
+        purse = event.purse
+        for name in _DAY_COUNTS:
+            self._add(name, event.stats.get(name, 0))
+        return {
+            "riders": event.stats["riders"],
+            "taps": len(taps["row"]),
+            **figures,  # transactions and spend as calibration counts them (RunMetrics)
+            "declined_taps": int(taps["declined"].sum()),
+            "topups": len(channel),
+            "topups_outlet": int((channel == TOPUP_OUTLET).sum()),
+            "topup_fen": int(event.topups["amount_fen"].sum()),
+            "card_sales": len(event.card_sales["row"]),  # after unserved buyers were deferred
+            "duplicate_deductions": event.stats["duplicate_deductions"],
+            "reader_outage_taps": event.stats["reader_outage_taps"],
+            "outlet_mean_wait_s": float(visits["wait_s"][served].mean()) if served.any() else 0.0,
+            "outlet_left_closed": int((visits["outcome"] == LEFT_CLOSED).sum()),
+            "purse_spend_fen": int(purse["amount_fen"][purse["accepted"]].sum()),
+        }
 
 
 @dataclass
@@ -69,11 +165,11 @@ class RunMetrics:
             setattr(self, name, np.zeros(self.n_regions, np.int64))
         self._rode_this_week = np.zeros(self.n_cards, dtype=bool)  # indexed by population row
 
-    def observe_day(self, world, plan: DayPlan, credits: dict[str, np.ndarray]) -> dict[str, int]:
-        """Add one finished day (balances applied); returns the day's transactions and spend
-        under the same definitions, for the daily KPIs."""
+    def observe_day(self, world, sale_day: np.ndarray, day: DaySettled) -> dict[str, int]:
+        """Add one settled day; returns the day's transactions and spend under the same
+        definitions, for the daily KPIs. ``sale_day`` is each card's (run) sale day."""
         pop = world.population
-        c = plan.cols
+        c = day.taps
         ok = ~c["declined"] & (c["device_refused"] == 0)
         local_tap = c["city"] == 0
         local_holder = pop.home_city[c["row"]] == 0
@@ -104,33 +200,33 @@ class RunMetrics:
             world.network.lines.region[c["line"]], weights=amount, minlength=self.n_regions
         ).astype(np.int64)
 
-        self.purse_spend_fen += int(plan.purse["amount_fen"][plan.purse["accepted"]].sum())
-        n_top = int(credits["n_topups"][0])
-        rows = credits["row"][:n_top]
-        amounts = credits["amount_fen"][:n_top]
+        self.purse_spend_fen += int(day.purse["amount_fen"][day.purse["accepted"]].sum())
+        rows = day.topups["row"]
+        amounts = day.topups["amount_fen"]
+        channel = day.topups["channel"]
         self.recharge_fen += int(amounts.sum())
-        self.topups += n_top
-        self.topups_outlet += int((credits["channel"][:n_top] == TOPUP_OUTLET).sum())
-        self.topups_online += int((credits["channel"][:n_top] == TOPUP_ONLINE).sum())
+        self.topups += len(rows)
+        self.topups_outlet += int((channel == TOPUP_OUTLET).sum())
+        self.topups_online += int((channel == TOPUP_ONLINE).sum())
         self.recharge_by_region += np.bincount(
             pop.region[rows], weights=amounts, minlength=self.n_regions
         ).astype(np.int64)
-        sold = plan.sales["row"]
+        sold = day.card_sales["row"]
         self.cards_sold += len(sold)
         self.sales_by_region += np.bincount(pop.region[sold], minlength=self.n_regions)
-        self.duplicate_deductions += plan.stats["duplicate_deductions"]
+        self.duplicate_deductions += day.stats["duplicate_deductions"]
 
         self._rode_this_week[c["row"][ok]] = True
-        if (plan.day + 1) % 7 == 0:
-            self._close_week(pop, plan.day)
+        if (day.day + 1) % 7 == 0:
+            self._close_week(pop, sale_day, day.day)
         return {
             "fare_transactions": int(fare_row.sum()),
             "card_spend_fen": int(amount[is_card].sum()),
             "qr_spend_fen": int(amount[~np.isin(c["medium"], list(STORED_VALUE_MEDIA))].sum()),
         }
 
-    def _close_week(self, pop, last_day: int) -> None:
-        issued = (pop.issue_day <= last_day) & (pop.home_city == 0)
+    def _close_week(self, pop, sale_day: np.ndarray, last_day: int) -> None:
+        issued = (sale_day <= last_day) & (pop.home_city == 0)
         live = issued & (pop.end_day > last_day)
         rode = self._rode_this_week
         self.weekly_share_of_stock.append(float(rode[issued].sum() / max(issued.sum(), 1)))

@@ -759,7 +759,8 @@ def write_duckdb_catalogue(out_dir: str | os.PathLike[str], tables: Iterable[str
     return db
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for what runs write: numpy scalars, dates, paths, sets."""
     if isinstance(value, (date, datetime)):
         return value.isoformat()
     if isinstance(value, Path):
@@ -768,13 +769,13 @@ def _json_default(value: Any) -> Any:
         return value.item()
     if isinstance(value, (set, frozenset)):
         return sorted(value)
-    raise TypeError(f"run_meta: cannot store {type(value).__name__} {value!r} as JSON")
+    raise TypeError(f"cannot store {type(value).__name__} {value!r} as JSON")
 
 
 def write_run_meta(out_dir: str | os.PathLike[str], meta: Mapping[str, Any]) -> Path:
     """Write ``run_meta.json`` (sorted keys, UTF-8, indent 2) into ``out_dir`` atomically."""
     path = Path(out_dir) / RUN_META_FILE
-    text = json.dumps(meta, sort_keys=True, ensure_ascii=False, indent=2, default=_json_default)
+    text = json.dumps(meta, sort_keys=True, ensure_ascii=False, indent=2, default=json_default)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -29,7 +29,8 @@ NEVER = np.iinfo(np.int32).max
 
 @dataclass
 class Cardholders:
-    """Columns of the population. Static attributes are set at build; state columns change daily."""
+    """Columns of the population: who the cardholders are, as built with the world (read-only
+    once the world is built; what a run changes is in ``sim.state.CardState``)."""
 
     card_id: np.ndarray  # int64, stable id (also the random-stream entity id)
     card_type: np.ndarray  # uint8, sim.codes.CARD_TYPES
@@ -50,15 +51,18 @@ class Cardholders:
     pm_s: np.ndarray  # int32, habitual evening return
     outlet_topup: np.ndarray  # bool, tops up at an outlet rather than online
     topup_threshold_fen: np.ndarray  # int32
-    # --- state, changed by the engine day by day ---
-    balance_fen: np.ndarray  # int64
-    card_counter: np.ndarray  # int32 (JT/T 978 on-card transaction counter, wraps at 65536)
-    month_spent_fen: np.ndarray  # int64, spend so far this month (monthly caps)
-    open_entry_stop: np.ndarray  # int32, metro station of an unclosed entry (-1 none)
+    # Where a run starts from (a run's changing values live in sim.state.CardState).
+    opening_balance_fen: np.ndarray  # int64, stored value at the start of the period
+    opening_card_counter: np.ndarray  # int32, JT/T 978 purchase counter at the start
     home_city: np.ndarray  # uint8, 0 = a Nantong card; k > 0 = a visitor from external city k
 
     def __len__(self) -> int:
         return len(self.card_id)
+
+    def freeze(self) -> None:
+        """Make every column read-only (the world never changes once built)."""
+        for name in self.__dataclass_fields__:
+            getattr(self, name).flags.writeable = False
 
     def subset(self, rows: np.ndarray) -> Cardholders:
         """A population holding only ``rows`` (same card ids, so the same random numbers)."""
@@ -198,10 +202,8 @@ def build_population(
         pm_s=pm_s,
         outlet_topup=outlet_topup,
         topup_threshold_fen=np.full(n, 0, dtype=np.int32),
-        balance_fen=balance_fen,
-        card_counter=counter,
-        month_spent_fen=np.zeros(n, dtype=np.int64),
-        open_entry_stop=np.full(n, -1, dtype=np.int32),
+        opening_balance_fen=balance_fen,
+        opening_card_counter=counter,
         home_city=np.zeros(n, dtype=np.uint8),
     )
 

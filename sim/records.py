@@ -1,8 +1,9 @@
-"""Turn the engine's day columns into the output tables of sim/schema.py and write them.
+"""The Parquet writer: a subscriber turning the engine's events into the tables of sim/schema.py.
 
 The engine speaks in population rows, seconds since the period start and integer codes; the
 output speaks in tokens, local timestamps and documented columns. This module is the only place
 that knows both, so the engine stays free of output concerns (STYLE.md: collectors subscribe).
+Tap records are written once their day is final (``TapsFinal``): a Parquet file is written once.
 
 Privacy (DOMAIN.md §5): by default ``token_id`` is a pseudonym that changes every day, so one day's
 taps can be joined (transfers, top-ups) but trajectories cannot be followed across days; printed
@@ -20,6 +21,15 @@ import numpy as np
 from agents.outlet import OUTCOMES, SERVICE_KINDS
 from sim.codes import MODES
 from sim.day import TOPUP_CHANNELS
+from sim.events import (
+    BatchCleared,
+    DayClosed,
+    DaySettled,
+    RunFinished,
+    SettlementDone,
+    TapsFinal,
+    UploadsSent,
+)
 from sim.identity import card_numbers, identities
 from sim.ledger import Ledger
 from sim.output import RunOutput
@@ -58,7 +68,7 @@ def _hash32(*columns: np.ndarray) -> np.ndarray:
 
 
 class RecordWriter:
-    """Receives ``emit(table, day, columns)`` from the engine and writes output partitions."""
+    """Subscriber that converts the engine's events into output partitions (``output``)."""
 
     def __init__(
         self,
@@ -67,6 +77,7 @@ class RecordWriter:
         institution_ids: tuple[str, ...],
         issuer_code: int,
         unmasked: bool = False,
+        run_seed: int | None = None,
     ) -> None:
         self.world = world
         self.output = output
@@ -76,7 +87,8 @@ class RecordWriter:
         start = world.start_date
         self.epoch_s = (start - _EPOCH).days * DAY_S
         self.tables_written: set[str] = set()
-        self._token_key = np.uint64(stream_key(f"token:{world.scenario.seed}"))
+        seed = world.scenario.seed if run_seed is None else run_seed
+        self._token_key = np.uint64(stream_key(f"token:{seed}"))
         devices = world.network.devices
         lines = world.network.lines
         stops = world.network.stops
@@ -86,7 +98,6 @@ class RecordWriter:
             [lines.region[devices.line], lines.region[stops.line]]
         ).astype(np.int64)
         self.outlet_ids = np.array([o.outlet_id for o in world.outlets], dtype=np.int64)
-        self.load_counter = np.zeros(len(world.population), dtype=np.int32)
 
     # ----------------------------------------------------------------- helpers
     def _date(self, day: int) -> dt.date:
@@ -116,13 +127,28 @@ class RecordWriter:
         self.output.write(table, self._date(day), columns)
         self.tables_written.add(table)
 
-    # ----------------------------------------------------------------- engine interface
-    def emit(self, table: str, day: int, cols: dict[str, np.ndarray]) -> None:
-        """Convert and write one day's rows of ``table``."""
+    # ----------------------------------------------------------------- subscriber
+    def __call__(self, event) -> None:
+        """Write what ``event`` completes (see sim/events.py for the order of events)."""
         if self.output is None:
             return
-        convert = getattr(self, f"_{table}")
-        self._write(table, day, convert(day, cols))
+        match event:
+            case DaySettled(day=day):
+                self._write("topups", day, self._topups(day, event.topups))
+                self._write("card_sales", day, self._card_sales(day, event.card_sales))
+                self._write("outlet_visits", day, self._outlet_visits(day, event.outlet_visits))
+            case UploadsSent(day=day, uploads=uploads):
+                self._write("device_uploads", day, self._device_uploads(day, uploads))
+            case BatchCleared(day=day, batches=batches):
+                self._write("clearing_batches", day, self._clearing_batches(day, batches))
+            case SettlementDone(settle_day=day, positions=positions):
+                self._write("settlements", day, self._settlements(day, positions))
+            case TapsFinal(day=day, taps=taps):
+                self._write("transactions", day, self._transactions(day, taps))
+            case DayClosed(day=day, kpis=kpis):
+                self._write("daily_kpis", day, self._daily_kpis(day, kpis))
+            case RunFinished(ledger=ledger):
+                self.finish(ledger)
 
     def finish(self, ledger: Ledger) -> None:
         """Write what is only complete at the end: the journal, partitioned by posting day."""
@@ -198,15 +224,7 @@ class RecordWriter:
         pop = self.world.population
         rows = c["row"]
         n = len(rows)
-        order = np.lexsort((c["t_s"], rows))
-        counter = np.empty(n, dtype=np.int64)
-        if n:
-            r = rows[order]
-            first = np.ones(n, dtype=bool)
-            first[1:] = r[1:] != r[:-1]
-            rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0)) + 1
-            counter[order] = (self.load_counter[r].astype(np.int64) + rank) % 65536
-            np.add.at(self.load_counter, r, 1)
+        counter = c["card_counter"]
         t = self._ts(day, c["t_s"])
         outlet = np.where(c["outlet"] >= 0, self.outlet_ids[np.maximum(c["outlet"], 0)], -1)
         return {
@@ -315,7 +333,7 @@ class RecordWriter:
             "net_position_fen": c["position_fen"],
         }
 
-    def _daily_kpis(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = dict(c)
+    def _daily_kpis(self, day: int, kpis: dict[str, float]) -> dict[str, np.ndarray]:
+        out = {name: np.array([value]) for name, value in kpis.items()}
         out["day_type"] = np.array([self.world.calendar.day_types[day]], dtype=np.int8)
         return out

@@ -49,7 +49,16 @@ class Scenario(Section):
     schema_version: Literal[1] = Field(description="Scenario format version.")
     name: str = Field(min_length=1, description="Short name, used in reports.")
     description: str = Field(default="", description="What the scenario represents.")
-    seed: int = Field(ge=0, description="Root of every random stream of the run.")
+    seed: int = Field(
+        ge=0, description="Root of the run's random streams: daily behaviour, devices, outlets."
+    )
+    world_seed: int | None = Field(
+        default=None,
+        ge=0,
+        description="Root of the world's streams: the synthetic population, network and outlet "
+        "placement. Default: the same as seed. Set it to replay one population under several "
+        "run seeds (replications).",
+    )
     period: Period = Field(description="Simulated days.")
     calendar: CalendarRef = Field(description="Day types: holidays, 调休, Spring Festival, terms.")
     regions: dict[str, Region] = Field(min_length=1, description="Regions by id.")

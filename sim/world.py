@@ -1,13 +1,14 @@
 """Build the World from a Scenario: calendar, regions, network, population, outlets, fares.
 
 The world is everything that exists before the first simulated minute. Building it is a pure
-function of the scenario (and its seed): two builds give identical arrays.
+function of the scenario and its world seed: two builds give identical arrays. Once built it never
+changes (its population columns are read-only); a run's changing state is ``sim.state.RunState``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +24,12 @@ from sim.rng import Streams
 from sim.scenario import Scenario
 
 
-@dataclass
+@dataclass(frozen=True)
 class World:
-    """The static world of a run plus the population's state columns."""
+    """The static world of a scenario: who, where, what network, which rules (immutable)."""
 
     scenario: Scenario
-    streams: Streams
+    streams: Streams  # the world's streams (population, network, outlets); runs have their own
     calendar: Calendar
     region_ids: list[str]
     network: TransitNetwork
@@ -43,19 +44,15 @@ class World:
     n_local_lines: int  # lines [0, n) are Nantong's; the rest are external cities' gateways
     line_city: np.ndarray  # uint8 per line: 0 Nantong, k = external city k
     away_probability: np.ndarray  # [region, city]: chance a riding cardholder is there today
-    cache: dict = field(default_factory=dict)  # per-run lookups derived from the population
+    riding_rows: np.ndarray  # rows that ever ride: dormant cards never enter daily work
+    sale_rows: np.ndarray  # rows of cards sold in the period, by planned sale day
+    sale_days: np.ndarray  # planned sale day of each of ``sale_rows`` (ascending)
+    device_ids: np.ndarray  # ids of every validator device (0..n-1)
 
     @property
     def days(self) -> int:
         """Number of simulated days."""
         return self.calendar.days
-
-    def cache_devices(self) -> np.ndarray:
-        """Ids of every validator device (0..n-1), built once."""
-        ids = self.cache.get("device_ids")
-        if ids is None:
-            ids = self.cache["device_ids"] = np.arange(len(self.network.devices.line))
-        return ids
 
     @property
     def start_date(self) -> dt.date:
@@ -65,7 +62,7 @@ class World:
 
 def build_world(scenario: Scenario, outlets_file: Path) -> World:
     """Construct the world for ``scenario`` (``outlets_file`` already resolved to a real path)."""
-    streams = Streams(scenario.seed)
+    streams = Streams(scenario.seed if scenario.world_seed is None else scenario.world_seed)
     period = scenario.period
     calendar = Calendar(scenario.load_calendar(), period.start, period.days)
     region_ids = list(scenario.regions)
@@ -116,6 +113,9 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
     ]
     fares = compile_fares(scenario.fares, lines)
     fares_qr = compile_fares(scenario.fares.model_copy(update={"concessions": {}}), lines)
+    population.freeze()
+    sale_rows = np.flatnonzero((population.issue_day >= 0) & (population.issue_day < period.days))
+    sale_rows = sale_rows[np.argsort(population.issue_day[sale_rows], kind="stable")]
     return World(
         scenario=scenario,
         streams=streams,
@@ -142,6 +142,10 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
             if scenario.interop is not None and scenario.interop.cities
             else np.zeros((len(region_ids), 0))
         ),
+        riding_rows=np.flatnonzero(population.rider_class > 0),
+        sale_rows=sale_rows,
+        sale_days=population.issue_day[sale_rows],
+        device_ids=np.arange(len(network.devices.line)),
     )
 
 
@@ -154,7 +158,7 @@ def _steady_state_balances(scenario: Scenario, population: Cardholders, streams:
     riders = (population.rider_class > 0) & (population.home_city == 0)
     u = streams.uniform("pop.balance_steady", 0, population.card_id[riders])
     level = population.topup_threshold_fen[riders] + u * mean_amount
-    population.balance_fen[riders] = np.minimum(level, top.max_balance_fen).astype(np.int64)
+    population.opening_balance_fen[riders] = np.minimum(level, top.max_balance_fen).astype(np.int64)
 
 
 def _place_outlets(network: TransitNetwork, outlet_region: np.ndarray, streams: Streams):

@@ -9,14 +9,12 @@ Shares are fractions in [0, 1] unless the name says ``_pct``.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sim.clock import HHMM, parse_hhmm
 from sim.codes import CARD_TYPES, MEDIA
-
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -29,16 +27,9 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def hhmm_to_s(text: str) -> int:
-    """'07:30' -> seconds since midnight."""
-    hours, minutes = text.split(":")
-    return int(hours) * 3600 + int(minutes) * 60
-
-
-def _check_hhmm(value: str) -> str:
-    if not _HHMM.match(value):
-        raise ValueError(f"time of day must be HH:MM (00:00-23:59), got {value!r}")
-    return value
+#: '07:30' -> seconds since midnight (``sim.clock.parse_hhmm``); kept under this name because the
+#: day planner, engine, population and citizen modules import it from here.
+hhmm_to_s = parse_hhmm
 
 
 class Period(Section):
@@ -204,11 +195,11 @@ class Behaviour(Section):
     school_break_student_factor: float = Field(
         ge=0, description="Students' riding chance multiplier on non-school days."
     )
-    am_departure_mean: str = Field(description="Mean morning departure of commuters (HH:MM).")
+    am_departure_mean: HHMM = Field(description="Mean morning departure of commuters (HH:MM).")
     am_departure_sd_min: float = Field(gt=0, description="Spread of commuters' habitual time.")
-    pm_departure_mean: str = Field(description="Mean evening return of commuters (HH:MM).")
+    pm_departure_mean: HHMM = Field(description="Mean evening return of commuters (HH:MM).")
     pm_departure_sd_min: float = Field(gt=0, description="Spread of the evening return.")
-    errand_departure_mean: str = Field(description="Mean start of an errand outing (HH:MM).")
+    errand_departure_mean: HHMM = Field(description="Mean start of an errand outing (HH:MM).")
     errand_departure_sd_min: float = Field(gt=0, description="Spread of errand outings.")
     errand_duration_mean_min: float = Field(gt=0, description="Mean time spent at the errand.")
     daily_time_jitter_min: float = Field(ge=0, description="Day-to-day noise on habitual times.")
@@ -230,11 +221,6 @@ class Behaviour(Section):
         description="Mean amount of such a purchase (exponential)."
     )
 
-    @field_validator("am_departure_mean", "pm_departure_mean", "errand_departure_mean")
-    @classmethod
-    def _hhmm(cls, value: str) -> str:
-        return _check_hhmm(value)
-
 
 class TopUps(Section):
     """When and how stored-value cards are reloaded."""
@@ -243,7 +229,7 @@ class TopUps(Section):
     amounts_fen: list[PositiveInt] = Field(description="Top-up amounts people choose among.")
     amount_weights: list[float] = Field(description="Relative frequency of each amount.")
     max_balance_fen: PositiveInt = Field(description="Card balance ceiling (Nantong: 1000 元).")
-    online_time_mean: str = Field(description="Mean time of day of online top-ups (HH:MM).")
+    online_time_mean: HHMM = Field(description="Mean time of day of online top-ups (HH:MM).")
 
     @model_validator(mode="after")
     def _weights_match(self) -> TopUps:
@@ -253,11 +239,6 @@ class TopUps(Section):
             raise ValueError("amount_weights must be >= 0 and not all zero")
         return self
 
-    @field_validator("online_time_mean")
-    @classmethod
-    def _hhmm(cls, value: str) -> str:
-        return _check_hhmm(value)
-
 
 class CardSales(Section):
     """Card sales. Which cards are sold in the period follows from their issue dates (see
@@ -265,16 +246,11 @@ class CardSales(Section):
 
     price_fen: NonNegInt = Field(description="Card fee paid at sale (not stored value).")
     initial_topup_fen: NonNegInt = Field(description="Stored value loaded at sale.")
-    arrival_mean: str = Field(
+    arrival_mean: HHMM = Field(
         description="Mean time of day of online (NFC virtual card) purchases (HH:MM); buyers of "
         "physical cards come during their outlet's opening hours."
     )
     arrival_sd_min: float = Field(gt=0, description="Spread of online purchase times.")
-
-    @field_validator("arrival_mean")
-    @classmethod
-    def _hhmm(cls, value: str) -> str:
-        return _check_hhmm(value)
 
 
 class OutputSettings(Section):

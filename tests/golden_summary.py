@@ -68,7 +68,7 @@ def run_small(out_dir: Path) -> dict:
     sys.path.insert(0, str(ROOT))
     from sim.api import load_scenario, run
 
-    run(load_scenario(ROOT / "scenarios" / "small_ci.yaml", days=3), out_dir, quiet=True)
+    run(load_scenario(ROOT / "scenarios" / "small_ci.yaml", days=3), out_dir)
     return summarise(out_dir)
 
 

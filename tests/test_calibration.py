@@ -20,7 +20,7 @@ TARGETS = ROOT / "data" / "nantong" / "targets_2024.yaml"
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("cal")
     scenario = load_scenario(ROOT / "scenarios" / "small_ci.yaml", days=7)
-    return calibrate(scenario, TARGETS, out, quiet=True), out
+    return calibrate(scenario, TARGETS, out), out
 
 
 def test_report_lists_every_target_with_error_and_rule(report):
@@ -65,7 +65,7 @@ def test_bad_targets_file_is_bad_input(tmp_path):
     bad.write_text("year: 2024\ntotals: {transactions: -5}\n", encoding="utf-8")
     scenario = load_scenario(ROOT / "scenarios" / "small_ci.yaml", days=2)
     with pytest.raises(BadInput, match="missing keys"):
-        calibrate(scenario, bad, tmp_path / "out", quiet=True)
+        calibrate(scenario, bad, tmp_path / "out")
     cmd = [
         sys.executable,
         "run_scenario.py",

@@ -15,7 +15,7 @@ from sim.day import planned_taps
 def _plan(world, pop, day):
     """The day's taps of ``pop`` (at home and in other cities), as the engine plans them."""
     pool = np.flatnonzero((pop.rider_class > 0) & (pop.issue_day < day) & (pop.end_day > day))
-    planned = planned_taps(world, pop, day, pool)
+    planned = planned_taps(world, world.streams, pop, day, pool)
     if planned.away is None:
         return planned.local
     parts = (planned.local, planned.away)
@@ -80,8 +80,8 @@ def test_two_runs_give_byte_identical_parquet(tmp_path):
 
     root = Path(__file__).resolve().parent.parent
     scenario = load_scenario(root / "scenarios" / "small_ci.yaml", days=3)
-    run(scenario, tmp_path / "a", quiet=True)
-    run(scenario, tmp_path / "b", quiet=True)
+    run(scenario, tmp_path / "a")
+    run(scenario, tmp_path / "b")
     a, b = _digest(tmp_path / "a"), _digest(tmp_path / "b")
     assert len(a) >= 9 * 3 - 5  # every table, most days
     assert a == b

@@ -12,11 +12,12 @@ import pyarrow.compute as pc
 import pytest
 from output_frames import read_frame
 
-import sim.engine
+import sim.shard
 from sim.api import build, load_scenario, run
 from sim.codes import CLEARED, PENDING, REJECTED
-from sim.engine import Engine
+from sim.events import BatchCleared, TapsFinal
 from sim.ledger import InvariantViolation
+from sim.model import CardTwinModel
 from sim.output import read_table
 
 SMALL = Path(__file__).resolve().parent.parent / "scenarios" / "small_ci.yaml"
@@ -32,20 +33,27 @@ def _scenario(overrides=()):
 
 @pytest.fixture(scope="module")
 def summary():
-    return run(_scenario(), None, quiet=True)
+    return run(_scenario(), None)
 
 
 @pytest.fixture(scope="module")
 def engine():
-    """An engine run directly, so its ledger and final population are at hand."""
+    """An engine run directly, so its ledger and final run state are at hand; ``emitted`` holds
+    what a subscriber received: the final tap records and the clearing log, by day."""
     world = build(_scenario(DUPLICATES))
-    emitted: dict[str, list] = {}
+    emitted: dict[str, list] = {"transactions": [], "clearing_batches": []}
 
-    def sink(table: str, day: int, cols: dict) -> None:
-        emitted.setdefault(table, []).append((day, {k: np.copy(v) for k, v in cols.items()}))
+    def subscriber(event) -> None:
+        if isinstance(event, TapsFinal):
+            emitted["transactions"].append(
+                (event.day, {k: np.copy(v) for k, v in event.taps.items()})
+            )
+        elif isinstance(event, BatchCleared):
+            emitted["clearing_batches"].append((event.day, event.batches))
 
-    engine = Engine(world, sink)
-    engine.run()
+    model = CardTwinModel(world=world, subscribers=[subscriber])
+    model.run_days()
+    engine = model.engine
     engine.emitted = emitted
     return engine
 
@@ -53,8 +61,8 @@ def engine():
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("engine") / "run"
-    result = run(_scenario(DUPLICATES), out, quiet=True)
-    assert result.stats.taps > 0
+    result = run(_scenario(DUPLICATES), out)
+    assert result.taps > 0
     return out, result
 
 
@@ -66,16 +74,15 @@ def tables(out_dir):
 
 
 def test_run_completes_and_every_tap_has_one_status(summary):
-    stats = summary.stats
-    totals = stats.totals
-    assert stats.days == DAYS == summary.days
-    assert stats.taps > 5_000
-    assert totals["taps"] == stats.taps
-    assert totals["cleared"] + totals["rejected"] + totals["pending"] == stats.taps
+    totals = summary.totals
+    assert summary.days == DAYS
+    assert summary.taps > 5_000
+    assert totals["taps"] == summary.taps
+    assert totals["cleared"] + totals["rejected"] + totals["pending"] == summary.taps
     # The clock runs to the last day's clearing cut-off: nothing is left pending.
     assert totals["pending"] == 0
-    assert totals["cleared"] > 0.99 * stats.taps
-    assert totals["fare_transactions"] <= stats.taps
+    assert totals["cleared"] > 0.99 * summary.taps
+    assert totals["fare_transactions"] <= summary.taps
     assert totals["riders"] > 0 and totals["topups"] > 0
     assert summary.out_dir is None
     assert summary.metrics is not None and summary.world is not None
@@ -83,8 +90,8 @@ def test_run_completes_and_every_tap_has_one_status(summary):
 
 def test_output_statuses_match_the_run_totals(tables):
     tx = tables["transactions"]
-    totals = tables["summary"].stats.totals
-    assert len(tx) == tables["summary"].stats.taps
+    totals = tables["summary"].totals
+    assert len(tx) == tables["summary"].taps
     counts = tx["status"].value_counts().to_dict()
     assert counts.get("cleared", 0) == totals["cleared"]
     assert counts.get("rejected", 0) == totals["rejected"]
@@ -100,7 +107,7 @@ def test_ledger_balances_and_float_equals_card_balances(engine):
     assert ledger.trial_balance() == 0
     balances = ledger.balances()
     issuer = engine.world.scenario.output.issuer_id
-    assert -balances[f"float:{issuer}"] == int(engine.world.population.balance_fen.sum())
+    assert -balances[f"float:{issuer}"] == int(engine.state.cards.balance_fen.sum())
     # Every batch is settled by the end of the run: no open settlement positions.
     assert all(v == 0 for k, v in balances.items() if k.startswith("settle:"))
     # Unsettled card fares are only the duplicate refunds due after the period.
@@ -133,9 +140,7 @@ def test_card_fares_in_transactions_equal_the_card_fare_postings(tables):
     assert card_fares == _ledger_sum(le, "card_fare", debit="float:NTCARD")
     # The KPI counts what Nantong acquired (the published tables' view): taps in Nantong only.
     local = charged & (tx["city_code"] == "3206")
-    assert (
-        int(tx.loc[local, "amount_fen"].sum()) == tables["summary"].stats.totals["card_spend_fen"]
-    )
+    assert int(tx.loc[local, "amount_fen"].sum()) == tables["summary"].totals["card_spend_fen"]
     # Everything else charged (QR codes, visitors' own cards) is a QR-style fare.
     refused = tx["reject_reason"] == "device_buffer_full"
     other = ~nt_card & ~refused
@@ -151,7 +156,7 @@ def test_topups_equal_the_topup_postings(tables):
     topups, le = tables["topups"], tables["ledger_entries"]
     assert len(topups) > 0
     assert int(topups["amount_fen"].sum()) == _ledger_sum(le, "topup", debit="bank:NTCARD")
-    assert int(topups["amount_fen"].sum()) == tables["summary"].stats.totals["topup_fen"]
+    assert int(topups["amount_fen"].sum()) == tables["summary"].totals["topup_fen"]
     assert (
         topups["balance_after_fen"] - topups["balance_before_fen"] == topups["amount_fen"]
     ).all()
@@ -219,23 +224,23 @@ def test_duplicate_deductions_are_rejected_and_refunded(tables):
     executed = batches.loc[batches["settle_date"] <= last_day, "refund_fen"].sum()
     assert 0 < executed < batches["refund_fen"].sum()
     assert _ledger_sum(le, "duplicate_refund") == int(executed)
-    assert tables["summary"].stats.totals["refunds_fen"] == int(executed)
+    assert tables["summary"].totals["refunds_fen"] == int(executed)
 
 
 def test_a_card_balance_changed_outside_the_books_breaks_conservation(monkeypatch, tmp_path):
-    # sim.engine imports settle_balances by name: patch the name the engine calls.
-    real = sim.engine.settle_balances
+    # sim.shard imports settle_balances by name: patch the name the shard calls.
+    real = sim.shard.settle_balances
 
-    def leaky(world, plan, credits):
-        result = real(world, plan, credits)
+    def leaky(world, state, plan, credits):
+        result = real(world, state, plan, credits)
         if plan.day == 2:
-            world.population.balance_fen[0] += 1  # one fen from nowhere
+            state.cards.balance_fen[0] += 1  # one fen from nowhere
         return result
 
-    monkeypatch.setattr(sim.engine, "settle_balances", leaky)
+    monkeypatch.setattr(sim.shard, "settle_balances", leaky)
     out = tmp_path / "broken"
     with pytest.raises(InvariantViolation) as info:
-        run(_scenario(), out, quiet=True)
+        run(_scenario(), out)
     assert info.value.name == "conservation"
     assert info.value.delta_fen == 1
     assert "day 2" in info.value.where
@@ -246,11 +251,11 @@ def test_a_card_balance_changed_outside_the_books_breaks_conservation(monkeypatc
 def test_emitted_records_have_final_statuses(engine):
     # What the engine hands the writers: every tap in one of the three states, none pending.
     status = np.concatenate([c["status"] for _, c in engine.emitted["transactions"]])
-    assert len(status) == engine.stats.taps
+    assert len(status) == engine.kpis.taps
     assert np.isin(status, [PENDING, CLEARED, REJECTED]).all()
     assert not (status == PENDING).any()
-    assert int((status == REJECTED).sum()) == engine.stats.totals["rejected"]
-    assert int((status == CLEARED).sum()) == engine.stats.totals["cleared"]
+    assert int((status == REJECTED).sum()) == engine.kpis.totals["rejected"]
+    assert int((status == CLEARED).sum()) == engine.kpis.totals["cleared"]
 
 
 def test_tap_records_are_well_formed(out_dir):

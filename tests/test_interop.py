@@ -14,6 +14,7 @@ from sim.codes import MEDIA, STORED_VALUE_MEDIA
 from sim.day import plan_day
 from sim.interop import away_probability
 from sim.records import name_tables
+from sim.state import RunState
 
 SMALL = Path(__file__).resolve().parent.parent / "scenarios" / "small_ci.yaml"
 # Forty times the base rate of days away, so a few days of small_ci give hundreds of away taps.
@@ -33,7 +34,8 @@ def _city_index(world, city_id: str) -> int:
 def _plan_days(world, days):
     """Planned tap columns of ``days`` (devices all mapped to one agent: order is irrelevant)."""
     agents = np.zeros(len(world.network.devices.line), dtype=np.int64)
-    plans = [plan_day(world, day, agents) for day in days]
+    state = RunState.fresh(world)
+    plans = [plan_day(world, state, day, agents) for day in days]
     return plans, {k: np.concatenate([p.cols[k] for p in plans]) for k in plans[0].cols}
 
 

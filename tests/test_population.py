@@ -106,12 +106,12 @@ def test_elderly_cards_end_sooner_than_ordinary_cards(year_world):
 def test_balances_are_non_negative_and_riders_start_near_their_threshold(world):
     pop = world.population
     top = world.scenario.topups
-    assert (pop.balance_fen >= 0).all()
+    assert (pop.opening_balance_fen >= 0).all()
     assert (pop.topup_threshold_fen > 0)[_local(pop)].all()
     mean_topup = np.average(top.amounts_fen, weights=top.amount_weights)
     riders = _local(pop) & (pop.rider_class != RIDER_DORMANT)
     assert riders.sum() > 1000
-    balance = pop.balance_fen[riders]
+    balance = pop.opening_balance_fen[riders]
     threshold = pop.topup_threshold_fen[riders].astype(np.int64)
     assert (balance >= threshold).all()
     assert (balance <= np.minimum(threshold + mean_topup, top.max_balance_fen)).all()
@@ -127,9 +127,8 @@ def test_visitors_exist_with_interop_and_hold_no_nantong_balance(world):
     per_city = np.bincount(pop.home_city[visitors], minlength=len(cities) + 1)[1:]
     # 20 people in each city's pool per daily visitor.
     assert per_city.tolist() == [20 * c.inbound_visitors_per_day for c in cities.values()]
-    assert (pop.balance_fen[visitors] == 0).all()
+    assert (pop.opening_balance_fen[visitors] == 0).all()
     assert (pop.topup_threshold_fen[visitors] == 0).all()
-    assert (pop.month_spent_fen[visitors] == 0).all()
     # Visitors' ids sit in per-city blocks, and they ride in Nantong regions.
     assert pop.card_id[visitors].min() == VISITOR_ID_BASE
     assert (pop.region[visitors] < len(world.region_ids)).all()
@@ -154,10 +153,12 @@ def test_subset_keeps_each_row_values(world):
         part = getattr(sub, field.name)
         assert part.dtype == full.dtype, field.name
         assert np.array_equal(part, full[rows]), field.name
-    # A copy, not a view: changing the subset's state leaves the population alone.
-    before = int(pop.balance_fen[rows[1]])
-    sub.balance_fen[1] += 100
-    assert int(pop.balance_fen[rows[1]]) == before
+    # A copy, not a view: the subset can be changed while the world stays read-only.
+    before = int(pop.opening_balance_fen[rows[1]])
+    sub.opening_balance_fen[1] += 100
+    assert int(pop.opening_balance_fen[rows[1]]) == before
+    with pytest.raises(ValueError, match="read-only"):
+        pop.opening_balance_fen[rows[1]] += 100
 
 
 def test_population_build_is_deterministic(world):

@@ -28,8 +28,8 @@ ID_COLUMN = {"card_sales": "sale_id", "topups": "topup_id", "transactions": "tra
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("records")
     scenario = load_scenario(SMALL, days=2)
-    masked = run(scenario, root / "masked", quiet=True)
-    unmasked = run(scenario, root / "unmasked", quiet=True, unmasked=True)
+    masked = run(scenario, root / "masked")
+    unmasked = run(scenario, root / "unmasked", unmasked=True)
     return {
         "world": unmasked.world,
         "masked": {t: read_frame(root / "masked", t) for t in TABLES},

@@ -1,0 +1,130 @@
+"""What the engine publishes, and the bus that hands it to subscribers.
+
+Monitoring is kept out of the engine (STYLE.md, after SimPy): the engine and its shards publish
+typed events; the Parquet writer, the KPI collector, the progress display and stream sinks
+subscribe. Events carry columns (numpy arrays), never one Python object per record.
+
+Order of a day's events, as a stream consumer sees them:
+
+    DaySettled(d)        the day's records: taps with fares and balances (status pending, or
+                         rejected by a full device buffer), top-ups, card sales, outlet visits
+    UploadsSent(d)       the devices' upload batches of day d
+    BatchCleared(d-1)    at the clearing cut-off of the next morning: the batch rows and the
+                         new status of every tap it decided (TapStatus)
+    SettlementDone(s)    net positions of settlement date s, when they are paid
+    TapsFinal(d')        every tap of day d' has its final status: the whole day's records
+    DayClosed(d)         the day's KPIs (the row the Mesa DataCollector keeps)
+    RunFinished          the ledger, once every invariant has been checked
+
+A subscriber is any callable taking one event; it picks the types it wants (``match`` or
+``isinstance``). Subscribers must not change an event's arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Columns = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class DaySettled:
+    """A day's records once its balances are applied (time: just before midnight)."""
+
+    day: int
+    taps: Columns  # tap records, status pending or rejected (device buffer full)
+    topups: Columns  # credits that reached cards: top-ups and value loaded at sale
+    card_sales: Columns
+    outlet_visits: Columns
+    purse: Columns  # non-transit purse payments (row, t_s, amount_fen, accepted)
+    stats: dict[str, int] = field(default_factory=dict)  # behaviour counts of the day
+
+
+@dataclass(frozen=True)
+class UploadsSent:
+    """The devices' upload batches of a day (one row per batch sent, resends included)."""
+
+    day: int
+    uploads: Columns
+
+
+@dataclass(frozen=True)
+class TapStatus:
+    """New clearing status of taps (a later state change of records already published)."""
+
+    tap_day: np.ndarray  # int64, day the tap happened
+    tx_id: np.ndarray
+    status: np.ndarray  # sim.codes CLEARED / REJECTED
+    reason: np.ndarray
+    fee_fen: np.ndarray
+    clearing_batch_id: np.ndarray
+    settle_day: np.ndarray
+
+
+@dataclass(frozen=True)
+class BatchCleared:
+    """A clearing node ran its daily batch for clearing day ``day``."""
+
+    day: int
+    node_id: str
+    batches: Columns  # one row per acquirer batch, hash-chained
+    taps: TapStatus
+    refund_orders: int  # duplicate deductions found, to be refunded on the settlement date
+
+
+@dataclass(frozen=True)
+class SettlementDone:
+    """Net positions paid on ``settle_day`` (they sum to zero)."""
+
+    settle_day: int
+    positions: Columns  # participant, role, position_fen
+
+
+@dataclass(frozen=True)
+class TapsFinal:
+    """Every tap of ``day`` has its final status: the day's complete tap records."""
+
+    day: int
+    taps: Columns
+
+
+@dataclass(frozen=True)
+class DayClosed:
+    """A simulated day is over; ``kpis`` is its row of daily KPIs."""
+
+    day: int
+    kpis: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """The run is over and its invariants hold; ``ledger`` is the complete journal."""
+
+    days: int
+    ledger: Any  # sim.ledger.Ledger
+
+
+Event = (
+    DaySettled | UploadsSent | BatchCleared | SettlementDone | TapsFinal | DayClosed | RunFinished
+)
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Hands each published event to every subscriber, in the order they subscribed."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Add a subscriber (called with every later event)."""
+        self._subscribers.append(subscriber)
+
+    def publish(self, event: Event) -> None:
+        """Deliver ``event`` to every subscriber now."""
+        for subscriber in self._subscribers:
+            subscriber(event)

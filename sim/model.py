@@ -1,0 +1,87 @@
+"""The Mesa model of a run: hosts the agents, steps one simulated day, collects the daily KPIs.
+
+``CardTwinModel.step()`` advances the engine by one day and records that day's KPIs in the
+model's ``DataCollector`` (the one KPI record of a run), so Mesa's own drivers work unchanged:
+
+    from mesa.batchrunner import batch_run
+    batch_run(CardTwinModel, {"scenario": "scenarios/small_ci.yaml", "days": 3, "seed": [1, 2]},
+              max_steps=10)
+
+A model is built from a scenario file (what ``batch_run`` passes) or from an existing world (one
+world, many runs: policies, replications).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mesa
+import simpy
+
+from sim.behaviour import NO_RESPONSE, Response
+from sim.engine import Engine
+from sim.events import Subscriber
+from sim.metrics import KPI_NAMES
+from sim.world import World
+
+
+def kpi_of(model: CardTwinModel, name: str) -> float:
+    """One KPI of the model's last simulated day (a DataCollector reporter: a module-level
+    function, picklable unlike a lambda, so ``batch_run`` can use processes)."""
+    return model.kpis.get(name, 0)
+
+
+class CardTwinModel(mesa.Model):
+    """One run: a world, its engine, and the Mesa agents (validators, outlets, clearing node).
+
+    Args:
+        scenario: a scenario file (used when ``world`` is not given).
+        world: an already built world (shared with other runs; never changed).
+        days: simulate only the first ``days`` days of the scenario's period.
+        seed: the run seed (default: the scenario's); the world keeps its own seed.
+        env: the SimPy environment (e.g. ``simpy.rt.RealtimeEnvironment`` to pace the run).
+        subscribers: event subscribers (sim/events.py): writers, progress, stream sinks.
+        response: how riders respond to prices (sim/behaviour.py).
+    """
+
+    def __init__(
+        self,
+        scenario: str | Path | None = None,
+        *,
+        world: World | None = None,
+        days: int | None = None,
+        seed: int | None = None,
+        env: simpy.Environment | None = None,
+        subscribers: tuple[Subscriber, ...] | list[Subscriber] = (),
+        response: Response = NO_RESPONSE,
+    ) -> None:
+        if world is None:
+            if scenario is None:
+                raise ValueError("CardTwinModel needs a scenario file or a world")
+            from sim.api import build, load_scenario  # the API builds worlds from files
+
+            world = build(load_scenario(scenario, days=days))
+        run_seed = world.scenario.seed if seed is None else int(seed)
+        # Mesa's own generator is seeded for completeness; every draw of the run comes from the
+        # counter-based streams of the run state (sim/rng.py).
+        super().__init__(seed=run_seed)
+        self.world = world
+        self.kpis: dict[str, float] = {}
+        self.datacollector = mesa.DataCollector(
+            model_reporters={name: [kpi_of, [self, name]] for name in KPI_NAMES}
+        )
+        self.engine = Engine(
+            world, self, env=env, seed=run_seed, subscribers=subscribers, response=response
+        )
+
+    def step(self) -> None:
+        """Simulate one day and collect its KPIs; ``running`` turns False after the last day."""
+        self.kpis = self.engine.step_day()
+        self.datacollector.collect(self)
+        self.running = not self.engine.finished
+
+    def run_days(self, until: int | None = None) -> None:
+        """Step until ``until`` days are done (default: the whole period)."""
+        last = self.engine.days if until is None else min(int(until), self.engine.days)
+        while self.engine.state.day < last:
+            self.step()

@@ -1,0 +1,580 @@
+"""One city's day on the clock: its riders, validators, outlets and card money.
+
+A shard simulates behaviour, fares, balances, validators and outlets of its city; the clearing
+node (agents/clearing.py) takes the shard's uploaded records at its cut-off and hands back their
+clearing status. The engine (sim/engine.py) calls, for each day:
+
+    start_day(day)   at midnight: plan the day (sim/day.py), number the records, start outlet
+                     visits and load the validators (SimPy processes then run through the day);
+    close_day(day)   just before the next midnight: apply balances, post the day's money to the
+                     ledger, check conservation, publish the day's records (DaySettled).
+
+and, from the clearing side, ``collect_uploads`` / ``apply_clearing`` / ``flush_final_days``.
+The shard keeps its open days (records whose clearing status may still change) until every tap
+of a day is final, then publishes TapsFinal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import simpy
+
+from agents.outlet import SERVED, build_outlets, run_visits
+from agents.validator import (
+    NOT_UPLOADED,
+    REFUSED_BUFFER_FULL,
+    ValidatorAgent,
+    load_fleet_day,
+)
+from sim.behaviour import NO_RESPONSE, Response
+from sim.clearing import (
+    MC_CARD,
+    MC_QR,
+    MEMO_PURSE,
+    MEMO_TOPUP,
+    NANTONG_MEDIA_ISSUER,
+    R_DEVICE_BUFFER_FULL,
+    ClearingResult,
+    UploadedRecords,
+    check_card_balances,
+    medium_class_of,
+    post_fares,
+    post_flow,
+    post_refunds,
+)
+from sim.codes import CLEARED, MEDIA, MODES, PENDING, REJECTED, STORED_VALUE_MEDIA
+from sim.day import (
+    SERVICE_CARD_SALE,
+    SERVICE_TOPUP,
+    TOPUP_AT_SALE,
+    TOPUP_ONLINE,
+    TOPUP_OUTLET,
+    DayPlan,
+    defer_sales,
+    plan_day,
+    settle_balances,
+)
+from sim.events import DaySettled, EventBus, TapsFinal, TapStatus, UploadsSent
+from sim.grouping import rank_in_groups
+from sim.ledger import InvariantViolation, check_tap_status
+from sim.state import RunState
+from sim.world import World
+from sim.world_settings import hhmm_to_s
+
+DAY_S = 86_400
+METRO = MODES.index("metro")
+_RESEND_KEY = 1 << 24  # (device, upload batch) packed into one int64 for set lookups
+
+
+@dataclasses.dataclass
+class ClearingBook:
+    """What the shard keeps between its records' upload and their final clearing status."""
+
+    open_days: dict[int, DayPlan] = dataclasses.field(default_factory=dict)
+    final_days: set[int] = dataclasses.field(default_factory=set)
+    # Batch membership of cleared taps, by tap day, until that day's records are final: the
+    # exactly-once check runs day by day, so memory does not grow with the run's length.
+    batch_membership: dict[int, list[tuple[np.ndarray, np.ndarray]]] = dataclasses.field(
+        default_factory=dict
+    )
+    resends_seen: set[tuple[int, int, int]] = dataclasses.field(default_factory=set)
+    pending_resends: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
+    refunds_due: dict[int, list] = dataclasses.field(default_factory=dict)
+    last_sources: list = dataclasses.field(default_factory=list)
+
+
+class CityShard:
+    """The home city's riders, devices and outlets for one run (see the module docstring)."""
+
+    def __init__(
+        self,
+        world: World,
+        state: RunState,
+        env: simpy.Environment,
+        model,
+        bus: EventBus,
+        response: Response = NO_RESPONSE,
+    ) -> None:
+        self.world = world
+        self.state = state
+        self.env = env
+        self.bus = bus
+        self.response = response
+        self.book = ClearingBook()
+        sc = world.scenario
+        participants = world.participants
+        self.issuer_id = sc.output.issuer_id
+        self.issuer_code = participants.code(self.issuer_id)
+        self.media_issuer = participants.codes(
+            [
+                self.issuer_id if m in ("physical_card", "nfc_virtual_card")
+                else NANTONG_MEDIA_ISSUER[m]
+                for m in MEDIA
+            ]
+        )  # fmt: skip
+        self.line_acquirer = participants.codes(world.network.lines.operator)
+        cities = [] if sc.interop is None else [c.upper() for c in sc.interop.cities]
+        self.city_issuer = np.concatenate(
+            [[self.issuer_code], participants.codes([f"{c}_CARD" for c in cities])]
+        ).astype(np.int32)
+        self._build_validators(model)
+        cal = world.calendar
+        self.outlets = build_outlets(
+            model,
+            env,
+            world.outlets,
+            sc.outlets,
+            is_open_day=lambda rule, day: bool(day < cal.days and cal.is_open(rule, day)),
+            is_weekend=lambda day: bool(cal.weekday(min(day, cal.days - 1)) >= 5),
+        )
+        self._visits = None
+        self._balance_before = 0
+
+    def _build_validators(self, model) -> None:
+        world = self.world
+        devices = world.network.devices
+        n_dev = len(devices.line)
+        # Buses upload themselves; metro gates hand records to their station computer.
+        self.agent_of_device = np.empty(n_dev, dtype=np.int64)
+        bus = np.flatnonzero(devices.kind != METRO)
+        self.agent_of_device[bus] = np.arange(len(bus))
+        stations = np.unique(devices.stop[devices.kind == METRO])
+        metro = np.flatnonzero(devices.kind == METRO)
+        self.agent_of_device[metro] = len(bus) + np.searchsorted(stations, devices.stop[metro])
+        agent_ids = np.concatenate([bus, n_dev + stations]).astype(np.int64)
+        kinds = ["bus"] * len(bus) + ["metro"] * len(stations)
+        self.validators = [
+            ValidatorAgent(
+                model,
+                int(agent_ids[i]),
+                kinds[i],
+                env=self.env,
+                settings=world.scenario.devices,
+                streams=self.state.streams,
+                upload_log=self.state.upload_log,
+            )
+            for i in range(len(agent_ids))
+        ]
+        self.agent_device_id = agent_ids
+
+    # ----------------------------------------------------------------- the day
+    def start_day(self, day: int) -> None:
+        """Midnight of ``day``: plan it and set its outlet visits and uploads going."""
+        if self.world.calendar.date_of(day).day == 1:
+            self.state.cards.month_spent_fen[:] = 0
+        # Day 0's flows include the opening balances, so it starts from an empty float.
+        self._balance_before = int(self.state.cards.balance_fen.sum()) if day else 0
+        plan = plan_day(self.world, self.state, day, self.agent_of_device, self.response)
+        self._number_records(plan)
+        self._visits = self._start_visits(plan)
+        self._load_validators(plan)
+        self.book.open_days[day] = plan
+
+    def close_day(self, day: int) -> DaySettled:
+        """End of ``day``: balances, the day's money, conservation; publishes the records."""
+        world = self.world
+        plan = self.book.open_days[day]
+        visits = self._visits
+        credits, stats = self._credits_of_day(plan, visits)
+        credit_bal = settle_balances(world, self.state, plan, credits)
+        self._post_day_money(plan, credits)
+        check_card_balances(
+            self.state.ledger,
+            day,
+            self.issuer_id,
+            self._balance_before,
+            int(self.state.cards.balance_fen.sum()),
+        )
+        event = DaySettled(
+            day=day,
+            taps=plan.cols,
+            topups=self._topup_records(credits, credit_bal),
+            card_sales=dict(plan.sales),
+            outlet_visits=visits["results"].to_arrays(),
+            purse=plan.purse,
+            stats={**plan.stats, **stats},
+        )
+        self.bus.publish(event)
+        self._keep_resends()
+        self.bus.publish(UploadsSent(day, self.state.upload_log.drain()))
+        return event
+
+    def _number_records(self, plan: DayPlan) -> None:
+        """Transaction ids, device serials, issuer and acquirer of each record."""
+        cols = plan.cols
+        n = plan.n
+        cols["tx_id"] = (np.int64(plan.day) << 24) + np.arange(n, dtype=np.int64)
+        device = cols["device"].astype(np.int64)
+        order = np.argsort(device, kind="stable")
+        dev_sorted = device[order]
+        serial = np.empty(n, dtype=np.int64)
+        serial[order] = self.state.device_serial[dev_sorted] + rank_in_groups(dev_sorted) - 1
+        self.state.device_serial += np.bincount(device, minlength=len(self.state.device_serial))
+        cols["device_serial"] = serial
+        cols["issuer"] = self.media_issuer[cols["medium"]]
+        # Visitors' own cards belong to their city's issuer.
+        visitor_card = np.isin(cols["medium"], list(STORED_VALUE_MEDIA)) & ~cols["ntcard"]
+        home = self.world.population.home_city[cols["row"][visitor_card]]
+        cols["issuer"][visitor_card] = self.city_issuer[home]
+        cols["acquirer"] = self.line_acquirer[cols["line"]]
+        cols["status"] = np.full(n, PENDING, dtype=np.uint8)
+        cols["reason"] = np.zeros(n, dtype=np.uint8)
+        cols["fee_fen"] = np.zeros(n, dtype=np.int64)
+        cols["clearing_batch_id"] = np.full(n, -1, dtype=np.int64)
+        cols["settle_day"] = np.full(n, -1, dtype=np.int64)
+        cols["submitted"] = np.zeros(n, dtype=bool)
+        cols["upload_batch"] = np.full(n, NOT_UPLOADED, dtype=np.int64)
+        cols["uploaded_at"] = np.full(n, -1, dtype=np.int64)
+
+    def _start_visits(self, plan: DayPlan):
+        """Outlet visits of the day: top-ups by outlet-goers and physical card sales."""
+        day = plan.day
+        top = plan.topups
+        at_outlet = np.flatnonzero(top["channel"] == TOPUP_OUTLET)
+        sale_outlet = np.flatnonzero(plan.sales["outlet"] >= 0)
+        n_top, n_sale = len(at_outlet), len(sale_outlet)
+        # Visit ids (and so service-time draws) depend only on (day, card, service), not on who
+        # else visits that day.
+        rows = np.concatenate([top["row"][at_outlet], plan.sales["row"][sale_outlet]])
+        kind = np.concatenate([np.full(n_top, SERVICE_TOPUP), np.full(n_sale, SERVICE_CARD_SALE)])
+        card = self.world.population.card_id[rows]
+        visits = {
+            "visit_id": (np.int64(day) << 40) + card * 4 + kind,
+            "outlet_idx": np.concatenate(
+                [top["outlet"][at_outlet], plan.sales["outlet"][sale_outlet]]
+            ),
+            "arrival_s": day * DAY_S
+            + np.concatenate([top["t_s"][at_outlet], plan.sales["t_s"][sale_outlet]]),
+            "service_kind": kind,
+        }
+        results = run_visits(self.env, self.outlets, visits, streams=self.state.streams)
+        return {"at_outlet": at_outlet, "sale_outlet": sale_outlet, "results": results}
+
+    def _load_validators(self, plan: DayPlan) -> None:
+        cols = plan.cols
+        t_abs = plan.day * DAY_S + cols["t_s"]
+        counts = np.bincount(cols["agent"], minlength=len(self.validators))
+        offsets = np.zeros(len(self.validators) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        load_fleet_day(
+            self.validators, plan.day, t_abs, offsets, cols["upload_batch"], cols["uploaded_at"]
+        )
+        refused = cols["upload_batch"] == REFUSED_BUFFER_FULL
+        cols["device_refused"] = refused.astype(np.uint8)
+        cols["status"][refused] = REJECTED
+        cols["reason"][refused] = R_DEVICE_BUFFER_FULL
+        cols["agent_device_id"] = self.agent_device_id[cols["agent"]]
+
+    # ----------------------------------------------------------------- money of the day
+    def _credits_of_day(self, plan: DayPlan, visits) -> tuple[dict[str, np.ndarray], dict]:
+        """Every credit to a card today: top-ups (when they really happened), the stored value
+        loaded at sale, and duplicate-deduction refunds executed today."""
+        day = plan.day
+        top = plan.topups
+        res = visits["results"]
+        at_outlet = visits["at_outlet"]
+        n_top = len(at_outlet)
+        t = top["t_s"].copy()
+        channel = top["channel"].copy()
+        outlet_served = res.outcome[:n_top] == SERVED
+        t[at_outlet[outlet_served]] = res.service_end_s[:n_top][outlet_served] - day * DAY_S
+        # Turned away (closed, or still queueing at closing): they top up online that evening.
+        turned = at_outlet[~outlet_served]
+        t[turned] = hhmm_to_s(self.world.scenario.topups.online_time_mean)
+        channel[turned] = TOPUP_ONLINE
+        outlet = top["outlet"].copy()
+        outlet[turned] = -1
+
+        sc = self.world.scenario
+        sale_t = plan.sales["t_s"].copy()
+        sale_served = res.outcome[n_top:] == SERVED
+        sold_at = visits["sale_outlet"]
+        sale_t[sold_at[sale_served]] = res.service_end_s[n_top:][sale_served] - day * DAY_S
+        plan.sales["t_s"] = sale_t
+        deferred = self._defer_unserved_sales(plan, sold_at[~sale_served])
+        sales, sale_t = plan.sales, plan.sales["t_s"]
+        n_sale = len(sales["row"]) if sc.card_sales.initial_topup_fen > 0 else 0
+
+        refund_rows, refund_amt, refund_stats = self._refunds_for(day)
+        cutoff_s = sc.clearing.batch_cutoff_hour * 3600
+        credits = {
+            "row": np.concatenate([top["row"], sales["row"][:n_sale], refund_rows]),
+            "t_s": np.concatenate(
+                [t, sale_t[:n_sale], np.full(len(refund_rows), cutoff_s, dtype=np.int64)]
+            ),
+            "amount_fen": np.concatenate(
+                [
+                    top["amount_fen"],
+                    np.full(n_sale, sc.card_sales.initial_topup_fen, dtype=np.int64),
+                    refund_amt,
+                ]
+            ).astype(np.int64),
+            "channel": np.concatenate(
+                [channel, np.full(n_sale, TOPUP_AT_SALE), np.full(len(refund_rows), 255)]
+            ).astype(np.uint8),
+            "outlet": np.concatenate(
+                [outlet, sales["outlet"][:n_sale], np.full(len(refund_rows), -1)]
+            ),
+            "n_topups": np.array([len(top["row"]) + n_sale]),
+        }
+        return credits, {"card_sales_deferred": deferred, **refund_stats}
+
+    def _defer_unserved_sales(self, plan: DayPlan, unserved: np.ndarray) -> int:
+        """Buyers the outlet could not serve come back the next day: the card is sold then."""
+        if not len(unserved):
+            return 0
+        rows = plan.sales["row"][unserved]
+        keep = np.ones(len(plan.sales["row"]), dtype=bool)
+        keep[unserved] = False
+        plan.sales = {k: v[keep] for k, v in plan.sales.items()}
+        defer_sales(self.state, rows, plan.day + 1)
+        return len(rows)
+
+    def _refunds_for(self, day: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        """Card refunds due today (from clearing days whose T+lag is today)."""
+        due = self.book.refunds_due.pop(day, [])
+        participants = self.world.participants
+        # Only this city's cards' purses live here; other issuers credit their own cards.
+        mine = [(r.medium_class == MC_CARD) & (r.issuer == self.issuer_code) for r in due]
+        card_id = self.world.population.card_id  # ascending, so ids map back to rows
+        rows = [np.searchsorted(card_id, r.card[m]) for r, m in zip(due, mine, strict=True)]
+        amounts = [r.amount_fen[m] for r, m in zip(due, mine, strict=True)]
+        stats = {"refunds_executed": 0, "refunds_fen": 0, "refunds_other_issuers": 0}
+        for r in due:
+            # As with fares: only this city's cards' purses are modelled; other issuers'
+            # refunds go back the way their money came (like QR money).
+            external = np.where(r.issuer == self.issuer_code, r.medium_class, MC_QR)
+            post_refunds(
+                self.state.ledger, day, dataclasses.replace(r, medium_class=external), participants
+            )
+            stats["refunds_executed"] += len(r)
+            stats["refunds_fen"] += int(r.amount_fen.sum())
+            stats["refunds_other_issuers"] += int((r.issuer != self.issuer_code).sum())
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), stats
+        return np.concatenate(rows), np.concatenate(amounts), stats
+
+    def _topup_records(self, credits, credit_bal) -> dict[str, np.ndarray]:
+        """The top-up table's rows: credits that are top-ups, with their JT/T 978 load counter."""
+        n_top = int(credits["n_topups"][0])
+        rows = credits["row"][:n_top]
+        t_s = credits["t_s"][:n_top]
+        order = np.lexsort((t_s, rows))
+        counter = np.empty(n_top, dtype=np.int64)
+        load = self.state.cards.load_counter
+        counter[order] = (load[rows[order]].astype(np.int64) + rank_in_groups(rows[order])) % 65536
+        np.add.at(load, rows, 1)
+        pop = self.world.population
+        return {
+            "row": rows,
+            "t_s": t_s,
+            "amount_fen": credits["amount_fen"][:n_top],
+            "channel": credits["channel"][:n_top],
+            "outlet": credits["outlet"][:n_top],
+            "balance_before_fen": credit_bal["balance_before_fen"][:n_top],
+            "balance_after_fen": credit_bal["balance_after_fen"][:n_top],
+            "card_counter": counter,
+            "card_type": pop.card_type[rows],
+            "region": pop.region[rows],
+        }
+
+    def _post_day_money(self, plan: DayPlan, credits) -> None:
+        cols = plan.cols
+        ledger = self.state.ledger
+        participants = self.world.participants
+        n_top = int(credits["n_topups"][0])
+        issuer = np.full(n_top, self.issuer_code)
+        post_flow(ledger, plan.day, MEMO_TOPUP, issuer, credits["amount_fen"][:n_top], participants)
+        charged = ~cols["declined"] & (cols["device_refused"] == 0)
+        # Only this city's cards' purses are modelled; other issuers' fares arrive like QR money.
+        post_fares(
+            ledger,
+            plan.day,
+            cols["issuer"][charged],
+            np.where(cols["ntcard"][charged], MC_CARD, MC_QR),
+            cols["amount_fen"][charged],
+            participants,
+        )
+        purse = plan.purse
+        post_flow(
+            ledger,
+            plan.day,
+            MEMO_PURSE,
+            np.full(len(purse["row"]), self.issuer_code),
+            np.where(purse["accepted"], purse["amount_fen"], 0),
+            participants,
+        )
+        price = self.world.scenario.card_sales.price_fen * len(plan.sales["row"])
+        if price:
+            ledger.post(
+                plan.day, f"bank:{self.issuer_id}", f"revenue:{self.issuer_id}", price,
+                "card_sale_fee",
+            )  # fmt: skip
+
+    # ----------------------------------------------------------------- clearing side
+    def collect_uploads(self, cutoff_s: int) -> UploadedRecords:
+        """Records uploaded before ``cutoff_s`` not yet in a batch, plus resent batches."""
+        book = self.book
+        parts, sources = [], []
+        self._keep_resends()
+        due = [r for r in book.pending_resends if r[2] < cutoff_s]
+        resend_keys = {(dev, batch) for dev, batch, _at in due}
+        found: set[tuple[int, int]] = set()
+        for day, plan in sorted(book.open_days.items()):
+            cols = plan.cols
+            if "declined" not in cols:
+                continue  # today's records are final only once the day's balances are applied
+            take = (
+                ~cols["submitted"] & (cols["uploaded_at"] >= 0) & (cols["uploaded_at"] < cutoff_s)
+            )
+            idx = np.flatnonzero(take)
+            again = np.zeros(0, np.int64)
+            if resend_keys:
+                keys = cols["agent_device_id"] * _RESEND_KEY + cols["upload_batch"]
+                wanted = np.array([d * _RESEND_KEY + b for d, b in resend_keys], dtype=np.int64)
+                again = np.flatnonzero(np.isin(keys, wanted) & (cols["upload_batch"] >= 0))
+                hit = np.unique(keys[again]).tolist()
+                found |= {(k // _RESEND_KEY, k % _RESEND_KEY) for k in hit}
+            cols["submitted"][idx] = True
+            both = np.concatenate([idx, again])
+            parts.append(self._records(cols, both))
+            sources.append((day, idx, again))
+        # A resent batch whose records were not found belongs to a day not yet closed (keep it)
+        # or to a day already final (nothing left to resend).
+        oldest_open = min(book.open_days, default=0) * DAY_S
+        book.pending_resends = [
+            r
+            for r in book.pending_resends
+            if r[2] >= cutoff_s or ((r[0], r[1]) not in found and r[2] >= oldest_open)
+        ]
+        book.last_sources = sources
+        if not parts:
+            return UploadedRecords.empty()
+        return UploadedRecords.concat(parts)
+
+    def _keep_resends(self) -> None:
+        """Remember resent batches (a lost ack made the device upload them twice)."""
+        log = self.state.upload_log.to_arrays()
+        for i in np.flatnonzero(log["resend"]).tolist():
+            key = (
+                int(log["device_id"][i]),
+                int(log["upload_batch_id"][i]),
+                int(log["uploaded_at"][i]),
+            )
+            if key not in self.book.resends_seen:
+                self.book.resends_seen.add(key)
+                self.book.pending_resends.append(key)
+
+    def _records(self, cols, idx: np.ndarray) -> UploadedRecords:
+        pop = self.world.population
+        return UploadedRecords(
+            tx_id=cols["tx_id"][idx],
+            card=pop.card_id[cols["row"][idx]],
+            card_counter=cols["card_counter"][idx],
+            device=cols["device"][idx],
+            device_serial=cols["device_serial"][idx],
+            timestamp_s=cols["t_s"][idx] + (cols["tx_id"][idx] >> 24) * DAY_S,
+            amount_fen=cols["amount_fen"][idx],
+            list_fare_fen=cols["list_fare_fen"][idx],
+            issuer=cols["issuer"][idx],
+            acquirer=cols["acquirer"][idx],
+            mode=cols["mode"][idx],
+            medium_class=medium_class_of(cols["medium"][idx]),
+            declined=cols["declined"][idx],
+        )
+
+    def apply_clearing(self, result: ClearingResult) -> TapStatus:
+        """Write a batch's outcome into the open days' records; returns the status changes."""
+        pos = 0
+        changed = []
+        for day, idx, again in self.book.last_sources:
+            cols = self.book.open_days[day].cols
+            for rows in (idx, again):  # originals first: a resent copy never overrides them
+                k = len(rows)
+                status = result.status[pos : pos + k]
+                cleared = status == CLEARED
+                rejected = (status == REJECTED) & (cols["status"][rows] == PENDING)
+                cols["status"][rows[rejected]] = REJECTED
+                cols["reason"][rows[rejected]] = result.reason[pos : pos + k][rejected]
+                done = rows[cleared]
+                cols["status"][done] = CLEARED
+                cols["reason"][done] = 0
+                cols["fee_fen"][done] = result.fee_fen[pos : pos + k][cleared]
+                cols["clearing_batch_id"][done] = result.batch_id[pos : pos + k][cleared]
+                cols["settle_day"][done] = result.settle_day
+                changed.append((day, np.concatenate([rows[rejected], done])))
+                pos += k
+        self._record_membership(result)
+        if len(result.refunds):
+            # The batch runs after its day has closed: refunds are paid on T+lag, at the earliest
+            # on the day the batch runs.
+            pay_day = max(result.settle_day, result.day + 1)
+            self.book.refunds_due.setdefault(pay_day, []).append(result.refunds)
+        return self._status_of(changed)
+
+    def _status_of(self, changed: list[tuple[int, np.ndarray]]) -> TapStatus:
+        days, parts = [], []
+        for day, rows in changed:
+            cols = self.book.open_days[day].cols
+            days.append(np.full(len(rows), day, dtype=np.int64))
+            parts.append({k: cols[k][rows] for k in _STATUS_COLUMNS})
+        z = np.zeros(0, np.int64)
+        cat = {
+            k: np.concatenate([p[k] for p in parts] or [z]) for k in _STATUS_COLUMNS
+        }  # fmt: skip
+        return TapStatus(tap_day=np.concatenate(days or [z]), **cat)
+
+    def _record_membership(self, result: ClearingResult) -> None:
+        """Keep the batches' own lists of cleared taps for the exactly-once check."""
+        tx = result.cleared_tx_id
+        batch = result.cleared_batch_id
+        tap_day = tx >> 24
+        for day in np.unique(tap_day).tolist():
+            sel = tap_day == day
+            if day in self.book.final_days:
+                raise InvariantViolation(
+                    "tap_exactly_once",
+                    0,
+                    f"clearing day {result.day}, tap day {day}",
+                    f"{int(sel.sum())} tap(s) cleared after their day was final",
+                )
+            self.book.batch_membership.setdefault(day, []).append((tx[sel], batch[sel]))
+
+    def flush_final_days(self, final: bool) -> None:
+        """Publish days whose records are all resolved (or everything at the end of the run)."""
+        book = self.book
+        for day in sorted(book.open_days):
+            plan = book.open_days[day]
+            cols = plan.cols
+            if not final and (cols["status"] == PENDING).any():
+                break  # keep day order in the output
+            members = book.batch_membership.pop(day, [])
+            check_tap_status(
+                cols["tx_id"],
+                cols["status"],
+                cols["amount_fen"],
+                np.concatenate([t for t, _ in members] or [np.zeros(0, np.int64)]),
+                np.concatenate([b for _, b in members] or [np.zeros(0, np.int64)]),
+            )
+            book.final_days.add(day)
+            self.bus.publish(TapsFinal(day, cols))
+            del book.open_days[day]
+
+    def refunds_outstanding(self) -> int:
+        """Refund orders not executed by the end of the run."""
+        return sum(len(r) for due in self.book.refunds_due.values() for r in due)
+
+    def check_all_cleared_days_closed(self) -> None:
+        """At the end: no batch may have cleared taps of a day that never produced records."""
+        if self.book.batch_membership:
+            raise InvariantViolation(
+                "tap_exactly_once",
+                0,
+                f"tap days {sorted(self.book.batch_membership)}",
+                "batches cleared taps of days that never produced records",
+            )
+
+
+_STATUS_COLUMNS = ("tx_id", "status", "reason", "fee_fen", "clearing_batch_id", "settle_day")

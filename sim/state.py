@@ -1,0 +1,93 @@
+"""Run state: everything that changes while a world is simulated.
+
+The World (sim/world.py) is built once from a scenario and never changes; its arrays are read-only.
+A run starts from ``RunState.fresh(world, seed)`` and only ever writes here: card balances and
+counters, cards whose sale slipped to a later day, device serial numbers, the money ledger, and the
+clearing side's bookkeeping. So one world can be run under several policies or run seeds (common
+random numbers, replications), and a run's state can be shipped to another process.
+
+The devices' buffers and the outlets' queues live in their Mesa agents, which belong to one run's
+model (sim/model.py); the SimPy environment holds the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agents.validator import UploadLog
+from sim.ledger import Ledger
+from sim.rng import Streams
+
+
+@dataclass
+class CardState:
+    """The per-card columns a run changes, indexed by population row."""
+
+    balance_fen: np.ndarray  # int64, stored value on the card
+    card_counter: np.ndarray  # int32, JT/T 978 purchase counter (wraps at 65536)
+    load_counter: np.ndarray  # int32, JT/T 978 load (top-up) counter
+    month_spent_fen: np.ndarray  # int64, fares charged so far this month (monthly caps)
+    sale_day: np.ndarray  # int32, day the card is sold (moves when an outlet cannot serve)
+
+    @classmethod
+    def opening(cls, population) -> CardState:
+        """State at the start of the period: cards not sold yet hold no stored value."""
+        sold = population.issue_day < 0
+        return cls(
+            balance_fen=np.where(sold, population.opening_balance_fen, 0).astype(np.int64),
+            card_counter=population.opening_card_counter.astype(np.int32),
+            load_counter=np.zeros(len(population), dtype=np.int32),
+            month_spent_fen=np.zeros(len(population), dtype=np.int64),
+            sale_day=population.issue_day.astype(np.int32),
+        )
+
+
+class RowScratch:
+    """Two population-sized scratch arrays for ``unique_rows`` (reused every day, never read
+    across days: scratch, not state)."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.mask = np.zeros(n_rows, dtype=bool)
+        self.pos = np.zeros(n_rows, dtype=np.int64)
+
+    def unique_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct rows in ``rows`` (ascending) and each element's index among them.
+
+        Same result as ``np.unique(rows, return_inverse=True)``, several times faster on a day's
+        taps because it needs no sort.
+        """
+        self.mask[rows] = True
+        distinct = np.flatnonzero(self.mask)
+        self.mask[distinct] = False
+        self.pos[distinct] = np.arange(len(distinct))
+        return distinct, self.pos[rows]
+
+
+@dataclass
+class RunState:
+    """All mutable state of one run (see the module docstring)."""
+
+    seed: int  # root of the run's behaviour and device streams
+    streams: Streams
+    cards: CardState
+    scratch: RowScratch
+    ledger: Ledger = field(default_factory=Ledger)
+    upload_log: UploadLog = field(default_factory=UploadLog)
+    device_serial: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # Card sales an outlet could not serve, by the day the buyer comes back.
+    sales_carry: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    day: int = 0  # the next day to simulate
+
+    @classmethod
+    def fresh(cls, world, seed: int | None = None) -> RunState:
+        """A run of ``world`` from its first day; ``seed`` defaults to the scenario's seed."""
+        run_seed = world.scenario.seed if seed is None else int(seed)
+        return cls(
+            seed=run_seed,
+            streams=Streams(run_seed),
+            cards=CardState.opening(world.population),
+            scratch=RowScratch(len(world.population)),
+            device_serial=np.zeros(len(world.network.devices.line), dtype=np.int64),
+        )
