@@ -25,6 +25,7 @@ from agents.citizen import (
     trips_to_taps,
 )
 from agents.validator import reader_outage_mask, reader_outage_windows, retap_effects
+from sim import ids
 from sim.balances import apply_events
 from sim.behaviour import NO_RESPONSE, PricedTrips, Response
 from sim.codes import STORED_VALUE_MEDIA, TAP_ENTRY, TAP_EXIT
@@ -184,7 +185,7 @@ def plan_day(
         extra = {name: col[dup] for name, col in cols.items()}
         extra["t_s"] = extra["t_s"] + np.maximum(effects.duplicate_gap_s, 1)
         extra["duplicate_of_key"] = taps.tap_key[dup]
-        extra["tap_key"] = taps.tap_key[dup] | (1 << 62)
+        extra["tap_key"] = ids.duplicate_tap_key(taps.tap_key[dup])
         extra["is_transfer"] = np.zeros(len(dup), dtype=bool)
         cols = {name: np.concatenate([cols[name], extra[name]]) for name in cols}
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from agents.outlet import OUTCOMES, SERVICE_KINDS
+from sim import ids
 from sim.codes import MODES
 from sim.day import TOPUP_CHANNELS
 from sim.events import (
@@ -98,6 +99,7 @@ class RecordWriter:
             [lines.region[devices.line], lines.region[stops.line]]
         ).astype(np.int64)
         self.outlet_ids = np.array([o.outlet_id for o in world.outlets], dtype=np.int64)
+        self.shard_index = 0  # the home city; more shards come with the clearing network
 
     # ----------------------------------------------------------------- helpers
     def _date(self, day: int) -> dt.date:
@@ -228,7 +230,7 @@ class RecordWriter:
         t = self._ts(day, c["t_s"])
         outlet = np.where(c["outlet"] >= 0, self.outlet_ids[np.maximum(c["outlet"], 0)], -1)
         return {
-            "topup_id": (np.int64(day) << 24) + np.arange(n, dtype=np.int64),
+            "topup_id": ids.record_ids(self.shard_index, day, n),
             "event_timestamp": t,
             "token_id": self.tokens(rows, day),
             "rider_category": pop.card_type[rows],
@@ -258,7 +260,7 @@ class RecordWriter:
         )
         outlet = np.where(c["outlet"] >= 0, self.outlet_ids[np.maximum(c["outlet"], 0)], -1)
         return {
-            "sale_id": (np.int64(day) << 24) + np.arange(n, dtype=np.int64),
+            "sale_id": ids.record_ids(self.shard_index, day, n),
             "event_timestamp": self._ts(day, c["t_s"]),
             "token_id": self.tokens(rows, day),
             "card_no": card_numbers(pop.card_id[rows], sc.output.card_number_prefix),

@@ -28,6 +28,7 @@ from agents.validator import (
     ValidatorAgent,
     load_fleet_day,
 )
+from sim import ids
 from sim.behaviour import NO_RESPONSE, Response
 from sim.clearing import (
     MC_CARD,
@@ -65,7 +66,6 @@ from sim.world_settings import hhmm_to_s
 
 DAY_S = 86_400
 METRO = MODES.index("metro")
-_RESEND_KEY = 1 << 24  # (device, upload batch) packed into one int64 for set lookups
 
 
 @dataclasses.dataclass
@@ -102,6 +102,7 @@ class CityShard:
         self.env = env
         self.bus = bus
         self.response = response
+        self.shard_index = 0  # the home city; more shards come with the clearing network
         self.book = ClearingBook()
         sc = world.scenario
         participants = world.participants
@@ -205,7 +206,7 @@ class CityShard:
         """Transaction ids, device serials, issuer and acquirer of each record."""
         cols = plan.cols
         n = plan.n
-        cols["tx_id"] = (np.int64(plan.day) << 24) + np.arange(n, dtype=np.int64)
+        cols["tx_id"] = ids.record_ids(self.shard_index, plan.day, n)
         device = cols["device"].astype(np.int64)
         order = np.argsort(device, kind="stable")
         dev_sorted = device[order]
@@ -241,7 +242,7 @@ class CityShard:
         kind = np.concatenate([np.full(n_top, SERVICE_TOPUP), np.full(n_sale, SERVICE_CARD_SALE)])
         card = self.world.population.card_id[rows]
         visits = {
-            "visit_id": (np.int64(day) << 40) + card * 4 + kind,
+            "visit_id": ids.visit_ids(self.shard_index, day, card, kind),
             "outlet_idx": np.concatenate(
                 [top["outlet"][at_outlet], plan.sales["outlet"][sale_outlet]]
             ),
@@ -432,11 +433,11 @@ class CityShard:
             idx = np.flatnonzero(take)
             again = np.zeros(0, np.int64)
             if resend_keys:
-                keys = cols["agent_device_id"] * _RESEND_KEY + cols["upload_batch"]
-                wanted = np.array([d * _RESEND_KEY + b for d, b in resend_keys], dtype=np.int64)
+                keys = ids.upload_key(cols["agent_device_id"], cols["upload_batch"])
+                wanted = np.array([ids.upload_key(d, b) for d, b in resend_keys], dtype=np.int64)
                 again = np.flatnonzero(np.isin(keys, wanted) & (cols["upload_batch"] >= 0))
                 hit = np.unique(keys[again]).tolist()
-                found |= {(k // _RESEND_KEY, k % _RESEND_KEY) for k in hit}
+                found |= {ids.split_upload_key(k) for k in hit}
             cols["submitted"][idx] = True
             both = np.concatenate([idx, again])
             parts.append(self._records(cols, both))
@@ -475,7 +476,7 @@ class CityShard:
             card_counter=cols["card_counter"][idx],
             device=cols["device"][idx],
             device_serial=cols["device_serial"][idx],
-            timestamp_s=cols["t_s"][idx] + (cols["tx_id"][idx] >> 24) * DAY_S,
+            timestamp_s=cols["t_s"][idx] + ids.record_day(cols["tx_id"][idx]) * DAY_S,
             amount_fen=cols["amount_fen"][idx],
             list_fare_fen=cols["list_fare_fen"][idx],
             issuer=cols["issuer"][idx],
@@ -530,7 +531,7 @@ class CityShard:
         """Keep the batches' own lists of cleared taps for the exactly-once check."""
         tx = result.cleared_tx_id
         batch = result.cleared_batch_id
-        tap_day = tx >> 24
+        tap_day = ids.record_day(tx)
         for day in np.unique(tap_day).tolist():
             sel = tap_day == day
             if day in self.book.final_days:
