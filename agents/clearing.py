@@ -1,14 +1,18 @@
-"""Clearing nodes as agents: the city exchange clears every acquirer's uploads once a day.
+"""Clearing nodes as agents, and the clearing network that runs them once a day.
 
-The node wakes at the daily cut-off (e.g. 02:00), takes every record its shards uploaded since its
-last batch, and hands them to the vectorised clearing service (``sim.clearing.Clearer``). It then
-checks its hash chain and net positions, posts the clearing to the ledger, tells the shards the
-status of their records, and pays the positions that fall due (T+n settlement). The provincial
-exchange and the national centre appear as participants in the clearing hierarchy: records whose
-issuer and acquirer meet only there are cleared (and paid for) at that level.
+Each clearing node (city exchange, provincial exchange, national centre) is a Mesa agent with its
+own inbox, its own ``Clearer`` (duplicate screening, fees, a hash-chained log) and, per
+settlement date, its own book. At the daily cut-off (e.g. 02:00) the network — the daily reduce
+step of the run — puts every record the shards uploaded into the inbox of its acquirer's
+exchange, lets each exchange clear its inbox, routes the cleared records up and down the
+hierarchy to their issuers' exchanges (each node on the way logs them and takes its transit
+fee: sim/clearing_network.py), posts the day to the ledger, tells the shards the status of
+their records, and pays what falls due (T+n settlement).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import mesa
 import numpy as np
@@ -17,60 +21,93 @@ import simpy
 from sim.clearing import (
     Clearer,
     ClearingResult,
+    ClearingSettings,
+    PairTotals,
     Participants,
+    Positions,
+    RefundOrders,
+    UploadedRecords,
     batch_columns,
     post_clearing,
     post_settlement,
     verify_chain,
 )
+from sim.clearing_network import ClearingTopology, Routing
+from sim.codes import CLEARED
 from sim.events import BatchCleared, EventBus, SettlementDone
-from sim.ledger import Ledger, check_positions
+from sim.ledger import InvariantViolation, Ledger, check_positions
 
 DAY_S = 86_400
 
 
 class ClearingNodeAgent(mesa.Agent):
-    """A data exchange (数据交换机构) that runs the daily clearing batch of its shards.
+    """One clearing node (数据交换机构): inbox, clearer with its hash chain, fees and books."""
 
-    Each shard offers ``collect_uploads(cutoff_s)`` (records uploaded before the cut-off that no
-    batch has taken yet), ``apply_clearing(result)`` (write statuses back, returning them) and
+    def __init__(self, model: mesa.Model, code: int, node_id: str, clearer: Clearer) -> None:
+        super().__init__(model)
+        self.code = code
+        self.node_id = node_id
+        self.clearer = clearer
+        self.inbox: list[UploadedRecords] = []
+        self.batches_run = 0
+
+    def clear_inbox(self, day: int) -> ClearingResult | None:
+        """Clear what the node's acquirers uploaded (None when the inbox is empty)."""
+        if not self.inbox:
+            return None
+        records = UploadedRecords.concat(self.inbox)
+        self.inbox = []
+        head = self.clearer.head
+        result = self.clearer.clear_batch(day, records)
+        verify_chain(result.batches, genesis=head)
+        self.batches_run += 1
+        return result
+
+
+class ClearingNetworkAgent:
+    """The clearing hierarchy of a run: one ``ClearingNodeAgent`` per node, run as the daily
+    reduce step over the shards' uploads (see the module docstring).
+
+    Each shard offers ``collect_uploads(cutoff_s)``, ``apply_clearing(result)`` and
     ``flush_final_days(final)``.
     """
 
     def __init__(
         self,
         model: mesa.Model,
-        node_id: str,
-        clearer: Clearer,
         env: simpy.Environment,
-        cutoff_hour: int,
+        participants: Participants,
+        settings: ClearingSettings,
         *,
         ledger: Ledger,
         bus: EventBus,
         shards: list,
     ) -> None:
-        super().__init__(model)
-        self.node_id = node_id
-        self.clearer = clearer
         self.env = env
-        self.cutoff_hour = cutoff_hour
+        self.participants = participants
+        self.settings = settings
+        self.cutoff_hour = settings.batch_cutoff_hour
         self.ledger = ledger
         self.bus = bus
         self.shards = shards
-        self.batches_run = 0
-        self.settlements_due: dict[int, list] = {}
-
-    @property
-    def participants(self) -> Participants:
-        """The clearing hierarchy this node clears in."""
-        return self.clearer.participants
+        network = settings.network
+        self.topology = ClearingTopology(
+            participants, {nid: node.transit_fee_bp for nid, node in network.nodes.items()}
+        )
+        self.nodes = {
+            int(code): ClearingNodeAgent(
+                model, int(code), participants.ids[code], Clearer(settings, participants, code)
+            )
+            for code in participants.of_role("clearing_node")
+        }
+        self.settlements_due: dict[int, list[Routing]] = {}
 
     def cutoff_of(self, clearing_day: int) -> int:
         """Absolute time of the cut-off that closes ``clearing_day``'s batch (next morning)."""
         return (clearing_day + 1) * DAY_S + self.cutoff_hour * 3600
 
     def batches(self, first_day: int, last_day: int):
-        """SimPy process body: one batch per clearing day from ``first_day`` to ``last_day``."""
+        """SimPy process body: one clearing run per day from ``first_day`` to ``last_day``."""
         for day in range(first_day, last_day + 1):
             cutoff = self.cutoff_of(day)
             if cutoff > self.env.now:
@@ -78,44 +115,141 @@ class ClearingNodeAgent(mesa.Agent):
             self.clear(day, cutoff)
 
     def clear(self, day: int, cutoff_s: int) -> ClearingResult:
-        """Run clearing day ``day``'s batch over what the shards uploaded before ``cutoff_s``."""
-        (shard,) = self.shards  # one shard per node until the clearing network routes records
-        head = self.clearer.head
-        result = self.clearer.clear_batch(day, shard.collect_uploads(cutoff_s))
-        verify_chain(result.batches, genesis=head)
+        """Clearing day ``day``: inboxes, node batches, routing, ledger, statuses, settlement."""
+        (shard,) = self.shards  # one shard until multi-city runs route between shards
+        records = shard.collect_uploads(cutoff_s)
+        result = self._clear_at_exchanges(day, records)
+        routing = self.topology.route(result.pairs, result.settle_day)
+        result = dataclasses.replace(result, positions=routing.positions)
+        transit = self._log_transit(day, records, result, routing)
         taps = shard.apply_clearing(result)
-        post_clearing(self.ledger, result.day, result.pairs, self.participants)
-        positions = result.positions
+        post_clearing(self.ledger, day, result.pairs, self.participants, routing.fees)
+        self._check_books(routing)
+        self.settlements_due.setdefault(result.settle_day, []).append(routing)
+        self.settle_due(day + 1)
+        batches = result.batches + transit
+        self.bus.publish(BatchCleared(day, batch_columns(batches), taps, len(result.refunds)))
+        shard.flush_final_days(final=False)
+        return result
+
+    def _clear_at_exchanges(self, day: int, records: UploadedRecords) -> ClearingResult:
+        """Each acquirer's exchange clears its records; the results, merged in record order."""
+        n = len(records)
+        exchange = self.participants.parent[records.acquirer]
+        status = np.zeros(n, dtype=np.uint8)
+        reason = np.zeros(n, dtype=np.uint8)
+        fee = np.zeros(n, dtype=np.int64)
+        batch_id = np.full(n, -1, dtype=np.int64)
+        parts: list[ClearingResult] = []
+        for code in np.unique(exchange).tolist():
+            rows = np.flatnonzero(exchange == code)
+            node = self.nodes[code]
+            node.inbox.append(records.take(rows))
+            part = node.clear_inbox(day)
+            status[rows], reason[rows] = part.status, part.reason
+            fee[rows], batch_id[rows] = part.fee_fen, part.batch_id
+            parts.append(part)
+        settle_day = day + self.settings.settlement_lag_days
+        return ClearingResult(
+            day=day,
+            settle_day=settle_day,
+            tx_id=records.tx_id,
+            status=status,
+            reason=reason,
+            fee_fen=fee,
+            batch_id=batch_id,
+            refunds=_concat_refunds(day, [p.refunds for p in parts]),
+            pairs=_concat_pairs([p.pairs for p in parts]),
+            batches=tuple(b for p in parts for b in p.batches),
+            positions=Positions(settle_day, np.zeros(0, np.int32), np.zeros(0, np.int64)),
+        )
+
+    def _log_transit(self, day, records, result, routing: Routing) -> tuple:
+        """Every node after the acquirer's exchange logs the records it passes on."""
+        n_p = len(self.participants)
+        pairs = result.pairs
+        pair_key = pairs.issuer.astype(np.int64) * n_p + pairs.acquirer
+        cleared = result.status == CLEARED
+        record_key = records.issuer.astype(np.int64) * n_p + records.acquirer
+        fee_at = {}
+        for k, node, fee in zip(
+            routing.fees.pair.tolist(), routing.fees.node.tolist(), routing.fees.fee_fen.tolist(),
+            strict=True,
+        ):  # fmt: skip
+            fee_at[(k, node)] = fee
+        logged = []
+        for hop in routing.hops:
+            if hop.sender < 0:
+                continue  # the acquirer's exchange logged these records as its own batches
+            keys = pair_key[list(hop.pairs)]
+            tx = records.tx_id[cleared & np.isin(record_key, keys)]
+            gross = int(pairs.gross_fen[list(hop.pairs)].sum())
+            fee = sum(fee_at[(k, hop.node)] for k in hop.pairs)
+            node = self.nodes[hop.node]
+            head = node.clearer.head
+            batch = node.clearer.log_transit(day, self.participants.ids[hop.sender], tx, gross, fee)
+            verify_chain([batch], genesis=head)
+            logged.append(batch)
+        return tuple(logged)
+
+    def _check_books(self, routing: Routing) -> None:
+        """Positions sum to zero on the settlement date, and so does every node's book."""
+        positions = routing.positions
         check_positions(
             np.full(len(positions.participant), positions.settle_day),
             positions.participant,
             positions.position_fen,
             self.participants.ids,
         )
-        self.settlements_due.setdefault(result.settle_day, []).append(positions)
-        self.settle_due(result.day + 1)
-        self.bus.publish(
-            BatchCleared(
-                result.day, self.node_id, batch_columns(result.batches), taps, len(result.refunds)
+        sums = routing.books.sums(len(self.participants))
+        if sums.any():
+            node = int(np.flatnonzero(sums)[0])
+            raise InvariantViolation(
+                "node_book_zero",
+                int(sums[node]),
+                f"settle day {positions.settle_day}, node {self.participants.ids[node]}",
+                "the node's positions against members, links and its fees do not sum to zero",
             )
-        )
-        shard.flush_final_days(final=False)
-        self.batches_run += 1
-        return result
 
     def settle_due(self, today: int) -> None:
         """Pay every position whose settlement date has come (by ``today``)."""
         for settle_day in sorted(d for d in self.settlements_due if d <= today):
-            for positions in self.settlements_due.pop(settle_day):
-                if len(positions.participant):
-                    post_settlement(self.ledger, settle_day, positions, self.participants)
-                    self.bus.publish(
-                        SettlementDone(
-                            settle_day,
-                            {
-                                "participant": positions.participant.astype(np.int64),
-                                "role": self.participants.role[positions.participant],
-                                "position_fen": positions.position_fen,
-                            },
-                        )
+            for routing in self.settlements_due.pop(settle_day):
+                positions = routing.positions
+                if not len(positions.participant):
+                    continue
+                post_settlement(self.ledger, settle_day, positions, self.participants)
+                books = routing.books
+                self.bus.publish(
+                    SettlementDone(
+                        settle_day,
+                        {
+                            "node": books.node.astype(np.int64),
+                            "participant": books.counterparty.astype(np.int64),
+                            "role": self.participants.role[books.counterparty],
+                            "position_fen": books.position_fen,
+                        },
                     )
+                )
+
+
+def _concat_refunds(day: int, parts: list[RefundOrders]) -> RefundOrders:
+    names = ("source_tx_id", "first_tx_id", "card", "issuer", "acquirer", "medium_class")
+    cols = {
+        name: np.concatenate([getattr(p, name) for p in parts] or [np.zeros(0, np.int64)])
+        for name in (*names, "amount_fen")
+    }
+    return RefundOrders(day=day, **cols)
+
+
+def _concat_pairs(parts: list[PairTotals]) -> PairTotals:
+    names = ("issuer", "acquirer", "node", "records", "gross_fen", "fee_fen", "net_fen")
+    empty = {"issuer": np.int32, "acquirer": np.int32, "node": np.int32}
+    return PairTotals(
+        **{
+            name: np.concatenate(
+                [getattr(p, name) for p in parts] or [np.zeros(0, empty.get(name, np.int64))]
+            )
+            for name in names
+        }
+    )

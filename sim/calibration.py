@@ -23,6 +23,7 @@ import yaml
 
 from sim.codes import CARD_TYPES, MEDIA
 from sim.metrics import RunMetrics
+from sim.population import HOME_CITY
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def compare(targets: dict, metrics: RunMetrics, population, days_simulated: int)
             rule, passed = f"±{tol['breakdown_rel']:.0%}", abs(rel) <= tol["breakdown_rel"]
         rows.append(Row(group, name, float(target), sim, rel, rule, passed))
 
-    local = population.home_city == 0
+    local = population.home_city == HOME_CITY
     stock = np.bincount(population.card_type[local], minlength=len(CARD_TYPES))
     stock_rows = []
     for name, target in targets["card_stock"].items():

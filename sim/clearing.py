@@ -34,6 +34,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from sim import ids
 from sim.codes import CLEARED, MEDIA, REJECTED, STORED_VALUE_MEDIA
 from sim.ledger import InvariantViolation, Ledger, account, check_conservation
 
@@ -75,6 +76,8 @@ MEMO_DEPOSIT = "deposit"
 #: BatchRecord fields covered by the hash chain, in canonical order.
 _SUMMARY_FIELDS: tuple[str, ...] = (
     "batch_id",
+    "node",
+    "transit",
     "day",
     "settle_day",
     "acquirer",
@@ -107,6 +110,54 @@ def _rate(default: int, what: str) -> Any:  # a pydantic FieldInfo, typed Any li
         le=10_000,
         description=f"Clearing service fee on {what}, in basis points of the list fare (原价).",
     )
+
+
+class ClearingNode(BaseModel):
+    """A clearing node (数据交换机构): a city exchange, a provincial/regional exchange or the
+    national centre (DOMAIN.md §2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name_zh: str = Field(description="Name of the institution.")
+    parent: str | None = Field(
+        None, description="Node it settles through (null: the top of the hierarchy)."
+    )
+    transit_fee_bp: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="Fee this node takes, in basis points of the gross amount, on records that "
+        "pass through it to or from another node (the acquirer's own exchange charges the "
+        "mode and medium rates instead).",
+    )
+
+
+class IssuerSpec(BaseModel):
+    """An issuer of cards or QR codes, and the media it issues."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name_zh: str = Field(description="Name of the institution or channel.")
+    exchange: str = Field(description="Clearing node the issuer is a member of.")
+    media: tuple[str, ...] = Field(
+        description="Media codes (sim.codes.MEDIA) it issues among the scenario's riders."
+    )
+
+
+class ClearingNetwork(BaseModel):
+    """The scenario's clearing hierarchy: nodes, issuers, and the exchange of its acquirers.
+
+    Acquirers are the scenario's transit operators (``operator_id`` of its lines); external
+    cities' issuers and acquirers hang under the exchange each city names (``interop``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    nodes: dict[str, ClearingNode] = Field(min_length=1, description="Clearing nodes by id.")
+    issuers: dict[str, IssuerSpec] = Field(
+        min_length=1, description="Issuers of the scenario's riders' cards and codes, by id."
+    )
+    home_exchange: str = Field(description="Node the scenario's own acquirers clear through.")
 
 
 class ClearingSettings(BaseModel):
@@ -150,6 +201,9 @@ class ClearingSettings(BaseModel):
     deposit_overrides_fen: dict[str, NonNegInt] = Field(
         default_factory=dict,
         description="Per-issuer deposit in fen, by participant id, replacing the default.",
+    )
+    network: ClearingNetwork | None = Field(
+        None, description="The clearing hierarchy (required in a scenario)."
     )
 
     def fee_matrix_bp(self) -> np.ndarray:
@@ -260,49 +314,6 @@ class Participants:
         return node
 
 
-def nantong_participants() -> Participants:
-    """A reference registry for Nantong: city exchange under Jiangsu under the national centre,
-    NTCARD and the QR channels as issuers, bus companies per region and the metro as acquirers,
-    plus Suzhou and Shanghai for cross-city traffic. ``world.py`` may build its own."""
-    rows = [
-        Participant("NATIONAL", "clearing_node", None, "全国一卡通数据中心"),
-        Participant("JS_EXCHANGE", "clearing_node", "NATIONAL", "江苏省交通一卡通清算中心"),
-        Participant("NT_EXCHANGE", "clearing_node", "JS_EXCHANGE", "南通市数据交换中心"),
-        Participant("SZ_EXCHANGE", "clearing_node", "JS_EXCHANGE", "苏州市数据交换中心"),
-        Participant("SH_EXCHANGE", "clearing_node", "NATIONAL", "上海市数据交换中心"),
-        Participant("NTCARD", "issuer", "NT_EXCHANGE", "南通市民卡"),
-        Participant("QR_CHANGXING", "issuer", "NT_EXCHANGE", "畅行南通"),
-        Participant("QR_ALIPAY", "issuer", "NT_EXCHANGE", "支付宝"),
-        Participant("QR_WECHAT_TONGCHENG", "issuer", "NT_EXCHANGE", "同程微信"),
-        Participant("QR_UNIONPAY", "issuer", "NT_EXCHANGE", "银联"),
-        Participant("QR_YIMATONGXING", "issuer", "SH_EXCHANGE", "一码通行"),
-        Participant("SZCARD", "issuer", "SZ_EXCHANGE", "苏州交通卡"),
-        Participant("SHCARD", "issuer", "SH_EXCHANGE", "上海交通卡"),
-        Participant("NT_BUS_URBAN", "acquirer", "NT_EXCHANGE", "南通公交(市区)"),
-        Participant("NT_BUS_RUDONG", "acquirer", "NT_EXCHANGE", "如东公交"),
-        Participant("NT_BUS_HAIAN", "acquirer", "NT_EXCHANGE", "海安公交"),
-        Participant("NT_BUS_HAIMEN", "acquirer", "NT_EXCHANGE", "海门公交"),
-        Participant("NT_BUS_RUGAO", "acquirer", "NT_EXCHANGE", "如皋公交"),
-        Participant("NT_BUS_QIDONG", "acquirer", "NT_EXCHANGE", "启东公交"),
-        Participant("NT_METRO", "acquirer", "NT_EXCHANGE", "南通地铁"),
-        Participant("SZ_BUS", "acquirer", "SZ_EXCHANGE", "苏州公交"),
-        Participant("SH_METRO", "acquirer", "SH_EXCHANGE", "上海地铁"),
-    ]
-    return Participants(rows)
-
-
-#: Issuer of each medium in ``nantong_participants`` (cards: NTCARD; QR: the channel).
-NANTONG_MEDIA_ISSUER: dict[str, str] = {
-    "physical_card": "NTCARD",
-    "nfc_virtual_card": "NTCARD",
-    "qr_changxing": "QR_CHANGXING",
-    "qr_alipay": "QR_ALIPAY",
-    "qr_wechat_tongcheng": "QR_WECHAT_TONGCHENG",
-    "qr_unionpay": "QR_UNIONPAY",
-    "qr_yimatongxing": "QR_YIMATONGXING",
-}
-
-
 # -- inputs and outputs ------------------------------------------------------------------------
 _COLUMNS: dict[str, type] = {
     "tx_id": np.int64,
@@ -398,7 +409,9 @@ class RefundOrders:
 
 @dataclass(frozen=True, slots=True)
 class PairTotals:
-    """Cleared totals per (issuer, acquirer) pair and the clearing node that earns the fees."""
+    """Cleared totals per (issuer, acquirer) pair; ``node`` is the acquirer's exchange, which
+    cleared the records and earns ``fee_fen`` (nodes further on the way to the issuer add
+    their transit fees: sim/clearing_network.py)."""
 
     issuer: np.ndarray
     acquirer: np.ndarray
@@ -420,9 +433,13 @@ class Positions:
 
 @dataclass(frozen=True, slots=True)
 class BatchRecord:
-    """One acquirer's batch for one clearing day: the row of the hash-chained clearing log."""
+    """One batch of a clearing node's hash-chained log: an acquirer's records cleared by its
+    exchange on one clearing day, or (transit) records another node passed on; ``acquirer``
+    then holds the sending node's id."""
 
     batch_id: int
+    node: str
+    transit: bool  # records cleared by another node, passed on through this one
     day: int
     settle_day: int
     acquirer: str
@@ -689,15 +706,18 @@ class _RetapTail:
 class Clearer:
     """Clearing service for one clearing log: keeps the duplicate state and the hash chain."""
 
-    def __init__(self, settings: ClearingSettings, participants: Participants) -> None:
+    def __init__(
+        self, settings: ClearingSettings, participants: Participants, node: int = 0
+    ) -> None:
         self.settings = settings
         self.participants = participants
+        self.node = int(node)
         self.seen = SeenSerials()
         self.log: list[BatchRecord] = []
         self.head = GENESIS_HASH
         self._tail = _RetapTail()
         self._fee_bp = settings.fee_matrix_bp()
-        self._next_batch = 0
+        self._next_batch = int(ids.batch_ids(self.node, 0, 1)[0])
         self._last_day: int | None = None
 
     def clear_batch(self, day: int, rec: UploadedRecords) -> ClearingResult:
@@ -768,6 +788,8 @@ class Clearer:
             counts = reason_count[a]
             summary_fields = dict(
                 batch_id=bid,
+                node=self.participants.ids[self.node],
+                transit=False,
                 day=day,
                 settle_day=day + lag,
                 acquirer=self.participants.ids[a],
@@ -803,6 +825,46 @@ class Clearer:
             positions=settlement_positions(day + lag, pairs, n_p),
         )
 
+    def log_transit(
+        self,
+        day: int,
+        from_node: str,
+        tx_id: np.ndarray,
+        gross_fen: int,
+        fee_fen: int,
+    ) -> BatchRecord:
+        """Log records cleared elsewhere that pass through this node on clearing day ``day``
+        (one batch per sending node and day, in the same hash chain as the node's own batches).
+        Their digest covers the sorted transaction ids."""
+        tx = np.sort(np.asarray(tx_id, dtype=np.int64))
+        n = int(tx.size)
+        probe = BatchRecord(
+            batch_id=self._next_batch,
+            node=self.participants.ids[self.node],
+            transit=True,
+            day=int(day),
+            settle_day=int(day) + self.settings.settlement_lag_days,
+            acquirer=from_node,
+            submitted=n,
+            cleared=n,
+            rejected=0,
+            rejected_duplicate_upload=0,
+            rejected_declined=0,
+            rejected_duplicate_deduction=0,
+            gross_fen=int(gross_fen),
+            fee_fen=int(fee_fen),
+            net_fen=int(gross_fen) - int(fee_fen),
+            refund_fen=0,
+            records_digest=hashlib.sha256(tx.tobytes()).hexdigest(),
+            prev_hash=self.head,
+            hash="",
+        )
+        self._next_batch += 1
+        record = replace(probe, hash=chain_hash(self.head, probe.summary()))
+        self.head = record.hash
+        self.log.append(record)
+        return record
+
     def _pair_totals(
         self, rec: UploadedRecords, cleared: np.ndarray, gross: np.ndarray, fee: np.ndarray
     ) -> PairTotals:
@@ -825,10 +887,7 @@ class Clearer:
             np.add.at(f, inv, fee[cleared])
         issuer = (keys // n_p).astype(np.int32)
         acquirer = (keys % n_p).astype(np.int32)
-        node = np.array(
-            [self.participants.clearing_node(i, a) for i, a in zip(issuer, acquirer, strict=True)],
-            dtype=np.int32,
-        )
+        node = self.participants.parent[acquirer].astype(np.int32)
         return PairTotals(issuer, acquirer, node, count.astype(np.int64), g, f, g - f)
 
 
@@ -959,13 +1018,29 @@ def post_refunds(
     post_flow(ledger, day, MEMO_QR_DUP_REFUND, r.issuer[~card], r.amount_fen[~card], participants)
 
 
-def post_clearing(ledger: Ledger, day: int, pairs: PairTotals, participants: Participants) -> None:
+def post_clearing(
+    ledger: Ledger,
+    day: int,
+    pairs: PairTotals,
+    participants: Participants,
+    fees=None,
+) -> None:
     """A clearing day's results: issuers' unsettled fares become payables, acquirers earn
-    revenue net of fees, clearing nodes earn fees (all against ``settle:`` positions)."""
+    revenue net of fees, clearing nodes earn fees (all against ``settle:`` positions).
+
+    ``fees`` (``sim.clearing_network.NodeFees``) spreads each pair's fees over the nodes on its
+    way; without it the acquirer's exchange (``pairs.node``) earns ``pairs.fee_fen``."""
     ids = participants.ids
+    if fees is None:
+        fee_pair = np.arange(len(pairs.issuer))
+        fee_node, fee_amount = pairs.node, pairs.fee_fen
+    else:
+        fee_pair, fee_node, fee_amount = fees.pair, fees.node, fees.fee_fen
+    paid = np.zeros(len(pairs.issuer), dtype=np.int64)
+    np.add.at(paid, fee_pair, fee_amount)
     iss = [ids[c] for c in pairs.issuer.tolist()]
     acq = [ids[c] for c in pairs.acquirer.tolist()]
-    node = [ids[c] for c in pairs.node.tolist()]
+    node = [ids[c] for c in fee_node.tolist()]
     n = len(iss)
     debits = (
         [account("unsettled", p) for p in iss]
@@ -979,8 +1054,8 @@ def post_clearing(ledger: Ledger, day: int, pairs: PairTotals, participants: Par
         + [account("settle", p) for p in acq]
         + [account("fees", p) for p in node]
     )
-    amounts = np.concatenate([pairs.gross_fen, pairs.gross_fen, pairs.fee_fen, pairs.fee_fen])
-    memos = [MEMO_CLEARING] * (2 * n) + [MEMO_FEE] * (2 * n)
+    amounts = np.concatenate([pairs.gross_fen, pairs.gross_fen, paid, fee_amount])
+    memos = [MEMO_CLEARING] * (2 * n) + [MEMO_FEE] * (n + len(node))
     ledger.post_many(day, debits, credits, amounts, memos)
 
 

@@ -31,7 +31,7 @@ from sim.behaviour import NO_RESPONSE, PricedTrips, Response
 from sim.codes import STORED_VALUE_MEDIA, TAP_ENTRY, TAP_EXIT
 from sim.fares import TapBatch, price_taps
 from sim.grouping import rank_in_groups
-from sim.population import Cardholders
+from sim.population import HOME_CITY, Cardholders
 from sim.rng import Streams
 from sim.state import RunState
 from sim.world import World
@@ -171,11 +171,10 @@ def plan_day(
         "duplicate_of_key": np.full(len(taps), -1, dtype=np.int64),
         "city": world.line_city[taps.line],
     }
-    # Stored-value taps of the home city's cards: the only ones whose balance this twin keeps.
-    cols["ntcard"] = np.isin(taps.medium, list(STORED_VALUE_MEDIA)) & (pop.home_city[taps.row] == 0)
+    cols["home_card"] = _home_cards(pop, taps)
 
     # Accidental double taps: the lock swallows most; a failed lock charges twice (重复扣款).
-    card_rows = np.flatnonzero(cols["ntcard"])
+    card_rows = np.flatnonzero(cols["home_card"])
     effects = retap_effects(streams, day, taps.tap_key[card_rows], sc.devices)
     dup = card_rows[effects.duplicate_rows]
     stats["retaps_suppressed"] = effects.n_suppressed
@@ -218,10 +217,10 @@ def _price(world: World, state: RunState, taps: DayTaps, day_type: int) -> dict[
         "fare_capped": np.zeros(n, bool),
     }
     # Card concessions are the home city's: visitors' cards and all QR codes pay the list fare.
-    ntcard = np.isin(taps.medium, list(STORED_VALUE_MEDIA)) & (pop.home_city[taps.row] == 0)
+    home_card = _home_cards(pop, taps)
     for compiled, rows in (
-        (world.fares, np.flatnonzero(ntcard)),
-        (world.fares_qr, np.flatnonzero(~ntcard)),
+        (world.fares, np.flatnonzero(home_card)),
+        (world.fares_qr, np.flatnonzero(~home_card)),
     ):
         sub = taps.take(rows)
         res = price_taps(
@@ -242,6 +241,11 @@ def _price(world: World, state: RunState, taps: DayTaps, day_type: int) -> dict[
         for name in out:
             out[name][rows] = getattr(res, name)
     return out
+
+
+def _home_cards(pop: Cardholders, taps: DayTaps) -> np.ndarray:
+    """Taps paid with a stored-value card of the home city: the only purses this twin keeps."""
+    return np.isin(taps.medium, list(STORED_VALUE_MEDIA)) & (pop.home_city[taps.row] == HOME_CITY)
 
 
 def _close_unmatched_entries(taps: DayTaps) -> DayTaps:
@@ -300,7 +304,7 @@ def _plan_topups(
     pop = world.population
     balance = state.cards.balance_fen
     streams = state.streams
-    card = cols["ntcard"] & (cols["amount_fen"] > 0)
+    card = cols["home_card"] & (cols["amount_fen"] > 0)
     rows, inverse = state.scratch.unique_rows(cols["row"][card])
     # Records are sorted by device, not time: take each card's earliest charged tap.
     first_t = np.full(len(rows), np.iinfo(np.int64).max, dtype=np.int64)
@@ -342,7 +346,7 @@ def _plan_purse(
     """Some holders who use their card today also pay a small non-transit purchase with it."""
     beh = world.scenario.behaviour
     streams = state.streams
-    rows = state.scratch.unique_rows(cols["row"][cols["ntcard"]])[0]
+    rows = state.scratch.unique_rows(cols["row"][cols["home_card"]])[0]
     ids = world.population.card_id[rows]
     buys = streams.uniform("purse.buy", day, ids) < beh.purse_purchase_share
     rows, ids = rows[buys], ids[buys]
@@ -427,7 +431,7 @@ def settle_balances(
     cards = state.cards
     cols = plan.cols
     n = plan.n
-    stored = cols["ntcard"] & (cols["device_refused"] == 0)
+    stored = cols["home_card"] & (cols["device_refused"] == 0)
     debit_idx = np.flatnonzero(stored)
     purse = plan.purse
     ev_row = np.concatenate([cols["row"][debit_idx], purse["row"], credits["row"]])

@@ -4,7 +4,8 @@ Like SimPy's own core, the engine only orders things in time; the work is elsewh
 
 - the shard (sim/shard.py) plans and settles each day of its city: citizens, fares, balances,
   validators and outlets (agents/);
-- the clearing node (agents/clearing.py) wakes at its daily cut-off and clears what was uploaded;
+- the clearing network (agents/clearing.py), one agent per clearing node, wakes at the daily
+  cut-off and clears what was uploaded: the daily reduce step;
 - everything that watches the run (writers, the KPI collector, progress, stream sinks) subscribes
   to the events published on the bus (sim/events.py).
 
@@ -18,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from agents.clearing import ClearingNodeAgent
+from agents.clearing import ClearingNetworkAgent
 from sim.behaviour import NO_RESPONSE, Response
-from sim.clearing import MEMO_DEPOSIT, MEMO_OPENING, Clearer, initial_deposits_fen, post_flow
+from sim.clearing import MEMO_DEPOSIT, MEMO_OPENING, initial_deposits_fen, post_flow
 from sim.events import DayClosed, EventBus, RunFinished, Subscriber
 from sim.ledger import InvariantViolation
 from sim.metrics import KpiCollector
@@ -66,13 +67,11 @@ class Engine:
         for subscriber in subscribers:
             self.bus.subscribe(subscriber)
         self.shard = CityShard(world, self.state, self.env, host, self.bus, response)
-        sc = world.scenario
-        self.exchange = ClearingNodeAgent(
+        self.clearing = ClearingNetworkAgent(
             host,
-            "NT_EXCHANGE",
-            Clearer(sc.clearing, world.participants),
             self.env,
-            sc.clearing.batch_cutoff_hour,
+            world.participants,
+            world.scenario.clearing,
             ledger=self.state.ledger,
             bus=self.bus,
             shards=[self.shard],
@@ -140,7 +139,7 @@ class Engine:
 
     # ----------------------------------------------------------------- start and end
     def _open(self) -> None:
-        """Opening balances and clearing deposits; the clearing node's daily process."""
+        """Opening balances and clearing deposits; the clearing network's daily process."""
         world = self.world
         issuer = world.participants.code(world.scenario.output.issuer_id)
         post_flow(
@@ -155,11 +154,11 @@ class Engine:
         post_flow(
             self.ledger, 0, MEMO_DEPOSIT, np.arange(len(deposits)), deposits, world.participants
         )
-        self.env.process(self._guarded(self.exchange.batches(0, self.days - 1)))
+        self.env.process(self._guarded(self.clearing.batches(0, self.days - 1)))
 
     def _finish(self) -> None:
         """The last day's batch closes after the period: run the clock that far, then check."""
-        self._advance(self.exchange.cutoff_of(self.days - 1) + 1)
+        self._advance(self.clearing.cutoff_of(self.days - 1) + 1)
         self.shard.flush_final_days(final=True)
         outstanding = self.shard.refunds_outstanding()
         self.kpis.end_of_run(outstanding)

@@ -67,11 +67,10 @@ class TapStatus:
 
 @dataclass(frozen=True)
 class BatchCleared:
-    """A clearing node ran its daily batch for clearing day ``day``."""
+    """The clearing network ran clearing day ``day`` (every node's batches of the day)."""
 
     day: int
-    node_id: str
-    batches: Columns  # one row per acquirer batch, hash-chained
+    batches: Columns  # one row per batch (sim.clearing.BatchRecord), each node hash-chained
     taps: TapStatus
     refund_orders: int  # duplicate deductions found, to be refunded on the settlement date
 
@@ -81,7 +80,7 @@ class SettlementDone:
     """Net positions paid on ``settle_day`` (they sum to zero)."""
 
     settle_day: int
-    positions: Columns  # participant, role, position_fen
+    positions: Columns  # every node's book: node, participant (counterparty), role, position_fen
 
 
 @dataclass(frozen=True)

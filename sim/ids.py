@@ -12,6 +12,9 @@ across shards (cities) or days, and can be taken apart again without a lookup ta
 | tap key                 | journey · leg:2 · exit:1, bit 62 marks  | (internal to a day)          |
 |                         | the second charge of a double tap       |                              |
 | upload key              | device:39 · upload batch:24             | (internal to the clearing)   |
+| clearing batch id       | node:10 · sequence:42                   | 1,024 clearing nodes; < 2^53 |
+|                         |                                         | (exact as a float: nullable  |
+|                         |                                         | columns in pandas)           |
 
 Shard 0 is the scenario's first (home) city. Visit ids feed the outlet service-time draws, so
 their layout keeps shard 0's ids exactly as they were before shards existed.
@@ -102,3 +105,14 @@ def upload_key(device: np.ndarray, batch: np.ndarray) -> np.ndarray:
 def split_upload_key(key: int) -> tuple[int, int]:
     """(device, batch) of an upload key."""
     return int(key) >> UPLOAD_BATCH_BITS, int(key) & ((1 << UPLOAD_BATCH_BITS) - 1)
+
+
+_BATCH_SEQ_BITS = 42
+
+
+def batch_ids(node: int, first: int, count: int) -> np.ndarray:
+    """Clearing batch ids of a node's log (``node`` is the node's participant code)."""
+    node = _check("node", node, MAX_SHARDS)
+    return (np.int64(node) << np.int64(_BATCH_SEQ_BITS)) + np.arange(
+        first, first + count, dtype=np.int64
+    )

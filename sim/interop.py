@@ -20,7 +20,7 @@ counterparties with their own issuer, acquirer and exchange.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -39,9 +39,12 @@ class ExternalCity(_Model):
 
     name_zh: str = Field(description="City name.")
     city_code: str = Field(description="JT/T city code written on its tap records.")
-    exchange_parent: Literal["JS_EXCHANGE", "NATIONAL"] = Field(
-        description="Where the city's exchange sits: under Jiangsu's exchange, or the national "
-        "centre directly (other provinces)."
+    exchange: str = Field(description="The city's clearing node (an id of clearing.network.nodes).")
+    issuer_id: str | None = Field(
+        None, description="Clearing id of the city's card issuer (default: <CITY>_CARD)."
+    )
+    acquirer_id: str | None = Field(
+        None, description="Clearing id of the city's transit acquirer (default: <CITY>_TRANSIT)."
     )
     distance_km: dict[str, float] = Field(
         description="Travel distance from each Nantong region (region id -> km)."
@@ -89,6 +92,16 @@ class Interop(_Model):
             if not cid.isidentifier():
                 raise ValueError(f"city id {cid!r} must be a simple identifier")
         return value
+
+
+def city_issuer(city_id: str, city: ExternalCity) -> str:
+    """Clearing id of an external city's card issuer."""
+    return city.issuer_id or f"{city_id.upper()}_CARD"
+
+
+def city_acquirer(city_id: str, city: ExternalCity) -> str:
+    """Clearing id of an external city's transit acquirer."""
+    return city.acquirer_id or f"{city_id.upper()}_TRANSIT"
 
 
 def city_ids(interop: Interop | None) -> list[str]:
@@ -148,7 +161,7 @@ def extend_network(network, interop: Interop | None):
         ids=lines.ids + [f"EXT-{cid.upper()}" for cid in interop.cities],
         mode=np.concatenate([lines.mode, np.full(k, BUS, np.uint8)]),
         region=np.concatenate([lines.region, np.zeros(k, np.uint8)]),
-        operator=lines.operator + [f"{cid.upper()}_TRANSIT" for cid in interop.cities],
+        operator=lines.operator + [city_acquirer(cid, c) for cid, c in interop.cities.items()],
         speed_kmh=np.concatenate([lines.speed_kmh, np.full(k, 20.0, np.float32)]),
         stop_ptr=np.concatenate([lines.stop_ptr, lines.stop_ptr[-1] + 1 + np.arange(k)]).astype(
             np.int32

@@ -28,6 +28,7 @@ from agents.outlet import LEFT_CLOSED, SERVED
 from sim.codes import CARD_TYPES, CLEARED, MEDIA, PENDING, REJECTED, STORED_VALUE_MEDIA, TAP_ENTRY
 from sim.day import TOPUP_ONLINE, TOPUP_OUTLET
 from sim.events import BatchCleared, DaySettled, TapsFinal
+from sim.population import HOME_CITY
 
 ELDERLY = (CARD_TYPES.index("longevity"), CARD_TYPES.index("love"))
 
@@ -181,10 +182,10 @@ class RunMetrics:
         )
         # The published figures are the Nantong system's view: taps acquired in Nantong.
         # Visitors' own cards are other issuers' business: not in Nantong's published tables.
-        ok &= local_tap & (c["ntcard"] | ~np.isin(c["medium"], list(STORED_VALUE_MEDIA)))
+        ok &= local_tap & (c["home_card"] | ~np.isin(c["medium"], list(STORED_VALUE_MEDIA)))
         fare_row = ok & ((c["kind"] != TAP_ENTRY) | c["incomplete"])
         card_type = pop.card_type[c["row"]]
-        is_card = c["ntcard"]
+        is_card = c["home_card"]
         amount = np.where(ok, c["amount_fen"], 0)
         self.transactions += int(fare_row.sum())
         self.taps += int(ok.sum())
@@ -226,7 +227,7 @@ class RunMetrics:
         }
 
     def _close_week(self, pop, sale_day: np.ndarray, last_day: int) -> None:
-        issued = (sale_day <= last_day) & (pop.home_city == 0)
+        issued = (sale_day <= last_day) & (pop.home_city == HOME_CITY)
         live = issued & (pop.end_day > last_day)
         rode = self._rode_this_week
         self.weekly_share_of_stock.append(float(rode[issued].sum() / max(issued.sum(), 1)))

@@ -25,6 +25,8 @@ from sim.world_settings import Behaviour, Population, Region, hhmm_to_s
 RIDER_DORMANT, RIDER_OCCASIONAL, RIDER_REGULAR = 0, 1, 2
 NO_QR = 255
 NEVER = np.iinfo(np.int32).max
+#: ``home_city`` of the scenario's own cardholders (visitors carry their city's index, 1..n).
+HOME_CITY = 0
 
 
 @dataclass
@@ -82,7 +84,7 @@ class Cardholders:
     @property
     def is_local(self) -> np.ndarray:
         """Rows that are Nantong cards (not visitors)."""
-        return self.home_city == 0
+        return self.home_city == HOME_CITY
 
 
 def _triangular(u: np.ndarray, low: float, mode: float, high: float) -> np.ndarray:

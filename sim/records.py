@@ -40,8 +40,6 @@ from sim.world import World
 DAY_S = 86_400
 _EPOCH = dt.date(1970, 1, 1)
 METRO = MODES.index("metro")
-#: Terminal ids look like 6-byte PSAM numbers: city prefix then the device number.
-_TERMINAL_BASE = 0x3206_0000_0000
 
 
 def name_tables(world: World, institution_ids: tuple[str, ...]) -> dict[str, list[str]]:
@@ -100,6 +98,8 @@ class RecordWriter:
         ).astype(np.int64)
         self.outlet_ids = np.array([o.outlet_id for o in world.outlets], dtype=np.int64)
         self.shard_index = 0  # the home city; more shards come with the clearing network
+        # Terminal ids look like 6-byte PSAM numbers: the city code's digits, then the device.
+        self.terminal_base = int(world.scenario.output.city_code, 16) << 32
 
     # ----------------------------------------------------------------- helpers
     def _date(self, day: int) -> dt.date:
@@ -170,7 +170,7 @@ class RecordWriter:
     def _transactions(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         pop = self.world.population
         lines = self.world.network.lines
-        charged = c["ntcard"] & ~c["declined"] & (c["device_refused"] == 0)
+        charged = c["home_card"] & ~c["declined"] & (c["device_refused"] == 0)
         device = c["device"].astype(np.int64)
         is_bus = self.world.network.devices.kind[device] != METRO
         t_abs = self._ts(day, c["t_s"])
@@ -204,7 +204,7 @@ class RecordWriter:
             "vehicle_id": np.where(is_bus, device, -1),
             "device_id": device,
             "uploader_id": c["agent_device_id"],
-            "terminal_id": _TERMINAL_BASE + device,
+            "terminal_id": self.terminal_base + device,
             "device_serial": c["device_serial"],
             "tac": tac,
             "city_code": c["city"],
@@ -311,6 +311,8 @@ class RecordWriter:
         start = np.datetime64(self.world.start_date, "D")
         return {
             "clearing_batch_id": c["batch_id"].astype(np.int64),
+            "node_id": c["node"],
+            "transit": c["transit"].astype(bool),
             "settle_date": start + c["settle_day"].astype("timedelta64[D]"),
             "acquirer_id": c["acquirer"],
             "submitted": c["submitted"],
@@ -330,6 +332,7 @@ class RecordWriter:
 
     def _settlements(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {
+            "node_id": c["node"],
             "participant_id": c["participant"],
             "role": c["role"],
             "net_position_fen": c["position_fen"],

@@ -16,7 +16,8 @@ from pydantic import Field, ValidationInfo, field_validator
 from agents.outlet import OutletSettings
 from agents.validator import DeviceSettings
 from sim.calendar import Calendar, CalendarSettings, load_calendar_file
-from sim.clearing import ClearingSettings
+from sim.clearing import ClearingNetwork, ClearingSettings
+from sim.codes import MEDIA
 from sim.fare_rules import FareRules
 from sim.interop import Interop
 from sim.world_settings import (
@@ -100,21 +101,99 @@ class Scenario(Section):
             )
         return fares
 
+    @field_validator("clearing")
+    @classmethod
+    def _clearing_network(cls, clearing: ClearingSettings) -> ClearingSettings:
+        check_network(clearing.network)
+        return clearing
+
     @field_validator("interop")
     @classmethod
     def _interop_covers_regions(cls, interop: Interop | None, info: ValidationInfo):
         regions = set(info.data.get("regions", {}))
+        clearing = info.data.get("clearing")
+        nodes = clearing.network.nodes if clearing is not None and clearing.network else {}
         for cid, city in interop.cities.items() if interop else ():
             missing = sorted(regions - set(city.distance_km))
             if missing:
                 raise ValueError(
                     f"interop.cities.{cid}.distance_km has no distance for regions {missing}"
                 )
+            if nodes and city.exchange not in nodes:
+                raise ValueError(
+                    f"interop.cities.{cid}.exchange: unknown clearing node {city.exchange!r}; "
+                    f"expected one of clearing.network.nodes: {', '.join(nodes)}"
+                )
         return interop
+
+    @field_validator("output")
+    @classmethod
+    def _issuer_is_in_the_network(cls, output: OutputSettings, info: ValidationInfo):
+        clearing = info.data.get("clearing")
+        issuers = clearing.network.issuers if clearing is not None and clearing.network else {}
+        if issuers and output.issuer_id not in issuers:
+            raise ValueError(
+                f"output.issuer_id: {output.issuer_id!r} is not an issuer of "
+                f"clearing.network.issuers; expected one of: {', '.join(issuers)}"
+            )
+        return output
 
     def load_calendar(self) -> CalendarSettings:
         """The calendar settings from the referenced file."""
         return load_calendar_file(self.calendar.file)
+
+
+def check_network(network: ClearingNetwork | None) -> None:
+    """Cross-references of ``clearing.network``: parents, exchanges, media, no cycles."""
+    if network is None:
+        raise ValueError("clearing.network: missing; a scenario needs its clearing hierarchy")
+    nodes = network.nodes
+    known = ", ".join(nodes)
+    for node_id, node in nodes.items():
+        if node.parent is not None and node.parent not in nodes:
+            raise ValueError(
+                f"clearing.network.nodes.{node_id}.parent: unknown node {node.parent!r}; "
+                f"expected one of: {known}"
+            )
+    for node_id in nodes:
+        seen, node = set(), node_id
+        while node is not None:
+            if node in seen:
+                raise ValueError(
+                    f"clearing.network.nodes.{node_id}.parent: the hierarchy has a cycle "
+                    f"through {node!r}"
+                )
+            seen.add(node)
+            node = nodes[node].parent
+    if network.home_exchange not in nodes:
+        raise ValueError(
+            f"clearing.network.home_exchange: unknown node {network.home_exchange!r}; "
+            f"expected one of: {known}"
+        )
+    issued: dict[str, str] = {}
+    for issuer_id, issuer in network.issuers.items():
+        if issuer.exchange not in nodes:
+            raise ValueError(
+                f"clearing.network.issuers.{issuer_id}.exchange: unknown node "
+                f"{issuer.exchange!r}; expected one of: {known}"
+            )
+        for medium in issuer.media:
+            if medium not in MEDIA:
+                raise ValueError(
+                    f"clearing.network.issuers.{issuer_id}.media: unknown medium {medium!r}; "
+                    f"expected one of: {', '.join(MEDIA)}"
+                )
+            if medium in issued:
+                raise ValueError(
+                    f"clearing.network.issuers.{issuer_id}.media: {medium!r} is already issued "
+                    f"by {issued[medium]}"
+                )
+            issued[medium] = issuer_id
+    missing = [m for m in MEDIA if m not in issued]
+    if missing:
+        raise ValueError(
+            f"clearing.network.issuers: no issuer for media {missing}; every medium needs one"
+        )
 
 
 def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:

@@ -549,12 +549,19 @@ DEVICE_UPLOADS = TableSpec(
 
 CLEARING_BATCHES = TableSpec(
     "clearing_batches",
-    "The hash-chained clearing log: one batch per acquirer per clearing day "
-    "(sim.clearing.BatchRecord; E-Commerce Law art. 53).",
+    "The clearing nodes' hash-chained logs: at the acquirer's exchange one batch per acquirer "
+    "per clearing day; at every further node on the way to the issuers' exchanges one transit "
+    "batch per sending node and day (sim.clearing.BatchRecord; E-Commerce Law art. 53). Each "
+    "node's batches, in batch id order, form one chain.",
     (
-        _id("clearing_batch_id", "Unique id of the batch (BatchRecord.batch_id)."),
+        _id("clearing_batch_id", "Unique id of the batch: node code * 2^42 + sequence "
+            "(sim.ids)."),
+        _institution("node_id", "Clearing node whose log holds the batch."),
+        _c("transit", BOOL, "A transit batch: records cleared by another node, passed on "
+           "through this one (acquirer_id is then the sending node).", encoding="plain"),
         _c("settle_date", DATE, "Settlement date (T + settlement lag).", unit="date"),
-        _institution("acquirer_id", "Acquirer whose records the batch holds."),
+        _institution("acquirer_id", "Acquirer whose records the batch holds; for a transit "
+                     "batch, the node that passed the records on."),
         _c("submitted", I32, "Records submitted.", unit="count"),
         _c("cleared", I32, "Records cleared.", unit="count"),
         _c("rejected", I32, "Records rejected.", unit="count"),
@@ -565,8 +572,9 @@ CLEARING_BATCHES = TableSpec(
         _c("rejected_duplicate_deduction", I32, "Rejected: same card charged again within "
            "the re-tap lock (refund ordered).", unit="count"),
         _money("gross_fen", "Sum of cleared amount_fen.", type_=I64),
-        _money("fee_fen", "Clearing fees.", type_=I64),
-        _money("net_fen", "gross_fen - fee_fen, due to the acquirer.", type_=I64),
+        _money("fee_fen", "Fees this node takes on the batch (the acquirer's exchange: mode and "
+               "medium rates; a transit node: its transit fee).", type_=I64),
+        _money("net_fen", "gross_fen - fee_fen, passed on by this node.", type_=I64),
         _money("refund_fen", "Refunds ordered for duplicate deductions.", type_=I64),
         _c("records_digest", STR, "SHA-256 over the batch's records (64 hex).",
            encoding="plain"),
@@ -583,10 +591,14 @@ CLEARING_BATCHES = TableSpec(
 
 SETTLEMENTS = TableSpec(
     "settlements",
-    "Net settlement positions per participant on a settlement date (sim.clearing.Positions); "
+    "Every clearing node's book on a settlement date (sim.clearing_network.Books): its "
+    "positions against its members (issuers, acquirers), its neighbouring nodes (links) and "
+    "itself (its fees, participant_id = node_id); each node's book sums to zero. "
     "service_date is the settlement date.",
     (
-        _institution("participant_id", "Issuer, acquirer or clearing node."),
+        _institution("node_id", "Clearing node whose book the row is in."),
+        _institution("participant_id", "Counterparty: a member, a neighbouring node, or the "
+                     "node itself."),
         _c("role", DICT8, "issuer, acquirer or clearing_node (sim.clearing.ROLES).",
            names="role"),
         _money("net_position_fen", "Net position settled: > 0 receives, < 0 pays.", type_=I64),

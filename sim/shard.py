@@ -35,7 +35,6 @@ from sim.clearing import (
     MC_QR,
     MEMO_PURSE,
     MEMO_TOPUP,
-    NANTONG_MEDIA_ISSUER,
     R_DEVICE_BUFFER_FULL,
     ClearingResult,
     UploadedRecords,
@@ -59,9 +58,10 @@ from sim.day import (
 )
 from sim.events import DaySettled, EventBus, TapsFinal, TapStatus, UploadsSent
 from sim.grouping import rank_in_groups
+from sim.interop import city_issuer
 from sim.ledger import InvariantViolation, check_tap_status
 from sim.state import RunState
-from sim.world import World
+from sim.world import World, media_issuers
 from sim.world_settings import hhmm_to_s
 
 DAY_S = 86_400
@@ -108,17 +108,15 @@ class CityShard:
         participants = world.participants
         self.issuer_id = sc.output.issuer_id
         self.issuer_code = participants.code(self.issuer_id)
-        self.media_issuer = participants.codes(
-            [
-                self.issuer_id if m in ("physical_card", "nfc_virtual_card")
-                else NANTONG_MEDIA_ISSUER[m]
-                for m in MEDIA
-            ]
-        )  # fmt: skip
+        issuer_of = media_issuers(sc)
+        self.media_issuer = participants.codes([issuer_of[m] for m in MEDIA])
         self.line_acquirer = participants.codes(world.network.lines.operator)
-        cities = [] if sc.interop is None else [c.upper() for c in sc.interop.cities]
+        cities = {} if sc.interop is None else sc.interop.cities
         self.city_issuer = np.concatenate(
-            [[self.issuer_code], participants.codes([f"{c}_CARD" for c in cities])]
+            [
+                [self.issuer_code],
+                participants.codes([city_issuer(cid, c) for cid, c in cities.items()]),
+            ]
         ).astype(np.int32)
         self._build_validators(model)
         cal = world.calendar
@@ -216,7 +214,7 @@ class CityShard:
         cols["device_serial"] = serial
         cols["issuer"] = self.media_issuer[cols["medium"]]
         # Visitors' own cards belong to their city's issuer.
-        visitor_card = np.isin(cols["medium"], list(STORED_VALUE_MEDIA)) & ~cols["ntcard"]
+        visitor_card = np.isin(cols["medium"], list(STORED_VALUE_MEDIA)) & ~cols["home_card"]
         home = self.world.population.home_city[cols["row"][visitor_card]]
         cols["issuer"][visitor_card] = self.city_issuer[home]
         cols["acquirer"] = self.line_acquirer[cols["line"]]
@@ -394,7 +392,7 @@ class CityShard:
             ledger,
             plan.day,
             cols["issuer"][charged],
-            np.where(cols["ntcard"][charged], MC_CARD, MC_QR),
+            np.where(cols["home_card"][charged], MC_CARD, MC_QR),
             cols["amount_fen"][charged],
             participants,
         )

@@ -17,9 +17,17 @@ from agents.outlet import OutletInfo, load_outlets_csv
 from sim.calendar import Calendar
 from sim.clearing import Participant, Participants
 from sim.fares import CompiledFares, compile_fares
-from sim.interop import VISITOR_ID_BASE, away_probability, city_ids, extend_network, visitors
+from sim.interop import (
+    VISITOR_ID_BASE,
+    away_probability,
+    city_acquirer,
+    city_ids,
+    city_issuer,
+    extend_network,
+    visitors,
+)
 from sim.network import TransitNetwork, build_network
-from sim.population import Cardholders, build_population
+from sim.population import HOME_CITY, Cardholders, build_population
 from sim.rng import Streams
 from sim.scenario import Scenario
 
@@ -155,7 +163,7 @@ def _steady_state_balances(scenario: Scenario, population: Cardholders, streams:
     Dormant cards keep the small leftover balance drawn at population build."""
     top = scenario.topups
     mean_amount = np.average(top.amounts_fen, weights=top.amount_weights)
-    riders = (population.rider_class > 0) & (population.home_city == 0)
+    riders = (population.rider_class > 0) & (population.home_city == HOME_CITY)
     u = streams.uniform("pop.balance_steady", 0, population.card_id[riders])
     level = population.topup_threshold_fen[riders] + u * mean_amount
     population.opening_balance_fen[riders] = np.minimum(level, top.max_balance_fen).astype(np.int64)
@@ -226,30 +234,36 @@ def _shift_sales_to_open_days(population, home_outlet, outlets, calendar: Calend
 
 
 def build_participants(scenario: Scenario, network: TransitNetwork) -> Participants:
-    """The clearing hierarchy: national centre > Jiangsu exchange > Nantong exchange; Nantong's
-    card issuer, the QR channels (一码通行 through Shanghai's exchange) and the acquirers."""
-    sc = scenario
+    """The clearing hierarchy of the scenario's data: its clearing nodes, the issuers of its
+    riders' cards and codes, external cities' issuers, and the acquirers (the lines' operators,
+    external cities' under their own exchange)."""
+    spec = scenario.clearing.network
     rows = [
-        Participant("NATIONAL", "clearing_node", None, "全国一卡通数据中心"),
-        Participant("JS_EXCHANGE", "clearing_node", "NATIONAL", "江苏省交通一卡通清算中心"),
-        Participant("NT_EXCHANGE", "clearing_node", "JS_EXCHANGE", "南通市数据交换中心"),
-        Participant(sc.output.issuer_id, "issuer", "NT_EXCHANGE", "南通市民卡"),
-        Participant("QR_CHANGXING", "issuer", "NT_EXCHANGE", "畅行南通"),
-        Participant("QR_ALIPAY", "issuer", "NT_EXCHANGE", "支付宝"),
-        Participant("QR_WECHAT_TONGCHENG", "issuer", "NT_EXCHANGE", "同程微信"),
-        Participant("QR_UNIONPAY", "issuer", "NT_EXCHANGE", "银联"),
+        Participant(node_id, "clearing_node", node.parent, node.name_zh)
+        for node_id, node in spec.nodes.items()
     ]
-    cities = {} if sc.interop is None else sc.interop.cities
+    rows += [
+        Participant(issuer_id, "issuer", issuer.exchange, issuer.name_zh)
+        for issuer_id, issuer in spec.issuers.items()
+    ]
+    cities = {} if scenario.interop is None else scenario.interop.cities
+    exchange_of = {}
     for cid, city in cities.items():
-        code = cid.upper()
-        rows += [
-            Participant(f"{code}_EXCHANGE", "clearing_node", city.exchange_parent, city.name_zh),
-            Participant(f"{code}_CARD", "issuer", f"{code}_EXCHANGE", f"{city.name_zh}交通卡"),
-        ]
-    # 一码通行 is Shanghai's interoperable code: cleared through Shanghai's exchange when modelled.
-    yima_parent = "SHANGHAI_EXCHANGE" if "shanghai" in cities else "NATIONAL"
-    rows.append(Participant("QR_YIMATONGXING", "issuer", yima_parent, "一码通行"))
-    parent_of = {f"{cid.upper()}_TRANSIT": f"{cid.upper()}_EXCHANGE" for cid in cities}
+        rows.append(
+            Participant(city_issuer(cid, city), "issuer", city.exchange, f"{city.name_zh}交通卡")
+        )
+        exchange_of[city_acquirer(cid, city)] = city.exchange
     operators = list(dict.fromkeys(network.lines.operator))
-    rows += [Participant(op, "acquirer", parent_of.get(op, "NT_EXCHANGE"), op) for op in operators]
+    rows += [
+        Participant(op, "acquirer", exchange_of.get(op, spec.home_exchange), op) for op in operators
+    ]
     return Participants(rows)
+
+
+def media_issuers(scenario: Scenario) -> dict[str, str]:
+    """Issuer id of each medium the scenario's riders use (from ``clearing.network.issuers``)."""
+    return {
+        medium: issuer_id
+        for issuer_id, issuer in scenario.clearing.network.issuers.items()
+        for medium in issuer.media
+    }

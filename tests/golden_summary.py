@@ -39,8 +39,11 @@ QUERIES = {
     "topups": """
         select channel, count(*) n, sum(amount_fen) fen from topups group by all order by all""",
     "clearing": """
-        select sum(submitted), sum(cleared), sum(rejected), sum(gross_fen), sum(fee_fen)
-        from clearing_batches""",
+        select transit, sum(submitted), sum(cleared), sum(rejected), sum(gross_fen), sum(fee_fen)
+        from clearing_batches group by all order by all""",
+    "settlement_books": """
+        select node_id, count(*) n, sum(net_position_fen) total, sum(abs(net_position_fen)) moved
+        from settlements group by all order by all""",
     "ledger_by_memo": """
         select memo, count(*) n, sum(amount_fen) fen from ledger_entries
         group by all order by all""",

@@ -33,7 +33,6 @@ from sim.clearing import (
     fold_tap_status,
     initial_deposits_fen,
     medium_class_of,
-    nantong_participants,
     post_clearing,
     post_fares,
     post_flow,
@@ -45,7 +44,39 @@ from sim.clearing import (
 from sim.codes import CLEARED, MEDIA, PENDING, REJECTED, code_of
 from sim.ledger import InvariantViolation, Ledger, check_positions, check_tap_status
 
-P = nantong_participants()
+
+def reference_participants() -> Participants:
+    """A small reference hierarchy (Nantong-like): a city exchange under a provincial exchange
+    under the national centre, a card issuer and QR channels, bus companies and a metro, plus
+    Suzhou and Shanghai for cross-city records. Scenarios declare theirs as data."""
+    rows = [
+        Participant("NATIONAL", "clearing_node", None, "全国一卡通数据中心"),
+        Participant("JS_EXCHANGE", "clearing_node", "NATIONAL", "江苏省交通一卡通清算中心"),
+        Participant("NT_EXCHANGE", "clearing_node", "JS_EXCHANGE", "南通市数据交换中心"),
+        Participant("SZ_EXCHANGE", "clearing_node", "JS_EXCHANGE", "苏州市数据交换中心"),
+        Participant("SH_EXCHANGE", "clearing_node", "NATIONAL", "上海市数据交换中心"),
+        Participant("NTCARD", "issuer", "NT_EXCHANGE", "南通市民卡"),
+        Participant("QR_CHANGXING", "issuer", "NT_EXCHANGE", "畅行南通"),
+        Participant("QR_ALIPAY", "issuer", "NT_EXCHANGE", "支付宝"),
+        Participant("QR_WECHAT_TONGCHENG", "issuer", "NT_EXCHANGE", "同程微信"),
+        Participant("QR_UNIONPAY", "issuer", "NT_EXCHANGE", "银联"),
+        Participant("QR_YIMATONGXING", "issuer", "SH_EXCHANGE", "一码通行"),
+        Participant("SZCARD", "issuer", "SZ_EXCHANGE", "苏州交通卡"),
+        Participant("SHCARD", "issuer", "SH_EXCHANGE", "上海交通卡"),
+        Participant("NT_BUS_URBAN", "acquirer", "NT_EXCHANGE", "南通公交(市区)"),
+        Participant("NT_BUS_RUDONG", "acquirer", "NT_EXCHANGE", "如东公交"),
+        Participant("NT_BUS_HAIAN", "acquirer", "NT_EXCHANGE", "海安公交"),
+        Participant("NT_BUS_HAIMEN", "acquirer", "NT_EXCHANGE", "海门公交"),
+        Participant("NT_BUS_RUGAO", "acquirer", "NT_EXCHANGE", "如皋公交"),
+        Participant("NT_BUS_QIDONG", "acquirer", "NT_EXCHANGE", "启东公交"),
+        Participant("NT_METRO", "acquirer", "NT_EXCHANGE", "南通地铁"),
+        Participant("SZ_BUS", "acquirer", "SZ_EXCHANGE", "苏州公交"),
+        Participant("SH_METRO", "acquirer", "SH_EXCHANGE", "上海地铁"),
+    ]
+    return Participants(rows)
+
+
+P = reference_participants()
 NTCARD, ALIPAY, SZCARD = P.code("NTCARD"), P.code("QR_ALIPAY"), P.code("SZCARD")
 URBAN, METRO, SZ_BUS = P.code("NT_BUS_URBAN"), P.code("NT_METRO"), P.code("SZ_BUS")
 BUS, METRO_MODE = 0, 1
@@ -314,8 +345,10 @@ def test_settlement_is_t_plus_lag_and_positions_net_to_zero():
             "SZCARD": -200,
             "NT_BUS_URBAN": 400 - 14,
             "SZ_BUS": 200 - 7,
-            "NT_EXCHANGE": 7,
-            "JS_EXCHANGE": 14,  # cross-city records clear at the provincial exchange
+            # Each acquirer's exchange clears its records and takes their fees (transit fees of
+            # the nodes further on are added by the clearing network).
+            "NT_EXCHANGE": 14,
+            "SZ_EXCHANGE": 7,
         }
         check_positions(
             np.full(r.positions.participant.size, r.settle_day),

@@ -126,7 +126,7 @@ def test_away_taps_are_on_the_city_gateway_line_at_the_visitor_fare(world):
     medium = cols["medium"][away]
     card = np.isin(medium, list(STORED_VALUE_MEDIA))
     assert (card | (medium == MEDIA_YIMATONGXING)).all()
-    assert np.array_equal(cols["ntcard"][away], card)
+    assert np.array_equal(cols["home_card"][away], card)
     takes_qr = np.array([c.accepts_yimatongxing for c in cities])[city - 1]
     assert takes_qr[~card].all()
 

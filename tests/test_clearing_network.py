@@ -1,0 +1,166 @@
+"""The clearing network (sim/clearing_network.py, agents/clearing.py): paths up and down the
+hierarchy, fees at each level, every node's book summing to zero, and every node's hash chain
+verifying from the output files alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from output_frames import read_frame
+from test_clearing import P, reference_participants
+
+from sim.api import load_scenario, run
+from sim.clearing import BatchRecord, PairTotals, verify_chain
+from sim.clearing_network import ClearingTopology
+
+SMALL = Path(__file__).resolve().parent.parent / "scenarios" / "small_ci.yaml"
+FEES = {"NATIONAL": 5, "JS_EXCHANGE": 10, "NT_EXCHANGE": 20, "SZ_EXCHANGE": 30, "SH_EXCHANGE": 40}
+
+
+def _names(path):
+    return [P.ids[n] for n in path]
+
+
+def test_paths_go_up_to_the_shared_node_and_down_to_the_issuer():
+    topo = ClearingTopology(reference_participants(), FEES)
+    code = P.code
+    assert _names(topo.path(code("NTCARD"), code("NT_BUS_URBAN"))) == ["NT_EXCHANGE"]
+    assert _names(topo.path(code("SZCARD"), code("NT_BUS_URBAN"))) == [
+        "NT_EXCHANGE",
+        "JS_EXCHANGE",
+        "SZ_EXCHANGE",
+    ]
+    assert _names(topo.path(code("NTCARD"), code("SH_METRO"))) == [
+        "SH_EXCHANGE",
+        "NATIONAL",
+        "JS_EXCHANGE",
+        "NT_EXCHANGE",
+    ]
+
+
+def _pairs(rows):
+    """PairTotals from (issuer, acquirer, gross, first-node fee) rows."""
+    issuer = np.array([P.code(r[0]) for r in rows], np.int32)
+    acquirer = np.array([P.code(r[1]) for r in rows], np.int32)
+    gross = np.array([r[2] for r in rows], np.int64)
+    fee = np.array([r[3] for r in rows], np.int64)
+    node = P.parent[acquirer].astype(np.int32)
+    return PairTotals(issuer, acquirer, node, np.ones(len(rows), np.int64), gross, fee, gross - fee)
+
+
+def test_fees_at_each_level_and_books_that_sum_to_zero():
+    topo = ClearingTopology(reference_participants(), FEES)
+    pairs = _pairs(
+        [
+            ("NTCARD", "NT_BUS_URBAN", 10_000, 350),  # local
+            ("SZCARD", "NT_BUS_URBAN", 10_000, 350),  # Suzhou card in Nantong: NT > JS > SZ
+            ("NTCARD", "SH_METRO", 20_000, 500),  # Nantong card in Shanghai: SH > NAT > JS > NT
+        ]
+    )
+    routing = topo.route(pairs, settle_day=4)
+    fee = {}
+    for k, node, amount in zip(
+        routing.fees.pair.tolist(), routing.fees.node.tolist(), routing.fees.fee_fen.tolist(),
+        strict=True,
+    ):  # fmt: skip
+        fee[(k, P.ids[node])] = amount
+    assert fee == {
+        (0, "NT_EXCHANGE"): 350,
+        (1, "NT_EXCHANGE"): 350,
+        (1, "JS_EXCHANGE"): 10,
+        (1, "SZ_EXCHANGE"): 30,
+        (2, "SH_EXCHANGE"): 500,
+        (2, "NATIONAL"): 10,
+        (2, "JS_EXCHANGE"): 20,
+        (2, "NT_EXCHANGE"): 40,
+    }
+    assert routing.acquirer_fees_fen.tolist() == [350, 390, 570]
+    books = routing.books
+    assert (books.sums(len(P)) == 0).all()
+    book = {
+        (P.ids[n], P.ids[c]): int(v)
+        for n, c, v in zip(books.node, books.counterparty, books.position_fen, strict=True)
+    }
+    # The Suzhou card: its issuer pays Suzhou's exchange, which keeps 30 and passes the rest up.
+    assert book[("SZ_EXCHANGE", "SZCARD")] == -10_000
+    assert book[("SZ_EXCHANGE", "JS_EXCHANGE")] == 10_000 - 30
+    assert book[("JS_EXCHANGE", "SZ_EXCHANGE")] == -(10_000 - 30)
+    assert book[("JS_EXCHANGE", "JS_EXCHANGE")] == 10 + 20  # on both cross-city pairs
+    # Nantong's exchange receives both cross-city flows and pays its members.
+    assert book[("NT_EXCHANGE", "NT_BUS_URBAN")] == 10_000 - 350 + 10_000 - 390
+    assert book[("NT_EXCHANGE", "NTCARD")] == -10_000 - 20_000
+    pos = dict(
+        zip(
+            (P.ids[p] for p in routing.positions.participant),
+            routing.positions.position_fen.tolist(),
+            strict=True,
+        )
+    )
+    assert sum(pos.values()) == 0
+    assert pos["SH_METRO"] == 20_000 - 570 and pos["NATIONAL"] == 10
+    assert pos["NT_EXCHANGE"] == 350 + 350 + 40
+    hops = {(P.ids[h.node], P.ids[h.sender] if h.sender >= 0 else None) for h in routing.hops}
+    assert ("JS_EXCHANGE", "NT_EXCHANGE") in hops and ("NT_EXCHANGE", "JS_EXCHANGE") in hops
+    assert ("SH_EXCHANGE", None) in hops
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("network") / "run"
+    run(load_scenario(SMALL, days=4), out)
+    return out
+
+
+def test_every_node_chain_verifies_from_the_output_files(small_run):
+    batches = read_frame(small_run, "clearing_batches").sort_values("clearing_batch_id")
+    start = np.datetime64("2024-01-01")
+    nodes = batches["node_id"].unique()
+    assert {"NT_EXCHANGE", "JS_EXCHANGE", "NATIONAL", "SHANGHAI_EXCHANGE"} <= set(nodes)
+    for node in nodes:
+        log = []
+        for row in batches[batches["node_id"] == node].itertuples():
+            day = int((np.datetime64(row.service_date, "D") - start).astype(int))
+            settle = int((np.datetime64(row.settle_date, "D") - start).astype(int))
+            log.append(
+                BatchRecord(
+                    batch_id=int(row.clearing_batch_id),
+                    node=row.node_id,
+                    transit=bool(row.transit),
+                    day=day,
+                    settle_day=settle,
+                    acquirer=row.acquirer_id,
+                    submitted=int(row.submitted),
+                    cleared=int(row.cleared),
+                    rejected=int(row.rejected),
+                    rejected_duplicate_upload=int(row.rejected_duplicate_upload),
+                    rejected_declined=int(row.rejected_declined),
+                    rejected_duplicate_deduction=int(row.rejected_duplicate_deduction),
+                    gross_fen=int(row.gross_fen),
+                    fee_fen=int(row.fee_fen),
+                    net_fen=int(row.net_fen),
+                    refund_fen=int(row.refund_fen),
+                    records_digest=row.records_digest,
+                    prev_hash=row.prev_hash,
+                    hash=row.batch_hash,
+                )
+            )
+        verify_chain(log)
+
+
+def test_every_node_book_sums_to_zero_and_cross_city_records_pay_transit_fees(small_run):
+    books = read_frame(small_run, "settlements")
+    per_node = books.groupby(["service_date", "node_id"])["net_position_fen"].sum()
+    assert (per_node == 0).all()
+    # Links: what a node's book says it receives from a neighbour, the neighbour's says it pays.
+    links = books[books["role"] == "clearing_node"]
+    links = links[links["node_id"] != links["participant_id"]]
+    assert len(links) > 0
+    pair = links.set_index(["service_date", "node_id", "participant_id"])["net_position_fen"]
+    for (date, node, other), value in pair.items():
+        assert pair[(date, other, node)] == -value
+    batches = read_frame(small_run, "clearing_batches")
+    transit = batches[batches["transit"]]
+    assert (transit["fee_fen"] > 0).any()
+    assert set(transit["acquirer_id"]) <= set(batches["node_id"])
