@@ -327,7 +327,7 @@ def away_taps(
     ids = pop.card_id[rows]
     n_taps = 1 + streams.poisson("away.taps", day, ids, max(interop.taps_per_away_day - 1, 0.0))
     n_taps = np.minimum(n_taps, 7)
-    accepts = np.array([c.accepts_nantong_cards for c in cities])[city - 1]
+    accepts = np.array([c.accepts_home_cards for c in cities])[city - 1]
     takes_qr = np.array([c.accepts_yimatongxing for c in cities])[city - 1]
     uses_card = (streams.uniform("away.card_ok", 0, ids) < accepts) & (
         streams.uniform("away.card_choice", day, ids) < interop.away_card_share

@@ -18,6 +18,7 @@ import mesa
 import numpy as np
 import simpy
 
+from sim import ids
 from sim.clearing import (
     Clearer,
     ClearingResult,
@@ -34,7 +35,7 @@ from sim.clearing import (
 )
 from sim.clearing_network import ClearingTopology, Routing
 from sim.codes import CLEARED
-from sim.events import BatchCleared, EventBus, SettlementDone
+from sim.events import BatchCleared, EventBus, SettlementDone, concat_status
 from sim.ledger import InvariantViolation, Ledger, check_positions
 
 DAY_S = 86_400
@@ -116,21 +117,41 @@ class ClearingNetworkAgent:
 
     def clear(self, day: int, cutoff_s: int) -> ClearingResult:
         """Clearing day ``day``: inboxes, node batches, routing, ledger, statuses, settlement."""
-        (shard,) = self.shards  # one shard until multi-city runs route between shards
-        records = shard.collect_uploads(cutoff_s)
+        collected = [shard.collect_uploads(cutoff_s) for shard in self.shards]
+        records = UploadedRecords.concat(collected)
         result = self._clear_at_exchanges(day, records)
         routing = self.topology.route(result.pairs, result.settle_day)
         result = dataclasses.replace(result, positions=routing.positions)
         transit = self._log_transit(day, records, result, routing)
-        taps = shard.apply_clearing(result)
+        statuses, start = [], 0
+        for shard, part in zip(self.shards, collected, strict=True):
+            rows = slice(start, start + len(part))
+            start += len(part)
+            statuses.append(shard.apply_clearing(_records_of(result, rows)))
+        self._order_refunds(result)
         post_clearing(self.ledger, day, result.pairs, self.participants, routing.fees)
         self._check_books(routing)
         self.settlements_due.setdefault(result.settle_day, []).append(routing)
         self.settle_due(day + 1)
         batches = result.batches + transit
-        self.bus.publish(BatchCleared(day, batch_columns(batches), taps, len(result.refunds)))
-        shard.flush_final_days(final=False)
+        self.bus.publish(
+            BatchCleared(day, batch_columns(batches), concat_status(statuses), len(result.refunds))
+        )
+        for shard in self.shards:
+            shard.flush_final_days(final=False)
         return result
+
+    def _order_refunds(self, result: ClearingResult) -> None:
+        """Each refund goes to the shard of the card's issuer; refunds of issuers no shard
+        simulates to the shard that acquired the record. The batch runs after its day has
+        closed: refunds are paid on T+lag, at the earliest on the day the batch runs."""
+        refunds = result.refunds
+        pay_day = max(result.settle_day, result.day + 1)
+        owner = ids.record_shard(refunds.source_tx_id)
+        for i, shard in enumerate(self.shards):
+            owner[refunds.issuer == shard.issuer_code] = i
+        for i, shard in enumerate(self.shards):
+            shard.order_refunds(pay_day, _take_refunds(refunds, owner == i))
 
     def _clear_at_exchanges(self, day: int, records: UploadedRecords) -> ClearingResult:
         """Each acquirer's exchange clears its records; the results, merged in record order."""
@@ -231,6 +252,26 @@ class ClearingNetworkAgent:
                         },
                     )
                 )
+
+
+def _records_of(result: ClearingResult, rows: slice) -> ClearingResult:
+    """The per-record part of ``result`` for records ``rows`` (one shard's uploads)."""
+    return dataclasses.replace(
+        result,
+        tx_id=result.tx_id[rows],
+        status=result.status[rows],
+        reason=result.reason[rows],
+        fee_fen=result.fee_fen[rows],
+        batch_id=result.batch_id[rows],
+        refunds=_take_refunds(result.refunds, np.zeros(len(result.refunds), dtype=bool)),
+    )
+
+
+def _take_refunds(refunds: RefundOrders, keep: np.ndarray) -> RefundOrders:
+    names = ("source_tx_id", "first_tx_id", "card", "issuer", "acquirer", "medium_class")
+    return RefundOrders(
+        day=refunds.day, **{n: getattr(refunds, n)[keep] for n in (*names, "amount_fen")}
+    )
 
 
 def _concat_refunds(day: int, parts: list[RefundOrders]) -> RefundOrders:

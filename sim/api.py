@@ -37,9 +37,9 @@ from sim.output import (
     write_duckdb_catalogue,
 )
 from sim.records import RecordWriter, name_tables
-from sim.scenario import ConfigError, Scenario, scenario_hash
+from sim.scenario import ConfigError, MultiCityScenario, Scenario, scenario_hash
 from sim.scenario import load_scenario as _load
-from sim.world import World, build_world
+from sim.world import World, build_world, build_worlds
 
 __all__ = [
     "BadInput",
@@ -94,7 +94,7 @@ def load_scenario(
     *,
     days: int | None = None,
     seed: int | None = None,
-) -> Scenario:
+) -> Scenario | MultiCityScenario:
     """Load a scenario with ``--set`` overrides; ``days``/``seed`` override the period and seed."""
     extra = list(overrides)
     if days is not None:
@@ -112,25 +112,30 @@ def load_scenario(
     return scenario
 
 
-def build(scenario: Scenario) -> World:
-    """Build the world of a scenario (population, network, outlets, fares)."""
+def build(scenario: Scenario | MultiCityScenario) -> World | list[World]:
+    """Build the world of a scenario (population, network, outlets, fares); a multi-city
+    scenario gives one world per city, sharing one clearing hierarchy."""
     try:
+        if isinstance(scenario, MultiCityScenario):
+            cities = list(scenario.city_scenarios)
+            return build_worlds(cities, [Path(c.outlets.file) for c in cities])
         return build_world(scenario, Path(scenario.outlets.file))
     except (OutletFileError, ValueError) as exc:
         raise BadInput(str(exc)) from None
 
 
 def iter_days(
-    scenario: Scenario | None,
+    scenario: Scenario | MultiCityScenario | None,
     out_dir: str | Path | None = None,
     *,
-    world: World | None = None,
+    world: World | list[World] | None = None,
     seed: int | None = None,
     unmasked: bool = False,
     scenario_path: str | Path | None = None,
     env: simpy.Environment | None = None,
     subscribers: tuple[Subscriber, ...] | list[Subscriber] = (),
     response: Response = NO_RESPONSE,
+    shard_order: list[int] | None = None,
 ) -> Iterator[DayDone]:
     """Simulate ``scenario`` (or an existing ``world``) day by day, yielding each finished day.
 
@@ -139,20 +144,30 @@ def iter_days(
     return value (``StopIteration.value``; ``run`` returns it) is the ``RunSummary``.
     ``seed`` sets the run seed (default: the scenario's); the world keeps its own seed, so one
     world serves several runs. ``env`` can pace the run (``simpy.rt.RealtimeEnvironment``).
+    Identities are masked unless ``unmasked`` or the scenario's ``output.mask_identities`` is
+    false. ``shard_order`` sets the order a multi-city run computes its cities' days in (the
+    outputs do not depend on it).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    spec = scenario
     if world is None:
         world = build(scenario)
+    worlds = [world] if isinstance(world, World) else list(world)
+    world = worlds[0]
     scenario = world.scenario
+    if spec is None or isinstance(spec, Scenario):
+        spec = scenario
     timings["build_world_s"] = time.perf_counter() - t0
     run_seed = scenario.seed if seed is None else int(seed)
+    unmasked = unmasked or not all(w.scenario.output.mask_identities for w in worlds)
+    names, code_maps = name_tables(worlds)
     output = None
     if out_dir is not None:
         try:
             output = RunOutput(
                 out_dir,
-                names=name_tables(world, world.participants.ids),
+                names=names,
                 mask_identities=not unmasked,
                 # A day emits ~10 partitions at once; room for a few days keeps the simulation
                 # from waiting on the writer thread's bursts (one transactions day is ~40 MB).
@@ -160,26 +175,32 @@ def iter_days(
             )
         except (FileExistsError, OSError) as exc:
             raise BadInput(f"--out {out_dir}: {exc}") from None
-    writer = RecordWriter(
-        world,
-        output,
-        world.participants.ids,
-        world.participants.code(scenario.output.issuer_id),
-        unmasked=unmasked,
-        run_seed=run_seed,
-    )
+    writers = [
+        RecordWriter(
+            w,
+            output,
+            w.participants.ids,
+            w.participants.code(w.scenario.output.issuer_id),
+            unmasked=unmasked,
+            run_seed=run_seed,
+            shard_index=i,
+            code_maps=code_maps[i],
+        )
+        for i, w in enumerate(worlds)
+    ]
     t1 = time.perf_counter()
     try:
         model = CardTwinModel(
-            world=world,
+            world=worlds,
             seed=run_seed,
             env=env,
-            subscribers=[writer, *subscribers],
+            subscribers=[*writers, *subscribers],
             response=response,
+            shard_order=shard_order,
         )
         while model.running:
             model.step()
-            day = model.engine.state.day - 1
+            day = model.engine.day - 1
             yield DayDone(day, world.calendar.date_of(day), model.kpis)
     except BaseException:
         if output is not None:
@@ -188,15 +209,17 @@ def iter_days(
     timings["simulate_and_write_s"] = time.perf_counter() - t1
     kpis = model.engine.kpis
     if output is not None:
-        meta = _run_meta(scenario, scenario_path, world, run_seed, kpis, timings, unmasked)
+        meta = _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked)
         try:
             output.commit(meta)
-            write_duckdb_catalogue(output.out_dir, writer.tables_written)
+            write_duckdb_catalogue(
+                output.out_dir, set().union(*(w.tables_written for w in writers))
+            )
         except OutputError as exc:
             raise BadInput(f"--out {out_dir}: {exc}") from None
     timings["total_s"] = time.perf_counter() - t0
     return RunSummary(
-        scenario.name,
+        spec.name,
         Path(out_dir) if out_dir else None,
         world.days,
         kpis.taps,
@@ -208,7 +231,9 @@ def iter_days(
     )
 
 
-def run(scenario: Scenario | None, out_dir: str | Path | None, **options) -> RunSummary:
+def run(
+    scenario: Scenario | MultiCityScenario | None, out_dir: str | Path | None, **options
+) -> RunSummary:
     """Simulate the whole period at once; takes the options of ``iter_days``."""
     days = iter_days(scenario, out_dir, **options)
     while True:
@@ -252,13 +277,24 @@ def calibrate(
     return report
 
 
-def _run_meta(scenario, scenario_path, world, run_seed, kpis, timings, unmasked) -> dict:
+def _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked) -> dict:
+    world = worlds[0]
+    scenario = world.scenario
     return {
-        "scenario": scenario.name,
+        "scenario": spec.name,
         "scenario_file": str(scenario_path) if scenario_path else None,
-        "scenario_hash": scenario_hash(scenario),
+        "scenario_hash": scenario_hash(spec),
         "seed": run_seed,
         "world_seed": scenario.seed if scenario.world_seed is None else scenario.world_seed,
+        "cities": [
+            {
+                "name": w.scenario.name,
+                "city_code": w.scenario.output.city_code,
+                "cardholders": len(w.population),
+                "world_seed": w.scenario.world_seed or w.scenario.seed,
+            }
+            for w in worlds
+        ],
         "period": {
             "start": scenario.period.start.isoformat(),
             "days": world.days,

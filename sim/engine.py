@@ -11,10 +11,13 @@ Like SimPy's own core, the engine only orders things in time; the work is elsewh
 
 The SimPy environment is passed in, so a run can go as fast as possible or be paced to the wall
 clock (``simpy.rt.RealtimeEnvironment``). ``step_day()`` advances one day; ``run()`` steps to the
-end. The world is never changed: all a run changes is in its ``RunState`` (sim/state.py).
+end. A run has one shard per city; the worlds are never changed: all a run changes is in its
+shards' ``RunState`` (sim/state.py) and the shared ledger.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import simpy
@@ -23,7 +26,7 @@ from agents.clearing import ClearingNetworkAgent
 from sim.behaviour import NO_RESPONSE, Response
 from sim.clearing import MEMO_DEPOSIT, MEMO_OPENING, initial_deposits_fen, post_flow
 from sim.events import DayClosed, EventBus, RunFinished, Subscriber
-from sim.ledger import InvariantViolation
+from sim.ledger import InvariantViolation, Ledger
 from sim.metrics import KpiCollector
 from sim.shard import CityShard
 from sim.state import RunState
@@ -33,93 +36,112 @@ DAY_S = 86_400
 
 
 class Engine:
-    """Runs a world day by day on one clock (see the module docstring).
+    """Runs one or more cities (shards) day by day on one clock (see the module docstring).
 
     Args:
-        world: the static world (built once, shared by any number of runs).
+        world: the static world of a city, or the worlds of a multi-city run (built once, shared
+            by any number of runs; the worlds of a run share one participants registry).
         host: the Mesa model that hosts the run's agents (sim/model.py).
         env: the SimPy environment at time 0 (default: a new ``simpy.Environment``).
-        state: the run's state (default: ``RunState.fresh(world, seed)``).
-        seed: the run seed when ``state`` is not given (default: the scenario's seed).
+        seed: the run seed (default: the first scenario's seed).
         subscribers: callables receiving every event (sim/events.py), after the KPI collector.
         response: how riders respond to prices (sim/behaviour.py); default: not at all.
+        shard_order: the order in which the shards' days are computed (default: their index
+            order). Whatever it is, the shards' effects on shared things (the ledger, the
+            events) are applied in index order, so the outputs do not depend on it.
     """
 
     def __init__(
         self,
-        world: World,
+        world: World | Sequence[World],
         host,
         *,
         env: simpy.Environment | None = None,
-        state: RunState | None = None,
         seed: int | None = None,
         subscribers: tuple[Subscriber, ...] | list[Subscriber] = (),
         response: Response = NO_RESPONSE,
+        shard_order: Sequence[int] | None = None,
     ) -> None:
-        self.world = world
+        self.worlds = [world] if isinstance(world, World) else list(world)
+        self.world = self.worlds[0]
         self.env = env if env is not None else simpy.Environment()
         if self.env.now != 0:
             raise ValueError(f"the environment must start at time 0, it is at {self.env.now}")
-        self.state = state if state is not None else RunState.fresh(world, seed)
+        run_seed = self.world.scenario.seed if seed is None else int(seed)
+        self.ledger = Ledger()
+        self.states = [
+            RunState.fresh(w, run_seed, shard=i, ledger=self.ledger)
+            for i, w in enumerate(self.worlds)
+        ]
+        self.state = self.states[0]
         self.bus = EventBus()
-        self.kpis = KpiCollector(world, self.state)
+        self.kpis = KpiCollector([(w, s) for w, s in zip(self.worlds, self.states, strict=True)])
         self.bus.subscribe(self.kpis)
         for subscriber in subscribers:
             self.bus.subscribe(subscriber)
-        self.shard = CityShard(world, self.state, self.env, host, self.bus, response)
+        self.shards = [
+            CityShard(w, s, self.env, host, self.bus, response, shard_index=i)
+            for i, (w, s) in enumerate(zip(self.worlds, self.states, strict=True))
+        ]
+        self.shard = self.shards[0]
+        order = list(range(len(self.shards))) if shard_order is None else list(shard_order)
+        if sorted(order) != list(range(len(self.shards))):
+            raise ValueError(f"shard_order must order shards 0..{len(self.shards) - 1}")
+        self.shard_order = order
         self.clearing = ClearingNetworkAgent(
             host,
             self.env,
-            world.participants,
-            world.scenario.clearing,
-            ledger=self.state.ledger,
+            self.world.participants,
+            self.world.scenario.clearing,
+            ledger=self.ledger,
             bus=self.bus,
-            shards=[self.shard],
+            shards=self.shards,
         )
         self.failure: InvariantViolation | None = None
         self.finished = False
+        self.day = 0  # the next day to simulate
 
     @property
     def days(self) -> int:
-        """Days in the world's period."""
+        """Days in the run's period."""
         return self.world.days
-
-    @property
-    def ledger(self):
-        """The run's money ledger."""
-        return self.state.ledger
 
     # ----------------------------------------------------------------- stepping
     def step_day(self) -> dict[str, float]:
-        """Simulate the next day (and the clearing batch that falls in it); returns its KPIs."""
+        """Simulate the next day (and the clearing run that falls in it); returns its KPIs."""
         if self.finished:
             raise RuntimeError(f"the run is over: all {self.days} days are simulated")
-        day = self.state.day
+        day = self.day
         if day == 0:
             self._open()
         closed = self.env.process(self._guarded(self._day(day)))
         self._advance(closed)
-        self.state.day += 1
-        if self.state.day == self.days:
+        self.day += 1
+        for state in self.states:
+            state.day = self.day
+        if self.day == self.days:
             self._finish()
         return closed.value
 
     def run(self, until: int | None = None) -> None:
         """Step until ``until`` days are done (default: the whole period)."""
         last = self.days if until is None else min(int(until), self.days)
-        while self.state.day < last:
+        while self.day < last:
             self.step_day()
 
     def _day(self, day: int):
         """One day on the clock: plan at midnight, settle just before the next one."""
-        self.shard.start_day(day)
+        for i in self.shard_order:
+            self.shards[i].start_day(day)
         yield self.env.timeout(DAY_S - 1)
-        self.shard.close_day(day)
+        for i in self.shard_order:
+            self.shards[i].settle_day(day)
+        for shard in self.shards:  # shared effects in index order (see shard_order)
+            shard.commit_day(day)
         kpis = self.kpis.close_day(day)
         self.bus.publish(DayClosed(day, kpis))
         yield self.env.timeout(1)
         return kpis
-
     def _advance(self, until) -> None:
         self.env.run(until=until)
         if self.failure is not None:
@@ -141,13 +163,12 @@ class Engine:
     def _open(self) -> None:
         """Opening balances and clearing deposits; the clearing network's daily process."""
         world = self.world
-        issuer = world.participants.code(world.scenario.output.issuer_id)
         post_flow(
             self.ledger,
             0,
             MEMO_OPENING,
-            np.array([issuer]),
-            np.array([int(self.state.cards.balance_fen.sum())]),
+            np.array([shard.issuer_code for shard in self.shards]),
+            np.array([int(state.cards.balance_fen.sum()) for state in self.states]),
             world.participants,
         )
         deposits = initial_deposits_fen(world.scenario.clearing, world.participants)
@@ -159,8 +180,9 @@ class Engine:
     def _finish(self) -> None:
         """The last day's batch closes after the period: run the clock that far, then check."""
         self._advance(self.clearing.cutoff_of(self.days - 1) + 1)
-        self.shard.flush_final_days(final=True)
-        outstanding = self.shard.refunds_outstanding()
+        for shard in self.shards:
+            shard.flush_final_days(final=True)
+        outstanding = sum(shard.refunds_outstanding() for shard in self.shards)
         self.kpis.end_of_run(outstanding)
         totals = self.kpis.totals
         ordered = totals.get("refund_orders", 0)
@@ -172,7 +194,8 @@ class Engine:
                 "end of run",
                 f"{ordered} refund orders but {executed} executed and {outstanding} outstanding",
             )
-        self.shard.check_all_cleared_days_closed()
+        for shard in self.shards:
+            shard.check_all_cleared_days_closed()
         self.ledger.check()
         self.finished = True
         self.bus.publish(RunFinished(self.days, self.ledger))

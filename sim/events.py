@@ -23,7 +23,7 @@ A subscriber is any callable taking one event; it picks the types it wants (``ma
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,7 @@ class DaySettled:
     outlet_visits: Columns
     purse: Columns  # non-transit purse payments (row, t_s, amount_fen, accepted)
     stats: dict[str, int] = field(default_factory=dict)  # behaviour counts of the day
+    shard: int = 0  # the city whose records these are
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,14 @@ class UploadsSent:
 
     day: int
     uploads: Columns
+    shard: int = 0
 
 
 @dataclass(frozen=True)
 class TapStatus:
     """New clearing status of taps (a later state change of records already published)."""
 
+    shard: np.ndarray  # int64, the city whose taps they are
     tap_day: np.ndarray  # int64, day the tap happened
     tx_id: np.ndarray
     status: np.ndarray  # sim.codes CLEARED / REJECTED
@@ -89,6 +92,7 @@ class TapsFinal:
 
     day: int
     taps: Columns
+    shard: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,3 +131,10 @@ class EventBus:
         """Deliver ``event`` to every subscriber now."""
         for subscriber in self._subscribers:
             subscriber(event)
+
+
+def concat_status(parts: list[TapStatus]) -> TapStatus:
+    """Status changes of several shards as one."""
+    names = [f.name for f in fields(TapStatus)]
+    z = np.zeros(0, np.int64)
+    return TapStatus(**{n: np.concatenate([getattr(p, n) for p in parts] or [z]) for n in names})

@@ -12,6 +12,11 @@ across shards (cities) or days, and can be taken apart again without a lookup ta
 | tap key                 | journey · leg:2 · exit:1, bit 62 marks  | (internal to a day)          |
 |                         | the second charge of a double tap       |                              |
 | upload key              | device:39 · upload batch:24             | (internal to the clearing)   |
+| card in the clearing    | shard:10 · card id:40                   | 2^40 cards a shard           |
+|  (run-wide)             |                                         |                              |
+| device in the clearing  | shard:10 · device id:21                 | 2^21 devices a shard (the    |
+|  (run-wide)             |                                         | duplicate key packs it in 31 |
+|                         |                                         | bits beside a 32-bit serial) |
 | clearing batch id       | node:10 · sequence:42                   | 1,024 clearing nodes; < 2^53 |
 |                         |                                         | (exact as a float: nullable  |
 |                         |                                         | columns in pandas)           |
@@ -116,3 +121,36 @@ def batch_ids(node: int, first: int, count: int) -> np.ndarray:
     return (np.int64(node) << np.int64(_BATCH_SEQ_BITS)) + np.arange(
         first, first + count, dtype=np.int64
     )
+
+
+_CARD_BITS = 40
+_DEVICE_BITS = 21
+
+
+def _global(shard: int, local: np.ndarray, bits: int, what: str) -> np.ndarray:
+    shard = _check("shard", shard, MAX_SHARDS)
+    local = np.asarray(local, dtype=np.int64)
+    if len(local) and (local.min() < 0 or local.max() >= 1 << bits):
+        raise ValueError(f"{what} ids must be in [0, 2^{bits}) to be made run-wide")
+    return (np.int64(shard) << np.int64(bits)) + local
+
+
+def global_card(shard: int, card_id: np.ndarray) -> np.ndarray:
+    """Run-wide id of a shard's card: the clearing sees every shard's records together and must
+    not confuse card 5 of one city with card 5 of another. Shard 0's ids are unchanged."""
+    return _global(shard, card_id, _CARD_BITS, "card")
+
+
+def local_card(global_id: np.ndarray) -> np.ndarray:
+    """The shard-local id of a run-wide card id."""
+    return np.asarray(global_id, dtype=np.int64) & ((1 << _CARD_BITS) - 1)
+
+
+def card_shard(global_id: np.ndarray) -> np.ndarray:
+    """The shard of a run-wide card id."""
+    return np.asarray(global_id, dtype=np.int64) >> _CARD_BITS
+
+
+def global_device(shard: int, device: np.ndarray) -> np.ndarray:
+    """Run-wide id of a shard's device (its upload serials are unique only per shard)."""
+    return _global(shard, device, _DEVICE_BITS, "device")

@@ -47,12 +47,12 @@ class ExternalCity(_Model):
         None, description="Clearing id of the city's transit acquirer (default: <CITY>_TRANSIT)."
     )
     distance_km: dict[str, float] = Field(
-        description="Travel distance from each Nantong region (region id -> km)."
+        description="Travel distance from each home-city region (region id -> km)."
     )
     attraction: float = Field(gt=0, description="Relative pull (size, jobs, services).")
-    accepts_nantong_cards: Share = Field(
-        description="Share of Nantong cards its readers accept (MOHURD-standard cities accept "
-        "only Nantong's named cards)."
+    accepts_home_cards: Share = Field(
+        description="Share of the home city's cards its readers accept (a MOHURD-standard city "
+        "accepts only named cards)."
     )
     accepts_yimatongxing: bool = Field(description="Its transit accepts the 一码通行 QR code.")
     visitor_fare_fen: Annotated[int, Field(gt=0)] = Field(

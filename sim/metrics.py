@@ -57,20 +57,31 @@ _DAY_COUNTS = ("card_sales_deferred", "refunds_executed", "refunds_fen", "refund
 
 
 class KpiCollector:
-    """Subscriber computing each day's KPIs once; keeps run totals and calibration metrics."""
+    """Subscriber computing each day's KPIs once; keeps run totals and calibration metrics.
 
-    def __init__(self, world, state) -> None:
-        self.world = world
-        self.metrics = RunMetrics(len(world.region_ids), len(world.population))
-        self._sale_day = state.cards.sale_day  # read-only here: weekly cards-in-stock shares
+    ``shards`` lists each city's (world, run state); a multi-city run's daily row sums the
+    cities' rows (the outlet wait is the mean over every served visit)."""
+
+    def __init__(self, shards) -> None:
+        self.worlds = [world for world, _ in shards]
+        self.shard_metrics = [
+            RunMetrics(len(world.region_ids), len(world.population)) for world in self.worlds
+        ]
+        # Read-only here: each city's sale days, for the weekly cards-in-stock shares.
+        self._sale_day = [state.cards.sale_day for _, state in shards]
         self.totals: dict[str, int] = {}
         self.taps = 0
         self.days = 0
-        self._row: dict[int, dict[str, float]] = {}
+        self._rows: dict[int, list[tuple[dict[str, float], int]]] = {}
+
+    @property
+    def metrics(self) -> RunMetrics:
+        """Calibration aggregates of the first city."""
+        return self.shard_metrics[0]
 
     def __call__(self, event) -> None:
         if isinstance(event, DaySettled):
-            self._row[event.day] = self._day_row(event)
+            self._rows.setdefault(event.day, []).append(self._day_row(event))
         elif isinstance(event, BatchCleared):
             self._add("refund_orders", event.refund_orders)
             self._add("clearing_batches", len(event.batches["batch_id"]))
@@ -81,8 +92,12 @@ class KpiCollector:
             self._add("pending", int((status == PENDING).sum()))
 
     def close_day(self, day: int) -> dict[str, float]:
-        """The KPI row of a settled day, added to the totals."""
-        row = self._row.pop(day)
+        """The KPI row of a settled day (all cities), added to the totals."""
+        parts = self._rows.pop(day)
+        row = {name: sum(part[name] for part, _ in parts) for name in KPI_NAMES}
+        served = sum(n for _, n in parts)
+        waited = sum(part["outlet_mean_wait_s"] * n for part, n in parts)
+        row["outlet_mean_wait_s"] = waited / served if served else 0.0
         for name, value in row.items():
             if name not in _NOT_SUMMED:
                 self._add(name, value)
@@ -96,17 +111,20 @@ class KpiCollector:
     def _add(self, name: str, value) -> None:
         self.totals[name] = self.totals.get(name, 0) + int(value)
 
-    def _day_row(self, event: DaySettled) -> dict[str, float]:
+    def _day_row(self, event: DaySettled) -> tuple[dict[str, float], int]:
         taps = event.taps
         self.taps += len(taps["row"])
-        figures = self.metrics.observe_day(self.world, self._sale_day, event)
+        shard = event.shard
+        figures = self.shard_metrics[shard].observe_day(
+            self.worlds[shard], self._sale_day[shard], event
+        )
         visits = event.outlet_visits
         served = visits["outcome"] == SERVED
         channel = event.topups["channel"]
         purse = event.purse
         for name in _DAY_COUNTS:
             self._add(name, event.stats.get(name, 0))
-        return {
+        row = {
             "riders": event.stats["riders"],
             "taps": len(taps["row"]),
             **figures,  # transactions and spend as calibration counts them (RunMetrics)
@@ -121,6 +139,7 @@ class KpiCollector:
             "outlet_left_closed": int((visits["outcome"] == LEFT_CLOSED).sum()),
             "purse_spend_fen": int(purse["amount_fen"][purse["accepted"]].sum()),
         }
+        return row, int(served.sum())
 
 
 @dataclass

@@ -36,24 +36,27 @@ class CardTwinModel(mesa.Model):
 
     Args:
         scenario: a scenario file (used when ``world`` is not given).
-        world: an already built world (shared with other runs; never changed).
+        world: an already built world, or a multi-city run's worlds (shared with other runs;
+            never changed).
         days: simulate only the first ``days`` days of the scenario's period.
         seed: the run seed (default: the scenario's); the world keeps its own seed.
         env: the SimPy environment (e.g. ``simpy.rt.RealtimeEnvironment`` to pace the run).
         subscribers: event subscribers (sim/events.py): writers, progress, stream sinks.
         response: how riders respond to prices (sim/behaviour.py).
+        shard_order: the order the cities' days are computed in (outputs do not depend on it).
     """
 
     def __init__(
         self,
         scenario: str | Path | None = None,
         *,
-        world: World | None = None,
+        world: World | list[World] | None = None,
         days: int | None = None,
         seed: int | None = None,
         env: simpy.Environment | None = None,
         subscribers: tuple[Subscriber, ...] | list[Subscriber] = (),
         response: Response = NO_RESPONSE,
+        shard_order: list[int] | None = None,
     ) -> None:
         if world is None:
             if scenario is None:
@@ -61,17 +64,24 @@ class CardTwinModel(mesa.Model):
             from sim.api import build, load_scenario  # the API builds worlds from files
 
             world = build(load_scenario(scenario, days=days))
-        run_seed = world.scenario.seed if seed is None else int(seed)
+        first = world if isinstance(world, World) else world[0]
+        run_seed = first.scenario.seed if seed is None else int(seed)
         # Mesa's own generator is seeded for completeness; every draw of the run comes from the
         # counter-based streams of the run state (sim/rng.py).
         super().__init__(seed=run_seed)
-        self.world = world
+        self.world = first
         self.kpis: dict[str, float] = {}
         self.datacollector = mesa.DataCollector(
             model_reporters={name: [kpi_of, [self, name]] for name in KPI_NAMES}
         )
         self.engine = Engine(
-            world, self, env=env, seed=run_seed, subscribers=subscribers, response=response
+            world,
+            self,
+            env=env,
+            seed=run_seed,
+            subscribers=subscribers,
+            response=response,
+            shard_order=shard_order,
         )
 
     def step(self) -> None:
@@ -83,5 +93,5 @@ class CardTwinModel(mesa.Model):
     def run_days(self, until: int | None = None) -> None:
         """Step until ``until`` days are done (default: the whole period)."""
         last = self.engine.days if until is None else min(int(until), self.engine.days)
-        while self.engine.state.day < last:
+        while self.engine.day < last:
             self.step()

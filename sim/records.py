@@ -42,19 +42,43 @@ _EPOCH = dt.date(1970, 1, 1)
 METRO = MODES.index("metro")
 
 
-def name_tables(world: World, institution_ids: tuple[str, ...]) -> dict[str, list[str]]:
-    """Name tables the writer needs for the scenario-specific dictionary columns."""
+#: Dictionary columns whose names come from each city's scenario.
+CITY_NAMED = ("region", "route", "city")
+
+
+def _city_names(world: World) -> dict[str, list[str]]:
     sc = world.scenario
     return {
         "region": [r.name_zh for r in sc.regions.values()],
         "route": list(world.network.lines.ids),
         "city": [sc.output.city_code]
         + ([] if sc.interop is None else [c.city_code for c in sc.interop.cities.values()]),
-        "institution": list(institution_ids),
-        "topup_channel": list(TOPUP_CHANNELS),
-        "outlet_service": list(SERVICE_KINDS),
-        "visit_outcome": list(OUTCOMES),
     }
+
+
+def name_tables(worlds: list[World]) -> tuple[dict[str, list[str]], list[dict[str, np.ndarray]]]:
+    """Name tables of a run's dictionary columns, and per city the map from its own codes to
+    the run's (identity for a one-city run). Names shared by cities (a city code another city
+    lists as an external city) get one code."""
+    names: dict[str, list[str]] = {kind: [] for kind in CITY_NAMED}
+    maps = []
+    for world in worlds:
+        mine = {}
+        for kind, values in _city_names(world).items():
+            index = {name: i for i, name in enumerate(names[kind])}
+            for name in values:
+                if name not in index:
+                    index[name] = len(names[kind])
+                    names[kind].append(name)
+            mine[kind] = np.array([index[name] for name in values], dtype=np.int64)
+        maps.append(mine)
+    names.update(
+        institution=list(worlds[0].participants.ids),
+        topup_channel=list(TOPUP_CHANNELS),
+        outlet_service=list(SERVICE_KINDS),
+        visit_outcome=list(OUTCOMES),
+    )
+    return names, maps
 
 
 def _hash32(*columns: np.ndarray) -> np.ndarray:
@@ -77,6 +101,8 @@ class RecordWriter:
         issuer_code: int,
         unmasked: bool = False,
         run_seed: int | None = None,
+        shard_index: int = 0,
+        code_maps: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.world = world
         self.output = output
@@ -97,7 +123,11 @@ class RecordWriter:
             [lines.region[devices.line], lines.region[stops.line]]
         ).astype(np.int64)
         self.outlet_ids = np.array([o.outlet_id for o in world.outlets], dtype=np.int64)
-        self.shard_index = 0  # the home city; more shards come with the clearing network
+        # This writer writes the records of one city (its part of every partition); the first
+        # city's writer also writes the run-wide tables (clearing, settlement, KPIs, ledger).
+        self.shard_index = shard_index
+        identity = all((m == np.arange(len(m))).all() for m in (code_maps or {}).values())
+        self.code_maps = None if identity else code_maps
         # Terminal ids look like 6-byte PSAM numbers: the city code's digits, then the device.
         self.terminal_base = int(world.scenario.output.city_code, 16) << 32
 
@@ -114,9 +144,13 @@ class RecordWriter:
         t = np.asarray(t_abs, dtype=np.int64)
         return np.where(t >= 0, self.epoch_s + t, -1)
 
+    def _code(self, kind: str, codes: np.ndarray) -> np.ndarray:
+        """This city's dictionary codes of ``kind`` as the run's codes."""
+        return codes if self.code_maps is None else self.code_maps[kind][codes]
+
     def tokens(self, rows: np.ndarray, day: int) -> np.ndarray:
         """Card tokens: stable card ids when unmasked, else a pseudonym that rotates daily."""
-        card_id = self.world.population.card_id[rows]
+        card_id = ids.global_card(self.shard_index, self.world.population.card_id[rows])
         if self.unmasked:
             return card_id
         z = card_id.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
@@ -126,7 +160,7 @@ class RecordWriter:
     def _write(self, table: str, day: int, columns: Mapping[str, np.ndarray]) -> None:
         if self.output is None:
             return
-        self.output.write(table, self._date(day), columns)
+        self.output.write(table, self._date(day), columns, part=self.shard_index)
         self.tables_written.add(table)
 
     # ----------------------------------------------------------------- subscriber
@@ -134,6 +168,9 @@ class RecordWriter:
         """Write what ``event`` completes (see sim/events.py for the order of events)."""
         if self.output is None:
             return
+        mine = getattr(event, "shard", 0) == self.shard_index
+        if not mine:
+            return  # another city's writer writes it (run-wide events count as the first's)
         match event:
             case DaySettled(day=day):
                 self._write("topups", day, self._topups(day, event.topups))
@@ -199,7 +236,7 @@ class RecordWriter:
             "card_counter": np.where(charged, c["card_counter"], -1),
             "trip_record_type": c["kind"],
             "mode": c["mode"],
-            "route_id": c["line"],
+            "route_id": self._code("route", c["line"]),
             "stop_id": c["stop"],
             "vehicle_id": np.where(is_bus, device, -1),
             "device_id": device,
@@ -207,11 +244,13 @@ class RecordWriter:
             "terminal_id": self.terminal_base + device,
             "device_serial": c["device_serial"],
             "tac": tac,
-            "city_code": c["city"],
+            "city_code": self._code("city", c["city"]),
             "issuer_id": c["issuer"],
             "acquirer_id": c["acquirer"],
             # Taps in other cities carry the holder's home region.
-            "region": np.where(c["city"] > 0, pop.region[c["row"]], lines.region[c["line"]]),
+            "region": self._code(
+                "region", np.where(c["city"] > 0, pop.region[c["row"]], lines.region[c["line"]])
+            ),
             "is_transfer": c["is_transfer"],
             "incomplete_trip": c["incomplete"],
             "upload_batch_id": upload_batch,
@@ -237,7 +276,7 @@ class RecordWriter:
             "media": pop.medium[rows],
             "channel": c["channel"],
             "outlet_id": outlet,
-            "region": pop.region[rows],
+            "region": self._code("region", pop.region[rows]),
             "issuer_id": np.full(n, self.issuer_code, dtype=np.int64),
             "amount_fen": c["amount_fen"],
             "balance_before_fen": c["balance_before_fen"],
@@ -271,7 +310,7 @@ class RecordWriter:
             "media": pop.medium[rows],
             "sale_kind": np.zeros(n, dtype=np.int8),
             "outlet_id": outlet,
-            "region": pop.region[rows],
+            "region": self._code("region", pop.region[rows]),
             "issuer_id": np.full(n, self.issuer_code, dtype=np.int64),
             "deposit_fen": np.zeros(n, dtype=np.int64),
             "card_fee_fen": np.full(n, sc.card_sales.price_fen, dtype=np.int64),
@@ -304,7 +343,7 @@ class RecordWriter:
             "last_tap_at": self._abs_ts(c["last_tap_at"]),
             "resend": c["resend"],
             "mode": np.where(station, METRO, 0),
-            "region": self.agent_region[dev],
+            "region": self._code("region", self.agent_region[dev]),
         }
 
     def _clearing_batches(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -7,10 +7,12 @@ composes the sections; each section's model lives next to the code that uses it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from pydantic import Field, ValidationInfo, field_validator
 
 from agents.outlet import OutletSettings
@@ -33,7 +35,7 @@ from sim.world_settings import (
 )
 from sim.yaml_config import ConfigError, ExistingFile, config_hash, load_config
 
-__all__ = ["Scenario", "ConfigError", "load_scenario", "scenario_hash"]
+__all__ = ["ConfigError", "MultiCityScenario", "Scenario", "load_scenario", "scenario_hash"]
 
 
 class CalendarRef(Section):
@@ -143,6 +145,37 @@ class Scenario(Section):
         return load_calendar_file(self.calendar.file)
 
 
+class CityRef(Section):
+    """One city of a multi-city run."""
+
+    scenario: ExistingFile = Field(
+        description="The city's own scenario file: its regions, network, population, fares, "
+        "outlets and its view of the clearing hierarchy. Its seed seeds the city's world; the "
+        "run's seed and period replace its own."
+    )
+
+
+class RunOutputDir(Section):
+    """Where a multi-city run writes."""
+
+    dir: str = Field(description="Default output directory (the CLI's --out wins).")
+
+
+class MultiCityScenario(Section):
+    """Several cities simulated together, one shard each, cleared through one hierarchy."""
+
+    schema_version: Literal[1] = Field(description="Scenario format version.")
+    name: str = Field(min_length=1, description="Short name, used in reports.")
+    description: str = Field(default="", description="What the run represents.")
+    seed: int = Field(ge=0, description="Root of the run's random streams (every city's).")
+    period: Period = Field(description="Simulated days (replacing each city's own).")
+    cities: dict[str, CityRef] = Field(min_length=1, description="Cities by id, in shard order.")
+    output: RunOutputDir = Field(description="Output defaults.")
+    city_scenarios: tuple[Scenario, ...] = Field(
+        default=(), exclude=True, description="The cities' loaded scenarios (set by the loader)."
+    )
+
+
 def check_network(network: ClearingNetwork | None) -> None:
     """Cross-references of ``clearing.network``: parents, exchanges, media, no cycles."""
     if network is None:
@@ -196,8 +229,42 @@ def check_network(network: ClearingNetwork | None) -> None:
         )
 
 
-def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
-    """Load and validate a scenario file; raises ConfigError with file/line/field on any problem."""
+def load_scenario(
+    path: str | Path, overrides: Sequence[str] = ()
+) -> Scenario | MultiCityScenario:
+    """Load and validate a scenario file — one city, or several (a file with ``cities:``);
+    raises ConfigError with file/line/field on any problem."""
+    if _is_multi_city(path):
+        return _load_multi_city(path, overrides)
+    return _load_city(path, overrides)
+
+
+def _is_multi_city(path: str | Path) -> bool:
+    """A multi-city file has a top-level ``cities:`` (read cheaply; errors are left to the full
+    loader, which reports them with lines)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(tree, dict) and "cities" in tree and "extends" not in tree
+
+
+def _load_multi_city(path: str | Path, overrides: Sequence[str]) -> MultiCityScenario:
+    spec = load_config(path, MultiCityScenario, overrides)
+    period = [f"period.start={spec.period.start.isoformat()}", f"period.days={spec.period.days}"]
+    cities = []
+    for city_id, city in spec.cities.items():
+        try:
+            scenario = _load_city(city.scenario, period)
+        except ConfigError as exc:
+            raise ConfigError([f"{path}: cities.{city_id}: {p}" for p in exc.problems]) from None
+        world_seed = scenario.seed if scenario.world_seed is None else scenario.world_seed
+        cities.append(scenario.model_copy(update={"seed": spec.seed, "world_seed": world_seed}))
+    return spec.model_copy(update={"city_scenarios": tuple(cities)})
+
+
+def _load_city(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     scenario = load_config(path, Scenario, overrides)
     try:
         settings = scenario.load_calendar()
@@ -212,6 +279,10 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     return scenario
 
 
-def scenario_hash(scenario: Scenario) -> str:
-    """SHA-256 of the validated scenario (recorded in run_meta.json)."""
+def scenario_hash(scenario: Scenario | MultiCityScenario) -> str:
+    """SHA-256 of the validated scenario (recorded in run_meta.json); a multi-city run's covers
+    each city's scenario too."""
+    if isinstance(scenario, MultiCityScenario):
+        parts = [config_hash(scenario)] + [config_hash(c) for c in scenario.city_scenarios]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
     return config_hash(scenario)

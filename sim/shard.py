@@ -96,13 +96,14 @@ class CityShard:
         model,
         bus: EventBus,
         response: Response = NO_RESPONSE,
+        shard_index: int = 0,
     ) -> None:
         self.world = world
         self.state = state
         self.env = env
         self.bus = bus
         self.response = response
-        self.shard_index = 0  # the home city; more shards come with the clearing network
+        self.shard_index = shard_index  # position among the run's cities; 0 is the first
         self.book = ClearingBook()
         sc = world.scenario
         participants = world.participants
@@ -129,6 +130,7 @@ class CityShard:
             is_weekend=lambda day: bool(cal.weekday(min(day, cal.days - 1)) >= 5),
         )
         self._visits = None
+        self._settled = None
         self._balance_before = 0
 
     def _build_validators(self, model) -> None:
@@ -171,13 +173,22 @@ class CityShard:
         self._load_validators(plan)
         self.book.open_days[day] = plan
 
-    def close_day(self, day: int) -> DaySettled:
-        """End of ``day``: balances, the day's money, conservation; publishes the records."""
-        world = self.world
+    def settle_day(self, day: int) -> None:
+        """End of ``day``: credits and balances of this shard's cards (its own state only)."""
         plan = self.book.open_days[day]
         visits = self._visits
-        credits, stats = self._credits_of_day(plan, visits)
-        credit_bal = settle_balances(world, self.state, plan, credits)
+        credits, refunds_due, stats = self._credits_of_day(plan, visits)
+        credit_bal = settle_balances(self.world, self.state, plan, credits)
+        self._settled = (plan, credits, refunds_due, credit_bal, visits, stats)
+
+    def commit_day(self, day: int) -> DaySettled:
+        """Post the settled day's money to the (shared) ledger, check conservation of this
+        shard's issuer and publish its records. The engine commits shards in their index
+        order, whatever order they were settled in, so the journal does not depend on it."""
+        plan, credits, refunds_due, credit_bal, visits, stats = self._settled
+        self._settled = None
+        for refunds in refunds_due:
+            self._post_refunds(day, refunds)
         self._post_day_money(plan, credits)
         check_card_balances(
             self.state.ledger,
@@ -194,10 +205,11 @@ class CityShard:
             outlet_visits=visits["results"].to_arrays(),
             purse=plan.purse,
             stats={**plan.stats, **stats},
+            shard=self.shard_index,
         )
         self.bus.publish(event)
         self._keep_resends()
-        self.bus.publish(UploadsSent(day, self.state.upload_log.drain()))
+        self.bus.publish(UploadsSent(day, self.state.upload_log.drain(), self.shard_index))
         return event
 
     def _number_records(self, plan: DayPlan) -> None:
@@ -267,7 +279,7 @@ class CityShard:
         cols["agent_device_id"] = self.agent_device_id[cols["agent"]]
 
     # ----------------------------------------------------------------- money of the day
-    def _credits_of_day(self, plan: DayPlan, visits) -> tuple[dict[str, np.ndarray], dict]:
+    def _credits_of_day(self, plan: DayPlan, visits) -> tuple[dict[str, np.ndarray], list, dict]:
         """Every credit to a card today: top-ups (when they really happened), the stored value
         loaded at sale, and duplicate-deduction refunds executed today."""
         day = plan.day
@@ -296,7 +308,8 @@ class CityShard:
         sales, sale_t = plan.sales, plan.sales["t_s"]
         n_sale = len(sales["row"]) if sc.card_sales.initial_topup_fen > 0 else 0
 
-        refund_rows, refund_amt, refund_stats = self._refunds_for(day)
+        refunds_due = self.book.refunds_due.pop(day, [])
+        refund_rows, refund_amt, refund_stats = self._refunds_for(refunds_due)
         cutoff_s = sc.clearing.batch_cutoff_hour * 3600
         credits = {
             "row": np.concatenate([top["row"], sales["row"][:n_sale], refund_rows]),
@@ -318,7 +331,7 @@ class CityShard:
             ),
             "n_topups": np.array([len(top["row"]) + n_sale]),
         }
-        return credits, {"card_sales_deferred": deferred, **refund_stats}
+        return credits, refunds_due, {"card_sales_deferred": deferred, **refund_stats}
 
     def _defer_unserved_sales(self, plan: DayPlan, unserved: np.ndarray) -> int:
         """Buyers the outlet could not serve come back the next day: the card is sold then."""
@@ -331,29 +344,34 @@ class CityShard:
         defer_sales(self.state, rows, plan.day + 1)
         return len(rows)
 
-    def _refunds_for(self, day: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-        """Card refunds due today (from clearing days whose T+lag is today)."""
-        due = self.book.refunds_due.pop(day, [])
-        participants = self.world.participants
-        # Only this city's cards' purses live here; other issuers credit their own cards.
+    def _refunds_for(self, due: list) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        """Card credits of the refund orders due today: this shard's own cards' rows."""
         mine = [(r.medium_class == MC_CARD) & (r.issuer == self.issuer_code) for r in due]
         card_id = self.world.population.card_id  # ascending, so ids map back to rows
-        rows = [np.searchsorted(card_id, r.card[m]) for r, m in zip(due, mine, strict=True)]
+        rows = [
+            np.searchsorted(card_id, ids.local_card(r.card[m]))
+            for r, m in zip(due, mine, strict=True)
+        ]
         amounts = [r.amount_fen[m] for r, m in zip(due, mine, strict=True)]
-        stats = {"refunds_executed": 0, "refunds_fen": 0, "refunds_other_issuers": 0}
-        for r in due:
-            # As with fares: only this city's cards' purses are modelled; other issuers'
-            # refunds go back the way their money came (like QR money).
-            external = np.where(r.issuer == self.issuer_code, r.medium_class, MC_QR)
-            post_refunds(
-                self.state.ledger, day, dataclasses.replace(r, medium_class=external), participants
-            )
-            stats["refunds_executed"] += len(r)
-            stats["refunds_fen"] += int(r.amount_fen.sum())
-            stats["refunds_other_issuers"] += int((r.issuer != self.issuer_code).sum())
+        stats = {
+            "refunds_executed": sum(len(r) for r in due),
+            "refunds_fen": sum(int(r.amount_fen.sum()) for r in due),
+            "refunds_other_issuers": sum(int((r.issuer != self.issuer_code).sum()) for r in due),
+        }
         if not rows:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), stats
         return np.concatenate(rows), np.concatenate(amounts), stats
+
+    def _post_refunds(self, day: int, refunds) -> None:
+        """Post executed refunds. Only this shard's cards' purses are modelled; refunds of
+        issuers no shard simulates go back the way their money came (like QR money)."""
+        external = np.where(refunds.issuer == self.issuer_code, refunds.medium_class, MC_QR)
+        post_refunds(
+            self.state.ledger,
+            day,
+            dataclasses.replace(refunds, medium_class=external),
+            self.world.participants,
+        )
 
     def _topup_records(self, credits, credit_bal) -> dict[str, np.ndarray]:
         """The top-up table's rows: credits that are top-ups, with their JT/T 978 load counter."""
@@ -468,11 +486,12 @@ class CityShard:
 
     def _records(self, cols, idx: np.ndarray) -> UploadedRecords:
         pop = self.world.population
+        shard = self.shard_index
         return UploadedRecords(
             tx_id=cols["tx_id"][idx],
-            card=pop.card_id[cols["row"][idx]],
+            card=ids.global_card(shard, pop.card_id[cols["row"][idx]]),
             card_counter=cols["card_counter"][idx],
-            device=cols["device"][idx],
+            device=ids.global_device(shard, cols["device"][idx]),
             device_serial=cols["device_serial"][idx],
             timestamp_s=cols["t_s"][idx] + ids.record_day(cols["tx_id"][idx]) * DAY_S,
             amount_fen=cols["amount_fen"][idx],
@@ -506,12 +525,13 @@ class CityShard:
                 changed.append((day, np.concatenate([rows[rejected], done])))
                 pos += k
         self._record_membership(result)
-        if len(result.refunds):
-            # The batch runs after its day has closed: refunds are paid on T+lag, at the earliest
-            # on the day the batch runs.
-            pay_day = max(result.settle_day, result.day + 1)
-            self.book.refunds_due.setdefault(pay_day, []).append(result.refunds)
         return self._status_of(changed)
+
+    def order_refunds(self, pay_day: int, refunds) -> None:
+        """Refund orders this shard executes on ``pay_day`` (its cards, or its acquired records
+        of issuers no shard simulates)."""
+        if len(refunds):
+            self.book.refunds_due.setdefault(pay_day, []).append(refunds)
 
     def _status_of(self, changed: list[tuple[int, np.ndarray]]) -> TapStatus:
         days, parts = [], []
@@ -523,7 +543,9 @@ class CityShard:
         cat = {
             k: np.concatenate([p[k] for p in parts] or [z]) for k in _STATUS_COLUMNS
         }  # fmt: skip
-        return TapStatus(tap_day=np.concatenate(days or [z]), **cat)
+        tap_day = np.concatenate(days or [z])
+        shard = np.full(len(tap_day), self.shard_index, dtype=np.int64)
+        return TapStatus(shard=shard, tap_day=tap_day, **cat)
 
     def _record_membership(self, result: ClearingResult) -> None:
         """Keep the batches' own lists of cleared taps for the exactly-once check."""
@@ -558,7 +580,7 @@ class CityShard:
                 np.concatenate([b for _, b in members] or [np.zeros(0, np.int64)]),
             )
             book.final_days.add(day)
-            self.bus.publish(TapsFinal(day, cols))
+            self.bus.publish(TapsFinal(day, cols, self.shard_index))
             del book.open_days[day]
 
     def refunds_outstanding(self) -> int:

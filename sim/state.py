@@ -18,7 +18,7 @@ import numpy as np
 
 from agents.validator import UploadLog
 from sim.ledger import Ledger
-from sim.rng import Streams
+from sim.rng import Streams, stream_key
 
 
 @dataclass
@@ -67,7 +67,8 @@ class RowScratch:
 
 @dataclass
 class RunState:
-    """All mutable state of one run (see the module docstring)."""
+    """All mutable state of one shard's run (see the module docstring). The shards of a run
+    share one ledger; each has its own random streams, cards and devices."""
 
     seed: int  # root of the run's behaviour and device streams
     streams: Streams
@@ -81,13 +82,20 @@ class RunState:
     day: int = 0  # the next day to simulate
 
     @classmethod
-    def fresh(cls, world, seed: int | None = None) -> RunState:
-        """A run of ``world`` from its first day; ``seed`` defaults to the scenario's seed."""
+    def fresh(
+        cls, world, seed: int | None = None, *, shard: int = 0, ledger: Ledger | None = None
+    ) -> RunState:
+        """A run of ``world`` from its first day; ``seed`` defaults to the scenario's seed.
+
+        Shard ``k > 0`` of a multi-city run draws from streams keyed by (seed, k), so two cities
+        whose card ids overlap do not share random numbers; shard 0 uses the seed itself."""
         run_seed = world.scenario.seed if seed is None else int(seed)
+        stream_seed = run_seed if shard == 0 else stream_key(f"shard:{run_seed}:{shard}")
         return cls(
             seed=run_seed,
-            streams=Streams(run_seed),
+            streams=Streams(stream_seed),
             cards=CardState.opening(world.population),
             scratch=RowScratch(len(world.population)),
+            ledger=ledger if ledger is not None else Ledger(),
             device_serial=np.zeros(len(world.network.devices.line), dtype=np.int64),
         )

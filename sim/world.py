@@ -8,7 +8,7 @@ changes (its population columns are read-only); a run's changing state is ``sim.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +231,23 @@ def _shift_sales_to_open_days(population, home_outlet, outlets, calendar: Calend
         next_open = np.minimum.accumulate(idx[::-1])[::-1]
         mine = rows[home_outlet[rows] == k]
         population.issue_day[mine] = next_open[population.issue_day[mine]]
+
+
+def build_worlds(scenarios: list[Scenario], outlets_files: list[Path]) -> list[World]:
+    """The worlds of a multi-city run: one per city, sharing one participants registry (the
+    union of the cities' clearing hierarchies, which must agree where they overlap)."""
+    worlds = [build_world(sc, f) for sc, f in zip(scenarios, outlets_files, strict=True)]
+    merged: dict[str, Participant] = {}
+    for world in worlds:
+        for p in world.participants.rows:
+            seen = merged.setdefault(p.id, p)
+            if (seen.role, seen.parent) != (p.role, p.parent):
+                raise ValueError(
+                    f"{world.scenario.name}: clearing participant {p.id} is a {p.role} under "
+                    f"{p.parent}, but an earlier city has it as a {seen.role} under {seen.parent}"
+                )
+    shared = Participants(merged.values())
+    return [replace(world, participants=shared) for world in worlds]
 
 
 def build_participants(scenario: Scenario, network: TransitNetwork) -> Participants:

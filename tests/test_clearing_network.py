@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from output_frames import read_frame
+from output_frames import node_logs, read_frame
 from test_clearing import P, reference_participants
 
 from sim.api import load_scenario, run
-from sim.clearing import BatchRecord, PairTotals, verify_chain
+from sim.clearing import PairTotals, verify_chain
 from sim.clearing_network import ClearingTopology
 
 SMALL = Path(__file__).resolve().parent.parent / "scenarios" / "small_ci.yaml"
@@ -114,38 +114,9 @@ def small_run(tmp_path_factory):
 
 
 def test_every_node_chain_verifies_from_the_output_files(small_run):
-    batches = read_frame(small_run, "clearing_batches").sort_values("clearing_batch_id")
-    start = np.datetime64("2024-01-01")
-    nodes = batches["node_id"].unique()
-    assert {"NT_EXCHANGE", "JS_EXCHANGE", "NATIONAL", "SHANGHAI_EXCHANGE"} <= set(nodes)
-    for node in nodes:
-        log = []
-        for row in batches[batches["node_id"] == node].itertuples():
-            day = int((np.datetime64(row.service_date, "D") - start).astype(int))
-            settle = int((np.datetime64(row.settle_date, "D") - start).astype(int))
-            log.append(
-                BatchRecord(
-                    batch_id=int(row.clearing_batch_id),
-                    node=row.node_id,
-                    transit=bool(row.transit),
-                    day=day,
-                    settle_day=settle,
-                    acquirer=row.acquirer_id,
-                    submitted=int(row.submitted),
-                    cleared=int(row.cleared),
-                    rejected=int(row.rejected),
-                    rejected_duplicate_upload=int(row.rejected_duplicate_upload),
-                    rejected_declined=int(row.rejected_declined),
-                    rejected_duplicate_deduction=int(row.rejected_duplicate_deduction),
-                    gross_fen=int(row.gross_fen),
-                    fee_fen=int(row.fee_fen),
-                    net_fen=int(row.net_fen),
-                    refund_fen=int(row.refund_fen),
-                    records_digest=row.records_digest,
-                    prev_hash=row.prev_hash,
-                    hash=row.batch_hash,
-                )
-            )
+    logs = node_logs(small_run)
+    assert {"NT_EXCHANGE", "JS_EXCHANGE", "NATIONAL", "SHANGHAI_EXCHANGE"} <= set(logs)
+    for log in logs.values():
         verify_chain(log)
 
 

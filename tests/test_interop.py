@@ -111,7 +111,7 @@ def test_away_taps_are_on_the_city_gateway_line_at_the_visitor_fare(world):
     assert np.array_equal(cols["stop"][away], world.network.lines.stop_ptr[line])
     assert np.array_equal(cols["device"][away], world.network.devices.first_of_line[line])
     # The city code written on the record is the city's own JT/T code.
-    city_codes = name_tables(world, world.participants.ids)["city"]
+    city_codes = name_tables([world])[0]["city"]
     assert city_codes[0] == world.scenario.output.city_code
     assert {city_codes[c] for c in city} <= {c.city_code for c in cities}
     for c in np.unique(city):
@@ -162,7 +162,7 @@ def test_visitor_discount_applies_to_cards_only():
 def test_city_accepting_no_nantong_cards_and_no_yimatongxing_yields_no_taps():
     closed = [
         *BOOST,
-        "interop.cities.shanghai.accepts_nantong_cards=0",
+        "interop.cities.shanghai.accepts_home_cards=0",
         "interop.cities.shanghai.accepts_yimatongxing=false",
     ]
     world = build(load_scenario(SMALL, closed, days=3))

@@ -14,13 +14,24 @@ import pytest
 from sim.calendar import CalendarSettings, load_calendar_file
 from sim.codes import CARD_TYPES, DAY_TYPES, TAP_SINGLE, code_of
 from sim.fares import TapBatch, compile_fares, price_taps
-from sim.scenario import Scenario, load_scenario
+from sim.scenario import MultiCityScenario, Scenario, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
-SCENARIO_FILES = sorted(SCENARIOS.glob("*.yaml"))
+# Every scenario a user can run: top-level files and cities of multi-city runs (files named
+# *_base.yaml are only bases for others to extend).
+SCENARIO_FILES = sorted(
+    p for p in SCENARIOS.rglob("*.yaml") if "data" not in p.parts and not p.stem.endswith("_base")
+)
 CALENDAR_FILES = sorted((SCENARIOS / "data").rglob("*.yaml"))
-SHIPPED = {"nantong_2024.yaml", "small_ci.yaml", "policy_elderly_offpeak.yaml"}
+SHIPPED = {
+    "nantong_2024.yaml",
+    "small_ci.yaml",
+    "policy_elderly_offpeak.yaml",
+    "two_city.yaml",
+    "alpha.yaml",
+    "beta.yaml",
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +57,17 @@ def test_the_globs_find_the_shipped_files():
 
 @pytest.mark.parametrize("path", SCENARIO_FILES, ids=lambda p: p.name)
 def test_every_scenario_file_is_valid(path: Path):
-    scenario = load_scenario(path)
-    assert isinstance(scenario, Scenario)
-    assert scenario.name
-    calendar = scenario.load_calendar()
-    last_day = scenario.period.start.toordinal() + scenario.period.days - 1
-    assert calendar.covers_first <= scenario.period.start
-    assert last_day <= calendar.covers_last.toordinal()
-    assert Path(scenario.outlets.file).is_file()
+    loaded = load_scenario(path)
+    assert loaded.name
+    cities = loaded.city_scenarios if isinstance(loaded, MultiCityScenario) else (loaded,)
+    assert cities
+    for scenario in cities:
+        assert isinstance(scenario, Scenario)
+        calendar = scenario.load_calendar()
+        last_day = scenario.period.start.toordinal() + scenario.period.days - 1
+        assert calendar.covers_first <= scenario.period.start
+        assert last_day <= calendar.covers_last.toordinal()
+        assert Path(scenario.outlets.file).is_file()
 
 
 @pytest.mark.parametrize("path", CALENDAR_FILES, ids=lambda p: p.name)
