@@ -82,7 +82,6 @@ class ClearingBook:
     resends_seen: set[tuple[int, int, int]] = dataclasses.field(default_factory=set)
     pending_resends: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
     refunds_due: dict[int, list] = dataclasses.field(default_factory=dict)
-    last_sources: list = dataclasses.field(default_factory=list)
 
 
 class CityShard:
@@ -434,12 +433,12 @@ class CityShard:
     def collect_uploads(self, cutoff_s: int) -> UploadedRecords:
         """Records uploaded before ``cutoff_s`` not yet in a batch, plus resent batches."""
         book = self.book
-        parts, sources = [], []
+        parts = []
         self._keep_resends()
         due = [r for r in book.pending_resends if r[2] < cutoff_s]
         resend_keys = {(dev, batch) for dev, batch, _at in due}
         found: set[tuple[int, int]] = set()
-        for day, plan in sorted(book.open_days.items()):
+        for _day, plan in sorted(book.open_days.items()):
             cols = plan.cols
             if "declined" not in cols:
                 continue  # today's records are final only once the day's balances are applied
@@ -457,7 +456,6 @@ class CityShard:
             cols["submitted"][idx] = True
             both = np.concatenate([idx, again])
             parts.append(self._records(cols, both))
-            sources.append((day, idx, again))
         # A resent batch whose records were not found belongs to a day not yet closed (keep it)
         # or to a day already final (nothing left to resend).
         oldest_open = min(book.open_days, default=0) * DAY_S
@@ -466,7 +464,6 @@ class CityShard:
             for r in book.pending_resends
             if r[2] >= cutoff_s or ((r[0], r[1]) not in found and r[2] >= oldest_open)
         ]
-        book.last_sources = sources
         if not parts:
             return UploadedRecords.empty()
         return UploadedRecords.concat(parts)
@@ -504,26 +501,30 @@ class CityShard:
         )
 
     def apply_clearing(self, result: ClearingResult) -> TapStatus:
-        """Write a batch's outcome into the open days' records; returns the status changes."""
-        pos = 0
+        """Write a clearing run's outcome into the open days' records (found by their ids:
+        day and position); returns the status changes. A cleared record clears its tap; a
+        rejection counts only for a tap still pending, and the first copy's reason wins (an
+        original comes before its resent copies)."""
+        tap_day = ids.record_day(result.tx_id)
+        tap_row = ids.record_seq(result.tx_id)
         changed = []
-        for day, idx, again in self.book.last_sources:
+        for day in np.unique(tap_day).tolist():
             cols = self.book.open_days[day].cols
-            for rows in (idx, again):  # originals first: a resent copy never overrides them
-                k = len(rows)
-                status = result.status[pos : pos + k]
-                cleared = status == CLEARED
-                rejected = (status == REJECTED) & (cols["status"][rows] == PENDING)
-                cols["status"][rows[rejected]] = REJECTED
-                cols["reason"][rows[rejected]] = result.reason[pos : pos + k][rejected]
-                done = rows[cleared]
-                cols["status"][done] = CLEARED
-                cols["reason"][done] = 0
-                cols["fee_fen"][done] = result.fee_fen[pos : pos + k][cleared]
-                cols["clearing_batch_id"][done] = result.batch_id[pos : pos + k][cleared]
-                cols["settle_day"][done] = result.settle_day
-                changed.append((day, np.concatenate([rows[rejected], done])))
-                pos += k
+            mine = np.flatnonzero(tap_day == day)
+            cleared = mine[result.status[mine] == CLEARED]
+            done = tap_row[cleared]
+            cols["status"][done] = CLEARED
+            cols["reason"][done] = 0
+            cols["fee_fen"][done] = result.fee_fen[cleared]
+            cols["clearing_batch_id"][done] = result.batch_id[cleared]
+            cols["settle_day"][done] = result.settle_day
+            rejected = mine[result.status[mine] == REJECTED]
+            _, first = np.unique(tap_row[rejected], return_index=True)
+            rejected = rejected[np.sort(first)]
+            rejected = rejected[cols["status"][tap_row[rejected]] == PENDING]
+            cols["status"][tap_row[rejected]] = REJECTED
+            cols["reason"][tap_row[rejected]] = result.reason[rejected]
+            changed.append((day, np.concatenate([tap_row[rejected], done])))
         self._record_membership(result)
         return self._status_of(changed)
 
