@@ -50,6 +50,11 @@ class DayTaps:
     tap_key: np.ndarray  # int64, stable tap id: journey * 8 + leg * 2 + (1 if exit)
     medium: np.ndarray  # uint8 media code (card medium or QR channel)
     incomplete: np.ndarray  # bool, a metro entry with no tap-out
+    incident: np.ndarray | None = None  # int16 code of the incident that changed it (-1 none)
+
+    def __post_init__(self) -> None:
+        if self.incident is None:
+            object.__setattr__(self, "incident", np.full(len(self.row), -1, dtype=np.int16))
 
     def __len__(self) -> int:
         return len(self.row)

@@ -52,17 +52,15 @@ class ClearingNodeAgent(mesa.Agent):
         self.inbox: list[UploadedRecords] = []
         self.batches_run = 0
 
-    def clear_inbox(self, day: int) -> ClearingResult | None:
-        """Clear what the node's acquirers uploaded (None when the inbox is empty)."""
-        if not self.inbox:
-            return None
+    def clear_inbox(self, day: int) -> tuple[UploadedRecords, ClearingResult]:
+        """Clear what the node's acquirers uploaded and empty the inbox."""
         records = UploadedRecords.concat(self.inbox)
         self.inbox = []
         head = self.clearer.head
         result = self.clearer.clear_batch(day, records)
         verify_chain(result.batches, genesis=head)
         self.batches_run += 1
-        return result
+        return records, result
 
 
 class ClearingNetworkAgent:
@@ -118,16 +116,16 @@ class ClearingNetworkAgent:
     def clear(self, day: int, cutoff_s: int) -> ClearingResult:
         """Clearing day ``day``: inboxes, node batches, routing, ledger, statuses, settlement."""
         collected = [shard.collect_uploads(cutoff_s) for shard in self.shards]
-        records = UploadedRecords.concat(collected)
-        result = self._clear_at_exchanges(day, records)
+        self._deliver(UploadedRecords.concat(collected))
+        records, result = self._clear_at_exchanges(day, cutoff_s)
         routing = self.topology.route(result.pairs, result.settle_day)
         result = dataclasses.replace(result, positions=routing.positions)
         transit = self._log_transit(day, records, result, routing)
-        statuses, start = [], 0
-        for shard, part in zip(self.shards, collected, strict=True):
-            rows = slice(start, start + len(part))
-            start += len(part)
-            statuses.append(shard.apply_clearing(_records_of(result, rows)))
+        owner = ids.record_shard(result.tx_id)
+        statuses = [
+            shard.apply_clearing(_records_of(result, np.flatnonzero(owner == i)))
+            for i, shard in enumerate(self.shards)
+        ]
         self._order_refunds(result)
         post_clearing(self.ledger, day, result.pairs, self.participants, routing.fees)
         self._check_books(routing)
@@ -141,6 +139,12 @@ class ClearingNetworkAgent:
             shard.flush_final_days(final=False)
         return result
 
+    def _deliver(self, records: UploadedRecords) -> None:
+        """Put each record into the inbox of its acquirer's exchange."""
+        exchange = self.participants.parent[records.acquirer]
+        for code in np.unique(exchange).tolist():
+            self.nodes[code].inbox.append(records.take(np.flatnonzero(exchange == code)))
+
     def _order_refunds(self, result: ClearingResult) -> None:
         """Each refund goes to the shard of the card's issuer; refunds of issuers no shard
         simulates to the shard that acquired the record. The batch runs after its day has
@@ -153,37 +157,50 @@ class ClearingNetworkAgent:
         for i, shard in enumerate(self.shards):
             shard.order_refunds(pay_day, _take_refunds(refunds, owner == i))
 
-    def _clear_at_exchanges(self, day: int, records: UploadedRecords) -> ClearingResult:
-        """Each acquirer's exchange clears its records; the results, merged in record order."""
-        n = len(records)
-        exchange = self.participants.parent[records.acquirer]
-        status = np.zeros(n, dtype=np.uint8)
-        reason = np.zeros(n, dtype=np.uint8)
-        fee = np.zeros(n, dtype=np.int64)
-        batch_id = np.full(n, -1, dtype=np.int64)
-        parts: list[ClearingResult] = []
-        for code in np.unique(exchange).tolist():
-            rows = np.flatnonzero(exchange == code)
+    def _clear_at_exchanges(
+        self, day: int, cutoff_s: int
+    ) -> tuple[UploadedRecords, ClearingResult]:
+        """Each exchange clears its inbox, unless an incident has it down at the cut-off: then
+        the inbox waits for its first cut-off after the outage (nothing lost, nothing cleared
+        twice). Returns the records cleared and their results, merged in node order."""
+        cleared: list[tuple[UploadedRecords, ClearingResult]] = []
+        for code in sorted(self.nodes):
             node = self.nodes[code]
-            node.inbox.append(records.take(rows))
-            part = node.clear_inbox(day)
-            status[rows], reason[rows] = part.status, part.reason
-            fee[rows], batch_id[rows] = part.fee_fen, part.batch_id
-            parts.append(part)
+            if not node.inbox:
+                continue
+            if self._held(node, cutoff_s):
+                continue
+            cleared.append(node.clear_inbox(day))
+        records = UploadedRecords.concat([r for r, _ in cleared])
+        parts = [p for _, p in cleared]
         settle_day = day + self.settings.settlement_lag_days
-        return ClearingResult(
+        result = ClearingResult(
             day=day,
             settle_day=settle_day,
             tx_id=records.tx_id,
-            status=status,
-            reason=reason,
-            fee_fen=fee,
-            batch_id=batch_id,
+            status=np.concatenate([p.status for p in parts] or [np.zeros(0, np.uint8)]),
+            reason=np.concatenate([p.reason for p in parts] or [np.zeros(0, np.uint8)]),
+            fee_fen=np.concatenate([p.fee_fen for p in parts] or [np.zeros(0, np.int64)]),
+            batch_id=np.concatenate([p.batch_id for p in parts] or [np.zeros(0, np.int64)]),
             refunds=_concat_refunds(day, [p.refunds for p in parts]),
             pairs=_concat_pairs([p.pairs for p in parts]),
             batches=tuple(b for p in parts for b in p.batches),
             positions=Positions(settle_day, np.zeros(0, np.int32), np.zeros(0, np.int64)),
         )
+        return records, result
+
+    def _held(self, node: ClearingNodeAgent, cutoff_s: int) -> bool:
+        """Is ``node`` down at this cut-off? Its waiting records then carry the incident."""
+        down = False
+        for i, shard in enumerate(self.shards):
+            k = shard.world.incidents.down_at("clearing_node_outage", node.node_id, cutoff_s)
+            if k < 0:
+                continue
+            down = True
+            for part in node.inbox:
+                mine = ids.record_shard(part.tx_id) == i
+                shard.mark_incident(part.tx_id[mine], k)
+        return down
 
     def _log_transit(self, day, records, result, routing: Routing) -> tuple:
         """Every node after the acquirer's exchange logs the records it passes on."""
@@ -254,7 +271,7 @@ class ClearingNetworkAgent:
                 )
 
 
-def _records_of(result: ClearingResult, rows: slice) -> ClearingResult:
+def _records_of(result: ClearingResult, rows: np.ndarray) -> ClearingResult:
     """The per-record part of ``result`` for records ``rows`` (one shard's uploads)."""
     return dataclasses.replace(
         result,

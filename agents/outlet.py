@@ -281,6 +281,7 @@ class OutletAgent(mesa.Agent):
         self._queued: dict[simpy.Process, None] = {}  # visits waiting for a counter, FIFO order
         self._day_windows: dict[int, Windows] = {}
         self._closer_days: set[int] = set()
+        self.closures: list[tuple[int, int]] = []  # absolute (start, end) of incident closures
 
     def windows(self, day: int) -> Windows:
         """Absolute (start, end) seconds of the open windows on ``day`` (empty if closed)."""
@@ -295,6 +296,8 @@ class OutletAgent(mesa.Agent):
                     else self.info.weekday_windows
                 )
                 w = tuple((day * DAY_S + s, day * DAY_S + e) for s, e in base)
+            for c_start, c_end in self.closures:
+                w = _cut(w, c_start, c_end)
             self._day_windows[day] = w
         return w
 
@@ -364,6 +367,20 @@ class OutletAgent(mesa.Agent):
             res.service_end_s[row] = env.now
             res.outcome[row] = SERVED
             return
+
+
+def _cut(windows: Windows, start: int, end: int) -> Windows:
+    """``windows`` without the span [start, end) (an incident closing the outlet)."""
+    out = []
+    for s, e in windows:
+        if e <= start or s >= end:
+            out.append((s, e))
+            continue
+        if s < start:
+            out.append((s, start))
+        if e > end:
+            out.append((end, e))
+    return tuple(out)
 
 
 def build_outlets(

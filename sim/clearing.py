@@ -384,6 +384,8 @@ class UploadedRecords:
     @staticmethod
     def concat(parts: Sequence[UploadedRecords]) -> UploadedRecords:
         """Rows of several record sets, in order."""
+        if not parts:
+            return UploadedRecords.empty()
         return UploadedRecords(
             **{name: np.concatenate([getattr(p, name) for p in parts]) for name in _COLUMNS}
         )

@@ -29,8 +29,10 @@ from sim import ids
 from sim.balances import apply_events
 from sim.behaviour import NO_RESPONSE, PricedTrips, Response
 from sim.codes import STORED_VALUE_MEDIA, TAP_ENTRY, TAP_EXIT
+from sim.disruption import disrupt_taps
 from sim.fares import TapBatch, price_taps
 from sim.grouping import rank_in_groups
+from sim.incidents import NO_INCIDENT, mark
 from sim.population import HOME_CITY, Cardholders
 from sim.rng import Streams
 from sim.state import RunState
@@ -137,14 +139,15 @@ def plan_day(
     down = reader_outage_mask(taps.device, day * DAY_S + taps.t_s.astype(np.int64), windows)
     reader_outage_taps = int(down.sum())
     taps = taps.take(np.flatnonzero(~down))
+    taps, incident_cash_taps = disrupt_taps(world, day, taps)
     taps = _close_unmatched_entries(taps)
 
-    fares = _price(world, state, taps, day_type)
+    fares, taps = _price(world, state, taps, day, day_type)
     responded = response.respond(PricedTrips(day, day_type, taps, fares, pop))
     if responded is not taps:
         # Riders changed what they ride: the day's fares (transfers, caps) are priced again.
         taps = _close_unmatched_entries(responded)
-        fares = _price(world, state, taps, day_type)
+        fares, taps = _price(world, state, taps, day, day_type)
     # Riders met by a reader outage still rode (and paid cash): they count as riders.
     riding = np.concatenate([planned.local.row[down], taps.row])
     stats = {
@@ -152,6 +155,7 @@ def plan_day(
         "planned_taps": len(planned.local),
         "away": len(planned.away_rows),
         "reader_outage_taps": reader_outage_taps,
+        "incident_cash_taps": incident_cash_taps,
     }
     if planned.away is not None:
         taps, fares = _append_away(world, taps, fares, planned.away)
@@ -170,6 +174,7 @@ def plan_day(
         **fares,
         "duplicate_of_key": np.full(len(taps), -1, dtype=np.int64),
         "city": world.line_city[taps.line],
+        "incident": taps.incident,
     }
     cols["home_card"] = _home_cards(pop, taps)
 
@@ -202,9 +207,12 @@ def plan_day(
     )
 
 
-def _price(world: World, state: RunState, taps: DayTaps, day_type: int) -> dict[str, np.ndarray]:
+def _price(
+    world: World, state: RunState, taps: DayTaps, day: int, day_type: int
+) -> tuple[dict[str, np.ndarray], DayTaps]:
     """Fares of every tap: card taps get their card type's concessions, QR taps pay list fares
-    (concessions need the card); transfers and caps are evaluated within each group."""
+    (concessions need the card); transfers and caps are evaluated within each group. On a day a
+    fare change is in force its fares price every tap, and the taps carry its incident code."""
     pop = world.population
     n = len(taps)
     out = {
@@ -216,11 +224,18 @@ def _price(world: World, state: RunState, taps: DayTaps, day_type: int) -> dict[
         "is_transfer": np.zeros(n, bool),
         "fare_capped": np.zeros(n, bool),
     }
+    policy = world.incidents.fare_policy_of_day(day)
+    card_fares, qr_fares = world.fare_policies.get(policy, (world.fares, world.fares_qr))
+    if policy != NO_INCIDENT:
+        incident = taps.incident.copy()
+        mark(incident, np.arange(n), policy)
+        taps = DayTaps(**{**{f: getattr(taps, f) for f in taps.__dataclass_fields__},
+                          "incident": incident})  # fmt: skip
     # Card concessions are the home city's: visitors' cards and all QR codes pay the list fare.
     home_card = _home_cards(pop, taps)
     for compiled, rows in (
-        (world.fares, np.flatnonzero(home_card)),
-        (world.fares_qr, np.flatnonzero(~home_card)),
+        (card_fares, np.flatnonzero(home_card)),
+        (qr_fares, np.flatnonzero(~home_card)),
     ):
         sub = taps.take(rows)
         res = price_taps(
@@ -240,7 +255,7 @@ def _price(world: World, state: RunState, taps: DayTaps, day_type: int) -> dict[
         )
         for name in out:
             out[name][rows] = getattr(res, name)
-    return out
+    return out, taps
 
 
 def _home_cards(pop: Cardholders, taps: DayTaps) -> np.ndarray:

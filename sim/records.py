@@ -43,7 +43,7 @@ METRO = MODES.index("metro")
 
 
 #: Dictionary columns whose names come from each city's scenario.
-CITY_NAMED = ("region", "route", "city")
+CITY_NAMED = ("region", "route", "city", "incident")
 
 
 def _city_names(world: World) -> dict[str, list[str]]:
@@ -53,6 +53,7 @@ def _city_names(world: World) -> dict[str, list[str]]:
         "route": list(world.network.lines.ids),
         "city": [sc.output.city_code]
         + ([] if sc.interop is None else [c.city_code for c in sc.interop.cities.values()]),
+        "incident": world.incidents.ids,
     }
 
 
@@ -72,6 +73,8 @@ def name_tables(worlds: list[World]) -> tuple[dict[str, list[str]], list[dict[st
                     names[kind].append(name)
             mine[kind] = np.array([index[name] for name in values], dtype=np.int64)
         maps.append(mine)
+    # A name table is never empty; with no incidents the incident_id columns are all null.
+    names["incident"] = names["incident"] or ["(no incidents)"]
     names.update(
         institution=list(worlds[0].participants.ids),
         topup_channel=list(TOPUP_CHANNELS),
@@ -145,8 +148,13 @@ class RecordWriter:
         return np.where(t >= 0, self.epoch_s + t, -1)
 
     def _code(self, kind: str, codes: np.ndarray) -> np.ndarray:
-        """This city's dictionary codes of ``kind`` as the run's codes."""
-        return codes if self.code_maps is None else self.code_maps[kind][codes]
+        """This city's dictionary codes of ``kind`` as the run's codes (-1, none, stays)."""
+        if self.code_maps is None:
+            return codes
+        table = self.code_maps[kind]
+        if not len(table):
+            return codes
+        return np.where(codes >= 0, table[np.maximum(codes, 0)], -1)
 
     def tokens(self, rows: np.ndarray, day: int) -> np.ndarray:
         """Card tokens: stable card ids when unmasked, else a pseudonym that rotates daily."""
@@ -259,6 +267,7 @@ class RecordWriter:
             "reject_reason": c["reason"],
             "clearing_batch_id": c["clearing_batch_id"],
             "settle_date": settle_date,
+            "incident_id": self._code("incident", c["incident"].astype(np.int64)),
         }
 
     def _topups(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -329,6 +338,7 @@ class RecordWriter:
             "service_s": np.where(c["service_start_s"] >= 0, c["service_s"], -1),
             "counter_id": c["counter"].astype(np.int64),
             "outcome": c["outcome"],
+            "incident_id": self._code("incident", c["incident"].astype(np.int64)),
         }
 
     def _device_uploads(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -7,11 +7,13 @@ composes the sections; each section's model lives next to the code that uses it.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import pydantic
 import yaml
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -21,6 +23,7 @@ from sim.calendar import Calendar, CalendarSettings, load_calendar_file
 from sim.clearing import ClearingNetwork, ClearingSettings
 from sim.codes import MEDIA
 from sim.fare_rules import FareRules
+from sim.incidents import Incident, check_incidents
 from sim.interop import Interop
 from sim.world_settings import (
     Behaviour,
@@ -78,6 +81,9 @@ class Scenario(Section):
     interop: Interop | None = Field(
         default=None, description="Cross-city riding in and out (交通联合); omit for none."
     )
+    incidents: tuple[Incident, ...] = Field(
+        default=(), description="Incidents timeline: outages, closures, waves, fare changes."
+    )
 
     # Cross-references are checked on the field that holds them, so errors point at its line.
     @field_validator("network")
@@ -128,6 +134,30 @@ class Scenario(Section):
                 )
         return interop
 
+    @field_validator("incidents")
+    @classmethod
+    def _incidents_hit_what_exists(cls, incidents: tuple[Incident, ...], info: ValidationInfo):
+        network, clearing = info.data.get("network"), info.data.get("clearing")
+        period, fares = info.data.get("period"), info.data.get("fares")
+        if not incidents or None in (network, clearing, period, fares):
+            return incidents
+        last = period.start + dt.timedelta(days=period.days - 1)
+        check_incidents(
+            incidents,
+            {
+                "metro": {lid: line.stations for lid, line in network.metro.items()},
+                "nodes": list(clearing.network.nodes) if clearing.network else [],
+                "period": (period.start, last),
+            },
+        )
+        for i, inc in enumerate(incidents):
+            if inc.kind == "fare_change":
+                try:
+                    changed_fares(fares, inc)
+                except ValueError as exc:
+                    raise ValueError(f"incidents.{i}.fares: {exc}") from None
+        return incidents
+
     @field_validator("output")
     @classmethod
     def _issuer_is_in_the_network(cls, output: OutputSettings, info: ValidationInfo):
@@ -174,6 +204,25 @@ class MultiCityScenario(Section):
     city_scenarios: tuple[Scenario, ...] = Field(
         default=(), exclude=True, description="The cities' loaded scenarios (set by the loader)."
     )
+
+
+def changed_fares(fares: FareRules, incident: Incident) -> FareRules:
+    """The fares in force during a fare_change: its ``fares`` merged onto the scenario's
+    (mappings key by key, lists and values replaced), validated like the fares section."""
+
+    def merge(base, overlay):
+        if isinstance(base, dict) and isinstance(overlay, dict):
+            return {k: merge(base.get(k), v) if k in base else v for k, v in overlay.items()} | {
+                k: v for k, v in base.items() if k not in overlay
+            }
+        return overlay
+
+    try:
+        return FareRules.model_validate(merge(fares.model_dump(), incident.fares or {}))
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        path = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"{path}: {first['msg']}") from None
 
 
 def check_network(network: ClearingNetwork | None) -> None:

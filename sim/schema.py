@@ -70,6 +70,7 @@ BUILTIN_NAME_TABLES: dict[str, tuple[str, ...]] = {
 #: modules that sim/ must not import.
 CALLER_NAME_TABLES: dict[str, str] = {
     "region": "the scenario's region names, in region-code order",
+    "incident": "the scenario's incident ids, in incidents order",
     "route": "line ids (GTFS route_id) in line-code order",
     "city": "JT/T city codes (e.g. '2260') of interoperable cities, in city-code order",
     "institution": "sim.clearing.Participants.ids (issuers, acquirers, clearing nodes)",
@@ -340,6 +341,11 @@ def _token(nullable: bool = False) -> Col:
     )
 
 
+def _incident(what: str) -> Col:
+    return _c("incident_id", DICT16, f"Incident (scenario incidents.*.id) that touched the "
+              f"record: {what}; null if none.", names="incident", nullable=True)
+
+
 def _institution(name: str, description: str, **kw: object) -> Col:
     return _c(name, DICT16, description, names="institution", **kw)  # type: ignore[arg-type]
 
@@ -424,6 +430,8 @@ TRANSACTIONS = TableSpec(
             encoding="dict"),
         _c("settle_date", DATE, "Settlement date (T+1); null while pending.", nullable=True,
            unit="date", jtt978="settle date"),
+        _incident("tap moved to another gate, line or medium, priced by a changed fare, held "
+                  "by an uplink outage or delayed by a clearing-node outage"),
     ),
     (
         _eq("discount_fen", "concession_fen", "transfer_fen", "cap_fen"),
@@ -522,6 +530,7 @@ OUTLET_VISITS = TableSpec(
             encoding="dict"),
         _c("outcome", DICT8, "agents.outlet.OUTCOMES (served, left_closed).",
            names="visit_outcome"),
+        _incident("visit to a closed outlet, or one of a renewal wave"),
     ),
     (_ge("service_started_at", "arrived_at"), _ge("service_ended_at", "service_started_at"),
      _ge("wait_s", 0), _ge("service_s", 0)),

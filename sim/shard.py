@@ -26,6 +26,7 @@ from agents.validator import (
     NOT_UPLOADED,
     REFUSED_BUFFER_FULL,
     ValidatorAgent,
+    device_day_faults,
     load_fleet_day,
 )
 from sim import ids
@@ -56,8 +57,10 @@ from sim.day import (
     plan_day,
     settle_balances,
 )
+from sim.disruption import SERVICE_OTHER, comm_outages, renewal_visits
 from sim.events import DaySettled, EventBus, TapsFinal, TapStatus, UploadsSent
 from sim.grouping import rank_in_groups
+from sim.incidents import NO_INCIDENT, mark
 from sim.interop import city_issuer
 from sim.ledger import InvariantViolation, check_tap_status
 from sim.state import RunState
@@ -128,8 +131,16 @@ class CityShard:
             is_open_day=lambda rule, day: bool(day < cal.days and cal.is_open(rule, day)),
             is_weekend=lambda day: bool(cal.weekday(min(day, cal.days - 1)) >= 5),
         )
+        for k in world.incidents.of_kind("outlet_closure"):
+            target = int(world.incidents.incidents[k].target)
+            for outlet in self.outlets:
+                if outlet.outlet_id == target:
+                    outlet.closures.append(
+                        (int(world.incidents.start_s[k]), int(world.incidents.end_s[k]))
+                    )
         self._visits = None
         self._settled = None
+        self._comm_hits: list[tuple[int, np.ndarray]] = []
         self._balance_before = 0
 
     def _build_validators(self, model) -> None:
@@ -178,7 +189,31 @@ class CityShard:
         visits = self._visits
         credits, refunds_due, stats = self._credits_of_day(plan, visits)
         credit_bal = settle_balances(self.world, self.state, plan, credits)
+        self._mark_held_records(plan)
         self._settled = (plan, credits, refunds_due, credit_bal, visits, stats)
+
+    def _mark_held_records(self, plan: DayPlan) -> None:
+        """Records a comm outage held back: on a target device, tapped before the outage ended
+        and uploaded after it began (or not yet)."""
+        cols = plan.cols
+        timeline = self.world.incidents
+        t_abs = plan.day * DAY_S + cols["t_s"]
+        for k, agents in self._comm_hits:
+            held = (
+                np.isin(cols["agent"], agents)
+                & (t_abs < timeline.end_s[k])
+                & ((cols["uploaded_at"] >= timeline.start_s[k]) | (cols["uploaded_at"] < 0))
+            )
+            mark(cols["incident"], np.flatnonzero(held), k)
+        self._comm_hits = []
+
+    def mark_incident(self, tx_id: np.ndarray, code: int) -> None:
+        """Label open records (by id) with incident ``code``, e.g. held by a clearing node."""
+        tap_day = ids.record_day(tx_id)
+        for day in np.unique(tap_day).tolist():
+            plan = self.book.open_days.get(day)
+            if plan is not None:
+                mark(plan.cols["incident"], ids.record_seq(tx_id[tap_day == day]), code)
 
     def commit_day(self, day: int) -> DaySettled:
         """Post the settled day's money to the (shared) ledger, check conservation of this
@@ -201,7 +236,7 @@ class CityShard:
             taps=plan.cols,
             topups=self._topup_records(credits, credit_bal),
             card_sales=dict(plan.sales),
-            outlet_visits=visits["results"].to_arrays(),
+            outlet_visits={**visits["results"].to_arrays(), "incident": visits["incident"]},
             purse=plan.purse,
             stats={**plan.stats, **stats},
             shard=self.shard_index,
@@ -247,20 +282,49 @@ class CityShard:
         n_top, n_sale = len(at_outlet), len(sale_outlet)
         # Visit ids (and so service-time draws) depend only on (day, card, service), not on who
         # else visits that day.
-        rows = np.concatenate([top["row"][at_outlet], plan.sales["row"][sale_outlet]])
-        kind = np.concatenate([np.full(n_top, SERVICE_TOPUP), np.full(n_sale, SERVICE_CARD_SALE)])
+        renewals = renewal_visits(self.world, self.state.streams, day)
+        n_renew = len(renewals["row"])
+        rows = np.concatenate(
+            [top["row"][at_outlet], plan.sales["row"][sale_outlet], renewals["row"]]
+        )
+        kind = np.concatenate(
+            [
+                np.full(n_top, SERVICE_TOPUP),
+                np.full(n_sale, SERVICE_CARD_SALE),
+                np.full(n_renew, SERVICE_OTHER),
+            ]
+        )
         card = self.world.population.card_id[rows]
+        outlet = np.concatenate(
+            [top["outlet"][at_outlet], plan.sales["outlet"][sale_outlet], renewals["outlet"]]
+        )
+        arrival = day * DAY_S + np.concatenate(
+            [top["t_s"][at_outlet], plan.sales["t_s"][sale_outlet], renewals["t_s"]]
+        )
         visits = {
             "visit_id": ids.visit_ids(self.shard_index, day, card, kind),
-            "outlet_idx": np.concatenate(
-                [top["outlet"][at_outlet], plan.sales["outlet"][sale_outlet]]
-            ),
-            "arrival_s": day * DAY_S
-            + np.concatenate([top["t_s"][at_outlet], plan.sales["t_s"][sale_outlet]]),
+            "outlet_idx": outlet,
+            "arrival_s": arrival,
             "service_kind": kind,
         }
         results = run_visits(self.env, self.outlets, visits, streams=self.state.streams)
-        return {"at_outlet": at_outlet, "sale_outlet": sale_outlet, "results": results}
+        incident = np.full(len(rows), NO_INCIDENT, dtype=np.int16)
+        incident[n_top + n_sale :] = renewals["incident"]
+        timeline = self.world.incidents
+        for k in timeline.of_kind("outlet_closure", day):
+            target = int(timeline.incidents[k].target)
+            outlet_ids = np.array([o.outlet_id for o in self.outlets])[outlet]
+            mark(
+                incident,
+                np.flatnonzero((outlet_ids == target) & timeline.active(k, arrival)),
+                k,
+            )
+        return {
+            "at_outlet": at_outlet,
+            "sale_outlet": sale_outlet,
+            "results": results,
+            "incident": incident,
+        }
 
     def _load_validators(self, plan: DayPlan) -> None:
         cols = plan.cols
@@ -268,8 +332,24 @@ class CityShard:
         counts = np.bincount(cols["agent"], minlength=len(self.validators))
         offsets = np.zeros(len(self.validators) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
+        faults = None
+        if self.world.incidents.of_kind("comm_outage", plan.day):
+            faults = device_day_faults(
+                self.state.streams,
+                plan.day,
+                self.agent_device_id,
+                np.array([v.kind_code for v in self.validators]),
+                self.world.scenario.devices,
+            )
+            self._comm_hits = comm_outages(self.world, plan.day, self.agent_of_device, faults)
         load_fleet_day(
-            self.validators, plan.day, t_abs, offsets, cols["upload_batch"], cols["uploaded_at"]
+            self.validators,
+            plan.day,
+            t_abs,
+            offsets,
+            cols["upload_batch"],
+            cols["uploaded_at"],
+            faults=faults,
         )
         refused = cols["upload_batch"] == REFUSED_BUFFER_FULL
         cols["device_refused"] = refused.astype(np.uint8)
@@ -299,9 +379,10 @@ class CityShard:
 
         sc = self.world.scenario
         sale_t = plan.sales["t_s"].copy()
-        sale_served = res.outcome[n_top:] == SERVED
         sold_at = visits["sale_outlet"]
-        sale_t[sold_at[sale_served]] = res.service_end_s[n_top:][sale_served] - day * DAY_S
+        sales_done = slice(n_top, n_top + len(sold_at))  # renewal visits come after the sales
+        sale_served = res.outcome[sales_done] == SERVED
+        sale_t[sold_at[sale_served]] = res.service_end_s[sales_done][sale_served] - day * DAY_S
         plan.sales["t_s"] = sale_t
         deferred = self._defer_unserved_sales(plan, sold_at[~sale_served])
         sales, sale_t = plan.sales, plan.sales["t_s"]

@@ -17,6 +17,7 @@ from agents.outlet import OutletInfo, load_outlets_csv
 from sim.calendar import Calendar
 from sim.clearing import Participant, Participants
 from sim.fares import CompiledFares, compile_fares
+from sim.incidents import Timeline
 from sim.interop import (
     VISITOR_ID_BASE,
     away_probability,
@@ -29,7 +30,7 @@ from sim.interop import (
 from sim.network import TransitNetwork, build_network
 from sim.population import HOME_CITY, Cardholders, build_population
 from sim.rng import Streams
-from sim.scenario import Scenario
+from sim.scenario import Scenario, changed_fares
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class World:
     sale_rows: np.ndarray  # rows of cards sold in the period, by planned sale day
     sale_days: np.ndarray  # planned sale day of each of ``sale_rows`` (ascending)
     device_ids: np.ndarray  # ids of every validator device (0..n-1)
+    incidents: Timeline  # the scenario's incidents in simulation seconds
+    # Fares of each fare_change incident (by incident code): cards', and QR riders'.
+    fare_policies: dict[int, tuple[CompiledFares, CompiledFares]]
 
     @property
     def days(self) -> int:
@@ -119,8 +123,12 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         (line_id, int(network.lines.mode[i]), region_ids[int(network.lines.region[i])])
         for i, line_id in enumerate(network.lines.ids[: len(local_network.lines.ids)])
     ]
-    fares = compile_fares(scenario.fares, lines)
-    fares_qr = compile_fares(scenario.fares.model_copy(update={"concessions": {}}), lines)
+    fares, fares_qr = _compile_fares(scenario.fares, lines)
+    timeline = Timeline.of(scenario.incidents, period.start)
+    fare_policies = {
+        k: _compile_fares(changed_fares(scenario.fares, timeline.incidents[k]), lines)
+        for k in timeline.of_kind("fare_change")
+    }
     population.freeze()
     sale_rows = np.flatnonzero((population.issue_day >= 0) & (population.issue_day < period.days))
     sale_rows = sale_rows[np.argsort(population.issue_day[sale_rows], kind="stable")]
@@ -154,6 +162,15 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         sale_rows=sale_rows,
         sale_days=population.issue_day[sale_rows],
         device_ids=np.arange(len(network.devices.line)),
+        incidents=timeline,
+        fare_policies=fare_policies,
+    )
+
+
+def _compile_fares(rules, lines) -> tuple[CompiledFares, CompiledFares]:
+    """Fares for card riders, and for QR riders (list fares: concessions need the card)."""
+    return compile_fares(rules, lines), compile_fares(
+        rules.model_copy(update={"concessions": {}}), lines
     )
 
 

@@ -46,6 +46,7 @@ NAMES = {
     "topup_channel": ("outlet", "online", "at_sale"),
     "outlet_service": ("topup", "card_sale", "other"),
     "visit_outcome": ("served", "left_closed"),
+    "incident": ("M1-down",),
 }
 DAY1, DAY2 = date(2024, 3, 4), date(2024, 3, 5)
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "schema.md"
@@ -108,6 +109,7 @@ def taps(n: int, day: date, seed: int = 0) -> dict[str, np.ndarray]:
         "reject_reason": np.where(status == codes.REJECTED, 1, 0).astype(np.int8),
         "clearing_batch_id": np.full(n, -1, np.int64),
         "settle_date": np.full(n, -1, np.int32),
+        "incident_id": np.where(rng.random(n) < 0.1, 0, -1).astype(np.int16),
     }
 
 
