@@ -25,7 +25,14 @@ import simpy
 from agents.clearing import ClearingNetworkAgent
 from sim.behaviour import NO_RESPONSE, Response
 from sim.clearing import MEMO_DEPOSIT, MEMO_OPENING, initial_deposits_fen, post_flow
-from sim.events import DayClosed, EventBus, RunFinished, Subscriber
+from sim.events import (
+    DayClosed,
+    EventBus,
+    IncidentEnded,
+    IncidentStarted,
+    RunFinished,
+    Subscriber,
+)
 from sim.ledger import InvariantViolation, Ledger
 from sim.metrics import KpiCollector
 from sim.shard import CityShard
@@ -176,6 +183,19 @@ class Engine:
             self.ledger, 0, MEMO_DEPOSIT, np.arange(len(deposits)), deposits, world.participants
         )
         self.env.process(self._guarded(self.clearing.batches(0, self.days - 1)))
+        for shard in self.shards:
+            timeline = shard.world.incidents
+            for k in range(len(timeline)):
+                self.env.process(self._incident_clock(shard.shard_index, timeline, k))
+
+    def _incident_clock(self, shard: int, timeline, k: int):
+        """Publish an incident's start and end when the clock reaches them."""
+        incident = timeline.incidents[k]
+        start, end = int(timeline.start_s[k]), int(timeline.end_s[k])
+        yield self.env.timeout(max(start - self.env.now, 0))
+        self.bus.publish(IncidentStarted(shard, k, incident))
+        yield self.env.timeout(max(end - self.env.now, 0))
+        self.bus.publish(IncidentEnded(shard, k, incident))
 
     def _finish(self) -> None:
         """The last day's batch closes after the period: run the clock that far, then check."""

@@ -13,6 +13,7 @@ Order of a day's events, as a stream consumer sees them:
                          new status of every tap it decided (TapStatus)
     SettlementDone(s)    net positions of settlement date s, when they are paid
     TapsFinal(d')        every tap of day d' has its final status: the whole day's records
+    IncidentStarted/Ended  at an incident's start and end time (sim/incidents.py)
     DayClosed(d)         the day's KPIs (the row the Mesa DataCollector keeps)
     RunFinished          the ledger, once every invariant has been checked
 
@@ -96,6 +97,24 @@ class TapsFinal:
 
 
 @dataclass(frozen=True)
+class IncidentStarted:
+    """An incident of the scenario's timeline begins (at its start time on the clock)."""
+
+    shard: int
+    code: int  # position in the city's incidents list
+    incident: Any  # sim.incidents.Incident
+
+
+@dataclass(frozen=True)
+class IncidentEnded:
+    """An incident is over."""
+
+    shard: int
+    code: int
+    incident: Any
+
+
+@dataclass(frozen=True)
 class DayClosed:
     """A simulated day is over; ``kpis`` is its row of daily KPIs."""
 
@@ -112,7 +131,15 @@ class RunFinished:
 
 
 Event = (
-    DaySettled | UploadsSent | BatchCleared | SettlementDone | TapsFinal | DayClosed | RunFinished
+    DaySettled
+    | UploadsSent
+    | BatchCleared
+    | SettlementDone
+    | TapsFinal
+    | IncidentStarted
+    | IncidentEnded
+    | DayClosed
+    | RunFinished
 )
 Subscriber = Callable[[Event], None]
 

@@ -1,0 +1,190 @@
+"""Incidents as data (sim/incidents.py, sim/disruption.py): each kind acts where it should, the
+records it touches carry its id, and the money still adds up (the run's invariants).
+
+The runs use the small CI scenario with the incidents set from the command-line style overrides;
+scenarios/incidents/metro_line_outage.yaml holds the same line outage on the full-scale twin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from output_frames import read_frame
+
+from sim.api import BadInput, load_scenario, run
+from sim.events import IncidentEnded, IncidentStarted
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ROOT / "scenarios" / "small_ci.yaml"
+OUTAGE_FILE = ROOT / "scenarios" / "incidents" / "metro_line_outage.yaml"
+DAYS = 4
+
+
+def _run(tmp_path, incidents: list[dict], name: str, subscribers=()):
+    overrides = [f"incidents={yaml.safe_dump(incidents, default_flow_style=True).strip()}"]
+    scenario = load_scenario(SMALL, overrides, days=DAYS)
+    out = tmp_path / name
+    summary = run(scenario, out, subscribers=list(subscribers))
+    return out, summary
+
+
+def _incidents_of(path: Path) -> list[dict]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return [{**i, "start": str(i["start"])} for i in data["incidents"]]
+
+
+@pytest.fixture(scope="module")
+def line_outage(tmp_path_factory):
+    events = []
+    out, summary = _run(
+        tmp_path_factory.mktemp("incidents"),
+        _incidents_of(OUTAGE_FILE),
+        "m1",
+        subscribers=[lambda e: events.append(e)],
+    )
+    return out, summary, events
+
+
+def test_no_taps_on_the_line_while_it_is_down(line_outage):
+    tx = read_frame(line_outage[0], "transactions")
+    ts = tx["event_timestamp"]
+    during = (ts >= "2024-01-02 08:00") & (ts < "2024-01-02 10:00")
+    assert not (during & (tx["route_id"] == "M1")).any()
+    # The other metro line runs, and line 1 runs again afterwards.
+    assert (during & (tx["route_id"] == "M2")).any()
+    assert ((ts >= "2024-01-02 10:00") & (tx["route_id"] == "M1")).any()
+
+
+def test_displaced_riders_take_bridging_buses_and_carry_the_incident_id(line_outage):
+    out, summary, _ = line_outage
+    tx = read_frame(out, "transactions")
+    hit = tx[tx["incident_id"] == "M1-down-0102"]
+    assert len(hit) > 5
+    assert set(hit["mode"]) == {"bus"} and hit["route_id"].str.startswith("urban-").all()
+    assert set(hit["trip_record_type"]) == {"single"}
+    assert (hit["event_timestamp"].dt.date.astype(str) == "2024-01-02").all()
+    assert (hit["status"] == "cleared").mean() > 0.95
+    assert tx.loc[tx["incident_id"].isna(), "incident_id"].size == len(tx) - len(hit)
+    assert summary.totals["pending"] == 0
+
+
+def test_incident_events_mark_start_and_end(line_outage):
+    events = [e for e in line_outage[2] if isinstance(e, IncidentStarted | IncidentEnded)]
+    assert [type(e).__name__ for e in events] == ["IncidentStarted", "IncidentEnded"]
+    assert events[0].incident.id == "M1-down-0102"
+
+
+def test_qr_platform_outage_moves_its_riders_to_their_cards(tmp_path):
+    inc = [
+        {
+            "id": "alipay-down",
+            "kind": "qr_platform_outage",
+            "target": "qr_alipay",
+            "start": "2024-01-02 06:00",
+            "duration_min": 600,
+        }  # fmt: skip
+    ]
+    out, _ = _run(tmp_path, inc, "qr")
+    tx = read_frame(out, "transactions")
+    ts = tx["event_timestamp"]
+    during = (ts >= "2024-01-02 06:00") & (ts < "2024-01-02 16:00") & (tx["city_code"] == "3206")
+    assert not (during & (tx["media"] == "qr_alipay")).any()
+    hit = tx[tx["incident_id"] == "alipay-down"]
+    assert len(hit) > 20 and hit["media"].isin(["physical_card", "nfc_virtual_card"]).all()
+
+
+def test_comm_outage_holds_records_until_the_uplink_is_back(tmp_path):
+    inc = [
+        {
+            "id": "uplink",
+            "kind": "comm_outage",
+            "target": "urban-B001",
+            "start": "2024-01-02 07:00",
+            "duration_min": 720,
+        }  # fmt: skip
+    ]
+    out, _ = _run(tmp_path, inc, "comm")
+    tx = read_frame(out, "transactions")
+    held = tx[tx["incident_id"] == "uplink"]
+    assert len(held) > 10 and set(held["route_id"]) == {"urban-B001"}
+    assert (held["uploaded_at"] >= np.datetime64("2024-01-02T19:00")).all()
+
+
+def test_clearing_node_outage_delays_clearing_then_catches_up(tmp_path):
+    inc = [
+        {
+            "id": "exchange-down",
+            "kind": "clearing_node_outage",
+            "target": "NT_EXCHANGE",
+            "start": "2024-01-02 00:00",
+            "duration_min": 2 * 1440,
+        }  # fmt: skip
+    ]
+    out, summary = _run(tmp_path, inc, "node")
+    batches = read_frame(out, "clearing_batches")
+    nt = batches[(batches["node_id"] == "NT_EXCHANGE") & ~batches["transit"]]
+    # No batch at the cut-offs of 2 and 3 January; the 4 January run catches up.
+    days = set(nt["service_date"].astype(str))
+    assert "2024-01-01" not in days and "2024-01-02" not in days and "2024-01-03" in days
+    tx = read_frame(out, "transactions")
+    delayed = tx[tx["incident_id"] == "exchange-down"]
+    assert len(delayed) > 1000
+    assert (delayed["status"] != "pending").all()
+    # Nothing lost, nothing cleared twice: the run's exactly-once invariant held, and the
+    # batches hold exactly the cleared records.
+    assert summary.totals["pending"] == 0
+    assert int(batches.loc[~batches["transit"], "cleared"].sum()) == summary.totals["cleared"]
+
+
+def test_outlet_closure_and_renewal_wave_reach_the_outlet_visits(tmp_path):
+    inc = [
+        {"id": "closed", "kind": "outlet_closure", "target": "2",
+         "start": "2024-01-02 00:00", "duration_min": 1440},
+        {"id": "renewals", "kind": "renewal_wave", "target": "1", "extra_visits_per_hour": 20,
+         "start": "2024-01-03 09:00", "duration_min": 240},
+    ]  # fmt: skip
+    out, _ = _run(tmp_path, inc, "outlets")
+    visits = read_frame(out, "outlet_visits")
+    wave = visits[visits["incident_id"] == "renewals"]
+    assert (
+        len(wave) > 40 and set(wave["service_kind"]) == {"other"} and set(wave["outlet_id"]) == {1}
+    )
+    served_at_2 = visits[(visits["outlet_id"] == 2) & (visits["outcome"] == "served")]
+    started = served_at_2["service_started_at"].dt.date.astype(str)
+    assert "2024-01-02" not in set(started)
+
+
+def test_fare_change_prices_whole_days_from_its_start(tmp_path):
+    inc = [
+        {"id": "fare-up", "kind": "fare_change", "start": "2024-01-03 00:00",
+         "duration_min": 2 * 1440, "fares": {"bus": {"region_fare_fen": {"urban": 300}}}}
+    ]  # fmt: skip
+    out, _ = _run(tmp_path, inc, "fares")
+    tx = read_frame(out, "transactions")
+    urban_bus = tx[(tx["route_id"].str.startswith("urban-")) & (tx["mode"] == "bus")]
+    day = urban_bus["event_timestamp"].dt.date.astype(str)
+    before = urban_bus.loc[day == "2024-01-02", "list_fare_fen"]
+    after = urban_bus.loc[day == "2024-01-03", "list_fare_fen"]
+    assert set(before) == {200} and set(after) == {300}
+    assert (urban_bus.loc[day >= "2024-01-03", "incident_id"] == "fare-up").all()
+    assert urban_bus.loc[day < "2024-01-03", "incident_id"].isna().all()
+
+
+@pytest.mark.parametrize(
+    ("incident", "message"),
+    [
+        ({"kind": "station_outage", "target": "M1:99"}, "incidents.0.target"),
+        ({"kind": "clearing_node_outage", "target": "NOWHERE"}, "unknown clearing node"),
+        ({"kind": "qr_platform_outage", "target": "cash"}, "expected a QR medium"),
+        ({"kind": "fare_change", "fares": {"bus": {"region_fare_fen": {"urban": -1}}}}, "fares"),
+        ({"kind": "line_outage"}, "needs a target"),
+    ],
+)
+def test_bad_incidents_are_refused_with_the_field(incident, message):
+    full = {"id": "x", "start": "2024-01-02 00:00", "duration_min": 60, **incident}
+    overrides = [f"incidents={yaml.safe_dump([full], default_flow_style=True).strip()}"]
+    with pytest.raises(BadInput, match=message):
+        load_scenario(SMALL, overrides, days=DAYS)
