@@ -156,9 +156,7 @@ def _bridge_by_bus(world, taps: DayTaps, hit: np.ndarray, k: int) -> DayTaps:
         bridge,
         line=line_of.astype(taps.line.dtype),
         stop=stop_of.astype(taps.stop.dtype),
-        device=(devices.first_of_line[line_of] + bridge.journey % count).astype(
-            taps.device.dtype
-        ),
+        device=(devices.first_of_line[line_of] + bridge.journey % count).astype(taps.device.dtype),
         mode=np.full(len(starts), BUS, dtype=taps.mode.dtype),
         kind=np.full(len(starts), TAP_SINGLE, dtype=taps.kind.dtype),
         distance_km=np.zeros(len(starts), dtype=taps.distance_km.dtype),

@@ -149,6 +149,7 @@ class Engine:
         self.bus.publish(DayClosed(day, kpis))
         yield self.env.timeout(1)
         return kpis
+
     def _advance(self, until) -> None:
         self.env.run(until=until)
         if self.failure is not None:

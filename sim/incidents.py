@@ -125,8 +125,7 @@ def check_incidents(incidents: tuple[Incident, ...] | list[Incident], where: dic
         start, end = where["period"]
         if not start <= inc.start.date() <= end:
             raise ValueError(
-                f"{at}.start: {inc.start:%Y-%m-%d %H:%M} is outside the period "
-                f"{start} .. {end}"
+                f"{at}.start: {inc.start:%Y-%m-%d %H:%M} is outside the period {start} .. {end}"
             )
 
 

@@ -278,9 +278,7 @@ def check_network(network: ClearingNetwork | None) -> None:
         )
 
 
-def load_scenario(
-    path: str | Path, overrides: Sequence[str] = ()
-) -> Scenario | MultiCityScenario:
+def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario | MultiCityScenario:
     """Load and validate a scenario file — one city, or several (a file with ``cities:``);
     raises ConfigError with file/line/field on any problem."""
     if _is_multi_city(path):

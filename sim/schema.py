@@ -342,8 +342,13 @@ def _token(nullable: bool = False) -> Col:
 
 
 def _incident(what: str) -> Col:
-    return _c("incident_id", DICT16, f"Incident (scenario incidents.*.id) that touched the "
-              f"record: {what}; null if none.", names="incident", nullable=True)
+    return _c(
+        "incident_id",
+        DICT16,
+        f"Incident (scenario incidents.*.id) that touched the record: {what}; null if none.",
+        names="incident",
+        nullable=True,
+    )
 
 
 def _institution(name: str, description: str, **kw: object) -> Col:
