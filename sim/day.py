@@ -36,6 +36,7 @@ from sim.incidents import NO_INCIDENT, mark
 from sim.population import HOME_CITY, Cardholders
 from sim.rng import Streams
 from sim.state import RunState
+from sim.taps import Phase, TapTable
 from sim.world import World
 from sim.world_settings import hhmm_to_s
 
@@ -51,7 +52,7 @@ class DayPlan:
 
     day: int
     day_type: int
-    cols: dict[str, np.ndarray]  # tap records
+    taps: TapTable  # tap records (sim/taps.py)
     topups: dict[str, np.ndarray]  # planned top-ups (row, channel, t_s, amount_fen, outlet)
     purse: dict[str, np.ndarray]  # non-transit purse purchases (row, t_s, amount_fen)
     sales: dict[str, np.ndarray]  # card sales (row, outlet or -1 online, t_s)
@@ -60,7 +61,7 @@ class DayPlan:
     @property
     def n(self) -> int:
         """Number of tap records."""
-        return len(self.cols["row"])
+        return len(self.taps)
 
 
 def _live_pool(world: World, state: RunState, day: int) -> np.ndarray:
@@ -195,15 +196,21 @@ def plan_day(
 
     cols["agent"] = agent_of_device[cols["device"]]
     order = np.lexsort((cols["tap_key"], (cols["agent"] << 22) | cols["t_s"]))
-    cols = {name: col[order] for name, col in cols.items()}
+    records = TapTable.priced(day, {name: col[order] for name, col in cols.items()})
 
-    topups = _plan_topups(world, state, day, cols)
-    purse = _plan_purse(world, state, day, cols)
+    topups = _plan_topups(world, state, day, records)
+    purse = _plan_purse(world, state, day, records)
     sales = _plan_sales(world, state, day)
     stats["topups_planned"] = len(topups["row"])
     stats["card_sales"] = len(sales["row"])
     return DayPlan(
-        day=day, day_type=day_type, cols=cols, topups=topups, purse=purse, sales=sales, stats=stats
+        day=day,
+        day_type=day_type,
+        taps=records,
+        topups=topups,
+        purse=purse,
+        sales=sales,
+        stats=stats,
     )
 
 
@@ -310,20 +317,18 @@ def _normal_time(streams: Streams, name: str, day: int, ids: np.ndarray, mean: s
     return hhmm_to_s(mean) + (streams.normal(name, day, ids) * sd_min * 60).astype(np.int64)
 
 
-def _plan_topups(
-    world: World, state: RunState, day: int, cols: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
+def _plan_topups(world: World, state: RunState, day: int, taps: TapTable) -> dict[str, np.ndarray]:
     """Holders riding today whose balance is under their threshold reload: at their outlet if
     they prefer it and it opens today, else online shortly before their first ride."""
     sc = world.scenario
     pop = world.population
     balance = state.cards.balance_fen
     streams = state.streams
-    card = cols["home_card"] & (cols["amount_fen"] > 0)
-    rows, inverse = state.scratch.unique_rows(cols["row"][card])
+    card = taps.home_card & (taps.amount_fen > 0)
+    rows, inverse = state.scratch.unique_rows(taps.row[card])
     # Records are sorted by device, not time: take each card's earliest charged tap.
     first_t = np.full(len(rows), np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first_t, inverse, cols["t_s"][card])
+    np.minimum.at(first_t, inverse, taps.t_s[card])
     low = balance[rows] < pop.topup_threshold_fen[rows]
     rows, first_t = rows[low], first_t[low]
     ids = pop.card_id[rows]
@@ -355,13 +360,11 @@ def _plan_topups(
     }
 
 
-def _plan_purse(
-    world: World, state: RunState, day: int, cols: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
+def _plan_purse(world: World, state: RunState, day: int, taps: TapTable) -> dict[str, np.ndarray]:
     """Some holders who use their card today also pay a small non-transit purchase with it."""
     beh = world.scenario.behaviour
     streams = state.streams
-    rows = state.scratch.unique_rows(cols["row"][cols["home_card"]])[0]
+    rows = state.scratch.unique_rows(taps.row[taps.home_card])[0]
     ids = world.population.card_id[rows]
     buys = streams.uniform("purse.buy", day, ids) < beh.purse_purchase_share
     rows, ids = rows[buys], ids[buys]
@@ -440,19 +443,20 @@ def settle_balances(
     """Apply the day's card debits and ``credits`` (row, t_s, amount_fen) to the balances.
 
     Fills the records' ``declined``, ``balance_before_fen``, ``balance_after_fen`` and
-    ``card_counter`` columns, updates the run's balances, counters and month spend, and
-    returns per-credit balances (for the top-up table).
+    ``card_counter`` columns (the taps become SETTLED), updates the run's balances, counters
+    and month spend, and returns per-credit balances (for the top-up table).
     """
     cards = state.cards
-    cols = plan.cols
+    taps = plan.taps
+    taps.require(Phase.LOADED, "settling balances")
     n = plan.n
-    stored = cols["home_card"] & (cols["device_refused"] == 0)
+    stored = taps.home_card & (taps.device_refused == 0)
     debit_idx = np.flatnonzero(stored)
     purse = plan.purse
-    ev_row = np.concatenate([cols["row"][debit_idx], purse["row"], credits["row"]])
-    ev_t = np.concatenate([cols["t_s"][debit_idx], purse["t_s"], credits["t_s"]])
+    ev_row = np.concatenate([taps.row[debit_idx], purse["row"], credits["row"]])
+    ev_t = np.concatenate([taps.t_s[debit_idx], purse["t_s"], credits["t_s"]])
     ev_amt = np.concatenate(
-        [-cols["amount_fen"][debit_idx], -purse["amount_fen"], credits["amount_fen"]]
+        [-taps.amount_fen[debit_idx], -purse["amount_fen"], credits["amount_fen"]]
     )
     res = apply_events(ev_row, ev_t, ev_amt, cards.balance_fen[ev_row])
     n_debit = len(debit_idx)
@@ -465,18 +469,19 @@ def settle_balances(
     after = np.full(n, -1, dtype=np.int64)
     before[debit_idx] = res.balance_before_fen[:n_debit]
     after[debit_idx] = res.balance_after_fen[:n_debit]
-    cols["declined"] = declined
-    cols["balance_before_fen"] = before
-    cols["balance_after_fen"] = after
+    taps.declined = declined
+    taps.balance_before_fen = before
+    taps.balance_after_fen = after
 
     # JT/T 978 card counter: +1 per accepted purchase, in time order per card.
     charged = stored & ~declined
     counter = np.full(n, -1, dtype=np.int64)
     idx = np.flatnonzero(charged)
-    order = idx[np.argsort((cols["row"][idx] << 22) | cols["t_s"][idx], kind="stable")]
-    r = cols["row"][order]
+    order = idx[np.argsort((taps.row[idx] << 22) | taps.t_s[idx], kind="stable")]
+    r = taps.row[order]
     counter[order] = (cards.card_counter[r].astype(np.int64) + rank_in_groups(r)) % 65536
-    cols["card_counter"] = counter
+    taps.card_counter = counter
+    taps.advance(Phase.SETTLED)
     used, inverse = state.scratch.unique_rows(r)
     used_count = np.bincount(inverse, minlength=len(used))
     cards.card_counter[used] = (
@@ -484,8 +489,8 @@ def settle_balances(
     ).astype(np.int32)
 
     cards.balance_fen[res.cards] = res.end_balance_fen
-    spent = np.where(charged, cols["amount_fen"], 0)
-    np.add.at(cards.month_spent_fen, cols["row"], spent)
+    spent = np.where(charged, taps.amount_fen, 0)
+    np.add.at(cards.month_spent_fen, taps.row, spent)
     return {
         "balance_before_fen": res.balance_before_fen[n_debit + n_purse :],
         "balance_after_fen": res.balance_after_fen[n_debit + n_purse :],

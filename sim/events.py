@@ -37,7 +37,7 @@ class DaySettled:
     """A day's records once its balances are applied (time: just before midnight)."""
 
     day: int
-    taps: Columns  # tap records, status pending or rejected (device buffer full)
+    taps: Any  # sim.taps.TapTable, SETTLED: status pending or rejected (device buffer full)
     topups: Columns  # credits that reached cards: top-ups and value loaded at sale
     card_sales: Columns
     outlet_visits: Columns
@@ -92,7 +92,7 @@ class TapsFinal:
     """Every tap of ``day`` has its final status: the day's complete tap records."""
 
     day: int
-    taps: Columns
+    taps: Any  # sim.taps.TapTable, FINAL
     shard: int = 0
 
 

@@ -86,7 +86,7 @@ class KpiCollector:
             self._add("refund_orders", event.refund_orders)
             self._add("clearing_batches", len(event.batches["batch_id"]))
         elif isinstance(event, TapsFinal):
-            status = event.taps["status"]
+            status = event.taps.status
             self._add("cleared", int((status == CLEARED).sum()))
             self._add("rejected", int((status == REJECTED).sum()))
             self._add("pending", int((status == PENDING).sum()))
@@ -113,7 +113,7 @@ class KpiCollector:
 
     def _day_row(self, event: DaySettled) -> tuple[dict[str, float], int]:
         taps = event.taps
-        self.taps += len(taps["row"])
+        self.taps += len(taps)
         shard = event.shard
         figures = self.shard_metrics[shard].observe_day(
             self.worlds[shard], self._sale_day[shard], event
@@ -126,9 +126,9 @@ class KpiCollector:
             self._add(name, event.stats.get(name, 0))
         row = {
             "riders": event.stats["riders"],
-            "taps": len(taps["row"]),
+            "taps": len(taps),
             **figures,  # transactions and spend as calibration counts them (RunMetrics)
-            "declined_taps": int(taps["declined"].sum()),
+            "declined_taps": int(taps.declined.sum()),
             "topups": len(channel),
             "topups_outlet": int((channel == TOPUP_OUTLET).sum()),
             "topup_fen": int(event.topups["amount_fen"].sum()),
@@ -190,22 +190,22 @@ class RunMetrics:
         definitions, for the daily KPIs. ``sale_day`` is each card's (run) sale day."""
         pop = world.population
         c = day.taps
-        ok = ~c["declined"] & (c["device_refused"] == 0)
-        local_tap = c["city"] == 0
-        local_holder = pop.home_city[c["row"]] == 0
+        ok = ~c.declined & (c.device_refused == 0)
+        local_tap = c.city == 0  # taps in the home city (city code 0)
+        local_holder = pop.home_city[c.row] == HOME_CITY
         self.taps_by_home_region += np.bincount(
-            pop.region[c["row"][ok & local_holder]], minlength=self.n_regions
+            pop.region[c.row[ok & local_holder]], minlength=self.n_regions
         )
         self.taps_away_by_home_region += np.bincount(
-            pop.region[c["row"][ok & local_holder & ~local_tap]], minlength=self.n_regions
+            pop.region[c.row[ok & local_holder & ~local_tap]], minlength=self.n_regions
         )
         # The published figures are the Nantong system's view: taps acquired in Nantong.
         # Visitors' own cards are other issuers' business: not in Nantong's published tables.
-        ok &= local_tap & (c["home_card"] | ~np.isin(c["medium"], list(STORED_VALUE_MEDIA)))
-        fare_row = ok & ((c["kind"] != TAP_ENTRY) | c["incomplete"])
-        card_type = pop.card_type[c["row"]]
-        is_card = c["home_card"]
-        amount = np.where(ok, c["amount_fen"], 0)
+        ok &= local_tap & (c.home_card | ~np.isin(c.medium, list(STORED_VALUE_MEDIA)))
+        fare_row = ok & ((c.kind != TAP_ENTRY) | c.incomplete)
+        card_type = pop.card_type[c.row]
+        is_card = c.home_card
+        amount = np.where(ok, c.amount_fen, 0)
         self.transactions += int(fare_row.sum())
         self.taps += int(ok.sum())
         self.elderly_taps += int((ok & np.isin(card_type, ELDERLY)).sum())
@@ -213,11 +213,11 @@ class RunMetrics:
         self.spend_by_card_type += np.bincount(
             card_type[is_card], weights=amount[is_card], minlength=len(CARD_TYPES)
         ).astype(np.int64)
-        self.spend_by_medium += np.bincount(
-            c["medium"], weights=amount, minlength=len(MEDIA)
-        ).astype(np.int64)
+        self.spend_by_medium += np.bincount(c.medium, weights=amount, minlength=len(MEDIA)).astype(
+            np.int64
+        )
         self.spend_by_region += np.bincount(
-            world.network.lines.region[c["line"]], weights=amount, minlength=self.n_regions
+            world.network.lines.region[c.line], weights=amount, minlength=self.n_regions
         ).astype(np.int64)
 
         self.purse_spend_fen += int(day.purse["amount_fen"][day.purse["accepted"]].sum())
@@ -236,13 +236,13 @@ class RunMetrics:
         self.sales_by_region += np.bincount(pop.region[sold], minlength=self.n_regions)
         self.duplicate_deductions += day.stats["duplicate_deductions"]
 
-        self._rode_this_week[c["row"][ok]] = True
+        self._rode_this_week[c.row[ok]] = True
         if (day.day + 1) % 7 == 0:
             self._close_week(pop, sale_day, day.day)
         return {
             "fare_transactions": int(fare_row.sum()),
             "card_spend_fen": int(amount[is_card].sum()),
-            "qr_spend_fen": int(amount[~np.isin(c["medium"], list(STORED_VALUE_MEDIA))].sum()),
+            "qr_spend_fen": int(amount[~np.isin(c.medium, list(STORED_VALUE_MEDIA))].sum()),
         }
 
     def _close_week(self, pop, sale_day: np.ndarray, last_day: int) -> None:

@@ -793,7 +793,6 @@ _PACKAGES = (
     "faker",
     "pydantic",
     "PyYAML",
-    "typer",
     "rich",
 )
 

@@ -35,6 +35,7 @@ from sim.identity import card_numbers, identities
 from sim.ledger import Ledger
 from sim.output import RunOutput
 from sim.rng import _mix_array, stream_key
+from sim.taps import TapTable
 from sim.world import World
 
 DAY_S = 86_400
@@ -212,62 +213,62 @@ class RecordWriter:
             )
 
     # ----------------------------------------------------------------- tables
-    def _transactions(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _transactions(self, day: int, c: TapTable) -> dict[str, np.ndarray]:
         pop = self.world.population
         lines = self.world.network.lines
-        charged = c["home_card"] & ~c["declined"] & (c["device_refused"] == 0)
-        device = c["device"].astype(np.int64)
+        charged = c.home_card & ~c.declined & (c.device_refused == 0)
+        device = c.device.astype(np.int64)
         is_bus = self.world.network.devices.kind[device] != METRO
-        t_abs = self._ts(day, c["t_s"])
-        tac = _hash32(pop.card_id[c["row"]], c["card_counter"], c["amount_fen"], device, t_abs)
-        settle = c["settle_day"]
+        t_abs = self._ts(day, c.t_s)
+        tac = _hash32(pop.card_id[c.row], c.card_counter, c.amount_fen, device, t_abs)
+        settle = c.settle_day
         settle_date = np.where(
             settle >= 0,
             np.datetime64(self.world.start_date, "D") + settle.astype("timedelta64[D]"),
             np.datetime64("NaT", "D"),
         )
-        upload_batch = np.where(c["upload_batch"] >= 0, c["upload_batch"], -1)
+        upload_batch = np.where(c.upload_batch >= 0, c.upload_batch, -1)
         return {
-            "transaction_id": c["tx_id"],
+            "transaction_id": c.tx_id,
             "event_timestamp": t_abs,
-            "amount_fen": c["amount_fen"],
-            "list_fare_fen": c["list_fare_fen"],
-            "concession_fen": c["concession_fen"],
-            "transfer_fen": c["transfer_fen"],
-            "cap_fen": c["cap_fen"],
-            "fare_capped": c["fare_capped"],
-            "rider_category": pop.card_type[c["row"]],
-            "media": c["medium"],
-            "token_id": self.tokens(c["row"], day),
-            "balance_before_fen": np.where(charged, c["balance_before_fen"], -1),
-            "balance_after_fen": np.where(charged, c["balance_after_fen"], -1),
-            "card_counter": np.where(charged, c["card_counter"], -1),
-            "trip_record_type": c["kind"],
-            "mode": c["mode"],
-            "route_id": self._code("route", c["line"]),
-            "stop_id": c["stop"],
+            "amount_fen": c.amount_fen,
+            "list_fare_fen": c.list_fare_fen,
+            "concession_fen": c.concession_fen,
+            "transfer_fen": c.transfer_fen,
+            "cap_fen": c.cap_fen,
+            "fare_capped": c.fare_capped,
+            "rider_category": pop.card_type[c.row],
+            "media": c.medium,
+            "token_id": self.tokens(c.row, day),
+            "balance_before_fen": np.where(charged, c.balance_before_fen, -1),
+            "balance_after_fen": np.where(charged, c.balance_after_fen, -1),
+            "card_counter": np.where(charged, c.card_counter, -1),
+            "trip_record_type": c.kind,
+            "mode": c.mode,
+            "route_id": self._code("route", c.line),
+            "stop_id": c.stop,
             "vehicle_id": np.where(is_bus, device, -1),
             "device_id": device,
-            "uploader_id": c["agent_device_id"],
+            "uploader_id": c.agent_device_id,
             "terminal_id": self.terminal_base + device,
-            "device_serial": c["device_serial"],
+            "device_serial": c.device_serial,
             "tac": tac,
-            "city_code": self._code("city", c["city"]),
-            "issuer_id": c["issuer"],
-            "acquirer_id": c["acquirer"],
+            "city_code": self._code("city", c.city),
+            "issuer_id": c.issuer,
+            "acquirer_id": c.acquirer,
             # Taps in other cities carry the holder's home region.
             "region": self._code(
-                "region", np.where(c["city"] > 0, pop.region[c["row"]], lines.region[c["line"]])
+                "region", np.where(c.city > 0, pop.region[c.row], lines.region[c.line])
             ),
-            "is_transfer": c["is_transfer"],
-            "incomplete_trip": c["incomplete"],
+            "is_transfer": c.is_transfer,
+            "incomplete_trip": c.incomplete,
             "upload_batch_id": upload_batch,
-            "uploaded_at": self._abs_ts(c["uploaded_at"]),
-            "status": c["status"],
-            "reject_reason": c["reason"],
-            "clearing_batch_id": c["clearing_batch_id"],
+            "uploaded_at": self._abs_ts(c.uploaded_at),
+            "status": c.status,
+            "reject_reason": c.reason,
+            "clearing_batch_id": c.clearing_batch_id,
             "settle_date": settle_date,
-            "incident_id": self._code("incident", c["incident"].astype(np.int64)),
+            "incident_id": self._code("incident", c.incident.astype(np.int64)),
         }
 
     def _topups(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

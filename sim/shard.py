@@ -64,6 +64,7 @@ from sim.incidents import NO_INCIDENT, mark
 from sim.interop import city_issuer
 from sim.ledger import InvariantViolation, check_tap_status
 from sim.state import RunState
+from sim.taps import Phase
 from sim.world import World, media_issuers
 from sim.world_settings import hhmm_to_s
 
@@ -195,16 +196,16 @@ class CityShard:
     def _mark_held_records(self, plan: DayPlan) -> None:
         """Records a comm outage held back: on a target device, tapped before the outage ended
         and uploaded after it began (or not yet)."""
-        cols = plan.cols
+        taps = plan.taps
         timeline = self.world.incidents
-        t_abs = plan.day * DAY_S + cols["t_s"]
+        t_abs = plan.day * DAY_S + taps.t_s
         for k, agents in self._comm_hits:
             held = (
-                np.isin(cols["agent"], agents)
+                np.isin(taps.agent, agents)
                 & (t_abs < timeline.end_s[k])
-                & ((cols["uploaded_at"] >= timeline.start_s[k]) | (cols["uploaded_at"] < 0))
+                & ((taps.uploaded_at >= timeline.start_s[k]) | (taps.uploaded_at < 0))
             )
-            mark(cols["incident"], np.flatnonzero(held), k)
+            mark(taps.incident, np.flatnonzero(held), k)
         self._comm_hits = []
 
     def mark_incident(self, tx_id: np.ndarray, code: int) -> None:
@@ -213,7 +214,7 @@ class CityShard:
         for day in np.unique(tap_day).tolist():
             plan = self.book.open_days.get(day)
             if plan is not None:
-                mark(plan.cols["incident"], ids.record_seq(tx_id[tap_day == day]), code)
+                mark(plan.taps.incident, ids.record_seq(tx_id[tap_day == day]), code)
 
     def commit_day(self, day: int) -> DaySettled:
         """Post the settled day's money to the (shared) ledger, check conservation of this
@@ -233,7 +234,7 @@ class CityShard:
         )
         event = DaySettled(
             day=day,
-            taps=plan.cols,
+            taps=plan.taps,
             topups=self._topup_records(credits, credit_bal),
             card_sales=dict(plan.sales),
             outlet_visits={**visits["results"].to_arrays(), "incident": visits["incident"]},
@@ -248,30 +249,30 @@ class CityShard:
 
     def _number_records(self, plan: DayPlan) -> None:
         """Transaction ids, device serials, issuer and acquirer of each record."""
-        cols = plan.cols
+        taps = plan.taps
         n = plan.n
-        cols["tx_id"] = ids.record_ids(self.shard_index, plan.day, n)
-        device = cols["device"].astype(np.int64)
+        taps.tx_id = ids.record_ids(self.shard_index, plan.day, n)
+        device = taps.device.astype(np.int64)
         order = np.argsort(device, kind="stable")
         dev_sorted = device[order]
         serial = np.empty(n, dtype=np.int64)
         serial[order] = self.state.device_serial[dev_sorted] + rank_in_groups(dev_sorted) - 1
         self.state.device_serial += np.bincount(device, minlength=len(self.state.device_serial))
-        cols["device_serial"] = serial
-        cols["issuer"] = self.media_issuer[cols["medium"]]
+        taps.device_serial = serial
+        taps.issuer = self.media_issuer[taps.medium]
         # Visitors' own cards belong to their city's issuer.
-        visitor_card = np.isin(cols["medium"], list(STORED_VALUE_MEDIA)) & ~cols["home_card"]
-        home = self.world.population.home_city[cols["row"][visitor_card]]
-        cols["issuer"][visitor_card] = self.city_issuer[home]
-        cols["acquirer"] = self.line_acquirer[cols["line"]]
-        cols["status"] = np.full(n, PENDING, dtype=np.uint8)
-        cols["reason"] = np.zeros(n, dtype=np.uint8)
-        cols["fee_fen"] = np.zeros(n, dtype=np.int64)
-        cols["clearing_batch_id"] = np.full(n, -1, dtype=np.int64)
-        cols["settle_day"] = np.full(n, -1, dtype=np.int64)
-        cols["submitted"] = np.zeros(n, dtype=bool)
-        cols["upload_batch"] = np.full(n, NOT_UPLOADED, dtype=np.int64)
-        cols["uploaded_at"] = np.full(n, -1, dtype=np.int64)
+        visitor_card = np.isin(taps.medium, list(STORED_VALUE_MEDIA)) & ~taps.home_card
+        home = self.world.population.home_city[taps.row[visitor_card]]
+        taps.issuer[visitor_card] = self.city_issuer[home]
+        taps.acquirer = self.line_acquirer[taps.line]
+        taps.status = np.full(n, PENDING, dtype=np.uint8)
+        taps.reason = np.zeros(n, dtype=np.uint8)
+        taps.fee_fen = np.zeros(n, dtype=np.int64)
+        taps.clearing_batch_id = np.full(n, -1, dtype=np.int64)
+        taps.settle_day = np.full(n, -1, dtype=np.int64)
+        taps.submitted = np.zeros(n, dtype=bool)
+        taps.upload_batch = np.full(n, NOT_UPLOADED, dtype=np.int64)
+        taps.uploaded_at = np.full(n, -1, dtype=np.int64)
 
     def _start_visits(self, plan: DayPlan):
         """Outlet visits of the day: top-ups by outlet-goers and physical card sales."""
@@ -327,9 +328,9 @@ class CityShard:
         }
 
     def _load_validators(self, plan: DayPlan) -> None:
-        cols = plan.cols
-        t_abs = plan.day * DAY_S + cols["t_s"]
-        counts = np.bincount(cols["agent"], minlength=len(self.validators))
+        taps = plan.taps
+        t_abs = plan.day * DAY_S + taps.t_s
+        counts = np.bincount(taps.agent, minlength=len(self.validators))
         offsets = np.zeros(len(self.validators) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         faults = None
@@ -347,15 +348,16 @@ class CityShard:
             plan.day,
             t_abs,
             offsets,
-            cols["upload_batch"],
-            cols["uploaded_at"],
+            taps.upload_batch,
+            taps.uploaded_at,
             faults=faults,
         )
-        refused = cols["upload_batch"] == REFUSED_BUFFER_FULL
-        cols["device_refused"] = refused.astype(np.uint8)
-        cols["status"][refused] = REJECTED
-        cols["reason"][refused] = R_DEVICE_BUFFER_FULL
-        cols["agent_device_id"] = self.agent_device_id[cols["agent"]]
+        refused = taps.upload_batch == REFUSED_BUFFER_FULL
+        taps.device_refused = refused.astype(np.uint8)
+        taps.status[refused] = REJECTED
+        taps.reason[refused] = R_DEVICE_BUFFER_FULL
+        taps.agent_device_id = self.agent_device_id[taps.agent]
+        taps.advance(Phase.LOADED)
 
     # ----------------------------------------------------------------- money of the day
     def _credits_of_day(self, plan: DayPlan, visits) -> tuple[dict[str, np.ndarray], list, dict]:
@@ -478,20 +480,20 @@ class CityShard:
         }
 
     def _post_day_money(self, plan: DayPlan, credits) -> None:
-        cols = plan.cols
+        taps = plan.taps
         ledger = self.state.ledger
         participants = self.world.participants
         n_top = int(credits["n_topups"][0])
         issuer = np.full(n_top, self.issuer_code)
         post_flow(ledger, plan.day, MEMO_TOPUP, issuer, credits["amount_fen"][:n_top], participants)
-        charged = ~cols["declined"] & (cols["device_refused"] == 0)
+        charged = ~taps.declined & (taps.device_refused == 0)
         # Only this city's cards' purses are modelled; other issuers' fares arrive like QR money.
         post_fares(
             ledger,
             plan.day,
-            cols["issuer"][charged],
-            np.where(cols["home_card"][charged], MC_CARD, MC_QR),
-            cols["amount_fen"][charged],
+            taps.issuer[charged],
+            np.where(taps.home_card[charged], MC_CARD, MC_QR),
+            taps.amount_fen[charged],
             participants,
         )
         purse = plan.purse
@@ -520,23 +522,21 @@ class CityShard:
         resend_keys = {(dev, batch) for dev, batch, _at in due}
         found: set[tuple[int, int]] = set()
         for _day, plan in sorted(book.open_days.items()):
-            cols = plan.cols
-            if "declined" not in cols:
+            taps = plan.taps
+            if taps.phase < Phase.SETTLED:
                 continue  # today's records are final only once the day's balances are applied
-            take = (
-                ~cols["submitted"] & (cols["uploaded_at"] >= 0) & (cols["uploaded_at"] < cutoff_s)
-            )
+            take = ~taps.submitted & (taps.uploaded_at >= 0) & (taps.uploaded_at < cutoff_s)
             idx = np.flatnonzero(take)
             again = np.zeros(0, np.int64)
             if resend_keys:
-                keys = ids.upload_key(cols["agent_device_id"], cols["upload_batch"])
+                keys = ids.upload_key(taps.agent_device_id, taps.upload_batch)
                 wanted = np.array([ids.upload_key(d, b) for d, b in resend_keys], dtype=np.int64)
-                again = np.flatnonzero(np.isin(keys, wanted) & (cols["upload_batch"] >= 0))
+                again = np.flatnonzero(np.isin(keys, wanted) & (taps.upload_batch >= 0))
                 hit = np.unique(keys[again]).tolist()
                 found |= {ids.split_upload_key(k) for k in hit}
-            cols["submitted"][idx] = True
+            taps.submitted[idx] = True
             both = np.concatenate([idx, again])
-            parts.append(self._records(cols, both))
+            parts.append(self._records(taps, both))
         # A resent batch whose records were not found belongs to a day not yet closed (keep it)
         # or to a day already final (nothing left to resend).
         oldest_open = min(book.open_days, default=0) * DAY_S
@@ -562,23 +562,23 @@ class CityShard:
                 self.book.resends_seen.add(key)
                 self.book.pending_resends.append(key)
 
-    def _records(self, cols, idx: np.ndarray) -> UploadedRecords:
+    def _records(self, taps, idx: np.ndarray) -> UploadedRecords:
         pop = self.world.population
         shard = self.shard_index
         return UploadedRecords(
-            tx_id=cols["tx_id"][idx],
-            card=ids.global_card(shard, pop.card_id[cols["row"][idx]]),
-            card_counter=cols["card_counter"][idx],
-            device=ids.global_device(shard, cols["device"][idx]),
-            device_serial=cols["device_serial"][idx],
-            timestamp_s=cols["t_s"][idx] + ids.record_day(cols["tx_id"][idx]) * DAY_S,
-            amount_fen=cols["amount_fen"][idx],
-            list_fare_fen=cols["list_fare_fen"][idx],
-            issuer=cols["issuer"][idx],
-            acquirer=cols["acquirer"][idx],
-            mode=cols["mode"][idx],
-            medium_class=medium_class_of(cols["medium"][idx]),
-            declined=cols["declined"][idx],
+            tx_id=taps.tx_id[idx],
+            card=ids.global_card(shard, pop.card_id[taps.row[idx]]),
+            card_counter=taps.card_counter[idx],
+            device=ids.global_device(shard, taps.device[idx]),
+            device_serial=taps.device_serial[idx],
+            timestamp_s=taps.t_s[idx] + ids.record_day(taps.tx_id[idx]) * DAY_S,
+            amount_fen=taps.amount_fen[idx],
+            list_fare_fen=taps.list_fare_fen[idx],
+            issuer=taps.issuer[idx],
+            acquirer=taps.acquirer[idx],
+            mode=taps.mode[idx],
+            medium_class=medium_class_of(taps.medium[idx]),
+            declined=taps.declined[idx],
         )
 
     def apply_clearing(self, result: ClearingResult) -> TapStatus:
@@ -590,21 +590,21 @@ class CityShard:
         tap_row = ids.record_seq(result.tx_id)
         changed = []
         for day in np.unique(tap_day).tolist():
-            cols = self.book.open_days[day].cols
+            taps = self.book.open_days[day].taps
             mine = np.flatnonzero(tap_day == day)
             cleared = mine[result.status[mine] == CLEARED]
             done = tap_row[cleared]
-            cols["status"][done] = CLEARED
-            cols["reason"][done] = 0
-            cols["fee_fen"][done] = result.fee_fen[cleared]
-            cols["clearing_batch_id"][done] = result.batch_id[cleared]
-            cols["settle_day"][done] = result.settle_day
+            taps.status[done] = CLEARED
+            taps.reason[done] = 0
+            taps.fee_fen[done] = result.fee_fen[cleared]
+            taps.clearing_batch_id[done] = result.batch_id[cleared]
+            taps.settle_day[done] = result.settle_day
             rejected = mine[result.status[mine] == REJECTED]
             _, first = np.unique(tap_row[rejected], return_index=True)
             rejected = rejected[np.sort(first)]
-            rejected = rejected[cols["status"][tap_row[rejected]] == PENDING]
-            cols["status"][tap_row[rejected]] = REJECTED
-            cols["reason"][tap_row[rejected]] = result.reason[rejected]
+            rejected = rejected[taps.status[tap_row[rejected]] == PENDING]
+            taps.status[tap_row[rejected]] = REJECTED
+            taps.reason[tap_row[rejected]] = result.reason[rejected]
             changed.append((day, np.concatenate([tap_row[rejected], done])))
         self._record_membership(result)
         return self._status_of(changed)
@@ -618,9 +618,9 @@ class CityShard:
     def _status_of(self, changed: list[tuple[int, np.ndarray]]) -> TapStatus:
         days, parts = [], []
         for day, rows in changed:
-            cols = self.book.open_days[day].cols
+            taps = self.book.open_days[day].taps
             days.append(np.full(len(rows), day, dtype=np.int64))
-            parts.append({k: cols[k][rows] for k in _STATUS_COLUMNS})
+            parts.append({k: getattr(taps, k)[rows] for k in _STATUS_COLUMNS})
         z = np.zeros(0, np.int64)
         cat = {
             k: np.concatenate([p[k] for p in parts] or [z]) for k in _STATUS_COLUMNS
@@ -650,19 +650,20 @@ class CityShard:
         book = self.book
         for day in sorted(book.open_days):
             plan = book.open_days[day]
-            cols = plan.cols
-            if not final and (cols["status"] == PENDING).any():
+            taps = plan.taps
+            if taps.phase < Phase.SETTLED or (not final and (taps.status == PENDING).any()):
                 break  # keep day order in the output
             members = book.batch_membership.pop(day, [])
             check_tap_status(
-                cols["tx_id"],
-                cols["status"],
-                cols["amount_fen"],
+                taps.tx_id,
+                taps.status,
+                taps.amount_fen,
                 np.concatenate([t for t, _ in members] or [np.zeros(0, np.int64)]),
                 np.concatenate([b for _, b in members] or [np.zeros(0, np.int64)]),
             )
             book.final_days.add(day)
-            self.bus.publish(TapsFinal(day, cols, self.shard_index))
+            taps.advance(Phase.FINAL)
+            self.bus.publish(TapsFinal(day, taps, self.shard_index))
             del book.open_days[day]
 
     def refunds_outstanding(self) -> int:

@@ -46,7 +46,7 @@ def engine():
     def subscriber(event) -> None:
         if isinstance(event, TapsFinal):
             emitted["transactions"].append(
-                (event.day, {k: np.copy(v) for k, v in event.taps.items()})
+                (event.day, {k: np.copy(v) for k, v in event.taps.filled().items()})
             )
         elif isinstance(event, BatchCleared):
             emitted["clearing_batches"].append((event.day, event.batches))

@@ -36,7 +36,8 @@ def _plan_days(world, days):
     agents = np.zeros(len(world.network.devices.line), dtype=np.int64)
     state = RunState.fresh(world)
     plans = [plan_day(world, state, day, agents) for day in days]
-    return plans, {k: np.concatenate([p.cols[k] for p in plans]) for k in plans[0].cols}
+    cols = [p.taps.filled() for p in plans]
+    return plans, {k: np.concatenate([c[k] for c in cols]) for k in cols[0]}
 
 
 def test_regions_closer_to_a_city_are_away_there_more_often(world):

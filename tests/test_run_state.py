@@ -163,7 +163,7 @@ def test_a_price_response_changes_ridership_and_keeps_the_books(world):
 
         def keep(event, final=final):
             if isinstance(event, TapsFinal):
-                final.append(event.taps["amount_fen"].copy())
+                final.append(event.taps.amount_fen.copy())
 
         options = {"response": response} if response is not None else {}
         summary = run(None, None, world=world, subscribers=[keep], **options)
