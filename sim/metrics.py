@@ -235,6 +235,7 @@ class RunMetrics:
         self.cards_sold += len(sold)
         self.sales_by_region += np.bincount(pop.region[sold], minlength=self.n_regions)
         self.duplicate_deductions += day.stats["duplicate_deductions"]
+        self.refunds += day.stats.get("refunds_executed", 0)
 
         self._rode_this_week[c.row[ok]] = True
         if (day.day + 1) % 7 == 0:

@@ -264,3 +264,9 @@ def test_tap_records_are_well_formed(out_dir):
     tx = read_table(out_dir[0], "transactions")
     assert pc.all(pc.greater_equal(tx["amount_fen"], 0)).as_py()
     assert pc.all(pc.less_equal(tx["amount_fen"], tx["list_fare_fen"])).as_py()
+
+
+def test_calibration_metrics_count_the_refunds_the_run_executed(engine):
+    executed = engine.kpis.totals["refunds_executed"]
+    assert executed > 0
+    assert engine.kpis.metrics.refunds == executed
