@@ -207,25 +207,36 @@ class ClearingNetworkAgent:
         n_p = len(self.participants)
         pairs = result.pairs
         pair_key = pairs.issuer.astype(np.int64) * n_p + pairs.acquirer
-        cleared = result.status == CLEARED
-        record_key = records.issuer.astype(np.int64) * n_p + records.acquirer
-        fee_at = {}
-        for k, node, fee in zip(
-            routing.fees.pair.tolist(), routing.fees.node.tolist(), routing.fees.fee_fen.tolist(),
-            strict=True,
-        ):  # fmt: skip
-            fee_at[(k, node)] = fee
+        order = np.argsort(pair_key)
+        # Each cleared record's pair (index into ``pairs``); -1 for records not cleared.
+        record_pair = np.full(len(records), -1, dtype=np.int64)
+        if len(order):
+            record_key = records.issuer.astype(np.int64) * n_p + records.acquirer
+            found = np.searchsorted(pair_key, record_key, sorter=order)
+            found = order[np.minimum(found, len(order) - 1)]
+            cleared = result.status == CLEARED
+            record_pair[cleared] = found[cleared]
+        fee_at = dict(
+            zip(
+                zip(routing.fees.pair.tolist(), routing.fees.node.tolist(), strict=True),
+                routing.fees.fee_fen.tolist(),
+                strict=True,
+            )
+        )
         logged = []
         for hop in routing.hops:
             if hop.sender < 0:
                 continue  # the acquirer's exchange logged these records as its own batches
-            keys = pair_key[list(hop.pairs)]
-            tx = records.tx_id[cleared & np.isin(record_key, keys)]
+            in_hop = np.zeros(len(pair_key) + 1, dtype=bool)  # the last slot stands for -1
+            in_hop[list(hop.pairs)] = True
+            tx = records.tx_id[in_hop[record_pair]]
             gross = int(pairs.gross_fen[list(hop.pairs)].sum())
             fee = sum(fee_at[(k, hop.node)] for k in hop.pairs)
             node = self.nodes[hop.node]
             head = node.clearer.head
-            batch = node.clearer.log_transit(day, self.participants.ids[hop.sender], tx, gross, fee)
+            batch = node.clearer.log_transit(
+                day, self.participants.ids[hop.sender], tx, gross, fee
+            )
             verify_chain([batch], genesis=head)
             logged.append(batch)
         return tuple(logged)
