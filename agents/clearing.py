@@ -140,10 +140,20 @@ class ClearingNetworkAgent:
         return result
 
     def _deliver(self, records: UploadedRecords) -> None:
-        """Put each record into the inbox of its acquirer's exchange."""
+        """Put each record into the inbox of its acquirer's exchange (one stable sort by
+        exchange, then a slice per exchange: the records keep their order within each)."""
         exchange = self.participants.parent[records.acquirer]
-        for code in np.unique(exchange).tolist():
-            self.nodes[code].inbox.append(records.take(np.flatnonzero(exchange == code)))
+        if not len(exchange):
+            return
+        if (exchange == exchange[0]).all():
+            self.nodes[int(exchange[0])].inbox.append(records)
+            return
+        order = np.argsort(exchange, kind="stable")
+        grouped = records.take(order)
+        codes, starts = np.unique(exchange[order], return_index=True)
+        ends = np.append(starts[1:], len(order))
+        for code, a, b in zip(codes.tolist(), starts.tolist(), ends.tolist(), strict=True):
+            self.nodes[code].inbox.append(grouped.take(slice(a, b)))
 
     def _order_refunds(self, result: ClearingResult) -> None:
         """Each refund goes to the shard of the card's issuer; refunds of issuers no shard
@@ -208,14 +218,16 @@ class ClearingNetworkAgent:
         pairs = result.pairs
         pair_key = pairs.issuer.astype(np.int64) * n_p + pairs.acquirer
         order = np.argsort(pair_key)
-        # Each cleared record's pair (index into ``pairs``); -1 for records not cleared.
+        # Each cleared record's pair (index into ``pairs``); -1 for records not cleared, and
+        # for records whose issuer is a member of the acquirer's exchange (they go nowhere).
+        parent = self.participants.parent
+        travels = (result.status == CLEARED) & (parent[records.issuer] != parent[records.acquirer])
+        moving = np.flatnonzero(travels)
         record_pair = np.full(len(records), -1, dtype=np.int64)
-        if len(order):
-            record_key = records.issuer.astype(np.int64) * n_p + records.acquirer
+        if len(order) and len(moving):
+            record_key = records.issuer[moving].astype(np.int64) * n_p + records.acquirer[moving]
             found = np.searchsorted(pair_key, record_key, sorter=order)
-            found = order[np.minimum(found, len(order) - 1)]
-            cleared = result.status == CLEARED
-            record_pair[cleared] = found[cleared]
+            record_pair[moving] = order[np.minimum(found, len(order) - 1)]
         fee_at = dict(
             zip(
                 zip(routing.fees.pair.tolist(), routing.fees.node.tolist(), strict=True),
@@ -234,9 +246,7 @@ class ClearingNetworkAgent:
             fee = sum(fee_at[(k, hop.node)] for k in hop.pairs)
             node = self.nodes[hop.node]
             head = node.clearer.head
-            batch = node.clearer.log_transit(
-                day, self.participants.ids[hop.sender], tx, gross, fee
-            )
+            batch = node.clearer.log_transit(day, self.participants.ids[hop.sender], tx, gross, fee)
             verify_chain([batch], genesis=head)
             logged.append(batch)
         return tuple(logged)

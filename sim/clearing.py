@@ -895,12 +895,26 @@ class Clearer:
 
 def settlement_positions(settle_day: int, pairs: PairTotals, n_participants: int) -> Positions:
     """Net positions for one settlement date: issuers -gross, acquirers +net, nodes +fees."""
+    return net_positions(
+        settle_day,
+        n_participants,
+        [
+            (pairs.issuer, -pairs.gross_fen),
+            (pairs.acquirer, pairs.net_fen),
+            (pairs.node, pairs.fee_fen),
+        ],
+    )
+
+
+def net_positions(
+    settle_day: int, n_participants: int, flows: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> Positions:
+    """Positions of the participants that (participant codes, amounts) ``flows`` involve, each
+    the sum of its amounts (> 0 receives)."""
     pos = np.zeros(n_participants, dtype=np.int64)
-    np.subtract.at(pos, pairs.issuer, pairs.gross_fen)
-    np.add.at(pos, pairs.acquirer, pairs.net_fen)
-    np.add.at(pos, pairs.node, pairs.fee_fen)
     involved = np.zeros(n_participants, dtype=bool)
-    for codes in (pairs.issuer, pairs.acquirer, pairs.node):
+    for codes, amounts in flows:
+        np.add.at(pos, codes, amounts)
         involved[codes] = True
     who = np.flatnonzero(involved).astype(np.int32)
     return Positions(int(settle_day), who, pos[who])

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.clearing import CLEARING_NODE, PairTotals, Participants, Positions
+from sim.clearing import CLEARING_NODE, PairTotals, Participants, Positions, net_positions
 
 
 @dataclass(frozen=True)
@@ -164,12 +164,12 @@ class ClearingTopology:
     def _positions(settle_day, pairs, fees, acquirer_fees, n_p) -> Positions:
         """Participants' net positions: issuers pay gross, acquirers get gross less every fee,
         each node keeps its fees (links between nodes net out)."""
-        pos = np.zeros(n_p, dtype=np.int64)
-        np.subtract.at(pos, pairs.issuer, pairs.gross_fen)
-        np.add.at(pos, pairs.acquirer, pairs.gross_fen - acquirer_fees)
-        np.add.at(pos, fees.node, fees.fee_fen)
-        involved = np.zeros(n_p, dtype=bool)
-        for codes in (pairs.issuer, pairs.acquirer, fees.node):
-            involved[codes] = True
-        who = np.flatnonzero(involved).astype(np.int32)
-        return Positions(int(settle_day), who, pos[who])
+        return net_positions(
+            settle_day,
+            n_p,
+            [
+                (pairs.issuer, -pairs.gross_fen),
+                (pairs.acquirer, pairs.gross_fen - acquirer_fees),
+                (fees.node, fees.fee_fen),
+            ],
+        )

@@ -589,7 +589,7 @@ class CityShard:
         tap_day = ids.record_day(result.tx_id)
         tap_row = ids.record_seq(result.tx_id)
         changed = []
-        for day in np.unique(tap_day).tolist():
+        for day in _days_present(tap_day):
             taps = self.book.open_days[day].taps
             mine = np.flatnonzero(tap_day == day)
             cleared = mine[result.status[mine] == CLEARED]
@@ -634,7 +634,7 @@ class CityShard:
         tx = result.cleared_tx_id
         batch = result.cleared_batch_id
         tap_day = ids.record_day(tx)
-        for day in np.unique(tap_day).tolist():
+        for day in _days_present(tap_day):
             sel = tap_day == day
             if day in self.book.final_days:
                 raise InvariantViolation(
@@ -679,6 +679,14 @@ class CityShard:
                 f"tap days {sorted(self.book.batch_membership)}",
                 "batches cleared taps of days that never produced records",
             )
+
+
+def _days_present(days: np.ndarray) -> list[int]:
+    """The distinct days in ``days``, ascending (a count per day: no sort of the records)."""
+    if not len(days):
+        return []
+    low = int(days.min())
+    return (np.flatnonzero(np.bincount(days - low)) + low).tolist()
 
 
 _STATUS_COLUMNS = ("tx_id", "status", "reason", "fee_fen", "clearing_batch_id", "settle_day")
