@@ -169,10 +169,11 @@ class ClearingNetworkAgent:
 
     def _clear_at_exchanges(
         self, day: int, cutoff_s: int
-    ) -> tuple[UploadedRecords, ClearingResult]:
+    ) -> tuple[dict[str, np.ndarray], ClearingResult]:
         """Each exchange clears its inbox, unless an incident has it down at the cut-off: then
         the inbox waits for its first cut-off after the outage (nothing lost, nothing cleared
-        twice). Returns the records cleared and their results, merged in node order."""
+        twice). Returns the cleared records' ids, issuers and acquirers and their results,
+        merged in node order."""
         cleared: list[tuple[UploadedRecords, ClearingResult]] = []
         for code in sorted(self.nodes):
             node = self.nodes[code]
@@ -181,13 +182,19 @@ class ClearingNetworkAgent:
             if self._held(node, cutoff_s):
                 continue
             cleared.append(node.clear_inbox(day))
-        records = UploadedRecords.concat([r for r, _ in cleared])
+        # What routing needs of the records cleared today, in node order.
+        records = {
+            name: np.concatenate(
+                [getattr(r, name) for r, _ in cleared] or [np.zeros(0, np.int64)]
+            )
+            for name in ("tx_id", "issuer", "acquirer")
+        }
         parts = [p for _, p in cleared]
         settle_day = day + self.settings.settlement_lag_days
         result = ClearingResult(
             day=day,
             settle_day=settle_day,
-            tx_id=records.tx_id,
+            tx_id=records["tx_id"],
             status=np.concatenate([p.status for p in parts] or [np.zeros(0, np.uint8)]),
             reason=np.concatenate([p.reason for p in parts] or [np.zeros(0, np.uint8)]),
             fee_fen=np.concatenate([p.fee_fen for p in parts] or [np.zeros(0, np.int64)]),
@@ -218,16 +225,18 @@ class ClearingNetworkAgent:
         pairs = result.pairs
         pair_key = pairs.issuer.astype(np.int64) * n_p + pairs.acquirer
         order = np.argsort(pair_key)
-        # Each cleared record's pair (index into ``pairs``); -1 for records not cleared, and
-        # for records whose issuer is a member of the acquirer's exchange (they go nowhere).
+        # The records that travel (cleared, and their issuer is not a member of the acquirer's
+        # exchange), each with its pair (an index into ``pairs``).
         parent = self.participants.parent
-        travels = (result.status == CLEARED) & (parent[records.issuer] != parent[records.acquirer])
+        issuer, acquirer = records["issuer"], records["acquirer"]
+        travels = (result.status == CLEARED) & (parent[issuer] != parent[acquirer])
         moving = np.flatnonzero(travels)
-        record_pair = np.full(len(records), -1, dtype=np.int64)
+        tx_moving = records["tx_id"][moving]
+        pair_moving = np.zeros(len(moving), dtype=np.int64)
         if len(order) and len(moving):
-            record_key = records.issuer[moving].astype(np.int64) * n_p + records.acquirer[moving]
-            found = np.searchsorted(pair_key, record_key, sorter=order)
-            record_pair[moving] = order[np.minimum(found, len(order) - 1)]
+            key = issuer[moving].astype(np.int64) * n_p + acquirer[moving]
+            found = np.searchsorted(pair_key, key, sorter=order)
+            pair_moving = order[np.minimum(found, len(order) - 1)]
         fee_at = dict(
             zip(
                 zip(routing.fees.pair.tolist(), routing.fees.node.tolist(), strict=True),
@@ -239,9 +248,9 @@ class ClearingNetworkAgent:
         for hop in routing.hops:
             if hop.sender < 0:
                 continue  # the acquirer's exchange logged these records as its own batches
-            in_hop = np.zeros(len(pair_key) + 1, dtype=bool)  # the last slot stands for -1
+            in_hop = np.zeros(len(pair_key), dtype=bool)
             in_hop[list(hop.pairs)] = True
-            tx = records.tx_id[in_hop[record_pair]]
+            tx = tx_moving[in_hop[pair_moving]]
             gross = int(pairs.gross_fen[list(hop.pairs)].sum())
             fee = sum(fee_at[(k, hop.node)] for k in hop.pairs)
             node = self.nodes[hop.node]

@@ -383,9 +383,11 @@ class UploadedRecords:
 
     @staticmethod
     def concat(parts: Sequence[UploadedRecords]) -> UploadedRecords:
-        """Rows of several record sets, in order."""
+        """Rows of several record sets, in order (one set is returned as it is)."""
         if not parts:
             return UploadedRecords.empty()
+        if len(parts) == 1:
+            return parts[0]
         return UploadedRecords(
             **{name: np.concatenate([getattr(p, name) for p in parts]) for name in _COLUMNS}
         )
