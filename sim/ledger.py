@@ -110,6 +110,10 @@ class Ledger:
         self._n = 0
         self._running = np.zeros(16, dtype=np.int64)
         self._cache: tuple[np.ndarray, ...] | None = None
+        # Chunks by posting day and the latest day posted: a day's flows and a balance at the
+        # end of the latest day read only what they need, not the whole journal.
+        self._day_chunks: dict[int, list[tuple[np.ndarray, ...]]] = {}
+        self._last_day = -1
 
     # -- interning ---------------------------------------------------------------------------
     def _code(self, name: str) -> int:
@@ -165,7 +169,10 @@ class Ledger:
         a = amounts[keep]
         days = np.full(keep.size, int(day), dtype=np.int32)
         ids = np.arange(self._n, self._n + keep.size, dtype=np.int64)
-        self._chunks.append((days, ids, d, c, a, m))
+        chunk = (days, ids, d, c, a, m)
+        self._chunks.append(chunk)
+        self._day_chunks.setdefault(int(day), []).append(chunk)
+        self._last_day = max(self._last_day, int(day))
         self._n += keep.size
         np.add.at(self._running, d, a)
         np.subtract.at(self._running, c, a)
@@ -208,7 +215,7 @@ class Ledger:
         code = self._index.get(account_name)
         if code is None:
             return 0
-        if through_day is None:
+        if through_day is None or through_day >= self._last_day:
             return int(self._running[code])
         days, _, d, c, a, _ = self._journal()
         upto = days <= through_day
@@ -229,13 +236,12 @@ class Ledger:
         out: dict[str, int] = {}
         if code is None:
             return out
-        days, _, d, c, a, m = self._journal()
-        on_day = days == day
-        for sign, side in ((1, d), (-1, c)):
-            rows = on_day & (side == code)
-            for memo_code, amt in zip(m[rows].tolist(), a[rows].tolist(), strict=True):
-                memo = self._memos[memo_code]
-                out[memo] = out.get(memo, 0) + sign * amt
+        for _, _, d, c, a, m in self._day_chunks.get(int(day), ()):
+            for sign, side in ((1, d), (-1, c)):
+                rows = side == code
+                for memo_code, amt in zip(m[rows].tolist(), a[rows].tolist(), strict=True):
+                    memo = self._memos[memo_code]
+                    out[memo] = out.get(memo, 0) + sign * amt
         return out
 
     def _recomputed_balances(self) -> np.ndarray:

@@ -161,3 +161,14 @@ def test_masked_ids_are_not_checkable_but_unmasked_are(runs):
     masked, unmasked = _paired(runs, "card_sales")
     assert not any(is_valid_gb11643(x) for x in masked["id_number"])
     assert all(is_valid_gb11643(x) for x in unmasked["id_number"])
+
+
+def test_scenario_without_masking_writes_what_unmasked_writes(runs, tmp_path):
+    # output.mask_identities: false in the scenario does what --unmasked does.
+    scenario = load_scenario(SMALL, ["output.mask_identities=false"], days=2)
+    run(scenario, tmp_path / "plain")
+    plain = read_frame(tmp_path / "plain", "card_sales")
+    unmasked = runs["unmasked"]["card_sales"]
+    assert (plain["phone"].to_numpy() == unmasked["phone"].to_numpy()).all()
+    assert (plain["token_id"].to_numpy() == unmasked["token_id"].to_numpy()).all()
+    assert "*" not in "".join(plain["phone"])
