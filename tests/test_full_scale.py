@@ -29,3 +29,18 @@ def test_full_scale_week_is_byte_identical_across_runs(tmp_path):
     a, b = _digests(tmp_path / "a"), _digests(tmp_path / "b")
     assert len(a) >= 9 * 7 - 7
     assert a == b
+
+
+@pytest.mark.slow
+def test_metro_line_outage_scenario_at_full_scale(tmp_path):
+    from output_frames import read_frame
+
+    scenario = load_scenario(ROOT / "scenarios" / "incidents" / "metro_line_outage.yaml")
+    summary = run(scenario, tmp_path / "m1")
+    assert summary.totals["cleared"] > 0.99 * summary.taps
+    tx = read_frame(tmp_path / "m1", "transactions")
+    ts = tx["event_timestamp"]
+    during = (ts >= "2024-01-02 08:00") & (ts < "2024-01-02 10:00")
+    assert not (during & (tx["route_id"] == "M1")).any()
+    hit = tx[tx["incident_id"] == "M1-down-0102"]
+    assert len(hit) > 100 and set(hit["mode"]) == {"bus"}
