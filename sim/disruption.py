@@ -19,7 +19,7 @@ import numpy as np
 
 from agents.citizen import DayTaps
 from agents.outlet import SERVICE_KINDS
-from sim.codes import MODES, TAP_SINGLE
+from sim.codes import MEDIA, MODES, TAP_SINGLE
 from sim.incidents import NO_INCIDENT, Timeline, mark
 from sim.rng import Streams
 
@@ -34,10 +34,14 @@ def disrupt_taps(world, day: int, taps: DayTaps) -> tuple[DayTaps, int]:
     network = world.network
     if not len(timeline) or not len(taps):
         return taps, 0
-    t_abs = day * DAY_S + taps.t_s.astype(np.int64)
+
+    def t_abs() -> np.ndarray:  # of the taps as they are now (an outage may drop or add some)
+        return day * DAY_S + taps.t_s.astype(np.int64)
+
     cash = 0
     for k in timeline.of_kind("qr_platform_outage", day):
-        hit = np.flatnonzero((taps.medium == _medium(timeline, k)) & timeline.active(k, t_abs))
+        medium = MEDIA.index(timeline.incidents[k].target)
+        hit = np.flatnonzero((taps.medium == medium) & timeline.active(k, t_abs()))
         if len(hit):
             medium = taps.medium.copy()
             medium[hit] = world.population.medium[taps.row[hit]]  # their card's medium
@@ -45,32 +49,23 @@ def disrupt_taps(world, day: int, taps: DayTaps) -> tuple[DayTaps, int]:
             mark(incident, hit, k)
             taps = _replace(taps, medium=medium, incident=incident)
     for k in timeline.of_kind("validator_outage", day):
-        taps, lost = _gate_down(world, taps, t_abs, k)
+        taps, lost = _gate_down(world, taps, t_abs(), k)
         cash += lost
     for kind in ("line_outage", "station_outage"):
         for k in timeline.of_kind(kind, day):
             target = timeline.incidents[k].target
             if kind == "line_outage":
-                line = network.lines.ids.index(target) if target in network.lines.ids else -1
-                if line < 0:
-                    continue  # checked when the world is built
-                hit = (taps.line == line) & timeline.active(k, t_abs)
+                line = network.lines.ids.index(target)  # checked when the world is built
+                hit = (taps.line == line) & timeline.active(k, t_abs())
                 if network.lines.mode[line] == BUS:
                     taps = _to_other_bus_line(world, taps, np.flatnonzero(hit), k)
                     continue
             else:
                 line_id, _, station = target.partition(":")
                 stop = network.lines.stop_ptr[network.lines.ids.index(line_id)] + int(station)
-                hit = (taps.stop == stop) & (taps.mode == METRO) & timeline.active(k, t_abs)
+                hit = (taps.stop == stop) & (taps.mode == METRO) & timeline.active(k, t_abs())
             taps = _bridge_by_bus(world, taps, np.flatnonzero(hit), k)
-            t_abs = day * DAY_S + taps.t_s.astype(np.int64)
     return taps, cash
-
-
-def _medium(timeline: Timeline, k: int) -> int:
-    from sim.codes import MEDIA
-
-    return MEDIA.index(timeline.incidents[k].target)
 
 
 def _replace(taps: DayTaps, **columns) -> DayTaps:
@@ -81,9 +76,7 @@ def _gate_down(world, taps: DayTaps, t_abs: np.ndarray, k: int) -> tuple[DayTaps
     """A metro gate that is down: its riders use the station's next gate. A bus reader that is
     down: its riders pay cash, outside the card system."""
     devices = world.network.devices
-    device = int(world.incidents.incidents[k].target)
-    if device >= len(devices.line):
-        return taps, 0
+    device = int(world.incidents.incidents[k].target)  # checked when the world is built
     hit = np.flatnonzero((taps.device == device) & world.incidents.active(k, t_abs))
     if not len(hit):
         return taps, 0
@@ -186,14 +179,11 @@ def comm_outages(
     lines = world.network.lines
     devices = world.network.devices
     for k in timeline.of_kind("comm_outage", day):
-        target = timeline.incidents[k].target
+        target = timeline.incidents[k].target  # a device or a line: checked at world build
         if target.isdigit():
             device = np.array([int(target)])
-        elif target in lines.ids:
-            device = np.flatnonzero(devices.line == lines.ids.index(target))
         else:
-            continue
-        device = device[device < len(devices.line)]
+            device = np.flatnonzero(devices.line == lines.ids.index(target))
         agents = np.unique(agent_of_device[device])
         faults.comm_start_s[agents] = timeline.start_s[k]
         faults.comm_end_s[agents] = timeline.end_s[k]
@@ -208,11 +198,7 @@ def renewal_visits(world, streams: Streams, day: int) -> dict[str, np.ndarray]:
     parts = []
     for k in timeline.of_kind("renewal_wave", day):
         inc = timeline.incidents[k]
-        outlet = next(
-            (i for i, o in enumerate(world.outlets) if o.outlet_id == int(inc.target)), None
-        )
-        if outlet is None:
-            continue
+        outlet = next(i for i, o in enumerate(world.outlets) if o.outlet_id == int(inc.target))
         start = max(int(timeline.start_s[k]), day * DAY_S) - day * DAY_S
         end = min(int(timeline.end_s[k]), (day + 1) * DAY_S) - day * DAY_S
         n = int(round(inc.extra_visits_per_hour * (end - start) / 3600))

@@ -125,6 +125,7 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
     ]
     fares, fares_qr = _compile_fares(scenario.fares, lines)
     timeline = Timeline.of(scenario.incidents, period.start)
+    check_targets(timeline, network, outlets, scenario.name)
     fare_policies = {
         k: _compile_fares(changed_fares(scenario.fares, timeline.incidents[k]), lines)
         for k in timeline.of_kind("fare_change")
@@ -165,6 +166,29 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         incidents=timeline,
         fare_policies=fare_policies,
     )
+
+
+def check_targets(timeline: Timeline, network: TransitNetwork, outlets, where: str) -> None:
+    """Incident targets that only the built world knows: generated bus lines, devices, outlets."""
+    n_devices = len(network.devices.line)
+    outlet_ids = {o.outlet_id for o in outlets}
+    for k, inc in enumerate(timeline.incidents):
+        target, field = inc.target or "", f"{where}: incidents.{k}.target"
+        if inc.kind == "line_outage" and target not in network.lines.ids:
+            raise ValueError(f"{field}: unknown line {target!r}; expected a metro line id or a "
+                             "generated bus line id such as urban-B001")  # fmt: skip
+        if inc.kind == "comm_outage" and not (
+            (target.isdigit() and int(target) < n_devices) or target in network.lines.ids
+        ):
+            raise ValueError(
+                f"{field}: expected a device id below {n_devices} or a line id; got {target!r}"
+            )
+        if inc.kind == "validator_outage" and int(target) >= n_devices:
+            raise ValueError(f"{field}: expected a device id below {n_devices}; got {target}")
+        if inc.kind in ("outlet_closure", "renewal_wave") and int(target) not in outlet_ids:
+            raise ValueError(
+                f"{field}: unknown outlet {target}; expected one of {sorted(outlet_ids)}"
+            )
 
 
 def _compile_fares(rules, lines) -> tuple[CompiledFares, CompiledFares]:

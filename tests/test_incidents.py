@@ -188,3 +188,20 @@ def test_bad_incidents_are_refused_with_the_field(incident, message):
     overrides = [f"incidents={yaml.safe_dump([full], default_flow_style=True).strip()}"]
     with pytest.raises(BadInput, match=message):
         load_scenario(SMALL, overrides, days=DAYS)
+
+
+@pytest.mark.parametrize(
+    ("incident", "message"),
+    [
+        ({"kind": "line_outage", "target": "urban-B999"}, "unknown line 'urban-B999'"),
+        ({"kind": "comm_outage", "target": "99999999"}, "expected a device id below"),
+        ({"kind": "validator_outage", "target": "99999999"}, "expected a device id below"),
+        ({"kind": "outlet_closure", "target": "777"}, "unknown outlet 777"),
+    ],
+)
+def test_targets_only_the_world_knows_are_checked_when_it_is_built(incident, message):
+    full = {"id": "x", "start": "2024-01-02 00:00", "duration_min": 60, **incident}
+    overrides = [f"incidents={yaml.safe_dump([full], default_flow_style=True).strip()}"]
+    scenario = load_scenario(SMALL, overrides, days=DAYS)
+    with pytest.raises(BadInput, match=message):
+        run(scenario, None)
