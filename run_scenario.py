@@ -228,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                 scenario_path=args.scenario,
                 subscribers=[progress],
             )
+        for note in summary.notes:
+            print(f"note: {note}", file=sys.stderr)
         if not args.quiet:
             print_summary(summary)
         return 0

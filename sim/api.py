@@ -37,6 +37,7 @@ from sim.output import (
     write_duckdb_catalogue,
 )
 from sim.records import RecordWriter, name_tables
+from sim.run_dir import RunDirError
 from sim.scenario import ConfigError, MultiCityScenario, Scenario, scenario_hash
 from sim.scenario import load_scenario as _load
 from sim.world import World, build_world, build_worlds
@@ -71,6 +72,7 @@ class RunSummary:
     metrics: RunMetrics | None = None
     world: World | None = None
     seed: int = 0
+    notes: list[str] = field(default_factory=list)  # things the user should know, e.g. clean-ups
 
     @property
     def taps_per_s(self) -> float:
@@ -173,7 +175,9 @@ def iter_days(
                 # from waiting on the writer thread's bursts (one transactions day is ~40 MB).
                 queue_size=32,
             )
-        except (FileExistsError, OSError) as exc:
+        except RunDirError as exc:
+            raise BadInput(f"--out: {exc}") from None
+        except OSError as exc:
             raise BadInput(f"--out {out_dir}: {exc}") from None
     writers = [
         RecordWriter(
@@ -218,6 +222,10 @@ def iter_days(
         except OutputError as exc:
             raise BadInput(f"--out {out_dir}: {exc}") from None
     timings["total_s"] = time.perf_counter() - t0
+    notes = [
+        f"removed {path}, left behind by a run that was killed"
+        for path in (output.removed_leftovers if output is not None else [])
+    ]
     return RunSummary(
         spec.name,
         Path(out_dir) if out_dir else None,
@@ -228,6 +236,7 @@ def iter_days(
         metrics=kpis.metrics,
         world=world,
         seed=run_seed,
+        notes=notes,
     )
 
 

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sim import identity
+from sim.run_dir import RunLock, check_replaceable, remove_leftovers, write_marker
 from sim.schema import (
     BOOL,
     BUILTIN_NAME_TABLES,
@@ -434,14 +435,6 @@ def _as_date(value: date | str | np.datetime64) -> date:
     return date.fromisoformat(value)
 
 
-def _is_replaceable(path: Path) -> bool:
-    # Never swap away a directory we did not write: --out pointing at a home directory must fail
-    # before the simulation starts, not after it deleted something.
-    if not path.exists():
-        return True
-    return path.is_dir() and (not any(path.iterdir()) or (path / RUN_META_FILE).exists())
-
-
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two directories (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
     if sys.platform != "linux":
@@ -480,11 +473,16 @@ class RunOutput:
         queue_size: int = 4,
     ) -> None:
         self.out_dir = Path(out_dir).absolute()
-        if not _is_replaceable(self.out_dir):
-            raise FileExistsError(
-                f"refusing to replace {self.out_dir}: it is not empty and has "
-                f"no {RUN_META_FILE} (not a CardTwin run); choose another --out"
-            )
+        # Never swap away a folder we did not write, nor a user's file inside an earlier run:
+        # refused before the simulation starts, not after it deleted something (sim/run_dir.py).
+        self.lock = RunLock(self.out_dir)
+        self.lock.acquire()
+        try:
+            self.removed_leftovers = remove_leftovers(self.out_dir)
+            check_replaceable(self.out_dir)
+        except BaseException:
+            self.lock.release()
+            raise
         self.tmp_dir = self.out_dir.with_name(f"{self.out_dir.name}.partial-{os.getpid()}")
         shutil.rmtree(self.tmp_dir, ignore_errors=True)  # stale leftover of this same pid
         self.tmp_dir.mkdir(parents=True)
@@ -556,12 +554,13 @@ class RunOutput:
                 raise ValueError("meta key 'output' is reserved for the output summary")
             meta_out["output"] = self._summary()
             write_run_meta(self.tmp_dir, meta_out)
-            if not _is_replaceable(self.out_dir):
-                raise FileExistsError(f"{self.out_dir} changed during the run; not replacing it")
+            write_marker(self.tmp_dir, SCHEMA_VERSION, (CATALOGUE_FILE,))
+            check_replaceable(self.out_dir)  # again: the folder may have changed during the run
             old = self._swap_in()
         except BaseException:
             self._state = "failed"
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            self.lock.release()
             raise
         try:
             # Views hold absolute paths, so they can only be bound once the data is in place.
@@ -569,10 +568,12 @@ class RunOutput:
         except BaseException:
             self._roll_back(old)
             self._state = "failed"
+            self.lock.release()
             raise
         if old is not None:
-            shutil.rmtree(old)
+            shutil.rmtree(old, ignore_errors=True)  # checked removable before the run
         self._state = "committed"
+        self.lock.release()
         return self.out_dir
 
     def abort(self) -> None:
@@ -583,6 +584,7 @@ class RunOutput:
         self._stop()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
         self._state = "aborted"
+        self.lock.release()
 
     def __enter__(self) -> RunOutput:
         return self

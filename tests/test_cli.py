@@ -307,3 +307,25 @@ def test_validate_rejects_what_a_run_would_reject(override: str, fragments: list
     # `validate` answering "valid" for a scenario that `run` then refuses defeats its purpose.
     result = _cli("validate", SMALL, "--set", override)
     _assert_bad_input(result, *fragments)
+
+
+def test_an_earlier_run_holding_a_users_file_is_not_replaced(tmp_path: Path, previous_run: Path):
+    out = tmp_path / "run"
+    shutil.copytree(previous_run, out)
+    (out / "notes.txt").write_text("my notes", encoding="utf-8")
+    before = _snapshot(out)
+    result = _cli(SMALL, "--days", "1", "--quiet", "--out", out)
+    _assert_bad_input(result, str(out), "notes.txt", "CardTwin did not write")
+    assert _snapshot(out) == before
+
+
+def test_a_folder_left_by_a_killed_run_is_removed_and_reported(tmp_path: Path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f"run.partial-{int(dead.stdout)}"
+    stale.mkdir()
+    result = _cli(SMALL, "--days", "1", "--quiet", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert f"note: removed {stale}, left behind by a run that was killed" in result.stderr
+    assert not stale.exists()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim import codes, output
+from sim import codes, output, run_dir
 from sim.identity import mask_card_number
 from sim.output import (
     OutputError,
@@ -26,6 +29,7 @@ from sim.output import (
     read_table,
     write_run_meta,
 )
+from sim.run_dir import RunDirError
 from sim.schema import (
     BOOL,
     DATE,
@@ -165,6 +169,7 @@ def test_partition_layout_is_hive_by_day(tmp_path: Path) -> None:
         run.commit()
 
     assert sorted(tree(out)) == [
+        ".cardtwin-run.json",
         "cardtwin.duckdb",
         "run_meta.json",
         "transactions/service_date=2024-03-04/part-0.parquet",
@@ -227,9 +232,72 @@ def test_refuses_to_replace_a_directory_it_did_not_write(tmp_path: Path) -> None
     home = tmp_path / "home"
     home.mkdir()
     (home / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a CardTwin run"):
+    with pytest.raises(RunDirError, match="not a CardTwin run"):
         RunOutput(home, names=NAMES)
     assert (home / "notes.txt").read_text() == "keep me" and leftovers(home) == []
+
+
+def test_a_run_meta_json_alone_does_not_make_a_run(tmp_path: Path) -> None:
+    fake = tmp_path / "thesis"
+    fake.mkdir()
+    (fake / "run_meta.json").write_text("{}")
+    (fake / "thesis.tex").write_text("chapter 1")
+    with pytest.raises(RunDirError, match="not a CardTwin run"):
+        RunOutput(fake, names=NAMES)
+    assert (fake / "thesis.tex").read_text() == "chapter 1"
+
+
+def test_user_files_inside_an_earlier_run_are_never_deleted(tmp_path: Path) -> None:
+    out = write_run(tmp_path / "run", {DAY1: 20})
+    (out / "notes.txt").write_text("my notes")
+    (out / "analysis").mkdir()
+    (out / "analysis" / "plot.py").write_text("print(1)")
+    before = tree(out)
+    with pytest.raises(RunDirError, match=r"2 file\(s\) CardTwin did not write.*analysis/plot.py"):
+        RunOutput(out, names=NAMES)
+    assert tree(out) == before and leftovers(out) == []
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_writes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = RunOutput(out, names=NAMES)
+    with pytest.raises(RunDirError, match=f"another CardTwin run \\(pid {os.getpid()}\\)"):
+        RunOutput(out, names=NAMES)
+    first.write("transactions", DAY1, taps(20, DAY1))
+    first.commit()
+    assert read_table(out, "transactions").num_rows == 20
+    write_run(out, {DAY2: 10})  # the lock is gone with the first run
+    assert leftovers(out) == []
+
+
+def test_stale_partial_folders_of_dead_runs_are_removed_and_reported(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(dead.stdout)
+    stale = tmp_path / f"run.partial-{pid}"
+    (stale / "transactions").mkdir(parents=True)
+    (tmp_path / "run.partialX").mkdir()  # not ours: kept
+    with RunOutput(out, names=NAMES) as run:
+        assert run.removed_leftovers == [stale]
+        run.write("transactions", DAY1, taps(5, DAY1))
+        run.commit()
+    assert not stale.exists() and (tmp_path / "run.partialX").exists()
+
+
+def test_an_earlier_run_that_cannot_be_removed_is_refused_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Root (CI, this machine) may remove anything, so the file system cannot refuse here: the
+    # permission answer for one folder is replaced by "no", as for an ordinary user.
+    out = write_run(tmp_path / "run", {DAY1: 20})
+    locked = out / "transactions"
+    real = run_dir._removable
+    monkeypatch.setattr(run_dir, "_removable", lambda folder: folder != locked and real(folder))
+    before = tree(out)
+    with pytest.raises(RunDirError, match=f"cannot be replaced: no write permission on {locked}"):
+        RunOutput(out, names=NAMES)
+    assert tree(out) == before and leftovers(out) == []
 
 
 def test_writer_thread_error_surfaces_in_caller(tmp_path: Path) -> None:
