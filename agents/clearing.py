@@ -65,7 +65,8 @@ class ClearingNodeAgent(mesa.Agent):
 
 class ClearingNetworkAgent:
     """The clearing hierarchy of a run: one ``ClearingNodeAgent`` per node, run as the daily
-    reduce step over the shards' uploads (see the module docstring).
+    reduce step over the shards' uploads (see the module docstring). It drives the node agents
+    on the clock; it is not a Mesa agent itself.
 
     Each shard offers ``collect_uploads(cutoff_s)``, ``apply_clearing(result)`` and
     ``flush_final_days(final)``.
@@ -129,12 +130,12 @@ class ClearingNetworkAgent:
         self._order_refunds(result)
         post_clearing(self.ledger, day, result.pairs, self.participants, routing.fees)
         self._check_books(routing)
-        self.settlements_due.setdefault(result.settle_day, []).append(routing)
-        self.settle_due(day + 1)
         batches = result.batches + transit
         self.bus.publish(
             BatchCleared(day, batch_columns(batches), concat_status(statuses), len(result.refunds))
         )
+        self.settlements_due.setdefault(result.settle_day, []).append(routing)
+        self.settle_due(day + 1)
         for shard in self.shards:
             shard.flush_final_days(final=False)
         return result
@@ -184,9 +185,7 @@ class ClearingNetworkAgent:
             cleared.append(node.clear_inbox(day))
         # What routing needs of the records cleared today, in node order.
         records = {
-            name: np.concatenate(
-                [getattr(r, name) for r, _ in cleared] or [np.zeros(0, np.int64)]
-            )
+            name: np.concatenate([getattr(r, name) for r, _ in cleared] or [np.zeros(0, np.int64)])
             for name in ("tx_id", "issuer", "acquirer")
         }
         parts = [p for _, p in cleared]

@@ -263,6 +263,11 @@ def calibrate(
 
     Writes ``calibration.json`` and ``calibration.md`` into ``out_dir`` and returns the report.
     """
+    if isinstance(scenario, MultiCityScenario):
+        raise BadInput(
+            f"{scenario.name}: calibrate compares one city with its published figures; give it "
+            "one city's scenario file, not a multi-city one"
+        )
     try:
         targets = load_targets(targets_path)
     except (OSError, yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
@@ -300,7 +305,9 @@ def _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked) ->
                 "name": w.scenario.name,
                 "city_code": w.scenario.output.city_code,
                 "cardholders": len(w.population),
-                "world_seed": w.scenario.world_seed or w.scenario.seed,
+                "world_seed": (
+                    w.scenario.seed if w.scenario.world_seed is None else w.scenario.world_seed
+                ),
             }
             for w in worlds
         ],

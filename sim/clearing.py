@@ -1,9 +1,12 @@
-"""Clearing services: daily batches, duplicate screening, fees, hash-chained log, settlement.
+"""Clearing services of one node: daily batches, duplicate screening, fees, hash-chained log.
 
-Used by the clearing-node agents (``agents/clearing.py``); everything here is vectorised over the
-day's uploaded records of all acquirers at once.
+Used by the clearing-node agents (``agents/clearing.py``): each node's ``Clearer`` clears the
+records its member acquirers uploaded (vectorised over the day's records), and logs the records
+other nodes pass through it (``log_transit``). Routing between nodes, transit fees and each node's
+book are in ``sim/clearing_network.py``.
 
-Flow for one clearing day (records uploaded before ``batch_cutoff_hour`` the next morning):
+Flow for one clearing day at an acquirer's exchange (records uploaded before
+``batch_cutoff_hour`` the next morning):
 
 1. ``duplicate_upload``: a (device, device serial) seen before, in this batch or any earlier one
    (``SeenSerials`` keeps the highest serial per device plus the few still-missing serials).
@@ -13,13 +16,8 @@ Flow for one clearing day (records uploaded before ``batch_cutoff_hour`` the nex
    is issued, because its fare was already taken from the card or QR account.
 4. The rest clear. Fees are ``list fare x rate`` rounded half up per record, on charged records.
 5. One ``BatchRecord`` per acquirer, hash-chained (E-Commerce Law art. 53: tamper-evident).
-6. Settlement on ``day + settlement_lag_days``: issuers pay gross, acquirers receive gross minus
-   fees, the clearing node that cleared the pair receives the fees; positions sum to zero.
-
-Simplification: settlement is one consolidated netting over the hierarchy. The fee of a record
-goes to the lowest clearing node shared by its issuer and acquirer (the city exchange for local
-rides, the provincial exchange or national centre for cross-city ones); intermediate nodes do not
-hold positions against each other.
+6. Settlement on ``day + settlement_lag_days``; this node's own view of the positions is in the
+   result (the network's, with transit fees and every node's book, replaces it).
 
 Posting helpers write the matching double-entry rows (see ``sim.ledger`` for the accounts).
 """
@@ -266,8 +264,8 @@ class Participants:
         self.parent = np.array(
             [-1 if p.parent is None else self._code[p.parent] for p in self.rows], dtype=np.int32
         )
-        self._chains = [self._chain(i) for i in range(len(self.rows))]
-        self._lca: dict[tuple[int, int], int] = {}
+        for i in range(len(self.rows)):
+            self._chain(i)  # raises on a cycle
 
     def _chain(self, i: int) -> list[int]:
         chain, seen = [], set()
@@ -297,21 +295,6 @@ class Participants:
     def of_role(self, role: str) -> np.ndarray:
         """Codes of all participants with a role."""
         return np.flatnonzero(self.role == ROLES.index(role)).astype(np.int32)
-
-    def clearing_node(self, issuer: int, acquirer: int) -> int:
-        """Lowest clearing node above both participants: the node that clears (and is paid for)
-        their records."""
-        key = (int(issuer), int(acquirer))
-        node = self._lca.get(key)
-        if node is None:
-            up = set(self._chains[key[0]])
-            node = next((n for n in self._chains[key[1]] if n in up), -1)
-            if node < 0:
-                raise ValueError(
-                    f"{self.ids[key[0]]} and {self.ids[key[1]]} share no clearing node"
-                )
-            self._lca[key] = node
-        return node
 
 
 # -- inputs and outputs ------------------------------------------------------------------------
@@ -950,6 +933,12 @@ def initial_deposits_fen(settings: ClearingSettings, participants: Participants)
     dep = np.zeros(len(participants), dtype=np.int64)
     dep[participants.of_role("issuer")] = settings.settlement_deposit_fen
     for pid, amount in settings.deposit_overrides_fen.items():
+        if pid not in participants.ids:
+            issuers = ", ".join(participants.ids[c] for c in participants.of_role("issuer"))
+            raise ValueError(
+                f"clearing.deposit_overrides_fen.{pid}: unknown participant {pid!r}; expected "
+                f"one of the issuers: {issuers}"
+            )
         code = participants.code(pid)
         if participants.rows[code].role != "issuer":
             raise ValueError(f"clearing.deposit_overrides_fen.{pid}: {pid} is not an issuer")

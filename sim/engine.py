@@ -70,7 +70,10 @@ class Engine:
         shard_order: Sequence[int] | None = None,
     ) -> None:
         self.worlds = [world] if isinstance(world, World) else list(world)
-        self.world = self.worlds[0]
+        self.world = self.worlds[0]  # the first city: the run's period and clearing rules
+        periods = {(w.start_date, w.days) for w in self.worlds}
+        if len(periods) > 1:
+            raise ValueError(f"the cities of a run must share one period, got {sorted(periods)}")
         self.env = env if env is not None else simpy.Environment()
         if self.env.now != 0:
             raise ValueError(f"the environment must start at time 0, it is at {self.env.now}")
@@ -124,8 +127,6 @@ class Engine:
         closed = self.env.process(self._guarded(self._day(day)))
         self._advance(closed)
         self.day += 1
-        for state in self.states:
-            state.day = self.day
         if self.day == self.days:
             self._finish()
         return closed.value

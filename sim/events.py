@@ -4,18 +4,21 @@ Monitoring is kept out of the engine (STYLE.md, after SimPy): the engine and its
 typed events; the Parquet writer, the KPI collector, the progress display and stream sinks
 subscribe. Events carry columns (numpy arrays), never one Python object per record.
 
-Order of a day's events, as a stream consumer sees them:
+Order of the events of day d, as a stream consumer sees them:
 
-    DaySettled(d)        the day's records: taps with fares and balances (status pending, or
+    at the cut-off (02:00), the clearing run of clearing day d-1:
+      BatchCleared(d-1)  every node's batch rows and the new status of every tap decided (TapStatus)
+      SettlementDone(s)  every node's book of settlement date s, when its positions are paid
+      TapsFinal(d')      every tap of day d' has its final status (per city): the day's records
+    whenever the clock reaches them:
+      IncidentStarted / IncidentEnded   (sim/incidents.py)
+    at 23:59:59, for each city (shard) in turn:
+      DaySettled(d)      the day's records: taps with fares and balances (status pending, or
                          rejected by a full device buffer), top-ups, card sales, outlet visits
-    UploadsSent(d)       the devices' upload batches of day d
-    BatchCleared(d-1)    at the clearing cut-off of the next morning: the batch rows and the
-                         new status of every tap it decided (TapStatus)
-    SettlementDone(s)    net positions of settlement date s, when they are paid
-    TapsFinal(d')        every tap of day d' has its final status: the whole day's records
-    IncidentStarted/Ended  at an incident's start and end time (sim/incidents.py)
-    DayClosed(d)         the day's KPIs (the row the Mesa DataCollector keeps)
-    RunFinished          the ledger, once every invariant has been checked
+      UploadsSent(d)     the devices' upload batches of day d
+    then:
+      DayClosed(d)       the day's KPIs, all cities together (the DataCollector's row)
+    at the end of the run: RunFinished (the ledger, once every invariant has been checked)
 
 A subscriber is any callable taking one event; it picks the types it wants (``match`` or
 ``isinstance``). Subscribers must not change an event's arrays.

@@ -113,11 +113,12 @@ def split_upload_key(key: int) -> tuple[int, int]:
 
 
 _BATCH_SEQ_BITS = 42
+MAX_NODES = 1 << 10  # participant codes a clearing node may have
 
 
 def batch_ids(node: int, first: int, count: int) -> np.ndarray:
     """Clearing batch ids of a node's log (``node`` is the node's participant code)."""
-    node = _check("node", node, MAX_SHARDS)
+    node = _check("node", node, MAX_NODES)
     return (np.int64(node) << np.int64(_BATCH_SEQ_BITS)) + np.arange(
         first, first + count, dtype=np.int64
     )

@@ -7,12 +7,12 @@ to the run totals (the CLI summary, run_meta.json) and to the calibration aggreg
 year at full scale needs no second pass over the outputs. Definitions (also used by the
 calibration report):
 
-- transactions: fare records acquired in Nantong that were not declined — bus single taps, metro
-  exits and incomplete metro entries — by Nantong cards and by QR codes (笔); visitors' own
-  cards are other issuers' business and are left out, as in the published tables;
-- spend by card type: fares charged in Nantong to Nantong stored-value cards, by card type;
-- spend by QR channel: fares paid by QR in Nantong, by channel (the published channel table);
-- taps in other cities: Nantong cardholders' boardings acquired elsewhere, by home region;
+- transactions: fare records acquired in the home city that were not declined — bus single
+  taps, metro exits and incomplete metro entries — by its cards and by QR codes (笔); visitors'
+  own cards are other issuers' business and are left out, as in the published tables;
+- spend by card type: fares charged in the home city to its stored-value cards, by card type;
+- spend by QR channel: fares paid by QR in the home city, by channel (the published channel table);
+- taps in other cities: the home city's cardholders' boardings acquired elsewhere, by home region;
 - recharge: value loaded onto cards (top-ups, incl. value loaded at sale), not refunds;
 - weekly riders: for each complete simulated week, cards with at least one tap that week, divided
   by cards in stock (issued) and by cards still in use (holder alive, card not abandoned).
@@ -199,8 +199,8 @@ class RunMetrics:
         self.taps_away_by_home_region += np.bincount(
             pop.region[c.row[ok & local_holder & ~local_tap]], minlength=self.n_regions
         )
-        # The published figures are the Nantong system's view: taps acquired in Nantong.
-        # Visitors' own cards are other issuers' business: not in Nantong's published tables.
+        # Published figures are the home system's view: taps acquired in the home city.
+        # Visitors' own cards are other issuers' business: not in the home city's tables.
         ok &= local_tap & (c.home_card | ~np.isin(c.medium, list(STORED_VALUE_MEDIA)))
         fare_row = ok & ((c.kind != TAP_ENTRY) | c.incomplete)
         card_type = pop.card_type[c.row]

@@ -58,6 +58,8 @@ class CardTwinModel(mesa.Model):
         response: Response = NO_RESPONSE,
         shard_order: list[int] | None = None,
     ) -> None:
+        if world is not None and (scenario is not None or days is not None):
+            raise ValueError("give CardTwinModel a world, or a scenario file (and days), not both")
         if world is None:
             if scenario is None:
                 raise ValueError("CardTwinModel needs a scenario file or a world")

@@ -61,11 +61,6 @@ class Cardholders:
     def __len__(self) -> int:
         return len(self.card_id)
 
-    def freeze(self) -> None:
-        """Make every column read-only (the world never changes once built)."""
-        for name in self.__dataclass_fields__:
-            getattr(self, name).flags.writeable = False
-
     def subset(self, rows: np.ndarray) -> Cardholders:
         """A population holding only ``rows`` (same card ids, so the same random numbers)."""
         return Cardholders(

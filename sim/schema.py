@@ -646,11 +646,11 @@ DAILY_KPIS = TableSpec(
            names="day_type"),
         _c("riders", I64, "Cardholders who travelled.", unit="count"),
         _c("taps", I64, "Tap records.", unit="count"),
-        _c("fare_transactions", I64, "Fare records acquired in Nantong, not declined, by Nantong "
+        _c("fare_transactions", I64, "Fare records acquired in the home city, not declined, by its "
            "cards and QR codes (single taps, exits, incomplete entries).", unit="count"),
-        _money("card_spend_fen", "Fares charged in Nantong to Nantong stored-value cards "
+        _money("card_spend_fen", "Fares charged in the home city to its stored-value cards "
                "(as the calibration counts them, sim/metrics.py).", type_=I64),
-        _money("qr_spend_fen", "Fares paid by QR codes in Nantong.", type_=I64),
+        _money("qr_spend_fen", "Fares paid by QR codes in the home city.", type_=I64),
         _c("declined_taps", I64, "Taps declined for insufficient balance.", unit="count"),
         _c("topups", I64, "Top-ups.", unit="count"),
         _c("topups_outlet", I64, "Top-ups made at an outlet counter.", unit="count"),

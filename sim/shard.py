@@ -1,17 +1,19 @@
 """One city's day on the clock: its riders, validators, outlets and card money.
 
 A shard simulates behaviour, fares, balances, validators and outlets of its city; the clearing
-node (agents/clearing.py) takes the shard's uploaded records at its cut-off and hands back their
-clearing status. The engine (sim/engine.py) calls, for each day:
+network (agents/clearing.py) takes the shard's uploaded records at its cut-off and hands back
+their clearing status. The engine (sim/engine.py) calls, for each day:
 
     start_day(day)   at midnight: plan the day (sim/day.py), number the records, start outlet
                      visits and load the validators (SimPy processes then run through the day);
-    close_day(day)   just before the next midnight: apply balances, post the day's money to the
-                     ledger, check conservation, publish the day's records (DaySettled).
+    settle_day(day)  just before the next midnight: credits and balances (this city's state only;
+                     the shards may settle in any order);
+    commit_day(day)  then, in shard order: post the day's money to the shared ledger, check
+                     conservation, publish the day's records (DaySettled, UploadsSent).
 
-and, from the clearing side, ``collect_uploads`` / ``apply_clearing`` / ``flush_final_days``.
-The shard keeps its open days (records whose clearing status may still change) until every tap
-of a day is final, then publishes TapsFinal.
+and, from the clearing side, ``collect_uploads`` / ``apply_clearing`` / ``order_refunds`` /
+``flush_final_days``. The shard keeps its open days (records whose clearing status may still
+change) in its ``ClearingBook`` until every tap of a day is final, then publishes TapsFinal.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class ClearingBook:
 
 
 class CityShard:
-    """The home city's riders, devices and outlets for one run (see the module docstring)."""
+    """One city's riders, devices and outlets for one run (see the module docstring)."""
 
     def __init__(
         self,
@@ -428,7 +430,12 @@ class CityShard:
 
     def _refunds_for(self, due: list) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
         """Card credits of the refund orders due today: this shard's own cards' rows."""
-        mine = [(r.medium_class == MC_CARD) & (r.issuer == self.issuer_code) for r in due]
+        mine = [
+            (r.medium_class == MC_CARD)
+            & (r.issuer == self.issuer_code)
+            & (ids.card_shard(r.card) == self.shard_index)
+            for r in due
+        ]
         card_id = self.world.population.card_id  # ascending, so ids map back to rows
         rows = [
             np.searchsorted(card_id, ids.local_card(r.card[m]))

@@ -1,13 +1,16 @@
-"""Run state: everything that changes while a world is simulated.
+"""Run state: the columnar state a run changes while a world is simulated.
 
 The World (sim/world.py) is built once from a scenario and never changes; its arrays are read-only.
-A run starts from ``RunState.fresh(world, seed)`` and only ever writes here: card balances and
-counters, cards whose sale slipped to a later day, device serial numbers, the money ledger, and the
-clearing side's bookkeeping. So one world can be run under several policies or run seeds (common
-random numbers, replications), and a run's state can be shipped to another process.
+A run starts from ``RunState.fresh(world, seed)`` (one per city) and writes its columnar state
+here: card balances and counters, cards whose sale slipped to a later day, device serial numbers,
+the upload log and the money ledger (shared by the cities of a run). So one world can be run
+under several policies or run seeds (common random numbers, replications).
 
-The devices' buffers and the outlets' queues live in their Mesa agents, which belong to one run's
-model (sim/model.py); the SimPy environment holds the clock.
+The rest of a run's state belongs to the run's objects, never to the world: the devices' buffers
+and the outlets' queues to their Mesa agents (sim/model.py), each clearing node's duplicate
+screening, hash chain and due settlements to its agent (agents/clearing.py), a city's records
+awaiting their clearing status to its shard's ``ClearingBook`` (sim/shard.py), and the clock to
+the SimPy environment.
 """
 
 from __future__ import annotations
@@ -79,7 +82,6 @@ class RunState:
     device_serial: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     # Card sales an outlet could not serve, by the day the buyer comes back.
     sales_carry: dict[int, list[np.ndarray]] = field(default_factory=dict)
-    day: int = 0  # the next day to simulate
 
     @classmethod
     def fresh(

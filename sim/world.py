@@ -7,6 +7,7 @@ changes (its population columns are read-only); a run's changing state is ``sim.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 
 from agents.outlet import OutletInfo, load_outlets_csv
 from sim.calendar import Calendar
-from sim.clearing import Participant, Participants
+from sim.clearing import Participant, Participants, initial_deposits_fen
 from sim.fares import CompiledFares, compile_fares
 from sim.incidents import Timeline
 from sim.interop import (
@@ -50,8 +51,8 @@ class World:
     fares: CompiledFares
     fares_qr: CompiledFares  # QR riders: list fares, no card concessions
     participants: Participants
-    n_local_lines: int  # lines [0, n) are Nantong's; the rest are external cities' gateways
-    line_city: np.ndarray  # uint8 per line: 0 Nantong, k = external city k
+    n_local_lines: int  # lines [0, n) are the home city's; the rest are external cities' gateways
+    line_city: np.ndarray  # uint8 per line: 0 the home city, k = external city k
     away_probability: np.ndarray  # [region, city]: chance a riding cardholder is there today
     riding_rows: np.ndarray  # rows that ever ride: dormant cards never enter daily work
     sale_rows: np.ndarray  # rows of cards sold in the period, by planned sale day
@@ -118,22 +119,23 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
     )
     _shift_sales_to_open_days(population, home_outlet, outlets, calendar)
 
-    # External cities' pseudo lines are priced by their visitor fares, not by Nantong's rules.
+    # External cities' pseudo lines are priced by their visitor fares, not by the home city's rules.
     lines = [
         (line_id, int(network.lines.mode[i]), region_ids[int(network.lines.region[i])])
         for i, line_id in enumerate(network.lines.ids[: len(local_network.lines.ids)])
     ]
     fares, fares_qr = _compile_fares(scenario.fares, lines)
+    participants = build_participants(scenario, network)
+    initial_deposits_fen(scenario.clearing, participants)  # its overrides name real issuers
     timeline = Timeline.of(scenario.incidents, period.start)
-    check_targets(timeline, network, outlets, scenario.name)
+    check_targets(timeline, network, outlets, participants, scenario.name)
     fare_policies = {
         k: _compile_fares(changed_fares(scenario.fares, timeline.incidents[k]), lines)
         for k in timeline.of_kind("fare_change")
     }
-    population.freeze()
     sale_rows = np.flatnonzero((population.issue_day >= 0) & (population.issue_day < period.days))
     sale_rows = sale_rows[np.argsort(population.issue_day[sale_rows], kind="stable")]
-    return World(
+    world = World(
         scenario=scenario,
         streams=streams,
         calendar=calendar,
@@ -146,7 +148,7 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         home_outlet=home_outlet,
         fares=fares,
         fares_qr=fares_qr,
-        participants=build_participants(scenario, network),
+        participants=participants,
         n_local_lines=len(local_network.lines.ids),
         line_city=np.concatenate(
             [
@@ -166,12 +168,39 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         incidents=timeline,
         fare_policies=fare_policies,
     )
+    _freeze(world)
+    return world
 
 
-def check_targets(timeline: Timeline, network: TransitNetwork, outlets, where: str) -> None:
-    """Incident targets that only the built world knows: generated bus lines, devices, outlets."""
+def _freeze(value, seen: set[int] | None = None) -> None:
+    """Make every numpy array reachable from the world's dataclasses read-only: the world never
+    changes once built (a run that tried to write one would fail at once)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, np.ndarray):
+        value.flags.writeable = False
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            _freeze(getattr(value, f.name), seen)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _freeze(item, seen)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _freeze(item, seen)
+
+
+def check_targets(
+    timeline: Timeline, network: TransitNetwork, outlets, participants: Participants, where: str
+) -> None:
+    """Incident targets that only the built world knows: generated bus lines, devices, outlets,
+    and which clearing nodes have acquirers (only those can be taken down: the outage delays the
+    node's own clearing; records passing through a node are not held)."""
     n_devices = len(network.devices.line)
     outlet_ids = {o.outlet_id for o in outlets}
+    acquiring = {participants.ids[participants.parent[c]] for c in participants.of_role("acquirer")}
     for k, inc in enumerate(timeline.incidents):
         target, field = inc.target or "", f"{where}: incidents.{k}.target"
         if inc.kind == "line_outage" and target not in network.lines.ids:
@@ -185,6 +214,11 @@ def check_targets(timeline: Timeline, network: TransitNetwork, outlets, where: s
             )
         if inc.kind == "validator_outage" and int(target) >= n_devices:
             raise ValueError(f"{field}: expected a device id below {n_devices}; got {target}")
+        if inc.kind == "clearing_node_outage" and target not in acquiring:
+            raise ValueError(
+                f"{field}: {target} clears no acquirer's records; an outage can take down an "
+                f"acquirer's exchange: {', '.join(sorted(acquiring))}"
+            )
         if inc.kind in ("outlet_closure", "renewal_wave") and int(target) not in outlet_ids:
             raise ValueError(
                 f"{field}: unknown outlet {target}; expected one of {sorted(outlet_ids)}"
@@ -278,6 +312,7 @@ def build_worlds(scenarios: list[Scenario], outlets_files: list[Path]) -> list[W
     """The worlds of a multi-city run: one per city, sharing one participants registry (the
     union of the cities' clearing hierarchies, which must agree where they overlap)."""
     worlds = [build_world(sc, f) for sc, f in zip(scenarios, outlets_files, strict=True)]
+    _check_cities_agree(scenarios)
     merged: dict[str, Participant] = {}
     for world in worlds:
         for p in world.participants.rows:
@@ -288,7 +323,40 @@ def build_worlds(scenarios: list[Scenario], outlets_files: list[Path]) -> list[W
                     f"{p.parent}, but an earlier city has it as a {seen.role} under {seen.parent}"
                 )
     shared = Participants(merged.values())
-    return [replace(world, participants=shared) for world in worlds]
+    worlds = [replace(world, participants=shared) for world in worlds]
+    for world in worlds:
+        _freeze(world)
+    return worlds
+
+
+def _check_cities_agree(scenarios: list[Scenario]) -> None:
+    """The cities of one run share one clearing hierarchy: its rules must be the same in each
+    city's file, and no two cities may issue under one issuer id."""
+    first = scenarios[0]
+    shared_rules = first.clearing.model_dump(exclude={"network"})
+    nodes = dict(first.clearing.network.nodes)
+    issuers = {first.output.issuer_id: first.name}
+    for sc in scenarios[1:]:
+        rules = sc.clearing.model_dump(exclude={"network"})
+        for key in shared_rules:
+            if rules[key] != shared_rules[key]:
+                raise ValueError(
+                    f"{sc.name}: clearing.{key} is {rules[key]!r} but {first.name} has "
+                    f"{shared_rules[key]!r}; the cities of a run share one clearing"
+                )
+        for node_id, node in sc.clearing.network.nodes.items():
+            if node_id in nodes and nodes[node_id] != node:
+                raise ValueError(
+                    f"{sc.name}: clearing.network.nodes.{node_id} differs from the same node "
+                    "in an earlier city; the cities of a run share one hierarchy"
+                )
+            nodes.setdefault(node_id, node)
+        if sc.output.issuer_id in issuers:
+            raise ValueError(
+                f"{sc.name}: output.issuer_id {sc.output.issuer_id} is also "
+                f"{issuers[sc.output.issuer_id]}'s card issuer; each city needs its own"
+            )
+        issuers[sc.output.issuer_id] = sc.name
 
 
 def build_participants(scenario: Scenario, network: TransitNetwork) -> Participants:

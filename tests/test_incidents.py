@@ -197,6 +197,7 @@ def test_bad_incidents_are_refused_with_the_field(incident, message):
         ({"kind": "comm_outage", "target": "99999999"}, "expected a device id below"),
         ({"kind": "validator_outage", "target": "99999999"}, "expected a device id below"),
         ({"kind": "outlet_closure", "target": "777"}, "unknown outlet 777"),
+        ({"kind": "clearing_node_outage", "target": "JS_EXCHANGE"}, "clears no acquirer"),
     ],
 )
 def test_targets_only_the_world_knows_are_checked_when_it_is_built(incident, message):
@@ -204,4 +205,10 @@ def test_targets_only_the_world_knows_are_checked_when_it_is_built(incident, mes
     overrides = [f"incidents={yaml.safe_dump([full], default_flow_style=True).strip()}"]
     scenario = load_scenario(SMALL, overrides, days=DAYS)
     with pytest.raises(BadInput, match=message):
+        run(scenario, None)
+
+
+def test_a_deposit_override_for_an_unknown_issuer_is_refused():
+    scenario = load_scenario(SMALL, ["clearing.deposit_overrides_fen.NOPE=5"], days=DAYS)
+    with pytest.raises(BadInput, match="clearing.deposit_overrides_fen.NOPE: unknown participant"):
         run(scenario, None)

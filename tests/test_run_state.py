@@ -101,6 +101,33 @@ def test_one_world_runs_like_worlds_built_for_each_run(world, tmp_path):
         world.population.opening_balance_fen[0] = 1
 
 
+def _arrays(value, seen=None):
+    """Every numpy array reachable from a world's dataclasses, dicts, lists and tuples."""
+    import dataclasses
+
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, np.ndarray):
+        yield value
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _arrays(getattr(value, f.name), seen)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _arrays(item, seen)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _arrays(item, seen)
+
+
+def test_every_array_of_the_world_is_read_only(world):
+    arrays = list(_arrays(world))
+    assert len(arrays) > 50  # population, network, outlets, fares, incidents...
+    assert not [a.shape for a in arrays if a.flags.writeable]
+
+
 def test_stepping_day_by_day_equals_one_call(world):
     stepped, whole = EventDigest(), EventDigest()
     model = CardTwinModel(world=world, subscribers=[stepped])
@@ -120,7 +147,7 @@ def test_run_until_stops_part_way_and_continues(world):
     parts, whole = EventDigest(), EventDigest()
     model = CardTwinModel(world=world, subscribers=[parts])
     model.engine.run(until=1)
-    assert model.engine.state.day == 1 and model.engine.env.now == 86_400
+    assert model.engine.day == 1 and model.engine.env.now == 86_400
     model.engine.run()
     CardTwinModel(world=world, subscribers=[whole]).engine.run()
     assert parts.hexdigest() == whole.hexdigest()

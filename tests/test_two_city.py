@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from output_frames import node_logs, read_frame
 
-from sim.api import build, load_scenario, run
+from sim.api import BadInput, build, calibrate, load_scenario, run
 from sim.clearing import verify_chain
 from sim.scenario import MultiCityScenario
 
@@ -103,3 +103,45 @@ def test_the_shards_order_changes_nothing(runs):
 def test_a_city_alone_runs_from_its_own_file():
     summary = run(load_scenario(ROOT / "scenarios" / "two_city" / "alpha.yaml", days=2), None)
     assert summary.taps > 0 and summary.totals["pending"] == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("output.issuer_id: ALPHA_CARD", "also two_city_alpha's card issuer"),
+        ("clearing: {settlement_lag_days: 2}", "clearing.settlement_lag_days is 2"),
+    ],
+)
+def test_cities_that_disagree_on_shared_things_are_refused(tmp_path, override, message):
+    city = tmp_path / "gamma.yaml"
+    key, _, value = override.partition(": ")
+    city.write_text(
+        f"extends: {ROOT / 'scenarios' / 'two_city' / 'beta.yaml'}\nname: two_city_gamma\n"
+        f"{key}: {value}\n",
+        encoding="utf-8",
+    )
+    if key == "output.issuer_id":
+        city.write_text(
+            f"extends: {ROOT / 'scenarios' / 'two_city' / 'beta.yaml'}\nname: two_city_gamma\n"
+            "clearing: {network: {issuers: {ALPHA_CARD: {name_zh: x, exchange: BETA_EXCHANGE, "
+            "media: [physical_card, nfc_virtual_card]}, BETA_CARD: {name_zh: y, "
+            "exchange: BETA_EXCHANGE, media: []}}}}\noutput: {issuer_id: ALPHA_CARD}\n"
+            "interop: null\n",
+            encoding="utf-8",
+        )
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(
+        "schema_version: 1\nname: bad\nseed: 1\nperiod: {start: 2024-03-04, days: 1}\n"
+        f"cities:\n  alpha: {{scenario: {ROOT / 'scenarios' / 'two_city' / 'alpha.yaml'}}}\n"
+        f"  gamma: {{scenario: {city}}}\noutput: {{dir: runs/bad}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(BadInput, match=message):
+        build(load_scenario(run_file))
+
+
+def test_calibrate_refuses_a_multi_city_file(tmp_path):
+    with pytest.raises(BadInput, match="one city"):
+        calibrate(
+            load_scenario(TWO_CITY), ROOT / "data" / "nantong" / "targets_2024.yaml", tmp_path
+        )
