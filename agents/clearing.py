@@ -82,6 +82,7 @@ class ClearingNetworkAgent:
         ledger: Ledger,
         bus: EventBus,
         shards: list,
+        transit_fee_bp: dict[str, int] | None = None,
     ) -> None:
         self.env = env
         self.participants = participants
@@ -90,10 +91,9 @@ class ClearingNetworkAgent:
         self.ledger = ledger
         self.bus = bus
         self.shards = shards
-        network = settings.network
-        self.topology = ClearingTopology(
-            participants, {nid: node.transit_fee_bp for nid, node in network.nodes.items()}
-        )
+        if transit_fee_bp is None:
+            transit_fee_bp = {nid: n.transit_fee_bp for nid, n in settings.network.nodes.items()}
+        self.topology = ClearingTopology(participants, transit_fee_bp)
         self.nodes = {
             int(code): ClearingNodeAgent(
                 model, int(code), participants.ids[code], Clearer(settings, participants, code)

@@ -106,6 +106,12 @@ class Engine:
             ledger=self.ledger,
             bus=self.bus,
             shards=self.shards,
+            # Every node any city declares (the cities agree where they overlap: sim/world.py).
+            transit_fee_bp={
+                node_id: node.transit_fee_bp
+                for w in self.worlds
+                for node_id, node in w.scenario.clearing.network.nodes.items()
+            },
         )
         self.failure: InvariantViolation | None = None
         self.finished = False
