@@ -8,18 +8,44 @@
 
 Exit codes: 0 success; 2 bad input (scenario file, flags, data files) with a one-screen message
 and no traceback; 3 a money invariant failed during the run (the message says which, by how much,
-where). This file parses arguments and prints; the work is in sim.api.
+where); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), in both cases nothing written. This
+file parses arguments and prints; the work is in sim.api.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
 
+EPILOG = """\
+commands:
+  run_scenario.py SCENARIO.yaml [options]     run a scenario (this page)
+  run_scenario.py validate SCENARIO.yaml      check a scenario and the world it builds
+  run_scenario.py calibrate SCENARIO.yaml     run the whole period, compare with published figures
+
+exit codes:
+  0    success
+  1    calibrate: the report shows a target outside its tolerance
+  2    bad input: a scenario, flag, data file or output folder that is wrong; nothing written
+  3    a money invariant failed during the run (which, by how much, where)
+  130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing written, no folder left behind
+"""
+
 EXIT_BAD_INPUT = 2
 EXIT_INVARIANT = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler so that cleanup runs as for Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 def _positive_int(text: str) -> int:
@@ -59,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_scenario.py",
         description="Run a CardTwin scenario and write Parquet + DuckDB outputs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(parser)
     parser.add_argument("--days", type=_positive_int, help="simulated days (default: scenario's)")
@@ -84,8 +112,8 @@ def build_calibrate_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--targets",
         type=Path,
-        default=Path("data/nantong/targets_2024.yaml"),
-        help="targets YAML (default: data/nantong/targets_2024.yaml)",
+        default=Path(__file__).resolve().parent / "data" / "nantong" / "targets_2024.yaml",
+        help="targets YAML (default: data/nantong/targets_2024.yaml of this repository)",
     )
     parser.add_argument("--days", type=_positive_int, help="simulated days (default: scenario's)")
     parser.add_argument("--seed", type=_seed, help="random seed (default: scenario's)")
@@ -202,11 +230,19 @@ def main(argv: list[str] | None = None) -> int:
     }[command]()
     # Flags are checked before the simulation stack is imported, so their errors answer at once.
     args = parser.parse_args(argv[1:] if command != "run" else argv)
-    from sim import api
+    # SIGTERM unwinds like Ctrl-C: the run's output is discarded on the way out (sim.api).
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        from sim import api
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
     try:
         if command == "validate":
+            # Everything a run would refuse from the files alone: the scenario, then the world
+            # built from it (outlets file, generated lines, incident targets, clearing parties).
             scenario = api.load_scenario(args.scenario, args.overrides)
+            api.build(scenario)
             print(f"{args.scenario}: valid scenario {scenario.name!r}")
             return 0
         if command == "calibrate":
@@ -239,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     except api.InvariantViolation as exc:
         print(f"run failed: {exc}", file=sys.stderr)
         return EXIT_INVARIANT
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written to the output folder", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("terminated: nothing was written to the output folder", file=sys.stderr)
+        return EXIT_TERMINATED
 
 
 if __name__ == "__main__":

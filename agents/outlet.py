@@ -202,7 +202,7 @@ def load_outlets_csv(path: str | Path) -> list[OutletInfo]:
 class OutletSettings(BaseModel):
     """The scenario's ``outlets:`` section: file, counters, service times, closed policy."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     file: ExistingFile = Field(
         description="Outlets CSV (columns of data/nantong/outlets.csv); relative to the scenario."

@@ -65,7 +65,7 @@ _KEY_STRIDE = 4 * 86_400
 class DeviceSettings(BaseModel):
     """The scenario's ``devices:`` section: re-tap lock, buffer, upload schedules and faults."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     retap_lock_s: float = Field(
         2.0,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import time
 from collections.abc import Iterator
@@ -117,13 +118,51 @@ def load_scenario(
 def build(scenario: Scenario | MultiCityScenario) -> World | list[World]:
     """Build the world of a scenario (population, network, outlets, fares); a multi-city
     scenario gives one world per city, sharing one clearing hierarchy."""
+    multi = isinstance(scenario, MultiCityScenario)
+    cities = list(scenario.city_scenarios) if multi else [scenario]
+    _check_memory(cities)
     try:
-        if isinstance(scenario, MultiCityScenario):
-            cities = list(scenario.city_scenarios)
+        if multi:
             return build_worlds(cities, [Path(c.outlets.file) for c in cities])
         return build_world(scenario, Path(scenario.outlets.file))
     except (OutletFileError, ValueError) as exc:
         raise BadInput(str(exc)) from None
+
+
+#: Memory a run needs per cardholder (all columns, a day's taps, scratch; measured ~530 bytes at
+#: full Nantong scale, with a margin) and for everything else.
+BYTES_PER_CARD = 600
+BASE_BYTES = 400 * 1024**2
+
+
+def _check_memory(cities: list[Scenario]) -> None:
+    """Refuse before building a population this machine cannot hold (not after minutes of
+    swapping or a MemoryError)."""
+    cards = 0
+    for sc in cities:
+        cards += sum(t.count for t in sc.population.card_types.values())
+        if sc.interop is not None:
+            cards += sum(20 * c.inbound_visitors_per_day for c in sc.interop.cities.values())
+    need = BASE_BYTES + cards * BYTES_PER_CARD
+    available = _available_memory()
+    if available is not None and need > available:
+        raise BadInput(
+            f"population.card_types: {cards:,} cards need about {need / 1024**3:,.1f} GiB to "
+            f"build and run; this machine has {available / 1024**3:,.1f} GiB available; expected "
+            f"fewer cards (at most about {(available - BASE_BYTES) // BYTES_PER_CARD:,})"
+        )
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def iter_days(
@@ -268,6 +307,11 @@ def calibrate(
             f"{scenario.name}: calibrate compares one city with its published figures; give it "
             "one city's scenario file, not a multi-city one"
         )
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: is a file; expected a folder for the calibration report")
+    if not os.access(out if out.exists() else _existing_parent(out), os.W_OK):
+        raise BadInput(f"--out {out}: no permission to write there")
     try:
         targets = load_targets(targets_path)
     except (OSError, yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
@@ -282,13 +326,18 @@ def calibrate(
     report["seed"] = scenario.seed
     report["scenario_hash"] = scenario_hash(scenario)
     report["timings_s"] = {k: round(v, 2) for k, v in summary.timings_s.items()}
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "calibration.json").write_text(
         json.dumps(report, indent=2, ensure_ascii=False, default=json_default), "utf-8"
     )
     (out / "calibration.md").write_text(markdown(report), "utf-8")
     return report
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked) -> dict:

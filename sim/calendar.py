@@ -45,7 +45,7 @@ CalendarDate = Annotated[dt.date, BeforeValidator(_reject_numbers)]
 class NamedPeriod(BaseModel):
     """A named run of consecutive dates, both ends included (a holiday block or a school term)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, description="Label, e.g. 春节 or 'spring term 2024'.")
     first: CalendarDate = Field(description="First date of the period (included).")
@@ -61,7 +61,7 @@ class NamedPeriod(BaseModel):
 class SpringFestival(BaseModel):
     """One Spring Festival: the low-demand travel period and the eve (除夕)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     first: CalendarDate = Field(description="First date with the Spring Festival travel pattern.")
     last: CalendarDate = Field(description="Last date with the Spring Festival travel pattern.")
@@ -93,7 +93,7 @@ def _overlap(periods: list[tuple[str, dt.date, dt.date]]) -> str | None:
 class CalendarSettings(BaseModel):
     """The scenario's ``calendar:`` section: holidays, 调休 workdays, Spring Festival, terms."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     covers_first: CalendarDate = Field(
         description="First date the holiday and adjusted-workday lists are complete for; a "

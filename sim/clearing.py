@@ -114,7 +114,7 @@ class ClearingNode(BaseModel):
     """A clearing node (数据交换机构): a city exchange, a provincial/regional exchange or the
     national centre (DOMAIN.md §2)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name_zh: str = Field(description="Name of the institution.")
     parent: str | None = Field(
@@ -133,7 +133,7 @@ class ClearingNode(BaseModel):
 class IssuerSpec(BaseModel):
     """An issuer of cards or QR codes, and the media it issues."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name_zh: str = Field(description="Name of the institution or channel.")
     exchange: str = Field(description="Clearing node the issuer is a member of.")
@@ -149,7 +149,7 @@ class ClearingNetwork(BaseModel):
     cities' issuers and acquirers hang under the exchange each city names (``interop``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     nodes: dict[str, ClearingNode] = Field(min_length=1, description="Clearing nodes by id.")
     issuers: dict[str, IssuerSpec] = Field(
@@ -165,7 +165,7 @@ class ClearingSettings(BaseModel):
     metro by card 3.5%, metro by QR 2.5%.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     bus_card_fee_bp: int = _rate(350, "bus rides paid by card (physical or NFC virtual)")
     bus_qr_fee_bp: int = _rate(350, "bus rides paid by QR code")

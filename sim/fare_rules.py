@@ -90,7 +90,7 @@ Windows = clock.window_texts(**_WINDOW_SYNTAX)
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class BusFares(_Model):

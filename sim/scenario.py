@@ -8,6 +8,7 @@ composes the sections; each section's model lives next to the code that uses it.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,12 +102,14 @@ class Scenario(Section):
     @field_validator("fares")
     @classmethod
     def _fares_cover_regions(cls, fares: FareRules, info: ValidationInfo) -> FareRules:
-        missing = sorted(set(info.data.get("regions", {})) - set(fares.bus.region_fare_fen))
+        regions = info.data.get("regions", {})
+        missing = sorted(set(regions) - set(fares.bus.region_fare_fen))
         if missing:
             raise ValueError(
                 f"fares.bus.region_fare_fen has no fare for regions {missing}; every region "
                 "needs one"
             )
+        _known_keys("fares.bus.region_fare_fen", fares.bus.region_fare_fen, regions, "region")
         return fares
 
     @field_validator("clearing")
@@ -127,6 +130,7 @@ class Scenario(Section):
                 raise ValueError(
                     f"interop.cities.{cid}.distance_km has no distance for regions {missing}"
                 )
+            _known_keys(f"interop.cities.{cid}.distance_km", city.distance_km, regions, "region")
             if nodes and city.exchange not in nodes:
                 raise ValueError(
                     f"interop.cities.{cid}.exchange: unknown clearing node {city.exchange!r}; "
@@ -204,6 +208,19 @@ class MultiCityScenario(Section):
     city_scenarios: tuple[Scenario, ...] = Field(
         default=(), exclude=True, description="The cities' loaded scenarios (set by the loader)."
     )
+
+
+def _known_keys(path: str, mapping: dict, known, what: str) -> None:
+    """A mapping keyed by region (or city) may only name ones the scenario defines."""
+    unknown = sorted(set(mapping) - set(known))
+    if unknown:
+        key = unknown[0]
+        hint = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+        did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ValueError(
+            f"{path}.{key}: unknown {what} {key!r}{did_you_mean}; expected one of: "
+            f"{', '.join(map(str, known))}"
+        )
 
 
 def changed_fares(fares: FareRules, incident: Incident) -> FareRules:

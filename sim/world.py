@@ -102,6 +102,12 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         population = population.concat(guests)
 
     outlets = load_outlets_csv(outlets_file)
+    unknown = sorted(set(scenario.outlets.counters_by_outlet) - {o.outlet_id for o in outlets})
+    if unknown:
+        raise ValueError(
+            f"{scenario.name}: outlets.counters_by_outlet names outlet ids {unknown} that "
+            f"{outlets_file} does not have; expected ids from that file"
+        )
     zh_to_region = {r.name_zh: i for i, r in enumerate(scenario.regions.values())}
     missing = sorted({o.region_zh for o in outlets} - set(zh_to_region))
     if missing:

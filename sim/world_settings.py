@@ -19,12 +19,16 @@ from sim.codes import CARD_TYPES, MEDIA
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
+#: Money on one record: records hold fen in 4-byte integers (JT/T 978 balances are 4 bytes).
+INT32_MAX = 2**31 - 1
+Fen = Annotated[int, Field(ge=0, le=INT32_MAX)]
+PositiveFen = Annotated[int, Field(gt=0, le=INT32_MAX)]
 
 
 class Section(BaseModel):
     """Base of every scenario section: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 #: '07:30' -> seconds since midnight (``sim.clock.parse_hhmm``); kept under this name because the
@@ -152,7 +156,7 @@ class Population(Section):
     cross_region_commute_share: Share = Field(
         description="Share of commuters whose work zone is in another region."
     )
-    initial_balance_mean_fen: PositiveInt = Field(description="Mean card balance at period start.")
+    initial_balance_mean_fen: PositiveFen = Field(description="Mean card balance at period start.")
 
     @field_validator("card_types")
     @classmethod
@@ -225,10 +229,10 @@ class Behaviour(Section):
 class TopUps(Section):
     """When and how stored-value cards are reloaded."""
 
-    threshold_fen: PositiveInt = Field(description="Typical balance below which holders top up.")
-    amounts_fen: list[PositiveInt] = Field(description="Top-up amounts people choose among.")
+    threshold_fen: PositiveFen = Field(description="Typical balance below which holders top up.")
+    amounts_fen: list[PositiveFen] = Field(description="Top-up amounts people choose among.")
     amount_weights: list[float] = Field(description="Relative frequency of each amount.")
-    max_balance_fen: PositiveInt = Field(description="Card balance ceiling (Nantong: 1000 元).")
+    max_balance_fen: PositiveFen = Field(description="Card balance ceiling (e.g. 1000 元).")
     online_time_mean: HHMM = Field(description="Mean time of day of online top-ups (HH:MM).")
 
     @model_validator(mode="after")
@@ -237,6 +241,16 @@ class TopUps(Section):
             raise ValueError("amounts_fen and amount_weights must be non-empty and equally long")
         if any(w < 0 for w in self.amount_weights) or sum(self.amount_weights) <= 0:
             raise ValueError("amount_weights must be >= 0 and not all zero")
+        if self.max_balance_fen <= self.threshold_fen:
+            raise ValueError(
+                f"max_balance_fen {self.max_balance_fen} must be above threshold_fen "
+                f"{self.threshold_fen} (a holder below the threshold must be able to top up)"
+            )
+        if self.max_balance_fen < min(self.amounts_fen):
+            raise ValueError(
+                f"max_balance_fen {self.max_balance_fen} is below every top-up amount "
+                f"{self.amounts_fen}; expected a ceiling a top-up can reach"
+            )
         return self
 
 
@@ -244,8 +258,8 @@ class CardSales(Section):
     """Card sales. Which cards are sold in the period follows from their issue dates (see
     ``population.issue_year_weights``); this section says what a sale costs and where it happens."""
 
-    price_fen: NonNegInt = Field(description="Card fee paid at sale (not stored value).")
-    initial_topup_fen: NonNegInt = Field(description="Stored value loaded at sale.")
+    price_fen: Fen = Field(description="Card fee paid at sale (not stored value).")
+    initial_topup_fen: Fen = Field(description="Stored value loaded at sale.")
     arrival_mean: HHMM = Field(
         description="Mean time of day of online (NFC virtual card) purchases (HH:MM); buyers of "
         "physical cards come during their outlet's opening hours."

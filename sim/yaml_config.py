@@ -42,6 +42,9 @@ __all__ = ["ConfigError", "ExistingFile", "config_hash", "load_config", "resolve
 M = TypeVar("M", bound=BaseModel)
 
 _MAX_PROBLEMS = 10
+#: Bounds on a scenario file: its size, and the values its aliases expand to.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_EXPANDED_NODES = 1_000_000
 _MAX_VALUE_CHARS = 60
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -205,19 +208,44 @@ def _parse(text: str, source: str, base_dir: Path, with_lines: bool = True) -> A
     except RecursionError:
         raise ConfigError([f"{source}: malformed YAML: nested too deeply"]) from None
     _check_acyclic(data, set())
+    size = _expanded_size(data, {})
+    if size > MAX_EXPANDED_NODES:
+        raise ConfigError(
+            [
+                f"{source}: aliases expand to more than {MAX_EXPANDED_NODES:,} values; expected "
+                "a scenario of ordinary size (is an alias used inside another many times?)"
+            ]
+        )
     return data
 
 
-def _check_acyclic(node: Any, active: set[int]) -> None:
-    # `&a [*a]` builds a list containing itself; merging and validation would recurse forever.
+def _expanded_size(node: Any, sizes: dict[int, int]) -> int:
+    """Values in the tree once every alias is expanded (a DAG, counted without expanding it:
+    a "billion laughs" file is refused in microseconds, not after minutes of copying)."""
     if not isinstance(node, (_Mapping, _Sequence)):
+        return 1
+    known = sizes.get(id(node))
+    if known is None:
+        children = node.values() if isinstance(node, _Mapping) else node
+        known = 1 + sum(_expanded_size(child, sizes) for child in children)
+        sizes[id(node)] = known
+    return known
+
+
+def _check_acyclic(node: Any, active: set[int], done: set[int] | None = None) -> None:
+    # `&a [*a]` builds a list containing itself; merging and validation would recurse forever.
+    # ``done`` holds nodes already checked, so a node reached through many aliases is walked
+    # once (the walk stays as small as the file, not as its expansion).
+    done = set() if done is None else done
+    if not isinstance(node, (_Mapping, _Sequence)) or id(node) in done:
         return
     if id(node) in active:
         raise ConfigError([f"{node.origin}: malformed YAML: an alias refers to its own anchor"])
     active.add(id(node))
     for child in node.values() if isinstance(node, _Mapping) else node:
-        _check_acyclic(child, active)
+        _check_acyclic(child, active, done)
     active.discard(id(node))
+    done.add(id(node))
 
 
 # --- files and extends --------------------------------------------------------------------------
@@ -229,6 +257,14 @@ def _read_mapping(path: Path, label: str) -> _Mapping:
         if not path.is_file():
             what = "is a directory, not a file" if path.is_dir() else "file not found"
             raise ConfigError([f"{label}: {what}: {path.resolve()}"])
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(
+                [
+                    f"{label}: file is {size:,} bytes; expected a scenario file of at most "
+                    f"{MAX_FILE_BYTES:,} bytes"
+                ]  # fmt: skip
+            )
         raw = path.read_bytes()
     except (OSError, ValueError) as exc:  # ValueError: NUL byte in the path
         raise ConfigError([f"{label}: cannot read file: {exc}"]) from None

@@ -329,3 +329,78 @@ def test_a_folder_left_by_a_killed_run_is_removed_and_reported(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     assert f"note: removed {stale}, left behind by a run that was killed" in result.stderr
     assert not stale.exists()
+
+
+# --- bad inputs found only by building the world, by size, or by value --------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ("outlets.counters_by_outlet={999: 2}", ["outlets.counters_by_outlet", "[999]"]),
+        ("population.card_types.ordinary.count=10000000000", ["cards need about", "GiB"]),
+        ("card_sales.price_fen=3000000000", ["card_sales.price_fen", "2147483647"]),
+        (
+            "fares.bus.region_fare_fen={urban: 200, rudong: 200, haian: 200, haimen: 200, "
+            "rugao: 200, qidong: 200, urbn: 300}",
+            ["fares.bus.region_fare_fen.urbn", "did you mean 'urban'"],
+        ),
+        ("interop.cities.suzhou.distance_km.nowhere=5", ["distance_km.nowhere", "unknown region"]),
+        ("interop.cities.suzhou.attraction=.inf", ["interop.cities.suzhou.attraction", "finite"]),
+        ("topups.max_balance_fen=500", ["max_balance_fen 500", "threshold_fen"]),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_bad_values_exit_2_with_one_message_and_nothing_written(
+    tmp_path, override, fragments, command
+):
+    out = tmp_path / "out"
+    if command == "run":
+        result = _cli(SMALL, "--days", "1", "--quiet", "--out", out, "--set", override)
+    else:
+        result = _cli("validate", SMALL, "--set", override)
+    _assert_bad_input(result, *fragments)
+    assert list(tmp_path.iterdir()) == []  # no output, no partial folder, no lock
+
+
+def test_alias_bombs_are_refused_at_once(tmp_path: Path):
+    lines = [f"extends: {SMALL}", 'a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
+    for k in range(1, 9):
+        lines.append(f"a{k}: &a{k} [" + ",".join([f"*a{k - 1}"] * 9) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = _cli("validate", bomb)
+    _assert_bad_input(result, str(bomb), "aliases expand to more than")
+
+
+def test_calibrate_checks_its_out_before_running(tmp_path: Path):
+    taken = tmp_path / "report"
+    taken.write_text("not a folder", encoding="utf-8")
+    result = _cli("calibrate", SMALL, "--out", taken, "--quiet")
+    _assert_bad_input(result, str(taken), "is a file")
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "word"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")]
+)
+def test_signals_stop_the_run_cleanly(tmp_path: Path, sig: str, code: int, word: str):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "run_scenario.py", SMALL, "--days", "300", "--quiet", "--out", out],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("run.partial-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the run is writing: its partial folder exists
+    assert list(tmp_path.glob("run.partial-*")), "the run never started writing"
+    proc.send_signal(getattr(signal, sig))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert word in stderr and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []  # no output, no partial folder, no lock
