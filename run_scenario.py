@@ -96,7 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--unmasked",
         action="store_true",
-        help="write card numbers, names, ID numbers and phones in full (synthetic people only)",
+        help="write card ids, counters, balances, card numbers, names, ID numbers and phones in "
+        "full (synthetic people only)",
+    )
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        help="privacy key (64 hex digits) for pseudonyms and identities; default: "
+        "$CARDTWIN_PRIVACY_KEY_FILE or ~/.config/cardtwin/privacy.key, created on first use",
     )
     return parser
 
@@ -263,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 unmasked=args.unmasked,
                 scenario_path=args.scenario,
                 subscribers=[progress],
+                privacy_key=api.privacy_key(args.key_file),
             )
         for note in summary.notes:
             print(f"note: {note}", file=sys.stderr)

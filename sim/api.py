@@ -37,6 +37,7 @@ from sim.output import (
     package_versions,
     write_duckdb_catalogue,
 )
+from sim.privacy import PrivacyKey, PrivacyKeyError, default_key, load_key
 from sim.records import RecordWriter, name_tables
 from sim.run_dir import RunDirError
 from sim.scenario import ConfigError, MultiCityScenario, Scenario, scenario_hash
@@ -165,6 +166,16 @@ def _available_memory() -> int | None:
     return None
 
 
+def privacy_key(path: str | Path | None) -> PrivacyKey | None:
+    """The key in ``path`` (None: the machine's default key, chosen when the run starts)."""
+    if path is None:
+        return None
+    try:
+        return load_key(path)
+    except PrivacyKeyError as exc:
+        raise BadInput(f"--key-file {exc}") from None
+
+
 def iter_days(
     scenario: Scenario | MultiCityScenario | None,
     out_dir: str | Path | None = None,
@@ -177,6 +188,7 @@ def iter_days(
     subscribers: tuple[Subscriber, ...] | list[Subscriber] = (),
     response: Response = NO_RESPONSE,
     shard_order: list[int] | None = None,
+    privacy_key: PrivacyKey | None = None,
 ) -> Iterator[DayDone]:
     """Simulate ``scenario`` (or an existing ``world``) day by day, yielding each finished day.
 
@@ -186,8 +198,9 @@ def iter_days(
     ``seed`` sets the run seed (default: the scenario's); the world keeps its own seed, so one
     world serves several runs. ``env`` can pace the run (``simpy.rt.RealtimeEnvironment``).
     Identities are masked unless ``unmasked`` or the scenario's ``output.mask_identities`` is
-    false. ``shard_order`` sets the order a multi-city run computes its cities' days in (the
-    outputs do not depend on it).
+    false. Pseudonyms, identities and check values are keyed with ``privacy_key`` (default:
+    the machine's key, sim/privacy.py), which is never written. ``shard_order`` sets the order a
+    multi-city run computes its cities' days in (the outputs do not depend on it).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -202,6 +215,10 @@ def iter_days(
     timings["build_world_s"] = time.perf_counter() - t0
     run_seed = scenario.seed if seed is None else int(seed)
     unmasked = unmasked or not all(w.scenario.output.mask_identities for w in worlds)
+    try:
+        key = privacy_key if privacy_key is not None else default_key()
+    except (PrivacyKeyError, OSError) as exc:
+        raise BadInput(f"privacy key: {exc}") from None
     names, code_maps = name_tables(worlds)
     output = None
     if out_dir is not None:
@@ -218,21 +235,21 @@ def iter_days(
             raise BadInput(f"--out: {exc}") from None
         except OSError as exc:
             raise BadInput(f"--out {out_dir}: {exc}") from None
-    writers = [
-        RecordWriter(
-            w,
-            output,
-            w.participants.ids,
-            w.participants.code(w.scenario.output.issuer_id),
-            unmasked=unmasked,
-            run_seed=run_seed,
-            shard_index=i,
-            code_maps=code_maps[i],
-        )
-        for i, w in enumerate(worlds)
-    ]
     t1 = time.perf_counter()
-    try:
+    try:  # from here on, whatever stops the run (errors, Ctrl-C, SIGTERM) discards the output
+        writers = [
+            RecordWriter(
+                w,
+                output,
+                w.participants.ids,
+                w.participants.code(w.scenario.output.issuer_id),
+                unmasked=unmasked,
+                privacy_key=key,
+                shard_index=i,
+                code_maps=code_maps[i],
+            )
+            for i, w in enumerate(worlds)
+        ]
         model = CardTwinModel(
             world=worlds,
             seed=run_seed,
@@ -253,6 +270,7 @@ def iter_days(
     kpis = model.engine.kpis
     if output is not None:
         meta = _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked)
+        meta["privacy_key_id"] = key.fingerprint  # which key, never the key
         try:
             output.commit(meta)
             write_duckdb_catalogue(

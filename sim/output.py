@@ -477,29 +477,33 @@ class RunOutput:
         # refused before the simulation starts, not after it deleted something (sim/run_dir.py).
         self.lock = RunLock(self.out_dir)
         self.lock.acquire()
+        self.tmp_dir = self.out_dir.with_name(f"{self.out_dir.name}.partial-{os.getpid()}")
+        self._thread = threading.Thread(target=self._run, name="cardtwin-output", daemon=True)
         try:
             self.removed_leftovers = remove_leftovers(self.out_dir)
             check_replaceable(self.out_dir)
-        except BaseException:
+            self.names = NameTables(names)
+            self.mask_identities = mask_identities
+            self.check_invariants = check_invariants
+            self.exporters = list(exporters) if exporters is not None else [ParquetExporter()]
+            self.stats = WriterStats()
+            self._queue: queue.Queue[tuple[TableSpec, date, int, dict[str, Any]] | None]
+            self._queue = queue.Queue(maxsize=queue_size)
+            self._written: set[tuple[str, date, int]] = set()
+            self._partitions: dict[str, set[date]] = {}
+            self._error: tuple[str, BaseException] | None = None
+            self._discard = False
+            self._state = "open"
+            self._thread.start()
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)  # stale leftover of this same pid
+            self.tmp_dir.mkdir(parents=True)
+        except BaseException:  # also Ctrl-C / SIGTERM arriving right here: leave nothing
+            if self._thread.is_alive():
+                self._queue.put(None)
+                self._thread.join()
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
             self.lock.release()
             raise
-        self.tmp_dir = self.out_dir.with_name(f"{self.out_dir.name}.partial-{os.getpid()}")
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)  # stale leftover of this same pid
-        self.tmp_dir.mkdir(parents=True)
-        self.names = NameTables(names)
-        self.mask_identities = mask_identities
-        self.check_invariants = check_invariants
-        self.exporters = list(exporters) if exporters is not None else [ParquetExporter()]
-        self.stats = WriterStats()
-        self._queue: queue.Queue[tuple[TableSpec, date, int, dict[str, Any]] | None]
-        self._queue = queue.Queue(maxsize=queue_size)
-        self._written: set[tuple[str, date, int]] = set()
-        self._partitions: dict[str, set[date]] = {}
-        self._error: tuple[str, BaseException] | None = None
-        self._discard = False
-        self._state = "open"
-        self._thread = threading.Thread(target=self._run, name="cardtwin-output", daemon=True)
-        self._thread.start()
 
     # -- caller side --
 

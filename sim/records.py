@@ -5,10 +5,12 @@ output speaks in tokens, local timestamps and documented columns. This module is
 that knows both, so the engine stays free of output concerns (STYLE.md: collectors subscribe).
 Tap records are written once their day is final (``TapsFinal``): a Parquet file is written once.
 
-Privacy (DOMAIN.md §5): by default ``token_id`` is a pseudonym that changes every day, so one day's
-taps can be joined (transfers, top-ups) but trajectories cannot be followed across days; printed
-card numbers, names, ID numbers and phones are masked by the writer. ``--unmasked`` writes the
-stable card id as token and identities in full (everyone is synthetic either way).
+Privacy (DOMAIN.md §5, docs/privacy.md): by default ``token_id`` is a keyed pseudonym that changes
+every day (one day's taps can be joined, trajectories cannot be followed across days), the
+linkable card counters and exact balances are left out, and printed card numbers, names, ID numbers
+and phones are masked; identities, card numbers and check values are drawn under the privacy key
+(sim/privacy.py), which never reaches the outputs. ``--unmasked`` writes the stable card id as
+token, counters, balances and identities in full (everyone is synthetic either way).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from sim.events import (
 from sim.identity import card_numbers, identities
 from sim.ledger import Ledger
 from sim.output import RunOutput
-from sim.rng import _mix_array, stream_key
+from sim.privacy import PrivacyKey, default_key
+from sim.rng import Streams, _mix_array
 from sim.taps import TapTable
 from sim.world import World
 
@@ -85,9 +88,10 @@ def name_tables(worlds: list[World]) -> tuple[dict[str, list[str]], list[dict[st
     return names, maps
 
 
-def _hash32(*columns: np.ndarray) -> np.ndarray:
-    """A 32-bit check value over integer columns (TAC-like: any field change changes it)."""
-    z = np.full(len(columns[0]), 0x9E3779B97F4A7C15, dtype=np.uint64)
+def _hash32(key: np.uint64, *columns: np.ndarray) -> np.ndarray:
+    """A keyed 32-bit check value over integer columns (TAC-like: any field change changes it,
+    and without the key it cannot be recomputed, as a real SAM's TAC cannot)."""
+    z = np.full(len(columns[0]), np.uint64(0x9E3779B97F4A7C15) ^ key, dtype=np.uint64)
     for col in columns:
         z ^= np.asarray(col).astype(np.uint64)
         z = _mix_array(z)
@@ -104,7 +108,7 @@ class RecordWriter:
         institution_ids: tuple[str, ...],
         issuer_code: int,
         unmasked: bool = False,
-        run_seed: int | None = None,
+        privacy_key: PrivacyKey | None = None,
         shard_index: int = 0,
         code_maps: dict[str, np.ndarray] | None = None,
     ) -> None:
@@ -116,8 +120,14 @@ class RecordWriter:
         start = world.start_date
         self.epoch_s = (start - _EPOCH).days * DAY_S
         self.tables_written: set[str] = set()
-        seed = world.scenario.seed if run_seed is None else run_seed
-        self._token_key = np.uint64(stream_key(f"token:{seed}"))
+        self.key = privacy_key if privacy_key is not None else default_key()
+        self._tac_key = self.key.keyed_words("tac", 1)[0]
+        sc = world.scenario
+        world_seed = sc.seed if sc.world_seed is None else sc.world_seed
+        # Identities and card numbers: drawn under the key (the scenario's seed is public).
+        self._identity_streams = Streams(self.key.seed(f"identity:{world_seed}"))
+        self._card_no_mult = 10_007 + 10 * (self.key.derive("card_no:a") % 8_000)  # odd, not 5k
+        self._card_no_add = self.key.derive("card_no:b") % 10**10
         devices = world.network.devices
         lines = world.network.lines
         stops = world.network.stops
@@ -158,13 +168,23 @@ class RecordWriter:
         return np.where(codes >= 0, table[np.maximum(codes, 0)], -1)
 
     def tokens(self, rows: np.ndarray, day: int) -> np.ndarray:
-        """Card tokens: stable card ids when unmasked, else a pseudonym that rotates daily."""
+        """Card tokens: stable card ids when unmasked, else a keyed pseudonym that changes
+        every day."""
         card_id = ids.global_card(self.shard_index, self.world.population.card_id[rows])
         if self.unmasked:
             return card_id
-        z = card_id.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-        z += self._token_key ^ np.uint64(int(day) * 0xD1B54A32D192ED03 % (1 << 64))
-        return (_mix_array(z) >> np.uint64(1)).astype(np.int64)
+        return self.key.day_tokens(card_id, day)
+
+    def _linkable(self, values: np.ndarray) -> np.ndarray:
+        """Card counters and exact balances link a card's days together (the next day starts
+        where the last ended): left out (-1, null) of a masked export."""
+        return values if self.unmasked else np.full(len(values), -1, dtype=np.int64)
+
+    def _card_numbers(self, card_id: np.ndarray) -> np.ndarray:
+        """Printed card numbers: a keyed one-to-one map of the card id (its last digits say
+        nothing about the id without the key)."""
+        digits = (card_id.astype(np.int64) * self._card_no_mult + self._card_no_add) % 10**10
+        return card_numbers(digits, self.world.scenario.output.card_number_prefix)
 
     def _write(self, table: str, day: int, columns: Mapping[str, np.ndarray]) -> None:
         if self.output is None:
@@ -220,7 +240,9 @@ class RecordWriter:
         device = c.device.astype(np.int64)
         is_bus = self.world.network.devices.kind[device] != METRO
         t_abs = self._ts(day, c.t_s)
-        tac = _hash32(pop.card_id[c.row], c.card_counter, c.amount_fen, device, t_abs)
+        tac = _hash32(
+            self._tac_key, pop.card_id[c.row], c.card_counter, c.amount_fen, device, t_abs
+        )
         settle = c.settle_day
         settle_date = np.where(
             settle >= 0,
@@ -240,9 +262,9 @@ class RecordWriter:
             "rider_category": pop.card_type[c.row],
             "media": c.medium,
             "token_id": self.tokens(c.row, day),
-            "balance_before_fen": np.where(charged, c.balance_before_fen, -1),
-            "balance_after_fen": np.where(charged, c.balance_after_fen, -1),
-            "card_counter": np.where(charged, c.card_counter, -1),
+            "balance_before_fen": self._linkable(np.where(charged, c.balance_before_fen, -1)),
+            "balance_after_fen": self._linkable(np.where(charged, c.balance_after_fen, -1)),
+            "card_counter": self._linkable(np.where(charged, c.card_counter, -1)),
             "trip_record_type": c.kind,
             "mode": c.mode,
             "route_id": self._code("route", c.line),
@@ -289,11 +311,11 @@ class RecordWriter:
             "region": self._code("region", pop.region[rows]),
             "issuer_id": np.full(n, self.issuer_code, dtype=np.int64),
             "amount_fen": c["amount_fen"],
-            "balance_before_fen": c["balance_before_fen"],
-            "balance_after_fen": c["balance_after_fen"],
-            "card_counter": counter,
+            "balance_before_fen": self._linkable(c["balance_before_fen"]),
+            "balance_after_fen": self._linkable(c["balance_after_fen"]),
+            "card_counter": self._linkable(counter),
             "id_registered": c["amount_fen"] >= 100_000,
-            "tac": _hash32(pop.card_id[rows], counter, c["amount_fen"], t),
+            "tac": _hash32(self._tac_key, pop.card_id[rows], counter, c["amount_fen"], t),
         }
 
     def _card_sales(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -305,14 +327,18 @@ class RecordWriter:
         admin = np.array([r.admin_code for r in sc.regions.values()])[pop.region[rows]]
         birth = pop.birth_ord[rows].astype(np.int64) - dt.date(1970, 1, 1).toordinal()
         people = identities(
-            world.streams, pop.card_id[rows], birth.astype("datetime64[D]"), pop.sex[rows], admin
+            self._identity_streams,
+            pop.card_id[rows],
+            birth.astype("datetime64[D]"),
+            pop.sex[rows],
+            admin,
         )
         outlet = np.where(c["outlet"] >= 0, self.outlet_ids[np.maximum(c["outlet"], 0)], -1)
         return {
             "sale_id": ids.record_ids(self.shard_index, day, n),
             "event_timestamp": self._ts(day, c["t_s"]),
             "token_id": self.tokens(rows, day),
-            "card_no": card_numbers(pop.card_id[rows], sc.output.card_number_prefix),
+            "card_no": self._card_numbers(pop.card_id[rows]),
             "holder_name": np.array(people["name"], dtype=object),
             "id_number": np.array(people["id_number"], dtype=object),
             "phone": np.array(people["phone"], dtype=object),

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from sim.api import build, load_scenario
-
 ROOT = Path(__file__).resolve().parent.parent
+# Every test run (and every CLI it starts) uses one fixed privacy key, so pseudonyms, identities
+# and check values are the same on every machine and no test writes a key into the home folder.
+os.environ["CARDTWIN_PRIVACY_KEY_FILE"] = str(ROOT / "tests" / "data" / "test_privacy.key")
+
+from sim.api import build, load_scenario  # noqa: E402
+
 NANTONG = ROOT / "scenarios" / "nantong_2024.yaml"
 
 

@@ -70,8 +70,11 @@ def run_small(out_dir: Path) -> dict:
     """Run scenarios/small_ci.yaml for 3 days into ``out_dir`` and summarise it."""
     sys.path.insert(0, str(ROOT))
     from sim.api import load_scenario, run
+    from sim.privacy import load_key
 
-    run(load_scenario(ROOT / "scenarios" / "small_ci.yaml", days=3), out_dir)
+    # The test key: pseudonyms and check values must not depend on the machine's own key.
+    key = load_key(ROOT / "tests" / "data" / "test_privacy.key")
+    run(load_scenario(ROOT / "scenarios" / "small_ci.yaml", days=3), out_dir, privacy_key=key)
     return summarise(out_dir)
 
 
