@@ -125,9 +125,16 @@ def load_outlets_csv(path: str | Path) -> list[OutletInfo]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
     except OSError as exc:
         raise OutletFileError(path, 0, "-", f"cannot read the file ({exc.strerror})") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise OutletFileError(
+            path, line, "-", "not UTF-8 text (GBK?); expected the file saved as UTF-8"
+        ) from None
     rows = list(csv.reader(text.splitlines()))
     if not rows:
         raise OutletFileError(
@@ -196,6 +203,8 @@ def load_outlets_csv(path: str | Path) -> list[OutletInfo]:
                 note_zh=rec["note_zh"],
             )
         )
+    if not infos:
+        raise OutletFileError(path, 2, "-", "no outlets after the header; expected one row each")
     return infos
 
 

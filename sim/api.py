@@ -43,6 +43,7 @@ from sim.run_dir import RunDirError
 from sim.scenario import ConfigError, MultiCityScenario, Scenario, scenario_hash
 from sim.scenario import load_scenario as _load
 from sim.world import World, build_world, build_worlds
+from sim.yaml_config import FlagOverride
 
 __all__ = [
     "BadInput",
@@ -100,17 +101,15 @@ def load_scenario(
     seed: int | None = None,
 ) -> Scenario | MultiCityScenario:
     """Load a scenario with ``--set`` overrides; ``days``/``seed`` override the period and seed."""
-    extra = list(overrides)
+    extra: list[str | FlagOverride] = list(overrides)
     if days is not None:
-        extra.append(f"period.days={int(days)}")
+        extra.append(FlagOverride("--days", "period.days", str(int(days))))
     if seed is not None:
-        extra.append(f"seed={int(seed)}")
+        extra.append(FlagOverride("--seed", "seed", str(int(seed))))
     try:
         scenario = _load(path, extra)
     except ConfigError as exc:
-        # --days/--seed travel as --set overrides; name the flag the user actually typed.
-        message = str(exc).replace("from --set period.days=", "from --days ")
-        raise BadInput(message.replace("from --set seed=", "from --seed ")) from None
+        raise BadInput(str(exc)) from None
     except OSError as exc:
         raise BadInput(f"{path}: cannot read scenario: {exc.strerror or exc}") from None
     return scenario

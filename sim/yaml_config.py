@@ -37,7 +37,14 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 from yaml.constructor import ConstructorError
 
-__all__ = ["ConfigError", "ExistingFile", "config_hash", "load_config", "resolve_path"]
+__all__ = [
+    "ConfigError",
+    "ExistingFile",
+    "FlagOverride",
+    "config_hash",
+    "load_config",
+    "resolve_path",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -322,9 +329,27 @@ def _merge(base: _Mapping, overlay: _Mapping) -> _Mapping:
 # --- --set overrides ----------------------------------------------------------------------------
 
 
-def _apply_override(tree: _Mapping, text: str) -> str | None:
+@dataclass(frozen=True)
+class FlagOverride:
+    """An override that came from a dedicated flag (``--days 7`` is ``period.days=7``): its
+    errors name the flag the user typed, not ``--set``."""
+
+    flag: str
+    path: str
+    value: str
+
+    @property
+    def text(self) -> str:
+        """As ``--set`` would have it."""
+        return f"{self.path}={self.value}"
+
+
+def _apply_override(tree: _Mapping, override: str | FlagOverride) -> str | None:
     """Apply one ``path.to.field=value``; return a problem message instead of raising."""
-    label = f"from --set {text}"
+    if isinstance(override, FlagOverride):
+        label, text = f"from {override.flag} {override.value}", override.text
+    else:
+        label, text = f"from --set {override}", override
     path_text, sep, value_text = text.partition("=")
     parts = path_text.strip().split(".")
     if not sep or not all(p.strip() for p in parts):
@@ -551,8 +576,11 @@ def _problem(err: Mapping[str, Any], model_cls: type[BaseModel], path: list[Any]
     if kind in ("literal_error", "enum"):
         return f"unknown value{got}; expected one of {ctx.get('expected', expected)}"
     if kind in ("value_error", "assertion_error"):
-        error = ctx.get("error")
-        return f"{error if error is not None else msg}{got}"
+        error = str(ctx.get("error") if ctx.get("error") is not None else msg)
+        # Our validators name the values they judge; a whole section after "got" repeats them.
+        if isinstance(orig, (Mapping, list, tuple)) or "got" in error:
+            return error
+        return f"{error}{got}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         ann = _annotation_at(model_cls, path)
         return f"wrong type{got}; expected {_describe_type(ann) if ann else expected}"
@@ -610,7 +638,9 @@ def _to_plain(node: Any) -> Any:
 
 
 def load_config(
-    path: str | os.PathLike[str], model_cls: type[M], overrides: Sequence[str] = ()
+    path: str | os.PathLike[str],
+    model_cls: type[M],
+    overrides: Sequence[str | FlagOverride] = (),
 ) -> M:
     """Load ``path`` (following ``extends:``), apply ``--set`` overrides, validate as ``model_cls``.
 

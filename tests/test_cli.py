@@ -404,3 +404,23 @@ def test_signals_stop_the_run_cleanly(tmp_path: Path, sig: str, code: int, word:
     assert proc.returncode == code, stderr
     assert word in stderr and "Traceback" not in stderr
     assert list(tmp_path.iterdir()) == []  # no output, no partial folder, no lock
+
+
+@pytest.mark.parametrize("problem", ["header_only", "gbk"])
+def test_outlet_files_that_are_not_usable_name_the_file(tmp_path: Path, problem: str):
+    text = OUTLETS_CSV.read_text(encoding="utf-8")
+    csv_path = tmp_path / "outlets.csv"
+    if problem == "header_only":
+        csv_path.write_text(text.splitlines()[0] + "\n", encoding="utf-8")
+        expected = "no outlets after the header"
+    else:
+        csv_path.write_bytes(text.encode("gbk"))
+        expected = "not UTF-8 text"
+    result = _cli("validate", SMALL, "--set", f"outlets.file={csv_path}")
+    _assert_bad_input(result, str(csv_path), expected)
+
+
+def test_a_set_override_is_reported_as_set_and_a_flag_as_the_flag(tmp_path: Path):
+    result = _cli(SMALL, "--quiet", "--out", tmp_path / "o", "--set", "period.days=")
+    _assert_bad_input(result, "from --set period.days=", "period.days")
+    assert "--days" not in result.stderr
