@@ -5,6 +5,7 @@
                                          [--quiet] [--unmasked]
     python run_scenario.py validate SCENARIO.yaml [--set a.b=v ...]
     python run_scenario.py calibrate SCENARIO.yaml [--out DIR] [--targets FILE] [--days N]
+    python run_scenario.py verify RUN_DIR
 
 Exit codes: 0 success; 2 bad input (scenario file, flags, data files) with a one-screen message
 and no traceback; 3 a money invariant failed during the run (the message says which, by how much,
@@ -25,10 +26,11 @@ commands:
   run_scenario.py SCENARIO.yaml [options]     run a scenario (this page)
   run_scenario.py validate SCENARIO.yaml      check a scenario and the world it builds
   run_scenario.py calibrate SCENARIO.yaml     run the whole period, compare with published figures
+  run_scenario.py verify RUN_DIR              recheck a run's hash chains and invariants from files
 
 exit codes:
   0    success
-  1    calibrate: the report shows a target outside its tolerance
+  1    calibrate: a target outside its tolerance; verify: a problem found in the files
   2    bad input: a scenario, flag, data file or output folder that is wrong; nothing written
   3    a money invariant failed during the run (which, by how much, where)
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing written, no folder left behind
@@ -126,6 +128,17 @@ def build_calibrate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=_seed, help="random seed (default: scenario's)")
     parser.add_argument("--out", type=Path, default=Path("runs/calibration"), help="report dir")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def build_verify_parser() -> argparse.ArgumentParser:
+    """Parser of the ``verify`` sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="run_scenario.py verify",
+        description="Recompute a run's hash chains, digests, row and money invariants from its "
+        "files; prints each problem with where it is (exit 1), or 'verified' (exit 0).",
+    )
+    parser.add_argument("run_dir", type=Path, help="a run's output folder")
     return parser
 
 
@@ -229,10 +242,11 @@ def print_summary(summary) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv and argv[0] in ("validate", "calibrate") else "run"
+    command = argv[0] if argv and argv[0] in ("validate", "calibrate", "verify") else "run"
     parser = {
         "validate": build_validate_parser,
         "calibrate": build_calibrate_parser,
+        "verify": build_verify_parser,
         "run": build_parser,
     }[command]()
     # Flags are checked before the simulation stack is imported, so their errors answer at once.
@@ -245,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
     try:
+        if command == "verify":
+            problems = api.verify(args.run_dir)
+            for problem in problems:
+                print(problem)
+            print(f"{args.run_dir}: " + (f"{len(problems)} problem(s)" if problems else "verified"))
+            return 1 if problems else 0
         if command == "validate":
             # Everything a run would refuse from the files alone: the scenario, then the world
             # built from it (outlets file, generated lines, incident targets, clearing parties).

@@ -42,6 +42,7 @@ from sim.records import RecordWriter, name_tables
 from sim.run_dir import RunDirError
 from sim.scenario import ConfigError, MultiCityScenario, Scenario, scenario_hash
 from sim.scenario import load_scenario as _load
+from sim.verify import verify_run
 from sim.world import World, build_world, build_worlds
 from sim.yaml_config import FlagOverride
 
@@ -163,6 +164,14 @@ def _available_memory() -> int | None:
     except OSError:
         return None
     return None
+
+
+def verify(run_dir: str | Path) -> list[str]:
+    """Problems in a run folder, recomputed from its files (sim/verify.py); [] if none."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BadInput(f"{run_dir}: no such run folder")
+    return verify_run(run_dir)
 
 
 def privacy_key(path: str | Path | None) -> PrivacyKey | None:

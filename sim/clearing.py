@@ -475,11 +475,12 @@ def batch_columns(batches: Sequence[BatchRecord]) -> dict[str, np.ndarray]:
     return {n: np.array([getattr(b, n) for b in batches]) for n in names}
 
 
-def _digest_columns(rec: UploadedRecords, status, reason, fee_fen, rows) -> list[np.ndarray]:
-    """The hashed fields, each gathered at ``rows`` (one contiguous array per field)."""
-    outcome = (np.asarray(status, np.uint8) << 4) | np.asarray(reason, np.uint8)
-    cols = (rec.tx_id, rec.device, rec.device_serial, rec.card, rec.timestamp_s, rec.amount_fen)
-    return [np.asarray(c)[rows] for c in (*cols, rec.list_fare_fen, fee_fen, outcome)]
+def _digest_columns(rec: UploadedRecords, rows) -> list[np.ndarray]:
+    """The hashed fields of the records at ``rows`` (int64, one contiguous array per field):
+    all exported in ``transactions`` (transaction_id, device_id, device_serial, amount_fen,
+    list_fare_fen), so a batch's digest can be recomputed from the files."""
+    cols = (rec.tx_id, rec.device, rec.device_serial, rec.amount_fen, rec.list_fare_fen)
+    return [np.asarray(c, dtype=np.int64)[rows] for c in cols]
 
 
 def _sha256_slices(columns: list[np.ndarray], start: int, end: int) -> str:
@@ -489,18 +490,12 @@ def _sha256_slices(columns: list[np.ndarray], start: int, end: int) -> str:
     return h.hexdigest()
 
 
-def records_digest(
-    rec: UploadedRecords,
-    status: np.ndarray,
-    reason: np.ndarray,
-    fee_fen: np.ndarray,
-    rows: np.ndarray | None = None,
-) -> str:
-    """sha256 over records and their clearing outcome (rows ``rows``, in that order): tx id,
-    device, serial, card, time, amount, list fare, fee, status and reason. A batch's digest uses
-    its records ordered by (device, device serial), copies in upload order."""
+def records_digest(rec: UploadedRecords, rows: np.ndarray | None = None) -> str:
+    """sha256 over the records at ``rows``, in that order: the little-endian int64 bytes of the
+    transaction ids, then of the (run-wide) devices, device serials, amounts and list fares. A
+    batch's digest covers the records it cleared, ordered by (device, device serial)."""
     rows = np.arange(len(rec)) if rows is None else np.asarray(rows)
-    return _sha256_slices(_digest_columns(rec, status, reason, fee_fen, rows), 0, rows.size)
+    return _sha256_slices(_digest_columns(rec, rows), 0, rows.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -759,7 +754,10 @@ class Clearer:
         acqs = acq_sorted[starts]
         ends = np.append(starts[1:], n) if n else starts
         batch_id = np.full(n, -1, dtype=np.int64)
-        digest_cols = _digest_columns(rec, status, reason, fee, perm)
+        # The digest covers the records each batch cleared (what the files show per batch).
+        cleared_perm = perm[cleared[perm]]
+        digest_cols = _digest_columns(rec, cleared_perm)
+        acq_cleared = rec.acquirer[cleared_perm]
         reason_count = np.bincount(
             rec.acquirer.astype(np.int64) * len(REJECT_REASONS) + reason,
             minlength=n_p * len(REJECT_REASONS),
@@ -790,7 +788,11 @@ class Clearer:
                 fee_fen=fees,
                 net_fen=gross - fees,
                 refund_fen=int(refunds.amount_fen[refunds.acquirer == a].sum()),
-                records_digest=_sha256_slices(digest_cols, s, e),
+                records_digest=_sha256_slices(
+                    digest_cols,
+                    int(np.searchsorted(acq_cleared, a, "left")),
+                    int(np.searchsorted(acq_cleared, a, "right")),
+                ),
             )
             probe = BatchRecord(**summary_fields, prev_hash=self.head, hash="")
             record = replace(probe, hash=chain_hash(self.head, probe.summary()))

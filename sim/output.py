@@ -321,11 +321,12 @@ def build_table(
         arrays.append(arr)
     result = pa.Table.from_arrays(arrays, schema=spec.file_schema)
     if check_invariants:
-        _check_rows(spec, result)
+        check_rows(spec, result)
     return result
 
 
-def _check_rows(spec: TableSpec, table: pa.Table) -> None:
+def check_rows(spec: TableSpec, table: pa.Table) -> None:
+    """Raise ``ValueError`` naming the first row that breaks one of ``spec``'s row invariants."""
     if not table.num_rows:
         return
     for check in spec.checks:

@@ -403,8 +403,8 @@ def test_records_digest_can_be_recomputed_from_the_records():
     c = Clearer(ClearingSettings(), P)
     r = c.clear_batch(0, rec)
     urban = next(b for b in r.batches if b.acquirer == "NT_BUS_URBAN")
-    rows = np.array([2, 0])  # urban's records in (device, serial) order
-    assert records_digest(rec, r.status, r.reason, r.fee_fen, rows) == urban.records_digest
+    rows = np.array([2, 0])  # urban's cleared records in (device, serial) order
+    assert records_digest(rec, rows) == urban.records_digest
     cols = batch_columns(c.log)
     assert cols["acquirer"].tolist() == ["NT_BUS_URBAN", "NT_METRO"]
     assert cols["submitted"].tolist() == [2, 1] and cols["gross_fen"].dtype.kind == "i"
