@@ -16,6 +16,7 @@ file parses arguments and prints; the work is in sim.api.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import signal
 import sys
 import time
@@ -205,7 +206,12 @@ def print_summary(summary) -> None:
     from rich.table import Table
 
     t = summary.totals
-    table = Table(title=f"CardTwin — {summary.scenario}, {summary.days} days")
+    first = summary.world.start_date if summary.world is not None else None
+    span = ""
+    if first is not None:
+        last = first + dt.timedelta(days=summary.days - 1)
+        span = f" ({first.isoformat()} to {last.isoformat()})"
+    table = Table(title=f"CardTwin — {summary.scenario}, {summary.days} days{span}")
     table.add_column("KPI")
     table.add_column("value", justify="right")
     rows = [
@@ -226,9 +232,12 @@ def print_summary(summary) -> None:
             "cleared / rejected / pending",
             f"{t.get('cleared', 0):,} / {t.get('rejected', 0):,} / {t.get('pending', 0):,}",
         ),
-        ("world build (s)", f"{summary.timings_s.get('build_world_s', 0):.1f}"),
-        ("simulate + write (s)", f"{summary.timings_s.get('simulate_and_write_s', 0):.1f}"),
-        ("taps/s (end to end, world build excluded)", f"{summary.taps_per_s:,.0f}"),
+        ("time to build the world (s)", f"{summary.timings_s.get('build_world_s', 0):.1f}"),
+        (
+            "time to simulate and write (s)",
+            f"{summary.timings_s.get('simulate_and_write_s', 0):.1f}",
+        ),
+        ("tap records per second of simulating and writing", f"{summary.taps_per_s:,.0f}"),
     ]
     for name, value in rows:
         table.add_row(name, value)
