@@ -312,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     except api.InvariantViolation as exc:
         print(f"run failed: {exc}", file=sys.stderr)
         return EXIT_INVARIANT
+    except OSError as exc:  # the machine, not the simulation: a full disk, a permission
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted: nothing was written to the output folder", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import simpy
 import yaml
 
@@ -270,6 +271,9 @@ def iter_days(
             model.step()
             day = model.engine.day - 1
             yield DayDone(day, world.calendar.date_of(day), model.kpis)
+    except OutputError as exc:  # the writer failed (a full disk, say): nothing is kept
+        output.abort()
+        raise BadInput(f"--out {out_dir}: {exc}") from None
     except BaseException:
         if output is not None:
             output.abort()
@@ -284,8 +288,9 @@ def iter_days(
             write_duckdb_catalogue(
                 output.out_dir, set().union(*(w.tables_written for w in writers))
             )
-        except OutputError as exc:
-            raise BadInput(f"--out {out_dir}: {exc}") from None
+        except (OutputError, OSError, duckdb.Error) as exc:
+            # The earlier run, if any, is back in place (RunOutput.commit rolls back).
+            raise BadInput(f"--out {out_dir}: {_one_line(exc)}") from None
     timings["total_s"] = time.perf_counter() - t0
     notes = [
         f"removed {path}, left behind by a run that was killed"
@@ -358,6 +363,11 @@ def calibrate(
     )
     (out / "calibration.md").write_text(markdown(report), "utf-8")
     return report
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line (DuckDB and OS errors can span several)."""
+    return " ".join(str(exc).split())
 
 
 def _existing_parent(path: Path) -> Path:

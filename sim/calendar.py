@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from sim.codes import HOLIDAY, SPRING_FESTIVAL, WEEKEND, WORKDAY
 
@@ -286,49 +285,12 @@ OUTLET_RULES: dict[str, Callable[[Calendar], np.ndarray]] = {
 }
 
 
-def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """1-based line of the YAML node at pydantic location ``loc`` (deepest node found)."""
-    node = root
-    if node is None:
-        return None
-    for key in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = next((v for k, v in node.value if k.value == str(key)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
-            nxt = node.value[key] if key < len(node.value) else None
-        else:
-            nxt = None
-        if nxt is None:
-            break
-        node = nxt
-    return node.start_mark.line + 1
-
-
 def load_calendar_file(path: str | Path) -> CalendarSettings:
-    """Read a ``calendar:`` section stored as its own YAML file; ValueError names file and line."""
-    path = Path(path)
+    """Read a ``calendar:`` section stored as its own YAML file. Problems raise ``ValueError``
+    in the scenario loader's words: ``file:line: calendar field: what; got; expected``."""
+    from sim.yaml_config import ConfigError, load_config  # the one loader of YAML settings
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read calendar file ({exc.strerror or exc})") from exc
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path}:{where} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"{path}: expected a mapping with covers_first, covers_last, holidays, ... "
-            f"(the calendar section's content), got {type(data).__name__}"
-        )
-    try:
-        return CalendarSettings.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            field = ".".join(str(p) for p in loc) or "(top level)"
-            lines.append(f"{path}: line {_line_of(root, loc)}: calendar.{field}: {err['msg']}")
-        raise ValueError("\n".join(lines)) from exc
+        return load_config(path, CalendarSettings)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None

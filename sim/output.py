@@ -647,7 +647,8 @@ class RunOutput:
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             where, exc = self._error
-            raise OutputError(f"writing {where} failed: {type(exc).__name__}: {exc}") from exc
+            text = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise OutputError(f"writing {where} failed: {type(exc).__name__}: {text}") from exc
 
     def _summary(self) -> dict[str, Any]:
         tables = {

@@ -309,7 +309,7 @@ def _is_multi_city(path: str | Path) -> bool:
     try:
         with open(path, encoding="utf-8") as f:
             tree = yaml.safe_load(f)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    except Exception:  # noqa: BLE001 - any problem is reported by the full loader, with lines
         return False
     return isinstance(tree, dict) and "cities" in tree and "extends" not in tree
 
@@ -332,8 +332,8 @@ def _load_city(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     scenario = load_config(path, Scenario, overrides)
     try:
         settings = scenario.load_calendar()
-    except ValueError as exc:
-        raise ConfigError([f"{scenario.calendar.file}: {exc}"]) from None
+    except ValueError as exc:  # the message names the calendar file, line and field
+        raise ConfigError(str(exc).splitlines()) from None
     try:
         Calendar(settings, scenario.period.start, scenario.period.days)
     except ValueError as exc:

@@ -424,3 +424,40 @@ def test_a_set_override_is_reported_as_set_and_a_flag_as_the_flag(tmp_path: Path
     result = _cli(SMALL, "--quiet", "--out", tmp_path / "o", "--set", "period.days=")
     _assert_bad_input(result, "from --set period.days=", "period.days")
     assert "--days" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("size", "stage"), [("300k", "device_uploads"), ("700k", "cardtwin.duckdb")]
+)
+def test_a_full_disk_at_any_stage_exits_2_and_leaves_nothing(tmp_path: Path, size: str, stage: str):
+    # A real full disk: a tmpfs too small for the run (300k fills up while the simulation writes
+    # Parquet, 700k when the DuckDB catalogue is written after the swap).
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        result = _cli(SMALL, "--days", "3", "--quiet", "--out", disk / "run")
+        _assert_bad_input(result, str(disk / "run"), "No space left on device", stage)
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert list(disk.iterdir()) == []  # no output, no partial folder, no lock
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_impossible_dates_in_a_scenario_or_its_calendar_name_file_and_line(tmp_path: Path):
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(f"extends: {SMALL}\nperiod: {{start: 2024-02-30}}\n", encoding="utf-8")
+    _assert_bad_input(_cli("validate", scenario), f"{scenario}:2:", "day is out of range")
+    calendar = tmp_path / "calendar.yaml"
+    text = (ROOT / "scenarios" / "data" / "calendar_cn_2024.yaml").read_text(encoding="utf-8")
+    calendar.write_text(text.replace("first: 2024-02-10", "first: 2024-02-30"), encoding="utf-8")
+    result = _cli("validate", SMALL, "--set", f"calendar.file={calendar}")
+    _assert_bad_input(result, f"{calendar}:", "day is out of range")
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.count(str(calendar)) == 1
