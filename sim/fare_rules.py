@@ -195,6 +195,18 @@ class ConcessionRule(_Model):
                 raise ValueError(f"{fld} does not belong in a {self.kind!r} rule")
         if self.include_hours is not None and not self.include_hours:
             raise ValueError("include_hours is empty: omit it, or give at least one window")
+        if self.include_hours is not None or self.exclude_hours:
+            hours = (
+                _minute_mask(self.include_hours)
+                if self.include_hours is not None
+                else np.ones(MINUTES_PER_DAY, dtype=bool)
+            )
+            if not (hours & ~_minute_mask(self.exclude_hours)).any():
+                raise ValueError(
+                    f"include_hours {list(self.include_hours or ['00:00-24:00'])} and "
+                    f"exclude_hours {list(self.exclude_hours)} leave no minute of the day: the "
+                    "rule would never apply; expected windows that leave some time"
+                )
         return self
 
 

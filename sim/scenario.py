@@ -37,7 +37,7 @@ from sim.world_settings import (
     Section,
     TopUps,
 )
-from sim.yaml_config import ConfigError, ExistingFile, config_hash, load_config
+from sim.yaml_config import ConfigError, ExistingFile, config_hash, field_origin, load_config
 
 __all__ = ["ConfigError", "MultiCityScenario", "Scenario", "load_scenario", "scenario_hash"]
 
@@ -337,8 +337,9 @@ def _load_city(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     try:
         Calendar(settings, scenario.period.start, scenario.period.days)
     except ValueError as exc:
+        where = field_origin(path, "period", overrides)
         raise ConfigError(
-            [f"{path}: period.days: {exc} (calendar.file: {scenario.calendar.file})"]
+            [f"{where}: period: {exc} (calendar.file: {scenario.calendar.file})"]
         ) from None
     return scenario
 

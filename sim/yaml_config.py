@@ -42,6 +42,7 @@ __all__ = [
     "ExistingFile",
     "FlagOverride",
     "config_hash",
+    "field_origin",
     "load_config",
     "resolve_path",
 ]
@@ -657,6 +658,28 @@ def load_config(
         return model_cls.model_validate(_to_plain(tree))
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, tree, model_cls, originals)) from None
+
+
+def field_origin(
+    path: str | os.PathLike[str], field: str, overrides: Sequence[str | FlagOverride] = ()
+) -> str:
+    """Where ``field`` (dotted) of a config file comes from: ``file:line`` of its key (through
+    ``extends:`` and ``--set``), or the file itself if the key is not written anywhere. For
+    errors found after validation, such as a period the calendar does not cover."""
+    try:
+        tree = _load_with_extends(Path(path), str(path), ())
+        for text in overrides:
+            _apply_override(tree, text)
+    except ConfigError:
+        return str(path)
+    node: Any = tree
+    where = str(path)
+    for part in field.split("."):
+        if not isinstance(node, _Mapping) or part not in node:
+            break
+        where = str(node.lines.get(part, where))
+        node = node[part]
+    return where
 
 
 def config_hash(model: BaseModel) -> str:

@@ -299,7 +299,7 @@ def test_validate_rejects_a_bad_file(tmp_path: Path):
         # --set replaces the whole mapping: the five county regions' bus lines have no fare.
         ("fares.bus.region_fare_fen={urban: 200}", ["fares.bus.region_fare_fen", "'rudong'"]),
         # The calendar file covers 2024 only; 400 days run into 2025.
-        ("period.days=400", ["period.days", "calendar_cn_2024.yaml"]),
+        ("period.days=400", ["period", "calendar_cn_2024.yaml"]),
     ],
     ids=["region_without_bus_fare", "period_beyond_calendar"],
 )
@@ -348,6 +348,11 @@ def test_a_folder_left_by_a_killed_run_is_removed_and_reported(tmp_path: Path):
         ("interop.cities.suzhou.distance_km.nowhere=5", ["distance_km.nowhere", "unknown region"]),
         ("interop.cities.suzhou.attraction=.inf", ["interop.cities.suzhou.attraction", "finite"]),
         ("topups.max_balance_fen=500", ["max_balance_fen 500", "threshold_fen"]),
+        (
+            "fares.concessions.love=[{kind: percent, discount_pct: 50, include_hours: "
+            "['07:00-09:00'], exclude_hours: ['07:00-09:00']}]",
+            ["fares.concessions.love.0", "leave no minute of the day"],
+        ),
     ],
 )
 @pytest.mark.parametrize("command", ["run", "validate"])
