@@ -86,31 +86,37 @@ def _chains_and_digests(batches: pa.Table, tx: pa.Table) -> list[str]:
             digest = _acquired_digest(cleared_by_batch.get(int(row.clearing_batch_id)))
             if not row.transit and digest != row.records_digest:
                 problems.append(f"{where}: records_digest does not match its records")
-            record = BatchRecord(
-                batch_id=int(row.clearing_batch_id),
-                node=node,
-                transit=bool(row.transit),
-                day=int(row.day),
-                settle_day=int(row.settle),
-                acquirer=row.acquirer_id,
-                submitted=int(row.submitted),
-                cleared=int(row.cleared),
-                rejected=int(row.rejected),
-                rejected_duplicate_upload=int(row.rejected_duplicate_upload),
-                rejected_declined=int(row.rejected_declined),
-                rejected_duplicate_deduction=int(row.rejected_duplicate_deduction),
-                gross_fen=int(row.gross_fen),
-                fee_fen=int(row.fee_fen),
-                net_fen=int(row.net_fen),
-                refund_fen=int(row.refund_fen),
-                records_digest=row.records_digest,
-                prev_hash=row.prev_hash,
-                hash=row.batch_hash,
-            )
+            record = batch_record(row, int(row.day), int(row.settle))
             if chain_hash(row.prev_hash, record.summary()) != row.batch_hash:
                 problems.append(f"{where}: batch_hash does not match the batch's fields")
             prev = row.batch_hash
     return problems
+
+
+def batch_record(row, day: int, settle_day: int) -> BatchRecord:
+    """A ``clearing_batches`` row (a pandas itertuples row) as the ``BatchRecord`` it logs;
+    ``day`` and ``settle_day`` are day numbers from the period's first day."""
+    return BatchRecord(
+        batch_id=int(row.clearing_batch_id),
+        node=str(row.node_id),
+        transit=bool(row.transit),
+        day=day,
+        settle_day=settle_day,
+        acquirer=str(row.acquirer_id),
+        submitted=int(row.submitted),
+        cleared=int(row.cleared),
+        rejected=int(row.rejected),
+        rejected_duplicate_upload=int(row.rejected_duplicate_upload),
+        rejected_declined=int(row.rejected_declined),
+        rejected_duplicate_deduction=int(row.rejected_duplicate_deduction),
+        gross_fen=int(row.gross_fen),
+        fee_fen=int(row.fee_fen),
+        net_fen=int(row.net_fen),
+        refund_fen=int(row.refund_fen),
+        records_digest=row.records_digest,
+        prev_hash=row.prev_hash,
+        hash=row.batch_hash,
+    )
 
 
 def _cleared_records(tx: pa.Table) -> dict[int, dict[str, np.ndarray]]:

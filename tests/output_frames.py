@@ -22,34 +22,17 @@ def node_logs(out: Path) -> dict[str, list]:
     batch id order (what ``sim.clearing.verify_chain`` checks)."""
     import numpy as np
 
-    from sim.clearing import BatchRecord
+    from sim.verify import batch_record
 
     batches = read_frame(out, "clearing_batches").sort_values("clearing_batch_id")
     meta = json.loads((Path(out) / "run_meta.json").read_text(encoding="utf-8"))
     start = np.datetime64(meta["period"]["start"], "D")
+
+    def day(value) -> int:
+        return int((np.datetime64(value, "D") - start).astype(int))
+
     logs: dict[str, list] = {}
     for row in batches.itertuples():
-        logs.setdefault(row.node_id, []).append(
-            BatchRecord(
-                batch_id=int(row.clearing_batch_id),
-                node=row.node_id,
-                transit=bool(row.transit),
-                day=int((np.datetime64(row.service_date, "D") - start).astype(int)),
-                settle_day=int((np.datetime64(row.settle_date, "D") - start).astype(int)),
-                acquirer=row.acquirer_id,
-                submitted=int(row.submitted),
-                cleared=int(row.cleared),
-                rejected=int(row.rejected),
-                rejected_duplicate_upload=int(row.rejected_duplicate_upload),
-                rejected_declined=int(row.rejected_declined),
-                rejected_duplicate_deduction=int(row.rejected_duplicate_deduction),
-                gross_fen=int(row.gross_fen),
-                fee_fen=int(row.fee_fen),
-                net_fen=int(row.net_fen),
-                refund_fen=int(row.refund_fen),
-                records_digest=row.records_digest,
-                prev_hash=row.prev_hash,
-                hash=row.batch_hash,
-            )
-        )
+        record = batch_record(row, day(row.service_date), day(row.settle_date))
+        logs.setdefault(row.node_id, []).append(record)
     return logs
