@@ -28,6 +28,7 @@ commands:
   run_scenario.py validate SCENARIO.yaml      check a scenario and the world it builds
   run_scenario.py calibrate SCENARIO.yaml     run the whole period, compare with published figures
   run_scenario.py verify RUN_DIR              recheck a run's hash chains and invariants from files
+  run_scenario.py compare BASE VARIANT...     baseline vs variants, paired replications, 95% CIs
 
 exit codes:
   0    success
@@ -129,6 +130,21 @@ def build_calibrate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=_seed, help="random seed (default: scenario's)")
     parser.add_argument("--out", type=Path, default=Path("runs/calibration"), help="report dir")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def build_compare_parser() -> argparse.ArgumentParser:
+    """Parser of the ``compare`` sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="run_scenario.py compare",
+        description="Run a baseline and variants with common random numbers and report the "
+        "paired differences with 95% confidence intervals (compare.json, compare.md).",
+    )
+    parser.add_argument("base", type=Path, help="baseline scenario YAML")
+    parser.add_argument("variants", type=Path, nargs="+", help="variant scenario YAML files")
+    parser.add_argument("--replications", type=_positive_int, default=5, help="seeds per scenario")
+    parser.add_argument("--days", type=_positive_int, help="simulated days (default: scenario's)")
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="report folder")
     return parser
 
 
@@ -251,11 +267,13 @@ def print_summary(summary) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv and argv[0] in ("validate", "calibrate", "verify") else "run"
+    commands = ("validate", "calibrate", "verify", "compare")
+    command = argv[0] if argv and argv[0] in commands else "run"
     parser = {
         "validate": build_validate_parser,
         "calibrate": build_calibrate_parser,
         "verify": build_verify_parser,
+        "compare": build_compare_parser,
         "run": build_parser,
     }[command]()
     # Flags are checked before the simulation stack is imported, so their errors answer at once.
@@ -268,6 +286,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
     try:
+        if command == "compare":
+            base = api.load_scenario(args.base, days=args.days)
+            variants = [api.load_scenario(v, days=args.days) for v in args.variants]
+            api.compare(base, variants, replications=args.replications, out_dir=args.out)
+            print((args.out / "compare.md").read_text(encoding="utf-8"))
+            print(f"report: {args.out / 'compare.json'}, {args.out / 'compare.md'}")
+            return 0
         if command == "verify":
             problems = api.verify(args.run_dir)
             for problem in problems:

@@ -25,8 +25,10 @@ import simpy
 import yaml
 
 from agents.outlet import OutletFileError
+from sim import lab
 from sim.behaviour import NO_RESPONSE, Response
-from sim.calibration import compare, load_targets, markdown, untargeted
+from sim.calibration import compare as compare_with_targets
+from sim.calibration import load_targets, markdown, untargeted
 from sim.events import Subscriber
 from sim.ledger import InvariantViolation
 from sim.metrics import RunMetrics
@@ -165,6 +167,49 @@ def _available_memory() -> int | None:
     except OSError:
         return None
     return None
+
+
+def compare(
+    base: Scenario,
+    variants: list[Scenario],
+    *,
+    replications: int = 5,
+    out_dir: str | Path | None = None,
+) -> dict:
+    """Run ``base`` and every variant ``replications`` times with common random numbers
+    (replication r of every scenario uses run seed ``base.seed + r``; each world is built once)
+    and report every measure's baseline, variant and paired difference with its 95% CI
+    (sim/lab.py). Writes ``compare.json`` and ``compare.md`` into ``out_dir`` if given."""
+    if replications < 1:
+        raise BadInput(f"--replications: expected at least 1, got {replications}")
+    scenarios: dict[str, Scenario] = {}
+    for sc in [base, *variants]:
+        if isinstance(sc, MultiCityScenario):
+            raise BadInput(f"{sc.name}: compare takes single-city scenarios")
+        name, k = sc.name, 2
+        while name in scenarios:  # the same scenario twice: keep both, apart
+            name, k = f"{sc.name}#{k}", k + 1
+        scenarios[name] = sc
+    seeds = [base.seed + r for r in range(replications)]
+    outcomes: dict[str, list[dict[str, float]]] = {}
+    for name, sc in scenarios.items():
+        world = build(sc)
+        outcomes[name] = []
+        for seed in seeds:
+            collector = lab.OutcomeCollector(world)
+            run(None, None, world=world, seed=seed, subscribers=[collector])
+            outcomes[name].append(collector.totals)
+    report = lab.summarise(outcomes, next(iter(scenarios)))
+    report.update(replications=replications, seeds=seeds, days=base.period.days)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.json").write_text(
+            json.dumps(report, indent=2, ensure_ascii=False, default=json_default, sort_keys=True),
+            "utf-8",
+        )
+        (out / "compare.md").write_text(lab.markdown(report, lab.HEADLINE), "utf-8")
+    return report
 
 
 def verify(run_dir: str | Path) -> list[str]:
@@ -349,7 +394,7 @@ def calibrate(
         raise BadInput(f"{targets_path}: cannot read targets: {exc}") from None
     summary = run(scenario, None, subscribers=subscribers)
     world = summary.world
-    report = compare(targets, summary.metrics, world.population, world.days)
+    report = compare_with_targets(targets, summary.metrics, world.population, world.days)
     report["untargeted"] = untargeted(
         summary.metrics, [r.name_zh for r in scenario.regions.values()]
     )
