@@ -44,3 +44,24 @@ def test_metro_line_outage_scenario_at_full_scale(tmp_path):
     assert not (during & (tx["route_id"] == "M1")).any()
     hit = tx[tx["incident_id"] == "M1-down-0102"]
     assert len(hit) > 100 and set(hit["mode"]) == {"bus"}
+
+
+@pytest.mark.slow
+def test_every_policy_overlay_runs_and_moves_money_the_plausible_way():
+    from sim.api import compare
+
+    base = load_scenario(ROOT / "scenarios" / "nantong_2024.yaml", days=2)
+    policies = sorted((ROOT / "scenarios" / "policies").glob("*.yaml"))
+    assert len(policies) >= 6
+    variants = [load_scenario(p, days=2) for p in policies]
+    report = compare(base, variants, replications=1)
+
+    def diff(policy: str, measure: str) -> float:
+        return report["variants"][policy][measure]["difference"]["mean"]
+
+    assert diff("fare_rise_10pct", "fare_revenue_fen") > 0
+    assert diff("student_free", "concession_cost_fen.card_type.student") > 0
+    assert diff("no_love_discount", "concession_cost_fen.card_type.love") < 0
+    assert diff("elderly_offpeak", "concession_cost_fen.card_type.longevity") < 0
+    assert diff("transfer_90min", "fare_revenue_fen") <= 0
+    assert diff("monthly_cap", "fare_revenue_fen") <= 0

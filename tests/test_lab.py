@@ -15,7 +15,7 @@ from sim.lab import paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
-OFFPEAK = ROOT / "scenarios" / "policy_elderly_offpeak.yaml"
+OFFPEAK = ROOT / "scenarios" / "policies" / "elderly_offpeak.yaml"
 
 
 def test_paired_difference_and_its_interval():

@@ -27,7 +27,12 @@ CALENDAR_FILES = sorted((SCENARIOS / "data").rglob("*.yaml"))
 SHIPPED = {
     "nantong_2024.yaml",
     "small_ci.yaml",
-    "policy_elderly_offpeak.yaml",
+    "elderly_offpeak.yaml",
+    "transfer_90min.yaml",
+    "student_free.yaml",
+    "monthly_cap.yaml",
+    "fare_rise_10pct.yaml",
+    "no_love_discount.yaml",
     "two_city.yaml",
     "alpha.yaml",
     "beta.yaml",
@@ -46,7 +51,7 @@ def small() -> Scenario:
 
 @pytest.fixture(scope="module")
 def policy() -> Scenario:
-    return load_scenario(SCENARIOS / "policy_elderly_offpeak.yaml")
+    return load_scenario(SCENARIOS / "policies" / "elderly_offpeak.yaml")
 
 
 def test_the_globs_find_the_shipped_files():
