@@ -145,6 +145,18 @@ def build_compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--replications", type=_positive_int, default=5, help="seeds per scenario")
     parser.add_argument("--days", type=_positive_int, help="simulated days (default: scenario's)")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="report folder")
+    parser.add_argument(
+        "--independent-seeds",
+        action="store_true",
+        help="give each scenario its own seeds and unpaired CIs (to measure what pairing buys)",
+    )
+    parser.add_argument(
+        "--fairness-threshold",
+        type=float,
+        default=0.2,
+        help="flag a group whose share of the benefit (or of a fare increase) differs from its "
+        "share of riders by more than this fraction (default 0.2)",
+    )
     return parser
 
 
@@ -289,7 +301,14 @@ def main(argv: list[str] | None = None) -> int:
         if command == "compare":
             base = api.load_scenario(args.base, days=args.days)
             variants = [api.load_scenario(v, days=args.days) for v in args.variants]
-            api.compare(base, variants, replications=args.replications, out_dir=args.out)
+            api.compare(
+                base,
+                variants,
+                replications=args.replications,
+                out_dir=args.out,
+                independent_seeds=args.independent_seeds,
+                fairness_threshold=args.fairness_threshold,
+            )
             print((args.out / "compare.md").read_text(encoding="utf-8"))
             print(f"report: {args.out / 'compare.json'}, {args.out / 'compare.md'}")
             return 0

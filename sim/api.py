@@ -175,13 +175,24 @@ def compare(
     *,
     replications: int = 5,
     out_dir: str | Path | None = None,
+    independent_seeds: bool = False,
+    fairness_threshold: float = 0.2,
 ) -> dict:
     """Run ``base`` and every variant ``replications`` times with common random numbers
     (replication r of every scenario uses run seed ``base.seed + r``; each world is built once)
     and report every measure's baseline, variant and paired difference with its 95% CI
-    (sim/lab.py). Writes ``compare.json`` and ``compare.md`` into ``out_dir`` if given."""
+    (sim/lab.py). Writes ``compare.json`` and ``compare.md`` into ``out_dir`` if given.
+
+    ``independent_seeds`` gives every scenario its own seeds (scenario i, replication r: seed
+    ``base.seed + i * replications + r``) and unpaired CIs: only to measure what the pairing
+    buys (bench/crn.py). ``fairness_threshold`` is the relative gap between a group's share of
+    a policy's benefit (or burden) and its share of riders that flags it (0.2 = 20%)."""
     if replications < 1:
         raise BadInput(f"--replications: expected at least 1, got {replications}")
+    if not 0 <= fairness_threshold < 1:
+        raise BadInput(
+            f"--fairness-threshold: expected a fraction in [0, 1), got {fairness_threshold}"
+        )
     scenarios: dict[str, Scenario] = {}
     for sc in [base, *variants]:
         if isinstance(sc, MultiCityScenario):
@@ -190,16 +201,27 @@ def compare(
         while name in scenarios:  # the same scenario twice: keep both, apart
             name, k = f"{sc.name}#{k}", k + 1
         scenarios[name] = sc
-    seeds = [base.seed + r for r in range(replications)]
+    seeds = {
+        name: [
+            base.seed + (i * replications if independent_seeds else 0) + r
+            for r in range(replications)
+        ]
+        for i, name in enumerate(scenarios)
+    }
     outcomes: dict[str, list[dict[str, float]]] = {}
     for name, sc in scenarios.items():
         world = build(sc)
         outcomes[name] = []
-        for seed in seeds:
+        for seed in seeds[name]:
             collector = lab.OutcomeCollector(world)
             run(None, None, world=world, seed=seed, subscribers=[collector])
-            outcomes[name].append(collector.totals)
-    report = lab.summarise(outcomes, next(iter(scenarios)))
+            outcomes[name].append(collector.finish())
+    report = lab.summarise(
+        outcomes,
+        next(iter(scenarios)),
+        paired=not independent_seeds,
+        fairness_threshold=fairness_threshold,
+    )
     report.update(replications=replications, seeds=seeds, days=base.period.days)
     if out_dir is not None:
         out = Path(out_dir)

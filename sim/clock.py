@@ -128,4 +128,20 @@ def window_texts(*, one_digit_hour: bool = False, over_midnight: bool = False) -
         parse_window(text, one_digit_hour=one_digit_hour, over_midnight=over_midnight)
         return text
 
-    return tuple[Annotated[str, AfterValidator(check)], ...]
+    def apart(texts: tuple[str, ...]) -> tuple[str, ...]:
+        # Overlapping windows in one list are almost always a typo (07:00-09:00 meant twice, or
+        # a wrong hour); each minute may belong to one window only.
+        seen: list[tuple[str, int, int]] = []
+        for text in texts:
+            window = parse_window(text, one_digit_hour=one_digit_hour, over_midnight=over_midnight)
+            for start, end in window.pieces():
+                for other, o_start, o_end in seen:
+                    if start < o_end and o_start < end:
+                        raise ValueError(
+                            f"time windows {other!r} and {text.strip()!r} overlap; expected "
+                            "windows that do not overlap (they may touch)"
+                        )
+                seen.append((text.strip(), start, end))
+        return texts
+
+    return Annotated[tuple[Annotated[str, AfterValidator(check)], ...], AfterValidator(apart)]

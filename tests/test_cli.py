@@ -466,3 +466,44 @@ def test_impossible_dates_in_a_scenario_or_its_calendar_name_file_and_line(tmp_p
     result = _cli("validate", SMALL, "--set", f"calendar.file={calendar}")
     _assert_bad_input(result, f"{calendar}:", "day is out of range")
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.count(str(calendar)) == 1
+
+
+POLICY = ROOT / "scenarios" / "policies" / "elderly_offpeak.yaml"
+INVALID_POLICIES = {
+    "discount over 100%": (
+        "fares:\n  concessions:\n    love: [{kind: percent, discount_pct: 120}]\n",
+        ("fares.concessions.love.0.discount_pct", "120", "between 0 and 100"),
+    ),
+    "overlapping windows": (
+        "fares:\n  concessions:\n    longevity:\n"
+        '      - {kind: free, include_hours: ["07:00-09:00", "08:30-10:00"]}\n',
+        ("fares.concessions.longevity.0.include_hours", "'08:30-10:00'", "do not overlap"),
+    ),
+    "contradictory windows": (
+        "fares:\n  concessions:\n    longevity:\n"
+        '      - {kind: free, include_hours: ["07:00-09:00"], exclude_hours: ["06:00-10:00"]}\n',
+        ("fares.concessions.longevity.0", "'06:00-10:00'", "leave no minute"),
+    ),
+    "cap below zero": (
+        "fares:\n  caps:\n    monthly_cap_fen: {ordinary: -100}\n",
+        ("fares.caps.monthly_cap_fen.ordinary", "-100", "cannot be negative"),
+    ),
+    "unknown card type": (
+        "fares:\n  caps:\n    monthly_cap_fen: {platinum: 10000}\n",
+        ("fares.caps.monthly_cap_fen.platinum", "'platinum'", "allowed: ordinary"),
+    ),
+    "unknown mode": (
+        "fares:\n  concessions:\n    love: [{kind: free, modes: [ferry]}]\n",
+        ("fares.concessions.love.0.modes.0", "'ferry'", "allowed: bus, metro"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID_POLICIES))
+def test_invalid_policy_overlays_exit_2_naming_file_field_value_and_expectation(tmp_path, case):
+    """Policy overlays on the real elderly off-peak policy (which extends Nantong): each invalid
+    one names the overlay file, the field path, the value and what is expected."""
+    body, fragments = INVALID_POLICIES[case]
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"extends: {POLICY}\n{body}", encoding="utf-8")
+    _assert_bad_input(_cli("validate", path), str(path), *fragments)

@@ -192,3 +192,16 @@ def test_outlet_hours_are_two_digit_same_day_windows() -> None:
             parse_hours(text)
     with pytest.raises(ValueError, match="hours are empty"):
         parse_hours("  ")
+
+
+def test_window_lists_reject_overlaps_but_accept_touching_windows() -> None:
+    assert _Times(at="08:00", hours=("07:00-09:00", "09:00-10:00")).hours == (
+        "07:00-09:00",
+        "09:00-10:00",
+    )
+    with pytest.raises(pydantic.ValidationError, match="'07:00-09:00' and '08:59-10:00' overlap"):
+        _Times(at="08:00", hours=("07:00-09:00", "08:59-10:00"))
+    # over midnight, the early-morning piece counts too
+    with pytest.raises(pydantic.ValidationError, match="overlap"):
+        _Times(at="08:00", night_hours=("22:00-2:00", "1:00-3:00"))
+    assert _Times(at="08:00", night_hours=("22:00-2:00", "2:00-3:00")).night_hours[1] == "2:00-3:00"
