@@ -25,7 +25,7 @@ import simpy
 import yaml
 
 from agents.outlet import OutletFileError
-from sim import lab
+from sim import lab, lab_report
 from sim.behaviour import NO_RESPONSE, Response
 from sim.calibration import compare as compare_with_targets
 from sim.calibration import load_targets, markdown, untargeted
@@ -222,7 +222,13 @@ def compare(
         paired=not independent_seeds,
         fairness_threshold=fairness_threshold,
     )
-    report.update(replications=replications, seeds=seeds, days=base.period.days)
+    regions_zh = {rid: r.name_zh for rid, r in base.regions.items()}
+    report.update(
+        replications=replications,
+        seeds=seeds,
+        days=base.period.days,
+        labels_zh=lab.group_labels_zh(regions_zh),
+    )
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -230,7 +236,7 @@ def compare(
             json.dumps(report, indent=2, ensure_ascii=False, default=json_default, sort_keys=True),
             "utf-8",
         )
-        (out / "compare.md").write_text(lab.markdown(report, lab.HEADLINE), "utf-8")
+        (out / "compare.md").write_text(lab_report.markdown(report), "utf-8")
     return report
 
 

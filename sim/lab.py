@@ -7,7 +7,9 @@ records (no files written); the report gives, for every measure, the baseline, t
 mean paired difference and its 95% confidence interval (Student's t over the replications).
 
 Measures (integer fen for money): taps, fare transactions, fare revenue, concession cost (fares
-foregone: list fare minus amount, on taps in the home city), each also by card type and by hour.
+foregone: list fare minus amount, on taps in the home city), each also by card type, age band,
+region and medium, taps by hour, and distinct riders per group; from them the fairness section
+(who gains and who pays). The report's texts are in ``sim.lab_report``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from sim.codes import CARD_TYPES, MEDIA, TAP_ENTRY
+from sim.codes import CARD_TYPE_ZH, CARD_TYPES, MEDIA, MEDIA_ZH, TAP_ENTRY
 from sim.events import TapsFinal
 from sim.population import HOME_CITY
 
@@ -46,6 +48,22 @@ def group_names(world) -> dict[str, tuple[str, ...]]:
         "age_band": tuple(label for _, label in AGE_BANDS),
         "region": (*world.region_ids, VISITORS),
         "medium": MEDIA,
+    }
+
+
+def group_labels_zh(regions_zh: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Chinese names of the fairness groups (``regions_zh``: region id -> its Chinese name)."""
+    return {
+        "dimension": {
+            "card_type": "卡种",
+            "age_band": "年龄段",
+            "region": "区域",
+            "medium": "介质",
+        },
+        "card_type": dict(CARD_TYPE_ZH),
+        "age_band": {label: f"{label}岁" for _, label in AGE_BANDS},
+        "region": {**regions_zh, VISITORS: "外地卡"},
+        "medium": dict(MEDIA_ZH),
     }
 
 
@@ -247,44 +265,6 @@ def fairness(
 def _per_trip(means: dict[str, float], dim: str, group: str) -> float:
     trips = means[f"fare_transactions.{dim}.{group}"]
     return means[f"fare_revenue_fen.{dim}.{group}"] / trips if trips else math.nan
-
-
-def markdown(report: dict, headline: Sequence[str]) -> str:
-    """A short Markdown table of the headline measures for each variant."""
-    lines = [
-        f"## Compare against {report['baseline']} "
-        f"({report['replications']} replications, {report['pairing']})"
-    ]
-    for name, rows in report["variants"].items():
-        lines += ["", f"### {name}", "", "| measure | baseline | variant | difference (95% CI) |"]
-        lines.append("|---|---:|---:|---|")
-        for m in headline:
-            r = rows[m]
-            d = r["difference"]
-            ci = f"[{d['ci_low']:,.0f}, {d['ci_high']:,.0f}]" if not math.isnan(d["ci_low"]) else ""
-            lines.append(
-                f"| {m} | {r['baseline']:,.0f} | {r['variant']:,.0f} | {d['mean']:+,.0f} {ci} |"
-            )
-        lines += _fairness_markdown(report["fairness"][name], report["fairness_threshold"])
-    return "\n".join(lines) + "\n"
-
-
-def _fairness_markdown(section: dict[str, list[dict]], threshold: float) -> list[str]:
-    lines = ["", f"#### Who gains and who pays (flag threshold {threshold:.0%})"]
-    for dim, rows in section.items():
-        lines += [
-            "",
-            f"| {dim} | share of riders | fare/trip before | after (fen) | benefit (fen) "
-            "| share of benefit | flag |",
-            "|---|---:|---:|---:|---:|---:|---|",
-        ]
-        for r in rows:
-            lines.append(
-                f"| {r['group']} | {r['rider_share']:.1%} | {r['avg_fare_before_fen']:.1f} "
-                f"| {r['avg_fare_after_fen']:.1f} | {r['benefit_fen']:+,.0f} "
-                f"| {r['benefit_share']:.1%} | {r['flag']} |"
-            )
-    return lines
 
 
 HEADLINE = (

@@ -12,6 +12,7 @@ import pytest
 
 from sim.api import compare, load_scenario
 from sim.lab import FAIRNESS_DIMENSIONS, fairness, paired_difference, unpaired_difference
+from sim.lab_report import summary
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
@@ -134,3 +135,17 @@ def test_elderly_offpeak_fairness_names_who_pays(offpeak_small):
     assert sum(r["rider_share"] for r in section["region"]) == pytest.approx(1)
     md = (root / "report" / "compare.md").read_text(encoding="utf-8")
     assert "Who gains and who pays" in md and "large share of the increase" in md
+
+
+def test_plain_language_summary_in_english_and_chinese_comes_from_the_numbers(offpeak_small):
+    _, _, _, report = offpeak_small
+    revenue = report["variants"]["small_offpeak"]["fare_revenue_fen"]["difference"]["mean"]
+    yuan = f"{abs(revenue) / 100:,.2f}"
+    en = summary(report, "small_offpeak", "en")
+    zh = summary(report, "small_offpeak", "zh")
+    assert f"fare revenue rises by ¥{yuan}" in en
+    assert f"票款收入增加{yuan}元" in zh
+    assert "card_type longevity (large share of the increase)" in en
+    assert "卡种长寿卡（涨价负担偏重）" in zh and "年龄段70+岁" in zh
+    # the trip change is within noise at this size, and the summary says so
+    assert "not distinguishable from no change" in en and "与无变化无法区分" in zh
