@@ -118,7 +118,7 @@ def default_key() -> PrivacyKey:
         try:
             os.link(tmp, path)  # never replaces a key another process created meanwhile
         except FileExistsError:
-            pass
+            pass  # another process created the key first: everyone uses that one
         finally:
             tmp.unlink(missing_ok=True)
     return load_key(path)
