@@ -217,9 +217,11 @@ def plan_day(
 def _price(
     world: World, state: RunState, taps: DayTaps, day: int, day_type: int
 ) -> tuple[dict[str, np.ndarray], DayTaps]:
-    """Fares of every tap: card taps get their card type's concessions, QR taps pay list fares
-    (concessions need the card); transfers and caps are evaluated within each group. On a day a
-    fare change is in force its fares price every tap, and the taps carry its incident code."""
+    """Fares of every tap: home cards get their card type's concessions; QR codes pay list fares
+    unless the policy extends concessions to them; visitors' cards pay list fares unless they get
+    same-city treatment (their card type is then their age's local one); transfers and caps are
+    evaluated within each group. On a day a fare change is in force its fares price every tap,
+    and the taps carry its incident code."""
     pop = world.population
     n = len(taps)
     out = {
@@ -232,18 +234,30 @@ def _price(
         "fare_capped": np.zeros(n, bool),
     }
     policy = world.incidents.fare_policy_of_day(day)
-    card_fares, qr_fares = world.fare_policies.get(policy, (world.fares, world.fares_qr))
+    fare_set = world.fare_policies.get(policy, world.fares)
     if policy != NO_INCIDENT:
         incident = taps.incident.copy()
         mark(incident, np.arange(n), policy)
         taps = DayTaps(**{**{f: getattr(taps, f) for f in taps.__dataclass_fields__},
                           "incident": incident})  # fmt: skip
-    # Card concessions are the home city's: visitors' cards and all QR codes pay the list fare.
-    home_card = _home_cards(pop, taps)
-    for compiled, rows in (
-        (card_fares, np.flatnonzero(home_card)),
-        (qr_fares, np.flatnonzero(~home_card)),
-    ):
+    # Each payer group is priced on its own (an account's taps are all in one group, so transfers
+    # and caps see all of them): cards and codes of home cardholders, visitors' cards and codes.
+    is_card = np.isin(taps.medium, list(STORED_VALUE_MEDIA))
+    local = pop.home_city[taps.row] == HOME_CITY
+    visitors_local = world.scenario.interop is not None and (
+        world.scenario.interop.visitor_concessions == "local"
+    )
+    with_concessions, list_only = fare_set.concession, fare_set.list_only
+    groups = (
+        (with_concessions, is_card & local),
+        (with_concessions if fare_set.qr_concessions else list_only, ~is_card & local),
+        (with_concessions if visitors_local else list_only, is_card & ~local),
+        (list_only, ~is_card & ~local),
+    )
+    for compiled, mask in groups:
+        rows = np.flatnonzero(mask)
+        if len(rows) == 0:
+            continue
         sub = taps.take(rows)
         res = price_taps(
             compiled,

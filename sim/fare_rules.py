@@ -279,6 +279,11 @@ class FareRules(_Model):
         description="Ordered concession rules per card type; first match applies; a card with "
         "no matching rule pays the list fare.",
     )
+    qr_concessions: bool = Field(
+        False,
+        description="Whether a home cardholder paying by QR code gets the concessions of their "
+        "card type (false: concessions need the card, QR riders pay the list fare).",
+    )
     transfer: TransferDiscount | None = Field(None, description="Transfer discount; omit for none.")
     caps: FareCaps = Field(default_factory=FareCaps, description="Daily and monthly caps.")
     incomplete_trip: IncompleteTripPolicy = Field(

@@ -183,6 +183,29 @@ def _per_card_type(values: dict[str, int], default: int) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True, eq=False)
+class FareSet:
+    """One fare policy compiled twice: with concessions, and at list fares (no concessions).
+
+    Which taps get concessions is the policy's too: a home-city card always does; a QR code of a
+    home cardholder when ``qr_concessions``; visitors' cards under same-city treatment (decided
+    by the interop settings, sim/day.py).
+    """
+
+    concession: CompiledFares
+    list_only: CompiledFares
+    qr_concessions: bool
+
+
+def compile_fare_set(rules: FareRules, lines: Sequence[tuple[str, int, str]]) -> FareSet:
+    """Compile ``rules`` with and without its concessions (see ``compile_fares`` for ``lines``)."""
+    return FareSet(
+        concession=compile_fares(rules, lines),
+        list_only=compile_fares(rules.model_copy(update={"concessions": {}}), lines),
+        qr_concessions=rules.qr_concessions,
+    )
+
+
 def compile_fares(
     rules: FareRules, lines: Sequence[tuple[str, int, str]], *, allow_unknown_lines: bool = False
 ) -> CompiledFares:

@@ -20,7 +20,7 @@ counterparties with their own issuer, acquirer and exchange.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -80,6 +80,13 @@ class Interop(_Model):
     )
     distance_decay: float = Field(ge=0, description="Exponent of distance in the gravity model.")
     taps_per_away_day: float = Field(gt=0, description="Mean boardings on a day away.")
+    visitor_concessions: Literal["none", "local"] = Field(
+        "none",
+        description="What visitors' interoperable cards get here: none (the list fare) or local "
+        "(same-city treatment, MOT 2018 art. 31: the concessions of the local card type of the "
+        "holder's age, population.concession_ages, else the ordinary card's). QR codes of "
+        "visitors always pay the list fare.",
+    )
     away_card_share: Share = Field(
         description="Chance a cardholder away uses the Nantong card where it is accepted (else "
         "QR where possible, else another payment outside the card system)."

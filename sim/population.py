@@ -179,6 +179,7 @@ def build_population(
     balance = streams.uniform("pop.balance", 0, ids)
     balance_fen = (-np.log1p(-balance) * population.initial_balance_mean_fen).astype(np.int64)
     counter = streams.integers("pop.counter", 0, ids, 2000).astype(np.int32)
+    card_type = age_card_types(card_type, age_years, population.concession_ages)
     return Cardholders(
         card_id=ids,
         card_type=card_type,
@@ -203,6 +204,34 @@ def build_population(
         opening_card_counter=counter,
         home_city=np.zeros(n, dtype=np.uint8),
     )
+
+
+def age_card_types(
+    card_type: np.ndarray, age: np.ndarray, concession_ages: dict[str, int]
+) -> np.ndarray:
+    """Card types with the age-based ones re-derived from the holder's age.
+
+    Only cards of the types in ``concession_ages`` move (to ``card_type_for_age``); other cards
+    (students, ordinary holders who never applied, ...) keep their type. Attributes drawn for the
+    issued type (how often the holder rides) stay: the holder is the same person.
+    """
+    if not concession_ages:
+        return card_type
+    age_based = np.isin(card_type, [CARD_TYPES.index(n) for n in concession_ages])
+    return np.where(age_based, card_type_for_age(age, concession_ages), card_type).astype(np.uint8)
+
+
+def card_type_for_age(age: np.ndarray, concession_ages: dict[str, int]) -> np.ndarray:
+    """The age-based card type a holder of ``age`` gets: the type with the highest starting age
+    not above it (ties: the first listed), ordinary below them all."""
+    derived = np.full(len(age), CARD_TYPES.index("ordinary"), np.uint8)
+    assigned = np.zeros(len(age), bool)
+    # Highest age first; sorted() is stable, so the listed order decides among equal ages.
+    for name in sorted(concession_ages, key=lambda n: -concession_ages[n]):
+        hit = ~assigned & (age >= concession_ages[name])
+        derived[hit] = CARD_TYPES.index(name)
+        assigned |= hit
+    return derived
 
 
 def _centre_heavy(u: np.ndarray, count: np.ndarray, centre: float = 0.6) -> np.ndarray:

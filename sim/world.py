@@ -17,7 +17,7 @@ import numpy as np
 from agents.outlet import OutletInfo, load_outlets_csv
 from sim.calendar import Calendar
 from sim.clearing import Participant, Participants, initial_deposits_fen
-from sim.fares import CompiledFares, compile_fares
+from sim.fares import FareSet, compile_fare_set
 from sim.incidents import Timeline
 from sim.interop import (
     VISITOR_ID_BASE,
@@ -29,7 +29,7 @@ from sim.interop import (
     visitors,
 )
 from sim.network import TransitNetwork, build_network
-from sim.population import HOME_CITY, Cardholders, build_population
+from sim.population import HOME_CITY, Cardholders, build_population, card_type_for_age
 from sim.rng import Streams
 from sim.scenario import Scenario, changed_fares
 
@@ -48,8 +48,7 @@ class World:
     outlet_region: np.ndarray  # uint8, region index of each outlet
     outlet_zone: np.ndarray  # int32, zone where each outlet sits
     home_outlet: np.ndarray  # int16 per cardholder: usual outlet in the home region (-1 none)
-    fares: CompiledFares
-    fares_qr: CompiledFares  # QR riders: list fares, no card concessions
+    fares: FareSet  # the fares in force unless a fare_change incident says otherwise
     participants: Participants
     n_local_lines: int  # lines [0, n) are the home city's; the rest are external cities' gateways
     line_city: np.ndarray  # uint8 per line: 0 the home city, k = external city k
@@ -59,8 +58,8 @@ class World:
     sale_days: np.ndarray  # planned sale day of each of ``sale_rows`` (ascending)
     device_ids: np.ndarray  # ids of every validator device (0..n-1)
     incidents: Timeline  # the scenario's incidents in simulation seconds
-    # Fares of each fare_change incident (by incident code): cards', and QR riders'.
-    fare_policies: dict[int, tuple[CompiledFares, CompiledFares]]
+    # Fares of each fare_change incident (by incident code).
+    fare_policies: dict[int, FareSet]
 
     @property
     def days(self) -> int:
@@ -99,6 +98,9 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
     network = extend_network(local_network, scenario.interop)
     guests = visitors(scenario.interop, region_ids, network, streams, VISITOR_ID_BASE)
     if guests is not None:
+        if scenario.interop.visitor_concessions == "local":
+            # Same-city treatment: a visitor's card counts as the local card of its holder's age.
+            guests.card_type = card_type_for_age(guests.age, scenario.population.concession_ages)
         population = population.concat(guests)
 
     outlets = load_outlets_csv(outlets_file)
@@ -130,13 +132,13 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         (line_id, int(network.lines.mode[i]), region_ids[int(network.lines.region[i])])
         for i, line_id in enumerate(network.lines.ids[: len(local_network.lines.ids)])
     ]
-    fares, fares_qr = _compile_fares(scenario.fares, lines)
+    fares = compile_fare_set(scenario.fares, lines)
     participants = build_participants(scenario, network)
     initial_deposits_fen(scenario.clearing, participants)  # its overrides name real issuers
     timeline = Timeline.of(scenario.incidents, period.start)
     check_targets(timeline, network, outlets, participants, scenario.name)
     fare_policies = {
-        k: _compile_fares(changed_fares(scenario.fares, timeline.incidents[k]), lines)
+        k: compile_fare_set(changed_fares(scenario.fares, timeline.incidents[k]), lines)
         for k in timeline.of_kind("fare_change")
     }
     sale_rows = np.flatnonzero((population.issue_day >= 0) & (population.issue_day < period.days))
@@ -153,7 +155,6 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         outlet_zone=outlet_zone,
         home_outlet=home_outlet,
         fares=fares,
-        fares_qr=fares_qr,
         participants=participants,
         n_local_lines=len(local_network.lines.ids),
         line_city=np.concatenate(
@@ -229,13 +230,6 @@ def check_targets(
             raise ValueError(
                 f"{field}: unknown outlet {target}; expected one of {sorted(outlet_ids)}"
             )
-
-
-def _compile_fares(rules, lines) -> tuple[CompiledFares, CompiledFares]:
-    """Fares for card riders, and for QR riders (list fares: concessions need the card)."""
-    return compile_fares(rules, lines), compile_fares(
-        rules.model_copy(update={"concessions": {}}), lines
-    )
 
 
 def _steady_state_balances(scenario: Scenario, population: Cardholders, streams: Streams) -> None:

@@ -157,6 +157,14 @@ class Population(Section):
         description="Share of commuters whose work zone is in another region."
     )
     initial_balance_mean_fen: PositiveFen = Field(description="Mean card balance at period start.")
+    concession_ages: dict[str, Annotated[int, Field(ge=0, le=120)]] = Field(
+        default_factory=dict,
+        description="Age-based card types and the age from which each is held (e.g. longevity: "
+        "65, love: 60). When given, every card of these types is re-derived from its holder's "
+        "age: the type with the highest age not above the holder's (ties: the first listed), "
+        "or ordinary below them all — so a free-ride age policy moves cards between types. "
+        "Visitors' cards get the same types under same-city treatment.",
+    )
 
     @field_validator("card_types")
     @classmethod
@@ -166,6 +174,18 @@ class Population(Section):
             raise ValueError(
                 f"unknown card type(s) {unknown}; expected some of: {', '.join(CARD_TYPES)}"
             )
+        return value
+
+    @field_validator("concession_ages")
+    @classmethod
+    def _age_card_types(cls, value: dict) -> dict:
+        unknown = sorted(set(value) - set(CARD_TYPES))
+        if unknown:
+            raise ValueError(
+                f"unknown card type(s) {unknown}; expected some of: {', '.join(CARD_TYPES)}"
+            )
+        if "ordinary" in value:
+            raise ValueError("ordinary is what cards below every concession age become")
         return value
 
     @field_validator("qr_channel_mix")

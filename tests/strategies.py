@@ -125,8 +125,17 @@ _charge = st.sampled_from(["max_fare", "min_fare", "fixed"])
 def fare_rules(draw: st.DrawFn) -> FareRules:
     """A valid FareRules policy covering every line of FARE_LINES."""
     regions = sorted({region for _, _, region in FARE_LINES})
+    return draw(policies(regions, line_overrides=True))
+
+
+@st.composite
+def policies(draw: st.DrawFn, regions: list[str], line_overrides: bool = False) -> FareRules:
+    """A valid FareRules policy with a bus fare for each of ``regions`` (and, if asked, fares
+    for some lines of FARE_LINES), random concessions, transfers, caps, incomplete-trip charge
+    and whether QR riders get concessions."""
     bus = BusFares(
-        region_fare_fen={r: draw(fen) for r in regions}, line_fare_fen=draw(_line_overrides)
+        region_fare_fen={r: draw(fen) for r in regions},
+        line_fare_fen=draw(_line_overrides) if line_overrides else {},
     )
     charge = draw(_charge)
     incomplete = IncompleteTripPolicy(
@@ -138,6 +147,7 @@ def fare_rules(draw: st.DrawFn) -> FareRules:
         bus=bus,
         metro=draw(metro_fares()),
         concessions=draw(_rule_lists),
+        qr_concessions=draw(st.booleans()),
         transfer=draw(_transfers),
         caps=FareCaps(daily_cap_fen=draw(_daily_caps), monthly_cap_fen=draw(_monthly_caps)),
         incomplete_trip=incomplete,

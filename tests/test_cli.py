@@ -497,6 +497,18 @@ INVALID_POLICIES = {
         "fares:\n  caps:\n    monthly_cap_fen: {platinum: 10000}\n",
         ("fares.caps.monthly_cap_fen.platinum", "'platinum'", "allowed: ordinary"),
     ),
+    "unknown age-based card type": (
+        "population:\n  concession_ages: {platinum: 80}\n",
+        ("population.concession_ages", "platinum", "expected some of"),
+    ),
+    "negative concession age": (
+        "population:\n  concession_ages: {longevity: -5}\n",
+        ("population.concession_ages.longevity", "-5", "greater than or equal to 0"),
+    ),
+    "unknown visitor treatment": (
+        "interop:\n  visitor_concessions: everything\n",
+        ("interop.visitor_concessions", "'everything'", "'none' or 'local'"),
+    ),
     "unknown mode": (
         "fares:\n  concessions:\n    love: [{kind: free, modes: [ferry]}]\n",
         ("fares.concessions.love.0.modes.0", "'ferry'", "allowed: bus, metro"),

@@ -52,7 +52,7 @@ def test_every_policy_overlay_runs_and_moves_money_the_plausible_way():
 
     base = load_scenario(ROOT / "scenarios" / "nantong_2024.yaml", days=2)
     policies = sorted((ROOT / "scenarios" / "policies").glob("*.yaml"))
-    assert len(policies) >= 6
+    assert len(policies) >= 10
     variants = [load_scenario(p, days=2) for p in policies]
     report = compare(base, variants, replications=1)
 
@@ -65,3 +65,10 @@ def test_every_policy_overlay_runs_and_moves_money_the_plausible_way():
     assert diff("elderly_offpeak", "concession_cost_fen.card_type.longevity") < 0
     assert diff("transfer_90min", "fare_revenue_fen") <= 0
     assert diff("monthly_cap", "fare_revenue_fen") <= 0
+    assert (
+        diff("free_from_60", "concession_cost_fen")
+        > 0
+        > diff("free_from_70", "concession_cost_fen")
+    )
+    assert diff("qr_concessions", "concession_cost_fen.medium.qr_alipay") > 0
+    assert diff("visitors_same_city", "concession_cost_fen.region.visitors") > 0
