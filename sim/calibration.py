@@ -25,6 +25,17 @@ from sim.codes import CARD_TYPES, MEDIA
 from sim.metrics import RunMetrics
 from sim.population import HOME_CITY
 
+#: The card types of the published elderly figure ("taps with 长寿卡 and 爱心卡").
+ELDERLY = ("longevity", "love")
+#: The totals a targets file may set (computed in ``compare``).
+TOTALS = (
+    "transactions",
+    "transit_spend_yuan",
+    "recharge_yuan",
+    "cards_sold",
+    "elderly_card_transactions",
+)
+
 
 @dataclass(frozen=True)
 class Row:
@@ -61,6 +72,9 @@ def load_targets(path: str | Path) -> dict:
     for name in list(targets["spend_by_card_type_yuan"]) + list(targets["card_stock"]):
         if name != "total" and name not in CARD_TYPES:
             raise ValueError(f"{path}: unknown card type {name!r}; expected one of {CARD_TYPES}")
+    unknown = sorted(set(targets["totals"]) - set(TOTALS))
+    if unknown:
+        raise ValueError(f"{path}: totals: unknown {unknown}; expected some of {list(TOTALS)}")
     for name in targets["spend_by_qr_channel_yuan"]:
         if name not in MEDIA:
             raise ValueError(f"{path}: unknown QR channel {name!r}; expected one of {MEDIA}")
@@ -98,6 +112,10 @@ def compare(targets: dict, metrics: RunMetrics, population, days_simulated: int)
         "transit_spend_yuan": spend_total,
         "recharge_yuan": metrics.recharge_fen / 100 * k,
         "cards_sold": float(metrics.cards_sold) * k,
+        "elderly_card_transactions": float(
+            sum(metrics.card_transactions_by_card_type[CARD_TYPES.index(t)] for t in ELDERLY)
+        )
+        * k,
     }
     rows: list[Row] = []
     for name, target in tot.items():
@@ -181,6 +199,10 @@ def untargeted(metrics: RunMetrics, region_names: list[str]) -> dict:
     home = np.maximum(metrics.taps_by_home_region, 1)
     return {
         "elderly_tap_share": metrics.elderly_taps / max(metrics.taps, 1),
+        "transactions_by_card_type": {
+            name: int(metrics.card_transactions_by_card_type[i]) for i, name in enumerate(CARD_TYPES)
+        },
+        "qr_transactions": int(metrics.transactions - metrics.card_transactions_by_card_type.sum()),
         "cards_sold": split(metrics.sales_by_region.astype(float)),
         "spend": split(metrics.spend_by_region.astype(float)),
         "recharge": split(metrics.recharge_by_region.astype(float)),

@@ -10,6 +10,8 @@ calibration report):
 - transactions: fare records acquired in the home city that were not declined — bus single
   taps, metro exits and incomplete metro entries — by its cards and by QR codes (笔); visitors'
   own cards are other issuers' business and are left out, as in the published tables;
+- card transactions by card type: the transactions paid with the home city's cards (the
+  published "taps with 长寿卡 and 爱心卡" are those of the two elderly types);
 - spend by card type: fares charged in the home city to its stored-value cards, by card type;
 - spend by QR channel: fares paid by QR in the home city, by channel (the published channel table);
 - taps in other cities: the home city's cardholders' boardings acquired elsewhere, by home region;
@@ -154,6 +156,8 @@ class RunMetrics:
     spend_by_card_type: np.ndarray = field(default=None)  # type: ignore[assignment]
     spend_by_medium: np.ndarray = field(default=None)  # type: ignore[assignment]
     taps_by_card_type: np.ndarray = field(default=None)  # type: ignore[assignment]
+    # transactions (笔) paid with the home city's cards, by card type; the rest are QR codes
+    card_transactions_by_card_type: np.ndarray = field(default=None)  # type: ignore[assignment]
     spend_by_region: np.ndarray = field(default=None)  # type: ignore[assignment]
     recharge_by_region: np.ndarray = field(default=None)  # type: ignore[assignment]
     sales_by_region: np.ndarray = field(default=None)  # type: ignore[assignment]
@@ -174,6 +178,7 @@ class RunMetrics:
     def __post_init__(self) -> None:
         self.spend_by_card_type = np.zeros(len(CARD_TYPES), np.int64)
         self.taps_by_card_type = np.zeros(len(CARD_TYPES), np.int64)
+        self.card_transactions_by_card_type = np.zeros(len(CARD_TYPES), np.int64)
         self.spend_by_medium = np.zeros(len(MEDIA), np.int64)
         for name in (
             "spend_by_region",
@@ -210,6 +215,9 @@ class RunMetrics:
         self.taps += int(ok.sum())
         self.elderly_taps += int((ok & np.isin(card_type, ELDERLY)).sum())
         self.taps_by_card_type += np.bincount(card_type[ok], minlength=len(CARD_TYPES))
+        self.card_transactions_by_card_type += np.bincount(
+            card_type[fare_row & is_card], minlength=len(CARD_TYPES)
+        )
         self.spend_by_card_type += np.bincount(
             card_type[is_card], weights=amount[is_card], minlength=len(CARD_TYPES)
         ).astype(np.int64)

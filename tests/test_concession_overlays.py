@@ -110,9 +110,13 @@ def test_qr_concessions_reach_qr_riders_only(overlay_report):
     rows = overlay_report["variants"]["qr_concessions"]
     qr = [m for m in MEDIA if m.startswith("qr_")]
     gained = sum(rows[f"concession_cost_fen.medium.{m}"]["difference"]["mean"] for m in qr)
-    assert gained > 0
-    for m in STORED_VALUE_MEDIA:
-        assert rows[f"concession_cost_fen.medium.{MEDIA[m]}"]["difference"]["mean"] == 0
+    cards = sum(
+        rows[f"concession_cost_fen.medium.{MEDIA[m]}"]["difference"]["mean"]
+        for m in STORED_VALUE_MEDIA
+    )
+    # Cards change only by riders' response (some move to the code): far less than QR gains.
+    assert gained > 0 and abs(cards) < gained
+    assert rows["concession_cost_fen"]["difference"]["mean"] > 0
 
 
 def test_same_city_treatment_gives_visitors_local_concessions(overlay_report, small_overlays):
