@@ -72,3 +72,17 @@ def test_every_policy_overlay_runs_and_moves_money_the_plausible_way():
     )
     assert diff("qr_concessions", "concession_cost_fen.medium.qr_alipay") > 0
     assert diff("visitors_same_city", "concession_cost_fen.region.visitors") > 0
+
+
+@pytest.mark.slow
+def test_the_full_year_meets_every_published_target(tmp_path):
+    """The calibration from a clean clone: the whole of 2024 at full scale against every target
+    in data/nantong/targets_2024.yaml, the 29.21 M elderly-card transactions among them."""
+    from sim.api import calibrate
+
+    targets = ROOT / "data" / "nantong" / "targets_2024.yaml"
+    report = calibrate(load_scenario(ROOT / "scenarios" / "nantong_2024.yaml"), targets, tmp_path)
+    missed = [(r["name"], r["rel_error"]) for r in report["targets"] if not r["passed"]]
+    assert report["all_required_passed"], missed
+    elderly = next(r for r in report["targets"] if r["name"] == "elderly_card_transactions")
+    assert abs(elderly["rel_error"]) <= 0.05
