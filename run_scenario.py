@@ -6,6 +6,7 @@
     python run_scenario.py validate SCENARIO.yaml [--set a.b=v ...]
     python run_scenario.py calibrate SCENARIO.yaml [--out DIR] [--targets FILE] [--days N]
     python run_scenario.py verify RUN_DIR
+    python run_scenario.py sweep BASE.yaml (--param a.b=v1,v2 ... | --design FILE) [--workers N]
 
 Exit codes: 0 success; 2 bad input (scenario file, flags, data files) with a one-screen message
 and no traceback; 3 a money invariant failed during the run (the message says which, by how much,
@@ -29,10 +30,12 @@ commands:
   run_scenario.py calibrate SCENARIO.yaml     run the whole period, compare with published figures
   run_scenario.py verify RUN_DIR              recheck a run's hash chains and invariants from files
   run_scenario.py compare BASE VARIANT...     baseline vs variants, paired replications, 95% CIs
+  run_scenario.py sweep BASE --param P=V1,V2  a grid, Latin hypercube or Sobol design over fields
 
 exit codes:
   0    success
-  1    calibrate: a target outside its tolerance; verify: a problem found in the files
+  1    calibrate: a target outside its tolerance; verify: a problem found in the files;
+       sweep: a point failed (reported; everything else is written)
   2    bad input: a scenario, flag, data file or output folder that is wrong; nothing written
   3    a money invariant failed during the run (which, by how much, where)
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing written, no folder left behind
@@ -138,7 +141,8 @@ def build_compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_scenario.py compare",
         description="Run a baseline and variants with common random numbers and report the "
-        "paired differences with 95% confidence intervals (compare.json, compare.md).",
+        "paired differences with 95% confidence intervals (compare.json, compare.md, and "
+        "compare.html: one self-contained page with interactive charts).",
     )
     parser.add_argument("base", type=Path, help="baseline scenario YAML")
     parser.add_argument("variants", type=Path, nargs="+", help="variant scenario YAML files")
@@ -158,6 +162,105 @@ def build_compare_parser() -> argparse.ArgumentParser:
         "share of riders by more than this fraction (default 0.2)",
     )
     return parser
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (in this process) or more, got {value}")
+    return value
+
+
+def build_sweep_parser() -> argparse.ArgumentParser:
+    """Parser of the ``sweep`` sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="run_scenario.py sweep",
+        description="Run a scenario over a grid of field values (--param) or a design file "
+        "(grid, Latin hypercube or Sobol), replications with common random numbers, points in "
+        "parallel worker processes; writes sweep.parquet, sweep.csv, sweep.json and sweep.html, "
+        "and keeps finished points in OUT/points so that a re-run only runs what is missing. "
+        "Exit 1 if a point failed (the others are kept and written).",
+    )
+    parser.add_argument("base", type=Path, help="base scenario YAML")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        metavar="PATH=V1,V2,...",
+        help="a grid parameter: a scenario field path (as for --set) and its values, each read "
+        "as YAML, e.g. fares.transfer.window_min=60,90,120 (repeatable: every combination)",
+    )
+    what.add_argument("--design", type=Path, help="design YAML file (kind: grid | lhs | sobol)")
+    parser.add_argument(
+        "--replications", type=_positive_int, help="runs per point (default: design's, or 3)"
+    )
+    parser.add_argument("--days", type=_positive_int, help="simulated days (default: scenario's)")
+    parser.add_argument(
+        "--output",
+        dest="outputs",
+        action="append",
+        metavar="MEASURE",
+        help="a measure to report, e.g. fare_revenue_fen or taps.card_type.longevity "
+        "(repeatable; default: the design's, or the compare's headline measures)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        help="worker processes (a Dask LocalCluster on this machine; 0: in this process); "
+        "default: as many as the cores and memory allow",
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/sweep"), help="output folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+def run_sweep(args: argparse.Namespace, api) -> int:
+    """The ``sweep`` sub-command: run, write, print what failed; 0, or 1 if a point failed."""
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        step = max(1, total // 20)  # about twenty lines however large the design
+        if not args.quiet and total and (done % step == 0 or done == total):
+            elapsed = time.perf_counter() - started
+            print(f"sweep: {done}/{total} points run ({elapsed:.0f} s)", file=sys.stderr)
+
+    try:
+        summary = api.sweep(
+            args.base,
+            args.design if args.design is not None else args.params,
+            replications=args.replications,
+            days=args.days,
+            outputs=args.outputs,
+            workers=args.workers,
+            out_dir=args.out,
+            progress=progress,
+        )
+    except (KeyboardInterrupt, Terminated) as stop:
+        print(
+            f"{'interrupted' if isinstance(stop, KeyboardInterrupt) else 'terminated'}: finished "
+            f"points are kept in {args.out / 'points'}; run the sweep again to go on",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED
+    done = summary["execution"]
+    print(
+        f"sweep of {summary['base']['name']}: {done['points']} points x "
+        f"{summary['replications']} replications x {summary['days']} days; {done['points_run']} "
+        f"run now, {done['points_reused']} reused from {args.out / 'points'}; {done['workers']} "
+        f"worker(s), {time.perf_counter() - started:.1f} s"
+    )
+    for name in ("sweep.parquet", "sweep.csv", "sweep.json", "sweep.html"):
+        print(f"  {args.out / name}")
+    for failed in summary["failed"]:
+        values = ", ".join(f"{k}={v}" for k, v in failed["values"].items())
+        print(f"point {failed['point']} failed ({values}): {failed['error']}", file=sys.stderr)
+    if summary["failed"]:
+        print(f"{len(summary['failed'])} point(s) failed", file=sys.stderr)
+    return 1 if summary["failed"] else 0
 
 
 def build_verify_parser() -> argparse.ArgumentParser:
@@ -233,6 +336,8 @@ def print_summary(summary) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from sim.lending import summary_lines
+
     t = summary.totals
     first = summary.world.start_date if summary.world is not None else None
     span = ""
@@ -270,6 +375,8 @@ def print_summary(summary) -> None:
     for name, value in rows:
         table.add_row(name, value)
     Console().print(table)
+    for line in summary_lines(summary.card_lending):
+        Console().print(line)
     if summary.out_dir is not None:
         Console().print(
             f"outputs: {summary.out_dir}  (DuckDB: {summary.out_dir / 'cardtwin.duckdb'})"
@@ -279,13 +386,14 @@ def print_summary(summary) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("validate", "calibrate", "verify", "compare")
+    commands = ("validate", "calibrate", "verify", "compare", "sweep")
     command = argv[0] if argv and argv[0] in commands else "run"
     parser = {
         "validate": build_validate_parser,
         "calibrate": build_calibrate_parser,
         "verify": build_verify_parser,
         "compare": build_compare_parser,
+        "sweep": build_sweep_parser,
         "run": build_parser,
     }[command]()
     # Flags are checked before the simulation stack is imported, so their errors answer at once.
@@ -298,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
     try:
+        if command == "sweep":
+            return run_sweep(args, api)
         if command == "compare":
             base = api.load_scenario(args.base, days=args.days)
             variants = [api.load_scenario(v, days=args.days) for v in args.variants]
@@ -310,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                 fairness_threshold=args.fairness_threshold,
             )
             print((args.out / "compare.md").read_text(encoding="utf-8"))
-            print(f"report: {args.out / 'compare.json'}, {args.out / 'compare.md'}")
+            reports = ", ".join(str(args.out / f"compare.{ext}") for ext in ("json", "md", "html"))
+            print(f"report: {reports}")
             return 0
         if command == "verify":
             problems = api.verify(args.run_dir)

@@ -33,7 +33,7 @@ from sim.clearing import (
     post_settlement,
     verify_chain,
 )
-from sim.clearing_network import ClearingTopology, Routing
+from sim.clearing_network import ClearingTopology, Routing, transit_rates_bp
 from sim.codes import CLEARED
 from sim.events import BatchCleared, EventBus, SettlementDone, concat_status
 from sim.ledger import InvariantViolation, Ledger, check_positions
@@ -92,7 +92,7 @@ class ClearingNetworkAgent:
         self.bus = bus
         self.shards = shards
         if transit_fee_bp is None:
-            transit_fee_bp = {nid: n.transit_fee_bp for nid, n in settings.network.nodes.items()}
+            transit_fee_bp = transit_rates_bp(settings)
         self.topology = ClearingTopology(participants, transit_fee_bp)
         self.nodes = {
             int(code): ClearingNodeAgent(

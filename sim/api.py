@@ -16,21 +16,25 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pydantic
 import simpy
 import yaml
 
 from agents.outlet import OutletFileError
-from sim import lab, lab_report
-from sim.behaviour import NO_RESPONSE, Response
+from sim import lab, lab_report, sweep_report
+from sim import sweep as sweeps
+from sim.behaviour import Response
+from sim.behaviour_settings import CardLending, DetectionRule
 from sim.calibration import compare as compare_with_targets
 from sim.calibration import load_targets, markdown, untargeted
 from sim.events import Subscriber
 from sim.ledger import InvariantViolation
+from sim.lending import LendingMonitor, detect_in_files
 from sim.metrics import RunMetrics
 from sim.model import CardTwinModel
 from sim.output import (
@@ -47,7 +51,7 @@ from sim.scenario import ConfigError, MultiCityScenario, Scenario, scenario_hash
 from sim.scenario import load_scenario as _load
 from sim.verify import verify_run
 from sim.world import World, build_world, build_worlds
-from sim.yaml_config import FlagOverride
+from sim.yaml_config import FlagOverride, field_origin
 
 __all__ = [
     "BadInput",
@@ -56,6 +60,7 @@ __all__ = [
     "RunSummary",
     "build",
     "calibrate",
+    "detect_card_lending",
     "iter_days",
     "load_scenario",
     "run",
@@ -80,6 +85,9 @@ class RunSummary:
     world: World | None = None
     seed: int = 0
     notes: list[str] = field(default_factory=list)  # things the user should know, e.g. clean-ups
+    # Card lending (sim/lending.py) by city, where the scenario lends cards: lent cards,
+    # borrowed taps, and each detection rule's flagged cards with precision and recall.
+    card_lending: dict[str, dict] = field(default_factory=dict)
 
     @property
     def taps_per_s(self) -> float:
@@ -139,15 +147,20 @@ BYTES_PER_CARD = 600
 BASE_BYTES = 400 * 1024**2
 
 
-def _check_memory(cities: list[Scenario]) -> None:
-    """Refuse before building a population this machine cannot hold (not after minutes of
-    swapping or a MemoryError)."""
+def _memory_need(cities: list[Scenario]) -> tuple[int, int]:
+    """Cards of a run (visitors included) and the bytes of memory it needs."""
     cards = 0
     for sc in cities:
         cards += sum(t.count for t in sc.population.card_types.values())
         if sc.interop is not None:
             cards += sum(20 * c.inbound_visitors_per_day for c in sc.interop.cities.values())
-    need = BASE_BYTES + cards * BYTES_PER_CARD
+    return cards, BASE_BYTES + cards * BYTES_PER_CARD
+
+
+def _check_memory(cities: list[Scenario]) -> None:
+    """Refuse before building a population this machine cannot hold (not after minutes of
+    swapping or a MemoryError)."""
+    cards, need = _memory_need(cities)
     available = _available_memory()
     if available is not None and need > available:
         raise BadInput(
@@ -177,16 +190,19 @@ def compare(
     out_dir: str | Path | None = None,
     independent_seeds: bool = False,
     fairness_threshold: float = 0.2,
+    response: Response | None = None,
 ) -> dict:
     """Run ``base`` and every variant ``replications`` times with common random numbers
     (replication r of every scenario uses run seed ``base.seed + r``; each world is built once)
     and report every measure's baseline, variant and paired difference with its 95% CI
-    (sim/lab.py). Writes ``compare.json`` and ``compare.md`` into ``out_dir`` if given.
+    (sim/lab.py). Writes ``compare.json``, ``compare.md`` and the self-contained HTML page
+    ``compare.html`` (sim/lab_html.py) into ``out_dir`` if given.
 
     ``independent_seeds`` gives every scenario its own seeds (scenario i, replication r: seed
     ``base.seed + i * replications + r``) and unpaired CIs: only to measure what the pairing
     buys (bench/crn.py). ``fairness_threshold`` is the relative gap between a group's share of
-    a policy's benefit (or burden) and its share of riders that flags it (0.2 = 20%)."""
+    a policy's benefit (or burden) and its share of riders that flags it (0.2 = 20%).
+    ``response`` is how riders react to prices in every run (default: ``run``'s)."""
     if replications < 1:
         raise BadInput(f"--replications: expected at least 1, got {replications}")
     if not 0 <= fairness_threshold < 1:
@@ -208,13 +224,14 @@ def compare(
         ]
         for i, name in enumerate(scenarios)
     }
+    respond = {} if response is None else {"response": response}
     outcomes: dict[str, list[dict[str, float]]] = {}
     for name, sc in scenarios.items():
         world = build(sc)
         outcomes[name] = []
         for seed in seeds[name]:
             collector = lab.OutcomeCollector(world)
-            run(None, None, world=world, seed=seed, subscribers=[collector])
+            run(None, None, world=world, seed=seed, subscribers=[collector], **respond)
             outcomes[name].append(collector.finish())
     report = lab.summarise(
         outcomes,
@@ -237,7 +254,104 @@ def compare(
             "utf-8",
         )
         (out / "compare.md").write_text(lab_report.markdown(report), "utf-8")
+        from sim import lab_html  # here: plotly is heavy and only the HTML page needs it
+
+        (out / "compare.html").write_text(lab_html.render(report), "utf-8")
     return report
+
+
+def sweep(
+    base: str | Path,
+    design: str | Path | Sequence[str] | sweeps.Design,
+    *,
+    replications: int | None = None,
+    days: int | None = None,
+    outputs: Sequence[str] | None = None,
+    workers: int | None = None,
+    out_dir: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Sweep the scenario file ``base`` over a design and summarise it (sim/sweep.py,
+    sim/sweep_report.py): ``design`` is a design file, ``--param`` texts
+    (``["fares.transfer.window_min=60,90"]``, a grid) or a ``sim.sweep.Design``;
+    ``replications``, ``days`` and ``outputs`` override the design's. Every point runs with
+    the run seeds ``base seed + r`` (common random numbers) on ``workers`` worker processes of a
+    Dask LocalCluster (default: as many as the cores and memory allow; 0: in this process).
+
+    With ``out_dir``, writes ``sweep.parquet``, ``sweep.csv``, ``sweep.json`` and ``sweep.html``
+    there and keeps each finished point in ``out_dir/points``, where a later sweep finds it
+    instead of running it again. Returns the summary (what ``sweep.json`` holds: per point its
+    values, status, error and per output the replications, mean and 95% CI; one-at-a-time
+    sensitivity; Sobol indices) plus ``execution``: points run, reused and failed by this call.
+    A point that fails is in the summary with its error; the others are kept. Bad input
+    (design, parameter paths no point can take, scenario, outputs) raises ``BadInput``."""
+    try:
+        spec, flag = _sweep_design(design)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    settings = {"replications": replications, "days": days, "outputs": outputs}
+    for name, value in settings.items():
+        if name != "outputs" and value is not None and value < 1:
+            raise BadInput(f"--{name}: expected at least 1, got {value}")
+    if outputs is not None and not outputs:
+        raise BadInput("--output: expected at least one output")
+    update = {k: (tuple(v) if k == "outputs" else v) for k, v in settings.items() if v is not None}
+    spec = spec.model_copy(update=update)
+    scenario = load_scenario(base, days=spec.days)
+    if isinstance(scenario, MultiCityScenario):
+        raise BadInput(f"{base}: a sweep takes a single-city scenario")
+    workers = _sweep_workers(scenario, workers)
+    if outputs is not None:
+        origin = "--output"
+    elif isinstance(design, str | Path):
+        origin = f"{field_origin(design, 'outputs')}: outputs"
+    else:
+        origin = "outputs"
+    try:
+        result = sweeps.run(
+            base,
+            scenario,
+            spec,
+            workers=workers,
+            out_dir=out_dir,
+            flag=flag,
+            outputs_origin=origin,
+            progress=progress,
+        )
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    summary = sweep_report.summarise(result)
+    if out_dir is not None:
+        sweep_report.write(out_dir, summary)
+    return {**summary, "execution": result.execution}
+
+
+def _sweep_design(design) -> tuple[sweeps.Design, str]:
+    """The design, and how its values are named in messages (the flag or the file)."""
+    if isinstance(design, sweeps.Design):
+        return design, "parameter"
+    if isinstance(design, str | Path):
+        return sweeps.load_design(design), f"{design}: parameter"
+    return sweeps.grid_design(list(design)), "--param"
+
+
+def _sweep_workers(scenario: Scenario, requested: int | None) -> int:
+    """Worker processes for a sweep: each builds worlds of ``scenario``'s size, one at a time;
+    by default as many as there are cores and memory for."""
+    _, need = _memory_need([scenario])
+    available = _available_memory()
+    fit = None if available is None else max(1, available // need)
+    if requested is None:
+        cores = os.cpu_count() or 1
+        return cores if fit is None else min(cores, fit)
+    if requested < 0:
+        raise BadInput(f"--workers: expected 0 (in this process) or more, got {requested}")
+    if fit is not None and requested > fit:
+        raise BadInput(
+            f"--workers {requested}: each worker needs about {need / 1024**3:,.1f} GiB for this "
+            f"scenario and {available / 1024**3:,.1f} GiB is available; expected at most {fit}"
+        )
+    return requested
 
 
 def verify(run_dir: str | Path) -> list[str]:
@@ -268,7 +382,7 @@ def iter_days(
     scenario_path: str | Path | None = None,
     env: simpy.Environment | None = None,
     subscribers: tuple[Subscriber, ...] | list[Subscriber] = (),
-    response: Response = NO_RESPONSE,
+    response: Response | None = None,
     shard_order: list[int] | None = None,
     privacy_key: PrivacyKey | None = None,
 ) -> Iterator[DayDone]:
@@ -283,6 +397,8 @@ def iter_days(
     false. Pseudonyms, identities and check values are keyed with ``privacy_key`` (default:
     the machine's key, sim/privacy.py), which is never written. ``shard_order`` sets the order a
     multi-city run computes its cities' days in (the outputs do not depend on it).
+    ``response`` sets how riders react to prices (default: each scenario's behavioural response,
+    ``sim.behaviour.scenario_response``; ``sim.behaviour.NO_RESPONSE`` for none).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -332,11 +448,16 @@ def iter_days(
             )
             for i, w in enumerate(worlds)
         ]
+        monitors = [
+            LendingMonitor(w, shard=i)
+            for i, w in enumerate(worlds)
+            if w.scenario.behaviour.card_lending.share > 0
+        ]
         model = CardTwinModel(
             world=worlds,
             seed=run_seed,
             env=env,
-            subscribers=[*writers, *subscribers],
+            subscribers=[*writers, *monitors, *subscribers],
             response=response,
             shard_order=shard_order,
         )
@@ -356,6 +477,8 @@ def iter_days(
     if output is not None:
         meta = _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked)
         meta["privacy_key_id"] = key.fingerprint  # which key, never the key
+        if monitors:
+            meta["card_lending"] = _lending_reports(monitors)
         try:
             output.commit(meta)
             write_duckdb_catalogue(
@@ -380,6 +503,7 @@ def iter_days(
         world=world,
         seed=run_seed,
         notes=notes,
+        card_lending=_lending_reports(monitors),
     )
 
 
@@ -436,6 +560,60 @@ def calibrate(
     )
     (out / "calibration.md").write_text(markdown(report), "utf-8")
     return report
+
+
+def _lending_reports(monitors: list[LendingMonitor]) -> dict[str, dict]:
+    """Each lending city's detection report, with the issuer whose cards it watched."""
+    return {
+        m.world.scenario.name: {**m.report(), "issuer_id": m.world.scenario.output.issuer_id}
+        for m in monitors
+    }
+
+
+def detect_card_lending(
+    run_dir: str | Path, rules: list[DetectionRule] | list[dict] | None = None
+) -> dict[str, dict]:
+    """Card-lending detection recomputed from a run folder's tap records, against its ground
+    truth (``lending_labels``), by city: lent cards, borrowed taps, and per rule the flagged
+    cards, true and false positives, missed cards, precision and recall (plain data).
+
+    ``rules`` (``DetectionRule`` or its fields as a mapping) default to the rules the run used
+    (``behaviour.card_lending.detection``). Following a card across days needs the stable
+    card id as ``token_id``: an ``--unmasked`` run. A masked run's own detection, computed
+    while it ran, is in its ``run_meta.json`` (``card_lending``) and ``RunSummary``.
+    """
+    run_dir = Path(run_dir)
+    try:
+        meta = json.loads((run_dir / "run_meta.json").read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{run_dir}: not a finished run folder ({_one_line(exc)})") from None
+    if meta.get("identities_masked", True):
+        raise BadInput(
+            f"{run_dir}: identities are masked: token_id changes every day, so a card cannot be "
+            "followed across days; expected a run made with --unmasked (a masked run's "
+            "detection, computed during the run, is card_lending in its run_meta.json)"
+        )
+    cities = meta.get("card_lending") or {meta["scenario"]: {"issuer_id": None}}
+    try:
+        chosen = None if rules is None else [DetectionRule.model_validate(r) for r in rules]
+    except pydantic.ValidationError as exc:
+        raise BadInput(f"detection rules: {_one_line(exc)}") from None
+    out = {}
+    for city, report in cities.items():
+        used = report.get("rules")
+        city_rules = chosen or (
+            [DetectionRule.model_validate(_rule_fields(r)) for r in used.values()]
+            if used
+            else list(CardLending().detection)
+        )
+        issuer = report.get("issuer_id")
+        out[city] = {**detect_in_files(run_dir, tuple(city_rules), issuer), "issuer_id": issuer}
+    return out
+
+
+def _rule_fields(report: dict) -> dict:
+    """The rule's own fields out of a rule's report (which adds its scores)."""
+    return {k: v for k, v in report.items() if k in DetectionRule.model_fields}
 
 
 def _one_line(exc: BaseException) -> str:

@@ -200,7 +200,8 @@ def untargeted(metrics: RunMetrics, region_names: list[str]) -> dict:
     return {
         "elderly_tap_share": metrics.elderly_taps / max(metrics.taps, 1),
         "transactions_by_card_type": {
-            name: int(metrics.card_transactions_by_card_type[i]) for i, name in enumerate(CARD_TYPES)
+            name: int(metrics.card_transactions_by_card_type[i])
+            for i, name in enumerate(CARD_TYPES)
         },
         "qr_transactions": int(metrics.transactions - metrics.card_transactions_by_card_type.sum()),
         "cards_sold": split(metrics.sales_by_region.astype(float)),

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.clearing import CLEARING_NODE, PairTotals, Participants, Positions, net_positions
+from sim.clearing import (
+    CLEARING_NODE,
+    ClearingSettings,
+    PairTotals,
+    Participants,
+    Positions,
+    net_positions,
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,12 @@ class Routing:
     hops: tuple[Hop, ...]
 
 
+def transit_rates_bp(settings: ClearingSettings) -> dict[str, int]:
+    """Each clearing node's transit fee (basis points) as the scenario's ``clearing:`` sets it."""
+    network = settings.network
+    return {} if network is None else {nid: n.transit_fee_bp for nid, n in network.nodes.items()}
+
+
 class ClearingTopology:
     """Paths between exchanges in the hierarchy of ``participants``."""
 
@@ -106,6 +119,15 @@ class ClearingTopology:
             self._paths[key] = found
         return found
 
+    def transit_fees(self, issuer: int, acquirer: int, gross_fen: int) -> list[int]:
+        """Fees of the nodes after the acquirer's exchange on the way of a pair's records
+        (``gross_fen``: what the pair cleared on one day), each node's transit rate on the gross
+        amount, rounded half up per pair and node (what the ledger posts)."""
+        return [
+            (int(gross_fen) * int(self.transit_bp[node]) + 5_000) // 10_000
+            for node in self.path(issuer, acquirer)[1:]
+        ]
+
     def route(self, pairs: PairTotals, settle_day: int) -> Routing:
         """Fees, books, positions and hops of one clearing day's pair totals."""
         n_p = len(self.participants)
@@ -122,9 +144,7 @@ class ClearingTopology:
         ):
             path = self.path(issuer, acquirer)
             gross = int(pairs.gross_fen[k])
-            fees = [int(pairs.fee_fen[k])] + [
-                (gross * int(self.transit_bp[node]) + 5_000) // 10_000 for node in path[1:]
-            ]
+            fees = [int(pairs.fee_fen[k]), *self.transit_fees(issuer, acquirer, gross)]
             for i, node in enumerate(path):
                 fee_pair.append(k)
                 fee_node.append(node)

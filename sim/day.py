@@ -144,7 +144,13 @@ def plan_day(
     taps = _close_unmatched_entries(taps)
 
     fares, taps = _price(world, state, taps, day, day_type)
-    responded = response.respond(PricedTrips(day, day_type, taps, fares, pop))
+
+    # The respond step prices variants of the day (moved journeys, another medium) and the same
+    # taps as the reference prices them (``as_in``: a world with the base scenario's pricing).
+    def price(other: DayTaps, as_in: World) -> dict[str, np.ndarray]:
+        return _price(as_in, state, other, day, day_type)[0]
+
+    responded = response.respond(PricedTrips(day, day_type, taps, fares, pop, price))
     if responded is not taps:
         # Riders changed what they ride: the day's fares (transfers, caps) are priced again.
         taps = _close_unmatched_entries(responded)

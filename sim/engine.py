@@ -23,7 +23,7 @@ import numpy as np
 import simpy
 
 from agents.clearing import ClearingNetworkAgent
-from sim.behaviour import NO_RESPONSE, Response
+from sim.behaviour import Response
 from sim.clearing import MEMO_DEPOSIT, MEMO_OPENING, initial_deposits_fen, post_flow
 from sim.events import (
     DayClosed,
@@ -52,7 +52,8 @@ class Engine:
         env: the SimPy environment at time 0 (default: a new ``simpy.Environment``).
         seed: the run seed (default: the first scenario's seed).
         subscribers: callables receiving every event (sim/events.py), after the KPI collector.
-        response: how riders respond to prices (sim/behaviour.py); default: not at all.
+        response: how riders respond to prices (sim/behaviour.py); default: as each city's
+            scenario says (``behaviour.response``, ``behaviour.card_lending``).
         shard_order: the order in which the shards' days are computed (default: their index
             order). Whatever it is, the shards' effects on shared things (the ledger, the
             events) are applied in index order, so the outputs do not depend on it.
@@ -66,7 +67,7 @@ class Engine:
         env: simpy.Environment | None = None,
         seed: int | None = None,
         subscribers: tuple[Subscriber, ...] | list[Subscriber] = (),
-        response: Response = NO_RESPONSE,
+        response: Response | None = None,
         shard_order: Sequence[int] | None = None,
     ) -> None:
         self.worlds = [world] if isinstance(world, World) else list(world)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from sim.lab import HEADLINE
+from sim.lab import FAIRNESS_DIMENSIONS, REPORT_HEADLINE
 
 #: The summary's wording per language; every figure in it comes from the report.
 _TEXT = {
@@ -16,6 +16,14 @@ _TEXT = {
         "revenue": "fare revenue {dir} by ¥{abs} (95% CI of the change {lo} to {hi} yuan)",
         "cost": "the concession cost (fares foregone) {dir} by ¥{abs} "
         "(95% CI of the change {lo} to {hi} yuan)",
+        "income": "operator income after clearing fees {dir} by ¥{abs} "
+        "(95% CI of the change {lo} to {hi} yuan)",
+        "fees": "the clearing fee total {dir} by ¥{abs} (95% CI of the change {lo} to {hi} yuan)",
+        "moved": "{n} trips move between hours (95% CI {lo} to {hi})",
+        "moved_hours": ", out of {losing}",
+        "moved_into": " into {gaining}",
+        "moved_group": "; {group}: {n} of them",
+        "none_moved": "no trip moves between hours",
         "trips": "the number of fare-paying trips {dir} by {abs} ({pct:+.2%}; "
         "95% CI of the change {lo} to {hi})",
         "rises": "rises",
@@ -37,6 +45,13 @@ _TEXT = {
         "opening": "在{days}天、{n}次重复模拟（{pairing}）中，与{base}相比，{variant}：",
         "revenue": "票款收入{dir}{abs}元（95%置信区间{lo}至{hi}元）",
         "cost": "优惠成本（减免的票款）{dir}{abs}元（95%置信区间{lo}至{hi}元）",
+        "income": "运营企业扣除清算手续费后的收入{dir}{abs}元（95%置信区间{lo}至{hi}元）",
+        "fees": "清算手续费{dir}{abs}元（95%置信区间{lo}至{hi}元）",
+        "moved": "{n}次乘车改到其他时段（95%置信区间{lo}至{hi}）",
+        "moved_hours": "，移出{losing}",
+        "moved_into": "，移入{gaining}",
+        "moved_group": "；其中{group}{n}次",
+        "none_moved": "没有乘车改到其他时段",
         "trips": "付费乘车次数{dir}{abs}次（{pct:+.2%}；95%置信区间{lo}至{hi}）",
         "rises": "增加",
         "falls": "减少",
@@ -58,13 +73,19 @@ _TEXT = {
 
 def summary(report: dict, variant: str, lang: str) -> str:
     """One paragraph in ``lang`` ("en" or "zh") on what ``variant`` does against the baseline:
-    fare revenue, concession cost and trips with their 95% CIs, and the flagged groups."""
+    fare revenue, concession cost, operator income, clearing fees and trips with their 95% CIs,
+    the trips moved between hours (out of which hours, into which, and the card type that
+    moved most), and the flagged groups."""
     text = _TEXT[lang]
     rows = report["variants"][variant]
+    names = _group_names(report, lang)
     parts = [
         _change(text, "revenue", rows["fare_revenue_fen"], scale=100),
         _change(text, "cost", rows["concession_cost_fen"], scale=100),
+        _change(text, "income", rows["operator_income_fen"], scale=100),
+        _change(text, "fees", rows["clearing_fees_fen"], scale=100),
         _change(text, "trips", rows["fare_transactions"], scale=1),
+        _moved(text, report["trips_moved"][variant], names["card_type"]),
     ]
     opening = text["opening"].format(
         days=report["days"],
@@ -73,11 +94,10 @@ def summary(report: dict, variant: str, lang: str) -> str:
         base=report["baseline"],
         variant=variant,
     )
-    names = _group_names(report, lang)
     flagged = [
         text["flagged"].format(group=names[dim][r["group"]], flag=text["flag"][r["flag"]])
-        for dim, groups in report["fairness"][variant].items()
-        for r in groups
+        for dim in FAIRNESS_DIMENSIONS  # fixed order, also for a report read back from JSON
+        for r in report["fairness"][variant][dim]
         if r["flag"]
     ]
     t = report["fairness_threshold"]
@@ -103,6 +123,40 @@ def _group_names(report: dict, lang: str) -> dict[str, dict[str, str]]:
     return out
 
 
+def _moved(text: dict, section: dict, card_type_names: dict[str, str]) -> str:
+    """The trips moved between hours as words: how many (95% CI), out of and into which hours
+    (those whose change is clear of zero), and the card type whose riders moved most."""
+    total = section["total"]
+    if total["mean"] <= 0:
+        return text["none_moved"]
+    words = text["moved"].format(
+        n=f"{total['mean']:,.0f}", lo=f"{total['ci_low']:,.0f}", hi=f"{total['ci_high']:,.0f}"
+    )
+    if total["ci_low"] <= 0:  # a few moves, within what replications differ by
+        words += text["unclear"]
+    if section["hours_losing"]:
+        words += text["moved_hours"].format(losing=hour_ranges(section["hours_losing"]))
+    if section["hours_gaining"]:
+        words += text["moved_into"].format(gaining=hour_ranges(section["hours_gaining"]))
+    top = max(section["by_group"]["card_type"], key=lambda r: r["moved"]["mean"])
+    if top["moved"]["mean"] > 0:
+        words += text["moved_group"].format(
+            group=card_type_names[top["group"]], n=f"{top['moved']['mean']:,.0f}"
+        )
+    return words
+
+
+def hour_ranges(hours: Sequence[str]) -> str:
+    """Hours ("07", "08", "17") as ranges: "07:00-09:00, 17:00-18:00"."""
+    spans: list[list[int]] = []
+    for h in sorted(int(x) for x in hours):
+        if spans and spans[-1][1] == h:
+            spans[-1][1] = h + 1
+        else:
+            spans.append([h, h + 1])
+    return ", ".join(f"{a:02d}:00-{b:02d}:00" for a, b in spans)
+
+
 def _change(text: dict, what: str, row: dict, scale: int) -> str:
     """One measure's change as words: direction, size, CI (money in yuan when scale is 100)."""
     d = row["difference"]
@@ -118,9 +172,10 @@ def _change(text: dict, what: str, row: dict, scale: int) -> str:
     return words
 
 
-def markdown(report: dict, headline: Sequence[str] = HEADLINE) -> str:
+def markdown(report: dict, headline: Sequence[str] = REPORT_HEADLINE) -> str:
     """The report as Markdown: per variant, the summary in English and Chinese, the headline
-    measures with their differences and CIs, and the fairness tables."""
+    measures with their differences and CIs, the fairness tables and the trips moved between
+    hours."""
     lines = [
         f"## Compare against {report['baseline']} "
         f"({report['replications']} replications, {report['pairing']})"
@@ -139,17 +194,56 @@ def markdown(report: dict, headline: Sequence[str] = HEADLINE) -> str:
         for m in headline:
             r = rows[m]
             d = r["difference"]
-            ci = f"[{d['ci_low']:,.0f}, {d['ci_high']:,.0f}]" if not math.isnan(d["ci_low"]) else ""
             lines.append(
-                f"| {m} | {r['baseline']:,.0f} | {r['variant']:,.0f} | {d['mean']:+,.0f} {ci} |"
+                f"| {m} | {r['baseline']:,.0f} | {r['variant']:,.0f} | {d['mean']:+,.0f} {_ci(d)} |"
             )
         lines += _fairness_markdown(report["fairness"][name], report["fairness_threshold"])
+        lines += _moved_markdown(report["trips_moved"][name], report["trips_moved_definition"])
     return "\n".join(lines) + "\n"
+
+
+def _ci(d: dict) -> str:
+    return f"[{d['ci_low']:,.0f}, {d['ci_high']:,.0f}]" if not math.isnan(d["ci_low"]) else ""
+
+
+def _moved_markdown(section: dict, definition: str) -> list[str]:
+    """The trips moved between hours: the total, boardings per hour, and each group's moves."""
+    total = section["total"]
+    lines = [
+        "",
+        "#### Trips moved between hours",
+        "",
+        definition,
+        "",
+        f"Trips moved: {total['mean']:,.0f} {_ci(total)}; hours losing trips: "
+        f"{hour_ranges(section['hours_losing']) or 'none'}; gaining: "
+        f"{hour_ranges(section['hours_gaining']) or 'none'}.",
+        "",
+        "| hour | baseline boardings | variant | difference (95% CI) |",
+        "|---|---:|---:|---|",
+    ]
+    for r in section["hours"]:
+        d = r["difference"]
+        lines.append(
+            f"| {r['hour']} | {r['baseline']:,.0f} | {r['variant']:,.0f} "
+            f"| {d['mean']:+,.0f} {_ci(d)} |"
+        )
+    for dim in FAIRNESS_DIMENSIONS:
+        rows = section["by_group"][dim]
+        lines += ["", f"| {dim} | baseline boardings | trips moved (95% CI) |", "|---|---:|---|"]
+        for r in rows:
+            if r["boardings_baseline"]:
+                m = r["moved"]
+                lines.append(
+                    f"| {r['group']} | {r['boardings_baseline']:,.0f} | {m['mean']:,.0f} {_ci(m)} |"
+                )
+    return lines
 
 
 def _fairness_markdown(section: dict[str, list[dict]], threshold: float) -> list[str]:
     lines = ["", f"#### Who gains and who pays (flag threshold {threshold:.0%})"]
-    for dim, rows in section.items():
+    for dim in FAIRNESS_DIMENSIONS:
+        rows = section[dim]
         lines += [
             "",
             f"| {dim} | share of riders | fare/trip before | after (fen) | benefit (fen) "

@@ -18,7 +18,7 @@ from pathlib import Path
 import mesa
 import simpy
 
-from sim.behaviour import NO_RESPONSE, Response
+from sim.behaviour import Response
 from sim.engine import Engine
 from sim.events import Subscriber
 from sim.metrics import KPI_NAMES
@@ -42,7 +42,7 @@ class CardTwinModel(mesa.Model):
         seed: the run seed (default: the scenario's); the world keeps its own seed.
         env: the SimPy environment (e.g. ``simpy.rt.RealtimeEnvironment`` to pace the run).
         subscribers: event subscribers (sim/events.py): writers, progress, stream sinks.
-        response: how riders respond to prices (sim/behaviour.py).
+        response: how riders respond to prices (sim/behaviour.py); default: the scenario's.
         shard_order: the order the cities' days are computed in (outputs do not depend on it).
     """
 
@@ -55,7 +55,7 @@ class CardTwinModel(mesa.Model):
         seed: int | None = None,
         env: simpy.Environment | None = None,
         subscribers: tuple[Subscriber, ...] | list[Subscriber] = (),
-        response: Response = NO_RESPONSE,
+        response: Response | None = None,
         shard_order: list[int] | None = None,
     ) -> None:
         if world is not None and (scenario is not None or days is not None):

@@ -35,6 +35,7 @@ from sim.events import (
 )
 from sim.identity import card_numbers, identities
 from sim.ledger import Ledger
+from sim.lending import borrowed
 from sim.output import RunOutput
 from sim.privacy import PrivacyKey, default_key
 from sim.rng import Streams, _mix_array
@@ -144,6 +145,9 @@ class RecordWriter:
         self.code_maps = None if identity else code_maps
         # Terminal ids look like 6-byte PSAM numbers: the city code's digits, then the device.
         self.terminal_base = int(world.scenario.output.city_code, 16) << 32
+        # Ground truth of card lending, only when the scenario lends cards (sim/lending.py).
+        self.lending = world.scenario.behaviour.card_lending.share > 0
+        self._case_key = np.uint64(self.key.derive("lending_case"))
 
     # ----------------------------------------------------------------- helpers
     def _date(self, day: int) -> dt.date:
@@ -213,6 +217,9 @@ class RecordWriter:
                 self._write("settlements", day, self._settlements(day, positions))
             case TapsFinal(day=day, taps=taps):
                 self._write("transactions", day, self._transactions(day, taps))
+                labels = self._lending_labels(day, taps) if self.lending else None
+                if labels is not None and len(labels["transaction_id"]):
+                    self._write("lending_labels", day, labels)
             case DayClosed(day=day, kpis=kpis):
                 self._write("daily_kpis", day, self._daily_kpis(day, kpis))
             case RunFinished(ledger=ledger):
@@ -291,6 +298,21 @@ class RecordWriter:
             "clearing_batch_id": c.clearing_batch_id,
             "settle_date": settle_date,
             "incident_id": self._code("incident", c.incident.astype(np.int64)),
+        }
+
+    def _lending_labels(self, day: int, c: TapTable) -> dict[str, np.ndarray]:
+        """The day's tap records made by borrowers of lent cards, with a stable case id per lent
+        card: a keyed mix of the run-wide card id, as the daily tokens are (sim/privacy.py), but
+        the same every day (not recomputable without the key)."""
+        pop = self.world.population
+        by = c.home_card & borrowed(pop.card_id[c.row], c.tap_key)
+        rows = c.row[by]
+        card = ids.global_card(self.shard_index, pop.card_id[rows]).astype(np.uint64)
+        case = _mix_array(card ^ self._case_key) >> np.uint64(1)
+        return {
+            "transaction_id": c.tx_id[by],
+            "token_id": self.tokens(rows, day),
+            "case_id": case.astype(np.int64),
         }
 
     def _topups(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

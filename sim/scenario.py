@@ -26,6 +26,7 @@ from sim.codes import MEDIA
 from sim.fare_rules import FareRules
 from sim.incidents import Incident, check_incidents
 from sim.interop import Interop
+from sim.reference import ReferencePricing, with_reference
 from sim.world_settings import (
     Behaviour,
     CardSales,
@@ -85,6 +86,23 @@ class Scenario(Section):
     incidents: tuple[Incident, ...] = Field(
         default=(), description="Incidents timeline: outages, closures, waves, fare changes."
     )
+    reference: ReferencePricing | None = Field(
+        default=None,
+        exclude=True,
+        description="Set by the loader, never written: the pricing riders are used to (the base "
+        "of the extends: chain, sim/reference.py) when it differs from this scenario's; None "
+        "when they pay what they are used to.",
+    )
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _reference_is_derived(cls, value: object) -> object:
+        if value is not None:
+            raise ValueError(
+                "reference is derived from the base scenario of extends: (the prices riders "
+                "are used to); expected it not to be written"
+            )
+        return value
 
     # Cross-references are checked on the field that holds them, so errors point at its line.
     @field_validator("network")
@@ -329,7 +347,7 @@ def _load_multi_city(path: str | Path, overrides: Sequence[str]) -> MultiCitySce
 
 
 def _load_city(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
-    scenario = load_config(path, Scenario, overrides)
+    scenario = with_reference(load_config(path, Scenario, overrides), path)
     try:
         settings = scenario.load_calendar()
     except ValueError as exc:  # the message names the calendar file, line and field

@@ -671,6 +671,20 @@ DAILY_KPIS = TableSpec(
     (_ge("card_spend_fen", 0), _ge("qr_spend_fen", 0), _ge("topup_fen", 0)),
 )
 
+LENDING_LABELS = TableSpec(
+    "lending_labels",
+    "Ground truth of card lending (behaviour.card_lending, sim/lending.py): one row per tap "
+    "record made with a card by someone other than its holder. Written only when lending is "
+    "on. For evaluating detection rules: case_id links a lent card's days, so keep this table "
+    "with those who may link them, not with a masked export.",
+    (
+        _id("transaction_id", "The tap record (joins transactions.transaction_id)."),
+        _token(),
+        _id("case_id", "The lending case: one per lent card, the same on every day of the run "
+            "(a keyed pseudonym of the card, not its id or token).", encoding="dict"),
+    ),
+)
+
 # fmt: on
 
 #: Every output table by name, in catalogue order.
@@ -686,6 +700,7 @@ TABLES: dict[str, TableSpec] = {
         SETTLEMENTS,
         LEDGER_ENTRIES,
         DAILY_KPIS,
+        LENDING_LABELS,
     )
 }
 #: Dataset schemas (service_date first) by table name.

@@ -32,7 +32,7 @@ from agents.validator import (
     load_fleet_day,
 )
 from sim import ids
-from sim.behaviour import NO_RESPONSE, Response
+from sim.behaviour import Response, scenario_response
 from sim.clearing import (
     MC_CARD,
     MC_QR,
@@ -100,14 +100,15 @@ class CityShard:
         env: simpy.Environment,
         model,
         bus: EventBus,
-        response: Response = NO_RESPONSE,
+        response: Response | None = None,
         shard_index: int = 0,
     ) -> None:
         self.world = world
         self.state = state
         self.env = env
         self.bus = bus
-        self.response = response
+        # None: the scenario's own behavioural response (lending, reactions to prices).
+        self.response = scenario_response(world, state.streams) if response is None else response
         self.shard_index = shard_index  # position among the run's cities; 0 is the first
         self.book = ClearingBook()
         sc = world.scenario

@@ -127,20 +127,15 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
     )
     _shift_sales_to_open_days(population, home_outlet, outlets, calendar)
 
-    # External cities' pseudo lines are priced by their visitor fares, not by the home city's rules.
-    lines = [
-        (line_id, int(network.lines.mode[i]), region_ids[int(network.lines.region[i])])
-        for i, line_id in enumerate(network.lines.ids[: len(local_network.lines.ids)])
-    ]
+    # The only parts made from scenario.fares (with fare_policies below): with_fares makes them
+    # anew for another fares section, so a new one must be made there too.
+    lines = _priced_lines(network, region_ids, len(local_network.lines.ids))
     fares = compile_fare_set(scenario.fares, lines)
     participants = build_participants(scenario, network)
     initial_deposits_fen(scenario.clearing, participants)  # its overrides name real issuers
     timeline = Timeline.of(scenario.incidents, period.start)
     check_targets(timeline, network, outlets, participants, scenario.name)
-    fare_policies = {
-        k: compile_fare_set(changed_fares(scenario.fares, timeline.incidents[k]), lines)
-        for k in timeline.of_kind("fare_change")
-    }
+    fare_policies = _fare_policies(scenario.fares, timeline, lines)
     sale_rows = np.flatnonzero((population.issue_day >= 0) & (population.issue_day < period.days))
     sale_rows = sale_rows[np.argsort(population.issue_day[sale_rows], kind="stable")]
     world = World(
@@ -177,6 +172,46 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
     )
     _freeze(world)
     return world
+
+
+def _priced_lines(network: TransitNetwork, region_ids: list[str], n_local: int) -> list:
+    """The home city's lines as its fare rules see them: (line id, mode, region). External
+    cities' pseudo lines are priced by their visitor fares, not by the home city's rules."""
+    return [
+        (line_id, int(network.lines.mode[i]), region_ids[int(network.lines.region[i])])
+        for i, line_id in enumerate(network.lines.ids[:n_local])
+    ]
+
+
+def _fare_policies(rules, timeline: Timeline, lines: list) -> dict[int, FareSet]:
+    """The fares of each fare_change incident (by incident code)."""
+    return {
+        k: compile_fare_set(changed_fares(rules, timeline.incidents[k]), lines)
+        for k in timeline.of_kind("fare_change")
+    }
+
+
+#: What a world's compiled fares derive from, and nothing else in it: the ``fares:`` section,
+#: and the riders' reference pricing (read by the behavioural response when a run starts).
+FARES_ONLY = frozenset({"fares", "reference"})
+
+
+def with_fares(world: World, scenario: Scenario) -> World:
+    """``world`` under ``scenario``, which may differ from the world's scenario in its fares
+    only (``FARES_ONLY``): the population, network and outlets are kept, the fares compiled
+    anew, as ``build_world(scenario)`` would (a sweep over fares builds one world, not one per
+    point). Raises ValueError if the scenarios differ in anything else."""
+    if scenario.model_dump(exclude=FARES_ONLY) != world.scenario.model_dump(exclude=FARES_ONLY):
+        raise ValueError(f"{scenario.name}: differs from the world's scenario beyond its fares")
+    lines = _priced_lines(world.network, world.region_ids, world.n_local_lines)
+    rebased = replace(
+        world,
+        scenario=scenario,
+        fares=compile_fare_set(scenario.fares, lines),
+        fare_policies=_fare_policies(scenario.fares, world.incidents, lines),
+    )
+    _freeze(rebased)
+    return rebased
 
 
 def _freeze(value, seen: set[int] | None = None) -> None:

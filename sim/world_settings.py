@@ -11,8 +11,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from sim.behaviour_settings import CardLending, ResponseSettings
 from sim.clock import HHMM, parse_hhmm
 from sim.codes import CARD_TYPES, MEDIA
 
@@ -166,25 +174,15 @@ class Population(Section):
         "Visitors' cards get the same types under same-city treatment.",
     )
 
-    @field_validator("card_types")
+    @field_validator("card_types", "concession_ages")
     @classmethod
-    def _known_card_types(cls, value: dict) -> dict:
+    def _known_card_types(cls, value: dict, info: ValidationInfo) -> dict:
         unknown = sorted(set(value) - set(CARD_TYPES))
         if unknown:
             raise ValueError(
                 f"unknown card type(s) {unknown}; expected some of: {', '.join(CARD_TYPES)}"
             )
-        return value
-
-    @field_validator("concession_ages")
-    @classmethod
-    def _age_card_types(cls, value: dict) -> dict:
-        unknown = sorted(set(value) - set(CARD_TYPES))
-        if unknown:
-            raise ValueError(
-                f"unknown card type(s) {unknown}; expected some of: {', '.join(CARD_TYPES)}"
-            )
-        if "ordinary" in value:
+        if info.field_name == "concession_ages" and "ordinary" in value:
             raise ValueError("ordinary is what cards below every concession age become")
         return value
 
@@ -243,6 +241,15 @@ class Behaviour(Section):
     )
     purse_purchase_mean_fen: PositiveInt = Field(
         description="Mean amount of such a purchase (exponential)."
+    )
+    response: ResponseSettings = Field(
+        default_factory=ResponseSettings,
+        description="How riders respond to a price that differs from the base scenario's: "
+        "elasticities, moving out of a concession's time window, switching medium.",
+    )
+    card_lending: CardLending = Field(
+        default_factory=CardLending,
+        description="Concession cards lent to other people, and the rules that detect it.",
     )
 
 

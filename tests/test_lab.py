@@ -6,17 +6,26 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
+import numpy as np
 import pytest
+from lab_cases import SMALL, small_offpeak_overlay
 
-from sim.api import compare, load_scenario
-from sim.lab import FAIRNESS_DIMENSIONS, fairness, paired_difference, unpaired_difference
-from sim.lab_report import summary
-
-ROOT = Path(__file__).resolve().parent.parent
-SMALL = ROOT / "scenarios" / "small_ci.yaml"
-OFFPEAK = ROOT / "scenarios" / "policies" / "elderly_offpeak.yaml"
+from sim.api import build, compare, load_scenario, run
+from sim.behaviour import NO_RESPONSE
+from sim.events import RunFinished, TapsFinal
+from sim.lab import (
+    FAIRNESS_DIMENSIONS,
+    HOUR_NAMES,
+    OutcomeCollector,
+    fairness,
+    paired_difference,
+    proportional_shares,
+    trips_moved,
+    unpaired_difference,
+)
+from sim.lab_report import hour_ranges, summary
+from sim.ledger import account
 
 
 def test_paired_difference_and_its_interval():
@@ -40,15 +49,11 @@ def test_unpaired_difference_is_welchs_interval():
 
 @pytest.fixture(scope="module")
 def offpeak_small(tmp_path_factory):
-    """The elderly off-peak policy on the small scenario (an overlay of small_ci)."""
+    """The elderly off-peak policy on the small scenario (an overlay of small_ci), riders
+    responding as the scenario says (sim.behaviour.scenario_response)."""
     root = tmp_path_factory.mktemp("lab")
-    concessions = OFFPEAK.read_text(encoding="utf-8").split("fares:", 1)[1].split("output:")[0]
-    overlay = root / "small_offpeak.yaml"
-    overlay.write_text(
-        f"extends: {SMALL}\nname: small_offpeak\nfares:{concessions}", encoding="utf-8"
-    )
     base = load_scenario(SMALL, days=5)
-    variant = load_scenario(overlay, days=5)
+    variant = load_scenario(small_offpeak_overlay(root), days=5)
     report = compare(base, [variant], replications=3, out_dir=root / "report")
     return root, base, variant, report
 
@@ -147,5 +152,140 @@ def test_plain_language_summary_in_english_and_chinese_comes_from_the_numbers(of
     assert f"票款收入增加{yuan}元" in zh
     assert "card_type longevity (large share of the increase)" in en
     assert "卡种长寿卡（涨价负担偏重）" in zh and "年龄段70+岁" in zh
-    # the trip change is within noise at this size, and the summary says so
-    assert "not distinguishable from no change" in en and "与无变化无法区分" in zh
+    # a change whose interval holds zero is called so
+    trips = report["variants"]["small_offpeak"]["fare_transactions"]["difference"]
+    unclear = trips["ci_low"] <= 0 <= trips["ci_high"]
+    assert ("not distinguishable from no change" in en) == unclear
+    assert ("与无变化无法区分" in zh) == unclear
+
+
+# -- clearing fees, operator income, trips moved between hours ---------------------------------
+MONEY_OF_A_CHARGED_TAP = ("clearing_fees_fen", "operator_income_fen", "fares_uncleared_fen")
+
+
+@pytest.fixture(scope="module")
+def one_run():
+    """One run of the small scenario: the collector's totals, the run's ledger, the home-city
+    acquirers and the clearing fees the records carry themselves (the acquirer's exchange's)."""
+    world = build(load_scenario(SMALL, days=5))
+    seen = {"acquirers": set(), "record_fees": 0}
+
+    def watch(event):
+        if isinstance(event, TapsFinal):
+            home = event.taps.city == 0
+            seen["acquirers"].update(np.unique(event.taps.acquirer[home]).tolist())
+            seen["record_fees"] += int(event.taps.fee_fen[home].sum())
+        elif isinstance(event, RunFinished):
+            seen["ledger"] = event.ledger
+
+    collector = OutcomeCollector(world)
+    run(None, None, world=world, seed=11, subscribers=[collector, watch])
+    return collector.finish(), seen, world.participants.ids
+
+
+def test_fare_revenue_is_fees_plus_operator_income_plus_fares_not_cleared(one_run):
+    totals, _, _ = one_run
+    revenue = totals["fare_revenue_fen"]
+    assert revenue > 0 and totals["clearing_fees_fen"] > 0
+    assert sum(totals[m] for m in MONEY_OF_A_CHARGED_TAP) == revenue
+    for dim in FAIRNESS_DIMENSIONS:
+        groups = [m.split(".")[-1] for m in totals if m.startswith(f"fare_revenue_fen.{dim}.")]
+        for g in groups:
+            parts = sum(totals[f"{m}.{dim}.{g}"] for m in MONEY_OF_A_CHARGED_TAP)
+            assert parts == totals[f"fare_revenue_fen.{dim}.{g}"], (dim, g)
+        for m in (*MONEY_OF_A_CHARGED_TAP, "boardings"):
+            assert sum(totals[f"{m}.{dim}.{g}"] for g in groups) == totals[m], (m, dim)
+        assert all(isinstance(totals[f"{m}.{dim}.{g}"], int) for m in MONEY_OF_A_CHARGED_TAP)
+
+
+def test_clearing_fees_and_operator_income_are_what_the_ledger_posts(one_run):
+    """Every fee on the way, transit fees included (rounded per pair, node and clearing day),
+    to the fen: the home acquirers' fees paid and revenue in the run's journal."""
+    totals, seen, ids = one_run
+    ledger = seen["ledger"]
+    fees_paid = sum(ledger.balance(account("fees_paid", ids[a])) for a in seen["acquirers"])
+    gross = -sum(ledger.balance(account("revenue", ids[a])) for a in seen["acquirers"])
+    assert totals["clearing_fees_fen"] == fees_paid
+    assert totals["operator_income_fen"] == gross - fees_paid
+    # some records travel to another exchange (一码通行, visitors' cards): transit fees count
+    assert fees_paid > seen["record_fees"]
+
+
+def test_boardings_by_hour_and_group_add_up(one_run):
+    totals, _, _ = one_run
+    assert sum(totals[f"boardings.hour.{h}"] for h in HOUR_NAMES) == totals["boardings"]
+    for dim in FAIRNESS_DIMENSIONS:
+        cells = {m: v for m, v in totals.items() if m.startswith(f"boardings.hour_{dim}.")}
+        for h in HOUR_NAMES:
+            in_hour = sum(v for m, v in cells.items() if m.split(".")[2] == h)
+            assert in_hour == totals[f"boardings.hour.{h}"], (dim, h)
+        for m in totals:
+            if m.startswith(f"boardings.{dim}."):
+                g = m.split(".")[-1]
+                assert sum(totals[f"boardings.hour_{dim}.{h}.{g}"] for h in HOUR_NAMES) == totals[m]
+
+
+def test_proportional_shares_are_integers_that_sum_to_the_total():
+    assert proportional_shares(10, np.array([1, 1, 1])).tolist() == [4, 3, 3]
+    assert proportional_shares(7, np.array([0, 50, 50])).tolist() == [0, 4, 3]
+    assert proportional_shares(0, np.array([0, 0])).tolist() == [0, 0]
+    parts = proportional_shares(1_234, np.array([333, 0, 1, 9_999, 17]))
+    assert parts.sum() == 1_234 and (parts >= 0).all()
+
+
+def test_trips_moved_counts_trips_that_changed_hour_net_of_the_change_in_total():
+    assert trips_moved([10, 10, 0], [4, 10, 6]) == 6  # six trips moved from hour 0 to hour 2
+    assert trips_moved([10, 10, 0], [4, 10, 0]) == 0  # six trips given up: none moved
+    assert trips_moved([10, 10, 0], [4, 10, 2]) == 2  # six gone from hour 0, two of them moved
+    assert trips_moved([10, 10, 0], [10, 10, 5]) == 0  # five new trips
+    assert hour_ranges(["07", "08", "17", "18", "21"]) == "07:00-09:00, 17:00-19:00, 21:00-22:00"
+
+
+def test_a_price_change_alone_moves_no_trip(offpeak_small):
+    """Riders who ride what they planned (no response) keep their hours (common random
+    numbers: the same trips at the same times); the only change in the hours is peak taps now
+    declined on cards that cannot pay, so no hour gains and no trip has moved."""
+    _, base, variant, _ = offpeak_small
+    report = compare(base, [variant], replications=2, response=NO_RESPONSE)
+    section = report["trips_moved"]["small_offpeak"]
+    assert section["total"]["mean"] == 0 and section["hours_gaining"] == []
+    assert all(r["variant"] <= r["baseline"] for r in section["hours"])
+    assert "no trip moves between hours" in summary(report, "small_offpeak", "en")
+    assert "没有乘车改到其他时段" in summary(report, "small_offpeak", "zh")
+
+
+PEAK_HOURS = ("07", "08", "17", "18")  # the overlay's workday peaks, where 65+ rides now cost
+
+
+def test_elderly_trips_move_out_of_the_workday_peaks(offpeak_small):
+    root, _, _, report = offpeak_small
+    rows = report["variants"]["small_offpeak"]
+    section = report["trips_moved"]["small_offpeak"]
+    assert section["total"]["mean"] > 0 and section["total"]["ci_low"] > 0
+    longevity = [rows[f"boardings.hour_card_type.{h}.longevity"]["difference"] for h in PEAK_HOURS]
+    assert sum(d["mean"] for d in longevity) < 0  # peak-hour longevity boardings fall
+    assert longevity[1]["ci_high"] < 0 and "08" in section["hours_losing"]
+    for h in PEAK_HOURS:  # the policy prices no other card differently
+        assert rows[f"boardings.hour_card_type.{h}.ordinary"]["difference"]["mean"] == 0
+    moved = {r["group"]: r["moved"]["mean"] for r in section["by_group"]["card_type"]}
+    assert moved["longevity"] > 0 and moved["ordinary"] == 0
+    n = f"{section['total']['mean']:,.0f}"
+    assert f"{n} trips move between hours" in summary(report, "small_offpeak", "en")
+    assert f"{n}次乘车改到其他时段" in summary(report, "small_offpeak", "zh")
+    assert "卡种长寿卡" in summary(report, "small_offpeak", "zh").split("改到其他时段")[1]
+    md = (root / "report" / "compare.md").read_text(encoding="utf-8")
+    assert "#### Trips moved between hours" in md and "| clearing_fees_fen |" in md
+    stored = json.loads((root / "report" / "compare.json").read_text(encoding="utf-8"))
+    assert stored["trips_moved"]["small_offpeak"]["total"]["mean"] == section["total"]["mean"]
+    assert "operator_income_fen.card_type.longevity" in stored["variants"]["small_offpeak"]
+
+
+def test_summary_names_the_fees_and_operator_income(offpeak_small):
+    _, _, _, report = offpeak_small
+    rows = report["variants"]["small_offpeak"]
+    income = rows["operator_income_fen"]["difference"]["mean"]
+    fees = rows["clearing_fees_fen"]["difference"]["mean"]
+    assert income > 0 and fees > 0  # the elderly pay in the peaks: operators and fees gain
+    en, zh = summary(report, "small_offpeak", "en"), summary(report, "small_offpeak", "zh")
+    assert f"operator income after clearing fees rises by ¥{income / 100:,.2f}" in en
+    assert f"清算手续费增加{fees / 100:,.2f}元" in zh

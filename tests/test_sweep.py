@@ -1,0 +1,330 @@
+"""Sweeps (sim/sweep.py, sim/sweep_report.py, sim.api.sweep, ``run_scenario.py sweep``).
+
+Points run on a real Dask LocalCluster of two worker processes (no mocks) over the small
+scenario for two days: the results are byte-identical with one and two workers, a failed point
+is kept and reported while the others run, finished points are reused by a re-run, Latin
+hypercube and Sobol designs run and give indices, and bad designs or parameters exit 2 with a
+message naming the file or flag, the field path, the value and what is expected.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sim import lab, sweep_report
+from sim.api import BadInput, build, load_scenario, run, sweep
+from sim.sweep import Design, grid_design, load_design, plan, split_values
+from sim.world import with_fares
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ROOT / "scenarios" / "small_ci.yaml"
+DAYS = 2
+OUTPUTS = ["taps", "fare_revenue_fen", "concession_cost_fen"]
+WINDOW = "fares.transfer.window_min"
+COUNTERS = "outlets.counters_by_outlet"
+# Two kinds of failure: -5 the scenario rejects (the loader's message); outlet 999 passes the
+# scenario but not the world build in the worker (the engine's message).
+GRID = [f"{WINDOW}=30,90,-5", f"{COUNTERS}={{1: 4}},{{999: 2}}"]
+
+
+def _cli(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "run_scenario.py", "sweep", *(str(a) for a in args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {name: (out / name).read_bytes() for name in sweep_report.FILES}
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """The grid with failing points, on two worker processes."""
+    out = tmp_path_factory.mktemp("sweep") / "grid"
+    summary = sweep(SMALL, GRID, replications=2, days=DAYS, outputs=OUTPUTS, workers=2, out_dir=out)
+    return out, summary
+
+
+def _point(summary: dict, **values) -> dict:
+    """The point whose parameters have ``values`` (keys: WINDOW, COUNTERS)."""
+    want = {WINDOW: values["window"], COUNTERS: values["counters"]}
+    return next(p for p in summary["points"] if p["values"] == want)
+
+
+def test_the_same_sweep_on_one_or_two_workers_gives_the_same_bytes(grid, tmp_path):
+    out, summary = grid
+    assert summary["execution"]["workers"] == 2
+    again = sweep(
+        SMALL, GRID, replications=2, days=DAYS, outputs=OUTPUTS, workers=1, out_dir=tmp_path
+    )
+    assert again["execution"]["workers"] == 1 and again["execution"]["points_reused"] == 0
+    assert _files(tmp_path) == _files(out)
+    frame = pd.read_parquet(out / "sweep.parquet")
+    # point x replication x output, sorted by point; money as integer fen
+    assert len(frame) == len(summary["points"]) * 2 * len(OUTPUTS)
+    assert frame["point"].is_monotonic_increasing
+    assert str(frame["value"].dtype) == "Int64" and str(frame[WINDOW].dtype) == "Int64"
+    assert list(frame.columns) == [
+        "point", "role", WINDOW, COUNTERS, "replication", "seed", "output", "value", "status",
+        "error",
+    ]  # fmt: skip
+    assert frame["seed"].drop_duplicates().tolist() == [20240101, 20240102]
+
+
+def test_a_failed_point_is_reported_and_the_others_are_kept(grid):
+    out, summary = grid
+    rejected = _point(summary, window=-5, counters={1: 4})
+    assert rejected["status"] == "failed"
+    assert rejected["error"] == (
+        "from --param -5: fares.transfer.window_min: value out of range; got -5; expected "
+        "greater than 0"
+    )
+    raised = _point(summary, window=30, counters={999: 2})  # raised in the worker
+    assert raised["status"] == "failed" and "outlet ids [999]" in raised["error"]
+    good = _point(summary, window=30, counters={1: 4})
+    assert good["status"] == "ok" and good["error"] is None
+    revenue = good["outputs"]["fare_revenue_fen"]
+    assert len(revenue["values"]) == 2
+    assert revenue["ci_low"] <= revenue["mean"] <= revenue["ci_high"]
+    failed = {f["point"] for f in summary["failed"]}
+    assert failed == {p["point"] for p in summary["points"] if p["status"] == "failed"}
+    assert len(failed) == 6  # three points at window -5, three more with outlet 999
+    frame = pd.read_parquet(out / "sweep.parquet")
+    rows = frame[frame["point"] == raised["point"]]
+    assert rows["value"].isna().all() and (rows["status"] == "failed").all()
+    assert rows["error"].str.contains("outlet ids").all()
+    assert frame[frame["status"] == "ok"]["value"].notna().all()
+    page = (out / "sweep.html").read_text("utf-8")
+    assert "Failed points" in page and "outlet ids [999]" in page
+
+
+def test_the_cli_reports_failed_points_and_exits_1(tmp_path):
+    result = _cli(
+        SMALL, "--param", f"{WINDOW}=30,abc", "--days", 1, "--replications", 1,
+        "--workers", 0, "--out", tmp_path, "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"point 2 failed ({WINDOW}=abc)" in result.stderr
+    assert "expected a valid integer" in result.stderr
+    assert all((tmp_path / name).is_file() for name in sweep_report.FILES)
+
+
+def test_one_at_a_time_sensitivity_is_around_the_base_point(grid):
+    _, summary = grid
+    rows = {r["parameter"]: r for r in summary["one_at_a_time"]["fare_revenue_fen"]}
+    window = rows[WINDOW]
+    assert (window["base_value"], window["low_value"], window["high_value"]) == (60, -5, 90)
+    assert window["low"] is None and window["swing"] is None  # the low end failed
+    assert window["low_change"] is None and window["high"] is not None
+    base = summary["points"][0]
+    assert base["role"] == "base" and window["base"] == base["outputs"]["fare_revenue_fen"]["mean"]
+    high = summary["points"][window["high_point"]]
+    assert high["values"] == {WINDOW: 90, COUNTERS: base["values"][COUNTERS]}
+    assert window["high_change"] == window["high"] - window["base"]
+
+
+def test_a_point_is_the_scenario_with_its_fields_set_and_the_compare_seeds(grid):
+    """Replication r of a point is what a run of the scenario with --set and seed base + r
+    measures: common random numbers, as in a compare."""
+    _, summary = grid
+    point = _point(summary, window=90, counters={1: 4})
+    scenario = load_scenario(SMALL, [f"{WINDOW}=90", f"{COUNTERS}={{1: 4}}"], days=DAYS)
+    totals = _outcome(build(scenario), scenario.seed + 1)
+    assert [point["outputs"][o]["values"][1] for o in OUTPUTS] == [totals[o] for o in OUTPUTS]
+
+
+def _outcome(world, seed: int) -> dict:
+    collector = lab.OutcomeCollector(world)
+    run(None, None, world=world, seed=seed, subscribers=[collector])
+    return collector.finish()
+
+
+def test_a_world_rebased_onto_other_fares_runs_as_the_world_built_for_them():
+    """What lets a worker build one world for all the fare points of a sweep."""
+    base = load_scenario(SMALL, days=1)
+    fares = [
+        f"{WINDOW}=90",
+        "fares.concessions.love.0.discount_pct=20",
+        "fares.bus.region_fare_fen.urban=250",
+    ]
+    other = load_scenario(SMALL, fares, days=1)
+    rebased = with_fares(build(base), other)
+    assert rebased.scenario == other
+    assert _outcome(rebased, 7) == _outcome(build(other), 7)
+    with pytest.raises(ValueError, match="beyond its fares"):
+        with_fares(rebased, load_scenario(SMALL, ["topups.threshold_fen=500"], days=1))
+
+
+def test_a_rerun_reuses_finished_points_and_runs_only_new_ones(tmp_path):
+    params = [f"{WINDOW}=30,90"]
+    first = sweep(SMALL, params, replications=1, days=DAYS, outputs=OUTPUTS, workers=2,
+                  out_dir=tmp_path)  # fmt: skip
+    assert first["execution"]["points_run"] == 3  # the base (60), 30 and 90
+    before = _files(tmp_path)
+    again = sweep(SMALL, params, replications=1, days=DAYS, outputs=OUTPUTS, workers=2,
+                  out_dir=tmp_path)  # fmt: skip
+    assert again["execution"]["points_run"] == 0 and again["execution"]["points_reused"] == 3
+    assert _files(tmp_path) == before
+    # (in this process: where points run does not change what is stored)
+    changed = sweep(SMALL, [f"{WINDOW}=30,120"], replications=1, days=DAYS, outputs=OUTPUTS,
+                    workers=0, out_dir=tmp_path)  # fmt: skip
+    assert changed["execution"]["points_run"] == 1  # only 120
+    assert changed["execution"]["points_reused"] == 2
+    assert len(list((tmp_path / "points").glob("*.json"))) == 4
+    # Another output needs no run: a stored point keeps every measure.
+    other = sweep(SMALL, params, replications=1, days=DAYS, outputs=["riders"], workers=2,
+                  out_dir=tmp_path)  # fmt: skip
+    assert other["execution"]["points_run"] == 0 and other["points"][0]["outputs"]["riders"]
+
+
+def test_latin_hypercube_points_are_stratified_and_run(tmp_path):
+    design = Design.model_validate(
+        {
+            "kind": "lhs",
+            "samples": 5,
+            "parameters": {
+                "fares.concessions.love.0.discount_pct": {"low": 20, "high": 70, "decimals": 2},
+                WINDOW: {"low": 30, "high": 120, "integer": True},
+            },
+            "outputs": OUTPUTS,
+            "replications": 1,
+            "days": DAYS,
+        }
+    )
+    summary = sweep(SMALL, design, workers=0, out_dir=tmp_path)
+    points = [p for p in summary["points"] if p["role"] == "design"]
+    assert len(points) == 5 and all(p["status"] == "ok" for p in points)
+    discounts = sorted(p["values"]["fares.concessions.love.0.discount_pct"] for p in points)
+    assert [int((d - 20) // 10) for d in discounts] == [0, 1, 2, 3, 4]  # one per stratum
+    windows = [p["values"][WINDOW] for p in points]
+    assert all(isinstance(w, int) and 30 <= w <= 120 for w in windows)
+    same = plan(design, {}, seed=20240101).points
+    assert [p.values for p in same[1:6]] == [p["values"] for p in points]
+    assert set(summary["one_at_a_time"]["concession_cost_fen"][0]) >= {"low", "high", "swing"}
+
+
+def test_a_sobol_design_gives_first_order_and_total_indices(tmp_path):
+    design = tmp_path / "sobol.yaml"
+    design.write_text(
+        "kind: sobol\n"
+        "samples: 2\n"
+        "parameters:\n"
+        "  fares.concessions.love.0.discount_pct: {low: 0, high: 100, decimals: 2}\n"
+        f"  {WINDOW}: {{low: 30, high: 120, integer: true}}\n"
+        "outputs: [fare_revenue_fen, concession_cost_fen.card_type.love]\n"
+        "replications: 1\n"
+        "days: 1\n",
+        encoding="utf-8",
+    )
+    summary = sweep(SMALL, design, workers=2, out_dir=tmp_path / "out")
+    assert sum(p["role"] == "design" for p in summary["points"]) == 2 * (2 + 2)
+    assert not summary["failed"]
+    for output in summary["outputs"]:
+        indices = summary["sobol"][output]
+        for path in summary["parameters"]:
+            assert set(indices[path]) == {"S1", "S1_conf", "ST", "ST_conf"}
+            assert isinstance(indices[path]["ST"], float)
+    # The love card's concession cost depends on its discount, not on the transfer window.
+    love = summary["sobol"]["concession_cost_fen.card_type.love"]
+    assert love["fares.concessions.love.0.discount_pct"]["ST"] > love[WINDOW]["ST"]
+    page = (tmp_path / "out" / "sweep.html").read_text("utf-8")
+    assert 'id="o1-sobol"' in page and "Sobol indices" in page
+
+
+def test_the_page_is_self_contained(grid):
+    out, _ = grid
+    page = (out / "sweep.html").read_text("utf-8")
+    assert not re.search(r"<script[^>]*\bsrc=|<link[^>]*\bhref=", page)  # nothing to fetch
+    assert page.count('id="o0-values"') == 1 and 'id="o2-tornado"' in page
+    assert "Plotly.newPlot" in page and len(page) > 1_000_000  # plotly.js inline
+
+
+def test_param_values_split_on_top_level_commas():
+    assert split_values("60,90, 120") == ["60", "90", "120"]
+    assert split_values("[bus],[bus, metro],'a,b'") == ["[bus]", "[bus, metro]", "'a,b'"]
+    modes = "fares.transfer.modes"
+    design = grid_design([f"{WINDOW}=60,90", f"{modes}=[bus],[bus, metro]"])
+    assert design.parameters[modes].values == (["bus"], ["bus", "metro"])
+    base = {WINDOW: 60, modes: ["bus", "metro"]}
+    points = plan(design, base, seed=1).points
+    # the base, the grid's four; one at a time: the base at 60, then 90 with the base's modes
+    # (a grid point) and [bus] with 60 (a grid point too): nothing more to run
+    assert len(points) == 1 + 4
+    other = plan(design, {WINDOW: 45, modes: ["bus"]}, seed=1).points
+    assert [p.values for p in other if p.role == "oat"] == [{WINDOW: 45, modes: ["bus", "metro"]}]
+
+
+@pytest.mark.parametrize(
+    ("params", "fragments"),
+    [
+        (["fares.transfer.window_min"], ["--param fares.transfer.window_min", "path=v1,v2"]),
+        ([f"{WINDOW}=60,60"], ["value 60 is listed twice"]),
+        (["seed=1,2"], ["seed: not a sweep parameter", "world_seed"]),
+        ([f"{WINDOW}=1", f"{WINDOW}=2"], ["given twice"]),
+    ],
+)
+def test_bad_params_are_bad_input(params, fragments):
+    with pytest.raises(BadInput) as caught:
+        sweep(SMALL, params, workers=0)
+    for fragment in fragments:
+        assert fragment in str(caught.value)
+
+
+def test_a_misspelt_path_exits_2_with_the_loaders_message(tmp_path):
+    result = _cli(SMALL, "--param", "fares.transfer.windw_min=60,90", "--out", tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "fares.transfer.windw_min: unknown key 'windw_min' (did you mean 'window_min'?)" in (
+        result.stderr
+    )
+    assert not (tmp_path / "sweep.json").exists()
+
+
+def test_a_bad_design_file_exits_2_naming_file_line_field_and_value(tmp_path):
+    design = tmp_path / "design.yaml"
+    design.write_text(
+        f"kind: lhs\nparameters:\n  {WINDOW}: {{low: 90, high: 30}}\nsamples: 0\nreplicatons: 2\n",
+        encoding="utf-8",
+    )
+    result = _cli(SMALL, "--design", design, "--out", tmp_path / "out")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in (
+        f"{design}:3: parameters.{WINDOW}: low must be below high; got low 90.0, high 30.0",
+        f"{design}:4: samples: value out of range; got 0; expected greater than or equal to 1",
+        f"{design}:5: replicatons: unknown key 'replicatons' (did you mean 'replications'?)",
+    ):
+        assert fragment in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_output_is_bad_input_naming_the_design_line(tmp_path):
+    design = tmp_path / "design.yaml"
+    design.write_text(
+        f"parameters:\n  {WINDOW}: {{values: [30]}}\noutputs: [fare_revnue_fen]\ndays: 1\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(BadInput) as caught:
+        sweep(SMALL, design, replications=1, workers=0, out_dir=tmp_path / "out")
+    assert str(caught.value).startswith(f"{design}:3: outputs: unknown measure 'fare_revnue_fen'")
+    assert "did you mean 'fare_revenue_fen'?" in str(caught.value)
+    assert not (tmp_path / "out" / "sweep.json").exists()  # nothing but finished points
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_design_is_valid_for_the_scenario(path):
+    design = load_design(path)
+    for name, spec in design.parameters.items():
+        value = spec.values[0] if spec.values is not None else spec.high
+        load_scenario(SMALL, [f"{name}={value}"], days=1)  # the path and a value are accepted
