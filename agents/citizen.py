@@ -83,7 +83,9 @@ def riders_today(
     candidates: np.ndarray,
 ) -> np.ndarray:
     """Population rows (a subset of ``candidates``: live, non-dormant cards) that ride today."""
-    ct = pop.card_type[candidates]
+    # Habits follow the card as issued: a policy that re-derives types from age changes what
+    # a holder pays, not the days they are out.
+    ct = pop.issued_card_type[candidates]
     p = pop.ride_prob[candidates] * day_factor(behaviour, ct, day_type)
     if not school_day:
         p = np.where(ct == STUDENT, p * behaviour.school_break_student_factor, p)
@@ -107,7 +109,7 @@ def plan_trips(
 ) -> dict[str, np.ndarray]:
     """The day's trips of ``riders``: row, slot, origin zone, destination zone, departure (s)."""
     ids = pop.card_id[riders]
-    ct = pop.card_type[riders]
+    ct = pop.issued_card_type[riders]  # habits follow the card as issued (see riders_today)
     home = pop.home_zone[riders].astype(np.int64)
     work = pop.work_zone[riders].astype(np.int64)
     commuting_day = day_type == WORKDAY

@@ -238,6 +238,7 @@ def visitors(interop: Interop | None, region_ids, network, streams, first_card_i
             Cardholders(
                 card_id=ids,
                 card_type=np.full(n, ordinary, np.uint8),
+                issued_card_type=np.full(n, ordinary, np.uint8),
                 birth_ord=np.zeros(n, np.int32),
                 age=age,
                 sex=(streams.uniform("visitor.sex", 0, ids) < 0.5).astype(np.uint8),

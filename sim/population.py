@@ -35,7 +35,10 @@ class Cardholders:
     once the world is built; what a run changes is in ``sim.state.CardState``)."""
 
     card_id: np.ndarray  # int64, stable id (also the random-stream entity id)
-    card_type: np.ndarray  # uint8, sim.codes.CARD_TYPES
+    card_type: np.ndarray  # uint8, sim.codes.CARD_TYPES: the type the fare rules see
+    # uint8, the type the card was issued as: what the holder's habits (how often and when they
+    # ride) were drawn for; differs from card_type only where a policy re-derives types from age
+    issued_card_type: np.ndarray
     birth_ord: np.ndarray  # int32, proleptic Gregorian ordinal of the birth date
     age: np.ndarray  # uint8, age at period start
     sex: np.ndarray  # uint8, 0 female 1 male
@@ -179,10 +182,10 @@ def build_population(
     balance = streams.uniform("pop.balance", 0, ids)
     balance_fen = (-np.log1p(-balance) * population.initial_balance_mean_fen).astype(np.int64)
     counter = streams.integers("pop.counter", 0, ids, 2000).astype(np.int32)
-    card_type = age_card_types(card_type, age_years, population.concession_ages)
     return Cardholders(
         card_id=ids,
-        card_type=card_type,
+        card_type=age_card_types(card_type, age_years, population.concession_ages),
+        issued_card_type=card_type,
         birth_ord=birth_ord,
         age=np.clip(age_years, 0, 255).astype(np.uint8),
         sex=sex,

@@ -79,17 +79,12 @@ def reference_card_types(world: World, ref: ReferencePricing) -> np.ndarray:
     re-derived with the reference's ages; visitors' cards get local types only if the reference
     gives them same-city treatment."""
     pop, sc = world.population, world.scenario
-    types = sc.population.card_types
-    issued = np.repeat(
-        np.array([CARD_TYPES.index(name) for name in types], np.uint8),
-        [t.count for t in types.values()],
-    )
+    local = pop.home_city == HOME_CITY
     out = pop.card_type.copy()
-    n_local = len(issued)  # the scenario's own cards come first, then visitors (sim/world.py)
-    out[:n_local] = age_card_types(issued, pop.age[:n_local], ref.concession_ages)
+    out[local] = age_card_types(pop.issued_card_type[local], pop.age[local], ref.concession_ages)
     own = sc.interop.visitor_concessions if sc.interop is not None else "none"
     if ref.visitor_concessions != own:
-        guests = np.arange(n_local, len(out))
+        guests = np.flatnonzero(~local)
         local = card_type_for_age(pop.age[guests], ref.concession_ages)
         # Without same-city treatment a visitor's card is priced as an ordinary card.
         out[guests] = local if ref.visitor_concessions == "local" else ORDINARY

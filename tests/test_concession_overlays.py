@@ -128,3 +128,22 @@ def test_same_city_treatment_gives_visitors_local_concessions(overlay_report, sm
     visitors = pop.home_city != HOME_CITY
     elderly = visitors & (pop.age >= 65)
     assert elderly.any() and (pop.card_type[elderly] == LONGEVITY).all()
+
+
+def test_moving_cards_between_types_keeps_the_holders_habits(small_overlays):
+    """Who rides on a day depends on the card as issued, not on the type a policy gives it: the
+    same holders are out on the same days (then they respond to what they pay)."""
+    from agents.citizen import riders_today
+    from sim.rng import Streams
+
+    worlds = {name: build(small_overlays[name]) for name in ("base", "visitors_same_city")}
+    streams = Streams(20240101)
+    riders = {}
+    for name, world in worlds.items():
+        pop = world.population
+        moved = np.flatnonzero(pop.card_type != pop.issued_card_type)
+        assert (name == "base") == (len(moved) == 0)
+        riders[name] = riders_today(
+            pop, world.scenario.behaviour, streams, 3, 0, True, world.riding_rows
+        )
+    assert np.array_equal(riders["base"], riders["visitors_same_city"])
