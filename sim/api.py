@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import platform
 import time
@@ -40,8 +41,8 @@ from sim.model import CardTwinModel
 from sim.output import (
     OutputError,
     RunOutput,
-    json_default,
     package_versions,
+    report_json,
     write_duckdb_catalogue,
 )
 from sim.privacy import PrivacyKey, PrivacyKeyError, default_key, load_key
@@ -249,10 +250,7 @@ def compare(
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "compare.json").write_text(
-            json.dumps(report, indent=2, ensure_ascii=False, default=json_default, sort_keys=True),
-            "utf-8",
-        )
+        (out / "compare.json").write_text(report_json(report, sort_keys=True), "utf-8")
         (out / "compare.md").write_text(lab_report.markdown(report), "utf-8")
         from sim import lab_html  # here: plotly is heavy and only the HTML page needs it
 
@@ -352,6 +350,22 @@ def _sweep_workers(scenario: Scenario, requested: int | None) -> int:
             f"scenario and {available / 1024**3:,.1f} GiB is available; expected at most {fit}"
         )
     return requested
+
+
+def load_compare_report(path: str | Path) -> dict:
+    """A ``compare.json`` read back as ``compare`` returned it (what ``sim.lab_html.render``
+    and ``sim.lab_report`` take): the nulls that stand for numbers JSON cannot hold (an
+    interval of one replication, an average over nothing) become NaN again."""
+    return json.loads(Path(path).read_text(encoding="utf-8"), object_hook=_nan_for_null)
+
+
+def _nan_for_null(mapping: dict) -> dict:
+    return {
+        k: [math.nan if x is None else x for x in v]
+        if isinstance(v, list)
+        else (math.nan if v is None else v)
+        for k, v in mapping.items()
+    }
 
 
 def verify(run_dir: str | Path) -> list[str]:
@@ -555,9 +569,7 @@ def calibrate(
     report["scenario_hash"] = scenario_hash(scenario)
     report["timings_s"] = {k: round(v, 2) for k, v in summary.timings_s.items()}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "calibration.json").write_text(
-        json.dumps(report, indent=2, ensure_ascii=False, default=json_default), "utf-8"
-    )
+    (out / "calibration.json").write_text(report_json(report), "utf-8")
     (out / "calibration.md").write_text(markdown(report), "utf-8")
     return report
 

@@ -113,8 +113,8 @@ class ResponseSettings(_Model):
     segments: dict[str, Segment] = Field(
         default_factory=_default_segments,
         description="Elasticity and time cost by card type, 'default' for every card type not "
-        "listed. Segments given replace the built-in ones of the same name (default, "
-        "longevity, love); the others stay.",
+        "listed. A segment's fields given override the built-in segment of its name (default, "
+        "longevity, love; a new card type starts from default); the others stay.",
     )
     elasticity_fare_fen: int = Field(
         200,
@@ -177,8 +177,17 @@ class ResponseSettings(_Model):
     @field_validator("segments", mode="before")
     @classmethod
     def _over_built_in(cls, value: object) -> object:
+        # A segment given in part keeps the rest of the built-in one of its name (or of the
+        # default segment, for a card type with none), so one field can be set or swept alone.
         if isinstance(value, dict):
-            return {**_default_segments(), **value}
+            built_in = {name: seg.model_dump() for name, seg in _default_segments().items()}
+            given = {
+                name: {**built_in.get(name, built_in["default"]), **seg}
+                if isinstance(seg, dict)
+                else seg
+                for name, seg in value.items()
+            }
+            return {**built_in, **given}
         return value
 
     @field_validator("segments")

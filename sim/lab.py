@@ -82,12 +82,16 @@ def group_labels_zh(regions_zh: dict[str, str]) -> dict[str, dict[str, str]]:
 
 
 def person_groups(world) -> dict[str, np.ndarray]:
-    """Each cardholder's group code per person dimension (card type, age band, region)."""
+    """Each cardholder's group code per person dimension (card type, age band, region).
+
+    The card type is the one the card was issued as, the same in every scenario of a compare:
+    a policy that re-derives types from age (free from 60 / 70) or gives visitors local types
+    moves what holders pay, and each group must hold the same people before and after."""
     pop = world.population
     edges = np.array([low for low, _ in AGE_BANDS])
     region = np.where(pop.home_city == HOME_CITY, pop.region, len(world.region_ids))
     return {
-        "card_type": pop.card_type.astype(np.int64),
+        "card_type": pop.issued_card_type.astype(np.int64),
         "age_band": np.searchsorted(edges, pop.age, side="right") - 1,
         "region": region.astype(np.int64),
     }

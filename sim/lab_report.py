@@ -24,8 +24,8 @@ _TEXT = {
         "moved_into": " into {gaining}",
         "moved_group": "; {group}: {n} of them",
         "none_moved": "no trip moves between hours",
-        "trips": "the number of fare-paying trips {dir} by {abs} ({pct:+.2%}; "
-        "95% CI of the change {lo} to {hi})",
+        "trips": "the number of trips (fare transactions, free rides included) {dir} by {abs} "
+        "({pct:+.2%}; 95% CI of the change {lo} to {hi})",
         "rises": "rises",
         "falls": "falls",
         "unchanged": "is unchanged",
@@ -52,7 +52,7 @@ _TEXT = {
         "moved_into": "，移入{gaining}",
         "moved_group": "；其中{group}{n}次",
         "none_moved": "没有乘车改到其他时段",
-        "trips": "付费乘车次数{dir}{abs}次（{pct:+.2%}；95%置信区间{lo}至{hi}）",
+        "trips": "乘车交易次数（含免费乘车）{dir}{abs}次（{pct:+.2%}；95%置信区间{lo}至{hi}）",
         "rises": "增加",
         "falls": "减少",
         "unchanged": "不变",

@@ -780,6 +780,29 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} {value!r} as JSON")
 
 
+def report_json(value: Any, *, sort_keys: bool = False) -> str:
+    """A report as strict JSON text (UTF-8, indent 2): NaN and infinite numbers (an interval
+    of one replication, an average over nothing) become null, which every JSON reader takes."""
+    return json.dumps(
+        _finite(value),
+        indent=2,
+        ensure_ascii=False,
+        default=json_default,
+        sort_keys=sort_keys,
+        allow_nan=False,
+    )
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_run_meta(out_dir: str | os.PathLike[str], meta: Mapping[str, Any]) -> Path:
     """Write ``run_meta.json`` (sorted keys, UTF-8, indent 2) into ``out_dir`` atomically."""
     path = Path(out_dir) / RUN_META_FILE

@@ -50,7 +50,6 @@ from sim.scenario import changed_fares
 from sim.world import World
 
 DAY_S = 86_400
-ORDINARY = CARD_TYPES.index("ordinary")
 #: ``price(taps, world)``: the day's taps priced as ``world`` prices them (its fares, card types
 #: and visitor treatment), with the day's transfers and caps (sim/day.py).
 Pricer = Callable[[DayTaps, World], dict[str, np.ndarray]]
@@ -78,16 +77,17 @@ def reference_card_types(world: World, ref: ReferencePricing) -> np.ndarray:
     """Each holder's card type under the reference: cards issued as age-based types are
     re-derived with the reference's ages; visitors' cards get local types only if the reference
     gives them same-city treatment."""
-    pop, sc = world.population, world.scenario
+    pop = world.population
     local = pop.home_city == HOME_CITY
     out = pop.card_type.copy()
     out[local] = age_card_types(pop.issued_card_type[local], pop.age[local], ref.concession_ages)
-    own = sc.interop.visitor_concessions if sc.interop is not None else "none"
-    if ref.visitor_concessions != own:
-        guests = np.flatnonzero(~local)
-        local = card_type_for_age(pop.age[guests], ref.concession_ages)
-        # Without same-city treatment a visitor's card is priced as an ordinary card.
-        out[guests] = local if ref.visitor_concessions == "local" else ORDINARY
+    # Visitors' cards: the local type of their age under the reference's same-city treatment
+    # (with its ages), else priced as the ordinary card they were issued as.
+    guests = ~local
+    if ref.visitor_concessions == "local":
+        out[guests] = card_type_for_age(pop.age[guests], ref.concession_ages)
+    else:
+        out[guests] = pop.issued_card_type[guests]
     out.setflags(write=False)
     return out
 

@@ -366,6 +366,11 @@ def scenario_hash(scenario: Scenario | MultiCityScenario) -> str:
     """SHA-256 of the validated scenario (recorded in run_meta.json); a multi-city run's covers
     each city's scenario too."""
     if isinstance(scenario, MultiCityScenario):
-        parts = [config_hash(scenario)] + [config_hash(c) for c in scenario.city_scenarios]
+        parts = [config_hash(scenario)] + [scenario_hash(c) for c in scenario.city_scenarios]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
-    return config_hash(scenario)
+    if scenario.reference is None:
+        return config_hash(scenario)
+    # The prices riders are used to (from the base of the extends: chain) change the results
+    # too, though they are not part of the scenario's own content.
+    reference = scenario.reference.model_dump_json(exclude={"source"})  # not where it lives
+    return hashlib.sha256(f"{config_hash(scenario)}|{reference}".encode()).hexdigest()

@@ -54,7 +54,7 @@ from sim.world import FARES_ONLY, with_fares
 from sim.yaml_config import FlagOverride, load_config
 
 #: Bump when what a stored point holds, or how it is measured, changes: older points run again.
-POINT_FORMAT = 1
+POINT_FORMAT = 2  # 2: the key covers the reference pricing (scenario_hash)
 DEFAULT_REPLICATIONS = 3
 #: Fields a sweep sets itself: every point runs the sweep's seeds for the sweep's days.
 RESERVED = {
@@ -412,7 +412,7 @@ def load_point(
     """The base scenario with a point's fields set, through the loader's own overrides: a value
     the scenario rejects raises ConfigError with the loader's message (``flag`` says where the
     values came from: ``--param`` or the design file)."""
-    settings = [FlagOverride(flag, path, text) for path, text in overrides]
+    settings = [FlagOverride(flag, path, text, names_path=True) for path, text in overrides]
     if days is not None:
         settings.append(FlagOverride("--days", "period.days", str(days)))
     scenario = load_scenario(base_path, settings)
@@ -460,8 +460,8 @@ def code_fingerprint(root: Path | None = None) -> str:
 
 def base_key(base: Scenario, seeds: Sequence[int], code: str) -> str:
     """What every point of a sweep shares, hashed: the base scenario (its validated content, so
-    its whole ``extends:`` chain and the days), the content of the files it reads (outlets,
-    calendar), the run seeds and the code."""
+    its whole ``extends:`` chain and the days, and the prices its riders are used to), the
+    content of the files it reads (outlets, calendar), the run seeds and the code."""
     files = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in _files(base)}
     blob = {"format": POINT_FORMAT, "scenario": scenario_hash(base), "files": files}
     return _digest({**blob, "seeds": list(seeds), "code": code})

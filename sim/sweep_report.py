@@ -27,7 +27,7 @@ from scipy import stats
 
 from sim import sweep
 from sim.html_page import chart, esc, facts, page
-from sim.output import json_default
+from sim.output import report_json
 
 FILES = ("sweep.parquet", "sweep.csv", "sweep.json", "sweep.html")
 TABLE_COLUMNS = ("point", "role", "replication", "seed", "output", "value", "status", "error")
@@ -208,7 +208,7 @@ def write(out_dir: str | Path, summary: dict) -> list[Path]:
     paths = [out / name for name in FILES]
     _replace(paths[0], lambda tmp: frame.to_parquet(tmp, index=False))
     _replace(paths[1], lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"))
-    text = json.dumps(summary, indent=2, ensure_ascii=False, default=json_default)
+    text = report_json(summary)
     _replace(paths[2], lambda tmp: tmp.write_text(text + "\n", "utf-8"))
     page = render(summary)
     _replace(paths[3], lambda tmp: tmp.write_text(page, "utf-8"))

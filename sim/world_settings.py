@@ -177,13 +177,15 @@ class Population(Section):
     @field_validator("card_types", "concession_ages")
     @classmethod
     def _known_card_types(cls, value: dict, info: ValidationInfo) -> dict:
-        unknown = sorted(set(value) - set(CARD_TYPES))
+        ages = info.field_name == "concession_ages"
+        # ordinary is what cards below every concession age become: not an age-based type
+        allowed = [t for t in CARD_TYPES if not (ages and t == "ordinary")]
+        unknown = sorted(set(value) - set(allowed))
         if unknown:
             raise ValueError(
-                f"unknown card type(s) {unknown}; expected some of: {', '.join(CARD_TYPES)}"
+                f"unknown or not allowed card type(s) {unknown}; expected some of: "
+                f"{', '.join(allowed)}"
             )
-        if info.field_name == "concession_ages" and "ordinary" in value:
-            raise ValueError("ordinary is what cards below every concession age become")
         return value
 
     @field_validator("qr_channel_mix")

@@ -338,6 +338,7 @@ class FlagOverride:
     flag: str
     path: str
     value: str
+    names_path: bool = False  # the user typed the path too (``--param path=v1,v2``)
 
     @property
     def text(self) -> str:
@@ -348,7 +349,8 @@ class FlagOverride:
 def _apply_override(tree: _Mapping, override: str | FlagOverride) -> str | None:
     """Apply one ``path.to.field=value``; return a problem message instead of raising."""
     if isinstance(override, FlagOverride):
-        label, text = f"from {override.flag} {override.value}", override.text
+        shown = override.text if override.names_path else override.value
+        label, text = f"from {override.flag} {shown}", override.text
     else:
         label, text = f"from --set {override}", override
     path_text, sep, value_text = text.partition("=")
@@ -407,8 +409,9 @@ def _field_annotation(field: FieldInfo) -> Any:
 
 
 def _model_fields(model: type[BaseModel]) -> dict[str, FieldInfo]:
-    """Fields keyed by the name a YAML file uses (alias if set)."""
-    return {(f.alias or name): f for name, f in model.model_fields.items()}
+    """Fields keyed by the name a YAML file uses (alias if set); fields never written (derived
+    by the loader, ``exclude=True``) are not among them."""
+    return {(f.alias or name): f for name, f in model.model_fields.items() if not f.exclude}
 
 
 def _strip(ann: Any) -> tuple[Any, bool]:

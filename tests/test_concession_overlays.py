@@ -104,6 +104,11 @@ def test_free_from_60_costs_more_than_free_from_70(overlay_report):
     assert _diff(overlay_report, "free_from_60", "concession_cost_fen.age_band.60-64") > 0
     assert _diff(overlay_report, "free_from_70", "concession_cost_fen.age_band.65-69") < 0
     assert _diff(overlay_report, "free_from_70", "concession_cost_fen.age_band.70+") == 0
+    # Groups hold the same people before and after (cards as issued): the 长寿卡 holders of
+    # 65-69 now pay half fare, so that group pays, and the 爱心卡 group is untouched.
+    by_type = {r["group"]: r for r in overlay_report["fairness"]["free_from_70"]["card_type"]}
+    assert by_type["longevity"]["benefit_fen"] < 0
+    assert by_type["love"]["benefit_fen"] == 0
 
 
 def test_qr_concessions_reach_qr_riders_only(overlay_report):
@@ -147,3 +152,33 @@ def test_moving_cards_between_types_keeps_the_holders_habits(small_overlays):
             pop, world.scenario.behaviour, streams, 3, 0, True, world.riding_rows
         )
     assert np.array_equal(riders["base"], riders["visitors_same_city"])
+
+
+def test_the_prices_riders_are_used_to_are_part_of_the_scenario_hash(tmp_path):
+    """Two policies with the same content over bases with other prices give other results (the
+    response compares with the base's prices), so their hashes — in run_meta.json and the keys of
+    a sweep's stored points — differ."""
+    from sim.scenario import scenario_hash
+
+    nantong = (ROOT / "scenarios" / "nantong_2024.yaml").read_text(encoding="utf-8")
+    nantong = nantong.replace(
+        "file: data/calendar_cn_2024.yaml", f"file: {ROOT}/scenarios/data/calendar_cn_2024.yaml"
+    ).replace("file: ../data/nantong/outlets.csv", f"file: {ROOT}/data/nantong/outlets.csv")
+    policy = (POLICIES / "elderly_offpeak.yaml").read_text(encoding="utf-8")
+    hashes = []
+    bases = (("free", "{kind: free}"), ("half", "{kind: percent, discount_pct: 50}"))
+    for name, longevity in bases:
+        folder = tmp_path / name
+        folder.mkdir()
+        base = nantong.replace(
+            '    longevity:    [{kind: free, label: "65+ ride free (长寿卡)"}]',
+            f"    longevity:    [{longevity}]",
+        )
+        assert base != nantong
+        (folder / "nantong_2024.yaml").write_text(base, encoding="utf-8")
+        (folder / "policy.yaml").write_text(
+            policy.replace("extends: ../nantong_2024.yaml", "extends: nantong_2024.yaml"),
+            encoding="utf-8",
+        )
+        hashes.append(scenario_hash(load_scenario(folder / "policy.yaml")))
+    assert hashes[0] != hashes[1]

@@ -86,8 +86,8 @@ def test_a_failed_point_is_reported_and_the_others_are_kept(grid):
     rejected = _point(summary, window=-5, counters={1: 4})
     assert rejected["status"] == "failed"
     assert rejected["error"] == (
-        "from --param -5: fares.transfer.window_min: value out of range; got -5; expected "
-        "greater than 0"
+        "from --param fares.transfer.window_min=-5: fares.transfer.window_min: value out of "
+        "range; got -5; expected greater than 0"
     )
     raised = _point(summary, window=30, counters={999: 2})  # raised in the worker
     assert raised["status"] == "failed" and "outlet ids [999]" in raised["error"]
