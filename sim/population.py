@@ -125,9 +125,7 @@ def build_population(
     birth_ord = (start_ord - age_years * 365.25 - day_in_year).astype(np.int32)
     sex = (streams.uniform("pop.sex", 0, ids) < 0.5).astype(np.uint8)
 
-    # Region: residents x adoption weight; zone within region by a centre-heavy draw.
-    weights = np.array([r.residents * r.card_adoption_weight for r in regions.values()])
-    region = streams.categorical("pop.region", 0, ids, weights).astype(np.uint8)
+    region = _draw_regions(regions, streams, ids, spec_of_row, [spec for _, spec in blocks])
     first = network.zones.first_of_region[region]
     count = network.zones.count_of_region[region]
     home_zone = (first + _centre_heavy(streams.uniform("pop.home", 0, ids), count)).astype(np.int32)
@@ -207,6 +205,28 @@ def build_population(
         opening_card_counter=counter,
         home_city=np.zeros(n, dtype=np.uint8),
     )
+
+
+#: Card types whose holders are all at least this old are drawn where the elderly live.
+ELDERLY_AGE_MIN = 60
+
+
+def _draw_regions(regions, streams: Streams, ids, spec_of_row, specs) -> np.ndarray:
+    """Each card's region: residents x adoption weight; for the elderly card types, where
+    every region gives its share of residents aged 65+, residents x that share x adoption
+    weight (the counties are older than the city). One stream, keyed by card id, so a card's
+    draw is the same whichever weights apply."""
+    weights = np.array([r.residents * r.card_adoption_weight for r in regions.values()])
+    region = streams.categorical("pop.region", 0, ids, weights).astype(np.uint8)
+    shares = [r.aged_65_plus_share for r in regions.values()]
+    if any(share is None for share in shares):
+        return region
+    elderly_spec = np.array([spec.age_min >= ELDERLY_AGE_MIN for spec in specs])
+    elderly = elderly_spec[spec_of_row]
+    region[elderly] = streams.categorical(
+        "pop.region", 0, ids[elderly], weights * np.array(shares)
+    ).astype(np.uint8)
+    return region
 
 
 def age_card_types(

@@ -104,6 +104,18 @@ class Scenario(Section):
             )
         return value
 
+    @field_validator("regions")
+    @classmethod
+    def _age_shares_everywhere_or_nowhere(cls, regions: dict) -> dict:
+        given = [rid for rid, r in regions.items() if r.aged_65_plus_share is not None]
+        if given and len(given) != len(regions):
+            missing = [rid for rid in regions if rid not in given]
+            raise ValueError(
+                f"aged_65_plus_share is given for {', '.join(given)} but not for "
+                f"{', '.join(missing)}; expected it for every region or for none"
+            )
+        return regions
+
     # Cross-references are checked on the field that holds them, so errors point at its line.
     @field_validator("network")
     @classmethod

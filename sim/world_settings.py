@@ -77,6 +77,12 @@ class Region(Section):
         "first-phase issuance); cardholders are spread by residents x weight.",
     )
     bus: BusNetwork = Field(description="Generated bus network parameters.")
+    aged_65_plus_share: Share | None = Field(
+        None,
+        description="Share of residents aged 65 and over (census). When every region has it, "
+        "the elderly card types (card_types whose age_min is 60 or more) are spread by "
+        "residents x this share x card_adoption_weight, so they lean to the older regions.",
+    )
 
     @field_validator("admin_code")
     @classmethod

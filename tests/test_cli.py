@@ -505,6 +505,10 @@ INVALID_POLICIES = {
         "population:\n  concession_ages: {longevity: -5}\n",
         ("population.concession_ages.longevity", "-5", "greater than or equal to 0"),
     ),
+    "age shares for some regions only": (
+        "regions:\n  urban: {aged_65_plus_share: null}\n",
+        ("regions", "not for urban", "every region or for none"),
+    ),
     "unknown visitor treatment": (
         "interop:\n  visitor_concessions: everything\n",
         ("interop.visitor_concessions", "'everything'", "'none' or 'local'"),

@@ -182,3 +182,16 @@ def test_the_prices_riders_are_used_to_are_part_of_the_scenario_hash(tmp_path):
         )
         hashes.append(scenario_hash(load_scenario(folder / "policy.yaml")))
     assert hashes[0] != hashes[1]
+
+
+def test_elderly_cards_lean_to_the_older_regions(small_overlays):
+    """With every region's share of residents aged 65+ (census), the elderly card types are
+    spread by it: the urban districts (17.9% aged 65+) hold a smaller share of them than of
+    the other cards; without the shares every type is spread alike."""
+    pop = build(small_overlays["base"]).population
+    local = pop.home_city == HOME_CITY
+    urban = pop.region == 0
+    elderly = np.isin(pop.issued_card_type, [LONGEVITY, LOVE])
+    share_elderly = (urban & local & elderly).sum() / (local & elderly).sum()
+    share_others = (urban & local & ~elderly).sum() / (local & ~elderly).sum()
+    assert share_elderly < 0.85 * share_others
