@@ -55,24 +55,23 @@ def _terminate(signum, frame) -> None:
     raise Terminated()
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str, least: int, expected: str) -> int:
+    """``text`` as an int of at least ``least``; argparse reports ``expected`` otherwise."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1, "a number >= 1")
 
 
 def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
+    return _whole_number(text, 0, "a number >= 0")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -165,13 +164,7 @@ def build_compare_parser() -> argparse.ArgumentParser:
 
 
 def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 (in this process) or more, got {value}")
-    return value
+    return _whole_number(text, 0, "0 (in this process) or more")
 
 
 def build_sweep_parser() -> argparse.ArgumentParser:
