@@ -678,7 +678,10 @@ def _on_cluster(groups: list[list[Task]], workers: int, on_result) -> None:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            # No dashboard, and the scheduler's own HTTP routes on a free loopback port: the
+            # default is the fixed port 8787, taken by any other cluster on the machine.
+            dashboard_address="127.0.0.1:0",
+            scheduler_kwargs={"dashboard": False},
             silence_logs=logging.CRITICAL,  # a lost worker is reported with its points
         ) as cluster,
         Client(cluster) as client,
