@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import multiprocessing
 import signal
 import sys
 import time
@@ -45,6 +46,8 @@ EXIT_BAD_INPUT = 2
 EXIT_INVARIANT = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+# How a sweep starts its worker processes (sim.sweep.execute): forked where the system can.
+FORK_IF_AVAILABLE = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 class Terminated(BaseException):
@@ -231,6 +234,9 @@ def run_sweep(args: argparse.Namespace, api) -> int:
             workers=args.workers,
             out_dir=args.out,
             progress=progress,
+            # This process is the command and nothing else: its workers may be forked from it
+            # and skip importing the engine again (~1.5 s each, a tenth of a small sweep).
+            start_method=FORK_IF_AVAILABLE,
         )
     except (KeyboardInterrupt, Terminated) as stop:
         print(

@@ -7,11 +7,12 @@ The same sweep runs twice in one sitting, through ``sim.api.sweep`` with ``worke
 stored point is reused, and the script prints both wall times, the speed-up and the issue-8
 budget (>= 1.7x on 2 workers), and whether the two result tables are byte-identical.
 
-The wall time is the whole ``sim.api.sweep`` call: loading the base, starting the cluster and
-its workers, loading, building and running every point, closing the cluster, writing the table,
-summary and page. ``--repeat N`` alternates the two (1, 2, 1, 2, ...) and reports the best of
-each and the ratio of each pair run back to back, so that load from other processes on the
-machine hits both alike.
+The workers start as ``run_scenario.py sweep`` starts them (forked, on Linux), or by
+``--start-method spawn``. The wall time is the whole ``sim.api.sweep`` call: loading the base,
+starting the cluster and its workers, loading, building and running every point, closing the
+cluster, writing the table, summary and page. ``--repeat N`` alternates the two (1, 2, 1, 2,
+...) and reports the best of each and the ratio of each pair run back to back, so that load
+from other processes on the machine hits both alike.
 
     .venv/bin/python bench/sweep.py                              # 12 points x 1 replication
     .venv/bin/python bench/sweep.py --replications 3 --repeat 2 --json /tmp/sweep.json
@@ -32,13 +33,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from run_scenario import FORK_IF_AVAILABLE  # noqa: E402
 from sim import api  # noqa: E402
 
 BUDGET_SPEEDUP = 1.7
 WINDOWS = list(range(30, 150, 10))  # 12 values, 60 (the base's) among them
 
 
-def timed_sweep(base: str, days: int, replications: int, workers: int, out: Path) -> dict:
+def timed_sweep(
+    base: str, days: int, replications: int, workers: int, out: Path, start_method: str
+) -> dict:
     """One sweep into ``out``: its wall time and what it ran."""
     start = time.perf_counter()
     summary = api.sweep(
@@ -48,6 +52,7 @@ def timed_sweep(base: str, days: int, replications: int, workers: int, out: Path
         days=days,
         workers=workers,
         out_dir=out,
+        start_method=start_method,
     )
     seconds = time.perf_counter() - start
     done = summary["execution"]
@@ -63,12 +68,19 @@ def main() -> int:
     parser.add_argument("--replications", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="alternate 1 and 2 workers N times")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument(
+        "--start-method",
+        choices=("fork", "spawn"),
+        default=FORK_IF_AVAILABLE,
+        help="how the workers start (default: as `run_scenario.py sweep` starts them)",
+    )
     args = parser.parse_args()
 
     print(
         f"{Path(args.base).name}: {len(WINDOWS)} points (fares.transfer.window_min "
         f"{WINDOWS[0]}..{WINDOWS[-1]}) x {args.replications} replication(s) x {args.days} days; "
-        f"{os.cpu_count()} cores; started {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        f"{os.cpu_count()} cores; workers started by {args.start_method}; "
+        f"started {time.strftime('%Y-%m-%d %H:%M:%S')}"
     )
     times: dict[int, list[float]] = {1: [], 2: []}
     tables: dict[int, bytes] = {}
@@ -76,7 +88,9 @@ def main() -> int:
         for i in range(args.repeat):
             for workers in (1, 2):
                 out = Path(tmp) / f"w{workers}-{i}"
-                got = timed_sweep(args.base, args.days, args.replications, workers, out)
+                got = timed_sweep(
+                    args.base, args.days, args.replications, workers, out, args.start_method
+                )
                 times[workers].append(got["seconds"])
                 tables[workers] = got["table"].read_bytes()
                 print(f"  {workers} worker(s): {got['seconds']:.1f} s ({got['runs']} points run)")

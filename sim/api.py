@@ -268,13 +268,16 @@ def sweep(
     workers: int | None = None,
     out_dir: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    start_method: str = "spawn",
 ) -> dict:
     """Sweep the scenario file ``base`` over a design and summarise it (sim/sweep.py,
     sim/sweep_report.py): ``design`` is a design file, ``--param`` texts
     (``["fares.transfer.window_min=60,90"]``, a grid) or a ``sim.sweep.Design``;
     ``replications``, ``days`` and ``outputs`` override the design's. Every point runs with
     the run seeds ``base seed + r`` (common random numbers) on ``workers`` worker processes of a
-    Dask LocalCluster (default: as many as the cores and memory allow; 0: in this process).
+    Dask LocalCluster (default: as many as the cores and memory allow; 0: in this process),
+    started by ``start_method`` ("spawn", or "fork" from a plain command-line process: see
+    ``sim.sweep.execute``).
 
     With ``out_dir``, writes ``sweep.parquet``, ``sweep.csv``, ``sweep.json`` and ``sweep.html``
     there and keeps each finished point in ``out_dir/points``, where a later sweep finds it
@@ -293,6 +296,9 @@ def sweep(
             raise BadInput(f"--{name}: expected at least 1, got {value}")
     if outputs is not None and not outputs:
         raise BadInput("--output: expected at least one output")
+    if start_method not in sweeps.START_METHODS:
+        expected = ", ".join(sweeps.START_METHODS)
+        raise BadInput(f"start_method: expected one of {expected}, got {start_method!r}")
     update = {k: (tuple(v) if k == "outputs" else v) for k, v in settings.items() if v is not None}
     spec = spec.model_copy(update=update)
     scenario = load_scenario(base, days=spec.days)
@@ -315,6 +321,7 @@ def sweep(
             flag=flag,
             outputs_origin=origin,
             progress=progress,
+            start_method=start_method,
         )
     except ConfigError as exc:
         raise BadInput(str(exc)) from None

@@ -62,11 +62,12 @@ def _point(summary: dict, **values) -> dict:
 
 
 def test_the_same_sweep_on_one_or_two_workers_gives_the_same_bytes(grid, tmp_path):
-    out, summary = grid
+    out, summary = grid  # two spawned workers
     assert summary["execution"]["workers"] == 2
     again = sweep(
-        SMALL, GRID, replications=2, days=DAYS, outputs=OUTPUTS, workers=1, out_dir=tmp_path
-    )
+        SMALL, GRID, replications=2, days=DAYS, outputs=OUTPUTS, workers=1, out_dir=tmp_path,
+        start_method="fork",  # as the command line starts them
+    )  # fmt: skip
     assert again["execution"]["workers"] == 1 and again["execution"]["points_reused"] == 0
     assert _files(tmp_path) == _files(out)
     frame = pd.read_parquet(out / "sweep.parquet")
