@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+SYSTEM_STAMP := $(VENV)/.system-stamp
 DAYS ?= 7
 OUT ?= runs/nantong_2024
+PORT ?= 8501
 
-.PHONY: install run test test-slow bench calibrate lint clean
+.PHONY: install run dashboard test test-slow bench calibrate lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +16,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# Debian packages the venv cannot bring (Chromium and a CJK font, for the PDF reports); checked
+# once per venv and again when the script changes. The stamp lives in the venv, so `make clean`
+# makes the next install check again.
+$(SYSTEM_STAMP): scripts/setup_system.sh
+	bash scripts/setup_system.sh
+	mkdir -p $(VENV)
+	touch $(SYSTEM_STAMP)
+
+install: $(STAMP) $(SYSTEM_STAMP)
 
 ## Run the default scenario (Nantong 2024, full scale) for $(DAYS) days and print the KPI summary.
 run: install
 	$(BIN)/python run_scenario.py scenarios/nantong_2024.yaml --days $(DAYS) --out $(OUT)
+
+## Live dashboard (Streamlit) at http://127.0.0.1:$(PORT); only on this machine.
+dashboard: install
+	$(BIN)/streamlit run dashboard/app.py --server.address 127.0.0.1 --server.port $(PORT) --server.headless true
 
 ## Unit, property, event-log and golden-file tests (a few minutes on 2 cores).
 test: install

@@ -45,9 +45,12 @@ from sim.output import (
     report_json,
     write_duckdb_catalogue,
 )
+from sim.overlay import OverlayError, overlay_overrides
 from sim.privacy import PrivacyKey, PrivacyKeyError, default_key, load_key
 from sim.records import RecordWriter, name_tables
 from sim.run_dir import RunDirError
+from sim.run_view import RunListing, RunView, RunViewError
+from sim.run_view import list_runs as _list_runs
 from sim.scenario import ConfigError, MultiCityScenario, Scenario, scenario_hash
 from sim.scenario import load_scenario as _load
 from sim.verify import verify_run
@@ -59,11 +62,14 @@ __all__ = [
     "DayDone",
     "InvariantViolation",
     "RunSummary",
+    "RunViewError",
     "build",
     "calibrate",
     "detect_card_lending",
     "iter_days",
+    "list_runs",
     "load_scenario",
+    "open_run",
     "run",
 ]
 
@@ -589,6 +595,49 @@ def _lending_reports(monitors: list[LendingMonitor]) -> dict[str, dict]:
     }
 
 
+def load_policy(
+    policy: str | Path, base: str | Path, *, days: int | None = None
+) -> Scenario | MultiCityScenario:
+    """The policy overlay ``policy`` applied to the scenario file ``base`` (sim/overlay.py):
+    its own file when ``base`` is what it extends, else ``base`` with the policy's settings as
+    overrides, named after the policy. ``BadInput`` if either cannot be read or validated."""
+    policy, base = Path(policy), Path(base)
+    try:
+        name, parent, overrides = overlay_overrides(policy)
+    except OverlayError as exc:
+        raise BadInput(str(exc)) from None
+    if parent is not None and parent == base.resolve():
+        return load_scenario(policy, days=days)  # its own baseline: exactly its file
+    return load_scenario(base, [*overrides, f"name={json.dumps(name)}"], days=days)
+
+
+def load_sweep_report(path: str | Path) -> dict:
+    """A sweep's ``sweep.json`` (what ``sweep`` returns, less ``execution``); ``BadInput`` if
+    it cannot be read."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{path}: cannot read the sweep report ({_one_line(exc)})") from None
+    if not isinstance(report, dict):
+        raise BadInput(f"{path}: expected a JSON object")
+    return report
+
+
+def open_run(run_dir: str | Path) -> RunView:
+    """A finished run folder, ready for aggregate queries (sim/run_view.py). A folder that is
+    missing, half-written, of another schema version or with files missing is ``BadInput``."""
+    try:
+        return RunView.open(run_dir)
+    except RunViewError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def list_runs(root: str | Path) -> list[RunListing]:
+    """The run folders under ``root``, newest first, each with its problem if it cannot be
+    opened (sim/run_view.py)."""
+    return _list_runs(root)
+
+
 def detect_card_lending(
     run_dir: str | Path, rules: list[DetectionRule] | list[dict] | None = None
 ) -> dict[str, dict]:
@@ -663,6 +712,9 @@ def _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked) ->
                 "world_seed": (
                     w.scenario.seed if w.scenario.world_seed is None else w.scenario.world_seed
                 ),
+                # The city's validated settings, so that a reader of the run (the dashboard)
+                # sees the regions, outlets and incident timeline it ran with, --set included.
+                "settings": w.scenario.model_dump(mode="json"),
             }
             for w in worlds
         ],

@@ -730,6 +730,30 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def define_views(con: duckdb.DuckDBPyConnection, out_dir: Path, tables: Iterable[str]) -> None:
+    """Create on ``con`` one view per table of the run in ``out_dir`` (reading
+    ``<out_dir>/<table>/*/*.parquet`` with Hive partitioning; a table with no files gets an empty
+    view with the right columns), plus the convenience views when there are transactions."""
+    out = Path(out_dir).resolve()
+    names = list(tables)
+    for name in names:
+        spec = table_spec(name)
+        if any((out / name).glob(f"{PARTITION_COLUMN}=*/*.parquet")):
+            pattern = _sql_string(str(out / name / "*" / "*.parquet"))
+            query = (
+                f"SELECT {PARTITION_COLUMN}, * EXCLUDE ({PARTITION_COLUMN}) FROM "
+                f"read_parquet({pattern}, hive_partitioning = true, "
+                f"hive_types = {{'{PARTITION_COLUMN}': DATE}})"
+            )
+        else:
+            cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in spec.schema)
+            query = f"SELECT {cols} WHERE false"
+        con.execute(f"CREATE VIEW {name} AS {query}")
+    if "transactions" in names:
+        for view, query in _CONVENIENCE_VIEWS.items():
+            con.execute(f"CREATE VIEW {view} AS {query}")
+
+
 def write_duckdb_catalogue(out_dir: str | os.PathLike[str], tables: Iterable[str]) -> Path:
     """(Re)create ``cardtwin.duckdb`` in ``out_dir`` with one view per table plus conveniences.
 
@@ -740,27 +764,9 @@ def write_duckdb_catalogue(out_dir: str | os.PathLike[str], tables: Iterable[str
     db = out / CATALOGUE_FILE
     for stale in (db, db.with_name(db.name + ".wal")):
         stale.unlink(missing_ok=True)
-    names = list(tables)
     con = duckdb.connect(str(db))
     try:
-        for name in names:
-            spec = table_spec(name)
-            if any((out / name).glob(f"{PARTITION_COLUMN}=*/*.parquet")):
-                pattern = _sql_string(str(out / name / "*" / "*.parquet"))
-                query = (
-                    f"SELECT {PARTITION_COLUMN}, * EXCLUDE ({PARTITION_COLUMN}) FROM "
-                    f"read_parquet({pattern}, hive_partitioning = true, "
-                    f"hive_types = {{'{PARTITION_COLUMN}': DATE}})"
-                )
-            else:
-                cols = ", ".join(
-                    f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in spec.schema
-                )
-                query = f"SELECT {cols} WHERE false"
-            con.execute(f"CREATE VIEW {name} AS {query}")
-        if "transactions" in names:
-            for view, query in _CONVENIENCE_VIEWS.items():
-                con.execute(f"CREATE VIEW {view} AS {query}")
+        define_views(con, out, tables)
         con.execute("CHECKPOINT")
     finally:
         con.close()

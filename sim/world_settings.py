@@ -77,6 +77,11 @@ class Region(Section):
         "first-phase issuance); cardholders are spread by residents x weight.",
     )
     bus: BusNetwork = Field(description="Generated bus network parameters.")
+    map_lonlat: tuple[float, float] | None = Field(
+        None,
+        description="Approximate longitude and latitude of the region's seat, for schematic "
+        "maps (dashboard); not used by the simulation.",
+    )
     aged_65_plus_share: Share | None = Field(
         None,
         description="Share of residents aged 65 and over (census). When every region has it, "

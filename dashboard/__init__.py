@@ -1,0 +1,1 @@
+"""CardTwin's Streamlit dashboard: run, explore, compare and present scenarios (app.py)."""

@@ -1,0 +1,59 @@
+"""CardTwin dashboard: ``streamlit run dashboard/app.py`` (``make dashboard``).
+
+The entry page: the sidebar (language, runs folder, the run being looked at) and the
+navigation between the pages in ``dashboard/pages/``. Pages call ``sim.api`` only; every
+label comes from the catalogue (``dashboard/i18n.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only dashboard/ on it
+    sys.path.insert(0, str(ROOT))
+
+from dashboard import i18n  # noqa: E402
+from dashboard.state import current_run, runs_root, tr  # noqa: E402
+
+PAGES = {  # file, title key, icon
+    "run": ("pages/run.py", "nav.run", ":material/play_circle:"),
+    "explore": ("pages/explore.py", "nav.explore", ":material/insights:"),
+    "compare": ("pages/compare.py", "nav.compare", ":material/compare_arrows:"),
+    "trace": ("pages/trace.py", "nav.trace", ":material/person_search:"),
+}
+
+
+def sidebar() -> None:
+    """Language, runs folder and the current run, on every page."""
+    with st.sidebar:
+        st.radio(
+            tr("app.language"),
+            i18n.LANGS,
+            format_func=lambda code: {"zh": "中文", "en": "English"}[code],
+            key="lang",
+            horizontal=True,
+        )
+        st.session_state.setdefault("runs_root", str(runs_root()))
+        st.text_input(tr("app.runs_root"), key="runs_root", help=tr("app.runs_root_help"))
+        run = current_run()
+        st.caption(tr("app.current_run", run=run.name if run else tr("app.no_current_run")))
+
+
+def main() -> None:
+    st.set_page_config(page_title="CardTwin", page_icon=":material/credit_card:", layout="wide")
+    st.session_state.setdefault("lang", i18n.DEFAULT_LANG)
+    sidebar()
+    pages = [
+        st.Page(str(Path(__file__).parent / path), title=tr(title), icon=icon, url_path=name)
+        for name, (path, title, icon) in PAGES.items()
+    ]
+    st.title(tr("app.title"))
+    st.caption(tr("app.subtitle"))
+    st.navigation(pages).run()
+
+
+main()

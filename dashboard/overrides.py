@@ -1,0 +1,71 @@
+"""The Run page's form as engine overrides, and the engine's answer back to the form's fields.
+
+Each form field becomes a ``FlagOverride`` named after the field, so ``sim.api.load_scenario``
+validates it like a ``--set`` and its message names the field: ``errors_by_field`` hands each
+line of that message to the field it belongs to.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import yaml
+
+from sim.yaml_config import FlagOverride
+
+INCIDENT_COLUMNS = ("id", "kind", "start", "duration_min", "target")
+
+
+def fen_text(yuan: float) -> str:
+    """Yuan typed in a form as integer fen text (2.345 is not a price: the engine says so)."""
+    fen = yuan * 100
+    return str(round(fen)) if math.isclose(fen, round(fen), abs_tol=1e-6) else repr(fen)
+
+
+def incident_frame(base) -> pd.DataFrame:
+    """The scenario's incident timeline as an editable table: the common columns first, then
+    every other field some incident uses (so editing one row keeps the others' settings)."""
+    rows = [inc.model_dump(mode="json", exclude_none=True) for inc in (base.incidents or [])]
+    extra = sorted({k for row in rows for k in row} - set(INCIDENT_COLUMNS))
+    frame = pd.DataFrame(rows, columns=[*INCIDENT_COLUMNS, *extra])
+    text = {c: "string" for c in frame.columns if c != "duration_min"}
+    return frame.astype({"duration_min": "Int64", **text})
+
+
+def incidents_yaml(frame: pd.DataFrame) -> str:
+    """The edited incident rows as a YAML list (empty cells left out, so the engine names a
+    missing required field)."""
+    rows = []
+    for record in frame.to_dict("records"):
+        row = {k: v for k, v in record.items() if v is not None and not pd.isna(v) and v != ""}
+        if row:
+            rows.append({k: _cell(k, v) for k, v in row.items()})
+    # One line: the engine quotes the value in its messages, one message per line.
+    return yaml.safe_dump(rows, allow_unicode=True, default_flow_style=True, width=math.inf).strip()
+
+
+def _cell(column: str, value: object) -> object:
+    """A cell as the engine reads it: whole minutes, numbers as YAML numbers, the rest text."""
+    if column == "duration_min":
+        return int(value)
+    loaded = yaml.safe_load(str(value)) if column not in ("id", "start", "target") else None
+    return loaded if isinstance(loaded, (int, float, list, dict)) else str(value)
+
+
+def errors_by_field(message: str, overrides: list[FlagOverride]) -> dict[str, list[str]]:
+    """The engine's message split by the form field each line came from (the engine names the
+    override: "from <field> <value>: <path>: <problem>"); lines from the file itself go under
+    "scenario"."""
+    found: dict[str, list[str]] = {}
+    for line in (raw.strip() for raw in message.splitlines()):
+        for override in overrides:
+            prefix = f"from {override.flag} "
+            start = line.find(f": {override.path}", len(prefix))
+            if line.startswith(prefix) and start >= 0:
+                # shown beside its field: the path and the problem say enough
+                found.setdefault(override.flag, []).append(line[start + 2 :])
+                break
+        else:
+            found.setdefault("scenario", []).append(line)
+    return found

@@ -1,0 +1,402 @@
+"""Explore one finished run: KPI cards, ridership, money on cards, outlets, faults, clearing and
+a schematic map of the regions. Every chart reads an aggregate query (sim/run_view.py) through
+the cache, and offers its data as CSV."""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import i18n
+from dashboard.charts import download, show, style
+from dashboard.state import code, lang, pick, query, require_run, tr
+from sim.run_view import DIMENSIONS, MEASURES, REGION_MEASURES
+
+MONEY = {"spend_fen", "concession_fen", "transfer_fen", "topup_fen"}
+
+
+def _value_label(measure: str) -> str:
+    return code("measure", measure)
+
+
+def _scaled(frame: pd.DataFrame, measure: str, column: str = "value") -> pd.DataFrame:
+    """Money measures in yuan for charts (the CSV keeps what the chart shows)."""
+    if measure in MONEY:
+        frame = frame.assign(**{column: frame[column].astype("float64") / 100})
+    return frame
+
+
+def settings_of(view) -> dict:
+    """The first city's validated settings, as the run stored them (regions, outlets, ...)."""
+    cities = view.meta.get("cities") or [{}]
+    return cities[0].get("settings") or {}
+
+
+def kpi_cards(view, daily: pd.DataFrame) -> None:
+    """The headline numbers of the run."""
+    lg, totals = lang(), view.meta.get("totals", {})
+    period = view.meta["period"]
+    st.subheader(
+        tr(
+            "explore.period",
+            scenario=view.meta.get("scenario", ""),
+            start=i18n.date(period["start"], lg),
+            end=i18n.date(period["end"], lg),
+            days=period["days"],
+        )
+    )
+    spend = int(daily["card_spend_fen"].sum() + daily["qr_spend_fen"].sum())
+    cards = [
+        ("explore.kpi.cardholders", i18n.count(view.meta.get("cardholders"), lg)),
+        ("explore.kpi.taps", i18n.count(int(daily["taps"].sum()), lg)),
+        ("explore.kpi.riders_per_day", i18n.count(float(daily["riders"].mean()), lg)),
+        ("explore.kpi.fares", i18n.yuan(spend, lg, compact=True)),
+        ("explore.kpi.topups", i18n.yuan(int(daily["topup_fen"].sum()), lg, compact=True)),
+        ("explore.kpi.card_sales", i18n.count(int(daily["card_sales"].sum()), lg)),
+        ("explore.kpi.declined", i18n.count(int(daily["declined_taps"].sum()), lg)),
+        ("explore.kpi.duplicates", i18n.count(int(totals.get("duplicate_deductions", 0)), lg)),
+    ]
+    for row in (cards[:4], cards[4:]):
+        for column, (key, value) in zip(st.columns(len(row)), row, strict=True):
+            column.metric(tr(key), value, border=True)
+
+
+def ridership_tab(run_dir) -> None:
+    """Taps by hour and day type; the whole run split by card type, medium, region, mode."""
+    measure = pick(tr("common.measure"), list(MEASURES), "explore_measure", _value_label)
+    hourly = _scaled(query(run_dir, "taps_by_hour", measure), measure)
+    hourly = hourly.assign(day_type_label=hourly["day_type"].map(lambda d: code("day_type", d)))
+    fig = px.line(hourly, x="hour", y="value", color="day_type_label", markers=True)
+    style(
+        fig,
+        tr("explore.chart.by_hour", measure=_value_label(measure)),
+        tr("common.hour"),
+        _value_label(measure),
+    )
+    fig.update_layout(legend_title_text="")
+    show(fig, hourly, f"by_hour_{measure}")
+    dimension = pick(
+        tr("common.dimension"),
+        list(DIMENSIONS),
+        "explore_dimension",
+        lambda d: code("dimension", d),
+        radio=True,
+        horizontal=True,
+    )
+    split = _scaled(query(run_dir, "breakdown", dimension, measure), measure)
+    split = split.assign(label=split["key"].map(lambda k: code(dimension, k)))
+    fig = px.bar(split, x="value", y="label", orientation="h")
+    fig.update_yaxes(categoryorder="total ascending")
+    style(
+        fig,
+        tr(
+            "explore.chart.breakdown",
+            measure=_value_label(measure),
+            dimension=code("dimension", dimension),
+        ),
+        _value_label(measure),
+        "",
+    )
+    show(fig, split, f"breakdown_{dimension}_{measure}")
+    per_day = _scaled(query(run_dir, "by_day", dimension, measure), measure)
+    per_day = per_day.assign(label=per_day["key"].map(lambda k: code(dimension, k)))
+    fig = px.area(per_day, x="service_date", y="value", color="label")
+    style(fig, tr("explore.chart.by_day", measure=_value_label(measure)), tr("common.date"), "")
+    fig.update_layout(legend_title_text="")
+    show(fig, per_day, f"by_day_{dimension}_{measure}")
+
+
+def money_tab(run_dir) -> None:
+    """Top-ups by channel and region, top-up amounts, purse balances."""
+    lg = lang()
+    topups = query(run_dir, "topups")
+    topups = topups.assign(
+        channel_label=topups["channel"].map(lambda c: code("channel", c)),
+        amount_yuan=topups["amount_fen"].astype("float64") / 100,
+    )
+    fig = px.bar(topups, x="region", y="amount_yuan", color="channel_label", barmode="stack")
+    style(fig, tr("explore.chart.topups"), "", tr("explore.axis.yuan"))
+    fig.update_layout(legend_title_text="")
+    show(fig, topups, "topups_by_channel_region")
+    amounts = query(run_dir, "topup_amounts")
+    amounts = amounts.assign(label=amounts["amount_fen"].map(lambda f: i18n.yuan(int(f), lg)))
+    fig = px.bar(amounts, x="label", y="topups")
+    style(fig, tr("explore.chart.topup_amounts"), "", tr("explore.axis.topups"))
+    show(fig, amounts, "topup_amounts")
+    balances = query(run_dir, "balances")
+    if balances.empty:
+        st.info(tr("explore.balances_masked"))
+        return
+    balances = balances.assign(
+        label=[
+            f"{i18n.yuan(int(lo), lg)} – {i18n.yuan(int(hi), lg)}"
+            for lo, hi in zip(balances["low_fen"], balances["high_fen"], strict=True)
+        ]
+    )
+    fig = px.bar(balances, x="label", y="taps")
+    style(fig, tr("explore.chart.balances"), "", tr("explore.axis.taps"))
+    show(fig, balances, "balances")
+
+
+def outlets_tab(run_dir, settings: dict) -> None:
+    """Waiting time by outlet and hour (a heat map), with each outlet's opening hours."""
+    waits = query(run_dir, "outlet_waits")
+    if waits.empty:
+        st.info(tr("explore.no_outlet_visits"))
+        return
+    names = _outlet_names(settings)
+    waits = waits.assign(
+        outlet=waits["outlet_id"].map(lambda i: names.get(int(i), {}).get("name", str(i))),
+        mean_wait_min=waits["mean_wait_s"] / 60,
+    )
+    grid = waits.pivot_table(index="outlet", columns="hour", values="mean_wait_min")
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.values,
+            x=list(grid.columns),
+            y=list(grid.index),
+            colorscale="YlOrRd",
+            colorbar={"title": tr("explore.axis.minutes")},
+            hovertemplate="%{y} %{x}:00 — %{z:.1f} min<extra></extra>",
+        )
+    )
+    style(fig, tr("explore.chart.outlet_waits"), tr("common.hour"), "")
+    fig.update_layout(height=max(380, 22 * len(grid.index) + 120))
+    show(fig, waits, "outlet_waits")
+    if names:
+        hours = pd.DataFrame([{"outlet_id": k, **v} for k, v in sorted(names.items())]).rename(
+            columns={
+                "outlet_id": tr("explore.col.outlet_id"),
+                "name": tr("explore.col.outlet"),
+                "region": tr("explore.col.region"),
+                "hours": tr("explore.col.hours"),
+                "open_days": tr("explore.col.open_days"),
+            }
+        )
+        st.caption(tr("explore.opening_hours"))
+        st.dataframe(hours, hide_index=True, width="stretch")
+    else:
+        st.caption(tr("explore.no_opening_hours"))
+
+
+def _outlet_names(settings: dict) -> dict[int, dict]:
+    """Outlet names and opening hours from the run's outlets file ({} if it is gone)."""
+    path = (settings.get("outlets") or {}).get("file")
+    if not path:
+        return {}
+    try:
+        frame = pd.read_csv(path, dtype=str)
+    except (OSError, ValueError):
+        return {}
+    return {
+        int(r["outlet_id"]): {
+            "name": r.get("name_zh", ""),
+            "region": r.get("region_zh", ""),
+            "hours": r.get("hours", ""),
+            "open_days": r.get("open_days", ""),
+        }
+        for r in frame.to_dict("records")
+    }
+
+
+def faults_tab(run_dir, settings: dict) -> None:
+    """The incident timeline, the taps each incident touched, duplicate deductions and their
+    refunds, and device uploads."""
+    lg = lang()
+    incidents = settings.get("incidents") or []
+    if incidents:
+        timeline = pd.DataFrame(incidents)
+        st.caption(tr("explore.incident_timeline"))
+        st.dataframe(timeline, hide_index=True, width="stretch")
+    else:
+        st.caption(tr("explore.no_incidents"))
+    touched = query(run_dir, "incident_taps")
+    if not touched.empty:
+        fig = px.bar(touched, x="incident_id", y="taps")
+        style(fig, tr("explore.chart.incident_taps"), "", tr("explore.axis.taps"))
+        show(fig, touched, "incident_taps")
+    dup = query(run_dir, "duplicates_and_refunds")
+    if not dup.empty:
+        refunds = int(dup["refund_fen"].sum())
+        cols = st.columns(3)
+        cols[0].metric(
+            tr("explore.kpi.duplicates"), i18n.count(int(dup["duplicate_deductions"].sum()), lg)
+        )
+        cols[1].metric(tr("explore.kpi.refunds"), i18n.yuan(refunds, lg))
+        cols[2].metric(
+            tr("explore.kpi.duplicate_uploads"),
+            i18n.count(int(dup["duplicate_uploads"].sum()), lg),
+        )
+        long = dup.melt(
+            id_vars="settle_date",
+            value_vars=["duplicate_deductions", "duplicate_uploads", "declined"],
+        )
+        long = long.assign(label=long["variable"].map(lambda v: tr(f"explore.reject.{v}")))
+        fig = px.bar(long, x="settle_date", y="value", color="label", barmode="group")
+        style(fig, tr("explore.chart.rejects"), tr("common.date"), "")
+        fig.update_layout(legend_title_text="")
+        show(fig, long, "rejects_and_refunds")
+    uploads = query(run_dir, "device_uploads")
+    if not uploads.empty:
+        uploads = uploads.assign(mode_label=uploads["mode"].map(lambda m: code("mode", m)))
+        fig = px.line(uploads, x="service_date", y="mean_delay_s", color="mode_label", markers=True)
+        style(fig, tr("explore.chart.upload_delay"), tr("common.date"), tr("explore.axis.seconds"))
+        fig.update_layout(legend_title_text="")
+        show(fig, uploads, "device_uploads")
+
+
+def clearing_tab(run_dir) -> None:
+    """Clearing flows between institutions as a network (edge width = money), and the
+    settlement positions."""
+    lg = lang()
+    flows = query(run_dir, "clearing_flows")
+    if flows.empty:
+        st.info(tr("explore.no_clearing"))
+        return
+    show(_flow_figure(flows), flows, "clearing_flows")
+    positions = query(run_dir, "node_positions")
+    shown = positions.assign(
+        net=positions["net_position_fen"].map(lambda f: i18n.yuan(int(f), lg)),
+        deposit=positions["last_deposit_fen"].map(
+            lambda f: "" if pd.isna(f) else i18n.yuan(int(f), lg)
+        ),
+    )[["node_id", "participant_id", "role", "net", "deposit"]]
+    shown.columns = [
+        tr("explore.col.node"),
+        tr("explore.col.participant"),
+        tr("explore.col.role"),
+        tr("explore.col.net_position"),
+        tr("explore.col.deposit"),
+    ]
+    st.caption(tr("explore.settlement_caption"))
+    st.dataframe(shown, hide_index=True, width="stretch")
+    download(positions, "settlement_positions")
+
+
+def _flow_figure(flows: pd.DataFrame) -> go.Figure:
+    """Acquirers and clearing nodes laid out by networkx; each edge's width is its gross money."""
+    graph = nx.DiGraph()
+    for row in flows.itertuples():
+        graph.add_edge(row.source, row.target, gross=int(row.gross_fen), fee=int(row.fee_fen))
+    layout = nx.kamada_kawai_layout(graph) if len(graph) > 2 else nx.circular_layout(graph)
+    biggest = max(1, max(d["gross"] for *_, d in graph.edges(data=True)))
+    fig = go.Figure()
+    lg = lang()
+    for a, b, d in sorted(graph.edges(data=True)):
+        (x0, y0), (x1, y1) = layout[a], layout[b]
+        fig.add_trace(
+            go.Scatter(
+                x=[x0, x1],
+                y=[y0, y1],
+                mode="lines",
+                line={"width": 1 + 14 * math.sqrt(d["gross"] / biggest), "color": "#4a7ab0"},
+                opacity=0.6,
+                hoverinfo="text",
+                text=f"{a} → {b}: {i18n.yuan(d['gross'], lg)} ({tr('explore.fee')} "
+                f"{i18n.yuan(d['fee'], lg)})",
+                showlegend=False,
+            )
+        )
+    nodes = sorted(graph.nodes)
+    fig.add_trace(
+        go.Scatter(
+            x=[layout[n][0] for n in nodes],
+            y=[layout[n][1] for n in nodes],
+            mode="markers+text",
+            text=nodes,
+            textposition="top center",
+            marker={"size": 14, "color": "#c0392b"},
+            hoverinfo="text",
+            showlegend=False,
+        )
+    )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return style(fig, tr("explore.chart.clearing"))
+
+
+def map_tab(run_dir, settings: dict) -> None:
+    """A schematic map of the regions (their seats), coloured and sized by a chosen measure."""
+    measure = pick(tr("common.measure"), REGION_MEASURES, "map_measure", _value_label)
+    values = _scaled(query(run_dir, "by_region", measure), measure)
+    regions = settings.get("regions") or {}
+    rows = []
+    for key, region in regions.items():
+        lonlat = region.get("map_lonlat")
+        name = region.get("name_zh", key)
+        if lonlat is None:
+            continue
+        match = values.loc[values["key"].isin([name, key]), "value"]
+        rows.append(
+            {
+                "region": name if lang() == "zh" else key.replace("_", " ").title(),
+                "lon": lonlat[0],
+                "lat": lonlat[1],
+                "value": float(match.iloc[0]) if len(match) else 0.0,
+            }
+        )
+    if not rows:
+        st.info(tr("explore.no_map"))
+        show(px.bar(values, x="key", y="value"), values, f"regions_{measure}")
+        return
+    frame = pd.DataFrame(rows)
+    biggest = max(frame["value"].max(), 1e-9)
+    fig = go.Figure(
+        go.Scatter(
+            x=frame["lon"],
+            y=frame["lat"],
+            mode="markers+text",
+            text=frame["region"],
+            textposition="bottom center",
+            marker={
+                "size": 30 + 50 * (frame["value"] / biggest) ** 0.5,
+                "color": frame["value"],
+                "colorscale": "Blues",
+                "showscale": True,
+                "colorbar": {"title": _value_label(measure)},
+                "line": {"width": 1, "color": "#333"},
+                "symbol": "square",
+            },
+            hovertemplate="%{text}: %{marker.color:,.0f}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x")
+    style(fig, tr("explore.chart.map", measure=_value_label(measure)))
+    fig.update_layout(height=460)
+    show(fig, frame, f"map_{measure}")
+
+
+def main() -> None:
+    opened = require_run()
+    if opened is None:
+        return
+    run_dir, view = opened
+    daily = query(run_dir, "daily")
+    kpi_cards(view, daily)
+    settings = settings_of(view)
+    sections = {
+        "ridership": lambda: ridership_tab(run_dir),
+        "money": lambda: money_tab(run_dir),
+        "outlets": lambda: outlets_tab(run_dir, settings),
+        "faults": lambda: faults_tab(run_dir, settings),
+        "clearing": lambda: clearing_tab(run_dir),
+        "map": lambda: map_tab(run_dir, settings),
+    }
+    # Lazy tabs: only the open one runs its queries and draws its charts, which keeps opening
+    # the page and every rerun within the budgets (3 s to open, 1 s to switch a measure).
+    tabs = st.tabs(
+        [tr(f"explore.tab.{name}") for name in sections], on_change="rerun", key="explore_tab"
+    )
+    for tab, draw in zip(tabs, sections.values(), strict=True):
+        if tab.open:
+            with tab:
+                st.fragment(draw)()
+
+
+main()

@@ -1,0 +1,267 @@
+"""Run a scenario, live, or reopen an earlier run.
+
+A scenario file (shipped, a policy overlay, or an uploaded YAML) and the key parameters edited
+in a form become ``--set`` style overrides for ``sim.api.load_scenario``, so a bad value gets
+the engine's own message, shown beside the field it came from. The run streams day by day
+(``sim.api.iter_days``): a progress bar and KPI cards that update as each day finishes. Runs
+land in the runs folder, where the list below finds them again.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import i18n
+from dashboard.overrides import errors_by_field, fen_text, incident_frame, incidents_yaml
+from dashboard.state import ROOT, lang, runs_root, tr
+from dashboard.uploads import UPLOAD_DIR, target_of, upload_problem
+from sim import api
+from sim.yaml_config import FlagOverride
+
+SCENARIO_DIRS = (ROOT / "scenarios", ROOT / "scenarios" / "policies")
+
+
+def scenario_files() -> list[Path]:
+    """The scenarios one can run: shipped, policy overlays, uploaded."""
+    files = [p for d in (*SCENARIO_DIRS, UPLOAD_DIR) for p in sorted(d.glob("*.yaml"))]
+    return [p for p in files if p.is_file()]
+
+
+def _label(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+# --- reopen ---------------------------------------------------------------------------------
+
+
+def reopen_section() -> None:
+    """Earlier runs in the runs folder; a broken one is listed with what is wrong with it."""
+    st.subheader(tr("run.reopen"))
+    runs = api.list_runs(runs_root())
+    if not runs:
+        st.caption(tr("run.no_runs", root=str(runs_root())))
+        return
+    lg = lang()
+    rows = [
+        {
+            tr("run.col.folder"): r.path.name,
+            tr("run.col.scenario"): r.name,
+            tr("run.col.start"): r.started or "",
+            tr("run.col.days"): r.days,
+            tr("run.col.taps"): i18n.count(r.taps, lg) if r.taps is not None else "",
+            tr("run.col.status"): tr("run.status.ok") if r.problem is None else r.problem,
+        }
+        for r in runs
+    ]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    names = [str(r.path) for r in runs]
+    chosen = st.selectbox(
+        tr("run.choose_run"), names, format_func=lambda p: Path(p).name, key="reopen_choice"
+    )
+    if st.button(tr("run.open"), key="reopen_button", icon=":material/folder_open:"):
+        listing = runs[names.index(chosen)]
+        if listing.problem is not None:
+            st.error(tr("common.run_unreadable", error=listing.problem))
+        else:
+            st.session_state["run_dir"] = chosen
+            st.switch_page("pages/explore.py")
+
+
+# --- upload ---------------------------------------------------------------------------------
+
+
+def upload_section() -> None:
+    """Upload a scenario YAML (dashboard/uploads.py); a good one is selected to run."""
+    upload = st.file_uploader(tr("run.upload"), type=["yaml", "yml"], key="upload")
+    if upload is None:
+        return
+    problem = upload_problem(upload.name, upload.getvalue(), lang())
+    if problem is not None:
+        st.error(problem)
+        return
+    target = target_of(upload.name)
+    st.session_state["scenario_choice"] = str(target)
+    st.success(tr("run.upload_ok", path=_label(target)))
+
+
+# --- the form -------------------------------------------------------------------------------
+
+
+def _defaults(path: Path) -> api.Scenario | None:
+    try:
+        return api.load_scenario(path)
+    except api.BadInput as exc:
+        st.error(tr("run.scenario_invalid", error=str(exc)))
+        return None
+
+
+def _field_error(errors: dict[str, list[str]], field: str) -> None:
+    for message in errors.get(field, []):
+        st.error(message, icon=":material/error:")
+
+
+def run_form(path: Path, base) -> tuple[list, str, bool]:
+    """The key parameters; returns the overrides, the output folder name and whether to run."""
+    errors: dict[str, list[str]] = st.session_state.get("run_errors", {})
+    days_default = min(7, base.period.days)
+    fares = base.fares
+    with st.form("run_form"):
+        c1, c2, c3 = st.columns(3)
+        days = c1.number_input(tr("run.days"), value=days_default, step=1, key="f_days")
+        with c1:
+            _field_error(errors, "days")
+        seed = c2.number_input(tr("run.seed"), value=int(base.seed), step=1, key="f_seed")
+        with c2:
+            _field_error(errors, "seed")
+        name = c3.text_input(tr("run.out_name"), value=f"{base.name}_{days_default}d", key="f_out")
+        with c3:
+            _field_error(errors, "out")
+        st.markdown(f"**{tr('run.fares')}**")
+        c1, c2, c3 = st.columns(3)
+        bus_fares = sorted(set(fares.bus.region_fare_fen.values()))
+        bus = c1.number_input(
+            tr("run.bus_fare"), value=bus_fares[0] / 100 if bus_fares else 2.0, step=0.5,
+            format="%.2f", key="f_bus", help=tr("run.bus_fare_help"),
+        )  # fmt: skip
+        with c1:
+            _field_error(errors, "bus_fare")
+        window = c2.number_input(
+            tr("run.transfer_window"), value=int(fares.transfer.window_min), step=5, key="f_window"
+        )
+        with c2:
+            _field_error(errors, "transfer_window")
+        off = c3.number_input(
+            tr("run.transfer_off"), value=fares.transfer.amount_off_fen / 100, step=0.5,
+            format="%.2f", key="f_off",
+        )  # fmt: skip
+        with c3:
+            _field_error(errors, "transfer_off")
+        st.markdown(f"**{tr('run.concessions')}**")
+        ages = dict(getattr(base.population, "concession_ages", {}) or {})
+        c1, c2 = st.columns(2)
+        age_inputs = {}
+        for column, card in zip((c1, c2), sorted(ages), strict=False):
+            age_inputs[card] = column.number_input(
+                tr("run.concession_age", card=i18n.code_label("rider_category", card, lang())),
+                value=int(ages[card]), step=1, key=f"f_age_{card}",
+            )  # fmt: skip
+            with column:
+                _field_error(errors, f"age_{card}")
+        st.markdown(f"**{tr('run.incidents')}**")
+        st.caption(tr("run.incidents_help"))
+        incidents = st.data_editor(
+            incident_frame(base), num_rows="dynamic", key="f_incidents", width="stretch"
+        )
+        _field_error(errors, "incidents")
+        go = st.form_submit_button(tr("run.start"), type="primary", icon=":material/play_arrow:")
+    overrides = [
+        FlagOverride("days", "period.days", str(days)),
+        FlagOverride("seed", "seed", str(seed)),
+        FlagOverride("transfer_window", "fares.transfer.window_min", str(window)),
+        FlagOverride("transfer_off", "fares.transfer.amount_off_fen", fen_text(off)),
+    ]
+    if bus_fares:
+        regions = ", ".join(f"{r}: {fen_text(bus)}" for r in fares.bus.region_fare_fen)
+        overrides.append(FlagOverride("bus_fare", "fares.bus.region_fare_fen", f"{{{regions}}}"))
+    for card, age in age_inputs.items():
+        overrides.append(
+            FlagOverride(f"age_{card}", f"population.concession_ages.{card}", str(age))
+        )
+    overrides.append(FlagOverride("incidents", "incidents", incidents_yaml(incidents)))
+    return overrides, name, go
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+def live_run(path: Path, overrides: list, out_name: str) -> None:
+    """Load, run day by day with a progress bar and live KPIs, then open the run."""
+    st.session_state["run_errors"] = {}
+    if not re.fullmatch(r"[\w.-]+", out_name or ""):
+        st.session_state["run_errors"] = {"out": [tr("run.bad_out_name", name=out_name)]}
+        st.rerun()
+    try:
+        scenario = api.load_scenario(path, overrides)
+    except api.BadInput as exc:
+        st.session_state["run_errors"] = errors_by_field(str(exc), overrides)
+        st.rerun()
+    out = runs_root() / out_name
+    lg = lang()
+    bar = st.progress(0.0, text=tr("run.building"))
+    cards = st.empty()
+    totals: dict[str, float] = {}
+    days = scenario.period.days
+    try:
+        steps = api.iter_days(scenario, out, scenario_path=path)
+        for done in steps:
+            for k, v in done.kpis.items():
+                totals[k] = totals.get(k, 0) + v
+            bar.progress(
+                (done.day + 1) / days,
+                text=tr("run.progress", day=done.day + 1, days=days, date=i18n.date(done.date, lg)),
+            )
+            with cards.container():
+                _live_cards(totals, done.day + 1)
+    except api.BadInput as exc:
+        bar.empty()
+        st.error(tr("run.failed", error=str(exc)))
+        return
+    except api.InvariantViolation as exc:
+        bar.empty()
+        st.error(tr("run.invariant", error=" ".join(str(exc).split())))
+        return
+    st.session_state["run_dir"] = str(out)
+    st.session_state["run_done"] = str(out)
+    st.rerun()  # the form again, without the messages of the attempt before
+
+
+def _live_cards(totals: dict[str, float], days: int) -> None:
+    lg = lang()
+    spend = int(totals.get("card_spend_fen", 0) + totals.get("qr_spend_fen", 0))
+    cols = st.columns(4)
+    cols[0].metric(tr("run.live.days"), days)
+    cols[1].metric(tr("run.live.taps"), i18n.count(int(totals.get("taps", 0)), lg))
+    cols[2].metric(tr("run.live.fares"), i18n.yuan(spend, lg, compact=True))
+    cols[3].metric(tr("run.live.card_sales"), i18n.count(int(totals.get("card_sales", 0)), lg))
+
+
+def main() -> None:
+    st.header(tr("run.header"))
+    left, right = st.columns([3, 2])
+    with right:
+        reopen_section()
+    with left:
+        st.subheader(tr("run.new"))
+        upload_section()  # before the scenario box, which it may set to the uploaded file
+        files = scenario_files()
+        labels = [str(p) for p in files]
+        if st.session_state.get("scenario_choice") not in labels:
+            default = ROOT / "scenarios" / "nantong_2024.yaml"
+            st.session_state["scenario_choice"] = str(default) if default in files else labels[0]
+        choice = st.selectbox(
+            tr("run.scenario"), labels, key="scenario_choice",
+            format_func=lambda p: _label(Path(p)), help=tr("run.scenario_help"),
+        )  # fmt: skip
+        path = Path(choice)
+        base = _defaults(path)
+        if base is None or isinstance(base, api.MultiCityScenario):
+            if base is not None:
+                st.info(tr("run.multi_city"))
+            return
+        if base.description:
+            st.caption(" ".join(base.description.split()))
+        overrides, out_name, go = run_form(path, base)
+        _field_error(st.session_state.get("run_errors", {}), "scenario")
+        done = st.session_state.pop("run_done", None)
+        if done:
+            st.success(tr("run.done", folder=done))
+            st.page_link("pages/explore.py", label=tr("run.go_explore"), icon=":material/insights:")
+        if go:
+            live_run(path, overrides, out_name)
+
+
+main()

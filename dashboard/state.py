@@ -1,0 +1,114 @@
+"""What every page shares: the language, the runs folder, the chosen run, and cached queries.
+
+Queries go through ``query(run_dir, name, *args)``: ``st.cache_data`` keyed by the run folder,
+the time its marker was written (a run replaced in place is read afresh) and the question, so
+reopening a run or switching back to a chart costs nothing. The run itself is opened once per
+folder (``st.cache_resource``): a DuckDB connection with views over its Parquet files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import i18n
+from sim import api
+from sim.run_dir import MARKER_FILE
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS_ENV = "CARDTWIN_RUNS"  # the runs folder the dashboard starts with (default: runs/)
+
+
+def lang() -> str:
+    """The language chosen in the sidebar (Chinese until the user switches)."""
+    return st.session_state.get("lang", i18n.DEFAULT_LANG)
+
+
+def tr(key: str, **values: object) -> str:
+    """``key`` from the catalogue in the chosen language."""
+    return i18n.t(key, lang(), **values)
+
+
+def code(kind: str, value: object) -> str:
+    """A data code in words, in the chosen language."""
+    return i18n.code_label(kind, value, lang())
+
+
+def runs_root() -> Path:
+    """The folder runs are written to and reopened from."""
+    default = os.environ.get(RUNS_ENV, str(ROOT / "runs"))
+    return Path(st.session_state.get("runs_root", default))
+
+
+def current_run() -> Path | None:
+    """The run the Explore and Trace pages show (chosen on the Run page)."""
+    chosen = st.session_state.get("run_dir")
+    return Path(chosen) if chosen else None
+
+
+def stamp(run_dir: Path) -> float:
+    """When the run in ``run_dir`` was finished (its marker's time): part of every cache key."""
+    try:
+        return (run_dir / MARKER_FILE).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _open(run_dir: str, finished: float) -> api.RunView:
+    return api.open_run(run_dir)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _query(run_dir: str, finished: float, name: str, args: tuple) -> pd.DataFrame:
+    return getattr(_open(run_dir, finished), name)(*args)
+
+
+def open_run(run_dir: Path) -> api.RunView:
+    """The run, opened once per folder and finish time (``BadInput`` if it cannot be read)."""
+    return _open(str(run_dir), stamp(run_dir))
+
+
+def query(run_dir: Path, name: str, *args: object) -> pd.DataFrame:
+    """``RunView.<name>(*args)`` on the run, cached; ``BadInput`` if the run cannot answer
+    (its files changed under it, say)."""
+    try:
+        return _query(str(run_dir), stamp(run_dir), name, tuple(args))
+    except api.RunViewError as exc:
+        raise api.BadInput(str(exc)) from None
+
+
+def require_run() -> tuple[Path, api.RunView] | None:
+    """The current run, opened; or a message saying what to do (and None)."""
+    run_dir = current_run()
+    if run_dir is None:
+        st.info(tr("common.no_run"))
+        return None
+    try:
+        return run_dir, open_run(run_dir)
+    except api.BadInput as exc:
+        st.error(tr("common.run_unreadable", error=str(exc)))
+        return None
+
+
+def pick(label: str, options: list, name: str, format_func=str, radio: bool = False, **kw):
+    """A selectbox (or radio) whose choice survives a language switch.
+
+    The widget's labels change with the language, so the widget is keyed by ``name`` and the
+    language (``<name>:<lang>``), and the chosen option itself is kept language-free in the
+    session (``pick:<name>``) to start the other language's widget on the same choice."""
+    options = list(options)
+    saved = st.session_state.get(f"pick:{name}")
+    index = options.index(saved) if saved in options else 0
+    # Labels made now, in this run's language: Streamlit may call format_func later, outside
+    # the script run (AppTest does), where the session's language cannot be read.
+    labels = {option: format_func(option) for option in options}
+    widget = st.radio if radio else st.selectbox
+    value = widget(
+        label, options, index=index, format_func=labels.__getitem__, key=f"{name}:{lang()}", **kw
+    )
+    st.session_state[f"pick:{name}"] = value
+    return value

@@ -1,0 +1,384 @@
+"""Read a finished run: every question the dashboard (or a notebook) asks of a run folder.
+
+``RunView.open(run_dir)`` checks the folder (a finished CardTwin run of this schema version)
+and answers with small pandas frames computed by DuckDB over the run's Parquet files, so that a
+question costs an aggregate query, never a whole table loaded into memory. All SQL of the
+dashboard lives here; the queries take their choices (a measure, a dimension) from closed
+lists, never from free text.
+
+Money stays integer fen in every frame (``*_fen`` columns); presentation converts it.
+Rejected tap records are left out of ridership and spend: most are duplicate uploads of a tap
+already counted (as the catalogue's convenience views do).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from sim.output import CATALOGUE_FILE, RUN_META_FILE, define_views
+from sim.run_dir import MARKER_FILE, marker_of
+from sim.schema import SCHEMA_VERSION, TABLES
+
+# What a breakdown can be split by and measured in (column or expression over `transactions`).
+DIMENSIONS = ("rider_category", "media", "region", "mode", "fare_product")
+MEASURES = {
+    "taps": "COUNT(*)",
+    "riders": "COUNT(DISTINCT token_id)",
+    "spend_fen": "SUM(amount_fen)",
+    "concession_fen": "SUM(concession_fen)",
+    "transfer_fen": "SUM(transfer_fen)",
+}
+COUNTED = "status <> 'rejected'"  # see the module docstring
+
+
+class RunViewError(RuntimeError):
+    """The folder cannot be read as a finished run; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class RunListing:
+    """One run folder found under a runs root: where, what, and whether it can be opened."""
+
+    path: Path
+    name: str
+    started: str | None
+    days: int | None
+    taps: int | None
+    problem: str | None  # None: it opens
+
+
+def list_runs(root: str | Path) -> list[RunListing]:
+    """The run folders directly under ``root`` (and ``root`` itself if it is one), newest first,
+    each with what is wrong with it if it cannot be opened."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    folders = [root] if (root / MARKER_FILE).exists() else []
+    folders += sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = []
+    for folder in folders:
+        if (folder / MARKER_FILE).exists() or (folder / RUN_META_FILE).exists():
+            found.append(_listing(folder))
+        elif ".partial-" in folder.name:
+            found.append(RunListing(folder, folder.name, None, None, None, _half_written(folder)))
+    return sorted(found, key=lambda r: (r.problem is not None, -_mtime(r.path), r.name))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _half_written(folder: Path) -> str:
+    return f"{folder}: a run that has not finished (or was killed while writing): no {MARKER_FILE}"
+
+
+def _listing(folder: Path) -> RunListing:
+    try:
+        meta = check_run(folder)
+    except RunViewError as exc:
+        return RunListing(folder, folder.name, None, None, None, str(exc))
+    period = meta.get("period", {})
+    return RunListing(
+        folder, str(meta.get("scenario", folder.name)), period.get("start"), period.get("days"),
+        meta.get("taps"), None,
+    )  # fmt: skip
+
+
+def check_run(run_dir: str | Path) -> dict:
+    """The run's metadata (``run_meta.json``) after checking the folder is a finished run of this
+    schema version with all its files; RunViewError naming the file and the problem if not."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunViewError(f"{run_dir}: no such run folder")
+    marker = marker_of(run_dir)
+    if marker is None:
+        if (run_dir / MARKER_FILE).exists():
+            raise RunViewError(f"{run_dir / MARKER_FILE}: not a CardTwin run marker (unreadable)")
+        raise RunViewError(_half_written(run_dir))
+    version = marker.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise RunViewError(
+            f"{run_dir / MARKER_FILE}: schema_version {version!r}; this CardTwin reads version "
+            f"{SCHEMA_VERSION}: run the scenario again to read it here"
+        )
+    missing = [f for f in marker["files"] if not (run_dir / f).exists()]
+    if missing:
+        raise RunViewError(
+            f"{run_dir}: {len(missing)} file(s) of the run are missing, e.g. {missing[0]}: the "
+            "folder was changed after the run; run the scenario again"
+        )
+    try:
+        meta = json.loads((run_dir / RUN_META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunViewError(f"{run_dir / RUN_META_FILE}: cannot be read ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("period"), dict):
+        raise RunViewError(f"{run_dir / RUN_META_FILE}: expected an object with a 'period'")
+    return meta
+
+
+class RunView:
+    """Aggregate queries over one finished run (thread-safe: one DuckDB connection, a lock)."""
+
+    def __init__(self, run_dir: Path, meta: dict, con: duckdb.DuckDBPyConnection) -> None:
+        self.run_dir, self.meta, self._con = run_dir, meta, con
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, run_dir: str | Path) -> RunView:
+        """Open ``run_dir`` (checked by ``check_run``). The views are made in memory over the
+        folder's Parquet files, so a moved run folder reads as well as one in place."""
+        run_dir = Path(run_dir).resolve()
+        meta = check_run(run_dir)
+        tables = [t for t in TABLES if (run_dir / t).is_dir()]
+        con = duckdb.connect(":memory:")
+        try:
+            define_views(con, run_dir, tables)
+        except duckdb.Error as exc:
+            con.close()
+            raise RunViewError(f"{run_dir}: Parquet files cannot be read ({exc})") from None
+        return cls(run_dir, meta, con)
+
+    def close(self) -> None:
+        """Release the DuckDB connection."""
+        self._con.close()
+
+    def _frame(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        with self._lock:
+            try:
+                return self._con.execute(sql, params or []).df()
+            except duckdb.Error as exc:
+                raise RunViewError(f"{self.run_dir}: {str(exc).splitlines()[0]}") from None
+
+    # --- headline ---------------------------------------------------------------------------
+
+    def daily(self) -> pd.DataFrame:
+        """The daily KPI table, one row per service date."""
+        return self._frame("SELECT * FROM daily_kpis ORDER BY service_date")
+
+    def day_types(self) -> list[str]:
+        """The day types present in the run."""
+        frame = self._frame("SELECT DISTINCT day_type FROM daily_kpis ORDER BY day_type")
+        return frame["day_type"].tolist()
+
+    # --- ridership --------------------------------------------------------------------------
+
+    def taps_by_hour(self, measure: str = "taps") -> pd.DataFrame:
+        """Per day type and hour: the measure on an average day of that type."""
+        expr = _measure(measure)
+        return self._frame(
+            f"""
+            WITH per_day AS (
+                SELECT t.service_date, k.day_type,
+                       CAST(date_part('hour', t.event_timestamp) AS INTEGER) AS hour,
+                       {expr} AS value
+                FROM transactions t JOIN daily_kpis k USING (service_date)
+                WHERE {COUNTED} GROUP BY ALL)
+            SELECT day_type, hour, AVG(value) AS value,
+                   COUNT(DISTINCT service_date) AS days
+            FROM per_day GROUP BY ALL ORDER BY day_type, hour"""
+        )
+
+    def breakdown(self, dimension: str, measure: str = "taps") -> pd.DataFrame:
+        """The measure over the whole run split by ``dimension`` (one of DIMENSIONS)."""
+        column = _dimension(dimension)
+        return self._frame(
+            f"""SELECT CAST({column} AS VARCHAR) AS key, {_measure(measure)} AS value
+                FROM transactions WHERE {COUNTED} GROUP BY ALL ORDER BY value DESC, key"""
+        )
+
+    def by_day(self, dimension: str, measure: str = "taps") -> pd.DataFrame:
+        """The measure per service date split by ``dimension``."""
+        column = _dimension(dimension)
+        return self._frame(
+            f"""SELECT service_date, CAST({column} AS VARCHAR) AS key,
+                       {_measure(measure)} AS value
+                FROM transactions WHERE {COUNTED} GROUP BY ALL ORDER BY service_date, key"""
+        )
+
+    # --- money on cards ---------------------------------------------------------------------
+
+    def topups(self) -> pd.DataFrame:
+        """Top-ups by channel and region: count and value."""
+        return self._frame(
+            """SELECT CAST(channel AS VARCHAR) AS channel, CAST(region AS VARCHAR) AS region,
+                      COUNT(*) AS topups, SUM(amount_fen) AS amount_fen
+               FROM topups GROUP BY ALL ORDER BY channel, region"""
+        )
+
+    def topup_amounts(self) -> pd.DataFrame:
+        """How many top-ups of each amount."""
+        return self._frame(
+            "SELECT amount_fen, COUNT(*) AS topups FROM topups GROUP BY ALL ORDER BY amount_fen"
+        )
+
+    def balances(self, bins: int = 20) -> pd.DataFrame:
+        """Card purse balances after each card tap, in ``bins`` equal bins (empty in a masked
+        run, whose balances are withheld)."""
+        return self._frame(
+            f"""
+            WITH b AS (SELECT balance_after_fen AS v FROM transactions
+                       WHERE balance_after_fen IS NOT NULL),
+                 r AS (SELECT MIN(v) AS lo, GREATEST(MAX(v) - MIN(v), 1) AS span FROM b)
+            SELECT CAST(LEAST(FLOOR((v - lo) * {bins} / span), {bins - 1}) AS INTEGER) AS bin,
+                   MIN(v) AS low_fen, MAX(v) AS high_fen, COUNT(*) AS taps
+            FROM b, r GROUP BY bin ORDER BY bin"""
+        )
+
+    # --- outlets ----------------------------------------------------------------------------
+
+    def outlet_waits(self) -> pd.DataFrame:
+        """Per outlet and hour of arrival: visits, mean and 90th-percentile wait (s), turned
+        away at closing."""
+        return self._frame(
+            """SELECT CAST(outlet_id AS BIGINT) AS outlet_id,
+                      CAST(date_part('hour', arrived_at) AS INTEGER) AS hour,
+                      COUNT(*) AS visits, AVG(wait_s) AS mean_wait_s,
+                      quantile_cont(wait_s, 0.9) AS p90_wait_s,
+                      COUNT(*) FILTER (WHERE outcome = 'left_closed') AS left_closed
+               FROM outlet_visits GROUP BY ALL ORDER BY outlet_id, hour"""
+        )
+
+    # --- faults, incidents, duplicates ------------------------------------------------------
+
+    def incident_taps(self) -> pd.DataFrame:
+        """Tap records touched by each incident (id from the scenario's timeline)."""
+        return self._frame(
+            """SELECT CAST(incident_id AS VARCHAR) AS incident_id, COUNT(*) AS taps,
+                      SUM(amount_fen) AS amount_fen, MIN(event_timestamp) AS first_tap,
+                      MAX(event_timestamp) AS last_tap
+               FROM transactions WHERE incident_id IS NOT NULL GROUP BY ALL ORDER BY 1"""
+        )
+
+    def duplicates_and_refunds(self) -> pd.DataFrame:
+        """Per settlement date: duplicate deductions caught in clearing, other rejects, and the
+        fen refunded."""
+        return self._frame(
+            """SELECT settle_date, SUM(rejected_duplicate_deduction) AS duplicate_deductions,
+                      SUM(rejected_duplicate_upload) AS duplicate_uploads,
+                      SUM(rejected_declined) AS declined, SUM(refund_fen) AS refund_fen
+               FROM clearing_batches GROUP BY ALL ORDER BY settle_date"""
+        )
+
+    def device_uploads(self) -> pd.DataFrame:
+        """Per mode and service date: upload batches, records and resends, and the mean delay
+        from the last tap of a batch to its upload (s)."""
+        return self._frame(
+            """SELECT service_date, CAST(mode AS VARCHAR) AS mode, COUNT(*) AS batches,
+                      SUM(n_records) AS records, COUNT(*) FILTER (WHERE resend) AS resends,
+                      AVG(date_diff('second', last_tap_at, uploaded_at)) AS mean_delay_s
+               FROM device_uploads GROUP BY ALL ORDER BY service_date, mode"""
+        )
+
+    # --- clearing ---------------------------------------------------------------------------
+
+    def clearing_flows(self) -> pd.DataFrame:
+        """Money cleared from each acquirer through each clearing node: gross, fees, net."""
+        return self._frame(
+            """SELECT CAST(acquirer_id AS VARCHAR) AS source, CAST(node_id AS VARCHAR) AS target,
+                      SUM(cleared) AS records, SUM(gross_fen) AS gross_fen,
+                      SUM(fee_fen) AS fee_fen, SUM(net_fen) AS net_fen
+               FROM clearing_batches GROUP BY ALL ORDER BY gross_fen DESC"""
+        )
+
+    def node_positions(self) -> pd.DataFrame:
+        """Each clearing node's net position against each participant over the run, from the
+        settlement table (positive: the participant is owed money)."""
+        return self._frame(
+            """SELECT CAST(node_id AS VARCHAR) AS node_id,
+                      CAST(participant_id AS VARCHAR) AS participant_id,
+                      CAST(role AS VARCHAR) AS role,
+                      SUM(net_position_fen) AS net_position_fen,
+                      arg_max(deposit_balance_fen, service_date) AS last_deposit_fen
+               FROM settlements GROUP BY ALL ORDER BY node_id, participant_id"""
+        )
+
+    def settlements(self) -> pd.DataFrame:
+        """The settlement table as written (per settlement date, node and participant)."""
+        return self._frame(
+            "SELECT * FROM settlements ORDER BY service_date, node_id, participant_id"
+        )
+
+    # --- one cardholder ---------------------------------------------------------------------
+
+    def busy_cards(self, service_date: str, limit: int = 20) -> pd.DataFrame:
+        """Cards (masked token ids) with the most taps on ``service_date``: people to trace
+        (``media``: every medium the card's holder used that day, comma-separated)."""
+        return self._frame(
+            """SELECT CAST(token_id AS VARCHAR) AS token_id,
+                      CAST(min(rider_category) AS VARCHAR) AS rider_category,
+                      string_agg(DISTINCT CAST(media AS VARCHAR), ',' ORDER BY
+                                 CAST(media AS VARCHAR)) AS media,
+                      COUNT(*) AS taps
+               FROM transactions WHERE service_date = CAST(? AS DATE) AND token_id IS NOT NULL
+               GROUP BY token_id ORDER BY taps DESC, token_id LIMIT ?""",
+            [service_date, int(limit)],
+        )
+
+    def card_day(self, token_id: str, service_date: str) -> pd.DataFrame:
+        """Every tap of one card on one day, in time order, with how it was priced."""
+        return self._frame(
+            """SELECT event_timestamp, CAST(trip_record_type AS VARCHAR) AS tap_kind,
+                      CAST(mode AS VARCHAR) AS mode, CAST(route_id AS VARCHAR) AS route,
+                      CAST(stop_id AS VARCHAR) AS stop, CAST(media AS VARCHAR) AS media,
+                      CAST(rider_category AS VARCHAR) AS rider_category,
+                      list_fare_fen, concession_fen, transfer_fen, cap_fen, amount_fen,
+                      is_transfer, fare_capped, incomplete_trip, balance_after_fen,
+                      CAST(city_code AS VARCHAR) AS city_code,
+                      CAST(status AS VARCHAR) AS status,
+                      CAST(reject_reason AS VARCHAR) AS reject_reason,
+                      CAST(incident_id AS VARCHAR) AS incident_id
+               FROM transactions
+               WHERE token_id = ? AND service_date = CAST(? AS DATE)
+               ORDER BY event_timestamp, transaction_id""",
+            [str(token_id), service_date],
+        )
+
+    # --- regions ----------------------------------------------------------------------------
+
+    def by_region(self, measure: str) -> pd.DataFrame:
+        """One value per region: a ridership measure, or ``card_sales`` / ``topup_fen``."""
+        if measure == "card_sales":
+            sql = "SELECT CAST(region AS VARCHAR) AS key, COUNT(*) AS value FROM card_sales"
+        elif measure == "topup_fen":
+            sql = "SELECT CAST(region AS VARCHAR) AS key, SUM(amount_fen) AS value FROM topups"
+        else:
+            return self.breakdown("region", measure)
+        return self._frame(sql + " GROUP BY ALL ORDER BY value DESC, key")
+
+
+REGION_MEASURES = (*MEASURES, "card_sales", "topup_fen")
+
+
+def _measure(name: str) -> str:
+    try:
+        return MEASURES[name]
+    except KeyError:
+        raise RunViewError(f"measure {name!r}: expected one of {', '.join(MEASURES)}") from None
+
+
+def _dimension(name: str) -> str:
+    if name not in DIMENSIONS:
+        raise RunViewError(f"dimension {name!r}: expected one of {', '.join(DIMENSIONS)}")
+    return name
+
+
+__all__ = [
+    "CATALOGUE_FILE",
+    "DIMENSIONS",
+    "MEASURES",
+    "REGION_MEASURES",
+    "RunListing",
+    "RunView",
+    "RunViewError",
+    "check_run",
+    "list_runs",
+]

@@ -1,0 +1,232 @@
+"""The Compare page (dashboard/pages/compare.py) and the one-page briefs (dashboard/brief.py),
+driven through Streamlit's AppTest against a small real comparison, a small real sweep and a
+small real run (the 20,000-card test city, one or two days)."""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import brief
+from sim import api
+from sim.lab_report import summary
+from sim.overlay import overlay_overrides
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "dashboard" / "app.py"
+SMALL = ROOT / "scenarios" / "small_ci.yaml"
+VARIANT = "window_90"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict:
+    """A runs folder with a comparison, a sweep (two levels down) and a broken result file,
+    and a finished run beside it."""
+    root = tmp_path_factory.mktemp("runs")
+    base = api.load_scenario(SMALL, days=2)
+    # a --set variant of the small city (the shipped policies extend the full-size city)
+    variant = api.load_scenario(SMALL, ["fares.transfer.window_min=90", f"name={VARIANT}"], days=2)
+    compare_dir = root / "compare-small"
+    api.compare(base, [variant], replications=2, out_dir=compare_dir)
+    sweep_dir = root / "study" / "sweep-window"
+    api.sweep(
+        SMALL,
+        ["fares.transfer.window_min=60,90"],
+        replications=1,
+        days=1,
+        workers=0,
+        out_dir=sweep_dir,
+    )
+    broken = root / "broken"
+    broken.mkdir()
+    (broken / "compare.json").write_text("{ not json", encoding="utf-8")
+    run_dir = tmp_path_factory.mktemp("run") / "small_1d"
+    api.run(api.load_scenario(SMALL, days=1), run_dir)
+    return {
+        "root": root,
+        "compare": compare_dir,
+        "report": api.load_compare_report(compare_dir / "compare.json"),
+        "sweep": sweep_dir,
+        "broken": broken,
+        "run": run_dir,
+    }
+
+
+@pytest.fixture
+def app(results, monkeypatch) -> AppTest:
+    """The dashboard on its Compare page, reading the module's runs folder."""
+    monkeypatch.setenv("CARDTWIN_RUNS", str(results["root"]))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["runs_root"] = str(results["root"])
+    at.run()
+    at.switch_page("pages/compare.py")
+    at.run()
+    return at
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _pick(at: AppTest, result_file: Path) -> AppTest:
+    at.selectbox(key="compare.pick").select(str(result_file)).run()
+    _ok(at)
+    return at
+
+
+def _charts(at: AppTest) -> int:
+    return len(at.get("plotly_chart"))
+
+
+def test_page_renders_in_both_languages(app):
+    _ok(app)
+    assert app.header[0].value == "比较政策"
+    zh_tabs = [t.label for t in app.tabs]
+    app.session_state["lang"] = "en"
+    app.run()
+    _ok(app)
+    assert app.header[0].value == "Compare policies"
+    assert [t.label for t in app.tabs] != zh_tabs
+    assert "Run the comparison" in [b.label for b in app.button]
+
+
+def test_choosing_a_comparison_shows_its_headline_numbers(app, results):
+    report = results["report"]
+    rows = report["variants"][VARIANT]
+    _pick(app, results["compare"] / "compare.json")
+    metrics = {m.label: m.value for m in app.metric}
+    revenue = rows["fare_revenue_fen"]["difference"]["mean"]
+    assert metrics["票款收入"] == brief.amount(revenue, "zh", money=True, signed=True)
+    assert "元" in metrics["票款收入"]
+    assert [i.value for i in app.info] == [summary(report, VARIANT, "zh")]
+    assert _charts(app) >= 4  # change, by group, fairness, hours
+    app.session_state["lang"] = "en"
+    app.run()
+    _ok(app)
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Fare revenue"] == brief.amount(revenue, "en", money=True, signed=True)
+    assert [i.value for i in app.info] == [summary(report, VARIANT, "en")]
+
+
+def test_a_broken_result_file_is_an_error_not_a_traceback(app, results):
+    _pick(app, results["broken"] / "compare.json")
+    assert any("compare.json" in e.value for e in app.error)
+
+
+def _form(at: AppTest, **values) -> AppTest:
+    """Fill the new-comparison form on the small city and submit it."""
+    at.selectbox(key="compare.f_base").select(str(SMALL))
+    for key, value in values.items():
+        if key == "policies":
+            at.multiselect(key="compare.f_policies").set_value(value)
+        elif key == "custom":
+            at.text_area(key="compare.f_custom").input(value)
+        elif key == "name":
+            at.text_input(key="compare.f_name").input(value)
+        else:
+            at.number_input(key=f"compare.f_{key}").set_value(value)
+    next(b for b in at.button if b.label == "开始比较").click().run()
+    _ok(at)
+    return at
+
+
+def test_bad_input_shows_the_engines_message_beside_the_field(app):
+    _form(app, days=0, custom="fares.transfer.window_min=90")
+    assert any("period.days" in e.value for e in app.error)
+    _form(app, days=1, custom="fares.transfer.window_min=abc")
+    assert any("fares.transfer.window_min" in e.value for e in app.error)
+    _form(app, days=1, reps=0, custom="fares.transfer.window_min=90")
+    assert any("--replications" in e.value for e in app.error)
+    _form(app, days=1, reps=1, custom="", name="")
+    assert [e.value for e in app.error] == ["请至少选择一个政策方案，或填写一个自定义方案。"]
+
+
+def test_a_new_comparison_from_the_form_applies_the_policy_to_the_small_city(app, results):
+    policy = ROOT / "scenarios" / "policies" / "transfer_90min.yaml"
+    _form(app, policies=[str(policy)], days=1, reps=2, name="form")
+    folder = results["root"] / "compare-form"
+    assert (folder / "compare.json").is_file()
+    assert app.selectbox(key="compare.pick").value == str(folder / "compare.json")
+    report = api.load_compare_report(folder / "compare.json")
+    assert list(report["variants"]) == ["transfer_90min"]
+    assert report["baseline"] == "small_ci" and report["days"] == 1
+    assert "票款收入" in [m.label for m in app.metric]
+
+
+def test_a_policy_applied_as_overrides_is_what_extends_does():
+    nantong = ROOT / "scenarios" / "nantong_2024.yaml"
+    cards = api.load_scenario(SMALL).population.card_types
+    for policy in sorted((ROOT / "scenarios" / "policies").glob("*.yaml")):
+        name, _, overrides = overlay_overrides(policy)
+        direct = api.load_scenario(policy, days=1)
+        rebased = api.load_scenario(nantong, [*overrides, f"name={name}"], days=1)
+        ignore = {"description", "output"}  # not policy: left with the file
+        assert rebased.model_dump(exclude=ignore) == direct.model_dump(exclude=ignore), name
+        on_small = api.load_policy(policy, SMALL, days=1)
+        assert on_small.fares == direct.fares and on_small.population.card_types == cards
+
+
+def test_compare_brief_is_one_self_contained_page_in_one_language(results):
+    report = results["report"]
+    en = brief.compare_brief(report, "en")
+    zh = brief.compare_brief(report, "zh")
+    assert en == brief.compare_brief(report, "en")  # no timestamps: the same bytes
+    assert html.escape(summary(report, VARIANT, "en")) in en
+    assert html.escape(summary(report, VARIANT, "zh")) not in en
+    assert html.escape(summary(report, VARIANT, "zh")) in zh
+    assert '<html lang="en">' in en and '<html lang="zh-CN">' in zh
+    for page in (en, zh):
+        assert page.count("<html") == 1 and page.count("<body>") == 1
+        assert "<script src" not in page and "<link " not in page  # plotly.js is inline
+        assert len(re.findall(r'<div class="chart(?: wide)?">', page)) == 3  # three charts
+        assert "@page" in page
+
+
+def test_the_pdf_of_the_brief_is_made_on_click(app, results):
+    _pick(app, results["compare"] / "compare.json")
+    assert not [b for b in app.get("download_button") if "PDF" in b.label]
+    next(b for b in app.button if b.label == "生成PDF").click().run()
+    _ok(app)
+    assert not app.error
+    assert [b.label for b in app.get("download_button") if "PDF" in b.label] == ["下载简报（PDF）"]
+    made = [k for k in app.session_state if str(k).startswith("compare.b_pdf:")]
+    pdf = app.session_state[made[0]]
+    assert pdf.startswith(b"%PDF")
+    assert len(re.findall(rb"/Type\s*/Page\b", pdf)) == 1  # one A4 page
+
+
+def test_a_pdf_that_cannot_be_made_is_an_error_on_the_page(app, results, monkeypatch, tmp_path):
+    monkeypatch.setenv("CARDTWIN_CHROMIUM", str(tmp_path / "no-chromium"))
+    _pick(app, results["compare"] / "compare.json")
+    app.radio(key="compare.b_lang.0").set_value("en").run()  # not printed (cached) before
+    next(b for b in app.button if b.label == "生成PDF").click().run()
+    _ok(app)
+    assert any("PDF" in e.value and "no-chromium" in e.value for e in app.error)
+    assert not [b for b in app.get("download_button") if "PDF" in b.label]
+
+
+def test_run_brief_prints_to_one_pdf_page(results, tmp_path):
+    page = brief.run_brief(results["run"], "en")
+    assert page.startswith("<!DOCTYPE html>") and "Run brief: small_ci" in page
+    assert "Taps by card type" in page and "长寿卡" not in page
+    assert "运行简报" in brief.run_brief(results["run"], "zh")
+    pdf = brief.to_pdf(page, tmp_path / "run.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF")
+    assert len(re.findall(rb"/Type\s*/Page\b", pdf)) == 1
+    with pytest.raises(api.BadInput):
+        brief.run_brief(tmp_path / "no-such-run", "en")
+
+
+def test_a_sweep_is_charted_with_its_ci_against_the_parameter(app, results):
+    _pick(app, results["sweep"] / "sweep.json")
+    assert app.subheader[0].value == "参数扫描：small_ci"
+    assert _charts(app) == 1
+    assert len(app.dataframe) == 1
+    outputs = app.selectbox(key=f"compare.s_out.{results['sweep']}")
+    outputs.select("fare_revenue_fen").run()
+    _ok(app)
+    assert _charts(app) == 1

@@ -1,0 +1,290 @@
+"""The dashboard's frame, Run and Explore pages, driven by Streamlit's AppTest on a real run.
+
+Each page renders without an exception in both languages; changing a widget changes what is
+shown; bad input (a form value, an upload, a broken run folder, a run that breaks a money
+invariant) shows a message and the app keeps working.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import i18n
+from dashboard.overrides import errors_by_field, fen_text, incident_frame, incidents_yaml
+from dashboard.uploads import UPLOAD_DIR, target_of, upload_problem
+from sim import api
+from sim.ledger import InvariantViolation, Ledger
+from sim.run_dir import MARKER_FILE
+from sim.yaml_config import FlagOverride
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "dashboard" / "app.py")
+SMALL = ROOT / "scenarios" / "small_ci.yaml"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """A runs folder holding one finished 2-day run of the small scenario."""
+    root = tmp_path_factory.mktemp("dashboard_runs")
+    api.run(api.load_scenario(SMALL, days=2), root / "small")
+    return root
+
+
+def app(runs: Path, page: str | None = None, lang: str = "zh", run: str | None = "small"):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["runs_root"] = str(runs)
+    at.session_state["lang"] = lang
+    if run is not None:
+        at.session_state["run_dir"] = str(runs / run)
+    at.run()
+    if page is not None:
+        at.switch_page(f"pages/{page}.py")
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at) -> str:
+    """Everything a user reads on the page (labels, values, messages, markdown)."""
+    parts = [m.label + " " + str(m.value) for m in at.metric]
+    for kind in ("markdown", "caption", "info", "error", "success", "subheader", "header"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    parts += [t.label for t in at.tabs]
+    return "\n".join(parts)
+
+
+# --- the catalogue and formats --------------------------------------------------------------
+
+
+def test_every_message_has_both_languages_and_every_key_used_exists():
+    messages = i18n.catalogue()
+    assert all(set(v) == {"zh", "en"} and v["zh"] and v["en"] for v in messages.values())
+    used = set()
+    for source in (ROOT / "dashboard").rglob("*.py"):
+        text = source.read_text(encoding="utf-8")
+        used |= {k for k in messages if f'"{k}"' in text}
+    import re
+
+    for source in (ROOT / "dashboard").rglob("*.py"):
+        for key in re.findall(r'\btr\(\s*"([a-z_]+\.[\w.]+)"', source.read_text("utf-8")):
+            assert key in messages, f"{source.name}: {key} is not in the catalogue"
+
+
+def test_numbers_money_and_dates_follow_the_language():
+    assert i18n.count(1_140_314, "zh") == "114.03万"
+    assert i18n.count(264_834_350_00, "zh").endswith("亿")
+    assert i18n.count(1_140_314, "en") == "1,140,314"
+    assert i18n.yuan(26_483_435, "zh", compact=True) == "26.48万元"
+    assert i18n.yuan(123_456, "zh") == "1,234.56 元"
+    assert i18n.yuan(26_483_435, "en") == "¥264,834.35"
+    assert i18n.yuan(-5, "en") == "¥-0.05"
+    assert i18n.date("2024-01-03", "zh") == "2024年1月3日"
+    assert i18n.date("2024-01-03", "en") == "Jan 3, 2024"
+
+
+# --- the frame and the Explore page ---------------------------------------------------------
+
+
+def test_explore_shows_the_run_in_chinese_then_english(runs):
+    at = app(runs, "explore")
+    shown = texts(at)
+    assert "持卡人" in shown and "客流" in shown
+    labels = [m.label for m in at.metric]
+    at.session_state["lang"] = "en"
+    at.run()
+    assert not at.exception
+    assert [m.label for m in at.metric] != labels
+    assert "Cardholders" in texts(at) and "Ridership" in texts(at)
+    assert "持卡人" not in texts(at)
+
+
+def test_changing_the_measure_changes_the_charts(runs):
+    at = app(runs, "explore")
+    before = [c.proto.spec for c in at.get("plotly_chart")]
+    at.selectbox(key="explore_measure:zh").set_value("spend_fen").run()
+    assert not at.exception
+    after = [c.proto.spec for c in at.get("plotly_chart")]
+    assert after != before
+    at.radio(key="explore_dimension:zh").set_value("media").run()
+    assert not at.exception
+    assert [c.proto.spec for c in at.get("plotly_chart")] != after
+
+
+def test_every_tab_renders_and_every_chart_offers_its_data_as_csv(runs):
+    at = app(runs, "explore", lang="en")
+    charts = 0
+    for name in ("ridership", "money", "outlets", "faults", "clearing", "map"):
+        at.session_state["explore_tab"] = i18n.t(f"explore.tab.{name}", "en")
+        at.run()
+        assert not at.exception, (name, at.exception)
+        shown = at.get("plotly_chart")
+        assert shown, name
+        assert len(at.get("download_button")) >= len(shown), name
+        charts += len(shown)
+    assert charts >= 10
+
+
+def test_no_run_chosen_says_what_to_do(runs):
+    at = app(runs, "explore", run=None)
+    assert i18n.t("common.no_run", "zh") in texts(at)
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ("missing", "no such run folder"),
+        ("half_written", "has not finished"),
+        ("old_schema", "schema_version 0"),
+        ("file_gone", "missing"),
+    ],
+)
+def test_a_broken_run_folder_shows_a_message(runs, tmp_path, damage, expected):
+    broken = tmp_path / "broken"
+    shutil.copytree(runs / "small", broken)
+    marker = broken / MARKER_FILE
+    if damage == "missing":
+        shutil.rmtree(broken)
+    elif damage == "half_written":
+        marker.unlink()
+    elif damage == "old_schema":
+        data = json.loads(marker.read_text("utf-8"))
+        marker.write_text(json.dumps({**data, "schema_version": 0}), "utf-8")
+    else:
+        next((broken / "transactions").glob("*/*.parquet")).unlink()
+    at = app(tmp_path, "explore", run="broken")
+    assert [e.value for e in at.error], texts(at)
+    assert expected in at.error[0].value
+
+
+# --- the Run page ---------------------------------------------------------------------------
+
+
+def _choose_small(at):
+    at.selectbox(key="scenario_choice").set_value(str(SMALL)).run()
+    assert not at.exception
+
+
+def test_a_bad_form_value_shows_the_engines_message_beside_its_field(runs):
+    at = app(runs, "run")
+    _choose_small(at)
+    at.number_input(key="f_window").set_value(-5)
+    at.button[0].click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "fares.transfer.window_min: value out of range; got -5; expected greater than 0"
+    ]
+
+
+def test_a_bad_output_folder_name_is_refused(runs):
+    at = app(runs, "run")
+    _choose_small(at)
+    at.text_input(key="f_out").set_value("bad incident")  # also a bad folder name
+    at.button[0].click().run()
+    assert not at.exception
+    assert any(
+        "cannot be a folder name" in e.value or "不能作为文件夹名" in e.value for e in at.error
+    )
+
+
+def test_a_run_from_the_form_lands_in_the_runs_folder_and_opens(runs):
+    at = app(runs, "run", lang="en")
+    _choose_small(at)
+    at.number_input(key="f_days").set_value(1)
+    at.number_input(key="f_window").set_value(90)
+    at.text_input(key="f_out").set_value("from_form")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert any("Run finished" in s.value for s in at.success)
+    assert at.session_state["run_dir"] == str(runs / "from_form")
+    meta = json.loads((runs / "from_form" / "run_meta.json").read_text("utf-8"))
+    assert meta["period"]["days"] == 1
+    assert meta["cities"][0]["settings"]["fares"]["transfer"]["window_min"] == 90
+    listed = [r.path.name for r in api.list_runs(runs)]
+    assert "from_form" in listed and "small" in listed
+
+
+def test_a_run_that_breaks_an_invariant_keeps_the_earlier_run(runs, monkeypatch):
+    before = (runs / "small" / "run_meta.json").read_bytes()
+
+    def broken_check(self):
+        raise InvariantViolation("trial_balance", 7, "test fault")
+
+    monkeypatch.setattr(Ledger, "check", broken_check)
+    at = app(runs, "run")
+    _choose_small(at)
+    at.number_input(key="f_days").set_value(1)
+    at.text_input(key="f_out").set_value("small")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert any("资金核对不平" in e.value and "trial_balance" in e.value for e in at.error)
+    assert (runs / "small" / "run_meta.json").read_bytes() == before
+    monkeypatch.undo()
+    at.switch_page("pages/explore.py")
+    at.run()
+    assert not at.exception and "持卡人" in texts(at)  # the app keeps working
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("big.yaml", b"name: x\n" + b"#" * 600_000, "KB"),
+        ("notes.yaml", b"name: [unclosed\n", "YAML"),
+        ("list.yaml", b"- a\n- b\n", "mapping"),
+        ("bad.yaml", b"extends: ../small_ci.yaml\nseed: -1\n", "seed"),
+    ],
+)
+def test_a_bad_upload_is_refused_with_a_message_and_not_kept(name, content, expected):
+    problem = upload_problem(name, content, "en")
+    assert problem is not None and expected in problem, problem
+    assert not target_of(name).exists()
+    assert not list(UPLOAD_DIR.glob(".trial-*"))
+
+
+def test_a_good_upload_is_kept_beside_the_shipped_scenarios():
+    data = b"extends: ../small_ci.yaml\nname: uploaded_test\nseed: 5\n"
+    try:
+        assert upload_problem("my scenario.yaml", data, "zh") is None
+        target = target_of("my scenario.yaml")
+        assert target.name == "my_scenario.yaml" and target.read_bytes() == data
+        assert api.load_scenario(target).seed == 5
+    finally:
+        target_of("my scenario.yaml").unlink(missing_ok=True)
+
+
+def test_reopen_lists_runs_and_marks_broken_ones(runs, tmp_path):
+    shutil.copytree(runs / "small", tmp_path / "good")
+    shutil.copytree(runs / "small", tmp_path / "bad")
+    (tmp_path / "bad" / MARKER_FILE).unlink()
+    at = app(tmp_path, "run", run=None)
+    folder = i18n.t("run.col.folder", "zh")
+    table = next(d.value for d in at.dataframe if folder in d.value.columns)
+    assert set(table[folder]) == {"good", "bad"}
+    at.selectbox(key="reopen_choice").set_value(str(tmp_path / "bad"))
+    at.button(key="reopen_button").click().run()
+    assert not at.exception
+    assert any("has not finished" in e.value for e in at.error)
+
+
+def test_the_incident_table_round_trips_and_a_missing_cell_is_named():
+    path = ROOT / "scenarios" / "incidents" / "metro_line_outage.yaml"
+    scenario = api.load_scenario(path)
+    frame = incident_frame(scenario)
+    same = FlagOverride("incidents", "incidents", incidents_yaml(frame))
+    assert api.load_scenario(path, [same]).incidents == scenario.incidents
+    frame.loc[0, "start"] = None
+    broken = FlagOverride("incidents", "incidents", incidents_yaml(frame))
+    with pytest.raises(api.BadInput) as exc:
+        api.load_scenario(path, [broken])
+    assert errors_by_field(str(exc.value), [broken]) == {
+        "incidents": ["incidents.0.start: missing required field; expected datetime"]
+    }
+
+
+def test_yuan_typed_in_the_form_become_fen():
+    assert fen_text(2.0) == "200" and fen_text(0.5) == "50" and fen_text(1.1) == "110"
+    assert fen_text(2.345) != "234"  # not a whole fen: the engine's message says so

@@ -1,0 +1,113 @@
+"""sim/run_view.py: reading a finished run with aggregate queries, and refusing broken folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from sim import api
+from sim.run_dir import MARKER_FILE
+from sim.run_view import DIMENSIONS, REGION_MEASURES, RunView, RunViewError, check_run, list_runs
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ROOT / "scenarios" / "small_ci.yaml"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run_view") / "small"
+    api.run(api.load_scenario(SMALL, days=3), out, unmasked=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def view(run_dir):
+    opened = RunView.open(run_dir)
+    yield opened
+    opened.close()
+
+
+def _table(run_dir: Path, name: str):
+    return ds.dataset(run_dir / name, format="parquet", partitioning="hive").to_table().to_pandas()
+
+
+def test_every_split_adds_up_to_the_same_counted_taps(run_dir, view):
+    taps = _table(run_dir, "transactions")
+    counted = taps[taps["status"] != "rejected"]
+    for dimension in DIMENSIONS:
+        assert view.breakdown(dimension, "taps")["value"].sum() == len(counted), dimension
+        assert view.breakdown(dimension, "spend_fen")["value"].sum() == counted["amount_fen"].sum()
+    hourly = view.taps_by_hour("taps")
+    assert (hourly["value"] * hourly["days"]).sum() == pytest.approx(len(counted))
+    assert view.by_day("media", "taps")["value"].sum() == len(counted)
+
+
+def test_money_queries_match_the_tables(run_dir, view):
+    batches = _table(run_dir, "clearing_batches")
+    flows = view.clearing_flows()
+    assert flows["gross_fen"].sum() == batches["gross_fen"].sum()
+    assert flows["fee_fen"].sum() == batches["fee_fen"].sum()
+    topups = _table(run_dir, "topups")
+    assert view.topups()["amount_fen"].sum() == topups["amount_fen"].sum()
+    assert view.topup_amounts()["topups"].sum() == len(topups)
+    assert view.balances()["taps"].sum() == taps_with_balance(run_dir)
+    for measure in REGION_MEASURES:
+        assert not view.by_region(measure).empty, measure
+
+
+def taps_with_balance(run_dir: Path) -> int:
+    return int(_table(run_dir, "transactions")["balance_after_fen"].notna().sum())
+
+
+def test_one_card_day_is_in_time_order_and_priced(view):
+    day = str(view.daily()["service_date"].iloc[1].date())
+    busiest = view.busy_cards(day, limit=5)
+    assert len(busiest) == 5 and busiest["taps"].is_monotonic_decreasing
+    taps = view.card_day(busiest["token_id"].iloc[0], day)
+    assert len(taps) == busiest["taps"].iloc[0]
+    assert taps["event_timestamp"].is_monotonic_increasing
+    discounts = taps["concession_fen"] + taps["transfer_fen"] + taps["cap_fen"]
+    assert (taps["amount_fen"] == taps["list_fare_fen"] - discounts).all()
+
+
+def test_a_closed_list_of_measures_and_dimensions(view):
+    with pytest.raises(RunViewError, match="measure 'x; DROP'"):
+        view.breakdown("media", "x; DROP")
+    with pytest.raises(RunViewError, match="dimension 'token_id'"):
+        view.breakdown("token_id")
+
+
+def test_a_moved_run_folder_still_reads(run_dir, view, tmp_path):
+    """The views are made over the folder where it is now, not where it was written."""
+    moved = tmp_path / "moved"
+    shutil.copytree(run_dir, moved)
+    other = RunView.open(moved)
+    try:
+        assert other.daily().equals(view.daily())
+        assert other.run_dir == moved.resolve()
+    finally:
+        other.close()
+
+
+def test_broken_folders_are_named_with_what_is_wrong(run_dir, tmp_path):
+    with pytest.raises(RunViewError, match="no such run folder"):
+        check_run(tmp_path / "nothing")
+    half = tmp_path / "half"
+    shutil.copytree(run_dir, half)
+    (half / MARKER_FILE).unlink()
+    with pytest.raises(RunViewError, match="has not finished"):
+        check_run(half)
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    marker = json.loads((old / MARKER_FILE).read_text("utf-8"))
+    (old / MARKER_FILE).write_text(json.dumps({**marker, "schema_version": 0}), "utf-8")
+    with pytest.raises(RunViewError, match="schema_version 0; this CardTwin reads version"):
+        check_run(old)
+    listed = {r.path.name: r.problem for r in list_runs(tmp_path)}
+    assert listed["half"] and listed["old"] and "nothing" not in listed
+    with pytest.raises(api.BadInput, match="schema_version 0"):
+        api.open_run(old)
