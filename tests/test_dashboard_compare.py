@@ -193,7 +193,7 @@ def test_the_pdf_of_the_brief_is_made_on_click(app, results):
     _ok(app)
     assert not app.error
     assert [b.label for b in app.get("download_button") if "PDF" in b.label] == ["下载简报（PDF）"]
-    made = [k for k in app.session_state if str(k).startswith("compare.b_pdf:")]
+    made = [k for k in app.session_state if str(k).startswith("compare.0.b_pdf:")]
     pdf = app.session_state[made[0]]
     assert pdf.startswith(b"%PDF")
     assert len(re.findall(rb"/Type\s*/Page\b", pdf)) == 1  # one A4 page
@@ -202,7 +202,7 @@ def test_the_pdf_of_the_brief_is_made_on_click(app, results):
 def test_a_pdf_that_cannot_be_made_is_an_error_on_the_page(app, results, monkeypatch, tmp_path):
     monkeypatch.setenv("CARDTWIN_CHROMIUM", str(tmp_path / "no-chromium"))
     _pick(app, results["compare"] / "compare.json")
-    app.radio(key="compare.b_lang.0").set_value("en").run()  # not printed (cached) before
+    app.radio(key="compare.0.b_lang").set_value("en").run()  # not printed (cached) before
     next(b for b in app.button if b.label == "生成PDF").click().run()
     _ok(app)
     assert any("PDF" in e.value and "no-chromium" in e.value for e in app.error)

@@ -8,13 +8,14 @@ invariant) shows a message and the app keeps working.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import i18n
+from dashboard import brief, i18n
 from dashboard.overrides import errors_by_field, fen_text, incident_frame, incidents_yaml
 from dashboard.uploads import UPLOAD_DIR, target_of, upload_problem
 from sim import api
@@ -68,8 +69,6 @@ def test_every_message_has_both_languages_and_every_key_used_exists():
     for source in (ROOT / "dashboard").rglob("*.py"):
         text = source.read_text(encoding="utf-8")
         used |= {k for k in messages if f'"{k}"' in text}
-    import re
-
     for source in (ROOT / "dashboard").rglob("*.py"):
         for key in re.findall(r'\btr\(\s*"([a-z_]+\.[\w.]+)"', source.read_text("utf-8")):
             assert key in messages, f"{source.name}: {key} is not in the catalogue"
@@ -288,3 +287,16 @@ def test_the_incident_table_round_trips_and_a_missing_cell_is_named():
 def test_yuan_typed_in_the_form_become_fen():
     assert fen_text(2.0) == "200" and fen_text(0.5) == "50" and fen_text(1.1) == "110"
     assert fen_text(2.345) != "234"  # not a whole fen: the engine's message says so
+
+
+def test_the_runs_brief_is_offered_as_html_and_a_one_page_pdf(runs):
+    at = app(runs, "explore")
+    html = next(b for b in at.get("download_button") if b.label == "下载简报（HTML）")
+    assert html is not None
+    next(b for b in at.button if b.label == "生成PDF").click().run()
+    assert not at.exception, at.exception
+    made = [k for k in at.session_state if str(k).startswith("explore.b_pdf:")]
+    pdf = at.session_state[made[0]]
+    assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", pdf)) == 1
+    page = brief.run_brief(runs / "small", "en")
+    assert "<html" in page and not re.search(r'(src|href)="https?://', page)  # self-contained

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -29,12 +28,11 @@ import streamlit as st
 from plotly.colors import qualitative
 from streamlit.delta_generator import DeltaGenerator
 
-from dashboard import brief, charts, i18n
+from dashboard import brief, charts, i18n, present
 from dashboard.state import ROOT, lang, runs_root, tr
 from sim import api
 from sim.lab import FAIRNESS_DIMENSIONS
 from sim.lab_report import summary
-from sim.pdf import PdfError
 
 SCENARIO_DIR = ROOT / "scenarios"
 POLICY_DIR = SCENARIO_DIR / "policies"
@@ -342,7 +340,14 @@ def _variant(report: dict, folder: Path, name: str, i: int) -> None:
     _groups(report, name, i)
     _fairness(report, name, i)
     _moved(report, name, i)
-    _brief_downloads(report, folder, name, i)
+    path = folder / COMPARE_FILE
+    written = _mtime(path)
+    present.offer_brief(
+        f"compare.{i}",
+        name,
+        lambda lg: _brief_html(str(path), written, lg, name),
+        f"{path}:{written}:{name}",
+    )
 
 
 def _headline(report: dict, name: str, rows: dict, i: int) -> None:
@@ -439,53 +444,6 @@ def _moved(report: dict, name: str, i: int) -> None:
 def _brief_html(path: str, written: float, lg: str, variant: str) -> str:
     # keyed by the file and its time: the brief of a comparison run again is made afresh
     return brief.compare_brief(api.load_compare_report(path), lg, variant)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _brief_pdf(path: str, written: float, lg: str, variant: str) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="cardtwin-brief-") as tmp:
-        pdf = brief.to_pdf(_brief_html(path, written, lg, variant), Path(tmp) / "brief.pdf")
-        return pdf.read_bytes()
-
-
-def _brief_downloads(report: dict, folder: Path, name: str, i: int) -> None:
-    """The one-page brief in a chosen language: HTML made when downloaded, PDF made on click."""
-    st.markdown(f"#### {tr('compare.brief')}")
-    path = folder / COMPARE_FILE
-    written = _mtime(path)
-    c1, c2, c3 = st.columns([1, 1, 1])
-    brief_lang = c1.radio(
-        tr("compare.brief_lang"), i18n.LANGS, index=i18n.LANGS.index(lang()), horizontal=True,
-        format_func=lambda code: {"zh": "中文", "en": "English"}[code], key=f"compare.b_lang.{i}",
-    )  # fmt: skip
-    stem = re.sub(r"[^\w.-]+", "_", f"brief-{name}-{brief_lang}")
-    c2.download_button(
-        tr("compare.brief_html"),
-        # made only when the button is pressed: the page carries plotly.js (several MB)
-        data=lambda: _brief_html(str(path), written, brief_lang, name),
-        file_name=f"{stem}.html",
-        mime="text/html",
-        key=f"compare.b_html.{i}",
-        icon=":material/download:",
-        on_click="ignore",
-    )
-    made = f"compare.b_pdf:{path}:{written}:{brief_lang}:{name}"
-    if c3.button(tr("compare.make_pdf"), key=f"compare.b_make.{i}", icon=":material/print:"):
-        with st.spinner(tr("compare.making_pdf")):
-            try:
-                st.session_state[made] = _brief_pdf(str(path), written, brief_lang, name)
-            except PdfError as exc:
-                st.error(tr("compare.pdf_failed", error=str(exc)))
-    if made in st.session_state:
-        c3.download_button(
-            tr("compare.brief_pdf"),
-            data=st.session_state[made],
-            file_name=f"{stem}.pdf",
-            mime="application/pdf",
-            key=f"compare.b_pdf.{i}",
-            icon=":material/picture_as_pdf:",
-            on_click="ignore",
-        )
 
 
 # --- showing a sweep ------------------------------------------------------------------------

@@ -12,9 +12,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import i18n
+from dashboard import brief, i18n, present
 from dashboard.charts import download, show, style
-from dashboard.state import code, lang, pick, query, require_run, tr
+from dashboard.state import code, lang, pick, query, require_run, stamp, tr
 from sim.run_view import DIMENSIONS, MEASURES, REGION_MEASURES
 
 MONEY = {"spend_fen", "concession_fen", "transfer_fen", "topup_fen"}
@@ -372,6 +372,12 @@ def map_tab(run_dir, settings: dict) -> None:
     show(fig, frame, f"map_{measure}")
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _run_brief(run_dir: str, finished: float, lg: str) -> str:
+    # ``finished`` keys the cache: a run made again in the same folder gets a new brief
+    return brief.run_brief(run_dir, lg)
+
+
 def main() -> None:
     opened = require_run()
     if opened is None:
@@ -397,6 +403,14 @@ def main() -> None:
         if tab.open:
             with tab:
                 st.fragment(draw)()
+    with st.expander(tr("explore.present"), icon=":material/slideshow:"):
+        finished = stamp(run_dir)
+        present.offer_brief(
+            "explore",
+            run_dir.name,
+            lambda lg: _run_brief(str(run_dir), finished, lg),
+            f"{run_dir}:{finished}",
+        )
 
 
 main()
