@@ -44,7 +44,7 @@ def one_session(run_dir: Path) -> dict[str, float]:
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=120)
     at.session_state["run_dir"] = str(run_dir)
     at.run()
-    at.switch_page("pages/explore.py")
+    at.switch_page("views/explore.py")
     times = {"open": timed(at.run)}
     measure = at.selectbox(key="explore_measure:zh")
     times["switch"] = timed(lambda: measure.set_value("spend_fen").run())

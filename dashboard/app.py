@@ -1,7 +1,8 @@
 """CardTwin dashboard: ``streamlit run dashboard/app.py`` (``make dashboard``).
 
 The entry page: the sidebar (language, runs folder, the run being looked at) and the
-navigation between the pages in ``dashboard/pages/``. Pages call ``sim.api`` only; every
+navigation between the pages in ``dashboard/views/`` (not ``pages/``: Streamlit would also
+list a ``pages/`` folder by itself, beside ``st.navigation``). Pages call ``sim.api`` only; every
 label comes from the catalogue (``dashboard/i18n.py``).
 """
 
@@ -20,10 +21,10 @@ from dashboard import i18n  # noqa: E402
 from dashboard.state import current_run, runs_root, tr  # noqa: E402
 
 PAGES = {  # file, title key, icon
-    "run": ("pages/run.py", "nav.run", ":material/play_circle:"),
-    "explore": ("pages/explore.py", "nav.explore", ":material/insights:"),
-    "compare": ("pages/compare.py", "nav.compare", ":material/compare_arrows:"),
-    "trace": ("pages/trace.py", "nav.trace", ":material/person_search:"),
+    "run": ("views/run.py", "nav.run", ":material/play_circle:"),
+    "explore": ("views/explore.py", "nav.explore", ":material/insights:"),
+    "compare": ("views/compare.py", "nav.compare", ":material/compare_arrows:"),
+    "trace": ("views/trace.py", "nav.trace", ":material/person_search:"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The Compare page (dashboard/pages/compare.py) and the one-page briefs (dashboard/brief.py),
+"""The Compare page (dashboard/views/compare.py) and the one-page briefs (dashboard/brief.py),
 driven through Streamlit's AppTest against a small real comparison, a small real sweep and a
 small real run (the 20,000-card test city, one or two days)."""
 
@@ -63,7 +63,7 @@ def app(results, monkeypatch) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.session_state["runs_root"] = str(results["root"])
     at.run()
-    at.switch_page("pages/compare.py")
+    at.switch_page("views/compare.py")
     at.run()
     return at
 

@@ -44,7 +44,7 @@ def app(runs: Path, page: str | None = None, lang: str = "zh", run: str | None =
         at.session_state["run_dir"] = str(runs / run)
     at.run()
     if page is not None:
-        at.switch_page(f"pages/{page}.py")
+        at.switch_page(f"views/{page}.py")
         at.run()
     assert not at.exception, at.exception
     return at
@@ -223,7 +223,7 @@ def test_a_run_that_breaks_an_invariant_keeps_the_earlier_run(runs, monkeypatch)
     assert any("资金核对不平" in e.value and "trial_balance" in e.value for e in at.error)
     assert (runs / "small" / "run_meta.json").read_bytes() == before
     monkeypatch.undo()
-    at.switch_page("pages/explore.py")
+    at.switch_page("views/explore.py")
     at.run()
     assert not at.exception and "持卡人" in texts(at)  # the app keeps working
 

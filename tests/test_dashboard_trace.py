@@ -22,7 +22,7 @@ from sim import api
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
-PAGE = "pages/trace.py"
+PAGE = "views/trace.py"
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
 
 

@@ -68,7 +68,7 @@ def reopen_section() -> None:
             st.error(tr("common.run_unreadable", error=listing.problem))
         else:
             st.session_state["run_dir"] = chosen
-            st.switch_page("pages/explore.py")
+            st.switch_page("views/explore.py")
 
 
 # --- upload ---------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def main() -> None:
         done = st.session_state.pop("run_done", None)
         if done:
             st.success(tr("run.done", folder=done))
-            st.page_link("pages/explore.py", label=tr("run.go_explore"), icon=":material/insights:")
+            st.page_link("views/explore.py", label=tr("run.go_explore"), icon=":material/insights:")
         if go:
             live_run(path, overrides, out_name)
 

@@ -283,7 +283,11 @@ def _flow_figure(flows: pd.DataFrame) -> go.Figure:
     graph = nx.DiGraph()
     for row in flows.itertuples():
         graph.add_edge(row.source, row.target, gross=int(row.gross_fen), fee=int(row.fee_fen))
-    layout = nx.kamada_kawai_layout(graph) if len(graph) > 2 else nx.circular_layout(graph)
+    # Kamada-Kawai for the shape of the hierarchy, then a seeded spring pass to pull apart the
+    # leaves one node shares (a city's acquirers would sit on one spot): the same each time.
+    undirected = graph.to_undirected()
+    start = nx.kamada_kawai_layout(undirected) if len(graph) > 2 else None
+    layout = nx.spring_layout(undirected, pos=start, seed=7, k=1.2 / math.sqrt(len(graph)))
     biggest = max(1, max(d["gross"] for *_, d in graph.edges(data=True)))
     fig = go.Figure()
     lg = lang()
@@ -320,6 +324,13 @@ def _flow_figure(flows: pd.DataFrame) -> go.Figure:
     return style(fig, tr("explore.chart.clearing"))
 
 
+def _shown(value: float, measure: str) -> str:
+    """A map label's value: yuan (already scaled from fen) or a count, in the language."""
+    if measure in MONEY:
+        return i18n.yuan(round(value * 100), lang(), compact=True)
+    return i18n.count(round(value), lang())
+
+
 def map_tab(run_dir, settings: dict) -> None:
     """A schematic map of the regions (their seats), coloured and sized by a chosen measure."""
     measure = pick(tr("common.measure"), REGION_MEASURES, "map_measure", _value_label)
@@ -351,12 +362,16 @@ def map_tab(run_dir, settings: dict) -> None:
             x=frame["lon"],
             y=frame["lat"],
             mode="markers+text",
-            text=frame["region"],
+            text=[
+                f"{region}<br>{_shown(value, measure)}"
+                for region, value in zip(frame["region"], frame["value"], strict=True)
+            ],
             textposition="bottom center",
             marker={
                 "size": 30 + 50 * (frame["value"] / biggest) ** 0.5,
                 "color": frame["value"],
                 "colorscale": "Blues",
+                "cmin": 0,  # shade from zero: a region with half the taps looks half as dark
                 "showscale": True,
                 "colorbar": {"title": _value_label(measure)},
                 "line": {"width": 1, "color": "#333"},
