@@ -32,7 +32,7 @@ run: install
 
 ## Live dashboard (Streamlit) at http://127.0.0.1:$(PORT); only on this machine.
 dashboard: install
-	$(BIN)/streamlit run dashboard/app.py --server.address 127.0.0.1 --server.port $(PORT) --server.headless true
+	$(BIN)/streamlit run dashboard/app.py --server.address 127.0.0.1 --server.port $(PORT) --server.headless true --server.maxUploadSize 1
 
 ## Unit, property, event-log and golden-file tests (a few minutes on 2 cores).
 test: install

@@ -31,6 +31,7 @@ PAGES = {  # file, title key, icon
 def sidebar() -> None:
     """Language, runs folder and the current run, on every page."""
     with st.sidebar:
+        st.session_state["lang"] = st.session_state.get("lang", i18n.DEFAULT_LANG)
         st.radio(
             tr("app.language"),
             i18n.LANGS,
@@ -39,6 +40,9 @@ def sidebar() -> None:
             horizontal=True,
         )
         st.session_state.setdefault("runs_root", str(runs_root()))
+        # Widgets of the entry file lose their value on a page switch unless it is written back
+        # to the session each run (Streamlit 1.67): the folder and the language must persist.
+        st.session_state["runs_root"] = st.session_state["runs_root"]
         st.text_input(tr("app.runs_root"), key="runs_root", help=tr("app.runs_root_help"))
         run = current_run()
         st.caption(tr("app.current_run", run=run.name if run else tr("app.no_current_run")))

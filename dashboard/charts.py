@@ -29,6 +29,12 @@ def style(fig: go.Figure, title: str, x: str | None = None, y: str | None = None
     return fig
 
 
+def by_date(fig: go.Figure) -> go.Figure:
+    """An x axis of service dates: one tick per day, not plotly's hours of a short run."""
+    fig.update_xaxes(tickformat="%Y-%m-%d", dtick=86_400_000)
+    return fig
+
+
 def show(fig: go.Figure, data: pd.DataFrame, key: str) -> None:
     """Draw ``fig`` and offer ``data`` (what it plots) as a CSV download under it."""
     st.plotly_chart(fig, key=f"chart-{key}", width="stretch")

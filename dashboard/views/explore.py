@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import brief, i18n, present
-from dashboard.charts import download, show, style
+from dashboard.charts import by_date, download, show, style
 from dashboard.state import code, lang, pick, query, require_run, stamp, tr
 from sim.run_view import DIMENSIONS, MEASURES, REGION_MEASURES
 
@@ -106,7 +106,7 @@ def ridership_tab(run_dir) -> None:
     per_day = _scaled(query(run_dir, "by_day", dimension, measure), measure)
     per_day = per_day.assign(label=per_day["key"].map(lambda k: code(dimension, k)))
     fig = px.area(per_day, x="service_date", y="value", color="label")
-    style(fig, tr("explore.chart.by_day", measure=_value_label(measure)), tr("common.date"), "")
+    by_date(style(fig, tr("explore.chart.by_day", measure=_value_label(measure)), "", ""))
     fig.update_layout(legend_title_text="")
     show(fig, per_day, f"by_day_{dimension}_{measure}")
 
@@ -238,14 +238,14 @@ def faults_tab(run_dir, settings: dict) -> None:
         )
         long = long.assign(label=long["variable"].map(lambda v: tr(f"explore.reject.{v}")))
         fig = px.bar(long, x="settle_date", y="value", color="label", barmode="group")
-        style(fig, tr("explore.chart.rejects"), tr("common.date"), "")
+        by_date(style(fig, tr("explore.chart.rejects"), "", ""))
         fig.update_layout(legend_title_text="")
         show(fig, long, "rejects_and_refunds")
     uploads = query(run_dir, "device_uploads")
     if not uploads.empty:
         uploads = uploads.assign(mode_label=uploads["mode"].map(lambda m: code("mode", m)))
         fig = px.line(uploads, x="service_date", y="mean_delay_s", color="mode_label", markers=True)
-        style(fig, tr("explore.chart.upload_delay"), tr("common.date"), tr("explore.axis.seconds"))
+        by_date(style(fig, tr("explore.chart.upload_delay"), "", tr("explore.axis.seconds")))
         fig.update_layout(legend_title_text="")
         show(fig, uploads, "device_uploads")
 
