@@ -142,7 +142,8 @@ def test_bad_input_shows_the_engines_message_beside_the_field(app):
     _form(app, days=1, reps=0, custom="fares.transfer.window_min=90")
     assert any("--replications" in e.value for e in app.error)
     _form(app, days=1, reps=1, custom="", name="")
-    assert [e.value for e in app.error] == ["请至少选择一个政策方案，或填写一个自定义方案。"]
+    # (the newest result, shown at once, is the broken file of this module: its own message)
+    assert "请至少选择一个政策方案，或填写一个自定义方案。" in [e.value for e in app.error]
 
 
 def test_a_new_comparison_from_the_form_applies_the_policy_to_the_small_city(app, results):

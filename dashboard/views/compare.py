@@ -122,7 +122,7 @@ def _load(path: Path) -> dict | None:
     reader, keys = (_read_compare, COMPARE_KEYS) if compare else (_read_sweep, SWEEP_KEYS)
     try:
         data = reader(str(path), _mtime(path))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, api.BadInput) as exc:
         st.error(tr("compare.unreadable", path=str(path), error=" ".join(str(exc).split())))
         return None
     missing = [k for k in keys if not isinstance(data, dict) or k not in data]
@@ -152,7 +152,8 @@ def open_section() -> Path | None:
         return f"{tr(f'compare.kind.{kind_of(path)}')} · {shown}"
 
     chosen = st.selectbox(
-        tr("compare.pick"), options, index=None, format_func=label, key=PICK,
+        # The newest is shown at once: a user who just ran a comparison wants to see it.
+        tr("compare.pick"), options, index=0, format_func=label, key=PICK,
         placeholder=tr("compare.pick_placeholder"), help=tr("compare.pick_help"),
     )  # fmt: skip
     return Path(chosen) if chosen else None
