@@ -44,16 +44,8 @@ HEADLINE = (
     "clearing_fees_fen",
     "operator_income_fen",
 )
-#: What the by-group chart can show (the measures every group has).
-GROUP_MEASURES = (
-    "boardings",
-    "taps",
-    "fare_transactions",
-    "fare_revenue_fen",
-    "concession_cost_fen",
-    "clearing_fees_fen",
-    "operator_income_fen",
-)
+#: What the by-group chart can show (every group has each headline measure).
+GROUP_MEASURES = HEADLINE
 #: The big figures of a compare brief, in order.
 BIG_FIGURES = (
     "fare_revenue_fen",

@@ -205,9 +205,19 @@ def _outlet_names(settings: dict) -> dict[int, dict]:
 
 
 def faults_tab(run_dir, settings: dict) -> None:
-    """The incident timeline, the taps each incident touched, duplicate deductions and their
-    refunds, and device uploads."""
+    """Device faults per day, the incident timeline, the taps each incident touched, duplicate
+    deductions and their refunds, and device uploads."""
     lg = lang()
+    daily = query(run_dir, "daily")
+    faults = daily.melt(
+        id_vars="service_date",
+        value_vars=["reader_outage_taps", "declined_taps", "duplicate_deductions"],
+    )
+    faults = faults.assign(label=faults["variable"].map(lambda v: tr(f"explore.fault.{v}")))
+    fig = px.bar(faults, x="service_date", y="value", color="label", barmode="group")
+    by_date(style(fig, tr("explore.chart.faults"), "", tr("explore.axis.taps")))
+    fig.update_layout(legend_title_text="")
+    show(fig, faults, "device_faults")
     incidents = settings.get("incidents") or []
     if incidents:
         timeline = pd.DataFrame(incidents)
