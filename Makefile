@@ -10,7 +10,8 @@ PORT ?= 8501
 
 .PHONY: install run dashboard test test-slow bench calibrate lint clean
 
-$(STAMP): pyproject.toml
+# System packages first (order only: a changed script does not reinstall the venv).
+$(STAMP): pyproject.toml | $(SYSTEM_STAMP)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml
 # once per venv and again when the script changes. The stamp lives in the venv, so `make clean`
 # makes the next install check again.
 $(SYSTEM_STAMP): scripts/setup_system.sh
-	bash scripts/setup_system.sh
+	PYTHON=$(PYTHON) bash scripts/setup_system.sh
 	mkdir -p $(VENV)
 	touch $(SYSTEM_STAMP)
 

@@ -513,15 +513,14 @@ def run_brief(run_dir: str | Path, lang: str) -> str:
 def _run_brief(view: api.RunView, lang: str) -> str:
     t = lambda key, **v: i18n.t(key, lang, **v)  # noqa: E731
     meta = view.meta
-    period, totals = meta["period"], meta.get("totals", {})
+    period = meta["period"]
     days = int(period["days"])
     daily = view.daily()
     hourly = view.taps_by_hour("taps")
     by_type = view.breakdown("rider_category", "taps")
-    spend = int(view.breakdown("mode", "spend_fen")["value"].sum())
-    concession = int(view.breakdown("mode", "concession_fen")["value"].sum())
-    taps = int(meta.get("taps", daily["taps"].sum()))
-    riders = totals.get("riders")
+    head = view.headline()  # the same figures as the Explore page's cards
+    spend, concession, taps = head["fares_fen"], head["concession_fen"], head["taps"]
+    riders = round(head["riders_per_day"])
     figures = [
         _figure_card(t("brief.run.cardholders"), i18n.count(meta.get("cardholders"), lang), ""),
         _figure_card(

@@ -7,6 +7,7 @@ line of that message to the field it belongs to.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -25,12 +26,27 @@ def fen_text(yuan: float) -> str:
 
 def incident_frame(base) -> pd.DataFrame:
     """The scenario's incident timeline as an editable table: the common columns first, then
-    every other field some incident uses (so editing one row keeps the others' settings)."""
+    every other field some incident uses (so editing one row keeps the others' settings).
+    Number fields stay numbers; nested ones (a fare change's fares) are shown as JSON text."""
     rows = [inc.model_dump(mode="json", exclude_none=True) for inc in (base.incidents or [])]
     extra = sorted({k for row in rows for k in row} - set(INCIDENT_COLUMNS))
-    frame = pd.DataFrame(rows, columns=[*INCIDENT_COLUMNS, *extra])
-    text = {c: "string" for c in frame.columns if c != "duration_min"}
-    return frame.astype({"duration_min": "Int64", **text})
+    columns = [*INCIDENT_COLUMNS, *extra]
+    values = {c: [row[c] for row in rows if c in row] for c in columns}
+    numbers = {c for c, v in values.items() if v and all(_is_number(x) for x in v)}
+    numbers.add("duration_min")
+    nested = {c for c, v in values.items() if any(isinstance(x, dict | list) for x in v)}
+    for row in rows:
+        for c in nested & set(row):
+            row[c] = json.dumps(row[c], ensure_ascii=False)
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.astype(
+        {c: ("Int64" if c == "duration_min" else "Float64" if c in numbers else "string")
+         for c in columns}
+    )  # fmt: skip
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def incidents_yaml(frame: pd.DataFrame) -> str:
@@ -46,11 +62,19 @@ def incidents_yaml(frame: pd.DataFrame) -> str:
 
 
 def _cell(column: str, value: object) -> object:
-    """A cell as the engine reads it: whole minutes, numbers as YAML numbers, the rest text."""
+    """A cell as the engine reads it: whole minutes, numbers as numbers, JSON text of a nested
+    field as what it says, any other text as text (a description "12:30" stays text)."""
     if column == "duration_min":
         return int(value)
-    loaded = yaml.safe_load(str(value)) if column not in ("id", "start", "target") else None
-    return loaded if isinstance(loaded, (int, float, list, dict)) else str(value)
+    if _is_number(value):
+        return int(value) if float(value).is_integer() else float(value)
+    text = str(value)
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text  # the engine names the field and what it expected
+    return text
 
 
 def errors_by_field(message: str, overrides: list[FlagOverride]) -> dict[str, list[str]]:

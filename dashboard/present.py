@@ -4,6 +4,7 @@ click by the system's Chromium (``sim/pdf.py``), in a language chosen for the br
 
 from __future__ import annotations
 
+import html
 import re
 import tempfile
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import streamlit as st
 
 from dashboard import brief, i18n
 from dashboard.state import lang, tr
+from sim import api
 from sim.pdf import PdfError
 
 
@@ -29,7 +31,7 @@ def offer_brief(key: str, name: str, make_html: Callable[[str], str], token: str
     stem = re.sub(r"[^\w.-]+", "_", f"brief-{name}-{brief_lang}")
     c2.download_button(
         tr("present.brief_html"),
-        data=lambda: make_html(brief_lang),
+        data=lambda: _html_or_message(make_html, brief_lang),
         file_name=f"{stem}.html",
         mime="text/html",
         key=f"{key}.b_html",
@@ -41,7 +43,8 @@ def offer_brief(key: str, name: str, make_html: Callable[[str], str], token: str
         with st.spinner(tr("present.making_pdf")):
             try:
                 st.session_state[made] = _pdf(make_html(brief_lang))
-            except PdfError as exc:
+            except (PdfError, api.BadInput, KeyError, TypeError) as exc:
+                # a failed print, or a result that is gone or not of this version
                 st.error(tr("present.pdf_failed", error=str(exc)))
     if made in st.session_state:
         c3.download_button(
@@ -55,6 +58,15 @@ def offer_brief(key: str, name: str, make_html: Callable[[str], str], token: str
         )
 
 
-def _pdf(html: str) -> bytes:
+def _html_or_message(make_html: Callable[[str], str], brief_lang: str) -> str:
+    """The brief, or, if it cannot be made (the result is gone), a page that says why: the
+    download runs after the page is drawn, where an error could not be shown."""
+    try:
+        return make_html(brief_lang)
+    except (api.BadInput, KeyError, TypeError) as exc:
+        return f"<!DOCTYPE html><meta charset='utf-8'><p>{html.escape(str(exc))}</p>"
+
+
+def _pdf(page: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="cardtwin-brief-") as tmp:
-        return brief.to_pdf(html, Path(tmp) / "brief.pdf").read_bytes()
+        return brief.to_pdf(page, Path(tmp) / "brief.pdf").read_bytes()

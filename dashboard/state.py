@@ -94,6 +94,15 @@ def require_run() -> tuple[Path, api.RunView] | None:
         return None
 
 
+def guarded(draw) -> None:
+    """Run ``draw()`` (a page section); if the run cannot answer (its folder was replaced or
+    removed while the page was open), say so in place of the section."""
+    try:
+        draw()
+    except api.BadInput as exc:
+        st.error(tr("common.run_unreadable", error=str(exc)))
+
+
 def pick(label: str, options: list, name: str, format_func=str, radio: bool = False, **kw):
     """A selectbox (or radio) whose choice survives a language switch.
 

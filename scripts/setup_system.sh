@@ -2,6 +2,7 @@
 # CardTwin's system packages (Debian 12): what the Python venv cannot bring.
 #   chromium            headless browser that prints the HTML reports to PDF (sim/pdf.py)
 #   fonts-wqy-microhei  a CJK font, so Chinese text in the PDFs is not drawn as boxes
+#   python3-venv        only if this Python cannot make a venv (Debian's python3 lacks ensurepip)
 # Installs only what is missing; silent and exit 0 when everything is there (`make install`
 # runs it). Exits non-zero with a message when something is missing and cannot be installed.
 set -euo pipefail
@@ -10,6 +11,11 @@ CHROMIUM_PACKAGE=chromium
 CJK_FONT_PACKAGE=fonts-wqy-microhei
 
 missing=()
+
+# The venv the Makefile makes next needs ensurepip, which Debian ships apart from python3.
+if ! "${PYTHON:-python3}" -c "import ensurepip, venv" >/dev/null 2>&1; then
+    missing+=("python3-venv")
+fi
 
 # Chromium: the binary on PATH is what counts (sim/pdf.py uses /usr/bin/chromium).
 if ! command -v chromium >/dev/null 2>&1; then

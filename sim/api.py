@@ -49,7 +49,9 @@ from sim.overlay import OverlayError, overlay_overrides
 from sim.privacy import PrivacyKey, PrivacyKeyError, default_key, load_key
 from sim.records import RecordWriter, name_tables
 from sim.run_dir import RunDirError
-from sim.run_view import RunListing, RunView, RunViewError
+from sim.run_view import DIMENSIONS as RUN_DIMENSIONS
+from sim.run_view import MEASURES as RUN_MEASURES
+from sim.run_view import REGION_MEASURES, RunListing, RunView, RunViewError
 from sim.run_view import list_runs as _list_runs
 from sim.scenario import ConfigError, MultiCityScenario, Scenario, scenario_hash
 from sim.scenario import load_scenario as _load
@@ -58,17 +60,26 @@ from sim.world import World, build_world, build_worlds
 from sim.yaml_config import FlagOverride, field_origin
 
 __all__ = [
+    "REGION_MEASURES",
+    "RUN_DIMENSIONS",
+    "RUN_MEASURES",
     "BadInput",
     "DayDone",
+    "FlagOverride",
     "InvariantViolation",
+    "RunListing",
     "RunSummary",
+    "RunView",
     "RunViewError",
     "build",
     "calibrate",
     "detect_card_lending",
     "iter_days",
     "list_runs",
+    "load_compare_report",
+    "load_policy",
     "load_scenario",
+    "load_sweep_report",
     "open_run",
     "run",
 ]

@@ -21,7 +21,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from sim.output import CATALOGUE_FILE, RUN_META_FILE, define_views
+from agents.outlet import OutletFileError, load_outlets_csv
+from sim.output import RUN_META_FILE, define_views
 from sim.run_dir import MARKER_FILE, marker_of
 from sim.schema import SCHEMA_VERSION, TABLES
 
@@ -29,6 +30,8 @@ from sim.schema import SCHEMA_VERSION, TABLES
 DIMENSIONS = ("rider_category", "media", "region", "mode", "fare_product")
 MEASURES = {
     "taps": "COUNT(*)",
+    # Distinct cards within a day (a masked run's token changes daily); over several days the
+    # measure is the average day's (RIDERS_PER_DAY), not a count of cards.
     "riders": "COUNT(DISTINCT token_id)",
     "spend_fen": "SUM(amount_fen)",
     "concession_fen": "SUM(concession_fen)",
@@ -60,7 +63,10 @@ def list_runs(root: str | Path) -> list[RunListing]:
     if not root.is_dir():
         return []
     folders = [root] if (root / MARKER_FILE).exists() else []
-    folders += sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        folders += sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:  # unreadable: nothing to list (the caller names the folder)
+        return []
     found = []
     for folder in folders:
         if (folder / MARKER_FILE).exists() or (folder / RUN_META_FILE).exists():
@@ -138,14 +144,33 @@ class RunView:
         folder's Parquet files, so a moved run folder reads as well as one in place."""
         run_dir = Path(run_dir).resolve()
         meta = check_run(run_dir)
-        tables = [t for t in TABLES if (run_dir / t).is_dir()]
         con = duckdb.connect(":memory:")
-        try:
-            define_views(con, run_dir, tables)
+        try:  # every table: one the run did not write reads as empty, with its columns
+            define_views(con, run_dir, TABLES)
         except duckdb.Error as exc:
             con.close()
             raise RunViewError(f"{run_dir}: Parquet files cannot be read ({exc})") from None
         return cls(run_dir, meta, con)
+
+    @property
+    def settings(self) -> dict:
+        """The validated settings the run was made with (``run_meta.json``), of its first city:
+        the home city a multi-city run's scenario describes. {} for a run written before
+        settings were stored."""
+        cities = self.meta.get("cities") or [{}]
+        return cities[0].get("settings") or {}
+
+    def outlets(self) -> pd.DataFrame:
+        """The run's outlets as published (id, name, region, opening hours, open days), read
+        with the engine's own parser from the outlets file the run used; empty if that file is
+        gone (a run copied to another machine)."""
+        columns = ["outlet_id", "name_zh", "region_zh", "hours", "open_days"]
+        path = (self.settings.get("outlets") or {}).get("file")
+        try:
+            infos = load_outlets_csv(path) if path else []
+        except (OSError, OutletFileError):
+            infos = []
+        return pd.DataFrame([[getattr(i, c) for c in columns] for i in infos], columns=columns)
 
     def close(self) -> None:
         """Release the DuckDB connection."""
@@ -163,11 +188,6 @@ class RunView:
     def daily(self) -> pd.DataFrame:
         """The daily KPI table, one row per service date."""
         return self._frame("SELECT * FROM daily_kpis ORDER BY service_date")
-
-    def day_types(self) -> list[str]:
-        """The day types present in the run."""
-        frame = self._frame("SELECT DISTINCT day_type FROM daily_kpis ORDER BY day_type")
-        return frame["day_type"].tolist()
 
     # --- ridership --------------------------------------------------------------------------
 
@@ -188,12 +208,42 @@ class RunView:
         )
 
     def breakdown(self, dimension: str, measure: str = "taps") -> pd.DataFrame:
-        """The measure over the whole run split by ``dimension`` (one of DIMENSIONS)."""
+        """The measure over the whole run split by ``dimension`` (one of DIMENSIONS); riders
+        are those of an average day."""
         column = _dimension(dimension)
+        if measure == "riders":
+            return self._frame(
+                f"""SELECT key, SUM(value) / (SELECT COUNT(*) FROM daily_kpis) AS value FROM (
+                        SELECT service_date, CAST({column} AS VARCHAR) AS key,
+                               {MEASURES[measure]} AS value
+                        FROM transactions WHERE {COUNTED} GROUP BY ALL)
+                    GROUP BY key ORDER BY value DESC, key"""
+            )
         return self._frame(
             f"""SELECT CAST({column} AS VARCHAR) AS key, {_measure(measure)} AS value
                 FROM transactions WHERE {COUNTED} GROUP BY ALL ORDER BY value DESC, key"""
         )
+
+    def headline(self) -> dict[str, float]:
+        """The run's headline figures, as every page and the brief show them: taps and fares
+        paid at the validators (counted records), riders on an average day, top-ups, cards
+        sold, declined taps and duplicate deductions."""
+        row = self._frame(
+            f"""SELECT COUNT(*) AS taps, COALESCE(SUM(amount_fen), 0) AS fares_fen,
+                       COALESCE(SUM(concession_fen), 0) AS concession_fen
+                FROM transactions WHERE {COUNTED}"""
+        ).iloc[0]
+        daily = self.daily()
+        return {
+            "taps": int(row["taps"]),
+            "fares_fen": int(row["fares_fen"]),
+            "concession_fen": int(row["concession_fen"]),
+            "riders_per_day": float(daily["riders"].mean()) if len(daily) else 0.0,
+            "topup_fen": int(daily["topup_fen"].sum()),
+            "card_sales": int(daily["card_sales"].sum()),
+            "declined_taps": int(daily["declined_taps"].sum()),
+            "duplicate_deductions": int(daily["duplicate_deductions"].sum()),
+        }
 
     def by_day(self, dimension: str, measure: str = "taps") -> pd.DataFrame:
         """The measure per service date split by ``dimension``."""
@@ -301,12 +351,6 @@ class RunView:
                FROM settlements GROUP BY ALL ORDER BY node_id, participant_id"""
         )
 
-    def settlements(self) -> pd.DataFrame:
-        """The settlement table as written (per settlement date, node and participant)."""
-        return self._frame(
-            "SELECT * FROM settlements ORDER BY service_date, node_id, participant_id"
-        )
-
     # --- one cardholder ---------------------------------------------------------------------
 
     def busy_cards(self, service_date: str, limit: int = 20) -> pd.DataFrame:
@@ -372,7 +416,6 @@ def _dimension(name: str) -> str:
 
 
 __all__ = [
-    "CATALOGUE_FILE",
     "DIMENSIONS",
     "MEASURES",
     "REGION_MEASURES",

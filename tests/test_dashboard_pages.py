@@ -301,3 +301,35 @@ def test_the_runs_brief_is_offered_as_html_and_a_one_page_pdf(runs):
     page = brief.run_brief(runs / "small", "en")
     markup = re.sub(r"<script[^>]*>.*?</script>", "", page, flags=re.S)  # plotly.js inlined
     assert "<html" in markup and not re.search(r'(src|href)="https?://', markup)
+
+
+def test_another_scenario_starts_the_form_from_its_own_values(runs):
+    at = app(runs, "run")
+    at.number_input(key="f_days").set_value(3)
+    at.text_input(key="f_out").set_value("kept_name")
+    at.run()
+    _choose_small(at)
+    assert at.number_input(key="f_days").value == min(7, api.load_scenario(SMALL).period.days)
+    assert at.text_input(key="f_out").value != "kept_name"
+
+
+def test_a_scenario_without_a_transfer_discount_has_no_transfer_fields(runs):
+    data = b"extends: ../small_ci.yaml\nname: no_transfer\nfares: {transfer: null}\n"
+    try:
+        assert upload_problem("no_transfer.yaml", data, "en") is None
+        at = app(runs, "run")
+        at.selectbox(key="scenario_choice").set_value(str(target_of("no_transfer.yaml"))).run()
+        assert not at.exception, at.exception
+        keys = [w.key for w in at.number_input]
+        assert "f_days" in keys and "f_window" not in keys and "f_off" not in keys
+    finally:
+        target_of("no_transfer.yaml").unlink(missing_ok=True)
+
+
+def test_incident_text_stays_text_and_numbers_stay_numbers():
+    path = ROOT / "scenarios" / "incidents" / "metro_line_outage.yaml"
+    frame = incident_frame(api.load_scenario(path))
+    frame.loc[0, "description"] = "12:30"
+    edited = FlagOverride("incidents", "incidents", incidents_yaml(frame))
+    incident = api.load_scenario(path, [edited]).incidents[0]
+    assert incident.description == "12:30" and incident.duration_min == 120

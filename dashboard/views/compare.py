@@ -203,7 +203,9 @@ def new_section() -> Path | None:
             placeholder="fares.transfer.window_min=90", height=80,
         )  # fmt: skip
         slots["custom"] = c1.empty()
-        custom_name = c2.text_input(tr("compare.custom_name"), value="custom", key="compare.f_cn")
+        custom_name = c2.text_input(
+            tr("compare.custom_name"), value=tr("compare.custom_default"), key="compare.f_cn"
+        )
         c1, c2, c3 = st.columns(3)
         days = c1.number_input(tr("compare.days"), value=7, step=1, key="compare.f_days")
         slots["days"] = c1.empty()
@@ -264,7 +266,7 @@ def _run(
             fail("policies", tr("compare.policy_error", policy=policy.stem, error=str(exc)))
     lines = _lines(custom)
     if lines:
-        label = custom_name or "custom"
+        label = custom_name or tr("compare.custom_default")
         try:
             variants.append(
                 api.load_scenario(base_path, [*lines, f"name={json.dumps(label)}"], days=days)
@@ -622,10 +624,15 @@ def main() -> None:
         chosen = open_section()
     if chosen is None:
         return
-    if kind_of(chosen) == "compare":
-        show_compare(chosen)
-    else:
-        show_sweep(chosen)
+    try:
+        if kind_of(chosen) == "compare":
+            show_compare(chosen)
+        else:
+            show_sweep(chosen)
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
+        # The top-level keys were there, something inside is not: a file of another version
+        # or edited by hand. Say so instead of showing a traceback.
+        st.error(tr("compare.bad_shape", path=str(chosen), error=f"{type(exc).__name__}: {exc}"))
 
 
 if __name__ == "__main__":  # as Streamlit runs a page; importing it (tests) draws nothing

@@ -14,8 +14,8 @@ import streamlit as st
 
 from dashboard import brief, i18n, present
 from dashboard.charts import by_date, download, show, style
-from dashboard.state import code, lang, pick, query, require_run, stamp, tr
-from sim.run_view import DIMENSIONS, MEASURES, REGION_MEASURES
+from dashboard.state import code, guarded, lang, pick, query, require_run, stamp, tr
+from sim import api
 
 MONEY = {"spend_fen", "concession_fen", "transfer_fen", "topup_fen"}
 
@@ -31,15 +31,26 @@ def _scaled(frame: pd.DataFrame, measure: str, column: str = "value") -> pd.Data
     return frame
 
 
-def settings_of(view) -> dict:
-    """The first city's validated settings, as the run stored them (regions, outlets, ...)."""
-    cities = view.meta.get("cities") or [{}]
-    return cities[0].get("settings") or {}
+def region_names(settings: dict) -> dict[str, str]:
+    """Region names as the data writes them (Chinese) → in the chosen language: the Chinese
+    name, or in English the region's key in the scenario ("rudong" → "Rudong")."""
+    regions = settings.get("regions") or {}
+    if lang() == "zh":
+        return {r.get("name_zh", k): r.get("name_zh", k) for k, r in regions.items()}
+    return {r.get("name_zh", k): k.replace("_", " ").title() for k, r in regions.items()}
 
 
-def kpi_cards(view, daily: pd.DataFrame) -> None:
-    """The headline numbers of the run."""
-    lg, totals = lang(), view.meta.get("totals", {})
+def _labeller(dimension: str, settings: dict):
+    """A function from a dimension's codes to words in the chosen language."""
+    if dimension == "region":
+        names = region_names(settings)
+        return lambda k: names.get(k, k)
+    return lambda k: code(dimension, k)
+
+
+def kpi_cards(view, run_dir) -> None:
+    """The headline numbers of the run (``RunView.headline``: the brief shows the same)."""
+    lg = lang()
     period = view.meta["period"]
     st.subheader(
         tr(
@@ -50,25 +61,25 @@ def kpi_cards(view, daily: pd.DataFrame) -> None:
             days=period["days"],
         )
     )
-    spend = int(daily["card_spend_fen"].sum() + daily["qr_spend_fen"].sum())
+    head = query(run_dir, "headline")
     cards = [
         ("explore.kpi.cardholders", i18n.count(view.meta.get("cardholders"), lg)),
-        ("explore.kpi.taps", i18n.count(int(daily["taps"].sum()), lg)),
-        ("explore.kpi.riders_per_day", i18n.count(float(daily["riders"].mean()), lg)),
-        ("explore.kpi.fares", i18n.yuan(spend, lg, compact=True)),
-        ("explore.kpi.topups", i18n.yuan(int(daily["topup_fen"].sum()), lg, compact=True)),
-        ("explore.kpi.card_sales", i18n.count(int(daily["card_sales"].sum()), lg)),
-        ("explore.kpi.declined", i18n.count(int(daily["declined_taps"].sum()), lg)),
-        ("explore.kpi.duplicates", i18n.count(int(totals.get("duplicate_deductions", 0)), lg)),
+        ("explore.kpi.taps", i18n.count(head["taps"], lg)),
+        ("explore.kpi.riders_per_day", i18n.count(head["riders_per_day"], lg)),
+        ("explore.kpi.fares", i18n.yuan(head["fares_fen"], lg, compact=True)),
+        ("explore.kpi.topups", i18n.yuan(head["topup_fen"], lg, compact=True)),
+        ("explore.kpi.card_sales", i18n.count(head["card_sales"], lg)),
+        ("explore.kpi.declined", i18n.count(head["declined_taps"], lg)),
+        ("explore.kpi.duplicates", i18n.count(head["duplicate_deductions"], lg)),
     ]
     for row in (cards[:4], cards[4:]):
         for column, (key, value) in zip(st.columns(len(row)), row, strict=True):
             column.metric(tr(key), value, border=True)
 
 
-def ridership_tab(run_dir) -> None:
+def ridership_tab(run_dir, settings: dict) -> None:
     """Taps by hour and day type; the whole run split by card type, medium, region, mode."""
-    measure = pick(tr("common.measure"), list(MEASURES), "explore_measure", _value_label)
+    measure = pick(tr("common.measure"), list(api.RUN_MEASURES), "explore_measure", _value_label)
     hourly = _scaled(query(run_dir, "taps_by_hour", measure), measure)
     hourly = hourly.assign(day_type_label=hourly["day_type"].map(lambda d: code("day_type", d)))
     fig = px.line(hourly, x="hour", y="value", color="day_type_label", markers=True)
@@ -82,14 +93,15 @@ def ridership_tab(run_dir) -> None:
     show(fig, hourly, f"by_hour_{measure}")
     dimension = pick(
         tr("common.dimension"),
-        list(DIMENSIONS),
+        list(api.RUN_DIMENSIONS),
         "explore_dimension",
         lambda d: code("dimension", d),
         radio=True,
         horizontal=True,
     )
     split = _scaled(query(run_dir, "breakdown", dimension, measure), measure)
-    split = split.assign(label=split["key"].map(lambda k: code(dimension, k)))
+    label = _labeller(dimension, settings)
+    split = split.assign(label=split["key"].map(label))
     fig = px.bar(split, x="value", y="label", orientation="h")
     fig.update_yaxes(categoryorder="total ascending")
     style(
@@ -104,22 +116,24 @@ def ridership_tab(run_dir) -> None:
     )
     show(fig, split, f"breakdown_{dimension}_{measure}")
     per_day = _scaled(query(run_dir, "by_day", dimension, measure), measure)
-    per_day = per_day.assign(label=per_day["key"].map(lambda k: code(dimension, k)))
+    per_day = per_day.assign(label=per_day["key"].map(label))
     fig = px.area(per_day, x="service_date", y="value", color="label")
     by_date(style(fig, tr("explore.chart.by_day", measure=_value_label(measure)), "", ""))
     fig.update_layout(legend_title_text="")
     show(fig, per_day, f"by_day_{dimension}_{measure}")
 
 
-def money_tab(run_dir) -> None:
+def money_tab(run_dir, settings: dict) -> None:
     """Top-ups by channel and region, top-up amounts, purse balances."""
     lg = lang()
     topups = query(run_dir, "topups")
+    names = region_names(settings)
     topups = topups.assign(
+        region_label=topups["region"].map(lambda r: names.get(r, r)),
         channel_label=topups["channel"].map(lambda c: code("channel", c)),
         amount_yuan=topups["amount_fen"].astype("float64") / 100,
     )
-    fig = px.bar(topups, x="region", y="amount_yuan", color="channel_label", barmode="stack")
+    fig = px.bar(topups, x="region_label", y="amount_yuan", color="channel_label", barmode="stack")
     style(fig, tr("explore.chart.topups"), "", tr("explore.axis.yuan"))
     fig.update_layout(legend_title_text="")
     show(fig, topups, "topups_by_channel_region")
@@ -149,7 +163,7 @@ def outlets_tab(run_dir, settings: dict) -> None:
     if waits.empty:
         st.info(tr("explore.no_outlet_visits"))
         return
-    names = _outlet_names(settings)
+    names = _outlet_names(run_dir)
     waits = waits.assign(
         outlet=waits["outlet_id"].map(lambda i: names.get(int(i), {}).get("name", str(i))),
         mean_wait_min=waits["mean_wait_s"] / 60,
@@ -162,7 +176,8 @@ def outlets_tab(run_dir, settings: dict) -> None:
             y=list(grid.index),
             colorscale="YlOrRd",
             colorbar={"title": tr("explore.axis.minutes")},
-            hovertemplate="%{y} %{x}:00 — %{z:.1f} min<extra></extra>",
+            hovertemplate=f"%{{y}} %{{x}}:00 — %{{z:.1f}} {tr('explore.axis.minutes')}"
+            "<extra></extra>",
         )
     )
     style(fig, tr("explore.chart.outlet_waits"), tr("common.hour"), "")
@@ -184,23 +199,16 @@ def outlets_tab(run_dir, settings: dict) -> None:
         st.caption(tr("explore.no_opening_hours"))
 
 
-def _outlet_names(settings: dict) -> dict[int, dict]:
-    """Outlet names and opening hours from the run's outlets file ({} if it is gone)."""
-    path = (settings.get("outlets") or {}).get("file")
-    if not path:
-        return {}
-    try:
-        frame = pd.read_csv(path, dtype=str)
-    except (OSError, ValueError):
-        return {}
+def _outlet_names(run_dir) -> dict[int, dict]:
+    """Outlet names and opening hours (``RunView.outlets``; {} if the outlets file is gone)."""
     return {
         int(r["outlet_id"]): {
-            "name": r.get("name_zh", ""),
-            "region": r.get("region_zh", ""),
-            "hours": r.get("hours", ""),
-            "open_days": r.get("open_days", ""),
+            "name": r["name_zh"],
+            "region": r["region_zh"],
+            "hours": r["hours"],
+            "open_days": r["open_days"],
         }
-        for r in frame.to_dict("records")
+        for r in query(run_dir, "outlets").to_dict("records")
     }
 
 
@@ -343,7 +351,7 @@ def _shown(value: float, measure: str) -> str:
 
 def map_tab(run_dir, settings: dict) -> None:
     """A schematic map of the regions (their seats), coloured and sized by a chosen measure."""
-    measure = pick(tr("common.measure"), REGION_MEASURES, "map_measure", _value_label)
+    measure = pick(tr("common.measure"), api.REGION_MEASURES, "map_measure", _value_label)
     values = _scaled(query(run_dir, "by_region", measure), measure)
     regions = settings.get("regions") or {}
     rows = []
@@ -355,7 +363,7 @@ def map_tab(run_dir, settings: dict) -> None:
         match = values.loc[values["key"].isin([name, key]), "value"]
         rows.append(
             {
-                "region": name if lang() == "zh" else key.replace("_", " ").title(),
+                "region": region_names(settings).get(name, name),
                 "lon": lonlat[0],
                 "lat": lonlat[1],
                 "value": float(match.iloc[0]) if len(match) else 0.0,
@@ -363,7 +371,10 @@ def map_tab(run_dir, settings: dict) -> None:
         )
     if not rows:
         st.info(tr("explore.no_map"))
-        show(px.bar(values, x="key", y="value"), values, f"regions_{measure}")
+        fig = px.bar(values, x="key", y="value")
+        title = tr("explore.chart.map", measure=_value_label(measure))
+        style(fig, title, "", _value_label(measure))
+        show(fig, values, f"regions_{measure}")
         return
     frame = pd.DataFrame(rows)
     biggest = max(frame["value"].max(), 1e-9)
@@ -408,12 +419,11 @@ def main() -> None:
     if opened is None:
         return
     run_dir, view = opened
-    daily = query(run_dir, "daily")
-    kpi_cards(view, daily)
-    settings = settings_of(view)
+    guarded(lambda: kpi_cards(view, run_dir))
+    settings = view.settings
     sections = {
-        "ridership": lambda: ridership_tab(run_dir),
-        "money": lambda: money_tab(run_dir),
+        "ridership": lambda: ridership_tab(run_dir, settings),
+        "money": lambda: money_tab(run_dir, settings),
         "outlets": lambda: outlets_tab(run_dir, settings),
         "faults": lambda: faults_tab(run_dir, settings),
         "clearing": lambda: clearing_tab(run_dir),
@@ -427,7 +437,7 @@ def main() -> None:
     for tab, draw in zip(tabs, sections.values(), strict=True):
         if tab.open:
             with tab:
-                st.fragment(draw)()
+                st.fragment(lambda draw=draw: guarded(draw))()
     with st.expander(tr("explore.present"), icon=":material/slideshow:"):
         finished = stamp(run_dir)
         present.offer_brief(

@@ -20,7 +20,6 @@ from dashboard.overrides import errors_by_field, fen_text, incident_frame, incid
 from dashboard.state import ROOT, lang, runs_root, tr
 from dashboard.uploads import UPLOAD_DIR, target_of, upload_problem
 from sim import api
-from sim.yaml_config import FlagOverride
 
 SCENARIO_DIRS = (ROOT / "scenarios", ROOT / "scenarios" / "policies")
 
@@ -77,8 +76,9 @@ def reopen_section() -> None:
 def upload_section() -> None:
     """Upload a scenario YAML (dashboard/uploads.py); a good one is selected to run."""
     upload = st.file_uploader(tr("run.upload"), type=["yaml", "yml"], key="upload")
-    if upload is None:
-        return
+    if upload is None or st.session_state.get("upload_done") == upload.file_id:
+        return  # handled when it came: the user may have chosen another scenario since
+    st.session_state["upload_done"] = upload.file_id
     problem = upload_problem(upload.name, upload.getvalue(), lang())
     if problem is not None:
         st.error(problem)
@@ -106,6 +106,13 @@ def _field_error(errors: dict[str, list[str]], field: str) -> None:
 
 def run_form(path: Path, base) -> tuple[list, str, bool]:
     """The key parameters; returns the overrides, the output folder name and whether to run."""
+    if st.session_state.get("form_for") != str(path):
+        # A keyed widget keeps its value when its default changes: another scenario's form
+        # must start from that scenario's values, not from what the last one held.
+        for key in [k for k in st.session_state if str(k).startswith("f_")]:
+            del st.session_state[key]
+        st.session_state["form_for"] = str(path)
+        st.session_state["run_errors"] = {}
     errors: dict[str, list[str]] = st.session_state.get("run_errors", {})
     days_default = min(7, base.period.days)
     fares = base.fares
@@ -123,23 +130,28 @@ def run_form(path: Path, base) -> tuple[list, str, bool]:
         st.markdown(f"**{tr('run.fares')}**")
         c1, c2, c3 = st.columns(3)
         bus_fares = sorted(set(fares.bus.region_fare_fen.values()))
-        bus = c1.number_input(
-            tr("run.bus_fare"), value=bus_fares[0] / 100 if bus_fares else 2.0, step=0.5,
-            format="%.2f", key="f_bus", help=tr("run.bus_fare_help"),
-        )  # fmt: skip
-        with c1:
-            _field_error(errors, "bus_fare")
-        window = c2.number_input(
-            tr("run.transfer_window"), value=int(fares.transfer.window_min), step=5, key="f_window"
-        )
-        with c2:
-            _field_error(errors, "transfer_window")
-        off = c3.number_input(
-            tr("run.transfer_off"), value=fares.transfer.amount_off_fen / 100, step=0.5,
-            format="%.2f", key="f_off",
-        )  # fmt: skip
-        with c3:
-            _field_error(errors, "transfer_off")
+        bus = None
+        if bus_fares:  # a flat fare per region: one field sets them all
+            bus = c1.number_input(
+                tr("run.bus_fare"), value=bus_fares[0] / 100, step=0.5, format="%.2f",
+                key="f_bus", help=tr("run.bus_fare_help"),
+            )  # fmt: skip
+            with c1:
+                _field_error(errors, "bus_fare")
+        window = off = None
+        if fares.transfer is not None:  # a scenario may have no transfer discount at all
+            window = c2.number_input(
+                tr("run.transfer_window"), value=int(fares.transfer.window_min), step=5,
+                key="f_window",
+            )  # fmt: skip
+            with c2:
+                _field_error(errors, "transfer_window")
+            off = c3.number_input(
+                tr("run.transfer_off"), value=fares.transfer.amount_off_fen / 100, step=0.5,
+                format="%.2f", key="f_off",
+            )  # fmt: skip
+            with c3:
+                _field_error(errors, "transfer_off")
         st.markdown(f"**{tr('run.concessions')}**")
         ages = dict(getattr(base.population, "concession_ages", {}) or {})
         c1, c2 = st.columns(2)
@@ -157,22 +169,27 @@ def run_form(path: Path, base) -> tuple[list, str, bool]:
             incident_frame(base), num_rows="dynamic", key="f_incidents", width="stretch"
         )
         _field_error(errors, "incidents")
-        go = st.form_submit_button(tr("run.start"), type="primary", icon=":material/play_arrow:")
+        start = st.form_submit_button(tr("run.start"), type="primary", icon=":material/play_arrow:")
     overrides = [
-        FlagOverride("days", "period.days", str(days)),
-        FlagOverride("seed", "seed", str(seed)),
-        FlagOverride("transfer_window", "fares.transfer.window_min", str(window)),
-        FlagOverride("transfer_off", "fares.transfer.amount_off_fen", fen_text(off)),
+        api.FlagOverride("days", "period.days", str(days)),
+        api.FlagOverride("seed", "seed", str(seed)),
     ]
-    if bus_fares:
+    if window is not None:
+        overrides += [
+            api.FlagOverride("transfer_window", "fares.transfer.window_min", str(window)),
+            api.FlagOverride("transfer_off", "fares.transfer.amount_off_fen", fen_text(off)),
+        ]
+    if bus is not None and fen_text(bus) != str(bus_fares[0]):
+        # only when changed: untouched, regions keep their own fares
         regions = ", ".join(f"{r}: {fen_text(bus)}" for r in fares.bus.region_fare_fen)
-        overrides.append(FlagOverride("bus_fare", "fares.bus.region_fare_fen", f"{{{regions}}}"))
+        fares_text = f"{{{regions}}}"
+        overrides.append(api.FlagOverride("bus_fare", "fares.bus.region_fare_fen", fares_text))
     for card, age in age_inputs.items():
         overrides.append(
-            FlagOverride(f"age_{card}", f"population.concession_ages.{card}", str(age))
+            api.FlagOverride(f"age_{card}", f"population.concession_ages.{card}", str(age))
         )
-    overrides.append(FlagOverride("incidents", "incidents", incidents_yaml(incidents)))
-    return overrides, name, go
+    overrides.append(api.FlagOverride("incidents", "incidents", incidents_yaml(incidents)))
+    return overrides, name, start
 
 
 # --- running --------------------------------------------------------------------------------
@@ -254,13 +271,13 @@ def main() -> None:
             return
         if base.description:
             st.caption(" ".join(base.description.split()))
-        overrides, out_name, go = run_form(path, base)
+        overrides, out_name, start = run_form(path, base)
         _field_error(st.session_state.get("run_errors", {}), "scenario")
         done = st.session_state.pop("run_done", None)
         if done:
             st.success(tr("run.done", folder=done))
             st.page_link("views/explore.py", label=tr("run.go_explore"), icon=":material/insights:")
-        if go:
+        if start:
             live_run(path, overrides, out_name)
 
 
