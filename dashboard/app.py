@@ -35,7 +35,7 @@ def sidebar() -> None:
         st.radio(
             tr("app.language"),
             i18n.LANGS,
-            format_func=lambda code: {"zh": "中文", "en": "English"}[code],
+            format_func=i18n.LANG_NAMES.__getitem__,
             key="lang",
             horizontal=True,
         )
@@ -49,6 +49,7 @@ def sidebar() -> None:
 
 
 def main() -> None:
+    """Page setup, the sidebar, the title, then the chosen page."""
     st.set_page_config(page_title="CardTwin", page_icon=":material/credit_card:", layout="wide")
     st.session_state.setdefault("lang", i18n.DEFAULT_LANG)
     sidebar()

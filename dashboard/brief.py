@@ -149,7 +149,7 @@ def group_label(dim: str, group: str, lang: str, report: dict | None = None) -> 
         return i18n.code_label("region", group, lang)
     if lang == "zh" and report is not None:
         return report.get("labels_zh", {}).get("region", {}).get(group, group)
-    return group.replace("_", " ").title()  # region ids are pinyin: "rudong" is Rudong
+    return i18n.place_name(group)
 
 
 def flag_label(flag: str, lang: str) -> str:

@@ -136,11 +136,13 @@ def _rule_what(rule: dict | None) -> str:
 
 
 def city_name(policy: Policy, route: str) -> str | None:
+    """The other city a line ``EXT-<city>`` runs in, in the chosen language (None: a home
+    line)."""
     found = policy.away_cities.get(route)
     if found is None:
         return None
     name_zh, cid = found
-    return name_zh if state.lang() == "zh" else cid.replace("_", " ").title()
+    return name_zh if state.lang() == "zh" else i18n.place_name(cid)
 
 
 def _is_incomplete(tap: pd.Series) -> bool:

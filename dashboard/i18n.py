@@ -25,6 +25,7 @@ LANGS = ("zh", "en")
 DEFAULT_LANG = "zh"
 LOCALES = {"zh": "zh_Hans_CN", "en": "en_US"}
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+LANG_NAMES = {"zh": "中文", "en": "English"}  # each language in itself, for the switches
 
 
 class CatalogueError(RuntimeError):
@@ -64,6 +65,11 @@ def code_label(kind: str, code: object, lang: str) -> str:
     """A data code (``kind`` such as card_type, media, day_type) in words."""
     key = f"code.{kind}.{code}"
     return t(key, lang) if key in catalogue() else str(code)
+
+
+def place_name(key: str) -> str:
+    """A place's scenario key in English words: keys are pinyin ("rudong" is Rudong)."""
+    return key.replace("_", " ").title()
 
 
 # --- formats ----------------------------------------------------------------------------------

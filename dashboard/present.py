@@ -26,7 +26,7 @@ def offer_brief(key: str, name: str, make_html: Callable[[str], str], token: str
     c1, c2, c3 = st.columns([1, 1, 1])
     brief_lang = c1.radio(
         tr("present.brief_lang"), i18n.LANGS, index=i18n.LANGS.index(lang()), horizontal=True,
-        format_func=lambda code: {"zh": "中文", "en": "English"}[code], key=f"{key}.b_lang",
+        format_func=i18n.LANG_NAMES.__getitem__, key=f"{key}.b_lang",
     )  # fmt: skip
     stem = re.sub(r"[^\w.-]+", "_", f"brief-{name}-{brief_lang}")
     c2.download_button(

@@ -9,6 +9,7 @@ folder (``st.cache_resource``): a DuckDB connection with views over its Parquet 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,7 @@ from sim import api
 from sim.run_dir import MARKER_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
+FOLDER_NAME = re.compile(r"[\w.-]+")  # what a results folder typed in a form may be called
 RUNS_ENV = "CARDTWIN_RUNS"  # the runs folder the dashboard starts with (default: runs/)
 
 

@@ -29,7 +29,7 @@ from plotly.colors import qualitative
 from streamlit.delta_generator import DeltaGenerator
 
 from dashboard import brief, charts, i18n, present
-from dashboard.state import ROOT, lang, runs_root, tr
+from dashboard.state import FOLDER_NAME, ROOT, lang, runs_root, tr
 from sim import api
 from sim.lab import FAIRNESS_DIMENSIONS
 from sim.lab_report import summary
@@ -38,8 +38,6 @@ SCENARIO_DIR = ROOT / "scenarios"
 POLICY_DIR = SCENARIO_DIR / "policies"
 FAST_SCENARIO = SCENARIO_DIR / "small_ci.yaml"  # the quick choice, listed first
 COMPARE_FILE, SWEEP_FILE = "compare.json", "sweep.json"
-#: What a policy file says besides its policy: not carried over to another baseline.
-FOLDER_NAME = re.compile(r"[\w.-]+")
 #: What a result file must hold for the page to show it.
 COMPARE_KEYS = (
     "baseline",

@@ -37,7 +37,7 @@ def region_names(settings: dict) -> dict[str, str]:
     regions = settings.get("regions") or {}
     if lang() == "zh":
         return {r.get("name_zh", k): r.get("name_zh", k) for k, r in regions.items()}
-    return {r.get("name_zh", k): k.replace("_", " ").title() for k, r in regions.items()}
+    return {r.get("name_zh", k): i18n.place_name(k) for k, r in regions.items()}
 
 
 def _labeller(dimension: str, settings: dict):
@@ -415,6 +415,7 @@ def _run_brief(run_dir: str, finished: float, lg: str) -> str:
 
 
 def main() -> None:
+    """The Explore page: the run's headline, its tabs, and the brief."""
     opened = require_run()
     if opened is None:
         return

@@ -9,7 +9,6 @@ land in the runs folder, where the list below finds them again.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +16,7 @@ import streamlit as st
 
 from dashboard import i18n
 from dashboard.overrides import errors_by_field, fen_text, incident_frame, incidents_yaml
-from dashboard.state import ROOT, lang, runs_root, tr
+from dashboard.state import FOLDER_NAME, ROOT, lang, runs_root, tr
 from dashboard.uploads import UPLOAD_DIR, target_of, upload_problem
 from sim import api
 
@@ -198,7 +197,7 @@ def run_form(path: Path, base) -> tuple[list, str, bool]:
 def live_run(path: Path, overrides: list, out_name: str) -> None:
     """Load, run day by day with a progress bar and live KPIs, then open the run."""
     st.session_state["run_errors"] = {}
-    if not re.fullmatch(r"[\w.-]+", out_name or ""):
+    if not FOLDER_NAME.fullmatch(out_name or ""):
         st.session_state["run_errors"] = {"out": [tr("run.bad_out_name", name=out_name)]}
         st.rerun()
     try:
@@ -247,6 +246,7 @@ def _live_cards(totals: dict[str, float], days: int) -> None:
 
 
 def main() -> None:
+    """The Run page: earlier runs on the right, a new run on the left."""
     st.header(tr("run.header"))
     left, right = st.columns([3, 2])
     with right:
