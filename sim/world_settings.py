@@ -9,13 +9,12 @@ Shares are fractions in [0, 1] unless the name says ``_pct``.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -23,6 +22,10 @@ from pydantic import (
 from sim.behaviour_settings import CardLending, ResponseSettings
 from sim.clock import HHMM, parse_hhmm
 from sim.codes import CARD_TYPES, MEDIA
+
+# The card types a holder's age can give (population.concession_ages); ordinary is what cards
+# below every concession age become, so it is not one of them.
+AgeBasedCardType = Literal[tuple(t for t in CARD_TYPES if t != "ordinary")]  # type: ignore[valid-type]
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -176,7 +179,9 @@ class Population(Section):
         description="Share of commuters whose work zone is in another region."
     )
     initial_balance_mean_fen: PositiveFen = Field(description="Mean card balance at period start.")
-    concession_ages: dict[str, Annotated[int, Field(ge=0, le=120)]] = Field(
+    # Keys typed (not checked by a validator on the whole mapping) so that a bad key is reported
+    # where it was written: the file line, or the --set flag that added it.
+    concession_ages: dict[AgeBasedCardType, Annotated[int, Field(ge=0, le=120)]] = Field(
         default_factory=dict,
         description="Age-based card types and the age from which each is held (e.g. longevity: "
         "65, love: 60). When given, every card of these types is re-derived from its holder's "
@@ -185,12 +190,10 @@ class Population(Section):
         "Visitors' cards get the same types under same-city treatment.",
     )
 
-    @field_validator("card_types", "concession_ages")
+    @field_validator("card_types")
     @classmethod
-    def _known_card_types(cls, value: dict, info: ValidationInfo) -> dict:
-        ages = info.field_name == "concession_ages"
-        # ordinary is what cards below every concession age become: not an age-based type
-        allowed = [t for t in CARD_TYPES if not (ages and t == "ordinary")]
+    def _known_card_types(cls, value: dict) -> dict:
+        allowed = list(CARD_TYPES)
         unknown = sorted(set(value) - set(allowed))
         if unknown:
             raise ValueError(

@@ -499,7 +499,7 @@ INVALID_POLICIES = {
     ),
     "unknown age-based card type": (
         "population:\n  concession_ages: {platinum: 80}\n",
-        ("population.concession_ages", "platinum", "expected some of"),
+        ("population.concession_ages.platinum", "'platinum'", "expected one of 'student'"),
     ),
     "negative concession age": (
         "population:\n  concession_ages: {longevity: -5}\n",

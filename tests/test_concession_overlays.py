@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.api import build, compare, load_scenario
+from sim.api import BadInput, build, compare, load_scenario
 from sim.codes import CARD_TYPES, MEDIA, STORED_VALUE_MEDIA
 from sim.population import HOME_CITY, age_card_types, card_type_for_age
 
@@ -195,3 +195,11 @@ def test_elderly_cards_lean_to_the_older_regions(small_overlays):
     share_elderly = (urban & local & elderly).sum() / (local & elderly).sum()
     share_others = (urban & local & ~elderly).sum() / (local & ~elderly).sum()
     assert share_elderly < 0.85 * share_others
+
+
+def test_a_bad_age_based_card_type_from_set_names_the_flag_not_the_base_file():
+    with pytest.raises(BadInput) as exc:
+        load_scenario(SMALL, ["population.concession_ages.ordinary=70"])
+    message = str(exc.value)
+    assert message.startswith("from --set population.concession_ages.ordinary=70:")
+    assert "got 'ordinary'" in message and "nantong_2024.yaml" not in message
