@@ -241,9 +241,13 @@ def detect_in_files(
     the stable card id: an unmasked export), day types (``daily_kpis``) and ground truth
     (``lending_labels``). Only stored-value cards count (of ``issuer_id`` if given)."""
     columns = ["service_date", "token_id", "event_timestamp", "rider_category", "media"]
-    tx = read_table(run_dir, "transactions").select([*columns, "trip_record_type", "issuer_id"])
+    extra = ["trip_record_type", "issuer_id", "status"]
+    tx = read_table(run_dir, "transactions").select([*columns, *extra])
     card_media = pa.array(_names(STORED_VALUE_MEDIA, MEDIA))
     cards = pc.is_in(pc.cast(tx["media"], "string"), value_set=card_media)
+    # A rejected record is mostly a second upload of a tap already there: as in the run, one
+    # tap counts once.
+    cards = pc.and_(cards, pc.not_equal(pc.cast(tx["status"], "string"), "rejected"))
     if issuer_id is not None:
         cards = pc.and_(cards, pc.equal(pc.cast(tx["issuer_id"], "string"), issuer_id))
     tx = tx.filter(cards)
