@@ -322,3 +322,29 @@ def _walk_through(page: Page, dashboard: Dashboard, screenshots: Path) -> None:
     )
     _settled(page, screenshots, "trace_en")
     expect(page.get_by_role("heading", name="追踪一位持卡人")).to_have_count(0)
+
+
+def test_an_upload_that_is_not_yaml_is_refused_in_the_browser(
+    dashboard, page, screenshots, tmp_path
+):
+    """A real file chosen in the browser: a broken YAML gets the message, a good scenario is
+    kept in scenarios/uploads/ and chosen."""
+    broken = tmp_path / "notes.yaml"
+    broken.write_text("name: [unclosed\n", encoding="utf-8")
+    good = tmp_path / "browser_upload_test.yaml"
+    good.write_text("extends: ../small_ci.yaml\nname: browser_upload_test\n", encoding="utf-8")
+    page.goto(dashboard.url)
+    _shown(page, page.get_by_role("heading", name="运行情景", exact=True), screenshots, "upload")
+    _settled(page, screenshots, "upload_start")
+    chooser = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+    chooser.set_input_files(str(broken))
+    _shown(page, page.get_by_text("notes.yaml 不是有效的 YAML"), screenshots, "upload_bad")
+    _settled(page, screenshots, "upload_bad")
+    try:
+        chooser.set_input_files(str(good))
+        _shown(page, page.get_by_text("已保存为 scenarios/uploads/browser_upload_test.yaml"),
+               screenshots, "upload_good")  # fmt: skip
+        _settled(page, screenshots, "upload_good")
+        assert (ROOT / "scenarios" / "uploads" / "browser_upload_test.yaml").is_file()
+    finally:
+        (ROOT / "scenarios" / "uploads" / "browser_upload_test.yaml").unlink(missing_ok=True)
