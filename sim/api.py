@@ -71,8 +71,10 @@ __all__ = [
     "RunSummary",
     "RunView",
     "RunViewError",
+    "FAIRNESS_DIMENSIONS",
     "build",
     "calibrate",
+    "compare_summary",
     "detect_card_lending",
     "iter_days",
     "list_runs",
@@ -604,6 +606,16 @@ def _lending_reports(monitors: list[LendingMonitor]) -> dict[str, dict]:
         m.world.scenario.name: {**m.report(), "issuer_id": m.world.scenario.output.issuer_id}
         for m in monitors
     }
+
+
+#: The dimensions a comparison's fairness section splits riders by (sim/lab.py).
+FAIRNESS_DIMENSIONS = lab.FAIRNESS_DIMENSIONS
+
+
+def compare_summary(report: dict, variant: str, lang: str) -> str:
+    """The plain-language summary of one variant of a comparison, in ``lang`` ("zh" or "en")
+    (sim/lab_report.py)."""
+    return lab_report.summary(report, variant, lang)
 
 
 def load_policy(

@@ -333,3 +333,17 @@ def test_incident_text_stays_text_and_numbers_stay_numbers():
     edited = FlagOverride("incidents", "incidents", incidents_yaml(frame))
     incident = api.load_scenario(path, [edited]).incidents[0]
     assert incident.description == "12:30" and incident.duration_min == 120
+
+
+def test_a_multi_city_run_renders_every_tab_and_says_which_city_its_settings_show(tmp_path):
+    api.run(api.load_scenario(ROOT / "scenarios" / "two_city.yaml", days=1), tmp_path / "two")
+    at = app(tmp_path, "explore", lang="en", run="two")
+    assert any("This run has 2 cities" in c.value for c in at.caption)
+    for name in ("ridership", "money", "outlets", "faults", "clearing", "map"):
+        at.session_state["explore_tab"] = i18n.t(f"explore.tab.{name}", "en")
+        at.run()
+        assert not at.exception, (name, at.exception)
+        assert at.get("plotly_chart"), name
+    at.switch_page("views/trace.py")
+    at.run()
+    assert not at.exception

@@ -31,8 +31,6 @@ from streamlit.delta_generator import DeltaGenerator
 from dashboard import brief, charts, i18n, present
 from dashboard.state import FOLDER_NAME, ROOT, lang, runs_root, tr
 from sim import api
-from sim.lab import FAIRNESS_DIMENSIONS
-from sim.lab_report import summary
 
 SCENARIO_DIR = ROOT / "scenarios"
 POLICY_DIR = SCENARIO_DIR / "policies"
@@ -336,7 +334,7 @@ def _variant(report: dict, folder: Path, name: str, i: int) -> None:
     lg = lang()
     rows = report["variants"][name]
     st.markdown(f"#### {tr('compare.summary')}")
-    st.info(summary(report, name, lg), icon=":material/summarize:")
+    st.info(api.compare_summary(report, name, lg), icon=":material/summarize:")
     _headline(report, name, rows, i)
     _groups(report, name, i)
     _fairness(report, name, i)
@@ -390,7 +388,7 @@ def _groups(report: dict, name: str, i: int) -> None:
         format_func=lambda m: brief.measure_label(m, lg), index=3,
     )  # fmt: skip
     dim = c2.selectbox(
-        tr("compare.group_dimension"), FAIRNESS_DIMENSIONS, key=f"compare.g_dim.{i}",
+        tr("compare.group_dimension"), api.FAIRNESS_DIMENSIONS, key=f"compare.g_dim.{i}",
         format_func=lambda d: brief.dimension_label(d, lg),
     )  # fmt: skip
     frame = brief.group_frame(report, name, measure, dim, lg)
@@ -410,7 +408,7 @@ def _fairness(report: dict, name: str, i: int) -> None:
     st.markdown(f"#### {tr('compare.fairness')}")
     st.caption(tr("compare.fairness_help", threshold=threshold))
     dim = st.selectbox(
-        tr("compare.group_dimension"), FAIRNESS_DIMENSIONS, key=f"compare.f_dim.{i}",
+        tr("compare.group_dimension"), api.FAIRNESS_DIMENSIONS, key=f"compare.f_dim.{i}",
         format_func=lambda d: brief.dimension_label(d, lg),
     )  # fmt: skip
     frame = brief.fairness_frame(report, name, dim, lg)
@@ -419,7 +417,7 @@ def _fairness(report: dict, name: str, i: int) -> None:
     st.dataframe(brief.fairness_table(report, name, dim, lg), hide_index=True, width="stretch")
     flagged = [
         f"{brief.group_label(d, r['group'], lg, report)} ({brief.flag_label(r['flag'], lg)})"
-        for d in FAIRNESS_DIMENSIONS
+        for d in api.FAIRNESS_DIMENSIONS
         for r in report["fairness"][name][d]
         if r["flag"]
     ]

@@ -422,6 +422,9 @@ def main() -> None:
     run_dir, view = opened
     guarded(lambda: kpi_cards(view, run_dir))
     settings = view.settings
+    cities = view.meta.get("cities") or []
+    if len(cities) > 1:  # the queries cover every city; settings-based parts show the first
+        st.caption(tr("explore.first_city", n=len(cities), city=cities[0].get("name", "")))
     sections = {
         "ridership": lambda: ridership_tab(run_dir, settings),
         "money": lambda: money_tab(run_dir, settings),
