@@ -21,6 +21,7 @@ from dashboard.uploads import UPLOAD_DIR, target_of, upload_problem
 from sim import api
 
 SCENARIO_DIRS = (ROOT / "scenarios", ROOT / "scenarios" / "policies")
+DEFAULT_SCENARIO = ROOT / "scenarios" / "nantong_2024.yaml"  # what `make run` runs
 
 
 def scenario_files() -> list[Path]:
@@ -257,7 +258,7 @@ def main() -> None:
         files = scenario_files()
         labels = [str(p) for p in files]
         if st.session_state.get("scenario_choice") not in labels:
-            default = ROOT / "scenarios" / "nantong_2024.yaml"
+            default = DEFAULT_SCENARIO
             st.session_state["scenario_choice"] = str(default) if default in files else labels[0]
         choice = st.selectbox(
             tr("run.scenario"), labels, key="scenario_choice",
