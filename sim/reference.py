@@ -14,6 +14,7 @@ A ``--set fares...`` override of a base is a price change against the base file,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -21,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from sim.fare_rules import FareRules
-from sim.yaml_config import load_config
+from sim.yaml_config import FAST_SAFE_LOADER, FlagOverride, load_config
 
 if TYPE_CHECKING:
     from sim.scenario import Scenario
@@ -63,18 +64,28 @@ class _PricingView(_Ignoring):
     interop: _InteropView | None = None
 
 
+PRICING_SECTIONS = frozenset(_PricingView.model_fields)  # top-level sections the view reads
+
+
 def root_of(path: str | Path) -> Path:
     """The file at the root of ``path``'s ``extends:`` chain (``path`` itself if it extends
     nothing). The chain was checked by the loader (files exist, no cycles)."""
     path, seen = Path(path), set()
     while path.resolve() not in seen:
         seen.add(path.resolve())
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=FAST_SAFE_LOADER)
         target = data.get("extends") if isinstance(data, dict) else None
         if not isinstance(target, str):
             return path
         path = path.parent / target
     return path
+
+
+def _touches_pricing(override: str | FlagOverride) -> bool:
+    """Whether an override can change a section the reference compares (fares, concession
+    ages, visitor treatment)."""
+    text = override.path if isinstance(override, FlagOverride) else override.partition("=")[0]
+    return text.strip().split(".")[0] in PRICING_SECTIONS
 
 
 def own_pricing(scenario: Scenario, source: str) -> ReferencePricing:
@@ -88,11 +99,19 @@ def own_pricing(scenario: Scenario, source: str) -> ReferencePricing:
     )
 
 
-def with_reference(scenario: Scenario, path: str | Path) -> Scenario:
-    """``scenario`` (loaded from ``path``) with ``reference`` set to its base's pricing, or None
-    when that is its own (or the base has no ``fares:``). Raises ConfigError (file, line,
-    field) if the base's pricing sections are invalid."""
+def with_reference(
+    scenario: Scenario, path: str | Path, overrides: Sequence[str | FlagOverride] = ()
+) -> Scenario:
+    """``scenario`` (loaded from ``path`` with ``overrides``) with ``reference`` set to its
+    base's pricing, or None when that is its own (or the base has no ``fares:``). Raises
+    ConfigError (file, line, field) if the base's pricing sections are invalid."""
     root = root_of(path)
+    if Path(root).resolve() == Path(path).resolve() and not any(
+        _touches_pricing(o) for o in overrides
+    ):
+        # The file is its own base and nothing changed its prices: its pricing is the
+        # reference, so there is no base to load again (a second parse of a large file).
+        return scenario.model_copy(update={"reference": None})
     view = load_config(root, _PricingView)
     if view.fares is None:  # a base that leaves the fares to its overlays: nothing to compare
         return scenario.model_copy(update={"reference": None})

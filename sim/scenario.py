@@ -38,7 +38,14 @@ from sim.world_settings import (
     Section,
     TopUps,
 )
-from sim.yaml_config import ConfigError, ExistingFile, config_hash, field_origin, load_config
+from sim.yaml_config import (
+    FAST_SAFE_LOADER,
+    ConfigError,
+    ExistingFile,
+    config_hash,
+    field_origin,
+    load_config,
+)
 
 __all__ = ["ConfigError", "MultiCityScenario", "Scenario", "load_scenario", "scenario_hash"]
 
@@ -338,7 +345,7 @@ def _is_multi_city(path: str | Path) -> bool:
     loader, which reports them with lines)."""
     try:
         with open(path, encoding="utf-8") as f:
-            tree = yaml.safe_load(f)
+            tree = yaml.load(f, Loader=FAST_SAFE_LOADER)
     except Exception:  # noqa: BLE001 - any problem is reported by the full loader, with lines
         return False
     return isinstance(tree, dict) and "cities" in tree and "extends" not in tree
@@ -359,7 +366,7 @@ def _load_multi_city(path: str | Path, overrides: Sequence[str]) -> MultiCitySce
 
 
 def _load_city(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
-    scenario = with_reference(load_config(path, Scenario, overrides), path)
+    scenario = with_reference(load_config(path, Scenario, overrides), path, overrides)
     try:
         settings = scenario.load_calendar()
     except ValueError as exc:  # the message names the calendar file, line and field

@@ -203,3 +203,11 @@ def test_a_bad_age_based_card_type_from_set_names_the_flag_not_the_base_file():
     message = str(exc.value)
     assert message.startswith("from --set population.concession_ages.ordinary=70:")
     assert "got 'ordinary'" in message and "nantong_2024.yaml" not in message
+
+
+def test_a_root_file_is_its_own_reference_unless_an_override_changes_its_prices():
+    assert load_scenario(SMALL, ["seed=3"], days=2).reference is None
+    changed = load_scenario(SMALL, ["fares.transfer.window_min=90"], days=2)
+    assert changed.reference is not None
+    assert changed.reference.fares == load_scenario(SMALL).fares  # the file's own prices
+    assert load_scenario(POLICIES / "elderly_offpeak.yaml", days=2).reference is not None
