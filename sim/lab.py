@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from sim.clearing_network import ClearingTopology, transit_rates_bp
 from sim.codes import CARD_TYPE_ZH, CARD_TYPES, CLEARED, MEDIA, MEDIA_ZH, TAP_ENTRY, TAP_EXIT
@@ -296,13 +295,21 @@ def proportional_shares(total: int, weights: np.ndarray) -> np.ndarray:
     return parts
 
 
+def _t975(dof: float) -> float:
+    """Student's t quantile for a two-sided 95% interval. scipy.stats is imported here, not at
+    the top: it costs ~0.2 s, which every command would pay at start for a compare's intervals."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, dof))
+
+
 def mean_interval(values: Sequence[float]) -> dict[str, float]:
     """Mean of per-replication ``values`` and its 95% confidence interval (Student's t)."""
     n = len(values)
     mean = statistics.fmean(values)
     if n < 2:
         return {"mean": mean, "ci_low": math.nan, "ci_high": math.nan, "n": n}
-    half = float(stats.t.ppf(0.975, n - 1)) * statistics.stdev(values) / math.sqrt(n)
+    half = _t975(n - 1) * statistics.stdev(values) / math.sqrt(n)
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
@@ -324,7 +331,7 @@ def unpaired_difference(base: Sequence[float], variant: Sequence[float]) -> dict
     if se2 == 0:
         return {"mean": mean, "ci_low": mean, "ci_high": mean, "n": min(n_b, n_v)}
     dof = se2**2 / (var_b**2 / (n_b - 1) + var_v**2 / (n_v - 1))
-    half = stats.t.ppf(0.975, dof) * math.sqrt(se2)
+    half = _t975(dof) * math.sqrt(se2)
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": min(n_b, n_v)}
 
 

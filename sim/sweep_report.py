@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,9 +22,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from sim import sweep
+from sim import lab, sweep
 from sim.html_page import chart, esc, facts, page
 from sim.output import report_json
 
@@ -78,14 +76,10 @@ def _output(measures: list[dict], name: str) -> dict:
 
 
 def mean_interval(values: Sequence[float]) -> dict:
-    """Mean over replications and its 95% confidence interval (Student's t); no interval from
-    a single replication."""
-    n = len(values)
-    mean = statistics.fmean(values)
-    if n < 2:
-        return {"mean": mean, "ci_low": None, "ci_high": None, "n": n}
-    half = float(stats.t.ppf(0.975, n - 1)) * statistics.stdev(values) / math.sqrt(n)
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+    """Mean over replications and its 95% confidence interval (``sim.lab.mean_interval``), with
+    None, not NaN, where a single replication gives no interval (the summary is strict JSON)."""
+    found = lab.mean_interval(values)
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in found.items()}
 
 
 def one_at_a_time(by_id: dict[int, dict], oat: dict[str, tuple[int, int]], output: str) -> list:
