@@ -319,7 +319,16 @@ def sweep(
         expected = ", ".join(sweeps.START_METHODS)
         raise BadInput(f"start_method: expected one of {expected}, got {start_method!r}")
     update = {k: (tuple(v) if k == "outputs" else v) for k, v in settings.items() if v is not None}
-    spec = spec.model_copy(update=update)
+    try:  # validated again with the flags' values: outputs distinct, days within bounds
+        spec = sweeps.Design.model_validate({**spec.model_dump(), **update})
+    except pydantic.ValidationError as exc:
+        raise BadInput(
+            "; ".join(
+                f"{_SWEEP_FLAGS.get(e['loc'][0], e['loc'][0])}: "
+                f"{e['msg'].removeprefix('Value error, ')}; got {e['input']!r}"
+                for e in exc.errors()
+            )
+        ) from None
     scenario = load_scenario(base, days=spec.days)
     if isinstance(scenario, MultiCityScenario):
         raise BadInput(f"{base}: a sweep takes a single-city scenario")
@@ -348,6 +357,9 @@ def sweep(
     if out_dir is not None:
         sweep_report.write(out_dir, summary)
     return {**summary, "execution": result.execution}
+
+
+_SWEEP_FLAGS = {"outputs": "--output", "days": "--days", "replications": "--replications"}
 
 
 def _sweep_design(design) -> tuple[sweeps.Design, str]:
@@ -514,11 +526,12 @@ def iter_days(
         raise
     timings["simulate_and_write_s"] = time.perf_counter() - t1
     kpis = model.engine.kpis
+    lending = _lending_reports(monitors)  # scored once: every rule over the whole population
     if output is not None:
         meta = _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked)
         meta["privacy_key_id"] = key.fingerprint  # which key, never the key
         if monitors:
-            meta["card_lending"] = _lending_reports(monitors)
+            meta["card_lending"] = lending
         try:
             output.commit(meta)
             write_duckdb_catalogue(
@@ -543,7 +556,7 @@ def iter_days(
         world=world,
         seed=run_seed,
         notes=notes,
-        card_lending=_lending_reports(monitors),
+        card_lending=lending,
     )
 
 

@@ -64,28 +64,49 @@ class _PricingView(_Ignoring):
     interop: _InteropView | None = None
 
 
-PRICING_SECTIONS = frozenset(_PricingView.model_fields)  # top-level sections the view reads
+# The sections the reference compares besides fares: (section, its field the view reads).
+PRICING_FIELDS = {"population": "concession_ages", "interop": "visitor_concessions"}
 
 
-def root_of(path: str | Path) -> Path:
-    """The file at the root of ``path``'s ``extends:`` chain (``path`` itself if it extends
-    nothing). The chain was checked by the loader (files exist, no cycles)."""
-    path, seen = Path(path), set()
+def extends_chain(path: str | Path) -> list[tuple[Path, dict]]:
+    """The files of ``path``'s ``extends:`` chain, ``path`` first and the root last, each with
+    its content (read with the fast parser: no line numbers needed). The chain was checked by
+    the loader (files exist, no cycles)."""
+    path, seen, chain = Path(path), set(), []
     while path.resolve() not in seen:
         seen.add(path.resolve())
         data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=FAST_SAFE_LOADER)
-        target = data.get("extends") if isinstance(data, dict) else None
+        data = data if isinstance(data, dict) else {}
+        chain.append((path, data))
+        target = data.get("extends")
         if not isinstance(target, str):
-            return path
+            break
         path = path.parent / target
-    return path
+    return chain
+
+
+def _writes_pricing(data: dict) -> bool:
+    """Whether a scenario file's content sets a section the reference compares."""
+    return any(_touches_pricing(path) for path in _leaf_paths(data, ""))
+
+
+def _leaf_paths(data: dict, prefix: str) -> list[str]:
+    out = []
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        out += _leaf_paths(value, f"{path}.") if isinstance(value, dict) and value else [path]
+    return out
 
 
 def _touches_pricing(override: str | FlagOverride) -> bool:
-    """Whether an override can change a section the reference compares (fares, concession
-    ages, visitor treatment)."""
+    """Whether an override (or a file's setting, as a dotted path) can change what the
+    reference compares: fares, concession ages, visitor treatment."""
     text = override.path if isinstance(override, FlagOverride) else override.partition("=")[0]
-    return text.strip().split(".")[0] in PRICING_SECTIONS
+    parts = [p.strip() for p in text.split(".")]
+    if parts[0] == "fares":
+        return True
+    inner = PRICING_FIELDS.get(parts[0])
+    return inner is not None and (len(parts) == 1 or parts[1] == inner)
 
 
 def own_pricing(scenario: Scenario, source: str) -> ReferencePricing:
@@ -105,12 +126,14 @@ def with_reference(
     """``scenario`` (loaded from ``path`` with ``overrides``) with ``reference`` set to its
     base's pricing, or None when that is its own (or the base has no ``fares:``). Raises
     ConfigError (file, line, field) if the base's pricing sections are invalid."""
-    root = root_of(path)
-    if Path(root).resolve() == Path(path).resolve() and not any(
-        _touches_pricing(o) for o in overrides
-    ):
-        # The file is its own base and nothing changed its prices: its pricing is the
-        # reference, so there is no base to load again (a second parse of a large file).
+    chain = extends_chain(path)
+    root = chain[-1][0]
+    changed = any(_touches_pricing(o) for o in overrides) or any(
+        _writes_pricing(data) for _, data in chain[:-1]
+    )
+    if not changed:
+        # Neither an overlay above the root nor an override sets a price: the scenario's
+        # pricing is its base's, so there is no base to load again (a second, slow parse).
         return scenario.model_copy(update={"reference": None})
     view = load_config(root, _PricingView)
     if view.fares is None:  # a base that leaves the fares to its overlays: nothing to compare

@@ -211,3 +211,9 @@ def test_a_root_file_is_its_own_reference_unless_an_override_changes_its_prices(
     assert changed.reference is not None
     assert changed.reference.fares == load_scenario(SMALL).fares  # the file's own prices
     assert load_scenario(POLICIES / "elderly_offpeak.yaml", days=2).reference is not None
+    # an overlay that sets no price (an incident timeline) prices as its base
+    incidents = ROOT / "scenarios" / "incidents" / "metro_line_outage.yaml"
+    assert load_scenario(incidents, days=2).reference is None
+    # a population change that is not a concession age leaves the prices alone
+    assert load_scenario(SMALL, ["population.concession_ages.longevity=70"]).reference
+    assert load_scenario(SMALL, ["population.qr_channel_mix.qr_alipay=2"]).reference is None

@@ -329,3 +329,15 @@ def test_every_shipped_design_is_valid_for_the_scenario(path):
     for name, spec in design.parameters.items():
         value = spec.values[0] if spec.values is not None else spec.high
         load_scenario(SMALL, [f"{name}={value}"], days=1)  # the path and a value are accepted
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"outputs": ["riders", "riders"]}, "--output: riders listed twice"),
+        ({"days": 5000}, "--days: Input should be less than or equal to 3660; got 5000"),
+    ],
+)
+def test_flags_are_validated_like_the_design_file(settings, message):
+    with pytest.raises(BadInput, match=message):
+        sweep(SMALL, GRID, workers=0, **{"replications": 1, "days": 1, **settings})
