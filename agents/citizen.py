@@ -19,13 +19,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.codes import CARD_TYPES, DAY_TYPES, MEDIA, TAP_ENTRY, TAP_EXIT, TAP_SINGLE, WORKDAY
+from sim.codes import (
+    CARD_TYPES,
+    DAY_TYPES,
+    ELDERLY_CARD_CODES,
+    MEDIA,
+    TAP_ENTRY,
+    TAP_EXIT,
+    TAP_SINGLE,
+    WORKDAY,
+)
 from sim.network import BUS, METRO, TransitNetwork
 from sim.population import NO_QR, Cardholders
 from sim.rng import Streams
 from sim.world_settings import Behaviour, hhmm_to_s
 
-ELDERLY_TYPES = frozenset({CARD_TYPES.index("longevity"), CARD_TYPES.index("love")})
 STUDENT = CARD_TYPES.index("student")
 MAX_TRIP_SLOTS = 4  # slots 0-2: the day's trips at home; slot 3: boardings in another city
 MEDIA_YIMATONGXING = MEDIA.index("qr_yimatongxing")
@@ -69,7 +77,7 @@ def day_factor(behaviour: Behaviour, card_type: np.ndarray, day_type: int) -> np
     name = DAY_TYPES[day_type]
     normal = getattr(behaviour.day_type_factors, name)
     elderly = getattr(behaviour.elderly_day_type_factors, name)
-    is_elderly = np.isin(card_type, list(ELDERLY_TYPES))
+    is_elderly = np.isin(card_type, ELDERLY_CARD_CODES)
     return np.where(is_elderly, elderly, normal)
 
 

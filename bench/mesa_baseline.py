@@ -43,7 +43,6 @@ import mesa  # noqa: E402
 import numpy as np  # noqa: E402
 
 from agents.citizen import (  # noqa: E402
-    ELDERLY_TYPES,
     FIRST_DEPARTURE_S,
     LAST_DEPARTURE_S,
     LAST_TAP_S,
@@ -52,7 +51,15 @@ from agents.citizen import (  # noqa: E402
     STUDENT,
     DayTaps,
 )
-from sim.codes import CARD_TYPES, DAY_TYPES, TAP_ENTRY, TAP_EXIT, TAP_SINGLE, WORKDAY  # noqa: E402
+from sim.codes import (  # noqa: E402
+    CARD_TYPES,
+    DAY_TYPES,
+    ELDERLY_CARD_CODES,  # noqa: E402
+    TAP_ENTRY,
+    TAP_EXIT,
+    TAP_SINGLE,
+    WORKDAY,
+)
 from sim.day import planned_taps  # noqa: E402
 from sim.network import BUS, METRO  # noqa: E402
 from sim.population import NO_QR, Cardholders  # noqa: E402
@@ -154,7 +161,7 @@ class CitizenAgent(mesa.Agent):
         super().__init__(model)
         self.card_id = int(pop.card_id[row])
         self.card_type = int(pop.card_type[row])
-        self.is_elderly = self.card_type in ELDERLY_TYPES
+        self.is_elderly = self.card_type in ELDERLY_CARD_CODES
         self.is_student = self.card_type == STUDENT
         self.region = int(pop.region[row])
         self.home_zone = int(pop.home_zone[row])

@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sim.codes import CARD_TYPES, MEDIA
+from sim.codes import CARD_TYPES, ELDERLY_CARD_CODES, MEDIA
 from sim.metrics import RunMetrics
 from sim.population import HOME_CITY
 
 #: The card types of the published elderly figure ("taps with 长寿卡 and 爱心卡").
-ELDERLY = ("longevity", "love")
 #: The totals a targets file may set (computed in ``compare``).
 TOTALS = (
     "transactions",
@@ -113,7 +112,7 @@ def compare(targets: dict, metrics: RunMetrics, population, days_simulated: int)
         "recharge_yuan": metrics.recharge_fen / 100 * k,
         "cards_sold": float(metrics.cards_sold) * k,
         "elderly_card_transactions": float(
-            sum(metrics.card_transactions_by_card_type[CARD_TYPES.index(t)] for t in ELDERLY)
+            sum(metrics.card_transactions_by_card_type[c] for c in ELDERLY_CARD_CODES)
         )
         * k,
     }

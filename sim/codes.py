@@ -18,6 +18,9 @@ CARD_TYPES: tuple[str, ...] = (
     "teacher",  # 尊师卡
     "blood_donor",  # 热血通
 )
+#: The elderly card types (the published "长寿卡 and 爱心卡" taps), as names and as codes.
+ELDERLY_CARD_TYPES: tuple[str, ...] = ("longevity", "love")
+ELDERLY_CARD_CODES: tuple[int, ...] = tuple(CARD_TYPES.index(t) for t in ELDERLY_CARD_TYPES)
 CARD_TYPE_ZH: dict[str, str] = {
     "ordinary": "普通卡",
     "student": "学生卡",

@@ -27,12 +27,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agents.outlet import LEFT_CLOSED, SERVED
-from sim.codes import CARD_TYPES, CLEARED, MEDIA, PENDING, REJECTED, STORED_VALUE_MEDIA, TAP_ENTRY
+from sim.codes import (
+    CARD_TYPES,
+    CLEARED,
+    ELDERLY_CARD_CODES,
+    MEDIA,
+    PENDING,
+    REJECTED,
+    STORED_VALUE_MEDIA,
+    TAP_ENTRY,
+)
 from sim.day import TOPUP_ONLINE, TOPUP_OUTLET
 from sim.events import BatchCleared, DaySettled, TapsFinal
 from sim.population import HOME_CITY
-
-ELDERLY = (CARD_TYPES.index("longevity"), CARD_TYPES.index("love"))
 
 #: The daily KPIs, in the order of the ``daily_kpis`` table and the DataCollector's columns.
 KPI_NAMES: tuple[str, ...] = (
@@ -213,7 +220,7 @@ class RunMetrics:
         amount = np.where(ok, c.amount_fen, 0)
         self.transactions += int(fare_row.sum())
         self.taps += int(ok.sum())
-        self.elderly_taps += int((ok & np.isin(card_type, ELDERLY)).sum())
+        self.elderly_taps += int((ok & np.isin(card_type, ELDERLY_CARD_CODES)).sum())
         self.taps_by_card_type += np.bincount(card_type[ok], minlength=len(CARD_TYPES))
         self.card_transactions_by_card_type += np.bincount(
             card_type[fare_row & is_card], minlength=len(CARD_TYPES)

@@ -47,7 +47,7 @@ from sim.population import HOME_CITY, NO_QR, age_card_types, card_type_for_age
 from sim.reference import ReferencePricing
 from sim.rng import Streams
 from sim.scenario import changed_fares
-from sim.world import World
+from sim.world import World, priced_lines
 
 DAY_S = 86_400
 #: ``price(taps, world)``: the day's taps priced as ``world`` prices them (its fares, card types
@@ -62,15 +62,6 @@ def minute_mask(windows: tuple[str, ...]) -> np.ndarray:
         for start, end in clock.parse_window(text).pieces():
             mask[start // 60 : end // 60] = True
     return mask
-
-
-def _fare_lines(world: World) -> list[tuple[str, int, str]]:
-    """The home city's lines as fares are compiled for them (as sim/world.py does)."""
-    lines = world.network.lines
-    return [
-        (line_id, int(lines.mode[i]), world.region_ids[int(lines.region[i])])
-        for i, line_id in enumerate(lines.ids[: world.n_local_lines])
-    ]
 
 
 def reference_card_types(world: World, ref: ReferencePricing) -> np.ndarray:
@@ -107,7 +98,9 @@ def pricing_view(world: World, ref: ReferencePricing | None) -> World:
         population=dataclasses.replace(
             world.population, card_type=reference_card_types(world, ref)
         ),
-        fares=compile_fare_set(ref.fares, _fare_lines(world)),
+        fares=compile_fare_set(
+            ref.fares, priced_lines(world.network, world.region_ids, world.n_local_lines)
+        ),
         fare_policies={},
     )
 

@@ -129,7 +129,7 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
 
     # The only parts made from scenario.fares (with fare_policies below): with_fares makes them
     # anew for another fares section, so a new one must be made there too.
-    lines = _priced_lines(network, region_ids, len(local_network.lines.ids))
+    lines = priced_lines(network, region_ids, len(local_network.lines.ids))
     fares = compile_fare_set(scenario.fares, lines)
     participants = build_participants(scenario, network)
     initial_deposits_fen(scenario.clearing, participants)  # its overrides name real issuers
@@ -174,7 +174,7 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
     return world
 
 
-def _priced_lines(network: TransitNetwork, region_ids: list[str], n_local: int) -> list:
+def priced_lines(network: TransitNetwork, region_ids: list[str], n_local: int) -> list:
     """The home city's lines as its fare rules see them: (line id, mode, region). External
     cities' pseudo lines are priced by their visitor fares, not by the home city's rules."""
     return [
@@ -203,7 +203,7 @@ def with_fares(world: World, scenario: Scenario) -> World:
     point). Raises ValueError if the scenarios differ in anything else."""
     if scenario.model_dump(exclude=FARES_ONLY) != world.scenario.model_dump(exclude=FARES_ONLY):
         raise ValueError(f"{scenario.name}: differs from the world's scenario beyond its fares")
-    lines = _priced_lines(world.network, world.region_ids, world.n_local_lines)
+    lines = priced_lines(world.network, world.region_ids, world.n_local_lines)
     rebased = replace(
         world,
         scenario=scenario,
