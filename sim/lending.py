@@ -72,7 +72,10 @@ def lending_pairs(world: World, streams: Streams, settings: CardLending) -> Lend
     pop, sc = world.population, world.scenario
     local = pop.home_city == HOME_CITY
     in_period = (pop.issue_day < world.days) & (pop.end_day > 0)
-    lendable = local & in_period & np.isin(pop.card_type, _codes(settings.card_types, CARD_TYPES))
+    # By the type the card was issued as (as habits are), not the type a policy re-derives from
+    # age: a baseline and its variants lend the same cards to the same people.
+    issued = pop.issued_card_type
+    lendable = local & in_period & np.isin(issued, _codes(settings.card_types, CARD_TYPES))
     rows = np.flatnonzero(lendable)
     rows = rows[streams.uniform("lend.card", 0, pop.card_id[rows]) < settings.share]
     commuter_types = [n for n, t in sc.population.card_types.items() if t.commuter]
@@ -83,8 +86,8 @@ def lending_pairs(world: World, streams: Streams, settings: CardLending) -> Lend
         & (pop.work_zone != pop.home_zone)
         & (pop.age >= settings.borrower_age_min)
         & (pop.age <= settings.borrower_age_max)
-        & np.isin(pop.card_type, _codes(tuple(commuter_types), CARD_TYPES))
-        & ~np.isin(pop.card_type, _codes(settings.card_types, CARD_TYPES))
+        & np.isin(issued, _codes(tuple(commuter_types), CARD_TYPES))
+        & ~np.isin(issued, _codes(settings.card_types, CARD_TYPES))
     )
     pool = pool[np.argsort(pop.region[pool], kind="stable")]
     n_regions = len(world.region_ids)

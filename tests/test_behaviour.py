@@ -35,7 +35,7 @@ from sim.codes import CARD_TYPES, STORED_VALUE_MEDIA, TAP_EXIT, WEEKEND, WORKDAY
 from sim.day import planned_taps
 from sim.events import TapsFinal
 from sim.journeys import COPY_TAP_KEY, Journeys
-from sim.lending import RuleCounter, score
+from sim.lending import RuleCounter, lending_pairs, score
 from sim.output import read_table
 from sim.privacy import load_key
 from sim.response import PriceResponse, demand_ratio
@@ -547,3 +547,18 @@ def test_full_scale_elderly_offpeak_compare():
         assert rows[f"boardings.hour_card_type.{hour}.longevity"]["difference"]["mean"] > 0
     elderly = rows["boardings.card_type.longevity"]
     assert -0.05 < elderly["difference"]["mean"] / elderly["baseline"] < 0
+
+
+def test_an_age_policy_lends_the_same_cards_as_its_baseline():
+    """Lent cards follow the type a card was issued as, not the one a policy re-derives."""
+    lending = ["behaviour.card_lending.share=0.2"]
+    base = build(load_scenario(SMALL, lending, days=2))
+    variant = build(
+        load_scenario(SMALL, [*lending, "population.concession_ages.longevity=60"], days=2)
+    )
+    assert (variant.population.card_type != base.population.card_type).any()
+    streams = Streams(base.scenario.seed)
+    pairs = [lending_pairs(w, streams, w.scenario.behaviour.card_lending) for w in (base, variant)]
+    assert len(pairs[0].lent) > 0
+    assert np.array_equal(pairs[0].lent, pairs[1].lent)
+    assert np.array_equal(pairs[0].borrower, pairs[1].borrower)
