@@ -447,14 +447,24 @@ def _yaml_text(value: Any) -> str:
 # --- the key of a point and its stored result ---------------------------------------------------
 
 
+#: Modules that only present or read results: editing them cannot change a point's measures,
+#: so they are left out of the code fingerprint (a page's edit keeps the stored points).
+PRESENTATION_MODULES = frozenset(
+    {"sim/html_page.py", "sim/lab_html.py", "sim/lab_report.py", "sim/pdf.py",
+     "sim/run_view.py", "sim/sweep_report.py"}
+)  # fmt: skip
+
+
 def code_fingerprint(root: Path | None = None) -> str:
-    """Hash of the engine's code (every .py under sim/ and agents/) and the library versions:
-    a stored point is reused only by the code that made it."""
+    """Hash of the engine's code (every .py under sim/ and agents/ but PRESENTATION_MODULES)
+    and the library versions: a stored point is reused only by the code that made it."""
     root = Path(__file__).resolve().parent.parent if root is None else root
     digest = hashlib.sha256(_canonical(package_versions()).encode())
     for package in ("sim", "agents"):
         for path in sorted((root / package).rglob("*.py")):
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+            name = path.relative_to(root).as_posix()
+            if name not in PRESENTATION_MODULES:
+                digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 

@@ -10,6 +10,7 @@ message naming the file or flag, the field path, the value and what is expected.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -341,3 +342,16 @@ def test_every_shipped_design_is_valid_for_the_scenario(path):
 def test_flags_are_validated_like_the_design_file(settings, message):
     with pytest.raises(BadInput, match=message):
         sweep(SMALL, GRID, workers=0, **{"replications": 1, "days": 1, **settings})
+
+
+def test_the_code_fingerprint_follows_the_engine_not_the_pages(tmp_path):
+    from sim.sweep import code_fingerprint
+
+    for package in ("sim", "agents"):
+        shutil.copytree(ROOT / package, tmp_path / package)
+    before = code_fingerprint(tmp_path)
+    (tmp_path / "sim" / "lab_html.py").write_text("# a page's edit\n", encoding="utf-8")
+    assert code_fingerprint(tmp_path) == before
+    with (tmp_path / "sim" / "day.py").open("a", encoding="utf-8") as f:
+        f.write("\n# an engine edit\n")
+    assert code_fingerprint(tmp_path) != before
