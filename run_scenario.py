@@ -324,7 +324,7 @@ class Progress:
         if self._bar is None or not isinstance(event, DayClosed):
             return
         now = time.perf_counter()
-        taps, seconds = int(event.kpis["taps"]), now - self._last
+        taps, seconds = event.tap_records, now - self._last
         self._last = now
         rate = f"{taps / seconds:,.0f} taps/s" if seconds > 0 else ""
         self._bar.update(self._task, advance=1, rate=f"{taps:,} taps, {rate}")
@@ -374,12 +374,38 @@ def print_summary(summary) -> None:
     for name, value in rows:
         table.add_row(name, value)
     Console().print(table)
+    scaled = summary.scaled_cities()
+    if scaled:
+        Console().print(
+            "KPIs are expanded to full scale (tap records and clearing counts are as simulated): "
+            + ", ".join(f"{name} at scale {scale:g}" for name, scale in scaled)
+        )
+    if len(summary.cross_city.get("cities", [])) > 1:
+        Console().print(cross_city_table(summary.cross_city))
     for line in summary_lines(summary.card_lending):
         Console().print(line)
     if summary.out_dir is not None:
         Console().print(
             f"outputs: {summary.out_dir}  (DuckDB: {summary.out_dir / 'cardtwin.duckdb'})"
         )
+
+
+def cross_city_table(report: dict):
+    """Each simulated city's inbound and outbound shares of boardings (sim/cross_city.py)."""
+    from rich.table import Table
+
+    table = Table(title="Cross-city riding (boardings, full scale)")
+    for column in ("city", "inbound: other cities' riders", "outbound: own riders elsewhere"):
+        table.add_column(column, justify="left" if column == "city" else "right")
+    for city in report["cities"]:
+        table.add_row(
+            city["city"],
+            *(
+                "-" if city[k] is None else f"{100 * city[k]:.2f}%"
+                for k in ("inbound_share", "outbound_share")
+            ),
+        )
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:

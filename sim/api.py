@@ -33,6 +33,7 @@ from sim.behaviour import Response
 from sim.behaviour_settings import CardLending, DetectionRule
 from sim.calibration import compare as compare_with_targets
 from sim.calibration import load_targets, markdown, untargeted
+from sim.cross_city import CrossCityCollector
 from sim.events import Subscriber
 from sim.ledger import InvariantViolation
 from sim.lending import LendingMonitor, detect_in_files
@@ -57,6 +58,7 @@ from sim.scenario import ConfigError, MultiCityScenario, Scenario, scenario_hash
 from sim.scenario import load_scenario as _load
 from sim.verify import verify_run
 from sim.world import World, build_world, build_worlds
+from sim.world_settings import scaled_count
 from sim.yaml_config import FlagOverride, field_origin
 
 __all__ = [
@@ -108,6 +110,15 @@ class RunSummary:
     # Card lending (sim/lending.py) by city, where the scenario lends cards: lent cards,
     # borrowed taps, and each detection rule's flagged cards with precision and recall.
     card_lending: dict[str, dict] = field(default_factory=dict)
+    # Cross-city riding (sim/cross_city.py), expanded to full scale: the origin-destination
+    # matrix and each simulated city's (and region's) inbound and outbound shares.
+    cross_city: dict = field(default_factory=dict)
+    worlds: list[World] = field(default_factory=list)  # every city's world (world: the first)
+
+    def scaled_cities(self) -> list[tuple[str, float]]:
+        """(name, scale) of the cities simulated below full scale."""
+        worlds = self.worlds or ([self.world] if self.world is not None else [])
+        return [(w.scenario.name, w.scenario.scale) for w in worlds if w.scenario.scale < 1]
 
     @property
     def taps_per_s(self) -> float:
@@ -171,9 +182,10 @@ def _memory_need(cities: list[Scenario]) -> tuple[int, int]:
     """Cards of a run (visitors included) and the bytes of memory it needs."""
     cards = 0
     for sc in cities:
-        cards += sum(t.count for t in sc.population.card_types.values())
+        cards += sum(scaled_count(t.count, sc.scale) for t in sc.population.card_types.values())
         if sc.interop is not None:
-            cards += sum(20 * c.inbound_visitors_per_day for c in sc.interop.cities.values())
+            visitors = sum(20 * c.inbound_visitors_per_day for c in sc.interop.cities.values())
+            cards += scaled_count(visitors, sc.scale)
     return cards, BASE_BYTES + cards * BYTES_PER_CARD
 
 
@@ -505,11 +517,12 @@ def iter_days(
             for i, w in enumerate(worlds)
             if w.scenario.behaviour.card_lending.share > 0
         ]
+        cross_city = CrossCityCollector(worlds)
         model = CardTwinModel(
             world=worlds,
             seed=run_seed,
             env=env,
-            subscribers=[*writers, *monitors, *subscribers],
+            subscribers=[*writers, *monitors, cross_city, *subscribers],
             response=response,
             shard_order=shard_order,
         )
@@ -530,6 +543,7 @@ def iter_days(
     if output is not None:
         meta = _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked)
         meta["privacy_key_id"] = key.fingerprint  # which key, never the key
+        meta["cross_city"] = cross_city.report()
         if monitors:
             meta["card_lending"] = lending
         try:
@@ -557,6 +571,8 @@ def iter_days(
         seed=run_seed,
         notes=notes,
         card_lending=lending,
+        cross_city=cross_city.report(),
+        worlds=worlds,
     )
 
 
@@ -745,6 +761,8 @@ def _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked) ->
                 "name": w.scenario.name,
                 "city_code": w.scenario.output.city_code,
                 "cardholders": len(w.population),
+                "scale": w.scenario.scale,
+                "expansion_weight": 1.0 / w.scenario.scale,
                 "world_seed": (
                     w.scenario.seed if w.scenario.world_seed is None else w.scenario.world_seed
                 ),

@@ -154,7 +154,7 @@ class Engine:
         for shard in self.shards:  # shared effects in index order (see shard_order)
             shard.commit_day(day)
         kpis = self.kpis.close_day(day)
-        self.bus.publish(DayClosed(day, kpis))
+        self.bus.publish(DayClosed(day, kpis, self.kpis.day_records))
         yield self.env.timeout(1)
         return kpis
 

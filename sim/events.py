@@ -119,10 +119,12 @@ class IncidentEnded:
 
 @dataclass(frozen=True)
 class DayClosed:
-    """A simulated day is over; ``kpis`` is its row of daily KPIs."""
+    """A simulated day is over; ``kpis`` is its row of daily KPIs (full-scale figures, see
+    sim/metrics.py); ``tap_records`` counts the tap records actually simulated that day."""
 
     day: int
     kpis: dict[str, float]
+    tap_records: int = 0
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sim.codes import CARD_TYPES, MEDIA
+from sim.world_settings import scaled_count
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -196,11 +197,14 @@ def extend_network(network, interop: Interop | None):
     return replace(network, lines=lines, stops=stops, devices=devices)
 
 
-def visitors(interop: Interop | None, region_ids, network, streams, first_card_id: int):
+def visitors(
+    interop: Interop | None, region_ids, network, streams, first_card_id: int, scale: float = 1.0
+):
     """Visitors from the external cities as extra population rows (``home_city`` > 0).
 
     Each city's pool holds 20 people per daily visitor, each riding on about one day in 20; they
     stay in the Nantong regions nearest their home city (gravity on distance) and run errands.
+    A city simulated at ``scale`` < 1 gets that share of its visitors too.
     """
     from sim.population import NEVER, NO_QR, RIDER_OCCASIONAL, Cardholders
 
@@ -209,7 +213,7 @@ def visitors(interop: Interop | None, region_ids, network, streams, first_card_i
     parts = []
     ordinary = CARD_TYPES.index("ordinary")
     for j, (_cid, city) in enumerate(interop.cities.items(), start=1):
-        n = city.inbound_visitors_per_day * 20
+        n = scaled_count(city.inbound_visitors_per_day * 20, scale)
         if n == 0:
             continue
         # Each city's visitors have their own id block: their draws do not move when another

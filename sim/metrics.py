@@ -69,7 +69,10 @@ class KpiCollector:
     """Subscriber computing each day's KPIs once; keeps run totals and calibration metrics.
 
     ``shards`` lists each city's (world, run state); a multi-city run's daily row sums the
-    cities' rows (the outlet wait is the mean over every served visit)."""
+    cities' rows (the outlet wait is the mean over every served visit). A city simulated at a
+    scale below 1 counts with its expansion weight 1/scale (counts and fen rounded), so the
+    daily KPIs and their totals are full-scale figures; ``taps`` (records written) and the
+    calibration aggregates (``RunMetrics``) are what was simulated."""
 
     def __init__(self, shards) -> None:
         self.worlds = [world for world, _ in shards]
@@ -80,8 +83,11 @@ class KpiCollector:
         self._sale_day = [state.cards.sale_day for _, state in shards]
         self.totals: dict[str, int] = {}
         self.taps = 0
+        self.day_records = 0  # tap records of the last closed day, as simulated
         self.days = 0
-        self._rows: dict[int, list[tuple[dict[str, float], int]]] = {}
+        self._rows: dict[int, list[tuple[dict[str, float], int, int]]] = {}
+        # Each city's expansion weight: a city simulated at scale s counts 1/s times.
+        self.weights = [1.0 / world.scenario.scale for world in self.worlds]
 
     @property
     def metrics(self) -> RunMetrics:
@@ -101,11 +107,13 @@ class KpiCollector:
             self._add("pending", int((status == PENDING).sum()))
 
     def close_day(self, day: int) -> dict[str, float]:
-        """The KPI row of a settled day (all cities), added to the totals."""
-        parts = self._rows.pop(day)
-        row = {name: sum(part[name] for part, _ in parts) for name in KPI_NAMES}
-        served = sum(n for _, n in parts)
-        waited = sum(part["outlet_mean_wait_s"] * n for part, n in parts)
+        """The KPI row of a settled day (all cities, each expanded by its weight), added to
+        the totals."""
+        parts = [(part, n, self.weights[shard]) for part, n, shard in self._rows.pop(day)]
+        self.day_records = sum(part["taps"] for part, _, _ in parts)
+        row = {name: _expanded(parts, name) for name in KPI_NAMES}
+        served = sum(n * w for _, n, w in parts)
+        waited = sum(part["outlet_mean_wait_s"] * n * w for part, n, w in parts)
         row["outlet_mean_wait_s"] = waited / served if served else 0.0
         for name, value in row.items():
             if name not in _NOT_SUMMED:
@@ -148,7 +156,20 @@ class KpiCollector:
             "outlet_left_closed": int((visits["outcome"] == LEFT_CLOSED).sum()),
             "purse_spend_fen": int(purse["amount_fen"][purse["accepted"]].sum()),
         }
-        return row, int(served.sum())
+        return row, int(served.sum()), shard
+
+
+def _expanded(parts: list[tuple[dict[str, float], int, float]], name: str) -> float:
+    """A KPI summed over the cities, each times its expansion weight (whole numbers stay
+    whole; every weight 1 gives the plain sum)."""
+    if all(w == 1.0 for _, _, w in parts):
+        return sum(part[name] for part, _, _ in parts)
+    total = sum(part[name] * w for part, _, w in parts)
+    return (
+        int(round(total))
+        if all(isinstance(p[name], int | np.integer) for p, _, _ in parts)
+        else total
+    )
 
 
 @dataclass

@@ -318,12 +318,19 @@ def _build_routes(zones: Zones, lines: Lines, stops: Stops, streams: Streams) ->
         idx = np.flatnonzero(lines.mode == mode)
         if len(idx) == 0:
             continue
-        s = serves[idx].astype(np.float32) * weight[idx, None].astype(np.float32)
-        # score[a, b, l] > 0 iff line l serves both a and b; pick the best-weighted such line.
-        score = np.einsum("la,lb->abl", s, serves[idx].astype(np.float32))
-        best = score.argmax(axis=2)
-        has = score.max(axis=2) > 0
-        table[has] = idx[best[has]]
+        mode_serves = serves[idx]
+        mode_weight = weight[idx].astype(np.float32)
+        # From each zone a, of the lines serving a, the best-weighted one that also serves b
+        # (the first in line order on a tie). One origin at a time: a lines x zones x zones
+        # array would not fit a big city (1,000+ lines, 500+ zones).
+        for a in range(n_zones):
+            lines_at_a = np.flatnonzero(mode_serves[:, a])
+            if len(lines_at_a) == 0:
+                continue
+            score = mode_weight[lines_at_a, None] * mode_serves[lines_at_a]
+            best = score.argmax(axis=0)
+            has = score.max(axis=0) > 0
+            table[a, has] = idx[lines_at_a[best[has]]]
     same_region = zones.region[:, None] == zones.region[None, :]
     np.fill_diagonal(direct_bus, -1)
     np.fill_diagonal(metro_line, -1)

@@ -20,7 +20,7 @@ import numpy as np
 from sim.codes import CARD_TYPES, MEDIA
 from sim.network import TransitNetwork
 from sim.rng import Streams
-from sim.world_settings import Behaviour, Population, Region, hhmm_to_s
+from sim.world_settings import Behaviour, Population, Region, hhmm_to_s, scaled_count
 
 RIDER_DORMANT, RIDER_OCCASIONAL, RIDER_REGULAR = 0, 1, 2
 NO_QR = 255
@@ -103,9 +103,14 @@ def build_population(
     streams: Streams,
     period_start: dt.date,
     period_days: int,
+    scale: float = 1.0,
 ) -> Cardholders:
-    """Draw every card's attributes; card ids run 0..N-1 in ``population.card_types`` order."""
-    blocks = [(CARD_TYPES.index(name), spec) for name, spec in population.card_types.items()]
+    """Draw every card's attributes; card ids run 0..N-1 in ``population.card_types`` order.
+    At ``scale`` < 1 each card type keeps that share of its cards (the scenario's ``scale``)."""
+    blocks = [
+        (CARD_TYPES.index(name), spec.model_copy(update={"count": scaled_count(spec.count, scale)}))
+        for name, spec in population.card_types.items()
+    ]
     n = sum(spec.count for _, spec in blocks)
     ids = np.arange(n, dtype=np.int64)
     card_type = np.concatenate([np.full(spec.count, code, np.uint8) for code, spec in blocks])

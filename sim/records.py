@@ -23,6 +23,7 @@ import numpy as np
 from agents.outlet import OUTCOMES, SERVICE_KINDS
 from sim import ids
 from sim.codes import MODES
+from sim.cross_city import day_flows
 from sim.day import TOPUP_CHANNELS
 from sim.events import (
     BatchCleared,
@@ -217,6 +218,7 @@ class RecordWriter:
                 self._write("settlements", day, self._settlements(day, positions))
             case TapsFinal(day=day, taps=taps):
                 self._write("transactions", day, self._transactions(day, taps))
+                self._write("cross_city_flows", day, self._cross_city_flows(taps))
                 labels = self._lending_labels(day, taps) if self.lending else None
                 if labels is not None and len(labels["transaction_id"]):
                     self._write("lending_labels", day, labels)
@@ -298,6 +300,19 @@ class RecordWriter:
             "clearing_batch_id": c.clearing_batch_id,
             "settle_date": settle_date,
             "incident_id": self._code("incident", c.incident.astype(np.int64)),
+        }
+
+    def _cross_city_flows(self, c: TapTable) -> dict[str, np.ndarray]:
+        flows = day_flows(self.world, c)
+        return {
+            "holder_city_code": self._code("city", flows["holder_city"]),
+            "holder_region": self._code("region", flows["holder_region"]),
+            "use_city_code": self._code("city", flows["use_city"]),
+            "use_region": self._code("region", flows["use_region"]),
+            "fare_product": flows["payment"],
+            "boardings": flows["boardings"],
+            "amount_fen": flows["amount_fen"],
+            "expansion_weight": flows["expansion_weight"],
         }
 
     def _lending_labels(self, day: int, c: TapTable) -> dict[str, np.ndarray]:

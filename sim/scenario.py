@@ -26,6 +26,7 @@ from sim.codes import MEDIA
 from sim.fare_rules import FareRules
 from sim.incidents import Incident, check_incidents
 from sim.interop import Interop
+from sim.multi_city import CityLinks, CityProfile, link_cities
 from sim.reference import ReferencePricing, with_reference
 from sim.world_settings import (
     Behaviour,
@@ -75,6 +76,14 @@ class Scenario(Section):
         "run seeds (replications).",
     )
     period: Period = Field(description="Simulated days.")
+    scale: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of the cardholders (and of external cities' visitors) simulated; "
+        "reports expand each city's figures by its expansion weight 1/scale. Money in the ledger "
+        "is what was simulated. A multi-city file sets it per city (cities.<id>.scale).",
+    )
     calendar: CalendarRef = Field(description="Day types: holidays, 调休, Spring Festival, terms.")
     regions: dict[str, Region] = Field(min_length=1, description="Regions by id.")
     network: Network = Field(description="Transit supply.")
@@ -89,6 +98,11 @@ class Scenario(Section):
     output: OutputSettings = Field(description="Output defaults.")
     interop: Interop | None = Field(
         default=None, description="Cross-city riding in and out (交通联合); omit for none."
+    )
+    city: CityProfile | None = Field(
+        default=None,
+        description="What other cities of a multi-city run with links: see of this one "
+        "(sim/multi_city.py); omit for a city run on its own.",
     )
     incidents: tuple[Incident, ...] = Field(
         default=(), description="Incidents timeline: outages, closures, waves, fare changes."
@@ -224,6 +238,13 @@ class CityRef(Section):
         "outlets and its view of the clearing hierarchy. Its seed seeds the city's world; the "
         "run's seed and period replace its own."
     )
+    scale: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Share of the city's cardholders simulated (replacing its file's scale); "
+        "its figures are expanded by 1/scale in reports.",
+    )
 
 
 class RunOutputDir(Section):
@@ -241,6 +262,12 @@ class MultiCityScenario(Section):
     seed: int = Field(ge=0, description="Root of the run's random streams (every city's).")
     period: Period = Field(description="Simulated days (replacing each city's own).")
     cities: dict[str, CityRef] = Field(min_length=1, description="Cities by id, in shard order.")
+    links: CityLinks | None = Field(
+        None,
+        description="Derive each city's view of the others from their own files (each needs a "
+        "city: profile and map_lonlat on its regions; sim/multi_city.py); omit to keep what each "
+        "city's interop: says.",
+    )
     output: RunOutputDir = Field(description="Output defaults.")
     city_scenarios: tuple[Scenario, ...] = Field(
         default=(), exclude=True, description="The cities' loaded scenarios (set by the loader)."
@@ -356,12 +383,23 @@ def _load_multi_city(path: str | Path, overrides: Sequence[str]) -> MultiCitySce
     period = [f"period.start={spec.period.start.isoformat()}", f"period.days={spec.period.days}"]
     cities = []
     for city_id, city in spec.cities.items():
+        scale = [] if city.scale is None else [f"scale={city.scale!r}"]
         try:
-            scenario = _load_city(city.scenario, period)
+            scenario = _load_city(city.scenario, period + scale)
         except ConfigError as exc:
             raise ConfigError([f"{path}: cities.{city_id}: {p}" for p in exc.problems]) from None
         world_seed = scenario.seed if scenario.world_seed is None else scenario.world_seed
         cities.append(scenario.model_copy(update={"seed": spec.seed, "world_seed": world_seed}))
+    if spec.links is not None:
+        try:
+            cities = link_cities(
+                list(spec.cities),
+                [str(c.scenario) for c in spec.cities.values()],
+                cities,
+                spec.links,
+            )
+        except ValueError as exc:
+            raise ConfigError([f"{field_origin(path, 'links', overrides)}: links: {exc}"]) from None
     return spec.model_copy(update={"city_scenarios": tuple(cities)})
 
 

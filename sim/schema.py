@@ -644,7 +644,9 @@ LEDGER_ENTRIES = TableSpec(
 
 DAILY_KPIS = TableSpec(
     "daily_kpis",
-    "One row per day: the engine's daily indicators (Mesa DataCollector).",
+    "One row per day: the engine's daily indicators (Mesa DataCollector), expanded to full "
+    "scale: each city's figures times its expansion weight 1/scale (rounded; the plain sum when "
+    "every city runs at scale 1). The records of the other tables are what was simulated.",
     (
         _c("day_type", DICT8, "workday, weekend, holiday or spring_festival.",
            names="day_type"),
@@ -669,6 +671,31 @@ DAILY_KPIS = TableSpec(
         _money("purse_spend_fen", "Non-transit purchases paid from card purses.", type_=I64),
     ),
     (_ge("card_spend_fen", 0), _ge("qr_spend_fen", 0), _ge("topup_fen", 0)),
+)
+
+CROSS_CITY_FLOWS = TableSpec(
+    "cross_city_flows",
+    "Who rode where (sim/cross_city.py): one row per day, holder's city and region, city and "
+    "region of use and payment, from each city's final tap records. Multiply by "
+    "expansion_weight for full-scale figures.",
+    (
+        _c("holder_city_code", DICT16, "JT/T city code of the rider's home city.", names="city"),
+        _c("holder_region", DICT8, "The rider's home region; null for visitors of a city not "
+           "simulated in the run.", names="region", nullable=True),
+        _c("use_city_code", DICT16, "JT/T city code where the boardings were made.", names="city"),
+        _c("use_region", DICT8, "Region where they were made; null when the city of use is not "
+           "the rider's shard (trips into another city ride its gateway line).", names="region",
+           nullable=True),
+        _c("fare_product", DICT8, "stored_value (card purse) or qr_account.",
+           names="fare_product"),
+        _c("boardings", I64, "Single taps and metro entries the reader accepted (not declined, "
+           "not refused by a full buffer).", unit="count"),
+        _money("amount_fen", "Fares charged on the accepted records (exits included).",
+               type_=I64),
+        _c("expansion_weight", F64, "1/scale of the rider's city: what one simulated boarding "
+           "stands for.", encoding="plain"),
+    ),
+    (_ge("boardings", 0), _ge("amount_fen", 0)),
 )
 
 LENDING_LABELS = TableSpec(
@@ -700,6 +727,7 @@ TABLES: dict[str, TableSpec] = {
         SETTLEMENTS,
         LEDGER_ENTRIES,
         DAILY_KPIS,
+        CROSS_CITY_FLOWS,
         LENDING_LABELS,
     )
 }

@@ -89,6 +89,7 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         streams,
         period.start,
         period.days,
+        scenario.scale,
     )
     threshold = scenario.topups.threshold_fen * np.exp(
         0.4 * streams.normal("pop.topup_threshold", 0, population.card_id)
@@ -96,7 +97,9 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
     population.topup_threshold_fen[:] = threshold.astype(np.int32)
     _steady_state_balances(scenario, population, streams)
     network = extend_network(local_network, scenario.interop)
-    guests = visitors(scenario.interop, region_ids, network, streams, VISITOR_ID_BASE)
+    guests = visitors(
+        scenario.interop, region_ids, network, streams, VISITOR_ID_BASE, scenario.scale
+    )
     if guests is not None:
         if scenario.interop.visitor_concessions == "local":
             # Same-city treatment: a visitor's card counts as the local card of its holder's age.

@@ -42,6 +42,12 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def scaled_count(count: int, scale: float) -> int:
+    """How many of ``count`` people a run at ``scale`` simulates (rounded, so the expansion
+    weight 1/scale is exact to half a person per count)."""
+    return int(round(count * scale))
+
+
 #: '07:30' -> seconds since midnight (``sim.clock.parse_hhmm``); kept under this name because the
 #: day planner, engine, population and citizen modules import it from here.
 hhmm_to_s = parse_hhmm

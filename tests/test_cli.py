@@ -433,7 +433,7 @@ def test_a_set_override_is_reported_as_set_and_a_flag_as_the_flag(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    ("size", "stage"), [("300k", "device_uploads"), ("700k", "cardtwin.duckdb")]
+    ("size", "stage"), [("300k", " part 0 failed"), ("700k", "cardtwin.duckdb")]
 )
 def test_a_full_disk_at_any_stage_exits_2_and_leaves_nothing(tmp_path: Path, size: str, stage: str):
     # A real full disk: a tmpfs too small for the run (300k fills up while the simulation writes

@@ -1,0 +1,195 @@
+"""Cross-city riding measured: whose cards ride where, and the money they move.
+
+Each shard's final tap records of a day become a few flow rows (``day_flows``): boardings and
+fares by the holder's city and region, the city and region of use, and how the rider paid. The
+flows are the ``cross_city_flows`` table (sim/schema.py) and, summed over a run by
+``CrossCityCollector``, the run's cross-city measures (run_meta.json ``cross_city``):
+
+- the origin-destination matrix of cross-city boardings and money (holder's city x city of use);
+- for each simulated city and each of its regions, the inbound share (of the boardings acquired
+  there, those made by other cities' riders) and the outbound share (of its own riders'
+  boardings, those made in other cities).
+
+Every figure is expanded to full scale: a row's counts times its shard's expansion weight
+(1/scale). Boardings are single taps and metro entries that the reader accepted (not declined
+for balance, not refused by a full device buffer); money is the fares charged on the accepted
+records (exits carry metro fares).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from sim.codes import STORED_VALUE_MEDIA, TAP_EXIT
+from sim.events import TapsFinal
+from sim.population import HOME_CITY
+from sim.taps import TapTable
+
+#: How a boarding was paid (the transactions table's fare_product names).
+PAYMENTS = ("stored_value", "qr_account")
+NONE = -1  # no region: a visitor's home region, or a region of a city not simulated here
+
+
+def city_codes(world) -> list[str]:
+    """JT/T codes of a shard's city (index 0) and its interoperable cities (1..n)."""
+    sc = world.scenario
+    others = [] if sc.interop is None else [c.city_code for c in sc.interop.cities.values()]
+    return [sc.output.city_code, *others]
+
+
+def city_names(world) -> dict[str, str]:
+    """Names of a shard's city and its interoperable cities, by JT/T code."""
+    sc = world.scenario
+    own = sc.city.name_zh if sc.city is not None else sc.name
+    names = {sc.output.city_code: own}
+    for city in () if sc.interop is None else sc.interop.cities.values():
+        names[city.city_code] = city.name_zh
+    return names
+
+
+def day_flows(world, taps: TapTable) -> dict[str, np.ndarray]:
+    """One row per (holder city, holder region, city of use, region of use, payment) of a
+    shard's day: boardings, fares (fen) and the shard's expansion weight. City and region
+    columns are the shard's own codes (index into ``city_codes`` and its regions)."""
+    pop = world.population
+    n_cities = len(city_codes(world))
+    n_regions = len(world.region_ids) + 1  # + "none"
+    rows = taps.row
+    holder_city = pop.home_city[rows].astype(np.int64)
+    holder_region = np.where(holder_city == HOME_CITY, pop.region[rows].astype(np.int64), NONE)
+    use_city = taps.city.astype(np.int64)
+    line_region = world.network.lines.region[taps.line].astype(np.int64)
+    use_region = np.where(use_city == HOME_CITY, line_region, NONE)
+    payment = np.where(np.isin(taps.medium, list(STORED_VALUE_MEDIA)), 0, 1)
+    key = holder_city
+    for value, size in (
+        (holder_region + 1, n_regions),
+        (use_city, n_cities),
+        (use_region + 1, n_regions),
+        (payment, len(PAYMENTS)),
+    ):
+        key = key * size + value
+    charged = ~taps.declined & (taps.device_refused == 0)  # the reader took the fare
+    size = n_cities * n_regions * n_cities * n_regions * len(PAYMENTS)
+    boardings = np.bincount(key[charged & (taps.kind != TAP_EXIT)], minlength=size)
+    fen = np.bincount(key[charged], weights=taps.amount_fen[charged], minlength=size)
+    present = np.flatnonzero((boardings > 0) | (fen > 0))
+    columns = {}
+    rest = present
+    for name, size in (
+        ("payment", len(PAYMENTS)),
+        ("use_region", n_regions),
+        ("use_city", n_cities),
+        ("holder_region", n_regions),
+    ):
+        columns[name] = rest % size
+        rest = rest // size
+    columns["holder_city"] = rest
+    for name in ("use_region", "holder_region"):
+        columns[name] = columns[name] - 1
+    return {
+        "holder_city": columns["holder_city"],
+        "holder_region": columns["holder_region"],
+        "use_city": columns["use_city"],
+        "use_region": columns["use_region"],
+        "payment": columns["payment"],
+        "boardings": boardings[present].astype(np.int64),
+        "amount_fen": np.rint(fen[present]).astype(np.int64),
+        "expansion_weight": np.full(len(present), 1.0 / world.scenario.scale),
+    }
+
+
+class CrossCityCollector:
+    """Subscriber summing each shard's daily flows over the run (expanded to full scale)."""
+
+    def __init__(self, worlds) -> None:
+        self.worlds = list(worlds)
+        self.names: dict[str, str] = {}
+        for world in self.worlds:
+            for code, name in city_names(world).items():
+                self.names.setdefault(code, name)
+        self.simulated = [w.scenario.output.city_code for w in self.worlds]
+        # (holder city, holder region, use city, use region) -> [boardings, fen], expanded
+        self._sums: dict[tuple[str, str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+
+    def __call__(self, event) -> None:
+        if not isinstance(event, TapsFinal):
+            return
+        world = self.worlds[event.shard]
+        flows = day_flows(world, event.taps)
+        codes = city_codes(world)
+        regions = list(world.region_ids)
+        for i in range(len(flows["boardings"])):
+            h, u = int(flows["holder_city"][i]), int(flows["use_city"][i])
+            hr, ur = int(flows["holder_region"][i]), int(flows["use_region"][i])
+            key = (
+                codes[h],
+                regions[hr] if hr != NONE else "",
+                codes[u],
+                regions[ur] if ur != NONE else "",
+            )
+            weight = float(flows["expansion_weight"][i])
+            sums = self._sums[key]
+            sums[0] += float(flows["boardings"][i]) * weight
+            sums[1] += float(flows["amount_fen"][i]) * weight
+
+    def report(self) -> dict:
+        """The run's cross-city measures (see the module docstring), JSON-ready."""
+        od: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for (holder, _, use, _), (boardings, fen) in self._sums.items():
+            if holder != use:
+                od[holder, use][0] += boardings
+                od[holder, use][1] += fen
+        return {
+            "expanded_to_full_scale": True,
+            "od": [
+                {
+                    "holder_city": self.names.get(h, h),
+                    "holder_city_code": h,
+                    "use_city": self.names.get(u, u),
+                    "use_city_code": u,
+                    "boardings": round(b),
+                    "amount_fen": round(f),
+                }
+                for (h, u), (b, f) in sorted(od.items())
+            ],
+            "cities": [self._shares(code) for code in self.simulated],
+        }
+
+    def _shares(self, code: str) -> dict:
+        """Inbound and outbound shares of a simulated city, and of each of its regions."""
+        inbound, outbound = defaultdict(lambda: [0.0, 0.0]), defaultdict(lambda: [0.0, 0.0])
+        for (holder, h_region, use, u_region), (boardings, _) in self._sums.items():
+            if use == code:  # acquired here: [by other cities' riders, all]
+                for key in {"", u_region}:
+                    inbound[key][1] += boardings
+                    inbound[key][0] += boardings if holder != code else 0.0
+            if holder == code:  # this city's riders: [elsewhere, all]
+                for key in {"", h_region}:
+                    outbound[key][1] += boardings
+                    outbound[key][0] += boardings if use != code else 0.0
+        world = self.worlds[self.simulated.index(code)]
+
+        def share(pair) -> float | None:
+            return pair[0] / pair[1] if pair[1] else None
+
+        return {
+            "city": self.names[code],
+            "city_code": code,
+            "inbound_share": share(inbound[""]),
+            "outbound_share": share(outbound[""]),
+            "regions": [
+                {
+                    "region": rid,
+                    "name_zh": world.scenario.regions[rid].name_zh,
+                    "inbound_share": share(inbound[rid]),
+                    "outbound_share": share(outbound[rid]),
+                }
+                for rid in world.region_ids
+            ],
+        }
+
+
+__all__ = ["CrossCityCollector", "PAYMENTS", "city_codes", "city_names", "day_flows"]

@@ -1,0 +1,252 @@
+"""Composing a region of cities: each city's scale and the links the cities derive from each
+other's files (sim/multi_city.py), and the Yangtze River Delta scenario built from its data."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from output_frames import read_frame
+
+from sim import ids
+from sim.api import BadInput, build, load_scenario, run, verify
+from sim.scenario import MultiCityScenario
+from sim.world_settings import scaled_count
+
+ROOT = Path(__file__).resolve().parent.parent
+TWO_CITY = ROOT / "scenarios" / "two_city.yaml"
+YRD = ROOT / "scenarios" / "yrd_2024.yaml"
+
+
+def _linked_two_city(tmp_path: Path) -> Path:
+    """A copy of the two-city scenario (in ``tmp_path``) with links: derived from the cities'
+    own files."""
+    shutil.copytree(ROOT / "scenarios" / "two_city", tmp_path / "two_city")
+    shutil.copytree(ROOT / "scenarios" / "data", tmp_path / "data")
+    text = TWO_CITY.read_text(encoding="utf-8").replace(
+        "cities:\n", "links: {road_factor: 1.3, attraction_per_million_residents: 0.4}\ncities:\n"
+    )
+    path = tmp_path / "linked.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_city_at_a_scale_simulates_that_share_of_each_card_type():
+    full = load_scenario(TWO_CITY)
+    half = load_scenario(TWO_CITY, ["cities.alpha.scale=0.5"])
+    assert [c.scale for c in half.city_scenarios] == [0.5, 1.0]
+    worlds_full, worlds_half = build(full), build(half)
+    types = full.city_scenarios[0].population.card_types
+    assert len(worlds_half[0].population) == sum(scaled_count(t.count, 0.5) for t in types.values())
+    assert len(worlds_half[0].population) < 0.51 * len(worlds_full[0].population)
+    assert len(worlds_half[1].population) == len(worlds_full[1].population)
+
+
+def test_a_scale_outside_0_to_1_is_refused_at_its_field():
+    with pytest.raises(BadInput, match=r"cities\.alpha\.scale"):
+        load_scenario(TWO_CITY, ["cities.alpha.scale=1.5"])
+
+
+def test_links_derive_each_city_from_the_others_file(tmp_path):
+    scenario = load_scenario(_linked_two_city(tmp_path))
+    assert isinstance(scenario, MultiCityScenario)
+    alpha, beta = scenario.city_scenarios
+    seen = alpha.interop.cities["beta"]  # replaces alpha's hand-typed entry for beta
+    assert (seen.city_code, seen.exchange, seen.issuer_id, seen.acquirer_id) == (
+        "9902",
+        "BETA_EXCHANGE",
+        "BETA_CARD",
+        "BETA_BUS_CENTRE",
+    )
+    # Beta (MoHURD) takes half of alpha's 交通联合 cards; alpha takes all of beta's.
+    assert seen.accepts_home_cards == 0.5
+    assert beta.interop.cities["alpha"].accepts_home_cards == 1.0
+    assert seen.inbound_visitors_per_day == 0  # beta's own shard makes its riders' trips
+    # Distance: great circle from alpha's centre to beta's resident-weighted seat, x 1.3.
+    b_regions = beta.regions.values()
+    total = sum(r.residents for r in b_regions)
+    seat = [sum(r.map_lonlat[k] * r.residents for r in b_regions) / total for k in (0, 1)]
+    lon1, lat1 = map(math.radians, alpha.regions["centre"].map_lonlat)
+    lon2, lat2 = map(math.radians, seat)
+    km = (
+        2
+        * 6371
+        * math.asin(
+            math.sqrt(
+                math.sin((lat2 - lat1) / 2) ** 2
+                + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+            )
+        )
+    )
+    assert seen.distance_km["centre"] == pytest.approx(1.3 * km, abs=0.05)
+    assert seen.attraction == pytest.approx(0.4 * total / 1e6)
+    # Both cities' clearing nodes are in each city's network.
+    assert set(alpha.clearing.network.nodes) == set(beta.clearing.network.nodes)
+
+
+def test_a_linked_run_builds_and_its_cities_agree_on_the_hierarchy(tmp_path):
+    worlds = build(load_scenario(_linked_two_city(tmp_path), ["period.days=1"]))
+    participants = worlds[0].participants
+    assert participants is worlds[1].participants
+    assert participants.ids[participants.parent[participants.code("BETA_CARD")]] == "BETA_EXCHANGE"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("regions.centre.map_lonlat=null", r"regions\.centre\.map_lonlat: missing"),
+        ("city=null", r"city: missing"),
+        ("city.visitor_acquirer=NOBODY", r"city\.visitor_acquirer: 'NOBODY' operates none"),
+        ("clearing.network.nodes.REGION_CENTRE.transit_fee_bp=99", r"REGION_CENTRE differs"),
+    ],
+)
+def test_a_city_that_cannot_be_linked_is_named_with_its_file_and_field(tmp_path, override, message):
+    path = _linked_two_city(tmp_path)
+    key, value = override.split("=")
+    # The broken city: an overlay of beta's file, in the same folder.
+    lines = ["extends: beta.yaml"]
+    parts = key.split(".")
+    lines += ["  " * depth + f"{part}:" for depth, part in enumerate(parts[:-1])]
+    lines.append("  " * (len(parts) - 1) + f"{parts[-1]}: {value}")
+    (tmp_path / "two_city" / "broken.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("two_city/beta.yaml", "two_city/broken.yaml"),
+        encoding="utf-8",
+    )
+    with pytest.raises(BadInput) as err:
+        load_scenario(path)
+    text = str(err.value)
+    assert "linked.yaml" in text and "links" in text and "broken.yaml" in text, text
+    assert re.search(message, text), text
+
+
+def test_the_yrd_city_files_are_what_their_data_give():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_yrd.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_yrd_scenario_spans_four_provinces_through_one_hierarchy():
+    scenario = load_scenario(YRD)
+    cities = dict(zip(scenario.cities, scenario.city_scenarios, strict=True))
+    assert len(cities) >= 10 and "nantong" in cities
+    assert cities["nantong"].scale == 1.0
+    assert all(c.scale < 1 for cid, c in cities.items() if cid != "nantong")
+    nodes = cities["nantong"].clearing.network.nodes
+    provinces = {"JS_EXCHANGE", "AH_EXCHANGE"}
+    exchanges = {c.clearing.network.home_exchange for c in cities.values()}
+    assert len(exchanges) == len(cities)  # each city its own exchange
+    for exchange in exchanges:  # under its province's exchange, or straight under the centre
+        assert nodes[exchange].parent in provinces | {"NATIONAL"}
+    assert {nodes[e].parent for e in exchanges} == provinces | {"NATIONAL"}
+    assert len({c.output.issuer_id for c in cities.values()}) == len(cities)
+    # Nantong keeps its calibrated file: the same people, fares and rules.
+    nantong = load_scenario(ROOT / "scenarios" / "nantong_2024.yaml")
+    for section in ("regions", "population", "fares", "behaviour", "clearing"):
+        ours = getattr(cities["nantong"], section)
+        if section == "clearing":
+            ours = ours.model_copy(
+                update={
+                    "network": ours.network.model_copy(
+                        update={"nodes": nantong.clearing.network.nodes}
+                    )
+                }
+            )
+        assert ours == getattr(nantong, section), section
+    # A MoHURD city's cards are refused where only 交通联合 cards are taken, and the reverse.
+    assert cities["suzhou"].interop.cities["shanghai"].accepts_home_cards == 0.7
+    assert cities["shanghai"].interop.cities["suzhou"].accepts_home_cards == 0.0
+    assert cities["shanghai"].interop.cities["wuxi"].accepts_home_cards == 1.0
+
+
+@pytest.fixture(scope="module")
+def half_alpha(tmp_path_factory):
+    """The two-city run with alpha at half scale, and its output folder."""
+    out = tmp_path_factory.mktemp("half_alpha") / "run"
+    scenario = load_scenario(TWO_CITY, ["cities.alpha.scale=0.5", "period.days=3"])
+    return run(scenario, out), out
+
+
+def test_cross_city_flows_account_for_every_accepted_record(half_alpha):
+    _, out = half_alpha
+    tx = read_frame(out, "transactions")
+    flows = read_frame(out, "cross_city_flows")
+    refused = {"declined_insufficient_balance", "device_buffer_full"}
+    accepted = tx[~tx["reject_reason"].isin(refused)]
+    assert flows["boardings"].sum() == (accepted["trip_record_type"] != "exit").sum()
+    assert flows["amount_fen"].sum() == accepted["amount_fen"].sum()
+    # Where each city's cards rode: the flows' city of use is the records' city code.
+    for (issuer, code), group in accepted.groupby(["issuer_id", "city_code"]):
+        holder = {"ALPHA_CARD": "9901", "BETA_CARD": "9902"}.get(issuer)
+        if holder is None:
+            continue  # QR codes: their holders' city is in the flows, not in the issuer
+        mine = flows[
+            (flows["holder_city_code"] == holder)
+            & (flows["use_city_code"] == code)
+            & (flows["fare_product"] == "stored_value")
+        ]
+        assert mine["boardings"].sum() == (group["trip_record_type"] != "exit").sum()
+    # Alpha's riders count twice (scale 0.5), beta's once.
+    weights = flows.groupby("holder_city_code")["expansion_weight"].unique()
+    assert list(weights["9901"]) == [2.0] and list(weights["9902"]) == [1.0]
+
+
+def test_the_run_reports_full_scale_shares_and_kpis(half_alpha):
+    summary, out = half_alpha
+    flows = read_frame(out, "cross_city_flows")
+    flows["expanded"] = flows["boardings"] * flows["expansion_weight"]
+    report = {c["city_code"]: c for c in summary.cross_city["cities"]}
+    for code in ("9901", "9902"):
+        here = flows[flows["use_city_code"] == code]
+        inbound = here[here["holder_city_code"] != code]["expanded"].sum() / here["expanded"].sum()
+        own = flows[flows["holder_city_code"] == code]
+        outbound = own[own["use_city_code"] != code]["expanded"].sum() / own["expanded"].sum()
+        assert report[code]["inbound_share"] == pytest.approx(inbound)
+        assert report[code]["outbound_share"] == pytest.approx(outbound)
+        assert 0 < inbound < 0.5 and 0 < outbound < 0.5
+    od = {(r["holder_city_code"], r["use_city_code"]): r for r in summary.cross_city["od"]}
+    away = flows[(flows["holder_city_code"] == "9901") & (flows["use_city_code"] == "9902")]
+    assert od["9901", "9902"]["boardings"] == round(away["expanded"].sum())
+    # The daily KPIs count alpha's records twice; the records are what was simulated.
+    kpis = read_frame(out, "daily_kpis")
+    tx = read_frame(out, "transactions")
+    shard = tx["transaction_id"].to_numpy() >> (ids.DAY_BITS + ids.SEQ_BITS)
+    assert kpis["taps"].sum() == 2 * (shard == 0).sum() + (shard == 1).sum()
+    assert summary.taps == len(tx)
+    meta = json.loads((out / "run_meta.json").read_text(encoding="utf-8"))
+    assert [c["expansion_weight"] for c in meta["cities"]] == [2.0, 1.0]
+    assert meta["cross_city"] == json.loads(json.dumps(summary.cross_city))
+
+
+def test_the_yrd_scenario_runs_and_its_files_verify(tmp_path):
+    out = tmp_path / "yrd"
+    summary = run(load_scenario(YRD, ["period.days=2"]), out)
+    assert verify(out) == []
+    shares = {c["city"]: c for c in summary.cross_city["cities"]}
+    assert len(shares) == 11
+    for city in shares.values():  # every city rides out and is ridden into
+        assert 0 < city["inbound_share"] < 0.2 and 0 < city["outbound_share"] < 0.2, city
+    nantong = shares["南通"]
+    assert {r["region"] for r in nantong["regions"]} == {
+        "urban",
+        "rudong",
+        "haian",
+        "haimen",
+        "rugao",
+        "qidong",
+    }
+    # Riders of every Nantong region ride elsewhere; 海门 and 启东 (next to Shanghai) most.
+    outbound = {r["region"]: r["outbound_share"] for r in nantong["regions"]}
+    assert min(outbound.values()) > 0
+    assert max(outbound, key=outbound.get) in {"haimen", "qidong"}
+    od = {(r["holder_city"], r["use_city"]) for r in summary.cross_city["od"]}
+    assert ("南通", "上海") in od and ("上海", "苏州") in od and ("苏州", "上海") in od
