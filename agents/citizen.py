@@ -323,6 +323,23 @@ def away_today(
     return local[away], city + 1
 
 
+def _gateway_of_day(streams: Streams, day: int, ids, city: np.ndarray, gateways: list):
+    """Index (among ``gateways``) of the gateway line each holder away in ``city`` uses today."""
+    cities = np.array([g.city for g in gateways])
+    first = np.searchsorted(cities, city)  # gateways are in city order
+    if len(gateways) == cities[-1]:  # one gateway per city: no region to draw
+        return first
+    counts = np.bincount(cities, minlength=int(cities[-1]) + 1)
+    shares = np.array([g.share for g in gateways])
+    u = streams.uniform("away.region", day, ids)
+    pick = np.zeros(len(city), np.int64)
+    for j in np.unique(city[counts[city] > 1]).tolist():
+        mine = city == j
+        cum = np.cumsum(shares[cities == j])
+        pick[mine] = np.minimum((cum[None, :] <= u[mine, None]).sum(axis=1), counts[j] - 1)
+    return first + pick
+
+
 def away_taps(
     pop: Cardholders,
     network: TransitNetwork,
@@ -332,12 +349,15 @@ def away_taps(
     city: np.ndarray,
     interop,
     first_gateway_line: int,
+    gateways: list,
 ) -> DayTaps:
     """Boardings of cardholders away for the day, on the other city's transit.
 
     The Nantong card is used where that city accepts it (and the holder chooses it), else the
     holder's QR code if it is 一码通行 and the city takes it, else the ride is paid outside the
-    card system and leaves no record here."""
+    card system and leaves no record here. ``gateways`` (sim.interop.gateways) are the other
+    cities' gateway lines from ``first_gateway_line`` on; where a city has one per region, the
+    holder spends the day in one region, drawn by the regions' shares."""
     cities = list(interop.cities.values())
     ids = pop.card_id[rows]
     n_taps = 1 + streams.poisson("away.taps", day, ids, max(interop.taps_per_away_day - 1, 0.0))
@@ -365,7 +385,9 @@ def away_taps(
         + k * 5400
         + (streams.uniform("away.gap", day, pop.card_id[tap_row] * 8 + k) * 1800).astype(np.int64)
     )
-    line = first_gateway_line + np.repeat(city, n_taps) - 1
+    line = first_gateway_line + np.repeat(
+        _gateway_of_day(streams, day, ids, city, gateways), n_taps
+    )
     stop = network.lines.stop_ptr[line]
     device = network.devices.first_of_line[line]
     medium = np.where(np.repeat(uses_card, n_taps), pop.medium[tap_row], yima).astype(np.uint8)

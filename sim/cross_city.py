@@ -49,19 +49,39 @@ def city_names(world) -> dict[str, str]:
     return names
 
 
+def region_keys(world) -> list[tuple[str, str]]:
+    """(region id, name) of the regions a shard's flows name: its own, then the regions of
+    other cities its riders ride in (gateway lines standing for one region, sim.interop)."""
+    own = [(rid, world.scenario.regions[rid].name_zh) for rid in world.region_ids]
+    return own + [(g.region_id, g.name_zh) for g in world.gateways if g.region_id is not None]
+
+
+def _use_region(world, taps: TapTable) -> np.ndarray:
+    """Index into ``region_keys`` of where each tap was made, NONE where not known."""
+    n_own = len(world.region_ids)
+    line_region = world.network.lines.region[taps.line].astype(np.int64)
+    # Gateway lines with a region: numbered after the shard's own regions, in gateway order.
+    with_region = np.array([g.region_id is not None for g in world.gateways], dtype=bool)
+    gateway_region = np.where(with_region, n_own + np.cumsum(with_region) - 1, NONE)
+    gateway = taps.line.astype(np.int64) - world.n_local_lines
+    away = gateway >= 0
+    out = np.where(away, NONE, line_region)
+    out[away] = gateway_region[gateway[away]]
+    return out
+
+
 def day_flows(world, taps: TapTable) -> dict[str, np.ndarray]:
     """One row per (holder city, holder region, city of use, region of use, payment) of a
     shard's day: boardings, fares (fen) and the shard's expansion weight. City and region
-    columns are the shard's own codes (index into ``city_codes`` and its regions)."""
+    columns are the shard's own codes (index into ``city_codes`` and ``region_keys``)."""
     pop = world.population
     n_cities = len(city_codes(world))
-    n_regions = len(world.region_ids) + 1  # + "none"
+    n_regions = len(region_keys(world)) + 1  # + "none"
     rows = taps.row
     holder_city = pop.home_city[rows].astype(np.int64)
     holder_region = np.where(holder_city == HOME_CITY, pop.region[rows].astype(np.int64), NONE)
     use_city = taps.city.astype(np.int64)
-    line_region = world.network.lines.region[taps.line].astype(np.int64)
-    use_region = np.where(use_city == HOME_CITY, line_region, NONE)
+    use_region = _use_region(world, taps)
     payment = np.where(np.isin(taps.medium, list(STORED_VALUE_MEDIA)), 0, 1)
     key = holder_city
     for value, size in (
@@ -120,7 +140,7 @@ class CrossCityCollector:
         world = self.worlds[event.shard]
         flows = day_flows(world, event.taps)
         codes = city_codes(world)
-        regions = list(world.region_ids)
+        regions = [rid for rid, _ in region_keys(world)]
         for i in range(len(flows["boardings"])):
             h, u = int(flows["holder_city"][i]), int(flows["use_city"][i])
             hr, ur = int(flows["holder_region"][i]), int(flows["use_region"][i])
@@ -192,4 +212,11 @@ class CrossCityCollector:
         }
 
 
-__all__ = ["CrossCityCollector", "PAYMENTS", "city_codes", "city_names", "day_flows"]
+__all__ = [
+    "CrossCityCollector",
+    "PAYMENTS",
+    "city_codes",
+    "city_names",
+    "day_flows",
+    "region_keys",
+]

@@ -111,7 +111,7 @@ def planned_taps(
     if len(away_rows):
         away = away_taps(
             pop, world.network, streams, day, away_rows, away_city, sc.interop,
-            world.n_local_lines,
+            world.n_local_lines, world.gateways,
         )  # fmt: skip
     return PlannedDay(local=local, away=away, away_rows=away_rows)
 

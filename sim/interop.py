@@ -20,7 +20,7 @@ counterparties with their own issuer, acquirer and exchange.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -33,6 +33,13 @@ Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ExternalRegion(_Model):
+    """A region of another city, where visitors' boardings are acquired."""
+
+    name_zh: str = Field(description="Region name, e.g. 海门.")
+    share: Share = Field(description="Share of the city's visitors' boardings made here.")
 
 
 class ExternalCity(_Model):
@@ -68,6 +75,39 @@ class ExternalCity(_Model):
     inbound_card_share: Share = Field(
         description="Share of those visitors paying with their own city's interoperable card."
     )
+    regions: dict[str, ExternalRegion] | None = Field(
+        None,
+        description="Where in the city visitors ride (region id -> name and share); omit for "
+        "one gateway for the whole city. Set for the cities of a multi-city run with links:.",
+    )
+
+    @field_validator("regions")
+    @classmethod
+    def _shares_add_up(cls, value: dict | None) -> dict | None:
+        if value is not None and abs(sum(r.share for r in value.values()) - 1.0) > 1e-6:
+            raise ValueError("the regions' shares must add up to 1")
+        return value
+
+
+class Gateway(NamedTuple):
+    """One gateway line of an external city: the city (1..n) and the region it stands for."""
+
+    city: int
+    region_id: str | None
+    name_zh: str | None
+    share: float
+
+
+def gateways(interop: Interop | None) -> list[Gateway]:
+    """The external cities' gateway lines in line order: one per region where a city lists
+    its regions, else one for the whole city."""
+    out = []
+    for j, city in enumerate([] if interop is None else interop.cities.values(), start=1):
+        if city.regions:
+            out += [Gateway(j, rid, r.name_zh, r.share) for rid, r in city.regions.items()]
+        else:
+            out.append(Gateway(j, None, None, 1.0))
+    return out
 
 
 class Interop(_Model):
@@ -147,7 +187,8 @@ YIMATONGXING = MEDIA.index("qr_yimatongxing")
 
 
 def extend_network(network, interop: Interop | None):
-    """The network plus, per external city, one pseudo line, stop and gateway device.
+    """The network plus, per external city, pseudo gateway lines, each with one stop and one
+    device: one per region where the city lists its regions, else one (``gateways``).
 
     Taps in another city are acquired there; locally they only need a line (for the acquirer and
     the route name), a stop and an uploading device: the city's data gateway, which forwards its
@@ -161,15 +202,20 @@ def extend_network(network, interop: Interop | None):
         return network
     lines, stops, devices = network.lines, network.stops, network.devices
     n_lines = len(lines.ids)
-    k = len(interop.cities)
+    ways = gateways(interop)
+    k = len(ways)
     new_lines = np.arange(n_lines, n_lines + k, dtype=np.int32)
-
+    cities = list(interop.cities.items())
+    names = [
+        f"EXT-{cities[g.city - 1][0].upper()}" + (f"-{g.region_id.upper()}" if g.region_id else "")
+        for g in ways
+    ]
     lines = replace(
         lines,
-        ids=lines.ids + [f"EXT-{cid.upper()}" for cid in interop.cities],
+        ids=lines.ids + names,
         mode=np.concatenate([lines.mode, np.full(k, BUS, np.uint8)]),
         region=np.concatenate([lines.region, np.zeros(k, np.uint8)]),
-        operator=lines.operator + [city_acquirer(cid, c) for cid, c in interop.cities.items()],
+        operator=lines.operator + [city_acquirer(*cities[g.city - 1]) for g in ways],
         speed_kmh=np.concatenate([lines.speed_kmh, np.full(k, 20.0, np.float32)]),
         stop_ptr=np.concatenate([lines.stop_ptr, lines.stop_ptr[-1] + 1 + np.arange(k)]).astype(
             np.int32
@@ -181,7 +227,7 @@ def extend_network(network, interop: Interop | None):
         line=np.concatenate([stops.line, new_lines]),
         zone=np.concatenate([stops.zone, np.zeros(k, np.int32)]),
         pos_km=np.concatenate([stops.pos_km, np.zeros(k, np.float32)]),
-        name=stops.name + [f"EXT-{cid.upper()}-GW" for cid in interop.cities],
+        name=stops.name + [f"{name}-GW" for name in names],
     )
     n_dev = len(devices.line)
     devices = replace(

@@ -23,7 +23,7 @@ from typing import Annotated
 from pydantic import Field
 
 from sim.clearing import ClearingNode
-from sim.interop import ExternalCity
+from sim.interop import ExternalCity, ExternalRegion
 from sim.world_settings import Section
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -152,6 +152,11 @@ def _seen_from(home, other, links: CityLinks) -> ExternalCity:
         visitor_fare_fen=profile.visitor_fare_fen,
         inbound_visitors_per_day=0,  # its own shard generates its riders' trips here
         inbound_card_share=0.0,
+        # Visitors ride in its regions in proportion to their residents.
+        regions={
+            rid: ExternalRegion(name_zh=r.name_zh, share=r.residents / residents)
+            for rid, r in other.regions.items()
+        },
     )
 
 

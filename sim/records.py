@@ -23,7 +23,7 @@ import numpy as np
 from agents.outlet import OUTCOMES, SERVICE_KINDS
 from sim import ids
 from sim.codes import MODES
-from sim.cross_city import day_flows
+from sim.cross_city import day_flows, region_keys
 from sim.day import TOPUP_CHANNELS
 from sim.events import (
     BatchCleared,
@@ -55,7 +55,7 @@ CITY_NAMED = ("region", "route", "city", "incident")
 def _city_names(world: World) -> dict[str, list[str]]:
     sc = world.scenario
     return {
-        "region": [r.name_zh for r in sc.regions.values()],
+        "region": [name for _, name in region_keys(world)],
         "route": list(world.network.lines.ids),
         "city": [sc.output.city_code]
         + ([] if sc.interop is None else [c.city_code for c in sc.interop.cities.values()]),

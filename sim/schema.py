@@ -683,9 +683,9 @@ CROSS_CITY_FLOWS = TableSpec(
         _c("holder_region", DICT8, "The rider's home region; null for visitors of a city not "
            "simulated in the run.", names="region", nullable=True),
         _c("use_city_code", DICT16, "JT/T city code where the boardings were made.", names="city"),
-        _c("use_region", DICT8, "Region where they were made; null when the city of use is not "
-           "the rider's shard (trips into another city ride its gateway line).", names="region",
-           nullable=True),
+        _c("use_region", DICT8, "Region where they were made; null in a city whose regions the "
+           "rider's shard does not know (an external city with one gateway for the whole city).",
+           names="region", nullable=True),
         _c("fare_product", DICT8, "stored_value (card purse) or qr_account.",
            names="fare_product"),
         _c("boardings", I64, "Single taps and metro entries the reader accepted (not declined, "

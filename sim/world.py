@@ -23,9 +23,9 @@ from sim.interop import (
     VISITOR_ID_BASE,
     away_probability,
     city_acquirer,
-    city_ids,
     city_issuer,
     extend_network,
+    gateways,
     visitors,
 )
 from sim.network import TransitNetwork, build_network
@@ -52,6 +52,7 @@ class World:
     participants: Participants
     n_local_lines: int  # lines [0, n) are the home city's; the rest are external cities' gateways
     line_city: np.ndarray  # uint8 per line: 0 the home city, k = external city k
+    gateways: list  # the external cities' gateway lines, from n_local_lines on (sim.interop)
     away_probability: np.ndarray  # [region, city]: chance a riding cardholder is there today
     riding_rows: np.ndarray  # rows that ever ride: dormant cards never enter daily work
     sale_rows: np.ndarray  # rows of cards sold in the period, by planned sale day
@@ -158,9 +159,10 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         line_city=np.concatenate(
             [
                 np.zeros(len(local_network.lines.ids), np.uint8),
-                np.arange(1, len(city_ids(scenario.interop)) + 1, dtype=np.uint8),
+                np.array([g.city for g in gateways(scenario.interop)], dtype=np.uint8),
             ]
         ),
+        gateways=gateways(scenario.interop),
         away_probability=(
             away_probability(scenario.interop, region_ids)
             if scenario.interop is not None and scenario.interop.cities

@@ -191,6 +191,7 @@ def test_city_accepting_no_nantong_cards_and_no_yimatongxing_yields_no_taps():
         city[in_shanghai],
         world.scenario.interop,
         world.n_local_lines,
+        world.gateways,
     )
     assert len(taps) == 0
 
@@ -214,6 +215,7 @@ def test_city_accepting_every_card_gives_every_holder_there_a_tap():
         np.full(len(there), suzhou),
         world.scenario.interop,
         world.n_local_lines,
+        world.gateways,
     )
     assert set(np.unique(taps.row).tolist()) == set(there.tolist())
     assert (np.bincount(taps.row)[there] >= 1).all()

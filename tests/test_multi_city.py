@@ -97,6 +97,26 @@ def test_a_linked_run_builds_and_its_cities_agree_on_the_hierarchy(tmp_path):
     assert participants.ids[participants.parent[participants.code("BETA_CARD")]] == "BETA_EXCHANGE"
 
 
+def test_riders_in_another_simulated_city_ride_in_its_regions_by_residents(tmp_path):
+    path = _linked_two_city(tmp_path)
+    # Each city's riders away 20 days a year: enough trips to see the split.
+    for city in ("alpha", "beta"):
+        text = path.read_text(encoding="utf-8")
+        overlay = tmp_path / "two_city" / f"{city}_away.yaml"
+        overlay.write_text(f"extends: {city}.yaml\ninterop: {{away_days_per_card_year: 20}}\n")
+        path.write_text(text.replace(f"two_city/{city}.yaml", f"two_city/{city}_away.yaml"))
+    out = tmp_path / "run"
+    run(load_scenario(path, ["period.days=3"]), out)
+    flows = read_frame(out, "cross_city_flows")
+    alpha_in_beta = flows[
+        (flows["holder_city_code"] == "9901") & (flows["use_city_code"] == "9902")
+    ]
+    by_region = alpha_in_beta.groupby("use_region")["boardings"].sum()
+    # Beta's centre has 400,000 residents, its county 200,000: two boardings in three there.
+    assert set(by_region.index) == {"城区", "县区"}
+    assert by_region["城区"] / by_region.sum() == pytest.approx(2 / 3, abs=0.08)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
