@@ -350,6 +350,7 @@ def away_taps(
     interop,
     first_gateway_line: int,
     gateways: list,
+    home_cards_listed: bool = True,
 ) -> DayTaps:
     """Boardings of cardholders away for the day, on the other city's transit.
 
@@ -357,15 +358,18 @@ def away_taps(
     holder's QR code if it is 一码通行 and the city takes it, else the ride is paid outside the
     card system and leaves no record here. ``gateways`` (sim.interop.gateways) are the other
     cities' gateway lines from ``first_gateway_line`` on; where a city has one per region, the
-    holder spends the day in one region, drawn by the regions' shares."""
+    holder spends the day in one region, drawn by the regions' shares. Before the home city was
+    ever listed (``home_cards_listed`` false), nobody tries the card away."""
     cities = list(interop.cities.values())
     ids = pop.card_id[rows]
     n_taps = 1 + streams.poisson("away.taps", day, ids, max(interop.taps_per_away_day - 1, 0.0))
     n_taps = np.minimum(n_taps, 7)
     accepts = np.array([c.accepts_home_cards for c in cities])[city - 1]
     takes_qr = np.array([c.accepts_yimatongxing for c in cities])[city - 1]
-    uses_card = (streams.uniform("away.card_ok", 0, ids) < accepts) & (
-        streams.uniform("away.card_choice", day, ids) < interop.away_card_share
+    uses_card = (
+        home_cards_listed
+        & (streams.uniform("away.card_ok", 0, ids) < accepts)
+        & (streams.uniform("away.card_choice", day, ids) < interop.away_card_share)
     )
     yima = MEDIA_YIMATONGXING
     uses_qr = ~uses_card & takes_qr & (pop.qr_channel[rows] == yima)

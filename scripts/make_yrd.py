@@ -128,6 +128,12 @@ def city_file(fig: dict[str, str], model: dict[str, str]) -> str:
     }
     accepts_text = ", ".join(f"{k}: {v:g}" for k, v in accepts.items() if k != standard)
     bus_fare = int(model["bus_fare_fen"])
+    lag = (
+        f"{{listed: {int(model['terminal_listed_days'])}, "
+        f"delisted: {int(model['terminal_delisted_days'])}}}"
+    )
+    operators = [f"{up}_BUS"] + ([f"{up}_METRO"] if n_metro else [])
+    lag_block = "\n".join(f"    {op}: {lag}" for op in operators)
     metro_block = "\n".join(metro) if metro else "    {}"
     metro_fares = (
         f"  metro: {{band_upper_km: {bands_km}, band_fare_fen: {bands_fen}}}\n" if metro else ""
@@ -189,6 +195,12 @@ media: [physical_card, nfc_virtual_card]}}
       {up}_QR_WECHAT: {{name_zh: 微信, exchange: {exchange}, media: [qr_wechat_tongcheng]}}
       {up}_QR_CITY: {{name_zh: 城市乘车码, exchange: {exchange}, media: [qr_changxing]}}
       {up}_QR_UNIONPAY: {{name_zh: 银联, exchange: {exchange}, media: [qr_unionpay]}}
+
+interop:
+  # Days its acquirers' terminals take to apply a change of the interoperable city list
+  # (at most 30 to add a city, 7 to remove one; DOMAIN.md §2): assumption.
+  terminal_update_days:
+{lag_block}
 
 city:
   name_zh: {fig["city_zh"]}

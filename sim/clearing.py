@@ -45,9 +45,11 @@ REJECT_REASONS: tuple[str, ...] = (
     "declined_insufficient_balance",
     "duplicate_deduction",
     "device_buffer_full",  # set by the engine: the validator refused the tap (buffer full)
+    "card_not_accepted",  # the terminal's city list does not take the card (sim/city_list.py)
 )
 R_NONE, R_DUPLICATE_UPLOAD, R_DECLINED, R_DUPLICATE_DEDUCTION = 0, 1, 2, 3
 R_DEVICE_BUFFER_FULL = 4
+R_CARD_NOT_ACCEPTED = 5
 
 #: Medium classes for fee rates and postings: stored-value card (physical or NFC) or QR account.
 MEDIUM_CLASSES: tuple[str, ...] = ("card", "qr")

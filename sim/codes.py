@@ -54,6 +54,11 @@ MEDIA_ZH: dict[str, str] = {
 #: Media codes that hold a stored-value balance on the card (the rest are account/QR based).
 STORED_VALUE_MEDIA: frozenset[int] = frozenset({0, 1})
 
+#: What a rider did after the reader took no fare from the card (declined for balance, or the
+#: card not accepted there): did not ride, paid by QR code, or paid cash (outside the system).
+FALLBACKS: tuple[str, ...] = ("none", "qr", "cash")
+FALLBACK_NONE, FALLBACK_QR, FALLBACK_CASH = 0, 1, 2
+
 #: Transit modes.
 MODES: tuple[str, ...] = ("bus", "metro")
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from sim.codes import STORED_VALUE_MEDIA, TAP_EXIT
 from sim.events import TapsFinal
+from sim.interop import city_codes as interop_city_codes
 from sim.population import HOME_CITY
 from sim.taps import TapTable
 
@@ -34,9 +35,7 @@ NONE = -1  # no region: a visitor's home region, or a region of a city not simul
 
 def city_codes(world) -> list[str]:
     """JT/T codes of a shard's city (index 0) and its interoperable cities (1..n)."""
-    sc = world.scenario
-    others = [] if sc.interop is None else [c.city_code for c in sc.interop.cities.values()]
-    return [sc.output.city_code, *others]
+    return interop_city_codes(world.scenario)
 
 
 def city_names(world) -> dict[str, str]:

@@ -28,12 +28,21 @@ from agents.validator import reader_outage_mask, reader_outage_windows, retap_ef
 from sim import ids
 from sim.balances import apply_events
 from sim.behaviour import NO_RESPONSE, PricedTrips, Response
-from sim.codes import STORED_VALUE_MEDIA, TAP_ENTRY, TAP_EXIT
+from sim.city_list import no_refusals, refuse_unlisted
+from sim.clearing import R_DECLINED
+from sim.codes import (
+    FALLBACK_CASH,
+    FALLBACK_NONE,
+    FALLBACK_QR,
+    STORED_VALUE_MEDIA,
+    TAP_ENTRY,
+    TAP_EXIT,
+)
 from sim.disruption import disrupt_taps
 from sim.fares import TapBatch, price_taps
 from sim.grouping import rank_in_groups
 from sim.incidents import NO_INCIDENT, mark
-from sim.population import HOME_CITY, Cardholders
+from sim.population import HOME_CITY, NO_QR, Cardholders
 from sim.rng import Streams
 from sim.state import RunState
 from sim.taps import Phase, TapTable
@@ -57,6 +66,9 @@ class DayPlan:
     purse: dict[str, np.ndarray]  # non-transit purse purchases (row, t_s, amount_fen)
     sales: dict[str, np.ndarray]  # card sales (row, outlet or -1 online, t_s)
     stats: dict[str, int] = field(default_factory=dict)
+    # Card taps the reader took no fare from, and what the riders did (sim/city_list.py):
+    # refused by the city list at planning; declined for balance added at settlement.
+    refusals: dict[str, np.ndarray] = field(default_factory=no_refusals)
 
     @property
     def n(self) -> int:
@@ -111,7 +123,7 @@ def planned_taps(
     if len(away_rows):
         away = away_taps(
             pop, world.network, streams, day, away_rows, away_city, sc.interop,
-            world.n_local_lines, world.gateways,
+            world.n_local_lines, world.gateways, world.city_list.riders_try(0, day),
         )  # fmt: skip
     return PlannedDay(local=local, away=away, away_rows=away_rows)
 
@@ -184,6 +196,8 @@ def plan_day(
         "incident": taps.incident,
     }
     cols["home_card"] = _home_cards(pop, taps)
+    cols, refusals = refuse_unlisted(world, streams, day, cols)
+    stats["card_not_accepted"] = len(refusals["row"])
 
     # Accidental double taps: the lock swallows most; a failed lock charges twice (重复扣款).
     card_rows = np.flatnonzero(cols["home_card"])
@@ -217,6 +231,7 @@ def plan_day(
         purse=purse,
         sales=sales,
         stats=stats,
+        refusals=refusals,
     )
 
 
@@ -457,6 +472,33 @@ def defer_sales(state: RunState, rows: np.ndarray, day: int) -> None:
     state.sales_carry.setdefault(day, []).append(rows)
 
 
+def _declined_refusals(world: World, streams: Streams, plan: DayPlan) -> dict[str, np.ndarray]:
+    """The day's taps declined for balance as refusals: the card is never overdrawn, and the
+    rider pays another way (their QR code if they have one, else cash) with
+    ``behaviour.declined_pays_other_way_share``, or does not ride. The other payment is recorded
+    here only (the day's taps are already on the devices)."""
+    taps = plan.taps
+    d = np.flatnonzero(taps.declined)
+    rows = taps.row[d]
+    pop = world.population
+    pays = streams.uniform("declined.fallback", plan.day, taps.tap_key[d]) < (
+        world.scenario.behaviour.declined_pays_other_way_share
+    )
+    has_qr = pop.qr_channel[rows] != NO_QR
+    return {
+        "row": rows,
+        "t_s": taps.t_s[d],
+        "line": taps.line[d].astype(np.int64),
+        "device": taps.device[d].astype(np.int64),
+        "medium": taps.medium[d].astype(np.int64),
+        "card_city": pop.home_city[rows].astype(np.int64),
+        "amount_fen": taps.amount_fen[d],
+        "reason": np.full(len(d), R_DECLINED, dtype=np.int64),
+        "fallback": np.where(pays, np.where(has_qr, FALLBACK_QR, FALLBACK_CASH), FALLBACK_NONE),
+        "tx_id": taps.tx_id[d],
+    }
+
+
 def settle_balances(
     world: World, state: RunState, plan: DayPlan, credits: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
@@ -511,6 +553,10 @@ def settle_balances(
     cards.balance_fen[res.cards] = res.end_balance_fen
     spent = np.where(charged, taps.amount_fen, 0)
     np.add.at(cards.month_spent_fen, taps.row, spent)
+    plan.refusals = {
+        name: np.concatenate([plan.refusals[name], col])
+        for name, col in _declined_refusals(world, state.streams, plan).items()
+    }
     return {
         "balance_before_fen": res.balance_before_fen[n_debit + n_purse :],
         "balance_after_fen": res.balance_after_fen[n_debit + n_purse :],

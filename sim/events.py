@@ -47,6 +47,9 @@ class DaySettled:
     purse: Columns  # non-transit purse payments (row, t_s, amount_fen, accepted)
     stats: dict[str, int] = field(default_factory=dict)  # behaviour counts of the day
     shard: int = 0  # the city whose records these are
+    # Card taps the reader took no fare from (sim/city_list.py REFUSAL_COLUMNS, plus the card's
+    # issuer and the line's acquirer): refused by the city list, or declined for balance.
+    refusals: Columns = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Annotated, Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sim.city_list import ListChange, TerminalLag
 from sim.codes import CARD_TYPES, MEDIA
 from sim.world_settings import scaled_count
 
@@ -132,6 +133,17 @@ class Interop(_Model):
         description="Chance a cardholder away uses the Nantong card where it is accepted (else "
         "QR where possible, else another payment outside the card system)."
     )
+    list_changes: tuple[ListChange, ...] = Field(
+        (),
+        description="Changes of the interoperable city list during the period (sim/city_list.py); "
+        "a multi-city file sets them for all its cities (list_changes:).",
+    )
+    terminal_update_days: dict[str, TerminalLag] = Field(
+        default_factory=dict,
+        description="Per acquirer id (an operator here or an interoperable city's acquirer): "
+        "days its terminals take to apply a list change; others take the defaults (30 to add a "
+        "city, 7 to remove one).",
+    )
 
     @field_validator("cities")
     @classmethod
@@ -150,6 +162,13 @@ def city_issuer(city_id: str, city: ExternalCity) -> str:
 def city_acquirer(city_id: str, city: ExternalCity) -> str:
     """Clearing id of an external city's transit acquirer."""
     return city.acquirer_id or f"{city_id.upper()}_TRANSIT"
+
+
+def city_codes(scenario) -> list[str]:
+    """JT/T codes of a scenario's city (index 0) and its interoperable cities (1..n)."""
+    interop = scenario.interop
+    others = [] if interop is None else [c.city_code for c in interop.cities.values()]
+    return [scenario.output.city_code, *others]
 
 
 def city_ids(interop: Interop | None) -> list[str]:

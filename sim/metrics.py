@@ -62,7 +62,13 @@ KPI_NAMES: tuple[str, ...] = (
 #: Daily KPIs that are not summed into the run totals (a mean of means means nothing).
 _NOT_SUMMED = frozenset({"outlet_mean_wait_s"})
 #: Counts of the day's records kept in the totals besides the KPIs.
-_DAY_COUNTS = ("card_sales_deferred", "refunds_executed", "refunds_fen", "refunds_other_issuers")
+_DAY_COUNTS = (
+    "card_sales_deferred",
+    "refunds_executed",
+    "refunds_fen",
+    "refunds_other_issuers",
+    "card_not_accepted",
+)
 
 
 class KpiCollector:

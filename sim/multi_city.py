@@ -87,6 +87,40 @@ def link_cities(ids: list[str], files: list[str], cities: list, links: CityLinks
     return linked
 
 
+def share_city_list(ids: list[str], files: list[str], cities: list, changes: tuple) -> list:
+    """The cities' scenarios with the run's list changes and every acquirer's terminal lags
+    (each city declares its own operators'; riders away meet the others' terminals). Raises
+    ValueError where a city sets its own list changes or two cities give one acquirer two lags."""
+    lags: dict = {}
+    declared_by: dict[str, str] = {}
+    for cid, path, sc in zip(ids, files, cities, strict=True):
+        if sc.interop is None:
+            continue
+        if changes and sc.interop.list_changes:
+            raise ValueError(
+                f"cities.{cid} ({path}): interop.list_changes: the run's list_changes apply to "
+                "every city; expected none in a city's own file"
+            )
+        for acquirer, lag in sc.interop.terminal_update_days.items():
+            if acquirer in lags and lags[acquirer] != lag:
+                raise ValueError(
+                    f"cities.{cid} ({path}): interop.terminal_update_days.{acquirer} differs "
+                    f"from cities.{declared_by[acquirer]}'s"
+                )
+            lags.setdefault(acquirer, lag)
+            declared_by.setdefault(acquirer, cid)
+    shared = []
+    for sc in cities:
+        if sc.interop is None:
+            shared.append(sc)
+            continue
+        update = {"terminal_update_days": lags}
+        if changes:
+            update["list_changes"] = tuple(changes)
+        shared.append(sc.model_copy(update={"interop": sc.interop.model_copy(update=update)}))
+    return shared
+
+
 def _check_linkable(cid: str, path: str, sc) -> None:
     where = f"cities.{cid} ({path})"
     if sc.city is None:
@@ -185,4 +219,4 @@ def _km(a: tuple[float, float], b: tuple[float, float]) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(h))
 
 
-__all__ = ["CityLinks", "CityProfile", "link_cities"]
+__all__ = ["CityLinks", "CityProfile", "link_cities", "share_city_list"]

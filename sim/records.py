@@ -207,6 +207,8 @@ class RecordWriter:
             return  # another city's writer writes it (run-wide events count as the first's)
         match event:
             case DaySettled(day=day):
+                if len(event.refusals.get("row", ())):
+                    self._write("refused_taps", day, self._refused_taps(day, event.refusals))
                 self._write("topups", day, self._topups(day, event.topups))
                 self._write("card_sales", day, self._card_sales(day, event.card_sales))
                 self._write("outlet_visits", day, self._outlet_visits(day, event.outlet_visits))
@@ -300,6 +302,22 @@ class RecordWriter:
             "clearing_batch_id": c.clearing_batch_id,
             "settle_date": settle_date,
             "incident_id": self._code("incident", c.incident.astype(np.int64)),
+        }
+
+    def _refused_taps(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {
+            "transaction_id": c["tx_id"],
+            "event_timestamp": self._ts(day, c["t_s"]),
+            "token_id": self.tokens(c["row"], day),
+            "media": c["medium"],
+            "card_city_code": self._code("city", c["card_city"]),
+            "issuer_id": c["issuer"],
+            "acquirer_id": c["acquirer"],
+            "route_id": self._code("route", c["line"]),
+            "device_id": c["device"],
+            "amount_fen": c["amount_fen"],
+            "reject_reason": c["reason"],
+            "fallback": c["fallback"],
         }
 
     def _cross_city_flows(self, c: TapTable) -> dict[str, np.ndarray]:

@@ -21,12 +21,13 @@ from pydantic import Field, ValidationInfo, field_validator
 from agents.outlet import OutletSettings
 from agents.validator import DeviceSettings
 from sim.calendar import Calendar, CalendarSettings, load_calendar_file
+from sim.city_list import ListChange
 from sim.clearing import ClearingNetwork, ClearingSettings
 from sim.codes import MEDIA
 from sim.fare_rules import FareRules
 from sim.incidents import Incident, check_incidents
 from sim.interop import Interop
-from sim.multi_city import CityLinks, CityProfile, link_cities
+from sim.multi_city import CityLinks, CityProfile, link_cities, share_city_list
 from sim.reference import ReferencePricing, with_reference
 from sim.world_settings import (
     Behaviour,
@@ -262,6 +263,11 @@ class MultiCityScenario(Section):
     seed: int = Field(ge=0, description="Root of the run's random streams (every city's).")
     period: Period = Field(description="Simulated days (replacing each city's own).")
     cities: dict[str, CityRef] = Field(min_length=1, description="Cities by id, in shard order.")
+    list_changes: tuple[ListChange, ...] = Field(
+        (),
+        description="Changes of the interoperable city list during the period, for every city "
+        "of the run (sim/city_list.py).",
+    )
     links: CityLinks | None = Field(
         None,
         description="Derive each city's view of the others from their own files (each needs a "
@@ -390,16 +396,17 @@ def _load_multi_city(path: str | Path, overrides: Sequence[str]) -> MultiCitySce
             raise ConfigError([f"{path}: cities.{city_id}: {p}" for p in exc.problems]) from None
         world_seed = scenario.seed if scenario.world_seed is None else scenario.world_seed
         cities.append(scenario.model_copy(update={"seed": spec.seed, "world_seed": world_seed}))
+    ids, files = list(spec.cities), [str(c.scenario) for c in spec.cities.values()]
     if spec.links is not None:
         try:
-            cities = link_cities(
-                list(spec.cities),
-                [str(c.scenario) for c in spec.cities.values()],
-                cities,
-                spec.links,
-            )
+            cities = link_cities(ids, files, cities, spec.links)
         except ValueError as exc:
             raise ConfigError([f"{field_origin(path, 'links', overrides)}: links: {exc}"]) from None
+    try:
+        cities = share_city_list(ids, files, cities, spec.list_changes)
+    except ValueError as exc:
+        where = field_origin(path, "list_changes" if spec.list_changes else "cities", overrides)
+        raise ConfigError([f"{where}: {exc}"]) from None
     return spec.model_copy(update={"city_scenarios": tuple(cities)})
 
 

@@ -57,6 +57,7 @@ BUILTIN_NAME_TABLES: dict[str, tuple[str, ...]] = {
     "mode": codes.MODES,
     "tap_kind": codes.TAP_KINDS,
     "tx_status": codes.TX_STATUS,
+    "fallback": codes.FALLBACKS,
     "day_type": codes.DAY_TYPES,
     "fare_action": TIDES_FARE_ACTIONS,
     "fare_media": TIDES_FARE_MEDIA,
@@ -673,6 +674,32 @@ DAILY_KPIS = TableSpec(
     (_ge("card_spend_fen", 0), _ge("qr_spend_fen", 0), _ge("topup_fen", 0)),
 )
 
+REFUSED_TAPS = TableSpec(
+    "refused_taps",
+    "One row per card tap the reader took no fare from, and what the rider did next: cards "
+    "declined for balance (never overdrawn; the record is also in transactions) and cards the "
+    "terminal's interoperable city list does not take (sim/city_list.py; no transaction).",
+    (
+        _c("transaction_id", I64, "The declined tap record; null for a card not accepted, "
+           "which never became a transaction.", nullable=True, encoding="delta"),
+        _ts("event_timestamp", "Time the card was presented."),
+        _token(),
+        _media(),
+        _c("card_city_code", DICT16, "JT/T code of the card's issuing city.", names="city"),
+        _institution("issuer_id", "Card issuer."),
+        _institution("acquirer_id", "Acquirer whose terminal refused it."),
+        _c("route_id", DICT16, "Route (line) of the device.", names="route"),
+        _id("device_id", "Validator.", encoding="dict"),
+        _money("amount_fen", "The fare that was due.", type_=I64),
+        _c("reject_reason", DICT8, "declined_insufficient_balance or card_not_accepted.",
+           names="reject_reason"),
+        _c("fallback", DICT8, "What the rider did: none (did not ride), qr (paid by QR code; "
+           "away with 一码通行 this is a tap record 20 s later) or cash (outside the card "
+           "system).", names="fallback"),
+    ),
+    (_ge("amount_fen", 0),),
+)
+
 CROSS_CITY_FLOWS = TableSpec(
     "cross_city_flows",
     "Who rode where (sim/cross_city.py): one row per day, holder's city and region, city and "
@@ -728,6 +755,7 @@ TABLES: dict[str, TableSpec] = {
         LEDGER_ENTRIES,
         DAILY_KPIS,
         CROSS_CITY_FLOWS,
+        REFUSED_TAPS,
         LENDING_LABELS,
     )
 }

@@ -244,6 +244,11 @@ class CityShard:
             purse=plan.purse,
             stats={**plan.stats, **stats},
             shard=self.shard_index,
+            refusals={
+                **plan.refusals,
+                "issuer": self.city_issuer[plan.refusals["card_city"]],
+                "acquirer": self.line_acquirer[plan.refusals["line"]],
+            },
         )
         self.bus.publish(event)
         self._keep_resends()

@@ -16,6 +16,7 @@ import numpy as np
 
 from agents.outlet import OutletInfo, load_outlets_csv
 from sim.calendar import Calendar
+from sim.city_list import CityList, TerminalLag
 from sim.clearing import Participant, Participants, initial_deposits_fen
 from sim.fares import FareSet, compile_fare_set
 from sim.incidents import Timeline
@@ -23,6 +24,7 @@ from sim.interop import (
     VISITOR_ID_BASE,
     away_probability,
     city_acquirer,
+    city_codes,
     city_issuer,
     extend_network,
     gateways,
@@ -53,6 +55,7 @@ class World:
     n_local_lines: int  # lines [0, n) are the home city's; the rest are external cities' gateways
     line_city: np.ndarray  # uint8 per line: 0 the home city, k = external city k
     gateways: list  # the external cities' gateway lines, from n_local_lines on (sim.interop)
+    city_list: CityList  # the interoperable city list over the period, per terminal
     away_probability: np.ndarray  # [region, city]: chance a riding cardholder is there today
     riding_rows: np.ndarray  # rows that ever ride: dormant cards never enter daily work
     sale_rows: np.ndarray  # rows of cards sold in the period, by planned sale day
@@ -163,6 +166,7 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
             ]
         ),
         gateways=gateways(scenario.interop),
+        city_list=_city_list(scenario, network),
         away_probability=(
             away_probability(scenario.interop, region_ids)
             if scenario.interop is not None and scenario.interop.cities
@@ -346,6 +350,23 @@ def _shift_sales_to_open_days(population, home_outlet, outlets, calendar: Calend
         next_open = np.minimum.accumulate(idx[::-1])[::-1]
         mine = rows[home_outlet[rows] == k]
         population.issue_day[mine] = next_open[population.issue_day[mine]]
+
+
+def _city_list(scenario: Scenario, network: TransitNetwork) -> CityList:
+    """The city list as this city's riders meet it: each line's acquirer's terminal lags."""
+    interop = scenario.interop
+    if interop is None:
+        return CityList((), scenario.period.start, city_codes(scenario), np.zeros((0, 2)))
+    lags = interop.terminal_update_days
+    default = TerminalLag()
+    line_lags = np.array(
+        [
+            (lags.get(op, default).listed, lags.get(op, default).delisted)
+            for op in network.lines.operator
+        ],
+        dtype=np.int64,
+    ).reshape(-1, 2)
+    return CityList(interop.list_changes, scenario.period.start, city_codes(scenario), line_lags)
 
 
 def build_worlds(scenarios: list[Scenario], outlets_files: list[Path]) -> list[World]:
