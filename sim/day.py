@@ -321,12 +321,17 @@ def _close_unmatched_entries(taps: DayTaps) -> DayTaps:
 
 
 def _append_away(world: World, taps: DayTaps, fares: dict, away: DayTaps):
-    """Add boardings in other cities, priced at the city's visitor fare (its local discount for
-    interoperable cards applies to cards, not QR)."""
+    """Add boardings in other cities, priced at the city's visitor fare (its local discounts for
+    interoperable cards, by the holder's age where it gives elderly concessions to visitors,
+    apply to cards, not QR)."""
     cities = list(world.scenario.interop.cities.values())
     city = world.line_city[away.line].astype(np.int64) - 1
     list_fare = np.array([c.visitor_fare_fen for c in cities], np.int64)[city]
     pct = np.array([c.visitor_discount_pct for c in cities])[city]
+    age = world.population.age[away.row]
+    for j, c in enumerate(cities):  # the place's concessions by age (art. 31): bands in age order
+        for band in sorted(c.elderly_discounts, key=lambda b: b.age_min):
+            pct = np.where((city == j) & (age >= band.age_min), band.discount_pct, pct)
     is_card = np.isin(away.medium, list(STORED_VALUE_MEDIA))
     concession = np.where(is_card, (list_fare * pct / 100).astype(np.int64), 0)
     n = len(away)

@@ -43,6 +43,13 @@ class ExternalRegion(_Model):
     share: Share = Field(description="Share of the city's visitors' boardings made here.")
 
 
+class AgeDiscount(_Model):
+    """A concession a city gives interoperable cards of visitors from an age on."""
+
+    age_min: Annotated[int, Field(ge=0, le=120)] = Field(description="Youngest age it applies to.")
+    discount_pct: Annotated[float, Field(ge=0, le=100)] = Field(description="Percent off.")
+
+
 class ExternalCity(_Model):
     """Another city whose transit accepts interoperable cards and codes."""
 
@@ -75,6 +82,13 @@ class ExternalCity(_Model):
     )
     inbound_card_share: Share = Field(
         description="Share of those visitors paying with their own city's interoperable card."
+    )
+    elderly_discounts: tuple[AgeDiscount, ...] = Field(
+        (),
+        description="The city's age-based concessions for visitors' interoperable cards (MOT "
+        "2018 art. 31: the local concessions of the place of use): a holder gets the discount of "
+        "the oldest band reached, else visitor_discount_pct. Derived from the city's own file in "
+        "a run with links: (empty when it gives visitors none).",
     )
     regions: dict[str, ExternalRegion] | None = Field(
         None,

@@ -23,7 +23,7 @@ from typing import Annotated
 from pydantic import Field
 
 from sim.clearing import ClearingNode
-from sim.interop import ExternalCity, ExternalRegion
+from sim.interop import AgeDiscount, ExternalCity, ExternalRegion
 from sim.world_settings import Section
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -85,6 +85,14 @@ def link_cities(ids: list[str], files: list[str], cities: list, links: CityLinks
         clearing = sc.clearing.model_copy(update={"network": network})
         linked.append(sc.model_copy(update={"interop": interop, "clearing": clearing}))
     return linked
+
+
+def with_visitor_concessions(sc, treatment: str):
+    """A city's scenario with the run's treatment of visitors' cards (``visitor_concessions``)."""
+    if sc.interop is None:
+        return sc
+    interop = sc.interop.model_copy(update={"visitor_concessions": treatment})
+    return sc.model_copy(update={"interop": interop})
 
 
 def share_city_list(ids: list[str], files: list[str], cities: list, changes: tuple) -> list:
@@ -184,6 +192,7 @@ def _seen_from(home, other, links: CityLinks) -> ExternalCity:
         accepts_home_cards=accepts,
         accepts_yimatongxing=profile.accepts_yimatongxing,
         visitor_fare_fen=profile.visitor_fare_fen,
+        elderly_discounts=_elderly_discounts(other),
         inbound_visitors_per_day=0,  # its own shard generates its riders' trips here
         inbound_card_share=0.0,
         # Visitors ride in its regions in proportion to their residents.
@@ -192,6 +201,25 @@ def _seen_from(home, other, links: CityLinks) -> ExternalCity:
             for rid, r in other.regions.items()
         },
     )
+
+
+def _elderly_discounts(sc) -> tuple[AgeDiscount, ...]:
+    """The age-based concessions a city gives visitors' cards: its own age-based card types'
+    first rule (free or percent; rules limited to hours or day types are not carried over),
+    when its ``interop.visitor_concessions`` is local."""
+    if sc.interop is None or sc.interop.visitor_concessions != "local":
+        return ()
+    bands = []
+    for card_type, age in sc.population.concession_ages.items():
+        rules = sc.fares.concessions.get(card_type, ())
+        if not rules:
+            continue
+        rule = rules[0]
+        if rule.kind == "free":
+            bands.append(AgeDiscount(age_min=age, discount_pct=100.0))
+        elif rule.kind == "percent" and rule.discount_pct is not None:
+            bands.append(AgeDiscount(age_min=age, discount_pct=float(rule.discount_pct)))
+    return tuple(sorted(bands, key=lambda b: b.age_min))
 
 
 def _operators(sc) -> list[str]:
@@ -219,4 +247,10 @@ def _km(a: tuple[float, float], b: tuple[float, float]) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(h))
 
 
-__all__ = ["CityLinks", "CityProfile", "link_cities", "share_city_list"]
+__all__ = [
+    "CityLinks",
+    "CityProfile",
+    "link_cities",
+    "share_city_list",
+    "with_visitor_concessions",
+]

@@ -27,7 +27,13 @@ from sim.codes import MEDIA
 from sim.fare_rules import FareRules
 from sim.incidents import Incident, check_incidents
 from sim.interop import Interop
-from sim.multi_city import CityLinks, CityProfile, link_cities, share_city_list
+from sim.multi_city import (
+    CityLinks,
+    CityProfile,
+    link_cities,
+    share_city_list,
+    with_visitor_concessions,
+)
 from sim.reference import ReferencePricing, with_reference
 from sim.world_settings import (
     Behaviour,
@@ -268,6 +274,13 @@ class MultiCityScenario(Section):
         description="Changes of the interoperable city list during the period, for every city "
         "of the run (sim/city_list.py).",
     )
+    visitor_concessions: Literal["none", "local"] | None = Field(
+        None,
+        description="What visitors' interoperable cards get in every city of the run (replacing "
+        "each city's interop.visitor_concessions): local, the place's concessions (MOT 2018 art. "
+        "31), or none (the policy question: do visiting elderly ride free?). Omit to keep each "
+        "city's own.",
+    )
     links: CityLinks | None = Field(
         None,
         description="Derive each city's view of the others from their own files (each needs a "
@@ -397,6 +410,8 @@ def _load_multi_city(path: str | Path, overrides: Sequence[str]) -> MultiCitySce
         world_seed = scenario.seed if scenario.world_seed is None else scenario.world_seed
         cities.append(scenario.model_copy(update={"seed": spec.seed, "world_seed": world_seed}))
     ids, files = list(spec.cities), [str(c.scenario) for c in spec.cities.values()]
+    if spec.visitor_concessions is not None:
+        cities = [with_visitor_concessions(sc, spec.visitor_concessions) for sc in cities]
     if spec.links is not None:
         try:
             cities = link_cities(ids, files, cities, spec.links)

@@ -196,3 +196,39 @@ def test_the_runs_list_changes_belong_to_the_run_not_to_a_city(tmp_path):
     )
     with pytest.raises(BadInput, match=r"run\.yaml:\d+: cities\.alpha .*list_changes"):
         load_scenario(path)
+
+
+@pytest.mark.parametrize("treatment", ["local", "none"])
+def test_a_card_away_gets_the_concessions_of_the_place_unless_the_policy_denies_them(
+    tmp_path, treatment
+):
+    path = _two_city(tmp_path, "[]", "{listed: 0, delisted: 0}", "{listed: 0, delisted: 0}")
+    for city in ("alpha", "beta"):  # the elderly card from 65, as each city's own riders
+        overlay = tmp_path / "two_city" / f"{city}_x.yaml"
+        overlay.write_text(
+            overlay.read_text(encoding="utf-8")
+            + "population: {concession_ages: {longevity: 65}}\n",
+            encoding="utf-8",
+        )
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("cities:\n", f"visitor_concessions: {treatment}\ncities:\n"))
+    scenario = load_scenario(path, ["period.days=3"])
+    seen = scenario.city_scenarios[0].interop.cities["beta"]
+    expected = ((65, 100.0),) if treatment == "local" else ()
+    assert tuple((b.age_min, b.discount_pct) for b in seen.elderly_discounts) == expected
+    out = tmp_path / "out"
+    run(scenario, out, unmasked=True)
+    tx = read_frame(out, "transactions")
+    cards = tx["media"].isin(["physical_card", "nfc_virtual_card"])
+    away = tx[cards & (tx["issuer_id"] == "ALPHA_CARD") & (tx["city_code"] == "9902")]
+    elderly = away["rider_category"] == "longevity"
+    student = away["rider_category"] == "student"
+    free = away["amount_fen"] == 0
+    assert elderly.sum() > 0 and student.sum() > 0
+    if treatment == "local":
+        # Every holder of 65 or more rides free (the elderly cards, and ordinary cards of
+        # holders that old); students pay the visitor fare (not an age-based concession).
+        assert free[elderly].all() and not free[student].any()
+        assert (free & ~elderly).sum() < (~free & ~elderly).sum()
+    else:
+        assert (away["amount_fen"] == away["list_fare_fen"]).all()
