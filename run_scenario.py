@@ -364,6 +364,10 @@ def print_summary(summary) -> None:
             "cleared / rejected / pending",
             f"{t.get('cleared', 0):,} / {t.get('rejected', 0):,} / {t.get('pending', 0):,}",
         ),
+        (
+            "deposit calls / settlements deferred",
+            f"{t.get('deposit_calls', 0):,} / {t.get('settlements_deferred', 0):,}",
+        ),
         ("time to build the world (s)", f"{summary.timings_s.get('build_world_s', 0):.1f}"),
         (
             "time to simulate and write (s)",

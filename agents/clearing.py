@@ -35,7 +35,8 @@ from sim.clearing import (
 )
 from sim.clearing_network import ClearingTopology, Routing, transit_rates_bp
 from sim.codes import CLEARED
-from sim.events import BatchCleared, EventBus, SettlementDone, concat_status
+from sim.deposits import DepositDesk
+from sim.events import BatchCleared, DepositEvents, EventBus, SettlementDone, concat_status
 from sim.ledger import InvariantViolation, Ledger, check_positions
 
 DAY_S = 86_400
@@ -101,6 +102,8 @@ class ClearingNetworkAgent:
             for code in participants.of_role("clearing_node")
         }
         self.settlements_due: dict[int, list[Routing]] = {}
+        self.deposits = DepositDesk(settings, participants)
+        self.deferred: set[int] = set()  # settlement dates that had to wait for deposit money
 
     def cutoff_of(self, clearing_day: int) -> int:
         """Absolute time of the cut-off that closes ``clearing_day``'s batch (next morning)."""
@@ -279,25 +282,69 @@ class ClearingNetworkAgent:
             )
 
     def settle_due(self, today: int) -> None:
-        """Pay every position whose settlement date has come (by ``today``)."""
+        """Pay every position whose settlement date has come (by ``today``), in date order, as
+        far as the issuers' deposits cover them (sim/deposits.py): the first settlement a
+        deposit cannot cover waits, and every later one with it."""
+        desk = self.deposits
+        desk.receive(self.ledger, today)
         for settle_day in sorted(d for d in self.settlements_due if d <= today):
-            for routing in self.settlements_due.pop(settle_day):
-                positions = routing.positions
-                if not len(positions.participant):
-                    continue
-                post_settlement(self.ledger, settle_day, positions, self.participants)
-                books = routing.books
-                self.bus.publish(
-                    SettlementDone(
-                        settle_day,
-                        {
-                            "node": books.node.astype(np.int64),
-                            "participant": books.counterparty.astype(np.int64),
-                            "role": self.participants.role[books.counterparty],
-                            "position_fen": books.position_fen,
-                        },
-                    )
-                )
+            waiting = self.settlements_due[settle_day]
+            while waiting:
+                positions = waiting[0].positions
+                if len(positions.participant):
+                    short = desk.shortfalls(self.ledger, positions)
+                    if short:
+                        desk.defer(self.ledger, today, settle_day, short)
+                        self.deferred.add(settle_day)
+                        break
+                    self._pay(waiting[0], settle_day, today)
+                waiting.pop(0)
+            if waiting:
+                break
+            del self.settlements_due[settle_day]
+        desk.call_low(self.ledger, today)
+        events = desk.drain()
+        if len(events["day"]):
+            self.bus.publish(DepositEvents(today, events))
+
+    def settle_outstanding(self, last_settle_day: int) -> None:
+        """After the period: settlements still waiting for deposit money are paid on the days
+        the called money arrives, so none is left unpaid."""
+        today = last_settle_day
+        # Each waiting settlement is paid at most a call delay after the one before it.
+        limit = today + (len(self.settlements_due) + 1) * (
+            self.settings.deposit_call_delay_days + 1
+        )
+        while self.settlements_due and today < limit:
+            today += 1
+            self.settle_due(today)
+        if self.settlements_due:
+            first = min(self.settlements_due)
+            raise InvariantViolation(
+                "settlements_paid", 0, f"settlement of day {first}",
+                f"still unpaid on day {today}, after every deposit call has arrived",
+            )  # fmt: skip
+
+    def _pay(self, routing: Routing, settle_day: int, today: int) -> None:
+        """Post a settlement: on its date, or today if it had to wait for deposit money."""
+        late = settle_day in self.deferred
+        paid_on = today if late else settle_day
+        positions = routing.positions
+        post_settlement(self.ledger, paid_on, positions, self.participants)
+        if late:
+            self.deposits.paid_late(today, settle_day, positions)
+        books = routing.books
+        self.bus.publish(
+            SettlementDone(
+                paid_on,
+                {
+                    "node": books.node.astype(np.int64),
+                    "participant": books.counterparty.astype(np.int64),
+                    "role": self.participants.role[books.counterparty],
+                    "position_fen": books.position_fen,
+                },
+            )
+        )
 
 
 def _records_of(result: ClearingResult, rows: np.ndarray) -> ClearingResult:

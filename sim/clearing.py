@@ -202,6 +202,19 @@ class ClearingSettings(BaseModel):
         default_factory=dict,
         description="Per-issuer deposit in fen, by participant id, replacing the default.",
     )
+    deposit_call_threshold_pct: float = Field(
+        50.0,
+        ge=0,
+        le=100,
+        description="An issuer whose deposit falls below this share of its level is called to "
+        "bring it back (sim/deposits.py). Assumption.",
+    )
+    deposit_call_delay_days: int = Field(
+        1,
+        ge=0,
+        le=30,
+        description="Days from a deposit call until the money is in. Assumption.",
+    )
     network: ClearingNetwork | None = Field(
         None, description="The clearing hierarchy (required in a scenario)."
     )
@@ -1073,10 +1086,11 @@ def post_clearing(
 def post_settlement(
     ledger: Ledger, day: int, positions: Positions, participants: Participants
 ) -> None:
-    """Settle positions on their settlement date: issuers pay from their deposit (other payers
-    from their bank), receivers get bank money; ``settle:`` accounts return to zero."""
-    if positions.settle_day != day:
-        raise ValueError(f"positions settle on day {positions.settle_day}, not day {day}")
+    """Settle positions on ``day``, their settlement date or later (a settlement deferred for
+    want of deposit money, sim/deposits.py): issuers pay from their deposit (other payers from
+    their bank), receivers get bank money; ``settle:`` accounts return to zero."""
+    if day < positions.settle_day:
+        raise ValueError(f"positions settle on day {positions.settle_day}, not before (day {day})")
     debits, credits, amounts = [], [], []
     for code, pos in zip(
         positions.participant.tolist(), positions.position_fen.tolist(), strict=True

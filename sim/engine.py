@@ -24,7 +24,13 @@ import simpy
 
 from agents.clearing import ClearingNetworkAgent
 from sim.behaviour import Response
-from sim.clearing import MEMO_DEPOSIT, MEMO_OPENING, initial_deposits_fen, post_flow
+from sim.clearing import (
+    MEMO_DEPOSIT,
+    MEMO_OPENING,
+    deposit_shortfalls,
+    initial_deposits_fen,
+    post_flow,
+)
 from sim.events import (
     DayClosed,
     EventBus,
@@ -209,6 +215,7 @@ class Engine:
     def _finish(self) -> None:
         """The last day's batch closes after the period: run the clock that far, then check."""
         self._advance(self.clearing.cutoff_of(self.days - 1) + 1)
+        self.clearing.settle_outstanding(self.days)
         for shard in self.shards:
             shard.flush_final_days(final=True)
         outstanding = sum(shard.refunds_outstanding() for shard in self.shards)
@@ -225,6 +232,13 @@ class Engine:
             )
         for shard in self.shards:
             shard.check_all_cleared_days_closed()
+        overdrawn = deposit_shortfalls(self.ledger, self.world.participants)
+        if overdrawn:
+            issuer, fen = next(iter(overdrawn.items()))
+            raise InvariantViolation(
+                "deposit_never_overdrawn", fen, f"end of run, issuer {issuer}",
+                "a settlement was paid from deposit money that was not there",
+            )  # fmt: skip
         self.ledger.check()
         self.finished = True
         self.bus.publish(RunFinished(self.days, self.ledger))

@@ -9,6 +9,8 @@ Order of the events of day d, as a stream consumer sees them:
     at the cut-off (02:00), the clearing run of clearing day d-1:
       BatchCleared(d-1)  every node's batch rows and the new status of every tap decided (TapStatus)
       SettlementDone(s)  every node's book of settlement date s, when its positions are paid
+                         (s is the day paid: later than the date if a deposit fell short)
+      DepositEvents(d)   deposit calls, money in, deferred and late settlements of day d
       TapsFinal(d')      every tap of day d' has its final status (per city): the day's records
     whenever the clock reaches them:
       IncidentStarted / IncidentEnded   (sim/incidents.py)
@@ -94,6 +96,15 @@ class SettlementDone:
 
 
 @dataclass(frozen=True)
+class DepositEvents:
+    """Settlement-deposit events of ``day`` (sim/deposits.py): calls, money in, settlements
+    deferred and paid late (columns day, participant, kind, amount_fen, settle_day)."""
+
+    day: int
+    events: Columns
+
+
+@dataclass(frozen=True)
 class TapsFinal:
     """Every tap of ``day`` has its final status: the day's complete tap records."""
 
@@ -143,6 +154,7 @@ Event = (
     | UploadsSent
     | BatchCleared
     | SettlementDone
+    | DepositEvents
     | TapsFinal
     | IncidentStarted
     | IncidentEnded

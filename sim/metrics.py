@@ -38,7 +38,8 @@ from sim.codes import (
     TAP_ENTRY,
 )
 from sim.day import TOPUP_ONLINE, TOPUP_OUTLET
-from sim.events import BatchCleared, DaySettled, TapsFinal
+from sim.deposits import CALL, DEFERRED, PAID_LATE
+from sim.events import BatchCleared, DaySettled, DepositEvents, TapsFinal
 from sim.population import HOME_CITY
 
 #: The daily KPIs, in the order of the ``daily_kpis`` table and the DataCollector's columns.
@@ -103,6 +104,11 @@ class KpiCollector:
     def __call__(self, event) -> None:
         if isinstance(event, DaySettled):
             self._rows.setdefault(event.day, []).append(self._day_row(event))
+        elif isinstance(event, DepositEvents):
+            kind = event.events["kind"]
+            self._add("deposit_calls", int((kind == CALL).sum()))
+            self._add("settlements_deferred", int((kind == DEFERRED).sum()))
+            self._add("settlements_paid_late", int((kind == PAID_LATE).sum()))
         elif isinstance(event, BatchCleared):
             self._add("refund_orders", event.refund_orders)
             self._add("clearing_batches", len(event.batches["batch_id"]))

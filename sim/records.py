@@ -29,6 +29,7 @@ from sim.events import (
     BatchCleared,
     DayClosed,
     DaySettled,
+    DepositEvents,
     RunFinished,
     SettlementDone,
     TapsFinal,
@@ -216,6 +217,8 @@ class RecordWriter:
                 self._write("device_uploads", day, self._device_uploads(day, uploads))
             case BatchCleared(day=day, batches=batches):
                 self._write("clearing_batches", day, self._clearing_batches(day, batches))
+            case DepositEvents(day=day, events=events):
+                self._write("deposit_events", day, self._deposit_events(events))
             case SettlementDone(settle_day=day, positions=positions):
                 self._write("settlements", day, self._settlements(day, positions))
             case TapsFinal(day=day, taps=taps):
@@ -302,6 +305,19 @@ class RecordWriter:
             "clearing_batch_id": c.clearing_batch_id,
             "settle_date": settle_date,
             "incident_id": self._code("incident", c.incident.astype(np.int64)),
+        }
+
+    def _deposit_events(self, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = np.datetime64(self.world.start_date, "D")
+        return {
+            "issuer_id": c["participant"],
+            "event": c["kind"],
+            "amount_fen": c["amount_fen"],
+            "settle_date": np.where(
+                c["settle_day"] >= 0,
+                start + c["settle_day"].astype("timedelta64[D]"),
+                np.datetime64("NaT", "D"),
+            ),
         }
 
     def _refused_taps(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sim import clearing, codes
+from sim import clearing, codes, deposits
 
 SCHEMA_VERSION = 1
 PARTITION_COLUMN = "service_date"
@@ -58,6 +58,7 @@ BUILTIN_NAME_TABLES: dict[str, tuple[str, ...]] = {
     "tap_kind": codes.TAP_KINDS,
     "tx_status": codes.TX_STATUS,
     "fallback": codes.FALLBACKS,
+    "deposit_event": deposits.EVENT_KINDS,
     "day_type": codes.DAY_TYPES,
     "fare_action": TIDES_FARE_ACTIONS,
     "fare_media": TIDES_FARE_MEDIA,
@@ -674,6 +675,22 @@ DAILY_KPIS = TableSpec(
     (_ge("card_spend_fen", 0), _ge("qr_spend_fen", 0), _ge("topup_fen", 0)),
 )
 
+DEPOSIT_EVENTS = TableSpec(
+    "deposit_events",
+    "Settlement deposits (sim/deposits.py): calls to an issuer to top up its deposit, the money "
+    "arriving, settlements deferred because a deposit could not cover them, and their late "
+    "payment. service_date is the day it happened.",
+    (
+        _institution("issuer_id", "The issuer."),
+        _c("event", DICT8, "call, funds_in, settlement_deferred or settlement_paid_late.",
+           names="deposit_event"),
+        _money("amount_fen", "Called, received, missing (deferred) or paid (late).", type_=I64),
+        _c("settle_date", DATE, "The settlement's own date (deferred and late rows); null "
+           "otherwise.", nullable=True, unit="date"),
+    ),
+    (_ge("amount_fen", 0),),
+)
+
 REFUSED_TAPS = TableSpec(
     "refused_taps",
     "One row per card tap the reader took no fare from, and what the rider did next: cards "
@@ -756,6 +773,7 @@ TABLES: dict[str, TableSpec] = {
         DAILY_KPIS,
         CROSS_CITY_FLOWS,
         REFUSED_TAPS,
+        DEPOSIT_EVENTS,
         LENDING_LABELS,
     )
 }

@@ -448,8 +448,8 @@ def test_postings_of_one_day_cycle_balance_every_account():
     assert bal["fees:NT_EXCHANGE"] == -14 and bal["bank:NT_EXCHANGE"] == 14
     assert bal["deposit:NTCARD"] == s.settlement_deposit_fen - 200
     assert deposit_shortfalls(led, P) == {}
-    with pytest.raises(ValueError, match="not day 2"):
-        post_settlement(led, 2, r.positions, P)
+    with pytest.raises(ValueError, match=r"settle on day 1, not before \(day 0\)"):
+        post_settlement(led, 0, r.positions, P)  # late is possible (a deferral), early not
 
 
 def test_deposit_overrides_and_shortfalls():

@@ -1,0 +1,120 @@
+"""Settlement deposits (结算预存资金): what issuers pre-fund, the calls to top them up, and the
+settlements that wait for the money.
+
+Each issuer places a deposit with the clearing hierarchy at the start (sim/clearing.py
+``initial_deposits_fen``); every settlement it owes is paid from it. When the deposit falls below
+``clearing.deposit_call_threshold_pct`` of its level, the issuer is called to bring it back; the
+money arrives ``clearing.deposit_call_delay_days`` later. A settlement that an issuer's deposit
+cannot cover on its date is deferred whole — every participant of that clearing day waits, so
+no node pays out money it has not received and nothing is netted against money that is not
+there — and so are the settlements after it (first in, first out). The issuer is called for the
+shortfall at once; the settlement is paid on the day the money is in. Every call, arrival,
+deferral and late payment is an event (``deposit_events``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.clearing import (
+    ISSUER,
+    MEMO_DEPOSIT,
+    ClearingSettings,
+    Participants,
+    account,
+    initial_deposits_fen,
+    post_flow,
+)
+from sim.ledger import Ledger
+
+#: Kinds of deposit events, in the order of the ``deposit_events`` table's dictionary.
+EVENT_KINDS: tuple[str, ...] = ("call", "funds_in", "settlement_deferred", "settlement_paid_late")
+CALL, FUNDS_IN, DEFERRED, PAID_LATE = range(4)
+
+
+@dataclass
+class DepositDesk:
+    """The deposits of a run's issuers and the calls outstanding (see the module docstring)."""
+
+    settings: ClearingSettings
+    participants: Participants
+    level_fen: np.ndarray = field(init=False)  # the deposit each issuer keeps (by code)
+    calls: dict[int, tuple[int, int]] = field(default_factory=dict)  # code -> (arrives, fen)
+    events: list[tuple[int, int, int, int, int]] = field(default_factory=list)  # day's rows
+
+    def __post_init__(self) -> None:
+        self.level_fen = initial_deposits_fen(self.settings, self.participants)
+
+    def balance(self, ledger: Ledger, code: int) -> int:
+        """An issuer's deposit now (fen)."""
+        return ledger.balance(account("deposit", self.participants.ids[code]))
+
+    def receive(self, ledger: Ledger, today: int) -> None:
+        """Post the called money that has arrived by ``today``."""
+        arrived = sorted(code for code, (day, _) in self.calls.items() if day <= today)
+        if not arrived:
+            return
+        amounts = np.array([self.calls.pop(code)[1] for code in arrived], dtype=np.int64)
+        post_flow(ledger, today, MEMO_DEPOSIT, np.array(arrived), amounts, self.participants)
+        for code, amount in zip(arrived, amounts.tolist(), strict=True):
+            self.events.append((today, code, FUNDS_IN, amount, -1))
+
+    def shortfalls(self, ledger: Ledger, positions) -> dict[int, int]:
+        """Issuers whose deposit cannot pay what they owe on ``positions``, and by how much."""
+        short = {}
+        for code, pos in zip(
+            positions.participant.tolist(), positions.position_fen.tolist(), strict=True
+        ):
+            if pos < 0 and self.participants.role[code] == ISSUER:
+                missing = -pos - self.balance(ledger, code)
+                if missing > 0:
+                    short[code] = missing
+        return short
+
+    def defer(self, ledger: Ledger, today: int, settle_day: int, short: dict[int, int]) -> None:
+        """Record a deferred settlement and call each short issuer for what is missing."""
+        for code, missing in sorted(short.items()):
+            self.events.append((today, code, DEFERRED, missing, settle_day))
+            self._call(ledger, today, code, extra=missing)
+
+    def paid_late(self, today: int, settle_day: int, positions) -> None:
+        """Record the issuers' payments of a settlement made after its date."""
+        for code, pos in zip(
+            positions.participant.tolist(), positions.position_fen.tolist(), strict=True
+        ):
+            if pos < 0 and self.participants.role[code] == ISSUER:
+                self.events.append((today, code, PAID_LATE, -pos, settle_day))
+
+    def call_low(self, ledger: Ledger, today: int) -> None:
+        """Call every issuer whose deposit is below the threshold, back to its level."""
+        threshold = self.settings.deposit_call_threshold_pct / 100.0
+        for code in self.participants.of_role("issuer").tolist():
+            level = int(self.level_fen[code])
+            if self.balance(ledger, code) < threshold * level:
+                self._call(ledger, today, code, extra=0)
+
+    def _call(self, ledger: Ledger, today: int, code: int, extra: int) -> None:
+        if code in self.calls:
+            return  # one call at a time: the money asked for is on its way
+        amount = max(int(self.level_fen[code]) - self.balance(ledger, code), 0) + extra
+        if amount <= 0:
+            return
+        self.calls[code] = (today + self.settings.deposit_call_delay_days, amount)
+        self.events.append((today, code, CALL, amount, -1))
+
+    def drain(self) -> dict[str, np.ndarray]:
+        """The events since the last drain, as columns."""
+        rows, self.events = self.events, []
+        cols = np.array(rows, dtype=np.int64).reshape(-1, 5)
+        return {
+            "day": cols[:, 0],
+            "participant": cols[:, 1],
+            "kind": cols[:, 2],
+            "amount_fen": cols[:, 3],
+            "settle_day": cols[:, 4],
+        }
+
+
+__all__ = ["EVENT_KINDS", "DepositDesk"]

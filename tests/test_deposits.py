@@ -1,0 +1,97 @@
+"""Settlement deposits (sim/deposits.py): issuers pre-fund their settlements; a deposit below
+its threshold is called back to its level, the money arriving after a delay; a settlement that a
+deposit cannot cover waits (and every later one with it) and is paid when the money is in —
+never from money that is not there; every settlement is paid by the end of the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from output_frames import read_frame
+
+from sim.api import load_scenario, run, verify
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ROOT / "scenarios" / "small_ci.yaml"
+
+
+def _deposit_balances(out: Path) -> dict[str, list[int]]:
+    """Each issuer's deposit after each posting day, rebuilt from the journal."""
+    journal = read_frame(out, "ledger_entries").sort_values("service_date", kind="stable")
+    balances: dict[str, list[int]] = {}
+    running: dict[str, int] = {}
+    for _, day in journal.groupby("service_date", sort=True):
+        for debit, credit, amount in zip(
+            day["debit"], day["credit"], day["amount_fen"], strict=True
+        ):
+            if debit.startswith("deposit:"):
+                running[debit] = running.get(debit, 0) + int(amount)
+            if credit.startswith("deposit:"):
+                running[credit] = running.get(credit, 0) - int(amount)
+        for account, value in running.items():
+            balances.setdefault(account, []).append(value)
+    return balances
+
+
+def _run(tmp_path: Path, deposit_fen: int, delay: int, days: int = 5):
+    overrides = [
+        f"clearing.settlement_deposit_fen={deposit_fen}",
+        f"clearing.deposit_call_delay_days={delay}",
+        f"period.days={days}",
+    ]
+    out = tmp_path / f"run_{deposit_fen}_{delay}"
+    summary = run(load_scenario(SMALL, overrides), out)
+    return summary, out
+
+
+def test_a_short_deposit_defers_settlements_until_the_called_money_is_in(tmp_path):
+    summary, out = _run(tmp_path, deposit_fen=20_000, delay=2)
+    assert verify(out) == []  # every settle: account back at zero, books sum to zero
+    events = read_frame(out, "deposit_events")
+    deferred = events[events["event"] == "settlement_deferred"]
+    late = events[events["event"] == "settlement_paid_late"]
+    assert len(deferred) > 0 and summary.totals["settlements_deferred"] == len(deferred)
+    # Every deferred settlement date was paid late, in date order, after money came in.
+    assert set(deferred["settle_date"]) == set(late["settle_date"])
+    paid_on = late.groupby("settle_date")["service_date"].first().sort_index()
+    assert paid_on.is_monotonic_increasing
+    funds = events[events["event"] == "funds_in"]
+    assert (paid_on.to_numpy() >= funds["service_date"].min()).all()
+    # Money only ever came from what was there: no deposit below zero on any day.
+    for account, series in _deposit_balances(out).items():
+        assert min(series) >= 0, account
+    # A call is answered with exactly what was asked.
+    calls = events[events["event"] == "call"].sort_values(["issuer_id", "service_date"])
+    answered = funds.sort_values(["issuer_id", "service_date"])
+    for issuer, got in answered.groupby("issuer_id"):
+        asked = calls[calls["issuer_id"] == issuer]["amount_fen"].to_numpy()[: len(got)]
+        assert list(asked) == list(got["amount_fen"])
+
+
+def test_a_deposit_that_suffices_is_only_topped_up(tmp_path):
+    summary, out = _run(tmp_path, deposit_fen=50_000_000, delay=1)
+    assert verify(out) == []
+    assert summary.totals.get("settlements_deferred", 0) == 0
+    for account, series in _deposit_balances(out).items():
+        assert min(series) > 0, account
+
+
+@settings(
+    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    deposit_fen=st.integers(min_value=0, max_value=400_000),
+    delay=st.integers(min_value=0, max_value=4),
+)
+def test_any_deposit_and_delay_pays_every_settlement_and_never_overdraws(
+    tmp_path, deposit_fen, delay
+):
+    summary, out = _run(tmp_path, deposit_fen=deposit_fen, delay=delay, days=3)
+    assert verify(out) == []
+    for account, series in _deposit_balances(out).items():
+        assert min(series) >= 0, account
+    settled = read_frame(out, "settlements")
+    assert np.all(settled.groupby(["service_date", "node_id"])["net_position_fen"].sum() == 0)
