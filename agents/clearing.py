@@ -179,13 +179,16 @@ class ClearingNetworkAgent:
         twice). Returns the cleared records' ids, issuers and acquirers and their results,
         merged in node order."""
         cleared: list[tuple[UploadedRecords, ClearingResult]] = []
+        down = {code for code, node in self.nodes.items() if self._held(node, cutoff_s)}
         for code in sorted(self.nodes):
             node = self.nodes[code]
-            if not node.inbox:
+            if not node.inbox or code in down:
                 continue
-            if self._held(node, cutoff_s):
-                continue
-            cleared.append(node.clear_inbox(day))
+            waiting = self._through_down_nodes(node, down, cutoff_s)
+            if node.inbox:
+                cleared.append(node.clear_inbox(day))
+            if waiting is not None:
+                node.inbox = [waiting]
         # What routing needs of the records cleared today, in node order.
         records = {
             name: np.concatenate([getattr(r, name) for r, _ in cleared] or [np.zeros(0, np.int64)])
@@ -220,6 +223,38 @@ class ClearingNetworkAgent:
                 mine = ids.record_shard(part.tx_id) == i
                 shard.mark_incident(part.tx_id[mine], k)
         return down
+
+    def _through_down_nodes(
+        self, node: ClearingNodeAgent, down: set[int], cutoff_s: int
+    ) -> UploadedRecords | None:
+        """Take out of ``node``'s inbox the records whose way to their issuer passes a node
+        that is down (e.g. a provincial exchange): they wait for the first cut-off after the
+        outage, all copies of a record together (one issuer-acquirer pair), so nothing is
+        cleared twice. Returns them (None if none), labelled with the outage."""
+        if not down:
+            return None
+        records = UploadedRecords.concat(node.inbox)
+        pairs = np.unique(np.stack([records.issuer, records.acquirer]), axis=1).T
+        blocked_by = {
+            (int(i), int(a)): next(n for n in self.topology.path(i, a) if n in down)
+            for i, a in pairs.tolist()
+            if any(n in down for n in self.topology.path(i, a))
+        }
+        if not blocked_by:
+            return None
+        key = records.issuer.astype(np.int64) * len(self.participants) + records.acquirer
+        blocked = np.zeros(len(records.tx_id), dtype=bool)
+        for (issuer, acquirer), stop in blocked_by.items():
+            here = key == issuer * len(self.participants) + acquirer
+            blocked |= here
+            stop_id = self.participants.ids[stop]
+            for i, shard in enumerate(self.shards):
+                k = shard.world.incidents.down_at("clearing_node_outage", stop_id, cutoff_s)
+                if k >= 0:
+                    mine = here & (ids.record_shard(records.tx_id) == i)
+                    shard.mark_incident(records.tx_id[mine], k)
+        node.inbox = [records.take(np.flatnonzero(~blocked))] if (~blocked).any() else []
+        return records.take(np.flatnonzero(blocked))
 
     def _log_transit(self, day, records, result, routing: Routing) -> tuple:
         """Every node after the acquirer's exchange logs the records it passes on."""
@@ -306,6 +341,10 @@ class ClearingNetworkAgent:
         events = desk.drain()
         if len(events["day"]):
             self.bus.publish(DepositEvents(today, events))
+
+    def has_waiting(self) -> bool:
+        """Whether any node still holds records (an outage kept them from clearing)."""
+        return any(node.inbox for node in self.nodes.values())
 
     def settle_outstanding(self, last_settle_day: int) -> None:
         """After the period: settlements still waiting for deposit money are paid on the days

@@ -545,10 +545,11 @@ class SeenSerials:
     """Compact seen-set of (device, serial): per device the highest serial seen, plus the few
     serials below it that have not arrived yet (holes).
 
-    Memory is one int per device plus one per missing record. A device's first upload sets its
-    starting point (validators upload in serial order; a re-sent copy never precedes its
-    original). A jump of more than ``max_hole_run`` serials is taken as a counter reset, not as
-    that many missing records.
+    Memory is one int per device plus one per missing record. A device's serials count from 0
+    (a run's validators start there): the serials below its first upload are holes until they
+    arrive, so records that reach the exchange late (held back by a clearing node outage on
+    their way) are not taken for copies. A jump of more than ``max_hole_run`` serials is taken
+    as a counter reset, not as that many missing records.
     """
 
     def __init__(self, max_hole_run: int = 1 << 16) -> None:
@@ -599,7 +600,7 @@ class SeenSerials:
         lead[1:] = dev[1:] != dev[:-1]
         prev = np.empty_like(serial)
         prev[1:] = serial[:-1]
-        prev[lead] = np.where(known[lead], old_max[lead], serial[lead] - 1)
+        prev[lead] = np.where(known[lead], old_max[lead], -1)
         gap = serial - prev - 1
         gap[gap > self.max_hole_run] = 0
         total = int(gap.sum())

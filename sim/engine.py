@@ -203,6 +203,11 @@ class Engine:
             for k in range(len(timeline)):
                 self.env.process(self._incident_clock(shard.shard_index, timeline, k))
 
+    def _longest_outage_days(self) -> int:
+        """Days from the period's end to the end of the last incident (at least 1)."""
+        ends = [int(s.world.incidents.end_s.max()) for s in self.shards if len(s.world.incidents)]
+        return max(1, (max(ends, default=0) - self.days * DAY_S) // DAY_S + 2)
+
     def _incident_clock(self, shard: int, timeline, k: int):
         """Publish an incident's start and end when the clock reaches them."""
         incident = timeline.incidents[k]
@@ -215,7 +220,20 @@ class Engine:
     def _finish(self) -> None:
         """The last day's batch closes after the period: run the clock that far, then check."""
         self._advance(self.clearing.cutoff_of(self.days - 1) + 1)
-        self.clearing.settle_outstanding(self.days)
+        # A clearing node still down at the last cut-off: its records wait, and are cleared at
+        # the first cut-off after the outage (nothing is left behind by the end of the run).
+        day = self.days
+        while self.clearing.has_waiting():
+            if day > self.days + self._longest_outage_days():
+                raise InvariantViolation(
+                    "cleared_after_outages", 0, f"clearing day {day}",
+                    "records still wait at a clearing node after every outage has ended",
+                )  # fmt: skip
+            cutoff = self.clearing.cutoff_of(day)
+            self._advance(cutoff)
+            self.clearing.clear(day, cutoff)
+            day += 1
+        self.clearing.settle_outstanding(day)
         for shard in self.shards:
             shard.flush_final_days(final=True)
         outstanding = sum(shard.refunds_outstanding() for shard in self.shards)

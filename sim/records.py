@@ -216,7 +216,8 @@ class RecordWriter:
             case UploadsSent(day=day, uploads=uploads):
                 self._write("device_uploads", day, self._device_uploads(day, uploads))
             case BatchCleared(day=day, batches=batches):
-                self._write("clearing_batches", day, self._clearing_batches(day, batches))
+                if len(batches["batch_id"]):  # no batch at a cut-off every node was down for
+                    self._write("clearing_batches", day, self._clearing_batches(day, batches))
             case DepositEvents(day=day, events=events):
                 self._write("deposit_events", day, self._deposit_events(events))
             case SettlementDone(settle_day=day, positions=positions):

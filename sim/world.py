@@ -141,7 +141,7 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
     participants = build_participants(scenario, network)
     initial_deposits_fen(scenario.clearing, participants)  # its overrides name real issuers
     timeline = Timeline.of(scenario.incidents, period.start)
-    check_targets(timeline, network, outlets, participants, scenario.name)
+    check_targets(timeline, network, outlets, scenario.name)
     fare_policies = _fare_policies(scenario.fares, timeline, lines)
     sale_rows = np.flatnonzero((population.issue_day >= 0) & (population.issue_day < period.days))
     sale_rows = sale_rows[np.argsort(population.issue_day[sale_rows], kind="stable")]
@@ -243,15 +243,11 @@ def _freeze(value, seen: set[int] | None = None) -> None:
             _freeze(item, seen)
 
 
-def check_targets(
-    timeline: Timeline, network: TransitNetwork, outlets, participants: Participants, where: str
-) -> None:
-    """Incident targets that only the built world knows: generated bus lines, devices, outlets,
-    and which clearing nodes have acquirers (only those can be taken down: the outage delays the
-    node's own clearing; records passing through a node are not held)."""
+def check_targets(timeline: Timeline, network: TransitNetwork, outlets, where: str) -> None:
+    """Incident targets that only the built world knows: generated bus lines, devices and
+    outlets (clearing nodes are checked with the scenario)."""
     n_devices = len(network.devices.line)
     outlet_ids = {o.outlet_id for o in outlets}
-    acquiring = {participants.ids[participants.parent[c]] for c in participants.of_role("acquirer")}
     for k, inc in enumerate(timeline.incidents):
         target, field = inc.target or "", f"{where}: incidents.{k}.target"
         if inc.kind == "line_outage" and target not in network.lines.ids:
@@ -265,11 +261,6 @@ def check_targets(
             )
         if inc.kind == "validator_outage" and int(target) >= n_devices:
             raise ValueError(f"{field}: expected a device id below {n_devices}; got {target}")
-        if inc.kind == "clearing_node_outage" and target not in acquiring:
-            raise ValueError(
-                f"{field}: {target} clears no acquirer's records; an outage can take down an "
-                f"acquirer's exchange: {', '.join(sorted(acquiring))}"
-            )
         if inc.kind in ("outlet_closure", "renewal_wave") and int(target) not in outlet_ids:
             raise ValueError(
                 f"{field}: unknown outlet {target}; expected one of {sorted(outlet_ids)}"

@@ -195,7 +195,11 @@ def test_seen_serials_fill_holes_and_stay_compact():
     seen = SeenSerials(max_hole_run=1_000)
     dev = np.array([4, 4, 4, 9])
     assert seen.check_and_add(dev, np.array([10, 11, 14, 0])).tolist() == [False] * 4
-    assert seen.holes.size == 2  # serials 12 and 13 of device 4 are still missing
+    # Serials 0-9 (before its first upload: held back on the way) and 12-13 of device 4 are
+    # still missing.
+    assert seen.holes.size == 12
+    assert seen.check_and_add(np.array([4] * 10), np.arange(10)).tolist() == [False] * 10
+    assert seen.holes.size == 2
     assert seen.check_and_add(np.array([4, 4, 4]), np.array([13, 13, 11])).tolist() == [
         False,
         True,

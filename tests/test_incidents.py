@@ -197,7 +197,6 @@ def test_bad_incidents_are_refused_with_the_field(incident, message):
         ({"kind": "comm_outage", "target": "99999999"}, "expected a device id below"),
         ({"kind": "validator_outage", "target": "99999999"}, "expected a device id below"),
         ({"kind": "outlet_closure", "target": "777"}, "unknown outlet 777"),
-        ({"kind": "clearing_node_outage", "target": "JS_EXCHANGE"}, "clears no acquirer"),
     ],
 )
 def test_targets_only_the_world_knows_are_checked_when_it_is_built(incident, message):

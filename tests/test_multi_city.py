@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from output_frames import read_frame
 
@@ -248,9 +250,17 @@ def test_the_run_reports_full_scale_shares_and_kpis(half_alpha):
 
 
 def test_the_yrd_scenario_runs_and_its_files_verify(tmp_path):
+    # Four days: Hefei's cards listed on day 2, the Jiangsu exchange down on day 4.
     out = tmp_path / "yrd"
-    summary = run(load_scenario(YRD, ["period.days=2"]), out)
+    summary = run(load_scenario(YRD, ["period.days=4"]), out)
     assert verify(out) == []
+    refused = read_frame(out, "refused_taps")
+    not_accepted = refused[refused["reject_reason"] == "card_not_accepted"]
+    assert len(not_accepted) > 0 and set(not_accepted["card_city_code"]) == {"3401"}
+    assert str(not_accepted["service_date"].min())[:10] == "2024-03-05"
+    tx = read_frame(out, "transactions")
+    held = tx[tx["incident_id"] == "js-exchange-down"]
+    assert len(held) > 100 and (held["status"] != "pending").all()
     shares = {c["city"]: c for c in summary.cross_city["cities"]}
     assert len(shares) == 11
     for city in shares.values():  # every city rides out and is ridden into
@@ -270,3 +280,61 @@ def test_the_yrd_scenario_runs_and_its_files_verify(tmp_path):
     assert max(outbound, key=outbound.get) in {"haimen", "qidong"}
     od = {(r["holder_city"], r["use_city"]) for r in summary.cross_city["od"]}
     assert ("南通", "上海") in od and ("上海", "苏州") in od and ("苏州", "上海") in od
+
+
+@pytest.fixture(scope="module")
+def centre_down(tmp_path_factory):
+    """The two-city run with the regional centre (the node above both city exchanges) down
+    for the whole of 5 March, and the same run without the outage."""
+    root = tmp_path_factory.mktemp("centre_down")
+    outage = (
+        "incidents=[{id: centre-down, kind: clearing_node_outage, target: REGION_CENTRE, "
+        'start: "2024-03-05 00:00", duration_min: 1440}]'
+    )
+    alpha = root / "alpha_down.yaml"
+    alpha.write_text(
+        f"extends: {ROOT / 'scenarios' / 'two_city' / 'alpha.yaml'}\n"
+        f"{outage.replace('=', ': ', 1)}\n",
+        encoding="utf-8",
+    )
+    text = TWO_CITY.read_text(encoding="utf-8").replace("two_city/alpha.yaml", str(alpha))
+    text = text.replace("two_city/", f"{ROOT / 'scenarios' / 'two_city'}/")
+    path = root / "down.yaml"
+    path.write_text(text, encoding="utf-8")
+    down = run(load_scenario(path, ["period.days=4"]), root / "down")
+    calm = run(load_scenario(TWO_CITY, ["period.days=4"]), root / "calm")
+    return root, down, calm
+
+
+def test_a_node_above_the_city_exchanges_down_holds_what_passes_through_it(centre_down):
+    root, down, calm = centre_down
+    assert verify(root / "down") == []
+    tx = read_frame(root / "down", "transactions")
+    held = tx[tx["incident_id"] == "centre-down"]
+    # Records whose way goes up through the centre waited (another city's card, or a QR code,
+    # whose issuers clear at the centre); a city's cards at home never leave its exchange.
+    assert len(held) > 0
+    city_of = {"ALPHA": "alpha", "BETA_": "beta"}
+    for issuer, acquirer in zip(held["issuer_id"], held["acquirer_id"], strict=True):
+        assert city_of.get(issuer[:5]) != city_of.get(acquirer[:5]), (issuer, acquirer)
+    assert (held["media"].str.startswith("qr_")).any()
+    # It was cleared at the next cut-off: settled a day later than without the outage.
+    assert (held["status"] != "pending").all()
+    cleared = held[held["status"] == "cleared"]
+    calm_tx = read_frame(root / "calm", "transactions").set_index("transaction_id")
+    was = pd.to_datetime(calm_tx.loc[cleared["transaction_id"], "settle_date"]).to_numpy()
+    now = pd.to_datetime(cleared["settle_date"]).to_numpy()
+    assert len(cleared) > 0 and (now - was == np.timedelta64(1, "D")).all()
+    # Nothing lost, nothing cleared twice: the same records end cleared as without the outage.
+    assert down.totals["cleared"] == calm.totals["cleared"]
+    assert down.totals["rejected"] == calm.totals["rejected"]
+    batches = read_frame(root / "down", "clearing_batches")
+    assert int(batches.loc[~batches["transit"], "cleared"].sum()) == down.totals["cleared"]
+
+    # The centre passed nothing on at the cut-off it was down for (clearing day 4 March).
+    def centre_days(out):
+        batches = read_frame(out, "clearing_batches")
+        return set(batches[batches["node_id"] == "REGION_CENTRE"]["service_date"].astype(str))
+
+    assert "2024-03-04" in centre_days(root / "calm")
+    assert "2024-03-04" not in centre_days(root / "down")
