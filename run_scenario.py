@@ -39,11 +39,13 @@ exit codes:
        sweep: a point failed (reported; everything else is written)
   2    bad input: a scenario, flag, data file or output folder that is wrong; nothing written
   3    a money invariant failed during the run (which, by how much, where)
+  4    a Dask worker running a city was lost (--workers, --scheduler): nothing written
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing written, no folder left behind
 """
 
 EXIT_BAD_INPUT = 2
 EXIT_INVARIANT = 3
+EXIT_WORKER_LOST = 4
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 # How a sweep starts its worker processes (sim.sweep.execute): forked where the system can.
@@ -113,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="privacy key (64 hex digits) for pseudonyms and identities; default: "
         "$CARDTWIN_PRIVACY_KEY_FILE or ~/.config/cardtwin/privacy.key, created on first use",
+    )
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="run the cities as Dask actors on a local cluster of N worker processes (same "
+        "files as in this process)",
+    )
+    cluster.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the cities on an existing Dask cluster, e.g. tcp://127.0.0.1:8786",
     )
     return parser
 
@@ -476,7 +490,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if report["all_required_passed"] else 1
         scenario = api.load_scenario(args.scenario, args.overrides, days=args.days, seed=args.seed)
         out = args.out if args.out is not None else Path(scenario.output.dir)
-        with Progress(scenario.period.days, args.quiet) as progress:
+        with (
+            api.dask_client(args.workers, args.scheduler) as client,
+            Progress(scenario.period.days, args.quiet) as progress,
+        ):
             summary = api.run(
                 scenario,
                 out,
@@ -484,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
                 scenario_path=args.scenario,
                 subscribers=[progress],
                 privacy_key=api.privacy_key(args.key_file),
+                client=client,
             )
         for note in summary.notes:
             print(f"note: {note}", file=sys.stderr)
@@ -496,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     except api.InvariantViolation as exc:
         print(f"run failed: {exc}", file=sys.stderr)
         return EXIT_INVARIANT
+    except api.WorkerLost as exc:
+        print(f"run failed: {exc}; nothing was written to the output folder", file=sys.stderr)
+        return EXIT_WORKER_LOST
     except OSError as exc:  # the machine, not the simulation: a full disk, a permission
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)

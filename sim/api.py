@@ -11,6 +11,7 @@ as ``InvariantViolation``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -34,6 +35,7 @@ from sim.behaviour_settings import CardLending, DetectionRule
 from sim.calibration import compare as compare_with_targets
 from sim.calibration import load_targets, markdown, untargeted
 from sim.cross_city import CrossCityCollector
+from sim.distributed import WorkerLost
 from sim.events import Subscriber
 from sim.ledger import InvariantViolation
 from sim.lending import LendingMonitor, detect_in_files
@@ -73,10 +75,12 @@ __all__ = [
     "RunSummary",
     "RunView",
     "RunViewError",
+    "WorkerLost",
     "FAIRNESS_DIMENSIONS",
     "build",
     "calibrate",
     "compare_summary",
+    "dask_client",
     "detect_card_lending",
     "iter_days",
     "list_runs",
@@ -449,6 +453,7 @@ def iter_days(
     response: Response | None = None,
     shard_order: list[int] | None = None,
     privacy_key: PrivacyKey | None = None,
+    client=None,
 ) -> Iterator[DayDone]:
     """Simulate ``scenario`` (or an existing ``world``) day by day, yielding each finished day.
 
@@ -463,6 +468,8 @@ def iter_days(
     multi-city run computes its cities' days in (the outputs do not depend on it).
     ``response`` sets how riders react to prices (default: each scenario's behavioural response,
     ``sim.behaviour.scenario_response``; ``sim.behaviour.NO_RESPONSE`` for none).
+    ``client`` (a ``dask.distributed.Client``) runs the cities as actors on its workers
+    (sim/distributed.py): the same files, with the clearing as the reduce step here.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -525,6 +532,7 @@ def iter_days(
             subscribers=[*writers, *monitors, cross_city, *subscribers],
             response=response,
             shard_order=shard_order,
+            client=client,
         )
         while model.running:
             model.step()
@@ -574,6 +582,32 @@ def iter_days(
         cross_city=cross_city.report(),
         worlds=worlds,
     )
+
+
+@contextlib.contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None):
+    """A ``dask.distributed.Client`` for ``run(..., client=)``: a local cluster of ``workers``
+    processes, or the cluster at ``scheduler``; None (no cluster) when neither is given."""
+    if workers is None and scheduler is None:
+        yield None
+        return
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise BadInput(f"--scheduler {scheduler}: cannot connect: {_one_line(exc)}") from None
+        with client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
 
 
 def run(

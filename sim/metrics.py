@@ -93,6 +93,8 @@ class KpiCollector:
         self.day_records = 0  # tap records of the last closed day, as simulated
         self.days = 0
         self._rows: dict[int, list[tuple[dict[str, float], int, int]]] = {}
+        # Figures of a shard run on a worker, computed there (sim/distributed.py): by (day, shard).
+        self.remote_figures: dict[tuple[int, int], dict[str, int]] = {}
         # Each city's expansion weight: a city simulated at scale s counts 1/s times.
         self.weights = [1.0 / world.scenario.scale for world in self.worlds]
 
@@ -144,9 +146,11 @@ class KpiCollector:
         taps = event.taps
         self.taps += len(taps)
         shard = event.shard
-        figures = self.shard_metrics[shard].observe_day(
-            self.worlds[shard], self._sale_day[shard], event
-        )
+        figures = self.remote_figures.pop((event.day, shard), None)
+        if figures is None:
+            figures = self.shard_metrics[shard].observe_day(
+                self.worlds[shard], self._sale_day[shard], event
+            )
         visits = event.outlet_visits
         served = visits["outcome"] == SERVED
         channel = event.topups["channel"]

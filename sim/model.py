@@ -44,6 +44,8 @@ class CardTwinModel(mesa.Model):
         subscribers: event subscribers (sim/events.py): writers, progress, stream sinks.
         response: how riders respond to prices (sim/behaviour.py); default: the scenario's.
         shard_order: the order the cities' days are computed in (outputs do not depend on it).
+        client: a ``dask.distributed.Client``: the cities run as actors on its workers
+            (sim/distributed.py), with identical outputs.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class CardTwinModel(mesa.Model):
         subscribers: tuple[Subscriber, ...] | list[Subscriber] = (),
         response: Response | None = None,
         shard_order: list[int] | None = None,
+        client=None,
     ) -> None:
         if world is not None and (scenario is not None or days is not None):
             raise ValueError("give CardTwinModel a world, or a scenario file (and days), not both")
@@ -76,6 +79,16 @@ class CardTwinModel(mesa.Model):
         self.datacollector = mesa.DataCollector(
             model_reporters={name: [kpi_of, [self, name]] for name in KPI_NAMES}
         )
+        if client is not None:  # the shards on a Dask cluster (sim/distributed.py)
+            if env is not None or response is not None or shard_order is not None:
+                raise ValueError("a run on a Dask cluster takes no env, response or shard_order")
+            from sim.distributed import DistributedEngine
+
+            worlds = [world] if isinstance(world, World) else list(world)
+            self.engine = DistributedEngine(
+                worlds, self, client, seed=run_seed, subscribers=subscribers
+            )
+            return
         self.engine = Engine(
             world,
             self,

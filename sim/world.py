@@ -381,6 +381,14 @@ def build_worlds(scenarios: list[Scenario], outlets_files: list[Path]) -> list[W
     return worlds
 
 
+def world_for_shard(scenario: Scenario, outlets_file, participants: Participants) -> World:
+    """One city's world for a shard run elsewhere (sim/shard_actor.py): built as
+    ``build_worlds`` builds it, with the run's shared participants registry."""
+    world = replace(build_world(scenario, Path(outlets_file)), participants=participants)
+    _freeze(world)
+    return world
+
+
 def _check_cities_agree(scenarios: list[Scenario]) -> None:
     """The cities of one run share one clearing hierarchy: its rules must be the same in each
     city's file, and no two cities may issue under one issuer id."""

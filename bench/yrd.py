@@ -1,0 +1,129 @@
+"""Benchmark: the Yangtze River Delta scenario on Dask, 1 worker against 2 (issue 10 budgets).
+
+Runs ``scenarios/yrd_2024.yaml`` (or ``--scenario``) for ``--days`` days (default 1: Monday
+4 March, a workday) end to end through ``sim.api.run``: in this process, then with the cities
+as actors on a ``LocalCluster`` of 1 and of 2 worker processes (alternately, ``--repeat`` times,
+so machine noise hits both alike). Reports wall time per run, the speed-up of 2 workers over 1,
+each worker's peak memory, whether the Parquet files of every mode are byte-identical, and the
+per-card and per-tap costs that a full-scale projection rests on.
+
+    .venv/bin/python bench/yrd.py                     # one workday, 2 repeats (~3 min)
+    .venv/bin/python bench/yrd.py --days 7 --repeat 1 --json /tmp/yrd.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _hashes(out: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*.parquet"))
+    }
+
+
+def _run(scenario, out: Path, workers: int | None) -> dict:
+    from sim.api import run
+
+    t0 = time.perf_counter()
+    if workers is None:
+        summary = run(scenario, out)
+        peaks = {}
+    else:
+        from dask.distributed import Client, LocalCluster
+
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            summary = run(scenario, out, client=client)
+            peaks = client.run(_peak_rss)
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "taps": summary.taps, "peak_rss_per_worker": peaks}
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default=str(ROOT / "scenarios" / "yrd_2024.yaml"))
+    parser.add_argument("--days", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    from sim.api import load_scenario
+
+    scenario = load_scenario(args.scenario, [f"period.days={args.days}"])
+    cards = {c.name: c.scale for c in scenario.city_scenarios}
+    root = Path(tempfile.mkdtemp(prefix="cardtwin-yrd-bench-"))
+    results: dict[str, list[dict]] = {"in-process": [], "1 worker": [], "2 workers": []}
+    hashes = {}
+    try:
+        for r in range(args.repeat):
+            for mode, workers in (("in-process", None), ("1 worker", 1), ("2 workers", 2)):
+                if mode == "in-process" and r > 0:
+                    continue
+                out = root / f"{mode.replace(' ', '_')}_{r}"
+                res = _run(scenario, out, workers)
+                results[mode].append(res)
+                hashes[mode] = _hashes(out)
+                print(f"{mode:>11} run {r + 1}: {res['wall_s']:6.1f} s", flush=True)
+                shutil.rmtree(out)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    identical = len({json.dumps(h, sort_keys=True) for h in hashes.values()}) == 1
+    one = median(r["wall_s"] for r in results["1 worker"])
+    two = median(r["wall_s"] for r in results["2 workers"])
+    pairs = [
+        a["wall_s"] / b["wall_s"]
+        for a, b in zip(results["1 worker"], results["2 workers"], strict=True)
+    ]
+    taps = results["in-process"][0]["taps"]
+    peaks = results["2 workers"][-1]["peak_rss_per_worker"]
+    report = {
+        "scenario": args.scenario,
+        "days": args.days,
+        "scales": cards,
+        "tap_records": taps,
+        "wall_s": {k: [round(r["wall_s"], 2) for r in v] for k, v in results.items()},
+        "median_1_worker_s": round(one, 2),
+        "median_2_workers_s": round(two, 2),
+        "speed_up_2_over_1": round(one / two, 2),
+        "speed_up_each_pair": [round(p, 2) for p in pairs],
+        "peak_rss_per_worker_mib": {w: round(b / 2**20) for w, b in peaks.items()},
+        "identical_files_all_modes": identical,
+    }
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    budget = 60.0 * args.days
+    if two > budget:
+        print(f"<<< OVER BUDGET: {two:.1f} s on 2 workers > {budget:.0f} s")
+    if one / two < 1.7:
+        print(f"<<< UNDER BUDGET: speed-up {one / two:.2f} < 1.7")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""A run whose cities (shards) are Dask actors: the map on the workers, the clearing as the
+reduce in this process.
+
+``DistributedEngine`` has the ``Engine``'s surface (``step_day``, ``run``, ``day``, ``days``,
+``kpis``, ``ledger``, ``finished``) and the same day, but each shard's work — planning, the
+devices and outlets through the day, settling — runs in a ``sim.shard_actor.ShardActor`` on a
+worker, all shards at once. The clearing network (agents/clearing.py) runs here, on proxies
+(``RemoteShard``) that forward its calls to the actors. Each shard's ledger postings and events
+come back with its calls and are posted and published here in shard order, where an in-process
+run would post and publish them: the files are byte-identical to an in-process run's, on any
+number of workers, on a local cluster or an external one.
+
+A worker lost in the middle of a run loses its actors' state; the run then stops with an error
+naming the city (the caller discards the partial output), rather than going on without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import simpy
+
+from agents.clearing import ClearingNetworkAgent
+from sim.clearing import (
+    MEMO_DEPOSIT,
+    MEMO_OPENING,
+    deposit_shortfalls,
+    initial_deposits_fen,
+    post_flow,
+)
+from sim.events import DayClosed, EventBus, RunFinished, Subscriber
+from sim.ledger import InvariantViolation, Ledger
+from sim.metrics import KpiCollector
+from sim.state import CardState
+from sim.world import World
+
+
+class WorkerLost(RuntimeError):
+    """A worker holding a city's shard went away during the run."""
+
+
+class RemoteShard:
+    """The clearing network's view of a shard that runs on a worker (see the module
+    docstring): the calls of ``sim.shard.CityShard`` it makes, forwarded to the actor."""
+
+    def __init__(self, world: World, actor, shard_index: int, bus: EventBus) -> None:
+        self.world = world
+        self.actor = actor
+        self.shard_index = shard_index
+        self.bus = bus
+        self.issuer_code = world.participants.code(world.scenario.output.issuer_id)
+        self.uploads = None  # collected by the morning call, for the cut-off that follows
+
+    def start(self, method: str, *args):
+        """Call ``method`` on the actor without waiting (its future)."""
+        try:
+            return getattr(self.actor, method)(*args)
+        except Exception as exc:  # noqa: BLE001 - a lost worker shows as many exception kinds
+            raise self._lost(method, exc) from exc
+
+    def finish(self, method: str, future):
+        """The result of a call ``start`` made."""
+        try:
+            return future.result()
+        except InvariantViolation:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see start
+            raise self._lost(method, exc) from exc
+
+    def _call(self, method: str, *args):
+        return self.finish(method, self.start(method, *args))
+
+    def _lost(self, method: str, exc: Exception) -> WorkerLost:
+        return WorkerLost(
+            f"the worker running city {self.world.scenario.name} (shard {self.shard_index}) "
+            f"failed during {method}: {type(exc).__name__}: {exc}"
+        )
+
+    def collect_uploads(self, cutoff_s: int):
+        if self.uploads is not None:
+            uploads, self.uploads = self.uploads, None
+            return uploads
+        return self._call("collect", cutoff_s)
+
+    def apply_clearing(self, result):
+        return self._call("apply", result)
+
+    def order_refunds(self, pay_day: int, refunds) -> None:
+        if len(refunds):
+            self._call("order_refunds", pay_day, refunds)
+
+    def mark_incident(self, tx_id, code: int) -> None:
+        if len(tx_id):
+            self._call("mark_incident", tx_id, code)
+
+    def flush_final_days(self, final: bool) -> None:
+        for event in self._call("flush", final):
+            self.bus.publish(event)
+
+    def refunds_outstanding(self) -> int:
+        return self._call("refunds_outstanding")
+
+    def check_all_cleared_days_closed(self) -> None:
+        self._call("check_all_cleared_days_closed")
+
+
+class DistributedEngine:
+    """Runs a multi-city scenario's shards on a Dask cluster, day by day (module docstring).
+
+    Args:
+        worlds: the cities' worlds (built here too: the writers and the clearing read them).
+        host: the Mesa model hosting the clearing nodes (sim/model.py).
+        client: a ``dask.distributed.Client``.
+        seed: the run seed (default: the first scenario's).
+        subscribers: callables receiving every event, after the KPI collector.
+    """
+
+    def __init__(
+        self,
+        worlds: Sequence[World],
+        host,
+        client,
+        *,
+        seed: int | None = None,
+        subscribers: Sequence[Subscriber] = (),
+    ) -> None:
+        from sim.shard_actor import ShardActor
+
+        self.worlds = list(worlds)
+        self.world = self.worlds[0]
+        self.client = client
+        run_seed = self.world.scenario.seed if seed is None else int(seed)
+        self.ledger = Ledger()
+        self.bus = EventBus()
+        # The KPI collector reads each city's sale days for its weekly shares; here it gets the
+        # figures that need them from the actors instead (``remote_figures``).
+        opening = [CardState.opening(w.population) for w in self.worlds]
+        self.kpis = KpiCollector(
+            [(w, _SaleDays(o)) for w, o in zip(self.worlds, opening, strict=True)]
+        )
+        self._opening_fen = [int(o.balance_fen.sum()) for o in opening]
+        self.bus.subscribe(self.kpis)
+        for subscriber in subscribers:
+            self.bus.subscribe(subscriber)
+        cutoff_hour = self.world.scenario.clearing.batch_cutoff_hour
+        placement = _placement(self.worlds, client)
+        actors = [
+            client.submit(
+                ShardActor,
+                w.scenario,
+                str(w.scenario.outlets.file),
+                w.participants,
+                i,
+                run_seed,
+                cutoff_hour,
+                actor=True,
+                workers=[placement[i]],
+            )
+            for i, w in enumerate(self.worlds)
+        ]
+        self.actors = [a.result() for a in actors]
+        self.placement = placement
+        self.shards = [
+            RemoteShard(w, a, i, self.bus)
+            for i, (w, a) in enumerate(zip(self.worlds, self.actors, strict=True))
+        ]
+        self.env = simpy.Environment()
+        self.clearing = ClearingNetworkAgent(
+            host,
+            self.env,
+            self.world.participants,
+            self.world.scenario.clearing,
+            ledger=self.ledger,
+            bus=self.bus,
+            shards=self.shards,
+            transit_fee_bp={
+                node_id: node.transit_fee_bp
+                for w in self.worlds
+                for node_id, node in w.scenario.clearing.network.nodes.items()
+            },
+        )
+        self.finished = False
+        self.day = 0
+
+    @property
+    def days(self) -> int:
+        """Days in the run's period."""
+        return self.world.days
+
+    def step_day(self) -> dict[str, float]:
+        """Simulate the next day on the workers, clearing here; returns its KPIs."""
+        if self.finished:
+            raise RuntimeError(f"the run is over: all {self.days} days are simulated")
+        day = self.day
+        if day == 0:
+            self._open()
+        uploads = self._on_all("morning", day)
+        if day > 0:
+            for shard, collected in zip(self.shards, uploads, strict=True):
+                shard.uploads = collected
+            self.clearing.clear(day - 1, self.clearing.cutoff_of(day - 1))
+        for i, (events, postings, figures) in enumerate(self._on_all("evening", day)):
+            _replay(self.ledger, postings)
+            self.kpis.remote_figures[day, i] = figures
+            for event in events:
+                self.bus.publish(event)
+        kpis = self.kpis.close_day(day)
+        self.bus.publish(DayClosed(day, kpis, self.kpis.day_records))
+        self.day += 1
+        if self.day == self.days:
+            self._finish()
+        return kpis
+
+    def run(self, until: int | None = None) -> None:
+        """Step until ``until`` days are done (default: the whole period)."""
+        last = self.days if until is None else min(int(until), self.days)
+        while self.day < last:
+            self.step_day()
+
+    def peak_rss_bytes(self) -> dict[str, int]:
+        """Peak resident memory of each worker that runs a shard."""
+        out = {}
+        for worker in sorted(set(self.placement.values())):
+            shard = next(i for i, w in self.placement.items() if w == worker)
+            out[worker] = self.shards[shard]._call("peak_rss_bytes")
+        return out
+
+    # ----------------------------------------------------------------- start and end
+    def _on_all(self, method: str, *args) -> list:
+        """``method`` on every actor at once; their results in shard order."""
+        futures = [shard.start(method, *args) for shard in self.shards]
+        return [
+            shard.finish(method, future) for shard, future in zip(self.shards, futures, strict=True)
+        ]
+
+    def _open(self) -> None:
+        """Opening balances and deposits, as the in-process engine posts them."""
+        post_flow(
+            self.ledger,
+            0,
+            MEMO_OPENING,
+            np.array([shard.issuer_code for shard in self.shards]),
+            np.array(self._opening_fen),
+            self.world.participants,
+        )
+        deposits = initial_deposits_fen(self.world.scenario.clearing, self.world.participants)
+        post_flow(
+            self.ledger,
+            0,
+            MEMO_DEPOSIT,
+            np.arange(len(deposits)),
+            deposits,
+            self.world.participants,
+        )
+
+    def _finish(self) -> None:
+        """The last day's batch closes after the period; outages are waited out; checks."""
+        for shard, collected in zip(
+            self.shards,
+            self._on_all("collect", self.clearing.cutoff_of(self.days - 1)),
+            strict=True,
+        ):
+            shard.uploads = collected
+        self.clearing.clear(self.days - 1, self.clearing.cutoff_of(self.days - 1))
+        day = self.days
+        while self.clearing.has_waiting():
+            self.clearing.clear(day, self.clearing.cutoff_of(day))
+            day += 1
+        self.clearing.settle_outstanding(day)
+        for shard in self.shards:
+            shard.flush_final_days(final=True)
+        outstanding = sum(shard.refunds_outstanding() for shard in self.shards)
+        self.kpis.end_of_run(outstanding)
+        for i, metrics in enumerate(self._on_all("final_metrics")):
+            self.kpis.shard_metrics[i] = metrics
+        totals = self.kpis.totals
+        if totals.get("refunds_executed", 0) + outstanding != totals.get("refund_orders", 0):
+            raise InvariantViolation(
+                "refunds_accounted", 0, "end of run", "refund orders not all executed or due"
+            )
+        for shard in self.shards:
+            shard.check_all_cleared_days_closed()
+        overdrawn = deposit_shortfalls(self.ledger, self.world.participants)
+        if overdrawn:
+            issuer, fen = next(iter(overdrawn.items()))
+            raise InvariantViolation(
+                "deposit_never_overdrawn", fen, f"end of run, issuer {issuer}",
+                "a settlement was paid from deposit money that was not there",
+            )  # fmt: skip
+        self.ledger.check()
+        self.finished = True
+        self.bus.publish(RunFinished(self.days, self.ledger))
+
+
+class _SaleDays:
+    """Stands in for a run state in the driver's KPI collector (it reads ``cards.sale_day``;
+    the figures that need the live values come from the actors)."""
+
+    def __init__(self, cards: CardState) -> None:
+        self.cards = cards
+
+
+def _placement(worlds: Sequence[World], client) -> dict[int, str]:
+    """Worker address per shard: the biggest city first, each to the least loaded worker
+    (by cardholders), so the workers finish their days at about the same time."""
+    workers = sorted(client.scheduler_info()["workers"])
+    if not workers:
+        raise WorkerLost("the Dask cluster has no workers")
+    load = dict.fromkeys(workers, 0)
+    out = {}
+    for i in sorted(range(len(worlds)), key=lambda k: (-len(worlds[k].population), k)):
+        worker = min(workers, key=lambda w: (load[w], workers.index(w)))
+        out[i] = worker
+        load[worker] += len(worlds[i].population)
+    return out
+
+
+def _replay(ledger: Ledger, postings: dict) -> None:
+    """Post a shard's ledger entries here, in their order (runs of one day at a time)."""
+    days = postings["day"]
+    if not len(days):
+        return
+    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]])
+    ends = np.r_[starts[1:], len(days)]
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        ledger.post_many(
+            int(days[a]),
+            list(postings["debit"][a:b]),
+            list(postings["credit"][a:b]),
+            postings["amount_fen"][a:b],
+            list(postings["memo"][a:b]),
+        )
+
+
+__all__ = ["DistributedEngine", "RemoteShard", "WorkerLost"]

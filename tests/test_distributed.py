@@ -1,0 +1,132 @@
+"""Cities as Dask actors, the clearing as the reduce step (sim/distributed.py): the same files
+in this process, on 1 and 2 local workers and on an external cluster (a real `dask scheduler`
+and two `dask worker` processes on loopback); a worker killed mid-run stops the run with a clear
+message and leaves no output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dask.distributed import Client, LocalCluster
+
+from sim.api import WorkerLost, load_scenario, run, verify
+
+ROOT = Path(__file__).resolve().parent.parent
+TWO_CITY = ROOT / "scenarios" / "two_city.yaml"
+DAYS = ["period.days=3"]
+
+
+def _hashes(out: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*.parquet"))
+    }
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory):
+    out = tmp_path_factory.mktemp("in_process") / "run"
+    run(load_scenario(TWO_CITY, DAYS), out)
+    return _hashes(out)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_local_workers_write_the_files_of_an_in_process_run(tmp_path, in_process, workers):
+    out = tmp_path / "run"
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        summary = run(load_scenario(TWO_CITY, DAYS), out, client=client)
+    assert _hashes(out) == in_process
+    assert verify(out) == []
+    assert summary.totals["pending"] == 0 and summary.totals["cleared"] > 0
+
+
+@pytest.fixture
+def external_cluster(tmp_path):
+    """A real `dask scheduler` and two `dask worker` processes on loopback, stopped after."""
+    dask = str(Path(sys.executable).parent / "dask")
+    scheduler_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(scheduler_file)],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    ]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text(encoding="utf-8"))["address"]
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [dask, "worker", address, "--nthreads", "1", "--nworkers", "1",
+                     "--host", "127.0.0.1", "--no-dashboard", "--local-directory",
+                     str(tmp_path / "workers")],
+                    cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_an_external_cluster_writes_the_same_files_through_the_cli(
+    tmp_path, in_process, external_cluster
+):
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "run_scenario.py", str(TWO_CITY), "--set", DAYS[0], "--quiet",
+         "--out", str(out), "--scheduler", external_cluster],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert _hashes(out) == in_process
+
+
+def test_a_worker_killed_mid_run_stops_it_with_a_message_and_no_output(tmp_path):
+    out = tmp_path / "run"
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        pids = client.run(os.getpid)  # worker address -> its process
+
+        def kill_after_first_day(event) -> None:
+            if type(event).__name__ == "DayClosed" and event.day == 0:
+                os.kill(pids[min(pids)], signal.SIGKILL)
+                time.sleep(2)  # the process is gone before the next day's calls
+
+        with pytest.raises(WorkerLost, match=r"the worker running city two_city_\w+ \(shard \d\)"):
+            run(
+                load_scenario(TWO_CITY, DAYS),
+                out,
+                client=client,
+                subscribers=[kill_after_first_day],
+            )
+    assert not out.exists()  # nothing kept: no partial output
+    assert not list(tmp_path.glob("run.partial-*"))
