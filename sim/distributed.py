@@ -21,14 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import simpy
 
-from agents.clearing import ClearingNetworkAgent
-from sim.clearing import (
-    MEMO_DEPOSIT,
-    MEMO_OPENING,
-    deposit_shortfalls,
-    initial_deposits_fen,
-    post_flow,
-)
+from sim.engine import clearing_network, finish_run, post_opening
 from sim.events import DayClosed, EventBus, RunFinished, Subscriber
 from sim.ledger import InvariantViolation, Ledger
 from sim.metrics import KpiCollector
@@ -166,19 +159,8 @@ class DistributedEngine:
             for i, (w, a) in enumerate(zip(self.worlds, self.actors, strict=True))
         ]
         self.env = simpy.Environment()
-        self.clearing = ClearingNetworkAgent(
-            host,
-            self.env,
-            self.world.participants,
-            self.world.scenario.clearing,
-            ledger=self.ledger,
-            bus=self.bus,
-            shards=self.shards,
-            transit_fee_bp={
-                node_id: node.transit_fee_bp
-                for w in self.worlds
-                for node_id, node in w.scenario.clearing.network.nodes.items()
-            },
+        self.clearing = clearing_network(
+            host, self.env, self.worlds, self.ledger, self.bus, self.shards
         )
         self.finished = False
         self.day = 0
@@ -236,22 +218,8 @@ class DistributedEngine:
 
     def _open(self) -> None:
         """Opening balances and deposits, as the in-process engine posts them."""
-        post_flow(
-            self.ledger,
-            0,
-            MEMO_OPENING,
-            np.array([shard.issuer_code for shard in self.shards]),
-            np.array(self._opening_fen),
-            self.world.participants,
-        )
-        deposits = initial_deposits_fen(self.world.scenario.clearing, self.world.participants)
-        post_flow(
-            self.ledger,
-            0,
-            MEMO_DEPOSIT,
-            np.arange(len(deposits)),
-            deposits,
-            self.world.participants,
+        post_opening(
+            self.ledger, self.world, [shard.issuer_code for shard in self.shards], self._opening_fen
         )
 
     def _finish(self) -> None:
@@ -263,32 +231,9 @@ class DistributedEngine:
         ):
             shard.uploads = collected
         self.clearing.clear(self.days - 1, self.clearing.cutoff_of(self.days - 1))
-        day = self.days
-        while self.clearing.has_waiting():
-            self.clearing.clear(day, self.clearing.cutoff_of(day))
-            day += 1
-        self.clearing.settle_outstanding(day)
-        for shard in self.shards:
-            shard.flush_final_days(final=True)
-        outstanding = sum(shard.refunds_outstanding() for shard in self.shards)
-        self.kpis.end_of_run(outstanding)
-        for i, metrics in enumerate(self._on_all("final_metrics")):
-            self.kpis.shard_metrics[i] = metrics
-        totals = self.kpis.totals
-        if totals.get("refunds_executed", 0) + outstanding != totals.get("refund_orders", 0):
-            raise InvariantViolation(
-                "refunds_accounted", 0, "end of run", "refund orders not all executed or due"
-            )
-        for shard in self.shards:
-            shard.check_all_cleared_days_closed()
-        overdrawn = deposit_shortfalls(self.ledger, self.world.participants)
-        if overdrawn:
-            issuer, fen = next(iter(overdrawn.items()))
-            raise InvariantViolation(
-                "deposit_never_overdrawn", fen, f"end of run, issuer {issuer}",
-                "a settlement was paid from deposit money that was not there",
-            )  # fmt: skip
-        self.ledger.check()
+        for k, metrics in enumerate(self._on_all("final_metrics")):
+            self.kpis.shard_metrics[k] = metrics
+        finish_run(self.clearing, self.shards, self.kpis, self.ledger, self.days, lambda t: None)
         self.finished = True
         self.bus.publish(RunFinished(self.days, self.ledger))
 

@@ -105,20 +105,8 @@ class Engine:
         if sorted(order) != list(range(len(self.shards))):
             raise ValueError(f"shard_order must order shards 0..{len(self.shards) - 1}")
         self.shard_order = order
-        self.clearing = ClearingNetworkAgent(
-            host,
-            self.env,
-            self.world.participants,
-            self.world.scenario.clearing,
-            ledger=self.ledger,
-            bus=self.bus,
-            shards=self.shards,
-            # Every node any city declares (the cities agree where they overlap: sim/world.py).
-            transit_fee_bp={
-                node_id: node.transit_fee_bp
-                for w in self.worlds
-                for node_id, node in w.scenario.clearing.network.nodes.items()
-            },
+        self.clearing = clearing_network(
+            host, self.env, self.worlds, self.ledger, self.bus, self.shards
         )
         self.failure: InvariantViolation | None = None
         self.finished = False
@@ -184,29 +172,17 @@ class Engine:
     # ----------------------------------------------------------------- start and end
     def _open(self) -> None:
         """Opening balances and clearing deposits; the clearing network's daily process."""
-        world = self.world
-        post_flow(
+        post_opening(
             self.ledger,
-            0,
-            MEMO_OPENING,
-            np.array([shard.issuer_code for shard in self.shards]),
-            np.array([int(state.cards.balance_fen.sum()) for state in self.states]),
-            world.participants,
-        )
-        deposits = initial_deposits_fen(world.scenario.clearing, world.participants)
-        post_flow(
-            self.ledger, 0, MEMO_DEPOSIT, np.arange(len(deposits)), deposits, world.participants
+            self.world,
+            [shard.issuer_code for shard in self.shards],
+            [int(state.cards.balance_fen.sum()) for state in self.states],
         )
         self.env.process(self._guarded(self.clearing.batches(0, self.days - 1)))
         for shard in self.shards:
             timeline = shard.world.incidents
             for k in range(len(timeline)):
                 self.env.process(self._incident_clock(shard.shard_index, timeline, k))
-
-    def _longest_outage_days(self) -> int:
-        """Days from the period's end to the end of the last incident (at least 1)."""
-        ends = [int(s.world.incidents.end_s.max()) for s in self.shards if len(s.world.incidents)]
-        return max(1, (max(ends, default=0) - self.days * DAY_S) // DAY_S + 2)
 
     def _incident_clock(self, shard: int, timeline, k: int):
         """Publish an incident's start and end when the clock reaches them."""
@@ -220,46 +196,86 @@ class Engine:
     def _finish(self) -> None:
         """The last day's batch closes after the period: run the clock that far, then check."""
         self._advance(self.clearing.cutoff_of(self.days - 1) + 1)
-        # A clearing node still down at the last cut-off: its records wait, and are cleared at
-        # the first cut-off after the outage (nothing is left behind by the end of the run).
-        day = self.days
-        while self.clearing.has_waiting():
-            if day > self.days + self._longest_outage_days():
-                raise InvariantViolation(
-                    "cleared_after_outages", 0, f"clearing day {day}",
-                    "records still wait at a clearing node after every outage has ended",
-                )  # fmt: skip
-            cutoff = self.clearing.cutoff_of(day)
-            self._advance(cutoff)
-            self.clearing.clear(day, cutoff)
-            day += 1
-        self.clearing.settle_outstanding(day)
-        for shard in self.shards:
-            shard.flush_final_days(final=True)
-        outstanding = sum(shard.refunds_outstanding() for shard in self.shards)
-        self.kpis.end_of_run(outstanding)
-        totals = self.kpis.totals
-        ordered = totals.get("refund_orders", 0)
-        executed = totals.get("refunds_executed", 0)
-        if executed + outstanding != ordered:
-            raise InvariantViolation(
-                "refunds_accounted",
-                0,
-                "end of run",
-                f"{ordered} refund orders but {executed} executed and {outstanding} outstanding",
-            )
-        for shard in self.shards:
-            shard.check_all_cleared_days_closed()
-        overdrawn = deposit_shortfalls(self.ledger, self.world.participants)
-        if overdrawn:
-            issuer, fen = next(iter(overdrawn.items()))
-            raise InvariantViolation(
-                "deposit_never_overdrawn", fen, f"end of run, issuer {issuer}",
-                "a settlement was paid from deposit money that was not there",
-            )  # fmt: skip
-        self.ledger.check()
+        finish_run(self.clearing, self.shards, self.kpis, self.ledger, self.days, self._advance)
         self.finished = True
         self.bus.publish(RunFinished(self.days, self.ledger))
 
 
-__all__ = ["Engine", "InvariantViolation"]
+def clearing_network(
+    host, env, worlds, ledger: Ledger, bus: EventBus, shards
+) -> ClearingNetworkAgent:
+    """The run's clearing network over its shards (in process, or their proxies)."""
+    world = worlds[0]
+    return ClearingNetworkAgent(
+        host,
+        env,
+        world.participants,
+        world.scenario.clearing,
+        ledger=ledger,
+        bus=bus,
+        shards=shards,
+        # Every node any city declares (the cities agree where they overlap: sim/world.py).
+        transit_fee_bp={
+            node_id: node.transit_fee_bp
+            for w in worlds
+            for node_id, node in w.scenario.clearing.network.nodes.items()
+        },
+    )
+
+
+def post_opening(ledger: Ledger, world: World, issuer_codes, opening_fen) -> None:
+    """Day 0's postings: each city's cards' opening balances and the issuers' deposits."""
+    post_flow(
+        ledger, 0, MEMO_OPENING, np.array(issuer_codes), np.array(opening_fen), world.participants
+    )
+    deposits = initial_deposits_fen(world.scenario.clearing, world.participants)
+    post_flow(ledger, 0, MEMO_DEPOSIT, np.arange(len(deposits)), deposits, world.participants)
+
+
+def finish_run(clearing, shards, kpis: KpiCollector, ledger: Ledger, days: int, advance) -> None:
+    """After the last day's cut-off: wait out clearing-node outages (nothing is left behind),
+    pay the settlements still due, publish the last final days, and check the run's end
+    invariants. ``advance(t)`` runs the clock to ``t`` (a distributed run's actors run their
+    own clocks when asked for uploads)."""
+    world = shards[0].world
+    ends = [int(s.world.incidents.end_s.max()) for s in shards if len(s.world.incidents)]
+    longest = max(1, (max(ends, default=0) - days * DAY_S) // DAY_S + 2)
+    day = days
+    while clearing.has_waiting():
+        if day > days + longest:
+            raise InvariantViolation(
+                "cleared_after_outages", 0, f"clearing day {day}",
+                "records still wait at a clearing node after every outage has ended",
+            )  # fmt: skip
+        cutoff = clearing.cutoff_of(day)
+        advance(cutoff)
+        clearing.clear(day, cutoff)
+        day += 1
+    clearing.settle_outstanding(day)
+    for shard in shards:
+        shard.flush_final_days(final=True)
+    outstanding = sum(shard.refunds_outstanding() for shard in shards)
+    kpis.end_of_run(outstanding)
+    totals = kpis.totals
+    ordered = totals.get("refund_orders", 0)
+    executed = totals.get("refunds_executed", 0)
+    if executed + outstanding != ordered:
+        raise InvariantViolation(
+            "refunds_accounted",
+            0,
+            "end of run",
+            f"{ordered} refund orders but {executed} executed and {outstanding} outstanding",
+        )
+    for shard in shards:
+        shard.check_all_cleared_days_closed()
+    overdrawn = deposit_shortfalls(ledger, world.participants)
+    if overdrawn:
+        issuer, fen = next(iter(overdrawn.items()))
+        raise InvariantViolation(
+            "deposit_never_overdrawn", fen, f"end of run, issuer {issuer}",
+            "a settlement was paid from deposit money that was not there",
+        )  # fmt: skip
+    ledger.check()
+
+
+__all__ = ["Engine", "InvariantViolation", "clearing_network", "finish_run", "post_opening"]

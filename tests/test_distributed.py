@@ -130,3 +130,19 @@ def test_a_worker_killed_mid_run_stops_it_with_a_message_and_no_output(tmp_path)
             )
     assert not out.exists()  # nothing kept: no partial output
     assert not list(tmp_path.glob("run.partial-*"))
+
+
+@pytest.mark.slow
+def test_the_yrd_week_on_two_workers_writes_the_files_of_an_in_process_run(tmp_path):
+    # Four days: Hefei listed on day 2, the Jiangsu exchange down on day 4, deposits called.
+    scenario = load_scenario(ROOT / "scenarios" / "yrd_2024.yaml", ["period.days=4"])
+    run(scenario, tmp_path / "in_process")
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        run(scenario, tmp_path / "two_workers", client=client)
+    assert _hashes(tmp_path / "two_workers") == _hashes(tmp_path / "in_process")
+    assert verify(tmp_path / "two_workers") == []
