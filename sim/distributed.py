@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import simpy
 
-from sim.engine import clearing_network, finish_run, post_opening
+from sim.engine import DaySteps, clearing_network, finish_run, post_opening
 from sim.events import DayClosed, EventBus, RunFinished, Subscriber
 from sim.ledger import InvariantViolation, Ledger
 from sim.metrics import KpiCollector
@@ -98,7 +98,7 @@ class RemoteShard:
         self._call("check_all_cleared_days_closed")
 
 
-class DistributedEngine:
+class DistributedEngine(DaySteps):
     """Runs a multi-city scenario's shards on a Dask cluster, day by day (module docstring).
 
     Args:
@@ -165,18 +165,9 @@ class DistributedEngine:
         self.finished = False
         self.day = 0
 
-    @property
-    def days(self) -> int:
-        """Days in the run's period."""
-        return self.world.days
-
     def step_day(self) -> dict[str, float]:
         """Simulate the next day on the workers, clearing here; returns its KPIs."""
-        if self.finished:
-            raise RuntimeError(f"the run is over: all {self.days} days are simulated")
-        day = self.day
-        if day == 0:
-            self._open()
+        day = self._next_day()
         uploads = self._on_all("morning", day)
         if day > 0:
             for shard, collected in zip(self.shards, uploads, strict=True):
@@ -193,12 +184,6 @@ class DistributedEngine:
         if self.day == self.days:
             self._finish()
         return kpis
-
-    def run(self, until: int | None = None) -> None:
-        """Step until ``until`` days are done (default: the whole period)."""
-        last = self.days if until is None else min(int(until), self.days)
-        while self.day < last:
-            self.step_day()
 
     def peak_rss_bytes(self) -> dict[str, int]:
         """Peak resident memory of each worker that runs a shard."""

@@ -48,7 +48,41 @@ from sim.world import World
 DAY_S = 86_400
 
 
-class Engine:
+class DaySteps:
+    """What both engines share: a period of days, stepped one at a time (``step_day``)."""
+
+    world: World
+    day: int
+
+    @property
+    def days(self) -> int:
+        """Days in the run's period."""
+        return self.world.days
+
+    finished: bool
+
+    def step_day(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _next_day(self) -> int:
+        """The day to simulate now (the run opens before day 0); an error after the last."""
+        if self.finished:
+            raise RuntimeError(f"the run is over: all {self.days} days are simulated")
+        if self.day == 0:
+            self._open()
+        return self.day
+
+    def run(self, until: int | None = None) -> None:
+        """Step until ``until`` days are done (default: the whole period)."""
+        last = self.days if until is None else min(int(until), self.days)
+        while self.day < last:
+            self.step_day()
+
+
+class Engine(DaySteps):
     """Runs one or more cities (shards) day by day on one clock (see the module docstring).
 
     Args:
@@ -112,31 +146,16 @@ class Engine:
         self.finished = False
         self.day = 0  # the next day to simulate
 
-    @property
-    def days(self) -> int:
-        """Days in the run's period."""
-        return self.world.days
-
     # ----------------------------------------------------------------- stepping
     def step_day(self) -> dict[str, float]:
         """Simulate the next day (and the clearing run that falls in it); returns its KPIs."""
-        if self.finished:
-            raise RuntimeError(f"the run is over: all {self.days} days are simulated")
-        day = self.day
-        if day == 0:
-            self._open()
+        day = self._next_day()
         closed = self.env.process(self._guarded(self._day(day)))
         self._advance(closed)
         self.day += 1
         if self.day == self.days:
             self._finish()
         return closed.value
-
-    def run(self, until: int | None = None) -> None:
-        """Step until ``until`` days are done (default: the whole period)."""
-        last = self.days if until is None else min(int(until), self.days)
-        while self.day < last:
-            self.step_day()
 
     def _day(self, day: int):
         """One day on the clock: plan at midnight, settle just before the next one."""
