@@ -89,7 +89,8 @@ class ShardActor:
     # ----------------------------------------------------------------- the day
     def morning(self, day: int):
         """Start ``day``; run to the cut-off of the day before (if any) and collect uploads."""
-        self.env.run(until=day * DAY_S) if day else None
+        if day:
+            self.env.run(until=day * DAY_S)
         self.shard.start_day(day)
         if day == 0:
             return None
