@@ -547,11 +547,20 @@ def iter_days(
         raise
     timings["simulate_and_write_s"] = time.perf_counter() - t1
     kpis = model.engine.kpis
+    workers = None
+    if client is not None:  # where each city ran, and each worker's peak memory
+        engine = model.engine
+        workers = {
+            "shards": {w.scenario.name: engine.placement[i] for i, w in enumerate(worlds)},
+            "peak_rss_bytes": engine.peak_rss_bytes(),
+        }
     lending = _lending_reports(monitors)  # scored once: every rule over the whole population
     if output is not None:
         meta = _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked)
         meta["privacy_key_id"] = key.fingerprint  # which key, never the key
         meta["cross_city"] = cross_city.report()
+        if workers is not None:
+            meta["dask"] = workers
         if monitors:
             meta["card_lending"] = lending
         try:

@@ -152,7 +152,12 @@ class DistributedEngine(DaySteps):
             )
             for i, w in enumerate(self.worlds)
         ]
-        self.actors = [a.result() for a in actors]
+        try:
+            self.actors = [a.result() for a in actors]
+        except Exception as exc:  # noqa: BLE001 - a worker lost while building its cities
+            raise WorkerLost(
+                f"a worker failed while building its cities' shards: {type(exc).__name__}: {exc}"
+            ) from exc
         self.placement = placement
         self.shards = [
             RemoteShard(w, a, i, self.bus)
@@ -186,7 +191,7 @@ class DistributedEngine(DaySteps):
         return kpis
 
     def peak_rss_bytes(self) -> dict[str, int]:
-        """Peak resident memory of each worker that runs a shard."""
+        """Peak resident memory of each worker that runs a shard (run_meta.json ``dask``)."""
         out = {}
         for worker in sorted(set(self.placement.values())):
             shard = next(i for i, w in self.placement.items() if w == worker)

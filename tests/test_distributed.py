@@ -51,6 +51,9 @@ def test_local_workers_write_the_files_of_an_in_process_run(tmp_path, in_process
     assert _hashes(out) == in_process
     assert verify(out) == []
     assert summary.totals["pending"] == 0 and summary.totals["cleared"] > 0
+    meta = json.loads((out / "run_meta.json").read_text(encoding="utf-8"))
+    assert len(set(meta["dask"]["shards"].values())) == workers  # every worker runs a city
+    assert all(b > 50 * 2**20 for b in meta["dask"]["peak_rss_bytes"].values())
 
 
 @pytest.fixture
