@@ -30,6 +30,7 @@ commands:
   run_scenario.py validate SCENARIO.yaml      check a scenario and the world it builds
   run_scenario.py calibrate SCENARIO.yaml     run the whole period, compare with published figures
   run_scenario.py verify RUN_DIR              recheck a run's hash chains and invariants from files
+  run_scenario.py reconcile RUN_DIR           per-participant reconciliation files of a run
   run_scenario.py compare BASE VARIANT...     baseline vs variants, paired replications, 95% CIs
   run_scenario.py sweep BASE --param P=V1,V2  a grid, Latin hypercube or Sobol design over fields
 
@@ -287,6 +288,20 @@ def build_verify_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_reconcile_parser() -> argparse.ArgumentParser:
+    """Parser of the ``reconcile`` sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="run_scenario.py reconcile",
+        description="Write a finished run's per-participant reconciliation files (summary, "
+        "detail, rejects, corrections; layout in docs/reconciliation.md) and check them.",
+    )
+    parser.add_argument("run_dir", type=Path, help="a run's output folder")
+    parser.add_argument(
+        "--out", type=Path, help="where to write them (default: RUN_DIR/reconciliation)"
+    )
+    return parser
+
+
 def build_validate_parser() -> argparse.ArgumentParser:
     """Parser of the ``validate`` sub-command."""
     parser = argparse.ArgumentParser(
@@ -429,7 +444,7 @@ def cross_city_table(report: dict):
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("validate", "calibrate", "verify", "compare", "sweep")
+    commands = ("validate", "calibrate", "verify", "compare", "sweep", "reconcile")
     command = argv[0] if argv and argv[0] in commands else "run"
     parser = {
         "validate": build_validate_parser,
@@ -437,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         "verify": build_verify_parser,
         "compare": build_compare_parser,
         "sweep": build_sweep_parser,
+        "reconcile": build_reconcile_parser,
         "run": build_parser,
     }[command]()
     # Flags are checked before the simulation stack is imported, so their errors answer at once.
@@ -472,6 +488,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(problem)
             print(f"{args.run_dir}: " + (f"{len(problems)} problem(s)" if problems else "verified"))
             return 1 if problems else 0
+        if command == "reconcile":
+            out = api.reconcile(args.run_dir, args.out)
+            print(f"{args.run_dir}: reconciliation files in {out} (summaries agree with details)")
+            return 0
         if command == "validate":
             # Everything a run would refuse from the files alone: the scenario, then the world
             # built from it (outlets file, generated lines, incident targets, clearing parties).

@@ -50,6 +50,7 @@ from sim.output import (
 )
 from sim.overlay import OverlayError, overlay_overrides
 from sim.privacy import PrivacyKey, PrivacyKeyError, default_key, load_key
+from sim.reconciliation import ReconciliationError, check_reconciliation, write_reconciliation
 from sim.records import RecordWriter, name_tables
 from sim.run_dir import RunDirError
 from sim.run_view import DIMENSIONS as RUN_DIMENSIONS
@@ -89,6 +90,7 @@ __all__ = [
     "load_scenario",
     "load_sweep_report",
     "open_run",
+    "reconcile",
     "run",
 ]
 
@@ -428,6 +430,21 @@ def verify(run_dir: str | Path) -> list[str]:
     if not run_dir.is_dir():
         raise BadInput(f"{run_dir}: no such run folder")
     return verify_run(run_dir)
+
+
+def reconcile(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write and check the per-participant reconciliation files of a finished run
+    (sim/reconciliation.py); returns their folder. Raises BadInput naming what is wrong."""
+    try:
+        out = write_reconciliation(run_dir, out_dir)
+    except ReconciliationError as exc:
+        raise BadInput(str(exc)) from None
+    problems = check_reconciliation(run_dir, out)
+    if problems:
+        raise InvariantViolation(
+            "reconciliation_agrees", 0, problems[0], f"{len(problems)} file(s)"
+        )
+    return out
 
 
 def privacy_key(path: str | Path | None) -> PrivacyKey | None:
