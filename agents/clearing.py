@@ -243,7 +243,9 @@ class ClearingNetworkAgent:
         if not blocked_by:
             return None
         key = records.issuer.astype(np.int64) * len(self.participants) + records.acquirer
+        owner = ids.record_shard(records.tx_id)
         blocked = np.zeros(len(records.tx_id), dtype=bool)
+        labels: dict[tuple[int, int], np.ndarray] = {}  # (shard, incident) -> records to label
         for (issuer, acquirer), stop in blocked_by.items():
             here = key == issuer * len(self.participants) + acquirer
             blocked |= here
@@ -251,8 +253,10 @@ class ClearingNetworkAgent:
             for i, shard in enumerate(self.shards):
                 k = shard.world.incidents.down_at("clearing_node_outage", stop_id, cutoff_s)
                 if k >= 0:
-                    mine = here & (ids.record_shard(records.tx_id) == i)
-                    shard.mark_incident(records.tx_id[mine], k)
+                    mine = here & (owner == i)
+                    labels[i, k] = labels.get((i, k), np.zeros(len(here), bool)) | mine
+        for (i, k), mine in sorted(labels.items()):  # one call per shard and incident
+            self.shards[i].mark_incident(records.tx_id[mine], k)
         node.inbox = [records.take(np.flatnonzero(~blocked))] if (~blocked).any() else []
         return records.take(np.flatnonzero(blocked))
 
