@@ -105,6 +105,11 @@ class ClearingNetworkAgent:
         self.deposits = DepositDesk(settings, participants)
         self.deferred: set[int] = set()  # settlement dates that had to wait for deposit money
 
+    def on_shards(self, method: str, args: list[tuple]) -> list:
+        """``method`` on every shard with its own arguments, results in shard order. One after
+        the other here; a distributed run (sim/distributed.py) calls its actors all at once."""
+        return [getattr(shard, method)(*a) for shard, a in zip(self.shards, args, strict=True)]
+
     def cutoff_of(self, clearing_day: int) -> int:
         """Absolute time of the cut-off that closes ``clearing_day``'s batch (next morning)."""
         return (clearing_day + 1) * DAY_S + self.cutoff_hour * 3600
@@ -126,10 +131,10 @@ class ClearingNetworkAgent:
         result = dataclasses.replace(result, positions=routing.positions)
         transit = self._log_transit(day, records, result, routing)
         owner = ids.record_shard(result.tx_id)
-        statuses = [
-            shard.apply_clearing(_records_of(result, np.flatnonzero(owner == i)))
-            for i, shard in enumerate(self.shards)
-        ]
+        statuses = self.on_shards(
+            "apply_clearing",
+            [(_records_of(result, np.flatnonzero(owner == i)),) for i in range(len(self.shards))],
+        )
         self._order_refunds(result)
         post_clearing(self.ledger, day, result.pairs, self.participants, routing.fees)
         self._check_books(routing)
@@ -139,8 +144,7 @@ class ClearingNetworkAgent:
         )
         self.settlements_due.setdefault(result.settle_day, []).append(routing)
         self.settle_due(day + 1)
-        for shard in self.shards:
-            shard.flush_final_days(final=False)
+        self.on_shards("flush_final_days", [(False,)] * len(self.shards))
         return result
 
     def _deliver(self, records: UploadedRecords) -> None:

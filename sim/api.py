@@ -533,9 +533,20 @@ def iter_days(
                 privacy_key=key,
                 shard_index=i,
                 code_maps=code_maps[i],
+                # On Dask each city writes its own tables on its worker (sim/shard_actor.py).
+                tables="run" if client is not None else "all",
             )
             for i, w in enumerate(worlds)
         ]
+        shard_output = None
+        if client is not None and output is not None:
+            shard_output = {
+                "tmp_dir": output.tmp_dir,
+                "names": names,
+                "code_maps": code_maps,
+                "unmasked": unmasked,
+                "privacy_key": key,
+            }
         monitors = [
             LendingMonitor(w, shard=i)
             for i, w in enumerate(worlds)
@@ -550,6 +561,7 @@ def iter_days(
             response=response,
             shard_order=shard_order,
             client=client,
+            shard_output=shard_output,
         )
         while model.running:
             model.step()
@@ -565,8 +577,13 @@ def iter_days(
     timings["simulate_and_write_s"] = time.perf_counter() - t1
     kpis = model.engine.kpis
     workers = None
+    tables_written = set().union(*(w.tables_written for w in writers))
     if client is not None:  # where each city ran, and each worker's peak memory
         engine = model.engine
+        for rows, partitions, tables in engine.written:  # the files the shards wrote
+            if output is not None:
+                output.add_written(rows, partitions)
+            tables_written |= tables
         workers = {
             "shards": {w.scenario.name: engine.placement[i] for i, w in enumerate(worlds)},
             "peak_rss_bytes": engine.peak_rss_bytes(),
@@ -582,9 +599,7 @@ def iter_days(
             meta["card_lending"] = lending
         try:
             output.commit(meta)
-            write_duckdb_catalogue(
-                output.out_dir, set().union(*(w.tables_written for w in writers))
-            )
+            write_duckdb_catalogue(output.out_dir, tables_written)
         except (OutputError, OSError, duckdb.Error) as exc:
             # The earlier run, if any, is back in place (RunOutput.commit rolls back).
             raise BadInput(f"--out {out_dir}: {_one_line(exc)}") from None

@@ -107,6 +107,9 @@ class DistributedEngine(DaySteps):
         client: a ``dask.distributed.Client``.
         seed: the run seed (default: the first scenario's).
         subscribers: callables receiving every event, after the KPI collector.
+        shard_output: where each shard writes its own tables (the run's temporary folder,
+            name tables, each city's code map, masking, privacy key); None: the shards' events
+            come back whole, for writers here.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class DistributedEngine(DaySteps):
         *,
         seed: int | None = None,
         subscribers: Sequence[Subscriber] = (),
+        shard_output: dict | None = None,
     ) -> None:
         from sim.shard_actor import ShardActor
 
@@ -163,10 +167,27 @@ class DistributedEngine(DaySteps):
             RemoteShard(w, a, i, self.bus)
             for i, (w, a) in enumerate(zip(self.worlds, self.actors, strict=True))
         ]
+        self.written: list[tuple[dict, dict, set]] = []  # each shard's files, at the end
+        if shard_output is not None:
+            spec = shard_output
+            futures = [
+                shard.start(
+                    "open_output",
+                    str(spec["tmp_dir"]),
+                    spec["names"],
+                    spec["code_maps"][i],
+                    spec["unmasked"],
+                    spec["privacy_key"],
+                )
+                for i, shard in enumerate(self.shards)
+            ]
+            for shard, future in zip(self.shards, futures, strict=True):
+                shard.finish("open_output", future)
         self.env = simpy.Environment()
         self.clearing = clearing_network(
             host, self.env, self.worlds, self.ledger, self.bus, self.shards
         )
+        self.clearing.on_shards = self._clearing_on_shards
         self.finished = False
         self.day = 0
 
@@ -206,6 +227,21 @@ class DistributedEngine(DaySteps):
             shard.finish(method, future) for shard, future in zip(self.shards, futures, strict=True)
         ]
 
+    def _clearing_on_shards(self, method: str, args: list[tuple]) -> list:
+        """The clearing network's calls to every shard, to all actors at once (results, and
+        the events they publish, in shard order)."""
+        remote = {"apply_clearing": "apply", "flush_final_days": "flush"}[method]
+        futures = [shard.start(remote, *a) for shard, a in zip(self.shards, args, strict=True)]
+        results = [
+            shard.finish(remote, future) for shard, future in zip(self.shards, futures, strict=True)
+        ]
+        if method == "flush_final_days":
+            for events in results:
+                for event in events:
+                    self.bus.publish(event)
+            return [None] * len(results)
+        return results
+
     def _open(self) -> None:
         """Opening balances and deposits, as the in-process engine posts them."""
         post_opening(
@@ -223,6 +259,7 @@ class DistributedEngine(DaySteps):
         self.clearing.clear(self.days - 1, self.clearing.cutoff_of(self.days - 1))
         for k, metrics in enumerate(self._on_all("final_metrics")):
             self.kpis.shard_metrics[k] = metrics
+        self.written = self._on_all("written")
         finish_run(self.clearing, self.shards, self.kpis, self.ledger, self.days, lambda t: None)
         self.finished = True
         self.bus.publish(RunFinished(self.days, self.ledger))

@@ -46,6 +46,8 @@ class CardTwinModel(mesa.Model):
         shard_order: the order the cities' days are computed in (outputs do not depend on it).
         client: a ``dask.distributed.Client``: the cities run as actors on its workers
             (sim/distributed.py), with identical outputs.
+        shard_output: with ``client``, where the shards write their own tables (see
+            ``sim.distributed.DistributedEngine``).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class CardTwinModel(mesa.Model):
         response: Response | None = None,
         shard_order: list[int] | None = None,
         client=None,
+        shard_output: dict | None = None,
     ) -> None:
         if world is not None and (scenario is not None or days is not None):
             raise ValueError("give CardTwinModel a world, or a scenario file (and days), not both")
@@ -86,7 +89,12 @@ class CardTwinModel(mesa.Model):
 
             worlds = [world] if isinstance(world, World) else list(world)
             self.engine = DistributedEngine(
-                worlds, self, client, seed=run_seed, subscribers=subscribers
+                worlds,
+                self,
+                client,
+                seed=run_seed,
+                subscribers=subscribers,
+                shard_output=shard_output,
             )
             return
         self.engine = Engine(

@@ -454,6 +454,36 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
+class PartWriter:
+    """Writes one shard's partition files straight into a run's temporary folder, as
+    ``RunOutput`` would (same conversion, same Parquet settings: the same bytes). For a shard
+    that runs in another process (sim/shard_actor.py); the run's ``RunOutput`` commits them."""
+
+    def __init__(self, tmp_dir: str | Path, names: Mapping[str, Sequence[str]], mask: bool) -> None:
+        self.tmp_dir = Path(tmp_dir)
+        self.names = NameTables(names)
+        self.mask_identities = mask
+        self.exporter = ParquetExporter()
+        self.rows: dict[str, int] = {}
+        self.partitions: dict[str, set[date]] = {}
+
+    def write(
+        self,
+        table: str,
+        service_date: date | str | np.datetime64,
+        columns: Mapping[str, ColumnData],
+        part: int = 0,
+    ) -> None:
+        """Write one day's rows of ``table`` to ``<table>/service_date=<day>/part-<part>``."""
+        spec = table_spec(table)
+        day = _as_date(service_date)
+        check_columns(spec, columns)
+        built = build_table(spec, dict(columns), self.names, mask_identities=self.mask_identities)
+        self.exporter.export(self.tmp_dir, spec, day, int(part), built)
+        self.rows[spec.name] = self.rows.get(spec.name, 0) + built.num_rows
+        self.partitions.setdefault(spec.name, set()).add(day)
+
+
 class RunOutput:
     """A run's output directory, written off to the side and swapped in on :meth:`commit`.
 
@@ -539,6 +569,14 @@ class RunOutput:
         elapsed = time.perf_counter() - start
         self.stats.caller_s += elapsed
         self.stats.caller_max_s = max(self.stats.caller_max_s, elapsed)
+
+    def add_written(self, rows: Mapping[str, int], partitions: Mapping[str, set]) -> None:
+        """Count partitions that another process wrote into this run's folder (a shard's own
+        files in a distributed run, ``PartWriter``), for the output summary."""
+        for name, n in rows.items():
+            self.stats.rows[name] = self.stats.rows.get(name, 0) + int(n)
+        for name, days in partitions.items():
+            self._partitions.setdefault(name, set()).update(days)
 
     def flush(self) -> None:
         """Wait until everything queued is written; raise the writer thread's error, if any."""

@@ -114,7 +114,13 @@ class RecordWriter:
         privacy_key: PrivacyKey | None = None,
         shard_index: int = 0,
         code_maps: dict[str, np.ndarray] | None = None,
+        tables: str = "all",
     ) -> None:
+        if tables not in ("all", "shard", "run"):
+            raise ValueError(f"tables must be all, shard or run, got {tables!r}")
+        # "shard": only the city's own tables (a shard writing on its worker); "run": only the
+        # run-wide ones (clearing, settlements, KPIs, ledger), the shards writing theirs.
+        self.tables = tables
         self.world = world
         self.output = output
         self.unmasked = unmasked
@@ -206,6 +212,9 @@ class RecordWriter:
         mine = getattr(event, "shard", 0) == self.shard_index
         if not mine:
             return  # another city's writer writes it (run-wide events count as the first's)
+        shard_event = isinstance(event, DaySettled | UploadsSent | TapsFinal)
+        if (self.tables == "shard" and not shard_event) or (self.tables == "run" and shard_event):
+            return
         match event:
             case DaySettled(day=day):
                 if len(event.refusals.get("row", ())):

@@ -17,16 +17,41 @@ outputs are byte-identical whatever worker a shard runs on.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import simpy
 
 from sim.clearing import MEMO_OPENING, post_flow
+from sim.cross_city import day_flows
 from sim.engine import DAY_S
-from sim.events import EventBus
+from sim.events import DaySettled, EventBus, TapsFinal
 from sim.ledger import Ledger
 from sim.metrics import RunMetrics
 from sim.shard import CityShard
 from sim.state import RunState
+
+
+@dataclasses.dataclass(frozen=True)
+class SettledCounts:
+    """A settled day's taps as the driver's KPI collector reads them: how many, which declined."""
+
+    declined: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.declined)
+
+
+@dataclasses.dataclass(frozen=True)
+class FinalCounts:
+    """A final day's taps as the driver reads them: statuses (KPI totals) and the day's
+    cross-city flows (sim/cross_city.py), computed where the records are."""
+
+    status: np.ndarray
+    flows: dict
+
+    def __len__(self) -> int:
+        return len(self.status)
 
 
 class _Host:
@@ -73,7 +98,10 @@ class ShardActor:
             self.world, self.state, self.env, self.host.model, self.bus, None, shard_index
         )
         self.cutoff_hour = cutoff_hour
+        self.writer = None  # set by open_output: then this shard writes its own tables
         self.metrics = RunMetrics(len(self.world.region_ids), len(self.world.population))
+        # The driver watches card lending from the settled days' taps (sim/lending.py).
+        self.lending = scenario.behaviour.card_lending.share > 0
         # The opening balances, so that the shard's own float checks hold; the driver's ledger
         # posts the same opening for every city (they are not handed back).
         post_flow(
@@ -85,6 +113,33 @@ class ShardActor:
             self.world.participants,
         )
         self._posted = self.ledger.n_entries
+
+    def open_output(self, tmp_dir, names, code_map, unmasked: bool, privacy_key) -> None:
+        """Write this city's own tables (transactions, top-ups, sales, visits, uploads, refused
+        taps, cross-city flows) here, into the run's temporary folder; the driver writes the
+        run-wide ones. Its events then go back slim (``_slim``)."""
+        from sim.output import PartWriter
+        from sim.records import RecordWriter
+
+        self.part_writer = PartWriter(tmp_dir, names, mask=not unmasked)
+        self.writer = RecordWriter(
+            self.world,
+            self.part_writer,  # same write() as RunOutput
+            self.world.participants.ids,
+            self.shard.issuer_code,
+            unmasked=unmasked,
+            privacy_key=privacy_key,
+            shard_index=self.shard.shard_index,
+            code_maps=code_map,
+            tables="shard",
+        )
+        self.bus.subscribe(self.writer)
+
+    def written(self) -> tuple[dict, dict, set]:
+        """Rows and partitions written here, and the tables (for the run's summary)."""
+        if self.writer is None:
+            return {}, {}, set()
+        return self.part_writer.rows, self.part_writer.partitions, self.writer.tables_written
 
     # ----------------------------------------------------------------- the day
     def morning(self, day: int):
@@ -149,7 +204,18 @@ class ShardActor:
 
     def _events(self) -> list:
         events, self.outbox[:] = list(self.outbox), []
-        return events
+        return [self._slim(e) for e in events] if self.writer is not None else events
+
+    def _slim(self, event):
+        """What the driver still needs of an event whose records were written here: the tap
+        counts of a settled day (KPIs; all of it when card lending is watched there) and the
+        statuses and cross-city flows of a final day."""
+        if isinstance(event, TapsFinal):
+            taps = FinalCounts(event.taps.status, day_flows(self.world, event.taps))
+            return dataclasses.replace(event, taps=taps)
+        if isinstance(event, DaySettled) and not self.lending:
+            return dataclasses.replace(event, taps=SettledCounts(event.taps.declined))
+        return event
 
     def _postings(self) -> dict:
         """The ledger entries posted since the last hand-back, as columns."""
