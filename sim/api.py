@@ -35,7 +35,7 @@ from sim.behaviour_settings import CardLending, DetectionRule
 from sim.calibration import compare as compare_with_targets
 from sim.calibration import load_targets, markdown, untargeted
 from sim.cross_city import CrossCityCollector
-from sim.distributed import WorkerLost
+from sim.distributed import WorkerLost, submit_shards
 from sim.events import Subscriber
 from sim.ledger import InvariantViolation
 from sim.lending import LendingMonitor, detect_in_files
@@ -491,6 +491,13 @@ def iter_days(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     spec = scenario
+    pending = None
+    if client is not None and world is None:
+        # The workers build their cities' worlds while this process builds its own copies.
+        cities = (
+            list(scenario.city_scenarios) if isinstance(scenario, MultiCityScenario) else [scenario]
+        )
+        pending = submit_shards(client, cities, cities[0].seed if seed is None else int(seed))
     if world is None:
         world = build(scenario)
     worlds = [world] if isinstance(world, World) else list(world)
@@ -562,6 +569,7 @@ def iter_days(
             shard_order=shard_order,
             client=client,
             shard_output=shard_output,
+            pending=pending,
         )
         while model.running:
             model.step()

@@ -16,6 +16,7 @@ naming the city (the caller discards the partial output), rather than going on w
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,6 +28,7 @@ from sim.ledger import InvariantViolation, Ledger
 from sim.metrics import KpiCollector
 from sim.state import CardState
 from sim.world import World
+from sim.world_settings import scaled_count
 
 
 class WorkerLost(RuntimeError):
@@ -110,6 +112,8 @@ class DistributedEngine(DaySteps):
         shard_output: where each shard writes its own tables (the run's temporary folder,
             name tables, each city's code map, masking, privacy key); None: the shards' events
             come back whole, for writers here.
+        pending: the shards' actors, submitted before the worlds here were built
+            (``submit_shards``); default: submitted now.
     """
 
     def __init__(
@@ -121,9 +125,8 @@ class DistributedEngine(DaySteps):
         seed: int | None = None,
         subscribers: Sequence[Subscriber] = (),
         shard_output: dict | None = None,
+        pending: PendingShards | None = None,
     ) -> None:
-        from sim.shard_actor import ShardActor
-
         self.worlds = list(worlds)
         self.world = self.worlds[0]
         self.client = client
@@ -140,34 +143,22 @@ class DistributedEngine(DaySteps):
         self.bus.subscribe(self.kpis)
         for subscriber in subscribers:
             self.bus.subscribe(subscriber)
-        cutoff_hour = self.world.scenario.clearing.batch_cutoff_hour
-        placement = _placement(self.worlds, client)
-        actors = [
-            client.submit(
-                ShardActor,
-                w.scenario,
-                str(w.scenario.outlets.file),
-                w.participants,
-                i,
-                run_seed,
-                cutoff_hour,
-                actor=True,
-                workers=[placement[i]],
-            )
-            for i, w in enumerate(self.worlds)
-        ]
+        if pending is None:
+            pending = submit_shards(client, [w.scenario for w in self.worlds], run_seed)
         try:
-            self.actors = [a.result() for a in actors]
+            self.actors = [a.result() for a in pending.futures]
         except Exception as exc:  # noqa: BLE001 - a worker lost while building its cities
             raise WorkerLost(
                 f"a worker failed while building its cities' shards: {type(exc).__name__}: {exc}"
             ) from exc
+        placement = pending.placement
         self.placement = placement
         self.shards = [
             RemoteShard(w, a, i, self.bus)
             for i, (w, a) in enumerate(zip(self.worlds, self.actors, strict=True))
         ]
         self.written: list[tuple[dict, dict, set]] = []  # each shard's files, at the end
+        self._on_all("start", self.world.participants)
         if shard_output is not None:
             spec = shard_output
             futures = [
@@ -273,19 +264,48 @@ class _SaleDays:
         self.cards = cards
 
 
-def _placement(worlds: Sequence[World], client) -> dict[int, str]:
-    """Worker address per shard: the biggest city first, each to the least loaded worker
-    (by cardholders), so the workers finish their days at about the same time."""
+@dataclasses.dataclass
+class PendingShards:
+    """Shard actors being built on the workers (``submit_shards``), and where each runs."""
+
+    futures: list
+    placement: dict[int, str]
+
+
+def submit_shards(client, cities: Sequence, run_seed: int) -> PendingShards:
+    """Start building each city's shard on a worker (``ShardActor``): the biggest city first,
+    each to the least loaded worker (by cardholders), so that the workers finish their days at
+    about the same time. Returns at once; the worlds are built while the caller goes on."""
+    from sim.shard_actor import ShardActor
+
     workers = sorted(client.scheduler_info()["workers"])
     if not workers:
         raise WorkerLost("the Dask cluster has no workers")
+    size = [
+        sum(scaled_count(t.count, sc.scale) for t in sc.population.card_types.values())
+        for sc in cities
+    ]
     load = dict.fromkeys(workers, 0)
-    out = {}
-    for i in sorted(range(len(worlds)), key=lambda k: (-len(worlds[k].population), k)):
+    placement = {}
+    for i in sorted(range(len(cities)), key=lambda k: (-size[k], k)):
         worker = min(workers, key=lambda w: (load[w], workers.index(w)))
-        out[i] = worker
-        load[worker] += len(worlds[i].population)
-    return out
+        placement[i] = worker
+        load[worker] += size[i]
+    cutoff_hour = cities[0].clearing.batch_cutoff_hour
+    futures = [
+        client.submit(
+            ShardActor,
+            sc,
+            str(sc.outlets.file),
+            i,
+            run_seed,
+            cutoff_hour,
+            actor=True,
+            workers=[placement[i]],
+        )
+        for i, sc in enumerate(cities)
+    ]
+    return PendingShards(futures, placement)
 
 
 def _replay(ledger: Ledger, postings: dict) -> None:
@@ -305,4 +325,4 @@ def _replay(ledger: Ledger, postings: dict) -> None:
         )
 
 
-__all__ = ["DistributedEngine", "RemoteShard", "WorkerLost"]
+__all__ = ["DistributedEngine", "PendingShards", "RemoteShard", "WorkerLost", "submit_shards"]

@@ -48,6 +48,7 @@ class CardTwinModel(mesa.Model):
             (sim/distributed.py), with identical outputs.
         shard_output: with ``client``, where the shards write their own tables (see
             ``sim.distributed.DistributedEngine``).
+        pending: with ``client``, shard actors already submitted (``submit_shards``).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class CardTwinModel(mesa.Model):
         shard_order: list[int] | None = None,
         client=None,
         shard_output: dict | None = None,
+        pending=None,
     ) -> None:
         if world is not None and (scenario is not None or days is not None):
             raise ValueError("give CardTwinModel a world, or a scenario file (and days), not both")
@@ -95,6 +97,7 @@ class CardTwinModel(mesa.Model):
                 seed=run_seed,
                 subscribers=subscribers,
                 shard_output=shard_output,
+                pending=pending,
             )
             return
         self.engine = Engine(

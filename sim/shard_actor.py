@@ -66,27 +66,39 @@ class _Host:
 class ShardActor:
     """A city's shard on a worker (see the module docstring).
 
+    Made in two steps, so that the city's world is built on the worker while the driver builds
+    its own copies: the constructor builds the world; ``start`` gives it the run's shared
+    clearing participants (the driver's registry) and sets the shard up.
+
     Args:
         scenario: the city's validated scenario (sim/scenario.py).
         outlets_file: its outlets CSV (a path the worker can read).
-        participants: the run's shared clearing participants (the driver's registry).
         shard_index: the city's position among the run's cities.
         run_seed: the run seed.
         cutoff_hour: the clearing cut-off hour (clearing.batch_cutoff_hour).
     """
 
     def __init__(
-        self,
-        scenario,
-        outlets_file: str,
-        participants,
-        shard_index: int,
-        run_seed: int,
-        cutoff_hour: int,
+        self, scenario, outlets_file: str, shard_index: int, run_seed: int, cutoff_hour: int
     ) -> None:
-        from sim.world import world_for_shard
+        from pathlib import Path
 
-        self.world = world_for_shard(scenario, outlets_file, participants)
+        from sim.world import build_world
+
+        self._built = build_world(scenario, Path(outlets_file))
+        self.scenario = scenario
+        self.shard_index = shard_index
+        self.run_seed = run_seed
+        self.cutoff_hour = cutoff_hour
+        self.writer = None  # set by open_output: then this shard writes its own tables
+
+    def start(self, participants) -> None:
+        """Take the run's participants registry and set the shard up for day 0."""
+        from sim.world import with_participants
+
+        scenario, shard_index, run_seed = self.scenario, self.shard_index, self.run_seed
+        self.world = with_participants(self._built, participants)
+        self._built = None
         self.ledger = Ledger()
         self.state = RunState.fresh(self.world, run_seed, shard=shard_index, ledger=self.ledger)
         self.env = simpy.Environment()
@@ -97,8 +109,6 @@ class ShardActor:
         self.shard = CityShard(
             self.world, self.state, self.env, self.host.model, self.bus, None, shard_index
         )
-        self.cutoff_hour = cutoff_hour
-        self.writer = None  # set by open_output: then this shard writes its own tables
         self.metrics = RunMetrics(len(self.world.region_ids), len(self.world.population))
         # The driver watches card lending from the settled days' taps (sim/lending.py).
         self.lending = scenario.behaviour.card_lending.share > 0

@@ -381,10 +381,10 @@ def build_worlds(scenarios: list[Scenario], outlets_files: list[Path]) -> list[W
     return worlds
 
 
-def world_for_shard(scenario: Scenario, outlets_file, participants: Participants) -> World:
-    """One city's world for a shard run elsewhere (sim/shard_actor.py): built as
-    ``build_worlds`` builds it, with the run's shared participants registry."""
-    world = replace(build_world(scenario, Path(outlets_file)), participants=participants)
+def with_participants(world: World, participants: Participants) -> World:
+    """A city's world with the run's shared participants registry, as ``build_worlds`` gives
+    it (for a shard run elsewhere, sim/shard_actor.py)."""
+    world = replace(world, participants=participants)
     _freeze(world)
     return world
 
