@@ -1,11 +1,21 @@
-"""Test helper: read an output table of a run as a pandas frame with plain string columns."""
+"""Test helpers: read an output table of a run as a pandas frame with plain string columns;
+the sha256 of every Parquet file of a run (byte-identity checks)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from sim.output import read_table
+
+
+def parquet_hashes(out: Path) -> dict[str, str]:
+    """sha256 of each Parquet file of run folder ``out``, by path relative to it."""
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(out).rglob("*.parquet"))
+    }
 
 
 def read_frame(out: Path, table: str):

@@ -19,7 +19,6 @@ Runs use the small scenario (scenarios/small_ci.yaml) with overlays in tmp folde
 
 from __future__ import annotations
 
-import hashlib
 import math
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from output_frames import parquet_hashes
 
 from sim.api import BadInput, build, compare, detect_card_lending, load_scenario, run
 from sim.behaviour import NO_RESPONSE, PricedTrips, ScenarioResponse, scenario_response
@@ -130,13 +130,6 @@ def _ride(world, response=None) -> tuple[Taps, object]:
     return taps, response
 
 
-def _hashes(out: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(out.rglob("*.parquet"))
-    }
-
-
 # ------------------------------------------------------------------------ the baseline
 
 
@@ -147,7 +140,7 @@ def test_a_baseline_runs_exactly_as_planned_with_the_response_on(tmp_path):
     assert scenario_response(world, Streams(scenario.seed)) is NO_RESPONSE
     run(None, tmp_path / "default", world=world, privacy_key=KEY)
     run(None, tmp_path / "none", world=world, privacy_key=KEY, response=NO_RESPONSE)
-    assert _hashes(tmp_path / "default") == _hashes(tmp_path / "none")
+    assert parquet_hashes(tmp_path / "default") == parquet_hashes(tmp_path / "none")
     assert not (tmp_path / "default" / "lending_labels").exists()
 
 

@@ -5,7 +5,6 @@ message and leaves no output."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from dask.distributed import Client, LocalCluster
+from output_frames import parquet_hashes
 
 from sim.api import WorkerLost, load_scenario, run, verify
 
@@ -24,18 +24,11 @@ TWO_CITY = ROOT / "scenarios" / "two_city.yaml"
 DAYS = ["period.days=3"]
 
 
-def _hashes(out: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(out.rglob("*.parquet"))
-    }
-
-
 @pytest.fixture(scope="module")
 def in_process(tmp_path_factory):
     out = tmp_path_factory.mktemp("in_process") / "run"
     run(load_scenario(TWO_CITY, DAYS), out)
-    return _hashes(out)
+    return parquet_hashes(out)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -48,7 +41,7 @@ def test_local_workers_write_the_files_of_an_in_process_run(tmp_path, in_process
         Client(cluster) as client,
     ):
         summary = run(load_scenario(TWO_CITY, DAYS), out, client=client)
-    assert _hashes(out) == in_process
+    assert parquet_hashes(out) == in_process
     assert verify(out) == []
     assert summary.totals["pending"] == 0 and summary.totals["cleared"] > 0
     meta = json.loads((out / "run_meta.json").read_text(encoding="utf-8"))
@@ -106,7 +99,7 @@ def test_an_external_cluster_writes_the_same_files_through_the_cli(
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert _hashes(out) == in_process
+    assert parquet_hashes(out) == in_process
 
 
 def test_a_worker_killed_mid_run_stops_it_with_a_message_and_no_output(tmp_path):
@@ -147,5 +140,5 @@ def test_the_yrd_week_on_two_workers_writes_the_files_of_an_in_process_run(tmp_p
         Client(cluster) as client,
     ):
         run(scenario, tmp_path / "two_workers", client=client)
-    assert _hashes(tmp_path / "two_workers") == _hashes(tmp_path / "in_process")
+    assert parquet_hashes(tmp_path / "two_workers") == parquet_hashes(tmp_path / "in_process")
     assert verify(tmp_path / "two_workers") == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from output_frames import read_frame
+from output_frames import parquet_hashes, read_frame
 
 from sim.api import load_scenario, run
 from sim.identity import identities, mask_id_number, mask_name, mask_phone
@@ -118,13 +118,7 @@ def test_the_same_key_gives_the_same_files_and_another_key_other_tokens(export, 
     run(scenario, tmp_path / "again", privacy_key=KEY)
     run(scenario, tmp_path / "other", privacy_key=PrivacyKey(bytes(range(32))))
 
-    def hashes(out):
-        return {
-            str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*.parquet"))
-        }
-
-    assert hashes(tmp_path / "again") == hashes(root / "masked")
+    assert parquet_hashes(tmp_path / "again") == parquet_hashes(root / "masked")
     a = set(read_frame(root / "masked", "transactions")["token_id"])
     b = set(read_frame(tmp_path / "other", "transactions")["token_id"])
     assert not a & b

@@ -8,12 +8,11 @@ not change a byte; the money of each city's cards is conserved (checked inside t
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from output_frames import node_logs, read_frame
+from output_frames import node_logs, parquet_hashes, read_frame
 
 from sim.api import BadInput, build, calibrate, load_scenario, run
 from sim.clearing import verify_chain
@@ -21,13 +20,6 @@ from sim.scenario import MultiCityScenario
 
 ROOT = Path(__file__).resolve().parent.parent
 TWO_CITY = ROOT / "scenarios" / "two_city.yaml"
-
-
-def _hashes(out: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(out.rglob("*.parquet"))
-    }
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +88,7 @@ def test_every_node_chain_verifies(runs):
 
 def test_the_shards_order_changes_nothing(runs):
     root, forward, backward = runs
-    assert _hashes(root / "forward") == _hashes(root / "backward")
+    assert parquet_hashes(root / "forward") == parquet_hashes(root / "backward")
     assert forward.totals == backward.totals
 
 
