@@ -137,9 +137,7 @@ class CrossCityCollector:
         if not isinstance(event, TapsFinal):
             return
         world = self.worlds[event.shard]
-        flows = getattr(event.taps, "flows", None)  # computed on a worker (sim/shard_actor.py)
-        if flows is None:
-            flows = day_flows(world, event.taps)
+        flows = event.flows
         codes = city_codes(world)
         regions = [rid for rid, _ in region_keys(world)]
         for i in range(len(flows["boardings"])):

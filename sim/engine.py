@@ -17,6 +17,7 @@ shards' ``RunState`` (sim/state.py) and the shared ledger.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,24 +49,25 @@ from sim.world import World
 DAY_S = 86_400
 
 
-class DaySteps:
+class DaySteps(ABC):
     """What both engines share: a period of days, stepped one at a time (``step_day``)."""
 
     world: World
     day: int
+    finished: bool
 
     @property
     def days(self) -> int:
         """Days in the run's period."""
         return self.world.days
 
-    finished: bool
-
+    @abstractmethod
     def step_day(self) -> dict[str, float]:
-        raise NotImplementedError
+        """Simulate the next day; its KPIs."""
 
+    @abstractmethod
     def _open(self) -> None:
-        raise NotImplementedError
+        """Day 0's opening postings (before the first day)."""
 
     def _next_day(self) -> int:
         """The day to simulate now (the run opens before day 0); an error after the last."""

@@ -111,6 +111,9 @@ class TapsFinal:
     day: int
     taps: Any  # sim.taps.TapTable, FINAL
     shard: int = 0
+    # The day's cross-city flows (sim.cross_city.day_flows), computed once where the records
+    # are, for both the writer and the run's cross-city measures.
+    flows: Columns = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 from agents.outlet import OUTCOMES, SERVICE_KINDS
 from sim import ids
 from sim.codes import MODES
-from sim.cross_city import day_flows, region_keys
+from sim.cross_city import region_keys
 from sim.day import TOPUP_CHANNELS
 from sim.events import (
     BatchCleared,
@@ -233,7 +233,7 @@ class RecordWriter:
                 self._write("settlements", day, self._settlements(day, positions))
             case TapsFinal(day=day, taps=taps):
                 self._write("transactions", day, self._transactions(day, taps))
-                self._write("cross_city_flows", day, self._cross_city_flows(taps))
+                self._write("cross_city_flows", day, self._cross_city_flows(event.flows))
                 labels = self._lending_labels(day, taps) if self.lending else None
                 if labels is not None and len(labels["transaction_id"]):
                     self._write("lending_labels", day, labels)
@@ -346,8 +346,7 @@ class RecordWriter:
             "fallback": c["fallback"],
         }
 
-    def _cross_city_flows(self, c: TapTable) -> dict[str, np.ndarray]:
-        flows = day_flows(self.world, c)
+    def _cross_city_flows(self, flows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {
             "holder_city_code": self._code("city", flows["holder_city"]),
             "holder_region": self._code("region", flows["holder_region"]),

@@ -48,6 +48,7 @@ from sim.clearing import (
     post_refunds,
 )
 from sim.codes import CLEARED, MEDIA, MODES, PENDING, REJECTED, STORED_VALUE_MEDIA
+from sim.cross_city import day_flows
 from sim.day import (
     SERVICE_CARD_SALE,
     SERVICE_TOPUP,
@@ -676,7 +677,8 @@ class CityShard:
             )
             book.final_days.add(day)
             taps.advance(Phase.FINAL)
-            self.bus.publish(TapsFinal(day, taps, self.shard_index))
+            flows = day_flows(self.world, taps)
+            self.bus.publish(TapsFinal(day, taps, self.shard_index, flows))
             del book.open_days[day]
 
     def refunds_outstanding(self) -> int:

@@ -23,7 +23,6 @@ import numpy as np
 import simpy
 
 from sim.clearing import MEMO_OPENING, post_flow
-from sim.cross_city import day_flows
 from sim.engine import DAY_S
 from sim.events import DaySettled, EventBus, TapsFinal
 from sim.ledger import Ledger
@@ -44,11 +43,9 @@ class SettledCounts:
 
 @dataclasses.dataclass(frozen=True)
 class FinalCounts:
-    """A final day's taps as the driver reads them: statuses (KPI totals) and the day's
-    cross-city flows (sim/cross_city.py), computed where the records are."""
+    """A final day's taps as the driver reads them: their statuses (KPI totals)."""
 
     status: np.ndarray
-    flows: dict
 
     def __len__(self) -> int:
         return len(self.status)
@@ -219,10 +216,9 @@ class ShardActor:
     def _slim(self, event):
         """What the driver still needs of an event whose records were written here: the tap
         counts of a settled day (KPIs; all of it when card lending is watched there) and the
-        statuses and cross-city flows of a final day."""
+        statuses of a final day (its cross-city flows travel on the event)."""
         if isinstance(event, TapsFinal):
-            taps = FinalCounts(event.taps.status, day_flows(self.world, event.taps))
-            return dataclasses.replace(event, taps=taps)
+            return dataclasses.replace(event, taps=FinalCounts(event.taps.status))
         if isinstance(event, DaySettled) and not self.lending:
             return dataclasses.replace(event, taps=SettledCounts(event.taps.declined))
         return event
