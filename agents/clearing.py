@@ -164,14 +164,15 @@ class ClearingNetworkAgent:
             self.nodes[code].inbox.append(grouped.take(slice(a, b)))
 
     def _order_refunds(self, result: ClearingResult) -> None:
-        """Each refund goes to the shard of the card's issuer; refunds of issuers no shard
+        """Each refund of a simulated issuer's card goes to the shard holding the card (the
+        issuer's, or the region's of a city split by region); refunds of issuers no shard
         simulates to the shard that acquired the record. The batch runs after its day has
         closed: refunds are paid on T+lag, at the earliest on the day the batch runs."""
         refunds = result.refunds
         pay_day = max(result.settle_day, result.day + 1)
         owner = ids.record_shard(refunds.source_tx_id)
-        for i, shard in enumerate(self.shards):
-            owner[refunds.issuer == shard.issuer_code] = i
+        simulated = np.isin(refunds.issuer, [shard.issuer_code for shard in self.shards])
+        owner[simulated] = ids.card_shard(refunds.card[simulated])
         for i, shard in enumerate(self.shards):
             shard.order_refunds(pay_day, _take_refunds(refunds, owner == i))
 

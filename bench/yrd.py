@@ -70,11 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="a scenario override, e.g. cities.nantong.shards=regions (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     from sim.api import load_scenario
 
-    scenario = load_scenario(args.scenario, [f"period.days={args.days}"])
+    scenario = load_scenario(args.scenario, [f"period.days={args.days}", *args.set])
     cards = {c.name: c.scale for c in scenario.city_scenarios}
     root = Path(tempfile.mkdtemp(prefix="cardtwin-yrd-bench-"))
     results: dict[str, list[dict]] = {"in-process": [], "1 worker": [], "2 workers": []}
@@ -103,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     peaks = results["2 workers"][-1]["peak_rss_per_worker"]
     report = {
         "scenario": args.scenario,
+        "overrides": args.set,
         "days": args.days,
         "scales": cards,
         "tap_records": taps,

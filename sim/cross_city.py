@@ -41,7 +41,10 @@ def city_codes(world) -> list[str]:
 def city_names(world) -> dict[str, str]:
     """Names of a shard's city and its interoperable cities, by JT/T code."""
     sc = world.scenario
-    own = sc.city.name_zh if sc.city is not None else sc.name
+    if sc.city is not None:
+        own = sc.city.name_zh
+    else:  # a region's part of a city split by region is named after the city
+        own = sc.name if sc.region_part is None else sc.region_part.city
     names = {sc.output.city_code: own}
     for city in () if sc.interop is None else sc.interop.cities.values():
         names[city.city_code] = city.name_zh
@@ -129,7 +132,8 @@ class CrossCityCollector:
         for world in self.worlds:
             for code, name in city_names(world).items():
                 self.names.setdefault(code, name)
-        self.simulated = [w.scenario.output.city_code for w in self.worlds]
+        # A city split by region is several shards of one city code.
+        self.simulated = list(dict.fromkeys(w.scenario.output.city_code for w in self.worlds))
         # (holder city, holder region, use city, use region) -> [boardings, fen], expanded
         self._sums: dict[tuple[str, str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
 
@@ -189,7 +193,7 @@ class CrossCityCollector:
                 for key in {"", h_region}:
                     outbound[key][1] += boardings
                     outbound[key][0] += boardings if use != code else 0.0
-        world = self.worlds[self.simulated.index(code)]
+        parts = [w for w in self.worlds if w.scenario.output.city_code == code]
 
         def share(pair) -> float | None:
             return pair[0] / pair[1] if pair[1] else None
@@ -206,6 +210,7 @@ class CrossCityCollector:
                     "inbound_share": share(inbound[rid]),
                     "outbound_share": share(outbound[rid]),
                 }
+                for world in parts
                 for rid in world.region_ids
             ],
         }

@@ -42,7 +42,7 @@ from sim.events import (
 )
 from sim.ledger import InvariantViolation, Ledger
 from sim.metrics import KpiCollector
-from sim.shard import CityShard
+from sim.shard import CityShard, check_issuers_cards
 from sim.state import RunState
 from sim.world import World
 
@@ -168,6 +168,7 @@ class Engine(DaySteps):
             self.shards[i].settle_day(day)
         for shard in self.shards:  # shared effects in index order (see shard_order)
             shard.commit_day(day)
+        check_issuers_cards(self.ledger, day, self.shards)
         kpis = self.kpis.close_day(day)
         self.bus.publish(DayClosed(day, kpis, self.kpis.day_records))
         yield self.env.timeout(1)

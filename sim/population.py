@@ -104,15 +104,17 @@ def build_population(
     period_start: dt.date,
     period_days: int,
     scale: float = 1.0,
+    first_card_id: int = 0,
 ) -> Cardholders:
-    """Draw every card's attributes; card ids run 0..N-1 in ``population.card_types`` order.
-    At ``scale`` < 1 each card type keeps that share of its cards (the scenario's ``scale``)."""
+    """Draw every card's attributes; card ids run from ``first_card_id`` (0 but for a region's
+    part of a city, sim/region_shards.py) in ``population.card_types`` order. At ``scale`` < 1
+    each card type keeps that share of its cards (the scenario's ``scale``)."""
     blocks = [
         (CARD_TYPES.index(name), spec.model_copy(update={"count": scaled_count(spec.count, scale)}))
         for name, spec in population.card_types.items()
     ]
     n = sum(spec.count for _, spec in blocks)
-    ids = np.arange(n, dtype=np.int64)
+    ids = np.arange(first_card_id, first_card_id + n, dtype=np.int64)
     card_type = np.concatenate([np.full(spec.count, code, np.uint8) for code, spec in blocks])
 
     u_age = streams.uniform("pop.age", 0, ids)

@@ -151,8 +151,12 @@ class RecordWriter:
         self.shard_index = shard_index
         identity = all((m == np.arange(len(m))).all() for m in (code_maps or {}).values())
         self.code_maps = None if identity else code_maps
-        # Terminal ids look like 6-byte PSAM numbers: the city code's digits, then the device.
-        self.terminal_base = int(world.scenario.output.city_code, 16) << 32
+        # Terminal ids look like 6-byte PSAM numbers: the city code's digits, then the device
+        # (its top byte the part of a city split by region, whose parts number devices from 0).
+        part = world.scenario.region_part
+        self.terminal_base = (int(world.scenario.output.city_code, 16) << 32) + (
+            0 if part is None else part.index << 24
+        )
         # Ground truth of card lending, only when the scenario lends cards (sim/lending.py).
         self.lending = world.scenario.behaviour.card_lending.share > 0
         self._case_key = np.uint64(self.key.derive("lending_case"))

@@ -35,6 +35,7 @@ from sim.multi_city import (
     with_visitor_concessions,
 )
 from sim.reference import ReferencePricing, with_reference
+from sim.region_shards import SHARDINGS, RegionPart, split_by_region
 from sim.world_settings import (
     Behaviour,
     CardSales,
@@ -114,6 +115,12 @@ class Scenario(Section):
     incidents: tuple[Incident, ...] = Field(
         default=(), description="Incidents timeline: outages, closures, waves, fare changes."
     )
+    region_part: RegionPart | None = Field(
+        default=None,
+        exclude=True,
+        description="Set by the loader, never written: this scenario is one region of a city "
+        "split into one shard per region (cities.<id>.shards: regions; sim/region_shards.py).",
+    )
     reference: ReferencePricing | None = Field(
         default=None,
         exclude=True,
@@ -121,6 +128,16 @@ class Scenario(Section):
         "of the extends: chain, sim/reference.py) when it differs from this scenario's; None "
         "when they pay what they are used to.",
     )
+
+    @field_validator("region_part", mode="before")
+    @classmethod
+    def _part_is_derived(cls, value: object) -> object:
+        if value is not None:
+            raise ValueError(
+                "region_part is set by the loader for a city split by region (cities.<id>.shards"
+                ": regions of a multi-city file); expected it not to be written"
+            )
+        return value
 
     @field_validator("reference", mode="before")
     @classmethod
@@ -252,6 +269,11 @@ class CityRef(Section):
         description="Share of the city's cardholders simulated (replacing its file's scale); "
         "its figures are expanded by 1/scale in reports.",
     )
+    shards: Literal[SHARDINGS] = Field(  # type: ignore[valid-type]
+        "city",
+        description="city: the city is one shard; regions: one shard per region, so a large "
+        "city spreads over several workers (sim/region_shards.py).",
+    )
 
 
 class RunOutputDir(Section):
@@ -261,7 +283,8 @@ class RunOutputDir(Section):
 
 
 class MultiCityScenario(Section):
-    """Several cities simulated together, one shard each, cleared through one hierarchy."""
+    """Several cities simulated together, one shard each (or one per region: ``shards:``),
+    cleared through one hierarchy."""
 
     schema_version: Literal[1] = Field(description="Scenario format version.")
     name: str = Field(min_length=1, description="Short name, used in reports.")
@@ -289,7 +312,10 @@ class MultiCityScenario(Section):
     )
     output: RunOutputDir = Field(description="Output defaults.")
     city_scenarios: tuple[Scenario, ...] = Field(
-        default=(), exclude=True, description="The cities' loaded scenarios (set by the loader)."
+        default=(),
+        exclude=True,
+        description="The shards' loaded scenarios, in shard order: a city's, or one per region "
+        "of a city split by region (set by the loader).",
     )
 
 
@@ -422,7 +448,19 @@ def _load_multi_city(path: str | Path, overrides: Sequence[str]) -> MultiCitySce
     except ValueError as exc:
         where = field_origin(path, "list_changes" if spec.list_changes else "cities", overrides)
         raise ConfigError([f"{where}: {exc}"]) from None
-    return spec.model_copy(update={"city_scenarios": tuple(cities)})
+    shards = []
+    for (city_id, ref), scenario in zip(spec.cities.items(), cities, strict=True):
+        if ref.shards == "city":
+            shards.append(scenario)
+            continue
+        try:
+            shards.extend(split_by_region(scenario))
+        except ValueError as exc:
+            where = field_origin(path, f"cities.{city_id}", overrides)
+            raise ConfigError(
+                [f"{where}: cities.{city_id}.shards: regions: {ref.scenario}: {exc}"]
+            ) from None
+    return spec.model_copy(update={"city_scenarios": tuple(shards)})
 
 
 def _load_city(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:

@@ -229,13 +229,6 @@ class CityShard:
         for refunds in refunds_due:
             self._post_refunds(day, refunds)
         self._post_day_money(plan, credits)
-        check_card_balances(
-            self.state.ledger,
-            day,
-            self.issuer_id,
-            self._balance_before,
-            int(self.state.cards.balance_fen.sum()),
-        )
         event = DaySettled(
             day=day,
             taps=plan.taps,
@@ -255,6 +248,10 @@ class CityShard:
         self._keep_resends()
         self.bus.publish(UploadsSent(day, self.state.upload_log.drain(), self.shard_index))
         return event
+
+    def card_balances_fen(self) -> tuple[int, int]:
+        """The sum of this shard's card balances before its last settled day and now."""
+        return self._balance_before, int(self.state.cards.balance_fen.sum())
 
     def _number_records(self, plan: DayPlan) -> None:
         """Transaction ids, device serials, issuer and acquirer of each record."""
@@ -705,3 +702,17 @@ def _days_present(days: np.ndarray) -> list[int]:
 
 
 _STATUS_COLUMNS = ("tx_id", "status", "reason", "fee_fen", "clearing_batch_id", "settle_day")
+
+
+def check_issuers_cards(ledger, day: int, shards) -> None:
+    """After ``shards`` committed ``day``: each issuer's card balances, summed over the shards
+    that issue its cards (one, or the regions of a city split by region), against its float's
+    flows (``check_card_balances``)."""
+    sums: dict[str, list[int]] = {}
+    for shard in shards:
+        before, after = shard.card_balances_fen()
+        pair = sums.setdefault(shard.issuer_id, [0, 0])
+        pair[0] += before
+        pair[1] += after
+    for issuer_id, (before, after) in sums.items():
+        check_card_balances(ledger, day, issuer_id, before, after)

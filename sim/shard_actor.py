@@ -27,7 +27,7 @@ from sim.engine import DAY_S
 from sim.events import DaySettled, EventBus, TapsFinal
 from sim.ledger import Ledger
 from sim.metrics import RunMetrics
-from sim.shard import CityShard
+from sim.shard import CityShard, check_issuers_cards
 from sim.state import RunState
 
 
@@ -185,6 +185,7 @@ class ShardActor:
         self.env.run(until=(day + 1) * DAY_S - 1)
         self.shard.settle_day(day)
         event = self.shard.commit_day(day)
+        check_issuers_cards(self.ledger, day, [self.shard])
         figures = self.metrics.observe_day(self.world, self.state.cards.sale_day, event)
         return self._events(), self._postings(), figures
 

@@ -94,6 +94,7 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         period.start,
         period.days,
         scenario.scale,
+        0 if scenario.region_part is None else scenario.region_part.first_card_id,
     )
     threshold = scenario.topups.threshold_fen * np.exp(
         0.4 * streams.normal("pop.topup_threshold", 0, population.card_id)
@@ -111,6 +112,9 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         population = population.concat(guests)
 
     outlets = load_outlets_csv(outlets_file)
+    if scenario.region_part is not None:  # the city's file: the other regions' are theirs
+        others = set(scenario.region_part.other_regions_zh)
+        outlets = [o for o in outlets if o.region_zh not in others]
     unknown = sorted(set(scenario.outlets.counters_by_outlet) - {o.outlet_id for o in outlets})
     if unknown:
         raise ValueError(
@@ -411,12 +415,22 @@ def _check_cities_agree(scenarios: list[Scenario]) -> None:
                     "in an earlier city; the cities of a run share one hierarchy"
                 )
             nodes.setdefault(node_id, node)
-        if sc.output.issuer_id in issuers:
+        if sc.output.issuer_id in issuers and not _parts_of_one_city(sc, scenarios):
             raise ValueError(
                 f"{sc.name}: output.issuer_id {sc.output.issuer_id} is also "
                 f"{issuers[sc.output.issuer_id]}'s card issuer; each city needs its own"
             )
         issuers[sc.output.issuer_id] = sc.name
+
+
+def _parts_of_one_city(scenario: Scenario, scenarios: list[Scenario]) -> bool:
+    """Is ``scenario`` a region of a city split by region whose other parts share its issuer?"""
+    part = scenario.region_part
+    return part is not None and all(
+        sc.region_part is not None and sc.region_part.city == part.city
+        for sc in scenarios
+        if sc.output.issuer_id == scenario.output.issuer_id
+    )
 
 
 def build_participants(scenario: Scenario, network: TransitNetwork) -> Participants:
