@@ -33,7 +33,13 @@ from sim.clearing import (
     post_settlement,
     verify_chain,
 )
-from sim.clearing_network import ClearingTopology, Routing, transit_rates_bp
+from sim.clearing_network import (
+    ClearingTopology,
+    Routing,
+    Settlement,
+    settlement_lags,
+    transit_rates_bp,
+)
 from sim.codes import CLEARED
 from sim.deposits import DepositDesk
 from sim.events import BatchCleared, DepositEvents, EventBus, SettlementDone, concat_status
@@ -84,6 +90,7 @@ class ClearingNetworkAgent:
         bus: EventBus,
         shards: list,
         transit_fee_bp: dict[str, int] | None = None,
+        settlement_lag_days: dict[str, int] | None = None,
     ) -> None:
         self.env = env
         self.participants = participants
@@ -94,14 +101,21 @@ class ClearingNetworkAgent:
         self.shards = shards
         if transit_fee_bp is None:
             transit_fee_bp = transit_rates_bp(settings)
-        self.topology = ClearingTopology(participants, transit_fee_bp)
+        if settlement_lag_days is None:
+            settlement_lag_days = settlement_lags(settings)
+        self.topology = ClearingTopology(
+            participants, transit_fee_bp, settlement_lag_days, settings.settlement_lag_days
+        )
         self.nodes = {
             int(code): ClearingNodeAgent(
-                model, int(code), participants.ids[code], Clearer(settings, participants, code)
+                model,
+                int(code),
+                participants.ids[code],
+                Clearer(settings, participants, code, int(self.topology.lag_days[code])),
             )
             for code in participants.of_role("clearing_node")
         }
-        self.settlements_due: dict[int, list[Routing]] = {}
+        self.settlements_due: dict[int, list[Settlement]] = {}
         self.deposits = DepositDesk(settings, participants)
         self.deferred: set[int] = set()  # settlement dates that had to wait for deposit money
 
@@ -127,8 +141,7 @@ class ClearingNetworkAgent:
         collected = [shard.collect_uploads(cutoff_s) for shard in self.shards]
         self._deliver(UploadedRecords.concat(collected))
         records, result = self._clear_at_exchanges(day, cutoff_s)
-        routing = self.topology.route(result.pairs, result.settle_day)
-        result = dataclasses.replace(result, positions=routing.positions)
+        routing = self.topology.route(result.pairs, day)
         transit = self._log_transit(day, records, result, routing)
         owner = ids.record_shard(result.tx_id)
         statuses = self.on_shards(
@@ -142,7 +155,8 @@ class ClearingNetworkAgent:
         self.bus.publish(
             BatchCleared(day, batch_columns(batches), concat_status(statuses), len(result.refunds))
         )
-        self.settlements_due.setdefault(result.settle_day, []).append(routing)
+        for settlement in routing.settlements:
+            self.settlements_due.setdefault(settlement.settle_day, []).append(settlement)
         self.settle_due(day + 1)
         self.on_shards("flush_final_days", [(False,)] * len(self.shards))
         return result
@@ -209,6 +223,9 @@ class ClearingNetworkAgent:
             reason=np.concatenate([p.reason for p in parts] or [np.zeros(0, np.uint8)]),
             fee_fen=np.concatenate([p.fee_fen for p in parts] or [np.zeros(0, np.int64)]),
             batch_id=np.concatenate([p.batch_id for p in parts] or [np.zeros(0, np.int64)]),
+            record_settle_day=np.concatenate(
+                [p.record_settle_day for p in parts] or [np.zeros(0, np.int64)]
+            ),
             refunds=_concat_refunds(day, [p.refunds for p in parts]),
             pairs=_concat_pairs([p.pairs for p in parts]),
             batches=tuple(b for p in parts for b in p.batches),
@@ -307,23 +324,24 @@ class ClearingNetworkAgent:
         return tuple(logged)
 
     def _check_books(self, routing: Routing) -> None:
-        """Positions sum to zero on the settlement date, and so does every node's book."""
-        positions = routing.positions
-        check_positions(
-            np.full(len(positions.participant), positions.settle_day),
-            positions.participant,
-            positions.position_fen,
-            self.participants.ids,
-        )
-        sums = routing.books.sums(len(self.participants))
-        if sums.any():
-            node = int(np.flatnonzero(sums)[0])
-            raise InvariantViolation(
-                "node_book_zero",
-                int(sums[node]),
-                f"settle day {positions.settle_day}, node {self.participants.ids[node]}",
-                "the node's positions against members, links and its fees do not sum to zero",
+        """On every settlement date the positions sum to zero, and so does every node's book."""
+        for settlement in routing.settlements:
+            positions = settlement.positions
+            check_positions(
+                np.full(len(positions.participant), positions.settle_day),
+                positions.participant,
+                positions.position_fen,
+                self.participants.ids,
             )
+            sums = settlement.books.sums(len(self.participants))
+            if sums.any():
+                node = int(np.flatnonzero(sums)[0])
+                raise InvariantViolation(
+                    "node_book_zero",
+                    int(sums[node]),
+                    f"settle day {positions.settle_day}, node {self.participants.ids[node]}",
+                    "the node's positions against members, links and itself do not sum to zero",
+                )
 
     def settle_due(self, today: int) -> None:
         """Pay every position whose settlement date has come (by ``today``), in date order, as
@@ -373,15 +391,15 @@ class ClearingNetworkAgent:
                 f"still unpaid on day {today}, after every deposit call has arrived",
             )  # fmt: skip
 
-    def _pay(self, routing: Routing, settle_day: int, today: int) -> None:
+    def _pay(self, settlement: Settlement, settle_day: int, today: int) -> None:
         """Post a settlement: on its date, or today if it had to wait for deposit money."""
         late = settle_day in self.deferred
         paid_on = today if late else settle_day
-        positions = routing.positions
+        positions = settlement.positions
         post_settlement(self.ledger, paid_on, positions, self.participants)
         if late:
             self.deposits.paid_late(today, settle_day, positions)
-        books = routing.books
+        books = settlement.books
         self.bus.publish(
             SettlementDone(
                 paid_on,
@@ -404,6 +422,7 @@ def _records_of(result: ClearingResult, rows: np.ndarray) -> ClearingResult:
         reason=result.reason[rows],
         fee_fen=result.fee_fen[rows],
         batch_id=result.batch_id[rows],
+        record_settle_day=result.record_settle_day[rows],
         refunds=_take_refunds(result.refunds, np.zeros(len(result.refunds), dtype=bool)),
     )
 

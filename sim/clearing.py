@@ -130,6 +130,15 @@ class ClearingNode(BaseModel):
         "pass through it to or from another node (the acquirer's own exchange charges the "
         "mode and medium rates instead).",
     )
+    settlement_lag_days: int | None = Field(
+        None,
+        ge=0,
+        le=30,
+        description="T+n on which this node settles with its members and the nodes below it "
+        "(its parent settles with it on the parent's); default: clearing.settlement_lag_days. "
+        "Where levels differ, a node advances or holds the money in between "
+        "(sim/clearing_network.py).",
+    )
 
 
 class IssuerSpec(BaseModel):
@@ -518,12 +527,13 @@ class ClearingResult:
     """Outcome of one clearing day: per-record arrays (input order) and aggregates."""
 
     day: int
-    settle_day: int
+    settle_day: int  # the clearing's T+n (refunds are paid then); records: record_settle_day
     tx_id: np.ndarray
     status: np.ndarray
     reason: np.ndarray
     fee_fen: np.ndarray
     batch_id: np.ndarray
+    record_settle_day: np.ndarray  # when each record's acquirer is paid: its exchange's T+n
     refunds: RefundOrders
     pairs: PairTotals
     batches: tuple[BatchRecord, ...]
@@ -705,11 +715,18 @@ class Clearer:
     """Clearing service for one clearing log: keeps the duplicate state and the hash chain."""
 
     def __init__(
-        self, settings: ClearingSettings, participants: Participants, node: int = 0
+        self,
+        settings: ClearingSettings,
+        participants: Participants,
+        node: int = 0,
+        lag_days: int | None = None,
     ) -> None:
         self.settings = settings
         self.participants = participants
         self.node = int(node)
+        # The node's T+n with its members (ClearingNode.settlement_lag_days; default the
+        # clearing's settlement_lag_days).
+        self.lag_days = settings.settlement_lag_days if lag_days is None else int(lag_days)
         self.seen = SeenSerials()
         self.log: list[BatchRecord] = []
         self.head = GENESIS_HASH
@@ -736,7 +753,7 @@ class Clearer:
                 raise ValueError("records amounts and list fares must be >= 0 fen")
         keys = _serial_keys(rec.device, rec.device_serial)
         self._last_day = day  # inputs are valid: from here on the state changes
-        lag = self.settings.settlement_lag_days
+        lag = self.lag_days
         dev_order = _argsort_stable(keys)
         reason = np.zeros(n, dtype=np.uint8)
         reason[rec.declined] = R_DECLINED
@@ -824,6 +841,7 @@ class Clearer:
             reason=reason,
             fee_fen=fee,
             batch_id=batch_id,
+            record_settle_day=np.full(n, day + lag, dtype=np.int64),
             refunds=refunds,
             pairs=pairs,
             batches=tuple(batches),
@@ -848,7 +866,7 @@ class Clearer:
             node=self.participants.ids[self.node],
             transit=True,
             day=int(day),
-            settle_day=int(day) + self.settings.settlement_lag_days,
+            settle_day=int(day) + self.lag_days,
             acquirer=from_node,
             submitted=n,
             cleared=n,

@@ -11,6 +11,13 @@ keeps its fee and passes the rest on, and the acquirer's exchange pays the acqui
 So each node has a *book* per settlement date: its members (issuers and acquirers), the
 neighbouring nodes it pays or is paid by (links), and itself (its fees). Every book sums to zero.
 
+Each level settles on its own T+n (``ClearingNode.settlement_lag_days``, default the clearing's
+``settlement_lag_days``): a node settles with its members and the nodes below it on its own
+date, and with its parent on the parent's. Where the levels' dates differ, a node advances or
+holds money in between: its own row of the book (``counterparty == node``) is then its net
+position on that date, and its rows over all the dates add up to its fees. So on every
+settlement date every node's book sums to zero, and so do the participants' positions.
+
 Everything is computed per (issuer, acquirer) pair — there are few pairs and few paths — and
 rounded per pair and node, so a day's routing costs a handful of small array operations.
 """
@@ -68,13 +75,26 @@ class Hop:
 
 
 @dataclass(frozen=True)
-class Routing:
-    """One clearing day routed: fees per level, each node's book, the participants' net
-    positions (what the ledger settles), and the transit hops each node logs."""
+class Settlement:
+    """What one settlement date of a clearing day pays: the nodes' book rows settled that day
+    and the participants' net positions (what the ledger settles)."""
 
-    fees: NodeFees
     books: Books
     positions: Positions
+
+    @property
+    def settle_day(self) -> int:
+        """The settlement date (day number)."""
+        return self.positions.settle_day
+
+
+@dataclass(frozen=True)
+class Routing:
+    """One clearing day routed: fees per level, its settlements (one per settlement date, in
+    date order), and the transit hops each node logs."""
+
+    fees: NodeFees
+    settlements: tuple[Settlement, ...]
     acquirer_fees_fen: np.ndarray  # per pair: all fees on its way (acquirer's exchange + transit)
     hops: tuple[Hop, ...]
 
@@ -85,14 +105,36 @@ def transit_rates_bp(settings: ClearingSettings) -> dict[str, int]:
     return {} if network is None else {nid: n.transit_fee_bp for nid, n in network.nodes.items()}
 
 
-class ClearingTopology:
-    """Paths between exchanges in the hierarchy of ``participants``."""
+def settlement_lags(settings: ClearingSettings) -> dict[str, int]:
+    """The clearing nodes that settle on a T+n of their own, as ``clearing:`` sets them."""
+    network = settings.network
+    if network is None:
+        return {}
+    return {
+        nid: n.settlement_lag_days
+        for nid, n in network.nodes.items()
+        if n.settlement_lag_days is not None
+    }
 
-    def __init__(self, participants: Participants, transit_fee_bp: dict[str, int]) -> None:
+
+class ClearingTopology:
+    """Paths between exchanges in the hierarchy of ``participants``; each node's T+n
+    (``settlement_lag_days`` by node id; the others ``default_lag_days``)."""
+
+    def __init__(
+        self,
+        participants: Participants,
+        transit_fee_bp: dict[str, int],
+        settlement_lag_days: dict[str, int] | None = None,
+        default_lag_days: int = 1,
+    ) -> None:
         self.participants = participants
         self.transit_bp = np.zeros(len(participants), dtype=np.int64)
         for node_id, bp in transit_fee_bp.items():
             self.transit_bp[participants.code(node_id)] = bp
+        self.lag_days = np.full(len(participants), default_lag_days, dtype=np.int64)
+        for node_id, lag in (settlement_lag_days or {}).items():
+            self.lag_days[participants.code(node_id)] = lag
         self._paths: dict[tuple[int, int], tuple[int, ...]] = {}
 
     def chain(self, code: int) -> list[int]:
@@ -128,9 +170,9 @@ class ClearingTopology:
             for node in self.path(issuer, acquirer)[1:]
         ]
 
-    def route(self, pairs: PairTotals, settle_day: int) -> Routing:
-        """Fees, books, positions and hops of one clearing day's pair totals."""
-        n_p = len(self.participants)
+    def route(self, pairs: PairTotals, day: int) -> Routing:
+        """Fees, settlements (books and positions per date) and hops of clearing day ``day``'s
+        pair totals."""
         fee_pair, fee_node, fee_amount = [], [], []
         book: dict[tuple[int, int], int] = {}
         hops: dict[tuple[int, int], list[int]] = {}
@@ -160,13 +202,6 @@ class ClearingTopology:
                 passed -= fees[i]
                 post(node, acquirer if i == 0 else path[i - 1], passed)
 
-        keys = sorted(book)
-        books = Books(
-            settle_day,
-            np.array([n for n, _ in keys], dtype=np.int32),
-            np.array([c for _, c in keys], dtype=np.int32),
-            np.array([book[key] for key in keys], dtype=np.int64),
-        )
         fees = NodeFees(
             np.array(fee_pair, dtype=np.int64),
             np.array(fee_node, dtype=np.int32),
@@ -174,22 +209,43 @@ class ClearingTopology:
         )
         return Routing(
             fees=fees,
-            books=books,
-            positions=self._positions(settle_day, pairs, fees, acquirer_fees, n_p),
+            settlements=self._settlements(day, book),
             acquirer_fees_fen=acquirer_fees,
             hops=tuple(Hop(n, s, tuple(p)) for (n, s), p in sorted(hops.items())),
         )
 
-    @staticmethod
-    def _positions(settle_day, pairs, fees, acquirer_fees, n_p) -> Positions:
-        """Participants' net positions: issuers pay gross, acquirers get gross less every fee,
-        each node keeps its fees (links between nodes net out)."""
-        return net_positions(
-            settle_day,
-            n_p,
-            [
-                (pairs.issuer, -pairs.gross_fen),
-                (pairs.acquirer, pairs.gross_fen - acquirer_fees),
-                (fees.node, fees.fee_fen),
-            ],
-        )
+    def _settlements(self, day: int, book: dict[tuple[int, int], int]) -> tuple[Settlement, ...]:
+        """The book rows by settlement date: a row with a member or a node below settles on its
+        node's date, a row with the node's parent on the parent's; each node's own row on a
+        date is its net position then (minus its other rows: the book sums to zero). Members'
+        positions are their rows; nodes' their own rows. With one T+n for every level this is
+        one date: issuers pay gross, acquirers get gross less every fee, nodes keep their fees."""
+        parent = self.participants.parent
+        dated: dict[int, dict[tuple[int, int], int]] = {}
+        for (node, other), amount in book.items():
+            if other == node:
+                continue  # the node's own row: what is left on each date, below
+            upper = node if parent[other] == node else other
+            rows = dated.setdefault(day + int(self.lag_days[upper]), {})
+            rows[node, other] = amount
+            rows[node, node] = rows.get((node, node), 0) - amount
+        is_node = self.participants.role == CLEARING_NODE
+        settlements = []
+        for settle_day in sorted(dated):
+            rows = dated[settle_day]
+            keys = sorted(rows)
+            books = Books(
+                settle_day,
+                np.array([n for n, _ in keys], dtype=np.int32),
+                np.array([c for _, c in keys], dtype=np.int32),
+                np.array([rows[key] for key in keys], dtype=np.int64),
+            )
+            # Members' positions are their rows; a node's is its own row (links are not).
+            counts = ~is_node[books.counterparty] | (books.counterparty == books.node)
+            positions = net_positions(
+                settle_day,
+                len(self.participants),
+                [(books.counterparty[counts], books.position_fen[counts])],
+            )
+            settlements.append(Settlement(books, positions))
+        return tuple(settlements)

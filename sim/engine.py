@@ -32,6 +32,7 @@ from sim.clearing import (
     initial_deposits_fen,
     post_flow,
 )
+from sim.clearing_network import settlement_lags
 from sim.events import (
     DayClosed,
     EventBus,
@@ -241,6 +242,11 @@ def clearing_network(
             node_id: node.transit_fee_bp
             for w in worlds
             for node_id, node in w.scenario.clearing.network.nodes.items()
+        },
+        settlement_lag_days={
+            node_id: lag
+            for w in worlds
+            for node_id, lag in settlement_lags(w.scenario.clearing).items()
         },
     )
 

@@ -609,7 +609,7 @@ class CityShard:
             taps.reason[done] = 0
             taps.fee_fen[done] = result.fee_fen[cleared]
             taps.clearing_batch_id[done] = result.batch_id[cleared]
-            taps.settle_day[done] = result.settle_day
+            taps.settle_day[done] = result.record_settle_day[cleared]
             rejected = mine[result.status[mine] == REJECTED]
             _, first = np.unique(tap_row[rejected], return_index=True)
             rejected = rejected[np.sort(first)]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from output_frames import node_logs, read_frame
 from test_clearing import P, reference_participants
 
@@ -59,7 +61,7 @@ def test_fees_at_each_level_and_books_that_sum_to_zero():
             ("NTCARD", "SH_METRO", 20_000, 500),  # Nantong card in Shanghai: SH > NAT > JS > NT
         ]
     )
-    routing = topo.route(pairs, settle_day=4)
+    routing = topo.route(pairs, 3)  # one T+1 for every level: one settlement, on day 4
     fee = {}
     for k, node, amount in zip(
         routing.fees.pair.tolist(), routing.fees.node.tolist(), routing.fees.fee_fen.tolist(),
@@ -77,7 +79,9 @@ def test_fees_at_each_level_and_books_that_sum_to_zero():
         (2, "NT_EXCHANGE"): 40,
     }
     assert routing.acquirer_fees_fen.tolist() == [350, 390, 570]
-    books = routing.books
+    (settlement,) = routing.settlements
+    assert settlement.settle_day == 4
+    books = settlement.books
     assert (books.sums(len(P)) == 0).all()
     book = {
         (P.ids[n], P.ids[c]): int(v)
@@ -93,8 +97,8 @@ def test_fees_at_each_level_and_books_that_sum_to_zero():
     assert book[("NT_EXCHANGE", "NTCARD")] == -10_000 - 20_000
     pos = dict(
         zip(
-            (P.ids[p] for p in routing.positions.participant),
-            routing.positions.position_fen.tolist(),
+            (P.ids[p] for p in settlement.positions.participant),
+            settlement.positions.position_fen.tolist(),
             strict=True,
         )
     )
@@ -104,6 +108,71 @@ def test_fees_at_each_level_and_books_that_sum_to_zero():
     hops = {(P.ids[h.node], P.ids[h.sender] if h.sender >= 0 else None) for h in routing.hops}
     assert ("JS_EXCHANGE", "NT_EXCHANGE") in hops and ("NT_EXCHANGE", "JS_EXCHANGE") in hops
     assert ("SH_EXCHANGE", None) in hops
+
+
+def _three_pairs():
+    return _pairs(
+        [
+            ("NTCARD", "NT_BUS_URBAN", 10_000, 350),
+            ("SZCARD", "NT_BUS_URBAN", 10_000, 350),
+            ("NTCARD", "SH_METRO", 20_000, 500),
+        ]
+    )
+
+
+def _by_participant(settlements) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for settlement in settlements:
+        pos = settlement.positions
+        for p, v in zip(pos.participant.tolist(), pos.position_fen.tolist(), strict=True):
+            total[P.ids[p]] = total.get(P.ids[p], 0) + v
+    return total
+
+
+def test_each_level_settles_on_its_own_t_plus_n():
+    """The national centre settles T+3, the provincial exchange T+2, the city exchanges T+1:
+    members are paid by their exchange on its date, links on the upper node's, and the nodes
+    between advance or hold the money, their own rows adding up to their fees."""
+    lags = {"NATIONAL": 3, "JS_EXCHANGE": 2}
+    routing = ClearingTopology(reference_participants(), FEES, lags, 1).route(_three_pairs(), 10)
+    assert [s.settle_day for s in routing.settlements] == [11, 12, 13]
+    rows = {}
+    for settlement in routing.settlements:
+        books = settlement.books
+        assert (books.sums(len(P)) == 0).all()  # every node's book, on every date
+        assert settlement.positions.position_fen.sum() == 0
+        for n, c, v in zip(books.node, books.counterparty, books.position_fen, strict=True):
+            rows[settlement.settle_day, P.ids[n], P.ids[c]] = int(v)
+    # Members settle with their own exchange on its date (T+1) ...
+    assert rows[11, "NT_EXCHANGE", "NT_BUS_URBAN"] == 10_000 - 350 + 10_000 - 390
+    assert rows[11, "SZ_EXCHANGE", "SZCARD"] == -10_000
+    # ... the city exchanges with Jiangsu's on T+2, Jiangsu's and Shanghai's with the centre T+3.
+    assert rows[12, "SZ_EXCHANGE", "JS_EXCHANGE"] == 10_000 - 30
+    assert rows[12, "JS_EXCHANGE", "SZ_EXCHANGE"] == -(10_000 - 30)
+    assert (13, "SH_EXCHANGE", "NATIONAL") in rows and (13, "NATIONAL", "JS_EXCHANGE") in rows
+    # Suzhou's exchange is paid by its issuer on T+1 and pays Jiangsu's on T+2: it holds the
+    # money a day. Nantong's takes 30,000 from its issuer and pays its acquirer 19,260 on T+1,
+    # and settles the rest with Jiangsu's on T+2.
+    assert rows[11, "SZ_EXCHANGE", "SZ_EXCHANGE"] == 10_000
+    assert rows[11, "NT_EXCHANGE", "NT_EXCHANGE"] == 30_000 - 19_260
+    # Over all dates every participant ends where one date for all levels would put it.
+    one_date = ClearingTopology(reference_participants(), FEES).route(_three_pairs(), 10)
+    assert _by_participant(routing.settlements) == _by_participant(one_date.settlements)
+
+
+@given(st.lists(st.integers(0, 5), min_size=5, max_size=5), st.integers(0, 3))
+def test_any_lags_keep_every_date_balanced_and_the_totals(lags, default):
+    nodes = ["NATIONAL", "JS_EXCHANGE", "NT_EXCHANGE", "SZ_EXCHANGE", "SH_EXCHANGE"]
+    per_node = dict(zip(nodes, lags, strict=True))
+    topo = ClearingTopology(reference_participants(), FEES, per_node, default)
+    routing = topo.route(_three_pairs(), 0)
+    days = [s.settle_day for s in routing.settlements]
+    assert days == sorted(set(days)) and min(days) >= min([default, *lags])
+    for settlement in routing.settlements:
+        assert (settlement.books.sums(len(P)) == 0).all()
+        assert settlement.positions.position_fen.sum() == 0
+    one_date = ClearingTopology(reference_participants(), FEES).route(_three_pairs(), 0)
+    assert _by_participant(routing.settlements) == _by_participant(one_date.settlements)
 
 
 @pytest.fixture(scope="module")
