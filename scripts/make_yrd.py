@@ -56,6 +56,11 @@ BANDS = {
 #: Provincial exchange of each province (None: the city reports to the national centre).
 #: Zhejiang's was not found (cities.csv), so its cities report to the national centre; Anhui's
 #: body's role is uncertain (cities.csv): taken as its exchange (assumption).
+#: The national centre settles with the provincial and direct city exchanges on T+2, the rest on
+#: the clearing's T+1 (assumption: no published settlement calendar was found; cross-province
+#: money takes a day longer).
+NATIONAL_LAG = "settlement_lag_days: 2"
+
 PROVINCE_NODE = {
     "shanghai": None,
     "jiangsu": ("JS_EXCHANGE", "江苏省交通一卡通清算中心"),
@@ -97,7 +102,7 @@ def city_file(fig: dict[str, str], model: dict[str, str]) -> str:
     province = fig["province"]
     parent = PROVINCE_NODE[province]
     exchange = f"{up}_EXCHANGE"
-    nodes = ["      NATIONAL: {name_zh: 全国一卡通数据中心, transit_fee_bp: 10}"]
+    nodes = [f"      NATIONAL: {{name_zh: 全国一卡通数据中心, transit_fee_bp: 10, {NATIONAL_LAG}}}"]
     if parent is not None:
         nodes.append(
             f"      {parent[0]}: {{name_zh: {parent[1]}, parent: NATIONAL, transit_fee_bp: 10}}"

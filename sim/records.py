@@ -149,6 +149,7 @@ class RecordWriter:
         # This writer writes the records of one city (its part of every partition); the first
         # city's writer also writes the run-wide tables (clearing, settlement, KPIs, ledger).
         self.shard_index = shard_index
+        self._settlement_parts: dict[int, int] = {}  # settlements written per date so far
         identity = all((m == np.arange(len(m))).all() for m in (code_maps or {}).values())
         self.code_maps = None if identity else code_maps
         # Terminal ids look like 6-byte PSAM numbers: the city code's digits, then the device
@@ -202,10 +203,13 @@ class RecordWriter:
         digits = (card_id.astype(np.int64) * self._card_no_mult + self._card_no_add) % 10**10
         return card_numbers(digits, self.world.scenario.output.card_number_prefix)
 
-    def _write(self, table: str, day: int, columns: Mapping[str, np.ndarray]) -> None:
+    def _write(
+        self, table: str, day: int, columns: Mapping[str, np.ndarray], part: int | None = None
+    ) -> None:
         if self.output is None:
             return
-        self.output.write(table, self._date(day), columns, part=self.shard_index)
+        part = self.shard_index if part is None else part
+        self.output.write(table, self._date(day), columns, part=part)
         self.tables_written.add(table)
 
     # ----------------------------------------------------------------- subscriber
@@ -234,7 +238,11 @@ class RecordWriter:
             case DepositEvents(day=day, events=events):
                 self._write("deposit_events", day, self._deposit_events(events))
             case SettlementDone(settle_day=day, positions=positions):
-                self._write("settlements", day, self._settlements(day, positions))
+                # Several settlements can be paid on one date (levels with different T+n, or
+                # one that waited for deposit money): one part each, in the order paid.
+                part = self._settlement_parts.get(day, 0)
+                self._settlement_parts[day] = part + 1
+                self._write("settlements", day, self._settlements(day, positions), part)
             case TapsFinal(day=day, taps=taps):
                 self._write("transactions", day, self._transactions(day, taps))
                 self._write("cross_city_flows", day, self._cross_city_flows(event.flows))

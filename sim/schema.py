@@ -613,8 +613,10 @@ SETTLEMENTS = TableSpec(
     "settlements",
     "Every clearing node's book on a settlement date (sim.clearing_network.Books): its "
     "positions against its members (issuers, acquirers), its neighbouring nodes (links) and "
-    "itself (its fees, participant_id = node_id); each node's book sums to zero. "
-    "service_date is the settlement date.",
+    "itself (participant_id = node_id: its fees, and where levels settle on different T+n the "
+    "money it advances or holds until the other date); each node's book sums to zero on every "
+    "date. service_date is the settlement date; a date paid in several settlements (levels' "
+    "dates meeting, or one that waited for deposit money) has one part file each.",
     (
         _institution("node_id", "Clearing node whose book the row is in."),
         _institution("participant_id", "Counterparty: a member, a neighbouring node, or the "

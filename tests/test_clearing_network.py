@@ -7,13 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from output_frames import node_logs, read_frame
 from test_clearing import P, reference_participants
 
-from sim.api import load_scenario, run
+from sim.api import load_scenario, run, verify
 from sim.clearing import PairTotals, verify_chain
 from sim.clearing_network import ClearingTopology
 
@@ -204,3 +205,19 @@ def test_every_node_book_sums_to_zero_and_cross_city_records_pay_transit_fees(sm
     transit = batches[batches["transit"]]
     assert (transit["fee_fen"] > 0).any()
     assert set(transit["acquirer_id"]) <= set(batches["node_id"])
+
+
+def test_a_run_with_levels_on_different_dates_balances_every_node_on_every_date(tmp_path):
+    """Nantong's exchange and Jiangsu's settle T+1, the national centre T+3: dates with both
+    have two settlement parts, every node's book is zero on each date, and the files verify."""
+    out = tmp_path / "run"
+    overrides = ["clearing.network.nodes.NATIONAL.settlement_lag_days=3"]
+    run(load_scenario(SMALL, days=4, overrides=overrides), out)
+    assert verify(out) == []
+    books = read_frame(out, "settlements")
+    assert (books.groupby(["service_date", "node_id"])["net_position_fen"].sum() == 0).all()
+    national = books[books["node_id"] == "NATIONAL"]
+    first = pd.Timestamp(read_frame(out, "clearing_batches")["service_date"].min())
+    assert pd.Timestamp(national["service_date"].min()) - first == pd.Timedelta(days=3)
+    parts = {p.parent.name for p in (out / "settlements").glob("*/part-1.parquet")}
+    assert parts  # a date paid by two settlements (T+1 of one day, T+3 of an earlier one)

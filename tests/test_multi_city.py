@@ -170,6 +170,9 @@ def test_the_yrd_scenario_spans_four_provinces_through_one_hierarchy():
     for exchange in exchanges:  # under its province's exchange, or straight under the centre
         assert nodes[exchange].parent in provinces | {"NATIONAL"}
     assert {nodes[e].parent for e in exchanges} == provinces | {"NATIONAL"}
+    # The centre settles T+2, the provincial and city exchanges T+1 (the clearing's).
+    assert nodes["NATIONAL"].settlement_lag_days == 2
+    assert {nodes[n].settlement_lag_days for n in nodes if n != "NATIONAL"} == {None}
     assert len({c.output.issuer_id for c in cities.values()}) == len(cities)
     # Nantong keeps its calibrated file: the same people, fares and rules.
     nantong = load_scenario(ROOT / "scenarios" / "nantong_2024.yaml")
