@@ -351,8 +351,14 @@ def away_taps(
     first_gateway_line: int,
     gateways: list,
     home_cards_listed: bool = True,
+    missing_exit_share: float = 0.0,
 ) -> DayTaps:
     """Boardings of cardholders away for the day, on the other city's transit.
+
+    Where the city runs a metro (``metro_trip_share``), a boarding is a metro ride with that
+    chance: an entry and, 10-40 minutes later, an exit, which the holder misses with chance
+    ``missing_exit_share`` (an incomplete transaction away). There a holder boards at most
+    four times a day, so that each tap keeps its own key.
 
     The Nantong card is used where that city accepts it (and the holder chooses it), else the
     holder's QR code if it is 一码通行 and the city takes it, else the ride is paid outside the
@@ -363,7 +369,8 @@ def away_taps(
     cities = list(interop.cities.values())
     ids = pop.card_id[rows]
     n_taps = 1 + streams.poisson("away.taps", day, ids, max(interop.taps_per_away_day - 1, 0.0))
-    n_taps = np.minimum(n_taps, 7)
+    metro_share = np.array([c.metro_trip_share for c in cities])[city - 1]
+    n_taps = np.minimum(n_taps, np.where(metro_share > 0, 4, 7))
     accepts = np.array([c.accepts_home_cards for c in cities])[city - 1]
     takes_qr = np.array([c.accepts_yimatongxing for c in cities])[city - 1]
     uses_card = (
@@ -374,39 +381,71 @@ def away_taps(
     yima = MEDIA_YIMATONGXING
     uses_qr = ~uses_card & takes_qr & (pop.qr_channel[rows] == yima)
     pays = uses_card | uses_qr
-    rows, city, n_taps, uses_card, ids = (
+    rows, city, n_taps, uses_card, ids, metro_share = (
         rows[pays],
         city[pays],
         n_taps[pays],
         uses_card[pays],
         ids[pays],
+        metro_share[pays],
     )
     tap_row = np.repeat(rows, n_taps)
     k = np.arange(int(n_taps.sum())) - np.repeat(np.cumsum(n_taps) - n_taps, n_taps)
     start = 8 * 3600 + (streams.uniform("away.start", day, ids) * 3 * 3600).astype(np.int64)
+    boarding = pop.card_id[tap_row] * 8 + k
     t = (
         np.repeat(start, n_taps)
         + k * 5400
-        + (streams.uniform("away.gap", day, pop.card_id[tap_row] * 8 + k) * 1800).astype(np.int64)
+        + (streams.uniform("away.gap", day, boarding) * 1800).astype(np.int64)
     )
-    line = first_gateway_line + np.repeat(
-        _gateway_of_day(streams, day, ids, city, gateways), n_taps
+    # Bus boardings on the gateway of the holder's region of the day; metro rides on the city's
+    # metro gateway (gateway positions are line offsets from first_gateway_line).
+    bus_ways = [i for i, g in enumerate(gateways) if not g.metro]
+    metro_way = np.full(len(cities) + 1, -1, np.int64)
+    for i, g in enumerate(gateways):
+        if g.metro:
+            metro_way[g.city] = i
+    way = np.array(bus_ways)[
+        _gateway_of_day(streams, day, ids, city, [gateways[i] for i in bus_ways])
+    ]
+    share = np.repeat(metro_share, n_taps)
+    metro = streams.uniform("away.metro", day, boarding) < share
+    line = first_gateway_line + np.where(
+        metro, metro_way[np.repeat(city, n_taps)], np.repeat(way, n_taps)
     )
-    stop = network.lines.stop_ptr[line]
-    device = network.devices.first_of_line[line]
     medium = np.where(np.repeat(uses_card, n_taps), pop.medium[tap_row], yima).astype(np.uint8)
-    n = len(tap_row)
+    exits = metro & (streams.uniform("away.no_exit", day, boarding) >= missing_exit_share)
+    # Keys: a boarding's own in a city without metro; in one with metro, entry and exit apart.
+    key = np.where(share > 0, 2 * k, k)
+    ride = np.minimum(t, LAST_TAP_S - 2400)
+    exit_t = ride + 600 + (streams.uniform("away.ride", day, boarding) * 1800).astype(np.int64)
+    taps = {
+        "row": np.concatenate([tap_row, tap_row[exits]]),
+        "t": np.concatenate([np.where(metro, ride, t), exit_t[exits]]),
+        "line": np.concatenate([line, line[exits]]),
+        "mode": np.concatenate([np.where(metro, METRO, BUS), np.full(exits.sum(), METRO)]),
+        "kind": np.concatenate(
+            [np.where(metro, TAP_ENTRY, TAP_SINGLE), np.full(exits.sum(), TAP_EXIT)]
+        ),
+        "key": np.concatenate([key, key[exits] + 1]),
+        "medium": np.concatenate([medium, medium[exits]]),
+        "incomplete": np.concatenate([metro & ~exits, np.zeros(exits.sum(), bool)]),
+    }
+    order = np.lexsort((taps["t"], taps["row"]))  # each holder's taps in time order
+    taps = {name: col[order] for name, col in taps.items()}
+    n = len(order)
+    journey = pop.card_id[taps["row"]] * MAX_TRIP_SLOTS + 3
     return DayTaps(
-        row=tap_row.astype(np.int64),
-        t_s=np.minimum(t, LAST_TAP_S).astype(np.int32),
-        line=line.astype(np.int32),
-        stop=stop.astype(np.int32),
-        device=device.astype(np.int32),
-        mode=np.full(n, BUS, np.uint8),
-        kind=np.full(n, TAP_SINGLE, np.uint8),
+        row=taps["row"].astype(np.int64),
+        t_s=np.minimum(taps["t"], LAST_TAP_S).astype(np.int32),
+        line=taps["line"].astype(np.int32),
+        stop=network.lines.stop_ptr[taps["line"]].astype(np.int32),
+        device=network.devices.first_of_line[taps["line"]].astype(np.int32),
+        mode=taps["mode"].astype(np.uint8),
+        kind=taps["kind"].astype(np.uint8),
         distance_km=np.zeros(n, np.float32),
-        journey=pop.card_id[tap_row] * MAX_TRIP_SLOTS + 3,
-        tap_key=(pop.card_id[tap_row] * MAX_TRIP_SLOTS + 3) * 8 + k,
-        medium=medium,
-        incomplete=np.zeros(n, bool),
+        journey=journey,
+        tap_key=journey * 8 + taps["key"],
+        medium=taps["medium"],
+        incomplete=taps["incomplete"],
     )

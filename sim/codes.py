@@ -59,6 +59,12 @@ STORED_VALUE_MEDIA: frozenset[int] = frozenset({0, 1})
 FALLBACKS: tuple[str, ...] = ("none", "qr", "cash")
 FALLBACK_NONE, FALLBACK_QR, FALLBACK_CASH = 0, 1, 2
 
+#: Who completed an incomplete trip (不完整交易; DOMAIN.md §2): first where it happened (the
+#: reader there, at once or at the card's next tap there), else the card's issuer, before the
+#: card rides again. Code 0: the tap is not part of an incomplete trip.
+INCOMPLETE_PROCESSORS: tuple[str, ...] = ("", "place", "issuer")
+INCOMPLETE_AT_PLACE, INCOMPLETE_AT_ISSUER = 1, 2
+
 #: Transit modes.
 MODES: tuple[str, ...] = ("bus", "metro")
 

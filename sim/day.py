@@ -34,6 +34,8 @@ from sim.codes import (
     FALLBACK_CASH,
     FALLBACK_NONE,
     FALLBACK_QR,
+    INCOMPLETE_AT_ISSUER,
+    INCOMPLETE_AT_PLACE,
     STORED_VALUE_MEDIA,
     TAP_ENTRY,
     TAP_EXIT,
@@ -124,6 +126,7 @@ def planned_taps(
         away = away_taps(
             pop, world.network, streams, day, away_rows, away_city, sc.interop,
             world.n_local_lines, world.gateways, world.city_list.riders_try(0, day),
+            sc.behaviour.missing_tap_out_share,
         )  # fmt: skip
     return PlannedDay(local=local, away=away, away_rows=away_rows)
 
@@ -195,6 +198,7 @@ def plan_day(
         "city": world.line_city[taps.line],
         "incident": taps.incident,
     }
+    cols["incomplete_by"] = incomplete_processing(world, taps, cols["city"])
     cols["home_card"] = _home_cards(pop, taps)
     cols, refusals = refuse_unlisted(world, streams, day, cols)
     stats["card_not_accepted"] = len(refusals["row"])
@@ -320,18 +324,44 @@ def _close_unmatched_entries(taps: DayTaps) -> DayTaps:
     )
 
 
+def incomplete_processing(world: World, taps: DayTaps, city: np.ndarray) -> np.ndarray:
+    """Who completes each incomplete trip (DOMAIN.md §2: first where it happened, else the
+    issuer, before the card rides again): ``INCOMPLETE_AT_PLACE`` here (at home and for
+    visitors here, the reader completes it at once), and away where the city's terminals
+    complete visitors' trips and the card taps there again that day; else
+    ``INCOMPLETE_AT_ISSUER``. 0 for a complete tap."""
+    by = np.where(taps.incomplete, INCOMPLETE_AT_PLACE, 0).astype(np.uint8)
+    away = np.flatnonzero(taps.incomplete & (city > 0))
+    if not len(away):
+        return by
+    cities = list(world.scenario.interop.cities.values())
+    processes = np.array([c.processes_visitors_incomplete for c in cities])[city[away] - 1]
+    # A later tap of the same card in another city (a holder is away in one city a day).
+    elsewhere = np.flatnonzero(city > 0)
+    last_t = np.full(len(world.population), -1, np.int64)
+    np.maximum.at(last_t, taps.row[elsewhere], taps.t_s[elsewhere].astype(np.int64))
+    taps_again = last_t[taps.row[away]] > taps.t_s[away]
+    by[away] = np.where(processes & taps_again, INCOMPLETE_AT_PLACE, INCOMPLETE_AT_ISSUER)
+    return by
+
+
 def _append_away(world: World, taps: DayTaps, fares: dict, away: DayTaps):
     """Add boardings in other cities, priced at the city's visitor fare (its local discounts for
     interoperable cards, by the holder's age where it gives elderly concessions to visitors,
-    apply to cards, not QR)."""
+    apply to cards, not QR). A metro ride there pays on its exit; an entry without exit pays
+    the city's charge for an incomplete trip (no concession)."""
     cities = list(world.scenario.interop.cities.values())
     city = world.line_city[away.line].astype(np.int64) - 1
     list_fare = np.array([c.visitor_fare_fen for c in cities], np.int64)[city]
+    incomplete_fare = np.array([c.incomplete_fare_fen for c in cities], np.int64)[city]
+    list_fare = np.where(away.kind == TAP_ENTRY, 0, list_fare)
+    list_fare = np.where(away.incomplete, incomplete_fare, list_fare)
     pct = np.array([c.visitor_discount_pct for c in cities])[city]
     age = world.population.age[away.row]
     for j, c in enumerate(cities):  # the place's concessions by age (art. 31): bands in age order
         for band in sorted(c.elderly_discounts, key=lambda b: b.age_min):
             pct = np.where((city == j) & (age >= band.age_min), band.discount_pct, pct)
+    pct = np.where(away.incomplete, 0.0, pct)
     is_card = np.isin(away.medium, list(STORED_VALUE_MEDIA))
     concession = np.where(is_card, (list_fare * pct / 100).astype(np.int64), 0)
     n = len(away)

@@ -95,6 +95,33 @@ class ExternalCity(_Model):
         description="Where in the city visitors ride (region id -> name and share); omit for "
         "one gateway for the whole city. Set for the cities of a multi-city run with links:.",
     )
+    metro_acquirer_id: str | None = Field(
+        None,
+        description="Clearing id of the operator acquiring visitors' metro rides (default: "
+        "acquirer_id). Derived from the city's own file (its first metro operator) with links:.",
+    )
+    metro_region: str | None = Field(
+        None,
+        description="The region of its own (in regions) where its metro runs: where visitors' "
+        "metro rides count. Derived with links:.",
+    )
+    metro_trip_share: Share = Field(
+        0.0,
+        description="Share of a visitor's boardings there made on its metro (tap in, tap out, "
+        "the visitor fare charged at the exit); 0 where it runs none. Derived from the city's "
+        "own file in a run with links: (its behaviour.metro_preference where it has metro).",
+    )
+    incomplete_fare_fen: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="What it charges for a metro entry without exit (不完整交易): its "
+        "fares.incomplete_trip on its metro bands. Needed when metro_trip_share > 0.",
+    )
+    processes_visitors_incomplete: bool = Field(
+        True,
+        description="Its terminals complete a visitor's incomplete trip at the card's next tap "
+        "there; else (and when the card does not tap there again that day) the card's issuer "
+        "completes it before the card rides again (DOMAIN.md §2).",
+    )
 
     @field_validator("regions")
     @classmethod
@@ -103,25 +130,45 @@ class ExternalCity(_Model):
             raise ValueError("the regions' shares must add up to 1")
         return value
 
+    @field_validator("incomplete_fare_fen")
+    @classmethod
+    def _charge_for_metro(cls, value: int, info) -> int:
+        if info.data.get("metro_trip_share", 0.0) > 0 and value == 0:
+            raise ValueError(
+                "a city whose metro visitors ride (metro_trip_share > 0) needs what it charges "
+                "for an entry without exit; expected fen > 0"
+            )
+        return value
+
 
 class Gateway(NamedTuple):
-    """One gateway line of an external city: the city (1..n) and the region it stands for."""
+    """One gateway line of an external city: the city (1..n), the region it stands for and
+    its share of the city's bus boardings; or (``metro``) the line of its metro rides."""
 
     city: int
     region_id: str | None
     name_zh: str | None
     share: float
+    metro: bool = False
 
 
 def gateways(interop: Interop | None) -> list[Gateway]:
-    """The external cities' gateway lines in line order: one per region where a city lists
-    its regions, else one for the whole city."""
+    """The external cities' gateway lines in line order, city by city: one per region where a
+    city lists its regions, else one for the whole city; then, where visitors ride its metro,
+    one for its metro rides."""
     out = []
     for j, city in enumerate([] if interop is None else interop.cities.values(), start=1):
         if city.regions:
             out += [Gateway(j, rid, r.name_zh, r.share) for rid, r in city.regions.items()]
         else:
             out.append(Gateway(j, None, None, 1.0))
+        if city.metro_trip_share > 0:
+            region = (city.regions or {}).get(city.metro_region or "")
+            out.append(
+                Gateway(
+                    j, city.metro_region if region else None, region and region.name_zh, 0.0, True
+                )
+            )
     return out
 
 
@@ -178,6 +225,11 @@ def city_acquirer(city_id: str, city: ExternalCity) -> str:
     return city.acquirer_id or f"{city_id.upper()}_TRANSIT"
 
 
+def city_metro_acquirer(city_id: str, city: ExternalCity) -> str:
+    """Clearing id of the operator acquiring visitors' metro rides in an external city."""
+    return city.metro_acquirer_id or city_acquirer(city_id, city)
+
+
 def city_codes(scenario) -> list[str]:
     """JT/T codes of a scenario's city (index 0) and its interoperable cities (1..n)."""
     interop = scenario.interop
@@ -229,7 +281,7 @@ def extend_network(network, interop: Interop | None):
     """
     from dataclasses import replace
 
-    from sim.network import BUS
+    from sim.network import BUS, METRO
 
     if interop is None or not interop.cities:
         return network
@@ -240,15 +292,20 @@ def extend_network(network, interop: Interop | None):
     new_lines = np.arange(n_lines, n_lines + k, dtype=np.int32)
     cities = list(interop.cities.items())
     names = [
-        f"EXT-{cities[g.city - 1][0].upper()}" + (f"-{g.region_id.upper()}" if g.region_id else "")
+        f"EXT-{cities[g.city - 1][0].upper()}"
+        + ("-METRO" if g.metro else f"-{g.region_id.upper()}" if g.region_id else "")
         for g in ways
+    ]
+    mode = np.array([METRO if g.metro else BUS for g in ways], np.uint8)
+    operator = [
+        (city_metro_acquirer if g.metro else city_acquirer)(*cities[g.city - 1]) for g in ways
     ]
     lines = replace(
         lines,
         ids=lines.ids + names,
-        mode=np.concatenate([lines.mode, np.full(k, BUS, np.uint8)]),
+        mode=np.concatenate([lines.mode, mode]),
         region=np.concatenate([lines.region, np.zeros(k, np.uint8)]),
-        operator=lines.operator + [city_acquirer(*cities[g.city - 1]) for g in ways],
+        operator=lines.operator + operator,
         speed_kmh=np.concatenate([lines.speed_kmh, np.full(k, 20.0, np.float32)]),
         stop_ptr=np.concatenate([lines.stop_ptr, lines.stop_ptr[-1] + 1 + np.arange(k)]).astype(
             np.int32
@@ -267,6 +324,7 @@ def extend_network(network, interop: Interop | None):
         devices,
         line=np.concatenate([devices.line, new_lines]),
         stop=np.concatenate([devices.stop, np.full(k, -1, np.int32)]),
+        # The gateway's device uploads like a bus validator at the depot, metro rides too.
         kind=np.concatenate([devices.kind, np.full(k, BUS, np.uint8)]),
         first_of_line=np.concatenate([devices.first_of_line, n_dev + np.arange(k, dtype=np.int32)]),
         count_of_line=np.concatenate([devices.count_of_line, np.ones(k, np.int32)]),

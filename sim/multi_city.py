@@ -55,6 +55,11 @@ class CityProfile(Section):
         description="Operator (an operator_id of its lines) acquiring visitors' taps; default: "
         "the bus operator of its first region.",
     )
+    processes_visitors_incomplete: bool = Field(
+        True,
+        description="Its terminals complete another city's card's incomplete metro trip at the "
+        "card's next tap here; false: it leaves them to the card's issuer (DOMAIN.md §2).",
+    )
 
 
 class CityLinks(Section):
@@ -178,6 +183,7 @@ def _seen_from(home, other, links: CityLinks) -> ExternalCity:
     else:
         accepts = profile.accepts.get(home.city.card_standard, 0.0)
     residents = sum(r.residents for r in other.regions.values())
+    metro = list(other.network.metro.values())
     return ExternalCity(
         name_zh=profile.name_zh,
         city_code=other.output.city_code,
@@ -193,6 +199,13 @@ def _seen_from(home, other, links: CityLinks) -> ExternalCity:
         accepts_yimatongxing=profile.accepts_yimatongxing,
         visitor_fare_fen=profile.visitor_fare_fen,
         elderly_discounts=_elderly_discounts(other),
+        # Visitors take its metro as its own riders prefer it; an entry without exit costs
+        # what its fare rules charge its own riders (sim.fares: the incomplete-trip rule).
+        metro_trip_share=other.behaviour.metro_preference if other.network.metro else 0.0,
+        metro_acquirer_id=metro[0].operator_id if metro else None,
+        metro_region=metro[0].region if metro else None,
+        incomplete_fare_fen=_incomplete_fare(other) if other.network.metro else 0,
+        processes_visitors_incomplete=profile.processes_visitors_incomplete,
         inbound_visitors_per_day=0,  # its own shard generates its riders' trips here
         inbound_card_share=0.0,
         # Visitors ride in its regions in proportion to their residents.
@@ -201,6 +214,15 @@ def _seen_from(home, other, links: CityLinks) -> ExternalCity:
             for rid, r in other.regions.items()
         },
     )
+
+
+def _incomplete_fare(sc) -> int:
+    """What a city charges for a metro entry without exit (its ``fares.incomplete_trip`` on its
+    metro bands)."""
+    rule, bands = sc.fares.incomplete_trip, sc.fares.metro.band_fare_fen
+    if rule.charge == "fixed":
+        return int(rule.fixed_fare_fen)
+    return int(max(bands) if rule.charge == "max_fare" else min(bands))
 
 
 def _elderly_discounts(sc) -> tuple[AgeDiscount, ...]:

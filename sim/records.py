@@ -320,6 +320,7 @@ class RecordWriter:
             ),
             "is_transfer": c.is_transfer,
             "incomplete_trip": c.incomplete,
+            "incomplete_processed_by": c.incomplete_by.astype(np.int64) - 1,  # 0 (none): null
             "upload_batch_id": upload_batch,
             "uploaded_at": self._abs_ts(c.uploaded_at),
             "status": c.status,

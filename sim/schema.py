@@ -58,6 +58,7 @@ BUILTIN_NAME_TABLES: dict[str, tuple[str, ...]] = {
     "tap_kind": codes.TAP_KINDS,
     "tx_status": codes.TX_STATUS,
     "fallback": codes.FALLBACKS,
+    "incomplete_processor": codes.INCOMPLETE_PROCESSORS[1:],
     "deposit_event": deposits.EVENT_KINDS,
     "day_type": codes.DAY_TYPES,
     "fare_action": TIDES_FARE_ACTIONS,
@@ -427,6 +428,11 @@ TRANSACTIONS = TableSpec(
            encoding="plain", jtt978="transfer count > 0"),
         _c("incomplete_trip", BOOL, "Part of an incomplete trip (entry without exit or the "
            "reverse).", encoding="plain"),
+        _c("incomplete_processed_by", DICT8, "Who completed the incomplete trip (DOMAIN.md §2): "
+           "place (where it happened: at home and for visitors here at once; away, the city's "
+           "terminals at the card's next tap there) or issuer (the card left without tapping "
+           "there again, or that city leaves visitors' trips to their issuer); null if the "
+           "trip is complete.", names="incomplete_processor", nullable=True),
         _id("upload_batch_id", "device_uploads batch that carried the record; null if not "
             "uploaded yet.", nullable=True, encoding="dict", jtt978="batch no"),
         _ts("uploaded_at", "When the record reached the acquirer; null if not yet.",

@@ -42,6 +42,7 @@ PRICED_COLUMNS = (
     "medium",
     "distance_km",
     "incomplete",
+    "incomplete_by",  # uint8, who completes an incomplete trip (sim.codes.INCOMPLETE_PROCESSORS)
     "tap_key",
     "list_fare_fen",
     "concession_fen",
@@ -92,6 +93,7 @@ class TapTable:
     medium: np.ndarray
     distance_km: np.ndarray
     incomplete: np.ndarray
+    incomplete_by: np.ndarray
     tap_key: np.ndarray
     list_fare_fen: np.ndarray
     concession_fen: np.ndarray

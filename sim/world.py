@@ -26,6 +26,7 @@ from sim.interop import (
     city_acquirer,
     city_codes,
     city_issuer,
+    city_metro_acquirer,
     extend_network,
     gateways,
     visitors,
@@ -453,6 +454,7 @@ def build_participants(scenario: Scenario, network: TransitNetwork) -> Participa
             Participant(city_issuer(cid, city), "issuer", city.exchange, f"{city.name_zh}交通卡")
         )
         exchange_of[city_acquirer(cid, city)] = city.exchange
+        exchange_of[city_metro_acquirer(cid, city)] = city.exchange
     operators = list(dict.fromkeys(network.lines.operator))
     rows += [
         Participant(op, "acquirer", exchange_of.get(op, spec.home_exchange), op) for op in operators

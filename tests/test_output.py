@@ -107,6 +107,7 @@ def taps(n: int, day: date, seed: int = 0) -> dict[str, np.ndarray]:
         "region": rng.integers(0, 3, n).astype(np.int8),
         "is_transfer": is_transfer,
         "incomplete_trip": np.zeros(n, bool),
+        "incomplete_processed_by": np.full(n, -1, np.int8),
         "upload_batch_id": device,
         "uploaded_at": ts + 600,
         "status": status,
