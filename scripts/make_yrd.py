@@ -56,6 +56,10 @@ BANDS = {
 #: Provincial exchange of each province (None: the city reports to the national centre).
 #: Zhejiang's was not found (cities.csv), so its cities report to the national centre; Anhui's
 #: body's role is uncertain (cities.csv): taken as its exchange (assumption).
+#: The channel social-security cards clear on across the region (长三角社保卡居民服务一卡通),
+#: apart from the transit exchanges; its fee is an assumption.
+SSC_CHANNEL = "YRD_SSC: {name_zh: 长三角社保卡居民服务一卡通平台, transit_fee_bp: 20}"
+
 #: The national centre settles with the provincial and direct city exchanges on T+2, the rest on
 #: the clearing's T+1 (assumption: no published settlement calendar was found; cross-province
 #: money takes a day longer).
@@ -111,6 +115,7 @@ def city_file(fig: dict[str, str], model: dict[str, str]) -> str:
         f"      {exchange}: {{name_zh: {fig['city_zh']}, "
         f"parent: {parent[0] if parent else 'NATIONAL'}, transit_fee_bp: 10}}"
     )
+    nodes.append(f"      {SSC_CHANNEL}")
     if cid != "shanghai":  # the 一码通行 issuer's exchange (city_base.yaml)
         nodes.append(
             "      SHANGHAI_EXCHANGE: {name_zh: 上海, parent: NATIONAL, transit_fee_bp: 10}"
@@ -206,6 +211,11 @@ interop:
   # (at most 30 to add a city, 7 to remove one; DOMAIN.md §2): assumption.
   terminal_update_days:
 {lag_block}
+
+social_security:  # venues and visits: city_base.yaml (assumptions)
+  issuer_id: {up}_SSC
+  channel: YRD_SSC
+  acquirer_id: {up}_CULTURE
 
 city:
   name_zh: {fig["city_zh"]}

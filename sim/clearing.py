@@ -72,6 +72,8 @@ MEMO_CLEARING = "clearing"
 MEMO_FEE = "clearing_fee"
 MEMO_SETTLEMENT = "settlement"
 MEMO_DEPOSIT = "deposit"
+#: A social-security card's venue entry, paid from the holder's account (sim/social_security).
+MEMO_SSC_ENTRY = "ssc_venue_entry"
 
 #: BatchRecord fields covered by the hash chain, in canonical order.
 _SUMMARY_FIELDS: tuple[str, ...] = (
@@ -1005,6 +1007,7 @@ FLOWS: dict[str, tuple[str, str]] = {
     MEMO_QR_DUP_REFUND: ("unsettled", "bank"),  # duplicate QR charge paid back to the rider
     MEMO_PURSE: ("float", "bank"),  # card purse pays a non-transit merchant via the issuer
     MEMO_DEPOSIT: ("deposit", "bank"),  # money placed into the settlement deposit
+    MEMO_SSC_ENTRY: ("bank", "unsettled"),  # the holder's account pays a venue entry
 }
 
 

@@ -71,6 +71,11 @@ class DayPlan:
     # Card taps the reader took no fare from, and what the riders did (sim/city_list.py):
     # refused by the city list at planning; declined for balance added at settlement.
     refusals: dict[str, np.ndarray] = field(default_factory=no_refusals)
+    # Who spends the day in another city, and where (1-based external city).
+    away_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    away_city: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # Social-security card entries at culture venues (sim/social_security.py; set by the shard).
+    venue_entries: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -92,6 +97,7 @@ class PlannedDay:
     local: DayTaps
     away: DayTaps | None
     away_rows: np.ndarray
+    away_city: np.ndarray  # the external city (1-based) each of away_rows spends the day in
 
 
 def planned_taps(
@@ -128,7 +134,7 @@ def planned_taps(
             world.n_local_lines, world.gateways, world.city_list.riders_try(0, day),
             sc.behaviour.missing_tap_out_share,
         )  # fmt: skip
-    return PlannedDay(local=local, away=away, away_rows=away_rows)
+    return PlannedDay(local=local, away=away, away_rows=away_rows, away_city=away_city)
 
 
 def plan_day(
@@ -236,6 +242,8 @@ def plan_day(
         sales=sales,
         stats=stats,
         refusals=refusals,
+        away_rows=planned.away_rows,
+        away_city=planned.away_city,
     )
 
 

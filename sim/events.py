@@ -52,6 +52,8 @@ class DaySettled:
     # Card taps the reader took no fare from (sim/city_list.py REFUSAL_COLUMNS, plus the card's
     # issuer and the line's acquirer): refused by the city list, or declined for balance.
     refusals: Columns = field(default_factory=dict)
+    # Social-security card entries at culture venues (sim/social_security.py).
+    venue_entries: Columns = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

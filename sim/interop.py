@@ -23,10 +23,11 @@ from __future__ import annotations
 from typing import Annotated, Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sim.city_list import ListChange, TerminalLag
 from sim.codes import CARD_TYPES, MEDIA
+from sim.social_security import Venues
 from sim.world_settings import scaled_count
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -95,6 +96,18 @@ class ExternalCity(_Model):
         description="Where in the city visitors ride (region id -> name and share); omit for "
         "one gateway for the whole city. Set for the cities of a multi-city run with links:.",
     )
+    venues: dict[str, Venues] | None = Field(
+        None,
+        description="Its culture venues that social-security cards enter (kind -> count, price, "
+        "local discount, share of visits; sim/social_security.py); omit for none. Derived from "
+        "its social_security: section with links:.",
+    )
+    culture_acquirer_id: str | None = Field(
+        None, description="Clearing id of the operator of its venues (with venues)."
+    )
+    same_city_venues: bool = Field(
+        True, description="Visitors' social-security cards get the local discount at its venues."
+    )
     metro_acquirer_id: str | None = Field(
         None,
         description="Clearing id of the operator acquiring visitors' metro rides (default: "
@@ -129,6 +142,14 @@ class ExternalCity(_Model):
         if value is not None and abs(sum(r.share for r in value.values()) - 1.0) > 1e-6:
             raise ValueError("the regions' shares must add up to 1")
         return value
+
+    @model_validator(mode="after")
+    def _venues_have_an_operator(self) -> ExternalCity:
+        if self.venues and self.culture_acquirer_id is None:
+            raise ValueError(
+                "culture_acquirer_id: a city with venues needs the clearing id of their operator"
+            )
+        return self
 
     @field_validator("incomplete_fare_fen")
     @classmethod

@@ -184,6 +184,7 @@ def _seen_from(home, other, links: CityLinks) -> ExternalCity:
         accepts = profile.accepts.get(home.city.card_standard, 0.0)
     residents = sum(r.residents for r in other.regions.values())
     metro = list(other.network.metro.values())
+    ssc = other.social_security
     return ExternalCity(
         name_zh=profile.name_zh,
         city_code=other.output.city_code,
@@ -206,6 +207,10 @@ def _seen_from(home, other, links: CityLinks) -> ExternalCity:
         metro_region=metro[0].region if metro else None,
         incomplete_fare_fen=_incomplete_fare(other) if other.network.metro else 0,
         processes_visitors_incomplete=profile.processes_visitors_incomplete,
+        # Its culture venues, which the region's social-security cards enter.
+        venues=None if ssc is None else ssc.venues,
+        culture_acquirer_id=None if ssc is None else ssc.acquirer_id,
+        same_city_venues=True if ssc is None else ssc.same_city_treatment,
         inbound_visitors_per_day=0,  # its own shard generates its riders' trips here
         inbound_card_share=0.0,
         # Visitors ride in its regions in proportion to their residents.

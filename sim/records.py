@@ -41,6 +41,7 @@ from sim.lending import borrowed
 from sim.output import RunOutput
 from sim.privacy import PrivacyKey, default_key
 from sim.rng import Streams, _mix_array
+from sim.social_security import VENUE_KINDS, venue_cities
 from sim.taps import TapTable
 from sim.world import World
 
@@ -227,6 +228,8 @@ class RecordWriter:
             case DaySettled(day=day):
                 if len(event.refusals.get("row", ())):
                     self._write("refused_taps", day, self._refused_taps(day, event.refusals))
+                if len(event.venue_entries.get("row", ())):
+                    self._write("venue_entries", day, self._venue_entries(day, event.venue_entries))
                 self._write("topups", day, self._topups(day, event.topups))
                 self._write("card_sales", day, self._card_sales(day, event.card_sales))
                 self._write("outlet_visits", day, self._outlet_visits(day, event.outlet_visits))
@@ -357,6 +360,32 @@ class RecordWriter:
             "amount_fen": c["amount_fen"],
             "reject_reason": c["reason"],
             "fallback": c["fallback"],
+        }
+
+    def _venue_entries(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        codes = [v.city_code if v else "" for v in venue_cities(self.world.scenario)]
+        kind = np.array(VENUE_KINDS, dtype=object)[c["kind"]]
+        venue_id = [
+            f"{codes[j]}-{k}-{v + 1:03d}"
+            for j, k, v in zip(c["city"].tolist(), kind.tolist(), c["venue"].tolist(), strict=True)
+        ]
+        pop = self.world.population
+        return {
+            "entry_id": c["entry_id"],
+            "event_timestamp": self._ts(day, c["t_s"]),
+            "token_id": self.tokens(c["row"], day),
+            "card_city_code": self._code("city", pop.home_city[c["row"]].astype(np.int64)),
+            "city_code": self._code("city", c["city"]),
+            "venue_kind": c["kind"],
+            "venue_id": np.array(venue_id, dtype=object),
+            "list_price_fen": c["list_price_fen"],
+            "discount_fen": c["discount_fen"],
+            "amount_fen": c["amount_fen"],
+            "same_city_treatment": c["same_city"],
+            "issuer_id": c["issuer"],
+            "acquirer_id": c["acquirer"],
+            "settle_date": np.datetime64(self.world.start_date, "D")
+            + c["settle_day"].astype("timedelta64[D]"),
         }
 
     def _cross_city_flows(self, flows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -36,6 +36,7 @@ from sim.multi_city import (
 )
 from sim.reference import ReferencePricing, with_reference
 from sim.region_shards import SHARDINGS, RegionPart, split_by_region
+from sim.social_security import SocialSecurity
 from sim.world_settings import (
     Behaviour,
     CardSales,
@@ -106,6 +107,11 @@ class Scenario(Section):
     output: OutputSettings = Field(description="Output defaults.")
     interop: Interop | None = Field(
         default=None, description="Cross-city riding in and out (交通联合); omit for none."
+    )
+    social_security: SocialSecurity | None = Field(
+        default=None,
+        description="Social-security cards at culture venues, cleared on their own channel "
+        "(sim/social_security.py); omit for none.",
     )
     city: CityProfile | None = Field(
         default=None,
@@ -236,6 +242,18 @@ class Scenario(Section):
                 except ValueError as exc:
                     raise ValueError(f"incidents.{i}.fares: {exc}") from None
         return incidents
+
+    @field_validator("social_security")
+    @classmethod
+    def _channel_is_a_node(cls, ssc: SocialSecurity | None, info: ValidationInfo):
+        clearing = info.data.get("clearing")
+        nodes = clearing.network.nodes if clearing is not None and clearing.network else {}
+        if ssc is not None and nodes and ssc.channel not in nodes:
+            raise ValueError(
+                f"social_security.channel: unknown clearing node {ssc.channel!r}; expected one "
+                f"of clearing.network.nodes: {', '.join(nodes)}"
+            )
+        return ssc
 
     @field_validator("output")
     @classmethod

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sim import clearing, codes, deposits
+from sim.social_security import VENUE_KINDS
 
 SCHEMA_VERSION = 1
 PARTITION_COLUMN = "service_date"
@@ -58,6 +59,7 @@ BUILTIN_NAME_TABLES: dict[str, tuple[str, ...]] = {
     "tap_kind": codes.TAP_KINDS,
     "tx_status": codes.TX_STATUS,
     "fallback": codes.FALLBACKS,
+    "venue_kind": VENUE_KINDS,
     "incomplete_processor": codes.INCOMPLETE_PROCESSORS[1:],
     "deposit_event": deposits.EVENT_KINDS,
     "day_type": codes.DAY_TYPES,
@@ -725,6 +727,35 @@ REFUSED_TAPS = TableSpec(
     (_ge("amount_fen", 0),),
 )
 
+VENUE_ENTRIES = TableSpec(
+    "venue_entries",
+    "One row per entry with a social-security card at a culture venue (library, museum, scenic "
+    "spot; sim/social_security.py), at home or in another city of the region: paid from the "
+    "holder's account, cleared on the cards' own channel (not the transit exchanges) and "
+    "settled the next day; free entries are recorded too.",
+    (
+        _c("entry_id", I64, "Entry id (the record-id layout, apart from tap records).",
+           encoding="delta"),
+        _ts("event_timestamp", "Time of entry."),
+        _token(),
+        _c("card_city_code", DICT16, "JT/T code of the holder's city.", names="city"),
+        _c("city_code", DICT16, "JT/T code of the venue's city.", names="city"),
+        _c("venue_kind", DICT8, "library, museum or scenic_spot.", names="venue_kind"),
+        _c("venue_id", STR, "The venue: <city code>-<kind>-<number> (generated).",
+           encoding="dict"),
+        _money("list_price_fen", "Entry price.", type_=I64),
+        _money("discount_fen", "Local discount given (同城待遇 for visitors where the venue's "
+               "city gives it).", type_=I64),
+        _money("amount_fen", "Paid from the holder's account.", type_=I64),
+        _c("same_city_treatment", BOOL, "A visitor from another city got the local discount.",
+           encoding="plain"),
+        _institution("issuer_id", "The holder's social-security card issuer."),
+        _institution("acquirer_id", "The venue's operator."),
+        _c("settle_date", DATE, "Date the channel settles it.", unit="date"),
+    ),
+    (_ge("amount_fen", 0), _eq("amount_fen", "list_price_fen", minus=("discount_fen",))),
+)
+
 CROSS_CITY_FLOWS = TableSpec(
     "cross_city_flows",
     "Who rode where (sim/cross_city.py): one row per day, holder's city and region, city and "
@@ -781,6 +812,7 @@ TABLES: dict[str, TableSpec] = {
         DAILY_KPIS,
         CROSS_CITY_FLOWS,
         REFUSED_TAPS,
+        VENUE_ENTRIES,
         DEPOSIT_EVENTS,
         LENDING_LABELS,
     )

@@ -66,6 +66,7 @@ from sim.grouping import rank_in_groups
 from sim.incidents import NO_INCIDENT, mark
 from sim.interop import city_issuer
 from sim.ledger import InvariantViolation, check_tap_status
+from sim.social_security import SocialSecurityChannel, holders, plan_entries
 from sim.state import RunState
 from sim.taps import Phase
 from sim.world import World, media_issuers
@@ -147,6 +148,9 @@ class CityShard:
         self._settled = None
         self._comm_hits: list[tuple[int, np.ndarray]] = []
         self._balance_before = 0
+        # Social-security cards at culture venues (their own channel; sim/social_security.py).
+        self.ssc = SocialSecurityChannel(world, shard_index)
+        self.ssc_holders = holders(world)
 
     def _build_validators(self, model) -> None:
         world = self.world
@@ -183,6 +187,7 @@ class CityShard:
         # Day 0's flows include the opening balances, so it starts from an empty float.
         self._balance_before = int(self.state.cards.balance_fen.sum()) if day else 0
         plan = plan_day(self.world, self.state, day, self.agent_of_device, self.response)
+        plan.venue_entries = self._venue_entries(plan)
         self._number_records(plan)
         self._visits = self._start_visits(plan)
         self._load_validators(plan)
@@ -229,6 +234,9 @@ class CityShard:
         for refunds in refunds_due:
             self._post_refunds(day, refunds)
         self._post_day_money(plan, credits)
+        self.ssc.commit(
+            self.state.ledger, day, plan.venue_entries, self.bus, last=day == self.world.days - 1
+        )
         event = DaySettled(
             day=day,
             taps=plan.taps,
@@ -243,11 +251,23 @@ class CityShard:
                 "issuer": self.city_issuer[plan.refusals["card_city"]],
                 "acquirer": self.line_acquirer[plan.refusals["line"]],
             },
+            venue_entries=plan.venue_entries,
         )
         self.bus.publish(event)
         self._keep_resends()
         self.bus.publish(UploadsSent(day, self.state.upload_log.drain(), self.shard_index))
         return event
+
+    def _venue_entries(self, plan: DayPlan) -> dict[str, np.ndarray]:
+        """The day's venue entries of this shard's social-security card holders."""
+        rows, day = self.ssc_holders, plan.day
+        live = rows[
+            (self.state.cards.sale_day[rows] < day) & (self.world.population.end_day[rows] > day)
+        ]
+        entries = plan_entries(
+            self.world, self.state.streams, day, live, plan.away_rows, plan.away_city
+        )
+        return self.ssc.entries_of_day(day, entries)
 
     def card_balances_fen(self) -> tuple[int, int]:
         """The sum of this shard's card balances before its last settled day and now."""

@@ -459,6 +459,15 @@ def build_participants(scenario: Scenario, network: TransitNetwork) -> Participa
     rows += [
         Participant(op, "acquirer", exchange_of.get(op, spec.home_exchange), op) for op in operators
     ]
+    ssc = scenario.social_security
+    if ssc is not None:  # the cards' issuer and every venue operator, on the cards' channel
+        rows.append(Participant(ssc.issuer_id, "issuer", ssc.channel, f"{ssc.issuer_id}"))
+        venue_operators = [ssc.acquirer_id] + [c.culture_acquirer_id for c in cities.values()]
+        rows += [
+            Participant(op, "acquirer", ssc.channel, op)
+            for op in dict.fromkeys(venue_operators)
+            if op is not None
+        ]
     return Participants(rows)
 
 

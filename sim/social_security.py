@@ -1,0 +1,372 @@
+"""Social-security cards at culture venues, cleared on their own channel.
+
+In the Yangtze River Delta a resident's social-security card (社保卡, third generation) is also a
+card for culture and tourism across Shanghai, Jiangsu, Zhejiang and Anhui: libraries, museums
+and scenic spots take it, with "same-city treatment" (同城待遇) for holders from the other
+provinces (DOMAIN.md §1). This module is that use:
+
+- a city's ``social_security:`` section: its card issuer (the holder's financial account), the
+  clearing channel the cards clear on (a clearing node of its own, e.g. the region's social-
+  security card platform), the operator of its venues, the share of cardholders who carry one,
+  how often they visit, and its venues (kinds, counts, prices, the discount a local card gets);
+- ``plan_entries``: a day's venue entries, at home (a holder visits with a daily chance) and
+  away (a holder spending the day in another city visits one of its venues with a chance), at
+  that venue's price less the discount the place gives (a visitor gets the local discount where
+  the place gives visitors same-city treatment);
+- ``SocialSecurityChannel``: the money, per shard and day. An entry is paid from the holder's
+  account at the venue (the issuer's bank to its ``unsettled``), cleared on the channel that
+  night (issuer pays the gross, the venue operator gets it less the channel's fee, the channel
+  node keeps the fee: its ``transit_fee_bp``) and settled the next day through the banks (no
+  settlement deposit: the payments are account debits). Every date's positions sum to zero.
+
+Entries are records of their own (the ``venue_entries`` table), never tap records: the transit
+clearing, its hash chains and its invariants do not see them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from sim import ids
+from sim.clearing import (
+    MEMO_CLEARING,
+    MEMO_FEE,
+    MEMO_SETTLEMENT,
+    MEMO_SSC_ENTRY,
+    PairTotals,
+    Participants,
+    Positions,
+    net_positions,
+    post_flow,
+)
+from sim.events import SettlementDone
+from sim.ledger import Ledger, account
+from sim.world_settings import Section
+
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+Fen = Annotated[int, Field(ge=0)]
+
+#: Venue kinds (the ``venue_kind`` names of the venue_entries table).
+VENUE_KINDS: tuple[str, ...] = ("library", "museum", "scenic_spot")
+#: Entry ids: the record-id layout (shard, day, sequence) with sequences from here, far above
+#: any day's tap records, so an entry id never equals a tap's.
+ENTRY_SEQ_BASE = 1 << 36
+
+
+class Venues(Section):
+    """Venues of one kind in a city."""
+
+    count: Annotated[int, Field(ge=1)] = Field(description="How many there are.")
+    price_fen: Fen = Field(description="Entry price (0: free entry, still recorded).")
+    local_discount_pct: float = Field(
+        0.0, ge=0, le=100, description="Discount a local social-security card gets."
+    )
+    visit_share: Share = Field(description="Share of venue visits made to this kind.")
+
+
+class SocialSecurity(Section):
+    """The scenario's ``social_security:`` section (see the module docstring)."""
+
+    issuer_id: str = Field(description="Clearing id of the city's social-security card issuer.")
+    channel: str = Field(
+        description="Clearing node the cards clear on (a node of clearing.network.nodes, "
+        "usually with no parent: a channel apart from the transit exchanges); its "
+        "transit_fee_bp is the channel's fee."
+    )
+    acquirer_id: str = Field(description="Clearing id of the operator of the city's venues.")
+    holder_share: Share = Field(description="Share of cardholders who carry one.")
+    visits_per_holder_year: float = Field(
+        ge=0, description="Venue visits a holder makes a year in the home city."
+    )
+    away_visit_share: Share = Field(
+        description="Chance a holder spending the day in another city of the region visits "
+        "one of its venues."
+    )
+    same_city_treatment: bool = Field(
+        True,
+        description="Holders from the other cities get the local discount here (同城待遇); "
+        "false: they pay the full price.",
+    )
+    venues: dict[str, Venues] = Field(
+        min_length=1, description="Venues by kind (library, museum, scenic_spot)."
+    )
+
+    @field_validator("venues")
+    @classmethod
+    def _known_kinds_sharing_all_visits(cls, venues: dict[str, Venues]) -> dict[str, Venues]:
+        unknown = sorted(set(venues) - set(VENUE_KINDS))
+        if unknown:
+            raise ValueError(f"unknown kinds {unknown}; expected some of {', '.join(VENUE_KINDS)}")
+        total = sum(v.visit_share for v in venues.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"the kinds' visit_share values add up to {total:g}; expected 1")
+        return venues
+
+
+@dataclass(frozen=True)
+class VenueCity:
+    """A city's venues as a holder sees them: its code, operator and whether visitors get the
+    local discount (``same_city``)."""
+
+    city_code: str
+    acquirer_id: str
+    same_city: bool
+    venues: dict[str, Venues]
+
+
+def venue_cities(scenario) -> list[VenueCity | None]:
+    """The home city's venues (index 0) and each external city's (1..n; None where its file
+    gives no venues)."""
+    own = scenario.social_security
+    cities = [
+        None
+        if own is None
+        else VenueCity(
+            scenario.output.city_code, own.acquirer_id, own.same_city_treatment, own.venues
+        )
+    ]
+    for ext in () if scenario.interop is None else scenario.interop.cities.values():
+        cities.append(
+            None
+            if not ext.venues
+            else VenueCity(ext.city_code, ext.culture_acquirer_id, ext.same_city_venues, ext.venues)
+        )
+    return cities
+
+
+def holders(world) -> np.ndarray:
+    """Rows of the home city's cardholders who carry a social-security card (a fixed draw per
+    card)."""
+    sc = world.scenario.social_security
+    pop = world.population
+    local = np.flatnonzero(pop.home_city == 0)
+    if sc is None:
+        return local[:0]
+    u = world.streams.uniform("ssc.holder", 0, pop.card_id[local])
+    return local[u < sc.holder_share]
+
+
+def plan_entries(
+    world, streams, day: int, live: np.ndarray, away_rows: np.ndarray, away_city: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The day's venue entries of this shard's holders: at home among ``live`` holders, away
+    among ``away_rows`` (in external city ``away_city``, 1-based). Columns: row, t_s, city (0
+    home, k external), kind, venue, list_price_fen, discount_fen, amount_fen, same_city."""
+    sc = world.scenario.social_security
+    empty = _no_entries()
+    if sc is None:
+        return empty
+    cities = venue_cities(world.scenario)
+    pop = world.population
+    at_home = live[
+        streams.uniform("ssc.visit", day, pop.card_id[live]) < sc.visits_per_holder_year / 365.0
+    ]
+    has_venues = np.array([c is not None for c in cities])
+    mine = np.isin(away_rows, live) & has_venues[away_city]
+    away_rows, away_city = away_rows[mine], away_city[mine]
+    go = streams.uniform("ssc.away", day, pop.card_id[away_rows]) < sc.away_visit_share
+    rows = np.concatenate([at_home, away_rows[go]])
+    city = np.concatenate([np.zeros(len(at_home), np.int64), away_city[go]])
+    if not len(rows):
+        return empty
+    order = np.argsort(rows, kind="stable")
+    rows, city = rows[order], city[order]
+    card = pop.card_id[rows]
+    kind = np.zeros(len(rows), np.int64)
+    venue = np.zeros(len(rows), np.int64)
+    price = np.zeros(len(rows), np.int64)
+    discount_pct = np.zeros(len(rows))
+    u_kind = streams.uniform("ssc.kind", day, card)
+    u_venue = streams.uniform("ssc.venue", day, card)
+    for j in np.unique(city).tolist():
+        here = city == j
+        c = cities[j]
+        names = list(c.venues)
+        cum = np.cumsum([c.venues[n].visit_share for n in names])
+        pick = np.minimum((cum[None, :] <= u_kind[here, None]).sum(axis=1), len(names) - 1)
+        kinds = np.array([VENUE_KINDS.index(n) for n in names])
+        counts = np.array([c.venues[n].count for n in names])
+        prices = np.array([c.venues[n].price_fen for n in names])
+        local_pct = np.array([c.venues[n].local_discount_pct for n in names])
+        kind[here] = kinds[pick]
+        venue[here] = (u_venue[here] * counts[pick]).astype(np.int64)
+        price[here] = prices[pick]
+        # Same-city treatment: a visitor gets the local discount where the place gives it.
+        discount_pct[here] = local_pct[pick] if (j == 0 or c.same_city) else 0.0
+    discount = (price * discount_pct / 100).astype(np.int64)
+    t_s = 9 * 3600 + (streams.uniform("ssc.time", day, card) * 8 * 3600).astype(np.int64)
+    return {
+        "row": rows.astype(np.int64),
+        "t_s": t_s,
+        "city": city,
+        "kind": kind,
+        "venue": venue,
+        "list_price_fen": price,
+        "discount_fen": discount,
+        "amount_fen": price - discount,
+        "same_city": (city > 0) & (discount > 0),
+    }
+
+
+def _no_entries() -> dict[str, np.ndarray]:
+    z = np.zeros(0, np.int64)
+    return {
+        "row": z, "t_s": z, "city": z, "kind": z, "venue": z, "list_price_fen": z,
+        "discount_fen": z, "amount_fen": z, "same_city": np.zeros(0, bool),
+    }  # fmt: skip
+
+
+class SocialSecurityChannel:
+    """One shard's venue-entry money on the channel: paid at the venue, cleared that night,
+    settled the next day (see the module docstring)."""
+
+    def __init__(self, world, shard_index: int) -> None:
+        sc = world.scenario.social_security
+        self.participants: Participants = world.participants
+        self.shard_index = shard_index
+        self.on = sc is not None
+        if not self.on:
+            return
+        p = self.participants
+        self.issuer = p.code(sc.issuer_id)
+        self.channel = p.code(sc.channel)
+        self.fee_bp = world.scenario.clearing.network.nodes[sc.channel].transit_fee_bp
+        self.acquirer = np.array(
+            [-1 if c is None else p.code(c.acquirer_id) for c in venue_cities(world.scenario)]
+        )
+        self._due: Positions | None = None  # yesterday's positions, settled today
+
+    def entries_of_day(self, day: int, entries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The day's entries with their ids, issuer, acquirer and settlement day."""
+        n = len(entries["row"])
+        return {
+            **entries,
+            "entry_id": ids.record_ids(self.shard_index, day, n, ENTRY_SEQ_BASE),
+            "issuer": np.full(n, self.issuer if self.on else -1, np.int64),
+            "acquirer": self.acquirer[entries["city"]] if n else np.zeros(0, np.int64),
+            "settle_day": np.full(n, day + 1, np.int64),
+        }
+
+    def commit(
+        self, ledger: Ledger, day: int, entries: dict[str, np.ndarray], bus, last: bool
+    ) -> None:
+        """Settle yesterday's positions, then post and clear today's entries; on the ``last``
+        day of the run, settle them too (on the next day's date)."""
+        if not self.on:
+            return
+        if self._due is not None:
+            self._settle(ledger, self._due, bus)
+            self._due = None
+        paid = entries["amount_fen"] > 0
+        if paid.any():
+            self._clear(ledger, day, entries, paid)
+        if last and self._due is not None:
+            self._settle(ledger, self._due, bus)
+            self._due = None
+
+    def _clear(self, ledger: Ledger, day: int, entries: dict[str, np.ndarray], paid) -> None:
+        issuer = entries["issuer"][paid]
+        post_flow(
+            ledger, day, MEMO_SSC_ENTRY, issuer, entries["amount_fen"][paid], self.participants
+        )
+        pairs = self._pairs(entries["acquirer"][paid], entries["amount_fen"][paid])
+        self._post_clearing(ledger, day, pairs)
+        self._due = net_positions(
+            day + 1,
+            len(self.participants),
+            [
+                (pairs.issuer, -pairs.gross_fen),
+                (pairs.acquirer, pairs.net_fen),
+                (pairs.node, pairs.fee_fen),
+            ],
+        )
+
+    def _pairs(self, acquirer: np.ndarray, amount: np.ndarray) -> PairTotals:
+        acq, inv = np.unique(acquirer, return_inverse=True)
+        gross = np.bincount(inv, weights=amount, minlength=len(acq)).astype(np.int64)
+        count = np.bincount(inv, minlength=len(acq)).astype(np.int64)
+        fee = (gross * self.fee_bp + 5_000) // 10_000
+        k = len(acq)
+        return PairTotals(
+            np.full(k, self.issuer, np.int32),
+            acq.astype(np.int32),
+            np.full(k, self.channel, np.int32),
+            count,
+            gross,
+            fee,
+            gross - fee,
+        )
+
+    def _post_clearing(self, ledger: Ledger, day: int, pairs: PairTotals) -> None:
+        """The issuer's collected money becomes its payable, the operator's revenue net of the
+        channel's fee, the channel's fee income (against ``settle:`` positions)."""
+        ids_ = self.participants.ids
+        iss, acq, node = ids_[self.issuer], [ids_[a] for a in pairs.acquirer], ids_[self.channel]
+        k = len(acq)
+        debits = (
+            [account("unsettled", iss)] * k
+            + [account("settle", a) for a in acq]
+            + [account("fees_paid", a) for a in acq]
+            + [account("settle", node)] * k
+        )
+        credits = (
+            [account("settle", iss)] * k
+            + [account("revenue", a) for a in acq]
+            + [account("settle", a) for a in acq]
+            + [account("fees", node)] * k
+        )
+        amounts = np.concatenate([pairs.gross_fen, pairs.gross_fen, pairs.fee_fen, pairs.fee_fen])
+        memos = [MEMO_CLEARING] * (2 * k) + [MEMO_FEE] * (2 * k)
+        ledger.post_many(day, debits, credits, amounts, memos)
+
+    def _settle(self, ledger: Ledger, positions: Positions, bus) -> None:
+        """Every participant settles its position through its bank on the settlement date;
+        the channel's book (its members and its fee) is published like any node's."""
+        ids_ = self.participants.ids
+        debits, credits, amounts = [], [], []
+        for code, pos in zip(
+            positions.participant.tolist(), positions.position_fen.tolist(), strict=True
+        ):
+            pid = ids_[code]
+            pair = (account("bank", pid), account("settle", pid))
+            debits.append(pair[0] if pos > 0 else pair[1])
+            credits.append(pair[1] if pos > 0 else pair[0])
+            amounts.append(abs(pos))
+        ledger.post_many(
+            positions.settle_day, debits, credits, np.array(amounts, np.int64), MEMO_SETTLEMENT
+        )
+        members = positions.participant != self.channel
+        counterparty = np.concatenate(
+            [positions.participant[members], positions.participant[~members]]
+        ).astype(np.int64)
+        bus.publish(
+            SettlementDone(
+                positions.settle_day,
+                {
+                    "node": np.full(len(counterparty), self.channel, np.int64),
+                    "participant": counterparty,
+                    "role": self.participants.role[counterparty],
+                    "position_fen": np.concatenate(
+                        [positions.position_fen[members], positions.position_fen[~members]]
+                    ),
+                },
+            )
+        )
+
+
+__all__ = [
+    "ENTRY_SEQ_BASE",
+    "MEMO_SSC_ENTRY",
+    "VENUE_KINDS",
+    "SocialSecurity",
+    "SocialSecurityChannel",
+    "VenueCity",
+    "Venues",
+    "holders",
+    "plan_entries",
+    "venue_cities",
+]

@@ -1,0 +1,125 @@
+"""Social-security cards at culture venues (sim/social_security.py): entries at home and in
+the other cities of the region are recorded, priced with the place's local discount where it
+gives visitors same-city treatment, paid from the holder's account and cleared on the cards' own
+channel (not the transit exchanges), every date's book zero and every fen accounted for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from output_frames import read_frame
+
+from sim.api import load_scenario, run, verify
+from sim.scenario import ConfigError
+from sim.scenario import load_scenario as load_file
+
+ROOT = Path(__file__).resolve().parent.parent
+YRD = ROOT / "scenarios" / "yrd_2024.yaml"
+DAYS = ["period.days=2", "list_changes=[]"]
+
+
+def _with_treatment(scenario, city_code: str, same_city: bool):
+    """``scenario`` with the city of ``city_code`` giving visitors same-city treatment or not
+    (its own section and every other city's view of it)."""
+    cities = []
+    for city in scenario.city_scenarios:
+        if city.output.city_code == city_code:
+            ssc = city.social_security.model_copy(update={"same_city_treatment": same_city})
+            city = city.model_copy(update={"social_security": ssc})
+        ext = {
+            cid: e.model_copy(update={"same_city_venues": same_city})
+            if e.city_code == city_code
+            else e
+            for cid, e in city.interop.cities.items()
+        }
+        interop = city.interop.model_copy(update={"cities": ext})
+        cities.append(city.model_copy(update={"interop": interop}))
+    return scenario.model_copy(update={"city_scenarios": tuple(cities)})
+
+
+@pytest.fixture(scope="module")
+def yrd(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ssc") / "run"
+    summary = run(load_scenario(YRD, DAYS), out)
+    return summary, out
+
+
+def test_entries_at_home_and_away_are_recorded_with_the_places_discount(yrd):
+    _, out = yrd
+    assert verify(out) == []
+    entries = read_frame(out, "venue_entries")
+    away = entries[entries["card_city_code"] != entries["city_code"]]
+    assert len(entries) > 10_000 and len(away) > 100
+    assert set(entries["venue_kind"]) == {"library", "museum", "scenic_spot"}
+    assert (entries["amount_fen"] == entries["list_price_fen"] - entries["discount_fen"]).all()
+    scenic = entries[entries["venue_kind"] == "scenic_spot"]
+    # Locals and, with same-city treatment everywhere, visitors get half off the 50 元 ticket.
+    assert (scenic["list_price_fen"] == 5000).all() and (scenic["amount_fen"] == 2500).all()
+    assert scenic[scenic["card_city_code"] != scenic["city_code"]]["same_city_treatment"].all()
+    free = entries[entries["venue_kind"] != "scenic_spot"]
+    assert (free["amount_fen"] == 0).all()  # free entries are recorded all the same
+    # Each entry is acquired by the venue's city's operator and issued by the holder's city.
+    assert (entries["acquirer_id"].str.endswith("_CULTURE")).all()
+    assert (entries["issuer_id"].str.endswith("_SSC")).all()
+
+
+def test_the_channel_clears_apart_from_transit_and_every_fen_is_accounted_for(yrd):
+    summary, out = yrd
+    entries = read_frame(out, "venue_entries")
+    tx = read_frame(out, "transactions")
+    assert not tx["issuer_id"].str.endswith("_SSC").any()  # never a transit record
+    books = read_frame(out, "settlements")
+    channel = books[books["node_id"] == "YRD_SSC"]
+    assert len(channel) > 0
+    assert (channel.groupby("service_date")["net_position_fen"].sum() == 0).all()
+    assert set(channel["participant_id"]) <= set(entries["issuer_id"]) | set(
+        entries["acquirer_id"]
+    ) | {"YRD_SSC"}
+    journal = read_frame(out, "ledger_entries")
+
+    def balance(name: str) -> int:  # debit minus credit, from the written journal
+        amount = journal["amount_fen"]
+        return int(amount[journal["debit"] == name].sum() - amount[journal["credit"] == name].sum())
+
+    gross = int(entries["amount_fen"].sum())
+    paid_in = journal[journal["memo"] == "ssc_venue_entry"]["amount_fen"].sum()
+    assert paid_in == gross
+    # Everything paid was cleared and settled: no issuer still holds any, no position is open.
+    issuers, operators = set(entries["issuer_id"]), set(entries["acquirer_id"])
+    assert all(balance(f"unsettled:{i}") == 0 for i in issuers)
+    assert all(balance(f"settle:{p}") == 0 for p in issuers | operators | {"YRD_SSC"})
+    # The operators earn the gross and pay the channel its fee (20 bp, rounded per pair).
+    fees = -balance("fees:YRD_SSC")
+    assert -sum(balance(f"revenue:{a}") for a in operators) == gross
+    assert sum(balance(f"fees_paid:{a}") for a in operators) == fees
+    assert abs(fees - gross * 20 / 10_000) <= len(operators) * len(issuers)
+    assert summary.totals["cleared"] > 0
+
+
+def test_without_same_city_treatment_visitors_pay_the_full_price_there(tmp_path):
+    scenario = load_scenario(YRD, DAYS)
+    shanghai = next(c for c in scenario.city_scenarios if c.name == "yrd_shanghai")
+    code = shanghai.output.city_code
+    run(_with_treatment(scenario, code, False), tmp_path / "run")
+    entries = read_frame(tmp_path / "run", "venue_entries")
+    scenic = entries[(entries["venue_kind"] == "scenic_spot") & (entries["city_code"] == code)]
+    visitors = scenic[scenic["card_city_code"] != code]
+    locals_ = scenic[scenic["card_city_code"] == code]
+    assert len(visitors) > 0 and len(locals_) > 0
+    assert (visitors["amount_fen"] == 5000).all() and not visitors["same_city_treatment"].any()
+    assert (locals_["amount_fen"] == 2500).all()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("social_security.venues.library.visit_share=0.9", "visit_share values add up to"),
+        ("social_security.venues.zoo={count: 1, price_fen: 0, visit_share: 0}", "unknown kinds"),
+        ("social_security.channel=NOWHERE", "social_security.channel: unknown clearing node"),
+    ],
+)
+def test_a_bad_section_is_refused_at_its_field(override, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_file(ROOT / "scenarios" / "yrd" / "nantong.yaml", [override])
+    assert "social_security" in str(err.value)
