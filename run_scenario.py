@@ -415,6 +415,17 @@ def print_summary(summary) -> None:
         )
     if len(summary.cross_city.get("cities", [])) > 1:
         Console().print(cross_city_table(summary.cross_city))
+    venues = summary.social_security
+    if venues:
+        away = sum(
+            r["entries"] for r in venues["by_city"] if r["holder_city_code"] != r["venue_city_code"]
+        )
+        Console().print(
+            f"Social-security cards at culture venues (full scale): {venues['entries']:,} entries, "
+            f"{away:,} in another city; paid {venues['amount_fen'] / 100:,.2f} 元, local "
+            f"discounts {venues['discount_fen'] / 100:,.2f} 元 (to visitors, same-city "
+            f"treatment: {venues['visitor_discount_fen'] / 100:,.2f} 元)"
+        )
     for line in summary_lines(summary.card_lending):
         Console().print(line)
     if summary.out_dir is not None:

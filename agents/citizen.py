@@ -352,6 +352,7 @@ def away_taps(
     gateways: list,
     home_cards_listed: bool = True,
     missing_exit_share: float = 0.0,
+    ssc_transit: np.ndarray | None = None,
 ) -> DayTaps:
     """Boardings of cardholders away for the day, on the other city's transit.
 
@@ -365,13 +366,18 @@ def away_taps(
     card system and leaves no record here. ``gateways`` (sim.interop.gateways) are the other
     cities' gateway lines from ``first_gateway_line`` on; where a city has one per region, the
     holder spends the day in one region, drawn by the regions' shares. Before the home city was
-    ever listed (``home_cards_listed`` false), nobody tries the card away."""
+    ever listed (``home_cards_listed`` false), nobody tries the card away. A holder whose
+    social-security card carries a 交通联合 transit application (``ssc_transit``, per row)
+    rides with it where the readers take 交通联合 cards but not the home city's card."""
     cities = list(interop.cities.values())
     ids = pop.card_id[rows]
     n_taps = 1 + streams.poisson("away.taps", day, ids, max(interop.taps_per_away_day - 1, 0.0))
     metro_share = np.array([c.metro_trip_share for c in cities])[city - 1]
     n_taps = np.minimum(n_taps, np.where(metro_share > 0, 4, 7))
     accepts = np.array([c.accepts_home_cards for c in cities])[city - 1]
+    if ssc_transit is not None:
+        jtlh = np.array([c.accepts_jiaotong_lianhe for c in cities])[city - 1]
+        accepts = np.where(ssc_transit, np.maximum(accepts, jtlh), accepts)
     takes_qr = np.array([c.accepts_yimatongxing for c in cities])[city - 1]
     uses_card = (
         home_cards_listed

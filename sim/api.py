@@ -59,6 +59,7 @@ from sim.run_view import REGION_MEASURES, RunListing, RunView, RunViewError
 from sim.run_view import list_runs as _list_runs
 from sim.scenario import ConfigError, MultiCityScenario, Scenario, scenario_hash
 from sim.scenario import load_scenario as _load
+from sim.social_security import VenueCollector
 from sim.verify import verify_run
 from sim.world import World, build_world, build_worlds
 from sim.world_settings import scaled_count
@@ -119,6 +120,9 @@ class RunSummary:
     # Cross-city riding (sim/cross_city.py), expanded to full scale: the origin-destination
     # matrix and each simulated city's (and region's) inbound and outbound shares.
     cross_city: dict = field(default_factory=dict)
+    # Social-security card entries at culture venues (sim/social_security.py), expanded to full
+    # scale: in all and by holder's city x venue's city; empty when no city has venues.
+    social_security: dict = field(default_factory=dict)
     worlds: list[World] = field(default_factory=list)  # every city's world (world: the first)
 
     def scaled_cities(self) -> list[tuple[str, float]]:
@@ -560,11 +564,12 @@ def iter_days(
             if w.scenario.behaviour.card_lending.share > 0
         ]
         cross_city = CrossCityCollector(worlds)
+        venues = VenueCollector(worlds)
         model = CardTwinModel(
             world=worlds,
             seed=run_seed,
             env=env,
-            subscribers=[*writers, *monitors, cross_city, *subscribers],
+            subscribers=[*writers, *monitors, cross_city, venues, *subscribers],
             response=response,
             shard_order=shard_order,
             client=client,
@@ -601,6 +606,8 @@ def iter_days(
         meta = _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked)
         meta["privacy_key_id"] = key.fingerprint  # which key, never the key
         meta["cross_city"] = cross_city.report()
+        if venues.report():
+            meta["social_security"] = venues.report()
         if workers is not None:
             meta["dask"] = workers
         if monitors:
@@ -629,6 +636,7 @@ def iter_days(
         notes=notes,
         card_lending=lending,
         cross_city=cross_city.report(),
+        social_security=venues.report(),
         worlds=worlds,
     )
 

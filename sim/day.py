@@ -46,6 +46,7 @@ from sim.grouping import rank_in_groups
 from sim.incidents import NO_INCIDENT, mark
 from sim.population import HOME_CITY, NO_QR, Cardholders
 from sim.rng import Streams
+from sim.social_security import rides_with_card
 from sim.state import RunState
 from sim.taps import Phase, TapTable
 from sim.world import World
@@ -132,7 +133,7 @@ def planned_taps(
         away = away_taps(
             pop, world.network, streams, day, away_rows, away_city, sc.interop,
             world.n_local_lines, world.gateways, world.city_list.riders_try(0, day),
-            sc.behaviour.missing_tap_out_share,
+            sc.behaviour.missing_tap_out_share, rides_with_card(world, away_rows),
         )  # fmt: skip
     return PlannedDay(local=local, away=away, away_rows=away_rows, away_city=away_city)
 

@@ -72,6 +72,12 @@ class ExternalCity(_Model):
         "accepts only named cards)."
     )
     accepts_yimatongxing: bool = Field(description="Its transit accepts the 一码通行 QR code.")
+    accepts_jiaotong_lianhe: Share = Field(
+        1.0,
+        description="Share of its readers taking 交通联合 cards: a visitor's social-security "
+        "card with a 交通联合 transit application rides where they do "
+        "(sim/social_security.py). Derived from its city: profile with links:.",
+    )
     visitor_fare_fen: Annotated[int, Field(gt=0)] = Field(
         description="Mean fare a visitor pays per boarding there."
     )

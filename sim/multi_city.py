@@ -28,6 +28,10 @@ from sim.world_settings import Section
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
+#: The national interoperable standard (交通联合) of transit cards and of the region's social-
+#: security cards' transit application.
+JIAOTONG_LIANHE = "jiaotong_lianhe"
+
 #: The shortest road distance assumed between a region and another city (km): keeps the gravity
 #: model finite for neighbouring cities whose seats are given to 0.05 degrees.
 MIN_DISTANCE_KM = 10.0
@@ -198,6 +202,9 @@ def _seen_from(home, other, links: CityLinks) -> ExternalCity:
         attraction=links.attraction_per_million_residents * residents / 1e6,
         accepts_home_cards=accepts,
         accepts_yimatongxing=profile.accepts_yimatongxing,
+        accepts_jiaotong_lianhe=1.0
+        if profile.card_standard == JIAOTONG_LIANHE
+        else profile.accepts.get(JIAOTONG_LIANHE, 0.0),
         visitor_fare_fen=profile.visitor_fare_fen,
         elderly_discounts=_elderly_discounts(other),
         # Visitors take its metro as its own riders prefer it; an entry without exit costs

@@ -86,6 +86,12 @@ class SocialSecurity(Section):
         description="Chance a holder spending the day in another city of the region visits "
         "one of its venues."
     )
+    transit: bool = Field(
+        False,
+        description="The card carries a 交通联合 transit application: a holder away rides with it "
+        "where the readers take 交通联合 cards, also where they refuse the city's own cards "
+        "(a MoHURD-standard city's). The fare comes from the same purse as the home card's.",
+    )
     same_city_treatment: bool = Field(
         True,
         description="Holders from the other cities get the local discount here (同城待遇); "
@@ -141,13 +147,26 @@ def venue_cities(scenario) -> list[VenueCity | None]:
 def holders(world) -> np.ndarray:
     """Rows of the home city's cardholders who carry a social-security card (a fixed draw per
     card)."""
+    local = np.flatnonzero(world.population.home_city == 0)
+    return local[carries_card(world, local)]
+
+
+def carries_card(world, rows: np.ndarray) -> np.ndarray:
+    """Whether the cardholders at ``rows`` (the home city's) carry a social-security card."""
     sc = world.scenario.social_security
-    pop = world.population
-    local = np.flatnonzero(pop.home_city == 0)
     if sc is None:
-        return local[:0]
-    u = world.streams.uniform("ssc.holder", 0, pop.card_id[local])
-    return local[u < sc.holder_share]
+        return np.zeros(len(rows), bool)
+    u = world.streams.uniform("ssc.holder", 0, world.population.card_id[rows])
+    return u < sc.holder_share
+
+
+def rides_with_card(world, rows: np.ndarray) -> np.ndarray:
+    """Whether the cardholders at ``rows`` ride with their social-security card's transit
+    application where their city's own card is refused (``social_security.transit``)."""
+    sc = world.scenario.social_security
+    if sc is None or not sc.transit:
+        return np.zeros(len(rows), bool)
+    return carries_card(world, rows)
 
 
 def plan_entries(
@@ -218,6 +237,58 @@ def _no_entries() -> dict[str, np.ndarray]:
         "row": z, "t_s": z, "city": z, "kind": z, "venue": z, "list_price_fen": z,
         "discount_fen": z, "amount_fen": z, "same_city": np.zeros(0, bool),
     }  # fmt: skip
+
+
+class VenueCollector:
+    """Subscriber summing the run's venue entries by holder's city and venue's city, expanded
+    to full scale (a shard's entries times 1/scale): run_meta.json ``social_security``. What
+    same-city treatment gives visitors is its ``visitor_discount_fen``."""
+
+    def __init__(self, worlds) -> None:
+        self.worlds = list(worlds)
+        # (holder city code, venue city code) -> [entries, amount_fen, discount_fen], expanded
+        self._sums: dict[tuple[str, str], list[float]] = {}
+
+    def __call__(self, event) -> None:
+        entries = getattr(event, "venue_entries", None)
+        if not entries or not len(entries.get("row", ())):
+            return
+        world = self.worlds[event.shard]
+        weight = 1.0 / world.scenario.scale
+        codes = [c.city_code if c else "" for c in venue_cities(world.scenario)]
+        holder = world.scenario.output.city_code
+        city = entries["city"]
+        for j in np.unique(city).tolist():
+            here = city == j
+            sums = self._sums.setdefault((holder, codes[j]), [0.0, 0.0, 0.0])
+            sums[0] += float(here.sum()) * weight
+            sums[1] += float(entries["amount_fen"][here].sum()) * weight
+            sums[2] += float(entries["discount_fen"][here].sum()) * weight
+
+    def report(self) -> dict:
+        """Entries, money and discounts, in all and by (holder's city, venue's city)."""
+        if not self._sums:
+            return {}
+        rows = [
+            {
+                "holder_city_code": h,
+                "venue_city_code": v,
+                "entries": round(n),
+                "amount_fen": round(fen),
+                "discount_fen": round(disc),
+            }
+            for (h, v), (n, fen, disc) in sorted(self._sums.items())
+        ]
+        return {
+            "expanded_to_full_scale": True,
+            "entries": sum(r["entries"] for r in rows),
+            "amount_fen": sum(r["amount_fen"] for r in rows),
+            "discount_fen": sum(r["discount_fen"] for r in rows),
+            "visitor_discount_fen": sum(
+                r["discount_fen"] for r in rows if r["holder_city_code"] != r["venue_city_code"]
+            ),
+            "by_city": rows,
+        }
 
 
 class SocialSecurityChannel:
@@ -365,8 +436,11 @@ __all__ = [
     "SocialSecurity",
     "SocialSecurityChannel",
     "VenueCity",
+    "VenueCollector",
     "Venues",
+    "carries_card",
     "holders",
+    "rides_with_card",
     "plan_entries",
     "venue_cities",
 ]

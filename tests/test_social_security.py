@@ -95,6 +95,15 @@ def test_the_channel_clears_apart_from_transit_and_every_fen_is_accounted_for(yr
     assert sum(balance(f"fees_paid:{a}") for a in operators) == fees
     assert abs(fees - gross * 20 / 10_000) <= len(operators) * len(issuers)
     assert summary.totals["cleared"] > 0
+    # The run's report: every entry, expanded by each holder city's 1/scale.
+    report = summary.social_security
+    weight = {w.scenario.output.city_code: 1 / w.scenario.scale for w in summary.worlds}
+    expected = entries["card_city_code"].map(weight).sum()
+    assert abs(report["entries"] - expected) <= len(report["by_city"])  # rounded per row
+    assert report["amount_fen"] > gross and report["visitor_discount_fen"] > 0
+    assert {(r["holder_city_code"], r["venue_city_code"]) for r in report["by_city"]} == set(
+        zip(entries["card_city_code"], entries["city_code"], strict=True)
+    )
 
 
 def test_without_same_city_treatment_visitors_pay_the_full_price_there(tmp_path):
@@ -123,3 +132,38 @@ def test_a_bad_section_is_refused_at_its_field(override, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_file(ROOT / "scenarios" / "yrd" / "nantong.yaml", [override])
     assert "social_security" in str(err.value)
+
+
+def _refused_pairs(scenario) -> set[tuple[str, str]]:
+    """(holder's issuer, city code of use) where that city's readers refuse the holder city's
+    own cards (a MoHURD-standard city's cards in a 交通联合-only city)."""
+    return {
+        (city.output.issuer_id, ext.city_code)
+        for city in scenario.city_scenarios
+        for ext in city.interop.cities.values()
+        if ext.accepts_home_cards == 0 and ext.accepts_jiaotong_lianhe > 0
+    }
+
+
+def _card_taps_where_refused(out: Path, pairs) -> int:
+    tx = read_frame(out, "transactions")
+    cards = tx[tx["media"].isin(["physical_card", "nfc_virtual_card"])]
+    keys = list(zip(cards["issuer_id"], cards["city_code"].astype(str), strict=True))
+    return sum(1 for key in keys if key in pairs)
+
+
+def test_the_cards_transit_application_rides_where_the_city_card_is_refused(yrd, tmp_path):
+    _, out = yrd
+    scenario = load_scenario(YRD, DAYS)
+    pairs = _refused_pairs(scenario)
+    assert ("SHANGHAI_CARD", "3205") in pairs  # Suzhou's readers refuse Shanghai's cards
+    assert _card_taps_where_refused(out, pairs) > 50
+    # Without the transit application, no card of those cities is ever taken there.
+    cities = [
+        c.model_copy(
+            update={"social_security": c.social_security.model_copy(update={"transit": False})}
+        )
+        for c in scenario.city_scenarios
+    ]
+    run(scenario.model_copy(update={"city_scenarios": tuple(cities)}), tmp_path / "off")
+    assert _card_taps_where_refused(tmp_path / "off", pairs) == 0
