@@ -138,6 +138,34 @@ def share_city_list(ids: list[str], files: list[str], cities: list, changes: tup
     return shared
 
 
+def share_node_outages(ids: list[str], files: list[str], cities: list) -> list:
+    """The cities' scenarios, each with every clearing-node outage any city declares (for the
+    nodes in its own network): the clearing network is the run's, so a node down holds every
+    city's records on their way through it, and each city labels its own with the incident.
+    Raises ValueError where two cities give one incident id different contents."""
+    outages: dict[str, tuple] = {}
+    for cid, path, sc in zip(ids, files, cities, strict=True):
+        for inc in sc.incidents:
+            if inc.kind != "clearing_node_outage":
+                continue
+            seen = outages.setdefault(inc.id, (inc, cid, path))
+            if seen[0] != inc:
+                raise ValueError(
+                    f"cities.{cid} ({path}): incidents: {inc.id!r} differs from the incident of "
+                    f"that id in cities.{seen[1]} ({seen[2]}); a clearing-node outage is the "
+                    "run's, expected one description"
+                )
+    shared = []
+    for sc in cities:
+        own = {inc.id for inc in sc.incidents}
+        nodes = sc.clearing.network.nodes
+        extra = tuple(
+            inc for inc, _, _ in outages.values() if inc.id not in own and inc.target in nodes
+        )
+        shared.append(sc.model_copy(update={"incidents": sc.incidents + extra}) if extra else sc)
+    return shared
+
+
 def _check_linkable(cid: str, path: str, sc) -> None:
     where = f"cities.{cid} ({path})"
     if sc.city is None:

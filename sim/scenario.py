@@ -32,6 +32,7 @@ from sim.multi_city import (
     CityProfile,
     link_cities,
     share_city_list,
+    share_node_outages,
     with_visitor_concessions,
 )
 from sim.reference import ReferencePricing, with_reference
@@ -463,6 +464,7 @@ def _load_multi_city(path: str | Path, overrides: Sequence[str]) -> MultiCitySce
             raise ConfigError([f"{field_origin(path, 'links', overrides)}: links: {exc}"]) from None
     try:
         cities = share_city_list(ids, files, cities, spec.list_changes)
+        cities = share_node_outages(ids, files, cities)
     except ValueError as exc:
         where = field_origin(path, "list_changes" if spec.list_changes else "cities", overrides)
         raise ConfigError([f"{where}: {exc}"]) from None

@@ -264,6 +264,10 @@ def test_the_yrd_scenario_runs_and_its_files_verify(tmp_path):
     tx = read_frame(out, "transactions")
     held = tx[tx["incident_id"] == "js-exchange-down"]
     assert len(held) > 100 and (held["status"] != "pending").all()
+    # Declared in Nantong's file, the outage is the run's: every city's held records carry it
+    # (Suzhou's riders' own cards in Nantong, say), not only Nantong's (shard 0).
+    shards = set(ids.record_shard(held["transaction_id"].to_numpy()).tolist())
+    assert len(shards) > 3 and 0 in shards
     shares = {c["city"]: c for c in summary.cross_city["cities"]}
     assert len(shares) == 11
     for city in shares.values():  # every city rides out and is ridden into
@@ -341,3 +345,37 @@ def test_a_node_above_the_city_exchanges_down_holds_what_passes_through_it(centr
 
     assert "2024-03-04" in centre_days(root / "calm")
     assert "2024-03-04" not in centre_days(root / "down")
+
+
+def test_a_node_outage_is_the_runs_and_two_descriptions_of_it_are_refused(tmp_path):
+    outage = (
+        "incidents: [{{id: centre-down, kind: clearing_node_outage, target: REGION_CENTRE, "
+        'start: "2024-03-05 00:00", duration_min: {minutes}}}]\n'
+    )
+    files = {}
+    for city, minutes in (("alpha", 1440), ("beta", 60)):
+        files[city] = tmp_path / f"{city}.yaml"
+        files[city].write_text(
+            f"extends: {ROOT / 'scenarios' / 'two_city' / f'{city}.yaml'}\n"
+            + outage.format(minutes=minutes),
+            encoding="utf-8",
+        )
+    text = TWO_CITY.read_text(encoding="utf-8")
+    one = tmp_path / "one.yaml"  # only alpha declares it: beta's world has it too
+    one.write_text(
+        text.replace("two_city/alpha.yaml", str(files["alpha"])).replace(
+            "two_city/", f"{ROOT / 'scenarios' / 'two_city'}/"
+        ),
+        encoding="utf-8",
+    )
+    cities = load_scenario(one).city_scenarios
+    assert [[i.id for i in c.incidents] for c in cities] == [["centre-down"], ["centre-down"]]
+    both = tmp_path / "both.yaml"
+    both.write_text(
+        text.replace("two_city/alpha.yaml", str(files["alpha"])).replace(
+            "two_city/beta.yaml", str(files["beta"])
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(BadInput, match="'centre-down' differs from the incident of that id"):
+        load_scenario(both)
