@@ -22,8 +22,15 @@ from collections.abc import Sequence
 import numpy as np
 import simpy
 
-from sim.engine import DaySteps, clearing_network, finish_run, post_opening
-from sim.events import DayClosed, EventBus, RunFinished, Subscriber
+from sim.engine import DAY_S, DaySteps, clearing_network, finish_run, post_opening
+from sim.events import (
+    DayClosed,
+    EventBus,
+    IncidentEnded,
+    IncidentStarted,
+    RunFinished,
+    Subscriber,
+)
 from sim.ledger import InvariantViolation, Ledger
 from sim.metrics import KpiCollector
 from sim.state import CardState
@@ -179,6 +186,7 @@ class DistributedEngine(DaySteps):
             host, self.env, self.worlds, self.ledger, self.bus, self.shards
         )
         self.clearing.on_shards = self._clearing_on_shards
+        self._incident_events = _incident_events(self.worlds)
         self.finished = False
         self.day = 0
 
@@ -189,7 +197,9 @@ class DistributedEngine(DaySteps):
         if day > 0:
             for shard, collected in zip(self.shards, uploads, strict=True):
                 shard.uploads = collected
+            self._publish_incidents(self.clearing.cutoff_of(day - 1))
             self.clearing.clear(day - 1, self.clearing.cutoff_of(day - 1))
+        self._publish_incidents((day + 1) * DAY_S - 1)  # before the day is settled
         for i, (events, postings, figures) in enumerate(self._on_all("evening", day)):
             _replay(self.ledger, postings)
             self.kpis.remote_figures[day, i] = figures
@@ -201,6 +211,13 @@ class DistributedEngine(DaySteps):
         if self.day == self.days:
             self._finish()
         return kpis
+
+    def _publish_incidents(self, until_s: int | None) -> None:
+        """Incident start and end events before ``until_s`` (None: all left), in time order:
+        where the in-process engine's clock publishes them."""
+        events = self._incident_events
+        while events and (until_s is None or events[0][0] < until_s):
+            self.bus.publish(events.pop(0)[2])
 
     def peak_rss_bytes(self) -> dict[str, int]:
         """Peak resident memory of each worker that runs a shard (run_meta.json ``dask``)."""
@@ -247,13 +264,30 @@ class DistributedEngine(DaySteps):
             strict=True,
         ):
             shard.uploads = collected
+        self._publish_incidents(self.clearing.cutoff_of(self.days - 1))
         self.clearing.clear(self.days - 1, self.clearing.cutoff_of(self.days - 1))
+        self._publish_incidents(None)  # outages that outlast the period end here
         for k, metrics in enumerate(self._on_all("final_metrics")):
             self.kpis.shard_metrics[k] = metrics
         self.written = self._on_all("written")
         finish_run(self.clearing, self.shards, self.kpis, self.ledger, self.days, lambda t: None)
         self.finished = True
         self.bus.publish(RunFinished(self.days, self.ledger))
+
+
+def _incident_events(worlds) -> list[tuple[int, int, object]]:
+    """Every shard's incident start and end events as (time, order, event), sorted: the order
+    breaks ties as the in-process engine's clock does (shard, incident, start before end)."""
+    events = []
+    for shard, world in enumerate(worlds):
+        timeline = world.incidents
+        for k in range(len(timeline)):
+            incident = timeline.incidents[k]
+            order = 2 * (shard * len(timeline) + k)
+            events.append((int(timeline.start_s[k]), order, IncidentStarted(shard, k, incident)))
+            events.append((int(timeline.end_s[k]), order + 1, IncidentEnded(shard, k, incident)))
+    events.sort(key=lambda e: (e[0], e[1]))
+    return events
 
 
 class _SaleDays:

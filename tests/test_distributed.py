@@ -18,6 +18,7 @@ from dask.distributed import Client, LocalCluster
 from output_frames import parquet_hashes
 
 from sim.api import WorkerLost, load_scenario, run, verify
+from sim.events import IncidentEnded, IncidentStarted
 
 ROOT = Path(__file__).resolve().parent.parent
 TWO_CITY = ROOT / "scenarios" / "two_city.yaml"
@@ -142,3 +143,42 @@ def test_the_yrd_week_on_two_workers_writes_the_files_of_an_in_process_run(tmp_p
         run(scenario, tmp_path / "two_workers", client=client)
     assert parquet_hashes(tmp_path / "two_workers") == parquet_hashes(tmp_path / "in_process")
     assert verify(tmp_path / "two_workers") == []
+
+
+def test_a_distributed_run_publishes_the_incidents_as_the_in_process_run(tmp_path):
+    """Incident start and end events (what live views and drills watch) come in the same order
+    from the workers' run as from the in-process clock."""
+    city = tmp_path / "alpha.yaml"
+    city.write_text(
+        f"extends: {ROOT / 'scenarios' / 'two_city' / 'alpha.yaml'}\n"
+        "incidents:\n"
+        "  - {id: centre-down, kind: clearing_node_outage, target: REGION_CENTRE, "
+        'start: "2024-03-05 00:00", duration_min: 1440}\n'
+        "  - {id: alipay, kind: qr_platform_outage, target: qr_alipay, "
+        'start: "2024-03-06 08:00", duration_min: 90}\n',
+        encoding="utf-8",
+    )
+    text = TWO_CITY.read_text(encoding="utf-8").replace("two_city/alpha.yaml", str(city))
+    path = tmp_path / "two.yaml"
+    path.write_text(text.replace("two_city/", f"{ROOT / 'scenarios' / 'two_city'}/"), "utf-8")
+
+    def incidents(client=None) -> list:
+        seen = []
+
+        def watch(event) -> None:
+            if isinstance(event, IncidentStarted | IncidentEnded):
+                seen.append((type(event).__name__, event.shard, event.code))
+
+        run(load_scenario(path, DAYS), None, subscribers=[watch], client=client)
+        return seen
+
+    here = incidents()
+    # The node outage is the run's (both cities have it), the QR outage alpha's: 3 x 2 events.
+    assert len(here) == 6 and here[0] == ("IncidentStarted", 0, 0)
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        assert incidents(client) == here
