@@ -415,6 +415,8 @@ def print_summary(summary) -> None:
         )
     if len(summary.cross_city.get("cities", [])) > 1:
         Console().print(cross_city_table(summary.cross_city))
+    if len(summary.worlds) > 1 and summary.clearing.get("fees_earned_fen"):
+        Console().print(fees_table(summary.clearing))
     venues = summary.social_security
     if venues:
         away = sum(
@@ -432,6 +434,21 @@ def print_summary(summary) -> None:
         Console().print(
             f"outputs: {summary.out_dir}  (DuckDB: {summary.out_dir / 'cardtwin.duckdb'})"
         )
+
+
+def fees_table(report: dict):
+    """Fees each clearing node earned, and each issuer's deposit calls and deferred
+    settlements (sim/clearing_report.py)."""
+    from rich.table import Table
+
+    table = Table(title="Clearing: fees earned per node, deposit calls per issuer")
+    for column in ("node or issuer", "fees (元)", "deposit calls", "settlements deferred"):
+        table.add_column(column, justify="left" if column == "node or issuer" else "right")
+    for node, fen in report["fees_earned_fen"].items():
+        table.add_row(node, f"{fen / 100:,.2f}", "", "")
+    for issuer, counts in report["deposits"].items():
+        table.add_row(issuer, "", f"{counts['calls']:,}", f"{counts['settlements_deferred']:,}")
+    return table
 
 
 def cross_city_table(report: dict):

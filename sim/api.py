@@ -34,6 +34,7 @@ from sim.behaviour import Response
 from sim.behaviour_settings import CardLending, DetectionRule
 from sim.calibration import compare as compare_with_targets
 from sim.calibration import load_targets, markdown, untargeted
+from sim.clearing_report import ClearingReport
 from sim.cross_city import CrossCityCollector
 from sim.distributed import WorkerLost, submit_shards
 from sim.events import Subscriber
@@ -123,6 +124,9 @@ class RunSummary:
     # Social-security card entries at culture venues (sim/social_security.py), expanded to full
     # scale: in all and by holder's city x venue's city; empty when no city has venues.
     social_security: dict = field(default_factory=dict)
+    # Fees each clearing node earned, and each issuer's deposit calls and deferred settlements
+    # (sim/clearing_report.py).
+    clearing: dict = field(default_factory=dict)
     worlds: list[World] = field(default_factory=list)  # every city's world (world: the first)
 
     def scaled_cities(self) -> list[tuple[str, float]]:
@@ -565,11 +569,12 @@ def iter_days(
         ]
         cross_city = CrossCityCollector(worlds)
         venues = VenueCollector(worlds)
+        clearing_report = ClearingReport(world.participants)
         model = CardTwinModel(
             world=worlds,
             seed=run_seed,
             env=env,
-            subscribers=[*writers, *monitors, cross_city, venues, *subscribers],
+            subscribers=[*writers, *monitors, cross_city, venues, clearing_report, *subscribers],
             response=response,
             shard_order=shard_order,
             client=client,
@@ -608,6 +613,7 @@ def iter_days(
         meta["cross_city"] = cross_city.report()
         if venues.report():
             meta["social_security"] = venues.report()
+        meta["clearing"] = clearing_report.report()
         if workers is not None:
             meta["dask"] = workers
         if monitors:
@@ -637,6 +643,7 @@ def iter_days(
         card_lending=lending,
         cross_city=cross_city.report(),
         social_security=venues.report(),
+        clearing=clearing_report.report(),
         worlds=worlds,
     )
 

@@ -250,6 +250,13 @@ def test_the_run_reports_full_scale_shares_and_kpis(half_alpha):
     meta = json.loads((out / "run_meta.json").read_text(encoding="utf-8"))
     assert [c["expansion_weight"] for c in meta["cities"]] == [2.0, 1.0]
     assert meta["cross_city"] == json.loads(json.dumps(summary.cross_city))
+    # Fees earned per node: what its batches (own and transit) say it took.
+    batches = read_frame(out, "clearing_batches")
+    by_node = batches.groupby("node_id")["fee_fen"].sum().to_dict()
+    fees = meta["clearing"]["fees_earned_fen"]
+    assert fees == summary.clearing["fees_earned_fen"]
+    assert {n: f for n, f in fees.items() if f} == {n: f for n, f in by_node.items() if f}
+    assert fees["REGION_CENTRE"] > 0  # transit fees on the cards that ride in the other city
 
 
 def test_the_yrd_scenario_runs_and_its_files_verify(tmp_path):
