@@ -136,24 +136,17 @@ class Scenario(Section):
         "when they pay what they are used to.",
     )
 
-    @field_validator("region_part", mode="before")
+    @field_validator("region_part", "reference", mode="before")
     @classmethod
-    def _part_is_derived(cls, value: object) -> object:
+    def _set_by_the_loader(cls, value: object, info: ValidationInfo) -> object:
         if value is not None:
-            raise ValueError(
-                "region_part is set by the loader for a city split by region (cities.<id>.shards"
-                ": regions of a multi-city file); expected it not to be written"
-            )
-        return value
-
-    @field_validator("reference", mode="before")
-    @classmethod
-    def _reference_is_derived(cls, value: object) -> object:
-        if value is not None:
-            raise ValueError(
-                "reference is derived from the base scenario of extends: (the prices riders "
-                "are used to); expected it not to be written"
-            )
+            why = {
+                "region_part": "is set by the loader for a city split by region "
+                "(cities.<id>.shards: regions of a multi-city file)",
+                "reference": "is derived from the base scenario of extends: (the prices riders "
+                "are used to)",
+            }[info.field_name]
+            raise ValueError(f"{info.field_name} {why}; expected it not to be written")
         return value
 
     @field_validator("regions")

@@ -181,8 +181,9 @@ def plan_entries(
         return empty
     cities = venue_cities(world.scenario)
     pop = world.population
-    at_home = live[
-        streams.uniform("ssc.visit", day, pop.card_id[live]) < sc.visits_per_holder_year / 365.0
+    home = live[~np.isin(live, away_rows)]  # a holder away today visits there, not here
+    at_home = home[
+        streams.uniform("ssc.visit", day, pop.card_id[home]) < sc.visits_per_holder_year / 365.0
     ]
     has_venues = np.array([c is not None for c in cities])
     mine = np.isin(away_rows, live) & has_venues[away_city]

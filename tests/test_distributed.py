@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from dask.distributed import Client, LocalCluster
+from dask.distributed import Client
 from output_frames import parquet_hashes
 
-from sim.api import WorkerLost, load_scenario, run, verify
+from sim.api import WorkerLost, dask_client, load_scenario, run, verify
 from sim.events import IncidentEnded, IncidentStarted
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,12 +35,7 @@ def in_process(tmp_path_factory):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_local_workers_write_the_files_of_an_in_process_run(tmp_path, in_process, workers):
     out = tmp_path / "run"
-    with (
-        LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with dask_client(workers=workers) as client:
         summary = run(load_scenario(TWO_CITY, DAYS), out, client=client)
     assert parquet_hashes(out) == in_process
     assert verify(out) == []
@@ -105,12 +100,7 @@ def test_an_external_cluster_writes_the_same_files_through_the_cli(
 
 def test_a_worker_killed_mid_run_stops_it_with_a_message_and_no_output(tmp_path):
     out = tmp_path / "run"
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with dask_client(workers=2) as client:
         pids = client.run(os.getpid)  # worker address -> its process
 
         def kill_after_first_day(event) -> None:
@@ -134,12 +124,7 @@ def test_the_yrd_week_on_two_workers_writes_the_files_of_an_in_process_run(tmp_p
     # Four days: Hefei listed on day 2, the Jiangsu exchange down on day 4, deposits called.
     scenario = load_scenario(ROOT / "scenarios" / "yrd_2024.yaml", ["period.days=4"])
     run(scenario, tmp_path / "in_process")
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with dask_client(workers=2) as client:
         run(scenario, tmp_path / "two_workers", client=client)
     assert parquet_hashes(tmp_path / "two_workers") == parquet_hashes(tmp_path / "in_process")
     assert verify(tmp_path / "two_workers") == []
@@ -175,10 +160,5 @@ def test_a_distributed_run_publishes_the_incidents_as_the_in_process_run(tmp_pat
     here = incidents()
     # The node outage is the run's (both cities have it), the QR outage alpha's: 3 x 2 events.
     assert len(here) == 6 and here[0] == ("IncidentStarted", 0, 0)
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with dask_client(workers=1) as client:
         assert incidents(client) == here

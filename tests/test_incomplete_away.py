@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from output_frames import read_frame
+from yrd_edits import seen_as
 
 from sim.api import load_scenario, run, verify
 
@@ -93,17 +94,7 @@ def test_a_city_that_leaves_visitors_trips_to_their_issuer(tmp_path):
     scenario = load_scenario(YRD, DAYS)
     shanghai = next(c for c in scenario.city_scenarios if c.name == "yrd_shanghai")
     code = shanghai.output.city_code
-    cities = []
-    for city in scenario.city_scenarios:  # every city's view of Shanghai
-        ext = {
-            cid: e.model_copy(update={"processes_visitors_incomplete": False})
-            if e.city_code == code
-            else e
-            for cid, e in city.interop.cities.items()
-        }
-        interop = city.interop.model_copy(update={"cities": ext})
-        cities.append(city.model_copy(update={"interop": interop}))
-    run(scenario.model_copy(update={"city_scenarios": tuple(cities)}), tmp_path / "run")
+    run(seen_as(scenario, code, processes_visitors_incomplete=False), tmp_path / "run")
     tx = _away_metro(tmp_path / "run")
     _check_processors(tx, {code: False})
     there = tx[tx["incomplete_trip"] & (tx["city"] == code)]

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dask.distributed import Client, LocalCluster
 from hypothesis import given
 from hypothesis import strategies as st
 from output_frames import parquet_hashes
 
 from agents.outlet import load_outlets_csv
-from sim.api import BadInput, build, load_scenario, run, verify
+from sim.api import BadInput, build, dask_client, load_scenario, run, verify
 from sim.region_shards import apportion
 from sim.scenario import ConfigError
 from sim.scenario import load_scenario as load_file
@@ -107,34 +106,33 @@ def test_a_split_city_runs_with_its_money_and_records_checked(in_process):
 
 def test_two_workers_write_the_files_of_the_in_process_run(tmp_path, in_process):
     out = tmp_path / "run"
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with dask_client(workers=2) as client:
         run(load_scenario(SPLIT), out, client=client)
     assert parquet_hashes(out) == parquet_hashes(in_process[0])
     meta = json.loads((out / "run_meta.json").read_text(encoding="utf-8"))
     assert len(set(meta["dask"]["shards"].values())) == 2
 
 
-def test_incidents_go_to_the_part_they_hit(tmp_path):
+def _split_with_incidents(tmp_path: Path, incidents: str) -> Path:
+    """A copy of the split scenario whose city has ``incidents`` (YAML list items)."""
     city = tmp_path / "city.yaml"
-    city.write_text(
-        f"extends: {CITY}\n"
-        "incidents:\n"
+    city.write_text(f"extends: {CITY}\nincidents:\n{incidents}", encoding="utf-8")
+    split = tmp_path / "split.yaml"
+    split.write_text(
+        SPLIT.read_text(encoding="utf-8").replace("small_ci.yaml", str(city)), encoding="utf-8"
+    )
+    return split
+
+
+def test_incidents_go_to_the_part_they_hit(tmp_path):
+    split = _split_with_incidents(
+        tmp_path,
         "  - {id: m1-down, kind: line_outage, target: M1, start: 2024-03-04 08:00, "
         "duration_min: 60}\n"
         "  - {id: rugao-bus, kind: line_outage, target: rugao-B002, start: 2024-03-04 09:00, "
         "duration_min: 60}\n"
         "  - {id: alipay, kind: qr_platform_outage, target: qr_alipay, start: 2024-03-05 08:00, "
         "duration_min: 30}\n",
-        encoding="utf-8",
-    )
-    split = tmp_path / "split.yaml"
-    split.write_text(
-        SPLIT.read_text(encoding="utf-8").replace("small_ci.yaml", str(city)), encoding="utf-8"
     )
     parts = load_file(split).city_scenarios
     ids = {p.region_part.region: [i.id for i in p.incidents] for p in parts}
@@ -144,17 +142,10 @@ def test_incidents_go_to_the_part_they_hit(tmp_path):
 
 
 def test_an_incident_on_a_device_id_is_refused_with_its_field(tmp_path):
-    city = tmp_path / "city.yaml"
-    city.write_text(
-        f"extends: {CITY}\n"
-        "incidents:\n"
+    split = _split_with_incidents(
+        tmp_path,
         "  - {id: gate, kind: validator_outage, target: '17', start: 2024-03-04 08:00, "
         "duration_min: 60}\n",
-        encoding="utf-8",
-    )
-    split = tmp_path / "split.yaml"
-    split.write_text(
-        SPLIT.read_text(encoding="utf-8").replace("small_ci.yaml", str(city)), encoding="utf-8"
     )
     with pytest.raises(ConfigError) as err:
         load_file(split)
@@ -177,12 +168,7 @@ def test_nantongs_six_regions_on_two_workers_write_the_in_process_files(tmp_path
     spec = ["period.days=1"]
     scenario = ROOT / "scenarios" / "nantong_regions.yaml"
     run(load_scenario(scenario, spec), tmp_path / "in_process")
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with dask_client(workers=2) as client:
         run(load_scenario(scenario, spec), tmp_path / "workers", client=client)
     assert parquet_hashes(tmp_path / "workers") == parquet_hashes(tmp_path / "in_process")
     assert verify(tmp_path / "workers") == []

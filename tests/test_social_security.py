@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from output_frames import read_frame
+from yrd_edits import seen_as
 
 from sim.api import load_scenario, run, verify
 from sim.scenario import ConfigError
@@ -27,15 +28,9 @@ def _with_treatment(scenario, city_code: str, same_city: bool):
         if city.output.city_code == city_code:
             ssc = city.social_security.model_copy(update={"same_city_treatment": same_city})
             city = city.model_copy(update={"social_security": ssc})
-        ext = {
-            cid: e.model_copy(update={"same_city_venues": same_city})
-            if e.city_code == city_code
-            else e
-            for cid, e in city.interop.cities.items()
-        }
-        interop = city.interop.model_copy(update={"cities": ext})
-        cities.append(city.model_copy(update={"interop": interop}))
-    return scenario.model_copy(update={"city_scenarios": tuple(cities)})
+        cities.append(city)
+    own = scenario.model_copy(update={"city_scenarios": tuple(cities)})
+    return seen_as(own, city_code, same_city_venues=same_city)
 
 
 @pytest.fixture(scope="module")
