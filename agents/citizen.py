@@ -340,6 +340,34 @@ def _gateway_of_day(streams: Streams, day: int, ids, city: np.ndarray, gateways:
     return first + pick
 
 
+def _with_metro_exits(
+    boardings: dict[str, np.ndarray],
+    key: np.ndarray,
+    metro: np.ndarray,
+    exits: np.ndarray,
+    ride_s: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Boardings (row, t, line, medium) as tap columns: a bus boarding is a single tap, a metro
+    ride an entry and, ``ride_s`` later, an exit where ``exits`` (else an incomplete entry);
+    each holder's taps in time order."""
+    ride = np.minimum(boardings["t"], LAST_TAP_S - 2400)
+    n_exits = int(exits.sum())
+    taps = {
+        "row": np.concatenate([boardings["row"], boardings["row"][exits]]),
+        "t": np.concatenate([np.where(metro, ride, boardings["t"]), (ride + ride_s)[exits]]),
+        "line": np.concatenate([boardings["line"], boardings["line"][exits]]),
+        "mode": np.concatenate([np.where(metro, METRO, BUS), np.full(n_exits, METRO)]),
+        "kind": np.concatenate(
+            [np.where(metro, TAP_ENTRY, TAP_SINGLE), np.full(n_exits, TAP_EXIT)]
+        ),
+        "key": np.concatenate([key, key[exits] + 1]),
+        "medium": np.concatenate([boardings["medium"], boardings["medium"][exits]]),
+        "incomplete": np.concatenate([metro & ~exits, np.zeros(n_exits, bool)]),
+    }
+    order = np.lexsort((taps["t"], taps["row"]))
+    return {name: col[order] for name, col in taps.items()}
+
+
 def away_taps(
     pop: Cardholders,
     network: TransitNetwork,
@@ -420,26 +448,13 @@ def away_taps(
         metro, metro_way[np.repeat(city, n_taps)], np.repeat(way, n_taps)
     )
     medium = np.where(np.repeat(uses_card, n_taps), pop.medium[tap_row], yima).astype(np.uint8)
-    exits = metro & (streams.uniform("away.no_exit", day, boarding) >= missing_exit_share)
+    boardings = {"row": tap_row, "t": t, "line": line, "medium": medium}
     # Keys: a boarding's own in a city without metro; in one with metro, entry and exit apart.
     key = np.where(share > 0, 2 * k, k)
-    ride = np.minimum(t, LAST_TAP_S - 2400)
-    exit_t = ride + 600 + (streams.uniform("away.ride", day, boarding) * 1800).astype(np.int64)
-    taps = {
-        "row": np.concatenate([tap_row, tap_row[exits]]),
-        "t": np.concatenate([np.where(metro, ride, t), exit_t[exits]]),
-        "line": np.concatenate([line, line[exits]]),
-        "mode": np.concatenate([np.where(metro, METRO, BUS), np.full(exits.sum(), METRO)]),
-        "kind": np.concatenate(
-            [np.where(metro, TAP_ENTRY, TAP_SINGLE), np.full(exits.sum(), TAP_EXIT)]
-        ),
-        "key": np.concatenate([key, key[exits] + 1]),
-        "medium": np.concatenate([medium, medium[exits]]),
-        "incomplete": np.concatenate([metro & ~exits, np.zeros(exits.sum(), bool)]),
-    }
-    order = np.lexsort((taps["t"], taps["row"]))  # each holder's taps in time order
-    taps = {name: col[order] for name, col in taps.items()}
-    n = len(order)
+    exits = metro & (streams.uniform("away.no_exit", day, boarding) >= missing_exit_share)
+    ride_s = 600 + (streams.uniform("away.ride", day, boarding) * 1800).astype(np.int64)
+    taps = _with_metro_exits(boardings, key, metro, exits, ride_s)
+    n = len(taps["row"])
     journey = pop.card_id[taps["row"]] * MAX_TRIP_SLOTS + 3
     return DayTaps(
         row=taps["row"].astype(np.int64),
