@@ -172,16 +172,18 @@ def load_scenario(
     return scenario
 
 
-def build(scenario: Scenario | MultiCityScenario) -> World | list[World]:
+def build(scenario: Scenario | MultiCityScenario, *, people: bool = True) -> World | list[World]:
     """Build the world of a scenario (population, network, outlets, fares); a multi-city
-    scenario gives one world per city, sharing one clearing hierarchy."""
+    scenario gives one world per city, sharing one clearing hierarchy. ``people=False``: without
+    cardholders or routes (a distributed run's driver; ``sim.world.build_world``)."""
     multi = isinstance(scenario, MultiCityScenario)
     cities = list(scenario.city_scenarios) if multi else [scenario]
-    _check_memory(cities)
+    if people:
+        _check_memory(cities)
     try:
         if multi:
-            return build_worlds(cities, [Path(c.outlets.file) for c in cities])
-        return build_world(scenario, Path(scenario.outlets.file))
+            return build_worlds(cities, [Path(c.outlets.file) for c in cities], people=people)
+        return build_world(scenario, Path(scenario.outlets.file), people=people)
     except (OutletFileError, ValueError) as exc:
         raise BadInput(str(exc)) from None
 
@@ -502,12 +504,13 @@ def iter_days(
     pending = None
     if client is not None and world is None:
         # The workers build their cities' worlds while this process builds its own copies.
-        cities = (
-            list(scenario.city_scenarios) if isinstance(scenario, MultiCityScenario) else [scenario]
-        )
+        cities = _cities(scenario)
         pending = submit_shards(client, cities, cities[0].seed if seed is None else int(seed))
     if world is None:
-        world = build(scenario)
+        # On Dask the workers hold the people; this process needs them only to watch card
+        # lending (sim/lending.py) from the settled days' taps.
+        lends = any(c.behaviour.card_lending.share > 0 for c in _cities(scenario))
+        world = build(scenario, people=client is None or lends)
     worlds = [world] if isinstance(world, World) else list(world)
     world = worlds[0]
     scenario = world.scenario
@@ -608,7 +611,12 @@ def iter_days(
         }
     lending = _lending_reports(monitors)  # scored once: every rule over the whole population
     if output is not None:
-        meta = _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked)
+        cardholders = (
+            model.engine.cardholders if client is not None else [len(w.population) for w in worlds]
+        )
+        meta = _run_meta(
+            spec, scenario_path, worlds, cardholders, run_seed, kpis, timings, unmasked
+        )
         meta["privacy_key_id"] = key.fingerprint  # which key, never the key
         meta["cross_city"] = cross_city.report()
         if venues.report():
@@ -672,6 +680,13 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
         Client(cluster) as client,
     ):
         yield client
+
+
+def _cities(scenario: Scenario | MultiCityScenario) -> list[Scenario]:
+    """A run's city scenarios (one, or a multi-city file's shards)."""
+    if isinstance(scenario, MultiCityScenario):
+        return list(scenario.city_scenarios)
+    return [scenario]
 
 
 def run(
@@ -845,7 +860,7 @@ def _existing_parent(path: Path) -> Path:
     return path
 
 
-def _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked) -> dict:
+def _run_meta(spec, scenario_path, worlds, cardholders, run_seed, kpis, timings, unmasked) -> dict:
     world = worlds[0]
     scenario = world.scenario
     return {
@@ -858,7 +873,7 @@ def _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked) ->
             {
                 "name": w.scenario.name,
                 "city_code": w.scenario.output.city_code,
-                "cardholders": len(w.population),
+                "cardholders": n,
                 "scale": w.scenario.scale,
                 "expansion_weight": 1.0 / w.scenario.scale,
                 "world_seed": (
@@ -868,14 +883,14 @@ def _run_meta(spec, scenario_path, worlds, run_seed, kpis, timings, unmasked) ->
                 # sees the regions, outlets and incident timeline it ran with, --set included.
                 "settings": w.scenario.model_dump(mode="json"),
             }
-            for w in worlds
+            for w, n in zip(worlds, cardholders, strict=True)
         ],
         "period": {
             "start": scenario.period.start.isoformat(),
             "days": world.days,
             "end": (scenario.period.start + dt.timedelta(days=world.days - 1)).isoformat(),
         },
-        "cardholders": len(world.population),
+        "cardholders": cardholders[0],
         "synthetic": True,
         "identities_masked": not unmasked,
         "package_versions": package_versions(),

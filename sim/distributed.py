@@ -111,7 +111,8 @@ class DistributedEngine(DaySteps):
     """Runs a multi-city scenario's shards on a Dask cluster, day by day (module docstring).
 
     Args:
-        worlds: the cities' worlds (built here too: the writers and the clearing read them).
+        worlds: the cities' worlds (built here too, without their people unless card lending
+            is watched here: the writers, the collectors and the clearing read them).
         host: the Mesa model hosting the clearing nodes (sim/model.py).
         client: a ``dask.distributed.Client``.
         seed: the run seed (default: the first scenario's).
@@ -146,7 +147,6 @@ class DistributedEngine(DaySteps):
         self.kpis = KpiCollector(
             [(w, _SaleDays(o)) for w, o in zip(self.worlds, opening, strict=True)]
         )
-        self._opening_fen = [int(o.balance_fen.sum()) for o in opening]
         self.bus.subscribe(self.kpis)
         for subscriber in subscribers:
             self.bus.subscribe(subscriber)
@@ -165,7 +165,11 @@ class DistributedEngine(DaySteps):
             for i, (w, a) in enumerate(zip(self.worlds, self.actors, strict=True))
         ]
         self.written: list[tuple[dict, dict, set]] = []  # each shard's files, at the end
-        self._on_all("start", self.world.participants)
+        # The worlds here may have no people (build_world(people=False)): the actors say what
+        # their cards hold and how many there are.
+        started = self._on_all("start", self.world.participants)
+        self._opening_fen = [fen for fen, _ in started]
+        self.cardholders = [n for _, n in started]
         if shard_output is not None:
             spec = shard_output
             futures = [

@@ -131,9 +131,14 @@ def _bus_path(
 
 
 def build_network(
-    regions: dict[str, Region], network: Network, streams: Streams, period_start_ord: int
+    regions: dict[str, Region],
+    network: Network,
+    streams: Streams,
+    period_start_ord: int,
+    routes: bool = True,
 ) -> TransitNetwork:
-    """Generate zones, lines, stops, devices and routes for every region."""
+    """Generate zones, lines, stops, devices and (unless ``routes`` is false: a network to name
+    lines and devices by, not to ride) the routes between zones, for every region."""
     region_ids = list(regions)
     zone_region, zone_x, zone_y, first_zone, n_zones = [], [], [], [], []
     line_ids: list[str] = []
@@ -212,9 +217,17 @@ def build_network(
         opened_day=np.array(line_open, dtype=np.int32),
     )
     devices = _build_devices(lines, stops, vehicles)
-    routes = _build_routes(zones, lines, stops, streams)
+    route_table = _build_routes(zones, lines, stops, streams) if routes else _no_routes()
     _check_connected(zones, lines, stops, region_ids)
-    return TransitNetwork(zones=zones, lines=lines, stops=stops, devices=devices, routes=routes)
+    return TransitNetwork(
+        zones=zones, lines=lines, stops=stops, devices=devices, routes=route_table
+    )
+
+
+def _no_routes() -> RouteTable:
+    """An empty route table: for a network that names lines and devices but is not ridden."""
+    none = np.zeros((0, 0), dtype=np.int32)
+    return RouteTable(none, none, none, none, none, none)
 
 
 def _connect_uncovered(paths: list[list[int]], rows: int, cols: int, n: int) -> list[list[int]]:

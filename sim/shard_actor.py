@@ -89,8 +89,10 @@ class ShardActor:
         self.cutoff_hour = cutoff_hour
         self.writer = None  # set by open_output: then this shard writes its own tables
 
-    def start(self, participants) -> None:
-        """Take the run's participants registry and set the shard up for day 0."""
+    def start(self, participants) -> tuple[int, int]:
+        """Take the run's participants registry and set the shard up for day 0. Returns the
+        city's opening card balances (fen) and its cardholders: the driver builds no people
+        (``build_world(people=False)``)."""
         from sim.world import with_participants
 
         scenario, shard_index, run_seed = self.scenario, self.shard_index, self.run_seed
@@ -120,6 +122,7 @@ class ShardActor:
             self.world.participants,
         )
         self._posted = self.ledger.n_entries
+        return int(self.state.cards.balance_fen.sum()), len(self.world.population)
 
     def open_output(self, tmp_dir, names, code_map, unmasked: bool, privacy_key) -> None:
         """Write this city's own tables (transactions, top-ups, sales, visits, uploads, refused

@@ -77,15 +77,20 @@ class World:
         return self.scenario.period.start
 
 
-def build_world(scenario: Scenario, outlets_file: Path) -> World:
-    """Construct the world for ``scenario`` (``outlets_file`` already resolved to a real path)."""
+def build_world(scenario: Scenario, outlets_file: Path, *, people: bool = True) -> World:
+    """Construct the world for ``scenario`` (``outlets_file`` already resolved to a real path).
+
+    ``people=False`` builds it without cardholders or routes: the world a distributed run's
+    driver needs to name lines, devices, regions and participants while the workers hold the
+    people (sim/distributed.py). Everything else is the same."""
     streams = Streams(scenario.seed if scenario.world_seed is None else scenario.world_seed)
     period = scenario.period
     calendar = Calendar(scenario.load_calendar(), period.start, period.days)
     region_ids = list(scenario.regions)
     local_network = build_network(
-        scenario.regions, scenario.network, streams, period.start.toordinal()
+        scenario.regions, scenario.network, streams, period.start.toordinal(), routes=people
     )
+    scale = scenario.scale if people else 0.0  # no one: every count rounds to 0
     population = build_population(
         scenario.population,
         scenario.behaviour,
@@ -94,7 +99,7 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
         streams,
         period.start,
         period.days,
-        scenario.scale,
+        scale,
         0 if scenario.region_part is None else scenario.region_part.first_card_id,
     )
     threshold = scenario.topups.threshold_fen * np.exp(
@@ -103,9 +108,7 @@ def build_world(scenario: Scenario, outlets_file: Path) -> World:
     population.topup_threshold_fen[:] = threshold.astype(np.int32)
     _steady_state_balances(scenario, population, streams)
     network = extend_network(local_network, scenario.interop)
-    guests = visitors(
-        scenario.interop, region_ids, network, streams, VISITOR_ID_BASE, scenario.scale
-    )
+    guests = visitors(scenario.interop, region_ids, network, streams, VISITOR_ID_BASE, scale)
     if guests is not None:
         if scenario.interop.visitor_concessions == "local":
             # Same-city treatment: a visitor's card counts as the local card of its holder's age.
@@ -365,10 +368,15 @@ def _city_list(scenario: Scenario, network: TransitNetwork) -> CityList:
     return CityList(interop.list_changes, scenario.period.start, city_codes(scenario), line_lags)
 
 
-def build_worlds(scenarios: list[Scenario], outlets_files: list[Path]) -> list[World]:
+def build_worlds(
+    scenarios: list[Scenario], outlets_files: list[Path], *, people: bool = True
+) -> list[World]:
     """The worlds of a multi-city run: one per city, sharing one participants registry (the
-    union of the cities' clearing hierarchies, which must agree where they overlap)."""
-    worlds = [build_world(sc, f) for sc, f in zip(scenarios, outlets_files, strict=True)]
+    union of the cities' clearing hierarchies, which must agree where they overlap);
+    ``people`` as in ``build_world``."""
+    worlds = [
+        build_world(sc, f, people=people) for sc, f in zip(scenarios, outlets_files, strict=True)
+    ]
     _check_cities_agree(scenarios)
     merged: dict[str, Participant] = {}
     for world in worlds:
