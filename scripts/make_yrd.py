@@ -53,18 +53,21 @@ BANDS = {
     "wuhu": ([8, 16, 24, 32, 40], [200, 300, 400, 500, 600]),
 }
 
-#: Provincial exchange of each province (None: the city reports to the national centre).
-#: Zhejiang's was not found (cities.csv), so its cities report to the national centre; Anhui's
-#: body's role is uncertain (cities.csv): taken as its exchange (assumption).
 #: The channel social-security cards clear on across the region (长三角社保卡居民服务一卡通),
-#: apart from the transit exchanges; its fee is an assumption.
-SSC_CHANNEL = "YRD_SSC: {name_zh: 长三角社保卡居民服务一卡通平台, transit_fee_bp: 20}"
+#: apart from the transit exchanges; its fee is an assumption. Entries are account debits: the
+#: cards' issuers hold no settlement deposit there.
+SSC_CHANNEL = (
+    "YRD_SSC: {name_zh: 长三角社保卡居民服务一卡通平台, transit_fee_bp: 20, prefunded: false}"
+)
 
 #: The national centre settles with the provincial and direct city exchanges on T+2, the rest on
 #: the clearing's T+1 (assumption: no published settlement calendar was found; cross-province
 #: money takes a day longer).
 NATIONAL_LAG = "settlement_lag_days: 2"
 
+#: Provincial exchange of each province (None: the city reports to the national centre).
+#: Zhejiang's was not found (cities.csv), so its cities report to the national centre; Anhui's
+#: body's role is uncertain (cities.csv): taken as its exchange (assumption).
 PROVINCE_NODE = {
     "shanghai": None,
     "jiangsu": ("JS_EXCHANGE", "江苏省交通一卡通清算中心"),

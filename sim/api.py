@@ -610,6 +610,11 @@ def iter_days(
             "peak_rss_bytes": engine.peak_rss_bytes(),
         }
     lending = _lending_reports(monitors)  # scored once: every rule over the whole population
+    reports = {
+        "cross_city": cross_city.report(),
+        "social_security": venues.report(),
+        "clearing": clearing_report.report(),
+    }
     if output is not None:
         cardholders = (
             model.engine.cardholders if client is not None else [len(w.population) for w in worlds]
@@ -618,10 +623,10 @@ def iter_days(
             spec, scenario_path, worlds, cardholders, run_seed, kpis, timings, unmasked
         )
         meta["privacy_key_id"] = key.fingerprint  # which key, never the key
-        meta["cross_city"] = cross_city.report()
-        if venues.report():
-            meta["social_security"] = venues.report()
-        meta["clearing"] = clearing_report.report()
+        meta["cross_city"] = reports["cross_city"]
+        if reports["social_security"]:
+            meta["social_security"] = reports["social_security"]
+        meta["clearing"] = reports["clearing"]
         if workers is not None:
             meta["dask"] = workers
         if monitors:
@@ -649,9 +654,9 @@ def iter_days(
         seed=run_seed,
         notes=notes,
         card_lending=lending,
-        cross_city=cross_city.report(),
-        social_security=venues.report(),
-        clearing=clearing_report.report(),
+        cross_city=reports["cross_city"],
+        social_security=reports["social_security"],
+        clearing=reports["clearing"],
         worlds=worlds,
     )
 

@@ -132,6 +132,12 @@ class ClearingNode(BaseModel):
         "pass through it to or from another node (the acquirer's own exchange charges the "
         "mode and medium rates instead).",
     )
+    prefunded: bool = Field(
+        True,
+        description="Its issuers pre-fund settlement deposits here (DOMAIN.md §2); false: they "
+        "settle through their banks and hold none (a card channel of account debits, such as "
+        "the social-security cards', sim/social_security.py).",
+    )
     settlement_lag_days: int | None = Field(
         None,
         ge=0,
@@ -967,9 +973,15 @@ def fold_tap_status(
 
 # -- deposits ----------------------------------------------------------------------------------
 def initial_deposits_fen(settings: ClearingSettings, participants: Participants) -> np.ndarray:
-    """Settlement deposit per participant code (issuers only; others 0)."""
+    """Settlement deposit per participant code (issuers only, under a node they pre-fund;
+    others 0)."""
     dep = np.zeros(len(participants), dtype=np.int64)
     dep[participants.of_role("issuer")] = settings.settlement_deposit_fen
+    nodes = {} if settings.network is None else settings.network.nodes
+    for code in participants.of_role("issuer").tolist():
+        node = nodes.get(participants.rows[code].parent)
+        if node is not None and not node.prefunded:
+            dep[code] = 0
     for pid, amount in settings.deposit_overrides_fen.items():
         if pid not in participants.ids:
             issuers = ", ".join(participants.ids[c] for c in participants.of_role("issuer"))
@@ -1106,11 +1118,16 @@ def post_clearing(
 
 
 def post_settlement(
-    ledger: Ledger, day: int, positions: Positions, participants: Participants
+    ledger: Ledger,
+    day: int,
+    positions: Positions,
+    participants: Participants,
+    issuers_pay_from_deposit: bool = True,
 ) -> None:
     """Settle positions on ``day``, their settlement date or later (a settlement deferred for
-    want of deposit money, sim/deposits.py): issuers pay from their deposit (other payers from
-    their bank), receivers get bank money; ``settle:`` accounts return to zero."""
+    want of deposit money, sim/deposits.py): issuers pay from their deposit (other payers, and
+    every payer without ``issuers_pay_from_deposit``, from their bank), receivers get bank
+    money; ``settle:`` accounts return to zero."""
     if day < positions.settle_day:
         raise ValueError(f"positions settle on day {positions.settle_day}, not before (day {day})")
     debits, credits, amounts = [], [], []
@@ -1122,7 +1139,8 @@ def post_settlement(
             debits.append(account("bank", pid))
             credits.append(account("settle", pid))
         else:
-            payer = "deposit" if participants.role[code] == ISSUER else "bank"
+            from_deposit = issuers_pay_from_deposit and participants.role[code] == ISSUER
+            payer = "deposit" if from_deposit else "bank"
             debits.append(account("settle", pid))
             credits.append(account(payer, pid))
         amounts.append(abs(pos))

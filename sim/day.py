@@ -345,11 +345,13 @@ def incomplete_processing(world: World, taps: DayTaps, city: np.ndarray) -> np.n
         return by
     cities = list(world.scenario.interop.cities.values())
     processes = np.array([c.processes_visitors_incomplete for c in cities])[city[away] - 1]
-    # A later tap of the same card in another city (a holder is away in one city a day).
+    # A later tap of the same card in another city (a holder is away in one city a day):
+    # each away card's last tap there, over the few cards away (not the whole population).
     elsewhere = np.flatnonzero(city > 0)
-    last_t = np.full(len(world.population), -1, np.int64)
-    np.maximum.at(last_t, taps.row[elsewhere], taps.t_s[elsewhere].astype(np.int64))
-    taps_again = last_t[taps.row[away]] > taps.t_s[away]
+    cards, which = np.unique(taps.row[elsewhere], return_inverse=True)
+    last_t = np.full(len(cards), -1, np.int64)
+    np.maximum.at(last_t, which, taps.t_s[elsewhere].astype(np.int64))
+    taps_again = last_t[np.searchsorted(cards, taps.row[away])] > taps.t_s[away]
     by[away] = np.where(processes & taps_again, INCOMPLETE_AT_PLACE, INCOMPLETE_AT_ISSUER)
     return by
 

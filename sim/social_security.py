@@ -33,18 +33,17 @@ from pydantic import Field, field_validator
 
 from sim import ids
 from sim.clearing import (
-    MEMO_CLEARING,
-    MEMO_FEE,
-    MEMO_SETTLEMENT,
     MEMO_SSC_ENTRY,
     PairTotals,
     Participants,
     Positions,
-    net_positions,
+    post_clearing,
     post_flow,
+    post_settlement,
+    settlement_positions,
 )
 from sim.events import SettlementDone
-from sim.ledger import Ledger, account
+from sim.ledger import Ledger
 from sim.world_settings import Section
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -346,16 +345,10 @@ class SocialSecurityChannel:
             ledger, day, MEMO_SSC_ENTRY, issuer, entries["amount_fen"][paid], self.participants
         )
         pairs = self._pairs(entries["acquirer"][paid], entries["amount_fen"][paid])
-        self._post_clearing(ledger, day, pairs)
-        self._due = net_positions(
-            day + 1,
-            len(self.participants),
-            [
-                (pairs.issuer, -pairs.gross_fen),
-                (pairs.acquirer, pairs.net_fen),
-                (pairs.node, pairs.fee_fen),
-            ],
-        )
+        # As an exchange clears: the issuer's payable, the operator's revenue less the channel's
+        # fee, the channel's fee income; positions for the next day.
+        post_clearing(ledger, day, pairs, self.participants)
+        self._due = settlement_positions(day + 1, pairs, len(self.participants))
 
     def _pairs(self, acquirer: np.ndarray, amount: np.ndarray) -> PairTotals:
         acq, inv = np.unique(acquirer, return_inverse=True)
@@ -373,43 +366,15 @@ class SocialSecurityChannel:
             gross - fee,
         )
 
-    def _post_clearing(self, ledger: Ledger, day: int, pairs: PairTotals) -> None:
-        """The issuer's collected money becomes its payable, the operator's revenue net of the
-        channel's fee, the channel's fee income (against ``settle:`` positions)."""
-        ids_ = self.participants.ids
-        iss, acq, node = ids_[self.issuer], [ids_[a] for a in pairs.acquirer], ids_[self.channel]
-        k = len(acq)
-        debits = (
-            [account("unsettled", iss)] * k
-            + [account("settle", a) for a in acq]
-            + [account("fees_paid", a) for a in acq]
-            + [account("settle", node)] * k
-        )
-        credits = (
-            [account("settle", iss)] * k
-            + [account("revenue", a) for a in acq]
-            + [account("settle", a) for a in acq]
-            + [account("fees", node)] * k
-        )
-        amounts = np.concatenate([pairs.gross_fen, pairs.gross_fen, pairs.fee_fen, pairs.fee_fen])
-        memos = [MEMO_CLEARING] * (2 * k) + [MEMO_FEE] * (2 * k)
-        ledger.post_many(day, debits, credits, amounts, memos)
-
     def _settle(self, ledger: Ledger, positions: Positions, bus) -> None:
         """Every participant settles its position through its bank on the settlement date;
         the channel's book (its members and its fee) is published like any node's."""
-        ids_ = self.participants.ids
-        debits, credits, amounts = [], [], []
-        for code, pos in zip(
-            positions.participant.tolist(), positions.position_fen.tolist(), strict=True
-        ):
-            pid = ids_[code]
-            pair = (account("bank", pid), account("settle", pid))
-            debits.append(pair[0] if pos > 0 else pair[1])
-            credits.append(pair[1] if pos > 0 else pair[0])
-            amounts.append(abs(pos))
-        ledger.post_many(
-            positions.settle_day, debits, credits, np.array(amounts, np.int64), MEMO_SETTLEMENT
+        post_settlement(
+            ledger,
+            positions.settle_day,
+            positions,
+            self.participants,
+            issuers_pay_from_deposit=False,  # account debits: no settlement deposit
         )
         members = positions.participant != self.channel
         counterparty = np.concatenate(

@@ -83,6 +83,9 @@ def test_the_channel_clears_apart_from_transit_and_every_fen_is_accounted_for(yr
     # Everything paid was cleared and settled: no issuer still holds any, no position is open.
     issuers, operators = set(entries["issuer_id"]), set(entries["acquirer_id"])
     assert all(balance(f"unsettled:{i}") == 0 for i in issuers)
+    # The channel is not prefunded: its issuers hold no settlement deposit, none is called.
+    assert all(balance(f"deposit:{i}") == 0 for i in issuers)
+    assert not set(summary.clearing["deposits"]) & issuers
     assert all(balance(f"settle:{p}") == 0 for p in issuers | operators | {"YRD_SSC"})
     # The operators earn the gross and pay the channel its fee (20 bp, rounded per pair).
     fees = -balance("fees:YRD_SSC")
