@@ -80,8 +80,10 @@ class ShardActor:
     ) -> None:
         from pathlib import Path
 
+        from sim.allocator import tune_for_columns
         from sim.world import build_world
 
+        tune_for_columns()  # before the world's columns are allocated
         self._built = build_world(scenario, Path(outlets_file))
         self.scenario = scenario
         self.shard_index = shard_index
