@@ -7,6 +7,7 @@
     python run_scenario.py calibrate SCENARIO.yaml [--out DIR] [--targets FILE] [--days N]
     python run_scenario.py verify RUN_DIR
     python run_scenario.py sweep BASE.yaml (--param a.b=v1,v2 ... | --design FILE) [--workers N]
+    python run_scenario.py stream SCENARIO.yaml --sink URL [--rate R | --speed X | --profile F]
 
 Exit codes: 0 success; 2 bad input (scenario file, flags, data files) with a one-screen message
 and no traceback; 3 a money invariant failed during the run (the message says which, by how much,
@@ -24,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from traffic.cli import build_stream_parser, run_stream
+
 EPILOG = """\
 commands:
   run_scenario.py SCENARIO.yaml [options]     run a scenario (this page)
@@ -33,6 +36,7 @@ commands:
   run_scenario.py reconcile RUN_DIR           per-participant reconciliation files of a run
   run_scenario.py compare BASE VARIANT...     baseline vs variants, paired replications, 95% CIs
   run_scenario.py sweep BASE --param P=V1,V2  a grid, Latin hypercube or Sobol design over fields
+  run_scenario.py stream SCENARIO --sink URL  stream records into a system under test, paced
 
 exit codes:
   0    success
@@ -41,6 +45,7 @@ exit codes:
   2    bad input: a scenario, flag, data file or output folder that is wrong; nothing written
   3    a money invariant failed during the run (which, by how much, where)
   4    a Dask worker running a city was lost (--workers, --scheduler): nothing written
+  5    stream: generated = sent = acknowledged + dead-lettered does not hold, or the sink broke
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing written, no folder left behind
 """
 
@@ -472,7 +477,7 @@ def cross_city_table(report: dict):
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("validate", "calibrate", "verify", "compare", "sweep", "reconcile")
+    commands = ("validate", "calibrate", "verify", "compare", "sweep", "reconcile", "stream")
     command = argv[0] if argv and argv[0] in commands else "run"
     parser = {
         "validate": build_validate_parser,
@@ -481,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         "compare": build_compare_parser,
         "sweep": build_sweep_parser,
         "reconcile": build_reconcile_parser,
+        "stream": lambda: build_stream_parser(_positive_int, _seed, _common),
         "run": build_parser,
     }[command]()
     # Flags are checked before the simulation stack is imported, so their errors answer at once.
@@ -493,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
     try:
+        if command == "stream":
+            return run_stream(args, api)
         if command == "sweep":
             return run_sweep(args, api)
         if command == "compare":
@@ -570,10 +578,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("interrupted: nothing was written to the output folder", file=sys.stderr)
+        if command != "stream":  # a stream says what it kept itself
+            print("interrupted: nothing was written to the output folder", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Terminated:
-        print("terminated: nothing was written to the output folder", file=sys.stderr)
+        if command != "stream":
+            print("terminated: nothing was written to the output folder", file=sys.stderr)
         return EXIT_TERMINATED
 
 

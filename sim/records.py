@@ -230,7 +230,7 @@ class RecordWriter:
                     self._write("refused_taps", day, self._refused_taps(day, event.refusals))
                 if len(event.venue_entries.get("row", ())):
                     self._write("venue_entries", day, self._venue_entries(day, event.venue_entries))
-                self._write("topups", day, self._topups(day, event.topups))
+                self._write("topups", day, self.topup_columns(day, event.topups))
                 self._write("card_sales", day, self._card_sales(day, event.card_sales))
                 self._write("outlet_visits", day, self._outlet_visits(day, event.outlet_visits))
             case UploadsSent(day=day, uploads=uploads):
@@ -247,7 +247,7 @@ class RecordWriter:
                 self._settlement_parts[day] = part + 1
                 self._write("settlements", day, self._settlements(day, positions), part)
             case TapsFinal(day=day, taps=taps):
-                self._write("transactions", day, self._transactions(day, taps))
+                self._write("transactions", day, self.transaction_columns(day, taps))
                 self._write("cross_city_flows", day, self._cross_city_flows(event.flows))
                 labels = self._lending_labels(day, taps) if self.lending else None
                 if labels is not None and len(labels["transaction_id"]):
@@ -272,7 +272,9 @@ class RecordWriter:
             )
 
     # ----------------------------------------------------------------- tables
-    def _transactions(self, day: int, c: TapTable) -> dict[str, np.ndarray]:
+    def transaction_columns(self, day: int, c: TapTable) -> dict[str, np.ndarray]:
+        """The ``transactions`` table's columns of a day's taps (any phase from SETTLED on:
+        before FINAL the clearing columns say pending); also what a stream sends."""
         pop = self.world.population
         lines = self.world.network.lines
         charged = c.home_card & ~c.declined & (c.device_refused == 0)
@@ -415,7 +417,8 @@ class RecordWriter:
             "case_id": case.astype(np.int64),
         }
 
-    def _topups(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def topup_columns(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The ``topups`` table's columns of a day's credits (DaySettled.topups)."""
         pop = self.world.population
         rows = c["row"]
         n = len(rows)

@@ -1,0 +1,354 @@
+"""The traffic generator (traffic/): records, pacing, sinks, retries, dead letters, resume.
+
+Streams run the small CI scenario through real sinks: files, stdout, and the reference HTTP
+receiver (traffic/receiver.py) on loopback, with injected faults. Kills are real (SIGKILL of
+the command), and resumed streams are compared with uninterrupted ones byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+import numpy as np
+import pytest
+
+from sim.api import load_scenario, privacy_key, run
+from traffic.pacing import ProfilePacer, RatePacer, SpeedPacer, load_profile
+from traffic.receiver import serve
+from traffic.records import AFTER_THE_TAP
+from traffic.sinks import SinkOptions
+from traffic.stream import StreamSettings, stream
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ROOT / "scenarios" / "small_ci.yaml"
+CLI = [sys.executable, str(ROOT / "run_scenario.py"), "stream", str(SMALL)]
+
+
+def _stream(tmp_path, sink, days=2, stop=None, **settings):
+    options = settings.pop("sink_options", SinkOptions())
+    scenario = load_scenario(SMALL, days=days)
+    return stream(
+        scenario,
+        StreamSettings(sink=sink, state_dir=tmp_path / "state", sink_options=options, **settings),
+        privacy_key=privacy_key(None),
+        stop=stop,
+    )
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """The same scenario run to files: the stream must send exactly its tap records."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    run(load_scenario(SMALL, days=2), out)
+    return out
+
+
+def test_the_tap_stream_is_the_runs_transactions_in_time_order(tmp_path, run_dir):
+    path = tmp_path / "taps.jsonl"
+    report = _stream(tmp_path, f"file://{path}")
+    assert report.reconciled and report.finished
+    records = _lines(path)
+    assert report.totals["generated"] == report.totals["acknowledged"] == len(records)
+    assert [r["stream_seq"] for r in records] == list(range(len(records)))
+    assert all(r["idempotency_key"] == f"{report.stream_id}:{r['stream_seq']}" for r in records)
+    stamps = [r["event_timestamp"] for r in records]
+    assert stamps == sorted(stamps)
+    # The run's transactions, less what only the clearing knows: the same rows, same values.
+    con = duckdb.connect()
+    columns = [c for c in records[0] if c not in ("stream_seq", "idempotency_key")]
+    assert not set(columns) & set(AFTER_THE_TAP)
+    files = str(run_dir / "transactions" / "*" / "*.parquet")
+    ran = con.sql(
+        f"SELECT to_json(t) FROM (SELECT {', '.join(columns)} FROM read_parquet('{files}') "
+        "ORDER BY transaction_id) t"
+    ).fetchall()
+    streamed = sorted(
+        ({c: r[c] for c in columns} for r in records), key=lambda r: r["transaction_id"]
+    )
+    assert [json.loads(row[0]) for row in ran] == streamed
+
+
+def test_the_same_scenario_and_seed_stream_the_same_bytes(tmp_path):
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a = _stream(tmp_path / "a", f"file://{first}", batch_size=97)
+    b = _stream(tmp_path / "b", f"file://{second}", batch_size=1000)
+    assert a.stream_id == b.stream_id
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_topups_and_csv(tmp_path, run_dir):
+    path = tmp_path / "topups.csv"
+    report = _stream(tmp_path, f"file://{path}", record_format="topups")
+    assert report.reconciled
+    rows = duckdb.sql(f"SELECT * FROM read_csv('{path}')").fetchall()
+    files = str(run_dir / "topups" / "*" / "*.parquet")
+    (expected,) = duckdb.sql(f"SELECT count(*), sum(amount_fen) FROM '{files}'").fetchall()
+    (got,) = duckdb.sql(f"SELECT count(*), sum(amount_fen) FROM read_csv('{path}')").fetchall()
+    assert len(rows) == expected[0] and got == expected
+
+
+def test_faults_are_retried_and_every_record_is_kept_once(tmp_path):
+    server, store = serve(
+        fail_rate=0.1, timeout_rate=0.03, reset_rate=0.03, slow_rate=0.05, hang_s=0.6, seed=3
+    )
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/taps"
+        report = _stream(
+            tmp_path,
+            url,
+            batch_size=25,
+            sink_options=SinkOptions(timeout_s=0.3, concurrency=4),
+        )
+    finally:
+        server.shutdown()
+    t = report.totals
+    assert report.reconciled
+    assert t["retries"] > 0 and store.counts["fail"] and store.counts["timeout"]
+    assert store.counts["reset"]
+    # Every record acknowledged once by the receiver's own count, though some arrived twice.
+    assert t["acknowledged"] == len(store.records) == store.counts["records_kept"]
+    assert store.counts["duplicate_keys"] > 0
+    assert t["dead_lettered"] == 0 and t["generated"] == t["acknowledged"]
+
+
+def test_refused_batches_go_to_the_dead_letter_file_with_the_reason(tmp_path):
+    server, store = serve(refuse_rate=0.2, seed=5)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/taps"
+        report = _stream(tmp_path, url, batch_size=50)
+    finally:
+        server.shutdown()
+    t = report.totals
+    dead = _lines(tmp_path / "state" / "dead_letters.jsonl")
+    assert report.reconciled and t["dead_lettered"] == len(dead) > 0
+    assert t["acknowledged"] + t["dead_lettered"] == t["generated"]
+    assert t["acknowledged"] == len(store.records)
+    assert all(d["reason"].startswith("HTTP 422") for d in dead)
+    kept = set(store.records)
+    assert not kept & {d["idempotency_key"] for d in dead}
+    assert all(d["record"]["idempotency_key"] == d["idempotency_key"] for d in dead)
+
+
+def test_a_sink_that_never_answers_well_dead_letters_after_the_last_attempt(tmp_path):
+    from traffic.delivery import RetryPolicy
+
+    server, _ = serve(fail_rate=1.0)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/taps"
+        report = _stream(tmp_path, url, days=1, batch_size=500, retry=RetryPolicy(3, base_s=0.001))
+    finally:
+        server.shutdown()
+    dead = _lines(tmp_path / "state" / "dead_letters.jsonl")
+    assert report.reconciled and report.totals["acknowledged"] == 0
+    assert len(dead) == report.totals["generated"]
+    assert dead[0]["reason"].startswith("gave up after 3 attempts: HTTP 50")
+
+
+def _kill_when_some_are_done(cmd, state: Path, env=None) -> None:
+    """Start the stream command, SIGKILL it once its checkpoint shows records done."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    checkpoint = state / "checkpoint.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if checkpoint.exists():
+            try:
+                if json.loads(checkpoint.read_text())["done_through"] > 300:
+                    break
+            except (json.JSONDecodeError, KeyError):
+                pass
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_a_killed_file_stream_resumes_into_the_same_file(tmp_path):
+    whole = tmp_path / "whole.jsonl"
+    assert _stream(tmp_path / "w", f"file://{whole}").reconciled
+    part = tmp_path / "resumed.jsonl"
+    state = tmp_path / "state"
+    cmd = [*CLI, "--days", "2", "--sink", f"file://{part}", "--state", str(state)]
+    _kill_when_some_are_done([*cmd, "--rate", "400", "--batch-size", "20"], state)
+    assert part.stat().st_size < whole.stat().st_size
+    done = subprocess.run([*cmd, "--resume", "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resumed at stream position" in done.stderr
+    assert part.read_bytes() == whole.read_bytes()
+
+
+def test_a_killed_http_stream_resumes_with_the_rest_of_the_same_stream(tmp_path):
+    whole = tmp_path / "whole.jsonl"
+    assert _stream(tmp_path / "w", f"file://{whole}").reconciled
+    server, store = serve(fail_rate=0.1, timeout_rate=0.02, hang_s=0.5, seed=7)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/taps"
+        state = tmp_path / "state"
+        cmd = [*CLI, "--days", "2", "--sink", url, "--state", str(state), "--timeout", "0.3"]
+        _kill_when_some_are_done([*cmd, "--rate", "400", "--batch-size", "20"], state)
+        killed_at = len(store.records)
+        done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr
+    assert 0 < killed_at < len(store.records)
+    report = json.loads((state / "report.json").read_text())
+    assert report["reconciled"] and report["totals"]["generated"] == len(store.records)
+    # The receiver holds exactly the uninterrupted stream's records, each once.
+    expected = {r["idempotency_key"]: r for r in _lines(whole)}
+    assert {k: json.loads(v) for k, v in store.records.items()} == expected
+
+
+def test_rate_and_profile_pacing():
+    rate = RatePacer(1000)
+    assert np.allclose(rate.due(np.arange(3), np.zeros(3)), [0, 0.001, 0.002])
+    speed = SpeedPacer(60)
+    assert np.allclose(speed.due(np.arange(3), np.array([100, 160, 3700])), [0, 1, 60])
+    assert np.allclose(speed.due(np.arange(1), np.array([220])), [2])  # keeps its origin
+
+
+def test_a_profile_ramps_holds_and_ends(tmp_path):
+    path = tmp_path / "profile.yaml"
+    path.write_text("stages:\n  - {duration: 2s, target: 100}\n  - {duration: 1s, target: 100}\n")
+    pacer = ProfilePacer(load_profile(path))
+    # A ramp from 0 to 100/s over 2 s sends 100 records, the hold 100 more: 200 in all.
+    assert pacer.capacity == 200 and pacer.ends_after_s == 3
+    due = pacer.due(np.arange(250), np.zeros(250))
+    assert np.isinf(due[200:]).all() and np.all(np.diff(due[:200]) > 0)
+    # On the ramp (rate 50 t) the count is 25 t^2: the 25th record at 1 s, the 50th at sqrt 2.
+    assert abs(due[24] - 1.0) < 0.01 and abs(due[49] - np.sqrt(2)) < 0.01
+    assert abs(due[149] - 2.5) < 0.01
+    report = _stream(tmp_path, "null", days=1, pacer=pacer, batch_size=10)
+    assert report.reconciled and report.totals["generated"] == 200
+
+
+def test_speed_keeps_the_days_shape(tmp_path):
+    """At x14,400 a day takes 6 s: the records sent each second follow the hours' counts."""
+    report = _stream(tmp_path, "null", days=1, pacer=SpeedPacer(14_400), batch_size=50)
+    assert report.reconciled
+    sent = [row["sent_per_s"] for row in report.per_second]
+    target = [row["target_per_s"] for row in report.per_second]
+    assert len(sent) >= 4
+    assert np.corrcoef(sent[:-1], target[:-1])[0, 1] > 0.9
+    assert max(row["behind_s"] for row in report.per_second) < 1.0
+
+
+def test_a_slow_sink_holds_the_stream_back_and_drops_nothing(tmp_path):
+    server, store = serve(slow_rate=1.0, slow_s=0.05)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/taps"
+        report = _stream(
+            tmp_path,
+            url,
+            days=1,
+            pacer=RatePacer(2000),
+            batch_size=20,
+            sink_options=SinkOptions(concurrency=1),
+        )
+    finally:
+        server.shutdown()
+    assert report.reconciled and report.totals["acknowledged"] == len(store.records)
+    # 20 records per 50 ms at most: ~400/s against 2,000/s asked, so the stream fell behind.
+    assert max(row["behind_s"] for row in report.per_second) > 1.0
+
+
+def test_a_state_folder_that_is_a_file_is_bad_input(tmp_path):
+    state = tmp_path / "a_file"
+    state.write_text("not a folder")
+    done = subprocess.run(
+        [*CLI, "--days", "1", "--sink", "-", "--quiet", "--state", str(state)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert "a_file" in done.stderr and "Traceback" not in done.stderr
+    assert state.read_text() == "not a folder"
+
+
+def test_stdout_stream(tmp_path):
+    done = subprocess.run(
+        [*CLI, "--days", "1", "--sink", "-", "--quiet", "--state", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(records) == report["totals"]["acknowledged"] > 0
+    assert "reconciled: generated = sent = acknowledged + dead-lettered" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--sink", "kafka://x"], "unknown kind of sink"),
+        (["--sink", "null", "--resume"], "--resume: no checkpoint in"),
+        (["--sink", "file://relative.jsonl"], "expected file:///absolute/path.jsonl"),
+        (["--sink", "file:///tmp/x.txt"], "cannot tell the encoding"),
+        (["--sink", "http://127.0.0.1:9", "--token-env", "CT_NO_SUCH_VAR"], "CT_NO_SUCH_VAR"),
+        (["--sink", "null", "--rate", "0"], "expected a number > 0"),
+        (["--sink", "null", "--rate", "5", "--speed", "2"], "not allowed with argument"),
+    ],
+)
+def test_bad_flags_say_what_is_wrong(tmp_path, flags, expected):
+    done = subprocess.run(
+        [*CLI, "--days", "1", "--state", str(tmp_path), *flags], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert expected in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_bad_profile_names_its_file_and_field(tmp_path):
+    profile = tmp_path / "p.yaml"
+    profile.write_text("stages:\n  - {duration: soon, target: 10}\n")
+    done = subprocess.run(
+        [*CLI, "--sink", "null", "--profile", str(profile), "--state", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "p.yaml:2" in done.stderr and "stages.0.duration" in done.stderr
+    assert "expected a duration" in done.stderr
+
+
+def test_resuming_another_streams_checkpoint_is_refused(tmp_path):
+    assert _stream(tmp_path, "null", days=1).reconciled
+    done = subprocess.run(
+        [*CLI, "--days", "2", "--sink", "null", "--resume", "--state", str(tmp_path / "state")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "belongs to stream" in done.stderr
+
+
+def test_interrupting_a_stream_keeps_what_was_delivered(tmp_path):
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    path = tmp_path / "taps.jsonl"
+    report = _stream(tmp_path, f"file://{path}", pacer=RatePacer(500), stop=stop)
+    assert not report.finished and not report.reconciled
+    records = _lines(path)
+    checkpoint = json.loads((tmp_path / "state" / "checkpoint.json").read_text())
+    assert checkpoint["done_through"] == len(records) - 1 == report.totals["acknowledged"] - 1
+
+
+def test_the_receiver_answers_stats(tmp_path):
+    server, store = serve()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        _stream(tmp_path, url + "/t", days=1)
+        stats = httpx.get(url + "/stats").json()
+    finally:
+        server.shutdown()
+    assert stats["unique_keys"] == stats["records_kept"] == len(store.records) > 0

@@ -1,0 +1,209 @@
+"""The ``stream`` command of run_scenario.py: flags, the line printed each second, exit codes.
+
+    python run_scenario.py stream SCENARIO --sink URL [--rate R | --speed X | --profile FILE]
+        [--days N] [--format taps|topups] [--encoding E] [--batch-size N] [--concurrency N]
+        [--header 'Name: value'] [--token-env VAR] [--restamp] [--resume] [--state DIR]
+
+No simulation logic here: the work is in traffic/stream.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+#: The stream ended but generated = sent = acknowledged + dead-lettered does not hold.
+EXIT_UNRECONCILED = 5
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected 'Name: value', got {text!r}")
+    return name.strip(), value.strip()
+
+
+def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
+    """Parser of the ``stream`` sub-command (``positive_int``, ``seed``: run_scenario's flag
+    types; ``common``: adds the scenario and ``--set``)."""
+    from traffic.encoding import ENCODINGS
+    from traffic.records import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="run_scenario.py stream",
+        description="Run a scenario and stream its records into a system under test as they "
+        "happen, paced, with retries, a dead-letter file and a reconciliation at the end "
+        "(docs/streaming.md). Exit 0 when generated = sent = acknowledged + dead-lettered, "
+        f"{EXIT_UNRECONCILED} when not, 2 on bad input, 130/143 when stopped (resume with "
+        "--resume).",
+    )
+    common(parser)
+    parser.add_argument(
+        "--sink",
+        required=True,
+        metavar="URL",
+        help="null | - (stdout) | file:///PATH.jsonl|.csv|.parquet | http(s)://HOST/PATH",
+    )
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=_positive_float, help="records per second, evenly")
+    pace.add_argument(
+        "--speed", type=_positive_float, help="simulated time X times faster than the wall clock"
+    )
+    pace.add_argument("--profile", type=Path, help="a YAML of stages (ramp, hold, spike...)")
+    parser.add_argument("--days", type=positive_int, help="simulated days (default: scenario's)")
+    parser.add_argument("--seed", type=seed, help="random seed (default: scenario's)")
+    parser.add_argument("--format", default="taps", choices=sorted(FORMATS), help="what is sent")
+    parser.add_argument(
+        "--encoding",
+        choices=[*ENCODINGS, "jsonl"],
+        help="bytes on the wire (default: the sink's: JSON, or the file's extension)",
+    )
+    parser.add_argument(
+        "--restamp",
+        action="store_true",
+        help="stamp records with the wall-clock time they are due instead of simulated time",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=1000, help="records a batch")
+    parser.add_argument(
+        "--concurrency", type=positive_int, default=4, help="batches in flight (HTTP)"
+    )
+    parser.add_argument(
+        "--header",
+        dest="headers",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="an HTTP header to send (repeatable)",
+    )
+    parser.add_argument(
+        "--token-env", metavar="VAR", help="environment variable holding an HTTP bearer token"
+    )
+    parser.add_argument(
+        "--timeout", type=_positive_float, default=10.0, help="seconds a request may take"
+    )
+    parser.add_argument(
+        "--max-attempts", type=positive_int, default=8, help="tries of a failing batch"
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help="folder of the checkpoint, dead-letter file and report "
+        "(default: runs/streams/<scenario name>-<format>)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue after the last acknowledged record"
+    )
+    parser.add_argument("--unmasked", action="store_true", help="card ids in full (synthetic)")
+    parser.add_argument("--key-file", type=Path, help="privacy key (as for a run)")
+    parser.add_argument("--quiet", action="store_true", help="no line each second")
+    return parser
+
+
+def _second_line(row: dict) -> None:
+    target = "-" if row["target_per_s"] is None else f"{row['target_per_s']:,.0f}/s"
+    sim = f"  sim {row['sim_time']}" if row["sim_time"] else ""
+    print(
+        f"{row['t_s']:8.1f} s  target {target:>10}  sent {row['sent_per_s']:>10,.0f}/s  "
+        f"acked {row['acknowledged_per_s']:>10,.0f}/s  queued {row['queued_batches']:>2}  "
+        f"behind {row['behind_s']:6.2f} s  retries {row['retries']:,}  "
+        f"dead {row['dead_lettered']:,}{sim}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def run_stream(args: argparse.Namespace, api) -> int:
+    """The ``stream`` sub-command; returns the exit code (bad input raises api.BadInput)."""
+    from sim.yaml_config import ConfigError
+    from traffic.delivery import DeliveryFailed, RetryPolicy
+    from traffic.pacing import load_profile, make_pacer
+    from traffic.sinks import SinkOptions
+    from traffic.stream import REPORT_FILE, StreamSettings, StreamSetupError, stream
+
+    scenario = api.load_scenario(args.scenario, args.overrides, days=args.days, seed=args.seed)
+    try:
+        profile = load_profile(args.profile) if args.profile is not None else None
+    except ConfigError as exc:
+        raise api.BadInput(f"--profile {exc}") from None
+    encoding = "json" if args.encoding == "jsonl" else args.encoding
+    if args.encoding == "jsonl" and args.sink.startswith(("http://", "https://")):
+        encoding = "jsonl"
+    state = args.state or Path("runs/streams") / f"{scenario.name}-{args.format}"
+    settings = StreamSettings(
+        sink=args.sink,
+        state_dir=state,
+        record_format=args.format,
+        pacer=make_pacer(args.rate, args.speed, profile),
+        batch_size=args.batch_size,
+        sink_options=SinkOptions(
+            encoding=encoding,
+            concurrency=args.concurrency,
+            timeout_s=args.timeout,
+            headers=tuple(args.headers),
+            token_env=args.token_env,
+            record_format=args.format,
+        ),
+        retry=RetryPolicy(max_attempts=args.max_attempts),
+        restamp=args.restamp,
+        resume=args.resume,
+        unmasked=args.unmasked,
+    )
+    try:
+        report = stream(
+            scenario,
+            settings,
+            privacy_key=api.privacy_key(args.key_file),
+            on_second=None if args.quiet else _second_line,
+        )
+    except StreamSetupError as exc:
+        raise api.BadInput(str(exc)) from None
+    except DeliveryFailed as exc:
+        print(f"stream failed: the sink broke down: {exc}", file=sys.stderr)
+        print(
+            f"  the checkpoint in {state} says what was delivered; --resume goes on",
+            file=sys.stderr,
+        )
+        return EXIT_UNRECONCILED
+    except BaseException as stop:
+        if not isinstance(stop, Exception):  # Ctrl-C, SIGTERM: the caller sets the exit code
+            print(
+                f"stopped: what was delivered is checkpointed in {state}; the rest of the same "
+                "stream follows with --resume",
+                file=sys.stderr,
+            )
+        raise
+    t = report.totals
+    print(
+        f"stream {report.stream_id} to {report.sink}: {t['generated']:,} generated, "
+        f"{t['sent']:,} sent, {t['acknowledged']:,} acknowledged, {t['dead_lettered']:,} "
+        f"dead-lettered, {t['retries']:,} retries, {report.wall_s:.1f} s ({report.pacing})",
+        file=sys.stderr,
+    )
+    if report.resumed_from:
+        print(f"  resumed at stream position {report.resumed_from:,}", file=sys.stderr)
+    if t["dead_lettered"]:
+        print(f"  dead letters: {state / 'dead_letters.jsonl'}", file=sys.stderr)
+    if report.reconciled:
+        print("  reconciled: generated = sent = acknowledged + dead-lettered", file=sys.stderr)
+        return 0
+    print(
+        "  NOT reconciled: generated = sent = acknowledged + dead-lettered does not hold "
+        f"(report: {state / REPORT_FILE})",
+        file=sys.stderr,
+    )
+    return EXIT_UNRECONCILED
+
+
+__all__ = ["EXIT_UNRECONCILED", "build_stream_parser", "run_stream"]

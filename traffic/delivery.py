@@ -1,0 +1,204 @@
+"""Getting batches to a sink: in-flight limits, retries with backoff and jitter, dead letters.
+
+``Delivery`` runs the sink's ``concurrency`` worker threads on a bounded queue of batches:
+``submit`` waits while the queue is full, so a slow sink holds the pacer back (and through it
+the simulation) instead of anything being dropped. A transient failure is tried again after
+an exponential backoff with full jitter (a random wait between 0 and base x 2^attempt, capped),
+up to ``RetryPolicy.max_attempts``; then, or at once for a permanent failure, the batch's
+records go to the dead-letter file with the reason. The jitter draws come from the stream's
+seed (a named stream per worker), not from the clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import random
+import threading
+import time
+
+import pyarrow as pa
+
+from traffic.accounting import Accounts, Checkpoint, DeadLetters
+from traffic.encoding import Encoder
+from traffic.sinks import Batch, PermanentError, Sink, TransientError
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a transient failure is retried."""
+
+    max_attempts: int = 8
+    base_s: float = 0.05
+    cap_s: float = 5.0
+
+    def backoff_s(self, attempt: int, rng: random.Random) -> float:
+        """Wait before attempt ``attempt + 1`` (attempt counts from 1): full jitter."""
+        return rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
+
+
+class DeliveryFailed(RuntimeError):
+    """The sink failed in a way that is not about a batch (a bug, a lost disk): the stream
+    stops; the checkpoint still says exactly what was delivered."""
+
+
+class Delivery:
+    """Worker threads delivering batches (module docstring).
+
+    Args:
+        sink: an opened sink.
+        accounts: the stream's counts (traffic/accounting.py).
+        dead_letters: the dead-letter file.
+        checkpoint_path: where the checkpoint is saved after batches finish.
+        retry: the retry policy.
+        seed: the stream's seed (for the jitter).
+        queue_batches: batches waiting for a worker, at most.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        accounts: Accounts,
+        dead_letters: DeadLetters,
+        checkpoint_path,
+        retry: RetryPolicy,
+        seed: int,
+        queue_batches: int = 8,
+    ) -> None:
+        self.sink = sink
+        self.accounts = accounts
+        self.dead_letters = dead_letters
+        self.checkpoint_path = checkpoint_path
+        self.retry = retry
+        self.seed = seed
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_batches)
+        self._stop = threading.Event()
+        self._save_lock = threading.Lock()
+        self._last_save = 0.0
+        self.error: BaseException | None = None
+        self.in_flight = 0
+        self._threads = [
+            threading.Thread(target=self._work, args=(k,), name=f"sink-{k}", daemon=True)
+            for k in range(max(1, sink.concurrency))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def queued(self) -> int:
+        """Batches waiting for a worker."""
+        return self._queue.qsize()
+
+    def submit(self, batch: Batch) -> None:
+        """Queue ``batch``; waits while the queue is full. Raises DeliveryFailed if a worker
+        has failed."""
+        while True:
+            if self.error is not None:
+                raise DeliveryFailed(str(self.error)) from self.error
+            try:
+                self._queue.put(batch, timeout=0.1)
+                self.accounts.sent_batch(len(batch))
+                return
+            except queue.Full:
+                continue
+
+    def close(self, abandon: bool = False) -> None:
+        """Wait for every queued batch (or, with ``abandon``, only the ones being sent), stop
+        the workers, save the final checkpoint."""
+        if abandon:
+            self._stop.set()
+            while True:  # batches never started are not sent; the checkpoint says so
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._save(force=True)
+        if self.error is not None and not abandon:
+            raise DeliveryFailed(str(self.error)) from self.error
+
+    # ----------------------------------------------------------------- the workers
+    def _work(self, index: int) -> None:
+        rng = random.Random(f"{self.seed}:delivery-jitter:{index}")
+        encoder = Encoder()
+        try:
+            while True:
+                batch = self._queue.get()
+                if batch is None:
+                    return
+                if self._stop.is_set():
+                    continue
+                self.in_flight += 1
+                try:
+                    self._deliver(batch, encoder, rng)
+                finally:
+                    self.in_flight -= 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the pacer, which stops
+            self.error = exc
+            self._stop.set()
+        finally:
+            encoder.close()
+
+    def _deliver(self, batch: Batch, encoder: Encoder, rng: random.Random) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                outcome = self.sink.send(batch, encoder)
+            except TransientError as exc:
+                if attempt >= self.retry.max_attempts:
+                    reason = f"gave up after {attempt} attempts: {exc}"
+                    self._dead(batch, encoder, dict.fromkeys(_seqs(batch), reason))
+                    return
+                self.accounts.retried()
+                if self._stop.wait(self.retry.backoff_s(attempt, rng)):
+                    raise DeliveryFailed("stopped while retrying") from exc
+                continue
+            except PermanentError as exc:
+                self._dead(batch, encoder, dict.fromkeys(_seqs(batch), str(exc)))
+                return
+            if outcome.rejected:
+                self._dead(batch, encoder, outcome.rejected)
+            else:
+                self.accounts.finished_batch(batch.first_seq, len(batch), 0)
+            self._save()
+            return
+
+    def _dead(self, batch: Batch, encoder: Encoder, reasons: dict[int, str]) -> None:
+        rows = sorted(seq - batch.first_seq for seq in reasons)
+        table = batch.table.take(pa.array(rows))
+        data, offsets = encoder.json_objects(table, "\n")
+        keys = table.column("idempotency_key").to_pylist()
+        entries = [
+            (
+                batch.first_seq + row,
+                keys[i],
+                reasons[batch.first_seq + row],
+                data[offsets[i] : offsets[i + 1] - 1],
+            )
+            for i, row in enumerate(rows)
+        ]
+        self.dead_letters.add(entries)
+        self.accounts.finished_batch(batch.first_seq, len(batch), len(rows))
+        self._save()
+
+    def _save(self, force: bool = False) -> None:
+        """Save the checkpoint with the sink's state, at most every 0.2 s (and at the end).
+        Under one lock with the sink's state, so the two always agree."""
+        now = time.monotonic()
+        if not force and now - self._last_save < 0.2:
+            return
+        with self._save_lock:
+            checkpoint: Checkpoint = self.accounts.checkpoint(self.sink.state())
+            checkpoint.save(self.checkpoint_path)
+            self._last_save = now
+
+
+def _seqs(batch: Batch) -> range:
+    return range(batch.first_seq, batch.first_seq + len(batch))
+
+
+__all__ = ["Delivery", "DeliveryFailed", "RetryPolicy"]

@@ -1,0 +1,140 @@
+"""Where a stream's records go: one small interface, one module per kind of sink.
+
+A sink is opened once, then ``send`` is called with batches of records (from as many threads as
+its ``concurrency``), then it is closed. ``send`` returns when the batch is acknowledged, with
+the records the receiver refused (``Outcome.rejected``: they go to the dead-letter file), or
+raises ``TransientError`` (retried with backoff: a 5xx, a timeout, a reset connection) or
+``PermanentError`` (the whole batch is dead-lettered: a 4xx, a schema the server refuses).
+
+A new sink (Kafka, say) is one module with a ``Sink`` subclass, named in ``SCHEMES``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from abc import ABC, abstractmethod
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+
+from traffic.encoding import Encoder
+
+#: URL scheme -> "module:class" (imported when used, so each client library is optional).
+SCHEMES = {
+    "null": "traffic.sinks.null:NullSink",
+    "-": "traffic.sinks.console:StdoutSink",
+    "file": "traffic.sinks.files:FileSink",
+    "http": "traffic.sinks.http:HttpSink",
+    "https": "traffic.sinks.http:HttpSink",
+}
+
+
+class SinkError(Exception):
+    """A sink could not take a batch."""
+
+
+class TransientError(SinkError):
+    """Worth trying again (server error, timeout, connection reset)."""
+
+
+class PermanentError(SinkError):
+    """Trying again will not help (the receiver refuses the batch)."""
+
+
+class SinkSetupError(ValueError):
+    """The sink's URL or options are wrong (a bad input, reported as such)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Records to send together: rows of a chunk (columns of the format, then ``stream_seq``
+    and ``idempotency_key``)."""
+
+    first_seq: int
+    table: pa.Table
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + self.table.num_rows - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """A batch was acknowledged, but for ``rejected`` (stream_seq -> the receiver's reason)."""
+
+    rejected: dict[int, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkOptions:
+    """What the command line says about the sink (each sink reads what concerns it)."""
+
+    encoding: str | None = None  # None: the sink's own default
+    concurrency: int = 4
+    timeout_s: float = 10.0
+    headers: tuple[tuple[str, str], ...] = ()
+    token_env: str | None = None  # environment variable holding a bearer token
+    record_format: str = "taps"
+
+
+class Sink(ABC):
+    """One destination (module docstring)."""
+
+    #: Batches that may be in flight at once (threads calling ``send``).
+    concurrency: int = 1
+    #: False where the destination cannot continue a stream (a Parquet file).
+    resumable: bool = True
+
+    def __init__(self, url: str, options: SinkOptions) -> None:
+        self.url = url
+        self.options = options
+
+    def open(self, resume_state: dict | None) -> None:
+        """Connect or create; ``resume_state`` is what ``state`` returned at the checkpoint
+        resumed from (None: a new stream). Nothing to do for a sink without a connection."""
+        return None
+
+    @abstractmethod
+    def send(self, batch: Batch, encoder: Encoder) -> Outcome:
+        """Deliver ``batch`` (module docstring)."""
+
+    def state(self) -> dict:
+        """What the sink needs to continue exactly after the last acknowledged batch."""
+        return {}
+
+    def close(self) -> None:
+        """Flush and disconnect (nothing, for a sink without a connection)."""
+        return None
+
+    def describe(self) -> str:
+        return self.url
+
+
+def open_sink(url: str, options: SinkOptions) -> Sink:
+    """The sink for ``url``: ``null``, ``-`` (stdout), ``file://PATH``, ``http(s)://...``."""
+    scheme = url if url in ("null", "-") else urlsplit(url).scheme
+    target = SCHEMES.get(scheme)
+    if target is None:
+        known = ", ".join(f"{s}://" if s not in ("null", "-") else s for s in SCHEMES)
+        raise SinkSetupError(f"--sink {url!r}: unknown kind of sink; expected one of {known}")
+    module, name = target.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(url, options)
+
+
+__all__ = [
+    "SCHEMES",
+    "Batch",
+    "Outcome",
+    "PermanentError",
+    "Sink",
+    "SinkError",
+    "SinkOptions",
+    "SinkSetupError",
+    "TransientError",
+    "open_sink",
+]

@@ -1,0 +1,403 @@
+"""A stream: the simulation's records, paced, delivered, accounted for.
+
+Three threads and two bounded queues:
+
+    simulation thread ──chunks (a day each)──► pacer (this thread) ──batches──► sink workers
+    sim.api.iter_days + RecordSource           due times, batching,          traffic/delivery.py
+                                               the report every second
+
+Each hand-over waits when the next stage is full, so a slow sink slows the pacer and then the
+simulation: the lag grows and is reported, nothing is dropped. At the end the stream reconciles:
+generated = sent = acknowledged + dead-lettered, over the whole stream (earlier sessions of a
+resumed stream included). Everything the stream keeps is in its state folder: the checkpoint,
+the dead-letter file, and ``report.json`` (the counts and the per-second series).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from traffic.accounting import Accounts, Checkpoint, DeadLetters
+from traffic.delivery import Delivery, RetryPolicy
+from traffic.pacing import Pacer, Unpaced
+from traffic.records import FORMATS, Chunk, RecordSource, StreamStopped
+from traffic.sinks import Batch, SinkOptions, SinkSetupError, open_sink
+
+CHECKPOINT_FILE = "checkpoint.json"
+DEAD_LETTER_FILE = "dead_letters.jsonl"
+REPORT_FILE = "report.json"
+
+
+class StreamSetupError(ValueError):
+    """A stream cannot start as asked (bad sink, a checkpoint of another stream...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSettings:
+    """How to stream (the command line's flags)."""
+
+    sink: str
+    state_dir: Path
+    record_format: str = "taps"
+    pacer: Pacer = dataclasses.field(default_factory=Unpaced)
+    batch_size: int = 1000
+    sink_options: SinkOptions = dataclasses.field(default_factory=SinkOptions)
+    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    restamp: bool = False
+    resume: bool = False
+    unmasked: bool = False
+    report_every_s: float = 1.0
+
+
+@dataclasses.dataclass
+class StreamReport:
+    """What a stream did (also ``report.json`` in its state folder)."""
+
+    stream_id: str
+    sink: str
+    pacing: str
+    totals: dict[str, int]
+    reconciled: bool
+    wall_s: float
+    per_second: list[dict]
+    finished: bool  # False: stopped early (interrupted, or the sink failed)
+    state_dir: Path
+    resumed_from: int  # the first stream position this session sent
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["state_dir"] = str(self.state_dir)
+        return out
+
+
+def stream_id_of(scenario, seed: int, record_format: str) -> str:
+    """The stream's id: the same scenario, seed and format always give the same id (and so the
+    same idempotency keys)."""
+    text = json.dumps(
+        {"scenario": scenario.model_dump(mode="json"), "seed": seed, "format": record_format},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stream(
+    scenario,
+    settings: StreamSettings,
+    *,
+    privacy_key,
+    seed: int | None = None,
+    on_second: Callable[[dict], None] | None = None,
+    stop: threading.Event | None = None,
+) -> StreamReport:
+    """Run ``scenario`` and stream its records as ``settings`` say (module docstring).
+    ``on_second`` gets each second's figures; setting ``stop`` ends the stream early (what was
+    sent is accounted for and checkpointed). Raises StreamSetupError before anything is sent
+    if the sink or the state folder is wrong."""
+    from sim.api import build, iter_days
+
+    if settings.record_format not in FORMATS:
+        raise StreamSetupError(
+            f"--format {settings.record_format!r}: expected one of {', '.join(FORMATS)}"
+        )
+    run_seed = scenario.seed if seed is None else int(seed)
+    stream_id = stream_id_of(scenario, run_seed, settings.record_format)
+    state_dir = Path(settings.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    prior = _prior_checkpoint(state_dir, stream_id, settings.resume)
+    try:
+        sink = open_sink(settings.sink, settings.sink_options)
+    except SinkSetupError as exc:
+        raise StreamSetupError(str(exc)) from None
+    if settings.resume and not sink.resumable:
+        raise StreamSetupError(f"--resume: {sink.describe()} cannot be continued")
+    dead_letters = DeadLetters(state_dir / DEAD_LETTER_FILE)
+    if prior is not None:
+        dead_letters.keep_through(prior.done_through)
+    else:
+        dead_letters.path.write_bytes(b"")
+    try:
+        sink.open(prior.sink_state if prior is not None else None)
+    except SinkSetupError as exc:
+        raise StreamSetupError(str(exc)) from None
+    except OSError as exc:
+        raise StreamSetupError(f"--sink {settings.sink}: {exc}") from None
+
+    worlds = build(scenario)
+    worlds = worlds if isinstance(worlds, list) else [worlds]
+    accounts = Accounts(stream_id, prior)
+    checkpoint_path = state_dir / CHECKPOINT_FILE
+    accounts.checkpoint(sink.state()).save(checkpoint_path)
+    stop = stop or threading.Event()
+    chunks: queue.Queue = queue.Queue(maxsize=2)
+    source = RecordSource(
+        worlds,
+        settings.record_format,
+        stream_id,
+        unmasked=settings.unmasked,
+        privacy_key=privacy_key,
+        chunks=chunks,
+        stop=stop,
+    )
+    simulation = _Simulation(
+        lambda: iter_days(
+            scenario,
+            None,
+            world=worlds,
+            seed=run_seed,
+            subscribers=[source],
+            privacy_key=privacy_key,
+        ),
+        chunks,
+        stop,
+    )
+    delivery = Delivery(sink, accounts, dead_letters, checkpoint_path, settings.retry, run_seed)
+    pacer = _Pacer(settings, accounts, delivery, on_second)
+    started = time.monotonic()
+    finished = False
+    interrupted: BaseException | None = None
+    try:
+        simulation.start()
+        finished = pacer.run(simulation, stop)
+    except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM: account, then re-raise
+        interrupted = exc
+    finally:
+        stop.set()
+        simulation.join()
+        try:
+            delivery.close(abandon=not finished)
+        finally:
+            sink.close()
+    if simulation.error is not None:
+        raise simulation.error
+    totals = accounts.totals()
+    reconciled = (
+        finished
+        and totals["generated"] == totals["sent"]
+        and totals["sent"] == totals["acknowledged"] + totals["dead_lettered"]
+    )
+    report = StreamReport(
+        stream_id=stream_id,
+        sink=sink.describe(),
+        pacing=settings.pacer.describe(),
+        totals=totals,
+        reconciled=reconciled,
+        wall_s=round(time.monotonic() - started, 3),
+        per_second=pacer.series,
+        finished=finished,
+        state_dir=state_dir,
+        resumed_from=accounts.start_seq,
+    )
+    (state_dir / REPORT_FILE).write_text(json.dumps(report.as_dict(), indent=2), "utf-8")
+    if interrupted is not None:
+        raise interrupted
+    return report
+
+
+def _prior_checkpoint(state_dir: Path, stream_id: str, resume: bool) -> Checkpoint | None:
+    path = state_dir / CHECKPOINT_FILE
+    if not resume:
+        return None
+    if not path.exists():
+        raise StreamSetupError(f"--resume: no checkpoint in {state_dir} (expected {path})")
+    try:
+        prior = Checkpoint.load(path)
+    except ValueError as exc:
+        raise StreamSetupError(f"--resume: {exc}") from None
+    if prior.stream_id != stream_id:
+        raise StreamSetupError(
+            f"--resume: {path} belongs to stream {prior.stream_id}, not to this one "
+            f"({stream_id}): the scenario, seed or format differ; resume with the same ones "
+            "or start a new stream without --resume"
+        )
+    return prior
+
+
+class _Simulation(threading.Thread):
+    """Runs the days (the records arrive through the RecordSource) and then ends the chunks
+    with None; an error is kept for the caller."""
+
+    def __init__(self, days, chunks: queue.Queue, stop: threading.Event) -> None:
+        super().__init__(name="simulation", daemon=True)
+        self._days = days
+        self.chunks = chunks
+        self.stop = stop
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for _ in self._days():
+                pass
+        except StreamStopped:
+            return
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self.error = exc
+        while not self.stop.is_set():  # the end marker, unless nobody listens any more
+            try:
+                self.chunks.put(None, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+
+class _Pacer:
+    """Takes the days' chunks, sends their records when due, in batches; reports each second."""
+
+    def __init__(self, settings: StreamSettings, accounts: Accounts, delivery: Delivery, report):
+        self.settings = settings
+        self.pacer = settings.pacer
+        self.accounts = accounts
+        self.delivery = delivery
+        self.report = report
+        self.series: list[dict] = []
+        self.t0: float | None = None
+        self.wall0_s = 0  # local wall clock at t0, as epoch seconds (for --restamp)
+        self.scheduled = 0  # records due so far
+        self._done_scheduled = 0  # records of the chunks already sent (all of them due)
+        self._next_report = 0.0
+        self._last = {"sent": 0, "acknowledged": 0, "scheduled": 0}
+        self._behind_s = 0.0
+        self._sim_time: int | None = None
+
+    def run(self, simulation: _Simulation, stop: threading.Event) -> bool:
+        """Stream until the records (or the profile) end: True; or until ``stop``: False."""
+        offset = 0  # stream position of the first record sent this session, relative
+        start_seq = self.accounts.start_seq
+        while True:
+            chunk = self._next_chunk(simulation, stop)
+            if chunk is None:
+                return not stop.is_set() and simulation.error is None
+            chunk = _from(chunk, start_seq)
+            if not len(chunk):
+                continue
+            rel = np.arange(offset, offset + len(chunk))
+            due = self.pacer.due(rel, chunk.event_s)
+            sendable = int(np.searchsorted(due, np.inf, side="left"))  # the profile's end
+            self.accounts.generated_records(sendable)
+            offset += len(chunk)
+            if not self._send_chunk(chunk, due[:sendable], stop):
+                return False
+            if sendable < len(chunk):
+                return True  # the profile is over; the simulation is stopped by the caller
+
+    def _next_chunk(self, simulation: _Simulation, stop: threading.Event) -> Chunk | None:
+        while not stop.is_set():
+            self._tick()
+            try:
+                return simulation.chunks.get(timeout=0.05)
+            except queue.Empty:
+                if not simulation.is_alive() and simulation.chunks.empty():
+                    return None
+        return None
+
+    def _send_chunk(self, chunk: Chunk, due: np.ndarray, stop: threading.Event) -> bool:
+        if self.t0 is None:
+            self.t0 = time.monotonic()
+            self.wall0_s = _local_epoch_s()
+            self._next_report = self.t0 + self.settings.report_every_s
+        i, n = 0, len(due)
+        batch_size = self.settings.batch_size
+        while i < n:
+            if stop.is_set():
+                return False
+            now = time.monotonic() - self.t0
+            j = min(int(np.searchsorted(due, now, side="right")), i + batch_size)
+            self.scheduled = self._scheduled_before(due, now, chunk)
+            if j > i:
+                self._submit(chunk, i, j, due)
+                i = j
+            else:
+                self._behind_s = 0.0
+                time.sleep(min(max(due[i] - now, 0.0), 0.02))
+            self._tick()
+        self._done_scheduled += n
+        return True
+
+    def _scheduled_before(self, due: np.ndarray, now: float, chunk: Chunk) -> int:
+        return self._done_scheduled + int(np.searchsorted(due, now, side="right"))
+
+    def _submit(self, chunk: Chunk, i: int, j: int, due: np.ndarray) -> None:
+        table = chunk.table.slice(i, j - i)
+        if self.settings.restamp:
+            stamps = self.wall0_s + np.floor(due[i:j]).astype(np.int64)
+            column = table.schema.get_field_index("event_timestamp")
+            table = table.set_column(
+                column,
+                table.schema.field(column),
+                pa.array(stamps, type=pa.int64()).cast(table.schema.field(column).type),
+            )
+        now = time.monotonic() - self.t0
+        if not isinstance(self.pacer, Unpaced):  # unpaced, every record is due at once
+            self._behind_s = max(0.0, now - float(due[i]))
+        self._sim_time = int(chunk.event_s[j - 1])
+        self.delivery.submit(Batch(chunk.first_seq + i, table))
+
+    def _tick(self) -> None:
+        """Every ``report_every_s``: target and achieved rates, queue, lag (module docstring)."""
+        if self.t0 is None:
+            return
+        now = time.monotonic()
+        if now < self._next_report:
+            return
+        interval = self.settings.report_every_s
+        self._next_report += interval * max(1, int((now - self._next_report) / interval) + 1)
+        totals = self.accounts.totals()
+        elapsed = now - self.t0
+        target = self.pacer.target_rate(elapsed)
+        if target is None and not isinstance(self.pacer, Unpaced):
+            target = (self.scheduled - self._last["scheduled"]) / interval
+        row = {
+            "t_s": round(elapsed, 2),
+            "target_per_s": None if target is None else round(target, 1),
+            "sent_per_s": round((totals["sent"] - self._last["sent"]) / interval, 1),
+            "acknowledged_per_s": round(
+                (totals["acknowledged"] - self._last["acknowledged"]) / interval, 1
+            ),
+            "sent": totals["sent"],
+            "acknowledged": totals["acknowledged"],
+            "dead_lettered": totals["dead_lettered"],
+            "retries": totals["retries"],
+            "queued_batches": self.delivery.queued,
+            "behind_s": round(self._behind_s, 3),
+            "sim_time": None
+            if self._sim_time is None
+            else dt.datetime(1970, 1, 1) + dt.timedelta(seconds=self._sim_time),
+        }
+        if row["sim_time"] is not None:
+            row["sim_time"] = row["sim_time"].isoformat(sep=" ")
+        self._last = {
+            "sent": totals["sent"],
+            "acknowledged": totals["acknowledged"],
+            "scheduled": self.scheduled,
+        }
+        self.series.append(row)
+        if self.report is not None:
+            self.report(row)
+
+
+def _from(chunk: Chunk, start_seq: int) -> Chunk:
+    """The part of ``chunk`` at or after ``start_seq`` (a resumed stream skips the rest)."""
+    skip = min(max(0, start_seq - chunk.first_seq), len(chunk))
+    if skip == 0:
+        return chunk
+    return Chunk(chunk.day, chunk.first_seq + skip, chunk.table.slice(skip), chunk.event_s[skip:])
+
+
+def _local_epoch_s() -> int:
+    """The local wall clock as epoch seconds of a naive local time (the records' convention)."""
+    now = dt.datetime.now().replace(microsecond=0)
+    return int((now - dt.datetime(1970, 1, 1)).total_seconds())
+
+
+__all__ = ["StreamReport", "StreamSettings", "StreamSetupError", "stream", "stream_id_of"]
