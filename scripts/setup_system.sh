@@ -3,6 +3,10 @@
 #   chromium            headless browser that prints the HTML reports to PDF (sim/pdf.py)
 #   fonts-wqy-microhei  a CJK font, so Chinese text in the PDFs is not drawn as boxes
 #   python3-venv        only if this Python cannot make a venv (Debian's python3 lacks ensurepip)
+#   redis-server, postgresql, mosquitto
+#                       the servers the stream sinks are tested against (traffic/sinks/): the
+#                       tests start their own on loopback in a temporary folder and stop them;
+#                       the packages' own system services are not used
 # Installs only what is missing; silent and exit 0 when everything is there (`make install`
 # runs it). Exits non-zero with a message when something is missing and cannot be installed.
 set -euo pipefail
@@ -32,6 +36,17 @@ has_cjk_font() {
 }
 if ! has_cjk_font; then
     missing+=("$CJK_FONT_PACKAGE")
+fi
+
+# The stream sinks' servers (tests/services.py finds them where these packages put them).
+if ! command -v redis-server >/dev/null 2>&1; then
+    missing+=("redis-server")
+fi
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    missing+=("postgresql")
+fi
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    missing+=("mosquitto")
 fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
@@ -74,6 +89,10 @@ fi
 
 if ! command -v chromium >/dev/null 2>&1 || ! has_cjk_font; then
     echo "setup_system: ${missing[*]} installed, but chromium or a CJK font is still missing" >&2
+    exit 1
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "setup_system: ${missing[*]} installed, but redis-server is still missing" >&2
     exit 1
 fi
 echo "setup_system: done"

@@ -30,25 +30,27 @@ class Encoder:
     def __init__(self) -> None:
         self._con = duckdb.connect(config={"threads": 1})
 
-    def json_objects(self, table: pa.Table, end: str = "\n") -> tuple[bytes, np.ndarray]:
-        """Every record as a JSON object followed by ``end`` (one character): the objects back
-        to back, and where each starts (``offsets[i]:offsets[i+1]`` is record i with its
-        ``end``; ``len(table) + 1`` offsets)."""
-        if table.num_rows == 0:
-            return b"", np.zeros(1, dtype=np.int64)
-        if len(end) != 1 or end in "'\\":
+    def json_column(self, table: pa.Table, end: str = "") -> pa.LargeStringArray:
+        """Every record as a JSON object (followed by ``end``), as one Arrow string array."""
+        if end and (len(end) != 1 or end in "'\\"):
             raise ValueError(f"end must be one plain character, got {end!r}")
+        if table.num_rows == 0:
+            return pa.array([], type=pa.large_string())
         self._con.register("records", table)
         try:
             query = f"SELECT to_json(records) || '{end}' FROM records"
             result = self._con.sql(query).to_arrow_table()
         finally:
             self._con.unregister("records")
-        objects = pa.concat_arrays(result.column(0).chunks).cast(pa.large_string())
-        offsets = np.frombuffer(objects.buffers()[1], dtype=np.int64)[: len(objects) + 1]
-        first, last = int(offsets[0]), int(offsets[-1])
-        data = objects.buffers()[2][first:last].to_pybytes()
-        return data, offsets - first
+        return pa.concat_arrays(result.column(0).chunks).cast(pa.large_string())
+
+    def json_objects(self, table: pa.Table, end: str = "\n") -> tuple[bytes, np.ndarray]:
+        """Every record as a JSON object followed by ``end`` (one character): the objects back
+        to back, and where each starts (``offsets[i]:offsets[i+1]`` is record i with its
+        ``end``; ``len(table) + 1`` offsets)."""
+        if table.num_rows == 0:
+            return b"", np.zeros(1, dtype=np.int64)
+        return packed(self.json_column(table, end))
 
     def json_lines(self, table: pa.Table) -> bytes:
         """JSON lines: one object per line, each line ending in a newline."""
@@ -83,6 +85,17 @@ class Encoder:
         self._con.close()
 
 
+def packed(strings: pa.Array) -> tuple[bytes, np.ndarray]:
+    """A string array's bytes back to back, and the offsets of each string in them."""
+    strings = strings.cast(pa.large_string())
+    if len(strings) == 0:
+        return b"", np.zeros(1, dtype=np.int64)
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64)
+    offsets = offsets[strings.offset : strings.offset + len(strings) + 1]
+    first, last = int(offsets[0]), int(offsets[-1])
+    return strings.buffers()[2][first:last].to_pybytes(), offsets - first
+
+
 def _plain(table: pa.Table) -> pa.Table:
     """Dictionary columns as their strings (CSV has no dictionaries)."""
     columns = [
@@ -91,4 +104,4 @@ def _plain(table: pa.Table) -> pa.Table:
     return pa.table(columns, names=table.column_names)
 
 
-__all__ = ["ENCODINGS", "Encoder"]
+__all__ = ["ENCODINGS", "Encoder", "packed"]

@@ -27,6 +27,10 @@ SCHEMES = {
     "file": "traffic.sinks.files:FileSink",
     "http": "traffic.sinks.http:HttpSink",
     "https": "traffic.sinks.http:HttpSink",
+    "redis": "traffic.sinks.redis_stream:RedisStreamSink",
+    "postgresql": "traffic.sinks.postgres:PostgresSink",
+    "postgres": "traffic.sinks.postgres:PostgresSink",
+    "mqtt": "traffic.sinks.mqtt:MqttSink",
 }
 
 
@@ -115,7 +119,8 @@ class Sink(ABC):
 
 
 def open_sink(url: str, options: SinkOptions) -> Sink:
-    """The sink for ``url``: ``null``, ``-`` (stdout), ``file://PATH``, ``http(s)://...``."""
+    """The sink for ``url``: ``null``, ``-`` (stdout), ``file://PATH``, ``http(s)://...``,
+    ``redis://...``, ``postgresql://...``, ``mqtt://...``."""
     scheme = url if url in ("null", "-") else urlsplit(url).scheme
     target = SCHEMES.get(scheme)
     if target is None:
