@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from traffic.cli import build_stream_parser, run_stream
+from traffic.cli import build_score_parser, build_stream_parser, run_score, run_stream
 
 EPILOG = """\
 commands:
@@ -37,6 +37,7 @@ commands:
   run_scenario.py compare BASE VARIANT...     baseline vs variants, paired replications, 95% CIs
   run_scenario.py sweep BASE --param P=V1,V2  a grid, Latin hypercube or Sobol design over fields
   run_scenario.py stream SCENARIO --sink URL  stream records into a system under test, paced
+  run_scenario.py score --labels L --result R what a system kept of a dirty stream, scored
 
 exit codes:
   0    success
@@ -477,7 +478,9 @@ def cross_city_table(report: dict):
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("validate", "calibrate", "verify", "compare", "sweep", "reconcile", "stream")
+    commands = (
+        "validate", "calibrate", "verify", "compare", "sweep", "reconcile", "stream", "score",
+    )  # fmt: skip
     command = argv[0] if argv and argv[0] in commands else "run"
     parser = {
         "validate": build_validate_parser,
@@ -487,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         "sweep": build_sweep_parser,
         "reconcile": build_reconcile_parser,
         "stream": lambda: build_stream_parser(_positive_int, _seed, _common),
+        "score": build_score_parser,
         "run": build_parser,
     }[command]()
     # Flags are checked before the simulation stack is imported, so their errors answer at once.
@@ -501,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "stream":
             return run_stream(args, api)
+        if command == "score":
+            return run_score(args, api)
         if command == "sweep":
             return run_sweep(args, api)
         if command == "compare":

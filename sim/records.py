@@ -234,7 +234,7 @@ class RecordWriter:
                 self._write("card_sales", day, self._card_sales(day, event.card_sales))
                 self._write("outlet_visits", day, self._outlet_visits(day, event.outlet_visits))
             case UploadsSent(day=day, uploads=uploads):
-                self._write("device_uploads", day, self._device_uploads(day, uploads))
+                self._write("device_uploads", day, self.upload_columns(day, uploads))
             case BatchCleared(day=day, batches=batches):
                 if len(batches["batch_id"]):  # no batch at a cut-off every node was down for
                     self._write("clearing_batches", day, self._clearing_batches(day, batches))
@@ -493,7 +493,8 @@ class RecordWriter:
             "incident_id": self._code("incident", c["incident"].astype(np.int64)),
         }
 
-    def _device_uploads(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def upload_columns(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The ``device_uploads`` table's columns of a day's upload log (UploadsSent)."""
         dev = c["device_id"]
         station = dev >= self.n_devices
         return {

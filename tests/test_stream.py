@@ -352,3 +352,30 @@ def test_the_receiver_answers_stats(tmp_path):
     finally:
         server.shutdown()
     assert stats["unique_keys"] == stats["records_kept"] == len(store.records) > 0
+
+
+def test_upload_batches_carry_every_tap_as_the_devices_sent_them(tmp_path, run_dir):
+    path = tmp_path / "uploads.jsonl"
+    report = _stream(tmp_path, f"file://{path}", record_format="uploads")
+    assert report.reconciled
+    batches = _lines(path)
+    uploaded = [b["uploaded_at"] for b in batches]
+    assert uploaded == sorted(uploaded)
+    assert all(len(b["records"]) == b["n_records"] > 0 for b in batches)
+    assert all(b["uploaded_at"] >= b["last_tap_at"] >= b["first_tap_at"] for b in batches)
+    assert all(r["uploader_id"] == b["device_id"] for b in batches for r in b["records"])
+    firsts = [r["transaction_id"] for b in batches if not b["resend"] for r in b["records"]]
+    resent = [r["transaction_id"] for b in batches if b["resend"] for r in b["records"]]
+    # Each tap uploaded once, and a resend repeats records already sent.
+    assert len(firsts) == len(set(firsts))
+    assert set(resent) <= set(firsts)
+    uploads = str(run_dir / "device_uploads" / "*" / "*.parquet")
+    (n_uploads, n_resends) = duckdb.sql(
+        f"SELECT count(*), count(*) FILTER (WHERE resend) FROM '{uploads}'"
+    ).fetchall()[0]
+    assert len(batches) == n_uploads and sum(b["resend"] for b in batches) == n_resends
+    taps = str(run_dir / "transactions" / "*" / "*.parquet")
+    (uploaded_taps,) = duckdb.sql(
+        f"SELECT count(*) FROM '{taps}' WHERE upload_batch_id IS NOT NULL"
+    ).fetchall()[0]
+    assert len(firsts) == uploaded_taps

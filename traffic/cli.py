@@ -1,4 +1,5 @@
-"""The ``stream`` command of run_scenario.py: flags, the line printed each second, exit codes.
+"""The ``stream`` and ``score`` commands of run_scenario.py: flags, the line printed each second,
+exit codes.
 
     python run_scenario.py stream SCENARIO --sink URL [--rate R | --speed X | --profile FILE]
         [--days N] [--format taps|topups] [--encoding E] [--batch-size N] [--concurrency N]
@@ -105,6 +106,17 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume", action="store_true", help="continue after the last acknowledged record"
     )
+    parser.add_argument(
+        "--inject",
+        action="append",
+        default=[],
+        metavar="KIND=RATE",
+        help="dirty data: duplicate, late, out_of_order, clock_skew or malformed at a rate "
+        "(0-1; clock_skew: a share of the devices); repeatable; labels in STATE/labels",
+    )
+    parser.add_argument(
+        "--skew-seconds", type=positive_int, default=300, help="a skewed device clock's error"
+    )
     parser.add_argument("--unmasked", action="store_true", help="card ids in full (synthetic)")
     parser.add_argument("--key-file", type=Path, help="privacy key (as for a run)")
     parser.add_argument("--quiet", action="store_true", help="no line each second")
@@ -128,6 +140,7 @@ def run_stream(args: argparse.Namespace, api) -> int:
     """The ``stream`` sub-command; returns the exit code (bad input raises api.BadInput)."""
     from sim.yaml_config import ConfigError
     from traffic.delivery import DeliveryFailed, RetryPolicy
+    from traffic.dirty import Injection, InjectionError
     from traffic.pacing import load_profile, make_pacer
     from traffic.sinks import SinkOptions
     from traffic.stream import REPORT_FILE, StreamSettings, StreamSetupError, stream
@@ -137,6 +150,10 @@ def run_stream(args: argparse.Namespace, api) -> int:
         profile = load_profile(args.profile) if args.profile is not None else None
     except ConfigError as exc:
         raise api.BadInput(f"--profile {exc}") from None
+    try:
+        injection = Injection.parse(args.inject, args.skew_seconds)
+    except InjectionError as exc:
+        raise api.BadInput(str(exc)) from None
     encoding = "json" if args.encoding == "jsonl" else args.encoding
     if args.encoding == "jsonl" and args.sink.startswith(("http://", "https://")):
         encoding = "jsonl"
@@ -159,6 +176,7 @@ def run_stream(args: argparse.Namespace, api) -> int:
         restamp=args.restamp,
         resume=args.resume,
         unmasked=args.unmasked,
+        injection=injection,
     )
     try:
         report = stream(
@@ -206,4 +224,48 @@ def run_stream(args: argparse.Namespace, api) -> int:
     return EXIT_UNRECONCILED
 
 
-__all__ = ["EXIT_UNRECONCILED", "build_stream_parser", "run_stream"]
+def build_score_parser() -> argparse.ArgumentParser:
+    """Parser of the ``score`` sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="run_scenario.py score",
+        description="Score what a system under test kept of a dirty stream (--inject) against "
+        "the stream's labels: duplicates caught and missed, malformed records refused, late "
+        "and skewed records kept, money reconciled (docs/streaming.md).",
+    )
+    parser.add_argument(
+        "--labels", type=Path, required=True, help="the stream's labels folder (STATE/labels)"
+    )
+    parser.add_argument(
+        "--result",
+        required=True,
+        metavar="SOURCE",
+        help="the system's kept records: a .csv, .parquet or .jsonl file, or postgresql://...",
+    )
+    parser.add_argument("--table", help="the table, for a postgresql:// result")
+    parser.add_argument("--json", type=Path, help="also write the scores here as JSON")
+    return parser
+
+
+def run_score(args: argparse.Namespace, api) -> int:
+    """The ``score`` sub-command: prints the scores; bad input raises api.BadInput."""
+    import json
+
+    from traffic.score import ScoreInputError, read_result, score, text_report
+
+    try:
+        report = score(args.labels, read_result(args.result, args.table))
+    except ScoreInputError as exc:
+        raise api.BadInput(str(exc)) from None
+    print(text_report(report))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0
+
+
+__all__ = [
+    "EXIT_UNRECONCILED",
+    "build_score_parser",
+    "build_stream_parser",
+    "run_score",
+    "run_stream",
+]

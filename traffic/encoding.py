@@ -36,12 +36,12 @@ class Encoder:
             raise ValueError(f"end must be one plain character, got {end!r}")
         if table.num_rows == 0:
             return pa.array([], type=pa.large_string())
-        self._con.register("records", table)
+        self._con.register("cardtwin_batch", table)
         try:
-            query = f"SELECT to_json(records) || '{end}' FROM records"
+            query = f"SELECT to_json(cardtwin_batch) || '{end}' FROM cardtwin_batch"
             result = self._con.sql(query).to_arrow_table()
         finally:
-            self._con.unregister("records")
+            self._con.unregister("cardtwin_batch")
         return pa.concat_arrays(result.column(0).chunks).cast(pa.large_string())
 
     def json_objects(self, table: pa.Table, end: str = "\n") -> tuple[bytes, np.ndarray]:

@@ -18,6 +18,12 @@ Faults, each drawn per request from the seeded generator (so a test run is repea
 - ``--slow-rate``: answers after ``--slow`` seconds;
 - ``--refuse-rate``: answers 422 (the batch is refused for good: the sender dead-letters it).
 Records without an ``idempotency_key`` are refused one by one (``rejected`` in the answer).
+
+Two behaviours a system under test may have, for the ``score`` command to tell apart:
+- ``--dedup device-serial``: a record whose (device_id, device_serial) was kept before is
+  acknowledged but dropped (a resent copy of a tap); by default the receiver is naive and keeps
+  every new key;
+- ``--validate``: records with a negative amount, no device id or no timestamp are refused.
 """
 
 from __future__ import annotations
@@ -35,8 +41,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Store:
     """What the receiver kept, and its own counts. Thread-safe."""
 
-    def __init__(self, seed: int, rates: dict[str, float], hang_s: float, slow_s: float):
+    def __init__(
+        self,
+        seed: int,
+        rates: dict[str, float],
+        hang_s: float,
+        slow_s: float,
+        dedup: bool = False,
+        validate: bool = False,
+    ):
         self.lock = threading.Lock()
+        self.dedup = dedup
+        self.validate = validate
+        self.taps_seen: set[tuple] = set()
         self.rng = random.Random(f"receiver:{seed}")
         self.rates = rates
         self.hang_s = hang_s
@@ -53,6 +70,7 @@ class Store:
             "reset": 0,
             "slow": 0,
             "refuse": 0,
+            "copies_dropped": 0,
         }
 
     def fault(self) -> str | None:
@@ -79,9 +97,32 @@ class Store:
                 if key in self.records:
                     self.counts["duplicate_keys"] += 1
                     continue
+                problem = _invalid(record) if self.validate else None
+                if problem:
+                    self.counts["rejected"] += 1
+                    rejected.append({"idempotency_key": key, "reason": problem})
+                    continue
+                tap = (record.get("device_id"), record.get("device_serial"))
+                if self.dedup and tap in self.taps_seen:
+                    self.counts["copies_dropped"] += 1
+                    self.records[key] = None  # acknowledged, not kept
+                    continue
+                self.taps_seen.add(tap)
                 self.records[key] = text
                 self.counts["records_kept"] += 1
         return rejected
+
+
+def _invalid(record: dict) -> str | None:
+    """Why a tap record is malformed, if it is (what ``--validate`` refuses)."""
+    amount = record.get("amount_fen")
+    if isinstance(amount, int) and amount < 0:
+        return "negative amount_fen"
+    if "device_id" in record and record["device_id"] is None:
+        return "no device_id"
+    if "event_timestamp" in record and record["event_timestamp"] is None:
+        return "no event_timestamp"
+    return None
 
 
 def _parse(body: bytes, content_type: str) -> tuple[list, list[bytes]]:
@@ -117,7 +158,8 @@ def make_handler(store: Store):
                 self._answer(200, body)
             elif self.path.startswith("/records"):
                 with store.lock:
-                    data = b"".join(text + b"\n" for text in store.records.values())
+                    kept = [text for text in store.records.values() if text is not None]
+                    data = b"".join(text + b"\n" for text in kept)
                 self._answer(200, data, "application/x-ndjson")
             else:
                 self._answer(404, {"error": "GET /stats or /records"})
@@ -165,6 +207,8 @@ def serve(
     refuse_rate: float = 0.0,
     hang_s: float = 2.0,
     slow_s: float = 0.2,
+    dedup: bool = False,
+    validate: bool = False,
 ) -> tuple[ThreadingHTTPServer, Store]:
     """A started receiver on 127.0.0.1 (in a thread) and its store."""
     rates = {
@@ -174,7 +218,7 @@ def serve(
         "slow": slow_rate,
         "refuse": refuse_rate,
     }
-    store = Store(seed, rates, hang_s, slow_s)
+    store = Store(seed, rates, hang_s, slow_s, dedup=dedup, validate=validate)
     server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(store))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="receiver", daemon=True).start()
@@ -192,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refuse-rate", type=float, default=0.0)
     parser.add_argument("--hang", type=float, default=2.0, help="seconds a 'timeout' waits")
     parser.add_argument("--slow", type=float, default=0.2, help="seconds a slow answer waits")
+    parser.add_argument(
+        "--dedup", choices=["device-serial"], help="drop resent copies of a tap (default: keep)"
+    )
+    parser.add_argument("--validate", action="store_true", help="refuse malformed records")
     args = parser.parse_args(argv)
     server, _ = serve(
         args.port,
@@ -203,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         refuse_rate=args.refuse_rate,
         hang_s=args.hang,
         slow_s=args.slow,
+        dedup=args.dedup is not None,
+        validate=args.validate,
     )
     print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
     try:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sim.events import DayClosed, DaySettled
+from sim import ids
+from sim.events import DayClosed, DaySettled, UploadsSent
 from sim.output import NameTables, build_table
 from sim.records import RecordWriter
 
@@ -40,36 +41,148 @@ AFTER_THE_TAP = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
 class RecordFormat:
-    """What one ``--format`` sends: its table (sim/schema.py), the columns left out, and how to
-    get a city's day of it from a ``DaySettled`` event."""
+    """What one ``--format`` sends. ``on_event`` gets every event and returns one city's part
+    of the day's records (an Arrow table) when an event completes it, else None; the parts of
+    a day are sent in the order of ``time_column``."""
 
-    name: str
-    table: str
-    columns: Callable[[RecordWriter, DaySettled], dict[str, np.ndarray]]
-    left_out: tuple[str, ...] = ()
-    description: str = ""
+    name = ""
+    table = ""  # the table of sim/schema.py whose columns the records have
+    time_column = "event_timestamp"
+    description = ""
+
+    def __init__(self, source: RecordSource) -> None:
+        self.source = source
+
+    def on_event(self, event) -> pa.Table | None:
+        raise NotImplementedError
+
+    def empty(self) -> pa.Table:
+        """A table with the records' columns and no rows."""
+        raise NotImplementedError
 
 
-FORMATS: dict[str, RecordFormat] = {
-    "taps": RecordFormat(
-        "taps",
-        "transactions",
-        lambda writer, event: writer.transaction_columns(event.day, event.taps),
-        AFTER_THE_TAP,
+class TapRecords(RecordFormat):
+    name = "taps"
+    table = "transactions"
+    description = (
         "tap records as the validators make them (TIDES fare_transactions names, JT/T 978 "
-        "fields): one per tap, at the time of the tap",
-    ),
-    "topups": RecordFormat(
-        "topups",
-        "topups",
-        lambda writer, event: writer.topup_columns(event.day, event.topups),
-        (),
+        "fields): one per tap, at the time of the tap"
+    )
+
+    def on_event(self, event) -> pa.Table | None:
+        if not isinstance(event, DaySettled):
+            return None
+        return self.source.taps_of(event).drop_columns(list(AFTER_THE_TAP))
+
+    def empty(self) -> pa.Table:
+        return _schema_of(self.table).empty_table().drop_columns(list(AFTER_THE_TAP))
+
+
+class TopupRecords(RecordFormat):
+    name = "topups"
+    table = "topups"
+    description = (
         "loads of value onto cards (TIDES fare_action Add): at outlets, machines, online and "
-        "at card sale",
-    ),
+        "at card sale"
+    )
+
+    def on_event(self, event) -> pa.Table | None:
+        if not isinstance(event, DaySettled):
+            return None
+        writer = self.source.converters[event.shard]
+        columns = writer.topup_columns(event.day, event.topups)
+        return self.source.build(self.table, columns)
+
+    def empty(self) -> pa.Table:
+        return _schema_of(self.table).empty_table()
+
+
+class UploadBatches(RecordFormat):
+    """One record per upload a device made (a resend again): the ``device_uploads`` columns
+    and ``records``, the tap records it carried (as the ``taps`` format has them, in the
+    device's serial order). Sent at ``uploaded_at``: late uploads come late, resent batches
+    twice, batches out of the taps' order."""
+
+    name = "uploads"
+    table = "device_uploads"
+    time_column = "uploaded_at"
+    description = (
+        "validator upload batches as the devices send them: late (store and forward), out of "
+        "order, resent after a lost acknowledgement; each with its tap records"
+    )
+    #: Days of tap records kept to fill later uploads (a device that was cut off uploads late).
+    KEEP_DAYS = 7
+
+    def __init__(self, source: RecordSource) -> None:
+        super().__init__(source)
+        self._taps: dict[int, list[tuple[int, np.ndarray, pa.Table]]] = {}  # shard -> days
+
+    def on_event(self, event) -> pa.Table | None:
+        if isinstance(event, DaySettled):
+            table = self.source.taps_of(event)
+            key = ids.upload_key(
+                table.column("uploader_id").to_numpy(),
+                table.column("upload_batch_id").fill_null(-1).to_numpy(),
+            )
+            kept = self._taps.setdefault(event.shard, [])
+            kept.append((event.day, key, table.drop_columns(list(AFTER_THE_TAP))))
+            self._taps[event.shard] = [k for k in kept if k[0] > event.day - self.KEEP_DAYS]
+            return None
+        if not isinstance(event, UploadsSent):
+            return None
+        writer = self.source.converters[event.shard]
+        uploads = self.source.build(self.table, writer.upload_columns(event.day, event.uploads))
+        return uploads.append_column("records", self._records_of(event, uploads))
+
+    def _records_of(self, event: UploadsSent, uploads: pa.Table) -> pa.Array:
+        kept = self._taps.get(event.shard, [])
+        keys = np.concatenate([k for _, k, _ in kept]) if kept else np.zeros(0, np.int64)
+        taps = pa.concat_tables([t for _, _, t in kept]) if kept else self._tap_schema_table()
+        serial = taps.column("device_serial").to_numpy()
+        order = np.lexsort((serial, keys))
+        keys = keys[order]
+        wanted = ids.upload_key(event.uploads["device_id"], event.uploads["upload_batch_id"])
+        start = np.searchsorted(keys, wanted, side="left")
+        end = np.searchsorted(keys, wanted, side="right")
+        lengths = end - start
+        expected = np.asarray(event.uploads["n_records"], dtype=np.int64)
+        if not np.array_equal(lengths, expected):
+            bad = int(np.flatnonzero(lengths != expected)[0])
+            raise RuntimeError(
+                f"upload {int(event.uploads['upload_batch_id'][bad])} of device "
+                f"{int(event.uploads['device_id'][bad])} carried {int(expected[bad])} records; "
+                f"{int(lengths[bad])} found in the last {self.KEEP_DAYS} days' taps"
+            )
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        rows = np.repeat(start - offsets[:-1], lengths) + np.arange(offsets[-1])
+        records = taps.take(pa.array(order[rows])).to_struct_array()
+        return pa.LargeListArray.from_arrays(pa.array(offsets), records.combine_chunks())
+
+    def _tap_schema_table(self) -> pa.Table:
+        return TapRecords(self.source).empty()
+
+    def empty(self) -> pa.Table:
+        records = self._tap_schema_table().schema
+        return (
+            _schema_of(self.table)
+            .empty_table()
+            .append_column(
+                "records", pa.array([], type=pa.large_list(pa.struct(list(records))))
+            )
+        )
+
+
+FORMATS: dict[str, type[RecordFormat]] = {
+    f.name: f for f in (TapRecords, TopupRecords, UploadBatches)
 }
+
+
+def _schema_of(table: str) -> pa.Schema:
+    from sim.schema import table_spec
+
+    return table_spec(table).file_schema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,10 +225,11 @@ class RecordSource:
         privacy_key,
         chunks: queue.Queue,
         stop: threading.Event,
+        spoiler=None,
     ) -> None:
         from sim.records import name_tables
 
-        self.format = FORMATS[record_format]
+        self.format = FORMATS[record_format](self)
         self.stream_id = stream_id
         names, code_maps = name_tables(list(worlds))
         self.names = NameTables(names)
@@ -135,31 +249,43 @@ class RecordSource:
         ]
         self.chunks = chunks
         self.stop = stop
+        self.spoiler = spoiler  # traffic/dirty.py: defects injected, with their labels
         self.next_seq = 0
         self._day_parts: list[pa.Table] = []
 
     def __call__(self, event) -> None:
-        if isinstance(event, DaySettled):
-            columns = self.format.columns(self.converters[event.shard], event)
-            table = build_table(
-                self.format.table, columns, self.names, mask_identities=not self.unmasked
-            )
-            self._day_parts.append(table.drop_columns(list(self.format.left_out)))
+        part = self.format.on_event(event)
+        if part is not None:
+            self._day_parts.append(part)
         elif isinstance(event, DayClosed):
             self._put(self._chunk(event.day))
+
+    def build(self, table: str, columns: dict[str, np.ndarray]) -> pa.Table:
+        """A table's Arrow rows from the converter's columns (names, masking, checks)."""
+        return build_table(table, columns, self.names, mask_identities=not self.unmasked)
+
+    def taps_of(self, event: DaySettled) -> pa.Table:
+        """A city's day of tap records, every ``transactions`` column (clearing: pending)."""
+        writer = self.converters[event.shard]
+        return self.build("transactions", writer.transaction_columns(event.day, event.taps))
 
     def _chunk(self, day: int) -> Chunk:
         """The day's records of every city, by time (ties: city, then the city's order)."""
         table = pa.concat_tables(self._day_parts) if self._day_parts else None
         self._day_parts = []
         if table is None or table.num_rows == 0:
-            return Chunk(day, self.next_seq, _with_keys(_empty(self.format), 0, ""), _NO_TIMES)
-        event_s = table.column("event_timestamp").cast(pa.int64()).to_numpy()
+            return Chunk(day, self.next_seq, _with_keys(self.format.empty(), 0, ""), _NO_TIMES)
+        event_s = table.column(self.format.time_column).cast(pa.int64()).to_numpy()
         order = np.argsort(event_s, kind="stable")
-        table = table.take(pa.array(order))
+        table, event_s = table.take(pa.array(order)), event_s[order]
+        if self.spoiler is not None:
+            table, event_s = self.spoiler.spoil(day, table, event_s)
         first = self.next_seq
         self.next_seq += table.num_rows
-        return Chunk(day, first, _with_keys(table, first, self.stream_id), event_s[order])
+        keyed = _with_keys(table, first, self.stream_id)
+        if self.spoiler is not None:
+            self.spoiler.write_labels(day, keyed)
+        return Chunk(day, first, keyed, event_s)
 
     def _put(self, chunk: Chunk) -> None:
         while True:
@@ -175,13 +301,6 @@ class RecordSource:
 _NO_TIMES = np.zeros(0, dtype=np.int64)
 
 
-def _empty(record_format: RecordFormat) -> pa.Table:
-    from sim.schema import table_spec
-
-    schema = table_spec(record_format.table).file_schema
-    return schema.empty_table().drop_columns(list(record_format.left_out))
-
-
 def _with_keys(table: pa.Table, first_seq: int, stream_id: str) -> pa.Table:
     """``table`` with its stream positions and idempotency keys appended."""
     seq = pa.array(np.arange(first_seq, first_seq + table.num_rows, dtype=np.int64))
@@ -191,7 +310,7 @@ def _with_keys(table: pa.Table, first_seq: int, stream_id: str) -> pa.Table:
 
 def stream_schema(record_format: str) -> pa.Schema:
     """The columns a format's records have, in order (docs and the Postgres sink's table)."""
-    return _with_keys(_empty(FORMATS[record_format]), 0, "").schema
+    return _with_keys(FORMATS[record_format](None).empty(), 0, "").schema
 
 
 __all__ = ["AFTER_THE_TAP", "FORMATS", "Chunk", "RecordSource", "StreamStopped", "stream_schema"]

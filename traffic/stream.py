@@ -20,6 +20,7 @@ import datetime as dt
 import hashlib
 import json
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ import pyarrow as pa
 
 from traffic.accounting import Accounts, Checkpoint, DeadLetters
 from traffic.delivery import Delivery, RetryPolicy
+from traffic.dirty import Injection, Spoiler
 from traffic.pacing import Pacer, Unpaced
 from traffic.records import FORMATS, Chunk, RecordSource, StreamStopped
 from traffic.sinks import Batch, SinkOptions, SinkSetupError, open_sink
@@ -37,6 +39,7 @@ from traffic.sinks import Batch, SinkOptions, SinkSetupError, open_sink
 CHECKPOINT_FILE = "checkpoint.json"
 DEAD_LETTER_FILE = "dead_letters.jsonl"
 REPORT_FILE = "report.json"
+LABELS_DIR = "labels"
 
 
 class StreamSetupError(ValueError):
@@ -58,6 +61,7 @@ class StreamSettings:
     resume: bool = False
     unmasked: bool = False
     report_every_s: float = 1.0
+    injection: Injection | None = None  # dirty data (traffic/dirty.py), taps only
 
 
 @dataclasses.dataclass
@@ -81,11 +85,16 @@ class StreamReport:
         return out
 
 
-def stream_id_of(scenario, seed: int, record_format: str) -> str:
-    """The stream's id: the same scenario, seed and format always give the same id (and so the
-    same idempotency keys)."""
+def stream_id_of(scenario, seed: int, record_format: str, injection=None) -> str:
+    """The stream's id: the same scenario, seed, format and injected defects always give the
+    same id (and so the same idempotency keys)."""
     text = json.dumps(
-        {"scenario": scenario.model_dump(mode="json"), "seed": seed, "format": record_format},
+        {
+            "scenario": scenario.model_dump(mode="json"),
+            "seed": seed,
+            "format": record_format,
+            "inject": None if injection is None else dataclasses.asdict(injection),
+        },
         sort_keys=True,
         default=str,
     )
@@ -111,8 +120,10 @@ def stream(
         raise StreamSetupError(
             f"--format {settings.record_format!r}: expected one of {', '.join(FORMATS)}"
         )
+    if settings.injection is not None and settings.record_format != "taps":
+        raise StreamSetupError("--inject spoils tap records: use it with --format taps")
     run_seed = scenario.seed if seed is None else int(seed)
-    stream_id = stream_id_of(scenario, run_seed, settings.record_format)
+    stream_id = stream_id_of(scenario, run_seed, settings.record_format, settings.injection)
     state_dir = Path(settings.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     prior = _prior_checkpoint(state_dir, stream_id, settings.resume)
@@ -136,6 +147,12 @@ def stream(
 
     worlds = build(scenario)
     worlds = worlds if isinstance(worlds, list) else [worlds]
+    labels = state_dir / LABELS_DIR
+    if prior is None and labels.exists():
+        shutil.rmtree(labels)  # a new stream: the labels of an earlier one would mislead
+    spoiler = None
+    if settings.injection is not None:
+        spoiler = Spoiler(settings.injection, run_seed, labels)
     accounts = Accounts(stream_id, prior)
     checkpoint_path = state_dir / CHECKPOINT_FILE
     accounts.checkpoint(sink.state()).save(checkpoint_path)
@@ -149,6 +166,7 @@ def stream(
         privacy_key=privacy_key,
         chunks=chunks,
         stop=stop,
+        spoiler=spoiler,
     )
     simulation = _Simulation(
         lambda: iter_days(

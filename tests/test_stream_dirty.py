@@ -1,0 +1,196 @@
+"""Dirty data with ground truth (traffic/dirty.py) and the score command (traffic/score.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import httpx
+import psycopg
+import pytest
+
+from sim.api import load_scenario, privacy_key
+from traffic.dirty import Injection
+from traffic.receiver import serve
+from traffic.score import read_result, score
+from traffic.servers import postgres_server
+from traffic.stream import StreamSettings, stream
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ROOT / "scenarios" / "small_ci.yaml"
+CLI = [sys.executable, str(ROOT / "run_scenario.py")]
+RATES = ["duplicate=0.05", "late=0.02", "out_of_order=0.03", "clock_skew=0.05", "malformed=0.01"]
+
+
+def _dirty(state: Path, sink: str, rates=RATES):
+    return stream(
+        load_scenario(SMALL, days=2),
+        StreamSettings(sink=sink, state_dir=state, injection=Injection.parse(rates)),
+        privacy_key=privacy_key(None),
+    )
+
+
+def _labels(state: Path):
+    return duckdb.sql(f"SELECT * FROM '{state / 'labels' / '*.parquet'}' ORDER BY stream_seq")
+
+
+@pytest.fixture(scope="module")
+def dirty(tmp_path_factory):
+    """A dirty stream to a file, its records and labels, and the clean stream's records."""
+    tmp = tmp_path_factory.mktemp("dirty")
+    assert _dirty(tmp / "state", f"file://{tmp / 'dirty.jsonl'}").reconciled
+    clean = tmp / "clean.jsonl"
+    assert stream(
+        load_scenario(SMALL, days=2),
+        StreamSettings(sink=f"file://{clean}", state_dir=tmp / "clean"),
+        privacy_key=privacy_key(None),
+    ).reconciled
+    records = [json.loads(x) for x in (tmp / "dirty.jsonl").read_bytes().splitlines()]
+    clean_records = {
+        r["transaction_id"]: r for r in map(json.loads, clean.read_bytes().splitlines())
+    }
+    return tmp, records, _labels(tmp / "state").to_arrow_table().to_pylist(), clean_records
+
+
+def test_every_record_sent_has_its_label(dirty):
+    _, records, labels, clean = dirty
+    assert [r["stream_seq"] for r in records] == [lab["stream_seq"] for lab in labels]
+    assert [r["idempotency_key"] for r in records] == [lab["idempotency_key"] for lab in labels]
+    kinds = {k: sum(lab["kind"] == k for lab in labels) for k in {lab["kind"] for lab in labels}}
+    n = len(clean)
+    # Shares near the rates (each kind is drawn from clean records only, so a little under).
+    assert 0.03 * n < kinds["duplicate"] < 0.07 * n
+    assert 0.01 * n < kinds["late"] < 0.03 * n and 0.015 * n < kinds["out_of_order"] < 0.045 * n
+    assert 0.003 * n < kinds["malformed"] < 0.02 * n and kinds["clock_skew"] > 0
+    assert len(records) == n + kinds["duplicate"]
+
+
+def test_each_defect_is_what_its_label_says(dirty):
+    _, records, labels, clean = dirty
+    by_seq = {r["stream_seq"]: r for r in records}
+    for record, label in zip(records, labels, strict=True):
+        original = clean[label["transaction_id"]]
+        kind = label["kind"]
+        if kind == "duplicate":
+            first = by_seq[label["duplicate_of"]]
+            assert first["stream_seq"] < record["stream_seq"]
+            same = ("transaction_id", "device_id", "device_serial", "tac", "amount_fen")
+            assert all(record[c] == first[c] == original[c] for c in same)
+            assert 1 <= label["delay_s"] <= 300
+        elif kind == "late":
+            assert 3600 <= label["delay_s"] <= 6 * 3600
+        elif kind == "out_of_order":
+            assert 30 <= label["delay_s"] <= 600
+        elif kind == "malformed":
+            broken = {
+                "negative_amount": record["amount_fen"] == -original["amount_fen"] - 1,
+                "missing_device_id": record["device_id"] is None,
+                "missing_event_timestamp": record["event_timestamp"] is None,
+            }
+            assert broken[label["defect"]]
+        if label["skew_s"]:
+            assert abs(label["skew_s"]) == 300
+            assert record["event_timestamp"] != original["event_timestamp"]
+        elif kind != "malformed":
+            assert record["event_timestamp"] == original["event_timestamp"]
+    # Sent out of the taps' order: some record is sent after one that happened later.
+    stamps = [r["event_timestamp"] for r in records if r["event_timestamp"]]
+    assert stamps != sorted(stamps)
+
+
+def test_the_same_injections_give_the_same_dirty_stream(tmp_path, dirty):
+    tmp, *_ = dirty
+    again = tmp_path / "again.jsonl"
+    assert _dirty(tmp_path / "state", f"file://{again}").reconciled
+    assert again.read_bytes() == (tmp / "dirty.jsonl").read_bytes()
+    assert _labels(tmp_path / "state").fetchall() == _labels(tmp / "state").fetchall()
+
+
+def _scored(tmp_path: Path, **receiver) -> dict:
+    server, _ = serve(**receiver)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert _dirty(tmp_path / "state", url + "/taps").reconciled
+        kept = tmp_path / "kept.jsonl"
+        kept.write_bytes(httpx.get(url + "/records").content)
+    finally:
+        server.shutdown()
+    done = subprocess.run(
+        [*CLI, "score", "--labels", str(tmp_path / "state" / "labels"), "--result", str(kept),
+         "--json", str(tmp_path / "score.json")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "duplicates:" in done.stdout and "money:" in done.stdout
+    return json.loads((tmp_path / "score.json").read_text())
+
+
+def test_score_tells_a_naive_receiver_from_one_that_deduplicates(tmp_path):
+    naive = _scored(tmp_path / "naive")
+    careful = _scored(tmp_path / "careful", dedup=True, validate=True)
+    n, c = naive["duplicates"], careful["duplicates"]
+    assert n["copies_sent"] == c["copies_sent"] > 0
+    assert n["recall"] == 0.0 and n["caught"] == 0 and n["missed"] == n["copies_sent"]
+    assert c["recall"] == 1.0 and c["precision"] == 1.0 and c["genuine_lost"] == 0
+    assert naive["malformed"]["recall"] == 0.0 and careful["malformed"]["recall"] == 1.0
+    assert naive["money_fen"]["over_counted"] > 0 and not naive["money_fen"]["reconciled"]
+    assert careful["money_fen"]["reconciled"] and careful["money_fen"]["difference"] == 0
+    for kind in ("late", "out_of_order", "clock_skew"):
+        assert careful["should_be_kept"][kind]["kept"] == careful["should_be_kept"][kind]["sent"]
+
+
+def test_score_reads_a_postgres_table_and_counts_lost_taps(tmp_path):
+    with postgres_server() as url:
+        assert _dirty(tmp_path / "state", f"{url}?table=received").reconciled
+        with psycopg.connect(url) as conn:
+            # A system that keeps one record per tap, and loses every tap of device 0.
+            conn.execute(
+                "CREATE TABLE kept AS SELECT DISTINCT ON (device_id, device_serial) * "
+                "FROM received WHERE device_id <> 0 ORDER BY device_id, device_serial, stream_seq"
+            )
+            (lost_device,) = conn.execute(
+                "SELECT count(DISTINCT device_serial) FROM received WHERE device_id = 0 "
+                "AND amount_fen >= 0 AND event_timestamp IS NOT NULL"  # well-formed taps
+            ).fetchone()
+        report = score(tmp_path / "state" / "labels", read_result(url, "kept"))
+    d = report["duplicates"]
+    assert lost_device > 0 and d["genuine_lost"] == lost_device
+    assert d["precision"] < 1.0 and report["money_fen"]["lost"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["stream", str(SMALL), "--sink", "null", "--inject", "typo=0.1"], "expected KIND=RATE"),
+        (["stream", str(SMALL), "--sink", "null", "--inject", "late=2"], "between 0 and 1"),
+        (
+            ["stream", str(SMALL), "--sink", "null", "--format", "topups", "--inject", "late=0.1"],
+            "use it with --format taps",
+        ),
+        (["score", "--labels", "/nonexistent", "--result", str(SMALL)], "expected a .csv"),
+    ],
+)
+def test_bad_dirty_flags_and_score_inputs(tmp_path, args, expected):
+    done = subprocess.run(
+        [*CLI, *args, *(["--state", str(tmp_path)] if args[0] == "stream" else [])],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_result_without_keys_is_refused(tmp_path):
+    (tmp_path / "labels").mkdir()
+    result = tmp_path / "r.csv"
+    result.write_text("device_id,device_serial\n1,2\n")
+    done = subprocess.run(
+        [*CLI, "score", "--labels", str(tmp_path / "labels"), "--result", str(result)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "no idempotency_key or stream_seq column" in done.stderr

@@ -1,0 +1,214 @@
+"""Dirty data with ground truth: defects injected into a tap stream, and a label for every record.
+
+``--inject KIND=RATE`` (repeatable) spoils a share of a day's tap records the way real feeds
+are spoiled, after the clean day is made and before it is numbered:
+
+- ``duplicate``: the record is sent again 1-300 s later (a device resending after a lost
+  acknowledgement): the same tap — transaction id, device, serial, TAC, amount — under a new
+  stream position and idempotency key. A dedup by (device_id, device_serial) catches it.
+- ``late``: sent 1-6 hours after the tap (store and forward: a bus that uploads at the depot).
+- ``out_of_order``: sent 30-600 s late, behind records that happened after it.
+- ``clock_skew``: a share of the *devices* (RATE of them, each day) run their clock off by
+  ``--skew-seconds`` (default 300, either way): every record of theirs that day carries the
+  wrong time.
+- ``malformed``: one field is broken — a negative amount, no device id, or no timestamp.
+
+Late and out-of-order records keep their tap time; what changes is when they are sent (the
+stream is ordered by that). The draws come from the run seed through named streams (sim/rng.py),
+so the same scenario, seed and injections give the same dirty stream, and ``--resume`` its tail.
+
+Every record sent gets a label row (``labels/day=N.parquet`` in the stream's state folder):
+``stream_seq``, ``idempotency_key``, ``transaction_id``, ``device_id``, ``device_serial``,
+``amount_fen`` (as sent, before breaking), ``kind`` (``clean`` or the defect), ``duplicate_of``
+(the original's stream position, for a duplicate), ``delay_s``, ``skew_s`` and ``defect`` (what
+was broken). ``traffic/score.py`` scores a system under test against them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sim.rng import Streams
+
+KINDS = ("duplicate", "late", "out_of_order", "clock_skew", "malformed")
+MALFORMED = ("negative_amount", "missing_device_id", "missing_event_timestamp")
+# Label codes (dictionary columns: no Python object per record).
+KIND_NAMES = ("clean", *KINDS)
+DEFECT_NAMES = ("", *MALFORMED)
+CLEAN, DUPLICATE, LATE, OUT_OF_ORDER, CLOCK_SKEW, MALFORMED_KIND = range(len(KIND_NAMES))
+
+
+class InjectionError(ValueError):
+    """A bad ``--inject`` flag."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Injection:
+    """What to spoil, at which rates (module docstring)."""
+
+    rates: dict[str, float]
+    skew_s: int = 300
+
+    @classmethod
+    def parse(cls, texts: list[str], skew_s: int = 300) -> Injection | None:
+        """``KIND=RATE`` texts from the command line (None if there are none)."""
+        rates: dict[str, float] = {}
+        for text in texts:
+            kind, sep, value = text.partition("=")
+            if kind not in KINDS or not sep:
+                raise InjectionError(
+                    f"--inject {text!r}: expected KIND=RATE with KIND one of {', '.join(KINDS)}"
+                )
+            try:
+                rate = float(value)
+            except ValueError:
+                rate = -1.0
+            if not 0.0 <= rate <= 1.0:
+                raise InjectionError(f"--inject {text!r}: the rate must be between 0 and 1")
+            rates[kind] = rate
+        return cls(rates, int(skew_s)) if rates else None
+
+    def describe(self) -> str:
+        return ", ".join(f"{k} {v:.2%}" for k, v in self.rates.items())
+
+
+class Spoiler:
+    """Applies an ``Injection`` to each day's clean tap records and writes their labels."""
+
+    def __init__(self, injection: Injection, seed: int, labels_dir: Path | None) -> None:
+        self.injection = injection
+        self.streams = Streams(seed)
+        self.labels_dir = labels_dir
+        if labels_dir is not None:
+            labels_dir.mkdir(parents=True, exist_ok=True)
+
+    def _share(self, kind: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
+        rate = self.injection.rates.get(kind, 0.0)
+        if rate <= 0:
+            return np.zeros(len(ids), dtype=bool)
+        return self.streams.uniform(f"stream.dirty.{kind}", day, ids, draw) < rate
+
+    def spoil(self, day: int, table: pa.Table, event_s: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+        """The day's records spoiled (duplicates added, values broken, send times moved) and
+        their send times, in send order; ``labels`` (below) describe them."""
+        n = table.num_rows
+        tx = table.column("transaction_id").to_numpy()
+        u = lambda kind, draw=1: self.streams.uniform(f"stream.dirty.{kind}", day, tx, draw)  # noqa: E731
+        delay = np.zeros(n, dtype=np.int64)
+        kind = np.full(n, CLEAN, dtype=np.int8)
+        late = self._share("late", day, tx)
+        delay[late] = (3600 + u("late") * 5 * 3600).astype(np.int64)[late]
+        kind[late] = LATE
+        ooo = self._share("out_of_order", day, tx) & ~late
+        delay[ooo] = (30 + u("out_of_order") * 570).astype(np.int64)[ooo]
+        kind[ooo] = OUT_OF_ORDER
+        # Clock skew: whole devices, each day.
+        device = table.column("device_id").to_numpy()
+        skewed_device = self._share("clock_skew", day, np.unique(device))
+        skewed = np.isin(device, np.unique(device)[skewed_device])
+        sign = np.where(self.streams.uniform("stream.dirty.skew_sign", day, device) < 0.5, -1, 1)
+        skew = np.where(skewed, sign * self.injection.skew_s, 0).astype(np.int64)
+        kind[skewed & (kind == CLEAN)] = CLOCK_SKEW
+        # Malformed: one field broken (its code: 1 + its place in MALFORMED; 0 none).
+        broken = self._share("malformed", day, tx) & (kind == CLEAN)
+        defect = np.zeros(n, dtype=np.int8)
+        which = (u("malformed_field") * len(MALFORMED)).astype(np.int8)
+        defect[broken] = 1 + which[broken]
+        kind[broken] = MALFORMED_KIND
+        # Duplicates: copies of clean records, sent 1-300 s after them.
+        dup = np.flatnonzero(self._share("duplicate", day, tx) & (kind == CLEAN))
+        send = event_s + delay
+        rows = np.concatenate([np.arange(n), dup])
+        send = np.concatenate([send, send[dup] + 1 + (u("duplicate")[dup] * 299).astype(np.int64)])
+        kinds = np.concatenate([kind, np.full(len(dup), DUPLICATE, dtype=np.int8)])
+        original = np.concatenate([np.full(n, -1), np.arange(n)[dup]])  # row in the clean day
+        order = np.argsort(send, kind="stable")
+        rows, send, kinds, original = rows[order], send[order], kinds[order], original[order]
+        out = table.take(pa.array(rows))
+        out = _skew(out, skew[rows])
+        out = _break(out, defect[rows])
+        self._pending = {
+            "rows": rows,
+            "kind": kinds,
+            "original": original,
+            "delay_s": (send - event_s[rows]),
+            "skew_s": skew[rows],
+            "defect": defect[rows],
+            "clean": table,
+        }
+        return out, send
+
+    def write_labels(self, day: int, keyed: pa.Table) -> None:
+        """The labels of the day just spoiled, now that its records have stream positions."""
+        p = self._pending
+        seq = keyed.column("stream_seq").to_numpy()
+        # Where each clean row went first (the original, not its copy): its stream position.
+        first_seq = np.full(p["clean"].num_rows, -1, dtype=np.int64)
+        is_original = p["original"] < 0
+        first_seq[p["rows"][is_original]] = seq[is_original]
+        duplicate_of = np.where(is_original, -1, first_seq[np.maximum(p["original"], 0)])
+        clean = p["clean"].take(pa.array(p["rows"]))
+        labels = pa.table(
+            {
+                "stream_seq": seq,
+                "idempotency_key": keyed.column("idempotency_key"),
+                "transaction_id": clean.column("transaction_id"),
+                "device_id": clean.column("device_id"),
+                "device_serial": clean.column("device_serial"),
+                "amount_fen": clean.column("amount_fen"),
+                "kind": _names(p["kind"], KIND_NAMES),
+                "duplicate_of": duplicate_of,
+                "delay_s": p["delay_s"],
+                "skew_s": p["skew_s"],
+                "defect": _names(p["defect"], DEFECT_NAMES),
+            }
+        )
+        if self.labels_dir is not None:
+            pq.write_table(labels, self.labels_dir / f"day={day}.parquet")
+
+
+def _names(codes: np.ndarray, names: tuple[str, ...]) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), pa.array(names))
+
+
+def _skew(table: pa.Table, skew_s: np.ndarray) -> pa.Table:
+    if not skew_s.any():
+        return table
+    i = table.schema.get_field_index("event_timestamp")
+    field = table.schema.field(i)
+    shifted = pc.add(table.column(i).cast(pa.int64()), pa.array(skew_s)).cast(field.type)
+    return table.set_column(i, field, shifted)
+
+
+def _break(table: pa.Table, defect: np.ndarray) -> pa.Table:
+    for code, (name, column) in enumerate(
+        (
+            ("negative_amount", "amount_fen"),
+            ("missing_device_id", "device_id"),
+            ("missing_event_timestamp", "event_timestamp"),
+        ),
+        start=1,
+    ):
+        mask = defect == code
+        if not mask.any():
+            continue
+        i = table.schema.get_field_index(column)
+        field = table.schema.field(i)
+        values = table.column(i)
+        if name == "negative_amount":
+            spoiled = pc.subtract(pc.negate(values), pa.scalar(1, field.type))
+        else:
+            spoiled = pa.nulls(len(values), field.type)
+        table = table.set_column(
+            i, field.with_nullable(True), pc.if_else(pa.array(mask), spoiled, values)
+        )
+    return table
+
+
+__all__ = ["KINDS", "Injection", "InjectionError", "Spoiler"]
