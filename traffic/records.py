@@ -168,9 +168,7 @@ class UploadBatches(RecordFormat):
         return (
             _schema_of(self.table)
             .empty_table()
-            .append_column(
-                "records", pa.array([], type=pa.large_list(pa.struct(list(records))))
-            )
+            .append_column("records", pa.array([], type=pa.large_list(pa.struct(list(records)))))
         )
 
 
