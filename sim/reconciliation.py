@@ -32,7 +32,9 @@ DETAIL_COLUMNS = (
 SUMMARY_GROUP = ("role", "counterparty_id", "mode", "media")
 FILES = ("summary.csv", "detail.csv", "rejects.csv", "corrections.csv")
 
-_RECORDS = """
+#: Every final record twice, once for its issuer and once for its acquirer, with the
+#: counterparty: what the files are made of (also the stream's clearing files, traffic/records.py).
+RECORDS_SQL = """
     SELECT role, CAST(counterparty_id AS VARCHAR) AS counterparty_id, transaction_id,
            service_date, event_timestamp, CAST(mode AS VARCHAR) AS mode,
            CAST(media AS VARCHAR) AS media, CAST(route_id AS VARCHAR) AS route_id, device_id,
@@ -88,7 +90,7 @@ def _records(run_dir: Path) -> pd.DataFrame:
     con = duckdb.connect(":memory:")
     try:
         define_views(con, run_dir.resolve(), TABLES)
-        frame = con.sql(_RECORDS).df()
+        frame = con.sql(RECORDS_SQL).df()
     finally:
         con.close()
     for name in ("service_date", "settle_date"):

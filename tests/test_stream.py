@@ -379,3 +379,26 @@ def test_upload_batches_carry_every_tap_as_the_devices_sent_them(tmp_path, run_d
         f"SELECT count(*) FROM '{taps}' WHERE upload_batch_id IS NOT NULL"
     ).fetchall()[0]
     assert len(firsts) == uploaded_taps
+
+
+def test_clearing_files_per_participant_agree_with_the_run(tmp_path, run_dir):
+    path = tmp_path / "clearing.jsonl"
+    report = _stream(tmp_path, f"file://{path}", record_format="clearing")
+    assert report.reconciled
+    files = _lines(path)
+    assert [f["issued_at"] for f in files] == sorted(f["issued_at"] for f in files)
+    for f in files:
+        detail, summary = f["detail"], f["summary"]
+        assert f["records"] == len(detail) == sum(s["records"] for s in summary)
+        cleared = sum(d["amount_fen"] for d in detail if d["status"] == "cleared")
+        assert f["cleared_fen"] == cleared
+        assert sum(s["amount_fen"] for s in summary) == sum(d["amount_fen"] for d in detail)
+        assert all(f["participant_id"] in (d["issuer_id"], d["acquirer_id"]) for d in detail)
+    # Every record of the run, once in its issuer's file and once in its acquirer's.
+    taps = str(run_dir / "transactions" / "*" / "*.parquet")
+    (n, fen) = duckdb.sql(
+        f"SELECT count(*), sum(amount_fen) FILTER (WHERE status = 'cleared') FROM '{taps}'"
+    ).fetchall()[0]
+    roles = [(d["role"], d["transaction_id"]) for f in files for d in f["detail"]]
+    assert len(roles) == len(set(roles)) == 2 * n
+    assert sum(f["cleared_fen"] for f in files) == 2 * fen

@@ -15,16 +15,18 @@ simulation (backpressure, never a dropped record).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import queue
 import threading
 from collections.abc import Sequence
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from sim import ids
-from sim.events import DayClosed, DaySettled, UploadsSent
+from sim.events import DayClosed, DaySettled, RunFinished, TapsFinal, UploadsSent
 from sim.output import NameTables, build_table
 from sim.records import RecordWriter
 
@@ -172,8 +174,76 @@ class UploadBatches(RecordFormat):
         )
 
 
+class ClearingFiles(RecordFormat):
+    """One record per participant and day of records once the day is final (cleared or
+    rejected): the participant's clearing file, as docs/reconciliation.md lays out its files —
+    ``detail`` (each record, once as issuer and once as acquirer, with the counterparty) and
+    ``summary`` (the detail grouped by role, counterparty, mode, medium, status and settlement
+    date: the two agree by construction). Sent at ``issued_at``, the cut-off that closed the
+    day (nominal: a node outage delays the files but not this stamp)."""
+
+    name = "clearing"
+    table = "transactions"
+    time_column = "issued_at"
+    description = (
+        "clearing files per participant and day (summary and detail), once the day's records "
+        "are final"
+    )
+
+    def on_event(self, event) -> pa.Table | None:
+        if not isinstance(event, TapsFinal):
+            return None
+        writer = self.source.converters[event.shard]
+        final = self.source.build(self.table, writer.transaction_columns(event.day, event.taps))
+        world = writer.world
+        cutoff_s = (event.day + 1) * 86_400 + world.scenario.clearing.batch_cutoff_hour * 3600
+        date = world.start_date + dt.timedelta(days=event.day)
+        dated = final.append_column("service_date", pa.array([date] * final.num_rows))
+        return self._files(dated, int(writer.epoch_s + cutoff_s))
+
+    def _files(self, final: pa.Table, issued_at_s: int) -> pa.Table:
+        from sim.reconciliation import RECORDS_SQL
+
+        con = duckdb.connect(config={"threads": 1})
+        try:
+            con.register("transactions", final)
+            return con.sql(
+                f"""WITH r AS ({RECORDS_SQL}),
+                s AS (SELECT participant_id, role, counterparty_id, mode, media, status,
+                             settle_date, count(*) AS records, sum(amount_fen) AS amount_fen
+                      FROM r GROUP BY ALL),
+                summary AS (
+                    SELECT participant_id, list(struct_pack(role, counterparty_id, mode, media,
+                           status, settle_date, records, amount_fen) ORDER BY role,
+                           counterparty_id, mode, media, status, settle_date) AS summary
+                    FROM s GROUP BY participant_id),
+                detail AS (
+                    SELECT participant_id, min(service_date) AS service_date,
+                           count(*) AS records,
+                           sum(amount_fen) FILTER (WHERE status = 'cleared') AS cleared_fen,
+                           list(struct_pack(role, counterparty_id, transaction_id, service_date,
+                                event_timestamp, mode, media, route_id, device_id,
+                                device_serial, issuer_id, acquirer_id, amount_fen, status,
+                                reject_reason, clearing_batch_id, settle_date)
+                                ORDER BY transaction_id, role) AS detail
+                    FROM r GROUP BY participant_id)
+                SELECT d.participant_id, d.service_date,
+                       make_timestamp({issued_at_s}::BIGINT * 1000000) AS issued_at,
+                       d.records, coalesce(d.cleared_fen, 0)::BIGINT AS cleared_fen,
+                       s.summary, d.detail
+                FROM detail d JOIN summary s USING (participant_id)
+                ORDER BY d.participant_id"""
+            ).to_arrow_table()
+        finally:
+            con.close()
+
+    def empty(self) -> pa.Table:
+        final = _schema_of(self.table).empty_table()
+        return self._files(final.append_column("service_date", pa.array([], pa.date32())), 0)
+
+
 FORMATS: dict[str, type[RecordFormat]] = {
-    f.name: f for f in (TapRecords, TopupRecords, UploadBatches)
+    f.name: f for f in (TapRecords, TopupRecords, UploadBatches, ClearingFiles)
 }
 
 
@@ -250,6 +320,7 @@ class RecordSource:
         self.spoiler = spoiler  # traffic/dirty.py: defects injected, with their labels
         self.next_seq = 0
         self._day_parts: list[pa.Table] = []
+        self._last_day = -1
 
     def __call__(self, event) -> None:
         part = self.format.on_event(event)
@@ -257,6 +328,10 @@ class RecordSource:
             self._day_parts.append(part)
         elif isinstance(event, DayClosed):
             self._put(self._chunk(event.day))
+            self._last_day = event.day
+        elif isinstance(event, RunFinished) and self._day_parts:
+            # What completes after the last day (its clearing files, at the final cut-off).
+            self._put(self._chunk(self._last_day + 1))
 
     def build(self, table: str, columns: dict[str, np.ndarray]) -> pa.Table:
         """A table's Arrow rows from the converter's columns (names, masking, checks)."""
