@@ -1,0 +1,95 @@
+"""CardTwin records for Locust: a simulated day's tap records as ready-made JSON batches, with
+the simulated times that pace them (loadtest/locustfile.py).
+
+``TapFeed.from_scenario`` runs the scenario once, before any user starts (the simulation is
+CPU work and Locust's users are gevent greenlets: it must not run among them), and keeps every
+record as JSON in one buffer (no Python object per record). ``next_batch`` hands out the next
+``batch_size`` records in time order, with the wall-clock moment they are due at ``speed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Batch:
+    body: bytes  # a JSON array of records
+    records: int
+    due_s: float  # seconds after the feed started when the first record is due
+    first_seq: int
+
+
+class TapFeed:
+    """Every tap record of a run, in time order, as JSON (module docstring)."""
+
+    def __init__(self, data: bytes, offsets: np.ndarray, event_s: np.ndarray, speed: float):
+        self.data = data
+        self.offsets = offsets  # record i is data[offsets[i]:offsets[i+1] - 1] (a ',' after)
+        self.event_s = event_s
+        self.speed = float(speed)
+        self.cursor = 0
+
+    def __len__(self) -> int:
+        return len(self.event_s)
+
+    @classmethod
+    def from_scenario(
+        cls, scenario_path: str | Path, days: int = 1, speed: float = 3600.0, seed=None
+    ) -> TapFeed:
+        """Simulate ``days`` of the scenario and keep its tap records (masked, as a stream
+        sends them)."""
+        from sim.api import build, iter_days, load_scenario, privacy_key
+        from traffic.encoding import Encoder
+        from traffic.records import RecordSource
+        from traffic.stream import stream_id_of
+
+        scenario = load_scenario(scenario_path, days=days, seed=seed)
+        worlds = build(scenario)
+        worlds = worlds if isinstance(worlds, list) else [worlds]
+        chunks: queue.Queue = queue.Queue()
+        source = RecordSource(
+            worlds,
+            "taps",
+            stream_id_of(scenario, scenario.seed, "taps"),
+            unmasked=False,
+            privacy_key=privacy_key(None),
+            chunks=chunks,
+            stop=threading.Event(),
+        )
+        for _ in iter_days(scenario, None, world=worlds, subscribers=[source]):
+            pass
+        encoder = Encoder()
+        parts, times = [], []
+        while not chunks.empty():
+            chunk = chunks.get()
+            parts.append(encoder.json_objects(chunk.table, ","))
+            times.append(chunk.event_s)
+        encoder.close()
+        data = b"".join(p[0] for p in parts)
+        offsets, at = [np.zeros(1, dtype=np.int64)], 0
+        for chunk_data, chunk_offsets in parts:
+            offsets.append(chunk_offsets[1:] + at)
+            at += len(chunk_data)
+        event_s = np.concatenate(times) if times else np.zeros(0, dtype=np.int64)
+        return cls(data, np.concatenate(offsets), event_s, speed)
+
+    def next_batch(self, batch_size: int) -> Batch | None:
+        """The next records (None when the feed is used up). Greenlets share one feed: this
+        never yields, so two users never take the same records."""
+        start = self.cursor
+        if start >= len(self):
+            return None
+        end = min(start + batch_size, len(self))
+        self.cursor = end
+        body = b"[" + self.data[self.offsets[start] : self.offsets[end] - 1] + b"]"
+        due = (self.event_s[start] - self.event_s[0]) / self.speed
+        return Batch(body, end - start, float(due), start)
+
+
+__all__ = ["Batch", "TapFeed"]
