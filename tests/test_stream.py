@@ -8,6 +8,7 @@ the command), and resumed streams are compared with uninterrupted ones byte for 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -402,3 +403,38 @@ def test_clearing_files_per_participant_agree_with_the_run(tmp_path, run_dir):
     roles = [(d["role"], d["transaction_id"]) for f in files for d in f["detail"]]
     assert len(roles) == len(set(roles)) == 2 * n
     assert sum(f["cleared_fen"] for f in files) == 2 * fen
+
+
+def test_headers_and_the_bearer_token_from_the_environment(tmp_path):
+    server, store = serve()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/taps"
+        done = subprocess.run(
+            [*CLI, "--days", "1", "--sink", url, "--state", str(tmp_path), "--quiet",
+             "--header", "X-Feed: cardtwin", "--token-env", "CT_TEST_TOKEN", "--batch-size", "50"],
+            capture_output=True, text=True, env={**os.environ, "CT_TEST_TOKEN": "s3cret"},
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr
+    headers = store.last_headers
+    assert headers["Authorization"] == "Bearer s3cret" and headers["X-Feed"] == "cardtwin"
+    assert headers["Content-Type"] == "application/json"
+    stream_id, span = headers["Idempotency-Key"].rsplit(":", 1)
+    first, last = map(int, span.split("-"))
+    assert last - first + 1 <= 50 and "s3cret" not in done.stderr
+
+
+def test_restamped_records_carry_the_wall_clock(tmp_path):
+    import datetime as dt
+
+    path = tmp_path / "taps.jsonl"
+    before = dt.datetime.now().replace(microsecond=0)
+    report = _stream(tmp_path, f"file://{path}", days=1, pacer=RatePacer(2000), restamp=True)
+    after = dt.datetime.now()
+    assert report.reconciled
+    stamps = [dt.datetime.fromisoformat(r["event_timestamp"]) for r in _lines(path)]
+    assert all(before - dt.timedelta(seconds=1) <= t <= after for t in stamps)
+    # Due at 2,000 a second: the stamps span the time the records were due.
+    span = (stamps[-1] - stamps[0]).total_seconds()
+    assert abs(span - len(stamps) / 2000) <= 1.5

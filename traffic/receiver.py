@@ -54,6 +54,7 @@ class Store:
         self.dedup = dedup
         self.validate = validate
         self.taps_seen: set[tuple] = set()
+        self.last_headers: dict[str, str] = {}  # of the last POST (what the tests check)
         self.rng = random.Random(f"receiver:{seed}")
         self.rates = rates
         self.hang_s = hang_s
@@ -167,6 +168,8 @@ def make_handler(store: Store):
         def do_POST(self):  # noqa: N802
             length = int(self.headers.get("Content-Length", 0))
             body = self.rfile.read(length)
+            with store.lock:
+                store.last_headers = dict(self.headers.items())
             fault = store.fault()
             if fault == "reset":
                 self.connection.setsockopt(
