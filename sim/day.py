@@ -40,7 +40,7 @@ from sim.codes import (
     TAP_ENTRY,
     TAP_EXIT,
 )
-from sim.disruption import disrupt_taps
+from sim.disruption import disrupt_taps, duplicate_waves
 from sim.fares import TapBatch, price_taps
 from sim.grouping import rank_in_groups
 from sim.incidents import NO_INCIDENT, mark
@@ -214,12 +214,18 @@ def plan_day(
     card_rows = np.flatnonzero(cols["home_card"])
     effects = retap_effects(streams, day, taps.tap_key[card_rows], sc.devices)
     dup = card_rows[effects.duplicate_rows]
+    gap_s = effects.duplicate_gap_s
     stats["retaps_suppressed"] = effects.n_suppressed
+    # A faulty reader (duplicate_wave incidents) charges more of its card taps twice.
+    dup, gap_s, dup_incident = _with_duplicate_waves(world, streams, day, cols, dup, gap_s)
     # A double tap on a free ride takes nothing: only charged duplicates are deductions.
     stats["duplicate_deductions"] = int((cols["amount_fen"][dup] > 0).sum())
     if len(dup):
         extra = {name: col[dup] for name, col in cols.items()}
-        extra["t_s"] = extra["t_s"] + np.maximum(effects.duplicate_gap_s, 1)
+        extra["incident"] = np.where(dup_incident >= 0, dup_incident, extra["incident"]).astype(
+            extra["incident"].dtype
+        )
+        extra["t_s"] = extra["t_s"] + np.maximum(gap_s, 1)
         extra["duplicate_of_key"] = taps.tap_key[dup]
         extra["tap_key"] = ids.duplicate_tap_key(taps.tap_key[dup])
         extra["is_transfer"] = np.zeros(len(dup), dtype=bool)
@@ -396,6 +402,25 @@ def _append_away(world: World, taps: DayTaps, fares: dict, away: DayTaps):
 
 def _normal_time(streams: Streams, name: str, day: int, ids: np.ndarray, mean: str, sd_min: float):
     return hhmm_to_s(mean) + (streams.normal(name, day, ids) * sd_min * 60).astype(np.int64)
+
+
+def _with_duplicate_waves(world, streams, day, cols, dup, gap_s):
+    """The day's charged-twice taps with those of ``duplicate_wave`` incidents added (a tap is
+    charged twice at most once): rows, gaps, and the incident code of each (-1 none)."""
+    incident = np.full(len(dup), -1, dtype=np.int64)
+    if not world.incidents.of_kind("duplicate_wave", day):
+        return dup, gap_s, incident
+    charged = np.flatnonzero(cols["home_card"] & (cols["amount_fen"] > 0))
+    rows, gaps, codes = duplicate_waves(
+        world, streams, day, cols["device"][charged], cols["t_s"][charged], cols["tap_key"][charged]
+    )
+    wave = charged[rows]
+    new = ~np.isin(wave, dup)
+    return (
+        np.concatenate([dup, wave[new]]),
+        np.concatenate([gap_s, gaps[new]]),
+        np.concatenate([incident, codes[new]]),
+    )
 
 
 def _plan_topups(world: World, state: RunState, day: int, taps: TapTable) -> dict[str, np.ndarray]:

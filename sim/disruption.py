@@ -169,6 +169,32 @@ def _bridge_by_bus(world, taps: DayTaps, hit: np.ndarray, k: int) -> DayTaps:
     return merged.take(np.lexsort((merged.tap_key, merged.t_s, merged.row)))
 
 
+def duplicate_waves(
+    world, streams: Streams, day: int, device: np.ndarray, t_s: np.ndarray, keys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Taps a faulty reader charges twice (``duplicate_wave`` incidents of ``day``): their rows
+    (among ``device``/``t_s``/``keys``, the day's charged card taps), the seconds until the
+    second charge (inside the clearing's lock window, so the clearing finds them), and each
+    one's incident code."""
+    timeline: Timeline = world.incidents
+    rows, gaps, codes = [], [], []
+    lock_s = max(1, int(world.scenario.clearing.retap_lock_s))
+    t_abs = day * DAY_S + t_s.astype(np.int64)
+    for k in timeline.of_kind("duplicate_wave", day):
+        inc = timeline.incidents[k]
+        hit = np.flatnonzero((device == int(inc.target)) & timeline.active(k, t_abs))
+        u = streams.uniform("incident.duplicate_wave", day, keys[hit], 0)
+        hit = hit[u < inc.duplicate_share]
+        gap = 1 + streams.uniform("incident.duplicate_wave", day, keys[hit], 1) * (lock_s - 1)
+        rows.append(hit)
+        gaps.append(np.floor(gap).astype(np.int64))
+        codes.append(np.full(len(hit), k, dtype=np.int64))
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    return np.concatenate(rows), np.concatenate(gaps), np.concatenate(codes)
+
+
 def comm_outages(
     world, day: int, agent_of_device: np.ndarray, faults
 ) -> list[tuple[int, np.ndarray]]:

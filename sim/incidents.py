@@ -19,6 +19,9 @@ engine applies them where they act, and every record they touch carries the inci
 | renewal_wave         | outlet id                    | ``extra_visits_per_hour`` card renewals   |
 | fare_change          | (none)                       | ``fares`` (an overlay on the scenario's   |
 |                      |                              | fares) prices whole days from ``start``   |
+| duplicate_wave       | device id                    | a faulty reader charges ``duplicate_share``|
+|                      |                              | of its card taps twice (重复扣款); the     |
+|                      |                              | clearing finds and refunds them           |
 
 Incidents never create or destroy money: displaced riders pay what their new ride costs, delayed
 records are cleared later, exactly once (the run's invariants check it).
@@ -50,6 +53,7 @@ KINDS = (
     "outlet_closure",
     "renewal_wave",
     "fare_change",
+    "duplicate_wave",  # appended: the codes of the kinds before it stay
 )
 
 
@@ -68,6 +72,9 @@ class Incident(Section):
     )
     fares: dict[str, Any] | None = Field(
         None, description="fare_change: the fares section's changes (merged onto its fares)."
+    )
+    duplicate_share: float = Field(
+        0.0, ge=0, le=1, description="duplicate_wave: share of the card taps charged twice."
     )
     description: str = Field("", description="What the drill or analysis is about.")
 
@@ -109,8 +116,10 @@ def check_incidents(incidents: tuple[Incident, ...] | list[Incident], where: dic
                 f"{at}.target: unknown clearing node {inc.target!r}; expected one of "
                 f"clearing.network.nodes: {', '.join(where['nodes'])}"
             )
-        if inc.kind in ("validator_outage",) and not (inc.target or "").isdigit():
+        if inc.kind in ("validator_outage", "duplicate_wave") and not (inc.target or "").isdigit():
             raise ValueError(f"{at}.target: expected a device id (a whole number)")
+        if inc.kind == "duplicate_wave" and inc.duplicate_share <= 0:
+            raise ValueError(f"{at}.duplicate_share: a duplicate_wave needs a share above 0")
         if inc.kind in ("outlet_closure", "renewal_wave") and not (inc.target or "").isdigit():
             raise ValueError(f"{at}.target: expected an outlet id (a whole number)")
         if inc.kind == "renewal_wave" and inc.extra_visits_per_hour <= 0:

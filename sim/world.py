@@ -267,7 +267,7 @@ def check_targets(timeline: Timeline, network: TransitNetwork, outlets, where: s
             raise ValueError(
                 f"{field}: expected a device id below {n_devices} or a line id; got {target!r}"
             )
-        if inc.kind == "validator_outage" and int(target) >= n_devices:
+        if inc.kind in ("validator_outage", "duplicate_wave") and int(target) >= n_devices:
             raise ValueError(f"{field}: expected a device id below {n_devices}; got {target}")
         if inc.kind in ("outlet_closure", "renewal_wave") and int(target) not in outlet_ids:
             raise ValueError(

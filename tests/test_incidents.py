@@ -173,6 +173,29 @@ def test_fare_change_prices_whole_days_from_its_start(tmp_path):
     assert urban_bus.loc[day < "2024-01-03", "incident_id"].isna().all()
 
 
+def test_a_duplicate_wave_charges_a_readers_taps_twice_and_the_clearing_refunds_them(tmp_path):
+    wave = {
+        "id": "reader-faulty", "kind": "duplicate_wave", "start": "2024-01-01 06:00",
+        "duration_min": 900, "target": "837", "duplicate_share": 0.8,
+    }  # fmt: skip
+    out, summary = _run(tmp_path, [wave], "wave")
+    tx = read_frame(out, "transactions")
+    marked = tx[tx["incident_id"] == "reader-faulty"]
+    assert len(marked) > 5
+    assert (marked["device_id"] == 837).all()
+    ts = marked["event_timestamp"]
+    assert ((ts >= "2024-01-01 06:00") & (ts < "2024-01-01 21:00")).all()
+    # Each is a second charge of a tap a second or two before it, found by the clearing.
+    charged = marked[marked["reject_reason"] != "declined_insufficient_balance"]
+    assert (charged["reject_reason"] == "duplicate_deduction").all() and len(charged)
+    before = tx[(tx["device_id"] == 837) & tx["incident_id"].isna()]
+    firsts = before.set_index("token_id")["event_timestamp"]
+    for _, row in charged.iterrows():
+        gap = row["event_timestamp"] - firsts[row["token_id"]]
+        assert (gap.between(np.timedelta64(1, "s"), np.timedelta64(2, "s"))).any()
+    assert summary.totals["duplicate_deductions"] >= len(charged)
+
+
 @pytest.mark.parametrize(
     ("incident", "message"),
     [
@@ -181,6 +204,8 @@ def test_fare_change_prices_whole_days_from_its_start(tmp_path):
         ({"kind": "qr_platform_outage", "target": "cash"}, "expected a QR medium"),
         ({"kind": "fare_change", "fares": {"bus": {"region_fare_fen": {"urban": -1}}}}, "fares"),
         ({"kind": "line_outage"}, "needs a target"),
+        ({"kind": "duplicate_wave", "target": "12"}, "incidents.0.duplicate_share"),
+        ({"kind": "duplicate_wave", "target": "M1", "duplicate_share": 0.5}, "a device id"),
     ],
 )
 def test_bad_incidents_are_refused_with_the_field(incident, message):
@@ -196,6 +221,10 @@ def test_bad_incidents_are_refused_with_the_field(incident, message):
         ({"kind": "line_outage", "target": "urban-B999"}, "unknown line 'urban-B999'"),
         ({"kind": "comm_outage", "target": "99999999"}, "expected a device id below"),
         ({"kind": "validator_outage", "target": "99999999"}, "expected a device id below"),
+        (
+            {"kind": "duplicate_wave", "target": "99999999", "duplicate_share": 0.5},
+            "expected a device id below",
+        ),
         ({"kind": "outlet_closure", "target": "777"}, "unknown outlet 777"),
     ],
 )
