@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from drills.cli import build_drill_parser, run_drill_command
 from traffic.cli import build_score_parser, build_stream_parser, run_score, run_stream
 
 EPILOG = """\
@@ -38,6 +39,7 @@ commands:
   run_scenario.py sweep BASE --param P=V1,V2  a grid, Latin hypercube or Sobol design over fields
   run_scenario.py stream SCENARIO --sink URL  stream records into a system under test, paced
   run_scenario.py score --labels L --result R what a system kept of a dirty stream, scored
+  run_scenario.py drill DRILL --trainee T     an incident drill, headless, and its debrief
 
 exit codes:
   0    success
@@ -480,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = (
         "validate", "calibrate", "verify", "compare", "sweep", "reconcile", "stream", "score",
+        "drill",
     )  # fmt: skip
     command = argv[0] if argv and argv[0] in commands else "run"
     parser = {
@@ -491,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         "reconcile": build_reconcile_parser,
         "stream": lambda: build_stream_parser(_positive_int, _seed, _common),
         "score": build_score_parser,
+        "drill": build_drill_parser,
         "run": build_parser,
     }[command]()
     # Flags are checked before the simulation stack is imported, so their errors answer at once.
@@ -507,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_stream(args, api)
         if command == "score":
             return run_score(args, api)
+        if command == "drill":
+            return run_drill_command(args, api)
         if command == "sweep":
             return run_sweep(args, api)
         if command == "compare":

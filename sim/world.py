@@ -231,6 +231,29 @@ def with_fares(world: World, scenario: Scenario) -> World:
     return rebased
 
 
+def with_incidents(world: World, scenario: Scenario) -> World:
+    """``world`` under ``scenario``, which may differ from the world's scenario in its
+    ``incidents`` only: the timeline (and the fare policies of its fare changes) made anew and
+    checked against the world's devices, lines and outlets, everything else kept. A drill runs
+    one day under several incident timelines (the trainee's actions are incidents too) without
+    building its city again."""
+    if scenario.model_dump(exclude={"incidents"}) != world.scenario.model_dump(
+        exclude={"incidents"}
+    ):
+        raise ValueError(f"{scenario.name}: differs from the world's scenario beyond incidents")
+    timeline = Timeline.of(scenario.incidents, scenario.period.start)
+    check_targets(timeline, world.network, world.outlets, scenario.name)
+    lines = priced_lines(world.network, world.region_ids, world.n_local_lines)
+    rebased = replace(
+        world,
+        scenario=scenario,
+        incidents=timeline,
+        fare_policies=_fare_policies(scenario.fares, timeline, lines),
+    )
+    _freeze(rebased)
+    return rebased
+
+
 def _freeze(value, seen: set[int] | None = None) -> None:
     """Make every numpy array reachable from the world's dataclasses read-only: the world never
     changes once built (a run that tried to write one would fail at once)."""

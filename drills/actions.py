@@ -1,0 +1,167 @@
+"""A trainee's actions, and what they change in the simulated day.
+
+A scripted trainee is a YAML file of actions at simulated times of the drill's day (for
+rehearsal and for tests; the live console will make the same actions):
+
+    trainee:
+      name: good operator
+      actions:
+        - {at: "07:50", kind: acknowledge, alert: duplicate_charges}
+        - {at: "07:55", kind: suspend_device, devices: [837]}
+        - {at: "08:05", kind: refund_cards, cards: [6096672297584605644]}
+        - {at: "08:10", kind: explain, target: duplicate_wave}
+
+- ``acknowledge``: nothing (the alert is marked seen: the timeline and time to detect);
+- ``mark_faulty``: a technician repairs the devices: an incident on one of them (a reader
+  charging twice, an uplink down, a dead reader) ends ``repair_min`` later; a line's uplink is
+  reset when one of its devices is reported;
+- ``suspend_device``: the devices are out of service until the end of the day: a gate's riders
+  use the next gate, a bus reader's pay cash (a ``validator_outage`` from then on);
+- ``refund_cards``: refunds ordered for the cards (masked tokens, as the service desk sees
+  them; or ``duplicates_on: {device, since}``, the cards its look-up shows charged twice on a
+  device since a time), scored against the cards the incident charged;
+- ``identify``: names a clearing node, QR medium or outlet as the cause (scored);
+- ``explain``: the cause given to a customer, an incident kind (scored).
+
+Actions become incidents (sim/incidents.py), so the day with the actions is the same engine's
+day under another timeline, with the same random numbers: everything before the first action is
+identical to the day without them (common random numbers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sim.incidents import Incident
+from sim.yaml_config import load_config
+
+ACTION_KINDS = (
+    "acknowledge",
+    "mark_faulty",
+    "suspend_device",
+    "refund_cards",
+    "identify",
+    "explain",
+)
+#: Incident kinds whose target is one device (a repair ends them).
+DEVICE_KINDS = ("validator_outage", "comm_outage", "duplicate_wave")
+
+
+class DuplicatesOn(BaseModel):
+    """The cards charged twice on a device since a time, as the desk's look-up lists them."""
+
+    model_config = ConfigDict(extra="forbid")
+    device: int = Field(ge=0)
+    since: dt.time
+
+
+class Action(BaseModel):
+    """One action at a simulated time of the drill's day (module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+    at: dt.time
+    kind: Literal[ACTION_KINDS]  # type: ignore[valid-type]
+    alert: str | None = None
+    devices: list[int] = Field(default_factory=list)
+    cards: list[int] = Field(default_factory=list)
+    # refund_cards: the cards listed by a look-up (resolved when the day is played).
+    duplicates_on: DuplicatesOn | None = None
+    target: str | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> Action:
+        needs = {
+            "acknowledge": ("alert", self.alert),
+            "mark_faulty": ("devices", self.devices),
+            "suspend_device": ("devices", self.devices),
+            "refund_cards": ("cards or duplicates_on", self.cards or self.duplicates_on),
+            "identify": ("target", self.target),
+            "explain": ("target", self.target),
+        }[self.kind]
+        if not needs[1]:
+            raise ValueError(f"a {self.kind} action needs {needs[0]}")
+        return self
+
+
+class Trainee(BaseModel):
+    """A scripted trainee: a name and actions in time order."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    actions: list[Action] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Trainee:
+        times = [a.at for a in self.actions]
+        if times != sorted(times):
+            raise ValueError("actions: expected in time order")
+        return self
+
+
+class TraineeFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    trainee: Trainee
+
+
+def load_trainee(path: str | Path) -> Trainee:
+    """Read a scripted trainee; ``ConfigError`` names the file, line and field."""
+    return load_config(path, TraineeFile).trainee
+
+
+def with_actions(
+    incidents: list[Incident], actions: list[Action], day: dt.date, repair_min: int, network
+) -> list[Incident]:
+    """The day's incidents once the actions have acted (module docstring): repairs shorten
+    incidents, suspensions add outages. ``network`` maps devices to lines (a line's uplink)."""
+    out = [inc.model_copy() for inc in incidents]
+    end_of_day = dt.datetime.combine(day, dt.time(0)) + dt.timedelta(days=1)
+    for a, action in enumerate(actions):
+        at = dt.datetime.combine(day, action.at)
+        if action.kind == "mark_faulty":
+            fixed = at + dt.timedelta(minutes=repair_min)
+            for i, inc in enumerate(out):
+                if _hits(inc, action.devices, network) and inc.start <= at < _end(inc):
+                    minutes = max(1, int((fixed - inc.start).total_seconds() // 60))
+                    out[i] = inc.model_copy(update={"duration_min": min(inc.duration_min, minutes)})
+        elif action.kind == "suspend_device":
+            minutes = int((end_of_day - at).total_seconds() // 60)
+            for device in action.devices:
+                out.append(
+                    Incident(
+                        id=f"action-{a}-suspend-{device}",
+                        kind="validator_outage",
+                        start=at,
+                        duration_min=max(1, minutes),
+                        target=str(device),
+                        description="suspended by the trainee",
+                    )
+                )
+    return out
+
+
+def _end(inc: Incident) -> dt.datetime:
+    return inc.start + dt.timedelta(minutes=inc.duration_min)
+
+
+def _hits(inc: Incident, devices: list[int], network) -> bool:
+    """Does reporting ``devices`` repair ``inc``? (A device target, or a line target with one
+    of the devices on it.)"""
+    target = inc.target or ""
+    if inc.kind not in DEVICE_KINDS:
+        return False
+    if target.isdigit():
+        return int(target) in devices
+    if target in network.lines.ids:
+        line = network.lines.ids.index(target)
+        return any(
+            0 <= d < len(network.devices.line) and int(network.devices.line[d]) == line
+            for d in devices
+        )
+    return False
+
+
+__all__ = ["ACTION_KINDS", "Action", "DuplicatesOn", "Trainee", "load_trainee", "with_actions"]

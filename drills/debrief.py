@@ -1,0 +1,247 @@
+"""A drill's debrief: what happened, what the trainee did, how well, and what it was worth.
+
+Made from three runs of the drill's day (drills/runner.py): the *usual* day (no incidents: the
+monitoring's baseline), the day *as scripted* with nothing done, and the day *with the
+trainee's actions* (the same random numbers: the difference is the actions'). It holds:
+
+- the ground truth of each incident, from the records it touched (``incident_id``): devices,
+  lines, cards, records and fen;
+- the timeline: incidents, alerts (true or noise), actions;
+- per incident, the time to detect (the first action about it: acknowledging one of its true
+  alerts, naming it, or acting on what it touched) and the time to act (the first action that
+  changes it or refunds its cards);
+- each task's score (drills/script.py) and the total;
+- the money impact of the actions: the day with them against the day without them.
+
+drills/report.py renders it as one page in Chinese or English.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+
+from drills.actions import DEVICE_KINDS
+from drills.monitor import Alert
+from sim.output import define_views
+from sim.schema import TABLES
+
+
+def ground_truth(run_dir: Path, day: dt.date, incidents) -> dict[str, dict]:
+    """What each incident touched in a run (its records, outlet visits), by incident id."""
+    con = duckdb.connect()
+    define_views(con, Path(run_dir).resolve(), TABLES)
+    out = {}
+    for inc in incidents:
+        rows = con.sql(
+            """SELECT list(DISTINCT device_id), list(DISTINCT CAST(route_id AS VARCHAR)),
+                      list(DISTINCT token_id) FILTER (WHERE amount_fen > 0),
+                      count(*), coalesce(sum(amount_fen), 0)
+               FROM transactions WHERE CAST(incident_id AS VARCHAR) = ?""",
+            params=[inc.id],
+        ).fetchall()[0]
+        visits = con.sql(
+            "SELECT count(*) FROM outlet_visits WHERE CAST(incident_id AS VARCHAR) = ?",
+            params=[inc.id],
+        ).fetchall()[0][0]
+        devices = {int(d) for d in rows[0] or []}
+        lines = set(rows[1] or [])
+        if inc.kind in DEVICE_KINDS and (inc.target or "").isdigit():
+            devices.add(int(inc.target))  # a dead reader leaves no record of its own
+            lines |= {  # its line, from the days it worked
+                r[0]
+                for r in con.sql(
+                    "SELECT DISTINCT CAST(route_id AS VARCHAR) FROM transactions "
+                    "WHERE device_id = ?",
+                    params=[int(inc.target)],
+                ).fetchall()
+            }
+        out[inc.id] = {
+            "kind": inc.kind,
+            "target": inc.target,
+            "start": inc.start.isoformat(sep=" "),
+            "end": (inc.start + dt.timedelta(minutes=inc.duration_min)).isoformat(sep=" "),
+            "devices": sorted(devices),
+            "lines": sorted(lines),
+            "cards": sorted(int(c) for c in rows[2] or []),
+            "records": int(rows[3]),
+            "fen": int(rows[4]),
+            "outlet_visits": int(visits),
+        }
+    con.close()
+    return out
+
+
+def money(run_dir: Path, day: dt.date) -> dict[str, float]:
+    """The drill day's figures that actions can change, from one run's files."""
+    con = duckdb.connect()
+    define_views(con, Path(run_dir).resolve(), TABLES)
+    on_day = f"service_date = DATE '{day}'"
+    row = con.sql(
+        f"""SELECT
+              coalesce(sum(amount_fen) FILTER (WHERE CAST(reject_reason AS VARCHAR)
+                       = 'duplicate_deduction'), 0),
+              coalesce(sum(amount_fen * date_diff('second', event_timestamp, uploaded_at))
+                       / 3600.0, 0),
+              coalesce(sum(amount_fen) FILTER (WHERE CAST(status AS VARCHAR) = 'cleared'), 0),
+              count(*)
+            FROM transactions WHERE {on_day}"""
+    ).fetchall()[0]
+    (wait,) = con.sql(
+        f"SELECT coalesce(avg(wait_s) / 60.0, 0) FROM outlet_visits WHERE {on_day}"
+    ).fetchall()[0]
+    con.close()
+    return {
+        "duplicate_charges_fen": int(row[0]),
+        "fen_hours_waiting_upload": round(float(row[1]), 1),
+        "card_fares_cleared_fen": int(row[2]),
+        "tap_records": int(row[3]),
+        "outlet_mean_wait_min": round(float(wait), 2),
+    }
+
+
+def classify(alerts: list[Alert], truth: dict[str, dict], day: dt.date) -> list[Alert]:
+    """Each alert marked true (and with its incident) when it points at what an incident
+    touched while it lasted (or within the hour after); noise otherwise."""
+    import dataclasses
+
+    midnight = dt.datetime.combine(day, dt.time(0))
+    out = []
+    for alert in alerts:
+        at = midnight + dt.timedelta(minutes=alert.minute)
+        hit = None
+        for inc_id, t in truth.items():
+            start = dt.datetime.fromisoformat(t["start"])
+            end = dt.datetime.fromisoformat(t["end"]) + dt.timedelta(hours=1)
+            if not start <= at <= end:
+                continue
+            if _points_at(alert, t):
+                hit = inc_id
+                break
+        out.append(dataclasses.replace(alert, true=hit is not None, incident=hit))
+    return out
+
+
+def _points_at(alert: Alert, t: dict) -> bool:
+    if alert.per == "device":
+        return int(alert.key) in t["devices"]
+    if alert.per == "line":
+        return alert.key in t["lines"]
+    if alert.per == "node":
+        # A node down holds what passes through it: the nodes after it see nothing either.
+        return alert.key == t["target"] or t["kind"] == "clearing_node_outage"
+    if alert.per == "outlet":
+        return alert.key == t["target"]
+    return t["records"] > 0 or t["outlet_visits"] > 0  # "all": the incident is visible
+
+
+def _f1(named: set, truth: set) -> tuple[float, dict]:
+    found, wrong, missed = named & truth, named - truth, truth - named
+    if not named or not truth:
+        f1 = 0.0
+    else:
+        precision, recall = len(found) / len(named), len(found) / len(truth)
+        f1 = 0.0 if not found else 2 * precision * recall / (precision + recall)
+    return f1, {"found": sorted(found), "missed": sorted(missed), "wrongly_accused": sorted(wrong)}
+
+
+def score_tasks(drill, trainee, truth: dict[str, dict], lived: dict[str, dict]) -> list[dict]:
+    """Each task's points (drills/script.py, module docstring): against ``truth`` (the day
+    with nothing done), but refunds against ``lived`` (the cards charged in the trainee's
+    day: an incident stopped early charges fewer cards)."""
+    out = []
+    for task in drill.tasks:
+        t = truth[task.incident]
+        inc = next(i for i in drill.incidents if i.id == task.incident)
+        start = inc.start
+        end = start + dt.timedelta(minutes=inc.duration_min)
+        detail: dict = {}
+        share = 0.0
+        if task.kind == "find_devices":
+            named = {d for a in trainee.actions if a.kind in ("mark_faulty", "suspend_device")
+                     for d in a.devices}  # fmt: skip
+            share, detail = _f1(named, set(t["devices"]))
+        elif task.kind in ("find_node", "find_medium", "find_outlet"):
+            named = [a.target for a in trainee.actions if a.kind == "identify"]
+            share = 1.0 if inc.target in named else 0.0
+            detail = {"named": named, "answer": inc.target}
+        elif task.kind == "refund_cards":
+            named = {c for a in trainee.actions if a.kind == "refund_cards" for c in a.cards}
+            share, detail = _f1(named, set(lived[task.incident]["cards"]))
+        elif task.kind == "explain":
+            given = [a.target for a in trainee.actions if a.kind == "explain"]
+            share = 1.0 if given and given[0] == inc.kind else 0.0
+            detail = {"given": given[:1], "answer": inc.kind}
+        elif task.kind == "stop_incident":
+            when = _stopped_at(drill, trainee, inc)
+            if when is not None:
+                late = (when - start).total_seconds() / 60 - task.within_min
+                span = max(1.0, (end - start).total_seconds() / 60 - task.within_min)
+                share = 1.0 if late <= 0 else max(0.0, 1.0 - late / span)
+            detail = {"stopped_at": None if when is None else f"{when:%H:%M}"}
+        out.append(
+            {
+                "task": task.id,
+                "kind": task.kind,
+                "incident": task.incident,
+                "points": round(task.points * share, 1),
+                "of": task.points,
+                **detail,
+            }
+        )
+    return out
+
+
+def _stopped_at(drill, trainee, inc) -> dt.datetime | None:
+    """When an action first ended (or cut off) the incident's effect: a repair ordered or a
+    suspension of a device it touches (scored at the time of the action)."""
+    for action in trainee.actions:
+        at = dt.datetime.combine(drill.day, action.at)
+        if at < inc.start or action.kind not in ("mark_faulty", "suspend_device"):
+            continue
+        if inc.kind in DEVICE_KINDS and (inc.target or "").isdigit():
+            if int(inc.target) in action.devices:
+                return at
+        elif inc.kind in DEVICE_KINDS and action.devices:
+            return at  # a line's uplink: reported through one of its devices (drills/actions)
+    return None
+
+
+def detection(drill, trainee, truth, alerts: list[Alert]) -> dict[str, dict]:
+    """Per incident: minutes from its start to the trainee's first action about it (detect)
+    and to the first action on it (act); None if never."""
+    out = {}
+    for inc in drill.incidents:
+        t = truth[inc.id]
+        detect = act = None
+        for action in trainee.actions:
+            at = dt.datetime.combine(drill.day, action.at)
+            if at < inc.start:
+                continue
+            minutes = round((at - inc.start).total_seconds() / 60, 1)
+            of_day = action.at.hour * 60 + action.at.minute
+            raised = {
+                a.rule for a in alerts if a.true and a.incident == inc.id and a.minute <= of_day
+            }
+            names = action.kind in ("identify", "explain") and action.target in (
+                inc.target,
+                inc.kind,
+            )
+            about = (
+                (action.kind == "acknowledge" and action.alert in raised)
+                or names
+                or bool(set(action.devices) & set(t["devices"]))
+                or bool(set(action.cards) & set(t["cards"]))
+            )
+            acting = action.kind in ("mark_faulty", "suspend_device", "refund_cards") and about
+            if about and detect is None:
+                detect = minutes
+            if acting and act is None:
+                act = minutes
+        out[inc.id] = {"minutes_to_detect": detect, "minutes_to_act": act}
+    return out
+
+
+__all__ = ["classify", "detection", "ground_truth", "money", "score_tasks"]

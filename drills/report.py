@@ -1,0 +1,219 @@
+"""A drill's debrief as one HTML page, in Chinese or in English (drills/debrief.py makes the
+content). Self-contained (the style inline, no script, no network); numbers and money
+formatted for the language by Babel; the same debrief gives the same bytes."""
+
+from __future__ import annotations
+
+from babel.numbers import format_decimal
+
+from sim.html_page import esc
+
+WORDS = {
+    "title": {"en": "Drill debrief", "zh": "演练复盘"},
+    "trainee": {"en": "Trainee", "zh": "学员"},
+    "role": {"en": "Role", "zh": "角色"},
+    "day": {"en": "Day", "zh": "日期"},
+    "score": {"en": "Score", "zh": "得分"},
+    "tasks": {"en": "Tasks", "zh": "任务"},
+    "task": {"en": "Task", "zh": "任务"},
+    "points": {"en": "Points", "zh": "分数"},
+    "detail": {"en": "Detail", "zh": "说明"},
+    "incidents": {"en": "Incidents and the response", "zh": "事件与处置"},
+    "incident": {"en": "Incident", "zh": "事件"},
+    "window": {"en": "When", "zh": "时间"},
+    "touched": {"en": "What it touched", "zh": "影响范围"},
+    "detect": {"en": "Minutes to detect", "zh": "发现用时（分钟）"},
+    "act": {"en": "Minutes to act", "zh": "处置用时（分钟）"},
+    "never": {"en": "never", "zh": "未处置"},
+    "diagnosis": {"en": "Diagnosis", "zh": "诊断"},
+    "found": {"en": "found", "zh": "找到"},
+    "missed": {"en": "missed", "zh": "遗漏"},
+    "wrongly_accused": {"en": "wrongly accused", "zh": "误判"},
+    "money": {"en": "Money: the actions against doing nothing", "zh": "资金影响：处置与不处置对比"},
+    "measure": {"en": "Measure", "zh": "指标"},
+    "with": {"en": "With the actions", "zh": "处置后"},
+    "without": {"en": "Doing nothing", "zh": "不处置"},
+    "difference": {"en": "Difference", "zh": "差额"},
+    "timeline": {"en": "Timeline", "zh": "时间线"},
+    "time": {"en": "Time", "zh": "时间"},
+    "what": {"en": "What", "zh": "内容"},
+    "alert": {"en": "alert", "zh": "告警"},
+    "true": {"en": "true", "zh": "真实"},
+    "noise": {"en": "noise", "zh": "误报"},
+    "action": {"en": "action", "zh": "操作"},
+    "starts": {"en": "starts", "zh": "开始"},
+    "ends": {"en": "ends", "zh": "结束"},
+    "devices": {"en": "devices", "zh": "设备"},
+    "cards": {"en": "cards", "zh": "卡"},
+    "records": {"en": "records", "zh": "记录"},
+    "alerts_count": {"en": "Alerts: {t} true, {n} noise", "zh": "告警：真实 {t} 条，误报 {n} 条"},
+    "stopped_at": {"en": "stopped at", "zh": "止损时间"},
+    "given": {"en": "given", "zh": "学员回答"},
+    "answer": {"en": "answer", "zh": "正确答案"},
+    "named": {"en": "named", "zh": "学员指认"},
+}
+MEASURES = {
+    "duplicate_charges_fen": {"en": "Duplicate charges (yuan)", "zh": "重复扣款（元）"},
+    "fen_hours_waiting_upload": {
+        "en": "Money waiting for upload (yuan-hours)",
+        "zh": "待上传资金（元·小时）",
+    },
+    "card_fares_cleared_fen": {"en": "Card fares cleared (yuan)", "zh": "已清分卡费（元）"},
+    "tap_records": {"en": "Tap records", "zh": "交易记录数"},
+    "outlet_mean_wait_min": {"en": "Mean outlet wait (min)", "zh": "网点平均等待（分钟）"},
+}
+ROLES = {
+    "operations": {"en": "operations", "zh": "运营监控"},
+    "clearing": {"en": "clearing", "zh": "清分结算"},
+    "service_desk": {"en": "service desk", "zh": "客服"},
+}
+_CSS = """
+body { font-family: "Noto Sans CJK SC", "WenQuanYi Micro Hei", "PingFang SC", sans-serif;
+       margin: 2em auto; max-width: 1000px; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.6em 0 1.2em; width: 100%; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.noise td { color: #888; }
+.score { font-size: 2em; font-weight: bold; }
+"""
+
+
+def _w(key: str, lang: str) -> str:
+    return WORDS[key][lang]
+
+
+def _num(value, lang: str, digits: int = 0) -> str:
+    locale = "zh_CN" if lang == "zh" else "en_US"
+    pattern = "#,##0" if digits == 0 else "#,##0." + "0" * digits
+    return format_decimal(value, format=pattern, locale=locale)
+
+
+def _money(key: str, value: float, lang: str) -> str:
+    if key.endswith("_fen") or key == "fen_hours_waiting_upload":
+        return _num(value / 100, lang, 2)
+    return _num(value, lang, 2 if isinstance(value, float) else 0)
+
+
+def _listed(value) -> str:
+    """A value for a table cell; a long list as its count and first few."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_listed(v)}" for k, v in value.items())
+    if not isinstance(value, list):
+        return str(value)
+    if len(value) > 6:
+        return f"{len(value)} ({', '.join(map(str, value[:3]))}, …)"
+    return ", ".join(map(str, value)) or "-"
+
+
+def _clock(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def debrief_html(debrief: dict, lang: str = "zh") -> str:
+    """The page (module docstring); ``lang`` is ``zh`` or ``en``."""
+    if lang not in ("zh", "en"):
+        raise ValueError(f"lang must be zh or en, got {lang!r}")
+    d = debrief
+    parts = [
+        f"<h1>{esc(_w('title', lang))}: {esc(d['title'][lang])}</h1>",
+        "<table>",
+        f"<tr><th>{esc(_w('trainee', lang))}</th><td>{esc(d['trainee'])}</td>"
+        f"<th>{esc(_w('role', lang))}</th><td>{esc(ROLES[d['role']][lang])}</td>"
+        f"<th>{esc(_w('day', lang))}</th><td>{esc(d['day'])}</td></tr>",
+        "</table>",
+        f'<p class="score">{esc(_w("score", lang))}: {_num(d["score"], lang, 1)} / '
+        f"{_num(d['of'], lang)}</p>",
+        f"<h2>{esc(_w('tasks', lang))}</h2><table><tr><th>{esc(_w('task', lang))}</th>"
+        f"<th>{esc(_w('points', lang))}</th><th>{esc(_w('detail', lang))}</th></tr>",
+    ]
+    for t in d["tasks"]:
+        detail = {
+            k: v for k, v in t.items() if k not in ("task", "kind", "incident", "points", "of")
+        }
+        words = "; ".join(
+            f"{_w(k, lang) if k in WORDS else k}: {_listed(v)}" for k, v in detail.items()
+        )
+        parts.append(
+            f"<tr><td>{esc(t['task'])} ({esc(t['kind'])})</td>"
+            f'<td class="num">{_num(t["points"], lang, 1)} / {_num(t["of"], lang)}</td>'
+            f"<td>{esc(words)}</td></tr>"
+        )
+    parts.append("</table>")
+    parts.append(
+        f"<h2>{esc(_w('incidents', lang))}</h2><table><tr><th>{esc(_w('incident', lang))}</th>"
+        f"<th>{esc(_w('window', lang))}</th><th>{esc(_w('touched', lang))}</th>"
+        f"<th>{esc(_w('detect', lang))}</th><th>{esc(_w('act', lang))}</th></tr>"
+    )
+    for inc_id, t in d["incidents"].items():
+        timing = d["detection"][inc_id]
+        touched = (
+            f"{_num(len(t['devices']), lang)} {_w('devices', lang)}, "
+            f"{_num(len(t['cards']), lang)} {_w('cards', lang)}, "
+            f"{_num(t['records'], lang)} {_w('records', lang)}, "
+            f"¥{_num(t['fen'] / 100, lang, 2)}"
+        )
+        detect, act = timing["minutes_to_detect"], timing["minutes_to_act"]
+        parts.append(
+            f"<tr><td>{esc(inc_id)} ({esc(t['kind'])}, {esc(t['target'])})</td>"
+            f"<td>{esc(t['start'][11:16])}–{esc(t['end'][11:16])}</td><td>{esc(touched)}</td>"
+            f'<td class="num">{esc(_w("never", lang) if detect is None else _num(detect, lang))}'
+            f'</td><td class="num">{esc(_w("never", lang) if act is None else _num(act, lang))}'
+            "</td></tr>"
+        )
+    parts.append("</table>")
+    money = d["money"]
+    parts.append(
+        f"<h2>{esc(_w('money', lang))}</h2><table><tr><th>{esc(_w('measure', lang))}</th>"
+        f"<th>{esc(_w('with', lang))}</th><th>{esc(_w('without', lang))}</th>"
+        f"<th>{esc(_w('difference', lang))}</th></tr>"
+    )
+    for key, label in MEASURES.items():
+        cells = [money[side][key] for side in ("with_actions", "doing_nothing", "difference")]
+        parts.append(
+            f"<tr><td>{esc(label[lang])}</td>"
+            + "".join(f'<td class="num">{esc(_money(key, v, lang))}</td>' for v in cells)
+            + "</tr>"
+        )
+    parts.append("</table>")
+    count = _w("alerts_count", lang).format(t=d["alerts_true"], n=d["alerts_noise"])
+    parts.append(f"<h2>{esc(_w('timeline', lang))}</h2><p>{esc(count)}</p>")
+    parts.append(
+        f"<table><tr><th>{esc(_w('time', lang))}</th><th>{esc(_w('what', lang))}</th></tr>"
+    )
+    for minute, kind, text in _timeline(d, lang):
+        css = ' class="noise"' if kind == "noise" else ""
+        parts.append(f"<tr{css}><td>{esc(_clock(minute))}</td><td>{esc(text)}</td></tr>")
+    parts.append("</table>")
+    html_lang = "zh-CN" if lang == "zh" else "en"
+    return (
+        f'<!DOCTYPE html>\n<html lang="{html_lang}">\n<head><meta charset="utf-8">'
+        f"<title>{esc(_w('title', lang))}: {esc(d['title'][lang])}</title>"
+        f"<style>{_CSS}</style></head>\n<body>\n" + "\n".join(parts) + "\n</body>\n</html>\n"
+    )
+
+
+def _timeline(d: dict, lang: str) -> list[tuple[int, str, str]]:
+    """(minute of the day, kind, words) of incidents, alerts and actions, in time order."""
+    rows = []
+    for inc_id, t in d["incidents"].items():
+        start = int(t["start"][11:13]) * 60 + int(t["start"][14:16])
+        rows.append((start, "incident", f"{_w('incident', lang)} {inc_id} {_w('starts', lang)}"))
+        if t["end"][:10] == d["day"]:
+            end = int(t["end"][11:13]) * 60 + int(t["end"][14:16])
+            rows.append((end, "incident", f"{_w('incident', lang)} {inc_id} {_w('ends', lang)}"))
+    for a in d["alerts"]:
+        tag = _w("true", lang) if a["true"] else _w("noise", lang)
+        rows.append(
+            (a["minute"], "alert" if a["true"] else "noise",
+             f"{_w('alert', lang)} {a['rule']} ({a['per']} {a['key']}, {tag})")
+        )  # fmt: skip
+    for a in d["actions"]:
+        hh, mm = a["at"][:5].split(":")
+        what = "; ".join(f"{k} {_listed(v)}" for k, v in a.items() if k not in ("at", "kind") and v)
+        rows.append(
+            (int(hh) * 60 + int(mm), "action", f"{_w('action', lang)} {a['kind']} {what}".strip())
+        )
+    return sorted(rows, key=lambda r: (r[0], r[1]))
+
+
+__all__ = ["debrief_html"]

@@ -1,0 +1,137 @@
+"""Running a drill headless: the day twice, the monitoring, the scripted trainee, the debrief
+(drills/debrief.py), written as ``debrief.json``.
+
+The drill's day is played with the two days before it (the day before is the monitoring's
+*usual* day: what today is compared with, as an operations centre compares with yesterday; and
+the cut-off at 02:00 has a day to clear) and the day after (so the drill day's records are
+cleared): four simulated days, for each of
+
+- ``nothing``: the drill's incidents, nobody acting (the ground truth, and the money baseline);
+- ``trainee``: the incidents and the trainee's actions (drills/actions.py); not played again
+  when the actions change nothing in the day (acknowledging, naming, explaining).
+
+One world is built for the drill; the other run is the same world under another incident
+timeline (``sim.world.with_incidents``) and the runs share the seed, so the two days differ
+only by what the actions did. The same drill, trainee and seed give the same debrief, byte for
+byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+
+import yaml
+
+from drills.actions import Trainee, with_actions
+from drills.debrief import classify, detection, ground_truth, money, score_tasks
+from drills.monitor import RunView, raise_alerts
+from drills.script import Drill
+
+VARIANTS = ("nothing", "trainee")
+
+
+def drill_scenario(drill: Drill, incidents, overrides=()):
+    """The drill's base scenario over its day (with the two days before and the day after)
+    and ``incidents`` (validated as a scenario's)."""
+    from sim.api import load_scenario
+
+    listed = [inc.model_dump(mode="json", exclude_defaults=True) for inc in incidents]
+    for item in listed:
+        item["start"] = item["start"].replace("T", " ")[:16]
+    return load_scenario(
+        drill.base,
+        [
+            *overrides,
+            f"period.start={drill.day - dt.timedelta(days=2)}",
+            f"incidents={yaml.safe_dump(listed, default_flow_style=True, allow_unicode=True)}",
+        ],
+        days=4,
+    )
+
+
+def run_drill(
+    drill: Drill,
+    trainee: Trainee,
+    out_dir: Path,
+    *,
+    privacy_key=None,
+    overrides=(),
+) -> dict:
+    """Play ``drill`` with ``trainee``'s actions; the debrief (also written to ``out_dir``)."""
+    from sim.api import build, run
+    from sim.world import with_incidents
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nothing = drill_scenario(drill, drill.incidents, overrides)
+    world = build(nothing)
+    acted = with_actions(
+        list(drill.incidents), trainee.actions, drill.day, drill.repair_min, world.network
+    )
+    scenarios = {"nothing": nothing}
+    if acted != list(drill.incidents):  # actions that change the day: play it again
+        scenarios["trainee"] = drill_scenario(drill, acted, overrides)
+    for name, scenario in scenarios.items():
+        world_of = with_incidents(world, scenario)
+        run(scenario, out_dir / name, world=world_of, privacy_key=privacy_key)
+    played = out_dir / ("trainee" if "trainee" in scenarios else "nothing")
+    cutoff = nothing.clearing.batch_cutoff_hour
+    today = RunView(played, drill.day, cutoff)
+    usual = RunView(out_dir / "nothing", drill.day - dt.timedelta(days=1), cutoff)
+    try:
+        truth = ground_truth(out_dir / "nothing", drill.day, drill.incidents)
+        # What the trainee's own day had (refunds are due for the charges that happened).
+        lived = ground_truth(played, drill.day, drill.incidents)
+        alerts = classify(raise_alerts(drill.alert_rules, today, usual), truth, drill.day)
+        trainee = resolve_lookups(trainee, today)
+    finally:
+        today.close()
+        usual.close()
+    tasks = score_tasks(drill, trainee, truth, lived)
+    before = money(out_dir / "nothing", drill.day)
+    after = money(played, drill.day)
+    debrief = {
+        "drill": drill.id,
+        "title": drill.title.model_dump(),
+        "role": drill.role,
+        "difficulty": drill.difficulty,
+        "day": str(drill.day),
+        "trainee": trainee.name,
+        "score": round(sum(t["points"] for t in tasks), 1),
+        "of": drill.total_points(),
+        "tasks": tasks,
+        "incidents": truth,
+        "detection": detection(drill, trainee, truth, alerts),
+        "alerts": [dataclasses.asdict(a) for a in alerts],
+        "alerts_true": sum(a.true for a in alerts),
+        "alerts_noise": sum(not a.true for a in alerts),
+        "actions": [a.model_dump(mode="json") for a in trainee.actions],
+        "money": {
+            "with_actions": after,
+            "doing_nothing": before,
+            "difference": {k: round(after[k] - before[k], 2) for k in after},
+        },
+    }
+    (out_dir / "debrief.json").write_text(
+        json.dumps(debrief, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+    return debrief
+
+
+def resolve_lookups(trainee: Trainee, view: RunView) -> Trainee:
+    """The trainee's refunds by look-up (``duplicates_on``) as the cards the look-up shows in
+    the trainee's day, at the time of the action."""
+    actions = []
+    for action in trainee.actions:
+        if action.kind == "refund_cards" and action.duplicates_on is not None:
+            on = action.duplicates_on
+            cards = view.charged_twice(on.device, on.since, action.at)
+            action = action.model_copy(update={"cards": sorted(set(action.cards) | set(cards))})
+        actions.append(action)
+    return trainee.model_copy(update={"actions": actions})
+
+
+__all__ = ["VARIANTS", "drill_scenario", "resolve_lookups", "run_drill"]

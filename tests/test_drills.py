@@ -1,0 +1,180 @@
+"""Incident drills (drills/): every shipped drill played headless with a scripted good trainee
+and with one who does nothing — the good one scores higher and does not lose money (and saves
+it where an action can), deterministically; the scripts are validated like scenarios."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drills.actions import load_trainee
+from drills.report import debrief_html
+from drills.runner import run_drill
+from drills.script import load_drill
+from sim.api import load_scenario, run
+from sim.yaml_config import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DRILLS = ROOT / "scenarios" / "drills"
+TRAINEES = DRILLS / "trainees"
+NAMES = sorted(p.stem for p in DRILLS.glob("*.yaml"))
+# What the good trainee's actions are worth against doing nothing, where an action can change
+# the day: (measure, direction).
+SAVES = {
+    "duplicate_wave": ("duplicate_charges_fen", -1),
+    "uploads_stopped": ("fen_hours_waiting_upload", -1),
+    "dead_reader": ("card_fares_cleared_fen", +1),
+}
+
+
+def test_six_drills_cover_the_incidents_and_roles():
+    drills = [load_drill(DRILLS / f"{n}.yaml") for n in NAMES]
+    assert len(drills) >= 6
+    kinds = {inc.kind for d in drills for inc in d.incidents}
+    assert {
+        "comm_outage", "duplicate_wave", "clearing_node_outage", "qr_platform_outage",
+        "renewal_wave", "validator_outage",
+    } <= kinds  # fmt: skip
+    assert {d.role for d in drills} == {"operations", "clearing", "service_desk"}
+    assert {d.difficulty for d in drills} == {1, 2, 3}
+    for d in drills:
+        assert (TRAINEES / f"{d.id}_good.yaml").exists()
+        assert d.title.zh and d.title.en and d.brief.zh and d.brief.en
+
+
+@pytest.fixture(scope="module")
+def played(tmp_path_factory):
+    """Each drill with its good trainee and with the do-nothing one (played once each)."""
+    out = {}
+    base = tmp_path_factory.mktemp("drills")
+
+    def play(name: str, who: str) -> dict:
+        if (name, who) not in out:
+            drill = load_drill(DRILLS / f"{name}.yaml")
+            trainee = load_trainee(TRAINEES / f"{name if who == 'good' else 'do'}_{who}.yaml")
+            out[name, who] = run_drill(drill, trainee, base / name / who)
+        return out[name, who]
+
+    return play
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_good_trainee_scores_higher_and_does_not_lose_money(played, name):
+    good, idle = played(name, "good"), played(name, "nothing")
+    assert good["score"] > idle["score"] == 0
+    assert good["score"] >= 0.9 * good["of"]
+    assert all(v is None for t in idle["detection"].values() for v in t.values())
+    for timing in good["detection"].values():
+        assert timing["minutes_to_detect"] is not None
+    assert idle["money"]["difference"] == dict.fromkeys(idle["money"]["difference"], 0)
+    if name in SAVES:
+        measure, sign = SAVES[name]
+        assert sign * good["money"]["difference"][measure] > 0
+    else:  # naming and explaining change nothing in the day
+        assert not any(good["money"]["difference"].values())
+    assert good["alerts_true"] > 0
+
+
+def test_alerts_are_true_and_noise_against_the_ground_truth(played):
+    debrief = played("duplicate_wave", "nothing")
+    truth = debrief["incidents"]["dup-1201"]
+    assert truth["devices"] == [1201] and truth["records"] > 10 and truth["fen"] > 0
+    alerts = debrief["alerts"]
+    assert any(a["true"] and a["key"] == "1201" for a in alerts)
+    assert any(not a["true"] for a in alerts)  # an operations centre's rules also cry wolf
+    for a in alerts:
+        if a["per"] == "device":
+            assert a["true"] == (int(a["key"]) in truth["devices"])
+
+
+def test_stopping_early_means_fewer_cards_to_refund(played):
+    good = played("duplicate_wave", "good")
+    lived = good["money"]["with_actions"]["duplicate_charges_fen"]
+    assert 0 < lived < good["money"]["doing_nothing"]["duplicate_charges_fen"]
+    refund = next(t for t in good["tasks"] if t["kind"] == "refund_cards")
+    assert refund["points"] == refund["of"] and not refund["missed"]
+
+
+def test_the_same_drill_trainee_and_seed_give_the_same_debrief_through_the_cli(played, tmp_path):
+    api_debrief = played("dead_reader", "good")
+    out = tmp_path / "cli"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run_scenario.py"), "drill", str(DRILLS / "dead_reader.yaml"),
+         "--trainee", str(TRAINEES / "dead_reader_good.yaml"), "--out", str(out), "--lang", "en"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"score {api_debrief['score']:g} / 100" in done.stdout
+    assert json.loads((out / "debrief.json").read_text()) == api_debrief
+    page = (out / "debrief.html").read_text()
+    assert "Drill debrief" in page and "Minutes to detect" in page
+
+
+def test_the_debrief_page_in_both_languages(played):
+    debrief = played("duplicate_wave", "good")
+    zh, en = debrief_html(debrief, "zh"), debrief_html(debrief, "en")
+    assert "演练复盘" in zh and "读卡器重复扣款" in zh and "资金影响" in zh
+    assert "Drill debrief" in en and "A reader charging twice" in en
+    assert "<script" not in zh  # self-contained, nothing to fetch
+    assert (
+        hashlib.sha256(zh.encode()).digest()
+        == hashlib.sha256(debrief_html(debrief, "zh").encode()).digest()
+    )
+    with pytest.raises(ValueError, match="lang"):
+        debrief_html(debrief, "fr")
+
+
+def test_a_world_under_other_incidents_runs_as_a_fresh_one(tmp_path):
+    from sim.api import build
+    from sim.world import with_incidents
+
+    small = ROOT / "scenarios" / "small_ci.yaml"
+    wave = [{"id": "w", "kind": "duplicate_wave", "start": "2024-01-01 06:00",
+             "duration_min": 600, "target": "837", "duplicate_share": 0.8}]  # fmt: skip
+    plain = load_scenario(small, days=2)
+    waved = load_scenario(small, [f"incidents={yaml.safe_dump(wave)}"], days=2)
+    run(waved, tmp_path / "fresh")
+    run(waved, tmp_path / "rebased", world=with_incidents(build(plain), waved))
+    files = sorted(
+        p.relative_to(tmp_path / "fresh") for p in (tmp_path / "fresh").rglob("*.parquet")
+    )
+    assert files
+    for f in files:
+        assert (tmp_path / "fresh" / f).read_bytes() == (tmp_path / "rebased" / f).read_bytes()
+    other = plain.model_copy(update={"seed": plain.seed + 1})
+    with pytest.raises(ValueError, match="beyond incidents"):
+        with_incidents(build(plain), other)
+
+
+def test_bad_drill_scripts_name_the_field(tmp_path):
+    text = (DRILLS / "dead_reader.yaml").read_text(encoding="utf-8")
+    text = text.replace("../nantong_2024.yaml", str(ROOT / "scenarios" / "nantong_2024.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        text.replace("incident: dead-2319, points: 50}", "incident: nope, points: 50}", 1)
+    )
+    with pytest.raises(ConfigError, match="tasks.0.incident"):
+        load_drill(bad)
+    bad.write_text(text.replace("difficulty: 1", "difficulty: 7"))
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+.*difficulty"):
+        load_drill(bad)
+    trainee = tmp_path / "t.yaml"
+    trainee.write_text("trainee:\n  name: x\n  actions:\n    - {at: '08:00', kind: mark_faulty}\n")
+    with pytest.raises(ConfigError, match="needs devices"):
+        load_trainee(trainee)
+    trainee.write_text(
+        "trainee:\n  name: x\n  actions:\n    - {at: '08:00', kind: acknowledge, alert: nope}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run_scenario.py"), "drill", str(DRILLS / "dead_reader.yaml"),
+         "--trainee", str(trainee), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and "'nope' is not an alert rule" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()
