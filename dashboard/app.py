@@ -25,6 +25,8 @@ PAGES = {  # file, title key, icon
     "explore": ("views/explore.py", "nav.explore", ":material/insights:"),
     "compare": ("views/compare.py", "nav.compare", ":material/compare_arrows:"),
     "trace": ("views/trace.py", "nav.trace", ":material/person_search:"),
+    "drill": ("views/drill.py", "nav.drill", ":material/crisis_alert:"),
+    "trainer": ("views/trainer.py", "nav.trainer", ":material/school:"),
 }
 
 

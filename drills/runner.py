@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 from pathlib import Path
 
@@ -52,6 +53,42 @@ def drill_scenario(drill: Drill, incidents, overrides=()):
     )
 
 
+@functools.lru_cache(maxsize=2)
+def _world(base: str, day: dt.date, overrides: tuple[str, ...]):
+    """The drill's world without incidents (built once per process: every variant of the day,
+    and every drill on the same base and day, is this world under another timeline)."""
+    from sim.api import build, load_scenario
+
+    scenario = load_scenario(
+        base,
+        [*overrides, f"period.start={day - dt.timedelta(days=2)}", "incidents=[]"],
+        days=4,
+    )
+    return build(scenario)
+
+
+def drill_world(drill: Drill, overrides=()):
+    """The drill's world (``_world``)."""
+    return _world(str(drill.base), drill.day, tuple(overrides))
+
+
+def drill_network(session) -> object:
+    """The network of a live session's drill (to tell which devices an action names)."""
+    return drill_world(session.drill).network
+
+
+def play_day(drill: Drill, incidents, folder: Path, *, privacy_key=None, overrides=()):
+    """Simulate the drill's days under ``incidents`` into ``folder`` (replacing what is there);
+    returns the scenario played."""
+    from sim.api import run
+    from sim.world import with_incidents
+
+    scenario = drill_scenario(drill, incidents, overrides)
+    world = with_incidents(drill_world(drill, overrides), scenario)
+    run(scenario, folder, world=world, privacy_key=privacy_key)
+    return scenario
+
+
 def run_drill(
     drill: Drill,
     trainee: Trainee,
@@ -61,23 +98,19 @@ def run_drill(
     overrides=(),
 ) -> dict:
     """Play ``drill`` with ``trainee``'s actions; the debrief (also written to ``out_dir``)."""
-    from sim.api import build, run
-    from sim.world import with_incidents
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    nothing = drill_scenario(drill, drill.incidents, overrides)
-    world = build(nothing)
+    world = drill_world(drill, overrides)
     acted = with_actions(
         list(drill.incidents), trainee.actions, drill.day, drill.repair_min, world.network
     )
-    scenarios = {"nothing": nothing}
+    nothing = play_day(
+        drill, drill.incidents, out_dir / "nothing", privacy_key=privacy_key, overrides=overrides
+    )
+    played = out_dir / "nothing"
     if acted != list(drill.incidents):  # actions that change the day: play it again
-        scenarios["trainee"] = drill_scenario(drill, acted, overrides)
-    for name, scenario in scenarios.items():
-        world_of = with_incidents(world, scenario)
-        run(scenario, out_dir / name, world=world_of, privacy_key=privacy_key)
-    played = out_dir / ("trainee" if "trainee" in scenarios else "nothing")
+        played = out_dir / "trainee"
+        play_day(drill, acted, played, privacy_key=privacy_key, overrides=overrides)
     cutoff = nothing.clearing.batch_cutoff_hour
     today = RunView(played, drill.day, cutoff)
     usual = RunView(out_dir / "nothing", drill.day - dt.timedelta(days=1), cutoff)
@@ -134,4 +167,12 @@ def resolve_lookups(trainee: Trainee, view: RunView) -> Trainee:
     return trainee.model_copy(update={"actions": actions})
 
 
-__all__ = ["VARIANTS", "drill_scenario", "resolve_lookups", "run_drill"]
+__all__ = [
+    "VARIANTS",
+    "drill_network",
+    "drill_scenario",
+    "drill_world",
+    "play_day",
+    "resolve_lookups",
+    "run_drill",
+]

@@ -1,0 +1,38 @@
+"""What the drill console and the trainer's view share (dashboard/views/drill.py,
+dashboard/views/trainer.py): where sessions live, the shipped drills, the start form."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard.state import ROOT, lang, pick, runs_root, tr
+from drills.script import load_drill
+from drills.session import DrillSession
+
+DRILL_DIR = ROOT / "scenarios" / "drills"
+
+
+def sessions_root():
+    return runs_root() / "drills" / "sessions"
+
+
+def drill_files():
+    return sorted(DRILL_DIR.glob("*.yaml"))
+
+
+def drill_label(path) -> str:
+    drill = load_drill(path)
+    return f"{drill.title(lang())} · {tr('drill.difficulty', n=drill.difficulty)}"
+
+
+def start_section(trainee_label: str = "drill.your_name") -> DrillSession | None:
+    """A form starting a session (also the trainer's); returns it when one was started."""
+    files = drill_files()
+    with st.form("drill_start"):
+        path = pick(tr("drill.choose_drill"), files, "drill_file", format_func=drill_label)
+        name = st.text_input(tr(trainee_label), key="drill_trainee_name")
+        go_ = st.form_submit_button(tr("drill.start_button"), type="primary")
+    if go_ and name.strip():
+        with st.spinner(tr("drill.starting")):
+            return DrillSession.start(path, name.strip(), root=sessions_root())
+    return None

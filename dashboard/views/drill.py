@@ -1,0 +1,264 @@
+"""The trainee's console of an incident drill (drills/session.py).
+
+Start a drill (or carry on with one in progress), then, while the simulated day plays on the
+clock: the monitoring (the drill's metrics, today against yesterday, up to the clock), the
+alerts raised so far (acknowledge one), a card look-up as the service desk sees it (a masked
+card's taps today), actions that change the rest of the day (report or suspend devices, order
+refunds, name the cause, explain it to a customer), and at the end the debrief. The live parts
+refresh every two seconds (a fragment); the trainer's view sees the same session folder.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import streamlit.components.v1 as components
+
+from dashboard.drill_sessions import sessions_root, start_section
+from dashboard.state import lang, pick, tr
+from drills.session import DrillSession, sessions
+from sim import api
+
+SPEEDS = (30, 60, 120, 300, 600)
+CAUSES = (
+    "duplicate_wave", "comm_outage", "validator_outage", "qr_platform_outage", "line_outage",
+    "renewal_wave", "outlet_closure", "clearing_node_outage", "station_outage", "fare_change",
+)  # fmt: skip
+
+
+def choose_session() -> DrillSession | None:
+    """The session this browser plays: one just started, or one picked from those running."""
+    st.subheader(tr("drill.start"))
+    started = start_section()
+    if started is not None:
+        st.session_state["drill_session"] = str(started.folder)
+    running = [s for s in sessions(sessions_root()) if not s.state()["ended"]]
+    if running:
+        st.caption(tr("drill.or_join"))
+        folders = [str(s.folder) for s in running]
+        current = st.session_state.get("drill_session")
+        index = folders.index(current) if current in folders else 0
+        picked = st.selectbox(
+            tr("drill.session"),
+            folders,
+            index=index,
+            format_func=lambda f: (
+                f"{DrillSession(f).state()['id']} · {DrillSession(f).state()['trainee']}"
+            ),
+        )
+        st.session_state["drill_session"] = picked
+    folder = st.session_state.get("drill_session")
+    return DrillSession(folder) if folder else None
+
+
+def header(session: DrillSession) -> None:
+    drill = session.drill
+    st.subheader(drill.title(lang()))
+    st.caption(
+        f"{tr('drill.role.' + drill.role)} · {tr('drill.difficulty', n=drill.difficulty)} · "
+        f"{drill.day}"
+    )
+    st.info(drill.brief(lang()))
+    with st.expander(tr("drill.tasks")):
+        for task in drill.tasks:
+            words = task.text(lang()) if task.text else task.id
+            st.markdown(f"- {words} ({task.points})")
+    state = session.state()
+    left, right = st.columns(2)
+    with left:
+        speed = st.select_slider(
+            tr("drill.speed"), SPEEDS, value=min(SPEEDS, key=lambda s: abs(s - state["speed"]))
+        )
+        if speed != state["speed"]:
+            session.set_speed(speed)
+    with right:
+        if state["paused"]:
+            if st.button(tr("drill.resume"), key="drill_resume"):
+                session.resume()
+        elif st.button(tr("drill.pause"), key="drill_pause"):
+            session.pause()
+
+
+@st.fragment(run_every=2)
+def live(session: DrillSession) -> None:
+    """The clock, the monitoring and the alerts, refreshed every two seconds."""
+    state = session.state()
+    status = tr("drill.ended") if state["ended"] else tr("drill.paused") if state["paused"] else ""
+    st.metric(tr("drill.clock"), session.clock(), help=status or None)
+    st.markdown(f"#### {tr('drill.monitoring')}")
+    metrics = sorted({r.metric for r in session.drill.alert_rules} | {"taps"})
+    columns = st.columns(min(3, len(metrics)))
+    for i, metric in enumerate(metrics):
+        per = "node" if metric == "node_batches" else "all"
+        today, usual = session.series_so_far(metric, per)
+        with columns[i % len(columns)]:
+            st.plotly_chart(_chart(metric, today.sum(axis=0), usual.sum(axis=0)), key=f"m_{metric}")
+    alerts_table(session)
+
+
+def _chart(metric: str, today: pd.Series, usual: pd.Series) -> go.Figure:
+    minutes = [f"{(5 * b) // 60:02d}:{(5 * b) % 60:02d}" for b in today.index]
+    figure = go.Figure()
+    figure.add_scatter(x=minutes, y=usual.to_numpy(), name=tr("drill.usual"), line={"dash": "dot"})
+    figure.add_scatter(x=minutes, y=today.to_numpy(), name=tr("drill.today"))
+    figure.update_layout(
+        title=tr(f"drill.metric.{metric}"), height=260, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h"},
+    )  # fmt: skip
+    return figure
+
+
+def alerts_table(session: DrillSession) -> None:
+    st.markdown(f"#### {tr('drill.alerts')}")
+    alerts = session.alerts_so_far()
+    if not alerts:
+        st.caption(tr("drill.no_alerts"))
+        return
+    acked = {a.alert for a in session.actions() if a.kind == "acknowledge"}
+    rules = {r.id: r for r in session.drill.alert_rules}
+    frame = pd.DataFrame(
+        [
+            {
+                tr("drill.col.time"): f"{a.minute // 60:02d}:{a.minute % 60:02d}",
+                tr("drill.col.alert"): rules[a.rule].text(lang()),
+                tr("drill.col.where"): f"{a.per} {a.key}",
+                tr("drill.col.severity"): a.severity,
+                tr("drill.col.acknowledged"): "✓" if a.rule in acked else "",
+            }
+            for a in reversed(alerts)
+        ]
+    )
+    st.dataframe(frame, hide_index=True, width="stretch")
+
+
+def acknowledge_section(session: DrillSession) -> None:
+    rules = {r.id: r for r in session.drill.alert_rules}
+    raised = sorted({a.rule for a in session.alerts_so_far()})
+    if not raised:
+        return
+    rule = pick(
+        tr("drill.col.alert"), raised, "drill_ack", format_func=lambda r: rules[r].text(lang())
+    )
+    if st.button(tr("drill.acknowledge"), key="drill_ack_button"):
+        stamped = session.act({"kind": "acknowledge", "alert": rule})
+        st.success(tr("drill.done", time=f"{stamped.at:%H:%M}", kind=rule))
+
+
+def lookup_section(session: DrillSession) -> None:
+    st.markdown(f"#### {tr('drill.lookup')}")
+    text = st.text_input(tr("drill.token"), key="drill_token").strip()
+    if not text:
+        return
+    try:
+        token = int(text)
+    except ValueError:
+        st.error(tr("drill.token_bad", text=text))
+        return
+    taps = session.card_taps(token)
+    if taps.empty:
+        st.caption(tr("drill.no_taps"))
+    else:
+        st.dataframe(taps, hide_index=True, width="stretch")
+
+
+def _numbers(text: str) -> list[int] | None:
+    try:
+        return [int(x) for x in text.replace("，", ",").split(",") if x.strip()]
+    except ValueError:
+        return None
+
+
+def action_section(session: DrillSession) -> None:
+    st.markdown(f"#### {tr('drill.actions')}")
+    kinds = ("mark_faulty", "suspend_device", "refund_cards", "identify", "explain")
+    kind = pick(
+        tr("drill.action_kind"), kinds, "drill_kind", format_func=lambda k: tr(f"drill.kind.{k}")
+    )
+    with st.form("drill_action"):
+        action: dict = {"kind": kind}
+        if kind in ("mark_faulty", "suspend_device"):
+            text = st.text_input(tr("drill.devices"))
+            field = "devices"
+        elif kind == "refund_cards":
+            text = st.text_input(tr("drill.cards"))
+            field = "cards"
+        elif kind == "identify":
+            text = st.text_input(tr("drill.target"))
+            field = "target"
+        else:
+            text = pick(
+                tr("drill.cause"),
+                CAUSES,
+                "drill_cause",
+                format_func=lambda c: tr(f"drill.cause.{c}"),
+            )
+            field = "target"
+        submitted = st.form_submit_button(tr("drill.do"), type="primary")
+    if not submitted:
+        return
+    if field in ("devices", "cards"):
+        numbers = _numbers(text)
+        if not numbers:
+            st.error(tr("drill.numbers_bad", text=text))
+            return
+        action[field] = numbers
+    else:
+        action[field] = text.strip()
+    try:
+        with st.spinner(tr("drill.acting")):
+            stamped = session.act(action)
+    except (ValueError, api.BadInput) as exc:
+        st.error(tr("drill.bad_action", error=str(exc).splitlines()[0]))
+        return
+    st.success(tr("drill.done", time=f"{stamped.at:%H:%M}", kind=tr(f"drill.kind.{kind}")))
+
+
+def actions_list(session: DrillSession) -> None:
+    actions = session.actions()
+    if actions:
+        st.markdown(f"#### {tr('drill.your_actions')}")
+        st.dataframe(
+            pd.DataFrame([a.model_dump(mode="json", exclude_defaults=True) for a in actions]),
+            hide_index=True,
+            width="stretch",
+        )
+
+
+def end_section(session: DrillSession) -> None:
+    debrief = session.debrief()
+    if debrief is None and st.button(tr("drill.end"), key="drill_end"):
+        with st.spinner(tr("drill.ending")):
+            session.end(lang=lang())
+        debrief = session.debrief()
+    if debrief is not None:
+        from drills.report import debrief_html
+
+        page = debrief_html(debrief, lang())
+        st.markdown(f"### {tr('drill.debrief')}")
+        st.download_button(
+            tr("drill.download"), page, file_name=f"{debrief['drill']}-debrief.html",
+            mime="text/html",
+        )  # fmt: skip
+        components.html(page, height=900, scrolling=True)
+
+
+def main() -> None:
+    st.header(tr("drill.title"))
+    st.caption(tr("drill.intro"))
+    session = choose_session()
+    if session is None:
+        if not sessions(sessions_root()):
+            st.caption(tr("drill.no_sessions"))
+        return
+    header(session)
+    live(session)
+    if not session.state()["ended"]:
+        acknowledge_section(session)
+        lookup_section(session)
+        action_section(session)
+    actions_list(session)
+    end_section(session)
+
+
+main()

@@ -1,0 +1,149 @@
+"""The trainer's view of incident drills (drills/session.py).
+
+Start a drill for a trainee, see every session (clock, actions, status, score), watch one
+session's actions as they happen (refreshed every two seconds), inject an extra incident into
+it at its clock's time (the day is replayed from there, the same random numbers), and compare
+the debriefs of several trainees of the same drill.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.drill_sessions import drill_files, drill_label, sessions_root, start_section
+from dashboard.state import lang, pick, tr
+from drills.script import load_drill
+from drills.session import DrillSession, sessions
+from sim import api
+
+INJECTABLE = (
+    "duplicate_wave", "validator_outage", "comm_outage", "qr_platform_outage", "line_outage",
+    "outlet_closure", "renewal_wave", "clearing_node_outage",
+)  # fmt: skip
+
+
+def _status(state: dict) -> str:
+    if state["ended"]:
+        return tr("drill.ended")
+    return tr("drill.paused") if state["paused"] else tr("trainer.status.running")
+
+
+def sessions_table() -> list[DrillSession]:
+    st.subheader(tr("trainer.sessions"))
+    found = sessions(sessions_root())
+    if not found:
+        st.caption(tr("drill.no_sessions"))
+        return []
+    rows = []
+    for s in found:
+        state, debrief = s.state(), s.debrief()
+        rows.append(
+            {
+                tr("trainer.col.id"): state["id"],
+                tr("trainer.col.drill"): s.drill.title(lang()),
+                tr("trainer.col.trainee"): state["trainee"],
+                tr("trainer.col.clock"): s.clock(),
+                tr("trainer.col.actions"): len(s.actions()),
+                tr("trainer.col.status"): _status(state),
+                tr("trainer.col.score"): "" if debrief is None else f"{debrief['score']:g}",
+            }
+        )
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    return found
+
+
+@st.fragment(run_every=2)
+def live_actions(session: DrillSession) -> None:
+    st.metric(tr("drill.clock"), session.clock(), help=_status(session.state()))
+    st.markdown(f"#### {tr('trainer.live_actions')}")
+    actions = session.actions()
+    if not actions:
+        st.caption(tr("trainer.no_actions"))
+        return
+    st.dataframe(
+        pd.DataFrame([a.model_dump(mode="json", exclude_defaults=True) for a in actions]),
+        hide_index=True,
+        width="stretch",
+    )
+
+
+def inject_section(session: DrillSession) -> None:
+    st.markdown(f"#### {tr('trainer.inject')}")
+    with st.form("trainer_inject"):
+        kind = pick(
+            tr("trainer.kind"),
+            INJECTABLE,
+            "trainer_kind",
+            format_func=lambda k: tr(f"drill.cause.{k}"),
+        )
+        target = st.text_input(tr("trainer.target"))
+        minutes = st.number_input(tr("trainer.duration"), 5, 1440, 120, step=5)
+        share = st.number_input(tr("trainer.share"), 0.0, 1.0, 0.5, step=0.05)
+        submitted = st.form_submit_button(tr("trainer.inject_button"), type="primary")
+    if not submitted:
+        return
+    incident = {"kind": kind, "target": target.strip() or None, "duration_min": int(minutes)}
+    if kind == "duplicate_wave":
+        incident["duplicate_share"] = float(share)
+    if kind == "renewal_wave":
+        incident["extra_visits_per_hour"] = 20.0
+    try:
+        with st.spinner(tr("trainer.injecting")):
+            made = session.inject(incident)
+    except (ValueError, api.BadInput) as exc:
+        st.error(tr("trainer.inject_bad", error=str(exc).splitlines()[0]))
+        return
+    st.success(tr("trainer.injected", id=made.id, time=f"{made.start:%H:%M}"))
+
+
+def compare_section(found: list[DrillSession]) -> None:
+    st.subheader(tr("trainer.compare"))
+    files = drill_files()
+    path = pick(tr("drill.choose_drill"), files, "trainer_compare", format_func=drill_label)
+    drill_id = load_drill(path).id
+    rows = []
+    for s in found:
+        debrief = s.debrief()
+        if debrief is None or debrief["drill"] != drill_id:
+            continue
+        timing = next(iter(debrief["detection"].values()))
+        diff = debrief["money"]["difference"]
+        rows.append(
+            {
+                tr("trainer.col.trainee"): debrief["trainee"],
+                tr("trainer.col.id"): s.state()["id"],
+                tr("trainer.col.score"): debrief["score"],
+                tr("trainer.col.detect"): timing["minutes_to_detect"],
+                tr("trainer.col.act"): timing["minutes_to_act"],
+                tr("trainer.col.duplicates"): diff["duplicate_charges_fen"] / 100,
+                tr("trainer.col.fares"): diff["card_fares_cleared_fen"] / 100,
+            }
+        )
+    if not rows:
+        st.caption(tr("trainer.no_debriefs"))
+        return
+    frame = pd.DataFrame(rows).sort_values(tr("trainer.col.score"), ascending=False)
+    frame = frame.reset_index(drop=True)
+    st.dataframe(frame, hide_index=True, width="stretch")
+
+
+def main() -> None:
+    st.header(tr("trainer.title"))
+    st.caption(tr("trainer.intro"))
+    st.subheader(tr("trainer.start"))
+    start_section("trainer.trainee")
+    found = sessions_table()
+    if found:
+        ids = [str(s.folder) for s in found]
+        picked = st.selectbox(
+            tr("trainer.watch"), ids, format_func=lambda f: DrillSession(f).state()["id"]
+        )
+        session = DrillSession(picked)
+        live_actions(session)
+        if not session.state()["ended"]:
+            inject_section(session)
+    compare_section(found)
+
+
+main()

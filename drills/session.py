@@ -1,0 +1,280 @@
+"""A live drill: one trainee playing a drill on the wall clock, shared through a folder.
+
+The trainee's console and the trainer's view (dashboard/views/) are separate browser sessions,
+so a session lives in a folder (``runs/drills/sessions/<id>/``):
+
+- ``session.json``: the drill, the trainee's name, the clock (speed, where it started, paused
+  or not) and the incidents the trainer injected;
+- ``actions.yaml``: the trainee's actions so far (the scripted trainee's format,
+  drills/actions.py), each stamped with the simulated time it was made;
+- ``day/``: the day as played so far — the drill's incidents, the injected ones and the actions
+  (re-simulated when an action or an injection changes the day: the same random numbers, so
+  the day before the change is what the trainee already saw);
+- ``debrief.json``, ``debrief.html`` once the trainee ends the drill.
+
+The clock: simulated minutes of the drill's day = where it started + wall seconds x speed / 60
+(60x by default: a day in 24 minutes); pausing keeps the minute, a faster speed re-anchors.
+Monitoring (drills/monitor.py) is shown up to the clock's minute: the day is computed ahead, the
+console reveals it as the clock passes, as an operations centre's screens would.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import time
+from pathlib import Path
+
+import yaml
+
+from drills.actions import Action, Trainee, with_actions
+from drills.monitor import BUCKET_MIN, RunView, raise_alerts
+from drills.script import Drill, load_drill
+from sim.incidents import Incident
+
+SESSIONS = Path("runs/drills/sessions")
+DEFAULT_SPEED = 60.0
+
+
+class DrillSession:
+    """A drill being played (module docstring). Every method reads the folder afresh, so the
+    trainer's view and the trainee's console see each other's changes."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        if not (self.folder / "session.json").exists():
+            raise FileNotFoundError(f"{self.folder}: not a drill session (no session.json)")
+
+    # ----------------------------------------------------------------- making one
+    @classmethod
+    def start(
+        cls,
+        drill_path: Path,
+        trainee: str,
+        root: Path = SESSIONS,
+        speed: float = DEFAULT_SPEED,
+        now: float | None = None,
+    ) -> DrillSession:
+        """A new session of the drill at ``drill_path`` for ``trainee``, its day played with
+        nothing done yet, its clock running from an hour before the first incident."""
+        drill = load_drill(drill_path)
+        session_id = f"{drill.id}-{secrets.token_hex(3)}"
+        folder = Path(root) / session_id
+        folder.mkdir(parents=True)
+        first = min(inc.start for inc in drill.incidents)
+        start = max(0, (first.hour * 60 + first.minute) - 60) if first.date() == drill.day else 0
+        state = {
+            "id": session_id,
+            "drill": str(Path(drill_path).resolve()),
+            "trainee": trainee,
+            "speed": float(speed),
+            "anchor_wall": time.time() if now is None else now,
+            "anchor_minute": float(start),
+            "paused": False,
+            "injected": [],
+            "ended": False,
+        }
+        (folder / "session.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+        (folder / "actions.yaml").write_text("[]\n", encoding="utf-8")
+        session = cls(folder)
+        session.replay()
+        return session
+
+    # ----------------------------------------------------------------- state
+    def state(self) -> dict:
+        return json.loads((self.folder / "session.json").read_text(encoding="utf-8"))
+
+    def _save(self, state: dict) -> None:
+        tmp = self.folder / "session.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
+        tmp.replace(self.folder / "session.json")
+
+    @property
+    def drill(self) -> Drill:
+        return load_drill(self.state()["drill"])
+
+    def actions(self) -> list[Action]:
+        raw = yaml.safe_load((self.folder / "actions.yaml").read_text(encoding="utf-8")) or []
+        return [Action.model_validate(a) for a in raw]
+
+    def trainee(self) -> Trainee:
+        return Trainee(name=self.state()["trainee"], actions=self.actions())
+
+    def injected(self) -> list[Incident]:
+        return [Incident.model_validate(i) for i in self.state()["injected"]]
+
+    def incidents(self) -> list[Incident]:
+        """The drill's incidents and the trainer's injections."""
+        return [*self.drill.incidents, *self.injected()]
+
+    # ----------------------------------------------------------------- the clock
+    def minute(self, now: float | None = None) -> float:
+        """The simulated minute of the drill's day now (0 .. 1440)."""
+        s = self.state()
+        if s["paused"] or s["ended"]:
+            return min(1440.0, s["anchor_minute"])
+        wall = (time.time() if now is None else now) - s["anchor_wall"]
+        return min(1440.0, s["anchor_minute"] + wall * s["speed"] / 60.0)
+
+    def clock(self) -> str:
+        m = int(self.minute())
+        return f"{m // 60:02d}:{m % 60:02d}"
+
+    def pause(self, now: float | None = None) -> None:
+        s = self.state()
+        if not s["paused"]:
+            s["anchor_minute"], s["paused"] = self.minute(now), True
+            self._save(s)
+
+    def resume(self, now: float | None = None) -> None:
+        s = self.state()
+        if s["paused"]:
+            s["anchor_wall"], s["paused"] = time.time() if now is None else now, False
+            self._save(s)
+
+    def set_speed(self, speed: float, now: float | None = None) -> None:
+        s = self.state()
+        s["anchor_minute"] = self.minute(now)
+        s["anchor_wall"] = time.time() if now is None else now
+        s["speed"] = float(speed)
+        self._save(s)
+
+    # ----------------------------------------------------------------- what changes the day
+    def act(self, action: dict, now: float | None = None) -> Action:
+        """Record the trainee's action at the clock's minute; replay the day if it changes it.
+        ``action`` is an action without ``at`` (drills/actions.py); ValueError if invalid."""
+        minute = int(self.minute(now))
+        stamped = Action.model_validate({**action, "at": dt.time(minute // 60, minute % 60)})
+        actions = [*self.actions(), stamped]
+        before = self._acted(self.actions())
+        (self.folder / "actions.yaml").write_text(
+            yaml.safe_dump([a.model_dump(mode="json") for a in actions], allow_unicode=True),
+            encoding="utf-8",
+        )
+        if self._acted(actions) != before:
+            self.replay()
+        return stamped
+
+    def inject(self, incident: dict, now: float | None = None) -> Incident:
+        """The trainer adds an incident starting at the clock's minute; the day is replayed."""
+        minute = int(self.minute(now))
+        start = dt.datetime.combine(self.drill.day, dt.time(minute // 60, minute % 60))
+        s = self.state()
+        made = Incident.model_validate(
+            {"id": f"injected-{len(s['injected']) + 1}", **incident, "start": start}
+        )
+        s["injected"].append(made.model_dump(mode="json"))
+        self._save(s)
+        try:
+            self.replay()
+        except Exception:
+            s["injected"].pop()  # a target the world does not have: take it back
+            self._save(s)
+            self.replay()
+            raise
+        return made
+
+    def _acted(self, actions: list[Action]) -> list[Incident]:
+        from drills.runner import drill_network
+
+        return with_actions(
+            self.incidents(), actions, self.drill.day, self.drill.repair_min, drill_network(self)
+        )
+
+    def replay(self) -> None:
+        """Simulate the day as it now stands (incidents, injections, actions)."""
+        from drills.runner import play_day
+
+        scenario = play_day(self.drill, self._acted(self.actions()), self.folder / "day")
+        state = self.state()
+        state["cutoff_hour"] = scenario.clearing.batch_cutoff_hour
+        self._save(state)
+
+    # ----------------------------------------------------------------- what the console shows
+    def views(self) -> tuple[RunView, RunView]:
+        """The day played (today) and the day before (usual)."""
+        drill = self.drill
+        cutoff = self.cutoff_hour()
+        day = self.folder / "day"
+        usual = drill.day - dt.timedelta(days=1)
+        return RunView(day, drill.day, cutoff), RunView(day, usual, cutoff)
+
+    def cutoff_hour(self) -> int:
+        return int(self.state().get("cutoff_hour", 2))
+
+    def alerts_so_far(self, now: float | None = None):
+        """The alerts raised up to the clock's minute."""
+        minute = self.minute(now)
+        today, usual = self.views()
+        try:
+            alerts = raise_alerts(self.drill.alert_rules, today, usual)
+            return [a for a in alerts if a.minute <= minute]
+        finally:
+            today.close()
+            usual.close()
+
+    def series_so_far(self, metric: str, per: str = "all", now: float | None = None):
+        """``metric`` per ``per`` today and on the usual day, up to the clock's minute."""
+        bucket = int(self.minute(now) // BUCKET_MIN)
+        today, usual = self.views()
+        try:
+            return (
+                today.series(metric, per).iloc[:, :bucket],
+                usual.series(metric, per).iloc[:, :bucket],
+            )
+        finally:
+            today.close()
+            usual.close()
+
+    def card_taps(self, token: int, now: float | None = None):
+        """A masked card's taps of the drill day up to the clock (the service desk's look-up)."""
+        minute = int(self.minute(now))
+        drill = self.drill
+        until = dt.datetime.combine(drill.day, dt.time(0)) + dt.timedelta(minutes=minute)
+        today, usual = self.views()
+        try:
+            return today.con.sql(
+                """SELECT event_timestamp, CAST(route_id AS VARCHAR) AS line, device_id,
+                          CAST(media AS VARCHAR) AS media, amount_fen
+                   FROM transactions WHERE token_id = ? AND service_date = ?
+                     AND event_timestamp <= ? ORDER BY event_timestamp""",
+                params=[int(token), drill.day, until],
+            ).df()
+        finally:
+            today.close()
+            usual.close()
+
+    # ----------------------------------------------------------------- the end
+    def end(self, lang: str = "zh", privacy_key=None) -> dict:
+        """Stop the clock and write the debrief (the drill with the injections, the trainee's
+        actions; drills/runner.py)."""
+        from drills.report import debrief_html
+        from drills.runner import run_drill
+
+        s = self.state()
+        s["anchor_minute"], s["ended"] = self.minute(), True
+        self._save(s)
+        drill = self.drill.model_copy(update={"incidents": self.incidents()})
+        debrief = run_drill(drill, self.trainee(), self.folder / "debrief", privacy_key=privacy_key)
+        (self.folder / "debrief.html").write_text(debrief_html(debrief, lang), encoding="utf-8")
+        (self.folder / "debrief.json").write_text(
+            json.dumps(debrief, indent=2, ensure_ascii=False), encoding="utf-8"
+        )
+        return debrief
+
+    def debrief(self) -> dict | None:
+        path = self.folder / "debrief.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def sessions(root: Path = SESSIONS) -> list[DrillSession]:
+    """Every session under ``root``, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [DrillSession(p) for p in root.iterdir() if (p / "session.json").exists()]
+    return sorted(found, key=lambda s: s.state()["anchor_wall"], reverse=True)
+
+
+__all__ = ["DEFAULT_SPEED", "SESSIONS", "DrillSession", "sessions"]

@@ -1,0 +1,116 @@
+"""The drill console and the trainer's view (dashboard/views/drill.py, trainer.py), driven by
+Streamlit's AppTest on a real drill session (drills/session.py): alerts appear on the clock,
+an acknowledgement and an action are recorded and change the day, the trainer injects an
+incident, the debrief opens, and several trainees' debriefs are compared; in both languages."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from drills.session import DrillSession
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "dashboard" / "app.py")
+DRILL = ROOT / "scenarios" / "drills" / "duplicate_wave.yaml"
+
+
+def page(runs: Path, view: str, lang: str = "en", session: DrillSession | None = None):
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["runs_root"] = str(runs)
+    at.session_state["lang"] = lang
+    if session is not None:
+        at.session_state["drill_session"] = str(session.folder)
+    at.switch_page(f"views/{view}.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+@pytest.fixture()
+def session(tmp_path):
+    """A duplicate-wave session whose clock stands at about 08:09 (started 95 s ago at 60x
+    from 06:30)."""
+    s = DrillSession.start(
+        DRILL, "Wang", root=tmp_path / "drills" / "sessions", now=time.time() - 95
+    )
+    s.pause()
+    return s
+
+
+def test_the_console_shows_the_clock_and_the_alerts_raised_so_far(tmp_path, session):
+    at = page(tmp_path, "drill", session=session)
+    (clock,) = [m for m in at.metric if m.label == "Simulated time"]
+    assert "08:0" in clock.value or "08:1" in clock.value
+    alerts = at.dataframe[0].value
+    assert list(alerts["Where"]) == ["device 1201"]
+    assert "charged twice" in alerts["Alert"].iloc[0]
+    assert len(at.get("plotly_chart")) >= 2  # taps and duplicates, today against yesterday
+
+
+def test_acknowledge_act_and_open_the_debrief(tmp_path, session):
+    at = page(tmp_path, "drill", session=session)
+    button(at, "Acknowledge the chosen alert").click().run()
+    assert not at.exception, at.exception
+    assert session.actions()[0].kind == "acknowledge"
+    at.selectbox(key="drill_kind:en").set_value("mark_faulty").run()
+    next(t for t in at.text_input if t.label.startswith("Device ids")).set_value("1201")
+    button(at, "Do it").click().run()
+    assert not at.exception, at.exception
+    assert any("Recorded" in s.value for s in at.success)
+    acted = session.actions()
+    assert [a.kind for a in acted] == ["acknowledge", "mark_faulty"] and acted[1].devices == [1201]
+    # The day was replayed with the repair: the reader stops charging twice an hour later.
+    assert session.incidents() and session._acted(acted)[0].duration_min < 600
+    button(at, "End the drill and see the debrief").click().run()
+    assert not at.exception, at.exception
+    debrief = session.debrief()
+    assert debrief["trainee"] == "Wang" and debrief["score"] >= 60
+    assert any(b.label == "Download the debrief (HTML)" for b in at.get("download_button"))
+    assert "演练复盘" not in (session.folder / "debrief.html").read_text()  # in English
+
+
+def test_bad_input_in_the_action_form_is_a_message(tmp_path, session):
+    at = page(tmp_path, "drill", "zh", session=session)
+    at.selectbox(key="drill_kind:zh").set_value("suspend_device").run()
+    next(t for t in at.text_input if t.label.startswith("设备编号")).set_value("abc")
+    next(b for b in at.button if b.label == "执行").click().run()
+    assert not at.exception and at.error
+    assert "应为逗号分隔的整数" in at.error[0].value
+    assert not session.actions()
+
+
+def test_the_trainer_injects_an_incident_and_compares_debriefs(tmp_path, session):
+    at = page(tmp_path, "trainer", session=session)
+    table = at.dataframe[0].value
+    assert list(table["Trainee"]) == ["Wang"]
+    kind = next(s for s in at.selectbox if s.label == "Kind")
+    kind.set_value("validator_outage").run()
+    next(t for t in at.text_input if t.label.startswith("Target")).set_value("2319")
+    button(at, "Inject").click().run()
+    assert not at.exception, at.exception
+    assert any("Injected injected-1" in s.value for s in at.success)
+    assert [i.id for i in session.injected()] == ["injected-1"]
+    # A target the city does not have: a message, and the session is left as it was.
+    next(t for t in at.text_input if t.label.startswith("Target")).set_value("99999999")
+    button(at, "Inject").click().run()
+    assert not at.exception and any("Cannot inject" in e.value for e in at.error)
+    assert [i.id for i in session.injected()] == ["injected-1"]
+    # Two trainees' debriefs of the same drill, side by side.
+    session.act({"kind": "mark_faulty", "devices": [1201]})
+    session.end(lang="en")
+    other = DrillSession.start(DRILL, "Zhao", root=tmp_path / "drills" / "sessions")
+    other.end(lang="en")
+    at = page(tmp_path, "trainer")
+    at.selectbox(key="trainer_compare:en").set_value(DRILL).run()
+    compared = at.dataframe[-1].value
+    assert set(compared["Trainee"]) == {"Wang", "Zhao"}
+    best = compared.iloc[0]
+    assert best["Trainee"] == "Wang" and best["Score"] > compared.iloc[1]["Score"]
