@@ -348,3 +348,51 @@ def test_an_upload_that_is_not_yaml_is_refused_in_the_browser(
         assert (ROOT / "scenarios" / "uploads" / "browser_upload_test.yaml").is_file()
     finally:
         (ROOT / "scenarios" / "uploads" / "browser_upload_test.yaml").unlink(missing_ok=True)
+
+
+def test_a_drill_in_the_browser_alert_action_debrief(dashboard, page, screenshots):
+    """Start the duplicate-charge drill on the console, speed the clock up, see the alert
+    appear, acknowledge it, report the reader, end the drill and open the debrief."""
+    try:
+        page.goto(dashboard.url)
+        _nav(page, "演练控制台").click()
+        _shown(page, page.get_by_role("heading", name="事件演练：学员控制台"), screenshots, "drill")
+        form = page.get_by_test_id("stForm").filter(has_text="学员姓名")
+        form.get_by_test_id("stSelectbox").get_by_role("combobox").click()
+        page.get_by_role("option", name="读卡器重复扣款 · 难度 2 / 3").click()
+        form.get_by_test_id("stTextInput").locator("input").fill("浏览器学员")
+        form.get_by_role("button").filter(has_text="开始").click()
+        _shown(page, _metric(page, "模拟时间"), screenshots, "drill_started", timeout=RUN_MS)
+        # The fastest clock: 75 simulated minutes to the first alert take ~8 s.
+        slider = page.get_by_test_id("stSlider").filter(has_text="速度").get_by_role("slider")
+        slider.focus()
+        slider.press("End")
+        acknowledge = page.get_by_role("button", name="确认所选告警")
+        _shown(page, acknowledge, screenshots, "drill_alert", timeout=RUN_MS)
+        expect(page.get_by_text("暂无告警。")).to_have_count(0)
+        _shot(page, screenshots / "drill_alert.png")
+        acknowledge.click()
+        acked = page.get_by_text("已确认: 同一读卡器出现重复扣款")
+        _shown(page, acked, screenshots, "drill_ack")
+        actions = page.get_by_test_id("stForm").filter(has_text="设备编号")
+        actions.get_by_test_id("stTextInput").locator("input").fill("1201")
+        actions.get_by_role("button").filter(has_text="执行").click()
+        recorded = page.get_by_text("报修设备", exact=False)
+        _shown(page, page.get_by_test_id("stAlertContentSuccess").filter(has=recorded),
+               screenshots, "drill_action", timeout=RUN_MS)  # fmt: skip
+        page.get_by_role("button", name="结束演练并查看复盘").click()
+        _shown(page, page.get_by_role("heading", name="复盘", exact=True), screenshots,
+               "drill_debrief", timeout=RUN_MS)  # fmt: skip
+        expect(page.get_by_role("button", name="下载复盘（HTML）")).to_be_visible()
+        frame = page.frame_locator("iframe").first
+        expect(frame.get_by_text("演练复盘", exact=False).first).to_be_visible()
+        expect(frame.get_by_text("发现用时（分钟）")).to_be_visible()
+        _shot(page, screenshots / "drill_debrief.png")
+        sessions = list((dashboard.runs / "drills" / "sessions").iterdir())
+        debrief = sessions[0] / "debrief.json"
+        assert debrief.is_file() and '"trainee": "浏览器学员"' in debrief.read_text("utf-8")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            page.screenshot(path=screenshots / "drill_failure.png", full_page=True)
+            print(f"\nthe page when the drill test failed: drill_failure.png in {screenshots}")
+        raise

@@ -60,6 +60,7 @@ def test_acknowledge_act_and_open_the_debrief(tmp_path, session):
     button(at, "Acknowledge the chosen alert").click().run()
     assert not at.exception, at.exception
     assert session.actions()[0].kind == "acknowledge"
+    assert any("Acknowledged: Cards charged twice" in c.value for c in at.caption)
     at.selectbox(key="drill_kind:en").set_value("mark_faulty").run()
     next(t for t in at.text_input if t.label.startswith("Device ids")).set_value("1201")
     button(at, "Do it").click().run()

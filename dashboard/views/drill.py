@@ -95,6 +95,8 @@ def live(session: DrillSession) -> None:
         with columns[i % len(columns)]:
             st.plotly_chart(_chart(metric, today.sum(axis=0), usual.sum(axis=0)), key=f"m_{metric}")
     alerts_table(session)
+    if not state["ended"]:
+        acknowledge_section(session)  # here: the alerts to choose from change with the clock
 
 
 def _chart(metric: str, today: pd.Series, usual: pd.Series) -> go.Figure:
@@ -130,6 +132,9 @@ def alerts_table(session: DrillSession) -> None:
         ]
     )
     st.dataframe(frame, hide_index=True, width="stretch")
+    if acked:
+        names = ", ".join(rules[r].text(lang()) for r in sorted(acked) if r in rules)
+        st.caption(f"{tr('drill.col.acknowledged')}: {names}")
 
 
 def acknowledge_section(session: DrillSession) -> None:
@@ -141,8 +146,8 @@ def acknowledge_section(session: DrillSession) -> None:
         tr("drill.col.alert"), raised, "drill_ack", format_func=lambda r: rules[r].text(lang())
     )
     if st.button(tr("drill.acknowledge"), key="drill_ack_button"):
-        stamped = session.act({"kind": "acknowledge", "alert": rule})
-        st.success(tr("drill.done", time=f"{stamped.at:%H:%M}", kind=rule))
+        session.act({"kind": "acknowledge", "alert": rule})
+        st.rerun()  # the table above shows it acknowledged
 
 
 def lookup_section(session: DrillSession) -> None:
@@ -254,7 +259,6 @@ def main() -> None:
     header(session)
     live(session)
     if not session.state()["ended"]:
-        acknowledge_section(session)
         lookup_section(session)
         action_section(session)
     actions_list(session)
