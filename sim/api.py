@@ -52,7 +52,7 @@ from sim.output import (
 from sim.overlay import OverlayError, overlay_overrides
 from sim.privacy import PrivacyKey, PrivacyKeyError, default_key, load_key
 from sim.reconciliation import ReconciliationError, check_reconciliation, write_reconciliation
-from sim.records import RecordWriter, name_tables
+from sim.records import name_tables, record_writers
 from sim.run_dir import RunDirError
 from sim.run_view import DIMENSIONS as RUN_DIMENSIONS
 from sim.run_view import MEASURES as RUN_MEASURES
@@ -541,21 +541,14 @@ def iter_days(
             raise BadInput(f"--out {out_dir}: {exc}") from None
     t1 = time.perf_counter()
     try:  # from here on, whatever stops the run (errors, Ctrl-C, SIGTERM) discards the output
-        writers = [
-            RecordWriter(
-                w,
-                output,
-                w.participants.ids,
-                w.participants.code(w.scenario.output.issuer_id),
-                unmasked=unmasked,
-                privacy_key=key,
-                shard_index=i,
-                code_maps=code_maps[i],
-                # On Dask each city writes its own tables on its worker (sim/shard_actor.py).
-                tables="run" if client is not None else "all",
-            )
-            for i, w in enumerate(worlds)
-        ]
+        writers = record_writers(
+            worlds,
+            output,
+            unmasked=unmasked,
+            privacy_key=key,
+            # On Dask each city writes its own tables on its worker (sim/shard_actor.py).
+            tables="run" if client is not None else "all",
+        )
         shard_output = None
         if client is not None and output is not None:
             shard_output = {

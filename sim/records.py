@@ -92,6 +92,33 @@ def name_tables(worlds: list[World]) -> tuple[dict[str, list[str]], list[dict[st
     return names, maps
 
 
+def record_writers(
+    worlds: list[World],
+    output: RunOutput | None,
+    *,
+    unmasked: bool,
+    privacy_key: PrivacyKey | None,
+    tables: str = "all",
+) -> list[RecordWriter]:
+    """One writer (or, with ``output`` None, converter) per city of a run, each with its map
+    to the run's name codes."""
+    _, code_maps = name_tables(worlds)
+    return [
+        RecordWriter(
+            w,
+            output,
+            w.participants.ids,
+            w.participants.code(w.scenario.output.issuer_id),
+            unmasked=unmasked,
+            privacy_key=privacy_key,
+            shard_index=i,
+            code_maps=code_maps[i],
+            tables=tables,
+        )
+        for i, w in enumerate(worlds)
+    ]
+
+
 def _hash32(key: np.uint64, *columns: np.ndarray) -> np.ndarray:
     """A keyed 32-bit check value over integer columns (TAC-like: any field change changes it,
     and without the key it cannot be recomputed, as a real SAM's TAC cannot)."""

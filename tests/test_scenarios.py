@@ -21,7 +21,10 @@ SCENARIOS = ROOT / "scenarios"
 # Every scenario a user can run: top-level files and cities of multi-city runs (files named
 # *_base.yaml are only bases for others to extend).
 SCENARIO_FILES = sorted(
-    p for p in SCENARIOS.rglob("*.yaml") if "data" not in p.parts and not p.stem.endswith("_base")
+    p
+    for p in SCENARIOS.rglob("*.yaml")
+    # Drill scripts and trainees are not scenarios (tests/test_drills.py validates them).
+    if "data" not in p.parts and "drills" not in p.parts and not p.stem.endswith("_base")
 )
 CALENDAR_FILES = sorted((SCENARIOS / "data").rglob("*.yaml"))
 SHIPPED = {

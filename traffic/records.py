@@ -28,7 +28,6 @@ import pyarrow.compute as pc
 from sim import ids
 from sim.events import DayClosed, DaySettled, RunFinished, TapsFinal, UploadsSent
 from sim.output import NameTables, build_table
-from sim.records import RecordWriter
 
 #: Columns of ``transactions`` that a validator does not know when it records a tap: how the
 #: upload, the clearing and an incomplete trip turn out. The system under test decides them.
@@ -295,26 +294,16 @@ class RecordSource:
         stop: threading.Event,
         spoiler=None,
     ) -> None:
-        from sim.records import name_tables
+        from sim.records import name_tables, record_writers
 
         self.format = FORMATS[record_format](self)
         self.stream_id = stream_id
-        names, code_maps = name_tables(list(worlds))
+        names, _ = name_tables(list(worlds))
         self.names = NameTables(names)
         self.unmasked = unmasked
-        self.converters = [
-            RecordWriter(
-                w,
-                None,
-                w.participants.ids,
-                w.participants.code(w.scenario.output.issuer_id),
-                unmasked=unmasked,
-                privacy_key=privacy_key,
-                shard_index=i,
-                code_maps=code_maps[i],
-            )
-            for i, w in enumerate(worlds)
-        ]
+        self.converters = record_writers(
+            list(worlds), None, unmasked=unmasked, privacy_key=privacy_key
+        )
         self.chunks = chunks
         self.stop = stop
         self.spoiler = spoiler  # traffic/dirty.py: defects injected, with their labels
