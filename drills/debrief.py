@@ -18,6 +18,7 @@ drills/report.py renders it as one page in Chinese or English.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -105,8 +106,6 @@ def money(run_dir: Path, day: dt.date) -> dict[str, float]:
 def classify(alerts: list[Alert], truth: dict[str, dict], day: dt.date) -> list[Alert]:
     """Each alert marked true (and with its incident) when it points at what an incident
     touched while it lasted (or within the hour after); noise otherwise."""
-    import dataclasses
-
     midnight = dt.datetime.combine(day, dt.time(0))
     out = []
     for alert in alerts:

@@ -76,7 +76,6 @@ class Delivery:
         self._save_lock = threading.Lock()
         self._last_save = 0.0
         self.error: BaseException | None = None
-        self.in_flight = 0
         self._threads = [
             threading.Thread(target=self._work, args=(k,), name=f"sink-{k}", daemon=True)
             for k in range(max(1, sink.concurrency))
@@ -131,11 +130,7 @@ class Delivery:
                     return
                 if self._stop.is_set():
                     continue
-                self.in_flight += 1
-                try:
-                    self._deliver(batch, encoder, rng)
-                finally:
-                    self.in_flight -= 1
+                self._deliver(batch, encoder, rng)
         except BaseException as exc:  # noqa: BLE001 - handed to the pacer, which stops
             self.error = exc
             self._stop.set()
