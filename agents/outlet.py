@@ -291,6 +291,7 @@ class OutletAgent(mesa.Agent):
         self._day_windows: dict[int, Windows] = {}
         self._closer_days: set[int] = set()
         self.closures: list[tuple[int, int]] = []  # absolute (start, end) of incident closures
+        self.extensions: list[tuple[int, int]] = []  # absolute (start, end) opened on top
 
     def windows(self, day: int) -> Windows:
         """Absolute (start, end) seconds of the open windows on ``day`` (empty if closed)."""
@@ -305,6 +306,10 @@ class OutletAgent(mesa.Agent):
                     else self.info.weekday_windows
                 )
                 w = tuple((day * DAY_S + s, day * DAY_S + e) for s, e in base)
+            for x_start, x_end in self.extensions:  # hours extended (a drill's action)
+                lo, hi = max(x_start, day * DAY_S), min(x_end, (day + 1) * DAY_S)
+                if lo < hi:
+                    w = _join(w, lo, hi)
             for c_start, c_end in self.closures:
                 w = _cut(w, c_start, c_end)
             self._day_windows[day] = w
@@ -376,6 +381,18 @@ class OutletAgent(mesa.Agent):
             res.service_end_s[row] = env.now
             res.outcome[row] = SERVED
             return
+
+
+def _join(windows: Windows, start: int, end: int) -> Windows:
+    """``windows`` with the span [start, end) open too (overlapping windows merged)."""
+    spans = sorted([*windows, (start, end)])
+    out: list[tuple[int, int]] = []
+    for s, e in spans:
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return tuple(out)
 
 
 def _cut(windows: Windows, start: int, end: int) -> Windows:

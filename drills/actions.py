@@ -20,6 +20,9 @@ rehearsal and for tests; the live console will make the same actions):
 - ``refund_cards``: refunds ordered for the cards (masked tokens, as the service desk sees
   them; or ``duplicates_on: {device, since}``, the cards its look-up shows charged twice on a
   device since a time), scored against the cards the incident charged;
+- ``extend_outlet_hours``: the outlet (``target``) stays open until ``until`` (an
+  ``outlet_extension`` from the action on): visitors still queueing at the usual closing are
+  served instead of sent away;
 - ``identify``: names a clearing node, QR medium or outlet as the cause (scored);
 - ``explain``: the cause given to a customer, an incident kind (scored).
 
@@ -46,6 +49,7 @@ ACTION_KINDS = (
     "refund_cards",
     "identify",
     "explain",
+    "extend_outlet_hours",
 )
 #: Incident kinds whose target is one device (a repair ends them).
 DEVICE_KINDS = ("validator_outage", "comm_outage", "duplicate_wave")
@@ -71,6 +75,7 @@ class Action(BaseModel):
     # refund_cards: the cards listed by a look-up (resolved when the day is played).
     duplicates_on: DuplicatesOn | None = None
     target: str | None = None
+    until: dt.time | None = None  # extend_outlet_hours: open until then
 
     @model_validator(mode="after")
     def _needs(self) -> Action:
@@ -81,9 +86,12 @@ class Action(BaseModel):
             "refund_cards": ("cards or duplicates_on", self.cards or self.duplicates_on),
             "identify": ("target", self.target),
             "explain": ("target", self.target),
+            "extend_outlet_hours": ("target and until", self.target and self.until),
         }[self.kind]
         if not needs[1]:
             raise ValueError(f"a {self.kind} action needs {needs[0]}")
+        if self.kind == "extend_outlet_hours" and self.until <= self.at:
+            raise ValueError(f"until ({self.until}) must be after the action ({self.at})")
         return self
 
 
@@ -127,6 +135,18 @@ def with_actions(
                 if _hits(inc, action.devices, network) and inc.start <= at < _end(inc):
                     minutes = max(1, int((fixed - inc.start).total_seconds() // 60))
                     out[i] = inc.model_copy(update={"duration_min": min(inc.duration_min, minutes)})
+        elif action.kind == "extend_outlet_hours":
+            until = dt.datetime.combine(day, action.until)
+            out.append(
+                Incident(
+                    id=f"action-{a}-extend-{action.target}",
+                    kind="outlet_extension",
+                    start=at,
+                    duration_min=max(1, int((until - at).total_seconds() // 60)),
+                    target=str(action.target),
+                    description="hours extended by the trainee",
+                )
+            )
         elif action.kind == "suspend_device":
             minutes = int((end_of_day - at).total_seconds() // 60)
             for device in action.devices:

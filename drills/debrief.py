@@ -90,8 +90,10 @@ def money(run_dir: Path, day: dt.date) -> dict[str, float]:
               count(*)
             FROM transactions WHERE {on_day}"""
     ).fetchall()[0]
-    (wait,) = con.sql(
-        f"SELECT coalesce(avg(wait_s) / 60.0, 0) FROM outlet_visits WHERE {on_day}"
+    (wait, away) = con.sql(
+        f"""SELECT coalesce(avg(wait_s) / 60.0, 0),
+                   count(*) FILTER (WHERE CAST(outcome AS VARCHAR) = 'left_closed')
+            FROM outlet_visits WHERE {on_day}"""
     ).fetchall()[0]
     con.close()
     return {
@@ -100,6 +102,7 @@ def money(run_dir: Path, day: dt.date) -> dict[str, float]:
         "card_fares_cleared_fen": int(row[2]),
         "tap_records": int(row[3]),
         "outlet_mean_wait_min": round(float(wait), 2),
+        "outlet_visitors_turned_away": int(away),
     }
 
 
@@ -195,10 +198,17 @@ def score_tasks(drill, trainee, truth: dict[str, dict], lived: dict[str, dict]) 
 
 def _stopped_at(drill, trainee, inc) -> dt.datetime | None:
     """When an action first ended (or cut off) the incident's effect: a repair ordered or a
-    suspension of a device it touches (scored at the time of the action)."""
+    suspension of a device it touches, the hours of the outlet a renewal wave fills extended
+    (scored at the time of the action)."""
     for action in trainee.actions:
         at = dt.datetime.combine(drill.day, action.at)
-        if at < inc.start or action.kind not in ("mark_faulty", "suspend_device"):
+        if at < inc.start:
+            continue
+        if action.kind == "extend_outlet_hours" and inc.kind == "renewal_wave":
+            if action.target == inc.target:
+                return at
+            continue
+        if action.kind not in ("mark_faulty", "suspend_device"):
             continue
         if inc.kind in DEVICE_KINDS and (inc.target or "").isdigit():
             if int(inc.target) in action.devices:
@@ -234,7 +244,14 @@ def detection(drill, trainee, truth, alerts: list[Alert]) -> dict[str, dict]:
                 or bool(set(action.devices) & set(t["devices"]))
                 or bool(set(action.cards) & set(t["cards"]))
             )
-            acting = action.kind in ("mark_faulty", "suspend_device", "refund_cards") and about
+            if action.kind == "extend_outlet_hours" and action.target == inc.target:
+                about = True
+            acting = about and action.kind in (
+                "mark_faulty",
+                "suspend_device",
+                "refund_cards",
+                "extend_outlet_hours",
+            )
             if about and detect is None:
                 detect = minutes
             if acting and act is None:

@@ -10,7 +10,7 @@ Everything is computed from a finished run's files (DuckDB over the Parquet tabl
 | ``duplicates`` | all, line, device | a card charged on a device within 5 s of the last time |
 | ``qr_share`` | all, line | share of the taps paid by QR code |
 | ``refused`` | all, line, device | card taps the reader took no fare from |
-| ``outlet_wait_min`` | all, outlet | mean wait of the visits arriving in the bucket |
+| ``outlet_wait_min`` | all, outlet | mean wait of the visits whose wait ended in the bucket |
 | ``node_batches`` | node | batches a clearing node made at the cut-off (the day before's) |
 
 An alert rule (drills/script.py ``AlertRule``) is judged on each of its scope's series: a
@@ -107,8 +107,10 @@ class RunView:
         elif metric == "refused":
             sql = f"SELECT {key} k, {b} b, count(*) v FROM refused_taps WHERE {day} GROUP BY ALL"
         elif metric == "outlet_wait_min":
-            sql = f"""SELECT {key} k, {self._bucket("arrived_at")} b, avg(wait_s) / 60.0 v
-                FROM outlet_visits WHERE {self._in_day("arrived_at")} GROUP BY ALL"""
+            # By when the wait ended (served, or sent away at closing): what a screen can know.
+            ended = "coalesce(service_started_at, arrived_at + to_seconds(wait_s))"
+            sql = f"""SELECT {key} k, {self._bucket(ended)} b, avg(wait_s) / 60.0 v
+                FROM outlet_visits WHERE {self._in_day(ended)} GROUP BY ALL"""
         elif metric == "node_batches":
             yesterday = self.day - dt.timedelta(days=1)
             sql = f"""SELECT {key} k, {self.cutoff_hour * 60 // BUCKET_MIN} b, count(*) v

@@ -61,6 +61,10 @@ MEASURES = {
     "card_fares_cleared_fen": {"en": "Card fares cleared (yuan)", "zh": "已清分卡费（元）"},
     "tap_records": {"en": "Tap records", "zh": "交易记录数"},
     "outlet_mean_wait_min": {"en": "Mean outlet wait (min)", "zh": "网点平均等待（分钟）"},
+    "outlet_visitors_turned_away": {
+        "en": "Outlet visitors turned away at closing",
+        "zh": "网点关门时未办理而离开的人数",
+    },
 }
 ROLES = {
     "operations": {"en": "operations", "zh": "运营监控"},

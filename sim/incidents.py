@@ -22,6 +22,8 @@ engine applies them where they act, and every record they touch carries the inci
 | duplicate_wave       | device id                    | a faulty reader charges ``duplicate_share``|
 |                      |                              | of its card taps twice (重复扣款); the     |
 |                      |                              | clearing finds and refunds them           |
+| outlet_extension     | outlet id                    | the outlet is open during the span too    |
+|                      |                              | (its hours extended)                      |
 
 Incidents never create or destroy money: displaced riders pay what their new ride costs, delayed
 records are cleared later, exactly once (the run's invariants check it).
@@ -54,6 +56,7 @@ KINDS = (
     "renewal_wave",
     "fare_change",
     "duplicate_wave",  # appended: the codes of the kinds before it stay
+    "outlet_extension",
 )
 
 
@@ -120,7 +123,8 @@ def check_incidents(incidents: tuple[Incident, ...] | list[Incident], where: dic
             raise ValueError(f"{at}.target: expected a device id (a whole number)")
         if inc.kind == "duplicate_wave" and inc.duplicate_share <= 0:
             raise ValueError(f"{at}.duplicate_share: a duplicate_wave needs a share above 0")
-        if inc.kind in ("outlet_closure", "renewal_wave") and not (inc.target or "").isdigit():
+        outlet_kinds = ("outlet_closure", "renewal_wave", "outlet_extension")
+        if inc.kind in outlet_kinds and not (inc.target or "").isdigit():
             raise ValueError(f"{at}.target: expected an outlet id (a whole number)")
         if inc.kind == "renewal_wave" and inc.extra_visits_per_hour <= 0:
             raise ValueError(f"{at}.extra_visits_per_hour: a renewal_wave needs more than 0")

@@ -154,7 +154,7 @@ def _incident_regions(scenario, outlet_region: dict[int, str]) -> list[str | Non
         target = inc.target or ""
         if inc.kind in ("clearing_node_outage", "qr_platform_outage", "fare_change"):
             where.append(None)
-        elif inc.kind in ("outlet_closure", "renewal_wave"):
+        elif inc.kind in ("outlet_closure", "renewal_wave", "outlet_extension"):
             where.append(by_zh[outlet_region[int(target)]])
         elif inc.kind == "station_outage":
             where.append(metro[target.partition(":")[0]])

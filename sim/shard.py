@@ -137,13 +137,14 @@ class CityShard:
             is_open_day=lambda rule, day: bool(day < cal.days and cal.is_open(rule, day)),
             is_weekend=lambda day: bool(cal.weekday(min(day, cal.days - 1)) >= 5),
         )
-        for k in world.incidents.of_kind("outlet_closure"):
-            target = int(world.incidents.incidents[k].target)
-            for outlet in self.outlets:
-                if outlet.outlet_id == target:
-                    outlet.closures.append(
-                        (int(world.incidents.start_s[k]), int(world.incidents.end_s[k]))
-                    )
+        for kind in ("outlet_closure", "outlet_extension"):
+            for k in world.incidents.of_kind(kind):
+                target = int(world.incidents.incidents[k].target)
+                span = (int(world.incidents.start_s[k]), int(world.incidents.end_s[k]))
+                for outlet in self.outlets:
+                    if outlet.outlet_id == target:
+                        spans = outlet.closures if kind == "outlet_closure" else outlet.extensions
+                        spans.append(span)
         self._visits = None
         self._settled = None
         self._comm_hits: list[tuple[int, np.ndarray]] = []

@@ -292,7 +292,8 @@ def check_targets(timeline: Timeline, network: TransitNetwork, outlets, where: s
             )
         if inc.kind in ("validator_outage", "duplicate_wave") and int(target) >= n_devices:
             raise ValueError(f"{field}: expected a device id below {n_devices}; got {target}")
-        if inc.kind in ("outlet_closure", "renewal_wave") and int(target) not in outlet_ids:
+        outlet_kinds = ("outlet_closure", "renewal_wave", "outlet_extension")
+        if inc.kind in outlet_kinds and int(target) not in outlet_ids:
             raise ValueError(
                 f"{field}: unknown outlet {target}; expected one of {sorted(outlet_ids)}"
             )

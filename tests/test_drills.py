@@ -30,6 +30,7 @@ SAVES = {
     "duplicate_wave": ("duplicate_charges_fen", -1),
     "uploads_stopped": ("fen_hours_waiting_upload", -1),
     "dead_reader": ("card_fares_cleared_fen", +1),
+    "renewal_queue": ("outlet_visitors_turned_away", -1),
 }
 
 

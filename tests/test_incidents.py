@@ -196,6 +196,28 @@ def test_a_duplicate_wave_charges_a_readers_taps_twice_and_the_clearing_refunds_
     assert summary.totals["duplicate_deductions"] >= len(charged)
 
 
+def test_an_outlet_extension_opens_it_outside_its_hours(tmp_path):
+    wave = {
+        "id": "wave", "kind": "renewal_wave", "target": "17", "start": "2024-01-02 04:00",
+        "duration_min": 120, "extra_visits_per_hour": 20,
+    }  # fmt: skip
+    longer = {
+        "id": "open-early", "kind": "outlet_extension", "target": "17",
+        "start": "2024-01-02 04:00", "duration_min": 120,
+    }  # fmt: skip
+    usual, _ = _run(tmp_path, [wave], "usual")
+    extended, _ = _run(tmp_path, [wave, longer], "extended")
+
+    def served_early(out) -> int:
+        v = read_frame(out, "outlet_visits")
+        t = v.loc[v["outlet_id"] == 17, "service_started_at"]
+        return int(((t >= "2024-01-02 04:00") & (t < "2024-01-02 06:00")).sum())
+
+    # No outlet opens before 06:00: the wave's early visitors wait, unless it opens early.
+    assert served_early(usual) == 0
+    assert served_early(extended) > 5
+
+
 @pytest.mark.parametrize(
     ("incident", "message"),
     [

@@ -10,6 +10,8 @@ refresh every two seconds (a fragment); the trainer's view sees the same session
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -176,7 +178,10 @@ def _numbers(text: str) -> list[int] | None:
 
 def action_section(session: DrillSession) -> None:
     st.markdown(f"#### {tr('drill.actions')}")
-    kinds = ("mark_faulty", "suspend_device", "refund_cards", "identify", "explain")
+    kinds = (
+        "mark_faulty", "suspend_device", "refund_cards", "extend_outlet_hours", "identify",
+        "explain",
+    )  # fmt: skip
     kind = pick(
         tr("drill.action_kind"), kinds, "drill_kind", format_func=lambda k: tr(f"drill.kind.{k}")
     )
@@ -190,6 +195,10 @@ def action_section(session: DrillSession) -> None:
             field = "cards"
         elif kind == "identify":
             text = st.text_input(tr("drill.target"))
+            field = "target"
+        elif kind == "extend_outlet_hours":
+            text = st.text_input(tr("drill.outlet"))
+            action["until"] = st.time_input(tr("drill.until"), value=dt.time(20, 0))
             field = "target"
         else:
             text = pick(
