@@ -21,6 +21,7 @@ console reveals it as the clock passes, as an operations centre's screens would.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import secrets
 import time
@@ -192,47 +193,40 @@ class DrillSession:
         self._save(state)
 
     # ----------------------------------------------------------------- what the console shows
-    def views(self) -> tuple[RunView, RunView]:
-        """The day played (today) and the day before (usual)."""
-        drill = self.drill
-        cutoff = self.cutoff_hour()
-        day = self.folder / "day"
-        usual = drill.day - dt.timedelta(days=1)
-        return RunView(day, drill.day, cutoff), RunView(day, usual, cutoff)
-
     def cutoff_hour(self) -> int:
         return int(self.state().get("cutoff_hour", 2))
+
+    def _played(self) -> tuple[str, int, str, int]:
+        """What the day's monitoring depends on: the played day (and when it was last played)
+        and the drill script (and when it was last changed). The console asks every two
+        seconds; the answers are cached on these (``_day_alerts``, ``_day_series``)."""
+        day = self.folder / "day"
+        drill = Path(self.state()["drill"])
+        return (
+            str(day),
+            (day / "run_meta.json").stat().st_mtime_ns,
+            str(drill),
+            (drill.stat().st_mtime_ns),
+        )
 
     def alerts_so_far(self, now: float | None = None):
         """The alerts raised up to the clock's minute."""
         minute = self.minute(now)
-        today, usual = self.views()
-        try:
-            alerts = raise_alerts(self.drill.alert_rules, today, usual)
-            return [a for a in alerts if a.minute <= minute]
-        finally:
-            today.close()
-            usual.close()
+        alerts = _day_alerts(*self._played(), self.cutoff_hour())
+        return [a for a in alerts if a.minute <= minute]
 
     def series_so_far(self, metric: str, per: str = "all", now: float | None = None):
         """``metric`` per ``per`` today and on the usual day, up to the clock's minute."""
         bucket = int(self.minute(now) // BUCKET_MIN)
-        today, usual = self.views()
-        try:
-            return (
-                today.series(metric, per).iloc[:, :bucket],
-                usual.series(metric, per).iloc[:, :bucket],
-            )
-        finally:
-            today.close()
-            usual.close()
+        today, usual = _day_series(*self._played(), self.cutoff_hour(), metric, per)
+        return today.iloc[:, :bucket], usual.iloc[:, :bucket]
 
     def card_taps(self, token: int, now: float | None = None):
         """A masked card's taps of the drill day up to the clock (the service desk's look-up)."""
         minute = int(self.minute(now))
         drill = self.drill
         until = dt.datetime.combine(drill.day, dt.time(0)) + dt.timedelta(minutes=minute)
-        today, usual = self.views()
+        today = RunView(self.folder / "day", drill.day, self.cutoff_hour())
         try:
             return today.con.sql(
                 """SELECT event_timestamp, CAST(route_id AS VARCHAR) AS line, device_id,
@@ -243,7 +237,6 @@ class DrillSession:
             ).df()
         finally:
             today.close()
-            usual.close()
 
     # ----------------------------------------------------------------- the end
     def end(self, lang: str = "zh", privacy_key=None) -> dict:
@@ -266,6 +259,39 @@ class DrillSession:
     def debrief(self) -> dict | None:
         path = self.folder / "debrief.json"
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _views(day_dir: str, drill_path: str, cutoff: int) -> tuple[RunView, RunView]:
+    """The played day (today) and the day before it (usual)."""
+    day = load_drill(drill_path).day
+    return (
+        RunView(Path(day_dir), day, cutoff),
+        RunView(Path(day_dir), day - dt.timedelta(days=1), cutoff),
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _day_alerts(day_dir: str, played: int, drill_path: str, changed: int, cutoff: int):
+    """Every alert of the played day (``played``, ``changed``: cache keys only)."""
+    today, usual = _views(day_dir, drill_path, cutoff)
+    try:
+        return tuple(raise_alerts(load_drill(drill_path).alert_rules, today, usual))
+    finally:
+        today.close()
+        usual.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _day_series(
+    day_dir: str, played: int, drill_path: str, changed: int, cutoff: int, metric: str, per: str
+):
+    """A metric's whole-day series, today and usual (``played``, ``changed``: cache keys)."""
+    today, usual = _views(day_dir, drill_path, cutoff)
+    try:
+        return today.series(metric, per), usual.series(metric, per)
+    finally:
+        today.close()
+        usual.close()
 
 
 def sessions(root: Path = SESSIONS) -> list[DrillSession]:

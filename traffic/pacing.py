@@ -23,6 +23,7 @@ A profile file:
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Annotated
 
@@ -69,24 +70,25 @@ def load_profile(path: str | Path) -> Profile:
     return load_config(path, Profile)
 
 
-class Pacer:
+class Pacer(ABC):
     """Seconds after the start at which records are due (module docstring)."""
 
     #: Wall seconds after which the stream ends (None: when the records run out).
     ends_after_s: float | None = None
 
+    @abstractmethod
     def due(self, seq: np.ndarray, event_s: np.ndarray) -> np.ndarray:
         """Due times (float seconds after the start) of records at stream positions ``seq``
         (counted from the first record this stream sends) with simulated times ``event_s``."""
-        raise NotImplementedError
 
     def target_rate(self, elapsed_s: float) -> float | None:
         """The rate the schedule asks for at ``elapsed_s`` (None: as fast as possible, or set
         by the simulated day)."""
         return None
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """The pacing in a few words (the report and the summary line)."""
 
 
 class Unpaced(Pacer):

@@ -18,6 +18,7 @@ import dataclasses
 import datetime as dt
 import queue
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import duckdb
@@ -42,7 +43,7 @@ AFTER_THE_TAP = (
 )
 
 
-class RecordFormat:
+class RecordFormat(ABC):
     """What one ``--format`` sends. ``on_event`` gets every event and returns one city's part
     of the day's records (an Arrow table) when an event completes it, else None; the parts of
     a day are sent in the order of ``time_column``."""
@@ -55,12 +56,13 @@ class RecordFormat:
     def __init__(self, source: RecordSource) -> None:
         self.source = source
 
+    @abstractmethod
     def on_event(self, event) -> pa.Table | None:
-        raise NotImplementedError
+        """A city's part of the day's records, if ``event`` completes it."""
 
+    @abstractmethod
     def empty(self) -> pa.Table:
         """A table with the records' columns and no rows."""
-        raise NotImplementedError
 
 
 class TapRecords(RecordFormat):

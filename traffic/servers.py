@@ -79,38 +79,40 @@ def _process(cmd: list[str], port: int, folder: Path, log: Path) -> Iterator[Non
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """A Redis server without persistence; yields its URL."""
-    folder = Path(tempfile.mkdtemp(prefix="cardtwin-redis-"))
-    port = free_port()
-    cmd = [
-        _binary("redis-server"),
-        "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-        "--save", "", "--appendonly", "no", "--protected-mode", "yes",
-    ]  # fmt: skip
+def _scratch(prefix: str) -> Iterator[tuple[Path, int]]:
+    """A temporary folder and a free port for one server; the folder goes afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        with _process(cmd, port, folder, folder / "redis.log"):
-            yield f"redis://127.0.0.1:{port}/0"
+        yield folder, free_port()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A Redis server without persistence; yields its URL."""
+    with _scratch("cardtwin-redis-") as (folder, port):
+        cmd = [
+            _binary("redis-server"),
+            "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+            "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+        ]  # fmt: skip
+        with _process(cmd, port, folder, folder / "redis.log"):
+            yield f"redis://127.0.0.1:{port}/0"
+
+
+@contextlib.contextmanager
 def mosquitto_server() -> Iterator[str]:
     """A Mosquitto broker taking anonymous clients on loopback; yields its URL."""
-    folder = Path(tempfile.mkdtemp(prefix="cardtwin-mqtt-"))
-    port = free_port()
-    conf = folder / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 100000\n"
-    )
-    cmd = [_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)]
-    try:
+    with _scratch("cardtwin-mqtt-") as (folder, port):
+        conf = folder / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_queued_messages 100000\n"
+        )
+        cmd = [_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)]
         with _process(cmd, port, folder, folder / "mosquitto.log"):
             yield f"mqtt://127.0.0.1:{port}"
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
