@@ -31,8 +31,6 @@ from drills.debrief import classify, detection, ground_truth, money, score_tasks
 from drills.monitor import RunView, raise_alerts
 from drills.script import Drill
 
-VARIANTS = ("nothing", "trainee")
-
 
 def drill_scenario(drill: Drill, incidents, overrides=()):
     """The drill's base scenario over its day (with the two days before and the day after)
@@ -168,7 +166,6 @@ def resolve_lookups(trainee: Trainee, view: RunView) -> Trainee:
 
 
 __all__ = [
-    "VARIANTS",
     "drill_network",
     "drill_scenario",
     "drill_world",
