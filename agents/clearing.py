@@ -116,7 +116,9 @@ class ClearingNetworkAgent:
             for code in participants.of_role("clearing_node")
         }
         self.settlements_due: dict[int, list[Settlement]] = {}
-        self.deposits = DepositDesk(settings, participants)
+        self.deposits = DepositDesk.with_incidents(
+            settings, participants, [shard.world.incidents for shard in shards]
+        )
         self.deferred: set[int] = set()  # settlement dates that had to wait for deposit money
 
     def on_shards(self, method: str, args: list[tuple]) -> list:
@@ -378,7 +380,7 @@ class ClearingNetworkAgent:
         the called money arrives, so none is left unpaid."""
         today = last_settle_day
         # Each waiting settlement is paid at most a call delay after the one before it.
-        limit = today + (len(self.settlements_due) + 1) * (
+        limit = max(today, self.deposits.last_unpaid_day()) + (len(self.settlements_due) + 1) * (
             self.settings.deposit_call_delay_days + 1
         )
         while self.settlements_due and today < limit:

@@ -23,6 +23,16 @@ rehearsal and for tests; the live console will make the same actions):
 - ``extend_outlet_hours``: the outlet (``target``) stays open until ``until`` (an
   ``outlet_extension`` from the action on): visitors still queueing at the usual closing are
   served instead of sent away;
+- ``switch_offline``: the validators of ``lines`` accept QR codes offline from then on (until
+  ``until``, else the end of the day; an ``offline_acceptance``): a QR platform that is down
+  no longer refuses riders there, who keep paying by code;
+- ``announce_free_rides``: rides on ``lines`` are free from then on (until ``until``, else the
+  end of the day; a ``free_rides``): nobody is refused there, and the fares are forgone;
+- ``restore_node``: the clearing node (``target``) is switched to its standby site: an outage
+  of it ends ``repair_min`` later (a cut-off after that clears on time);
+- ``chase_deposit``: the issuer (``target``) is chased for the deposit money called: a
+  ``deposit_call_unpaid`` on it ends ``repair_min`` later (the money is in at the next
+  settlement);
 - ``identify``: names a clearing node, QR medium or outlet as the cause (scored);
 - ``explain``: the cause given to a customer, an incident kind (scored).
 
@@ -50,9 +60,17 @@ ACTION_KINDS = (
     "identify",
     "explain",
     "extend_outlet_hours",
+    "switch_offline",
+    "announce_free_rides",
+    "restore_node",
+    "chase_deposit",
 )
 #: Incident kinds whose target is one device (a repair ends them).
 DEVICE_KINDS = ("validator_outage", "comm_outage", "duplicate_wave")
+#: Actions that end an incident on their target ``repair_min`` later, and the incident kind.
+ENDS = {"restore_node": "clearing_node_outage", "chase_deposit": "deposit_call_unpaid"}
+#: Actions that put their lines under an incident kind from the action on.
+ON_LINES = {"switch_offline": "offline_acceptance", "announce_free_rides": "free_rides"}
 
 
 class DuplicatesOn(BaseModel):
@@ -71,6 +89,7 @@ class Action(BaseModel):
     kind: Literal[ACTION_KINDS]  # type: ignore[valid-type]
     alert: str | None = None
     devices: list[int] = Field(default_factory=list)
+    lines: list[str] = Field(default_factory=list)
     cards: list[int] = Field(default_factory=list)
     # refund_cards: the cards listed by a look-up (resolved when the day is played).
     duplicates_on: DuplicatesOn | None = None
@@ -87,10 +106,14 @@ class Action(BaseModel):
             "identify": ("target", self.target),
             "explain": ("target", self.target),
             "extend_outlet_hours": ("target and until", self.target and self.until),
+            "switch_offline": ("lines", self.lines),
+            "announce_free_rides": ("lines", self.lines),
+            "restore_node": ("target", self.target),
+            "chase_deposit": ("target", self.target),
         }[self.kind]
         if not needs[1]:
             raise ValueError(f"a {self.kind} action needs {needs[0]}")
-        if self.kind == "extend_outlet_hours" and self.until <= self.at:
+        if self.until is not None and self.until <= self.at:
             raise ValueError(f"until ({self.until}) must be after the action ({self.at})")
         return self
 
@@ -129,12 +152,36 @@ def with_actions(
     end_of_day = dt.datetime.combine(day, dt.time(0)) + dt.timedelta(days=1)
     for a, action in enumerate(actions):
         at = dt.datetime.combine(day, action.at)
-        if action.kind == "mark_faulty":
+        if action.kind in ("mark_faulty", *ENDS):
             fixed = at + dt.timedelta(minutes=repair_min)
             for i, inc in enumerate(out):
-                if _hits(inc, action.devices, network) and inc.start <= at < _end(inc):
+                ended = (
+                    _hits(inc, action.devices, network)
+                    if action.kind == "mark_faulty"
+                    else inc.kind == ENDS[action.kind] and inc.target == action.target
+                )
+                if ended and inc.start <= at < _end(inc):
                     minutes = max(1, int((fixed - inc.start).total_seconds() // 60))
                     out[i] = inc.model_copy(update={"duration_min": min(inc.duration_min, minutes)})
+        elif action.kind in ON_LINES:
+            until = end_of_day if action.until is None else dt.datetime.combine(day, action.until)
+            for line in action.lines:
+                if line not in network.lines.ids:
+                    raise ValueError(
+                        f"actions.{a}.lines: unknown line {line!r}; expected a line id such as "
+                        f"{network.lines.ids[0]}"
+                    )
+                out.append(
+                    Incident(
+                        # action-3-offline-urban-B001 (an id has at most 40 characters)
+                        id=f"action-{a}-{ON_LINES[action.kind].split('_')[0]}-{line}",
+                        kind=ON_LINES[action.kind],
+                        start=at,
+                        duration_min=max(1, int((until - at).total_seconds() // 60)),
+                        target=line,
+                        description=f"{action.kind} by the trainee",
+                    )
+                )
         elif action.kind == "extend_outlet_hours":
             until = dt.datetime.combine(day, action.until)
             out.append(
@@ -184,4 +231,13 @@ def _hits(inc: Incident, devices: list[int], network) -> bool:
     return False
 
 
-__all__ = ["ACTION_KINDS", "Action", "DuplicatesOn", "Trainee", "load_trainee", "with_actions"]
+__all__ = [
+    "ACTION_KINDS",
+    "ENDS",
+    "ON_LINES",
+    "Action",
+    "DuplicatesOn",
+    "Trainee",
+    "load_trainee",
+    "with_actions",
+]

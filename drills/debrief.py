@@ -11,7 +11,9 @@ trainee's actions* (the same random numbers: the difference is the actions'). It
   alerts, naming it, or acting on what it touched) and the time to act (the first action that
   changes it or refunds its cards);
 - each task's score (drills/script.py) and the total;
-- the money impact of the actions: the day with them against the day without them.
+- the money impact of the actions: the day with them against the day without them (what
+  riders were charged twice, refused or kept waiting for; fen-days of money waiting for its
+  clearing or for a deferred settlement).
 
 drills/report.py renders it as one page in Chinese or English.
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import duckdb
 
-from drills.actions import DEVICE_KINDS
+from drills.actions import DEVICE_KINDS, ENDS, ON_LINES
 from drills.monitor import Alert
 from sim.output import define_views
 from sim.schema import TABLES
@@ -59,6 +61,8 @@ def ground_truth(run_dir: Path, day: dt.date, incidents) -> dict[str, dict]:
                     params=[int(inc.target)],
                 ).fetchall()
             }
+        if inc.kind == "deposit_call_unpaid":
+            rows = (*rows[:3], *_deferred(con, inc))
         out[inc.id] = {
             "kind": inc.kind,
             "target": inc.target,
@@ -73,6 +77,23 @@ def ground_truth(run_dir: Path, day: dt.date, incidents) -> dict[str, dict]:
         }
     con.close()
     return out
+
+
+def _deferred(con, inc) -> tuple[int, int]:
+    """What an unpaid deposit call held up: the settlements deferred while it lasted (their
+    dates) and the money they paid late (every issuer's part: a settlement waits whole)."""
+    end = inc.start + dt.timedelta(minutes=inc.duration_min)
+    return con.sql(
+        """WITH held AS (
+               SELECT DISTINCT settle_date FROM deposit_events
+               WHERE CAST(event AS VARCHAR) = 'settlement_deferred'
+                 AND CAST(issuer_id AS VARCHAR) = ? AND service_date BETWEEN ? AND ?)
+           SELECT (SELECT count(*) FROM held),
+                  coalesce(sum(amount_fen), 0) FROM deposit_events
+           WHERE CAST(event AS VARCHAR) = 'settlement_paid_late'
+             AND settle_date IN (SELECT settle_date FROM held)""",
+        params=[inc.target, inc.start.date(), end.date()],
+    ).fetchall()[0]
 
 
 def money(run_dir: Path, day: dt.date) -> dict[str, float]:
@@ -95,8 +116,22 @@ def money(run_dir: Path, day: dt.date) -> dict[str, float]:
                    count(*) FILTER (WHERE CAST(outcome AS VARCHAR) = 'left_closed')
             FROM outlet_visits WHERE {on_day}"""
     ).fetchall()[0]
+    refused = con.sql(f"SELECT count(*) FROM refused_taps WHERE {on_day}").fetchall()[0][0]
+    # Over the whole run: a clearing delayed or a settlement deferred on the drill's day is
+    # money of the days before it.
+    (to_settle,) = con.sql(
+        """SELECT coalesce(sum(amount_fen * date_diff('day', service_date, settle_date)), 0)
+           FROM transactions WHERE settle_date IS NOT NULL"""
+    ).fetchall()[0]
+    (deferred,) = con.sql(
+        """SELECT coalesce(sum(amount_fen * date_diff('day', settle_date, service_date)), 0)
+           FROM deposit_events WHERE CAST(event AS VARCHAR) = 'settlement_paid_late'"""
+    ).fetchall()[0]
     con.close()
     return {
+        "refused_taps": int(refused),
+        "fare_fen_days_to_settlement": int(to_settle),
+        "settlement_fen_days_deferred": int(deferred),
         "duplicate_charges_fen": int(row[0]),
         "fen_hours_waiting_upload": round(float(row[1]), 1),
         "card_fares_cleared_fen": int(row[2]),
@@ -134,7 +169,7 @@ def _points_at(alert: Alert, t: dict) -> bool:
     if alert.per == "node":
         # A node down holds what passes through it: the nodes after it see nothing either.
         return alert.key == t["target"] or t["kind"] == "clearing_node_outage"
-    if alert.per == "outlet":
+    if alert.per in ("outlet", "issuer"):
         return alert.key == t["target"]
     return t["records"] > 0 or t["outlet_visits"] > 0  # "all": the incident is visible
 
@@ -165,7 +200,7 @@ def score_tasks(drill, trainee, truth: dict[str, dict], lived: dict[str, dict]) 
             named = {d for a in trainee.actions if a.kind in ("mark_faulty", "suspend_device")
                      for d in a.devices}  # fmt: skip
             share, detail = _f1(named, set(t["devices"]))
-        elif task.kind in ("find_node", "find_medium", "find_outlet"):
+        elif task.kind in ("find_node", "find_medium", "find_outlet", "find_issuer"):
             named = [a.target for a in trainee.actions if a.kind == "identify"]
             share = 1.0 if inc.target in named else 0.0
             detail = {"named": named, "answer": inc.target}
@@ -208,6 +243,10 @@ def _stopped_at(drill, trainee, inc) -> dt.datetime | None:
             if action.target == inc.target:
                 return at
             continue
+        if ENDS.get(action.kind) == inc.kind and action.target == inc.target:
+            return at
+        if action.kind in ON_LINES and inc.kind == "qr_platform_outage":
+            return at  # its riders on those lines pay (offline) or ride free
         if action.kind not in ("mark_faulty", "suspend_device"):
             continue
         if inc.kind in DEVICE_KINDS and (inc.target or "").isdigit():
@@ -234,7 +273,7 @@ def detection(drill, trainee, truth, alerts: list[Alert]) -> dict[str, dict]:
             raised = {
                 a.rule for a in alerts if a.true and a.incident == inc.id and a.minute <= of_day
             }
-            names = action.kind in ("identify", "explain") and action.target in (
+            names = action.kind in ("identify", "explain", *ENDS) and action.target in (
                 inc.target,
                 inc.kind,
             )
@@ -243,6 +282,7 @@ def detection(drill, trainee, truth, alerts: list[Alert]) -> dict[str, dict]:
                 or names
                 or bool(set(action.devices) & set(t["devices"]))
                 or bool(set(action.cards) & set(t["cards"]))
+                or bool(set(action.lines) & set(t["lines"]))
             )
             if action.kind == "extend_outlet_hours" and action.target == inc.target:
                 about = True
@@ -251,6 +291,8 @@ def detection(drill, trainee, truth, alerts: list[Alert]) -> dict[str, dict]:
                 "suspend_device",
                 "refund_cards",
                 "extend_outlet_hours",
+                *ENDS,
+                *ON_LINES,
             )
             if about and detect is None:
                 detect = minutes

@@ -12,6 +12,8 @@ Everything is computed from a finished run's files (DuckDB over the Parquet tabl
 | ``refused`` | all, line, device | card taps the reader took no fare from |
 | ``outlet_wait_min`` | all, outlet | mean wait of the visits whose wait ended in the bucket |
 | ``node_batches`` | node | batches a clearing node made at the cut-off (the day before's) |
+| ``node_down`` | node | 1 while the node does not answer the monitoring's heartbeat |
+| ``deferred_fen`` | all, issuer | settlement an issuer's deposit could not cover (at the cut-off) |
 
 An alert rule (drills/script.py ``AlertRule``) is judged on each of its scope's series: a
 bucket meets it when the value is above (or below) the threshold, and, for ``min_usual``, when
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from pathlib import Path
 
 import duckdb
@@ -46,6 +49,7 @@ _KEY = {
     "device": "CAST(device_id AS VARCHAR)",
     "outlet": "CAST(outlet_id AS VARCHAR)",
     "node": "CAST(node_id AS VARCHAR)",
+    "issuer": "CAST(issuer_id AS VARCHAR)",
 }
 #: The scopes each metric can be computed per.
 SCOPES_OF = {
@@ -56,9 +60,11 @@ SCOPES_OF = {
     "refused": ("all", "line", "device"),
     "outlet_wait_min": ("all", "outlet"),
     "node_batches": ("node",),
+    "node_down": ("node",),
+    "deferred_fen": ("all", "issuer"),
 }
 #: Metrics whose missing buckets are 0 (counts); the others are missing (not judged).
-COUNTS = ("taps", "pending_uploads", "duplicates", "refused", "node_batches")
+COUNTS = ("taps", "pending_uploads", "duplicates", "refused", "node_batches", "deferred_fen")
 
 
 class RunView:
@@ -70,6 +76,10 @@ class RunView:
         self.day = day
         self.cutoff_hour = cutoff_hour
         self._cache: dict[tuple[str, str], pd.DataFrame] = {}
+        meta = json.loads((Path(run_dir) / "run_meta.json").read_text(encoding="utf-8"))
+        # The incidents as played (with the trainee's actions): a node that is down does not
+        # answer the heartbeat, which is all the monitoring knows of it.
+        self._incidents = [i for c in meta["cities"] for i in c["settings"]["incidents"]]
 
     def _bucket(self, column: str) -> str:
         start = f"TIMESTAMP '{self.day} 00:00:00'"
@@ -111,6 +121,12 @@ class RunView:
             ended = "coalesce(service_started_at, arrived_at + to_seconds(wait_s))"
             sql = f"""SELECT {key} k, {self._bucket(ended)} b, avg(wait_s) / 60.0 v
                 FROM outlet_visits WHERE {self._in_day(ended)} GROUP BY ALL"""
+        elif metric == "node_down":
+            return self._node_down()
+        elif metric == "deferred_fen":
+            sql = f"""SELECT {key} k, {self.cutoff_hour * 60 // BUCKET_MIN} b, sum(amount_fen) v
+                FROM deposit_events WHERE CAST(event AS VARCHAR) = 'settlement_deferred'
+                AND service_date = DATE '{self.day}' GROUP BY ALL"""
         elif metric == "node_batches":
             yesterday = self.day - dt.timedelta(days=1)
             sql = f"""SELECT {key} k, {self.cutoff_hour * 60 // BUCKET_MIN} b, count(*) v
@@ -130,6 +146,26 @@ class RunView:
             frame = self._dense(sql, None, counts=False)
             return frame.ffill(axis=1).fillna(0)  # a count held until it changes
         return self._dense(sql, None, counts=metric in COUNTS)
+
+    def _node_down(self) -> pd.DataFrame:
+        """1 in the buckets a clearing node spends down (of the outages played), else 0."""
+        nodes = sorted(
+            r[0]
+            for r in self.con.sql(
+                "SELECT DISTINCT CAST(node_id AS VARCHAR) FROM clearing_batches"
+            ).fetchall()
+        )
+        frame = pd.DataFrame(0.0, index=nodes, columns=range(BUCKETS))
+        midnight = dt.datetime.combine(self.day, dt.time(0))
+        for inc in self._incidents:
+            if inc["kind"] != "clearing_node_outage" or inc["target"] not in frame.index:
+                continue
+            start = (dt.datetime.fromisoformat(inc["start"]) - midnight).total_seconds() / 60
+            end = start + inc["duration_min"]
+            first, last = max(0, int(start // BUCKET_MIN)), min(BUCKETS, -int(-end // BUCKET_MIN))
+            if first < last:
+                frame.loc[inc["target"], first : last - 1] = 1.0
+        return frame
 
     def _dense(self, sql: str, keys_sql, counts: bool, only_bucket: bool = False) -> pd.DataFrame:
         rows = self.con.sql(sql).df()

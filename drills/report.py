@@ -65,6 +65,15 @@ MEASURES = {
         "en": "Outlet visitors turned away at closing",
         "zh": "网点关门时未办理而离开的人数",
     },
+    "refused_taps": {"en": "Taps refused at readers", "zh": "读卡器拒绝的刷卡/扫码次数"},
+    "fare_fen_days_to_settlement": {
+        "en": "Fares waiting for settlement (yuan-days)",
+        "zh": "等待结算的交易资金（元·天）",
+    },
+    "settlement_fen_days_deferred": {
+        "en": "Settlements deferred for deposit money (yuan-days)",
+        "zh": "因备付金不足延迟的结算（元·天）",
+    },
 }
 ROLES = {
     "operations": {"en": "operations", "zh": "运营监控"},
@@ -93,7 +102,7 @@ def _num(value, lang: str, digits: int = 0) -> str:
 
 
 def _money(key: str, value: float, lang: str) -> str:
-    if key.endswith("_fen") or key == "fen_hours_waiting_upload":
+    if "fen" in key:  # fen, fen-hours, fen-days: shown in yuan
         return _num(value / 100, lang, 2)
     return _num(value, lang, 2 if isinstance(value, float) else 0)
 

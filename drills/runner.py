@@ -28,6 +28,8 @@ import yaml
 
 from drills.actions import Trainee, with_actions
 from drills.debrief import classify, detection, ground_truth, money, score_tasks
+from drills.desk import FILE as DESK_FILE
+from drills.desk import DeskBalances
 from drills.monitor import RunView, raise_alerts
 from drills.script import Drill
 
@@ -43,6 +45,7 @@ def drill_scenario(drill: Drill, incidents, overrides=()):
     return load_scenario(
         drill.base,
         [
+            *drill.overrides,
             *overrides,
             f"period.start={drill.day - dt.timedelta(days=2)}",
             f"incidents={yaml.safe_dump(listed, default_flow_style=True, allow_unicode=True)}",
@@ -67,7 +70,7 @@ def _world(base: str, day: dt.date, overrides: tuple[str, ...]):
 
 def drill_world(drill: Drill, overrides=()):
     """The drill's world (``_world``)."""
-    return _world(str(drill.base), drill.day, tuple(overrides))
+    return _world(str(drill.base), drill.day, (*drill.overrides, *overrides))
 
 
 def drill_network(session) -> object:
@@ -83,7 +86,10 @@ def play_day(drill: Drill, incidents, folder: Path, *, privacy_key=None, overrid
 
     scenario = drill_scenario(drill, incidents, overrides)
     world = with_incidents(drill_world(drill, overrides), scenario)
-    run(scenario, folder, world=world, privacy_key=privacy_key)
+    desk = DeskBalances((drill.day - scenario.period.start).days)
+    (Path(folder) / DESK_FILE).unlink(missing_ok=True)  # the run replaces only its own files
+    run(scenario, folder, world=world, privacy_key=privacy_key, subscribers=[desk])
+    desk.write(folder)
     return scenario
 
 

@@ -13,6 +13,7 @@ with how each is scored:
       role: operations                   # operations | clearing | service_desk
       base: ../nantong_2024.yaml
       day: 2024-03-05
+      overrides: [KEY=VALUE, ...]        # optional: the base's settings for this drill
       incidents: [ ... ]                 # as a scenario's incidents:
       alert_rules: [ ... ]               # drills/monitor.py
       tasks:
@@ -25,11 +26,13 @@ with how each is scored:
 Task kinds (scored in drills/debrief.py against the records the incident touched):
 - ``find_devices``: the devices the trainee marks faulty or suspends, against the devices the
   incident touched: found, missed, wrongly accused (points x F1);
-- ``find_node`` / ``find_medium`` / ``find_outlet``: name the clearing node, QR medium or outlet
-  (an ``identify`` action): all the points or none;
+- ``find_node`` / ``find_medium`` / ``find_outlet`` / ``find_issuer``: name the clearing node,
+  QR medium, outlet or issuer (an ``identify`` action): all the points or none;
 - ``stop_incident``: an action that ends the incident's effect (mark faulty: a technician
-  repairs it ``repair_min`` later; suspend the device; extend the outlet's hours) — full
-  points within ``within_min`` of the start, falling to none at the incident's end;
+  repairs it ``repair_min`` later; suspend the device; extend the outlet's hours; restore a
+  clearing node; chase an issuer's deposit money; switch lines to offline acceptance or
+  announce free rides while a QR platform is down) — full points within ``within_min`` of the
+  start, falling to none at the incident's end;
 - ``refund_cards``: the cards the trainee orders refunds for, against the cards charged by the
   incident (points x F1);
 - ``explain``: the cause the trainee gives a customer (an ``explain`` action), among
@@ -53,6 +56,7 @@ TASK_KINDS = (
     "find_node",
     "find_medium",
     "find_outlet",
+    "find_issuer",
     "stop_incident",
     "refund_cards",
     "explain",
@@ -65,8 +69,10 @@ METRICS = (
     "refused",
     "outlet_wait_min",
     "node_batches",
+    "node_down",
+    "deferred_fen",
 )
-SCOPES = ("all", "line", "device", "outlet", "node")
+SCOPES = ("all", "line", "device", "outlet", "node", "issuer")
 
 
 class Text(BaseModel):
@@ -134,7 +140,18 @@ class Drill(BaseModel):
     incidents: list[Incident] = Field(min_length=1)
     alert_rules: list[AlertRule] = Field(min_length=1)
     tasks: list[Task] = Field(min_length=1)
-    repair_min: int = Field(45, gt=0, le=24 * 60, description="A technician's time to repair.")
+    repair_min: int = Field(
+        45,
+        gt=0,
+        le=24 * 60,
+        description="Time from an action to the end of what it ends: a technician's repair, a "
+        "node's switch to its standby site, an issuer's chased payment.",
+    )
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="The base scenario's settings changed for this drill, as run_scenario.py "
+        "--set KEY=VALUE (e.g. clearing.deposit_overrides_fen.QR_ALIPAY=7000000).",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Drill:

@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from drills.actions import Action, Trainee, with_actions
+from drills.desk import FILE as DESK_FILE
 from drills.monitor import BUCKET_MIN, RunView, raise_alerts
 from drills.script import Drill, load_drill
 from sim.incidents import Incident
@@ -149,11 +150,12 @@ class DrillSession:
         stamped = Action.model_validate({**action, "at": dt.time(minute // 60, minute % 60)})
         actions = [*self.actions(), stamped]
         before = self._acted(self.actions())
+        after = self._acted(actions)  # ValueError (e.g. an unknown line) before it is kept
         (self.folder / "actions.yaml").write_text(
             yaml.safe_dump([a.model_dump(mode="json") for a in actions], allow_unicode=True),
             encoding="utf-8",
         )
-        if self._acted(actions) != before:
+        if after != before:
             self.replay()
         return stamped
 
@@ -222,18 +224,22 @@ class DrillSession:
         return today.iloc[:, :bucket], usual.iloc[:, :bucket]
 
     def card_taps(self, token: int, now: float | None = None):
-        """A masked card's taps of the drill day up to the clock (the service desk's look-up)."""
+        """A masked card's taps of the drill day up to the clock, with the balance each left
+        on the card (the service desk's look-up; drills/desk.py)."""
         minute = int(self.minute(now))
         drill = self.drill
         until = dt.datetime.combine(drill.day, dt.time(0)) + dt.timedelta(minutes=minute)
         today = RunView(self.folder / "day", drill.day, self.cutoff_hour())
+        desk = str(self.folder / "day" / DESK_FILE)
         try:
             return today.con.sql(
-                """SELECT event_timestamp, CAST(route_id AS VARCHAR) AS line, device_id,
-                          CAST(media AS VARCHAR) AS media, amount_fen
-                   FROM transactions WHERE token_id = ? AND service_date = ?
-                     AND event_timestamp <= ? ORDER BY event_timestamp""",
-                params=[int(token), drill.day, until],
+                """SELECT t.event_timestamp, CAST(t.route_id AS VARCHAR) AS line, t.device_id,
+                          CAST(t.media AS VARCHAR) AS media, t.amount_fen,
+                          d.balance_after_fen
+                   FROM transactions t LEFT JOIN read_parquet(?) d USING (transaction_id)
+                   WHERE t.token_id = ? AND t.service_date = ? AND t.event_timestamp <= ?
+                   ORDER BY t.event_timestamp, t.transaction_id""",
+                params=[desk, int(token), drill.day, until],
             ).df()
         finally:
             today.close()

@@ -46,10 +46,12 @@ REJECT_REASONS: tuple[str, ...] = (
     "duplicate_deduction",
     "device_buffer_full",  # set by the engine: the validator refused the tap (buffer full)
     "card_not_accepted",  # the terminal's city list does not take the card (sim/city_list.py)
+    "qr_platform_down",  # the rider's QR platform is down and they carry no card (incidents)
 )
 R_NONE, R_DUPLICATE_UPLOAD, R_DECLINED, R_DUPLICATE_DEDUCTION = 0, 1, 2, 3
 R_DEVICE_BUFFER_FULL = 4
 R_CARD_NOT_ACCEPTED = 5
+R_QR_PLATFORM_DOWN = 6
 
 #: Medium classes for fee rates and postings: stored-value card (physical or NFC) or QR account.
 MEDIUM_CLASSES: tuple[str, ...] = ("card", "qr")

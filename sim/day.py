@@ -40,7 +40,7 @@ from sim.codes import (
     TAP_ENTRY,
     TAP_EXIT,
 )
-from sim.disruption import disrupt_taps, duplicate_waves
+from sim.disruption import disrupt_taps, duplicate_waves, free_rides, refuse_qr_down
 from sim.fares import TapBatch, price_taps
 from sim.grouping import rank_in_groups
 from sim.incidents import NO_INCIDENT, mark
@@ -162,7 +162,7 @@ def plan_day(
     down = reader_outage_mask(taps.device, day * DAY_S + taps.t_s.astype(np.int64), windows)
     reader_outage_taps = int(down.sum())
     taps = taps.take(np.flatnonzero(~down))
-    taps, incident_cash_taps = disrupt_taps(world, day, taps)
+    taps, incident_cash_taps = disrupt_taps(world, streams, day, taps)
     taps = _close_unmatched_entries(taps)
 
     fares, taps = _price(world, state, taps, day, day_type)
@@ -177,6 +177,7 @@ def plan_day(
         # Riders changed what they ride: the day's fares (transfers, caps) are priced again.
         taps = _close_unmatched_entries(responded)
         fares, taps = _price(world, state, taps, day, day_type)
+    taps, fares = free_rides(world, day, taps, fares)
     # Riders met by a reader outage still rode (and paid cash): they count as riders.
     riding = np.concatenate([planned.local.row[down], taps.row])
     stats = {
@@ -209,6 +210,8 @@ def plan_day(
     cols["home_card"] = _home_cards(pop, taps)
     cols, refusals = refuse_unlisted(world, streams, day, cols)
     stats["card_not_accepted"] = len(refusals["row"])
+    cols, qr_refusals = refuse_qr_down(world, streams, day, cols)
+    refusals = {name: np.concatenate([col, qr_refusals[name]]) for name, col in refusals.items()}
 
     # Accidental double taps: the lock swallows most; a failed lock charges twice (重复扣款).
     card_rows = np.flatnonzero(cols["home_card"])

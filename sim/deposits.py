@@ -10,6 +10,9 @@ no node pays out money it has not received and nothing is netted against money t
 there — and so are the settlements after it (first in, first out). The issuer is called for the
 shortfall at once; the settlement is paid on the day the money is in. Every call, arrival,
 deferral and late payment is an event (``deposit_events``).
+
+While a ``deposit_call_unpaid`` incident lasts (sim/incidents.py), its issuer pays no call: the
+money called arrives at the first settlement after the incident has ended.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from sim.clearing import (
 )
 from sim.ledger import Ledger
 
+DAY_S = 86_400
+
 #: Kinds of deposit events, in the order of the ``deposit_events`` table's dictionary.
 EVENT_KINDS: tuple[str, ...] = ("call", "funds_in", "settlement_deferred", "settlement_paid_late")
 CALL, FUNDS_IN, DEFERRED, PAID_LATE = range(4)
@@ -43,9 +48,34 @@ class DepositDesk:
     level_fen: np.ndarray = field(init=False)  # the deposit each issuer keeps (by code)
     calls: dict[int, tuple[int, int]] = field(default_factory=dict)  # code -> (arrives, fen)
     events: list[tuple[int, int, int, int, int]] = field(default_factory=list)  # day's rows
+    # Issuer code -> spans (absolute seconds) of deposit_call_unpaid incidents.
+    unpaid: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.level_fen = initial_deposits_fen(self.settings, self.participants)
+
+    @classmethod
+    def with_incidents(cls, settings, participants, timelines) -> DepositDesk:
+        """A desk that knows the ``deposit_call_unpaid`` incidents of ``timelines`` (one per
+        city of the run; a city's incident on an issuer holds its calls everywhere)."""
+        unpaid: dict[int, set[tuple[int, int]]] = {}
+        for timeline in timelines:
+            for k in timeline.of_kind("deposit_call_unpaid"):
+                code = int(participants.codes([timeline.incidents[k].target])[0])
+                span = (int(timeline.start_s[k]), int(timeline.end_s[k]))
+                unpaid.setdefault(code, set()).add(span)
+        return cls(settings, participants, unpaid={c: sorted(s) for c, s in unpaid.items()})
+
+    def last_unpaid_day(self) -> int:
+        """The last day an incident keeps a call unpaid (-1 if none)."""
+        ends = [end for spans in self.unpaid.values() for _, end in spans]
+        return max(ends) // DAY_S if ends else -1
+
+    def _unpaid_at(self, code: int, today: int) -> bool:
+        """Does an incident keep ``code``'s calls unpaid at ``today``'s settlement (the
+        cut-off)?"""
+        t = today * DAY_S + self.settings.batch_cutoff_hour * 3600
+        return any(start <= t < end for start, end in self.unpaid.get(code, ()))
 
     def balance(self, ledger: Ledger, code: int) -> int:
         """An issuer's deposit now (fen)."""
@@ -53,7 +83,11 @@ class DepositDesk:
 
     def receive(self, ledger: Ledger, today: int) -> None:
         """Post the called money that has arrived by ``today``."""
-        arrived = sorted(code for code, (day, _) in self.calls.items() if day <= today)
+        arrived = sorted(
+            code
+            for code, (day, _) in self.calls.items()
+            if day <= today and not self._unpaid_at(code, today)
+        )
         if not arrived:
             return
         amounts = np.array([self.calls.pop(code)[1] for code in arrived], dtype=np.int64)

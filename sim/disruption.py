@@ -4,7 +4,9 @@
   down sends its riders to bridging buses of the same region (one bus tap instead of the metro
   entry and exit); a bus line that is down sends them to another bus line of the region; a metro
   gate that is down sends them to the next gate of the station, a bus reader that is down makes
-  them pay cash (no record); a QR platform that is down makes its riders tap their card instead.
+  them pay cash (no record); a QR platform that is down makes its riders tap their card instead
+  (``refuse_qr_down``: those who carry none are refused), unless their line takes codes offline.
+- ``free_rides``: a line announced free records its taps with the fare waived.
 - ``comm_outages``: uplink outage windows of the devices an incident targets (for
   ``agents.validator.load_fleet_day``).
 - ``renewal_visits``: the extra outlet visits of a renewal wave.
@@ -19,7 +21,7 @@ import numpy as np
 
 from agents.citizen import DayTaps
 from agents.outlet import SERVICE_KINDS
-from sim.codes import MEDIA, MODES, TAP_SINGLE
+from sim.codes import FALLBACK_CASH, FALLBACK_NONE, MEDIA, MODES, TAP_SINGLE
 from sim.incidents import NO_INCIDENT, Timeline, mark
 from sim.rng import Streams
 
@@ -28,7 +30,7 @@ BUS, METRO = MODES.index("bus"), MODES.index("metro")
 SERVICE_OTHER = SERVICE_KINDS.index("other")
 
 
-def disrupt_taps(world, day: int, taps: DayTaps) -> tuple[DayTaps, int]:
+def disrupt_taps(world, streams: Streams, day: int, taps: DayTaps) -> tuple[DayTaps, int]:
     """The day's taps after the outages of ``day``; also the taps lost to cash payment."""
     timeline: Timeline = world.incidents
     network = world.network
@@ -40,14 +42,7 @@ def disrupt_taps(world, day: int, taps: DayTaps) -> tuple[DayTaps, int]:
 
     cash = 0
     for k in timeline.of_kind("qr_platform_outage", day):
-        medium = MEDIA.index(timeline.incidents[k].target)
-        hit = np.flatnonzero((taps.medium == medium) & timeline.active(k, t_abs()))
-        if len(hit):
-            medium = taps.medium.copy()
-            medium[hit] = world.population.medium[taps.row[hit]]  # their card's medium
-            incident = taps.incident.copy()
-            mark(incident, hit, k)
-            taps = _replace(taps, medium=medium, incident=incident)
+        taps = _qr_platform_down(world, streams, taps, t_abs(), day, k)
     for k in timeline.of_kind("validator_outage", day):
         taps, lost = _gate_down(world, taps, t_abs(), k)
         cash += lost
@@ -66,6 +61,100 @@ def disrupt_taps(world, day: int, taps: DayTaps) -> tuple[DayTaps, int]:
                 hit = (taps.stop == stop) & (taps.mode == METRO) & timeline.active(k, t_abs())
             taps = _bridge_by_bus(world, taps, np.flatnonzero(hit), k)
     return taps, cash
+
+
+def _qr_platform_down(
+    world, streams: Streams, taps: DayTaps, t_abs: np.ndarray, day: int, k: int
+) -> DayTaps:
+    """A QR platform that is down: its riders tap their card instead, except on lines taking
+    codes offline (or riding free) then; the journeys of riders who carry no card keep their
+    code, marked, to be refused once priced (``refuse_qr_down``)."""
+    timeline: Timeline = world.incidents
+    inc = timeline.incidents[k]
+    code = MEDIA.index(inc.target)
+    on_medium = (taps.medium == code) & timeline.active(k, t_abs)
+    offline = np.zeros(len(taps), dtype=bool)
+    incident = taps.incident.copy()
+    for kind in ("offline_acceptance", "free_rides"):
+        for j in timeline.of_kind(kind, day):
+            line = world.network.lines.ids.index(timeline.incidents[j].target)
+            covered = on_medium & (taps.line == line) & timeline.active(j, t_abs)
+            if kind == "offline_acceptance":
+                mark(incident, np.flatnonzero(covered), j)  # accepted offline: labelled
+            offline |= covered
+    hit = on_medium & ~offline
+    if not hit.any():
+        return _replace(taps, incident=incident)
+    refused = np.zeros(len(taps), dtype=bool)
+    if inc.no_card_share > 0:
+        journeys = np.unique(taps.journey[hit])
+        u = streams.uniform("incident.qr_no_card", day, journeys)
+        no_card = journeys[u < inc.no_card_share]
+        # The whole journey from the outage on: a rider refused at boarding has no exit to tap.
+        refused = (
+            np.isin(taps.journey, no_card)
+            & (taps.medium == code)
+            & (t_abs >= timeline.start_s[k])
+            & ~offline
+        )
+    switched = np.flatnonzero(hit & ~refused)
+    medium = taps.medium.copy()
+    medium[switched] = world.population.medium[taps.row[switched]]  # their card's medium
+    mark(incident, np.flatnonzero(hit | refused), k)
+    return _replace(taps, medium=medium, incident=incident)
+
+
+def refuse_qr_down(world, streams: Streams, day: int, cols: dict[str, np.ndarray]):
+    """The priced day's columns without the taps of riders a QR platform outage left with no
+    way to pay (``_qr_platform_down``), and those refusals (``sim.city_list.REFUSAL_COLUMNS``):
+    they pay cash with ``behaviour.declined_pays_other_way_share``, else do not ride."""
+    from sim.city_list import no_refusals
+    from sim.clearing import R_QR_PLATFORM_DOWN
+
+    timeline: Timeline = world.incidents
+    refused = np.zeros(len(cols["row"]), dtype=bool)
+    for k in timeline.of_kind("qr_platform_outage", day):
+        code = MEDIA.index(timeline.incidents[k].target)
+        refused |= (cols["incident"] == k) & (cols["medium"] == code)
+    rows = np.flatnonzero(refused)
+    if not len(rows):
+        return cols, no_refusals()
+    u = streams.uniform("refused.fallback", day, cols["tap_key"][rows])
+    cash = u < world.scenario.behaviour.declined_pays_other_way_share
+    refusals = {
+        "row": cols["row"][rows],
+        "t_s": cols["t_s"][rows],
+        "line": cols["line"][rows],
+        "device": cols["device"][rows],
+        "medium": cols["medium"][rows],
+        "card_city": world.population.home_city[cols["row"][rows]].astype(np.int64),
+        "amount_fen": cols["amount_fen"][rows],
+        "reason": np.full(len(rows), R_QR_PLATFORM_DOWN, dtype=np.int64),
+        "fallback": np.where(cash, FALLBACK_CASH, FALLBACK_NONE),
+        "tx_id": np.full(len(rows), -1, dtype=np.int64),
+    }
+    return {name: col[~refused] for name, col in cols.items()}, refusals
+
+
+def free_rides(world, day: int, taps: DayTaps, fares: dict[str, np.ndarray]):
+    """Rides announced free on a line (``free_rides`` incidents of ``day``): the taps are
+    recorded, their fare waived (as a concession: ``amount_fen`` 0) and labelled."""
+    timeline: Timeline = world.incidents
+    codes = timeline.of_kind("free_rides", day)
+    if not codes or not len(taps):
+        return taps, fares
+    t_abs = day * DAY_S + taps.t_s.astype(np.int64)
+    incident = taps.incident.copy()
+    fares = dict(fares)
+    fares["concession_fen"] = fares["concession_fen"].copy()
+    fares["amount_fen"] = fares["amount_fen"].copy()
+    for k in codes:
+        line = world.network.lines.ids.index(timeline.incidents[k].target)
+        hit = np.flatnonzero((taps.line == line) & timeline.active(k, t_abs))
+        fares["concession_fen"][hit] += fares["amount_fen"][hit]
+        fares["amount_fen"][hit] = 0
+        mark(incident, hit, k)
+    return _replace(taps, incident=incident), fares
 
 
 def _replace(taps: DayTaps, **columns) -> DayTaps:

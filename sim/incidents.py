@@ -14,7 +14,10 @@ engine applies them where they act, and every record they touch carries the inci
 | comm_outage          | device id or line id         | devices cannot upload; records wait       |
 | clearing_node_outage | clearing node id             | the node does not clear; it catches up    |
 |                      |                              | at its first cut-off after the outage     |
-| qr_platform_outage   | QR medium (qr_alipay)        | its riders tap their card instead         |
+| qr_platform_outage   | QR medium (qr_alipay)        | its riders tap their card instead; a      |
+|                      |                              | ``no_card_share`` of them carry none: they|
+|                      |                              | are refused (``qr_platform_down``) and pay|
+|                      |                              | cash or do not ride                       |
 | outlet_closure       | outlet id                    | the outlet is closed during the outage    |
 | renewal_wave         | outlet id                    | ``extra_visits_per_hour`` card renewals   |
 | fare_change          | (none)                       | ``fares`` (an overlay on the scenario's   |
@@ -24,6 +27,13 @@ engine applies them where they act, and every record they touch carries the inci
 |                      |                              | clearing finds and refunds them           |
 | outlet_extension     | outlet id                    | the outlet is open during the span too    |
 |                      |                              | (its hours extended)                      |
+| offline_acceptance   | line id                      | its validators accept QR codes offline: a |
+|                      |                              | QR platform outage does not touch them    |
+| free_rides           | line id                      | rides on the line are free (announced):   |
+|                      |                              | taps recorded, the fare waived            |
+| deposit_call_unpaid  | issuer id                    | money called for its settlement deposit   |
+|                      |                              | is not paid while it lasts (it arrives at |
+|                      |                              | the first settlement after)               |
 
 Incidents never create or destroy money: displaced riders pay what their new ride costs, delayed
 records are cleared later, exactly once (the run's invariants check it).
@@ -57,7 +67,12 @@ KINDS = (
     "fare_change",
     "duplicate_wave",  # appended: the codes of the kinds before it stay
     "outlet_extension",
+    "offline_acceptance",
+    "free_rides",
+    "deposit_call_unpaid",
 )
+#: Kinds whose target is a line (a metro line or a generated bus line).
+LINE_KINDS = ("line_outage", "offline_acceptance", "free_rides")
 
 
 class Incident(Section):
@@ -78,6 +93,13 @@ class Incident(Section):
     )
     duplicate_share: float = Field(
         0.0, ge=0, le=1, description="duplicate_wave: share of the card taps charged twice."
+    )
+    no_card_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="qr_platform_outage: share of the medium's riders who carry no card "
+        "(refused; they pay cash or do not ride). Assumption of the scenario or drill.",
     )
     description: str = Field("", description="What the drill or analysis is about.")
 
@@ -114,6 +136,11 @@ def check_incidents(incidents: tuple[Incident, ...] | list[Incident], where: dic
         ):
             qr = ", ".join(m for m in MEDIA if m.startswith("qr_"))
             raise ValueError(f"{at}.target: expected a QR medium ({qr}); got {inc.target!r}")
+        if inc.kind == "deposit_call_unpaid" and inc.target not in where["issuers"]:
+            raise ValueError(
+                f"{at}.target: unknown issuer {inc.target!r}; expected one of "
+                f"clearing.network.issuers: {', '.join(where['issuers'])}"
+            )
         if inc.kind == "clearing_node_outage" and inc.target not in where["nodes"]:
             raise ValueError(
                 f"{at}.target: unknown clearing node {inc.target!r}; expected one of "

@@ -152,7 +152,12 @@ def _incident_regions(scenario, outlet_region: dict[int, str]) -> list[str | Non
     where: list[str | None] = []
     for i, inc in enumerate(scenario.incidents):
         target = inc.target or ""
-        if inc.kind in ("clearing_node_outage", "qr_platform_outage", "fare_change"):
+        if inc.kind in (
+            "clearing_node_outage",
+            "qr_platform_outage",
+            "fare_change",
+            "deposit_call_unpaid",
+        ):
             where.append(None)
         elif inc.kind in ("outlet_closure", "renewal_wave", "outlet_extension"):
             where.append(by_zh[outlet_region[int(target)]])

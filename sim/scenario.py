@@ -226,6 +226,7 @@ class Scenario(Section):
             {
                 "metro": {lid: line.stations for lid, line in network.metro.items()},
                 "nodes": list(clearing.network.nodes) if clearing.network else [],
+                "issuers": list(clearing.network.issuers) if clearing.network else [],
                 "period": (period.start, last),
             },
         )

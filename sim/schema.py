@@ -379,7 +379,8 @@ TRANSACTIONS = TableSpec(
         _money("list_fare_fen", "Undiscounted fare for the ride.", jtt978="list fare (应收)"),
         _money("discount_fen", "Total reduction = concession_fen + transfer_fen + cap_fen.",
                derive=_derive_discount),
-        _money("concession_fen", "Reduction from the card type's concession."),
+        _money("concession_fen", "Reduction from the card type's concession (the whole "
+               "fare on a line announced free: a free_rides incident_id)."),
         _money("transfer_fen", "Reduction from the transfer rule."),
         _money("cap_fen", "Reduction from fare capping."),
         _c("fare_capped", BOOL, "A fare cap reduced this fare.", tides="fare_capped",
@@ -447,7 +448,8 @@ TRANSACTIONS = TableSpec(
             encoding="dict"),
         _c("settle_date", DATE, "Settlement date (T+1); null while pending.", nullable=True,
            unit="date", jtt978="settle date"),
-        _incident("tap moved to another gate, line or medium, priced by a changed fare, held "
+        _incident("tap moved to another gate, line or medium, accepted offline, made free, "
+                  "priced by a changed fare, held "
                   "by an uplink outage or delayed by a clearing-node outage"),
     ),
     (
@@ -703,9 +705,10 @@ DEPOSIT_EVENTS = TableSpec(
 
 REFUSED_TAPS = TableSpec(
     "refused_taps",
-    "One row per card tap the reader took no fare from, and what the rider did next: cards "
-    "declined for balance (never overdrawn; the record is also in transactions) and cards the "
-    "terminal's interoperable city list does not take (sim/city_list.py; no transaction).",
+    "One row per card or code tap the reader took no fare from, and what the rider did next: "
+    "cards declined for balance (never overdrawn; the record is also in transactions), cards "
+    "the terminal's interoperable city list does not take (sim/city_list.py; no transaction) "
+    "and QR codes refused while their platform is down (sim/disruption.py; no transaction).",
     (
         _c("transaction_id", I64, "The declined tap record; null for a card not accepted, "
            "which never became a transaction.", nullable=True, encoding="delta"),
@@ -718,8 +721,9 @@ REFUSED_TAPS = TableSpec(
         _c("route_id", DICT16, "Route (line) of the device.", names="route"),
         _id("device_id", "Validator.", encoding="dict"),
         _money("amount_fen", "The fare that was due.", type_=I64),
-        _c("reject_reason", DICT8, "declined_insufficient_balance or card_not_accepted.",
-           names="reject_reason"),
+        _c("reject_reason", DICT8, "declined_insufficient_balance, card_not_accepted or "
+           "qr_platform_down (a code refused while its platform is down, the rider carrying no "
+           "card; issuer_id is then the code's platform).", names="reject_reason"),
         _c("fallback", DICT8, "What the rider did: none (did not ride), qr (paid by QR code; "
            "away with 一码通行 this is a tap record 20 s later) or cash (outside the card "
            "system).", names="fallback"),

@@ -39,6 +39,7 @@ from sim.clearing import (
     MEMO_PURSE,
     MEMO_TOPUP,
     R_DEVICE_BUFFER_FULL,
+    R_QR_PLATFORM_DOWN,
     ClearingResult,
     UploadedRecords,
     check_card_balances,
@@ -249,7 +250,12 @@ class CityShard:
             shard=self.shard_index,
             refusals={
                 **plan.refusals,
-                "issuer": self.city_issuer[plan.refusals["card_city"]],
+                # A card's city issuer; a code's platform (refused while it was down).
+                "issuer": np.where(
+                    plan.refusals["reason"] == R_QR_PLATFORM_DOWN,
+                    self.media_issuer[plan.refusals["medium"]],
+                    self.city_issuer[plan.refusals["card_city"]],
+                ),
                 "acquirer": self.line_acquirer[plan.refusals["line"]],
             },
             venue_entries=plan.venue_entries,

@@ -19,7 +19,7 @@ from sim.calendar import Calendar
 from sim.city_list import CityList, TerminalLag
 from sim.clearing import Participant, Participants, initial_deposits_fen
 from sim.fares import FareSet, compile_fare_set
-from sim.incidents import Timeline
+from sim.incidents import LINE_KINDS, Timeline
 from sim.interop import (
     VISITOR_ID_BASE,
     away_probability,
@@ -281,7 +281,7 @@ def check_targets(timeline: Timeline, network: TransitNetwork, outlets, where: s
     outlet_ids = {o.outlet_id for o in outlets}
     for k, inc in enumerate(timeline.incidents):
         target, field = inc.target or "", f"{where}: incidents.{k}.target"
-        if inc.kind == "line_outage" and target not in network.lines.ids:
+        if inc.kind in LINE_KINDS and target not in network.lines.ids:
             raise ValueError(f"{field}: unknown line {target!r}; expected a metro line id or a "
                              "generated bus line id such as urban-B001")  # fmt: skip
         if inc.kind == "comm_outage" and not (

@@ -88,6 +88,45 @@ def test_bad_input_in_the_action_form_is_a_message(tmp_path, session):
     assert not session.actions()
 
 
+def test_the_card_look_up_shows_a_cards_taps_and_balances_so_far(tmp_path, session):
+    import duckdb
+
+    day = session.folder / "day" / "transactions"
+    ((token,),) = duckdb.sql(
+        f"""SELECT token_id FROM read_parquet('{day}/*/*.parquet', hive_partitioning = true)
+            WHERE CAST(media AS VARCHAR) = 'physical_card' AND amount_fen > 0
+              AND event_timestamp < TIMESTAMP '2024-03-05 08:00' AND service_date = '2024-03-05'
+            ORDER BY transaction_id LIMIT 1"""
+    ).fetchall()
+    at = page(tmp_path, "drill", session=session)
+    next(t for t in at.text_input if t.label.startswith("Card token")).set_value(str(token)).run()
+    assert not at.exception, at.exception
+    taps = next(d.value for d in at.dataframe if "balance_after_fen" in d.value.columns)
+    assert len(taps) >= 1 and (taps["event_timestamp"] <= "2024-03-05 08:10").all()
+    # The export is masked (no balances); the desk sees what each tap left on the card.
+    assert taps["balance_after_fen"].notna().all() and (taps["balance_after_fen"] >= 0).all()
+    bad = next(t for t in at.text_input if t.label.startswith("Card token"))
+    bad.set_value("12ab").run()
+    assert any("whole number" in e.value for e in at.error)
+
+
+def test_switching_lines_to_offline_acceptance_names_a_wrong_line(tmp_path, session):
+    at = page(tmp_path, "drill", session=session)
+    at.selectbox(key="drill_kind:en").set_value("switch_offline").run()
+    lines = next(t for t in at.text_input if t.label.startswith("Line ids"))
+    lines.set_value("urban-B001, NOPE")
+    button(at, "Do it").click().run()
+    assert not at.exception and any("unknown line 'NOPE'" in e.value for e in at.error)
+    assert not session.actions()  # nothing kept of an action that cannot be done
+    next(t for t in at.text_input if t.label.startswith("Line ids")).set_value("urban-B001，M1")
+    button(at, "Do it").click().run()
+    assert not at.exception, at.exception
+    (acted,) = session.actions()
+    assert acted.kind == "switch_offline" and acted.lines == ["urban-B001", "M1"]
+    offline = [i for i in session._acted([acted]) if i.kind == "offline_acceptance"]
+    assert [i.target for i in offline] == ["urban-B001", "M1"]
+
+
 def test_the_trainer_injects_an_incident_and_compares_debriefs(tmp_path, session):
     at = page(tmp_path, "trainer", session=session)
     table = at.dataframe[0].value

@@ -95,3 +95,42 @@ def test_any_deposit_and_delay_pays_every_settlement_and_never_overdraws(
         assert min(series) >= 0, account
     settled = read_frame(out, "settlements")
     assert np.all(settled.groupby(["service_date", "node_id"])["net_position_fen"].sum() == 0)
+
+
+def _unpaid_run(tmp_path: Path, name: str, hours: int | None):
+    """Alipay's deposit smaller than two days of its fares; its calls unpaid from 2024-01-03
+    00:00 for ``hours`` (None: no incident)."""
+    import yaml
+
+    incidents = (
+        []
+        if hours is None
+        else [{"id": "unpaid", "kind": "deposit_call_unpaid", "target": "QR_ALIPAY",
+               "start": "2024-01-03 00:00", "duration_min": hours * 60}]
+    )  # fmt: skip
+    overrides = [
+        "clearing.deposit_overrides_fen.QR_ALIPAY=60000",
+        f"incidents={yaml.safe_dump(incidents, default_flow_style=True).strip()}",
+    ]
+    out = tmp_path / name
+    run(load_scenario(SMALL, overrides, days=4), out)
+    assert verify(out) == []
+    events = read_frame(out, "deposit_events")
+    return events[events["issuer_id"] == "QR_ALIPAY"]
+
+
+def test_an_unpaid_deposit_call_defers_settlement_until_it_is_paid(tmp_path):
+    usual = _unpaid_run(tmp_path, "usual", None)
+    unpaid = _unpaid_run(tmp_path, "unpaid", 72)
+    chased = _unpaid_run(tmp_path, "chased", 12)  # paid once chased: the incident ends sooner
+    assert not (usual["event"] == "settlement_deferred").any()
+    for events in (unpaid, chased):
+        deferred = events[events["event"] == "settlement_deferred"]
+        assert str(deferred["settle_date"].min()) == "2024-01-03"
+    # The money called on the 2nd arrives on the 3rd as usual; held, it arrives after the
+    # incident: at the first settlement after it ends.
+    arrived = {
+        name: str(e.loc[e["event"] == "funds_in", "service_date"].min())
+        for name, e in (("usual", usual), ("unpaid", unpaid), ("chased", chased))
+    }
+    assert arrived == {"usual": "2024-01-03", "unpaid": "2024-01-06", "chased": "2024-01-04"}

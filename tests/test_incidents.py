@@ -96,6 +96,75 @@ def test_qr_platform_outage_moves_its_riders_to_their_cards(tmp_path):
     assert len(hit) > 20 and hit["media"].isin(["physical_card", "nfc_virtual_card"]).all()
 
 
+QR_DOWN = {
+    "id": "alipay-down", "kind": "qr_platform_outage", "target": "qr_alipay",
+    "start": "2024-01-02 06:00", "duration_min": 600, "no_card_share": 0.5,
+}  # fmt: skip
+LINE = "urban-B001"  # the line with the most QR riders in the small scenario
+
+
+@pytest.fixture(scope="module")
+def qr_down(tmp_path_factory):
+    """A QR platform down with half its riders carrying no card: alone, with the busiest
+    bus line taking codes offline, and with that line announced free (common random
+    numbers)."""
+    base = tmp_path_factory.mktemp("qr")
+    on_line = {"target": LINE, "start": "2024-01-02 06:00", "duration_min": 600}
+    runs = {
+        "alone": [QR_DOWN],
+        "offline": [QR_DOWN, {"id": "offline", "kind": "offline_acceptance", **on_line}],
+        "free": [QR_DOWN, {"id": "free", "kind": "free_rides", **on_line}],
+    }
+    return {name: _run(base, incidents, name)[0] for name, incidents in runs.items()}
+
+
+def test_riders_without_a_card_are_refused_while_their_qr_platform_is_down(qr_down):
+    out = qr_down["alone"]
+    refused = read_frame(out, "refused_taps")
+    qr = refused[refused["reject_reason"] == "qr_platform_down"]
+    assert len(qr) > 10
+    assert set(qr["media"]) == {"qr_alipay"} and set(qr["issuer_id"]) == {"QR_ALIPAY"}
+    assert set(qr["fallback"]) <= {"cash", "none"} and qr["amount_fen"].sum() > 0
+    ts = qr["event_timestamp"]
+    assert (ts >= "2024-01-02 06:00").all() and (ts.dt.date.astype(str) == "2024-01-02").all()
+    tx = read_frame(out, "transactions")
+    hit = tx[tx["incident_id"] == "alipay-down"]
+    # The others tapped their card; nothing of the platform's was charged while it was down.
+    assert len(hit) > 10 and hit["media"].isin(["physical_card", "nfc_virtual_card"]).all()
+
+
+def test_a_line_taking_codes_offline_keeps_its_qr_riders_paying(qr_down):
+    alone, offline = (read_frame(qr_down[n], "transactions") for n in ("alone", "offline"))
+    accepted = offline[offline["incident_id"] == "offline"]
+    assert len(accepted) > 20
+    assert set(accepted["media"]) == {"qr_alipay"} and set(accepted["route_id"]) == {LINE}
+    assert (accepted["status"] == "cleared").all()
+    refused = {n: read_frame(qr_down[n], "refused_taps") for n in ("alone", "offline")}
+    on_line = {
+        n: int(((r["route_id"] == LINE) & (r["reject_reason"] == "qr_platform_down")).sum())
+        for n, r in refused.items()
+    }
+    assert on_line["alone"] > 5 and on_line["offline"] == 0
+    assert offline["amount_fen"].sum() > alone["amount_fen"].sum()
+
+
+def test_a_line_announced_free_records_its_rides_with_the_fare_waived(qr_down):
+    alone, free = (read_frame(qr_down[n], "transactions") for n in ("alone", "free"))
+    waived = free[free["incident_id"] == "free"]
+    assert len(waived) > 20 and set(waived["route_id"]) == {LINE}
+    assert (waived["amount_fen"] == 0).all()
+    assert (waived["concession_fen"] == waived["list_fare_fen"] - waived["transfer_fen"]
+            - waived["cap_fen"]).all()  # fmt: skip
+    ts = waived["event_timestamp"]
+    assert ((ts >= "2024-01-02 06:00") & (ts < "2024-01-02 16:00")).all()
+    # No one is refused on a free line, and the line's fares are forgone.
+    refused = read_frame(qr_down["free"], "refused_taps")
+    assert not (
+        (refused["route_id"] == LINE) & (refused["reject_reason"] == "qr_platform_down")
+    ).any()
+    assert free["amount_fen"].sum() < alone["amount_fen"].sum()
+
+
 def test_comm_outage_holds_records_until_the_uplink_is_back(tmp_path):
     inc = [
         {
@@ -228,6 +297,11 @@ def test_an_outlet_extension_opens_it_outside_its_hours(tmp_path):
         ({"kind": "line_outage"}, "needs a target"),
         ({"kind": "duplicate_wave", "target": "12"}, "incidents.0.duplicate_share"),
         ({"kind": "duplicate_wave", "target": "M1", "duplicate_share": 0.5}, "a device id"),
+        ({"kind": "deposit_call_unpaid", "target": "NOPE"}, "unknown issuer 'NOPE'"),
+        (
+            {"kind": "qr_platform_outage", "target": "qr_alipay", "no_card_share": 2},
+            "incidents.0.no_card_share",
+        ),
     ],
 )
 def test_bad_incidents_are_refused_with_the_field(incident, message):
@@ -248,6 +322,8 @@ def test_bad_incidents_are_refused_with_the_field(incident, message):
             "expected a device id below",
         ),
         ({"kind": "outlet_closure", "target": "777"}, "unknown outlet 777"),
+        ({"kind": "offline_acceptance", "target": "M9"}, "unknown line 'M9'"),
+        ({"kind": "free_rides", "target": "urban-B999"}, "unknown line 'urban-B999'"),
     ],
 )
 def test_targets_only_the_world_knows_are_checked_when_it_is_built(incident, message):

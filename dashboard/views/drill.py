@@ -26,6 +26,7 @@ SPEEDS = (30, 60, 120, 300, 600)
 CAUSES = (
     "duplicate_wave", "comm_outage", "validator_outage", "qr_platform_outage", "line_outage",
     "renewal_wave", "outlet_closure", "clearing_node_outage", "station_outage", "fare_change",
+    "deposit_call_unpaid",
 )  # fmt: skip
 
 
@@ -92,7 +93,7 @@ def live(session: DrillSession) -> None:
     metrics = sorted({r.metric for r in session.drill.alert_rules} | {"taps"})
     columns = st.columns(min(3, len(metrics)))
     for i, metric in enumerate(metrics):
-        per = "node" if metric == "node_batches" else "all"
+        per = "node" if metric in ("node_batches", "node_down") else "all"
         today, usual = session.series_so_far(metric, per)
         with columns[i % len(columns)]:
             st.plotly_chart(_chart(metric, today.sum(axis=0), usual.sum(axis=0)), key=f"m_{metric}")
@@ -179,8 +180,8 @@ def _numbers(text: str) -> list[int] | None:
 def action_section(session: DrillSession) -> None:
     st.markdown(f"#### {tr('drill.actions')}")
     kinds = (
-        "mark_faulty", "suspend_device", "refund_cards", "extend_outlet_hours", "identify",
-        "explain",
+        "mark_faulty", "suspend_device", "refund_cards", "switch_offline", "announce_free_rides",
+        "extend_outlet_hours", "restore_node", "chase_deposit", "identify", "explain",
     )  # fmt: skip
     kind = pick(
         tr("drill.action_kind"), kinds, "drill_kind", format_func=lambda k: tr(f"drill.kind.{k}")
@@ -193,7 +194,10 @@ def action_section(session: DrillSession) -> None:
         elif kind == "refund_cards":
             text = st.text_input(tr("drill.cards"))
             field = "cards"
-        elif kind == "identify":
+        elif kind in ("switch_offline", "announce_free_rides"):
+            text = st.text_input(tr("drill.lines"))
+            field = "lines"
+        elif kind in ("identify", "restore_node", "chase_deposit"):
             text = st.text_input(tr("drill.target"))
             field = "target"
         elif kind == "extend_outlet_hours":
@@ -217,6 +221,8 @@ def action_section(session: DrillSession) -> None:
             st.error(tr("drill.numbers_bad", text=text))
             return
         action[field] = numbers
+    elif field == "lines":
+        action[field] = [x.strip() for x in text.replace("，", ",").split(",") if x.strip()]
     else:
         action[field] = text.strip()
     try:

@@ -19,7 +19,7 @@ from sim import api
 
 INJECTABLE = (
     "duplicate_wave", "validator_outage", "comm_outage", "qr_platform_outage", "line_outage",
-    "outlet_closure", "renewal_wave", "clearing_node_outage",
+    "outlet_closure", "renewal_wave", "clearing_node_outage", "deposit_call_unpaid",
 )  # fmt: skip
 
 
@@ -118,6 +118,7 @@ def compare_section(found: list[DrillSession]) -> None:
                 tr("trainer.col.act"): timing["minutes_to_act"],
                 tr("trainer.col.duplicates"): diff["duplicate_charges_fen"] / 100,
                 tr("trainer.col.fares"): diff["card_fares_cleared_fen"] / 100,
+                tr("trainer.col.refused"): diff["refused_taps"],
             }
         )
     if not rows:
