@@ -120,6 +120,10 @@ class ClearingNetworkAgent:
             settings, participants, [shard.world.incidents for shard in shards]
         )
         self.deferred: set[int] = set()  # settlement dates that had to wait for deposit money
+        # The service desk's refund orders taken (shard, incident code), and their records
+        # still pending at the last cut-off.
+        self._desk_seen: set[tuple[int, int]] = set()
+        self._desk_waiting = np.zeros(0, dtype=np.int64)
 
     def on_shards(self, method: str, args: list[tuple]) -> list:
         """``method`` on every shard with its own arguments, results in shard order. One after
@@ -150,13 +154,14 @@ class ClearingNetworkAgent:
             "apply_clearing",
             [(_records_of(result, np.flatnonzero(owner == i)),) for i in range(len(self.shards))],
         )
-        self._order_refunds(result)
+        pay_day = max(result.settle_day, result.day + 1)
+        self._route_refunds(pay_day, result.refunds)
+        desk = self._desk_refunds(cutoff_s, pay_day)
         post_clearing(self.ledger, day, result.pairs, self.participants, routing.fees)
         self._check_books(routing)
         batches = result.batches + transit
-        self.bus.publish(
-            BatchCleared(day, batch_columns(batches), concat_status(statuses), len(result.refunds))
-        )
+        orders = len(result.refunds) + desk
+        self.bus.publish(BatchCleared(day, batch_columns(batches), concat_status(statuses), orders))
         for settlement in routing.settlements:
             self.settlements_due.setdefault(settlement.settle_day, []).append(settlement)
         self.settle_due(day + 1)
@@ -179,13 +184,34 @@ class ClearingNetworkAgent:
         for code, a, b in zip(codes.tolist(), starts.tolist(), ends.tolist(), strict=True):
             self.nodes[code].inbox.append(grouped.take(slice(a, b)))
 
-    def _order_refunds(self, result: ClearingResult) -> None:
+    def _desk_refunds(self, cutoff_s: int, pay_day: int) -> int:
+        """The service desk's refund orders (``desk_refund`` incidents) given by this cut-off,
+        with the records of earlier ones still pending then: the shards holding the records
+        turn them into refunds paid with the clearing's own (``pay_day``). Returns how many."""
+        for i, shard in enumerate(self.shards):
+            timeline = shard.world.incidents
+            for k in timeline.of_kind("desk_refund"):
+                if timeline.start_s[k] < cutoff_s and (i, k) not in self._desk_seen:
+                    self._desk_seen.add((i, k))
+                    named = np.asarray(timeline.incidents[k].transactions, dtype=np.int64)
+                    self._desk_waiting = np.concatenate([self._desk_waiting, named])
+        if not len(self._desk_waiting):
+            return 0
+        tx = self._desk_waiting
+        owner = ids.record_shard(tx)
+        answers = self.on_shards(
+            "desk_refund_orders", [(tx[owner == i],) for i in range(len(self.shards))]
+        )
+        self._desk_waiting = np.concatenate([pending for _, pending in answers])
+        orders = _concat_refunds(pay_day, [o for o, _ in answers], by_desk=True)
+        self._route_refunds(pay_day, orders)
+        return len(orders)
+
+    def _route_refunds(self, pay_day: int, refunds: RefundOrders) -> None:
         """Each refund of a simulated issuer's card goes to the shard holding the card (the
         issuer's, or the region's of a city split by region); refunds of issuers no shard
         simulates to the shard that acquired the record. The batch runs after its day has
         closed: refunds are paid on T+lag, at the earliest on the day the batch runs."""
-        refunds = result.refunds
-        pay_day = max(result.settle_day, result.day + 1)
         owner = ids.record_shard(refunds.source_tx_id)
         simulated = np.isin(refunds.issuer, [shard.issuer_code for shard in self.shards])
         owner[simulated] = ids.card_shard(refunds.card[simulated])
@@ -372,8 +398,9 @@ class ClearingNetworkAgent:
             self.bus.publish(DepositEvents(today, events))
 
     def has_waiting(self) -> bool:
-        """Whether any node still holds records (an outage kept them from clearing)."""
-        return any(node.inbox for node in self.nodes.values())
+        """Whether any node still holds records (an outage kept them from clearing), or a
+        desk refund waits for its records' clearing."""
+        return any(node.inbox for node in self.nodes.values()) or len(self._desk_waiting) > 0
 
     def settle_outstanding(self, last_settle_day: int) -> None:
         """After the period: settlements still waiting for deposit money are paid on the days
@@ -432,17 +459,19 @@ def _records_of(result: ClearingResult, rows: np.ndarray) -> ClearingResult:
 def _take_refunds(refunds: RefundOrders, keep: np.ndarray) -> RefundOrders:
     names = ("source_tx_id", "first_tx_id", "card", "issuer", "acquirer", "medium_class")
     return RefundOrders(
-        day=refunds.day, **{n: getattr(refunds, n)[keep] for n in (*names, "amount_fen")}
+        day=refunds.day,
+        by_desk=refunds.by_desk,
+        **{n: getattr(refunds, n)[keep] for n in (*names, "amount_fen")},
     )
 
 
-def _concat_refunds(day: int, parts: list[RefundOrders]) -> RefundOrders:
+def _concat_refunds(day: int, parts: list[RefundOrders], by_desk: bool = False) -> RefundOrders:
     names = ("source_tx_id", "first_tx_id", "card", "issuer", "acquirer", "medium_class")
     cols = {
         name: np.concatenate([getattr(p, name) for p in parts] or [np.zeros(0, np.int64)])
         for name in (*names, "amount_fen")
     }
-    return RefundOrders(day=day, **cols)
+    return RefundOrders(day=day, by_desk=by_desk, **cols)
 
 
 def _concat_pairs(parts: list[PairTotals]) -> PairTotals:

@@ -19,7 +19,9 @@ rehearsal and for tests; the live console will make the same actions):
   use the next gate, a bus reader's pay cash (a ``validator_outage`` from then on);
 - ``refund_cards``: refunds ordered for the cards (masked tokens, as the service desk sees
   them; or ``duplicates_on: {device, since}``, the cards its look-up shows charged twice on a
-  device since a time), scored against the cards the incident charged;
+  device since a time), scored against the cards the incident charged: the second charges the
+  look-up shows for them by then (``records``) are refunded to the cards at the next
+  settlement (a ``desk_refund``), those the clearing has not already rejected and refunded;
 - ``extend_outlet_hours``: the outlet (``target``) stays open until ``until`` (an
   ``outlet_extension`` from the action on): visitors still queueing at the usual closing are
   served instead of sent away;
@@ -93,6 +95,9 @@ class Action(BaseModel):
     cards: list[int] = Field(default_factory=list)
     # refund_cards: the cards listed by a look-up (resolved when the day is played).
     duplicates_on: DuplicatesOn | None = None
+    # refund_cards: the charges refunded, as the desk's look-up shows them (filled when the
+    # day is played: drills/runner.py resolve_lookups).
+    records: list[int] = Field(default_factory=list)
     target: str | None = None
     until: dt.time | None = None  # extend_outlet_hours: open until then
 
@@ -182,6 +187,17 @@ def with_actions(
                         description=f"{action.kind} by the trainee",
                     )
                 )
+        elif action.kind == "refund_cards" and action.records:
+            out.append(
+                Incident(
+                    id=f"action-{a}-refund",
+                    kind="desk_refund",
+                    start=at,
+                    duration_min=1,
+                    transactions=action.records,
+                    description="refunds ordered by the trainee",
+                )
+            )
         elif action.kind == "extend_outlet_hours":
             until = dt.datetime.combine(day, action.until)
             out.append(

@@ -117,6 +117,19 @@ def money(run_dir: Path, day: dt.date) -> dict[str, float]:
             FROM outlet_visits WHERE {on_day}"""
     ).fetchall()[0]
     refused = con.sql(f"SELECT count(*) FROM refused_taps WHERE {on_day}").fetchall()[0][0]
+    # Second charges (a card charged again on a device within 5 s) the clearing let through,
+    # less what the service desk had refunded.
+    (kept,) = con.sql(
+        f"""SELECT coalesce(sum(amount_fen), 0) FROM (
+              SELECT *, lag(event_timestamp) OVER (PARTITION BY token_id, device_id
+                  ORDER BY event_timestamp, transaction_id) AS prev
+              FROM transactions WHERE {on_day} AND amount_fen > 0)
+            WHERE date_diff('second', prev, event_timestamp) <= 5
+              AND CAST(status AS VARCHAR) = 'cleared'"""
+    ).fetchall()[0]
+    (desk,) = con.sql(
+        "SELECT coalesce(sum(amount_fen), 0) FROM ledger_entries WHERE memo = 'desk_refund'"
+    ).fetchall()[0]
     # Over the whole run: a clearing delayed or a settlement deferred on the drill's day is
     # money of the days before it.
     (to_settle,) = con.sql(
@@ -129,6 +142,7 @@ def money(run_dir: Path, day: dt.date) -> dict[str, float]:
     ).fetchall()[0]
     con.close()
     return {
+        "double_charges_unrefunded_fen": int(kept) - int(desk),
         "refused_taps": int(refused),
         "fare_fen_days_to_settlement": int(to_settle),
         "settlement_fen_days_deferred": int(deferred),

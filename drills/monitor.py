@@ -187,6 +187,24 @@ class RunView:
             frame[b] = frame[b].fillna(0.0)
         return frame
 
+    def second_charges(self, cards: list[int], until: dt.time) -> list[int]:
+        """The records (transaction ids) of the second charges the look-up shows for ``cards``
+        (masked tokens) up to ``until``: a card charged again on a device within 5 s."""
+        if not cards:
+            return []
+        rows = self.con.sql(
+            f"""SELECT transaction_id FROM (
+                SELECT *, lag(event_timestamp) OVER (PARTITION BY token_id, device_id
+                    ORDER BY event_timestamp, transaction_id) AS prev
+                FROM transactions WHERE {self._in_day("event_timestamp")} AND amount_fen > 0
+                  AND list_contains(?, token_id))
+            WHERE date_diff('second', prev, event_timestamp) <= 5
+              AND event_timestamp <= TIMESTAMP '{self.day} {until}'
+            ORDER BY transaction_id""",
+            params=[[int(c) for c in cards]],
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
     def charged_twice(self, device: int, since: dt.time, until: dt.time) -> list[int]:
         """Cards (masked tokens) charged twice within 5 s on ``device`` between two times of
         the day: the service desk's look-up."""

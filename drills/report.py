@@ -66,6 +66,10 @@ MEASURES = {
         "zh": "网点关门时未办理而离开的人数",
     },
     "refused_taps": {"en": "Taps refused at readers", "zh": "读卡器拒绝的刷卡/扫码次数"},
+    "double_charges_unrefunded_fen": {
+        "en": "Double charges the clearing let through, not refunded (yuan)",
+        "zh": "清分未拦截且未退款的重复扣款（元）",
+    },
     "fare_fen_days_to_settlement": {
         "en": "Fares waiting for settlement (yuan-days)",
         "zh": "等待结算的交易资金（元·天）",

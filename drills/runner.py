@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from drills.actions import Trainee, with_actions
+from drills.actions import Action, Trainee, with_actions
 from drills.debrief import classify, detection, ground_truth, money, score_tasks
 from drills.desk import FILE as DESK_FILE
 from drills.desk import DeskBalances
@@ -104,18 +104,32 @@ def run_drill(
     """Play ``drill`` with ``trainee``'s actions; the debrief (also written to ``out_dir``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    world = drill_world(drill, overrides)
-    acted = with_actions(
-        list(drill.incidents), trainee.actions, drill.day, drill.repair_min, world.network
-    )
-    nothing = play_day(
-        drill, drill.incidents, out_dir / "nothing", privacy_key=privacy_key, overrides=overrides
-    )
-    played = out_dir / "nothing"
-    if acted != list(drill.incidents):  # actions that change the day: play it again
-        played = out_dir / "trainee"
-        play_day(drill, acted, played, privacy_key=privacy_key, overrides=overrides)
+    network = drill_world(drill, overrides).network
+
+    def acted(actions) -> list:
+        return with_actions(list(drill.incidents), actions, drill.day, drill.repair_min, network)
+
+    def play(incidents, folder: Path):
+        return play_day(drill, incidents, folder, privacy_key=privacy_key, overrides=overrides)
+
+    nothing = play(drill.incidents, out_dir / "nothing")
     cutoff = nothing.clearing.batch_cutoff_hour
+    played = out_dir / "nothing"
+    before_refunds = acted(trainee.actions)
+    if before_refunds != list(drill.incidents):  # actions that change the day: play it again
+        played = out_dir / "trainee"
+        play(before_refunds, played)
+    # The desk's look-ups in the trainee's day; refunds of what they show change only money
+    # after the actions (the taps are the same), so the day is played once more with them.
+    view = RunView(played, drill.day, cutoff)
+    try:
+        trainee = resolve_lookups(trainee, view)
+    finally:
+        view.close()
+    with_refunds = acted(trainee.actions)
+    if with_refunds != before_refunds:
+        played = out_dir / "trainee"
+        play(with_refunds, played)
     today = RunView(played, drill.day, cutoff)
     usual = RunView(out_dir / "nothing", drill.day - dt.timedelta(days=1), cutoff)
     try:
@@ -123,7 +137,6 @@ def run_drill(
         # What the trainee's own day had (refunds are due for the charges that happened).
         lived = ground_truth(played, drill.day, drill.incidents)
         alerts = classify(raise_alerts(drill.alert_rules, today, usual), truth, drill.day)
-        trainee = resolve_lookups(trainee, today)
     finally:
         today.close()
         usual.close()
@@ -159,16 +172,24 @@ def run_drill(
 
 
 def resolve_lookups(trainee: Trainee, view: RunView) -> Trainee:
-    """The trainee's refunds by look-up (``duplicates_on``) as the cards the look-up shows in
-    the trainee's day, at the time of the action."""
-    actions = []
-    for action in trainee.actions:
-        if action.kind == "refund_cards" and action.duplicates_on is not None:
-            on = action.duplicates_on
-            cards = view.charged_twice(on.device, on.since, action.at)
-            action = action.model_copy(update={"cards": sorted(set(action.cards) | set(cards))})
-        actions.append(action)
-    return trainee.model_copy(update={"actions": actions})
+    """The trainee's refunds as the desk's look-up shows them in the trainee's day at the time
+    of the action: the cards (``duplicates_on``: those charged twice on the device since a
+    time) and their second charges (``records``, what is refunded)."""
+    return trainee.model_copy(
+        update={"actions": [resolve_refund(action, view) for action in trainee.actions]}
+    )
+
+
+def resolve_refund(action: Action, view: RunView) -> Action:
+    """One action with its look-up resolved (``resolve_lookups``); others as they are."""
+    if action.kind != "refund_cards":
+        return action
+    cards = set(action.cards)
+    if action.duplicates_on is not None:
+        on = action.duplicates_on
+        cards |= set(view.charged_twice(on.device, on.since, action.at))
+    records = view.second_charges(sorted(cards), action.at)
+    return action.model_copy(update={"cards": sorted(cards), "records": records})
 
 
 __all__ = [
@@ -177,5 +198,6 @@ __all__ = [
     "drill_world",
     "play_day",
     "resolve_lookups",
+    "resolve_refund",
     "run_drill",
 ]

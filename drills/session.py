@@ -148,6 +148,14 @@ class DrillSession:
         ``action`` is an action without ``at`` (drills/actions.py); ValueError if invalid."""
         minute = int(self.minute(now))
         stamped = Action.model_validate({**action, "at": dt.time(minute // 60, minute % 60)})
+        if stamped.kind == "refund_cards":  # what the desk's look-up shows now is refunded
+            from drills.runner import resolve_refund
+
+            view = RunView(self.folder / "day", self.drill.day, self.cutoff_hour())
+            try:
+                stamped = resolve_refund(stamped, view)
+            finally:
+                view.close()
         actions = [*self.actions(), stamped]
         before = self._acted(self.actions())
         after = self._acted(actions)  # ValueError (e.g. an unknown line) before it is kept

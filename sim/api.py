@@ -38,6 +38,7 @@ from sim.clearing_report import ClearingReport
 from sim.cross_city import CrossCityCollector
 from sim.distributed import WorkerLost, submit_shards
 from sim.events import Subscriber
+from sim.incidents import IncidentError
 from sim.ledger import InvariantViolation
 from sim.lending import LendingMonitor, detect_in_files
 from sim.metrics import RunMetrics
@@ -584,6 +585,10 @@ def iter_days(
     except OutputError as exc:  # the writer failed (a full disk, say): nothing is kept
         output.abort()
         raise BadInput(f"--out {out_dir}: {exc}") from None
+    except IncidentError as exc:  # an incident the run could not play: nothing is kept
+        if output is not None:
+            output.abort()
+        raise BadInput(f"{scenario.name}: {exc}") from None
     except BaseException:
         if output is not None:
             output.abort()

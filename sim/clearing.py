@@ -69,6 +69,7 @@ MEMO_QR_FARE = "qr_fare"
 MEMO_CASH_REFUND = "cash_refund"
 MEMO_DUP_REFUND = "duplicate_refund"
 MEMO_QR_DUP_REFUND = "qr_duplicate_refund"
+MEMO_DESK_REFUND = "desk_refund"
 MEMO_PURSE = "purse_purchase"  # non-transit small payments from the card purse (retail, bikes)
 MEMO_CLEARING = "clearing"
 MEMO_FEE = "clearing_fee"
@@ -413,7 +414,8 @@ class UploadedRecords:
 @dataclass(frozen=True, slots=True)
 class RefundOrders:
     """Refunds owed for duplicate deductions: ``source_tx_id`` is the rejected charge,
-    ``first_tx_id`` the charge it repeated."""
+    ``first_tx_id`` the charge it repeated. ``by_desk``: refunds the service desk ordered of
+    card charges that were cleared (``first_tx_id`` -1), paid by the card's issuer."""
 
     day: int
     source_tx_id: np.ndarray
@@ -423,6 +425,7 @@ class RefundOrders:
     acquirer: np.ndarray
     medium_class: np.ndarray
     amount_fen: np.ndarray
+    by_desk: bool = False
 
     def __len__(self) -> int:
         return int(self.source_tx_id.size)
@@ -1019,6 +1022,9 @@ FLOWS: dict[str, tuple[str, str]] = {
     MEMO_CASH_REFUND: ("float", "bank"),  # card balance paid back in cash (card returned)
     MEMO_DUP_REFUND: ("unsettled", "float"),  # duplicate deduction credited back to the card
     MEMO_QR_DUP_REFUND: ("unsettled", "bank"),  # duplicate QR charge paid back to the rider
+    # A charge the clearing did not reject (it settled), credited back to the card by its
+    # issuer on the service desk's order (sim/incidents.py desk_refund).
+    MEMO_DESK_REFUND: ("bank", "float"),
     MEMO_PURSE: ("float", "bank"),  # card purse pays a non-transit merchant via the issuer
     MEMO_DEPOSIT: ("deposit", "bank"),  # money placed into the settlement deposit
     MEMO_SSC_ENTRY: ("bank", "unsettled"),  # the holder's account pays a venue entry
@@ -1071,10 +1077,12 @@ def post_fares(
 def post_refunds(
     ledger: Ledger, day: int, refunds: RefundOrders, participants: Participants
 ) -> None:
-    """Duplicate-deduction refunds executed on ``day`` (card credited, or QR money returned)."""
+    """Duplicate-deduction refunds executed on ``day`` (card credited, or QR money returned);
+    the desk's refunds of cleared charges come from the issuer's own money."""
     card = refunds.medium_class == MC_CARD
     r = refunds
-    post_flow(ledger, day, MEMO_DUP_REFUND, r.issuer[card], r.amount_fen[card], participants)
+    memo = MEMO_DESK_REFUND if r.by_desk else MEMO_DUP_REFUND
+    post_flow(ledger, day, memo, r.issuer[card], r.amount_fen[card], participants)
     post_flow(ledger, day, MEMO_QR_DUP_REFUND, r.issuer[~card], r.amount_fen[~card], participants)
 
 
@@ -1166,6 +1174,7 @@ def check_card_balances(
         cash_refunds_fen=f.get(MEMO_CASH_REFUND, 0),
         duplicate_refunds_fen=-f.get(MEMO_DUP_REFUND, 0),
         opening_fen=-f.get(MEMO_OPENING, 0),
+        desk_refunds_fen=-f.get(MEMO_DESK_REFUND, 0),
     )
     owed = -ledger.balance(account("float", issuer_id), through_day=day)
     if owed != int(balance_after_fen):

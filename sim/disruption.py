@@ -263,8 +263,8 @@ def duplicate_waves(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Taps a faulty reader charges twice (``duplicate_wave`` incidents of ``day``): their rows
     (among ``device``/``t_s``/``keys``, the day's charged card taps), the seconds until the
-    second charge (inside the clearing's lock window, so the clearing finds them), and each
-    one's incident code."""
+    second charge (inside the clearing's lock window, so the clearing finds them, unless the
+    incident's ``duplicate_gap_max_s`` reaches beyond it), and each one's incident code."""
     timeline: Timeline = world.incidents
     rows, gaps, codes = [], [], []
     lock_s = max(1, int(world.scenario.clearing.retap_lock_s))
@@ -274,7 +274,8 @@ def duplicate_waves(
         hit = np.flatnonzero((device == int(inc.target)) & timeline.active(k, t_abs))
         u = streams.uniform("incident.duplicate_wave", day, keys[hit], 0)
         hit = hit[u < inc.duplicate_share]
-        gap = 1 + streams.uniform("incident.duplicate_wave", day, keys[hit], 1) * (lock_s - 1)
+        longest = inc.duplicate_gap_max_s or lock_s  # beyond the lock: the clearing misses it
+        gap = 1 + streams.uniform("incident.duplicate_wave", day, keys[hit], 1) * (longest - 1)
         rows.append(hit)
         gaps.append(np.floor(gap).astype(np.int64))
         codes.append(np.full(len(hit), k, dtype=np.int64))

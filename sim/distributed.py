@@ -31,6 +31,7 @@ from sim.events import (
     RunFinished,
     Subscriber,
 )
+from sim.incidents import IncidentError
 from sim.ledger import InvariantViolation, Ledger
 from sim.metrics import KpiCollector
 from sim.state import CardState
@@ -65,7 +66,7 @@ class RemoteShard:
         """The result of a call ``start`` made."""
         try:
             return future.result()
-        except InvariantViolation:
+        except (InvariantViolation, IncidentError):
             raise
         except Exception as exc:  # noqa: BLE001 - see start
             raise self._lost(method, exc) from exc
@@ -95,6 +96,9 @@ class RemoteShard:
     def mark_incident(self, tx_id, code: int) -> None:
         if len(tx_id):
             self._call("mark_incident", tx_id, code)
+
+    def desk_refund_orders(self, tx_id):
+        return self._call("desk_refund_orders", tx_id)
 
     def flush_final_days(self, final: bool) -> None:
         for event in self._call("flush", final):
@@ -242,7 +246,11 @@ class DistributedEngine(DaySteps):
     def _clearing_on_shards(self, method: str, args: list[tuple]) -> list:
         """The clearing network's calls to every shard, to all actors at once (results, and
         the events they publish, in shard order)."""
-        remote = {"apply_clearing": "apply", "flush_final_days": "flush"}[method]
+        remote = {
+            "apply_clearing": "apply",
+            "flush_final_days": "flush",
+            "desk_refund_orders": "desk_refund_orders",
+        }[method]
         futures = [shard.start(remote, *a) for shard, a in zip(self.shards, args, strict=True)]
         results = [
             shard.finish(remote, future) for shard, future in zip(self.shards, futures, strict=True)

@@ -23,8 +23,10 @@ engine applies them where they act, and every record they touch carries the inci
 | fare_change          | (none)                       | ``fares`` (an overlay on the scenario's   |
 |                      |                              | fares) prices whole days from ``start``   |
 | duplicate_wave       | device id                    | a faulty reader charges ``duplicate_share``|
-|                      |                              | of its card taps twice (重复扣款); the     |
-|                      |                              | clearing finds and refunds them           |
+|                      |                              | of its card taps twice (重复扣款), the     |
+|                      |                              | second up to ``duplicate_gap_max_s`` later|
+|                      |                              | (default: inside the clearing's lock, so  |
+|                      |                              | the clearing finds and refunds them all)  |
 | outlet_extension     | outlet id                    | the outlet is open during the span too    |
 |                      |                              | (its hours extended)                      |
 | offline_acceptance   | line id                      | its validators accept QR codes offline: a |
@@ -34,6 +36,10 @@ engine applies them where they act, and every record they touch carries the inci
 | deposit_call_unpaid  | issuer id                    | money called for its settlement deposit   |
 |                      |                              | is not paid while it lasts (it arrives at |
 |                      |                              | the first settlement after)               |
+| desk_refund          | (none)                       | the service desk orders ``transactions``  |
+|                      |                              | refunded: each charged card tap the       |
+|                      |                              | clearing did not reject is credited back  |
+|                      |                              | to its card at the next settlement, once  |
 
 Incidents never create or destroy money: displaced riders pay what their new ride costs, delayed
 records are cleared later, exactly once (the run's invariants check it).
@@ -70,9 +76,17 @@ KINDS = (
     "offline_acceptance",
     "free_rides",
     "deposit_call_unpaid",
+    "desk_refund",
 )
+#: Kinds that hit no single target.
+UNTARGETED = ("fare_change", "desk_refund")
 #: Kinds whose target is a line (a metro line or a generated bus line).
 LINE_KINDS = ("line_outage", "offline_acceptance", "free_rides")
+
+
+class IncidentError(ValueError):
+    """An incident the run finds it cannot play when it comes to it (e.g. a desk refund of
+    records whose clearing is already final): bad input, reported as such."""
 
 
 class Incident(Section):
@@ -93,6 +107,17 @@ class Incident(Section):
     )
     duplicate_share: float = Field(
         0.0, ge=0, le=1, description="duplicate_wave: share of the card taps charged twice."
+    )
+    duplicate_gap_max_s: int = Field(
+        0,
+        ge=0,
+        le=600,
+        description="duplicate_wave: the second charge comes 1 s to this many seconds after the "
+        "first; 0: inside the clearing's lock window (the clearing catches every one).",
+    )
+    transactions: list[int] = Field(
+        default_factory=list,
+        description="desk_refund: the records (transaction ids) the service desk refunds.",
     )
     no_card_share: float = Field(
         0.0,
@@ -120,7 +145,7 @@ def check_incidents(incidents: tuple[Incident, ...] | list[Incident], where: dic
         if inc.id in seen:
             raise ValueError(f"{at}.id: {inc.id!r} is used twice; incident ids must be unique")
         seen.add(inc.id)
-        needs_target = inc.kind not in ("fare_change",)
+        needs_target = inc.kind not in UNTARGETED
         if needs_target and not inc.target:
             raise ValueError(f"{at}.target: a {inc.kind} needs a target")
         if inc.kind == "station_outage":
@@ -148,6 +173,8 @@ def check_incidents(incidents: tuple[Incident, ...] | list[Incident], where: dic
             )
         if inc.kind in ("validator_outage", "duplicate_wave") and not (inc.target or "").isdigit():
             raise ValueError(f"{at}.target: expected a device id (a whole number)")
+        if inc.kind == "desk_refund" and not inc.transactions:
+            raise ValueError(f"{at}.transactions: a desk_refund needs the records it refunds")
         if inc.kind == "duplicate_wave" and inc.duplicate_share <= 0:
             raise ValueError(f"{at}.duplicate_share: a duplicate_wave needs a share above 0")
         outlet_kinds = ("outlet_closure", "renewal_wave", "outlet_extension")

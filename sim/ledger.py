@@ -315,10 +315,11 @@ def check_conservation(
     duplicate_refunds_fen: int,
     opening_fen: int = 0,
     purse_spend_fen: int = 0,
+    desk_refunds_fen: int = 0,
 ) -> None:
     """Invariant (a): top-ups - fares - cash refunds + duplicate refunds (+ opening balances of
-    cards created that day, - non-transit purse payments) = change of the sum of card balances,
-    for one issuer and day."""
+    cards created that day, - non-transit purse payments, + the service desk's refunds) = change
+    of the sum of card balances, for one issuer and day."""
     expected = (
         opening_fen
         + topups_fen
@@ -326,6 +327,7 @@ def check_conservation(
         - cash_refunds_fen
         + duplicate_refunds_fen
         - purse_spend_fen
+        + desk_refunds_fen
     )
     actual = int(balance_after_fen) - int(balance_before_fen)
     if actual != expected:
@@ -336,7 +338,7 @@ def check_conservation(
             f"card balances moved {actual:+d} fen but the day's flows explain {expected:+d} fen "
             f"(opening {opening_fen}, top-ups {topups_fen}, fares {fares_fen}, cash refunds "
             f"{cash_refunds_fen}, duplicate refunds {duplicate_refunds_fen}, purse payments "
-            f"{purse_spend_fen})",
+            f"{purse_spend_fen}, desk refunds {desk_refunds_fen})",
         )
 
 

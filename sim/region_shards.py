@@ -157,6 +157,7 @@ def _incident_regions(scenario, outlet_region: dict[int, str]) -> list[str | Non
             "qr_platform_outage",
             "fare_change",
             "deposit_call_unpaid",
+            "desk_refund",
         ):
             where.append(None)
         elif inc.kind in ("outlet_closure", "renewal_wave", "outlet_extension"):

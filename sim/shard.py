@@ -19,6 +19,7 @@ change) in its ``ClearingBook`` until every tap of a day is final, then publishe
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import numpy as np
 import simpy
@@ -41,6 +42,7 @@ from sim.clearing import (
     R_DEVICE_BUFFER_FULL,
     R_QR_PLATFORM_DOWN,
     ClearingResult,
+    RefundOrders,
     UploadedRecords,
     check_card_balances,
     medium_class_of,
@@ -64,7 +66,7 @@ from sim.day import (
 from sim.disruption import SERVICE_OTHER, comm_outages, renewal_visits
 from sim.events import DaySettled, EventBus, TapsFinal, TapStatus, UploadsSent
 from sim.grouping import rank_in_groups
-from sim.incidents import NO_INCIDENT, mark
+from sim.incidents import NO_INCIDENT, IncidentError, mark
 from sim.interop import city_issuer
 from sim.ledger import InvariantViolation, check_tap_status
 from sim.social_security import SocialSecurityChannel, holders, plan_entries
@@ -91,6 +93,8 @@ class ClearingBook:
     resends_seen: set[tuple[int, int, int]] = dataclasses.field(default_factory=set)
     pending_resends: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
     refunds_due: dict[int, list] = dataclasses.field(default_factory=dict)
+    # Records the service desk has had refunded (each once, however often it is asked).
+    desk_refunded: set[int] = dataclasses.field(default_factory=set)
 
 
 class CityShard:
@@ -646,6 +650,56 @@ class CityShard:
             changed.append((day, np.concatenate([tap_row[rejected], done])))
         self._record_membership(result)
         return self._status_of(changed)
+
+    def desk_refund_orders(self, tx_id: np.ndarray) -> tuple[RefundOrders, np.ndarray]:
+        """The service desk's refunds of this shard's records (by id): each card charge the
+        clearing cleared, once (a rejected one the clearing refunds itself; a declined one
+        took nothing). Returns the orders and the ids still pending (asked again at the next
+        clearing). ValueError for a record whose day is no longer open."""
+        parts, pending = [], []
+        tap_day = ids.record_day(tx_id)
+        for day in _days_present(tap_day):
+            plan = self.book.open_days.get(day)
+            if plan is None:
+                raise IncidentError(
+                    f"incidents (desk_refund): records of "
+                    f"{self.world.start_date + dt.timedelta(days=day)} are named, whose "
+                    "clearing is already final; a desk refund must be given before the "
+                    "clearing after its records' day"
+                )
+            taps = plan.taps
+            seq = ids.record_seq(tx_id[tap_day == day])
+            if len(seq) and (seq.max() >= len(taps.tx_id) or seq.min() < 0):
+                raise IncidentError(
+                    "incidents (desk_refund): a transaction id that no record has: "
+                    f"{int(tx_id[tap_day == day][np.argmax(seq)])}"
+                )
+            pending.append(taps.tx_id[seq[taps.status[seq] == PENDING]])
+            ok = (
+                (taps.status[seq] == CLEARED)
+                & taps.home_card[seq]
+                & ~taps.declined[seq]
+                & (taps.amount_fen[seq] > 0)
+                & ~np.isin(taps.tx_id[seq], list(self.book.desk_refunded))
+            )
+            seq = np.unique(seq[ok])
+            self.book.desk_refunded.update(taps.tx_id[seq].tolist())
+            parts.append((taps, seq))
+        pop = self.world.population
+        z = np.zeros(0, np.int64)
+        cols = {
+            "source_tx_id": [t.tx_id[q] for t, q in parts],
+            "first_tx_id": [np.full(len(q), -1, np.int64) for _, q in parts],
+            "card": [ids.global_card(self.shard_index, pop.card_id[t.row[q]]) for t, q in parts],
+            "issuer": [t.issuer[q] for t, q in parts],
+            "acquirer": [t.acquirer[q] for t, q in parts],
+            "medium_class": [np.full(len(q), MC_CARD, np.uint8) for _, q in parts],
+            "amount_fen": [t.amount_fen[q].astype(np.int64) for t, q in parts],
+        }
+        orders = RefundOrders(
+            day=-1, by_desk=True, **{k: np.concatenate(v or [z]) for k, v in cols.items()}
+        )
+        return orders, np.concatenate(pending or [z])
 
     def order_refunds(self, pay_day: int, refunds) -> None:
         """Refund orders this shard executes on ``pay_day`` (its cards, or its acquired records

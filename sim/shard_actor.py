@@ -179,6 +179,10 @@ class ShardActor:
     def mark_incident(self, tx_id, code: int) -> None:
         self.shard.mark_incident(tx_id, code)
 
+    def desk_refund_orders(self, tx_id):
+        """The service desk's refunds of this shard's records (sim/shard.py)."""
+        return self.shard.desk_refund_orders(tx_id)
+
     def flush(self, final: bool) -> list:
         """Days now final: their events (TapsFinal), in order."""
         self.shard.flush_final_days(final=final)

@@ -110,6 +110,29 @@ def test_the_card_look_up_shows_a_cards_taps_and_balances_so_far(tmp_path, sessi
     assert any("whole number" in e.value for e in at.error)
 
 
+def test_refunds_ordered_at_the_desk_name_the_charges_its_look_up_shows(tmp_path, session):
+    import datetime as dt
+
+    from drills.monitor import RunView
+
+    view = RunView(session.folder / "day", session.drill.day, session.cutoff_hour())
+    try:
+        cards = view.charged_twice(1201, dt.time(7, 30), dt.time(8, 5))
+    finally:
+        view.close()
+    assert cards
+    at = page(tmp_path, "drill", session=session)
+    at.selectbox(key="drill_kind:en").set_value("refund_cards").run()
+    tokens = next(t for t in at.text_input if t.label.startswith("Card tokens"))
+    tokens.set_value(", ".join(map(str, cards)))
+    button(at, "Do it").click().run()
+    assert not at.exception, at.exception
+    (acted,) = session.actions()
+    assert acted.cards == cards and len(acted.records) >= len(cards)
+    (refund,) = [i for i in session._acted([acted]) if i.kind == "desk_refund"]
+    assert refund.transactions == acted.records
+
+
 def test_switching_lines_to_offline_acceptance_names_a_wrong_line(tmp_path, session):
     at = page(tmp_path, "drill", session=session)
     at.selectbox(key="drill_kind:en").set_value("switch_offline").run()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from output_frames import read_frame
 
 from drills.actions import load_trainee
 from drills.report import debrief_html
@@ -64,6 +65,7 @@ def played(tmp_path_factory):
             out[name, who] = run_drill(drill, trainee, base / name / who)
         return out[name, who]
 
+    play.folder = lambda name, who: base / name / who
     return play
 
 
@@ -99,6 +101,22 @@ def test_stopping_early_means_fewer_cards_to_refund(played):
     assert 0 < lived < good["money"]["doing_nothing"]["duplicate_charges_fen"]
     refund = next(t for t in good["tasks"] if t["kind"] == "refund_cards")
     assert refund["points"] == refund["of"] and not refund["missed"]
+
+
+def test_the_desks_refunds_reach_the_cards_at_the_next_settlement(played):
+    """The faulty reader's second charges come up to 5 s later: the clearing's 2-s lock
+    rejects and refunds some, the rest only because the desk orders it, at the next
+    settlement, from the card's issuer."""
+    good, idle = played("duplicate_wave", "good"), played("duplicate_wave", "nothing")
+    kept = idle["money"]["with_actions"]["double_charges_unrefunded_fen"]
+    assert kept > 0 and good["money"]["with_actions"]["double_charges_unrefunded_fen"] == 0
+    refund = next(a for a in good["actions"] if a["kind"] == "refund_cards")
+    assert len(refund["records"]) >= len(refund["cards"]) > 10
+    journal = read_frame(played.folder("duplicate_wave", "good") / "trainee", "ledger_entries")
+    desk = journal[journal["memo"] == "desk_refund"]
+    assert set(desk["service_date"].astype(str)) == {"2024-03-06"}
+    assert set(desk["debit"]) == {"bank:NTCARD"} and set(desk["credit"]) == {"float:NTCARD"}
+    assert 0 < desk["amount_fen"].sum() <= kept
 
 
 def test_the_same_drill_trainee_and_seed_give_the_same_debrief_through_the_cli(played, tmp_path):

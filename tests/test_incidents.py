@@ -14,7 +14,7 @@ import pytest
 import yaml
 from output_frames import read_frame
 
-from sim.api import BadInput, load_scenario, run
+from sim.api import BadInput, load_scenario, run, verify
 from sim.events import IncidentEnded, IncidentStarted
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,6 +263,37 @@ def test_a_duplicate_wave_charges_a_readers_taps_twice_and_the_clearing_refunds_
         gap = row["event_timestamp"] - firsts[row["token_id"]]
         assert (gap.between(np.timedelta64(1, "s"), np.timedelta64(2, "s"))).any()
     assert summary.totals["duplicate_deductions"] >= len(charged)
+
+
+def test_the_desk_refunds_double_charges_the_clearing_let_through_once_each(tmp_path):
+    wave = {
+        "id": "wave", "kind": "duplicate_wave", "start": "2024-01-01 06:00", "duration_min": 900,
+        "target": "837", "duplicate_share": 0.8, "duplicate_gap_max_s": 5,
+    }  # fmt: skip
+    out, _ = _run(tmp_path, [wave], "wave")
+    tx = read_frame(out, "transactions")
+    second = tx[tx["incident_id"] == "wave"]
+    # Beyond the clearing's 2-s lock the second charge is not caught: it is cleared.
+    let_through = second[(second["status"] == "cleared") & (second["amount_fen"] > 0)]
+    assert len(let_through) > 2 and (second["reject_reason"] == "duplicate_deduction").any()
+    named = let_through["transaction_id"].tolist()
+    caught = second.loc[second["reject_reason"] == "duplicate_deduction", "transaction_id"]
+    desk = {
+        "id": "desk", "kind": "desk_refund", "start": "2024-01-01 18:00", "duration_min": 1,
+        # Asked twice for some, and for one the clearing refunds itself: each paid once.
+        "transactions": [*named, *named[:2], int(caught.iloc[0])],
+    }  # fmt: skip
+    refunded, summary = _run(tmp_path, [wave, desk], "desk")
+    assert verify(refunded) == []
+    journal = read_frame(refunded, "ledger_entries")
+    paid = journal[journal["memo"] == "desk_refund"]
+    assert list(paid["service_date"].astype(str)) == ["2024-01-02"]  # the next settlement
+    assert paid["amount_fen"].sum() == let_through["amount_fen"].sum()
+    assert summary.totals["refunds_outstanding"] == 0
+    # A refund given after its records' clearing is final is refused, with the reason.
+    late = {**desk, "start": "2024-01-03 18:00"}
+    with pytest.raises(BadInput, match="clearing is already final"):
+        _run(tmp_path, [wave, late], "late")
 
 
 def test_an_outlet_extension_opens_it_outside_its_hours(tmp_path):
