@@ -7,6 +7,7 @@ Everything is computed from a finished run's files (DuckDB over the Parquet tabl
 |---|---|---|
 | ``taps`` | all, line, device | tap records made |
 | ``pending_uploads`` | all, line, device | records made but not yet uploaded at the bucket's end |
+| ``upload_lag_min`` | all, line, device | mean minutes tap to upload, records uploaded in it |
 | ``duplicates`` | all, line, device | a card charged on a device within 5 s of the last time |
 | ``qr_share`` | all, line | share of the taps paid by QR code |
 | ``refused`` | all, line, device | card taps the reader took no fare from |
@@ -55,6 +56,7 @@ _KEY = {
 SCOPES_OF = {
     "taps": ("all", "line", "device"),
     "pending_uploads": ("all", "line", "device"),
+    "upload_lag_min": ("all", "line", "device"),
     "duplicates": ("all", "line", "device"),
     "qr_share": ("all", "line"),
     "refused": ("all", "line", "device"),
@@ -114,6 +116,11 @@ class RunView:
             sql = f"""SELECT {key} k, {b} b,
                 avg(CASE WHEN CAST(media AS VARCHAR) LIKE 'qr_%' THEN 1.0 ELSE 0.0 END) v
                 FROM transactions WHERE {day} GROUP BY ALL"""
+        elif metric == "upload_lag_min":
+            up = self._bucket("uploaded_at")
+            sql = f"""SELECT {key} k, {up} b,
+                avg(date_diff('second', event_timestamp, uploaded_at)) / 60.0 v
+                FROM transactions WHERE {self._in_day("uploaded_at")} GROUP BY ALL"""
         elif metric == "refused":
             sql = f"SELECT {key} k, {b} b, count(*) v FROM refused_taps WHERE {day} GROUP BY ALL"
         elif metric == "outlet_wait_min":

@@ -64,6 +64,7 @@ TASK_KINDS = (
 METRICS = (
     "taps",
     "pending_uploads",
+    "upload_lag_min",
     "duplicates",
     "qr_share",
     "refused",

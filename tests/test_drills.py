@@ -170,6 +170,14 @@ def test_a_world_under_other_incidents_runs_as_a_fresh_one(tmp_path):
         with_incidents(build(plain), other)
 
 
+def test_every_metric_a_rule_may_name_is_measured():
+    from drills.monitor import SCOPES_OF
+    from drills.script import METRICS, SCOPES
+
+    assert set(METRICS) == set(SCOPES_OF)
+    assert {s for scopes in SCOPES_OF.values() for s in scopes} == set(SCOPES)
+
+
 def test_bad_drill_scripts_name_the_field(tmp_path):
     text = (DRILLS / "dead_reader.yaml").read_text(encoding="utf-8")
     text = text.replace("../nantong_2024.yaml", str(ROOT / "scenarios" / "nantong_2024.yaml"))

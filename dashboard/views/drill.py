@@ -19,6 +19,7 @@ import streamlit.components.v1 as components
 
 from dashboard.drill_sessions import sessions_root, start_section
 from dashboard.state import lang, pick, tr
+from drills.monitor import BUCKET_MIN, SCOPES_OF
 from drills.session import DrillSession, sessions
 from sim import api
 
@@ -97,9 +98,53 @@ def live(session: DrillSession) -> None:
         today, usual = session.series_so_far(metric, per)
         with columns[i % len(columns)]:
             st.plotly_chart(_chart(metric, today.sum(axis=0), usual.sum(axis=0)), key=f"m_{metric}")
+    where_section(session)
     alerts_table(session)
     if not state["ended"]:
         acknowledge_section(session)  # here: the alerts to choose from change with the clock
+
+
+#: Metrics that can be looked at per line, device, outlet, node or issuer.
+WHERE_METRICS = tuple(m for m, scopes in SCOPES_OF.items() if set(scopes) - {"all"})
+LAST_HOUR = 60 // BUCKET_MIN
+
+
+def where_section(session: DrillSession) -> None:
+    """Where it happens: a metric per line, device, outlet, node or issuer; the ten that moved
+    most from yesterday over the last hour, and one of them over the day so far."""
+    st.markdown(f"#### {tr('drill.where')}")
+    left, right = st.columns(2)
+    with left:
+        metric = pick(
+            tr("drill.where_metric"), WHERE_METRICS, "drill_where_metric",
+            format_func=lambda m: tr(f"drill.metric.{m}"),
+        )  # fmt: skip
+    with right:
+        per = pick(
+            tr("drill.where_per"), [s for s in SCOPES_OF[metric] if s != "all"],
+            "drill_where_per", format_func=lambda s: tr(f"drill.per.{s}"),
+        )  # fmt: skip
+    today, usual = session.series_so_far(metric, per)
+    if today.empty or today.shape[1] == 0:
+        st.caption(tr("drill.where_nothing"))
+        return
+    usual = usual.reindex(index=today.index)
+    now = today.iloc[:, -LAST_HOUR:].mean(axis=1)
+    before = usual.iloc[:, -LAST_HOUR:].mean(axis=1).fillna(0.0)
+    moved = (now - before).abs().sort_values(ascending=False, kind="stable").index[:10]
+    table = pd.DataFrame(
+        {
+            tr(f"drill.per.{per}"): [str(k) for k in moved],
+            tr("drill.where_now"): now[moved].round(2).to_numpy(),
+            tr("drill.where_usual"): before[moved].round(2).to_numpy(),
+        }
+    )
+    st.dataframe(table, hide_index=True, width="stretch")
+    key = pick(tr("drill.where_key"), [str(k) for k in moved], "drill_where_key")
+    row = next(k for k in moved if str(k) == key)
+    figure = _chart(metric, today.loc[row], usual.loc[row].fillna(0.0))
+    figure.update_layout(title=f"{tr(f'drill.metric.{metric}')} · {key}")
+    st.plotly_chart(figure, key="m_where")
 
 
 def _chart(metric: str, today: pd.Series, usual: pd.Series) -> go.Figure:
