@@ -3,6 +3,7 @@ dashboard/views/trainer.py): where sessions live, the shipped drills, the start 
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard.state import ROOT, lang, pick, runs_root, tr
@@ -23,6 +24,20 @@ def drill_files():
 def drill_label(path) -> str:
     drill = load_drill(path)
     return f"{drill.title(lang())} · {tr('drill.difficulty', n=drill.difficulty)}"
+
+
+def actions_frame(actions) -> pd.DataFrame:
+    """A trainee's actions as a table: the time, what was done (in the page's language) and
+    what it named; the charges a refund resolved to are counted, not listed."""
+    rows = []
+    for action in actions:
+        row = action.model_dump(mode="json", exclude_defaults=True)
+        row["at"] = row["at"][:5]
+        row["kind"] = tr(f"drill.kind.{action.kind}")
+        if "records" in row:
+            row["records"] = len(row["records"])
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def start_section(trainee_label: str = "drill.your_name") -> DrillSession | None:

@@ -131,10 +131,11 @@ def money(run_dir: Path, day: dt.date) -> dict[str, float]:
         "SELECT coalesce(sum(amount_fen), 0) FROM ledger_entries WHERE memo = 'desk_refund'"
     ).fetchall()[0]
     # Over the whole run: a clearing delayed or a settlement deferred on the drill's day is
-    # money of the days before it.
-    (to_settle,) = con.sql(
-        """SELECT coalesce(sum(amount_fen * date_diff('day', service_date, settle_date)), 0)
-           FROM transactions WHERE settle_date IS NOT NULL"""
+    # money of the days before it. Late: cleared on a later clearing day than the tap's.
+    (late,) = con.sql(
+        """SELECT coalesce(sum(t.amount_fen * date_diff('day', t.service_date, b.service_date)), 0)
+           FROM transactions t JOIN clearing_batches b USING (clearing_batch_id)
+           WHERE NOT b.transit AND b.service_date > t.service_date"""
     ).fetchall()[0]
     (deferred,) = con.sql(
         """SELECT coalesce(sum(amount_fen * date_diff('day', settle_date, service_date)), 0)
@@ -144,7 +145,7 @@ def money(run_dir: Path, day: dt.date) -> dict[str, float]:
     return {
         "double_charges_unrefunded_fen": int(kept) - int(desk),
         "refused_taps": int(refused),
-        "fare_fen_days_to_settlement": int(to_settle),
+        "fare_fen_days_cleared_late": int(late),
         "settlement_fen_days_deferred": int(deferred),
         "duplicate_charges_fen": int(row[0]),
         "fen_hours_waiting_upload": round(float(row[1]), 1),

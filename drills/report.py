@@ -70,9 +70,9 @@ MEASURES = {
         "en": "Double charges the clearing let through, not refunded (yuan)",
         "zh": "清分未拦截且未退款的重复扣款（元）",
     },
-    "fare_fen_days_to_settlement": {
-        "en": "Fares waiting for settlement (yuan-days)",
-        "zh": "等待结算的交易资金（元·天）",
+    "fare_fen_days_cleared_late": {
+        "en": "Fares cleared days late (yuan-days)",
+        "zh": "延迟清分的交易资金（元·天）",
     },
     "settlement_fen_days_deferred": {
         "en": "Settlements deferred for deposit money (yuan-days)",

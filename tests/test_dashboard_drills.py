@@ -49,7 +49,7 @@ def test_the_console_shows_the_clock_and_the_alerts_raised_so_far(tmp_path, sess
     at = page(tmp_path, "drill", session=session)
     (clock,) = [m for m in at.metric if m.label == "Simulated time"]
     assert "08:0" in clock.value or "08:1" in clock.value
-    alerts = at.dataframe[0].value
+    alerts = next(d.value for d in at.dataframe if "Where" in d.value.columns)
     assert list(alerts["Where"]) == ["device 1201"]
     assert "charged twice" in alerts["Alert"].iloc[0]
     assert len(at.get("plotly_chart")) >= 2  # taps and duplicates, today against yesterday

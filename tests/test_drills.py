@@ -32,7 +32,7 @@ SAVES = {
     "dead_reader": ("card_fares_cleared_fen", +1),
     "renewal_queue": ("outlet_visitors_turned_away", -1),
     "qr_morning_peak": ("refused_taps", -1),
-    "clearing_centre_down": ("fare_fen_days_to_settlement", -1),
+    "clearing_centre_down": ("fare_fen_days_cleared_late", -1),
     "deposit_short": ("settlement_fen_days_deferred", -1),
 }
 

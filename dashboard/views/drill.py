@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import streamlit.components.v1 as components
 
-from dashboard.drill_sessions import sessions_root, start_section
+from dashboard.drill_sessions import actions_frame, sessions_root, start_section
 from dashboard.state import lang, pick, tr
 from drills.monitor import BUCKET_MIN, SCOPES_OF
 from drills.session import DrillSession, sessions
@@ -172,7 +172,9 @@ def alerts_table(session: DrillSession) -> None:
             {
                 tr("drill.col.time"): f"{a.minute // 60:02d}:{a.minute % 60:02d}",
                 tr("drill.col.alert"): rules[a.rule].text(lang()),
-                tr("drill.col.where"): f"{a.per} {a.key}",
+                tr("drill.col.where"): (
+                    tr("drill.per.all") if a.per == "all" else f"{tr(f'drill.per.{a.per}')} {a.key}"
+                ),
                 tr("drill.col.severity"): a.severity,
                 tr("drill.col.acknowledged"): "✓" if a.rule in acked else "",
             }
@@ -284,7 +286,7 @@ def actions_list(session: DrillSession) -> None:
     if actions:
         st.markdown(f"#### {tr('drill.your_actions')}")
         st.dataframe(
-            pd.DataFrame([a.model_dump(mode="json", exclude_defaults=True) for a in actions]),
+            actions_frame(actions),
             hide_index=True,
             width="stretch",
         )

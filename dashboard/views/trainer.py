@@ -11,7 +11,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard.drill_sessions import drill_files, drill_label, sessions_root, start_section
+from dashboard.drill_sessions import (
+    actions_frame,
+    drill_files,
+    drill_label,
+    sessions_root,
+    start_section,
+)
 from dashboard.state import lang, pick, tr
 from drills.script import load_drill
 from drills.session import DrillSession, sessions
@@ -62,7 +68,7 @@ def live_actions(session: DrillSession) -> None:
         st.caption(tr("trainer.no_actions"))
         return
     st.dataframe(
-        pd.DataFrame([a.model_dump(mode="json", exclude_defaults=True) for a in actions]),
+        actions_frame(actions),
         hide_index=True,
         width="stretch",
     )
