@@ -57,13 +57,16 @@ def test_the_console_shows_the_clock_and_the_alerts_raised_so_far(tmp_path, sess
 
 def test_where_it_happens_lists_what_moved_most_from_yesterday(tmp_path, session):
     at = page(tmp_path, "drill", session=session)
-    at.selectbox(key="drill_where_metric:en").set_value("duplicates").run()
-    at.selectbox(key="drill_where_per:en").set_value("device").run()
-    assert not at.exception, at.exception
+    # At first what the drill's first alert rule watches: double charges per device.
     table = next(d.value for d in at.dataframe if "Last hour" in d.value.columns)
     assert table["device"].iloc[0] == "1201"  # the faulty reader, above yesterday's
     assert table["Last hour"].iloc[0] > table["Same hour yesterday"].iloc[0]
     assert len(at.get("plotly_chart")) >= 3  # the drill's charts and the one chosen here
+    at.selectbox(key="drill_where_metric:en").set_value("taps").run()
+    at.selectbox(key="drill_where_per:en").set_value("line").run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "Last hour" in d.value.columns)
+    assert "line" in table.columns and len(table) == 10
 
 
 def test_acknowledge_act_and_open_the_debrief(tmp_path, session):

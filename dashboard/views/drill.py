@@ -114,14 +114,19 @@ def where_section(session: DrillSession) -> None:
     most from yesterday over the last hour, and one of them over the day so far."""
     st.markdown(f"#### {tr('drill.where')}")
     left, right = st.columns(2)
+    # The drill's own alert rules first: what its monitoring watches, and where.
+    rules = [r for r in session.drill.alert_rules if r.metric in WHERE_METRICS]
+    first = list(dict.fromkeys(r.metric for r in rules))
     with left:
         metric = pick(
-            tr("drill.where_metric"), WHERE_METRICS, "drill_where_metric",
-            format_func=lambda m: tr(f"drill.metric.{m}"),
+            tr("drill.where_metric"), [*first, *(m for m in WHERE_METRICS if m not in first)],
+            "drill_where_metric", format_func=lambda m: tr(f"drill.metric.{m}"),
         )  # fmt: skip
+    scopes = [s for s in SCOPES_OF[metric] if s != "all"]
+    watched = [r.per for r in rules if r.metric == metric and r.per in scopes]
     with right:
         per = pick(
-            tr("drill.where_per"), [s for s in SCOPES_OF[metric] if s != "all"],
+            tr("drill.where_per"), [*watched[:1], *(s for s in scopes if s not in watched[:1])],
             "drill_where_per", format_func=lambda s: tr(f"drill.per.{s}"),
         )  # fmt: skip
     today, usual = session.series_so_far(metric, per)
@@ -175,7 +180,7 @@ def alerts_table(session: DrillSession) -> None:
                 tr("drill.col.where"): (
                     tr("drill.per.all") if a.per == "all" else f"{tr(f'drill.per.{a.per}')} {a.key}"
                 ),
-                tr("drill.col.severity"): a.severity,
+                tr("drill.col.severity"): tr(f"drill.severity.{a.severity}"),
                 tr("drill.col.acknowledged"): "✓" if a.rule in acked else "",
             }
             for a in reversed(alerts)
