@@ -30,7 +30,7 @@ def in_process(tmp_path_factory):
     out = tmp_path_factory.mktemp("in_process") / "run"
     run(load_scenario(TWO_CITY, DAYS), out)
     meta = json.loads((out / "run_meta.json").read_text(encoding="utf-8"))
-    return parquet_hashes(out), meta
+    return parquet_hashes(out), meta, out
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -38,7 +38,7 @@ def test_local_workers_write_the_files_of_an_in_process_run(tmp_path, in_process
     out = tmp_path / "run"
     with dask_client(workers=workers) as client:
         summary = run(load_scenario(TWO_CITY, DAYS), out, client=client)
-    hashes, in_process_meta = in_process
+    hashes, in_process_meta, _ = in_process
     assert parquet_hashes(out) == hashes
     assert verify(out) == []
     assert summary.totals["pending"] == 0 and summary.totals["cleared"] > 0
@@ -134,6 +134,42 @@ def test_the_yrd_week_on_two_workers_writes_the_files_of_an_in_process_run(tmp_p
         run(scenario, tmp_path / "two_workers", client=client)
     assert parquet_hashes(tmp_path / "two_workers") == parquet_hashes(tmp_path / "in_process")
     assert verify(tmp_path / "two_workers") == []
+
+
+def test_desk_refunds_are_paid_by_the_workers_as_in_process(tmp_path, in_process):
+    """A desk refund of cleared card charges (sim/incidents.py desk_refund): the records'
+    actor builds the refunds, the cards' actor pays them; the files are the in-process run's."""
+    import yaml
+    from output_frames import read_frame
+
+    tx = read_frame(in_process[2], "transactions")
+    charged = tx[
+        (tx["status"] == "cleared") & (tx["amount_fen"] > 0) & (tx["media"] == "physical_card")
+        & (tx["issuer_id"] == "ALPHA_CARD") & (tx["city_code"] == "9901")
+        & (tx["service_date"].astype(str) == "2024-03-04")
+    ]  # fmt: skip
+    named = charged["transaction_id"].head(5).tolist()
+    refund = {"id": "desk", "kind": "desk_refund", "start": "2024-03-04 20:00",
+              "duration_min": 1, "transactions": named}  # fmt: skip
+    city = tmp_path / "alpha.yaml"
+    city.write_text(
+        f"extends: {ROOT / 'scenarios' / 'two_city' / 'alpha.yaml'}\n"
+        f"incidents: {yaml.safe_dump([refund], default_flow_style=True).strip()}\n",
+        encoding="utf-8",
+    )
+    text = TWO_CITY.read_text(encoding="utf-8").replace("two_city/alpha.yaml", str(city))
+    path = tmp_path / "two.yaml"
+    path.write_text(text.replace("two_city/", f"{ROOT / 'scenarios' / 'two_city'}/"), "utf-8")
+    here, there = tmp_path / "here", tmp_path / "there"
+    run(load_scenario(path, DAYS), here)
+    with dask_client(workers=1) as client:
+        run(load_scenario(path, DAYS), there, client=client)
+    assert parquet_hashes(there) == parquet_hashes(here)
+    assert verify(there) == []
+    journal = read_frame(there, "ledger_entries")
+    paid = journal[journal["memo"] == "desk_refund"]
+    assert paid["amount_fen"].sum() == charged["amount_fen"].head(5).sum() > 0
+    assert set(paid["credit"]) == {"float:ALPHA_CARD"}
 
 
 def test_a_distributed_run_publishes_the_incidents_as_the_in_process_run(tmp_path):
