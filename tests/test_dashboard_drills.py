@@ -191,3 +191,5 @@ def test_the_trainer_injects_an_incident_and_compares_debriefs(tmp_path, session
     assert set(compared["Trainee"]) == {"Wang", "Zhao"}
     best = compared.iloc[0]
     assert best["Trainee"] == "Wang" and best["Score"] > compared.iloc[1]["Score"]
+    # What the actions moved against doing nothing: the reader repaired, fewer double charges.
+    assert best["Δ Duplicate charges (yuan)"] < 0 == compared.iloc[1]["Δ Duplicate charges (yuan)"]

@@ -19,6 +19,7 @@ from dashboard.drill_sessions import (
     start_section,
 )
 from dashboard.state import lang, pick, tr
+from drills.report import MEASURES
 from drills.script import load_drill
 from drills.session import DrillSession, sessions
 from sim import api
@@ -108,11 +109,13 @@ def compare_section(found: list[DrillSession]) -> None:
     files = drill_files()
     path = pick(tr("drill.choose_drill"), files, "trainer_compare", format_func=drill_label)
     drill_id = load_drill(path).id
+    debriefs = [(s, d) for s in found if (d := s.debrief()) is not None and d["drill"] == drill_id]
+    # The money measures some trainee's actions moved (against doing nothing), in yuan.
+    moved = [
+        m for m in MEASURES if any(d["money"]["difference"].get(m) for _, d in debriefs)
+    ]  # fmt: skip
     rows = []
-    for s in found:
-        debrief = s.debrief()
-        if debrief is None or debrief["drill"] != drill_id:
-            continue
+    for s, debrief in debriefs:
         timing = next(iter(debrief["detection"].values()))
         diff = debrief["money"]["difference"]
         rows.append(
@@ -122,9 +125,10 @@ def compare_section(found: list[DrillSession]) -> None:
                 tr("trainer.col.score"): debrief["score"],
                 tr("trainer.col.detect"): timing["minutes_to_detect"],
                 tr("trainer.col.act"): timing["minutes_to_act"],
-                tr("trainer.col.duplicates"): diff["duplicate_charges_fen"] / 100,
-                tr("trainer.col.fares"): diff["card_fares_cleared_fen"] / 100,
-                tr("trainer.col.refused"): diff["refused_taps"],
+                **{
+                    f"Δ {MEASURES[m][lang()]}": diff[m] / 100 if "fen" in m else diff[m]
+                    for m in moved
+                },
             }
         )
     if not rows:
