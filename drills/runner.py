@@ -8,7 +8,9 @@ cleared): four simulated days, for each of
 
 - ``nothing``: the drill's incidents, nobody acting (the ground truth, and the money baseline);
 - ``trainee``: the incidents and the trainee's actions (drills/actions.py); not played again
-  when the actions change nothing in the day (acknowledging, naming, explaining).
+  when the actions change nothing in the day (acknowledging, naming, explaining). Refunds
+  ordered at the desk are what its look-up shows in that day at the time of the order, so the
+  day is played once more with them (the taps are the same; the money after the order is not).
 
 One world is built for the drill; the other run is the same world under another incident
 timeline (``sim.world.with_incidents``) and the runs share the seed, so the two days differ
