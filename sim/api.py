@@ -54,7 +54,7 @@ from sim.overlay import OverlayError, overlay_overrides
 from sim.privacy import PrivacyKey, PrivacyKeyError, default_key, load_key
 from sim.reconciliation import ReconciliationError, check_reconciliation, write_reconciliation
 from sim.records import name_tables, record_writers
-from sim.run_dir import RunDirError
+from sim.run_dir import RunDirError, StopSignalsHeld
 from sim.run_view import DIMENSIONS as RUN_DIMENSIONS
 from sim.run_view import MEASURES as RUN_MEASURES
 from sim.run_view import REGION_MEASURES, RunListing, RunView, RunViewError
@@ -526,6 +526,8 @@ def iter_days(
         raise BadInput(f"privacy key: {exc}") from None
     names, code_maps = name_tables(worlds)
     output = None
+    # A stop arriving while the folder opens waits for the try below, which discards it.
+    held = StopSignalsHeld()
     if out_dir is not None:
         try:
             output = RunOutput(
@@ -537,11 +539,17 @@ def iter_days(
                 queue_size=32,
             )
         except RunDirError as exc:
+            held.release()
             raise BadInput(f"--out: {exc}") from None
         except OSError as exc:
+            held.release()
             raise BadInput(f"--out {out_dir}: {exc}") from None
+        except BaseException:
+            held.release()
+            raise
     t1 = time.perf_counter()
     try:  # from here on, whatever stops the run (errors, Ctrl-C, SIGTERM) discards the output
+        held.release()
         writers = record_writers(
             worlds,
             output,

@@ -14,6 +14,9 @@ A run writes into ``<out>.partial-<pid>`` beside ``<out>`` and swaps it in when 
   ``<out>.lock``, released by the kernel if the holder dies).
 - ``<out>.partial-<pid>`` and ``<out>.old-<pid>`` folders left by killed runs (their process is
   gone) are removed and reported.
+- Ctrl-C or SIGTERM while the folder is being opened waits (``StopSignalsHeld``) until the
+  caller is inside the block that discards the output, so no ``.partial`` folder or lock is
+  left behind by a stop that came at the wrong moment.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 MARKER_FILE = ".cardtwin-run.json"
@@ -163,3 +168,25 @@ class RunLock:
         finally:
             os.close(self._fd)
             self._fd = None
+
+
+class StopSignalsHeld:
+    """Hold Ctrl-C and SIGTERM (in the main thread, where the system allows) from ``__init__``
+    until ``release()``: a stop sent meanwhile is delivered at ``release()``, so the caller
+    calls it first thing inside the ``try`` whose handler cleans up."""
+
+    _SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+    def __init__(self) -> None:
+        self._held = (
+            hasattr(signal, "pthread_sigmask")
+            and threading.current_thread() is threading.main_thread()
+        )
+        if self._held:
+            signal.pthread_sigmask(signal.SIG_BLOCK, self._SIGNALS)
+
+    def release(self) -> None:
+        """Let held signals through (their handlers run now); safe to call twice."""
+        if self._held:
+            self._held = False
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self._SIGNALS)
