@@ -117,6 +117,13 @@ def test_the_desks_refunds_reach_the_cards_at_the_next_settlement(played):
     assert set(desk["service_date"].astype(str)) == {"2024-03-06"}
     assert set(desk["debit"]) == {"bank:NTCARD"} and set(desk["credit"]) == {"float:NTCARD"}
     assert 0 < desk["amount_fen"].sum() <= kept
+    # Played again (look-ups, refunds and all): the same debrief.
+    again = run_drill(
+        load_drill(DRILLS / "duplicate_wave.yaml"),
+        load_trainee(TRAINEES / "duplicate_wave_good.yaml"),
+        played.folder("duplicate_wave", "again"),
+    )
+    assert again == good
 
 
 def test_the_same_drill_trainee_and_seed_give_the_same_debrief_through_the_cli(played, tmp_path):
