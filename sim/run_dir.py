@@ -171,22 +171,29 @@ class RunLock:
 
 
 class StopSignalsHeld:
-    """Hold Ctrl-C and SIGTERM (in the main thread, where the system allows) from ``__init__``
-    until ``release()``: a stop sent meanwhile is delivered at ``release()``, so the caller
-    calls it first thing inside the ``try`` whose handler cleans up."""
+    """Hold Ctrl-C and SIGTERM (when made in the main thread) from ``__init__`` until
+    ``release()``: a stop sent meanwhile is only noted, and acted on at ``release()`` by the
+    handler that was there before, so the caller calls it first thing inside the ``try``
+    whose handler cleans up. (A handler, not the thread's signal mask: another thread of the
+    process — a NumPy or Arrow pool — would take a masked signal for the whole process.)"""
 
-    _SIGNALS = {signal.SIGINT, signal.SIGTERM}
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self._held = (
-            hasattr(signal, "pthread_sigmask")
-            and threading.current_thread() is threading.main_thread()
-        )
-        if self._held:
-            signal.pthread_sigmask(signal.SIG_BLOCK, self._SIGNALS)
+        self._pending: list[int] = []
+        self._previous: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in self._SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._note)
+
+    def _note(self, signum, frame) -> None:
+        self._pending.append(signum)
 
     def release(self) -> None:
-        """Let held signals through (their handlers run now); safe to call twice."""
-        if self._held:
-            self._held = False
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, self._SIGNALS)
+        """Put the handlers back and act on a stop that came meanwhile; safe to call twice."""
+        previous, self._previous = self._previous, {}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        pending, self._pending = self._pending, []
+        if previous and pending:
+            os.kill(os.getpid(), pending[0])  # as if it came now, to the handler it was for
