@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from dask.distributed import Client
 from output_frames import parquet_hashes
+from scenario_files import two_city_with_alpha_incidents
 
 from sim.api import WorkerLost, dask_client, load_scenario, run, verify
 from sim.events import IncidentEnded, IncidentStarted
@@ -139,7 +140,6 @@ def test_the_yrd_week_on_two_workers_writes_the_files_of_an_in_process_run(tmp_p
 def test_desk_refunds_are_paid_by_the_workers_as_in_process(tmp_path, in_process):
     """A desk refund of cleared card charges (sim/incidents.py desk_refund): the records'
     actor builds the refunds, the cards' actor pays them; the files are the in-process run's."""
-    import yaml
     from output_frames import read_frame
 
     tx = read_frame(in_process[2], "transactions")
@@ -151,15 +151,7 @@ def test_desk_refunds_are_paid_by_the_workers_as_in_process(tmp_path, in_process
     named = charged["transaction_id"].head(5).tolist()
     refund = {"id": "desk", "kind": "desk_refund", "start": "2024-03-04 20:00",
               "duration_min": 1, "transactions": named}  # fmt: skip
-    city = tmp_path / "alpha.yaml"
-    city.write_text(
-        f"extends: {ROOT / 'scenarios' / 'two_city' / 'alpha.yaml'}\n"
-        f"incidents: {yaml.safe_dump([refund], default_flow_style=True).strip()}\n",
-        encoding="utf-8",
-    )
-    text = TWO_CITY.read_text(encoding="utf-8").replace("two_city/alpha.yaml", str(city))
-    path = tmp_path / "two.yaml"
-    path.write_text(text.replace("two_city/", f"{ROOT / 'scenarios' / 'two_city'}/"), "utf-8")
+    path = two_city_with_alpha_incidents(tmp_path, [refund])
     here, there = tmp_path / "here", tmp_path / "there"
     run(load_scenario(path, DAYS), here)
     with dask_client(workers=1) as client:
@@ -175,19 +167,15 @@ def test_desk_refunds_are_paid_by_the_workers_as_in_process(tmp_path, in_process
 def test_a_distributed_run_publishes_the_incidents_as_the_in_process_run(tmp_path):
     """Incident start and end events (what live views and drills watch) come in the same order
     from the workers' run as from the in-process clock."""
-    city = tmp_path / "alpha.yaml"
-    city.write_text(
-        f"extends: {ROOT / 'scenarios' / 'two_city' / 'alpha.yaml'}\n"
-        "incidents:\n"
-        "  - {id: centre-down, kind: clearing_node_outage, target: REGION_CENTRE, "
-        'start: "2024-03-05 00:00", duration_min: 1440}\n'
-        "  - {id: alipay, kind: qr_platform_outage, target: qr_alipay, "
-        'start: "2024-03-06 08:00", duration_min: 90}\n',
-        encoding="utf-8",
-    )
-    text = TWO_CITY.read_text(encoding="utf-8").replace("two_city/alpha.yaml", str(city))
-    path = tmp_path / "two.yaml"
-    path.write_text(text.replace("two_city/", f"{ROOT / 'scenarios' / 'two_city'}/"), "utf-8")
+    path = two_city_with_alpha_incidents(
+        tmp_path,
+        [
+            {"id": "centre-down", "kind": "clearing_node_outage", "target": "REGION_CENTRE",
+             "start": "2024-03-05 00:00", "duration_min": 1440},
+            {"id": "alipay", "kind": "qr_platform_outage", "target": "qr_alipay",
+             "start": "2024-03-06 08:00", "duration_min": 90},
+        ],
+    )  # fmt: skip
 
     def incidents(client=None) -> list:
         seen = []

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from output_frames import read_frame
+from scenario_files import two_city_with_alpha_incidents
 
 from sim import ids
 from sim.api import BadInput, build, load_scenario, run, verify
@@ -301,20 +302,9 @@ def centre_down(tmp_path_factory):
     """The two-city run with the regional centre (the node above both city exchanges) down
     for the whole of 5 March, and the same run without the outage."""
     root = tmp_path_factory.mktemp("centre_down")
-    outage = (
-        "incidents=[{id: centre-down, kind: clearing_node_outage, target: REGION_CENTRE, "
-        'start: "2024-03-05 00:00", duration_min: 1440}]'
-    )
-    alpha = root / "alpha_down.yaml"
-    alpha.write_text(
-        f"extends: {ROOT / 'scenarios' / 'two_city' / 'alpha.yaml'}\n"
-        f"{outage.replace('=', ': ', 1)}\n",
-        encoding="utf-8",
-    )
-    text = TWO_CITY.read_text(encoding="utf-8").replace("two_city/alpha.yaml", str(alpha))
-    text = text.replace("two_city/", f"{ROOT / 'scenarios' / 'two_city'}/")
-    path = root / "down.yaml"
-    path.write_text(text, encoding="utf-8")
+    outage = {"id": "centre-down", "kind": "clearing_node_outage", "target": "REGION_CENTRE",
+              "start": "2024-03-05 00:00", "duration_min": 1440}  # fmt: skip
+    path = two_city_with_alpha_incidents(root, [outage])
     down = run(load_scenario(path, ["period.days=4"]), root / "down")
     calm = run(load_scenario(TWO_CITY, ["period.days=4"]), root / "calm")
     return root, down, calm

@@ -8,10 +8,10 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from output_frames import read_frame
+from scenario_files import two_city_with_alpha_incidents
 
 from sim.api import load_scenario, run, verify
 
@@ -50,17 +50,7 @@ def _with_outages(tmp_path: Path, outages: list[dict]) -> Path:
         }
         for k, o in enumerate(outages)
     ]
-    alpha = tmp_path / "alpha.yaml"
-    alpha.write_text(
-        f"extends: {ROOT / 'scenarios' / 'two_city' / 'alpha.yaml'}\n"
-        + yaml.safe_dump({"incidents": incidents}, allow_unicode=True),
-        encoding="utf-8",
-    )
-    text = TWO_CITY.read_text(encoding="utf-8").replace("two_city/alpha.yaml", str(alpha))
-    text = text.replace("two_city/", f"{ROOT / 'scenarios' / 'two_city'}/")
-    path = tmp_path / "outages.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return two_city_with_alpha_incidents(tmp_path, incidents)
 
 
 @settings(
