@@ -53,6 +53,15 @@ def test_the_console_shows_the_clock_and_the_alerts_raised_so_far(tmp_path, sess
     assert list(alerts["Where"]) == ["device 1201"]
     assert "charged twice" in alerts["Alert"].iloc[0]
     assert len(at.get("plotly_chart")) >= 2  # taps and duplicates, today against yesterday
+    # The tasks in words (the script's own, else the task kind's), with their points.
+    tasks = [m.value for m in at.markdown if m.value.startswith("- ")]
+    assert "- Find the affected reader (40 points)" in tasks
+    assert "- Stop the double charges (30 points)" in tasks
+    from dashboard import i18n
+    from drills.script import TASK_KINDS
+
+    for kind in TASK_KINDS:  # a task without its own words is shown by its kind's
+        assert i18n.t(f"drill.task.{kind}", "zh", n=60) and i18n.t(f"drill.task.{kind}", "en")
 
 
 def test_where_it_happens_lists_what_moved_most_from_yesterday(tmp_path, session):

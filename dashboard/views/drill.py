@@ -66,8 +66,10 @@ def header(session: DrillSession) -> None:
     st.info(drill.brief(lang()))
     with st.expander(tr("drill.tasks")):
         for task in drill.tasks:
-            words = task.text(lang()) if task.text else task.id
-            st.markdown(f"- {words} ({task.points})")
+            words = (
+                task.text(lang()) if task.text else tr(f"drill.task.{task.kind}", n=task.within_min)
+            )
+            st.markdown(f"- {words} ({tr('drill.points', n=task.points)})")
     state = session.state()
     left, right = st.columns(2)
     with left:
