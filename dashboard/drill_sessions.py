@@ -40,6 +40,19 @@ def actions_frame(actions) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def change_session(change, busy: str, failed: str):
+    """``change()`` (an action or an injection: the day is replayed) under a spinner saying
+    ``busy``; a bad input is shown as ``failed`` (with its first line) and gives None."""
+    from sim import api
+
+    try:
+        with st.spinner(tr(busy)):
+            return change()
+    except (ValueError, api.BadInput) as exc:
+        st.error(tr(failed, error=str(exc).splitlines()[0]))
+        return None
+
+
 def start_section(trainee_label: str = "drill.your_name") -> DrillSession | None:
     """A form starting a session (also the trainer's); returns it when one was started."""
     files = drill_files()

@@ -211,7 +211,8 @@ def plan_day(
     cols, refusals = refuse_unlisted(world, streams, day, cols)
     stats["card_not_accepted"] = len(refusals["row"])
     cols, qr_refusals = refuse_qr_down(world, streams, day, cols)
-    refusals = {name: np.concatenate([col, qr_refusals[name]]) for name, col in refusals.items()}
+    if len(qr_refusals["row"]):
+        refusals = {n: np.concatenate([col, qr_refusals[n]]) for n, col in refusals.items()}
 
     # Accidental double taps: the lock swallows most; a failed lock charges twice (重复扣款).
     card_rows = np.flatnonzero(cols["home_card"])

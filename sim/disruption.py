@@ -112,8 +112,11 @@ def refuse_qr_down(world, streams: Streams, day: int, cols: dict[str, np.ndarray
     from sim.clearing import R_QR_PLATFORM_DOWN
 
     timeline: Timeline = world.incidents
+    outages = timeline.of_kind("qr_platform_outage", day)
+    if not outages:
+        return cols, no_refusals()
     refused = np.zeros(len(cols["row"]), dtype=bool)
-    for k in timeline.of_kind("qr_platform_outage", day):
+    for k in outages:
         code = MEDIA.index(timeline.incidents[k].target)
         refused |= (cols["incident"] == k) & (cols["medium"] == code)
     rows = np.flatnonzero(refused)

@@ -17,11 +17,10 @@ import plotly.graph_objects as go
 import streamlit as st
 import streamlit.components.v1 as components
 
-from dashboard.drill_sessions import actions_frame, sessions_root, start_section
+from dashboard.drill_sessions import actions_frame, change_session, sessions_root, start_section
 from dashboard.state import lang, pick, tr
 from drills.monitor import BUCKET_MIN, SCOPES_OF
 from drills.session import DrillSession, sessions
-from sim import api
 
 SPEEDS = (30, 60, 120, 300, 600)
 CAUSES = (
@@ -279,11 +278,8 @@ def action_section(session: DrillSession) -> None:
         action[field] = [x.strip() for x in text.replace("，", ",").split(",") if x.strip()]
     else:
         action[field] = text.strip()
-    try:
-        with st.spinner(tr("drill.acting")):
-            stamped = session.act(action)
-    except (ValueError, api.BadInput) as exc:
-        st.error(tr("drill.bad_action", error=str(exc).splitlines()[0]))
+    stamped = change_session(lambda: session.act(action), "drill.acting", "drill.bad_action")
+    if stamped is None:
         return
     st.success(tr("drill.done", time=f"{stamped.at:%H:%M}", kind=tr(f"drill.kind.{kind}")))
 

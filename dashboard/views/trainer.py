@@ -13,6 +13,7 @@ import streamlit as st
 
 from dashboard.drill_sessions import (
     actions_frame,
+    change_session,
     drill_files,
     drill_label,
     sessions_root,
@@ -22,7 +23,6 @@ from dashboard.state import lang, pick, tr
 from drills.report import MEASURES
 from drills.script import load_drill
 from drills.session import DrillSession, sessions
-from sim import api
 
 INJECTABLE = (
     "duplicate_wave", "validator_outage", "comm_outage", "qr_platform_outage", "line_outage",
@@ -95,11 +95,10 @@ def inject_section(session: DrillSession) -> None:
         incident["duplicate_share"] = float(share)
     if kind == "renewal_wave":
         incident["extra_visits_per_hour"] = 20.0
-    try:
-        with st.spinner(tr("trainer.injecting")):
-            made = session.inject(incident)
-    except (ValueError, api.BadInput) as exc:
-        st.error(tr("trainer.inject_bad", error=str(exc).splitlines()[0]))
+    made = change_session(
+        lambda: session.inject(incident), "trainer.injecting", "trainer.inject_bad"
+    )
+    if made is None:
         return
     st.success(tr("trainer.injected", id=made.id, time=f"{made.start:%H:%M}"))
 
