@@ -8,6 +8,7 @@
     python run_scenario.py verify RUN_DIR
     python run_scenario.py sweep BASE.yaml (--param a.b=v1,v2 ... | --design FILE) [--workers N]
     python run_scenario.py stream SCENARIO.yaml --sink URL [--rate R | --speed X | --profile F]
+    python run_scenario.py stream RECORDING.parquet --sink URL   (a recorded stream, sent again)
 
 Exit codes: 0 success; 2 bad input (scenario file, flags, data files) with a one-screen message
 and no traceback; 3 a money invariant failed during the run (the message says which, by how much,
@@ -38,6 +39,7 @@ commands:
   run_scenario.py compare BASE VARIANT...     baseline vs variants, paired replications, 95% CIs
   run_scenario.py sweep BASE --param P=V1,V2  a grid, Latin hypercube or Sobol design over fields
   run_scenario.py stream SCENARIO --sink URL  stream records into a system under test, paced
+                                              (a recorded stream .parquet: sent again)
   run_scenario.py score --labels L --result R what a system kept of a dirty stream, scored
   run_scenario.py drill DRILL --trainee T     an incident drill, headless, and its debrief
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/stream.py                       # everything (~3 min)
     .venv/bin/python bench/stream.py --days 2 --json /tmp/stream.json
-    .venv/bin/python bench/stream.py --only null           # one part: null, servers, http, speed
+    .venv/bin/python bench/stream.py --only null   # one part: null, replay, servers, http, speed
 
 Parts, all on the full-scale Nantong scenario (``--scenario``):
 
@@ -10,6 +10,8 @@ Parts, all on the full-scale Nantong scenario (``--scenario``):
   to CPU 0), for each encoding (JSON, CSV, Arrow), against the simulation alone and the
   records made without encoding; plus each encoder alone on one day's records. Rates are
   records / the stream's wall time (the world is built before the clock starts).
+- ``replay``: one core: the stream recorded to a Parquet file, then that recording sent
+  again to the ``null`` sink in each encoding (traffic/recording.py: nothing simulated).
 - ``servers``: Redis Streams and PostgreSQL COPY (1 and 2 connections) on throwaway servers on
   loopback (traffic/servers.py); both cores.
 - ``http``: POST batches to the reference receiver (traffic/receiver.py) in its own process:
@@ -100,6 +102,39 @@ def part_null(scenario, tmp: Path, batch: int) -> dict:
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
 
+def part_replay(scenario, tmp: Path, batch: int) -> dict:
+    """One core: record the stream to a Parquet file, then send the recording again to the
+    ``null`` sink in each encoding (reading, pacing, keys checked at open, encoding; nothing
+    simulated)."""
+    from traffic.recording import Recording
+    from traffic.sinks import SinkOptions
+    from traffic.stream import StreamSettings, replay
+
+    os.sched_setaffinity(0, {0})
+    try:
+        path = tmp / "recording.parquet"
+        recorded = _stream(scenario, f"file://{path}", tmp / "record", batch_size=batch)
+        out: dict = {
+            "records": recorded.totals["acknowledged"],
+            "record_to_parquet_records_per_s": round(_rate(recorded)),
+            "recording_mb": round(path.stat().st_size / 1e6, 1),
+        }
+        t0 = time.perf_counter()
+        recording = Recording.open(path)
+        out["open_and_check_s"] = round(time.perf_counter() - t0, 3)
+        rates = {}
+        for encoding in ("arrow", "csv", "json"):
+            settings = StreamSettings(
+                sink="null", state_dir=tmp / f"replay-{encoding}", batch_size=batch,
+                sink_options=SinkOptions(encoding=encoding),
+            )  # fmt: skip
+            rates[encoding] = round(_rate(replay(recording, settings)))
+        out["replay_null_records_per_s"] = rates
+        return out
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
 def part_servers(scenario, tmp: Path, batch: int) -> dict:
     from traffic.servers import postgres_server, redis_server
 
@@ -173,7 +208,7 @@ def part_speed(scenario, tmp: Path) -> dict:
     }
 
 
-PARTS = ("null", "servers", "http", "speed")
+PARTS = ("null", "replay", "servers", "http", "speed")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             if part == "null":
                 results[part] = part_null(scenario, Path(tmp), args.batch_size)
+            elif part == "replay":
+                results[part] = part_replay(scenario, Path(tmp), args.batch_size)
             elif part == "servers":
                 results[part] = part_servers(scenario, Path(tmp), args.batch_size)
             elif part == "http":
@@ -205,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     null = results.get("null", {}).get("null_records_per_s", {})
     if null and max(null.values()) < 1_000_000:
         print(f"<<< UNDER BUDGET: null sink {max(null.values()):,} records/s < 1,000,000")
+    replayed = results.get("replay", {}).get("replay_null_records_per_s", {})
+    if replayed:
+        print(
+            f"replay of a recording to the null sink, one core: {max(replayed.values()):,} "
+            "records/s (no simulation in it)"
+        )
     servers = results.get("servers", {})
     for name, rate in servers.items():
         if rate < 100_000:

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import duckdb
 import httpx
 import numpy as np
 import pytest
+from stream_helpers import json_lines, kill_when_some_are_done
 
 from sim.api import load_scenario, privacy_key, run
 from traffic.pacing import ProfilePacer, RatePacer, SpeedPacer, load_profile
@@ -44,10 +43,6 @@ def _stream(tmp_path, sink, days=2, stop=None, **settings):
     )
 
 
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_bytes().splitlines()]
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """The same scenario run to files: the stream must send exactly its tap records."""
@@ -60,7 +55,7 @@ def test_the_tap_stream_is_the_runs_transactions_in_time_order(tmp_path, run_dir
     path = tmp_path / "taps.jsonl"
     report = _stream(tmp_path, f"file://{path}")
     assert report.reconciled and report.finished
-    records = _lines(path)
+    records = json_lines(path)
     assert report.totals["generated"] == report.totals["acknowledged"] == len(records)
     assert [r["stream_seq"] for r in records] == list(range(len(records)))
     assert all(r["idempotency_key"] == f"{report.stream_id}:{r['stream_seq']}" for r in records)
@@ -132,7 +127,7 @@ def test_refused_batches_go_to_the_dead_letter_file_with_the_reason(tmp_path):
     finally:
         server.shutdown()
     t = report.totals
-    dead = _lines(tmp_path / "state" / "dead_letters.jsonl")
+    dead = json_lines(tmp_path / "state" / "dead_letters.jsonl")
     assert report.reconciled and t["dead_lettered"] == len(dead) > 0
     assert t["acknowledged"] + t["dead_lettered"] == t["generated"]
     assert t["acknowledged"] == len(store.records)
@@ -151,28 +146,10 @@ def test_a_sink_that_never_answers_well_dead_letters_after_the_last_attempt(tmp_
         report = _stream(tmp_path, url, days=1, batch_size=500, retry=RetryPolicy(3, base_s=0.001))
     finally:
         server.shutdown()
-    dead = _lines(tmp_path / "state" / "dead_letters.jsonl")
+    dead = json_lines(tmp_path / "state" / "dead_letters.jsonl")
     assert report.reconciled and report.totals["acknowledged"] == 0
     assert len(dead) == report.totals["generated"]
     assert dead[0]["reason"].startswith("gave up after 3 attempts: HTTP 50")
-
-
-def _kill_when_some_are_done(cmd, state: Path, env=None) -> None:
-    """Start the stream command, SIGKILL it once its checkpoint shows records done."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    checkpoint = state / "checkpoint.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if checkpoint.exists():
-            try:
-                if json.loads(checkpoint.read_text())["done_through"] > 300:
-                    break
-            except (json.JSONDecodeError, KeyError):
-                pass
-        assert proc.poll() is None, proc.stderr.read().decode()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
 
 
 def test_a_killed_file_stream_resumes_into_the_same_file(tmp_path):
@@ -181,7 +158,7 @@ def test_a_killed_file_stream_resumes_into_the_same_file(tmp_path):
     part = tmp_path / "resumed.jsonl"
     state = tmp_path / "state"
     cmd = [*CLI, "--days", "2", "--sink", f"file://{part}", "--state", str(state)]
-    _kill_when_some_are_done([*cmd, "--rate", "400", "--batch-size", "20"], state)
+    kill_when_some_are_done([*cmd, "--rate", "400", "--batch-size", "20"], state)
     assert part.stat().st_size < whole.stat().st_size
     done = subprocess.run([*cmd, "--resume", "--quiet"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -197,7 +174,7 @@ def test_a_killed_http_stream_resumes_with_the_rest_of_the_same_stream(tmp_path)
         url = f"http://127.0.0.1:{server.server_address[1]}/taps"
         state = tmp_path / "state"
         cmd = [*CLI, "--days", "2", "--sink", url, "--state", str(state), "--timeout", "0.3"]
-        _kill_when_some_are_done([*cmd, "--rate", "400", "--batch-size", "20"], state)
+        kill_when_some_are_done([*cmd, "--rate", "400", "--batch-size", "20"], state)
         killed_at = len(store.records)
         done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
     finally:
@@ -207,7 +184,7 @@ def test_a_killed_http_stream_resumes_with_the_rest_of_the_same_stream(tmp_path)
     report = json.loads((state / "report.json").read_text())
     assert report["reconciled"] and report["totals"]["generated"] == len(store.records)
     # The receiver holds exactly the uninterrupted stream's records, each once.
-    expected = {r["idempotency_key"]: r for r in _lines(whole)}
+    expected = {r["idempotency_key"]: r for r in json_lines(whole)}
     assert {k: json.loads(v) for k, v in store.records.items()} == expected
 
 
@@ -339,7 +316,7 @@ def test_interrupting_a_stream_keeps_what_was_delivered(tmp_path):
     path = tmp_path / "taps.jsonl"
     report = _stream(tmp_path, f"file://{path}", pacer=RatePacer(500), stop=stop)
     assert not report.finished and not report.reconciled
-    records = _lines(path)
+    records = json_lines(path)
     checkpoint = json.loads((tmp_path / "state" / "checkpoint.json").read_text())
     assert checkpoint["done_through"] == len(records) - 1 == report.totals["acknowledged"] - 1
 
@@ -359,7 +336,7 @@ def test_upload_batches_carry_every_tap_as_the_devices_sent_them(tmp_path, run_d
     path = tmp_path / "uploads.jsonl"
     report = _stream(tmp_path, f"file://{path}", record_format="uploads")
     assert report.reconciled
-    batches = _lines(path)
+    batches = json_lines(path)
     uploaded = [b["uploaded_at"] for b in batches]
     assert uploaded == sorted(uploaded)
     assert all(len(b["records"]) == b["n_records"] > 0 for b in batches)
@@ -386,7 +363,7 @@ def test_clearing_files_per_participant_agree_with_the_run(tmp_path, run_dir):
     path = tmp_path / "clearing.jsonl"
     report = _stream(tmp_path, f"file://{path}", record_format="clearing")
     assert report.reconciled
-    files = _lines(path)
+    files = json_lines(path)
     assert [f["issued_at"] for f in files] == sorted(f["issued_at"] for f in files)
     for f in files:
         detail, summary = f["detail"], f["summary"]
@@ -433,7 +410,7 @@ def test_restamped_records_carry_the_wall_clock(tmp_path):
     report = _stream(tmp_path, f"file://{path}", days=1, pacer=RatePacer(2000), restamp=True)
     after = dt.datetime.now()
     assert report.reconciled
-    stamps = [dt.datetime.fromisoformat(r["event_timestamp"]) for r in _lines(path)]
+    stamps = [dt.datetime.fromisoformat(r["event_timestamp"]) for r in json_lines(path)]
     assert all(before - dt.timedelta(seconds=1) <= t <= after for t in stamps)
     # Due at 2,000 a second: the stamps span the time the records were due.
     span = (stamps[-1] - stamps[0]).total_seconds()

@@ -2,8 +2,12 @@
 exit codes.
 
     python run_scenario.py stream SCENARIO --sink URL [--rate R | --speed X | --profile FILE]
-        [--days N] [--format taps|topups] [--encoding E] [--batch-size N] [--concurrency N]
-        [--header 'Name: value'] [--token-env VAR] [--restamp] [--resume] [--state DIR]
+        [--days N] [--format taps|topups|uploads|clearing] [--encoding E] [--batch-size N]
+        [--concurrency N] [--header 'Name: value'] [--token-env VAR] [--restamp] [--resume]
+        [--state DIR]
+    python run_scenario.py stream RECORDING.parquet --sink URL [pacing, delivery flags]
+
+A ``.parquet`` in place of the scenario is a recorded stream (traffic/recording.py), sent again.
 
 No simulation logic here: the work is in traffic/stream.py.
 """
@@ -45,7 +49,9 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
         prog="run_scenario.py stream",
         description="Run a scenario and stream its records into a system under test as they "
         "happen, paced, with retries, a dead-letter file and a reconciliation at the end "
-        "(docs/streaming.md). Exit 0 when generated = sent = acknowledged + dead-lettered, "
+        "(docs/streaming.md). In place of the scenario, a stream recorded with --sink "
+        "file:///X.parquet is sent again as it was, without simulating. Exit 0 when "
+        "generated = sent = acknowledged + dead-lettered, "
         f"{EXIT_UNRECONCILED} when not, 2 on bad input, 130/143 when stopped (resume with "
         "--resume).",
     )
@@ -64,7 +70,7 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
     pace.add_argument("--profile", type=Path, help="a YAML of stages (ramp, hold, spike...)")
     parser.add_argument("--days", type=positive_int, help="simulated days (default: scenario's)")
     parser.add_argument("--seed", type=seed, help="random seed (default: scenario's)")
-    parser.add_argument("--format", default="taps", choices=sorted(FORMATS), help="what is sent")
+    parser.add_argument("--format", choices=sorted(FORMATS), help="what is sent (default: taps)")
     parser.add_argument(
         "--encoding",
         choices=[*ENCODINGS, "jsonl"],
@@ -136,32 +142,89 @@ def _second_line(row: dict) -> None:
     )
 
 
+#: Flags that shape what a simulation makes (with their defaults), so not a recording's.
+_SIMULATION_FLAGS = {
+    "overrides": ("--set", []),
+    "days": ("--days", None),
+    "seed": ("--seed", None),
+    "inject": ("--inject", []),
+    "unmasked": ("--unmasked", False),
+    "key_file": ("--key-file", None),
+}
+
+
 def run_stream(args: argparse.Namespace, api) -> int:
     """The ``stream`` sub-command; returns the exit code (bad input raises api.BadInput)."""
-    from sim.yaml_config import ConfigError
-    from traffic.delivery import DeliveryFailed, RetryPolicy
-    from traffic.dirty import Injection, InjectionError
-    from traffic.pacing import load_profile, make_pacer
-    from traffic.sinks import SinkOptions
-    from traffic.stream import REPORT_FILE, StreamSettings, StreamSetupError, stream
+    from traffic.stream import replay, stream
 
+    if args.scenario.suffix.lower() == ".parquet":
+        recording = _recording(args, api)
+        state = args.state or Path("runs/streams") / f"{args.scenario.stem}-replay"
+        settings = _settings(args, api, state, recording.record_format, injection=None)
+        return _streamed(
+            lambda on_second: replay(recording, settings, on_second=on_second), args, api, state
+        )
+    from traffic.dirty import Injection, InjectionError
+
+    record_format = args.format or "taps"
     scenario = api.load_scenario(args.scenario, args.overrides, days=args.days, seed=args.seed)
-    try:
-        profile = load_profile(args.profile) if args.profile is not None else None
-    except ConfigError as exc:
-        raise api.BadInput(f"--profile {exc}") from None
     try:
         injection = Injection.parse(args.inject, args.skew_seconds)
     except InjectionError as exc:
         raise api.BadInput(str(exc)) from None
+    state = args.state or Path("runs/streams") / f"{scenario.name}-{record_format}"
+    settings = _settings(args, api, state, record_format, injection)
+    key = api.privacy_key(args.key_file)
+    return _streamed(
+        lambda on_second: stream(scenario, settings, privacy_key=key, on_second=on_second),
+        args,
+        api,
+        state,
+    )
+
+
+def _recording(args: argparse.Namespace, api):
+    """The recording named in place of the scenario, once its flags and its file are checked."""
+    from traffic.recording import Recording, RecordingError
+
+    given = [
+        flag for name, (flag, unset) in _SIMULATION_FLAGS.items() if getattr(args, name) != unset
+    ]
+    if given:
+        raise api.BadInput(
+            f"{', '.join(given)}: {args.scenario} is a recorded stream, sent again as it was "
+            "recorded; these flags shape a simulation (record again with them instead)"
+        )
+    try:
+        recording = Recording.open(args.scenario)
+    except RecordingError as exc:
+        raise api.BadInput(str(exc)) from None
+    if args.format is not None and args.format != recording.record_format:
+        raise api.BadInput(
+            f"--format {args.format}: {args.scenario} holds {recording.record_format} records"
+        )
+    return recording
+
+
+def _settings(args, api, state: Path, record_format: str, injection):
+    """The stream's settings from the flags (pacing, sink, delivery, state folder)."""
+    from sim.yaml_config import ConfigError
+    from traffic.delivery import RetryPolicy
+    from traffic.pacing import load_profile, make_pacer
+    from traffic.sinks import SinkOptions
+    from traffic.stream import StreamSettings
+
+    try:
+        profile = load_profile(args.profile) if args.profile is not None else None
+    except ConfigError as exc:
+        raise api.BadInput(f"--profile {exc}") from None
     encoding = "json" if args.encoding == "jsonl" else args.encoding
     if args.encoding == "jsonl" and args.sink.startswith(("http://", "https://")):
         encoding = "jsonl"
-    state = args.state or Path("runs/streams") / f"{scenario.name}-{args.format}"
-    settings = StreamSettings(
+    return StreamSettings(
         sink=args.sink,
         state_dir=state,
-        record_format=args.format,
+        record_format=record_format,
         pacer=make_pacer(args.rate, args.speed, profile),
         batch_size=args.batch_size,
         sink_options=SinkOptions(
@@ -170,7 +233,7 @@ def run_stream(args: argparse.Namespace, api) -> int:
             timeout_s=args.timeout,
             headers=tuple(args.headers),
             token_env=args.token_env,
-            record_format=args.format,
+            record_format=record_format,
         ),
         retry=RetryPolicy(max_attempts=args.max_attempts),
         restamp=args.restamp,
@@ -178,15 +241,20 @@ def run_stream(args: argparse.Namespace, api) -> int:
         unmasked=args.unmasked,
         injection=injection,
     )
+
+
+def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
+    """Run the stream ``start(on_second)`` begins; print its summary; the exit code."""
+    from traffic.delivery import DeliveryFailed
+    from traffic.recording import RecordingError
+    from traffic.stream import REPORT_FILE, StreamSetupError
+
     try:
-        report = stream(
-            scenario,
-            settings,
-            privacy_key=api.privacy_key(args.key_file),
-            on_second=None if args.quiet else _second_line,
-        )
+        report = start(None if args.quiet else _second_line)
     except StreamSetupError as exc:
         raise api.BadInput(str(exc)) from None
+    except RecordingError as exc:  # found as it was read: what was sent is checkpointed
+        raise api.BadInput(f"{exc} (what was sent before is checkpointed in {state})") from None
     except DeliveryFailed as exc:
         print(f"stream failed: the sink broke down: {exc}", file=sys.stderr)
         print(

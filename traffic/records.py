@@ -352,14 +352,20 @@ class RecordSource:
         return Chunk(day, first, keyed, event_s)
 
     def _put(self, chunk: Chunk) -> None:
-        while True:
-            if self.stop.is_set():
-                raise StreamStopped()
-            try:
-                self.chunks.put(chunk, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        put_chunk(self.chunks, chunk, self.stop)
+
+
+def put_chunk(chunks: queue.Queue, chunk: Chunk, stop: threading.Event) -> None:
+    """Put ``chunk`` on the bounded ``chunks`` queue, waiting while it is full; raises
+    StreamStopped once ``stop`` is set (the stream wants no more records)."""
+    while True:
+        if stop.is_set():
+            raise StreamStopped()
+        try:
+            chunks.put(chunk, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 _NO_TIMES = np.zeros(0, dtype=np.int64)
@@ -377,4 +383,12 @@ def stream_schema(record_format: str) -> pa.Schema:
     return _with_keys(FORMATS[record_format](None).empty(), 0, "").schema
 
 
-__all__ = ["AFTER_THE_TAP", "FORMATS", "Chunk", "RecordSource", "StreamStopped", "stream_schema"]
+__all__ = [
+    "AFTER_THE_TAP",
+    "FORMATS",
+    "Chunk",
+    "RecordSource",
+    "StreamStopped",
+    "put_chunk",
+    "stream_schema",
+]

@@ -2,9 +2,9 @@
 
 Three threads and two bounded queues:
 
-    simulation thread ──chunks (a day each)──► pacer (this thread) ──batches──► sink workers
+    production thread ──chunks (a day each)──► pacer (this thread) ──batches──► sink workers
     sim.api.iter_days + RecordSource           due times, batching,          traffic/delivery.py
-                                               the report every second
+    (``replay``: a Recording read back)        the report every second
 
 Each hand-over waits when the next stage is full, so a slow sink slows the pacer and then the
 simulation: the lag grows and is reported, nothing is dropped. At the end the stream reconciles:
@@ -15,6 +15,7 @@ the dead-letter file, and ``report.json`` (the counts and the per-second series)
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import hashlib
@@ -23,6 +24,7 @@ import queue
 import shutil
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from traffic.accounting import Accounts, Checkpoint, DeadLetters
 from traffic.delivery import Delivery, RetryPolicy
 from traffic.dirty import Injection, Spoiler
 from traffic.pacing import Pacer, Unpaced
+from traffic.recording import Recording
 from traffic.records import FORMATS, Chunk, RecordSource, StreamStopped
 from traffic.sinks import Batch, SinkOptions, SinkSetupError, open_sink
 
@@ -124,6 +127,73 @@ def stream(
         raise StreamSetupError("--inject spoils tap records: use it with --format taps")
     run_seed = scenario.seed if seed is None else int(seed)
     stream_id = stream_id_of(scenario, run_seed, settings.record_format, settings.injection)
+
+    def simulation(chunks: queue.Queue, stop: threading.Event) -> Callable[[], None]:
+        worlds = build(scenario)
+        worlds = worlds if isinstance(worlds, list) else [worlds]
+        spoiler = None
+        if settings.injection is not None:
+            spoiler = Spoiler(settings.injection, run_seed, Path(settings.state_dir) / LABELS_DIR)
+        source = RecordSource(
+            worlds,
+            settings.record_format,
+            stream_id,
+            unmasked=settings.unmasked,
+            privacy_key=privacy_key,
+            chunks=chunks,
+            stop=stop,
+            spoiler=spoiler,
+        )
+        days = iter_days(
+            scenario, None, world=worlds, seed=run_seed, subscribers=[source],
+            privacy_key=privacy_key,
+        )  # fmt: skip
+        return lambda: collections.deque(days, maxlen=0)  # the records go out as a subscriber
+
+    return _run(stream_id, run_seed, settings, simulation, on_second, stop)
+
+
+def replay(
+    recording: Recording,
+    settings: StreamSettings,
+    *,
+    on_second: Callable[[dict], None] | None = None,
+    stop: threading.Event | None = None,
+) -> StreamReport:
+    """Send a recorded stream again (traffic/recording.py): the same records, keys and order,
+    paced, delivered and accounted for as ``stream`` does, with nothing simulated."""
+    if settings.record_format != recording.record_format:
+        raise StreamSetupError(
+            f"--format {settings.record_format}: {recording.path} holds "
+            f"{recording.record_format} records"
+        )
+    if settings.injection is not None:
+        raise StreamSetupError(
+            f"--inject: {recording.path} is replayed as recorded; record a dirty stream instead"
+        )
+
+    def play(chunks: queue.Queue, stop: threading.Event) -> Callable[[], None]:
+        return lambda: recording.put_chunks(chunks, stop)
+
+    jitter_seed = zlib.crc32(recording.stream_id.encode())
+    return _run(recording.stream_id, jitter_seed, settings, play, on_second, stop)
+
+
+#: Prepares what makes a stream's records (in the caller's thread, before the clock starts)
+#: and returns what the producer thread runs: it puts the chunks on the queue, in order.
+Producer = Callable[[queue.Queue, threading.Event], Callable[[], None]]
+
+
+def _run(
+    stream_id: str,
+    seed: int,
+    settings: StreamSettings,
+    producer: Producer,
+    on_second: Callable[[dict], None] | None,
+    stop: threading.Event | None,
+) -> StreamReport:
+    """Open the sink and the state folder, produce, pace, deliver, account, report (``seed``:
+    of the retries' jitter)."""
     state_dir = Path(settings.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     prior = _prior_checkpoint(state_dir, stream_id, settings.resume)
@@ -145,60 +215,38 @@ def stream(
     except OSError as exc:
         raise StreamSetupError(f"--sink {settings.sink}: {exc}") from None
 
-    worlds = build(scenario)
-    worlds = worlds if isinstance(worlds, list) else [worlds]
     labels = state_dir / LABELS_DIR
     if prior is None and labels.exists():
         shutil.rmtree(labels)  # a new stream: the labels of an earlier one would mislead
-    spoiler = None
-    if settings.injection is not None:
-        spoiler = Spoiler(settings.injection, run_seed, labels)
     accounts = Accounts(stream_id, prior)
     checkpoint_path = state_dir / CHECKPOINT_FILE
     accounts.checkpoint(sink.state()).save(checkpoint_path)
     stop = stop or threading.Event()
     chunks: queue.Queue = queue.Queue(maxsize=2)
-    source = RecordSource(
-        worlds,
-        settings.record_format,
-        stream_id,
-        unmasked=settings.unmasked,
-        privacy_key=privacy_key,
-        chunks=chunks,
-        stop=stop,
-        spoiler=spoiler,
-    )
-    simulation = _Simulation(
-        lambda: iter_days(
-            scenario,
-            None,
-            world=worlds,
-            seed=run_seed,
-            subscribers=[source],
-            privacy_key=privacy_key,
-        ),
-        chunks,
-        stop,
-    )
-    delivery = Delivery(sink, accounts, dead_letters, checkpoint_path, settings.retry, run_seed)
+    try:
+        production = _Production(producer(chunks, stop), chunks, stop)
+    except BaseException:
+        sink.close()
+        raise
+    delivery = Delivery(sink, accounts, dead_letters, checkpoint_path, settings.retry, seed)
     pacer = _Pacer(settings, accounts, delivery, on_second)
     started = time.monotonic()
     finished = False
     interrupted: BaseException | None = None
     try:
-        simulation.start()
-        finished = pacer.run(simulation, stop)
+        production.start()
+        finished = pacer.run(production, stop)
     except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM: account, then re-raise
         interrupted = exc
     finally:
         stop.set()
-        simulation.join()
+        production.join()
         try:
             delivery.close(abandon=not finished)
         finally:
             sink.close()
-    if simulation.error is not None:
-        raise simulation.error
+    if production.error is not None:
+        raise production.error
     totals = accounts.totals()
     reconciled = (
         finished
@@ -242,21 +290,21 @@ def _prior_checkpoint(state_dir: Path, stream_id: str, resume: bool) -> Checkpoi
     return prior
 
 
-class _Simulation(threading.Thread):
-    """Runs the days (the records arrive through the RecordSource) and then ends the chunks
-    with None; an error is kept for the caller."""
+class _Production(threading.Thread):
+    """Runs what makes the records (a simulation, or a recording read back), which puts them
+    on ``chunks`` a chunk at a time, then ends the chunks with None; an error is kept for the
+    caller."""
 
-    def __init__(self, days, chunks: queue.Queue, stop: threading.Event) -> None:
-        super().__init__(name="simulation", daemon=True)
-        self._days = days
+    def __init__(self, produce: Callable[[], None], chunks: queue.Queue, stop: threading.Event):
+        super().__init__(name="production", daemon=True)
+        self._produce = produce
         self.chunks = chunks
         self.stop = stop
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            for _ in self._days():
-                pass
+            self._produce()
         except StreamStopped:
             return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
@@ -288,14 +336,14 @@ class _Pacer:
         self._behind_s = 0.0
         self._sim_time: int | None = None
 
-    def run(self, simulation: _Simulation, stop: threading.Event) -> bool:
+    def run(self, production: _Production, stop: threading.Event) -> bool:
         """Stream until the records (or the profile) end: True; or until ``stop``: False."""
         offset = 0  # stream position of the first record sent this session, relative
         start_seq = self.accounts.start_seq
         while True:
-            chunk = self._next_chunk(simulation, stop)
+            chunk = self._next_chunk(production, stop)
             if chunk is None:
-                return not stop.is_set() and simulation.error is None
+                return not stop.is_set() and production.error is None
             chunk = _from(chunk, start_seq)
             if not len(chunk):
                 continue
@@ -307,15 +355,15 @@ class _Pacer:
             if not self._send_chunk(chunk, due[:sendable], stop):
                 return False
             if sendable < len(chunk):
-                return True  # the profile is over; the simulation is stopped by the caller
+                return True  # the profile is over; the producer is stopped by the caller
 
-    def _next_chunk(self, simulation: _Simulation, stop: threading.Event) -> Chunk | None:
+    def _next_chunk(self, production: _Production, stop: threading.Event) -> Chunk | None:
         while not stop.is_set():
             self._tick()
             try:
-                return simulation.chunks.get(timeout=0.05)
+                return production.chunks.get(timeout=0.05)
             except queue.Empty:
-                if not simulation.is_alive() and simulation.chunks.empty():
+                if not production.is_alive() and production.chunks.empty():
                     return None
         return None
 
@@ -418,4 +466,11 @@ def _local_epoch_s() -> int:
     return int((now - dt.datetime(1970, 1, 1)).total_seconds())
 
 
-__all__ = ["StreamReport", "StreamSettings", "StreamSetupError", "stream", "stream_id_of"]
+__all__ = [
+    "StreamReport",
+    "StreamSettings",
+    "StreamSetupError",
+    "replay",
+    "stream",
+    "stream_id_of",
+]
