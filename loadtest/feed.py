@@ -5,6 +5,8 @@ the simulated times that pace them (loadtest/locustfile.py).
 CPU work and Locust's users are gevent greenlets: it must not run among them), and keeps every
 record as JSON in one buffer (no Python object per record). ``next_batch`` hands out the next
 ``batch_size`` records in time order, with the wall-clock moment they are due at ``speed``.
+``TapFeed.from_recording`` reads a recorded stream instead (traffic/recording.py: nothing
+simulated).
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ class TapFeed:
         """Simulate ``days`` of the scenario and keep its tap records (masked, as a stream
         sends them)."""
         from sim.api import build, iter_days, load_scenario, privacy_key
-        from traffic.encoding import Encoder
         from traffic.records import RecordSource
         from traffic.stream import stream_id_of
 
@@ -64,18 +65,35 @@ class TapFeed:
         )
         for _ in iter_days(scenario, None, world=worlds, subscribers=[source]):
             pass
+        return cls._of_chunks([chunks.get() for _ in range(chunks.qsize())], speed)
+
+    @classmethod
+    def from_recording(cls, path: str | Path, speed: float = 3600.0) -> TapFeed:
+        """The tap records of a recorded stream (traffic/recording.py), nothing simulated;
+        raises RecordingError if ``path`` is not one, or holds other records than taps."""
+        from traffic.recording import Recording, RecordingError
+
+        recording = Recording.open(path)
+        if recording.record_format != "taps":
+            raise RecordingError(
+                f"{path}: holds {recording.record_format} records; Locust users send taps"
+            )
+        return cls._of_chunks(list(recording.chunks()), speed)
+
+    @classmethod
+    def _of_chunks(cls, chunks: list, speed: float) -> TapFeed:
+        """The feed of a stream's chunks, in order: one JSON buffer and its offsets."""
+        from traffic.encoding import Encoder
+
         encoder = Encoder()
-        parts, times = [], []
-        while not chunks.empty():
-            chunk = chunks.get()
-            parts.append(encoder.json_objects(chunk.table, ","))
-            times.append(chunk.event_s)
+        parts = [encoder.json_objects(chunk.table, ",") for chunk in chunks]
         encoder.close()
         data = b"".join(p[0] for p in parts)
         offsets, at = [np.zeros(1, dtype=np.int64)], 0
         for chunk_data, chunk_offsets in parts:
             offsets.append(chunk_offsets[1:] + at)
             at += len(chunk_data)
+        times = [chunk.event_s for chunk in chunks]
         event_s = np.concatenate(times) if times else np.zeros(0, dtype=np.int64)
         return cls(data, np.concatenate(offsets), event_s, speed)
 

@@ -5,7 +5,9 @@
         --headless -u 20 -r 20 -t 60s
 
 Before the users start, the scenario is simulated (``CARDTWIN_DAYS`` days, default 1) and its
-tap records kept as JSON (loadtest/feed.py). Each user then takes the next batch of records
+tap records kept as JSON (loadtest/feed.py); or, with ``CARDTWIN_RECORDING=X.parquet``, the tap
+records of a recorded stream are read (``run_scenario.py stream ... --sink file:///X.parquet``;
+nothing simulated). Each user then takes the next batch of records
 (``CARDTWIN_BATCH``, default 100), waits until the batch is due — simulated time played
 ``CARDTWIN_SPEED`` times faster than the wall clock, so the morning and evening peaks are there
 — and POSTs it as a JSON array to ``CARDTWIN_PATH`` (default ``/taps``) with an
@@ -38,14 +40,22 @@ def _make_feed(environment, **_kwargs):
 
     sys.path.insert(0, str(ROOT))
     from loadtest.feed import TapFeed
+    from sim.api import BadInput
+    from traffic.recording import RecordingError
 
     global FEED
+    speed = float(os.environ.get("CARDTWIN_SPEED", "3600"))
+    recording = os.environ.get("CARDTWIN_RECORDING")
     scenario = os.environ.get("CARDTWIN_SCENARIO", str(ROOT / "scenarios" / "small_ci.yaml"))
-    FEED = TapFeed.from_scenario(
-        scenario,
-        days=int(os.environ.get("CARDTWIN_DAYS", "1")),
-        speed=float(os.environ.get("CARDTWIN_SPEED", "3600")),
-    )
+    try:
+        if recording:
+            FEED = TapFeed.from_recording(recording, speed=speed)
+        else:
+            days = int(os.environ.get("CARDTWIN_DAYS", "1"))
+            FEED = TapFeed.from_scenario(scenario, days=days, speed=speed)
+    except (BadInput, RecordingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)  # bad input: the message, not a traceback
+        sys.exit(2)
 
 
 class CardTwinTapUser(HttpUser):

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sim.api import load_scenario, privacy_key
 from traffic.receiver import serve
 from traffic.stream import StreamSettings, stream
@@ -17,23 +19,30 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
 
 
-def test_locust_users_send_the_simulated_days_taps(tmp_path):
+def _locust(host: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
+         "--host", host, "--headless", "-u", "4", "-r", "4", "-t", "10s", "--only-summary",
+         "--stop-timeout", "5"],
+        capture_output=True, text=True, env={**os.environ, **env}, timeout=180,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("source", ["scenario", "recording"])
+def test_locust_users_send_the_simulated_days_taps(tmp_path, source):
     expected = tmp_path / "taps.jsonl"
-    assert stream(
-        load_scenario(SMALL, days=1),
-        StreamSettings(sink=f"file://{expected}", state_dir=tmp_path / "state"),
-        privacy_key=privacy_key(None),
-    ).reconciled
+    for sink in (f"file://{expected}", f"file://{tmp_path / 'taps.parquet'}"):
+        assert stream(
+            load_scenario(SMALL, days=1),
+            StreamSettings(sink=sink, state_dir=tmp_path / "state"),
+            privacy_key=privacy_key(None),
+        ).reconciled
+    env = {"CARDTWIN_SPEED": "20000", "CARDTWIN_SCENARIO": str(SMALL)}
+    if source == "recording":  # nothing simulated: the recorded stream's records
+        env = {"CARDTWIN_SPEED": "20000", "CARDTWIN_RECORDING": str(tmp_path / "taps.parquet")}
     server, store = serve()
     try:
-        host = f"http://127.0.0.1:{server.server_address[1]}"
-        env = {**os.environ, "CARDTWIN_SCENARIO": str(SMALL), "CARDTWIN_SPEED": "20000"}
-        done = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
-             "--host", host, "--headless", "-u", "4", "-r", "4", "-t", "10s", "--only-summary",
-             "--stop-timeout", "5"],
-            capture_output=True, text=True, env=env, timeout=180,
-        )  # fmt: skip
+        done = _locust(f"http://127.0.0.1:{server.server_address[1]}", env)
     finally:
         server.shutdown()
     assert done.returncode == 0, done.stderr[-2000:]
@@ -43,3 +52,12 @@ def test_locust_users_send_the_simulated_days_taps(tmp_path):
     # The same records as the stream command sends, each once (Locust users share one feed).
     assert got == sent
     assert store.counts["duplicate_keys"] == 0
+
+
+def test_locust_with_a_file_that_is_not_a_recording_says_so(tmp_path):
+    bad = tmp_path / "taps.parquet"
+    bad.write_text("not parquet")
+    done = _locust("http://127.0.0.1:9", {"CARDTWIN_RECORDING": str(bad)})
+    assert done.returncode == 2
+    assert f"error: {bad}: not a readable Parquet file" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -84,12 +84,13 @@ class Recording:
             event_s = table.column(time_column).cast(pa.int64()).to_numpy()
             event_s = np.maximum.accumulate(np.maximum(event_s, latest))
             latest = int(event_s[-1])
-            yield Chunk(number, first_seq, table, event_s)
+            yield Chunk(number, first_seq, table, event_s)  # "day": the chunk's number
             first_seq += table.num_rows
 
     def _row_group_runs(self) -> Iterator[list[int]]:
-        """Consecutive row groups of about ``CHUNK_ROWS`` records (the file sink writes a
-        row group a batch; reading them one by one would cost more than the records)."""
+        """Consecutive row groups of about ``CHUNK_ROWS`` records, sent on as one chunk (the
+        file sink writes a row group a batch, often a thousand records: a chunk that small
+        would cost the pacer and the queue more than its records)."""
         run: list[int] = []
         rows = 0
         metadata = self._parquet.metadata

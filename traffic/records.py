@@ -256,7 +256,8 @@ def _schema_of(table: str) -> pa.Schema:
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:
-    """One simulated day's records of a stream, in the order they are sent."""
+    """One simulated day's records of a stream, in the order they are sent (from a
+    recording: a run of its records, ``day`` its number)."""
 
     day: int
     first_seq: int
