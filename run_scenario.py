@@ -12,8 +12,9 @@
 
 Exit codes: 0 success; 2 bad input (scenario file, flags, data files) with a one-screen message
 and no traceback; 3 a money invariant failed during the run (the message says which, by how much,
-where); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), in both cases nothing written. This
-file parses arguments and prints; the work is in sim.api.
+where); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), in both cases nothing written (a
+stream keeps what it delivered, checkpointed). This file parses arguments and prints; the work is
+in sim.api.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ exit codes:
   4    a Dask worker running a city was lost (--workers, --scheduler): nothing written
   5    stream: generated = sent = acknowledged + dead-lettered does not hold, or the sink broke
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing written, no folder left behind
+       (stream: what was delivered stays delivered and checkpointed; --resume goes on)
 """
 
 EXIT_BAD_INPUT = 2

@@ -1,14 +1,14 @@
 """Benchmark: the traffic generator's budgets (issue 11).
 
-    .venv/bin/python bench/stream.py                       # everything (~3 min)
+    .venv/bin/python bench/stream.py                       # everything, 2 days (~1 min)
     .venv/bin/python bench/stream.py --days 2 --json /tmp/stream.json
     .venv/bin/python bench/stream.py --only null   # one part: null, replay, servers, http, speed
 
 Parts, all on the full-scale Nantong scenario (``--scenario``):
 
 - ``null``: generation and encoding to the ``null`` sink **on one core** (this process pinned
-  to CPU 0), for each encoding (JSON, CSV, Arrow), against the simulation alone and the
-  records made without encoding; plus each encoder alone on one day's records. Rates are
+  to CPU 0), for each encoding (JSON, CSV, Arrow), against the simulation alone; plus each
+  encoder alone on one day's records. Rates are
   records / the stream's wall time (the world is built before the clock starts).
 - ``replay``: one core: the stream recorded to a Parquet file, then that recording sent
   again to the ``null`` sink in each encoding (traffic/recording.py: nothing simulated).
@@ -59,7 +59,7 @@ def _rate(report) -> float:
 
 
 def part_null(scenario, tmp: Path, batch: int) -> dict:
-    """One core: the simulation alone, records without encoding, and each encoding."""
+    """One core: the simulation alone, then a stream to the null sink in each encoding."""
     from sim.api import build, iter_days
     from traffic.encoding import Encoder
 
@@ -80,7 +80,7 @@ def part_null(scenario, tmp: Path, batch: int) -> dict:
             out["records"] = report.totals["acknowledged"]
         out["simulation_only_records_per_s"] = round(out["records"] / simulate_s)
         out["null_records_per_s"] = rates
-        # Each encoder alone, on the first day's records (from a stream to an Arrow file).
+        # Each encoder alone, on the first day's records (from a stream to a Parquet file).
         path = tmp / "day.parquet"
         one_day = scenario.model_copy(
             update={"period": scenario.period.model_copy(update={"days": 1})}

@@ -30,7 +30,10 @@ class Batch:
 class TapFeed:
     """Every tap record of a run, in time order, as JSON (module docstring)."""
 
-    def __init__(self, data: bytes, offsets: np.ndarray, event_s: np.ndarray, speed: float):
+    def __init__(
+        self, stream_id: str, data: bytes, offsets: np.ndarray, event_s: np.ndarray, speed: float
+    ):
+        self.stream_id = stream_id  # the stream's id, as its records' idempotency keys have it
         self.data = data
         self.offsets = offsets  # record i is data[offsets[i]:offsets[i+1] - 1] (a ',' after)
         self.event_s = event_s
@@ -54,10 +57,11 @@ class TapFeed:
         worlds = build(scenario)
         worlds = worlds if isinstance(worlds, list) else [worlds]
         chunks: queue.Queue = queue.Queue()
+        stream_id = stream_id_of(scenario, scenario.seed, "taps")
         source = RecordSource(
             worlds,
             "taps",
-            stream_id_of(scenario, scenario.seed, "taps"),
+            stream_id,
             unmasked=False,
             privacy_key=privacy_key(None),
             chunks=chunks,
@@ -65,7 +69,7 @@ class TapFeed:
         )
         for _ in iter_days(scenario, None, world=worlds, subscribers=[source]):
             pass
-        return cls._of_chunks([chunks.get() for _ in range(chunks.qsize())], speed)
+        return cls._of_chunks(stream_id, [chunks.get() for _ in range(chunks.qsize())], speed)
 
     @classmethod
     def from_recording(cls, path: str | Path, speed: float = 3600.0) -> TapFeed:
@@ -78,10 +82,10 @@ class TapFeed:
             raise RecordingError(
                 f"{path}: holds {recording.record_format} records; Locust users send taps"
             )
-        return cls._of_chunks(list(recording.chunks()), speed)
+        return cls._of_chunks(recording.stream_id, list(recording.chunks()), speed)
 
     @classmethod
-    def _of_chunks(cls, chunks: list, speed: float) -> TapFeed:
+    def _of_chunks(cls, stream_id: str, chunks: list, speed: float) -> TapFeed:
         """The feed of a stream's chunks, in order: one JSON buffer and its offsets."""
         from traffic.encoding import Encoder
 
@@ -95,7 +99,7 @@ class TapFeed:
             at += len(chunk_data)
         times = [chunk.event_s for chunk in chunks]
         event_s = np.concatenate(times) if times else np.zeros(0, dtype=np.int64)
-        return cls(data, np.concatenate(offsets), event_s, speed)
+        return cls(stream_id, data, np.concatenate(offsets), event_s, speed)
 
     def next_batch(self, batch_size: int) -> Batch | None:
         """The next records (None when the feed is used up). Greenlets share one feed: this

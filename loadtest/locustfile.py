@@ -78,7 +78,8 @@ class CardTwinTapUser(HttpUser):
         delay = STARTED_AT + batch.due_s - time.monotonic()
         if delay > 0:
             gevent.sleep(delay)
-        key = f"locust:{batch.first_seq}-{batch.first_seq + batch.records - 1}"
+        # As the stream command's HTTP sink names a batch: the stream, then its positions.
+        key = f"{FEED.stream_id}:{batch.first_seq}-{batch.first_seq + batch.records - 1}"
         self.client.post(
             self.path,
             data=batch.body,

@@ -48,7 +48,6 @@ from sim.output import (
     RunOutput,
     package_versions,
     report_json,
-    write_duckdb_catalogue,
 )
 from sim.overlay import OverlayError, overlay_overrides
 from sim.privacy import PrivacyKey, PrivacyKeyError, default_key, load_key
@@ -604,13 +603,11 @@ def iter_days(
     timings["simulate_and_write_s"] = time.perf_counter() - t1
     kpis = model.engine.kpis
     workers = None
-    tables_written = set().union(*(w.tables_written for w in writers))
     if client is not None:  # where each city ran, and each worker's peak memory
         engine = model.engine
-        for rows, partitions, tables in engine.written:  # the files the shards wrote
+        for rows, partitions in engine.written:  # the files the shards wrote
             if output is not None:
                 output.add_written(rows, partitions)
-            tables_written |= tables
         workers = {
             "shards": {w.scenario.name: engine.placement[i] for i, w in enumerate(worlds)},
             "peak_rss_bytes": engine.peak_rss_bytes(),
@@ -638,8 +635,7 @@ def iter_days(
         if monitors:
             meta["card_lending"] = lending
         try:
-            output.commit(meta)
-            write_duckdb_catalogue(output.out_dir, tables_written)
+            output.commit(meta)  # and the catalogue: a view per table, typed if left empty
         except (OutputError, OSError, duckdb.Error) as exc:
             # The earlier run, if any, is back in place (RunOutput.commit rolls back).
             raise BadInput(f"--out {out_dir}: {_one_line(exc)}") from None

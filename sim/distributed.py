@@ -168,7 +168,7 @@ class DistributedEngine(DaySteps):
             RemoteShard(w, a, i, self.bus)
             for i, (w, a) in enumerate(zip(self.worlds, self.actors, strict=True))
         ]
-        self.written: list[tuple[dict, dict, set]] = []  # each shard's files, at the end
+        self.written: list[tuple[dict, dict]] = []  # each shard's files, at the end
         # The worlds here may have no people (build_world(people=False)): the actors say what
         # their cards hold and how many there are.
         started = self._on_all("start", self.world.participants)

@@ -156,7 +156,6 @@ class RecordWriter:
         self.institution_ids = institution_ids
         start = world.start_date
         self.epoch_s = (start - _EPOCH).days * DAY_S
-        self.tables_written: set[str] = set()
         self.key = privacy_key if privacy_key is not None else default_key()
         self._tac_key = self.key.keyed_words("tac", 1)[0]
         sc = world.scenario
@@ -238,7 +237,6 @@ class RecordWriter:
             return
         part = self.shard_index if part is None else part
         self.output.write(table, self._date(day), columns, part=part)
-        self.tables_written.add(table)
 
     # ----------------------------------------------------------------- subscriber
     def __call__(self, event) -> None:

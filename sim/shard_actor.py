@@ -147,11 +147,11 @@ class ShardActor:
         )
         self.bus.subscribe(self.writer)
 
-    def written(self) -> tuple[dict, dict, set]:
-        """Rows and partitions written here, and the tables (for the run's summary)."""
+    def written(self) -> tuple[dict, dict]:
+        """Rows and partitions written here (for the run's summary)."""
         if self.writer is None:
-            return {}, {}, set()
-        return self.part_writer.rows, self.part_writer.partitions, self.writer.tables_written
+            return {}, {}
+        return self.part_writer.rows, self.part_writer.partitions
 
     # ----------------------------------------------------------------- the day
     def morning(self, day: int):

@@ -23,6 +23,7 @@ import duckdb
 import pytest
 
 from sim.codes import CARD_TYPES
+from sim.schema import TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
@@ -239,8 +240,12 @@ def test_good_run_writes_partitions_meta_and_a_queryable_catalogue(previous_run:
         counted, spent_fen = con.execute(
             "select count(*), sum(amount_fen) from transactions where status <> 'rejected'"
         ).fetchone()
+        views = {v for (v,) in con.execute("select view_name from duckdb_views()").fetchall()}
+        empty = [t for t in TABLES if con.execute(f"select count(*) from {t}").fetchone()[0] == 0]
     finally:
         con.close()
+    # One view per table (docs/schema.md), typed but empty where the run wrote no rows.
+    assert set(TABLES) <= views and empty
     assert counted > 1000
     assert all(0 <= hour <= 23 for hour, _ in per_hour)
     assert sum(taps for _, taps in per_hour) == counted

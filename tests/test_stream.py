@@ -32,7 +32,7 @@ SMALL = ROOT / "scenarios" / "small_ci.yaml"
 CLI = [sys.executable, str(ROOT / "run_scenario.py"), "stream", str(SMALL)]
 
 
-def _stream(tmp_path, sink, days=2, stop=None, **settings):
+def _stream(tmp_path, sink, days=2, stop=None, on_second=None, **settings):
     options = settings.pop("sink_options", SinkOptions())
     scenario = load_scenario(SMALL, days=days)
     return stream(
@@ -40,6 +40,7 @@ def _stream(tmp_path, sink, days=2, stop=None, **settings):
         StreamSettings(sink=sink, state_dir=tmp_path / "state", sink_options=options, **settings),
         privacy_key=privacy_key(None),
         stop=stop,
+        on_second=on_second,
     )
 
 
@@ -308,6 +309,32 @@ def test_resuming_another_streams_checkpoint_is_refused(tmp_path):
         text=True,
     )
     assert done.returncode == 2 and "belongs to stream" in done.stderr
+
+
+def test_resuming_with_other_identities_is_refused(tmp_path):
+    """Masked and unmasked records are not one stream: their card tokens differ."""
+    state = tmp_path / "state"
+    assert _stream(tmp_path, "null", days=1).reconciled
+    done = subprocess.run(
+        [*CLI, "--days", "1", "--sink", "null", "--resume", "--unmasked", "--state", str(state)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "belongs to stream" in done.stderr
+    assert "--unmasked" in done.stderr
+
+
+def test_clearing_files_are_paced_by_their_issue_time_in_seconds(tmp_path):
+    """Clearing files carry microsecond times: --speed paces them in seconds like the rest
+    (two cut-offs a day apart at x100,000: under a second apart), and the line each second
+    shows the simulated time."""
+    rows = []
+    report = _stream(
+        tmp_path, "null", record_format="clearing", pacer=SpeedPacer(100_000),
+        report_every_s=0.2, on_second=rows.append,
+    )  # fmt: skip
+    assert report.reconciled and report.wall_s < 10
+    assert any(r["sim_time"] and r["sim_time"].startswith("2024-01-0") for r in rows)
 
 
 def test_interrupting_a_stream_keeps_what_was_delivered(tmp_path):

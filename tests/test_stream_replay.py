@@ -21,6 +21,7 @@ from stream_helpers import json_lines, kill_when_some_are_done
 
 from sim.api import load_scenario, privacy_key
 from traffic.dirty import Injection
+from traffic.pacing import SpeedPacer
 from traffic.receiver import serve
 from traffic.recording import Recording, RecordingError
 from traffic.sinks import SinkOptions
@@ -106,7 +107,9 @@ def test_every_format_replays_as_it_streamed(tmp_path, record_format):
 
 
 def test_a_dirty_recording_replays_its_defects_in_send_order(tmp_path):
-    injection = Injection.parse(["duplicate=0.05", "late=0.05", "clock_skew=0.1"], 300)
+    injection = Injection.parse(
+        ["duplicate=0.05", "late=0.05", "clock_skew=0.1", "malformed=0.02"], 300
+    )
     path = tmp_path / "dirty.parquet"
     _live(tmp_path / "rec", f"file://{path}", injection=injection)
     live = tmp_path / "live.jsonl"
@@ -116,9 +119,13 @@ def test_a_dirty_recording_replays_its_defects_in_send_order(tmp_path):
     assert (np.diff(due) >= 0).all()  # --speed paces late records where they were sent
     stamps = pq.read_table(path, columns=["event_timestamp"]).column(0).cast(pa.int64())
     assert (np.diff(stamps.to_numpy()) < 0).any()  # the records themselves are out of order
+    assert pq.read_table(path, columns=["event_timestamp"]).column(0).null_count > 0
     again = tmp_path / "again.jsonl"
     assert _replay(recording, tmp_path, f"file://{again}").reconciled
     assert again.read_bytes() == live.read_bytes()
+    # Replayed at --speed: records without a time go out with the record before them.
+    paced = _replay(recording, tmp_path / "paced", "null", pacer=SpeedPacer(10**6))
+    assert paced.reconciled and paced.totals["generated"] == recording.num_records
 
 
 def test_a_killed_replay_resumes_with_the_rest_into_the_receiver(tmp_path, recorded, live_taps):
@@ -199,6 +206,8 @@ def test_a_runs_own_files_and_other_files_are_not_recordings(tmp_path):
         (["--seed", "0"], "--seed"),
         (["--set", "fares.bus_fen=100"], "--set"),
         (["--inject", "duplicate=0.1"], "--inject"),
+        (["--skew-seconds", "60"], "--skew-seconds"),
+        (["--unmasked"], "--unmasked"),
         (["--format", "topups"], "holds taps records"),
     ],
 )

@@ -120,7 +120,8 @@ def test_a_postgres_table_of_other_columns_is_refused(tmp_path):
     assert "table taps_other exists with other columns" in done.stderr
 
 
-def test_mqtt_publishes_each_devices_records_on_its_topic(tmp_path, expected):
+def _published(tmp_path, path: str, n: int, record_format="taps"):
+    """Stream to a throwaway broker at ``path``; the (topic, records) messages received."""
     with mosquitto_server() as url:
         host, port = url.removeprefix("mqtt://").split(":")
         received: list[tuple[str, list]] = []
@@ -129,20 +130,37 @@ def test_mqtt_publishes_each_devices_records_on_its_topic(tmp_path, expected):
         sub.on_subscribe = lambda *a: subscribed.set()
         sub.on_message = lambda c, u, m: received.append((m.topic, json.loads(m.payload)))
         sub.connect(host, int(port))
-        sub.subscribe("fleet/#", qos=1)
+        sub.subscribe(f"{path.split('?')[0]}/#", qos=1)
         sub.loop_start()
         assert subscribed.wait(10)
-        report = _stream(tmp_path, f"{url}/fleet?per=device")
+        report = _stream(tmp_path, f"{url}/{path}", record_format)
         deadline = time.monotonic() + 10
-        while sum(len(r) for _, r in received) < len(expected) and time.monotonic() < deadline:
+        while sum(len(r) for _, r in received) < n and time.monotonic() < deadline:
             time.sleep(0.05)
         sub.loop_stop()
         sub.disconnect()
     assert report.reconciled
+    return received
+
+
+def test_mqtt_publishes_each_devices_records_on_its_topic(tmp_path, expected):
+    received = _published(tmp_path, "fleet?per=device", len(expected))
     records = [r for _, batch in received for r in batch]
     assert len(records) == len(expected)
     assert {r["idempotency_key"] for r in records} == set(expected)
     assert all(topic == f"fleet/{r['device_id']}" for topic, batch in received for r in batch)
+
+
+def test_mqtt_topups_without_an_outlet_go_to_the_none_topic(tmp_path):
+    path = tmp_path / "topups.jsonl"
+    assert _stream(tmp_path / "file", f"file://{path}", "topups").reconciled
+    topups = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert any(t["outlet_id"] is None for t in topups)  # online top-ups: no outlet
+    received = _published(tmp_path, "shops", len(topups), "topups")  # per outlet by default
+    assert sorted(r["idempotency_key"] for _, b in received for r in b) == sorted(
+        t["idempotency_key"] for t in topups
+    )
+    assert all(topic == f"shops/{r['outlet_id'] or 'none'}" for topic, b in received for r in b)
 
 
 def test_an_unreachable_server_is_bad_input(tmp_path):

@@ -56,11 +56,14 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
         "--resume).",
     )
     common(parser)
+    scenario = next(a for a in parser._actions if a.dest == "scenario")
+    scenario.help = "scenario YAML file, or a recorded stream (.parquet) to send again"
     parser.add_argument(
         "--sink",
         required=True,
         metavar="URL",
-        help="null | - (stdout) | file:///PATH.jsonl|.csv|.parquet | http(s)://HOST/PATH",
+        help="null | - (stdout) | file:///PATH.jsonl|.csv|.parquet | http(s)://HOST/PATH | "
+        "redis://HOST:PORT/DB | postgresql://USER@HOST/DB?table=T | mqtt://HOST:PORT/PREFIX",
     )
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=_positive_float, help="records per second, evenly")
@@ -83,7 +86,10 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=positive_int, default=1000, help="records a batch")
     parser.add_argument(
-        "--concurrency", type=positive_int, default=4, help="batches in flight (HTTP)"
+        "--concurrency",
+        type=positive_int,
+        default=4,
+        help="batches in flight (HTTP requests, PostgreSQL connections)",
     )
     parser.add_argument(
         "--header",
@@ -107,10 +113,13 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
         "--state",
         type=Path,
         help="folder of the checkpoint, dead-letter file and report "
-        "(default: runs/streams/<scenario name>-<format>)",
+        "(default: runs/streams/<scenario name>-<format>; a recording's: "
+        "runs/streams/<file name without .parquet>-replay)",
     )
     parser.add_argument(
-        "--resume", action="store_true", help="continue after the last acknowledged record"
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint (records after its done-through mark are sent again)",
     )
     parser.add_argument(
         "--inject",
@@ -150,6 +159,7 @@ _SIMULATION_FLAGS = {
     "inject": ("--inject", []),
     "unmasked": ("--unmasked", False),
     "key_file": ("--key-file", None),
+    "skew_seconds": ("--skew-seconds", 300),
 }
 
 
@@ -258,15 +268,14 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
     except DeliveryFailed as exc:
         print(f"stream failed: the sink broke down: {exc}", file=sys.stderr)
         print(
-            f"  the checkpoint in {state} says what was delivered; --resume goes on",
+            f"  the checkpoint in {state} says what was delivered; {_going_on(args)}",
             file=sys.stderr,
         )
         return EXIT_UNRECONCILED
     except BaseException as stop:
         if not isinstance(stop, Exception):  # Ctrl-C, SIGTERM: the caller sets the exit code
             print(
-                f"stopped: what was delivered is checkpointed in {state}; the rest of the same "
-                "stream follows with --resume",
+                f"stopped: what was delivered is checkpointed in {state}; {_going_on(args)}",
                 file=sys.stderr,
             )
         raise
@@ -290,6 +299,15 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
         file=sys.stderr,
     )
     return EXIT_UNRECONCILED
+
+
+def _going_on(args: argparse.Namespace) -> str:
+    """How a stopped stream goes on: --resume, except into a Parquet file (written whole)."""
+    if args.sink.startswith("file:") and (
+        args.sink.lower().endswith(".parquet") or args.encoding == "parquet"
+    ):
+        return "a Parquet file cannot be continued: start the stream again"
+    return "the rest of the same stream follows with --resume"
 
 
 def build_score_parser() -> argparse.ArgumentParser:

@@ -84,9 +84,7 @@ class Spoiler:
     def __init__(self, injection: Injection, seed: int, labels_dir: Path | None) -> None:
         self.injection = injection
         self.streams = Streams(seed)
-        self.labels_dir = labels_dir
-        if labels_dir is not None:
-            labels_dir.mkdir(parents=True, exist_ok=True)
+        self.labels_dir = labels_dir  # made with the first labels (the stream resets it first)
 
     def _share(self, kind: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
         rate = self.injection.rates.get(kind, 0.0)
@@ -132,7 +130,7 @@ class Spoiler:
         rows, send, kinds, original = rows[order], send[order], kinds[order], original[order]
         out = table.take(pa.array(rows))
         out = _skew(out, skew[rows])
-        out = _break(out, defect[rows])
+        out = _break(out, defect[rows], self.injection.rates.get("malformed", 0.0) > 0)
         self._pending = {
             "rows": rows,
             "kind": kinds,
@@ -170,6 +168,7 @@ class Spoiler:
             }
         )
         if self.labels_dir is not None:
+            self.labels_dir.mkdir(parents=True, exist_ok=True)
             pq.write_table(labels, self.labels_dir / f"day={day}.parquet")
 
 
@@ -186,7 +185,10 @@ def _skew(table: pa.Table, skew_s: np.ndarray) -> pa.Table:
     return table.set_column(i, field, shifted)
 
 
-def _break(table: pa.Table, defect: np.ndarray) -> pa.Table:
+def _break(table: pa.Table, defect: np.ndarray, any_malformed: bool) -> pa.Table:
+    """``table`` with the defects of ``defect`` made. A stream that injects malformed records
+    has the broken columns nullable on every day, defects or not: one schema for the whole
+    stream (a Parquet recording of it is one file)."""
     for code, (name, column) in enumerate(
         (
             ("negative_amount", "amount_fen"),
@@ -196,18 +198,19 @@ def _break(table: pa.Table, defect: np.ndarray) -> pa.Table:
         start=1,
     ):
         mask = defect == code
-        if not mask.any():
-            continue
         i = table.schema.get_field_index(column)
         field = table.schema.field(i)
+        if any_malformed and name != "negative_amount":
+            field = field.with_nullable(True)
+            table = table.set_column(i, field, table.column(i))
+        if not mask.any():
+            continue
         values = table.column(i)
         if name == "negative_amount":
             spoiled = pc.subtract(pc.negate(values), pa.scalar(1, field.type))
         else:
             spoiled = pa.nulls(len(values), field.type)
-        table = table.set_column(
-            i, field.with_nullable(True), pc.if_else(pa.array(mask), spoiled, values)
-        )
+        table = table.set_column(i, field, pc.if_else(pa.array(mask), spoiled, values))
     return table
 
 

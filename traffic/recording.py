@@ -33,7 +33,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from traffic.records import FORMATS, Chunk, StreamStopped, put_chunk, stream_schema
+from traffic.records import (
+    FORMATS,
+    NO_TIME,
+    Chunk,
+    StreamStopped,
+    epoch_seconds,
+    put_chunk,
+    stream_schema,
+)
 
 #: Records read and handed to the pacer at a time.
 CHUNK_ROWS = 65_536
@@ -69,8 +77,16 @@ class Recording:
     def chunks(self) -> Iterator[Chunk]:
         """The records in stream order, ``CHUNK_ROWS`` at a time."""
         time_column = FORMATS[self.record_format].time_column
-        schema = stream_schema(self.record_format)
-        latest = np.iinfo(np.int64).min
+        # The format's types, with the recording's nullability (a stream with malformed
+        # records has broken columns nullable: traffic/dirty.py).
+        stored = self._parquet.schema_arrow
+        schema = pa.schema(
+            [
+                f.with_nullable(stored.field(f.name).nullable)
+                for f in stream_schema(self.record_format)
+            ]
+        )
+        latest = NO_TIME
         first_seq = 0
         for number, groups in enumerate(self._row_group_runs()):
             try:
@@ -81,8 +97,12 @@ class Recording:
                 raise RecordingError(
                     f"{self.path}: row groups {groups[0]}-{groups[-1]}: {exc}"
                 ) from None
-            event_s = table.column(time_column).cast(pa.int64()).to_numpy()
-            event_s = np.maximum.accumulate(np.maximum(event_s, latest))
+            event_s = np.maximum.accumulate(
+                np.maximum(epoch_seconds(table.column(time_column)), latest)
+            )
+            if latest == NO_TIME:  # records without a time before the first with one
+                known = event_s != NO_TIME
+                event_s[~known] = event_s[known][0] if known.any() else 0
             latest = int(event_s[-1])
             yield Chunk(number, first_seq, table, event_s)  # "day": the chunk's number
             first_seq += table.num_rows

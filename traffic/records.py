@@ -340,7 +340,7 @@ class RecordSource:
         self._day_parts = []
         if table is None or table.num_rows == 0:
             return Chunk(day, self.next_seq, _with_keys(self.format.empty(), 0, ""), _NO_TIMES)
-        event_s = table.column(self.format.time_column).cast(pa.int64()).to_numpy()
+        event_s = epoch_seconds(table.column(self.format.time_column))
         order = np.argsort(event_s, kind="stable")
         table, event_s = table.take(pa.array(order)), event_s[order]
         if self.spoiler is not None:
@@ -370,6 +370,19 @@ def put_chunk(chunks: queue.Queue, chunk: Chunk, stop: threading.Event) -> None:
 
 
 _NO_TIMES = np.zeros(0, dtype=np.int64)
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+#: A record without a time (a malformed one): in seconds, earlier than any.
+NO_TIME = np.iinfo(np.int64).min
+
+
+def epoch_seconds(column: pa.ChunkedArray) -> np.ndarray:
+    """A timestamp column as whole epoch seconds (int64), whatever its unit; ``NO_TIME``
+    where it is null."""
+    values = column.cast(pa.int64()).fill_null(NO_TIME).to_numpy()
+    per_second = _PER_SECOND[column.type.unit]
+    if per_second == 1:
+        return values
+    return np.where(values == NO_TIME, NO_TIME, values // per_second)
 
 
 def _with_keys(table: pa.Table, first_seq: int, stream_id: str) -> pa.Table:
@@ -389,7 +402,9 @@ __all__ = [
     "FORMATS",
     "Chunk",
     "RecordSource",
+    "NO_TIME",
     "StreamStopped",
+    "epoch_seconds",
     "put_chunk",
     "stream_schema",
 ]

@@ -88,15 +88,22 @@ class StreamReport:
         return out
 
 
-def stream_id_of(scenario, seed: int, record_format: str, injection=None) -> str:
-    """The stream's id: the same scenario, seed, format and injected defects always give the
-    same id (and so the same idempotency keys)."""
+def stream_id_of(
+    scenario, seed: int, record_format: str, injection=None, *, privacy_key=None, unmasked=False
+) -> str:
+    """The stream's id: the same scenario, seed, format, injected defects and identities
+    (masked under which key, or not) always give the same id (and so the same idempotency
+    keys); a checkpoint of another id is refused."""
+    from sim.privacy import default_key
+
+    key = privacy_key if privacy_key is not None else default_key()
     text = json.dumps(
         {
             "scenario": scenario.model_dump(mode="json"),
             "seed": seed,
             "format": record_format,
             "inject": None if injection is None else dataclasses.asdict(injection),
+            "identities": "unmasked" if unmasked else f"masked:{key.fingerprint}",
         },
         sort_keys=True,
         default=str,
@@ -126,7 +133,10 @@ def stream(
     if settings.injection is not None and settings.record_format != "taps":
         raise StreamSetupError("--inject spoils tap records: use it with --format taps")
     run_seed = scenario.seed if seed is None else int(seed)
-    stream_id = stream_id_of(scenario, run_seed, settings.record_format, settings.injection)
+    stream_id = stream_id_of(
+        scenario, run_seed, settings.record_format, settings.injection,
+        privacy_key=privacy_key, unmasked=settings.unmasked,
+    )  # fmt: skip
 
     def simulation(chunks: queue.Queue, stop: threading.Event) -> Callable[[], None]:
         worlds = build(scenario)
@@ -193,7 +203,8 @@ def _run(
     stop: threading.Event | None,
 ) -> StreamReport:
     """Open the sink and the state folder, produce, pace, deliver, account, report (``seed``:
-    of the retries' jitter)."""
+    of the retries' jitter). Nothing of an earlier stream's state is touched until the
+    producer is ready (a world can take seconds to build, and a bad scenario fails there)."""
     state_dir = Path(settings.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     prior = _prior_checkpoint(state_dir, stream_id, settings.resume)
@@ -203,31 +214,26 @@ def _run(
         raise StreamSetupError(str(exc)) from None
     if settings.resume and not sink.resumable:
         raise StreamSetupError(f"--resume: {sink.describe()} cannot be continued")
-    dead_letters = DeadLetters(state_dir / DEAD_LETTER_FILE)
-    if prior is not None:
-        dead_letters.keep_through(prior.done_through)
-    else:
-        dead_letters.path.write_bytes(b"")
+    stop = stop or threading.Event()
+    chunks: queue.Queue = queue.Queue(maxsize=2)
+    production = _Production(producer(chunks, stop), chunks, stop)
     try:
         sink.open(prior.sink_state if prior is not None else None)
     except SinkSetupError as exc:
         raise StreamSetupError(str(exc)) from None
     except OSError as exc:
         raise StreamSetupError(f"--sink {settings.sink}: {exc}") from None
-
+    dead_letters = DeadLetters(state_dir / DEAD_LETTER_FILE)
+    if prior is not None:
+        dead_letters.keep_through(prior.done_through)
+    else:
+        dead_letters.path.write_bytes(b"")
     labels = state_dir / LABELS_DIR
     if prior is None and labels.exists():
         shutil.rmtree(labels)  # a new stream: the labels of an earlier one would mislead
     accounts = Accounts(stream_id, prior)
     checkpoint_path = state_dir / CHECKPOINT_FILE
     accounts.checkpoint(sink.state()).save(checkpoint_path)
-    stop = stop or threading.Event()
-    chunks: queue.Queue = queue.Queue(maxsize=2)
-    try:
-        production = _Production(producer(chunks, stop), chunks, stop)
-    except BaseException:
-        sink.close()
-        raise
     delivery = Delivery(sink, accounts, dead_letters, checkpoint_path, settings.retry, seed)
     pacer = _Pacer(settings, accounts, delivery, on_second)
     started = time.monotonic()
@@ -245,8 +251,6 @@ def _run(
             delivery.close(abandon=not finished)
         finally:
             sink.close()
-    if production.error is not None:
-        raise production.error
     totals = accounts.totals()
     reconciled = (
         finished
@@ -268,6 +272,8 @@ def _run(
     (state_dir / REPORT_FILE).write_text(json.dumps(report.as_dict(), indent=2), "utf-8")
     if interrupted is not None:
         raise interrupted
+    if production.error is not None:
+        raise production.error
     return report
 
 
@@ -284,8 +290,9 @@ def _prior_checkpoint(state_dir: Path, stream_id: str, resume: bool) -> Checkpoi
     if prior.stream_id != stream_id:
         raise StreamSetupError(
             f"--resume: {path} belongs to stream {prior.stream_id}, not to this one "
-            f"({stream_id}): the scenario, seed or format differ; resume with the same ones "
-            "or start a new stream without --resume"
+            f"({stream_id}): the scenario, seed, format, --inject or identities (--unmasked, "
+            "--key-file) differ; resume with the same ones or start a new stream without "
+            "--resume"
         )
     return prior
 

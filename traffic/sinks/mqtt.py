@@ -2,9 +2,10 @@
 devices publish them: one message per device (or line, or outlet) and batch, on its own topic.
 
 A batch's records are grouped by the chosen column — ``device_id`` (the default for taps),
-``route_id`` (``per=line``) or ``outlet_id`` (``per=outlet``, for top-ups) — and each group is
-one message, a JSON array of its records, on ``PREFIX/<value>`` (PREFIX defaults to
-``cardtwin/<format>``). With QoS 1 (the default) the batch is acknowledged once the broker has
+``route_id`` (``per=line``) or ``outlet_id`` (``per=outlet``, the default for top-ups) — and
+each group is one message, a JSON array of its records, on ``PREFIX/<value>`` (PREFIX defaults
+to ``cardtwin/<format>``; records without a value, such as online top-ups, on
+``PREFIX/none``). With QoS 1 (the default) the batch is acknowledged once the broker has
 acknowledged every message of it (PUBACK); QoS 0 counts a message as delivered when it is
 written to the socket. A broker that cannot be reached, or does not acknowledge in time, is a
 transient failure: the batch is published again (MQTT QoS 1 is at-least-once anyway; the
@@ -26,6 +27,10 @@ from traffic.encoding import Encoder
 from traffic.sinks import Batch, Outcome, Sink, SinkSetupError, TransientError
 
 GROUP_COLUMNS = {"device": "device_id", "line": "route_id", "outlet": "outlet_id"}
+
+
+#: The topic of records without a device, line or outlet (online top-ups, broken records).
+NO_GROUP = "none"
 
 
 class MqttSink(Sink):
@@ -86,8 +91,10 @@ class MqttSink(Sink):
         column = table.column(self.column).combine_chunks()
         if not pa.types.is_dictionary(column.type):
             column = pc.dictionary_encode(column)
-        codes = column.indices.to_numpy(zero_copy_only=False)
         names = column.dictionary.cast(pa.string()).to_pylist()
+        # Records without one (an online top-up has no outlet) go to the topic ``.../none``.
+        codes = column.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)
+        names.append(NO_GROUP)
         order = np.argsort(codes, kind="stable")
         data, offsets = encoder.json_objects(table.take(pa.array(order)), ",")
         codes = codes[order]
