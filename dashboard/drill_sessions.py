@@ -9,6 +9,7 @@ import streamlit as st
 from dashboard.state import ROOT, lang, pick, runs_root, tr
 from drills.script import load_drill
 from drills.session import DrillSession
+from sim.yaml_config import ConfigError
 
 DRILL_DIR = ROOT / "scenarios" / "drills"
 
@@ -18,7 +19,17 @@ def sessions_root():
 
 
 def drill_files():
-    return sorted(DRILL_DIR.glob("*.yaml"))
+    """The shipped drills that load; one that does not (a trainer still writing it) is shown
+    with its problem, not offered."""
+    good = []
+    for path in sorted(DRILL_DIR.glob("*.yaml")):
+        try:
+            load_drill(path)
+        except ConfigError as exc:
+            st.warning(tr("drill.bad_drill_file", error=str(exc).splitlines()[0]))
+            continue
+        good.append(path)
+    return good
 
 
 def drill_label(path) -> str:
@@ -61,6 +72,9 @@ def start_section(trainee_label: str = "drill.your_name") -> DrillSession | None
         name = st.text_input(tr(trainee_label), key="drill_trainee_name")
         go_ = st.form_submit_button(tr("drill.start_button"), type="primary")
     if go_ and name.strip():
-        with st.spinner(tr("drill.starting")):
-            return DrillSession.start(path, name.strip(), root=sessions_root())
+        return change_session(
+            lambda: DrillSession.start(path, name.strip(), root=sessions_root()),
+            "drill.starting",
+            "drill.bad_action",
+        )
     return None

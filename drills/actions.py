@@ -47,9 +47,9 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from sim.incidents import Incident
 from sim.yaml_config import load_config
@@ -75,31 +75,51 @@ ENDS = {"restore_node": "clearing_node_outage", "chase_deposit": "deposit_call_u
 ON_LINES = {"switch_offline": "offline_acceptance", "announce_free_rides": "free_rides"}
 
 
+def _not_a_number(value):
+    # YAML 1.1 reads an unquoted 10:30 as the base-60 number 630: refuse it, do not guess.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(
+            f'expected a time of the drill\'s day in quotes, such as "10:30"; got the number '
+            f"{value} (YAML reads an unquoted 10:30 as a number)"
+        )
+    return value
+
+
+def _local(value: dt.time) -> dt.time:
+    if value.tzinfo is not None:
+        raise ValueError(f"expected a local time of the drill's day, without a zone; got {value}")
+    return value
+
+
+#: A time of the drill's day: "HH:MM" (or "HH:MM:SS"), local, never a number.
+ClockTime = Annotated[dt.time, BeforeValidator(_not_a_number), AfterValidator(_local)]
+
+
 class DuplicatesOn(BaseModel):
     """The cards charged twice on a device since a time, as the desk's look-up lists them."""
 
     model_config = ConfigDict(extra="forbid")
     device: int = Field(ge=0)
-    since: dt.time
+    since: ClockTime
 
 
 class Action(BaseModel):
     """One action at a simulated time of the drill's day (module docstring)."""
 
     model_config = ConfigDict(extra="forbid")
-    at: dt.time
+    at: ClockTime
     kind: Literal[ACTION_KINDS]  # type: ignore[valid-type]
     alert: str | None = None
-    devices: list[int] = Field(default_factory=list)
+    devices: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
     lines: list[str] = Field(default_factory=list)
-    cards: list[int] = Field(default_factory=list)
+    cards: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
     # refund_cards: the cards listed by a look-up (resolved when the day is played).
     duplicates_on: DuplicatesOn | None = None
     # refund_cards: the charges refunded, as the desk's look-up shows them (filled when the
     # day is played: drills/runner.py resolve_lookups).
     records: list[int] = Field(default_factory=list)
     target: str | None = None
-    until: dt.time | None = None  # extend_outlet_hours: open until then
+    until: ClockTime | None = None  # extend_outlet_hours: open until then
 
     @model_validator(mode="after")
     def _needs(self) -> Action:
@@ -202,7 +222,7 @@ def with_actions(
             until = dt.datetime.combine(day, action.until)
             out.append(
                 Incident(
-                    id=f"action-{a}-extend-{action.target}",
+                    id=f"action-{a}-extend",  # the outlet is the target (ids are short)
                     kind="outlet_extension",
                     start=at,
                     duration_min=max(1, int((until - at).total_seconds() // 60)),

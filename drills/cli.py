@@ -38,7 +38,7 @@ def run_drill_command(args: argparse.Namespace, api) -> int:
     """The ``drill`` sub-command; bad input raises api.BadInput."""
     from drills.actions import load_trainee
     from drills.report import debrief_html
-    from drills.runner import run_drill
+    from drills.runner import DrillError, run_drill
     from drills.script import load_drill
     from sim.yaml_config import ConfigError
 
@@ -55,7 +55,11 @@ def run_drill_command(args: argparse.Namespace, api) -> int:
                 f"rule of drill {drill.id} (expected one of {', '.join(sorted(alerts))})"
             )
     out = args.out or Path("runs/drills") / drill.id
-    debrief = run_drill(drill, trainee, out, privacy_key=api.privacy_key(args.key_file))
+    try:
+        debrief = run_drill(drill, trainee, out, privacy_key=api.privacy_key(args.key_file))
+    except ValueError as exc:  # a target the drill's world lacks, an unknown line...
+        message = str(exc) if isinstance(exc, DrillError) else f"trainee.{exc}"
+        raise api.BadInput(f"{message} (drill {args.drill}, trainee {args.trainee})") from None
     page = out / "debrief.html"
     page.write_text(debrief_html(debrief, args.lang), encoding="utf-8")
     print(f"drill {drill.id} ({drill.title(args.lang)}), trainee {trainee.name}")

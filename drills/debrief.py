@@ -217,7 +217,10 @@ def score_tasks(drill, trainee, truth: dict[str, dict], lived: dict[str, dict]) 
             share, detail = _f1(named, set(t["devices"]))
         elif task.kind in ("find_node", "find_medium", "find_outlet", "find_issuer"):
             named = [a.target for a in trainee.actions if a.kind == "identify"]
-            share = 1.0 if inc.target in named else 0.0
+            # Naming everything is not finding it: the points are shared among the names.
+            distinct = {str(n).casefold() for n in named}
+            right = str(inc.target).casefold() in distinct
+            share = 1.0 / len(distinct) if right else 0.0
             detail = {"named": named, "answer": inc.target}
         elif task.kind == "refund_cards":
             named = {c for a in trainee.actions if a.kind == "refund_cards" for c in a.cards}
@@ -227,7 +230,7 @@ def score_tasks(drill, trainee, truth: dict[str, dict], lived: dict[str, dict]) 
             share = 1.0 if given and given[0] == inc.kind else 0.0
             detail = {"given": given[:1], "answer": inc.kind}
         elif task.kind == "stop_incident":
-            when = _stopped_at(drill, trainee, inc)
+            when = _stopped_at(drill, trainee, inc, t)
             if when is not None:
                 late = (when - start).total_seconds() / 60 - task.within_min
                 span = max(1.0, (end - start).total_seconds() / 60 - task.within_min)
@@ -246,10 +249,11 @@ def score_tasks(drill, trainee, truth: dict[str, dict], lived: dict[str, dict]) 
     return out
 
 
-def _stopped_at(drill, trainee, inc) -> dt.datetime | None:
-    """When an action first ended (or cut off) the incident's effect: a repair ordered or a
-    suspension of a device it touches, the hours of the outlet a renewal wave fills extended
-    (scored at the time of the action)."""
+def _stopped_at(drill, trainee, inc, touched: dict) -> dt.datetime | None:
+    """When an action first ended (or cut off) the incident's effect (scored at the time of
+    the action): a repair ordered for a device it touches (``touched``: its ground truth), a
+    faulty reader suspended, offline acceptance or free rides on a line its riders use, the
+    hours of the outlet a renewal wave fills extended, a node restored, a deposit chased."""
     for action in trainee.actions:
         at = dt.datetime.combine(drill.day, action.at)
         if at < inc.start:
@@ -261,14 +265,19 @@ def _stopped_at(drill, trainee, inc) -> dt.datetime | None:
         if ENDS.get(action.kind) == inc.kind and action.target == inc.target:
             return at
         if action.kind in ON_LINES and inc.kind == "qr_platform_outage":
-            return at  # its riders on those lines pay (offline) or ride free
-        if action.kind not in ("mark_faulty", "suspend_device"):
+            if set(action.lines) & set(touched["lines"]):
+                return at  # its riders on those lines pay (offline) or ride free
             continue
-        if inc.kind in DEVICE_KINDS and (inc.target or "").isdigit():
-            if int(inc.target) in action.devices:
-                return at
-        elif inc.kind in DEVICE_KINDS and action.devices:
-            return at  # a line's uplink: reported through one of its devices (drills/actions)
+        if action.kind == "mark_faulty" or (
+            # Taking a reader out of service stops its double charges; a dead reader or a
+            # cut uplink stays as it was.
+            action.kind == "suspend_device" and inc.kind == "duplicate_wave"
+        ):
+            if inc.kind in DEVICE_KINDS and (inc.target or "").isdigit():
+                if int(inc.target) in action.devices:
+                    return at
+            elif inc.kind in DEVICE_KINDS and set(action.devices) & set(touched["devices"]):
+                return at  # a line's uplink: reported through one of its devices
     return None
 
 

@@ -22,9 +22,12 @@ the *usual* day (the day before, as an operations centre compares with yesterday
 that much there (a quiet night is not an outage); with ``relative``, the value judged is the
 difference from the usual day. After ``for_min`` minutes of buckets in a row the alert is
 raised, at the end of the last bucket; it is raised again only after a bucket that does not
-meet it. Like a real operations centre's rules, some of what they raise is not an incident at
-all: each alert is classified true or noise against the incidents' ground truth (the records
-they touched).
+meet it. A device, line... of the usual day with nothing today is judged too (its counts are 0:
+a reader dead since before its first trip is as quiet as any).
+
+Like a real operations centre's rules, some of what they raise is not an incident at all:
+each alert is classified true or noise against the incidents' ground truth (the records they
+touched).
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ SCOPES_OF = {
     "node_down": ("node",),
     "deferred_fen": ("all", "issuer"),
 }
+#: Metrics with one value a day, in the cut-off's bucket (a rule on them cannot last longer).
+ONCE_A_DAY = ("node_batches", "deferred_fen")
 #: Metrics whose missing buckets are 0 (counts); the others are missing (not judged).
 COUNTS = ("taps", "pending_uploads", "duplicates", "refused", "node_batches", "deferred_fen")
 
@@ -248,11 +253,26 @@ class Alert:
     incident: str | None = None
 
 
+def _with_usual_keys(today: RunView, metric: str, usual_keys, values: pd.DataFrame):
+    """``values`` with a row for every key the usual day had: a reader silent all day is
+    counted 0 (a "below" rule sees it), a share or a lag is not measured (NaN)."""
+    missing = usual_keys.difference(values.index)
+    if not len(missing):
+        return values
+    extra = pd.DataFrame(np.nan, index=missing, columns=values.columns)
+    if metric in ONCE_A_DAY:
+        extra[today.cutoff_hour * 60 // BUCKET_MIN] = 0.0
+    elif metric in COUNTS:
+        extra.loc[:, :] = 0.0
+    return pd.concat([values, extra]).sort_index()
+
+
 def raise_alerts(rules, today: RunView, usual: RunView) -> list[Alert]:
     """Every alert the rules raise over the day (module docstring), in time order."""
     alerts: list[Alert] = []
     for rule in rules:
-        values = today.series(rule.metric, rule.per)
+        values = _with_usual_keys(today, rule.metric, usual.series(rule.metric, rule.per).index,
+                                  today.series(rule.metric, rule.per))  # fmt: skip
         normal = usual.series(rule.metric, rule.per).reindex(index=values.index)
         v = values.to_numpy()
         base = np.nan_to_num(normal.to_numpy(), nan=0.0)

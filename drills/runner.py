@@ -24,6 +24,7 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -36,24 +37,60 @@ from drills.monitor import RunView, raise_alerts
 from drills.script import Drill
 
 
+class DrillError(ValueError):
+    """The drill's day cannot be played with these incidents and actions (a target the world
+    does not have, a time outside the days): the message names the incident or action."""
+
+
+_INCIDENT_FIELD = re.compile(r"incidents\.(\d+)\.(\S+?):? (.*)", re.S)
+
+
+def _named(message: str, drill: Drill, incidents) -> DrillError:
+    """``message`` (about ``incidents.N.field`` of the scenario the drill plays) said of the
+    incident by its id, and of the drill's file: not of a scenario the user never wrote."""
+    found = _INCIDENT_FIELD.search(message)
+    if found is None or int(found.group(1)) >= len(incidents):
+        return DrillError(f"drill {drill.id}: {message}")
+    incident = incidents[int(found.group(1))]
+    return DrillError(
+        f"drill {drill.id}: incident {incident.id} ({incident.kind}) "
+        f"{found.group(2)}: {found.group(3).strip()}"
+    )
+
+
 def drill_scenario(drill: Drill, incidents, overrides=()):
     """The drill's base scenario over its day (with the two days before and the day after)
-    and ``incidents`` (validated as a scenario's)."""
-    from sim.api import load_scenario
+    and ``incidents`` (validated as a scenario's; DrillError names the incident)."""
+    from sim.api import BadInput, load_scenario
 
     listed = [inc.model_dump(mode="json", exclude_defaults=True) for inc in incidents]
     for item in listed:
         item["start"] = item["start"].replace("T", " ")[:16]
-    return load_scenario(
-        drill.base,
-        [
-            *drill.overrides,
-            *overrides,
-            f"period.start={drill.day - dt.timedelta(days=2)}",
-            f"incidents={yaml.safe_dump(listed, default_flow_style=True, allow_unicode=True)}",
-        ],
-        days=4,
-    )
+    try:
+        return load_scenario(
+            drill.base,
+            [
+                *drill.overrides,
+                *overrides,
+                f"period.start={drill.day - dt.timedelta(days=2)}",
+                f"incidents={yaml.safe_dump(listed, default_flow_style=True, allow_unicode=True)}",
+            ],
+            days=4,
+        )
+    except BadInput as exc:
+        raise _named(str(exc), drill, list(incidents)) from None
+
+
+def drill_day(drill: Drill, incidents, overrides=()):
+    """The scenario and world of the drill's day under ``incidents``, every target checked
+    against the world (DrillError names the incident): nothing is played yet."""
+    from sim.world import with_incidents
+
+    scenario = drill_scenario(drill, incidents, overrides)
+    try:
+        return scenario, with_incidents(drill_world(drill, overrides), scenario)
+    except ValueError as exc:
+        raise _named(str(exc), drill, list(incidents)) from None
 
 
 @functools.lru_cache(maxsize=2)
@@ -84,13 +121,22 @@ def play_day(drill: Drill, incidents, folder: Path, *, privacy_key=None, overrid
     """Simulate the drill's days under ``incidents`` into ``folder`` (replacing what is there);
     returns the scenario played."""
     from sim.api import run
-    from sim.world import with_incidents
 
-    scenario = drill_scenario(drill, incidents, overrides)
-    world = with_incidents(drill_world(drill, overrides), scenario)
+    scenario, world = drill_day(drill, incidents, overrides)
     desk = DeskBalances((drill.day - scenario.period.start).days)
-    (Path(folder) / DESK_FILE).unlink(missing_ok=True)  # the run replaces only its own files
-    run(scenario, folder, world=world, privacy_key=privacy_key, subscribers=[desk])
+    # The run replaces only its own files: the desk's balances wait beside the folder, and
+    # come back if the run fails (the earlier day is then still there, whole).
+    folder = Path(folder)
+    kept = folder.with_name(f"{folder.name}.{DESK_FILE}")
+    if (folder / DESK_FILE).exists():
+        (folder / DESK_FILE).replace(kept)
+    try:
+        run(scenario, folder, world=world, privacy_key=privacy_key, subscribers=[desk])
+    except BaseException:
+        if kept.exists():
+            kept.replace(folder / DESK_FILE)
+        raise
+    kept.unlink(missing_ok=True)
     desk.write(folder)
     return scenario
 
@@ -114,10 +160,12 @@ def run_drill(
     def play(incidents, folder: Path):
         return play_day(drill, incidents, folder, privacy_key=privacy_key, overrides=overrides)
 
+    # Every target of the trainee's actions checked before anything is played.
+    before_refunds = acted(trainee.actions)
+    drill_day(drill, before_refunds, overrides)
     nothing = play(drill.incidents, out_dir / "nothing")
     cutoff = nothing.clearing.batch_cutoff_hour
     played = out_dir / "nothing"
-    before_refunds = acted(trainee.actions)
     if before_refunds != list(drill.incidents):  # actions that change the day: play it again
         played = out_dir / "trainee"
         play(before_refunds, played)
@@ -195,6 +243,8 @@ def resolve_refund(action: Action, view: RunView) -> Action:
 
 
 __all__ = [
+    "DrillError",
+    "drill_day",
     "drill_network",
     "drill_scenario",
     "drill_world",

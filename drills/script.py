@@ -109,8 +109,19 @@ class AlertRule(BaseModel):
 
     @model_validator(mode="after")
     def _one_threshold(self) -> AlertRule:
+        from drills.monitor import ONCE_A_DAY, SCOPES_OF
+
         if (self.above is None) == (self.below is None):
             raise ValueError("give exactly one of above or below")
+        if self.per not in SCOPES_OF[self.metric]:
+            raise ValueError(
+                f"per: {self.metric} is measured per {', '.join(SCOPES_OF[self.metric])}, "
+                f"not per {self.per}"
+            )
+        if self.metric in ONCE_A_DAY and self.for_min != 5:
+            raise ValueError(
+                f"for_min: {self.metric} has one value a day (at the cut-off); expected 5"
+            )
         return self
 
 

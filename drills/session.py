@@ -24,6 +24,7 @@ import datetime as dt
 import functools
 import json
 import secrets
+import shutil
 import time
 from pathlib import Path
 
@@ -71,6 +72,7 @@ class DrillSession:
             "drill": str(Path(drill_path).resolve()),
             "trainee": trainee,
             "speed": float(speed),
+            "started_wall": time.time() if now is None else now,
             "anchor_wall": time.time() if now is None else now,
             "anchor_minute": float(start),
             "paused": False,
@@ -80,7 +82,11 @@ class DrillSession:
         (folder / "session.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
         (folder / "actions.yaml").write_text("[]\n", encoding="utf-8")
         session = cls(folder)
-        session.replay()
+        try:
+            session.replay()
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # no half-made session to pick later
+            raise
         return session
 
     # ----------------------------------------------------------------- state
@@ -146,8 +152,7 @@ class DrillSession:
     def act(self, action: dict, now: float | None = None) -> Action:
         """Record the trainee's action at the clock's minute; replay the day if it changes it.
         ``action`` is an action without ``at`` (drills/actions.py); ValueError if invalid."""
-        minute = int(self.minute(now))
-        stamped = Action.model_validate({**action, "at": dt.time(minute // 60, minute % 60)})
+        stamped = Action.model_validate({**action, "at": _clock_time(self.minute(now))})
         if stamped.kind == "refund_cards":  # what the desk's look-up shows now is refunded
             from drills.runner import resolve_refund
 
@@ -156,33 +161,48 @@ class DrillSession:
                 stamped = resolve_refund(stamped, view)
             finally:
                 view.close()
-        actions = [*self.actions(), stamped]
-        before = self._acted(self.actions())
+        from drills.runner import drill_day
+
+        kept = self.actions()
+        actions = [*kept, stamped]
+        before = self._acted(kept)
         after = self._acted(actions)  # ValueError (e.g. an unknown line) before it is kept
-        (self.folder / "actions.yaml").write_text(
+        if after != before:
+            drill_day(self.drill, after)  # DrillError (a device the world lacks) likewise
+        self._write_actions(actions)
+        if after != before:
+            try:
+                self.replay()
+            except BaseException:
+                self._write_actions(kept)  # the day as it was: the action is not taken
+                raise
+        return stamped
+
+    def _write_actions(self, actions: list[Action]) -> None:
+        tmp = self.folder / "actions.yaml.tmp"
+        tmp.write_text(
             yaml.safe_dump([a.model_dump(mode="json") for a in actions], allow_unicode=True),
             encoding="utf-8",
         )
-        if after != before:
-            self.replay()
-        return stamped
+        tmp.replace(self.folder / "actions.yaml")  # whole, for the trainer reading it
 
     def inject(self, incident: dict, now: float | None = None) -> Incident:
         """The trainer adds an incident starting at the clock's minute; the day is replayed."""
-        minute = int(self.minute(now))
-        start = dt.datetime.combine(self.drill.day, dt.time(minute // 60, minute % 60))
+        start = dt.datetime.combine(self.drill.day, _clock_time(self.minute(now)))
         s = self.state()
         made = Incident.model_validate(
             {"id": f"injected-{len(s['injected']) + 1}", **incident, "start": start}
         )
+        from drills.runner import drill_day
+
+        drill_day(self.drill, [*self._acted(self.actions()), made])  # DrillError: not kept
         s["injected"].append(made.model_dump(mode="json"))
         self._save(s)
         try:
             self.replay()
-        except Exception:
-            s["injected"].pop()  # a target the world does not have: take it back
+        except BaseException:
+            s["injected"].pop()  # the day as it was (a failed run leaves it whole)
             self._save(s)
-            self.replay()
             raise
         return made
 
@@ -260,10 +280,17 @@ class DrillSession:
         from drills.runner import run_drill
 
         s = self.state()
+        before = dict(s)
         s["anchor_minute"], s["ended"] = self.minute(), True
         self._save(s)
         drill = self.drill.model_copy(update={"incidents": self.incidents()})
-        debrief = run_drill(drill, self.trainee(), self.folder / "debrief", privacy_key=privacy_key)
+        try:
+            debrief = run_drill(
+                drill, self.trainee(), self.folder / "debrief", privacy_key=privacy_key
+            )
+        except BaseException:
+            self._save(before)  # still running: the trainee can end it again
+            raise
         (self.folder / "debrief.html").write_text(debrief_html(debrief, lang), encoding="utf-8")
         (self.folder / "debrief.json").write_text(
             json.dumps(debrief, indent=2, ensure_ascii=False), encoding="utf-8"
@@ -273,6 +300,12 @@ class DrillSession:
     def debrief(self) -> dict | None:
         path = self.folder / "debrief.json"
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _clock_time(minute: float) -> dt.time:
+    """The time of day at ``minute`` (the clock stops at 24:00: the day's last minute)."""
+    m = min(int(minute), 24 * 60 - 1)
+    return dt.time(m // 60, m % 60)
 
 
 def _views(day_dir: str, drill_path: str, cutoff: int) -> tuple[RunView, RunView]:
@@ -309,12 +342,18 @@ def _day_series(
 
 
 def sessions(root: Path = SESSIONS) -> list[DrillSession]:
-    """Every session under ``root``, newest first."""
+    """Every session under ``root``, the last started first (their order does not move when
+    a clock is paused, resumed or sped up)."""
     root = Path(root)
     if not root.is_dir():
         return []
     found = [DrillSession(p) for p in root.iterdir() if (p / "session.json").exists()]
-    return sorted(found, key=lambda s: s.state()["anchor_wall"], reverse=True)
+
+    def started(session: DrillSession) -> tuple[float, str]:
+        state = session.state()
+        return state.get("started_wall", state["anchor_wall"]), state["id"]
+
+    return sorted(found, key=started, reverse=True)
 
 
 __all__ = ["DEFAULT_SPEED", "SESSIONS", "DrillSession", "sessions"]

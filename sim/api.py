@@ -675,7 +675,8 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError, ValueError) as exc:
+        except (OSError, TimeoutError, ValueError, TypeError, NotImplementedError) as exc:
+            # TypeError, NotImplementedError: tls:// without certificates, ucx:// not installed
             raise BadInput(f"--scheduler {scheduler}: cannot connect: {_one_line(exc)}") from None
         with client:
             yield client

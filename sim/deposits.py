@@ -7,8 +7,9 @@ Each issuer places a deposit with the clearing hierarchy at the start (sim/clear
 money arrives ``clearing.deposit_call_delay_days`` later. A settlement that an issuer's deposit
 cannot cover on its date is deferred whole — every participant of that clearing day waits, so
 no node pays out money it has not received and nothing is netted against money that is not
-there — and so are the settlements after it (first in, first out). The issuer is called for the
-shortfall at once; the settlement is paid on the day the money is in. Every call, arrival,
+there — and so are the settlements after it (first in, first out). The issuer is called at once
+for what it owes and what brings its deposit back to its level; the settlement is paid on the
+day the money is in, and the deposit is then at its level. Every call, arrival,
 deferral and late payment is an event (``deposit_events``).
 
 While a ``deposit_call_unpaid`` incident lasts (sim/incidents.py), its issuer pays no call: the
@@ -108,10 +109,13 @@ class DepositDesk:
         return short
 
     def defer(self, ledger: Ledger, today: int, settle_day: int, short: dict[int, int]) -> None:
-        """Record a deferred settlement and call each short issuer for what is missing."""
+        """Record a deferred settlement and call each short issuer for what it owes on top of
+        bringing its deposit back to its level: once the money is in and the settlement paid
+        from it, the deposit stands at its level (the deferred settlement drew nothing)."""
         for code, missing in sorted(short.items()):
             self.events.append((today, code, DEFERRED, missing, settle_day))
-            self._call(ledger, today, code, extra=missing)
+            owed = missing + self.balance(ledger, code)
+            self._call(ledger, today, code, extra=owed)
 
     def paid_late(self, today: int, settle_day: int, positions) -> None:
         """Record the issuers' payments of a settlement made after its date."""

@@ -277,10 +277,13 @@ def duplicate_waves(
         hit = np.flatnonzero((device == int(inc.target)) & timeline.active(k, t_abs))
         u = streams.uniform("incident.duplicate_wave", day, keys[hit], 0)
         hit = hit[u < inc.duplicate_share]
-        longest = inc.duplicate_gap_max_s or lock_s  # beyond the lock: the clearing misses it
-        gap = 1 + streams.uniform("incident.duplicate_wave", day, keys[hit], 1) * (longest - 1)
+        u_gap = streams.uniform("incident.duplicate_wave", day, keys[hit], 1)
+        if inc.duplicate_gap_max_s:  # 1 .. max seconds: beyond the lock the clearing misses it
+            gap = 1 + np.floor(u_gap * inc.duplicate_gap_max_s)
+        else:  # inside the clearing's lock window: 1 .. lock - 1 seconds (at least 1)
+            gap = 1 + np.floor(u_gap * (lock_s - 1))
         rows.append(hit)
-        gaps.append(np.floor(gap).astype(np.int64))
+        gaps.append(gap.astype(np.int64))
         codes.append(np.full(len(hit), k, dtype=np.int64))
     if not rows:
         empty = np.zeros(0, dtype=np.int64)

@@ -156,12 +156,7 @@ class DistributedEngine(DaySteps):
             self.bus.subscribe(subscriber)
         if pending is None:
             pending = submit_shards(client, [w.scenario for w in self.worlds], run_seed)
-        try:
-            self.actors = [a.result() for a in pending.futures]
-        except Exception as exc:  # noqa: BLE001 - a worker lost while building its cities
-            raise WorkerLost(
-                f"a worker failed while building its cities' shards: {type(exc).__name__}: {exc}"
-            ) from exc
+        self.actors = _built(client, pending, self.worlds)
         placement = pending.placement
         self.placement = placement
         self.shards = [
@@ -239,9 +234,21 @@ class DistributedEngine(DaySteps):
     def _on_all(self, method: str, *args) -> list:
         """``method`` on every actor at once; their results in shard order."""
         futures = [shard.start(method, *args) for shard in self.shards]
-        return [
-            shard.finish(method, future) for shard, future in zip(self.shards, futures, strict=True)
-        ]
+        return self._gather(method, futures)
+
+    def _gather(self, method: str, futures: list) -> list:
+        """The calls' results in shard order. If one fails, every other call is waited for
+        before the error is raised: none is still writing when the caller discards the run."""
+        results, error = [], None
+        for shard, future in zip(self.shards, futures, strict=True):
+            try:
+                results.append(shard.finish(method, future))
+            except BaseException as exc:  # noqa: BLE001 - raised below, after the others
+                error = error or exc
+                results.append(None)
+        if error is not None:
+            raise error
+        return results
 
     def _clearing_on_shards(self, method: str, args: list[tuple]) -> list:
         """The clearing network's calls to every shard, to all actors at once (results, and
@@ -252,9 +259,7 @@ class DistributedEngine(DaySteps):
             "desk_refund_orders": "desk_refund_orders",
         }[method]
         futures = [shard.start(remote, *a) for shard, a in zip(self.shards, args, strict=True)]
-        results = [
-            shard.finish(remote, future) for shard, future in zip(self.shards, futures, strict=True)
-        ]
+        results = self._gather(remote, futures)
         if method == "flush_final_days":
             for events in results:
                 for event in events:
@@ -281,8 +286,8 @@ class DistributedEngine(DaySteps):
         self._publish_incidents(None)  # outages that outlast the period end here
         for k, metrics in enumerate(self._on_all("final_metrics")):
             self.kpis.shard_metrics[k] = metrics
-        self.written = self._on_all("written")
         finish_run(self.clearing, self.shards, self.kpis, self.ledger, self.days, lambda t: None)
+        self.written = self._on_all("written")  # after the last days the run's end made final
         self.finished = True
         self.bus.publish(RunFinished(self.days, self.ledger))
 
@@ -352,6 +357,39 @@ def submit_shards(client, cities: Sequence, run_seed: int) -> PendingShards:
         for i, sc in enumerate(cities)
     ]
     return PendingShards(futures, placement)
+
+
+#: Seconds between looks at the cluster while the shards are built.
+_BUILD_POLL_S = 1.0
+
+
+def _built(client, pending: PendingShards, worlds) -> list:
+    """The shards' actors once built. Each is pinned to its worker, so Dask cannot build it
+    elsewhere if that worker goes: a worker gone while they build is a lost city, not a wait
+    without end."""
+    from dask.distributed import wait
+
+    futures = pending.futures
+    while True:
+        try:
+            _, not_done = wait(futures, timeout=_BUILD_POLL_S, return_when="ALL_COMPLETED")
+        except TimeoutError:
+            not_done = [f for f in futures if not f.done()]
+        if not not_done:
+            break
+        present = set(client.scheduler_info()["workers"])
+        for i, future in enumerate(futures):
+            if not future.done() and pending.placement[i] not in present:
+                raise WorkerLost(
+                    f"the worker building city {worlds[i].scenario.name} (shard {i}) "
+                    f"went away: {pending.placement[i]}"
+                )
+    try:
+        return [f.result() for f in futures]
+    except Exception as exc:  # noqa: BLE001 - a worker failed while building its cities
+        raise WorkerLost(
+            f"a worker failed while building its cities' shards: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _replay(ledger: Ledger, postings: dict) -> None:

@@ -56,6 +56,14 @@ def split_by_region(scenario) -> list:
     Raises ValueError naming the field that cannot be split."""
     outlets = load_outlets_csv(scenario.outlets.file)
     outlet_region = {o.outlet_id: o.region_zh for o in outlets}
+    city_regions = {r.name_zh for r in scenario.regions.values()}
+    stray = sorted(oid for oid, zh in outlet_region.items() if zh not in city_regions)
+    if stray:
+        raise ValueError(
+            f"outlets.file: outlets {stray[:10]} are in regions that are not the city's "
+            f"({', '.join(sorted(city_regions))}); a city split by region needs every outlet "
+            "in one of them"
+        )
     region_ids = list(scenario.regions)
     card_counts = _card_counts(scenario)
     visitors = _visitor_counts(scenario)
@@ -106,7 +114,10 @@ def _part_seed(world_seed: int, region_id: str) -> int:
 
 def apportion(total: int, weights: np.ndarray) -> np.ndarray:
     """``total`` shared out in proportion to ``weights`` in whole numbers that add up to it
-    (largest remainders; ties to the earlier index)."""
+    (largest remainders; ties to the earlier index); evenly if every weight is 0."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if not weights.sum() > 0:
+        weights = np.ones(len(weights))
     exact = total * weights / weights.sum()
     counts = np.floor(exact).astype(np.int64)
     left = total - int(counts.sum())
@@ -161,7 +172,13 @@ def _incident_regions(scenario, outlet_region: dict[int, str]) -> list[str | Non
         ):
             where.append(None)
         elif inc.kind in ("outlet_closure", "renewal_wave", "outlet_extension"):
-            where.append(by_zh[outlet_region[int(target)]])
+            outlet = int(target) if target.isdigit() else None
+            if outlet not in outlet_region:
+                raise ValueError(
+                    f"incidents.{i}.target: unknown outlet {target!r}; expected one of "
+                    f"{sorted(outlet_region)} (the outlets file)"
+                )
+            where.append(_region_of_outlet(by_zh, outlet_region[outlet], f"incidents.{i}"))
         elif inc.kind == "station_outage":
             where.append(metro[target.partition(":")[0]])
         elif target in metro:
@@ -207,7 +224,23 @@ def _fares_of(fares, region_id: str):
     return fares.model_copy(update={"bus": fares.bus.model_copy(update={"region_fare_fen": fen})})
 
 
+def _region_of_outlet(by_zh: dict[str, str], region_zh: str, field: str) -> str:
+    if region_zh not in by_zh:
+        raise ValueError(
+            f"{field}: the outlet's region {region_zh!r} (outlets file) is not one of the "
+            f"city's regions ({', '.join(by_zh)}); a city split by region needs every outlet "
+            "in one of them"
+        )
+    return by_zh[region_zh]
+
+
 def _outlets_of(outlets, outlet_region: dict[int, str], region_zh: str):
+    unknown = sorted(set(outlets.counters_by_outlet) - set(outlet_region))
+    if unknown:
+        raise ValueError(
+            f"outlets.counters_by_outlet: unknown outlets {unknown}; expected ids of the "
+            "outlets file"
+        )
     counters = {
         oid: n for oid, n in outlets.counters_by_outlet.items() if outlet_region[oid] == region_zh
     }

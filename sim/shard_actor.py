@@ -208,11 +208,14 @@ class ShardActor:
         return self.metrics
 
     def peak_rss_bytes(self) -> int:
-        """The worker process's peak resident memory (VmHWM)."""
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+        """The worker process's peak resident memory (VmHWM; 0 where /proc is not there)."""
+        try:
+            with open("/proc/self/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return 0
         return 0
 
     # ----------------------------------------------------------------- hand-back

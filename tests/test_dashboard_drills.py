@@ -101,14 +101,25 @@ def test_acknowledge_act_and_open_the_debrief(tmp_path, session):
     assert "演练复盘" not in (session.folder / "debrief.html").read_text()  # in English
 
 
-def test_bad_input_in_the_action_form_is_a_message(tmp_path, session):
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("abc", "应为逗号分隔的非负整数"),
+        ("-3", "应为逗号分隔的非负整数"),
+        # A device the drill's world does not have: refused before it is kept, and the day
+        # stays as it was (the session goes on).
+        ("99999999", "expected a device id below"),
+    ],
+)
+def test_bad_input_in_the_action_form_is_a_message(tmp_path, session, text, expected):
     at = page(tmp_path, "drill", "zh", session=session)
     at.selectbox(key="drill_kind:zh").set_value("suspend_device").run()
-    next(t for t in at.text_input if t.label.startswith("设备编号")).set_value("abc")
+    next(t for t in at.text_input if t.label.startswith("设备编号")).set_value(text)
     next(b for b in at.button if b.label == "执行").click().run()
     assert not at.exception and at.error
-    assert "应为逗号分隔的整数" in at.error[0].value
+    assert expected in at.error[0].value
     assert not session.actions()
+    assert (session.folder / "day" / "run_meta.json").exists()
 
 
 def test_the_card_look_up_shows_a_cards_taps_and_balances_so_far(tmp_path, session):

@@ -69,6 +69,11 @@ def test_a_short_deposit_defers_settlements_until_the_called_money_is_in(tmp_pat
     for issuer, got in answered.groupby("issuer_id"):
         asked = calls[calls["issuer_id"] == issuer]["amount_fen"].to_numpy()[: len(got)]
         assert list(asked) == list(got["amount_fen"])
+    # A deferral's call asks for what is missing and for the deposit's level: once the money
+    # is in and the settlement paid from it, the deposit is back at its level (20,000 fen).
+    on_deferral = deferred.merge(calls, on=["issuer_id", "service_date"], suffixes=("", "_call"))
+    assert len(on_deferral) > 0
+    assert (on_deferral["amount_fen_call"] == on_deferral["amount_fen"] + 20_000).all()
 
 
 def test_a_deposit_that_suffices_is_only_topped_up(tmp_path):

@@ -46,7 +46,7 @@ def test_local_workers_write_the_files_of_an_in_process_run(tmp_path, in_process
     meta = json.loads((out / "run_meta.json").read_text(encoding="utf-8"))
     # This process built no people: the actors report them, as the in-process run counts.
     assert len(summary.world.population) == 0
-    for key in ("cities", "cardholders", "totals", "cross_city", "clearing"):
+    for key in ("cities", "cardholders", "totals", "cross_city", "clearing", "output"):
         assert meta[key] == in_process_meta[key], key
     assert len(set(meta["dask"]["shards"].values())) == workers  # every worker runs a city
     assert all(b > 50 * 2**20 for b in meta["dask"]["peak_rss_bytes"].values())
@@ -124,6 +124,29 @@ def test_a_worker_killed_mid_run_stops_it_with_a_message_and_no_output(tmp_path)
             )
     assert not out.exists()  # nothing kept: no partial output
     assert not list(tmp_path.glob("run.partial-*"))
+
+
+def test_a_worker_gone_while_the_shards_are_built_is_a_lost_city_not_a_hang():
+    """A shard's actor is pinned to its worker: Dask cannot build it elsewhere, so a worker
+    gone while building must stop the run, not leave it waiting (a real cluster, in this
+    process; the worker named is one that is not there)."""
+    from types import SimpleNamespace
+
+    from dask.distributed import LocalCluster
+
+    from sim.distributed import PendingShards, _built
+
+    gone = "tcp://127.0.0.1:1"
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        future = client.submit(time.sleep, 60, workers=[gone], allow_other_workers=False)
+        city = SimpleNamespace(scenario=SimpleNamespace(name="alpha"))
+        started = time.monotonic()
+        with pytest.raises(WorkerLost, match=r"building city alpha \(shard 0\) went away"):
+            _built(client, PendingShards([future], {0: gone}), [city])
+        assert time.monotonic() - started < 10
 
 
 @pytest.mark.slow

@@ -213,6 +213,71 @@ def test_bad_drill_scripts_name_the_field(tmp_path):
     assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()
 
 
+def _drill_copy(tmp_path, name: str, old: str, new: str) -> Path:
+    """A shipped drill with ``old`` replaced by ``new`` (its base scenario found from here)."""
+    text = (DRILLS / f"{name}.yaml").read_text(encoding="utf-8")
+    text = text.replace("../nantong_2024.yaml", str(ROOT / "scenarios" / "nantong_2024.yaml"))
+    assert old in text
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def test_a_rule_on_a_scope_its_metric_lacks_is_refused_at_load(tmp_path):
+    bad = _drill_copy(tmp_path, "deposit_short", "per: issuer", "per: line")
+    with pytest.raises(ConfigError, match=r"alert_rules.0.*deferred_fen is measured per all, i"):
+        load_drill(bad)
+    bad = _drill_copy(tmp_path, "deposit_short", "for_min: 5", "for_min: 30")
+    with pytest.raises(ConfigError, match="one value a day"):
+        load_drill(bad)
+
+
+def test_an_unquoted_time_is_refused_not_misread(tmp_path):
+    trainee = tmp_path / "t.yaml"
+    trainee.write_text(
+        "trainee:\n  name: x\n  actions:\n    - {at: 10:30, kind: explain, target: x}\n"
+    )
+    with pytest.raises(ConfigError, match=r"t.yaml:4.*actions.0.at.*in quotes.*630"):
+        load_trainee(trainee)
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        ("{at: '07:50', kind: suspend_device, devices: [99999999]}",
+         "incident action-0-suspend-99999999 (validator_outage) target: expected a device id"),
+        ("{at: '07:50', kind: extend_outlet_hours, target: B17, until: '20:00'}",
+         "incident action-0-extend (outlet_extension) target"),
+        ("{at: '07:50', kind: switch_offline, lines: [nope]}",
+         "trainee.actions.0.lines: unknown line 'nope'"),
+    ],
+)  # fmt: skip
+def test_a_trainee_naming_what_the_world_lacks_is_bad_input_before_any_day(
+    tmp_path, action, expected
+):
+    trainee = tmp_path / "t.yaml"
+    trainee.write_text(f"trainee:\n  name: x\n  actions:\n    - {action}\n")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run_scenario.py"), "drill", str(DRILLS / "dead_reader.yaml"),
+         "--trainee", str(trainee), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and expected in done.stderr, done.stderr
+    assert str(trainee) in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "o" / "nothing").exists()  # refused before the day was played
+
+
+def test_a_drill_whose_incident_the_world_lacks_starts_no_session(tmp_path):
+    from drills.runner import DrillError
+    from drills.session import DrillSession, sessions
+
+    bad = _drill_copy(tmp_path, "dead_reader", 'target: "2319"', 'target: "999999"')
+    root = tmp_path / "sessions"
+    with pytest.raises(DrillError, match="incident dead-2319 .*expected a device id below"):
+        DrillSession.start(bad, "Li", root=root)
+    assert not sessions(root) and not any(root.iterdir())
+
+
 def test_actions_become_incidents_that_end_or_cover_what_they_name():
     import datetime as dt
 

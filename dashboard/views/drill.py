@@ -36,16 +36,20 @@ def choose_session() -> DrillSession | None:
     started = start_section()
     if started is not None:
         st.session_state["drill_session"] = str(started.folder)
-    running = [s for s in sessions(sessions_root()) if not s.state()["ended"]]
+    current = st.session_state.get("drill_session")
+    # Those running, and this browser's own even once ended (its debrief is on this page).
+    running = [
+        s for s in sessions(sessions_root()) if not s.state()["ended"] or str(s.folder) == current
+    ]
     if running:
         st.caption(tr("drill.or_join"))
         folders = [str(s.folder) for s in running]
-        current = st.session_state.get("drill_session")
         index = folders.index(current) if current in folders else 0
         picked = st.selectbox(
             tr("drill.session"),
             folders,
             index=index,
+            key="drill_session_pick",
             format_func=lambda f: (
                 f"{DrillSession(f).state()['id']} · {DrillSession(f).state()['trainee']}"
             ),
@@ -202,8 +206,13 @@ def acknowledge_section(session: DrillSession) -> None:
         tr("drill.col.alert"), raised, "drill_ack", format_func=lambda r: rules[r].text(lang())
     )
     if st.button(tr("drill.acknowledge"), key="drill_ack_button"):
-        session.act({"kind": "acknowledge", "alert": rule})
-        st.rerun()  # the table above shows it acknowledged
+        done = change_session(
+            lambda: session.act({"kind": "acknowledge", "alert": rule}),
+            "drill.acting",
+            "drill.bad_action",
+        )
+        if done is not None:
+            st.rerun()  # the table above shows it acknowledged
 
 
 def lookup_section(session: DrillSession) -> None:
@@ -224,10 +233,12 @@ def lookup_section(session: DrillSession) -> None:
 
 
 def _numbers(text: str) -> list[int] | None:
+    """Whole numbers >= 0 separated by commas; None if the text is anything else."""
     try:
-        return [int(x) for x in text.replace("，", ",").split(",") if x.strip()]
+        numbers = [int(x) for x in text.replace("，", ",").split(",") if x.strip()]
     except ValueError:
         return None
+    return numbers if all(n >= 0 for n in numbers) else None
 
 
 def action_section(session: DrillSession) -> None:
@@ -298,8 +309,7 @@ def actions_list(session: DrillSession) -> None:
 def end_section(session: DrillSession) -> None:
     debrief = session.debrief()
     if debrief is None and st.button(tr("drill.end"), key="drill_end"):
-        with st.spinner(tr("drill.ending")):
-            session.end(lang=lang())
+        change_session(lambda: session.end(lang=lang()), "drill.ending", "drill.bad_action")
         debrief = session.debrief()
     if debrief is not None:
         from drills.report import debrief_html

@@ -147,7 +147,10 @@ def main() -> None:
     if found:
         ids = [str(s.folder) for s in found]
         picked = st.selectbox(
-            tr("trainer.watch"), ids, format_func=lambda f: DrillSession(f).state()["id"]
+            tr("trainer.watch"),
+            ids,
+            format_func=lambda f: DrillSession(f).state()["id"],
+            key="trainer_watch",  # the choice stays when a session's clock moves
         )
         session = DrillSession(picked)
         live_actions(session)
