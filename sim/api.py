@@ -51,6 +51,7 @@ from sim.output import (
 )
 from sim.overlay import OverlayError, overlay_overrides
 from sim.privacy import PrivacyKey, PrivacyKeyError, default_key, load_key
+from sim.proc_memory import proc_kib_field
 from sim.reconciliation import ReconciliationError, check_reconciliation, write_reconciliation
 from sim.records import name_tables, record_writers
 from sim.run_dir import RunDirError, StopSignalsHeld
@@ -220,14 +221,7 @@ def _check_memory(cities: list[Scenario]) -> None:
 
 def _available_memory() -> int | None:
     """Bytes of memory available now (Linux MemAvailable), None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return proc_kib_field("/proc/meminfo", "MemAvailable")
 
 
 def compare(
@@ -502,6 +496,8 @@ def iter_days(
     t0 = time.perf_counter()
     spec = scenario
     pending = None
+    if client is not None and (env is not None or response is not None or shard_order is not None):
+        raise BadInput("a run on a Dask cluster takes no env, response or shard_order")
     if client is not None and world is None:
         # The workers build their cities' worlds while this process builds its own copies.
         cities = _cities(scenario)

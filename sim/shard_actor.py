@@ -27,6 +27,7 @@ from sim.engine import DAY_S
 from sim.events import DaySettled, EventBus, TapsFinal
 from sim.ledger import Ledger
 from sim.metrics import RunMetrics
+from sim.proc_memory import proc_kib_field
 from sim.shard import CityShard, check_issuers_cards
 from sim.state import RunState
 
@@ -209,14 +210,7 @@ class ShardActor:
 
     def peak_rss_bytes(self) -> int:
         """The worker process's peak resident memory (VmHWM; 0 where /proc is not there)."""
-        try:
-            with open("/proc/self/status", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            return 0
-        return 0
+        return proc_kib_field("/proc/self/status", "VmHWM") or 0
 
     # ----------------------------------------------------------------- hand-back
     def _cutoff(self, clearing_day: int) -> int:

@@ -149,6 +149,22 @@ def test_a_worker_gone_while_the_shards_are_built_is_a_lost_city_not_a_hang():
         assert time.monotonic() - started < 10
 
 
+def test_options_a_cluster_run_cannot_take_are_refused_before_any_worker_builds():
+    from dask.distributed import LocalCluster
+
+    from sim.api import BadInput, iter_days
+    from sim.behaviour import NO_RESPONSE
+
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        days = iter_days(load_scenario(TWO_CITY, DAYS), None, client=client, response=NO_RESPONSE)
+        with pytest.raises(BadInput, match="takes no env, response or shard_order"):
+            next(days)
+        assert not client.who_has()  # no shard was submitted
+
+
 @pytest.mark.slow
 def test_the_yrd_week_on_two_workers_writes_the_files_of_an_in_process_run(tmp_path):
     # Four days: Hefei listed on day 2, the Jiangsu exchange down on day 4, deposits called.

@@ -93,6 +93,8 @@ def inject_section(session: DrillSession) -> None:
     incident = {"kind": kind, "target": target.strip() or None, "duration_min": int(minutes)}
     if kind == "duplicate_wave":
         incident["duplicate_share"] = float(share)
+    if kind == "qr_platform_outage":  # riders with no card are refused: the desk sees them
+        incident["no_card_share"] = float(share)
     if kind == "renewal_wave":
         incident["extra_visits_per_hour"] = 20.0
     made = change_session(
