@@ -199,10 +199,13 @@ def _f1(named: set, truth: set) -> tuple[float, dict]:
     return f1, {"found": sorted(found), "missed": sorted(missed), "wrongly_accused": sorted(wrong)}
 
 
-def score_tasks(drill, trainee, truth: dict[str, dict], lived: dict[str, dict]) -> list[dict]:
+def score_tasks(
+    drill, trainee, truth: dict[str, dict], lived: dict[str, dict], closing: dict[str, int]
+) -> list[dict]:
     """Each task's points (drills/script.py, module docstring): against ``truth`` (the day
     with nothing done), but refunds against ``lived`` (the cards charged in the trainee's
-    day: an incident stopped early charges fewer cards)."""
+    day: an incident stopped early charges fewer cards). ``closing``: each outlet's usual
+    closing time that day (seconds after midnight), which an extension must go beyond."""
     out = []
     for task in drill.tasks:
         t = truth[task.incident]
@@ -230,7 +233,7 @@ def score_tasks(drill, trainee, truth: dict[str, dict], lived: dict[str, dict]) 
             share = 1.0 if given and given[0] == inc.kind else 0.0
             detail = {"given": given[:1], "answer": inc.kind}
         elif task.kind == "stop_incident":
-            when = _stopped_at(drill, trainee, inc, t)
+            when = _stopped_at(drill, trainee, inc, t, closing)
             if when is not None:
                 late = (when - start).total_seconds() / 60 - task.within_min
                 span = max(1.0, (end - start).total_seconds() / 60 - task.within_min)
@@ -249,17 +252,19 @@ def score_tasks(drill, trainee, truth: dict[str, dict], lived: dict[str, dict]) 
     return out
 
 
-def _stopped_at(drill, trainee, inc, touched: dict) -> dt.datetime | None:
+def _stopped_at(drill, trainee, inc, touched: dict, closing: dict[str, int]) -> dt.datetime | None:
     """When an action first ended (or cut off) the incident's effect (scored at the time of
     the action): a repair ordered for a device it touches (``touched``: its ground truth), a
     faulty reader suspended, offline acceptance or free rides on a line its riders use, the
-    hours of the outlet a renewal wave fills extended, a node restored, a deposit chased."""
+    hours of the outlet a renewal wave fills extended beyond its usual closing, a node
+    restored, a deposit chased."""
     for action in trainee.actions:
         at = dt.datetime.combine(drill.day, action.at)
         if at < inc.start:
             continue
         if action.kind == "extend_outlet_hours" and inc.kind == "renewal_wave":
-            if action.target == inc.target:
+            until_s = action.until.hour * 3600 + action.until.minute * 60
+            if action.target == inc.target and until_s > closing.get(str(inc.target), 0):
                 return at
             continue
         if ENDS.get(action.kind) == inc.kind and action.target == inc.target:

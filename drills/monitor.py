@@ -253,7 +253,7 @@ class Alert:
     incident: str | None = None
 
 
-def _with_usual_keys(today: RunView, metric: str, usual_keys, values: pd.DataFrame):
+def with_usual_keys(today: RunView, metric: str, usual_keys, values: pd.DataFrame):
     """``values`` with a row for every key the usual day had: a reader silent all day is
     counted 0 (a "below" rule sees it), a share or a lag is not measured (NaN)."""
     missing = usual_keys.difference(values.index)
@@ -271,7 +271,7 @@ def raise_alerts(rules, today: RunView, usual: RunView) -> list[Alert]:
     """Every alert the rules raise over the day (module docstring), in time order."""
     alerts: list[Alert] = []
     for rule in rules:
-        values = _with_usual_keys(today, rule.metric, usual.series(rule.metric, rule.per).index,
+        values = with_usual_keys(today, rule.metric, usual.series(rule.metric, rule.per).index,
                                   today.series(rule.metric, rule.per))  # fmt: skip
         normal = usual.series(rule.metric, rule.per).reindex(index=values.index)
         v = values.to_numpy()
@@ -297,4 +297,4 @@ def raise_alerts(rules, today: RunView, usual: RunView) -> list[Alert]:
     return sorted(alerts, key=lambda a: (a.minute, a.rule, a.key))
 
 
-__all__ = ["BUCKETS", "BUCKET_MIN", "Alert", "RunView", "raise_alerts"]
+__all__ = ["BUCKETS", "BUCKET_MIN", "Alert", "RunView", "raise_alerts", "with_usual_keys"]

@@ -58,6 +58,17 @@ def _named(message: str, drill: Drill, incidents) -> DrillError:
     )
 
 
+def closing_s(outlets, day: dt.date) -> dict[str, int]:
+    """Each outlet's usual closing time on ``day`` (seconds after midnight; 0 if closed)."""
+    weekend = day.weekday() >= 5
+    return {
+        str(o.outlet_id): max(
+            (end for _, end in (o.weekend_windows if weekend else o.weekday_windows)), default=0
+        )
+        for o in outlets
+    }
+
+
 def drill_scenario(drill: Drill, incidents, overrides=()):
     """The drill's base scenario over its day (with the two days before and the day after)
     and ``incidents`` (validated as a scenario's; DrillError names the incident)."""
@@ -152,7 +163,8 @@ def run_drill(
     """Play ``drill`` with ``trainee``'s actions; the debrief (also written to ``out_dir``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    network = drill_world(drill, overrides).network
+    world = drill_world(drill, overrides)
+    network = world.network
 
     def acted(actions) -> list:
         return with_actions(list(drill.incidents), actions, drill.day, drill.repair_min, network)
@@ -190,7 +202,7 @@ def run_drill(
     finally:
         today.close()
         usual.close()
-    tasks = score_tasks(drill, trainee, truth, lived)
+    tasks = score_tasks(drill, trainee, truth, lived, closing_s(world.outlets, drill.day))
     before = money(out_dir / "nothing", drill.day)
     after = money(played, drill.day)
     debrief = {

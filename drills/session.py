@@ -10,7 +10,9 @@ so a session lives in a folder (``runs/drills/sessions/<id>/``):
 - ``day/``: the day as played so far — the drill's incidents, the injected ones and the actions
   (re-simulated when an action or an injection changes the day: the same random numbers, so
   the day before the change is what the trainee already saw);
-- ``debrief.json``, ``debrief.html`` once the trainee ends the drill.
+- ``debrief.json``, ``debrief.html`` once the trainee ends the drill;
+- ``session.lock``: held while the session changes (an action, an injection, the clock, the
+  end), so the trainer and the trainee, acting at the same moment, take turns.
 
 The clock: simulated minutes of the drill's day = where it started + wall seconds x speed / 60
 (60x by default: a day in 24 minutes); pausing keeps the minute, a faster speed re-anchors.
@@ -20,7 +22,9 @@ console reveals it as the clock passes, as an operations centre's screens would.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import functools
 import json
 import secrets
@@ -32,12 +36,24 @@ import yaml
 
 from drills.actions import Action, Trainee, with_actions
 from drills.desk import FILE as DESK_FILE
-from drills.monitor import BUCKET_MIN, RunView, raise_alerts
+from drills.monitor import BUCKET_MIN, RunView, raise_alerts, with_usual_keys
 from drills.script import Drill, load_drill
 from sim.incidents import Incident
 
 SESSIONS = Path("runs/drills/sessions")
 DEFAULT_SPEED = 60.0
+
+
+def _one_change_at_a_time(method):
+    """``method`` of a DrillSession, run while it holds the session's lock (module
+    docstring): the trainer's view and the trainee's console change it in turns."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._changing():
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class DrillSession:
@@ -93,6 +109,17 @@ class DrillSession:
     def state(self) -> dict:
         return json.loads((self.folder / "session.json").read_text(encoding="utf-8"))
 
+    @contextlib.contextmanager
+    def _changing(self):
+        """Hold the session's lock (an exclusive ``flock``: other browser sessions and
+        processes wait) while it changes."""
+        with open(self.folder / "session.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def _save(self, state: dict) -> None:
         tmp = self.folder / "session.json.tmp"
         tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
@@ -129,18 +156,21 @@ class DrillSession:
         m = int(self.minute())
         return f"{m // 60:02d}:{m % 60:02d}"
 
+    @_one_change_at_a_time
     def pause(self, now: float | None = None) -> None:
         s = self.state()
         if not s["paused"]:
             s["anchor_minute"], s["paused"] = self.minute(now), True
             self._save(s)
 
+    @_one_change_at_a_time
     def resume(self, now: float | None = None) -> None:
         s = self.state()
         if s["paused"]:
             s["anchor_wall"], s["paused"] = time.time() if now is None else now, False
             self._save(s)
 
+    @_one_change_at_a_time
     def set_speed(self, speed: float, now: float | None = None) -> None:
         s = self.state()
         s["anchor_minute"] = self.minute(now)
@@ -149,6 +179,7 @@ class DrillSession:
         self._save(s)
 
     # ----------------------------------------------------------------- what changes the day
+    @_one_change_at_a_time
     def act(self, action: dict, now: float | None = None) -> Action:
         """Record the trainee's action at the clock's minute; replay the day if it changes it.
         ``action`` is an action without ``at`` (drills/actions.py); ValueError if invalid."""
@@ -186,6 +217,7 @@ class DrillSession:
         )
         tmp.replace(self.folder / "actions.yaml")  # whole, for the trainer reading it
 
+    @_one_change_at_a_time
     def inject(self, incident: dict, now: float | None = None) -> Incident:
         """The trainer adds an incident starting at the clock's minute; the day is replayed."""
         start = dt.datetime.combine(self.drill.day, _clock_time(self.minute(now)))
@@ -258,21 +290,29 @@ class DrillSession:
         drill = self.drill
         until = dt.datetime.combine(drill.day, dt.time(0)) + dt.timedelta(minutes=minute)
         today = RunView(self.folder / "day", drill.day, self.cutoff_hour())
-        desk = str(self.folder / "day" / DESK_FILE)
+        desk = self.folder / "day" / DESK_FILE
+        # While the day is being played again its balances are set aside: none are shown.
+        played = desk.exists()
+        balances = (
+            "read_parquet(?)"
+            if played
+            else "(SELECT NULL::BIGINT AS transaction_id, NULL::INTEGER AS balance_after_fen)"
+        )
         try:
             return today.con.sql(
-                """SELECT t.event_timestamp, CAST(t.route_id AS VARCHAR) AS line, t.device_id,
+                f"""SELECT t.event_timestamp, CAST(t.route_id AS VARCHAR) AS line, t.device_id,
                           CAST(t.media AS VARCHAR) AS media, t.amount_fen,
                           d.balance_after_fen
-                   FROM transactions t LEFT JOIN read_parquet(?) d USING (transaction_id)
+                   FROM transactions t LEFT JOIN {balances} d USING (transaction_id)
                    WHERE t.token_id = ? AND t.service_date = ? AND t.event_timestamp <= ?
                    ORDER BY t.event_timestamp, t.transaction_id""",
-                params=[desk, int(token), drill.day, until],
+                params=[*([str(desk)] if played else []), int(token), drill.day, until],
             ).df()
         finally:
             today.close()
 
     # ----------------------------------------------------------------- the end
+    @_one_change_at_a_time
     def end(self, lang: str = "zh", privacy_key=None) -> dict:
         """Stop the clock and write the debrief (the drill with the injections, the trainee's
         actions; drills/runner.py)."""
@@ -335,7 +375,9 @@ def _day_series(
     """A metric's whole-day series, today and usual (``played``, ``changed``: cache keys)."""
     today, usual = _views(day_dir, drill_path, cutoff)
     try:
-        return today.series(metric, per), usual.series(metric, per)
+        normal = usual.series(metric, per)
+        # Yesterday's keys too: what is silent today is what a screen should show moved.
+        return with_usual_keys(today, metric, normal.index, today.series(metric, per)), normal
     finally:
         today.close()
         usual.close()

@@ -33,6 +33,13 @@ from sim.world_settings import scaled_count
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+#: Visitor card ids start here (above any host city's card id); each city gets a block this
+#: large, holding 20 people per daily visitor.
+VISITOR_ID_BASE = 1_000_000_000
+VISITOR_IDS_PER_CITY = 10_000_000
+VISITORS_PER_DAILY_VISITOR = 20
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -84,8 +91,11 @@ class ExternalCity(_Model):
     visitor_discount_pct: float = Field(
         0.0, ge=0, le=100, description="Discount the city gives interoperable cards of visitors."
     )
-    inbound_visitors_per_day: Annotated[int, Field(ge=0)] = Field(
-        description="Riders from this city riding Nantong transit on an average day."
+    inbound_visitors_per_day: Annotated[
+        int, Field(ge=0, le=VISITOR_IDS_PER_CITY // VISITORS_PER_DAILY_VISITOR)
+    ] = Field(
+        description="Riders from this city riding the host city's transit on an average day "
+        "(at most 500,000: the city's visitors keep to their own block of card ids)."
     )
     inbound_card_share: Share = Field(
         description="Share of those visitors paying with their own city's interoperable card."
@@ -287,10 +297,6 @@ def away_probability(interop: Interop, region_ids: list[str]) -> np.ndarray:
     return p
 
 
-#: Visitor card ids start here (above any Nantong card id); each city gets a block this large.
-VISITOR_ID_BASE = 1_000_000_000
-VISITOR_IDS_PER_CITY = 10_000_000
-
 ELDERLY_OR_FREE = frozenset(
     CARD_TYPES.index(t)
     for t in ("longevity", "love", "preferential", "military", "teacher", "blood_donor", "student")
@@ -377,7 +383,7 @@ def visitors(
     parts = []
     ordinary = CARD_TYPES.index("ordinary")
     for j, (_cid, city) in enumerate(interop.cities.items(), start=1):
-        n = scaled_count(city.inbound_visitors_per_day * 20, scale)
+        n = scaled_count(city.inbound_visitors_per_day * VISITORS_PER_DAILY_VISITOR, scale)
         if n == 0:
             continue
         # Each city's visitors have their own id block: their draws do not move when another

@@ -142,6 +142,23 @@ def test_the_card_look_up_shows_a_cards_taps_and_balances_so_far(tmp_path, sessi
     bad = next(t for t in at.text_input if t.label.startswith("Card token"))
     bad.set_value("12ab").run()
     assert any("whole number" in e.value for e in at.error)
+    # While the day is played again its balances are set aside: the taps, without them.
+    desk = session.folder / "day" / "desk_balances.parquet"
+    desk.rename(desk.with_suffix(".aside"))
+    during = session.card_taps(token)
+    assert len(during) == len(taps) and during["balance_after_fen"].isna().all()
+
+
+def test_the_trainer_and_the_trainee_change_a_session_in_turns(session):
+    import threading
+
+    done = threading.Event()
+    with session._changing():  # the trainer's injection, say, is replaying the day
+        worker = threading.Thread(target=lambda: (session.set_speed(120), done.set()))
+        worker.start()
+        assert not done.wait(0.5)  # the trainee's change waits its turn
+    worker.join(10)
+    assert done.is_set() and session.state()["speed"] == 120.0
 
 
 def test_refunds_ordered_at_the_desk_name_the_charges_its_look_up_shows(tmp_path, session):

@@ -313,3 +313,21 @@ def test_actions_become_incidents_that_end_or_cover_what_they_name():
                      30, network)  # fmt: skip
     with pytest.raises(ValueError, match="needs lines"):
         Action(at=dt.time(8), kind="announce_free_rides")
+
+
+@pytest.mark.parametrize(("until", "stops"), [("16:00", False), ("20:00", True)])
+def test_keeping_an_outlet_open_means_beyond_its_usual_closing(until, stops):
+    from drills.actions import Trainee
+    from drills.debrief import _stopped_at
+    from drills.runner import closing_s, drill_world
+
+    drill = load_drill(DRILLS / "renewal_queue.yaml")
+    wave = next(i for i in drill.incidents if i.kind == "renewal_wave")
+    closing = closing_s(drill_world(drill).outlets, drill.day)
+    assert closing[wave.target] == 17 * 3600  # outlet 17: 08:00-11:30; 13:30-17:00
+    trainee = Trainee.model_validate(
+        {"name": "x", "actions": [{"at": "11:25", "kind": "extend_outlet_hours",
+                                   "target": wave.target, "until": until}]}
+    )  # fmt: skip
+    stopped = _stopped_at(drill, trainee, wave, {"devices": [], "lines": []}, closing)
+    assert (stopped is not None) == stops

@@ -248,3 +248,11 @@ def test_away_probability_refuses_people_away_most_days(world):
     interop = world.scenario.interop.model_copy(update={"away_days_per_card_year": 100.0})
     with pytest.raises(ValueError, match="away_days_per_card_year"):
         away_probability(interop, world.region_ids)
+
+
+def test_a_city_sending_more_visitors_than_its_id_block_holds_is_refused():
+    """Each city's visitors keep to their own block of card ids; more would run into the next
+    city's."""
+    nantong = Path(__file__).resolve().parent.parent / "scenarios" / "nantong_2024.yaml"
+    with pytest.raises(BadInput, match=r"interop.cities.shanghai.inbound_visitors_per_day.*500000"):
+        load_scenario(nantong, ["interop.cities.shanghai.inbound_visitors_per_day=600000"])
