@@ -41,6 +41,7 @@ def _make_feed(environment, **_kwargs):
     sys.path.insert(0, str(ROOT))
     from loadtest.feed import TapFeed
     from sim.api import BadInput
+    from sim.privacy import PrivacyKeyError
     from traffic.recording import RecordingError
 
     global FEED
@@ -53,7 +54,7 @@ def _make_feed(environment, **_kwargs):
         else:
             days = int(os.environ.get("CARDTWIN_DAYS", "1"))
             FEED = TapFeed.from_scenario(scenario, days=days, speed=speed)
-    except (BadInput, RecordingError) as exc:
+    except (BadInput, RecordingError, PrivacyKeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # bad input: the message, not a traceback
         sys.exit(2)
 

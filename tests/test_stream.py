@@ -442,3 +442,15 @@ def test_restamped_records_carry_the_wall_clock(tmp_path):
     # Due at 2,000 a second: the stamps span the time the records were due.
     span = (stamps[-1] - stamps[0]).total_seconds()
     assert abs(span - len(stamps) / 2000) <= 1.5
+
+
+def test_a_broken_machine_key_is_bad_input(tmp_path):
+    key = tmp_path / "broken.key"
+    key.write_bytes(b"too short")
+    env = {**os.environ, "CARDTWIN_PRIVACY_KEY_FILE": str(key)}
+    done = subprocess.run(
+        [*CLI, "--days", "1", "--sink", "null", "--state", str(tmp_path / "s")],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2 and "privacy key" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

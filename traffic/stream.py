@@ -132,11 +132,16 @@ def stream(
         )
     if settings.injection is not None and settings.record_format != "taps":
         raise StreamSetupError("--inject spoils tap records: use it with --format taps")
+    from sim.privacy import PrivacyKeyError
+
     run_seed = scenario.seed if seed is None else int(seed)
-    stream_id = stream_id_of(
-        scenario, run_seed, settings.record_format, settings.injection,
-        privacy_key=privacy_key, unmasked=settings.unmasked,
-    )  # fmt: skip
+    try:
+        stream_id = stream_id_of(
+            scenario, run_seed, settings.record_format, settings.injection,
+            privacy_key=privacy_key, unmasked=settings.unmasked,
+        )  # fmt: skip
+    except (PrivacyKeyError, OSError) as exc:  # the machine's key cannot be read or made
+        raise StreamSetupError(f"privacy key: {exc}") from None
 
     def simulation(chunks: queue.Queue, stop: threading.Event) -> Callable[[], None]:
         worlds = build(scenario)
