@@ -4,6 +4,8 @@ formatted for the language by Babel; the same debrief gives the same bytes."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from babel.numbers import format_decimal
 
 from sim.html_page import esc
@@ -126,6 +128,18 @@ def _clock(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+def _when(stamp: str, day: str) -> str:
+    """``HH:MM`` of an ISO time on the drill's ``day``; ``MM-DD HH:MM`` on another day (an
+    outage that began the night before)."""
+    return stamp[11:16] if stamp[:10] == day else f"{stamp[5:10]} {stamp[11:16]}"
+
+
+def _minute_of(stamp: str, day: str) -> int:
+    """Minutes from the drill day's midnight to an ISO time (negative the day before)."""
+    at = dt.datetime.fromisoformat(stamp[:16])
+    return int((at - dt.datetime.fromisoformat(day)).total_seconds() // 60)
+
+
 def debrief_html(debrief: dict, lang: str = "zh") -> str:
     """The page (module docstring); ``lang`` is ``zh`` or ``en``."""
     if lang not in ("zh", "en"):
@@ -172,7 +186,8 @@ def debrief_html(debrief: dict, lang: str = "zh") -> str:
         detect, act = timing["minutes_to_detect"], timing["minutes_to_act"]
         parts.append(
             f"<tr><td>{esc(inc_id)} ({esc(t['kind'])}, {esc(t['target'])})</td>"
-            f"<td>{esc(t['start'][11:16])}–{esc(t['end'][11:16])}</td><td>{esc(touched)}</td>"
+            f"<td>{esc(_when(t['start'], d['day']))}–{esc(_when(t['end'], d['day']))}</td>"
+            f"<td>{esc(touched)}</td>"
             f'<td class="num">{esc(_w("never", lang) if detect is None else _num(detect, lang))}'
             f'</td><td class="num">{esc(_w("never", lang) if act is None else _num(act, lang))}'
             "</td></tr>"
@@ -199,7 +214,8 @@ def debrief_html(debrief: dict, lang: str = "zh") -> str:
     )
     for minute, kind, text in _timeline(d, lang):
         css = ' class="noise"' if kind == "noise" else ""
-        parts.append(f"<tr{css}><td>{esc(_clock(minute))}</td><td>{esc(text)}</td></tr>")
+        at = _clock(minute) if 0 <= minute < 24 * 60 else _when(_stamp(d["day"], minute), "")
+        parts.append(f"<tr{css}><td>{esc(at)}</td><td>{esc(text)}</td></tr>")
     parts.append("</table>")
     html_lang = "zh-CN" if lang == "zh" else "en"
     return (
@@ -209,14 +225,19 @@ def debrief_html(debrief: dict, lang: str = "zh") -> str:
     )
 
 
+def _stamp(day: str, minute: int) -> str:
+    """The ISO time ``minute`` minutes after the drill day's midnight."""
+    return (dt.datetime.fromisoformat(day) + dt.timedelta(minutes=minute)).isoformat()
+
+
 def _timeline(d: dict, lang: str) -> list[tuple[int, str, str]]:
     """(minute of the day, kind, words) of incidents, alerts and actions, in time order."""
     rows = []
     for inc_id, t in d["incidents"].items():
-        start = int(t["start"][11:13]) * 60 + int(t["start"][14:16])
+        start = _minute_of(t["start"], d["day"])
         rows.append((start, "incident", f"{_w('incident', lang)} {inc_id} {_w('starts', lang)}"))
-        if t["end"][:10] == d["day"]:
-            end = int(t["end"][11:13]) * 60 + int(t["end"][14:16])
+        end = _minute_of(t["end"], d["day"])
+        if end < 24 * 60:
             rows.append((end, "incident", f"{_w('incident', lang)} {inc_id} {_w('ends', lang)}"))
     for a in d["alerts"]:
         tag = _w("true", lang) if a["true"] else _w("noise", lang)

@@ -155,6 +155,20 @@ def test_the_debrief_page_in_both_languages(played):
         debrief_html(debrief, "fr")
 
 
+def test_the_debrief_dates_what_falls_on_another_day(played):
+    """An outage that began the night before shows its date, in the table and the timeline."""
+    import copy
+
+    debrief = copy.deepcopy(played("duplicate_wave", "good"))
+    (incident,) = debrief["incidents"].values()
+    day = debrief["day"]
+    incident["start"] = f"{day[:8]}{int(day[8:10]) - 1:02d}T23:00:00"
+    page = debrief_html(debrief, "en")
+    before = f"{day[5:8]}{int(day[8:10]) - 1:02d} 23:00"
+    assert f"<td>{before}–" in page  # the incidents table
+    assert f"<td>{before}</td><td>Incident" in page  # the timeline, first
+
+
 def test_a_world_under_other_incidents_runs_as_a_fresh_one(tmp_path):
     from sim.api import build
     from sim.world import with_incidents
