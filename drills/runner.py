@@ -58,14 +58,19 @@ def _named(message: str, drill: Drill, incidents) -> DrillError:
     )
 
 
-def closing_s(outlets, day: dt.date) -> dict[str, int]:
-    """Each outlet's usual closing time on ``day`` (seconds after midnight; 0 if closed)."""
-    weekend = day.weekday() >= 5
+def closing_s(world, day: dt.date) -> dict[str, int]:
+    """Each outlet's usual closing time on ``day`` (seconds after midnight; 0 if closed that
+    day), by the world's calendar as the outlets' own hours are (sim/shard.py)."""
+    cal = world.calendar
+    d = cal.day_of(day)
+    weekend = cal.weekday(d) >= 5
     return {
         str(o.outlet_id): max(
             (end for _, end in (o.weekend_windows if weekend else o.weekday_windows)), default=0
         )
-        for o in outlets
+        if cal.is_open(o.open_days, d)
+        else 0
+        for o in world.outlets
     }
 
 
@@ -202,7 +207,7 @@ def run_drill(
     finally:
         today.close()
         usual.close()
-    tasks = score_tasks(drill, trainee, truth, lived, closing_s(world.outlets, drill.day))
+    tasks = score_tasks(drill, trainee, truth, lived, closing_s(world, drill.day))
     before = money(out_dir / "nothing", drill.day)
     after = money(played, drill.day)
     debrief = {

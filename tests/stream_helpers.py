@@ -25,7 +25,7 @@ def kill_when_some_are_done(cmd, state: Path, env=None) -> None:
                 if json.loads(checkpoint.read_text())["done_through"] > 300:
                     break
             except (json.JSONDecodeError, KeyError):
-                pass
+                pass  # caught mid-write: look again on the next turn
         assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)

@@ -337,7 +337,7 @@ def test_keeping_an_outlet_open_means_beyond_its_usual_closing(until, stops):
 
     drill = load_drill(DRILLS / "renewal_queue.yaml")
     wave = next(i for i in drill.incidents if i.kind == "renewal_wave")
-    closing = closing_s(drill_world(drill).outlets, drill.day)
+    closing = closing_s(drill_world(drill), drill.day)
     assert closing[wave.target] == 17 * 3600  # outlet 17: 08:00-11:30; 13:30-17:00
     trainee = Trainee.model_validate(
         {"name": "x", "actions": [{"at": "11:25", "kind": "extend_outlet_hours",
