@@ -53,7 +53,27 @@ def _run(scenario, out: Path, workers: int | None) -> dict:
             summary = run(scenario, out, client=client)
             peaks = client.run(_peak_rss)
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "taps": summary.taps, "peak_rss_per_worker": peaks}
+    result = {"wall_s": wall, "taps": summary.taps, "peak_rss_per_worker": peaks}
+    if workers is not None:
+        result["where_the_time_went"] = _time_went(json.loads((out / "run_meta.json").read_text()))
+    return result
+
+
+def _time_went(meta: dict) -> dict:
+    """Where a distributed run's time went (run_meta.json): the run's own parts, the driver's
+    days (morning, clearing, evening: each waits for every city's call), and each worker's
+    busy seconds in its cities' day calls (the rest of the driver's day is its own work,
+    round trips, and one worker waiting for the other)."""
+    dask = meta["dask"]
+    busy: dict[str, float] = {}
+    for city, calls in dask["shard_busy_s"].items():
+        worker = dask["shards"][city]
+        busy[worker] = busy.get(worker, 0.0) + sum(calls.values())
+    return {
+        "run_s": {k: round(v, 2) for k, v in meta["timings_s"].items()},
+        "driver_days_s": dask["driver_s"],
+        "worker_busy_s": {w: round(b, 2) for w, b in sorted(busy.items())},
+    }
 
 
 def _peak_rss() -> int:
@@ -120,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         "speed_up_2_over_1": round(one / two, 2),
         "speed_up_each_pair": [round(p, 2) for p in pairs],
         "peak_rss_per_worker_mib": {w: round(b / 2**20) for w, b in peaks.items()},
+        "where_the_time_went": {
+            mode: results[mode][-1]["where_the_time_went"] for mode in ("1 worker", "2 workers")
+        },
         "identical_files_all_modes": identical,
     }
     print(json.dumps(report, indent=2, ensure_ascii=False))

@@ -607,6 +607,11 @@ def iter_days(
         workers = {
             "shards": {w.scenario.name: engine.placement[i] for i, w in enumerate(worlds)},
             "peak_rss_bytes": engine.peak_rss_bytes(),
+            "driver_s": {k: round(v, 3) for k, v in engine.driver_seconds.items()},
+            "shard_busy_s": {
+                city: {k: round(v, 3) for k, v in calls.items()}
+                for city, calls in engine.busy_seconds().items()
+            },
         }
     lending = _lending_reports(monitors)  # scored once: every rule over the whole population
     reports = {

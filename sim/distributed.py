@@ -17,6 +17,7 @@ naming the city (the caller discards the partial output), rather than going on w
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -192,22 +193,31 @@ class DistributedEngine(DaySteps):
         self._incident_events = _incident_events(self.worlds)
         self.finished = False
         self.day = 0
+        # Wall seconds of each part of the days here (bench/yrd.py: where the time goes).
+        self.driver_seconds = dict.fromkeys(("morning", "clearing", "evening"), 0.0)
 
     def step_day(self) -> dict[str, float]:
         """Simulate the next day on the workers, clearing here; returns its KPIs."""
         day = self._next_day()
+        t0 = time.perf_counter()
         uploads = self._on_all("morning", day)
+        t1 = time.perf_counter()
         if day > 0:
             for shard, collected in zip(self.shards, uploads, strict=True):
                 shard.uploads = collected
             self._publish_incidents(self.clearing.cutoff_of(day - 1))
             self.clearing.clear(day - 1, self.clearing.cutoff_of(day - 1))
         self._publish_incidents((day + 1) * DAY_S - 1)  # before the day is settled
+        t2 = time.perf_counter()
         for i, (events, postings, figures) in enumerate(self._on_all("evening", day)):
             _replay(self.ledger, postings)
             self.kpis.remote_figures[day, i] = figures
             for event in events:
                 self.bus.publish(event)
+        spent = self.driver_seconds
+        spent["morning"] += t1 - t0
+        spent["clearing"] += t2 - t1
+        spent["evening"] += time.perf_counter() - t2
         kpis = self.kpis.close_day(day)
         self.bus.publish(DayClosed(day, kpis, self.kpis.day_records))
         self.day += 1
@@ -221,6 +231,10 @@ class DistributedEngine(DaySteps):
         events = self._incident_events
         while events and (until_s is None or events[0][0] < until_s):
             self.bus.publish(events.pop(0)[2])
+
+    def busy_seconds(self) -> dict[str, dict[str, float]]:
+        """Each city's wall seconds in its day calls on its worker (``ShardActor.busy``)."""
+        return {shard.world.scenario.name: shard._call("busy_seconds") for shard in self.shards}
 
     def peak_rss_bytes(self) -> dict[str, int]:
         """Peak resident memory of each worker that runs a shard (run_meta.json ``dask``)."""
@@ -323,25 +337,50 @@ class PendingShards:
     placement: dict[int, str]
 
 
+#: What a shard's day costs on its worker, in cardholders' worth: each validator (a SimPy
+#: process) costs about as much as 11 cardholders, and each shard as much as 130,000 of them
+#: whatever its size (its day's calls, clocks, files). Fitted by least squares to the time each
+#: city of scenarios/yrd_2024.yaml spent in its calls (bench/yrd.py, run_meta.json's
+#: dask.shard_busy_s); by cardholders alone, Nantong at full scale went to one worker and the
+#: ten small cities, together nearly twice its work, to the other.
+COST_PER_DEVICE = 11
+COST_PER_SHARD = 130_000
+
+
+def shard_cost(scenario) -> int:
+    """A city's (or region's) expected work per day, in cardholders' worth (``COST_PER_*``):
+    its simulated cardholders, its validators as the network will be built from the scenario
+    (a bus each, gates at each metro station), and the shard itself."""
+    cards = sum(
+        scaled_count(t.count, scenario.scale) for t in scenario.population.card_types.values()
+    )
+    buses = sum(r.bus.lines * r.bus.vehicles_per_line for r in scenario.regions.values())
+    gates = sum(m.stations * m.gates_per_station for m in scenario.network.metro.values())
+    return cards + COST_PER_DEVICE * (buses + gates) + COST_PER_SHARD
+
+
+def place_shards(costs: Sequence[int], workers: Sequence[str]) -> dict[int, str]:
+    """Which worker runs each shard: the costliest first, each to the least loaded worker so
+    far (ties to the first worker): the longest-processing-time rule."""
+    load = dict.fromkeys(workers, 0)
+    placement = {}
+    for i in sorted(range(len(costs)), key=lambda k: (-costs[k], k)):
+        worker = min(workers, key=lambda w: (load[w], workers.index(w)))
+        placement[i] = worker
+        load[worker] += costs[i]
+    return placement
+
+
 def submit_shards(client, cities: Sequence, run_seed: int) -> PendingShards:
-    """Start building each city's shard on a worker (``ShardActor``): the biggest city first,
-    each to the least loaded worker (by cardholders), so that the workers finish their days at
-    about the same time. Returns at once; the worlds are built while the caller goes on."""
+    """Start building each city's shard on a worker (``ShardActor``): the costliest city first
+    (``shard_cost``), each to the least loaded worker, so that the workers finish their days
+    at about the same time. Returns at once; the worlds are built while the caller goes on."""
     from sim.shard_actor import ShardActor
 
     workers = sorted(client.scheduler_info()["workers"])
     if not workers:
         raise WorkerLost("the Dask cluster has no workers")
-    size = [
-        sum(scaled_count(t.count, sc.scale) for t in sc.population.card_types.values())
-        for sc in cities
-    ]
-    load = dict.fromkeys(workers, 0)
-    placement = {}
-    for i in sorted(range(len(cities)), key=lambda k: (-size[k], k)):
-        worker = min(workers, key=lambda w: (load[w], workers.index(w)))
-        placement[i] = worker
-        load[worker] += size[i]
+    placement = place_shards([shard_cost(sc) for sc in cities], workers)
     cutoff_hour = cities[0].clearing.batch_cutoff_hour
     futures = [
         client.submit(
@@ -409,4 +448,12 @@ def _replay(ledger: Ledger, postings: dict) -> None:
         )
 
 
-__all__ = ["DistributedEngine", "PendingShards", "RemoteShard", "WorkerLost", "submit_shards"]
+__all__ = [
+    "DistributedEngine",
+    "PendingShards",
+    "RemoteShard",
+    "WorkerLost",
+    "place_shards",
+    "shard_cost",
+    "submit_shards",
+]

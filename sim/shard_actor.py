@@ -18,6 +18,8 @@ outputs are byte-identical whatever worker a shard runs on.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import time
 
 import numpy as np
 import simpy
@@ -50,6 +52,22 @@ class FinalCounts:
 
     def __len__(self) -> int:
         return len(self.status)
+
+
+def _timed(method):
+    """Count the wall time of an actor call in ``busy_seconds`` (where a distributed run's
+    time goes: bench/yrd.py)."""
+
+    @functools.wraps(method)
+    def timed(self, *args):
+        t0 = time.perf_counter()
+        try:
+            return method(self, *args)
+        finally:
+            name = method.__name__
+            self.busy[name] = self.busy.get(name, 0.0) + time.perf_counter() - t0
+
+    return timed
 
 
 class _Host:
@@ -91,6 +109,7 @@ class ShardActor:
         self.run_seed = run_seed
         self.cutoff_hour = cutoff_hour
         self.writer = None  # set by open_output: then this shard writes its own tables
+        self.busy: dict[str, float] = {}  # wall seconds per call (_timed)
 
     def start(self, participants) -> tuple[int, int]:
         """Take the run's participants registry and set the shard up for day 0. Returns the
@@ -155,6 +174,7 @@ class ShardActor:
         return self.part_writer.rows, self.part_writer.partitions
 
     # ----------------------------------------------------------------- the day
+    @_timed
     def morning(self, day: int):
         """Start ``day``; run to the cut-off of the day before (if any) and collect uploads."""
         if day:
@@ -162,33 +182,43 @@ class ShardActor:
         self.shard.start_day(day)
         if day == 0:
             return None
-        return self.collect(self._cutoff(day - 1))
+        return self._collect(self._cutoff(day - 1))
 
+    @_timed
     def collect(self, cutoff_s: int):
         """Run the clock to ``cutoff_s`` and collect what was uploaded before it."""
+        return self._collect(cutoff_s)
+
+    def _collect(self, cutoff_s: int):
         if cutoff_s > self.env.now:
             self.env.run(until=cutoff_s)
         return self.shard.collect_uploads(cutoff_s)
 
+    @_timed
     def apply(self, result):
         """A clearing run's outcome for this shard's records; its status changes."""
         return self.shard.apply_clearing(result)
 
+    @_timed
     def order_refunds(self, pay_day: int, refunds) -> None:
         self.shard.order_refunds(pay_day, refunds)
 
+    @_timed
     def mark_incident(self, tx_id, code: int) -> None:
         self.shard.mark_incident(tx_id, code)
 
+    @_timed
     def desk_refund_orders(self, tx_id):
         """The service desk's refunds of this shard's records (sim/shard.py)."""
         return self.shard.desk_refund_orders(tx_id)
 
+    @_timed
     def flush(self, final: bool) -> list:
         """Days now final: their events (TapsFinal), in order."""
         self.shard.flush_final_days(final=final)
         return self._events()
 
+    @_timed
     def evening(self, day: int):
         """Run to the end of ``day``, settle and commit it: its events, its ledger postings and
         its calibration figures (what the KPI collector computes from the run's state)."""
@@ -207,6 +237,10 @@ class ShardActor:
 
     def final_metrics(self) -> RunMetrics:
         return self.metrics
+
+    def busy_seconds(self) -> dict[str, float]:
+        """Wall seconds spent in each kind of day call so far (not the build)."""
+        return dict(self.busy)
 
     def peak_rss_bytes(self) -> int:
         """The worker process's peak resident memory (VmHWM; 0 where /proc is not there)."""

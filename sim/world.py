@@ -254,9 +254,14 @@ def with_incidents(world: World, scenario: Scenario) -> World:
     return rebased
 
 
+_LEAVES = (str, int, float, bool, type(None), dt.date)
+
+
 def _freeze(value, seen: set[int] | None = None) -> None:
     """Make every numpy array reachable from the world's dataclasses read-only: the world never
     changes once built (a run that tried to write one would fail at once)."""
+    if isinstance(value, _LEAVES):  # most of what is reachable: names, ids, figures
+        return
     seen = set() if seen is None else seen
     if id(value) in seen:
         return

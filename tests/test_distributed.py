@@ -19,6 +19,7 @@ from output_frames import parquet_hashes
 from scenario_files import two_city_with_alpha_incidents
 
 from sim.api import WorkerLost, dask_client, load_scenario, run, verify
+from sim.distributed import place_shards, shard_cost
 from sim.events import IncidentEnded, IncidentStarted
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +51,11 @@ def test_local_workers_write_the_files_of_an_in_process_run(tmp_path, in_process
         assert meta[key] == in_process_meta[key], key
     assert len(set(meta["dask"]["shards"].values())) == workers  # every worker runs a city
     assert all(b > 50 * 2**20 for b in meta["dask"]["peak_rss_bytes"].values())
+    # Where the time went (bench/yrd.py): the driver's days, and every city's calls.
+    assert set(meta["dask"]["driver_s"]) == {"morning", "clearing", "evening"}
+    busy = meta["dask"]["shard_busy_s"]
+    assert set(busy) == set(meta["dask"]["shards"])
+    assert all(calls["morning"] > 0 and calls["evening"] > 0 for calls in busy.values())
 
 
 @pytest.fixture
@@ -231,3 +237,19 @@ def test_a_distributed_run_publishes_the_incidents_as_the_in_process_run(tmp_pat
     assert len(here) == 6 and here[0] == ("IncidentStarted", 0, 0)
     with dask_client(workers=1) as client:
         assert incidents(client) == here
+
+
+def test_the_yrd_cities_are_placed_so_that_two_workers_carry_about_the_same_work():
+    """Nantong at full scale is about as much work as the ten small cities together (each of
+    which brings its full fleet of validators and a shard's own cost): placed by cost, neither
+    worker carries more than 10% above half of it; by cardholders alone, Nantong went alone."""
+    cities = load_scenario(ROOT / "scenarios" / "yrd_2024.yaml").city_scenarios
+    costs = [shard_cost(c) for c in cities]
+    placement = place_shards(costs, ["w1", "w2"])
+    load = {w: sum(c for i, c in enumerate(costs) if placement[i] == w) for w in ("w1", "w2")}
+    assert max(load.values()) < 1.1 * sum(costs) / 2
+    nantong = next(i for i, c in enumerate(cities) if c.name == "yrd_nantong")
+    assert sum(placement[i] == placement[nantong] for i in range(len(cities))) > 1
+    # The costliest goes first, to the first worker; one worker takes everything.
+    assert placement[nantong] == "w1"
+    assert set(place_shards(costs, ["w1"]).values()) == {"w1"}
