@@ -51,8 +51,12 @@ def ground_truth(run_dir: Path, day: dt.date, incidents) -> dict[str, dict]:
         ).fetchall()[0][0]
         devices = {int(d) for d in rows[0] or []}
         lines = set(rows[1] or [])
+        faulty = devices  # a line's cut uplink: every device of it that held records back
         if inc.kind in DEVICE_KINDS and (inc.target or "").isdigit():
             devices.add(int(inc.target))  # a dead reader leaves no record of its own
+            # One device is at fault; a dead metro gate's riders tap at the next gate, which
+            # carries the incident's records (touched) but is not what to find.
+            faulty = {int(inc.target)}
             lines |= {  # its line, from the days it worked
                 r[0]
                 for r in con.sql(
@@ -69,6 +73,7 @@ def ground_truth(run_dir: Path, day: dt.date, incidents) -> dict[str, dict]:
             "start": inc.start.isoformat(sep=" "),
             "end": (inc.start + dt.timedelta(minutes=inc.duration_min)).isoformat(sep=" "),
             "devices": sorted(devices),
+            "faulty_devices": sorted(faulty),
             "lines": sorted(lines),
             "cards": sorted(int(c) for c in rows[2] or []),
             "records": int(rows[3]),
@@ -217,7 +222,7 @@ def score_tasks(
         if task.kind == "find_devices":
             named = {d for a in trainee.actions if a.kind in ("mark_faulty", "suspend_device")
                      for d in a.devices}  # fmt: skip
-            share, detail = _f1(named, set(t["devices"]))
+            share, detail = _f1(named, set(t["faulty_devices"]))
         elif task.kind in ("find_node", "find_medium", "find_outlet", "find_issuer"):
             named = [a.target for a in trainee.actions if a.kind == "identify"]
             # Naming everything is not finding it: the points are shared among the names.
@@ -229,9 +234,11 @@ def score_tasks(
             named = {c for a in trainee.actions if a.kind == "refund_cards" for c in a.cards}
             share, detail = _f1(named, set(lived[task.incident]["cards"]))
         elif task.kind == "explain":
-            given = [a.target for a in trainee.actions if a.kind == "explain"]
-            share = 1.0 if given and given[0] == inc.kind else 0.0
-            detail = {"given": given[:1], "answer": inc.kind}
+            given = _explanations(drill, trainee, task, inc)
+            distinct = set(given)
+            # As with naming: guessing every cause is not knowing it.
+            share = 1.0 / len(distinct) if inc.kind in distinct else 0.0
+            detail = {"given": given, "answer": inc.kind}
         elif task.kind == "stop_incident":
             when = _stopped_at(drill, trainee, inc, t, closing)
             if when is not None:
@@ -250,6 +257,25 @@ def score_tasks(
             }
         )
     return out
+
+
+def _explanations(drill, trainee, task, inc) -> list[str]:
+    """The causes the trainee gave from the incident's start on, less the right answers to the
+    drill's other explain tasks (a trainee explaining two incidents gives two causes)."""
+    others = {
+        i.kind
+        for other in drill.tasks
+        if other.kind == "explain" and other.incident != task.incident
+        for i in drill.incidents
+        if i.id == other.incident and i.kind != inc.kind
+    }
+    return [
+        a.target
+        for a in trainee.actions
+        if a.kind == "explain"
+        and dt.datetime.combine(drill.day, a.at) >= inc.start
+        and a.target not in others
+    ]
 
 
 def _stopped_at(drill, trainee, inc, touched: dict, closing: dict[str, int]) -> dt.datetime | None:

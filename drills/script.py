@@ -24,10 +24,12 @@ with how each is scored:
            options: [duplicate_wave, validator_outage, comm_outage]}
 
 Task kinds (scored in drills/debrief.py against the records the incident touched):
-- ``find_devices``: the devices the trainee marks faulty or suspends, against the devices the
-  incident touched: found, missed, wrongly accused (points x F1);
+- ``find_devices``: the devices the trainee marks faulty or suspends, against the devices at
+  fault (the incident's device; a cut uplink's: its line's devices that held records back):
+  found, missed, wrongly accused (points x F1);
 - ``find_node`` / ``find_medium`` / ``find_outlet`` / ``find_issuer``: name the clearing node,
-  QR medium, outlet or issuer (an ``identify`` action): all the points or none;
+  QR medium, outlet or issuer (an ``identify`` action): the points shared among the distinct
+  names given, none without the right one;
 - ``stop_incident``: an action that ends the incident's effect (mark faulty: a technician
   repairs it ``repair_min`` later; suspend the device; extend the outlet's hours; restore a
   clearing node; chase an issuer's deposit money; switch lines to offline acceptance or
@@ -35,8 +37,9 @@ Task kinds (scored in drills/debrief.py against the records the incident touched
   start, falling to none at the incident's end;
 - ``refund_cards``: the cards the trainee orders refunds for, against the cards charged by the
   incident (points x F1);
-- ``explain``: the cause the trainee gives a customer (an ``explain`` action), among
-  ``options``: all the points for the incident's kind.
+- ``explain``: the cause the trainee gives a customer (an ``explain`` action) from the
+  incident's start on: the points shared among the distinct causes given (the right answers
+  to the drill's other explain tasks aside), none without the incident's kind.
 """
 
 from __future__ import annotations

@@ -345,3 +345,85 @@ def test_keeping_an_outlet_open_means_beyond_its_usual_closing(until, stops):
     )  # fmt: skip
     stopped = _stopped_at(drill, trainee, wave, {"devices": [], "lines": []}, closing)
     assert (stopped is not None) == stops
+
+
+def test_a_dead_metro_gate_is_what_to_find_and_explanations_share_their_points(tmp_path):
+    """A dead metro gate's riders tap at the station's next gate, whose records carry the
+    incident: the next gate is touched (alerts on it are true) but not at fault. Causes given
+    before the incident count for nothing; two distinct causes after it share the points."""
+    from drills.actions import Trainee
+    from drills.runner import drill_world
+    from sim.network import METRO
+
+    def drill_file(target: str) -> Path:
+        path = tmp_path / "gate.yaml"
+        spec = {
+            "drill": {
+                "id": "dead_gate",
+                "title": {"en": "A dead gate", "zh": "闸机故障"},
+                "brief": {"en": "Find the gate.", "zh": "找出闸机。"},
+                "difficulty": 1,
+                "role": "operations",
+                "base": str(ROOT / "scenarios" / "nantong_2024.yaml"),
+                "day": "2024-03-05",
+                "incidents": [
+                    {
+                        "id": "gate",
+                        "kind": "validator_outage",
+                        "target": target,
+                        "start": "2024-03-05 07:00",
+                        "duration_min": 180,
+                    }  # fmt: skip
+                ],
+                "alert_rules": [
+                    {
+                        "id": "quiet",
+                        "metric": "taps",
+                        "per": "device",
+                        "below": 1,
+                        "for_min": 30,
+                        "min_usual": 2,
+                        "severity": "major",
+                        "text": {"en": "A gate has gone quiet", "zh": "闸机无交易"},
+                    }  # fmt: skip
+                ],
+                "tasks": [
+                    {"id": "find", "kind": "find_devices", "incident": "gate", "points": 50},
+                    {
+                        "id": "explain",
+                        "kind": "explain",
+                        "incident": "gate",
+                        "points": 10,
+                        "options": ["validator_outage", "comm_outage"],
+                    },  # fmt: skip
+                ],
+            }
+        }
+        path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
+        return path
+
+    # The busiest metro gate from 07:00 to 10:00 on 5 March (27 taps with nothing done), as
+    # the shipped drills name their devices; a gate of a station with others.
+    gate = 3082
+    devices = drill_world(load_drill(drill_file(str(gate)))).network.devices
+    assert devices.kind[gate] == METRO and devices.count_of_stop[devices.stop[gate]] > 1
+    drill = load_drill(drill_file(str(gate)))
+    trainee = Trainee.model_validate(
+        {
+            "name": "t",
+            "actions": [
+                {"at": "06:50", "kind": "explain", "target": "validator_outage"},  # too early
+                {"at": "07:40", "kind": "mark_faulty", "devices": [gate]},
+                {"at": "07:45", "kind": "explain", "target": "comm_outage"},
+                {"at": "07:50", "kind": "explain", "target": "validator_outage"},
+            ],
+        }
+    )
+    debrief = run_drill(drill, trainee, tmp_path / "out")
+    truth = debrief["incidents"]["gate"]
+    assert truth["faulty_devices"] == [gate]
+    assert len(truth["devices"]) > 1 and gate in truth["devices"]  # the next gate carried it
+    tasks = {t["task"]: t for t in debrief["tasks"]}
+    assert tasks["find"]["points"] == 50 and tasks["find"]["missed"] == []
+    assert tasks["explain"]["given"] == ["comm_outage", "validator_outage"]
+    assert tasks["explain"]["points"] == 5
