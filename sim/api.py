@@ -61,6 +61,7 @@ from sim.run_view import REGION_MEASURES, RunListing, RunView, RunViewError
 from sim.run_view import list_runs as _list_runs
 from sim.scenario import ConfigError, MultiCityScenario, Scenario, scenario_hash
 from sim.scenario import load_scenario as _load
+from sim.shard_actor import FolderNotShared
 from sim.social_security import VenueCollector
 from sim.verify import verify_run
 from sim.world import World, build_world, build_worlds
@@ -592,6 +593,9 @@ def iter_days(
         if output is not None:
             output.abort()
         raise BadInput(f"{scenario.name}: {exc}") from None
+    except FolderNotShared as exc:  # --out not on a disk the Dask workers share
+        output.abort()
+        raise BadInput(f"--out {out_dir}: {exc}") from None
     except BaseException:
         if output is not None:
             output.abort()

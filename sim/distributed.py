@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import simpy
@@ -35,6 +36,7 @@ from sim.events import (
 from sim.incidents import IncidentError
 from sim.ledger import InvariantViolation, Ledger
 from sim.metrics import KpiCollector
+from sim.shard_actor import PROBE_FILE, FolderNotShared
 from sim.state import CardState
 from sim.world import World
 from sim.world_settings import scaled_count
@@ -67,7 +69,7 @@ class RemoteShard:
         """The result of a call ``start`` made."""
         try:
             return future.result()
-        except (InvariantViolation, IncidentError):
+        except (InvariantViolation, IncidentError, FolderNotShared):
             raise
         except Exception as exc:  # noqa: BLE001 - see start
             raise self._lost(method, exc) from exc
@@ -172,6 +174,8 @@ class DistributedEngine(DaySteps):
         self.cardholders = [n for _, n in started]
         if shard_output is not None:
             spec = shard_output
+            probe = Path(spec["tmp_dir"]) / PROBE_FILE  # each actor looks for it (shared disk)
+            probe.write_text("CardTwin: the workers must see this folder\n", encoding="utf-8")
             futures = [
                 shard.start(
                     "open_output",
@@ -183,8 +187,10 @@ class DistributedEngine(DaySteps):
                 )
                 for i, shard in enumerate(self.shards)
             ]
-            for shard, future in zip(self.shards, futures, strict=True):
-                shard.finish("open_output", future)
+            try:
+                self._gather("open_output", futures)
+            finally:
+                probe.unlink()
         self.env = simpy.Environment()
         self.clearing = clearing_network(
             host, self.env, self.worlds, self.ledger, self.bus, self.shards

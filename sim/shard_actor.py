@@ -70,6 +70,15 @@ def _timed(method):
     return timed
 
 
+class FolderNotShared(RuntimeError):
+    """The run's temporary folder is not visible from a worker: a distributed run writes each
+    city's tables on its worker, so the folder must be on a disk the workers share."""
+
+
+#: The file the driver leaves in the run's temporary folder for the workers to find.
+PROBE_FILE = ".shared-folder-probe"
+
+
 class _Host:
     """What the shard's validators and outlets need of a Mesa model: a place to register."""
 
@@ -150,9 +159,19 @@ class ShardActor:
         """Write this city's own tables (transactions, top-ups, sales, visits, uploads, refused
         taps, cross-city flows) here, into the run's temporary folder; the driver writes the
         run-wide ones. Its events then go back slim (``_slim``)."""
+        import socket
+        from pathlib import Path
+
         from sim.output import PartWriter
         from sim.records import RecordWriter
 
+        probe = Path(tmp_dir) / PROBE_FILE
+        if not probe.is_file():
+            raise FolderNotShared(
+                f"a Dask worker on host {socket.gethostname()} cannot see the run's folder "
+                f"{tmp_dir}: each city's tables are written on its worker, so the folder must "
+                "be on a disk every worker shares, at the same path"
+            )
         self.part_writer = PartWriter(tmp_dir, names, mask=not unmasked)
         self.writer = RecordWriter(
             self.world,
@@ -271,4 +290,4 @@ class ShardActor:
         return {k: v[start:] for k, v in journal.items()}
 
 
-__all__ = ["ShardActor"]
+__all__ = ["PROBE_FILE", "FolderNotShared", "ShardActor"]

@@ -5,8 +5,10 @@ message and leaves no output."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,9 +60,10 @@ def test_local_workers_write_the_files_of_an_in_process_run(tmp_path, in_process
     assert all(calls["morning"] > 0 and calls["evening"] > 0 for calls in busy.values())
 
 
-@pytest.fixture
-def external_cluster(tmp_path):
-    """A real `dask scheduler` and two `dask worker` processes on loopback, stopped after."""
+@contextlib.contextmanager
+def _cluster(tmp_path, workers: int = 2, prefix: tuple[str, ...] = ()):
+    """A real `dask scheduler` and ``workers`` `dask worker` processes on loopback (each
+    started through ``prefix``, e.g. in a mount namespace of its own), stopped after."""
     dask = str(Path(sys.executable).parent / "dask")
     scheduler_file = tmp_path / "scheduler.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -68,7 +71,8 @@ def external_cluster(tmp_path):
         subprocess.Popen(
             [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
              "--scheduler-file", str(scheduler_file)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "scheduler.log").open("wb"),
         )
     ]  # fmt: skip
     try:
@@ -76,17 +80,18 @@ def external_cluster(tmp_path):
         while not scheduler_file.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         address = json.loads(scheduler_file.read_text(encoding="utf-8"))["address"]
-        for _ in range(2):
+        for k in range(workers):
             procs.append(
                 subprocess.Popen(
-                    [dask, "worker", address, "--nthreads", "1", "--nworkers", "1",
+                    [*prefix, dask, "worker", address, "--nthreads", "1", "--nworkers", "1",
                      "--host", "127.0.0.1", "--no-dashboard", "--local-directory",
                      str(tmp_path / "workers")],
-                    cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                    stderr=(tmp_path / f"worker-{k}.log").open("wb"),
                 )
             )  # fmt: skip
         with Client(address, timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
+            client.wait_for_workers(workers, timeout=60)
         yield address
     finally:
         for proc in reversed(procs):
@@ -96,6 +101,12 @@ def external_cluster(tmp_path):
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture
+def external_cluster(tmp_path):
+    with _cluster(tmp_path) as address:
+        yield address
 
 
 def test_an_external_cluster_writes_the_same_files_through_the_cli(
@@ -253,3 +264,28 @@ def test_the_yrd_cities_are_placed_so_that_two_workers_carry_about_the_same_work
     # The costliest goes first, to the first worker; one worker takes everything.
     assert placement[nantong] == "w1"
     assert set(place_shards(costs, ["w1"]).values()) == {"w1"}
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="a worker that cannot see the folder needs a mount namespace (root, unshare)",
+)
+def test_a_worker_that_cannot_see_the_output_folder_is_bad_input_and_nothing_is_written(
+    tmp_path,
+):
+    """A real worker whose disk is not the driver's: started in a mount namespace of its own,
+    where an empty tmpfs hides the folder the run writes into."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "earlier.txt").write_text("kept\n", encoding="utf-8")
+    hide = f'mount -t tmpfs none {shared} && exec "$@"'
+    prefix = ("unshare", "--mount", "--propagation", "private", "sh", "-c", hide, "sh")
+    with _cluster(tmp_path, workers=1, prefix=prefix) as address:
+        done = subprocess.run(
+            [sys.executable, "run_scenario.py", str(TWO_CITY), "--set", DAYS[0], "--quiet",
+             "--out", str(shared / "run"), "--scheduler", address],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr + (tmp_path / "worker-0.log").read_text()
+    assert "cannot see" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in shared.iterdir()) == ["earlier.txt"]  # no run, no partial
