@@ -522,7 +522,7 @@ def _run_brief(view: api.RunView, lang: str) -> str:
     spend, concession, taps = head["fares_fen"], head["concession_fen"], head["taps"]
     riders = round(head["riders_per_day"])
     figures = [
-        _figure_card(t("brief.run.cardholders"), i18n.count(meta.get("cardholders"), lang), ""),
+        _figure_card(t("brief.run.cardholders"), i18n.count(api.cardholders_of(meta), lang), ""),
         _figure_card(
             t("brief.run.taps"),
             i18n.count(taps, lang),
@@ -538,7 +538,7 @@ def _run_brief(view: api.RunView, lang: str) -> str:
             days=days,
             start=i18n.date(period["start"], lang),
             end=i18n.date(period["end"], lang),
-            cardholders=i18n.count(meta.get("cardholders"), lang),
+            cardholders=i18n.count(api.cardholders_of(meta), lang),
             taps=i18n.count(taps, lang),
             per_day=i18n.count(round(taps / days), lang),
             fares=i18n.yuan(spend, lang, compact=True),

@@ -57,7 +57,7 @@ from sim.records import name_tables, record_writers
 from sim.run_dir import RunDirError, StopSignalsHeld
 from sim.run_view import DIMENSIONS as RUN_DIMENSIONS
 from sim.run_view import MEASURES as RUN_MEASURES
-from sim.run_view import REGION_MEASURES, RunListing, RunView, RunViewError
+from sim.run_view import REGION_MEASURES, RunListing, RunView, RunViewError, cardholders_of
 from sim.run_view import list_runs as _list_runs
 from sim.scenario import ConfigError, MultiCityScenario, Scenario, scenario_hash
 from sim.scenario import load_scenario as _load
@@ -84,6 +84,7 @@ __all__ = [
     "FAIRNESS_DIMENSIONS",
     "build",
     "calibrate",
+    "cardholders_of",
     "compare_summary",
     "dask_client",
     "detect_card_lending",

@@ -33,6 +33,9 @@ SHARD_BITS = 10
 DAY_BITS = 16
 SEQ_BITS = 37
 MAX_SHARDS = 1 << SHARD_BITS
+#: Where the shard sits in a record id and in a visit id alike (readers find a record's
+#: shard there: sim/run_view.py).
+SHARD_SHIFT = DAY_BITS + SEQ_BITS
 MAX_DAYS = 1 << DAY_BITS
 MAX_SEQ = 1 << SEQ_BITS
 
@@ -41,6 +44,7 @@ _VISIT_CARD_BITS = 38
 _VISIT_DAY_BITS = 13
 _VISIT_DAY_SHIFT = _VISIT_SERVICE_BITS + _VISIT_CARD_BITS  # 40
 _VISIT_SHARD_SHIFT = _VISIT_DAY_SHIFT + _VISIT_DAY_BITS  # 53
+assert _VISIT_SHARD_SHIFT == SHARD_SHIFT  # one place to read a shard from, whatever the id
 
 DUPLICATE_TAP_BIT = np.int64(1) << np.int64(62)
 UPLOAD_BATCH_BITS = 24

@@ -22,6 +22,7 @@ import duckdb
 import pandas as pd
 
 from agents.outlet import OutletFileError, load_outlets_csv
+from sim import ids
 from sim.output import RUN_META_FILE, define_views
 from sim.run_dir import MARKER_FILE, marker_of
 from sim.schema import SCHEMA_VERSION, TABLES
@@ -38,6 +39,25 @@ MEASURES = {
     "transfer_fen": "SUM(transfer_fen)",
 }
 COUNTED = "status <> 'rejected'"  # see the module docstring
+# The same measures where cities were simulated at a scale below 1: each record counts its
+# shard's expansion weight ``w`` (run_meta.json ``cities[].expansion_weight``), as the daily
+# KPIs do; riders: each distinct card once, at its weight.
+WEIGHTED_MEASURES = {
+    "taps": "SUM(w)",
+    "riders": "list_sum(list_transform(list_distinct(list({'t': token_id, 'w': w}) "
+    "FILTER (WHERE token_id IS NOT NULL)), lambda x: x.w))",
+    "spend_fen": "SUM(amount_fen * w)",
+    "concession_fen": "SUM(concession_fen * w)",
+    "transfer_fen": "SUM(transfer_fen * w)",
+}
+# The tables whose records a scaled city stands for 1/scale of, and the id that says whose
+# shard each record is (sim/ids.py: records and visits keep the shard in the same bits).
+WEIGHTED_TABLES = {
+    "transactions": "transaction_id",
+    "topups": "topup_id",
+    "card_sales": "sale_id",
+    "outlet_visits": "visit_id",
+}
 
 
 class RunViewError(RuntimeError):
@@ -137,6 +157,13 @@ class RunView:
     def __init__(self, run_dir: Path, meta: dict, con: duckdb.DuckDBPyConnection) -> None:
         self.run_dir, self.meta, self._con = run_dir, meta, con
         self._lock = threading.Lock()
+        self.weighted = _define_weighted(con, meta)
+        self._measures = WEIGHTED_MEASURES if self.weighted else MEASURES
+        # A count of records, and what a sum of a column becomes (times each record's weight).
+        self._count = "SUM(w)" if self.weighted else "COUNT(*)"
+
+    def _sum(self, column: str) -> str:
+        return f"SUM({column} * w)" if self.weighted else f"SUM({column})"
 
     @classmethod
     def open(cls, run_dir: str | Path) -> RunView:
@@ -172,6 +199,12 @@ class RunView:
             infos = []
         return pd.DataFrame([[getattr(i, c) for c in columns] for i in infos], columns=columns)
 
+    def _measure(self, name: str) -> str:
+        try:
+            return self._measures[name]
+        except KeyError:
+            raise RunViewError(f"measure {name!r}: expected one of {', '.join(MEASURES)}") from None
+
     def close(self) -> None:
         """Release the DuckDB connection."""
         self._con.close()
@@ -193,14 +226,14 @@ class RunView:
 
     def taps_by_hour(self, measure: str = "taps") -> pd.DataFrame:
         """Per day type and hour: the measure on an average day of that type."""
-        expr = _measure(measure)
+        expr = self._measure(measure)
         return self._frame(
             f"""
             WITH per_day AS (
                 SELECT t.service_date, k.day_type,
                        CAST(date_part('hour', t.event_timestamp) AS INTEGER) AS hour,
                        {expr} AS value
-                FROM transactions t JOIN daily_kpis k USING (service_date)
+                FROM transactions_w t JOIN daily_kpis k USING (service_date)
                 WHERE {COUNTED} GROUP BY ALL)
             SELECT day_type, hour, AVG(value) AS value,
                    COUNT(DISTINCT service_date) AS days
@@ -215,29 +248,30 @@ class RunView:
             return self._frame(
                 f"""SELECT key, SUM(value) / (SELECT COUNT(*) FROM daily_kpis) AS value FROM (
                         SELECT service_date, CAST({column} AS VARCHAR) AS key,
-                               {MEASURES[measure]} AS value
-                        FROM transactions WHERE {COUNTED} GROUP BY ALL)
+                               {self._measure(measure)} AS value
+                        FROM transactions_w WHERE {COUNTED} GROUP BY ALL)
                     GROUP BY key ORDER BY value DESC, key"""
             )
         return self._frame(
-            f"""SELECT CAST({column} AS VARCHAR) AS key, {_measure(measure)} AS value
-                FROM transactions WHERE {COUNTED} GROUP BY ALL ORDER BY value DESC, key"""
+            f"""SELECT CAST({column} AS VARCHAR) AS key, {self._measure(measure)} AS value
+                FROM transactions_w WHERE {COUNTED} GROUP BY ALL ORDER BY value DESC, key"""
         )
 
     def headline(self) -> dict[str, float]:
         """The run's headline figures, as every page and the brief show them: taps and fares
-        paid at the validators (counted records), riders on an average day, top-ups, cards
-        sold, declined taps and duplicate deductions."""
+        paid at the validators (counted records; in a run with cities at a scale below 1,
+        expanded by their weights, as the daily KPIs are), riders on an average day, top-ups,
+        cards sold, declined taps and duplicate deductions."""
         row = self._frame(
-            f"""SELECT COUNT(*) AS taps, COALESCE(SUM(amount_fen), 0) AS fares_fen,
-                       COALESCE(SUM(concession_fen), 0) AS concession_fen
-                FROM transactions WHERE {COUNTED}"""
+            f"""SELECT {self._count} AS taps, COALESCE({self._sum("amount_fen")}, 0) AS fares_fen,
+                       COALESCE({self._sum("concession_fen")}, 0) AS concession_fen
+                FROM transactions_w WHERE {COUNTED}"""
         ).iloc[0]
         daily = self.daily()
         return {
-            "taps": int(row["taps"]),
-            "fares_fen": int(row["fares_fen"]),
-            "concession_fen": int(row["concession_fen"]),
+            "taps": round(float(row["taps"])),
+            "fares_fen": round(float(row["fares_fen"])),
+            "concession_fen": round(float(row["concession_fen"])),
             "riders_per_day": float(daily["riders"].mean()) if len(daily) else 0.0,
             "topup_fen": int(daily["topup_fen"].sum()),
             "card_sales": int(daily["card_sales"].sum()),
@@ -250,8 +284,8 @@ class RunView:
         column = _dimension(dimension)
         return self._frame(
             f"""SELECT service_date, CAST({column} AS VARCHAR) AS key,
-                       {_measure(measure)} AS value
-                FROM transactions WHERE {COUNTED} GROUP BY ALL ORDER BY service_date, key"""
+                       {self._measure(measure)} AS value
+                FROM transactions_w WHERE {COUNTED} GROUP BY ALL ORDER BY service_date, key"""
         )
 
     # --- money on cards ---------------------------------------------------------------------
@@ -259,15 +293,16 @@ class RunView:
     def topups(self) -> pd.DataFrame:
         """Top-ups by channel and region: count and value."""
         return self._frame(
-            """SELECT CAST(channel AS VARCHAR) AS channel, CAST(region AS VARCHAR) AS region,
-                      COUNT(*) AS topups, SUM(amount_fen) AS amount_fen
-               FROM topups GROUP BY ALL ORDER BY channel, region"""
+            f"""SELECT CAST(channel AS VARCHAR) AS channel, CAST(region AS VARCHAR) AS region,
+                       {self._count} AS topups, {self._sum("amount_fen")} AS amount_fen
+                FROM topups_w GROUP BY ALL ORDER BY channel, region"""
         )
 
     def topup_amounts(self) -> pd.DataFrame:
         """How many top-ups of each amount."""
         return self._frame(
-            "SELECT amount_fen, COUNT(*) AS topups FROM topups GROUP BY ALL ORDER BY amount_fen"
+            f"SELECT amount_fen, {self._count} AS topups FROM topups_w "
+            "GROUP BY ALL ORDER BY amount_fen"
         )
 
     def balances(self, bins: int = 20) -> pd.DataFrame:
@@ -275,11 +310,12 @@ class RunView:
         run, whose balances are withheld)."""
         return self._frame(
             f"""
-            WITH b AS (SELECT balance_after_fen AS v FROM transactions
+            WITH b AS (SELECT balance_after_fen AS v{", w" if self.weighted else ""}
+                       FROM transactions_w
                        WHERE balance_after_fen IS NOT NULL),
                  r AS (SELECT MIN(v) AS lo, GREATEST(MAX(v) - MIN(v), 1) AS span FROM b)
             SELECT CAST(LEAST(FLOOR((v - lo) * {bins} / span), {bins - 1}) AS INTEGER) AS bin,
-                   MIN(v) AS low_fen, MAX(v) AS high_fen, COUNT(*) AS taps
+                   MIN(v) AS low_fen, MAX(v) AS high_fen, {self._count} AS taps
             FROM b, r GROUP BY bin ORDER BY bin"""
         )
 
@@ -289,12 +325,13 @@ class RunView:
         """Per outlet and hour of arrival: visits, mean and 90th-percentile wait (s), turned
         away at closing."""
         return self._frame(
-            """SELECT CAST(outlet_id AS BIGINT) AS outlet_id,
-                      CAST(date_part('hour', arrived_at) AS INTEGER) AS hour,
-                      COUNT(*) AS visits, AVG(wait_s) AS mean_wait_s,
-                      quantile_cont(wait_s, 0.9) AS p90_wait_s,
-                      COUNT(*) FILTER (WHERE outcome = 'left_closed') AS left_closed
-               FROM outlet_visits GROUP BY ALL ORDER BY outlet_id, hour"""
+            f"""SELECT CAST(outlet_id AS BIGINT) AS outlet_id,
+                       CAST(date_part('hour', arrived_at) AS INTEGER) AS hour,
+                       {self._count} AS visits, AVG(wait_s) AS mean_wait_s,
+                       quantile_cont(wait_s, 0.9) AS p90_wait_s,
+                       COALESCE({self._count} FILTER (WHERE outcome = 'left_closed'), 0)
+                           AS left_closed
+                FROM outlet_visits_w GROUP BY ALL ORDER BY outlet_id, hour"""
         )
 
     # --- faults, incidents, duplicates ------------------------------------------------------
@@ -302,10 +339,10 @@ class RunView:
     def incident_taps(self) -> pd.DataFrame:
         """Tap records touched by each incident (id from the scenario's timeline)."""
         return self._frame(
-            """SELECT CAST(incident_id AS VARCHAR) AS incident_id, COUNT(*) AS taps,
-                      SUM(amount_fen) AS amount_fen, MIN(event_timestamp) AS first_tap,
-                      MAX(event_timestamp) AS last_tap
-               FROM transactions WHERE incident_id IS NOT NULL GROUP BY ALL ORDER BY 1"""
+            f"""SELECT CAST(incident_id AS VARCHAR) AS incident_id, {self._count} AS taps,
+                       {self._sum("amount_fen")} AS amount_fen, MIN(event_timestamp) AS first_tap,
+                       MAX(event_timestamp) AS last_tap
+                FROM transactions_w WHERE incident_id IS NOT NULL GROUP BY ALL ORDER BY 1"""
         )
 
     def duplicates_and_refunds(self) -> pd.DataFrame:
@@ -391,9 +428,12 @@ class RunView:
     def by_region(self, measure: str) -> pd.DataFrame:
         """One value per region: a ridership measure, or ``card_sales`` / ``topup_fen``."""
         if measure == "card_sales":
-            sql = "SELECT CAST(region AS VARCHAR) AS key, COUNT(*) AS value FROM card_sales"
+            sql = f"SELECT CAST(region AS VARCHAR) AS key, {self._count} AS value FROM card_sales_w"
         elif measure == "topup_fen":
-            sql = "SELECT CAST(region AS VARCHAR) AS key, SUM(amount_fen) AS value FROM topups"
+            sql = (
+                f"SELECT CAST(region AS VARCHAR) AS key, {self._sum('amount_fen')} AS value "
+                "FROM topups_w"
+            )
         else:
             return self.breakdown("region", measure)
         return self._frame(sql + " GROUP BY ALL ORDER BY value DESC, key")
@@ -402,11 +442,34 @@ class RunView:
 REGION_MEASURES = (*MEASURES, "card_sales", "topup_fen")
 
 
-def _measure(name: str) -> str:
-    try:
-        return MEASURES[name]
-    except KeyError:
-        raise RunViewError(f"measure {name!r}: expected one of {', '.join(MEASURES)}") from None
+def cardholders_of(meta: dict) -> int:
+    """The cardholders a run stands for: every city's, each times its expansion weight
+    (``run_meta.json``; a run written before cities were listed: its ``cardholders``)."""
+    cities = meta.get("cities") or []
+    if not cities or any("cardholders" not in c for c in cities):
+        return int(meta.get("cardholders") or 0)
+    return round(sum(c["cardholders"] * float(c.get("expansion_weight", 1.0)) for c in cities))
+
+
+def _define_weighted(con: duckdb.DuckDBPyConnection, meta: dict) -> bool:
+    """Views ``<table>_w`` of ``WEIGHTED_TABLES`` with each record's expansion weight ``w``
+    (its shard's, by the shard bits of its id); 1.0 throughout when every city ran at full
+    scale. Returns whether any weight differs from 1."""
+    weights = [float(c.get("expansion_weight", 1.0)) for c in meta.get("cities") or []]
+    weighted = any(w != 1.0 for w in weights)
+    if weighted:
+        con.execute("CREATE TABLE shard_weight (shard BIGINT, w DOUBLE)")
+        con.executemany("INSERT INTO shard_weight VALUES (?, ?)", list(enumerate(weights)))
+    shift, mask = ids.SHARD_SHIFT, ids.MAX_SHARDS - 1
+    for table, id_column in WEIGHTED_TABLES.items():
+        if weighted:
+            con.execute(
+                f"""CREATE VIEW {table}_w AS SELECT t.*, COALESCE(s.w, 1.0) AS w FROM {table} t
+                    LEFT JOIN shard_weight s ON s.shard = (t.{id_column} >> {shift}) & {mask}"""
+            )
+        else:
+            con.execute(f"CREATE VIEW {table}_w AS SELECT * FROM {table}")  # no w read
+    return weighted
 
 
 def _dimension(name: str) -> str:
@@ -422,6 +485,7 @@ __all__ = [
     "RunListing",
     "RunView",
     "RunViewError",
+    "cardholders_of",
     "check_run",
     "list_runs",
 ]

@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
@@ -111,3 +113,39 @@ def test_broken_folders_are_named_with_what_is_wrong(run_dir, tmp_path):
     assert listed["half"] and listed["old"] and "nothing" not in listed
     with pytest.raises(api.BadInput, match="schema_version 0"):
         api.open_run(old)
+
+
+def test_a_city_at_a_lower_scale_counts_with_its_expansion_weight(tmp_path):
+    """A city simulated at 10% stands for ten times its records, in every query as in the
+    daily KPIs (which round each day: the headline is within a record a day of them)."""
+    out = tmp_path / "scaled"
+    overrides = ["cities.beta.scale=0.1", "period.days=2"]
+    api.run(api.load_scenario(ROOT / "scenarios" / "two_city.yaml", overrides), out)
+    view = RunView.open(out)
+    try:
+        assert view.weighted
+        taps = _table(out, "transactions")
+        counted = taps[taps["status"] != "rejected"]
+        beta = (counted["transaction_id"].to_numpy() >> 53) & 1023 == 1
+        expected = (~beta).sum() + 10 * beta.sum()
+        headline = view.headline()
+        assert headline["taps"] == pytest.approx(expected, abs=1e-6)
+        assert abs(headline["taps"] - view.daily()["taps"].sum()) <= 2
+        fen = np.where(beta, 10, 1) @ counted["amount_fen"].to_numpy()
+        assert headline["fares_fen"] == fen
+        for dimension in DIMENSIONS:
+            split = view.breakdown(dimension, "taps")["value"].sum()
+            assert split == pytest.approx(expected), dimension
+        topups = _table(out, "topups")
+        weight = np.where((topups["topup_id"].to_numpy() >> 53) & 1023 == 1, 10, 1)
+        assert view.topups()["amount_fen"].sum() == (topups["amount_fen"] * weight).sum()
+        # Riders: each card once a day, at its city's weight.
+        riders = counted.dropna(subset=["token_id"]).drop_duplicates(["service_date", "token_id"])
+        weights = np.where((riders["transaction_id"].to_numpy() >> 53) & 1023 == 1, 10, 1)
+        per_day = pd.Series(weights).groupby(riders["service_date"].to_numpy()).sum().mean()
+        alpha, beta_city = view.meta["cities"]
+        assert api.cardholders_of(view.meta) == alpha["cardholders"] + 10 * beta_city["cardholders"]
+        riders_by_category = view.breakdown("rider_category", "riders")["value"].sum()
+        assert riders_by_category == pytest.approx(per_day)  # one category per card
+    finally:
+        view.close()

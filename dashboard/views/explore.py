@@ -63,7 +63,7 @@ def kpi_cards(view, run_dir) -> None:
     )
     head = query(run_dir, "headline")
     cards = [
-        ("explore.kpi.cardholders", i18n.count(view.meta.get("cardholders"), lg)),
+        ("explore.kpi.cardholders", i18n.count(api.cardholders_of(view.meta), lg)),
         ("explore.kpi.taps", i18n.count(head["taps"], lg)),
         ("explore.kpi.riders_per_day", i18n.count(head["riders_per_day"], lg)),
         ("explore.kpi.fares", i18n.yuan(head["fares_fen"], lg, compact=True)),
