@@ -100,7 +100,8 @@ def person_groups(world) -> dict[str, np.ndarray]:
 class OutcomeCollector:
     """Subscriber summing a run's final tap records into the compare's measures; call
     ``finish()`` once after the run for the rider counts (a rider is counted once per run) and
-    the transit fees (rounded per pair and clearing day, so known only when every day is in).
+    the transit fees (rounded per pair and clearing day, so known only when every day is in),
+    every figure expanded by 1/scale for a city simulated at a scale below 1.
     Work per day is a few ``np.bincount`` over the day's columns: no Python object per tap."""
 
     world: object
@@ -204,6 +205,9 @@ class OutcomeCollector:
             self._add(f"riders.medium.{name}", int(self._rode[m].sum()))
         self._add("riders", int(rode_any.sum()))
         self._charge_transit_fees()
+        scale = self.world.scenario.scale
+        if scale != 1.0:  # a city simulated at a scale: each figure stands for 1/scale
+            self.totals = {k: round(v / scale) for k, v in self.totals.items()}
         return self.totals
 
     def _keep_travelling(self, taps, rows: np.ndarray, codes: dict[str, np.ndarray]) -> None:

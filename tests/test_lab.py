@@ -289,3 +289,24 @@ def test_summary_names_the_fees_and_operator_income(offpeak_small):
     en, zh = summary(report, "small_offpeak", "en"), summary(report, "small_offpeak", "zh")
     assert f"operator income after clearing fees rises by ¥{income / 100:,.2f}" in en
     assert f"清算手续费增加{fees / 100:,.2f}元" in zh
+
+
+def test_a_city_simulated_at_a_scale_counts_with_its_expansion_weight():
+    """At scale 0.5 each measured tap and fen stands for two, as in the run's own KPIs."""
+    world = build(load_scenario(SMALL, ["scale=0.5"], days=2))
+    seen = {"taps": 0, "fen": 0}
+
+    def watch(event):
+        if isinstance(event, TapsFinal):
+            t = event.taps
+            charged = (t.city == 0) & ~t.declined & (t.device_refused == 0)
+            seen["taps"] += int(charged.sum())
+            seen["fen"] += int(t.amount_fen[charged].sum())
+
+    collector = OutcomeCollector(world)
+    run(None, None, world=world, seed=11, subscribers=[collector, watch])
+    totals = collector.finish()
+    assert seen["taps"] > 0
+    assert totals["taps"] == 2 * seen["taps"]
+    assert totals["fare_revenue_fen"] == 2 * seen["fen"]
+    assert all(isinstance(v, int) for v in totals.values())
