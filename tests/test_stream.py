@@ -21,6 +21,7 @@ import pytest
 from stream_helpers import json_lines, kill_when_some_are_done
 
 from sim.api import load_scenario, privacy_key, run
+from traffic.dirty import Injection
 from traffic.pacing import ProfilePacer, RatePacer, SpeedPacer, load_profile
 from traffic.receiver import serve
 from traffic.records import AFTER_THE_TAP
@@ -253,6 +254,30 @@ def test_a_state_folder_that_is_a_file_is_bad_input(tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert "a_file" in done.stderr and "Traceback" not in done.stderr
     assert state.read_text() == "not a folder"
+
+
+def test_a_state_folder_holding_other_files_is_refused_and_left_alone(tmp_path):
+    """A new stream clears an earlier one's labels: a folder that is not a stream's state
+    (someone's own labels/ folder, say) is refused before anything in it is touched."""
+    state = tmp_path / "project"
+    (state / "labels").mkdir(parents=True)
+    (state / "labels" / "cats.txt").write_text("mine\n")
+    (state / "checkpoint.json").write_text("{}")
+    done = subprocess.run(
+        [*CLI, "--days", "1", "--sink", "null", "--quiet", "--state", str(state)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "labels/cats.txt" in done.stderr and "Traceback" not in done.stderr
+    assert (state / "labels" / "cats.txt").read_text() == "mine\n"
+    assert (state / "checkpoint.json").read_text() == "{}"
+    # An earlier stream's own state folder is taken again (and its labels replaced).
+    earlier = tmp_path / "earlier"
+    _stream(earlier, "null", days=1, injection=Injection.parse(["duplicate=0.01"]))
+    assert list((earlier / "state" / "labels").glob("day=*.parquet"))
+    _stream(earlier, "null", days=1)
+    assert not (earlier / "state" / "labels").exists()
 
 
 def test_stdout_stream(tmp_path):

@@ -194,6 +194,37 @@ def replay(
     return _run(recording.stream_id, jitter_seed, settings, play, on_second, stop)
 
 
+#: What a stream keeps in its state folder (and the temporary names it writes them under).
+STATE_NAMES = (CHECKPOINT_FILE, DEAD_LETTER_FILE, REPORT_FILE, LABELS_DIR)
+
+
+def _check_state_folder(state_dir: Path) -> None:
+    """Refuse a state folder holding anything a stream did not write: a new stream clears an
+    earlier one's labels and replaces its checkpoint, dead letters and report, which must
+    never take someone's own files with them."""
+    if not state_dir.exists():
+        return
+    if not state_dir.is_dir():
+        raise StreamSetupError(f"--state {state_dir}: not a folder")
+    ours = {*STATE_NAMES, *(f"{name}.tmp" for name in STATE_NAMES)}
+    strangers = [p.name for p in state_dir.iterdir() if p.name not in ours]
+    labels = state_dir / LABELS_DIR
+    if labels.is_dir():
+        strangers += [
+            f"{LABELS_DIR}/{p.name}"
+            for p in labels.iterdir()
+            if not (p.name.startswith("day=") and p.name.endswith(".parquet"))
+        ]
+    elif labels.exists():
+        strangers.append(LABELS_DIR)
+    if strangers:
+        shown = ", ".join(sorted(strangers)[:5]) + (" ..." if len(strangers) > 5 else "")
+        raise StreamSetupError(
+            f"--state {state_dir}: holds files a stream did not write ({shown}); give an "
+            "empty or new folder, or an earlier stream's state folder"
+        )
+
+
 #: Prepares what makes a stream's records (in the caller's thread, before the clock starts)
 #: and returns what the producer thread runs: it puts the chunks on the queue, in order.
 Producer = Callable[[queue.Queue, threading.Event], Callable[[], None]]
@@ -211,6 +242,7 @@ def _run(
     of the retries' jitter). Nothing of an earlier stream's state is touched until the
     producer is ready (a world can take seconds to build, and a bad scenario fails there)."""
     state_dir = Path(settings.state_dir)
+    _check_state_folder(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     prior = _prior_checkpoint(state_dir, stream_id, settings.resume)
     try:
