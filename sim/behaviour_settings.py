@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from sim import clock
 from sim.codes import CARD_TYPES, DAY_TYPES
+from sim.settings_base import SettingsModel
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 Windows = clock.window_texts()
@@ -45,8 +46,8 @@ def _non_empty(model: BaseModel, *names: str) -> None:
             raise ValueError(f"{name} is empty; expected at least one")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class _Model(SettingsModel):
+    """The base of this module's settings (sim/settings_base.py)."""
 
 
 class Segment(_Model):

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from sim.codes import HOLIDAY, SPRING_FESTIVAL, WEEKEND, WORKDAY
+from sim.settings_base import SettingsModel
 
 _ONE_DAY = np.timedelta64(1, "D")
 
@@ -41,10 +42,8 @@ def _reject_numbers(value: Any) -> Any:
 CalendarDate = Annotated[dt.date, BeforeValidator(_reject_numbers)]
 
 
-class NamedPeriod(BaseModel):
+class NamedPeriod(SettingsModel):
     """A named run of consecutive dates, both ends included (a holiday block or a school term)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, description="Label, e.g. 春节 or 'spring term 2024'.")
     first: CalendarDate = Field(description="First date of the period (included).")
@@ -57,10 +56,8 @@ class NamedPeriod(BaseModel):
         return self
 
 
-class SpringFestival(BaseModel):
+class SpringFestival(SettingsModel):
     """One Spring Festival: the low-demand travel period and the eve (除夕)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     first: CalendarDate = Field(description="First date with the Spring Festival travel pattern.")
     last: CalendarDate = Field(description="Last date with the Spring Festival travel pattern.")
@@ -89,10 +86,8 @@ def _overlap(periods: list[tuple[str, dt.date, dt.date]]) -> str | None:
     return None
 
 
-class CalendarSettings(BaseModel):
+class CalendarSettings(SettingsModel):
     """The scenario's ``calendar:`` section: holidays, 调休 workdays, Spring Festival, terms."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     covers_first: CalendarDate = Field(
         description="First date the holiday and adjusted-workday lists are complete for; a "

@@ -30,11 +30,12 @@ from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from sim import ids
 from sim.codes import CLEARED, MEDIA, REJECTED, STORED_VALUE_MEDIA
 from sim.ledger import InvariantViolation, Ledger, account, check_conservation
+from sim.settings_base import SettingsModel
 
 DAY_S = 86_400
 
@@ -117,11 +118,9 @@ def _rate(default: int, what: str) -> Any:  # a pydantic FieldInfo, typed Any li
     )
 
 
-class ClearingNode(BaseModel):
+class ClearingNode(SettingsModel):
     """A clearing node (数据交换机构): a city exchange, a provincial/regional exchange or the
     national centre (DOMAIN.md §2)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name_zh: str = Field(description="Name of the institution.")
     parent: str | None = Field(
@@ -152,10 +151,8 @@ class ClearingNode(BaseModel):
     )
 
 
-class IssuerSpec(BaseModel):
+class IssuerSpec(SettingsModel):
     """An issuer of cards or QR codes, and the media it issues."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name_zh: str = Field(description="Name of the institution or channel.")
     exchange: str = Field(description="Clearing node the issuer is a member of.")
@@ -164,14 +161,12 @@ class IssuerSpec(BaseModel):
     )
 
 
-class ClearingNetwork(BaseModel):
+class ClearingNetwork(SettingsModel):
     """The scenario's clearing hierarchy: nodes, issuers, and the exchange of its acquirers.
 
     Acquirers are the scenario's transit operators (``operator_id`` of its lines); external
     cities' issuers and acquirers hang under the exchange each city names (``interop``).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     nodes: dict[str, ClearingNode] = Field(min_length=1, description="Clearing nodes by id.")
     issuers: dict[str, IssuerSpec] = Field(
@@ -180,14 +175,12 @@ class ClearingNetwork(BaseModel):
     home_exchange: str = Field(description="Node the scenario's own acquirers clear through.")
 
 
-class ClearingSettings(BaseModel):
+class ClearingSettings(SettingsModel):
     """The scenario's ``clearing:`` section: fee rates, batch cut-off, settlement lag, deposits.
 
     Fee defaults are the Nantong post-evaluation report's proposal: bus 3.5% of the list fare,
     metro by card 3.5%, metro by QR 2.5%.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     bus_card_fee_bp: int = _rate(350, "bus rides paid by card (physical or NFC virtual)")
     bus_qr_fee_bp: int = _rate(350, "bus rides paid by QR code")

@@ -11,10 +11,11 @@ from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from sim import clock
 from sim.codes import CARD_TYPES, DAY_TYPES, MODES
+from sim.settings_base import SettingsModel
 
 #: Largest single fare accepted (10,000 元): far above any real fare, and keeps tap arrays int32.
 MAX_FARE_FEN = 1_000_000
@@ -89,8 +90,8 @@ DayTypeName = Annotated[str, _name_in(DAY_TYPES, "day type")]
 Windows = clock.window_texts(**_WINDOW_SYNTAX)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class _Model(SettingsModel):
+    """The base of this module's settings (sim/settings_base.py)."""
 
 
 class BusFares(_Model):

@@ -23,10 +23,11 @@ from __future__ import annotations
 from typing import Annotated, Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sim.city_list import ListChange, TerminalLag
 from sim.codes import CARD_TYPES, MEDIA
+from sim.settings_base import SettingsModel
 from sim.social_security import Venues
 from sim.world_settings import scaled_count
 
@@ -40,8 +41,8 @@ VISITOR_IDS_PER_CITY = 10_000_000
 VISITORS_PER_DAILY_VISITOR = 20
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class _Model(SettingsModel):
+    """The base of this module's settings (sim/settings_base.py)."""
 
 
 class ExternalRegion(_Model):

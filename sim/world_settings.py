@@ -12,8 +12,6 @@ import datetime as dt
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
@@ -22,6 +20,7 @@ from pydantic import (
 from sim.behaviour_settings import CardLending, ResponseSettings
 from sim.clock import HHMM, parse_hhmm
 from sim.codes import CARD_TYPES, MEDIA
+from sim.settings_base import SettingsModel
 
 # The card types a holder's age can give (population.concession_ages); ordinary is what cards
 # below every concession age become, so it is not one of them.
@@ -36,10 +35,9 @@ Fen = Annotated[int, Field(ge=0, le=INT32_MAX)]
 PositiveFen = Annotated[int, Field(gt=0, le=INT32_MAX)]
 
 
-class Section(BaseModel):
-    """Base of every scenario section: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class Section(SettingsModel):
+    """Base of every scenario section: unknown keys are errors, values are immutable, no
+    yes/no for a number (sim/settings_base.py)."""
 
 
 def scaled_count(count: int, scale: float) -> int:

@@ -182,3 +182,22 @@ def test_policy_elderly_ride_free_off_peak_and_pay_half_in_workday_peaks(
         assert _longevity_bus_fares(policy, day_type, times) == [0] * len(times), day_type
     # The base scenario keeps the elderly free at every hour, peaks included.
     assert _longevity_bus_fares(base, "workday", times) == [0] * len(times)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("period.days=yes", "days"),
+        ("scale=yes", "scale"),
+        ("fares.transfer.window_min=true", "window_min"),
+        ("behaviour.one_way_share=false", "one_way_share"),
+        ("clearing.batch_cutoff_hour=on", "batch_cutoff_hour"),
+    ],
+)
+def test_yes_or_no_where_a_number_is_expected_is_refused_not_read_as_1_or_0(override, field):
+    from sim.yaml_config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"{field}: expected a number, got (true|false)"):
+        load_scenario(ROOT / "scenarios" / "small_ci.yaml", [override])
+    # A yes/no where one is expected stays welcome.
+    assert load_scenario(ROOT / "scenarios" / "small_ci.yaml", ["output.mask_identities=no"])
