@@ -327,7 +327,8 @@ def sweep(
     values, status, error and per output the replications, mean and 95% CI; one-at-a-time
     sensitivity; Sobol indices) plus ``execution``: points run, reused and failed by this call.
     A point that fails is in the summary with its error; the others are kept. Bad input
-    (design, parameter paths no point can take, scenario, outputs) raises ``BadInput``."""
+    (design, parameter paths no point can take, scenario, outputs, a base edited while the
+    points load) raises ``BadInput``."""
     try:
         spec, flag = _sweep_design(design)
     except ConfigError as exc:

@@ -19,8 +19,20 @@ import pandas as pd
 import pytest
 
 from sim import lab, sweep_report
+from sim import sweep as sweeps
 from sim.api import BadInput, build, load_scenario, run, sweep
-from sim.sweep import Design, grid_design, load_design, plan, split_values
+from sim.scenario import ConfigError
+from sim.sweep import (
+    Design,
+    Worlds,
+    base_values,
+    grid_design,
+    load_design,
+    load_points,
+    plan,
+    run_batch,
+    split_values,
+)
 from sim.world import with_fares
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -355,3 +367,109 @@ def test_the_code_fingerprint_follows_the_engine_not_the_pages(tmp_path):
     with (tmp_path / "sim" / "day.py").open("a", encoding="utf-8") as f:
         f.write("\n# an engine edit\n")
     assert code_fingerprint(tmp_path) != before
+
+
+# --- what a stored point is keyed by ----------------------------------------------------------
+
+CALENDAR = ROOT / "scenarios" / "data" / "calendar_cn_2024.yaml"
+NEW_YEAR = "  - {name: 元旦, first: 2024-01-01, last: 2024-01-01}\n"  # the period's first day
+
+
+def _drop_new_year(calendar: Path) -> None:
+    """2024-01-01 becomes a workday: a one-day run from that date has other taps."""
+    text = calendar.read_text("utf-8")
+    assert NEW_YEAR in text
+    calendar.write_text(text.replace(NEW_YEAR, ""), "utf-8")
+
+
+def test_a_file_a_point_names_is_keyed_by_its_content_not_by_its_text(tmp_path, monkeypatch):
+    """A point's calendar.file: the same text names another file from another folder, or the
+    same file edited; either way the stored point is not reused, and the result is what a
+    fresh sweep gives."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    for folder in (here, there):
+        folder.mkdir()
+        shutil.copy(CALENDAR, folder / "cal.yaml")
+    _drop_new_year(there / "cal.yaml")
+    out = tmp_path / "out"
+
+    def sweep_from(folder: Path, into: Path) -> tuple[dict, list]:
+        monkeypatch.chdir(folder)  # the relative path is read from the current folder
+        summary = sweep(
+            SMALL, ["calendar.file=cal.yaml"], replications=1, days=1, outputs=["taps"],
+            workers=0, out_dir=into,
+        )  # fmt: skip
+        assert summary["points"][1]["values"] == {"calendar.file": "cal.yaml"}
+        return summary["execution"], summary["points"][1]["outputs"]["taps"]["values"]
+
+    done, holiday = sweep_from(here, out)
+    assert (done["points_run"], done["points_reused"]) == (2, 0)
+    done, workday = sweep_from(there, out)
+    assert (done["points_run"], done["points_reused"]) == (1, 1)  # the base is the same
+    assert workday != holiday
+    assert workday == sweep_from(there, tmp_path / "fresh")[1]
+    _drop_new_year(here / "cal.yaml")  # the same file, edited
+    done, edited = sweep_from(here, out)
+    assert (done["points_run"], done["points_reused"]) == (1, 1) and edited == workday
+
+
+def _base_copy(folder: Path, bus_fare: int) -> Path:
+    """A base scenario of the small city with its own calendar file (a copy) and an urban bus
+    fare, in ``folder``."""
+    shutil.copy(CALENDAR, folder / "cal.yaml")
+    base = folder / "base.yaml"
+    base.write_text(
+        f"extends: {SMALL}\ncalendar: {{file: cal.yaml}}\n"
+        f"fares: {{bus: {{region_fare_fen: {{urban: {bus_fare}}}}}}}\n",
+        encoding="utf-8",
+    )
+    return base
+
+
+def _loaded(base: Path, params: list[str]) -> dict:
+    """The sweep's points as the sweep's process loads them (sim.sweep.load_points)."""
+    design = grid_design(params, replications=1, days=1, outputs=["taps"])
+    scenario = load_scenario(base, days=1)
+    at_base = base_values(scenario, design.paths)
+    points = plan(design, at_base, seed=scenario.seed).points
+    return load_points(base.resolve(), scenario, points, at_base, 1, "--param", (scenario.seed,))
+
+
+def test_a_point_runs_the_scenario_its_key_was_made_from_whatever_happens_to_the_base(tmp_path):
+    base = _base_copy(tmp_path, 200)
+    params = [f"{WINDOW}=90"]
+    tasks = _loaded(base, params)
+    base.write_text(base.read_text("utf-8").replace("urban: 200", "urban: 300"), "utf-8")
+    distinct = list({t.key: t for t in tasks.values()}.values())
+    ran = {r["key"]: r for r in run_batch(distinct, Worlds())}
+    # What the workers ran is the base as it was when the points were loaded: a fresh sweep of
+    # that version stores the same points under the same keys.
+    base.write_text(base.read_text("utf-8").replace("urban: 300", "urban: 200"), "utf-8")
+    out = tmp_path / "fresh"
+    fresh = sweep(base, params, replications=1, days=1, outputs=["taps"], workers=0, out_dir=out)
+    assert fresh["execution"]["points_run"] == 2
+    stored = {p.stem for p in (out / "points").glob("*.json")}
+    assert stored == set(ran)
+    by_value = {t.scenario.fares.transfer.window_min: t.key for t in tasks.values()}
+    for point in fresh["points"]:
+        measures = ran[by_value[point["values"][WINDOW]]]["measures"]
+        assert point["outputs"]["taps"]["values"] == [m["taps"] for m in measures]
+
+
+def test_a_base_edited_while_the_points_load_is_refused_before_anything_runs(tmp_path):
+    base = _base_copy(tmp_path, 200)
+    before = load_scenario(base, days=1)  # what the sweep loaded first
+    base.write_text(base.read_text("utf-8").replace("urban: 200", "urban: 300"), "utf-8")
+    design = grid_design([f"{WINDOW}=90"], replications=1, days=1, outputs=["taps"])
+    with pytest.raises(ConfigError, match="changed while the sweep was loading its points"):
+        sweeps.run(base, before, design, workers=0, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out" / "points").exists()
+
+
+def test_a_point_whose_files_changed_while_it_ran_fails_and_is_not_kept(tmp_path):
+    base = _base_copy(tmp_path, 200)
+    tasks = _loaded(base, [f"{WINDOW}=90"])
+    _drop_new_year(tmp_path / "cal.yaml")
+    results = run_batch([tasks[0]], Worlds())
+    assert results[0]["status"] == "failed" and "measures" not in results[0]
+    assert results[0]["error"].startswith(f"{tmp_path / 'cal.yaml'}: changed while the sweep ran")
