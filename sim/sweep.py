@@ -374,9 +374,9 @@ def _low_high(spec: Parameter) -> tuple[Any, Any]:
     return values[0], values[-1]
 
 
-def base_values(scenario: Scenario, paths: Sequence[str], missing: Any = None) -> dict[str, Any]:
-    """The base scenario's value of each parameter (``missing`` where the path leads nowhere;
-    a path through an unset optional section holds None)."""
+def base_values(scenario: Scenario, paths: Sequence[str]) -> dict[str, Any]:
+    """The base scenario's value of each parameter (None where the path leads nowhere, or
+    through an optional section the base leaves unset)."""
     tree = scenario.model_dump(mode="json", by_alias=True)
     out = {}
     for path in paths:
@@ -387,7 +387,7 @@ def base_values(scenario: Scenario, paths: Sequence[str], missing: Any = None) -
             elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
             else:
-                node = None if node is None else missing
+                node = None
                 break
         out[path] = node
     return out
@@ -427,19 +427,41 @@ def load_point(
 def check_paths(
     base_path: str | Path, base: Scenario, design: Design, flag: str, days: int | None
 ) -> None:
-    """A parameter path the base scenario does not have is bad input (the loader's message,
-    from loading the base with the parameter's first value), not a sweep of failed points.
-    A path that resolves, or that the loader takes (a new key in a mapping), passes; its values
-    are judged point by point."""
-    known = base_values(base, design.paths, missing=_MISSING)
+    """A parameter path the base scenario does not have is bad input (the loader's message),
+    not a sweep of failed points. A path to a field the base has passes; its values are judged
+    point by point. Any other path (a new key in a mapping, or one through an optional section
+    the base leaves unset, such as ``world_seed.foo``) is tried with the parameter's values, as
+    its points would be, and passes if one of them loads; if none does, the first one's message
+    is the error."""
+    tree = base.model_dump(mode="json", by_alias=True)
     for path, spec in design.parameters.items():
-        if known[path] is not _MISSING:
+        if _resolves(tree, path):
             continue
-        first = spec.values[0] if spec.values is not None else _sampled(spec, spec.low)
-        load_point(base_path, [(path, _yaml_text(first))], days, flag)
+        trials = spec.values if spec.values is not None else _low_high(spec)
+        problems: ConfigError | None = None
+        for value in trials:
+            try:
+                load_point(base_path, [(path, _yaml_text(value))], days, flag)
+            except ConfigError as exc:
+                problems = problems or exc
+            else:
+                break
+        else:
+            raise problems
 
 
-_MISSING = object()
+def _resolves(tree: Any, path: str) -> bool:
+    """Whether ``path`` leads to a field the (dumped) scenario has: a key of every mapping, an
+    index of every list on the way. A path through an unset section (None) does not."""
+    node = tree
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
 
 
 def _yaml_text(value: Any) -> str:

@@ -473,3 +473,16 @@ def test_a_point_whose_files_changed_while_it_ran_fails_and_is_not_kept(tmp_path
     results = run_batch([tasks[0]], Worlds())
     assert results[0]["status"] == "failed" and "measures" not in results[0]
     assert results[0]["error"].startswith(f"{tmp_path / 'cal.yaml'}: changed while the sweep ran")
+
+
+# --- bad input before anything runs, and report files ---------------------------------------
+
+
+def test_a_path_through_an_unset_optional_field_exits_2_before_anything_runs(tmp_path):
+    result = _cli(SMALL, "--param", "world_seed.foo=1,2", "--days", 1, "--out", tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "world_seed.foo=1: world_seed: wrong type; got {'foo': 1}; expected a valid " in (
+        result.stderr
+    )
+    assert not (tmp_path / "points").exists()
