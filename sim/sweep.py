@@ -28,6 +28,7 @@ The table, summary and HTML page are written by ``sim.sweep_report``.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -94,6 +95,14 @@ class Parameter(BaseModel):
         description="Round sampled values to this many decimals (fields such as a discount_pct "
         "that take at most two).",
     )
+
+    @field_validator("values")
+    @classmethod
+    def _dates_as_text(cls, values: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        """Dates (YAML reads 2024-01-02 as one) as ISO text, as the base scenario's values and
+        sweep.json hold them: a point's value and the base's are then alike in the table and
+        on the page, and the scenario reads the text back as the date."""
+        return None if values is None else tuple(_iso_dates(v) for v in values)
 
     @model_validator(mode="after")
     def _values_or_bounds(self) -> Parameter:
@@ -267,6 +276,17 @@ def split_values(text: str) -> list[str]:
 
 def _loc(loc: Sequence[Any]) -> str:
     return ".".join(str(p) for p in loc) or "(design)"
+
+
+def _iso_dates(value: Any) -> Any:
+    """``value`` with every date and datetime in it as ISO text."""
+    if isinstance(value, dt.date):  # a datetime is a date too
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _iso_dates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_iso_dates(v) for v in value)
+    return value
 
 
 def _canonical(value: Any) -> str:
@@ -476,7 +496,7 @@ def _yaml_text(value: Any) -> str:
 #: so they are left out of the code fingerprint (a page's edit keeps the stored points).
 PRESENTATION_MODULES = frozenset(
     {"sim/html_page.py", "sim/lab_html.py", "sim/lab_report.py", "sim/pdf.py",
-     "sim/run_view.py", "sim/sweep_report.py"}
+     "sim/report_files.py", "sim/run_view.py", "sim/sweep_report.py"}
 )  # fmt: skip
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,8 @@ import pandas as pd
 
 from sim import lab, sweep
 from sim.html_page import chart, esc, facts, page
-from sim.output import report_json
+from sim.output import json_default, report_json
+from sim.report_files import write_together
 
 FILES = ("sweep.parquet", "sweep.csv", "sweep.json", "sweep.html")
 TABLE_COLUMNS = ("point", "role", "replication", "seed", "output", "value", "status", "error")
@@ -194,28 +194,23 @@ def _column(values: list[Any]) -> pd.Series:
 
 
 def write(out_dir: str | Path, summary: dict) -> list[Path]:
-    """Write the table (Parquet, CSV), the summary (JSON) and the page (HTML) into ``out_dir``;
-    each file is written beside and renamed, so none is ever half-written. Their paths."""
+    """Write the table (Parquet, CSV), the summary (JSON) and the page (HTML) into ``out_dir``
+    as one set (``sim.report_files``): all four are replaced, or, if any of them cannot be
+    made, none is. Their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frame = table(summary)
-    paths = [out / name for name in FILES]
-    _replace(paths[0], lambda tmp: frame.to_parquet(tmp, index=False))
-    _replace(paths[1], lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"))
     text = report_json(summary)
-    _replace(paths[2], lambda tmp: tmp.write_text(text + "\n", "utf-8"))
     page = render(summary)
-    _replace(paths[3], lambda tmp: tmp.write_text(page, "utf-8"))
-    return paths
-
-
-def _replace(path: Path, write_to) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write_to(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    paths = [out / name for name in FILES]
+    return write_together(
+        {
+            paths[0]: lambda tmp: frame.to_parquet(tmp, index=False),
+            paths[1]: lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"),
+            paths[2]: lambda tmp: tmp.write_text(text + "\n", "utf-8"),
+            paths[3]: lambda tmp: tmp.write_text(page, "utf-8"),
+        }
+    )
 
 
 # --- the page -----------------------------------------------------------------------------------
@@ -285,9 +280,13 @@ def _values_text(values: dict) -> str:
 
 
 def _show(value: Any) -> str:
+    """A parameter's value as the page shows it; what JSON cannot hold as it is (a date) as
+    sweep.json writes it (``json_default``), not an error after the points have run."""
     if isinstance(value, float):
         return f"{value:.6g}"
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=json_default)
 
 
 def _output_section(summary: dict, index: int, name: str) -> str:

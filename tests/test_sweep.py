@@ -21,6 +21,7 @@ import pytest
 from sim import lab, sweep_report
 from sim import sweep as sweeps
 from sim.api import BadInput, build, load_scenario, run, sweep
+from sim.report_files import write_together
 from sim.scenario import ConfigError
 from sim.sweep import (
     Design,
@@ -486,3 +487,37 @@ def test_a_path_through_an_unset_optional_field_exits_2_before_anything_runs(tmp
         result.stderr
     )
     assert not (tmp_path / "points").exists()
+
+
+def test_a_date_valued_parameter_is_reported_like_any_other(tmp_path):
+    result = _cli(
+        SMALL, "--param", "period.start=2024-01-02", "--days", 1, "--replications", 1,
+        "--output", "taps", "--workers", 0, "--out", tmp_path, "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(tmp_path / "sweep.csv")
+    assert frame["period.start"].drop_duplicates().tolist() == ["2024-01-01", "2024-01-02"]
+    page = (tmp_path / "sweep.html").read_text("utf-8")
+    assert "<td>2024-01-02</td>" in page  # the table of points, as text like the base's
+
+
+def test_the_report_files_are_replaced_all_together_or_not_at_all(grid, tmp_path):
+    _, summary = grid
+    old = {name: f"an earlier {name}".encode() for name in sweep_report.FILES[:3]}
+    for name, data in old.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "sweep.html").mkdir()  # the last of the set cannot be replaced
+    with pytest.raises(IsADirectoryError):
+        sweep_report.write(tmp_path, summary)
+    assert {name: (tmp_path / name).read_bytes() for name in old} == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(sweep_report.FILES)
+
+    def broken(path: Path) -> None:  # a renderer that fails half-way through its file
+        path.write_text("half a page", "utf-8")
+        raise ValueError("cannot render")
+
+    targets = {tmp_path / name: (lambda p, n=name: p.write_text(n, "utf-8")) for name in old}
+    with pytest.raises(ValueError, match="cannot render"):
+        write_together({**targets, tmp_path / "page.html": broken})
+    assert {name: (tmp_path / name).read_bytes() for name in old} == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(sweep_report.FILES)
