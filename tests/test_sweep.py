@@ -499,6 +499,7 @@ def test_a_date_valued_parameter_is_reported_like_any_other(tmp_path):
     assert frame["period.start"].drop_duplicates().tolist() == ["2024-01-01", "2024-01-02"]
     page = (tmp_path / "sweep.html").read_text("utf-8")
     assert "<td>2024-01-02</td>" in page  # the table of points, as text like the base's
+    assert "one replication: no interval" in page
 
 
 def test_the_report_files_are_replaced_all_together_or_not_at_all(grid, tmp_path):
@@ -521,3 +522,22 @@ def test_the_report_files_are_replaced_all_together_or_not_at_all(grid, tmp_path
         write_together({**targets, tmp_path / "page.html": broken})
     assert {name: (tmp_path / name).read_bytes() for name in old} == old
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(sweep_report.FILES)
+
+
+def test_one_at_a_time_changes_have_paired_intervals(grid):
+    out, summary = grid
+    rows = {r["parameter"]: r for r in summary["one_at_a_time"]["fare_revenue_fen"]}
+    window = rows[WINDOW]
+    values = {
+        p["point"]: p["outputs"]["fare_revenue_fen"]["values"]
+        for p in summary["points"]
+        if p["status"] == "ok"
+    }
+    paired = lab.paired_difference(values[0], values[window["high_point"]])
+    assert (window["high_change_ci_low"], window["high_change_ci_high"]) == pytest.approx(
+        (paired["ci_low"], paired["ci_high"])
+    )
+    assert window["high_change_ci_low"] <= window["high_change"] <= window["high_change_ci_high"]
+    assert window["low_change_ci_low"] is None and window["low_change_ci_high"] is None  # failed
+    page = (out / "sweep.html").read_text("utf-8")
+    assert '"error_x"' in page and "bars: paired 95% CI" in page
