@@ -54,6 +54,7 @@ from sim.privacy import PrivacyKey, PrivacyKeyError, default_key, load_key
 from sim.proc_memory import proc_kib_field
 from sim.reconciliation import ReconciliationError, check_reconciliation, write_reconciliation
 from sim.records import name_tables, record_writers
+from sim.report_files import write_together
 from sim.run_dir import RunDirError, StopSignalsHeld
 from sim.run_view import DIMENSIONS as RUN_DIMENSIONS
 from sim.run_view import MEASURES as RUN_MEASURES
@@ -239,7 +240,8 @@ def compare(
     (replication r of every scenario uses run seed ``base.seed + r``; each world is built once)
     and report every measure's baseline, variant and paired difference with its 95% CI
     (sim/lab.py). Writes ``compare.json``, ``compare.md`` and the self-contained HTML page
-    ``compare.html`` (sim/lab_html.py) into ``out_dir`` if given.
+    ``compare.html`` (sim/lab_html.py) into ``out_dir`` if given, as one set (all replaced or
+    none); a folder that cannot be written is ``BadInput`` before anything runs.
 
     ``independent_seeds`` gives every scenario its own seeds (scenario i, replication r: seed
     ``base.seed + i * replications + r``) and unpaired CIs: only to measure what the pairing
@@ -252,10 +254,13 @@ def compare(
         raise BadInput(
             f"--fairness-threshold: expected a fraction in [0, 1), got {fairness_threshold}"
         )
-    scenarios: dict[str, Scenario] = {}
     for sc in [base, *variants]:
         if isinstance(sc, MultiCityScenario):
             raise BadInput(f"{sc.name}: compare takes single-city scenarios")
+    if out_dir is not None:
+        _check_out_folder(Path(out_dir), "the comparison report")
+    scenarios: dict[str, Scenario] = {}
+    for sc in [base, *variants]:
         name, k = sc.name, 2
         while name in scenarios:  # the same scenario twice: keep both, apart
             name, k = f"{sc.name}#{k}", k + 1
@@ -290,14 +295,33 @@ def compare(
         labels_zh=lab.group_labels_zh(regions_zh),
     )
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "compare.json").write_text(report_json(report, sort_keys=True), "utf-8")
-        (out / "compare.md").write_text(lab_report.markdown(report), "utf-8")
         from sim import lab_html  # here: plotly is heavy and only the HTML page needs it
 
-        (out / "compare.html").write_text(lab_html.render(report), "utf-8")
+        texts = {
+            "compare.json": report_json(report, sort_keys=True),
+            "compare.md": lab_report.markdown(report),
+            "compare.html": lab_html.render(report),
+        }
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_together({out / name: _text_writer(text) for name, text in texts.items()})
     return report
+
+
+def _text_writer(text: str) -> Callable[[Path], None]:
+    return lambda path: path.write_text(text, "utf-8")
+
+
+def _check_out_folder(out: Path, what: str) -> None:
+    """``BadInput`` unless ``out`` is a folder that can be written, or one that can be made:
+    found before a long run, not after it."""
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: is a file; expected a folder for {what}")
+    parent = _existing_parent(out)
+    if not parent.is_dir():
+        raise BadInput(f"--out {out}: {parent} is a file; expected a folder for {what}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"--out {out}: no permission to write in {parent}; expected {what}'s folder")
 
 
 def sweep(
