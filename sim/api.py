@@ -85,6 +85,7 @@ __all__ = [
     "FAIRNESS_DIMENSIONS",
     "build",
     "calibrate",
+    "check_comparable",
     "compare_summary",
     "dask_client",
     "detect_card_lending",
@@ -235,6 +236,7 @@ def compare(
     independent_seeds: bool = False,
     fairness_threshold: float = 0.2,
     response: Response | None = None,
+    sources: Sequence[str | Path] | None = None,
 ) -> dict:
     """Run ``base`` and every variant ``replications`` times with common random numbers
     (replication r of every scenario uses run seed ``base.seed + r``; each world is built once)
@@ -242,6 +244,11 @@ def compare(
     (sim/lab.py). Writes ``compare.json``, ``compare.md`` and the self-contained HTML page
     ``compare.html`` (sim/lab_html.py) into ``out_dir`` if given, as one set (all replaced or
     none); a folder that cannot be written is ``BadInput`` before anything runs.
+
+    Every variant must share the baseline's world (``check_comparable``: period, seed,
+    world_seed, scale, population, regions, network), or ``BadInput`` names it before anything
+    runs; ``sources`` are what to call the scenarios in that message, baseline first (the files
+    they came from; default: their names).
 
     ``independent_seeds`` gives every scenario its own seeds (scenario i, replication r: seed
     ``base.seed + i * replications + r``) and unpaired CIs: only to measure what the pairing
@@ -257,6 +264,7 @@ def compare(
     for sc in [base, *variants]:
         if isinstance(sc, MultiCityScenario):
             raise BadInput(f"{sc.name}: compare takes single-city scenarios")
+    check_comparable(base, variants, sources)
     if out_dir is not None:
         _check_out_folder(Path(out_dir), "the comparison report")
     scenarios: dict[str, Scenario] = {}
@@ -310,6 +318,76 @@ def compare(
 
 def _text_writer(text: str) -> Callable[[Path], None]:
     return lambda path: path.write_text(text, "utf-8")
+
+
+#: What every variant of a comparison shares with its baseline: its pairing (replication r of
+#: each scenario runs seed base seed + r) compares the same people on the same days and network
+#: under another policy. population.concession_ages is a policy (the free-ride age moves cards
+#: between types: scenarios/policies/free_from_60.yaml), so it may differ.
+SAME_WORLD = ("period", "seed", "world_seed", "scale", "population", "regions", "network")
+
+
+def check_comparable(
+    base: Scenario, variants: Sequence[Scenario], sources: Sequence[str | Path] | None = None
+) -> None:
+    """``BadInput`` naming each variant that does not share the baseline's world (SAME_WORLD),
+    with the first field of each part that differs and both values; ``sources``: what to call
+    the scenarios, baseline first (default: their names)."""
+    if sources is None:
+        names = [base.name, *(v.name for v in variants)]
+    else:
+        names = [str(source) for source in sources]
+    if len(names) != 1 + len(variants):
+        raise ValueError(f"sources: expected {1 + len(variants)} names, got {len(names)}")
+    ours = _world(base)
+    problems = []
+    for variant, name in zip(variants, names[1:], strict=True):
+        theirs = _world(variant)
+        found = [_first_difference(ours[f], theirs[f], f) for f in SAME_WORLD]
+        diffs = [
+            f"{path}: {_shown(got)} in the variant, {_shown(want)} in the baseline"
+            for path, want, got in (d for d in found if d is not None)
+        ]
+        if diffs:
+            problems.append(
+                f"variant {name}: {'; '.join(diffs)}; expected the baseline {names[0]}'s: a "
+                "comparison pairs the same people, days and network under another policy (the "
+                f"same {', '.join(SAME_WORLD)}). To try a policy overlay written for another "
+                "base on this one, apply it to the baseline (sim.api.load_policy, as the "
+                "dashboard's Compare page does) or write it to extend the baseline"
+            )
+    if problems:
+        raise BadInput("\n".join(problems))
+
+
+def _world(scenario: Scenario) -> dict:
+    """The parts of a scenario a comparison's variants share (SAME_WORLD), as JSON values."""
+    dump = scenario.model_dump(mode="json")
+    world = {name: dump[name] for name in SAME_WORLD if name != "world_seed"}
+    world["world_seed"] = scenario.seed if scenario.world_seed is None else scenario.world_seed
+    world["population"] = {k: v for k, v in dump["population"].items() if k != "concession_ages"}
+    return world
+
+
+def _first_difference(want, got, path: str):
+    """The first leaf where ``got`` differs from ``want``: (its path, want's, got's), or None."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        for key in [*want, *(k for k in got if k not in want)]:
+            found = _first_difference(want.get(key), got.get(key), f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
+        for i, (w, g) in enumerate(zip(want, got, strict=True)):
+            found = _first_difference(w, g, f"{path}.{i}")
+            if found is not None:
+                return found
+        return None
+    return None if want == got else (path, want, got)
+
+
+def _shown(value) -> str:
+    return "not set" if value is None else json.dumps(value, ensure_ascii=False)
 
 
 def _check_out_folder(out: Path, what: str) -> None:

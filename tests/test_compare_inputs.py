@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from sim import api
 
@@ -39,6 +40,69 @@ def _overlay(path: Path, text: str) -> Path:
 
 
 # --- a variant shares the baseline's world ----------------------------------------------------
+
+
+def test_a_variant_of_other_days_or_seed_is_refused_naming_its_file_field_and_values(tmp_path):
+    variant = _overlay(
+        tmp_path / "two_days.yaml", f"extends: {SMALL}\nname: two_days\nperiod: {{days: 2}}\n"
+    )
+    result = _compare_cli(SMALL, variant, "--replications", 1, "--out", tmp_path / "out")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert (
+        f"variant {variant}: period.days: 2 in the variant, 7 in the baseline; expected the "
+        f"baseline {SMALL}'s" in result.stderr
+    )
+    assert not (tmp_path / "out").exists()
+    base = api.load_scenario(SMALL, days=1)
+    reseeded = api.load_scenario(SMALL, ["seed=8", "name=reseeded"], days=1)
+    with pytest.raises(api.BadInput) as caught:
+        api.compare(base, [reseeded], replications=1)
+    assert "variant reseeded: seed: 8 in the variant, 20240101 in the baseline; " in str(
+        caught.value
+    )
+    assert "world_seed: 8 in the variant, 20240101 in the baseline" in str(caught.value)
+
+
+def test_a_policy_of_the_full_size_city_is_refused_against_the_small_one():
+    base = api.load_scenario(SMALL, days=1)
+    policy = ROOT / "scenarios" / "policies" / "fare_rise_10pct.yaml"
+    full = api.load_scenario(policy, days=1)
+    with pytest.raises(api.BadInput) as caught:
+        api.compare(base, [full], replications=1, sources=[SMALL, policy])
+    message = str(caught.value)
+    assert message.startswith(
+        f"variant {policy}: population.card_types.longevity.count: 759000 in the variant, 8920 "
+        "in the baseline;"
+    )
+    assert "sim.api.load_policy" in message
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.stem)
+def test_every_shipped_policy_shares_the_world_of_its_baseline(policy):
+    """On Nantong (its own file) and on the small city (applied as overrides): only the policy
+    differs, so the check lets every shipped overlay through (population.concession_ages, the
+    free-ride age, is a policy)."""
+    api.check_comparable(api.load_scenario(NANTONG, days=1), [api.load_scenario(policy, days=1)])
+    small = api.load_scenario(SMALL, days=1)
+    api.check_comparable(small, [api.load_policy(policy, SMALL, days=1)])
+
+
+def test_the_dashboard_shows_why_a_variant_is_refused(tmp_path, monkeypatch):
+    """The Compare page's own variant with another seed: api.compare's message on the page."""
+    monkeypatch.setenv("CARDTWIN_RUNS", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=120)
+    at.session_state["runs_root"] = str(tmp_path)
+    at.run()
+    at.switch_page("views/compare.py")
+    at.run()
+    at.selectbox(key="compare.f_base").select(str(SMALL))
+    at.text_area(key="compare.f_custom").input("seed=8")
+    at.number_input(key="compare.f_days").set_value(1)
+    next(b for b in at.button if b.label == "开始比较").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("seed: 8 in the variant, 20240101 in the baseline" in e.value for e in at.error)
+    assert not list(tmp_path.iterdir())  # nothing ran, nothing was written
 
 
 # --- the report folder ------------------------------------------------------------------------
