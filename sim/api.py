@@ -49,7 +49,7 @@ from sim.output import (
     package_versions,
     report_json,
 )
-from sim.overlay import OverlayError, overlay_overrides
+from sim.overlay import OverlayError, read_overlay
 from sim.privacy import PrivacyKey, PrivacyKeyError, default_key, load_key
 from sim.proc_memory import proc_kib_field
 from sim.reconciliation import ReconciliationError, check_reconciliation, write_reconciliation
@@ -880,16 +880,18 @@ def load_policy(
     policy: str | Path, base: str | Path, *, days: int | None = None
 ) -> Scenario | MultiCityScenario:
     """The policy overlay ``policy`` applied to the scenario file ``base`` (sim/overlay.py):
-    its own file when ``base`` is what it extends, else ``base`` with the policy's settings as
-    overrides, named after the policy. ``BadInput`` if either cannot be read or validated."""
+    its own file when ``base`` is what it extends (directly, or through other overlays), else
+    ``base`` with the settings of the policy and of every overlay it extends (up to, not
+    including, the root base) as overrides, named after the policy. ``BadInput`` if either
+    cannot be read or validated."""
     policy, base = Path(policy), Path(base)
     try:
-        name, parent, overrides = overlay_overrides(policy)
+        overlay = read_overlay(policy)
     except OverlayError as exc:
         raise BadInput(str(exc)) from None
-    if parent is not None and parent == base.resolve():
+    if base.resolve() in overlay.files:
         return load_scenario(policy, days=days)  # its own baseline: exactly its file
-    return load_scenario(base, [*overrides, f"name={json.dumps(name)}"], days=days)
+    return load_scenario(base, [*overlay.overrides, f"name={json.dumps(overlay.name)}"], days=days)
 
 
 def load_sweep_report(path: str | Path) -> dict:

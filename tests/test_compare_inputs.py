@@ -145,3 +145,40 @@ def test_the_report_files_are_written_as_a_set(tmp_path):
 
 
 # --- policies that extend policies ------------------------------------------------------------
+
+
+def test_a_policy_extending_a_policy_brings_the_settings_of_both(tmp_path):
+    first = _overlay(
+        tmp_path / "p1.yaml",
+        f"extends: {NANTONG}\nname: p1\nfares: {{bus: {{region_fare_fen: {{urban: 220}}}}}}\n"
+        f"output: {{dir: runs/p1}}\n",
+    )
+    second = _overlay(
+        tmp_path / "p2.yaml",
+        f"extends: {first.name}\nname: p2\nfares: {{transfer: {{window_min: 90}}}}\n",
+    )
+    small = api.load_scenario(SMALL)
+    applied = api.load_policy(second, SMALL)
+    assert applied.name == "p2"
+    assert applied.fares.bus.region_fare_fen["urban"] == 220  # p1's
+    assert applied.fares.transfer.window_min == 90  # p2's
+    assert applied.fares.bus.region_fare_fen["rudong"] == small.fares.bus.region_fare_fen["rudong"]
+    assert applied.population == small.population and applied.period == small.period
+    assert applied.output == small.output  # output: is the file's, not the policy's
+    # On the base of its chain it is its own file, as extends: reads it.
+    assert api.load_policy(second, NANTONG) == api.load_scenario(second)
+    # A chain through the baseline itself: the policy's file, read as extends: does.
+    third = _overlay(tmp_path / "p3.yaml", f"extends: {first.name}\nname: p3\n")
+    first.write_text(first.read_text("utf-8").replace(str(NANTONG), str(SMALL)), "utf-8")
+    assert api.load_policy(third, SMALL) == api.load_scenario(third)
+    assert api.load_policy(third, SMALL).fares.bus.region_fare_fen["urban"] == 220
+
+
+def test_a_policy_chain_that_cannot_be_read_is_bad_input_naming_the_file(tmp_path):
+    loop = _overlay(tmp_path / "loop.yaml", "extends: loop2.yaml\nname: loop\n")
+    _overlay(tmp_path / "loop2.yaml", "extends: loop.yaml\n")
+    with pytest.raises(api.BadInput, match="loop2.yaml: extends: a cycle"):
+        api.load_policy(loop, SMALL)
+    lost = _overlay(tmp_path / "lost.yaml", "extends: nowhere.yaml\n")
+    with pytest.raises(api.BadInput, match=f"{lost}: extends: file not found: .*nowhere.yaml"):
+        api.load_policy(lost, SMALL)
