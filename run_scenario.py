@@ -529,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                 out_dir=args.out,
                 independent_seeds=args.independent_seeds,
                 fairness_threshold=args.fairness_threshold,
+                sources=[args.base, *args.variants],  # a variant unlike the base: its file
             )
             print((args.out / "compare.md").read_text(encoding="utf-8"))
             reports = ", ".join(str(args.out / f"compare.{ext}") for ext in ("json", "md", "html"))

@@ -49,11 +49,12 @@ from sim.output import (
     package_versions,
     report_json,
 )
-from sim.overlay import OverlayError, overlay_overrides
+from sim.overlay import OverlayError, read_overlay
 from sim.privacy import PrivacyKey, PrivacyKeyError, default_key, load_key
 from sim.proc_memory import proc_kib_field
 from sim.reconciliation import ReconciliationError, check_reconciliation, write_reconciliation
 from sim.records import name_tables, record_writers
+from sim.report_files import write_together
 from sim.run_dir import RunDirError, StopSignalsHeld
 from sim.run_view import DIMENSIONS as RUN_DIMENSIONS
 from sim.run_view import MEASURES as RUN_MEASURES
@@ -85,6 +86,7 @@ __all__ = [
     "build",
     "calibrate",
     "cardholders_of",
+    "check_comparable",
     "compare_summary",
     "dask_client",
     "detect_card_lending",
@@ -235,12 +237,19 @@ def compare(
     independent_seeds: bool = False,
     fairness_threshold: float = 0.2,
     response: Response | None = None,
+    sources: Sequence[str | Path] | None = None,
 ) -> dict:
     """Run ``base`` and every variant ``replications`` times with common random numbers
     (replication r of every scenario uses run seed ``base.seed + r``; each world is built once)
     and report every measure's baseline, variant and paired difference with its 95% CI
     (sim/lab.py). Writes ``compare.json``, ``compare.md`` and the self-contained HTML page
-    ``compare.html`` (sim/lab_html.py) into ``out_dir`` if given.
+    ``compare.html`` (sim/lab_html.py) into ``out_dir`` if given, as one set (all replaced or
+    none); a folder that cannot be written is ``BadInput`` before anything runs.
+
+    Every variant must share the baseline's world (``check_comparable``: period, seed,
+    world_seed, scale, population, regions, network), or ``BadInput`` names it before anything
+    runs; ``sources`` are what to call the scenarios in that message, baseline first (the files
+    they came from; default: their names).
 
     ``independent_seeds`` gives every scenario its own seeds (scenario i, replication r: seed
     ``base.seed + i * replications + r``) and unpaired CIs: only to measure what the pairing
@@ -253,10 +262,14 @@ def compare(
         raise BadInput(
             f"--fairness-threshold: expected a fraction in [0, 1), got {fairness_threshold}"
         )
-    scenarios: dict[str, Scenario] = {}
     for sc in [base, *variants]:
         if isinstance(sc, MultiCityScenario):
             raise BadInput(f"{sc.name}: compare takes single-city scenarios")
+    check_comparable(base, variants, sources)
+    if out_dir is not None:
+        _check_out_folder(Path(out_dir), "the comparison report")
+    scenarios: dict[str, Scenario] = {}
+    for sc in [base, *variants]:
         name, k = sc.name, 2
         while name in scenarios:  # the same scenario twice: keep both, apart
             name, k = f"{sc.name}#{k}", k + 1
@@ -291,14 +304,103 @@ def compare(
         labels_zh=lab.group_labels_zh(regions_zh),
     )
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "compare.json").write_text(report_json(report, sort_keys=True), "utf-8")
-        (out / "compare.md").write_text(lab_report.markdown(report), "utf-8")
         from sim import lab_html  # here: plotly is heavy and only the HTML page needs it
 
-        (out / "compare.html").write_text(lab_html.render(report), "utf-8")
+        texts = {
+            "compare.json": report_json(report, sort_keys=True),
+            "compare.md": lab_report.markdown(report),
+            "compare.html": lab_html.render(report),
+        }
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_together({out / name: _text_writer(text) for name, text in texts.items()})
     return report
+
+
+def _text_writer(text: str) -> Callable[[Path], None]:
+    return lambda path: path.write_text(text, "utf-8")
+
+
+#: What every variant of a comparison shares with its baseline: its pairing (replication r of
+#: each scenario runs seed base seed + r) compares the same people on the same days and network
+#: under another policy. population.concession_ages is a policy (the free-ride age moves cards
+#: between types: scenarios/policies/free_from_60.yaml), so it may differ.
+SAME_WORLD = ("period", "seed", "world_seed", "scale", "population", "regions", "network")
+
+
+def check_comparable(
+    base: Scenario, variants: Sequence[Scenario], sources: Sequence[str | Path] | None = None
+) -> None:
+    """``BadInput`` naming each variant that does not share the baseline's world (SAME_WORLD),
+    with the first field of each part that differs and both values; ``sources``: what to call
+    the scenarios, baseline first (default: their names)."""
+    if sources is None:
+        names = [base.name, *(v.name for v in variants)]
+    else:
+        names = [str(source) for source in sources]
+    if len(names) != 1 + len(variants):
+        raise ValueError(f"sources: expected {1 + len(variants)} names, got {len(names)}")
+    ours = _world(base)
+    problems = []
+    for variant, name in zip(variants, names[1:], strict=True):
+        theirs = _world(variant)
+        found = [_first_difference(ours[f], theirs[f], f) for f in SAME_WORLD]
+        diffs = [
+            f"{path}: {_shown(got)} in the variant, {_shown(want)} in the baseline"
+            for path, want, got in (d for d in found if d is not None)
+        ]
+        if diffs:
+            problems.append(
+                f"variant {name}: {'; '.join(diffs)}; expected the baseline {names[0]}'s: a "
+                "comparison pairs the same people, days and network under another policy (the "
+                f"same {', '.join(SAME_WORLD)}). To try a policy overlay written for another "
+                "base on this one, apply it to the baseline (sim.api.load_policy, as the "
+                "dashboard's Compare page does) or write it to extend the baseline"
+            )
+    if problems:
+        raise BadInput("\n".join(problems))
+
+
+def _world(scenario: Scenario) -> dict:
+    """The parts of a scenario a comparison's variants share (SAME_WORLD), as JSON values."""
+    dump = scenario.model_dump(mode="json")
+    world = {name: dump[name] for name in SAME_WORLD if name != "world_seed"}
+    world["world_seed"] = scenario.seed if scenario.world_seed is None else scenario.world_seed
+    world["population"] = {k: v for k, v in dump["population"].items() if k != "concession_ages"}
+    return world
+
+
+def _first_difference(want, got, path: str):
+    """The first leaf where ``got`` differs from ``want``: (its path, want's, got's), or None."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        for key in [*want, *(k for k in got if k not in want)]:
+            found = _first_difference(want.get(key), got.get(key), f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
+        for i, (w, g) in enumerate(zip(want, got, strict=True)):
+            found = _first_difference(w, g, f"{path}.{i}")
+            if found is not None:
+                return found
+        return None
+    return None if want == got else (path, want, got)
+
+
+def _shown(value) -> str:
+    return "not set" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _check_out_folder(out: Path, what: str) -> None:
+    """``BadInput`` unless ``out`` is a folder that can be written, or one that can be made:
+    found before a long run, not after it."""
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: is a file; expected a folder for {what}")
+    parent = _existing_parent(out)
+    if not parent.is_dir():
+        raise BadInput(f"--out {out}: {parent} is a file; expected a folder for {what}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"--out {out}: no permission to write in {parent}; expected {what}'s folder")
 
 
 def sweep(
@@ -328,7 +430,8 @@ def sweep(
     values, status, error and per output the replications, mean and 95% CI; one-at-a-time
     sensitivity; Sobol indices) plus ``execution``: points run, reused and failed by this call.
     A point that fails is in the summary with its error; the others are kept. Bad input
-    (design, parameter paths no point can take, scenario, outputs) raises ``BadInput``."""
+    (design, parameter paths no point can take, scenario, outputs, a base edited while the
+    points load) raises ``BadInput``."""
     try:
         spec, flag = _sweep_design(design)
     except ConfigError as exc:
@@ -778,16 +881,18 @@ def load_policy(
     policy: str | Path, base: str | Path, *, days: int | None = None
 ) -> Scenario | MultiCityScenario:
     """The policy overlay ``policy`` applied to the scenario file ``base`` (sim/overlay.py):
-    its own file when ``base`` is what it extends, else ``base`` with the policy's settings as
-    overrides, named after the policy. ``BadInput`` if either cannot be read or validated."""
+    its own file when ``base`` is what it extends (directly, or through other overlays), else
+    ``base`` with the settings of the policy and of every overlay it extends (up to, not
+    including, the root base) as overrides, named after the policy. ``BadInput`` if either
+    cannot be read or validated."""
     policy, base = Path(policy), Path(base)
     try:
-        name, parent, overrides = overlay_overrides(policy)
+        overlay = read_overlay(policy)
     except OverlayError as exc:
         raise BadInput(str(exc)) from None
-    if parent is not None and parent == base.resolve():
+    if base.resolve() in overlay.files:
         return load_scenario(policy, days=days)  # its own baseline: exactly its file
-    return load_scenario(base, [*overrides, f"name={json.dumps(name)}"], days=days)
+    return load_scenario(base, [*overlay.overrides, f"name={json.dumps(overlay.name)}"], days=days)
 
 
 def load_sweep_report(path: str | Path) -> dict:

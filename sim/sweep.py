@@ -11,20 +11,24 @@ the base's (one at a time: the tornado chart).
 Every point runs ``replications`` times with the run seeds of a compare: replication r of every
 point uses seed ``base seed + r`` (common random numbers: points differ by their parameters, not
 by their luck); each run is measured by ``sim.lab.OutcomeCollector``. Points run in the worker
-processes of a Dask ``LocalCluster``, in batches that shrink towards the end; a worker loads a
-point, runs all its replications on one world, and keeps that world for the next points that
-differ from it in their fares only (``sim.world.with_fares``). Each finished point is stored as
-``OUT/points/<key>.json``, its key a hash of what decides its numbers (the base scenario's
-content and the files it reads, the fields the point sets, the seeds, the engine's code), so
-re-running a sweep runs only the points that are missing or failed.
-A point that fails (the scenario rejects it, or its run raises) is kept as a failure with its
-message while the others go on.
+processes of a Dask ``LocalCluster``, in batches that shrink towards the end. Every point is loaded
+in the sweep's own process first (the base file read as it is then, once per point), and its
+key made from what was loaded: a hash of everything that decides its numbers (the point's
+validated scenario, the content of every file it reads, the seeds, the engine's code). The
+worker is handed that very scenario, so it runs what the key describes; it runs all the
+replications on one world, keeps that world for the next points that differ from it in their
+fares only (``sim.world.with_fares``), and checks afterwards that the files the point reads still
+hold the content its key was made from. Each finished point is stored as
+``OUT/points/<key>.json``, so re-running a sweep runs only the points that are missing or failed,
+and a point whose scenario or files changed since is run anew. A point that fails (the scenario
+rejects it, or its run raises) is kept as a failure with its message while the others go on.
 
 The table, summary and HTML page are written by ``sim.sweep_report``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -54,7 +58,7 @@ from sim.world import FARES_ONLY, with_fares
 from sim.yaml_config import FlagOverride, load_config
 
 #: Bump when what a stored point holds, or how it is measured, changes: older points run again.
-POINT_FORMAT = 2  # 2: the key covers the reference pricing (scenario_hash)
+POINT_FORMAT = 3  # 2: the key covers the reference pricing; 3: made from the loaded point
 DEFAULT_REPLICATIONS = 3
 #: Fields a sweep sets itself: every point runs the sweep's seeds for the sweep's days.
 RESERVED = {
@@ -91,6 +95,14 @@ class Parameter(BaseModel):
         description="Round sampled values to this many decimals (fields such as a discount_pct "
         "that take at most two).",
     )
+
+    @field_validator("values")
+    @classmethod
+    def _dates_as_text(cls, values: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        """Dates (YAML reads 2024-01-02 as one) as ISO text, as the base scenario's values and
+        sweep.json hold them: a point's value and the base's are then alike in the table and
+        on the page, and the scenario reads the text back as the date."""
+        return None if values is None else tuple(_iso_dates(v) for v in values)
 
     @model_validator(mode="after")
     def _values_or_bounds(self) -> Parameter:
@@ -266,6 +278,17 @@ def _loc(loc: Sequence[Any]) -> str:
     return ".".join(str(p) for p in loc) or "(design)"
 
 
+def _iso_dates(value: Any) -> Any:
+    """``value`` with every date and datetime in it as ISO text."""
+    if isinstance(value, dt.date):  # a datetime is a date too
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _iso_dates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_iso_dates(v) for v in value)
+    return value
+
+
 def _canonical(value: Any) -> str:
     """A value as text, equal for equal values (the key of de-duplication)."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
@@ -371,9 +394,9 @@ def _low_high(spec: Parameter) -> tuple[Any, Any]:
     return values[0], values[-1]
 
 
-def base_values(scenario: Scenario, paths: Sequence[str], missing: Any = None) -> dict[str, Any]:
-    """The base scenario's value of each parameter (``missing`` where the path leads nowhere;
-    a path through an unset optional section holds None)."""
+def base_values(scenario: Scenario, paths: Sequence[str]) -> dict[str, Any]:
+    """The base scenario's value of each parameter (None where the path leads nowhere, or
+    through an optional section the base leaves unset)."""
     tree = scenario.model_dump(mode="json", by_alias=True)
     out = {}
     for path in paths:
@@ -384,7 +407,7 @@ def base_values(scenario: Scenario, paths: Sequence[str], missing: Any = None) -
             elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
             else:
-                node = None if node is None else missing
+                node = None
                 break
         out[path] = node
     return out
@@ -424,19 +447,41 @@ def load_point(
 def check_paths(
     base_path: str | Path, base: Scenario, design: Design, flag: str, days: int | None
 ) -> None:
-    """A parameter path the base scenario does not have is bad input (the loader's message,
-    from loading the base with the parameter's first value), not a sweep of failed points.
-    A path that resolves, or that the loader takes (a new key in a mapping), passes; its values
-    are judged point by point."""
-    known = base_values(base, design.paths, missing=_MISSING)
+    """A parameter path the base scenario does not have is bad input (the loader's message),
+    not a sweep of failed points. A path to a field the base has passes; its values are judged
+    point by point. Any other path (a new key in a mapping, or one through an optional section
+    the base leaves unset, such as ``world_seed.foo``) is tried with the parameter's values, as
+    its points would be, and passes if one of them loads; if none does, the first one's message
+    is the error."""
+    tree = base.model_dump(mode="json", by_alias=True)
     for path, spec in design.parameters.items():
-        if known[path] is not _MISSING:
+        if _resolves(tree, path):
             continue
-        first = spec.values[0] if spec.values is not None else _sampled(spec, spec.low)
-        load_point(base_path, [(path, _yaml_text(first))], days, flag)
+        trials = spec.values if spec.values is not None else _low_high(spec)
+        problems: ConfigError | None = None
+        for value in trials:
+            try:
+                load_point(base_path, [(path, _yaml_text(value))], days, flag)
+            except ConfigError as exc:
+                problems = problems or exc
+            else:
+                break
+        else:
+            raise problems
 
 
-_MISSING = object()
+def _resolves(tree: Any, path: str) -> bool:
+    """Whether ``path`` leads to a field the (dumped) scenario has: a key of every mapping, an
+    index of every list on the way. A path through an unset section (None) does not."""
+    node = tree
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
 
 
 def _yaml_text(value: Any) -> str:
@@ -451,7 +496,7 @@ def _yaml_text(value: Any) -> str:
 #: so they are left out of the code fingerprint (a page's edit keeps the stored points).
 PRESENTATION_MODULES = frozenset(
     {"sim/html_page.py", "sim/lab_html.py", "sim/lab_report.py", "sim/pdf.py",
-     "sim/run_view.py", "sim/sweep_report.py"}
+     "sim/report_files.py", "sim/run_view.py", "sim/sweep_report.py"}
 )  # fmt: skip
 
 
@@ -468,19 +513,33 @@ def code_fingerprint(root: Path | None = None) -> str:
     return digest.hexdigest()
 
 
-def base_key(base: Scenario, seeds: Sequence[int], code: str) -> str:
-    """What every point of a sweep shares, hashed: the base scenario (its validated content, so
-    its whole ``extends:`` chain and the days, and the prices its riders are used to), the
-    content of the files it reads (outlets, calendar), the run seeds and the code."""
-    files = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in _files(base)}
-    blob = {"format": POINT_FORMAT, "scenario": scenario_hash(base), "files": files}
+def point_key(
+    scenario: Scenario, files: Sequence[tuple[str, str]], seeds: Sequence[int], code: str
+) -> str:
+    """A point's key, made from the point as loaded: its validated scenario (the base's whole
+    ``extends:`` chain as read, the fields the point sets, the days, the prices its riders are
+    used to), the content of every file that scenario reads (``files``: path and SHA-256, as
+    ``file_hashes`` gives them; a point's own ``calendar.file`` too), the run seeds and the
+    code. What the point's override texts say is not in it: the same text can name another
+    file (a relative path) or a file whose content has changed."""
+    blob = {"format": POINT_FORMAT, "scenario": scenario_hash(scenario), "files": dict(files)}
     return _digest({**blob, "seeds": list(seeds), "code": code})
 
 
-def point_key(base: str, overrides: Sequence[tuple[str, str]]) -> str:
-    """A point's key: its sweep's ``base_key`` and the fields it sets (sorted: the order they
-    are set in does not matter, each sets its own path)."""
-    return _digest({"base": base, "overrides": sorted(overrides)})
+def file_hashes(scenario: Scenario, known: dict[Path, str]) -> tuple[tuple[str, str], ...]:
+    """Every file ``scenario`` reads (outlets, calendar: its Path fields), with the SHA-256 of
+    its content; ``known`` keeps each file's hash, read once per sweep, so that every point of
+    a sweep is keyed by the same content of a file."""
+    out = []
+    for path in _files(scenario):
+        if path not in known:
+            known[path] = _file_hash(path)
+        out.append((str(path), known[path]))
+    return tuple(out)
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _digest(value: Any) -> str:
@@ -540,14 +599,14 @@ def store_point(points_dir: Path, result: dict, seeds: Sequence[int]) -> None:
 
 @dataclass(frozen=True)
 class Task:
-    """A point as a worker loads and runs it: its key, the base file, the fields it sets, the
-    days, where its values came from (for messages) and the run seeds."""
+    """A point as a worker runs it: its key, the scenario the key was made from (loaded in the
+    sweep's process: the worker reads no scenario file, so an edit of the base while the sweep
+    runs cannot slip into a point), the files that scenario reads with the hashes in its key,
+    and the run seeds."""
 
     key: str
-    base_path: str
-    overrides: tuple[tuple[str, str], ...]
-    days: int | None
-    flag: str
+    scenario: Scenario
+    files: tuple[tuple[str, str], ...]
     seeds: tuple[int, ...]
 
 
@@ -589,22 +648,31 @@ def run_batch(tasks: Sequence[Task], worlds: Worlds | None = None) -> list[dict]
 
 
 def run_point(task: Task, worlds: Worlds) -> dict:
-    """Load the point's scenario, get its world from ``worlds`` and run each replication on
-    it, as a compare does; a failure (the scenario rejects the point, or a run raises) is a
-    result (``status`` failed, ``error``), not an exception. Points are loaded here, in the
-    workers, as a scenario takes a good part of a second to load and validate."""
+    """Get the point's world from ``worlds`` and run each replication on it, as a compare
+    does; a failure (a run raises, or a file the point reads no longer holds the content its
+    key was made from) is a result (``status`` failed, ``error``), not an exception, and is
+    not stored."""
     from sim import api  # here, not at the top: sim.api imports this module
 
     try:
-        scenario = load_point(task.base_path, task.overrides, task.days, task.flag)
-        world = worlds.get(scenario)
+        world = worlds.get(task.scenario)
         measures = []
         for seed in task.seeds:
             collector = lab.OutcomeCollector(world)
             api.run(None, None, world=world, seed=seed, subscribers=[collector])
             measures.append({k: _plain(v) for k, v in collector.finish().items()})
+        # Looked at after the run: the world was built from the files as they were then (or
+        # kept from an earlier point of the sweep, built from the same content).
+        changed = [path for path, digest in task.files if _file_hash(Path(path)) != digest]
     except Exception as exc:  # noqa: BLE001 - a point's failure is reported; the others run on
         return {"key": task.key, "status": "failed", "error": describe(exc)}
+    if changed:
+        return {
+            "key": task.key,
+            "status": "failed",
+            "error": f"{', '.join(changed)}: changed while the sweep ran; expected the content "
+            "the point was keyed with (the point is not kept); run the sweep again",
+        }
     return {"key": task.key, "status": "ok", "measures": measures}
 
 
@@ -764,16 +832,16 @@ def run(
     ``workers`` processes (0: in this one). Finished points are stored in ``out_dir/points``
     and reused from there; ``progress(done, to_run)`` hears of each point run; the worker
     processes start by ``start_method`` (see ``execute``). Raises
-    ConfigError when a parameter's path is not in the scenario, or an output is not a measure
-    (``flag`` and ``outputs_origin`` say where values and outputs came from, for messages)."""
-    shown, base_path = str(base_path), Path(base_path).resolve()  # workers load it too
+    ConfigError when a parameter's path is not in the scenario, an output is not a measure
+    (``flag`` and ``outputs_origin`` say where values and outputs came from, for messages), or
+    the base scenario or a file it reads changed while the points were being loaded."""
+    shown, base_path = str(base_path), Path(base_path).resolve()
     check_paths(base_path, base, design, flag, design.days)
     seeds = tuple(base.seed + r for r in range(design.replications))
     at_base = base_values(base, design.paths)
     the_plan = plan(design, at_base, _design_seed(design, base))
-    shared = base_key(base, seeds, code_fingerprint())
-    changes = {p.id: overrides_of(p, at_base) for p in the_plan.points}
-    keys = {i: point_key(shared, overrides) for i, overrides in changes.items()}
+    loaded = load_points(base_path, base, the_plan.points, at_base, design.days, flag, seeds)
+    keys = {i: task.key for i, task in loaded.items() if isinstance(task, Task)}
     points_dir = None
     if out_dir is not None:
         points_dir = Path(out_dir) / "points"
@@ -784,10 +852,10 @@ def run(
         if stored is not None:
             results[key] = stored
     checked = _check_outputs(design, results.values(), outputs_origin)
-    todo: dict[str, Task] = {}  # by key: points with the same changes (say, a design point at
-    for i, key in keys.items():  # the base's values and the base itself) run once
+    todo: dict[str, Task] = {}  # by key: points that load the same scenario (say, a design
+    for i, key in keys.items():  # point at the base's values and the base itself) run once
         if key not in results and key not in todo:
-            todo[key] = Task(key, str(base_path), changes[i], design.days, flag, seeds)
+            todo[key] = loaded[i]
     done = 0
 
     def finished(result: dict) -> None:
@@ -805,7 +873,10 @@ def run(
     if progress is not None:
         progress(0, len(todo))
     execute(list(todo.values()), workers, finished, start_method)
-    points = [_point_record(p, results.get(keys[p.id])) for p in the_plan.points]
+    points = [
+        _point_record(p, results.get(keys[p.id]) if p.id in keys else _not_loaded(loaded[p.id]))
+        for p in the_plan.points
+    ]
     execution = {
         "points": len(points),
         "distinct_runs": len(set(keys.values())),
@@ -815,6 +886,74 @@ def run(
         "workers": workers,
     }
     return Result(shown, base, design, seeds, the_plan.oat, the_plan.seed, points, execution)
+
+
+def load_points(
+    base_path: Path,
+    base: Scenario,
+    points: Sequence[Point],
+    at_base: dict[str, Any],
+    days: int | None,
+    flag: str,
+    seeds: Sequence[int],
+) -> dict[int, Task | str]:
+    """Each point's task (the scenario it runs, loaded here once per distinct set of changes,
+    and its key) or, when the scenario rejects it, its message. The base file is read anew for
+    each point: if the base scenario, or a file the points read, is not what it was when the
+    sweep began once they are all loaded, ConfigError (nothing has run: a sweep's points all
+    come from one version of its files)."""
+    code = code_fingerprint()
+    hashes: dict[Path, str] = {}  # each file read once: every point keyed by the same content
+    by_changes: dict[tuple[tuple[str, str], ...], Task | str] = {}
+    out: dict[int, Task | str] = {}
+    for point in points:
+        changes = overrides_of(point, at_base)
+        if changes not in by_changes:
+            try:
+                scenario = load_point(base_path, changes, days, flag)
+                files = file_hashes(scenario, hashes)
+            except Exception as exc:  # noqa: BLE001 - a point's failure is reported
+                by_changes[changes] = describe(exc)
+            else:
+                key = point_key(scenario, files, seeds, code)
+                by_changes[changes] = Task(key, scenario, files, tuple(seeds))
+        out[point.id] = by_changes[changes]
+    _check_unchanged(base_path, base, days, flag, hashes)
+    return out
+
+
+def _check_unchanged(
+    base_path: Path, base: Scenario, days: int | None, flag: str, hashes: dict[Path, str]
+) -> None:
+    """ConfigError if the base scenario or a file the points read changed while they were
+    being loaded (some points would hold one version, some another)."""
+    changed = [str(path) for path, digest in hashes.items() if _hash_or_none(path) != digest]
+    try:
+        again = load_point(base_path, (), days, flag)
+    except ConfigError:
+        again = None
+    if again is None or scenario_hash(again) != scenario_hash(base):
+        changed.insert(0, str(base_path))
+    if changed:
+        raise ConfigError(
+            [
+                f"{', '.join(changed)}: changed while the sweep was loading its points; expected "
+                "the base scenario and the files it reads unchanged until its points are loaded "
+                "(nothing was run); run the sweep again"
+            ]
+        )
+
+
+def _hash_or_none(path: Path) -> str | None:
+    """A file's hash, None if it cannot be read now (gone: changed too)."""
+    try:
+        return _file_hash(path)
+    except OSError:
+        return None
+
+
+def _not_loaded(error: str) -> dict:
+    return {"status": "failed", "error": error}
 
 
 def _point_record(point: Point, result: dict | None) -> dict:

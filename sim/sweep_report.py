@@ -3,18 +3,17 @@
 ``summarise(result)`` turns a ``sim.sweep.Result`` into plain data: the design; per point its
 parameter values, status (and error) and, per output, each replication's value, the mean and its
 95% confidence interval; one-at-a-time sensitivity (each parameter at its low and high value
-with the others at the base's, against the base point); and for a Sobol design the first-order
-and total indices (SALib). ``write(out_dir, summary)`` writes ``sweep.parquet`` and
-``sweep.csv`` (one row per point x replication x output), ``sweep.json`` and ``sweep.html``:
-plotly.js inline, fixed div ids, nothing that depends on when or on how many workers, so the same
-sweep gives the same bytes.
+with the others at the base's, against the base point, each change with its paired 95% CI); and
+for a Sobol design the first-order and total indices (SALib). ``write(out_dir, summary)`` writes
+``sweep.parquet`` and ``sweep.csv`` (one row per point x replication x output), ``sweep.json``
+and ``sweep.html`` as one set (all replaced or none): plotly.js inline, fixed div ids, nothing
+that depends on when or on how many workers, so the same sweep gives the same bytes.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,8 @@ import pandas as pd
 
 from sim import lab, sweep
 from sim.html_page import chart, esc, facts, page
-from sim.output import report_json
+from sim.output import json_default, report_json
+from sim.report_files import write_together
 
 FILES = ("sweep.parquet", "sweep.csv", "sweep.json", "sweep.html")
 TABLE_COLUMNS = ("point", "role", "replication", "seed", "output", "value", "status", "error")
@@ -84,29 +84,53 @@ def mean_interval(values: Sequence[float]) -> dict:
 
 def one_at_a_time(by_id: dict[int, dict], oat: dict[str, tuple[int, int]], output: str) -> list:
     """Per parameter: ``output`` at its low and high value with the others at the base's,
-    against the base point (point 0); widest swing first (the tornado chart's order)."""
+    against the base point (point 0); widest swing first (the tornado chart's order). Each
+    change from the base comes with its paired 95% confidence interval
+    (``{low,high}_change_ci_low``, ``..._ci_high``; ``sim.lab.paired_difference``):
+    replication r of every point runs the same seed, so the change is measured replication by
+    replication. None where a point failed, or with one replication (no interval)."""
     base = _mean(by_id[0], output)
     rows = []
     for path, (low_id, high_id) in oat.items():
         low, high = _mean(by_id[low_id], output), _mean(by_id[high_id], output)
-        rows.append(
-            {
-                "parameter": path,
-                "base_value": by_id[0]["values"][path],
-                "low_value": by_id[low_id]["values"][path],
-                "high_value": by_id[high_id]["values"][path],
-                "low_point": low_id,
-                "high_point": high_id,
-                "base": base,
-                "low": low,
-                "high": high,
-                "low_change": None if None in (base, low) else low - base,
-                "high_change": None if None in (base, high) else high - base,
-                "swing": None if None in (low, high) else abs(high - low),
-            }
-        )
+        row = {
+            "parameter": path,
+            "base_value": by_id[0]["values"][path],
+            "low_value": by_id[low_id]["values"][path],
+            "high_value": by_id[high_id]["values"][path],
+            "low_point": low_id,
+            "high_point": high_id,
+            "base": base,
+            "low": low,
+            "high": high,
+            "low_change": None if None in (base, low) else low - base,
+            "high_change": None if None in (base, high) else high - base,
+            "swing": None if None in (low, high) else abs(high - low),
+        }
+        for end, end_id in (("low", low_id), ("high", high_id)):
+            interval = paired_change(by_id[0], by_id[end_id], output)
+            row[f"{end}_change_ci_low"], row[f"{end}_change_ci_high"] = interval
+        rows.append(row)
     order = sorted(range(len(rows)), key=lambda i: (-(rows[i]["swing"] or 0), i))
     return [rows[i] for i in order]
+
+
+def paired_change(base: dict, point: dict, output: str) -> tuple[float | None, float | None]:
+    """The 95% confidence interval of ``output``'s change from ``base`` to ``point``, paired
+    replication by replication (common random numbers); (None, None) if either point failed or
+    lacks the output, or with one replication."""
+    values = [_values(p, output) for p in (base, point)]
+    if None in values or len(values[0]) < 2:
+        return None, None
+    found = mean_interval([v - b for b, v in zip(*values, strict=True)])
+    return found["ci_low"], found["ci_high"]
+
+
+def _values(point: dict, output: str) -> list[float] | None:
+    if point["status"] != "ok":
+        return None
+    values = point["outputs"][output]["values"]
+    return None if any(v is None for v in values) else values
 
 
 def _mean(point: dict, output: str) -> float | None:
@@ -194,28 +218,23 @@ def _column(values: list[Any]) -> pd.Series:
 
 
 def write(out_dir: str | Path, summary: dict) -> list[Path]:
-    """Write the table (Parquet, CSV), the summary (JSON) and the page (HTML) into ``out_dir``;
-    each file is written beside and renamed, so none is ever half-written. Their paths."""
+    """Write the table (Parquet, CSV), the summary (JSON) and the page (HTML) into ``out_dir``
+    as one set (``sim.report_files``): all four are replaced, or, if any of them cannot be
+    made, none is. Their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frame = table(summary)
-    paths = [out / name for name in FILES]
-    _replace(paths[0], lambda tmp: frame.to_parquet(tmp, index=False))
-    _replace(paths[1], lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"))
     text = report_json(summary)
-    _replace(paths[2], lambda tmp: tmp.write_text(text + "\n", "utf-8"))
     page = render(summary)
-    _replace(paths[3], lambda tmp: tmp.write_text(page, "utf-8"))
-    return paths
-
-
-def _replace(path: Path, write_to) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write_to(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    paths = [out / name for name in FILES]
+    return write_together(
+        {
+            paths[0]: lambda tmp: frame.to_parquet(tmp, index=False),
+            paths[1]: lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"),
+            paths[2]: lambda tmp: tmp.write_text(text + "\n", "utf-8"),
+            paths[3]: lambda tmp: tmp.write_text(page, "utf-8"),
+        }
+    )
 
 
 # --- the page -----------------------------------------------------------------------------------
@@ -285,9 +304,13 @@ def _values_text(values: dict) -> str:
 
 
 def _show(value: Any) -> str:
+    """A parameter's value as the page shows it; what JSON cannot hold as it is (a date) as
+    sweep.json writes it (``json_default``), not an error after the points have run."""
     if isinstance(value, float):
         return f"{value:.6g}"
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=json_default)
 
 
 def _output_section(summary: dict, index: int, name: str) -> str:
@@ -375,18 +398,22 @@ def _x(value: Any) -> Any:
 
 
 def _error_bars(name: str, outputs: list[dict]) -> dict:
+    """Error bars from each item's mean to its CI's ends (none where there is no interval)."""
     up = [
-        None if o["ci_high"] is None else _scaled(name, o["ci_high"] - o["mean"]) for o in outputs
+        None if None in (o["ci_high"], o["mean"]) else _scaled(name, o["ci_high"] - o["mean"])
+        for o in outputs
     ]
     down = [
-        None if o["ci_low"] is None else _scaled(name, o["mean"] - o["ci_low"]) for o in outputs
+        None if None in (o["ci_low"], o["mean"]) else _scaled(name, o["mean"] - o["ci_low"])
+        for o in outputs
     ]
     return {"type": "data", "array": up, "arrayminus": down, "visible": True}
 
 
 def _tornado_figure(summary: dict, name: str):
     """One at a time: the change of the output from the base point when each parameter goes to
-    its low and its high value, widest swing on top."""
+    its low and its high value, widest swing on top, with the paired 95% CI of each change as
+    error bars (none with one replication, which the title says)."""
     import plotly.graph_objects as go
 
     rows = [r for r in summary["one_at_a_time"][name] if r["base"] is not None]
@@ -394,26 +421,51 @@ def _tornado_figure(summary: dict, name: str):
     labels = [r["parameter"] for r in rows]
     figure = go.Figure()
     for end, colour in (("low", LOW_COLOUR), ("high", HIGH_COLOUR)):
+        changes = [
+            {
+                "mean": r[f"{end}_change"],
+                "ci_low": r.get(f"{end}_change_ci_low"),
+                "ci_high": r.get(f"{end}_change_ci_high"),
+            }
+            for r in rows
+        ]
         figure.add_trace(
             go.Bar(
                 y=labels,
-                x=[_scaled(name, r[f"{end}_change"]) for r in rows],
+                x=[_scaled(name, c["mean"]) for c in changes],
+                error_x=_error_bars(name, changes),
                 orientation="h",
                 name=f"{end} value",
                 marker={"color": colour},
-                text=[f"{r['parameter']} = {_show(r[f'{end}_value'])}" for r in rows],
+                text=[
+                    f"{r['parameter']} = {_show(r[f'{end}_value'])}{_interval(name, c)}"
+                    for r, c in zip(rows, changes, strict=True)
+                ],
                 hovertemplate="%{text}: %{x:,.2f}<extra></extra>",
             )
         )
     base = summary["one_at_a_time"][name][0]["base"] if summary["one_at_a_time"][name] else None
     at = "" if base is None else f" (base {_scaled(name, base):,.2f})"
+    bars = (
+        "bars: paired 95% CI"
+        if summary["replications"] > 1
+        else "one replication: no interval (run 2 or more for one)"
+    )
     figure.update_layout(
         barmode="overlay",
-        title=f"One at a time: change of {_axis_title(name)} from the base point{at}",
+        title=f"One at a time: change of {_axis_title(name)} from the base point{at}; {bars}",
         xaxis_title=f"change of {_axis_title(name)}",
         height=max(320, 120 + 60 * len(rows)),
     )
     return figure
+
+
+def _interval(name: str, change: dict) -> str:
+    """A change's interval as the tornado's hover text shows it."""
+    if change["ci_low"] is None or change["ci_high"] is None:
+        return ""
+    low, high = _scaled(name, change["ci_low"]), _scaled(name, change["ci_high"])
+    return f" (95% CI {low:,.2f} to {high:,.2f})"
 
 
 def _sobol_figure(summary: dict, name: str):

@@ -19,8 +19,21 @@ import pandas as pd
 import pytest
 
 from sim import lab, sweep_report
+from sim import sweep as sweeps
 from sim.api import BadInput, build, load_scenario, run, sweep
-from sim.sweep import Design, grid_design, load_design, plan, split_values
+from sim.report_files import write_together
+from sim.scenario import ConfigError
+from sim.sweep import (
+    Design,
+    Worlds,
+    base_values,
+    grid_design,
+    load_design,
+    load_points,
+    plan,
+    run_batch,
+    split_values,
+)
 from sim.world import with_fares
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -355,3 +368,176 @@ def test_the_code_fingerprint_follows_the_engine_not_the_pages(tmp_path):
     with (tmp_path / "sim" / "day.py").open("a", encoding="utf-8") as f:
         f.write("\n# an engine edit\n")
     assert code_fingerprint(tmp_path) != before
+
+
+# --- what a stored point is keyed by ----------------------------------------------------------
+
+CALENDAR = ROOT / "scenarios" / "data" / "calendar_cn_2024.yaml"
+NEW_YEAR = "  - {name: 元旦, first: 2024-01-01, last: 2024-01-01}\n"  # the period's first day
+
+
+def _drop_new_year(calendar: Path) -> None:
+    """2024-01-01 becomes a workday: a one-day run from that date has other taps."""
+    text = calendar.read_text("utf-8")
+    assert NEW_YEAR in text
+    calendar.write_text(text.replace(NEW_YEAR, ""), "utf-8")
+
+
+def test_a_file_a_point_names_is_keyed_by_its_content_not_by_its_text(tmp_path, monkeypatch):
+    """A point's calendar.file: the same text names another file from another folder, or the
+    same file edited; either way the stored point is not reused, and the result is what a
+    fresh sweep gives."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    for folder in (here, there):
+        folder.mkdir()
+        shutil.copy(CALENDAR, folder / "cal.yaml")
+    _drop_new_year(there / "cal.yaml")
+    out = tmp_path / "out"
+
+    def sweep_from(folder: Path, into: Path) -> tuple[dict, list]:
+        monkeypatch.chdir(folder)  # the relative path is read from the current folder
+        summary = sweep(
+            SMALL, ["calendar.file=cal.yaml"], replications=1, days=1, outputs=["taps"],
+            workers=0, out_dir=into,
+        )  # fmt: skip
+        assert summary["points"][1]["values"] == {"calendar.file": "cal.yaml"}
+        return summary["execution"], summary["points"][1]["outputs"]["taps"]["values"]
+
+    done, holiday = sweep_from(here, out)
+    assert (done["points_run"], done["points_reused"]) == (2, 0)
+    done, workday = sweep_from(there, out)
+    assert (done["points_run"], done["points_reused"]) == (1, 1)  # the base is the same
+    assert workday != holiday
+    assert workday == sweep_from(there, tmp_path / "fresh")[1]
+    _drop_new_year(here / "cal.yaml")  # the same file, edited
+    done, edited = sweep_from(here, out)
+    assert (done["points_run"], done["points_reused"]) == (1, 1) and edited == workday
+
+
+def _base_copy(folder: Path, bus_fare: int) -> Path:
+    """A base scenario of the small city with its own calendar file (a copy) and an urban bus
+    fare, in ``folder``."""
+    shutil.copy(CALENDAR, folder / "cal.yaml")
+    base = folder / "base.yaml"
+    base.write_text(
+        f"extends: {SMALL}\ncalendar: {{file: cal.yaml}}\n"
+        f"fares: {{bus: {{region_fare_fen: {{urban: {bus_fare}}}}}}}\n",
+        encoding="utf-8",
+    )
+    return base
+
+
+def _loaded(base: Path, params: list[str]) -> dict:
+    """The sweep's points as the sweep's process loads them (sim.sweep.load_points)."""
+    design = grid_design(params, replications=1, days=1, outputs=["taps"])
+    scenario = load_scenario(base, days=1)
+    at_base = base_values(scenario, design.paths)
+    points = plan(design, at_base, seed=scenario.seed).points
+    return load_points(base.resolve(), scenario, points, at_base, 1, "--param", (scenario.seed,))
+
+
+def test_a_point_runs_the_scenario_its_key_was_made_from_whatever_happens_to_the_base(tmp_path):
+    base = _base_copy(tmp_path, 200)
+    params = [f"{WINDOW}=90"]
+    tasks = _loaded(base, params)
+    base.write_text(base.read_text("utf-8").replace("urban: 200", "urban: 300"), "utf-8")
+    distinct = list({t.key: t for t in tasks.values()}.values())
+    ran = {r["key"]: r for r in run_batch(distinct, Worlds())}
+    # What the workers ran is the base as it was when the points were loaded: a fresh sweep of
+    # that version stores the same points under the same keys.
+    base.write_text(base.read_text("utf-8").replace("urban: 300", "urban: 200"), "utf-8")
+    out = tmp_path / "fresh"
+    fresh = sweep(base, params, replications=1, days=1, outputs=["taps"], workers=0, out_dir=out)
+    assert fresh["execution"]["points_run"] == 2
+    stored = {p.stem for p in (out / "points").glob("*.json")}
+    assert stored == set(ran)
+    by_value = {t.scenario.fares.transfer.window_min: t.key for t in tasks.values()}
+    for point in fresh["points"]:
+        measures = ran[by_value[point["values"][WINDOW]]]["measures"]
+        assert point["outputs"]["taps"]["values"] == [m["taps"] for m in measures]
+
+
+def test_a_base_edited_while_the_points_load_is_refused_before_anything_runs(tmp_path):
+    base = _base_copy(tmp_path, 200)
+    before = load_scenario(base, days=1)  # what the sweep loaded first
+    base.write_text(base.read_text("utf-8").replace("urban: 200", "urban: 300"), "utf-8")
+    design = grid_design([f"{WINDOW}=90"], replications=1, days=1, outputs=["taps"])
+    with pytest.raises(ConfigError, match="changed while the sweep was loading its points"):
+        sweeps.run(base, before, design, workers=0, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out" / "points").exists()
+
+
+def test_a_point_whose_files_changed_while_it_ran_fails_and_is_not_kept(tmp_path):
+    base = _base_copy(tmp_path, 200)
+    tasks = _loaded(base, [f"{WINDOW}=90"])
+    _drop_new_year(tmp_path / "cal.yaml")
+    results = run_batch([tasks[0]], Worlds())
+    assert results[0]["status"] == "failed" and "measures" not in results[0]
+    assert results[0]["error"].startswith(f"{tmp_path / 'cal.yaml'}: changed while the sweep ran")
+
+
+# --- bad input before anything runs, and report files ---------------------------------------
+
+
+def test_a_path_through_an_unset_optional_field_exits_2_before_anything_runs(tmp_path):
+    result = _cli(SMALL, "--param", "world_seed.foo=1,2", "--days", 1, "--out", tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "world_seed.foo=1: world_seed: wrong type; got {'foo': 1}; expected a valid " in (
+        result.stderr
+    )
+    assert not (tmp_path / "points").exists()
+
+
+def test_a_date_valued_parameter_is_reported_like_any_other(tmp_path):
+    result = _cli(
+        SMALL, "--param", "period.start=2024-01-02", "--days", 1, "--replications", 1,
+        "--output", "taps", "--workers", 0, "--out", tmp_path, "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(tmp_path / "sweep.csv")
+    assert frame["period.start"].drop_duplicates().tolist() == ["2024-01-01", "2024-01-02"]
+    page = (tmp_path / "sweep.html").read_text("utf-8")
+    assert "<td>2024-01-02</td>" in page  # the table of points, as text like the base's
+    assert "one replication: no interval" in page
+
+
+def test_the_report_files_are_replaced_all_together_or_not_at_all(grid, tmp_path):
+    _, summary = grid
+    old = {name: f"an earlier {name}".encode() for name in sweep_report.FILES[:3]}
+    for name, data in old.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "sweep.html").mkdir()  # the last of the set cannot be replaced
+    with pytest.raises(IsADirectoryError):
+        sweep_report.write(tmp_path, summary)
+    assert {name: (tmp_path / name).read_bytes() for name in old} == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(sweep_report.FILES)
+
+    def broken(path: Path) -> None:  # a renderer that fails half-way through its file
+        path.write_text("half a page", "utf-8")
+        raise ValueError("cannot render")
+
+    targets = {tmp_path / name: (lambda p, n=name: p.write_text(n, "utf-8")) for name in old}
+    with pytest.raises(ValueError, match="cannot render"):
+        write_together({**targets, tmp_path / "page.html": broken})
+    assert {name: (tmp_path / name).read_bytes() for name in old} == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(sweep_report.FILES)
+
+
+def test_one_at_a_time_changes_have_paired_intervals(grid):
+    out, summary = grid
+    rows = {r["parameter"]: r for r in summary["one_at_a_time"]["fare_revenue_fen"]}
+    window = rows[WINDOW]
+    values = {
+        p["point"]: p["outputs"]["fare_revenue_fen"]["values"]
+        for p in summary["points"]
+        if p["status"] == "ok"
+    }
+    paired = lab.paired_difference(values[0], values[window["high_point"]])
+    assert (window["high_change_ci_low"], window["high_change_ci_high"]) == pytest.approx(
+        (paired["ci_low"], paired["ci_high"])
+    )
+    assert window["high_change_ci_low"] <= window["high_change"] <= window["high_change_ci_high"]
+    assert window["low_change_ci_low"] is None and window["low_change_ci_high"] is None  # failed
+    page = (out / "sweep.html").read_text("utf-8")
+    assert '"error_x"' in page and "bars: paired 95% CI" in page
