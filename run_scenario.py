@@ -555,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
             scenario = api.load_scenario(
                 args.scenario, args.overrides, days=args.days, seed=args.seed
             )
+            api.load_targets(args.targets)  # refused before the progress bar, not after the run
             with Progress(scenario.period.days, args.quiet) as progress:
                 report = api.calibrate(scenario, args.targets, args.out, subscribers=[progress])
             print((args.out / "calibration.md").read_text(encoding="utf-8"))
