@@ -309,7 +309,11 @@ def build_reconcile_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("run_dir", type=Path, help="a run's output folder")
     parser.add_argument(
-        "--out", type=Path, help="where to write them (default: RUN_DIR/reconciliation)"
+        "--out",
+        type=Path,
+        help="where to write them (default: RUN_DIR/reconciliation); replaces only an earlier "
+        "reconcile's output: the run folder, a folder holding it or inside it, and a folder "
+        "with other files are refused",
     )
     return parser
 

@@ -443,9 +443,9 @@ def reconcile(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     (sim/reconciliation.py); returns their folder. Raises BadInput naming what is wrong."""
     try:
         out = write_reconciliation(run_dir, out_dir)
+        problems = check_reconciliation(run_dir, out)
     except ReconciliationError as exc:
         raise BadInput(str(exc)) from None
-    problems = check_reconciliation(run_dir, out)
     if problems:
         raise InvariantViolation(
             "reconciliation_agrees", 0, problems[0], f"{len(problems)} file(s)"
