@@ -293,8 +293,10 @@ def build_verify_parser() -> argparse.ArgumentParser:
     """Parser of the ``verify`` sub-command."""
     parser = argparse.ArgumentParser(
         prog="run_scenario.py verify",
-        description="Recompute a run's hash chains, digests, row and money invariants from its "
-        "files; prints each problem with where it is (exit 1), or 'verified' (exit 0).",
+        description="Check that a run's files are all there and readable with the row counts "
+        "run_meta.json gives, and recompute its hash chains, digests, row and money invariants "
+        "(the journal against the records) from them; prints each problem with where it is "
+        "(exit 1), or 'verified' (exit 0).",
     )
     parser.add_argument("run_dir", type=Path, help="a run's output folder")
     return parser
