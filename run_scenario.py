@@ -293,8 +293,10 @@ def build_verify_parser() -> argparse.ArgumentParser:
     """Parser of the ``verify`` sub-command."""
     parser = argparse.ArgumentParser(
         prog="run_scenario.py verify",
-        description="Recompute a run's hash chains, digests, row and money invariants from its "
-        "files; prints each problem with where it is (exit 1), or 'verified' (exit 0).",
+        description="Check that a run's files are all there and readable with the row counts "
+        "run_meta.json gives, and recompute its hash chains, digests, row and money invariants "
+        "(the journal against the records) from them; prints each problem with where it is "
+        "(exit 1), or 'verified' (exit 0).",
     )
     parser.add_argument("run_dir", type=Path, help="a run's output folder")
     return parser
@@ -309,7 +311,11 @@ def build_reconcile_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("run_dir", type=Path, help="a run's output folder")
     parser.add_argument(
-        "--out", type=Path, help="where to write them (default: RUN_DIR/reconciliation)"
+        "--out",
+        type=Path,
+        help="where to write them (default: RUN_DIR/reconciliation); replaces only an earlier "
+        "reconcile's output: the run folder, a folder holding it or inside it, and a folder "
+        "with other files are refused",
     )
     return parser
 
@@ -556,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
             scenario = api.load_scenario(
                 args.scenario, args.overrides, days=args.days, seed=args.seed
             )
+            api.load_targets(args.targets)  # refused before the progress bar, not after the run
             with Progress(scenario.period.days, args.quiet) as progress:
                 report = api.calibrate(scenario, args.targets, args.out, subscribers=[progress])
             print((args.out / "calibration.md").read_text(encoding="utf-8"))

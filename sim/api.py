@@ -25,7 +25,6 @@ from pathlib import Path
 import duckdb
 import pydantic
 import simpy
-import yaml
 
 from agents.outlet import OutletFileError
 from sim import lab, lab_report, sweep_report
@@ -33,7 +32,8 @@ from sim import sweep as sweeps
 from sim.behaviour import Response
 from sim.behaviour_settings import CardLending, DetectionRule
 from sim.calibration import compare as compare_with_targets
-from sim.calibration import load_targets, markdown, untargeted
+from sim.calibration import load_targets as read_targets
+from sim.calibration import markdown, untargeted
 from sim.clearing_report import ClearingReport
 from sim.cross_city import CrossCityCollector
 from sim.distributed import WorkerLost, submit_shards
@@ -96,6 +96,7 @@ __all__ = [
     "load_policy",
     "load_scenario",
     "load_sweep_report",
+    "load_targets",
     "open_run",
     "reconcile",
     "run",
@@ -546,9 +547,9 @@ def reconcile(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     (sim/reconciliation.py); returns their folder. Raises BadInput naming what is wrong."""
     try:
         out = write_reconciliation(run_dir, out_dir)
+        problems = check_reconciliation(run_dir, out)
     except ReconciliationError as exc:
         raise BadInput(str(exc)) from None
-    problems = check_reconciliation(run_dir, out)
     if problems:
         raise InvariantViolation(
             "reconciliation_agrees", 0, problems[0], f"{len(problems)} file(s)"
@@ -839,10 +840,7 @@ def calibrate(
         raise BadInput(f"--out {out}: is a file; expected a folder for the calibration report")
     if not os.access(out if out.exists() else _existing_parent(out), os.W_OK):
         raise BadInput(f"--out {out}: no permission to write there")
-    try:
-        targets = load_targets(targets_path)
-    except (OSError, yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
-        raise BadInput(f"{targets_path}: cannot read targets: {exc}") from None
+    targets = load_targets(targets_path)  # before the run: a mistake in it is bad input
     summary = run(scenario, None, subscribers=subscribers)
     world = summary.world
     report = compare_with_targets(targets, summary.metrics, world.population, world.days)
@@ -857,6 +855,15 @@ def calibrate(
     (out / "calibration.json").write_text(report_json(report), "utf-8")
     (out / "calibration.md").write_text(markdown(report), "utf-8")
     return report
+
+
+def load_targets(path: str | Path) -> dict:
+    """A calibration targets file (sim/calibration.py ``Targets``), validated whole; BadInput
+    naming the file, line, field path and what was expected if it is wrong."""
+    try:
+        return read_targets(path)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _lending_reports(monitors: list[LendingMonitor]) -> dict[str, dict]:

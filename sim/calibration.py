@@ -1,6 +1,7 @@
 """Calibration report: simulated figures against published targets, plus untargeted metrics.
 
-Targets live in a YAML file beside the data they come from (data/nantong/targets_2024.yaml).
+Targets live in a YAML file beside the data they come from (data/nantong/targets_2024.yaml),
+validated whole by the ``Targets`` model before a run starts (file, line, field path, expected).
 Each target gets the simulated value, the relative error and a pass/fail against its tolerance:
 totals within ±5%; spend per card type and per QR channel within ±10% each, except parts under 1%
 of total spend, which are judged by their share of spend (within 0.5 percentage points). A
@@ -17,13 +18,15 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
-import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from sim.codes import CARD_TYPES, ELDERLY_CARD_CODES, MEDIA
 from sim.metrics import RunMetrics
 from sim.population import HOME_CITY
+from sim.yaml_config import load_config
 
 #: The card types of the published elderly figure ("taps with 长寿卡 and 爱心卡").
 #: The totals a targets file may set (computed in ``compare``).
@@ -49,38 +52,71 @@ class Row:
     passed: bool
 
 
-_TARGET_KEYS = (
-    "year",
-    "totals",
-    "spend_by_card_type_yuan",
-    "spend_by_qr_channel_yuan",
-    "card_stock",
-    "tolerances",
-)
+#: A published figure: a positive, finite number (an int or a float; a string or a yes/no is a
+#: mistake in the file, not a number to guess at).
+Figure = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
+#: A QR channel: the QR media of ``sim.codes.MEDIA`` (the published channel table's rows).
+QR_CHANNELS: tuple[str, ...] = tuple(m for m in MEDIA if m.startswith("qr_"))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TargetTotals(_Section):
+    """``totals:``: the year's published totals; each one given is compared (±``totals_rel``)."""
+
+    transactions: Figure | None = Field(None, description="Fare transactions (笔).")
+    transit_spend_yuan: Figure = Field(
+        description="Transit spend (元); required: small spend parts are judged by their share "
+        "of it."
+    )
+    recharge_yuan: Figure | None = Field(None, description="Top-ups (元).")
+    cards_sold: Figure | None = Field(None, description="Cards sold.")
+    elderly_card_transactions: Figure | None = Field(
+        None, description="Transactions with the elderly card types (长寿卡 and 爱心卡)."
+    )
+
+
+class Tolerances(_Section):
+    """``tolerances:``: how far a simulated figure may be from its target and still pass."""
+
+    totals_rel: Figure = Field(description="Each total within ± this fraction (0.05 = 5%).")
+    breakdown_rel: Figure = Field(
+        description="Each card type and QR channel within ± this fraction."
+    )
+    small_share_pp: Figure = Field(
+        description="Parts under 1% of spend: their share of spend within ± this many "
+        "percentage points."
+    )
+
+
+class Targets(_Section):
+    """A calibration targets file (data/nantong/targets_2024.yaml), validated whole before a
+    run starts, so that a mistake in it is bad input, not a crash after the run."""
+
+    year: int = Field(ge=1, le=9999, strict=True, description="Year the figures are for.")
+    totals: TargetTotals
+    spend_by_card_type_yuan: dict[Literal[CARD_TYPES], Figure] = Field(  # type: ignore[valid-type]
+        min_length=1, description="Spend by card type (元)."
+    )
+    spend_by_qr_channel_yuan: dict[Literal[QR_CHANNELS], Figure] = Field(  # type: ignore[valid-type]
+        min_length=1, description="Spend by QR channel (元)."
+    )
+    card_stock: dict[Literal[("total", *CARD_TYPES)], Figure] = Field(  # type: ignore[valid-type]
+        description="Cards in stock by type, and in total (reported, not judged)."
+    )
+    tolerances: Tolerances
 
 
 def load_targets(path: str | Path) -> dict:
-    """Read a targets YAML (see data/nantong/targets_2024.yaml); ValueError names what is wrong."""
-    with open(path, encoding="utf-8") as fh:
-        targets = yaml.safe_load(fh)
-    if not isinstance(targets, dict):
-        raise ValueError(f"{path}: expected a mapping with keys {', '.join(_TARGET_KEYS)}")
-    missing = [k for k in _TARGET_KEYS if k not in targets]
-    if missing:
-        raise ValueError(f"{path}: missing keys {missing}; expected {', '.join(_TARGET_KEYS)}")
-    for name in list(targets["spend_by_card_type_yuan"]) + list(targets["card_stock"]):
-        if name != "total" and name not in CARD_TYPES:
-            raise ValueError(f"{path}: unknown card type {name!r}; expected one of {CARD_TYPES}")
-    unknown = sorted(set(targets["totals"]) - set(TOTALS))
-    if unknown:
-        raise ValueError(f"{path}: totals: unknown {unknown}; expected some of {list(TOTALS)}")
-    for name in targets["spend_by_qr_channel_yuan"]:
-        if name not in MEDIA:
-            raise ValueError(f"{path}: unknown QR channel {name!r}; expected one of {MEDIA}")
-    for group in ("totals", "spend_by_card_type_yuan", "spend_by_qr_channel_yuan"):
-        if any(not isinstance(v, (int, float)) or v <= 0 for v in targets[group].values()):
-            raise ValueError(f"{path}: {group}: every target must be a positive number")
-    return targets
+    """Read and validate a targets YAML (see data/nantong/targets_2024.yaml) as ``Targets``;
+    returns it as a dict (``totals`` holding only the figures the file gives). Raises
+    ``ConfigError`` naming the file, line, field path and what was expected."""
+    targets = load_config(path, Targets)
+    data = targets.model_dump()
+    data["totals"] = targets.totals.model_dump(exclude_none=True)
+    return data
 
 
 def _rel(sim: float, target: float) -> float:

@@ -883,14 +883,23 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def table_files(out_dir: str | os.PathLike[str], table: str) -> list[Path]:
+    """The Parquet files of ``table`` in a run folder, partitions in date order."""
+    return sorted((Path(out_dir) / table).glob(f"{PARTITION_COLUMN}=*/*.parquet"))
+
+
+def read_part(path: Path, table: str) -> pa.Table:
+    """One file of ``table`` (``<table>/service_date=<day>/part-<n>.parquet``) with the table's
+    dataset schema, its service_date from the folder name. A damaged file or one without the
+    table's columns raises (pyarrow's ``ArrowException``, ``OSError`` or ``ValueError``)."""
+    spec = table_spec(table)
+    data = pq.read_table(path)
+    day = date.fromisoformat(path.parent.name.split("=", 1)[1])
+    days = pa.array(np.full(data.num_rows, day.toordinal() - 719163, np.int32)).view(DATE)
+    return pa.Table.from_arrays([days, *data.columns], schema=spec.schema)
+
+
 def read_table(out_dir: str | os.PathLike[str], table: str) -> pa.Table:
     """Read a table back with its dataset schema (service_date first), partitions in date order."""
-    spec = table_spec(table)
-    files = sorted((Path(out_dir) / table).glob(f"{PARTITION_COLUMN}=*/*.parquet"))
-    parts = []
-    for path in files:
-        data = pq.read_table(path)
-        day = date.fromisoformat(path.parent.name.split("=", 1)[1])
-        days = pa.array(np.full(data.num_rows, day.toordinal() - 719163, np.int32)).view(DATE)
-        parts.append(pa.Table.from_arrays([days, *data.columns], schema=spec.schema))
-    return pa.concat_tables(parts) if parts else spec.schema.empty_table()
+    parts = [read_part(path, table) for path in table_files(out_dir, table)]
+    return pa.concat_tables(parts) if parts else table_spec(table).schema.empty_table()

@@ -7,20 +7,28 @@ settled that day, by counterparty), the records rejected (with the reason) and t
 agree by construction; ``check_reconciliation`` re-reads the files and checks it, and that each
 acquirer's cleared amounts equal its clearing batches'.
 
+The output folder replaces only an earlier reconcile's output (recognised by the marker it
+writes), never the run's own files or a folder someone else filled (``check_output_folder``).
+
     python run_scenario.py reconcile RUN_DIR [--out DIR]
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from sim.output import define_views
 from sim.run_view import check_run
-from sim.schema import TABLES
+from sim.schema import PARTITION_COLUMN, TABLES
 
 #: Columns of detail.csv, rejects.csv and corrections.csv (one row per record).
 DETAIL_COLUMNS = (
@@ -54,45 +62,187 @@ RECORDS_SQL = """
 """
 
 
+#: The folder ``reconcile`` writes when no ``--out`` is given, inside the run folder: the only
+#: place inside a run that ``--out`` may name (anywhere else could be the run's own tables).
+DEFAULT_DIR = "reconciliation"
+#: The marker a ``reconcile`` leaves in its folder, listing every file it wrote: a later
+#: ``reconcile`` replaces that folder, and refuses any other folder that is not empty.
+MARKER_FILE = ".cardtwin-reconciliation.json"
+MARKER_FORMAT = "cardtwin-reconciliation"
+README_TEXT = "CardTwin reconciliation files: layout in docs/reconciliation.md\n"
+#: What a ``reconcile`` wrote before the marker existed: README.txt (README_TEXT) and
+#: ``<participant>/<YYYY-MM-DD>/<one of FILES>``; such a folder is recognised by its layout.
+_EARLIER_LAYOUT = re.compile(r"[^/]+/\d{4}-\d{2}-\d{2}/(" + "|".join(map(re.escape, FILES)) + ")")
+_LISTED = 5  # foreign files named in a refusal
+
+
 class ReconciliationError(RuntimeError):
-    """The run folder cannot be reconciled (not a finished run, or an unwritable output)."""
+    """The run folder cannot be reconciled (not a finished run, a damaged Parquet file) or the
+    output folder cannot be used (the run itself, someone else's files, not writable)."""
 
 
 def write_reconciliation(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write the files for every participant of the run in ``run_dir`` (default output:
-    ``RUN_DIR/reconciliation``, replaced whole); returns the output folder."""
+    ``RUN_DIR/reconciliation``); returns the output folder.
+
+    The output folder is replaced whole, and only if it is absent, empty, or an earlier
+    ``reconcile``'s output holding nothing but what it wrote (its marker lists the files): a
+    folder with anything else in it, the run folder, a folder holding the run, or another
+    folder inside the run is refused (``ReconciliationError``) before anything is written."""
     run_dir = Path(run_dir)
     try:
         check_run(run_dir.resolve())
     except Exception as exc:  # noqa: BLE001 - RunViewError and the folder's own errors
         raise ReconciliationError(str(exc)) from None
-    out = Path(out_dir) if out_dir is not None else run_dir / "reconciliation"
+    out = Path(out_dir) if out_dir is not None else run_dir / DEFAULT_DIR
+    check_output_folder(run_dir, out)
+    _check_parquet(run_dir)
     records = _records(run_dir)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # A fresh name beside ``out``: nothing that is already there is ever overwritten.
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         for participant, mine in records.groupby("participant_id", sort=True):
             _write_participant(staging / participant, mine.drop(columns="participant_id"))
-        staging.mkdir(parents=True, exist_ok=True)
-        (staging / "README.txt").write_text(
-            "CardTwin reconciliation files: layout in docs/reconciliation.md\n", encoding="utf-8"
-        )
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)  # a complete set, or the earlier one untouched
+        (staging / "README.txt").write_text(README_TEXT, encoding="utf-8")
+        files = sorted({*_files_in(staging), MARKER_FILE})
+        marker = {"format": MARKER_FORMAT, "run": str(run_dir.resolve()), "files": files}
+        (staging / MARKER_FILE).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+        check_output_folder(run_dir, out)  # again: the folder may have changed meanwhile
+        _swap_in(staging, out)  # a complete set, or the earlier one untouched
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise ReconciliationError(f"{out}: cannot write: {exc.strerror or exc}") from None
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ReconciliationError(f"{out}: cannot write: {exc.strerror or exc}{where}") from None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already if it was swapped in
     return out
 
 
-def _records(run_dir: Path) -> pd.DataFrame:
+def check_output_folder(run_dir: Path, out: Path) -> None:
+    """Raise ``ReconciliationError`` unless ``out`` may be replaced by a reconcile of the run in
+    ``run_dir`` (see ``write_reconciliation``); the message says why and what to do."""
+    run, target = run_dir.resolve(), out.resolve()
+    if target == run:
+        raise ReconciliationError(
+            f"--out {out}: is the run folder itself; writing there would delete the run's own "
+            f"files. Omit --out (default: {run_dir / DEFAULT_DIR}) or choose another folder"
+        )
+    if run.is_relative_to(target):
+        raise ReconciliationError(
+            f"--out {out}: holds the run folder {run_dir}; replacing it would delete the run. "
+            "Choose a folder outside the run"
+        )
+    if target.is_relative_to(run) and target != run / DEFAULT_DIR:
+        raise ReconciliationError(
+            f"--out {out}: is inside the run folder {run_dir}, where it could replace the run's "
+            f"own files; the only place inside a run is {run_dir / DEFAULT_DIR} (the default)"
+        )
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ReconciliationError(
+            f"--out {out}: is a file or a link, not a folder; choose another --out"
+        )
+    if not out.exists():
+        return
+    present = _files_in(out)
+    if not present and not any(out.iterdir()):
+        return
+    written = _written_by_reconcile(out, present)
+    if written is None:
+        raise ReconciliationError(
+            f"--out {out}: is not empty and is not an earlier reconcile's output (no "
+            f"{MARKER_FILE}); choose another --out, or empty it first"
+        )
+    foreign = sorted(set(present) - written)
+    if foreign:
+        shown = ", ".join(foreign[:_LISTED]) + (
+            f" and {len(foreign) - _LISTED} more" if len(foreign) > _LISTED else ""
+        )
+        raise ReconciliationError(
+            f"--out {out}: holds an earlier reconcile's output and {len(foreign)} file(s) it did "
+            f"not write ({shown}); move them out of it, or choose another --out"
+        )
+
+
+def _files_in(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir())
+
+
+def _written_by_reconcile(out: Path, present: list[str]) -> set[str] | None:
+    """The files an earlier reconcile wrote in ``out`` (None: it is not a reconcile's output)."""
+    try:
+        marker = json.loads((out / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        marker = None
+    if isinstance(marker, dict) and marker.get("format") == MARKER_FORMAT:
+        files = marker.get("files")
+        if isinstance(files, list) and all(isinstance(f, str) for f in files):
+            return set(files)
+        return None
+    # Written before the marker: its README.txt, word for word, and the layout's files only.
+    try:
+        readme = (out / "README.txt").read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    if readme != README_TEXT:
+        return None
+    return {"README.txt", *(f for f in present if _EARLIER_LAYOUT.fullmatch(f))}
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Put ``staging`` in place of ``out``; the earlier output is removed only once the new one
+    is there (moved aside first, and moved back if the swap fails)."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    old.rmdir()  # a free name for the earlier output
+    out.rename(old)
+    try:
+        staging.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_parquet(run_dir: Path) -> None:
+    """Raise ``ReconciliationError`` naming the first Parquet file of the run that cannot be
+    read as one (a truncated or overwritten file): its footer is read, the data later."""
+    for name in TABLES:
+        for path in sorted((run_dir / name).glob(f"{PARTITION_COLUMN}=*/*.parquet")):
+            try:
+                pq.read_metadata(path)
+            except (OSError, ValueError, pa.ArrowException) as exc:
+                raise ReconciliationError(
+                    f"{path}: not a readable Parquet file ({_one_line(exc)}); the run folder "
+                    "is damaged: run the scenario again"
+                ) from None
+
+
+def _query(run_dir: Path, sql: str) -> pd.DataFrame:
+    """``sql`` over the run's tables; a file DuckDB cannot read is ``ReconciliationError``
+    (DuckDB's message names the file)."""
     con = duckdb.connect(":memory:")
     try:
         define_views(con, run_dir.resolve(), TABLES)
-        frame = con.sql(RECORDS_SQL).df()
+        return con.sql(sql).df()
+    except duckdb.Error as exc:
+        raise ReconciliationError(
+            f"{run_dir}: its Parquet files cannot be read ({_one_line(exc)}); the run folder is "
+            "damaged: run the scenario again"
+        ) from None
     finally:
         con.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _records(run_dir: Path) -> pd.DataFrame:
+    frame = _query(run_dir, RECORDS_SQL)
     for name in ("service_date", "settle_date"):
         frame[name] = pd.to_datetime(frame[name]).dt.strftime("%Y-%m-%d")
     return frame
@@ -146,15 +296,11 @@ def check_reconciliation(run_dir: str | Path, out_dir: str | Path | None = None)
         as_acquirer = detail[detail["role"] == "acquirer"]["amount_fen"].sum()
         if as_acquirer:
             acquired[participant, date] = int(as_acquirer)
-    con = duckdb.connect(":memory:")
-    try:
-        define_views(con, run_dir.resolve(), TABLES)
-        batches = con.sql(
-            "SELECT CAST(acquirer_id AS VARCHAR) a, strftime(settle_date, '%Y-%m-%d') d, "
-            "SUM(gross_fen) g FROM clearing_batches WHERE NOT transit GROUP BY ALL"
-        ).fetchall()
-    finally:
-        con.close()
+    batches = _query(
+        run_dir,
+        "SELECT CAST(acquirer_id AS VARCHAR) a, strftime(settle_date, '%Y-%m-%d') d, "
+        "SUM(gross_fen) g FROM clearing_batches WHERE NOT transit GROUP BY ALL",
+    ).itertuples(index=False)
     for acquirer, date, gross in batches:
         if int(gross) and acquired.get((acquirer, date), 0) != int(gross):
             problems.append(
@@ -165,9 +311,12 @@ def check_reconciliation(run_dir: str | Path, out_dir: str | Path | None = None)
 
 
 __all__ = [
+    "DEFAULT_DIR",
     "DETAIL_COLUMNS",
     "FILES",
+    "MARKER_FILE",
     "ReconciliationError",
+    "check_output_folder",
     "check_reconciliation",
     "write_reconciliation",
 ]

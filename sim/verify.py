@@ -1,22 +1,35 @@
-"""Check a run folder from its files alone: hash chains, digests, row and money invariants.
+"""Check a run folder from its files alone: every file there, hash chains, digests, row counts,
+row and money invariants.
 
 ``python run_scenario.py verify RUN_DIR`` reads the Parquet tables back and recomputes:
 
+- the files: every file the run's marker ``.cardtwin-run.json`` lists is there, no table holds a
+  Parquet file the run did not write, and every file reads as Parquet with its table's columns
+  (a damaged file is a problem named by its path; the checks of the tables' contents are then
+  not run, as they would only repeat it);
+- the counts in ``run_meta.json``: each table's rows (``output.tables``) and how many tap
+  records ended cleared, rejected and pending (``totals``);
 - every clearing node's hash chain (``batch_hash`` from ``prev_hash`` and the batch's fields) and
   every batch's ``records_digest`` from the transactions it cleared (or, for a transit batch, the
   transaction ids it passed on);
 - each acquired batch's counts and gross amount from its transactions;
 - the row invariants of every table (as on write: amounts, balances, statuses);
-- the money: the journal's trial balance, every settlement account closed, every node's book
-  summing to zero on each settlement date, the top-ups in the journal equal to the ``topups``
-  table, and every tap in exactly one status.
+- the money: every settlement account closed, every node's book summing to zero on each
+  settlement date, the top-ups in the journal equal to the ``topups`` table, and, per day and
+  issuer, the fares the journal took (``card_fare`` and ``qr_fare``) equal to the charged records
+  of ``transactions``, the venue entries it took equal to ``venue_entries``, and the fares its
+  ``clearing`` entries cleared equal to the cleared records (by their batch's date) and paid
+  venue entries; and every transaction id once.
 
-Each problem is reported with where it is (table, date, batch or node) and what was expected.
+Each problem is reported with where it is (file, table, date, batch, node or issuer) and what was
+expected.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +37,150 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sim import ids
-from sim.clearing import BatchRecord, chain_hash
-from sim.output import check_rows, read_table
-from sim.run_dir import marker_of
+from sim.clearing import (
+    MEMO_CARD_FARE,
+    MEMO_CLEARING,
+    MEMO_QR_FARE,
+    MEMO_SSC_ENTRY,
+    BatchRecord,
+    chain_hash,
+)
+from sim.output import RUN_META_FILE, check_rows, read_part, table_files
+from sim.run_dir import MARKER_FILE, marker_of
 from sim.schema import TABLES, table_spec
+
+#: Records the reader took no fare for (declined for balance, refused by a full buffer; the
+#: other two never become transactions): the journal posts no fare for them. Every other
+#: record was charged, whatever became of it in clearing (a rejected duplicate deduction was
+#: charged, then refunded; a pending one waits in ``unsettled``).
+UNCHARGED_REASONS = (
+    "declined_insufficient_balance",
+    "device_buffer_full",
+    "card_not_accepted",
+    "qr_platform_down",
+)
+#: Statuses counted in ``run_meta.json`` totals.
+STATUSES = ("cleared", "rejected", "pending")
+_LISTED = 3  # files named per table in a problem
+_SHOWN = 10  # (day, issuer) pairs shown per money check
 
 
 def verify_run(run_dir: str | Path) -> list[str]:
     """Problems found in the run folder (empty: everything verifies)."""
     run_dir = Path(run_dir)
-    if marker_of(run_dir) is None:
-        return [f"{run_dir}: not a CardTwin run folder (no .cardtwin-run.json)"]
-    tables = {name: read_table(run_dir, name) for name in TABLES}
-    problems: list[str] = []
+    marker = marker_of(run_dir)
+    if marker is None:
+        return [f"{run_dir}: not a CardTwin run folder (no {MARKER_FILE})"]
+    tables_short, problems = _files_as_listed(run_dir, marker["files"])
+    tables, unreadable = _read_tables(run_dir)
+    problems += unreadable
+    problems += _counts(run_dir, tables)
+    if tables_short or unreadable:
+        # Every content check would only repeat it, once per day and issuer: said once.
+        problems[0] += "; the tables' contents are not checked until every file is there and reads"
+        return problems
     problems += _row_invariants(tables)
     problems += _chains_and_digests(tables["clearing_batches"], tables["transactions"])
     problems += _batches_match_their_records(tables["clearing_batches"], tables["transactions"])
     problems += _money(tables)
+    problems += _journal_matches_records(tables)
+    return problems
+
+
+def _files_as_listed(run_dir: Path, listed: list) -> tuple[bool, list[str]]:
+    """Whether Parquet files the marker lists are gone, and the problems: every listed file
+    that is gone, and Parquet files of a table it does not list (a partition added or moved
+    after the run), by folder."""
+    names = {str(f) for f in listed}
+    missing = sorted(f for f in names if not (run_dir / f).exists())
+    extra = sorted(
+        path.relative_to(run_dir).as_posix()
+        for name in TABLES
+        for path in table_files(run_dir, name)
+        if path.relative_to(run_dir).as_posix() not in names
+    )
+    problems = []
+    for folder, files in _by_folder(missing):
+        problems.append(
+            f"{folder}: {len(files)} file(s) listed in {MARKER_FILE} are missing "
+            f"({_some(files)}): the folder was changed after the run"
+        )
+    for folder, files in _by_folder(extra):
+        problems.append(
+            f"{folder}: {len(files)} Parquet file(s) the run did not write (not in "
+            f"{MARKER_FILE}: {_some(files)})"
+        )
+    tables_short = any(f.partition("/")[0] in TABLES for f in missing)
+    return tables_short, problems
+
+
+def _by_folder(files: list[str]) -> Iterable[tuple[str, list[str]]]:
+    groups: dict[str, list[str]] = {}
+    for f in files:
+        head, sep, _ = f.partition("/")
+        groups.setdefault(head + sep if sep else f, []).append(f)
+    return groups.items()
+
+
+def _some(files: list[str]) -> str:
+    more = len(files) - _LISTED
+    return ", ".join(files[:_LISTED]) + (f" and {more} more" if more > 0 else "")
+
+
+def _read_tables(run_dir: Path) -> tuple[dict[str, pa.Table], list[str]]:
+    """Every table read back file by file, and a problem for each file that cannot be (a
+    table with such a file is left out of the tables returned)."""
+    tables, problems = {}, []
+    for name in TABLES:
+        parts, bad = [], []
+        for path in table_files(run_dir, name):
+            try:
+                parts.append(read_part(path, name))
+            except (OSError, ValueError, TypeError, pa.ArrowException) as exc:
+                text = " ".join(str(exc).split())[:300]
+                bad.append(
+                    f"{path.relative_to(run_dir).as_posix()}: not a readable {name} Parquet "
+                    f"file ({type(exc).__name__}: {text})"
+                )
+        problems += bad
+        if not bad:
+            tables[name] = (
+                pa.concat_tables(parts) if parts else table_spec(name).schema.empty_table()
+            )
+    return tables, problems
+
+
+def _counts(run_dir: Path, tables: dict[str, pa.Table]) -> list[str]:
+    """The row counts and tap totals ``run_meta.json`` holds against the files (tables that
+    could not be read are left out: their files are reported already)."""
+    try:
+        meta = json.loads((run_dir / RUN_META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        return [f"{RUN_META_FILE}: cannot be read ({reason}); its counts were not checked"]
+    counted = meta.get("output", {}).get("tables") if isinstance(meta, dict) else None
+    if not isinstance(counted, dict):
+        return [f"{RUN_META_FILE}: expected the row count of every table under output.tables"]
+    problems = []
+    for name, table in tables.items():
+        rows = counted.get(name, {}).get("rows") if isinstance(counted.get(name), dict) else None
+        if rows != table.num_rows:
+            problems.append(
+                f"{name}: {table.num_rows} row(s) in the files, {RUN_META_FILE} "
+                f"output.tables.{name}.rows says {rows}"
+            )
+    tx = tables.get("transactions")
+    if tx is None:
+        return problems
+    status = pc.cast(tx["status"], pa.string())
+    totals = meta.get("totals") if isinstance(meta.get("totals"), dict) else {}
+    for name in STATUSES:
+        n = int(pc.sum(pc.equal(status, name)).as_py() or 0)
+        if totals.get(name) != n:
+            problems.append(
+                f"transactions: {n} record(s) {name} in the files, {RUN_META_FILE} "
+                f"totals.{name} says {totals.get(name)}"
+            )
     return problems
 
 
@@ -181,12 +321,12 @@ def _money(tables: dict[str, pa.Table]) -> list[str]:
         debit = journal["debit"].to_numpy()
         credit = journal["credit"].to_numpy()
         amount = journal["amount_fen"].to_numpy().astype(np.int64)
+        # Every settlement account back at zero. (A trial balance of the journal's rows is no
+        # check: each row adds its amount to one account and takes it from another.)
         balance: dict[str, int] = {}
         for d, c, a in zip(debit.tolist(), credit.tolist(), amount.tolist(), strict=True):
             balance[d] = balance.get(d, 0) + a
             balance[c] = balance.get(c, 0) - a
-        if sum(balance.values()) != 0:
-            problems.append(f"ledger_entries: trial balance is {sum(balance.values())} fen, not 0")
         for account, value in sorted(balance.items()):
             if account.startswith("settle:") and value != 0:
                 problems.append(f"ledger_entries: {account} is {value} fen, expected 0 (settled)")
@@ -210,4 +350,106 @@ def _money(tables: dict[str, pa.Table]) -> list[str]:
         tx_ids = tx["transaction_id"].to_numpy()
         if len(np.unique(tx_ids)) != len(tx_ids):
             problems.append("transactions: a transaction id appears more than once")
+    return problems
+
+
+def _journal_matches_records(tables: dict[str, pa.Table]) -> list[str]:
+    """Per day and issuer, the journal's fares and venue entries against the records they were
+    posted for, and its clearing entries against the records cleared (sim/clearing.py
+    ``post_fares`` and ``post_clearing``; every amount is booked to ``unsettled:<issuer>``)."""
+    journal, tx = tables["ledger_entries"], tables["transactions"]
+    venues = tables["venue_entries"]
+    charged = tx.filter(
+        pc.invert(pc.is_in(pc.cast(tx["reject_reason"], pa.string()), pa.array(UNCHARGED_REASONS)))
+    )
+    problems = _compare(
+        "fares posted (card_fare + qr_fare)",
+        _posted(journal, (MEMO_CARD_FARE, MEMO_QR_FARE), "credit"),
+        "charged records in transactions",
+        _sums(charged),
+    )
+    problems += _compare(
+        "venue entries posted (ssc_venue_entry)",
+        _posted(journal, (MEMO_SSC_ENTRY,), "credit"),
+        "venue_entries",
+        _sums(venues),
+    )
+    # A record is cleared on its acquired batch's date (a node that was down clears late).
+    batches = tables["clearing_batches"]
+    acquired = batches.filter(pc.invert(batches["transit"]))
+    day_of_batch = dict(
+        zip(
+            acquired["clearing_batch_id"].to_pylist(),
+            acquired["service_date"].to_pylist(),
+            strict=True,
+        )
+    )
+    cleared = tx.filter(pc.equal(pc.cast(tx["status"], pa.string()), "cleared"))
+    by_batch = cleared.group_by(["clearing_batch_id", "issuer_id"]).aggregate(
+        [("amount_fen", "sum")]
+    )
+    recorded = _sums(venues.filter(pc.greater(venues["amount_fen"], 0)))
+    for batch, issuer, fen in _rows(by_batch, "clearing_batch_id", "issuer_id", "amount_fen_sum"):
+        key = (str(day_of_batch.get(batch, "a batch not in clearing_batches")), str(issuer))
+        recorded[key] = recorded.get(key, 0) + int(fen)
+    problems += _compare(
+        "cleared (clearing entries on unsettled:)",
+        _posted(journal, (MEMO_CLEARING,), "debit"),
+        "cleared records in transactions (on their batch's date) and paid venue entries",
+        recorded,
+    )
+    return problems
+
+
+def _posted(journal: pa.Table, memos: tuple[str, ...], side: str) -> dict[tuple[str, str], int]:
+    """Fen the journal's ``memos`` entries booked on ``unsettled:<issuer>`` (credited by the
+    fares, debited by the clearing), by day and issuer."""
+    side_col = pc.cast(journal[side], pa.string())
+    rows = journal.filter(
+        pc.and_(
+            pc.is_in(pc.cast(journal["memo"], pa.string()), pa.array(memos)),
+            pc.starts_with(side_col, "unsettled:"),
+        )
+    )
+    out: dict[tuple[str, str], int] = {}
+    for day, account, fen in zip(
+        rows["service_date"].to_pylist(),
+        pc.cast(rows[side], pa.string()).to_pylist(),
+        rows["amount_fen"].to_pylist(),
+        strict=True,
+    ):
+        key = (str(day), account.partition(":")[2])
+        out[key] = out.get(key, 0) + int(fen)
+    return out
+
+
+def _sums(records: pa.Table) -> dict[tuple[str, str], int]:
+    """``amount_fen`` of records by (service_date, issuer_id)."""
+    grouped = records.group_by(["service_date", "issuer_id"]).aggregate([("amount_fen", "sum")])
+    return {
+        (str(day), str(issuer)): int(fen)
+        for day, issuer, fen in _rows(grouped, "service_date", "issuer_id", "amount_fen_sum")
+    }
+
+
+def _rows(table: pa.Table, *columns: str) -> Iterable[tuple]:
+    return zip(*(table[c].to_pylist() for c in columns), strict=True)
+
+
+def _compare(what: str, posted: dict, record_what: str, recorded: dict) -> list[str]:
+    """A problem per (day, issuer) whose posted and recorded fen differ; past ``_SHOWN`` of
+    them, one line counting the rest (a whole year edited would otherwise fill the screen)."""
+    differ = [
+        (day, issuer, posted.get((day, issuer), 0), recorded.get((day, issuer), 0))
+        for day, issuer in sorted(set(posted) | set(recorded))
+        if posted.get((day, issuer), 0) != recorded.get((day, issuer), 0)
+    ]
+    problems = [
+        f"ledger_entries, {day}, issuer {issuer}: {what} {p} fen, {record_what} {r} fen"
+        for day, issuer, p, r in differ[:_SHOWN]
+    ]
+    if len(differ) > _SHOWN:
+        problems.append(
+            f"ledger_entries: {what} differ on {len(differ) - _SHOWN} more day(s) x issuer(s)"
+        )
     return problems

@@ -511,6 +511,14 @@ def _describe_type(ann: Any) -> str:
     ann, _ = _strip(ann)
     if _is_model(ann):
         return "a mapping with keys: " + ", ".join(_allowed_keys(ann))
+    if typing.get_origin(ann) is dict:
+        key, value = typing.get_args(ann) or (str, Any)
+        key, _ = _strip(key)
+        if typing.get_origin(key) is typing.Literal:  # name the keys, not the Literal's repr
+            keys = "keys among " + ", ".join(str(k) for k in typing.get_args(key))
+        else:
+            keys = f"{_describe_type(key)} keys"
+        return f"a mapping with {keys} (values: {_describe_type(value)})"
     if isinstance(ann, type):
         return ann.__name__
     return str(ann).replace("typing.", "").replace("pathlib.", "")

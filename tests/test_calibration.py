@@ -60,12 +60,73 @@ def test_untargeted_metrics_are_shares_that_add_up(report):
     )
 
 
-def test_bad_targets_file_is_bad_input(tmp_path):
-    bad = tmp_path / "targets.yaml"
-    bad.write_text("year: 2024\ntotals: {transactions: -5}\n", encoding="utf-8")
+SHIPPED_TARGETS = sorted((ROOT / "data").rglob("targets*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_TARGETS, ids=lambda p: p.name)
+def test_every_shipped_targets_file_is_valid(path):
+    targets = load_targets(path)
+    assert targets["totals"]["transit_spend_yuan"] > 0
+    assert set(targets["tolerances"]) == {"totals_rel", "breakdown_rel", "small_share_pp"}
+
+
+def _edited(tmp_path: Path, old: str, new: str) -> Path:
+    """The shipped targets file with one line changed (``new`` empty: the line removed)."""
+    text = TARGETS.read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.strip().startswith(old)]
+    assert len(lines) == 1, old
+    path = tmp_path / "targets.yaml"
+    edited = text.replace(lines[0] + "\n", new + "\n" if new else "")
+    path.write_text(edited, encoding="utf-8")
+    return path
+
+
+#: A mistake in a targets file, and the field path and expectation the error must name. Each of
+#: these used to pass the old checks and crash the comparison after the whole run.
+BAD_TARGETS = {
+    "tolerance in words": (
+        ("totals_rel:", "  totals_rel: five percent"),
+        "tolerances.totals_rel: wrong type; got 'five percent'; expected a valid number",
+    ),
+    "no transit spend": (
+        ("transit_spend_yuan:", ""),
+        "totals.transit_spend_yuan: missing required field",
+    ),
+    "no tolerances": (
+        ("small_share_pp:", ""),
+        "tolerances.small_share_pp: missing required field",
+    ),
+    "year as text": (("year:", "year: twenty24"), "year: wrong type; got 'twenty24'"),
+    "stock as text": (
+        ("teacher:", "  teacher: over 50000"),
+        "card_stock.teacher: wrong type; got 'over 50000'; expected a valid number",
+    ),
+    "card stock misspelt": (
+        ("card_stock:", "card_stocks:"),
+        "card_stock: missing required field; expected a mapping with keys among total, ordinary",
+    ),
+    "a card channel among the QR channels": (
+        ("qr_unionpay:", "  physical_card: 976038.00"),
+        "spend_by_qr_channel_yuan.physical_card.[key]: unknown value",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TARGETS))
+def test_a_bad_targets_file_is_bad_input_before_the_run(tmp_path, case):
+    (old, new), expected = BAD_TARGETS[case]
+    bad = _edited(tmp_path, old, new)
     scenario = load_scenario(ROOT / "scenarios" / "small_ci.yaml", days=2)
-    with pytest.raises(BadInput, match="missing keys"):
-        calibrate(scenario, bad, tmp_path / "out")
+    events = []
+    with pytest.raises(BadInput) as caught:
+        calibrate(scenario, bad, tmp_path / "out", subscribers=[events.append])
+    assert f"{bad}:" in str(caught.value) and expected in str(caught.value)
+    assert events == []  # refused before the run started
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_targets_file_exits_2_from_the_command_line(tmp_path):
+    bad = _edited(tmp_path, "totals_rel:", "  totals_rel: five percent")
     cmd = [
         sys.executable,
         "run_scenario.py",
@@ -80,6 +141,8 @@ def test_bad_targets_file_is_bad_input(tmp_path):
         "--quiet",
     ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
+    assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    assert "targets.yaml" in result.stderr
+    assert f"{bad}:" in result.stderr and "tolerances.totals_rel" in result.stderr
+    assert "expected a valid number" in result.stderr
+    assert not (tmp_path / "o2").exists()

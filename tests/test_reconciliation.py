@@ -4,6 +4,7 @@ rejects and corrections are the rejected records, and the acquirers' totals matc
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from output_frames import read_frame
 
 from sim.api import BadInput, load_scenario, reconcile, run
-from sim.reconciliation import FILES, check_reconciliation
+from sim.reconciliation import FILES, MARKER_FILE, check_reconciliation
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,3 +83,101 @@ def test_the_cli_writes_them_and_names_a_folder_that_is_not_a_run(reconciled, tm
     assert (tmp_path / "r" / "ALPHA_CARD").is_dir()
     with pytest.raises(BadInput, match="no such run folder"):
         reconcile(tmp_path / "nothing")
+
+
+def _cli_reconcile(*args: Path | str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "run_scenario.py", "reconcile", *map(str, args)],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["the run itself", "the folder holding the run", "a table"])
+def test_an_out_that_is_or_holds_or_is_inside_the_run_is_refused(reconciled, tmp_path, where):
+    out, _ = reconciled
+    target = {
+        "the run itself": out,
+        "the folder holding the run": out.parent,
+        "a table": out / "transactions",
+    }[where]
+    before = _snapshot(out.parent)
+    done = _cli_reconcile(out, "--out", target)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and f"--out {target}: " in done.stderr
+    assert _snapshot(out.parent) == before  # the run and its reconciliation: not a byte lost
+
+
+def test_a_folder_that_is_not_an_earlier_reconcile_is_refused_and_kept(reconciled, tmp_path):
+    out, _ = reconciled
+    precious = tmp_path / "precious"
+    (precious / "analysis").mkdir(parents=True)
+    (precious / "analysis" / "notes.txt").write_text("mine", encoding="utf-8")
+    (precious / "README.txt").write_text("my own readme\n", encoding="utf-8")
+    done = _cli_reconcile(out, "--out", precious)
+    assert done.returncode == 2 and "is not an earlier reconcile's output" in done.stderr
+    assert (precious / "analysis" / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]  # nothing left beside it
+
+
+def test_a_rerun_replaces_its_earlier_output_but_never_a_file_put_into_it(reconciled, tmp_path):
+    out, first = reconciled
+    again = tmp_path / "recon"
+    assert reconcile(out, again) == again
+    summary = next(again.glob("ALPHA_CARD/*/summary.csv"))
+    summary.write_text("edited\n", encoding="utf-8")
+    (again / "OLD_PARTICIPANT" / "2024-01-01").mkdir(parents=True)  # as if from another run
+    (again / "OLD_PARTICIPANT" / "2024-01-01" / "detail.csv").write_text("", encoding="utf-8")
+    marker = json.loads((again / MARKER_FILE).read_text(encoding="utf-8"))
+    marker["files"].append("OLD_PARTICIPANT/2024-01-01/detail.csv")
+    (again / MARKER_FILE).write_text(json.dumps(marker), encoding="utf-8")
+    reconcile(out, again)  # an earlier reconcile's folder: replaced whole
+    assert not (again / "OLD_PARTICIPANT").exists()
+    assert _snapshot(again) == _snapshot(first)  # the same files as the first reconcile wrote
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recon"]  # no staging folder left
+    (again / "ALPHA_CARD" / "my_notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(BadInput, match=r"1 file\(s\) it did not write \(ALPHA_CARD/my_notes.txt\)"):
+        reconcile(out, again)
+    assert (again / "ALPHA_CARD" / "my_notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_an_output_written_before_the_marker_is_recognised_by_its_layout(reconciled, tmp_path):
+    out, first = reconciled
+    earlier = tmp_path / "recon"
+    shutil.copytree(first, earlier)
+    (earlier / MARKER_FILE).unlink()  # as an earlier version wrote it: README.txt and the files
+    reconcile(out, earlier)
+    assert _snapshot(earlier) == _snapshot(first)
+    shutil.copytree(first, tmp_path / "mine")
+    (tmp_path / "mine" / MARKER_FILE).unlink()
+    (tmp_path / "mine" / "README.txt").write_text("my own notes\n", encoding="utf-8")
+    with pytest.raises(BadInput, match="is not an earlier reconcile's output"):
+        reconcile(out, tmp_path / "mine")
+
+
+def _damaged_copy(run_dir: Path, tmp_path: Path, how: str) -> tuple[Path, Path]:
+    """A copy of the run with its first transactions file truncated or its data overwritten."""
+    copy = tmp_path / "damaged"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("reconciliation"))
+    path = sorted((copy / "transactions").rglob("*.parquet"))[0]
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    else:  # the footer intact, the column data garbled: only reading the data finds it
+        data[200 : len(data) // 2] = bytes(b ^ 0x5A for b in data[200 : len(data) // 2])
+    path.write_bytes(bytes(data))
+    return copy, path
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbled"])
+def test_a_damaged_parquet_file_is_bad_input_naming_it(reconciled, tmp_path, how):
+    out, _ = reconciled
+    copy, damaged = _damaged_copy(out, tmp_path, how)
+    done = _cli_reconcile(copy, "--out", tmp_path / "r")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert str(damaged) in done.stderr and "damaged" in done.stderr
+    assert not (tmp_path / "r").exists()

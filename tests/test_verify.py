@@ -1,8 +1,11 @@
-"""`run_scenario.py verify RUN_DIR` (sim/verify.py): a good run verifies; a fare changed, a row
-removed or a batch reordered in the files is found and named."""
+"""`run_scenario.py verify RUN_DIR` (sim/verify.py): a good run verifies, a busy one too; a fare
+changed, a row removed, a batch reordered, a journal entry changed, files deleted, added or
+damaged, or a count changed in run_meta.json is found and named."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from sim.api import load_scenario, run
 from sim.verify import verify_run
@@ -112,3 +116,144 @@ def test_a_folder_that_is_not_a_run_is_said_so(tmp_path):
     assert verify_run(tmp_path) == [
         f"{tmp_path}: not a CardTwin run folder (no .cardtwin-run.json)"
     ]
+
+
+def _cli_verify(run_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "run_scenario.py", "verify", str(run_dir)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_a_fare_entry_multiplied_in_the_journal_is_found(good, tmp_path):
+    out = _copy(good, tmp_path)
+
+    def card_fares_times_ten(table: pa.Table) -> pa.Table:
+        fare = pc.equal(pc.cast(table["memo"], pa.string()), "card_fare")
+        amount = pc.if_else(fare, pc.multiply(table["amount_fen"], 10), table["amount_fen"])
+        return table.set_column(table.schema.get_field_index("amount_fen"), "amount_fen", amount)
+
+    day = out / "ledger_entries" / "service_date=2024-01-02" / "part-0.parquet"
+    _rewrite(day, card_fares_times_ten)
+    problems = verify_run(out)
+    fares = [p for p in problems if "fares posted (card_fare + qr_fare)" in p]
+    assert len(fares) == 1 and fares[0].startswith("ledger_entries, 2024-01-02, issuer NTCARD:")
+    posted, charged = (int(x) for x in re.findall(r"(\d+) fen", fares[0]))
+    assert posted > charged > 0
+
+
+def test_a_clearing_entry_changed_in_the_journal_is_found(good, tmp_path):
+    out = _copy(good, tmp_path)
+
+    def one_clearing_entry_up(table: pa.Table) -> pa.Table:
+        memo, debit = (pc.cast(table[c], pa.string()) for c in ("memo", "debit"))
+        hit = pc.and_(pc.equal(memo, "clearing"), pc.starts_with(debit, "unsettled:"))
+        row = int(np.flatnonzero(hit.to_numpy(zero_copy_only=False))[0])
+        amount = table["amount_fen"].to_numpy().copy()
+        amount[row] += 500
+        column = pa.array(amount, type=pa.int64())
+        return table.set_column(table.schema.get_field_index("amount_fen"), "amount_fen", column)
+
+    _rewrite(_first_partition(out, "ledger_entries"), one_clearing_entry_up)
+    problems = verify_run(out)
+    assert any("cleared (clearing entries on unsettled:)" in p for p in problems), problems
+
+
+def test_a_day_deleted_from_two_tables_is_found(good, tmp_path):
+    out = _copy(good, tmp_path)
+    for table in ("transactions", "clearing_batches"):
+        shutil.rmtree(out / table / "service_date=2024-01-02")
+    result = _cli_verify(out)
+    assert result.returncode == 1, result.stdout + result.stderr
+    for table in ("transactions", "clearing_batches"):
+        assert f"{table}/service_date=2024-01-02/part-0.parquet" in result.stdout
+        assert f"run_meta.json output.tables.{table}.rows says" in result.stdout
+    assert "run_meta.json totals.cleared says" in result.stdout
+
+
+def test_tables_deleted_whole_are_found(good, tmp_path):
+    out = _copy(good, tmp_path)
+    for table in ("transactions", "clearing_batches", "settlements"):
+        shutil.rmtree(out / table)
+    problems = verify_run(out)
+    for table in ("transactions", "clearing_batches", "settlements"):
+        assert any(p.startswith(f"{table}/: ") and "are missing" in p for p in problems)
+        assert any(p.startswith(f"{table}: 0 row(s) in the files") for p in problems)
+
+
+def test_a_partition_the_run_did_not_write_is_found(good, tmp_path):
+    out = _copy(good, tmp_path)
+    extra = out / "topups" / "service_date=2024-01-09"
+    extra.mkdir()
+    shutil.copy(out / "topups" / "service_date=2024-01-03" / "part-0.parquet", extra)
+    problems = verify_run(out)
+    assert any("topups/service_date=2024-01-09/part-0.parquet" in p for p in problems), problems
+    assert any("output.tables.topups.rows says" in p for p in problems), problems
+
+
+def test_a_row_count_changed_in_run_meta_is_found(good, tmp_path):
+    out = _copy(good, tmp_path)
+    meta = json.loads((out / "run_meta.json").read_text(encoding="utf-8"))
+    meta["output"]["tables"]["card_sales"]["rows"] += 1
+    (out / "run_meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    rows = meta["output"]["tables"]["card_sales"]["rows"]
+    assert verify_run(out) == [
+        f"card_sales: {rows - 1} row(s) in the files, run_meta.json "
+        f"output.tables.card_sales.rows says {rows}"
+    ]
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbled"])
+def test_a_damaged_parquet_file_is_a_problem_naming_it(good, tmp_path, how):
+    out = _copy(good, tmp_path)
+    path = _first_partition(out, "transactions")
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    else:  # footer intact, column data garbled: only decoding the pages finds it
+        data[200 : len(data) // 2] = bytes(b ^ 0x5A for b in data[200 : len(data) // 2])
+    path.write_bytes(bytes(data))
+    result = _cli_verify(out)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stderr == ""
+    named = path.relative_to(out).as_posix()
+    assert result.stdout.startswith(f"{named}: not a readable transactions Parquet file")
+    assert result.stdout.strip().endswith(f"{out}: 1 problem(s)")
+
+
+def test_an_honest_run_with_every_kind_of_record_verifies(tmp_path):
+    """No false alarm where the journal and the records differ most: taps refused by a full
+    buffer and declined (no fare), double charges rejected and refunded or let through,
+    resent uploads, records still pending at the end, a clearing node down a day."""
+    overlay = tmp_path / "busy.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "extends": str(SMALL),
+                "name": "busy",
+                "devices": {
+                    "buffer_capacity_records": 40,
+                    "double_tap_prob_per_tap": 0.1,
+                    "lock_failure_prob": 0.3,
+                    "resend_prob_per_upload": 0.3,
+                    "comm_outage_prob_per_device_day": 0.3,
+                    "comm_outage_mean_min": 1500,
+                },
+                "incidents": [
+                    {"id": "wave", "kind": "duplicate_wave", "start": "2024-01-01 06:00",
+                     "duration_min": 900, "target": "837", "duplicate_share": 0.8,
+                     "duplicate_gap_max_s": 5},
+                    {"id": "node", "kind": "clearing_node_outage", "target": "NT_EXCHANGE",
+                     "start": "2024-01-02 01:00", "duration_min": 1500},
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    out = tmp_path / "run"
+    run(load_scenario(overlay, days=3), out)
+    tx = pq.read_table(out / "transactions").to_pandas()
+    reasons = set(tx["reject_reason"].astype(str))
+    assert {"device_buffer_full", "declined_insufficient_balance"} <= reasons
+    assert "duplicate_deduction" in reasons and (tx["status"] == "pending").any()
+    assert verify_run(out) == []
