@@ -843,7 +843,9 @@ def calibrate(
     targets = load_targets(targets_path)  # before the run: a mistake in it is bad input
     summary = run(scenario, None, subscribers=subscribers)
     world = summary.world
-    report = compare_with_targets(targets, summary.metrics, world.population, world.days)
+    report = compare_with_targets(
+        targets, summary.metrics, world.population, world.days, world.scenario.scale
+    )
     report["untargeted"] = untargeted(
         summary.metrics, [r.name_zh for r in scenario.regions.values()]
     )

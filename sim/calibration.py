@@ -130,17 +130,22 @@ def _nrmse(rows: list[Row]) -> float:
     return float(np.sqrt(np.mean((s - t) ** 2)) / span) if span else 0.0
 
 
-def compare(targets: dict, metrics: RunMetrics, population, days_simulated: int) -> dict:
+def compare(
+    targets: dict, metrics: RunMetrics, population, days_simulated: int, scale: float = 1.0
+) -> dict:
     """The calibration report as a dict (JSON-ready).
 
     A run shorter than the target year is expanded by (days in the year / days simulated), a
-    plain scaling that ignores seasonality; the report says so. The full year needs none.
+    plain scaling that ignores seasonality; the report says so. The full year needs none. A
+    run at a ``scale`` below 1 (a share of the cardholders) is expanded by 1/scale too, its
+    card stock included.
     """
     tol = targets["tolerances"]
     tot = targets["totals"]
     year = int(targets["year"])
     year_days = 366 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 365
-    k = year_days / days_simulated if days_simulated < year_days else 1.0
+    days_k = year_days / days_simulated if days_simulated < year_days else 1.0
+    k = days_k / scale
     spend_total = float(metrics.spend_by_medium.sum()) / 100 * k
     sim_totals = {
         "transactions": float(metrics.transactions) * k,
@@ -194,6 +199,7 @@ def compare(targets: dict, metrics: RunMetrics, population, days_simulated: int)
     stock_rows = []
     for name, target in targets["card_stock"].items():
         sim = float(local.sum()) if name == "total" else float(stock[CARD_TYPES.index(name)])
+        sim /= scale
         stock_rows.append(
             Row("card_stock", name, float(target), sim, _rel(sim, float(target)), "reported", True)
         )
@@ -209,6 +215,7 @@ def compare(targets: dict, metrics: RunMetrics, population, days_simulated: int)
     return {
         "year": targets["year"],
         "days_simulated": days_simulated,
+        "scale": scale,
         "expansion_factor": k,
         "targets": [r.__dict__ for r in rows],
         "card_stock": [r.__dict__ for r in stock_rows],
@@ -274,10 +281,13 @@ def markdown(report: dict) -> str:
         f"## Calibration against {report['year']} ({report['days_simulated']} days simulated)",
         "",
     ]
-    if report["expansion_factor"] != 1.0:
+    scale = report.get("scale", 1.0)
+    if scale != 1.0:
+        out += [f"Simulated at scale {scale:g}: figures expanded x{1 / scale:.2f}.", ""]
+    if report["expansion_factor"] * scale != 1.0:
         out += [
-            f"Partial period: figures expanded x{report['expansion_factor']:.2f} (plain scaling, "
-            "no seasonality); run the whole year for the real check.",
+            f"Partial period: figures expanded x{report['expansion_factor'] * scale:.2f} "
+            "(plain scaling, no seasonality); run the whole year for the real check.",
             "",
         ]
     out += [

@@ -146,3 +146,19 @@ def test_a_bad_targets_file_exits_2_from_the_command_line(tmp_path):
     assert f"{bad}:" in result.stderr and "tolerances.totals_rel" in result.stderr
     assert "expected a valid number" in result.stderr
     assert not (tmp_path / "o2").exists()
+
+
+def test_a_run_at_a_scale_is_expanded_to_the_whole_city(tmp_path):
+    """Nantong simulated at 5% of its cardholders: its figures stand for 20 times as many, so
+    the card stock and the year's totals land near the published figures, not at -95%."""
+    scenario = load_scenario(ROOT / "scenarios" / "nantong_2024.yaml", ["scale=0.05"], days=2)
+    rep = calibrate(scenario, TARGETS, tmp_path / "cal")
+    assert rep["scale"] == 0.05
+    assert rep["expansion_factor"] == pytest.approx(366 / 2 / 0.05)
+    stock = {r["name"]: r for r in rep["card_stock"]}
+    assert abs(stock["total"]["rel_error"]) < 0.01
+    totals = {r["name"]: r for r in rep["targets"] if r["group"] == "totals"}
+    assert abs(totals["transactions"]["rel_error"]) < 0.3
+    assert "Simulated at scale 0.05: figures expanded x20.00" in (
+        tmp_path / "cal" / "calibration.md"
+    ).read_text("utf-8")
