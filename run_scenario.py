@@ -89,7 +89,12 @@ def _positive_int(text: str) -> int:
 
 
 def _seed(text: str) -> int:
-    return _whole_number(text, 0, "a number >= 0")
+    from sim.rng import MAX_SEED
+
+    value = _whole_number(text, 0, "a number >= 0")
+    if value > MAX_SEED:  # the streams mix 64 bits: a larger seed would repeat a smaller one
+        raise argparse.ArgumentTypeError(f"expected a number up to 2**64 - 1, got {value}")
+    return value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

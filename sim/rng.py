@@ -17,6 +17,8 @@ import numpy as np
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
+#: The largest seed: the streams mix 64 bits, so 2**64 + 5 would give seed 5's numbers.
+MAX_SEED = 2**64 - 1
 _C1 = 0xBF58476D1CE4E5B9
 _C2 = 0x94D049BB133111EB
 _TWO_PI = 2.0 * np.pi
@@ -64,8 +66,8 @@ class Streams:
     """
 
     def __init__(self, seed: int) -> None:
-        if seed < 0:
-            raise ValueError("seed must be a non-negative integer")
+        if not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be a whole number from 0 to {MAX_SEED}")
         self.seed = int(seed)
         self._keys: dict[str, int] = {}
 

@@ -37,6 +37,7 @@ from sim.multi_city import (
 )
 from sim.reference import ReferencePricing, with_reference
 from sim.region_shards import SHARDINGS, RegionPart, split_by_region
+from sim.rng import MAX_SEED
 from sim.social_security import SocialSecurity
 from sim.world_settings import (
     Behaviour,
@@ -76,11 +77,14 @@ class Scenario(Section):
     name: str = Field(min_length=1, description="Short name, used in reports.")
     description: str = Field(default="", description="What the scenario represents.")
     seed: int = Field(
-        ge=0, description="Root of the run's random streams: daily behaviour, devices, outlets."
+        ge=0,
+        le=MAX_SEED,
+        description="Root of the run's random streams: daily behaviour, devices, outlets.",
     )
     world_seed: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_SEED,
         description="Root of the world's streams: the synthetic population, network and outlet "
         "placement. Default: the same as seed. Set it to replay one population under several "
         "run seeds (replications).",
@@ -302,7 +306,9 @@ class MultiCityScenario(Section):
     schema_version: Literal[1] = Field(description="Scenario format version.")
     name: str = Field(min_length=1, description="Short name, used in reports.")
     description: str = Field(default="", description="What the run represents.")
-    seed: int = Field(ge=0, description="Root of the run's random streams (every city's).")
+    seed: int = Field(
+        ge=0, le=MAX_SEED, description="Root of the run's random streams (every city's)."
+    )
     period: Period = Field(description="Simulated days (replacing each city's own).")
     cities: dict[str, CityRef] = Field(min_length=1, description="Cities by id, in shard order.")
     list_changes: tuple[ListChange, ...] = Field(

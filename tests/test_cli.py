@@ -177,6 +177,8 @@ def test_bad_set_syntax_exits_2(tmp_path: Path):
         ("--days", "0", "expected a number >= 1, got 0"),
         ("--days", "x", "expected a whole number, got 'x'"),
         ("--seed", "-1", "expected a number >= 0, got -1"),
+        # The streams mix 64 bits: 2**64 + 5 would silently be seed 5.
+        ("--seed", str(2**64 + 5), "expected a number up to 2**64 - 1"),
     ],
 )
 def test_bad_flag_exits_2_with_argparse_message(

@@ -201,3 +201,11 @@ def test_yes_or_no_where_a_number_is_expected_is_refused_not_read_as_1_or_0(over
         load_scenario(ROOT / "scenarios" / "small_ci.yaml", [override])
     # A yes/no where one is expected stays welcome.
     assert load_scenario(ROOT / "scenarios" / "small_ci.yaml", ["output.mask_identities=no"])
+
+
+def test_a_seed_beyond_64_bits_is_refused_not_wrapped():
+    from sim.yaml_config import ConfigError
+
+    with pytest.raises(ConfigError, match="seed: value out of range"):
+        load_scenario(ROOT / "scenarios" / "small_ci.yaml", [f"seed={2**64 + 5}"])
+    assert load_scenario(ROOT / "scenarios" / "small_ci.yaml", [f"seed={2**64 - 1}"])
