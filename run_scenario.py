@@ -576,7 +576,11 @@ def main(argv: list[str] | None = None) -> int:
         scenario = api.load_scenario(args.scenario, args.overrides, days=args.days, seed=args.seed)
         out = args.out if args.out is not None else Path(scenario.output.dir)
         with (
-            api.dask_client(args.workers, args.scheduler) as client,
+            api.dask_client(
+                args.workers,
+                args.scheduler,
+                shards=len(getattr(scenario, "city_scenarios", [scenario])),
+            ) as client,
             Progress(scenario.period.days, args.quiet) as progress,
         ):
             summary = api.run(

@@ -774,12 +774,19 @@ def iter_days(
 
 
 @contextlib.contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None):
+def dask_client(workers: int | None = None, scheduler: str | None = None, shards: int = 0):
     """A ``dask.distributed.Client`` for ``run(..., client=)``: a local cluster of ``workers``
-    processes, or the cluster at ``scheduler``; None (no cluster) when neither is given."""
+    processes, or the cluster at ``scheduler``; None (no cluster) when neither is given.
+    ``shards``: the run's shards, if known (a worker runs whole shards: more workers than
+    shards would start for nothing)."""
     if workers is None and scheduler is None:
         yield None
         return
+    if workers is not None and shards and workers > shards:
+        raise BadInput(
+            f"--workers {workers}: the scenario has {shards} shard(s) (cities, or regions of a "
+            f"split city) and a worker runs whole shards; expected at most {shards}"
+        )
     from dask.distributed import Client, LocalCluster
 
     if scheduler is not None:

@@ -289,3 +289,14 @@ def test_a_worker_that_cannot_see_the_output_folder_is_bad_input_and_nothing_is_
     assert done.returncode == 2, done.stderr + (tmp_path / "worker-0.log").read_text()
     assert "cannot see" in done.stderr and "Traceback" not in done.stderr
     assert sorted(p.name for p in shared.iterdir()) == ["earlier.txt"]  # no run, no partial
+
+
+def test_more_workers_than_shards_is_refused_before_any_cluster_starts(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "run_scenario.py", str(TWO_CITY), "--set", DAYS[0], "--quiet",
+         "--out", str(tmp_path / "run"), "--workers", "999999"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "expected at most 2" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()
