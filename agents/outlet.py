@@ -30,6 +30,8 @@ from sim.rng import Streams
 from sim.yaml_config import ExistingFile
 
 DAY_S = 86_400
+#: Outlet ids are written as whole numbers of the records' id columns; this leaves room.
+MAX_OUTLET_ID = 2**31 - 1
 CSV_COLUMNS: tuple[str, ...] = (
     "outlet_id",
     "name_zh",
@@ -167,9 +169,12 @@ def load_outlets_csv(path: str | Path) -> list[OutletInfo]:
             outlet_id = int(rec["outlet_id"])
         except ValueError:
             outlet_id = -1
-        if outlet_id < 1:
+        if not 1 <= outlet_id <= MAX_OUTLET_ID:
             raise OutletFileError(
-                path, line_no, "outlet_id", f"{rec['outlet_id']!r}; expected a positive integer"
+                path,
+                line_no,
+                "outlet_id",
+                f"{rec['outlet_id']!r}; expected a whole number from 1 to {MAX_OUTLET_ID}",
             )
         if outlet_id in seen:
             raise OutletFileError(

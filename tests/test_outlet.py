@@ -253,6 +253,13 @@ def test_broken_outlets_csv_gives_a_clear_error(tmp_path: Path) -> None:
         load_outlets_csv(rule)
     assert issubclass(OutletFileError, ValueError)
 
+    def huge_id(ls):
+        first = ls[1].split(",", 1)
+        return [ls[0], f"99999999999999999999,{first[1]}", *ls[2:]]
+
+    with pytest.raises(OutletFileError, match=r"row 2, column 'outlet_id'.*from 1 to 2147483647"):
+        load_outlets_csv(broken_copy(tmp_path, huge_id))
+
 
 def test_build_outlets_takes_counters_from_settings() -> None:
     infos = load_outlets_csv(REAL_CSV)
