@@ -165,6 +165,21 @@ class Scenario(Section):
             )
         return regions
 
+    @field_validator("population")
+    @classmethod
+    def _cards_issued_by_the_period_end(cls, population, info: ValidationInfo):
+        period = info.data.get("period")
+        if period is None:
+            return population
+        last_year = (period.start + dt.timedelta(days=period.days - 1)).year
+        weights = population.issue_year_weights
+        if not any(w > 0 for year, w in weights.items() if year <= last_year):
+            raise ValueError(
+                f"issue_year_weights: every card is issued after {last_year}, when the period "
+                f"ends ({sorted(weights)}); expected weight on years up to {last_year}"
+            )
+        return population
+
     # Cross-references are checked on the field that holds them, so errors point at its line.
     @field_validator("network")
     @classmethod

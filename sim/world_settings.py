@@ -217,6 +217,18 @@ class Population(Section):
             raise ValueError("QR channel weights must be >= 0 and not all zero")
         return value
 
+    @field_validator("issue_year_weights")
+    @classmethod
+    def _weights_that_issue_cards(cls, weights: dict[int, float]) -> dict[int, float]:
+        if not weights:
+            raise ValueError("empty; expected years and their weights, e.g. {2023: 1.0}")
+        bad = {year: w for year, w in weights.items() if not (w >= 0 and w < float("inf"))}
+        if bad:
+            raise ValueError(f"weights {bad}; expected numbers >= 0")
+        if not sum(weights.values()) > 0:
+            raise ValueError("every weight is 0; expected at least one year with cards issued")
+        return weights
+
 
 class DayTypeFactors(Section):
     """Multipliers on the chance to ride, by calendar day type."""

@@ -209,3 +209,21 @@ def test_a_seed_beyond_64_bits_is_refused_not_wrapped():
     with pytest.raises(ConfigError, match="seed: value out of range"):
         load_scenario(ROOT / "scenarios" / "small_ci.yaml", [f"seed={2**64 + 5}"])
     assert load_scenario(ROOT / "scenarios" / "small_ci.yaml", [f"seed={2**64 - 1}"])
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [
+        ("{}", "empty; expected years and their weights"),
+        ("{2015: -1, 2016: 2}", "expected numbers >= 0"),
+        ("{2015: 0, 2016: 0}", "every weight is 0"),
+        ("{2030: 1}", "every card is issued after 2024"),
+    ],
+)
+def test_issue_year_weights_that_issue_no_card_in_time_are_refused(weights, expected):
+    from sim.yaml_config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"issue_year_weights.*{expected}"):
+        load_scenario(
+            ROOT / "scenarios" / "small_ci.yaml", [f"population.issue_year_weights={weights}"]
+        )
