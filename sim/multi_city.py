@@ -24,6 +24,7 @@ from pydantic import Field
 
 from sim.clearing import ClearingNode
 from sim.interop import AgeDiscount, ExternalCity, ExternalRegion
+from sim.interop import city_codes as interop_city_codes
 from sim.world_settings import Section
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -108,6 +109,13 @@ def share_city_list(ids: list[str], files: list[str], cities: list, changes: tup
     """The cities' scenarios with the run's list changes and every acquirer's terminal lags
     (each city declares its own operators'; riders away meet the others' terminals). Raises
     ValueError where a city sets its own list changes or two cities give one acquirer two lags."""
+    known = {code for sc in cities for code in interop_city_codes(sc)}
+    for k, change in enumerate(changes):
+        if change.city_code not in known:
+            raise ValueError(
+                f"list_changes.{k}.city_code: {change.city_code!r} is no city of this run or "
+                f"one it links to; expected one of {', '.join(sorted(known))}"
+            )
     lags: dict = {}
     declared_by: dict[str, str] = {}
     for cid, path, sc in zip(ids, files, cities, strict=True):

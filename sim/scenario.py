@@ -230,6 +230,15 @@ class Scenario(Section):
                     f"interop.cities.{cid}.exchange: unknown clearing node {city.exchange!r}; "
                     f"expected one of clearing.network.nodes: {', '.join(nodes)}"
                 )
+        output = info.data.get("output")
+        if interop is not None and output is not None:  # a change may name this city itself
+            known = [output.city_code, *(c.city_code for c in interop.cities.values())]
+            for k, change in enumerate(interop.list_changes):
+                if change.city_code not in known:
+                    raise ValueError(
+                        f"interop.list_changes.{k}.city_code: {change.city_code!r} is neither "
+                        f"this city nor one of interop.cities; expected one of: {', '.join(known)}"
+                    )
         return interop
 
     @field_validator("incidents")

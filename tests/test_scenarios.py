@@ -227,3 +227,14 @@ def test_issue_year_weights_that_issue_no_card_in_time_are_refused(weights, expe
         load_scenario(
             ROOT / "scenarios" / "small_ci.yaml", [f"population.issue_year_weights={weights}"]
         )
+
+
+def test_a_list_change_for_a_city_the_run_does_not_know_is_refused():
+    """A typo in a city code made the change do nothing, silently."""
+    from sim.yaml_config import ConfigError
+
+    change = '[{date: 2024-03-05, city_code: "NOPE", change: delisted}]'
+    with pytest.raises(ConfigError, match=r"interop.list_changes.0.city_code: 'NOPE'"):
+        load_scenario(ROOT / "scenarios" / "small_ci.yaml", [f"interop.list_changes={change}"])
+    with pytest.raises(ConfigError, match=r"list_changes.0.city_code: 'NOPE' is no city"):
+        load_scenario(ROOT / "scenarios" / "two_city.yaml", [f"list_changes={change}"])
