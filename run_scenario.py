@@ -521,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
+    written: list = []  # the run's folder, once it is committed
     try:
         if command == "stream":
             return run_stream(args, api)
@@ -592,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
                 privacy_key=api.privacy_key(args.key_file),
                 client=client,
             )
+        written.append(summary.out_dir)  # from here on a stop interrupts only the printing
         for note in summary.notes:
             print(f"note: {note}", file=sys.stderr)
         if not args.quiet:
@@ -610,14 +612,15 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        if command != "stream":  # a stream says what it kept itself
-            print("interrupted: nothing was written to the output folder", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Terminated:
-        if command != "stream":
-            print("terminated: nothing was written to the output folder", file=sys.stderr)
-        return EXIT_TERMINATED
+    except (KeyboardInterrupt, Terminated) as stop:
+        for signum in (signal.SIGINT, signal.SIGTERM):  # stopping already: a second press
+            signal.signal(signum, signal.SIG_IGN)  # must not kill the exit half-way
+        how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "terminated"
+        if written and written[0] is not None:
+            print(f"{how}: the run was already complete in {written[0]}", file=sys.stderr)
+        elif command != "stream":  # a stream says what it kept itself
+            print(f"{how}: nothing was written to the output folder", file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED
 
 
 if __name__ == "__main__":

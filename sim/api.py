@@ -705,50 +705,61 @@ def iter_days(
         if output is not None:
             output.abort()
         raise
-    timings["simulate_and_write_s"] = time.perf_counter() - t1
-    kpis = model.engine.kpis
-    workers = None
-    if client is not None:  # where each city ran, and each worker's peak memory
-        engine = model.engine
-        for rows, partitions in engine.written:  # the files the shards wrote
-            if output is not None:
-                output.add_written(rows, partitions)
-        workers = {
-            "shards": {w.scenario.name: engine.placement[i] for i, w in enumerate(worlds)},
-            "peak_rss_bytes": engine.peak_rss_bytes(),
-            "driver_s": {k: round(v, 3) for k, v in engine.driver_seconds.items()},
-            "shard_busy_s": {
-                city: {k: round(v, 3) for k, v in calls.items()}
-                for city, calls in engine.busy_seconds().items()
-            },
+    # Until the run is committed, whatever stops it (an error, Ctrl-C) discards the output;
+    # a stop during the commit itself (the swap, the catalogue: under a second) is let
+    # through after it, so that it never leaves half a folder or a stale lock behind.
+    try:
+        timings["simulate_and_write_s"] = time.perf_counter() - t1
+        kpis = model.engine.kpis
+        workers = None
+        if client is not None:  # where each city ran, and each worker's peak memory
+            engine = model.engine
+            for rows, partitions in engine.written:  # the files the shards wrote
+                if output is not None:
+                    output.add_written(rows, partitions)
+            workers = {
+                "shards": {w.scenario.name: engine.placement[i] for i, w in enumerate(worlds)},
+                "peak_rss_bytes": engine.peak_rss_bytes(),
+                "driver_s": {k: round(v, 3) for k, v in engine.driver_seconds.items()},
+                "shard_busy_s": {
+                    city: {k: round(v, 3) for k, v in calls.items()}
+                    for city, calls in engine.busy_seconds().items()
+                },
+            }
+        lending = _lending_reports(monitors)  # scored once: every rule over the whole population
+        reports = {
+            "cross_city": cross_city.report(),
+            "social_security": venues.report(),
+            "clearing": clearing_report.report(),
         }
-    lending = _lending_reports(monitors)  # scored once: every rule over the whole population
-    reports = {
-        "cross_city": cross_city.report(),
-        "social_security": venues.report(),
-        "clearing": clearing_report.report(),
-    }
-    if output is not None:
-        cardholders = (
-            model.engine.cardholders if client is not None else [len(w.population) for w in worlds]
-        )
-        meta = _run_meta(
-            spec, scenario_path, worlds, cardholders, run_seed, kpis, timings, unmasked
-        )
-        meta["privacy_key_id"] = key.fingerprint  # which key, never the key
-        meta["cross_city"] = reports["cross_city"]
-        if reports["social_security"]:
-            meta["social_security"] = reports["social_security"]
-        meta["clearing"] = reports["clearing"]
-        if workers is not None:
-            meta["dask"] = workers
-        if monitors:
-            meta["card_lending"] = lending
-        try:
-            output.commit(meta)  # and the catalogue: a view per table, typed if left empty
-        except (OutputError, OSError, duckdb.Error) as exc:
-            # The earlier run, if any, is back in place (RunOutput.commit rolls back).
-            raise BadInput(f"--out {out_dir}: {_one_line(exc)}") from None
+        if output is not None:
+            cardholders = (
+                model.engine.cardholders
+                if client is not None
+                else [len(w.population) for w in worlds]
+            )
+            meta = _run_meta(
+                spec, scenario_path, worlds, cardholders, run_seed, kpis, timings, unmasked
+            )
+            meta["privacy_key_id"] = key.fingerprint  # which key, never the key
+            meta["cross_city"] = reports["cross_city"]
+            if reports["social_security"]:
+                meta["social_security"] = reports["social_security"]
+            meta["clearing"] = reports["clearing"]
+            if workers is not None:
+                meta["dask"] = workers
+            if monitors:
+                meta["card_lending"] = lending
+            try:
+                with StopSignalsHeld.around():
+                    output.commit(meta)  # and the catalogue: a view per table, typed if empty
+            except (OutputError, OSError, duckdb.Error) as exc:
+                # The earlier run, if any, is back in place (RunOutput.commit rolls back).
+                raise BadInput(f"--out {out_dir}: {_one_line(exc)}") from None
+    except BaseException:
+        if output is not None:
+            output.abort()  # nothing once committed
+        raise
     timings["total_s"] = time.perf_counter() - t0
     notes = [
         f"removed {path}, left behind by a run that was killed"

@@ -38,7 +38,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sim import identity
-from sim.run_dir import RunLock, check_replaceable, remove_leftovers, write_marker
+from sim.run_dir import (
+    RunLock,
+    StopSignalsHeld,
+    check_replaceable,
+    remove_leftovers,
+    write_marker,
+)
 from sim.schema import (
     BOOL,
     BUILTIN_NAME_TABLES,
@@ -623,11 +629,15 @@ class RunOutput:
         """Stop writing and remove the temporary directory; ``out_dir`` is left as it was."""
         if self._state != "open":
             return
-        self._discard = True
-        self._stop()
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
-        self._state = "aborted"
-        self.lock.release()
+        held = StopSignalsHeld()  # a second Ctrl-C must not leave the folder or the lock behind
+        try:
+            self._discard = True
+            self._stop()
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            self._state = "aborted"
+            self.lock.release()
+        finally:
+            held.forget()  # stopping already
 
     def __enter__(self) -> RunOutput:
         return self

@@ -394,9 +394,15 @@ def test_calibrate_checks_its_out_before_running(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    ("sig", "code", "word"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")]
+    ("sig", "code", "word", "times"),
+    [
+        ("SIGINT", 130, "interrupted", 1),
+        ("SIGTERM", 143, "terminated", 1),
+        # Ctrl-C twice: the second lands while the first one's clean-up runs.
+        ("SIGINT", 130, "interrupted", 2),
+    ],
 )
-def test_signals_stop_the_run_cleanly(tmp_path: Path, sig: str, code: int, word: str):
+def test_signals_stop_the_run_cleanly(tmp_path: Path, sig: str, code: int, word: str, times):
     import signal
     import time
 
@@ -413,6 +419,10 @@ def test_signals_stop_the_run_cleanly(tmp_path: Path, sig: str, code: int, word:
         time.sleep(0.05)  # the run is writing: its partial folder exists
     assert list(tmp_path.glob("run.partial-*")), "the run never started writing"
     proc.send_signal(getattr(signal, sig))
+    for _ in range(times - 1):
+        time.sleep(0.02)
+        if proc.poll() is None:
+            proc.send_signal(getattr(signal, sig))
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
     assert word in stderr and "Traceback" not in stderr
