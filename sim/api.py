@@ -55,7 +55,7 @@ from sim.proc_memory import proc_kib_field
 from sim.reconciliation import ReconciliationError, check_reconciliation, write_reconciliation
 from sim.records import name_tables, record_writers
 from sim.report_files import write_together
-from sim.run_dir import RunDirError, StopSignalsHeld
+from sim.run_dir import MARKER_FILE, RunDirError, StopSignalsHeld
 from sim.run_view import DIMENSIONS as RUN_DIMENSIONS
 from sim.run_view import MEASURES as RUN_MEASURES
 from sim.run_view import REGION_MEASURES, RunListing, RunView, RunViewError, cardholders_of
@@ -397,6 +397,12 @@ def _check_out_folder(out: Path, what: str) -> None:
     found before a long run, not after it."""
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: is a file; expected a folder for {what}")
+    for folder in (out, *out.parents):  # a run's folder is its own: a re-run would refuse it
+        if (folder / MARKER_FILE).is_file():
+            raise BadInput(
+                f"--out {out}: {'is' if folder == out else 'is inside'} the run folder {folder}; "
+                f"expected a folder of its own for {what}"
+            )
     parent = _existing_parent(out)
     if not parent.is_dir():
         raise BadInput(f"--out {out}: {parent} is a file; expected a folder for {what}")
@@ -457,6 +463,8 @@ def sweep(
                 for e in exc.errors()
             )
         ) from None
+    if out_dir is not None:
+        _check_out_folder(Path(out_dir), "the sweep's report and points")
     scenario = load_scenario(base, days=spec.days)
     if isinstance(scenario, MultiCityScenario):
         raise BadInput(f"{base}: a sweep takes a single-city scenario")

@@ -127,6 +127,19 @@ def test_an_out_that_is_a_file_exits_2_before_anything_runs(tmp_path):
     assert afile.read_text(encoding="utf-8") == "mine"
 
 
+def test_a_run_folder_is_no_place_for_a_comparison_or_a_sweep(tmp_path):
+    """Reports written into a run's folder made a later run into it refuse the folder."""
+    run_dir = tmp_path / "run"
+    api.run(api.load_scenario(SMALL, days=1), run_dir)
+    before = sorted(p.name for p in run_dir.iterdir())
+    for out, how in ((run_dir, "is the run folder"), (run_dir / "cmp", "is inside the run folder")):
+        result = _compare_cli(SMALL, SMALL, "--days", 1, "--replications", 1, "--out", out)
+        assert result.returncode == 2 and how in result.stderr, result.stderr
+    with pytest.raises(api.BadInput, match="is the run folder"):
+        api.sweep(SMALL, [f"{WINDOW}=60,90"], days=1, workers=0, out_dir=run_dir)
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
 def test_the_report_files_are_written_as_a_set(tmp_path):
     base = api.load_scenario(SMALL, days=1)
     variant = api.load_scenario(SMALL, [f"{WINDOW}=90", "name=window_90"], days=1)
