@@ -32,6 +32,8 @@ from sim.yaml_config import ExistingFile
 DAY_S = 86_400
 #: Outlet ids are written as whole numbers of the records' id columns; this leaves room.
 MAX_OUTLET_ID = 2**31 - 1
+#: Counters at one outlet (a service hall has a few dozen at most; each is a SimPy resource).
+MAX_COUNTERS = 200
 CSV_COLUMNS: tuple[str, ...] = (
     "outlet_id",
     "name_zh",
@@ -221,7 +223,9 @@ class OutletSettings(BaseModel):
     file: ExistingFile = Field(
         description="Outlets CSV (columns of data/nantong/outlets.csv); relative to the scenario."
     )
-    default_counters: int = Field(2, ge=1, description="Counters at an outlet not overridden.")
+    default_counters: int = Field(
+        2, ge=1, le=MAX_COUNTERS, description="Counters at an outlet not overridden."
+    )
     counters_by_outlet: dict[int, int] = Field(
         default_factory=dict, description="Counters per outlet_id, overriding default_counters."
     )
@@ -246,9 +250,9 @@ class OutletSettings(BaseModel):
     @field_validator("counters_by_outlet")
     @classmethod
     def _positive_counters(cls, v: dict[int, int]) -> dict[int, int]:
-        bad = {k: c for k, c in v.items() if c < 1}
+        bad = {k: c for k, c in v.items() if not 1 <= c <= MAX_COUNTERS}
         if bad:
-            raise ValueError(f"counters must be >= 1, got {bad}")
+            raise ValueError(f"counters must be from 1 to {MAX_COUNTERS}, got {bad}")
         return v
 
     def service_means_s(self) -> tuple[float, float, float]:

@@ -363,7 +363,10 @@ class MultiCityScenario(Section):
 
 
 def _known_keys(path: str, mapping: dict, known, what: str) -> None:
-    """A mapping keyed by region (or city) may only name ones the scenario defines."""
+    """A mapping keyed by region (or city) may only name ones the scenario defines (none
+    known: the field that defines them failed, and its own error says why)."""
+    if not known:
+        return
     unknown = sorted(set(mapping) - set(known))
     if unknown:
         key = unknown[0]

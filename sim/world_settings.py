@@ -58,14 +58,29 @@ class Period(Section):
     days: int = Field(ge=1, le=3660, description="Number of simulated days.")
 
 
+#: Upper bounds of the generated network, far above any real city's (Shanghai: 551 zones of
+#: 45,000 residents, 1,240 bus lines), so that a slip of the keyboard is an error, not a world
+#: that fills the memory: the routes are zone-by-zone matrices, and every bus and gate a process.
+MAX_ZONES = 3_000
+MAX_BUS_LINES = 20_000
+MAX_STOPS_PER_LINE = 200
+MAX_VEHICLES_PER_LINE = 500
+MAX_STATIONS = 200
+MAX_GATES_PER_STATION = 100
+
+
 class BusNetwork(Section):
     """Bus network of one region, generated from these parameters (no GTFS needed)."""
 
-    lines: PositiveInt = Field(description="Number of bus lines operated in the region.")
-    stops_per_line: PositiveInt = Field(
-        description="Mean stops per line (one stop per zone passed)."
+    lines: PositiveInt = Field(
+        le=MAX_BUS_LINES, description="Number of bus lines operated in the region."
     )
-    vehicles_per_line: PositiveInt = Field(description="Buses per line; one validator per bus.")
+    stops_per_line: PositiveInt = Field(
+        le=MAX_STOPS_PER_LINE, description="Mean stops per line (one stop per zone passed)."
+    )
+    vehicles_per_line: PositiveInt = Field(
+        le=MAX_VEHICLES_PER_LINE, description="Buses per line; one validator per bus."
+    )
     speed_kmh: float = Field(gt=0, description="Mean in-service bus speed including stops.")
     operator_id: str = Field(description="Acquirer (bus company) clearing code for the region.")
 
@@ -76,7 +91,9 @@ class Region(Section):
     name_zh: str = Field(description="Chinese name, e.g. 市区, 如东.")
     admin_code: str = Field(description="GB/T 2260 six-digit code, used in synthetic ID numbers.")
     residents: PositiveInt = Field(description="Resident population (常住人口).")
-    zones: PositiveInt = Field(description="Number of traffic zones the region is split into.")
+    zones: PositiveInt = Field(
+        le=MAX_ZONES, description="Number of traffic zones the region is split into."
+    )
     zone_spacing_km: float = Field(gt=0, description="Distance between neighbouring zone centres.")
     card_adoption_weight: float = Field(
         gt=0,
@@ -109,9 +126,13 @@ class MetroLine(Section):
 
     name_zh: str = Field(description="Line name.")
     region: str = Field(description="Region id the line runs in.")
-    stations: Annotated[int, Field(ge=2)] = Field(description="Number of stations.")
+    stations: Annotated[int, Field(ge=2, le=MAX_STATIONS)] = Field(
+        description="Number of stations."
+    )
     length_km: float = Field(gt=0, description="Route length in km.")
-    gates_per_station: PositiveInt = Field(description="Gates (validators) per station.")
+    gates_per_station: PositiveInt = Field(
+        le=MAX_GATES_PER_STATION, description="Gates (validators) per station."
+    )
     speed_kmh: float = Field(gt=0, description="Mean speed including dwell times.")
     operator_id: str = Field(description="Acquirer clearing code of the metro operator.")
     opened: dt.date = Field(description="Opening date; no taps before it.")

@@ -238,3 +238,24 @@ def test_a_list_change_for_a_city_the_run_does_not_know_is_refused():
         load_scenario(ROOT / "scenarios" / "small_ci.yaml", [f"interop.list_changes={change}"])
     with pytest.raises(ConfigError, match=r"list_changes.0.city_code: 'NOPE' is no city"):
         load_scenario(ROOT / "scenarios" / "two_city.yaml", [f"list_changes={change}"])
+
+
+@pytest.mark.parametrize(
+    ("override", "bound"),
+    [
+        ("outlets.default_counters=100000000", "less than or equal to 200"),
+        ("regions.urban.zones=100000000", "less than or equal to 3000"),
+        ("network.metro.M1.stations=100000000", "less than or equal to 200"),
+        ("regions.urban.bus.vehicles_per_line=100000000", "less than or equal to 500"),
+        ("regions.urban.bus.lines=100000000", "less than or equal to 20000"),
+    ],
+)
+def test_a_network_too_big_for_any_city_is_refused_with_only_its_own_error(override, bound):
+    """A slip of the keyboard filled the memory (or ran for ever); a region that fails says so
+    alone, without the fares and interop tables listing its regions as unknown."""
+    from sim.yaml_config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_scenario(ROOT / "scenarios" / "small_ci.yaml", [override])
+    assert bound in str(err.value)
+    assert "unknown region" not in str(err.value)
