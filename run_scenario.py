@@ -10,11 +10,15 @@
     python run_scenario.py stream SCENARIO.yaml --sink URL [--rate R | --speed X | --profile F]
     python run_scenario.py stream RECORDING.parquet --sink URL   (a recorded stream, sent again)
 
-Exit codes: 0 success; 2 bad input (scenario file, flags, data files) with a one-screen message
-and no traceback; 3 a money invariant failed during the run (the message says which, by how much,
-where); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), in both cases nothing written (a
-stream keeps what it delivered, checkpointed). This file parses arguments and prints; the work is
-in sim.api.
+Exit codes (the full list is in ``--help``, ``EPILOG`` below): 0 success; 1 a result that is
+not a success (calibrate: a target outside its tolerance; verify: a problem in the files; sweep:
+a point failed) — and an unexpected error, with its traceback; 2 bad input (scenario file, flags,
+data files) with a one-screen message and no traceback; 3 a money invariant failed during the run
+(the message says which, by how much, where); 4 a Dask worker running a city was lost or failed;
+5 stream: the reconciliation does not hold or the sink broke; 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM), in both cases nothing written (a stream keeps what it delivered,
+checkpointed; a stop that comes after the run was committed says so). This file parses arguments
+and prints; the work is in sim.api.
 """
 
 from __future__ import annotations
@@ -47,10 +51,12 @@ commands:
 exit codes:
   0    success
   1    calibrate: a target outside its tolerance; verify: a problem found in the files;
-       sweep: a point failed (reported; everything else is written)
+       sweep: a point failed (reported; everything else is written); also an unexpected
+       error (a bug: its traceback is printed)
   2    bad input: a scenario, flag, data file or output folder that is wrong; nothing written
   3    a money invariant failed during the run (which, by how much, where)
-  4    a Dask worker running a city was lost (--workers, --scheduler): nothing written
+  4    a Dask worker running a city was lost or failed (--workers, --scheduler): nothing
+       written
   5    stream: generated = sent = acknowledged + dead-lettered does not hold, or the sink broke
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing written, no folder left behind
        (stream: what was delivered stays delivered and checkpointed; --resume goes on)
