@@ -510,6 +510,8 @@ class RunOutput:
         queue_size: int = 4,
     ) -> None:
         self.out_dir = Path(out_dir).absolute()
+        if self.out_dir.is_symlink():  # the run goes where the link points; the link stays
+            self.out_dir = self.out_dir.resolve()
         # Never swap away a folder we did not write, nor a user's file inside an earlier run:
         # refused before the simulation starts, not after it deleted something (sim/run_dir.py).
         self.lock = RunLock(self.out_dir)

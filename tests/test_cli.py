@@ -545,3 +545,15 @@ def test_invalid_policy_overlays_exit_2_naming_file_field_value_and_expectation(
     path = tmp_path / "policy.yaml"
     path.write_text(f"extends: {POLICY}\n{body}", encoding="utf-8")
     _assert_bad_input(_cli("validate", path), str(path), *fragments)
+
+
+def test_an_out_that_is_a_symlink_writes_where_it_points_and_keeps_the_link(tmp_path: Path):
+    target = tmp_path / "target"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    for _ in range(2):  # a first run, then one replacing it
+        result = _cli(SMALL, "--days", "1", "--quiet", "--out", link)
+        assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and (target / "run_meta.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "target"]  # nothing left
