@@ -455,7 +455,27 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario |
     raises ConfigError with file/line/field on any problem."""
     if _is_multi_city(path):
         return _load_multi_city(path, overrides)
+    _not_extending_a_multi_city_file(path)
     return _load_city(path, overrides)
+
+
+def _not_extending_a_multi_city_file(path: str | Path) -> None:
+    """``extends:`` merges one city's settings; a multi-city file under it would be read as one
+    city missing every section (a screen of errors hiding the cause)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = yaml.load(f, Loader=FAST_SAFE_LOADER)
+    except Exception:  # noqa: BLE001 - any problem is reported by the full loader, with lines
+        return
+    base = tree.get("extends") if isinstance(tree, dict) else None
+    if isinstance(base, str) and _is_multi_city(Path(path).parent / base):
+        raise ConfigError(
+            [
+                f"{field_origin(path, 'extends')}: extends: {base} is a multi-city file "
+                "(cities:); expected one city's scenario (change a multi-city run with --set, "
+                "or copy its file)"
+            ]
+        )
 
 
 def _is_multi_city(path: str | Path) -> bool:
@@ -475,6 +495,13 @@ def _load_multi_city(path: str | Path, overrides: Sequence[str]) -> MultiCitySce
     cities = []
     for city_id, city in spec.cities.items():
         scale = [] if city.scale is None else [f"scale={city.scale!r}"]
+        if _is_multi_city(city.scenario):
+            raise ConfigError(
+                [
+                    f"{field_origin(path, 'cities', overrides)}: cities.{city_id}.scenario: "
+                    f"{city.scenario} is a multi-city file; expected one city's scenario"
+                ]
+            )
         try:
             scenario = _load_city(city.scenario, period + scale)
         except ConfigError as exc:

@@ -186,7 +186,9 @@ class CardTypePopulation(Section):
 class Population(Section):
     """The cardholder population, built in full (one row per card) at world construction."""
 
-    card_types: dict[str, CardTypePopulation] = Field(description="Cardholders by card type.")
+    card_types: dict[str, CardTypePopulation] = Field(
+        min_length=1, description="Cardholders by card type."
+    )
     issue_year_weights: dict[int, float] = Field(
         description="Relative number of cards issued per year (e.g. the published cards_sold); "
         "a card's issue date is drawn from it. Years after the period end are not yet active."

@@ -259,3 +259,22 @@ def test_a_network_too_big_for_any_city_is_refused_with_only_its_own_error(overr
         load_scenario(ROOT / "scenarios" / "small_ci.yaml", [override])
     assert bound in str(err.value)
     assert "unknown region" not in str(err.value)
+
+
+def test_multi_city_files_where_one_city_is_expected_say_so(tmp_path):
+    """A file extending a multi-city file, or a multi-city file named as a city, was read as a
+    city missing every section: a screen of errors hiding the cause."""
+    from sim.yaml_config import ConfigError
+
+    extending = tmp_path / "extending.yaml"
+    extending.write_text(f"extends: {ROOT / 'scenarios' / 'two_city.yaml'}\nname: x\n")
+    with pytest.raises(ConfigError, match=r"extends: .*two_city.yaml is a multi-city file") as e:
+        load_scenario(extending)
+    assert len(e.value.problems) == 1
+    nested = tmp_path / "nested.yaml"
+    text = (ROOT / "scenarios" / "two_city.yaml").read_text(encoding="utf-8")
+    nested.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"cities.alpha.scenario: .* is a multi-city file"):
+        load_scenario(ROOT / "scenarios" / "two_city.yaml", [f"cities.alpha.scenario={nested}"])
+    with pytest.raises(ConfigError, match="population.card_types"):
+        load_scenario(ROOT / "scenarios" / "small_ci.yaml", ["population.card_types={}"])
