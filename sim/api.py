@@ -819,7 +819,12 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, shards
         return
     with (
         LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            # The scheduler serves HTTP whatever is asked (None means its default, :8787, and a
+            # warning when that is taken): a free loopback port, as the sweep's cluster does.
+            dashboard_address="127.0.0.1:0",
         ) as cluster,
         Client(cluster) as client,
     ):
