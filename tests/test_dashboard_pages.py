@@ -140,6 +140,7 @@ def test_no_run_chosen_says_what_to_do(runs):
         ("half_written", "has not finished"),
         ("old_schema", "schema_version 0"),
         ("file_gone", "missing"),
+        ("meta_without_end", "run_meta.json: period.end: missing"),
     ],
 )
 def test_a_broken_run_folder_shows_a_message(runs, tmp_path, damage, expected):
@@ -150,6 +151,10 @@ def test_a_broken_run_folder_shows_a_message(runs, tmp_path, damage, expected):
         shutil.rmtree(broken)
     elif damage == "half_written":
         marker.unlink()
+    elif damage == "meta_without_end":  # a run_meta.json edited by hand: no KeyError
+        meta = json.loads((broken / "run_meta.json").read_text("utf-8"))
+        del meta["period"]["end"]
+        (broken / "run_meta.json").write_text(json.dumps(meta), "utf-8")
     elif damage == "old_schema":
         data = json.loads(marker.read_text("utf-8"))
         marker.write_text(json.dumps({**data, "schema_version": 0}), "utf-8")
