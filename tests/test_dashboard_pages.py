@@ -224,6 +224,8 @@ def test_a_run_that_breaks_an_invariant_keeps_the_earlier_run(runs, monkeypatch)
     at.number_input(key="f_days").set_value(1)
     at.text_input(key="f_out").set_value("small")
     at.button[0].click().run()
+    at.checkbox(key="f_replace:small").check()  # the user agrees to replace the earlier run
+    at.button[0].click().run()
     assert not at.exception, at.exception
     assert any("资金核对不平" in e.value and "trial_balance" in e.value for e in at.error)
     assert (runs / "small" / "run_meta.json").read_bytes() == before
@@ -352,3 +354,103 @@ def test_a_multi_city_run_renders_every_tab_and_says_which_city_its_settings_sho
     at.switch_page("views/trace.py")
     at.run()
     assert not at.exception
+
+
+def _meta(folder: Path) -> dict:
+    return json.loads((folder / "run_meta.json").read_text("utf-8"))
+
+
+def test_the_default_folder_follows_the_days_and_a_run_is_replaced_only_when_ticked(tmp_path):
+    at = app(tmp_path, "run", lang="en", run=None)
+    _choose_small(at)
+    assert at.text_input(key="f_out").value == ""  # empty: named after the scenario and days
+    at.number_input(key="f_days").set_value(1)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    first = tmp_path / "small_ci_1d"  # the days chosen, not the form's first 7
+    assert _meta(first)["period"]["days"] == 1 and not (tmp_path / "small_ci_7d").exists()
+    before = (first / "run_meta.json").read_bytes()
+    # Again with another seed, same days: same folder name, so the page asks first.
+    at.text_input(key="f_seed").set_value("9")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert any("already holds a run" in e.value and "small_ci_1d" in e.value for e in at.error)
+    assert (first / "run_meta.json").read_bytes() == before  # nothing replaced
+    replace = at.checkbox(key="f_replace:small_ci_1d")
+    assert replace.label == "Replace the existing run small_ci_1d" and not replace.value
+    replace.check()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert _meta(first)["seed"] == 9  # replaced, as the user asked
+    assert any("Run finished" in s.value for s in at.success)
+    assert not [c for c in at.checkbox if str(c.key).startswith("f_replace")]  # asked afresh
+
+
+def test_a_folder_that_is_not_a_run_is_never_offered_for_replacing(tmp_path):
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("mine", "utf-8")
+    at = app(tmp_path, "run", lang="en", run=None)
+    _choose_small(at)
+    at.number_input(key="f_days").set_value(1)
+    at.text_input(key="f_out").set_value("notes")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert any("is not a CardTwin run" in e.value for e in at.error)
+    assert not [c for c in at.checkbox if str(c.key).startswith("f_replace")]
+    assert [p.name for p in mine.iterdir()] == ["todo.txt"]
+
+
+@pytest.mark.parametrize("seed", ["abc", "-1", "1.5"])
+def test_a_seed_that_is_not_a_whole_number_is_a_message_under_the_field(tmp_path, seed):
+    at = app(tmp_path, "run", lang="en", run=None)
+    _choose_small(at)
+    at.text_input(key="f_seed").set_value(seed)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [
+        f"The seed must be a whole number 0 or more (e.g. 42); got '{seed}'."
+    ]
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_seed_above_what_a_browser_number_holds_runs(tmp_path):
+    """The engine takes any seed >= 0; 2**60 is beyond a JavaScript number (2**53)."""
+    data = f"extends: ../small_ci.yaml\nname: big_seed\nseed: {2**60}\n".encode()
+    target = target_of("cardtwin_test_big_seed.yaml")
+    try:
+        assert upload_problem(target.name, data, "en") is None
+        at = app(tmp_path, "run", lang="en", run=None)
+        at.selectbox(key="scenario_choice").set_value(str(target)).run()
+        assert not at.exception, at.exception
+        assert at.text_input(key="f_seed").value == str(2**60)
+        at.number_input(key="f_days").set_value(1)
+        at.button[0].click().run()
+        assert not at.exception, at.exception
+        assert _meta(tmp_path / "big_seed_1d")["seed"] == 2**60
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def test_an_upload_of_the_same_name_restarts_the_form_and_says_it_replaced_one(tmp_path):
+    name = "cardtwin_test_reupload.yaml"
+    target = target_of(name)
+    first = b"extends: ../small_ci.yaml\nname: reupload\nseed: 5\n"
+    second = b"extends: ../small_ci.yaml\nname: reupload\nseed: 6\n"
+    target.unlink(missing_ok=True)
+    try:
+        at = app(tmp_path, "run", lang="en", run=None)
+        at.file_uploader(key="upload").set_value((name, first, "application/x-yaml")).run()
+        assert not at.exception, at.exception
+        assert at.selectbox(key="scenario_choice").value == str(target)
+        assert at.text_input(key="f_seed").value == "5" and not at.warning
+        at.number_input(key="f_days").set_value(2)
+        at.run()  # the user's edit, then the same file name uploaded with other contents
+        at.file_uploader(key="upload").set_value((name, second, "application/x-yaml")).run()
+        assert not at.exception, at.exception
+        assert at.text_input(key="f_seed").value == "6"  # the new file's values
+        assert at.number_input(key="f_days").value == 7
+        assert any("was replaced by this one" in w.value for w in at.warning)
+        assert target.read_bytes() == second
+    finally:
+        target.unlink(missing_ok=True)
