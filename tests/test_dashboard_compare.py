@@ -231,3 +231,65 @@ def test_a_sweep_is_charted_with_its_ci_against_the_parameter(app, results):
     outputs.select("fare_revenue_fen").run()
     _ok(app)
     assert _charts(app) == 1
+
+
+def _replace_box(at: AppTest):
+    (box,) = [c for c in at.checkbox if str(c.key).startswith("compare.f_replace:")]
+    return box
+
+
+def test_an_earlier_comparison_is_replaced_only_when_the_user_ticks_replace(tmp_path, monkeypatch):
+    monkeypatch.setenv("CARDTWIN_RUNS", str(tmp_path))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["runs_root"] = str(tmp_path)
+    at.run()
+    at.switch_page("views/compare.py")
+    at.run()
+    custom = "fares.transfer.window_min=90"
+    _form(at, custom=custom, days=1, reps=1, name="again")
+    result = tmp_path / "compare-again" / "compare.json"
+    first = result.read_bytes()
+    assert api.load_compare_report(result)["replications"] == 1
+    # The same name again, other settings: refused, the earlier comparison kept, a box offered.
+    _form(at, custom=custom, days=1, reps=2, name="again")
+    assert any("已有一次比较" in e.value and "compare-again" in e.value for e in at.error)
+    assert result.read_bytes() == first
+    replace = _replace_box(at)
+    assert replace.label == "替换已有的比较 compare-again" and not replace.value
+    # Ticked, but the comparison fails: the earlier one is still whole, nothing half-written.
+    replace.check()
+
+    def broken(*args, **kwargs):
+        raise api.InvariantViolation("trial_balance", 7, "test fault")
+
+    monkeypatch.setattr(api, "compare", broken)
+    _form(at, custom=custom, days=1, reps=2, name="again")
+    assert any("trial_balance" in e.value for e in at.error)
+    assert result.read_bytes() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compare-again"]  # no hidden leftover
+    monkeypatch.undo()
+    monkeypatch.setenv("CARDTWIN_RUNS", str(tmp_path))
+    _form(at, custom=custom, days=1, reps=2, name="again")
+    assert api.load_compare_report(result)["replications"] == 2  # replaced, as asked
+    # That yes was for one replacement: the same start again asks again.
+    replaced = result.read_bytes()
+    _form(at, custom=custom, days=1, reps=1, name="again")
+    assert any("已有一次比较" in e.value for e in at.error)
+    assert result.read_bytes() == replaced
+    assert not _replace_box(at).value  # a new box, not the one ticked before
+
+
+def test_a_folder_that_holds_no_comparison_is_never_written_to(tmp_path, monkeypatch):
+    taken = tmp_path / "compare-mine"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine", "utf-8")
+    monkeypatch.setenv("CARDTWIN_RUNS", str(tmp_path))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["runs_root"] = str(tmp_path)
+    at.run()
+    at.switch_page("views/compare.py")
+    at.run()
+    _form(at, custom="fares.transfer.window_min=90", days=1, reps=1, name="mine")
+    assert any("不是一次比较的结果" in e.value for e in at.error)
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+    assert not [c for c in at.checkbox if str(c.key).startswith("compare.f_replace:")]

@@ -224,7 +224,7 @@ def test_a_run_that_breaks_an_invariant_keeps_the_earlier_run(runs, monkeypatch)
     at.number_input(key="f_days").set_value(1)
     at.text_input(key="f_out").set_value("small")
     at.button[0].click().run()
-    at.checkbox(key="f_replace:small").check()  # the user agrees to replace the earlier run
+    _replace_box(at).check()  # the user agrees to replace the earlier run
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert any("资金核对不平" in e.value and "trial_balance" in e.value for e in at.error)
@@ -356,6 +356,11 @@ def test_a_multi_city_run_renders_every_tab_and_says_which_city_its_settings_sho
     assert not at.exception
 
 
+def _replace_box(at):
+    (box,) = [c for c in at.checkbox if str(c.key).startswith("f_replace:")]
+    return box
+
+
 def _meta(folder: Path) -> dict:
     return json.loads((folder / "run_meta.json").read_text("utf-8"))
 
@@ -376,14 +381,17 @@ def test_the_default_folder_follows_the_days_and_a_run_is_replaced_only_when_tic
     assert not at.exception, at.exception
     assert any("already holds a run" in e.value and "small_ci_1d" in e.value for e in at.error)
     assert (first / "run_meta.json").read_bytes() == before  # nothing replaced
-    replace = at.checkbox(key="f_replace:small_ci_1d")
+    replace = _replace_box(at)
     assert replace.label == "Replace the existing run small_ci_1d" and not replace.value
     replace.check()
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert _meta(first)["seed"] == 9  # replaced, as the user asked
     assert any("Run finished" in s.value for s in at.success)
-    assert not [c for c in at.checkbox if str(c.key).startswith("f_replace")]  # asked afresh
+    assert not [c for c in at.checkbox if str(c.key).startswith("f_replace")]
+    at.button[0].click().run()  # that yes was for one run: the same start asks again
+    assert any("already holds a run" in e.value for e in at.error)
+    assert not _replace_box(at).value and _meta(first)["seed"] == 9
 
 
 def test_a_folder_that_is_not_a_run_is_never_offered_for_replacing(tmp_path):

@@ -22,7 +22,17 @@ import streamlit as st
 
 from dashboard import i18n
 from dashboard.overrides import errors_by_field, fen_text, incident_frame, incidents_yaml
-from dashboard.state import FOLDER_NAME, ROOT, lang, runs_root, tr
+from dashboard.state import (
+    FOLDER_NAME,
+    ROOT,
+    lang,
+    offer_replace,
+    replace_agreed,
+    replace_box,
+    runs_root,
+    tr,
+    withdraw_offer,
+)
 from dashboard.uploads import UPLOAD_DIR, target_of, upload_problem
 from sim import api
 from sim.run_dir import MARKER_FILE
@@ -31,7 +41,7 @@ SCENARIO_DIRS = (ROOT / "scenarios", ROOT / "scenarios" / "policies")
 DEFAULT_SCENARIO = ROOT / "scenarios" / "nantong_2024.yaml"  # what `make run` runs
 SEED_TEXT = re.compile(r"\d+")  # a seed: any whole number >= 0, as the engine takes it
 NOT_IN_FOLDER_NAME = re.compile(r"[^\w.-]+")  # what an automatic folder name leaves out
-REPLACE_OFFER = "replace_offer"  # the output folder the user was asked about replacing
+REPLACE_OFFER = "replace_offer"  # the output folder the user is asked about replacing
 
 
 def scenario_files() -> list[Path]:
@@ -171,9 +181,8 @@ def run_form(path: Path, base) -> tuple[list, str, str, bool]:
         )  # fmt: skip
         with c3:
             _field_error(errors, "out")
-            offer = st.session_state.get(REPLACE_OFFER)
-            if offer:  # asked after a start refused for this folder: the user's explicit yes
-                st.checkbox(tr("run.replace", folder=offer), key=f"f_replace:{offer}")
+            # asked after a start refused for a taken folder: the user's explicit yes
+            replace_box(REPLACE_OFFER, "run.replace")
         st.markdown(f"**{tr('run.fares')}**")
         c1, c2, c3 = st.columns(3)
         bus_fares = sorted(set(fares.bus.region_fare_fen.values()))
@@ -273,12 +282,12 @@ def live_run(path: Path, overrides: list, seed_text: str, out_typed: str) -> Non
     # Named after the days this run has, not those the form started with.
     out_name = out_typed or auto_out_name(scenario.name, scenario.period.days)
     out = runs_root() / out_name
-    if _occupied(out) and not st.session_state.get(f"f_replace:{out_name}"):
+    if _occupied(out) and not replace_agreed(REPLACE_OFFER, out_name):
         if (out / MARKER_FILE).exists():  # an earlier run: replaced only on the user's word
-            st.session_state[REPLACE_OFFER] = out_name
+            offer_replace(REPLACE_OFFER, out_name, "f_replace:")
             message = tr("run.out_exists", folder=out_name, path=str(out))
         else:  # someone's own files: never ours to replace (the engine would refuse too)
-            st.session_state.pop(REPLACE_OFFER, None)
+            withdraw_offer(REPLACE_OFFER)
             message = tr("run.out_taken", folder=out_name, path=str(out))
         st.session_state["run_errors"] = {"out": [message]}
         st.rerun()
@@ -308,7 +317,7 @@ def live_run(path: Path, overrides: list, seed_text: str, out_typed: str) -> Non
         return
     st.session_state["run_dir"] = str(out)
     st.session_state["run_done"] = str(out)
-    st.session_state.pop(REPLACE_OFFER, None)  # a yes is for one run, not the next
+    withdraw_offer(REPLACE_OFFER)  # a yes is for one run, not the next
     st.rerun()  # the form again, without the messages of the attempt before
 
 
