@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard.state import ROOT, lang, pick, runs_root, tr
 from drills.script import load_drill
-from drills.session import DrillSession
+from drills.session import DrillSession, sessions
 from sim.yaml_config import ConfigError
 
 DRILL_DIR = ROOT / "scenarios" / "drills"
@@ -16,6 +16,26 @@ DRILL_DIR = ROOT / "scenarios" / "drills"
 
 def sessions_root():
     return runs_root() / "drills" / "sessions"
+
+
+def readable_sessions() -> tuple[list[DrillSession], list[tuple[DrillSession, str]]]:
+    """The sessions under the runs folder that can be shown, and those that cannot with what
+    is wrong (``DrillSession.problem``): one broken session (its drill script edited into a
+    bad state, its session.json cut short) must not stop the pages for everyone else."""
+    good, broken = [], []
+    for session in sessions(sessions_root()):
+        problem = session.problem()
+        if problem is None:
+            good.append(session)
+        else:
+            broken.append((session, problem))
+    return good, broken
+
+
+def show_broken(broken: list[tuple[DrillSession, str]]) -> None:
+    """Each session that cannot be shown, with its problem."""
+    for session, problem in broken:
+        st.warning(tr("drill.session_broken", id=session.folder.name, error=problem))
 
 
 def drill_files():

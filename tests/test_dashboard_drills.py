@@ -5,6 +5,8 @@ incident, the debrief opens, and several trainees' debriefs are compared; in bot
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -230,3 +232,55 @@ def test_the_trainer_injects_an_incident_and_compares_debriefs(tmp_path, session
     assert best["Trainee"] == "Wang" and best["Score"] > compared.iloc[1]["Score"]
     # What the actions moved against doing nothing: the reader repaired, fewer double charges.
     assert best["Δ Duplicate charges (yuan)"] < 0 == compared.iloc[1]["Δ Duplicate charges (yuan)"]
+
+
+def _copy_session(session: DrillSession, name: str) -> Path:
+    """Another session beside ``session``: its folder copied under a new id."""
+    folder = session.folder.parent / name
+    shutil.copytree(session.folder, folder)
+    state = json.loads((folder / "session.json").read_text("utf-8"))
+    (folder / "session.json").write_text(json.dumps({**state, "id": name}), "utf-8")
+    return folder
+
+
+def test_a_session_that_cannot_be_read_is_listed_with_its_problem(tmp_path, session):
+    """A session's drill script edited into a bad state, or its session.json cut short: both
+    pages list it with what is wrong, and every other session works as before."""
+    drill_copy = tmp_path / "my_drill.yaml"
+    drill_copy.write_text(
+        DRILL.read_text("utf-8").replace(
+            "../nantong_2024.yaml", str(ROOT / "scenarios" / "nantong_2024.yaml")
+        ),
+        "utf-8",
+    )
+    bad_drill = _copy_session(session, "duplicate_wave-baddrl")
+    state = json.loads((bad_drill / "session.json").read_text("utf-8"))
+    (bad_drill / "session.json").write_text(json.dumps({**state, "drill": str(drill_copy)}))
+    assert DrillSession(bad_drill).problem() is None  # it plays until its drill is edited
+    at = page(tmp_path, "drill", session=DrillSession(bad_drill))
+    assert any(s.value == "A reader charging twice" for s in at.subheader)
+    drill_copy.write_text("drill: [broken\n", "utf-8")  # the trainer edits the copy
+    cut = _copy_session(session, "duplicate_wave-cutshort")
+    text = (cut / "session.json").read_text("utf-8")
+    (cut / "session.json").write_text(text[: len(text) // 2], "utf-8")
+    at.run()  # the console of the session whose drill broke: a message, not a traceback
+    assert not at.exception, at.exception
+    for view in ("drill", "trainer"):
+        at = page(tmp_path, view)
+        warnings = [w.value for w in at.warning]
+        assert any(
+            "duplicate_wave-baddrl" in w and "my_drill.yaml" in w and "malformed YAML" in w
+            for w in warnings
+        ), warnings
+        assert any(
+            "duplicate_wave-cutshort" in w and "session.json: cannot be read" in w for w in warnings
+        ), warnings
+    table = at.dataframe[0].value  # the trainer's: every session, the broken ones marked
+    # the readable first, the last started first; one whose state cannot be read, last
+    ids = ["duplicate_wave-baddrl", "duplicate_wave-cutshort"]
+    assert list(table["Session"]) == [session.state()["id"], *ids]
+    assert list(table["Status"])[1:] == ["unreadable", "unreadable"]
+    watch = next(s for s in at.selectbox if s.label == "Watch a session")
+    assert watch.options == [session.state()["id"]]
+    at = page(tmp_path, "drill", session=session)  # the good one plays on
+    assert any(s.value == "A reader charging twice" for s in at.subheader)

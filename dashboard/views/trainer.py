@@ -16,13 +16,14 @@ from dashboard.drill_sessions import (
     change_session,
     drill_files,
     drill_label,
-    sessions_root,
+    readable_sessions,
+    show_broken,
     start_section,
 )
 from dashboard.state import lang, pick, tr
 from drills.report import MEASURES
 from drills.script import load_drill
-from drills.session import DrillSession, sessions
+from drills.session import DrillSession
 
 INJECTABLE = (
     "duplicate_wave", "validator_outage", "comm_outage", "qr_platform_outage", "line_outage",
@@ -37,9 +38,11 @@ def _status(state: dict) -> str:
 
 
 def sessions_table() -> list[DrillSession]:
+    """Every session, one row each; one that cannot be read is listed as such, with its
+    problem under the table. Returns the sessions that can be shown."""
     st.subheader(tr("trainer.sessions"))
-    found = sessions(sessions_root())
-    if not found:
+    found, broken = readable_sessions()
+    if not found and not broken:
         st.caption(tr("drill.no_sessions"))
         return []
     rows = []
@@ -51,17 +54,36 @@ def sessions_table() -> list[DrillSession]:
                 tr("trainer.col.drill"): s.drill.title(lang()),
                 tr("trainer.col.trainee"): state["trainee"],
                 tr("trainer.col.clock"): s.clock(),
-                tr("trainer.col.actions"): len(s.actions()),
+                tr("trainer.col.actions"): str(len(s.actions())),
                 tr("trainer.col.status"): _status(state),
-                tr("trainer.col.score"): "" if debrief is None else f"{debrief['score']:g}",
+                tr("trainer.col.score"): _score(debrief),
+            }
+        )
+    for s, _ in broken:
+        rows.append(
+            {
+                tr("trainer.col.id"): s.folder.name,
+                **{tr(f"trainer.col.{c}"): "" for c in ("drill", "trainee", "clock", "actions")},
+                tr("trainer.col.status"): tr("trainer.status.unreadable"),
+                tr("trainer.col.score"): "",
             }
         )
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    show_broken(broken)
     return found
+
+
+def _score(debrief: dict | None) -> str:
+    score = None if debrief is None else debrief.get("score")
+    return f"{score:g}" if isinstance(score, int | float) else ""
 
 
 @st.fragment(run_every=2)
 def live_actions(session: DrillSession) -> None:
+    problem = session.problem()  # it may stop reading while it is watched
+    if problem is not None:
+        st.error(tr("drill.session_broken", id=session.folder.name, error=problem))
+        return
     st.metric(tr("drill.clock"), session.clock(), help=_status(session.state()))
     st.markdown(f"#### {tr('trainer.live_actions')}")
     actions = session.actions()
@@ -147,11 +169,11 @@ def main() -> None:
     start_section("trainer.trainee")
     found = sessions_table()
     if found:
-        ids = [str(s.folder) for s in found]
+        ids = {str(s.folder): s.state()["id"] for s in found}
         picked = st.selectbox(
             tr("trainer.watch"),
-            ids,
-            format_func=lambda f: DrillSession(f).state()["id"],
+            list(ids),
+            format_func=ids.__getitem__,
             key="trainer_watch",  # the choice stays when a session's clock moves
         )
         session = DrillSession(picked)
