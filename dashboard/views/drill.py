@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import streamlit.components.v1 as components
 
+from dashboard import i18n
 from dashboard.drill_sessions import (
     actions_frame,
     change_session,
@@ -25,7 +26,7 @@ from dashboard.drill_sessions import (
     show_broken,
     start_section,
 )
-from dashboard.state import lang, pick, tr
+from dashboard.state import code, lang, pick, tr
 from drills.monitor import BUCKET_MIN, SCOPES_OF
 from drills.session import DrillSession, sessions
 
@@ -248,7 +249,26 @@ def lookup_section(session: DrillSession) -> None:
     if taps.empty:
         st.caption(tr("drill.no_taps"))
     else:
-        st.dataframe(taps, hide_index=True, width="stretch")
+        st.dataframe(lookup_table(taps), hide_index=True, width="stretch")
+
+
+def lookup_table(taps: pd.DataFrame) -> pd.DataFrame:
+    """The desk's look-up in the page's language: time of day, line, device, medium in words,
+    what each tap took and what it left on the card in yuan (a balance not known while the
+    day is being played again is shown as –)."""
+    lg = lang()
+    return pd.DataFrame(
+        {
+            tr("drill.lookup_col.time"): [i18n.time_of_day(t, lg) for t in taps["event_timestamp"]],
+            tr("drill.lookup_col.line"): [str(x) for x in taps["line"]],
+            tr("drill.lookup_col.device"): [str(x) for x in taps["device_id"]],
+            tr("drill.lookup_col.medium"): [code("media", m) for m in taps["media"]],
+            tr("drill.lookup_col.paid"): [i18n.yuan(int(f), lg) for f in taps["amount_fen"]],
+            tr("drill.lookup_col.balance"): [
+                i18n.yuan(None if pd.isna(b) else int(b), lg) for b in taps["balance_after_fen"]
+            ],
+        }
+    )
 
 
 def _numbers(text: str) -> list[int] | None:
@@ -319,7 +339,7 @@ def actions_list(session: DrillSession) -> None:
     if actions:
         st.markdown(f"#### {tr('drill.your_actions')}")
         st.dataframe(
-            actions_frame(actions),
+            actions_frame(actions, {r.id: r for r in session.drill.alert_rules}),
             hide_index=True,
             width="stretch",
         )

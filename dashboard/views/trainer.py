@@ -14,6 +14,7 @@ import streamlit as st
 from dashboard.drill_sessions import (
     actions_frame,
     change_session,
+    delta_text,
     drill_files,
     drill_label,
     readable_sessions,
@@ -91,7 +92,7 @@ def live_actions(session: DrillSession) -> None:
         st.caption(tr("trainer.no_actions"))
         return
     st.dataframe(
-        actions_frame(actions),
+        actions_frame(actions, {r.id: r for r in session.drill.alert_rules}),
         hide_index=True,
         width="stretch",
     )
@@ -132,34 +133,46 @@ def compare_section(found: list[DrillSession]) -> None:
     files = drill_files()
     path = pick(tr("drill.choose_drill"), files, "trainer_compare", format_func=drill_label)
     drill_id = load_drill(path).id
-    debriefs = [(s, d) for s in found if (d := s.debrief()) is not None and d["drill"] == drill_id]
-    # The money measures some trainee's actions moved (against doing nothing), in yuan.
-    moved = [
-        m for m in MEASURES if any(d["money"]["difference"].get(m) for _, d in debriefs)
-    ]  # fmt: skip
+    debriefs = [
+        (s, d) for s in found if isinstance(d := s.debrief(), dict) and d.get("drill") == drill_id
+    ]
+    # The measures some trainee's actions moved (against doing nothing).
+    moved = [m for m in MEASURES if any(_differences(d).get(m) for _, d in debriefs)]
     rows = []
     for s, debrief in debriefs:
-        timing = next(iter(debrief["detection"].values()))
-        diff = debrief["money"]["difference"]
-        rows.append(
-            {
-                tr("trainer.col.trainee"): debrief["trainee"],
-                tr("trainer.col.id"): s.state()["id"],
-                tr("trainer.col.score"): debrief["score"],
-                tr("trainer.col.detect"): timing["minutes_to_detect"],
-                tr("trainer.col.act"): timing["minutes_to_act"],
-                **{
-                    f"Δ {MEASURES[m][lang()]}": diff[m] / 100 if "fen" in m else diff[m]
-                    for m in moved
-                },
-            }
-        )
+        try:
+            timing = next(iter(debrief["detection"].values()))
+            diff = debrief["money"]["difference"]
+            rows.append(
+                {
+                    tr("trainer.col.trainee"): debrief["trainee"],
+                    tr("trainer.col.id"): s.state()["id"],
+                    tr("trainer.col.score"): debrief["score"],
+                    tr("trainer.col.detect"): timing["minutes_to_detect"],
+                    tr("trainer.col.act"): timing["minutes_to_act"],
+                    **{
+                        tr("trainer.delta", measure=tr(f"trainer.measure.{m}")): delta_text(
+                            m, diff[m], lang()
+                        )
+                        for m in moved
+                    },
+                }
+            )
+        except (KeyError, TypeError, AttributeError, StopIteration) as exc:
+            # a debrief of another version, or edited: say which, compare the others
+            st.warning(tr("trainer.bad_debrief", id=s.folder.name, error=repr(exc)))
     if not rows:
         st.caption(tr("trainer.no_debriefs"))
         return
     frame = pd.DataFrame(rows).sort_values(tr("trainer.col.score"), ascending=False)
     frame = frame.reset_index(drop=True)
     st.dataframe(frame, hide_index=True, width="stretch")
+
+
+def _differences(debrief: dict) -> dict:
+    money = debrief.get("money")
+    difference = money.get("difference") if isinstance(money, dict) else None
+    return difference if isinstance(difference, dict) else {}
 
 
 def main() -> None:
