@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from agents.outlet import OPEN_DAY_RULES
 from dashboard import brief, i18n
 from dashboard.overrides import errors_by_field, fen_text, incident_frame, incidents_yaml
 from dashboard.uploads import UPLOAD_DIR, target_of, upload_problem
@@ -462,3 +463,53 @@ def test_an_upload_of_the_same_name_restarts_the_form_and_says_it_replaced_one(t
         assert target.read_bytes() == second
     finally:
         target.unlink(missing_ok=True)
+
+
+INCIDENTS = (
+    '[{id: m1-down, kind: line_outage, target: M1, start: "2024-01-01 08:00", duration_min: 120},'
+    ' {id: dearer, kind: fare_change, start: "2024-01-01 00:00", duration_min: 1440,'
+    "  fares: {bus: {region_fare_fen: {urban: 250}}}, description: a test fare rise}]"
+)
+
+
+def test_incidents_outlets_and_clearing_roles_are_shown_in_words(tmp_path):
+    """No raw codes, English keys, ISO timestamps or dicts: kinds, open days and clearing
+    roles from the catalogue, the start as a date and time, a fare change's fares in yuan."""
+    scenario = api.load_scenario(SMALL, [f"incidents={INCIDENTS}"], days=1)
+    api.run(scenario, tmp_path / "incidents")
+
+    def tab(name: str, lang: str = "en"):
+        at.session_state["explore_tab"] = i18n.t(f"explore.tab.{name}", lang)
+        at.run()
+        assert not at.exception, at.exception
+        return [d.value for d in at.dataframe]
+
+    at = app(tmp_path, "explore", lang="en", run="incidents")
+    (timeline,) = [t for t in tab("faults") if "Kind" in t.columns]
+    assert list(timeline.columns) == ["Id", "Kind", "Start", "Duration", "Target", "Details"]
+    assert list(timeline["Kind"]) == ["Line not running", "Fare change"]
+    assert list(timeline["Start"]) == ["Jan 1, 2024, 08:00", "Jan 1, 2024, 00:00"]
+    assert list(timeline["Duration"]) == ["120 min", "1,440 min"]
+    assert list(timeline["Target"]) == ["M1", "–"]
+    assert timeline["Details"].iloc[1] == (
+        "fares become: fares.bus.region_fare_fen.urban = ¥2.50; a test fare rise"
+    )
+    (hours,) = [t for t in tab("outlets") if "Open days" in t.columns]
+    words = {i18n.t(f"code.open_days.{rule}", "en") for rule in OPEN_DAY_RULES}
+    assert set(hours["Open days"]) <= words
+    (positions,) = [t for t in tab("clearing") if "Role" in t.columns]
+    assert set(positions["Role"]) <= {"Issuer", "Acquirer", "Clearing node"}
+    at = app(tmp_path, "explore", lang="zh", run="incidents")
+    (timeline,) = [t for t in tab("faults", "zh") if "类型" in t.columns]
+    assert list(timeline["类型"]) == ["线路停运", "票价调整"]
+    assert timeline["开始"].iloc[0] == "2024年1月1日 08:00"
+    assert "2.50 元" in timeline["详情"].iloc[1]
+
+
+def test_every_code_the_explore_page_shows_has_words_in_both_languages():
+    from sim.clearing import ROLES
+    from sim.incidents import KINDS
+
+    for kind, codes in (("open_days", OPEN_DAY_RULES), ("role", ROLES), ("incident_kind", KINDS)):
+        for c in codes:
+            assert i18n.has(f"code.{kind}.{c}"), (kind, c)
