@@ -159,7 +159,7 @@ def run_form(path: Path, base) -> tuple[list, str, str, bool]:
             del st.session_state[key]
         st.session_state["form_for"] = form_key
         st.session_state["run_errors"] = {}
-        st.session_state.pop(REPLACE_OFFER, None)
+        withdraw_offer(REPLACE_OFFER)
     errors: dict[str, list[str]] = st.session_state.get("run_errors", {})
     days_default = min(7, base.period.days)
     fares = base.fares
