@@ -6,9 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from dashboard import i18n
 from dashboard.state import ROOT, lang, pick, runs_root, tr
 from drills.script import load_drill
-from drills.session import DrillSession
+from drills.session import DrillSession, sessions
 from sim.yaml_config import ConfigError
 
 DRILL_DIR = ROOT / "scenarios" / "drills"
@@ -16,6 +17,26 @@ DRILL_DIR = ROOT / "scenarios" / "drills"
 
 def sessions_root():
     return runs_root() / "drills" / "sessions"
+
+
+def readable_sessions() -> tuple[list[DrillSession], list[tuple[DrillSession, str]]]:
+    """The sessions under the runs folder that can be shown, and those that cannot with what
+    is wrong (``DrillSession.problem``): one broken session (its drill script edited into a
+    bad state, its session.json cut short) must not stop the pages for everyone else."""
+    good, broken = [], []
+    for session in sessions(sessions_root()):
+        problem = session.problem()
+        if problem is None:
+            good.append(session)
+        else:
+            broken.append((session, problem))
+    return good, broken
+
+
+def show_broken(broken: list[tuple[DrillSession, str]]) -> None:
+    """Each session that cannot be shown, with its problem."""
+    for session, problem in broken:
+        st.warning(tr("drill.session_broken", id=session.folder.name, error=problem))
 
 
 def drill_files():
@@ -37,18 +58,61 @@ def drill_label(path) -> str:
     return f"{drill.title(lang())} · {tr('drill.difficulty', n=drill.difficulty)}"
 
 
-def actions_frame(actions) -> pd.DataFrame:
-    """A trainee's actions as a table: the time, what was done (in the page's language) and
-    what it named; the charges a refund resolved to are counted, not listed."""
-    rows = []
-    for action in actions:
-        row = action.model_dump(mode="json", exclude_defaults=True)
-        row["at"] = row["at"][:5]
-        row["kind"] = tr(f"drill.kind.{action.kind}")
-        if "records" in row:
-            row["records"] = len(row["records"])
-        rows.append(row)
-    return pd.DataFrame(rows)
+def actions_frame(actions, rules: dict | None = None) -> pd.DataFrame:
+    """A trainee's actions as a table in the page's language: the time, what was done and
+    what it named, in words (``rules``: the drill's alert rules by id, to name an acknowledged
+    alert by its text); the charges a refund resolved to are counted, not listed."""
+    rows = [
+        {
+            tr("drill.action_col.time"): f"{action.at:%H:%M}",
+            tr("drill.action_col.kind"): tr(f"drill.kind.{action.kind}"),
+            tr("drill.action_col.what"): _action_what(action, rules or {}),
+        }
+        for action in actions
+    ]
+    columns = [tr(f"drill.action_col.{c}") for c in ("time", "kind", "what")]
+    return pd.DataFrame(rows, columns=columns)
+
+
+LISTED = 6  # ids shown of a long list (a refund of many cards); the count says how many
+
+
+def _listed(values) -> str:
+    shown = [str(v) for v in values[:LISTED]]
+    return tr("drill.list_sep").join(shown + (["…"] if len(values) > LISTED else []))
+
+
+def _action_what(action, rules: dict) -> str:
+    """What an action named (devices, cards, lines, an alert, a cause, an outlet ...)."""
+    lg = lang()
+    parts = []
+    if action.alert:
+        rule = rules.get(action.alert)
+        parts.append(rule.text(lg) if rule is not None else action.alert)
+    if action.devices:
+        parts.append(tr("drill.what.devices", devices=_listed(action.devices)))
+    if action.cards:
+        parts.append(
+            tr("drill.what.cards", n=i18n.count(len(action.cards), lg), cards=_listed(action.cards))
+        )
+    if action.duplicates_on is not None:
+        on = action.duplicates_on
+        parts.append(tr("drill.what.duplicates_on", device=on.device, since=f"{on.since:%H:%M}"))
+    if action.records:
+        parts.append(tr("drill.what.records", n=i18n.count(len(action.records), lg)))
+    if action.lines:
+        parts.append(tr("drill.what.lines", lines=_listed(action.lines)))
+    if action.target:
+        cause = f"drill.cause.{action.target}"
+        if action.kind == "explain" and i18n.has(cause):
+            parts.append(tr(cause))
+        elif action.kind == "extend_outlet_hours" and action.until is not None:
+            parts.append(
+                tr("drill.what.outlet_until", outlet=action.target, until=f"{action.until:%H:%M}")
+            )
+        else:
+            parts.append(action.target)
+    return tr("drill.what.sep").join(parts)
 
 
 def change_session(change, busy: str, failed: str):
@@ -78,3 +142,18 @@ def start_section(trainee_label: str = "drill.your_name") -> DrillSession | None
             "drill.bad_action",
         )
     return None
+
+
+def delta_text(measure: str, value: float, lg: str) -> str:
+    """What a trainee's actions changed in ``measure`` against doing nothing, in words: money
+    (fen) in yuan, fen-hours and fen-days as yuan-hours and yuan-days, minutes and counts as
+    numbers; a rise signed +."""
+    if measure.endswith("_fen"):
+        text = i18n.yuan(round(value), lg, compact=True)
+    elif "fen_" in measure:  # fen_hours_..., ..._fen_days_...: the unit is in the label
+        text = i18n.count(round(value / 100, 1), lg)
+    elif measure.endswith("_min"):
+        text = i18n.count(round(float(value), 1), lg)
+    else:
+        text = i18n.count(round(value), lg)
+    return f"+{text}" if value > 0 else text

@@ -2,12 +2,14 @@
 
 A tap record carries the amounts taken off (concession, transfer, cap) and its flags, not the
 rule that produced them, so the words are derived from those columns and from the fare policy
-the run was made with (``run_meta.json``: ``cities[0].settings.fares``): the first rule of the
-card type that fits the tap's mode and day type and gives exactly the amount taken off.
+the run was made with (``run_meta.json``: ``cities[i].settings.fares`` of the city where the tap
+happened, its ``city_code``): the first rule of the card type that fits the tap's mode and day
+type and gives exactly the amount taken off.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -52,14 +54,12 @@ class Policy:
     away_cities: dict[str, tuple[str, str]] = field(default_factory=dict)  # line -> (zh, id)
 
     @classmethod
-    def of_run(cls, meta: dict, day_type: str) -> Policy:
-        """The policy stored with the run. A run written before settings were stored (or a
-        settings block missing a part) reads as an empty policy: the page then describes taps
+    def of_run(cls, meta: dict, day_type: str, city_code: str | None = None) -> Policy:
+        """The policy stored with the run for the city ``city_code`` (the JT/T code a tap
+        record carries: where the tap happened). A run written before settings were stored (or
+        a settings block missing a part) reads as an empty policy: the page then describes taps
         by their amounts alone instead of failing."""
-        cities = meta.get("cities") or [{}]
-        # A multi-city run stores one settings block per city; the first is the home city the
-        # scenario describes (the cards this page is meant for).
-        settings = cities[0].get("settings") or {}
+        settings = _city_settings(meta, city_code)
         fares = settings.get("fares") or {}
         transfer = fares.get("transfer") or {}
         caps = fares.get("caps") or {}
@@ -96,6 +96,37 @@ class Policy:
             if _rule_discount(rule, list_fen) == concession_fen:
                 return rule
         return None
+
+
+def _city_settings(meta: dict, city_code: str | None) -> dict:
+    """The settings block of the run's city whose code is ``city_code``: in a multi-city run
+    each city prices the taps made in it by its own fares, so a visitor's tap in the second city
+    is explained by that city's rules. Otherwise (no code, or a city outside the run: a home
+    card's ride elsewhere, on an ``EXT-`` line, which the home city's interop settings describe)
+    the first city's, the home city the scenario describes."""
+    cities = [c for c in (meta.get("cities") or []) if isinstance(c, dict)] or [{}]
+    if city_code is not None and not pd.isna(city_code):
+        for city in cities:
+            settings = city.get("settings") or {}
+            code = city.get("city_code") or (settings.get("output") or {}).get("city_code")
+            if code is not None and str(code) == str(city_code):
+                return settings  # a city split into region shards: its first part, same fares
+    return cities[0].get("settings") or {}
+
+
+def policies_of_run(meta: dict, day_type: str) -> Callable[[pd.Series], Policy]:
+    """The policy that priced each tap: the one of the city the tap was made in (its
+    ``city_code`` column; a tap without one, the home city's). Read once per city."""
+    made: dict[str | None, Policy] = {}
+
+    def of(tap: pd.Series) -> Policy:
+        code = tap.get("city_code")
+        code = None if code is None or pd.isna(code) else str(code)
+        if code not in made:
+            made[code] = Policy.of_run(meta, day_type, code)
+        return made[code]
+
+    return of
 
 
 def _rule_discount(rule: dict, list_fen: int) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from pathlib import Path
 
 import pandas as pd
@@ -123,3 +124,34 @@ def pick(label: str, options: list, name: str, format_func=str, radio: bool = Fa
     )
     st.session_state[f"pick:{name}"] = value
     return value
+
+
+# --- replacing an earlier result: only on the user's explicit word ---------------------------
+
+
+def offer_replace(offer: str, folder: str, box_prefix: str) -> None:
+    """Ask the user whether to replace ``folder`` (after a start refused because it is taken):
+    the form then shows a box for it (``replace_box``). Each time it is asked the box is a new
+    widget, so a box ticked for an earlier replacement never stands for this one."""
+    st.session_state[offer] = {
+        "folder": folder,
+        "box": f"{box_prefix}{folder}:{secrets.token_hex(4)}",
+    }
+
+
+def replace_box(offer: str, label_key: str, where=st) -> None:
+    """The "replace the existing ..." box of the folder on offer, if one is (in a form)."""
+    asked = st.session_state.get(offer)
+    if asked:
+        where.checkbox(tr(label_key, folder=asked["folder"]), key=asked["box"])
+
+
+def replace_agreed(offer: str, folder: str) -> bool:
+    """Whether the user ticked the box offered for ``folder`` (and it is still on offer)."""
+    asked = st.session_state.get(offer)
+    return bool(asked and asked["folder"] == folder and st.session_state.get(asked["box"]))
+
+
+def withdraw_offer(offer: str) -> None:
+    """No folder on offer any more: a yes is for one replacement, not the next."""
+    st.session_state.pop(offer, None)

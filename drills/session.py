@@ -39,9 +39,25 @@ from drills.desk import FILE as DESK_FILE
 from drills.monitor import BUCKET_MIN, RunView, raise_alerts, with_usual_keys
 from drills.script import Drill, load_drill
 from sim.incidents import Incident
+from sim.yaml_config import ConfigError
 
 SESSIONS = Path("runs/drills/sessions")
 DEFAULT_SPEED = 60.0
+#: What ``session.json`` must hold, and of what kind, for the pages to show a session.
+STATE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "drill": str,
+    "trainee": str,
+    "speed": (int, float),
+    "anchor_wall": (int, float),
+    "anchor_minute": (int, float),
+    "paused": bool,
+    "ended": bool,
+    "injected": list,
+}
+#: What reading a session's files can raise when one is damaged, edited or gone (a drill
+#: script a trainer is still writing, a session.json cut short by a full disk, ...).
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, yaml.YAMLError, ConfigError)
 
 
 def _one_change_at_a_time(method):
@@ -108,6 +124,41 @@ class DrillSession:
     # ----------------------------------------------------------------- state
     def state(self) -> dict:
         return json.loads((self.folder / "session.json").read_text(encoding="utf-8"))
+
+    def problem(self) -> str | None:
+        """What stops this session from being shown, naming the file and why (None: it reads).
+
+        Every page lists all sessions; one whose ``session.json``, drill script, actions or
+        injections cannot be read must be listed with this message, not break the page for
+        everyone (each method here reads the files afresh and would raise)."""
+        path = self.folder / "session.json"
+        try:
+            state = self.state()
+        except UNREADABLE as exc:
+            return f"{path}: cannot be read ({_one_line(exc)})"
+        if not isinstance(state, dict):
+            return f"{path}: expected a JSON object"
+        for key, kind in STATE_KEYS.items():
+            if key not in state:
+                return f"{path}: {key}: missing"
+            value = state[key]
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+                return f"{path}: {key}: got {value!r:.60}"
+        try:
+            self.drill  # noqa: B018  (read to check it: the drill script the session plays)
+        except UNREADABLE as exc:
+            return f"{state['drill']}: the session's drill cannot be read ({_one_line(exc)})"
+        reads = (
+            ("actions.yaml", self.actions),
+            ("session.json", self.injected),
+            ("debrief.json", self.debrief),
+        )
+        for name, read in reads:
+            try:
+                read()
+            except UNREADABLE as exc:
+                return f"{self.folder / name}: cannot be read ({_one_line(exc)})"
+        return None
 
     @contextlib.contextmanager
     def _changing(self):
@@ -342,6 +393,10 @@ class DrillSession:
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _clock_time(minute: float) -> dt.time:
     """The time of day at ``minute`` (the clock stops at 24:00: the day's last minute)."""
     m = min(int(minute), 24 * 60 - 1)
@@ -385,15 +440,20 @@ def _day_series(
 
 def sessions(root: Path = SESSIONS) -> list[DrillSession]:
     """Every session under ``root``, the last started first (their order does not move when
-    a clock is paused, resumed or sped up)."""
+    a clock is paused, resumed or sped up); one that cannot be read (``problem``) comes last
+    rather than stopping the list."""
     root = Path(root)
     if not root.is_dir():
         return []
     found = [DrillSession(p) for p in root.iterdir() if (p / "session.json").exists()]
 
-    def started(session: DrillSession) -> tuple[float, str]:
-        state = session.state()
-        return state.get("started_wall", state["anchor_wall"]), state["id"]
+    def started(session: DrillSession) -> tuple[bool, float, str]:
+        try:
+            state = session.state()
+            when = float(state.get("started_wall", state["anchor_wall"]))
+            return True, when, str(state["id"])
+        except (*UNREADABLE, AttributeError):
+            return False, 0.0, session.folder.name
 
     return sorted(found, key=started, reverse=True)
 

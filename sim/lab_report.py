@@ -1,31 +1,45 @@
 """The policy lab's report texts: the Markdown report and the plain-language summary of each
-variant, in English and Chinese, written from the numbers of ``sim.lab.summarise``."""
+variant, in English and Chinese, written from the numbers of ``sim.lab.summarise``.
+
+The summary's figures are written as the dashboard writes them (``dashboard/i18n.py``, whose
+headline cards show the same numbers beside it): a change rounded to the whole fen or trip once,
+money as yuan with two decimals, and in Chinese 万/亿 from ten thousand up. This module keeps
+its own copy of those few formats (Babel, the same locales) because nothing under ``sim/``
+imports a UI; ``tests/test_dashboard_compare.py`` checks the two agree.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from decimal import Decimal
+
+from babel.numbers import format_compact_decimal, format_decimal
 
 from sim.lab import FAIRNESS_DIMENSIONS, REPORT_HEADLINE
+
+#: Babel's locale of each language (as dashboard/i18n.py LOCALES).
+LOCALES = {"zh": "zh_Hans_CN", "en": "en_US"}
 
 #: The summary's wording per language; every figure in it comes from the report.
 _TEXT = {
     "en": {
         "opening": "Over {days} days and {n} replications ({pairing}), {variant} compared "
         "with {base}:",
-        "revenue": "fare revenue {dir} by ¥{abs} (95% CI of the change {lo} to {hi} yuan)",
-        "cost": "the concession cost (fares foregone) {dir} by ¥{abs} "
-        "(95% CI of the change {lo} to {hi} yuan)",
-        "income": "operator income after clearing fees {dir} by ¥{abs} "
-        "(95% CI of the change {lo} to {hi} yuan)",
-        "fees": "the clearing fee total {dir} by ¥{abs} (95% CI of the change {lo} to {hi} yuan)",
-        "moved": "{n} trips move between hours (95% CI {lo} to {hi})",
+        "revenue": "fare revenue {dir} by {abs} ({ci})",
+        "cost": "the concession cost (fares foregone) {dir} by {abs} ({ci})",
+        "income": "operator income after clearing fees {dir} by {abs} ({ci})",
+        "fees": "the clearing fee total {dir} by {abs} ({ci})",
+        "ci_change": "95% CI of the change {lo} to {hi}",
+        "ci": "95% CI {lo} to {hi}",
+        "no_ci": "one replication: no interval",
+        "moved": "{n} trips move between hours ({ci})",
         "moved_hours": ", out of {losing}",
         "moved_into": " into {gaining}",
         "moved_group": "; {group}: {n} of them",
         "none_moved": "no trip moves between hours",
         "trips": "the number of trips (fare transactions, free rides included) {dir} by {abs} "
-        "({pct:+.2%}; 95% CI of the change {lo} to {hi})",
+        "({pct:+.2%}; {ci})",
         "rises": "rises",
         "falls": "falls",
         "unchanged": "is unchanged",
@@ -43,16 +57,19 @@ _TEXT = {
     },
     "zh": {
         "opening": "在{days}天、{n}次重复模拟（{pairing}）中，与{base}相比，{variant}：",
-        "revenue": "票款收入{dir}{abs}元（95%置信区间{lo}至{hi}元）",
-        "cost": "优惠成本（减免的票款）{dir}{abs}元（95%置信区间{lo}至{hi}元）",
-        "income": "运营企业扣除清算手续费后的收入{dir}{abs}元（95%置信区间{lo}至{hi}元）",
-        "fees": "清算手续费{dir}{abs}元（95%置信区间{lo}至{hi}元）",
-        "moved": "{n}次乘车改到其他时段（95%置信区间{lo}至{hi}）",
+        "revenue": "票款收入{dir}{abs}（{ci}）",
+        "cost": "优惠成本（减免的票款）{dir}{abs}（{ci}）",
+        "income": "运营企业扣除清算手续费后的收入{dir}{abs}（{ci}）",
+        "fees": "清算手续费{dir}{abs}（{ci}）",
+        "ci_change": "95%置信区间{lo}至{hi}",
+        "ci": "95%置信区间{lo}至{hi}",
+        "no_ci": "仅一次重复，无置信区间",
+        "moved": "{n}次乘车改到其他时段（{ci}）",
         "moved_hours": "，移出{losing}",
         "moved_into": "，移入{gaining}",
         "moved_group": "；其中{group}{n}次",
         "none_moved": "没有乘车改到其他时段",
-        "trips": "乘车交易次数（含免费乘车）{dir}{abs}次（{pct:+.2%}；95%置信区间{lo}至{hi}）",
+        "trips": "乘车交易次数（含免费乘车）{dir}{abs}次（{pct:+.2%}；{ci}）",
         "rises": "增加",
         "falls": "减少",
         "unchanged": "不变",
@@ -80,12 +97,12 @@ def summary(report: dict, variant: str, lang: str) -> str:
     rows = report["variants"][variant]
     names = _group_names(report, lang)
     parts = [
-        _change(text, "revenue", rows["fare_revenue_fen"], scale=100),
-        _change(text, "cost", rows["concession_cost_fen"], scale=100),
-        _change(text, "income", rows["operator_income_fen"], scale=100),
-        _change(text, "fees", rows["clearing_fees_fen"], scale=100),
-        _change(text, "trips", rows["fare_transactions"], scale=1),
-        _moved(text, report["trips_moved"][variant], names["card_type"]),
+        _change(text, "revenue", rows["fare_revenue_fen"], lang, money=True),
+        _change(text, "cost", rows["concession_cost_fen"], lang, money=True),
+        _change(text, "income", rows["operator_income_fen"], lang, money=True),
+        _change(text, "fees", rows["clearing_fees_fen"], lang, money=True),
+        _change(text, "trips", rows["fare_transactions"], lang, money=False),
+        _moved(text, report["trips_moved"][variant], names["card_type"], lang),
     ]
     opening = text["opening"].format(
         days=report["days"],
@@ -123,16 +140,15 @@ def _group_names(report: dict, lang: str) -> dict[str, dict[str, str]]:
     return out
 
 
-def _moved(text: dict, section: dict, card_type_names: dict[str, str]) -> str:
+def _moved(text: dict, section: dict, card_type_names: dict[str, str], lang: str) -> str:
     """The trips moved between hours as words: how many (95% CI), out of and into which hours
     (those whose change is clear of zero), and the card type whose riders moved most."""
     total = section["total"]
     if total["mean"] <= 0:
         return text["none_moved"]
-    words = text["moved"].format(
-        n=f"{total['mean']:,.0f}", lo=f"{total['ci_low']:,.0f}", hi=f"{total['ci_high']:,.0f}"
-    )
-    if total["ci_low"] <= 0:  # a few moves, within what replications differ by
+    ci = _interval(text, "ci", total, lambda v: count_text(v, lang))
+    words = text["moved"].format(n=count_text(total["mean"], lang), ci=ci)
+    if not _missing(total["ci_low"]) and total["ci_low"] <= 0:  # within what runs differ by
         words += text["unclear"]
     if section["hours_losing"]:
         words += text["moved_hours"].format(losing=hour_ranges(section["hours_losing"]))
@@ -141,7 +157,7 @@ def _moved(text: dict, section: dict, card_type_names: dict[str, str]) -> str:
     top = max(section["by_group"]["card_type"], key=lambda r: r["moved"]["mean"])
     if top["moved"]["mean"] > 0:
         words += text["moved_group"].format(
-            group=card_type_names[top["group"]], n=f"{top['moved']['mean']:,.0f}"
+            group=card_type_names[top["group"]], n=count_text(top["moved"]["mean"], lang)
         )
     return words
 
@@ -157,19 +173,58 @@ def hour_ranges(hours: Sequence[str]) -> str:
     return ", ".join(f"{a:02d}:00-{b:02d}:00" for a, b in spans)
 
 
-def _change(text: dict, what: str, row: dict, scale: int) -> str:
-    """One measure's change as words: direction, size, CI (money in yuan when scale is 100)."""
+def _change(text: dict, what: str, row: dict, lang: str, *, money: bool) -> str:
+    """One measure's change as words: direction, size, CI (``money``: fen, shown in yuan)."""
     d = row["difference"]
     mean = d["mean"]
     direction = text["rises"] if mean > 0 else text["falls"] if mean < 0 else text["unchanged"]
-    fmt = (lambda v: f"{v / scale:,.2f}") if scale != 1 else (lambda v: f"{v:,.0f}")
+    fmt = (lambda v: money_text(v, lang)) if money else (lambda v: count_text(v, lang))
     pct = mean / row["baseline"] if row["baseline"] else 0.0
     words = text[what].format(
-        dir=direction, abs=fmt(abs(mean)), lo=fmt(d["ci_low"]), hi=fmt(d["ci_high"]), pct=pct
+        dir=direction, abs=fmt(abs(mean)), ci=_interval(text, "ci_change", d, fmt), pct=pct
     )
-    if not math.isnan(d["ci_low"]) and d["ci_low"] <= 0 <= d["ci_high"]:
+    if (
+        not _missing(d["ci_low"])
+        and not _missing(d["ci_high"])
+        and d["ci_low"] <= 0 <= d["ci_high"]
+    ):
         words += text["unclear"]
     return words
+
+
+def _missing(value: float | None) -> bool:
+    """A figure the report does not have: a CI of one replication (NaN; null in JSON)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _interval(text: dict, key: str, d: dict, fmt) -> str:
+    """The 95% CI of ``d`` in words, or that one replication has none (never "nan")."""
+    if _missing(d.get("ci_low")) or _missing(d.get("ci_high")):
+        return text["no_ci"]
+    return text[key].format(lo=fmt(d["ci_low"]), hi=fmt(d["ci_high"]))
+
+
+def money_text(fen: float, lang: str) -> str:
+    """An amount of fen as the dashboard's headline cards show it (``dashboard.brief.amount``
+    with ``money``): rounded once to the whole fen (Python's ``round``), then yuan with two
+    decimals, in Chinese 万元/亿元 from ten thousand yuan up: ¥1,149.98, 1,149.98 元, 26.48万元."""
+    amount = Decimal(round(fen)) / 100
+    locale = LOCALES[lang]
+    if lang == "zh":
+        if abs(amount) >= 10_000:
+            return f"{format_compact_decimal(amount, locale=locale, fraction_digits=2)}元"
+        return f"{format_decimal(amount, format='#,##0.00', locale=locale)} 元"
+    return f"¥{format_decimal(amount, format='#,##0.00', locale=locale)}"
+
+
+def count_text(n: float, lang: str) -> str:
+    """A count as the dashboard shows it (``dashboard.i18n.count`` of the whole number):
+    in Chinese 万/亿 from ten thousand up, in English with thousands separators."""
+    whole = round(n)
+    locale = LOCALES[lang]
+    if lang == "zh" and abs(whole) >= 10_000:
+        return format_compact_decimal(whole, locale=locale, fraction_digits=2)
+    return format_decimal(whole, locale=locale)
 
 
 def markdown(report: dict, headline: Sequence[str] = REPORT_HEADLINE) -> str:
@@ -203,7 +258,9 @@ def markdown(report: dict, headline: Sequence[str] = REPORT_HEADLINE) -> str:
 
 
 def _ci(d: dict) -> str:
-    return f"[{d['ci_low']:,.0f}, {d['ci_high']:,.0f}]" if not math.isnan(d["ci_low"]) else ""
+    if _missing(d.get("ci_low")) or _missing(d.get("ci_high")):
+        return ""  # one replication: no interval
+    return f"[{d['ci_low']:,.0f}, {d['ci_high']:,.0f}]"
 
 
 def _moved_markdown(section: dict, definition: str) -> list[str]:

@@ -13,6 +13,7 @@ already counted (as the catalogue's convenience views do).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 from dataclasses import dataclass
@@ -146,9 +147,72 @@ def check_run(run_dir: str | Path) -> dict:
         meta = json.loads((run_dir / RUN_META_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RunViewError(f"{run_dir / RUN_META_FILE}: cannot be read ({exc})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("period"), dict):
-        raise RunViewError(f"{run_dir / RUN_META_FILE}: expected an object with a 'period'")
+    _check_meta(run_dir / RUN_META_FILE, meta)
     return meta
+
+
+def _check_meta(path: Path, meta: object) -> None:
+    """Every key of ``run_meta.json`` that a reader of the run relies on (the dashboard's pages
+    and briefs index them directly): present where required and of the right kind, so a file
+    edited by hand or written by another tool is refused here, naming the key, instead of
+    failing later in a page with a KeyError."""
+    if not isinstance(meta, dict):
+        raise RunViewError(f"{path}: expected a JSON object; got {type(meta).__name__}")
+    period = meta.get("period")
+    if not isinstance(period, dict):
+        raise RunViewError(
+            f"{path}: period: {_got(period, 'period' in meta)}; expected an object with "
+            "start, end and days"
+        )
+    for key in ("start", "end"):
+        value = period.get(key)
+        if not _iso_date(value):
+            raise RunViewError(
+                f"{path}: period.{key}: {_got(value, key in period)}; expected a date YYYY-MM-DD"
+            )
+    days = period.get("days")
+    if not _whole(days) or days < 1:
+        raise RunViewError(
+            f"{path}: period.days: {_got(days, 'days' in period)}; expected a whole number "
+            "of days, at least 1"
+        )
+    for key in ("cardholders", "taps"):  # optional, but counted when present
+        value = meta.get(key)
+        if value is not None and (not _whole(value) or value < 0):
+            raise RunViewError(f"{path}: {key}: got {value!r}; expected a whole number >= 0")
+    cities = meta.get("cities")
+    if cities is not None:
+        if not isinstance(cities, list):
+            raise RunViewError(f"{path}: cities: got {cities!r:.60}; expected a list")
+        for i, city in enumerate(cities):
+            if not isinstance(city, dict):
+                raise RunViewError(f"{path}: cities.{i}: got {city!r:.60}; expected an object")
+            settings = city.get("settings")
+            if settings is not None and not isinstance(settings, dict):
+                raise RunViewError(
+                    f"{path}: cities.{i}.settings: got {settings!r:.60}; expected an object"
+                )
+    masked = meta.get("identities_masked")
+    if masked is not None and not isinstance(masked, bool):
+        raise RunViewError(f"{path}: identities_masked: got {masked!r}; expected true or false")
+
+
+def _got(value: object, present: bool) -> str:
+    return f"got {value!r:.60}" if present else "missing"
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _iso_date(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return len(value) == 10  # 2024-01-07, as the engine writes it (not 20240107)
 
 
 class RunView:

@@ -4,7 +4,9 @@ small real run (the 20,000-card test city, one or two days)."""
 
 from __future__ import annotations
 
+import copy
 import html
+import math
 import re
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import brief
 from sim import api
-from sim.lab_report import summary
+from sim.lab_report import count_text, markdown, money_text, summary
 from sim.overlay import overlay_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,3 +233,112 @@ def test_a_sweep_is_charted_with_its_ci_against_the_parameter(app, results):
     outputs.select("fare_revenue_fen").run()
     _ok(app)
     assert _charts(app) == 1
+
+
+def _replace_box(at: AppTest):
+    (box,) = [c for c in at.checkbox if str(c.key).startswith("compare.f_replace:")]
+    return box
+
+
+def test_an_earlier_comparison_is_replaced_only_when_the_user_ticks_replace(tmp_path, monkeypatch):
+    monkeypatch.setenv("CARDTWIN_RUNS", str(tmp_path))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["runs_root"] = str(tmp_path)
+    at.run()
+    at.switch_page("views/compare.py")
+    at.run()
+    custom = "fares.transfer.window_min=90"
+    _form(at, custom=custom, days=1, reps=1, name="again")
+    result = tmp_path / "compare-again" / "compare.json"
+    first = result.read_bytes()
+    assert api.load_compare_report(result)["replications"] == 1
+    (shown,) = [i.value for i in at.info]  # the summary of one replication: no "nan to nan"
+    assert "仅一次重复，无置信区间" in shown and "nan" not in shown
+    # The same name again, other settings: refused, the earlier comparison kept, a box offered.
+    _form(at, custom=custom, days=1, reps=2, name="again")
+    assert any("已有一次比较" in e.value and "compare-again" in e.value for e in at.error)
+    assert result.read_bytes() == first
+    replace = _replace_box(at)
+    assert replace.label == "替换已有的比较 compare-again" and not replace.value
+    # Ticked, but the comparison fails: the earlier one is still whole, nothing half-written.
+    replace.check()
+
+    def broken(*args, **kwargs):
+        raise api.InvariantViolation("trial_balance", 7, "test fault")
+
+    monkeypatch.setattr(api, "compare", broken)
+    _form(at, custom=custom, days=1, reps=2, name="again")
+    assert any("trial_balance" in e.value for e in at.error)
+    assert result.read_bytes() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compare-again"]  # no hidden leftover
+    monkeypatch.undo()
+    monkeypatch.setenv("CARDTWIN_RUNS", str(tmp_path))
+    _form(at, custom=custom, days=1, reps=2, name="again")
+    assert api.load_compare_report(result)["replications"] == 2  # replaced, as asked
+    # That yes was for one replacement: the same start again asks again.
+    replaced = result.read_bytes()
+    _form(at, custom=custom, days=1, reps=1, name="again")
+    assert any("已有一次比较" in e.value for e in at.error)
+    assert result.read_bytes() == replaced
+    assert not _replace_box(at).value  # a new box, not the one ticked before
+
+
+def test_a_folder_that_holds_no_comparison_is_never_written_to(tmp_path, monkeypatch):
+    taken = tmp_path / "compare-mine"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine", "utf-8")
+    monkeypatch.setenv("CARDTWIN_RUNS", str(tmp_path))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["runs_root"] = str(tmp_path)
+    at.run()
+    at.switch_page("views/compare.py")
+    at.run()
+    _form(at, custom="fares.transfer.window_min=90", days=1, reps=1, name="mine")
+    assert any("不是一次比较的结果" in e.value for e in at.error)
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+    assert not [c for c in at.checkbox if str(c.key).startswith("compare.f_replace:")]
+
+
+def test_the_summary_writes_figures_as_the_headline_cards_do(results):
+    """The same rounding (once, to the whole fen or trip) and formats as the cards beside it
+    (brief.amount), with 万/亿 in Chinese; not ¥1,149.97 in the text and -1,149.98 on a card."""
+    for value in (-114_997.5, 114_996.5, 0.4, -5, 123_456_789.0, 1_000_000_049.5):
+        for lang in ("en", "zh"):
+            assert money_text(value, lang) == brief.amount(value, lang, money=True)
+            assert count_text(value, lang) == brief.amount(value, lang, money=False)
+    report = copy.deepcopy(results["report"])
+    rows = report["variants"][VARIANT]
+    rows["fare_revenue_fen"]["difference"].update(mean=-114_997.5, ci_low=-150_000, ci_high=-80_001)
+    rows["concession_cost_fen"]["difference"].update(
+        mean=123_456_789.0, ci_low=100_000_000, ci_high=150_000_000
+    )
+    rows["fare_transactions"]["difference"].update(mean=23_456.0, ci_low=20_000, ci_high=30_000)
+    en, zh = summary(report, VARIANT, "en"), summary(report, VARIANT, "zh")
+    assert "fare revenue falls by ¥1,149.98 (95% CI of the change ¥-1,500.00 to ¥-800.01)" in en
+    assert brief.amount(-114_997.5, "en", money=True, signed=True) == "¥-1,149.98"
+    assert "票款收入减少1,149.98 元（95%置信区间-1,500.00 元至-800.01 元）" in zh
+    assert "优惠成本（减免的票款）增加123.46万元（95%置信区间100万元至150万元）" in zh
+    assert "乘车交易次数（含免费乘车）增加2.35万次" in zh and "95%置信区间2万至3万" in zh
+    assert "trips (fare transactions, free rides included) rises by 23,456" in en
+
+
+def test_one_replication_says_it_has_no_interval_in_both_languages(results):
+    report = copy.deepcopy(results["report"])
+    rows = report["variants"][VARIANT]
+    for m in ("fare_revenue_fen", "concession_cost_fen", "operator_income_fen"):
+        rows[m]["difference"].update(ci_low=math.nan, ci_high=math.nan)
+    rows["clearing_fees_fen"]["difference"].update(ci_low=None, ci_high=None)  # JSON's null
+    rows["fare_transactions"]["difference"].update(ci_low=math.nan, ci_high=math.nan)
+    moved = report["trips_moved"][VARIANT]["total"]
+    moved.update(mean=max(moved["mean"], 12.0), ci_low=math.nan, ci_high=math.nan)
+    en, zh = summary(report, VARIANT, "en"), summary(report, VARIANT, "zh")
+    assert (
+        en.count("(one replication: no interval)") == 5
+        and "one replication: no interval" in (en.split("trips move between hours")[1])
+    )
+    assert zh.count("仅一次重复，无置信区间") == 6
+    for text in (en, zh):
+        assert not re.search(r"nan|None", text, flags=re.IGNORECASE), text
+    # the command line's compare.md says the same, and the same each time
+    md = markdown(report)
+    assert en in md and zh in md and md == markdown(copy.deepcopy(report))

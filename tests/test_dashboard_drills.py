@@ -5,6 +5,9 @@ incident, the debrief opens, and several trainees' debriefs are compared; in bot
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -91,6 +94,16 @@ def test_acknowledge_act_and_open_the_debrief(tmp_path, session):
     assert any("Recorded" in s.value for s in at.success)
     acted = session.actions()
     assert [a.kind for a in acted] == ["acknowledge", "mark_faulty"] and acted[1].devices == [1201]
+    # The actions so far, in words: no field names, no codes.
+    table = next(d.value for d in at.dataframe if "What it named" in d.value.columns)
+    assert list(table.columns) == ["Time", "Action", "What it named"]
+    assert list(table["Action"]) == [
+        "Acknowledge an alert",
+        "Report devices faulty (a technician repairs them)",
+    ]
+    assert table["What it named"].iloc[0].startswith("Cards charged twice")
+    assert table["What it named"].iloc[1] == "devices 1201"
+    assert all(len(t) == 5 and t[2] == ":" for t in table["Time"])
     # The day was replayed with the repair: the reader stops charging twice an hour later.
     assert session.incidents() and session._acted(acted)[0].duration_min < 600
     button(at, "End the drill and see the debrief").click().run()
@@ -135,10 +148,22 @@ def test_the_card_look_up_shows_a_cards_taps_and_balances_so_far(tmp_path, sessi
     at = page(tmp_path, "drill", session=session)
     next(t for t in at.text_input if t.label.startswith("Card token")).set_value(str(token)).run()
     assert not at.exception, at.exception
-    taps = next(d.value for d in at.dataframe if "balance_after_fen" in d.value.columns)
-    assert len(taps) >= 1 and (taps["event_timestamp"] <= "2024-03-05 08:10").all()
-    # The export is masked (no balances); the desk sees what each tap left on the card.
-    assert taps["balance_after_fen"].notna().all() and (taps["balance_after_fen"] >= 0).all()
+    taps = next(d.value for d in at.dataframe if "Balance left" in d.value.columns)
+    assert list(taps.columns) == ["Time", "Line", "Device", "Medium", "Charged", "Balance left"]
+    assert len(taps) >= 1 and (taps["Time"] <= "08:10:00").all()
+    assert "Physical card" in set(taps["Medium"])  # media in words, not qr_alipay
+    # Money as yuan from fen (200 is ¥2.00). The export is masked (no balances); the desk
+    # sees what each tap left on the card.
+    yuan = re.compile(r"¥\d[\d,]*\.\d\d")
+    assert all(yuan.fullmatch(v) for v in [*taps["Charged"], *taps["Balance left"]]), taps
+    lookup = session.card_taps(token)
+    assert list(taps["Charged"]) == [f"¥{f / 100:,.2f}" for f in lookup["amount_fen"]]
+    at.session_state["lang"] = "zh"
+    at.run()
+    zh = next(d.value for d in at.dataframe if "卡内余额" in d.value.columns)
+    assert "实体卡" in set(zh["介质"]) and all(v.endswith(" 元") for v in zh["扣款"])
+    at.session_state["lang"] = "en"
+    at.run()
     bad = next(t for t in at.text_input if t.label.startswith("Card token"))
     bad.set_value("12ab").run()
     assert any("whole number" in e.value for e in at.error)
@@ -228,5 +253,77 @@ def test_the_trainer_injects_an_incident_and_compares_debriefs(tmp_path, session
     assert set(compared["Trainee"]) == {"Wang", "Zhao"}
     best = compared.iloc[0]
     assert best["Trainee"] == "Wang" and best["Score"] > compared.iloc[1]["Score"]
-    # What the actions moved against doing nothing: the reader repaired, fewer double charges.
-    assert best["Δ Duplicate charges (yuan)"] < 0 == compared.iloc[1]["Δ Duplicate charges (yuan)"]
+    # What the actions moved against doing nothing: the reader repaired, fewer double charges
+    # (in yuan, as the page shows money).
+    assert best["Δ Duplicate charges"].startswith("¥-")
+    assert compared.iloc[1]["Δ Duplicate charges"] == "¥0.00"
+
+
+def _copy_session(session: DrillSession, name: str) -> Path:
+    """Another session beside ``session``: its folder copied under a new id."""
+    folder = session.folder.parent / name
+    shutil.copytree(session.folder, folder)
+    state = json.loads((folder / "session.json").read_text("utf-8"))
+    (folder / "session.json").write_text(json.dumps({**state, "id": name}), "utf-8")
+    return folder
+
+
+def test_a_session_that_cannot_be_read_is_listed_with_its_problem(tmp_path, session):
+    """A session's drill script edited into a bad state, or its session.json cut short: both
+    pages list it with what is wrong, and every other session works as before."""
+    drill_copy = tmp_path / "my_drill.yaml"
+    drill_copy.write_text(
+        DRILL.read_text("utf-8").replace(
+            "../nantong_2024.yaml", str(ROOT / "scenarios" / "nantong_2024.yaml")
+        ),
+        "utf-8",
+    )
+    bad_drill = _copy_session(session, "duplicate_wave-baddrl")
+    state = json.loads((bad_drill / "session.json").read_text("utf-8"))
+    (bad_drill / "session.json").write_text(json.dumps({**state, "drill": str(drill_copy)}))
+    assert DrillSession(bad_drill).problem() is None  # it plays until its drill is edited
+    at = page(tmp_path, "drill", session=DrillSession(bad_drill))
+    assert any(s.value == "A reader charging twice" for s in at.subheader)
+    drill_copy.write_text("drill: [broken\n", "utf-8")  # the trainer edits the copy
+    cut = _copy_session(session, "duplicate_wave-cutshort")
+    text = (cut / "session.json").read_text("utf-8")
+    (cut / "session.json").write_text(text[: len(text) // 2], "utf-8")
+    at.run()  # the console of the session whose drill broke: a message, not a traceback
+    assert not at.exception, at.exception
+    for view in ("drill", "trainer"):
+        at = page(tmp_path, view)
+        warnings = [w.value for w in at.warning]
+        assert any(
+            "duplicate_wave-baddrl" in w and "my_drill.yaml" in w and "malformed YAML" in w
+            for w in warnings
+        ), warnings
+        assert any(
+            "duplicate_wave-cutshort" in w and "session.json: cannot be read" in w for w in warnings
+        ), warnings
+    table = at.dataframe[0].value  # the trainer's: every session, the broken ones marked
+    # the readable first, the last started first; one whose state cannot be read, last
+    ids = ["duplicate_wave-baddrl", "duplicate_wave-cutshort"]
+    assert list(table["Session"]) == [session.state()["id"], *ids]
+    assert list(table["Status"])[1:] == ["unreadable", "unreadable"]
+    watch = next(s for s in at.selectbox if s.label == "Watch a session")
+    assert watch.options == [session.state()["id"]]
+    at = page(tmp_path, "drill", session=session)  # the good one plays on
+    assert any(s.value == "A reader charging twice" for s in at.subheader)
+
+
+def test_every_debrief_measure_and_action_has_words_in_both_languages():
+    from dashboard import i18n
+    from dashboard.drill_sessions import delta_text
+    from drills.actions import ACTION_KINDS
+    from drills.report import MEASURES
+
+    for m in MEASURES:
+        assert i18n.has(f"trainer.measure.{m}"), m
+    for kind in ACTION_KINDS:
+        assert i18n.has(f"drill.kind.{kind}"), kind
+    assert delta_text("duplicate_charges_fen", -1234.0, "en") == "¥-12.34"
+    assert delta_text("duplicate_charges_fen", 150_000_000, "zh") == "+150万元"
+    assert delta_text("duplicate_charges_fen", -1234.0, "zh") == "-12.34 元"
+    assert delta_text("fen_hours_waiting_upload", 250_000, "en") == "+2,500"
+    assert delta_text("refused_taps", -12_345, "zh") == "-1.23万"
+    assert delta_text("outlet_mean_wait_min", 1.26, "en") == "+1.3"

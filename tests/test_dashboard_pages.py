@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from agents.outlet import OPEN_DAY_RULES
 from dashboard import brief, i18n
 from dashboard.overrides import errors_by_field, fen_text, incident_frame, incidents_yaml
 from dashboard.uploads import UPLOAD_DIR, target_of, upload_problem
@@ -140,6 +141,7 @@ def test_no_run_chosen_says_what_to_do(runs):
         ("half_written", "has not finished"),
         ("old_schema", "schema_version 0"),
         ("file_gone", "missing"),
+        ("meta_without_end", "run_meta.json: period.end: missing"),
     ],
 )
 def test_a_broken_run_folder_shows_a_message(runs, tmp_path, damage, expected):
@@ -150,6 +152,10 @@ def test_a_broken_run_folder_shows_a_message(runs, tmp_path, damage, expected):
         shutil.rmtree(broken)
     elif damage == "half_written":
         marker.unlink()
+    elif damage == "meta_without_end":  # a run_meta.json edited by hand: no KeyError
+        meta = json.loads((broken / "run_meta.json").read_text("utf-8"))
+        del meta["period"]["end"]
+        (broken / "run_meta.json").write_text(json.dumps(meta), "utf-8")
     elif damage == "old_schema":
         data = json.loads(marker.read_text("utf-8"))
         marker.write_text(json.dumps({**data, "schema_version": 0}), "utf-8")
@@ -218,6 +224,8 @@ def test_a_run_that_breaks_an_invariant_keeps_the_earlier_run(runs, monkeypatch)
     _choose_small(at)
     at.number_input(key="f_days").set_value(1)
     at.text_input(key="f_out").set_value("small")
+    at.button[0].click().run()
+    _replace_box(at).check()  # the user agrees to replace the earlier run
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert any("资金核对不平" in e.value and "trial_balance" in e.value for e in at.error)
@@ -347,3 +355,161 @@ def test_a_multi_city_run_renders_every_tab_and_says_which_city_its_settings_sho
     at.switch_page("views/trace.py")
     at.run()
     assert not at.exception
+
+
+def _replace_box(at):
+    (box,) = [c for c in at.checkbox if str(c.key).startswith("f_replace:")]
+    return box
+
+
+def _meta(folder: Path) -> dict:
+    return json.loads((folder / "run_meta.json").read_text("utf-8"))
+
+
+def test_the_default_folder_follows_the_days_and_a_run_is_replaced_only_when_ticked(tmp_path):
+    at = app(tmp_path, "run", lang="en", run=None)
+    _choose_small(at)
+    assert at.text_input(key="f_out").value == ""  # empty: named after the scenario and days
+    at.number_input(key="f_days").set_value(1)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    first = tmp_path / "small_ci_1d"  # the days chosen, not the form's first 7
+    assert _meta(first)["period"]["days"] == 1 and not (tmp_path / "small_ci_7d").exists()
+    before = (first / "run_meta.json").read_bytes()
+    # Again with another seed, same days: same folder name, so the page asks first.
+    at.text_input(key="f_seed").set_value("9")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert any("already holds a run" in e.value and "small_ci_1d" in e.value for e in at.error)
+    assert (first / "run_meta.json").read_bytes() == before  # nothing replaced
+    replace = _replace_box(at)
+    assert replace.label == "Replace the existing run small_ci_1d" and not replace.value
+    replace.check()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert _meta(first)["seed"] == 9  # replaced, as the user asked
+    assert any("Run finished" in s.value for s in at.success)
+    assert not [c for c in at.checkbox if str(c.key).startswith("f_replace")]
+    at.button[0].click().run()  # that yes was for one run: the same start asks again
+    assert any("already holds a run" in e.value for e in at.error)
+    assert not _replace_box(at).value and _meta(first)["seed"] == 9
+
+
+def test_a_folder_that_is_not_a_run_is_never_offered_for_replacing(tmp_path):
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("mine", "utf-8")
+    at = app(tmp_path, "run", lang="en", run=None)
+    _choose_small(at)
+    at.number_input(key="f_days").set_value(1)
+    at.text_input(key="f_out").set_value("notes")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert any("is not a CardTwin run" in e.value for e in at.error)
+    assert not [c for c in at.checkbox if str(c.key).startswith("f_replace")]
+    assert [p.name for p in mine.iterdir()] == ["todo.txt"]
+
+
+@pytest.mark.parametrize("seed", ["abc", "-1", "1.5"])
+def test_a_seed_that_is_not_a_whole_number_is_a_message_under_the_field(tmp_path, seed):
+    at = app(tmp_path, "run", lang="en", run=None)
+    _choose_small(at)
+    at.text_input(key="f_seed").set_value(seed)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [
+        f"The seed must be a whole number 0 or more (e.g. 42); got '{seed}'."
+    ]
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_seed_above_what_a_browser_number_holds_runs(tmp_path):
+    """The engine takes any seed >= 0; 2**60 is beyond a JavaScript number (2**53)."""
+    data = f"extends: ../small_ci.yaml\nname: big_seed\nseed: {2**60}\n".encode()
+    target = target_of("cardtwin_test_big_seed.yaml")
+    try:
+        assert upload_problem(target.name, data, "en") is None
+        at = app(tmp_path, "run", lang="en", run=None)
+        at.selectbox(key="scenario_choice").set_value(str(target)).run()
+        assert not at.exception, at.exception
+        assert at.text_input(key="f_seed").value == str(2**60)
+        at.number_input(key="f_days").set_value(1)
+        at.button[0].click().run()
+        assert not at.exception, at.exception
+        assert _meta(tmp_path / "big_seed_1d")["seed"] == 2**60
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def test_an_upload_of_the_same_name_restarts_the_form_and_says_it_replaced_one(tmp_path):
+    name = "cardtwin_test_reupload.yaml"
+    target = target_of(name)
+    first = b"extends: ../small_ci.yaml\nname: reupload\nseed: 5\n"
+    second = b"extends: ../small_ci.yaml\nname: reupload\nseed: 6\n"
+    target.unlink(missing_ok=True)
+    try:
+        at = app(tmp_path, "run", lang="en", run=None)
+        at.file_uploader(key="upload").set_value((name, first, "application/x-yaml")).run()
+        assert not at.exception, at.exception
+        assert at.selectbox(key="scenario_choice").value == str(target)
+        assert at.text_input(key="f_seed").value == "5" and not at.warning
+        at.number_input(key="f_days").set_value(2)
+        at.run()  # the user's edit, then the same file name uploaded with other contents
+        at.file_uploader(key="upload").set_value((name, second, "application/x-yaml")).run()
+        assert not at.exception, at.exception
+        assert at.text_input(key="f_seed").value == "6"  # the new file's values
+        assert at.number_input(key="f_days").value == 7
+        assert any("was replaced by this one" in w.value for w in at.warning)
+        assert target.read_bytes() == second
+    finally:
+        target.unlink(missing_ok=True)
+
+
+INCIDENTS = (
+    '[{id: m1-down, kind: line_outage, target: M1, start: "2024-01-01 08:00", duration_min: 120},'
+    ' {id: dearer, kind: fare_change, start: "2024-01-01 00:00", duration_min: 1440,'
+    "  fares: {bus: {region_fare_fen: {urban: 250}}}, description: a test fare rise}]"
+)
+
+
+def test_incidents_outlets_and_clearing_roles_are_shown_in_words(tmp_path):
+    """No raw codes, English keys, ISO timestamps or dicts: kinds, open days and clearing
+    roles from the catalogue, the start as a date and time, a fare change's fares in yuan."""
+    scenario = api.load_scenario(SMALL, [f"incidents={INCIDENTS}"], days=1)
+    api.run(scenario, tmp_path / "incidents")
+
+    def tab(name: str, lang: str = "en"):
+        at.session_state["explore_tab"] = i18n.t(f"explore.tab.{name}", lang)
+        at.run()
+        assert not at.exception, at.exception
+        return [d.value for d in at.dataframe]
+
+    at = app(tmp_path, "explore", lang="en", run="incidents")
+    (timeline,) = [t for t in tab("faults") if "Kind" in t.columns]
+    assert list(timeline.columns) == ["Id", "Kind", "Start", "Duration", "Target", "Details"]
+    assert list(timeline["Kind"]) == ["Line not running", "Fare change"]
+    assert list(timeline["Start"]) == ["Jan 1, 2024, 08:00", "Jan 1, 2024, 00:00"]
+    assert list(timeline["Duration"]) == ["120 min", "1,440 min"]
+    assert list(timeline["Target"]) == ["M1", "–"]
+    assert timeline["Details"].iloc[1] == (
+        "fares become: fares.bus.region_fare_fen.urban = ¥2.50; a test fare rise"
+    )
+    (hours,) = [t for t in tab("outlets") if "Open days" in t.columns]
+    words = {i18n.t(f"code.open_days.{rule}", "en") for rule in OPEN_DAY_RULES}
+    assert set(hours["Open days"]) <= words
+    (positions,) = [t for t in tab("clearing") if "Role" in t.columns]
+    assert set(positions["Role"]) <= {"Issuer", "Acquirer", "Clearing node"}
+    at = app(tmp_path, "explore", lang="zh", run="incidents")
+    (timeline,) = [t for t in tab("faults", "zh") if "类型" in t.columns]
+    assert list(timeline["类型"]) == ["线路停运", "票价调整"]
+    assert timeline["开始"].iloc[0] == "2024年1月1日 08:00"
+    assert "2.50 元" in timeline["详情"].iloc[1]
+
+
+def test_every_code_the_explore_page_shows_has_words_in_both_languages():
+    from sim.clearing import ROLES
+    from sim.incidents import KINDS
+
+    for kind, codes in (("open_days", OPEN_DAY_RULES), ("role", ROLES), ("incident_kind", KINDS)):
+        for c in codes:
+            assert i18n.has(f"code.{kind}.{c}"), (kind, c)

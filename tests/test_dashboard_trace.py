@@ -358,3 +358,40 @@ def test_caps_incomplete_trips_duplicates_and_incidents_are_put_into_words(page)
     assert words.startswith("被拒绝：同一笔记录被重复上传")
     assert words.endswith("受突发事件 INC-1 影响")
     assert page.explain(tap(), policy) == ("full", "全价 2.00 元")
+
+
+def test_each_tap_is_explained_by_the_fares_of_the_city_it_was_made_in(page):
+    """A multi-city run stores each city's settings; a tap made in the second city (its
+    city_code) is priced by that city's fares, not the first city's."""
+    meta = {
+        "cities": [
+            {
+                "name": "alpha",
+                "city_code": "9901",
+                "settings": {"fares": {"transfer": {"window_min": 60}}},
+            },
+            {
+                "name": "beta",
+                "city_code": "9902",
+                "settings": {
+                    "fares": {
+                        "transfer": {"window_min": 90},
+                        "concessions": {"longevity": [{"kind": "free", "label": "beta 65+"}]},
+                    }
+                },
+            },
+        ]
+    }
+    policy_of = page.policies_of_run(meta, "workday")
+    transfer = {"is_transfer": True, "transfer_fen": 100, "amount_fen": 100}
+    home, away = tap(city_code="9901", **transfer), tap(city_code="9902", **transfer)
+    assert page.explain(home, policy_of(home))[1] == "60 分钟内换乘优惠：减免 1.00 元"
+    assert page.explain(away, policy_of(away))[1] == "90 分钟内换乘优惠：减免 1.00 元"
+    free = {"rider_category": "longevity", "concession_fen": 200, "amount_fen": 0}
+    in_beta, in_alpha = tap(city_code="9902", **free), tap(city_code="9901", **free)
+    assert page.explain(in_beta, policy_of(in_beta))[1].endswith("（政策：beta 65+）")
+    assert page.explain(in_alpha, policy_of(in_alpha))[1] == "长寿卡（65岁以上）优惠：减免 2.00 元"
+    # A city outside the run (a home card's ride elsewhere), or no code: the home city's.
+    for other in (tap(city_code="3100", **transfer), tap(**transfer)):
+        assert policy_of(other) == page.Policy.of_run(meta, "workday")
+        assert policy_of(other).transfer_window_min == 60

@@ -149,3 +149,33 @@ def test_a_city_at_a_lower_scale_counts_with_its_expansion_weight(tmp_path):
         assert riders_by_category == pytest.approx(per_day)  # one category per card
     finally:
         view.close()
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda m: m["period"].pop("end"), "period.end: missing; expected a date YYYY-MM-DD"),
+        (lambda m: m["period"].pop("start"), "period.start: missing"),
+        (lambda m: m["period"].update(days="7"), "period.days: got '7'; expected a whole number"),
+        (lambda m: m["period"].update(end="next week"), "period.end: got 'next week'"),
+        (lambda m: m.pop("period"), "period: missing; expected an object with start, end"),
+        (lambda m: m.update(cardholders="many"), "cardholders: got 'many'"),
+        (lambda m: m.update(cities={"a": 1}), "cities: got {'a': 1}; expected a list"),
+        (lambda m: m["cities"][0].update(settings=[]), "cities.0.settings: got []"),
+        (lambda m: m.update(identities_masked="yes"), "identities_masked: got 'yes'"),
+    ],
+)
+def test_run_meta_keys_a_reader_relies_on_are_checked(run_dir, tmp_path, change, expected):
+    """A run_meta.json edited by hand (or by another tool) is refused when the run is opened,
+    naming the file and the key, not a KeyError in the page that reads it."""
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    meta_file = broken / "run_meta.json"
+    meta = json.loads(meta_file.read_text("utf-8"))
+    change(meta)
+    meta_file.write_text(json.dumps(meta), "utf-8")
+    with pytest.raises(RunViewError) as exc:
+        check_run(broken)
+    assert str(exc.value).startswith(f"{meta_file}: ") and expected in str(exc.value)
+    (listed,) = list_runs(tmp_path)
+    assert listed.problem == str(exc.value)

@@ -13,13 +13,22 @@ policy is applied to the chosen baseline: when the baseline is the file the poli
 policy file is loaded as it is; otherwise its own settings become ``--set`` overrides of the
 baseline (``sim.api.load_policy``), which is what ``extends:`` does (mappings merge key by key,
 everything else is replaced), so the small test city can try any policy in seconds.
+
+A comparison goes to ``compare-<name>`` in the runs folder. One already there is replaced only
+once the user ticks "replace" for that folder (asked after a start the page refused), and a
+folder holding anything but a comparison is never written to. The comparison is computed in a
+hidden folder beside it and its files are moved in only when it has finished, so a comparison
+that fails leaves the earlier one whole.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import secrets
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -29,7 +38,17 @@ from plotly.colors import qualitative
 from streamlit.delta_generator import DeltaGenerator
 
 from dashboard import brief, charts, i18n, present
-from dashboard.state import FOLDER_NAME, ROOT, lang, runs_root, tr
+from dashboard.state import (
+    FOLDER_NAME,
+    ROOT,
+    lang,
+    offer_replace,
+    replace_agreed,
+    replace_box,
+    runs_root,
+    tr,
+    withdraw_offer,
+)
 from sim import api
 
 SCENARIO_DIR = ROOT / "scenarios"
@@ -50,6 +69,8 @@ COMPARE_KEYS = (
 )
 SWEEP_KEYS = ("base", "design", "parameters", "outputs", "points", "failed", "days", "replications")
 PICK = "compare.pick"  # the chosen result folder (set by a new comparison too)
+REPLACE_OFFER = "compare.replace_offer"  # the result folder the user is asked about replacing
+HELD_ERRORS = "compare.held_errors"  # a refusal's messages, kept across the rerun that asks
 PALETTE = qualitative.Plotly  # the sweep chart's lines, one per value of the second parameter
 
 
@@ -212,22 +233,77 @@ def new_section() -> Path | None:
         slots["replications"] = c2.empty()
         name = c3.text_input(tr("compare.name"), key="compare.f_name", help=tr("compare.name_help"))
         slots["name"] = c3.empty()
+        # asked after a start refused for a taken folder: the user's explicit yes
+        replace_box(REPLACE_OFFER, "compare.replace", c3)
         slots["general"] = st.empty()
         start = st.form_submit_button(
             tr("compare.start"), type="primary", icon=":material/play_arrow:"
         )
+    held: dict[str, list[str]] = st.session_state.pop(HELD_ERRORS, {})
     if not start:
+        _show_errors(held, slots)
         return None
     errors: dict[str, list[str]] = {}
     folder = _run(
         Path(base_choice), [Path(p) for p in picked], custom, custom_name.strip(), int(days),
         int(replications), name.strip(), errors,
     )  # fmt: skip
+    _show_errors(errors, slots)
+    return folder
+
+
+def _show_errors(errors: dict[str, list[str]], slots: dict[str, DeltaGenerator]) -> None:
     for field, messages in errors.items():
         with slots.get(field, slots["general"]).container():
             for message in messages:
                 st.error(message, icon=":material/error:")
-    return folder
+
+
+def _occupied(folder: Path) -> bool:
+    """Whether writing to ``folder`` would replace something (an empty folder replaces
+    nothing)."""
+    if folder.is_symlink() or folder.is_file():
+        return True
+    try:
+        return folder.is_dir() and any(folder.iterdir())
+    except OSError:
+        return True  # cannot look inside: not ours to write into blindly
+
+
+def _refuse_taken(out: Path, errors: dict[str, list[str]]) -> bool:
+    """Whether ``out`` must not be written now; if so, says why under the name field. A
+    comparison there is replaced only after the user ticked "replace" for it: the first
+    refusal offers that box (the form is drawn again, with the message kept, to show it)."""
+    if not _occupied(out):
+        return False
+    if (out / COMPARE_FILE).is_file() and replace_agreed(REPLACE_OFFER, out.name):
+        return False
+    if (out / COMPARE_FILE).is_file():
+        offer_replace(REPLACE_OFFER, out.name, "compare.f_replace:")
+        st.session_state[HELD_ERRORS] = {
+            "name": [tr("compare.out_exists", folder=out.name, path=str(out))]
+        }
+        st.rerun()
+    withdraw_offer(REPLACE_OFFER)
+    errors.setdefault("name", []).append(tr("compare.out_taken", path=str(out)))
+    return True
+
+
+def _compare_into(out: Path, base, variants: list, replications: int) -> None:
+    """``api.compare`` written to a fresh hidden folder beside ``out``, its files then moved
+    into ``out``: whatever ``api.compare`` does with an existing folder, it is given a new one,
+    and a comparison that fails leaves what ``out`` held untouched."""
+    trial = out.with_name(f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(3)}")
+    try:
+        api.compare(base, variants, replications=replications, out_dir=trial)
+        out.mkdir(parents=True, exist_ok=True)
+        for made in sorted(trial.iterdir()):
+            target = out / made.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(made, target)
+    finally:
+        shutil.rmtree(trial, ignore_errors=True)
 
 
 def _run(
@@ -277,12 +353,14 @@ def _run(
         return None
     auto = re.sub(r"[^\w.-]+", "_", f"{base.name}-vs-{'-'.join(v.name for v in variants)}")
     out = runs_root() / f"compare-{name or auto[:100]}"
+    if _refuse_taken(out, errors):
+        return None
     running = tr(
         "compare.running", scenarios=1 + len(variants), replications=replications, days=days
     )
     with st.status(running, expanded=False) as status:
         try:
-            api.compare(base, variants, replications=replications, out_dir=out)
+            _compare_into(out, base, variants, replications)
         except api.BadInput as exc:
             status.update(label=tr("compare.failed"), state="error")
             field = "replications" if str(exc).startswith("--replications") else "general"
@@ -297,6 +375,7 @@ def _run(
             fail("name", tr("compare.unwritable", folder=str(out), error=str(exc)))
             return None
         status.update(label=tr("compare.done", folder=str(out)), state="complete")
+    withdraw_offer(REPLACE_OFFER)  # a yes is for one comparison, not the next
     return out
 
 

@@ -17,8 +17,16 @@ import plotly.graph_objects as go
 import streamlit as st
 import streamlit.components.v1 as components
 
-from dashboard.drill_sessions import actions_frame, change_session, sessions_root, start_section
-from dashboard.state import lang, pick, tr
+from dashboard import i18n
+from dashboard.drill_sessions import (
+    actions_frame,
+    change_session,
+    readable_sessions,
+    sessions_root,
+    show_broken,
+    start_section,
+)
+from dashboard.state import code, lang, pick, tr
 from drills.monitor import BUCKET_MIN, SCOPES_OF
 from drills.session import DrillSession, sessions
 
@@ -37,26 +45,33 @@ def choose_session() -> DrillSession | None:
     if started is not None:
         st.session_state["drill_session"] = str(started.folder)
     current = st.session_state.get("drill_session")
+    readable, broken = readable_sessions()
+    show_broken(broken)
     # Those running, and this browser's own even once ended (its debrief is on this page).
-    running = [
-        s for s in sessions(sessions_root()) if not s.state()["ended"] or str(s.folder) == current
-    ]
+    running = [s for s in readable if not s.state()["ended"] or str(s.folder) == current]
     if running:
         st.caption(tr("drill.or_join"))
-        folders = [str(s.folder) for s in running]
+        labels = {str(s.folder): f"{s.state()['id']} · {s.state()['trainee']}" for s in running}
+        folders = list(labels)
         index = folders.index(current) if current in folders else 0
         picked = st.selectbox(
             tr("drill.session"),
             folders,
             index=index,
             key="drill_session_pick",
-            format_func=lambda f: (
-                f"{DrillSession(f).state()['id']} · {DrillSession(f).state()['trainee']}"
-            ),
+            format_func=labels.__getitem__,
         )
         st.session_state["drill_session"] = picked
     folder = st.session_state.get("drill_session")
-    return DrillSession(folder) if folder else None
+    if not folder:
+        return None
+    if folder not in {str(s.folder) for s in readable}:
+        # This browser's session cannot be read any more (its problem is listed above) or is
+        # gone: nothing of it to show, and the page goes on.
+        if not any(str(s.folder) == folder for s, _ in broken):
+            st.session_state.pop("drill_session", None)
+        return None
+    return DrillSession(folder)
 
 
 def header(session: DrillSession) -> None:
@@ -91,7 +106,12 @@ def header(session: DrillSession) -> None:
 
 @st.fragment(run_every=2)
 def live(session: DrillSession) -> None:
-    """The clock, the monitoring and the alerts, refreshed every two seconds."""
+    """The clock, the monitoring and the alerts, refreshed every two seconds (a session that
+    stops reading meanwhile, its drill script edited say, is a message, not a traceback)."""
+    problem = session.problem()
+    if problem is not None:
+        st.error(tr("drill.session_broken", id=session.folder.name, error=problem))
+        return
     state = session.state()
     status = tr("drill.ended") if state["ended"] else tr("drill.paused") if state["paused"] else ""
     st.metric(tr("drill.clock"), session.clock(), help=status or None)
@@ -229,7 +249,26 @@ def lookup_section(session: DrillSession) -> None:
     if taps.empty:
         st.caption(tr("drill.no_taps"))
     else:
-        st.dataframe(taps, hide_index=True, width="stretch")
+        st.dataframe(lookup_table(taps), hide_index=True, width="stretch")
+
+
+def lookup_table(taps: pd.DataFrame) -> pd.DataFrame:
+    """The desk's look-up in the page's language: time of day, line, device, medium in words,
+    what each tap took and what it left on the card in yuan (a balance not known while the
+    day is being played again is shown as –)."""
+    lg = lang()
+    return pd.DataFrame(
+        {
+            tr("drill.lookup_col.time"): [i18n.time_of_day(t, lg) for t in taps["event_timestamp"]],
+            tr("drill.lookup_col.line"): [str(x) for x in taps["line"]],
+            tr("drill.lookup_col.device"): [str(x) for x in taps["device_id"]],
+            tr("drill.lookup_col.medium"): [code("media", m) for m in taps["media"]],
+            tr("drill.lookup_col.paid"): [i18n.yuan(int(f), lg) for f in taps["amount_fen"]],
+            tr("drill.lookup_col.balance"): [
+                i18n.yuan(None if pd.isna(b) else int(b), lg) for b in taps["balance_after_fen"]
+            ],
+        }
+    )
 
 
 def _numbers(text: str) -> list[int] | None:
@@ -300,7 +339,7 @@ def actions_list(session: DrillSession) -> None:
     if actions:
         st.markdown(f"#### {tr('drill.your_actions')}")
         st.dataframe(
-            actions_frame(actions),
+            actions_frame(actions, {r.id: r for r in session.drill.alert_rules}),
             hide_index=True,
             width="stretch",
         )

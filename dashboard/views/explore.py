@@ -184,7 +184,11 @@ def outlets_tab(run_dir, settings: dict) -> None:
     fig.update_layout(height=max(380, 22 * len(grid.index) + 120))
     show(fig, waits, "outlet_waits")
     if names:
-        hours = pd.DataFrame([{"outlet_id": k, **v} for k, v in sorted(names.items())]).rename(
+        rows = [
+            {"outlet_id": k, **v, "open_days": code("open_days", v["open_days"])}
+            for k, v in sorted(names.items())
+        ]
+        hours = pd.DataFrame(rows).rename(
             columns={
                 "outlet_id": tr("explore.col.outlet_id"),
                 "name": tr("explore.col.outlet"),
@@ -228,9 +232,8 @@ def faults_tab(run_dir, settings: dict) -> None:
     show(fig, faults, "device_faults")
     incidents = settings.get("incidents") or []
     if incidents:
-        timeline = pd.DataFrame(incidents)
         st.caption(tr("explore.incident_timeline"))
-        st.dataframe(timeline, hide_index=True, width="stretch")
+        st.dataframe(incident_table(incidents), hide_index=True, width="stretch")
     else:
         st.caption(tr("explore.no_incidents"))
     touched = query(run_dir, "incident_taps")
@@ -268,6 +271,80 @@ def faults_tab(run_dir, settings: dict) -> None:
         show(fig, uploads, "device_uploads")
 
 
+def incident_table(incidents: list[dict]) -> pd.DataFrame:
+    """The scenario's incident timeline (as ``run_meta.json`` stores it) in the page's
+    language: the kind in words, the start as a date and time, the duration in minutes and
+    what the kind's own settings say (money in yuan)."""
+    lg = lang()
+    rows = []
+    for inc in incidents:
+        start = pd.Timestamp(inc.get("start"))
+        rows.append(
+            {
+                tr("explore.incident.col.id"): str(inc.get("id", "")),
+                tr("explore.incident.col.kind"): code("incident_kind", inc.get("kind", "")),
+                tr("explore.incident.col.start"): tr(
+                    "explore.incident.start",
+                    date=i18n.date(start.date(), lg),
+                    time=f"{start:%H:%M}",
+                )
+                if not pd.isna(start)
+                else "–",
+                tr("explore.incident.col.duration"): tr(
+                    "explore.incident.minutes", n=i18n.count(inc.get("duration_min"), lg)
+                ),
+                tr("explore.incident.col.target"): str(inc.get("target") or "–"),
+                tr("explore.incident.col.details"): _incident_details(inc),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _incident_details(inc: dict) -> str:
+    """An incident's own settings in words (only those its kind uses, as the engine does)."""
+    lg = lang()
+    parts = []
+    if inc.get("duplicate_share"):
+        parts.append(
+            tr("explore.incident.duplicate_share", share=i18n.percent(inc["duplicate_share"], lg))
+        )
+        if inc.get("duplicate_gap_max_s"):
+            parts.append(tr("explore.incident.duplicate_gap", s=inc["duplicate_gap_max_s"]))
+    if inc.get("extra_visits_per_hour"):
+        parts.append(
+            tr("explore.incident.extra_visits", n=i18n.count(inc["extra_visits_per_hour"], lg))
+        )
+    if inc.get("no_card_share"):
+        parts.append(
+            tr("explore.incident.no_card_share", share=i18n.percent(inc["no_card_share"], lg))
+        )
+    if inc.get("fares"):
+        changes = ", ".join(_settings_words(inc["fares"], "fares"))
+        parts.append(tr("explore.incident.fares", changes=changes))
+    if inc.get("transactions"):
+        parts.append(
+            tr("explore.incident.transactions", n=i18n.count(len(inc["transactions"]), lg))
+        )
+    if inc.get("description"):
+        parts.append(str(inc["description"]))
+    return tr("explore.incident.sep").join(parts)
+
+
+def _settings_words(value: object, path: str) -> list[str]:
+    """A nested settings block as "field.path = value" (the path as the scenario file writes
+    it, so it can be looked up there), money fields (``*_fen``) in yuan."""
+    if isinstance(value, dict):
+        return [w for k, v in value.items() for w in _settings_words(v, f"{path}.{k}")]
+    money = any(part.endswith("_fen") for part in path.split("."))
+    if money and isinstance(value, int) and not isinstance(value, bool):
+        shown = i18n.yuan(value, lang())
+    elif isinstance(value, list):
+        shown = ", ".join(str(x) for x in value)
+    else:
+        shown = str(value)
+    return [f"{path} = {shown}"]
+
+
 def clearing_tab(run_dir) -> None:
     """Clearing flows between institutions as a network (edge width = money), and the
     settlement positions."""
@@ -279,6 +356,7 @@ def clearing_tab(run_dir) -> None:
     show(_flow_figure(flows), flows, "clearing_flows")
     positions = query(run_dir, "node_positions")
     shown = positions.assign(
+        role=positions["role"].map(lambda r: code("role", r)),
         net=positions["net_position_fen"].map(lambda f: i18n.yuan(int(f), lg)),
         deposit=positions["last_deposit_fen"].map(
             lambda f: "" if pd.isna(f) else i18n.yuan(int(f), lg)

@@ -5,10 +5,16 @@ in a form become ``--set`` style overrides for ``sim.api.load_scenario``, so a b
 the engine's own message, shown beside the field it came from. The run streams day by day
 (``sim.api.iter_days``): a progress bar and KPI cards that update as each day finishes. Runs
 land in the runs folder, where the list below finds them again.
+
+An earlier run is never replaced by accident: the output folder is named after the scenario and
+the days actually chosen unless the user names it, and a folder that already holds a run is
+replaced only once the user ticks "replace" for that very folder.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -16,12 +22,26 @@ import streamlit as st
 
 from dashboard import i18n
 from dashboard.overrides import errors_by_field, fen_text, incident_frame, incidents_yaml
-from dashboard.state import FOLDER_NAME, ROOT, lang, runs_root, tr
+from dashboard.state import (
+    FOLDER_NAME,
+    ROOT,
+    lang,
+    offer_replace,
+    replace_agreed,
+    replace_box,
+    runs_root,
+    tr,
+    withdraw_offer,
+)
 from dashboard.uploads import UPLOAD_DIR, target_of, upload_problem
 from sim import api
+from sim.run_dir import MARKER_FILE
 
 SCENARIO_DIRS = (ROOT / "scenarios", ROOT / "scenarios" / "policies")
 DEFAULT_SCENARIO = ROOT / "scenarios" / "nantong_2024.yaml"  # what `make run` runs
+SEED_TEXT = re.compile(r"\d+")  # a seed: any whole number >= 0, as the engine takes it
+NOT_IN_FOLDER_NAME = re.compile(r"[^\w.-]+")  # what an automatic folder name leaves out
+REPLACE_OFFER = "replace_offer"  # the output folder the user is asked about replacing
 
 
 def scenario_files() -> list[Path]:
@@ -79,13 +99,24 @@ def upload_section() -> None:
     if upload is None or st.session_state.get("upload_done") == upload.file_id:
         return  # handled when it came: the user may have chosen another scenario since
     st.session_state["upload_done"] = upload.file_id
-    problem = upload_problem(upload.name, upload.getvalue(), lang())
+    target = target_of(upload.name)
+    data = upload.getvalue()
+    earlier = _read(target)  # an earlier upload of the same name, which this one replaces
+    problem = upload_problem(upload.name, data, lang())
     if problem is not None:
         st.error(problem)
         return
-    target = target_of(upload.name)
     st.session_state["scenario_choice"] = str(target)
     st.success(tr("run.upload_ok", path=_label(target)))
+    if earlier is not None and earlier != data:
+        st.warning(tr("run.upload_replaced", path=_label(target)))
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 # --- the form -------------------------------------------------------------------------------
@@ -104,15 +135,31 @@ def _field_error(errors: dict[str, list[str]], field: str) -> None:
         st.error(message, icon=":material/error:")
 
 
-def run_form(path: Path, base) -> tuple[list, str, bool]:
-    """The key parameters; returns the overrides, the output folder name and whether to run."""
-    if st.session_state.get("form_for") != str(path):
+def _form_key(path: Path, base) -> str:
+    """What the form's values come from: the file and what it holds (its validated content,
+    so a file uploaded again under the same name, or edited on disk, starts a fresh form)."""
+    content = hashlib.sha256(base.model_dump_json().encode("utf-8")).hexdigest()
+    return f"{path}:{content}"
+
+
+def auto_out_name(scenario_name: str, days: int) -> str:
+    """The output folder a run gets when the user names none: the scenario and the days run."""
+    return f"{NOT_IN_FOLDER_NAME.sub('_', scenario_name)}_{days}d"
+
+
+def run_form(path: Path, base) -> tuple[list, str, str, bool]:
+    """The key parameters; returns the overrides, the seed as typed, the output folder name
+    typed (empty: named after the scenario and days) and whether to run."""
+    form_key = _form_key(path, base)
+    if st.session_state.get("form_for") != form_key:
         # A keyed widget keeps its value when its default changes: another scenario's form
-        # must start from that scenario's values, not from what the last one held.
+        # (or the same file with other contents) must start from its values, not from what
+        # the last one held.
         for key in [k for k in st.session_state if str(k).startswith("f_")]:
             del st.session_state[key]
-        st.session_state["form_for"] = str(path)
+        st.session_state["form_for"] = form_key
         st.session_state["run_errors"] = {}
+        withdraw_offer(REPLACE_OFFER)
     errors: dict[str, list[str]] = st.session_state.get("run_errors", {})
     days_default = min(7, base.period.days)
     fares = base.fares
@@ -121,12 +168,21 @@ def run_form(path: Path, base) -> tuple[list, str, bool]:
         days = c1.number_input(tr("run.days"), value=days_default, step=1, key="f_days")
         with c1:
             _field_error(errors, "days")
-        seed = c2.number_input(tr("run.seed"), value=int(base.seed), step=1, key="f_seed")
+        # Text, not a number box: the engine takes any seed >= 0, and a browser number box
+        # cannot hold one above 2**53 (Streamlit refuses to draw it).
+        seed = c2.text_input(
+            tr("run.seed"), value=str(base.seed), key="f_seed", help=tr("run.seed_help")
+        )
         with c2:
             _field_error(errors, "seed")
-        name = c3.text_input(tr("run.out_name"), value=f"{base.name}_{days_default}d", key="f_out")
+        name = c3.text_input(
+            tr("run.out_name"), key="f_out", placeholder=tr("run.out_auto", scenario=base.name),
+            help=tr("run.out_name_help"),
+        )  # fmt: skip
         with c3:
             _field_error(errors, "out")
+            # asked after a start refused for a taken folder: the user's explicit yes
+            replace_box(REPLACE_OFFER, "run.replace")
         st.markdown(f"**{tr('run.fares')}**")
         c1, c2, c3 = st.columns(3)
         bus_fares = sorted(set(fares.bus.region_fare_fen.values()))
@@ -170,10 +226,7 @@ def run_form(path: Path, base) -> tuple[list, str, bool]:
         )
         _field_error(errors, "incidents")
         start = st.form_submit_button(tr("run.start"), type="primary", icon=":material/play_arrow:")
-    overrides = [
-        api.FlagOverride("days", "period.days", str(days)),
-        api.FlagOverride("seed", "seed", str(seed)),
-    ]
+    overrides = [api.FlagOverride("days", "period.days", str(days))]
     if window is not None:
         overrides += [
             api.FlagOverride("transfer_window", "fares.transfer.window_min", str(window)),
@@ -189,24 +242,55 @@ def run_form(path: Path, base) -> tuple[list, str, bool]:
             api.FlagOverride(f"age_{card}", f"population.concession_ages.{card}", str(age))
         )
     overrides.append(api.FlagOverride("incidents", "incidents", incidents_yaml(incidents)))
-    return overrides, name, start
+    return overrides, seed, name, start
 
 
 # --- running --------------------------------------------------------------------------------
 
 
-def live_run(path: Path, overrides: list, out_name: str) -> None:
-    """Load, run day by day with a progress bar and live KPIs, then open the run."""
+def _occupied(out: Path) -> bool:
+    """Whether writing to ``out`` would replace something (an empty folder replaces nothing)."""
+    if out.is_symlink() or out.is_file():
+        return True
+    try:
+        return out.is_dir() and any(out.iterdir())
+    except OSError:
+        return True  # cannot look inside: let the user decide, the engine checks again
+
+
+def live_run(path: Path, overrides: list, seed_text: str, out_typed: str) -> None:
+    """Load, run day by day with a progress bar and live KPIs, then open the run. A bad seed
+    or folder name, or an earlier run in the folder the user has not agreed to replace, is a
+    message beside its field and nothing runs."""
     st.session_state["run_errors"] = {}
-    if not FOLDER_NAME.fullmatch(out_name or ""):
-        st.session_state["run_errors"] = {"out": [tr("run.bad_out_name", name=out_name)]}
+    errors: dict[str, list[str]] = {}
+    seed_text = seed_text.strip()
+    if not SEED_TEXT.fullmatch(seed_text):
+        errors["seed"] = [tr("run.bad_seed", text=seed_text)]
+    out_typed = out_typed.strip()
+    if out_typed and not FOLDER_NAME.fullmatch(out_typed):
+        errors["out"] = [tr("run.bad_out_name", name=out_typed)]
+    if errors:
+        st.session_state["run_errors"] = errors
         st.rerun()
+    overrides = [*overrides, api.FlagOverride("seed", "seed", str(int(seed_text)))]
     try:
         scenario = api.load_scenario(path, overrides)
     except api.BadInput as exc:
         st.session_state["run_errors"] = errors_by_field(str(exc), overrides)
         st.rerun()
+    # Named after the days this run has, not those the form started with.
+    out_name = out_typed or auto_out_name(scenario.name, scenario.period.days)
     out = runs_root() / out_name
+    if _occupied(out) and not replace_agreed(REPLACE_OFFER, out_name):
+        if (out / MARKER_FILE).exists():  # an earlier run: replaced only on the user's word
+            offer_replace(REPLACE_OFFER, out_name, "f_replace:")
+            message = tr("run.out_exists", folder=out_name, path=str(out))
+        else:  # someone's own files: never ours to replace (the engine would refuse too)
+            withdraw_offer(REPLACE_OFFER)
+            message = tr("run.out_taken", folder=out_name, path=str(out))
+        st.session_state["run_errors"] = {"out": [message]}
+        st.rerun()
     lg = lang()
     bar = st.progress(0.0, text=tr("run.building"))
     cards = st.empty()
@@ -233,6 +317,7 @@ def live_run(path: Path, overrides: list, out_name: str) -> None:
         return
     st.session_state["run_dir"] = str(out)
     st.session_state["run_done"] = str(out)
+    withdraw_offer(REPLACE_OFFER)  # a yes is for one run, not the next
     st.rerun()  # the form again, without the messages of the attempt before
 
 
@@ -272,14 +357,14 @@ def main() -> None:
             return
         if base.description:
             st.caption(" ".join(base.description.split()))
-        overrides, out_name, start = run_form(path, base)
+        overrides, seed, out_name, start = run_form(path, base)
         _field_error(st.session_state.get("run_errors", {}), "scenario")
         done = st.session_state.pop("run_done", None)
         if done:
             st.success(tr("run.done", folder=done))
             st.page_link("views/explore.py", label=tr("run.go_explore"), icon=":material/insights:")
         if start:
-            live_run(path, overrides, out_name)
+            live_run(path, overrides, seed, out_name)
 
 
 main()

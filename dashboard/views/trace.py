@@ -7,13 +7,15 @@ timeline and as a table whose last column says in plain words which rule priced 
 
 The words are derived from the tap's own columns (concession, transfer and cap amounts, the
 transfer and cap flags, card type, medium, status) and from the fare policy the run was made with
-(``run_meta.json``: ``cities[0].settings.fares``), so they always describe the run on screen.
+(``run_meta.json``: the ``settings.fares`` of the city the tap was made in, by its ``city_code``),
+so they always describe the run on screen, each city's taps by that city's rules.
 Identities stay masked: the page shows only the token (a daily pseudonym in a masked run).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +23,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import charts, i18n, state
-from dashboard.fare_words import CATEGORY_COLOURS, Policy, city_name, explain_parts
+from dashboard.fare_words import (
+    CATEGORY_COLOURS,
+    Policy,
+    city_name,
+    explain_parts,
+    policies_of_run,
+)
 from dashboard.state import code, tr
 from sim import api
 
@@ -121,17 +129,21 @@ def _lane(tap: pd.Series, policy: Policy) -> str:
     return tr("trace.lane", mode=code("mode", tap["mode"]), route=route)
 
 
-def describe(taps: pd.DataFrame, policy: Policy) -> pd.DataFrame:
-    """The taps with their lane, pricing category and rule words added."""
-    explained = [explain_parts(tap, policy) for _, tap in taps.iterrows()]
+def describe(taps: pd.DataFrame, policy: Policy | Callable[[pd.Series], Policy]) -> pd.DataFrame:
+    """The taps with their lane, pricing category and rule words added. ``policy``: one for
+    every tap, or the policy of each tap (``fare_words.policies_of_run``: the fares of the
+    city the tap was made in)."""
+    policy_of = policy if callable(policy) else (lambda _tap: policy)
+    rows = [(tap, policy_of(tap)) for _, tap in taps.iterrows()]
+    explained = [explain_parts(tap, p) for tap, p in rows]
     out = taps.copy()
     out["category"] = [c for c, _ in explained]
     out["rule"] = [tr("trace.rule.sep").join(parts) for _, parts in explained]
     # A hover box as wide as the screen is unreadable: one rule per line there.
     out["rule_lines"] = ["<br>".join(parts) for _, parts in explained]
-    out["lane"] = [_lane(tap, policy) for _, tap in taps.iterrows()]
+    out["lane"] = [_lane(tap, p) for tap, p in rows]
     out["route_shown"] = [
-        city_name(policy, str(r)) or str(r) for r in taps["route"]
+        city_name(p, str(tap["route"])) or str(tap["route"]) for tap, p in rows
     ]  # a ride away reads as its city, not an internal line id
     return out
 
@@ -308,7 +320,7 @@ def main() -> None:
             tr("trace.token_not_found", token=token, date=i18n.date(service_date, state.lang()))
         )
         return
-    described = describe(taps, Policy.of_run(view.meta, day_type))
+    described = describe(taps, policies_of_run(view.meta, day_type))
     media = tr("trace.list_sep")
     st.subheader(
         tr(

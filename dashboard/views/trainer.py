@@ -14,15 +14,17 @@ import streamlit as st
 from dashboard.drill_sessions import (
     actions_frame,
     change_session,
+    delta_text,
     drill_files,
     drill_label,
-    sessions_root,
+    readable_sessions,
+    show_broken,
     start_section,
 )
 from dashboard.state import lang, pick, tr
 from drills.report import MEASURES
 from drills.script import load_drill
-from drills.session import DrillSession, sessions
+from drills.session import DrillSession
 
 INJECTABLE = (
     "duplicate_wave", "validator_outage", "comm_outage", "qr_platform_outage", "line_outage",
@@ -37,9 +39,11 @@ def _status(state: dict) -> str:
 
 
 def sessions_table() -> list[DrillSession]:
+    """Every session, one row each; one that cannot be read is listed as such, with its
+    problem under the table. Returns the sessions that can be shown."""
     st.subheader(tr("trainer.sessions"))
-    found = sessions(sessions_root())
-    if not found:
+    found, broken = readable_sessions()
+    if not found and not broken:
         st.caption(tr("drill.no_sessions"))
         return []
     rows = []
@@ -51,17 +55,36 @@ def sessions_table() -> list[DrillSession]:
                 tr("trainer.col.drill"): s.drill.title(lang()),
                 tr("trainer.col.trainee"): state["trainee"],
                 tr("trainer.col.clock"): s.clock(),
-                tr("trainer.col.actions"): len(s.actions()),
+                tr("trainer.col.actions"): str(len(s.actions())),
                 tr("trainer.col.status"): _status(state),
-                tr("trainer.col.score"): "" if debrief is None else f"{debrief['score']:g}",
+                tr("trainer.col.score"): _score(debrief),
+            }
+        )
+    for s, _ in broken:
+        rows.append(
+            {
+                tr("trainer.col.id"): s.folder.name,
+                **{tr(f"trainer.col.{c}"): "" for c in ("drill", "trainee", "clock", "actions")},
+                tr("trainer.col.status"): tr("trainer.status.unreadable"),
+                tr("trainer.col.score"): "",
             }
         )
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    show_broken(broken)
     return found
+
+
+def _score(debrief: dict | None) -> str:
+    score = None if debrief is None else debrief.get("score")
+    return f"{score:g}" if isinstance(score, int | float) else ""
 
 
 @st.fragment(run_every=2)
 def live_actions(session: DrillSession) -> None:
+    problem = session.problem()  # it may stop reading while it is watched
+    if problem is not None:
+        st.error(tr("drill.session_broken", id=session.folder.name, error=problem))
+        return
     st.metric(tr("drill.clock"), session.clock(), help=_status(session.state()))
     st.markdown(f"#### {tr('trainer.live_actions')}")
     actions = session.actions()
@@ -69,7 +92,7 @@ def live_actions(session: DrillSession) -> None:
         st.caption(tr("trainer.no_actions"))
         return
     st.dataframe(
-        actions_frame(actions),
+        actions_frame(actions, {r.id: r for r in session.drill.alert_rules}),
         hide_index=True,
         width="stretch",
     )
@@ -110,34 +133,46 @@ def compare_section(found: list[DrillSession]) -> None:
     files = drill_files()
     path = pick(tr("drill.choose_drill"), files, "trainer_compare", format_func=drill_label)
     drill_id = load_drill(path).id
-    debriefs = [(s, d) for s in found if (d := s.debrief()) is not None and d["drill"] == drill_id]
-    # The money measures some trainee's actions moved (against doing nothing), in yuan.
-    moved = [
-        m for m in MEASURES if any(d["money"]["difference"].get(m) for _, d in debriefs)
-    ]  # fmt: skip
+    debriefs = [
+        (s, d) for s in found if isinstance(d := s.debrief(), dict) and d.get("drill") == drill_id
+    ]
+    # The measures some trainee's actions moved (against doing nothing).
+    moved = [m for m in MEASURES if any(_differences(d).get(m) for _, d in debriefs)]
     rows = []
     for s, debrief in debriefs:
-        timing = next(iter(debrief["detection"].values()))
-        diff = debrief["money"]["difference"]
-        rows.append(
-            {
-                tr("trainer.col.trainee"): debrief["trainee"],
-                tr("trainer.col.id"): s.state()["id"],
-                tr("trainer.col.score"): debrief["score"],
-                tr("trainer.col.detect"): timing["minutes_to_detect"],
-                tr("trainer.col.act"): timing["minutes_to_act"],
-                **{
-                    f"Δ {MEASURES[m][lang()]}": diff[m] / 100 if "fen" in m else diff[m]
-                    for m in moved
-                },
-            }
-        )
+        try:
+            timing = next(iter(debrief["detection"].values()))
+            diff = debrief["money"]["difference"]
+            rows.append(
+                {
+                    tr("trainer.col.trainee"): debrief["trainee"],
+                    tr("trainer.col.id"): s.state()["id"],
+                    tr("trainer.col.score"): debrief["score"],
+                    tr("trainer.col.detect"): timing["minutes_to_detect"],
+                    tr("trainer.col.act"): timing["minutes_to_act"],
+                    **{
+                        tr("trainer.delta", measure=tr(f"trainer.measure.{m}")): delta_text(
+                            m, diff[m], lang()
+                        )
+                        for m in moved
+                    },
+                }
+            )
+        except (KeyError, TypeError, AttributeError, StopIteration) as exc:
+            # a debrief of another version, or edited: say which, compare the others
+            st.warning(tr("trainer.bad_debrief", id=s.folder.name, error=repr(exc)))
     if not rows:
         st.caption(tr("trainer.no_debriefs"))
         return
     frame = pd.DataFrame(rows).sort_values(tr("trainer.col.score"), ascending=False)
     frame = frame.reset_index(drop=True)
     st.dataframe(frame, hide_index=True, width="stretch")
+
+
+def _differences(debrief: dict) -> dict:
+    money = debrief.get("money")
+    difference = money.get("difference") if isinstance(money, dict) else None
+    return difference if isinstance(difference, dict) else {}
 
 
 def main() -> None:
@@ -147,11 +182,11 @@ def main() -> None:
     start_section("trainer.trainee")
     found = sessions_table()
     if found:
-        ids = [str(s.folder) for s in found]
+        ids = {str(s.folder): s.state()["id"] for s in found}
         picked = st.selectbox(
             tr("trainer.watch"),
-            ids,
-            format_func=lambda f: DrillSession(f).state()["id"],
+            list(ids),
+            format_func=ids.__getitem__,
             key="trainer_watch",  # the choice stays when a session's clock moves
         )
         session = DrillSession(picked)
