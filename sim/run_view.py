@@ -221,10 +221,19 @@ class RunView:
     def __init__(self, run_dir: Path, meta: dict, con: duckdb.DuckDBPyConnection) -> None:
         self.run_dir, self.meta, self._con = run_dir, meta, con
         self._lock = threading.Lock()
-        self.weighted = _define_weighted(con, meta)
+        self.weighted, several = _define_shard_views(con, meta)
+        # A region by name, prefixed with its city's for a city other than the first.
+        self._region = "prefix || CAST(region AS VARCHAR)" if several else "CAST(region AS VARCHAR)"
+        # Outlets are the first city's (its outlets file names them: explore's heat map).
+        self._first_city = "WHERE prefix = ''" if several else ""
         self._measures = WEIGHTED_MEASURES if self.weighted else MEASURES
         # A count of records, and what a sum of a column becomes (times each record's weight).
         self._count = "SUM(w)" if self.weighted else "COUNT(*)"
+
+    def _column(self, dimension: str) -> str:
+        """A dimension's key as text (a region's with its city's name, see ``_region``)."""
+        name = _dimension(dimension)
+        return self._region if name == "region" else f"CAST({name} AS VARCHAR)"
 
     def _sum(self, column: str) -> str:
         return f"SUM({column} * w)" if self.weighted else f"SUM({column})"
@@ -307,17 +316,17 @@ class RunView:
     def breakdown(self, dimension: str, measure: str = "taps") -> pd.DataFrame:
         """The measure over the whole run split by ``dimension`` (one of DIMENSIONS); riders
         are those of an average day."""
-        column = _dimension(dimension)
+        column = self._column(dimension)
         if measure == "riders":
             return self._frame(
                 f"""SELECT key, SUM(value) / (SELECT COUNT(*) FROM daily_kpis) AS value FROM (
-                        SELECT service_date, CAST({column} AS VARCHAR) AS key,
+                        SELECT service_date, {column} AS key,
                                {self._measure(measure)} AS value
                         FROM transactions_w WHERE {COUNTED} GROUP BY ALL)
                     GROUP BY key ORDER BY value DESC, key"""
             )
         return self._frame(
-            f"""SELECT CAST({column} AS VARCHAR) AS key, {self._measure(measure)} AS value
+            f"""SELECT {column} AS key, {self._measure(measure)} AS value
                 FROM transactions_w WHERE {COUNTED} GROUP BY ALL ORDER BY value DESC, key"""
         )
 
@@ -345,9 +354,9 @@ class RunView:
 
     def by_day(self, dimension: str, measure: str = "taps") -> pd.DataFrame:
         """The measure per service date split by ``dimension``."""
-        column = _dimension(dimension)
+        column = self._column(dimension)
         return self._frame(
-            f"""SELECT service_date, CAST({column} AS VARCHAR) AS key,
+            f"""SELECT service_date, {column} AS key,
                        {self._measure(measure)} AS value
                 FROM transactions_w WHERE {COUNTED} GROUP BY ALL ORDER BY service_date, key"""
         )
@@ -357,7 +366,7 @@ class RunView:
     def topups(self) -> pd.DataFrame:
         """Top-ups by channel and region: count and value."""
         return self._frame(
-            f"""SELECT CAST(channel AS VARCHAR) AS channel, CAST(region AS VARCHAR) AS region,
+            f"""SELECT CAST(channel AS VARCHAR) AS channel, {self._region} AS region,
                        {self._count} AS topups, {self._sum("amount_fen")} AS amount_fen
                 FROM topups_w GROUP BY ALL ORDER BY channel, region"""
         )
@@ -387,7 +396,8 @@ class RunView:
 
     def outlet_waits(self) -> pd.DataFrame:
         """Per outlet and hour of arrival: visits, mean and 90th-percentile wait (s), turned
-        away at closing."""
+        away at closing (in a run of several cities, the first city's outlets: the ids of
+        another city's name other outlets)."""
         return self._frame(
             f"""SELECT CAST(outlet_id AS BIGINT) AS outlet_id,
                        CAST(date_part('hour', arrived_at) AS INTEGER) AS hour,
@@ -395,7 +405,8 @@ class RunView:
                        quantile_cont(wait_s, 0.9) AS p90_wait_s,
                        COALESCE({self._count} FILTER (WHERE outcome = 'left_closed'), 0)
                            AS left_closed
-                FROM outlet_visits_w GROUP BY ALL ORDER BY outlet_id, hour"""
+                FROM outlet_visits_w {self._first_city}
+                GROUP BY ALL ORDER BY outlet_id, hour"""
         )
 
     # --- faults, incidents, duplicates ------------------------------------------------------
@@ -492,12 +503,9 @@ class RunView:
     def by_region(self, measure: str) -> pd.DataFrame:
         """One value per region: a ridership measure, or ``card_sales`` / ``topup_fen``."""
         if measure == "card_sales":
-            sql = f"SELECT CAST(region AS VARCHAR) AS key, {self._count} AS value FROM card_sales_w"
+            sql = f"SELECT {self._region} AS key, {self._count} AS value FROM card_sales_w"
         elif measure == "topup_fen":
-            sql = (
-                f"SELECT CAST(region AS VARCHAR) AS key, {self._sum('amount_fen')} AS value "
-                "FROM topups_w"
-            )
+            sql = f"SELECT {self._region} AS key, {self._sum('amount_fen')} AS value FROM topups_w"
         else:
             return self.breakdown("region", measure)
         return self._frame(sql + " GROUP BY ALL ORDER BY value DESC, key")
@@ -515,25 +523,46 @@ def cardholders_of(meta: dict) -> int:
     return round(sum(c["cardholders"] * float(c.get("expansion_weight", 1.0)) for c in cities))
 
 
-def _define_weighted(con: duckdb.DuckDBPyConnection, meta: dict) -> bool:
-    """Views ``<table>_w`` of ``WEIGHTED_TABLES`` with each record's expansion weight ``w``
-    (its shard's, by the shard bits of its id); 1.0 throughout when every city ran at full
-    scale. Returns whether any weight differs from 1."""
-    weights = [float(c.get("expansion_weight", 1.0)) for c in meta.get("cities") or []]
-    weighted = any(w != 1.0 for w in weights)
-    if weighted:
-        con.execute("CREATE TABLE shard_weight (shard BIGINT, w DOUBLE)")
-        con.executemany("INSERT INTO shard_weight VALUES (?, ?)", list(enumerate(weights)))
+def city_labels(meta: dict) -> list[str]:
+    """Each shard's city as a reader names it (``run_meta.json`` ``cities``): a member city's
+    Chinese name, a region shard's city, else its scenario's name."""
+    labels = []
+    for city in meta.get("cities") or []:
+        settings = city.get("settings") or {}
+        profile, part = settings.get("city") or {}, settings.get("region_part") or {}
+        labels.append(profile.get("name_zh") or part.get("city") or city.get("name", ""))
+    return labels
+
+
+def _define_shard_views(con: duckdb.DuckDBPyConnection, meta: dict) -> tuple[bool, bool]:
+    """Views ``<table>_w`` of ``WEIGHTED_TABLES`` with each record's shard (by the shard bits
+    of its id): its expansion weight ``w`` and its region ``prefix`` (the city's name and a
+    space for a city other than the first: two cities' 市区 are two regions; '' for the first
+    city's shards, so a one-city or region-split run reads as before). Plain views when every
+    city ran at full scale and there is one city. Returns (weighted, several cities)."""
+    cities = meta.get("cities") or []
+    weights = [float(c.get("expansion_weight", 1.0)) for c in cities]
+    labels = city_labels(meta)
+    prefixes = ["" if label == labels[0] else f"{label} " for label in labels]
+    weighted, several = any(w != 1.0 for w in weights), any(prefixes)
+    if weighted or several:
+        con.execute("CREATE TABLE shard_info (shard BIGINT, w DOUBLE, prefix VARCHAR)")
+        con.executemany(
+            "INSERT INTO shard_info VALUES (?, ?, ?)",
+            [(i, w, p) for i, (w, p) in enumerate(zip(weights, prefixes, strict=True))],
+        )
     shift, mask = ids.SHARD_SHIFT, ids.MAX_SHARDS - 1
     for table, id_column in WEIGHTED_TABLES.items():
-        if weighted:
+        if weighted or several:
             con.execute(
-                f"""CREATE VIEW {table}_w AS SELECT t.*, COALESCE(s.w, 1.0) AS w FROM {table} t
-                    LEFT JOIN shard_weight s ON s.shard = (t.{id_column} >> {shift}) & {mask}"""
+                f"""CREATE VIEW {table}_w AS
+                    SELECT t.*, COALESCE(s.w, 1.0) AS w, COALESCE(s.prefix, '') AS prefix
+                    FROM {table} t
+                    LEFT JOIN shard_info s ON s.shard = (t.{id_column} >> {shift}) & {mask}"""
             )
         else:
             con.execute(f"CREATE VIEW {table}_w AS SELECT * FROM {table}")  # no w read
-    return weighted
+    return weighted, several
 
 
 def _dimension(name: str) -> str:
@@ -551,5 +580,6 @@ __all__ = [
     "RunViewError",
     "cardholders_of",
     "check_run",
+    "city_labels",
     "list_runs",
 ]

@@ -13,7 +13,15 @@ import pytest
 
 from sim import api
 from sim.run_dir import MARKER_FILE
-from sim.run_view import DIMENSIONS, REGION_MEASURES, RunView, RunViewError, check_run, list_runs
+from sim.run_view import (
+    DIMENSIONS,
+    REGION_MEASURES,
+    RunView,
+    RunViewError,
+    check_run,
+    city_labels,
+    list_runs,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
@@ -145,6 +153,17 @@ def test_a_city_at_a_lower_scale_counts_with_its_expansion_weight(tmp_path):
         per_day = pd.Series(weights).groupby(riders["service_date"].to_numpy()).sum().mean()
         alpha, beta_city = view.meta["cities"]
         assert api.cardholders_of(view.meta) == alpha["cardholders"] + 10 * beta_city["cardholders"]
+        # Two cities' regions of one name are two regions: the other city's carries its name.
+        labels = city_labels(view.meta)
+        assert labels[0] != labels[1]
+        regions = view.breakdown("region", "taps")
+        other = regions[regions["key"].str.startswith(f"{labels[1]} ")]
+        assert len(other) and other["value"].sum() == pytest.approx(10 * beta.sum())
+        assert view.by_region("card_sales")["key"].str.startswith(f"{labels[0]} ").sum() == 0
+        # Outlets: the first city's (another city's ids name other outlets).
+        visits = _table(out, "outlet_visits")
+        first = (visits["visit_id"].to_numpy() >> 53) & 1023 == 0
+        assert view.outlet_waits()["visits"].sum() == first.sum()
         riders_by_category = view.breakdown("rider_category", "riders")["value"].sum()
         assert riders_by_category == pytest.approx(per_day)  # one category per card
     finally:
