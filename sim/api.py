@@ -773,6 +773,7 @@ def iter_days(
         f"removed {path}, left behind by a run that was killed"
         for path in (output.removed_leftovers if output is not None else [])
     ]
+    notes += _incidents_after_the_period(worlds)
     return RunSummary(
         spec.name,
         Path(out_dir) if out_dir else None,
@@ -790,6 +791,23 @@ def iter_days(
         clearing=reports["clearing"],
         worlds=worlds,
     )
+
+
+def _incidents_after_the_period(worlds: Sequence[World]) -> list[str]:
+    """A note for each incident that starts after the period (kept, not played: a run
+    shortened with --days keeps its scenario's later incidents; a typo in a year would be
+    silent otherwise)."""
+    late: dict[tuple[str, str], list[str]] = {}  # one note for an outage the cities share
+    for world in worlds:
+        last = world.calendar.date_of(world.days - 1)
+        for incident in world.scenario.incidents:
+            if incident.start.date() > last:
+                when = f"{incident.start:%Y-%m-%d %H:%M}, after the period's last day {last}"
+                late.setdefault((incident.id, when), []).append(world.scenario.name)
+    return [
+        f"incident {incident_id} ({', '.join(names)}) starts {when}: not played"
+        for (incident_id, when), names in late.items()
+    ]
 
 
 @contextlib.contextmanager

@@ -557,3 +557,18 @@ def test_an_out_that_is_a_symlink_writes_where_it_points_and_keeps_the_link(tmp_
         assert result.returncode == 0, result.stderr
     assert link.is_symlink() and (target / "run_meta.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "target"]  # nothing left
+
+
+def test_an_incident_after_the_period_is_named_in_a_note(tmp_path: Path):
+    """Kept (a run shortened with --days keeps its scenario's later incidents), but said: a
+    typo in a year would otherwise pass unseen."""
+    late = (
+        '[{id: late, kind: validator_outage, target: "5", start: 2024-03-10 08:00, '
+        "duration_min: 60}]"
+    )
+    result = _cli(
+        SMALL, "--days", "1", "--quiet", "--out", tmp_path / "o", "--set", f"incidents={late}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "note: incident late (small_ci) starts 2024-03-10 08:00" in result.stderr
+    assert "not played" in result.stderr
