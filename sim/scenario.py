@@ -155,6 +155,19 @@ class Scenario(Section):
 
     @field_validator("regions")
     @classmethod
+    def _region_names_of_their_own(cls, regions: dict) -> dict:
+        names: dict[str, str] = {}
+        for rid, region in regions.items():  # records and outlets name regions by name_zh
+            if region.name_zh in names:
+                raise ValueError(
+                    f"{rid}.name_zh: {region.name_zh!r} is also {names[region.name_zh]}'s; "
+                    "expected a name of its own"
+                )
+            names[region.name_zh] = rid
+        return regions
+
+    @field_validator("regions")
+    @classmethod
     def _age_shares_everywhere_or_nowhere(cls, regions: dict) -> dict:
         given = [rid for rid, r in regions.items() if r.aged_65_plus_share is not None]
         if given and len(given) != len(regions):

@@ -278,3 +278,12 @@ def test_multi_city_files_where_one_city_is_expected_say_so(tmp_path):
         load_scenario(ROOT / "scenarios" / "two_city.yaml", [f"cities.alpha.scenario={nested}"])
     with pytest.raises(ConfigError, match="population.card_types"):
         load_scenario(ROOT / "scenarios" / "small_ci.yaml", ["population.card_types={}"])
+
+
+def test_two_regions_of_one_name_are_refused_at_the_second():
+    """Records and outlets name regions by name_zh: a repeated one was reported as outlets in
+    a region the scenario does not define."""
+    from sim.yaml_config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"haian.name_zh: '如东' is also rudong's"):
+        load_scenario(ROOT / "scenarios" / "small_ci.yaml", ["regions.haian.name_zh=如东"])
