@@ -71,7 +71,7 @@ class ExternalCity(_Model):
     acquirer_id: str | None = Field(
         None, description="Clearing id of the city's transit acquirer (default: <CITY>_TRANSIT)."
     )
-    distance_km: dict[str, float] = Field(
+    distance_km: dict[str, Annotated[float, Field(ge=0)]] = Field(
         description="Travel distance from each home-city region (region id -> km)."
     )
     attraction: float = Field(gt=0, description="Relative pull (size, jobs, services).")

@@ -101,7 +101,10 @@ class Region(Section):
         "first-phase issuance); cardholders are spread by residents x weight.",
     )
     bus: BusNetwork = Field(description="Generated bus network parameters.")
-    map_lonlat: tuple[float, float] | None = Field(
+    map_lonlat: (
+        tuple[Annotated[float, Field(ge=-180, le=180)], Annotated[float, Field(ge=-90, le=90)]]
+        | None
+    ) = Field(
         None,
         description="Approximate longitude and latitude of the region's seat, for schematic "
         "maps (dashboard); not used by the simulation.",

@@ -287,3 +287,17 @@ def test_two_regions_of_one_name_are_refused_at_the_second():
 
     with pytest.raises(ConfigError, match=r"haian.name_zh: '如东' is also rudong's"):
         load_scenario(ROOT / "scenarios" / "small_ci.yaml", ["regions.haian.name_zh=如东"])
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("regions.urban.map_lonlat=[999, 999]", "map_lonlat.0: value out of range"),
+        ("interop.cities.shanghai.distance_km.urban=-5", "distance_km.urban: value out of range"),
+    ],
+)
+def test_places_off_the_map_and_negative_distances_are_refused(override, expected):
+    from sim.yaml_config import ConfigError
+
+    with pytest.raises(ConfigError, match=expected):
+        load_scenario(ROOT / "scenarios" / "small_ci.yaml", [override])
