@@ -175,8 +175,15 @@ def with_actions(
     incidents, suspensions add outages. ``network`` maps devices to lines (a line's uplink)."""
     out = [inc.model_copy() for inc in incidents]
     end_of_day = dt.datetime.combine(day, dt.time(0)) + dt.timedelta(days=1)
+    n_devices = len(network.devices.line)
     for a, action in enumerate(actions):
         at = dt.datetime.combine(day, action.at)
+        unknown = [d for d in action.devices if not 0 <= d < n_devices]
+        if unknown:  # a device the world lacks would be marked or suspended for nothing
+            raise ValueError(
+                f"actions.{a}.devices: no device {unknown[0]}; expected a device id from 0 to "
+                f"{n_devices - 1}"
+            )
         if action.kind in ("mark_faulty", *ENDS):
             fixed = at + dt.timedelta(minutes=repair_min)
             for i, inc in enumerate(out):

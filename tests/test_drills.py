@@ -259,7 +259,10 @@ def test_an_unquoted_time_is_refused_not_misread(tmp_path):
     ("action", "expected"),
     [
         ("{at: '07:50', kind: suspend_device, devices: [99999999]}",
-         "incident action-0-suspend-99999999 (validator_outage) target: expected a device id"),
+         "trainee.actions.0.devices: no device 99999999; expected a device id from 0 to"),
+        # Marked faulty: it was ignored (a repair of nothing), now refused alike.
+        ("{at: '07:50', kind: mark_faulty, devices: [99999999]}",
+         "trainee.actions.0.devices: no device 99999999"),
         ("{at: '07:50', kind: extend_outlet_hours, target: B17, until: '20:00'}",
          "incident action-0-extend (outlet_extension) target"),
         ("{at: '07:50', kind: switch_offline, lines: [nope]}",
