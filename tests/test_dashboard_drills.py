@@ -121,7 +121,7 @@ def test_acknowledge_act_and_open_the_debrief(tmp_path, session):
         ("-3", "应为逗号分隔的非负整数"),
         # A device the drill's world does not have: refused before it is kept, and the day
         # stays as it was (the session goes on).
-        ("99999999", "expected a device id below"),
+        ("99999999", "no device 99999999; expected a device id from 0 to"),
     ],
 )
 def test_bad_input_in_the_action_form_is_a_message(tmp_path, session, text, expected):
