@@ -521,11 +521,14 @@ def main(argv: list[str] | None = None) -> int:
     # Flags are checked before the simulation stack is imported, so their errors answer at once.
     args = parser.parse_args(argv[1:] if command != "run" else argv)
     # SIGTERM unwinds like Ctrl-C: the run's output is discarded on the way out (sim.api).
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, _terminate)
     try:
         from sim import api
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    except (KeyboardInterrupt, Terminated) as stop:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED
 
     written: list = []  # the run's folder, once it is committed
     try:
@@ -599,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
                 privacy_key=api.privacy_key(args.key_file),
                 client=client,
             )
-        written.append(summary.out_dir)  # from here on a stop interrupts only the printing
+            written.append(summary.out_dir)  # from here on a stop interrupts the rest only
         for note in summary.notes:
             print(f"note: {note}", file=sys.stderr)
         if not args.quiet:
@@ -627,7 +630,14 @@ def main(argv: list[str] | None = None) -> int:
         elif command != "stream":  # a stream says what it kept itself
             print(f"{how}: nothing was written to the output folder", file=sys.stderr)
         return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED
+    finally:  # the caller's own handlers back (main() is called in-process by tests and tools)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Exiting: a late Ctrl-C or SIGTERM must not turn the exit code into a signal's.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)

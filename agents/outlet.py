@@ -23,10 +23,11 @@ from typing import Literal
 import mesa
 import numpy as np
 import simpy
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from sim.clock import parse_windows
 from sim.rng import Streams
+from sim.settings_base import SettingsModel
 from sim.yaml_config import ExistingFile
 
 DAY_S = 86_400
@@ -215,10 +216,8 @@ def load_outlets_csv(path: str | Path) -> list[OutletInfo]:
     return infos
 
 
-class OutletSettings(BaseModel):
+class OutletSettings(SettingsModel):
     """The scenario's ``outlets:`` section: file, counters, service times, closed policy."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     file: ExistingFile = Field(
         description="Outlets CSV (columns of data/nantong/outlets.csv); relative to the scenario."

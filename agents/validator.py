@@ -44,11 +44,12 @@ from dataclasses import dataclass
 import mesa
 import numpy as np
 import simpy
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from sim.clock import HHMM, parse_hhmm
 from sim.codes import MODES, code_of
 from sim.rng import Streams
+from sim.settings_base import SettingsModel
 
 DAY_S = 86_400
 NOT_UPLOADED = -1
@@ -62,10 +63,8 @@ _K_STRIDE = 4096
 _KEY_STRIDE = 4 * 86_400
 
 
-class DeviceSettings(BaseModel):
+class DeviceSettings(SettingsModel):
     """The scenario's ``devices:`` section: re-tap lock, buffer, upload schedules and faults."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     retap_lock_s: float = Field(
         2.0,

@@ -55,6 +55,7 @@ from sim.proc_memory import proc_kib_field
 from sim.reconciliation import ReconciliationError, check_reconciliation, write_reconciliation
 from sim.records import name_tables, record_writers
 from sim.report_files import write_together
+from sim.rng import MAX_SEED
 from sim.run_dir import MARKER_FILE, RunDirError, StopSignalsHeld
 from sim.run_view import DIMENSIONS as RUN_DIMENSIONS
 from sim.run_view import MEASURES as RUN_MEASURES
@@ -282,6 +283,7 @@ def compare(
         ]
         for i, name in enumerate(scenarios)
     }
+    _check_run_seeds(base.seed, max(max(s) for s in seeds.values()))
     respond = {} if response is None else {"response": response}
     outcomes: dict[str, list[dict[str, float]]] = {}
     for name, sc in scenarios.items():
@@ -392,6 +394,15 @@ def _shown(value) -> str:
     return "not set" if value is None else json.dumps(value, ensure_ascii=False)
 
 
+def _check_run_seeds(seed: int, last: int) -> None:
+    """Replications run the seeds from the scenario's on: the last must be a seed too."""
+    if last > MAX_SEED:
+        raise BadInput(
+            f"seed {seed}: the replications would run seeds up to {last}, past the largest "
+            f"seed {MAX_SEED}; expected a smaller seed"
+        )
+
+
 def _check_out_folder(out: Path, what: str) -> None:
     """``BadInput`` unless ``out`` is a folder that can be written, or one that can be made:
     found before a long run, not after it."""
@@ -468,6 +479,7 @@ def sweep(
     scenario = load_scenario(base, days=spec.days)
     if isinstance(scenario, MultiCityScenario):
         raise BadInput(f"{base}: a sweep takes a single-city scenario")
+    _check_run_seeds(scenario.seed, scenario.seed + spec.replications - 1)
     workers = _sweep_workers(scenario, workers)
     if outputs is not None:
         origin = "--output"
@@ -713,9 +725,8 @@ def iter_days(
         if output is not None:
             output.abort()
         raise
-    # Until the run is committed, whatever stops it (an error, Ctrl-C) discards the output;
-    # a stop during the commit itself (the swap, the catalogue: under a second) is let
-    # through after it, so that it never leaves half a folder or a stale lock behind.
+    # Until the run is committed, whatever stops it (an error, Ctrl-C) discards the output; a
+    # stop during the commit itself is dropped, so that it never leaves half a folder behind.
     try:
         timings["simulate_and_write_s"] = time.perf_counter() - t1
         kpis = model.engine.kpis
@@ -759,8 +770,13 @@ def iter_days(
             if monitors:
                 meta["card_lending"] = lending
             try:
-                with StopSignalsHeld.around():
+                # The swap and the catalogue take under a second: a stop meanwhile is dropped,
+                # and the run ends written, as it then is.
+                held = StopSignalsHeld()
+                try:
                     output.commit(meta)  # and the catalogue: a view per table, typed if empty
+                finally:
+                    held.forget()
             except (OutputError, OSError, duckdb.Error) as exc:
                 # The earlier run, if any, is back in place (RunOutput.commit rolls back).
                 raise BadInput(f"--out {out_dir}: {_one_line(exc)}") from None

@@ -216,6 +216,7 @@ def compare(
         "year": targets["year"],
         "days_simulated": days_simulated,
         "scale": scale,
+        "days_expansion_factor": days_k,
         "expansion_factor": k,
         "targets": [r.__dict__ for r in rows],
         "card_stock": [r.__dict__ for r in stock_rows],
@@ -282,12 +283,13 @@ def markdown(report: dict) -> str:
         "",
     ]
     scale = report.get("scale", 1.0)
+    days_k = report.get("days_expansion_factor", report["expansion_factor"])
     if scale != 1.0:
         out += [f"Simulated at scale {scale:g}: figures expanded x{1 / scale:.2f}.", ""]
-    if report["expansion_factor"] * scale != 1.0:
+    if days_k != 1.0:
         out += [
-            f"Partial period: figures expanded x{report['expansion_factor'] * scale:.2f} "
-            "(plain scaling, no seasonality); run the whole year for the real check.",
+            f"Partial period: figures expanded x{days_k:.2f} (plain scaling, no "
+            "seasonality); run the whole year for the real check.",
             "",
         ]
     out += [

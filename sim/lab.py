@@ -208,6 +208,15 @@ class OutcomeCollector:
         scale = self.world.scenario.scale
         if scale != 1.0:  # a city simulated at a scale: each figure stands for 1/scale
             self.totals = {k: round(v / scale) for k, v in self.totals.items()}
+            # Rounded one by one, the parts of a fare would miss it by a fen: the operator's
+            # income is what is left of it, as at full scale.
+            for name in [k for k in self.totals if k.startswith("operator_income_fen")]:
+                rest = name.removeprefix("operator_income_fen")
+                self.totals[name] = (
+                    self.totals[f"fare_revenue_fen{rest}"]
+                    - self.totals[f"clearing_fees_fen{rest}"]
+                    - self.totals[f"fares_uncleared_fen{rest}"]
+                )
         return self.totals
 
     def _keep_travelling(self, taps, rows: np.ndarray, codes: dict[str, np.ndarray]) -> None:

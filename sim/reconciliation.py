@@ -16,6 +16,7 @@ writes), never the run's own files or a folder someone else filled (``check_outp
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -103,6 +104,7 @@ def write_reconciliation(run_dir: str | Path, out_dir: str | Path | None = None)
         out.parent.mkdir(parents=True, exist_ok=True)
         # A fresh name beside ``out``: nothing that is already there is ever overwritten.
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        _chmod_as_made(staging)  # mkdtemp makes it private; the output is an ordinary folder
         for participant, mine in records.groupby("participant_id", sort=True):
             _write_participant(staging / participant, mine.drop(columns="participant_id"))
         (staging / "README.txt").write_text(README_TEXT, encoding="utf-8")
@@ -308,6 +310,13 @@ def check_reconciliation(run_dir: str | Path, out_dir: str | Path | None = None)
                 f"its batches {int(gross)} fen"
             )
     return problems
+
+
+def _chmod_as_made(folder: Path) -> None:
+    """Give ``folder`` the mode a plain ``mkdir`` would (0777 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
 
 
 __all__ = [

@@ -21,7 +21,6 @@ A run writes into ``<out>.partial-<pid>`` beside ``<out>`` and swaps it in when 
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -160,24 +159,6 @@ class RunLock:
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
 
-    @classmethod
-    @contextlib.contextmanager
-    def around(cls):
-        """Hold stops for the ``with`` block; one that came meanwhile acts after it."""
-        held = cls()
-        try:
-            yield
-        finally:
-            held.release()
-
-    def forget(self) -> None:
-        """Put the handlers back and drop the stops that came meanwhile (for clean-up that
-        runs because of a stop already: a second Ctrl-C must not cut it short)."""
-        previous, self._previous = self._previous, {}
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        self._pending = []
-
     def release(self) -> None:
         """Drop the lock and its file."""
         if self._fd is None:
@@ -207,16 +188,6 @@ class StopSignalsHeld:
 
     def _note(self, signum, frame) -> None:
         self._pending.append(signum)
-
-    @classmethod
-    @contextlib.contextmanager
-    def around(cls):
-        """Hold stops for the ``with`` block; one that came meanwhile acts after it."""
-        held = cls()
-        try:
-            yield
-        finally:
-            held.release()
 
     def forget(self) -> None:
         """Put the handlers back and drop the stops that came meanwhile (for clean-up that

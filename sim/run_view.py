@@ -44,12 +44,12 @@ COUNTED = "status <> 'rejected'"  # see the module docstring
 # shard's expansion weight ``w`` (run_meta.json ``cities[].expansion_weight``), as the daily
 # KPIs do; riders: each distinct card once, at its weight.
 WEIGHTED_MEASURES = {
-    "taps": "SUM(w)",
+    "taps": "CAST(ROUND(COALESCE(SUM(w), 0)) AS BIGINT)",
     "riders": "list_sum(list_transform(list_distinct(list({'t': token_id, 'w': w}) "
     "FILTER (WHERE token_id IS NOT NULL)), lambda x: x.w))",
-    "spend_fen": "SUM(amount_fen * w)",
-    "concession_fen": "SUM(concession_fen * w)",
-    "transfer_fen": "SUM(transfer_fen * w)",
+    "spend_fen": "CAST(ROUND(SUM(amount_fen * w)) AS BIGINT)",
+    "concession_fen": "CAST(ROUND(SUM(concession_fen * w)) AS BIGINT)",
+    "transfer_fen": "CAST(ROUND(SUM(transfer_fen * w)) AS BIGINT)",
 }
 # The tables whose records a scaled city stands for 1/scale of, and the id that says whose
 # shard each record is (sim/ids.py: records and visits keep the shard in the same bits).
@@ -228,15 +228,21 @@ class RunView:
         self._first_city = "WHERE prefix = ''" if several else ""
         self._measures = WEIGHTED_MEASURES if self.weighted else MEASURES
         # A count of records, and what a sum of a column becomes (times each record's weight).
-        self._count = "SUM(w)" if self.weighted else "COUNT(*)"
+        # Whole counts and fen, as the daily KPIs round them; a count of no rows is 0.
+        self._count = self._count_where("TRUE") if self.weighted else "COUNT(*)"
 
     def _column(self, dimension: str) -> str:
         """A dimension's key as text (a region's with its city's name, see ``_region``)."""
         name = _dimension(dimension)
         return self._region if name == "region" else f"CAST({name} AS VARCHAR)"
 
+    def _count_where(self, condition: str) -> str:
+        if not self.weighted:
+            return f"COUNT(*) FILTER (WHERE {condition})"
+        return f"CAST(ROUND(COALESCE(SUM(w) FILTER (WHERE {condition}), 0)) AS BIGINT)"
+
     def _sum(self, column: str) -> str:
-        return f"SUM({column} * w)" if self.weighted else f"SUM({column})"
+        return f"CAST(ROUND(SUM({column} * w)) AS BIGINT)" if self.weighted else f"SUM({column})"
 
     @classmethod
     def open(cls, run_dir: str | Path) -> RunView:
@@ -403,8 +409,7 @@ class RunView:
                        CAST(date_part('hour', arrived_at) AS INTEGER) AS hour,
                        {self._count} AS visits, AVG(wait_s) AS mean_wait_s,
                        quantile_cont(wait_s, 0.9) AS p90_wait_s,
-                       COALESCE({self._count} FILTER (WHERE outcome = 'left_closed'), 0)
-                           AS left_closed
+                       {self._count_where("outcome = 'left_closed'")} AS left_closed
                 FROM outlet_visits_w {self._first_city}
                 GROUP BY ALL ORDER BY outlet_id, hour"""
         )

@@ -195,3 +195,12 @@ def test_a_policy_chain_that_cannot_be_read_is_bad_input_naming_the_file(tmp_pat
     lost = _overlay(tmp_path / "lost.yaml", "extends: nowhere.yaml\n")
     with pytest.raises(api.BadInput, match=f"{lost}: extends: file not found: .*nowhere.yaml"):
         api.load_policy(lost, SMALL)
+
+
+def test_replications_past_the_largest_seed_are_bad_input_before_anything_runs(tmp_path):
+    top = tmp_path / "top.yaml"
+    top.write_text(f"extends: {SMALL}\nname: top\nseed: {2**64 - 1}\n", encoding="utf-8")
+    with pytest.raises(api.BadInput, match="past the largest seed"):
+        api.compare(api.load_scenario(top, days=1), [], replications=2)
+    with pytest.raises(api.BadInput, match="past the largest seed"):
+        api.sweep(top, [f"{WINDOW}=60,90"], days=1, replications=2, workers=0)

@@ -147,6 +147,9 @@ def test_a_city_at_a_lower_scale_counts_with_its_expansion_weight(tmp_path):
         topups = _table(out, "topups")
         weight = np.where((topups["topup_id"].to_numpy() >> 53) & 1023 == 1, 10, 1)
         assert view.topups()["amount_fen"].sum() == (topups["amount_fen"] * weight).sum()
+        # Whole counts and fen, as the daily KPIs give them (a 0.3 scale would not divide).
+        for frame, column in ((view.topups(), "topups"), (view.breakdown("region"), "value")):
+            assert pd.api.types.is_integer_dtype(frame[column]), column
         # Riders: each card once a day, at its city's weight.
         riders = counted.dropna(subset=["token_id"]).drop_duplicates(["service_date", "token_id"])
         weights = np.where((riders["transaction_id"].to_numpy() >> 53) & 1023 == 1, 10, 1)
