@@ -5,6 +5,7 @@ rejects and corrections are the rejected records, and the acquirers' totals matc
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,10 @@ def test_every_date_folder_has_its_files_and_summaries_agree(reconciled):
     days = [p for p in folder.glob("*/*") if p.is_dir()]
     assert days and all(sorted(f.name for f in d.iterdir()) == sorted(FILES) for d in days)
     assert check_reconciliation(out, folder) == []
+    # An ordinary folder, as mkdir makes one (it is built in a private temporary one first).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
 
 
 def test_each_settled_record_is_in_its_issuers_and_its_acquirers_files(reconciled):
