@@ -398,19 +398,7 @@ def base_values(scenario: Scenario, paths: Sequence[str]) -> dict[str, Any]:
     """The base scenario's value of each parameter (None where the path leads nowhere, or
     through an optional section the base leaves unset)."""
     tree = scenario.model_dump(mode="json", by_alias=True)
-    out = {}
-    for path in paths:
-        node: Any = tree
-        for part in path.split("."):
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                node = None
-                break
-        out[path] = node
-    return out
+    return {path: _walk(tree, path)[1] for path in paths}
 
 
 def overrides_of(point: Point, base: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -473,6 +461,12 @@ def check_paths(
 def _resolves(tree: Any, path: str) -> bool:
     """Whether ``path`` leads to a field the (dumped) scenario has: a key of every mapping, an
     index of every list on the way. A path through an unset section (None) does not."""
+    return _walk(tree, path)[0]
+
+
+def _walk(tree: Any, path: str) -> tuple[bool, Any]:
+    """Follow a dotted ``path`` through mappings and lists: (found, the value there; None if
+    not found)."""
     node = tree
     for part in path.split("."):
         if isinstance(node, dict) and part in node:
@@ -480,8 +474,8 @@ def _resolves(tree: Any, path: str) -> bool:
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            return False
-    return True
+            return False, None
+    return True, node
 
 
 def _yaml_text(value: Any) -> str:
