@@ -13,6 +13,8 @@ import math
 import pandas as pd
 import yaml
 
+from dashboard import i18n
+from sim.incidents import KINDS as INCIDENT_KINDS
 from sim.yaml_config import FlagOverride
 
 INCIDENT_COLUMNS = ("id", "kind", "start", "duration_min", "target")
@@ -43,6 +45,29 @@ def incident_frame(base) -> pd.DataFrame:
         {c: ("Int64" if c == "duration_min" else "Float64" if c in numbers else "string")
          for c in columns}
     )  # fmt: skip
+
+
+def incident_columns(frame: pd.DataFrame, lang: str) -> dict:
+    """How the incident table's columns are shown in ``lang``: the common ones named from the
+    catalogue, the kind chosen from the engine's kinds and shown in words (the cell keeps the
+    engine's code, which the YAML needs); the other fields keep their scenario names, as the
+    docs and messages call them."""
+    import streamlit as st
+
+    labels = {
+        "id": "explore.incident.col.id",
+        "start": "explore.incident.col.start",
+        "duration_min": "run.incident.col.duration_min",
+        "target": "explore.incident.col.target",
+        "description": "run.incident.col.description",
+    }
+    config: dict = {c: st.column_config.Column(i18n.t(k, lang)) for c, k in labels.items()}
+    config["kind"] = st.column_config.SelectboxColumn(
+        i18n.t("explore.incident.col.kind", lang),
+        options=list(INCIDENT_KINDS),
+        format_func=lambda kind: f"{i18n.code_label('incident_kind', kind, lang)} ({kind})",
+    )
+    return {c: v for c, v in config.items() if c in frame.columns}
 
 
 def _is_number(value: object) -> bool:

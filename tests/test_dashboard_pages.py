@@ -513,3 +513,23 @@ def test_every_code_the_explore_page_shows_has_words_in_both_languages():
     for kind, codes in (("open_days", OPEN_DAY_RULES), ("role", ROLES), ("incident_kind", KINDS)):
         for c in codes:
             assert i18n.has(f"code.{kind}.{c}"), (kind, c)
+
+
+@pytest.mark.parametrize(
+    ("lang", "kind_label", "duration"),
+    [("zh", "类型", "持续（分钟）"), ("en", "Kind", "Duration (min)")],
+)
+def test_the_incident_table_is_headed_in_words_and_offers_every_kind(lang, kind_label, duration):
+    """The Run form's incident table: its common columns named from the catalogue, the kind
+    picked from the engine's kinds in words, the cell keeping the code the YAML needs."""
+    from dashboard.overrides import incident_columns
+    from sim.incidents import KINDS
+
+    scenario = api.load_scenario(ROOT / "scenarios" / "incidents" / "metro_line_outage.yaml")
+    config = incident_columns(incident_frame(scenario), lang)
+    assert config["kind"]["label"] == kind_label and config["duration_min"]["label"] == duration
+    options = config["kind"]["type_config"]["options"]
+    assert [o["value"] for o in options] == list(KINDS)
+    words = {o["value"]: o["label"] for o in options}
+    expected = "线路停运" if lang == "zh" else "Line not running"
+    assert words["line_outage"] == f"{expected} (line_outage)"

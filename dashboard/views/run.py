@@ -21,7 +21,13 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import i18n
-from dashboard.overrides import errors_by_field, fen_text, incident_frame, incidents_yaml
+from dashboard.overrides import (
+    errors_by_field,
+    fen_text,
+    incident_columns,
+    incident_frame,
+    incidents_yaml,
+)
 from dashboard.state import (
     FOLDER_NAME,
     ROOT,
@@ -221,8 +227,13 @@ def run_form(path: Path, base) -> tuple[list, str, str, bool]:
                 _field_error(errors, f"age_{card}")
         st.markdown(f"**{tr('run.incidents')}**")
         st.caption(tr("run.incidents_help"))
+        table = incident_frame(base)
         incidents = st.data_editor(
-            incident_frame(base), num_rows="dynamic", key="f_incidents", width="stretch"
+            table,
+            num_rows="dynamic",
+            key="f_incidents",
+            width="stretch",
+            column_config=incident_columns(table, lang()),
         )
         _field_error(errors, "incidents")
         start = st.form_submit_button(tr("run.start"), type="primary", icon=":material/play_arrow:")
