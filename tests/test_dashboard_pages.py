@@ -129,6 +129,17 @@ def test_every_tab_renders_and_every_chart_offers_its_data_as_csv(runs):
     assert charts >= 10
 
 
+def test_switching_the_language_keeps_the_open_tab(runs):
+    at = app(runs, "explore", lang="en")
+    at.session_state["explore_tab"] = i18n.t("explore.tab.money", "en")
+    at.run()
+    assert at.session_state["explore_section"] == "money"
+    at.session_state["lang"] = "zh"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["explore_section"] == "money"  # drawn again: the money tab
+
+
 def test_no_run_chosen_says_what_to_do(runs):
     at = app(runs, "explore", run=None)
     assert i18n.t("common.no_run", "zh") in texts(at)

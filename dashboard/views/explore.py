@@ -513,11 +513,16 @@ def main() -> None:
     }
     # Lazy tabs: only the open one runs its queries and draws its charts, which keeps opening
     # the page and every rerun within the budgets (3 s to open, 1 s to switch a measure).
-    tabs = st.tabs(
-        [tr(f"explore.tab.{name}") for name in sections], on_change="rerun", key="explore_tab"
-    )
-    for tab, draw in zip(tabs, sections.values(), strict=True):
+    # The open tab is kept by its section, not its label: a language switch renames every tab,
+    # and would otherwise send the reader back to the first.
+    labels = {name: tr(f"explore.tab.{name}") for name in sections}
+    opened = st.session_state.get("explore_section")
+    if opened in labels and st.session_state.get("explore_tab") not in labels.values():
+        st.session_state["explore_tab"] = labels[opened]  # the same tab, in the new words
+    tabs = st.tabs(list(labels.values()), on_change="rerun", key="explore_tab")
+    for tab, (name, draw) in zip(tabs, sections.items(), strict=True):
         if tab.open:
+            st.session_state["explore_section"] = name
             with tab:
                 st.fragment(lambda draw=draw: guarded(draw))()
     with st.expander(tr("explore.present"), icon=":material/slideshow:"):
