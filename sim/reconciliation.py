@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.output import define_views
+from sim.run_dir import listed
 from sim.run_view import check_run
 from sim.schema import PARTITION_COLUMN, TABLES
 
@@ -74,7 +75,6 @@ README_TEXT = "CardTwin reconciliation files: layout in docs/reconciliation.md\n
 #: What a ``reconcile`` wrote before the marker existed: README.txt (README_TEXT) and
 #: ``<participant>/<YYYY-MM-DD>/<one of FILES>``; such a folder is recognised by its layout.
 _EARLIER_LAYOUT = re.compile(r"[^/]+/\d{4}-\d{2}-\d{2}/(" + "|".join(map(re.escape, FILES)) + ")")
-_LISTED = 5  # foreign files named in a refusal
 
 
 class ReconciliationError(RuntimeError):
@@ -158,12 +158,9 @@ def check_output_folder(run_dir: Path, out: Path) -> None:
         )
     foreign = sorted(set(present) - written)
     if foreign:
-        shown = ", ".join(foreign[:_LISTED]) + (
-            f" and {len(foreign) - _LISTED} more" if len(foreign) > _LISTED else ""
-        )
         raise ReconciliationError(
             f"--out {out}: holds an earlier reconcile's output and {len(foreign)} file(s) it did "
-            f"not write ({shown}); move them out of it, or choose another --out"
+            f"not write ({listed(foreign)}); move them out of it, or choose another --out"
         )
 
 

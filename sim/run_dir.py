@@ -36,6 +36,12 @@ _LEFTOVER = re.compile(r"\.(partial|old)-(\d+)$")
 _LISTED = 5  # foreign files named in a refusal
 
 
+def listed(names: list[str]) -> str:
+    """The first few of ``names`` for a message, and how many more there are."""
+    more = len(names) - _LISTED
+    return ", ".join(names[:_LISTED]) + (f" and {more} more" if more > 0 else "")
+
+
 class RunDirError(RuntimeError):
     """``--out`` cannot be used; the message says why and what to do."""
 
@@ -86,12 +92,9 @@ def check_replaceable(out: Path) -> None:
         )
     foreign = sorted(set(present) - set(marker["files"]))
     if foreign:
-        shown = ", ".join(foreign[:_LISTED]) + (
-            f" and {len(foreign) - _LISTED} more" if len(foreign) > _LISTED else ""
-        )
         raise RunDirError(
             f"{out} holds an earlier run and {len(foreign)} file(s) CardTwin did not write "
-            f"({shown}); move them out of it, or choose another --out"
+            f"({listed(foreign)}); move them out of it, or choose another --out"
         )
     locked = [d for d in [out, *(p for p in out.rglob("*") if p.is_dir())] if not _removable(d)]
     if locked or not os.access(out.parent, os.W_OK | os.X_OK):
