@@ -58,16 +58,21 @@ def results(tmp_path_factory) -> dict:
     }
 
 
-@pytest.fixture
-def app(results, monkeypatch) -> AppTest:
-    """The dashboard on its Compare page, reading the module's runs folder."""
-    monkeypatch.setenv("CARDTWIN_RUNS", str(results["root"]))
+def _compare_page(runs_root: Path, monkeypatch) -> AppTest:
+    """The dashboard on its Compare page, reading and writing ``runs_root``."""
+    monkeypatch.setenv("CARDTWIN_RUNS", str(runs_root))
     at = AppTest.from_file(str(APP), default_timeout=120)
-    at.session_state["runs_root"] = str(results["root"])
+    at.session_state["runs_root"] = str(runs_root)
     at.run()
     at.switch_page("views/compare.py")
     at.run()
     return at
+
+
+@pytest.fixture
+def app(results, monkeypatch) -> AppTest:
+    """The dashboard on its Compare page, reading the module's runs folder."""
+    return _compare_page(results["root"], monkeypatch)
 
 
 def _ok(at: AppTest) -> None:
@@ -241,12 +246,7 @@ def _replace_box(at: AppTest):
 
 
 def test_an_earlier_comparison_is_replaced_only_when_the_user_ticks_replace(tmp_path, monkeypatch):
-    monkeypatch.setenv("CARDTWIN_RUNS", str(tmp_path))
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    at.session_state["runs_root"] = str(tmp_path)
-    at.run()
-    at.switch_page("views/compare.py")
-    at.run()
+    at = _compare_page(tmp_path, monkeypatch)
     custom = "fares.transfer.window_min=90"
     _form(at, custom=custom, days=1, reps=1, name="again")
     result = tmp_path / "compare-again" / "compare.json"
@@ -287,12 +287,7 @@ def test_a_folder_that_holds_no_comparison_is_never_written_to(tmp_path, monkeyp
     taken = tmp_path / "compare-mine"
     taken.mkdir()
     (taken / "notes.txt").write_text("mine", "utf-8")
-    monkeypatch.setenv("CARDTWIN_RUNS", str(tmp_path))
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    at.session_state["runs_root"] = str(tmp_path)
-    at.run()
-    at.switch_page("views/compare.py")
-    at.run()
+    at = _compare_page(tmp_path, monkeypatch)
     _form(at, custom="fares.transfer.window_min=90", days=1, reps=1, name="mine")
     assert any("不是一次比较的结果" in e.value for e in at.error)
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
