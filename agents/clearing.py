@@ -43,6 +43,7 @@ from sim.clearing_network import (
 from sim.codes import CLEARED
 from sim.deposits import DepositDesk
 from sim.events import BatchCleared, DepositEvents, EventBus, SettlementDone, concat_status
+from sim.incidents import IncidentError
 from sim.ledger import InvariantViolation, Ledger, check_positions
 
 DAY_S = 86_400
@@ -122,7 +123,8 @@ class ClearingNetworkAgent:
         self.deferred: set[int] = set()  # settlement dates that had to wait for deposit money
         # The service desk's refund orders taken (shard, incident code), and their records
         # still pending at the last cut-off.
-        self._desk_seen: set[tuple[int, int]] = set()
+        # Desk refund incidents already given, (shard, code) -> the records they name.
+        self._desk_seen: dict[tuple[int, int], np.ndarray] = {}
         self._desk_waiting = np.zeros(0, dtype=np.int64)
 
     def on_shards(self, method: str, args: list[tuple]) -> list:
@@ -192,20 +194,45 @@ class ClearingNetworkAgent:
             timeline = shard.world.incidents
             for k in timeline.of_kind("desk_refund"):
                 if timeline.start_s[k] < cutoff_s and (i, k) not in self._desk_seen:
-                    self._desk_seen.add((i, k))
                     named = np.asarray(timeline.incidents[k].transactions, dtype=np.int64)
+                    self._desk_seen[i, k] = named
                     self._desk_waiting = np.concatenate([self._desk_waiting, named])
         if not len(self._desk_waiting):
             return 0
         tx = self._desk_waiting
         owner = ids.record_shard(tx)
-        answers = self.on_shards(
-            "desk_refund_orders", [(tx[owner == i],) for i in range(len(self.shards))]
-        )
+        foreign = tx[(tx < 0) | (owner >= len(self.shards))]
+        if len(foreign):  # no shard would be asked: refused, never skipped in silence
+            raise IncidentError(
+                f"{self._desk_incident(foreign)}: transactions: {int(foreign[0])} is the id of "
+                "a record of no city of this run (expected the transaction_id of a record in "
+                "the transactions table)",
+                foreign,
+            )
+        try:
+            answers = self.on_shards(
+                "desk_refund_orders", [(tx[owner == i],) for i in range(len(self.shards))]
+            )
+        except IncidentError as exc:
+            raise IncidentError(f"{self._desk_incident(exc.records)}: {exc}", exc.records) from None
         self._desk_waiting = np.concatenate([pending for _, pending in answers])
         orders = _concat_refunds(pay_day, [o for o, _ in answers], by_desk=True)
         self._route_refunds(pay_day, orders)
         return len(orders)
+
+    def _desk_incident(self, records: tuple[int, ...]) -> str:
+        """Which desk refund incident(s) named ``records``, as their place in the scenario."""
+        named_by = [
+            (i, k)
+            for (i, k), named in self._desk_seen.items()
+            if np.isin(named, np.asarray(records, dtype=np.int64)).any()
+        ]
+        places = []
+        for i, k in named_by:
+            world = self.shards[i].world
+            city = f"city {world.scenario.name}, " if len(self.shards) > 1 else ""
+            places.append(f"{city}incidents.{k} (id {world.incidents.incidents[k].id!r})")
+        return "; ".join(dict.fromkeys(places)) or "incidents (desk_refund)"
 
     def _route_refunds(self, pay_day: int, refunds: RefundOrders) -> None:
         """Each refund of a simulated issuer's card goes to the shard holding the card (the

@@ -717,7 +717,7 @@ def iter_days(
     except IncidentError as exc:  # an incident the run could not play: nothing is kept
         if output is not None:
             output.abort()
-        raise BadInput(f"{scenario.name}: {exc}") from None
+        raise BadInput(f"{scenario_path or scenario.name}: {exc}") from None
     except FolderNotShared as exc:  # --out not on a disk the Dask workers share
         output.abort()
         raise BadInput(f"--out {out_dir}: {exc}") from None

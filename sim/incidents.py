@@ -86,7 +86,16 @@ LINE_KINDS = ("line_outage", "offline_acceptance", "free_rides")
 
 class IncidentError(ValueError):
     """An incident the run finds it cannot play when it comes to it (e.g. a desk refund of
-    records whose clearing is already final): bad input, reported as such."""
+    records whose clearing is already final): bad input, reported as such. ``records``: the
+    transaction ids it is about, if any, so that the caller can name the incident that listed
+    them."""
+
+    def __init__(self, message: str, records: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.records = tuple(int(r) for r in records)
+
+    def __reduce__(self):  # keeps ``records`` when the error crosses from a Dask worker
+        return (type(self), (str(self), self.records))
 
 
 class Incident(Section):

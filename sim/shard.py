@@ -660,19 +660,28 @@ class CityShard:
         tap_day = ids.record_day(tx_id)
         for day in _days_present(tap_day):
             plan = self.book.open_days.get(day)
+            named = tx_id[tap_day == day]
             if plan is None:
-                raise IncidentError(
-                    f"incidents (desk_refund): records of "
-                    f"{self.world.start_date + dt.timedelta(days=day)} are named, whose "
-                    "clearing is already final; a desk refund must be given before the "
+                date = self.world.start_date + dt.timedelta(days=day)
+                why = (
+                    "whose clearing is already final; a desk refund must be given before the "
                     "clearing after its records' day"
+                    if day in self.book.final_days
+                    else "a day not simulated before the refund (expected the transaction_id "
+                    "of an earlier record)"
+                )
+                raise IncidentError(
+                    f"transactions: records of {date} are named (e.g. {int(named[0])}), {why}",
+                    named,
                 )
             taps = plan.taps
-            seq = ids.record_seq(tx_id[tap_day == day])
-            if len(seq) and (seq.max() >= len(taps.tx_id) or seq.min() < 0):
+            seq = ids.record_seq(named)
+            unknown = named[(seq >= len(taps.tx_id)) | (seq < 0)]
+            if len(unknown):
                 raise IncidentError(
-                    "incidents (desk_refund): a transaction id that no record has: "
-                    f"{int(tx_id[tap_day == day][np.argmax(seq)])}"
+                    f"transactions: {int(unknown[0])} is the id of no record (expected the "
+                    "transaction_id of a record in the transactions table)",
+                    unknown,
                 )
             pending.append(taps.tx_id[seq[taps.status[seq] == PENDING]])
             ok = (

@@ -292,8 +292,22 @@ def test_the_desk_refunds_double_charges_the_clearing_let_through_once_each(tmp_
     assert summary.totals["refunds_outstanding"] == 0
     # A refund given after its records' clearing is final is refused, with the reason.
     late = {**desk, "start": "2024-01-03 18:00"}
-    with pytest.raises(BadInput, match="clearing is already final"):
+    with pytest.raises(BadInput, match="clearing is already final") as refused:
         _run(tmp_path, [wave, late], "late")
+    # The message names the incident that listed them, and a record as an example.
+    assert "incidents.1 (id 'desk'): transactions: records of 2024-01-01" in str(refused.value)
+    assert f"e.g. {named[0]}" in str(refused.value)
+    # An id no record has, and a record of a day not yet simulated: each said as such.
+    unknown = {**desk, "id": "typo", "transactions": [named[0] + 10**7]}
+    with pytest.raises(BadInput, match=r"incidents.1 \(id 'typo'\): transactions: \d+ is the id"):
+        _run(tmp_path, [wave, unknown], "unknown")
+    future = {**desk, "id": "early", "start": "2024-01-01 06:00"}
+    with pytest.raises(BadInput, match=r"incidents.1 \(id 'early'\).*a day not simulated"):
+        _run(tmp_path, [wave, {**future, "transactions": [named[0] + 2 * (1 << 37)]}], "future")
+    # An id of no city of the run (another shard's bits): refused, not silently skipped.
+    foreign = {**desk, "id": "foreign", "transactions": [named[0] + (5 << 53)]}
+    with pytest.raises(BadInput, match=r"incidents.1 \(id 'foreign'\).*of no city of this run"):
+        _run(tmp_path, [wave, foreign], "foreign")
 
 
 def test_an_outlet_extension_opens_it_outside_its_hours(tmp_path):
