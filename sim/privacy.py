@@ -93,7 +93,16 @@ def load_key(path: str | os.PathLike[str]) -> PrivacyKey:
         secret = raw
     if len(secret) != KEY_BYTES:
         raise PrivacyKeyError(
-            f"{path}: not a privacy key; expected {2 * KEY_BYTES} hex digits (or {KEY_BYTES} bytes)"
+            f"{path}: not a privacy key; expected {2 * KEY_BYTES} hex digits (or {KEY_BYTES} "
+            "random bytes)"
+        )
+    if secret is raw and all(32 <= b < 127 for b in raw):
+        # 32 random bytes are all printable once in ~10^17 files: this is a typed password,
+        # whose few bits of entropy would make the pseudonyms guessable.
+        raise PrivacyKeyError(
+            f"{path}: holds {KEY_BYTES} characters of text, not a key; expected "
+            f"{2 * KEY_BYTES} hex digits of random bytes (e.g. the output of "
+            "python -c 'import secrets; print(secrets.token_hex(32))')"
         )
     return PrivacyKey(secret)
 

@@ -15,7 +15,7 @@ from output_frames import parquet_hashes, read_frame
 
 from sim.api import load_scenario, run
 from sim.identity import identities, mask_id_number, mask_name, mask_phone
-from sim.privacy import PrivacyKey, load_key
+from sim.privacy import PrivacyKey, PrivacyKeyError, load_key
 from sim.rng import Streams, _mix_array, stream_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,3 +122,17 @@ def test_the_same_key_gives_the_same_files_and_another_key_other_tokens(export, 
     a = set(read_frame(root / "masked", "transactions")["token_id"])
     b = set(read_frame(tmp_path / "other", "transactions")["token_id"])
     assert not a & b
+
+
+def test_a_key_file_must_hold_a_key_not_a_password(tmp_path):
+    hex_key, raw_key, password, short = (tmp_path / n for n in ("hex", "raw", "password", "short"))
+    hex_key.write_text(bytes(range(32)).hex() + "\n", encoding="ascii")
+    raw_key.write_bytes(bytes(range(200, 232)))  # 32 random-looking bytes
+    password.write_bytes(b"correct horse battery staple 123")  # 32 typed characters
+    short.write_text("0123abcd\n", encoding="ascii")
+    assert load_key(hex_key) == PrivacyKey(bytes(range(32)))
+    assert load_key(raw_key) == PrivacyKey(bytes(range(200, 232)))
+    with pytest.raises(PrivacyKeyError, match=r"password: holds 32 characters of text, not a key"):
+        load_key(password)
+    with pytest.raises(PrivacyKeyError, match=r"short: not a privacy key; expected 64 hex digits"):
+        load_key(short)
