@@ -199,6 +199,7 @@ class DistributedEngine(DaySteps):
         self._incident_events = _incident_events(self.worlds)
         self.finished = False
         self.day = 0
+        self._next_uploads: list | None = None  # the next morning's, from the evening call
         # Wall seconds of each part of the days here (bench/yrd.py: where the time goes).
         self.driver_seconds = dict.fromkeys(("morning", "clearing", "evening"), 0.0)
 
@@ -206,7 +207,10 @@ class DistributedEngine(DaySteps):
         """Simulate the next day on the workers, clearing here; returns its KPIs."""
         day = self._next_day()
         t0 = time.perf_counter()
-        uploads = self._on_all("morning", day)
+        if self._next_uploads is None:  # the first day; later mornings ran with the evenings
+            uploads = self._on_all("morning", day)
+        else:
+            uploads, self._next_uploads = self._next_uploads, None
         t1 = time.perf_counter()
         if day > 0:
             for shard, collected in zip(self.shards, uploads, strict=True):
@@ -215,7 +219,13 @@ class DistributedEngine(DaySteps):
             self.clearing.clear(day - 1, self.clearing.cutoff_of(day - 1))
         self._publish_incidents((day + 1) * DAY_S - 1)  # before the day is settled
         t2 = time.perf_counter()
-        for i, (events, postings, figures) in enumerate(self._on_all("evening", day)):
+        if day + 1 < self.days:
+            both = self._on_all("evening_and_morning", day)
+            evenings = [evening for evening, _ in both]
+            self._next_uploads = [uploads for _, uploads in both]
+        else:
+            evenings = self._on_all("evening", day)
+        for i, (events, postings, figures) in enumerate(evenings):
             _replay(self.ledger, postings)
             self.kpis.remote_figures[day, i] = figures
             for event in events:

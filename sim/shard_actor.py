@@ -248,6 +248,13 @@ class ShardActor:
         figures = self.metrics.observe_day(self.world, self.state.cards.sale_day, event)
         return self._events(), self._postings(), figures
 
+    def evening_and_morning(self, day: int):
+        """``evening(day)``, then ``morning(day + 1)`` at once: one call, so that a worker
+        done with its cities' evenings starts their next mornings without waiting for the
+        slowest worker and a round trip (nothing the driver does between the two reaches the
+        shards). Returns the evening's result and the morning's uploads."""
+        return self.evening(day), self.morning(day + 1)
+
     def refunds_outstanding(self) -> int:
         return self.shard.refunds_outstanding()
 
