@@ -23,9 +23,10 @@ import duckdb
 import pandas as pd
 
 from agents.outlet import OutletFileError, load_outlets_csv
-from sim import ids
+from sim import ids, run_places
 from sim.output import RUN_META_FILE, define_views
 from sim.run_dir import MARKER_FILE, marker_of
+from sim.run_places import city_labels
 from sim.schema import SCHEMA_VERSION, TABLES
 
 # What a breakdown can be split by and measured in (column or expression over `transactions`).
@@ -224,8 +225,6 @@ class RunView:
         self.weighted, several = _define_shard_views(con, meta)
         # A region by name, prefixed with its city's for a city other than the first.
         self._region = "prefix || CAST(region AS VARCHAR)" if several else "CAST(region AS VARCHAR)"
-        # Outlets are the first city's (its outlets file names them: explore's heat map).
-        self._first_city = "WHERE prefix = ''" if several else ""
         self._measures = WEIGHTED_MEASURES if self.weighted else MEASURES
         # A count of records, and what a sum of a column becomes (times each record's weight).
         # Whole counts and fen, as the daily KPIs round them; a count of no rows is 0.
@@ -267,16 +266,23 @@ class RunView:
         return cities[0].get("settings") or {}
 
     def outlets(self) -> pd.DataFrame:
-        """The run's outlets as published (id, name, region, opening hours, open days), read
-        with the engine's own parser from the outlets file the run used; empty if that file is
-        gone (a run copied to another machine)."""
+        """Every city's outlets as published (its ``city``, id, name, region, opening hours,
+        open days), read with the engine's own parser from the outlets file each city used;
+        ``region`` is the outlet's region keyed as the other queries key it (another city's
+        after its name). A city whose file is gone (a run copied to another machine) has none
+        listed."""
         columns = ["outlet_id", "name_zh", "region_zh", "hours", "open_days"]
-        path = (self.settings.get("outlets") or {}).get("file")
-        try:
-            infos = load_outlets_csv(path) if path else []
-        except (OSError, OutletFileError):
-            infos = []
-        return pd.DataFrame([[getattr(i, c) for c in columns] for i in infos], columns=columns)
+        rows, prefixes = [], run_places.region_prefixes(self.meta)
+        for city in run_places.cities(self.meta):
+            try:
+                infos = load_outlets_csv(city.outlets_file) if city.outlets_file else []
+            except (OSError, OutletFileError):
+                infos = []
+            prefix = prefixes[city.shards[0]]
+            rows += [
+                [city.index, *(getattr(i, c) for c in columns), prefix + i.region_zh] for i in infos
+            ]
+        return pd.DataFrame(rows, columns=["city", *columns, "region"])
 
     def _measure(self, name: str) -> str:
         try:
@@ -401,17 +407,17 @@ class RunView:
     # --- outlets ----------------------------------------------------------------------------
 
     def outlet_waits(self) -> pd.DataFrame:
-        """Per outlet and hour of arrival: visits, mean and 90th-percentile wait (s), turned
-        away at closing (in a run of several cities, the first city's outlets: the ids of
-        another city's name other outlets)."""
+        """Per city, outlet and hour of arrival: visits, mean and 90th-percentile wait (s),
+        turned away at closing. Outlets are numbered per city (two cities' outlet 1 are two
+        outlets), so ``city`` (``run_places.City.index``) goes with ``outlet_id``."""
         return self._frame(
-            f"""SELECT CAST(outlet_id AS BIGINT) AS outlet_id,
+            f"""SELECT city, CAST(outlet_id AS BIGINT) AS outlet_id,
                        CAST(date_part('hour', arrived_at) AS INTEGER) AS hour,
                        {self._count} AS visits, AVG(wait_s) AS mean_wait_s,
                        quantile_cont(wait_s, 0.9) AS p90_wait_s,
                        {self._count_where("outcome = 'left_closed'")} AS left_closed
-                FROM outlet_visits_w {self._first_city}
-                GROUP BY ALL ORDER BY outlet_id, hour"""
+                FROM outlet_visits_w
+                GROUP BY ALL ORDER BY city, outlet_id, hour"""
         )
 
     # --- faults, incidents, duplicates ------------------------------------------------------
@@ -528,45 +534,37 @@ def cardholders_of(meta: dict) -> int:
     return round(sum(c["cardholders"] * float(c.get("expansion_weight", 1.0)) for c in cities))
 
 
-def city_labels(meta: dict) -> list[str]:
-    """Each shard's city as a reader names it (``run_meta.json`` ``cities``): a member city's
-    Chinese name, a region shard's city, else its scenario's name."""
-    labels = []
-    for city in meta.get("cities") or []:
-        settings = city.get("settings") or {}
-        profile, part = settings.get("city") or {}, settings.get("region_part") or {}
-        labels.append(profile.get("name_zh") or part.get("city") or city.get("name", ""))
-    return labels
-
-
 def _define_shard_views(con: duckdb.DuckDBPyConnection, meta: dict) -> tuple[bool, bool]:
     """Views ``<table>_w`` of ``WEIGHTED_TABLES`` with each record's shard (by the shard bits
-    of its id): its expansion weight ``w`` and its region ``prefix`` (the city's name and a
-    space for a city other than the first: two cities' 市区 are two regions; '' for the first
-    city's shards, so a one-city or region-split run reads as before). Plain views when every
-    city ran at full scale and there is one city. Returns (weighted, several cities)."""
+    of its id): its expansion weight ``w``, its region ``prefix`` (``run_places``: the city's
+    name and a space for a city other than the first, so two cities' 市区 are two regions; ''
+    for the first city's shards, so a one-city or region-split run reads as before) and its
+    ``city`` (``run_places.City.index``). Plain views when every city ran at full scale and
+    there is one city. Returns (weighted, several cities)."""
     cities = meta.get("cities") or []
     weights = [float(c.get("expansion_weight", 1.0)) for c in cities]
-    labels = city_labels(meta)
-    prefixes = ["" if label == labels[0] else f"{label} " for label in labels]
+    prefixes, city = run_places.region_prefixes(meta), run_places.shard_city(meta)
     weighted, several = any(w != 1.0 for w in weights), any(prefixes)
     if weighted or several:
-        con.execute("CREATE TABLE shard_info (shard BIGINT, w DOUBLE, prefix VARCHAR)")
+        con.execute(
+            "CREATE TABLE shard_info (shard BIGINT, w DOUBLE, prefix VARCHAR, city INTEGER)"
+        )
         con.executemany(
-            "INSERT INTO shard_info VALUES (?, ?, ?)",
-            [(i, w, p) for i, (w, p) in enumerate(zip(weights, prefixes, strict=True))],
+            "INSERT INTO shard_info VALUES (?, ?, ?, ?)",
+            [(i, w, p, c) for i, (w, p, c) in enumerate(zip(weights, prefixes, city, strict=True))],
         )
     shift, mask = ids.SHARD_SHIFT, ids.MAX_SHARDS - 1
     for table, id_column in WEIGHTED_TABLES.items():
         if weighted or several:
             con.execute(
                 f"""CREATE VIEW {table}_w AS
-                    SELECT t.*, COALESCE(s.w, 1.0) AS w, COALESCE(s.prefix, '') AS prefix
+                    SELECT t.*, COALESCE(s.w, 1.0) AS w, COALESCE(s.prefix, '') AS prefix,
+                           COALESCE(s.city, 0) AS city
                     FROM {table} t
                     LEFT JOIN shard_info s ON s.shard = (t.{id_column} >> {shift}) & {mask}"""
             )
         else:
-            con.execute(f"CREATE VIEW {table}_w AS SELECT * FROM {table}")  # no w read
+            con.execute(f"CREATE VIEW {table}_w AS SELECT *, 0 AS city FROM {table}")  # no w
     return weighted, several
 
 

@@ -354,18 +354,87 @@ def test_incident_text_stays_text_and_numbers_stay_numbers():
     assert incident.description == "12:30" and incident.duration_min == 120
 
 
-def test_a_multi_city_run_renders_every_tab_and_says_which_city_its_settings_show(tmp_path):
-    api.run(api.load_scenario(ROOT / "scenarios" / "two_city.yaml", days=1), tmp_path / "two")
-    at = app(tmp_path, "explore", lang="en", run="two")
-    assert any("This run has 2 cities" in c.value for c in at.caption)
+def _open_tab(at, name: str, lang: str = "en"):
+    """Open the Explore tab ``name`` and rerun."""
+    at.session_state["explore_tab"] = i18n.t(f"explore.tab.{name}", lang)
+    at.run()
+    assert not at.exception, (name, at.exception)
+    return at
+
+
+def _chart_texts(at, kind: str) -> list[list[str]]:
+    """The category labels (bars: y; map: text; heat map: y) of the page's charts of ``kind``."""
+    found = []
+    for chart in at.get("plotly_chart"):
+        for trace in json.loads(chart.proto.spec)["data"]:
+            if trace.get("type") == kind:
+                found.append([str(v) for v in (trace.get("text") or trace.get("y") or [])])
+    return found
+
+
+CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def test_a_multi_city_run_renders_every_tab_and_names_its_cities(scaled_two_city):
+    at = app(scaled_two_city.parent, "explore", lang="en", run=scaled_two_city.name)
+    assert any("This run has 2 cities (Alpha, Beta)" in c.value for c in at.caption)
     for name in ("ridership", "money", "outlets", "faults", "clearing", "map"):
-        at.session_state["explore_tab"] = i18n.t(f"explore.tab.{name}", "en")
-        at.run()
-        assert not at.exception, (name, at.exception)
+        _open_tab(at, name)
         assert at.get("plotly_chart"), name
     at.switch_page("views/trace.py")
     at.run()
     assert not at.exception
+
+
+def test_english_pages_name_every_citys_regions_in_english(scaled_two_city):
+    """The other city's regions are keyed 乙城 城区 in the data; an English page says Beta
+    Centre (its city's and its own scenario ids), a Chinese page keeps the Chinese."""
+    at = app(scaled_two_city.parent, "explore", lang="en", run=scaled_two_city.name)
+    english = {"Centre", "County", "Beta Centre", "Beta County"}
+    at.radio(key="explore_dimension:en").set_value("region").run()
+    assert not at.exception, at.exception
+    (bars,) = _chart_texts(at, "bar")
+    assert set(bars) == english
+    _open_tab(at, "money")
+    assert not [t for labels in _chart_texts(at, "bar") for t in labels if CJK.search(t)]
+    _open_tab(at, "map")
+    (points,) = _chart_texts(at, "scatter")
+    assert {p.split("<br>")[0] for p in points} == english
+    _open_tab(at, "outlets")
+    (hours,) = [d.value for d in at.dataframe if "Region" in d.value.columns]
+    assert set(hours["Region"]) == english and set(hours["City"]) == {"Alpha", "Beta"}
+    at = app(scaled_two_city.parent, "explore", lang="zh", run=scaled_two_city.name)
+    _open_tab(at, "map", "zh")
+    (points,) = _chart_texts(at, "scatter")
+    assert {p.split("<br>")[0] for p in points} == {"城区", "县区", "乙城 城区", "乙城 县区"}
+    assert any("此运行包含 2 个城市（甲城、乙城）" in c.value for c in at.caption)
+
+
+def test_the_map_and_the_outlets_show_every_city_or_the_one_picked(scaled_two_city):
+    """All cities first; picking one shows its regions and outlets alone (both cities run the
+    same outlets file, so each has an outlet 1: they are told apart by their city)."""
+    at = app(scaled_two_city.parent, "explore", lang="en", run=scaled_two_city.name)
+    _open_tab(at, "map")
+    picker = at.selectbox(key="map_city:en")
+    assert picker.options == ["All cities", "Alpha", "Beta"] and picker.value == "all"
+    (points,) = _chart_texts(at, "scatter")
+    assert len(points) == 4
+    picker.set_value(1).run()
+    assert not at.exception, at.exception
+    (points,) = _chart_texts(at, "scatter")
+    assert {p.split("<br>")[0] for p in points} == {"Beta Centre", "Beta County"}
+    _open_tab(at, "outlets")
+    (hours,) = [d.value for d in at.dataframe if "Outlet id" in d.value.columns]
+    assert list(hours["City"]) == ["Alpha"] * 3 + ["Beta"] * 3
+    (rows,) = _chart_texts(at, "heatmap")
+    assert {r.split(" · ")[0] for r in rows} == {"Alpha", "Beta"}  # both cities had visitors
+    at.selectbox(key="outlets_city:en").set_value(1).run()
+    assert not at.exception, at.exception
+    (hours,) = [d.value for d in at.dataframe if "Outlet id" in d.value.columns]
+    assert len(hours) == 3 and "City" not in hours.columns
+    assert set(hours["Region"]) == {"Beta Centre", "Beta County"}
+    (rows,) = _chart_texts(at, "heatmap")
+    assert rows and not [r for r in rows if " · " in r]  # one city: the outlets' own names
 
 
 def _replace_box(at):

@@ -12,7 +12,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import brief, i18n, present
+from dashboard import brief, i18n, places, present
 from dashboard.charts import by_date, download, show, style
 from dashboard.state import code, guarded, lang, pick, query, require_run, stamp, tr
 from sim import api
@@ -31,21 +31,32 @@ def _scaled(frame: pd.DataFrame, measure: str, column: str = "value") -> pd.Data
     return frame
 
 
-def region_names(settings: dict) -> dict[str, str]:
-    """Region names as the data writes them (Chinese) → in the chosen language: the Chinese
-    name, or in English the region's key in the scenario ("rudong" → "Rudong")."""
-    regions = settings.get("regions") or {}
-    if lang() == "zh":
-        return {r.get("name_zh", k): r.get("name_zh", k) for k, r in regions.items()}
-    return {r.get("name_zh", k): i18n.place_name(k) for k, r in regions.items()}
+ALL_CITIES = "all"  # the city picker's first choice: every city of the run
 
 
-def _labeller(dimension: str, settings: dict):
+def _labeller(dimension: str, meta: dict):
     """A function from a dimension's codes to words in the chosen language."""
     if dimension == "region":
-        names = region_names(settings)
-        return lambda k: names.get(k, k)
+        return places.region_label(meta, lang())
     return lambda k: code(dimension, k)
+
+
+def city_choice(view, name: str) -> int | None:
+    """The city a tab shows in a run of several (``RunCity.index``; None: all of them, the
+    first choice), picked above it; None without asking in a run of one city."""
+    cities = api.run_cities(view.meta)
+    if len(cities) < 2:
+        return None
+    lg = lang()
+    names = {c.index: places.city_name(c, lg) for c in cities}
+    options = [ALL_CITIES, *names]
+    chosen = pick(
+        tr("explore.city"),
+        options,
+        name,
+        lambda c: tr("explore.all_cities") if c == ALL_CITIES else names[c],
+    )
+    return None if chosen == ALL_CITIES else chosen
 
 
 def kpi_cards(view, run_dir) -> None:
@@ -77,7 +88,7 @@ def kpi_cards(view, run_dir) -> None:
             column.metric(tr(key), value, border=True)
 
 
-def ridership_tab(run_dir, settings: dict) -> None:
+def ridership_tab(run_dir, meta: dict) -> None:
     """Taps by hour and day type; the whole run split by card type, medium, region, mode."""
     measure = pick(tr("common.measure"), list(api.RUN_MEASURES), "explore_measure", _value_label)
     hourly = _scaled(query(run_dir, "taps_by_hour", measure), measure)
@@ -100,7 +111,7 @@ def ridership_tab(run_dir, settings: dict) -> None:
         horizontal=True,
     )
     split = _scaled(query(run_dir, "breakdown", dimension, measure), measure)
-    label = _labeller(dimension, settings)
+    label = _labeller(dimension, meta)
     split = split.assign(label=split["key"].map(label))
     fig = px.bar(split, x="value", y="label", orientation="h")
     fig.update_yaxes(categoryorder="total ascending")
@@ -123,13 +134,12 @@ def ridership_tab(run_dir, settings: dict) -> None:
     show(fig, per_day, f"by_day_{dimension}_{measure}")
 
 
-def money_tab(run_dir, settings: dict) -> None:
+def money_tab(run_dir, meta: dict) -> None:
     """Top-ups by channel and region, top-up amounts, purse balances."""
     lg = lang()
     topups = query(run_dir, "topups")
-    names = region_names(settings)
     topups = topups.assign(
-        region_label=topups["region"].map(lambda r: names.get(r, r)),
+        region_label=topups["region"].map(places.region_label(meta, lg)),
         channel_label=topups["channel"].map(lambda c: code("channel", c)),
         amount_yuan=topups["amount_fen"].astype("float64") / 100,
     )
@@ -157,18 +167,27 @@ def money_tab(run_dir, settings: dict) -> None:
     show(fig, balances, "balances")
 
 
-def outlets_tab(run_dir, settings: dict) -> None:
-    """Waiting time by outlet and hour (a heat map), with each outlet's opening hours."""
+def outlets_tab(run_dir, view) -> None:
+    """Waiting time by outlet and hour (a heat map), with each outlet's opening hours: every
+    city's outlets, or one city's (picked above, in a run of several)."""
+    city = city_choice(view, "outlets_city")
     waits = query(run_dir, "outlet_waits")
+    outlets = query(run_dir, "outlets")
+    if city is not None:
+        waits = waits[waits["city"] == city]
+        outlets = outlets[outlets["city"] == city]
     if waits.empty:
         st.info(tr("explore.no_outlet_visits"))
         return
-    names = _outlet_names(run_dir)
+    names = _outlet_names(view.meta, outlets, several=city is None)
     waits = waits.assign(
-        outlet=waits["outlet_id"].map(lambda i: names.get(int(i), {}).get("name", str(i))),
+        outlet=[
+            names.get((int(c), int(i)), {}).get("label", str(i))
+            for c, i in zip(waits["city"], waits["outlet_id"], strict=True)
+        ],
         mean_wait_min=waits["mean_wait_s"] / 60,
     )
-    grid = waits.pivot_table(index="outlet", columns="hour", values="mean_wait_min")
+    grid = waits.pivot_table(index="outlet", columns="hour", values="mean_wait_min", sort=False)
     fig = go.Figure(
         go.Heatmap(
             z=grid.values,
@@ -182,14 +201,16 @@ def outlets_tab(run_dir, settings: dict) -> None:
     )
     style(fig, tr("explore.chart.outlet_waits"), tr("common.hour"), "")
     fig.update_layout(height=max(380, 22 * len(grid.index) + 120))
-    show(fig, waits, "outlet_waits")
+    fig.update_yaxes(autorange="reversed")  # the first city's first outlet on top
+    show(fig, waits, "outlet_waits" if city is None else f"outlet_waits_{city}")
     if names:
         rows = [
-            {"outlet_id": k, **v, "open_days": code("open_days", v["open_days"])}
-            for k, v in sorted(names.items())
+            {"outlet_id": oid, **{k: v for k, v in info.items() if k != "label"}}
+            for (_, oid), info in names.items()
         ]
         hours = pd.DataFrame(rows).rename(
             columns={
+                "city": tr("explore.col.city"),
                 "outlet_id": tr("explore.col.outlet_id"),
                 "name": tr("explore.col.outlet"),
                 "region": tr("explore.col.region"),
@@ -203,17 +224,31 @@ def outlets_tab(run_dir, settings: dict) -> None:
         st.caption(tr("explore.no_opening_hours"))
 
 
-def _outlet_names(run_dir) -> dict[int, dict]:
-    """Outlet names and opening hours (``RunView.outlets``; {} if the outlets file is gone)."""
-    return {
-        int(r["outlet_id"]): {
-            "name": r["name_zh"],
-            "region": r["region_zh"],
+def _outlet_names(meta: dict, outlets: pd.DataFrame, several: bool) -> dict[tuple, dict]:
+    """Each outlet by (city, id) → its row of the opening-hours table in the page's language,
+    and its ``label`` on the heat map (after its city's name where several cities are shown:
+    outlets of different cities share names). {} where the outlets files are gone."""
+    lg = lang()
+    cities = {c.index: places.city_name(c, lg) for c in api.run_cities(meta)}
+    several = several and len(cities) > 1
+    region = places.region_label(meta, lg)
+    found = {}
+    for r in outlets.sort_values(["city", "outlet_id"]).to_dict("records"):
+        city = cities.get(int(r["city"]), "")
+        found[(int(r["city"]), int(r["outlet_id"]))] = {
+            **({"city": city} if several else {}),
+            "name": r["name_zh"],  # the outlets file names them in Chinese only
+            "region": region(r["region"]),
             "hours": r["hours"],
-            "open_days": r["open_days"],
+            "open_days": code("open_days", r["open_days"]),
+            "label": f"{city} · {r['name_zh']}" if several else r["name_zh"],
         }
-        for r in query(run_dir, "outlets").to_dict("records")
-    }
+    # Two outlets of one name would be one row of the heat map: those carry their id too.
+    labels = [info["label"] for info in found.values()]
+    for (_, oid), info in found.items():
+        if labels.count(info["label"]) > 1:
+            info["label"] = f"{info['label']} ({oid})"
+    return found
 
 
 def faults_tab(run_dir, settings: dict) -> None:
@@ -427,29 +462,33 @@ def _shown(value: float, measure: str) -> str:
     return i18n.count(round(value), lang())
 
 
-def map_tab(run_dir, settings: dict) -> None:
-    """A schematic map of the regions (their seats), coloured and sized by a chosen measure."""
+def map_tab(run_dir, view) -> None:
+    """A schematic map of the regions (their seats), coloured and sized by a chosen measure:
+    every city's regions, or one city's (picked above, in a run of several)."""
     measure = pick(tr("common.measure"), api.REGION_MEASURES, "map_measure", _value_label)
+    city = city_choice(view, "map_city")
     values = _scaled(query(run_dir, "by_region", measure), measure)
-    regions = settings.get("regions") or {}
-    rows = []
-    for key, region in regions.items():
-        lonlat = region.get("map_lonlat")
-        name = region.get("name_zh", key)
-        if lonlat is None:
-            continue
-        match = values.loc[values["key"].isin([name, key]), "value"]
-        rows.append(
-            {
-                "region": region_names(settings).get(name, name),
-                "lon": lonlat[0],
-                "lat": lonlat[1],
-                "value": float(match.iloc[0]) if len(match) else 0.0,
-            }
-        )
+    value_of = dict(zip(values["key"], values["value"], strict=True))
+    regions = [r for r in api.run_regions(view.meta) if city is None or r.city.index == city]
+    names = places.region_names(view.meta, lang())
+    rows = [
+        {
+            "region": names.get(r.key, r.key),
+            "lon": r.lonlat[0],
+            "lat": r.lonlat[1],
+            # a region keyed by its id: a run written before regions were named in the data
+            "value": float(value_of.get(r.key, value_of.get(r.id, 0.0))),
+        }
+        for r in regions
+        if r.lonlat is not None
+    ]
     if not rows:
         st.info(tr("explore.no_map"))
-        fig = px.bar(values, x="key", y="value")
+        keys = {r.key for r in regions}
+        if city is not None:  # the bars of the chosen city's regions only
+            values = values[values["key"].isin(keys)]
+        values = values.assign(label=values["key"].map(lambda k: names.get(k, k)))
+        fig = px.bar(values, x="label", y="value")
         title = tr("explore.chart.map", measure=_value_label(measure))
         style(fig, title, "", _value_label(measure))
         show(fig, values, f"regions_{measure}")
@@ -483,7 +522,7 @@ def map_tab(run_dir, settings: dict) -> None:
     fig.update_yaxes(visible=False, scaleanchor="x")
     style(fig, tr("explore.chart.map", measure=_value_label(measure)))
     fig.update_layout(height=460)
-    show(fig, frame, f"map_{measure}")
+    show(fig, frame, f"map_{measure}" if city is None else f"map_{measure}_{city}")
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -499,17 +538,24 @@ def main() -> None:
         return
     run_dir, view = opened
     guarded(lambda: kpi_cards(view, run_dir))
-    settings = view.settings
-    cities = view.meta.get("cities") or []
-    if len(cities) > 1:  # the queries cover every city; settings-based parts show the first
-        st.caption(tr("explore.first_city", n=len(cities), city=cities[0].get("name", "")))
+    settings, meta = view.settings, view.meta
+    cities = api.run_cities(meta)
+    if len(cities) > 1:  # the queries cover every city; the incident timeline is the first's
+        st.caption(
+            tr(
+                "explore.cities",
+                n=len(cities),
+                cities=tr("explore.city_sep").join(places.city_name(c, lang()) for c in cities),
+                city=places.city_name(cities[0], lang()),
+            )
+        )
     sections = {
-        "ridership": lambda: ridership_tab(run_dir, settings),
-        "money": lambda: money_tab(run_dir, settings),
-        "outlets": lambda: outlets_tab(run_dir, settings),
+        "ridership": lambda: ridership_tab(run_dir, meta),
+        "money": lambda: money_tab(run_dir, meta),
+        "outlets": lambda: outlets_tab(run_dir, view),
         "faults": lambda: faults_tab(run_dir, settings),
         "clearing": lambda: clearing_tab(run_dir),
-        "map": lambda: map_tab(run_dir, settings),
+        "map": lambda: map_tab(run_dir, view),
     }
     # Lazy tabs: only the open one runs its queries and draws its charts, which keeps opening
     # the page and every rerun within the budgets (3 s to open, 1 s to switch a measure).
