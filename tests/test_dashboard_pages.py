@@ -12,6 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pyarrow.dataset as ds
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -368,7 +369,8 @@ def _chart_texts(at, kind: str) -> list[list[str]]:
     for chart in at.get("plotly_chart"):
         for trace in json.loads(chart.proto.spec)["data"]:
             if trace.get("type") == kind:
-                found.append([str(v) for v in (trace.get("text") or trace.get("y") or [])])
+                labels = trace.get("text") or trace.get("y") or []
+                found.append([labels] if isinstance(labels, str) else [str(v) for v in labels])
     return found
 
 
@@ -435,6 +437,33 @@ def test_the_map_and_the_outlets_show_every_city_or_the_one_picked(scaled_two_ci
     assert set(hours["Region"]) == {"Beta Centre", "Beta County"}
     (rows,) = _chart_texts(at, "heatmap")
     assert rows and not [r for r in rows if " · " in r]  # one city: the outlets' own names
+
+
+def test_clearing_figures_of_a_scaled_city_are_expanded_and_marked_as_estimates(
+    scaled_two_city,
+):
+    """Beta ran at 20%: its card issuer's position is shown five times what the run settled,
+    marked as an estimate (≈ / 约); alpha's own, all full scale, as it was."""
+    books = ds.dataset(scaled_two_city / "settlements", partitioning="hive").to_table()
+    books = books.to_pandas()  # the run's own books, unexpanded
+    simulated = books.groupby(books["participant_id"].astype(str))["net_position_fen"].sum()
+    at = app(scaled_two_city.parent, "explore", lang="en", run=scaled_two_city.name)
+    assert all(m.value.startswith("≈ ") for m in at.metric if m.value != "0")
+    _open_tab(at, "clearing")
+    (table,) = [d.value for d in at.dataframe if "Participant" in d.value.columns]
+    net = table.set_index("Participant")["Net position (positive = owed to it)"]
+    assert net["BETA_CARD"] == f"≈ {i18n.yuan(5 * int(simulated['BETA_CARD']), 'en')}"
+    assert net["ALPHA_CARD"] == i18n.yuan(int(simulated["ALPHA_CARD"]), "en")
+    assert any(
+        "so they are estimates; a figure shown alone is marked ≈" in c.value for c in at.caption
+    )
+    flows = [t for texts in _chart_texts(at, "scatter") for t in texts if "→" in t]
+    assert any(t.startswith("BETA_BUS_CENTRE → BETA_EXCHANGE: ≈ ¥") for t in flows)
+    at = app(scaled_two_city.parent, "explore", lang="zh", run=scaled_two_city.name)
+    _open_tab(at, "clearing", "zh")
+    (table,) = [d.value for d in at.dataframe if "参与方" in d.value.columns]
+    net = table.set_index("参与方")["净头寸（正数为应收）"]
+    assert net["BETA_CARD"] == f"约{i18n.yuan(5 * int(simulated['BETA_CARD']), 'zh')}"
 
 
 def _replace_box(at):

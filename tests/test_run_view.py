@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from sim import api, run_places
+from sim import api, clearing_paths, run_places
 from sim.run_dir import MARKER_FILE
 from sim.run_view import (
     DIMENSIONS,
@@ -260,3 +260,72 @@ def test_run_meta_keys_a_reader_relies_on_are_checked(run_dir, tmp_path, change,
     assert str(exc.value).startswith(f"{meta_file}: ") and expected in str(exc.value)
     (listed,) = list_runs(tmp_path)
     assert listed.problem == str(exc.value)
+
+
+def test_a_records_way_through_the_clearing_is_rebuilt_from_the_hierarchy():
+    """Up from the acquirer's exchange to the first node the issuer's exchange shares, down to
+    it; the books on the way; a participant the files do not place is left unrouted."""
+    parents = {"TOP": None, "A_EX": "TOP", "B_EX": "TOP"}
+    members = [("B_CARD", "issuer", "B_EX"), ("A_BUS", "acquirer", "A_EX")]
+    found = clearing_paths.routes(parents, members, [("B_CARD", "A_BUS"), ("X", "A_BUS")])
+    assert [h[2:] for h in found.hops] == [("A_BUS", "A_EX"), ("A_EX", "TOP"), ("TOP", "B_EX")]
+    assert {b[2:] for b in found.books} == {
+        ("A_EX", "A_BUS"), ("B_EX", "B_CARD"),  # the members at their exchanges
+        ("A_EX", "TOP"), ("TOP", "A_EX"), ("TOP", "B_EX"), ("B_EX", "TOP"),  # the links
+        ("A_EX", "A_EX"), ("TOP", "TOP"), ("B_EX", "B_EX"),  # each node's own (its fees)
+    }  # fmt: skip
+    assert found.unrouted == [("X", "A_BUS")]
+
+
+def test_clearing_flows_and_positions_of_a_scaled_city_are_expanded(scaled, scaled_view):
+    """Each flow stands for the records that went along it, each at its city's weight: an
+    acquirer's flow to its exchange is its cleared records' money times their weights; a flow
+    only full-scale records went along stays as simulated; the scaled city's card issuer owes
+    W times what it owed in the run. Expanded figures are marked as estimates."""
+    taps = _table(scaled, "transactions")
+    cleared = taps[taps["status"] == "cleared"]
+    weight = np.where(_beta(cleared["transaction_id"]), W, 1)
+    money = (cleared["amount_fen"] * weight).groupby(cleared["acquirer_id"].astype(str)).sum()
+    batches = _table(scaled, "clearing_batches")
+    simulated = batches.groupby(
+        [batches["acquirer_id"].astype(str), batches["node_id"].astype(str)]
+    )[["gross_fen", "fee_fen", "cleared"]].sum()
+    flows = scaled_view.clearing_flows().set_index(["source", "target"])
+    assert set(flows.index) == set(simulated.index)
+    assert (flows["net_fen"] == flows["gross_fen"] - flows["fee_fen"]).all()
+    first_hops = flows.loc[flows.index.get_level_values(0).isin(money.index)]
+    assert len(first_hops) == 4  # each city's two bus operators to its exchange
+    for (source, _), flow in first_hops.iterrows():
+        assert flow["gross_fen"] == money[source], source
+    # Alpha's cards in beta go down to alpha's exchange: alpha's own records, at weight 1.
+    down = flows.loc[("REGION_CENTRE", "ALPHA_EXCHANGE")]
+    assert not down["estimated"]
+    assert down[["gross_fen", "fee_fen", "records"]].tolist() == (
+        simulated.loc[("REGION_CENTRE", "ALPHA_EXCHANGE")].tolist()
+    )
+    # Beta's acquirers pass up every record but those of beta's own cards (issued at its
+    # exchange): alpha's cards at weight 1, its riders' QR codes at W.
+    up = cleared["acquirer_id"].astype(str).str.startswith("BETA_") & (
+        cleared["issuer_id"].astype(str) != "BETA_CARD"
+    )
+    beta_up = flows.loc[("BETA_EXCHANGE", "REGION_CENTRE")]
+    assert (
+        beta_up["estimated"] and beta_up["gross_fen"] == (cleared["amount_fen"] * weight)[up].sum()
+    )
+    settlements = _table(scaled, "settlements")
+    owed = settlements.groupby(settlements["participant_id"].astype(str))["net_position_fen"].sum()
+    positions = scaled_view.node_positions().set_index("participant_id")
+    assert positions.loc["BETA_CARD", "net_position_fen"] == W * owed["BETA_CARD"]
+    assert positions.loc["BETA_CARD", "estimated"]
+    assert positions.loc["ALPHA_CARD", "net_position_fen"] == owed["ALPHA_CARD"]
+    assert not positions.loc["ALPHA_CARD", "estimated"]
+    refunds = scaled_view.duplicates_and_refunds()
+    assert refunds["estimated"].all()
+
+
+def test_clearing_figures_of_a_full_scale_run_are_the_tables(view, run_dir):
+    flows, positions = view.clearing_flows(), view.node_positions()
+    assert not flows["estimated"].any() and not positions["estimated"].any()
+    settlements = _table(run_dir, "settlements")
+    assert positions["net_position_fen"].sum() == settlements["net_position_fen"].sum()
+    assert not view.duplicates_and_refunds()["estimated"].any()

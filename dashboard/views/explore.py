@@ -41,6 +41,12 @@ def _labeller(dimension: str, meta: dict):
     return lambda k: code(dimension, k)
 
 
+def _estimate(text: str, estimated: bool) -> str:
+    """A figure as shown: marked as an estimate where it was expanded from a city simulated
+    below full scale (约 / ≈; callers leave a zero unmarked: nothing expands to nothing)."""
+    return tr("explore.estimate", value=text) if estimated else text
+
+
 def city_choice(view, name: str) -> int | None:
     """The city a tab shows in a run of several (``RunCity.index``; None: all of them, the
     first choice), picked above it; None without asking in a run of one city."""
@@ -73,19 +79,23 @@ def kpi_cards(view, run_dir) -> None:
         )
     )
     head = query(run_dir, "headline")
+    count = lambda n: (n, i18n.count(n, lg))  # noqa: E731
+    money = lambda fen: (fen, i18n.yuan(fen, lg, compact=True))  # noqa: E731
     cards = [
-        ("explore.kpi.cardholders", i18n.count(api.cardholders_of(view.meta), lg)),
-        ("explore.kpi.taps", i18n.count(head["taps"], lg)),
-        ("explore.kpi.riders_per_day", i18n.count(head["riders_per_day"], lg)),
-        ("explore.kpi.fares", i18n.yuan(head["fares_fen"], lg, compact=True)),
-        ("explore.kpi.topups", i18n.yuan(head["topup_fen"], lg, compact=True)),
-        ("explore.kpi.card_sales", i18n.count(head["card_sales"], lg)),
-        ("explore.kpi.declined", i18n.count(head["declined_taps"], lg)),
-        ("explore.kpi.duplicates", i18n.count(head["duplicate_deductions"], lg)),
+        ("explore.kpi.cardholders", count(api.cardholders_of(view.meta))),
+        ("explore.kpi.taps", count(head["taps"])),
+        ("explore.kpi.riders_per_day", count(head["riders_per_day"])),
+        ("explore.kpi.fares", money(head["fares_fen"])),
+        ("explore.kpi.topups", money(head["topup_fen"])),
+        ("explore.kpi.card_sales", count(head["card_sales"])),
+        ("explore.kpi.declined", count(head["declined_taps"])),
+        ("explore.kpi.duplicates", count(head["duplicate_deductions"])),
     ]
     for row in (cards[:4], cards[4:]):
-        for column, (key, value) in zip(st.columns(len(row)), row, strict=True):
-            column.metric(tr(key), value, border=True)
+        for column, (key, (value, text)) in zip(st.columns(len(row)), row, strict=True):
+            # In a run with cities below full scale every card is expanded by their weights:
+            # an estimate (none of nothing).
+            column.metric(tr(key), _estimate(text, view.weighted and value != 0), border=True)
 
 
 def ridership_tab(run_dir, meta: dict) -> None:
@@ -278,15 +288,24 @@ def faults_tab(run_dir, settings: dict) -> None:
         show(fig, touched, "incident_taps")
     dup = query(run_dir, "duplicates_and_refunds")
     if not dup.empty:
+        estimated = bool(dup["estimated"].any())  # expanded from a city below full scale
+        deductions, uploads = (
+            int(dup["duplicate_deductions"].sum()),
+            int(dup["duplicate_uploads"].sum()),
+        )
         refunds = int(dup["refund_fen"].sum())
         cols = st.columns(3)
         cols[0].metric(
-            tr("explore.kpi.duplicates"), i18n.count(int(dup["duplicate_deductions"].sum()), lg)
+            tr("explore.kpi.duplicates"),
+            _estimate(i18n.count(deductions, lg), estimated and deductions != 0),
         )
-        cols[1].metric(tr("explore.kpi.refunds"), i18n.yuan(refunds, lg))
+        cols[1].metric(
+            tr("explore.kpi.refunds"),
+            _estimate(i18n.yuan(refunds, lg), estimated and refunds != 0),
+        )
         cols[2].metric(
             tr("explore.kpi.duplicate_uploads"),
-            i18n.count(int(dup["duplicate_uploads"].sum()), lg),
+            _estimate(i18n.count(uploads, lg), estimated and uploads != 0),
         )
         long = dup.melt(
             id_vars="settle_date",
@@ -382,7 +401,9 @@ def _settings_words(value: object, path: str) -> list[str]:
 
 def clearing_tab(run_dir) -> None:
     """Clearing flows between institutions as a network (edge width = money), and the
-    settlement positions."""
+    settlement positions. In a run with cities below full scale, the figures of the flows and
+    positions their records went through are expanded by their weights and marked as
+    estimates (``RunView.clearing_flows``, ``node_positions``)."""
     lg = lang()
     flows = query(run_dir, "clearing_flows")
     if flows.empty:
@@ -392,7 +413,10 @@ def clearing_tab(run_dir) -> None:
     positions = query(run_dir, "node_positions")
     shown = positions.assign(
         role=positions["role"].map(lambda r: code("role", r)),
-        net=positions["net_position_fen"].map(lambda f: i18n.yuan(int(f), lg)),
+        net=[
+            _estimate(i18n.yuan(int(f), lg), bool(e) and f != 0)
+            for f, e in zip(positions["net_position_fen"], positions["estimated"], strict=True)
+        ],
         deposit=positions["last_deposit_fen"].map(
             lambda f: "" if pd.isna(f) else i18n.yuan(int(f), lg)
         ),
@@ -410,10 +434,17 @@ def clearing_tab(run_dir) -> None:
 
 
 def _flow_figure(flows: pd.DataFrame) -> go.Figure:
-    """Acquirers and clearing nodes laid out by networkx; each edge's width is its gross money."""
+    """Acquirers and clearing nodes laid out by networkx; each edge's width is its gross money
+    (an estimate, so marked, where it was expanded from a city below full scale)."""
     graph = nx.DiGraph()
     for row in flows.itertuples():
-        graph.add_edge(row.source, row.target, gross=int(row.gross_fen), fee=int(row.fee_fen))
+        graph.add_edge(
+            row.source,
+            row.target,
+            gross=int(row.gross_fen),
+            fee=int(row.fee_fen),
+            estimated=bool(row.estimated),
+        )
     # Kamada-Kawai for the shape of the hierarchy, then a seeded spring pass to pull apart the
     # leaves one node shares (a city's acquirers would sit on one spot): the same each time.
     undirected = graph.to_undirected()
@@ -424,6 +455,8 @@ def _flow_figure(flows: pd.DataFrame) -> go.Figure:
     lg = lang()
     for a, b, d in sorted(graph.edges(data=True)):
         (x0, y0), (x1, y1) = layout[a], layout[b]
+        gross = _estimate(i18n.yuan(d["gross"], lg), d["estimated"] and d["gross"] != 0)
+        fee = _estimate(i18n.yuan(d["fee"], lg), d["estimated"] and d["fee"] != 0)
         fig.add_trace(
             go.Scatter(
                 x=[x0, x1],
@@ -432,8 +465,7 @@ def _flow_figure(flows: pd.DataFrame) -> go.Figure:
                 line={"width": 1 + 14 * math.sqrt(d["gross"] / biggest), "color": "#4a7ab0"},
                 opacity=0.6,
                 hoverinfo="text",
-                text=f"{a} → {b}: {i18n.yuan(d['gross'], lg)} ({tr('explore.fee')} "
-                f"{i18n.yuan(d['fee'], lg)})",
+                text=f"{a} → {b}: {gross} ({tr('explore.fee')} {fee})",
                 showlegend=False,
             )
         )
@@ -549,6 +581,8 @@ def main() -> None:
                 city=places.city_name(cities[0], lang()),
             )
         )
+    if view.weighted:
+        st.caption(tr("explore.estimate_note"))
     sections = {
         "ridership": lambda: ridership_tab(run_dir, meta),
         "money": lambda: money_tab(run_dir, meta),
