@@ -12,6 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -642,3 +643,23 @@ def test_the_incident_table_is_headed_in_words_and_offers_every_kind(lang, kind_
     words = {o["value"]: o["label"] for o in options}
     expected = "线路停运" if lang == "zh" else "Line not running"
     assert words["line_outage"] == f"{expected} (line_outage)"
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_every_incident_field_is_headed_in_words_with_its_scenario_name_in_its_help(lang):
+    """The less common fields (a duplicate wave's share, a fare change's fares, ...) are headed
+    in the page's language like the common ones, not by their scenario names; the help under
+    each heading gives that name, which the engine's messages use."""
+    from dashboard.overrides import incident_columns
+    from sim.incidents import Incident
+
+    frame = pd.DataFrame(columns=list(Incident.model_fields))
+    config = incident_columns(frame, lang)
+    assert list(config) == list(Incident.model_fields)
+    for field, column in config.items():
+        label = column["label"]
+        assert field not in label and "_" not in label, (field, label)
+        assert bool(CJK.search(label)) == (lang == "zh"), (field, label)
+        assert f"incidents[].{field}" in column["help"], field
+    shares = {"zh": "被扣两次的刷卡比例（0–1）", "en": "Share of card taps charged twice (0–1)"}
+    assert config["duplicate_share"]["label"] == shares[lang]
