@@ -578,7 +578,9 @@ def test_an_upload_of_the_same_name_restarts_the_form_and_says_it_replaced_one(t
 INCIDENTS = (
     '[{id: m1-down, kind: line_outage, target: M1, start: "2024-01-01 08:00", duration_min: 120},'
     ' {id: dearer, kind: fare_change, start: "2024-01-01 00:00", duration_min: 1440,'
-    "  fares: {bus: {region_fare_fen: {urban: 250}}}, description: a test fare rise}]"
+    "  fares: {bus: {region_fare_fen: {urban: 250}}}, description: a test fare rise},"
+    ' {id: qr-down, kind: qr_platform_outage, target: qr_alipay, start: "2024-01-01 18:00",'
+    "  duration_min: 30, no_card_share: 0.25}]"
 )
 
 
@@ -597,13 +599,16 @@ def test_incidents_outlets_and_clearing_roles_are_shown_in_words(tmp_path):
     at = app(tmp_path, "explore", lang="en", run="incidents")
     (timeline,) = [t for t in tab("faults") if "Kind" in t.columns]
     assert list(timeline.columns) == ["Id", "Kind", "Start", "Duration", "Target", "Details"]
-    assert list(timeline["Kind"]) == ["Line not running", "Fare change"]
-    assert list(timeline["Start"]) == ["Jan 1, 2024, 08:00", "Jan 1, 2024, 00:00"]
-    assert list(timeline["Duration"]) == ["120 min", "1,440 min"]
-    assert list(timeline["Target"]) == ["M1", "–"]
+    assert list(timeline["Kind"]) == ["Line not running", "Fare change", "QR platform down"]
+    assert list(timeline["Start"]) == [
+        "Jan 1, 2024, 08:00", "Jan 1, 2024, 00:00", "Jan 1, 2024, 18:00",
+    ]  # fmt: skip
+    assert list(timeline["Duration"]) == ["120 min", "1,440 min", "30 min"]
+    assert list(timeline["Target"]) == ["M1", "–", "QR (Alipay)"]  # a medium in words
     assert timeline["Details"].iloc[1] == (
         "fares become: fares.bus.region_fare_fen.urban = ¥2.50; a test fare rise"
     )
+    assert timeline["Details"].iloc[2] == "25.0% of its riders carry no card"
     (hours,) = [t for t in tab("outlets") if "Open days" in t.columns]
     words = {i18n.t(f"code.open_days.{rule}", "en") for rule in OPEN_DAY_RULES}
     assert set(hours["Open days"]) <= words
@@ -611,7 +616,8 @@ def test_incidents_outlets_and_clearing_roles_are_shown_in_words(tmp_path):
     assert set(positions["Role"]) <= {"Issuer", "Acquirer", "Clearing node"}
     at = app(tmp_path, "explore", lang="zh", run="incidents")
     (timeline,) = [t for t in tab("faults", "zh") if "类型" in t.columns]
-    assert list(timeline["类型"]) == ["线路停运", "票价调整"]
+    assert list(timeline["类型"]) == ["线路停运", "票价调整", "扫码平台故障"]
+    assert timeline["对象"].iloc[2] == "支付宝扫码"
     assert timeline["开始"].iloc[0] == "2024年1月1日 08:00"
     assert "2.50 元" in timeline["详情"].iloc[1]
 

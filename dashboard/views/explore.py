@@ -347,11 +347,20 @@ def incident_table(incidents: list[dict]) -> pd.DataFrame:
                 tr("explore.incident.col.duration"): tr(
                     "explore.incident.minutes", n=i18n.count(inc.get("duration_min"), lg)
                 ),
-                tr("explore.incident.col.target"): str(inc.get("target") or "–"),
+                tr("explore.incident.col.target"): _incident_target(inc),
                 tr("explore.incident.col.details"): _incident_details(inc),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _incident_target(inc: dict) -> str:
+    """What an incident hits: a QR platform's medium in words, any other target (a device,
+    line, station, node or outlet id) as the scenario names it."""
+    target = inc.get("target")
+    if not target:
+        return "–"
+    return code("media", target) if inc.get("kind") == "qr_platform_outage" else str(target)
 
 
 def _incident_details(inc: dict) -> str:
