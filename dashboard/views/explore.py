@@ -514,6 +514,7 @@ def map_tab(run_dir, view) -> None:
     names = places.region_names(view.meta, lang())
     rows = [
         {
+            "city": places.city_name(r.city, lang()),
             "region": names.get(r.key, r.key),
             "lon": r.lonlat[0],
             "lat": r.lonlat[1],
@@ -536,6 +537,10 @@ def map_tab(run_dir, view) -> None:
         return
     frame = pd.DataFrame(rows)
     biggest = max(frame["value"].max(), 1e-9)
+    # Several cities spread over a province: smaller squares, a taller map, so a city's
+    # regions and its neighbours' do not cover each other.
+    several = frame["city"].nunique() > 1
+    smallest, spread = (14, 36) if several else (30, 50)
     fig = go.Figure(
         go.Scatter(
             x=frame["lon"],
@@ -547,7 +552,7 @@ def map_tab(run_dir, view) -> None:
             ],
             textposition="bottom center",
             marker={
-                "size": 30 + 50 * (frame["value"] / biggest) ** 0.5,
+                "size": smallest + spread * (frame["value"] / biggest) ** 0.5,
                 "color": frame["value"],
                 "colorscale": "Blues",
                 "cmin": 0,  # shade from zero: a region with half the taps looks half as dark
@@ -559,11 +564,20 @@ def map_tab(run_dir, view) -> None:
             hovertemplate="%{text}: %{marker.color:,.0f}<extra></extra>",
         )
     )
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, scaleanchor="x")
+    # Room around the seats for the squares and the labels under the lowest ones.
+    fig.update_xaxes(visible=False, range=_padded(frame["lon"], 0.1))
+    fig.update_yaxes(visible=False, scaleanchor="x", range=_padded(frame["lat"], 0.2))
     style(fig, tr("explore.chart.map", measure=_value_label(measure)))
-    fig.update_layout(height=460)
+    fig.update_layout(height=600 if several else 460)
     show(fig, frame, f"map_{measure}" if city is None else f"map_{measure}_{city}")
+
+
+def _padded(values: pd.Series, share: float) -> list[float]:
+    """An axis range around ``values``, widened by ``share`` of their span (at least 0.1°) on
+    each side."""
+    low, high = float(values.min()), float(values.max())
+    pad = max((high - low) * share, 0.1)
+    return [low - pad, high + pad]
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
