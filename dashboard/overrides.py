@@ -47,7 +47,8 @@ def incident_frame(base) -> pd.DataFrame:
     )  # fmt: skip
 
 
-# Where the incident table's column headings come from (the kind's is the Explore page's).
+# The incident table's common columns share the Explore timeline's headings; the others are
+# headed by ``run.incident.col.<field>``.
 INCIDENT_LABELS = {
     "id": "explore.incident.col.id",
     "kind": "explore.incident.col.kind",
