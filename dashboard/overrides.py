@@ -47,27 +47,41 @@ def incident_frame(base) -> pd.DataFrame:
     )  # fmt: skip
 
 
+# The incident table's common columns share the Explore timeline's headings; the others are
+# headed by ``run.incident.col.<field>``.
+INCIDENT_LABELS = {
+    "id": "explore.incident.col.id",
+    "kind": "explore.incident.col.kind",
+    "start": "explore.incident.col.start",
+    "target": "explore.incident.col.target",
+}
+
+
 def incident_columns(frame: pd.DataFrame, lang: str) -> dict:
-    """How the incident table's columns are shown in ``lang``: the common ones named from the
-    catalogue, the kind chosen from the engine's kinds and shown in words (the cell keeps the
-    engine's code, which the YAML needs); the other fields keep their scenario names, as the
-    docs and messages call them."""
+    """How the incident table's columns are shown in ``lang``: every field headed in words
+    from the catalogue (``run.incident.col.<field>`` for those only some kinds use), its
+    scenario name in the column's help, as the engine's messages name it; the kind chosen from
+    the engine's kinds and shown in words (the cell keeps the engine's code, which the YAML
+    needs). A field the catalogue lacks keeps its scenario name (a test holds it complete)."""
     import streamlit as st
 
-    labels = {
-        "id": "explore.incident.col.id",
-        "start": "explore.incident.col.start",
-        "duration_min": "run.incident.col.duration_min",
-        "target": "explore.incident.col.target",
-        "description": "run.incident.col.description",
-    }
-    config: dict = {c: st.column_config.Column(i18n.t(k, lang)) for c, k in labels.items()}
-    config["kind"] = st.column_config.SelectboxColumn(
-        i18n.t("explore.incident.col.kind", lang),
-        options=list(INCIDENT_KINDS),
-        format_func=lambda kind: f"{i18n.code_label('incident_kind', kind, lang)} ({kind})",
-    )
-    return {c: v for c, v in config.items() if c in frame.columns}
+    def heading(column: str) -> str:
+        key = INCIDENT_LABELS.get(column, f"run.incident.col.{column}")
+        return i18n.t(key, lang) if i18n.has(key) else column
+
+    config: dict = {}
+    for column in frame.columns:
+        about = i18n.t("run.incident.field", lang, field=f"incidents[].{column}")
+        if column == "kind":
+            config[column] = st.column_config.SelectboxColumn(
+                heading(column),
+                help=about,
+                options=list(INCIDENT_KINDS),
+                format_func=lambda kind: f"{i18n.code_label('incident_kind', kind, lang)} ({kind})",
+            )
+        else:
+            config[column] = st.column_config.Column(heading(column), help=about)
+    return config
 
 
 def _is_number(value: object) -> bool:

@@ -57,6 +57,9 @@ from sim.records import name_tables, record_writers
 from sim.report_files import write_together
 from sim.rng import MAX_SEED
 from sim.run_dir import MARKER_FILE, RunDirError, StopSignalsHeld
+from sim.run_places import City as RunCity
+from sim.run_places import cities as run_cities
+from sim.run_places import regions as run_regions
 from sim.run_view import DIMENSIONS as RUN_DIMENSIONS
 from sim.run_view import MEASURES as RUN_MEASURES
 from sim.run_view import REGION_MEASURES, RunListing, RunView, RunViewError, cardholders_of
@@ -78,6 +81,7 @@ __all__ = [
     "DayDone",
     "FlagOverride",
     "InvariantViolation",
+    "RunCity",
     "RunListing",
     "RunSummary",
     "RunView",
@@ -101,6 +105,8 @@ __all__ = [
     "open_run",
     "reconcile",
     "run",
+    "run_cities",
+    "run_regions",
 ]
 
 

@@ -23,9 +23,10 @@ import duckdb
 import pandas as pd
 
 from agents.outlet import OutletFileError, load_outlets_csv
-from sim import ids
+from sim import clearing_paths, ids, run_places
 from sim.output import RUN_META_FILE, define_views
 from sim.run_dir import MARKER_FILE, marker_of
+from sim.run_places import city_labels
 from sim.schema import SCHEMA_VERSION, TABLES
 
 # What a breakdown can be split by and measured in (column or expression over `transactions`).
@@ -58,7 +59,22 @@ WEIGHTED_TABLES = {
     "topups": "topup_id",
     "card_sales": "sale_id",
     "outlet_visits": "visit_id",
+    "venue_entries": "entry_id",
 }
+
+
+# A clearing figure's expansion factors, from the records behind it (``clearing_flow_w`` or
+# ``clearing_book_w`` joined as ``e``): ``wc`` for counts (their mean weight), ``wm`` for money
+# (their money-weighted mean weight; their count's where they carry no money), 1 where no
+# record is known to stand behind it (it stays as simulated), and whether it was expanded.
+_FLOW_FACTORS = """COALESCE(e.wn / NULLIF(e.n, 0), 1.0) AS wc,
+    COALESCE(e.wfen / NULLIF(e.fen, 0), e.wn / NULLIF(e.n, 0), 1.0) AS wm,
+    COALESCE(e.wn <> e.n, FALSE) AS estimated"""
+
+
+def _expanded(expression: str) -> str:
+    """A weighted count or fen amount as a whole number (as the daily KPIs round them)."""
+    return f"CAST(ROUND({expression}) AS BIGINT)"
 
 
 class RunViewError(RuntimeError):
@@ -221,11 +237,10 @@ class RunView:
     def __init__(self, run_dir: Path, meta: dict, con: duckdb.DuckDBPyConnection) -> None:
         self.run_dir, self.meta, self._con = run_dir, meta, con
         self._lock = threading.Lock()
+        self._clearing_ready = False  # _clearing_weights made (a scaled run's, on first use)
         self.weighted, several = _define_shard_views(con, meta)
         # A region by name, prefixed with its city's for a city other than the first.
         self._region = "prefix || CAST(region AS VARCHAR)" if several else "CAST(region AS VARCHAR)"
-        # Outlets are the first city's (its outlets file names them: explore's heat map).
-        self._first_city = "WHERE prefix = ''" if several else ""
         self._measures = WEIGHTED_MEASURES if self.weighted else MEASURES
         # A count of records, and what a sum of a column becomes (times each record's weight).
         # Whole counts and fen, as the daily KPIs round them; a count of no rows is 0.
@@ -267,16 +282,23 @@ class RunView:
         return cities[0].get("settings") or {}
 
     def outlets(self) -> pd.DataFrame:
-        """The run's outlets as published (id, name, region, opening hours, open days), read
-        with the engine's own parser from the outlets file the run used; empty if that file is
-        gone (a run copied to another machine)."""
+        """Every city's outlets as published (its ``city``, id, name, region, opening hours,
+        open days), read with the engine's own parser from the outlets file each city used;
+        ``region`` is the outlet's region keyed as the other queries key it (another city's
+        after its name). A city whose file is gone (a run copied to another machine) has none
+        listed."""
         columns = ["outlet_id", "name_zh", "region_zh", "hours", "open_days"]
-        path = (self.settings.get("outlets") or {}).get("file")
-        try:
-            infos = load_outlets_csv(path) if path else []
-        except (OSError, OutletFileError):
-            infos = []
-        return pd.DataFrame([[getattr(i, c) for c in columns] for i in infos], columns=columns)
+        rows, prefixes = [], run_places.region_prefixes(self.meta)
+        for city in run_places.cities(self.meta):
+            try:
+                infos = load_outlets_csv(city.outlets_file) if city.outlets_file else []
+            except (OSError, OutletFileError):
+                infos = []
+            prefix = prefixes[city.shards[0]]
+            rows += [
+                [city.index, *(getattr(i, c) for c in columns), prefix + i.region_zh] for i in infos
+            ]
+        return pd.DataFrame(rows, columns=["city", *columns, "region"])
 
     def _measure(self, name: str) -> str:
         try:
@@ -401,17 +423,17 @@ class RunView:
     # --- outlets ----------------------------------------------------------------------------
 
     def outlet_waits(self) -> pd.DataFrame:
-        """Per outlet and hour of arrival: visits, mean and 90th-percentile wait (s), turned
-        away at closing (in a run of several cities, the first city's outlets: the ids of
-        another city's name other outlets)."""
+        """Per city, outlet and hour of arrival: visits, mean and 90th-percentile wait (s),
+        turned away at closing. Outlets are numbered per city (two cities' outlet 1 are two
+        outlets), so ``city`` (``run_places.City.index``) goes with ``outlet_id``."""
         return self._frame(
-            f"""SELECT CAST(outlet_id AS BIGINT) AS outlet_id,
+            f"""SELECT city, CAST(outlet_id AS BIGINT) AS outlet_id,
                        CAST(date_part('hour', arrived_at) AS INTEGER) AS hour,
                        {self._count} AS visits, AVG(wait_s) AS mean_wait_s,
                        quantile_cont(wait_s, 0.9) AS p90_wait_s,
                        {self._count_where("outcome = 'left_closed'")} AS left_closed
-                FROM outlet_visits_w {self._first_city}
-                GROUP BY ALL ORDER BY outlet_id, hour"""
+                FROM outlet_visits_w
+                GROUP BY ALL ORDER BY city, outlet_id, hour"""
         )
 
     # --- faults, incidents, duplicates ------------------------------------------------------
@@ -427,12 +449,31 @@ class RunView:
 
     def duplicates_and_refunds(self) -> pd.DataFrame:
         """Per settlement date: duplicate deductions caught in clearing, other rejects, and the
-        fen refunded."""
+        fen refunded. Where cities ran below full scale, each batch's figures are expanded by
+        the weights of the records behind its flow (``_clearing_weights``) and ``estimated``
+        says a date's figures were."""
+        if not self.weighted:
+            return self._frame(
+                """SELECT settle_date, SUM(rejected_duplicate_deduction) AS duplicate_deductions,
+                          SUM(rejected_duplicate_upload) AS duplicate_uploads,
+                          SUM(rejected_declined) AS declined, SUM(refund_fen) AS refund_fen,
+                          FALSE AS estimated
+                   FROM clearing_batches GROUP BY ALL ORDER BY settle_date"""
+            )
+        self._clearing_weights()
+        deductions = _expanded("SUM(rejected_duplicate_deduction * wc)")
         return self._frame(
-            """SELECT settle_date, SUM(rejected_duplicate_deduction) AS duplicate_deductions,
-                      SUM(rejected_duplicate_upload) AS duplicate_uploads,
-                      SUM(rejected_declined) AS declined, SUM(refund_fen) AS refund_fen
-               FROM clearing_batches GROUP BY ALL ORDER BY settle_date"""
+            f"""WITH b AS (SELECT b.*, {_FLOW_FACTORS} FROM clearing_batches b
+                           LEFT JOIN clearing_flow_w e
+                           ON e.source = CAST(b.acquirer_id AS VARCHAR)
+                              AND e.target = CAST(b.node_id AS VARCHAR))
+                SELECT settle_date,
+                       {deductions} AS duplicate_deductions,
+                       {_expanded("SUM(rejected_duplicate_upload * wc)")} AS duplicate_uploads,
+                       {_expanded("SUM(rejected_declined * wc)")} AS declined,
+                       {_expanded("SUM(refund_fen * wm)")} AS refund_fen,
+                       bool_or(estimated) AS estimated
+                FROM b GROUP BY ALL ORDER BY settle_date"""
         )
 
     def device_uploads(self) -> pd.DataFrame:
@@ -448,25 +489,129 @@ class RunView:
     # --- clearing ---------------------------------------------------------------------------
 
     def clearing_flows(self) -> pd.DataFrame:
-        """Money cleared from each acquirer through each clearing node: gross, fees, net."""
+        """Money cleared from each acquirer through each clearing node: records, gross, fees,
+        net. Where cities ran below full scale, each flow is expanded by the weights of the
+        records that went along it (``_clearing_weights``): records by their weights, money by
+        their money-weighted mean weight (fees and net with it, net = gross - fee as the
+        batches keep it); ``estimated`` marks the flows so expanded."""
+        if not self.weighted:
+            return self._frame(
+                """SELECT CAST(acquirer_id AS VARCHAR) AS source,
+                          CAST(node_id AS VARCHAR) AS target,
+                          SUM(cleared) AS records, SUM(gross_fen) AS gross_fen,
+                          SUM(fee_fen) AS fee_fen, SUM(net_fen) AS net_fen, FALSE AS estimated
+                   FROM clearing_batches GROUP BY ALL ORDER BY gross_fen DESC, source, target"""
+            )
+        self._clearing_weights()
         return self._frame(
-            """SELECT CAST(acquirer_id AS VARCHAR) AS source, CAST(node_id AS VARCHAR) AS target,
-                      SUM(cleared) AS records, SUM(gross_fen) AS gross_fen,
-                      SUM(fee_fen) AS fee_fen, SUM(net_fen) AS net_fen
-               FROM clearing_batches GROUP BY ALL ORDER BY gross_fen DESC"""
+            f"""WITH b AS (SELECT CAST(acquirer_id AS VARCHAR) AS source,
+                                  CAST(node_id AS VARCHAR) AS target,
+                                  SUM(cleared) AS records, SUM(gross_fen) AS gross_fen,
+                                  SUM(fee_fen) AS fee_fen
+                           FROM clearing_batches GROUP BY ALL),
+                     x AS (SELECT b.*, {_FLOW_FACTORS} FROM b LEFT JOIN clearing_flow_w e
+                           USING (source, target)),
+                     y AS (SELECT source, target, {_expanded("records * wc")} AS records,
+                                  {_expanded("gross_fen * wm")} AS gross_fen,
+                                  {_expanded("fee_fen * wm")} AS fee_fen, estimated FROM x)
+                SELECT source, target, records, gross_fen, fee_fen,
+                       gross_fen - fee_fen AS net_fen, estimated
+                FROM y ORDER BY gross_fen DESC, source, target"""
         )
 
     def node_positions(self) -> pd.DataFrame:
         """Each clearing node's net position against each participant over the run, from the
-        settlement table (positive: the participant is owed money)."""
+        settlement table (positive: the participant is owed money), and an issuer's last
+        settlement deposit. Where cities ran below full scale, each position is expanded by the
+        money-weighted mean weight of the records settled in it (``estimated``); deposits are
+        balances the scenario sets, not flows, and stay as simulated."""
+        base = """SELECT CAST(node_id AS VARCHAR) AS node_id,
+                         CAST(participant_id AS VARCHAR) AS participant_id,
+                         CAST(role AS VARCHAR) AS role,
+                         SUM(net_position_fen) AS net_position_fen,
+                         arg_max(deposit_balance_fen, service_date) AS last_deposit_fen
+                  FROM settlements GROUP BY ALL"""
+        if not self.weighted:
+            return self._frame(
+                f"SELECT *, FALSE AS estimated FROM ({base}) ORDER BY node_id, participant_id"
+            )
+        self._clearing_weights()
         return self._frame(
-            """SELECT CAST(node_id AS VARCHAR) AS node_id,
-                      CAST(participant_id AS VARCHAR) AS participant_id,
-                      CAST(role AS VARCHAR) AS role,
-                      SUM(net_position_fen) AS net_position_fen,
-                      arg_max(deposit_balance_fen, service_date) AS last_deposit_fen
-               FROM settlements GROUP BY ALL ORDER BY node_id, participant_id"""
+            f"""WITH s AS ({base}),
+                     x AS (SELECT s.*, {_FLOW_FACTORS} FROM s LEFT JOIN clearing_book_w e
+                           USING (node_id, participant_id))
+                SELECT node_id, participant_id, role,
+                       {_expanded("net_position_fen * wm")} AS net_position_fen,
+                       last_deposit_fen, estimated
+                FROM x ORDER BY node_id, participant_id"""
         )
+
+    def _clearing_weights(self) -> None:
+        """Tables ``clearing_flow_w`` (source, target) and ``clearing_book_w`` (node_id,
+        participant_id) of a run with cities below full scale: for each flow and book row, the
+        records behind it (cleared taps and culture-venue entries, by their issuer and acquirer
+        and the way ``sim.clearing_paths`` rebuilds for them) as ``n``, ``wn`` (their
+        weights), ``fen`` and ``wfen`` (their money times their weights). Made once, on the
+        first clearing question."""
+        with self._lock:
+            if self._clearing_ready:
+                return
+            try:
+                self._define_clearing_weights()
+            except duckdb.Error as exc:
+                raise RunViewError(f"{self.run_dir}: {str(exc).splitlines()[0]}") from None
+            self._clearing_ready = True
+
+    def _define_clearing_weights(self) -> None:
+        """The tables of ``_clearing_weights`` (called with the connection's lock held)."""
+        con = self._con
+        con.execute(
+            """CREATE OR REPLACE TABLE clearing_pairs AS
+               SELECT issuer_id, acquirer_id, SUM(n) AS n, SUM(wn) AS wn, SUM(fen) AS fen,
+                      SUM(wfen) AS wfen FROM (
+                   SELECT CAST(issuer_id AS VARCHAR) AS issuer_id,
+                          CAST(acquirer_id AS VARCHAR) AS acquirer_id, COUNT(*) AS n,
+                          SUM(w) AS wn, SUM(amount_fen) AS fen, SUM(amount_fen * w) AS wfen
+                   FROM transactions_w WHERE status = 'cleared' GROUP BY ALL
+                   UNION ALL
+                   SELECT CAST(issuer_id AS VARCHAR), CAST(acquirer_id AS VARCHAR), COUNT(*),
+                          SUM(w), SUM(amount_fen), SUM(amount_fen * w)
+                   FROM venue_entries_w GROUP BY ALL)
+               GROUP BY ALL"""
+        )
+        pairs = con.execute("SELECT issuer_id, acquirer_id FROM clearing_pairs").fetchall()
+        members = con.execute(
+            """SELECT DISTINCT CAST(participant_id AS VARCHAR), CAST(role AS VARCHAR),
+                      CAST(node_id AS VARCHAR)
+               FROM settlements WHERE CAST(role AS VARCHAR) <> 'clearing_node'
+               UNION
+               SELECT DISTINCT CAST(acquirer_id AS VARCHAR), 'acquirer', CAST(node_id AS VARCHAR)
+               FROM clearing_batches WHERE NOT transit
+               ORDER BY ALL"""
+        ).fetchall()
+        found = clearing_paths.routes(clearing_paths.node_parents(self.meta), members, pairs)
+        for table, columns, rows in (
+            ("clearing_hops", ["source", "target"], found.hops),
+            ("clearing_books", ["node_id", "participant_id"], found.books),
+        ):
+            # Handed over as a frame: thousands of rows, where row-by-row inserts take a second.
+            frame = pd.DataFrame(rows, columns=["issuer_id", "acquirer_id", *columns], dtype=str)
+            con.register("routed", frame)
+            try:
+                con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM routed")
+            finally:
+                con.unregister("routed")
+        for name, table, keys in (
+            ("clearing_flow_w", "clearing_hops", "source, target"),
+            ("clearing_book_w", "clearing_books", "node_id, participant_id"),
+        ):
+            con.execute(
+                f"""CREATE OR REPLACE TABLE {name} AS
+                    SELECT {keys}, SUM(n) AS n, SUM(wn) AS wn, SUM(fen) AS fen,
+                           SUM(wfen) AS wfen
+                    FROM clearing_pairs JOIN {table} USING (issuer_id, acquirer_id)
+                    GROUP BY ALL"""
+            )
 
     # --- one cardholder ---------------------------------------------------------------------
 
@@ -528,45 +673,37 @@ def cardholders_of(meta: dict) -> int:
     return round(sum(c["cardholders"] * float(c.get("expansion_weight", 1.0)) for c in cities))
 
 
-def city_labels(meta: dict) -> list[str]:
-    """Each shard's city as a reader names it (``run_meta.json`` ``cities``): a member city's
-    Chinese name, a region shard's city, else its scenario's name."""
-    labels = []
-    for city in meta.get("cities") or []:
-        settings = city.get("settings") or {}
-        profile, part = settings.get("city") or {}, settings.get("region_part") or {}
-        labels.append(profile.get("name_zh") or part.get("city") or city.get("name", ""))
-    return labels
-
-
 def _define_shard_views(con: duckdb.DuckDBPyConnection, meta: dict) -> tuple[bool, bool]:
     """Views ``<table>_w`` of ``WEIGHTED_TABLES`` with each record's shard (by the shard bits
-    of its id): its expansion weight ``w`` and its region ``prefix`` (the city's name and a
-    space for a city other than the first: two cities' 市区 are two regions; '' for the first
-    city's shards, so a one-city or region-split run reads as before). Plain views when every
-    city ran at full scale and there is one city. Returns (weighted, several cities)."""
+    of its id): its expansion weight ``w``, its region ``prefix`` (``run_places``: the city's
+    name and a space for a city other than the first, so two cities' 市区 are two regions; ''
+    for the first city's shards, so a one-city or region-split run reads as before) and its
+    ``city`` (``run_places.City.index``). Plain views when every city ran at full scale and
+    there is one city. Returns (weighted, several cities)."""
     cities = meta.get("cities") or []
     weights = [float(c.get("expansion_weight", 1.0)) for c in cities]
-    labels = city_labels(meta)
-    prefixes = ["" if label == labels[0] else f"{label} " for label in labels]
+    prefixes, city = run_places.region_prefixes(meta), run_places.shard_city(meta)
     weighted, several = any(w != 1.0 for w in weights), any(prefixes)
     if weighted or several:
-        con.execute("CREATE TABLE shard_info (shard BIGINT, w DOUBLE, prefix VARCHAR)")
+        con.execute(
+            "CREATE TABLE shard_info (shard BIGINT, w DOUBLE, prefix VARCHAR, city INTEGER)"
+        )
         con.executemany(
-            "INSERT INTO shard_info VALUES (?, ?, ?)",
-            [(i, w, p) for i, (w, p) in enumerate(zip(weights, prefixes, strict=True))],
+            "INSERT INTO shard_info VALUES (?, ?, ?, ?)",
+            [(i, w, p, c) for i, (w, p, c) in enumerate(zip(weights, prefixes, city, strict=True))],
         )
     shift, mask = ids.SHARD_SHIFT, ids.MAX_SHARDS - 1
     for table, id_column in WEIGHTED_TABLES.items():
         if weighted or several:
             con.execute(
                 f"""CREATE VIEW {table}_w AS
-                    SELECT t.*, COALESCE(s.w, 1.0) AS w, COALESCE(s.prefix, '') AS prefix
+                    SELECT t.*, COALESCE(s.w, 1.0) AS w, COALESCE(s.prefix, '') AS prefix,
+                           COALESCE(s.city, 0) AS city
                     FROM {table} t
                     LEFT JOIN shard_info s ON s.shard = (t.{id_column} >> {shift}) & {mask}"""
             )
         else:
-            con.execute(f"CREATE VIEW {table}_w AS SELECT * FROM {table}")  # no w read
+            con.execute(f"CREATE VIEW {table}_w AS SELECT *, 0 AS city FROM {table}")  # no w
     return weighted, several
 
 

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # and check values are the same on every machine and no test writes a key into the home folder.
 os.environ["CARDTWIN_PRIVACY_KEY_FILE"] = str(ROOT / "tests" / "data" / "test_privacy.key")
 
-from sim.api import build, load_scenario  # noqa: E402
+from sim.api import build, load_scenario, run  # noqa: E402
 
 NANTONG = ROOT / "scenarios" / "nantong_2024.yaml"
 
@@ -27,3 +27,14 @@ def nantong_scenario():
 def nantong_world(nantong_scenario):
     """The full-scale world (1.7 M cardholders); tests must not mutate its state columns."""
     return build(nantong_scenario)
+
+
+@pytest.fixture(scope="session")
+def scaled_two_city(tmp_path_factory) -> Path:
+    """A finished two-city run with beta simulated at 20% (each of its records stands for 5),
+    2 days, in a runs folder of its own: a multi-city run with a scaled city, for the tests of
+    what reads runs (sim/run_view.py, the dashboard)."""
+    out = tmp_path_factory.mktemp("scaled_two_city") / "two_city"
+    overrides = ["cities.beta.scale=0.2", "period.days=2"]
+    run(load_scenario(ROOT / "scenarios" / "two_city.yaml", overrides), out)
+    return out

@@ -12,6 +12,8 @@ import re
 import shutil
 from pathlib import Path
 
+import pandas as pd
+import pyarrow.dataset as ds
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -354,18 +356,115 @@ def test_incident_text_stays_text_and_numbers_stay_numbers():
     assert incident.description == "12:30" and incident.duration_min == 120
 
 
-def test_a_multi_city_run_renders_every_tab_and_says_which_city_its_settings_show(tmp_path):
-    api.run(api.load_scenario(ROOT / "scenarios" / "two_city.yaml", days=1), tmp_path / "two")
-    at = app(tmp_path, "explore", lang="en", run="two")
-    assert any("This run has 2 cities" in c.value for c in at.caption)
+def _open_tab(at, name: str, lang: str = "en"):
+    """Open the Explore tab ``name`` and rerun."""
+    at.session_state["explore_tab"] = i18n.t(f"explore.tab.{name}", lang)
+    at.run()
+    assert not at.exception, (name, at.exception)
+    return at
+
+
+def _chart_texts(at, kind: str) -> list[list[str]]:
+    """The category labels (bars: y; map: text; heat map: y) of the page's charts of ``kind``."""
+    found = []
+    for chart in at.get("plotly_chart"):
+        for trace in json.loads(chart.proto.spec)["data"]:
+            if trace.get("type") == kind:
+                labels = trace.get("text") or trace.get("y") or []
+                found.append([labels] if isinstance(labels, str) else [str(v) for v in labels])
+    return found
+
+
+CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def test_a_multi_city_run_renders_every_tab_and_names_its_cities(scaled_two_city):
+    at = app(scaled_two_city.parent, "explore", lang="en", run=scaled_two_city.name)
+    assert any("This run has 2 cities (Alpha, Beta)" in c.value for c in at.caption)
     for name in ("ridership", "money", "outlets", "faults", "clearing", "map"):
-        at.session_state["explore_tab"] = i18n.t(f"explore.tab.{name}", "en")
-        at.run()
-        assert not at.exception, (name, at.exception)
+        _open_tab(at, name)
         assert at.get("plotly_chart"), name
     at.switch_page("views/trace.py")
     at.run()
     assert not at.exception
+
+
+def test_english_pages_name_every_citys_regions_in_english(scaled_two_city):
+    """The other city's regions are keyed 乙城 城区 in the data; an English page says Beta
+    Centre (its city's and its own scenario ids), a Chinese page keeps the Chinese."""
+    at = app(scaled_two_city.parent, "explore", lang="en", run=scaled_two_city.name)
+    english = {"Centre", "County", "Beta Centre", "Beta County"}
+    at.radio(key="explore_dimension:en").set_value("region").run()
+    assert not at.exception, at.exception
+    (bars,) = _chart_texts(at, "bar")
+    assert set(bars) == english
+    _open_tab(at, "money")
+    assert not [t for labels in _chart_texts(at, "bar") for t in labels if CJK.search(t)]
+    _open_tab(at, "map")
+    (points,) = _chart_texts(at, "scatter")
+    assert {p.split("<br>")[0] for p in points} == english
+    _open_tab(at, "outlets")
+    (hours,) = [d.value for d in at.dataframe if "Region" in d.value.columns]
+    assert set(hours["Region"]) == english and set(hours["City"]) == {"Alpha", "Beta"}
+    at = app(scaled_two_city.parent, "explore", lang="zh", run=scaled_two_city.name)
+    _open_tab(at, "map", "zh")
+    (points,) = _chart_texts(at, "scatter")
+    assert {p.split("<br>")[0] for p in points} == {"城区", "县区", "乙城 城区", "乙城 县区"}
+    assert any("此运行包含 2 个城市（甲城、乙城）" in c.value for c in at.caption)
+
+
+def test_the_map_and_the_outlets_show_every_city_or_the_one_picked(scaled_two_city):
+    """All cities first; picking one shows its regions and outlets alone (both cities run the
+    same outlets file, so each has an outlet 1: they are told apart by their city)."""
+    at = app(scaled_two_city.parent, "explore", lang="en", run=scaled_two_city.name)
+    _open_tab(at, "map")
+    picker = at.selectbox(key="map_city:en")
+    assert picker.options == ["All cities", "Alpha", "Beta"] and picker.value == "all"
+    (points,) = _chart_texts(at, "scatter")
+    assert len(points) == 4
+    picker.set_value(1).run()
+    assert not at.exception, at.exception
+    (points,) = _chart_texts(at, "scatter")
+    assert {p.split("<br>")[0] for p in points} == {"Beta Centre", "Beta County"}
+    _open_tab(at, "outlets")
+    (hours,) = [d.value for d in at.dataframe if "Outlet id" in d.value.columns]
+    assert list(hours["City"]) == ["Alpha"] * 3 + ["Beta"] * 3
+    (rows,) = _chart_texts(at, "heatmap")
+    assert {r.split(" · ")[0] for r in rows} == {"Alpha", "Beta"}  # both cities had visitors
+    at.selectbox(key="outlets_city:en").set_value(1).run()
+    assert not at.exception, at.exception
+    (hours,) = [d.value for d in at.dataframe if "Outlet id" in d.value.columns]
+    assert len(hours) == 3 and "City" not in hours.columns
+    assert set(hours["Region"]) == {"Beta Centre", "Beta County"}
+    (rows,) = _chart_texts(at, "heatmap")
+    assert rows and not [r for r in rows if " · " in r]  # one city: the outlets' own names
+
+
+def test_clearing_figures_of_a_scaled_city_are_expanded_and_marked_as_estimates(
+    scaled_two_city,
+):
+    """Beta ran at 20%: its card issuer's position is shown five times what the run settled,
+    marked as an estimate (≈ / 约); alpha's own, all full scale, as it was."""
+    books = ds.dataset(scaled_two_city / "settlements", partitioning="hive").to_table()
+    books = books.to_pandas()  # the run's own books, unexpanded
+    simulated = books.groupby(books["participant_id"].astype(str))["net_position_fen"].sum()
+    at = app(scaled_two_city.parent, "explore", lang="en", run=scaled_two_city.name)
+    assert all(m.value.startswith("≈ ") for m in at.metric if m.value != "0")
+    _open_tab(at, "clearing")
+    (table,) = [d.value for d in at.dataframe if "Participant" in d.value.columns]
+    net = table.set_index("Participant")["Net position (positive = owed to it)"]
+    assert net["BETA_CARD"] == f"≈ {i18n.yuan(5 * int(simulated['BETA_CARD']), 'en')}"
+    assert net["ALPHA_CARD"] == i18n.yuan(int(simulated["ALPHA_CARD"]), "en")
+    assert any(
+        "so they are estimates; a figure shown alone is marked ≈" in c.value for c in at.caption
+    )
+    flows = [t for texts in _chart_texts(at, "scatter") for t in texts if "→" in t]
+    assert any(t.startswith("BETA_BUS_CENTRE → BETA_EXCHANGE: ≈ ¥") for t in flows)
+    at = app(scaled_two_city.parent, "explore", lang="zh", run=scaled_two_city.name)
+    _open_tab(at, "clearing", "zh")
+    (table,) = [d.value for d in at.dataframe if "参与方" in d.value.columns]
+    net = table.set_index("参与方")["净头寸（正数为应收）"]
+    assert net["BETA_CARD"] == f"约{i18n.yuan(5 * int(simulated['BETA_CARD']), 'zh')}"
 
 
 def _replace_box(at):
@@ -479,7 +578,9 @@ def test_an_upload_of_the_same_name_restarts_the_form_and_says_it_replaced_one(t
 INCIDENTS = (
     '[{id: m1-down, kind: line_outage, target: M1, start: "2024-01-01 08:00", duration_min: 120},'
     ' {id: dearer, kind: fare_change, start: "2024-01-01 00:00", duration_min: 1440,'
-    "  fares: {bus: {region_fare_fen: {urban: 250}}}, description: a test fare rise}]"
+    "  fares: {bus: {region_fare_fen: {urban: 250}}}, description: a test fare rise},"
+    ' {id: qr-down, kind: qr_platform_outage, target: qr_alipay, start: "2024-01-01 18:00",'
+    "  duration_min: 30, no_card_share: 0.25}]"
 )
 
 
@@ -498,13 +599,16 @@ def test_incidents_outlets_and_clearing_roles_are_shown_in_words(tmp_path):
     at = app(tmp_path, "explore", lang="en", run="incidents")
     (timeline,) = [t for t in tab("faults") if "Kind" in t.columns]
     assert list(timeline.columns) == ["Id", "Kind", "Start", "Duration", "Target", "Details"]
-    assert list(timeline["Kind"]) == ["Line not running", "Fare change"]
-    assert list(timeline["Start"]) == ["Jan 1, 2024, 08:00", "Jan 1, 2024, 00:00"]
-    assert list(timeline["Duration"]) == ["120 min", "1,440 min"]
-    assert list(timeline["Target"]) == ["M1", "–"]
+    assert list(timeline["Kind"]) == ["Line not running", "Fare change", "QR platform down"]
+    assert list(timeline["Start"]) == [
+        "Jan 1, 2024, 08:00", "Jan 1, 2024, 00:00", "Jan 1, 2024, 18:00",
+    ]  # fmt: skip
+    assert list(timeline["Duration"]) == ["120 min", "1,440 min", "30 min"]
+    assert list(timeline["Target"]) == ["M1", "–", "QR (Alipay)"]  # a medium in words
     assert timeline["Details"].iloc[1] == (
         "fares become: fares.bus.region_fare_fen.urban = ¥2.50; a test fare rise"
     )
+    assert timeline["Details"].iloc[2] == "25.0% of its riders carry no card"
     (hours,) = [t for t in tab("outlets") if "Open days" in t.columns]
     words = {i18n.t(f"code.open_days.{rule}", "en") for rule in OPEN_DAY_RULES}
     assert set(hours["Open days"]) <= words
@@ -512,7 +616,8 @@ def test_incidents_outlets_and_clearing_roles_are_shown_in_words(tmp_path):
     assert set(positions["Role"]) <= {"Issuer", "Acquirer", "Clearing node"}
     at = app(tmp_path, "explore", lang="zh", run="incidents")
     (timeline,) = [t for t in tab("faults", "zh") if "类型" in t.columns]
-    assert list(timeline["类型"]) == ["线路停运", "票价调整"]
+    assert list(timeline["类型"]) == ["线路停运", "票价调整", "扫码平台故障"]
+    assert timeline["对象"].iloc[2] == "支付宝扫码"
     assert timeline["开始"].iloc[0] == "2024年1月1日 08:00"
     assert "2.50 元" in timeline["详情"].iloc[1]
 
@@ -544,3 +649,23 @@ def test_the_incident_table_is_headed_in_words_and_offers_every_kind(lang, kind_
     words = {o["value"]: o["label"] for o in options}
     expected = "线路停运" if lang == "zh" else "Line not running"
     assert words["line_outage"] == f"{expected} (line_outage)"
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_every_incident_field_is_headed_in_words_with_its_scenario_name_in_its_help(lang):
+    """The less common fields (a duplicate wave's share, a fare change's fares, ...) are headed
+    in the page's language like the common ones, not by their scenario names; the help under
+    each heading gives that name, which the engine's messages use."""
+    from dashboard.overrides import incident_columns
+    from sim.incidents import Incident
+
+    frame = pd.DataFrame(columns=list(Incident.model_fields))
+    config = incident_columns(frame, lang)
+    assert list(config) == list(Incident.model_fields)
+    for field, column in config.items():
+        label = column["label"]
+        assert field not in label and "_" not in label, (field, label)
+        assert bool(CJK.search(label)) == (lang == "zh"), (field, label)
+        assert f"incidents[].{field}" in column["help"], field
+    shares = {"zh": "被扣两次的刷卡比例（0–1）", "en": "Share of card taps charged twice (0–1)"}
+    assert config["duplicate_share"]["label"] == shares[lang]

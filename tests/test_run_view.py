@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from sim import api
+from sim import api, clearing_paths, run_places
 from sim.run_dir import MARKER_FILE
 from sim.run_view import (
     DIMENSIONS,
@@ -25,6 +25,7 @@ from sim.run_view import (
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
+W = 5  # the expansion weight of the scaled city of the two-city run below
 
 
 @pytest.fixture(scope="module")
@@ -123,54 +124,112 @@ def test_broken_folders_are_named_with_what_is_wrong(run_dir, tmp_path):
         api.open_run(old)
 
 
-def test_a_city_at_a_lower_scale_counts_with_its_expansion_weight(tmp_path):
-    """A city simulated at 10% stands for ten times its records, in every query as in the
+@pytest.fixture(scope="module")
+def scaled(scaled_two_city) -> Path:
+    """The two-city run with beta at 20% (conftest): each of its records stands for W."""
+    meta = json.loads((scaled_two_city / "run_meta.json").read_text("utf-8"))
+    assert [c["expansion_weight"] for c in meta["cities"]] == [1.0, W]
+    return scaled_two_city
+
+
+@pytest.fixture(scope="module")
+def scaled_view(scaled):
+    opened = RunView.open(scaled)
+    yield opened
+    opened.close()
+
+
+def _beta(ids: pd.Series) -> np.ndarray:
+    """Which of these record or visit ids are beta's (shard 1)."""
+    return (ids.to_numpy() >> 53) & 1023 == 1
+
+
+def test_a_city_at_a_lower_scale_counts_with_its_expansion_weight(scaled, scaled_view):
+    """A city simulated at 20% stands for five times its records, in every query as in the
     daily KPIs (which round each day: the headline is within a record a day of them)."""
-    out = tmp_path / "scaled"
-    overrides = ["cities.beta.scale=0.1", "period.days=2"]
-    api.run(api.load_scenario(ROOT / "scenarios" / "two_city.yaml", overrides), out)
-    view = RunView.open(out)
-    try:
-        assert view.weighted
-        taps = _table(out, "transactions")
-        counted = taps[taps["status"] != "rejected"]
-        beta = (counted["transaction_id"].to_numpy() >> 53) & 1023 == 1
-        expected = (~beta).sum() + 10 * beta.sum()
-        headline = view.headline()
-        assert headline["taps"] == pytest.approx(expected, abs=1e-6)
-        assert abs(headline["taps"] - view.daily()["taps"].sum()) <= 2
-        fen = np.where(beta, 10, 1) @ counted["amount_fen"].to_numpy()
-        assert headline["fares_fen"] == fen
-        for dimension in DIMENSIONS:
-            split = view.breakdown(dimension, "taps")["value"].sum()
-            assert split == pytest.approx(expected), dimension
-        topups = _table(out, "topups")
-        weight = np.where((topups["topup_id"].to_numpy() >> 53) & 1023 == 1, 10, 1)
-        assert view.topups()["amount_fen"].sum() == (topups["amount_fen"] * weight).sum()
-        # Whole counts and fen, as the daily KPIs give them (a 0.3 scale would not divide).
-        for frame, column in ((view.topups(), "topups"), (view.breakdown("region"), "value")):
-            assert pd.api.types.is_integer_dtype(frame[column]), column
-        # Riders: each card once a day, at its city's weight.
-        riders = counted.dropna(subset=["token_id"]).drop_duplicates(["service_date", "token_id"])
-        weights = np.where((riders["transaction_id"].to_numpy() >> 53) & 1023 == 1, 10, 1)
-        per_day = pd.Series(weights).groupby(riders["service_date"].to_numpy()).sum().mean()
-        alpha, beta_city = view.meta["cities"]
-        assert api.cardholders_of(view.meta) == alpha["cardholders"] + 10 * beta_city["cardholders"]
-        # Two cities' regions of one name are two regions: the other city's carries its name.
-        labels = city_labels(view.meta)
-        assert labels[0] != labels[1]
-        regions = view.breakdown("region", "taps")
-        other = regions[regions["key"].str.startswith(f"{labels[1]} ")]
-        assert len(other) and other["value"].sum() == pytest.approx(10 * beta.sum())
-        assert view.by_region("card_sales")["key"].str.startswith(f"{labels[0]} ").sum() == 0
-        # Outlets: the first city's (another city's ids name other outlets).
-        visits = _table(out, "outlet_visits")
-        first = (visits["visit_id"].to_numpy() >> 53) & 1023 == 0
-        assert view.outlet_waits()["visits"].sum() == first.sum()
-        riders_by_category = view.breakdown("rider_category", "riders")["value"].sum()
-        assert riders_by_category == pytest.approx(per_day)  # one category per card
-    finally:
-        view.close()
+    out, view = scaled, scaled_view
+    assert view.weighted
+    taps = _table(out, "transactions")
+    counted = taps[taps["status"] != "rejected"]
+    beta = _beta(counted["transaction_id"])
+    expected = (~beta).sum() + W * beta.sum()
+    headline = view.headline()
+    assert headline["taps"] == pytest.approx(expected, abs=1e-6)
+    assert abs(headline["taps"] - view.daily()["taps"].sum()) <= 2
+    fen = np.where(beta, W, 1) @ counted["amount_fen"].to_numpy()
+    assert headline["fares_fen"] == fen
+    for dimension in DIMENSIONS:
+        split = view.breakdown(dimension, "taps")["value"].sum()
+        assert split == pytest.approx(expected), dimension
+    topups = _table(out, "topups")
+    weight = np.where(_beta(topups["topup_id"]), W, 1)
+    assert view.topups()["amount_fen"].sum() == (topups["amount_fen"] * weight).sum()
+    # Whole counts and fen, as the daily KPIs give them (a 0.3 scale would not divide).
+    for frame, column in ((view.topups(), "topups"), (view.breakdown("region"), "value")):
+        assert pd.api.types.is_integer_dtype(frame[column]), column
+    # Riders: each card once a day, at its city's weight.
+    riders = counted.dropna(subset=["token_id"]).drop_duplicates(["service_date", "token_id"])
+    weights = np.where(_beta(riders["transaction_id"]), W, 1)
+    per_day = pd.Series(weights).groupby(riders["service_date"].to_numpy()).sum().mean()
+    alpha, beta_city = view.meta["cities"]
+    assert api.cardholders_of(view.meta) == alpha["cardholders"] + W * beta_city["cardholders"]
+    # Two cities' regions of one name are two regions: the other city's carries its name.
+    labels = city_labels(view.meta)
+    assert labels[0] != labels[1]
+    regions = view.breakdown("region", "taps")
+    other = regions[regions["key"].str.startswith(f"{labels[1]} ")]
+    assert len(other) and other["value"].sum() == pytest.approx(W * beta.sum())
+    assert view.by_region("card_sales")["key"].str.startswith(f"{labels[0]} ").sum() == 0
+    riders_by_category = view.breakdown("rider_category", "riders")["value"].sum()
+    assert riders_by_category == pytest.approx(per_day)  # one category per card
+
+
+def test_every_citys_outlets_are_read_and_their_waits_kept_apart(scaled, scaled_view):
+    """Both cities run the same outlets file, so both have an outlet 1: each city's outlets
+    are listed (their regions keyed as the other queries key them) and their visits counted
+    per city, the scaled city's with its weight."""
+    outlets = scaled_view.outlets()
+    assert list(outlets["city"].unique()) == [0, 1]
+    alpha, beta = (outlets[outlets["city"] == c] for c in (0, 1))
+    assert list(alpha["outlet_id"]) == list(beta["outlet_id"]) and len(alpha) == 3
+    assert set(alpha["region"]) == {"城区", "县区"}
+    assert set(beta["region"]) == {"乙城 城区", "乙城 县区"}
+    region_keys = set(scaled_view.by_region("card_sales")["key"])
+    assert region_keys <= set(outlets["region"])  # the keys the region queries use
+    visits = _table(scaled, "outlet_visits")
+    beta_visits = _beta(visits["visit_id"])
+    waits = scaled_view.outlet_waits()
+    assert waits.groupby("city")["visits"].sum().to_dict() == {
+        0: (~beta_visits).sum(),
+        1: W * beta_visits.sum(),
+    }
+    per_outlet = visits[beta_visits].groupby("outlet_id").size() * W
+    assert len(per_outlet)  # beta's outlets had visitors: the run shows them
+    shown = waits[waits["city"] == 1].groupby("outlet_id")["visits"].sum()
+    assert shown.to_dict() == per_outlet.to_dict()
+
+
+def test_a_runs_places_are_named_in_chinese_and_by_their_scenario_ids(scaled_view, view):
+    """Cities by the ids the other cities list them under (their English names), regions by
+    their scenario ids and keyed as the queries key them, each with its map position."""
+    cities = run_places.cities(scaled_view.meta)
+    assert [(c.index, c.zh, c.key, c.shards) for c in cities] == [
+        (0, "甲城", "alpha", (0,)),
+        (1, "乙城", "beta", (1,)),
+    ]
+    regions = {
+        r.key: (r.zh, r.id, r.city.key, r.lonlat) for r in run_places.regions(scaled_view.meta)
+    }
+    assert regions == {
+        "城区": ("城区", "centre", "alpha", (120.0, 31.0)),
+        "县区": ("县区", "county", "alpha", (120.2, 31.1)),
+        "乙城 城区": ("城区", "centre", "beta", (120.6, 31.0)),
+        "乙城 县区": ("县区", "county", "beta", (120.7, 31.2)),
+    }
+    assert set(scaled_view.breakdown("region")["key"]) <= set(regions)
+    (one,) = run_places.cities(view.meta)  # one city: no prefix, its own outlets
+    assert one.index == 0 and one.outlets_file
+    assert {r.key for r in run_places.regions(view.meta)} >= set(view.breakdown("region")["key"])
 
 
 @pytest.mark.parametrize(
@@ -201,3 +260,72 @@ def test_run_meta_keys_a_reader_relies_on_are_checked(run_dir, tmp_path, change,
     assert str(exc.value).startswith(f"{meta_file}: ") and expected in str(exc.value)
     (listed,) = list_runs(tmp_path)
     assert listed.problem == str(exc.value)
+
+
+def test_a_records_way_through_the_clearing_is_rebuilt_from_the_hierarchy():
+    """Up from the acquirer's exchange to the first node the issuer's exchange shares, down to
+    it; the books on the way; a participant the files do not place is left unrouted."""
+    parents = {"TOP": None, "A_EX": "TOP", "B_EX": "TOP"}
+    members = [("B_CARD", "issuer", "B_EX"), ("A_BUS", "acquirer", "A_EX")]
+    found = clearing_paths.routes(parents, members, [("B_CARD", "A_BUS"), ("X", "A_BUS")])
+    assert [h[2:] for h in found.hops] == [("A_BUS", "A_EX"), ("A_EX", "TOP"), ("TOP", "B_EX")]
+    assert {b[2:] for b in found.books} == {
+        ("A_EX", "A_BUS"), ("B_EX", "B_CARD"),  # the members at their exchanges
+        ("A_EX", "TOP"), ("TOP", "A_EX"), ("TOP", "B_EX"), ("B_EX", "TOP"),  # the links
+        ("A_EX", "A_EX"), ("TOP", "TOP"), ("B_EX", "B_EX"),  # each node's own (its fees)
+    }  # fmt: skip
+    assert found.unrouted == [("X", "A_BUS")]
+
+
+def test_clearing_flows_and_positions_of_a_scaled_city_are_expanded(scaled, scaled_view):
+    """Each flow stands for the records that went along it, each at its city's weight: an
+    acquirer's flow to its exchange is its cleared records' money times their weights; a flow
+    only full-scale records went along stays as simulated; the scaled city's card issuer owes
+    W times what it owed in the run. Expanded figures are marked as estimates."""
+    taps = _table(scaled, "transactions")
+    cleared = taps[taps["status"] == "cleared"]
+    weight = np.where(_beta(cleared["transaction_id"]), W, 1)
+    money = (cleared["amount_fen"] * weight).groupby(cleared["acquirer_id"].astype(str)).sum()
+    batches = _table(scaled, "clearing_batches")
+    simulated = batches.groupby(
+        [batches["acquirer_id"].astype(str), batches["node_id"].astype(str)]
+    )[["gross_fen", "fee_fen", "cleared"]].sum()
+    flows = scaled_view.clearing_flows().set_index(["source", "target"])
+    assert set(flows.index) == set(simulated.index)
+    assert (flows["net_fen"] == flows["gross_fen"] - flows["fee_fen"]).all()
+    first_hops = flows.loc[flows.index.get_level_values(0).isin(money.index)]
+    assert len(first_hops) == 4  # each city's two bus operators to its exchange
+    for (source, _), flow in first_hops.iterrows():
+        assert flow["gross_fen"] == money[source], source
+    # Alpha's cards in beta go down to alpha's exchange: alpha's own records, at weight 1.
+    down = flows.loc[("REGION_CENTRE", "ALPHA_EXCHANGE")]
+    assert not down["estimated"]
+    assert down[["gross_fen", "fee_fen", "records"]].tolist() == (
+        simulated.loc[("REGION_CENTRE", "ALPHA_EXCHANGE")].tolist()
+    )
+    # Beta's acquirers pass up every record but those of beta's own cards (issued at its
+    # exchange): alpha's cards at weight 1, its riders' QR codes at W.
+    up = cleared["acquirer_id"].astype(str).str.startswith("BETA_") & (
+        cleared["issuer_id"].astype(str) != "BETA_CARD"
+    )
+    beta_up = flows.loc[("BETA_EXCHANGE", "REGION_CENTRE")]
+    assert (
+        beta_up["estimated"] and beta_up["gross_fen"] == (cleared["amount_fen"] * weight)[up].sum()
+    )
+    settlements = _table(scaled, "settlements")
+    owed = settlements.groupby(settlements["participant_id"].astype(str))["net_position_fen"].sum()
+    positions = scaled_view.node_positions().set_index("participant_id")
+    assert positions.loc["BETA_CARD", "net_position_fen"] == W * owed["BETA_CARD"]
+    assert positions.loc["BETA_CARD", "estimated"]
+    assert positions.loc["ALPHA_CARD", "net_position_fen"] == owed["ALPHA_CARD"]
+    assert not positions.loc["ALPHA_CARD", "estimated"]
+    refunds = scaled_view.duplicates_and_refunds()
+    assert refunds["estimated"].all()
+
+
+def test_clearing_figures_of_a_full_scale_run_are_the_tables(view, run_dir):
+    flows, positions = view.clearing_flows(), view.node_positions()
+    assert not flows["estimated"].any() and not positions["estimated"].any()
+    settlements = _table(run_dir, "settlements")
+    assert positions["net_position_fen"].sum() == settlements["net_position_fen"].sum()
+    assert not view.duplicates_and_refunds()["estimated"].any()

@@ -12,7 +12,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import brief, i18n, present
+from dashboard import brief, i18n, places, present
 from dashboard.charts import by_date, download, show, style
 from dashboard.state import code, guarded, lang, pick, query, require_run, stamp, tr
 from sim import api
@@ -31,21 +31,38 @@ def _scaled(frame: pd.DataFrame, measure: str, column: str = "value") -> pd.Data
     return frame
 
 
-def region_names(settings: dict) -> dict[str, str]:
-    """Region names as the data writes them (Chinese) → in the chosen language: the Chinese
-    name, or in English the region's key in the scenario ("rudong" → "Rudong")."""
-    regions = settings.get("regions") or {}
-    if lang() == "zh":
-        return {r.get("name_zh", k): r.get("name_zh", k) for k, r in regions.items()}
-    return {r.get("name_zh", k): i18n.place_name(k) for k, r in regions.items()}
+ALL_CITIES = "all"  # the city picker's first choice: every city of the run
 
 
-def _labeller(dimension: str, settings: dict):
+def _labeller(dimension: str, meta: dict):
     """A function from a dimension's codes to words in the chosen language."""
     if dimension == "region":
-        names = region_names(settings)
-        return lambda k: names.get(k, k)
+        return places.region_label(meta, lang())
     return lambda k: code(dimension, k)
+
+
+def _estimate(text: str, estimated: bool) -> str:
+    """A figure as shown: marked as an estimate where it was expanded from a city simulated
+    below full scale (约 / ≈; callers leave a zero unmarked: nothing expands to nothing)."""
+    return tr("explore.estimate", value=text) if estimated else text
+
+
+def city_choice(view, name: str) -> int | None:
+    """The city a tab shows in a run of several (``RunCity.index``; None: all of them, the
+    first choice), picked above it; None without asking in a run of one city."""
+    cities = api.run_cities(view.meta)
+    if len(cities) < 2:
+        return None
+    lg = lang()
+    names = {c.index: places.city_name(c, lg) for c in cities}
+    options = [ALL_CITIES, *names]
+    chosen = pick(
+        tr("explore.city"),
+        options,
+        name,
+        lambda c: tr("explore.all_cities") if c == ALL_CITIES else names[c],
+    )
+    return None if chosen == ALL_CITIES else chosen
 
 
 def kpi_cards(view, run_dir) -> None:
@@ -62,22 +79,26 @@ def kpi_cards(view, run_dir) -> None:
         )
     )
     head = query(run_dir, "headline")
+    count = lambda n: (n, i18n.count(n, lg))  # noqa: E731
+    money = lambda fen: (fen, i18n.yuan(fen, lg, compact=True))  # noqa: E731
     cards = [
-        ("explore.kpi.cardholders", i18n.count(api.cardholders_of(view.meta), lg)),
-        ("explore.kpi.taps", i18n.count(head["taps"], lg)),
-        ("explore.kpi.riders_per_day", i18n.count(head["riders_per_day"], lg)),
-        ("explore.kpi.fares", i18n.yuan(head["fares_fen"], lg, compact=True)),
-        ("explore.kpi.topups", i18n.yuan(head["topup_fen"], lg, compact=True)),
-        ("explore.kpi.card_sales", i18n.count(head["card_sales"], lg)),
-        ("explore.kpi.declined", i18n.count(head["declined_taps"], lg)),
-        ("explore.kpi.duplicates", i18n.count(head["duplicate_deductions"], lg)),
+        ("explore.kpi.cardholders", count(api.cardholders_of(view.meta))),
+        ("explore.kpi.taps", count(head["taps"])),
+        ("explore.kpi.riders_per_day", count(head["riders_per_day"])),
+        ("explore.kpi.fares", money(head["fares_fen"])),
+        ("explore.kpi.topups", money(head["topup_fen"])),
+        ("explore.kpi.card_sales", count(head["card_sales"])),
+        ("explore.kpi.declined", count(head["declined_taps"])),
+        ("explore.kpi.duplicates", count(head["duplicate_deductions"])),
     ]
     for row in (cards[:4], cards[4:]):
-        for column, (key, value) in zip(st.columns(len(row)), row, strict=True):
-            column.metric(tr(key), value, border=True)
+        for column, (key, (value, text)) in zip(st.columns(len(row)), row, strict=True):
+            # In a run with cities below full scale every card is expanded by their weights:
+            # an estimate (none of nothing).
+            column.metric(tr(key), _estimate(text, view.weighted and value != 0), border=True)
 
 
-def ridership_tab(run_dir, settings: dict) -> None:
+def ridership_tab(run_dir, meta: dict) -> None:
     """Taps by hour and day type; the whole run split by card type, medium, region, mode."""
     measure = pick(tr("common.measure"), list(api.RUN_MEASURES), "explore_measure", _value_label)
     hourly = _scaled(query(run_dir, "taps_by_hour", measure), measure)
@@ -100,7 +121,7 @@ def ridership_tab(run_dir, settings: dict) -> None:
         horizontal=True,
     )
     split = _scaled(query(run_dir, "breakdown", dimension, measure), measure)
-    label = _labeller(dimension, settings)
+    label = _labeller(dimension, meta)
     split = split.assign(label=split["key"].map(label))
     fig = px.bar(split, x="value", y="label", orientation="h")
     fig.update_yaxes(categoryorder="total ascending")
@@ -123,13 +144,12 @@ def ridership_tab(run_dir, settings: dict) -> None:
     show(fig, per_day, f"by_day_{dimension}_{measure}")
 
 
-def money_tab(run_dir, settings: dict) -> None:
+def money_tab(run_dir, meta: dict) -> None:
     """Top-ups by channel and region, top-up amounts, purse balances."""
     lg = lang()
     topups = query(run_dir, "topups")
-    names = region_names(settings)
     topups = topups.assign(
-        region_label=topups["region"].map(lambda r: names.get(r, r)),
+        region_label=topups["region"].map(places.region_label(meta, lg)),
         channel_label=topups["channel"].map(lambda c: code("channel", c)),
         amount_yuan=topups["amount_fen"].astype("float64") / 100,
     )
@@ -157,18 +177,27 @@ def money_tab(run_dir, settings: dict) -> None:
     show(fig, balances, "balances")
 
 
-def outlets_tab(run_dir, settings: dict) -> None:
-    """Waiting time by outlet and hour (a heat map), with each outlet's opening hours."""
+def outlets_tab(run_dir, view) -> None:
+    """Waiting time by outlet and hour (a heat map), with each outlet's opening hours: every
+    city's outlets, or one city's (picked above, in a run of several)."""
+    city = city_choice(view, "outlets_city")
     waits = query(run_dir, "outlet_waits")
+    outlets = query(run_dir, "outlets")
+    if city is not None:
+        waits = waits[waits["city"] == city]
+        outlets = outlets[outlets["city"] == city]
     if waits.empty:
         st.info(tr("explore.no_outlet_visits"))
         return
-    names = _outlet_names(run_dir)
+    names = _outlet_names(view.meta, outlets, several=city is None)
     waits = waits.assign(
-        outlet=waits["outlet_id"].map(lambda i: names.get(int(i), {}).get("name", str(i))),
+        outlet=[
+            names.get((int(c), int(i)), {}).get("label", str(i))
+            for c, i in zip(waits["city"], waits["outlet_id"], strict=True)
+        ],
         mean_wait_min=waits["mean_wait_s"] / 60,
     )
-    grid = waits.pivot_table(index="outlet", columns="hour", values="mean_wait_min")
+    grid = waits.pivot_table(index="outlet", columns="hour", values="mean_wait_min", sort=False)
     fig = go.Figure(
         go.Heatmap(
             z=grid.values,
@@ -182,14 +211,16 @@ def outlets_tab(run_dir, settings: dict) -> None:
     )
     style(fig, tr("explore.chart.outlet_waits"), tr("common.hour"), "")
     fig.update_layout(height=max(380, 22 * len(grid.index) + 120))
-    show(fig, waits, "outlet_waits")
+    fig.update_yaxes(autorange="reversed")  # the first city's first outlet on top
+    show(fig, waits, "outlet_waits" if city is None else f"outlet_waits_{city}")
     if names:
         rows = [
-            {"outlet_id": k, **v, "open_days": code("open_days", v["open_days"])}
-            for k, v in sorted(names.items())
+            {"outlet_id": oid, **{k: v for k, v in info.items() if k != "label"}}
+            for (_, oid), info in names.items()
         ]
         hours = pd.DataFrame(rows).rename(
             columns={
+                "city": tr("explore.col.city"),
                 "outlet_id": tr("explore.col.outlet_id"),
                 "name": tr("explore.col.outlet"),
                 "region": tr("explore.col.region"),
@@ -203,17 +234,31 @@ def outlets_tab(run_dir, settings: dict) -> None:
         st.caption(tr("explore.no_opening_hours"))
 
 
-def _outlet_names(run_dir) -> dict[int, dict]:
-    """Outlet names and opening hours (``RunView.outlets``; {} if the outlets file is gone)."""
-    return {
-        int(r["outlet_id"]): {
-            "name": r["name_zh"],
-            "region": r["region_zh"],
+def _outlet_names(meta: dict, outlets: pd.DataFrame, several: bool) -> dict[tuple, dict]:
+    """Each outlet by (city, id) → its row of the opening-hours table in the page's language,
+    and its ``label`` on the heat map (after its city's name where several cities are shown:
+    outlets of different cities share names). {} where the outlets files are gone."""
+    lg = lang()
+    cities = {c.index: places.city_name(c, lg) for c in api.run_cities(meta)}
+    several = several and len(cities) > 1
+    region = places.region_label(meta, lg)
+    found = {}
+    for r in outlets.sort_values(["city", "outlet_id"]).to_dict("records"):
+        city = cities.get(int(r["city"]), "")
+        found[(int(r["city"]), int(r["outlet_id"]))] = {
+            **({"city": city} if several else {}),
+            "name": r["name_zh"],  # the outlets file names them in Chinese only
+            "region": region(r["region"]),
             "hours": r["hours"],
-            "open_days": r["open_days"],
+            "open_days": code("open_days", r["open_days"]),
+            "label": f"{city} · {r['name_zh']}" if several else r["name_zh"],
         }
-        for r in query(run_dir, "outlets").to_dict("records")
-    }
+    # Two outlets of one name would be one row of the heat map: those carry their id too.
+    labels = [info["label"] for info in found.values()]
+    for (_, oid), info in found.items():
+        if labels.count(info["label"]) > 1:
+            info["label"] = f"{info['label']} ({oid})"
+    return found
 
 
 def faults_tab(run_dir, settings: dict) -> None:
@@ -243,15 +288,24 @@ def faults_tab(run_dir, settings: dict) -> None:
         show(fig, touched, "incident_taps")
     dup = query(run_dir, "duplicates_and_refunds")
     if not dup.empty:
+        estimated = bool(dup["estimated"].any())  # expanded from a city below full scale
+        deductions, uploads = (
+            int(dup["duplicate_deductions"].sum()),
+            int(dup["duplicate_uploads"].sum()),
+        )
         refunds = int(dup["refund_fen"].sum())
         cols = st.columns(3)
         cols[0].metric(
-            tr("explore.kpi.duplicates"), i18n.count(int(dup["duplicate_deductions"].sum()), lg)
+            tr("explore.kpi.duplicates"),
+            _estimate(i18n.count(deductions, lg), estimated and deductions != 0),
         )
-        cols[1].metric(tr("explore.kpi.refunds"), i18n.yuan(refunds, lg))
+        cols[1].metric(
+            tr("explore.kpi.refunds"),
+            _estimate(i18n.yuan(refunds, lg), estimated and refunds != 0),
+        )
         cols[2].metric(
             tr("explore.kpi.duplicate_uploads"),
-            i18n.count(int(dup["duplicate_uploads"].sum()), lg),
+            _estimate(i18n.count(uploads, lg), estimated and uploads != 0),
         )
         long = dup.melt(
             id_vars="settle_date",
@@ -293,11 +347,20 @@ def incident_table(incidents: list[dict]) -> pd.DataFrame:
                 tr("explore.incident.col.duration"): tr(
                     "explore.incident.minutes", n=i18n.count(inc.get("duration_min"), lg)
                 ),
-                tr("explore.incident.col.target"): str(inc.get("target") or "–"),
+                tr("explore.incident.col.target"): _incident_target(inc),
                 tr("explore.incident.col.details"): _incident_details(inc),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _incident_target(inc: dict) -> str:
+    """What an incident hits: a QR platform's medium in words, any other target (a device,
+    line, station, node or outlet id) as the scenario names it."""
+    target = inc.get("target")
+    if not target:
+        return "–"
+    return code("media", target) if inc.get("kind") == "qr_platform_outage" else str(target)
 
 
 def _incident_details(inc: dict) -> str:
@@ -347,7 +410,9 @@ def _settings_words(value: object, path: str) -> list[str]:
 
 def clearing_tab(run_dir) -> None:
     """Clearing flows between institutions as a network (edge width = money), and the
-    settlement positions."""
+    settlement positions. In a run with cities below full scale, the figures of the flows and
+    positions their records went through are expanded by their weights and marked as
+    estimates (``RunView.clearing_flows``, ``node_positions``)."""
     lg = lang()
     flows = query(run_dir, "clearing_flows")
     if flows.empty:
@@ -357,7 +422,10 @@ def clearing_tab(run_dir) -> None:
     positions = query(run_dir, "node_positions")
     shown = positions.assign(
         role=positions["role"].map(lambda r: code("role", r)),
-        net=positions["net_position_fen"].map(lambda f: i18n.yuan(int(f), lg)),
+        net=[
+            _estimate(i18n.yuan(int(f), lg), bool(e) and f != 0)
+            for f, e in zip(positions["net_position_fen"], positions["estimated"], strict=True)
+        ],
         deposit=positions["last_deposit_fen"].map(
             lambda f: "" if pd.isna(f) else i18n.yuan(int(f), lg)
         ),
@@ -375,10 +443,17 @@ def clearing_tab(run_dir) -> None:
 
 
 def _flow_figure(flows: pd.DataFrame) -> go.Figure:
-    """Acquirers and clearing nodes laid out by networkx; each edge's width is its gross money."""
+    """Acquirers and clearing nodes laid out by networkx; each edge's width is its gross money
+    (an estimate, so marked, where it was expanded from a city below full scale)."""
     graph = nx.DiGraph()
     for row in flows.itertuples():
-        graph.add_edge(row.source, row.target, gross=int(row.gross_fen), fee=int(row.fee_fen))
+        graph.add_edge(
+            row.source,
+            row.target,
+            gross=int(row.gross_fen),
+            fee=int(row.fee_fen),
+            estimated=bool(row.estimated),
+        )
     # Kamada-Kawai for the shape of the hierarchy, then a seeded spring pass to pull apart the
     # leaves one node shares (a city's acquirers would sit on one spot): the same each time.
     undirected = graph.to_undirected()
@@ -389,6 +464,8 @@ def _flow_figure(flows: pd.DataFrame) -> go.Figure:
     lg = lang()
     for a, b, d in sorted(graph.edges(data=True)):
         (x0, y0), (x1, y1) = layout[a], layout[b]
+        gross = _estimate(i18n.yuan(d["gross"], lg), d["estimated"] and d["gross"] != 0)
+        fee = _estimate(i18n.yuan(d["fee"], lg), d["estimated"] and d["fee"] != 0)
         fig.add_trace(
             go.Scatter(
                 x=[x0, x1],
@@ -397,8 +474,7 @@ def _flow_figure(flows: pd.DataFrame) -> go.Figure:
                 line={"width": 1 + 14 * math.sqrt(d["gross"] / biggest), "color": "#4a7ab0"},
                 opacity=0.6,
                 hoverinfo="text",
-                text=f"{a} → {b}: {i18n.yuan(d['gross'], lg)} ({tr('explore.fee')} "
-                f"{i18n.yuan(d['fee'], lg)})",
+                text=f"{a} → {b}: {gross} ({tr('explore.fee')} {fee})",
                 showlegend=False,
             )
         )
@@ -427,35 +503,44 @@ def _shown(value: float, measure: str) -> str:
     return i18n.count(round(value), lang())
 
 
-def map_tab(run_dir, settings: dict) -> None:
-    """A schematic map of the regions (their seats), coloured and sized by a chosen measure."""
+def map_tab(run_dir, view) -> None:
+    """A schematic map of the regions (their seats), coloured and sized by a chosen measure:
+    every city's regions, or one city's (picked above, in a run of several)."""
     measure = pick(tr("common.measure"), api.REGION_MEASURES, "map_measure", _value_label)
+    city = city_choice(view, "map_city")
     values = _scaled(query(run_dir, "by_region", measure), measure)
-    regions = settings.get("regions") or {}
-    rows = []
-    for key, region in regions.items():
-        lonlat = region.get("map_lonlat")
-        name = region.get("name_zh", key)
-        if lonlat is None:
-            continue
-        match = values.loc[values["key"].isin([name, key]), "value"]
-        rows.append(
-            {
-                "region": region_names(settings).get(name, name),
-                "lon": lonlat[0],
-                "lat": lonlat[1],
-                "value": float(match.iloc[0]) if len(match) else 0.0,
-            }
-        )
+    value_of = dict(zip(values["key"], values["value"], strict=True))
+    regions = [r for r in api.run_regions(view.meta) if city is None or r.city.index == city]
+    names = places.region_names(view.meta, lang())
+    rows = [
+        {
+            "city": places.city_name(r.city, lang()),
+            "region": names.get(r.key, r.key),
+            "lon": r.lonlat[0],
+            "lat": r.lonlat[1],
+            # a region keyed by its id: a run written before regions were named in the data
+            "value": float(value_of.get(r.key, value_of.get(r.id, 0.0))),
+        }
+        for r in regions
+        if r.lonlat is not None
+    ]
     if not rows:
         st.info(tr("explore.no_map"))
-        fig = px.bar(values, x="key", y="value")
+        keys = {r.key for r in regions}
+        if city is not None:  # the bars of the chosen city's regions only
+            values = values[values["key"].isin(keys)]
+        values = values.assign(label=values["key"].map(lambda k: names.get(k, k)))
+        fig = px.bar(values, x="label", y="value")
         title = tr("explore.chart.map", measure=_value_label(measure))
         style(fig, title, "", _value_label(measure))
         show(fig, values, f"regions_{measure}")
         return
     frame = pd.DataFrame(rows)
     biggest = max(frame["value"].max(), 1e-9)
+    # Several cities spread over a province: smaller squares, a taller map, so a city's
+    # regions and its neighbours' do not cover each other.
+    several = frame["city"].nunique() > 1
+    smallest, spread = (14, 36) if several else (30, 50)
     fig = go.Figure(
         go.Scatter(
             x=frame["lon"],
@@ -467,7 +552,7 @@ def map_tab(run_dir, settings: dict) -> None:
             ],
             textposition="bottom center",
             marker={
-                "size": 30 + 50 * (frame["value"] / biggest) ** 0.5,
+                "size": smallest + spread * (frame["value"] / biggest) ** 0.5,
                 "color": frame["value"],
                 "colorscale": "Blues",
                 "cmin": 0,  # shade from zero: a region with half the taps looks half as dark
@@ -479,11 +564,20 @@ def map_tab(run_dir, settings: dict) -> None:
             hovertemplate="%{text}: %{marker.color:,.0f}<extra></extra>",
         )
     )
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, scaleanchor="x")
+    # Room around the seats for the squares and the labels under the lowest ones.
+    fig.update_xaxes(visible=False, range=_padded(frame["lon"], 0.1))
+    fig.update_yaxes(visible=False, scaleanchor="x", range=_padded(frame["lat"], 0.2))
     style(fig, tr("explore.chart.map", measure=_value_label(measure)))
-    fig.update_layout(height=460)
-    show(fig, frame, f"map_{measure}")
+    fig.update_layout(height=600 if several else 460)
+    show(fig, frame, f"map_{measure}" if city is None else f"map_{measure}_{city}")
+
+
+def _padded(values: pd.Series, share: float) -> list[float]:
+    """An axis range around ``values``, widened by ``share`` of their span (at least 0.1°) on
+    each side."""
+    low, high = float(values.min()), float(values.max())
+    pad = max((high - low) * share, 0.1)
+    return [low - pad, high + pad]
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -499,17 +593,26 @@ def main() -> None:
         return
     run_dir, view = opened
     guarded(lambda: kpi_cards(view, run_dir))
-    settings = view.settings
-    cities = view.meta.get("cities") or []
-    if len(cities) > 1:  # the queries cover every city; settings-based parts show the first
-        st.caption(tr("explore.first_city", n=len(cities), city=cities[0].get("name", "")))
+    settings, meta = view.settings, view.meta
+    cities = api.run_cities(meta)
+    if len(cities) > 1:  # the queries cover every city; the incident timeline is the first's
+        st.caption(
+            tr(
+                "explore.cities",
+                n=len(cities),
+                cities=tr("explore.city_sep").join(places.city_name(c, lang()) for c in cities),
+                city=places.city_name(cities[0], lang()),
+            )
+        )
+    if view.weighted:
+        st.caption(tr("explore.estimate_note"))
     sections = {
-        "ridership": lambda: ridership_tab(run_dir, settings),
-        "money": lambda: money_tab(run_dir, settings),
-        "outlets": lambda: outlets_tab(run_dir, settings),
+        "ridership": lambda: ridership_tab(run_dir, meta),
+        "money": lambda: money_tab(run_dir, meta),
+        "outlets": lambda: outlets_tab(run_dir, view),
         "faults": lambda: faults_tab(run_dir, settings),
         "clearing": lambda: clearing_tab(run_dir),
-        "map": lambda: map_tab(run_dir, settings),
+        "map": lambda: map_tab(run_dir, view),
     }
     # Lazy tabs: only the open one runs its queries and draws its charts, which keeps opening
     # the page and every rerun within the budgets (3 s to open, 1 s to switch a measure).

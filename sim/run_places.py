@@ -1,0 +1,141 @@
+"""The places of a finished run as its readers name them: each shard's city and every region,
+from ``run_meta.json`` alone (the settings each city ran with).
+
+Places have two names in the data: the Chinese one the records and the Chinese pages use
+(``name_zh``) and the scenario's id, in pinyin (``rudong``, ``shanghai``), from which the
+English pages make theirs (``dashboard.i18n.place_name``). A region is keyed as the run's
+queries key it (``sim/run_view.py``): its Chinese name, after its city's and a space for a city
+other than the first (two cities' 市区 are two regions), so a reader can look any query's
+region up here and name it in either language.
+
+A city's id is not a setting of the city itself: it is the key under which the other cities
+of the run list it (``interop.cities``, by its city code; a multi-city file with ``links:``
+derives them from its ``cities:`` ids). A city no other city lists (one city, or several that
+do not know each other) falls back to its scenario's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class City:
+    """One city of a run (a region-split city is one city over several shards)."""
+
+    index: int  # position among the run's cities, in shard order (0: the home city)
+    zh: str  # its Chinese name: what the records and the region keys carry
+    key: str  # its id in the scenario data (pinyin): what an English page shows
+    shards: tuple[int, ...]  # the shards simulating it
+    outlets_file: str | None  # the outlets file it ran with (None: no outlets section)
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region of a run's city."""
+
+    key: str  # as the run's queries key it: the Chinese name, prefixed for a later city
+    zh: str  # its Chinese name
+    id: str  # its id in the city's scenario (pinyin)
+    city: City
+    lonlat: tuple[float, float] | None  # its seat on the schematic map (None: no position)
+
+
+def city_labels(meta: dict) -> list[str]:
+    """Each shard's city as a reader names it in Chinese (``run_meta.json`` ``cities``): a
+    member city's Chinese name, a region shard's city, else its scenario's name."""
+    labels = []
+    for city in _entries(meta):
+        settings = _settings(city)
+        profile, part = _mapping(settings.get("city")), _mapping(settings.get("region_part"))
+        labels.append(str(profile.get("name_zh") or part.get("city") or city.get("name", "")))
+    return labels
+
+
+def region_prefixes(meta: dict) -> list[str]:
+    """Each shard's prefix to its regions' names in the run's queries: '' for the first city's
+    shards (a one-city or region-split run reads as it always has), else its city's Chinese
+    name and a space."""
+    labels = city_labels(meta)
+    return ["" if label == labels[0] else f"{label} " for label in labels]
+
+
+def cities(meta: dict) -> list[City]:
+    """The run's cities in shard order, each once (the shards of a region-split city share its
+    name)."""
+    entries, labels = _entries(meta), city_labels(meta)
+    ids = _listed_ids(entries)
+    found: dict[str, list[int]] = {}
+    for shard, label in enumerate(labels):
+        found.setdefault(label, []).append(shard)
+    out = []
+    for index, (label, shards) in enumerate(found.items()):
+        first = entries[shards[0]]
+        settings = _settings(first)
+        part = _mapping(settings.get("region_part"))
+        key = ids.get(str(first.get("city_code"))) or part.get("city") or first.get("name") or label
+        outlets = _mapping(settings.get("outlets")).get("file")
+        out.append(City(index, label, str(key), tuple(shards), outlets and str(outlets)))
+    return out
+
+
+def shard_city(meta: dict) -> list[int]:
+    """Each shard's city (its ``City.index``)."""
+    by_shard = {}
+    for city in cities(meta):
+        by_shard.update(dict.fromkeys(city.shards, city.index))
+    return [by_shard[shard] for shard in range(len(_entries(meta)))]
+
+
+def regions(meta: dict) -> list[Region]:
+    """Every region of every city of the run, in shard and scenario order, each once (keyed as
+    the queries key it)."""
+    entries, prefixes = _entries(meta), region_prefixes(meta)
+    city_of = {shard: city for city in cities(meta) for shard in city.shards}
+    out: dict[str, Region] = {}
+    for shard, entry in enumerate(entries):
+        for rid, region in _mapping(_settings(entry).get("regions")).items():
+            region = _mapping(region)
+            zh = str(region.get("name_zh") or rid)
+            key = prefixes[shard] + zh
+            if key not in out:
+                out[key] = Region(key, zh, str(rid), city_of[shard], _lonlat(region))
+    return list(out.values())
+
+
+def _listed_ids(entries: list[dict]) -> dict[str, str]:
+    """City code → the id other cities of the run list that city under (``interop.cities``)."""
+    ids: dict[str, str] = {}
+    for entry in entries:
+        interop = _mapping(_settings(entry).get("interop"))
+        for cid, city in _mapping(interop.get("cities")).items():
+            code = _mapping(city).get("city_code")
+            if code is not None:
+                ids.setdefault(str(code), str(cid))
+    return ids
+
+
+def _lonlat(region: dict) -> tuple[float, float] | None:
+    value = region.get("map_lonlat")
+    if isinstance(value, list | tuple) and len(value) == 2:
+        try:
+            return float(value[0]), float(value[1])
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _entries(meta: dict) -> list[dict]:
+    return [c if isinstance(c, dict) else {} for c in (meta.get("cities") or [])]
+
+
+def _settings(entry: dict) -> dict:
+    return _mapping(entry.get("settings"))
+
+
+def _mapping(value: object) -> dict:
+    """A settings block, or {} where a run written by an older version has none."""
+    return value if isinstance(value, dict) else {}
+
+
+__all__ = ["City", "Region", "cities", "city_labels", "region_prefixes", "regions", "shard_city"]
