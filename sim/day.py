@@ -41,6 +41,7 @@ from sim.codes import (
     TAP_EXIT,
 )
 from sim.disruption import disrupt_taps, duplicate_waves, free_rides, refuse_qr_down
+from sim.fare_rules import bp_of_fen, pct_to_bp
 from sim.fares import TapBatch, price_taps
 from sim.grouping import rank_in_groups
 from sim.incidents import NO_INCIDENT, mark
@@ -377,14 +378,16 @@ def _append_away(world: World, taps: DayTaps, fares: dict, away: DayTaps):
     incomplete_fare = np.array([c.incomplete_fare_fen for c in cities], np.int64)[city]
     list_fare = np.where(away.kind == TAP_ENTRY, 0, list_fare)
     list_fare = np.where(away.incomplete, incomplete_fare, list_fare)
-    pct = np.array([c.visitor_discount_pct for c in cities])[city]
+    # Percentages as integer basis points and the concession rounded down, as the fare engine
+    # prices home taps (sim/fares.py): a float 29 % of 100 fen would truncate to 28 fen.
+    bp = np.array([pct_to_bp(c.visitor_discount_pct) for c in cities], np.int64)[city]
     age = world.population.age[away.row]
     for j, c in enumerate(cities):  # the place's concessions by age (art. 31): bands in age order
         for band in sorted(c.elderly_discounts, key=lambda b: b.age_min):
-            pct = np.where((city == j) & (age >= band.age_min), band.discount_pct, pct)
-    pct = np.where(away.incomplete, 0.0, pct)
+            bp = np.where((city == j) & (age >= band.age_min), pct_to_bp(band.discount_pct), bp)
+    bp = np.where(away.incomplete, 0, bp)
     is_card = np.isin(away.medium, list(STORED_VALUE_MEDIA))
-    concession = np.where(is_card, (list_fare * pct / 100).astype(np.int64), 0)
+    concession = np.where(is_card, bp_of_fen(list_fare, bp), 0)
     n = len(away)
     away_fares = {
         "list_fare_fen": list_fare,
