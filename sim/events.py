@@ -86,7 +86,8 @@ class BatchCleared:
     day: int
     batches: Columns  # one row per batch (sim.clearing.BatchRecord), each node hash-chained
     taps: TapStatus
-    refund_orders: int  # duplicate deductions found, to be refunded on the settlement date
+    refund_orders: int  # refunds ordered (duplicate deductions found, the desk's), paid later
+    refund_orders_fen: int = 0  # what they pay back
 
 
 @dataclass(frozen=True)
