@@ -161,13 +161,13 @@ class ClearingNetworkAgent:
         post_clearing(self.ledger, day, result.pairs, self.participants, routing.fees)
         self._check_books(routing)
         batches = result.batches + transit
+        refunds = [orders.columns(pay_day) for orders in ordered]
         self.bus.publish(
             BatchCleared(
                 day,
                 batch_columns(batches),
                 concat_status(statuses),
-                sum(len(r) for r in ordered),
-                sum(int(r.amount_fen.sum()) for r in ordered),
+                {name: np.concatenate([r[name] for r in refunds]) for name in refunds[0]},
             )
         )
         for settlement in routing.settlements:

@@ -19,7 +19,16 @@ row and money invariants.
   issuer, the fares the journal took (``card_fare`` and ``qr_fare``) equal to the charged records
   of ``transactions``, the venue entries it took equal to ``venue_entries``, and the fares its
   ``clearing`` entries cleared equal to the cleared records (by their batch's date) and paid
-  venue entries; and every transaction id once.
+  venue entries; and every transaction id once;
+- the refunds in fen: each ``refunds`` row pays back the whole charge of a transaction in
+  ``transactions`` (never more), once, of the kind its status says (a rejected duplicate
+  deduction, or a charge cleared and refunded by the service desk); every rejected duplicate
+  deduction has its refund; per clearing day and acquirer the duplicate deductions' refunds
+  equal the batches' ``refund_fen``; per day and issuer the refunds paid equal the journal's
+  refund entries (``duplicate_refund`` + ``qr_duplicate_refund``, ``desk_refund``); and the
+  refunds paid after the period's last day equal ``run_meta.json`` totals
+  ``refunds_outstanding`` and ``refunds_outstanding_fen`` (all of them, ``refund_orders`` and
+  ``refund_orders_fen``).
 
 Each problem is reported with where it is (file, table, date, batch, node or issuer) and what was
 expected.
@@ -40,6 +49,9 @@ from sim import ids
 from sim.clearing import (
     MEMO_CARD_FARE,
     MEMO_CLEARING,
+    MEMO_DESK_REFUND,
+    MEMO_DUP_REFUND,
+    MEMO_QR_DUP_REFUND,
     MEMO_QR_FARE,
     MEMO_SSC_ENTRY,
     BatchRecord,
@@ -74,7 +86,8 @@ def verify_run(run_dir: str | Path) -> list[str]:
     tables_short, problems = _files_as_listed(run_dir, marker["files"])
     tables, unreadable = _read_tables(run_dir)
     problems += unreadable
-    problems += _counts(run_dir, tables)
+    meta, unread_meta = _run_meta(run_dir)
+    problems += unread_meta or _counts(meta, tables)
     if tables_short or unreadable:
         # Every content check would only repeat it, once per day and issuer: said once.
         problems[0] += "; the tables' contents are not checked until every file is there and reads"
@@ -84,6 +97,7 @@ def verify_run(run_dir: str | Path) -> list[str]:
     problems += _batches_match_their_records(tables["clearing_batches"], tables["transactions"])
     problems += _money(tables)
     problems += _journal_matches_records(tables)
+    problems += _refunds(tables, meta)
     return problems
 
 
@@ -150,14 +164,19 @@ def _read_tables(run_dir: Path) -> tuple[dict[str, pa.Table], list[str]]:
     return tables, problems
 
 
-def _counts(run_dir: Path, tables: dict[str, pa.Table]) -> list[str]:
-    """The row counts and tap totals ``run_meta.json`` holds against the files (tables that
-    could not be read are left out: their files are reported already)."""
+def _run_meta(run_dir: Path) -> tuple[dict, list[str]]:
+    """``run_meta.json`` (an empty dict if it cannot be read, with the problem saying so)."""
     try:
         meta = json.loads((run_dir / RUN_META_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        return [f"{RUN_META_FILE}: cannot be read ({reason}); its counts were not checked"]
+        return {}, [f"{RUN_META_FILE}: cannot be read ({reason}); its counts were not checked"]
+    return (meta, []) if isinstance(meta, dict) else ({}, [])
+
+
+def _counts(meta: dict, tables: dict[str, pa.Table]) -> list[str]:
+    """The row counts and tap totals ``run_meta.json`` holds against the files (tables that
+    could not be read are left out: their files are reported already)."""
     counted = meta.get("output", {}).get("tables") if isinstance(meta, dict) else None
     if not isinstance(counted, dict):
         return [f"{RUN_META_FILE}: expected the row count of every table under output.tables"]
@@ -401,14 +420,201 @@ def _journal_matches_records(tables: dict[str, pa.Table]) -> list[str]:
     return problems
 
 
-def _posted(journal: pa.Table, memos: tuple[str, ...], side: str) -> dict[tuple[str, str], int]:
-    """Fen the journal's ``memos`` entries booked on ``unsettled:<issuer>`` (credited by the
-    fares, debited by the clearing), by day and issuer."""
+def _refunds(tables: dict[str, pa.Table], meta: dict) -> list[str]:
+    """The refunds in fen. Each ``refunds`` row against the charge it refunds (in
+    ``transactions``, refunded wholly and once, of its kind: a duplicate deduction the clearing
+    rejected, or a charge it cleared for the service desk; same issuer and acquirer), and every
+    rejected duplicate deduction refunded; per clearing day and acquirer, the duplicate
+    deductions' refunds against the batches' ``refund_fen`` (hash-chained); per day and issuer,
+    the refunds paid against the journal's refund entries; and the refunds owed after the
+    period against ``run_meta.json`` (``totals.refunds_outstanding`` and ``_fen``)."""
+    refunds, tx = tables["refunds"], tables["transactions"]
+    rows = _refund_rows(refunds)
+    problems: list[str] = []
+    once = _more_than_once(rows["tx"])
+    problems += _capped(
+        [f"refunds: transaction {t} is refunded {n} times; a charge is refunded once at most"
+         for t, n in once],
+        "refunds: more transactions are refunded more than once",
+    )  # fmt: skip
+    problems += _capped(
+        _refund_vs_charge(rows, tx), "refunds: more rows disagree with their charge"
+    )
+    problems += _capped(_unrefunded(rows, tx), "transactions: more duplicate deductions unrefunded")
+    problems += _refunds_vs_batches(rows, tables["clearing_batches"])
+    end = meta.get("period", {}).get("end") if isinstance(meta.get("period"), dict) else None
+    if end is None:
+        if meta:  # an unreadable run_meta.json is reported already
+            problems.append(
+                f"{RUN_META_FILE}: expected the period's last day (period.end); the refunds paid "
+                "and owed were not checked against the journal"
+            )
+        return problems
+    paid = rows["pay_date"] <= end
+    for kind, memos, account_kind, what in (
+        ("duplicate_deduction", (MEMO_DUP_REFUND, MEMO_QR_DUP_REFUND), "unsettled",
+         "duplicate-deduction refunds posted (duplicate_refund + qr_duplicate_refund)"),
+        ("service_desk", (MEMO_DESK_REFUND,), "bank", "desk refunds posted (desk_refund)"),
+    ):  # fmt: skip
+        mine = paid & (rows["kind"] == kind)
+        recorded: dict[tuple[str, str], int] = {}
+        for key, fen in zip(
+            zip(rows["pay_date"][mine].tolist(), rows["issuer"][mine].tolist(), strict=True),
+            rows["amount"][mine].tolist(),
+            strict=True,
+        ):
+            recorded[key] = recorded.get(key, 0) + int(fen)
+        problems += _compare(
+            what,
+            _posted(tables["ledger_entries"], memos, "debit", account_kind),
+            f"{kind} refunds paid that day in refunds",
+            recorded,
+        )
+    owed = ~paid
+    totals = meta.get("totals") if isinstance(meta.get("totals"), dict) else {}
+    for name, value, what in (
+        ("refunds_outstanding", int(owed.sum()), "refund(s)"),
+        ("refunds_outstanding_fen", int(rows["amount"][owed].sum()), "fen of refunds"),
+        ("refund_orders", len(rows["tx"]), "refund(s)"),
+        ("refund_orders_fen", int(rows["amount"].sum()), "fen of refunds"),
+    ):
+        if totals.get(name) != value:
+            when = f"paid after the period's last day {end}" if "outstanding" in name else "ordered"
+            problems.append(
+                f"refunds: {value} {what} {when}, {RUN_META_FILE} totals.{name} says "
+                f"{totals.get(name)}"
+            )
+    return problems
+
+
+def _refund_rows(refunds: pa.Table) -> dict[str, np.ndarray]:
+    """The ``refunds`` columns the checks read, as numpy arrays (dates as ISO text)."""
+
+    def text(name: str) -> np.ndarray:
+        return np.array(pc.cast(refunds[name], pa.string()).to_pylist(), dtype=object)
+
+    return {
+        "tx": refunds["transaction_id"].to_numpy().astype(np.int64),
+        "kind": text("refund_kind"),
+        "issuer": text("issuer_id"),
+        "acquirer": text("acquirer_id"),
+        "amount": refunds["amount_fen"].to_numpy().astype(np.int64),
+        "date": text("service_date"),
+        "pay_date": text("pay_date"),
+    }
+
+
+def _more_than_once(tx_id: np.ndarray) -> list[tuple[int, int]]:
+    ids_, counts = np.unique(tx_id, return_counts=True)
+    return list(zip(ids_[counts > 1].tolist(), counts[counts > 1].tolist(), strict=True))
+
+
+def _refund_vs_charge(rows: dict[str, np.ndarray], tx: pa.Table) -> list[str]:
+    """Each refund against its transaction: there, the whole charge (never more), of the kind
+    its clearing status says, the same issuer and acquirer."""
+    tx_id = tx["transaction_id"].to_numpy().astype(np.int64)
+    order = np.argsort(tx_id, kind="stable")
+    at = order[np.minimum(np.searchsorted(tx_id, rows["tx"], sorter=order), len(order) - 1)]
+    found = (tx_id[at] == rows["tx"]) if len(tx_id) else np.zeros(len(rows["tx"]), bool)
+    reason = pc.cast(tx["reject_reason"], pa.string()).to_numpy(zero_copy_only=False)
+    status = pc.cast(tx["status"], pa.string()).to_numpy(zero_copy_only=False)
+    issuer = pc.cast(tx["issuer_id"], pa.string()).to_numpy(zero_copy_only=False)
+    acquirer = pc.cast(tx["acquirer_id"], pa.string()).to_numpy(zero_copy_only=False)
+    charged = tx["amount_fen"].to_numpy().astype(np.int64)
+    problems = []
+    for i in range(len(rows["tx"])):
+        where = f"refunds, {rows['date'][i]}: transaction {rows['tx'][i]}"
+        if not found[i]:
+            problems.append(f"{where} is not in transactions (a refund needs the charge it pays)")
+            continue
+        j = at[i]
+        kind = rows["kind"][i]
+        expected = ("rejected", "duplicate_deduction") if kind == "duplicate_deduction" else (
+            "cleared", "none")  # fmt: skip
+        if (status[j], reason[j]) != expected:
+            problems.append(
+                f"{where} is refunded as {kind}, transactions has it {status[j]} "
+                f"({reason[j]}); expected {expected[0]} ({expected[1]})"
+            )
+        if rows["amount"][i] != charged[j]:
+            problems.append(
+                f"{where}: refunds amount_fen {rows['amount'][i]}, transactions charged "
+                f"{charged[j]} fen (a refund pays back the whole charge, never more)"
+            )
+        if (rows["issuer"][i], rows["acquirer"][i]) != (issuer[j], acquirer[j]):
+            problems.append(
+                f"{where}: refunds issuer_id/acquirer_id {rows['issuer'][i]}/"
+                f"{rows['acquirer'][i]}, transactions {issuer[j]}/{acquirer[j]}"
+            )
+    return problems
+
+
+def _unrefunded(rows: dict[str, np.ndarray], tx: pa.Table) -> list[str]:
+    """Duplicate deductions the clearing rejected without a refund row."""
+    dd = pc.equal(pc.cast(tx["reject_reason"], pa.string()), "duplicate_deduction")
+    dd_tx = tx.filter(dd)
+    ids_ = dd_tx["transaction_id"].to_numpy().astype(np.int64)
+    refunded = rows["tx"][rows["kind"] == "duplicate_deduction"]
+    lost = ~np.isin(ids_, refunded)
+    dates = pc.cast(dd_tx["service_date"], pa.string()).to_numpy(zero_copy_only=False)
+    return [
+        f"transactions, {dates[k]}: transaction {ids_[k]} was rejected as a duplicate deduction "
+        "(charged twice) but refunds has no refund of it"
+        for k in np.flatnonzero(lost).tolist()
+    ]
+
+
+def _refunds_vs_batches(rows: dict[str, np.ndarray], batches: pa.Table) -> list[str]:
+    """Per clearing day and acquirer, the duplicate deductions refunded against the acquired
+    batches' ``refund_fen`` and ``rejected_duplicate_deduction``."""
+    acquired = batches.filter(pc.invert(batches["transit"]))
+    logged: dict[tuple[str, str], list[int]] = {}
+    for day, acquirer, n, fen in _rows(
+        acquired.group_by(["service_date", "acquirer_id"]).aggregate(
+            [("rejected_duplicate_deduction", "sum"), ("refund_fen", "sum")]
+        ),
+        "service_date", "acquirer_id", "rejected_duplicate_deduction_sum", "refund_fen_sum",
+    ):  # fmt: skip
+        logged[(str(day), str(acquirer))] = [int(n), int(fen)]
+    ordered: dict[tuple[str, str], list[int]] = {}
+    dd = rows["kind"] == "duplicate_deduction"
+    for day, acquirer, fen in zip(
+        rows["date"][dd].tolist(), rows["acquirer"][dd].tolist(), rows["amount"][dd].tolist(),
+        strict=True,
+    ):  # fmt: skip
+        counts = ordered.setdefault((day, acquirer), [0, 0])
+        counts[0] += 1
+        counts[1] += int(fen)
+    differ = [
+        f"clearing_batches, {day}, acquirer {acquirer}: rejected_duplicate_deduction "
+        f"{logged.get((day, acquirer), [0, 0])[0]} and refund_fen "
+        f"{logged.get((day, acquirer), [0, 0])[1]}, refunds of duplicate deductions ordered "
+        f"that day {ordered.get((day, acquirer), [0, 0])[0]} of "
+        f"{ordered.get((day, acquirer), [0, 0])[1]} fen"
+        for day, acquirer in sorted(set(logged) | set(ordered))
+        if logged.get((day, acquirer), [0, 0]) != ordered.get((day, acquirer), [0, 0])
+    ]
+    return _capped(differ, "clearing_batches: more days x acquirers differ from refunds")
+
+
+def _capped(problems: list[str], rest: str) -> list[str]:
+    """The first ``_SHOWN`` problems and one line counting the others."""
+    if len(problems) <= _SHOWN:
+        return problems
+    return [*problems[:_SHOWN], f"{rest} ({len(problems) - _SHOWN} not shown)"]
+
+
+def _posted(
+    journal: pa.Table, memos: tuple[str, ...], side: str, kind: str = "unsettled"
+) -> dict[tuple[str, str], int]:
+    """Fen the journal's ``memos`` entries booked on ``side`` (debit or credit) of a ``kind``
+    account (by default ``unsettled:<issuer>``: credited by the fares, debited by the clearing
+    and the duplicate-deduction refunds), by day and participant."""
     side_col = pc.cast(journal[side], pa.string())
     rows = journal.filter(
         pc.and_(
             pc.is_in(pc.cast(journal["memo"], pa.string()), pa.array(memos)),
-            pc.starts_with(side_col, "unsettled:"),
+            pc.starts_with(side_col, f"{kind}:"),
         )
     )
     out: dict[tuple[str, str], int] = {}

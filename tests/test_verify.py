@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from output_frames import read_frame
 
 from sim.api import load_scenario, run
 from sim.verify import verify_run
@@ -257,3 +258,136 @@ def test_an_honest_run_with_every_kind_of_record_verifies(tmp_path):
     assert {"device_buffer_full", "declined_insufficient_balance"} <= reasons
     assert "duplicate_deduction" in reasons and (tx["status"] == "pending").any()
     assert verify_run(out) == []
+
+
+# --- refunds in fen (the refunds table against the charges, the batches, the journal and
+# run_meta.json) ------------------------------------------------------------------------------
+DUPLICATES = {"devices": {"double_tap_prob_per_tap": 0.1, "lock_failure_prob": 0.3}}
+
+
+def _overlay(path: Path, settings: dict) -> Path:
+    path.write_text(
+        yaml.safe_dump({"extends": str(SMALL), "name": path.stem, **settings}), encoding="utf-8"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def refunded(tmp_path_factory):
+    """A run with refunds of both kinds: duplicate deductions the clearing rejected (those it
+    found on the last day are paid after the period) and five cleared card charges of the
+    first day the service desk had refunded (paid within it)."""
+    folder = tmp_path_factory.mktemp("refunds")
+    run(load_scenario(_overlay(folder / "dup.yaml", DUPLICATES), days=3), folder / "base")
+    tx = read_frame(folder / "base", "transactions")
+    charged = tx[
+        (tx["status"] == "cleared") & (tx["amount_fen"] > 0) & (tx["media"] == "physical_card")
+        & (tx["issuer_id"] == "NTCARD") & (tx["service_date"].astype(str) == "2024-01-01")
+    ]  # fmt: skip
+    desk = {"id": "desk", "kind": "desk_refund", "start": "2024-01-01 20:00", "duration_min": 1,
+            "transactions": charged["transaction_id"].head(5).tolist()}  # fmt: skip
+    out = folder / "run"
+    run(
+        load_scenario(_overlay(folder / "desk.yaml", {**DUPLICATES, "incidents": [desk]}), days=3),
+        out,
+    )
+    return out
+
+
+def _refund_part(out: Path, kind: str) -> tuple[Path, int]:
+    """A refunds Parquet file holding a refund of ``kind``, and that row's index in it."""
+    for path in sorted((out / "refunds").rglob("*.parquet")):
+        kinds = pq.read_table(path)["refund_kind"].to_pylist()
+        if kind in kinds:
+            return path, kinds.index(kind)
+    raise AssertionError(f"no {kind} refund in {out}")
+
+
+def test_a_run_with_refunds_of_both_kinds_verifies(refunded):
+    refunds = read_frame(refunded, "refunds")
+    meta = json.loads((refunded / "run_meta.json").read_text(encoding="utf-8"))
+    assert set(refunds["refund_kind"]) == {"duplicate_deduction", "service_desk"}
+    owed = refunds[refunds["pay_date"].astype(str) > meta["period"]["end"]]
+    assert len(owed) > 0 and (owed["refund_kind"] == "duplicate_deduction").all()
+    assert meta["totals"]["refunds_outstanding_fen"] == owed["amount_fen"].sum()
+    assert verify_run(refunded) == []
+
+
+def test_a_doubled_desk_refund_row_is_found(refunded, tmp_path):
+    out = _copy(refunded, tmp_path)
+    path, row = _refund_part(out, "service_desk")
+    _rewrite(path, lambda t: pa.concat_tables([t, t.slice(row, 1)]))
+    tx_id = pq.read_table(path)["transaction_id"][row].as_py()
+    problems = verify_run(out)
+    assert (
+        f"refunds: transaction {tx_id} is refunded 2 times; a charge is refunded once at most"
+        in problems
+    )
+    # The journal paid it once: the desk refunds of its pay date no longer agree.
+    assert any(
+        p.startswith("ledger_entries, ") and "desk refunds posted (desk_refund)" in p
+        for p in problems
+    ), problems
+    assert any("run_meta.json totals.refund_orders says" in p for p in problems), problems
+
+
+def test_a_changed_refund_amount_is_found(refunded, tmp_path):
+    out = _copy(refunded, tmp_path)
+    path, row = _refund_part(out, "duplicate_deduction")
+
+    def more(table: pa.Table) -> pa.Table:
+        amount = table["amount_fen"].to_numpy().copy()
+        amount[row] += 100
+        index = table.schema.get_field_index("amount_fen")
+        return table.set_column(index, "amount_fen", pa.array(amount, type=pa.int64()))
+
+    _rewrite(path, more)
+    tx_id = pq.read_table(path)["transaction_id"][row].as_py()
+    problems = verify_run(out)
+    said = [p for p in problems if f"transaction {tx_id}: refunds amount_fen" in p]
+    assert len(said) == 1 and "a refund pays back the whole charge, never more" in said[0]
+    assert any("refund_fen" in p and p.startswith("clearing_batches, ") for p in problems)
+
+
+def test_a_doubled_refund_entry_in_the_journal_is_found(refunded, tmp_path):
+    out = _copy(refunded, tmp_path)
+    path = next(
+        p
+        for p in sorted((out / "ledger_entries").rglob("*.parquet"))
+        if "desk_refund" in pq.read_table(p)["memo"].to_pylist()
+    )
+    row = pq.read_table(path)["memo"].to_pylist().index("desk_refund")
+    _rewrite(path, lambda t: pa.concat_tables([t, t.slice(row, 1)]))
+    day = path.parent.name.partition("=")[2]
+    problems = verify_run(out)
+    said = [p for p in problems if "desk refunds posted (desk_refund)" in p]
+    assert len(said) == 1 and said[0].startswith(f"ledger_entries, {day}, issuer NTCARD: ")
+    posted, recorded = (int(x) for x in re.findall(r"(\d+) fen", said[0]))
+    assert posted == 2 * recorded > 0
+
+
+def test_a_duplicate_deduction_without_its_refund_row_is_found(refunded, tmp_path):
+    out = _copy(refunded, tmp_path)
+    path, row = _refund_part(out, "duplicate_deduction")
+    tx_id = pq.read_table(path)["transaction_id"][row].as_py()
+    keep = np.ones(pq.read_table(path).num_rows, dtype=bool)
+    keep[row] = False
+    _rewrite(path, lambda t: t.filter(pa.array(keep)))
+    problems = verify_run(out)
+    assert any(
+        f"transaction {tx_id} was rejected as a duplicate deduction" in p
+        and "refunds has no refund of it" in p
+        for p in problems
+    ), problems
+
+
+def test_owed_refunds_changed_in_run_meta_are_found(refunded, tmp_path):
+    out = _copy(refunded, tmp_path)
+    meta = json.loads((out / "run_meta.json").read_text(encoding="utf-8"))
+    owed = meta["totals"]["refunds_outstanding_fen"]
+    meta["totals"]["refunds_outstanding_fen"] = owed - 1
+    (out / "run_meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert verify_run(out) == [
+        f"refunds: {owed} fen of refunds paid after the period's last day "
+        f"{meta['period']['end']}, run_meta.json totals.refunds_outstanding_fen says {owed - 1}"
+    ]
