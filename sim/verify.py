@@ -14,12 +14,17 @@ row and money invariants.
   transaction ids it passed on);
 - each acquired batch's counts and gross amount from its transactions;
 - the row invariants of every table (as on write: amounts, balances, statuses);
-- the money: every settlement account closed, every node's book summing to zero on each
-  settlement date, the top-ups in the journal equal to the ``topups`` table, and, per day and
+- the money: every settlement account closed, the top-ups in the journal equal to the
+  ``topups`` table, and, per day and
   issuer, the fares the journal took (``card_fare`` and ``qr_fare``) equal to the charged records
   of ``transactions``, the venue entries it took equal to ``venue_entries``, and the fares its
   ``clearing`` entries cleared equal to the cleared records (by their batch's date) and paid
   venue entries; and every transaction id once;
+- the clearing nodes' books (``settlements``): on each settlement date the members' and the
+  nodes' own positions equal the journal's ``settlement`` entries, each link between two nodes
+  is the same amount in both books (opposite signs), and each node's book sums to zero; over
+  the run a node's own rows add up to the fees the journal gave it (``clearing_fee`` to
+  ``fees:<node>``), and per clearing day those equal the ``fee_fen`` of its batches;
 - the refunds in fen: each ``refunds`` row pays back the whole charge of a transaction in
   ``transactions`` (never more), once, of the kind its status says (a rejected duplicate
   deduction, or a charge cleared and refunded by the service desk); every rejected duplicate
@@ -51,8 +56,10 @@ from sim.clearing import (
     MEMO_CLEARING,
     MEMO_DESK_REFUND,
     MEMO_DUP_REFUND,
+    MEMO_FEE,
     MEMO_QR_DUP_REFUND,
     MEMO_QR_FARE,
+    MEMO_SETTLEMENT,
     MEMO_SSC_ENTRY,
     BatchRecord,
     chain_hash,
@@ -96,6 +103,7 @@ def verify_run(run_dir: str | Path) -> list[str]:
     problems += _chains_and_digests(tables["clearing_batches"], tables["transactions"])
     problems += _batches_match_their_records(tables["clearing_batches"], tables["transactions"])
     problems += _money(tables)
+    problems += _node_books(tables)
     problems += _journal_matches_records(tables)
     problems += _refunds(tables, meta)
     return problems
@@ -357,19 +365,120 @@ def _money(tables: dict[str, pa.Table]) -> list[str]:
                 f"ledger_entries: top-ups posted {ledger_topups} fen, the topups table holds "
                 f"{table_topups} fen"
             )
-    books = tables["settlements"].to_pandas()
-    if len(books):
-        books["node_id"] = books["node_id"].astype(str)
-        sums = books.groupby(["service_date", "node_id"])["net_position_fen"].sum()
-        for (date, node), total in sums.items():
-            if total != 0:
-                problems.append(f"settlements: node {node}'s book of {date} sums to {total} fen")
     tx = tables["transactions"]
     if tx.num_rows:
         tx_ids = tx["transaction_id"].to_numpy()
         if len(np.unique(tx_ids)) != len(tx_ids):
             problems.append("transactions: a transaction id appears more than once")
     return problems
+
+
+def _node_books(tables: dict[str, pa.Table]) -> list[str]:
+    """The clearing nodes' books (``settlements``) against what else the run wrote.
+
+    That each node's book sums to zero on a date is no check by itself: the engine computes the
+    node's own row as what balances its other rows. So, per settlement date: the positions the
+    ledger settled (members' rows and each node's own row) equal the journal's ``settlement``
+    entries; what a node's book says it pays or gets from a neighbouring node is what that
+    node's book says the other way round; and then the book sums to zero (which pins the links
+    the journal does not see). Over the run, a node's own rows add up to the fees it earned:
+    its ``clearing_fee`` entries on ``fees:<node>``; and per clearing day those equal the
+    ``fee_fen`` of the node's hash-chained batches (nodes that keep a clearing log; the
+    social-security channel keeps none)."""
+    books, journal = tables["settlements"], tables["ledger_entries"]
+    date = pc.cast(books["service_date"], pa.string()).to_numpy(zero_copy_only=False)
+    node = pc.cast(books["node_id"], pa.string()).to_numpy(zero_copy_only=False)
+    who = pc.cast(books["participant_id"], pa.string()).to_numpy(zero_copy_only=False)
+    role = pc.cast(books["role"], pa.string()).to_numpy(zero_copy_only=False)
+    fen = books["net_position_fen"].to_numpy().astype(np.int64)
+    own = who == node
+    settled = own | (role != "clearing_node")  # a link is settled between the nodes' banks
+    problems = _compare_by(
+        "settlements",
+        "net position in the nodes' books",
+        _sum_by(zip(date[settled], who[settled], strict=True), fen[settled]),
+        "the journal's settlement entries",
+        _settlement_entries(journal),
+        "participant",
+    )
+    link = ~settled
+    links = _sum_by(zip(date[link], node[link], who[link], strict=True), fen[link])
+    pairs = sorted({(d, min(a, b), max(a, b)) for d, a, b in links})  # each link once
+    one_sided = [
+        f"settlements, {d}: node {a}'s book has {links.get((d, a, b), 0)} fen with node {b}, "
+        f"node {b}'s book {links.get((d, b, a), 0)} fen with node {a} (expected the same "
+        "amount, opposite sign)"
+        for d, a, b in pairs
+        if links.get((d, a, b), 0) + links.get((d, b, a), 0) != 0
+    ]
+    problems += _capped(one_sided, "settlements: more links differ between the two books")
+    for (d, n), total in sorted(_sum_by(zip(date, node, strict=True), fen).items()):
+        if total != 0:
+            problems.append(f"settlements, {d}: node {n}'s book sums to {total} fen, expected 0")
+    fees_posted = _posted(journal, (MEMO_FEE,), "credit", "fees")
+    own_rows = _sum_by(zip(node[own], strict=True), fen[own])
+    earned = _sum_by(((n,) for _, n in fees_posted), list(fees_posted.values()))
+    problems += [
+        f"settlements: node {n}'s own rows (participant_id = node_id) add up to "
+        f"{own_rows.get((n,), 0)} fen over the run, its fees in the journal (clearing_fee to "
+        f"fees:{n}) to {earned.get((n,), 0)} fen"
+        for (n,) in sorted(set(own_rows) | set(earned))
+        if own_rows.get((n,), 0) != earned.get((n,), 0)
+    ]
+    batches = tables["clearing_batches"]
+    logged = _sum_by(
+        zip(
+            pc.cast(batches["service_date"], pa.string()).to_pylist(),
+            pc.cast(batches["node_id"], pa.string()).to_pylist(),
+            strict=True,
+        ),
+        batches["fee_fen"].to_numpy(),
+    )
+    with_log = {n for _, n in logged}
+    problems += _compare_by(
+        "ledger_entries",
+        "clearing fees posted to the node (clearing_fee)",
+        {k: v for k, v in fees_posted.items() if k[1] in with_log},
+        "fee_fen of its batches in clearing_batches",
+        logged,
+        "node",
+    )
+    return problems
+
+
+def _settlement_entries(journal: pa.Table) -> dict[tuple[str, str], int]:
+    """The journal's ``settlement`` entries as positions by (date, participant): crediting
+    ``settle:<p>`` pays ``p`` (> 0), debiting it is what ``p`` pays (< 0)."""
+    rows = journal.filter(pc.equal(pc.cast(journal["memo"], pa.string()), MEMO_SETTLEMENT))
+    out: dict[tuple[str, str], int] = {}
+    for day, debit, credit, fen in _rows(rows, "service_date", "debit", "credit", "amount_fen"):
+        for account, sign in ((credit, 1), (debit, -1)):
+            kind, _, who = str(account).partition(":")
+            if kind == "settle":
+                key = (str(day), who)
+                out[key] = out.get(key, 0) + sign * int(fen)
+    return out
+
+
+def _sum_by(keys: Iterable[tuple], values) -> dict[tuple, int]:
+    out: dict[tuple, int] = {}
+    for key, value in zip(keys, np.asarray(values).tolist(), strict=True):
+        out[key] = out.get(key, 0) + int(value)
+    return out
+
+
+def _compare_by(
+    table: str, what: str, found: dict, other_what: str, other: dict, who: str
+) -> list[str]:
+    """A problem per (date, ``who``) whose two sums differ (0 where one has none); past
+    ``_SHOWN`` of them, one line counting the rest."""
+    differ = [
+        f"{table}, {day}, {who} {name}: {what} {found.get((day, name), 0)} fen, {other_what} "
+        f"{other.get((day, name), 0)} fen"
+        for day, name in sorted(set(found) | set(other))
+        if found.get((day, name), 0) != other.get((day, name), 0)
+    ]
+    return _capped(differ, f"{table}: {what} differ on more dates")
 
 
 def _journal_matches_records(tables: dict[str, pa.Table]) -> list[str]:

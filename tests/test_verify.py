@@ -391,3 +391,84 @@ def test_owed_refunds_changed_in_run_meta_are_found(refunded, tmp_path):
         f"refunds: {owed} fen of refunds paid after the period's last day "
         f"{meta['period']['end']}, run_meta.json totals.refunds_outstanding_fen says {owed - 1}"
     ]
+
+
+# --- the clearing nodes' books against the journal and the clearing logs ----------------------
+def _shift_book_rows(out: Path, date: str, moves: dict[tuple[str, str], int]) -> None:
+    """Add fen to rows of the settlements of ``date``, by (node_id, participant_id)."""
+
+    def shift(table: pa.Table) -> pa.Table:
+        node = pc.cast(table["node_id"], pa.string()).to_pylist()
+        who = pc.cast(table["participant_id"], pa.string()).to_pylist()
+        fen = table["net_position_fen"].to_numpy().copy()
+        for (n, p), delta in moves.items():
+            rows = [i for i, key in enumerate(zip(node, who, strict=True)) if key == (n, p)]
+            assert len(rows) == 1, (n, p)
+            fen[rows[0]] += delta
+        index = table.schema.get_field_index("net_position_fen")
+        return table.set_column(index, "net_position_fen", pa.array(fen, type=pa.int64()))
+
+    _rewrite(out / "settlements" / f"service_date={date}" / "part-0.parquet", shift)
+
+
+def test_money_moved_inside_a_node_book_is_found_though_it_still_sums_to_zero(good, tmp_path):
+    """The node's own row is what balances its book: a book can be rewritten and still sum to
+    zero. Its members' positions are what the journal settled, its own rows its fees."""
+    out = _copy(good, tmp_path)
+    _shift_book_rows(
+        out,
+        "2024-01-02",
+        {("NT_EXCHANGE", "NT_EXCHANGE"): -100, ("NT_EXCHANGE", "NT_BUS_URBAN"): 100},
+    )
+    books = pq.read_table(out / "settlements" / "service_date=2024-01-02" / "part-0.parquet")
+    assert pc.sum(books["net_position_fen"]).as_py() == 0  # the row invariant still holds
+    problems = verify_run(out)
+    positions = [p for p in problems if p.startswith("settlements, 2024-01-02, participant ")]
+    assert len(positions) == 2, problems
+    urban = next(p for p in positions if "participant NT_BUS_URBAN:" in p)
+    book, journal = (int(x) for x in re.findall(r"(-?\d+) fen", urban))
+    assert book == journal + 100
+    assert any(
+        p.startswith("settlements: node NT_EXCHANGE's own rows (participant_id = node_id) add up")
+        and "its fees in the journal (clearing_fee to fees:NT_EXCHANGE)" in p
+        for p in problems
+    ), problems
+
+
+def test_a_link_changed_in_one_node_book_is_found(good, tmp_path):
+    out = _copy(good, tmp_path)
+    _shift_book_rows(
+        out,
+        "2024-01-02",
+        {("JS_EXCHANGE", "JS_EXCHANGE"): 100, ("JS_EXCHANGE", "NT_EXCHANGE"): -100},
+    )
+    problems = verify_run(out)
+    assert any(
+        p.startswith("settlements, 2024-01-02: node JS_EXCHANGE's book has ")
+        and "node NT_EXCHANGE's book" in p and "opposite sign" in p
+        for p in problems
+    ), problems  # fmt: skip
+    assert any("node JS_EXCHANGE's own rows" in p for p in problems), problems
+
+
+def test_a_fee_changed_in_the_journal_is_found_against_the_clearing_log(good, tmp_path):
+    out = _copy(good, tmp_path)
+    path = out / "ledger_entries" / "service_date=2024-01-02" / "part-0.parquet"
+
+    def one_fee_up(table: pa.Table) -> pa.Table:
+        hit = pc.and_(
+            pc.equal(pc.cast(table["memo"], pa.string()), "clearing_fee"),
+            pc.equal(pc.cast(table["credit"], pa.string()), "fees:NT_EXCHANGE"),
+        )
+        row = int(np.flatnonzero(hit.to_numpy(zero_copy_only=False))[0])
+        amount = table["amount_fen"].to_numpy().copy()
+        amount[row] += 7
+        index = table.schema.get_field_index("amount_fen")
+        return table.set_column(index, "amount_fen", pa.array(amount, type=pa.int64()))
+
+    _rewrite(path, one_fee_up)
+    problems = verify_run(out)
+    said = [p for p in problems if "clearing fees posted to the node (clearing_fee)" in p]
+    assert len(said) == 1 and said[0].startswith("ledger_entries, 2024-01-02, node NT_EXCHANGE: ")
+    posted, logged = (int(x) for x in re.findall(r"(\d+) fen", said[0]))
+    assert posted == logged + 7
