@@ -209,11 +209,13 @@ def plan_day(
     }
     cols["incomplete_by"] = incomplete_processing(world, taps, cols["city"])
     cols["home_card"] = _home_cards(pop, taps)
+    cols["tap_index"] = np.arange(len(taps))  # each kept row's tap, to price it again
     cols, refusals = refuse_unlisted(world, streams, day, cols)
     stats["card_not_accepted"] = len(refusals["row"])
     cols, qr_refusals = refuse_qr_down(world, streams, day, cols)
     if len(qr_refusals["row"]):
         refusals = {n: np.concatenate([col, qr_refusals[n]]) for n, col in refusals.items()}
+    cols = _price_without_refused(world, state, taps, cols, refusals, day, day_type)
 
     # Accidental double taps: the lock swallows most; a failed lock charges twice (重复扣款).
     card_rows = np.flatnonzero(cols["home_card"])
@@ -257,6 +259,37 @@ def plan_day(
         away_rows=planned.away_rows,
         away_city=planned.away_city,
     )
+
+
+def _price_without_refused(
+    world: World,
+    state: RunState,
+    taps: DayTaps,
+    cols: dict[str, np.ndarray],
+    refusals: dict[str, np.ndarray],
+    day: int,
+    day_type: int,
+) -> dict[str, np.ndarray]:
+    """The day's columns (without ``tap_index``) with the taps here of every card or code a
+    reader refused here (the city list, a QR platform down) priced again without the refused
+    taps. Transfers and caps run over a card's taps of the day, and a refused tap never reached
+    the card: the next boarding is no transfer from it, and its fare counts toward no cap.
+    Taps in other cities carry neither (their visitor fares, ``_append_away``)."""
+    index = cols.pop("tap_index")
+    here = refusals["line"] < world.n_local_lines
+    again = np.flatnonzero(
+        np.isin(cols["row"], refusals["row"][here]) & (cols["line"] < world.n_local_lines)
+    )
+    if not len(again):
+        return cols
+    kept = taps.take(index[again])
+    fares, kept = _price(world, state, kept, day, day_type)
+    _, fares = free_rides(world, day, kept, fares)
+    cols = dict(cols)
+    for name, values in fares.items():
+        cols[name] = cols[name].copy()
+        cols[name][again] = values
+    return cols
 
 
 def _price(
