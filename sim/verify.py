@@ -621,22 +621,23 @@ def _more_than_once(tx_id: np.ndarray) -> list[tuple[int, int]]:
 def _refund_vs_charge(rows: dict[str, np.ndarray], tx: pa.Table) -> list[str]:
     """Each refund against its transaction: there, the whole charge (never more), of the kind
     its clearing status says, the same issuer and acquirer."""
-    tx_id = tx["transaction_id"].to_numpy().astype(np.int64)
-    order = np.argsort(tx_id, kind="stable")
-    at = order[np.minimum(np.searchsorted(tx_id, rows["tx"], sorter=order), len(order) - 1)]
-    found = (tx_id[at] == rows["tx"]) if len(tx_id) else np.zeros(len(rows["tx"]), bool)
-    reason = pc.cast(tx["reject_reason"], pa.string()).to_numpy(zero_copy_only=False)
-    status = pc.cast(tx["status"], pa.string()).to_numpy(zero_copy_only=False)
-    issuer = pc.cast(tx["issuer_id"], pa.string()).to_numpy(zero_copy_only=False)
-    acquirer = pc.cast(tx["acquirer_id"], pa.string()).to_numpy(zero_copy_only=False)
-    charged = tx["amount_fen"].to_numpy().astype(np.int64)
+    # Only the few refunded records are read out of the (possibly very long) transactions.
+    refunded = tx.filter(pc.is_in(tx["transaction_id"], value_set=pa.array(rows["tx"])))
+    at = {t: j for j, t in enumerate(refunded["transaction_id"].to_pylist())}
+
+    def text(name: str) -> list[str]:
+        return pc.cast(refunded[name], pa.string()).to_pylist()
+
+    reason, status = text("reject_reason"), text("status")
+    issuer, acquirer = text("issuer_id"), text("acquirer_id")
+    charged = refunded["amount_fen"].to_pylist()
     problems = []
     for i in range(len(rows["tx"])):
         where = f"refunds, {rows['date'][i]}: transaction {rows['tx'][i]}"
-        if not found[i]:
+        j = at.get(int(rows["tx"][i]))
+        if j is None:
             problems.append(f"{where} is not in transactions (a refund needs the charge it pays)")
             continue
-        j = at[i]
         kind = rows["kind"][i]
         expected = ("rejected", "duplicate_deduction") if kind == "duplicate_deduction" else (
             "cleared", "none")  # fmt: skip
