@@ -461,6 +461,7 @@ def _settlement_entries(journal: pa.Table) -> dict[tuple[str, str], int]:
 
 
 def _sum_by(keys: Iterable[tuple], values) -> dict[tuple, int]:
+    """``values`` summed by their key (integer fen)."""
     out: dict[tuple, int] = {}
     for key, value in zip(keys, np.asarray(values).tolist(), strict=True):
         out[key] = out.get(key, 0) + int(value)
@@ -614,6 +615,7 @@ def _refund_rows(refunds: pa.Table) -> dict[str, np.ndarray]:
 
 
 def _more_than_once(tx_id: np.ndarray) -> list[tuple[int, int]]:
+    """(transaction id, times) of the ids that appear more than once."""
     ids_, counts = np.unique(tx_id, return_counts=True)
     return list(zip(ids_[counts > 1].tolist(), counts[counts > 1].tolist(), strict=True))
 
