@@ -419,6 +419,12 @@ def print_summary(summary) -> None:
             f"{t.get('duplicate_deductions', 0):,} / {t.get('refunds_executed', 0):,}",
         ),
         (
+            # Ordered, to be paid on a date after the period (run_meta.json totals too).
+            "refunds outstanding at the end (元)",
+            f"{t.get('refunds_outstanding', 0):,} "
+            f"({t.get('refunds_outstanding_fen', 0) / 100:,.2f})",
+        ),
+        (
             "cleared / rejected / pending",
             f"{t.get('cleared', 0):,} / {t.get('rejected', 0):,} / {t.get('pending', 0):,}",
         ),

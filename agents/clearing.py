@@ -159,11 +159,19 @@ class ClearingNetworkAgent:
         pay_day = max(result.settle_day, result.day + 1)
         self._route_refunds(pay_day, result.refunds)
         desk = self._desk_refunds(cutoff_s, pay_day)
+        ordered = (result.refunds, desk)
         post_clearing(self.ledger, day, result.pairs, self.participants, routing.fees)
         self._check_books(routing)
         batches = result.batches + transit
-        orders = len(result.refunds) + desk
-        self.bus.publish(BatchCleared(day, batch_columns(batches), concat_status(statuses), orders))
+        refunds = [orders.columns(pay_day) for orders in ordered]
+        self.bus.publish(
+            BatchCleared(
+                day,
+                batch_columns(batches),
+                concat_status(statuses),
+                {name: np.concatenate([r[name] for r in refunds]) for name in refunds[0]},
+            )
+        )
         for settlement in routing.settlements:
             self.settlements_due.setdefault(settlement.settle_day, []).append(settlement)
         self.settle_due(day + 1)
@@ -186,10 +194,10 @@ class ClearingNetworkAgent:
         for code, a, b in zip(codes.tolist(), starts.tolist(), ends.tolist(), strict=True):
             self.nodes[code].inbox.append(grouped.take(slice(a, b)))
 
-    def _desk_refunds(self, cutoff_s: int, pay_day: int) -> int:
+    def _desk_refunds(self, cutoff_s: int, pay_day: int) -> RefundOrders:
         """The service desk's refund orders (``desk_refund`` incidents) given by this cut-off,
         with the records of earlier ones still pending then: the shards holding the records
-        turn them into refunds paid with the clearing's own (``pay_day``). Returns how many."""
+        turn them into refunds paid with the clearing's own (``pay_day``). Returns them."""
         for i, shard in enumerate(self.shards):
             timeline = shard.world.incidents
             for k in timeline.of_kind("desk_refund"):
@@ -198,7 +206,7 @@ class ClearingNetworkAgent:
                     self._desk_seen[i, k] = named
                     self._desk_waiting = np.concatenate([self._desk_waiting, named])
         if not len(self._desk_waiting):
-            return 0
+            return _concat_refunds(pay_day, [], by_desk=True)
         tx = self._desk_waiting
         owner = ids.record_shard(tx)
         foreign = tx[(tx < 0) | (owner >= len(self.shards))]
@@ -218,7 +226,7 @@ class ClearingNetworkAgent:
         self._desk_waiting = np.concatenate([pending for _, pending in answers])
         orders = _concat_refunds(pay_day, [o for o, _ in answers], by_desk=True)
         self._route_refunds(pay_day, orders)
-        return len(orders)
+        return orders
 
     def _desk_incident(self, records: tuple[int, ...]) -> str:
         """Which desk refund incident(s) named ``records``, as their place in the scenario."""

@@ -117,9 +117,10 @@ def refuse_unlisted(world, streams, day: int, cols: dict[str, np.ndarray]):
     those refusals (columns ``REFUSAL_COLUMNS``).
 
     A rider refused away pays with the 一码通行 code where they have it and the city takes it
-    (the boarding stays, as a QR tap 20 s later at the list fare); otherwise pays cash with
-    ``behaviour.declined_pays_other_way_share``, or does not ride. Either way the refusal is
-    kept with what the rider did."""
+    (the boarding stays, as a QR tap 20 s later at the list fare, without concession, transfer
+    or cap); otherwise pays cash with ``behaviour.declined_pays_other_way_share``, or does not
+    ride. Either way the refusal is kept with what the rider did. The card's other taps here
+    were priced with the refused ones: sim/day.py prices them again without."""
     from sim.clearing import R_CARD_NOT_ACCEPTED
     from sim.codes import (
         FALLBACK_CASH,
@@ -166,11 +167,16 @@ def refuse_unlisted(world, streams, day: int, cols: dict[str, np.ndarray]):
     }
     cols = dict(cols)
     paid_by_qr = refused[qr]
-    for name in ("medium", "t_s", "concession_fen", "amount_fen", "home_card"):
+    reset = ("concession_fen", "transfer_fen", "cap_fen", "is_transfer", "fare_capped")
+    for name in ("medium", "t_s", "amount_fen", "home_card", *reset):
         cols[name] = cols[name].copy()
     cols["medium"][paid_by_qr] = yima
     cols["t_s"][paid_by_qr] = np.minimum(cols["t_s"][paid_by_qr] + QR_FALLBACK_DELAY_S, 86_399)
-    cols["concession_fen"][paid_by_qr] = 0
+    # A visitor's QR code pays the list fare: no card concession, and the card's transfer chain
+    # and cap do not carry over to another account (taps away carry neither today; reset all
+    # the same, so amount = list - concession - transfer - cap holds for the new record).
+    for name in reset:
+        cols[name][paid_by_qr] = 0
     cols["amount_fen"][paid_by_qr] = cols["list_fare_fen"][paid_by_qr]
     cols["home_card"][paid_by_qr] = False
     keep = np.ones(len(cols["row"]), dtype=bool)

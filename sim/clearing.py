@@ -54,6 +54,11 @@ R_DEVICE_BUFFER_FULL = 4
 R_CARD_NOT_ACCEPTED = 5
 R_QR_PLATFORM_DOWN = 6
 
+#: Refund kinds (the ``refunds`` table's ``refund_kind`` names): a duplicate deduction the
+#: clearing rejected, or a cleared charge the service desk had refunded. Append, never reorder.
+REFUND_KINDS: tuple[str, ...] = ("duplicate_deduction", "service_desk")
+REFUND_DUPLICATE, REFUND_DESK = 0, 1
+
 #: Medium classes for fee rates and postings: stored-value card (physical or NFC) or QR account.
 MEDIUM_CLASSES: tuple[str, ...] = ("card", "qr")
 MC_CARD, MC_QR = 0, 1
@@ -422,6 +427,20 @@ class RefundOrders:
 
     def __len__(self) -> int:
         return int(self.source_tx_id.size)
+
+    def columns(self, pay_day: int) -> dict[str, np.ndarray]:
+        """The orders as rows of the ``refunds`` table (sim/records.py), to be paid on
+        ``pay_day``; ``repeated_transaction_id`` is -1 (null) for the desk's."""
+        n = len(self)
+        return {
+            "transaction_id": self.source_tx_id.astype(np.int64),
+            "repeated_transaction_id": self.first_tx_id.astype(np.int64),
+            "kind": np.full(n, REFUND_DESK if self.by_desk else REFUND_DUPLICATE, np.int8),
+            "issuer": self.issuer.astype(np.int64),
+            "acquirer": self.acquirer.astype(np.int64),
+            "amount_fen": self.amount_fen.astype(np.int64),
+            "pay_day": np.full(n, pay_day, np.int64),
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from sim.codes import (
     TAP_EXIT,
 )
 from sim.disruption import disrupt_taps, duplicate_waves, free_rides, refuse_qr_down
+from sim.fare_rules import bp_of_fen, pct_to_bp
 from sim.fares import TapBatch, price_taps
 from sim.grouping import rank_in_groups
 from sim.incidents import NO_INCIDENT, mark
@@ -208,11 +209,13 @@ def plan_day(
     }
     cols["incomplete_by"] = incomplete_processing(world, taps, cols["city"])
     cols["home_card"] = _home_cards(pop, taps)
+    cols["tap_index"] = np.arange(len(taps))  # each kept row's tap, to price it again
     cols, refusals = refuse_unlisted(world, streams, day, cols)
     stats["card_not_accepted"] = len(refusals["row"])
     cols, qr_refusals = refuse_qr_down(world, streams, day, cols)
     if len(qr_refusals["row"]):
         refusals = {n: np.concatenate([col, qr_refusals[n]]) for n, col in refusals.items()}
+    cols = _price_without_refused(world, state, taps, cols, refusals, day, day_type)
 
     # Accidental double taps: the lock swallows most; a failed lock charges twice (重复扣款).
     card_rows = np.flatnonzero(cols["home_card"])
@@ -256,6 +259,37 @@ def plan_day(
         away_rows=planned.away_rows,
         away_city=planned.away_city,
     )
+
+
+def _price_without_refused(
+    world: World,
+    state: RunState,
+    taps: DayTaps,
+    cols: dict[str, np.ndarray],
+    refusals: dict[str, np.ndarray],
+    day: int,
+    day_type: int,
+) -> dict[str, np.ndarray]:
+    """The day's columns (without ``tap_index``) with the taps here of every card or code a
+    reader refused here (the city list, a QR platform down) priced again without the refused
+    taps. Transfers and caps run over a card's taps of the day, and a refused tap never reached
+    the card: the next boarding is no transfer from it, and its fare counts toward no cap.
+    Taps in other cities carry neither (their visitor fares, ``_append_away``)."""
+    index = cols.pop("tap_index")
+    here = refusals["line"] < world.n_local_lines
+    again = np.flatnonzero(
+        np.isin(cols["row"], refusals["row"][here]) & (cols["line"] < world.n_local_lines)
+    )
+    if not len(again):
+        return cols
+    kept = taps.take(index[again])
+    fares, kept = _price(world, state, kept, day, day_type)
+    _, fares = free_rides(world, day, kept, fares)
+    cols = dict(cols)
+    for name, values in fares.items():
+        cols[name] = cols[name].copy()
+        cols[name][again] = values
+    return cols
 
 
 def _price(
@@ -377,14 +411,16 @@ def _append_away(world: World, taps: DayTaps, fares: dict, away: DayTaps):
     incomplete_fare = np.array([c.incomplete_fare_fen for c in cities], np.int64)[city]
     list_fare = np.where(away.kind == TAP_ENTRY, 0, list_fare)
     list_fare = np.where(away.incomplete, incomplete_fare, list_fare)
-    pct = np.array([c.visitor_discount_pct for c in cities])[city]
+    # Percentages as integer basis points and the concession rounded down, as the fare engine
+    # prices home taps (sim/fares.py): a float 29 % of 100 fen would truncate to 28 fen.
+    bp = np.array([pct_to_bp(c.visitor_discount_pct) for c in cities], np.int64)[city]
     age = world.population.age[away.row]
     for j, c in enumerate(cities):  # the place's concessions by age (art. 31): bands in age order
         for band in sorted(c.elderly_discounts, key=lambda b: b.age_min):
-            pct = np.where((city == j) & (age >= band.age_min), band.discount_pct, pct)
-    pct = np.where(away.incomplete, 0.0, pct)
+            bp = np.where((city == j) & (age >= band.age_min), pct_to_bp(band.discount_pct), bp)
+    bp = np.where(away.incomplete, 0, bp)
     is_card = np.isin(away.medium, list(STORED_VALUE_MEDIA))
-    concession = np.where(is_card, (list_fare * pct / 100).astype(np.int64), 0)
+    concession = np.where(is_card, bp_of_fen(list_fare, bp), 0)
     n = len(away)
     away_fares = {
         "list_fare_fen": list_fare,

@@ -36,6 +36,7 @@ from sim.events import (
 from sim.incidents import IncidentError
 from sim.ledger import InvariantViolation, Ledger
 from sim.metrics import KpiCollector
+from sim.shard import RefundsOutstanding
 from sim.shard_actor import PROBE_FILE, FolderNotShared
 from sim.state import CardState
 from sim.world import World
@@ -107,8 +108,8 @@ class RemoteShard:
         for event in self._call("flush", final):
             self.bus.publish(event)
 
-    def refunds_outstanding(self) -> int:
-        return self._call("refunds_outstanding")
+    def refunds_outstanding(self) -> RefundsOutstanding:
+        return RefundsOutstanding(*self._call("refunds_outstanding"))
 
     def check_all_cleared_days_closed(self) -> None:
         self._call("check_all_cleared_days_closed")

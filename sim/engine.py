@@ -282,17 +282,20 @@ def finish_run(clearing, shards, kpis: KpiCollector, ledger: Ledger, days: int, 
     clearing.settle_outstanding(day)
     for shard in shards:
         shard.flush_final_days(final=True)
-    outstanding = sum(shard.refunds_outstanding() for shard in shards)
-    kpis.end_of_run(outstanding)
+    left = [shard.refunds_outstanding() for shard in shards]
+    outstanding, outstanding_fen = sum(r.orders for r in left), sum(r.fen for r in left)
+    kpis.end_of_run(outstanding, outstanding_fen)
     totals = kpis.totals
-    ordered = totals.get("refund_orders", 0)
-    executed = totals.get("refunds_executed", 0)
-    if executed + outstanding != ordered:
+    # Every refund ordered was paid or is still owed, counted and in fen.
+    ordered, ordered_fen = totals.get("refund_orders", 0), totals.get("refund_orders_fen", 0)
+    executed, executed_fen = totals.get("refunds_executed", 0), totals.get("refunds_fen", 0)
+    if executed + outstanding != ordered or executed_fen + outstanding_fen != ordered_fen:
         raise InvariantViolation(
             "refunds_accounted",
-            0,
+            ordered_fen - executed_fen - outstanding_fen,
             "end of run",
-            f"{ordered} refund orders but {executed} executed and {outstanding} outstanding",
+            f"{ordered} refund orders of {ordered_fen} fen but {executed} executed "
+            f"({executed_fen} fen) and {outstanding} outstanding ({outstanding_fen} fen)",
         )
     for shard in shards:
         shard.check_all_cleared_days_closed()

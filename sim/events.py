@@ -86,7 +86,20 @@ class BatchCleared:
     day: int
     batches: Columns  # one row per batch (sim.clearing.BatchRecord), each node hash-chained
     taps: TapStatus
-    refund_orders: int  # duplicate deductions found, to be refunded on the settlement date
+    # The refunds this clearing ordered (duplicate deductions it rejected, the service desk's),
+    # paid on a later day: sim.clearing.RefundOrders.columns (transaction_id, kind, issuer,
+    # acquirer, amount_fen, pay_day, ...), the clearing's first, then the desk's.
+    refunds: Columns = field(default_factory=dict)
+
+    @property
+    def refund_orders(self) -> int:
+        """How many refunds were ordered."""
+        return len(self.refunds.get("transaction_id", ()))
+
+    @property
+    def refund_orders_fen(self) -> int:
+        """What the refunds ordered pay back."""
+        return int(np.sum(self.refunds["amount_fen"])) if self.refund_orders else 0
 
 
 @dataclass(frozen=True)

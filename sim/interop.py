@@ -27,6 +27,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sim.city_list import ListChange, TerminalLag
 from sim.codes import CARD_TYPES, MEDIA
+from sim.fare_rules import Pct
 from sim.settings_base import SettingsModel
 from sim.social_security import Venues
 from sim.world_settings import scaled_count
@@ -56,7 +57,9 @@ class AgeDiscount(_Model):
     """A concession a city gives interoperable cards of visitors from an age on."""
 
     age_min: Annotated[int, Field(ge=0, le=120)] = Field(description="Youngest age it applies to.")
-    discount_pct: Annotated[float, Field(ge=0, le=100)] = Field(description="Percent off.")
+    discount_pct: Pct = Field(
+        description="Percent off (at most two decimals; rounded down to whole fen)."
+    )
 
 
 class ExternalCity(_Model):
@@ -89,8 +92,10 @@ class ExternalCity(_Model):
     visitor_fare_fen: Annotated[int, Field(gt=0)] = Field(
         description="Mean fare a visitor pays per boarding there."
     )
-    visitor_discount_pct: float = Field(
-        0.0, ge=0, le=100, description="Discount the city gives interoperable cards of visitors."
+    visitor_discount_pct: Pct = Field(
+        0.0,
+        description="Discount the city gives interoperable cards of visitors (percent, at most "
+        "two decimals; rounded down to whole fen).",
     )
     inbound_visitors_per_day: Annotated[
         int, Field(ge=0, le=VISITOR_IDS_PER_CITY // VISITORS_PER_DAILY_VISITOR)

@@ -113,6 +113,7 @@ class KpiCollector:
             self._add("settlements_paid_late", int((kind == PAID_LATE).sum()))
         elif isinstance(event, BatchCleared):
             self._add("refund_orders", event.refund_orders)
+            self._add("refund_orders_fen", event.refund_orders_fen)
             self._add("clearing_batches", len(event.batches["batch_id"]))
         elif isinstance(event, TapsFinal):
             status = event.taps.status
@@ -135,9 +136,11 @@ class KpiCollector:
         self.days += 1
         return row
 
-    def end_of_run(self, refunds_outstanding: int) -> None:
-        """What is only known at the end of the run."""
+    def end_of_run(self, refunds_outstanding: int, refunds_outstanding_fen: int) -> None:
+        """What is only known at the end of the run: the refund orders whose payment date is
+        after the period (how many, and what they owe)."""
         self._add("refunds_outstanding", refunds_outstanding)
+        self._add("refunds_outstanding_fen", refunds_outstanding_fen)
 
     def _add(self, name: str, value) -> None:
         self.totals[name] = self.totals.get(name, 0) + int(value)

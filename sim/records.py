@@ -263,6 +263,8 @@ class RecordWriter:
             case BatchCleared(day=day, batches=batches):
                 if len(batches["batch_id"]):  # no batch at a cut-off every node was down for
                     self._write("clearing_batches", day, self._clearing_batches(day, batches))
+                if event.refund_orders:
+                    self._write("refunds", day, self._refunds(event.refunds))
             case DepositEvents(day=day, events=events):
                 self._write("deposit_events", day, self._deposit_events(events))
             case SettlementDone(settle_day=day, positions=positions):
@@ -555,6 +557,18 @@ class RecordWriter:
             "records_digest": c["records_digest"],
             "prev_hash": c["prev_hash"],
             "batch_hash": c["hash"],
+        }
+
+    def _refunds(self, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = np.datetime64(self.world.start_date, "D")
+        return {
+            "transaction_id": c["transaction_id"],
+            "repeated_transaction_id": c["repeated_transaction_id"],
+            "refund_kind": c["kind"],
+            "issuer_id": c["issuer"],
+            "acquirer_id": c["acquirer"],
+            "amount_fen": c["amount_fen"],
+            "pay_date": start + c["pay_day"].astype("timedelta64[D]"),
         }
 
     def _settlements(self, day: int, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -70,6 +70,7 @@ BUILTIN_NAME_TABLES: dict[str, tuple[str, ...]] = {
     "sale_kind": SALE_KINDS,
     "reject_reason": clearing.REJECT_REASONS,
     "role": clearing.ROLES,
+    "refund_kind": clearing.REFUND_KINDS,
 }
 #: Name tables the engine supplies (RunOutput(names=...)): scenario data, or owned by agents/
 #: modules that sim/ must not import.
@@ -619,6 +620,32 @@ CLEARING_BATCHES = TableSpec(
          "rejected_duplicate_deduction")),
 )
 
+REFUNDS = TableSpec(
+    "refunds",
+    "One row per refund ordered (sim.clearing.RefundOrders): a duplicate deduction the "
+    "clearing rejected (the fare was taken twice) or a cleared card charge the service desk had "
+    "refunded (a desk_refund incident). service_date is the clearing day that ordered it. The "
+    "money goes back on pay_date: credited to the card (an issuer's card the run simulates) or "
+    "paid back the way it came (QR codes, other issuers' cards). A charge is refunded once at "
+    "most, and wholly.",
+    (
+        _id("transaction_id", "The charge refunded (joins transactions.transaction_id)."),
+        _c("repeated_transaction_id", I64, "For a duplicate deduction, the earlier charge of "
+           "the same card on the same device that it repeated; null for the desk's.",
+           nullable=True, encoding="delta"),
+        _c("refund_kind", DICT8, "duplicate_deduction (ordered by the clearing) or "
+           "service_desk.", names="refund_kind"),
+        _institution("issuer_id", "Issuer of the card or code charged: the refund is booked "
+                     "on its accounts."),
+        _institution("acquirer_id", "Acquirer of the charge."),
+        _money("amount_fen", "Paid back: the whole charge.", type_=I64),
+        _c("pay_date", DATE, "When the money goes back (the clearing's T+n, the next day at "
+           "the earliest); after the period's last day: still owed when the run ended "
+           "(run_meta.json totals.refunds_outstanding_fen).", unit="date"),
+    ),
+    (_ge("amount_fen", 1),),
+)
+
 SETTLEMENTS = TableSpec(
     "settlements",
     "Every clearing node's book on a settlement date (sim.clearing_network.Books): its "
@@ -811,6 +838,7 @@ TABLES: dict[str, TableSpec] = {
         OUTLET_VISITS,
         DEVICE_UPLOADS,
         CLEARING_BATCHES,
+        REFUNDS,
         SETTLEMENTS,
         LEDGER_ENTRIES,
         DAILY_KPIS,

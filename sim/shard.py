@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import NamedTuple
 
 import numpy as np
 import simpy
@@ -77,6 +78,14 @@ from sim.world_settings import hhmm_to_s
 
 DAY_S = 86_400
 METRO = MODES.index("metro")
+
+
+class RefundsOutstanding(NamedTuple):
+    """Refund orders not executed by the end of the run (their payment date is after the
+    period): how many, and the fen they owe."""
+
+    orders: int
+    fen: int
 
 
 @dataclasses.dataclass
@@ -768,9 +777,12 @@ class CityShard:
             self.bus.publish(TapsFinal(day, taps, self.shard_index, flows))
             del book.open_days[day]
 
-    def refunds_outstanding(self) -> int:
-        """Refund orders not executed by the end of the run."""
-        return sum(len(r) for due in self.book.refunds_due.values() for r in due)
+    def refunds_outstanding(self) -> RefundsOutstanding:
+        """Refund orders not executed by the end of the run, counted and in fen."""
+        due = [r for orders in self.book.refunds_due.values() for r in orders]
+        return RefundsOutstanding(
+            sum(len(r) for r in due), sum(int(r.amount_fen.sum()) for r in due)
+        )
 
     def check_all_cleared_days_closed(self) -> None:
         """At the end: no batch may have cleared taps of a day that never produced records."""

@@ -30,7 +30,7 @@ from sim.events import DaySettled, EventBus, TapsFinal
 from sim.ledger import Ledger
 from sim.metrics import RunMetrics
 from sim.proc_memory import proc_kib_field
-from sim.shard import CityShard, check_issuers_cards
+from sim.shard import CityShard, RefundsOutstanding, check_issuers_cards
 from sim.state import RunState
 
 
@@ -255,7 +255,8 @@ class ShardActor:
         shards). Returns the evening's result and the morning's uploads."""
         return self.evening(day), self.morning(day + 1)
 
-    def refunds_outstanding(self) -> int:
+    def refunds_outstanding(self) -> RefundsOutstanding:
+        """Refund orders this shard had not executed by the end of the run (count, fen)."""
         return self.shard.refunds_outstanding()
 
     def check_all_cleared_days_closed(self) -> None:

@@ -43,6 +43,7 @@ from sim.clearing import (
     settlement_positions,
 )
 from sim.events import SettlementDone
+from sim.fare_rules import Pct, bp_of_fen, pct_to_bp
 from sim.ledger import Ledger
 from sim.world_settings import Section
 
@@ -61,8 +62,10 @@ class Venues(Section):
 
     count: Annotated[int, Field(ge=1)] = Field(description="How many there are.")
     price_fen: Fen = Field(description="Entry price (0: free entry, still recorded).")
-    local_discount_pct: float = Field(
-        0.0, ge=0, le=100, description="Discount a local social-security card gets."
+    local_discount_pct: Pct = Field(
+        0.0,
+        description="Discount a local social-security card gets (percent, at most two "
+        "decimals; the discount is rounded down to whole fen).",
     )
     visit_share: Share = Field(description="Share of venue visits made to this kind.")
 
@@ -198,7 +201,7 @@ def plan_entries(
     kind = np.zeros(len(rows), np.int64)
     venue = np.zeros(len(rows), np.int64)
     price = np.zeros(len(rows), np.int64)
-    discount_pct = np.zeros(len(rows))
+    discount_bp = np.zeros(len(rows), np.int64)
     u_kind = streams.uniform("ssc.kind", day, card)
     u_venue = streams.uniform("ssc.venue", day, card)
     for j in np.unique(city).tolist():
@@ -210,13 +213,14 @@ def plan_entries(
         kinds = np.array([VENUE_KINDS.index(n) for n in names])
         counts = np.array([c.venues[n].count for n in names])
         prices = np.array([c.venues[n].price_fen for n in names])
-        local_pct = np.array([c.venues[n].local_discount_pct for n in names])
+        local_bp = np.array([pct_to_bp(c.venues[n].local_discount_pct) for n in names], np.int64)
         kind[here] = kinds[pick]
         venue[here] = (u_venue[here] * counts[pick]).astype(np.int64)
         price[here] = prices[pick]
         # Same-city treatment: a visitor gets the local discount where the place gives it.
-        discount_pct[here] = local_pct[pick] if (j == 0 or c.same_city) else 0.0
-    discount = (price * discount_pct / 100).astype(np.int64)
+        discount_bp[here] = local_bp[pick] if (j == 0 or c.same_city) else 0
+    # Basis points and integer fen, rounded down as fares are (a float 29 % of 100 fen is 28).
+    discount = bp_of_fen(price, discount_bp)
     t_s = 9 * 3600 + (streams.uniform("ssc.time", day, card) * 8 * 3600).astype(np.int64)
     return {
         "row": rows.astype(np.int64),

@@ -14,12 +14,26 @@ row and money invariants.
   transaction ids it passed on);
 - each acquired batch's counts and gross amount from its transactions;
 - the row invariants of every table (as on write: amounts, balances, statuses);
-- the money: every settlement account closed, every node's book summing to zero on each
-  settlement date, the top-ups in the journal equal to the ``topups`` table, and, per day and
+- the money: every settlement account closed, the top-ups in the journal equal to the
+  ``topups`` table, and, per day and
   issuer, the fares the journal took (``card_fare`` and ``qr_fare``) equal to the charged records
   of ``transactions``, the venue entries it took equal to ``venue_entries``, and the fares its
   ``clearing`` entries cleared equal to the cleared records (by their batch's date) and paid
-  venue entries; and every transaction id once.
+  venue entries; and every transaction id once;
+- the clearing nodes' books (``settlements``): on each settlement date the members' and the
+  nodes' own positions equal the journal's ``settlement`` entries, each link between two nodes
+  is the same amount in both books (opposite signs), and each node's book sums to zero; over
+  the run a node's own rows add up to the fees the journal gave it (``clearing_fee`` to
+  ``fees:<node>``), and per clearing day those equal the ``fee_fen`` of its batches;
+- the refunds in fen: each ``refunds`` row pays back the whole charge of a transaction in
+  ``transactions`` (never more), once, of the kind its status says (a rejected duplicate
+  deduction, or a charge cleared and refunded by the service desk); every rejected duplicate
+  deduction has its refund; per clearing day and acquirer the duplicate deductions' refunds
+  equal the batches' ``refund_fen``; per day and issuer the refunds paid equal the journal's
+  refund entries (``duplicate_refund`` + ``qr_duplicate_refund``, ``desk_refund``); and the
+  refunds paid after the period's last day equal ``run_meta.json`` totals
+  ``refunds_outstanding`` and ``refunds_outstanding_fen`` (all of them, ``refund_orders`` and
+  ``refund_orders_fen``).
 
 Each problem is reported with where it is (file, table, date, batch, node or issuer) and what was
 expected.
@@ -40,7 +54,12 @@ from sim import ids
 from sim.clearing import (
     MEMO_CARD_FARE,
     MEMO_CLEARING,
+    MEMO_DESK_REFUND,
+    MEMO_DUP_REFUND,
+    MEMO_FEE,
+    MEMO_QR_DUP_REFUND,
     MEMO_QR_FARE,
+    MEMO_SETTLEMENT,
     MEMO_SSC_ENTRY,
     BatchRecord,
     chain_hash,
@@ -74,7 +93,8 @@ def verify_run(run_dir: str | Path) -> list[str]:
     tables_short, problems = _files_as_listed(run_dir, marker["files"])
     tables, unreadable = _read_tables(run_dir)
     problems += unreadable
-    problems += _counts(run_dir, tables)
+    meta, unread_meta = _run_meta(run_dir)
+    problems += unread_meta or _counts(meta, tables)
     if tables_short or unreadable:
         # Every content check would only repeat it, once per day and issuer: said once.
         problems[0] += "; the tables' contents are not checked until every file is there and reads"
@@ -83,7 +103,9 @@ def verify_run(run_dir: str | Path) -> list[str]:
     problems += _chains_and_digests(tables["clearing_batches"], tables["transactions"])
     problems += _batches_match_their_records(tables["clearing_batches"], tables["transactions"])
     problems += _money(tables)
+    problems += _node_books(tables)
     problems += _journal_matches_records(tables)
+    problems += _refunds(tables, meta)
     return problems
 
 
@@ -150,14 +172,19 @@ def _read_tables(run_dir: Path) -> tuple[dict[str, pa.Table], list[str]]:
     return tables, problems
 
 
-def _counts(run_dir: Path, tables: dict[str, pa.Table]) -> list[str]:
-    """The row counts and tap totals ``run_meta.json`` holds against the files (tables that
-    could not be read are left out: their files are reported already)."""
+def _run_meta(run_dir: Path) -> tuple[dict, list[str]]:
+    """``run_meta.json`` (an empty dict if it cannot be read, with the problem saying so)."""
     try:
         meta = json.loads((run_dir / RUN_META_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        return [f"{RUN_META_FILE}: cannot be read ({reason}); its counts were not checked"]
+        return {}, [f"{RUN_META_FILE}: cannot be read ({reason}); its counts were not checked"]
+    return (meta, []) if isinstance(meta, dict) else ({}, [])
+
+
+def _counts(meta: dict, tables: dict[str, pa.Table]) -> list[str]:
+    """The row counts and tap totals ``run_meta.json`` holds against the files (tables that
+    could not be read are left out: their files are reported already)."""
     counted = meta.get("output", {}).get("tables") if isinstance(meta, dict) else None
     if not isinstance(counted, dict):
         return [f"{RUN_META_FILE}: expected the row count of every table under output.tables"]
@@ -338,19 +365,121 @@ def _money(tables: dict[str, pa.Table]) -> list[str]:
                 f"ledger_entries: top-ups posted {ledger_topups} fen, the topups table holds "
                 f"{table_topups} fen"
             )
-    books = tables["settlements"].to_pandas()
-    if len(books):
-        books["node_id"] = books["node_id"].astype(str)
-        sums = books.groupby(["service_date", "node_id"])["net_position_fen"].sum()
-        for (date, node), total in sums.items():
-            if total != 0:
-                problems.append(f"settlements: node {node}'s book of {date} sums to {total} fen")
     tx = tables["transactions"]
     if tx.num_rows:
         tx_ids = tx["transaction_id"].to_numpy()
         if len(np.unique(tx_ids)) != len(tx_ids):
             problems.append("transactions: a transaction id appears more than once")
     return problems
+
+
+def _node_books(tables: dict[str, pa.Table]) -> list[str]:
+    """The clearing nodes' books (``settlements``) against what else the run wrote.
+
+    That each node's book sums to zero on a date is no check by itself: the engine computes the
+    node's own row as what balances its other rows. So, per settlement date: the positions the
+    ledger settled (members' rows and each node's own row) equal the journal's ``settlement``
+    entries; what a node's book says it pays or gets from a neighbouring node is what that
+    node's book says the other way round; and then the book sums to zero (which pins the links
+    the journal does not see). Over the run, a node's own rows add up to the fees it earned:
+    its ``clearing_fee`` entries on ``fees:<node>``; and per clearing day those equal the
+    ``fee_fen`` of the node's hash-chained batches (nodes that keep a clearing log; the
+    social-security channel keeps none)."""
+    books, journal = tables["settlements"], tables["ledger_entries"]
+    date = pc.cast(books["service_date"], pa.string()).to_numpy(zero_copy_only=False)
+    node = pc.cast(books["node_id"], pa.string()).to_numpy(zero_copy_only=False)
+    who = pc.cast(books["participant_id"], pa.string()).to_numpy(zero_copy_only=False)
+    role = pc.cast(books["role"], pa.string()).to_numpy(zero_copy_only=False)
+    fen = books["net_position_fen"].to_numpy().astype(np.int64)
+    own = who == node
+    settled = own | (role != "clearing_node")  # a link is settled between the nodes' banks
+    problems = _compare_by(
+        "settlements",
+        "net position in the nodes' books",
+        _sum_by(zip(date[settled], who[settled], strict=True), fen[settled]),
+        "the journal's settlement entries",
+        _settlement_entries(journal),
+        "participant",
+    )
+    link = ~settled
+    links = _sum_by(zip(date[link], node[link], who[link], strict=True), fen[link])
+    pairs = sorted({(d, min(a, b), max(a, b)) for d, a, b in links})  # each link once
+    one_sided = [
+        f"settlements, {d}: node {a}'s book has {links.get((d, a, b), 0)} fen with node {b}, "
+        f"node {b}'s book {links.get((d, b, a), 0)} fen with node {a} (expected the same "
+        "amount, opposite sign)"
+        for d, a, b in pairs
+        if links.get((d, a, b), 0) + links.get((d, b, a), 0) != 0
+    ]
+    problems += _capped(one_sided, "settlements: more links differ between the two books")
+    for (d, n), total in sorted(_sum_by(zip(date, node, strict=True), fen).items()):
+        if total != 0:
+            problems.append(f"settlements, {d}: node {n}'s book sums to {total} fen, expected 0")
+    fees_posted = _posted(journal, (MEMO_FEE,), "credit", "fees")
+    own_rows = _sum_by(zip(node[own], strict=True), fen[own])
+    earned = _sum_by(((n,) for _, n in fees_posted), list(fees_posted.values()))
+    problems += [
+        f"settlements: node {n}'s own rows (participant_id = node_id) add up to "
+        f"{own_rows.get((n,), 0)} fen over the run, its fees in the journal (clearing_fee to "
+        f"fees:{n}) to {earned.get((n,), 0)} fen"
+        for (n,) in sorted(set(own_rows) | set(earned))
+        if own_rows.get((n,), 0) != earned.get((n,), 0)
+    ]
+    batches = tables["clearing_batches"]
+    logged = _sum_by(
+        zip(
+            pc.cast(batches["service_date"], pa.string()).to_pylist(),
+            pc.cast(batches["node_id"], pa.string()).to_pylist(),
+            strict=True,
+        ),
+        batches["fee_fen"].to_numpy(),
+    )
+    with_log = {n for _, n in logged}
+    problems += _compare_by(
+        "ledger_entries",
+        "clearing fees posted to the node (clearing_fee)",
+        {k: v for k, v in fees_posted.items() if k[1] in with_log},
+        "fee_fen of its batches in clearing_batches",
+        logged,
+        "node",
+    )
+    return problems
+
+
+def _settlement_entries(journal: pa.Table) -> dict[tuple[str, str], int]:
+    """The journal's ``settlement`` entries as positions by (date, participant): crediting
+    ``settle:<p>`` pays ``p`` (> 0), debiting it is what ``p`` pays (< 0)."""
+    rows = journal.filter(pc.equal(pc.cast(journal["memo"], pa.string()), MEMO_SETTLEMENT))
+    out: dict[tuple[str, str], int] = {}
+    for day, debit, credit, fen in _rows(rows, "service_date", "debit", "credit", "amount_fen"):
+        for account, sign in ((credit, 1), (debit, -1)):
+            kind, _, who = str(account).partition(":")
+            if kind == "settle":
+                key = (str(day), who)
+                out[key] = out.get(key, 0) + sign * int(fen)
+    return out
+
+
+def _sum_by(keys: Iterable[tuple], values) -> dict[tuple, int]:
+    """``values`` summed by their key (integer fen)."""
+    out: dict[tuple, int] = {}
+    for key, value in zip(keys, np.asarray(values).tolist(), strict=True):
+        out[key] = out.get(key, 0) + int(value)
+    return out
+
+
+def _compare_by(
+    table: str, what: str, found: dict, other_what: str, other: dict, who: str
+) -> list[str]:
+    """A problem per (date, ``who``) whose two sums differ (0 where one has none); past
+    ``_SHOWN`` of them, one line counting the rest."""
+    differ = [
+        f"{table}, {day}, {who} {name}: {what} {found.get((day, name), 0)} fen, {other_what} "
+        f"{other.get((day, name), 0)} fen"
+        for day, name in sorted(set(found) | set(other))
+        if found.get((day, name), 0) != other.get((day, name), 0)
+    ]
+    return _capped(differ, f"{table}: {what} differ on more dates")
 
 
 def _journal_matches_records(tables: dict[str, pa.Table]) -> list[str]:
@@ -401,14 +530,203 @@ def _journal_matches_records(tables: dict[str, pa.Table]) -> list[str]:
     return problems
 
 
-def _posted(journal: pa.Table, memos: tuple[str, ...], side: str) -> dict[tuple[str, str], int]:
-    """Fen the journal's ``memos`` entries booked on ``unsettled:<issuer>`` (credited by the
-    fares, debited by the clearing), by day and issuer."""
+def _refunds(tables: dict[str, pa.Table], meta: dict) -> list[str]:
+    """The refunds in fen. Each ``refunds`` row against the charge it refunds (in
+    ``transactions``, refunded wholly and once, of its kind: a duplicate deduction the clearing
+    rejected, or a charge it cleared for the service desk; same issuer and acquirer), and every
+    rejected duplicate deduction refunded; per clearing day and acquirer, the duplicate
+    deductions' refunds against the batches' ``refund_fen`` (hash-chained); per day and issuer,
+    the refunds paid against the journal's refund entries; and the refunds owed after the
+    period against ``run_meta.json`` (``totals.refunds_outstanding`` and ``_fen``)."""
+    refunds, tx = tables["refunds"], tables["transactions"]
+    rows = _refund_rows(refunds)
+    problems: list[str] = []
+    once = _more_than_once(rows["tx"])
+    problems += _capped(
+        [f"refunds: transaction {t} is refunded {n} times; a charge is refunded once at most"
+         for t, n in once],
+        "refunds: more transactions are refunded more than once",
+    )  # fmt: skip
+    problems += _capped(
+        _refund_vs_charge(rows, tx), "refunds: more rows disagree with their charge"
+    )
+    problems += _capped(_unrefunded(rows, tx), "transactions: more duplicate deductions unrefunded")
+    problems += _refunds_vs_batches(rows, tables["clearing_batches"])
+    end = meta.get("period", {}).get("end") if isinstance(meta.get("period"), dict) else None
+    if end is None:
+        if meta:  # an unreadable run_meta.json is reported already
+            problems.append(
+                f"{RUN_META_FILE}: expected the period's last day (period.end); the refunds paid "
+                "and owed were not checked against the journal"
+            )
+        return problems
+    paid = rows["pay_date"] <= end
+    for kind, memos, account_kind, what in (
+        ("duplicate_deduction", (MEMO_DUP_REFUND, MEMO_QR_DUP_REFUND), "unsettled",
+         "duplicate-deduction refunds posted (duplicate_refund + qr_duplicate_refund)"),
+        ("service_desk", (MEMO_DESK_REFUND,), "bank", "desk refunds posted (desk_refund)"),
+    ):  # fmt: skip
+        mine = paid & (rows["kind"] == kind)
+        recorded: dict[tuple[str, str], int] = {}
+        for key, fen in zip(
+            zip(rows["pay_date"][mine].tolist(), rows["issuer"][mine].tolist(), strict=True),
+            rows["amount"][mine].tolist(),
+            strict=True,
+        ):
+            recorded[key] = recorded.get(key, 0) + int(fen)
+        problems += _compare(
+            what,
+            _posted(tables["ledger_entries"], memos, "debit", account_kind),
+            f"{kind} refunds paid that day in refunds",
+            recorded,
+        )
+    owed = ~paid
+    totals = meta.get("totals") if isinstance(meta.get("totals"), dict) else {}
+    for name, value, what in (
+        ("refunds_outstanding", int(owed.sum()), "refund(s)"),
+        ("refunds_outstanding_fen", int(rows["amount"][owed].sum()), "fen of refunds"),
+        ("refund_orders", len(rows["tx"]), "refund(s)"),
+        ("refund_orders_fen", int(rows["amount"].sum()), "fen of refunds"),
+    ):
+        if totals.get(name) != value:
+            when = f"paid after the period's last day {end}" if "outstanding" in name else "ordered"
+            problems.append(
+                f"refunds: {value} {what} {when}, {RUN_META_FILE} totals.{name} says "
+                f"{totals.get(name)}"
+            )
+    return problems
+
+
+def _refund_rows(refunds: pa.Table) -> dict[str, np.ndarray]:
+    """The ``refunds`` columns the checks read, as numpy arrays (dates as ISO text)."""
+
+    def text(name: str) -> np.ndarray:
+        return np.array(pc.cast(refunds[name], pa.string()).to_pylist(), dtype=object)
+
+    return {
+        "tx": refunds["transaction_id"].to_numpy().astype(np.int64),
+        "kind": text("refund_kind"),
+        "issuer": text("issuer_id"),
+        "acquirer": text("acquirer_id"),
+        "amount": refunds["amount_fen"].to_numpy().astype(np.int64),
+        "date": text("service_date"),
+        "pay_date": text("pay_date"),
+    }
+
+
+def _more_than_once(tx_id: np.ndarray) -> list[tuple[int, int]]:
+    """(transaction id, times) of the ids that appear more than once."""
+    ids_, counts = np.unique(tx_id, return_counts=True)
+    return list(zip(ids_[counts > 1].tolist(), counts[counts > 1].tolist(), strict=True))
+
+
+def _refund_vs_charge(rows: dict[str, np.ndarray], tx: pa.Table) -> list[str]:
+    """Each refund against its transaction: there, the whole charge (never more), of the kind
+    its clearing status says, the same issuer and acquirer."""
+    # Only the few refunded records are read out of the (possibly very long) transactions.
+    refunded = tx.filter(pc.is_in(tx["transaction_id"], value_set=pa.array(rows["tx"])))
+    at = {t: j for j, t in enumerate(refunded["transaction_id"].to_pylist())}
+
+    def text(name: str) -> list[str]:
+        return pc.cast(refunded[name], pa.string()).to_pylist()
+
+    reason, status = text("reject_reason"), text("status")
+    issuer, acquirer = text("issuer_id"), text("acquirer_id")
+    charged = refunded["amount_fen"].to_pylist()
+    problems = []
+    for i in range(len(rows["tx"])):
+        where = f"refunds, {rows['date'][i]}: transaction {rows['tx'][i]}"
+        j = at.get(int(rows["tx"][i]))
+        if j is None:
+            problems.append(f"{where} is not in transactions (a refund needs the charge it pays)")
+            continue
+        kind = rows["kind"][i]
+        expected = ("rejected", "duplicate_deduction") if kind == "duplicate_deduction" else (
+            "cleared", "none")  # fmt: skip
+        if (status[j], reason[j]) != expected:
+            problems.append(
+                f"{where} is refunded as {kind}, transactions has it {status[j]} "
+                f"({reason[j]}); expected {expected[0]} ({expected[1]})"
+            )
+        if rows["amount"][i] != charged[j]:
+            problems.append(
+                f"{where}: refunds amount_fen {rows['amount'][i]}, transactions charged "
+                f"{charged[j]} fen (a refund pays back the whole charge, never more)"
+            )
+        if (rows["issuer"][i], rows["acquirer"][i]) != (issuer[j], acquirer[j]):
+            problems.append(
+                f"{where}: refunds issuer_id/acquirer_id {rows['issuer'][i]}/"
+                f"{rows['acquirer'][i]}, transactions {issuer[j]}/{acquirer[j]}"
+            )
+    return problems
+
+
+def _unrefunded(rows: dict[str, np.ndarray], tx: pa.Table) -> list[str]:
+    """Duplicate deductions the clearing rejected without a refund row."""
+    dd = pc.equal(pc.cast(tx["reject_reason"], pa.string()), "duplicate_deduction")
+    dd_tx = tx.filter(dd)
+    ids_ = dd_tx["transaction_id"].to_numpy().astype(np.int64)
+    refunded = rows["tx"][rows["kind"] == "duplicate_deduction"]
+    lost = ~np.isin(ids_, refunded)
+    dates = pc.cast(dd_tx["service_date"], pa.string()).to_numpy(zero_copy_only=False)
+    return [
+        f"transactions, {dates[k]}: transaction {ids_[k]} was rejected as a duplicate deduction "
+        "(charged twice) but refunds has no refund of it"
+        for k in np.flatnonzero(lost).tolist()
+    ]
+
+
+def _refunds_vs_batches(rows: dict[str, np.ndarray], batches: pa.Table) -> list[str]:
+    """Per clearing day and acquirer, the duplicate deductions refunded against the acquired
+    batches' ``refund_fen`` and ``rejected_duplicate_deduction``."""
+    acquired = batches.filter(pc.invert(batches["transit"]))
+    logged: dict[tuple[str, str], list[int]] = {}
+    for day, acquirer, n, fen in _rows(
+        acquired.group_by(["service_date", "acquirer_id"]).aggregate(
+            [("rejected_duplicate_deduction", "sum"), ("refund_fen", "sum")]
+        ),
+        "service_date", "acquirer_id", "rejected_duplicate_deduction_sum", "refund_fen_sum",
+    ):  # fmt: skip
+        logged[(str(day), str(acquirer))] = [int(n), int(fen)]
+    ordered: dict[tuple[str, str], list[int]] = {}
+    dd = rows["kind"] == "duplicate_deduction"
+    for day, acquirer, fen in zip(
+        rows["date"][dd].tolist(), rows["acquirer"][dd].tolist(), rows["amount"][dd].tolist(),
+        strict=True,
+    ):  # fmt: skip
+        counts = ordered.setdefault((day, acquirer), [0, 0])
+        counts[0] += 1
+        counts[1] += int(fen)
+    differ = [
+        f"clearing_batches, {day}, acquirer {acquirer}: rejected_duplicate_deduction "
+        f"{logged.get((day, acquirer), [0, 0])[0]} and refund_fen "
+        f"{logged.get((day, acquirer), [0, 0])[1]}, refunds of duplicate deductions ordered "
+        f"that day {ordered.get((day, acquirer), [0, 0])[0]} of "
+        f"{ordered.get((day, acquirer), [0, 0])[1]} fen"
+        for day, acquirer in sorted(set(logged) | set(ordered))
+        if logged.get((day, acquirer), [0, 0]) != ordered.get((day, acquirer), [0, 0])
+    ]
+    return _capped(differ, "clearing_batches: more days x acquirers differ from refunds")
+
+
+def _capped(problems: list[str], rest: str) -> list[str]:
+    """The first ``_SHOWN`` problems and one line counting the others."""
+    if len(problems) <= _SHOWN:
+        return problems
+    return [*problems[:_SHOWN], f"{rest} ({len(problems) - _SHOWN} not shown)"]
+
+
+def _posted(
+    journal: pa.Table, memos: tuple[str, ...], side: str, kind: str = "unsettled"
+) -> dict[tuple[str, str], int]:
+    """Fen the journal's ``memos`` entries booked on ``side`` (debit or credit) of a ``kind``
+    account (by default ``unsettled:<issuer>``: credited by the fares, debited by the clearing
+    and the duplicate-deduction refunds), by day and participant."""
     side_col = pc.cast(journal[side], pa.string())
     rows = journal.filter(
         pc.and_(
             pc.is_in(pc.cast(journal["memo"], pa.string()), pa.array(memos)),
-            pc.starts_with(side_col, "unsettled:"),
+            pc.starts_with(side_col, f"{kind}:"),
         )
     )
     out: dict[tuple[str, str], int] = {}

@@ -232,3 +232,101 @@ def test_a_card_away_gets_the_concessions_of_the_place_unless_the_policy_denies_
         assert (free & ~elderly).sum() < (~free & ~elderly).sum()
     else:
         assert (away["amount_fen"] == away["list_fare_fen"]).all()
+
+
+# --- fares of the taps around a refusal ---------------------------------------------------------
+SMALL = ROOT / "scenarios" / "small_ci.yaml"
+
+
+def _planned(overrides: list[str], days: int):
+    """The world and the planned days ``0..days-1`` of small_ci with ``overrides`` (devices
+    all mapped to one agent: the order of the uploads does not matter here)."""
+    from sim.api import build
+    from sim.day import plan_day
+    from sim.state import RunState
+
+    world = build(load_scenario(SMALL, overrides, days=days))
+    agents = np.zeros(len(world.network.devices.line), dtype=np.int64)
+    state = RunState.fresh(world)
+    return world, [plan_day(world, state, day, agents) for day in range(days)]
+
+
+def _fare_identity(c: dict[str, np.ndarray]) -> np.ndarray:
+    return c["amount_fen"] == (
+        c["list_fare_fen"] - c["concession_fen"] - c["transfer_fen"] - c["cap_fen"]
+    )
+
+
+def test_a_card_refused_away_pays_its_qr_code_the_list_fare_without_card_discounts():
+    """Nantong's cards delisted in Shanghai at once: a holder with 一码通行 rides on with it 20 s
+    later. That record pays the list fare, with no concession, transfer or cap of the card
+    (the code is another account), and amount = list - concession - transfer - cap."""
+    from sim.codes import FALLBACK_QR, MEDIA
+
+    world, plans = _planned(
+        [
+            "interop.away_days_per_card_year=4",
+            "interop.list_changes=[{date: 2024-01-01, city_code: '3206', change: delisted}]",
+            "interop.terminal_update_days={SHANGHAI_TRANSIT: {listed: 0, delisted: 0}}",
+        ],
+        days=6,
+    )
+    yima = MEDIA.index("qr_yimatongxing")
+    fallbacks = 0
+    for plan in plans:
+        c = plan.taps.filled()
+        assert _fare_identity(c).all()
+        ref = plan.refusals
+        paid = np.flatnonzero(ref["fallback"] == FALLBACK_QR)
+        fallbacks += len(paid)
+        for k in paid.tolist():  # the QR record of each fallback: same rider, line, 20 s later
+            hit = np.flatnonzero(
+                (c["row"] == ref["row"][k]) & (c["line"] == ref["line"][k])
+                & (c["t_s"] == min(ref["t_s"][k] + 20, 86_399)) & (c["medium"] == yima)
+            )  # fmt: skip
+            assert len(hit) == 1, k
+            i = int(hit[0])
+            assert c["line"][i] >= world.n_local_lines  # away: only there does a rider fall back
+            assert c["amount_fen"][i] == c["list_fare_fen"][i]
+            assert c["concession_fen"][i] == c["transfer_fen"][i] == c["cap_fen"][i] == 0
+            assert not c["is_transfer"][i] and not c["fare_capped"][i] and not c["home_card"][i]
+    assert fallbacks > 10
+
+
+def test_a_refused_leg_here_earns_the_next_tap_of_the_card_no_transfer_discount():
+    """Taizhou's cards delisted, Nantong's metro updated at once, its buses within 7 days: a
+    visitor refused at the metro (paying cash, or not riding) who then takes a bus with the
+    card pays the bus in full. The transfer rule (1 元 off a boarding within 60 min of the
+    card's previous one) counts only boardings the card made."""
+    from sim.codes import STORED_VALUE_MEDIA, TAP_EXIT
+
+    world, plans = _planned(
+        [
+            "interop.cities.taizhou.inbound_visitors_per_day=20000",
+            "interop.list_changes=[{date: 2024-01-01, city_code: '3212', change: delisted}]",
+            "interop.terminal_update_days={NT_METRO: {listed: 0, delisted: 0}}",
+        ],
+        days=2,
+    )
+    window_s = world.scenario.fares.transfer.window_min * 60
+    pop = world.population
+    refused_then_kept = transfers = 0
+    for plan in plans:
+        c = plan.taps.filled()
+        assert _fare_identity(c).all()
+        ref = plan.refusals
+        visitor_card = (
+            (pop.home_city[c["row"]] != 0) & np.isin(c["medium"], list(STORED_VALUE_MEDIA))
+            & (c["line"] < world.n_local_lines)
+        )  # fmt: skip
+        refused_then_kept += len(np.intersect1d(ref["row"], c["row"][visitor_card]))
+        boarding = visitor_card & (c["kind"] != TAP_EXIT)
+        for i in np.flatnonzero(visitor_card & c["is_transfer"]).tolist():
+            transfers += 1
+            before = boarding & (c["row"] == c["row"][i]) & (c["t_s"] < c["t_s"][i])
+            assert (before & (c["t_s"] >= c["t_s"][i] - window_s)).any(), (
+                f"card row {c['row'][i]}: a transfer at {c['t_s'][i]} s with no boarding of "
+                "the card in the window before it (refused there at "
+                f"{ref['t_s'][ref['row'] == c['row'][i]].tolist()} s)"
+            )
+    assert refused_then_kept > 20 and transfers > 1000

@@ -195,19 +195,27 @@ def test_the_yrd_week_on_two_workers_writes_the_files_of_an_in_process_run(tmp_p
 
 def test_desk_refunds_are_paid_by_the_workers_as_in_process(tmp_path, in_process):
     """A desk refund of cleared card charges (sim/incidents.py desk_refund): the records'
-    actor builds the refunds, the cards' actor pays them; the files are the in-process run's."""
+    actor builds the refunds, the cards' actor pays them; the files are the in-process run's.
+    A second one, on the last day, is paid after the period: both runs report it owed, counted
+    and in fen."""
     from output_frames import read_frame
 
     tx = read_frame(in_process[2], "transactions")
-    charged = tx[
-        (tx["status"] == "cleared") & (tx["amount_fen"] > 0) & (tx["media"] == "physical_card")
-        & (tx["issuer_id"] == "ALPHA_CARD") & (tx["city_code"] == "9901")
-        & (tx["service_date"].astype(str) == "2024-03-04")
+
+    def charged_on(date: str):
+        return tx[
+            (tx["status"] == "cleared") & (tx["amount_fen"] > 0)
+            & (tx["media"] == "physical_card") & (tx["issuer_id"] == "ALPHA_CARD")
+            & (tx["city_code"] == "9901") & (tx["service_date"].astype(str) == date)
+        ].head(5)  # fmt: skip
+
+    first, last = charged_on("2024-03-04"), charged_on("2024-03-06")
+    refunds = [
+        {"id": f"desk{k}", "kind": "desk_refund", "start": f"{date} 20:00", "duration_min": 1,
+         "transactions": named["transaction_id"].tolist()}
+        for k, (date, named) in enumerate((("2024-03-04", first), ("2024-03-06", last)))
     ]  # fmt: skip
-    named = charged["transaction_id"].head(5).tolist()
-    refund = {"id": "desk", "kind": "desk_refund", "start": "2024-03-04 20:00",
-              "duration_min": 1, "transactions": named}  # fmt: skip
-    path = two_city_with_alpha_incidents(tmp_path, [refund])
+    path = two_city_with_alpha_incidents(tmp_path, refunds)
     here, there = tmp_path / "here", tmp_path / "there"
     run(load_scenario(path, DAYS), here)
     with dask_client(workers=1) as client:
@@ -216,8 +224,16 @@ def test_desk_refunds_are_paid_by_the_workers_as_in_process(tmp_path, in_process
     assert verify(there) == []
     journal = read_frame(there, "ledger_entries")
     paid = journal[journal["memo"] == "desk_refund"]
-    assert paid["amount_fen"].sum() == charged["amount_fen"].head(5).sum() > 0
+    assert paid["amount_fen"].sum() == first["amount_fen"].sum() > 0
     assert set(paid["credit"]) == {"float:ALPHA_CARD"}
+    totals = [
+        json.loads((out / "run_meta.json").read_text(encoding="utf-8"))["totals"]
+        for out in (here, there)
+    ]
+    for t in totals:
+        assert t["refunds_outstanding"] == len(last) == 5
+        assert t["refunds_outstanding_fen"] == last["amount_fen"].sum() > 0
+    assert totals[0] == totals[1]
 
 
 def test_a_distributed_run_publishes_the_incidents_as_the_in_process_run(tmp_path):

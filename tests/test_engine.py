@@ -5,6 +5,7 @@ are rejected and refunded, and a broken balance stops the run with a conservatio
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +229,22 @@ def test_duplicate_deductions_are_rejected_and_refunded(tables):
     assert 0 < executed < batches["refund_fen"].sum()
     assert _ledger_sum(le, "duplicate_refund") == int(executed)
     assert tables["summary"].totals["refunds_fen"] == int(executed)
+
+
+def test_refunds_still_owed_at_the_end_are_reported_counted_and_in_fen(tables, out_dir):
+    """Refunds whose payment date is after the period: run_meta.json and the run's totals say
+    how many and how many fen, which is what was ordered less what the journal paid."""
+    tx, batches, le = tables["transactions"], tables["clearing_batches"], tables["ledger_entries"]
+    ordered = tx[tx["reject_reason"] == "duplicate_deduction"]
+    paid = _ledger_sum(le, "duplicate_refund") + _ledger_sum(le, "qr_duplicate_refund")
+    owed = batches.loc[batches["settle_date"] > batches["service_date"].max(), "refund_fen"]
+    meta = json.loads((out_dir[0] / "run_meta.json").read_text(encoding="utf-8"))
+    totals = meta["totals"]
+    assert totals["refunds_outstanding_fen"] == int(ordered["amount_fen"].sum()) - paid > 0
+    assert totals["refunds_outstanding_fen"] == int(owed.sum())
+    assert totals["refunds_outstanding"] == len(ordered) - totals["refunds_executed"] > 0
+    assert totals["refund_orders_fen"] == totals["refunds_fen"] + totals["refunds_outstanding_fen"]
+    assert tables["summary"].totals == totals
 
 
 def test_a_card_balance_changed_outside_the_books_breaks_conservation(monkeypatch, tmp_path):

@@ -165,6 +165,39 @@ def test_a_line_announced_free_records_its_rides_with_the_fare_waived(qr_down):
     assert free["amount_fen"].sum() < alone["amount_fen"].sum()
 
 
+def test_a_code_refused_while_its_platform_is_down_earns_no_transfer_after_it():
+    """A short Alipay outage: riders without a card are refused from its start to the end of
+    their journey. Their code's next boarding, if it comes within the transfer window, pays
+    in full: the code made no boarding before it (transfers count the account's own)."""
+    from sim.api import build
+    from sim.clearing import R_QR_PLATFORM_DOWN
+    from sim.codes import MEDIA, TAP_EXIT
+    from sim.day import plan_day
+    from sim.state import RunState
+
+    short = {**QR_DOWN, "duration_min": 30}
+    overrides = [f"incidents={yaml.safe_dump([short], default_flow_style=True).strip()}"]
+    world = build(load_scenario(SMALL, overrides, days=2))
+    agents = np.zeros(len(world.network.devices.line), dtype=np.int64)
+    plan = plan_day(world, RunState.fresh(world), 1, agents)
+    c, ref = plan.taps.filled(), plan.refusals
+    window_s = world.scenario.fares.transfer.window_min * 60
+    code = c["medium"] == MEDIA.index("qr_alipay")
+    refused_rows = ref["row"][ref["reason"] == R_QR_PLATFORM_DOWN]
+    soon_after = [
+        i for i in np.flatnonzero(code & np.isin(c["row"], refused_rows)).tolist()
+        if ((ref["row"] == c["row"][i]) & (ref["t_s"] < c["t_s"][i])
+            & (ref["t_s"] >= c["t_s"][i] - window_s)).any()
+    ]  # fmt: skip
+    assert soon_after  # a refused rider's code boards again within the window
+    boarding = code & (c["kind"] != TAP_EXIT)
+    for i in np.flatnonzero(code & c["is_transfer"]).tolist():
+        before = boarding & (c["row"] == c["row"][i]) & (c["t_s"] < c["t_s"][i])
+        assert (before & (c["t_s"] >= c["t_s"][i] - window_s)).any(), i
+    assert (c["amount_fen"] == c["list_fare_fen"] - c["concession_fen"] - c["transfer_fen"]
+            - c["cap_fen"]).all()  # fmt: skip
+
+
 def test_comm_outage_holds_records_until_the_uplink_is_back(tmp_path):
     inc = [
         {

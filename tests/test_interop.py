@@ -3,6 +3,8 @@ taps on the other cities' gateway lines at their visitor fares, and interop vali
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +160,56 @@ def test_visitor_discount_applies_to_cards_only():
     assert (cols["amount_fen"][card] == 280).all()
     assert (cols["concession_fen"][card] == 70).all()
     assert (cols["amount_fen"][qr] == 350).all()
+
+
+# Visitor fares and percentages where ``fare * pct / 100`` in floats lands just below the whole
+# fen it should be (18.4 % of 375 fen is 68.99999999999999, not 69): the concession is computed
+# in basis points and rounded down, as the fare engine does at home (sim/fares.py). 29 %, 57 %
+# and 58 % are the classic ``fare * (pct / 100)`` traps.
+_EXACT_PCT = {
+    "shanghai": (375, "18.4"),
+    "suzhou": (625, "9.12"),
+    "wuxi": (1000, "32.3"),
+    "nanjing": (750, "16.4"),
+    "taizhou": (100, "29"),
+}
+_ELDERLY_PCT = [(60, "57"), (65, "58"), (70, "65.6")]  # Taizhou's bands for visitors' cards
+
+
+def test_visitor_concessions_are_whole_fen_rounded_down_from_basis_points():
+    overrides = [*BOOST, "interop.away_card_share=1.0"]
+    for city, (fare, pct) in _EXACT_PCT.items():
+        overrides += [
+            f"interop.cities.{city}.visitor_fare_fen={fare}",
+            f"interop.cities.{city}.visitor_discount_pct={pct}",
+        ]
+    bands = ", ".join(f"{{age_min: {a}, discount_pct: {p}}}" for a, p in _ELDERLY_PCT)
+    overrides.append(f"interop.cities.taizhou.elderly_discounts=[{bands}]")
+    world = build(load_scenario(SMALL, overrides, days=3))
+    _, cols = _plan_days(world, range(3))
+    card = (cols["city"] > 0) & np.isin(cols["medium"], list(STORED_VALUE_MEDIA))
+    card &= ~cols["incomplete"]
+    age = world.population.age[cols["row"]]
+    names = list(world.scenario.interop.cities)
+    expected = []
+    for i in np.flatnonzero(card).tolist():
+        city = names[int(cols["city"][i]) - 1]
+        fare, pct = _EXACT_PCT[city]
+        if city == "taizhou":  # the oldest band reached, else the visitor discount
+            pct = next((p for a, p in reversed(_ELDERLY_PCT) if age[i] >= a), pct)
+        expected.append(math.floor(Fraction(fare) * Fraction(pct) / 100))
+    seen = {names[c - 1] for c in np.unique(cols["city"][card]).tolist()}
+    assert seen == set(_EXACT_PCT), seen
+    assert (age[card & (cols["city"] == _city_index(world, "taizhou"))] >= 70).any()
+    assert cols["concession_fen"][card].tolist() == expected
+    assert np.array_equal(
+        cols["amount_fen"][card], cols["list_fare_fen"][card] - cols["concession_fen"][card]
+    )
+
+
+def test_a_visitor_discount_with_more_than_two_decimals_is_refused():
+    with pytest.raises(BadInput, match=r"interop.cities.shanghai.visitor_discount_pct.*two"):
+        load_scenario(SMALL, ["interop.cities.shanghai.visitor_discount_pct=18.405"])
 
 
 def test_city_accepting_no_nantong_cards_and_no_yimatongxing_yields_no_taps():

@@ -5,15 +5,20 @@ channel (not the transit exchanges), every date's book zero and every fen accoun
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 from output_frames import read_frame
 from yrd_edits import seen_as
 
-from sim.api import load_scenario, run, verify
+from sim.api import build, load_scenario, run, verify
 from sim.scenario import ConfigError
 from sim.scenario import load_scenario as load_file
+from sim.social_security import VENUE_KINDS, holders, plan_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 YRD = ROOT / "scenarios" / "yrd_2024.yaml"
@@ -116,6 +121,56 @@ def test_without_same_city_treatment_visitors_pay_the_full_price_there(tmp_path)
     assert len(visitors) > 0 and len(locals_) > 0
     assert (visitors["amount_fen"] == 5000).all() and not visitors["same_city_treatment"].any()
     assert (locals_["amount_fen"] == 2500).all()
+
+
+# Prices and local discounts where ``price * pct / 100`` in floats lands just below the whole
+# fen it should be (18.4 % of 375 fen is 68.99999999999999, not 69): the discount is computed
+# in basis points and rounded down, as fares are.
+_VENUE_PCT = {"library": (375, "18.4"), "museum": (625, "9.12"), "scenic_spot": (1000, "32.3")}
+
+
+def test_venue_discounts_are_whole_fen_rounded_down_from_basis_points(tmp_path):
+    venues = {
+        kind: {"count": 1, "price_fen": price, "local_discount_pct": float(pct),
+               "visit_share": 0.25 if kind != "library" else 0.5}
+        for kind, (price, pct) in _VENUE_PCT.items()
+    }  # fmt: skip
+    overlay = tmp_path / "venues.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "extends": str(ROOT / "scenarios" / "small_ci.yaml"),
+                "clearing": {"network": {"nodes": {"TEST_SSC": {"name_zh": "测试"}}}},
+                "social_security": {
+                    "issuer_id": "NT_SSC", "channel": "TEST_SSC", "acquirer_id": "NT_CULTURE",
+                    "holder_share": 1.0, "visits_per_holder_year": 365, "away_visit_share": 0.0,
+                    "venues": venues,
+                },
+            },
+            allow_unicode=True,
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    world = build(load_scenario(overlay, days=1))
+    none = np.zeros(0, np.int64)
+    entries = plan_entries(world, world.streams, 0, holders(world), none, none)
+    kinds = [VENUE_KINDS[k] for k in entries["kind"].tolist()]
+    assert set(kinds) == set(_VENUE_PCT)
+    expected = [
+        math.floor(Fraction(_VENUE_PCT[k][0]) * Fraction(_VENUE_PCT[k][1]) / 100) for k in kinds
+    ]
+    assert entries["discount_fen"].tolist() == expected
+    assert np.array_equal(
+        entries["amount_fen"], entries["list_price_fen"] - entries["discount_fen"]
+    )
+
+
+def test_a_venue_discount_with_more_than_two_decimals_is_refused():
+    with pytest.raises(ConfigError, match=r"local_discount_pct.*two decimals"):
+        load_file(
+            ROOT / "scenarios" / "yrd" / "nantong.yaml",
+            ["social_security.venues.scenic_spot.local_discount_pct=12.345"],
+        )
 
 
 @pytest.mark.parametrize(

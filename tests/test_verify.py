@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from output_frames import read_frame
 
 from sim.api import load_scenario, run
 from sim.verify import verify_run
@@ -257,3 +258,217 @@ def test_an_honest_run_with_every_kind_of_record_verifies(tmp_path):
     assert {"device_buffer_full", "declined_insufficient_balance"} <= reasons
     assert "duplicate_deduction" in reasons and (tx["status"] == "pending").any()
     assert verify_run(out) == []
+
+
+# --- refunds in fen (the refunds table against the charges, the batches, the journal and
+# run_meta.json) ------------------------------------------------------------------------------
+DUPLICATES = {"devices": {"double_tap_prob_per_tap": 0.1, "lock_failure_prob": 0.3}}
+
+
+def _overlay(path: Path, settings: dict) -> Path:
+    path.write_text(
+        yaml.safe_dump({"extends": str(SMALL), "name": path.stem, **settings}), encoding="utf-8"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def refunded(tmp_path_factory):
+    """A run with refunds of both kinds: duplicate deductions the clearing rejected (those it
+    found on the last day are paid after the period) and five cleared card charges of the
+    first day the service desk had refunded (paid within it)."""
+    folder = tmp_path_factory.mktemp("refunds")
+    run(load_scenario(_overlay(folder / "dup.yaml", DUPLICATES), days=3), folder / "base")
+    tx = read_frame(folder / "base", "transactions")
+    charged = tx[
+        (tx["status"] == "cleared") & (tx["amount_fen"] > 0) & (tx["media"] == "physical_card")
+        & (tx["issuer_id"] == "NTCARD") & (tx["service_date"].astype(str) == "2024-01-01")
+    ]  # fmt: skip
+    desk = {"id": "desk", "kind": "desk_refund", "start": "2024-01-01 20:00", "duration_min": 1,
+            "transactions": charged["transaction_id"].head(5).tolist()}  # fmt: skip
+    out = folder / "run"
+    run(
+        load_scenario(_overlay(folder / "desk.yaml", {**DUPLICATES, "incidents": [desk]}), days=3),
+        out,
+    )
+    return out
+
+
+def _refund_part(out: Path, kind: str) -> tuple[Path, int]:
+    """A refunds Parquet file holding a refund of ``kind``, and that row's index in it."""
+    for path in sorted((out / "refunds").rglob("*.parquet")):
+        kinds = pq.read_table(path)["refund_kind"].to_pylist()
+        if kind in kinds:
+            return path, kinds.index(kind)
+    raise AssertionError(f"no {kind} refund in {out}")
+
+
+def test_a_run_with_refunds_of_both_kinds_verifies(refunded):
+    refunds = read_frame(refunded, "refunds")
+    meta = json.loads((refunded / "run_meta.json").read_text(encoding="utf-8"))
+    assert set(refunds["refund_kind"]) == {"duplicate_deduction", "service_desk"}
+    owed = refunds[refunds["pay_date"].astype(str) > meta["period"]["end"]]
+    assert len(owed) > 0 and (owed["refund_kind"] == "duplicate_deduction").all()
+    assert meta["totals"]["refunds_outstanding_fen"] == owed["amount_fen"].sum()
+    assert verify_run(refunded) == []
+
+
+def test_a_doubled_desk_refund_row_is_found(refunded, tmp_path):
+    out = _copy(refunded, tmp_path)
+    path, row = _refund_part(out, "service_desk")
+    _rewrite(path, lambda t: pa.concat_tables([t, t.slice(row, 1)]))
+    tx_id = pq.read_table(path)["transaction_id"][row].as_py()
+    problems = verify_run(out)
+    assert (
+        f"refunds: transaction {tx_id} is refunded 2 times; a charge is refunded once at most"
+        in problems
+    )
+    # The journal paid it once: the desk refunds of its pay date no longer agree.
+    assert any(
+        p.startswith("ledger_entries, ") and "desk refunds posted (desk_refund)" in p
+        for p in problems
+    ), problems
+    assert any("run_meta.json totals.refund_orders says" in p for p in problems), problems
+
+
+def test_a_changed_refund_amount_is_found(refunded, tmp_path):
+    out = _copy(refunded, tmp_path)
+    path, row = _refund_part(out, "duplicate_deduction")
+
+    def more(table: pa.Table) -> pa.Table:
+        amount = table["amount_fen"].to_numpy().copy()
+        amount[row] += 100
+        index = table.schema.get_field_index("amount_fen")
+        return table.set_column(index, "amount_fen", pa.array(amount, type=pa.int64()))
+
+    _rewrite(path, more)
+    tx_id = pq.read_table(path)["transaction_id"][row].as_py()
+    problems = verify_run(out)
+    said = [p for p in problems if f"transaction {tx_id}: refunds amount_fen" in p]
+    assert len(said) == 1 and "a refund pays back the whole charge, never more" in said[0]
+    assert any("refund_fen" in p and p.startswith("clearing_batches, ") for p in problems)
+
+
+def test_a_doubled_refund_entry_in_the_journal_is_found(refunded, tmp_path):
+    out = _copy(refunded, tmp_path)
+    path = next(
+        p
+        for p in sorted((out / "ledger_entries").rglob("*.parquet"))
+        if "desk_refund" in pq.read_table(p)["memo"].to_pylist()
+    )
+    row = pq.read_table(path)["memo"].to_pylist().index("desk_refund")
+    _rewrite(path, lambda t: pa.concat_tables([t, t.slice(row, 1)]))
+    day = path.parent.name.partition("=")[2]
+    problems = verify_run(out)
+    said = [p for p in problems if "desk refunds posted (desk_refund)" in p]
+    assert len(said) == 1 and said[0].startswith(f"ledger_entries, {day}, issuer NTCARD: ")
+    posted, recorded = (int(x) for x in re.findall(r"(\d+) fen", said[0]))
+    assert posted == 2 * recorded > 0
+
+
+def test_a_duplicate_deduction_without_its_refund_row_is_found(refunded, tmp_path):
+    out = _copy(refunded, tmp_path)
+    path, row = _refund_part(out, "duplicate_deduction")
+    tx_id = pq.read_table(path)["transaction_id"][row].as_py()
+    keep = np.ones(pq.read_table(path).num_rows, dtype=bool)
+    keep[row] = False
+    _rewrite(path, lambda t: t.filter(pa.array(keep)))
+    problems = verify_run(out)
+    assert any(
+        f"transaction {tx_id} was rejected as a duplicate deduction" in p
+        and "refunds has no refund of it" in p
+        for p in problems
+    ), problems
+
+
+def test_owed_refunds_changed_in_run_meta_are_found(refunded, tmp_path):
+    out = _copy(refunded, tmp_path)
+    meta = json.loads((out / "run_meta.json").read_text(encoding="utf-8"))
+    owed = meta["totals"]["refunds_outstanding_fen"]
+    meta["totals"]["refunds_outstanding_fen"] = owed - 1
+    (out / "run_meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert verify_run(out) == [
+        f"refunds: {owed} fen of refunds paid after the period's last day "
+        f"{meta['period']['end']}, run_meta.json totals.refunds_outstanding_fen says {owed - 1}"
+    ]
+
+
+# --- the clearing nodes' books against the journal and the clearing logs ----------------------
+def _shift_book_rows(out: Path, date: str, moves: dict[tuple[str, str], int]) -> None:
+    """Add fen to rows of the settlements of ``date``, by (node_id, participant_id)."""
+
+    def shift(table: pa.Table) -> pa.Table:
+        node = pc.cast(table["node_id"], pa.string()).to_pylist()
+        who = pc.cast(table["participant_id"], pa.string()).to_pylist()
+        fen = table["net_position_fen"].to_numpy().copy()
+        for (n, p), delta in moves.items():
+            rows = [i for i, key in enumerate(zip(node, who, strict=True)) if key == (n, p)]
+            assert len(rows) == 1, (n, p)
+            fen[rows[0]] += delta
+        index = table.schema.get_field_index("net_position_fen")
+        return table.set_column(index, "net_position_fen", pa.array(fen, type=pa.int64()))
+
+    _rewrite(out / "settlements" / f"service_date={date}" / "part-0.parquet", shift)
+
+
+def test_money_moved_inside_a_node_book_is_found_though_it_still_sums_to_zero(good, tmp_path):
+    """The node's own row is what balances its book: a book can be rewritten and still sum to
+    zero. Its members' positions are what the journal settled, its own rows its fees."""
+    out = _copy(good, tmp_path)
+    _shift_book_rows(
+        out,
+        "2024-01-02",
+        {("NT_EXCHANGE", "NT_EXCHANGE"): -100, ("NT_EXCHANGE", "NT_BUS_URBAN"): 100},
+    )
+    books = pq.read_table(out / "settlements" / "service_date=2024-01-02" / "part-0.parquet")
+    assert pc.sum(books["net_position_fen"]).as_py() == 0  # the row invariant still holds
+    problems = verify_run(out)
+    positions = [p for p in problems if p.startswith("settlements, 2024-01-02, participant ")]
+    assert len(positions) == 2, problems
+    urban = next(p for p in positions if "participant NT_BUS_URBAN:" in p)
+    book, journal = (int(x) for x in re.findall(r"(-?\d+) fen", urban))
+    assert book == journal + 100
+    assert any(
+        p.startswith("settlements: node NT_EXCHANGE's own rows (participant_id = node_id) add up")
+        and "its fees in the journal (clearing_fee to fees:NT_EXCHANGE)" in p
+        for p in problems
+    ), problems
+
+
+def test_a_link_changed_in_one_node_book_is_found(good, tmp_path):
+    out = _copy(good, tmp_path)
+    _shift_book_rows(
+        out,
+        "2024-01-02",
+        {("JS_EXCHANGE", "JS_EXCHANGE"): 100, ("JS_EXCHANGE", "NT_EXCHANGE"): -100},
+    )
+    problems = verify_run(out)
+    assert any(
+        p.startswith("settlements, 2024-01-02: node JS_EXCHANGE's book has ")
+        and "node NT_EXCHANGE's book" in p and "opposite sign" in p
+        for p in problems
+    ), problems  # fmt: skip
+    assert any("node JS_EXCHANGE's own rows" in p for p in problems), problems
+
+
+def test_a_fee_changed_in_the_journal_is_found_against_the_clearing_log(good, tmp_path):
+    out = _copy(good, tmp_path)
+    path = out / "ledger_entries" / "service_date=2024-01-02" / "part-0.parquet"
+
+    def one_fee_up(table: pa.Table) -> pa.Table:
+        hit = pc.and_(
+            pc.equal(pc.cast(table["memo"], pa.string()), "clearing_fee"),
+            pc.equal(pc.cast(table["credit"], pa.string()), "fees:NT_EXCHANGE"),
+        )
+        row = int(np.flatnonzero(hit.to_numpy(zero_copy_only=False))[0])
+        amount = table["amount_fen"].to_numpy().copy()
+        amount[row] += 7
+        index = table.schema.get_field_index("amount_fen")
+        return table.set_column(index, "amount_fen", pa.array(amount, type=pa.int64()))
+
+    _rewrite(path, one_fee_up)
+    problems = verify_run(out)
+    said = [p for p in problems if "clearing fees posted to the node (clearing_fee)" in p]
+    assert len(said) == 1 and said[0].startswith("ledger_entries, 2024-01-02, node NT_EXCHANGE: ")
+    posted, logged = (int(x) for x in re.findall(r"(\d+) fen", said[0]))
+    assert posted == logged + 7
