@@ -393,6 +393,19 @@ def test_owed_refunds_changed_in_run_meta_are_found(refunded, tmp_path):
     ]
 
 
+def test_a_run_written_before_refunds_were_kept_is_said_so_once(refunded, tmp_path):
+    out = _copy(refunded, tmp_path)
+    meta = json.loads((out / "run_meta.json").read_text(encoding="utf-8"))
+    del meta["totals"]["refund_orders_fen"]  # as a run of an earlier version has it
+    (out / "run_meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    problems = verify_run(out)
+    assert problems == [
+        "refunds: run_meta.json has no totals.refund_orders_fen: the run was written before "
+        "CardTwin recorded its refunds (the refunds table), so they cannot be checked in fen; "
+        "run the scenario again with this version to verify them"
+    ]
+
+
 # --- the clearing nodes' books against the journal and the clearing logs ----------------------
 def _shift_book_rows(out: Path, date: str, moves: dict[tuple[str, str], int]) -> None:
     """Add fen to rows of the settlements of ``date``, by (node_id, participant_id)."""
