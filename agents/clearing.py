@@ -250,8 +250,10 @@ class ClearingNetworkAgent:
         owner = ids.record_shard(refunds.source_tx_id)
         simulated = np.isin(refunds.issuer, [shard.issuer_code for shard in self.shards])
         owner[simulated] = ids.card_shard(refunds.card[simulated])
-        for i, shard in enumerate(self.shards):
-            shard.order_refunds(pay_day, _take_refunds(refunds, owner == i))
+        self.on_shards(
+            "order_refunds",
+            [(pay_day, _take_refunds(refunds, owner == i)) for i in range(len(self.shards))],
+        )
 
     def _clear_at_exchanges(
         self, day: int, cutoff_s: int

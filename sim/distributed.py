@@ -36,7 +36,6 @@ from sim.events import (
 from sim.incidents import IncidentError
 from sim.ledger import InvariantViolation, Ledger
 from sim.metrics import KpiCollector
-from sim.shard import RefundsOutstanding
 from sim.shard_actor import PROBE_FILE, FolderNotShared
 from sim.state import CardState
 from sim.world import World
@@ -49,13 +48,14 @@ class WorkerLost(RuntimeError):
 
 class RemoteShard:
     """The clearing network's view of a shard that runs on a worker (see the module
-    docstring): the calls of ``sim.shard.CityShard`` it makes, forwarded to the actor."""
+    docstring): the calls of ``sim.shard.CityShard`` it makes one shard at a time, forwarded
+    to the actor. Its calls to every shard go to all actors at once
+    (``DistributedEngine._clearing_on_shards``)."""
 
-    def __init__(self, world: World, actor, shard_index: int, bus: EventBus) -> None:
+    def __init__(self, world: World, actor, shard_index: int) -> None:
         self.world = world
         self.actor = actor
         self.shard_index = shard_index
-        self.bus = bus
         self.issuer_code = world.participants.code(world.scenario.output.issuer_id)
         self.uploads = None  # collected by the morning call, for the cut-off that follows
 
@@ -90,29 +90,9 @@ class RemoteShard:
             return uploads
         return self._call("collect", cutoff_s)
 
-    def apply_clearing(self, result):
-        return self._call("apply", result)
-
-    def order_refunds(self, pay_day: int, refunds) -> None:
-        if len(refunds):
-            self._call("order_refunds", pay_day, refunds)
-
     def mark_incident(self, tx_id, code: int) -> None:
         if len(tx_id):
             self._call("mark_incident", tx_id, code)
-
-    def desk_refund_orders(self, tx_id):
-        return self._call("desk_refund_orders", tx_id)
-
-    def flush_final_days(self, final: bool) -> None:
-        for event in self._call("flush", final):
-            self.bus.publish(event)
-
-    def refunds_outstanding(self) -> RefundsOutstanding:
-        return RefundsOutstanding(*self._call("refunds_outstanding"))
-
-    def check_all_cleared_days_closed(self) -> None:
-        self._call("check_all_cleared_days_closed")
 
 
 class DistributedEngine(DaySteps):
@@ -164,7 +144,7 @@ class DistributedEngine(DaySteps):
         placement = pending.placement
         self.placement = placement
         self.shards = [
-            RemoteShard(w, a, i, self.bus)
+            RemoteShard(w, a, i)
             for i, (w, a) in enumerate(zip(self.worlds, self.actors, strict=True))
         ]
         self.written: list[tuple[dict, dict]] = []  # each shard's files, at the end
@@ -267,11 +247,13 @@ class DistributedEngine(DaySteps):
         futures = [shard.start(method, *args) for shard in self.shards]
         return self._gather(method, futures)
 
-    def _gather(self, method: str, futures: list) -> list:
-        """The calls' results in shard order. If one fails, every other call is waited for
-        before the error is raised: none is still writing when the caller discards the run."""
+    def _gather(self, method: str, futures: list, shards: list[int] | None = None) -> list:
+        """The calls' results in shard order (``futures`` of ``shards``, default: of every
+        shard). If one fails, every other call is waited for before the error is raised: none
+        is still writing when the caller discards the run."""
         results, error = [], None
-        for shard, future in zip(self.shards, futures, strict=True):
+        called = self.shards if shards is None else [self.shards[i] for i in shards]
+        for shard, future in zip(called, futures, strict=True):
             try:
                 results.append(shard.finish(method, future))
             except BaseException as exc:  # noqa: BLE001 - raised below, after the others
@@ -283,14 +265,22 @@ class DistributedEngine(DaySteps):
 
     def _clearing_on_shards(self, method: str, args: list[tuple]) -> list:
         """The clearing network's calls to every shard, to all actors at once (results, and
-        the events they publish, in shard order)."""
+        the events they publish, in shard order). A shard with no refunds to order is not
+        called (a round trip for nothing)."""
         remote = {
             "apply_clearing": "apply",
             "flush_final_days": "flush",
             "desk_refund_orders": "desk_refund_orders",
+            "order_refunds": "order_refunds",
+            "refunds_outstanding": "refunds_outstanding",
+            "check_all_cleared_days_closed": "check_all_cleared_days_closed",
         }[method]
-        futures = [shard.start(remote, *a) for shard, a in zip(self.shards, args, strict=True)]
-        results = self._gather(remote, futures)
+        called = [
+            i for i, a in enumerate(args) if not (method == "order_refunds" and not len(a[1]))
+        ]
+        futures = [self.shards[i].start(remote, *args[i]) for i in called]
+        got = dict(zip(called, self._gather(remote, futures, called), strict=True))
+        results = [got.get(i) for i in range(len(self.shards))]
         if method == "flush_final_days":
             for events in results:
                 for event in events:

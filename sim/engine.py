@@ -280,9 +280,9 @@ def finish_run(clearing, shards, kpis: KpiCollector, ledger: Ledger, days: int, 
         clearing.clear(day, cutoff)
         day += 1
     clearing.settle_outstanding(day)
-    for shard in shards:
-        shard.flush_final_days(final=True)
-    left = [shard.refunds_outstanding() for shard in shards]
+    everyone = [()] * len(shards)  # a call with no arguments, on every shard at once
+    clearing.on_shards("flush_final_days", [(True,)] * len(shards))
+    left = clearing.on_shards("refunds_outstanding", everyone)
     outstanding, outstanding_fen = sum(r.orders for r in left), sum(r.fen for r in left)
     kpis.end_of_run(outstanding, outstanding_fen)
     totals = kpis.totals
@@ -297,8 +297,7 @@ def finish_run(clearing, shards, kpis: KpiCollector, ledger: Ledger, days: int, 
             f"{ordered} refund orders of {ordered_fen} fen but {executed} executed "
             f"({executed_fen} fen) and {outstanding} outstanding ({outstanding_fen} fen)",
         )
-    for shard in shards:
-        shard.check_all_cleared_days_closed()
+    clearing.on_shards("check_all_cleared_days_closed", everyone)
     overdrawn = deposit_shortfalls(ledger, world.participants)
     if overdrawn:
         issuer, fen = next(iter(overdrawn.items()))
