@@ -1059,6 +1059,13 @@ def _existing_parent(path: Path) -> Path:
     return path
 
 
+def _region_part(scenario) -> dict:
+    """``{"region_part": {"city", "region"}}`` for a region's part of a city split by region
+    (sim/region_shards.py), else nothing."""
+    part = scenario.region_part
+    return {} if part is None else {"region_part": {"city": part.city, "region": part.region}}
+
+
 def _run_meta(spec, scenario_path, worlds, cardholders, run_seed, kpis, timings, unmasked) -> dict:
     world = worlds[0]
     scenario = world.scenario
@@ -1081,6 +1088,9 @@ def _run_meta(spec, scenario_path, worlds, cardholders, run_seed, kpis, timings,
                 # The city's validated settings, so that a reader of the run (the dashboard)
                 # sees the regions, outlets and incident timeline it ran with, --set included.
                 "settings": w.scenario.model_dump(mode="json"),
+                # A region's shard of a city split by region: which city and region (the
+                # settings leave the loader's marker out), so a reader sees one city.
+                **_region_part(w.scenario),
             }
             for w, n in zip(worlds, cardholders, strict=True)
         ],

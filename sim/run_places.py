@@ -47,7 +47,7 @@ def city_labels(meta: dict) -> list[str]:
     labels = []
     for city in _entries(meta):
         settings = _settings(city)
-        profile, part = _mapping(settings.get("city")), _mapping(settings.get("region_part"))
+        profile, part = _mapping(settings.get("city")), _part(city)
         labels.append(str(profile.get("name_zh") or part.get("city") or city.get("name", "")))
     return labels
 
@@ -72,7 +72,7 @@ def cities(meta: dict) -> list[City]:
     for index, (label, shards) in enumerate(found.items()):
         first = entries[shards[0]]
         settings = _settings(first)
-        part = _mapping(settings.get("region_part"))
+        part = _part(first)
         key = ids.get(str(first.get("city_code"))) or part.get("city") or first.get("name") or label
         outlets = _mapping(settings.get("outlets")).get("file")
         out.append(City(index, label, str(key), tuple(shards), outlets and str(outlets)))
@@ -131,6 +131,22 @@ def _entries(meta: dict) -> list[dict]:
 
 def _settings(entry: dict) -> dict:
     return _mapping(entry.get("settings"))
+
+
+def _part(entry: dict) -> dict:
+    """A region's shard's ``region_part`` (its city and region), {} for a whole city. A run
+    written before run_meta.json kept it names its parts "<city>.<region>" alone: a shard
+    whose one region's id ends its name is read as that city's part."""
+    part = _mapping(entry.get("region_part"))
+    if part:
+        return part
+    name, regions = str(entry.get("name", "")), _mapping(_settings(entry).get("regions"))
+    if len(regions) == 1:
+        (rid,) = regions
+        city, dot, region = name.rpartition(".")
+        if dot and city and region == rid:
+            return {"city": city, "region": rid}
+    return {}
 
 
 def _mapping(value: object) -> dict:
