@@ -58,7 +58,9 @@ from sim.report_files import write_together
 from sim.rng import MAX_SEED
 from sim.run_dir import MARKER_FILE, RunDirError, StopSignalsHeld
 from sim.run_places import City as RunCity
+from sim.run_places import Incident as RunIncident
 from sim.run_places import cities as run_cities
+from sim.run_places import incidents as run_incidents
 from sim.run_places import regions as run_regions
 from sim.run_view import DIMENSIONS as RUN_DIMENSIONS
 from sim.run_view import MEASURES as RUN_MEASURES
@@ -82,6 +84,7 @@ __all__ = [
     "FlagOverride",
     "InvariantViolation",
     "RunCity",
+    "RunIncident",
     "RunListing",
     "RunSummary",
     "RunView",
@@ -106,6 +109,7 @@ __all__ = [
     "reconcile",
     "run",
     "run_cities",
+    "run_incidents",
     "run_regions",
 ]
 

@@ -1,5 +1,6 @@
 """The places of a finished run as its readers name them: each shard's city and every region,
-from ``run_meta.json`` alone (the settings each city ran with).
+from ``run_meta.json`` alone (the settings each city ran with); and what happened where: every
+city's incidents (``incidents``).
 
 Places have two names in the data: the Chinese one the records and the Chinese pages use
 (``name_zh``) and the scenario's id, in pinyin (``rudong``, ``shanghai``), from which the
@@ -39,6 +40,14 @@ class Region:
     id: str  # its id in the city's scenario (pinyin)
     city: City
     lonlat: tuple[float, float] | None  # its seat on the schematic map (None: no position)
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One incident of a run's timeline and the cities it was declared for."""
+
+    settings: dict  # as run_meta.json keeps it (the scenario's fields: id, kind, start, ...)
+    cities: tuple[City, ...]  # in run order; several for a clearing-node outage they share
 
 
 def city_labels(meta: dict) -> list[str]:
@@ -103,6 +112,49 @@ def regions(meta: dict) -> list[Region]:
     return list(out.values())
 
 
+def incidents(meta: dict) -> list[Incident]:
+    """Every incident of the run, each once, with the cities it acts in: city by city in run
+    order, each city's in its scenario's order.
+
+    Two things make one incident appear in several shards' settings, and both are folded back
+    here so a reader sees the timeline as it was declared: a clearing-node outage is the run's
+    (``sim.multi_city.share_node_outages`` copies it, unchanged, to every city whose network has
+    the node), so an incident equal in every field across cities is one, listed with all of
+    them; and a region-split city gives each part the incidents acting in it, a fare change
+    naming only that part's bus fare (``sim.region_shards``), so a city's parts' incidents of
+    one id are merged back into one (their fields' union)."""
+    entries = _entries(meta)
+    found: list[tuple[dict, list[City]]] = []
+    for city in cities(meta):
+        own: dict[str, dict] = {}
+        for shard in city.shards:
+            listed = _settings(entries[shard]).get("incidents")
+            for position, incident in enumerate(listed if isinstance(listed, list) else []):
+                if not isinstance(incident, dict):
+                    continue  # not an incident (a run_meta.json written by another tool)
+                key = str(incident.get("id", f"#{position}"))
+                own[key] = _union(own[key], incident) if key in own else incident
+        for incident in own.values():
+            shared = next((f for f in found if f[0] == incident), None)
+            if shared is None:
+                found.append((incident, [city]))
+            else:
+                shared[1].append(city)
+    return [Incident(settings, tuple(where)) for settings, where in found]
+
+
+def _union(first: dict, other: dict) -> dict:
+    """Two parts' copies of one incident as one: mappings merged key by key (a fare change's
+    bus fares by region), anything else as the first part has it."""
+    merged = dict(first)
+    for key, value in other.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(merged[key], dict) and isinstance(value, dict):
+            merged[key] = _union(merged[key], value)
+    return merged
+
+
 def _listed_ids(entries: list[dict]) -> dict[str, str]:
     """City code → the id other cities of the run list that city under (``interop.cities``)."""
     ids: dict[str, str] = {}
@@ -154,4 +206,14 @@ def _mapping(value: object) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-__all__ = ["City", "Region", "cities", "city_labels", "region_prefixes", "regions", "shard_city"]
+__all__ = [
+    "City",
+    "Incident",
+    "Region",
+    "cities",
+    "city_labels",
+    "incidents",
+    "region_prefixes",
+    "regions",
+    "shard_city",
+]

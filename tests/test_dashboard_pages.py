@@ -389,6 +389,27 @@ def test_a_multi_city_run_renders_every_tab_and_names_its_cities(scaled_two_city
     assert not at.exception
 
 
+def test_the_incident_timeline_lists_every_citys_incidents_with_their_cities(scaled_two_city):
+    """Each city's incidents, named with the city in the page's language; the clearing
+    centre's outage both cities' records went through once, with both."""
+    at = app(scaled_two_city.parent, "explore", lang="en", run=scaled_two_city.name)
+    _open_tab(at, "faults")
+    (timeline,) = [d.value for d in at.dataframe if "Kind" in d.value.columns]
+    assert list(timeline.columns) == [
+        "City", "Id", "Kind", "Start", "Duration", "Target", "Details",
+    ]  # fmt: skip
+    assert list(timeline["City"]) == ["Alpha", "Alpha, Beta", "Beta"]
+    assert list(timeline["Id"]) == ["county-desk-shut", "centre-down", "alipay-down"]
+    assert list(timeline["Kind"]) == ["Outlet closed", "Clearing node down", "QR platform down"]
+    assert timeline["Target"].iloc[2] == "QR (Alipay)"
+    assert any("Every city's incident timeline" in c.value for c in at.caption)
+    assert not any("first city" in c.value for c in at.caption)
+    at = app(scaled_two_city.parent, "explore", lang="zh", run=scaled_two_city.name)
+    _open_tab(at, "faults", "zh")
+    (timeline,) = [d.value for d in at.dataframe if "类型" in d.value.columns]
+    assert list(timeline["城市"]) == ["甲城", "甲城、乙城", "乙城"]
+
+
 def test_english_pages_name_every_citys_regions_in_english(scaled_two_city):
     """The other city's regions are keyed 乙城 城区 in the data; an English page says Beta
     Centre (its city's and its own scenario ids), a Chinese page keeps the Chinese."""
