@@ -44,7 +44,7 @@ def _labeller(dimension: str, meta: dict):
 def _estimate(text: str, estimated: bool) -> str:
     """A figure as shown: marked as an estimate where it was expanded from a city simulated
     below full scale (约 / ≈; callers leave a zero unmarked: nothing expands to nothing)."""
-    return tr("explore.estimate", value=text) if estimated else text
+    return i18n.estimate(text, lang(), estimated)
 
 
 def city_choice(view, name: str) -> int | None:
@@ -613,7 +613,7 @@ def main() -> None:
             )
         )
     if view.weighted:
-        st.caption(tr("explore.estimate_note"))
+        st.caption(tr("common.estimate_note"))
     sections = {
         "ridership": lambda: ridership_tab(run_dir, meta),
         "money": lambda: money_tab(run_dir, meta),
