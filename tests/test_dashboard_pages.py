@@ -526,6 +526,32 @@ def test_clearing_figures_of_a_scaled_city_are_expanded_and_marked_as_estimates(
     assert net["BETA_CARD"] == f"约{i18n.yuan(5 * int(simulated['BETA_CARD']), 'zh')}"
 
 
+def test_device_upload_counts_of_a_scaled_city_are_expanded_and_marked(scaled_two_city, runs):
+    """The faults tab's upload batches, records and resends: beta's batches counted at its
+    weight (RunView.device_uploads), so estimates, marked ≈ / 约; a full-scale run's are not."""
+    view = api.open_run(scaled_two_city)
+    try:
+        uploads = view.device_uploads()
+    finally:
+        view.close()
+    simulated = ds.dataset(scaled_two_city / "device_uploads", partitioning="hive").count_rows()
+    batches, records = int(uploads["batches"].sum()), int(uploads["records"].sum())
+    assert batches > simulated  # expanded
+    at = app(scaled_two_city.parent, "explore", lang="en", run=scaled_two_city.name)
+    _open_tab(at, "faults")
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Device upload batches"] == f"≈ {i18n.count(batches, 'en')}"
+    assert shown["Records uploaded"] == f"≈ {i18n.count(records, 'en')}"
+    at = app(scaled_two_city.parent, "explore", lang="zh", run=scaled_two_city.name)
+    _open_tab(at, "faults", "zh")
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["设备上传批次"] == f"约{i18n.count(batches, 'zh')}"
+    at = _open_tab(app(runs, "explore", lang="en"), "faults")
+    shown = {m.label: m.value for m in at.metric}
+    full = ds.dataset(runs / "small" / "device_uploads", partitioning="hive").count_rows()
+    assert shown["Device upload batches"] == i18n.count(full, "en")
+
+
 def _replace_box(at):
     (box,) = [c for c in at.checkbox if str(c.key).startswith("f_replace:")]
     return box

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from sim import api, clearing_paths, run_places
@@ -388,3 +389,38 @@ def test_incidents_of_a_run_written_without_them_are_none(view):
     assert run_places.incidents(meta) == []
     meta["cities"][0]["settings"]["incidents"] = ["not an incident", 3]
     assert run_places.incidents(meta) == []
+
+
+def test_a_scaled_citys_device_uploads_count_with_its_weight(scaled, scaled_view):
+    """A device id is its city's own, so a batch's city is the shard whose file holds it
+    (part-<shard>, as the records of beta's taps say, by their ids): beta's batches count W
+    times, records and resends with them, the delay a mean over the batches so counted; every
+    row holding a scaled city's batches is an estimate."""
+    parts = []
+    for path in sorted((scaled / "device_uploads").glob("*/part-*.parquet")):
+        frame = pq.read_table(path).to_pandas()
+        parts.append(frame.assign(shard=int(path.stem.removeprefix("part-"))))
+    uploads = pd.concat(parts, ignore_index=True)
+    taps = _table(scaled, "transactions")
+    sent = uploads[~uploads["resend"]].groupby("shard")["n_records"].sum()
+    uploaded = taps[taps["upload_batch_id"].notna()]
+    beta = _beta(uploaded["transaction_id"])
+    assert sent.to_dict() == {0: (~beta).sum(), 1: beta.sum()}  # the part: who uploaded
+    weight = np.where(uploads["shard"] == 1, W, 1)
+    shown = scaled_view.device_uploads()
+    assert shown["batches"].sum() == weight.sum() and shown["batches"].sum() > len(uploads)
+    assert shown["records"].sum() == (uploads["n_records"] * weight).sum()
+    assert shown["resends"].sum() == (uploads["resend"] * weight).sum()
+    assert shown["estimated"].all()
+    delay = (uploads["uploaded_at"] - uploads["last_tap_at"]).dt.total_seconds()
+    mean = (delay * weight).sum() / weight.sum()
+    overall = (shown["mean_delay_s"] * shown["batches"]).sum() / shown["batches"].sum()
+    assert overall == pytest.approx(mean)
+
+
+def test_device_uploads_of_a_full_scale_run_are_the_table(run_dir, view):
+    uploads = _table(run_dir, "device_uploads")
+    shown = view.device_uploads()
+    assert shown["batches"].sum() == len(uploads) and not shown["estimated"].any()
+    assert shown["records"].sum() == uploads["n_records"].sum()
+    assert shown["resends"].sum() == uploads["resend"].sum()

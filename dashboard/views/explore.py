@@ -263,7 +263,8 @@ def _outlet_names(meta: dict, outlets: pd.DataFrame, several: bool) -> dict[tupl
 
 def faults_tab(run_dir, meta: dict) -> None:
     """Device faults per day, the incident timeline (every city's, in a run of several), the
-    taps each incident touched, duplicate deductions and their refunds, and device uploads."""
+    taps each incident touched, duplicate deductions and their refunds, and device uploads
+    (the run's batches, records and resends, and the upload delay per day)."""
     lg = lang()
     daily = query(run_dir, "daily")
     faults = daily.melt(
@@ -322,6 +323,15 @@ def faults_tab(run_dir, meta: dict) -> None:
         show(fig, long, "rejects_and_refunds")
     uploads = query(run_dir, "device_uploads")
     if not uploads.empty:
+        # The run's upload counts; a scaled city's batches counted at its weight (estimates).
+        estimated = bool(uploads["estimated"].any())
+        totals = {
+            "explore.kpi.upload_batches": int(uploads["batches"].sum()),
+            "explore.kpi.uploaded_records": int(uploads["records"].sum()),
+            "explore.kpi.resends": int(uploads["resends"].sum()),
+        }
+        for column, (key, value) in zip(st.columns(len(totals)), totals.items(), strict=True):
+            column.metric(tr(key), _estimate(i18n.count(value, lg), estimated and value != 0))
         uploads = uploads.assign(mode_label=uploads["mode"].map(lambda m: code("mode", m)))
         fig = px.line(uploads, x="service_date", y="mean_delay_s", color="mode_label", markers=True)
         by_date(style(fig, tr("explore.chart.upload_delay"), "", tr("explore.axis.seconds")))
