@@ -5,7 +5,9 @@
 was compared, the headline changes as big figures with their 95% confidence intervals, the
 plain-language summary (``sim.lab_report.summary``) and three charts. ``run_brief(run_dir,
 lang)`` does the same for one finished run (its headline KPIs, taps per day, by hour and by card
-type). ``to_pdf(html, path)`` prints a brief to an A4 PDF with headless Chromium (``sim.pdf``).
+type; in a run with cities simulated below full scale its figures are expanded estimates, marked
+约 / ≈ and explained in one line as the Explore page does). ``to_pdf(html, path)`` prints a
+brief to an A4 PDF with headless Chromium (``sim.pdf``).
 
 A brief fits one A4 page in print: compact type, fixed chart heights and a page as wide as A4's
 printable area on screen too (plotly lays its charts out once, at the width the page has when it
@@ -521,16 +523,23 @@ def _run_brief(view: api.RunView, lang: str) -> str:
     head = view.headline()  # the same figures as the Explore page's cards
     spend, concession, taps = head["fares_fen"], head["concession_fen"], head["taps"]
     riders = round(head["riders_per_day"])
+    per_day = round(taps / days)
+    cardholders = api.cardholders_of(meta)
+
+    # In a run with cities below full scale every figure here is expanded by their weights, as
+    # the Explore page's cards are: an estimate, marked as that page marks it (none of nothing).
+    def count(n: int) -> str:
+        return i18n.estimate(i18n.count(n, lang), lang, view.weighted and n != 0)
+
+    def money(fen: int) -> str:
+        return i18n.estimate(i18n.yuan(fen, lang, compact=True), lang, view.weighted and fen != 0)
+
     figures = [
-        _figure_card(t("brief.run.cardholders"), i18n.count(api.cardholders_of(meta), lang), ""),
-        _figure_card(
-            t("brief.run.taps"),
-            i18n.count(taps, lang),
-            t("brief.run.per_day", n=i18n.count(round(taps / days), lang)),
-        ),
-        _figure_card(t("brief.run.riders"), i18n.count(riders, lang), ""),
-        _figure_card(t("brief.run.fares"), i18n.yuan(spend, lang, compact=True), ""),
-        _figure_card(t("brief.run.concessions"), i18n.yuan(concession, lang, compact=True), ""),
+        _figure_card(t("brief.run.cardholders"), count(cardholders), ""),
+        _figure_card(t("brief.run.taps"), count(taps), t("brief.run.per_day", n=count(per_day))),
+        _figure_card(t("brief.run.riders"), count(riders), ""),
+        _figure_card(t("brief.run.fares"), money(spend), ""),
+        _figure_card(t("brief.run.concessions"), money(concession), ""),
     ]
     text = [
         t(
@@ -538,11 +547,11 @@ def _run_brief(view: api.RunView, lang: str) -> str:
             days=days,
             start=i18n.date(period["start"], lang),
             end=i18n.date(period["end"], lang),
-            cardholders=i18n.count(api.cardholders_of(meta), lang),
-            taps=i18n.count(taps, lang),
-            per_day=i18n.count(round(taps / days), lang),
-            fares=i18n.yuan(spend, lang, compact=True),
-            concessions=i18n.yuan(concession, lang, compact=True),
+            cardholders=count(cardholders),
+            taps=count(taps),
+            per_day=count(per_day),
+            fares=money(spend),
+            concessions=money(concession),
         )
     ]
     if len(by_type) and taps:
@@ -561,7 +570,7 @@ def _run_brief(view: api.RunView, lang: str) -> str:
                 "brief.run.peak",
                 day_type=i18n.code_label("day_type", day_type, lang),
                 hour=hour_ranges([f"{int(peak['hour']):02d}"]),
-                n=i18n.count(round(float(peak["value"])), lang),
+                n=count(round(float(peak["value"]))),
             )
         )
     charts = [
@@ -580,9 +589,12 @@ def _run_brief(view: api.RunView, lang: str) -> str:
         days=days,
         seed=meta.get("seed", ""),
     )
+    # What the marks mean, under the figures that carry them, in the Explore page's words.
+    expanded = [f'<p class="note">{html_page.esc(t("common.estimate_note"))}</p>']
     body = [
         f'<p class="facts">{html_page.esc(facts)}</p>',
         f'<div class="figures">{"".join(figures)}</div>',
+        *(expanded if view.weighted else []),
         f'<p class="summary">{html_page.esc(_sentences(text, lang))}</p>',
         f'<div class="charts">{"".join(charts)}</div>',
         f'<p class="note">{html_page.esc(t("brief.run.note"))}</p>',

@@ -98,6 +98,14 @@ def yuan(fen: int | None, lang: str, compact: bool = False) -> str:
     return f"¥{format_decimal(amount, format='#,##0.00', locale=LOCALES[lang])}"
 
 
+def estimate(text: str, lang: str, estimated: bool) -> str:
+    """A formatted figure as shown: marked as an estimate (约 / ≈, ``common.estimate``) where
+    it was expanded from a city simulated below full scale; as it is otherwise. The Explore
+    page and the run brief both mark through here, so they mark alike (callers leave a zero
+    unmarked: nothing expands to nothing)."""
+    return t("common.estimate", lang, value=text) if estimated else text
+
+
 def percent(share: float | None, lang: str, digits: int = 1) -> str:
     """A share (0.25) as a percentage."""
     if share is None:

@@ -1,6 +1,7 @@
 """A run's cities and regions named in the page's language: in Chinese as the data writes them,
 in English from the scenario's ids (``sim/run_places.py`` reads both from the run), so an
-English page shows "Shanghai City" where the records say 上海 市区."""
+English page shows "Shanghai City" where the records say 上海 市区; in a run of several cities
+every region carries its city's name, the first city's too."""
 
 from __future__ import annotations
 
@@ -14,18 +15,17 @@ def city_name(city: api.RunCity, lang: str) -> str:
 
 
 def region_names(meta: dict, lang: str) -> dict[str, str]:
-    """Every region of the run, keyed as the run's queries key it, → its name in ``lang``: the
-    first city's regions by their own name, another city's after its city's ("上海 市区" /
-    "Shanghai City")."""
+    """Every region of the run, keyed as the run's queries key it, → its name in ``lang``: in a
+    run of one city by its own name ("市区" / "City"), in a run of several after its city's,
+    every city's alike ("南通 海安" / "Nantong Haian" beside "无锡 市区" / "Wuxi City").
+
+    Only the name changes: the queries key the first city's regions without a prefix (a
+    one-city run reads as it always has), the others after their city's Chinese name."""
+    several = len(api.run_cities(meta)) > 1
     names = {}
     for region in api.run_regions(meta):
-        if lang == "zh":
-            names[region.key] = region.key
-            continue
-        own = i18n.place_name(region.id)
-        names[region.key] = (
-            own if region.city.index == 0 else f"{city_name(region.city, lang)} {own}"
-        )
+        own = region.zh if lang == "zh" else i18n.place_name(region.id)
+        names[region.key] = f"{city_name(region.city, lang)} {own}" if several else own
     return names
 
 

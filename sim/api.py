@@ -58,7 +58,9 @@ from sim.report_files import write_together
 from sim.rng import MAX_SEED
 from sim.run_dir import MARKER_FILE, RunDirError, StopSignalsHeld
 from sim.run_places import City as RunCity
+from sim.run_places import Incident as RunIncident
 from sim.run_places import cities as run_cities
+from sim.run_places import incidents as run_incidents
 from sim.run_places import regions as run_regions
 from sim.run_view import DIMENSIONS as RUN_DIMENSIONS
 from sim.run_view import MEASURES as RUN_MEASURES
@@ -82,6 +84,7 @@ __all__ = [
     "FlagOverride",
     "InvariantViolation",
     "RunCity",
+    "RunIncident",
     "RunListing",
     "RunSummary",
     "RunView",
@@ -106,6 +109,7 @@ __all__ = [
     "reconcile",
     "run",
     "run_cities",
+    "run_incidents",
     "run_regions",
 ]
 
@@ -1059,6 +1063,13 @@ def _existing_parent(path: Path) -> Path:
     return path
 
 
+def _region_part(scenario) -> dict:
+    """``{"region_part": {"city", "region"}}`` for a region's part of a city split by region
+    (sim/region_shards.py), else nothing."""
+    part = scenario.region_part
+    return {} if part is None else {"region_part": {"city": part.city, "region": part.region}}
+
+
 def _run_meta(spec, scenario_path, worlds, cardholders, run_seed, kpis, timings, unmasked) -> dict:
     world = worlds[0]
     scenario = world.scenario
@@ -1081,6 +1092,9 @@ def _run_meta(spec, scenario_path, worlds, cardholders, run_seed, kpis, timings,
                 # The city's validated settings, so that a reader of the run (the dashboard)
                 # sees the regions, outlets and incident timeline it ran with, --set included.
                 "settings": w.scenario.model_dump(mode="json"),
+                # A region's shard of a city split by region: which city and region (the
+                # settings leave the loader's marker out), so a reader sees one city.
+                **_region_part(w.scenario),
             }
             for w, n in zip(worlds, cardholders, strict=True)
         ],

@@ -780,25 +780,41 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def define_views(con: duckdb.DuckDBPyConnection, out_dir: Path, tables: Iterable[str]) -> None:
-    """Create on ``con`` one view per table of the run in ``out_dir`` (reading
-    ``<out_dir>/<table>/*/*.parquet`` with Hive partitioning; a table with no files gets an empty
-    view with the right columns), plus the convenience views when there are transactions."""
+def table_query(out_dir: Path, name: str, *, with_part: bool = False) -> str:
+    """DuckDB SQL reading table ``name`` of the run in ``out_dir`` (``<out_dir>/<name>/*/
+    *.parquet`` with Hive partitioning, ``service_date`` first; a table with no files: an empty
+    select with the right columns). ``with_part`` adds each row's ``part``, the number of the
+    file it is in (``part-<n>.parquet``): for a table each shard writes of its own, the shard
+    that wrote the row (``RecordWriter`` writes its shard's rows to the part of its index), which
+    is how a reader tells apart rows whose ids do not carry the shard (``device_uploads``)."""
+    spec = table_spec(name)
     out = Path(out_dir).resolve()
+    if not any((out / name).glob(f"{PARTITION_COLUMN}=*/*.parquet")):
+        cols = [f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in spec.schema]
+        if with_part:
+            cols.append("CAST(NULL AS BIGINT) AS part")
+        return f"SELECT {', '.join(cols)} WHERE false"
+    pattern = _sql_string(str(out / name / "*" / "*.parquet"))
+    options = f"hive_partitioning = true, hive_types = {{'{PARTITION_COLUMN}': DATE}}"
+    if not with_part:
+        return (
+            f"SELECT {PARTITION_COLUMN}, * EXCLUDE ({PARTITION_COLUMN}) FROM "
+            f"read_parquet({pattern}, {options})"
+        )
+    part = r"CAST(regexp_extract(filename, 'part-([0-9]+)\.parquet$', 1) AS BIGINT)"
+    return (
+        f"SELECT {PARTITION_COLUMN}, * EXCLUDE ({PARTITION_COLUMN}, filename), {part} AS part "
+        f"FROM read_parquet({pattern}, {options}, filename = true)"
+    )
+
+
+def define_views(con: duckdb.DuckDBPyConnection, out_dir: Path, tables: Iterable[str]) -> None:
+    """Create on ``con`` one view per table of the run in ``out_dir`` (``table_query``: a table
+    with no files gets an empty view with the right columns), plus the convenience views when
+    there are transactions."""
     names = list(tables)
     for name in names:
-        spec = table_spec(name)
-        if any((out / name).glob(f"{PARTITION_COLUMN}=*/*.parquet")):
-            pattern = _sql_string(str(out / name / "*" / "*.parquet"))
-            query = (
-                f"SELECT {PARTITION_COLUMN}, * EXCLUDE ({PARTITION_COLUMN}) FROM "
-                f"read_parquet({pattern}, hive_partitioning = true, "
-                f"hive_types = {{'{PARTITION_COLUMN}': DATE}})"
-            )
-        else:
-            cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in spec.schema)
-            query = f"SELECT {cols} WHERE false"
-        con.execute(f"CREATE VIEW {name} AS {query}")
+        con.execute(f"CREATE VIEW {name} AS {table_query(out_dir, name)}")
     if "transactions" in names:
         for view, query in _CONVENIENCE_VIEWS.items():
             con.execute(f"CREATE VIEW {view} AS {query}")

@@ -1,5 +1,6 @@
 """The places of a finished run as its readers name them: each shard's city and every region,
-from ``run_meta.json`` alone (the settings each city ran with).
+from ``run_meta.json`` alone (the settings each city ran with); and what happened where: every
+city's incidents (``incidents``).
 
 Places have two names in the data: the Chinese one the records and the Chinese pages use
 (``name_zh``) and the scenario's id, in pinyin (``rudong``, ``shanghai``), from which the
@@ -41,13 +42,21 @@ class Region:
     lonlat: tuple[float, float] | None  # its seat on the schematic map (None: no position)
 
 
+@dataclass(frozen=True)
+class Incident:
+    """One incident of a run's timeline and the cities it was declared for."""
+
+    settings: dict  # as run_meta.json keeps it (the scenario's fields: id, kind, start, ...)
+    cities: tuple[City, ...]  # in run order; several for a clearing-node outage they share
+
+
 def city_labels(meta: dict) -> list[str]:
     """Each shard's city as a reader names it in Chinese (``run_meta.json`` ``cities``): a
     member city's Chinese name, a region shard's city, else its scenario's name."""
     labels = []
     for city in _entries(meta):
         settings = _settings(city)
-        profile, part = _mapping(settings.get("city")), _mapping(settings.get("region_part"))
+        profile, part = _mapping(settings.get("city")), _part(city)
         labels.append(str(profile.get("name_zh") or part.get("city") or city.get("name", "")))
     return labels
 
@@ -72,7 +81,7 @@ def cities(meta: dict) -> list[City]:
     for index, (label, shards) in enumerate(found.items()):
         first = entries[shards[0]]
         settings = _settings(first)
-        part = _mapping(settings.get("region_part"))
+        part = _part(first)
         key = ids.get(str(first.get("city_code"))) or part.get("city") or first.get("name") or label
         outlets = _mapping(settings.get("outlets")).get("file")
         out.append(City(index, label, str(key), tuple(shards), outlets and str(outlets)))
@@ -101,6 +110,49 @@ def regions(meta: dict) -> list[Region]:
             if key not in out:
                 out[key] = Region(key, zh, str(rid), city_of[shard], _lonlat(region))
     return list(out.values())
+
+
+def incidents(meta: dict) -> list[Incident]:
+    """Every incident of the run, each once, with the cities it acts in: city by city in run
+    order, each city's in its scenario's order.
+
+    Two things make one incident appear in several shards' settings, and both are folded back
+    here so a reader sees the timeline as it was declared: a clearing-node outage is the run's
+    (``sim.multi_city.share_node_outages`` copies it, unchanged, to every city whose network has
+    the node), so an incident equal in every field across cities is one, listed with all of
+    them; and a region-split city gives each part the incidents acting in it, a fare change
+    naming only that part's bus fare (``sim.region_shards``), so a city's parts' incidents of
+    one id are merged back into one (their fields' union)."""
+    entries = _entries(meta)
+    found: list[tuple[dict, list[City]]] = []
+    for city in cities(meta):
+        own: dict[str, dict] = {}
+        for shard in city.shards:
+            listed = _settings(entries[shard]).get("incidents")
+            for position, incident in enumerate(listed if isinstance(listed, list) else []):
+                if not isinstance(incident, dict):
+                    continue  # not an incident (a run_meta.json written by another tool)
+                key = str(incident.get("id", f"#{position}"))
+                own[key] = _union(own[key], incident) if key in own else incident
+        for incident in own.values():
+            shared = next((f for f in found if f[0] == incident), None)
+            if shared is None:
+                found.append((incident, [city]))
+            else:
+                shared[1].append(city)
+    return [Incident(settings, tuple(where)) for settings, where in found]
+
+
+def _union(first: dict, other: dict) -> dict:
+    """Two parts' copies of one incident as one: mappings merged key by key (a fare change's
+    bus fares by region), anything else as the first part has it."""
+    merged = dict(first)
+    for key, value in other.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(merged[key], dict) and isinstance(value, dict):
+            merged[key] = _union(merged[key], value)
+    return merged
 
 
 def _listed_ids(entries: list[dict]) -> dict[str, str]:
@@ -133,9 +185,35 @@ def _settings(entry: dict) -> dict:
     return _mapping(entry.get("settings"))
 
 
+def _part(entry: dict) -> dict:
+    """A region's shard's ``region_part`` (its city and region), {} for a whole city. A run
+    written before run_meta.json kept it names its parts "<city>.<region>" alone: a shard
+    whose one region's id ends its name is read as that city's part."""
+    part = _mapping(entry.get("region_part"))
+    if part:
+        return part
+    name, regions = str(entry.get("name", "")), _mapping(_settings(entry).get("regions"))
+    if len(regions) == 1:
+        (rid,) = regions
+        city, dot, region = name.rpartition(".")
+        if dot and city and region == rid:
+            return {"city": city, "region": rid}
+    return {}
+
+
 def _mapping(value: object) -> dict:
     """A settings block, or {} where a run written by an older version has none."""
     return value if isinstance(value, dict) else {}
 
 
-__all__ = ["City", "Region", "cities", "city_labels", "region_prefixes", "regions", "shard_city"]
+__all__ = [
+    "City",
+    "Incident",
+    "Region",
+    "cities",
+    "city_labels",
+    "incidents",
+    "region_prefixes",
+    "regions",
+    "shard_city",
+]

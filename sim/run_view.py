@@ -24,7 +24,7 @@ import pandas as pd
 
 from agents.outlet import OutletFileError, load_outlets_csv
 from sim import clearing_paths, ids, run_places
-from sim.output import RUN_META_FILE, define_views
+from sim.output import RUN_META_FILE, define_views, table_query
 from sim.run_dir import MARKER_FILE, marker_of
 from sim.run_places import city_labels
 from sim.schema import SCHEMA_VERSION, TABLES
@@ -61,6 +61,10 @@ WEIGHTED_TABLES = {
     "outlet_visits": "visit_id",
     "venue_entries": "entry_id",
 }
+# The same for tables whose ids are numbered per shard (a device's upload batches: device ids
+# are the city's own): the shard is the part of the file each shard writes its rows to
+# (``sim.output.table_query(with_part=True)``).
+WEIGHTED_PART_TABLES = ("device_uploads",)
 
 
 # A clearing figure's expansion factors, from the records behind it (``clearing_flow_w`` or
@@ -238,7 +242,7 @@ class RunView:
         self.run_dir, self.meta, self._con = run_dir, meta, con
         self._lock = threading.Lock()
         self._clearing_ready = False  # _clearing_weights made (a scaled run's, on first use)
-        self.weighted, several = _define_shard_views(con, meta)
+        self.weighted, several = _define_shard_views(con, meta, run_dir)
         # A region by name, prefixed with its city's for a city other than the first.
         self._region = "prefix || CAST(region AS VARCHAR)" if several else "CAST(region AS VARCHAR)"
         self._measures = WEIGHTED_MEASURES if self.weighted else MEASURES
@@ -478,12 +482,19 @@ class RunView:
 
     def device_uploads(self) -> pd.DataFrame:
         """Per mode and service date: upload batches, records and resends, and the mean delay
-        from the last tap of a batch to its upload (s)."""
+        from the last tap of a batch to its upload (s). Where cities ran below full scale, each
+        batch counts at its city's expansion weight (its validators stand for 1/scale as many:
+        batches, records and resends expanded, whole; the delay a mean over the batches so
+        counted) and ``estimated`` marks the rows that hold a scaled city's batches."""
+        delay = "date_diff('second', last_tap_at, uploaded_at)"
+        mean_delay = f"SUM({delay} * w) / SUM(w)" if self.weighted else f"AVG({delay})"
+        estimated = "bool_or(w <> 1.0)" if self.weighted else "FALSE"
         return self._frame(
-            """SELECT service_date, CAST(mode AS VARCHAR) AS mode, COUNT(*) AS batches,
-                      SUM(n_records) AS records, COUNT(*) FILTER (WHERE resend) AS resends,
-                      AVG(date_diff('second', last_tap_at, uploaded_at)) AS mean_delay_s
-               FROM device_uploads GROUP BY ALL ORDER BY service_date, mode"""
+            f"""SELECT service_date, CAST(mode AS VARCHAR) AS mode, {self._count} AS batches,
+                       {self._sum("n_records")} AS records,
+                       {self._count_where("resend")} AS resends,
+                       {mean_delay} AS mean_delay_s, {estimated} AS estimated
+                FROM device_uploads_w GROUP BY ALL ORDER BY service_date, mode"""
         )
 
     # --- clearing ---------------------------------------------------------------------------
@@ -673,13 +684,16 @@ def cardholders_of(meta: dict) -> int:
     return round(sum(c["cardholders"] * float(c.get("expansion_weight", 1.0)) for c in cities))
 
 
-def _define_shard_views(con: duckdb.DuckDBPyConnection, meta: dict) -> tuple[bool, bool]:
-    """Views ``<table>_w`` of ``WEIGHTED_TABLES`` with each record's shard (by the shard bits
-    of its id): its expansion weight ``w``, its region ``prefix`` (``run_places``: the city's
-    name and a space for a city other than the first, so two cities' 市区 are two regions; ''
-    for the first city's shards, so a one-city or region-split run reads as before) and its
-    ``city`` (``run_places.City.index``). Plain views when every city ran at full scale and
-    there is one city. Returns (weighted, several cities)."""
+def _define_shard_views(
+    con: duckdb.DuckDBPyConnection, meta: dict, run_dir: Path
+) -> tuple[bool, bool]:
+    """Views ``<table>_w`` of ``WEIGHTED_TABLES`` and ``WEIGHTED_PART_TABLES`` with each
+    record's shard (by the shard bits of its id, or the part of the file it is in): its
+    expansion weight ``w``, its region ``prefix`` (``run_places``: the city's name and a space
+    for a city other than the first, so two cities' 市区 are two regions; '' for the first
+    city's shards, so a one-city or region-split run reads as before) and its ``city``
+    (``run_places.City.index``). Plain views when every city ran at full scale and there is one
+    city. Returns (weighted, several cities)."""
     cities = meta.get("cities") or []
     weights = [float(c.get("expansion_weight", 1.0)) for c in cities]
     prefixes, city = run_places.region_prefixes(meta), run_places.shard_city(meta)
@@ -701,6 +715,17 @@ def _define_shard_views(con: duckdb.DuckDBPyConnection, meta: dict) -> tuple[boo
                            COALESCE(s.city, 0) AS city
                     FROM {table} t
                     LEFT JOIN shard_info s ON s.shard = (t.{id_column} >> {shift}) & {mask}"""
+            )
+        else:
+            con.execute(f"CREATE VIEW {table}_w AS SELECT *, 0 AS city FROM {table}")  # no w
+    for table in WEIGHTED_PART_TABLES:
+        if weighted or several:
+            con.execute(
+                f"""CREATE VIEW {table}_w AS
+                    SELECT t.* EXCLUDE (part), COALESCE(s.w, 1.0) AS w,
+                           COALESCE(s.prefix, '') AS prefix, COALESCE(s.city, 0) AS city
+                    FROM ({table_query(run_dir, table, with_part=True)}) t
+                    LEFT JOIN shard_info s ON s.shard = t.part"""
             )
         else:
             con.execute(f"CREATE VIEW {table}_w AS SELECT *, 0 AS city FROM {table}")  # no w

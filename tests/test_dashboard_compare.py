@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import brief
+from dashboard import brief, i18n
 from sim import api
 from sim.lab_report import count_text, markdown, money_text, summary
 from sim.overlay import overlay_overrides
@@ -227,6 +227,44 @@ def test_run_brief_prints_to_one_pdf_page(results, tmp_path):
     assert len(re.findall(rb"/Type\s*/Page\b", pdf)) == 1
     with pytest.raises(api.BadInput):
         brief.run_brief(tmp_path / "no-such-run", "en")
+
+
+def _brief_figures(page: str) -> tuple[list[str], str, list[str]]:
+    """A run brief's big figures (value, under-line), its summary and its notes, as read."""
+    values = [html.unescape(v) for v in re.findall(r'<div class="value">([^<]*)</div>', page)]
+    subs = [html.unescape(v) for v in re.findall(r'<div class="sub">([^<]*)</div>', page)]
+    (text,) = re.findall(r'<p class="summary">([^<]*)</p>', page)
+    notes = [html.unescape(n) for n in re.findall(r'<p class="note">([^<]*)</p>', page)]
+    return [f"{v}|{s}" for v, s in zip(values, subs, strict=True)], html.unescape(text), notes
+
+
+@pytest.mark.parametrize(("lang", "mark"), [("en", "≈ "), ("zh", "约")])
+def test_a_run_briefs_expanded_figures_are_marked_as_estimates(
+    scaled_two_city, results, tmp_path, lang, mark
+):
+    """Beta ran at 20%: the brief's headline figures are expanded, as the Explore page's
+    cards are, and marked as they are there (≈ / 约), with the page's one-line note; every
+    figure the summary repeats is marked too. A full-scale run's brief has neither."""
+    view = api.open_run(scaled_two_city)
+    try:
+        head = view.headline()
+    finally:
+        view.close()
+    page = brief.run_brief(scaled_two_city, lang)
+    figures, text, notes = _brief_figures(page)
+    taps = i18n.count(head["taps"], lang)
+    assert figures[1] == f"{mark}{taps}|" + i18n.t(
+        "brief.run.per_day", lang, n=f"{mark}{i18n.count(round(head['taps'] / 2), lang)}"
+    )
+    assert len(figures) == 5 and all(f.startswith(mark) for f in figures)
+    assert notes[0] == i18n.t("common.estimate_note", lang)  # the Explore page's words
+    assert f"{mark}{taps}" in text
+    assert f"{mark}{i18n.yuan(head['fares_fen'], lang, compact=True)}" in text
+    pdf = brief.to_pdf(page, tmp_path / "scaled.pdf").read_bytes()
+    assert len(re.findall(rb"/Type\s*/Page\b", pdf)) == 1  # the note still fits the page
+    figures, text, notes = _brief_figures(brief.run_brief(results["run"], lang))
+    assert not [f for f in figures if f.startswith(mark)] and mark not in text
+    assert i18n.t("common.estimate_note", lang) not in notes
 
 
 def test_a_sweep_is_charted_with_its_ci_against_the_parameter(app, results):

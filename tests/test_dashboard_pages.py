@@ -18,7 +18,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from agents.outlet import OPEN_DAY_RULES
-from dashboard import brief, i18n
+from dashboard import brief, i18n, places
 from dashboard.overrides import errors_by_field, fen_text, incident_frame, incidents_yaml
 from dashboard.uploads import UPLOAD_DIR, target_of, upload_problem
 from sim import api
@@ -389,11 +389,34 @@ def test_a_multi_city_run_renders_every_tab_and_names_its_cities(scaled_two_city
     assert not at.exception
 
 
+def test_the_incident_timeline_lists_every_citys_incidents_with_their_cities(scaled_two_city):
+    """Each city's incidents, named with the city in the page's language; the clearing
+    centre's outage both cities' records went through once, with both."""
+    at = app(scaled_two_city.parent, "explore", lang="en", run=scaled_two_city.name)
+    _open_tab(at, "faults")
+    (timeline,) = [d.value for d in at.dataframe if "Kind" in d.value.columns]
+    assert list(timeline.columns) == [
+        "City", "Id", "Kind", "Start", "Duration", "Target", "Details",
+    ]  # fmt: skip
+    assert list(timeline["City"]) == ["Alpha", "Alpha, Beta", "Beta"]
+    assert list(timeline["Id"]) == ["county-desk-shut", "centre-down", "alipay-down"]
+    assert list(timeline["Kind"]) == ["Outlet closed", "Clearing node down", "QR platform down"]
+    assert timeline["Target"].iloc[2] == "QR (Alipay)"
+    assert any("Every city's incident timeline" in c.value for c in at.caption)
+    assert not any("first city" in c.value for c in at.caption)
+    at = app(scaled_two_city.parent, "explore", lang="zh", run=scaled_two_city.name)
+    _open_tab(at, "faults", "zh")
+    (timeline,) = [d.value for d in at.dataframe if "类型" in d.value.columns]
+    assert list(timeline["城市"]) == ["甲城", "甲城、乙城", "乙城"]
+
+
 def test_english_pages_name_every_citys_regions_in_english(scaled_two_city):
     """The other city's regions are keyed 乙城 城区 in the data; an English page says Beta
-    Centre (its city's and its own scenario ids), a Chinese page keeps the Chinese."""
+    Centre (its city's and its own scenario ids), a Chinese page keeps the Chinese. Every
+    city's regions carry their city's name, the first city's too (Alpha Centre beside Beta
+    Centre, not Centre)."""
     at = app(scaled_two_city.parent, "explore", lang="en", run=scaled_two_city.name)
-    english = {"Centre", "County", "Beta Centre", "Beta County"}
+    english = {"Alpha Centre", "Alpha County", "Beta Centre", "Beta County"}
     at.radio(key="explore_dimension:en").set_value("region").run()
     assert not at.exception, at.exception
     (bars,) = _chart_texts(at, "bar")
@@ -409,8 +432,44 @@ def test_english_pages_name_every_citys_regions_in_english(scaled_two_city):
     at = app(scaled_two_city.parent, "explore", lang="zh", run=scaled_two_city.name)
     _open_tab(at, "map", "zh")
     (points,) = _chart_texts(at, "scatter")
-    assert {p.split("<br>")[0] for p in points} == {"城区", "县区", "乙城 城区", "乙城 县区"}
+    assert {p.split("<br>")[0] for p in points} == {
+        "甲城 城区",
+        "甲城 县区",
+        "乙城 城区",
+        "乙城 县区",
+    }
     assert any("此运行包含 2 个城市（甲城、乙城）" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize(
+    ("lang", "names"),
+    [
+        ("zh", {"城区": "甲城 城区", "县区": "甲城 县区", "乙城 城区": "乙城 城区",
+                "乙城 县区": "乙城 县区"}),
+        ("en", {"城区": "Alpha Centre", "县区": "Alpha County", "乙城 城区": "Beta Centre",
+                "乙城 县区": "Beta County"}),
+    ],
+)  # fmt: skip
+def test_every_citys_regions_are_named_with_their_city_under_the_queries_keys(
+    scaled_two_city, lang, names
+):
+    """The queries key the first city's regions without a prefix (城区) and the others after
+    their city (乙城 城区); the names shown put every city's name first, the first's too. A run
+    of one city names its regions alone."""
+    meta = json.loads((scaled_two_city / "run_meta.json").read_text("utf-8"))
+    view = api.open_run(scaled_two_city)
+    try:
+        keys = set(view.by_region("card_sales")["key"]) | set(view.breakdown("region")["key"])
+    finally:
+        view.close()
+    assert keys <= set(names)  # the keys are the queries' own
+    assert places.region_names(meta, lang) == names
+    label = places.region_label(meta, lang)
+    assert label("城区") == names["城区"] and label("其他") == "其他"  # an unknown key as it is
+    alone = {**meta, "cities": meta["cities"][:1]}  # alpha as a run of its own
+    assert places.region_names(alone, lang) == (
+        {"城区": "城区", "县区": "县区"} if lang == "zh" else {"城区": "Centre", "县区": "County"}
+    )
 
 
 def test_the_map_and_the_outlets_show_every_city_or_the_one_picked(scaled_two_city):
@@ -465,6 +524,32 @@ def test_clearing_figures_of_a_scaled_city_are_expanded_and_marked_as_estimates(
     (table,) = [d.value for d in at.dataframe if "参与方" in d.value.columns]
     net = table.set_index("参与方")["净头寸（正数为应收）"]
     assert net["BETA_CARD"] == f"约{i18n.yuan(5 * int(simulated['BETA_CARD']), 'zh')}"
+
+
+def test_device_upload_counts_of_a_scaled_city_are_expanded_and_marked(scaled_two_city, runs):
+    """The faults tab's upload batches, records and resends: beta's batches counted at its
+    weight (RunView.device_uploads), so estimates, marked ≈ / 约; a full-scale run's are not."""
+    view = api.open_run(scaled_two_city)
+    try:
+        uploads = view.device_uploads()
+    finally:
+        view.close()
+    simulated = ds.dataset(scaled_two_city / "device_uploads", partitioning="hive").count_rows()
+    batches, records = int(uploads["batches"].sum()), int(uploads["records"].sum())
+    assert batches > simulated  # expanded
+    at = app(scaled_two_city.parent, "explore", lang="en", run=scaled_two_city.name)
+    _open_tab(at, "faults")
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Device upload batches"] == f"≈ {i18n.count(batches, 'en')}"
+    assert shown["Records uploaded"] == f"≈ {i18n.count(records, 'en')}"
+    at = app(scaled_two_city.parent, "explore", lang="zh", run=scaled_two_city.name)
+    _open_tab(at, "faults", "zh")
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["设备上传批次"] == f"约{i18n.count(batches, 'zh')}"
+    at = _open_tab(app(runs, "explore", lang="en"), "faults")
+    shown = {m.label: m.value for m in at.metric}
+    full = ds.dataset(runs / "small" / "device_uploads", partitioning="hive").count_rows()
+    assert shown["Device upload batches"] == i18n.count(full, "en")
 
 
 def _replace_box(at):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from output_frames import parquet_hashes
 
 from agents.outlet import load_outlets_csv
+from sim import run_places
 from sim.api import BadInput, build, dask_client, load_scenario, run, verify
 from sim.region_shards import apportion
 from sim.scenario import ConfigError
@@ -94,6 +95,14 @@ def test_a_split_city_runs_with_its_money_and_records_checked(in_process):
     # One city in the cross-city measures, with all six regions.
     (city,) = meta["cross_city"]["cities"]
     assert city["city"] == "small_ci" and len(city["regions"]) == 6
+    # One city to a reader of the run (the dashboard), its regions keyed by their own names.
+    regions = ["urban", "rudong", "haian", "haimen", "rugao", "qidong"]
+    assert [c["region_part"] for c in meta["cities"]] == [
+        {"city": "small_ci", "region": r} for r in regions
+    ]
+    (city,) = run_places.cities(meta)
+    assert city.key == "small_ci" and city.shards == tuple(range(6))
+    assert run_places.region_prefixes(meta) == [""] * 6
     import duckdb
 
     con = duckdb.connect()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from sim import api, clearing_paths, run_places
@@ -329,3 +330,97 @@ def test_clearing_figures_of_a_full_scale_run_are_the_tables(view, run_dir):
     settlements = _table(run_dir, "settlements")
     assert positions["net_position_fen"].sum() == settlements["net_position_fen"].sum()
     assert not view.duplicates_and_refunds()["estimated"].any()
+
+
+def test_every_citys_incidents_are_listed_once_with_the_cities_they_act_in(scaled_view):
+    """Each city's own incidents with it; the clearing centre's outage alpha declares is the
+    run's (the loader gave beta a copy): one incident, listed with both cities."""
+    found = [
+        (i.settings["id"], i.settings["kind"], [c.key for c in i.cities])
+        for i in run_places.incidents(scaled_view.meta)
+    ]
+    assert found == [
+        ("county-desk-shut", "outlet_closure", ["alpha"]),
+        ("centre-down", "clearing_node_outage", ["alpha", "beta"]),
+        ("alipay-down", "qr_platform_outage", ["beta"]),
+    ]
+    beta = scaled_view.meta["cities"][1]["settings"]["incidents"]
+    assert [i["id"] for i in beta] == ["alipay-down", "centre-down"]  # what the run kept
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["region_part", "older_run"])
+def test_a_region_split_citys_incidents_are_the_ones_its_scenario_declares(marked):
+    """Each part of a city split by region keeps the incidents acting in it, a fare change
+    naming only the part's bus fare: read back, they are the city's timeline as declared, of
+    one city (its parts marked in run_meta.json, or, in a run written before they were, named
+    "<city>.<region>")."""
+    from sim.region_shards import split_by_region
+
+    incidents = (
+        '[{id: dearer, kind: fare_change, start: "2024-03-04 00:00", duration_min: 1440,'
+        " fares: {bus: {region_fare_fen: {urban: 250, rudong: 300}}}},"
+        " {id: qr-down, kind: qr_platform_outage, target: qr_alipay,"
+        ' start: "2024-03-04 18:00", duration_min: 30}]'
+    )
+    city = api.load_scenario(SMALL, [f"incidents={incidents}"], days=1)
+    parts = split_by_region(city)
+    assert len(parts) > 2
+    meta = {
+        "cities": [
+            {
+                "name": p.name,
+                "settings": p.model_dump(mode="json"),
+                **({"region_part": {"city": "small_ci", "region": p.region_part.region}}
+                   if marked else {}),
+            }
+            for p in parts
+        ]
+    }  # fmt: skip
+    (one,) = run_places.cities(meta)
+    assert one.key == "small_ci" and one.shards == tuple(range(len(parts)))
+    found = run_places.incidents(meta)
+    assert [i.settings for i in found] == [i.model_dump(mode="json") for i in city.incidents]
+    assert all(len(i.cities) == 1 and i.cities[0].shards == tuple(range(len(parts))) for i in found)
+
+
+def test_incidents_of_a_run_written_without_them_are_none(view):
+    meta = json.loads(json.dumps(view.meta))
+    meta["cities"][0]["settings"].pop("incidents", None)
+    assert run_places.incidents(meta) == []
+    meta["cities"][0]["settings"]["incidents"] = ["not an incident", 3]
+    assert run_places.incidents(meta) == []
+
+
+def test_a_scaled_citys_device_uploads_count_with_its_weight(scaled, scaled_view):
+    """A device id is its city's own, so a batch's city is the shard whose file holds it
+    (part-<shard>, as the records of beta's taps say, by their ids): beta's batches count W
+    times, records and resends with them, the delay a mean over the batches so counted; every
+    row holding a scaled city's batches is an estimate."""
+    parts = []
+    for path in sorted((scaled / "device_uploads").glob("*/part-*.parquet")):
+        frame = pq.read_table(path).to_pandas()
+        parts.append(frame.assign(shard=int(path.stem.removeprefix("part-"))))
+    uploads = pd.concat(parts, ignore_index=True)
+    taps = _table(scaled, "transactions")
+    sent = uploads[~uploads["resend"]].groupby("shard")["n_records"].sum()
+    uploaded = taps[taps["upload_batch_id"].notna()]
+    beta = _beta(uploaded["transaction_id"])
+    assert sent.to_dict() == {0: (~beta).sum(), 1: beta.sum()}  # the part: who uploaded
+    weight = np.where(uploads["shard"] == 1, W, 1)
+    shown = scaled_view.device_uploads()
+    assert shown["batches"].sum() == weight.sum() and shown["batches"].sum() > len(uploads)
+    assert shown["records"].sum() == (uploads["n_records"] * weight).sum()
+    assert shown["resends"].sum() == (uploads["resend"] * weight).sum()
+    assert shown["estimated"].all()
+    delay = (uploads["uploaded_at"] - uploads["last_tap_at"]).dt.total_seconds()
+    mean = (delay * weight).sum() / weight.sum()
+    overall = (shown["mean_delay_s"] * shown["batches"]).sum() / shown["batches"].sum()
+    assert overall == pytest.approx(mean)
+
+
+def test_device_uploads_of_a_full_scale_run_are_the_table(run_dir, view):
+    uploads = _table(run_dir, "device_uploads")
+    shown = view.device_uploads()
+    assert shown["batches"].sum() == len(uploads) and not shown["estimated"].any()
+    assert shown["records"].sum() == uploads["n_records"].sum()
+    assert shown["resends"].sum() == uploads["resend"].sum()

@@ -44,7 +44,7 @@ def _labeller(dimension: str, meta: dict):
 def _estimate(text: str, estimated: bool) -> str:
     """A figure as shown: marked as an estimate where it was expanded from a city simulated
     below full scale (约 / ≈; callers leave a zero unmarked: nothing expands to nothing)."""
-    return tr("explore.estimate", value=text) if estimated else text
+    return i18n.estimate(text, lang(), estimated)
 
 
 def city_choice(view, name: str) -> int | None:
@@ -261,9 +261,10 @@ def _outlet_names(meta: dict, outlets: pd.DataFrame, several: bool) -> dict[tupl
     return found
 
 
-def faults_tab(run_dir, settings: dict) -> None:
-    """Device faults per day, the incident timeline, the taps each incident touched, duplicate
-    deductions and their refunds, and device uploads."""
+def faults_tab(run_dir, meta: dict) -> None:
+    """Device faults per day, the incident timeline (every city's, in a run of several), the
+    taps each incident touched, duplicate deductions and their refunds, and device uploads
+    (the run's batches, records and resends, and the upload delay per day)."""
     lg = lang()
     daily = query(run_dir, "daily")
     faults = daily.melt(
@@ -275,10 +276,14 @@ def faults_tab(run_dir, settings: dict) -> None:
     by_date(style(fig, tr("explore.chart.faults"), "", tr("explore.axis.taps")))
     fig.update_layout(legend_title_text="")
     show(fig, faults, "device_faults")
-    incidents = settings.get("incidents") or []
+    incidents = api.run_incidents(meta)
+    several = len(api.run_cities(meta)) > 1
     if incidents:
-        st.caption(tr("explore.incident_timeline"))
-        st.dataframe(incident_table(incidents), hide_index=True, width="stretch")
+        st.caption(
+            tr("explore.incident_timeline_cities" if several else "explore.incident_timeline")
+        )
+        table = incident_table(incidents, with_city=several)
+        st.dataframe(table, hide_index=True, width="stretch")
     else:
         st.caption(tr("explore.no_incidents"))
     touched = query(run_dir, "incident_taps")
@@ -318,6 +323,15 @@ def faults_tab(run_dir, settings: dict) -> None:
         show(fig, long, "rejects_and_refunds")
     uploads = query(run_dir, "device_uploads")
     if not uploads.empty:
+        # The run's upload counts; a scaled city's batches counted at its weight (estimates).
+        estimated = bool(uploads["estimated"].any())
+        totals = {
+            "explore.kpi.upload_batches": int(uploads["batches"].sum()),
+            "explore.kpi.uploaded_records": int(uploads["records"].sum()),
+            "explore.kpi.resends": int(uploads["resends"].sum()),
+        }
+        for column, (key, value) in zip(st.columns(len(totals)), totals.items(), strict=True):
+            column.metric(tr(key), _estimate(i18n.count(value, lg), estimated and value != 0))
         uploads = uploads.assign(mode_label=uploads["mode"].map(lambda m: code("mode", m)))
         fig = px.line(uploads, x="service_date", y="mean_delay_s", color="mode_label", markers=True)
         by_date(style(fig, tr("explore.chart.upload_delay"), "", tr("explore.axis.seconds")))
@@ -325,16 +339,21 @@ def faults_tab(run_dir, settings: dict) -> None:
         show(fig, uploads, "device_uploads")
 
 
-def incident_table(incidents: list[dict]) -> pd.DataFrame:
-    """The scenario's incident timeline (as ``run_meta.json`` stores it) in the page's
-    language: the kind in words, the start as a date and time, the duration in minutes and
-    what the kind's own settings say (money in yuan)."""
+def incident_table(incidents: list[api.RunIncident], with_city: bool = False) -> pd.DataFrame:
+    """The run's incident timeline (``api.run_incidents``: as ``run_meta.json`` stores each
+    city's) in the page's language: the kind in words, the start as a date and time, the
+    duration in minutes and what the kind's own settings say (money in yuan); ``with_city``
+    first names the cities each acts in (a target is a device, line or outlet id of its city's
+    own, so in a run of several the city is what tells two cities' outlet 1 apart)."""
     lg = lang()
     rows = []
-    for inc in incidents:
+    for incident in incidents:
+        inc = incident.settings
         start = pd.Timestamp(inc.get("start"))
+        where = tr("explore.city_sep").join(places.city_name(c, lg) for c in incident.cities)
         rows.append(
             {
+                **({tr("explore.incident.col.city"): where} if with_city else {}),
                 tr("explore.incident.col.id"): str(inc.get("id", "")),
                 tr("explore.incident.col.kind"): code("incident_kind", inc.get("kind", "")),
                 tr("explore.incident.col.start"): tr(
@@ -593,24 +612,23 @@ def main() -> None:
         return
     run_dir, view = opened
     guarded(lambda: kpi_cards(view, run_dir))
-    settings, meta = view.settings, view.meta
+    meta = view.meta
     cities = api.run_cities(meta)
-    if len(cities) > 1:  # the queries cover every city; the incident timeline is the first's
+    if len(cities) > 1:  # the queries and the incident timeline cover every city
         st.caption(
             tr(
                 "explore.cities",
                 n=len(cities),
                 cities=tr("explore.city_sep").join(places.city_name(c, lang()) for c in cities),
-                city=places.city_name(cities[0], lang()),
             )
         )
     if view.weighted:
-        st.caption(tr("explore.estimate_note"))
+        st.caption(tr("common.estimate_note"))
     sections = {
         "ridership": lambda: ridership_tab(run_dir, meta),
         "money": lambda: money_tab(run_dir, meta),
         "outlets": lambda: outlets_tab(run_dir, view),
-        "faults": lambda: faults_tab(run_dir, settings),
+        "faults": lambda: faults_tab(run_dir, meta),
         "clearing": lambda: clearing_tab(run_dir),
         "map": lambda: map_tab(run_dir, view),
     }
