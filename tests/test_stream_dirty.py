@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import httpx
 import psycopg
+import pyarrow as pa
 import pytest
 
 from sim.api import load_scenario, privacy_key
@@ -194,3 +195,43 @@ def test_a_result_without_keys_is_refused(tmp_path):
     )
     assert done.returncode == 2
     assert "no idempotency_key or stream_seq column" in done.stderr
+
+
+def test_a_key_kept_twice_is_counted_apart_and_never_makes_caught_negative(tmp_path):
+    """A receiver with at-least-once delivery may keep a record twice: the duplicate scores
+    stay between 0 and 1, and the records kept twice are reported."""
+    state = tmp_path / "state"
+    assert _dirty(state, "null").reconciled
+    con = duckdb.connect()
+    labels = f"{state / 'labels' / '*.parquet'}"
+    # A perfect system: one record per tap (the first sent), malformed ones refused.
+    perfect = con.sql(
+        f"""SELECT idempotency_key FROM (
+               SELECT idempotency_key, row_number() OVER (PARTITION BY device_id, device_serial,
+                      transaction_id ORDER BY stream_seq) AS n
+               FROM '{labels}' WHERE kind <> 'malformed') WHERE n = 1"""
+    ).to_arrow_table()
+    best = score(state / "labels", perfect.rename_columns(["key"]))
+    assert best["duplicates"]["recall"] == 1.0 and best["duplicates"]["precision"] == 1.0
+    twice = con.sql(
+        f"""SELECT idempotency_key FROM '{labels}' WHERE kind = 'clean' AND transaction_id NOT IN
+            (SELECT transaction_id FROM '{labels}' WHERE kind = 'duplicate')
+            ORDER BY stream_seq LIMIT 100"""
+    ).to_arrow_table()
+    kept = pa.concat_tables([perfect, twice, twice.slice(0, 10)]).rename_columns(["key"])
+    report = score(state / "labels", kept)
+    d = report["duplicates"]
+    assert d["caught"] == best["duplicates"]["caught"] == d["copies_sent"] > 0
+    assert d["missed"] == 0 and d["recall"] == 1.0 and d["precision"] == 1.0
+    assert report["kept_more_than_once"] == {"records": 100, "extra_copies": 110}
+    assert report["money_fen"]["over_counted"] > 0
+    # A tap kept three times, with one copy sent: one copy missed, not a negative catch.
+    one_copy = con.sql(
+        f"""SELECT l.idempotency_key FROM '{labels}' l JOIN '{labels}' c
+              ON c.duplicate_of = l.stream_seq WHERE c.kind = 'duplicate' LIMIT 1"""
+    ).fetchall()[0][0]
+    thrice = pa.concat_tables(
+        [perfect.rename_columns(["key"]), pa.table({"key": [one_copy, one_copy]})]
+    )
+    d = score(state / "labels", thrice)["duplicates"]
+    assert d["caught"] == d["copies_sent"] - 1 and d["missed"] == 1 and 0 < d["recall"] < 1
