@@ -479,3 +479,51 @@ def test_a_broken_machine_key_is_bad_input(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2 and "privacy key" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _profile(tmp_path, text: str) -> ProfilePacer:
+    path = tmp_path / "profile.yaml"
+    path.write_text(text)
+    return ProfilePacer(load_profile(path))
+
+
+def test_long_and_steep_profiles_are_paced_without_a_grid(tmp_path):
+    """Due times come from the stages in closed form: a 1,000-hour stage costs nothing."""
+    import tracemalloc
+
+    tracemalloc.start()
+    pacer = _profile(tmp_path, "stages:\n  - {duration: 1000h, target: 1000}\n")
+    due = pacer.due(np.array([0, 499_999, 3_600_000, 1_799_999_999, 1_800_000_000]), None)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1_000_000
+    assert pacer.capacity == 1_800_000_000  # a ramp to 1,000/s over 3.6 million seconds
+    # The count on the ramp is t^2 / 7,200: record n is due at sqrt(7,200 (n + 1)).
+    assert np.allclose(
+        due[:4], np.sqrt(7200.0 * (np.array([0, 499_999, 3_600_000, 1_799_999_999]) + 1))
+    )
+    assert np.isinf(due[4])
+    spike = _profile(tmp_path, "stages:\n  - {duration: 1ms, target: 100000000}\n")
+    assert spike.capacity == 50_000
+
+
+@pytest.mark.parametrize(
+    ("stages", "field", "expected"),
+    [
+        ("{duration: 10s, target: .inf}", "stages.0.target", "finite number"),
+        ("{duration: 10s, target: 1.0e+12}", "stages.0.target", "less than or equal to"),
+        ("{duration: .inf, target: 10}", "stages.0.duration", "finite duration"),
+        ("{duration: 40000000, target: 10}", "stages.0.duration", "less than or equal to"),
+    ],
+)
+def test_a_profile_that_cannot_be_paced_names_its_file_and_field(tmp_path, stages, field, expected):
+    profile = tmp_path / "p.yaml"
+    profile.write_text(f"stages:\n  - {stages}\n")
+    done = subprocess.run(
+        [*CLI, "--sink", "null", "--profile", str(profile), "--state", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "p.yaml:2" in done.stderr and field in done.stderr and expected in done.stderr
+    assert "Traceback" not in done.stderr
