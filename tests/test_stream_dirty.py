@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -197,6 +198,79 @@ def test_a_result_without_keys_is_refused(tmp_path):
     assert "no idempotency_key or stream_seq column" in done.stderr
 
 
+def _profile_pacer(tmp_path: Path, text: str):
+    from traffic.pacing import ProfilePacer, load_profile
+
+    path = tmp_path / "profile.yaml"
+    path.write_text(text)
+    return ProfilePacer(load_profile(path))
+
+
+def _scored_file(labels: Path, sent: Path) -> dict:
+    """The scores of a system that kept every record of ``sent`` (a JSON-lines file)."""
+    return score(labels, read_result(str(sent)))
+
+
+def test_only_records_sent_have_labels_when_a_profile_ends_or_a_stream_stops(tmp_path):
+    """A profile ends mid-day, a stop comes mid-day: the days already made but not sent
+    have no labels, so a system that kept every record sent has lost none."""
+    import threading
+
+    from traffic.pacing import RatePacer
+
+    rates = Injection.parse(["duplicate=0.05", "malformed=0.02", "late=0.02"])
+    profile = "stages:\n  - {duration: 1s, target: 600}\n  - {duration: 1s, target: 600}\n"
+    cases = {
+        "profile": {"pacer": _profile_pacer(tmp_path, profile)},
+        "stopped": {"pacer": RatePacer(800)},
+    }
+    for name, settings in cases.items():
+        stop = threading.Event()
+        if name == "stopped":
+            threading.Timer(2.0, stop.set).start()
+        sent = tmp_path / f"{name}.jsonl"
+        state = tmp_path / name
+        report = stream(
+            load_scenario(SMALL, days=2),
+            StreamSettings(
+                sink=f"file://{sent}", state_dir=state, injection=rates, batch_size=50, **settings
+            ),
+            privacy_key=privacy_key(None),
+            stop=stop,
+        )
+        records = sent.read_bytes().splitlines()
+        assert 0 < len(records) == report.totals["acknowledged"] < 3000, name
+        labels = _labels(state).fetchall()
+        assert len(labels) == len(records), name
+        scores = _scored_file(state / "labels", sent)
+        assert scores["records_sent"] == len(records) and scores["unknown_keys"] == 0
+        assert scores["duplicates"]["genuine_lost"] == 0, (name, scores)
+        assert scores["money_fen"]["lost"] == 0, (name, scores)
+        assert scores["malformed"]["caught"] == 0  # kept them all
+
+
+def test_labels_of_a_resumed_dirty_stream_are_the_uninterrupted_ones(tmp_path, dirty):
+    import threading
+
+    from traffic.pacing import RatePacer
+
+    tmp, *_ = dirty
+    sent = tmp_path / "dirty.jsonl"
+    stop = threading.Event()
+    threading.Timer(2.0, stop.set).start()
+    settings = StreamSettings(
+        sink=f"file://{sent}", state_dir=tmp_path / "state", injection=Injection.parse(RATES),
+        pacer=RatePacer(800), batch_size=50,
+    )  # fmt: skip
+    first = stream(load_scenario(SMALL, days=2), settings, privacy_key=privacy_key(None), stop=stop)
+    assert not first.finished
+    assert len(_labels(tmp_path / "state").fetchall()) == first.totals["acknowledged"]
+    resumed = dataclasses.replace(settings, resume=True, pacer=RatePacer(50_000))
+    assert stream(load_scenario(SMALL, days=2), resumed, privacy_key=privacy_key(None)).reconciled
+    assert sent.read_bytes() == (tmp / "dirty.jsonl").read_bytes()
+    assert _labels(tmp_path / "state").fetchall() == _labels(tmp / "state").fetchall()
+
+
 def test_a_key_kept_twice_is_counted_apart_and_never_makes_caught_negative(tmp_path):
     """A receiver with at-least-once delivery may keep a record twice: the duplicate scores
     stay between 0 and 1, and the records kept twice are reported."""
@@ -235,3 +309,40 @@ def test_a_key_kept_twice_is_counted_apart_and_never_makes_caught_negative(tmp_p
     )
     d = score(state / "labels", thrice)["duplicates"]
     assert d["caught"] == d["copies_sent"] - 1 and d["missed"] == 1 and 0 < d["recall"] < 1
+
+
+def test_restamped_defects_stay_in_the_records(tmp_path):
+    """--restamp stamps each record with the wall clock plus its own offset: a skewed clock is
+    still off by its skew, a late record still late, a record without a time still without."""
+    import datetime as dt
+
+    sent = tmp_path / "restamped.jsonl"
+    state = tmp_path / "state"
+    before = dt.datetime.now().replace(microsecond=0)
+    report = stream(
+        load_scenario(SMALL, days=1),
+        StreamSettings(
+            sink=f"file://{sent}", state_dir=state, restamp=True,
+            injection=Injection.parse(["malformed=0.3", "clock_skew=0.5", "late=0.05"]),
+        ),
+        privacy_key=privacy_key(None),
+    )  # fmt: skip
+    assert report.reconciled
+    records = [json.loads(x) for x in sent.read_bytes().splitlines()]
+    labels = _labels(state).to_arrow_table().to_pylist()
+    missing = [lab["defect"] == "missing_event_timestamp" for lab in labels]
+    assert sum(missing) > 0
+    assert [r["event_timestamp"] is None for r in records] == missing
+    # Unpaced, every record is due at the start: its stamp is that second plus its offset.
+    wall0 = dt.datetime.fromisoformat(records[0]["event_timestamp"]) - dt.timedelta(
+        seconds=labels[0]["skew_s"] - labels[0]["delay_s"]
+    )
+    assert before - dt.timedelta(seconds=1) <= wall0 <= dt.datetime.now()
+    skewed = 0
+    for record, label in zip(records, labels, strict=True):
+        if record["event_timestamp"] is None:
+            continue
+        offset = dt.datetime.fromisoformat(record["event_timestamp"]) - wall0
+        assert offset.total_seconds() == label["skew_s"] - label["delay_s"]
+        skewed += label["skew_s"] != 0
+    assert skewed > 100 and any(lab["kind"] == "late" for lab in labels)

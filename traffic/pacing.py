@@ -151,6 +151,10 @@ class SpeedPacer(Pacer):
         self.speed = float(speed)
         self.origin_s: int | None = None  # simulated time of the first record
 
+    def start(self, first_seq: int) -> None:
+        super().start(first_seq)
+        self.origin_s = None  # each session's clock starts at its own first record
+
     def due(self, seq, event_s):
         event_s = np.asarray(event_s, dtype=np.int64)
         if self.origin_s is None and len(event_s):
