@@ -7,11 +7,17 @@ record as JSON in one buffer (no Python object per record). ``next_batch`` hands
 ``batch_size`` records in time order, with the wall-clock moment they are due at ``speed``.
 ``TapFeed.from_recording`` reads a recorded stream instead (traffic/recording.py: nothing
 simulated).
+
+In Locust's distributed mode every worker process builds the same feed (the same scenario and
+seed give the same records) and takes its own share of it (``partition``): the stream's batches
+dealt out in turn, batch k to worker k mod N, so together the workers send every record once,
+each batch at the time it is due.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import queue
 import threading
 from pathlib import Path
@@ -38,10 +44,21 @@ class TapFeed:
         self.offsets = offsets  # record i is data[offsets[i]:offsets[i+1] - 1] (a ',' after)
         self.event_s = event_s
         self.speed = float(speed)
-        self.cursor = 0
+        if not (math.isfinite(self.speed) and self.speed > 0):
+            raise ValueError(f"speed: expected a number > 0, got {speed!r}")
+        self.part, self.parts = 0, 1  # this worker's share (``partition``)
+        self._next = 0  # the next batch this worker sends, by its number in the stream
 
     def __len__(self) -> int:
         return len(self.event_s)
+
+    def partition(self, part: int, parts: int) -> None:
+        """Send only the share of worker ``part`` of ``parts``: batches part, part + parts,
+        part + 2 parts... (module docstring). Before the first ``next_batch``."""
+        if not 0 <= part < parts:
+            raise ValueError(f"partition {part} of {parts}: expected 0 <= part < parts")
+        self.part, self.parts = int(part), int(parts)
+        self._next = self.part
 
     @classmethod
     def from_scenario(
@@ -102,13 +119,16 @@ class TapFeed:
         return cls(stream_id, data, np.concatenate(offsets), event_s, speed)
 
     def next_batch(self, batch_size: int) -> Batch | None:
-        """The next records (None when the feed is used up). Greenlets share one feed: this
-        never yields, so two users never take the same records."""
-        start = self.cursor
+        """The next batch of this worker's share (None when it is used up); ``batch_size``
+        the same on every call, and on every worker. Greenlets share one feed: this never
+        yields, so two users never take the same records."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected a whole number > 0, got {batch_size}")
+        start = self._next * batch_size
         if start >= len(self):
             return None
         end = min(start + batch_size, len(self))
-        self.cursor = end
+        self._next += self.parts
         body = b"[" + self.data[self.offsets[start] : self.offsets[end] - 1] + b"]"
         due = (self.event_s[start] - self.event_s[0]) / self.speed
         return Batch(body, end - start, float(due), start)

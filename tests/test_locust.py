@@ -19,16 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
 
 
-def _locust(host: str, env: dict) -> subprocess.CompletedProcess:
+def _locust(host: str, env: dict, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
          "--host", host, "--headless", "-u", "4", "-r", "4", "-t", "10s", "--only-summary",
-         "--stop-timeout", "5"],
+         "--stop-timeout", "5", *flags],
         capture_output=True, text=True, env={**os.environ, **env}, timeout=180,
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("source", ["scenario", "recording"])
+@pytest.mark.parametrize("source", ["scenario", "recording", "two worker processes"])
 def test_locust_users_send_the_simulated_days_taps(tmp_path, source):
     expected = tmp_path / "taps.jsonl"
     for sink in (f"file://{expected}", f"file://{tmp_path / 'taps.parquet'}"):
@@ -40,18 +40,22 @@ def test_locust_users_send_the_simulated_days_taps(tmp_path, source):
     env = {"CARDTWIN_SPEED": "20000", "CARDTWIN_SCENARIO": str(SMALL)}
     if source == "recording":  # nothing simulated: the recorded stream's records
         env = {"CARDTWIN_SPEED": "20000", "CARDTWIN_RECORDING": str(tmp_path / "taps.parquet")}
+    # Distributed: each worker process builds the feed and sends its share of it.
+    flags = ["--processes", "2"] if source == "two worker processes" else []
     server, store = serve()
     try:
-        done = _locust(f"http://127.0.0.1:{server.server_address[1]}", env)
+        done = _locust(f"http://127.0.0.1:{server.server_address[1]}", env, *flags)
     finally:
         server.shutdown()
     assert done.returncode == 0, done.stderr[-2000:]
     assert "/taps (100 taps)" in done.stderr
     sent = {r["idempotency_key"]: r for r in map(json.loads, expected.read_bytes().splitlines())}
     got = {k: json.loads(v) for k, v in store.records.items()}
-    # The same records as the stream command sends, each once (Locust users share one feed).
+    # The same records as the stream command sends, each once (Locust users share one feed,
+    # worker processes a share each).
     assert got == sent
     assert store.counts["duplicate_keys"] == 0
+    assert store.counts["records_received"] == len(sent)
 
 
 def test_locust_with_a_file_that_is_not_a_recording_says_so(tmp_path):
@@ -60,4 +64,25 @@ def test_locust_with_a_file_that_is_not_a_recording_says_so(tmp_path):
     done = _locust("http://127.0.0.1:9", {"CARDTWIN_RECORDING": str(bad)})
     assert done.returncode == 2
     assert f"error: {bad}: not a readable Parquet file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("CARDTWIN_DAYS", "abc", "CARDTWIN_DAYS='abc': expected a whole number of days > 0"),
+        ("CARDTWIN_DAYS", "0", "CARDTWIN_DAYS='0': expected a whole number of days > 0"),
+        ("CARDTWIN_BATCH", "x", "CARDTWIN_BATCH='x': expected a whole number of records > 0"),
+        ("CARDTWIN_BATCH", "0", "CARDTWIN_BATCH='0': expected a whole number of records > 0"),
+        ("CARDTWIN_SPEED", "fast", "CARDTWIN_SPEED='fast': expected a number > 0"),
+        ("CARDTWIN_SPEED", "0", "CARDTWIN_SPEED='0': expected a number > 0"),
+        ("CARDTWIN_SPEED", "-5", "CARDTWIN_SPEED='-5': expected a number > 0"),
+        ("CARDTWIN_SPEED", "inf", "CARDTWIN_SPEED='inf': expected a number > 0"),
+        ("CARDTWIN_PATH", "taps", "CARDTWIN_PATH='taps': expected a path starting with /"),
+    ],
+)
+def test_a_bad_setting_names_the_variable_and_what_it_expects(name, value, expected):
+    done = _locust("http://127.0.0.1:9", {name: value})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"error: {expected}" in done.stderr
     assert "Traceback" not in done.stderr

@@ -469,6 +469,23 @@ def test_restamped_records_carry_the_wall_clock(tmp_path):
     assert abs(span - len(stamps) / 2000) <= 1.5
 
 
+@pytest.mark.parametrize(
+    ("record_format", "column"), [("uploads", "uploaded_at"), ("clearing", "issued_at")]
+)
+def test_restamp_stamps_each_formats_own_time(tmp_path, record_format, column):
+    import datetime as dt
+
+    path = tmp_path / "out.jsonl"
+    before = dt.datetime.now().replace(microsecond=0) - dt.timedelta(seconds=1)
+    report = _stream(
+        tmp_path, f"file://{path}", days=2, record_format=record_format, restamp=True,
+        sink_options=SinkOptions(record_format=record_format),
+    )  # fmt: skip
+    assert report.reconciled
+    stamps = [dt.datetime.fromisoformat(r[column]) for r in json_lines(path)]
+    assert stamps and all(before <= t <= dt.datetime.now() for t in stamps)
+
+
 def test_a_broken_machine_key_is_bad_input(tmp_path):
     key = tmp_path / "broken.key"
     key.write_bytes(b"too short")
@@ -479,3 +496,241 @@ def test_a_broken_machine_key_is_bad_input(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2 and "privacy key" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _interrupted(tmp_path, sink, after_s=1.0, **settings):
+    """A stream stopped after ``after_s`` seconds of sending (what was sent is checkpointed)."""
+    stop = threading.Event()
+    threading.Timer(after_s, stop.set).start()
+    report = _stream(tmp_path, sink, stop=stop, **settings)
+    assert not report.finished
+    return report
+
+
+def test_resuming_into_another_sink_or_encoding_is_refused_and_touches_nothing(tmp_path):
+    """A resumed file stream cuts its file back to the checkpoint: given another file (or the
+    same path holding another file) it would cut someone's data and append the tail."""
+    from traffic.stream import StreamSetupError
+
+    whole = tmp_path / "whole.jsonl"
+    assert _stream(tmp_path / "w", f"file://{whole}").reconciled
+    part = tmp_path / "f.jsonl"
+    _interrupted(tmp_path, f"file://{part}", pacer=RatePacer(500), batch_size=20)
+    kept = part.read_bytes()
+    assert 0 < len(kept) < whole.stat().st_size
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(b'{"mine": 1}\n' * 100_000)
+    checkpoint = (tmp_path / "state" / "checkpoint.json").read_bytes()
+    state = tmp_path / "state"
+    cmd = [*CLI, "--days", "2", "--state", str(state), "--resume", "--quiet"]
+    done = subprocess.run([*cmd, "--sink", f"file://{other}"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--sink file://{part}, not file://{other}" in done.stderr
+    done = subprocess.run(
+        [*cmd, "--sink", f"file://{part}", "--encoding", "csv"], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "--encoding json, not csv" in done.stderr
+    # The same path, another file: as long, or longer, but not this stream's.
+    for foreign in (b"x" * len(kept), kept[:-40] + b"z" * 40 + b"\n", b"y" * (2 * len(kept))):
+        part.write_bytes(foreign)
+        with pytest.raises(StreamSetupError, match="is not the file this stream wrote"):
+            _stream(tmp_path, f"file://{part}", resume=True)
+        assert part.read_bytes() == foreign
+    assert other.read_bytes() == b'{"mine": 1}\n' * 100_000
+    assert (state / "checkpoint.json").read_bytes() == checkpoint
+    # With its own file back, the stream goes on, byte for byte the uninterrupted one.
+    part.write_bytes(kept + b'{"half a rec')  # and what a kill left past the checkpoint
+    assert _stream(tmp_path, f"file://{part}", resume=True).reconciled
+    assert part.read_bytes() == whole.read_bytes()
+
+
+def test_the_checkpoint_keeps_the_sink_without_its_secrets(tmp_path):
+    from traffic.stream import public_url
+
+    url = "postgresql://me:s3cret@127.0.0.1:5432/db?table=t&password=p4ss&sslmode=require"
+    assert public_url(url) == "postgresql://me@127.0.0.1:5432/db?table=t&sslmode=require"
+    assert public_url("http://127.0.0.1:8080/taps?token=abc") == "http://127.0.0.1:8080/taps"
+    assert public_url("null") == "null" and public_url("-") == "-"
+    assert _stream(tmp_path, "null", days=1, pacer=RatePacer(50_000)).reconciled
+    setup = json.loads((tmp_path / "state" / "checkpoint.json").read_text())["setup"]
+    assert setup == {
+        "sink": "null",
+        "encoding": "json",
+        "pacing": {"kind": "rate", "rate": 50_000.0},
+        "restamp": False,
+    }
+
+
+def _profile(tmp_path, text: str) -> ProfilePacer:
+    path = tmp_path / "profile.yaml"
+    path.write_text(text)
+    return ProfilePacer(load_profile(path))
+
+
+def test_a_resumed_profile_goes_on_where_it_stopped(tmp_path):
+    """An interrupted profile, resumed, ends as the uninterrupted one does: the same records,
+    the rest of the profile; a stream that finished sends nothing when resumed."""
+    from traffic.stream import StreamSetupError
+
+    profile = "stages:\n  - {duration: 1s, target: 400}\n  - {duration: 2s, target: 400}\n"
+    whole = tmp_path / "whole.jsonl"
+    report = _stream(tmp_path / "w", f"file://{whole}", days=1, pacer=_profile(tmp_path, profile))
+    assert report.reconciled and report.totals["generated"] == 1000  # 200 + 800
+    part = tmp_path / "part.jsonl"
+    first = _interrupted(
+        tmp_path, f"file://{part}", after_s=1.5, days=1, pacer=_profile(tmp_path, profile)
+    )
+    assert 0 < first.totals["acknowledged"] < 1000
+    with pytest.raises(StreamSetupError, match="a profile decides which records are sent"):
+        _stream(tmp_path, f"file://{part}", days=1, resume=True, pacer=RatePacer(400))
+    resumed = _stream(
+        tmp_path, f"file://{part}", days=1, resume=True, pacer=_profile(tmp_path, profile)
+    )
+    assert resumed.reconciled and resumed.totals["generated"] == 1000
+    assert part.read_bytes() == whole.read_bytes()
+    # The rest of the profile, not all of it again: ~1.5 s of the 3.
+    assert resumed.wall_s < 2.8
+    # Finished: a resume sends nothing, says so, and leaves the state folder as it was.
+    checkpoint = json.loads((tmp_path / "state" / "checkpoint.json").read_text())
+    assert checkpoint["finished"] and checkpoint["done_through"] == 999
+    report_file = (tmp_path / "state" / "report.json").read_bytes()
+    again = _stream(
+        tmp_path, f"file://{part}", days=1, resume=True, pacer=_profile(tmp_path, profile)
+    )
+    assert again.already_finished and again.totals["generated"] == 1000
+    assert part.read_bytes() == whole.read_bytes()
+    assert (tmp_path / "state" / "report.json").read_bytes() == report_file
+    done = subprocess.run(
+        [*CLI, "--days", "1", "--sink", f"file://{part}", "--state", str(tmp_path / "state"),
+         "--profile", str(tmp_path / "profile.yaml"), "--resume"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "had already finished (1,000 records" in done.stderr and "nothing sent" in done.stderr
+    assert part.read_bytes() == whole.read_bytes()
+
+
+def test_long_and_steep_profiles_are_paced_without_a_grid(tmp_path):
+    """Due times come from the stages in closed form: a 1,000-hour stage costs nothing."""
+    import tracemalloc
+
+    tracemalloc.start()
+    pacer = _profile(tmp_path, "stages:\n  - {duration: 1000h, target: 1000}\n")
+    due = pacer.due(np.array([0, 499_999, 3_600_000, 1_799_999_999, 1_800_000_000]), None)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1_000_000
+    assert pacer.capacity == 1_800_000_000  # a ramp to 1,000/s over 3.6 million seconds
+    # The count on the ramp is t^2 / 7,200: record n is due at sqrt(7,200 (n + 1)).
+    assert np.allclose(
+        due[:4], np.sqrt(7200.0 * (np.array([0, 499_999, 3_600_000, 1_799_999_999]) + 1))
+    )
+    assert np.isinf(due[4])
+    spike = _profile(tmp_path, "stages:\n  - {duration: 1ms, target: 100000000}\n")
+    assert spike.capacity == 50_000
+
+
+@pytest.mark.parametrize(
+    ("stages", "field", "expected"),
+    [
+        ("{duration: 10s, target: .inf}", "stages.0.target", "finite number"),
+        ("{duration: 10s, target: 1.0e+12}", "stages.0.target", "less than or equal to"),
+        ("{duration: .inf, target: 10}", "stages.0.duration", "finite duration"),
+        ("{duration: 40000000, target: 10}", "stages.0.duration", "less than or equal to"),
+    ],
+)
+def test_a_profile_that_cannot_be_paced_names_its_file_and_field(tmp_path, stages, field, expected):
+    profile = tmp_path / "p.yaml"
+    profile.write_text(f"stages:\n  - {stages}\n")
+    done = subprocess.run(
+        [*CLI, "--sink", "null", "--profile", str(profile), "--state", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "p.yaml:2" in done.stderr and field in done.stderr and expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_report_goes_on_while_a_slow_sink_holds_the_stream_back(tmp_path):
+    """Each batch takes 2.5 s: the pacer waits for room in the queue, and the report still
+    comes every second, with rates over the time each row covers, and a last row for the
+    rest."""
+    server, _ = serve(slow_rate=1.0, slow_s=2.5)
+    rows = []
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/taps"
+        report = _interrupted(
+            tmp_path, url, after_s=6.0, days=1, pacer=RatePacer(1000), batch_size=10,
+            sink_options=SinkOptions(concurrency=1), on_second=rows.append,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    assert rows == report.per_second and len(rows) >= 5
+    times = [0.0] + [row["t_s"] for row in rows]
+    assert max(np.diff(times[:-1])) < 1.5  # every second, not every 2.5 s
+    sent = acknowledged = 0
+    for row in rows:
+        assert abs(row["sent_per_s"] * row["interval_s"] - (row["sent"] - sent)) < 1
+        assert (
+            abs(
+                row["acknowledged_per_s"] * row["interval_s"] - (row["acknowledged"] - acknowledged)
+            )
+            < 1
+        )
+        sent, acknowledged = row["sent"], row["acknowledged"]
+    # The last row covers the end: its counts are the stream's.
+    assert rows[-1]["sent"] == report.totals["sent"]
+    assert rows[-1]["acknowledged"] == report.totals["acknowledged"]
+
+
+def test_a_sink_that_breaks_in_the_final_drain_still_writes_the_report(tmp_path):
+    """/dev/full takes the file open, then refuses the bytes: the one batch fails once the
+    pacer is done, while the last batches drain."""
+    from traffic.delivery import DeliveryFailed
+
+    assert _stream(tmp_path, "null", days=1).reconciled  # an earlier report in the folder
+    with pytest.raises(DeliveryFailed):
+        _stream(
+            tmp_path, "file:///dev/full", days=1, batch_size=5000,
+            sink_options=SinkOptions(encoding="json"),
+        )  # fmt: skip
+    report = json.loads((tmp_path / "state" / "report.json").read_text())
+    assert report["sink"].startswith("/dev/full") and not report["finished"]
+    assert not report["reconciled"] and report["totals"]["acknowledged"] == 0
+
+
+def test_a_damaged_dead_letter_file_is_refused_before_anything_is_sent(tmp_path):
+    server, store = serve(refuse_rate=0.3, seed=5)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/taps"
+        _interrupted(
+            tmp_path, url, after_s=2.0, pacer=RatePacer(500), batch_size=20,
+            sink_options=SinkOptions(concurrency=1),  # batches done in order: none past the mark
+        )  # fmt: skip
+        state = tmp_path / "state"
+        dead = state / "dead_letters.jsonl"
+        lines = dead.read_bytes().splitlines(keepends=True)
+        assert len(lines) >= 2
+        cmd = [*CLI, "--days", "2", "--sink", url, "--state", str(state), "--resume", "--quiet"]
+        received = store.counts["records_received"]
+        for damaged, expected in (
+            ([lines[0][:25] + b"\n", *lines[1:]], "dead_letters.jsonl:1: not a dead letter"),
+            ([lines[0], b'{"stream_seq": "x"}\n', *lines[2:]], "dead_letters.jsonl:2:"),
+            (lines[1:], f"holds {len(lines) - 1} dead letters up to stream position"),
+        ):
+            dead.write_bytes(b"".join(damaged))
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            assert done.returncode == 2 and expected in done.stderr, done.stderr
+            assert "Traceback" not in done.stderr
+            assert store.counts["records_received"] == received  # nothing sent
+            assert dead.read_bytes() == b"".join(damaged)
+        # A last line a kill cut short (its batch was not done) is dropped; the rest goes on.
+        dead.write_bytes(b"".join(lines) + b'{"stream_seq": 99999, "idem')
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr
+    report = json.loads((state / "report.json").read_text())
+    assert report["reconciled"]
+    assert len(dead.read_bytes().splitlines()) == report["totals"]["dead_lettered"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import duckdb
 import httpx
 import psycopg
+import pyarrow as pa
 import pytest
 
 from sim.api import load_scenario, privacy_key
@@ -194,3 +196,153 @@ def test_a_result_without_keys_is_refused(tmp_path):
     )
     assert done.returncode == 2
     assert "no idempotency_key or stream_seq column" in done.stderr
+
+
+def _profile_pacer(tmp_path: Path, text: str):
+    from traffic.pacing import ProfilePacer, load_profile
+
+    path = tmp_path / "profile.yaml"
+    path.write_text(text)
+    return ProfilePacer(load_profile(path))
+
+
+def _scored_file(labels: Path, sent: Path) -> dict:
+    """The scores of a system that kept every record of ``sent`` (a JSON-lines file)."""
+    return score(labels, read_result(str(sent)))
+
+
+def test_only_records_sent_have_labels_when_a_profile_ends_or_a_stream_stops(tmp_path):
+    """A profile ends mid-day, a stop comes mid-day: the days already made but not sent
+    have no labels, so a system that kept every record sent has lost none."""
+    import threading
+
+    from traffic.pacing import RatePacer
+
+    rates = Injection.parse(["duplicate=0.05", "malformed=0.02", "late=0.02"])
+    profile = "stages:\n  - {duration: 1s, target: 600}\n  - {duration: 1s, target: 600}\n"
+    cases = {
+        "profile": {"pacer": _profile_pacer(tmp_path, profile)},
+        "stopped": {"pacer": RatePacer(800)},
+    }
+    for name, settings in cases.items():
+        stop = threading.Event()
+        if name == "stopped":
+            threading.Timer(2.0, stop.set).start()
+        sent = tmp_path / f"{name}.jsonl"
+        state = tmp_path / name
+        report = stream(
+            load_scenario(SMALL, days=2),
+            StreamSettings(
+                sink=f"file://{sent}", state_dir=state, injection=rates, batch_size=50, **settings
+            ),
+            privacy_key=privacy_key(None),
+            stop=stop,
+        )
+        records = sent.read_bytes().splitlines()
+        assert 0 < len(records) == report.totals["acknowledged"] < 3000, name
+        labels = _labels(state).fetchall()
+        assert len(labels) == len(records), name
+        scores = _scored_file(state / "labels", sent)
+        assert scores["records_sent"] == len(records) and scores["unknown_keys"] == 0
+        assert scores["duplicates"]["genuine_lost"] == 0, (name, scores)
+        assert scores["money_fen"]["lost"] == 0, (name, scores)
+        assert scores["malformed"]["caught"] == 0  # kept them all
+
+
+def test_labels_of_a_resumed_dirty_stream_are_the_uninterrupted_ones(tmp_path, dirty):
+    import threading
+
+    from traffic.pacing import RatePacer
+
+    tmp, *_ = dirty
+    sent = tmp_path / "dirty.jsonl"
+    stop = threading.Event()
+    threading.Timer(2.0, stop.set).start()
+    settings = StreamSettings(
+        sink=f"file://{sent}", state_dir=tmp_path / "state", injection=Injection.parse(RATES),
+        pacer=RatePacer(800), batch_size=50,
+    )  # fmt: skip
+    first = stream(load_scenario(SMALL, days=2), settings, privacy_key=privacy_key(None), stop=stop)
+    assert not first.finished
+    assert len(_labels(tmp_path / "state").fetchall()) == first.totals["acknowledged"]
+    resumed = dataclasses.replace(settings, resume=True, pacer=RatePacer(50_000))
+    assert stream(load_scenario(SMALL, days=2), resumed, privacy_key=privacy_key(None)).reconciled
+    assert sent.read_bytes() == (tmp / "dirty.jsonl").read_bytes()
+    assert _labels(tmp_path / "state").fetchall() == _labels(tmp / "state").fetchall()
+
+
+def test_a_key_kept_twice_is_counted_apart_and_never_makes_caught_negative(tmp_path):
+    """A receiver with at-least-once delivery may keep a record twice: the duplicate scores
+    stay between 0 and 1, and the records kept twice are reported."""
+    state = tmp_path / "state"
+    assert _dirty(state, "null").reconciled
+    con = duckdb.connect()
+    labels = f"{state / 'labels' / '*.parquet'}"
+    # A perfect system: one record per tap (the first sent), malformed ones refused.
+    perfect = con.sql(
+        f"""SELECT idempotency_key FROM (
+               SELECT idempotency_key, row_number() OVER (PARTITION BY device_id, device_serial,
+                      transaction_id ORDER BY stream_seq) AS n
+               FROM '{labels}' WHERE kind <> 'malformed') WHERE n = 1"""
+    ).to_arrow_table()
+    best = score(state / "labels", perfect.rename_columns(["key"]))
+    assert best["duplicates"]["recall"] == 1.0 and best["duplicates"]["precision"] == 1.0
+    twice = con.sql(
+        f"""SELECT idempotency_key FROM '{labels}' WHERE kind = 'clean' AND transaction_id NOT IN
+            (SELECT transaction_id FROM '{labels}' WHERE kind = 'duplicate')
+            ORDER BY stream_seq LIMIT 100"""
+    ).to_arrow_table()
+    kept = pa.concat_tables([perfect, twice, twice.slice(0, 10)]).rename_columns(["key"])
+    report = score(state / "labels", kept)
+    d = report["duplicates"]
+    assert d["caught"] == best["duplicates"]["caught"] == d["copies_sent"] > 0
+    assert d["missed"] == 0 and d["recall"] == 1.0 and d["precision"] == 1.0
+    assert report["kept_more_than_once"] == {"records": 100, "extra_copies": 110}
+    assert report["money_fen"]["over_counted"] > 0
+    # A tap kept three times, with one copy sent: one copy missed, not a negative catch.
+    one_copy = con.sql(
+        f"""SELECT l.idempotency_key FROM '{labels}' l JOIN '{labels}' c
+              ON c.duplicate_of = l.stream_seq WHERE c.kind = 'duplicate' LIMIT 1"""
+    ).fetchall()[0][0]
+    thrice = pa.concat_tables(
+        [perfect.rename_columns(["key"]), pa.table({"key": [one_copy, one_copy]})]
+    )
+    d = score(state / "labels", thrice)["duplicates"]
+    assert d["caught"] == d["copies_sent"] - 1 and d["missed"] == 1 and 0 < d["recall"] < 1
+
+
+def test_restamped_defects_stay_in_the_records(tmp_path):
+    """--restamp stamps each record with the wall clock plus its own offset: a skewed clock is
+    still off by its skew, a late record still late, a record without a time still without."""
+    import datetime as dt
+
+    sent = tmp_path / "restamped.jsonl"
+    state = tmp_path / "state"
+    before = dt.datetime.now().replace(microsecond=0)
+    report = stream(
+        load_scenario(SMALL, days=1),
+        StreamSettings(
+            sink=f"file://{sent}", state_dir=state, restamp=True,
+            injection=Injection.parse(["malformed=0.3", "clock_skew=0.5", "late=0.05"]),
+        ),
+        privacy_key=privacy_key(None),
+    )  # fmt: skip
+    assert report.reconciled
+    records = [json.loads(x) for x in sent.read_bytes().splitlines()]
+    labels = _labels(state).to_arrow_table().to_pylist()
+    missing = [lab["defect"] == "missing_event_timestamp" for lab in labels]
+    assert sum(missing) > 0
+    assert [r["event_timestamp"] is None for r in records] == missing
+    # Unpaced, every record is due at the start: its stamp is that second plus its offset.
+    wall0 = dt.datetime.fromisoformat(records[0]["event_timestamp"]) - dt.timedelta(
+        seconds=labels[0]["skew_s"] - labels[0]["delay_s"]
+    )
+    assert before - dt.timedelta(seconds=1) <= wall0 <= dt.datetime.now()
+    skewed = 0
+    for record, label in zip(records, labels, strict=True):
+        if record["event_timestamp"] is None:
+            continue
+        offset = dt.datetime.fromisoformat(record["event_timestamp"]) - wall0
+        assert offset.total_seconds() == label["skew_s"] - label["delay_s"]
+        skewed += label["skew_s"] != 0
+    assert skewed > 100 and any(lab["kind"] == "late" for lab in labels)

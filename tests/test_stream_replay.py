@@ -220,3 +220,24 @@ def test_flags_that_shape_a_simulation_are_refused_for_a_recording(
     )  # fmt: skip
     assert done.returncode == 2
     assert expected in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_replay_keeps_its_streams_labels_and_drops_another_streams(tmp_path):
+    """A dirty recording's labels are in its state folder; replaying it with that folder (the
+    same stream, the same keys) keeps them, where the replay does not write labels of its own.
+    Another stream's labels there would mislead: they go, as a new live stream's would."""
+    injection = Injection.parse(["duplicate=0.05", "malformed=0.02"], 300)
+    path = tmp_path / "dirty.parquet"
+    _live(tmp_path, f"file://{path}", injection=injection)
+    state = tmp_path / "live-state"
+    labels = {p.name: p.read_bytes() for p in (state / "labels").glob("day=*.parquet")}
+    assert labels
+    recording = Recording.open(path)
+    settings = StreamSettings(sink="null", state_dir=state)
+    assert replay(recording, settings).reconciled
+    assert {p.name: p.read_bytes() for p in (state / "labels").glob("day=*.parquet")} == labels
+    # A replay of another (clean) recording into that folder: those labels are not its own.
+    clean = tmp_path / "clean.parquet"
+    _live(tmp_path / "clean", f"file://{clean}")
+    assert replay(Recording.open(clean), settings).reconciled
+    assert not (state / "labels").exists()

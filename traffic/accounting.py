@@ -8,6 +8,11 @@ exactly there, e.g. a file's length), written atomically: ``--resume`` starts af
 record acknowledged after the mark but before a kill is sent again, under the same
 idempotency key (at-least-once delivery; a receiver that keeps keys counts it once).
 
+The checkpoint also keeps what a resumed session must not change (``setup``: the sink, its
+encoding, a profile, ``--restamp``; traffic/stream.py compares them), the highest position of
+any finished batch (``sent_through``: the labels of a dirty stream end there) and whether the
+stream ended with every record done (``finished``: resuming it sends nothing).
+
 ``DeadLetters`` is a JSON-lines file, one line per record given up on:
 ``{"stream_seq": 17, "idempotency_key": "...", "reason": "...", "record": {...}}``.
 """
@@ -20,39 +25,64 @@ import os
 import threading
 from pathlib import Path
 
-CHECKPOINT_VERSION = 1
+#: 2: the checkpoint keeps ``setup``, ``sent_through`` and ``finished`` (module docstring).
+CHECKPOINT_VERSION = 2
 
 
 @dataclasses.dataclass
 class Checkpoint:
     """Where a stream got to: every record before ``done_through + 1`` is done; of them
-    ``acknowledged`` were acknowledged and ``dead_lettered`` went to the dead-letter file."""
+    ``acknowledged`` were acknowledged and ``dead_lettered`` went to the dead-letter file
+    (the other fields: module docstring)."""
 
     stream_id: str
     done_through: int = -1
     acknowledged: int = 0
     dead_lettered: int = 0
     sink_state: dict = dataclasses.field(default_factory=dict)
+    sent_through: int = -1
+    finished: bool = False
+    setup: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint:
         """Read a checkpoint file; ValueError says what is wrong with it."""
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: not a readable stream checkpoint ({exc})") from None
+        if isinstance(raw, dict) and raw.get("version") == 1:
+            # Written before the checkpoint recorded its sink: resuming it could cut back a
+            # file it never wrote, so it is not resumed.
+            raise ValueError(
+                f"{path}: a checkpoint of version 1 (an earlier CardTwin), which does not say "
+                "which sink it wrote to; start the stream again without --resume"
+            )
         if not isinstance(raw, dict) or raw.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{path}: expected a checkpoint of version {CHECKPOINT_VERSION}")
         try:
-            return cls(
+            checkpoint = cls(
                 stream_id=str(raw["stream_id"]),
                 done_through=int(raw["done_through"]),
                 acknowledged=int(raw["acknowledged"]),
                 dead_lettered=int(raw["dead_lettered"]),
                 sink_state=dict(raw.get("sink_state") or {}),
+                sent_through=int(raw["sent_through"]),
+                finished=_boolean(raw["finished"]),
+                setup=dict(raw["setup"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: checkpoint field missing or wrong: {exc}") from None
+        counted = checkpoint.acknowledged + checkpoint.dead_lettered
+        if min(checkpoint.acknowledged, checkpoint.dead_lettered) < 0 or (
+            counted != checkpoint.done_through + 1
+        ):
+            raise ValueError(
+                f"{path}: acknowledged ({checkpoint.acknowledged}) + dead_lettered "
+                f"({checkpoint.dead_lettered}) should be done_through + 1 "
+                f"({checkpoint.done_through + 1}): the file was changed"
+            )
+        return checkpoint
 
     def save(self, path: Path) -> None:
         """Write atomically (a kill leaves the old file or the new one, never half of one)."""
@@ -62,17 +92,31 @@ class Checkpoint:
         os.replace(tmp, path)
 
 
+def _boolean(value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {value!r}")
+    return value
+
+
 class Accounts:
     """The stream's counts and its done-through mark (module docstring). Thread-safe.
 
     Args:
         prior: the checkpoint resumed from (its records count as done), or None.
+        setup: what the checkpoint records of the session's settings (module docstring).
     """
 
-    def __init__(self, stream_id: str, prior: Checkpoint | None = None) -> None:
+    def __init__(
+        self, stream_id: str, prior: Checkpoint | None = None, setup: dict | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self.prior = prior or Checkpoint(stream_id)
+        self.setup = dict(setup or {})
         self.start_seq = self.prior.done_through + 1
+        # The highest position of a finished batch, over every session (records after the
+        # mark but before it were delivered by an earlier session and keep their labels).
+        self._sent_through = max(self.prior.sent_through, self.prior.done_through)
+        self._ended = False
         self.generated = 0  # this session: records taken from the simulation to be sent
         self.sent = 0  # handed to the sink (retries not counted again)
         self.acknowledged = 0
@@ -96,11 +140,18 @@ class Accounts:
         with self._lock:
             self.retries += 1
 
+    def ended(self) -> None:
+        """The records (or the profile) ran out: once every one is done, the stream is
+        finished, and the checkpoint says so."""
+        with self._lock:
+            self._ended = True
+
     def finished_batch(self, first_seq: int, n: int, dead: int) -> None:
         """A batch is done: ``n - dead`` records acknowledged, ``dead`` dead-lettered."""
         with self._lock:
             self.acknowledged += n - dead
             self.dead_lettered += dead
+            self._sent_through = max(self._sent_through, first_seq + n - 1)
             self._finished[first_seq] = (n, n - dead, dead)
             while self._done_through + 1 in self._finished:
                 size, acked, lost = self._finished.pop(self._done_through + 1)
@@ -116,7 +167,16 @@ class Accounts:
                 self._through_acked,
                 self._through_dead,
                 dict(sink_state),
+                sent_through=self._sent_through,
+                finished=self._ended and self._done_through + 1 == self.start_seq + self.generated,
+                setup=self.setup,
             )
+
+    @property
+    def sent_through(self) -> int:
+        """The highest stream position of a finished batch (earlier sessions included)."""
+        with self._lock:
+            return self._sent_through
 
     def totals(self) -> dict[str, int]:
         """The whole stream's counts, earlier sessions included (they ended at the mark)."""
@@ -138,17 +198,51 @@ class DeadLetters:
         self.path = path
         self._lock = threading.Lock()
 
-    def keep_through(self, seq: int) -> None:
-        """On resume: drop lines of records after ``seq`` (they will be sent again)."""
-        if not self.path.exists():
-            return
-        kept = [
-            line
-            for line in self.path.read_bytes().splitlines(keepends=True)
-            if line.strip() and json.loads(line)["stream_seq"] <= seq
-        ]
+    def lines_through(self, checkpoint: Checkpoint) -> bytes:
+        """On resume, before anything is sent: the file's lines of records up to the
+        checkpoint's mark (the later ones will be sent again), checked against it. Raises
+        ValueError naming the file and line when a line is not a dead letter, or when the lines
+        kept are not the ``dead_lettered`` records the checkpoint counts.
+
+        A last line without its newline is an append a kill cut short: its batch was not done
+        (the checkpoint is saved after the append), so it is dropped with the other lines past
+        the mark, and the count check below makes sure of it."""
+        try:
+            data = self.path.read_bytes() if self.path.exists() else b""
+        except OSError as exc:
+            raise ValueError(f"{self.path}: cannot be read ({exc})") from None
+        lines = data.splitlines(keepends=True)
+        kept = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                seq = json.loads(line)["stream_seq"]
+                if isinstance(seq, bool) or not isinstance(seq, int):
+                    raise TypeError("stream_seq is not a whole number")
+            except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError: a ValueError
+                if number == len(lines) and not line.endswith(b"\n"):
+                    continue  # cut short by a kill (docstring)
+                raise ValueError(
+                    f"{self.path}:{number}: not a dead letter "
+                    f'({{"stream_seq": N, "idempotency_key": ..., "reason": ..., "record": ...}}): '
+                    f"{exc}; the file was changed or damaged; mend or remove the line, or start "
+                    "the stream again without --resume"
+                ) from None
+            if seq <= checkpoint.done_through:
+                kept.append(line if line.endswith(b"\n") else line + b"\n")
+        if len(kept) != checkpoint.dead_lettered:
+            raise ValueError(
+                f"{self.path}: holds {len(kept)} dead letters up to stream position "
+                f"{checkpoint.done_through}, the checkpoint counts {checkpoint.dead_lettered}; "
+                "the file was changed or damaged; start the stream again without --resume"
+            )
+        return b"".join(kept)
+
+    def replace(self, data: bytes) -> None:
+        """Write the file anew (atomically) with ``data``."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_bytes(b"".join(kept))
+        tmp.write_bytes(data)
         os.replace(tmp, self.path)
 
     def add(self, entries: list[tuple[int, str, str, bytes]]) -> None:

@@ -82,7 +82,8 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
     parser.add_argument(
         "--restamp",
         action="store_true",
-        help="stamp records with the wall-clock time they are due instead of simulated time",
+        help="stamp records with the wall-clock time they are due instead of simulated time "
+        "(plus each record's own offset: a skewed clock's error, a late record's delay)",
     )
     parser.add_argument("--batch-size", type=positive_int, default=1000, help="records a batch")
     parser.add_argument(
@@ -280,6 +281,14 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
             )
         raise
     t = report.totals
+    if report.already_finished:
+        print(
+            f"stream {report.stream_id} had already finished ({t['generated']:,} records: "
+            f"{t['acknowledged']:,} acknowledged, {t['dead_lettered']:,} dead-lettered): "
+            f"nothing sent; {state} left as it was",
+            file=sys.stderr,
+        )
+        return 0
     print(
         f"stream {report.stream_id} to {report.sink}: {t['generated']:,} generated, "
         f"{t['sent']:,} sent, {t['acknowledged']:,} acknowledged, {t['dead_lettered']:,} "

@@ -22,11 +22,19 @@ Every record sent gets a label row (``labels/day=N.parquet`` in the stream's sta
 ``amount_fen`` (as sent, before breaking), ``kind`` (``clean`` or the defect), ``duplicate_of``
 (the original's stream position, for a duplicate), ``delay_s``, ``skew_s`` and ``defect`` (what
 was broken). ``traffic/score.py`` scores a system under test against them.
+
+A day's labels are written when the day is made, before any of its records goes out (so a kill
+never leaves a record sent without its label), and each file is replaced atomically. When the
+stream ends — finished, at the end of a profile, interrupted — ``cut_labels`` keeps only the
+labels of records that went out (traffic/stream.py): a day made but not sent, or sent in part,
+would otherwise count as taps the system under test lost. After a kill the next ``--resume``
+makes the days again and cuts them when it ends.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -168,8 +176,44 @@ class Spoiler:
             }
         )
         if self.labels_dir is not None:
-            self.labels_dir.mkdir(parents=True, exist_ok=True)
-            pq.write_table(labels, self.labels_dir / f"day={day}.parquet")
+            _write_atomically(labels, self.labels_dir / f"day={day}.parquet")
+
+
+def _write_atomically(table: pa.Table, path: Path) -> None:
+    """Write a labels file whole or not at all (a kill mid-write leaves the old one). The
+    temporary file is ``labels.tmp`` beside the labels folder: a name of the state folder's
+    own, never read as labels."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent.with_name(path.parent.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def cut_labels(labels_dir: Path, through: int) -> None:
+    """Keep the labels of stream positions up to ``through`` (the records that went out):
+    files wholly past it are removed, a file across it is rewritten (module docstring)."""
+    for path in sorted(labels_dir.glob("day=*.parquet")):
+        seq = pq.read_table(path, columns=["stream_seq"]).column(0)
+        if len(seq) == 0 or pc.max(seq).as_py() <= through:
+            continue
+        if pc.min(seq).as_py() > through:
+            path.unlink()
+            continue
+        table = pq.read_table(path)
+        _write_atomically(table.filter(pc.less_equal(table.column("stream_seq"), through)), path)
+
+
+def labels_stream_id(labels_dir: Path) -> str | None:
+    """The id of the stream whose labels ``labels_dir`` holds (the prefix of their keys);
+    None when it holds none, or none that can be read."""
+    for path in sorted(labels_dir.glob("day=*.parquet")):
+        try:
+            keys = pq.read_table(path, columns=["idempotency_key"]).column(0)
+        except (OSError, pa.ArrowInvalid, KeyError):
+            return None
+        if len(keys):
+            return str(keys[0].as_py()).rpartition(":")[0]
+    return None
 
 
 def _names(codes: np.ndarray, names: tuple[str, ...]) -> pa.Array:
@@ -214,4 +258,4 @@ def _break(table: pa.Table, defect: np.ndarray, any_malformed: bool) -> pa.Table
     return table
 
 
-__all__ = ["KINDS", "Injection", "InjectionError", "Spoiler"]
+__all__ = ["KINDS", "Injection", "InjectionError", "Spoiler", "cut_labels", "labels_stream_id"]

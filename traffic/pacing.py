@@ -18,10 +18,15 @@ A profile file:
       - {duration: 2m, target: 2000}    # hold
       - {duration: 10s, target: 20000}  # spike
       - {duration: 30s, target: 0}      # ramp down
+
+Positions are the stream's own (0 for its first record), so a resumed stream (``start``) goes
+on where the interrupted one was: a profile from the record it stopped at, with the records the
+profile has left, the resumed stream ending where the uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -32,11 +37,18 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+#: Bounds of a stage. They keep every count and due time of a profile exact in float64 (a
+#: profile sends at most MAX_RATE x MAX_DURATION_S = 3.2e15 records, under 2^53) and are far
+#: beyond any sink (the fastest, the null sink, takes ~2 million records/s) or soak test.
+MAX_RATE = 100_000_000
+MAX_DURATION_S = 366 * 86_400.0
 
 
 def _seconds(value):
     """A duration: a number of seconds, or text like ``500ms``, ``30s``, ``2m``, ``1h``."""
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite duration such as 30, 30s, 2m or 1h, got {value}")
         return float(value)
     if isinstance(value, str):
         match = _DURATION.match(value)
@@ -45,7 +57,7 @@ def _seconds(value):
     raise ValueError(f"expected a duration such as 30, 30s, 2m or 1h, got {value!r}")
 
 
-Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0, le=MAX_DURATION_S)]
 
 
 class Stage(BaseModel):
@@ -53,7 +65,12 @@ class Stage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     duration: Duration
-    target: float = Field(ge=0, description="records per second at the end of the stage")
+    target: float = Field(
+        ge=0,
+        le=MAX_RATE,
+        allow_inf_nan=False,
+        description="records per second at the end of the stage",
+    )
 
 
 class Profile(BaseModel):
@@ -75,16 +92,27 @@ class Pacer(ABC):
 
     #: Wall seconds after which the stream ends (None: when the records run out).
     ends_after_s: float | None = None
+    #: Stream position of the first record this session sends (``start``).
+    first_seq: int = 0
+
+    def start(self, first_seq: int) -> None:
+        """A session starts at stream position ``first_seq`` (0, or where ``--resume`` goes
+        on); call before ``due``."""
+        self.first_seq = int(first_seq)
 
     @abstractmethod
     def due(self, seq: np.ndarray, event_s: np.ndarray) -> np.ndarray:
-        """Due times (float seconds after the start) of records at stream positions ``seq``
-        (counted from the first record this stream sends) with simulated times ``event_s``."""
+        """Due times (float seconds after the session started) of records at stream positions
+        ``seq`` with simulated times ``event_s``; ``inf`` past the end of a profile."""
 
     def target_rate(self, elapsed_s: float) -> float | None:
         """The rate the schedule asks for at ``elapsed_s`` (None: as fast as possible, or set
         by the simulated day)."""
         return None
+
+    def identity(self) -> dict:
+        """The pacing as the checkpoint keeps it (traffic/stream.py compares it on resume)."""
+        return {"kind": "unpaced"}
 
     @abstractmethod
     def describe(self) -> str:
@@ -104,10 +132,13 @@ class RatePacer(Pacer):
         self.rate = float(rate)
 
     def due(self, seq, event_s):
-        return np.asarray(seq, dtype=np.float64) / self.rate
+        return (np.asarray(seq, dtype=np.float64) - self.first_seq) / self.rate
 
     def target_rate(self, elapsed_s: float) -> float:
         return self.rate
+
+    def identity(self) -> dict:
+        return {"kind": "rate", "rate": self.rate}
 
     def describe(self) -> str:
         return f"{self.rate:,.0f} records/s"
@@ -120,6 +151,10 @@ class SpeedPacer(Pacer):
         self.speed = float(speed)
         self.origin_s: int | None = None  # simulated time of the first record
 
+    def start(self, first_seq: int) -> None:
+        super().start(first_seq)
+        self.origin_s = None  # each session's clock starts at its own first record
+
     def due(self, seq, event_s):
         event_s = np.asarray(event_s, dtype=np.int64)
         if self.origin_s is None and len(event_s):
@@ -128,33 +163,74 @@ class SpeedPacer(Pacer):
             return np.zeros(0)
         return np.maximum(event_s - self.origin_s, 0) / self.speed
 
+    def identity(self) -> dict:
+        return {"kind": "speed", "speed": self.speed}
+
     def describe(self) -> str:
         return f"simulated time x{self.speed:g}"
 
 
 class ProfilePacer(Pacer):
-    """Piecewise-linear rate (stages); record n is due when the cumulative count reaches n+1."""
+    """Piecewise-linear rate (stages); record n is due when the cumulative count reaches n+1.
 
-    def __init__(self, profile: Profile, resolution_s: float = 0.001) -> None:
+    The count is integrated and inverted stage by stage, in closed form: on a stage starting
+    at ``t0`` with rate ``r0`` and slope ``a``, the count after ``tau`` seconds is
+    ``r0 tau + a tau^2 / 2``, so the record that brings it to ``m`` is due at
+    ``tau = 2m / (r0 + sqrt(r0^2 + 2am))`` (the root that stays exact as ``a`` nears 0). The
+    cost is a few numbers per stage, whatever the profile's length or rates.
+
+    A session that starts at stream position ``s`` (``start``) starts on the profile's clock
+    where record ``s - 1`` was due: the rest of the profile, with the records it has left."""
+
+    def __init__(self, profile: Profile) -> None:
         self.profile = profile
-        ends = np.cumsum([0.0] + [s.duration for s in profile.stages])
-        rates = np.array([0.0] + [s.target for s in profile.stages])
-        self.ends_after_s = float(ends[-1])
-        self._knots_s, self._knots_rate = ends, rates
-        grid = np.arange(0.0, self.ends_after_s + resolution_s, resolution_s)
-        rate = np.interp(grid, ends, rates)
-        # Cumulative records by the trapezoid rule: exact for a piecewise-linear rate.
-        count = np.concatenate([[0.0], np.cumsum((rate[1:] + rate[:-1]) / 2 * np.diff(grid))])
-        self._grid, self._count = grid, count
-        self.capacity = int(np.floor(count[-1] + 1e-9))  # records the profile sends in all
+        durations = np.array([s.duration for s in profile.stages], dtype=np.float64)
+        self._knots_s = np.concatenate([[0.0], np.cumsum(durations)])
+        self._knots_rate = np.array([0.0] + [s.target for s in profile.stages])
+        self.ends_after_s = float(self._knots_s[-1])
+        # Records due by each knot: the trapezoid of each stage (exact, the rate being linear).
+        areas = (self._knots_rate[1:] + self._knots_rate[:-1]) / 2 * durations
+        self._knots_count = np.concatenate([[0.0], np.cumsum(areas)])
+        total = float(self._knots_count[-1])
+        # Records the profile sends in all; the tolerance absorbs the sums' rounding.
+        self.capacity = int(math.floor(total + max(1e-9, total * 1e-12)))
+        self._offset_s = 0.0  # the profile's clock when this session started
+
+    def start(self, first_seq: int) -> None:
+        super().start(first_seq)
+        at = min(self.first_seq, self.capacity)
+        self._offset_s = float(self._time_of(np.array([at], dtype=np.float64))[0]) if at else 0.0
+
+    def _time_of(self, count: np.ndarray) -> np.ndarray:
+        """Seconds on the profile's clock at which ``count`` records (each > 0, at most the
+        capacity) have come due."""
+        knots_s, rate, cum = self._knots_s, self._knots_rate, self._knots_count
+        # The stage where the count is reached: the first knot holding at least ``count``.
+        stage = np.clip(np.searchsorted(cum, count, side="left"), 1, len(cum) - 1) - 1
+        r0 = rate[stage]
+        slope = (rate[stage + 1] - r0) / (knots_s[stage + 1] - knots_s[stage])
+        m = np.maximum(count - cum[stage], 0.0)
+        root = np.sqrt(np.maximum(r0 * r0 + 2.0 * slope * m, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tau = np.where(m > 0, 2.0 * m / (r0 + root), 0.0)
+        tau = np.clip(
+            np.nan_to_num(tau, nan=0.0, posinf=0.0), 0.0, knots_s[stage + 1] - knots_s[stage]
+        )
+        return knots_s[stage] + tau
 
     def due(self, seq, event_s):
         seq = np.asarray(seq, dtype=np.float64)
-        due = np.interp(seq + 1, self._count, self._grid)
-        return np.where(seq < self.capacity, due, np.inf)
+        inside = seq < self.capacity
+        due = np.full(len(seq), np.inf)
+        if inside.any():
+            due[inside] = self._time_of(seq[inside] + 1) - self._offset_s
+        return due
 
     def target_rate(self, elapsed_s: float) -> float:
-        return float(np.interp(elapsed_s, self._knots_s, self._knots_rate))
+        return float(np.interp(elapsed_s + self._offset_s, self._knots_s, self._knots_rate))
+
+    def identity(self) -> dict:
+        return {"kind": "profile", "stages": [[s.duration, s.target] for s in self.profile.stages]}
 
     def describe(self) -> str:
         return f"profile of {len(self.profile.stages)} stages, {self.ends_after_s:g} s"

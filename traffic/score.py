@@ -9,9 +9,13 @@ record the system kept (a key kept twice counts twice).
 
 What is scored, from the labels of every record sent:
 - **duplicates**, per tap (the records with one device and serial: the original and its
-  resent copies): the system should keep exactly one. Copies it dropped are caught, copies it
-  kept are missed; when it keeps none of a tap's records it lost a genuine one (a false alarm).
-  Precision = caught / (caught + lost), recall = caught / (caught + missed).
+  resent copies): the system should keep exactly one. Of the copies the stream sent, those
+  the system kept (a tap's records kept beyond the first, at most as many as its copies) are
+  missed and the others caught; when it keeps none of a tap's records it lost a genuine one (a
+  false alarm). Precision = caught / (caught + lost), recall = caught / (caught + missed).
+- **kept more than once**: records whose key the system kept twice or more (a receiver with
+  at-least-once delivery that does not keep keys: the stream sends a record again after a
+  resume or a lost acknowledgement); the copies kept beyond the first.
 - **malformed** records should be refused: refused ones are caught, kept ones missed.
 - **late, out-of-order and clock-skewed** records should be kept: the share kept.
 - **money**: the fen the kept records add up to (at the amounts sent before any breaking)
@@ -127,21 +131,24 @@ def score(labels_dir: str | Path, result: pa.Table) -> dict:
     (unknown,) = con.sql(
         f"SELECT count(*) FROM kept_rows WHERE key NOT IN (SELECT {label_key} FROM labels)"
     ).fetchall()[0]
+    # Per tap: ``excess`` copies sent beyond the original, ``kept_n`` of its records kept (a key
+    # kept twice counts twice). Copies missed are the records kept beyond the first, at most
+    # the copies sent (more is a key kept twice, counted apart), so caught is never negative.
     taps = con.sql(
-        """SELECT sum(excess) AS excess, sum(least(excess, removed)) AS caught,
-                  sum(greatest(excess - removed, 0)) AS missed,
+        """SELECT sum(excess) AS excess, sum(excess - missed) AS caught,
+                  sum(missed) AS missed,
                   sum(CASE WHEN kept_n = 0 THEN 1 ELSE 0 END) AS lost,
                   sum(amount_fen) AS expected_fen,
                   sum(amount_fen * kept_n) AS kept_fen,
                   sum(amount_fen * greatest(kept_n - 1, 0)) AS over_counted_fen,
                   sum(CASE WHEN kept_n = 0 THEN amount_fen ELSE 0 END) AS lost_fen,
                   count(*) AS taps
-           FROM (SELECT device_id, device_serial, transaction_id,
-                        any_value(amount_fen) AS amount_fen, count(*) - 1 AS excess,
-                        count(*) - sum(kept) AS removed,
-                        sum(kept) AS kept_n
-                 FROM sent WHERE kind <> 'malformed'
-                 GROUP BY device_id, device_serial, transaction_id)"""
+           FROM (SELECT *, least(excess, greatest(kept_n - 1, 0)) AS missed
+                 FROM (SELECT device_id, device_serial, transaction_id,
+                              any_value(amount_fen) AS amount_fen, count(*) - 1 AS excess,
+                              sum(kept) AS kept_n
+                       FROM sent WHERE kind <> 'malformed'
+                       GROUP BY device_id, device_serial, transaction_id))"""
     ).fetchall()[0]
     excess, caught, missed, lost, expected_fen, kept_fen, over_fen, lost_fen, n_taps = (
         int(x or 0) for x in taps
@@ -158,10 +165,14 @@ def score(labels_dir: str | Path, result: pa.Table) -> dict:
         ).fetchall()
     }
     sent = con.sql("SELECT count(*) FROM sent").fetchall()[0][0]
+    (twice_keys, twice_extra) = con.sql(
+        "SELECT count(*), coalesce(sum(kept - 1), 0) FROM sent WHERE kept > 1"
+    ).fetchall()[0]
     return {
         "records_sent": int(sent),
         "records_kept": int(result.num_rows),
         "unknown_keys": int(unknown),
+        "kept_more_than_once": {"records": int(twice_keys), "extra_copies": int(twice_extra)},
         "duplicates": {
             "taps": n_taps,
             "copies_sent": excess,
@@ -200,9 +211,11 @@ def text_report(report: dict) -> str:
     def pct(x):
         return "n/a" if x is None else f"{x:.1%}"
 
+    twice = report["kept_more_than_once"]
     lines = [
         f"records sent {report['records_sent']:,}, kept by the system {report['records_kept']:,}"
-        f" (unknown keys {report['unknown_keys']:,})",
+        f" (unknown keys {report['unknown_keys']:,}; {twice['records']:,} records kept more "
+        f"than once, {twice['extra_copies']:,} extra copies)",
         f"duplicates: {d['copies_sent']:,} copies sent, {d['caught']:,} caught, {d['missed']:,} "
         f"missed, {d['genuine_lost']:,} genuine taps lost: precision {pct(d['precision'])}, "
         f"recall {pct(d['recall'])}",

@@ -10,7 +10,13 @@ Each hand-over waits when the next stage is full, so a slow sink slows the pacer
 simulation: the lag grows and is reported, nothing is dropped. At the end the stream reconciles:
 generated = sent = acknowledged + dead-lettered, over the whole stream (earlier sessions of a
 resumed stream included). Everything the stream keeps is in its state folder: the checkpoint,
-the dead-letter file, and ``report.json`` (the counts and the per-second series).
+the dead-letter file, ``report.json`` (the counts and the per-second series, written however the
+session ends) and, for a dirty stream, the labels.
+
+A resumed session (``--resume``) must send into the same sink, in the same encoding, with the
+same profile and ``--restamp`` as the checkpoint records, or it is refused before anything is
+touched; a file sink's file must still end with the stream's record where the checkpoint says
+(it is cut back there). A stream that finished is not sent again.
 """
 
 from __future__ import annotations
@@ -21,28 +27,32 @@ import datetime as dt
 import hashlib
 import json
 import queue
+import re
 import shutil
 import threading
 import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import pyarrow as pa
 
 from traffic.accounting import Accounts, Checkpoint, DeadLetters
 from traffic.delivery import Delivery, RetryPolicy
-from traffic.dirty import Injection, Spoiler
+from traffic.dirty import Injection, Spoiler, cut_labels, labels_stream_id
 from traffic.pacing import Pacer, Unpaced
 from traffic.recording import Recording
-from traffic.records import FORMATS, Chunk, RecordSource, StreamStopped
-from traffic.sinks import Batch, SinkOptions, SinkSetupError, open_sink
+from traffic.records import FORMATS, NO_TIME, Chunk, RecordSource, StreamStopped, epoch_seconds
+from traffic.sinks import Batch, Sink, SinkOptions, SinkSetupError, open_sink
 
 CHECKPOINT_FILE = "checkpoint.json"
 DEAD_LETTER_FILE = "dead_letters.jsonl"
 REPORT_FILE = "report.json"
 LABELS_DIR = "labels"
+#: Batches waiting for a sink worker, at most (then the pacer waits, reporting each second).
+QUEUE_BATCHES = 8
 
 
 class StreamSetupError(ValueError):
@@ -81,6 +91,7 @@ class StreamReport:
     finished: bool  # False: stopped early (interrupted, or the sink failed)
     state_dir: Path
     resumed_from: int  # the first stream position this session sent
+    already_finished: bool = False  # --resume of a stream that had finished: nothing sent
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -165,7 +176,10 @@ def stream(
         )  # fmt: skip
         return lambda: collections.deque(days, maxlen=0)  # the records go out as a subscriber
 
-    return _run(stream_id, run_seed, settings, simulation, on_second, stop)
+    return _run(
+        stream_id, run_seed, settings, simulation, on_second, stop,
+        writes_labels=settings.injection is not None,
+    )  # fmt: skip
 
 
 def replay(
@@ -191,6 +205,8 @@ def replay(
         return lambda: recording.put_chunks(chunks, stop)
 
     jitter_seed = zlib.crc32(recording.stream_id.encode())
+    # A replay writes no labels: those of the recording's stream (in its state folder) are
+    # the replay's too, and are kept.
     return _run(recording.stream_id, jitter_seed, settings, play, on_second, stop)
 
 
@@ -237,20 +253,37 @@ def _run(
     producer: Producer,
     on_second: Callable[[dict], None] | None,
     stop: threading.Event | None,
+    *,
+    writes_labels: bool = False,
 ) -> StreamReport:
     """Open the sink and the state folder, produce, pace, deliver, account, report (``seed``:
-    of the retries' jitter). Nothing of an earlier stream's state is touched until the
-    producer is ready (a world can take seconds to build, and a bad scenario fails there)."""
+    of the retries' jitter; ``writes_labels``: a dirty live stream, whose producer writes
+    labels). Everything about the state folder and the sink is checked before anything is
+    changed, and nothing of an earlier stream's state is touched until the producer is ready
+    (a world can take seconds to build, and a bad scenario fails there)."""
     state_dir = Path(settings.state_dir)
     _check_state_folder(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
     prior = _prior_checkpoint(state_dir, stream_id, settings.resume)
+    dead_letters = DeadLetters(state_dir / DEAD_LETTER_FILE)
+    kept_dead_letters = b""
+    if prior is not None:
+        try:
+            kept_dead_letters = dead_letters.lines_through(prior)
+        except ValueError as exc:
+            raise StreamSetupError(f"--resume: {exc}") from None
     try:
         sink = open_sink(settings.sink, settings.sink_options)
     except SinkSetupError as exc:
         raise StreamSetupError(str(exc)) from None
+    setup = _setup_of(settings, sink)
     if settings.resume and not sink.resumable:
         raise StreamSetupError(f"--resume: {sink.describe()} cannot be continued")
+    if prior is not None:
+        _check_same_setup(state_dir / CHECKPOINT_FILE, prior.setup, setup)
+        if prior.finished:
+            return _already_finished(stream_id, settings, sink, prior)
+        _check_resumed_file(sink, prior, stream_id)
+    state_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
     chunks: queue.Queue = queue.Queue(maxsize=2)
     production = _Production(producer(chunks, stop), chunks, stop)
@@ -260,34 +293,42 @@ def _run(
         raise StreamSetupError(str(exc)) from None
     except OSError as exc:
         raise StreamSetupError(f"--sink {settings.sink}: {exc}") from None
-    dead_letters = DeadLetters(state_dir / DEAD_LETTER_FILE)
-    if prior is not None:
-        dead_letters.keep_through(prior.done_through)
-    else:
-        dead_letters.path.write_bytes(b"")
+    dead_letters.replace(kept_dead_letters)
     labels = state_dir / LABELS_DIR
-    if prior is None and labels.exists():
-        shutil.rmtree(labels)  # a new stream: the labels of an earlier one would mislead
-    accounts = Accounts(stream_id, prior)
+    # A new stream: an earlier one's labels would mislead. A live dirty stream writes its own
+    # anew; a replay keeps its stream's (it never writes them: they are the recording stream's,
+    # for the same records under the same keys).
+    if (
+        prior is None
+        and labels.exists()
+        and (writes_labels or labels_stream_id(labels) != stream_id)
+    ):
+        shutil.rmtree(labels)
+    accounts = Accounts(stream_id, prior, setup)
     checkpoint_path = state_dir / CHECKPOINT_FILE
     accounts.checkpoint(sink.state()).save(checkpoint_path)
-    delivery = Delivery(sink, accounts, dead_letters, checkpoint_path, settings.retry, seed)
+    delivery = Delivery(
+        sink, accounts, dead_letters, checkpoint_path, settings.retry, seed,
+        queue_batches=QUEUE_BATCHES,
+    )  # fmt: skip
+    settings.pacer.start(accounts.start_seq)
     pacer = _Pacer(settings, accounts, delivery, on_second)
     started = time.monotonic()
     finished = False
     interrupted: BaseException | None = None
     try:
         production.start()
-        finished = pacer.run(production, stop)
+        if pacer.run(production, stop):
+            accounts.ended()  # the checkpoint says finished once every record is done
+            finished = pacer.drain(stop)
     except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM: account, then re-raise
         interrupted = exc
-    finally:
-        stop.set()
-        production.join()
-        try:
-            delivery.close(abandon=not finished)
-        finally:
-            sink.close()
+    closing_error = _wind_down(stop, production, delivery, sink, abandon=not finished)
+    finished = finished and closing_error is None
+    pacer.final_tick()
+    if writes_labels and labels.exists():
+        # Only the records that went out keep their labels (traffic/dirty.py).
+        cut_labels(labels, accounts.sent_through)
     totals = accounts.totals()
     reconciled = (
         finished
@@ -307,11 +348,177 @@ def _run(
         resumed_from=accounts.start_seq,
     )
     (state_dir / REPORT_FILE).write_text(json.dumps(report.as_dict(), indent=2), "utf-8")
-    if interrupted is not None:
-        raise interrupted
-    if production.error is not None:
-        raise production.error
+    for error in (interrupted, closing_error, production.error):
+        if error is not None:
+            raise error
     return report
+
+
+def _wind_down(
+    stop: threading.Event, production, delivery: Delivery, sink: Sink, *, abandon: bool
+) -> BaseException | None:
+    """Stop the producer, finish (or abandon) delivery, close the sink; the error that
+    delivery or the sink raised on the way (the sink breaking in the final drain), returned
+    so that the report is written before it is raised."""
+    stop.set()
+    production.join()
+    error: BaseException | None = None
+    try:
+        delivery.close(abandon=abandon)
+    except BaseException as exc:  # noqa: BLE001 - raised by the caller once reported
+        error = exc
+    try:
+        sink.close()
+    except BaseException as exc:  # noqa: BLE001 - likewise
+        error = error or exc
+    return error
+
+
+#: Query parameters of a sink URL that carry secrets: never written to the checkpoint.
+_SECRET_PARAMETERS = {
+    "access_token", "api_key", "apikey", "auth", "pass", "passwd", "password", "pwd", "secret",
+    "sslpassword", "token",
+}  # fmt: skip
+
+
+def public_url(url: str) -> str:
+    """``url`` without its secrets: the password of ``user:password@`` and query parameters
+    such as ``password=`` are left out (what the checkpoint records of the sink)."""
+    if url in ("null", "-"):
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}@{host}"
+    query = [
+        (name, value)
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        if name.lower() not in _SECRET_PARAMETERS
+    ]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def _setup_of(settings: StreamSettings, sink: Sink) -> dict:
+    """What the checkpoint records of a session's settings, to refuse a resumed session that
+    would continue the stream differently (``_check_same_setup``)."""
+    return {
+        "sink": public_url(settings.sink),
+        "encoding": getattr(sink, "encoding", None),  # None: the sink has one of its own
+        "pacing": settings.pacer.identity(),
+        "restamp": settings.restamp,
+    }
+
+
+def _check_same_setup(path: Path, before: dict, now: dict) -> None:
+    """Refuse a resumed session that would not continue the checkpoint's stream as it was:
+    another sink (a file sink cuts its file back to the checkpoint's length: another file
+    would lose its tail), another encoding (JSON and CSV mixed in one file), another profile
+    (it decides which records are sent) or ``--restamp`` turned on or off. ``--rate``,
+    ``--speed`` or none of them may change: they change when records go out, not which."""
+    flags = {"sink": "--sink", "encoding": "--encoding", "restamp": "--restamp"}
+    for field, flag in flags.items():
+        if before.get(field) != now.get(field):
+            raise StreamSetupError(
+                f"--resume: {path} is of a stream sent with {flag} {_shown(before.get(field))}, "
+                f"not {_shown(now.get(field))}; a resumed stream goes on as it began: give "
+                f"{flag} {_shown(before.get(field))}, or start a new stream without --resume "
+                "(with another --state)"
+            )
+    paced = (before.get("pacing") or {}, now.get("pacing") or {})
+    if "profile" in (paced[0].get("kind"), paced[1].get("kind")) and paced[0] != paced[1]:
+        raise StreamSetupError(
+            f"--resume: {path} is of a stream paced by {_shown_pacing(paced[0])}, not "
+            f"{_shown_pacing(paced[1])}; a profile decides which records are sent, so a "
+            "resumed stream keeps it: give the same --profile, or start a new stream without "
+            "--resume"
+        )
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "(the sink's own)"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _shown_pacing(pacing: dict) -> str:
+    kind = pacing.get("kind")
+    if kind == "profile":
+        stages = ", ".join(f"{d:g} s to {t:g}/s" for d, t in pacing.get("stages", []))
+        return f"the --profile [{stages}]"
+    if kind in ("rate", "speed"):
+        return f"--{kind} {pacing[kind]:g}"
+    return "no --rate, --speed or --profile"
+
+
+def _check_resumed_file(sink: Sink, prior: Checkpoint, stream_id: str) -> None:
+    """A file sink cuts its file back to the checkpoint's length on resume: refuse when the
+    file at the path is not the stream's own (replaced, or another stream's), before it is
+    touched. The stream's file ends, at that length, with a whole record of the stream: its
+    line ends with the record's idempotency key (the last column). A checkpoint of nothing
+    written cuts the file to nothing: then the file must begin with the stream's records."""
+    path = getattr(sink, "path", None)
+    length = prior.sink_state.get("bytes")
+    if not isinstance(path, Path) or length is None or not path.is_file():
+        return  # not a file sink, or one the sink itself refuses (missing, too short)
+    length = int(length)
+    key = re.escape(stream_id.encode()) + rb":\d+"
+    with path.open("rb") as f:
+        size = path.stat().st_size
+        if length > size:
+            return  # the sink says the file is shorter than the checkpoint
+        if length > 0:
+            f.seek(max(0, length - 256))
+            ours = re.search(key + rb'"?\}?\r?\n\Z', f.read(length - f.tell())) is not None
+        else:
+            ours = size == 0 or _starts_with_stream(f, stream_id.encode())
+    if not ours:
+        raise StreamSetupError(
+            f"--resume: {path} is not the file this stream wrote: at the {length:,} bytes the "
+            f"checkpoint says were written, it does not end with a record of stream "
+            f"{stream_id}; resuming would cut it back there. Nothing was changed: give the "
+            "stream's own file, or start a new stream without --resume"
+        )
+
+
+def _starts_with_stream(f, stream_id: bytes, limit: int = 64 << 20) -> bool:
+    """Whether the file's first record (within ``limit`` bytes) carries the stream's key."""
+    seen = b""
+    while len(seen) < limit:
+        block = f.read(1 << 20)
+        if not block:
+            break
+        seen += block
+        if stream_id + b":" in seen:
+            return True
+    return False
+
+
+def _already_finished(stream_id, settings: StreamSettings, sink: Sink, prior: Checkpoint):
+    """``--resume`` of a stream that finished: nothing is sent and nothing in the state folder
+    or the sink is touched; the report gives the stream's totals."""
+    done = prior.done_through + 1
+    return StreamReport(
+        stream_id=stream_id,
+        sink=sink.describe(),
+        pacing=settings.pacer.describe(),
+        totals={
+            "generated": done,
+            "sent": done,
+            "acknowledged": prior.acknowledged,
+            "dead_lettered": prior.dead_lettered,
+            "retries": 0,
+        },
+        reconciled=True,
+        wall_s=0.0,
+        per_second=[],
+        finished=True,
+        state_dir=Path(settings.state_dir),
+        resumed_from=done,
+        already_finished=True,
+    )
 
 
 def _prior_checkpoint(state_dir: Path, stream_id: str, resume: bool) -> Checkpoint | None:
@@ -362,7 +569,12 @@ class _Production(threading.Thread):
 
 
 class _Pacer:
-    """Takes the days' chunks, sends their records when due, in batches; reports each second."""
+    """Takes the days' chunks, sends their records when due, in batches; reports each second.
+
+    The report goes on while the pacer waits — for records to come due, for room in the
+    delivery queue (a slow sink), for the last batches at the end — and each row's rates are
+    over the time it actually covers (``interval_s``); the last row covers the rest, however
+    short."""
 
     def __init__(self, settings: StreamSettings, accounts: Accounts, delivery: Delivery, report):
         self.settings = settings
@@ -370,19 +582,19 @@ class _Pacer:
         self.accounts = accounts
         self.delivery = delivery
         self.report = report
+        self.time_column = FORMATS[settings.record_format].time_column
         self.series: list[dict] = []
         self.t0: float | None = None
         self.wall0_s = 0  # local wall clock at t0, as epoch seconds (for --restamp)
         self.scheduled = 0  # records due so far
         self._done_scheduled = 0  # records of the chunks already sent (all of them due)
         self._next_report = 0.0
-        self._last = {"sent": 0, "acknowledged": 0, "scheduled": 0}
+        self._last = {"time": 0.0, "sent": 0, "acknowledged": 0, "scheduled": 0}
         self._behind_s = 0.0
         self._sim_time: int | None = None
 
     def run(self, production: _Production, stop: threading.Event) -> bool:
         """Stream until the records (or the profile) end: True; or until ``stop``: False."""
-        offset = 0  # stream position of the first record sent this session, relative
         start_seq = self.accounts.start_seq
         while True:
             chunk = self._next_chunk(production, stop)
@@ -391,15 +603,29 @@ class _Pacer:
             chunk = _from(chunk, start_seq)
             if not len(chunk):
                 continue
-            rel = np.arange(offset, offset + len(chunk))
-            due = self.pacer.due(rel, chunk.event_s)
+            # Due times by stream position: a resumed profile goes on where it stopped.
+            seq = np.arange(chunk.first_seq, chunk.first_seq + len(chunk))
+            due = self.pacer.due(seq, chunk.event_s)
             sendable = int(np.searchsorted(due, np.inf, side="left"))  # the profile's end
             self.accounts.generated_records(sendable)
-            offset += len(chunk)
             if not self._send_chunk(chunk, due[:sendable], stop):
                 return False
             if sendable < len(chunk):
                 return True  # the profile is over; the producer is stopped by the caller
+
+    def drain(self, stop: threading.Event) -> bool:
+        """Wait, reporting, until every record sent is done (acknowledged or dead-lettered):
+        True; or until ``stop`` (False) or a sink worker fails (True: closing raises it)."""
+        while True:
+            totals = self.accounts.totals()
+            if totals["acknowledged"] + totals["dead_lettered"] >= totals["sent"]:
+                return True
+            if self.delivery.error is not None:
+                return True
+            if stop.is_set():
+                return False
+            self._tick()
+            time.sleep(0.01)
 
     def _next_chunk(self, production: _Production, stop: threading.Event) -> Chunk | None:
         while not stop.is_set():
@@ -415,6 +641,7 @@ class _Pacer:
         if self.t0 is None:
             self.t0 = time.monotonic()
             self.wall0_s = _local_epoch_s()
+            self._last["time"] = self.t0
             self._next_report = self.t0 + self.settings.report_every_s
         i, n = 0, len(due)
         batch_size = self.settings.batch_size
@@ -425,6 +652,8 @@ class _Pacer:
             j = min(int(np.searchsorted(due, now, side="right")), i + batch_size)
             self.scheduled = self._scheduled_before(due, now, chunk)
             if j > i:
+                if not self._wait_for_room(stop):
+                    return False
                 self._submit(chunk, i, j, due)
                 i = j
             else:
@@ -434,34 +663,58 @@ class _Pacer:
         self._done_scheduled += n
         return True
 
+    def _wait_for_room(self, stop: threading.Event) -> bool:
+        """Wait, reporting each second, until the delivery queue has room for a batch (the
+        pacer is its only producer, so ``submit`` then does not block); False if ``stop`` is
+        set meanwhile. A failed worker is left for ``submit`` to raise."""
+        while self.delivery.queued >= QUEUE_BATCHES and self.delivery.error is None:
+            if stop.is_set():
+                return False
+            self._tick()
+            time.sleep(0.005)
+        return True
+
     def _scheduled_before(self, due: np.ndarray, now: float, chunk: Chunk) -> int:
         return self._done_scheduled + int(np.searchsorted(due, now, side="right"))
 
     def _submit(self, chunk: Chunk, i: int, j: int, due: np.ndarray) -> None:
         table = chunk.table.slice(i, j - i)
         if self.settings.restamp:
-            stamps = self.wall0_s + np.floor(due[i:j]).astype(np.int64)
-            column = table.schema.get_field_index("event_timestamp")
-            table = table.set_column(
-                column,
-                table.schema.field(column),
-                pa.array(stamps, type=pa.int64()).cast(table.schema.field(column).type),
-            )
+            table = self._restamped(table, chunk.event_s[i:j], due[i:j])
         now = time.monotonic() - self.t0
         if not isinstance(self.pacer, Unpaced):  # unpaced, every record is due at once
             self._behind_s = max(0.0, now - float(due[i]))
         self._sim_time = int(chunk.event_s[j - 1])
         self.delivery.submit(Batch(chunk.first_seq + i, table))
 
-    def _tick(self) -> None:
-        """Every ``report_every_s``: target and achieved rates, queue, lag (module docstring)."""
+    def _restamped(self, table: pa.Table, send_s: np.ndarray, due: np.ndarray) -> pa.Table:
+        """``--restamp``: each record's time becomes the wall-clock second it is due, plus the
+        record's own offset from the time it is sent by — a skewed clock's error, a late
+        record's delay — so the defects a dirty stream carries stay in it; a record without
+        a time keeps none."""
+        column = table.schema.get_field_index(self.time_column)
+        field = table.schema.field(column)
+        own_s = epoch_seconds(table.column(column))
+        missing = own_s == NO_TIME
+        offset = np.where(missing, 0, own_s - send_s)
+        stamps = self.wall0_s + np.floor(due).astype(np.int64) + offset
+        per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[field.type.unit]
+        values = pa.array(stamps * per_second, type=pa.int64(), mask=missing)
+        return table.set_column(column, field, values.cast(field.type))
+
+    def _tick(self, final: bool = False) -> None:
+        """Every ``report_every_s`` (and, with ``final``, for whatever time is left): target
+        and achieved rates over the time since the last row, queue, lag (module docstring)."""
         if self.t0 is None:
             return
         now = time.monotonic()
-        if now < self._next_report:
+        if not final and now < self._next_report:
             return
-        interval = self.settings.report_every_s
-        self._next_report += interval * max(1, int((now - self._next_report) / interval) + 1)
+        every = self.settings.report_every_s
+        self._next_report += every * max(1, int((now - self._next_report) / every) + 1)
+        interval = now - self._last["time"]
+        if interval <= 0:
+            return
         totals = self.accounts.totals()
         elapsed = now - self.t0
         target = self.pacer.target_rate(elapsed)
@@ -469,6 +722,7 @@ class _Pacer:
             target = (self.scheduled - self._last["scheduled"]) / interval
         row = {
             "t_s": round(elapsed, 2),
+            "interval_s": round(interval, 3),
             "target_per_s": None if target is None else round(target, 1),
             "sent_per_s": round((totals["sent"] - self._last["sent"]) / interval, 1),
             "acknowledged_per_s": round(
@@ -487,6 +741,7 @@ class _Pacer:
         if row["sim_time"] is not None:
             row["sim_time"] = row["sim_time"].isoformat(sep=" ")
         self._last = {
+            "time": now,
             "sent": totals["sent"],
             "acknowledged": totals["acknowledged"],
             "scheduled": self.scheduled,
@@ -494,6 +749,10 @@ class _Pacer:
         self.series.append(row)
         if self.report is not None:
             self.report(row)
+
+    def final_tick(self) -> None:
+        """The last row: the time since the one before (the stream has ended)."""
+        self._tick(final=True)
 
 
 def _from(chunk: Chunk, start_seq: int) -> Chunk:
