@@ -3,12 +3,15 @@ starts each in a temporary folder and stops it). Records arrive, once each, and 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -16,6 +19,7 @@ import pytest
 import redis
 
 from sim.api import load_scenario, privacy_key
+from traffic.delivery import RetryPolicy
 from traffic.servers import mosquitto_server, postgres_server, redis_server
 from traffic.sinks import SinkOptions
 from traffic.stream import StreamSettings, stream
@@ -25,7 +29,7 @@ SMALL = ROOT / "scenarios" / "small_ci.yaml"
 CLI = [sys.executable, str(ROOT / "run_scenario.py"), "stream", str(SMALL), "--days", "2"]
 
 
-def _stream(tmp_path, sink, record_format="taps", **options):
+def _stream(tmp_path, sink, record_format="taps", *, seed=None, resume=False, stop=None, **options):
     return stream(
         load_scenario(SMALL, days=2),
         StreamSettings(
@@ -34,9 +38,22 @@ def _stream(tmp_path, sink, record_format="taps", **options):
             record_format=record_format,
             batch_size=200,
             sink_options=SinkOptions(record_format=record_format, **options),
+            retry=RetryPolicy(base_s=0.01),
+            resume=resume,
         ),
         privacy_key=privacy_key(None),
+        seed=seed,
+        stop=stop,
     )
+
+
+def _keys(url, key) -> list[str]:
+    """The idempotency keys in a Redis stream, in stream order."""
+    return [f[b"key"].decode() for _, f in redis.Redis.from_url(url).xrange(key)]
+
+
+def _in_order(keys) -> list[str]:
+    return sorted(keys, key=lambda k: int(k.rsplit(":", 1)[1]))
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +97,138 @@ def test_a_killed_redis_stream_resumes_exactly_once(tmp_path, expected):
         keys = [f[b"key"].decode() for _, f in client.xrange("k")]
     assert 300 <= before < len(expected)
     assert keys == sorted(expected, key=lambda k: int(k.rsplit(":", 1)[1]))
+
+
+def test_resuming_a_stream_into_a_shared_key_writes_exactly_its_own_records(tmp_path, expected):
+    """The default key is shared by every scenario and seed: a resumed stream must not take
+    another stream's entries for its own (it once skipped every position below the last
+    entry's, whoever wrote it, and counted them acknowledged)."""
+    with redis_server() as url:
+        assert _stream(tmp_path / "a", url).reconciled  # stream A, whole, into cardtwin:taps
+        # Stream B (another seed) stops before anything is acknowledged, then resumes.
+        stopped = threading.Event()
+        stopped.set()
+        first = _stream(tmp_path / "b", url, seed=7, stop=stopped)
+        assert not first.finished and first.totals["acknowledged"] == 0
+        resumed = _stream(tmp_path / "b", url, seed=7, resume=True)
+        keys = _keys(url, "cardtwin:taps")
+    assert resumed.reconciled
+    b_keys = [k for k in keys if k.startswith(resumed.stream_id + ":")]
+    assert len(b_keys) == len(set(b_keys)) == resumed.totals["generated"]
+    assert b_keys == _in_order(b_keys)
+    assert [k for k in keys if k not in set(b_keys)] == _in_order(expected)  # A untouched
+
+
+def test_a_killed_stream_resumes_exactly_once_after_another_wrote_to_its_key(tmp_path, expected):
+    """Killed mid-stream (entries after its checkpoint), then another stream writes to the
+    same key, then the first resumes: its records are each there once, in order."""
+    with redis_server() as url:
+        state = tmp_path / "state"
+        cmd = [*CLI, "--sink", url, "--state", str(state), "--batch-size", "20", "--seed", "7"]
+        proc = subprocess.Popen([*cmd, "--rate", "500"], stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 60
+        while client.xlen("cardtwin:taps") < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        assert _stream(tmp_path / "other", url).reconciled  # seed of the scenario: another id
+        done = subprocess.run([*cmd, "--resume", "--quiet"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        report = json.loads((state / "report.json").read_text())
+        keys = _keys(url, "cardtwin:taps")
+    mine = [k for k in keys if k.startswith(report["stream_id"] + ":")]
+    assert report["resumed_from"] > 0 and report["reconciled"]
+    assert mine == _in_order(set(mine)) and len(mine) == report["totals"]["generated"]
+    assert sorted(k for k in keys if k not in set(mine)) == sorted(expected)
+
+
+def test_a_redis_resume_without_its_progress_key_is_refused(tmp_path):
+    with redis_server() as url:
+        stopped = threading.Event()
+        stopped.set()
+        _stream(tmp_path, url, stop=stopped)
+        redis.Redis.from_url(url).delete(*redis.Redis.from_url(url).keys("*:progress:*"))
+        with pytest.raises(Exception, match="no progress key .* start the stream again"):
+            _stream(tmp_path, url, resume=True)
+
+
+class _FlakyProxy:
+    """A TCP proxy in front of a real Redis that, once, lets a transaction's EXEC through and
+    then drops the connection instead of forwarding the answer (the batch is in Redis but the
+    sender cannot know), then turns away the next ``refuse`` connections (accepted and closed
+    at once, as by a server restarting)."""
+
+    def __init__(self, upstream_port: int, refuse: int) -> None:
+        self.upstream_port = upstream_port
+        self.dropped = 0
+        self.refuse, self.refused = refuse, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed: the test is over
+            with self._lock:
+                refuse = self.dropped == 1 and self.refused < self.refuse
+                self.refused += refuse
+            if refuse:
+                client.close()
+            else:
+                threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        muted = threading.Event()
+
+        def answers() -> None:
+            with contextlib.suppress(OSError):
+                while data := upstream.recv(65536):
+                    if not muted.is_set():
+                        client.sendall(data)
+
+        threading.Thread(target=answers, daemon=True).start()
+        tail = b""
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                window, tail = tail + data, (tail + data)[-16:]
+                with self._lock:
+                    drop = self.dropped == 0 and b"$4\r\nEXEC\r\n" in window
+                if drop:
+                    muted.set()  # before the EXEC goes up: its answer is never forwarded
+                upstream.sendall(data)
+                if drop:
+                    time.sleep(0.5)  # Redis runs the transaction meanwhile
+                    with self._lock:
+                        self.dropped = 1
+                    break
+        client.close()
+        upstream.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("refuse", [0, 2])
+def test_redis_batches_tried_again_are_in_the_stream_once(tmp_path, expected, refuse):
+    """A batch whose EXEC ran but whose answer was lost is not written again when tried
+    again; reconnections refused meanwhile are retried like any lost connection."""
+    with redis_server() as url:
+        proxy = _FlakyProxy(int(urlsplit(url).port), refuse)
+        try:
+            report = _stream(tmp_path, f"redis://127.0.0.1:{proxy.port}/0?key=k", timeout_s=2)
+        finally:
+            proxy.close()
+        keys = _keys(url, "k")
+    assert report.reconciled, report.totals
+    assert proxy.dropped == 1 and proxy.refused == refuse
+    assert report.totals["retries"] >= 1 + refuse
+    assert keys == _in_order(expected)
 
 
 def test_postgres_copy_keeps_every_record_once(tmp_path, expected):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from abc import ABC, abstractmethod
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pyarrow as pa
 
@@ -120,15 +120,81 @@ class Sink(ABC):
 
 def open_sink(url: str, options: SinkOptions) -> Sink:
     """The sink for ``url``: ``null``, ``-`` (stdout), ``file://PATH``, ``http(s)://...``,
-    ``redis://...``, ``postgresql://...``, ``mqtt://...``."""
-    scheme = url if url in ("null", "-") else urlsplit(url).scheme
+    ``redis://...``, ``postgresql://...``, ``mqtt://...``. A URL that cannot be read raises
+    SinkSetupError naming ``--sink`` (never a bare ValueError from a parser)."""
+    try:
+        scheme = url if url in ("null", "-") else urlsplit(url).scheme
+    except ValueError as exc:  # e.g. an unbalanced "[" in the host
+        raise SinkSetupError(f"--sink {redacted(url)!r}: not a URL ({exc})") from None
     target = SCHEMES.get(scheme)
     if target is None:
         known = ", ".join(f"{s}://" if s not in ("null", "-") else s for s in SCHEMES)
-        raise SinkSetupError(f"--sink {url!r}: unknown kind of sink; expected one of {known}")
+        raise SinkSetupError(
+            f"--sink {redacted(url)!r}: unknown kind of sink; expected one of {known}"
+        )
     module, name = target.split(":")
     cls = getattr(importlib.import_module(module), name)
-    return cls(url, options)
+    try:
+        return cls(url, options)
+    except SinkSetupError:
+        raise
+    except ValueError as exc:  # a parser deeper down (a port, a number): still the URL's fault
+        raise SinkSetupError(f"--sink {redacted(url)!r}: {exc}") from None
+
+
+# ------------------------------------------------------------------ reading sink URLs
+def redacted(url: str) -> str:
+    """``url`` with the password of its user part (``user:secret@``) shown as ``***``: what
+    goes into messages, logs and ``report.json`` (a shell history already has the URL, but a
+    report or a CI log is shared further)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("@", 1)[-1] if "@" in url else url
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def host_and_port(url: str, default_port: int | None) -> tuple[str, int | None]:
+    """The host and port of a server URL, checked: a host must be named (no silent
+    ``localhost``), and a port, when given, must be a number from 1 to 65535 (``default_port``
+    when there is none: the protocol's own, as every client of it does)."""
+    parts = urlsplit(url)
+    shown = redacted(url)
+    if not parts.hostname:
+        raise SinkSetupError(
+            f"--sink {shown!r}: no host; expected {parts.scheme}://HOST[:PORT]/..."
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port_text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        raise SinkSetupError(
+            f"--sink {shown!r}: port {port_text!r} is not a port; expected a number from 1 to 65535"
+        ) from None
+    if port == 0:
+        raise SinkSetupError(f"--sink {shown!r}: port 0; expected a number from 1 to 65535")
+    return parts.hostname, port if port is not None else default_port
+
+
+def query_options(url: str, known: tuple[str, ...]) -> dict[str, str]:
+    """The ``?name=value`` options of a sink URL: each at most once, and only the ones the sink
+    reads (a misspelt option is an error, not an option silently ignored)."""
+    shown = redacted(url)
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    unknown = sorted(set(query) - set(known))
+    if unknown:
+        raise SinkSetupError(
+            f"--sink {shown!r}: unknown option {', '.join(unknown)}; expected "
+            + (", ".join(known) if known else "none")
+        )
+    repeated = sorted(name for name, values in query.items() if len(values) > 1)
+    if repeated:
+        raise SinkSetupError(f"--sink {shown!r}: option {', '.join(repeated)} given twice")
+    return {name: values[0] for name, values in query.items()}
 
 
 __all__ = [
@@ -141,5 +207,8 @@ __all__ = [
     "SinkOptions",
     "SinkSetupError",
     "TransientError",
+    "host_and_port",
     "open_sink",
+    "query_options",
+    "redacted",
 ]
