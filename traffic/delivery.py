@@ -106,18 +106,34 @@ class Delivery:
         the workers, save the final checkpoint."""
         if abandon:
             self._stop.set()
-            while True:  # batches never started are not sent; the checkpoint says so
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    break
-        for _ in self._threads:
-            self._queue.put(None)
+            self._drop_queued()  # batches never started are not sent; the checkpoint says so
+        markers = len(self._threads)  # a stop marker (None) for each worker
+        while markers:
+            try:
+                self._queue.put(None, timeout=0.1)
+                markers -= 1
+            except queue.Full:
+                # A worker that failed takes nothing more: if it was the only one (a file,
+                # Redis or MQTT sink has one) the queue stays full and a plain put would wait
+                # forever. Its batches would not be sent anyway (the others skip them once
+                # one failed), so drop them, and post again any marker dropped with them.
+                if self.error is not None:
+                    markers += self._drop_queued()
         for thread in self._threads:
             thread.join()
         self._save(force=True)
         if self.error is not None and not abandon:
             raise DeliveryFailed(str(self.error)) from self.error
+
+    def _drop_queued(self) -> int:
+        """Empty the queue (its batches are never started, so never counted as done); the
+        number of stop markers that were in it."""
+        markers = 0
+        while True:
+            try:
+                markers += self._queue.get_nowait() is None
+            except queue.Empty:
+                return markers
 
     # ----------------------------------------------------------------- the workers
     def _work(self, index: int) -> None:

@@ -9,6 +9,7 @@ end (its footer) and cannot be resumed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -87,7 +88,11 @@ class FileSink(Sink):
         if self._parquet is not None:
             self._parquet.close()
         if self._file is not None:
-            self._file.close()
+            # Every acknowledged batch was flushed and fsync'd in ``send``: what may still be
+            # in the buffer is a batch whose write failed (a full disk), never acknowledged.
+            # Flushing it again at close would fail again and hide the stream's own error.
+            with contextlib.suppress(OSError):
+                self._file.close()
 
     def describe(self) -> str:
         return f"{self.path} ({self.encoding})"
