@@ -4,15 +4,45 @@ worker dies, nested records as CSV. Sinks against real servers: tests/test_strea
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pyarrow as pa
+import pytest
+from stream_helpers import json_lines
 
+from sim.api import load_scenario, privacy_key
 from traffic.accounting import Accounts, Checkpoint, DeadLetters
 from traffic.delivery import Delivery, DeliveryFailed, RetryPolicy
-from traffic.sinks import Batch, SinkOptions
+from traffic.servers import free_port
+from traffic.sinks import Batch, SinkOptions, SinkSetupError, open_sink
 from traffic.sinks.files import FileSink
+from traffic.stream import StreamSettings, stream
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ROOT / "scenarios" / "small_ci.yaml"
+CLI = [sys.executable, str(ROOT / "run_scenario.py"), "stream", str(SMALL)]
+
+
+def _stream(tmp_path, sink, record_format="taps"):
+    return stream(
+        load_scenario(SMALL, days=2),
+        StreamSettings(
+            sink=sink,
+            state_dir=tmp_path / "state",
+            record_format=record_format,
+            sink_options=SinkOptions(record_format=record_format),
+        ),
+        privacy_key=privacy_key(None),
+    )
 
 
 def _batch(first_seq: int, n: int) -> Batch:
@@ -75,3 +105,170 @@ def test_close_returns_when_the_only_worker_died_with_a_full_queue(tmp_path):
     sink.close()
     assert isinstance(outcome[0], DeliveryFailed) and "No space left" in str(outcome[0])
     assert Checkpoint.load(checkpoint).done_through == -1  # nothing counted as delivered
+
+
+# ------------------------------------------------------------ sink URLs and options
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http:///taps", "no host; expected http://HOST[:PORT]/"),
+        ("https://:8443/taps", "no host"),
+        ("http://127.0.0.1:99999/taps", "port '99999' is not a port; expected a number from 1"),
+        ("http://[::1/taps", "not a URL"),
+        ("mqtt://127.0.0.1:abc/x", "port 'abc' is not a port"),
+        ("mqtt://127.0.0.1:99999/x", "port '99999' is not a port"),
+        ("mqtt://127.0.0.1:0/", "port 0; expected a number from 1 to 65535"),
+        ("mqtt:///fleet", "no host"),
+        ("mqtt://127.0.0.1/fleet?qso=1", "unknown option qso; expected per, qos"),
+        ("mqtt://127.0.0.1/fleet?qos=2", "qos must be 0 or 1"),
+        ("mqtt://127.0.0.1/fleet/+/x", "holds a wildcard"),
+        ("mqtt://127.0.0.1/fleet/#", "holds a wildcard"),
+        ("redis://127.0.0.1:abc/0", "port 'abc' is not a port"),
+        ("redis:///0", "no host"),
+        ("redis://127.0.0.1:6379/notadb", "database 'notadb'; expected a database number"),
+        ("redis://127.0.0.1:6379/0?maxlen=-5", "maxlen='-5'; expected a whole number"),
+        ("redis://127.0.0.1:6379/0?maxlen=0", "maxlen='0'"),
+        ("redis://127.0.0.1:6379/0?maxlen=ten", "maxlen='ten'"),
+        ("redis://127.0.0.1:6379/0?key=", "key is empty"),
+        ("redis://127.0.0.1:6379/0?kye=x", "unknown option kye; expected key, maxlen"),
+        ("redis://127.0.0.1:6379/0?key=a&key=b", "option key given twice"),
+        ("postgresql://me@127.0.0.1/db?table=a&table=b", "expected one table name"),
+    ],
+)
+def test_a_bad_sink_url_says_what_is_wrong(url, expected):
+    """Each is refused when the stream starts (exit 2), not taken with a silent default, left
+    to fail every batch, or escaping as a parser's ValueError (a traceback)."""
+    with pytest.raises(SinkSetupError, match=re.escape(expected)) as caught:
+        open_sink(url, SinkOptions())
+    assert str(caught.value).startswith("--sink ")
+
+
+def _http(headers=(), token_env=None) -> None:
+    open_sink("http://127.0.0.1:9/taps", SinkOptions(headers=headers, token_env=token_env))
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ((("Bad Name", "x"),), "--header 'Bad Name': not a header name"),
+        ((("X-Feed", "a\r\nX-Evil: 1"),), "--header X-Feed: its value holds a newline"),
+        ((("X-Feed", "caf\u00e9"),), "--header X-Feed: its value holds"),
+        ((("Content-Length", "5"),), "--header Content-Length: the sink sets that header"),
+        ((("Idempotency-Key", "k"),), "--header Idempotency-Key: the sink sets that header"),
+    ],
+)
+def test_a_header_http_cannot_carry_is_refused(headers, expected):
+    with pytest.raises(SinkSetupError, match=re.escape(expected)):
+        _http(headers)
+
+
+@pytest.mark.parametrize("token", ["abc\ndef-secret", "abc def-secret", "abc\u00e9def-secret"])
+def test_a_token_a_header_cannot_carry_is_refused_without_showing_it(monkeypatch, token):
+    monkeypatch.setenv("CT_TEST_TOKEN", token)
+    with pytest.raises(SinkSetupError, match="--token-env CT_TEST_TOKEN: the token in it") as c:
+        _http(token_env="CT_TEST_TOKEN")
+    assert "secret" not in str(c.value) and "abc" not in str(c.value)
+
+
+def test_the_authorization_header_is_given_once(monkeypatch):
+    monkeypatch.setenv("CT_TEST_TOKEN", "abc")
+    with pytest.raises(SinkSetupError, match="give one of them"):
+        _http((("Authorization", "Basic eDp5"),), "CT_TEST_TOKEN")
+
+
+@pytest.mark.parametrize("sink", ["redis://127.0.0.1/0", "null", "file:///tmp/x.jsonl"])
+def test_headers_for_a_sink_that_sends_none_are_refused(sink):
+    with pytest.raises(SinkSetupError, match="--header: only an HTTP sink sends headers"):
+        open_sink(sink, SinkOptions(headers=(("X-Feed", "1"),)))
+
+
+def test_passwords_in_sink_urls_are_not_shown(tmp_path):
+    """A URL's password stays out of messages and of what the report says the sink was."""
+    with pytest.raises(SinkSetupError) as caught:
+        open_sink("redis://me:hunter2@127.0.0.1:abc/0", SinkOptions())
+    assert "hunter2" not in str(caught.value) and "me:***@" in str(caught.value)
+    port = free_port()  # nothing listens: the connection is refused
+    for url in (
+        f"postgresql://me:hunter2@127.0.0.1:{port}/db",
+        f"redis://me:hunter2@127.0.0.1:{port}/0",
+        f"mqtt://me:hunter2@127.0.0.1:{port}/fleet",
+    ):
+        sink = open_sink(url, SinkOptions(timeout_s=2))
+        assert "hunter2" not in sink.describe()
+        with pytest.raises(SinkSetupError) as caught:
+            sink.open(None)
+        assert "hunter2" not in str(caught.value) and "***" in str(caught.value)
+    http = open_sink(f"http://me:hunter2@127.0.0.1:{port}/taps", SinkOptions())
+    assert "hunter2" not in http.describe()
+
+
+def test_postgres_url_options_go_to_libpq():
+    """``?sslmode=...`` and the like were dropped without a word; now libpq reads them (and
+    refuses one it does not know)."""
+    sink = open_sink("postgresql://me@127.0.0.1:1/db?table=t&sslmod=require", SinkOptions())
+    assert sink.table == "t"
+    with pytest.raises(SinkSetupError, match='invalid URI query parameter: "sslmod"'):
+        sink.open(None)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected", "secret"),
+    [
+        (["--sink", "mqtt://127.0.0.1:abc/x"], "--sink 'mqtt://127.0.0.1:abc/x': port 'abc'", None),
+        (["--sink", "http:///taps"], "--sink 'http:///taps': no host", None),
+        (
+            ["--sink", "http://127.0.0.1:9/taps", "--token-env", "CT_TEST_TOKEN"],
+            "--token-env CT_TEST_TOKEN: the token in it holds a character",
+            "tok\nen-secret",
+        ),
+    ],
+)
+def test_bad_sink_flags_exit_2_without_a_traceback(tmp_path, flags, expected, secret):
+    env = {**os.environ, "CT_TEST_TOKEN": secret} if secret else None
+    done = subprocess.run(
+        [*CLI, "--days", "1", "--state", str(tmp_path / "state"), *flags],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert "secret" not in done.stderr
+    assert not (tmp_path / "state" / "dead_letters.jsonl").exists()  # nothing was sent
+
+
+# ------------------------------------------------------------ nested records as CSV
+def _csv_rows(f) -> list[dict]:
+    # A clearing file's detail is one field holding every cleared record: larger than the
+    # csv module's default limit of 128 KiB.
+    csv.field_size_limit(sys.maxsize)
+    return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("record_format", ["uploads", "clearing"])
+def test_nested_columns_are_json_text_in_csv(tmp_path, record_format):
+    """An upload's records and a clearing file's summary and detail are lists of structs:
+    in CSV each is one field of JSON text, the same JSON as the JSON encoding's field."""
+    jsonl, csv_path = tmp_path / "r.jsonl", tmp_path / "r.csv"
+    for path in (jsonl, csv_path):
+        report = _stream(tmp_path / path.suffix, f"file://{path}", record_format)
+        assert report.reconciled, report.totals
+    as_json = json_lines(jsonl)
+    with csv_path.open(newline="", encoding="utf-8") as f:
+        rows = _csv_rows(f)
+    assert len(rows) == len(as_json) > 0
+    nested = [n for n in ("records", "summary", "detail") if isinstance(as_json[0].get(n), list)]
+    assert nested
+    for row, record in zip(rows, as_json, strict=True):
+        assert row["idempotency_key"] == record["idempotency_key"]
+        for name in nested:
+            assert json.loads(row[name]) == record[name]
+
+
+def test_nested_records_go_to_stdout_as_csv(tmp_path):
+    done = subprocess.run(
+        [*CLI, "--days", "1", "--format", "clearing", "--sink", "-", "--encoding", "csv",
+         "--quiet", "--state", str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = _csv_rows(io.StringIO(done.stdout))
+    assert rows and all(isinstance(json.loads(r["summary"]), list) for r in rows)

@@ -4,7 +4,10 @@
   HTTP body, one object per line (JSON lines) in a file or on stdout, one message each for
   Redis and MQTT. Dates and times are local, ``"2024-03-04 07:15:02"``; money is integer fen;
   names are strings; nulls are ``null``.
-- ``csv``: a header line, then one line per record (pyarrow's writer).
+- ``csv``: a header line, then one line per record (pyarrow's writer). A nested column (an
+  upload's ``records``, a clearing file's ``summary`` and ``detail``: lists of structs, which
+  CSV has no form for) is one field of JSON text: the same JSON as the record's field in the
+  ``json`` encoding (PostgreSQL loads it into a ``jsonb`` column).
 - ``arrow``: an Arrow IPC stream (columnar; the cheapest to make and to read back).
 - ``parquet``: a Parquet file (files only).
 
@@ -68,7 +71,7 @@ class Encoder:
         if encoding == "csv":
             out = io.BytesIO()
             options = pa_csv.WriteOptions(include_header=header)
-            pa_csv.write_csv(_plain(table), out, write_options=options)
+            pa_csv.write_csv(_plain(self._nested_as_json(table)), out, write_options=options)
             return out.getvalue()
         if encoding == "arrow":
             sink = pa.BufferOutputStream()
@@ -81,8 +84,38 @@ class Encoder:
             return out.getvalue()
         raise ValueError(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
 
+    def _nested_as_json(self, table: pa.Table) -> pa.Table:
+        """``table`` with each nested column (lists, structs, maps) as JSON text, one string a
+        record (null stays null): what a CSV field can hold (module docstring)."""
+        nested = [f.name for f in table.schema if is_nested(f.type)]
+        if not nested or table.num_rows == 0:
+            return table
+        self._con.register("cardtwin_nested", table.select(nested))
+        try:
+            columns = ", ".join(f"to_json({_quoted(name)})" for name in nested)
+            query = f"SELECT {columns} FROM cardtwin_nested"
+            as_json = self._con.sql(query).to_arrow_table()
+        finally:
+            self._con.unregister("cardtwin_nested")
+        for name, column in zip(nested, as_json.columns, strict=True):
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, name, column.cast(pa.string()))
+        return table
+
     def close(self) -> None:
         self._con.close()
+
+
+def is_nested(t: pa.DataType) -> bool:
+    """A list, struct or map column (also one dictionary-coded): CSV has no form for it."""
+    if pa.types.is_dictionary(t):
+        return is_nested(t.value_type)
+    return pa.types.is_nested(t)
+
+
+def _quoted(name: str) -> str:
+    """A column name as a DuckDB identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def packed(strings: pa.Array) -> tuple[bytes, np.ndarray]:
@@ -104,4 +137,4 @@ def _plain(table: pa.Table) -> pa.Table:
     return pa.table(columns, names=table.column_names)
 
 
-__all__ = ["ENCODINGS", "Encoder", "packed"]
+__all__ = ["ENCODINGS", "Encoder", "is_nested", "packed"]

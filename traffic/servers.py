@@ -102,13 +102,31 @@ def redis_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def mosquitto_server() -> Iterator[str]:
-    """A Mosquitto broker taking anonymous clients on loopback; yields its URL."""
+def mosquitto_server(users: dict[str, str] | None = None) -> Iterator[str]:
+    """A Mosquitto broker on loopback; yields its URL. It takes anonymous clients, or with
+    ``users`` (name -> password) only those users."""
     with _scratch("cardtwin-mqtt-") as (folder, port):
         conf = folder / "mosquitto.conf"
+        access = "allow_anonymous true\n"
+        if users:
+            passwords = folder / "passwords"
+            passwords.touch(mode=0o600)
+            for name, password in users.items():
+                subprocess.run(
+                    [_binary("mosquitto_passwd"), "-b", str(passwords), name, password],
+                    check=True, capture_output=True,
+                )  # fmt: skip
+            if os.geteuid() == 0:
+                # Started as root, mosquitto reads the file as its own user, once it has
+                # dropped root: that user must own the file and be able to reach it.
+                import pwd
+
+                entry = pwd.getpwnam("mosquitto")
+                os.chown(passwords, entry.pw_uid, entry.pw_gid)
+                os.chmod(folder, 0o711)
+            access = f"allow_anonymous false\npassword_file {passwords}\n"
         conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 100000\n"
+            f"listener {port} 127.0.0.1\n{access}persistence false\nmax_queued_messages 100000\n"
         )
         cmd = [_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)]
         with _process(cmd, port, folder, folder / "mosquitto.log"):

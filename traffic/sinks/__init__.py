@@ -132,6 +132,15 @@ def open_sink(url: str, options: SinkOptions) -> Sink:
         raise SinkSetupError(
             f"--sink {redacted(url)!r}: unknown kind of sink; expected one of {known}"
         )
+    if scheme not in ("http", "https"):
+        # Flags only an HTTP sink reads: given for another, they would be silently ignored.
+        given = [flag for flag, value in (("--header", options.headers),
+                                          ("--token-env", options.token_env)) if value]  # fmt: skip
+        if given:
+            raise SinkSetupError(
+                f"{' and '.join(given)}: only an HTTP sink sends headers; --sink "
+                f"{redacted(url)!r} is not one"
+            )
     module, name = target.split(":")
     cls = getattr(importlib.import_module(module), name)
     try:

@@ -13,20 +13,51 @@ The receiver's answer decides what happens to the batch:
 - any other status: permanent, the whole batch is dead-lettered with the status and body.
 
 ``--concurrency N`` batches are in flight at once, each thread with its own connection.
+
+Everything that would make every request fail the same way is refused when the stream starts
+(bad input, not a stream that dead-letters all it sends): a URL without a host or with a port
+that is none, a ``--header`` name or value HTTP does not allow, a header the sink sets itself,
+and a token with characters a header cannot carry (a newline, a space). The token never appears
+in a message, a dead letter or the report.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import threading
+from urllib.parse import urlsplit
 
+import h11
 import httpx
 
 from traffic.encoding import Encoder
-from traffic.sinks import Batch, Outcome, PermanentError, Sink, SinkSetupError, TransientError
+from traffic.sinks import (
+    Batch,
+    Outcome,
+    PermanentError,
+    Sink,
+    SinkError,
+    SinkSetupError,
+    TransientError,
+    host_and_port,
+    redacted,
+)
 
 RETRY_STATUS = frozenset({408, 425, 429})
+
+#: A header name: an RFC 9110 token.
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: A header value: visible ASCII characters, spaces or tabs between them (RFC 9110, as h11
+#: checks it; httpx encodes values as ASCII), no newline or other control character.
+HEADER_VALUE = re.compile(r"(?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?")
+#: A bearer token: visible ASCII, no space (RFC 6750's b64token is stricter; any such token
+#: fits in the header).
+TOKEN = re.compile(r"[\x21-\x7e]+")
+#: Headers the sink sets for each request: given with --header they would be silently replaced
+#: (Idempotency-Key) or would break the request (the length, the host).
+OWN_HEADERS = ("content-length", "transfer-encoding", "host", "idempotency-key")
 
 
 class HttpSink(Sink):
@@ -34,6 +65,14 @@ class HttpSink(Sink):
 
     def __init__(self, url, options) -> None:
         super().__init__(url, options)
+        self.shown = redacted(url)
+        host_and_port(url, None)  # a host, and a port that is one (else the scheme's)
+        try:
+            httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise SinkSetupError(
+                f"--sink {self.shown!r}: not a URL httpx can send to ({exc})"
+            ) from None
         self.encoding = options.encoding or "json"
         if self.encoding not in ("json", "jsonl"):
             raise SinkSetupError(f"--encoding {self.encoding}: an HTTP sink takes json or jsonl")
@@ -45,6 +84,8 @@ class HttpSink(Sink):
         }
         for name, value in options.headers:
             self.headers[name] = value
+        _check_headers(options.headers, bool(options.token_env))
+        self._token = None
         if options.token_env:
             token = os.environ.get(options.token_env)
             if not token:
@@ -52,11 +93,39 @@ class HttpSink(Sink):
                     f"--token-env {options.token_env}: that environment variable is not set "
                     "(expected the bearer token in it)"
                 )
+            if not TOKEN.fullmatch(token):
+                # Said without the token: a message goes to logs, and the token is a secret.
+                raise SinkSetupError(
+                    f"--token-env {options.token_env}: the token in it holds a character an "
+                    "HTTP header cannot carry (a newline, a space, a control or non-ASCII "
+                    "character); expected the bare token"
+                )
+            self._token = token
             self.headers["Authorization"] = f"Bearer {token}"
+        self._check_request()
         self.timeout = httpx.Timeout(options.timeout_s)
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
         self._lock = threading.Lock()
+
+    def _check_request(self) -> None:
+        """The request line and headers as h11 (httpx's HTTP/1.1) will check them when the
+        first batch goes: refused now, not as every batch's failure."""
+        parts = urlsplit(self.url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = [("Host", parts.netloc.rpartition("@")[2]), *self.headers.items()]
+        headers.append(("Content-Length", "0"))
+        try:
+            h11.Request(method="POST", target=target, headers=headers)
+        except h11.LocalProtocolError as exc:
+            raise SinkSetupError(
+                f"--sink {self.shown!r}, --header: the request cannot be made: "
+                f"{self._scrub(str(exc))}"
+            ) from None
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the token (an error message may quote the header it was in)."""
+        return text.replace(self._token, "***") if self._token else text
 
     def _client(self) -> httpx.Client:
         client = getattr(self._local, "client", None)
@@ -75,14 +144,18 @@ class HttpSink(Sink):
         key = f"{_stream_of(batch)}:{batch.first_seq}-{batch.last_seq}"
         try:
             response = self._client().post(self.url, content=body, headers={"Idempotency-Key": key})
+        except httpx.LocalProtocolError as exc:
+            # The request itself cannot be made (checked at the start, so not expected): every
+            # batch would fail alike, so the stream stops instead of dead-lettering them all.
+            raise SinkError(f"the request cannot be made: {self._scrub(str(exc))}") from None
         except httpx.TransportError as exc:  # timeouts, refused and reset connections
             self._drop_client()
-            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+            raise TransientError(f"{type(exc).__name__}: {self._scrub(str(exc))}") from exc
         status = response.status_code
         if status in RETRY_STATUS or status >= 500:
             raise TransientError(f"HTTP {status}")
         if not 200 <= status < 300:
-            raise PermanentError(f"HTTP {status}: {response.text[:200]}")
+            raise PermanentError(f"HTTP {status}: {self._scrub(response.text[:200])}")
         return Outcome(_rejected(batch, response))
 
     def _drop_client(self) -> None:
@@ -99,7 +172,32 @@ class HttpSink(Sink):
             self._clients.clear()
 
     def describe(self) -> str:
-        return f"{self.url} (POST {self.encoding}, {self.concurrency} in flight)"
+        return f"{self.shown} (POST {self.encoding}, {self.concurrency} in flight)"
+
+
+def _check_headers(headers: tuple[tuple[str, str], ...], token: bool) -> None:
+    """``--header`` names and values HTTP allows, none the sink sets itself (module
+    docstring). A value is never quoted: it may be a credential."""
+    for name, value in headers:
+        if not HEADER_NAME.fullmatch(name):
+            raise SinkSetupError(
+                f"--header {name!r}: not a header name; expected letters, digits and "
+                "!#$%&'*+-.^_`|~ only (no spaces)"
+            )
+        if not HEADER_VALUE.fullmatch(value):
+            raise SinkSetupError(
+                f"--header {name}: its value holds a newline, another control character or a "
+                "non-ASCII character, or starts or ends with a space; expected printable ASCII"
+            )
+        if name.lower() in OWN_HEADERS:
+            raise SinkSetupError(
+                f"--header {name}: the sink sets that header itself (for each request)"
+            )
+        if token and name.lower() == "authorization":
+            raise SinkSetupError(
+                "--header Authorization and --token-env both set the Authorization header; "
+                "give one of them"
+            )
 
 
 def _stream_of(batch: Batch) -> str:

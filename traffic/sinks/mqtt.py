@@ -10,13 +10,18 @@ acknowledged every message of it (PUBACK); QoS 0 counts a message as delivered w
 written to the socket. A broker that cannot be reached, or does not acknowledge in time, is a
 transient failure: the batch is published again (MQTT QoS 1 is at-least-once anyway; the
 records' idempotency keys tell a subscriber what it has seen).
+
+``mqtt://USER:PASSWORD@HOST:PORT/...`` logs in with that user (percent-encoded in the URL, as
+any URL's user part); a broker that refuses the connection (bad user or password, not
+authorised) is refused when the stream starts, with the broker's reason. The port defaults to
+MQTT's own, 1883.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -24,7 +29,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from traffic.encoding import Encoder
-from traffic.sinks import Batch, Outcome, Sink, SinkSetupError, TransientError
+from traffic.sinks import (
+    Batch,
+    Outcome,
+    Sink,
+    SinkSetupError,
+    TransientError,
+    host_and_port,
+    query_options,
+    redacted,
+)
 
 GROUP_COLUMNS = {"device": "device_id", "line": "route_id", "outlet": "outlet_id"}
 
@@ -41,51 +55,83 @@ class MqttSink(Sink):
     def __init__(self, url, options) -> None:
         super().__init__(url, options)
         parts = urlsplit(url)
-        query = parse_qs(parts.query)
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 1883
+        shown = redacted(url)
+        self.host, self.port = host_and_port(url, 1883)
+        query = query_options(url, ("per", "qos"))
         self.prefix = parts.path.strip("/") or f"cardtwin/{options.record_format}"
+        if "#" in url or any(c in self.prefix for c in "+\0"):  # a "#" ends a URL's path
+            raise SinkSetupError(
+                f"--sink {shown!r}: the topic prefix holds a wildcard (+ or #, which are for "
+                "subscribing) or a NUL; expected a plain topic such as cardtwin/taps"
+            )
         default = "outlet" if options.record_format == "topups" else "device"
-        per = query.get("per", [default])[0]
+        per = query.get("per", default)
         if per not in GROUP_COLUMNS:
-            raise SinkSetupError(f"--sink {url!r}: per must be device, line or outlet")
+            raise SinkSetupError(f"--sink {shown!r}: per must be device, line or outlet")
         self.column = GROUP_COLUMNS[per]
-        try:
-            self.qos = int(query.get("qos", ["1"])[0])
-        except ValueError:
-            self.qos = -1
-        if self.qos not in (0, 1):
-            raise SinkSetupError(f"--sink {url!r}: qos must be 0 or 1")
+        qos = query.get("qos", "1")
+        if qos not in ("0", "1"):
+            raise SinkSetupError(f"--sink {shown!r}: qos must be 0 or 1")
+        self.qos = int(qos)
         self.timeout_s = options.timeout_s
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"cardtwin-{uuid.uuid4().hex[:12]}",
             protocol=mqtt.MQTTv311,
         )
+        if parts.username is not None:
+            password = unquote(parts.password) if parts.password is not None else None
+            self.client.username_pw_set(unquote(parts.username), password)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self._connected = threading.Event()
-        self.client.on_connect = lambda *a: self._connected.set()
+        self._answered = threading.Event()  # the broker answered a connection (CONNACK)
+        self._refusal: str | None = None  # why the broker refused the last connection
+        self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self._connected.clear()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        """The broker's CONNACK: connected only if it accepted (a refusal, such as a bad
+        password, also calls this)."""
+        if reason_code.is_failure:
+            self._refusal = str(reason_code)
+            self._connected.clear()
+        else:
+            self._refusal = None
+            self._connected.set()
+        self._answered.set()
 
     def open(self, resume_state: dict | None) -> None:
         from traffic.records import stream_schema
 
+        shown = redacted(self.url)
         if self.column not in stream_schema(self.options.record_format).names:
             raise SinkSetupError(
-                f"--sink {self.url}: {self.options.record_format} records have no {self.column}"
+                f"--sink {shown}: {self.options.record_format} records have no {self.column}"
             )
         try:
             self.client.connect(self.host, self.port, keepalive=30)
-        except OSError as exc:
-            raise SinkSetupError(f"--sink {self.url}: {exc}") from None
+        except (OSError, ValueError) as exc:
+            raise SinkSetupError(f"--sink {shown}: {exc}") from None
         self.client.loop_start()
-        if not self._connected.wait(self.timeout_s):
-            raise SinkSetupError(f"--sink {self.url}: the broker did not accept the connection")
+        self._answered.wait(self.timeout_s)
+        if not self._connected.is_set():
+            # Stop the client's own reconnecting before saying so.
+            self.close()
+            if self._refusal is not None:
+                raise SinkSetupError(
+                    f"--sink {shown}: the broker refused the connection: {self._refusal} "
+                    "(the user and password are the URL's user part: "
+                    "mqtt://USER:PASSWORD@HOST:PORT/...)"
+                )
+            raise SinkSetupError(
+                f"--sink {shown}: the broker did not answer within --timeout {self.timeout_s:g} s"
+            )
 
     def send(self, batch: Batch, encoder: Encoder) -> Outcome:
         if not self._connected.wait(self.timeout_s):
-            raise TransientError("not connected to the broker")
+            refused = f" (it refused: {self._refusal})" if self._refusal else ""
+            raise TransientError(f"not connected to the broker{refused}")
         table = batch.table
         # Group by the column's dictionary codes (no Python object per record).
         column = table.column(self.column).combine_chunks()

@@ -2,30 +2,45 @@
 
 The table (default ``cardtwin_<format>``) is created if missing, from the format's documented
 columns (docs/streaming.md; types from the Arrow schema: integers, ``boolean``, ``text``,
-``timestamp``, ``date``), with the idempotency key as its primary key. An existing table must
-have those columns. Each batch is one transaction: ``COPY ... FROM STDIN (FORMAT csv)`` of the
-batch as CSV (pyarrow's writer). A batch sent again (a timeout after the commit, a resumed
+``timestamp``, ``date``, and ``jsonb`` for a nested column such as an upload's records), with
+the idempotency key as its primary key. An existing table must have those columns. Each batch
+is one transaction: ``COPY ... FROM STDIN (FORMAT csv)`` of the batch as CSV (pyarrow's writer;
+a nested column as JSON text). A batch sent again (a timeout after the commit, a resumed
 stream) breaks the key: it is then copied into a temporary table and inserted with
 ``ON CONFLICT DO NOTHING``, so every record is in the table once. Lost connections are transient
 (a new one is made); data the server refuses is permanent.
+
+Other ``?name=value`` options of the URL (``sslmode=require``, ``application_name=...``) go to
+libpq as its own URL options (libpq refuses one it does not know). A URL without a host uses the
+local socket, as psql does.
 """
 
 from __future__ import annotations
 
 import threading
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from traffic.encoding import Encoder
-from traffic.sinks import Batch, Outcome, PermanentError, Sink, SinkSetupError, TransientError
+from traffic.encoding import Encoder, is_nested
+from traffic.sinks import (
+    Batch,
+    Outcome,
+    PermanentError,
+    Sink,
+    SinkSetupError,
+    TransientError,
+    redacted,
+)
 
 
 def _pg_type(t: pa.DataType) -> str:
     if pa.types.is_dictionary(t):
         return _pg_type(t.value_type)
+    if is_nested(t):
+        return "jsonb"  # the CSV encoding writes a nested column as JSON text
     if pa.types.is_boolean(t):
         return "boolean"
     if pa.types.is_int8(t) or pa.types.is_int16(t):
@@ -66,9 +81,16 @@ class PostgresSink(Sink):
 
         super().__init__(url, options)
         parts = urlsplit(url)
-        query = parse_qs(parts.query)
-        self.table = query.get("table", [f"cardtwin_{options.record_format}"])[0]
-        self.dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        self.shown = redacted(url)
+        # Hosts and ports are libpq's to check (it says which is wrong, and takes several).
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        tables = [value for name, value in query if name == "table"]
+        if len(tables) > 1 or tables == [""]:
+            raise SinkSetupError(f"--sink {self.shown!r}: expected one table name (?table=T)")
+        self.table = tables[0] if tables else f"cardtwin_{options.record_format}"
+        # The other options are libpq's (sslmode, ...): passed on, not silently dropped.
+        libpq = urlencode([(name, value) for name, value in query if name != "table"])
+        self.dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, libpq, ""))
         self.concurrency = options.concurrency
         self.schema = stream_schema(options.record_format)
         self.timeout_s = options.timeout_s
@@ -97,10 +119,10 @@ class PostgresSink(Sink):
                     )
                 ]
         except psycopg.Error as exc:
-            raise SinkSetupError(f"--sink {self.dsn}: {str(exc).strip()}") from None
+            raise SinkSetupError(f"--sink {self.shown}: {str(exc).strip()}") from None
         if found != self.schema.names:
             raise SinkSetupError(
-                f"--sink {self.dsn}: table {self.table} exists with other columns "
+                f"--sink {self.shown}: table {self.table} exists with other columns "
                 f"({', '.join(found)}); expected {', '.join(self.schema.names)} "
                 "(choose another ?table=)"
             )
@@ -154,4 +176,4 @@ class PostgresSink(Sink):
             self._connections.clear()
 
     def describe(self) -> str:
-        return f"{self.dsn} table {self.table} ({self.concurrency} connections)"
+        return f"{redacted(self.dsn)} table {self.table} ({self.concurrency} connections)"
