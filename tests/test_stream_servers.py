@@ -324,3 +324,66 @@ def test_an_unreachable_server_is_bad_input(tmp_path):
         )
         assert done.returncode == 2, done.stderr
         assert sink.split("//")[0] in done.stderr and "Traceback" not in done.stderr
+
+
+def test_mqtt_logs_in_with_the_urls_user_and_a_refusal_is_bad_input(tmp_path, expected):
+    """A broker that takes only known users: the URL's user and password log in; without
+    them, or with a wrong password, the broker's refusal stops the stream before it starts
+    (it used to count as connected, then dead-letter every record)."""
+    with mosquitto_server({"feeder": "p@ss word"}) as url:
+        broker = urlsplit(url)
+        host = broker.netloc
+        good = f"mqtt://feeder:p%40ss%20word@{host}/fleet"
+        received: list = []
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        sub.username_pw_set("feeder", "p@ss word")
+        subscribed = threading.Event()
+        sub.on_subscribe = lambda *a: subscribed.set()
+        sub.on_message = lambda c, u, m: received.extend(json.loads(m.payload))
+        sub.connect(broker.hostname, broker.port)
+        sub.subscribe("fleet/#", qos=1)
+        sub.loop_start()
+        assert subscribed.wait(10)
+        report = _stream(tmp_path / "good", good)
+        deadline = time.monotonic() + 10
+        while len(received) < len(expected) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sub.loop_stop()
+        for bad in (f"mqtt://{host}/fleet", f"mqtt://feeder:wrong-secret@{host}/fleet"):
+            done = subprocess.run(
+                [*CLI, "--sink", bad, "--state", str(tmp_path / "bad"), "--timeout", "5"],
+                capture_output=True,
+                text=True,
+            )
+            assert done.returncode == 2, done.stderr
+            assert "the broker refused the connection: Not authorized" in done.stderr
+            assert "wrong-secret" not in done.stderr and "Traceback" not in done.stderr
+    assert report.reconciled and report.totals["acknowledged"] == len(expected)
+    assert "p@ss" not in report.sink
+    assert sorted(r["idempotency_key"] for r in received) == sorted(expected)
+
+
+@pytest.mark.parametrize("record_format", ["uploads", "clearing"])
+def test_postgres_keeps_nested_columns_as_jsonb(tmp_path, record_format):
+    """An upload's records and a clearing file's summary and detail go in as jsonb (they used
+    to stop the stream: CSV had no form for them)."""
+    path = tmp_path / "records.jsonl"
+    assert _stream(tmp_path / "file", f"file://{path}", record_format).reconciled
+    records = {r["idempotency_key"]: r for r in map(json.loads, path.read_bytes().splitlines())}
+    nested = [k for k, v in next(iter(records.values())).items() if isinstance(v, list)]
+    with postgres_server() as url:
+        report = _stream(tmp_path, f"{url}?table=nested", record_format)
+        with psycopg.connect(url) as conn:
+            types = dict(
+                conn.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE table_name = 'nested'"
+                ).fetchall()
+            )
+            columns = ", ".join(nested)
+            rows = conn.execute(f"SELECT idempotency_key, {columns} FROM nested").fetchall()
+    assert report.reconciled, report.totals
+    assert nested and all(types[name] == "jsonb" for name in nested)
+    assert len(rows) == len(records)
+    for key, *values in rows:
+        assert dict(zip(nested, values, strict=True)) == {n: records[key][n] for n in nested}
