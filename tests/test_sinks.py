@@ -143,6 +143,13 @@ def test_a_bad_sink_url_says_what_is_wrong(url, expected):
     assert str(caught.value).startswith("--sink ")
 
 
+def test_an_http_url_httpx_would_encode_is_taken():
+    """The request is checked as httpx will send it: a space in the path is percent-encoded,
+    not a reason to refuse the URL."""
+    sink = open_sink("http://127.0.0.1:9/feed a?b=c d", SinkOptions(headers=(("X-A", "b c"),)))
+    assert sink.describe().startswith("http://127.0.0.1:9/feed a")
+
+
 def _http(headers=(), token_env=None) -> None:
     open_sink("http://127.0.0.1:9/taps", SinkOptions(headers=headers, token_env=token_env))
 

@@ -22,7 +22,7 @@ from sim.api import load_scenario, privacy_key
 from traffic.delivery import RetryPolicy
 from traffic.servers import mosquitto_server, postgres_server, redis_server
 from traffic.sinks import SinkOptions
-from traffic.stream import StreamSettings, stream
+from traffic.stream import StreamSettings, StreamSetupError, stream
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
@@ -151,6 +151,32 @@ def test_a_redis_resume_without_its_progress_key_is_refused(tmp_path):
         redis.Redis.from_url(url).delete(*redis.Redis.from_url(url).keys("*:progress:*"))
         with pytest.raises(Exception, match="no progress key .* start the stream again"):
             _stream(tmp_path, url, resume=True)
+
+
+def test_a_redis_key_of_another_type_is_refused(tmp_path):
+    with redis_server() as url:
+        redis.Redis.from_url(url).set("k", "not a stream")
+        with pytest.raises(StreamSetupError, match="key k holds a string, not a stream"):
+            _stream(tmp_path, f"{url}?key=k")
+
+
+def test_a_redis_progress_key_lost_mid_stream_stops_the_stream(tmp_path):
+    """Deleted (or evicted) while the stream runs, the progress key can no longer say what is
+    in the stream: the stream stops (exit 5, checkpointed) rather than risk duplicates."""
+    with redis_server() as url:
+        client = redis.Redis.from_url(url)
+        cmd = [*CLI, "--sink", f"{url}?key=k", "--state", str(tmp_path), "--batch-size", "20"]
+        proc = subprocess.Popen(
+            [*cmd, "--rate", "500", "--quiet"], stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 60
+        while client.xlen("k") < 100 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client.delete(*client.keys("k:progress:*"))
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 5, stderr
+    assert "the sink broke down: the progress key k:progress:" in stderr
+    assert "disappeared" in stderr and "Traceback" not in stderr
 
 
 class _FlakyProxy:

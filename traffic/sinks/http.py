@@ -27,7 +27,6 @@ import json
 import os
 import re
 import threading
-from urllib.parse import urlsplit
 
 import h11
 import httpx
@@ -111,12 +110,10 @@ class HttpSink(Sink):
     def _check_request(self) -> None:
         """The request line and headers as h11 (httpx's HTTP/1.1) will check them when the
         first batch goes: refused now, not as every batch's failure."""
-        parts = urlsplit(self.url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = [("Host", parts.netloc.rpartition("@")[2]), *self.headers.items()]
-        headers.append(("Content-Length", "0"))
+        url = httpx.URL(self.url)  # the path and host as httpx sends them (percent-encoded)
+        headers = [("Host", url.netloc), *self.headers.items(), ("Content-Length", "0")]
         try:
-            h11.Request(method="POST", target=target, headers=headers)
+            h11.Request(method="POST", target=url.raw_path, headers=headers)
         except h11.LocalProtocolError as exc:
             raise SinkSetupError(
                 f"--sink {self.shown!r}, --header: the request cannot be made: "
