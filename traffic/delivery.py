@@ -96,7 +96,6 @@ class Delivery:
                 raise DeliveryFailed(str(self.error)) from self.error
             try:
                 self._queue.put(batch, timeout=0.1)
-                self.accounts.sent_batch(len(batch))
                 return
             except queue.Full:
                 continue
@@ -146,6 +145,9 @@ class Delivery:
                     return
                 if self._stop.is_set():
                     continue
+                # Counted as sent when handed to the sink: a batch still queued when the
+                # stream is stopped (or a worker failed) never went out.
+                self.accounts.sent_batch(len(batch))
                 self._deliver(batch, encoder, rng)
         except BaseException as exc:  # noqa: BLE001 - handed to the pacer, which stops
             self.error = exc

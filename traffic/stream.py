@@ -292,7 +292,7 @@ def _run(
     except SinkSetupError as exc:
         raise StreamSetupError(str(exc)) from None
     except OSError as exc:
-        raise StreamSetupError(f"--sink {settings.sink}: {exc}") from None
+        raise StreamSetupError(f"--sink {public_url(settings.sink)}: {exc}") from None
     dead_letters.replace(kept_dead_letters)
     labels = state_dir / LABELS_DIR
     # A new stream: an earlier one's labels would mislead. A live dirty stream writes its own
@@ -618,7 +618,8 @@ class _Pacer:
         True; or until ``stop`` (False) or a sink worker fails (True: closing raises it)."""
         while True:
             totals = self.accounts.totals()
-            if totals["acknowledged"] + totals["dead_lettered"] >= totals["sent"]:
+            # Every record generated: a batch still queued is not yet sent (traffic/delivery.py).
+            if totals["acknowledged"] + totals["dead_lettered"] >= totals["generated"]:
                 return True
             if self.delivery.error is not None:
                 return True
