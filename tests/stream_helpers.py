@@ -8,6 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ROOT / "scenarios" / "small_ci.yaml"
+
 
 def json_lines(path: Path) -> list[dict]:
     """The records of a JSON-lines file."""
@@ -30,3 +33,30 @@ def kill_when_some_are_done(cmd, state: Path, env=None) -> None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def small_stream(
+    tmp_path, sink, record_format="taps", *, seed=None, resume=False, stop=None, **options
+):
+    """Two days of the small scenario streamed to ``sink`` (batches of 200, quick retries),
+    its state in ``tmp_path / "state"``; ``options`` go to the sink (SinkOptions)."""
+    from sim.api import load_scenario, privacy_key
+    from traffic.delivery import RetryPolicy
+    from traffic.sinks import SinkOptions
+    from traffic.stream import StreamSettings, stream
+
+    return stream(
+        load_scenario(SMALL, days=2),
+        StreamSettings(
+            sink=sink,
+            state_dir=tmp_path / "state",
+            record_format=record_format,
+            batch_size=200,
+            sink_options=SinkOptions(record_format=record_format, **options),
+            retry=RetryPolicy(base_s=0.01),
+            resume=resume,
+        ),
+        privacy_key=privacy_key(None),
+        seed=seed,
+        stop=stop,
+    )

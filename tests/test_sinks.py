@@ -17,32 +17,17 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from stream_helpers import json_lines
+from stream_helpers import json_lines, small_stream
 
-from sim.api import load_scenario, privacy_key
 from traffic.accounting import Accounts, Checkpoint, DeadLetters
 from traffic.delivery import Delivery, DeliveryFailed, RetryPolicy
 from traffic.servers import free_port
 from traffic.sinks import Batch, SinkOptions, SinkSetupError, open_sink
 from traffic.sinks.files import FileSink
-from traffic.stream import StreamSettings, stream
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
 CLI = [sys.executable, str(ROOT / "run_scenario.py"), "stream", str(SMALL)]
-
-
-def _stream(tmp_path, sink, record_format="taps"):
-    return stream(
-        load_scenario(SMALL, days=2),
-        StreamSettings(
-            sink=sink,
-            state_dir=tmp_path / "state",
-            record_format=record_format,
-            sink_options=SinkOptions(record_format=record_format),
-        ),
-        privacy_key=privacy_key(None),
-    )
 
 
 def _batch(first_seq: int, n: int) -> Batch:
@@ -256,7 +241,7 @@ def test_nested_columns_are_json_text_in_csv(tmp_path, record_format):
     in CSV each is one field of JSON text, the same JSON as the JSON encoding's field."""
     jsonl, csv_path = tmp_path / "r.jsonl", tmp_path / "r.csv"
     for path in (jsonl, csv_path):
-        report = _stream(tmp_path / path.suffix, f"file://{path}", record_format)
+        report = small_stream(tmp_path / path.suffix, f"file://{path}", record_format)
         assert report.reconciled, report.totals
     as_json = json_lines(jsonl)
     with csv_path.open(newline="", encoding="utf-8") as f:

@@ -17,34 +17,14 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 import redis
+from stream_helpers import small_stream
 
-from sim.api import load_scenario, privacy_key
-from traffic.delivery import RetryPolicy
 from traffic.servers import mosquitto_server, postgres_server, redis_server
-from traffic.sinks import SinkOptions
-from traffic.stream import StreamSettings, StreamSetupError, stream
+from traffic.stream import StreamSetupError
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
 CLI = [sys.executable, str(ROOT / "run_scenario.py"), "stream", str(SMALL), "--days", "2"]
-
-
-def _stream(tmp_path, sink, record_format="taps", *, seed=None, resume=False, stop=None, **options):
-    return stream(
-        load_scenario(SMALL, days=2),
-        StreamSettings(
-            sink=sink,
-            state_dir=tmp_path / "state",
-            record_format=record_format,
-            batch_size=200,
-            sink_options=SinkOptions(record_format=record_format, **options),
-            retry=RetryPolicy(base_s=0.01),
-            resume=resume,
-        ),
-        privacy_key=privacy_key(None),
-        seed=seed,
-        stop=stop,
-    )
 
 
 def _keys(url, key) -> list[str]:
@@ -61,13 +41,13 @@ def expected(tmp_path_factory):
     """The stream's records, from a file sink: idempotency key -> record."""
     tmp = tmp_path_factory.mktemp("file")
     path = tmp / "taps.jsonl"
-    assert _stream(tmp, f"file://{path}").reconciled
+    assert small_stream(tmp, f"file://{path}").reconciled
     return {r["idempotency_key"]: r for r in map(json.loads, path.read_bytes().splitlines())}
 
 
 def test_redis_streams_get_every_record_once(tmp_path, expected):
     with redis_server() as url:
-        report = _stream(tmp_path, f"{url}?key=cardtwin:test")
+        report = small_stream(tmp_path, f"{url}?key=cardtwin:test")
         entries = redis.Redis.from_url(url).xrange("cardtwin:test")
     assert report.reconciled
     got = {f[b"key"].decode(): json.loads(f[b"record"]) for _, f in entries}
@@ -104,13 +84,13 @@ def test_resuming_a_stream_into_a_shared_key_writes_exactly_its_own_records(tmp_
     another stream's entries for its own (it once skipped every position below the last
     entry's, whoever wrote it, and counted them acknowledged)."""
     with redis_server() as url:
-        assert _stream(tmp_path / "a", url).reconciled  # stream A, whole, into cardtwin:taps
+        assert small_stream(tmp_path / "a", url).reconciled  # stream A, whole, into cardtwin:taps
         # Stream B (another seed) stops before anything is acknowledged, then resumes.
         stopped = threading.Event()
         stopped.set()
-        first = _stream(tmp_path / "b", url, seed=7, stop=stopped)
+        first = small_stream(tmp_path / "b", url, seed=7, stop=stopped)
         assert not first.finished and first.totals["acknowledged"] == 0
-        resumed = _stream(tmp_path / "b", url, seed=7, resume=True)
+        resumed = small_stream(tmp_path / "b", url, seed=7, resume=True)
         keys = _keys(url, "cardtwin:taps")
     assert resumed.reconciled
     b_keys = [k for k in keys if k.startswith(resumed.stream_id + ":")]
@@ -132,7 +112,7 @@ def test_a_killed_stream_resumes_exactly_once_after_another_wrote_to_its_key(tmp
             time.sleep(0.05)
         proc.kill()
         proc.wait()
-        assert _stream(tmp_path / "other", url).reconciled  # seed of the scenario: another id
+        assert small_stream(tmp_path / "other", url).reconciled  # seed of the scenario: another id
         done = subprocess.run([*cmd, "--resume", "--quiet"], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         report = json.loads((state / "report.json").read_text())
@@ -147,20 +127,20 @@ def test_a_redis_resume_without_its_progress_key_is_refused(tmp_path):
     with redis_server() as url:
         stopped = threading.Event()
         stopped.set()
-        _stream(tmp_path, url, stop=stopped)
+        small_stream(tmp_path, url, stop=stopped)
         redis.Redis.from_url(url).delete(*redis.Redis.from_url(url).keys("*:progress:*"))
         with pytest.raises(Exception, match="no progress key .* start the stream again"):
-            _stream(tmp_path, url, resume=True)
+            small_stream(tmp_path, url, resume=True)
 
 
 def test_a_redis_key_of_another_type_is_refused(tmp_path):
     with redis_server() as url:
         redis.Redis.from_url(url).set("k", "not a stream")
         with pytest.raises(StreamSetupError, match="key k holds a string, not a stream"):
-            _stream(tmp_path, f"{url}?key=k")
+            small_stream(tmp_path, f"{url}?key=k")
 
 
-def test_a_redis_progress_key_lost_mid_stream_stops_the_stream(tmp_path):
+def test_a_redis_progress_key_lost_mid_stream_stops_thesmall_stream(tmp_path):
     """Deleted (or evicted) while the stream runs, the progress key can no longer say what is
     in the stream: the stream stops (exit 5, checkpointed) rather than risk duplicates."""
     with redis_server() as url:
@@ -247,7 +227,7 @@ def test_redis_batches_tried_again_are_in_the_stream_once(tmp_path, expected, re
     with redis_server() as url:
         proxy = _FlakyProxy(int(urlsplit(url).port), refuse)
         try:
-            report = _stream(tmp_path, f"redis://127.0.0.1:{proxy.port}/0?key=k", timeout_s=2)
+            report = small_stream(tmp_path, f"redis://127.0.0.1:{proxy.port}/0?key=k", timeout_s=2)
         finally:
             proxy.close()
         keys = _keys(url, "k")
@@ -259,9 +239,9 @@ def test_redis_batches_tried_again_are_in_the_stream_once(tmp_path, expected, re
 
 def test_postgres_copy_keeps_every_record_once(tmp_path, expected):
     with postgres_server() as url:
-        report = _stream(tmp_path, f"{url}?table=taps_under_test", concurrency=2)
+        report = small_stream(tmp_path, f"{url}?table=taps_under_test", concurrency=2)
         # The same stream again (a resend of every batch): nothing is counted twice.
-        again = _stream(tmp_path / "again", f"{url}?table=taps_under_test", concurrency=2)
+        again = small_stream(tmp_path / "again", f"{url}?table=taps_under_test", concurrency=2)
         with psycopg.connect(url) as conn:
             rows = conn.execute(
                 "SELECT idempotency_key, amount_fen, event_timestamp, fare_capped, incident_id "
@@ -308,7 +288,7 @@ def _published(tmp_path, path: str, n: int, record_format="taps"):
         sub.subscribe(f"{path.split('?')[0]}/#", qos=1)
         sub.loop_start()
         assert subscribed.wait(10)
-        report = _stream(tmp_path, f"{url}/{path}", record_format)
+        report = small_stream(tmp_path, f"{url}/{path}", record_format)
         deadline = time.monotonic() + 10
         while sum(len(r) for _, r in received) < n and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -328,7 +308,7 @@ def test_mqtt_publishes_each_devices_records_on_its_topic(tmp_path, expected):
 
 def test_mqtt_topups_without_an_outlet_go_to_the_none_topic(tmp_path):
     path = tmp_path / "topups.jsonl"
-    assert _stream(tmp_path / "file", f"file://{path}", "topups").reconciled
+    assert small_stream(tmp_path / "file", f"file://{path}", "topups").reconciled
     topups = [json.loads(line) for line in path.read_bytes().splitlines()]
     assert any(t["outlet_id"] is None for t in topups)  # online top-ups: no outlet
     received = _published(tmp_path, "shops", len(topups), "topups")  # per outlet by default
@@ -380,7 +360,9 @@ def test_mqtt_logs_in_with_the_urls_user_and_a_refusal_is_bad_input(tmp_path, ex
         sub.subscribe("fleet/#", qos=1)
         sub.loop_start()
         assert subscribed.wait(10)
-        report = _stream(tmp_path / "good", f"mqtt://feeder:p%40ss%20word@{broker.netloc}/fleet")
+        report = small_stream(
+            tmp_path / "good", f"mqtt://feeder:p%40ss%20word@{broker.netloc}/fleet"
+        )
         deadline = time.monotonic() + 10
         while len(received) < len(expected) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -395,11 +377,11 @@ def test_postgres_keeps_nested_columns_as_jsonb(tmp_path, record_format):
     """An upload's records and a clearing file's summary and detail go in as jsonb (they used
     to stop the stream: CSV had no form for them)."""
     path = tmp_path / "records.jsonl"
-    assert _stream(tmp_path / "file", f"file://{path}", record_format).reconciled
+    assert small_stream(tmp_path / "file", f"file://{path}", record_format).reconciled
     records = {r["idempotency_key"]: r for r in map(json.loads, path.read_bytes().splitlines())}
     nested = [k for k, v in next(iter(records.values())).items() if isinstance(v, list)]
     with postgres_server() as url:
-        report = _stream(tmp_path, f"{url}?table=nested", record_format)
+        report = small_stream(tmp_path, f"{url}?table=nested", record_format)
         with psycopg.connect(url) as conn:
             types = dict(
                 conn.execute(
