@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.codes import CARD_TYPES, DAY_TYPES, MODES, TAP_ENTRY, TAP_EXIT, TAP_SINGLE, code_of
-from sim.fare_rules import MINUTES_PER_DAY, FareRules, pct_to_bp
+from sim.fare_rules import MINUTES_PER_DAY, FareRules, bp_of_fen, pct_to_bp
 
 #: Limit used where a card type has no cap (far above any real spend, no int64 overflow).
 NO_CAP_FEN = 1 << 62
@@ -405,7 +405,7 @@ def price_taps(
     gid = compiled.rule_table[dt].reshape(-1)[flat]
     discounts_ok = charge if compiled.incomplete_discounts else charge & ~inc_row
     gid = np.where(discounts_ok, gid, len(compiled.rule_pos) - 1)
-    conc = lst * compiled.rule_bp[gid] // 10_000 + compiled.rule_off_fen[gid]
+    conc = bp_of_fen(lst, compiled.rule_bp[gid]) + compiled.rule_off_fen[gid]
     conc += np.maximum(lst - compiled.rule_fixed_fen[gid], 0)
     np.minimum(conc, lst, out=conc)
     after = lst - conc
@@ -421,7 +421,7 @@ def price_taps(
             card[eidx], t[eidx], compiled.transfer_window_s, compiled.transfer_max_legs
         )
         is_transfer = leg_tr[board]
-        trans = after * compiled.transfer_bp // 10_000 + compiled.transfer_off_fen
+        trans = bp_of_fen(after, compiled.transfer_bp) + compiled.transfer_off_fen
         trans = np.where(is_transfer & discounts_ok, np.minimum(trans, after), 0)
     pre_cap = after - trans
 
