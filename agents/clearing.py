@@ -127,10 +127,14 @@ class ClearingNetworkAgent:
         self._desk_seen: dict[tuple[int, int], np.ndarray] = {}
         self._desk_waiting = np.zeros(0, dtype=np.int64)
 
-    def on_shards(self, method: str, args: list[tuple]) -> list:
-        """``method`` on every shard with its own arguments, results in shard order. One after
-        the other here; a distributed run (sim/distributed.py) calls its actors all at once."""
-        return [getattr(shard, method)(*a) for shard, a in zip(self.shards, args, strict=True)]
+    def on_shards(self, method: str, args: list[tuple | None]) -> list:
+        """``method`` on every shard with its own arguments, results in shard order (None for
+        a shard whose arguments are None: it is not called). One after the other here; a
+        distributed run (sim/distributed.py) calls its actors all at once."""
+        return [
+            None if a is None else getattr(shard, method)(*a)
+            for shard, a in zip(self.shards, args, strict=True)
+        ]
 
     def cutoff_of(self, clearing_day: int) -> int:
         """Absolute time of the cut-off that closes ``clearing_day``'s batch (next morning)."""
@@ -250,10 +254,8 @@ class ClearingNetworkAgent:
         owner = ids.record_shard(refunds.source_tx_id)
         simulated = np.isin(refunds.issuer, [shard.issuer_code for shard in self.shards])
         owner[simulated] = ids.card_shard(refunds.card[simulated])
-        self.on_shards(
-            "order_refunds",
-            [(pay_day, _take_refunds(refunds, owner == i)) for i in range(len(self.shards))],
-        )
+        mine = [_take_refunds(refunds, owner == i) for i in range(len(self.shards))]
+        self.on_shards("order_refunds", [(pay_day, r) if len(r) else None for r in mine])
 
     def _clear_at_exchanges(
         self, day: int, cutoff_s: int

@@ -263,10 +263,10 @@ class DistributedEngine(DaySteps):
             raise error
         return results
 
-    def _clearing_on_shards(self, method: str, args: list[tuple]) -> list:
+    def _clearing_on_shards(self, method: str, args: list[tuple | None]) -> list:
         """The clearing network's calls to every shard, to all actors at once (results, and
-        the events they publish, in shard order). A shard with no refunds to order is not
-        called (a round trip for nothing)."""
+        the events they publish, in shard order; None for a shard whose arguments are None:
+        it is not called)."""
         remote = {
             "apply_clearing": "apply",
             "flush_final_days": "flush",
@@ -275,9 +275,7 @@ class DistributedEngine(DaySteps):
             "refunds_outstanding": "refunds_outstanding",
             "check_all_cleared_days_closed": "check_all_cleared_days_closed",
         }[method]
-        called = [
-            i for i, a in enumerate(args) if not (method == "order_refunds" and not len(a[1]))
-        ]
+        called = [i for i, a in enumerate(args) if a is not None]
         futures = [self.shards[i].start(remote, *args[i]) for i in called]
         got = dict(zip(called, self._gather(remote, futures, called), strict=True))
         results = [got.get(i) for i in range(len(self.shards))]
