@@ -576,13 +576,8 @@ def _refunds(tables: dict[str, pa.Table], meta: dict) -> list[str]:
         ("service_desk", (MEMO_DESK_REFUND,), "bank", "desk refunds posted (desk_refund)"),
     ):  # fmt: skip
         mine = paid & (rows["kind"] == kind)
-        recorded: dict[tuple[str, str], int] = {}
-        for key, fen in zip(
-            zip(rows["pay_date"][mine].tolist(), rows["issuer"][mine].tolist(), strict=True),
-            rows["amount"][mine].tolist(),
-            strict=True,
-        ):
-            recorded[key] = recorded.get(key, 0) + int(fen)
+        keys = zip(rows["pay_date"][mine].tolist(), rows["issuer"][mine].tolist(), strict=True)
+        recorded = _sum_by(keys, rows["amount"][mine])
         problems += _compare(
             what,
             _posted(tables["ledger_entries"], memos, "debit", account_kind),
