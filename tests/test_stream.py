@@ -545,12 +545,18 @@ def test_resuming_into_another_sink_or_encoding_is_refused_and_touches_nothing(t
 
 
 def test_the_checkpoint_keeps_the_sink_without_its_secrets(tmp_path):
-    from traffic.stream import public_url
+    from traffic.sinks import open_sink, redacted
 
     url = "postgresql://me:s3cret@127.0.0.1:5432/db?table=t&password=p4ss&sslmode=require"
-    assert public_url(url) == "postgresql://me@127.0.0.1:5432/db?table=t&sslmode=require"
-    assert public_url("http://127.0.0.1:8080/taps?token=abc") == "http://127.0.0.1:8080/taps"
-    assert public_url("null") == "null" and public_url("-") == "-"
+    shown = "postgresql://me:***@127.0.0.1:5432/db?table=t&password=***&sslmode=require"
+    assert redacted(url) == shown
+    assert (
+        redacted("http://127.0.0.1:8080/taps?token=abc") == "http://127.0.0.1:8080/taps?token=***"
+    )
+    assert redacted("null") == "null" and redacted("-") == "-"
+    # What report.json and the summary line say of the sink (libpq's options are passed on).
+    described = open_sink(url, SinkOptions()).describe()
+    assert "s3cret" not in described and "p4ss" not in described, described
     assert _stream(tmp_path, "null", days=1, pacer=RatePacer(50_000)).reconciled
     setup = json.loads((tmp_path / "state" / "checkpoint.json").read_text())["setup"]
     assert setup == {

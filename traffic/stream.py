@@ -34,7 +34,6 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import pyarrow as pa
@@ -45,7 +44,7 @@ from traffic.dirty import Injection, Spoiler, cut_labels, labels_stream_id
 from traffic.pacing import Pacer, Unpaced
 from traffic.recording import Recording
 from traffic.records import FORMATS, NO_TIME, Chunk, RecordSource, StreamStopped, epoch_seconds
-from traffic.sinks import Batch, Sink, SinkOptions, SinkSetupError, open_sink
+from traffic.sinks import Batch, Sink, SinkOptions, SinkSetupError, open_sink, redacted
 
 CHECKPOINT_FILE = "checkpoint.json"
 DEAD_LETTER_FILE = "dead_letters.jsonl"
@@ -292,7 +291,7 @@ def _run(
     except SinkSetupError as exc:
         raise StreamSetupError(str(exc)) from None
     except OSError as exc:
-        raise StreamSetupError(f"--sink {public_url(settings.sink)}: {exc}") from None
+        raise StreamSetupError(f"--sink {redacted(settings.sink)}: {exc}") from None
     dead_letters.replace(kept_dead_letters)
     labels = state_dir / LABELS_DIR
     # A new stream: an earlier one's labels would mislead. A live dirty stream writes its own
@@ -374,36 +373,11 @@ def _wind_down(
     return error
 
 
-#: Query parameters of a sink URL that carry secrets: never written to the checkpoint.
-_SECRET_PARAMETERS = {
-    "access_token", "api_key", "apikey", "auth", "pass", "passwd", "password", "pwd", "secret",
-    "sslpassword", "token",
-}  # fmt: skip
-
-
-def public_url(url: str) -> str:
-    """``url`` without its secrets: the password of ``user:password@`` and query parameters
-    such as ``password=`` are left out (what the checkpoint records of the sink)."""
-    if url in ("null", "-"):
-        return url
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}@{host}"
-    query = [
-        (name, value)
-        for name, value in parse_qsl(parts.query, keep_blank_values=True)
-        if name.lower() not in _SECRET_PARAMETERS
-    ]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment))
-
-
 def _setup_of(settings: StreamSettings, sink: Sink) -> dict:
     """What the checkpoint records of a session's settings, to refuse a resumed session that
     would continue the stream differently (``_check_same_setup``)."""
     return {
-        "sink": public_url(settings.sink),
+        "sink": redacted(settings.sink),
         "encoding": getattr(sink, "encoding", None),  # None: the sink has one of its own
         "pacing": settings.pacer.identity(),
         "restamp": settings.restamp,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from abc import ABC, abstractmethod
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
 
@@ -152,19 +152,35 @@ def open_sink(url: str, options: SinkOptions) -> Sink:
 
 
 # ------------------------------------------------------------------ reading sink URLs
+#: Query parameters of a sink URL that carry secrets (libpq's ``password=``, a ``token=``).
+SECRET_PARAMETERS = {
+    "access_token", "api_key", "apikey", "auth", "pass", "passwd", "password", "pwd", "secret",
+    "sslpassword", "token",
+}  # fmt: skip
+
+
 def redacted(url: str) -> str:
-    """``url`` with the password of its user part (``user:secret@``) shown as ``***``: what
-    goes into messages, logs and ``report.json`` (a shell history already has the URL, but a
-    report or a CI log is shared further)."""
+    """``url`` with its secrets shown as ``***``: the password of its user part
+    (``user:secret@``) and query parameters such as ``password=`` or ``token=``. What goes into
+    messages, logs, ``report.json`` and the checkpoint (a shell history already has the URL,
+    but a report or a CI log is shared further)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return url.split("@", 1)[-1] if "@" in url else url
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(name.lower() in SECRET_PARAMETERS for name, _ in pairs):
+        query = urlencode(
+            [(n, "***" if n.lower() in SECRET_PARAMETERS else v) for n, v in pairs], safe="*"
+        )
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    user, _, host = parts.netloc.rpartition("@")
-    netloc = f"{user.split(':', 1)[0]}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def host_and_port(url: str, default_port: int | None) -> tuple[str, int | None]:
