@@ -152,6 +152,17 @@ def replace_agreed(offer: str, folder: str) -> bool:
     return bool(asked and asked["folder"] == folder and st.session_state.get(asked["box"]))
 
 
+def occupied(folder: Path) -> bool:
+    """Whether writing to ``folder`` would replace something (an empty folder replaces
+    nothing): what decides whether a replace offer is needed."""
+    if folder.is_symlink() or folder.is_file():
+        return True
+    try:
+        return folder.is_dir() and any(folder.iterdir())
+    except OSError:
+        return True  # cannot look inside: let the user decide, the engine checks again
+
+
 def withdraw_offer(offer: str) -> None:
     """No folder on offer any more: a yes is for one replacement, not the next."""
     st.session_state.pop(offer, None)

@@ -42,6 +42,7 @@ from dashboard.state import (
     FOLDER_NAME,
     ROOT,
     lang,
+    occupied,
     offer_replace,
     replace_agreed,
     replace_box,
@@ -259,22 +260,11 @@ def _show_errors(errors: dict[str, list[str]], slots: dict[str, DeltaGenerator])
                 st.error(message, icon=":material/error:")
 
 
-def _occupied(folder: Path) -> bool:
-    """Whether writing to ``folder`` would replace something (an empty folder replaces
-    nothing)."""
-    if folder.is_symlink() or folder.is_file():
-        return True
-    try:
-        return folder.is_dir() and any(folder.iterdir())
-    except OSError:
-        return True  # cannot look inside: not ours to write into blindly
-
-
 def _refuse_taken(out: Path, errors: dict[str, list[str]]) -> bool:
     """Whether ``out`` must not be written now; if so, says why under the name field. A
     comparison there is replaced only after the user ticked "replace" for it: the first
     refusal offers that box (the form is drawn again, with the message kept, to show it)."""
-    if not _occupied(out):
+    if not occupied(out):
         return False
     if (out / COMPARE_FILE).is_file() and replace_agreed(REPLACE_OFFER, out.name):
         return False

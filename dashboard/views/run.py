@@ -32,6 +32,7 @@ from dashboard.state import (
     FOLDER_NAME,
     ROOT,
     lang,
+    occupied,
     offer_replace,
     replace_agreed,
     replace_box,
@@ -259,16 +260,6 @@ def run_form(path: Path, base) -> tuple[list, str, str, bool]:
 # --- running --------------------------------------------------------------------------------
 
 
-def _occupied(out: Path) -> bool:
-    """Whether writing to ``out`` would replace something (an empty folder replaces nothing)."""
-    if out.is_symlink() or out.is_file():
-        return True
-    try:
-        return out.is_dir() and any(out.iterdir())
-    except OSError:
-        return True  # cannot look inside: let the user decide, the engine checks again
-
-
 def live_run(path: Path, overrides: list, seed_text: str, out_typed: str) -> None:
     """Load, run day by day with a progress bar and live KPIs, then open the run. A bad seed
     or folder name, or an earlier run in the folder the user has not agreed to replace, is a
@@ -293,7 +284,7 @@ def live_run(path: Path, overrides: list, seed_text: str, out_typed: str) -> Non
     # Named after the days this run has, not those the form started with.
     out_name = out_typed or auto_out_name(scenario.name, scenario.period.days)
     out = runs_root() / out_name
-    if _occupied(out) and not replace_agreed(REPLACE_OFFER, out_name):
+    if occupied(out) and not replace_agreed(REPLACE_OFFER, out_name):
         if (out / MARKER_FILE).exists():  # an earlier run: replaced only on the user's word
             offer_replace(REPLACE_OFFER, out_name, "f_replace:")
             message = tr("run.out_exists", folder=out_name, path=str(out))
