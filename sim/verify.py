@@ -732,16 +732,15 @@ def _posted(
             pc.starts_with(side_col, f"{kind}:"),
         )
     )
-    out: dict[tuple[str, str], int] = {}
-    for day, account, fen in zip(
-        rows["service_date"].to_pylist(),
-        pc.cast(rows[side], pa.string()).to_pylist(),
-        rows["amount_fen"].to_pylist(),
-        strict=True,
-    ):
-        key = (str(day), account.partition(":")[2])
-        out[key] = out.get(key, 0) + int(fen)
-    return out
+    keys = (
+        (str(day), account.partition(":")[2])
+        for day, account in zip(
+            rows["service_date"].to_pylist(),
+            pc.cast(rows[side], pa.string()).to_pylist(),
+            strict=True,
+        )
+    )
+    return _sum_by(keys, rows["amount_fen"].to_numpy())
 
 
 def _sums(records: pa.Table) -> dict[tuple[str, str], int]:
