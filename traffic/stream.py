@@ -459,14 +459,16 @@ def _check_resumed_file(sink: Sink, prior: Checkpoint, stream_id: str) -> None:
 
 def _starts_with_stream(f, stream_id: bytes, limit: int = 64 << 20) -> bool:
     """Whether the file's first record (within ``limit`` bytes) carries the stream's key."""
-    seen = b""
-    while len(seen) < limit:
+    key = stream_id + b":"
+    tail, read = b"", 0  # the last bytes of the previous block: a key across two blocks
+    while read < limit:
         block = f.read(1 << 20)
         if not block:
             break
-        seen += block
-        if stream_id + b":" in seen:
+        read += len(block)
+        if key in tail + block:
             return True
+        tail = block[-(len(key) - 1) :]
     return False
 
 
