@@ -29,6 +29,7 @@ from sim.codes import (
     TAP_SINGLE,
     WORKDAY,
 )
+from sim.grouping import stable_order
 from sim.network import BUS, METRO, TransitNetwork
 from sim.population import NO_QR, Cardholders
 from sim.rng import Streams
@@ -364,7 +365,7 @@ def _with_metro_exits(
         "medium": np.concatenate([boardings["medium"], boardings["medium"][exits]]),
         "incomplete": np.concatenate([metro & ~exits, np.zeros(n_exits, bool)]),
     }
-    order = np.lexsort((taps["t"], taps["row"]))
+    order = stable_order(taps["row"], taps["t"])
     return {name: col[order] for name, col in taps.items()}
 
 

@@ -48,6 +48,7 @@ from pydantic import Field, field_validator
 
 from sim.clock import HHMM, parse_hhmm
 from sim.codes import MODES, code_of
+from sim.grouping import stable_order
 from sim.rng import Streams
 from sim.settings_base import SettingsModel
 
@@ -306,7 +307,7 @@ class UploadLog:
             )
             for name in self.COLUMNS
         }
-        order = np.argsort(cols["uploaded_at"], kind="stable")
+        order = stable_order(cols["uploaded_at"])
         return {name: col[order] for name, col in cols.items()}
 
     def rows(self) -> list[tuple[int, ...]]:
@@ -588,7 +589,7 @@ def _start_uploads(
     dup["flush"] = np.zeros(len(dup["t"]), dtype=np.int64)
     dup["is_resend"][:] = True
     cols = {k: np.concatenate([cols[k], dup[k]]) for k in cols}
-    order = np.lexsort((cols["agent"], cols["is_resend"], cols["t"]))
+    order = stable_order(cols["t"], cols["is_resend"], cols["agent"])
     cols = {k: v[order] for k, v in cols.items()}
     table = _UploadTable(
         {

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.grouping import stable_order
+
 
 @dataclass(frozen=True)
 class BalanceResult:
@@ -61,13 +63,7 @@ def apply_events(
         raise ValueError("start balances must be >= 0 (cards never overdraw)")
     is_credit = amount > 0
     t = np.asarray(t_s, dtype=np.int64)
-    if card.min() < 0 or card.max() >= 1 << 40 or t.min() < 0 or t.max() >= 1 << 21:
-        order = np.lexsort((np.arange(n), ~is_credit, t, card))
-    else:
-        # One packed int64 key (card, time, debit after credit) sorted stably keeps input order
-        # for ties, as the lexsort above does, several times faster.
-        key = (card << 22) | (t << 1) | (~is_credit).astype(np.int64)
-        order = np.argsort(key, kind="stable")
+    order = stable_order(card, t, ~is_credit)  # credits first at equal times
     c = card[order]
     a = amount[order]
     s = start[order]

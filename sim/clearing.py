@@ -34,6 +34,7 @@ from pydantic import Field
 
 from sim import ids
 from sim.codes import CLEARED, MEDIA, REJECTED, STORED_VALUE_MEDIA
+from sim.grouping import stable_order
 from sim.ledger import InvariantViolation, Ledger, account, check_conservation
 from sim.settings_base import SettingsModel
 
@@ -596,7 +597,7 @@ class SeenSerials:
     def check_and_add(self, device: np.ndarray, serial: np.ndarray) -> np.ndarray:
         """Mark each record as duplicate (seen before, or earlier in this call) and remember it."""
         keys = _serial_keys(np.asarray(device, np.int64), np.asarray(serial, np.int64))
-        return self._check_and_add(keys, _argsort_stable(keys))
+        return self._check_and_add(keys, stable_order(keys))
 
     def _check_and_add(self, keys: np.ndarray, order: np.ndarray) -> np.ndarray:
         n = keys.size
@@ -660,19 +661,6 @@ def _isin_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[j] == values
 
 
-def _argsort_stable(key: np.ndarray) -> np.ndarray:
-    """Stable argsort (equal keys keep input order) at quicksort speed: ties are rare here, so
-    only the runs of equal keys are re-sorted by position afterwards."""
-    order = np.argsort(key)
-    sk = key[order]
-    tie = np.flatnonzero(sk[1:] == sk[:-1])
-    if tie.size:
-        at = np.unique(np.concatenate([tie, tie + 1]))
-        sub = order[at]
-        order[at] = sub[np.lexsort((sub, sk[at]))]
-    return order
-
-
 def _serial_keys(device: np.ndarray, serial: np.ndarray) -> np.ndarray:
     if device.size and (device.min() < 0 or device.max() >= _DEVICE_LIMIT):
         raise ValueError(f"device ids must be in [0, 2**31), got {device.min()}..{device.max()}")
@@ -714,7 +702,7 @@ class _RetapTail:
         if card.min() < 0 or (int(card.max()) + 1) * dmax * span >= 1 << 63:
             ckey = np.unique(card, return_inverse=True)[1].astype(np.int64)
         if (int(ckey.max()) + 1) * dmax * span < 1 << 63:
-            order = _argsort_stable((ckey * dmax + dev) * span + (ts - t0))
+            order = stable_order((ckey * dmax + dev) * span + (ts - t0))
         else:
             order = np.lexsort((ts, dev, card))
         c, d, t = card[order], dev[order], ts[order]
@@ -779,7 +767,7 @@ class Clearer:
         keys = _serial_keys(rec.device, rec.device_serial)
         self._last_day = day  # inputs are valid: from here on the state changes
         lag = self.lag_days
-        dev_order = _argsort_stable(keys)
+        dev_order = stable_order(keys)
         reason = np.zeros(n, dtype=np.uint8)
         reason[rec.declined] = R_DECLINED
         reason[self.seen._check_and_add(keys, dev_order)] = R_DUPLICATE_UPLOAD
@@ -972,7 +960,7 @@ def fold_tap_status(
     """New tap statuses after a clearing day: a cleared record clears its tap; a tap whose records
     were all rejected is rejected unless already cleared (duplicate uploads do not undo a clear)."""
     out = np.asarray(tap_status, dtype=np.uint8).copy()
-    order = np.argsort(tap_tx_id, kind="stable")
+    order = stable_order(tap_tx_id)
     tap_tx_id, rec_tx_id = np.asarray(tap_tx_id), np.asarray(rec_tx_id)
     if tap_tx_id.size == 0:
         if rec_tx_id.size:

@@ -43,7 +43,7 @@ from sim.codes import (
 from sim.disruption import disrupt_taps, duplicate_waves, free_rides, refuse_qr_down
 from sim.fare_rules import bp_of_fen, pct_to_bp
 from sim.fares import TapBatch, price_taps
-from sim.grouping import rank_in_groups
+from sim.grouping import rank_in_groups, stable_order
 from sim.incidents import NO_INCIDENT, mark
 from sim.population import HOME_CITY, NO_QR, Cardholders
 from sim.rng import Streams
@@ -239,7 +239,7 @@ def plan_day(
         cols = {name: np.concatenate([cols[name], extra[name]]) for name in cols}
 
     cols["agent"] = agent_of_device[cols["device"]]
-    order = np.lexsort((cols["tap_key"], (cols["agent"] << 22) | cols["t_s"]))
+    order = stable_order(cols["agent"], cols["t_s"], cols["tap_key"])
     records = TapTable.priced(day, {name: col[order] for name, col in cols.items()})
 
     topups = _plan_topups(world, state, day, records)
@@ -650,7 +650,7 @@ def settle_balances(
     charged = stored & ~declined
     counter = np.full(n, -1, dtype=np.int64)
     idx = np.flatnonzero(charged)
-    order = idx[np.argsort((taps.row[idx] << 22) | taps.t_s[idx], kind="stable")]
+    order = idx[stable_order(taps.row[idx], taps.t_s[idx])]
     r = taps.row[order]
     counter[order] = (cards.card_counter[r].astype(np.int64) + rank_in_groups(r)) % 65536
     taps.card_counter = counter

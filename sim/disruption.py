@@ -22,6 +22,7 @@ import numpy as np
 from agents.citizen import DayTaps
 from agents.outlet import SERVICE_KINDS
 from sim.codes import FALLBACK_CASH, FALLBACK_NONE, MEDIA, MODES, TAP_SINGLE
+from sim.grouping import stable_order
 from sim.incidents import NO_INCIDENT, Timeline, mark
 from sim.rng import Streams
 
@@ -216,7 +217,7 @@ def _bridge_by_bus(world, taps: DayTaps, hit: np.ndarray, k: int) -> DayTaps:
     lines, stops, devices = network.lines, network.stops, network.devices
     journeys = np.unique(taps.journey[hit])
     leg = np.flatnonzero(np.isin(taps.journey, journeys) & (taps.mode == METRO))
-    order = leg[np.lexsort((taps.t_s[leg], taps.journey[leg]))]
+    order = leg[stable_order(taps.journey[leg], taps.t_s[leg])]
     starts = order[np.r_[True, taps.journey[order][1:] != taps.journey[order][:-1]]]
     # A bus line of the region serving the station's zone, else any bus line of the region.
     region = lines.region[taps.line[starts]]
@@ -258,7 +259,7 @@ def _bridge_by_bus(world, taps: DayTaps, hit: np.ndarray, k: int) -> DayTaps:
         }
     )
     # Taps stay ordered as the planner made them: by card, then time.
-    return merged.take(np.lexsort((merged.tap_key, merged.t_s, merged.row)))
+    return merged.take(stable_order(merged.row, merged.t_s, merged.tap_key))
 
 
 def duplicate_waves(

@@ -21,6 +21,7 @@ import numpy as np
 
 from sim.codes import CARD_TYPES, DAY_TYPES, MODES, TAP_ENTRY, TAP_EXIT, TAP_SINGLE, code_of
 from sim.fare_rules import MINUTES_PER_DAY, FareRules, bp_of_fen, pct_to_bp
+from sim.grouping import stable_order
 
 #: Limit used where a card type has no cap (far above any real spend, no int64 overflow).
 NO_CAP_FEN = 1 << 62
@@ -286,24 +287,6 @@ def max_metro_fare_fen(compiled: CompiledFares) -> int:
     return int(compiled.band_fare_fen.max())
 
 
-def _card_time_order(card: np.ndarray, t_s: np.ndarray) -> np.ndarray:
-    """Stable order by (card, t_s, input position)."""
-    n = len(card)
-    cmin = int(card.min())
-    c_bits = (int(card.max()) - cmin).bit_length()
-    t_bits = int(t_s.max()).bit_length()
-    p_bits = max(n - 1, 1).bit_length()
-    if c_bits + t_bits + p_bits > 63:
-        return np.lexsort((t_s, card))
-    # One packed int64 key with the position in the low bits: unique keys, so a plain (SIMD)
-    # sort is stable and several times faster than an argsort on two keys.
-    key = (card - cmin) << (t_bits + p_bits)
-    key |= t_s.astype(np.int64) << p_bits
-    key |= np.arange(n, dtype=np.int64)
-    key.sort()
-    return key & ((1 << p_bits) - 1)
-
-
 def _chain_starts(card: np.ndarray, t: np.ndarray, window_s: int, max_legs: int) -> np.ndarray:
     """For boardings sorted by (card, time): True where a boarding starts a new transfer chain.
 
@@ -376,7 +359,7 @@ def price_taps(
         )
     _check_taps(compiled, taps, spent)
 
-    order = _card_time_order(taps.card, taps.t_s)
+    order = stable_order(taps.card, taps.t_s)
     card, kind, inc = taps.card[order], taps.kind[order], taps.incomplete[order]
     t = taps.t_s[order].astype(np.int64)
     mode, ctype = taps.mode[order], taps.card_type[order]

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sim.codes import CLEARED, TX_STATUS
+from sim.grouping import stable_order
 
 #: Account kinds of the chart of accounts (see the module docstring).
 ACCOUNT_KINDS: tuple[str, ...] = (
@@ -367,7 +368,7 @@ def check_tap_status(
         raise InvariantViolation(
             name, int(amount_fen[i]), f"tap tx {int(tx_id[i])}", f"unknown status {int(status[i])}"
         )
-    order = np.argsort(tx_id, kind="stable")
+    order = stable_order(tx_id)
     stx = tx_id[order]
     repeated = np.flatnonzero(stx[1:] == stx[:-1])
     if repeated.size:

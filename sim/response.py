@@ -40,7 +40,7 @@ from sim.behaviour_settings import ResponseSettings
 from sim.codes import CARD_TYPES, DAY_TYPES, STORED_VALUE_MEDIA, WORKDAY
 from sim.fare_rules import MINUTES_PER_DAY, FareRules
 from sim.fares import FareSet, compile_fare_set
-from sim.grouping import rank_in_groups
+from sim.grouping import rank_in_groups, stable_order
 from sim.incidents import NO_INCIDENT
 from sim.journeys import Journeys, concat, copies, moved, replace, taps_of_rows
 from sim.population import HOME_CITY, NO_QR, age_card_types, card_type_for_age
@@ -417,7 +417,7 @@ class PriceResponse:
             idx = np.flatnonzero(copied & ~made)
             if not len(idx):
                 break
-            idx = idx[np.lexsort((j.start_s[idx], j.row[idx]))]
+            idx = idx[stable_order(j.row[idx], j.start_s[idx])]
             new_row = rank_in_groups(j.row[idx]) == 1
             step = gap[idx] + duration[idx]
             if later:  # start = rider's last tap + gaps and durations of the copies before

@@ -66,7 +66,7 @@ from sim.day import (
 )
 from sim.disruption import SERVICE_OTHER, comm_outages, renewal_visits
 from sim.events import DaySettled, EventBus, TapsFinal, TapStatus, UploadsSent
-from sim.grouping import rank_in_groups
+from sim.grouping import rank_in_groups, stable_order
 from sim.incidents import NO_INCIDENT, IncidentError, mark
 from sim.interop import city_issuer
 from sim.ledger import InvariantViolation, check_tap_status
@@ -299,7 +299,7 @@ class CityShard:
         n = plan.n
         taps.tx_id = ids.record_ids(self.shard_index, plan.day, n)
         device = taps.device.astype(np.int64)
-        order = np.argsort(device, kind="stable")
+        order = stable_order(device)
         dev_sorted = device[order]
         serial = np.empty(n, dtype=np.int64)
         serial[order] = self.state.device_serial[dev_sorted] + rank_in_groups(dev_sorted) - 1
@@ -511,7 +511,7 @@ class CityShard:
         n_top = int(credits["n_topups"][0])
         rows = credits["row"][:n_top]
         t_s = credits["t_s"][:n_top]
-        order = np.lexsort((t_s, rows))
+        order = stable_order(rows, t_s)
         counter = np.empty(n_top, dtype=np.int64)
         load = self.state.cards.load_counter
         counter[order] = (load[rows[order]].astype(np.int64) + rank_in_groups(rows[order])) % 65536
