@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from output_frames import read_frame
+from refund_runs import run_with_refunds
 
 from sim.api import load_scenario, run
 from sim.verify import verify_run
@@ -262,36 +263,12 @@ def test_an_honest_run_with_every_kind_of_record_verifies(tmp_path):
 
 # --- refunds in fen (the refunds table against the charges, the batches, the journal and
 # run_meta.json) ------------------------------------------------------------------------------
-DUPLICATES = {"devices": {"double_tap_prob_per_tap": 0.1, "lock_failure_prob": 0.3}}
-
-
-def _overlay(path: Path, settings: dict) -> Path:
-    path.write_text(
-        yaml.safe_dump({"extends": str(SMALL), "name": path.stem, **settings}), encoding="utf-8"
-    )
-    return path
-
-
 @pytest.fixture(scope="module")
 def refunded(tmp_path_factory):
-    """A run with refunds of both kinds: duplicate deductions the clearing rejected (those it
-    found on the last day are paid after the period) and five cleared card charges of the
-    first day the service desk had refunded (paid within it)."""
-    folder = tmp_path_factory.mktemp("refunds")
-    run(load_scenario(_overlay(folder / "dup.yaml", DUPLICATES), days=3), folder / "base")
-    tx = read_frame(folder / "base", "transactions")
-    charged = tx[
-        (tx["status"] == "cleared") & (tx["amount_fen"] > 0) & (tx["media"] == "physical_card")
-        & (tx["issuer_id"] == "NTCARD") & (tx["service_date"].astype(str) == "2024-01-01")
-    ]  # fmt: skip
-    desk = {"id": "desk", "kind": "desk_refund", "start": "2024-01-01 20:00", "duration_min": 1,
-            "transactions": charged["transaction_id"].head(5).tolist()}  # fmt: skip
-    out = folder / "run"
-    run(
-        load_scenario(_overlay(folder / "desk.yaml", {**DUPLICATES, "incidents": [desk]}), days=3),
-        out,
-    )
-    return out
+    """A run with refunds of both kinds (tests/refund_runs.py): duplicate deductions the
+    clearing rejected (those it found on the last day are paid after the period) and five
+    cleared card charges of the first day the service desk had refunded (paid within it)."""
+    return run_with_refunds(tmp_path_factory.mktemp("refunds"))
 
 
 def _refund_part(out: Path, kind: str) -> tuple[Path, int]:
