@@ -393,13 +393,13 @@ def _node_books(tables: dict[str, pa.Table]) -> list[str]:
     fen = books["net_position_fen"].to_numpy().astype(np.int64)
     own = who == node
     settled = own | (role != "clearing_node")  # a link is settled between the nodes' banks
-    problems = _compare_by(
-        "settlements",
+    problems = _compare(
         "net position in the nodes' books",
         _sum_by(zip(date[settled], who[settled], strict=True), fen[settled]),
         "the journal's settlement entries",
         _settlement_entries(journal),
-        "participant",
+        table="settlements",
+        who="participant",
     )
     link = ~settled
     links = _sum_by(zip(date[link], node[link], who[link], strict=True), fen[link])
@@ -435,13 +435,12 @@ def _node_books(tables: dict[str, pa.Table]) -> list[str]:
         batches["fee_fen"].to_numpy(),
     )
     with_log = {n for _, n in logged}
-    problems += _compare_by(
-        "ledger_entries",
+    problems += _compare(
         "clearing fees posted to the node (clearing_fee)",
         {k: v for k, v in fees_posted.items() if k[1] in with_log},
         "fee_fen of its batches in clearing_batches",
         logged,
-        "node",
+        who="node",
     )
     return problems
 
@@ -466,20 +465,6 @@ def _sum_by(keys: Iterable[tuple], values) -> dict[tuple, int]:
     for key, value in zip(keys, np.asarray(values).tolist(), strict=True):
         out[key] = out.get(key, 0) + int(value)
     return out
-
-
-def _compare_by(
-    table: str, what: str, found: dict, other_what: str, other: dict, who: str
-) -> list[str]:
-    """A problem per (date, ``who``) whose two sums differ (0 where one has none); past
-    ``_SHOWN`` of them, one line counting the rest."""
-    differ = [
-        f"{table}, {day}, {who} {name}: {what} {found.get((day, name), 0)} fen, {other_what} "
-        f"{other.get((day, name), 0)} fen"
-        for day, name in sorted(set(found) | set(other))
-        if found.get((day, name), 0) != other.get((day, name), 0)
-    ]
-    return _capped(differ, f"{table}: {what} differ on more dates")
 
 
 def _journal_matches_records(tables: dict[str, pa.Table]) -> list[str]:
@@ -756,20 +741,23 @@ def _rows(table: pa.Table, *columns: str) -> Iterable[tuple]:
     return zip(*(table[c].to_pylist() for c in columns), strict=True)
 
 
-def _compare(what: str, posted: dict, record_what: str, recorded: dict) -> list[str]:
-    """A problem per (day, issuer) whose posted and recorded fen differ; past ``_SHOWN`` of
-    them, one line counting the rest (a whole year edited would otherwise fill the screen)."""
+def _compare(
+    what: str,
+    found: dict[tuple[str, str], int],
+    other_what: str,
+    other: dict[tuple[str, str], int],
+    *,
+    table: str = "ledger_entries",
+    who: str = "issuer",
+) -> list[str]:
+    """Two sums in fen by (date, ``who``) side by side: ``found`` (``what``, read from
+    ``table``) and ``other`` (``other_what``). A problem per key whose sums differ (0 where one
+    has none); past ``_SHOWN`` of them, one line counting the rest (a whole year edited would
+    otherwise fill the screen)."""
     differ = [
-        (day, issuer, posted.get((day, issuer), 0), recorded.get((day, issuer), 0))
-        for day, issuer in sorted(set(posted) | set(recorded))
-        if posted.get((day, issuer), 0) != recorded.get((day, issuer), 0)
+        f"{table}, {day}, {who} {name}: {what} {found.get((day, name), 0)} fen, {other_what} "
+        f"{other.get((day, name), 0)} fen"
+        for day, name in sorted(set(found) | set(other))
+        if found.get((day, name), 0) != other.get((day, name), 0)
     ]
-    problems = [
-        f"ledger_entries, {day}, issuer {issuer}: {what} {p} fen, {record_what} {r} fen"
-        for day, issuer, p, r in differ[:_SHOWN]
-    ]
-    if len(differ) > _SHOWN:
-        problems.append(
-            f"ledger_entries: {what} differ on {len(differ) - _SHOWN} more day(s) x issuer(s)"
-        )
-    return problems
+    return _capped(differ, f"{table}: {what} differ on more day(s) x {who}(s)")
