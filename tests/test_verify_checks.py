@@ -1,11 +1,14 @@
 """verify's side-by-side sums (sim/verify.py ``_compare``: the journal against the records, the
-nodes' books against the journal) and its check that every transaction id is there once."""
+nodes' books against the journal), its check that every transaction id is there once, and its
+row invariants, which read the files' dictionary codes while the other checks read the decoded
+names."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -50,3 +53,28 @@ def test_a_transaction_written_twice_is_found(small_run, tmp_path):
     table = pq.read_table(path)
     pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), path)
     assert "transactions: a transaction id appears more than once" in verify_run(out)
+
+
+def _first_cleared_made_rejected(table: pa.Table) -> pa.Table:
+    """``table`` (a transactions file) with its first cleared record's status code set to
+    rejected, its reject_reason left at none."""
+    status = table["status"].combine_chunks()
+    names = status.dictionary.to_pylist()
+    codes = status.indices.to_numpy().copy()
+    codes[np.flatnonzero(codes == names.index("cleared"))[0]] = names.index("rejected")
+    changed = pa.DictionaryArray.from_arrays(
+        pa.array(codes, status.indices.type), status.dictionary
+    )
+    return table.set_column(table.schema.get_field_index("status"), "status", changed)
+
+
+def test_a_status_changed_without_its_reason_breaks_a_row_invariant(small_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(small_run, out)
+    path = sorted((out / "transactions").rglob("*.parquet"))[0]
+    pq.write_table(_first_cleared_made_rejected(pq.read_table(path)), path)
+    problems = verify_run(out)
+    broken = "transactions: 1 row(s) break `status = rejected <=> reject_reason != 'none'`"
+    assert any(p.startswith(broken) for p in problems), problems
+    # The decoded names see it too: run_meta.json counted one more cleared record.
+    assert any("record(s) rejected in the files" in p for p in problems), problems
