@@ -114,6 +114,37 @@ def test_a_reordered_batch_is_found(good, tmp_path):
     assert any("node NT_EXCHANGE" in p and "link" in p for p in problems), problems
 
 
+def test_a_transaction_written_twice_is_found(good, tmp_path):
+    out = _copy(good, tmp_path)
+    _rewrite(_first_partition(out, "transactions"), lambda t: pa.concat_tables([t, t.slice(0, 1)]))
+    assert "transactions: a transaction id appears more than once" in verify_run(out)
+
+
+def _first_cleared_made_rejected(table: pa.Table) -> pa.Table:
+    """``table`` (a transactions file) with its first cleared record's status code set to
+    rejected, its reject_reason left at none."""
+    status = table["status"].combine_chunks()
+    names = status.dictionary.to_pylist()
+    codes = status.indices.to_numpy().copy()
+    codes[np.flatnonzero(codes == names.index("cleared"))[0]] = names.index("rejected")
+    changed = pa.DictionaryArray.from_arrays(
+        pa.array(codes, status.indices.type), status.dictionary
+    )
+    return table.set_column(table.schema.get_field_index("status"), "status", changed)
+
+
+def test_a_status_changed_without_its_reason_breaks_a_row_invariant(good, tmp_path):
+    """The row invariants read the files' dictionary codes; the other checks the decoded names
+    (sim/verify.py ``_decoded``): both see it."""
+    out = _copy(good, tmp_path)
+    _rewrite(_first_partition(out, "transactions"), _first_cleared_made_rejected)
+    problems = verify_run(out)
+    broken = "transactions: 1 row(s) break `status = rejected <=> reject_reason != 'none'`"
+    assert any(p.startswith(broken) for p in problems), problems
+    # The decoded names see it too: run_meta.json counted one more cleared record.
+    assert any("record(s) rejected in the files" in p for p in problems), problems
+
+
 def test_a_folder_that_is_not_a_run_is_said_so(tmp_path):
     assert verify_run(tmp_path) == [
         f"{tmp_path}: not a CardTwin run folder (no .cardtwin-run.json)"
