@@ -3,9 +3,11 @@
 What a clearing centre sends each issuer and acquirer after settlement, written from the run's
 Parquet files: for each participant and date, a summary and the detail it sums (the records
 settled that day, by counterparty), the records rejected (with the reason) and the corrections
-(duplicate deductions refunded to the card). The summary is the detail grouped, so the two
-agree by construction; ``check_reconciliation`` re-reads the files and checks it, and that each
-acquirer's cleared amounts equal its clearing batches'.
+(every refund ordered: the duplicate deductions the clearing rejected, and the cleared charges
+the service desk had refunded). The summary is the detail grouped, so the two agree by
+construction; ``check_reconciliation`` re-reads the files and checks it, that each acquirer's
+cleared amounts equal its clearing batches', and that the corrections are the run's refunds,
+each the charge its detail or rejects file shows.
 
 The output folder replaces only an earlier reconcile's output (recognised by the marker it
 writes), never the run's own files or a folder someone else filled (``check_output_folder``).
@@ -32,7 +34,7 @@ from sim.run_dir import listed
 from sim.run_view import check_run
 from sim.schema import PARTITION_COLUMN, TABLES
 
-#: Columns of detail.csv, rejects.csv and corrections.csv (one row per record).
+#: Columns of detail.csv and rejects.csv (one row per record).
 DETAIL_COLUMNS = (
     "role", "counterparty_id", "transaction_id", "service_date", "event_timestamp", "mode",
     "media", "route_id", "device_id", "device_serial", "issuer_id", "acquirer_id", "amount_fen",
@@ -41,6 +43,15 @@ DETAIL_COLUMNS = (
 #: Columns of summary.csv: the detail grouped.
 SUMMARY_GROUP = ("role", "counterparty_id", "mode", "media")
 FILES = ("summary.csv", "detail.csv", "rejects.csv", "corrections.csv")
+#: Columns of corrections.csv (one row per refund ordered): the record corrected, its charge
+#: as ``refund_fen`` (a charge is refunded wholly), the refund's kind, the clearing day that
+#: ordered it and the day the money goes back (the ``refunds`` table's columns).
+CORRECTION_COLUMNS = (
+    *(("refund_fen" if c == "amount_fen" else c) for c in DETAIL_COLUMNS),
+    "refund_kind", "ordered_date", "pay_date",
+)  # fmt: skip
+#: The refund kind of a rejected duplicate deduction (and the ``refunds`` table's name for it).
+DUPLICATE_DEDUCTION = "duplicate_deduction"
 
 #: Every final record twice, once for its issuer and once for its acquirer, with the
 #: counterparty: what the files are made of (also the stream's clearing files, traffic/records.py).
@@ -61,6 +72,14 @@ RECORDS_SQL = """
     )
     WHERE status <> 'pending'
     ORDER BY participant_id, transaction_id, role
+"""
+#: Every refund ordered (docs/schema.md ``refunds``), joined to the records by transaction id.
+REFUNDS_SQL = """
+    SELECT transaction_id, CAST(refund_kind AS VARCHAR) AS refund_kind,
+           amount_fen AS refund_fen, service_date AS ordered_date, pay_date,
+           CAST(issuer_id AS VARCHAR) AS issuer_id, CAST(acquirer_id AS VARCHAR) AS acquirer_id
+    FROM refunds
+    ORDER BY transaction_id
 """
 
 
@@ -99,6 +118,7 @@ def write_reconciliation(run_dir: str | Path, out_dir: str | Path | None = None)
     check_output_folder(run_dir, out)
     _check_parquet(run_dir)
     records = _records(run_dir)
+    refunds = _refunds(run_dir)
     staging = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +126,7 @@ def write_reconciliation(run_dir: str | Path, out_dir: str | Path | None = None)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         _chmod_as_made(staging)  # mkdtemp makes it private; the output is an ordinary folder
         for participant, mine in records.groupby("participant_id", sort=True):
-            _write_participant(staging / participant, mine.drop(columns="participant_id"))
+            _write_participant(staging / participant, mine.drop(columns="participant_id"), refunds)
         (staging / "README.txt").write_text(README_TEXT, encoding="utf-8")
         files = sorted({*_files_in(staging), MARKER_FILE})
         marker = {"format": MARKER_FORMAT, "run": str(run_dir.resolve()), "files": files}
@@ -241,19 +261,48 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _records(run_dir: Path) -> pd.DataFrame:
-    frame = _query(run_dir, RECORDS_SQL)
-    for name in ("service_date", "settle_date"):
+    return _iso_dates(_query(run_dir, RECORDS_SQL), "service_date", "settle_date")
+
+
+def _refunds(run_dir: Path) -> pd.DataFrame:
+    return _iso_dates(_query(run_dir, REFUNDS_SQL), "ordered_date", "pay_date")
+
+
+def _iso_dates(frame: pd.DataFrame, *names: str) -> pd.DataFrame:
+    """``names`` as YYYY-MM-DD text, as the files write them (a missing date: empty)."""
+    for name in names:
         frame[name] = pd.to_datetime(frame[name]).dt.strftime("%Y-%m-%d")
     return frame
 
 
-def _write_participant(folder: Path, mine: pd.DataFrame) -> None:
+def _corrections(mine: pd.DataFrame, refunds: pd.DataFrame) -> pd.DataFrame:
+    """A participant's records that a refund was ordered for, in ``CORRECTION_COLUMNS``.
+
+    The ``refunds`` table is what says a refund was ordered and how much; a rejected duplicate
+    deduction is listed even without its refund row (a run written before refunds were kept:
+    its refund is then the whole charge, and when it was ordered and paid is not known)."""
+    ordered = mine["transaction_id"].isin(refunds["transaction_id"])
+    duplicate = (mine["status"] == "rejected") & (mine["reject_reason"] == DUPLICATE_DEDUCTION)
+    fixes = mine[ordered | duplicate].merge(
+        refunds.drop(columns=["issuer_id", "acquirer_id"]), on="transaction_id", how="left"
+    )
+    unrecorded = fixes["refund_kind"].isna()
+    fixes.loc[unrecorded, "refund_kind"] = DUPLICATE_DEDUCTION
+    # Integer fen: the merge made the column float where a row has no refund.
+    fixes["refund_fen"] = fixes["refund_fen"].fillna(fixes["amount_fen"]).astype("int64")
+    return fixes[list(CORRECTION_COLUMNS)]
+
+
+def _write_participant(folder: Path, mine: pd.DataFrame, refunds: pd.DataFrame) -> None:
     """A participant's files, one folder per date (settlement date for the cleared records,
     the records' own day for rejects and corrections)."""
     cleared = mine[mine["status"] == "cleared"]
     rejected = mine[mine["status"] == "rejected"]
-    corrections = rejected[rejected["reject_reason"] == "duplicate_deduction"]
-    dates = sorted(set(cleared["settle_date"]) | set(rejected["service_date"]))
+    corrections = _corrections(mine, refunds)
+    dates = sorted(
+        set(cleared["settle_date"]) | set(rejected["service_date"])
+        | set(corrections["service_date"])
+    )  # fmt: skip
     for date in dates:
         day = folder / date
         day.mkdir(parents=True, exist_ok=True)
@@ -269,27 +318,38 @@ def _write_participant(folder: Path, mine: pd.DataFrame) -> None:
         rejects = rejected[rejected["service_date"] == date]
         rejects[list(DETAIL_COLUMNS)].to_csv(day / "rejects.csv", index=False)
         fixes = corrections[corrections["service_date"] == date]
-        fixes = fixes[list(DETAIL_COLUMNS)].rename(columns={"amount_fen": "refund_fen"})
         fixes.to_csv(day / "corrections.csv", index=False)
 
 
 def check_reconciliation(run_dir: str | Path, out_dir: str | Path | None = None) -> list[str]:
-    """Problems with the files (empty: none): every summary equals its detail grouped, and each
-    acquirer's cleared amount per settlement date equals its clearing batches'."""
+    """Problems with the files (empty: none): every summary equals its detail grouped, each
+    acquirer's cleared amount per settlement date equals its clearing batches', and the
+    corrections are the run's refunds, each the charge a detail or rejects file shows
+    (``_check_corrections``)."""
     run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / "reconciliation"
+    out = Path(out_dir) if out_dir is not None else run_dir / DEFAULT_DIR
+    days = sorted(p for p in out.glob("*/*") if p.is_dir())
+    corrections = _read_files(days, "corrections.csv")
+    corrected = corrections["transaction_id"].unique()
+    charges = []  # the corrected records as the detail and rejects files show them
     problems = []
     acquired: dict[tuple[str, str], int] = {}
-    for day in sorted(p for p in out.glob("*/*") if p.is_dir()):
+    for day in days:
         participant, date = day.parent.name, day.name
-        detail = pd.read_csv(day / "detail.csv", dtype={"counterparty_id": str})
-        summary = pd.read_csv(day / "summary.csv", dtype={"counterparty_id": str})
+        detail = _read_csv(day / "detail.csv")
+        summary = _read_csv(day / "summary.csv")
+        for frame, name in (
+            (detail, "detail.csv"),
+            (_read_csv(day / "rejects.csv"), "rejects.csv"),
+        ):
+            shown = frame[frame["transaction_id"].isin(corrected)]
+            charges.append(shown.assign(participant=participant, source=name, file=str(day / name)))
         grouped = detail.groupby(list(SUMMARY_GROUP)).agg(
             records=("transaction_id", "size"), amount_fen=("amount_fen", "sum")
         )
         mine = summary.set_index(list(SUMMARY_GROUP))[["records", "amount_fen"]]
         if len(detail) == len(summary) == 0:
-            continue  # a day with rejects only
+            continue  # a day with rejects or corrections only
         if not grouped.sort_index().equals(mine.sort_index()):
             problems.append(f"{day}: summary.csv does not equal detail.csv grouped")
         as_acquirer = detail[detail["role"] == "acquirer"]["amount_fen"].sum()
@@ -306,6 +366,80 @@ def check_reconciliation(run_dir: str | Path, out_dir: str | Path | None = None)
                 f"{acquirer} {date}: files hold {acquired.get((acquirer, date), 0)} fen cleared, "
                 f"its batches {int(gross)} fen"
             )
+    problems += _check_corrections(corrections, pd.concat(charges), _refunds(run_dir))
+    return problems
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"counterparty_id": str})
+
+
+def _read_files(days: list[Path], name: str) -> pd.DataFrame:
+    """The ``name`` file of every date folder in ``days``, with the participant and the folder
+    (``day``) of each row."""
+    parts = [
+        _read_csv(day / name).assign(participant=day.parent.name, day=str(day)) for day in days
+    ]
+    if not parts:
+        return pd.DataFrame(columns=[*CORRECTION_COLUMNS, "participant", "day"])
+    return pd.concat(parts, ignore_index=True)
+
+
+#: Where a correction's charge is: a desk refund's was settled, a duplicate's rejected.
+_CHARGE_FILE = {"service_desk": "detail.csv", DUPLICATE_DEDUCTION: "rejects.csv"}
+_KEY = ["participant", "role", "transaction_id"]
+
+
+def _check_corrections(
+    corrections: pd.DataFrame, charges: pd.DataFrame, refunds: pd.DataFrame
+) -> list[str]:
+    """Every refund of the run's ``refunds`` table is in its issuer's and its acquirer's
+    corrections, of its kind and amount (a rejected duplicate deduction may be there without
+    one: a run written before refunds were kept); and every correction is the whole charge of
+    a record in the participant's detail files (a desk refund: the charge was settled) or
+    rejects files (a duplicate deduction)."""
+    problems = []
+    ordered = pd.concat(
+        refunds.assign(participant=refunds[f"{role}_id"], role=role)
+        for role in ("issuer", "acquirer")
+    )[[*_KEY, "refund_kind", "refund_fen"]]
+    filed = corrections[[*_KEY, "refund_kind", "refund_fen", "day"]]
+    both = ordered.merge(filed, on=_KEY, how="outer", suffixes=("", "_filed"), indicator="found")
+    for r in both.itertuples(index=False):
+        if r.found == "left_only":
+            problems.append(
+                f"refunds: transaction {r.transaction_id} ({r.refund_kind}, "
+                f"{int(r.refund_fen)} fen) is not in its corrections.csv for {r.participant} "
+                f"({r.role})"
+            )
+            continue
+        where = f"{r.day}/corrections.csv: transaction {r.transaction_id} ({r.role})"
+        filed_as = (r.refund_kind_filed, r.refund_fen_filed)
+        if r.found == "right_only" and r.refund_kind_filed != DUPLICATE_DEDUCTION:
+            problems.append(
+                f"{where}: a {r.refund_kind_filed} refund the run's refunds table does not hold"
+            )
+        elif r.found == "both" and filed_as != (r.refund_kind, r.refund_fen):
+            problems.append(
+                f"{where}: refund_fen {int(r.refund_fen_filed)} ({r.refund_kind_filed}), the "
+                f"run's refunds table {int(r.refund_fen)} fen ({r.refund_kind})"
+            )
+    wanted = corrections.assign(source=corrections["refund_kind"].map(_CHARGE_FILE))
+    charged = wanted.merge(
+        charges[[*_KEY, "source", "amount_fen", "file"]], on=[*_KEY, "source"], how="left"
+    )
+    for r in charged.itertuples(index=False):
+        where = f"{r.day}/corrections.csv: transaction {r.transaction_id} ({r.role})"
+        if pd.isna(r.amount_fen):
+            problems.append(
+                f"{where}: a {r.refund_kind} refund of a charge in none of {r.participant}'s "
+                f"{r.source} files"
+            )
+        elif r.amount_fen != r.refund_fen:
+            problems.append(
+                f"{where}: refund_fen {r.refund_fen}, its charge in {r.file} {int(r.amount_fen)} "
+                "fen (a refund pays back the whole charge)"
+            )
     return problems
 
 
@@ -317,6 +451,7 @@ def _chmod_as_made(folder: Path) -> None:
 
 
 __all__ = [
+    "CORRECTION_COLUMNS",
     "DEFAULT_DIR",
     "DETAIL_COLUMNS",
     "FILES",

@@ -204,3 +204,27 @@ def fare_days(
     # TapBatch converts each column to its dtype (values are checked to fit).
     taps = TapBatch(**{k: np.array(v) for k, v in cols.items()})
     return taps, np.array(spent, dtype=np.int64)
+
+
+# --- clearing hierarchies (sim/clearing_paths.py) ---------------------------------------------
+@st.composite
+def clearing_hierarchies(
+    draw: st.DrawFn, max_nodes: int = 6, max_members: int = 8
+) -> tuple[dict[str, str | None], list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """A clearing hierarchy as a run's files give it to ``sim.clearing_paths.routes``: the
+    nodes' parents (a tree, sometimes a second top that shares no node with the first),
+    members placed at a node (or at one the files do not hold), and (issuer, acquirer) pairs
+    among the members, the nodes and a participant nobody placed."""
+    nodes = [f"N{i}" for i in range(draw(st.integers(1, max_nodes)))]
+    parents: dict[str, str | None] = {nodes[0]: None}
+    for i, node in enumerate(nodes[1:], start=1):
+        parents[node] = draw(st.one_of(st.sampled_from(nodes[:i]), st.none()))
+    members = [
+        (f"M{j}", draw(st.sampled_from(["issuer", "acquirer"])),
+         draw(st.sampled_from([*nodes, "NOWHERE"])))
+        for j in range(draw(st.integers(1, max_members)))
+    ]  # fmt: skip
+    names = [*(m[0] for m in members), *nodes, "UNPLACED"]
+    pair = st.tuples(st.sampled_from(names), st.sampled_from(names))
+    pairs = draw(st.lists(pair, max_size=12, unique=True))  # a run's pairs, grouped
+    return parents, members, pairs

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from output_frames import read_frame
+from refund_runs import run_with_refunds
 
 from sim.api import load_scenario, run
 from sim.verify import verify_run
@@ -111,6 +112,37 @@ def test_a_reordered_batch_is_found(good, tmp_path):
     _rewrite(_first_partition(out, "clearing_batches"), swap_two_batches)
     problems = verify_run(out)
     assert any("node NT_EXCHANGE" in p and "link" in p for p in problems), problems
+
+
+def test_a_transaction_written_twice_is_found(good, tmp_path):
+    out = _copy(good, tmp_path)
+    _rewrite(_first_partition(out, "transactions"), lambda t: pa.concat_tables([t, t.slice(0, 1)]))
+    assert "transactions: a transaction id appears more than once" in verify_run(out)
+
+
+def _first_cleared_made_rejected(table: pa.Table) -> pa.Table:
+    """``table`` (a transactions file) with its first cleared record's status code set to
+    rejected, its reject_reason left at none."""
+    status = table["status"].combine_chunks()
+    names = status.dictionary.to_pylist()
+    codes = status.indices.to_numpy().copy()
+    codes[np.flatnonzero(codes == names.index("cleared"))[0]] = names.index("rejected")
+    changed = pa.DictionaryArray.from_arrays(
+        pa.array(codes, status.indices.type), status.dictionary
+    )
+    return table.set_column(table.schema.get_field_index("status"), "status", changed)
+
+
+def test_a_status_changed_without_its_reason_breaks_a_row_invariant(good, tmp_path):
+    """The row invariants read the files' dictionary codes; the other checks the decoded names
+    (sim/verify.py ``_decoded``): both see it."""
+    out = _copy(good, tmp_path)
+    _rewrite(_first_partition(out, "transactions"), _first_cleared_made_rejected)
+    problems = verify_run(out)
+    broken = "transactions: 1 row(s) break `status = rejected <=> reject_reason != 'none'`"
+    assert any(p.startswith(broken) for p in problems), problems
+    # The decoded names see it too: run_meta.json counted one more cleared record.
+    assert any("record(s) rejected in the files" in p for p in problems), problems
 
 
 def test_a_folder_that_is_not_a_run_is_said_so(tmp_path):
@@ -262,36 +294,12 @@ def test_an_honest_run_with_every_kind_of_record_verifies(tmp_path):
 
 # --- refunds in fen (the refunds table against the charges, the batches, the journal and
 # run_meta.json) ------------------------------------------------------------------------------
-DUPLICATES = {"devices": {"double_tap_prob_per_tap": 0.1, "lock_failure_prob": 0.3}}
-
-
-def _overlay(path: Path, settings: dict) -> Path:
-    path.write_text(
-        yaml.safe_dump({"extends": str(SMALL), "name": path.stem, **settings}), encoding="utf-8"
-    )
-    return path
-
-
 @pytest.fixture(scope="module")
 def refunded(tmp_path_factory):
-    """A run with refunds of both kinds: duplicate deductions the clearing rejected (those it
-    found on the last day are paid after the period) and five cleared card charges of the
-    first day the service desk had refunded (paid within it)."""
-    folder = tmp_path_factory.mktemp("refunds")
-    run(load_scenario(_overlay(folder / "dup.yaml", DUPLICATES), days=3), folder / "base")
-    tx = read_frame(folder / "base", "transactions")
-    charged = tx[
-        (tx["status"] == "cleared") & (tx["amount_fen"] > 0) & (tx["media"] == "physical_card")
-        & (tx["issuer_id"] == "NTCARD") & (tx["service_date"].astype(str) == "2024-01-01")
-    ]  # fmt: skip
-    desk = {"id": "desk", "kind": "desk_refund", "start": "2024-01-01 20:00", "duration_min": 1,
-            "transactions": charged["transaction_id"].head(5).tolist()}  # fmt: skip
-    out = folder / "run"
-    run(
-        load_scenario(_overlay(folder / "desk.yaml", {**DUPLICATES, "incidents": [desk]}), days=3),
-        out,
-    )
-    return out
+    """A run with refunds of both kinds (tests/refund_runs.py): duplicate deductions the
+    clearing rejected (those it found on the last day are paid after the period) and five
+    cleared card charges of the first day the service desk had refunded (paid within it)."""
+    return run_with_refunds(tmp_path_factory.mktemp("refunds"))
 
 
 def _refund_part(out: Path, kind: str) -> tuple[Path, int]:
