@@ -95,10 +95,6 @@ class RemoteShard:
             return uploads
         return self._call("collect", cutoff_s)
 
-    def mark_incident(self, tx_id, code: int) -> None:
-        if len(tx_id):
-            self._call("mark_incident", tx_id, code)
-
 
 class DistributedEngine(DaySteps):
     """Runs a multi-city scenario's shards on a Dask cluster, day by day (module docstring).
@@ -276,6 +272,7 @@ class DistributedEngine(DaySteps):
             "apply_clearing": "apply",
             "flush_final_days": "flush",
             "desk_refund_orders": "desk_refund_orders",
+            "mark_incidents": "mark_incidents",
             "order_refunds": "order_refunds",
             "refunds_outstanding": "refunds_outstanding",
             "check_all_cleared_days_closed": "check_all_cleared_days_closed",

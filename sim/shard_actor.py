@@ -8,7 +8,8 @@ exactly where an in-process run would have. The driver calls, for each day:
 
     morning(day)   start the day and run its clock to the clearing cut-off; the uploads
                    collected for the cut-off (the clearing of the day before);
-    apply / order_refunds / mark_incident / flush   the clearing network's calls at the cut-off;
+    apply / order_refunds / mark_incidents / flush   the clearing network's calls at the
+                   cut-off;
     evening(day)   run to the end of the day, settle and commit it.
 
 The driver makes every call through ``ShardActor.call``, which tells an error in the shard's own
@@ -277,8 +278,9 @@ class ShardActor:
         self.shard.order_refunds(pay_day, refunds)
 
     @_timed
-    def mark_incident(self, tx_id, code: int) -> None:
-        self.shard.mark_incident(tx_id, code)
+    def mark_incidents(self, marks) -> None:
+        """Records held by clearing-node outages at a cut-off, labelled (sim/shard.py)."""
+        self.shard.mark_incidents(marks)
 
     @_timed
     def desk_refund_orders(self, tx_id):
