@@ -4,15 +4,12 @@ those of an in-process run."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from output_frames import parquet_hashes, read_frame
+from dask_same_files import run_here_and_on_a_worker
+from output_frames import read_frame
 from scenario_files import two_city_with_alpha_incidents
 
-from sim.api import dask_client, load_scenario, run, verify
 from sim.distributed import RemoteShard
 
-ROOT = Path(__file__).resolve().parent.parent
 DAYS = ["period.days=3"]
 
 
@@ -25,9 +22,6 @@ def test_outage_labels_go_to_every_actor_at_once_and_the_files_are_the_in_proces
         [{"id": "centre-down", "kind": "clearing_node_outage", "target": "REGION_CENTRE",
           "start": "2024-03-05 00:00", "duration_min": 1440}],
     )  # fmt: skip
-    here, there = tmp_path / "here", tmp_path / "there"
-    run(load_scenario(path, DAYS), here)
-
     calls: list[tuple[str, str, int]] = []  # (start or finish, method, shard), as they happen
     start, finish = RemoteShard.start, RemoteShard.finish
 
@@ -41,11 +35,7 @@ def test_outage_labels_go_to_every_actor_at_once_and_the_files_are_the_in_proces
 
     monkeypatch.setattr(RemoteShard, "start", watched_start)
     monkeypatch.setattr(RemoteShard, "finish", watched_finish)
-    with dask_client(workers=1) as client:
-        run(load_scenario(path, DAYS), there, client=client)
-
-    assert parquet_hashes(there) == parquet_hashes(here)
-    assert verify(there) == []
+    there = run_here_and_on_a_worker(path, DAYS, tmp_path)  # the same files
     # Both cities' records were held, and labelled with the outage.
     tx = read_frame(there, "transactions")
     held = tx[tx["incident_id"] == "centre-down"]
