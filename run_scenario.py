@@ -14,11 +14,12 @@ Exit codes (the full list is in ``--help``, ``EPILOG`` below): 0 success; 1 a re
 not a success (calibrate: a target outside its tolerance; verify: a problem in the files; sweep:
 a point failed) — and an unexpected error, with its traceback; 2 bad input (scenario file, flags,
 data files) with a one-screen message and no traceback; 3 a money invariant failed during the run
-(the message says which, by how much, where); 4 a Dask worker running a city was lost or failed;
-5 stream: the reconciliation does not hold or the sink broke; 130 interrupted (Ctrl-C), 143
-terminated (SIGTERM), in both cases nothing written (a stream keeps what it delivered,
-checkpointed; a stop that comes after the run was committed says so). This file parses arguments
-and prints; the work is in sim.api.
+(the message says which, by how much, where); 4 a Dask worker running a city was lost;
+5 stream: the reconciliation does not hold or the sink broke; 6 a city's own code raised an
+error on its Dask worker (a defect: the worker's traceback is printed); 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM), in both cases nothing written (a stream keeps what it
+delivered, checkpointed; a stop that comes after the run was committed says so). This file
+parses arguments and prints; the work is in sim.api.
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ exit codes:
        error (a bug: its traceback is printed)
   2    bad input: a scenario, flag, data file or output folder that is wrong; nothing written
   3    a money invariant failed during the run (which, by how much, where)
-  4    a Dask worker running a city was lost or failed (--workers, --scheduler): nothing
-       written
+  4    a Dask worker running a city was lost, or the connection to it (--workers,
+       --scheduler): nothing written; look at the cluster
   5    stream: generated = sent = acknowledged + dead-lettered does not hold, or the sink broke
+  6    a city's own code raised an error on its Dask worker (--workers, --scheduler): nothing
+       written; a defect to report with the worker's traceback, which is printed (unless the
+       worker's machine caused it, e.g. a full disk: OSError)
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing written, no folder left behind
        (stream: what was delivered stays delivered and checkpointed; --resume goes on)
 """
@@ -65,6 +69,7 @@ exit codes:
 EXIT_BAD_INPUT = 2
 EXIT_INVARIANT = 3
 EXIT_WORKER_LOST = 4
+EXIT_SHARD_FAILED = 6  # 5 is the stream's (traffic/cli.py)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 # How a sweep starts its worker processes (sim.sweep.execute): forked where the system can.
@@ -623,6 +628,15 @@ def main(argv: list[str] | None = None) -> int:
     except api.WorkerLost as exc:
         print(f"run failed: {exc}; nothing was written to the output folder", file=sys.stderr)
         return EXIT_WORKER_LOST
+    except api.ShardFailed as exc:  # not the cluster's fault: the traceback is what to report
+        print(f"worker traceback:\n{exc.remote_traceback}", file=sys.stderr)
+        print(
+            f"run failed: {exc}; nothing was written to the output folder. Unless the worker's "
+            "machine caused it (an OSError: a full disk, say), this is a defect in CardTwin: "
+            "please report it with the worker traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_SHARD_FAILED
     except OSError as exc:  # the machine, not the simulation: a full disk, a permission
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)

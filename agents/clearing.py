@@ -265,16 +265,20 @@ class ClearingNetworkAgent:
         twice). Returns the cleared records' ids, issuers and acquirers and their results,
         merged in node order."""
         cleared: list[tuple[UploadedRecords, ClearingResult]] = []
-        down = {code for code, node in self.nodes.items() if self._held(node, cutoff_s)}
+        # Each shard's records held by an outage, (records, incident) in order: labelled once
+        # all nodes are through, every shard at once (one round trip on Dask).
+        marks: list[list[tuple[np.ndarray, int]]] = [[] for _ in self.shards]
+        down = {code for code, node in self.nodes.items() if self._held(node, cutoff_s, marks)}
         for code in sorted(self.nodes):
             node = self.nodes[code]
             if not node.inbox or code in down:
                 continue
-            waiting = self._through_down_nodes(node, down, cutoff_s)
+            waiting = self._through_down_nodes(node, down, cutoff_s, marks)
             if node.inbox:
                 cleared.append(node.clear_inbox(day))
             if waiting is not None:
                 node.inbox = [waiting]
+        self.on_shards("mark_incidents", [(m,) if m else None for m in marks])
         # What routing needs of the records cleared today, in node order.
         records = {
             name: np.concatenate([getattr(r, name) for r, _ in cleared] or [np.zeros(0, np.int64)])
@@ -300,8 +304,9 @@ class ClearingNetworkAgent:
         )
         return records, result
 
-    def _held(self, node: ClearingNodeAgent, cutoff_s: int) -> bool:
-        """Is ``node`` down at this cut-off? Its waiting records then carry the incident."""
+    def _held(self, node: ClearingNodeAgent, cutoff_s: int, marks: list[list]) -> bool:
+        """Is ``node`` down at this cut-off? Its waiting records then carry the incident (added
+        to each shard's ``marks``)."""
         down = False
         for i, shard in enumerate(self.shards):
             k = shard.world.incidents.down_at("clearing_node_outage", node.node_id, cutoff_s)
@@ -310,16 +315,17 @@ class ClearingNetworkAgent:
             down = True
             for part in node.inbox:
                 mine = ids.record_shard(part.tx_id) == i
-                shard.mark_incident(part.tx_id[mine], k)
+                if mine.any():
+                    marks[i].append((part.tx_id[mine], k))
         return down
 
     def _through_down_nodes(
-        self, node: ClearingNodeAgent, down: set[int], cutoff_s: int
+        self, node: ClearingNodeAgent, down: set[int], cutoff_s: int, marks: list[list]
     ) -> UploadedRecords | None:
         """Take out of ``node``'s inbox the records whose way to their issuer passes a node
         that is down (e.g. a provincial exchange): they wait for the first cut-off after the
         outage, all copies of a record together (one issuer-acquirer pair), so nothing is
-        cleared twice. Returns them (None if none), labelled with the outage."""
+        cleared twice. Returns them (None if none), their outage labels added to ``marks``."""
         if not down:
             return None
         records = UploadedRecords.concat(node.inbox)
@@ -344,8 +350,9 @@ class ClearingNetworkAgent:
                 if k >= 0:
                     mine = here & (owner == i)
                     labels[i, k] = labels.get((i, k), np.zeros(len(here), bool)) | mine
-        for (i, k), mine in sorted(labels.items()):  # one call per shard and incident
-            self.shards[i].mark_incident(records.tx_id[mine], k)
+        for (i, k), mine in sorted(labels.items()):  # one label per shard and incident
+            if mine.any():
+                marks[i].append((records.tx_id[mine], k))
         node.inbox = [records.take(np.flatnonzero(~blocked))] if (~blocked).any() else []
         return records.take(np.flatnonzero(blocked))
 

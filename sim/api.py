@@ -36,7 +36,7 @@ from sim.calibration import load_targets as read_targets
 from sim.calibration import markdown, untargeted
 from sim.clearing_report import ClearingReport
 from sim.cross_city import CrossCityCollector
-from sim.distributed import WorkerLost, submit_shards
+from sim.distributed import ShardFailed, WorkerLost, submit_shards
 from sim.events import Subscriber
 from sim.incidents import IncidentError
 from sim.ledger import InvariantViolation
@@ -89,6 +89,7 @@ __all__ = [
     "RunSummary",
     "RunView",
     "RunViewError",
+    "ShardFailed",
     "WorkerLost",
     "FAIRNESS_DIMENSIONS",
     "build",

@@ -11,7 +11,9 @@ run would post and publish them: the files are byte-identical to an in-process r
 number of workers, on a local cluster or an external one.
 
 A worker lost in the middle of a run loses its actors' state; the run then stops with an error
-naming the city (the caller discards the partial output), rather than going on without it.
+naming the city (``WorkerLost``; the caller discards the partial output), rather than going on
+without it. An error raised by a shard's own code on a worker that is still there is not a lost
+worker: it stops the run as ``ShardFailed`` (sim/shard_actor.py), with the worker's traceback.
 """
 
 from __future__ import annotations
@@ -33,17 +35,17 @@ from sim.events import (
     RunFinished,
     Subscriber,
 )
-from sim.incidents import IncidentError
-from sim.ledger import InvariantViolation, Ledger
+from sim.ledger import Ledger
 from sim.metrics import KpiCollector
-from sim.shard_actor import PROBE_FILE, FolderNotShared
+from sim.shard_actor import PASSED_BACK, PROBE_FILE, ShardFailed
 from sim.state import CardState
 from sim.world import World
 from sim.world_settings import scaled_count
 
 
 class WorkerLost(RuntimeError):
-    """A worker holding a city's shard went away during the run."""
+    """A worker holding a city's shard went away during the run, or the driver lost its
+    connection to it (an error in the shard's own code is ``ShardFailed``)."""
 
 
 class RemoteShard:
@@ -62,15 +64,18 @@ class RemoteShard:
     def start(self, method: str, *args):
         """Call ``method`` on the actor without waiting (its future)."""
         try:
-            return getattr(self.actor, method)(*args)
+            return self.actor.call(method, *args)
         except Exception as exc:  # noqa: BLE001 - a lost worker shows as many exception kinds
             raise self._lost(method, exc) from exc
 
     def finish(self, method: str, future):
-        """The result of a call ``start`` made."""
+        """The result of a call ``start`` made. What the actor raised comes as it is (its
+        ``call`` wraps its own errors in ``ShardFailed``); any other error is the cluster's:
+        the worker is lost (KilledWorker, a closed connection, "Unable to contact Actor's
+        worker")."""
         try:
             return future.result()
-        except (InvariantViolation, IncidentError, FolderNotShared):
+        except (*PASSED_BACK, ShardFailed):
             raise
         except Exception as exc:  # noqa: BLE001 - see start
             raise self._lost(method, exc) from exc
@@ -89,10 +94,6 @@ class RemoteShard:
             uploads, self.uploads = self.uploads, None
             return uploads
         return self._call("collect", cutoff_s)
-
-    def mark_incident(self, tx_id, code: int) -> None:
-        if len(tx_id):
-            self._call("mark_incident", tx_id, code)
 
 
 class DistributedEngine(DaySteps):
@@ -271,6 +272,7 @@ class DistributedEngine(DaySteps):
             "apply_clearing": "apply",
             "flush_final_days": "flush",
             "desk_refund_orders": "desk_refund_orders",
+            "mark_incidents": "mark_incidents",
             "order_refunds": "order_refunds",
             "refunds_outstanding": "refunds_outstanding",
             "check_all_cleared_days_closed": "check_all_cleared_days_closed",
@@ -457,6 +459,7 @@ __all__ = [
     "DistributedEngine",
     "PendingShards",
     "RemoteShard",
+    "ShardFailed",
     "WorkerLost",
     "place_shards",
     "shard_cost",

@@ -240,6 +240,11 @@ class CityShard:
             if plan is not None:
                 mark(plan.taps.incident, ids.record_seq(tx_id[tap_day == day]), code)
 
+    def mark_incidents(self, marks: list[tuple[np.ndarray, int]]) -> None:
+        """``mark_incident`` for each (records, code), in order: a cut-off's labels at once."""
+        for tx_id, code in marks:
+            self.mark_incident(tx_id, code)
+
     def commit_day(self, day: int) -> DaySettled:
         """Post the settled day's money to the (shared) ledger, check conservation of this
         shard's issuer and publish its records. The engine commits shards in their index

@@ -8,8 +8,13 @@ exactly where an in-process run would have. The driver calls, for each day:
 
     morning(day)   start the day and run its clock to the clearing cut-off; the uploads
                    collected for the cut-off (the clearing of the day before);
-    apply / order_refunds / mark_incident / flush   the clearing network's calls at the cut-off;
+    apply / order_refunds / mark_incidents / flush   the clearing network's calls at the
+                   cut-off;
     evening(day)   run to the end of the day, settle and commit it.
+
+The driver makes every call through ``ShardActor.call``, which tells an error in the shard's own
+code (``ShardFailed``, with the worker's traceback) from the run's own checks failing, which go
+back as they are (``PASSED_BACK``); anything else the driver sees is the cluster's doing.
 
 The shard, its riders, devices and outlets do exactly what they do in one process, so the
 outputs are byte-identical whatever worker a shard runs on.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import traceback
 
 import numpy as np
 import simpy
@@ -27,7 +33,8 @@ import simpy
 from sim.clearing import MEMO_OPENING, post_flow
 from sim.engine import DAY_S
 from sim.events import DaySettled, EventBus, TapsFinal
-from sim.ledger import Ledger
+from sim.incidents import IncidentError
+from sim.ledger import InvariantViolation, Ledger
 from sim.metrics import RunMetrics
 from sim.proc_memory import proc_kib_field
 from sim.shard import CityShard, RefundsOutstanding, check_issuers_cards
@@ -78,6 +85,35 @@ class FolderNotShared(RuntimeError):
 #: The file the driver leaves in the run's temporary folder for the workers to find.
 PROBE_FILE = ".shared-folder-probe"
 
+#: Errors of the run's own checks raised in a shard: they go back to the driver as they are, to
+#: be reported as in an in-process run (a broken money invariant, an incident the run cannot
+#: play, a folder the workers do not share).
+PASSED_BACK = (InvariantViolation, IncidentError, FolderNotShared)
+
+
+@dataclasses.dataclass(eq=False)
+class ShardFailed(RuntimeError):
+    """CardTwin's own code raised an error in a city's shard on its worker: the worker is still
+    there, but the run cannot go on. A defect to report (with ``remote_traceback``, the worker's
+    traceback), unless the worker's machine caused it (an ``OSError``: a full disk, say)."""
+
+    city: str
+    shard: int
+    method: str  #: the driver's call to the shard
+    error_type: str  #: the exception's class name
+    error: str  #: and its message
+    remote_traceback: str
+
+    def __reduce__(self):
+        # Made on the worker, rebuilt on the driver from its fields.
+        return type(self), dataclasses.astuple(self)
+
+    def __str__(self) -> str:
+        return (
+            f"city {self.city} (shard {self.shard}) raised {self.error_type} in its "
+            f"{self.method} call on its Dask worker: {self.error}"
+        )
+
 
 class _Host:
     """What the shard's validators and outlets need of a Mesa model: a place to register."""
@@ -119,6 +155,25 @@ class ShardActor:
         self.cutoff_hour = cutoff_hour
         self.writer = None  # set by open_output: then this shard writes its own tables
         self.busy: dict[str, float] = {}  # wall seconds per call (_timed)
+
+    def call(self, method: str, *args):
+        """``method(*args)`` of this shard: the driver's one way in (sim/distributed.py). An
+        error of the run's own checks goes back as it is (``PASSED_BACK``); any other error
+        raised here goes back as ``ShardFailed``, so that the driver can tell it from a lost
+        worker, which it sees as the connection's errors."""
+        try:
+            return getattr(self, method)(*args)
+        except PASSED_BACK:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the shard's code raised
+            raise ShardFailed(
+                self.scenario.name,
+                self.shard_index,
+                method,
+                type(exc).__name__,
+                str(exc),
+                traceback.format_exc(),
+            ) from None
 
     def start(self, participants) -> tuple[int, int]:
         """Take the run's participants registry and set the shard up for day 0. Returns the
@@ -223,8 +278,9 @@ class ShardActor:
         self.shard.order_refunds(pay_day, refunds)
 
     @_timed
-    def mark_incident(self, tx_id, code: int) -> None:
-        self.shard.mark_incident(tx_id, code)
+    def mark_incidents(self, marks) -> None:
+        """Records held by clearing-node outages at a cut-off, labelled (sim/shard.py)."""
+        self.shard.mark_incidents(marks)
 
     @_timed
     def desk_refund_orders(self, tx_id):
@@ -298,4 +354,4 @@ class ShardActor:
         return {k: v[start:] for k, v in journal.items()}
 
 
-__all__ = ["PROBE_FILE", "FolderNotShared", "ShardActor"]
+__all__ = ["PASSED_BACK", "PROBE_FILE", "FolderNotShared", "ShardActor", "ShardFailed"]

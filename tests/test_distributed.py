@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from dask.distributed import Client
+from dask_same_files import run_here_and_on_a_worker
 from output_frames import parquet_hashes
 from scenario_files import two_city_with_alpha_incidents
 
@@ -216,19 +217,14 @@ def test_desk_refunds_are_paid_by_the_workers_as_in_process(tmp_path, in_process
         for k, (date, named) in enumerate((("2024-03-04", first), ("2024-03-06", last)))
     ]  # fmt: skip
     path = two_city_with_alpha_incidents(tmp_path, refunds)
-    here, there = tmp_path / "here", tmp_path / "there"
-    run(load_scenario(path, DAYS), here)
-    with dask_client(workers=1) as client:
-        run(load_scenario(path, DAYS), there, client=client)
-    assert parquet_hashes(there) == parquet_hashes(here)
-    assert verify(there) == []
+    there = run_here_and_on_a_worker(path, DAYS, tmp_path)
     journal = read_frame(there, "ledger_entries")
     paid = journal[journal["memo"] == "desk_refund"]
     assert paid["amount_fen"].sum() == first["amount_fen"].sum() > 0
     assert set(paid["credit"]) == {"float:ALPHA_CARD"}
     totals = [
         json.loads((out / "run_meta.json").read_text(encoding="utf-8"))["totals"]
-        for out in (here, there)
+        for out in (tmp_path / "here", there)
     ]
     for t in totals:
         assert t["refunds_outstanding"] == len(last) == 5
