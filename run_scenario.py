@@ -57,7 +57,8 @@ exit codes:
   3    a money invariant failed during the run (which, by how much, where)
   4    a Dask worker running a city was lost or failed (--workers, --scheduler): nothing
        written
-  5    stream: generated = sent = acknowledged + dead-lettered does not hold, or the sink broke
+  5    stream: generated = sent = acknowledged + dead-lettered + delivery unknown does not
+       hold, or the sink broke
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing written, no folder left behind
        (stream: what was delivered stays delivered and checkpointed; --resume goes on)
 """

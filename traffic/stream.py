@@ -8,10 +8,10 @@ Three threads and two bounded queues:
 
 Each hand-over waits when the next stage is full, so a slow sink slows the pacer and then the
 simulation: the lag grows and is reported, nothing is dropped. At the end the stream reconciles:
-generated = sent = acknowledged + dead-lettered, over the whole stream (earlier sessions of a
-resumed stream included). Everything the stream keeps is in its state folder: the checkpoint,
-the dead-letter file, ``report.json`` (the counts and the per-second series, written however the
-session ends) and, for a dirty stream, the labels.
+generated = sent = acknowledged + dead-lettered + delivery unknown, over the whole stream
+(earlier sessions of a resumed stream included). Everything the stream keeps is in its state
+folder: the checkpoint, the dead-letter file, ``report.json`` (the counts and the per-second
+series, written however the session ends) and, for a dirty stream, the labels.
 
 A resumed session (``--resume``) must send into the same sink, in the same encoding, with the
 same profile and ``--restamp`` as the checkpoint records, or it is refused before anything is
@@ -329,11 +329,7 @@ def _run(
         # Only the records that went out keep their labels (traffic/dirty.py).
         cut_labels(labels, accounts.sent_through)
     totals = accounts.totals()
-    reconciled = (
-        finished
-        and totals["generated"] == totals["sent"]
-        and totals["sent"] == totals["acknowledged"] + totals["dead_lettered"]
-    )
+    reconciled = finished and totals["generated"] == totals["sent"] == _done(totals)
     report = StreamReport(
         stream_id=stream_id,
         sink=sink.describe(),
@@ -351,6 +347,12 @@ def _run(
         if error is not None:
             raise error
     return report
+
+
+def _done(totals: dict[str, int]) -> int:
+    """Records done: acknowledged, dead-lettered, or given up on with their delivery unknown
+    (traffic/accounting.py): at the end, every record sent is one of them."""
+    return totals["acknowledged"] + totals["dead_lettered"] + totals["delivery_unknown"]
 
 
 def _wind_down(
@@ -485,6 +487,7 @@ def _already_finished(stream_id, settings: StreamSettings, sink: Sink, prior: Ch
             "sent": done,
             "acknowledged": prior.acknowledged,
             "dead_lettered": prior.dead_lettered,
+            "delivery_unknown": prior.delivery_unknown,
             "retries": 0,
         },
         reconciled=True,
@@ -595,7 +598,7 @@ class _Pacer:
         while True:
             totals = self.accounts.totals()
             # Every record generated: a batch still queued is not yet sent (traffic/delivery.py).
-            if totals["acknowledged"] + totals["dead_lettered"] >= totals["generated"]:
+            if _done(totals) >= totals["generated"]:
                 return True
             if self.delivery.error is not None:
                 return True
@@ -708,6 +711,7 @@ class _Pacer:
             "sent": totals["sent"],
             "acknowledged": totals["acknowledged"],
             "dead_lettered": totals["dead_lettered"],
+            "delivery_unknown": totals["delivery_unknown"],
             "retries": totals["retries"],
             "queued_batches": self.delivery.queued,
             "behind_s": round(self._behind_s, 3),
