@@ -15,8 +15,9 @@ series, written however the session ends) and, for a dirty stream, the labels.
 
 A resumed session (``--resume``) must send into the same sink, in the same encoding, with the
 same profile and ``--restamp`` as the checkpoint records, or it is refused before anything is
-touched; a file sink's file must still end with the stream's record where the checkpoint says
-(it is cut back there). A stream that finished is not sent again.
+touched, and the sink may refuse a destination that is not the stream's own (``check_resume``:
+a file sink's file must still end with the stream's record where the checkpoint says, since it
+is cut back there). A stream that finished is not sent again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import datetime as dt
 import hashlib
 import json
 import queue
-import re
 import shutil
 import threading
 import time
@@ -281,7 +281,10 @@ def _run(
         _check_same_setup(state_dir / CHECKPOINT_FILE, prior.setup, setup)
         if prior.finished:
             return _already_finished(stream_id, settings, sink, prior)
-        _check_resumed_file(sink, prior, stream_id)
+        try:
+            sink.check_resume(prior.sink_state, stream_id)  # e.g. a file the stream did not write
+        except SinkSetupError as exc:
+            raise StreamSetupError(str(exc)) from None
     state_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
     chunks: queue.Queue = queue.Queue(maxsize=2)
@@ -427,51 +430,6 @@ def _shown_pacing(pacing: dict) -> str:
     if kind in ("rate", "speed"):
         return f"--{kind} {pacing[kind]:g}"
     return "no --rate, --speed or --profile"
-
-
-def _check_resumed_file(sink: Sink, prior: Checkpoint, stream_id: str) -> None:
-    """A file sink cuts its file back to the checkpoint's length on resume: refuse when the
-    file at the path is not the stream's own (replaced, or another stream's), before it is
-    touched. The stream's file ends, at that length, with a whole record of the stream: its
-    line ends with the record's idempotency key (the last column). A checkpoint of nothing
-    written cuts the file to nothing: then the file must begin with the stream's records."""
-    path = getattr(sink, "path", None)
-    length = prior.sink_state.get("bytes")
-    if not isinstance(path, Path) or length is None or not path.is_file():
-        return  # not a file sink, or one the sink itself refuses (missing, too short)
-    length = int(length)
-    key = re.escape(stream_id.encode()) + rb":\d+"
-    with path.open("rb") as f:
-        size = path.stat().st_size
-        if length > size:
-            return  # the sink says the file is shorter than the checkpoint
-        if length > 0:
-            f.seek(max(0, length - 256))
-            ours = re.search(key + rb'"?\}?\r?\n\Z', f.read(length - f.tell())) is not None
-        else:
-            ours = size == 0 or _starts_with_stream(f, stream_id.encode())
-    if not ours:
-        raise StreamSetupError(
-            f"--resume: {path} is not the file this stream wrote: at the {length:,} bytes the "
-            f"checkpoint says were written, it does not end with a record of stream "
-            f"{stream_id}; resuming would cut it back there. Nothing was changed: give the "
-            "stream's own file, or start a new stream without --resume"
-        )
-
-
-def _starts_with_stream(f, stream_id: bytes, limit: int = 64 << 20) -> bool:
-    """Whether the file's first record (within ``limit`` bytes) carries the stream's key."""
-    key = stream_id + b":"
-    tail, read = b"", 0  # the last bytes of the previous block: a key across two blocks
-    while read < limit:
-        block = f.read(1 << 20)
-        if not block:
-            break
-        read += len(block)
-        if key in tail + block:
-            return True
-        tail = block[-(len(key) - 1) :]
-    return False
 
 
 def _already_finished(stream_id, settings: StreamSettings, sink: Sink, prior: Checkpoint):
