@@ -30,6 +30,8 @@ import os
 import threading
 from pathlib import Path
 
+#: The checkpoint's name in a stream's state folder.
+CHECKPOINT_FILE = "checkpoint.json"
 #: 2: the checkpoint keeps ``setup``, ``sent_through`` and ``finished`` (module docstring), and
 #: ``delivery_unknown`` (absent from a checkpoint written before it was counted: 0).
 CHECKPOINT_VERSION = 2
@@ -277,4 +279,4 @@ class DeadLetters:
             os.fsync(f.fileno())
 
 
-__all__ = ["Accounts", "Checkpoint", "DeadLetters"]
+__all__ = ["CHECKPOINT_FILE", "Accounts", "Checkpoint", "DeadLetters"]

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from traffic.accounting import Accounts, Checkpoint, DeadLetters
+from traffic.accounting import CHECKPOINT_FILE, Accounts, Checkpoint, DeadLetters
 from traffic.delivery import Delivery, RetryPolicy
 from traffic.dirty import Injection, Spoiler, cut_labels, labels_stream_id
 from traffic.pacing import Pacer, Unpaced
@@ -46,7 +46,6 @@ from traffic.recording import Recording
 from traffic.records import FORMATS, NO_TIME, Chunk, RecordSource, StreamStopped, epoch_seconds
 from traffic.sinks import Batch, Sink, SinkOptions, SinkSetupError, open_sink, redacted
 
-CHECKPOINT_FILE = "checkpoint.json"
 DEAD_LETTER_FILE = "dead_letters.jsonl"
 REPORT_FILE = "report.json"
 LABELS_DIR = "labels"
