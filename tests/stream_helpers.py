@@ -75,7 +75,31 @@ def small_stream(
     )
 
 
-class FlakyRedisProxy:
+class LoopbackServer:
+    """A TCP server on a free loopback port: each connection accepted goes to ``handle`` (a
+    subclass's), one after the other, until ``close``."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed: the test is over
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class FlakyRedisProxy(LoopbackServer):
     """A TCP proxy in front of a real Redis that, once, loses a transaction's answer, then turns
     away the next ``refuse`` connections (accepted and closed at once, as by a server
     restarting).
@@ -89,27 +113,20 @@ class FlakyRedisProxy:
         self.hold = hold
         self.dropped = 0
         self.refuse, self.refused = refuse, 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self._lock = threading.Lock()
         self._held: tuple[socket.socket, bytes] | None = None
         self.late_answer: bytes = b""  # Redis's answer to the held EXEC, once released
         self._answered = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed: the test is over
-            with self._lock:
-                refuse = self.dropped == 1 and self.refused < self.refuse
-                self.refused += refuse
-            if refuse:
-                client.close()
-            else:
-                threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+    def handle(self, conn: socket.socket) -> None:
+        with self._lock:
+            refuse = self.dropped == 1 and self.refused < self.refuse
+            self.refused += refuse
+        if refuse:
+            conn.close()
+        else:
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
@@ -155,6 +172,3 @@ class FlakyRedisProxy:
         assert self._answered.wait(10), "Redis did not answer the released EXEC"
         upstream.close()
         return self.late_answer
-
-    def close(self) -> None:
-        self.listener.close()

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 
 import pyarrow as pa
 import pytest
-from stream_helpers import json_lines, small_stream
+from stream_helpers import LoopbackServer, json_lines, small_stream
 
 from traffic.accounting import Accounts, DeadLetters
 from traffic.delivery import Delivery, RetryPolicy
@@ -55,7 +54,7 @@ def test_a_batch_whose_request_cannot_be_made_is_dead_lettered_and_the_rest_go(t
         assert letter["reason"].startswith("the request cannot be made: Illegal header value")
 
 
-class _NotHttpServer:
+class _NotHttpServer(LoopbackServer):
     """A TCP server on loopback that answers whatever it is sent with lines that are not HTTP
     (as a server of another protocol would), then closes the connection once the client has
     read them."""
@@ -63,30 +62,20 @@ class _NotHttpServer:
     ANSWER = b"-ERR unknown command 'POST'\r\n\r\n"
 
     def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.answered = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return  # closed: the test is over
-            with contextlib.suppress(OSError), conn:
-                conn.settimeout(5)
-                conn.recv(65536)
-                conn.sendall(self.ANSWER)
-                self.answered += 1
-                # Closing with the request still unread would reset the connection and lose
-                # the answer: say no more, and read until the client hangs up.
-                conn.shutdown(socket.SHUT_WR)
-                while conn.recv(65536):
-                    pass
-
-    def close(self) -> None:
-        self.listener.close()
+    def handle(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            conn.settimeout(5)
+            conn.recv(65536)
+            conn.sendall(self.ANSWER)
+            self.answered += 1
+            # Closing with the request still unread would reset the connection and lose the
+            # answer: say no more, and read until the client hangs up.
+            conn.shutdown(socket.SHUT_WR)
+            while conn.recv(65536):
+                pass
 
 
 def test_answers_that_are_not_http_are_retried_then_dead_lettered_with_the_reason(tmp_path):
