@@ -58,7 +58,8 @@ exit codes:
   3    a money invariant failed during the run (which, by how much, where)
   4    a Dask worker running a city was lost, or the connection to it (--workers,
        --scheduler): nothing written; look at the cluster
-  5    stream: generated = sent = acknowledged + dead-lettered does not hold, or the sink broke
+  5    stream: generated = sent = acknowledged + dead-lettered + delivery unknown does not
+       hold, or the sink broke
   6    a city's own code raised an error on its Dask worker (--workers, --scheduler): nothing
        written; a defect to report with the worker's traceback, which is printed (unless the
        worker's machine caused it, e.g. a full disk: OSError)

@@ -1,10 +1,14 @@
-"""Helpers of the stream tests: reading a JSON-lines sink's file, killing a stream midway."""
+"""Helpers of the stream tests: reading a JSON-lines sink's file, killing a stream midway, a
+Redis connection that loses a transaction's answer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -36,10 +40,19 @@ def kill_when_some_are_done(cmd, state: Path, env=None) -> None:
 
 
 def small_stream(
-    tmp_path, sink, record_format="taps", *, seed=None, resume=False, stop=None, **options
+    tmp_path,
+    sink,
+    record_format="taps",
+    *,
+    seed=None,
+    resume=False,
+    stop=None,
+    max_attempts=8,
+    **options,
 ):
-    """Two days of the small scenario streamed to ``sink`` (batches of 200, quick retries),
-    its state in ``tmp_path / "state"``; ``options`` go to the sink (SinkOptions)."""
+    """Two days of the small scenario streamed to ``sink`` (batches of 200, quick retries, at
+    most ``max_attempts`` a batch), its state in ``tmp_path / "state"``; ``options`` go to the
+    sink (SinkOptions)."""
     from sim.api import load_scenario, privacy_key
     from traffic.delivery import RetryPolicy
     from traffic.sinks import SinkOptions
@@ -53,10 +66,109 @@ def small_stream(
             record_format=record_format,
             batch_size=200,
             sink_options=SinkOptions(record_format=record_format, **options),
-            retry=RetryPolicy(base_s=0.01),
+            retry=RetryPolicy(max_attempts=max_attempts, base_s=0.01),
             resume=resume,
         ),
         privacy_key=privacy_key(None),
         seed=seed,
         stop=stop,
     )
+
+
+class LoopbackServer:
+    """A TCP server on a free loopback port: each connection accepted goes to ``handle`` (a
+    subclass's), one after the other, until ``close``."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed: the test is over
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class FlakyRedisProxy(LoopbackServer):
+    """A TCP proxy in front of a real Redis that, once, loses a transaction's answer, then turns
+    away the next ``refuse`` connections (accepted and closed at once, as by a server
+    restarting).
+
+    The first EXEC it sees goes up to Redis (the batch is in Redis but the sender cannot know),
+    or with ``hold`` is held back until ``release()`` (a transaction still on its way); either
+    way the sender's connection is then dropped without the answer."""
+
+    def __init__(self, upstream_port: int, refuse: int, *, hold: bool = False) -> None:
+        self.upstream_port = upstream_port
+        self.hold = hold
+        self.dropped = 0
+        self.refuse, self.refused = refuse, 0
+        self._lock = threading.Lock()
+        self._held: tuple[socket.socket, bytes] | None = None
+        self.late_answer: bytes = b""  # Redis's answer to the held EXEC, once released
+        self._answered = threading.Event()
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        with self._lock:
+            refuse = self.dropped == 1 and self.refused < self.refuse
+            self.refused += refuse
+        if refuse:
+            conn.close()
+        else:
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        muted = threading.Event()
+
+        def answers() -> None:
+            with contextlib.suppress(OSError):
+                while data := upstream.recv(65536):
+                    if not muted.is_set():
+                        client.sendall(data)
+                    elif self._held is None and self.hold and self.dropped:
+                        self.late_answer += data  # the released EXEC's answer
+                        self._answered.set()
+
+        threading.Thread(target=answers, daemon=True).start()
+        tail, keep_upstream = b"", False
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                window, tail = tail + data, (tail + data)[-16:]
+                with self._lock:
+                    drop = self.dropped == 0 and b"$4\r\nEXEC\r\n" in window
+                if drop:
+                    muted.set()  # before the EXEC goes up: its answer is never forwarded
+                if drop and self.hold:
+                    self._held, keep_upstream = (upstream, data), True
+                else:
+                    upstream.sendall(data)
+                if drop:
+                    if not self.hold:
+                        time.sleep(0.5)  # Redis runs the transaction meanwhile
+                    with self._lock:
+                        self.dropped = 1
+                    break
+        client.close()
+        if not keep_upstream:
+            upstream.close()
+
+    def release(self) -> bytes:
+        """Send the held EXEC up to Redis at last; Redis's answer to it (``*-1``: aborted)."""
+        upstream, data = self._held
+        self._held = None
+        upstream.sendall(data)
+        assert self._answered.wait(10), "Redis did not answer the released EXEC"
+        upstream.close()
+        return self.late_answer

@@ -3,9 +3,7 @@ starts each in a temporary folder and stops it). Records arrive, once each, and 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +15,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 import redis
-from stream_helpers import small_stream
+from stream_helpers import FlakyRedisProxy, small_stream
 
 from traffic.servers import mosquitto_server, postgres_server, redis_server
 from traffic.stream import StreamSetupError
@@ -159,73 +157,12 @@ def test_a_redis_progress_key_lost_mid_stream_stops_thesmall_stream(tmp_path):
     assert "disappeared" in stderr and "Traceback" not in stderr
 
 
-class _FlakyProxy:
-    """A TCP proxy in front of a real Redis that, once, lets a transaction's EXEC through and
-    then drops the connection instead of forwarding the answer (the batch is in Redis but the
-    sender cannot know), then turns away the next ``refuse`` connections (accepted and closed
-    at once, as by a server restarting)."""
-
-    def __init__(self, upstream_port: int, refuse: int) -> None:
-        self.upstream_port = upstream_port
-        self.dropped = 0
-        self.refuse, self.refused = refuse, 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed: the test is over
-            with self._lock:
-                refuse = self.dropped == 1 and self.refused < self.refuse
-                self.refused += refuse
-            if refuse:
-                client.close()
-            else:
-                threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        muted = threading.Event()
-
-        def answers() -> None:
-            with contextlib.suppress(OSError):
-                while data := upstream.recv(65536):
-                    if not muted.is_set():
-                        client.sendall(data)
-
-        threading.Thread(target=answers, daemon=True).start()
-        tail = b""
-        with contextlib.suppress(OSError):
-            while data := client.recv(65536):
-                window, tail = tail + data, (tail + data)[-16:]
-                with self._lock:
-                    drop = self.dropped == 0 and b"$4\r\nEXEC\r\n" in window
-                if drop:
-                    muted.set()  # before the EXEC goes up: its answer is never forwarded
-                upstream.sendall(data)
-                if drop:
-                    time.sleep(0.5)  # Redis runs the transaction meanwhile
-                    with self._lock:
-                        self.dropped = 1
-                    break
-        client.close()
-        upstream.close()
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 @pytest.mark.parametrize("refuse", [0, 2])
 def test_redis_batches_tried_again_are_in_the_stream_once(tmp_path, expected, refuse):
     """A batch whose EXEC ran but whose answer was lost is not written again when tried
     again; reconnections refused meanwhile are retried like any lost connection."""
     with redis_server() as url:
-        proxy = _FlakyProxy(int(urlsplit(url).port), refuse)
+        proxy = FlakyRedisProxy(int(urlsplit(url).port), refuse)
         try:
             report = small_stream(tmp_path, f"redis://127.0.0.1:{proxy.port}/0?key=k", timeout_s=2)
         finally:

@@ -1,7 +1,11 @@
 """Every record of a stream accounted for: sent, then acknowledged or dead-lettered, once.
 
-``Accounts`` counts what the stream generated and sent, and which records are done (the sink
-acknowledged them, or they went to the dead-letter file with a reason). Batches finish in any
+``Accounts`` counts what the stream generated and sent, and which records are done: the sink
+acknowledged them, or they went to the dead-letter file with a reason, either as not delivered
+(*dead-lettered*) or as given up on without the sink being able to tell whether they arrived
+(*delivery unknown*: a transaction whose answer was lost, with the server out of reach when
+asked afterwards; they are in the dead-letter file too, their reason beginning
+``delivery unknown``). Batches finish in any
 order when several are in flight; the *done-through* mark is the last position before which
 every record is done. The checkpoint file keeps that mark (and what the sink needs to continue
 exactly there, e.g. a file's length), written atomically: ``--resume`` starts after it, so a
@@ -13,7 +17,8 @@ encoding, a profile, ``--restamp``; traffic/stream.py compares them), the highes
 any finished batch (``sent_through``: the labels of a dirty stream end there) and whether the
 stream ended with every record done (``finished``: resuming it sends nothing).
 
-``DeadLetters`` is a JSON-lines file, one line per record given up on:
+``DeadLetters`` is a JSON-lines file, one line per record given up on (dead-lettered or of
+unknown delivery):
 ``{"stream_seq": 17, "idempotency_key": "...", "reason": "...", "record": {...}}``.
 """
 
@@ -25,15 +30,19 @@ import os
 import threading
 from pathlib import Path
 
-#: 2: the checkpoint keeps ``setup``, ``sent_through`` and ``finished`` (module docstring).
+#: The checkpoint's name in a stream's state folder.
+CHECKPOINT_FILE = "checkpoint.json"
+#: 2: the checkpoint keeps ``setup``, ``sent_through`` and ``finished`` (module docstring), and
+#: ``delivery_unknown`` (absent from a checkpoint written before it was counted: 0).
 CHECKPOINT_VERSION = 2
 
 
 @dataclasses.dataclass
 class Checkpoint:
     """Where a stream got to: every record before ``done_through + 1`` is done; of them
-    ``acknowledged`` were acknowledged and ``dead_lettered`` went to the dead-letter file
-    (the other fields: module docstring)."""
+    ``acknowledged`` were acknowledged, ``dead_lettered`` went to the dead-letter file as not
+    delivered and ``delivery_unknown`` went there as of unknown delivery (the other fields:
+    module docstring)."""
 
     stream_id: str
     done_through: int = -1
@@ -43,6 +52,7 @@ class Checkpoint:
     sent_through: int = -1
     finished: bool = False
     setup: dict = dataclasses.field(default_factory=dict)
+    delivery_unknown: int = 0
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint:
@@ -70,16 +80,16 @@ class Checkpoint:
                 sent_through=int(raw["sent_through"]),
                 finished=_boolean(raw["finished"]),
                 setup=dict(raw["setup"]),
+                delivery_unknown=int(raw.get("delivery_unknown", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: checkpoint field missing or wrong: {exc}") from None
-        counted = checkpoint.acknowledged + checkpoint.dead_lettered
-        if min(checkpoint.acknowledged, checkpoint.dead_lettered) < 0 or (
-            counted != checkpoint.done_through + 1
-        ):
+        counts = (checkpoint.acknowledged, checkpoint.dead_lettered, checkpoint.delivery_unknown)
+        if min(counts) < 0 or sum(counts) != checkpoint.done_through + 1:
             raise ValueError(
                 f"{path}: acknowledged ({checkpoint.acknowledged}) + dead_lettered "
-                f"({checkpoint.dead_lettered}) should be done_through + 1 "
+                f"({checkpoint.dead_lettered}) + delivery_unknown "
+                f"({checkpoint.delivery_unknown}) should be done_through + 1 "
                 f"({checkpoint.done_through + 1}): the file was changed"
             )
         return checkpoint
@@ -121,12 +131,15 @@ class Accounts:
         self.sent = 0  # handed to the sink (retries not counted again)
         self.acknowledged = 0
         self.dead_lettered = 0
+        self.delivery_unknown = 0
         self.retries = 0
         self._done_through = self.prior.done_through
-        # Batches done beyond the mark: first seq -> (records, acknowledged, dead-lettered).
-        self._finished: dict[int, tuple[int, int, int]] = {}
+        # Batches done beyond the mark: first seq -> (records, acknowledged, dead-lettered,
+        # delivery unknown).
+        self._finished: dict[int, tuple[int, int, int, int]] = {}
         self._through_acked = self.prior.acknowledged
         self._through_dead = self.prior.dead_lettered
+        self._through_unknown = self.prior.delivery_unknown
 
     def generated_records(self, n: int) -> None:
         with self._lock:
@@ -146,18 +159,22 @@ class Accounts:
         with self._lock:
             self._ended = True
 
-    def finished_batch(self, first_seq: int, n: int, dead: int) -> None:
-        """A batch is done: ``n - dead`` records acknowledged, ``dead`` dead-lettered."""
+    def finished_batch(self, first_seq: int, n: int, dead: int, unknown: int = 0) -> None:
+        """A batch is done: ``dead`` records dead-lettered, ``unknown`` given up on with their
+        delivery unknown, the rest acknowledged."""
         with self._lock:
-            self.acknowledged += n - dead
+            acked = n - dead - unknown
+            self.acknowledged += acked
             self.dead_lettered += dead
+            self.delivery_unknown += unknown
             self._sent_through = max(self._sent_through, first_seq + n - 1)
-            self._finished[first_seq] = (n, n - dead, dead)
+            self._finished[first_seq] = (n, acked, dead, unknown)
             while self._done_through + 1 in self._finished:
-                size, acked, lost = self._finished.pop(self._done_through + 1)
+                size, acked, lost, unsure = self._finished.pop(self._done_through + 1)
                 self._done_through += size
                 self._through_acked += acked
                 self._through_dead += lost
+                self._through_unknown += unsure
 
     def checkpoint(self, sink_state: dict) -> Checkpoint:
         with self._lock:
@@ -170,6 +187,7 @@ class Accounts:
                 sent_through=self._sent_through,
                 finished=self._ended and self._done_through + 1 == self.start_seq + self.generated,
                 setup=self.setup,
+                delivery_unknown=self._through_unknown,
             )
 
     @property
@@ -187,6 +205,7 @@ class Accounts:
                 "sent": before + self.sent,
                 "acknowledged": self.prior.acknowledged + self.acknowledged,
                 "dead_lettered": self.prior.dead_lettered + self.dead_lettered,
+                "delivery_unknown": self.prior.delivery_unknown + self.delivery_unknown,
                 "retries": self.retries,
             }
 
@@ -202,7 +221,8 @@ class DeadLetters:
         """On resume, before anything is sent: the file's lines of records up to the
         checkpoint's mark (the later ones will be sent again), checked against it. Raises
         ValueError naming the file and line when a line is not a dead letter, or when the lines
-        kept are not the ``dead_lettered`` records the checkpoint counts.
+        kept are not the ``dead_lettered`` and ``delivery_unknown`` records the checkpoint
+        counts.
 
         A last line without its newline is an append a kill cut short: its batch was not done
         (the checkpoint is saved after the append), so it is dropped with the other lines past
@@ -231,10 +251,11 @@ class DeadLetters:
                 ) from None
             if seq <= checkpoint.done_through:
                 kept.append(line if line.endswith(b"\n") else line + b"\n")
-        if len(kept) != checkpoint.dead_lettered:
+        counted = checkpoint.dead_lettered + checkpoint.delivery_unknown
+        if len(kept) != counted:
             raise ValueError(
                 f"{self.path}: holds {len(kept)} dead letters up to stream position "
-                f"{checkpoint.done_through}, the checkpoint counts {checkpoint.dead_lettered}; "
+                f"{checkpoint.done_through}, the checkpoint counts {counted}; "
                 "the file was changed or damaged; start the stream again without --resume"
             )
         return b"".join(kept)
@@ -258,4 +279,4 @@ class DeadLetters:
             os.fsync(f.fileno())
 
 
-__all__ = ["Accounts", "Checkpoint", "DeadLetters"]
+__all__ = ["CHECKPOINT_FILE", "Accounts", "Checkpoint", "DeadLetters"]

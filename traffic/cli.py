@@ -281,30 +281,42 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
             )
         raise
     t = report.totals
+    unknown = t["delivery_unknown"]
+    # Said only when there are some: most sinks never have a record of unknown delivery.
+    outcomes = f"{t['acknowledged']:,} acknowledged, {t['dead_lettered']:,} dead-lettered" + (
+        f", {unknown:,} of unknown delivery" if unknown else ""
+    )
     if report.already_finished:
         print(
             f"stream {report.stream_id} had already finished ({t['generated']:,} records: "
-            f"{t['acknowledged']:,} acknowledged, {t['dead_lettered']:,} dead-lettered): "
-            f"nothing sent; {state} left as it was",
+            f"{outcomes}): nothing sent; {state} left as it was",
             file=sys.stderr,
         )
         return 0
     print(
         f"stream {report.stream_id} to {report.sink}: {t['generated']:,} generated, "
-        f"{t['sent']:,} sent, {t['acknowledged']:,} acknowledged, {t['dead_lettered']:,} "
-        f"dead-lettered, {t['retries']:,} retries, {report.wall_s:.1f} s ({report.pacing})",
+        f"{t['sent']:,} sent, {outcomes}, {t['retries']:,} retries, {report.wall_s:.1f} s "
+        f"({report.pacing})",
         file=sys.stderr,
     )
     if report.resumed_from:
         print(f"  resumed at stream position {report.resumed_from:,}", file=sys.stderr)
-    if t["dead_lettered"]:
+    if t["dead_lettered"] or unknown:
         print(f"  dead letters: {state / 'dead_letters.jsonl'}", file=sys.stderr)
+    if unknown:
+        print(
+            f"  {unknown:,} records given up on may or may not have reached the sink (it could "
+            "not be asked afterwards): their dead letters' reason begins 'delivery unknown'",
+            file=sys.stderr,
+        )
+    equation = "generated = sent = acknowledged + dead-lettered" + (
+        " + delivery unknown" if unknown else ""
+    )
     if report.reconciled:
-        print("  reconciled: generated = sent = acknowledged + dead-lettered", file=sys.stderr)
+        print(f"  reconciled: {equation}", file=sys.stderr)
         return 0
     print(
-        "  NOT reconciled: generated = sent = acknowledged + dead-lettered does not hold "
-        f"(report: {state / REPORT_FILE})",
+        f"  NOT reconciled: {equation} does not hold (report: {state / REPORT_FILE})",
         file=sys.stderr,
     )
     return EXIT_UNRECONCILED

@@ -5,8 +5,11 @@
 the simulation) instead of anything being dropped. A transient failure is tried again after
 an exponential backoff with full jitter (a random wait between 0 and base x 2^attempt, capped),
 up to ``RetryPolicy.max_attempts``; then, or at once for a permanent failure, the batch's
-records go to the dead-letter file with the reason. The jitter draws come from the stream's
-seed (a named stream per worker), not from the clock.
+records go to the dead-letter file with the reason. After the last attempt the sink is first
+asked whether the batch arrived all the same (``Sink.arrived_through``: an answer lost after the
+receiver took it): what arrived is acknowledged, and when the sink cannot tell, the records go
+to the dead-letter file as of unknown delivery, not as lost. The jitter draws come from the
+stream's seed (a named stream per worker), not from the clock.
 """
 
 from __future__ import annotations
@@ -163,8 +166,7 @@ class Delivery:
                 outcome = self.sink.send(batch, encoder)
             except TransientError as exc:
                 if attempt >= self.retry.max_attempts:
-                    reason = f"gave up after {attempt} attempts: {exc}"
-                    self._dead(batch, encoder, dict.fromkeys(_seqs(batch), reason))
+                    self._give_up(batch, encoder, f"gave up after {attempt} attempts: {exc}")
                     return
                 self.accounts.retried()
                 if self._stop.wait(self.retry.backoff_s(attempt, rng)):
@@ -180,22 +182,43 @@ class Delivery:
             self._save()
             return
 
-    def _dead(self, batch: Batch, encoder: Encoder, reasons: dict[int, str]) -> None:
-        rows = sorted(seq - batch.first_seq for seq in reasons)
-        table = batch.table.take(pa.array(rows))
-        data, offsets = encoder.json_objects(table, "\n")
-        keys = table.column("idempotency_key").to_pylist()
-        entries = [
-            (
-                batch.first_seq + row,
-                keys[i],
-                reasons[batch.first_seq + row],
-                data[offsets[i] : offsets[i + 1] - 1],
+    def _give_up(self, batch: Batch, encoder: Encoder, reason: str) -> None:
+        """The last attempt at ``batch`` failed: acknowledge what the sink says arrived all the
+        same, dead-letter the rest, or all of it as of unknown delivery when the sink cannot
+        tell (module docstring)."""
+        through = self.sink.arrived_through(batch)
+        if through is None:
+            unknown = (
+                f"delivery unknown: {reason}; whether the batch reached "
+                f"{self.sink.describe()} could not be found out"
             )
-            for i, row in enumerate(rows)
-        ]
-        self.dead_letters.add(entries)
-        self.accounts.finished_batch(batch.first_seq, len(batch), len(rows))
+            self._dead(batch, encoder, dict.fromkeys(_seqs(batch), unknown), unknown=True)
+            return
+        lost = range(max(through + 1, batch.first_seq), batch.last_seq + 1)
+        self._dead(batch, encoder, dict.fromkeys(lost, reason))
+
+    def _dead(
+        self, batch: Batch, encoder: Encoder, reasons: dict[int, str], unknown: bool = False
+    ) -> None:
+        """Dead-letter the records of ``reasons`` (as of unknown delivery, with ``unknown``)
+        and acknowledge the rest of the batch."""
+        rows = sorted(seq - batch.first_seq for seq in reasons)
+        if rows:  # none when the whole batch arrived after all (``_give_up``)
+            table = batch.table.take(pa.array(rows))
+            data, offsets = encoder.json_objects(table, "\n")
+            keys = table.column("idempotency_key").to_pylist()
+            entries = [
+                (
+                    batch.first_seq + row,
+                    keys[i],
+                    reasons[batch.first_seq + row],
+                    data[offsets[i] : offsets[i + 1] - 1],
+                )
+                for i, row in enumerate(rows)
+            ]
+            self.dead_letters.add(entries)
+        dead, unsure = (0, len(rows)) if unknown else (len(rows), 0)
+        self.accounts.finished_batch(batch.first_seq, len(batch), dead, unsure)
         self._save()
 
     def _save(self, force: bool = False) -> None:

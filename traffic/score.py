@@ -22,6 +22,14 @@ What is scored, from the labels of every record sent:
   against the fen of the stream's distinct, well-formed taps: over-counted by kept copies,
   lost with dropped taps.
 Keys in the result that the stream never sent are counted as ``unknown``.
+
+A day's labels are written before its records go out, and cut back to the records sent when the
+stream ends; a stream killed (SIGKILL) and not resumed leaves labels of records it never sent,
+up to the days the simulation had made ahead. So when the labels sit in a stream's state folder
+(``STATE/labels``) beside a checkpoint of the same stream, only the labels up to the last stream
+position that checkpoint saw go out (``sent_through``) are scored, and the report says how many
+were left out (``labels_left_out``). Records sent after that checkpoint was saved (the last
+fraction of a second before the kill) then count as ``unknown`` keys if the system kept them.
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import duckdb
 import pyarrow as pa
+
+from traffic.accounting import CHECKPOINT_FILE, Checkpoint
+from traffic.dirty import labels_stream_id
 
 
 class ScoreInputError(ValueError):
@@ -117,7 +128,16 @@ def score(labels_dir: str | Path, result: pa.Table) -> dict:
         )
     con = duckdb.connect()
     con.register("kept_rows", result)
-    con.sql(f"CREATE VIEW labels AS SELECT * FROM read_parquet({[str(f) for f in files]})")
+    con.sql(f"CREATE VIEW all_labels AS SELECT * FROM read_parquet({[str(f) for f in files]})")
+    through = _sent_through(labels_dir)
+    left_out = None
+    if through is not None:
+        query = f"SELECT count(*) FROM all_labels WHERE stream_seq > {through}"
+        (n,) = con.sql(query).fetchall()[0]
+        if n:
+            left_out = {"records": int(n), "after_stream_seq": through}
+    keep = "" if left_out is None else f" WHERE stream_seq <= {through}"
+    con.sql(f"CREATE VIEW labels AS SELECT * FROM all_labels{keep}")
     uses_seq = bool(
         con.sql("SELECT count(*) FROM kept_rows WHERE NOT contains(key, ':')").fetchall()[0][0]
     )
@@ -172,6 +192,7 @@ def score(labels_dir: str | Path, result: pa.Table) -> dict:
         "records_sent": int(sent),
         "records_kept": int(result.num_rows),
         "unknown_keys": int(unknown),
+        "labels_left_out": left_out,
         "kept_more_than_once": {"records": int(twice_keys), "extra_copies": int(twice_extra)},
         "duplicates": {
             "taps": n_taps,
@@ -200,6 +221,23 @@ def score(labels_dir: str | Path, result: pa.Table) -> dict:
     }
 
 
+def _sent_through(labels_dir: Path) -> int | None:
+    """The last stream position that went out, by the checkpoint of the labels' own stream in
+    the state folder around them (module docstring); None without one (labels kept
+    elsewhere, or a checkpoint of another stream or that cannot be read: the labels are then
+    taken as cut)."""
+    path = labels_dir.parent / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = Checkpoint.load(path)
+    except ValueError:
+        return None
+    if checkpoint.stream_id != labels_stream_id(labels_dir):
+        return None
+    return checkpoint.sent_through
+
+
 def _ratio(a: int, b: int) -> float | None:
     return None if b == 0 else round(a / b, 6)
 
@@ -222,6 +260,16 @@ def text_report(report: dict) -> str:
         f"malformed: {m['sent']:,} sent, {m['caught']:,} refused, {m['missed']:,} kept: "
         f"recall {pct(m['recall'])}",
     ]
+    cut = report.get("labels_left_out")
+    if cut:
+        lines.insert(
+            0,
+            f"NOTE: {cut['records']:,} labels after stream position {cut['after_stream_seq']:,} "
+            "left out: the stream that wrote them has not cut them to the records it sent "
+            "(killed and not resumed, or still running), and its checkpoint saw nothing sent "
+            "after that position; records sent after the checkpoint count as unknown keys "
+            "(--resume the stream to finish it)",
+        )
     for kind, k in report["should_be_kept"].items():
         lines.append(f"{kind}: {k['kept']:,} of {k['sent']:,} kept")
     lines.append(

@@ -8,15 +8,16 @@ Three threads and two bounded queues:
 
 Each hand-over waits when the next stage is full, so a slow sink slows the pacer and then the
 simulation: the lag grows and is reported, nothing is dropped. At the end the stream reconciles:
-generated = sent = acknowledged + dead-lettered, over the whole stream (earlier sessions of a
-resumed stream included). Everything the stream keeps is in its state folder: the checkpoint,
-the dead-letter file, ``report.json`` (the counts and the per-second series, written however the
-session ends) and, for a dirty stream, the labels.
+generated = sent = acknowledged + dead-lettered + delivery unknown, over the whole stream
+(earlier sessions of a resumed stream included). Everything the stream keeps is in its state
+folder: the checkpoint, the dead-letter file, ``report.json`` (the counts and the per-second
+series, written however the session ends) and, for a dirty stream, the labels.
 
 A resumed session (``--resume``) must send into the same sink, in the same encoding, with the
 same profile and ``--restamp`` as the checkpoint records, or it is refused before anything is
-touched; a file sink's file must still end with the stream's record where the checkpoint says
-(it is cut back there). A stream that finished is not sent again.
+touched, and the sink may refuse a destination that is not the stream's own (``check_resume``:
+a file sink's file must still end with the stream's record where the checkpoint says, since it
+is cut back there). A stream that finished is not sent again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import datetime as dt
 import hashlib
 import json
 import queue
-import re
 import shutil
 import threading
 import time
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from traffic.accounting import Accounts, Checkpoint, DeadLetters
+from traffic.accounting import CHECKPOINT_FILE, Accounts, Checkpoint, DeadLetters
 from traffic.delivery import Delivery, RetryPolicy
 from traffic.dirty import Injection, Spoiler, cut_labels, labels_stream_id
 from traffic.pacing import Pacer, Unpaced
@@ -46,7 +46,6 @@ from traffic.recording import Recording
 from traffic.records import FORMATS, NO_TIME, Chunk, RecordSource, StreamStopped, epoch_seconds
 from traffic.sinks import Batch, Sink, SinkOptions, SinkSetupError, open_sink, redacted
 
-CHECKPOINT_FILE = "checkpoint.json"
 DEAD_LETTER_FILE = "dead_letters.jsonl"
 REPORT_FILE = "report.json"
 LABELS_DIR = "labels"
@@ -281,7 +280,10 @@ def _run(
         _check_same_setup(state_dir / CHECKPOINT_FILE, prior.setup, setup)
         if prior.finished:
             return _already_finished(stream_id, settings, sink, prior)
-        _check_resumed_file(sink, prior, stream_id)
+        try:
+            sink.check_resume(prior.sink_state, stream_id)  # e.g. a file the stream did not write
+        except SinkSetupError as exc:
+            raise StreamSetupError(str(exc)) from None
     state_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
     chunks: queue.Queue = queue.Queue(maxsize=2)
@@ -329,11 +331,7 @@ def _run(
         # Only the records that went out keep their labels (traffic/dirty.py).
         cut_labels(labels, accounts.sent_through)
     totals = accounts.totals()
-    reconciled = (
-        finished
-        and totals["generated"] == totals["sent"]
-        and totals["sent"] == totals["acknowledged"] + totals["dead_lettered"]
-    )
+    reconciled = finished and totals["generated"] == totals["sent"] == _done(totals)
     report = StreamReport(
         stream_id=stream_id,
         sink=sink.describe(),
@@ -351,6 +349,12 @@ def _run(
         if error is not None:
             raise error
     return report
+
+
+def _done(totals: dict[str, int]) -> int:
+    """Records done: acknowledged, dead-lettered, or given up on with their delivery unknown
+    (traffic/accounting.py): at the end, every record sent is one of them."""
+    return totals["acknowledged"] + totals["dead_lettered"] + totals["delivery_unknown"]
 
 
 def _wind_down(
@@ -427,51 +431,6 @@ def _shown_pacing(pacing: dict) -> str:
     return "no --rate, --speed or --profile"
 
 
-def _check_resumed_file(sink: Sink, prior: Checkpoint, stream_id: str) -> None:
-    """A file sink cuts its file back to the checkpoint's length on resume: refuse when the
-    file at the path is not the stream's own (replaced, or another stream's), before it is
-    touched. The stream's file ends, at that length, with a whole record of the stream: its
-    line ends with the record's idempotency key (the last column). A checkpoint of nothing
-    written cuts the file to nothing: then the file must begin with the stream's records."""
-    path = getattr(sink, "path", None)
-    length = prior.sink_state.get("bytes")
-    if not isinstance(path, Path) or length is None or not path.is_file():
-        return  # not a file sink, or one the sink itself refuses (missing, too short)
-    length = int(length)
-    key = re.escape(stream_id.encode()) + rb":\d+"
-    with path.open("rb") as f:
-        size = path.stat().st_size
-        if length > size:
-            return  # the sink says the file is shorter than the checkpoint
-        if length > 0:
-            f.seek(max(0, length - 256))
-            ours = re.search(key + rb'"?\}?\r?\n\Z', f.read(length - f.tell())) is not None
-        else:
-            ours = size == 0 or _starts_with_stream(f, stream_id.encode())
-    if not ours:
-        raise StreamSetupError(
-            f"--resume: {path} is not the file this stream wrote: at the {length:,} bytes the "
-            f"checkpoint says were written, it does not end with a record of stream "
-            f"{stream_id}; resuming would cut it back there. Nothing was changed: give the "
-            "stream's own file, or start a new stream without --resume"
-        )
-
-
-def _starts_with_stream(f, stream_id: bytes, limit: int = 64 << 20) -> bool:
-    """Whether the file's first record (within ``limit`` bytes) carries the stream's key."""
-    key = stream_id + b":"
-    tail, read = b"", 0  # the last bytes of the previous block: a key across two blocks
-    while read < limit:
-        block = f.read(1 << 20)
-        if not block:
-            break
-        read += len(block)
-        if key in tail + block:
-            return True
-        tail = block[-(len(key) - 1) :]
-    return False
-
-
 def _already_finished(stream_id, settings: StreamSettings, sink: Sink, prior: Checkpoint):
     """``--resume`` of a stream that finished: nothing is sent and nothing in the state folder
     or the sink is touched; the report gives the stream's totals."""
@@ -485,6 +444,7 @@ def _already_finished(stream_id, settings: StreamSettings, sink: Sink, prior: Ch
             "sent": done,
             "acknowledged": prior.acknowledged,
             "dead_lettered": prior.dead_lettered,
+            "delivery_unknown": prior.delivery_unknown,
             "retries": 0,
         },
         reconciled=True,
@@ -595,7 +555,7 @@ class _Pacer:
         while True:
             totals = self.accounts.totals()
             # Every record generated: a batch still queued is not yet sent (traffic/delivery.py).
-            if totals["acknowledged"] + totals["dead_lettered"] >= totals["generated"]:
+            if _done(totals) >= totals["generated"]:
                 return True
             if self.delivery.error is not None:
                 return True
@@ -708,6 +668,7 @@ class _Pacer:
             "sent": totals["sent"],
             "acknowledged": totals["acknowledged"],
             "dead_lettered": totals["dead_lettered"],
+            "delivery_unknown": totals["delivery_unknown"],
             "retries": totals["retries"],
             "queued_batches": self.delivery.queued,
             "behind_s": round(self._behind_s, 3),

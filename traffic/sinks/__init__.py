@@ -5,6 +5,10 @@ its ``concurrency``), then it is closed. ``send`` returns when the batch is ackn
 the records the receiver refused (``Outcome.rejected``: they go to the dead-letter file), or
 raises ``TransientError`` (retried with backoff: a 5xx, a timeout, a reset connection) or
 ``PermanentError`` (the whole batch is dead-lettered: a 4xx, a schema the server refuses).
+When the last attempt at a batch failed transiently, ``arrived_through`` is asked how much of it
+reached the receiver all the same (an answer lost after the receiver took the batch) before the
+rest is dead-lettered. On ``--resume``, ``check_resume`` refuses a destination that is not the
+stream's own before anything is touched.
 
 A new sink (Kafka, say) is one module with a ``Sink`` subclass, named in ``SCHEMES``.
 """
@@ -105,6 +109,23 @@ class Sink(ABC):
     @abstractmethod
     def send(self, batch: Batch, encoder: Encoder) -> Outcome:
         """Deliver ``batch`` (module docstring)."""
+
+    def arrived_through(self, batch: Batch) -> int | None:
+        """Asked after the last attempt at ``batch`` failed with a ``TransientError``, before
+        its records are given up on: the last stream position of the batch that reached the
+        receiver all the same (those records count as acknowledged, the rest are
+        dead-lettered), ``batch.first_seq - 1`` for none of it, or None when that cannot be
+        told (the receiver cannot be reached to ask: the records are given up on with their
+        delivery unknown). A sink that keeps no trace of what arrived says none (the default);
+        one that does must also make sure that the part it says did not arrive never will (an
+        earlier attempt still on its way)."""
+        return batch.first_seq - 1
+
+    def check_resume(self, state: dict, stream_id: str) -> None:
+        """On ``--resume``, before the state folder or the destination is touched: raise
+        ``SinkSetupError`` if the destination is not the one stream ``stream_id`` wrote to
+        (``state``: what ``state`` returned at the checkpoint). Nothing to check by default."""
+        return None
 
     def state(self) -> dict:
         """What the sink needs to continue exactly after the last acknowledged batch."""

@@ -3,14 +3,16 @@
 
 Batches are written in order (one at a time) and each is flushed to disk before it counts as
 acknowledged. A resumed stream cuts the file back to its length at the checkpoint, so the file
-ends up exactly as an uninterrupted stream writes it. A Parquet file is written whole at the
-end (its footer) and cannot be resumed.
+ends up exactly as an uninterrupted stream writes it; before that, the file is checked to be the
+stream's own (``check_resume``), and another file at the path is refused and left alone. A
+Parquet file is written whole at the end (its footer) and cannot be resumed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -68,6 +70,34 @@ class FileSink(Sink):
         self._file.seek(length)
         self._bytes = length
 
+    def check_resume(self, state: dict, stream_id: str) -> None:
+        """A resumed stream cuts the file back to the checkpoint's length: refuse when the file
+        at the path is not the stream's own (replaced, or another stream's), before it is
+        touched. The stream's file ends, at that length, with a whole record of the stream: its
+        line ends with the record's idempotency key (the last column). A checkpoint of nothing
+        written cuts the file to nothing: then the file must begin with the stream's records."""
+        length = state.get("bytes")
+        if length is None or not self.path.is_file():
+            return  # nothing written, or a file ``open`` refuses (missing)
+        length = int(length)
+        key = re.escape(stream_id.encode()) + rb":\d+"
+        with self.path.open("rb") as f:
+            size = self.path.stat().st_size
+            if length > size:
+                return  # ``open`` refuses it: shorter than the checkpoint says
+            if length > 0:
+                f.seek(max(0, length - 256))
+                ours = re.search(key + rb'"?\}?\r?\n\Z', f.read(length - f.tell())) is not None
+            else:
+                ours = size == 0 or _starts_with_stream(f, stream_id.encode())
+        if not ours:
+            raise SinkSetupError(
+                f"--resume: {self.path} is not the file this stream wrote: at the {length:,} "
+                f"bytes the checkpoint says were written, it does not end with a record of "
+                f"stream {stream_id}; resuming would cut it back there. Nothing was changed: "
+                "give the stream's own file, or start a new stream without --resume"
+            )
+
     def send(self, batch: Batch, encoder: Encoder) -> Outcome:
         if self.encoding == "parquet":
             if self._parquet is None:
@@ -96,3 +126,18 @@ class FileSink(Sink):
 
     def describe(self) -> str:
         return f"{self.path} ({self.encoding})"
+
+
+def _starts_with_stream(f, stream_id: bytes, limit: int = 64 << 20) -> bool:
+    """Whether the file's first record (within ``limit`` bytes) carries the stream's key."""
+    key = stream_id + b":"
+    tail, read = b"", 0  # the last bytes of the previous block: a key across two blocks
+    while read < limit:
+        block = f.read(1 << 20)
+        if not block:
+            break
+        read += len(block)
+        if key in tail + block:
+            return True
+        tail = block[-(len(key) - 1) :]
+    return False

@@ -10,7 +10,11 @@ The receiver's answer decides what happens to the batch:
 - 2xx: acknowledged. A JSON body ``{"rejected": [{"idempotency_key": K, "reason": R}, ...]}``
   sends those records to the dead-letter file with the receiver's reason;
 - 408, 425, 429, 5xx, a timeout, a refused or reset connection: transient, tried again;
-- any other status: permanent, the whole batch is dead-lettered with the status and body.
+- any other status: permanent, the whole batch is dead-lettered with the status and body;
+- an answer that is not HTTP (a server of another protocol, a proxy's garbage): transient, then
+  dead-lettered with the parser's complaint once the attempts run out;
+- a request of the batch that HTTP cannot carry (an ``Idempotency-Key`` h11 refuses: not
+  expected, since the stream makes the keys): permanent, the batch is dead-lettered.
 
 ``--concurrency N`` batches are in flight at once, each thread with its own connection.
 
@@ -37,7 +41,6 @@ from traffic.sinks import (
     Outcome,
     PermanentError,
     Sink,
-    SinkError,
     SinkSetupError,
     TransientError,
     host_and_port,
@@ -142,9 +145,11 @@ class HttpSink(Sink):
         try:
             response = self._client().post(self.url, content=body, headers={"Idempotency-Key": key})
         except httpx.LocalProtocolError as exc:
-            # The request itself cannot be made (checked at the start, so not expected): every
-            # batch would fail alike, so the stream stops instead of dead-lettering them all.
-            raise SinkError(f"the request cannot be made: {self._scrub(str(exc))}") from None
+            # The request cannot be made. What every request shares (the URL, the headers) was
+            # checked when the sink was made (``_check_request``), so what is refused here is
+            # this batch's own (its Idempotency-Key): trying again would fail alike, and the
+            # other batches can still go, so the batch is dead-lettered and the stream goes on.
+            raise PermanentError(f"the request cannot be made: {self._scrub(str(exc))}") from None
         except httpx.TransportError as exc:  # timeouts, refused and reset connections
             self._drop_client()
             raise TransientError(f"{type(exc).__name__}: {self._scrub(str(exc))}") from exc

@@ -17,6 +17,12 @@ progress key, on a connection that first WATCHes the progress key and reads it:
 - if another connection moved the progress key in between (an earlier attempt at the same
   batch whose EXEC was still on its way), Redis aborts this transaction (WATCH) and the batch is
   tried again, then finds itself there.
+When a batch's last attempt failed too (a connection lost after its EXEC went up, then the
+server out of reach), the sink reads the progress key once more before the batch is given up
+on (``arrived_through``), in a transaction that also touches the key, so that an earlier
+attempt whose EXEC is still on its way is aborted by its WATCH: a batch the progress key covers
+is acknowledged after all, one it does not is dead-lettered and never lands later, and when the
+server cannot be asked the records are given up on as of unknown delivery (traffic/delivery.py).
 The progress key expires ``PROGRESS_TTL_S`` after the run's last batch; a stream resumed later
 than that (or whose progress key was deleted) is refused, since what arrived cannot be told.
 
@@ -32,6 +38,8 @@ a stream under 100,000 records a second on this machine (bench/stream.py).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
@@ -54,6 +62,8 @@ from traffic.sinks import (
 
 MULTI = b"*1\r\n$5\r\nMULTI\r\n"
 EXEC = b"*1\r\n$4\r\nEXEC\r\n"
+
+T = TypeVar("T")
 
 #: How long a run's progress key outlives its last batch (a resume after that is refused).
 PROGRESS_TTL_S = 30 * 24 * 3600
@@ -160,13 +170,29 @@ class RedisStreamSink(Sink):
             raise SinkSetupError(f"--sink {shown}: {exc}") from None
 
     def send(self, batch: Batch, encoder: Encoder) -> Outcome:
+        return self._on_connection(lambda conn: self._send_on(conn, batch, encoder))
+
+    def arrived_through(self, batch: Batch) -> int | None:
+        """How far the progress key covers ``batch`` (module docstring); None when the server
+        cannot be asked, or the progress key is gone."""
+        try:
+            through = self._on_connection(self._fence)
+        except SinkError:  # out of reach (or refusing commands): whether it arrived is unknown
+            return None
+        if through is None:
+            return None
+        return min(batch.last_seq, max(batch.first_seq - 1, int(through)))
+
+    def _on_connection(self, run: Callable[[redis.Connection], T]) -> T:
+        """``run`` on a connection of the pool: connection errors and timeouts raised as
+        ``TransientError``, commands the server refuses as ``PermanentError``."""
         pool = self.client.connection_pool
         try:
             conn = pool.get_connection()  # connects again after a lost connection
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
         try:
-            return self._send_on(conn, batch, encoder)
+            return run(conn)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             conn.disconnect()  # whatever it was in the middle of is abandoned
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
@@ -222,6 +248,20 @@ class RedisStreamSink(Sink):
         if failed:
             raise PermanentError(f"the transaction failed: {failed[0]}")
         return Outcome()
+
+    def _fence(self, conn) -> bytes | None:
+        """The progress key, read in a transaction that also touches it (EXPIRE, to the TTL
+        a batch gives it): a transaction of an earlier attempt still on its way WATCHes the
+        key, so Redis aborts it, and what this read says did not arrive never will."""
+        progress = self.progress_key
+        touch = _command("EXPIRE", progress, str(PROGRESS_TTL_S))
+        conn.send_packed_command(
+            [MULTI + _command("GET", progress) + touch + EXEC], check_health=False
+        )
+        for _ in range(3):
+            conn.read_response()  # +OK of MULTI, +QUEUED of GET and EXPIRE
+        through, _ = conn.read_response()
+        return through
 
     def state(self) -> dict:
         return {"run": self.run}
