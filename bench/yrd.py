@@ -4,8 +4,9 @@ Runs ``scenarios/yrd_2024.yaml`` (or ``--scenario``) for ``--days`` days (defaul
 4 March, a workday) end to end through ``sim.api.run``: in this process, then with the cities
 as actors on a ``LocalCluster`` of 1 and of 2 worker processes (alternately, ``--repeat`` times,
 so machine noise hits both alike). Reports wall time per run, the speed-up of 2 workers over 1
-(end to end, and again for the run alone on the started cluster), each worker's peak memory, whether the Parquet files of every mode are byte-identical, and the
-per-card and per-tap costs that a full-scale projection rests on.
+(end to end, and again for the run alone on the started cluster), each worker's peak memory,
+whether the Parquet files of every mode are byte-identical, and the per-card and per-tap costs
+that a full-scale projection rests on.
 
     .venv/bin/python bench/yrd.py                     # one workday, 2 repeats (~3 min)
     .venv/bin/python bench/yrd.py --days 7 --repeat 1 --json /tmp/yrd.json
