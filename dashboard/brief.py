@@ -527,12 +527,12 @@ def _run_brief(view: api.RunView, lang: str) -> str:
     cardholders = api.cardholders_of(meta)
 
     # In a run with cities below full scale every figure here is expanded by their weights, as
-    # the Explore page's cards are: an estimate, marked as that page marks it (none of nothing).
+    # the Explore page's cards are: an estimate, marked as that page marks it.
     def count(n: int) -> str:
-        return i18n.estimate(i18n.count(n, lang), lang, view.weighted and n != 0)
+        return i18n.estimate(n, i18n.count(n, lang), lang, view.weighted)
 
     def money(fen: int) -> str:
-        return i18n.estimate(i18n.yuan(fen, lang, compact=True), lang, view.weighted and fen != 0)
+        return i18n.estimate(fen, i18n.yuan(fen, lang, compact=True), lang, view.weighted)
 
     figures = [
         _figure_card(t("brief.run.cardholders"), count(cardholders), ""),

@@ -1,25 +1,19 @@
 """The policy lab's report texts: the Markdown report and the plain-language summary of each
 variant, in English and Chinese, written from the numbers of ``sim.lab.summarise``.
 
-The summary's figures are written as the dashboard writes them (``dashboard/i18n.py``, whose
-headline cards show the same numbers beside it): a change rounded to the whole fen or trip once,
-money as yuan with two decimals, and in Chinese 万/亿 from ten thousand up. This module keeps
-its own copy of those few formats (Babel, the same locales) because nothing under ``sim/``
-imports a UI; ``tests/test_dashboard_compare.py`` checks the two agree.
+The summary's figures are written as the dashboard writes them, with the formats both share
+(``sim/formats.py``; the dashboard's headline cards show the same numbers beside it): a change
+rounded to the whole fen or trip once, money as yuan with two decimals, and in Chinese 万/亿 from
+ten thousand up.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from decimal import Decimal
 
-from babel.numbers import format_compact_decimal, format_decimal
-
+from sim import formats
 from sim.lab import FAIRNESS_DIMENSIONS, REPORT_HEADLINE
-
-#: Babel's locale of each language (as dashboard/i18n.py LOCALES).
-LOCALES = {"zh": "zh_Hans_CN", "en": "en_US"}
 
 #: The summary's wording per language; every figure in it comes from the report.
 _TEXT = {
@@ -208,23 +202,13 @@ def money_text(fen: float, lang: str) -> str:
     """An amount of fen as the dashboard's headline cards show it (``dashboard.brief.amount``
     with ``money``): rounded once to the whole fen (Python's ``round``), then yuan with two
     decimals, in Chinese 万元/亿元 from ten thousand yuan up: ¥1,149.98, 1,149.98 元, 26.48万元."""
-    amount = Decimal(round(fen)) / 100
-    locale = LOCALES[lang]
-    if lang == "zh":
-        if abs(amount) >= 10_000:
-            return f"{format_compact_decimal(amount, locale=locale, fraction_digits=2)}元"
-        return f"{format_decimal(amount, format='#,##0.00', locale=locale)} 元"
-    return f"¥{format_decimal(amount, format='#,##0.00', locale=locale)}"
+    return formats.yuan(round(fen), lang, compact=True)
 
 
 def count_text(n: float, lang: str) -> str:
     """A count as the dashboard shows it (``dashboard.i18n.count`` of the whole number):
     in Chinese 万/亿 from ten thousand up, in English with thousands separators."""
-    whole = round(n)
-    locale = LOCALES[lang]
-    if lang == "zh" and abs(whole) >= 10_000:
-        return format_compact_decimal(whole, locale=locale, fraction_digits=2)
-    return format_decimal(whole, locale=locale)
+    return formats.count(round(n), lang)
 
 
 def markdown(report: dict, headline: Sequence[str] = REPORT_HEADLINE) -> str:

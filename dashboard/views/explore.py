@@ -41,10 +41,10 @@ def _labeller(dimension: str, meta: dict):
     return lambda k: code(dimension, k)
 
 
-def _estimate(text: str, estimated: bool) -> str:
-    """A figure as shown: marked as an estimate where it was expanded from a city simulated
-    below full scale (约 / ≈; callers leave a zero unmarked: nothing expands to nothing)."""
-    return i18n.estimate(text, lang(), estimated)
+def _estimate(value: float | int, text: str, estimated: bool) -> str:
+    """``text``, the formatted ``value``, as shown: marked as an estimate where it was expanded
+    from a city simulated below full scale (约 / ≈; never a zero, ``i18n.estimate``)."""
+    return i18n.estimate(value, text, lang(), estimated)
 
 
 def city_choice(view, name: str) -> int | None:
@@ -94,8 +94,8 @@ def kpi_cards(view, run_dir) -> None:
     for row in (cards[:4], cards[4:]):
         for column, (key, (value, text)) in zip(st.columns(len(row)), row, strict=True):
             # In a run with cities below full scale every card is expanded by their weights:
-            # an estimate (none of nothing).
-            column.metric(tr(key), _estimate(text, view.weighted and value != 0), border=True)
+            # an estimate.
+            column.metric(tr(key), _estimate(value, text, view.weighted), border=True)
 
 
 def ridership_tab(run_dir, meta: dict) -> None:
@@ -302,15 +302,15 @@ def faults_tab(run_dir, meta: dict) -> None:
         cols = st.columns(3)
         cols[0].metric(
             tr("explore.kpi.duplicates"),
-            _estimate(i18n.count(deductions, lg), estimated and deductions != 0),
+            _estimate(deductions, i18n.count(deductions, lg), estimated),
         )
         cols[1].metric(
             tr("explore.kpi.refunds"),
-            _estimate(i18n.yuan(refunds, lg), estimated and refunds != 0),
+            _estimate(refunds, i18n.yuan(refunds, lg), estimated),
         )
         cols[2].metric(
             tr("explore.kpi.duplicate_uploads"),
-            _estimate(i18n.count(uploads, lg), estimated and uploads != 0),
+            _estimate(uploads, i18n.count(uploads, lg), estimated),
         )
         long = dup.melt(
             id_vars="settle_date",
@@ -331,7 +331,7 @@ def faults_tab(run_dir, meta: dict) -> None:
             "explore.kpi.resends": int(uploads["resends"].sum()),
         }
         for column, (key, value) in zip(st.columns(len(totals)), totals.items(), strict=True):
-            column.metric(tr(key), _estimate(i18n.count(value, lg), estimated and value != 0))
+            column.metric(tr(key), _estimate(value, i18n.count(value, lg), estimated))
         uploads = uploads.assign(mode_label=uploads["mode"].map(lambda m: code("mode", m)))
         fig = px.line(uploads, x="service_date", y="mean_delay_s", color="mode_label", markers=True)
         by_date(style(fig, tr("explore.chart.upload_delay"), "", tr("explore.axis.seconds")))
@@ -442,7 +442,7 @@ def clearing_tab(run_dir) -> None:
     shown = positions.assign(
         role=positions["role"].map(lambda r: code("role", r)),
         net=[
-            _estimate(i18n.yuan(int(f), lg), bool(e) and f != 0)
+            _estimate(f, i18n.yuan(int(f), lg), bool(e))
             for f, e in zip(positions["net_position_fen"], positions["estimated"], strict=True)
         ],
         deposit=positions["last_deposit_fen"].map(
@@ -483,8 +483,8 @@ def _flow_figure(flows: pd.DataFrame) -> go.Figure:
     lg = lang()
     for a, b, d in sorted(graph.edges(data=True)):
         (x0, y0), (x1, y1) = layout[a], layout[b]
-        gross = _estimate(i18n.yuan(d["gross"], lg), d["estimated"] and d["gross"] != 0)
-        fee = _estimate(i18n.yuan(d["fee"], lg), d["estimated"] and d["fee"] != 0)
+        gross = _estimate(d["gross"], i18n.yuan(d["gross"], lg), d["estimated"])
+        fee = _estimate(d["fee"], i18n.yuan(d["fee"], lg), d["estimated"])
         fig.add_trace(
             go.Scatter(
                 x=[x0, x1],
