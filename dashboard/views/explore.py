@@ -12,7 +12,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import brief, i18n, places, present
+from dashboard import brief, i18n, institutions, names, places, present
 from dashboard.charts import by_date, download, show, style
 from dashboard.state import code, guarded, lang, pick, query, require_run, stamp, tr
 from sim import api
@@ -237,21 +237,25 @@ def outlets_tab(run_dir, view) -> None:
 def _outlet_names(meta: dict, outlets: pd.DataFrame, several: bool) -> dict[tuple, dict]:
     """Each outlet by (city, id) → its row of the opening-hours table in the page's language,
     and its ``label`` on the heat map (after its city's name where several cities are shown:
-    outlets of different cities share names). {} where the outlets files are gone."""
+    outlets of different cities share names). {} where the outlets files are gone. The outlets
+    files name them in Chinese only: an English page shows them in English words
+    (``names.outlet_name``)."""
     lg = lang()
     cities = {c.index: places.city_name(c, lg) for c in api.run_cities(meta)}
     several = several and len(cities) > 1
     region = places.region_label(meta, lg)
+    known = places.english_names(meta)
     found = {}
     for r in outlets.sort_values(["city", "outlet_id"]).to_dict("records"):
         city = cities.get(int(r["city"]), "")
+        name = names.outlet_name(r["name_zh"], lg, known)
         found[(int(r["city"]), int(r["outlet_id"]))] = {
             **({"city": city} if several else {}),
-            "name": r["name_zh"],  # the outlets file names them in Chinese only
+            "name": name,
             "region": region(r["region"]),
             "hours": r["hours"],
             "open_days": code("open_days", r["open_days"]),
-            "label": f"{city} · {r['name_zh']}" if several else r["name_zh"],
+            "label": f"{city} · {name}" if several else name,
         }
     # Two outlets of one name would be one row of the heat map: those carry their id too.
     labels = [info["label"] for info in found.values()]
@@ -427,19 +431,24 @@ def _settings_words(value: object, path: str) -> list[str]:
     return [f"{path} = {shown}"]
 
 
-def clearing_tab(run_dir) -> None:
+def clearing_tab(run_dir, meta: dict) -> None:
     """Clearing flows between institutions as a network (edge width = money), and the
-    settlement positions. In a run with cities below full scale, the figures of the flows and
-    positions their records went through are expanded by their weights and marked as
-    estimates (``RunView.clearing_flows``, ``node_positions``)."""
+    settlement positions. Institutions are named in the page's language (``institutions``),
+    their ids kept beside the names (hover text, id columns) to look them up in the data. In a
+    run with cities below full scale, the figures of the flows and positions their records
+    went through are expanded by their weights and marked as estimates
+    (``RunView.clearing_flows``, ``node_positions``)."""
     lg = lang()
     flows = query(run_dir, "clearing_flows")
     if flows.empty:
         st.info(tr("explore.no_clearing"))
         return
-    show(_flow_figure(flows), flows, "clearing_flows")
+    name = institutions.participant_label(meta, lg)
+    show(_flow_figure(flows, name), flows, "clearing_flows")
     positions = query(run_dir, "node_positions")
     shown = positions.assign(
+        node=positions["node_id"].map(name),
+        participant=positions["participant_id"].map(name),
         role=positions["role"].map(lambda r: code("role", r)),
         net=[
             _estimate(f, i18n.yuan(int(f), lg), bool(e))
@@ -448,10 +457,12 @@ def clearing_tab(run_dir) -> None:
         deposit=positions["last_deposit_fen"].map(
             lambda f: "" if pd.isna(f) else i18n.yuan(int(f), lg)
         ),
-    )[["node_id", "participant_id", "role", "net", "deposit"]]
+    )[["node", "node_id", "participant", "participant_id", "role", "net", "deposit"]]
     shown.columns = [
         tr("explore.col.node"),
+        tr("explore.col.node_id"),
         tr("explore.col.participant"),
+        tr("explore.col.participant_id"),
         tr("explore.col.role"),
         tr("explore.col.net_position"),
         tr("explore.col.deposit"),
@@ -461,9 +472,10 @@ def clearing_tab(run_dir) -> None:
     download(positions, "settlement_positions")
 
 
-def _flow_figure(flows: pd.DataFrame) -> go.Figure:
+def _flow_figure(flows: pd.DataFrame, name) -> go.Figure:
     """Acquirers and clearing nodes laid out by networkx; each edge's width is its gross money
-    (an estimate, so marked, where it was expanded from a city below full scale)."""
+    (an estimate, so marked, where it was expanded from a city below full scale). Nodes are
+    labelled by ``name`` (id → name); the hover texts add the ids."""
     graph = nx.DiGraph()
     for row in flows.itertuples():
         graph.add_edge(
@@ -493,7 +505,7 @@ def _flow_figure(flows: pd.DataFrame) -> go.Figure:
                 line={"width": 1 + 14 * math.sqrt(d["gross"] / biggest), "color": "#4a7ab0"},
                 opacity=0.6,
                 hoverinfo="text",
-                text=f"{a} → {b}: {gross} ({tr('explore.fee')} {fee})",
+                text=f"{name(a)} → {name(b)}: {gross} ({tr('explore.fee')} {fee})<br>{a} → {b}",
                 showlegend=False,
             )
         )
@@ -503,7 +515,8 @@ def _flow_figure(flows: pd.DataFrame) -> go.Figure:
             x=[layout[n][0] for n in nodes],
             y=[layout[n][1] for n in nodes],
             mode="markers+text",
-            text=nodes,
+            text=[name(n) for n in nodes],
+            hovertext=[f"{name(n)} ({n})" for n in nodes],
             textposition="top center",
             marker={"size": 14, "color": "#c0392b"},
             hoverinfo="text",
@@ -629,7 +642,7 @@ def main() -> None:
         "money": lambda: money_tab(run_dir, meta),
         "outlets": lambda: outlets_tab(run_dir, view),
         "faults": lambda: faults_tab(run_dir, meta),
-        "clearing": lambda: clearing_tab(run_dir),
+        "clearing": lambda: clearing_tab(run_dir, meta),
         "map": lambda: map_tab(run_dir, view),
     }
     # Lazy tabs: only the open one runs its queries and draws its charts, which keeps opening
