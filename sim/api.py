@@ -323,6 +323,7 @@ def compare(
         seeds=seeds,
         days=base.period.days,
         labels_zh=lab.group_labels_zh(regions_zh),
+        scale=base.scale,  # below 1: every figure is expanded by 1/scale, so an estimate
     )
     if out_dir is not None:
         from sim import lab_html  # here: plotly is heavy and only the HTML page needs it

@@ -82,21 +82,34 @@ _TEXT = {
 }
 
 
+def expanded(report: dict) -> bool:
+    """Whether a comparison's figures are expanded from a city simulated below full scale
+    (``scale`` < 1: each stands for 1/scale), so estimates, marked 约 / ≈ where shown. A report
+    written before it kept its scale is taken as full scale."""
+    return float(report.get("scale", 1.0)) < 1.0
+
+
 def summary(report: dict, variant: str, lang: str) -> str:
     """One paragraph in ``lang`` ("en" or "zh") on what ``variant`` does against the baseline:
     fare revenue, concession cost, operator income, clearing fees and trips with their 95% CIs,
     the trips moved between hours (out of which hours, into which, and the card type that
-    moved most), and the flagged groups."""
+    moved most), and the flagged groups. Figures expanded from a city below full scale
+    (``expanded``) are marked as estimates; the percentages are not (a share is no total)."""
     text = _TEXT[lang]
     rows = report["variants"][variant]
     names = _group_names(report, lang)
+    est = expanded(report)
+
+    def change(what: str, measure: str, money: bool) -> str:
+        return _change(text, what, rows[measure], lang, money=money, estimated=est)
+
     parts = [
-        _change(text, "revenue", rows["fare_revenue_fen"], lang, money=True),
-        _change(text, "cost", rows["concession_cost_fen"], lang, money=True),
-        _change(text, "income", rows["operator_income_fen"], lang, money=True),
-        _change(text, "fees", rows["clearing_fees_fen"], lang, money=True),
-        _change(text, "trips", rows["fare_transactions"], lang, money=False),
-        _moved(text, report["trips_moved"][variant], names["card_type"], lang),
+        change("revenue", "fare_revenue_fen", True),
+        change("cost", "concession_cost_fen", True),
+        change("income", "operator_income_fen", True),
+        change("fees", "clearing_fees_fen", True),
+        change("trips", "fare_transactions", False),
+        _moved(text, report["trips_moved"][variant], names["card_type"], lang, est),
     ]
     opening = text["opening"].format(
         days=report["days"],
@@ -134,14 +147,18 @@ def _group_names(report: dict, lang: str) -> dict[str, dict[str, str]]:
     return out
 
 
-def _moved(text: dict, section: dict, card_type_names: dict[str, str], lang: str) -> str:
+def _moved(
+    text: dict, section: dict, card_type_names: dict[str, str], lang: str, estimated: bool
+) -> str:
     """The trips moved between hours as words: how many (95% CI), out of and into which hours
-    (those whose change is clear of zero), and the card type whose riders moved most."""
+    (those whose change is clear of zero), and the card type whose riders moved most
+    (``estimated``: counts marked as estimates)."""
     total = section["total"]
     if total["mean"] <= 0:
         return text["none_moved"]
-    ci = _interval(text, "ci", total, lambda v: count_text(v, lang))
-    words = text["moved"].format(n=count_text(total["mean"], lang), ci=ci)
+    fmt = _formatter(lang, money=False, estimated=estimated)
+    ci = _interval(text, "ci", total, fmt)
+    words = text["moved"].format(n=fmt(total["mean"]), ci=ci)
     if not _missing(total["ci_low"]) and total["ci_low"] <= 0:  # within what runs differ by
         words += text["unclear"]
     if section["hours_losing"]:
@@ -151,7 +168,7 @@ def _moved(text: dict, section: dict, card_type_names: dict[str, str], lang: str
     top = max(section["by_group"]["card_type"], key=lambda r: r["moved"]["mean"])
     if top["moved"]["mean"] > 0:
         words += text["moved_group"].format(
-            group=card_type_names[top["group"]], n=count_text(top["moved"]["mean"], lang)
+            group=card_type_names[top["group"]], n=fmt(top["moved"]["mean"])
         )
     return words
 
@@ -167,12 +184,20 @@ def hour_ranges(hours: Sequence[str]) -> str:
     return ", ".join(f"{a:02d}:00-{b:02d}:00" for a, b in spans)
 
 
-def _change(text: dict, what: str, row: dict, lang: str, *, money: bool) -> str:
-    """One measure's change as words: direction, size, CI (``money``: fen, shown in yuan)."""
+def _formatter(lang: str, *, money: bool, estimated: bool):
+    """How a figure of the summary is written: money or a count, marked as an estimate where
+    ``estimated`` (``sim.formats.estimate``: never a zero)."""
+    text = money_text if money else count_text
+    return lambda v: formats.estimate(round(v), text(v, lang), lang, estimated)
+
+
+def _change(text: dict, what: str, row: dict, lang: str, *, money: bool, estimated: bool) -> str:
+    """One measure's change as words: direction, size, CI (``money``: fen, shown in yuan;
+    ``estimated``: figures marked as estimates)."""
     d = row["difference"]
     mean = d["mean"]
     direction = text["rises"] if mean > 0 else text["falls"] if mean < 0 else text["unchanged"]
-    fmt = (lambda v: money_text(v, lang)) if money else (lambda v: count_text(v, lang))
+    fmt = _formatter(lang, money=money, estimated=estimated)
     pct = mean / row["baseline"] if row["baseline"] else 0.0
     words = text[what].format(
         dir=direction, abs=fmt(abs(mean)), ci=_interval(text, "ci_change", d, fmt), pct=pct

@@ -6,8 +6,10 @@ institution names in English, and the compare brief's estimates marked as the ru
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from page_texts import CJK, chart_texts
 from streamlit.testing.v1 import AppTest
 
 import sim.lab_report
-from dashboard import i18n, institutions, names
+from dashboard import brief, i18n, institutions, names
 from sim import api, formats
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -208,3 +210,74 @@ def test_the_clearing_tab_shows_institutions_by_name_with_their_ids(small_run):
     at = _explore(small_run, "clearing", "zh")
     (table,) = [d.value for d in at.dataframe if "参与方代码" in d.value.columns]
     assert table.set_index("参与方代码").loc["NT_BUS_RUDONG", "参与方"] == "如东公交"
+
+
+# --- the compare brief marks estimates ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scaled_compare(tmp_path_factory) -> Path:
+    """A runs folder with a comparison of the small city simulated at half scale: every figure
+    of it is expanded by 2, so an estimate."""
+    root = tmp_path_factory.mktemp("scaled_compare")
+    small = ROOT / "scenarios" / "small_ci.yaml"
+    base = api.load_scenario(small, ["scale=0.5"], days=1)
+    variant = api.load_scenario(
+        small, ["scale=0.5", "fares.transfer.window_min=90", "name=window_90"], days=1
+    )
+    api.compare(base, [variant], replications=2, out_dir=root / "compare-half")
+    return root
+
+
+def _figures(page: str) -> list[str]:
+    """The big figures' values of a brief."""
+    return re.findall(r'<div class="value">([^<]*)</div>', page)
+
+
+@pytest.mark.parametrize(("lang", "mark"), [("en", "≈ "), ("zh", "约")])
+def test_the_compare_brief_marks_the_figures_of_a_city_below_full_scale(scaled_compare, lang, mark):
+    """Its big figures, their CIs and the summary's amounts are marked as the run brief marks
+    them, and the mark is explained; a zero and a percentage are not marked."""
+    report = api.load_compare_report(scaled_compare / "compare-half" / "compare.json")
+    assert report["scale"] == 0.5
+    page = brief.compare_brief(report, lang)
+    figures = _figures(page)
+    assert len(figures) == len(brief.BIG_FIGURES) + 1
+    assert all(f.startswith(mark) for f in figures if f not in ("0", "–")), figures
+    note = i18n.t("brief.compare.estimate_note", lang, scale=i18n.percent(0.5, lang))
+    assert html.escape(note) in page
+    text = sim.lab_report.summary(report, "window_90", lang)
+    revenue = report["variants"]["window_90"]["fare_revenue_fen"]["difference"]["mean"]
+    shown = sim.lab_report.money_text(abs(revenue), lang)
+    assert f"{mark}{shown}" in text and html.escape(text) in page
+    table = brief.headline_table(report, "window_90", lang)
+    baseline = table[i18n.t("brief.col.baseline", lang)]
+    assert all(v.startswith(mark) for v in baseline if v not in ("", "0"))
+
+
+def test_a_full_scale_comparison_and_an_older_report_are_not_marked(scaled_compare):
+    report = api.load_compare_report(scaled_compare / "compare-half" / "compare.json")
+    for full in ({**report, "scale": 1.0}, {k: v for k, v in report.items() if k != "scale"}):
+        page = brief.compare_brief(full, "en")
+        assert not [f for f in _figures(page) if f.startswith("≈")]
+        assert "≈" not in sim.lab_report.summary(full, "window_90", "en")
+        assert "simulated at a scale" not in page
+
+
+def test_the_compare_page_marks_the_cards_of_a_city_below_full_scale(scaled_compare, monkeypatch):
+    monkeypatch.setenv("CARDTWIN_RUNS", str(scaled_compare))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["runs_root"] = str(scaled_compare)
+    at.run()
+    at.switch_page("views/compare.py")
+    at.run()
+    picked = str(scaled_compare / "compare-half" / "compare.json")
+    at.selectbox(key="compare.pick").select(picked).run()
+    assert not at.exception, at.exception
+    assert all(m.value.startswith("约") for m in at.metric if m.value not in ("0", "–"))
+    at.session_state["lang"] = "en"
+    at.run()
+    assert not at.exception, at.exception
+    values = [m.value for m in at.metric]
+    assert values and all(v.startswith("≈ ") for v in values if v not in ("0", "–")), values
+    assert any("simulated at a scale of 50.0%" in c.value for c in at.caption)
