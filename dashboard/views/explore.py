@@ -286,7 +286,8 @@ def faults_tab(run_dir, meta: dict) -> None:
         st.caption(
             tr("explore.incident_timeline_cities" if several else "explore.incident_timeline")
         )
-        table = incident_table(incidents, with_city=several)
+        name = institutions.participant_label(meta, lg)
+        table = incident_table(incidents, with_city=several, node_name=name)
         st.dataframe(table, hide_index=True, width="stretch")
     else:
         st.caption(tr("explore.no_incidents"))
@@ -343,12 +344,15 @@ def faults_tab(run_dir, meta: dict) -> None:
         show(fig, uploads, "device_uploads")
 
 
-def incident_table(incidents: list[api.RunIncident], with_city: bool = False) -> pd.DataFrame:
+def incident_table(
+    incidents: list[api.RunIncident], with_city: bool = False, node_name=str
+) -> pd.DataFrame:
     """The run's incident timeline (``api.run_incidents``: as ``run_meta.json`` stores each
     city's) in the page's language: the kind in words, the start as a date and time, the
     duration in minutes and what the kind's own settings say (money in yuan); ``with_city``
     first names the cities each acts in (a target is a device, line or outlet id of its city's
-    own, so in a run of several the city is what tells two cities' outlet 1 apart)."""
+    own, so in a run of several the city is what tells two cities' outlet 1 apart); a clearing
+    node's outage names the node by ``node_name`` (id → name), its id after it."""
     lg = lang()
     rows = []
     for incident in incidents:
@@ -370,20 +374,25 @@ def incident_table(incidents: list[api.RunIncident], with_city: bool = False) ->
                 tr("explore.incident.col.duration"): tr(
                     "explore.incident.minutes", n=i18n.count(inc.get("duration_min"), lg)
                 ),
-                tr("explore.incident.col.target"): _incident_target(inc),
+                tr("explore.incident.col.target"): _incident_target(inc, node_name),
                 tr("explore.incident.col.details"): _incident_details(inc),
             }
         )
     return pd.DataFrame(rows)
 
 
-def _incident_target(inc: dict) -> str:
-    """What an incident hits: a QR platform's medium in words, any other target (a device,
-    line, station, node or outlet id) as the scenario names it."""
+def _incident_target(inc: dict, node_name) -> str:
+    """What an incident hits: a QR platform's medium in words, a clearing node by its name
+    (and id), any other target (a device, line, station or outlet id) as the scenario names
+    it."""
     target = inc.get("target")
     if not target:
         return "–"
-    return code("media", target) if inc.get("kind") == "qr_platform_outage" else str(target)
+    if inc.get("kind") == "qr_platform_outage":
+        return code("media", target)
+    if inc.get("kind") == "clearing_node_outage" and node_name(target) != str(target):
+        return f"{node_name(target)} ({target})"
+    return str(target)
 
 
 def _incident_details(inc: dict) -> str:
