@@ -5,8 +5,9 @@
 was compared, the headline changes as big figures with their 95% confidence intervals, the
 plain-language summary (``sim.lab_report.summary``) and three charts. ``run_brief(run_dir,
 lang)`` does the same for one finished run (its headline KPIs, taps per day, by hour and by card
-type; in a run with cities simulated below full scale its figures are expanded estimates, marked
-约 / ≈ and explained in one line as the Explore page does). ``to_pdf(html, path)`` prints a
+type). Figures expanded from a city simulated below full scale (a comparison of a scaled city,
+a run with such cities) are estimates: both briefs, and the Compare page, mark them 约 / ≈ and
+explain the mark in one line, as the Explore page does. ``to_pdf(html, path)`` prints a
 brief to an A4 PDF with headless Chromium (``sim.pdf``).
 
 A brief fits one A4 page in print: compact type, fixed chart heights and a page as wide as A4's
@@ -34,7 +35,7 @@ from dashboard import i18n
 from dashboard.charts import FONT
 from sim import api, html_page
 from sim.lab import FAIRNESS_DIMENSIONS
-from sim.lab_report import hour_ranges, summary
+from sim.lab_report import expanded, hour_ranges, summary
 
 #: The headline measures of a comparison (the compare page's table and the change chart).
 HEADLINE = (
@@ -97,22 +98,34 @@ def _missing(value: float | None) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def amount(value: float | None, lang: str, *, money: bool, signed: bool = False) -> str:
-    """A value in words: ``money`` (fen) in yuan, counts whole; ``signed`` puts a + on gains.
-    Chinese large numbers in 万/亿 (compact), as the headline cards show them."""
+def amount(
+    value: float | None,
+    lang: str,
+    *,
+    money: bool,
+    signed: bool = False,
+    estimated: bool = False,
+) -> str:
+    """A value in words: ``money`` (fen) in yuan, counts whole; ``signed`` puts a + on gains;
+    ``estimated`` marks it as an estimate (约 / ≈, ``i18n.estimate``; never a zero). Chinese
+    large numbers in 万/亿 (compact), as the headline cards show them."""
     if _missing(value):
         return "–"
     whole = round(value)
     text = i18n.yuan(whole, lang, compact=True) if money else i18n.count(whole, lang)
-    return f"+{text}" if signed and whole > 0 else text
+    return i18n.estimate(whole, f"+{text}" if signed and whole > 0 else text, lang, estimated)
 
 
-def interval(d: dict, lang: str, *, money: bool, bare: bool = False) -> str:
+def interval(
+    d: dict, lang: str, *, money: bool, bare: bool = False, estimated: bool = False
+) -> str:
     """A 95% confidence interval in words ("no interval" with a single replication); ``bare``
-    leaves out the "95% CI" (a table's column says it)."""
+    leaves out the "95% CI" (a table's column says it); ``estimated`` marks its ends."""
     if _missing(d.get("ci_low")) or _missing(d.get("ci_high")):
         return i18n.t("brief.no_ci", lang)
-    low, high = amount(d["ci_low"], lang, money=money), amount(d["ci_high"], lang, money=money)
+    low, high = (
+        amount(d[end], lang, money=money, estimated=estimated) for end in ("ci_low", "ci_high")
+    )
     return i18n.t("brief.range" if bare else "brief.ci", lang, low=low, high=high)
 
 
@@ -212,19 +225,23 @@ def _relative(value: float, base: float) -> float:
 
 
 def headline_table(report: dict, variant: str, lang: str) -> pd.DataFrame:
-    """The headline table as the page shows it: every number formatted in ``lang``."""
+    """The headline table as the page shows it: every number formatted in ``lang`` (marked
+    as an estimate where the comparison's city ran below full scale)."""
     rows = report["variants"][variant]
     t = lambda key: i18n.t(key, lang)  # noqa: E731
+    est = expanded(report)
     table = []
     for m in HEADLINE:
         r, d, money = rows[m], rows[m]["difference"], is_money(m)
         table.append(
             {
                 t("brief.col.measure"): measure_label(m, lang),
-                t("brief.col.baseline"): amount(r["baseline"], lang, money=money),
-                t("brief.col.variant"): amount(r["variant"], lang, money=money),
-                t("brief.col.difference"): amount(d["mean"], lang, money=money, signed=True),
-                t("brief.col.ci"): interval(d, lang, money=money, bare=True),
+                t("brief.col.baseline"): amount(r["baseline"], lang, money=money, estimated=est),
+                t("brief.col.variant"): amount(r["variant"], lang, money=money, estimated=est),
+                t("brief.col.difference"): amount(
+                    d["mean"], lang, money=money, signed=True, estimated=est
+                ),
+                t("brief.col.ci"): interval(d, lang, money=money, bare=True, estimated=est),
             }
         )
     moved = report["trips_moved"][variant]["total"]
@@ -233,8 +250,8 @@ def headline_table(report: dict, variant: str, lang: str) -> pd.DataFrame:
             t("brief.col.measure"): t("brief.trips_moved"),
             t("brief.col.baseline"): "",
             t("brief.col.variant"): "",
-            t("brief.col.difference"): amount(moved["mean"], lang, money=False),
-            t("brief.col.ci"): interval(moved, lang, money=False, bare=True),
+            t("brief.col.difference"): amount(moved["mean"], lang, money=False, estimated=est),
+            t("brief.col.ci"): interval(moved, lang, money=False, bare=True, estimated=est),
         }
     )
     return pd.DataFrame(table)
@@ -300,7 +317,9 @@ def fairness_table(report: dict, variant: str, dim: str, lang: str) -> pd.DataFr
                 t("brief.col.rider_share"): i18n.percent(r["rider_share"], lang),
                 t("brief.col.fare_before"): _fare(r["avg_fare_before_fen"], lang),
                 t("brief.col.fare_after"): _fare(r["avg_fare_after_fen"], lang),
-                t("brief.col.benefit"): amount(r["benefit_fen"], lang, money=True, signed=True),
+                t("brief.col.benefit"): amount(
+                    r["benefit_fen"], lang, money=True, signed=True, estimated=expanded(report)
+                ),
                 t("brief.col.benefit_share"): i18n.percent(r["benefit_share"], lang),
                 t("brief.col.flag"): flag_label(r["flag"], lang),
             }
@@ -335,11 +354,12 @@ def moved_text(report: dict, variant: str, lang: str) -> str:
     hours."""
     moved = report["trips_moved"][variant]
     none = i18n.t("brief.none", lang)
+    est = expanded(report)
     return i18n.t(
         "brief.moved",
         lang,
-        n=amount(moved["total"]["mean"], lang, money=False),
-        ci=interval(moved["total"], lang, money=False),
+        n=amount(moved["total"]["mean"], lang, money=False, estimated=est),
+        ci=interval(moved["total"], lang, money=False, estimated=est),
         losing=hour_ranges(moved["hours_losing"]) or none,
         gaining=hour_ranges(moved["hours_gaining"]) or none,
     )
@@ -474,9 +494,10 @@ def compare_brief(report: dict, lang: str, variant: str | None = None) -> str:
         n=report["replications"],
         pairing=pairing_label(report, lang),
     )
-    figures = [_big(measure_label(m, lang), rows[m], is_money(m), lang) for m in BIG_FIGURES]
+    est = expanded(report)  # a city below full scale: every figure an estimate, marked
+    figures = [_big(measure_label(m, lang), rows[m], is_money(m), lang, est) for m in BIG_FIGURES]
     moved = report["trips_moved"][variant]["total"]
-    figures.append(_big(t("brief.trips_moved"), {"difference": moved}, False, lang))
+    figures.append(_big(t("brief.trips_moved"), {"difference": moved}, False, lang, est))
     headline = headline_frame(report, variant, lang)
     fair = fairness_frame(report, variant, "card_type", lang)
     charts = [
@@ -489,9 +510,11 @@ def compare_brief(report: dict, lang: str, variant: str | None = None) -> str:
             wide=True,
         ),
     ]
+    note = t("brief.compare.estimate_note", scale=i18n.percent(float(report.get("scale", 1)), lang))
     body = [
         f'<p class="facts">{html_page.esc(facts)}</p>',
         f'<div class="figures">{"".join(figures)}</div>',
+        *([f'<p class="note">{html_page.esc(note)}</p>'] if est else []),
         f'<p class="summary">{html_page.esc(summary(report, variant, lang))}</p>',
         f"<p>{html_page.esc(moved_text(report, variant, lang))}</p>",
         f'<div class="charts">{"".join(charts)}</div>',
@@ -527,12 +550,12 @@ def _run_brief(view: api.RunView, lang: str) -> str:
     cardholders = api.cardholders_of(meta)
 
     # In a run with cities below full scale every figure here is expanded by their weights, as
-    # the Explore page's cards are: an estimate, marked as that page marks it (none of nothing).
+    # the Explore page's cards are: an estimate, marked as that page marks it.
     def count(n: int) -> str:
-        return i18n.estimate(i18n.count(n, lang), lang, view.weighted and n != 0)
+        return i18n.estimate(n, i18n.count(n, lang), lang, view.weighted)
 
     def money(fen: int) -> str:
-        return i18n.estimate(i18n.yuan(fen, lang, compact=True), lang, view.weighted and fen != 0)
+        return i18n.estimate(fen, i18n.yuan(fen, lang, compact=True), lang, view.weighted)
 
     figures = [
         _figure_card(t("brief.run.cardholders"), count(cardholders), ""),
@@ -590,11 +613,11 @@ def _run_brief(view: api.RunView, lang: str) -> str:
         seed=meta.get("seed", ""),
     )
     # What the marks mean, under the figures that carry them, in the Explore page's words.
-    expanded = [f'<p class="note">{html_page.esc(t("common.estimate_note"))}</p>']
+    explained = [f'<p class="note">{html_page.esc(t("common.estimate_note"))}</p>']
     body = [
         f'<p class="facts">{html_page.esc(facts)}</p>',
         f'<div class="figures">{"".join(figures)}</div>',
-        *(expanded if view.weighted else []),
+        *(explained if view.weighted else []),
         f'<p class="summary">{html_page.esc(_sentences(text, lang))}</p>',
         f'<div class="charts">{"".join(charts)}</div>',
         f'<p class="note">{html_page.esc(t("brief.run.note"))}</p>',
@@ -652,8 +675,9 @@ def _card_type_figure(by_type: pd.DataFrame, lang: str) -> go.Figure:
 # --- the page ---------------------------------------------------------------------------------
 
 
-def _big(label: str, row: dict, money: bool, lang: str) -> str:
-    """A big figure: the change of a measure, its percent of the baseline and its CI."""
+def _big(label: str, row: dict, money: bool, lang: str, estimated: bool) -> str:
+    """A big figure: the change of a measure, its percent of the baseline and its CI
+    (``estimated``: the change and the CI marked as estimates, not the percent)."""
     d = row["difference"]
     parts = []
     base = row.get("baseline")
@@ -661,8 +685,9 @@ def _big(label: str, row: dict, money: bool, lang: str) -> str:
         parts.append(i18n.percent(d["mean"] / base, lang, digits=2))
         if d["mean"] > 0:
             parts[-1] = f"+{parts[-1]}"
-    parts.append(interval(d, lang, money=money))
-    return _figure_card(label, amount(d["mean"], lang, money=money, signed=True), " · ".join(parts))
+    parts.append(interval(d, lang, money=money, estimated=estimated))
+    value = amount(d["mean"], lang, money=money, signed=True, estimated=estimated)
+    return _figure_card(label, value, " · ".join(parts))
 
 
 def _figure_card(label: str, value: str, sub: str) -> str:

@@ -5,6 +5,8 @@ every region carries its city's name, the first city's too."""
 
 from __future__ import annotations
 
+import re
+
 from dashboard import i18n
 from sim import api
 
@@ -36,4 +38,22 @@ def region_label(meta: dict, lang: str):
     return lambda key: names.get(key, key)
 
 
-__all__ = ["city_name", "region_label", "region_names"]
+def english_names(meta: dict) -> dict[str, str]:
+    """Every Chinese place name of the run → its English name (the scenario's ids in words):
+    its cities, their regions and the cities they list as interoperable. What the outlets'
+    and institutions' English names (``dashboard.names``) take as ``known``, so a name that
+    holds a place says it as the pages' region and city columns do."""
+    found: dict[str, str] = {}
+    for city in api.run_cities(meta):
+        found.setdefault(city.zh, i18n.place_name(city.key))
+    for region in api.run_regions(meta):
+        found.setdefault(region.zh, i18n.place_name(region.id))
+    for other in api.run_other_cities(meta):
+        found.setdefault(other.zh, i18n.place_name(other.key))
+    return {zh: en for zh, en in found.items() if _CHINESE.search(zh)}
+
+
+_CHINESE = re.compile(r"[\u3400-\u9fff]")  # a key that is already pinyin needs no entry
+
+
+__all__ = ["city_name", "english_names", "region_label", "region_names"]

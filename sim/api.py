@@ -59,8 +59,12 @@ from sim.rng import MAX_SEED
 from sim.run_dir import MARKER_FILE, RunDirError, StopSignalsHeld
 from sim.run_places import City as RunCity
 from sim.run_places import Incident as RunIncident
+from sim.run_places import Participant as RunParticipant
+from sim.run_places import Place as RunPlace
 from sim.run_places import cities as run_cities
 from sim.run_places import incidents as run_incidents
+from sim.run_places import other_cities as run_other_cities
+from sim.run_places import participants as run_participants
 from sim.run_places import regions as run_regions
 from sim.run_view import DIMENSIONS as RUN_DIMENSIONS
 from sim.run_view import MEASURES as RUN_MEASURES
@@ -86,6 +90,8 @@ __all__ = [
     "RunCity",
     "RunIncident",
     "RunListing",
+    "RunParticipant",
+    "RunPlace",
     "RunSummary",
     "RunView",
     "RunViewError",
@@ -111,6 +117,8 @@ __all__ = [
     "run",
     "run_cities",
     "run_incidents",
+    "run_other_cities",
+    "run_participants",
     "run_regions",
 ]
 
@@ -316,6 +324,7 @@ def compare(
         seeds=seeds,
         days=base.period.days,
         labels_zh=lab.group_labels_zh(regions_zh),
+        scale=base.scale,  # below 1: every figure is expanded by 1/scale, so an estimate
     )
     if out_dir is not None:
         from sim import lab_html  # here: plotly is heavy and only the HTML page needs it

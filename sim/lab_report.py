@@ -1,25 +1,19 @@
 """The policy lab's report texts: the Markdown report and the plain-language summary of each
 variant, in English and Chinese, written from the numbers of ``sim.lab.summarise``.
 
-The summary's figures are written as the dashboard writes them (``dashboard/i18n.py``, whose
-headline cards show the same numbers beside it): a change rounded to the whole fen or trip once,
-money as yuan with two decimals, and in Chinese 万/亿 from ten thousand up. This module keeps
-its own copy of those few formats (Babel, the same locales) because nothing under ``sim/``
-imports a UI; ``tests/test_dashboard_compare.py`` checks the two agree.
+The summary's figures are written as the dashboard writes them, with the formats both share
+(``sim/formats.py``; the dashboard's headline cards show the same numbers beside it): a change
+rounded to the whole fen or trip once, money as yuan with two decimals, and in Chinese 万/亿 from
+ten thousand up.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from decimal import Decimal
 
-from babel.numbers import format_compact_decimal, format_decimal
-
+from sim import formats
 from sim.lab import FAIRNESS_DIMENSIONS, REPORT_HEADLINE
-
-#: Babel's locale of each language (as dashboard/i18n.py LOCALES).
-LOCALES = {"zh": "zh_Hans_CN", "en": "en_US"}
 
 #: The summary's wording per language; every figure in it comes from the report.
 _TEXT = {
@@ -88,21 +82,34 @@ _TEXT = {
 }
 
 
+def expanded(report: dict) -> bool:
+    """Whether a comparison's figures are expanded from a city simulated below full scale
+    (``scale`` < 1: each stands for 1/scale), so estimates, marked 约 / ≈ where shown. A report
+    written before it kept its scale is taken as full scale."""
+    return float(report.get("scale", 1.0)) < 1.0
+
+
 def summary(report: dict, variant: str, lang: str) -> str:
     """One paragraph in ``lang`` ("en" or "zh") on what ``variant`` does against the baseline:
     fare revenue, concession cost, operator income, clearing fees and trips with their 95% CIs,
     the trips moved between hours (out of which hours, into which, and the card type that
-    moved most), and the flagged groups."""
+    moved most), and the flagged groups. Figures expanded from a city below full scale
+    (``expanded``) are marked as estimates; the percentages are not (a share is no total)."""
     text = _TEXT[lang]
     rows = report["variants"][variant]
     names = _group_names(report, lang)
+    est = expanded(report)
+
+    def change(what: str, measure: str, money: bool) -> str:
+        return _change(text, what, rows[measure], lang, money=money, estimated=est)
+
     parts = [
-        _change(text, "revenue", rows["fare_revenue_fen"], lang, money=True),
-        _change(text, "cost", rows["concession_cost_fen"], lang, money=True),
-        _change(text, "income", rows["operator_income_fen"], lang, money=True),
-        _change(text, "fees", rows["clearing_fees_fen"], lang, money=True),
-        _change(text, "trips", rows["fare_transactions"], lang, money=False),
-        _moved(text, report["trips_moved"][variant], names["card_type"], lang),
+        change("revenue", "fare_revenue_fen", True),
+        change("cost", "concession_cost_fen", True),
+        change("income", "operator_income_fen", True),
+        change("fees", "clearing_fees_fen", True),
+        change("trips", "fare_transactions", False),
+        _moved(text, report["trips_moved"][variant], names["card_type"], lang, est),
     ]
     opening = text["opening"].format(
         days=report["days"],
@@ -140,14 +147,18 @@ def _group_names(report: dict, lang: str) -> dict[str, dict[str, str]]:
     return out
 
 
-def _moved(text: dict, section: dict, card_type_names: dict[str, str], lang: str) -> str:
+def _moved(
+    text: dict, section: dict, card_type_names: dict[str, str], lang: str, estimated: bool
+) -> str:
     """The trips moved between hours as words: how many (95% CI), out of and into which hours
-    (those whose change is clear of zero), and the card type whose riders moved most."""
+    (those whose change is clear of zero), and the card type whose riders moved most
+    (``estimated``: counts marked as estimates)."""
     total = section["total"]
     if total["mean"] <= 0:
         return text["none_moved"]
-    ci = _interval(text, "ci", total, lambda v: count_text(v, lang))
-    words = text["moved"].format(n=count_text(total["mean"], lang), ci=ci)
+    fmt = _formatter(lang, money=False, estimated=estimated)
+    ci = _interval(text, "ci", total, fmt)
+    words = text["moved"].format(n=fmt(total["mean"]), ci=ci)
     if not _missing(total["ci_low"]) and total["ci_low"] <= 0:  # within what runs differ by
         words += text["unclear"]
     if section["hours_losing"]:
@@ -157,7 +168,7 @@ def _moved(text: dict, section: dict, card_type_names: dict[str, str], lang: str
     top = max(section["by_group"]["card_type"], key=lambda r: r["moved"]["mean"])
     if top["moved"]["mean"] > 0:
         words += text["moved_group"].format(
-            group=card_type_names[top["group"]], n=count_text(top["moved"]["mean"], lang)
+            group=card_type_names[top["group"]], n=fmt(top["moved"]["mean"])
         )
     return words
 
@@ -173,12 +184,20 @@ def hour_ranges(hours: Sequence[str]) -> str:
     return ", ".join(f"{a:02d}:00-{b:02d}:00" for a, b in spans)
 
 
-def _change(text: dict, what: str, row: dict, lang: str, *, money: bool) -> str:
-    """One measure's change as words: direction, size, CI (``money``: fen, shown in yuan)."""
+def _formatter(lang: str, *, money: bool, estimated: bool):
+    """How a figure of the summary is written: money or a count, marked as an estimate where
+    ``estimated`` (``sim.formats.estimate``: never a zero)."""
+    text = money_text if money else count_text
+    return lambda v: formats.estimate(round(v), text(v, lang), lang, estimated)
+
+
+def _change(text: dict, what: str, row: dict, lang: str, *, money: bool, estimated: bool) -> str:
+    """One measure's change as words: direction, size, CI (``money``: fen, shown in yuan;
+    ``estimated``: figures marked as estimates)."""
     d = row["difference"]
     mean = d["mean"]
     direction = text["rises"] if mean > 0 else text["falls"] if mean < 0 else text["unchanged"]
-    fmt = (lambda v: money_text(v, lang)) if money else (lambda v: count_text(v, lang))
+    fmt = _formatter(lang, money=money, estimated=estimated)
     pct = mean / row["baseline"] if row["baseline"] else 0.0
     words = text[what].format(
         dir=direction, abs=fmt(abs(mean)), ci=_interval(text, "ci_change", d, fmt), pct=pct
@@ -208,23 +227,13 @@ def money_text(fen: float, lang: str) -> str:
     """An amount of fen as the dashboard's headline cards show it (``dashboard.brief.amount``
     with ``money``): rounded once to the whole fen (Python's ``round``), then yuan with two
     decimals, in Chinese 万元/亿元 from ten thousand yuan up: ¥1,149.98, 1,149.98 元, 26.48万元."""
-    amount = Decimal(round(fen)) / 100
-    locale = LOCALES[lang]
-    if lang == "zh":
-        if abs(amount) >= 10_000:
-            return f"{format_compact_decimal(amount, locale=locale, fraction_digits=2)}元"
-        return f"{format_decimal(amount, format='#,##0.00', locale=locale)} 元"
-    return f"¥{format_decimal(amount, format='#,##0.00', locale=locale)}"
+    return formats.yuan(round(fen), lang, compact=True)
 
 
 def count_text(n: float, lang: str) -> str:
     """A count as the dashboard shows it (``dashboard.i18n.count`` of the whole number):
     in Chinese 万/亿 from ten thousand up, in English with thousands separators."""
-    whole = round(n)
-    locale = LOCALES[lang]
-    if lang == "zh" and abs(whole) >= 10_000:
-        return format_compact_decimal(whole, locale=locale, fraction_digits=2)
-    return format_decimal(whole, locale=locale)
+    return formats.count(round(n), lang)
 
 
 def markdown(report: dict, headline: Sequence[str] = REPORT_HEADLINE) -> str:

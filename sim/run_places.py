@@ -9,6 +9,11 @@ queries key it (``sim/run_view.py``): its Chinese name, after its city's and a s
 other than the first (two cities' 市区 are two regions), so a reader can look any query's
 region up here and name it in either language.
 
+The institutions of the run's clearing (``participants``) are named the same way: by the Chinese
+name the scenario gives a clearing node or an issuer (``name_zh``), and where it gives none (bus
+and metro operators, another city's default card issuer and transit acquirer) by what it is and
+the place it serves, so a reader can name it in either language without a name being invented.
+
 A city's id is not a setting of the city itself: it is the key under which the other cities
 of the run list it (``interop.cities``, by its city code; a multi-city file with ``links:``
 derives them from its ``cities:`` ids). A city no other city lists (one city, or several that
@@ -18,6 +23,8 @@ do not know each other) falls back to its scenario's name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from sim.interop import city_acquirer, city_issuer, city_metro_acquirer
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,102 @@ class Incident:
 
     settings: dict  # as run_meta.json keeps it (the scenario's fields: id, kind, start, ...)
     cities: tuple[City, ...]  # in run order; several for a clearing-node outage they share
+
+
+@dataclass(frozen=True)
+class Place:
+    """A city another city of the run lists (``interop.cities``): a run's own city or not."""
+
+    key: str  # its id (pinyin)
+    zh: str  # its Chinese name
+
+
+@dataclass(frozen=True)
+class Participant:
+    """One institution of the run's clearing, as the settlements and clearing batches name it
+    (``id``), with what the run's settings say of it."""
+
+    id: str
+    role: str  # issuer, acquirer or clearing_node (sim.clearing.ROLES)
+    zh: str | None  # its Chinese name, where the scenario gives one
+    kind: str  # what it is, where it has no name: bus, metro, transit, card, ssc_card, venues
+    region: Region | None  # the region it serves (a bus operator, a metro line's operator)
+    place: City | Place | None  # else the city it serves
+
+
+def other_cities(meta: dict) -> list[Place]:
+    """Every city the run's cities list as interoperable (``interop.cities``), each once, in
+    shard and scenario order."""
+    found: dict[str, Place] = {}
+    for entry in _entries(meta):
+        for cid, city in _mapping(_mapping(_settings(entry).get("interop")).get("cities")).items():
+            name = _mapping(city).get("name_zh")
+            found.setdefault(str(cid), Place(str(cid), str(name or cid)))
+    return list(found.values())
+
+
+def participants(meta: dict) -> dict[str, Participant]:
+    """Every clearing institution the run's settings name, by id: the clearing nodes and
+    issuers of each city's network (with their Chinese names), each region's bus operator,
+    each city's metro operators and social-security card issuer and venues, and the card
+    issuer and acquirers of every interoperable city (their ids as ``sim.interop`` makes
+    them). An institution listed twice keeps its first description (a city's own settings
+    before what other cities list of it), unless a later one gives the name the first
+    lacked."""
+    found: dict[str, Participant] = {}
+
+    def add(pid: object, role: str, zh: object = None, kind: str = "", region=None, place=None):
+        if pid is None:
+            return
+        known = found.get(str(pid))
+        if known is None or (known.zh is None and zh):
+            found[str(pid)] = Participant(str(pid), role, zh and str(zh), kind, region, place)
+
+    city_of = {shard: city for city in cities(meta) for shard in city.shards}
+    region_of = {(r.city.index, r.id): r for r in regions(meta)}
+    others = {p.key: p for p in other_cities(meta)}
+    for shard, entry in enumerate(_entries(meta)):
+        settings, city = _settings(entry), city_of[shard]
+        network = _mapping(_mapping(settings.get("clearing")).get("network"))
+        for nid, node in _mapping(network.get("nodes")).items():
+            add(nid, "clearing_node", _mapping(node).get("name_zh"))
+        for iid, issuer in _mapping(network.get("issuers")).items():
+            add(iid, "issuer", _mapping(issuer).get("name_zh"))
+        add(_mapping(settings.get("output")).get("issuer_id"), "issuer", None, "card", None, city)
+        for rid, region in _mapping(settings.get("regions")).items():
+            operator = _mapping(_mapping(region).get("bus")).get("operator_id")
+            add(operator, "acquirer", None, "bus", region_of.get((city.index, str(rid))))
+        for line in _mapping(_mapping(settings.get("network")).get("metro")).values():
+            line = _mapping(line)  # named after the region it runs in: a city may have no name
+            where = region_of.get((city.index, str(line.get("region"))))
+            add(line.get("operator_id"), "acquirer", None, "metro", where, None if where else city)
+        ssc = _mapping(settings.get("social_security"))
+        add(ssc.get("issuer_id"), "issuer", None, "ssc_card", None, city)
+        add(ssc.get("acquirer_id"), "acquirer", None, "venues", None, city)
+    # What another city lists of a city comes last: a city of the run says more of its own
+    # (its bus operator of a region, not "its transit").
+    for entry in _entries(meta):
+        for cid, listed in _mapping(
+            _mapping(_settings(entry).get("interop")).get("cities")
+        ).items():
+            listed, place = _mapping(listed), others[str(cid)]
+            ids = _ListedIds(
+                listed.get("issuer_id"), listed.get("acquirer_id"), listed.get("metro_acquirer_id")
+            )
+            add(city_issuer(str(cid), ids), "issuer", None, "card", None, place)
+            add(city_acquirer(str(cid), ids), "acquirer", None, "transit", None, place)
+            add(city_metro_acquirer(str(cid), ids), "acquirer", None, "metro", None, place)
+            add(listed.get("culture_acquirer_id"), "acquirer", None, "venues", None, place)
+    return found
+
+
+@dataclass(frozen=True)
+class _ListedIds:
+    """The clearing ids an ``interop.cities`` entry sets (None: sim.interop's default)."""
+
+    issuer_id: str | None
+    acquirer_id: str | None
+    metro_acquirer_id: str | None
 
 
 def city_labels(meta: dict) -> list[str]:
@@ -209,10 +312,14 @@ def _mapping(value: object) -> dict:
 __all__ = [
     "City",
     "Incident",
+    "Participant",
+    "Place",
     "Region",
     "cities",
     "city_labels",
     "incidents",
+    "other_cities",
+    "participants",
     "region_prefixes",
     "regions",
     "shard_city",

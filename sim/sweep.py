@@ -489,7 +489,7 @@ def _yaml_text(value: Any) -> str:
 #: Modules that only present or read results: editing them cannot change a point's measures,
 #: so they are left out of the code fingerprint (a page's edit keeps the stored points).
 PRESENTATION_MODULES = frozenset(
-    {"sim/html_page.py", "sim/lab_html.py", "sim/lab_report.py", "sim/pdf.py",
+    {"sim/formats.py", "sim/html_page.py", "sim/lab_html.py", "sim/lab_report.py", "sim/pdf.py",
      "sim/report_files.py", "sim/run_view.py", "sim/sweep_report.py"}
 )  # fmt: skip
 

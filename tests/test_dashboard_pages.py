@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+from page_texts import CJK, chart_texts
 from streamlit.testing.v1 import AppTest
 
 from agents.outlet import OPEN_DAY_RULES
@@ -364,20 +365,6 @@ def _open_tab(at, name: str, lang: str = "en"):
     return at
 
 
-def _chart_texts(at, kind: str) -> list[list[str]]:
-    """The category labels (bars: y; map: text; heat map: y) of the page's charts of ``kind``."""
-    found = []
-    for chart in at.get("plotly_chart"):
-        for trace in json.loads(chart.proto.spec)["data"]:
-            if trace.get("type") == kind:
-                labels = trace.get("text") or trace.get("y") or []
-                found.append([labels] if isinstance(labels, str) else [str(v) for v in labels])
-    return found
-
-
-CJK = re.compile(r"[\u3400-\u9fff]")
-
-
 def test_a_multi_city_run_renders_every_tab_and_names_its_cities(scaled_two_city):
     at = app(scaled_two_city.parent, "explore", lang="en", run=scaled_two_city.name)
     assert any("This run has 2 cities (Alpha, Beta)" in c.value for c in at.caption)
@@ -402,12 +389,15 @@ def test_the_incident_timeline_lists_every_citys_incidents_with_their_cities(sca
     assert list(timeline["Id"]) == ["county-desk-shut", "centre-down", "alipay-down"]
     assert list(timeline["Kind"]) == ["Outlet closed", "Clearing node down", "QR platform down"]
     assert timeline["Target"].iloc[2] == "QR (Alipay)"
+    # the clearing node by its name in the page's language, its id after it
+    assert timeline["Target"].iloc[1] == "Regional Clearing Centre (REGION_CENTRE)"
     assert any("Every city's incident timeline" in c.value for c in at.caption)
     assert not any("first city" in c.value for c in at.caption)
     at = app(scaled_two_city.parent, "explore", lang="zh", run=scaled_two_city.name)
     _open_tab(at, "faults", "zh")
     (timeline,) = [d.value for d in at.dataframe if "类型" in d.value.columns]
     assert list(timeline["城市"]) == ["甲城", "甲城、乙城", "乙城"]
+    assert timeline["对象"].iloc[1] == "区域清算中心 (REGION_CENTRE)"
 
 
 def test_english_pages_name_every_citys_regions_in_english(scaled_two_city):
@@ -419,19 +409,19 @@ def test_english_pages_name_every_citys_regions_in_english(scaled_two_city):
     english = {"Alpha Centre", "Alpha County", "Beta Centre", "Beta County"}
     at.radio(key="explore_dimension:en").set_value("region").run()
     assert not at.exception, at.exception
-    (bars,) = _chart_texts(at, "bar")
+    (bars,) = chart_texts(at, "bar")
     assert set(bars) == english
     _open_tab(at, "money")
-    assert not [t for labels in _chart_texts(at, "bar") for t in labels if CJK.search(t)]
+    assert not [t for labels in chart_texts(at, "bar") for t in labels if CJK.search(t)]
     _open_tab(at, "map")
-    (points,) = _chart_texts(at, "scatter")
+    (points,) = chart_texts(at, "scatter")
     assert {p.split("<br>")[0] for p in points} == english
     _open_tab(at, "outlets")
     (hours,) = [d.value for d in at.dataframe if "Region" in d.value.columns]
     assert set(hours["Region"]) == english and set(hours["City"]) == {"Alpha", "Beta"}
     at = app(scaled_two_city.parent, "explore", lang="zh", run=scaled_two_city.name)
     _open_tab(at, "map", "zh")
-    (points,) = _chart_texts(at, "scatter")
+    (points,) = chart_texts(at, "scatter")
     assert {p.split("<br>")[0] for p in points} == {
         "甲城 城区",
         "甲城 县区",
@@ -479,23 +469,23 @@ def test_the_map_and_the_outlets_show_every_city_or_the_one_picked(scaled_two_ci
     _open_tab(at, "map")
     picker = at.selectbox(key="map_city:en")
     assert picker.options == ["All cities", "Alpha", "Beta"] and picker.value == "all"
-    (points,) = _chart_texts(at, "scatter")
+    (points,) = chart_texts(at, "scatter")
     assert len(points) == 4
     picker.set_value(1).run()
     assert not at.exception, at.exception
-    (points,) = _chart_texts(at, "scatter")
+    (points,) = chart_texts(at, "scatter")
     assert {p.split("<br>")[0] for p in points} == {"Beta Centre", "Beta County"}
     _open_tab(at, "outlets")
     (hours,) = [d.value for d in at.dataframe if "Outlet id" in d.value.columns]
     assert list(hours["City"]) == ["Alpha"] * 3 + ["Beta"] * 3
-    (rows,) = _chart_texts(at, "heatmap")
+    (rows,) = chart_texts(at, "heatmap")
     assert {r.split(" · ")[0] for r in rows} == {"Alpha", "Beta"}  # both cities had visitors
     at.selectbox(key="outlets_city:en").set_value(1).run()
     assert not at.exception, at.exception
     (hours,) = [d.value for d in at.dataframe if "Outlet id" in d.value.columns]
     assert len(hours) == 3 and "City" not in hours.columns
     assert set(hours["Region"]) == {"Beta Centre", "Beta County"}
-    (rows,) = _chart_texts(at, "heatmap")
+    (rows,) = chart_texts(at, "heatmap")
     assert rows and not [r for r in rows if " · " in r]  # one city: the outlets' own names
 
 
@@ -511,18 +501,22 @@ def test_clearing_figures_of_a_scaled_city_are_expanded_and_marked_as_estimates(
     assert all(m.value.startswith("≈ ") for m in at.metric if m.value != "0")
     _open_tab(at, "clearing")
     (table,) = [d.value for d in at.dataframe if "Participant" in d.value.columns]
-    net = table.set_index("Participant")["Net position (positive = owed to it)"]
+    net = table.set_index("Participant id")["Net position (positive = owed to it)"]
     assert net["BETA_CARD"] == f"≈ {i18n.yuan(5 * int(simulated['BETA_CARD']), 'en')}"
     assert net["ALPHA_CARD"] == i18n.yuan(int(simulated["ALPHA_CARD"]), "en")
     assert any(
         "so they are estimates; a figure shown alone is marked ≈" in c.value for c in at.caption
     )
-    flows = [t for texts in _chart_texts(at, "scatter") for t in texts if "→" in t]
-    assert any(t.startswith("BETA_BUS_CENTRE → BETA_EXCHANGE: ≈ ¥") for t in flows)
+    flows = [t for texts in chart_texts(at, "scatter") for t in texts if "→" in t]
+    assert any(
+        t.startswith("Beta Centre bus operator → Beta Data Exchange Centre: ≈ ¥")
+        and t.endswith("<br>BETA_BUS_CENTRE → BETA_EXCHANGE")
+        for t in flows
+    )
     at = app(scaled_two_city.parent, "explore", lang="zh", run=scaled_two_city.name)
     _open_tab(at, "clearing", "zh")
     (table,) = [d.value for d in at.dataframe if "参与方" in d.value.columns]
-    net = table.set_index("参与方")["净头寸（正数为应收）"]
+    net = table.set_index("参与方代码")["净头寸（正数为应收）"]
     assert net["BETA_CARD"] == f"约{i18n.yuan(5 * int(simulated['BETA_CARD']), 'zh')}"
 
 

@@ -51,6 +51,7 @@ from dashboard.state import (
     withdraw_offer,
 )
 from sim import api
+from sim.lab_report import expanded
 
 SCENARIO_DIR = ROOT / "scenarios"
 POLICY_DIR = SCENARIO_DIR / "policies"
@@ -392,6 +393,9 @@ def show_compare(path: Path) -> None:
             folder=str(folder),
         )
     )
+    if expanded(report):  # a city below full scale: its figures are marked, and why said once
+        scale = i18n.percent(float(report["scale"]), lg)
+        st.caption(tr("brief.compare.estimate_note", scale=scale))
     tabs = st.tabs(names) if len(names) > 1 else [st.container()]
     for i, (name, tab) in enumerate(zip(names, tabs, strict=True)):
         with tab:
@@ -422,10 +426,11 @@ def _headline(report: dict, name: str, rows: dict, i: int) -> None:
     lg = lang()
     st.markdown(f"#### {tr('compare.headline')}")
     cards = st.columns(len(brief.BIG_FIGURES) + 1)
+    est = expanded(report)
     for col, m in zip(cards, brief.BIG_FIGURES, strict=False):
-        _metric(col, brief.measure_label(m, lg), rows[m], brief.is_money(m))
+        _metric(col, brief.measure_label(m, lg), rows[m], brief.is_money(m), est)
     moved = report["trips_moved"][name]["total"]
-    _metric(cards[-1], tr("compare.moved"), {"difference": moved}, False)
+    _metric(cards[-1], tr("compare.moved"), {"difference": moved}, False, est)
     st.dataframe(brief.headline_table(report, name, lg), hide_index=True, width="stretch")
     frame = brief.headline_frame(report, name, lg)
     fig = charts.style(brief.change_figure(frame, lg), tr("compare.chart.change"))
@@ -433,8 +438,9 @@ def _headline(report: dict, name: str, rows: dict, i: int) -> None:
     charts.show(fig, frame, f"change-{i}")
 
 
-def _metric(col, label: str, row: dict, money: bool) -> None:
-    """A headline card: the change, its percent of the baseline, and its CI under it."""
+def _metric(col, label: str, row: dict, money: bool, estimated: bool) -> None:
+    """A headline card: the change, its percent of the baseline, and its CI under it
+    (``estimated``: the change and the CI marked as estimates)."""
     lg = lang()
     d = row["difference"]
     base = row.get("baseline")
@@ -442,10 +448,9 @@ def _metric(col, label: str, row: dict, money: bool) -> None:
     if base and not math.isnan(d["mean"]):
         delta = i18n.percent(d["mean"] / base, lg, digits=2)
         delta = f"+{delta}" if d["mean"] > 0 else delta
-    col.metric(
-        label, brief.amount(d["mean"], lg, money=money, signed=True), delta, delta_color="off"
-    )
-    col.caption(brief.interval(d, lg, money=money))
+    shown = brief.amount(d["mean"], lg, money=money, signed=True, estimated=estimated)
+    col.metric(label, shown, delta, delta_color="off")
+    col.caption(brief.interval(d, lg, money=money, estimated=estimated))
 
 
 def _groups(report: dict, name: str, i: int) -> None:

@@ -12,7 +12,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import brief, i18n, places, present
+from dashboard import brief, i18n, institutions, names, places, present
 from dashboard.charts import by_date, download, show, style
 from dashboard.state import code, guarded, lang, pick, query, require_run, stamp, tr
 from sim import api
@@ -41,10 +41,10 @@ def _labeller(dimension: str, meta: dict):
     return lambda k: code(dimension, k)
 
 
-def _estimate(text: str, estimated: bool) -> str:
-    """A figure as shown: marked as an estimate where it was expanded from a city simulated
-    below full scale (约 / ≈; callers leave a zero unmarked: nothing expands to nothing)."""
-    return i18n.estimate(text, lang(), estimated)
+def _estimate(value: float | int, text: str, estimated: bool) -> str:
+    """``text``, the formatted ``value``, as shown: marked as an estimate where it was expanded
+    from a city simulated below full scale (约 / ≈; never a zero, ``i18n.estimate``)."""
+    return i18n.estimate(value, text, lang(), estimated)
 
 
 def city_choice(view, name: str) -> int | None:
@@ -94,8 +94,8 @@ def kpi_cards(view, run_dir) -> None:
     for row in (cards[:4], cards[4:]):
         for column, (key, (value, text)) in zip(st.columns(len(row)), row, strict=True):
             # In a run with cities below full scale every card is expanded by their weights:
-            # an estimate (none of nothing).
-            column.metric(tr(key), _estimate(text, view.weighted and value != 0), border=True)
+            # an estimate.
+            column.metric(tr(key), _estimate(value, text, view.weighted), border=True)
 
 
 def ridership_tab(run_dir, meta: dict) -> None:
@@ -237,21 +237,25 @@ def outlets_tab(run_dir, view) -> None:
 def _outlet_names(meta: dict, outlets: pd.DataFrame, several: bool) -> dict[tuple, dict]:
     """Each outlet by (city, id) → its row of the opening-hours table in the page's language,
     and its ``label`` on the heat map (after its city's name where several cities are shown:
-    outlets of different cities share names). {} where the outlets files are gone."""
+    outlets of different cities share names). {} where the outlets files are gone. The outlets
+    files name them in Chinese only: an English page shows them in English words
+    (``names.outlet_name``)."""
     lg = lang()
     cities = {c.index: places.city_name(c, lg) for c in api.run_cities(meta)}
     several = several and len(cities) > 1
     region = places.region_label(meta, lg)
+    known = places.english_names(meta)
     found = {}
     for r in outlets.sort_values(["city", "outlet_id"]).to_dict("records"):
         city = cities.get(int(r["city"]), "")
+        name = names.outlet_name(r["name_zh"], lg, known)
         found[(int(r["city"]), int(r["outlet_id"]))] = {
             **({"city": city} if several else {}),
-            "name": r["name_zh"],  # the outlets file names them in Chinese only
+            "name": name,
             "region": region(r["region"]),
             "hours": r["hours"],
             "open_days": code("open_days", r["open_days"]),
-            "label": f"{city} · {r['name_zh']}" if several else r["name_zh"],
+            "label": f"{city} · {name}" if several else name,
         }
     # Two outlets of one name would be one row of the heat map: those carry their id too.
     labels = [info["label"] for info in found.values()]
@@ -282,7 +286,8 @@ def faults_tab(run_dir, meta: dict) -> None:
         st.caption(
             tr("explore.incident_timeline_cities" if several else "explore.incident_timeline")
         )
-        table = incident_table(incidents, with_city=several)
+        name = institutions.participant_label(meta, lg)
+        table = incident_table(incidents, with_city=several, node_name=name)
         st.dataframe(table, hide_index=True, width="stretch")
     else:
         st.caption(tr("explore.no_incidents"))
@@ -302,15 +307,15 @@ def faults_tab(run_dir, meta: dict) -> None:
         cols = st.columns(3)
         cols[0].metric(
             tr("explore.kpi.duplicates"),
-            _estimate(i18n.count(deductions, lg), estimated and deductions != 0),
+            _estimate(deductions, i18n.count(deductions, lg), estimated),
         )
         cols[1].metric(
             tr("explore.kpi.refunds"),
-            _estimate(i18n.yuan(refunds, lg), estimated and refunds != 0),
+            _estimate(refunds, i18n.yuan(refunds, lg), estimated),
         )
         cols[2].metric(
             tr("explore.kpi.duplicate_uploads"),
-            _estimate(i18n.count(uploads, lg), estimated and uploads != 0),
+            _estimate(uploads, i18n.count(uploads, lg), estimated),
         )
         long = dup.melt(
             id_vars="settle_date",
@@ -331,7 +336,7 @@ def faults_tab(run_dir, meta: dict) -> None:
             "explore.kpi.resends": int(uploads["resends"].sum()),
         }
         for column, (key, value) in zip(st.columns(len(totals)), totals.items(), strict=True):
-            column.metric(tr(key), _estimate(i18n.count(value, lg), estimated and value != 0))
+            column.metric(tr(key), _estimate(value, i18n.count(value, lg), estimated))
         uploads = uploads.assign(mode_label=uploads["mode"].map(lambda m: code("mode", m)))
         fig = px.line(uploads, x="service_date", y="mean_delay_s", color="mode_label", markers=True)
         by_date(style(fig, tr("explore.chart.upload_delay"), "", tr("explore.axis.seconds")))
@@ -339,12 +344,15 @@ def faults_tab(run_dir, meta: dict) -> None:
         show(fig, uploads, "device_uploads")
 
 
-def incident_table(incidents: list[api.RunIncident], with_city: bool = False) -> pd.DataFrame:
+def incident_table(
+    incidents: list[api.RunIncident], with_city: bool = False, node_name=str
+) -> pd.DataFrame:
     """The run's incident timeline (``api.run_incidents``: as ``run_meta.json`` stores each
     city's) in the page's language: the kind in words, the start as a date and time, the
     duration in minutes and what the kind's own settings say (money in yuan); ``with_city``
     first names the cities each acts in (a target is a device, line or outlet id of its city's
-    own, so in a run of several the city is what tells two cities' outlet 1 apart)."""
+    own, so in a run of several the city is what tells two cities' outlet 1 apart); a clearing
+    node's outage names the node by ``node_name`` (id → name), its id after it."""
     lg = lang()
     rows = []
     for incident in incidents:
@@ -366,20 +374,25 @@ def incident_table(incidents: list[api.RunIncident], with_city: bool = False) ->
                 tr("explore.incident.col.duration"): tr(
                     "explore.incident.minutes", n=i18n.count(inc.get("duration_min"), lg)
                 ),
-                tr("explore.incident.col.target"): _incident_target(inc),
+                tr("explore.incident.col.target"): _incident_target(inc, node_name),
                 tr("explore.incident.col.details"): _incident_details(inc),
             }
         )
     return pd.DataFrame(rows)
 
 
-def _incident_target(inc: dict) -> str:
-    """What an incident hits: a QR platform's medium in words, any other target (a device,
-    line, station, node or outlet id) as the scenario names it."""
+def _incident_target(inc: dict, node_name) -> str:
+    """What an incident hits: a QR platform's medium in words, a clearing node by its name
+    (and id), any other target (a device, line, station or outlet id) as the scenario names
+    it."""
     target = inc.get("target")
     if not target:
         return "–"
-    return code("media", target) if inc.get("kind") == "qr_platform_outage" else str(target)
+    if inc.get("kind") == "qr_platform_outage":
+        return code("media", target)
+    if inc.get("kind") == "clearing_node_outage" and node_name(target) != str(target):
+        return f"{node_name(target)} ({target})"
+    return str(target)
 
 
 def _incident_details(inc: dict) -> str:
@@ -427,31 +440,38 @@ def _settings_words(value: object, path: str) -> list[str]:
     return [f"{path} = {shown}"]
 
 
-def clearing_tab(run_dir) -> None:
+def clearing_tab(run_dir, meta: dict) -> None:
     """Clearing flows between institutions as a network (edge width = money), and the
-    settlement positions. In a run with cities below full scale, the figures of the flows and
-    positions their records went through are expanded by their weights and marked as
-    estimates (``RunView.clearing_flows``, ``node_positions``)."""
+    settlement positions. Institutions are named in the page's language (``institutions``),
+    their ids kept beside the names (hover text, id columns) to look them up in the data. In a
+    run with cities below full scale, the figures of the flows and positions their records
+    went through are expanded by their weights and marked as estimates
+    (``RunView.clearing_flows``, ``node_positions``)."""
     lg = lang()
     flows = query(run_dir, "clearing_flows")
     if flows.empty:
         st.info(tr("explore.no_clearing"))
         return
-    show(_flow_figure(flows), flows, "clearing_flows")
+    name = institutions.participant_label(meta, lg)
+    show(_flow_figure(flows, name), flows, "clearing_flows")
     positions = query(run_dir, "node_positions")
     shown = positions.assign(
+        node=positions["node_id"].map(name),
+        participant=positions["participant_id"].map(name),
         role=positions["role"].map(lambda r: code("role", r)),
         net=[
-            _estimate(i18n.yuan(int(f), lg), bool(e) and f != 0)
+            _estimate(f, i18n.yuan(int(f), lg), bool(e))
             for f, e in zip(positions["net_position_fen"], positions["estimated"], strict=True)
         ],
         deposit=positions["last_deposit_fen"].map(
             lambda f: "" if pd.isna(f) else i18n.yuan(int(f), lg)
         ),
-    )[["node_id", "participant_id", "role", "net", "deposit"]]
+    )[["node", "node_id", "participant", "participant_id", "role", "net", "deposit"]]
     shown.columns = [
         tr("explore.col.node"),
+        tr("explore.col.node_id"),
         tr("explore.col.participant"),
+        tr("explore.col.participant_id"),
         tr("explore.col.role"),
         tr("explore.col.net_position"),
         tr("explore.col.deposit"),
@@ -461,9 +481,10 @@ def clearing_tab(run_dir) -> None:
     download(positions, "settlement_positions")
 
 
-def _flow_figure(flows: pd.DataFrame) -> go.Figure:
+def _flow_figure(flows: pd.DataFrame, name) -> go.Figure:
     """Acquirers and clearing nodes laid out by networkx; each edge's width is its gross money
-    (an estimate, so marked, where it was expanded from a city below full scale)."""
+    (an estimate, so marked, where it was expanded from a city below full scale). Nodes are
+    labelled by ``name`` (id → name); the hover texts add the ids."""
     graph = nx.DiGraph()
     for row in flows.itertuples():
         graph.add_edge(
@@ -483,8 +504,8 @@ def _flow_figure(flows: pd.DataFrame) -> go.Figure:
     lg = lang()
     for a, b, d in sorted(graph.edges(data=True)):
         (x0, y0), (x1, y1) = layout[a], layout[b]
-        gross = _estimate(i18n.yuan(d["gross"], lg), d["estimated"] and d["gross"] != 0)
-        fee = _estimate(i18n.yuan(d["fee"], lg), d["estimated"] and d["fee"] != 0)
+        gross = _estimate(d["gross"], i18n.yuan(d["gross"], lg), d["estimated"])
+        fee = _estimate(d["fee"], i18n.yuan(d["fee"], lg), d["estimated"])
         fig.add_trace(
             go.Scatter(
                 x=[x0, x1],
@@ -493,7 +514,7 @@ def _flow_figure(flows: pd.DataFrame) -> go.Figure:
                 line={"width": 1 + 14 * math.sqrt(d["gross"] / biggest), "color": "#4a7ab0"},
                 opacity=0.6,
                 hoverinfo="text",
-                text=f"{a} → {b}: {gross} ({tr('explore.fee')} {fee})",
+                text=f"{name(a)} → {name(b)}: {gross} ({tr('explore.fee')} {fee})<br>{a} → {b}",
                 showlegend=False,
             )
         )
@@ -503,7 +524,8 @@ def _flow_figure(flows: pd.DataFrame) -> go.Figure:
             x=[layout[n][0] for n in nodes],
             y=[layout[n][1] for n in nodes],
             mode="markers+text",
-            text=nodes,
+            text=[name(n) for n in nodes],
+            hovertext=[f"{name(n)} ({n})" for n in nodes],
             textposition="top center",
             marker={"size": 14, "color": "#c0392b"},
             hoverinfo="text",
@@ -629,7 +651,7 @@ def main() -> None:
         "money": lambda: money_tab(run_dir, meta),
         "outlets": lambda: outlets_tab(run_dir, view),
         "faults": lambda: faults_tab(run_dir, meta),
-        "clearing": lambda: clearing_tab(run_dir),
+        "clearing": lambda: clearing_tab(run_dir, meta),
         "map": lambda: map_tab(run_dir, view),
     }
     # Lazy tabs: only the open one runs its queries and draws its charts, which keeps opening
