@@ -178,6 +178,13 @@ def flag_label(flag: str, lang: str) -> str:
     return i18n.t(key, lang)
 
 
+def estimate_note(report: dict, lang: str) -> str:
+    """What the 约 / ≈ marks of a comparison of a city below full scale mean, in one line (the
+    page and the brief say it alike)."""
+    scale = i18n.percent(float(report.get("scale", 1.0)), lang)
+    return i18n.t("brief.compare.estimate_note", lang, scale=scale)
+
+
 def variants(report: dict) -> list[str]:
     """The variants of a comparison, in the order pages and briefs show them."""
     return sorted(report["variants"])
@@ -510,11 +517,10 @@ def compare_brief(report: dict, lang: str, variant: str | None = None) -> str:
             wide=True,
         ),
     ]
-    note = t("brief.compare.estimate_note", scale=i18n.percent(float(report.get("scale", 1)), lang))
     body = [
         f'<p class="facts">{html_page.esc(facts)}</p>',
         f'<div class="figures">{"".join(figures)}</div>',
-        *([f'<p class="note">{html_page.esc(note)}</p>'] if est else []),
+        *([f'<p class="note">{html_page.esc(estimate_note(report, lang))}</p>'] if est else []),
         f'<p class="summary">{html_page.esc(summary(report, variant, lang))}</p>',
         f"<p>{html_page.esc(moved_text(report, variant, lang))}</p>",
         f'<div class="charts">{"".join(charts)}</div>',

@@ -107,8 +107,9 @@ def _english(name: str, known: tuple[tuple[str, str], ...]) -> str:
             proper += name[i]
             i += 1
             continue
-        out += _romanised(proper)
-        proper = ""
+        if proper:  # a proper name ends here: the next character starts a token of its own
+            out += _romanised(proper)
+            proper, kept = "", False
         if match is not None:
             out.append(words[match])
             i += len(match)

@@ -114,6 +114,7 @@ def test_a_character_without_pinyin_is_kept_not_lost():
     """㐂 has no reading in pypinyin: it stays as the data writes it, the rest is translated."""
     assert names.english("㐂广场") == "㐂 Square"
     assert names.english("Plaza 1") == "Plaza 1"  # nothing Chinese: as it is
+    assert names.english("A一B") == "A Yi B"  # a code's letters do not run into a name's
 
 
 def test_the_run_s_own_place_names_win_over_the_glossary():

@@ -394,8 +394,7 @@ def show_compare(path: Path) -> None:
         )
     )
     if expanded(report):  # a city below full scale: its figures are marked, and why said once
-        scale = i18n.percent(float(report["scale"]), lg)
-        st.caption(tr("brief.compare.estimate_note", scale=scale))
+        st.caption(brief.estimate_note(report, lg))
     tabs = st.tabs(names) if len(names) > 1 else [st.container()]
     for i, (name, tab) in enumerate(zip(names, tabs, strict=True)):
         with tab:
