@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,12 @@ def _locust(host: str, env: dict, *flags: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.parametrize("source", ["scenario", "recording", "two worker processes"])
 def test_locust_users_send_the_simulated_days_taps(tmp_path, source):
     expected = tmp_path / "taps.jsonl"
@@ -41,7 +48,12 @@ def test_locust_users_send_the_simulated_days_taps(tmp_path, source):
     if source == "recording":  # nothing simulated: the recorded stream's records
         env = {"CARDTWIN_SPEED": "20000", "CARDTWIN_RECORDING": str(tmp_path / "taps.parquet")}
     # Distributed: each worker process builds the feed and sends its share of it.
-    flags = ["--processes", "2"] if source == "two worker processes" else []
+    # On a free port of its own: Locust's default (5557) may be held by another Locust on the
+    # machine, whose workers would then join this test with feeds of their own.
+    flags = []
+    if source == "two worker processes":
+        port = str(_free_port())
+        flags = ["--processes", "2", "--master-bind-port", port, "--master-port", port]
     server, store = serve()
     try:
         done = _locust(f"http://127.0.0.1:{server.server_address[1]}", env, *flags)
