@@ -868,7 +868,9 @@ def run(
         progress(0, len(todo))
     execute(list(todo.values()), workers, finished, start_method)
     points = [
-        _point_record(p, results.get(keys[p.id]) if p.id in keys else _not_loaded(loaded[p.id]))
+        _point_record(p, results.get(keys[p.id]), loaded[p.id].scenario.scale)
+        if p.id in keys
+        else _point_record(p, _not_loaded(loaded[p.id]), None)
         for p in the_plan.points
     ]
     execution = {
@@ -950,8 +952,11 @@ def _not_loaded(error: str) -> dict:
     return {"status": "failed", "error": error}
 
 
-def _point_record(point: Point, result: dict | None) -> dict:
-    record = {"point": point.id, "role": point.role, "values": point.values}
+def _point_record(point: Point, result: dict | None, scale: float | None) -> dict:
+    """A point as the report takes it; ``scale``: the share of cardholders its scenario
+    simulates (its figures are expanded by 1/scale, so estimates below 1), None if it did not
+    load."""
+    record = {"point": point.id, "role": point.role, "values": point.values, "scale": scale}
     if result is None or result["status"] != "ok":
         error = "not run" if result is None else result["error"]
         return {**record, "status": "failed", "error": error, "measures": None}

@@ -42,11 +42,16 @@ def summarise(result: sweep.Result) -> dict:
         outputs = {}
         if p["measures"] is not None:
             outputs = {name: _output(p["measures"], name) for name in design.outputs}
-        points.append({k: p[k] for k in ("point", "role", "values", "status", "error")})
+        points.append({k: p[k] for k in ("point", "role", "values", "scale", "status", "error")})
         points[-1]["outputs"] = outputs
     by_id = {p["point"]: p for p in points}
     summary = {
-        "base": {"name": result.base.name, "file": result.base_path, "seed": result.base.seed},
+        "base": {
+            "name": result.base.name,
+            "file": result.base_path,
+            "seed": result.base.seed,
+            "scale": result.base.scale,
+        },
         "design": design.model_dump(mode="json"),
         "replications": design.replications,
         "days": result.base.period.days,
@@ -271,7 +276,26 @@ def _facts(summary: dict) -> str:
         ("随机种子（各点共用）", "Run seeds (common to every point)", _join(summary["seeds"])),
         ("点数", "Points", f"{len(summary['points'])} ({len(summary['failed'])} failed)"),
     ]
+    scales = sorted({p["scale"] for p in summary["points"] if estimated(p)})
+    if scales:
+        shares = ", ".join(f"{s:.4g}" for s in scales)
+        items.append(
+            (
+                "估算",
+                "Estimates",
+                f"≈ marks figures of points simulated at a scale below 1 ({shares}): each is "
+                "expanded by 1/scale from a sample of the cardholders",
+            )
+        )
     return facts(items)
+
+
+def estimated(point: dict) -> bool:
+    """Whether a point's figures are expanded from a city simulated below full scale (its
+    ``scale`` < 1), so estimates. A sweep written before points kept their scale is taken as
+    full scale."""
+    scale = point.get("scale")
+    return scale is not None and scale < 1.0
 
 
 def _range(spec: dict) -> str:
@@ -499,7 +523,7 @@ def _points_table(summary: dict) -> str:
     for p in summary["points"]:
         cells = [str(p["point"]), p["role"], *(_show(p["values"][k]) for k in params), p["status"]]
         means = [
-            _number(name, p["outputs"][name]["mean"]) if p["status"] == "ok" else ""
+            _number(name, p["outputs"][name]["mean"], estimated(p)) if p["status"] == "ok" else ""
             for name in outputs
         ]
         css = ' class="failed"' if p["status"] != "ok" else ""
@@ -509,7 +533,9 @@ def _points_table(summary: dict) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def _number(name: str, value: float | None) -> str:
+def _number(name: str, value: float | None, estimate: bool = False) -> str:
+    """A mean as the points table shows it (money in yuan), marked ≈ when an ``estimate``."""
     if value is None:
         return ""
-    return f"{value / 100:,.2f}" if _money(name) else f"{value:,.1f}"
+    text = f"{value / 100:,.2f}" if _money(name) else f"{value:,.1f}"
+    return f"≈{text}" if estimate else text

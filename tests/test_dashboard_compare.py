@@ -43,6 +43,8 @@ def results(tmp_path_factory) -> dict:
         workers=0,
         out_dir=sweep_dir,
     )
+    scaled_dir = root / "study" / "sweep-scale"  # a point below full scale: estimates
+    api.sweep(SMALL, ["scale=0.5,1.0"], replications=1, days=1, workers=0, out_dir=scaled_dir)
     broken = root / "broken"
     broken.mkdir()
     (broken / "compare.json").write_text("{ not json", encoding="utf-8")
@@ -53,6 +55,7 @@ def results(tmp_path_factory) -> dict:
         "compare": compare_dir,
         "report": api.load_compare_report(compare_dir / "compare.json"),
         "sweep": sweep_dir,
+        "scaled_sweep": scaled_dir,
         "broken": broken,
         "run": run_dir,
     }
@@ -276,6 +279,29 @@ def test_a_sweep_is_charted_with_its_ci_against_the_parameter(app, results):
     outputs.select("fare_revenue_fen").run()
     _ok(app)
     assert _charts(app) == 1
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_a_sweeps_figures_below_full_scale_are_marked_and_said_why(results, monkeypatch, lang):
+    def show(folder: Path) -> AppTest:  # picked by its Chinese label, then shown in ``lang``
+        at = _pick(_compare_page(results["root"], monkeypatch), folder / "sweep.json")
+        at.session_state["lang"] = lang
+        at.run()
+        _ok(at)
+        return at
+
+    note = i18n.t("compare.sweep_estimates", lang, scale=i18n.percent(0.5, lang))
+    mark = "约" if lang == "zh" else "≈"
+    at = show(results["sweep"])  # full scale: nothing said, nothing marked
+    assert note not in [c.value for c in at.caption]
+    assert not at.dataframe[0].value.map(lambda v: mark in str(v)).any().any()
+    at = show(results["scaled_sweep"])
+    assert note in [c.value for c in at.caption]
+    table = at.dataframe[0].value
+    mean = i18n.t("compare.col.mean", lang)
+    scale = table["scale"].astype(float)
+    assert table.loc[scale < 1, mean].str.contains(mark).all()
+    assert not table.loc[scale == 1, mean].str.contains(mark).any()
 
 
 def _replace_box(at: AppTest):

@@ -265,6 +265,25 @@ def test_the_page_is_self_contained(grid):
     assert "Plotly.newPlot" in page and len(page) > 1_000_000  # plotly.js inline
 
 
+def test_figures_of_points_below_full_scale_are_marked_as_estimates(tmp_path):
+    summary = sweep(SMALL, ["scale=0.5,1.0"], replications=1, days=1, outputs=OUTPUTS,
+                    workers=0, out_dir=tmp_path)  # fmt: skip
+    assert summary["base"]["scale"] == 1.0
+    by_scale = {p["values"]["scale"]: p for p in summary["points"] if p["role"] == "design"}
+    assert {s: p["scale"] for s, p in by_scale.items()} == {0.5: 0.5, 1.0: 1.0}
+    half, whole = by_scale[0.5]["outputs"]["taps"]["mean"], by_scale[1.0]["outputs"]["taps"]["mean"]
+    assert 0.8 < half / whole < 1.25  # expanded by 1/scale: about the whole city's taps
+    page = (tmp_path / "sweep.html").read_text("utf-8")
+    rows = re.findall(r"<tr(?: class=\"failed\")?>(.*?)</tr>", page)
+    cells = {r.split("</td>")[0]: r for r in rows if r.startswith("<td>")}
+    point = {p["point"]: p for p in summary["points"]}
+    for pid, row in cells.items():
+        marked = "≈" in row
+        assert marked == (point[int(pid.removeprefix("<td>"))]["scale"] < 1.0), row
+    assert sum("≈" in r for r in cells.values()) == 1  # one design point at 0.5
+    assert "scale below 1 (0.5)" in page
+
+
 def test_param_values_split_on_top_level_commas():
     assert split_values("60,90, 120") == ["60", "90", "120"]
     assert split_values("[bus],[bus, metro],'a,b'") == ["[bus]", "[bus, metro]", "'a,b'"]

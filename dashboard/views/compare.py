@@ -52,6 +52,7 @@ from dashboard.state import (
 )
 from sim import api
 from sim.lab_report import expanded
+from sim.sweep_report import estimated
 
 SCENARIO_DIR = ROOT / "scenarios"
 POLICY_DIR = SCENARIO_DIR / "policies"
@@ -609,8 +610,13 @@ def sweep_table(result: dict, output: str) -> pd.DataFrame:
         row.update({k: _value_text(p["values"][k]) for k in result["parameters"]})
         status = "ok" if p["status"] == "ok" else "failed"
         row[tr("compare.col.status")] = tr(f"compare.status.{status}")
-        row[tr("compare.col.mean")] = brief.amount(o["mean"], lg, money=money) if ok else "–"
-        row[tr("brief.col.ci")] = brief.interval(o, lg, money=money, bare=True) if ok else "–"
+        est = estimated(p)
+        row[tr("compare.col.mean")] = (
+            brief.amount(o["mean"], lg, money=money, estimated=est) if ok else "–"
+        )
+        row[tr("brief.col.ci")] = (
+            brief.interval(o, lg, money=money, bare=True, estimated=est) if ok else "–"
+        )
         row[tr("compare.col.error")] = p.get("error") or ""
         rows.append(row)
     return pd.DataFrame(rows)
@@ -651,6 +657,10 @@ def show_sweep(path: Path) -> None:
             for f in result["failed"]
         ]
         st.warning("\n\n".join([tr("compare.sweep_failed", n=len(lines)), *lines]))
+    scales = sorted({p["scale"] for p in result["points"] if estimated(p)})
+    if scales:  # points below full scale: their figures are marked, and why said once
+        shares = ("、" if lg == "zh" else ", ").join(i18n.percent(s, lg) for s in scales)
+        st.caption(tr("compare.sweep_estimates", scale=shares))
     # the widgets' keys name the folder: another sweep has other outputs and parameters
     c1, c2 = st.columns(2)
     output = c1.selectbox(
@@ -671,7 +681,8 @@ def show_sweep(path: Path) -> None:
         fig = sweep_figure(frame, x, colour, joined, label)
         title = tr("compare.chart.sweep", output=label)
         unit = tr("brief.unit_yuan") if brief.is_money(output) else ""
-        charts.show(charts.style(fig, title, x=x, y=label + unit), frame, "sweep")
+        mark = "≈ " if scales else ""  # the chart holds the marked figures of the table
+        charts.show(charts.style(fig, title, x=x, y=mark + label + unit), frame, "sweep")
     st.dataframe(sweep_table(result, output), hide_index=True, width="stretch")
 
 
