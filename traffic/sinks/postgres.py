@@ -10,6 +10,24 @@ stream) breaks the key: it is then copied into a temporary table and inserted wi
 ``ON CONFLICT DO NOTHING``, so every record is in the table once. Lost connections are transient
 (a new one is made); data the server refuses is permanent.
 
+A batch that arrived though its answer was lost (the connection dropped after the COMMIT went up)
+is told apart from one that did not (``arrived_through``). A batch is one transaction, so it is
+in the table wholly or not at all; what is uncertain is only an attempt that may still commit:
+its transaction's data or COMMIT still on its way, or waiting in the server. Each connection
+notes its server process when it is made (its pid and start time, from ``pg_stat_activity``),
+and each attempt at a batch notes the process it went to. When the last attempt failed too,
+the sink connects once more and first makes sure none of those processes can still commit:
+one still running is ended (``pg_terminate_backend``, which a role may do to its own sessions)
+and the sink waits, for at most ``--timeout`` seconds, until it is gone from
+``pg_stat_activity`` (a session leaves it only after its transaction was committed or rolled
+back: a COMMIT under way is finished first, and whatever is still on its way then lands on a
+closed socket). Then the batch's keys are looked up: all there, the batch is acknowledged; none,
+it is dead-lettered and never lands later. The answer is "cannot tell" (its records are of
+unknown delivery) when the server cannot be reached or asked, a process cannot be ended (not
+allowed, or still there after the wait), the session was not a server process of its own (a
+connection pooler in between: the pid libpq was given is not the server's), or the keys found
+are not the batch's first records (records of an earlier session in the table, others not).
+
 Other ``?name=value`` options of the URL (``sslmode=require``, ``application_name=...``) go to
 libpq as its own URL options (libpq refuses one it does not know). A URL without a host uses the
 local socket, as psql does.
@@ -17,7 +35,9 @@ local socket, as psql does.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
+import time
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -56,6 +76,48 @@ def _pg_type(t: pa.DataType) -> str:
     if pa.types.is_date(t):
         return "date"
     return "text"
+
+
+#: A server process: its pid and start time (a pid alone may be a later process's).
+Backend = tuple[int, dt.datetime]
+
+
+def _backend_of(conn: psycopg.Connection) -> Backend | None:
+    """The server process at the other end of ``conn``; None when the pid libpq was given is
+    not the server's (a connection pooler answers for it: the process the data goes to cannot
+    be found again)."""
+    try:
+        row = conn.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        ).fetchone()
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error:  # not readable here: the process cannot be found again
+        conn.rollback()
+        return None
+    conn.commit()  # not left in a transaction: a batch's is its own
+    if row is None or row[0] != conn.info.backend_pid:
+        return None
+    return row[0], row[1]
+
+
+def _ended(conn: psycopg.Connection, backend: Backend, deadline: float) -> bool:
+    """End the server process ``backend`` if it is still there, and wait until it is gone
+    (``conn``: autocommit, so each look at ``pg_stat_activity`` is a new one). False if it is
+    still there at ``deadline``; a role not allowed to end it raises
+    ``InsufficientPrivilege``."""
+    pid, started = backend
+    while True:
+        row = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE pid = %s AND backend_start = %s",
+            (pid, started),
+        ).fetchone()
+        if row is None:
+            return True  # gone: its transaction committed or rolled back, and nothing follows
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
 
 
 def create_table_sql(table: str, schema: pa.Schema) -> sql.Composed:
@@ -97,6 +159,9 @@ class PostgresSink(Sink):
         self._local = threading.local()
         self._connections: list[psycopg.Connection] = []
         self._lock = threading.Lock()
+        # first_seq of a batch still being tried -> the server processes its attempts went to
+        # (pid and start time; None: a process that cannot be told apart, module docstring)
+        self._attempts: dict[int, list[Backend | None]] = {}
         columns = sql.SQL(", ").join(sql.Identifier(f.name) for f in self.schema)
         self._copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
             sql.Identifier(self.table), columns
@@ -127,30 +192,74 @@ class PostgresSink(Sink):
                 "(choose another ?table=)"
             )
 
-    def _connection(self) -> psycopg.Connection:
+    def _connection(self) -> tuple[psycopg.Connection, Backend | None]:
+        """This thread's connection, and the server process it talks to."""
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
             conn = self._connect()
-            self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
-        return conn
+            self._local.conn, self._local.backend = conn, None
+            self._local.backend = _backend_of(conn)
+        return conn, self._local.backend
 
     def send(self, batch: Batch, encoder: Encoder) -> Outcome:
         body = encoder.encode(batch.table, "csv", header=False)
         try:
-            conn = self._connection()
+            conn, backend = self._connection()
+            with self._lock:
+                went_to = self._attempts.setdefault(batch.first_seq, [])
+                if backend not in went_to:
+                    went_to.append(backend)
             try:
                 with conn.transaction(), conn.cursor() as cur, cur.copy(self._copy) as copy:
                     copy.write(body)
             except psycopg.errors.UniqueViolation:
                 self._insert_new(conn, body)
         except psycopg.OperationalError as exc:
-            self._local.conn = None
+            lost, self._local.conn = getattr(self._local, "conn", None), None
+            if lost is not None:
+                lost.close()  # its server process ends (if it is still there to hear it)
             raise TransientError(f"{type(exc).__name__}: {str(exc).strip()}") from exc
         except psycopg.Error as exc:
+            self._forget(batch)
             raise PermanentError(f"{type(exc).__name__}: {str(exc).strip()}") from exc
+        self._forget(batch)
         return Outcome()
+
+    def _forget(self, batch: Batch) -> None:
+        with self._lock:
+            self._attempts.pop(batch.first_seq, None)
+
+    def arrived_through(self, batch: Batch) -> int | None:
+        """Whether ``batch`` is in the table, once no attempt at it can still commit (module
+        docstring): ``batch.last_seq`` (all of it), ``batch.first_seq - 1`` (none), or None
+        when that cannot be told."""
+        with self._lock:
+            backends = self._attempts.pop(batch.first_seq, [])
+        if None in backends:
+            return None  # a process that cannot be found again (a pooler in between)
+        keys = batch.table.column("idempotency_key").to_pylist()
+        try:
+            with psycopg.connect(
+                self.dsn, connect_timeout=max(1, int(self.timeout_s)), autocommit=True
+            ) as conn:
+                deadline = time.monotonic() + self.timeout_s
+                for backend in backends:
+                    if not _ended(conn, backend, deadline):
+                        return None
+                query = sql.SQL("SELECT idempotency_key FROM {} WHERE idempotency_key = ANY(%s)")
+                found = {
+                    row[0]
+                    for row in conn.execute(query.format(sql.Identifier(self.table)), (keys,))
+                }
+        except psycopg.Error:  # out of reach, not allowed to end a process, the table gone...
+            return None
+        there = [key in found for key in keys]
+        arrived = there.index(False) if False in there else len(keys)
+        if any(there[arrived:]):
+            return None  # not a prefix of the batch: no position says what arrived
+        return batch.first_seq - 1 + arrived
 
     def _insert_new(self, conn: psycopg.Connection, body: bytes) -> None:
         """A batch partly or wholly there already: only its new records go in."""
