@@ -37,6 +37,7 @@ from sim.calibration import markdown, untargeted
 from sim.clearing_report import ClearingReport
 from sim.cross_city import CrossCityCollector
 from sim.distributed import ShardFailed, WorkerLost, submit_shards
+from sim.errors import BadInput
 from sim.events import Subscriber
 from sim.incidents import IncidentError
 from sim.ledger import InvariantViolation
@@ -121,10 +122,6 @@ __all__ = [
     "run_participants",
     "run_regions",
 ]
-
-
-class BadInput(Exception):
-    """Something the user supplied (scenario, flag, data file, output dir) is wrong."""
 
 
 @dataclass

@@ -32,6 +32,7 @@ import simpy
 
 from sim.clearing import MEMO_OPENING, post_flow
 from sim.engine import DAY_S
+from sim.errors import BadInput
 from sim.events import DaySettled, EventBus, TapsFinal
 from sim.incidents import IncidentError
 from sim.ledger import InvariantViolation, Ledger
@@ -87,8 +88,8 @@ PROBE_FILE = ".shared-folder-probe"
 
 #: Errors of the run's own checks raised in a shard: they go back to the driver as they are, to
 #: be reported as in an in-process run (a broken money invariant, an incident the run cannot
-#: play, a folder the workers do not share).
-PASSED_BACK = (InvariantViolation, IncidentError, FolderNotShared)
+#: play, a folder the workers do not share, a city's data that cannot make its world).
+PASSED_BACK = (InvariantViolation, IncidentError, FolderNotShared, BadInput)
 
 
 @dataclasses.dataclass(eq=False)
@@ -148,7 +149,19 @@ class ShardActor:
         from sim.world import build_world
 
         tune_for_columns()  # before the world's columns are allocated
-        self._built = build_world(scenario, Path(outlets_file))
+        # A world that cannot be built is said by the driver's first call (``call``), not
+        # raised here: Dask would log a failed actor's construction, traceback and all, on the
+        # user's terminal, and could not tell it from a worker that went.
+        self._build_failed: Exception | None = None
+        try:
+            self._built = build_world(scenario, Path(outlets_file))
+        except ValueError as exc:  # the city's data (an outlets file too): as sim.api.build says
+            self._build_failed = BadInput(str(exc))
+        except Exception as exc:  # noqa: BLE001 - as ``call``: the shard's code, not the worker
+            self._build_failed = ShardFailed(
+                scenario.name, shard_index, "build", type(exc).__name__, str(exc),
+                traceback.format_exc(),
+            )  # fmt: skip
         self.scenario = scenario
         self.shard_index = shard_index
         self.run_seed = run_seed
@@ -160,7 +173,10 @@ class ShardActor:
         """``method(*args)`` of this shard: the driver's one way in (sim/distributed.py). An
         error of the run's own checks goes back as it is (``PASSED_BACK``); any other error
         raised here goes back as ``ShardFailed``, so that the driver can tell it from a lost
-        worker, which it sees as the connection's errors."""
+        worker, which it sees as the connection's errors. A shard whose world could not be
+        built answers every call with that error."""
+        if self._build_failed is not None:
+            raise self._build_failed
         try:
             return getattr(self, method)(*args)
         except PASSED_BACK:

@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import dask
+import dask.distributed  # noqa: F401 - its config defaults loaded before a test's dask.config.set
 import pytest
 
-from sim.api import ShardFailed, dask_client, load_scenario, run
+from sim.api import BadInput, ShardFailed, dask_client, load_scenario, run
 
 ROOT = Path(__file__).resolve().parent.parent
 TWO_CITY = ROOT / "scenarios" / "two_city.yaml"
@@ -50,11 +51,35 @@ def test_an_error_in_a_shards_own_code_is_shard_failed_with_the_workers_tracebac
     assert not list(tmp_path.glob("run.partial-*"))
 
 
+def test_an_error_building_a_citys_world_on_its_worker_is_told_from_a_lost_worker(
+    tmp_path, monkeypatch
+):
+    out = tmp_path / "run"
+    scenario = load_scenario(TWO_CITY, [DAYS])
+    with dask.config.set({"distributed.worker.preload": [str(FAULTS)]}):
+        monkeypatch.setenv("CARDTWIN_TEST_SHARD_FAULT", "build")  # a defect in the world's code
+        with dask_client(workers=1) as client, pytest.raises(ShardFailed) as failed:
+            run(scenario, out, client=client)
+        error = failed.value
+        assert (error.city, error.shard, error.method) == ("two_city_alpha", 0, "build")
+        assert (error.error_type, error.error) == ("KeyError", "\"card type 'ST' has no fare\"")
+        assert "in broken_build_world" in error.remote_traceback
+        # The city's data cannot make a world: bad input, as the driver's own build says it.
+        monkeypatch.setenv("CARDTWIN_TEST_SHARD_FAULT", "build_data")
+        with dask_client(workers=1) as client, pytest.raises(BadInput) as bad:
+            run(scenario, out, client=client)
+        assert str(bad.value) == "region 'east': generated bus network is not connected"
+    assert not out.exists()
+    assert not list(tmp_path.glob("run.partial-*"))
+
+
 @pytest.mark.parametrize(
     ("fault", "code", "said"),
     [
         ("raise", 6, "city two_city_alpha (shard 0) raised KeyError in its evening_and_morning"),
         ("kill", 4, "the worker running city two_city_alpha (shard 0) failed"),
+        ("build", 6, "city two_city_alpha (shard 0) raised KeyError in its build call"),
+        ("build_data", 2, "error: region 'east': generated bus network is not connected"),
     ],
 )
 def test_the_cli_tells_a_shards_error_from_a_lost_worker(tmp_path, fault, code, said):
@@ -71,10 +96,12 @@ def test_the_cli_tells_a_shards_error_from_a_lost_worker(tmp_path, fault, code, 
     )  # fmt: skip
     assert done.returncode == code, done.stderr
     assert said in done.stderr
-    assert "nothing was written to the output folder" in done.stderr
-    if fault == "raise":  # a defect: the worker's traceback is what to report
+    if fault != "build_data":
+        assert "nothing was written to the output folder" in done.stderr
+    if fault in ("raise", "build"):  # a defect: the worker's traceback is what to report
         assert "worker traceback:\nTraceback (most recent call last):" in done.stderr
-        assert "in broken_settle_day" in done.stderr and "report it" in done.stderr
+        assert f"in broken_{'settle_day' if fault == 'raise' else 'build_world'}" in done.stderr
+        assert "report it" in done.stderr
     else:  # the cluster's doing: no traceback, nothing to report
         assert "Traceback" not in done.stderr
     assert not out.exists()
