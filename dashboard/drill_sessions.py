@@ -1,5 +1,6 @@
 """What the drill console and the trainer's view share (dashboard/views/drill.py,
-dashboard/views/trainer.py): where sessions live, the shipped drills, the start form."""
+dashboard/views/trainer.py): where sessions live, the shipped drills, the start form, the
+actions in words (with the names of what they name: dashboard/drill_names.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import i18n
+from dashboard.drill_names import DrillNames
 from dashboard.state import ROOT, lang, pick, runs_root, tr
-from drills.script import load_drill
-from drills.session import DrillSession, sessions
+from drills.report import ACTION_TARGET_SCOPES
+from drills.session import DrillSession, read_drill, sessions
 from sim.yaml_config import ConfigError
 
 DRILL_DIR = ROOT / "scenarios" / "drills"
@@ -45,7 +47,7 @@ def drill_files():
     good = []
     for path in sorted(DRILL_DIR.glob("*.yaml")):
         try:
-            load_drill(path)
+            read_drill(path)
         except ConfigError as exc:
             st.warning(tr("drill.bad_drill_file", error=str(exc).splitlines()[0]))
             continue
@@ -54,19 +56,33 @@ def drill_files():
 
 
 def drill_label(path) -> str:
-    drill = load_drill(path)
+    """A shipped drill as the start form offers it: its title and difficulty."""
+    drill = read_drill(path)
     return f"{drill.title(lang())} · {tr('drill.difficulty', n=drill.difficulty)}"
 
 
-def actions_frame(actions, rules: dict | None = None) -> pd.DataFrame:
+def session_label(session: DrillSession) -> str:
+    """A session as the pickers offer it: its drill's title and the trainee, its id beside
+    (two sessions of one trainee differ by it)."""
+    state = session.state()
+    return tr(
+        "drill.session_label",
+        drill=session.drill.title(lang()),
+        trainee=state["trainee"],
+        id=state["id"],
+    )
+
+
+def actions_frame(actions, rules: dict | None = None, names: DrillNames | None = None):
     """A trainee's actions as a table in the page's language: the time, what was done and
     what it named, in words (``rules``: the drill's alert rules by id, to name an acknowledged
-    alert by its text); the charges a refund resolved to are counted, not listed."""
+    alert by its text; ``names``: the drill's devices, lines, outlets, nodes and issuers by
+    name, each with its id); the charges a refund resolved to are counted, not listed."""
     rows = [
         {
             tr("drill.action_col.time"): f"{action.at:%H:%M}",
             tr("drill.action_col.kind"): tr(f"drill.kind.{action.kind}"),
-            tr("drill.action_col.what"): _action_what(action, rules or {}),
+            tr("drill.action_col.what"): _action_what(action, rules or {}, names),
         }
         for action in actions
     ]
@@ -77,39 +93,50 @@ def actions_frame(actions, rules: dict | None = None) -> pd.DataFrame:
 LISTED = 6  # ids shown of a long list (a refund of many cards); the count says how many
 
 
-def _listed(values) -> str:
-    shown = [str(v) for v in values[:LISTED]]
-    return tr("drill.list_sep").join(shown + (["…"] if len(values) > LISTED else []))
+def _listed(values, shown=str) -> str:
+    words = [shown(v) for v in values[:LISTED]]
+    return tr("drill.list_sep").join(words + (["…"] if len(values) > LISTED else []))
 
 
-def _action_what(action, rules: dict) -> str:
-    """What an action named (devices, cards, lines, an alert, a cause, an outlet ...)."""
+def _action_what(action, rules: dict, names: DrillNames | None = None) -> str:
+    """What an action named (devices, cards, lines, an alert, a cause, an outlet ...), each
+    device, line, outlet, node or issuer by its name with its id (``names``; by its id alone
+    without). Cards are masked tokens: they have no other name."""
     lg = lang()
+
+    def named(per: str):
+        return str if names is None else lambda key: names.label(per, key)
+
     parts = []
     if action.alert:
         rule = rules.get(action.alert)
         parts.append(rule.text(lg) if rule is not None else action.alert)
     if action.devices:
-        parts.append(tr("drill.what.devices", devices=_listed(action.devices)))
+        parts.append(tr("drill.what.devices", devices=_listed(action.devices, named("device"))))
     if action.cards:
         parts.append(
             tr("drill.what.cards", n=i18n.count(len(action.cards), lg), cards=_listed(action.cards))
         )
     if action.duplicates_on is not None:
         on = action.duplicates_on
-        parts.append(tr("drill.what.duplicates_on", device=on.device, since=f"{on.since:%H:%M}"))
+        device = named("device")(on.device)
+        parts.append(tr("drill.what.duplicates_on", device=device, since=f"{on.since:%H:%M}"))
     if action.records:
         parts.append(tr("drill.what.records", n=i18n.count(len(action.records), lg)))
     if action.lines:
-        parts.append(tr("drill.what.lines", lines=_listed(action.lines)))
+        parts.append(tr("drill.what.lines", lines=_listed(action.lines, named("line"))))
     if action.target:
         cause = f"drill.cause.{action.target}"
+        scope = ACTION_TARGET_SCOPES.get(action.kind)
         if action.kind == "explain" and i18n.has(cause):
             parts.append(tr(cause))
         elif action.kind == "extend_outlet_hours" and action.until is not None:
-            parts.append(
-                tr("drill.what.outlet_until", outlet=action.target, until=f"{action.until:%H:%M}")
-            )
+            until, outlet = f"{action.until:%H:%M}", named("outlet")(action.target)
+            parts.append(tr("drill.what.outlet_until", outlet=outlet, until=until))
+        elif scope is not None:
+            parts.append(named(scope)(action.target))
+        elif names is not None:  # a cause named in the trainee's words: a node, an outlet ...
+            parts.append(names.named(action.target))
         else:
             parts.append(action.target)
     return tr("drill.what.sep").join(parts)

@@ -5,6 +5,7 @@ formatted for the language by Babel; the same debrief gives the same bytes."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from babel.numbers import format_decimal
 
@@ -86,6 +87,40 @@ ROLES = {
     "clearing": {"en": "clearing", "zh": "清分结算"},
     "service_desk": {"en": "service desk", "zh": "客服"},
 }
+#: What an incident kind's target is: the scope it names (a device, a line, an outlet, ...).
+_TARGET_SCOPES = {
+    "validator_outage": "device",
+    "duplicate_wave": "device",
+    "line_outage": "line",
+    "offline_acceptance": "line",
+    "free_rides": "line",
+    "station_outage": "station",
+    "clearing_node_outage": "node",
+    "qr_platform_outage": "medium",
+    "outlet_closure": "outlet",
+    "renewal_wave": "outlet",
+    "outlet_extension": "outlet",
+    "deposit_call_unpaid": "issuer",
+}
+#: What an action's target is, by the action's kind (``identify``, ``explain``: free words).
+ACTION_TARGET_SCOPES = {
+    "extend_outlet_hours": "outlet",
+    "restore_node": "node",
+    "chase_deposit": "issuer",
+}
+#: Names a thing by its scope and id (the pages' names with the id beside; ``None``: the id).
+Namer = Callable[[str, str], str]
+
+
+def target_scope(kind: str, target: str) -> str | None:
+    """The scope an incident's ``target`` names (sim/incidents.py): ``device``, ``line``,
+    ``station``, ``node``, ``medium``, ``outlet`` or ``issuer``; None for a kind with none. A
+    ``comm_outage`` names a device (a number) or a line."""
+    if kind == "comm_outage":
+        return "device" if str(target).isdigit() else "line"
+    return _TARGET_SCOPES.get(kind)
+
+
 _CSS = """
 body { font-family: "Noto Sans CJK SC", "WenQuanYi Micro Hei", "PingFang SC", sans-serif;
        margin: 2em auto; max-width: 1000px; padding: 0 1em; color: #222; }
@@ -113,15 +148,27 @@ def _money(key: str, value: float, lang: str) -> str:
     return _num(value, lang, 2 if isinstance(value, float) else 0)
 
 
-def _listed(value) -> str:
-    """A value for a table cell; a long list as its count and first few."""
+def _listed(value, shown: Callable[[object], str] = str) -> str:
+    """A value for a table cell (each item as ``shown`` words it); a long list as its count
+    and first few."""
     if isinstance(value, dict):
-        return ", ".join(f"{k} {_listed(v)}" for k, v in value.items())
+        return ", ".join(f"{k} {_listed(v, shown)}" for k, v in value.items())
     if not isinstance(value, list):
-        return str(value)
+        return shown(value)
     if len(value) > 6:
-        return f"{len(value)} ({', '.join(map(str, value[:3]))}, …)"
-    return ", ".join(map(str, value)) or "-"
+        return f"{len(value)} ({', '.join(map(shown, value[:3]))}, …)"
+    return ", ".join(map(shown, value)) or "-"
+
+
+def _by_scope(name: Namer | None, scope: str | None) -> Callable[[object], str]:
+    """A function wording an id of ``scope`` (``name``'s words; the id without a namer)."""
+    if name is None or scope is None:
+        return str
+    return lambda value: name(scope, str(value))
+
+
+#: An action's fields that name things of a scope (the action's target: ACTION_TARGET_SCOPES).
+_ACTION_FIELD_SCOPES = {"devices": "device", "lines": "line"}
 
 
 def _clock(minutes: int) -> str:
@@ -140,8 +187,10 @@ def _minute_of(stamp: str, day: str) -> int:
     return int((at - dt.datetime.fromisoformat(day)).total_seconds() // 60)
 
 
-def debrief_html(debrief: dict, lang: str = "zh") -> str:
-    """The page (module docstring); ``lang`` is ``zh`` or ``en``."""
+def debrief_html(debrief: dict, lang: str = "zh", name: Namer | None = None) -> str:
+    """The page (module docstring); ``lang`` is ``zh`` or ``en``. ``name(scope, id)`` words
+    the devices, lines, outlets, nodes and issuers the incidents, alerts and actions name (the
+    dashboard's names, with the id beside); without it they are shown by their ids."""
     if lang not in ("zh", "en"):
         raise ValueError(f"lang must be zh or en, got {lang!r}")
     d = debrief
@@ -177,6 +226,7 @@ def debrief_html(debrief: dict, lang: str = "zh") -> str:
     )
     for inc_id, t in d["incidents"].items():
         timing = d["detection"][inc_id]
+        target = _by_scope(name, target_scope(t["kind"], t["target"]))(t["target"])
         touched = (
             f"{_num(len(t['devices']), lang)} {_w('devices', lang)}, "
             f"{_num(len(t['cards']), lang)} {_w('cards', lang)}, "
@@ -185,7 +235,7 @@ def debrief_html(debrief: dict, lang: str = "zh") -> str:
         )
         detect, act = timing["minutes_to_detect"], timing["minutes_to_act"]
         parts.append(
-            f"<tr><td>{esc(inc_id)} ({esc(t['kind'])}, {esc(t['target'])})</td>"
+            f"<tr><td>{esc(inc_id)} ({esc(t['kind'])}, {esc(target)})</td>"
             f"<td>{esc(_when(t['start'], d['day']))}–{esc(_when(t['end'], d['day']))}</td>"
             f"<td>{esc(touched)}</td>"
             f'<td class="num">{esc(_w("never", lang) if detect is None else _num(detect, lang))}'
@@ -212,7 +262,7 @@ def debrief_html(debrief: dict, lang: str = "zh") -> str:
     parts.append(
         f"<table><tr><th>{esc(_w('time', lang))}</th><th>{esc(_w('what', lang))}</th></tr>"
     )
-    for minute, kind, text in _timeline(d, lang):
+    for minute, kind, text in _timeline(d, lang, name):
         css = ' class="noise"' if kind == "noise" else ""
         at = _clock(minute) if 0 <= minute < 24 * 60 else _when(_stamp(d["day"], minute), "")
         parts.append(f"<tr{css}><td>{esc(at)}</td><td>{esc(text)}</td></tr>")
@@ -230,8 +280,9 @@ def _stamp(day: str, minute: int) -> str:
     return (dt.datetime.fromisoformat(day) + dt.timedelta(minutes=minute)).isoformat()
 
 
-def _timeline(d: dict, lang: str) -> list[tuple[int, str, str]]:
-    """(minute of the day, kind, words) of incidents, alerts and actions, in time order."""
+def _timeline(d: dict, lang: str, name: Namer | None = None) -> list[tuple[int, str, str]]:
+    """(minute of the day, kind, words) of incidents, alerts and actions, in time order
+    (``name``: as for ``debrief_html``)."""
     rows = []
     for inc_id, t in d["incidents"].items():
         start = _minute_of(t["start"], d["day"])
@@ -241,17 +292,23 @@ def _timeline(d: dict, lang: str) -> list[tuple[int, str, str]]:
             rows.append((end, "incident", f"{_w('incident', lang)} {inc_id} {_w('ends', lang)}"))
     for a in d["alerts"]:
         tag = _w("true", lang) if a["true"] else _w("noise", lang)
+        where = f"{a['per']} {a['key']}" if name is None else name(a["per"], str(a["key"]))
         rows.append(
             (a["minute"], "alert" if a["true"] else "noise",
-             f"{_w('alert', lang)} {a['rule']} ({a['per']} {a['key']}, {tag})")
+             f"{_w('alert', lang)} {a['rule']} ({where}, {tag})")
         )  # fmt: skip
     for a in d["actions"]:
         hh, mm = a["at"][:5].split(":")
-        what = "; ".join(f"{k} {_listed(v)}" for k, v in a.items() if k not in ("at", "kind") and v)
+        scopes = {**_ACTION_FIELD_SCOPES, "target": ACTION_TARGET_SCOPES.get(a["kind"])}
+        what = "; ".join(
+            f"{k} {_listed(v, _by_scope(name, scopes.get(k)))}"
+            for k, v in a.items()
+            if k not in ("at", "kind") and v
+        )
         rows.append(
             (int(hh) * 60 + int(mm), "action", f"{_w('action', lang)} {a['kind']} {what}".strip())
         )
     return sorted(rows, key=lambda r: (r[0], r[1]))
 
 
-__all__ = ["debrief_html"]
+__all__ = ["ACTION_TARGET_SCOPES", "debrief_html", "target_scope"]

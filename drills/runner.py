@@ -128,6 +128,23 @@ def drill_world(drill: Drill, overrides=()):
     return _world(str(drill.base), drill.day, (*drill.overrides, *overrides))
 
 
+@functools.lru_cache(maxsize=8)
+def naming_world(base: str, day: dt.date, overrides: tuple[str, ...]):
+    """The world of a drill (its ``base``, ``day`` and ``overrides``) without people or
+    routes: the same lines, devices, outlets and regions the day is played on, to name them
+    by (tens of milliseconds once the scenario is loaded, where the full world takes seconds).
+    Kept apart from ``_world``, whose two places a trainer's page listing sessions of several
+    drills would otherwise evict on every refresh."""
+    from sim.api import build, load_scenario
+
+    scenario = load_scenario(
+        base,
+        [*overrides, f"period.start={day - dt.timedelta(days=2)}", "incidents=[]"],
+        days=4,
+    )
+    return build(scenario, people=False)
+
+
 def drill_network(session) -> object:
     """The network of a live session's drill (to tell which devices an action names)."""
     return drill_world(session.drill).network

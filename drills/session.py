@@ -22,15 +22,21 @@ console reveals it as the clock passes, as an operations centre's screens would.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import copy
 import datetime as dt
 import fcntl
 import functools
 import json
+import os
 import secrets
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -58,6 +64,81 @@ STATE_KEYS: dict[str, type | tuple[type, ...]] = {
 #: What reading a session's files can raise when one is damaged, edited or gone (a drill
 #: script a trainer is still writing, a session.json cut short by a full disk, ...).
 UNREADABLE = (OSError, ValueError, KeyError, TypeError, yaml.YAMLError, ConfigError)
+
+T = TypeVar("T")
+
+
+class ParsedFiles:
+    """What reading and parsing a file gave, kept while the file stays as it was.
+
+    The pages refresh every two seconds and list every session, so without this each refresh
+    parses every session's ``session.json``, ``actions.yaml`` and drill script (YAML and
+    pydantic: most of a refresh's time). An entry is keyed on the file's path, inode, change
+    time (ns) and size, taken before and after the parse: a file another browser session or
+    process replaced (``_save`` and ``_write_actions`` replace: a new inode) or rewrote is
+    parsed again at the next read; a file changed while it was being parsed is not kept. What
+    fails to parse is not kept either, so a broken file is reported (``problem``) and, once
+    fixed, read at once. The values are shared: callers must not change them."""
+
+    def __init__(self, maxsize: int = 1024) -> None:
+        self._items: collections.OrderedDict[tuple, object] = collections.OrderedDict()
+        self._maxsize = maxsize
+        self._lock = threading.Lock()  # Streamlit serves each browser session in a thread
+        self.parses = 0  # how many reads were parsed (the rest came from here): for tests
+
+    def get(self, path: Path, parse: Callable[[Path], T]) -> T:
+        """``parse(path)``, or what it gave for the file as it is now."""
+        key = (_signature(path), parse)  # OSError (the file is gone) as a read would
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]  # type: ignore[return-value]
+        value = parse(path)
+        self.parses += 1
+        try:
+            unchanged = _signature(path) == key[0]
+        except OSError:
+            unchanged = False
+        if unchanged:
+            with self._lock:
+                self._items[key] = value
+                while len(self._items) > self._maxsize:
+                    self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        """Forget every file (a benchmark's cold start)."""
+        with self._lock:
+            self._items.clear()
+
+
+def _signature(path: Path) -> tuple[str, int, int, int, int]:
+    st = os.stat(path)
+    return (str(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+#: The parsed session files of this process (every browser session's pages share it).
+PARSED = ParsedFiles()
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_actions(path: Path) -> tuple[Action, ...]:
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    return tuple(Action.model_validate(a) for a in raw)
+
+
+def _read_injected(path: Path) -> tuple[Incident, ...]:
+    return tuple(Incident.model_validate(i) for i in _read_json(path)["injected"])
+
+
+def read_drill(path: str | Path) -> Drill:
+    """``load_drill(path)``, parsed again only when the drill script changes (``PARSED``; a
+    file the script ``extends:`` is not watched: no shipped drill extends another). Shared:
+    change a copy (``model_copy``)."""
+    return PARSED.get(Path(path), load_drill)
 
 
 def _one_change_at_a_time(method):
@@ -123,7 +204,9 @@ class DrillSession:
 
     # ----------------------------------------------------------------- state
     def state(self) -> dict:
-        return json.loads((self.folder / "session.json").read_text(encoding="utf-8"))
+        """``session.json``: the drill, the trainee, the clock, the injections (a copy: the
+        clock's methods change it and save it)."""
+        return copy.deepcopy(PARSED.get(self.folder / "session.json", _read_json))
 
     def problem(self) -> str | None:
         """What stops this session from being shown, naming the file and why (None: it reads).
@@ -178,17 +261,19 @@ class DrillSession:
 
     @property
     def drill(self) -> Drill:
-        return load_drill(self.state()["drill"])
+        """The drill script the session plays (``read_drill``: shared, not to be changed)."""
+        return read_drill(self.state()["drill"])
 
     def actions(self) -> list[Action]:
-        raw = yaml.safe_load((self.folder / "actions.yaml").read_text(encoding="utf-8")) or []
-        return [Action.model_validate(a) for a in raw]
+        """The trainee's actions so far (``actions.yaml``), in the order they were taken."""
+        return list(PARSED.get(self.folder / "actions.yaml", _read_actions))
 
     def trainee(self) -> Trainee:
         return Trainee(name=self.state()["trainee"], actions=self.actions())
 
     def injected(self) -> list[Incident]:
-        return [Incident.model_validate(i) for i in self.state()["injected"]]
+        """The incidents the trainer injected (kept in ``session.json``)."""
+        return list(PARSED.get(self.folder / "session.json", _read_injected))
 
     def incidents(self) -> list[Incident]:
         """The drill's incidents and the trainer's injections."""
@@ -389,8 +474,9 @@ class DrillSession:
         return debrief
 
     def debrief(self) -> dict | None:
+        """The debrief once the drill has ended (None before): shared, not to be changed."""
         path = self.folder / "debrief.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        return PARSED.get(path, _read_json) if path.exists() else None
 
 
 def _one_line(exc: BaseException) -> str:

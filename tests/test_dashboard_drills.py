@@ -53,7 +53,8 @@ def test_the_console_shows_the_clock_and_the_alerts_raised_so_far(tmp_path, sess
     (clock,) = [m for m in at.metric if m.label == "Simulated time"]
     assert "08:0" in clock.value or "08:1" in clock.value
     alerts = next(d.value for d in at.dataframe if "Where" in d.value.columns)
-    assert list(alerts["Where"]) == ["device 1201"]
+    # Where, by name (what the device is on which line) with the id an action takes.
+    assert list(alerts["Where"]) == ["Urban bus B134 reader (1201)"]
     assert "charged twice" in alerts["Alert"].iloc[0]
     assert len(at.get("plotly_chart")) >= 2  # taps and duplicates, today against yesterday
     # The tasks in words (the script's own, else the task kind's), with their points.
@@ -71,7 +72,8 @@ def test_where_it_happens_lists_what_moved_most_from_yesterday(tmp_path, session
     at = page(tmp_path, "drill", session=session)
     # At first what the drill's first alert rule watches: double charges per device.
     table = next(d.value for d in at.dataframe if "Last hour" in d.value.columns)
-    assert table["device"].iloc[0] == "1201"  # the faulty reader, above yesterday's
+    # the faulty reader, above yesterday's, by name with its id
+    assert table["device"].iloc[0] == "Urban bus B134 reader (1201)"
     assert table["Last hour"].iloc[0] > table["Same hour yesterday"].iloc[0]
     assert len(at.get("plotly_chart")) >= 3  # the drill's charts and the one chosen here
     at.selectbox(key="drill_where_metric:en").set_value("taps").run()
@@ -79,6 +81,12 @@ def test_where_it_happens_lists_what_moved_most_from_yesterday(tmp_path, session
     assert not at.exception, at.exception
     table = next(d.value for d in at.dataframe if "Last hour" in d.value.columns)
     assert "line" in table.columns and len(table) == 10
+    bus = re.compile(r"(Urban|Rudong|Haian|Haimen|Rugao|Qidong) bus B\d{3} \(\w+-B\d{3}\)")
+    metro = re.compile(r"Metro M\d \(M\d\)")
+    assert all(bus.fullmatch(x) or metro.fullmatch(x) for x in table["line"]), table["line"]
+    chart = at.selectbox(key="drill_where_key:en")
+    assert chart.value in set(table["line"].str.extract(r"\((\S+)\)$")[0])  # kept as the id
+    assert chart.options == list(table["line"])  # offered by name
 
 
 def test_acknowledge_act_and_open_the_debrief(tmp_path, session):
@@ -102,7 +110,7 @@ def test_acknowledge_act_and_open_the_debrief(tmp_path, session):
         "Report devices faulty (a technician repairs them)",
     ]
     assert table["What it named"].iloc[0].startswith("Cards charged twice")
-    assert table["What it named"].iloc[1] == "devices 1201"
+    assert table["What it named"].iloc[1] == "devices Urban bus B134 reader (1201)"
     assert all(len(t) == 5 and t[2] == ":" for t in table["Time"])
     # The day was replayed with the repair: the reader stops charging twice an hour later.
     assert session.incidents() and session._acted(acted)[0].duration_min < 600
@@ -112,6 +120,15 @@ def test_acknowledge_act_and_open_the_debrief(tmp_path, session):
     assert debrief["trainee"] == "Wang" and debrief["score"] >= 60
     assert any(b.label == "Download the debrief (HTML)" for b in at.get("download_button"))
     assert "演练复盘" not in (session.folder / "debrief.html").read_text()  # in English
+    # The debrief on the page names what the incident, the alerts and the actions name.
+    from dashboard.drill_names import drill_names
+    from drills.report import debrief_html
+
+    shown = debrief_html(debrief, "en", drill_names(session, "en").label)
+    assert "duplicate_wave, Urban bus B134 reader (1201)" in shown
+    assert "devices Urban bus B134 reader (1201)" in shown
+    # Without names (the CLI's, the file the session wrote), the ids as before.
+    assert "(duplicate_wave, 1201)" in debrief_html(debrief, "en")
 
 
 @pytest.mark.parametrize(
@@ -150,6 +167,13 @@ def test_the_card_look_up_shows_a_cards_taps_and_balances_so_far(tmp_path, sessi
     assert not at.exception, at.exception
     taps = next(d.value for d in at.dataframe if "Balance left" in d.value.columns)
     assert list(taps.columns) == ["Time", "Line", "Device", "Medium", "Charged", "Balance left"]
+    # The line and the device by name, with the ids (a refund names the device by its id).
+    lookup = session.card_taps(token)
+    for line, device, row in zip(
+        lookup["line"], lookup["device_id"], taps.itertuples(), strict=True
+    ):
+        assert row.Line.endswith(f" ({line})") and row.Line[0].isupper(), row.Line
+        assert row.Device.endswith(f" ({device})") and row.Line[: -len(f" ({line})")] in row.Device
     assert len(taps) >= 1 and (taps["Time"] <= "08:10:00").all()
     assert "Physical card" in set(taps["Medium"])  # media in words, not qr_alipay
     # Money as yuan from fen (200 is ¥2.00). The export is masked (no balances); the desk
@@ -162,6 +186,7 @@ def test_the_card_look_up_shows_a_cards_taps_and_balances_so_far(tmp_path, sessi
     at.run()
     zh = next(d.value for d in at.dataframe if "卡内余额" in d.value.columns)
     assert "实体卡" in set(zh["介质"]) and all(v.endswith(" 元") for v in zh["扣款"])
+    assert all(re.fullmatch(r".+路（\S+-B\d{3}）|地铁\d号线（M\d）", x) for x in zh["线路"]), zh
     at.session_state["lang"] = "en"
     at.run()
     bad = next(t for t in at.text_input if t.label.startswith("Card token"))
@@ -235,8 +260,23 @@ def test_the_trainer_injects_an_incident_and_compares_debriefs(tmp_path, session
     next(t for t in at.text_input if t.label.startswith("Target")).set_value("2319")
     button(at, "Inject").click().run()
     assert not at.exception, at.exception
-    assert any("Injected injected-1" in s.value for s in at.success)
+    # What was injected, and where by name (the device's id beside it).
+    assert any(
+        s.value.startswith("Injected injected-1 (")
+        and ": Haimen bus B037 reader (2319))" in s.value
+        for s in at.success
+    ), [s.value for s in at.success]
     assert [i.id for i in session.injected()] == ["injected-1"]
+    # The trainer sees the session's incidents, the script's and the injected, by name (from
+    # the next refresh on: the live part is drawn above the form).
+    at.run()
+    incidents = next(d.value for d in at.dataframe if "Source" in d.value.columns)
+    assert list(incidents["Where"]) == [
+        "Urban bus B134 reader (1201)",
+        "Haimen bus B037 reader (2319)",
+    ]
+    assert list(incidents["Source"]) == ["drill script", "injected"]
+    assert list(incidents["From"]) == ["07:30", session.injected()[0].start.strftime("%H:%M")]
     # A target the city does not have: a message, and the session is left as it was.
     next(t for t in at.text_input if t.label.startswith("Target")).set_value("99999999")
     button(at, "Inject").click().run()
@@ -306,7 +346,7 @@ def test_a_session_that_cannot_be_read_is_listed_with_its_problem(tmp_path, sess
     assert list(table["Session"]) == [session.state()["id"], *ids]
     assert list(table["Status"])[1:] == ["unreadable", "unreadable"]
     watch = next(s for s in at.selectbox if s.label == "Watch a session")
-    assert watch.options == [session.state()["id"]]
+    assert watch.options == [f"A reader charging twice · Wang ({session.state()['id']})"]
     at = page(tmp_path, "drill", session=session)  # the good one plays on
     assert any(s.value == "A reader charging twice" for s in at.subheader)
 
@@ -327,3 +367,71 @@ def test_every_debrief_measure_and_action_has_words_in_both_languages():
     assert delta_text("fen_hours_waiting_upload", 250_000, "en") == "+2,500"
     assert delta_text("refused_taps", -12_345, "zh") == "-1.23万"
     assert delta_text("outlet_mean_wait_min", 1.26, "en") == "+1.3"
+
+
+def test_the_pages_name_things_in_chinese_and_an_outlet_closure_by_its_outlet(tmp_path, session):
+    """The console in Chinese names the reader as staff say it; an outlet closure the trainer
+    injects is named by the outlet's name (Chinese or English words), its id beside."""
+    at = page(tmp_path, "drill", "zh", session=session)
+    alerts = next(d.value for d in at.dataframe if "对象" in d.value.columns)
+    assert list(alerts["对象"]) == ["市区B134路车载读卡器（1201）"]
+    made = session.inject({"kind": "outlet_closure", "target": "3", "duration_min": 120})
+    at = page(tmp_path, "trainer", "zh", session=session)
+    incidents = next(d.value for d in at.dataframe if "来源" in d.value.columns)
+    assert list(incidents["对象"]) == ["市区B134路车载读卡器（1201）", "政务中心（3）"]
+    assert list(incidents["故障"]) == ["读卡器重复扣款", "网点关闭"]
+    at = page(tmp_path, "trainer", "en", session=session)
+    incidents = next(d.value for d in at.dataframe if "Source" in d.value.columns)
+    assert incidents["Where"].iloc[1] == "Government Service Centre (3)"
+    # The trainee extends the outlet's hours: the action names the outlet too.
+    session.act({"kind": "extend_outlet_hours", "target": "3", "until": "19:00"})
+    session.act({"kind": "identify", "target": "NT_EXCHANGE"})
+    at = page(tmp_path, "trainer", "en", session=session)
+    acted = next(d.value for d in at.dataframe if "What it named" in d.value.columns)
+    assert list(acted["What it named"]) == [
+        "outlet Government Service Centre (3) open until 19:00",
+        "Nantong City Data Exchange Centre (NT_EXCHANGE)",
+    ]
+    assert made.id == "injected-1"
+
+
+def test_unchanged_session_files_are_not_parsed_again_and_changes_are_seen_at_once(session):
+    """A refresh reads every session (drills/session.py PARSED): an unchanged file is taken
+    from what was parsed; a file another process rewrites is read at the next refresh, even
+    when its size stays the same; a file broken meanwhile is a message naming it, and seen
+    again once mended."""
+    from drills.session import PARSED
+
+    def refresh(s: DrillSession) -> None:
+        assert s.problem() is None
+        s.state(), s.drill, s.actions(), s.injected(), s.debrief(), s.clock()
+
+    other = DrillSession(session.folder)  # another browser's view of the same folder
+    refresh(session)
+    before = PARSED.parses
+    for _ in range(5):
+        refresh(session)
+        refresh(other)
+    assert PARSED.parses == before  # nothing parsed again
+    # The state a caller changes is its own copy.
+    mine = session.state()
+    mine["trainee"] = "changed here only"
+    assert session.state()["trainee"] == "Wang"
+    # Another process rewrites session.json in place, to the same size.
+    path = session.folder / "session.json"
+    text = path.read_text("utf-8")
+    assert '"trainee": "Wang"' in text
+    path.write_text(text.replace('"trainee": "Wang"', '"trainee": "Zhou"'), "utf-8")
+    assert other.state()["trainee"] == "Zhou"
+    # The trainee acts in another browser: the trainer's view sees it at once.
+    session.act({"kind": "identify", "target": "NT_EXCHANGE"})
+    assert [a.target for a in other.actions()] == ["NT_EXCHANGE"]
+    # actions.yaml broken by hand: a message naming the file and what is wrong ...
+    actions = session.folder / "actions.yaml"
+    good = actions.read_text("utf-8")
+    actions.write_text("- {kind: identify, target: NT_EXCHANGE, at: 25:99}\n", "utf-8")
+    problem = other.problem()
+    assert problem is not None and str(actions) in problem and "at" in problem, problem
+    # ... and, mended, the session reads again.
+    actions.write_text(good, "utf-8")
+    assert other.problem() is None and len(other.actions()) == 1

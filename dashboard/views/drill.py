@@ -18,10 +18,12 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from dashboard import i18n
+from dashboard.drill_names import DrillNames, drill_names
 from dashboard.drill_sessions import (
     actions_frame,
     change_session,
     readable_sessions,
+    session_label,
     sessions_root,
     show_broken,
     start_section,
@@ -51,7 +53,7 @@ def choose_session() -> DrillSession | None:
     running = [s for s in readable if not s.state()["ended"] or str(s.folder) == current]
     if running:
         st.caption(tr("drill.or_join"))
-        labels = {str(s.folder): f"{s.state()['id']} · {s.state()['trainee']}" for s in running}
+        labels = {str(s.folder): session_label(s) for s in running}
         folders = list(labels)
         index = folders.index(current) if current in folders else 0
         picked = st.selectbox(
@@ -115,6 +117,7 @@ def live(session: DrillSession) -> None:
     state = session.state()
     status = tr("drill.ended") if state["ended"] else tr("drill.paused") if state["paused"] else ""
     st.metric(tr("drill.clock"), session.clock(), help=status or None)
+    names = drill_names(session, lang())
     st.markdown(f"#### {tr('drill.monitoring')}")
     metrics = sorted({r.metric for r in session.drill.alert_rules} | {"taps"})
     columns = st.columns(min(3, len(metrics)))
@@ -123,8 +126,8 @@ def live(session: DrillSession) -> None:
         today, usual = session.series_so_far(metric, per)
         with columns[i % len(columns)]:
             st.plotly_chart(_chart(metric, today.sum(axis=0), usual.sum(axis=0)), key=f"m_{metric}")
-    where_section(session)
-    alerts_table(session)
+    where_section(session, names)
+    alerts_table(session, names)
     if not state["ended"]:
         acknowledge_section(session)  # here: the alerts to choose from change with the clock
 
@@ -134,9 +137,10 @@ WHERE_METRICS = tuple(m for m, scopes in SCOPES_OF.items() if set(scopes) - {"al
 LAST_HOUR = 60 // BUCKET_MIN
 
 
-def where_section(session: DrillSession) -> None:
-    """Where it happens: a metric per line, device, outlet, node or issuer; the ten that moved
-    most from yesterday over the last hour, and one of them over the day so far."""
+def where_section(session: DrillSession, names: DrillNames) -> None:
+    """Where it happens: a metric per line, device, outlet, node or issuer (by name, with the
+    id an action takes); the ten that moved most from yesterday over the last hour, and one of
+    them over the day so far."""
     st.markdown(f"#### {tr('drill.where')}")
     left, right = st.columns(2)
     # The drill's own alert rules first: what its monitoring watches, and where.
@@ -164,16 +168,19 @@ def where_section(session: DrillSession) -> None:
     moved = (now - before).abs().sort_values(ascending=False, kind="stable").index[:10]
     table = pd.DataFrame(
         {
-            tr(f"drill.per.{per}"): [str(k) for k in moved],
+            tr(f"drill.per.{per}"): [names.label(per, k) for k in moved],
             tr("drill.where_now"): now[moved].round(2).to_numpy(),
             tr("drill.where_usual"): before[moved].round(2).to_numpy(),
         }
     )
     st.dataframe(table, hide_index=True, width="stretch")
-    key = pick(tr("drill.where_key"), [str(k) for k in moved], "drill_where_key")
+    key = pick(
+        tr("drill.where_key"), [str(k) for k in moved], "drill_where_key",
+        format_func=lambda k: names.label(per, k),
+    )  # fmt: skip
     row = next(k for k in moved if str(k) == key)
     figure = _chart(metric, today.loc[row], usual.loc[row].fillna(0.0))
-    figure.update_layout(title=f"{tr(f'drill.metric.{metric}')} · {key}")
+    figure.update_layout(title=f"{tr(f'drill.metric.{metric}')} · {names.label(per, key)}")
     st.plotly_chart(figure, key="m_where")
 
 
@@ -189,7 +196,9 @@ def _chart(metric: str, today: pd.Series, usual: pd.Series) -> go.Figure:
     return figure
 
 
-def alerts_table(session: DrillSession) -> None:
+def alerts_table(session: DrillSession, names: DrillNames) -> None:
+    """The alerts raised so far, the last first: where each is (by name), whether it was
+    acknowledged."""
     st.markdown(f"#### {tr('drill.alerts')}")
     alerts = session.alerts_so_far()
     if not alerts:
@@ -202,9 +211,7 @@ def alerts_table(session: DrillSession) -> None:
             {
                 tr("drill.col.time"): f"{a.minute // 60:02d}:{a.minute % 60:02d}",
                 tr("drill.col.alert"): rules[a.rule].text(lang()),
-                tr("drill.col.where"): (
-                    tr("drill.per.all") if a.per == "all" else f"{tr(f'drill.per.{a.per}')} {a.key}"
-                ),
+                tr("drill.col.where"): names.label(a.per, a.key),
                 tr("drill.col.severity"): tr(f"drill.severity.{a.severity}"),
                 tr("drill.col.acknowledged"): "✓" if a.rule in acked else "",
             }
@@ -249,19 +256,21 @@ def lookup_section(session: DrillSession) -> None:
     if taps.empty:
         st.caption(tr("drill.no_taps"))
     else:
-        st.dataframe(lookup_table(taps), hide_index=True, width="stretch")
+        table = lookup_table(taps, drill_names(session, lang()))
+        st.dataframe(table, hide_index=True, width="stretch")
 
 
-def lookup_table(taps: pd.DataFrame) -> pd.DataFrame:
-    """The desk's look-up in the page's language: time of day, line, device, medium in words,
-    what each tap took and what it left on the card in yuan (a balance not known while the
-    day is being played again is shown as –)."""
+def lookup_table(taps: pd.DataFrame, names: DrillNames) -> pd.DataFrame:
+    """The desk's look-up in the page's language: time of day, line and device by name (with
+    the id a refund of double charges on the device takes), medium in words, what each tap
+    took and what it left on the card in yuan (a balance not known while the day is being
+    played again is shown as –)."""
     lg = lang()
     return pd.DataFrame(
         {
             tr("drill.lookup_col.time"): [i18n.time_of_day(t, lg) for t in taps["event_timestamp"]],
-            tr("drill.lookup_col.line"): [str(x) for x in taps["line"]],
-            tr("drill.lookup_col.device"): [str(x) for x in taps["device_id"]],
+            tr("drill.lookup_col.line"): [names.label("line", x) for x in taps["line"]],
+            tr("drill.lookup_col.device"): [names.label("device", x) for x in taps["device_id"]],
             tr("drill.lookup_col.medium"): [code("media", m) for m in taps["media"]],
             tr("drill.lookup_col.paid"): [i18n.yuan(int(f), lg) for f in taps["amount_fen"]],
             tr("drill.lookup_col.balance"): [
@@ -335,11 +344,13 @@ def action_section(session: DrillSession) -> None:
 
 
 def actions_list(session: DrillSession) -> None:
+    """The trainee's actions so far, in words."""
     actions = session.actions()
     if actions:
         st.markdown(f"#### {tr('drill.your_actions')}")
+        names = drill_names(session, lang())
         st.dataframe(
-            actions_frame(actions, {r.id: r for r in session.drill.alert_rules}),
+            actions_frame(actions, {r.id: r for r in session.drill.alert_rules}, names),
             hide_index=True,
             width="stretch",
         )
@@ -353,7 +364,8 @@ def end_section(session: DrillSession) -> None:
     if debrief is not None:
         from drills.report import debrief_html
 
-        page = debrief_html(debrief, lang())
+        # Named as the pages name them (the debrief.html the session wrote keeps the ids).
+        page = debrief_html(debrief, lang(), drill_names(session, lang()).label)
         st.markdown(f"### {tr('drill.debrief')}")
         st.download_button(
             tr("drill.download"), page, file_name=f"{debrief['drill']}-debrief.html",

@@ -1,16 +1,21 @@
 """The trainer's view of incident drills (drills/session.py).
 
 Start a drill for a trainee, see every session (clock, actions, status, score), watch one
-session's actions as they happen (refreshed every two seconds), inject an extra incident into
-it at its clock's time (the day is replayed from there, the same random numbers), and compare
-the debriefs of several trainees of the same drill.
+session's actions and incidents as they happen (refreshed every two seconds; devices, lines,
+outlets, nodes and issuers by name, each with its id), inject an extra incident into it at its
+clock's time (the day is replayed from there, the same random numbers), and compare the
+debriefs of several trainees of the same drill.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 import streamlit as st
 
+from dashboard import i18n
+from dashboard.drill_names import DrillNames, drill_names
 from dashboard.drill_sessions import (
     actions_frame,
     change_session,
@@ -18,13 +23,13 @@ from dashboard.drill_sessions import (
     drill_files,
     drill_label,
     readable_sessions,
+    session_label,
     show_broken,
     start_section,
 )
 from dashboard.state import lang, pick, tr
 from drills.report import MEASURES
-from drills.script import load_drill
-from drills.session import DrillSession
+from drills.session import DrillSession, read_drill
 
 INJECTABLE = (
     "duplicate_wave", "validator_outage", "comm_outage", "qr_platform_outage", "line_outage",
@@ -81,21 +86,62 @@ def _score(debrief: dict | None) -> str:
 
 @st.fragment(run_every=2)
 def live_actions(session: DrillSession) -> None:
+    """The watched session's clock, its incidents (the script's and those injected, from any
+    trainer's browser) and the trainee's actions, refreshed every two seconds."""
     problem = session.problem()  # it may stop reading while it is watched
     if problem is not None:
         st.error(tr("drill.session_broken", id=session.folder.name, error=problem))
         return
     st.metric(tr("drill.clock"), session.clock(), help=_status(session.state()))
+    names = drill_names(session, lang())
+    st.markdown(f"#### {tr('trainer.incidents')}")
+    st.dataframe(incidents_frame(session, names), hide_index=True, width="stretch")
     st.markdown(f"#### {tr('trainer.live_actions')}")
     actions = session.actions()
     if not actions:
         st.caption(tr("trainer.no_actions"))
         return
     st.dataframe(
-        actions_frame(actions, {r.id: r for r in session.drill.alert_rules}),
+        actions_frame(actions, {r.id: r for r in session.drill.alert_rules}, names),
         hide_index=True,
         width="stretch",
     )
+
+
+def incident_words(kind: str, target: str | None, names: DrillNames) -> str:
+    """An incident in words: what happens and where (its target by name, with its id)."""
+    key = f"drill.cause.{kind}"
+    what = tr(key) if i18n.has(key) else kind
+    where = names.target(kind, target)
+    return f"{what}: {where}" if where else what
+
+
+def incidents_frame(session: DrillSession, names: DrillNames) -> pd.DataFrame:
+    """The session's incidents, the script's then the trainer's, as a table in the page's
+    language: from and until (a day's date only when not the drill's), what and where."""
+    day = session.drill.day
+
+    def when(at: dt.datetime) -> str:
+        return f"{at:%H:%M}" if at.date() == day else f"{at:%m-%d %H:%M}"
+
+    def end(inc) -> dt.datetime:
+        return inc.start + dt.timedelta(minutes=inc.duration_min)
+
+    rows = [
+        {
+            tr("trainer.incident_col.start"): when(inc.start),
+            tr("trainer.incident_col.end"): when(end(inc)),
+            tr("trainer.incident_col.kind"): incident_words(inc.kind, None, names),
+            tr("trainer.incident_col.target"): names.target(inc.kind, inc.target),
+            tr("trainer.incident_col.source"): tr(f"trainer.source.{source}"),
+        }
+        for source, incidents in (
+            ("script", session.drill.incidents),
+            ("injected", session.injected()),
+        )
+        for inc in incidents
+    ]
+    return pd.DataFrame(rows)
 
 
 def inject_section(session: DrillSession) -> None:
@@ -125,14 +171,15 @@ def inject_section(session: DrillSession) -> None:
     )
     if made is None:
         return
-    st.success(tr("trainer.injected", id=made.id, time=f"{made.start:%H:%M}"))
+    what = incident_words(made.kind, made.target, drill_names(session, lang()))
+    st.success(tr("trainer.injected", id=made.id, what=what, time=f"{made.start:%H:%M}"))
 
 
 def compare_section(found: list[DrillSession]) -> None:
     st.subheader(tr("trainer.compare"))
     files = drill_files()
     path = pick(tr("drill.choose_drill"), files, "trainer_compare", format_func=drill_label)
-    drill_id = load_drill(path).id
+    drill_id = read_drill(path).id
     debriefs = [
         (s, d) for s in found if isinstance(d := s.debrief(), dict) and d.get("drill") == drill_id
     ]
@@ -182,7 +229,7 @@ def main() -> None:
     start_section("trainer.trainee")
     found = sessions_table()
     if found:
-        ids = {str(s.folder): s.state()["id"] for s in found}
+        ids = {str(s.folder): session_label(s) for s in found}
         picked = st.selectbox(
             tr("trainer.watch"),
             list(ids),

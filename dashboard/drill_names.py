@@ -1,0 +1,216 @@
+"""The names the drill pages give what a drill's data knows by id: lines, devices, outlets,
+clearing nodes, issuers, QR platforms and metro stations, in the page's language, with the id
+beside the name (staff read it out on the radio and write it on the ticket; the action forms
+take it).
+
+Where each name comes from:
+
+- a line: its region and number for a generated bus line (``urban-B134``: 市区B134路, "Urban
+  bus B134"), the scenario's name for a metro line (``M1``: 地铁1号线, "Metro M1"), the city it
+  runs in for another city's line (``EXT-SHANGHAI``: 上海公交（异地）);
+- a device: what it is on which line (a bus reader of a line; a metro gate at a station);
+- an outlet: the outlets file's name, in English words on an English page (``dashboard.names``);
+- a clearing node or issuer: ``dashboard.institutions`` (from the played day's run_meta.json);
+- a QR platform: the medium's words (``code.media.*``).
+
+The lines, devices and outlets come from the drill's world without people
+(``drills.runner.naming_world``: the same network the day is played on). A key none of these
+knows (a device of a session whose drill changed base since) is shown as it is, after what it
+is ("device 99"): a name is never made up.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dashboard import i18n, institutions, names, places
+from drills.report import target_scope
+from drills.runner import naming_world
+from drills.session import DrillSession
+from sim.network import METRO
+
+_BUS_LINE = re.compile(r"^(?P<region>.+)-(?P<number>B\d+)$")
+
+
+@dataclass(frozen=True)
+class DrillNames:
+    """A drill's things by id → their names in ``lang`` (module docstring), per scope: the
+    monitoring's scopes (``line``, ``device``, ``outlet``, ``node``, ``issuer``) and
+    ``medium`` and ``station`` (incident targets)."""
+
+    lang: str
+    by_scope: dict[str, dict[str, str]]
+
+    def name(self, per: str, key: object) -> str | None:
+        """The name of ``key`` (an id of the scope ``per``) alone; None if it has none."""
+        text = str(key)
+        if per == "medium":
+            return (
+                i18n.code_label("media", text, self.lang)
+                if i18n.has(f"code.media.{text}")
+                else None
+            )
+        return self.by_scope.get(per, {}).get(text)
+
+    def label(self, per: str, key: object) -> str:
+        """``key`` as staff read it: its name and the id beside it, or, with no name known,
+        what it is and the id ("device 99"); ``per == "all"`` is the whole city."""
+        if per == "all":
+            return i18n.t("drill.per.all", self.lang)
+        name = self.name(per, key)
+        if name is None:
+            scope = f"drill.per.{per}"
+            what = i18n.t(scope, self.lang) if i18n.has(scope) else per
+            return i18n.t("drill.named_unknown", self.lang, what=what, id=key)
+        return i18n.t("drill.named", self.lang, name=name, id=key)
+
+    def target(self, kind: str, target: str | None) -> str:
+        """An incident's target (``kind``: the incident's kind) as staff read it; '' for a
+        kind without one (a fare change)."""
+        if not target:
+            return ""
+        scope = target_scope(kind, target)
+        return target if scope is None else self.label(scope, target)
+
+    def named(self, text: str) -> str:
+        """What a trainee typed to name a cause (a node, an issuer, an outlet, a QR platform
+        or a line), with its name if it is one of the drill's; else as typed."""
+        for per in ("node", "issuer", "outlet", "medium", "line", "device"):
+            if self.name(per, text) is not None:
+                return self.label(per, text)
+        return text
+
+
+def drill_names(session: DrillSession, lang: str) -> DrillNames:
+    """The names of ``session``'s drill in ``lang`` (kept while the drill script and the played
+    day's run_meta.json stay as they are)."""
+    drill = session.drill
+    meta_path = session.folder / "day" / "run_meta.json"
+    try:
+        stat = meta_path.stat()
+        meta_key = (str(meta_path), stat.st_mtime_ns, stat.st_size)
+    except OSError:  # the day is being played again: the institutions' names wait for it
+        meta_key = None
+    return _names(str(drill.base), drill.day, tuple(drill.overrides), meta_key, lang)
+
+
+@functools.lru_cache(maxsize=32)
+def _names(base, day, overrides, meta_key, lang) -> DrillNames:
+    world = naming_world(base, day, overrides)
+    meta = _meta(meta_key)
+    known = places.english_names(meta) if meta else {}
+    by_scope = {
+        "line": _line_names(world, lang),
+        "outlet": {
+            str(o.outlet_id): names.outlet_name(o.name_zh, lang, known) for o in world.outlets
+        },
+        "node": {},
+        "issuer": {},
+    }
+    if meta:
+        found = institutions.participant_names(meta, lang)
+        roles = {pid: p.role for pid, p in _participants(meta).items()}
+        for pid, shown in found.items():
+            if roles.get(pid) == "clearing_node":
+                by_scope["node"][pid] = shown
+            elif roles.get(pid) == "issuer":
+                by_scope["issuer"][pid] = shown
+    by_scope["device"] = _device_names(world, by_scope["line"], lang)
+    by_scope["station"] = _station_names(world, by_scope["line"], lang)
+    return DrillNames(lang, by_scope)
+
+
+def _meta(meta_key) -> dict:
+    if meta_key is None:
+        return {}
+    try:
+        return json.loads(Path(meta_key[0]).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # replaced meanwhile: the next refresh has the new one
+        return {}
+
+
+def _participants(meta: dict) -> dict:
+    from sim import api
+
+    return api.run_participants(meta)
+
+
+def _line_names(world, lang: str) -> dict[str, str]:
+    """Every line of the world by id → its name (module docstring)."""
+    scenario, lines = world.scenario, world.network.lines
+    metro = scenario.network.metro
+    out = {}
+    for index, line_id in enumerate(lines.ids):
+        if index >= world.n_local_lines:
+            out[line_id] = _away_line(world, index, lang)
+            continue
+        rid = world.region_ids[int(lines.region[index])]
+        region = scenario.regions[rid].name_zh if lang == "zh" else i18n.place_name(rid)
+        if int(lines.mode[index]) == METRO and line_id in metro:
+            out[line_id] = i18n.t(
+                "drill.name.metro_line",
+                lang,
+                name=metro[line_id].name_zh if lang == "zh" else line_id,
+                region=region,
+            )
+        elif match := _BUS_LINE.match(line_id):
+            out[line_id] = i18n.t(
+                "drill.name.bus_line", lang, region=region, number=match["number"]
+            )
+    return out
+
+
+def _away_line(world, index: int, lang: str) -> str:
+    """Another city's line (``sim.interop``: a gateway): that city (and region), bus or metro."""
+    gateway = world.gateways[index - world.n_local_lines]
+    cid, city = list(world.scenario.interop.cities.items())[gateway.city - 1]
+    place = city.name_zh if lang == "zh" else i18n.place_name(cid)
+    region = (city.regions or {}).get(gateway.region_id or "")
+    if region is not None:
+        own = region.name_zh if lang == "zh" else i18n.place_name(gateway.region_id)
+        place = f"{place}{own}" if lang == "zh" else f"{place} {own}"
+    mode = "metro" if gateway.metro else "bus"
+    return i18n.t(f"drill.name.away_{mode}", lang, place=place)
+
+
+def _station_number(world, stop: int) -> int:
+    """A stop's place along its line, from 1."""
+    line = int(world.network.stops.line[stop])
+    return stop - int(world.network.lines.stop_ptr[line]) + 1
+
+
+def _device_names(world, lines: dict[str, str], lang: str) -> dict[str, str]:
+    """Every device by id → what it is on which line (a bus reader, a metro gate at a station)."""
+    devices, ids = world.network.devices, world.network.lines.ids
+    out = {}
+    for device, (line, stop) in enumerate(zip(devices.line, devices.stop, strict=True)):
+        line_name = lines.get(ids[int(line)], ids[int(line)])
+        if int(stop) < 0:
+            out[str(device)] = i18n.t("drill.name.bus_reader", lang, line=line_name)
+        else:
+            out[str(device)] = i18n.t(
+                "drill.name.gate", lang, line=line_name, station=_station_number(world, int(stop))
+            )
+    return out
+
+
+def _station_names(world, lines: dict[str, str], lang: str) -> dict[str, str]:
+    """Every metro station as an incident names it (``M1:5``: its index along the line, from
+    0) → its name, numbered from 1 as the gates' are (``M1:5`` is the sixth station)."""
+    network, out = world.network, {}
+    for line, line_id in enumerate(network.lines.ids):
+        if int(network.lines.mode[line]) != METRO:
+            continue
+        first, last = int(network.lines.stop_ptr[line]), int(network.lines.stop_ptr[line + 1])
+        for index in range(last - first):
+            out[f"{line_id}:{index}"] = i18n.t(
+                "drill.name.station", lang, line=lines.get(line_id, line_id), station=index + 1
+            )
+    return out
+
+
+__all__ = ["DrillNames", "drill_names"]
