@@ -33,7 +33,7 @@ DEFAULT_SCENARIO = "scenarios/nantong_2024.yaml"
 RESULT_TAG = "BENCH_RESULT "
 
 # DESIGN.md "Budgets" (2-core, 24 GB machine).
-BUDGET_WALL_S = {7: 15.0, "year": 300.0}
+BUDGET_WALL_S = {7: 6.0, "year": 100.0}  # DESIGN.md: 7 days <= 6 s whole process, a year <= 100 s
 BUDGET_RSS_BYTES = 4 * 1024**3
 BUDGET_TAPS_PER_S = 300_000
 AIM_TAPS_PER_S = 1_000_000
@@ -177,13 +177,14 @@ def print_table(runs: dict[str, dict]) -> bool:
         t = r["timings_s"]
         total, build, sim = t["total_s"], t["build_world_s"], t["simulate_and_write_s"]
         taps = r["taps"]
-        # 15 s per 7 days (scaled for other lengths); 300 s for the year.
+        # DESIGN.md: 6 s per 7 days (scaled for other lengths); 100 s for the year.
         year = r["days"] >= 300
         budget_wall = BUDGET_WALL_S["year"] if year else BUDGET_WALL_S[7] * r["days"] / 7
         e2e, sim_only = taps / total, taps / sim
         rss = r["vmhwm_bytes"]
+        process = r["process_wall_s"]  # DESIGN.md's budgets are for the whole process
         checks = [
-            (total <= budget_wall),
+            (process <= budget_wall),
             (rss <= BUDGET_RSS_BYTES),
             (e2e >= BUDGET_TAPS_PER_S),
         ]
@@ -192,13 +193,18 @@ def print_table(runs: dict[str, dict]) -> bool:
             (
                 "wall time, sim.api.run (total_s)",
                 f"{total:,.1f} s",
-                f"<= {budget_wall:,.0f} s",
-                _mark(total, budget_wall),
+                "",
+                "",
             ),
             ("  world build", f"{build:,.1f} s", "", ""),
             ("  simulate + write", f"{sim:,.1f} s", "", ""),
             ("  rest (DuckDB catalogue, run_meta)", f"{total - build - sim:,.1f} s", "", ""),
-            ("process wall (+ interpreter, imports)", f"{r['process_wall_s']:,.1f} s", "", ""),
+            (
+                "process wall (+ interpreter, imports)",
+                f"{process:,.1f} s",
+                f"<= {budget_wall:,.0f} s",
+                _mark(process, budget_wall),
+            ),
             ("simulated days", f"{r['days']}", "", ""),
             ("tap records", f"{taps:,}", "", ""),
             (

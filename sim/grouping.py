@@ -28,7 +28,9 @@ def stable_order(*keys: np.ndarray) -> np.ndarray:
     Integer keys whose ranges and the position fit one int64 together are packed into one
     unique key (the position in the low bits) and sorted with a plain sort: NumPy's SIMD sort
     is an order of magnitude faster than a stable argsort or a lexsort on millions of rows,
-    and a unique key makes any sort stable. Wider keys take the general path.
+    and a unique key makes any sort stable. When the later keys do not fit (a 63-bit record
+    key as the last tiebreak, say), the leading keys that fit are sorted so and only the runs
+    they leave tied (rare) are ordered by the rest.
     """
     n = len(keys[0])
     if n == 0:
@@ -36,19 +38,32 @@ def stable_order(*keys: np.ndarray) -> np.ndarray:
     lows = [int(k.min()) for k in keys]
     widths = [(int(k.max()) - low).bit_length() for k, low in zip(keys, lows, strict=True)]
     p_bits = max(n - 1, 1).bit_length()
-    if sum(widths) + p_bits > 63:
+    fit = 0  # how many leading keys fit with the position
+    while fit < len(keys) and sum(widths[: fit + 1]) + p_bits <= 63:
+        fit += 1
+    if fit == 0:
         if len(keys) == 1:
             return _argsort_stable_wide(keys[0])
         return np.lexsort(keys[::-1])
     packed = np.zeros(n, dtype=np.int64)
-    for key, low, width in zip(keys, lows, widths, strict=True):
+    for key, low, width in zip(keys[:fit], lows, widths, strict=False):
         packed <<= width
         packed |= key.astype(np.int64) - low
     packed <<= p_bits
     packed |= np.arange(n, dtype=np.int64)
     packed.sort()
-    packed &= (1 << p_bits) - 1
-    return packed
+    if fit == len(keys):
+        packed &= (1 << p_bits) - 1
+        return packed
+    lead = packed >> p_bits  # the leading keys, in sorted order
+    order = packed & ((1 << p_bits) - 1)
+    tie = np.flatnonzero(lead[1:] == lead[:-1])
+    if tie.size:
+        at = np.unique(np.concatenate([tie, tie + 1]))  # every element of a tied run
+        sub = order[at]  # in input order within each run (the position was packed)
+        rest = [k[sub] for k in keys[fit:]]
+        order[at] = sub[np.lexsort((sub, *rest[::-1], lead[at]))]
+    return order
 
 
 def _argsort_stable_wide(key: np.ndarray) -> np.ndarray:

@@ -27,6 +27,22 @@ def test_stable_order_is_lexsort_of_the_keys_primary_first(data):
     assert stable_order(*keys).tolist() == expected.tolist()
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_narrow_leading_keys_and_a_wide_tiebreak_sort_as_lexsort(data):
+    """The leading keys packed, the runs they tie ordered by the wide rest (the day's record
+    order: device, second, 63-bit record key)."""
+    n = data.draw(st.integers(0, 80))
+    device = data.draw(arrays(np.int64, n, elements=st.integers(0, 3)))
+    second = data.draw(arrays(np.int64, n, elements=st.integers(0, 2)))
+    record = data.draw(arrays(np.int64, n, elements=st.sampled_from([-(1 << 62), 0, 5, 1 << 62])))
+    keys = [device, second, record]
+    if data.draw(st.booleans()):  # two wide keys after the packed one
+        keys.append(data.draw(arrays(np.int64, n, elements=st.sampled_from([0, 1 << 61]))))
+    expected = np.lexsort(keys[::-1]) if n else np.zeros(0, np.int64)
+    assert stable_order(*keys).tolist() == expected.tolist()
+
+
 @given(_ints(-(1 << 62), 1 << 62))
 def test_one_wide_key_keeps_ties_in_input_order(key):
     tied = np.concatenate([key, key])  # every value at least twice
@@ -41,6 +57,9 @@ def test_bool_keys_and_a_large_table():
     got = stable_order(card, t, debit)
     assert got.tolist() == np.lexsort((debit, t, card)).tolist()
     assert got.dtype == np.int64
+    key = rng.integers(-(1 << 62), 1 << 62, 200_000)  # a wide tiebreak: ties left to it
+    got = stable_order(card, t, key)
+    assert got.tolist() == np.lexsort((key, t, card)).tolist()
 
 
 def test_rank_in_groups():
