@@ -22,12 +22,12 @@ import numpy as np
 from sim.codes import (
     CARD_TYPES,
     DAY_TYPES,
-    ELDERLY_CARD_CODES,
     MEDIA,
     TAP_ENTRY,
     TAP_EXIT,
     TAP_SINGLE,
     WORKDAY,
+    is_elderly,
 )
 from sim.grouping import stable_order
 from sim.network import BUS, METRO, TransitNetwork
@@ -78,8 +78,7 @@ def day_factor(behaviour: Behaviour, card_type: np.ndarray, day_type: int) -> np
     name = DAY_TYPES[day_type]
     normal = getattr(behaviour.day_type_factors, name)
     elderly = getattr(behaviour.elderly_day_type_factors, name)
-    is_elderly = np.isin(card_type, ELDERLY_CARD_CODES)
-    return np.where(is_elderly, elderly, normal)
+    return np.where(is_elderly(card_type), elderly, normal)
 
 
 def riders_today(

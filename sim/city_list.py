@@ -127,7 +127,7 @@ def refuse_unlisted(world, streams, day: int, cols: dict[str, np.ndarray]):
         FALLBACK_NONE,
         FALLBACK_QR,
         MEDIA,
-        STORED_VALUE_MEDIA,
+        is_stored_value,
     )
 
     if not world.city_list.changes_anything:
@@ -137,8 +137,7 @@ def refuse_unlisted(world, streams, day: int, cols: dict[str, np.ndarray]):
     # city's own terminals always take its own cards).
     card_city = pop.home_city[cols["row"]].astype(np.int64)
     card = np.flatnonzero(
-        np.isin(cols["medium"], list(STORED_VALUE_MEDIA))
-        & ((card_city != 0) | (cols["line"] >= world.n_local_lines))
+        is_stored_value(cols["medium"]) & ((card_city != 0) | (cols["line"] >= world.n_local_lines))
     )
     card_city = card_city[card]
     ok = world.city_list.terminal_accepts(card_city, cols["line"][card], day)

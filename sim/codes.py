@@ -7,6 +7,18 @@ reorder.
 
 from __future__ import annotations
 
+import numpy as np
+
+
+def _flags(codes) -> np.ndarray:
+    """A lookup table over every uint8 code: True at ``codes`` (``table[column]`` is a tenth
+    of ``np.isin(column, codes)``'s time on a day's taps)."""
+    table = np.zeros(256, dtype=bool)
+    table[list(codes)] = True
+    table.flags.writeable = False
+    return table
+
+
 #: Card types issued in Nantong (DOMAIN.md §1, FACTS.md "Population and cards").
 CARD_TYPES: tuple[str, ...] = (
     "ordinary",  # 普通卡
@@ -21,6 +33,14 @@ CARD_TYPES: tuple[str, ...] = (
 #: The elderly card types (the published "长寿卡 and 爱心卡" taps), as names and as codes.
 ELDERLY_CARD_TYPES: tuple[str, ...] = ("longevity", "love")
 ELDERLY_CARD_CODES: tuple[int, ...] = tuple(CARD_TYPES.index(t) for t in ELDERLY_CARD_TYPES)
+_ELDERLY = _flags(ELDERLY_CARD_CODES)
+
+
+def is_elderly(card_type: np.ndarray) -> np.ndarray:
+    """Per card (or tap), whether its card type is an elderly one (``ELDERLY_CARD_CODES``)."""
+    return _ELDERLY[card_type]
+
+
 CARD_TYPE_ZH: dict[str, str] = {
     "ordinary": "普通卡",
     "student": "学生卡",
@@ -53,6 +73,15 @@ MEDIA_ZH: dict[str, str] = {
 }
 #: Media codes that hold a stored-value balance on the card (the rest are account/QR based).
 STORED_VALUE_MEDIA: frozenset[int] = frozenset({0, 1})
+
+
+_STORED_VALUE = _flags(STORED_VALUE_MEDIA)
+
+
+def is_stored_value(medium: np.ndarray) -> np.ndarray:
+    """Per tap, whether its medium holds a stored-value balance (``STORED_VALUE_MEDIA``)."""
+    return _STORED_VALUE[medium]
+
 
 #: What a rider did after the reader took no fare from the card (declined for balance, or the
 #: card not accepted there): did not ride, paid by QR code, or paid cash (outside the system).

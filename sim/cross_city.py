@@ -22,7 +22,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from sim.codes import STORED_VALUE_MEDIA, TAP_EXIT
+from sim.codes import TAP_EXIT, is_stored_value
 from sim.events import TapsFinal
 from sim.interop import city_codes as interop_city_codes
 from sim.population import HOME_CITY
@@ -84,7 +84,7 @@ def day_flows(world, taps: TapTable) -> dict[str, np.ndarray]:
     holder_region = np.where(holder_city == HOME_CITY, pop.region[rows].astype(np.int64), NONE)
     use_city = taps.city.astype(np.int64)
     use_region = _use_region(world, taps)
-    payment = np.where(np.isin(taps.medium, list(STORED_VALUE_MEDIA)), 0, 1)
+    payment = np.where(is_stored_value(taps.medium), 0, 1)
     key = holder_city
     for value, size in (
         (holder_region + 1, n_regions),

@@ -36,9 +36,9 @@ from sim.codes import (
     FALLBACK_QR,
     INCOMPLETE_AT_ISSUER,
     INCOMPLETE_AT_PLACE,
-    STORED_VALUE_MEDIA,
     TAP_ENTRY,
     TAP_EXIT,
+    is_stored_value,
 )
 from sim.disruption import disrupt_taps, duplicate_waves, free_rides, refuse_qr_down
 from sim.fare_rules import bp_of_fen, pct_to_bp
@@ -320,7 +320,7 @@ def _price(
                           "incident": incident})  # fmt: skip
     # Each payer group is priced on its own (an account's taps are all in one group, so transfers
     # and caps see all of them): cards and codes of home cardholders, visitors' cards and codes.
-    is_card = np.isin(taps.medium, list(STORED_VALUE_MEDIA))
+    is_card = is_stored_value(taps.medium)
     local = pop.home_city[taps.row] == HOME_CITY
     visitors_local = world.scenario.interop is not None and (
         world.scenario.interop.visitor_concessions == "local"
@@ -359,7 +359,7 @@ def _price(
 
 def _home_cards(pop: Cardholders, taps: DayTaps) -> np.ndarray:
     """Taps paid with a stored-value card of the home city: the only purses this twin keeps."""
-    return np.isin(taps.medium, list(STORED_VALUE_MEDIA)) & (pop.home_city[taps.row] == HOME_CITY)
+    return is_stored_value(taps.medium) & (pop.home_city[taps.row] == HOME_CITY)
 
 
 def _close_unmatched_entries(taps: DayTaps) -> DayTaps:
@@ -419,7 +419,7 @@ def _append_away(world: World, taps: DayTaps, fares: dict, away: DayTaps):
         for band in sorted(c.elderly_discounts, key=lambda b: b.age_min):
             bp = np.where((city == j) & (age >= band.age_min), pct_to_bp(band.discount_pct), bp)
     bp = np.where(away.incomplete, 0, bp)
-    is_card = np.isin(away.medium, list(STORED_VALUE_MEDIA))
+    is_card = is_stored_value(away.medium)
     concession = np.where(is_card, bp_of_fen(list_fare, bp), 0)
     n = len(away)
     away_fares = {

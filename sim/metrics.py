@@ -30,12 +30,12 @@ from agents.outlet import LEFT_CLOSED, SERVED
 from sim.codes import (
     CARD_TYPES,
     CLEARED,
-    ELDERLY_CARD_CODES,
     MEDIA,
     PENDING,
     REJECTED,
-    STORED_VALUE_MEDIA,
     TAP_ENTRY,
+    is_elderly,
+    is_stored_value,
 )
 from sim.day import TOPUP_ONLINE, TOPUP_OUTLET
 from sim.deposits import CALL, DEFERRED, PAID_LATE
@@ -253,14 +253,14 @@ class RunMetrics:
         )
         # Published figures are the home system's view: taps acquired in the home city.
         # Visitors' own cards are other issuers' business: not in the home city's tables.
-        ok &= local_tap & (c.home_card | ~np.isin(c.medium, list(STORED_VALUE_MEDIA)))
+        ok &= local_tap & (c.home_card | ~is_stored_value(c.medium))
         fare_row = ok & ((c.kind != TAP_ENTRY) | c.incomplete)
         card_type = pop.card_type[c.row]
         is_card = c.home_card
         amount = np.where(ok, c.amount_fen, 0)
         self.transactions += int(fare_row.sum())
         self.taps += int(ok.sum())
-        self.elderly_taps += int((ok & np.isin(card_type, ELDERLY_CARD_CODES)).sum())
+        self.elderly_taps += int((ok & is_elderly(card_type)).sum())
         self.taps_by_card_type += np.bincount(card_type[ok], minlength=len(CARD_TYPES))
         self.card_transactions_by_card_type += np.bincount(
             card_type[fare_row & is_card], minlength=len(CARD_TYPES)
@@ -298,7 +298,7 @@ class RunMetrics:
         return {
             "fare_transactions": int(fare_row.sum()),
             "card_spend_fen": int(amount[is_card].sum()),
-            "qr_spend_fen": int(amount[~np.isin(c.medium, list(STORED_VALUE_MEDIA))].sum()),
+            "qr_spend_fen": int(amount[~is_stored_value(c.medium)].sum()),
         }
 
     def _close_week(self, pop, sale_day: np.ndarray, last_day: int) -> None:

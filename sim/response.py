@@ -37,7 +37,7 @@ import numpy as np
 from agents.citizen import FIRST_DEPARTURE_S, LAST_DEPARTURE_S, LAST_TAP_S, DayTaps
 from sim import clock
 from sim.behaviour_settings import ResponseSettings
-from sim.codes import CARD_TYPES, DAY_TYPES, STORED_VALUE_MEDIA, WORKDAY
+from sim.codes import CARD_TYPES, DAY_TYPES, WORKDAY, is_stored_value
 from sim.fare_rules import MINUTES_PER_DAY, FareRules
 from sim.fares import FareSet, compile_fare_set
 from sim.grouping import rank_in_groups, stable_order
@@ -392,7 +392,7 @@ class PriceResponse:
         to_card = switches & (saving <= 0) & (gain <= -self.s.medium_switch_min_gain_fen)
         if not (to_qr.any() or to_card.any()):
             return None
-        on_card = np.isin(sub.medium, list(STORED_VALUE_MEDIA))
+        on_card = is_stored_value(sub.medium)
         new = np.where(to_qr[inverse] & on_card, qr, sub.medium)
         new = np.where(to_card[inverse] & ~on_card, card, new)
         self.tally.update(switched=int((to_qr | to_card).sum()))

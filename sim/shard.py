@@ -51,7 +51,7 @@ from sim.clearing import (
     post_flow,
     post_refunds,
 )
-from sim.codes import CLEARED, MEDIA, MODES, PENDING, REJECTED, STORED_VALUE_MEDIA
+from sim.codes import CLEARED, MEDIA, MODES, PENDING, REJECTED, is_stored_value
 from sim.cross_city import day_flows
 from sim.day import (
     SERVICE_CARD_SALE,
@@ -312,7 +312,7 @@ class CityShard:
         taps.device_serial = serial
         taps.issuer = self.media_issuer[taps.medium]
         # Visitors' own cards belong to their city's issuer.
-        visitor_card = np.isin(taps.medium, list(STORED_VALUE_MEDIA)) & ~taps.home_card
+        visitor_card = is_stored_value(taps.medium) & ~taps.home_card
         home = self.world.population.home_city[taps.row[visitor_card]]
         taps.issuer[visitor_card] = self.city_issuer[home]
         taps.acquirer = self.line_acquirer[taps.line]
