@@ -7,10 +7,17 @@ fed a Weyl sequence; different streams, days and draws get independent, well-mix
 
 Nothing here keeps state between calls: calling ``uniform`` twice with the same arguments gives the
 same numbers. Use a different ``draw`` index for each independent number a rule needs.
+
+``bits`` and ``uniform`` hash each id in one compiled pass (numba, compiled on first use and cached
+on disk): a day draws some 8 million numbers, and NumPy's version of the same arithmetic takes a
+dozen passes over each array. The integer arithmetic is the same, so the numbers are the same bits
+(``tests/test_rng.py`` checks them against the NumPy form, ``_mix_array``, kept for the callers that
+mix their own keys).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -32,7 +39,7 @@ def _mix_scalar(z: int) -> int:
     return z ^ (z >> 31)
 
 
-_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 _M1, _M2 = np.uint64(_C1), np.uint64(_C2)
 
 
@@ -50,6 +57,54 @@ def _mix_array(z: np.ndarray) -> np.ndarray:
     np.right_shift(z, _S31, out=tmp)
     z ^= tmp
     return z
+
+
+class _Kernels:
+    """The compiled per-id hashes (``_kernels``)."""
+
+    def __init__(self, bits, uniform) -> None:
+        self.bits, self.uniform = bits, uniform
+
+
+@functools.cache
+def _kernels() -> _Kernels:
+    """Compile (or load from numba's on-disk cache) the per-id hashes, on first use: a process
+    that draws nothing (the dashboard, a report) does not import numba."""
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def hash_ids(ids, base):  # SplitMix64 over the Weyl sequence, as _mix_array
+        out = np.empty(ids.shape[0], np.uint64)
+        golden, b, m1, m2 = np.uint64(_GOLDEN), np.uint64(base), np.uint64(_C1), np.uint64(_C2)
+        for i in range(ids.shape[0]):
+            z = np.uint64(ids[i]) * golden + b
+            z = (z ^ (z >> np.uint64(30))) * m1
+            z = (z ^ (z >> np.uint64(27))) * m2
+            out[i] = z ^ (z >> np.uint64(31))
+        return out
+
+    @numba.njit(cache=True, nogil=True)
+    def uniform_ids(ids, base):  # hash_ids, then the top 53 bits as a float in [0, 1)
+        out = np.empty(ids.shape[0], np.float64)
+        golden, b, m1, m2 = np.uint64(_GOLDEN), np.uint64(base), np.uint64(_C1), np.uint64(_C2)
+        for i in range(ids.shape[0]):
+            z = np.uint64(ids[i]) * golden + b
+            z = (z ^ (z >> np.uint64(30))) * m1
+            z = (z ^ (z >> np.uint64(27))) * m2
+            z = z ^ (z >> np.uint64(31))
+            out[i] = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # 2**-53
+        return out
+
+    return _Kernels(hash_ids, uniform_ids)
+
+
+def _per_id(kernel, ids, base: int) -> np.ndarray:
+    """``kernel`` over ``ids`` of any shape; integer ids as they are (a negative one wraps to
+    uint64, as ``astype`` does), anything else through uint64 first."""
+    a = np.asarray(ids)
+    if a.dtype.kind not in "iu":
+        a = a.astype(np.uint64)
+    return kernel(np.ascontiguousarray(a).reshape(-1), np.uint64(base)).reshape(a.shape)
 
 
 def stream_key(name: str) -> int:
@@ -80,17 +135,11 @@ class Streams:
 
     def bits(self, stream: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
         """64 random bits per id, as uint64."""
-        z = np.multiply(np.asarray(ids).astype(np.uint64), np.uint64(_GOLDEN))
-        z += np.uint64(self._base(stream, day, draw))
-        return _mix_array(z)
+        return _per_id(_kernels().bits, ids, self._base(stream, day, draw))
 
     def uniform(self, stream: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
-        """Uniform floats in [0, 1), one per id."""
-        z = self.bits(stream, day, ids, draw)
-        np.right_shift(z, _S11, out=z)
-        out = z.astype(np.float64)
-        out *= 1.0 / (1 << 53)
-        return out
+        """Uniform floats in [0, 1), one per id: the top 53 of its ``bits`` over 2**53."""
+        return _per_id(_kernels().uniform, ids, self._base(stream, day, draw))
 
     def normal(self, stream: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
         """Standard normal floats (Box–Muller over draws 2*draw and 2*draw+1)."""
