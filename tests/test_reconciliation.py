@@ -231,3 +231,17 @@ def test_a_damaged_parquet_file_is_bad_input_naming_it(reconciled, tmp_path, how
     assert str(damaged) in done.stderr and "damaged" in done.stderr
     assert not (tmp_path / "r").exists()
 
+
+def test_a_check_that_fails_is_exit_3_saying_reconcile_failed(
+    reconciled, tmp_path, monkeypatch, capsys
+):
+    import run_scenario
+    import sim.api
+
+    out, _ = reconciled
+    problem = "ALPHA_CARD/2024-01-02/summary.csv does not equal detail.csv grouped"
+    monkeypatch.setattr(sim.api, "check_reconciliation", lambda run_dir, folder: [problem])
+    assert run_scenario.main(["reconcile", str(out), "--out", str(tmp_path / "r")]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("reconcile failed: invariant 'reconciliation_agrees'") and problem in err
+    assert (tmp_path / "r" / "ALPHA_CARD").is_dir()  # the files stay, to look at
