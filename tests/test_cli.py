@@ -608,3 +608,18 @@ def test_an_incident_after_the_period_is_named_in_a_note(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     assert "note: incident late (small_ci) starts 2024-03-10 08:00" in result.stderr
     assert "not played" in result.stderr
+
+
+def test_help_says_what_exit_3_means_for_reconcile_and_the_receiver_its_whole_purpose():
+    result = _cli("--help")
+    assert result.returncode == 0
+    three = result.stdout.split("\n  3    ", 1)[1].split("\n  4    ", 1)[0]
+    assert "money invariant" in three and "reconcile" in three
+    receiver = subprocess.run(
+        [sys.executable, "-m", "traffic.receiver", "--help"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert receiver.returncode == 0
+    assert "what the tests and the benches stream into, and a starting point for a team's own." in (
+        " ".join(receiver.stdout.split())
+    )
