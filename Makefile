@@ -35,7 +35,7 @@ run: install
 dashboard: install
 	$(BIN)/streamlit run dashboard/app.py --server.address 127.0.0.1 --server.port $(PORT) --server.headless true --server.maxUploadSize 1
 
-## Unit, property, event-log and golden-file tests (a few minutes on 2 cores).
+## Unit, property, event-log and golden-file tests (about 10 minutes on 2 cores).
 test: install
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """CardTwin command line: run a scenario, validate it, or calibrate it against published figures.
 
-    python run_scenario.py SCENARIO.yaml [--days N] [--seed S] [--out DIR] [--set a.b=v ...]
-                                         [--quiet] [--unmasked]
+    python run_scenario.py [run] SCENARIO.yaml [--days N] [--seed S] [--out DIR] [--set a.b=v ...]
+                                               [--quiet] [--unmasked]
     python run_scenario.py validate SCENARIO.yaml [--set a.b=v ...]
     python run_scenario.py calibrate SCENARIO.yaml [--out DIR] [--targets FILE] [--days N]
     python run_scenario.py verify RUN_DIR
@@ -13,8 +13,9 @@
 Exit codes (the full list is in ``--help``, ``EPILOG`` below): 0 success; 1 a result that is
 not a success (calibrate: a target outside its tolerance; verify: a problem in the files; sweep:
 a point failed) — and an unexpected error, with its traceback; 2 bad input (scenario file, flags,
-data files) with a one-screen message and no traceback; 3 a money invariant failed during the run
-(the message says which, by how much, where); 4 a Dask worker running a city was lost;
+data files, a mistyped command) with a one-screen message and no traceback; 3 a money invariant
+failed during a run (the message says which, by how much, where), or the files reconcile wrote do
+not agree; 4 a Dask worker running a city was lost;
 5 stream: the reconciliation does not hold or the sink broke; 6 a city's own code raised an
 error on its Dask worker (a defect: the worker's traceback is printed); 130 interrupted
 (Ctrl-C), 143 terminated (SIGTERM), in both cases nothing written (a stream keeps what it
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import difflib
 import multiprocessing
 import signal
 import sys
@@ -37,7 +39,7 @@ from traffic.cli import build_score_parser, build_stream_parser, run_score, run_
 
 EPILOG = """\
 commands:
-  run_scenario.py SCENARIO.yaml [options]     run a scenario (this page)
+  run_scenario.py [run] SCENARIO.yaml [opts]  run a scenario (this page; "run" may be left out)
   run_scenario.py validate SCENARIO.yaml      check a scenario and the world it builds
   run_scenario.py calibrate SCENARIO.yaml     run the whole period, compare with published figures
   run_scenario.py verify RUN_DIR              recheck a run's hash chains and invariants from files
@@ -54,8 +56,11 @@ exit codes:
   1    calibrate: a target outside its tolerance; verify: a problem found in the files;
        sweep: a point failed (reported; everything else is written); also an unexpected
        error (a bug: its traceback is printed)
-  2    bad input: a scenario, flag, data file or output folder that is wrong; nothing written
-  3    a money invariant failed during the run (which, by how much, where)
+  2    bad input: a scenario, flag, data file or output folder that is wrong, or a mistyped
+       command; nothing written
+  3    a money invariant failed during a run, also the runs of calibrate, compare and drill
+       (which, by how much, where); reconcile: the files it wrote do not agree (a summary
+       with its detail, an acquirer's total with its batches, corrections with the refunds)
   4    a Dask worker running a city was lost, or the connection to it (--workers,
        --scheduler): nothing written; look at the cluster
   5    stream: generated = sent = acknowledged + dead-lettered + delivery unknown does not
@@ -330,7 +335,8 @@ def build_reconcile_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out",
         type=Path,
-        help="where to write them (default: RUN_DIR/reconciliation); replaces only an earlier "
+        help="where to write them (default: RUN_DIR/reconciliation, which a later run written "
+        "to RUN_DIR replaces with the run); replaces only an earlier "
         "reconcile's output: the run folder, a folder holding it or inside it, and a folder "
         "with other files are refused",
     )
@@ -510,14 +516,47 @@ def cross_city_table(report: dict):
     return table
 
 
+COMMANDS = (
+    "run", "validate", "calibrate", "verify", "reconcile", "compare", "sweep", "stream", "score",
+    "drill",
+)  # fmt: skip
+SCENARIO_SUFFIXES = (".yaml", ".yml")
+
+
+def _command(argv: list[str]) -> str | None:
+    """The command ``argv`` asks for: its first word if that is one, else ``run`` (the first
+    word, if any, is then the scenario); None if the first word is neither a command nor
+    anything like a scenario file (no such file, no folder, no .yaml): a mistyped command."""
+    if not argv or argv[0].startswith("-"):
+        return "run"
+    first = argv[0]
+    if first in COMMANDS:
+        return first
+    path = Path(first)
+    if path.exists() or path.suffix in SCENARIO_SUFFIXES or len(path.parts) > 1:
+        return "run"
+    return None
+
+
+def _not_a_command(word: str) -> str:
+    """Why ``word`` was refused, the commands, and the nearest of them if one is near."""
+    message = (
+        f"{word!r} is not a command or a scenario file; commands: {', '.join(COMMANDS)} "
+        "(run_scenario.py --help)"
+    )
+    near = difflib.get_close_matches(word, COMMANDS, n=1)
+    return message + (f"; did you mean {near[0]}?" if near else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = (
-        "validate", "calibrate", "verify", "compare", "sweep", "reconcile", "stream", "score",
-        "drill",
-    )  # fmt: skip
-    command = argv[0] if argv and argv[0] in commands else "run"
+    command = _command(argv)
+    if command is None:
+        print(f"run_scenario.py: error: {_not_a_command(argv[0])}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if argv and argv[0] == command:
+        argv = argv[1:]
     parser = {
         "validate": build_validate_parser,
         "calibrate": build_calibrate_parser,
@@ -531,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": build_parser,
     }[command]()
     # Flags are checked before the simulation stack is imported, so their errors answer at once.
-    args = parser.parse_args(argv[1:] if command != "run" else argv)
+    args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C: the run's output is discarded on the way out (sim.api).
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, _terminate)
@@ -624,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except api.InvariantViolation as exc:
-        print(f"run failed: {exc}", file=sys.stderr)
+        print(f"{'reconcile' if command == 'reconcile' else 'run'} failed: {exc}", file=sys.stderr)
         return EXIT_INVARIANT
     except api.WorkerLost as exc:
         print(f"run failed: {exc}; nothing was written to the output folder", file=sys.stderr)

@@ -55,6 +55,8 @@ def run_drill_command(args: argparse.Namespace, api) -> int:
                 f"rule of drill {drill.id} (expected one of {', '.join(sorted(alerts))})"
             )
     out = args.out or Path("runs/drills") / drill.id
+    # As compare and sweep say it, before the drill's days are played (not a bare OSError).
+    api.check_out_folder(out, "the drill's runs and debrief")
     try:
         debrief = run_drill(drill, trainee, out, privacy_key=api.privacy_key(args.key_file))
     except ValueError as exc:  # a target the drill's world lacks, an unknown line...

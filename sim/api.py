@@ -103,6 +103,7 @@ __all__ = [
     "calibrate",
     "cardholders_of",
     "check_comparable",
+    "check_out_folder",
     "compare_summary",
     "dask_client",
     "detect_card_lending",
@@ -285,7 +286,7 @@ def compare(
             raise BadInput(f"{sc.name}: compare takes single-city scenarios")
     check_comparable(base, variants, sources)
     if out_dir is not None:
-        _check_out_folder(Path(out_dir), "the comparison report")
+        check_out_folder(Path(out_dir), "the comparison report")
     scenarios: dict[str, Scenario] = {}
     for sc in [base, *variants]:
         name, k = sc.name, 2
@@ -420,9 +421,10 @@ def _check_run_seeds(seed: int, last: int) -> None:
         )
 
 
-def _check_out_folder(out: Path, what: str) -> None:
+def check_out_folder(out: Path, what: str) -> None:
     """``BadInput`` unless ``out`` is a folder that can be written, or one that can be made:
-    found before a long run, not after it."""
+    found before a long run, not after it. ``what`` names what goes there, for the message
+    (``--out X: is a file; expected a folder for <what>``): compare, sweep and drill use it."""
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: is a file; expected a folder for {what}")
     for folder in (out, *out.parents):  # a run's folder is its own: a re-run would refuse it
@@ -492,7 +494,7 @@ def sweep(
             )
         ) from None
     if out_dir is not None:
-        _check_out_folder(Path(out_dir), "the sweep's report and points")
+        check_out_folder(Path(out_dir), "the sweep's report and points")
     scenario = load_scenario(base, days=spec.days)
     if isinstance(scenario, MultiCityScenario):
         raise BadInput(f"{base}: a sweep takes a single-city scenario")

@@ -7,7 +7,9 @@ A run writes into ``<out>.partial-<pid>`` beside ``<out>`` and swaps it in when 
   CardTwin writes (its format, schema version, and the list of every file the run wrote). A
   ``run_meta.json`` alone proves nothing.
 - A file in ``<out>`` that the marker does not list is the user's: the run is refused, naming them
-  (a ``notes.txt`` or ``analysis/`` put inside a run folder is never deleted).
+  (a ``notes.txt`` or ``analysis/`` put inside a run folder is never deleted). The exception is
+  what ``reconcile`` wrote into the run's ``reconciliation/`` folder (its own marker lists it):
+  it describes the earlier run, and is replaced with it.
 - The earlier run must be removable (every folder in it writable), checked before the run starts,
   so nothing is half-swapped at the end.
 - Two runs writing the same ``<out>`` at once: the second is refused (an advisory lock on
@@ -90,7 +92,7 @@ def check_replaceable(out: Path) -> None:
             f"{out} is not empty and is not a CardTwin run (no {MARKER_FILE}); "
             "choose another --out, or empty it first"
         )
-    foreign = sorted(set(present) - set(marker["files"]))
+    foreign = sorted(set(present) - set(marker["files"]) - _reconcile_output(out, present))
     if foreign:
         raise RunDirError(
             f"{out} holds an earlier run and {len(foreign)} file(s) CardTwin did not write "
@@ -103,6 +105,21 @@ def check_replaceable(out: Path) -> None:
             f"{out} holds an earlier run that cannot be replaced: no write permission on "
             f"{where}; fix its permissions or choose another --out"
         )
+
+
+def _reconcile_output(out: Path, present: list[str]) -> set[str]:
+    """The files in ``out`` that ``reconcile`` wrote into its default folder inside the run,
+    ``reconciliation/``, as its marker lists them (sim/reconciliation.py). They describe the
+    earlier run, so they go with it; anything else in that folder is the user's."""
+    # Imported here: sim.reconciliation imports this module (and DuckDB and pandas).
+    from sim.reconciliation import DEFAULT_DIR, _written_by_reconcile
+
+    folder = out / DEFAULT_DIR
+    if folder.is_symlink() or not folder.is_dir():
+        return set()
+    prefix = f"{DEFAULT_DIR}/"
+    inside = [f.removeprefix(prefix) for f in present if f.startswith(prefix)]
+    return {prefix + f for f in _written_by_reconcile(folder, inside) or ()}
 
 
 def _removable(folder: Path) -> bool:

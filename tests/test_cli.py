@@ -189,6 +189,42 @@ def test_bad_flag_exits_2_with_argparse_message(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "near"),
+    [
+        (["verfy", "runs/x"], "; did you mean verify?"),
+        (["calbrate", "scenario.yaml"], "; did you mean calibrate?"),
+        (["frobnicate"], ""),
+    ],
+)
+def test_a_mistyped_command_is_named_with_the_commands_and_the_nearest(args, near: str):
+    result = _cli(*args)
+    _assert_bad_input(
+        result,
+        f"error: {args[0]!r} is not a command or a scenario file; commands: run, validate, "
+        "calibrate, verify, reconcile,",
+    )
+    assert result.stderr.rstrip().endswith(f"(run_scenario.py --help){near}"), result.stderr
+    assert "unrecognized arguments" not in result.stderr
+
+
+def test_the_first_word_is_a_scenario_unless_it_is_a_command(tmp_path: Path):
+    """A scenario file, a path to one or a .yaml name is a run's scenario (a missing one is
+    named as such); "run" may be written before it."""
+    import run_scenario
+
+    assert run_scenario._command(["verify", "runs/x"]) == "verify"
+    assert run_scenario._command(["--days", "1", "verfy"]) == "run"
+    assert run_scenario._command([str(SMALL)]) == "run"
+    assert run_scenario._command(["scenarios/nothing_here"]) == "run"
+    assert run_scenario._command(["verfy"]) is None
+    missing = _cli("no_such_scenario.yaml", "--quiet")
+    _assert_bad_input(missing, "no_such_scenario.yaml: file not found")
+    done = _cli("run", SMALL, "--days", "1", "--quiet", "--out", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "run" / "run_meta.json").read_text())["scenario"] == "small_ci"
+
+
 def test_flag_errors_answer_without_loading_the_simulation():
     # run_scenario.main imports sim.api lazily "so that --help and flag errors answer instantly"
     # (its own comment): a flag error must not pay the ~2 s import of the simulation stack.
@@ -572,3 +608,18 @@ def test_an_incident_after_the_period_is_named_in_a_note(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     assert "note: incident late (small_ci) starts 2024-03-10 08:00" in result.stderr
     assert "not played" in result.stderr
+
+
+def test_help_says_what_exit_3_means_for_reconcile_and_the_receiver_its_whole_purpose():
+    result = _cli("--help")
+    assert result.returncode == 0
+    three = result.stdout.split("\n  3    ", 1)[1].split("\n  4    ", 1)[0]
+    assert "money invariant" in three and "reconcile" in three
+    receiver = subprocess.run(
+        [sys.executable, "-m", "traffic.receiver", "--help"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert receiver.returncode == 0
+    assert "what the tests and the benches stream into, and a starting point for a team's own." in (
+        " ".join(receiver.stdout.split())
+    )

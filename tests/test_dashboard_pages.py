@@ -630,6 +630,31 @@ def test_a_seed_above_what_a_browser_number_holds_runs(tmp_path):
         target.unlink(missing_ok=True)
 
 
+@pytest.mark.parametrize(
+    ("lang", "limit", "kinds", "description"),
+    [
+        ("zh", "最大 512 KB", "如“读卡器故障”“清算节点宕机”", "情景说明（情景文件只有英文说明）："),
+        ("en", "at most 512 KB", "e.g. Reader out of order, Clearing node down", ""),
+    ],
+)  # fmt: skip
+def test_the_run_page_states_the_upload_limit_incident_kinds_in_words_and_the_description(
+    tmp_path, lang, limit, kinds, description
+):
+    """The upload's label holds the engine's limit (Streamlit's own line can only say whole
+    megabytes: 1 MB, the least it states, whatever `streamlit run` was given); the incident
+    table's caption gives kinds in words as the table shows them; the scenario's description,
+    which a scenario file has in English only, is said to be so on the Chinese page."""
+    at = app(tmp_path, "run", lang=lang, run=None)
+    _choose_small(at)
+    upload = at.file_uploader(key="upload")
+    assert limit in upload.label and upload.proto.max_upload_size_mb == 1
+    captions = [c.value for c in at.caption]
+    incidents = next(c for c in captions if "2024-01-02T07:00" in c)
+    assert kinds in incidents and "validator_outage" not in incidents
+    text = " ".join(api.load_scenario(SMALL).description.split())
+    assert f"{description}{text}" in captions
+
+
 def test_an_upload_of_the_same_name_restarts_the_form_and_says_it_replaced_one(tmp_path):
     name = "cardtwin_test_reupload.yaml"
     target = target_of(name)

@@ -227,6 +227,30 @@ def test_bad_drill_scripts_name_the_field(tmp_path):
     assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("where", ["a file", "inside a file", "a run folder"])
+def test_an_out_that_cannot_hold_the_drill_is_refused_as_for_a_run_or_compare(tmp_path, where):
+    taken = tmp_path / "notes.md"
+    taken.write_text("mine", encoding="utf-8")
+    run_folder = tmp_path / "run"
+    run_folder.mkdir()
+    (run_folder / ".cardtwin-run.json").write_text("{}", encoding="utf-8")
+    out, expected = {
+        "a file": (taken, f"--out {taken}: is a file; expected a folder for the drill's"),
+        "inside a file": (taken / "x", f"--out {taken / 'x'}: {taken} is a file; expected a"),
+        "a run folder": (run_folder, f"--out {run_folder}: is the run folder {run_folder};"),
+    }[where]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run_scenario.py"), "drill", str(DRILLS / "dead_reader.yaml"),
+         "--out", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {expected}"), done.stderr
+    assert "File exists" not in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert taken.read_text(encoding="utf-8") == "mine"
+
+
 def _drill_copy(tmp_path, name: str, old: str, new: str) -> Path:
     """A shipped drill with ``old`` replaced by ``new`` (its base scenario found from here)."""
     text = (DRILLS / f"{name}.yaml").read_text(encoding="utf-8")

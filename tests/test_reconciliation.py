@@ -163,6 +163,50 @@ def test_an_output_written_before_the_marker_is_recognised_by_its_layout(reconci
         reconcile(out, tmp_path / "mine")
 
 
+def _cli_run(out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "run_scenario.py", "scenarios/small_ci.yaml", "--days", "1",
+         "--out", str(out), "--quiet"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def test_a_run_replaces_an_earlier_run_with_its_reconciliation_but_never_a_file_put_into_it(
+    reconciled, tmp_path
+):
+    out, _ = reconciled
+    earlier = tmp_path / "run"
+    shutil.copytree(out, earlier)  # the run and its default reconciliation/, as reconcile left it
+    notes = earlier / "reconciliation" / "ALPHA_CARD" / "my_notes.txt"
+    notes.write_text("mine", encoding="utf-8")
+    before = _snapshot(earlier)
+    done = _cli_run(earlier)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "1 file(s) CardTwin did not write (reconciliation/ALPHA_CARD/my_notes.txt)" in (
+        done.stderr
+    )
+    assert _snapshot(earlier) == before
+    notes.unlink()
+    done = _cli_run(earlier)  # what reconcile wrote describes the earlier run: it goes with it
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not (earlier / "reconciliation").exists()
+    meta = json.loads((earlier / "run_meta.json").read_text(encoding="utf-8"))
+    assert meta["scenario"] == load_scenario(ROOT / "scenarios" / "small_ci.yaml").name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing left beside it
+
+
+def test_a_reconciliation_folder_reconcile_did_not_write_is_kept_from_a_run(reconciled, tmp_path):
+    out, _ = reconciled
+    earlier = tmp_path / "run"
+    shutil.copytree(out, earlier, ignore=shutil.ignore_patterns("reconciliation"))
+    (earlier / "reconciliation").mkdir()
+    (earlier / "reconciliation" / "summary.csv").write_text("mine\n", encoding="utf-8")
+    done = _cli_run(earlier)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "(reconciliation/summary.csv)" in done.stderr
+    assert (earlier / "reconciliation" / "summary.csv").read_text(encoding="utf-8") == "mine\n"
+
+
 def _damaged_copy(run_dir: Path, tmp_path: Path, how: str) -> tuple[Path, Path]:
     """A copy of the run with its first transactions file truncated or its data overwritten."""
     copy = tmp_path / "damaged"
@@ -186,3 +230,18 @@ def test_a_damaged_parquet_file_is_bad_input_naming_it(reconciled, tmp_path, how
     assert "Traceback" not in done.stderr
     assert str(damaged) in done.stderr and "damaged" in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_check_that_fails_is_exit_3_saying_reconcile_failed(
+    reconciled, tmp_path, monkeypatch, capsys
+):
+    import run_scenario
+    import sim.api
+
+    out, _ = reconciled
+    problem = "ALPHA_CARD/2024-01-02/summary.csv does not equal detail.csv grouped"
+    monkeypatch.setattr(sim.api, "check_reconciliation", lambda run_dir, folder: [problem])
+    assert run_scenario.main(["reconcile", str(out), "--out", str(tmp_path / "r")]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("reconcile failed: invariant 'reconciliation_agrees'") and problem in err
+    assert (tmp_path / "r" / "ALPHA_CARD").is_dir()  # the files stay, to look at

@@ -40,11 +40,17 @@ from dashboard.state import (
     tr,
     withdraw_offer,
 )
-from dashboard.uploads import UPLOAD_DIR, target_of, upload_problem
+from dashboard.uploads import MAX_UPLOAD_BYTES, UPLOAD_DIR, target_of, upload_problem
 from sim import api
 from sim.run_dir import MARKER_FILE
 
 SCENARIO_DIRS = (ROOT / "scenarios", ROOT / "scenarios" / "policies")
+# Streamlit states an upload limit in whole megabytes only (st.file_uploader max_upload_size,
+# server.maxUploadSize): its smallest, 1 MB, lets a file through to upload_problem, which holds
+# the real limit (MAX_UPLOAD_BYTES) and says it; the label says it before the upload.
+WIDGET_UPLOAD_MB = -(-MAX_UPLOAD_BYTES // 2**20)
+# Incident kinds the incident table's caption gives as examples (in words, as the table shows).
+EXAMPLE_KINDS = ("validator_outage", "clearing_node_outage")
 DEFAULT_SCENARIO = ROOT / "scenarios" / "nantong_2024.yaml"  # what `make run` runs
 SEED_TEXT = re.compile(r"\d+")  # a seed: any whole number >= 0, as the engine takes it
 NOT_IN_FOLDER_NAME = re.compile(r"[^\w.-]+")  # what an automatic folder name leaves out
@@ -102,7 +108,10 @@ def reopen_section() -> None:
 
 def upload_section() -> None:
     """Upload a scenario YAML (dashboard/uploads.py); a good one is selected to run."""
-    upload = st.file_uploader(tr("run.upload"), type=["yaml", "yml"], key="upload")
+    upload = st.file_uploader(
+        tr("run.upload", limit=MAX_UPLOAD_BYTES // 1024), type=["yaml", "yml"], key="upload",
+        max_upload_size=WIDGET_UPLOAD_MB,
+    )  # fmt: skip
     if upload is None or st.session_state.get("upload_done") == upload.file_id:
         return  # handled when it came: the user may have chosen another scenario since
     st.session_state["upload_done"] = upload.file_id
@@ -227,7 +236,8 @@ def run_form(path: Path, base) -> tuple[list, str, str, bool]:
             with column:
                 _field_error(errors, f"age_{card}")
         st.markdown(f"**{tr('run.incidents')}**")
-        st.caption(tr("run.incidents_help"))
+        kinds = [i18n.code_label("incident_kind", k, lang()) for k in EXAMPLE_KINDS]
+        st.caption(tr("run.incidents_help", kinds=tr("run.incident.examples_join").join(kinds)))
         table = incident_frame(base)
         incidents = st.data_editor(
             table,
@@ -357,8 +367,8 @@ def main() -> None:
             if base is not None:
                 st.info(tr("run.multi_city"))
             return
-        if base.description:
-            st.caption(" ".join(base.description.split()))
+        if base.description:  # a scenario file has one description, written in English
+            st.caption(tr("run.description", text=" ".join(base.description.split())))
         overrides, seed, out_name, start = run_form(path, base)
         _field_error(st.session_state.get("run_errors", {}), "scenario")
         done = st.session_state.pop("run_done", None)
