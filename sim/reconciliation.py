@@ -170,7 +170,7 @@ def check_output_folder(run_dir: Path, out: Path) -> None:
     present = _files_in(out)
     if not present and not any(out.iterdir()):
         return
-    written = _written_by_reconcile(out, present)
+    written = written_by_reconcile(out, present)
     if written is None:
         raise ReconciliationError(
             f"--out {out}: is not empty and is not an earlier reconcile's output (no "
@@ -188,7 +188,7 @@ def _files_in(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir())
 
 
-def _written_by_reconcile(out: Path, present: list[str]) -> set[str] | None:
+def written_by_reconcile(out: Path, present: list[str]) -> set[str] | None:
     """The files an earlier reconcile wrote in ``out`` (None: it is not a reconcile's output)."""
     try:
         marker = json.loads((out / MARKER_FILE).read_text(encoding="utf-8"))

@@ -112,14 +112,14 @@ def _reconcile_output(out: Path, present: list[str]) -> set[str]:
     ``reconciliation/``, as its marker lists them (sim/reconciliation.py). They describe the
     earlier run, so they go with it; anything else in that folder is the user's."""
     # Imported here: sim.reconciliation imports this module (and DuckDB and pandas).
-    from sim.reconciliation import DEFAULT_DIR, _written_by_reconcile
+    from sim.reconciliation import DEFAULT_DIR, written_by_reconcile
 
     folder = out / DEFAULT_DIR
     if folder.is_symlink() or not folder.is_dir():
         return set()
     prefix = f"{DEFAULT_DIR}/"
     inside = [f.removeprefix(prefix) for f in present if f.startswith(prefix)]
-    return {prefix + f for f in _written_by_reconcile(folder, inside) or ()}
+    return {prefix + f for f in written_by_reconcile(folder, inside) or ()}
 
 
 def _removable(folder: Path) -> bool:
