@@ -16,7 +16,8 @@ a point failed) — and an unexpected error, with its traceback; 2 bad input (sc
 data files) with a one-screen message and no traceback; 3 a money invariant failed during the run
 (the message says which, by how much, where); 4 a Dask worker running a city was lost;
 5 stream: the reconciliation does not hold or the sink broke; 6 a city's own code raised an
-error on its Dask worker (a defect: the worker's traceback is printed); 130 interrupted
+error on its Dask worker (a defect: the worker's traceback is printed); 7 stream: reconciled,
+but records dead-lettered or of unknown delivery; 130 interrupted
 (Ctrl-C), 143 terminated (SIGTERM), in both cases nothing written (a stream keeps what it
 delivered, checkpointed; a stop that comes after the run was committed says so). This file
 parses arguments and prints; the work is in sim.api.
@@ -52,9 +53,12 @@ commands:
 exit codes:
   0    success
   1    calibrate: a target outside its tolerance; verify: a problem found in the files;
-       sweep: a point failed (reported; everything else is written); also an unexpected
+       sweep: a point failed (reported; everything else is written); score: the system
+       under test did not keep the dirty stream as it should (FAILED); also an unexpected
        error (a bug: its traceback is printed)
   2    bad input: a scenario, flag, data file or output folder that is wrong; nothing written
+       (stream: also a sink that cannot be reached at the start, or that took none of the
+       records of the first batches: stopped, what was tried is in the state folder)
   3    a money invariant failed during the run (which, by how much, where)
   4    a Dask worker running a city was lost, or the connection to it (--workers,
        --scheduler): nothing written; look at the cluster
@@ -63,6 +67,8 @@ exit codes:
   6    a city's own code raised an error on its Dask worker (--workers, --scheduler): nothing
        written; a defect to report with the worker's traceback, which is printed (unless the
        worker's machine caused it, e.g. a full disk: OSError)
+  7    stream: finished and reconciled, but records were dead-lettered or are of unknown
+       delivery (the summary names the dead-letter file)
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing written, no folder left behind
        (stream: what was delivered stays delivered and checkpointed; --resume goes on)
 """

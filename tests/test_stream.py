@@ -767,7 +767,7 @@ def test_a_damaged_dead_letter_file_is_refused_before_anything_is_sent(tmp_path)
         done = subprocess.run(cmd, capture_output=True, text=True)
     finally:
         server.shutdown()
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 7, done.stderr  # reconciled, with refused records: exit 7
     report = json.loads((state / "report.json").read_text())
     assert report["reconciled"]
     assert len(dead.read_bytes().splitlines()) == report["totals"]["dead_lettered"]
