@@ -28,6 +28,8 @@ EXIT_UNRECONCILED = 5
 #: dead-lettered or are of unknown delivery (the dead-letter file says which). 6 is
 #: run_scenario.py's (a city's code failed on a Dask worker).
 EXIT_UNDELIVERED = 7
+#: ``score``: the system under test did not keep the dirty stream as it should have.
+EXIT_SCORE_FAILED = 1
 
 
 def _positive_float(text: str) -> float:
@@ -372,7 +374,11 @@ def build_score_parser() -> argparse.ArgumentParser:
         prog="run_scenario.py score",
         description="Score what a system under test kept of a dirty stream (--inject) against "
         "the stream's labels: duplicates caught and missed, malformed records refused, late "
-        "and skewed records kept, money reconciled (docs/streaming.md).",
+        "and skewed records kept, money reconciled (docs/streaming.md). Exit codes: 0 the "
+        "system kept the stream as it should (PASSED); "
+        f"{EXIT_SCORE_FAILED} it did not (FAILED: each way it did not, also in --json "
+        f"'verdict'); {EXIT_BAD_INPUT} bad input: labels or a result that cannot be read, a "
+        "result with no records or none of the labels' stream.",
     )
     parser.add_argument(
         "--labels", type=Path, required=True, help="the stream's labels folder (STATE/labels)"
@@ -389,23 +395,25 @@ def build_score_parser() -> argparse.ArgumentParser:
 
 
 def run_score(args: argparse.Namespace, api) -> int:
-    """The ``score`` sub-command: prints the scores; bad input raises api.BadInput."""
+    """The ``score`` sub-command: prints the scores; 0 when the system passed, else
+    EXIT_SCORE_FAILED; bad input raises api.BadInput."""
     import json
 
     from traffic.score import ScoreInputError, read_result, score, text_report
 
     try:
-        report = score(args.labels, read_result(args.result, args.table))
+        report = score(args.labels, read_result(args.result, args.table), source=args.result)
     except ScoreInputError as exc:
         raise api.BadInput(str(exc)) from None
     print(text_report(report))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    return 0
+    return 0 if report["verdict"]["passed"] else EXIT_SCORE_FAILED
 
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_SCORE_FAILED",
     "EXIT_UNDELIVERED",
     "EXIT_UNRECONCILED",
     "build_score_parser",
