@@ -17,7 +17,8 @@ data files, a mistyped command) with a one-screen message and no traceback; 3 a 
 failed during a run (the message says which, by how much, where), or the files reconcile wrote do
 not agree; 4 a Dask worker running a city was lost;
 5 stream: the reconciliation does not hold or the sink broke; 6 a city's own code raised an
-error on its Dask worker (a defect: the worker's traceback is printed); 130 interrupted
+error on its Dask worker (a defect: the worker's traceback is printed); 7 stream: reconciled,
+but records dead-lettered or of unknown delivery; 130 interrupted
 (Ctrl-C), 143 terminated (SIGTERM), in both cases nothing written (a stream keeps what it
 delivered, checkpointed; a stop that comes after the run was committed says so). This file
 parses arguments and prints; the work is in sim.api.
@@ -54,10 +55,13 @@ commands:
 exit codes:
   0    success
   1    calibrate: a target outside its tolerance; verify: a problem found in the files;
-       sweep: a point failed (reported; everything else is written); also an unexpected
+       sweep: a point failed (reported; everything else is written); score: the system
+       under test did not keep the dirty stream as it should (FAILED); also an unexpected
        error (a bug: its traceback is printed)
   2    bad input: a scenario, flag, data file or output folder that is wrong, or a mistyped
-       command; nothing written
+       command; nothing written (stream: also a sink that cannot be reached at the start, or
+       that took none of the records of the first batches: stopped, what was tried is in the
+       state folder)
   3    a money invariant failed during a run, also the runs of calibrate, compare and drill
        (which, by how much, where); reconcile: the files it wrote do not agree (a summary
        with its detail, an acquirer's total with its batches, corrections with the refunds)
@@ -68,6 +72,8 @@ exit codes:
   6    a city's own code raised an error on its Dask worker (--workers, --scheduler): nothing
        written; a defect to report with the worker's traceback, which is printed (unless the
        worker's machine caused it, e.g. a full disk: OSError)
+  7    stream: finished and reconciled, but records were dead-lettered or are of unknown
+       delivery (the summary names the dead-letter file)
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing written, no folder left behind
        (stream: what was delivered stays delivered and checkpointed; --resume goes on)
 """
@@ -75,7 +81,7 @@ exit codes:
 EXIT_BAD_INPUT = 2
 EXIT_INVARIANT = 3
 EXIT_WORKER_LOST = 4
-EXIT_SHARD_FAILED = 6  # 5 is the stream's (traffic/cli.py)
+EXIT_SHARD_FAILED = 6  # 5 and 7 are the stream's (traffic/cli.py)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 # How a sweep starts its worker processes (sim.sweep.execute): forked where the system can.

@@ -5,6 +5,7 @@ catches a request no batch could make."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 
 import pyarrow as pa
@@ -12,9 +13,10 @@ import pytest
 from stream_helpers import LoopbackServer, json_lines, small_stream
 
 from traffic.accounting import Accounts, DeadLetters
-from traffic.delivery import Delivery, RetryPolicy
+from traffic.delivery import FIRST_BATCHES, Delivery, RetryPolicy
 from traffic.receiver import serve
 from traffic.sinks import Batch, SinkOptions, SinkSetupError, open_sink
+from traffic.stream import SinkTookNothing
 
 
 def _batch(first_seq: int, stream_id: str) -> Batch:
@@ -80,17 +82,21 @@ class _NotHttpServer(LoopbackServer):
 
 def test_answers_that_are_not_http_are_retried_then_dead_lettered_with_the_reason(tmp_path):
     """A server answering garbage: each batch is tried again (it may be a proxy's hiccup), then
-    dead-lettered with the parser's complaint; every record is accounted for."""
+    dead-lettered with the parser's complaint; every record is accounted for. A sink that takes
+    none of the first batches stops the stream (traffic/delivery.py FIRST_BATCHES)."""
     server = _NotHttpServer()
     try:
-        report = small_stream(tmp_path, f"http://127.0.0.1:{server.port}/taps", max_attempts=2)
+        with pytest.raises(SinkTookNothing, match="RemoteProtocolError: illegal status line"):
+            small_stream(tmp_path, f"http://127.0.0.1:{server.port}/taps", max_attempts=2)
     finally:
         server.close()
-    t = report.totals
+    report = json.loads((tmp_path / "state" / "report.json").read_text())
+    t = report["totals"]
     letters = json_lines(tmp_path / "state" / "dead_letters.jsonl")
-    assert report.reconciled
-    assert t["acknowledged"] == 0 and t["dead_lettered"] == len(letters) == t["generated"] > 0
-    assert server.answered == 2 * -(-t["generated"] // 200)  # two attempts a batch of 200
+    assert not report["finished"] and "took none" in report["stop_reason"]
+    assert t["acknowledged"] == 0 and t["dead_lettered"] == len(letters) > 0
+    assert len(letters) % 200 == 0 and len(letters) >= 200 * FIRST_BATCHES
+    assert server.answered >= 2 * len(letters) // 200  # two attempts a batch of 200
     for letter in letters:
         assert letter["reason"].startswith("gave up after 2 attempts: RemoteProtocolError: ")
         assert "illegal status line" in letter["reason"]

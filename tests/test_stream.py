@@ -63,14 +63,19 @@ def test_the_tap_stream_is_the_runs_transactions_in_time_order(tmp_path, run_dir
     assert all(r["idempotency_key"] == f"{report.stream_id}:{r['stream_seq']}" for r in records)
     stamps = [r["event_timestamp"] for r in records]
     assert stamps == sorted(stamps)
-    # The run's transactions, less what only the clearing knows: the same rows, same values.
+    # The run's transactions, less what only the clearing knows: the same rows, same values,
+    # service_date (the run's partition key, the TIDES key) first as in the run's dataset.
     con = duckdb.connect()
     columns = [c for c in records[0] if c not in ("stream_seq", "idempotency_key")]
     assert not set(columns) & set(AFTER_THE_TAP)
+    assert columns[0] == "service_date" and {r["service_date"] for r in records} == {
+        "2024-01-01",
+        "2024-01-02",
+    }
     files = str(run_dir / "transactions" / "*" / "*.parquet")
     ran = con.sql(
-        f"SELECT to_json(t) FROM (SELECT {', '.join(columns)} FROM read_parquet('{files}') "
-        "ORDER BY transaction_id) t"
+        f"SELECT to_json(t) FROM (SELECT {', '.join(columns)} FROM "
+        f"read_parquet('{files}', hive_partitioning = true) ORDER BY transaction_id) t"
     ).fetchall()
     streamed = sorted(
         ({c: r[c] for c in columns} for r in records), key=lambda r: r["transaction_id"]
@@ -95,6 +100,12 @@ def test_topups_and_csv(tmp_path, run_dir):
     (expected,) = duckdb.sql(f"SELECT count(*), sum(amount_fen) FROM '{files}'").fetchall()
     (got,) = duckdb.sql(f"SELECT count(*), sum(amount_fen) FROM read_csv('{path}')").fetchall()
     assert len(rows) == expected[0] and got == expected
+    # Each top-up's service_date is the run's (its partition).
+    ran = duckdb.sql(
+        f"SELECT topup_id, service_date FROM read_parquet('{files}', hive_partitioning = true)"
+    ).fetchall()
+    streamed = duckdb.sql(f"SELECT topup_id, service_date FROM read_csv('{path}')").fetchall()
+    assert sorted(streamed) == sorted(ran) and len(ran) > 0
 
 
 def test_faults_are_retried_and_every_record_is_kept_once(tmp_path):
@@ -404,7 +415,24 @@ def test_upload_batches_carry_every_tap_as_the_devices_sent_them(tmp_path, run_d
         f"SELECT count(*), count(*) FILTER (WHERE resend) FROM '{uploads}'"
     ).fetchall()[0]
     assert len(batches) == n_uploads and sum(b["resend"] for b in batches) == n_resends
+    # An upload's service_date is the run's (the day it was sent); each tap it carries has its
+    # own, the run's for that tap.
+    ran = duckdb.sql(
+        "SELECT device_id, upload_batch_id, resend, CAST(service_date AS VARCHAR) "
+        f"FROM read_parquet('{uploads}', hive_partitioning = true)"
+    ).fetchall()
+    assert sorted(ran) == sorted(
+        (b["device_id"], b["upload_batch_id"], b["resend"], b["service_date"]) for b in batches
+    )
     taps = str(run_dir / "transactions" / "*" / "*.parquet")
+    tap_dates = dict(
+        duckdb.sql(
+            "SELECT transaction_id, CAST(service_date AS VARCHAR) "
+            f"FROM read_parquet('{taps}', hive_partitioning = true)"
+        ).fetchall()
+    )
+    carried = {(r["transaction_id"], r["service_date"]) for b in batches for r in b["records"]}
+    assert carried == {(t, tap_dates[t]) for t, _ in carried}
     (uploaded_taps,) = duckdb.sql(
         f"SELECT count(*) FROM '{taps}' WHERE upload_batch_id IS NOT NULL"
     ).fetchall()[0]
@@ -739,7 +767,7 @@ def test_a_damaged_dead_letter_file_is_refused_before_anything_is_sent(tmp_path)
         done = subprocess.run(cmd, capture_output=True, text=True)
     finally:
         server.shutdown()
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 7, done.stderr  # reconciled, with refused records: exit 7
     report = json.loads((state / "report.json").read_text())
     assert report["reconciled"]
     assert len(dead.read_bytes().splitlines()) == report["totals"]["dead_lettered"]

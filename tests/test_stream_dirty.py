@@ -111,7 +111,7 @@ def test_the_same_injections_give_the_same_dirty_stream(tmp_path, dirty):
     assert _labels(tmp_path / "state").fetchall() == _labels(tmp / "state").fetchall()
 
 
-def _scored(tmp_path: Path, **receiver) -> dict:
+def _scored(tmp_path: Path, expected_exit: int, **receiver) -> dict:
     server, _ = serve(**receiver)
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -125,14 +125,14 @@ def _scored(tmp_path: Path, **receiver) -> dict:
          "--json", str(tmp_path / "score.json")],
         capture_output=True, text=True,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == expected_exit, done.stderr
     assert "duplicates:" in done.stdout and "money:" in done.stdout
-    return json.loads((tmp_path / "score.json").read_text())
+    return json.loads((tmp_path / "score.json").read_text()) | {"stdout": done.stdout}
 
 
 def test_score_tells_a_naive_receiver_from_one_that_deduplicates(tmp_path):
-    naive = _scored(tmp_path / "naive")
-    careful = _scored(tmp_path / "careful", dedup=True, validate=True)
+    naive = _scored(tmp_path / "naive", 1)  # exit 1: FAILED, a CI gate
+    careful = _scored(tmp_path / "careful", 0, dedup=True, validate=True)
     n, c = naive["duplicates"], careful["duplicates"]
     assert n["copies_sent"] == c["copies_sent"] > 0
     assert n["recall"] == 0.0 and n["caught"] == 0 and n["missed"] == n["copies_sent"]
@@ -142,6 +142,76 @@ def test_score_tells_a_naive_receiver_from_one_that_deduplicates(tmp_path):
     assert careful["money_fen"]["reconciled"] and careful["money_fen"]["difference"] == 0
     for kind in ("late", "out_of_order", "clock_skew"):
         assert careful["should_be_kept"][kind]["kept"] == careful["should_be_kept"][kind]["sent"]
+    assert careful["verdict"] == {"passed": True, "failures": []}
+    assert "PASSED: the system kept the dirty stream as it should" in careful["stdout"]
+    assert not naive["verdict"]["passed"]
+    failures = naive["verdict"]["failures"]
+    assert f"{n['missed']:,} duplicate copies kept" in failures
+    assert f"{naive['malformed']['missed']:,} malformed records kept" in failures
+    assert f"money off by {naive['money_fen']['difference']:+,} fen" in failures
+    assert f"FAILED: {'; '.join(failures)}" in naive["stdout"]
+
+
+def _score_cli(labels: Path, result: Path):
+    return subprocess.run(
+        [*CLI, "score", "--labels", str(labels), "--result", str(result)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def test_a_result_of_another_stream_is_refused_not_scored(dirty, tmp_path):
+    """Another stream's records (here the clean stream of the same scenario, then a top-ups
+    stream): none of their keys is the labels' stream's, so nothing can be scored; scored,
+    every malformed record and copy would look refused (absent)."""
+    tmp, _, labels, clean = dirty
+    clean_id = next(iter(clean.values()))["idempotency_key"].rpartition(":")[0]
+    dirty_id = labels[0]["idempotency_key"].rpartition(":")[0]
+    done = _score_cli(tmp / "state" / "labels", tmp / "clean.jsonl")
+    assert done.returncode == 2, done.stdout
+    assert f"none of its {len(clean):,} records is of the labels' stream {dirty_id}" in done.stderr
+    assert f"keys are of stream {clean_id} ({len(clean):,})" in done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    topups = tmp_path / "topups.jsonl"
+    assert stream(
+        load_scenario(SMALL, days=2),
+        StreamSettings(sink=f"file://{topups}", state_dir=tmp_path / "t", record_format="topups"),
+        privacy_key=privacy_key(None),
+    ).reconciled
+    done = _score_cli(tmp / "state" / "labels", topups)
+    assert done.returncode == 2 and "none of its" in done.stderr, done.stderr
+    empty = tmp_path / "empty.csv"
+    empty.write_text("idempotency_key\n")
+    done = _score_cli(tmp / "state" / "labels", empty)
+    assert done.returncode == 2 and "holds no records" in done.stderr, done.stderr
+
+
+def test_other_streams_records_in_a_result_are_left_out(dirty, tmp_path):
+    """A table shared by several streams: the labels' stream's records are scored, the
+    others counted apart, not as unknown keys of the stream."""
+    tmp, records, labels, clean = dirty
+    both = tmp_path / "both.jsonl"
+    both.write_bytes((tmp / "dirty.jsonl").read_bytes() + (tmp / "clean.jsonl").read_bytes())
+    alone = score(tmp / "state" / "labels", read_result(str(tmp / "dirty.jsonl")))
+    mixed = score(tmp / "state" / "labels", read_result(str(both)))
+    assert mixed["other_streams_records"] == len(clean) and alone["other_streams_records"] == 0
+    assert mixed["unknown_keys"] == 0 and mixed["records_kept"] == len(records)
+    for part in ("duplicates", "malformed", "money_fen", "should_be_kept", "verdict"):
+        assert mixed[part] == alone[part]
+
+
+def test_copies_of_a_tap_kept_not_at_all_are_not_caught(dirty):
+    """A copy absent because its whole tap was lost is no catch: a system that keeps nothing
+    of the duplicated taps has caught none of their copies (recall n/a, not 100%)."""
+    tmp, records, labels, _ = dirty
+    duplicated = {lab["transaction_id"] for lab in labels if lab["kind"] == "duplicate"}
+    kept = [lab["idempotency_key"] for lab in labels if lab["transaction_id"] not in duplicated]
+    report = score(tmp / "state" / "labels", pa.table({"key": kept}))
+    d = report["duplicates"]
+    assert d["copies_sent"] == len([lab for lab in labels if lab["kind"] == "duplicate"]) > 0
+    assert d["caught"] == d["missed"] == 0 and d["lost_with_their_tap"] == d["copies_sent"]
+    assert d["recall"] is None and d["precision"] == 0.0
+    assert d["genuine_lost"] == len(duplicated)
+    assert f"{len(duplicated):,} genuine taps lost" in report["verdict"]["failures"]
 
 
 def test_score_reads_a_postgres_table_and_counts_lost_taps(tmp_path):

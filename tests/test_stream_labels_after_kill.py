@@ -33,7 +33,9 @@ def test_labels_a_killed_stream_wrote_ahead_are_left_out_of_the_score(tmp_path):
          "--json", str(tmp_path / "score.json")],
         capture_output=True, text=True,
     )  # fmt: skip
-    assert scored.returncode == 0, scored.stderr
+    # Exit 1: the system kept every record it got, copies and malformed ones too (FAILED).
+    assert scored.returncode == 1, scored.stderr
+    assert "FAILED: " in scored.stdout and "duplicate copies kept" in scored.stdout
     report = json.loads((tmp_path / "score.json").read_text())
     assert report["labels_left_out"] == {"records": ahead, "after_stream_seq": through}
     assert report["records_sent"] == len(labels) - ahead

@@ -73,7 +73,8 @@ def test_a_batch_redis_cannot_be_asked_about_is_of_unknown_delivery(tmp_path, ex
             proxy.close()
         keys = [f[b"key"].decode() for _, f in redis.Redis.from_url(url).xrange("k")]
         again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    # Reconciled, but not known to be all delivered: exit 7, as for dead letters.
+    assert done.returncode == 7, done.stderr
     assert proxy.dropped == 1 and proxy.refused == ATTEMPTS
     assert keys == expected  # the batch arrived; nothing was written twice
     first_batch = expected[:200]
@@ -92,8 +93,11 @@ def test_a_batch_redis_cannot_be_asked_about_is_of_unknown_delivery(tmp_path, ex
     assert "reconciled: generated = sent = acknowledged + dead-lettered + delivery unknown" in (
         done.stderr
     )
+    assert f"NOT all delivered: 200 of {len(expected):,} records dead-lettered or of unknown" in (
+        done.stderr
+    )
     # The checkpoint keeps the count, and the dead-letter file agrees with it.
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 7, again.stderr
     assert "had already finished" in again.stderr and "200 of unknown delivery" in again.stderr
 
 

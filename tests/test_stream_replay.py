@@ -173,6 +173,10 @@ def _column_replaced(table: pa.Table, name: str, values) -> pa.Table:
             "row 1: idempotency_key is",
         ),
         (lambda t: t.slice(0, 0), "has no records"),
+        (
+            lambda t: t.drop_columns(["service_date"]),  # recorded before records carried it
+            "recorded by an earlier CardTwin, whose records had no service_date",
+        ),
     ],
 )
 def test_a_file_that_is_not_a_whole_recording_is_refused(tmp_path, recorded, change, expected):

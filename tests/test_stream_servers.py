@@ -185,7 +185,16 @@ def test_postgres_copy_keeps_every_record_once(tmp_path, expected):
                 "FROM taps_under_test"
             ).fetchall()
             (total,) = conn.execute("SELECT sum(amount_fen) FROM taps_under_test").fetchone()
+            dates = dict(conn.execute("SELECT idempotency_key, service_date FROM taps_under_test"))
+            (date_type,) = conn.execute(
+                "SELECT data_type FROM information_schema.columns "
+                "WHERE table_name = 'taps_under_test' AND column_name = 'service_date'"
+            ).fetchone()
     assert report.reconciled and again.reconciled
+    assert date_type == "date"
+    assert {k: str(d) for k, d in dates.items()} == {
+        k: r["service_date"] for k, r in expected.items()
+    }
     assert len(rows) == len(expected)
     assert {r[0] for r in rows} == set(expected)
     assert total == sum(r["amount_fen"] for r in expected.values())

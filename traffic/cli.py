@@ -18,8 +18,18 @@ import argparse
 import sys
 from pathlib import Path
 
-#: The stream ended but generated = sent = acknowledged + dead-lettered does not hold.
+#: Bad input (run_scenario.py's code): a flag, the scenario, the sink's URL, a sink that cannot
+#: be reached when the stream starts or that takes none of its first batches.
+EXIT_BAD_INPUT = 2
+#: The stream ended but generated = sent = acknowledged + dead-lettered + delivery unknown does
+#: not hold, or the sink broke down.
 EXIT_UNRECONCILED = 5
+#: The stream finished and reconciled, but not every record was acknowledged: some were
+#: dead-lettered or are of unknown delivery (the dead-letter file says which). 6 is
+#: run_scenario.py's (a city's code failed on a Dask worker).
+EXIT_UNDELIVERED = 7
+#: ``score``: the system under test did not keep the dirty stream as it should have.
+EXIT_SCORE_FAILED = 1
 
 
 def _positive_float(text: str) -> float:
@@ -42,6 +52,7 @@ def _header(text: str) -> tuple[str, str]:
 def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
     """Parser of the ``stream`` sub-command (``positive_int``, ``seed``: run_scenario's flag
     types; ``common``: adds the scenario and ``--set``)."""
+    from traffic.delivery import FIRST_BATCHES
     from traffic.encoding import ENCODINGS
     from traffic.records import FORMATS
 
@@ -50,10 +61,14 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
         description="Run a scenario and stream its records into a system under test as they "
         "happen, paced, with retries, a dead-letter file and a reconciliation at the end "
         "(docs/streaming.md). In place of the scenario, a stream recorded with --sink "
-        "file:///X.parquet is sent again as it was, without simulating. Exit 0 when "
-        "generated = sent = acknowledged + dead-lettered, "
-        f"{EXIT_UNRECONCILED} when not, 2 on bad input, 130/143 when stopped (resume with "
-        "--resume).",
+        "file:///X.parquet is sent again as it was, without simulating. Exit codes: 0 every "
+        "record acknowledged (generated = sent = acknowledged); "
+        f"{EXIT_UNDELIVERED} finished and reconciled (generated = sent = acknowledged + "
+        "dead-lettered + delivery unknown) but some records dead-lettered or of unknown "
+        f"delivery (see STATE/dead_letters.jsonl); {EXIT_UNRECONCILED} that equation does not "
+        f"hold, or the sink broke down; {EXIT_BAD_INPUT} bad input, including a sink that "
+        "cannot be reached when the stream starts or that took none of the records of its "
+        f"first {FIRST_BATCHES} batches; 130/143 stopped (resume with --resume).",
     )
     common(parser)
     scenario = next(a for a in parser._actions if a.dest == "scenario")
@@ -258,12 +273,17 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
     """Run the stream ``start(on_second)`` begins; print its summary; the exit code."""
     from traffic.delivery import DeliveryFailed
     from traffic.recording import RecordingError
-    from traffic.stream import REPORT_FILE, StreamSetupError
+    from traffic.stream import DEAD_LETTER_FILE, REPORT_FILE, SinkTookNothing, StreamSetupError
 
     try:
         report = start(None if args.quiet else _second_line)
     except StreamSetupError as exc:
         raise api.BadInput(str(exc)) from None
+    except SinkTookNothing as exc:  # a sink that takes nothing: the setup, not a load result
+        raise api.BadInput(
+            f"stream stopped: {exc}; check the URL, that the receiver is up and what it "
+            f"accepts (what was tried: {state / DEAD_LETTER_FILE}, {state / REPORT_FILE})"
+        ) from None
     except RecordingError as exc:  # found as it was read: what was sent is checkpointed
         raise api.BadInput(f"{exc} (what was sent before is checkpointed in {state})") from None
     except DeliveryFailed as exc:
@@ -286,13 +306,16 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
     outcomes = f"{t['acknowledged']:,} acknowledged, {t['dead_lettered']:,} dead-lettered" + (
         f", {unknown:,} of unknown delivery" if unknown else ""
     )
+    undelivered = t["dead_lettered"] + unknown
     if report.already_finished:
         print(
             f"stream {report.stream_id} had already finished ({t['generated']:,} records: "
             f"{outcomes}): nothing sent; {state} left as it was",
             file=sys.stderr,
         )
-        return 0
+        if undelivered:  # the stream's outcome, as when it finished
+            print(f"  dead letters: {state / DEAD_LETTER_FILE}", file=sys.stderr)
+        return EXIT_UNDELIVERED if undelivered else 0
     print(
         f"stream {report.stream_id} to {report.sink}: {t['generated']:,} generated, "
         f"{t['sent']:,} sent, {outcomes}, {t['retries']:,} retries, {report.wall_s:.1f} s "
@@ -301,8 +324,8 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
     )
     if report.resumed_from:
         print(f"  resumed at stream position {report.resumed_from:,}", file=sys.stderr)
-    if t["dead_lettered"] or unknown:
-        print(f"  dead letters: {state / 'dead_letters.jsonl'}", file=sys.stderr)
+    if undelivered:
+        print(f"  dead letters: {state / DEAD_LETTER_FILE}", file=sys.stderr)
     if unknown:
         print(
             f"  {unknown:,} records given up on may or may not have reached the sink (it could "
@@ -312,6 +335,20 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
     equation = "generated = sent = acknowledged + dead-lettered" + (
         " + delivery unknown" if unknown else ""
     )
+    if report.reconciled and undelivered:
+        print(f"  reconciled: {equation}", file=sys.stderr)
+        hint = (
+            ": the sink took none of them; check the URL, that the receiver is up and what it "
+            "accepts"
+            if undelivered == t["generated"]
+            else ""
+        )
+        print(
+            f"  NOT all delivered: {undelivered:,} of {t['generated']:,} records dead-lettered"
+            f"{' or of unknown delivery' if unknown else ''}{hint} (exit {EXIT_UNDELIVERED})",
+            file=sys.stderr,
+        )
+        return EXIT_UNDELIVERED
     if report.reconciled:
         print(f"  reconciled: {equation}", file=sys.stderr)
         return 0
@@ -337,7 +374,11 @@ def build_score_parser() -> argparse.ArgumentParser:
         prog="run_scenario.py score",
         description="Score what a system under test kept of a dirty stream (--inject) against "
         "the stream's labels: duplicates caught and missed, malformed records refused, late "
-        "and skewed records kept, money reconciled (docs/streaming.md).",
+        "and skewed records kept, money reconciled (docs/streaming.md). Exit codes: 0 the "
+        "system kept the stream as it should (PASSED); "
+        f"{EXIT_SCORE_FAILED} it did not (FAILED: each way it did not, also in --json "
+        f"'verdict'); {EXIT_BAD_INPUT} bad input: labels or a result that cannot be read, a "
+        "result with no records or none of the labels' stream.",
     )
     parser.add_argument(
         "--labels", type=Path, required=True, help="the stream's labels folder (STATE/labels)"
@@ -354,22 +395,26 @@ def build_score_parser() -> argparse.ArgumentParser:
 
 
 def run_score(args: argparse.Namespace, api) -> int:
-    """The ``score`` sub-command: prints the scores; bad input raises api.BadInput."""
+    """The ``score`` sub-command: prints the scores; 0 when the system passed, else
+    EXIT_SCORE_FAILED; bad input raises api.BadInput."""
     import json
 
     from traffic.score import ScoreInputError, read_result, score, text_report
 
     try:
-        report = score(args.labels, read_result(args.result, args.table))
+        report = score(args.labels, read_result(args.result, args.table), source=args.result)
     except ScoreInputError as exc:
         raise api.BadInput(str(exc)) from None
     print(text_report(report))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    return 0
+    return 0 if report["verdict"]["passed"] else EXIT_SCORE_FAILED
 
 
 __all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_SCORE_FAILED",
+    "EXIT_UNDELIVERED",
     "EXIT_UNRECONCILED",
     "build_score_parser",
     "build_stream_parser",

@@ -10,6 +10,13 @@ asked whether the batch arrived all the same (``Sink.arrived_through``: an answe
 receiver took it): what arrived is acknowledged, and when the sink cannot tell, the records go
 to the dead-letter file as of unknown delivery, not as lost. The jitter draws come from the
 stream's seed (a named stream per worker), not from the clock.
+
+A sink that takes nothing is not a load test: when the first ``FIRST_BATCHES`` batches of a
+session have finished and the sink acknowledged none of their records (every one refused,
+failed or given up on: a wrong path, a receiver that is down, credentials it refuses),
+``took_nothing`` says why and the stream stops (traffic/stream.py: ``SinkTookNothing``). Once
+the sink has taken a record, a later outage is the system under test's, reported as dead
+letters, not a reason to stop.
 """
 
 from __future__ import annotations
@@ -38,6 +45,11 @@ class RetryPolicy:
     def backoff_s(self, attempt: int, rng: random.Random) -> float:
         """Wait before attempt ``attempt + 1`` (attempt counts from 1): full jitter."""
         return rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
+
+
+#: Batches of a session that may all finish without the sink acknowledging a record before the
+#: stream stops (module docstring).
+FIRST_BATCHES = 3
 
 
 class DeliveryFailed(RuntimeError):
@@ -79,6 +91,14 @@ class Delivery:
         self._save_lock = threading.Lock()
         self._last_save = 0.0
         self.error: BaseException | None = None
+        # This session's batches finished and records acknowledged (``took_nothing``).
+        self._tally_lock = threading.Lock()
+        self._batches_finished = 0
+        self._records_taken = 0
+        self._first_failure: str | None = None
+        #: Why the stream should stop, once the first FIRST_BATCHES batches finished and the
+        #: sink took none of their records (module docstring); None otherwise.
+        self.took_nothing: str | None = None
         self._threads = [
             threading.Thread(target=self._work, args=(k,), name=f"sink-{k}", daemon=True)
             for k in range(max(1, sink.concurrency))
@@ -153,7 +173,8 @@ class Delivery:
                 self.accounts.sent_batch(len(batch))
                 self._deliver(batch, encoder, rng)
         except BaseException as exc:  # noqa: BLE001 - handed to the pacer, which stops
-            self.error = exc
+            if self.error is None:  # the first (others may follow it: "stopped while retrying")
+                self.error = exc
             self._stop.set()
         finally:
             encoder.close()
@@ -179,6 +200,7 @@ class Delivery:
                 self._dead(batch, encoder, outcome.rejected)
             else:
                 self.accounts.finished_batch(batch.first_seq, len(batch), 0)
+                self._tally(len(batch), None)
             self._save()
             return
 
@@ -219,7 +241,25 @@ class Delivery:
             self.dead_letters.add(entries)
         dead, unsure = (0, len(rows)) if unknown else (len(rows), 0)
         self.accounts.finished_batch(batch.first_seq, len(batch), dead, unsure)
+        first_reason = reasons[batch.first_seq + rows[0]] if rows else None
+        self._tally(len(batch) - len(rows), first_reason)
         self._save()
+
+    def _tally(self, taken: int, reason: str | None) -> None:
+        """Count a finished batch (``taken`` of its records acknowledged; ``reason``: why one
+        was not) after it is accounted for, and set ``took_nothing`` when the session's first
+        FIRST_BATCHES batches finished with nothing taken (module docstring)."""
+        with self._tally_lock:
+            self._batches_finished += 1
+            self._records_taken += taken
+            if reason is not None and self._first_failure is None:
+                self._first_failure = reason
+            if (
+                self.took_nothing is None
+                and self._records_taken == 0
+                and self._batches_finished >= FIRST_BATCHES
+            ):
+                self.took_nothing = self._first_failure or "no record acknowledged"
 
     def _save(self, force: bool = False) -> None:
         """Save the checkpoint with the sink's state, at most every 0.2 s (and at the end).
@@ -237,4 +277,4 @@ def _seqs(batch: Batch) -> range:
     return range(batch.first_seq, batch.first_seq + len(batch))
 
 
-__all__ = ["Delivery", "DeliveryFailed", "RetryPolicy"]
+__all__ = ["FIRST_BATCHES", "Delivery", "DeliveryFailed", "RetryPolicy"]

@@ -163,6 +163,12 @@ def _format_of(path: Path, schema: pa.Schema) -> str:
         )
         if part
     )
+    if missing == ["service_date"] and not (extra or retyped):
+        raise RecordingError(
+            f"{path}: a {closest} stream recorded by an earlier CardTwin, whose records had no "
+            "service_date (the records of a stream carry it now, so this one cannot be sent as "
+            "a stream of today's records): record the stream again"
+        )
     raise RecordingError(
         f"{path}: not a recorded stream: expected the columns of a --format "
         f"({', '.join(sorted(FORMATS))}) as `--sink file:///X.parquet` writes them; "

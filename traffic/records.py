@@ -8,6 +8,13 @@ one ``Chunk``: an Arrow table whose every row also carries its place in the stre
 (``stream_seq``, from 0) and an idempotency key (``<stream id>:<stream_seq>``). The same
 scenario and seed give the same chunks, so a resumed stream is the uninterrupted one's tail.
 
+Every record of the ``taps``, ``topups`` and ``uploads`` formats carries ``service_date`` first,
+as the run's tables have it (sim/schema.py: the operating day, their Hive partition key, the TIDES
+key): the simulated day the engine made the record on (an upload's: the day it was sent; each
+tap an upload carries: its own day), from the scenario's start date. It is not moved by
+defects a dirty stream injects (a skewed clock, a late send): the record belongs to its day.
+The ``clearing`` files carry theirs (the day they clear) after ``participant_id``.
+
 The hand-over is a bounded queue: when the stream falls behind, ``put`` waits, and so does the
 simulation (backpressure, never a dropped record).
 """
@@ -79,7 +86,7 @@ class TapRecords(RecordFormat):
         return self.source.taps_of(event).drop_columns(list(AFTER_THE_TAP))
 
     def empty(self) -> pa.Table:
-        return _schema_of(self.table).empty_table().drop_columns(list(AFTER_THE_TAP))
+        return _dated_schema_of(self.table).empty_table().drop_columns(list(AFTER_THE_TAP))
 
 
 class TopupRecords(RecordFormat):
@@ -95,10 +102,10 @@ class TopupRecords(RecordFormat):
             return None
         writer = self.source.converters[event.shard]
         columns = writer.topup_columns(event.day, event.topups)
-        return self.source.build(self.table, columns)
+        return self.source.dated(self.source.build(self.table, columns), event.shard, event.day)
 
     def empty(self) -> pa.Table:
-        return _schema_of(self.table).empty_table()
+        return _dated_schema_of(self.table).empty_table()
 
 
 class UploadBatches(RecordFormat):
@@ -136,6 +143,7 @@ class UploadBatches(RecordFormat):
             return None
         writer = self.source.converters[event.shard]
         uploads = self.source.build(self.table, writer.upload_columns(event.day, event.uploads))
+        uploads = self.source.dated(uploads, event.shard, event.day)
         return uploads.append_column("records", self._records_of(event, uploads))
 
     def _records_of(self, event: UploadsSent, uploads: pa.Table) -> pa.Array:
@@ -169,7 +177,7 @@ class UploadBatches(RecordFormat):
     def empty(self) -> pa.Table:
         records = self._tap_schema_table().schema
         return (
-            _schema_of(self.table)
+            _dated_schema_of(self.table)
             .empty_table()
             .append_column("records", pa.array([], type=pa.large_list(pa.struct(list(records)))))
         )
@@ -254,6 +262,13 @@ def _schema_of(table: str) -> pa.Schema:
     return table_spec(table).file_schema
 
 
+def _dated_schema_of(table: str) -> pa.Schema:
+    """A table's columns as a run's dataset has them: ``service_date`` first."""
+    from sim.schema import table_spec
+
+    return table_spec(table).schema
+
+
 @dataclasses.dataclass(frozen=True)
 class Chunk:
     """One simulated day's records of a stream, in the order they are sent (from a
@@ -330,9 +345,21 @@ class RecordSource:
         return build_table(table, columns, self.names, mask_identities=not self.unmasked)
 
     def taps_of(self, event: DaySettled) -> pa.Table:
-        """A city's day of tap records, every ``transactions`` column (clearing: pending)."""
+        """A city's day of tap records, ``service_date`` and every ``transactions`` column
+        (clearing: pending)."""
         writer = self.converters[event.shard]
-        return self.build("transactions", writer.transaction_columns(event.day, event.taps))
+        taps = self.build("transactions", writer.transaction_columns(event.day, event.taps))
+        return self.dated(taps, event.shard, event.day)
+
+    def dated(self, table: pa.Table, shard: int, day: int) -> pa.Table:
+        """``table`` (a city's records of simulation day ``day``) with ``service_date`` first:
+        the day's date, as the run's tables have it (module docstring)."""
+        from sim.schema import PARTITION_COLUMN, table_spec
+
+        date = self.converters[shard].world.start_date + dt.timedelta(days=int(day))
+        field = table_spec("transactions").schema.field(PARTITION_COLUMN)
+        values = pa.array(np.full(table.num_rows, date, dtype="datetime64[D]"), pa.date32())
+        return table.add_column(0, field, values)
 
     def _chunk(self, day: int) -> Chunk:
         """The day's records of every city, by time (ties: city, then the city's order)."""

@@ -9,10 +9,12 @@ record the system kept (a key kept twice counts twice).
 
 What is scored, from the labels of every record sent:
 - **duplicates**, per tap (the records with one device and serial: the original and its
-  resent copies): the system should keep exactly one. Of the copies the stream sent, those
-  the system kept (a tap's records kept beyond the first, at most as many as its copies) are
-  missed and the others caught; when it keeps none of a tap's records it lost a genuine one (a
-  false alarm). Precision = caught / (caught + lost), recall = caught / (caught + missed).
+  resent copies): the system should keep exactly one. Of a kept tap's copies, those the system
+  kept too (its records kept beyond the first, at most as many as its copies) are missed and
+  the others caught. A tap of which the system kept nothing is a genuine tap lost (a false
+  alarm), and its copies are neither caught nor missed (``lost_with_their_tap``): a record
+  simply absent is no sign of deduplication. Precision = caught / (caught + lost), recall =
+  caught / (caught + missed) (n/a when the system kept no tap that had copies).
 - **kept more than once**: records whose key the system kept twice or more (a receiver with
   at-least-once delivery that does not keep keys: the stream sends a record again after a
   resume or a lost acknowledgement); the copies kept beyond the first.
@@ -21,7 +23,15 @@ What is scored, from the labels of every record sent:
 - **money**: the fen the kept records add up to (at the amounts sent before any breaking)
   against the fen of the stream's distinct, well-formed taps: over-counted by kept copies,
   lost with dropped taps.
-Keys in the result that the stream never sent are counted as ``unknown``.
+Keys in the result of the labels' stream that it never sent are counted as ``unknown``; keys of
+another stream (another id before the ``:``) are left out and counted apart. A result of which no
+record is the stream's (another stream's file, a top-ups table) or that holds no records is
+refused (``ScoreInputError``): scored, everything the stream sent would look refused.
+
+``verdict`` says whether the system kept the dirty stream as it should (``passed``) and, if not,
+each way it did not (``failures``): duplicate copies kept, genuine taps lost, malformed records
+kept, late, out-of-order or skewed records dropped, records kept more than once, money that does
+not reconcile. The command exits 1 when it did not pass (run_scenario.py).
 
 A day's labels are written before its records go out, and cut back to the records sent when the
 stream ends; a stream killed (SIGKILL) and not resumed leaves labels of records it never sent,
@@ -42,6 +52,9 @@ import pyarrow as pa
 
 from traffic.accounting import CHECKPOINT_FILE, Checkpoint
 from traffic.dirty import labels_stream_id
+
+#: How many other streams' ids a refusal names.
+SHOWN_STREAMS = 3
 
 
 class ScoreInputError(ValueError):
@@ -118,8 +131,10 @@ def _from_postgres(url: str, table: str | None) -> pa.Table:
     return pa.table({"key": pa.array(keys, pa.string())})
 
 
-def score(labels_dir: str | Path, result: pa.Table) -> dict:
-    """The scores (module docstring) of ``result`` against the labels in ``labels_dir``."""
+def score(labels_dir: str | Path, result: pa.Table, source: str | None = None) -> dict:
+    """The scores (module docstring) of ``result`` against the labels in ``labels_dir``
+    (``source``: where the result was read, for messages). Raises ScoreInputError for labels
+    that cannot be read, and a result that is not of the labels' stream."""
     labels_dir = Path(labels_dir)
     files = sorted(labels_dir.glob("day=*.parquet"))
     if not files:
@@ -138,25 +153,40 @@ def score(labels_dir: str | Path, result: pa.Table) -> dict:
             left_out = {"records": int(n), "after_stream_seq": through}
     keep = "" if left_out is None else f" WHERE stream_seq <= {through}"
     con.sql(f"CREATE VIEW labels AS SELECT * FROM all_labels{keep}")
+    stream_id = labels_stream_id(labels_dir)
     uses_seq = bool(
         con.sql("SELECT count(*) FROM kept_rows WHERE NOT contains(key, ':')").fetchall()[0][0]
     )
     label_key = "CAST(stream_seq AS VARCHAR)" if uses_seq else "idempotency_key"
+    # Keys of another stream (keys only: a stream position cannot tell), left out of the rest.
+    other = (
+        "FALSE"
+        if uses_seq or stream_id is None
+        else "contains(key, ':') AND regexp_replace(key, ':[^:]*$', '') <> "
+        f"'{stream_id.replace(chr(39), chr(39) * 2)}'"
+    )
+    con.sql(f"CREATE VIEW others AS SELECT * FROM kept_rows WHERE {other}")
+    con.sql(f"CREATE VIEW kept AS SELECT * FROM kept_rows WHERE NOT ({other})")
+    _check_result(con, label_key, stream_id, uses_seq, source)
     con.sql(
         f"""CREATE VIEW sent AS
         SELECT l.*, coalesce(k.n, 0) AS kept
-        FROM labels l LEFT JOIN (SELECT key, count(*) AS n FROM kept_rows GROUP BY key) k
+        FROM labels l LEFT JOIN (SELECT key, count(*) AS n FROM kept GROUP BY key) k
           ON k.key = {label_key}"""
     )
     (unknown,) = con.sql(
-        f"SELECT count(*) FROM kept_rows WHERE key NOT IN (SELECT {label_key} FROM labels)"
+        f"SELECT count(*) FROM kept WHERE key NOT IN (SELECT {label_key} FROM labels)"
     ).fetchall()[0]
+    (other_rows,) = con.sql("SELECT count(*) FROM others").fetchall()[0]
     # Per tap: ``excess`` copies sent beyond the original, ``kept_n`` of its records kept (a key
-    # kept twice counts twice). Copies missed are the records kept beyond the first, at most
-    # the copies sent (more is a key kept twice, counted apart), so caught is never negative.
+    # kept twice counts twice). Of a kept tap, copies missed are the records kept beyond the
+    # first, at most the copies sent (more is a key kept twice, counted apart), so caught is
+    # never negative; of a tap kept not at all, the copies went with it (neither).
     taps = con.sql(
-        """SELECT sum(excess) AS excess, sum(excess - missed) AS caught,
+        """SELECT sum(excess) AS excess,
+                  sum(CASE WHEN kept_n > 0 THEN excess - missed ELSE 0 END) AS caught,
                   sum(missed) AS missed,
+                  sum(CASE WHEN kept_n = 0 THEN excess ELSE 0 END) AS with_tap,
                   sum(CASE WHEN kept_n = 0 THEN 1 ELSE 0 END) AS lost,
                   sum(amount_fen) AS expected_fen,
                   sum(amount_fen * kept_n) AS kept_fen,
@@ -170,7 +200,7 @@ def score(labels_dir: str | Path, result: pa.Table) -> dict:
                        FROM sent WHERE kind <> 'malformed'
                        GROUP BY device_id, device_serial, transaction_id))"""
     ).fetchall()[0]
-    excess, caught, missed, lost, expected_fen, kept_fen, over_fen, lost_fen, n_taps = (
+    excess, caught, missed, with_tap, lost, expected_fen, kept_fen, over_fen, lost_fen, n_taps = (
         int(x or 0) for x in taps
     )
     (bad_caught, bad_missed) = con.sql(
@@ -188,10 +218,12 @@ def score(labels_dir: str | Path, result: pa.Table) -> dict:
     (twice_keys, twice_extra) = con.sql(
         "SELECT count(*), coalesce(sum(kept - 1), 0) FROM sent WHERE kept > 1"
     ).fetchall()[0]
-    return {
+    report = {
+        "stream_id": stream_id,
         "records_sent": int(sent),
-        "records_kept": int(result.num_rows),
+        "records_kept": int(result.num_rows - other_rows),
         "unknown_keys": int(unknown),
+        "other_streams_records": int(other_rows),
         "labels_left_out": left_out,
         "kept_more_than_once": {"records": int(twice_keys), "extra_copies": int(twice_extra)},
         "duplicates": {
@@ -199,6 +231,7 @@ def score(labels_dir: str | Path, result: pa.Table) -> dict:
             "copies_sent": excess,
             "caught": caught,
             "missed": missed,
+            "lost_with_their_tap": with_tap,
             "genuine_lost": lost,
             "precision": _ratio(caught, caught + lost),
             "recall": _ratio(caught, caught + missed),
@@ -219,6 +252,63 @@ def score(labels_dir: str | Path, result: pa.Table) -> dict:
             "reconciled": kept_fen == expected_fen,
         },
     }
+    report["verdict"] = _verdict(report)
+    return report
+
+
+def _check_result(con, label_key: str, stream_id: str | None, uses_seq: bool, source) -> None:
+    """Refuse a result with no record, or none of the labels' stream (module docstring)."""
+    (total,) = con.sql("SELECT count(*) FROM kept_rows").fetchall()[0]
+    where = f"--result {source}" if source else "the result"
+    if total == 0:
+        raise ScoreInputError(
+            f"{where}: holds no records; expected the records the system under test kept of "
+            "the stream (the wrong file or table, or read before the system wrote it?)"
+        )
+    (ours,) = con.sql(
+        f"SELECT count(*) FROM kept WHERE key IN (SELECT {label_key} FROM labels)"
+    ).fetchall()[0]
+    if ours:
+        return
+    if uses_seq:
+        raise ScoreInputError(
+            f"{where}: none of its {total:,} stream_seq values is a position the labels' "
+            "stream sent; expected the records the system kept of that stream"
+        )
+    found = con.sql(
+        "SELECT regexp_replace(key, ':[^:]*$', '') AS id, count(*) AS n FROM kept_rows "
+        "GROUP BY id ORDER BY n DESC, id"
+    ).fetchall()
+    shown = ", ".join(f"{sid or '(none)'} ({n:,})" for sid, n in found[:SHOWN_STREAMS]) + (
+        ", ..." if len(found) > SHOWN_STREAMS else ""
+    )
+    raise ScoreInputError(
+        f"{where}: none of its {total:,} records is of the labels' stream "
+        f"{stream_id or '(unknown)'}: their idempotency keys are of stream {shown}; score the "
+        "records the system kept of the stream these labels were written for (another "
+        "stream's file or table, another format's, or labels of another --state?)"
+    )
+
+
+def _verdict(report: dict) -> dict:
+    """Whether the system kept the dirty stream as it should, and each way it did not."""
+    d, m, money = report["duplicates"], report["malformed"], report["money_fen"]
+    twice = report["kept_more_than_once"]
+    failures = []
+    if d["missed"]:
+        failures.append(f"{d['missed']:,} duplicate copies kept")
+    if d["genuine_lost"]:
+        failures.append(f"{d['genuine_lost']:,} genuine taps lost")
+    if m["missed"]:
+        failures.append(f"{m['missed']:,} malformed records kept")
+    for kind, k in report["should_be_kept"].items():
+        if k["kept"] < k["sent"]:
+            failures.append(f"{k['sent'] - k['kept']:,} {kind.replace('_', '-')} records dropped")
+    if twice["extra_copies"]:
+        failures.append(f"{twice['extra_copies']:,} extra copies of records kept more than once")
+    if not money["reconciled"]:
+        failures.append(f"money off by {money['difference']:+,} fen")
+    return {"passed": not failures, "failures": failures}
 
 
 def _sent_through(labels_dir: Path) -> int | None:
@@ -250,13 +340,16 @@ def text_report(report: dict) -> str:
         return "n/a" if x is None else f"{x:.1%}"
 
     twice = report["kept_more_than_once"]
+    with_tap = (
+        f", {d['lost_with_their_tap']:,} lost with their tap" if d["lost_with_their_tap"] else ""
+    )
     lines = [
         f"records sent {report['records_sent']:,}, kept by the system {report['records_kept']:,}"
         f" (unknown keys {report['unknown_keys']:,}; {twice['records']:,} records kept more "
         f"than once, {twice['extra_copies']:,} extra copies)",
         f"duplicates: {d['copies_sent']:,} copies sent, {d['caught']:,} caught, {d['missed']:,} "
-        f"missed, {d['genuine_lost']:,} genuine taps lost: precision {pct(d['precision'])}, "
-        f"recall {pct(d['recall'])}",
+        f"missed{with_tap}, {d['genuine_lost']:,} genuine taps lost: precision "
+        f"{pct(d['precision'])}, recall {pct(d['recall'])}",
         f"malformed: {m['sent']:,} sent, {m['caught']:,} refused, {m['missed']:,} kept: "
         f"recall {pct(m['recall'])}",
     ]
@@ -270,12 +363,25 @@ def text_report(report: dict) -> str:
             "after that position; records sent after the checkpoint count as unknown keys "
             "(--resume the stream to finish it)",
         )
+    others = report.get("other_streams_records", 0)
+    if others:
+        lines.insert(
+            0,
+            f"NOTE: {others:,} records of other streams in the result (keys not of stream "
+            f"{report['stream_id']}) left out",
+        )
     for kind, k in report["should_be_kept"].items():
         lines.append(f"{kind}: {k['kept']:,} of {k['sent']:,} kept")
     lines.append(
         f"money: {money['kept']:,} fen kept against {money['expected']:,} expected "
         f"({money['difference']:+,} fen: {money['over_counted']:,} over-counted, "
         f"{money['lost']:,} lost) — {'reconciled' if money['reconciled'] else 'NOT reconciled'}"
+    )
+    verdict = report["verdict"]
+    lines.append(
+        "PASSED: the system kept the dirty stream as it should"
+        if verdict["passed"]
+        else f"FAILED: {'; '.join(verdict['failures'])}"
     )
     return "\n".join(lines)
 

@@ -11,7 +11,9 @@ simulation: the lag grows and is reported, nothing is dropped. At the end the st
 generated = sent = acknowledged + dead-lettered + delivery unknown, over the whole stream
 (earlier sessions of a resumed stream included). Everything the stream keeps is in its state
 folder: the checkpoint, the dead-letter file, ``report.json`` (the counts and the per-second
-series, written however the session ends) and, for a dirty stream, the labels.
+series, written however the session ends) and, for a dirty stream, the labels. A sink that
+acknowledges none of the records of the session's first batches stops the stream
+(``SinkTookNothing``, traffic/delivery.py): a load test into it would measure nothing.
 
 A resumed session (``--resume``) must send into the same sink, in the same encoding, with the
 same profile and ``--restamp`` as the checkpoint records, or it is refused before anything is
@@ -39,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 
 from traffic.accounting import CHECKPOINT_FILE, Accounts, Checkpoint, DeadLetters
-from traffic.delivery import Delivery, RetryPolicy
+from traffic.delivery import FIRST_BATCHES, Delivery, RetryPolicy
 from traffic.dirty import Injection, Spoiler, cut_labels, labels_stream_id
 from traffic.pacing import Pacer, Unpaced
 from traffic.recording import Recording
@@ -55,6 +57,13 @@ QUEUE_BATCHES = 8
 
 class StreamSetupError(ValueError):
     """A stream cannot start as asked (bad sink, a checkpoint of another stream...)."""
+
+
+class SinkTookNothing(RuntimeError):
+    """The sink acknowledged none of the records of the session's first batches
+    (traffic/delivery.py ``FIRST_BATCHES``): the stream stopped, since a load test into a
+    sink that takes nothing measures nothing. What was tried is accounted for in the state
+    folder (checkpoint, dead letters, report) like any stopped stream's."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +99,7 @@ class StreamReport:
     state_dir: Path
     resumed_from: int  # the first stream position this session sent
     already_finished: bool = False  # --resume of a stream that had finished: nothing sent
+    stop_reason: str | None = None  # why a stream stopped early on its own (SinkTookNothing)
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -332,6 +342,7 @@ def _run(
         cut_labels(labels, accounts.sent_through)
     totals = accounts.totals()
     reconciled = finished and totals["generated"] == totals["sent"] == _done(totals)
+    took_nothing = isinstance(interrupted, SinkTookNothing)
     report = StreamReport(
         stream_id=stream_id,
         sink=sink.describe(),
@@ -343,6 +354,7 @@ def _run(
         finished=finished,
         state_dir=state_dir,
         resumed_from=accounts.start_seq,
+        stop_reason=str(interrupted) if took_nothing else None,
     )
     (state_dir / REPORT_FILE).write_text(json.dumps(report.as_dict(), indent=2), "utf-8")
     for error in (interrupted, closing_error, production.error):
@@ -561,8 +573,26 @@ class _Pacer:
                 return True
             if stop.is_set():
                 return False
+            self._check_sink()
             self._tick()
             time.sleep(0.01)
+
+    def _check_sink(self) -> None:
+        """Raise SinkTookNothing when the session's first batches all finished with nothing
+        acknowledged (traffic/delivery.py) and records are left to send: checked before a
+        batch goes and while the last ones drain, so a stream whose every batch is already
+        done ends as it is (its dead letters reported), not as stopped."""
+        reason = self.delivery.took_nothing
+        if reason is None:
+            return
+        # Read after the flag, so the batch that set it is counted; a chunk's records are
+        # generated before its first batch goes, so some are left while it is being sent.
+        totals = self.accounts.totals()
+        if _done(totals) < totals["generated"]:
+            raise SinkTookNothing(
+                f"the sink ({self.delivery.sink.describe()}) took none of the records of the "
+                f"stream's first {FIRST_BATCHES} batches: {reason}"
+            )
 
     def _next_chunk(self, production: _Production, stop: threading.Event) -> Chunk | None:
         while not stop.is_set():
@@ -585,6 +615,7 @@ class _Pacer:
         while i < n:
             if stop.is_set():
                 return False
+            self._check_sink()
             now = time.monotonic() - self.t0
             j = min(int(np.searchsorted(due, now, side="right")), i + batch_size)
             self.scheduled = self._scheduled_before(due, now, chunk)
@@ -607,6 +638,7 @@ class _Pacer:
         while self.delivery.queued >= QUEUE_BATCHES and self.delivery.error is None:
             if stop.is_set():
                 return False
+            self._check_sink()
             self._tick()
             time.sleep(0.005)
         return True
@@ -710,6 +742,7 @@ def _local_epoch_s() -> int:
 __all__ = [
     "StreamReport",
     "StreamSettings",
+    "SinkTookNothing",
     "StreamSetupError",
     "replay",
     "stream",

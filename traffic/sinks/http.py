@@ -22,7 +22,11 @@ Everything that would make every request fail the same way is refused when the s
 (bad input, not a stream that dead-letters all it sends): a URL without a host or with a port
 that is none, a ``--header`` name or value HTTP does not allow, a header the sink sets itself,
 and a token with characters a header cannot carry (a newline, a space). The token never appears
-in a message, a dead letter or the report.
+in a message, a dead letter or the report. When the sink opens, a TCP connection is made to the
+receiver (or to the proxy httpx would use): a host that cannot be resolved, a connection
+refused or not made within ``--timeout`` stops the stream before anything is sent. (What the
+receiver answers to a POST is not tried: a receiver that refuses every batch stops the stream
+after its first batches, traffic/delivery.py.)
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
+import urllib.request
+from urllib.parse import urlsplit
 
 import h11
 import httpx
@@ -123,6 +130,38 @@ class HttpSink(Sink):
                 f"{self._scrub(str(exc))}"
             ) from None
 
+    def open(self, resume_state: dict | None) -> None:
+        """Make sure something listens where the batches will go (module docstring)."""
+        host, port = host_and_port(self.url, 443 if self.url.startswith("https:") else 80)
+        where = f"{host}:{port}"
+        proxy = _proxy_for(self.url, host)
+        if proxy is not None:
+            host, port = host_and_port(proxy, 443 if proxy.startswith("https:") else 80)
+            where = f"the proxy {host}:{port} (from the environment) for {where}"
+        timeout_s = self.timeout.connect
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                pass
+        except socket.gaierror as exc:
+            raise SinkSetupError(
+                f"--sink {self.shown}: cannot resolve the host {host} ({exc.strerror}); "
+                "check the URL"
+            ) from None
+        except ConnectionRefusedError:
+            raise SinkSetupError(
+                f"--sink {self.shown}: nothing is listening at {where} (connection refused); "
+                "start the receiver, or check the host and port"
+            ) from None
+        except TimeoutError:
+            raise SinkSetupError(
+                f"--sink {self.shown}: no connection to {where} within {timeout_s:g} s "
+                "(--timeout); check the host, the port and the network"
+            ) from None
+        except OSError as exc:
+            raise SinkSetupError(
+                f"--sink {self.shown}: cannot connect to {where} ({exc.strerror or exc})"
+            ) from None
+
     def _scrub(self, text: str) -> str:
         """``text`` without the token (an error message may quote the header it was in)."""
         return text.replace(self._token, "***") if self._token else text
@@ -200,6 +239,16 @@ def _check_headers(headers: tuple[tuple[str, str], ...], token: bool) -> None:
                 "--header Authorization and --token-env both set the Authorization header; "
                 "give one of them"
             )
+
+
+def _proxy_for(url: str, host: str) -> str | None:
+    """The proxy URL httpx takes from the environment for ``url`` (HTTP_PROXY, HTTPS_PROXY,
+    ALL_PROXY, less NO_PROXY), or None when it connects directly."""
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(urlsplit(url).scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass_environment(host, proxies):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
 
 
 def _stream_of(batch: Batch) -> str:
