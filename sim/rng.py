@@ -72,26 +72,25 @@ def _kernels() -> _Kernels:
     that draws nothing (the dashboard, a report) does not import numba."""
     import numba
 
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def mix(i, golden, base):  # SplitMix64 of one id over the Weyl sequence, as _mix_array
+        z = np.uint64(i) * golden + base
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
+        return z ^ (z >> np.uint64(31))
+
     @numba.njit(cache=True, nogil=True)
-    def hash_ids(ids, base):  # SplitMix64 over the Weyl sequence, as _mix_array
+    def hash_ids(ids, base):
         out = np.empty(ids.shape[0], np.uint64)
-        golden, b, m1, m2 = np.uint64(_GOLDEN), np.uint64(base), np.uint64(_C1), np.uint64(_C2)
         for i in range(ids.shape[0]):
-            z = np.uint64(ids[i]) * golden + b
-            z = (z ^ (z >> np.uint64(30))) * m1
-            z = (z ^ (z >> np.uint64(27))) * m2
-            out[i] = z ^ (z >> np.uint64(31))
+            out[i] = mix(ids[i], np.uint64(_GOLDEN), base)
         return out
 
     @numba.njit(cache=True, nogil=True)
-    def uniform_ids(ids, base):  # hash_ids, then the top 53 bits as a float in [0, 1)
+    def uniform_ids(ids, base):  # the top 53 bits of each hash as a float in [0, 1)
         out = np.empty(ids.shape[0], np.float64)
-        golden, b, m1, m2 = np.uint64(_GOLDEN), np.uint64(base), np.uint64(_C1), np.uint64(_C2)
         for i in range(ids.shape[0]):
-            z = np.uint64(ids[i]) * golden + b
-            z = (z ^ (z >> np.uint64(30))) * m1
-            z = (z ^ (z >> np.uint64(27))) * m2
-            z = z ^ (z >> np.uint64(31))
+            z = mix(ids[i], np.uint64(_GOLDEN), base)
             out[i] = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # 2**-53
         return out
 

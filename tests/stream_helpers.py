@@ -99,14 +99,11 @@ class LoopbackServer:
         self.listener.close()
 
 
-class FlakyRedisProxy(LoopbackServer):
-    """A TCP proxy in front of a real Redis that, once, loses a transaction's answer, then turns
-    away the next ``refuse`` connections (accepted and closed at once, as by a server
-    restarting).
-
-    The first EXEC it sees goes up to Redis (the batch is in Redis but the sender cannot know),
-    or with ``hold`` is held back until ``release()`` (a transaction still on its way); either
-    way the sender's connection is then dropped without the answer."""
+class DroppingProxy(LoopbackServer):
+    """A TCP proxy in front of a real server on ``upstream_port`` that, once it has dropped a
+    sender's connection (``dropped``, set by the subclass's ``_serve``), turns away the next
+    ``refuse`` connections (accepted and closed at once, as by a server restarting); ``hold``:
+    the subclass holds the dropped request back instead of passing it up."""
 
     def __init__(self, upstream_port: int, refuse: int, *, hold: bool = False) -> None:
         self.upstream_port = upstream_port
@@ -114,9 +111,6 @@ class FlakyRedisProxy(LoopbackServer):
         self.dropped = 0
         self.refuse, self.refused = refuse, 0
         self._lock = threading.Lock()
-        self._held: tuple[socket.socket, bytes] | None = None
-        self.late_answer: bytes = b""  # Redis's answer to the held EXEC, once released
-        self._answered = threading.Event()
         super().__init__()
 
     def handle(self, conn: socket.socket) -> None:
@@ -127,6 +121,49 @@ class FlakyRedisProxy(LoopbackServer):
             conn.close()
         else:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        """Pass ``client``'s connection on to the server, dropping it where the test wants."""
+        raise NotImplementedError
+
+
+def stream_keys(tmp: Path) -> list[str]:
+    """The small scenario's stream of idempotency keys in order, from a file sink in ``tmp``."""
+    path = tmp / "taps.jsonl"
+    assert small_stream(tmp, f"file://{path}").reconciled
+    return [r["idempotency_key"] for r in json_lines(path)]
+
+
+def check_first_batch_unknown(state: Path, expected: list[str], stderr: str, n: int = 200) -> list:
+    """A stream that gave up on its first batch of ``n`` with its delivery unknown: those
+    records in the dead-letter file (returned), counted apart, the rest acknowledged, the
+    stream reconciled and saying so."""
+    dead = json_lines(state / "dead_letters.jsonl")
+    assert [d["idempotency_key"] for d in dead] == expected[:n]
+    assert all(d["reason"].startswith("delivery unknown: gave up after") for d in dead)
+    report = json.loads((state / "report.json").read_text())
+    t = report["totals"]
+    assert report["reconciled"]
+    assert (t["dead_lettered"], t["delivery_unknown"]) == (0, n)
+    assert t["acknowledged"] == len(expected) - n
+    assert f"0 dead-lettered, {n} of unknown delivery" in stderr
+    return dead
+
+
+class FlakyRedisProxy(DroppingProxy):
+    """A TCP proxy in front of a real Redis that, once, loses a transaction's answer, then turns
+    away the next ``refuse`` connections (accepted and closed at once, as by a server
+    restarting).
+
+    The first EXEC it sees goes up to Redis (the batch is in Redis but the sender cannot know),
+    or with ``hold`` is held back until ``release()`` (a transaction still on its way); either
+    way the sender's connection is then dropped without the answer."""
+
+    def __init__(self, upstream_port: int, refuse: int, *, hold: bool = False) -> None:
+        self._held: tuple[socket.socket, bytes] | None = None
+        self.late_answer: bytes = b""  # Redis's answer to the held EXEC, once released
+        self._answered = threading.Event()
+        super().__init__(upstream_port, refuse, hold=hold)
 
     def _serve(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))

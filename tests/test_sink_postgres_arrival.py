@@ -19,7 +19,13 @@ from urllib.parse import urlsplit
 import psycopg
 import pyarrow as pa
 import pytest
-from stream_helpers import ROOT, SMALL, LoopbackServer, json_lines, small_stream
+from stream_helpers import (
+    ROOT,
+    SMALL,
+    DroppingProxy,
+    check_first_batch_unknown,
+    stream_keys,
+)
 
 from traffic.encoding import Encoder
 from traffic.servers import postgres_server
@@ -34,7 +40,7 @@ COMMIT = b"COMMIT\x00"  # in the client's COMMIT query
 COMMITTED = b"C\x00\x00\x00\x0bCOMMIT\x00"  # the server's CommandComplete for it
 
 
-class FlakyPostgresProxy(LoopbackServer):
+class FlakyPostgresProxy(DroppingProxy):
     """A TCP proxy in front of a real PostgreSQL that, once, drops the sender's connection at
     the COMMIT of a batch (the first COMMIT after a COPY), then turns away the next ``refuse``
     connections (accepted and closed at once, as by a server restarting).
@@ -46,26 +52,12 @@ class FlakyPostgresProxy(LoopbackServer):
     batch's transaction) until something ends it."""
 
     def __init__(self, upstream_port: int, refuse: int, *, hold: bool = False) -> None:
-        self.upstream_port = upstream_port
-        self.hold = hold
-        self.dropped = 0
         self.committed = False  # the server said COMMIT to the COMMIT whose answer was lost
-        self.refuse, self.refused = refuse, 0
-        self._lock = threading.Lock()
         self._upstream: socket.socket | None = None  # the dropped sender's, kept open
         self._held = b""
         self._answer = b""  # what the server sent on that connection after the drop
         self._closed = threading.Event()  # the server closed that connection
-        super().__init__()
-
-    def handle(self, conn: socket.socket) -> None:
-        with self._lock:
-            refuse = self.dropped == 1 and self.refused < self.refuse
-            self.refused += refuse
-        if refuse:
-            conn.close()
-        else:
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        super().__init__(upstream_port, refuse, hold=hold)
 
     def _serve(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
@@ -129,10 +121,7 @@ class FlakyPostgresProxy(LoopbackServer):
 @pytest.fixture(scope="module")
 def expected(tmp_path_factory):
     """The stream's idempotency keys in order, from a file sink."""
-    tmp = tmp_path_factory.mktemp("file")
-    path = tmp / "taps.jsonl"
-    assert small_stream(tmp, f"file://{path}").reconciled
-    return [r["idempotency_key"] for r in json_lines(path)]
+    return stream_keys(tmp_path_factory.mktemp("file"))
 
 
 def _keys(url: str, table: str) -> list[str]:
@@ -191,16 +180,7 @@ def test_a_batch_the_server_cannot_be_asked_about_is_of_unknown_delivery(tmp_pat
     assert done.returncode == 7, done.stderr  # reconciled, but not known to be all delivered
     assert proxy.dropped == 1 and proxy.committed and proxy.refused == ATTEMPTS
     assert keys == expected  # the batch arrived; nothing was written twice
-    first_batch = expected[:200]
-    dead = json_lines(state / "dead_letters.jsonl")
-    assert [d["idempotency_key"] for d in dead] == first_batch
-    assert all(d["reason"].startswith("delivery unknown: gave up after") for d in dead)
-    report = json.loads((state / "report.json").read_text())
-    t = report["totals"]
-    assert report["reconciled"]
-    assert (t["dead_lettered"], t["delivery_unknown"]) == (0, len(first_batch))
-    assert t["acknowledged"] == len(expected) - len(first_batch)
-    assert "0 dead-lettered, 200 of unknown delivery" in done.stderr
+    check_first_batch_unknown(state, expected, done.stderr)
 
 
 def _batch(first: int, n: int) -> Batch:
