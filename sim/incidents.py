@@ -82,6 +82,8 @@ KINDS = (
 UNTARGETED = ("fare_change", "desk_refund")
 #: Kinds whose target is a line (a metro line or a generated bus line).
 LINE_KINDS = ("line_outage", "offline_acceptance", "free_rides")
+#: Kinds whose target is an outlet id of their city.
+OUTLET_KINDS = ("outlet_closure", "renewal_wave", "outlet_extension")
 
 
 class IncidentError(ValueError):
@@ -186,8 +188,7 @@ def check_incidents(incidents: tuple[Incident, ...] | list[Incident], where: dic
             raise ValueError(f"{at}.transactions: a desk_refund needs the records it refunds")
         if inc.kind == "duplicate_wave" and inc.duplicate_share <= 0:
             raise ValueError(f"{at}.duplicate_share: a duplicate_wave needs a share above 0")
-        outlet_kinds = ("outlet_closure", "renewal_wave", "outlet_extension")
-        if inc.kind in outlet_kinds and not (inc.target or "").isdigit():
+        if inc.kind in OUTLET_KINDS and not (inc.target or "").isdigit():
             raise ValueError(f"{at}.target: expected an outlet id (a whole number)")
         if inc.kind == "renewal_wave" and inc.extra_visits_per_hour <= 0:
             raise ValueError(f"{at}.extra_visits_per_hour: a renewal_wave needs more than 0")

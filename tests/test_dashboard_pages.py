@@ -389,8 +389,9 @@ def test_the_incident_timeline_lists_every_citys_incidents_with_their_cities(sca
     assert list(timeline["Id"]) == ["county-desk-shut", "centre-down", "alipay-down"]
     assert list(timeline["Kind"]) == ["Outlet closed", "Clearing node down", "QR platform down"]
     assert timeline["Target"].iloc[2] == "QR (Alipay)"
-    # the clearing node by its name in the page's language, its id after it
+    # the clearing node and the outlet by name in the page's language, the id after it
     assert timeline["Target"].iloc[1] == "Regional Clearing Centre (REGION_CENTRE)"
+    assert timeline["Target"].iloc[0] == "County Service Point (3)"
     assert any("Every city's incident timeline" in c.value for c in at.caption)
     assert not any("first city" in c.value for c in at.caption)
     at = app(scaled_two_city.parent, "explore", lang="zh", run=scaled_two_city.name)
@@ -398,6 +399,7 @@ def test_the_incident_timeline_lists_every_citys_incidents_with_their_cities(sca
     (timeline,) = [d.value for d in at.dataframe if "类型" in d.value.columns]
     assert list(timeline["城市"]) == ["甲城", "甲城、乙城", "乙城"]
     assert timeline["对象"].iloc[1] == "区域清算中心 (REGION_CENTRE)"
+    assert timeline["对象"].iloc[0] == "县区服务点 (3)"
 
 
 def test_english_pages_name_every_citys_regions_in_english(scaled_two_city):

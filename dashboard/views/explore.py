@@ -16,6 +16,7 @@ from dashboard import brief, i18n, institutions, names, places, present
 from dashboard.charts import by_date, download, show, style
 from dashboard.state import code, guarded, lang, pick, query, require_run, stamp, tr
 from sim import api
+from sim.incidents import OUTLET_KINDS
 
 MONEY = {"spend_fen", "concession_fen", "transfer_fen", "topup_fen"}
 
@@ -286,8 +287,8 @@ def faults_tab(run_dir, meta: dict) -> None:
         st.caption(
             tr("explore.incident_timeline_cities" if several else "explore.incident_timeline")
         )
-        name = institutions.participant_label(meta, lg)
-        table = incident_table(incidents, with_city=several, node_name=name)
+        named = _target_namer(meta, query(run_dir, "outlets"), lg)
+        table = incident_table(incidents, with_city=several, named=named)
         st.dataframe(table, hide_index=True, width="stretch")
     else:
         st.caption(tr("explore.no_incidents"))
@@ -344,15 +345,34 @@ def faults_tab(run_dir, meta: dict) -> None:
         show(fig, uploads, "device_uploads")
 
 
+def _target_namer(meta: dict, outlets: pd.DataFrame, lg: str):
+    """A function (kind, target, city index) -> the name of what an incident hits in the page's
+    language, or None where it has none to give: a clearing node by its institution's name, an
+    outlet by its outlets file's (in English words on an English page)."""
+    node = institutions.participant_label(meta, lg)
+    outlet = _outlet_names(meta, outlets, several=False)
+
+    def named(kind: str, target: str, city: int) -> str | None:
+        if kind == "clearing_node_outage":
+            return node(target) if node(target) != target else None
+        if kind in OUTLET_KINDS and target.isdigit():
+            info = outlet.get((city, int(target)))
+            return None if info is None else info["name"]
+        return None
+
+    return named
+
+
 def incident_table(
-    incidents: list[api.RunIncident], with_city: bool = False, node_name=str
+    incidents: list[api.RunIncident], with_city: bool = False, named=None
 ) -> pd.DataFrame:
     """The run's incident timeline (``api.run_incidents``: as ``run_meta.json`` stores each
     city's) in the page's language: the kind in words, the start as a date and time, the
     duration in minutes and what the kind's own settings say (money in yuan); ``with_city``
     first names the cities each acts in (a target is a device, line or outlet id of its city's
-    own, so in a run of several the city is what tells two cities' outlet 1 apart); a clearing
-    node's outage names the node by ``node_name`` (id → name), its id after it."""
+    own, so in a run of several the city is what tells two cities' outlet 1 apart); ``named``
+    (kind, target, city index -> a name or None; ``_target_namer``) names a clearing node or an
+    outlet, its id after the name."""
     lg = lang()
     rows = []
     for incident in incidents:
@@ -374,25 +394,26 @@ def incident_table(
                 tr("explore.incident.col.duration"): tr(
                     "explore.incident.minutes", n=i18n.count(inc.get("duration_min"), lg)
                 ),
-                tr("explore.incident.col.target"): _incident_target(inc, node_name),
+                tr("explore.incident.col.target"): _incident_target(inc, incident, named),
                 tr("explore.incident.col.details"): _incident_details(inc),
             }
         )
     return pd.DataFrame(rows)
 
 
-def _incident_target(inc: dict, node_name) -> str:
-    """What an incident hits: a QR platform's medium in words, a clearing node by its name
-    (and id), any other target (a device, line, station or outlet id) as the scenario names
-    it."""
+def _incident_target(inc: dict, incident: api.RunIncident, named) -> str:
+    """What an incident hits: a QR platform's medium in words, a clearing node or an outlet by
+    its name (``named``) with its id after it, any other target (a device, line or station id)
+    as the scenario names it."""
     target = inc.get("target")
     if not target:
         return "–"
     if inc.get("kind") == "qr_platform_outage":
         return code("media", target)
-    if inc.get("kind") == "clearing_node_outage" and node_name(target) != str(target):
-        return f"{node_name(target)} ({target})"
-    return str(target)
+    name = None
+    if named is not None and incident.cities:
+        name = named(str(inc.get("kind", "")), str(target), incident.cities[0].index)
+    return f"{name} ({target})" if name else str(target)
 
 
 def _incident_details(inc: dict) -> str:
