@@ -8,8 +8,9 @@ record as JSON in one buffer (no Python object per record). ``next_batch`` hands
 ``TapFeed.from_recording`` reads a recorded stream instead (traffic/recording.py: nothing
 simulated).
 
-In Locust's distributed mode every worker process builds the same feed (the same scenario and
-seed give the same records) and takes its own share of it (``partition``): the stream's batches
+In Locust's distributed mode every worker has the same feed (made once before ``--processes``
+forks the workers; a separate ``--worker`` makes its own: the same scenario and seed give the
+same records) and takes its own share of it (``partition``): the stream's batches
 dealt out in turn, batch k to worker k mod N, so together the workers send every record once,
 each batch at the time it is due.
 """

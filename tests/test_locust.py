@@ -8,6 +8,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,11 +22,22 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
 
 
+#: What the locustfile says when the feed is sent and it ends the test itself.
+ENDED = "CardTwin: every batch of the feed sent and answered; ending the test"
+
+
+def _command(host: str, *flags: str) -> list[str]:
+    """Locust on the locustfile: 4 users; ``-t`` only a ceiling (the test ends when the feed is
+    sent)."""
+    return [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
+            "--host", host, "-u", "4", "-r", "4", "-t", "120s", "--stop-timeout", "5",
+            *flags]  # fmt: skip
+
+
 def _locust(host: str, env: dict, *flags: str) -> subprocess.CompletedProcess:
+    """A headless Locust run, to its end."""
     return subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
-         "--host", host, "--headless", "-u", "4", "-r", "4", "-t", "10s", "--only-summary",
-         "--stop-timeout", "5", *flags],
+        _command(host, "--headless", "--only-summary", *flags),
         capture_output=True, text=True, env={**os.environ, **env}, timeout=180,
     )  # fmt: skip
 
@@ -60,6 +73,13 @@ def test_locust_users_send_the_simulated_days_taps(tmp_path, source):
     finally:
         server.shutdown()
     assert done.returncode == 0, done.stderr[-2000:]
+    # The test ended itself once every batch was answered, long before -t 120s; the workers
+    # were never dropped for missing heartbeats (they simulate before they connect), and
+    # nothing frozen before the fork is reported leaked as they end.
+    assert ENDED in done.stderr
+    assert "--run-time limit reached" not in done.stderr
+    assert "missing" not in done.stderr and "self-healed" not in done.stderr
+    assert "leaked" not in done.stderr
     assert "/taps (100 taps)" in done.stderr
     sent = {r["idempotency_key"]: r for r in map(json.loads, expected.read_bytes().splitlines())}
     got = {k: json.loads(v) for k, v in store.records.items()}
@@ -68,6 +88,50 @@ def test_locust_users_send_the_simulated_days_taps(tmp_path, source):
     assert got == sent
     assert store.counts["duplicate_keys"] == 0
     assert store.counts["records_received"] == len(sent)
+
+
+def test_with_the_web_ui_the_test_stops_once_the_feed_is_sent_and_the_ui_stays_up(tmp_path):
+    expected = tmp_path / "taps.jsonl"
+    assert stream(
+        load_scenario(SMALL, days=1),
+        StreamSettings(sink=f"file://{expected}", state_dir=tmp_path / "state"),
+        privacy_key=privacy_key(None),
+    ).reconciled
+    sent = {json.loads(r)["idempotency_key"] for r in expected.read_bytes().splitlines()}
+    web = _free_port()
+    server, store = serve()
+    locust = subprocess.Popen(
+        _command(f"http://127.0.0.1:{server.server_address[1]}", "--autostart",
+                 "--web-host", "127.0.0.1", "--web-port", str(web)),
+        env={**os.environ, "CARDTWIN_SPEED": "20000", "CARDTWIN_SCENARIO": str(SMALL)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        started, state = time.monotonic(), None
+        while time.monotonic() - started < 90:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web}/stats/requests") as answer:
+                    state = json.load(answer)["state"]
+            except OSError:  # the UI is not up yet
+                state = None
+            if state == "stopped":
+                break
+            time.sleep(0.5)
+        # Stopped by the locustfile once every batch was answered, well before -t 120s; the UI
+        # is still there to read the figures.
+        assert state == "stopped"
+        assert time.monotonic() - started < 90
+        assert set(store.records) == sent  # the whole feed, each record once
+        assert store.counts["records_received"] == len(sent)
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/stats/requests") as answer:
+            assert json.load(answer)["state"] == "stopped"
+    finally:
+        locust.terminate()
+        _, err = locust.communicate(timeout=60)
+        server.shutdown()
+        server.server_close()
+    assert ENDED in err
+    assert "--run-time limit reached" not in err
 
 
 def test_locust_with_a_file_that_is_not_a_recording_says_so(tmp_path):
