@@ -82,7 +82,7 @@ def test_where_it_happens_lists_what_moved_most_from_yesterday(tmp_path, session
     table = next(d.value for d in at.dataframe if "Last hour" in d.value.columns)
     assert "line" in table.columns and len(table) == 10
     bus = re.compile(r"(Urban|Rudong|Haian|Haimen|Rugao|Qidong) bus B\d{3} \(\w+-B\d{3}\)")
-    metro = re.compile(r"Metro M\d \(M\d\)")
+    metro = re.compile(r"Metro Line \d \(M\d\)")  # the scenario's 1号线, not its id
     assert all(bus.fullmatch(x) or metro.fullmatch(x) for x in table["line"]), table["line"]
     chart = at.selectbox(key="drill_where_key:en")
     assert chart.value in set(table["line"].str.extract(r"\((\S+)\)$")[0])  # kept as the id

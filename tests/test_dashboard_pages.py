@@ -770,7 +770,8 @@ def test_incidents_outlets_and_clearing_roles_are_shown_in_words(tmp_path):
         "Jan 1, 2024, 08:00", "Jan 1, 2024, 00:00", "Jan 1, 2024, 18:00",
     ]  # fmt: skip
     assert list(timeline["Duration"]) == ["120 min", "1,440 min", "30 min"]
-    assert list(timeline["Target"]) == ["M1", "–", "QR (Alipay)"]  # a medium in words
+    # a metro line by the scenario's name of it, a medium in words
+    assert list(timeline["Target"]) == ["Metro Line 1 (M1)", "–", "QR (Alipay)"]
     assert timeline["Details"].iloc[1] == (
         "fares become: fares.bus.region_fare_fen.urban = ¥2.50; a test fare rise"
     )
@@ -783,6 +784,7 @@ def test_incidents_outlets_and_clearing_roles_are_shown_in_words(tmp_path):
     at = app(tmp_path, "explore", lang="zh", run="incidents")
     (timeline,) = [t for t in tab("faults", "zh") if "类型" in t.columns]
     assert list(timeline["类型"]) == ["线路停运", "票价调整", "扫码平台故障"]
+    assert timeline["对象"].iloc[0] == "地铁1号线 (M1)"
     assert timeline["对象"].iloc[2] == "支付宝扫码"
     assert timeline["开始"].iloc[0] == "2024年1月1日 08:00"
     assert "2.50 元" in timeline["详情"].iloc[1]
