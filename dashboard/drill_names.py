@@ -6,8 +6,9 @@ take it).
 Where each name comes from:
 
 - a line: its region and number for a generated bus line (``urban-B134``: 市区B134路, "Urban
-  bus B134"), the scenario's name for a metro line (``M1``: 地铁1号线, "Metro M1"), the city it
-  runs in for another city's line (``EXT-SHANGHAI``: 上海公交（异地）);
+  bus B134"), the scenario's name for a metro line, in English by rule (``M1``, named 1号线:
+  地铁1号线, "Metro Line 1"; ``dashboard.lines``), the city it runs in for another city's line
+  (``EXT-SHANGHAI``: 上海公交（异地）);
 - a device: what it is on which line (a bus reader of a line; a metro gate at a station);
 - an outlet: the outlets file's name, in English words on an English page (``dashboard.names``);
 - a clearing node or issuer: ``dashboard.institutions`` (from the played day's run_meta.json);
@@ -27,7 +28,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dashboard import i18n, institutions, names, places
+from dashboard import i18n, institutions, lines, names, places
 from drills.report import target_scope
 from drills.runner import naming_world
 from drills.session import DrillSession
@@ -104,7 +105,7 @@ def _names(base, day, overrides, meta_key, lang) -> DrillNames:
     meta = _meta(meta_key)
     known = places.english_names(meta) if meta else {}
     by_scope = {
-        "line": _line_names(world, lang),
+        "line": _line_names(world, lang, known),
         "outlet": {
             str(o.outlet_id): names.outlet_name(o.name_zh, lang, known) for o in world.outlets
         },
@@ -139,24 +140,20 @@ def _participants(meta: dict) -> dict:
     return api.run_participants(meta)
 
 
-def _line_names(world, lang: str) -> dict[str, str]:
-    """Every line of the world by id → its name (module docstring)."""
-    scenario, lines = world.scenario, world.network.lines
+def _line_names(world, lang: str, known: dict[str, str]) -> dict[str, str]:
+    """Every line of the world by id → its name (module docstring; ``known``: the run's
+    Chinese place names in English, for a metro line named after a place)."""
+    scenario, network_lines = world.scenario, world.network.lines
     metro = scenario.network.metro
     out = {}
-    for index, line_id in enumerate(lines.ids):
+    for index, line_id in enumerate(network_lines.ids):
         if index >= world.n_local_lines:
             out[line_id] = _away_line(world, index, lang)
             continue
-        rid = world.region_ids[int(lines.region[index])]
+        rid = world.region_ids[int(network_lines.region[index])]
         region = scenario.regions[rid].name_zh if lang == "zh" else i18n.place_name(rid)
-        if int(lines.mode[index]) == METRO and line_id in metro:
-            out[line_id] = i18n.t(
-                "drill.name.metro_line",
-                lang,
-                name=metro[line_id].name_zh if lang == "zh" else line_id,
-                region=region,
-            )
+        if int(network_lines.mode[index]) == METRO and line_id in metro:
+            out[line_id] = lines.line_label(metro[line_id].name_zh, lang, known)
         elif match := _BUS_LINE.match(line_id):
             out[line_id] = i18n.t(
                 "drill.name.bus_line", lang, region=region, number=match["number"]
@@ -183,12 +180,12 @@ def _station_number(world, stop: int) -> int:
     return stop - int(world.network.lines.stop_ptr[line]) + 1
 
 
-def _device_names(world, lines: dict[str, str], lang: str) -> dict[str, str]:
+def _device_names(world, line_names: dict[str, str], lang: str) -> dict[str, str]:
     """Every device by id → what it is on which line (a bus reader, a metro gate at a station)."""
     devices, ids = world.network.devices, world.network.lines.ids
     out = {}
     for device, (line, stop) in enumerate(zip(devices.line, devices.stop, strict=True)):
-        line_name = lines.get(ids[int(line)], ids[int(line)])
+        line_name = line_names.get(ids[int(line)], ids[int(line)])
         if int(stop) < 0:
             out[str(device)] = i18n.t("drill.name.bus_reader", lang, line=line_name)
         else:
@@ -198,7 +195,7 @@ def _device_names(world, lines: dict[str, str], lang: str) -> dict[str, str]:
     return out
 
 
-def _station_names(world, lines: dict[str, str], lang: str) -> dict[str, str]:
+def _station_names(world, line_names: dict[str, str], lang: str) -> dict[str, str]:
     """Every metro station as an incident names it (``M1:5``: its index along the line, from
     0) → its name, numbered from 1 as the gates' are (``M1:5`` is the sixth station)."""
     network, out = world.network, {}
@@ -207,8 +204,8 @@ def _station_names(world, lines: dict[str, str], lang: str) -> dict[str, str]:
             continue
         first, last = int(network.lines.stop_ptr[line]), int(network.lines.stop_ptr[line + 1])
         for index in range(last - first):
-            out[f"{line_id}:{index}"] = i18n.t(
-                "drill.name.station", lang, line=lines.get(line_id, line_id), station=index + 1
+            out[f"{line_id}:{index}"] = lines.station_label(
+                line_names.get(line_id, line_id), index, lang
             )
     return out
 

@@ -1,7 +1,8 @@
 """Chinese names in English words, for names the data gives in Chinese only (outlets, clearing
-institutions): a small glossary of the common words in them translated (政务中心 is Government
-Service Centre, 广场 Square), the rest, proper names, in pinyin without tone marks, every word
-capitalised: 钟楼广场 is "Bell Tower Square", 如东(掘港) "Rudong (Juegang)".
+institutions, metro lines): a small glossary of the common words in them translated (政务中心 is
+Government Service Centre, 广场 Square), the rest, proper names, in pinyin without tone marks,
+every word capitalised: 钟楼广场 is "Bell Tower Square", 如东(掘港) "Rudong (Juegang)". A metro
+line's name follows a rule of its own first (``metro_line_name``: 1号线 is "Line 1").
 
 Places the run itself names (its cities and regions, whose scenario ids are pinyin) are passed
 in as ``known`` names, so that an outlet's name says "Rudong" just as the region column beside
@@ -54,6 +55,7 @@ GLOSSARY = {
     "火车站": "Railway Station",
     "车站": "Station",
     "地铁": "Metro",
+    "机场": "Airport",
     "公交": "Bus",
     "交通": "Transport",
     # clearing
@@ -159,10 +161,39 @@ def _joined(tokens: list[str]) -> str:
     return text
 
 
+#: What a metro line's Chinese name may start with: the word for metro, which the pages say
+#: themselves before the line's name (地铁1号线 is line 1号线 of the metro).
+_METRO_WORD = re.compile(r"^(?:地铁|轨道交通|轨交)\s*")
+#: A numbered line, by its number or code: 1号线, 10 号线, S1线.
+_NUMBERED_LINE = re.compile(r"^([A-Za-z]*\d+[A-Za-z]*)\s*号?\s*线$")
+#: A line known by a name: 机场线, 浦江线.
+_NAMED_LINE = re.compile(r"^(.+?)\s*线$")
+
+
+def metro_line_name(name_zh: str, lang: str, known: Mapping[str, str] | None = None) -> str:
+    """A metro line's own name in ``lang``, from the scenario's Chinese name (``network.metro.
+    <id>.name_zh``), without the word for metro, which the pages put before it (地铁1号线,
+    "Metro Line 1"). Chinese: as the scenario writes it, a leading 地铁 or 轨道交通 left out.
+    English, by rule: a numbered line by its number or code ("1号线" and "地铁1号线" are
+    "Line 1", "S1线" "Line S1"); a line known by a name by that name in English words and
+    "Line" ("机场线": "Airport Line", "浦江线": "Pujiang Line"); any other name in English words
+    (``english``)."""
+    written = str(name_zh).strip()
+    own = _METRO_WORD.sub("", written) or written  # a name that is only the word: kept
+    if lang == "zh":
+        return own
+    plain = unicodedata.normalize("NFKC", own)  # full-width digits and letters (１号线) too
+    if numbered := _NUMBERED_LINE.match(plain):
+        return f"Line {numbered[1].upper()}"
+    if named := _NAMED_LINE.match(plain):
+        return f"{english(named[1], known)} Line"
+    return english(plain, known)
+
+
 def outlet_name(name_zh: str, lang: str, known: Mapping[str, str] | None = None) -> str:
     """An outlet's name in ``lang``: as the outlets file writes it in Chinese, in English words
     otherwise (``english``)."""
     return str(name_zh) if lang == "zh" else english(name_zh, known)
 
 
-__all__ = ["GLOSSARY", "english", "outlet_name"]
+__all__ = ["GLOSSARY", "english", "metro_line_name", "outlet_name"]

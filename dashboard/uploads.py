@@ -14,7 +14,16 @@ from sim import api
 
 ROOT = Path(__file__).resolve().parent.parent
 UPLOAD_DIR = ROOT / "scenarios" / "uploads"
-MAX_UPLOAD_BYTES = 512 * 1024
+#: The largest scenario file the Run page takes, in whole megabytes: what its upload box is
+#: given (``st.file_uploader(max_upload_size=...)`` takes whole megabytes only), what Streamlit
+#: states under the box ("1MB per file") and what ``upload_problem`` enforces. One number, so
+#: the page never states two limits.
+UPLOAD_LIMIT_MB = 1
+#: The same limit in bytes. Streamlit's browser side counts a megabyte as 1,000,000 bytes
+#: (1,048,576 on Windows) and refuses a bigger file itself; its server counts 1,048,576. The
+#: smallest of these is held here, so a file the page would call larger than 1 MB is refused
+#: however it came (a Windows browser, a script, AppTest), with a message naming it.
+MAX_UPLOAD_BYTES = UPLOAD_LIMIT_MB * 1_000_000
 
 
 def target_of(name: str) -> Path:
@@ -27,9 +36,11 @@ def upload_problem(name: str, data: bytes, lang: str = "en") -> str | None:
     """What is wrong with an uploaded scenario file (None: it is a valid scenario, now saved
     at ``target_of(name)``). A file that fails is not kept."""
     if len(data) > MAX_UPLOAD_BYTES:
+        # Sizes in whole bytes (with separators): a file one byte over would read "1.00 MB"
+        # next to a limit of 1 MB in any rounded unit.
         return i18n.t(
-            "run.upload_too_large", lang, name=name, size=len(data) // 1024,
-            limit=MAX_UPLOAD_BYTES // 1024,
+            "run.upload_too_large", lang, name=name, size=f"{len(data):,}",
+            limit=UPLOAD_LIMIT_MB, limit_bytes=f"{MAX_UPLOAD_BYTES:,}",
         )  # fmt: skip
     try:
         content = yaml.safe_load(data.decode("utf-8"))

@@ -34,7 +34,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -45,6 +45,7 @@ from drills.desk import FILE as DESK_FILE
 from drills.monitor import BUCKET_MIN, RunView, raise_alerts, with_usual_keys
 from drills.script import Drill, load_drill
 from sim.incidents import Incident
+from sim.reference import extends_chain
 from sim.yaml_config import ConfigError
 
 SESSIONS = Path("runs/drills/sessions")
@@ -69,39 +70,64 @@ T = TypeVar("T")
 
 
 class ParsedFiles:
-    """What reading and parsing a file gave, kept while the file stays as it was.
+    """What reading and parsing a file gave, kept while every file the parse read stays as it
+    was.
 
     The pages refresh every two seconds and list every session, so without this each refresh
     parses every session's ``session.json``, ``actions.yaml`` and drill script (YAML and
-    pydantic: most of a refresh's time). An entry is keyed on the file's path, inode, change
-    time (ns) and size, taken before and after the parse: a file another browser session or
-    process replaced (``_save`` and ``_write_actions`` replace: a new inode) or rewrote is
-    parsed again at the next read; a file changed while it was being parsed is not kept. What
-    fails to parse is not kept either, so a broken file is reported (``problem``) and, once
-    fixed, read at once. The values are shared: callers must not change them."""
+    pydantic: most of a refresh's time). A parse may read more than the file it is given (a
+    drill script's ``extends:`` chain: ``read_drill``), so an entry keeps, for each file the
+    parse read, its path, inode, change time (ns) and size, taken before and after the parse,
+    and is used only while all of them are unchanged: a file another browser session or
+    process replaced (``_save`` and ``_write_actions`` replace: a new inode) or rewrote,
+    including a base the file extends, is parsed again at the next read; a parse during which
+    one of its files changed, or whose files were not the same before and after it (an
+    ``extends:`` edited meanwhile), is not kept. What fails to parse is not kept either, so a
+    broken file is reported (``problem``) and, once fixed, read at once. The values are
+    shared: callers must not change them."""
 
     def __init__(self, maxsize: int = 1024) -> None:
-        self._items: collections.OrderedDict[tuple, object] = collections.OrderedDict()
+        self._items: collections.OrderedDict[tuple, tuple[tuple, object]] = (
+            collections.OrderedDict()
+        )
         self._maxsize = maxsize
         self._lock = threading.Lock()  # Streamlit serves each browser session in a thread
         self.parses = 0  # how many reads were parsed (the rest came from here): for tests
 
-    def get(self, path: Path, parse: Callable[[Path], T]) -> T:
-        """``parse(path)``, or what it gave for the file as it is now."""
-        key = (_signature(path), parse)  # OSError (the file is gone) as a read would
+    def get(
+        self,
+        path: Path,
+        parse: Callable[[Path], T],
+        reads: Callable[[Path], Sequence[Path]] | None = None,
+    ) -> T:
+        """``parse(path)``, or what it gave while the files it read are as they are now.
+
+        ``reads(path)``: every file ``parse(path)`` reads, ``path`` first (default: ``path``
+        alone). Where it raises (a file it cannot follow), the parse runs, and reports the
+        problem as a read would, but is not kept."""
+        key = (str(path), parse)
+        _signature(path)  # OSError (the file is gone) as a read would
         with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]  # type: ignore[return-value]
+            entry = self._items.get(key)
+        if entry is not None:
+            signatures, value = entry
+            if _signatures([Path(s[0]) for s in signatures]) == signatures:
+                with self._lock:
+                    if key in self._items:
+                        self._items.move_to_end(key)
+                return value  # type: ignore[return-value]
+        files = _files_read(path, reads)
+        before = _signatures(files) if files is not None else None
         value = parse(path)
         self.parses += 1
-        try:
-            unchanged = _signature(path) == key[0]
-        except OSError:
-            unchanged = False
-        if unchanged:
+        # Kept only if every file read was the same before and after, and the files it reads
+        # are still those (an extends: edited before the first signature is seen here): a
+        # parse that may have seen a file mid-change is not trusted.
+        unchanged = before is not None and _signatures(files) == before
+        if unchanged and _files_read(path, reads) == files:
             with self._lock:
-                self._items[key] = value
+                self._items[key] = (before, value)
+                self._items.move_to_end(key)
                 while len(self._items) > self._maxsize:
                     self._items.popitem(last=False)
         return value
@@ -115,6 +141,32 @@ class ParsedFiles:
 def _signature(path: Path) -> tuple[str, int, int, int, int]:
     st = os.stat(path)
     return (str(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _signatures(files: Sequence[Path]) -> tuple | None:
+    """Every file's signature; None where one is gone (nothing to compare with)."""
+    try:
+        return tuple(_signature(f) for f in files)
+    except OSError:
+        return None
+
+
+def _files_read(path: Path, reads: Callable[[Path], Sequence[Path]] | None) -> list[Path] | None:
+    """``reads(path)`` as a list (``[path]`` without it); None if it cannot be followed."""
+    if reads is None:
+        return [path]
+    try:
+        return [Path(f) for f in reads(path)]
+    except Exception:  # noqa: BLE001 - the parse itself reports what is wrong; not kept
+        return None
+
+
+def drill_files(path: Path) -> list[Path]:
+    """The files a drill script's parse reads: the script and, in order, every file of its
+    ``extends:`` chain (followed as the loader follows it, ``sim.reference.extends_chain``).
+    A chain the loader would refuse (a missing base, malformed YAML) raises, as the parse
+    would."""
+    return [file for file, _ in extends_chain(path)]
 
 
 #: The parsed session files of this process (every browser session's pages share it).
@@ -135,10 +187,10 @@ def _read_injected(path: Path) -> tuple[Incident, ...]:
 
 
 def read_drill(path: str | Path) -> Drill:
-    """``load_drill(path)``, parsed again only when the drill script changes (``PARSED``; a
-    file the script ``extends:`` is not watched: no shipped drill extends another). Shared:
-    change a copy (``model_copy``)."""
-    return PARSED.get(Path(path), load_drill)
+    """``load_drill(path)``, parsed again only when the drill script or a file of its
+    ``extends:`` chain changes (``PARSED``, ``drill_files``). Shared: change a copy
+    (``model_copy``)."""
+    return PARSED.get(Path(path), load_drill, drill_files)
 
 
 def _one_change_at_a_time(method):

@@ -350,6 +350,50 @@ def test_an_upload_that_is_not_yaml_is_refused_in_the_browser(
         (ROOT / "scenarios" / "uploads" / "browser_upload_test.yaml").unlink(missing_ok=True)
 
 
+def test_the_upload_box_states_one_limit_and_the_browser_holds_it(
+    dashboard, page, screenshots, tmp_path
+):
+    """What the page says under and above the upload box is one limit, 1 MB (Streamlit's own
+    line in English, the Chinese label in Chinese; no other figure), and it is the one that
+    holds: one byte over it is refused in the browser before it is sent, a file of exactly
+    that size is taken and kept."""
+    from dashboard.uploads import MAX_UPLOAD_BYTES
+
+    def overlay(name: str, size: int) -> Path:
+        head = f"extends: ../small_ci.yaml\nname: {name}\n#"
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(head + "x" * (size - len(head)), encoding="utf-8")
+        assert path.stat().st_size == size
+        return path
+
+    over = overlay("browser_over_limit", MAX_UPLOAD_BYTES + 1)
+    at_limit = overlay("browser_at_limit", MAX_UPLOAD_BYTES)
+    kept = ROOT / "scenarios" / "uploads"
+    page.goto(dashboard.url)
+    _shown(page, page.get_by_role("heading", name="运行情景", exact=True), screenshots, "limit")
+    _settled(page, screenshots, "limit_start")
+    box = page.get_by_test_id("stFileUploader")
+    expect(box.get_by_test_id("stWidgetLabel")).to_have_text("或上传情景文件（YAML，最大 1 MB）")
+    expect(box.get_by_test_id("stFileUploaderDropzoneInstructions")).to_have_text(
+        "1MB per file • YAML, YML"
+    )
+    assert "KB" not in box.inner_text() and "512" not in box.inner_text()
+    chooser = box.locator('input[type="file"]')
+    try:
+        chooser.set_input_files(str(over))
+        _shown(page, box.get_by_text("File must be 1.0MB or smaller."), screenshots, "limit_over")
+        _settled(page, screenshots, "limit_over")
+        assert not (kept / over.name).exists()  # never reached the server
+        chooser.set_input_files(str(at_limit))
+        _shown(page, page.get_by_text(f"已保存为 scenarios/uploads/{at_limit.name}"),
+               screenshots, "limit_at")  # fmt: skip
+        _settled(page, screenshots, "limit_at")
+        assert (kept / at_limit.name).read_bytes() == at_limit.read_bytes()
+    finally:
+        (kept / over.name).unlink(missing_ok=True)
+        (kept / at_limit.name).unlink(missing_ok=True)
+
+
 def test_a_drill_in_the_browser_alert_action_debrief(dashboard, page, screenshots):
     """Start the duplicate-charge drill on the console, speed the clock up, see the alert
     appear, acknowledge it, report the reader, end the drill and open the debrief."""

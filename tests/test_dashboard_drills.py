@@ -82,7 +82,7 @@ def test_where_it_happens_lists_what_moved_most_from_yesterday(tmp_path, session
     table = next(d.value for d in at.dataframe if "Last hour" in d.value.columns)
     assert "line" in table.columns and len(table) == 10
     bus = re.compile(r"(Urban|Rudong|Haian|Haimen|Rugao|Qidong) bus B\d{3} \(\w+-B\d{3}\)")
-    metro = re.compile(r"Metro M\d \(M\d\)")
+    metro = re.compile(r"Metro Line \d \(M\d\)")  # the scenario's 1号线, not its id
     assert all(bus.fullmatch(x) or metro.fullmatch(x) for x in table["line"]), table["line"]
     chart = at.selectbox(key="drill_where_key:en")
     assert chart.value in set(table["line"].str.extract(r"\((\S+)\)$")[0])  # kept as the id
@@ -435,3 +435,55 @@ def test_unchanged_session_files_are_not_parsed_again_and_changes_are_seen_at_on
     # ... and, mended, the session reads again.
     actions.write_text(good, "utf-8")
     assert other.problem() is None and len(other.actions()) == 1
+
+
+def test_a_drill_script_is_read_again_when_a_file_it_extends_changes(tmp_path):
+    """A drill script may ``extends:`` another, which may extend a third: the pages' cached
+    parse (drills/session.py PARSED) watches every file of the chain. Editing a file the
+    script extends (in place, to the same size: only its change time tells) shows the new
+    content at the next refresh, on the trainer's page and through ``read_drill``; a refresh
+    with nothing changed parses nothing; pointing ``extends:`` at another file is seen too."""
+    from drills.session import PARSED, drill_files, read_drill
+
+    root = tmp_path / "root.yaml"  # the shipped drill, its base scenario named absolutely
+    base = str(DRILL.parent.parent / "nantong_2024.yaml")
+    root.write_text(DRILL.read_text("utf-8").replace("../nantong_2024.yaml", base), "utf-8")
+    middle = tmp_path / "middle.yaml"
+    middle.write_text(
+        "extends: root.yaml\ndrill:\n  title: {en: Middle title one, zh: 中间标题一}\n", "utf-8"
+    )
+    script = tmp_path / "script.yaml"
+    script.write_text("extends: middle.yaml\ndrill:\n  difficulty: 3\n", "utf-8")
+    assert [p.name for p in drill_files(script)] == ["script.yaml", "middle.yaml", "root.yaml"]
+    session = DrillSession.start(script, "Li", root=tmp_path / "drills" / "sessions")
+    session.pause()
+
+    def shown(at) -> list[str]:
+        assert not at.exception, at.exception
+        return list(next(d.value for d in at.dataframe if "Trainee" in d.value.columns)["Drill"])
+
+    at = page(tmp_path, "trainer", "en")
+    assert shown(at) == ["Middle title one"]
+    before = PARSED.parses
+    at.run()  # a refresh with nothing changed: everything from the cache
+    assert shown(at) == ["Middle title one"] and PARSED.parses == before
+    # The file the script extends, edited in place to the same size; the script untouched.
+    size, stat = middle.stat().st_size, script.stat()
+    middle.write_text(middle.read_text("utf-8").replace("one", "two"), "utf-8")
+    assert middle.stat().st_size == size and script.stat().st_mtime_ns == stat.st_mtime_ns
+    at.run()
+    assert shown(at) == ["Middle title two"]
+    drill = read_drill(script)
+    assert drill.title("en") == "Middle title two" and drill.difficulty == 3
+    # The root of the chain, two files away, edited: its brief is seen through both overlays.
+    root.write_text(root.read_text("utf-8").replace("Tuesday morning.", "Wednesday dawn."), "utf-8")
+    assert read_drill(script).brief("en").startswith("Wednesday dawn.")
+    assert session.drill.brief("en").startswith("Wednesday dawn.")
+    # The script now extends the root straight: the middle's title is gone at once.
+    script.write_text("extends: root.yaml\ndrill:\n  difficulty: 3\n", "utf-8")
+    at.run()
+    assert shown(at) == ["A reader charging twice"]
+    parses = PARSED.parses
+    middle.write_text(middle.read_text("utf-8").replace("two", "six"), "utf-8")  # not read now
+    at.run()
+    assert shown(at) == ["A reader charging twice"] and PARSED.parses == parses

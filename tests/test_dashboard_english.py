@@ -13,11 +13,12 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from page_texts import CJK, chart_texts
 from streamlit.testing.v1 import AppTest
 
 import sim.lab_report
-from dashboard import brief, i18n, institutions, names
+from dashboard import brief, i18n, institutions, lines, names
 from sim import api, formats
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,6 +147,72 @@ def test_the_outlets_tab_names_outlets_in_english_on_an_english_page(small_run):
     at = _explore(small_run, "outlets", "zh")
     (hours,) = [d.value for d in at.dataframe if "网点编号" in d.value.columns]
     assert "钟楼广场" in set(hours["网点"])
+
+
+# --- metro lines by name --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("zh", "zh_shown", "en_shown"),
+    [
+        ("1号线", "地铁1号线", "Metro Line 1"),  # how the scenarios name their lines
+        ("地铁1号线", "地铁1号线", "Metro Line 1"),  # the word for metro not said twice
+        ("轨道交通10 号线", "地铁10 号线", "Metro Line 10"),
+        ("S1线", "地铁S1线", "Metro Line S1"),  # a line known by a code
+        ("１号线", "地铁１号线", "Metro Line 1"),  # full-width digits
+        ("机场线", "地铁机场线", "Metro Airport Line"),  # a line known by a name: its words
+        ("如东线", "地铁如东线", "Metro Rudong Line"),  # after a place of the run
+        ("磁悬浮", "地铁磁悬浮", "Metro Cixuanfu"),  # anything else in English words (pinyin)
+    ],
+)
+def test_a_metro_line_is_named_from_its_chinese_name_in_both_languages(zh, zh_shown, en_shown):
+    assert lines.line_label(zh, "zh", NANTONG_PLACES) == zh_shown
+    assert lines.line_label(zh, "en", NANTONG_PLACES) == en_shown
+    assert lines.station_label(en_shown, 5, "en") == f"{en_shown} station 6"
+    assert lines.station_label(zh_shown, 5, "zh") == f"{zh_shown}第6站"
+
+
+def test_every_shipped_metro_line_has_an_english_name_from_its_data():
+    """Every metro line of every shipped scenario file reads in English from its Chinese name,
+    in Latin letters and not by its id: "1号线" is "Metro Line 1", whatever the city."""
+    found = 0
+    for path in sorted(ROOT.glob("scenarios/**/*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        metro = ((data.get("network") or {}) if isinstance(data, dict) else {}).get("metro") or {}
+        for line_id, line in metro.items():
+            shown = lines.line_label(line["name_zh"], "en")
+            assert shown.startswith("Metro Line ") and not CJK.search(shown), (path, shown)
+            assert line_id not in shown, (path, line_id, shown)
+            number = re.fullmatch(r"(\d+)号线", line["name_zh"])
+            assert number is None or shown == f"Metro Line {number[1]}", (path, shown)
+            found += 1
+    assert found >= 20  # Nantong's and the YRD cities' lines
+
+
+def test_the_explore_page_names_a_metro_line_and_station_from_the_scenario(tmp_path):
+    """A line outage and a station outage on the incident timeline: the lines named by the
+    scenario's Chinese names, changed here (M1 is "地铁S1线"): in English by rule, in
+    Chinese as written, the id beside; a bus line, which the run does not name, as its id."""
+    incidents = (
+        '[{id: m1, kind: line_outage, target: M1, start: "2024-01-01 08:00", duration_min: 60},'
+        ' {id: m2s, kind: station_outage, target: "M2:4", start: "2024-01-01 09:00",'
+        "  duration_min: 60},"
+        ' {id: bus, kind: line_outage, target: urban-B001, start: "2024-01-01 10:00",'
+        "  duration_min: 60}]"
+    )
+    settings = ["network.metro.M1.name_zh=地铁S1线", f"incidents={incidents}"]
+    api.run(
+        api.load_scenario(ROOT / "scenarios" / "small_ci.yaml", settings, days=1),
+        tmp_path / "small",
+    )
+    at = _explore(tmp_path, "faults", "en")
+    (timeline,) = [d.value for d in at.dataframe if "Target" in d.value.columns]
+    assert list(timeline["Target"]) == [
+        "Metro Line S1 (M1)", "Metro Line 2 station 5 (M2:4)", "urban-B001",
+    ]  # fmt: skip
+    at = _explore(tmp_path, "faults", "zh")
+    (timeline,) = [d.value for d in at.dataframe if "对象" in d.value.columns]
+    assert list(timeline["对象"]) == ["地铁S1线 (M1)", "地铁2号线第5站 (M2:4)", "urban-B001"]
 
 
 # --- institutions by name -----------------------------------------------------------------------

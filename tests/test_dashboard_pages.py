@@ -21,7 +21,13 @@ from streamlit.testing.v1 import AppTest
 from agents.outlet import OPEN_DAY_RULES
 from dashboard import brief, i18n, places
 from dashboard.overrides import errors_by_field, fen_text, incident_frame, incidents_yaml
-from dashboard.uploads import UPLOAD_DIR, target_of, upload_problem
+from dashboard.uploads import (
+    MAX_UPLOAD_BYTES,
+    UPLOAD_DIR,
+    UPLOAD_LIMIT_MB,
+    target_of,
+    upload_problem,
+)
 from sim import api
 from sim.ledger import InvariantViolation, Ledger
 from sim.run_dir import MARKER_FILE
@@ -253,7 +259,7 @@ def test_a_run_that_breaks_an_invariant_keeps_the_earlier_run(runs, monkeypatch)
 @pytest.mark.parametrize(
     "name, content, expected",
     [
-        ("big.yaml", b"name: x\n" + b"#" * 600_000, "KB"),
+        ("big.yaml", b"name: x\n" + b"#" * MAX_UPLOAD_BYTES, "at most 1 MB"),
         ("notes.yaml", b"name: [unclosed\n", "YAML"),
         ("list.yaml", b"- a\n- b\n", "mapping"),
         ("bad.yaml", b"extends: ../small_ci.yaml\nseed: -1\n", "seed"),
@@ -264,6 +270,57 @@ def test_a_bad_upload_is_refused_with_a_message_and_not_kept(name, content, expe
     assert problem is not None and expected in problem, problem
     assert not target_of(name).exists()
     assert not list(UPLOAD_DIR.glob(".trial-*"))
+
+
+def _padded(name: str, size: int) -> bytes:
+    """A valid overlay of the small scenario, padded with a YAML comment to ``size`` bytes."""
+    head = f"extends: ../small_ci.yaml\nname: {name}\n#".encode()
+    return head + b"x" * (size - len(head))
+
+
+@pytest.mark.parametrize(
+    ("lang", "expected"),
+    [
+        ("en", "limit_test.yaml is too large (1,000,001 bytes): a scenario file may be at most "
+               "1 MB (1,000,000 bytes)."),
+        ("zh", "limit_test.yaml 太大（1,000,001 字节）：情景文件最大 1 MB（1,000,000 字节）。"),
+    ],
+)  # fmt: skip
+def test_the_upload_limit_is_the_one_streamlit_states_and_a_file_over_it_is_named(lang, expected):
+    """One limit: the megabyte Streamlit's upload box states ("1MB per file"; its browser
+    side counts 1,000,000 bytes), enforced here to the byte. A file of exactly the limit is a
+    scenario like any other; one byte more is refused with its name, its size and the limit,
+    and not kept."""
+    assert (UPLOAD_LIMIT_MB, MAX_UPLOAD_BYTES) == (1, 1_000_000)
+    name = "limit_test.yaml"
+    try:
+        at_limit = _padded("limit_test", MAX_UPLOAD_BYTES)
+        assert len(at_limit) == MAX_UPLOAD_BYTES
+        assert upload_problem(name, at_limit, lang) is None
+        assert target_of(name).read_bytes() == at_limit
+        target_of(name).unlink()
+        assert upload_problem(name, at_limit + b"x", lang) == expected
+        assert not target_of(name).exists()
+        assert not list(UPLOAD_DIR.glob(".trial-*"))
+    finally:
+        target_of(name).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_a_file_over_the_limit_uploaded_on_the_run_page_is_an_error_naming_it(tmp_path, lang):
+    """Through the page's upload box (which AppTest fills without the browser's own check):
+    the page's error names the file, its size and the limit, and nothing is chosen or kept."""
+    name = "cardtwin_test_too_big.yaml"
+    data = _padded("too_big", MAX_UPLOAD_BYTES + 1)
+    at = app(tmp_path, "run", lang=lang, run=None)
+    chosen = at.selectbox(key="scenario_choice").value
+    at.file_uploader(key="upload").set_value((name, data, "application/x-yaml")).run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [upload_problem(name, data, lang)]
+    assert name in at.error[0].value and "1,000,001" in at.error[0].value
+    assert "1 MB" in at.error[0].value and "KB" not in at.error[0].value
+    assert at.selectbox(key="scenario_choice").value == chosen
+    assert not target_of(name).exists() and not at.success
 
 
 def test_a_good_upload_is_kept_beside_the_shipped_scenarios():
@@ -635,21 +692,24 @@ def test_a_seed_above_what_a_browser_number_holds_runs(tmp_path):
 @pytest.mark.parametrize(
     ("lang", "limit", "kinds", "description"),
     [
-        ("zh", "最大 512 KB", "如“读卡器故障”“清算节点宕机”", "情景说明（情景文件只有英文说明）："),
-        ("en", "at most 512 KB", "e.g. Reader out of order, Clearing node down", ""),
+        ("zh", "最大 1 MB", "如“读卡器故障”“清算节点宕机”", "情景说明（情景文件只有英文说明）："),
+        ("en", "", "e.g. Reader out of order, Clearing node down", ""),
     ],
 )  # fmt: skip
 def test_the_run_page_states_the_upload_limit_incident_kinds_in_words_and_the_description(
     tmp_path, lang, limit, kinds, description
 ):
-    """The upload's label holds the engine's limit (Streamlit's own line can only say whole
-    megabytes: 1 MB, the least it states, whatever `streamlit run` was given); the incident
-    table's caption gives kinds in words as the table shows them; the scenario's description,
-    which a scenario file has in English only, is said to be so on the Chinese page."""
+    """The upload box is given the one limit, which Streamlit states under it ("1MB per
+    file", in English only): the English label leaves it to that line, the Chinese one says
+    the same megabyte in Chinese, and neither gives another unit; the incident table's caption
+    gives kinds in words as the table shows them; the scenario's description, which a scenario
+    file has in English only, is said to be so on the Chinese page."""
     at = app(tmp_path, "run", lang=lang, run=None)
     _choose_small(at)
     upload = at.file_uploader(key="upload")
-    assert limit in upload.label and upload.proto.max_upload_size_mb == 1
+    assert upload.proto.max_upload_size_mb == UPLOAD_LIMIT_MB
+    assert limit in upload.label and "KB" not in upload.label
+    assert ("MB" in upload.label) == bool(limit)
     captions = [c.value for c in at.caption]
     incidents = next(c for c in captions if "2024-01-02T07:00" in c)
     assert kinds in incidents and "validator_outage" not in incidents
@@ -710,7 +770,8 @@ def test_incidents_outlets_and_clearing_roles_are_shown_in_words(tmp_path):
         "Jan 1, 2024, 08:00", "Jan 1, 2024, 00:00", "Jan 1, 2024, 18:00",
     ]  # fmt: skip
     assert list(timeline["Duration"]) == ["120 min", "1,440 min", "30 min"]
-    assert list(timeline["Target"]) == ["M1", "–", "QR (Alipay)"]  # a medium in words
+    # a metro line by the scenario's name of it, a medium in words
+    assert list(timeline["Target"]) == ["Metro Line 1 (M1)", "–", "QR (Alipay)"]
     assert timeline["Details"].iloc[1] == (
         "fares become: fares.bus.region_fare_fen.urban = ¥2.50; a test fare rise"
     )
@@ -723,6 +784,7 @@ def test_incidents_outlets_and_clearing_roles_are_shown_in_words(tmp_path):
     at = app(tmp_path, "explore", lang="zh", run="incidents")
     (timeline,) = [t for t in tab("faults", "zh") if "类型" in t.columns]
     assert list(timeline["类型"]) == ["线路停运", "票价调整", "扫码平台故障"]
+    assert timeline["对象"].iloc[0] == "地铁1号线 (M1)"
     assert timeline["对象"].iloc[2] == "支付宝扫码"
     assert timeline["开始"].iloc[0] == "2024年1月1日 08:00"
     assert "2.50 元" in timeline["详情"].iloc[1]

@@ -12,11 +12,11 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import brief, i18n, institutions, names, places, present
+from dashboard import brief, i18n, institutions, lines, names, places, present
 from dashboard.charts import by_date, download, show, style
 from dashboard.state import code, guarded, lang, pick, query, require_run, stamp, tr
 from sim import api
-from sim.incidents import OUTLET_KINDS
+from sim.incidents import LINE_KINDS, OUTLET_KINDS
 
 MONEY = {"spend_fen", "concession_fen", "transfer_fen", "topup_fen"}
 
@@ -348,9 +348,16 @@ def faults_tab(run_dir, meta: dict) -> None:
 def _target_namer(meta: dict, outlets: pd.DataFrame, lg: str):
     """A function (kind, target, city index) -> the name of what an incident hits in the page's
     language, or None where it has none to give: a clearing node by its institution's name, an
-    outlet by its outlets file's (in English words on an English page)."""
+    outlet by its outlets file's (in English words on an English page), a metro line or one of
+    its stations by the scenario's name of the line (``dashboard.lines``: "Metro Line 1")."""
     node = institutions.participant_label(meta, lg)
     outlet = _outlet_names(meta, outlets, several=False)
+    metro = lines.run_metro_lines(meta)
+    known = places.english_names(meta)
+
+    def line(city: int, line_id: str) -> str | None:
+        name_zh = metro.get((city, line_id))
+        return None if name_zh is None else lines.line_label(name_zh, lg, known)
 
     def named(kind: str, target: str, city: int) -> str | None:
         if kind == "clearing_node_outage":
@@ -358,6 +365,12 @@ def _target_namer(meta: dict, outlets: pd.DataFrame, lg: str):
         if kind in OUTLET_KINDS and target.isdigit():
             info = outlet.get((city, int(target)))
             return None if info is None else info["name"]
+        if kind == "station_outage":
+            line_id, _, index = target.partition(":")
+            shown = line(city, line_id)
+            return lines.station_label(shown, int(index), lg) if shown and index.isdigit() else None
+        if kind in LINE_KINDS or kind == "comm_outage":  # a comm outage's: a device or a line
+            return line(city, target)
         return None
 
     return named
@@ -371,8 +384,8 @@ def incident_table(
     duration in minutes and what the kind's own settings say (money in yuan); ``with_city``
     first names the cities each acts in (a target is a device, line or outlet id of its city's
     own, so in a run of several the city is what tells two cities' outlet 1 apart); ``named``
-    (kind, target, city index -> a name or None; ``_target_namer``) names a clearing node or an
-    outlet, its id after the name."""
+    (kind, target, city index -> a name or None; ``_target_namer``) names a clearing node, an
+    outlet, a metro line or station, its id after the name."""
     lg = lang()
     rows = []
     for incident in incidents:
@@ -402,9 +415,9 @@ def incident_table(
 
 
 def _incident_target(inc: dict, incident: api.RunIncident, named) -> str:
-    """What an incident hits: a QR platform's medium in words, a clearing node or an outlet by
-    its name (``named``) with its id after it, any other target (a device, line or station id)
-    as the scenario names it."""
+    """What an incident hits: a QR platform's medium in words, a clearing node, an outlet, a
+    metro line or station by its name (``named``) with its id after it, any other target (a
+    device or bus line id) as the scenario names it."""
     target = inc.get("target")
     if not target:
         return "–"

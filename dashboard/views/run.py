@@ -40,15 +40,11 @@ from dashboard.state import (
     tr,
     withdraw_offer,
 )
-from dashboard.uploads import MAX_UPLOAD_BYTES, UPLOAD_DIR, target_of, upload_problem
+from dashboard.uploads import UPLOAD_DIR, UPLOAD_LIMIT_MB, target_of, upload_problem
 from sim import api
 from sim.run_dir import MARKER_FILE
 
 SCENARIO_DIRS = (ROOT / "scenarios", ROOT / "scenarios" / "policies")
-# Streamlit states an upload limit in whole megabytes only (st.file_uploader max_upload_size,
-# server.maxUploadSize): its smallest, 1 MB, lets a file through to upload_problem, which holds
-# the real limit (MAX_UPLOAD_BYTES) and says it; the label says it before the upload.
-WIDGET_UPLOAD_MB = -(-MAX_UPLOAD_BYTES // 2**20)
 # Incident kinds the incident table's caption gives as examples (in words, as the table shows).
 EXAMPLE_KINDS = ("validator_outage", "clearing_node_outage")
 DEFAULT_SCENARIO = ROOT / "scenarios" / "nantong_2024.yaml"  # what `make run` runs
@@ -108,9 +104,11 @@ def reopen_section() -> None:
 
 def upload_section() -> None:
     """Upload a scenario YAML (dashboard/uploads.py); a good one is selected to run."""
+    # The limit is stated once, by Streamlit's own line under the box ("1MB per file", in
+    # English only: the Chinese label says it in Chinese), and enforced by upload_problem.
     upload = st.file_uploader(
-        tr("run.upload", limit=MAX_UPLOAD_BYTES // 1024), type=["yaml", "yml"], key="upload",
-        max_upload_size=WIDGET_UPLOAD_MB,
+        tr("run.upload", limit=UPLOAD_LIMIT_MB), type=["yaml", "yml"], key="upload",
+        max_upload_size=UPLOAD_LIMIT_MB,
     )  # fmt: skip
     if upload is None or st.session_state.get("upload_done") == upload.file_id:
         return  # handled when it came: the user may have chosen another scenario since
