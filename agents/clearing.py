@@ -329,20 +329,23 @@ class ClearingNetworkAgent:
         if not down:
             return None
         records = UploadedRecords.concat(node.inbox)
-        pairs = np.unique(np.stack([records.issuer, records.acquirer]), axis=1).T
+        # One key per issuer-acquirer pair (issuer first, as a lexical sort of the pairs);
+        # unique over it, not over the pairs' columns, which sorts a structured view (slow).
+        n_p = len(self.participants)
+        key = records.issuer.astype(np.int64) * n_p + records.acquirer
+        pairs = np.unique(key)
         blocked_by = {
-            (int(i), int(a)): next(n for n in self.topology.path(i, a) if n in down)
-            for i, a in pairs.tolist()
+            (i, a): next(n for n in self.topology.path(i, a) if n in down)
+            for i, a in zip((pairs // n_p).tolist(), (pairs % n_p).tolist(), strict=True)
             if any(n in down for n in self.topology.path(i, a))
         }
         if not blocked_by:
             return None
-        key = records.issuer.astype(np.int64) * len(self.participants) + records.acquirer
         owner = ids.record_shard(records.tx_id)
         blocked = np.zeros(len(records.tx_id), dtype=bool)
         labels: dict[tuple[int, int], np.ndarray] = {}  # (shard, incident) -> records to label
         for (issuer, acquirer), stop in blocked_by.items():
-            here = key == issuer * len(self.participants) + acquirer
+            here = key == issuer * n_p + acquirer
             blocked |= here
             stop_id = self.participants.ids[stop]
             for i, shard in enumerate(self.shards):
