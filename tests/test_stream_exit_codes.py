@@ -167,5 +167,10 @@ def test_the_help_gives_the_exit_codes():
     assert "7 finished and reconciled (generated = sent = acknowledged + dead-lettered + " in text
     assert "delivery unknown) but some records dead-lettered" in text
     assert "5 that equation does not hold" in text and "2 bad input, including a sink" in text
+    assert "first batches (--give-up-after, default 3)" in text
+    assert (
+        "--give-up-after N stop the stream (exit 2) when the sink took none of the "
+        "records of its first N batches (default 3); 0: never stop for that" in text
+    )
     text = " ".join(score_help.split())
     assert "Exit codes: 0 the system kept the stream as it should (PASSED); 1 it did not" in text

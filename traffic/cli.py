@@ -4,7 +4,7 @@ exit codes.
     python run_scenario.py stream SCENARIO --sink URL [--rate R | --speed X | --profile FILE]
         [--days N] [--format taps|topups|uploads|clearing] [--encoding E] [--batch-size N]
         [--concurrency N] [--header 'Name: value'] [--token-env VAR] [--restamp] [--resume]
-        [--state DIR]
+        [--state DIR] [--give-up-after N] [--inject KIND=RATE]
     python run_scenario.py stream RECORDING.parquet --sink URL [pacing, delivery flags]
 
 A ``.parquet`` in place of the scenario is a recorded stream (traffic/recording.py), sent again.
@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 #: Bad input (run_scenario.py's code): a flag, the scenario, the sink's URL, a sink that cannot
-#: be reached when the stream starts or that takes none of its first batches.
+#: be reached when the stream starts or that takes none of its first batches
+#: (``--give-up-after``).
 EXIT_BAD_INPUT = 2
 #: The stream ended but generated = sent = acknowledged + dead-lettered + delivery unknown does
 #: not hold, or the sink broke down.
@@ -39,6 +40,18 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _batches_or_never(text: str) -> int:
+    """``--give-up-after``: a whole number of batches, 0 for never."""
+    expected = "a whole number of batches >= 0 (0: never give up)"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
 
 
@@ -68,7 +81,8 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
         f"delivery (see STATE/dead_letters.jsonl); {EXIT_UNRECONCILED} that equation does not "
         f"hold, or the sink broke down; {EXIT_BAD_INPUT} bad input, including a sink that "
         "cannot be reached when the stream starts or that took none of the records of its "
-        f"first {FIRST_BATCHES} batches; 130/143 stopped (resume with --resume).",
+        f"first batches (--give-up-after, default {FIRST_BATCHES}); 130/143 stopped (resume "
+        "with --resume).",
     )
     common(parser)
     scenario = next(a for a in parser._actions if a.dest == "scenario")
@@ -124,6 +138,14 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-attempts", type=positive_int, default=8, help="tries of a failing batch"
+    )
+    parser.add_argument(
+        "--give-up-after",
+        type=_batches_or_never,
+        default=FIRST_BATCHES,
+        metavar="N",
+        help=f"stop the stream (exit {EXIT_BAD_INPUT}) when the sink took none of the records "
+        f"of its first N batches (default {FIRST_BATCHES}); 0: never stop for that",
     )
     parser.add_argument(
         "--state",
@@ -262,6 +284,7 @@ def _settings(args, api, state: Path, record_format: str, injection):
             record_format=record_format,
         ),
         retry=RetryPolicy(max_attempts=args.max_attempts),
+        give_up_after=args.give_up_after,
         restamp=args.restamp,
         resume=args.resume,
         unmasked=args.unmasked,
@@ -282,7 +305,8 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
     except SinkTookNothing as exc:  # a sink that takes nothing: the setup, not a load result
         raise api.BadInput(
             f"stream stopped: {exc}; check the URL, that the receiver is up and what it "
-            f"accepts (what was tried: {state / DEAD_LETTER_FILE}, {state / REPORT_FILE})"
+            "accepts, or give --give-up-after 0 to send every record all the same (what was "
+            f"tried: {state / DEAD_LETTER_FILE}, {state / REPORT_FILE})"
         ) from None
     except RecordingError as exc:  # found as it was read: what was sent is checkpointed
         raise api.BadInput(f"{exc} (what was sent before is checkpointed in {state})") from None

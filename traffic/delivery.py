@@ -11,12 +11,12 @@ receiver took it): what arrived is acknowledged, and when the sink cannot tell, 
 to the dead-letter file as of unknown delivery, not as lost. The jitter draws come from the
 stream's seed (a named stream per worker), not from the clock.
 
-A sink that takes nothing is not a load test: when the first ``FIRST_BATCHES`` batches of a
-session have finished and the sink acknowledged none of their records (every one refused,
-failed or given up on: a wrong path, a receiver that is down, credentials it refuses),
-``took_nothing`` says why and the stream stops (traffic/stream.py: ``SinkTookNothing``). Once
-the sink has taken a record, a later outage is the system under test's, reported as dead
-letters, not a reason to stop.
+A sink that takes nothing is not a load test: when the first ``give_up_after`` batches of a
+session (``--give-up-after``, default ``FIRST_BATCHES``; 0: never) have finished and the sink
+acknowledged none of their records (every one refused, failed or given up on: a wrong path, a
+receiver that is down, credentials it refuses), ``took_nothing`` says why and the stream stops
+(traffic/stream.py: ``SinkTookNothing``). Once the sink has taken a record, a later outage is
+the system under test's, reported as dead letters, not a reason to stop.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class RetryPolicy:
 
 
 #: Batches of a session that may all finish without the sink acknowledging a record before the
-#: stream stops (module docstring).
+#: stream stops, by default (``--give-up-after``; module docstring).
 FIRST_BATCHES = 3
 
 
@@ -68,6 +68,8 @@ class Delivery:
         retry: the retry policy.
         seed: the stream's seed (for the jitter).
         queue_batches: batches waiting for a worker, at most.
+        give_up_after: the session's first batches that may all finish with nothing taken
+            before ``took_nothing`` is set (0: never; module docstring).
     """
 
     def __init__(
@@ -79,13 +81,19 @@ class Delivery:
         retry: RetryPolicy,
         seed: int,
         queue_batches: int = 8,
+        give_up_after: int = FIRST_BATCHES,
     ) -> None:
+        if isinstance(give_up_after, bool) or not isinstance(give_up_after, int):
+            raise TypeError(f"give_up_after: expected a whole number, got {give_up_after!r}")
+        if give_up_after < 0:
+            raise ValueError(f"give_up_after: expected a number >= 0, got {give_up_after}")
         self.sink = sink
         self.accounts = accounts
         self.dead_letters = dead_letters
         self.checkpoint_path = checkpoint_path
         self.retry = retry
         self.seed = seed
+        self.give_up_after = give_up_after
         self._queue: queue.Queue = queue.Queue(maxsize=queue_batches)
         self._stop = threading.Event()
         self._save_lock = threading.Lock()
@@ -96,8 +104,8 @@ class Delivery:
         self._batches_finished = 0
         self._records_taken = 0
         self._first_failure: str | None = None
-        #: Why the stream should stop, once the first FIRST_BATCHES batches finished and the
-        #: sink took none of their records (module docstring); None otherwise.
+        #: Why the stream should stop, once the first ``give_up_after`` batches finished and
+        #: the sink took none of their records (module docstring); None otherwise.
         self.took_nothing: str | None = None
         self._threads = [
             threading.Thread(target=self._work, args=(k,), name=f"sink-{k}", daemon=True)
@@ -248,16 +256,18 @@ class Delivery:
     def _tally(self, taken: int, reason: str | None) -> None:
         """Count a finished batch (``taken`` of its records acknowledged; ``reason``: why one
         was not) after it is accounted for, and set ``took_nothing`` when the session's first
-        FIRST_BATCHES batches finished with nothing taken (module docstring)."""
+        ``give_up_after`` batches finished with nothing taken (module docstring); never with
+        ``give_up_after`` 0."""
         with self._tally_lock:
             self._batches_finished += 1
             self._records_taken += taken
             if reason is not None and self._first_failure is None:
                 self._first_failure = reason
             if (
-                self.took_nothing is None
+                self.give_up_after > 0
+                and self.took_nothing is None
                 and self._records_taken == 0
-                and self._batches_finished >= FIRST_BATCHES
+                and self._batches_finished >= self.give_up_after
             ):
                 self.took_nothing = self._first_failure or "no record acknowledged"
 

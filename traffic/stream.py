@@ -12,8 +12,9 @@ generated = sent = acknowledged + dead-lettered + delivery unknown, over the who
 (earlier sessions of a resumed stream included). Everything the stream keeps is in its state
 folder: the checkpoint, the dead-letter file, ``report.json`` (the counts and the per-second
 series, written however the session ends) and, for a dirty stream, the labels. A sink that
-acknowledges none of the records of the session's first batches stops the stream
-(``SinkTookNothing``, traffic/delivery.py): a load test into it would measure nothing.
+acknowledges none of the records of the session's first batches (``give_up_after`` of them)
+stops the stream (``SinkTookNothing``, traffic/delivery.py): a load test into it would measure
+nothing.
 
 A resumed session (``--resume``) must send into the same sink, in the same encoding, with the
 same profile and ``--restamp`` as the checkpoint records, or it is refused before anything is
@@ -61,9 +62,9 @@ class StreamSetupError(ValueError):
 
 class SinkTookNothing(RuntimeError):
     """The sink acknowledged none of the records of the session's first batches
-    (traffic/delivery.py ``FIRST_BATCHES``): the stream stopped, since a load test into a
-    sink that takes nothing measures nothing. What was tried is accounted for in the state
-    folder (checkpoint, dead letters, report) like any stopped stream's."""
+    (``StreamSettings.give_up_after``; traffic/delivery.py): the stream stopped, since a load
+    test into a sink that takes nothing measures nothing. What was tried is accounted for in
+    the state folder (checkpoint, dead letters, report) like any stopped stream's."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +83,9 @@ class StreamSettings:
     unmasked: bool = False
     report_every_s: float = 1.0
     injection: Injection | None = None  # dirty data (traffic/dirty.py), taps only
+    #: The session's first batches that may all finish with no record taken before the stream
+    #: stops (``SinkTookNothing``); 0: never stop for that (``--give-up-after``).
+    give_up_after: int = FIRST_BATCHES
 
 
 @dataclasses.dataclass
@@ -269,6 +273,12 @@ def _run(
     labels). Everything about the state folder and the sink is checked before anything is
     changed, and nothing of an earlier stream's state is touched until the producer is ready
     (a world can take seconds to build, and a bad scenario fails there)."""
+    give_up = settings.give_up_after
+    if isinstance(give_up, bool) or not isinstance(give_up, int) or give_up < 0:
+        raise StreamSetupError(
+            f"--give-up-after {give_up!r}: expected a whole number of batches >= 0 "
+            "(0: never give up)"
+        )
     state_dir = Path(settings.state_dir)
     _check_state_folder(state_dir)
     prior = _prior_checkpoint(state_dir, stream_id, settings.resume)
@@ -320,7 +330,7 @@ def _run(
     accounts.checkpoint(sink.state()).save(checkpoint_path)
     delivery = Delivery(
         sink, accounts, dead_letters, checkpoint_path, settings.retry, seed,
-        queue_batches=QUEUE_BATCHES,
+        queue_batches=QUEUE_BATCHES, give_up_after=give_up,
     )  # fmt: skip
     settings.pacer.start(accounts.start_seq)
     pacer = _Pacer(settings, accounts, delivery, on_second)
@@ -591,7 +601,7 @@ class _Pacer:
         if _done(totals) < totals["generated"]:
             raise SinkTookNothing(
                 f"the sink ({self.delivery.sink.describe()}) took none of the records of the "
-                f"stream's first {FIRST_BATCHES} batches: {reason}"
+                f"stream's first {self.delivery.give_up_after} batches: {reason}"
             )
 
     def _next_chunk(self, production: _Production, stop: threading.Event) -> Chunk | None:
