@@ -167,6 +167,11 @@ def test_the_help_gives_the_exit_codes():
     assert "7 finished and reconciled (generated = sent = acknowledged + dead-lettered + " in text
     assert "delivery unknown) but some records dead-lettered" in text
     assert "5 that equation does not hold" in text and "2 bad input, including a sink" in text
+    assert (
+        "0 every record acknowledged (generated = sent = acknowledged), or every record not "
+        "acknowledged an expected refusal: an injected malformed record" in text
+    )
+    assert "other than expected refusals" in text
     assert "first batches (--give-up-after, default 3)" in text
     assert (
         "--give-up-after N stop the stream (exit 2) when the sink took none of the "

@@ -26,8 +26,10 @@ EXIT_BAD_INPUT = 2
 #: not hold, or the sink broke down.
 EXIT_UNRECONCILED = 5
 #: The stream finished and reconciled, but not every record was acknowledged: some were
-#: dead-lettered or are of unknown delivery (the dead-letter file says which). 6 is
-#: run_scenario.py's (a city's code failed on a Dask worker).
+#: dead-lettered or are of unknown delivery (the dead-letter file says which) — other than
+#: expected refusals (a dirty stream's injected malformed records refused one by one, as they
+#: should be: traffic/delivery.py), which alone leave the exit code 0. 6 is run_scenario.py's
+#: (a city's code failed on a Dask worker).
 EXIT_UNDELIVERED = 7
 #: ``score``: the system under test did not keep the dirty stream as it should have.
 EXIT_SCORE_FAILED = 1
@@ -75,14 +77,16 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
         "happen, paced, with retries, a dead-letter file and a reconciliation at the end "
         "(docs/streaming.md). In place of the scenario, a stream recorded with --sink "
         "file:///X.parquet is sent again as it was, without simulating. Exit codes: 0 every "
-        "record acknowledged (generated = sent = acknowledged); "
+        "record acknowledged (generated = sent = acknowledged), or every record not "
+        "acknowledged an expected refusal: an injected malformed record (--inject "
+        "malformed=...) that the sink refused on its own, as it should; "
         f"{EXIT_UNDELIVERED} finished and reconciled (generated = sent = acknowledged + "
         "dead-lettered + delivery unknown) but some records dead-lettered or of unknown "
-        f"delivery (see STATE/dead_letters.jsonl); {EXIT_UNRECONCILED} that equation does not "
-        f"hold, or the sink broke down; {EXIT_BAD_INPUT} bad input, including a sink that "
-        "cannot be reached when the stream starts or that took none of the records of its "
-        f"first batches (--give-up-after, default {FIRST_BATCHES}); 130/143 stopped (resume "
-        "with --resume).",
+        "delivery other than expected refusals (see STATE/dead_letters.jsonl); "
+        f"{EXIT_UNRECONCILED} that equation does not hold, or the sink broke down; "
+        f"{EXIT_BAD_INPUT} bad input, including a sink that cannot be reached when the stream "
+        "starts or that took none of the records of its first batches (--give-up-after, "
+        f"default {FIRST_BATCHES}); 130/143 stopped (resume with --resume).",
     )
     common(parser)
     scenario = next(a for a in parser._actions if a.dest == "scenario")
@@ -325,12 +329,15 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
             )
         raise
     t = report.totals
-    unknown = t["delivery_unknown"]
-    # Said only when there are some: most sinks never have a record of unknown delivery.
-    outcomes = f"{t['acknowledged']:,} acknowledged, {t['dead_lettered']:,} dead-lettered" + (
-        f", {unknown:,} of unknown delivery" if unknown else ""
+    unknown, expected = t["delivery_unknown"], t["expected_refusals"]
+    # Each said only when there are some: most streams have neither.
+    outcomes = (
+        f"{t['acknowledged']:,} acknowledged, {t['dead_lettered']:,} dead-lettered"
+        + (f" ({expected:,} of them {_EXPECTED})" if expected else "")
+        + (f", {unknown:,} of unknown delivery" if unknown else "")
     )
     undelivered = t["dead_lettered"] + unknown
+    failed = undelivered - expected  # not acknowledged, and not as it should be
     if report.already_finished:
         print(
             f"stream {report.stream_id} had already finished ({t['generated']:,} records: "
@@ -339,7 +346,7 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
         )
         if undelivered:  # the stream's outcome, as when it finished
             print(f"  dead letters: {state / DEAD_LETTER_FILE}", file=sys.stderr)
-        return EXIT_UNDELIVERED if undelivered else 0
+        return EXIT_UNDELIVERED if failed else 0
     print(
         f"stream {report.stream_id} to {report.sink}: {t['generated']:,} generated, "
         f"{t['sent']:,} sent, {outcomes}, {t['retries']:,} retries, {report.wall_s:.1f} s "
@@ -359,28 +366,42 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
     equation = "generated = sent = acknowledged + dead-lettered" + (
         " + delivery unknown" if unknown else ""
     )
-    if report.reconciled and undelivered:
+    if report.reconciled and failed:
         print(f"  reconciled: {equation}", file=sys.stderr)
         hint = (
             ": the sink took none of them; check the URL, that the receiver is up and what it "
             "accepts"
-            if undelivered == t["generated"]
+            if failed == t["generated"]
             else ""
         )
+        apart = f"; {expected:,} of them {_EXPECTED}, the other {failed:,} not" if expected else ""
         print(
             f"  NOT all delivered: {undelivered:,} of {t['generated']:,} records dead-lettered"
-            f"{' or of unknown delivery' if unknown else ''}{hint} (exit {EXIT_UNDELIVERED})",
+            f"{' or of unknown delivery' if unknown else ''}{apart}{hint} "
+            f"(exit {EXIT_UNDELIVERED})",
             file=sys.stderr,
         )
         return EXIT_UNDELIVERED
     if report.reconciled:
         print(f"  reconciled: {equation}", file=sys.stderr)
+        if expected:
+            print(
+                f"  every dead letter ({expected:,}) is an injected malformed record the sink "
+                "refused on its own, as it should ('expected_refusal': true in the dead-letter "
+                "file): not a failure of the stream; score what the system kept with "
+                "`run_scenario.py score`",
+                file=sys.stderr,
+            )
         return 0
     print(
         f"  NOT reconciled: {equation} does not hold (report: {state / REPORT_FILE})",
         file=sys.stderr,
     )
     return EXIT_UNRECONCILED
+
+
+#: How the summary names expected refusals (traffic/delivery.py).
+_EXPECTED = "injected malformed records refused as they should be"
 
 
 def _going_on(args: argparse.Namespace) -> str:
