@@ -18,7 +18,8 @@ failed during a run (the message says which, by how much, where), or the files r
 not agree; 4 a Dask worker running a city was lost;
 5 stream: the reconciliation does not hold or the sink broke; 6 a city's own code raised an
 error on its Dask worker (a defect: the worker's traceback is printed); 7 stream: reconciled,
-but records dead-lettered or of unknown delivery; 130 interrupted
+but records dead-lettered or of unknown delivery (other than expected refusals of injected
+malformed records); 130 interrupted
 (Ctrl-C), 143 terminated (SIGTERM), in both cases nothing written (a stream keeps what it
 delivered, checkpointed; a stop that comes after the run was committed says so). This file
 parses arguments and prints; the work is in sim.api.
@@ -60,8 +61,8 @@ exit codes:
        error (a bug: its traceback is printed)
   2    bad input: a scenario, flag, data file or output folder that is wrong, or a mistyped
        command; nothing written (stream: also a sink that cannot be reached at the start, or
-       that took none of the records of the first batches: stopped, what was tried is in the
-       state folder)
+       that took none of the records of the first batches, --give-up-after: stopped, what was
+       tried is in the state folder)
   3    a money invariant failed during a run, also the runs of calibrate, compare and drill
        (which, by how much, where); reconcile: the files it wrote do not agree (a summary
        with its detail, an acquirer's total with its batches, corrections with the refunds)
@@ -73,7 +74,8 @@ exit codes:
        written; a defect to report with the worker's traceback, which is printed (unless the
        worker's machine caused it, e.g. a full disk: OSError)
   7    stream: finished and reconciled, but records were dead-lettered or are of unknown
-       delivery (the summary names the dead-letter file)
+       delivery (the summary names the dead-letter file), other than a dirty stream's
+       injected malformed records the sink refused one by one, as it should (alone: 0)
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing written, no folder left behind
        (stream: what was delivered stays delivered and checkpointed; --resume goes on)
 """

@@ -1,24 +1,41 @@
-"""Helpers of the stream tests: reading a JSON-lines sink's file, killing a stream midway, a
-Redis connection that loses a transaction's answer."""
+"""Helpers of the stream tests: reading a JSON-lines sink's file, killing a stream midway, an
+HTTP receiver answering set statuses, a Redis connection that loses a transaction's answer."""
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
+#: The stream command on the small scenario's first day.
+STREAM_CLI = [sys.executable, str(ROOT / "run_scenario.py"), "stream", str(SMALL), "--days", "1"]
 
 
 def json_lines(path: Path) -> list[dict]:
     """The records of a JSON-lines file."""
     return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def stream_cli(state: Path, sink: str, *flags: str) -> subprocess.CompletedProcess:
+    """The stream command on a day of the small scenario into ``sink`` (state in ``state``,
+    no line each second); whatever it exits with, it never prints a traceback."""
+    done = subprocess.run(
+        [*STREAM_CLI, "--sink", sink, "--state", str(state), "--quiet", *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
 
 
 def kill_when_some_are_done(cmd, state: Path, env=None) -> None:
@@ -73,6 +90,45 @@ def small_stream(
         seed=seed,
         stop=stop,
     )
+
+
+class Answers(http.server.ThreadingHTTPServer):
+    """An HTTP server on a free loopback port answering each POST with the next status of
+    ``statuses`` (the last one repeated), a few bytes of body."""
+
+    daemon_threads = True
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+        self.posts = 0
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with outer.lock:
+                    status = outer.statuses[min(outer.posts, len(outer.statuses) - 1)]
+                    outer.posts += 1
+                body = b"no such route" if status == 404 else b"{}"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/taps"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
 
 
 class LoopbackServer:

@@ -5,61 +5,19 @@ printed and its dead-letter file named; 0 only when every record was acknowledge
 
 from __future__ import annotations
 
-import http.server
 import json
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
-from stream_helpers import ROOT, SMALL, json_lines, small_stream
+from stream_helpers import ROOT, Answers, json_lines, small_stream, stream_cli
 
 from traffic.delivery import FIRST_BATCHES
 from traffic.receiver import serve
 from traffic.stream import SinkTookNothing
 
-CLI = [sys.executable, str(ROOT / "run_scenario.py"), "stream", str(SMALL), "--days", "1"]
 RECORDS_A_DAY = 1368  # the small scenario's first day of taps
-
-
-class _Answers(http.server.ThreadingHTTPServer):
-    """An HTTP server on a free loopback port answering each POST with the next status of
-    ``statuses`` (the last one repeated), a few bytes of body."""
-
-    daemon_threads = True
-
-    def __init__(self, *statuses: int) -> None:
-        self.statuses = list(statuses)
-        self.posts = 0
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with outer.lock:
-                    status = outer.statuses[min(outer.posts, len(outer.statuses) - 1)]
-                    outer.posts += 1
-                body = b"no such route" if status == 404 else b"{}"
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/taps"
-
-    def close(self) -> None:
-        self.shutdown()
-        self.server_close()
 
 
 def _free_port() -> int:
@@ -70,14 +28,7 @@ def _free_port() -> int:
 
 def _run(tmp_path, sink, *flags):
     state = tmp_path / "state"
-    done = subprocess.run(
-        [*CLI, "--sink", sink, "--state", str(state), "--quiet", *flags],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "Traceback" not in done.stderr, done.stderr
-    return done, state
+    return stream_cli(state, sink, *flags), state
 
 
 def test_a_receiver_nobody_runs_is_bad_input_before_anything_is_sent(tmp_path):
@@ -97,7 +48,7 @@ def test_a_host_that_cannot_be_resolved_is_bad_input(tmp_path):
 
 
 def test_a_receiver_refusing_every_batch_stops_the_stream_after_its_first_batches(tmp_path):
-    server = _Answers(404)
+    server = Answers(404)
     try:
         done, state = _run(tmp_path, server.url, "--batch-size", "50", "--concurrency", "1")
     finally:
@@ -122,7 +73,7 @@ def test_a_receiver_refusing_every_batch_stops_the_stream_after_its_first_batche
 def test_a_stream_all_of_whose_few_batches_are_refused_exits_7_with_its_accounting(tmp_path):
     """Two batches, both refused: the stream is over before the first batches could stop it;
     it ends reconciled, but not delivered, and says so."""
-    server = _Answers(404)
+    server = Answers(404)
     try:
         done, state = _run(tmp_path, server.url)
     finally:
@@ -141,7 +92,7 @@ def test_a_stream_all_of_whose_few_batches_are_refused_exits_7_with_its_accounti
 def test_a_sink_that_took_records_then_fails_is_not_stopped_and_exits_7(tmp_path):
     """Once the sink has taken records, its failures are the system under test's (an outage
     to measure), not a setup error: the stream goes on to the end."""
-    server = _Answers(200, 404)
+    server = Answers(200, 404)
     try:
         done, state = _run(tmp_path, server.url, "--batch-size", "100", "--concurrency", "1")
     finally:
@@ -188,7 +139,7 @@ def test_a_stream_every_record_of_which_is_acknowledged_exits_0(tmp_path):
 def test_a_sink_that_only_fails_stops_the_library_stream_too(tmp_path):
     """``stream()`` raises SinkTookNothing (the command turns it into exit 2), after writing
     its report; a transient failure is retried to the last attempt first."""
-    server = _Answers(503)
+    server = Answers(503)
     try:
         with pytest.raises(SinkTookNothing, match=r"gave up after 2 attempts: HTTP 503"):
             small_stream(tmp_path, server.url, max_attempts=2, concurrency=1)
@@ -216,5 +167,15 @@ def test_the_help_gives_the_exit_codes():
     assert "7 finished and reconciled (generated = sent = acknowledged + dead-lettered + " in text
     assert "delivery unknown) but some records dead-lettered" in text
     assert "5 that equation does not hold" in text and "2 bad input, including a sink" in text
+    assert (
+        "0 every record acknowledged (generated = sent = acknowledged), or every record not "
+        "acknowledged an expected refusal: an injected malformed record" in text
+    )
+    assert "other than expected refusals" in text
+    assert "first batches (--give-up-after, default 3)" in text
+    assert (
+        "--give-up-after N stop the stream (exit 2) when the sink took none of the "
+        "records of its first N batches (default 3); 0: never stop for that" in text
+    )
     text = " ".join(score_help.split())
     assert "Exit codes: 0 the system kept the stream as it should (PASSED); 1 it did not" in text

@@ -12,6 +12,12 @@ exactly there, e.g. a file's length), written atomically: ``--resume`` starts af
 record acknowledged after the mark but before a kill is sent again, under the same
 idempotency key (at-least-once delivery; a receiver that keeps keys counts it once).
 
+Of the dead-lettered records, the *expected refusals* are counted apart: injected malformed
+records of a dirty stream (traffic/dirty.py) that the sink refused one by one, as a careful
+system should (traffic/delivery.py decides which). They stay dead letters — generated = sent =
+acknowledged + dead-lettered + delivery unknown is unchanged — but they are not a failure of the
+stream (traffic/cli.py: the exit code).
+
 The checkpoint also keeps what a resumed session must not change (``setup``: the sink, its
 encoding, a profile, ``--restamp``; traffic/stream.py compares them), the highest position of
 any finished batch (``sent_through``: the labels of a dirty stream end there) and whether the
@@ -19,7 +25,9 @@ stream ended with every record done (``finished``: resuming it sends nothing).
 
 ``DeadLetters`` is a JSON-lines file, one line per record given up on (dead-lettered or of
 unknown delivery):
-``{"stream_seq": 17, "idempotency_key": "...", "reason": "...", "record": {...}}``.
+``{"stream_seq": 17, "idempotency_key": "...", "reason": "...", "record": {...}}``; the line of
+an expected refusal also says ``"expected_refusal": true`` (before ``record``), so that the
+file tells them from the failures and a resumed stream can count them again.
 """
 
 from __future__ import annotations
@@ -28,12 +36,14 @@ import dataclasses
 import json
 import os
 import threading
+from collections.abc import Container
 from pathlib import Path
 
 #: The checkpoint's name in a stream's state folder.
 CHECKPOINT_FILE = "checkpoint.json"
-#: 2: the checkpoint keeps ``setup``, ``sent_through`` and ``finished`` (module docstring), and
-#: ``delivery_unknown`` (absent from a checkpoint written before it was counted: 0).
+#: 2: the checkpoint keeps ``setup``, ``sent_through`` and ``finished`` (module docstring),
+#: ``delivery_unknown`` and ``expected_refusals`` (absent from a checkpoint written before they
+#: were counted: 0).
 CHECKPOINT_VERSION = 2
 
 
@@ -41,8 +51,9 @@ CHECKPOINT_VERSION = 2
 class Checkpoint:
     """Where a stream got to: every record before ``done_through + 1`` is done; of them
     ``acknowledged`` were acknowledged, ``dead_lettered`` went to the dead-letter file as not
-    delivered and ``delivery_unknown`` went there as of unknown delivery (the other fields:
-    module docstring)."""
+    delivered (``expected_refusals`` of them injected malformed records refused as they should
+    be) and ``delivery_unknown`` went there as of unknown delivery (the other fields: module
+    docstring)."""
 
     stream_id: str
     done_through: int = -1
@@ -53,6 +64,7 @@ class Checkpoint:
     finished: bool = False
     setup: dict = dataclasses.field(default_factory=dict)
     delivery_unknown: int = 0
+    expected_refusals: int = 0
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint:
@@ -81,6 +93,7 @@ class Checkpoint:
                 finished=_boolean(raw["finished"]),
                 setup=dict(raw["setup"]),
                 delivery_unknown=int(raw.get("delivery_unknown", 0)),
+                expected_refusals=int(raw.get("expected_refusals", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: checkpoint field missing or wrong: {exc}") from None
@@ -91,6 +104,11 @@ class Checkpoint:
                 f"({checkpoint.dead_lettered}) + delivery_unknown "
                 f"({checkpoint.delivery_unknown}) should be done_through + 1 "
                 f"({checkpoint.done_through + 1}): the file was changed"
+            )
+        if not 0 <= checkpoint.expected_refusals <= checkpoint.dead_lettered:
+            raise ValueError(
+                f"{path}: expected_refusals ({checkpoint.expected_refusals}) should be from 0 "
+                f"to dead_lettered ({checkpoint.dead_lettered}): the file was changed"
             )
         return checkpoint
 
@@ -132,14 +150,16 @@ class Accounts:
         self.acknowledged = 0
         self.dead_lettered = 0
         self.delivery_unknown = 0
+        self.expected_refusals = 0  # of the dead-lettered (module docstring)
         self.retries = 0
         self._done_through = self.prior.done_through
         # Batches done beyond the mark: first seq -> (records, acknowledged, dead-lettered,
-        # delivery unknown).
-        self._finished: dict[int, tuple[int, int, int, int]] = {}
+        # delivery unknown, expected refusals).
+        self._finished: dict[int, tuple[int, int, int, int, int]] = {}
         self._through_acked = self.prior.acknowledged
         self._through_dead = self.prior.dead_lettered
         self._through_unknown = self.prior.delivery_unknown
+        self._through_expected = self.prior.expected_refusals
 
     def generated_records(self, n: int) -> None:
         with self._lock:
@@ -159,22 +179,29 @@ class Accounts:
         with self._lock:
             self._ended = True
 
-    def finished_batch(self, first_seq: int, n: int, dead: int, unknown: int = 0) -> None:
-        """A batch is done: ``dead`` records dead-lettered, ``unknown`` given up on with their
-        delivery unknown, the rest acknowledged."""
+    def finished_batch(
+        self, first_seq: int, n: int, dead: int, unknown: int = 0, expected: int = 0
+    ) -> None:
+        """A batch is done: ``dead`` records dead-lettered (``expected`` of them expected
+        refusals), ``unknown`` given up on with their delivery unknown, the rest
+        acknowledged."""
+        if not 0 <= expected <= dead:
+            raise ValueError(f"expected refusals ({expected}) are some of the dead ({dead})")
         with self._lock:
             acked = n - dead - unknown
             self.acknowledged += acked
             self.dead_lettered += dead
             self.delivery_unknown += unknown
+            self.expected_refusals += expected
             self._sent_through = max(self._sent_through, first_seq + n - 1)
-            self._finished[first_seq] = (n, acked, dead, unknown)
+            self._finished[first_seq] = (n, acked, dead, unknown, expected)
             while self._done_through + 1 in self._finished:
-                size, acked, lost, unsure = self._finished.pop(self._done_through + 1)
+                size, acked, lost, unsure, refused = self._finished.pop(self._done_through + 1)
                 self._done_through += size
                 self._through_acked += acked
                 self._through_dead += lost
                 self._through_unknown += unsure
+                self._through_expected += refused
 
     def checkpoint(self, sink_state: dict) -> Checkpoint:
         with self._lock:
@@ -188,6 +215,7 @@ class Accounts:
                 finished=self._ended and self._done_through + 1 == self.start_seq + self.generated,
                 setup=self.setup,
                 delivery_unknown=self._through_unknown,
+                expected_refusals=self._through_expected,
             )
 
     @property
@@ -197,7 +225,9 @@ class Accounts:
             return self._sent_through
 
     def totals(self) -> dict[str, int]:
-        """The whole stream's counts, earlier sessions included (they ended at the mark)."""
+        """The whole stream's counts, earlier sessions included (they ended at the mark).
+        ``expected_refusals`` are some of ``dead_lettered`` (module docstring), not a term of
+        the reconciliation."""
         with self._lock:
             before = self.start_seq
             return {
@@ -206,6 +236,7 @@ class Accounts:
                 "acknowledged": self.prior.acknowledged + self.acknowledged,
                 "dead_lettered": self.prior.dead_lettered + self.dead_lettered,
                 "delivery_unknown": self.prior.delivery_unknown + self.delivery_unknown,
+                "expected_refusals": self.prior.expected_refusals + self.expected_refusals,
                 "retries": self.retries,
             }
 
@@ -233,13 +264,18 @@ class DeadLetters:
             raise ValueError(f"{self.path}: cannot be read ({exc})") from None
         lines = data.splitlines(keepends=True)
         kept = []
+        expected = 0  # lines kept that are expected refusals
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                seq = json.loads(line)["stream_seq"]
+                letter = json.loads(line)
+                seq = letter["stream_seq"]
                 if isinstance(seq, bool) or not isinstance(seq, int):
                     raise TypeError("stream_seq is not a whole number")
+                refused = letter.get("expected_refusal", False)
+                if not isinstance(refused, bool):
+                    raise TypeError("expected_refusal is not true or false")
             except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError: a ValueError
                 if number == len(lines) and not line.endswith(b"\n"):
                     continue  # cut short by a kill (docstring)
@@ -251,11 +287,18 @@ class DeadLetters:
                 ) from None
             if seq <= checkpoint.done_through:
                 kept.append(line if line.endswith(b"\n") else line + b"\n")
+                expected += refused
         counted = checkpoint.dead_lettered + checkpoint.delivery_unknown
         if len(kept) != counted:
             raise ValueError(
                 f"{self.path}: holds {len(kept)} dead letters up to stream position "
                 f"{checkpoint.done_through}, the checkpoint counts {counted}; "
+                "the file was changed or damaged; start the stream again without --resume"
+            )
+        if expected != checkpoint.expected_refusals:
+            raise ValueError(
+                f"{self.path}: holds {expected} expected refusals up to stream position "
+                f"{checkpoint.done_through}, the checkpoint counts {checkpoint.expected_refusals}; "
                 "the file was changed or damaged; start the stream again without --resume"
             )
         return b"".join(kept)
@@ -266,11 +309,20 @@ class DeadLetters:
         tmp.write_bytes(data)
         os.replace(tmp, self.path)
 
-    def add(self, entries: list[tuple[int, str, str, bytes]]) -> None:
-        """Append (stream_seq, idempotency key, reason, the record as a JSON object)."""
+    def add(
+        self, entries: list[tuple[int, str, str, bytes]], expected: Container[int] = frozenset()
+    ) -> None:
+        """Append (stream_seq, idempotency key, reason, the record as a JSON object); the
+        positions of ``expected`` are marked expected refusals (module docstring)."""
         lines = [
-            b'{"stream_seq":%d,"idempotency_key":%s,"reason":%s,"record":%s}\n'
-            % (seq, json.dumps(key).encode(), json.dumps(reason, ensure_ascii=False).encode(), rec)
+            b'{"stream_seq":%d,"idempotency_key":%s,"reason":%s,%s"record":%s}\n'
+            % (
+                seq,
+                json.dumps(key).encode(),
+                json.dumps(reason, ensure_ascii=False).encode(),
+                b'"expected_refusal":true,' if seq in expected else b"",
+                rec,
+            )
             for seq, key, reason, rec in entries
         ]
         with self._lock, self.path.open("ab") as f:

@@ -4,7 +4,7 @@ exit codes.
     python run_scenario.py stream SCENARIO --sink URL [--rate R | --speed X | --profile FILE]
         [--days N] [--format taps|topups|uploads|clearing] [--encoding E] [--batch-size N]
         [--concurrency N] [--header 'Name: value'] [--token-env VAR] [--restamp] [--resume]
-        [--state DIR]
+        [--state DIR] [--give-up-after N] [--inject KIND=RATE]
     python run_scenario.py stream RECORDING.parquet --sink URL [pacing, delivery flags]
 
 A ``.parquet`` in place of the scenario is a recorded stream (traffic/recording.py), sent again.
@@ -19,14 +19,17 @@ import sys
 from pathlib import Path
 
 #: Bad input (run_scenario.py's code): a flag, the scenario, the sink's URL, a sink that cannot
-#: be reached when the stream starts or that takes none of its first batches.
+#: be reached when the stream starts or that takes none of its first batches
+#: (``--give-up-after``).
 EXIT_BAD_INPUT = 2
 #: The stream ended but generated = sent = acknowledged + dead-lettered + delivery unknown does
 #: not hold, or the sink broke down.
 EXIT_UNRECONCILED = 5
 #: The stream finished and reconciled, but not every record was acknowledged: some were
-#: dead-lettered or are of unknown delivery (the dead-letter file says which). 6 is
-#: run_scenario.py's (a city's code failed on a Dask worker).
+#: dead-lettered or are of unknown delivery (the dead-letter file says which) — other than
+#: expected refusals (a dirty stream's injected malformed records refused one by one, as they
+#: should be: traffic/delivery.py), which alone leave the exit code 0. 6 is run_scenario.py's
+#: (a city's code failed on a Dask worker).
 EXIT_UNDELIVERED = 7
 #: ``score``: the system under test did not keep the dirty stream as it should have.
 EXIT_SCORE_FAILED = 1
@@ -39,6 +42,18 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _batches_or_never(text: str) -> int:
+    """``--give-up-after``: a whole number of batches, 0 for never."""
+    expected = "a whole number of batches >= 0 (0: never give up)"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
 
 
@@ -62,13 +77,16 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
         "happen, paced, with retries, a dead-letter file and a reconciliation at the end "
         "(docs/streaming.md). In place of the scenario, a stream recorded with --sink "
         "file:///X.parquet is sent again as it was, without simulating. Exit codes: 0 every "
-        "record acknowledged (generated = sent = acknowledged); "
+        "record acknowledged (generated = sent = acknowledged), or every record not "
+        "acknowledged an expected refusal: an injected malformed record (--inject "
+        "malformed=...) that the sink refused on its own, as it should; "
         f"{EXIT_UNDELIVERED} finished and reconciled (generated = sent = acknowledged + "
         "dead-lettered + delivery unknown) but some records dead-lettered or of unknown "
-        f"delivery (see STATE/dead_letters.jsonl); {EXIT_UNRECONCILED} that equation does not "
-        f"hold, or the sink broke down; {EXIT_BAD_INPUT} bad input, including a sink that "
-        "cannot be reached when the stream starts or that took none of the records of its "
-        f"first {FIRST_BATCHES} batches; 130/143 stopped (resume with --resume).",
+        "delivery other than expected refusals (see STATE/dead_letters.jsonl); "
+        f"{EXIT_UNRECONCILED} that equation does not hold, or the sink broke down; "
+        f"{EXIT_BAD_INPUT} bad input, including a sink that cannot be reached when the stream "
+        "starts or that took none of the records of its first batches (--give-up-after, "
+        f"default {FIRST_BATCHES}); 130/143 stopped (resume with --resume).",
     )
     common(parser)
     scenario = next(a for a in parser._actions if a.dest == "scenario")
@@ -124,6 +142,14 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-attempts", type=positive_int, default=8, help="tries of a failing batch"
+    )
+    parser.add_argument(
+        "--give-up-after",
+        type=_batches_or_never,
+        default=FIRST_BATCHES,
+        metavar="N",
+        help=f"stop the stream (exit {EXIT_BAD_INPUT}) when the sink took none of the records "
+        f"of its first N batches (default {FIRST_BATCHES}); 0: never stop for that",
     )
     parser.add_argument(
         "--state",
@@ -262,6 +288,7 @@ def _settings(args, api, state: Path, record_format: str, injection):
             record_format=record_format,
         ),
         retry=RetryPolicy(max_attempts=args.max_attempts),
+        give_up_after=args.give_up_after,
         restamp=args.restamp,
         resume=args.resume,
         unmasked=args.unmasked,
@@ -282,7 +309,8 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
     except SinkTookNothing as exc:  # a sink that takes nothing: the setup, not a load result
         raise api.BadInput(
             f"stream stopped: {exc}; check the URL, that the receiver is up and what it "
-            f"accepts (what was tried: {state / DEAD_LETTER_FILE}, {state / REPORT_FILE})"
+            "accepts, or give --give-up-after 0 to send every record all the same (what was "
+            f"tried: {state / DEAD_LETTER_FILE}, {state / REPORT_FILE})"
         ) from None
     except RecordingError as exc:  # found as it was read: what was sent is checkpointed
         raise api.BadInput(f"{exc} (what was sent before is checkpointed in {state})") from None
@@ -301,12 +329,15 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
             )
         raise
     t = report.totals
-    unknown = t["delivery_unknown"]
-    # Said only when there are some: most sinks never have a record of unknown delivery.
-    outcomes = f"{t['acknowledged']:,} acknowledged, {t['dead_lettered']:,} dead-lettered" + (
-        f", {unknown:,} of unknown delivery" if unknown else ""
+    unknown, expected = t["delivery_unknown"], t["expected_refusals"]
+    # Each said only when there are some: most streams have neither.
+    outcomes = (
+        f"{t['acknowledged']:,} acknowledged, {t['dead_lettered']:,} dead-lettered"
+        + (f" ({expected:,} of them {_EXPECTED})" if expected else "")
+        + (f", {unknown:,} of unknown delivery" if unknown else "")
     )
     undelivered = t["dead_lettered"] + unknown
+    failed = undelivered - expected  # not acknowledged, and not as it should be
     if report.already_finished:
         print(
             f"stream {report.stream_id} had already finished ({t['generated']:,} records: "
@@ -315,7 +346,7 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
         )
         if undelivered:  # the stream's outcome, as when it finished
             print(f"  dead letters: {state / DEAD_LETTER_FILE}", file=sys.stderr)
-        return EXIT_UNDELIVERED if undelivered else 0
+        return EXIT_UNDELIVERED if failed else 0
     print(
         f"stream {report.stream_id} to {report.sink}: {t['generated']:,} generated, "
         f"{t['sent']:,} sent, {outcomes}, {t['retries']:,} retries, {report.wall_s:.1f} s "
@@ -335,28 +366,42 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
     equation = "generated = sent = acknowledged + dead-lettered" + (
         " + delivery unknown" if unknown else ""
     )
-    if report.reconciled and undelivered:
+    if report.reconciled and failed:
         print(f"  reconciled: {equation}", file=sys.stderr)
         hint = (
             ": the sink took none of them; check the URL, that the receiver is up and what it "
             "accepts"
-            if undelivered == t["generated"]
+            if failed == t["generated"]
             else ""
         )
+        apart = f"; {expected:,} of them {_EXPECTED}, the other {failed:,} not" if expected else ""
         print(
             f"  NOT all delivered: {undelivered:,} of {t['generated']:,} records dead-lettered"
-            f"{' or of unknown delivery' if unknown else ''}{hint} (exit {EXIT_UNDELIVERED})",
+            f"{' or of unknown delivery' if unknown else ''}{apart}{hint} "
+            f"(exit {EXIT_UNDELIVERED})",
             file=sys.stderr,
         )
         return EXIT_UNDELIVERED
     if report.reconciled:
         print(f"  reconciled: {equation}", file=sys.stderr)
+        if expected:
+            print(
+                f"  every dead letter ({expected:,}) is an injected malformed record the sink "
+                "refused on its own, as it should ('expected_refusal': true in the dead-letter "
+                "file): not a failure of the stream; score what the system kept with "
+                "`run_scenario.py score`",
+                file=sys.stderr,
+            )
         return 0
     print(
         f"  NOT reconciled: {equation} does not hold (report: {state / REPORT_FILE})",
         file=sys.stderr,
     )
     return EXIT_UNRECONCILED
+
+
+#: How the summary names expected refusals (traffic/delivery.py).
+_EXPECTED = "injected malformed records refused as they should be"
 
 
 def _going_on(args: argparse.Namespace) -> str:

@@ -11,12 +11,23 @@ receiver took it): what arrived is acknowledged, and when the sink cannot tell, 
 to the dead-letter file as of unknown delivery, not as lost. The jitter draws come from the
 stream's seed (a named stream per worker), not from the clock.
 
-A sink that takes nothing is not a load test: when the first ``FIRST_BATCHES`` batches of a
-session have finished and the sink acknowledged none of their records (every one refused,
-failed or given up on: a wrong path, a receiver that is down, credentials it refuses),
-``took_nothing`` says why and the stream stops (traffic/stream.py: ``SinkTookNothing``). Once
-the sink has taken a record, a later outage is the system under test's, reported as dead
-letters, not a reason to stop.
+A sink that takes nothing is not a load test: when the first ``give_up_after`` batches of a
+session (``--give-up-after``, default ``FIRST_BATCHES``; 0: never) have finished and the sink
+acknowledged none of their records (every one refused, failed or given up on: a wrong path, a
+receiver that is down, credentials it refuses), ``took_nothing`` says why and the stream stops
+(traffic/stream.py: ``SinkTookNothing``). Once the sink has taken a record, a later outage is
+the system under test's, reported as dead letters, not a reason to stop.
+
+**Expected refusals.** A dirty stream's injected malformed records (their labels say which:
+traffic/dirty.py ``MalformedPositions``) should be refused by a careful system. A record the
+sink refused *on its own* — named in the batch's ``Outcome.rejected`` while the rest of the
+batch was taken — that is labelled malformed is dead-lettered as an expected refusal: counted
+apart (traffic/accounting.py) and, like an acknowledged record, a sign the sink takes the
+stream (so it never makes the stream give up). A batch refused whole (a ``PermanentError``: a
+404, a 401, a 422 of the batch) never holds an expected refusal, even when every record in it
+is malformed: the refusal is of the batch, not of the record's defect, and a sink refusing
+every batch alike would otherwise pass a stream of malformed records. Neither does a batch
+given up on after its last attempt, nor one of unknown delivery.
 """
 
 from __future__ import annotations
@@ -26,12 +37,16 @@ import queue
 import random
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from traffic.accounting import Accounts, Checkpoint, DeadLetters
 from traffic.encoding import Encoder
 from traffic.sinks import Batch, PermanentError, Sink, TransientError
+
+if TYPE_CHECKING:
+    from traffic.dirty import MalformedPositions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +63,7 @@ class RetryPolicy:
 
 
 #: Batches of a session that may all finish without the sink acknowledging a record before the
-#: stream stops (module docstring).
+#: stream stops, by default (``--give-up-after``; module docstring).
 FIRST_BATCHES = 3
 
 
@@ -68,6 +83,10 @@ class Delivery:
         retry: the retry policy.
         seed: the stream's seed (for the jitter).
         queue_batches: batches waiting for a worker, at most.
+        give_up_after: the session's first batches that may all finish with nothing taken
+            before ``took_nothing`` is set (0: never; module docstring).
+        malformed: the positions of a dirty stream's injected malformed records (None: a
+            clean stream, or a replay without its labels), for expected refusals.
     """
 
     def __init__(
@@ -79,25 +98,34 @@ class Delivery:
         retry: RetryPolicy,
         seed: int,
         queue_batches: int = 8,
+        give_up_after: int = FIRST_BATCHES,
+        malformed: MalformedPositions | None = None,
     ) -> None:
+        if isinstance(give_up_after, bool) or not isinstance(give_up_after, int):
+            raise TypeError(f"give_up_after: expected a whole number, got {give_up_after!r}")
+        if give_up_after < 0:
+            raise ValueError(f"give_up_after: expected a number >= 0, got {give_up_after}")
         self.sink = sink
         self.accounts = accounts
         self.dead_letters = dead_letters
         self.checkpoint_path = checkpoint_path
         self.retry = retry
         self.seed = seed
+        self.give_up_after = give_up_after
+        self.malformed = malformed
         self._queue: queue.Queue = queue.Queue(maxsize=queue_batches)
         self._stop = threading.Event()
         self._save_lock = threading.Lock()
         self._last_save = 0.0
         self.error: BaseException | None = None
-        # This session's batches finished and records acknowledged (``took_nothing``).
+        # This session's batches finished and records taken: acknowledged, or refused as
+        # expected (``took_nothing``).
         self._tally_lock = threading.Lock()
         self._batches_finished = 0
         self._records_taken = 0
         self._first_failure: str | None = None
-        #: Why the stream should stop, once the first FIRST_BATCHES batches finished and the
-        #: sink took none of their records (module docstring); None otherwise.
+        #: Why the stream should stop, once the first ``give_up_after`` batches finished and
+        #: the sink took none of their records (module docstring); None otherwise.
         self.took_nothing: str | None = None
         self._threads = [
             threading.Thread(target=self._work, args=(k,), name=f"sink-{k}", daemon=True)
@@ -197,7 +225,8 @@ class Delivery:
                 self._dead(batch, encoder, dict.fromkeys(_seqs(batch), str(exc)))
                 return
             if outcome.rejected:
-                self._dead(batch, encoder, outcome.rejected)
+                # Refused one by one, the rest taken: a malformed one refused as it should be.
+                self._dead(batch, encoder, outcome.rejected, each_judged=True)
             else:
                 self.accounts.finished_batch(batch.first_seq, len(batch), 0)
                 self._tally(len(batch), None)
@@ -220,11 +249,19 @@ class Delivery:
         self._dead(batch, encoder, dict.fromkeys(lost, reason))
 
     def _dead(
-        self, batch: Batch, encoder: Encoder, reasons: dict[int, str], unknown: bool = False
+        self,
+        batch: Batch,
+        encoder: Encoder,
+        reasons: dict[int, str],
+        unknown: bool = False,
+        each_judged: bool = False,
     ) -> None:
         """Dead-letter the records of ``reasons`` (as of unknown delivery, with ``unknown``)
-        and acknowledge the rest of the batch."""
+        and acknowledge the rest of the batch. ``each_judged``: the sink refused these records
+        one by one (not the batch), so those labelled malformed are expected refusals (module
+        docstring)."""
         rows = sorted(seq - batch.first_seq for seq in reasons)
+        expected = self._expected_refusals(batch, reasons) if each_judged else set()
         if rows:  # none when the whole batch arrived after all (``_give_up``)
             table = batch.table.take(pa.array(rows))
             data, offsets = encoder.json_objects(table, "\n")
@@ -238,26 +275,37 @@ class Delivery:
                 )
                 for i, row in enumerate(rows)
             ]
-            self.dead_letters.add(entries)
+            self.dead_letters.add(entries, expected)
         dead, unsure = (0, len(rows)) if unknown else (len(rows), 0)
-        self.accounts.finished_batch(batch.first_seq, len(batch), dead, unsure)
-        first_reason = reasons[batch.first_seq + rows[0]] if rows else None
-        self._tally(len(batch) - len(rows), first_reason)
+        self.accounts.finished_batch(batch.first_seq, len(batch), dead, unsure, len(expected))
+        first_reason = next((reasons[seq] for seq in sorted(reasons) if seq not in expected), None)
+        # An expected refusal is the sink judging the record, as it should: taken, for the
+        # give-up check (a stream of malformed records only must not stop as "took nothing").
+        self._tally(len(batch) - len(rows) + len(expected), first_reason)
         self._save()
 
+    def _expected_refusals(self, batch: Batch, reasons: dict[int, str]) -> set[int]:
+        """The positions of ``reasons`` labelled malformed (module docstring)."""
+        if self.malformed is None:
+            return set()
+        labelled = self.malformed.among(batch.first_seq, batch.last_seq)
+        return {int(seq) for seq in labelled if int(seq) in reasons}
+
     def _tally(self, taken: int, reason: str | None) -> None:
-        """Count a finished batch (``taken`` of its records acknowledged; ``reason``: why one
-        was not) after it is accounted for, and set ``took_nothing`` when the session's first
-        FIRST_BATCHES batches finished with nothing taken (module docstring)."""
+        """Count a finished batch (``taken`` of its records acknowledged or refused as
+        expected; ``reason``: why one was not) after it is accounted for, and set
+        ``took_nothing`` when the session's first ``give_up_after`` batches finished with
+        nothing taken (module docstring); never with ``give_up_after`` 0."""
         with self._tally_lock:
             self._batches_finished += 1
             self._records_taken += taken
             if reason is not None and self._first_failure is None:
                 self._first_failure = reason
             if (
-                self.took_nothing is None
+                self.give_up_after > 0
+                and self.took_nothing is None
                 and self._records_taken == 0
-                and self._batches_finished >= FIRST_BATCHES
+                and self._batches_finished >= self.give_up_after
             ):
                 self.took_nothing = self._first_failure or "no record acknowledged"
 

@@ -29,12 +29,17 @@ stream ends — finished, at the end of a profile, interrupted — ``cut_labels`
 labels of records that went out (traffic/stream.py): a day made but not sent, or sent in part,
 would otherwise count as taps the system under test lost. After a kill the next ``--resume``
 makes the days again and cuts them when it ends.
+
+The labels also tell the stream's own accounting which records are injected malformed ones
+(``MalformedPositions``): a sink that refuses such a record on its own, as a careful system
+should, has not failed to take the stream (traffic/delivery.py: an *expected refusal*).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -89,10 +94,19 @@ class Injection:
 class Spoiler:
     """Applies an ``Injection`` to each day's clean tap records and writes their labels."""
 
-    def __init__(self, injection: Injection, seed: int, labels_dir: Path | None) -> None:
+    def __init__(
+        self,
+        injection: Injection,
+        seed: int,
+        labels_dir: Path | None,
+        malformed: MalformedPositions | None = None,
+    ) -> None:
         self.injection = injection
         self.streams = Streams(seed)
         self.labels_dir = labels_dir  # made with the first labels (the stream resets it first)
+        #: The positions labelled malformed so far, for the stream's accounting (filled as
+        #: each day's labels are written, before any of its records goes out).
+        self.malformed = malformed if malformed is not None else MalformedPositions()
 
     def _share(self, kind: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
         rate = self.injection.rates.get(kind, 0.0)
@@ -177,6 +191,62 @@ class Spoiler:
         )
         if self.labels_dir is not None:
             _write_atomically(labels, self.labels_dir / f"day={day}.parquet")
+        self.malformed.add(seq[p["kind"] == MALFORMED_KIND])
+
+
+class MalformedPositions:
+    """The stream positions of the injected malformed records, as their labels say: what the
+    stream's accounting asks to tell a sink's expected refusal of such a record from a real
+    failure (traffic/delivery.py). Filled a day at a time by the ``Spoiler`` when it writes
+    the day's labels (before any of the day's records goes out), or read back from a
+    recording stream's labels (``from_labels``). Thread-safe: the production thread adds,
+    the sink workers ask."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parts: list[np.ndarray] = []  # sorted int64 positions, one part per day
+
+    def add(self, seqs: np.ndarray) -> None:
+        """Positions labelled malformed (any order)."""
+        part = np.sort(np.asarray(seqs, dtype=np.int64))
+        if not len(part):
+            return
+        with self._lock:
+            self._parts.append(part)
+
+    def among(self, first_seq: int, last_seq: int) -> np.ndarray:
+        """The positions labelled malformed from ``first_seq`` to ``last_seq`` (included),
+        sorted."""
+        with self._lock:
+            parts = list(self._parts)
+        found = [
+            part[np.searchsorted(part, first_seq) : np.searchsorted(part, last_seq, "right")]
+            for part in parts
+            if part[0] <= last_seq and part[-1] >= first_seq  # a batch is in one day or two
+        ]
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+
+    @classmethod
+    def from_labels(cls, labels_dir: Path, stream_id: str) -> MalformedPositions | None:
+        """The positions labelled malformed in ``labels_dir``, when it holds labels of
+        ``stream_id`` (a replay sent with its recording stream's ``--state``); None when it
+        holds none, or another stream's (the replay then cannot tell which records are
+        malformed, and counts no refusal as expected)."""
+        if not labels_dir.is_dir() or labels_stream_id(labels_dir) != stream_id:
+            return None
+        positions = cls()
+        for path in sorted(labels_dir.glob("day=*.parquet")):
+            try:
+                labels = pq.read_table(path, columns=["stream_seq", "kind"])
+                kind = labels.column("kind").cast(pa.string())
+                seqs = labels.column("stream_seq").filter(pc.equal(kind, "malformed"))
+            except (OSError, KeyError, pa.ArrowException) as exc:  # damaged, not labels
+                raise ValueError(
+                    f"{path}: not a labels file with stream_seq and kind ({exc}); remove the "
+                    "labels folder, or stream into another --state"
+                ) from None
+            positions.add(seqs.to_numpy())
+        return positions
 
 
 def _write_atomically(table: pa.Table, path: Path) -> None:
@@ -258,4 +328,12 @@ def _break(table: pa.Table, defect: np.ndarray, any_malformed: bool) -> pa.Table
     return table
 
 
-__all__ = ["KINDS", "Injection", "InjectionError", "Spoiler", "cut_labels", "labels_stream_id"]
+__all__ = [
+    "KINDS",
+    "Injection",
+    "InjectionError",
+    "MalformedPositions",
+    "Spoiler",
+    "cut_labels",
+    "labels_stream_id",
+]

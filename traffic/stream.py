@@ -9,11 +9,14 @@ Three threads and two bounded queues:
 Each hand-over waits when the next stage is full, so a slow sink slows the pacer and then the
 simulation: the lag grows and is reported, nothing is dropped. At the end the stream reconciles:
 generated = sent = acknowledged + dead-lettered + delivery unknown, over the whole stream
-(earlier sessions of a resumed stream included). Everything the stream keeps is in its state
-folder: the checkpoint, the dead-letter file, ``report.json`` (the counts and the per-second
-series, written however the session ends) and, for a dirty stream, the labels. A sink that
-acknowledges none of the records of the session's first batches stops the stream
-(``SinkTookNothing``, traffic/delivery.py): a load test into it would measure nothing.
+(earlier sessions of a resumed stream included); of the dead-lettered, the injected malformed
+records of a dirty stream that the sink refused one by one are counted apart as expected
+refusals (traffic/delivery.py). Everything the stream keeps is in its state folder: the
+checkpoint, the dead-letter file, ``report.json`` (the counts and the per-second series,
+written however the session ends) and, for a dirty stream, the labels. A sink that
+acknowledges none of the records of the session's first batches (``give_up_after`` of them)
+stops the stream (``SinkTookNothing``, traffic/delivery.py): a load test into it would measure
+nothing.
 
 A resumed session (``--resume``) must send into the same sink, in the same encoding, with the
 same profile and ``--restamp`` as the checkpoint records, or it is refused before anything is
@@ -42,7 +45,7 @@ import pyarrow as pa
 
 from traffic.accounting import CHECKPOINT_FILE, Accounts, Checkpoint, DeadLetters
 from traffic.delivery import FIRST_BATCHES, Delivery, RetryPolicy
-from traffic.dirty import Injection, Spoiler, cut_labels, labels_stream_id
+from traffic.dirty import Injection, MalformedPositions, Spoiler, cut_labels, labels_stream_id
 from traffic.pacing import Pacer, Unpaced
 from traffic.recording import Recording
 from traffic.records import FORMATS, NO_TIME, Chunk, RecordSource, StreamStopped, epoch_seconds
@@ -61,9 +64,9 @@ class StreamSetupError(ValueError):
 
 class SinkTookNothing(RuntimeError):
     """The sink acknowledged none of the records of the session's first batches
-    (traffic/delivery.py ``FIRST_BATCHES``): the stream stopped, since a load test into a
-    sink that takes nothing measures nothing. What was tried is accounted for in the state
-    folder (checkpoint, dead letters, report) like any stopped stream's."""
+    (``StreamSettings.give_up_after``; traffic/delivery.py): the stream stopped, since a load
+    test into a sink that takes nothing measures nothing. What was tried is accounted for in
+    the state folder (checkpoint, dead letters, report) like any stopped stream's."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +85,9 @@ class StreamSettings:
     unmasked: bool = False
     report_every_s: float = 1.0
     injection: Injection | None = None  # dirty data (traffic/dirty.py), taps only
+    #: The session's first batches that may all finish with no record taken before the stream
+    #: stops (``SinkTookNothing``); 0: never stop for that (``--give-up-after``).
+    give_up_after: int = FIRST_BATCHES
 
 
 @dataclasses.dataclass
@@ -162,12 +168,17 @@ def stream(
     except (PrivacyKeyError, OSError) as exc:  # the machine's key cannot be read or made
         raise StreamSetupError(f"privacy key: {exc}") from None
 
+    # The malformed records' positions, filled by the spoiler as it labels each day (before
+    # the day's records go out), for the expected refusals (traffic/delivery.py).
+    malformed = MalformedPositions() if settings.injection is not None else None
+
     def simulation(chunks: queue.Queue, stop: threading.Event) -> Callable[[], None]:
         worlds = build(scenario)
         worlds = worlds if isinstance(worlds, list) else [worlds]
         spoiler = None
         if settings.injection is not None:
-            spoiler = Spoiler(settings.injection, run_seed, Path(settings.state_dir) / LABELS_DIR)
+            labels = Path(settings.state_dir) / LABELS_DIR
+            spoiler = Spoiler(settings.injection, run_seed, labels, malformed=malformed)
         source = RecordSource(
             worlds,
             settings.record_format,
@@ -186,7 +197,7 @@ def stream(
 
     return _run(
         stream_id, run_seed, settings, simulation, on_second, stop,
-        writes_labels=settings.injection is not None,
+        writes_labels=settings.injection is not None, malformed=malformed,
     )  # fmt: skip
 
 
@@ -214,7 +225,8 @@ def replay(
 
     jitter_seed = zlib.crc32(recording.stream_id.encode())
     # A replay writes no labels: those of the recording's stream (in its state folder) are
-    # the replay's too, and are kept.
+    # the replay's too, and are kept; they say which records are malformed (expected
+    # refusals), when the replay is sent with that --state.
     return _run(recording.stream_id, jitter_seed, settings, play, on_second, stop)
 
 
@@ -263,14 +275,28 @@ def _run(
     stop: threading.Event | None,
     *,
     writes_labels: bool = False,
+    malformed: MalformedPositions | None = None,
 ) -> StreamReport:
     """Open the sink and the state folder, produce, pace, deliver, account, report (``seed``:
     of the retries' jitter; ``writes_labels``: a dirty live stream, whose producer writes
-    labels). Everything about the state folder and the sink is checked before anything is
-    changed, and nothing of an earlier stream's state is touched until the producer is ready
-    (a world can take seconds to build, and a bad scenario fails there)."""
+    labels, and ``malformed`` the positions it labels malformed; without it, a replay reads
+    them from the labels of its stream in the state folder, if any). Everything about the
+    state folder and the sink is checked before anything is changed, and nothing of an
+    earlier stream's state is touched until the producer is ready (a world can take seconds
+    to build, and a bad scenario fails there)."""
+    give_up = settings.give_up_after
+    if isinstance(give_up, bool) or not isinstance(give_up, int) or give_up < 0:
+        raise StreamSetupError(
+            f"--give-up-after {give_up!r}: expected a whole number of batches >= 0 "
+            "(0: never give up)"
+        )
     state_dir = Path(settings.state_dir)
     _check_state_folder(state_dir)
+    if not writes_labels:  # a replay: its stream's labels, if they are in the state folder
+        try:
+            malformed = MalformedPositions.from_labels(state_dir / LABELS_DIR, stream_id)
+        except ValueError as exc:
+            raise StreamSetupError(f"--state {state_dir}: {exc}") from None
     prior = _prior_checkpoint(state_dir, stream_id, settings.resume)
     dead_letters = DeadLetters(state_dir / DEAD_LETTER_FILE)
     kept_dead_letters = b""
@@ -320,7 +346,7 @@ def _run(
     accounts.checkpoint(sink.state()).save(checkpoint_path)
     delivery = Delivery(
         sink, accounts, dead_letters, checkpoint_path, settings.retry, seed,
-        queue_batches=QUEUE_BATCHES,
+        queue_batches=QUEUE_BATCHES, give_up_after=give_up, malformed=malformed,
     )  # fmt: skip
     settings.pacer.start(accounts.start_seq)
     pacer = _Pacer(settings, accounts, delivery, on_second)
@@ -457,6 +483,7 @@ def _already_finished(stream_id, settings: StreamSettings, sink: Sink, prior: Ch
             "acknowledged": prior.acknowledged,
             "dead_lettered": prior.dead_lettered,
             "delivery_unknown": prior.delivery_unknown,
+            "expected_refusals": prior.expected_refusals,
             "retries": 0,
         },
         reconciled=True,
@@ -591,7 +618,7 @@ class _Pacer:
         if _done(totals) < totals["generated"]:
             raise SinkTookNothing(
                 f"the sink ({self.delivery.sink.describe()}) took none of the records of the "
-                f"stream's first {FIRST_BATCHES} batches: {reason}"
+                f"stream's first {self.delivery.give_up_after} batches: {reason}"
             )
 
     def _next_chunk(self, production: _Production, stop: threading.Event) -> Chunk | None:
