@@ -8,7 +8,7 @@ Where each name comes from:
 - a line: its region and number for a generated bus line (``urban-B134``: 市区B134路, "Urban
   bus B134"), the scenario's name for a metro line, in English by rule (``M1``, named 1号线:
   地铁1号线, "Metro Line 1"; ``dashboard.lines``), the city it runs in for another city's line
-  (``EXT-SHANGHAI``: 上海公交（异地）);
+  (``EXT-SHANGHAI``: 异地上海公交, "Bus in Shanghai");
 - a device: what it is on which line (a bus reader of a line; a metro gate at a station);
 - an outlet: the outlets file's name, in English words on an English page (``dashboard.names``);
 - a clearing node or issuer: ``dashboard.institutions`` (from the played day's run_meta.json);
@@ -32,6 +32,7 @@ from dashboard import i18n, institutions, lines, names, places
 from drills.report import target_scope
 from drills.runner import naming_world
 from drills.session import DrillSession
+from sim.errors import BadInput
 from sim.network import METRO
 
 _BUS_LINE = re.compile(r"^(?P<region>.+)-(?P<number>B\d+)$")
@@ -67,7 +68,7 @@ class DrillNames:
             scope = f"drill.per.{per}"
             what = i18n.t(scope, self.lang) if i18n.has(scope) else per
             return i18n.t("drill.named_unknown", self.lang, what=what, id=key)
-        return i18n.t("drill.named", self.lang, name=name, id=key)
+        return i18n.t("common.named", self.lang, name=name, id=key)
 
     def target(self, kind: str, target: str | None) -> str:
         """An incident's target (``kind``: the incident's kind) as staff read it; '' for a
@@ -78,17 +79,30 @@ class DrillNames:
         return target if scope is None else self.label(scope, target)
 
     def named(self, text: str) -> str:
-        """What a trainee typed to name a cause (a node, an issuer, an outlet, a QR platform
-        or a line), with its name if it is one of the drill's; else as typed."""
-        for per in ("node", "issuer", "outlet", "medium", "line", "device"):
-            if self.name(per, text) is not None:
-                return self.label(per, text)
-        return text
+        """What a trainee typed to name a cause (a node, an issuer, an outlet, a QR platform,
+        a line or a device), with its name: as typed where the drill has nothing of that id.
+
+        The words carry no scope, and ids of different scopes can be the same (outlet 3 and
+        device 3: both numbered from 0 or 1), so no scope is guessed: every scope that has the
+        id is named, in the order node, issuer, outlet, QR platform, line, device, joined by
+        "or" ("Government Service Centre (3) or Urban bus B001 reader (3)"). The scoring reads
+        the words as typed (``drills.debrief``), so a trainer sees every thing they could
+        mean, not the one a lookup order would pick."""
+        found = [
+            self.label(per, text)
+            for per in ("node", "issuer", "outlet", "medium", "line", "device")
+            if self.name(per, text) is not None
+        ]
+        return i18n.t("drill.named_or", self.lang).join(found) if found else text
 
 
 def drill_names(session: DrillSession, lang: str) -> DrillNames:
     """The names of ``session``'s drill in ``lang`` (kept while the drill script and the played
-    day's run_meta.json stay as they are)."""
+    day's run_meta.json stay as they are).
+
+    A drill whose base scenario or overrides do not load is reported by
+    ``DrillSession.problem``, which the pages ask first; one edited into that state between
+    that check and this gives no names (every key shown as "device 99"), not a traceback."""
     drill = session.drill
     meta_path = session.folder / "day" / "run_meta.json"
     try:
@@ -96,7 +110,10 @@ def drill_names(session: DrillSession, lang: str) -> DrillNames:
         meta_key = (str(meta_path), stat.st_mtime_ns, stat.st_size)
     except OSError:  # the day is being played again: the institutions' names wait for it
         meta_key = None
-    return _names(str(drill.base), drill.day, tuple(drill.overrides), meta_key, lang)
+    try:
+        return _names(str(drill.base), drill.day, tuple(drill.overrides), meta_key, lang)
+    except (BadInput, ValueError):  # its world cannot be built: the next refresh says why
+        return DrillNames(lang, {})
 
 
 @functools.lru_cache(maxsize=32)

@@ -14,6 +14,7 @@ by ``code_label``; a code the catalogue does not know is shown as it is.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 
@@ -71,6 +72,18 @@ def place_name(key: str) -> str:
     return key.replace("_", " ").title()
 
 
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z]")
+
+
+def written_in_chinese(text: str) -> bool:
+    """Whether ``text`` (a scenario's description, say) is written in Chinese: it has more
+    Chinese characters than Latin letters. An English sentence naming a card or a city in
+    Chinese ("... the free-ride (长寿卡) age lowered ...") is still English: a word of it is
+    several letters, a Chinese word one or two characters."""
+    return len(_HAN.findall(text)) > len(_LATIN.findall(text))
+
+
 __all__ = [
     "DEFAULT_LANG",
     "LANGS",
@@ -87,5 +100,6 @@ __all__ = [
     "place_name",
     "t",
     "time_of_day",
+    "written_in_chinese",
     "yuan",
 ]

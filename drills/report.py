@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import Protocol
 
 from babel.numbers import format_decimal
 
@@ -108,8 +109,21 @@ ACTION_TARGET_SCOPES = {
     "restore_node": "node",
     "chase_deposit": "issuer",
 }
-#: Names a thing by its scope and id (the pages' names with the id beside; ``None``: the id).
-Namer = Callable[[str, str], str]
+
+
+class Names(Protocol):
+    """How the pages word what a debrief names (``dashboard.drill_names.DrillNames``), so the
+    debrief on the page reads as the pages' tables do."""
+
+    def label(self, per: str, key: object) -> str:
+        """A thing of scope ``per`` (device, line, outlet, node, issuer, ...) by its id: its
+        name with the id beside."""
+        ...
+
+    def named(self, text: str) -> str:
+        """Words a trainee typed to name a cause (an ``identify`` action), with what they
+        name."""
+        ...
 
 
 def target_scope(kind: str, target: str) -> str | None:
@@ -160,15 +174,25 @@ def _listed(value, shown: Callable[[object], str] = str) -> str:
     return ", ".join(map(shown, value)) or "-"
 
 
-def _by_scope(name: Namer | None, scope: str | None) -> Callable[[object], str]:
-    """A function wording an id of ``scope`` (``name``'s words; the id without a namer)."""
-    if name is None or scope is None:
+def _by_scope(names: Names | None, scope: str | None) -> Callable[[object], str]:
+    """A function wording an id of ``scope`` (``names``' words; the id without names)."""
+    if names is None or scope is None:
         return str
-    return lambda value: name(scope, str(value))
+    return lambda value: names.label(scope, str(value))
+
+
+def _typed(names: Names | None) -> Callable[[object], str]:
+    """A function wording what a trainee typed to name a cause (``names.named``; as typed
+    without names)."""
+    if names is None:
+        return str
+    return lambda value: names.named(str(value))
 
 
 #: An action's fields that name things of a scope (the action's target: ACTION_TARGET_SCOPES).
 _ACTION_FIELD_SCOPES = {"devices": "device", "lines": "line"}
+#: The tasks whose answer is a thing the trainee names (an ``identify`` action's words).
+_NAMING_TASKS = ("find_node", "find_medium", "find_outlet", "find_issuer")
 
 
 def _clock(minutes: int) -> str:
@@ -187,10 +211,11 @@ def _minute_of(stamp: str, day: str) -> int:
     return int((at - dt.datetime.fromisoformat(day)).total_seconds() // 60)
 
 
-def debrief_html(debrief: dict, lang: str = "zh", name: Namer | None = None) -> str:
-    """The page (module docstring); ``lang`` is ``zh`` or ``en``. ``name(scope, id)`` words
-    the devices, lines, outlets, nodes and issuers the incidents, alerts and actions name (the
-    dashboard's names, with the id beside); without it they are shown by their ids."""
+def debrief_html(debrief: dict, lang: str = "zh", names: Names | None = None) -> str:
+    """The page (module docstring); ``lang`` is ``zh`` or ``en``. ``names`` words the devices,
+    lines, outlets, nodes and issuers the tasks, incidents, alerts and actions name, and what a
+    trainee typed to name a cause, as the drill pages do (the dashboard's names, with the id
+    beside); without it they are shown by their ids and as typed."""
     if lang not in ("zh", "en"):
         raise ValueError(f"lang must be zh or en, got {lang!r}")
     d = debrief
@@ -211,7 +236,8 @@ def debrief_html(debrief: dict, lang: str = "zh", name: Namer | None = None) -> 
             k: v for k, v in t.items() if k not in ("task", "kind", "incident", "points", "of")
         }
         words = "; ".join(
-            f"{_w(k, lang) if k in WORDS else k}: {_listed(v)}" for k, v in detail.items()
+            f"{_w(k, lang) if k in WORDS else k}: {_listed(v, _task_value(t, k, d, names))}"
+            for k, v in detail.items()
         )
         parts.append(
             f"<tr><td>{esc(t['task'])} ({esc(t['kind'])})</td>"
@@ -226,7 +252,7 @@ def debrief_html(debrief: dict, lang: str = "zh", name: Namer | None = None) -> 
     )
     for inc_id, t in d["incidents"].items():
         timing = d["detection"][inc_id]
-        target = _by_scope(name, target_scope(t["kind"], t["target"]))(t["target"])
+        target = _by_scope(names, target_scope(t["kind"], t["target"]))(t["target"])
         touched = (
             f"{_num(len(t['devices']), lang)} {_w('devices', lang)}, "
             f"{_num(len(t['cards']), lang)} {_w('cards', lang)}, "
@@ -262,7 +288,7 @@ def debrief_html(debrief: dict, lang: str = "zh", name: Namer | None = None) -> 
     parts.append(
         f"<table><tr><th>{esc(_w('time', lang))}</th><th>{esc(_w('what', lang))}</th></tr>"
     )
-    for minute, kind, text in _timeline(d, lang, name):
+    for minute, kind, text in _timeline(d, lang, names):
         css = ' class="noise"' if kind == "noise" else ""
         at = _clock(minute) if 0 <= minute < 24 * 60 else _when(_stamp(d["day"], minute), "")
         parts.append(f"<tr{css}><td>{esc(at)}</td><td>{esc(text)}</td></tr>")
@@ -280,9 +306,45 @@ def _stamp(day: str, minute: int) -> str:
     return (dt.datetime.fromisoformat(day) + dt.timedelta(minutes=minute)).isoformat()
 
 
-def _timeline(d: dict, lang: str, name: Namer | None = None) -> list[tuple[int, str, str]]:
+def _task_value(task: dict, field: str, d: dict, names: Names | None) -> Callable[[object], str]:
+    """How a task's detail ``field`` words its values: the devices a ``find_devices`` found,
+    missed or wrongly accused by name; what the trainee typed to name a node, QR platform,
+    outlet or issuer as the actions are worded, and the answer by name; the rest (cards,
+    causes, times) as they are."""
+    kind = task.get("kind")
+    if kind == "find_devices" and field in ("found", "missed", "wrongly_accused"):
+        return _by_scope(names, "device")
+    if kind in _NAMING_TASKS and field == "named":
+        return _typed(names)
+    if kind in _NAMING_TASKS and field == "answer":
+        incident = d["incidents"].get(task.get("incident"), {})
+        return lambda value: _by_scope(names, target_scope(incident.get("kind", ""), value))(value)
+    return str
+
+
+def _action_words(a: dict, names: Names | None) -> str:
+    """An action's fields in words: the devices, lines and the target of its kind's scope by
+    name, an ``identify``'s words as the pages word them (``Names.named``), the device of a
+    refund's ``duplicates_on`` by name; without ``names``, every id as it is."""
+    scopes = {**_ACTION_FIELD_SCOPES, "target": ACTION_TARGET_SCOPES.get(a["kind"])}
+    parts = []
+    for k, v in a.items():
+        if k in ("at", "kind") or not v:
+            continue
+        if k == "duplicates_on" and isinstance(v, dict) and "device" in v:
+            v = {**v, "device": _by_scope(names, "device")(v["device"])}
+            shown: Callable[[object], str] = str
+        elif k == "target" and a["kind"] == "identify":
+            shown = _typed(names)
+        else:
+            shown = _by_scope(names, scopes.get(k))
+        parts.append(f"{k} {_listed(v, shown)}")
+    return "; ".join(parts)
+
+
+def _timeline(d: dict, lang: str, names: Names | None = None) -> list[tuple[int, str, str]]:
     """(minute of the day, kind, words) of incidents, alerts and actions, in time order
-    (``name``: as for ``debrief_html``)."""
+    (``names``: as for ``debrief_html``)."""
     rows = []
     for inc_id, t in d["incidents"].items():
         start = _minute_of(t["start"], d["day"])
@@ -292,23 +354,18 @@ def _timeline(d: dict, lang: str, name: Namer | None = None) -> list[tuple[int, 
             rows.append((end, "incident", f"{_w('incident', lang)} {inc_id} {_w('ends', lang)}"))
     for a in d["alerts"]:
         tag = _w("true", lang) if a["true"] else _w("noise", lang)
-        where = f"{a['per']} {a['key']}" if name is None else name(a["per"], str(a["key"]))
+        where = f"{a['per']} {a['key']}" if names is None else names.label(a["per"], str(a["key"]))
         rows.append(
             (a["minute"], "alert" if a["true"] else "noise",
              f"{_w('alert', lang)} {a['rule']} ({where}, {tag})")
         )  # fmt: skip
     for a in d["actions"]:
         hh, mm = a["at"][:5].split(":")
-        scopes = {**_ACTION_FIELD_SCOPES, "target": ACTION_TARGET_SCOPES.get(a["kind"])}
-        what = "; ".join(
-            f"{k} {_listed(v, _by_scope(name, scopes.get(k)))}"
-            for k, v in a.items()
-            if k not in ("at", "kind") and v
-        )
+        what = _action_words(a, names)
         rows.append(
             (int(hh) * 60 + int(mm), "action", f"{_w('action', lang)} {a['kind']} {what}".strip())
         )
     return sorted(rows, key=lambda r: (r[0], r[1]))
 
 
-__all__ = ["ACTION_TARGET_SCOPES", "debrief_html", "target_scope"]
+__all__ = ["ACTION_TARGET_SCOPES", "Names", "debrief_html", "target_scope"]

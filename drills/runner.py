@@ -109,18 +109,44 @@ def drill_day(drill: Drill, incidents, overrides=()):
         raise _named(str(exc), drill, list(incidents)) from None
 
 
-@functools.lru_cache(maxsize=2)
-def _world(base: str, day: dt.date, overrides: tuple[str, ...]):
-    """The drill's world without incidents (built once per process: every variant of the day,
-    and every drill on the same base and day, is this world under another timeline)."""
-    from sim.api import build, load_scenario
+@functools.lru_cache(maxsize=32)
+def base_scenario(base: str, day: dt.date, overrides: tuple[str, ...]):
+    """The scenario a drill's days are played on, without incidents: ``base`` with
+    ``overrides`` (``--set`` style), from two days before ``day`` to the day after. Raises
+    ``sim.api.BadInput`` where they do not load (a base edited into a bad state, a mistyped
+    override). The one place the drill's world (``_world``) and its names (``naming_world``)
+    get their scenario from, so the names are always those of the world the day is played on.
+    Kept per process (a load takes tens of milliseconds; the pages check every session's every
+    two seconds, ``drills.session.DrillSession.problem``); a failed load is not kept, so a
+    mended drill loads at the next try."""
+    from sim.api import load_scenario
 
-    scenario = load_scenario(
+    return load_scenario(
         base,
         [*overrides, f"period.start={day - dt.timedelta(days=2)}", "incidents=[]"],
         days=4,
     )
-    return build(scenario)
+
+
+def scenario_problem(drill: Drill, overrides=()) -> str | None:
+    """Why the drill's base scenario does not load with its overrides (``base_scenario``),
+    on one line; None when it loads."""
+    from sim.api import BadInput
+
+    try:
+        base_scenario(str(drill.base), drill.day, (*drill.overrides, *overrides))
+    except BadInput as exc:
+        return " ".join(str(exc).split())
+    return None
+
+
+@functools.lru_cache(maxsize=2)
+def _world(base: str, day: dt.date, overrides: tuple[str, ...]):
+    """The drill's world without incidents (built once per process: every variant of the day,
+    and every drill on the same base and day, is this world under another timeline)."""
+    from sim.api import build
+
+    return build(base_scenario(base, day, overrides))
 
 
 def drill_world(drill: Drill, overrides=()):
@@ -131,18 +157,14 @@ def drill_world(drill: Drill, overrides=()):
 @functools.lru_cache(maxsize=8)
 def naming_world(base: str, day: dt.date, overrides: tuple[str, ...]):
     """The world of a drill (its ``base``, ``day`` and ``overrides``) without people or
-    routes: the same lines, devices, outlets and regions the day is played on, to name them
-    by (tens of milliseconds once the scenario is loaded, where the full world takes seconds).
-    Kept apart from ``_world``, whose two places a trainer's page listing sessions of several
-    drills would otherwise evict on every refresh."""
-    from sim.api import build, load_scenario
+    routes: the same lines, devices, outlets and regions the day is played on (the same
+    ``base_scenario``), to name them by (tens of milliseconds once the scenario is loaded,
+    where the full world takes seconds). Kept apart from ``_world``, whose two places a
+    trainer's page listing sessions of several drills would otherwise evict on every
+    refresh."""
+    from sim.api import build
 
-    scenario = load_scenario(
-        base,
-        [*overrides, f"period.start={day - dt.timedelta(days=2)}", "incidents=[]"],
-        days=4,
-    )
-    return build(scenario, people=False)
+    return build(base_scenario(base, day, overrides), people=False)
 
 
 def drill_network(session) -> object:
@@ -278,12 +300,15 @@ def resolve_refund(action: Action, view: RunView) -> Action:
 
 __all__ = [
     "DrillError",
+    "base_scenario",
     "drill_day",
     "drill_network",
     "drill_scenario",
     "drill_world",
+    "naming_world",
     "play_day",
     "resolve_lookups",
     "resolve_refund",
     "run_drill",
+    "scenario_problem",
 ]

@@ -77,10 +77,11 @@ class ParsedFiles:
     parses every session's ``session.json``, ``actions.yaml`` and drill script (YAML and
     pydantic: most of a refresh's time). A parse may read more than the file it is given (a
     drill script's ``extends:`` chain: ``read_drill``), so an entry keeps, for each file the
-    parse read, its path, inode, change time (ns) and size, taken before and after the parse,
-    and is used only while all of them are unchanged: a file another browser session or
-    process replaced (``_save`` and ``_write_actions`` replace: a new inode) or rewrote,
-    including a base the file extends, is parsed again at the next read; a parse during which
+    parse read, its path, inode, modification and change times (ns) and size (``_signature``),
+    taken before and after the parse, and is used only while all of them are unchanged: a file
+    another browser session or process replaced (``_save`` and ``_write_actions`` replace: a
+    new inode) or rewrote, even to the same size with its modification time set back, including
+    a base the file extends, is parsed again at the next read; a parse during which
     one of its files changed, or whose files were not the same before and after it (an
     ``extends:`` edited meanwhile), is not kept. What fails to parse is not kept either, so a
     broken file is reported (``problem``) and, once fixed, read at once. The values are
@@ -138,9 +139,13 @@ class ParsedFiles:
             self._items.clear()
 
 
-def _signature(path: Path) -> tuple[str, int, int, int, int]:
+def _signature(path: Path) -> tuple[str, int, int, int, int, int]:
+    """What tells a file was replaced or rewritten: its path, device, inode, modification and
+    change times (ns) and size. The change time is the one a writer cannot set back (``touch
+    -d``, ``os.utime`` and tools that keep a file's times set its modification time only), so
+    a rewrite that keeps the size and the modification time is still seen."""
     st = os.stat(path)
-    return (str(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    return (str(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 def _signatures(files: Sequence[Path]) -> tuple | None:
@@ -280,9 +285,20 @@ class DrillSession:
             if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
                 return f"{path}: {key}: got {value!r:.60}"
         try:
-            self.drill  # noqa: B018  (read to check it: the drill script the session plays)
+            drill = self.drill
         except UNREADABLE as exc:
             return f"{state['drill']}: the session's drill cannot be read ({_one_line(exc)})"
+        # The pages name the drill's lines, devices and outlets from its base scenario with its
+        # overrides (dashboard/drill_names.py), so a script that parses but whose base or
+        # overrides no longer load (edited while the session runs) cannot be shown either.
+        from drills.runner import scenario_problem
+
+        scenario = scenario_problem(drill)
+        if scenario is not None:
+            return (
+                f"{state['drill']}: the drill's base scenario does not load with its "
+                f"overrides ({scenario})"
+            )
         reads = (
             ("actions.yaml", self.actions),
             ("session.json", self.injected),

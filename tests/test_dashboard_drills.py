@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from page_texts import CJK
 from streamlit.testing.v1 import AppTest
 
 from drills.session import DrillSession
@@ -124,9 +125,11 @@ def test_acknowledge_act_and_open_the_debrief(tmp_path, session):
     from dashboard.drill_names import drill_names
     from drills.report import debrief_html
 
-    shown = debrief_html(debrief, "en", drill_names(session, "en").label)
+    shown = debrief_html(debrief, "en", drill_names(session, "en"))
     assert "duplicate_wave, Urban bus B134 reader (1201)" in shown
     assert "devices Urban bus B134 reader (1201)" in shown
+    # the task's devices found by name too, as the actions table names them
+    assert "found: Urban bus B134 reader (1201)" in shown
     # Without names (the CLI's, the file the session wrote), the ids as before.
     assert "(duplicate_wave, 1201)" in debrief_html(debrief, "en")
 
@@ -431,7 +434,8 @@ def test_unchanged_session_files_are_not_parsed_again_and_changes_are_seen_at_on
     good = actions.read_text("utf-8")
     actions.write_text("- {kind: identify, target: NT_EXCHANGE, at: 25:99}\n", "utf-8")
     problem = other.problem()
-    assert problem is not None and str(actions) in problem and "at" in problem, problem
+    assert problem is not None and str(actions) in problem, problem
+    assert "at Input should be in a valid time format" in problem and "25:99" in problem, problem
     # ... and, mended, the session reads again.
     actions.write_text(good, "utf-8")
     assert other.problem() is None and len(other.actions()) == 1
@@ -487,3 +491,126 @@ def test_a_drill_script_is_read_again_when_a_file_it_extends_changes(tmp_path):
     middle.write_text(middle.read_text("utf-8").replace("two", "six"), "utf-8")  # not read now
     at.run()
     assert shown(at) == ["A reader charging twice"] and PARSED.parses == parses
+
+
+def test_a_drill_whose_scenario_stops_loading_is_a_message_on_both_pages(tmp_path, session):
+    """A running session's drill script edited so that it still parses but its base scenario
+    no longer loads with its ``overrides:`` (a mistyped key): the console and the trainer's
+    view watching it say so, with the engine's message, in the page's language, instead of a
+    traceback from naming its devices; the names degrade to ids if asked anyway; mended, the
+    session shows again."""
+    from dashboard.drill_names import drill_names
+
+    drill_copy = tmp_path / "my_drill.yaml"
+    good = DRILL.read_text("utf-8").replace(
+        "../nantong_2024.yaml", str(ROOT / "scenarios" / "nantong_2024.yaml")
+    )
+    drill_copy.write_text(good, "utf-8")
+    folder = _copy_session(session, "duplicate_wave-edited")
+    state = json.loads((folder / "session.json").read_text("utf-8"))
+    (folder / "session.json").write_text(json.dumps({**state, "drill": str(drill_copy)}))
+    edited = DrillSession(folder)
+    assert edited.problem() is None
+    console = page(tmp_path, "drill", session=edited)
+    trainer = page(tmp_path, "trainer")
+    trainer.selectbox(key="trainer_watch").set_value(str(folder)).run()
+    assert not trainer.exception, trainer.exception
+    watched = next(d.value for d in trainer.dataframe if "Source" in d.value.columns)
+    assert list(watched["Where"]) == ["Urban bus B134 reader (1201)"]
+    # The trainer adds an override to the script, mistyped, while both pages watch it.
+    typo = good.replace(
+        "  day: 2024-03-05\n", "  day: 2024-03-05\n  overrides: [clearing.batch_cutof_hour=3]\n"
+    )
+    assert typo != good
+    drill_copy.write_text(typo, "utf-8")
+    problem = edited.problem()
+    assert problem is not None and str(drill_copy) in problem, problem
+    assert "batch_cutof_hour" in problem and "did you mean 'batch_cutoff_hour'" in problem
+    for at in (console, trainer):
+        at.run()
+        assert not at.exception, at.exception
+        shown = [m.value for m in [*at.warning, *at.error]]
+        assert any(
+            m.startswith("The drill session duplicate_wave-edited cannot be read")
+            and "batch_cutof_hour" in m
+            for m in shown
+        ), shown
+    zh = [w.value for w in page(tmp_path, "trainer", "zh").warning]
+    said = "演练场次 duplicate_wave-edited 无法读取"
+    assert any(w.startswith(said) and "batch_cutof_hour" in w for w in zh), zh
+    # Asked for names all the same (edited between the check and the names): ids, no name.
+    assert drill_names(edited, "en").label("device", "1201") == "device 1201"
+    # Mended: the session reads, and is named, again.
+    drill_copy.write_text(good, "utf-8")
+    assert edited.problem() is None
+    assert drill_names(edited, "en").label("device", "1201") == "Urban bus B134 reader (1201)"
+
+
+def test_a_rewrite_that_sets_the_modification_time_back_is_read_again(tmp_path):
+    """A file rewritten to the same size and given its old modification time back (``touch
+    -r``, ``rsync -t``, ``os.utime``) is parsed again: its change time, which no tool sets,
+    tells (drills/session.py ``ParsedFiles``)."""
+    import os
+
+    from drills.session import ParsedFiles
+
+    def parse(path: Path) -> dict:
+        return json.loads(path.read_text("utf-8"))
+
+    parsed = ParsedFiles()
+    path = tmp_path / "session.json"
+    path.write_text('{"trainee": "Wang"}', "utf-8")
+    assert parsed.get(path, parse) == {"trainee": "Wang"}
+    before = path.stat()
+    time.sleep(0.05)  # file times come from a coarse clock: let it move on
+    path.write_text('{"trainee": "Zhou"}', "utf-8")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    same = ("st_ino", "st_mtime_ns", "st_size")
+    assert [getattr(after, k) for k in same] == [getattr(before, k) for k in same]
+    assert after.st_ctime_ns != before.st_ctime_ns
+    assert parsed.get(path, parse) == {"trainee": "Zhou"} and parsed.parses == 2
+    assert parsed.get(path, parse) == {"trainee": "Zhou"} and parsed.parses == 2  # kept
+
+
+def test_a_number_a_trainee_types_is_named_as_everything_with_that_id(tmp_path, session):
+    """Outlet 3 and device 3 share the id: an ``identify`` of "3" names both, on the trainer's
+    page and in the debrief on the console, rather than whichever a lookup order finds first;
+    an id only one thing has is named as that thing, words nothing has as typed."""
+    from dashboard.drill_names import drill_names
+    from drills.report import debrief_html
+
+    for lang, sep in (("en", " or "), ("zh", "或")):
+        names = drill_names(session, lang)
+        outlet, device = names.label("outlet", "3"), names.label("device", "3")
+        assert outlet != device and outlet.startswith(("Government", "政务"))
+        assert names.named("3") == f"{outlet}{sep}{device}"
+        assert names.named("NT_EXCHANGE") == names.label("node", "NT_EXCHANGE")
+        assert names.named("1201") == names.label("device", "1201")
+        assert names.named("no such thing") == "no such thing"
+    session.act({"kind": "identify", "target": "3"})
+    at = page(tmp_path, "trainer", "en", session=session)
+    acted = next(d.value for d in at.dataframe if "What it named" in d.value.columns)
+    assert list(acted["What it named"]) == [
+        "Government Service Centre (3) or Urban bus B001 reader (3)"
+    ]
+    # The debrief on the page words the action, and a refund's device, as the table does.
+    session.act({"kind": "refund_cards", "duplicates_on": {"device": 1201, "since": "07:30"}})
+    debrief = session.end(lang="en")
+    shown = debrief_html(debrief, "en", drill_names(session, "en"))
+    assert "action identify target Government Service Centre (3) or Urban bus B001" in shown
+    assert "duplicates_on device Urban bus B134 reader (1201), since 07:30" in shown
+    assert "target 3" in debrief_html(debrief, "en")  # without names: as typed
+
+
+def test_every_incident_kind_has_words_on_the_drill_pages_in_both_languages():
+    """The trainer's incident table and the console's causes word every kind the engine has
+    (the actions' incidents too: an outlet's hours extended, free rides ...), never its
+    code."""
+    from dashboard import i18n
+    from sim.incidents import KINDS
+
+    for kind in KINDS:
+        assert i18n.has(f"drill.cause.{kind}"), kind
+        zh, en = i18n.t(f"drill.cause.{kind}", "zh"), i18n.t(f"drill.cause.{kind}", "en")
+        assert CJK.search(zh) and "_" not in en and en[0].isupper(), (kind, zh, en)

@@ -212,7 +212,7 @@ def test_the_explore_page_names_a_metro_line_and_station_from_the_scenario(tmp_p
     ]  # fmt: skip
     at = _explore(tmp_path, "faults", "zh")
     (timeline,) = [d.value for d in at.dataframe if "对象" in d.value.columns]
-    assert list(timeline["对象"]) == ["地铁S1线 (M1)", "地铁2号线第5站 (M2:4)", "urban-B001"]
+    assert list(timeline["对象"]) == ["地铁S1线（M1）", "地铁2号线第5站（M2:4）", "urban-B001"]
 
 
 # --- institutions by name -----------------------------------------------------------------------

@@ -455,8 +455,46 @@ def test_the_incident_timeline_lists_every_citys_incidents_with_their_cities(sca
     _open_tab(at, "faults", "zh")
     (timeline,) = [d.value for d in at.dataframe if "类型" in d.value.columns]
     assert list(timeline["城市"]) == ["甲城", "甲城、乙城", "乙城"]
-    assert timeline["对象"].iloc[1] == "区域清算中心 (REGION_CENTRE)"
-    assert timeline["对象"].iloc[0] == "县区服务点 (3)"
+    assert timeline["对象"].iloc[1] == "区域清算中心（REGION_CENTRE）"
+    assert timeline["对象"].iloc[0] == "县区服务点（3）"
+
+
+def test_one_incident_of_two_cities_names_each_citys_outlet(tmp_path):
+    """The same outlet closure (outlet 3, same time, same length) in two cities is listed once
+    with both; where the cities' outlets files name outlet 3 differently, each city's name is
+    shown after the city, not the first city's for both (the shipped two-city scenario shares
+    one outlets file: here beta has its own, outlet 3 renamed)."""
+    files = tmp_path / "files"
+    files.mkdir()
+    shipped = ROOT / "scenarios" / "two_city"
+    outlets = (shipped / "outlets.csv").read_text("utf-8")
+    assert "\n3,县区服务点," in outlets
+    (files / "beta_outlets.csv").write_text(outlets.replace("\n3,县区服务点,", "\n3,城南服务点,"))
+    closure = (
+        '[{id: desk-3-shut, kind: outlet_closure, target: "3", start: "2024-03-04 09:00", '
+        "duration_min: 60}]"
+    )
+    for city, extra in (("alpha", ""), ("beta", "outlets: {file: beta_outlets.csv}\n")):
+        (files / f"{city}.yaml").write_text(
+            f"extends: {shipped / city}.yaml\n{extra}incidents: {closure}\n", "utf-8"
+        )
+    multi = (ROOT / "scenarios" / "two_city.yaml").read_text("utf-8")
+    scenario = files / "two_city.yaml"
+    scenario.write_text(multi.replace("two_city/", ""), "utf-8")
+    runs = tmp_path / "runs"
+    settings = ["cities.alpha.scale=0.2", "cities.beta.scale=0.2"]
+    api.run(api.load_scenario(scenario, settings, days=1), runs / "two")
+    at = app(runs, "explore", lang="en", run="two")
+    _open_tab(at, "faults")
+    (timeline,) = [d.value for d in at.dataframe if "Kind" in d.value.columns]
+    assert list(timeline["City"]) == ["Alpha, Beta"]
+    (target,) = timeline["Target"]
+    assert target.startswith("Alpha: County Service Point; Beta: ") and target.endswith(" (3)")
+    assert "County" not in target.removeprefix("Alpha: County Service Point"), target
+    at = app(runs, "explore", lang="zh", run="two")
+    _open_tab(at, "faults", "zh")
+    (timeline,) = [d.value for d in at.dataframe if "类型" in d.value.columns]
+    assert list(timeline["对象"]) == ["甲城：县区服务点；乙城：城南服务点（3）"]
 
 
 def test_english_pages_name_every_citys_regions_in_english(scaled_two_city):
@@ -717,6 +755,30 @@ def test_the_run_page_states_the_upload_limit_incident_kinds_in_words_and_the_de
     assert f"{description}{text}" in captions
 
 
+def test_a_description_written_in_chinese_is_not_said_to_be_english(tmp_path):
+    """The Chinese page says a scenario's description is in English only where it is: one
+    written in Chinese is shown as it is; an English one naming a card in Chinese (the policy
+    overlays') keeps the note."""
+    assert i18n.written_in_chinese("南通小规模测试情景，两天，含一次读卡器故障")
+    assert not i18n.written_in_chinese(
+        "nantong_2024 with the free-ride (长寿卡) age lowered from 65 to 60."
+    )
+    assert not i18n.written_in_chinese("Synthetic city 甲城 of the two-city scenario.")
+    text = "南通小规模测试情景，两天，含一次读卡器故障"
+    data = f"extends: ../small_ci.yaml\nname: zh_description\ndescription: {text}\n".encode()
+    target = target_of("cardtwin_test_zh_description.yaml")
+    try:
+        assert upload_problem(target.name, data, "zh") is None
+        at = app(tmp_path, "run", lang="zh", run=None)
+        at.selectbox(key="scenario_choice").set_value(str(target)).run()
+        assert not at.exception, at.exception
+        captions = [c.value for c in at.caption]
+        assert f"情景说明：{text}" in captions, captions
+        assert not any("只有英文说明" in c for c in captions)
+    finally:
+        target.unlink(missing_ok=True)
+
+
 def test_an_upload_of_the_same_name_restarts_the_form_and_says_it_replaced_one(tmp_path):
     name = "cardtwin_test_reupload.yaml"
     target = target_of(name)
@@ -784,7 +846,7 @@ def test_incidents_outlets_and_clearing_roles_are_shown_in_words(tmp_path):
     at = app(tmp_path, "explore", lang="zh", run="incidents")
     (timeline,) = [t for t in tab("faults", "zh") if "类型" in t.columns]
     assert list(timeline["类型"]) == ["线路停运", "票价调整", "扫码平台故障"]
-    assert timeline["对象"].iloc[0] == "地铁1号线 (M1)"
+    assert timeline["对象"].iloc[0] == "地铁1号线（M1）"
     assert timeline["对象"].iloc[2] == "支付宝扫码"
     assert timeline["开始"].iloc[0] == "2024年1月1日 08:00"
     assert "2.50 元" in timeline["详情"].iloc[1]

@@ -365,7 +365,7 @@ def end_section(session: DrillSession) -> None:
         from drills.report import debrief_html
 
         # Named as the pages name them (the debrief.html the session wrote keeps the ids).
-        page = debrief_html(debrief, lang(), drill_names(session, lang()).label)
+        page = debrief_html(debrief, lang(), drill_names(session, lang()))
         st.markdown(f"### {tr('drill.debrief')}")
         st.download_button(
             tr("drill.download"), page, file_name=f"{debrief['drill']}-debrief.html",

@@ -262,7 +262,7 @@ def _outlet_names(meta: dict, outlets: pd.DataFrame, several: bool) -> dict[tupl
     labels = [info["label"] for info in found.values()]
     for (_, oid), info in found.items():
         if labels.count(info["label"]) > 1:
-            info["label"] = f"{info['label']} ({oid})"
+            info["label"] = tr("common.named", name=info["label"], id=oid)
     return found
 
 
@@ -417,16 +417,33 @@ def incident_table(
 def _incident_target(inc: dict, incident: api.RunIncident, named) -> str:
     """What an incident hits: a QR platform's medium in words, a clearing node, an outlet, a
     metro line or station by its name (``named``) with its id after it, any other target (a
-    device or bus line id) as the scenario names it."""
+    device or bus line id) as the scenario names it.
+
+    An incident listed with several cities (``api.run_incidents``: equal in every field in
+    each) names an id of each city's own: where the cities call it differently (outlet 3 is a
+    county service point in one, a station desk in the other), each city's name is given
+    after the city, never the first city's alone."""
     target = inc.get("target")
     if not target:
         return "–"
     if inc.get("kind") == "qr_platform_outage":
         return code("media", target)
-    name = None
-    if named is not None and incident.cities:
-        name = named(str(inc.get("kind", "")), str(target), incident.cities[0].index)
-    return f"{name} ({target})" if name else str(target)
+    if named is None or not incident.cities:
+        return str(target)
+    kind = str(inc.get("kind", ""))
+    found = [(city, named(kind, str(target), city.index)) for city in incident.cities]
+    shown = {name for _, name in found if name}
+    if not shown:
+        return str(target)
+    if len(shown) == 1 and all(name for _, name in found):
+        return tr("common.named", name=shown.pop(), id=target)
+    lg = lang()
+    each = tr("explore.incident.cities_sep").join(
+        tr("explore.incident.city_named", city=places.city_name(city, lg), name=name)
+        for city, name in found
+        if name
+    )
+    return tr("common.named", name=each, id=target)
 
 
 def _incident_details(inc: dict) -> str:
@@ -559,7 +576,7 @@ def _flow_figure(flows: pd.DataFrame, name) -> go.Figure:
             y=[layout[n][1] for n in nodes],
             mode="markers+text",
             text=[name(n) for n in nodes],
-            hovertext=[f"{name(n)} ({n})" for n in nodes],
+            hovertext=[tr("common.named", name=name(n), id=n) for n in nodes],
             textposition="top center",
             marker={"size": 14, "color": "#c0392b"},
             hoverinfo="text",

@@ -365,8 +365,10 @@ def main() -> None:
             if base is not None:
                 st.info(tr("run.multi_city"))
             return
-        if base.description:  # a scenario file has one description, written in English
-            st.caption(tr("run.description", text=" ".join(base.description.split())))
+        if base.description:  # a scenario file has one description, in one language
+            text = " ".join(base.description.split())
+            key = "run.description_zh" if i18n.written_in_chinese(text) else "run.description"
+            st.caption(tr(key, text=text))
         overrides, seed, out_name, start = run_form(path, base)
         _field_error(st.session_state.get("run_errors", {}), "scenario")
         done = st.session_state.pop("run_done", None)
