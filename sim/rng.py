@@ -12,7 +12,9 @@ same numbers. Use a different ``draw`` index for each independent number a rule 
 on disk): a day draws some 8 million numbers, and NumPy's version of the same arithmetic takes a
 dozen passes over each array. The integer arithmetic is the same, so the numbers are the same bits
 (``tests/test_rng.py`` checks them against the NumPy form, ``_mix_array``, kept for the callers that
-mix their own keys).
+mix their own keys). A draw for a few ids (fewer than ``COMPILED_FROM``) is hashed in NumPy: a
+process that only ever draws a few numbers (a world built without its people, as a distributed
+run's driver builds its cities') then never loads numba, which takes ~0.6 s.
 """
 
 from __future__ import annotations
@@ -97,13 +99,28 @@ def _kernels() -> _Kernels:
     return _Kernels(hash_ids, uniform_ids)
 
 
-def _per_id(kernel, ids, base: int) -> np.ndarray:
-    """``kernel`` over ``ids`` of any shape; integer ids as they are (a negative one wraps to
-    uint64, as ``astype`` does), anything else through uint64 first."""
+#: Draws for this many ids or more go through the compiled pass (``_kernels``); smaller ones
+#: through NumPy, the same bits (module docstring).
+COMPILED_FROM = 256
+_TWO_TO_MINUS_53 = 1.0 / 9007199254740992.0  # as the compiled ``uniform_ids``
+
+
+def _per_id(kind: str, ids, base: int) -> np.ndarray:
+    """The ``kind`` ("bits" or "uniform") hash over ``ids`` of any shape; integer ids as they
+    are (a negative one wraps to uint64, as ``astype`` does), anything else through uint64
+    first."""
     a = np.asarray(ids)
     if a.dtype.kind not in "iu":
         a = a.astype(np.uint64)
-    return kernel(np.ascontiguousarray(a).reshape(-1), np.uint64(base)).reshape(a.shape)
+    flat = np.ascontiguousarray(a).reshape(-1)
+    if flat.size >= COMPILED_FROM:
+        kernel = _kernels().bits if kind == "bits" else _kernels().uniform
+        return kernel(flat, np.uint64(base)).reshape(a.shape)
+    z = flat.astype(np.uint64) * np.uint64(_GOLDEN) + np.uint64(base)
+    z = _mix_array(z)
+    if kind == "uniform":  # the top 53 bits over 2**53, as the compiled pass
+        return ((z >> np.uint64(11)).astype(np.float64) * _TWO_TO_MINUS_53).reshape(a.shape)
+    return z.reshape(a.shape)
 
 
 def stream_key(name: str) -> int:
@@ -134,11 +151,11 @@ class Streams:
 
     def bits(self, stream: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
         """64 random bits per id, as uint64."""
-        return _per_id(_kernels().bits, ids, self._base(stream, day, draw))
+        return _per_id("bits", ids, self._base(stream, day, draw))
 
     def uniform(self, stream: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
         """Uniform floats in [0, 1), one per id: the top 53 of its ``bits`` over 2**53."""
-        return _per_id(_kernels().uniform, ids, self._base(stream, day, draw))
+        return _per_id("uniform", ids, self._base(stream, day, draw))
 
     def normal(self, stream: str, day: int, ids: np.ndarray, draw: int = 0) -> np.ndarray:
         """Standard normal floats (Box–Muller over draws 2*draw and 2*draw+1)."""
