@@ -133,33 +133,57 @@ class Answers(http.server.ThreadingHTTPServer):
 
 class LoopbackServer:
     """A TCP server on a free loopback port: each connection accepted goes to ``handle`` (a
-    subclass's), one after the other, until ``close``."""
+    subclass's), one after the other, until ``close``, after which the port refuses
+    connections and ``handle`` is never called again."""
 
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.closed = threading.Event()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self) -> None:
         while True:
             try:
                 conn, _ = self.listener.accept()
             except OSError:
-                return  # closed: the test is over
-            self.handle(conn)
+                return  # shut down by close: the test is over
+            if self.closed.is_set():
+                # Accepted as close ran (before the shutdown): not a connection of the test.
+                conn.close()
+                return
+            try:
+                self.handle(conn)
+            except OSError:
+                if not self.closed.is_set():
+                    raise
+                return  # closed while handing it on (a proxy closes its sockets)
 
     def handle(self, conn: socket.socket) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
+        """Stop listening and wait for the accepting thread to end. Closing the listener alone
+        does not wake a thread blocked in ``accept``: the port kept listening, and the next
+        connection was still accepted and handed to ``handle`` (a proxy would pass it on to
+        the real server). ``shutdown`` wakes it (Linux: ``accept`` fails with EINVAL)."""
+        self.closed.set()
+        with contextlib.suppress(OSError):  # not connected: some systems refuse, Linux not
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+        self._acceptor.join(10)
+        assert not self._acceptor.is_alive(), "the accepting thread did not end"
 
 
 class DroppingProxy(LoopbackServer):
     """A TCP proxy in front of a real server on ``upstream_port`` that, once it has dropped a
     sender's connection (``dropped``, set by the subclass's ``_serve``), turns away the next
     ``refuse`` connections (accepted and closed at once, as by a server restarting); ``hold``:
-    the subclass holds the dropped request back instead of passing it up."""
+    the subclass holds the dropped request back instead of passing it up.
+
+    Every socket it holds (the senders' and its own to the server, ``_upstream_connection``)
+    is closed by ``close``, so nothing the test started is left talking to the server."""
 
     def __init__(self, upstream_port: int, refuse: int, *, hold: bool = False) -> None:
         self.upstream_port = upstream_port
@@ -167,7 +191,22 @@ class DroppingProxy(LoopbackServer):
         self.dropped = 0
         self.refuse, self.refused = refuse, 0
         self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._serving: list[threading.Thread] = []
         super().__init__()
+
+    def _track(self, sock: socket.socket) -> socket.socket:
+        """``sock``, to be closed by ``close``; closed at once (OSError) if that has run."""
+        with self._lock:
+            if not self.closed.is_set():
+                self._sockets.add(sock)
+                return sock
+        sock.close()
+        raise OSError("the proxy is closed")
+
+    def _upstream_connection(self) -> socket.socket:
+        """A new connection to the server behind the proxy (closed by ``close``)."""
+        return self._track(socket.create_connection(("127.0.0.1", self.upstream_port)))
 
     def handle(self, conn: socket.socket) -> None:
         with self._lock:
@@ -175,12 +214,53 @@ class DroppingProxy(LoopbackServer):
             self.refused += refuse
         if refuse:
             conn.close()
-        else:
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            return
+        self._track(conn)
+        self._thread(self._run, conn)
+
+    def _thread(self, target, *args) -> None:
+        """Run ``target`` on a thread of its own, which ``close`` waits for (OSError once
+        ``close`` has run: nothing new starts)."""
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        with self._lock:
+            if self.closed.is_set():
+                raise OSError("the proxy is closed")
+            self._serving.append(thread)
+        thread.start()
+
+    def _run(self, client: socket.socket) -> None:
+        try:
+            self._serve(client)
+        except OSError:
+            if not self.closed.is_set():
+                raise  # a failure of the test's own setup, not the proxy closing under it
 
     def _serve(self, client: socket.socket) -> None:
         """Pass ``client``'s connection on to the server, dropping it where the test wants."""
         raise NotImplementedError
+
+    @staticmethod
+    def hang_up(sock: socket.socket) -> None:
+        """Close ``sock`` so that a thread blocked in ``recv`` on it returns: ``shutdown``
+        first (a bare ``close`` leaves that thread blocked and the connection open)."""
+        with contextlib.suppress(OSError):  # already shut down or closed
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+    def close(self) -> None:
+        """Stop accepting, close every socket (``shutdown`` first: it wakes a thread blocked
+        in ``recv`` on it, which a bare ``close`` does not), and wait for the threads serving
+        them."""
+        super().close()
+        with self._lock:
+            sockets, self._sockets = list(self._sockets), set()
+        for sock in sockets:
+            self.hang_up(sock)
+        with self._lock:
+            threads = list(self._serving)
+        for thread in threads:
+            thread.join(10)
+        assert not any(t.is_alive() for t in threads), "a proxy thread did not end"
 
 
 def stream_keys(tmp: Path) -> list[str]:
@@ -211,21 +291,25 @@ class FlakyRedisProxy(DroppingProxy):
     away the next ``refuse`` connections (accepted and closed at once, as by a server
     restarting).
 
-    The first EXEC it sees goes up to Redis (the batch is in Redis but the sender cannot know),
-    or with ``hold`` is held back until ``release()`` (a transaction still on its way); either
-    way the sender's connection is then dropped without the answer."""
+    The first EXEC it sees goes up to Redis and the proxy waits until Redis answers it
+    (``executed``: the batch is in Redis but the sender cannot know), or with ``hold`` is held
+    back until ``release()`` (a transaction still on its way); either way the sender's
+    connection is then dropped without the answer."""
 
     def __init__(self, upstream_port: int, refuse: int, *, hold: bool = False) -> None:
         self._held: tuple[socket.socket, bytes] | None = None
+        self.executed = False  # Redis answered the EXEC whose answer was lost (not ``hold``)
         self.late_answer: bytes = b""  # Redis's answer to the held EXEC, once released
         self._answered = threading.Event()
         super().__init__(upstream_port, refuse, hold=hold)
 
     def _serve(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        upstream = self._upstream_connection()
         muted = threading.Event()
+        ran = threading.Event()  # Redis answered the EXEC whose answer is muted
 
         def answers() -> None:
+            lost = b"\r\n"  # what was muted, after a line end (a reply starts a line)
             with contextlib.suppress(OSError):
                 while data := upstream.recv(65536):
                     if not muted.is_set():
@@ -233,8 +317,14 @@ class FlakyRedisProxy(DroppingProxy):
                     elif self._held is None and self.hold and self.dropped:
                         self.late_answer += data  # the released EXEC's answer
                         self._answered.set()
+                    else:
+                        # MULTI's +OK and the commands' +QUEUED may still come, then EXEC's
+                        # array of results: the only reply of the transaction starting with *.
+                        lost += data
+                        if b"\r\n*" in lost:
+                            ran.set()
 
-        threading.Thread(target=answers, daemon=True).start()
+        self._thread(answers)
         tail, keep_upstream = b"", False
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
@@ -249,13 +339,15 @@ class FlakyRedisProxy(DroppingProxy):
                     upstream.sendall(data)
                 if drop:
                     if not self.hold:
-                        time.sleep(0.5)  # Redis runs the transaction meanwhile
+                        # The EXEC ran (its answer came) before the sender is dropped: what the
+                        # test means by "the batch arrived, its answer was lost".
+                        self.executed = ran.wait(10)
                     with self._lock:
                         self.dropped = 1
                     break
-        client.close()
+        self.hang_up(client)
         if not keep_upstream:
-            upstream.close()
+            self.hang_up(upstream)
 
     def release(self) -> bytes:
         """Send the held EXEC up to Redis at last; Redis's answer to it (``*-1``: aborted)."""
@@ -263,5 +355,5 @@ class FlakyRedisProxy(DroppingProxy):
         self._held = None
         upstream.sendall(data)
         assert self._answered.wait(10), "Redis did not answer the released EXEC"
-        upstream.close()
+        self.hang_up(upstream)
         return self.late_answer

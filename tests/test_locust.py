@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from sim.api import load_scenario, privacy_key
 from traffic.receiver import serve
+from traffic.servers import free_port
 from traffic.stream import StreamSettings, stream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,12 +42,6 @@ def _locust(host: str, env: dict, *flags: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("source", ["scenario", "recording", "two worker processes"])
 def test_locust_users_send_the_simulated_days_taps(tmp_path, source):
     expected = tmp_path / "taps.jsonl"
@@ -65,13 +59,14 @@ def test_locust_users_send_the_simulated_days_taps(tmp_path, source):
     # machine, whose workers would then join this test with feeds of their own.
     flags = []
     if source == "two worker processes":
-        port = str(_free_port())
+        port = str(free_port())
         flags = ["--processes", "2", "--master-bind-port", port, "--master-port", port]
     server, store = serve()
     try:
         done = _locust(f"http://127.0.0.1:{server.server_address[1]}", env, *flags)
     finally:
         server.shutdown()
+        server.server_close()
     assert done.returncode == 0, done.stderr[-2000:]
     # The test ended itself once every batch was answered, long before -t 120s; the workers
     # were never dropped for missing heartbeats (they simulate before they connect), and
@@ -98,7 +93,7 @@ def test_with_the_web_ui_the_test_stops_once_the_feed_is_sent_and_the_ui_stays_u
         privacy_key=privacy_key(None),
     ).reconciled
     sent = {json.loads(r)["idempotency_key"] for r in expected.read_bytes().splitlines()}
-    web = _free_port()
+    web = free_port()
     server, store = serve()
     locust = subprocess.Popen(
         _command(f"http://127.0.0.1:{server.server_address[1]}", "--autostart",

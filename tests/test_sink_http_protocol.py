@@ -46,6 +46,7 @@ def test_a_batch_whose_request_cannot_be_made_is_dead_lettered_and_the_rest_go(t
         sink.close()
     finally:
         server.shutdown()
+        server.server_close()
     t = accounts.totals()
     assert (t["generated"], t["sent"], t["acknowledged"], t["dead_lettered"]) == (6, 6, 4, 2)
     assert t["retries"] == 0

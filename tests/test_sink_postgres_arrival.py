@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from urllib.parse import urlsplit
 
 import psycopg
@@ -47,22 +46,25 @@ class FlakyPostgresProxy(DroppingProxy):
 
     The COMMIT goes up and the proxy waits for the server to say it committed, then drops the
     sender without that answer (the batch is in the table but the sender cannot know); or, with
-    ``hold``, the COMMIT is held back until ``release()`` (a COMMIT still on its way). Either
-    way the connection to the server stays open: its server process lives on (idle, or in the
-    batch's transaction) until something ends it."""
+    ``hold``, the COMMIT is held back until ``commit_held()`` or ``release()`` (a COMMIT still
+    on its way). Either way the connection to the server stays open: its server process lives
+    on (idle, or in the batch's transaction) until something ends it."""
+
+    #: Bytes of a read kept for the next: a message split between two reads is still found.
+    TAIL = 16
 
     def __init__(self, upstream_port: int, refuse: int, *, hold: bool = False) -> None:
         self.committed = False  # the server said COMMIT to the COMMIT whose answer was lost
         self._upstream: socket.socket | None = None  # the dropped sender's, kept open
         self._held = b""
         self._answer = b""  # what the server sent on that connection after the drop
+        self._committed = threading.Event()  # COMMITTED is in it
         self._closed = threading.Event()  # the server closed that connection
         super().__init__(upstream_port, refuse, hold=hold)
 
     def _serve(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        upstream = self._upstream_connection()
         muted = threading.Event()
-        committed = threading.Event()
 
         def answers() -> None:
             with contextlib.suppress(OSError):
@@ -72,50 +74,56 @@ class FlakyPostgresProxy(DroppingProxy):
                     else:
                         self._answer += data
                         if COMMITTED in self._answer:
-                            committed.set()
+                            self._committed.set()
             if muted.is_set():
                 self._closed.set()
 
-        threading.Thread(target=answers, daemon=True).start()
-        copied, drop = False, False
+        self._thread(answers)
+        copied, drop, tail = False, False, b""
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
-                copied = copied or COPY_DONE in data
+                window = tail + data
+                if not copied and COPY_DONE in window:
+                    copied = True
+                    # Only a COMMIT after the COPY counts (the connection's first query,
+                    # which notes its server process, is committed too).
+                    window = window[window.index(COPY_DONE) + len(COPY_DONE) :]
+                tail = window[-self.TAIL :]
                 with self._lock:
-                    drop = self.dropped == 0 and copied and COMMIT in data
+                    drop = self.dropped == 0 and copied and COMMIT in window
                 if drop:
                     muted.set()  # before the COMMIT goes up: its answer is never forwarded
+                    # Kept before the sender is dropped: the test goes on with it at once.
+                    self._upstream = upstream
                     if self.hold:
                         self._held = data
                     else:
                         upstream.sendall(data)
-                        self.committed = committed.wait(10)
+                        self.committed = self._committed.wait(10)
                     with self._lock:
                         self.dropped = 1
                     break
                 upstream.sendall(data)
-        client.close()
-        if drop:
-            self._upstream = upstream
-        else:
-            upstream.close()
+        self.hang_up(client)
+        if not drop:
+            self.hang_up(upstream)
+
+    def commit_held(self) -> None:
+        """Send the held COMMIT up at last, and wait until the server says it committed."""
+        self._upstream.sendall(self._held)
+        assert self._committed.wait(10), f"no COMMIT answered: {self._answer!r}"
 
     def release(self) -> bytes:
         """Send the held COMMIT up at last; what the server answers on that connection until
         it closes it (after the sink ended its process: the termination notice, no COMMIT)."""
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # the server may have closed it already
             self._upstream.sendall(self._held)
-        self._closed.wait(10)
+        assert self._closed.wait(10), f"the server kept the connection open: {self._answer!r}"
         return self._answer
 
     def ended(self, timeout_s: float = 10) -> bool:
         """Whether the server closed the dropped sender's connection (its process ended)."""
         return self._closed.wait(timeout_s)
-
-    def close(self) -> None:
-        super().close()
-        if self._upstream is not None:
-            self._upstream.close()
 
 
 @pytest.fixture(scope="module")
@@ -249,11 +257,7 @@ def test_a_late_commit_that_lands_before_the_look_back_is_acknowledged():
         with _sink_through(proxy) as (sink, encoder):
             batch = _full(_batch(10, 5))
             _send_lost(sink, encoder, batch)
-            with contextlib.suppress(OSError):
-                proxy._upstream.sendall(proxy._held)
-            deadline = time.monotonic() + 10
-            while COMMITTED not in proxy._answer and time.monotonic() < deadline:
-                time.sleep(0.02)
+            proxy.commit_held()
             assert sink.arrived_through(batch) == 14  # all of it
         assert _keys(url, "t") == [f"s:{i}" for i in range(10, 15)]
 
@@ -273,11 +277,7 @@ def test_a_process_the_sink_may_not_end_leaves_delivery_unknown():
             batch = _full(_batch(0, 5))
             _send_lost(sink, encoder, batch)
             assert sink.arrived_through(batch) is None
-            with contextlib.suppress(OSError):
-                proxy._upstream.sendall(proxy._held)
-            deadline = time.monotonic() + 10
-            while COMMITTED not in proxy._answer and time.monotonic() < deadline:
-                time.sleep(0.02)
+            proxy.commit_held()
         assert _keys(url, "t") == [f"s:{i}" for i in range(5)]
 
 
@@ -310,4 +310,7 @@ def test_a_server_out_of_reach_leaves_delivery_unknown():
         f"postgresql://cardtwin@127.0.0.1:{free_port()}/postgres?{DIRECT}",
         SinkOptions(timeout_s=1),
     )
-    assert sink.arrived_through(_batch(0, 3)) is None
+    try:
+        assert sink.arrived_through(_batch(0, 3)) is None
+    finally:
+        sink.close()

@@ -122,6 +122,7 @@ def test_faults_are_retried_and_every_record_is_kept_once(tmp_path):
         )
     finally:
         server.shutdown()
+        server.server_close()
     t = report.totals
     assert report.reconciled
     assert t["retries"] > 0 and store.counts["fail"] and store.counts["timeout"]
@@ -139,6 +140,7 @@ def test_refused_batches_go_to_the_dead_letter_file_with_the_reason(tmp_path):
         report = _stream(tmp_path, url, batch_size=50)
     finally:
         server.shutdown()
+        server.server_close()
     t = report.totals
     dead = json_lines(tmp_path / "state" / "dead_letters.jsonl")
     assert report.reconciled and t["dead_lettered"] == len(dead) > 0
@@ -159,6 +161,7 @@ def test_a_sink_that_never_answers_well_dead_letters_after_the_last_attempt(tmp_
         report = _stream(tmp_path, url, days=1, batch_size=500, retry=RetryPolicy(3, base_s=0.001))
     finally:
         server.shutdown()
+        server.server_close()
     dead = json_lines(tmp_path / "state" / "dead_letters.jsonl")
     assert report.reconciled and report.totals["acknowledged"] == 0
     assert len(dead) == report.totals["generated"]
@@ -192,6 +195,7 @@ def test_a_killed_http_stream_resumes_with_the_rest_of_the_same_stream(tmp_path)
         done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
     finally:
         server.shutdown()
+        server.server_close()
     assert done.returncode == 0, done.stderr
     assert 0 < killed_at < len(store.records)
     report = json.loads((state / "report.json").read_text())
@@ -249,6 +253,7 @@ def test_a_slow_sink_holds_the_stream_back_and_drops_nothing(tmp_path):
         )
     finally:
         server.shutdown()
+        server.server_close()
     assert report.reconciled and report.totals["acknowledged"] == len(store.records)
     # 20 records per 50 ms at most: ~400/s against 2,000/s asked, so the stream fell behind.
     assert max(row["behind_s"] for row in report.per_second) > 1.0
@@ -392,6 +397,7 @@ def test_the_receiver_answers_stats(tmp_path):
         stats = httpx.get(url + "/stats").json()
     finally:
         server.shutdown()
+        server.server_close()
     assert stats["unique_keys"] == stats["records_kept"] == len(store.records) > 0
 
 
@@ -473,6 +479,7 @@ def test_headers_and_the_bearer_token_from_the_environment(tmp_path):
         )  # fmt: skip
     finally:
         server.shutdown()
+        server.server_close()
     assert done.returncode == 0, done.stderr
     headers = store.last_headers
     assert headers["Authorization"] == "Bearer s3cret" and headers["X-Feed"] == "cardtwin"
@@ -700,6 +707,7 @@ def test_the_report_goes_on_while_a_slow_sink_holds_the_stream_back(tmp_path):
         )  # fmt: skip
     finally:
         server.shutdown()
+        server.server_close()
     assert rows == report.per_second and len(rows) >= 5
     times = [0.0] + [row["t_s"] for row in rows]
     assert max(np.diff(times[:-1])) < 1.5  # every second, not every 2.5 s
@@ -767,6 +775,7 @@ def test_a_damaged_dead_letter_file_is_refused_before_anything_is_sent(tmp_path)
         done = subprocess.run(cmd, capture_output=True, text=True)
     finally:
         server.shutdown()
+        server.server_close()
     assert done.returncode == 7, done.stderr  # reconciled, with refused records: exit 7
     report = json.loads((state / "report.json").read_text())
     assert report["reconciled"]

@@ -120,6 +120,7 @@ def _scored(tmp_path: Path, expected_exit: int, **receiver) -> dict:
         kept.write_bytes(httpx.get(url + "/records").content)
     finally:
         server.shutdown()
+        server.server_close()
     done = subprocess.run(
         [*CLI, "score", "--labels", str(tmp_path / "state" / "labels"), "--result", str(kept),
          "--json", str(tmp_path / "score.json")],

@@ -6,7 +6,6 @@ printed and its dead-letter file named; 0 only when every record was acknowledge
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -15,15 +14,10 @@ from stream_helpers import ROOT, Answers, json_lines, small_stream, stream_cli
 
 from traffic.delivery import FIRST_BATCHES
 from traffic.receiver import serve
+from traffic.servers import free_port
 from traffic.stream import SinkTookNothing
 
 RECORDS_A_DAY = 1368  # the small scenario's first day of taps
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(tmp_path, sink, *flags):
@@ -32,7 +26,7 @@ def _run(tmp_path, sink, *flags):
 
 
 def test_a_receiver_nobody_runs_is_bad_input_before_anything_is_sent(tmp_path):
-    done, state = _run(tmp_path, f"http://127.0.0.1:{_free_port()}/taps")
+    done, state = _run(tmp_path, f"http://127.0.0.1:{free_port()}/taps")
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --sink http://127.0.0.1:")
@@ -116,6 +110,7 @@ def test_some_refused_records_exit_7_and_so_does_resuming_the_finished_stream(tm
         again, _ = _run(tmp_path, url, *flags, "--resume")
     finally:
         server.shutdown()
+        server.server_close()
     assert done.returncode == 7, done.stderr
     t = json.loads((state / "report.json").read_text())["totals"]
     assert 0 < t["dead_lettered"] < t["generated"] and t["acknowledged"] == len(store.records)
@@ -131,6 +126,7 @@ def test_a_stream_every_record_of_which_is_acknowledged_exits_0(tmp_path):
         done, state = _run(tmp_path, f"http://127.0.0.1:{server.server_address[1]}/taps")
     finally:
         server.shutdown()
+        server.server_close()
     assert done.returncode == 0, done.stderr
     assert "reconciled:" in done.stderr and "NOT" not in done.stderr
     assert len(store.records) == RECORDS_A_DAY

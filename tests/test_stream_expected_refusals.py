@@ -65,6 +65,7 @@ def test_a_receiver_refusing_exactly_the_malformed_records_exits_0(tmp_path):
         )  # fmt: skip
     finally:
         server.shutdown()
+        server.server_close()
     state = tmp_path / "state"
     assert done.returncode == 0, done.stderr
     t, dead = _outcome(state)
@@ -96,6 +97,7 @@ def test_a_receiver_keeping_malformed_records_is_not_a_stream_failure(tmp_path):
         done = stream_cli(tmp_path / "state", _url(server), "--inject", "malformed=0.02")
     finally:
         server.shutdown()
+        server.server_close()
     assert done.returncode == 0, done.stderr
     t, dead = _outcome(tmp_path / "state")
     assert (t["dead_lettered"], t["expected_refusals"], dead) == (0, 0, [])
@@ -148,6 +150,7 @@ def test_a_clean_record_refused_on_its_own_still_exits_7(tmp_path):
         done = stream_cli(tmp_path / "state", _url(server), "--inject", "malformed=0.02")
     finally:
         server.shutdown()
+        server.server_close()
     state = tmp_path / "state"
     assert done.returncode == 7, done.stderr
     t, dead = _outcome(state)
@@ -175,6 +178,7 @@ def test_malformed_records_in_a_batch_refused_whole_are_not_expected_refusals(tm
         done = stream_cli(tmp_path / "state", _url(server), *flags)
     finally:
         server.shutdown()
+        server.server_close()
     state = tmp_path / "state"
     assert done.returncode == 7, done.stderr
     t, dead = _outcome(state)
@@ -198,6 +202,7 @@ def test_a_stream_of_malformed_records_only(tmp_path):
         done = stream_cli(tmp_path / "careful", _url(careful), "--inject", "malformed=1")
     finally:
         careful.shutdown()
+        careful.server_close()
     assert done.returncode == 0, done.stderr
     t, _ = _outcome(tmp_path / "careful")
     assert t["acknowledged"] == 0 and t["dead_lettered"] == t["expected_refusals"] > 0
@@ -233,6 +238,7 @@ def test_expected_refusals_are_kept_across_a_kill_and_a_resume(tmp_path):
         done = stream_cli(state, _url(server), *flags, "--resume")
     finally:
         server.shutdown()
+        server.server_close()
     assert done.returncode == 0, done.stderr
     assert "resumed at stream position" in done.stderr
     t, dead = _outcome(state)
@@ -274,6 +280,7 @@ def test_a_replay_knows_the_malformed_records_from_its_streams_labels(tmp_path):
         without = _replay(recording, tmp_path / "other", _url(server))
     finally:
         server.shutdown()
+        server.server_close()
     assert with_labels.returncode == 0, with_labels.stderr
     t, dead = _outcome(tmp_path / "rec")
     assert t["expected_refusals"] == len(dead) == len(malformed) > 0

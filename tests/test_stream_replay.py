@@ -139,6 +139,7 @@ def test_a_killed_replay_resumes_with_the_rest_into_the_receiver(tmp_path, recor
         done = subprocess.run([*cmd, "--resume", "--quiet"], capture_output=True, text=True)
     finally:
         server.shutdown()
+        server.server_close()
     assert done.returncode == 0, done.stderr
     assert 0 < killed_at < len(store.records)
     expected = {r["idempotency_key"]: r for r in json_lines(live_taps[0])}

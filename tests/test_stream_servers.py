@@ -169,7 +169,7 @@ def test_redis_batches_tried_again_are_in_the_stream_once(tmp_path, expected, re
             proxy.close()
         keys = _keys(url, "k")
     assert report.reconciled, report.totals
-    assert proxy.dropped == 1 and proxy.refused == refuse
+    assert proxy.dropped == 1 and proxy.executed and proxy.refused == refuse
     assert report.totals["retries"] >= 1 + refuse
     assert keys == _in_order(expected)
 

@@ -28,6 +28,22 @@ allowed, or still there after the wait), the session was not a server process of
 connection pooler in between: the pid libpq was given is not the server's), or the keys found
 are not the batch's first records (records of an earlier session in the table, others not).
 
+Every transaction of the sink (a batch's COPY and COMMIT, noting a connection's server
+process, the table's creation, each look at ``pg_stat_activity`` and the keys' look-up) must be
+answered within ``--timeout`` seconds (``Deadlines``): a server that stops answering once
+connected (its process stopped, a lock that is never released, a network gone) would otherwise
+hold the stream forever, without a word. Past the deadline the sink asks the server to cancel
+the query (``cancel_safe``, to the postmaster, as ``pg_cancel_backend`` does); a server that
+answers the cancel rolls the transaction back at once. If the call has not returned
+``--timeout`` seconds later (the process cannot hear the cancel: stopped, or the network is
+gone), the sink shuts the connection's socket down, so the blocked call returns. Either way the
+attempt fails as a lost connection (``NoAnswer``, transient), and the connection is not used
+again (a cancel arriving late would hit its next query); the batch is tried again, and after
+its last attempt ``arrived_through`` decides as above, under the same deadlines. Connecting is
+bounded by libpq's ``connect_timeout`` (``--timeout``). No TCP keepalive or
+``tcp_user_timeout`` is set: the deadline covers a dead network too, and a busy server that is
+slow to read a large COPY is not cut off by the kernel; the URL may set them (libpq options).
+
 Other ``?name=value`` options of the URL (``sslmode=require``, ``application_name=...``) go to
 libpq as its own URL options (libpq refuses one it does not know). A URL without a host uses the
 local socket, as psql does.
@@ -35,9 +51,13 @@ local socket, as psql does.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -101,18 +121,155 @@ def _backend_of(conn: psycopg.Connection) -> Backend | None:
     return row[0], row[1]
 
 
-def _ended(conn: psycopg.Connection, backend: Backend, deadline: float) -> bool:
+class NoAnswer(psycopg.OperationalError):
+    """The server did not answer a transaction of the sink within ``--timeout`` (module
+    docstring): the query was cancelled, or its connection cut. Transient, as a lost
+    connection is."""
+
+
+class _Watched:
+    """A transaction under a deadline: its connection, and what the watchdog did to it."""
+
+    __slots__ = ("conn", "deadline", "done", "fired", "lock")
+
+    def __init__(self, conn: psycopg.Connection, deadline: float) -> None:
+        self.conn = conn
+        self.deadline = deadline
+        # Held while the watchdog touches ``conn`` and when its owner is done with it, so the
+        # owner never closes the connection under a cancel, nor a cut hits a closed one.
+        self.lock = threading.Lock()
+        self.done = False
+        self.fired: str | None = None  # None, "cancelled" or "cut"
+
+
+class Deadlines:
+    """``--timeout`` for the transactions of a sink's connections (module docstring).
+
+    ``guard(conn)`` wraps one transaction. One thread (started with the first guard) waits for
+    the earliest deadline; a transaction still running then is cancelled, and if it has not
+    returned ``grace_s`` later its connection's socket is shut down, so that the call blocked
+    on it returns with an error, raised as ``NoAnswer``. Only the thread that owns a
+    connection closes it: the watchdog cancels and shuts down, never closes."""
+
+    def __init__(self, timeout_s: float, grace_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.grace_s = grace_s
+        self._cond = threading.Condition()
+        self._watched: set[_Watched] = set()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    @contextlib.contextmanager
+    def guard(self, conn: psycopg.Connection) -> Iterator[None]:
+        """Run the block (one transaction on ``conn``) under the deadline; a block the
+        watchdog had to interrupt raises ``NoAnswer``, and ``conn`` is closed after it."""
+        entry = _Watched(conn, time.monotonic() + self.timeout_s)
+        with self._cond:
+            self._watched.add(entry)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="postgres-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif len(self._watched) == 1:
+                # Deadlines only grow (one timeout for all), so the watchdog needs waking only
+                # when it waits for nothing.
+                self._cond.notify()
+        try:
+            yield
+        except psycopg.Error as exc:
+            if entry.fired is None:
+                raise
+            raise NoAnswer(self._reason(entry.fired)) from exc
+        finally:
+            with entry.lock:
+                entry.done = True
+                fired = entry.fired
+            with self._cond:
+                self._watched.discard(entry)
+            if fired is not None:
+                conn.close()  # a cancel still on its way would hit the next query
+
+    def _reason(self, fired: str) -> str:
+        what = f"no answer from the server within --timeout {self.timeout_s:g} s"
+        if fired == "cancelled":
+            return f"{what}: the query was cancelled"
+        return (
+            f"{what}, nor to its cancellation within {self.grace_s:g} s more (the server "
+            "process stopped, or the network gone): the connection was cut"
+        )
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                now = time.monotonic()
+                due = [entry for entry in self._watched if entry.deadline <= now]
+                for entry in due:
+                    self._watched.discard(entry)
+                    threading.Thread(
+                        target=self._interrupt, args=(entry,), name="postgres-cancel", daemon=True
+                    ).start()
+                if not due:
+                    soonest = min((entry.deadline for entry in self._watched), default=None)
+                    self._cond.wait(None if soonest is None else soonest - now)
+
+    def _interrupt(self, entry: _Watched) -> None:
+        """Cancel ``entry``'s query; shut its connection down if that does not end it."""
+        # The grace counts from the cancel's start: a postmaster that does not answer it
+        # either takes it all, and the cut follows at once.
+        end = time.monotonic() + self.grace_s
+        with entry.lock:
+            if entry.done:
+                return
+            entry.fired = "cancelled"
+            # Refused, timed out or the connection gone: the shutdown below still ends the
+            # wait.
+            with contextlib.suppress(psycopg.Error):
+                entry.conn.cancel_safe(timeout=self.grace_s)
+        while time.monotonic() < end:
+            if entry.done:  # the server answered the cancel: the call returned
+                return
+            time.sleep(0.02)
+        with entry.lock:
+            if entry.done:
+                return
+            entry.fired = "cut"
+            try:
+                # A duplicate of the socket: shutting it down ends the connection for the
+                # owner's blocked call (a close of the owner's descriptor would not wake it).
+                fd = os.dup(entry.conn.pgconn.socket)
+            except (psycopg.Error, OSError):
+                return  # already gone: the call has returned or is about to
+        with socket.socket(fileno=fd) as cut, contextlib.suppress(OSError):
+            cut.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        """End the watchdog's thread (the sink is closed)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+
+#: Runs one transaction on a connection under the sink's deadline (``Deadlines.guard``).
+Guard = Callable[[psycopg.Connection], contextlib.AbstractContextManager]
+
+
+def _ended(conn: psycopg.Connection, backend: Backend, deadline: float, guard: Guard) -> bool:
     """End the server process ``backend`` if it is still there, and wait until it is gone
-    (``conn``: autocommit, so each look at ``pg_stat_activity`` is a new one). False if it is
-    still there at ``deadline``; a role not allowed to end it raises
-    ``InsufficientPrivilege``."""
+    (``conn``: autocommit, so each look at ``pg_stat_activity`` is a new one; each under
+    ``guard``). False if it is still there at ``deadline``; a role not allowed to end it
+    raises ``InsufficientPrivilege``."""
     pid, started = backend
     while True:
-        row = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE pid = %s AND backend_start = %s",
-            (pid, started),
-        ).fetchone()
+        with guard(conn):
+            row = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid = %s AND backend_start = %s",
+                (pid, started),
+            ).fetchone()
         if row is None:
             return True  # gone: its transaction committed or rolled back, and nothing follows
         if time.monotonic() > deadline:
@@ -156,6 +313,9 @@ class PostgresSink(Sink):
         self.concurrency = options.concurrency
         self.schema = stream_schema(options.record_format)
         self.timeout_s = options.timeout_s
+        # The grace for a cancelled query to return before its connection is cut: as long
+        # again (module docstring).
+        self.deadlines = Deadlines(self.timeout_s, grace_s=self.timeout_s)
         self._local = threading.local()
         self._connections: list[psycopg.Connection] = []
         self._lock = threading.Lock()
@@ -173,16 +333,21 @@ class PostgresSink(Sink):
 
     def open(self, resume_state: dict | None) -> None:
         try:
-            with self._connect() as conn:
-                conn.execute(create_table_sql(self.table, self.schema))
-                found = [
-                    row[0]
-                    for row in conn.execute(
-                        "SELECT column_name FROM information_schema.columns "
-                        "WHERE table_name = %s ORDER BY ordinal_position",
-                        (self.table,),
-                    )
-                ]
+            conn = self._connect()
+            try:
+                with self.deadlines.guard(conn):
+                    conn.execute(create_table_sql(self.table, self.schema))
+                    found = [
+                        row[0]
+                        for row in conn.execute(
+                            "SELECT column_name FROM information_schema.columns "
+                            "WHERE table_name = %s ORDER BY ordinal_position",
+                            (self.table,),
+                        )
+                    ]
+                    conn.commit()
+            finally:
+                conn.close()
         except psycopg.Error as exc:
             raise SinkSetupError(f"--sink {self.shown}: {str(exc).strip()}") from None
         if found != self.schema.names:
@@ -200,7 +365,8 @@ class PostgresSink(Sink):
             with self._lock:
                 self._connections.append(conn)
             self._local.conn, self._local.backend = conn, None
-            self._local.backend = _backend_of(conn)
+            with self.deadlines.guard(conn):
+                self._local.backend = _backend_of(conn)
         return conn, self._local.backend
 
     def send(self, batch: Batch, encoder: Encoder) -> Outcome:
@@ -212,10 +378,16 @@ class PostgresSink(Sink):
                 if backend not in went_to:
                     went_to.append(backend)
             try:
-                with conn.transaction(), conn.cursor() as cur, cur.copy(self._copy) as copy:
+                with (
+                    self.deadlines.guard(conn),
+                    conn.transaction(),
+                    conn.cursor() as cur,
+                    cur.copy(self._copy) as copy,
+                ):
                     copy.write(body)
             except psycopg.errors.UniqueViolation:
-                self._insert_new(conn, body)
+                with self.deadlines.guard(conn):
+                    self._insert_new(conn, body)
         except psycopg.OperationalError as exc:
             lost, self._local.conn = getattr(self._local, "conn", None), None
             if lost is not None:
@@ -246,13 +418,14 @@ class PostgresSink(Sink):
             ) as conn:
                 deadline = time.monotonic() + self.timeout_s
                 for backend in backends:
-                    if not _ended(conn, backend, deadline):
+                    if not _ended(conn, backend, deadline, self.deadlines.guard):
                         return None
                 query = sql.SQL("SELECT idempotency_key FROM {} WHERE idempotency_key = ANY(%s)")
-                found = {
-                    row[0]
-                    for row in conn.execute(query.format(sql.Identifier(self.table)), (keys,))
-                }
+                with self.deadlines.guard(conn):
+                    found = {
+                        row[0]
+                        for row in conn.execute(query.format(sql.Identifier(self.table)), (keys,))
+                    }
         except psycopg.Error:  # out of reach, not allowed to end a process, the table gone...
             return None
         there = [key in found for key in keys]
@@ -283,6 +456,7 @@ class PostgresSink(Sink):
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+        self.deadlines.stop()
 
     def describe(self) -> str:
         return f"{redacted(self.dsn)} table {self.table} ({self.concurrency} connections)"
