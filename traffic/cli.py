@@ -138,7 +138,11 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
         "--token-env", metavar="VAR", help="environment variable holding an HTTP bearer token"
     )
     parser.add_argument(
-        "--timeout", type=_positive_float, default=10.0, help="seconds a request may take"
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        help="seconds a request may take (HTTP, MQTT, Redis); a PostgreSQL transaction (COPY "
+        "and COMMIT) is cancelled after it, and its connection cut if it still does not answer",
     )
     parser.add_argument(
         "--max-attempts", type=positive_int, default=8, help="tries of a failing batch"
