@@ -120,7 +120,9 @@ class ClearingNetworkAgent:
         self.deposits = DepositDesk.with_incidents(
             settings, participants, [shard.world.incidents for shard in shards]
         )
-        self.deferred: set[int] = set()  # settlement dates that had to wait for deposit money
+        # Settlement dates that had to wait for deposit money (deferred, or due while an earlier
+        # one waited): paid on the day the money is in, and reported paid late.
+        self.deferred: set[int] = set()
         # The service desk's refund orders taken (shard, incident code), and their records
         # still pending at the last cut-off.
         # Desk refund incidents already given, (shard, code) -> the records they name.
@@ -439,6 +441,10 @@ class ClearingNetworkAgent:
                     self._pay(waiting[0], settle_day, today)
                 waiting.pop(0)
             if waiting:
+                # Every later settlement due by today waits behind this one: it too is paid
+                # late, posted on the day it is paid (on its own date the deposit had already
+                # been found short), and reported paid late; it has no deferral of its own.
+                self.deferred.update(d for d in self.settlements_due if settle_day < d <= today)
                 break
             del self.settlements_due[settle_day]
         desk.call_low(self.ledger, today)

@@ -9,8 +9,10 @@ cannot cover on its date is deferred whole — every participant of that clearin
 no node pays out money it has not received and nothing is netted against money that is not
 there — and so are the settlements after it (first in, first out). The issuer is called at once
 for what it owes and what brings its deposit back to its level; the settlement is paid on the
-day the money is in, and the deposit is then at its level. Every call, arrival,
-deferral and late payment is an event (``deposit_events``).
+day the money is in, and the deposit is then at its level. A settlement that came due while an
+earlier one waited is paid after it, also late, and posted on the day it is paid (never on its
+own date, when the deposit was already short); it has no deferral event of its own. Every call,
+arrival, deferral and late payment is an event (``deposit_events``).
 
 While a ``deposit_call_unpaid`` incident lasts (sim/incidents.py), its issuer pays no call: the
 money called arrives at the first settlement after the incident has ended.
