@@ -1002,13 +1002,15 @@ def initial_deposits_fen(settings: ClearingSettings, participants: Participants)
 
 
 def deposit_shortfalls(ledger: Ledger, participants: Participants) -> dict[str, int]:
-    """Issuers whose settlement deposit is overdrawn, with the shortfall in fen."""
+    """Issuers whose settlement deposit was overdrawn at the end of any day, by the postings'
+    own dates (a settlement posted on a day before the money was in shows there), with the
+    largest shortfall in fen."""
     out = {}
     for code in participants.of_role("issuer"):
         pid = participants.ids[code]
-        bal = ledger.balance(account("deposit", pid))
-        if bal < 0:
-            out[pid] = -bal
+        lowest = ledger.lowest_daily_balance(account("deposit", pid))
+        if lowest < 0:
+            out[pid] = -lowest
     return out
 
 

@@ -463,6 +463,17 @@ def test_deposit_overrides_and_shortfalls():
     led = Ledger()
     led.post(0, "settle:QR_ALIPAY", "deposit:QR_ALIPAY", 30, "settlement")
     assert deposit_shortfalls(led, P) == {"QR_ALIPAY": 30}
+    # Overdrawn on one day, made good later: still a shortfall (by the postings' own dates,
+    # the deposit did not hold the money that day), the worst day's.
+    led = Ledger()
+    led.post(0, "deposit:QR_ALIPAY", "bank:QR_ALIPAY", 100, "deposit")
+    led.post(3, "deposit:QR_ALIPAY", "bank:QR_ALIPAY", 500, "deposit")
+    led.post(2, "settle:QR_ALIPAY", "deposit:QR_ALIPAY", 160, "settlement")  # posted back-dated
+    led.post(1, "settle:QR_ALIPAY", "deposit:QR_ALIPAY", 20, "settlement")
+    assert led.balance("deposit:QR_ALIPAY") == 420
+    assert led.lowest_daily_balance("deposit:QR_ALIPAY") == -80  # end of day 2: 100 - 20 - 160
+    assert deposit_shortfalls(led, P) == {"QR_ALIPAY": 80}
+    assert led.lowest_daily_balance("deposit:NTCARD") == 0  # never posted to
     with pytest.raises(ValueError, match="not an issuer"):
         initial_deposits_fen(ClearingSettings(deposit_overrides_fen={"NT_METRO": 1}), P)
 
