@@ -36,6 +36,15 @@ def _url(server) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}/taps"
 
 
+def _stream_into(server, state: Path, *flags: str):
+    """The one-day stream command into ``server``, which is closed after it."""
+    try:
+        return stream_cli(state, _url(server), *flags)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _malformed_keys(state: Path) -> set[str]:
     """The keys the stream's labels say are injected malformed records."""
     rows = duckdb.sql(
@@ -58,14 +67,9 @@ def test_a_receiver_refusing_exactly_the_malformed_records_exits_0(tmp_path):
     malformed record it refused, so the stream did all it should: exit 0, the refusals
     counted apart in the summary, report.json, the checkpoint and the dead-letter file."""
     server, store = serve(dedup=True, validate=True)
-    try:
-        done = stream_cli(
-            tmp_path / "state", _url(server),
-            "--inject", "malformed=0.02", "--inject", "duplicate=0.02",
-        )  # fmt: skip
-    finally:
-        server.shutdown()
-        server.server_close()
+    done = _stream_into(
+        server, tmp_path / "state", "--inject", "malformed=0.02", "--inject", "duplicate=0.02"
+    )
     state = tmp_path / "state"
     assert done.returncode == 0, done.stderr
     t, dead = _outcome(state)
@@ -93,11 +97,7 @@ def test_a_receiver_keeping_malformed_records_is_not_a_stream_failure(tmp_path):
     """A naive receiver acknowledges the malformed records: the stream delivered everything
     (exit 0, no dead letter); whether it should have kept them is for ``score``."""
     server, store = serve()
-    try:
-        done = stream_cli(tmp_path / "state", _url(server), "--inject", "malformed=0.02")
-    finally:
-        server.shutdown()
-        server.server_close()
+    done = _stream_into(server, tmp_path / "state", "--inject", "malformed=0.02")
     assert done.returncode == 0, done.stderr
     t, dead = _outcome(tmp_path / "state")
     assert (t["dead_lettered"], t["expected_refusals"], dead) == (0, 0, [])
@@ -146,11 +146,7 @@ class _OneByOne(http.server.ThreadingHTTPServer):
 
 def test_a_clean_record_refused_on_its_own_still_exits_7(tmp_path):
     server = _OneByOne(every=100)
-    try:
-        done = stream_cli(tmp_path / "state", _url(server), "--inject", "malformed=0.02")
-    finally:
-        server.shutdown()
-        server.server_close()
+    done = _stream_into(server, tmp_path / "state", "--inject", "malformed=0.02")
     state = tmp_path / "state"
     assert done.returncode == 7, done.stderr
     t, dead = _outcome(state)
@@ -172,13 +168,9 @@ def test_malformed_records_in_a_batch_refused_whole_are_not_expected_refusals(tm
     """A batch refused whole (a 422 of the batch) is refused with its clean records: none of its
     records is an expected refusal, malformed or not; the stream exits 7."""
     server, _ = serve(validate=True, refuse_rate=0.3, seed=5)
-    try:
-        # One batch at a time: the receiver's draws, and so the batches it refuses, in order.
-        flags = ("--batch-size", "100", "--concurrency", "1", "--inject", "malformed=0.03")
-        done = stream_cli(tmp_path / "state", _url(server), *flags)
-    finally:
-        server.shutdown()
-        server.server_close()
+    # One batch at a time: the receiver's draws, and so the batches it refuses, in order.
+    flags = ("--batch-size", "100", "--concurrency", "1", "--inject", "malformed=0.03")
+    done = _stream_into(server, tmp_path / "state", *flags)
     state = tmp_path / "state"
     assert done.returncode == 7, done.stderr
     t, dead = _outcome(state)
@@ -198,11 +190,7 @@ def test_a_stream_of_malformed_records_only(tmp_path):
     (not stopped as a sink that takes nothing: exit 0); a receiver refusing every batch whole
     (a wrong path) did not, and the stream gives up after its first batches (exit 2)."""
     careful, _ = serve(validate=True)
-    try:
-        done = stream_cli(tmp_path / "careful", _url(careful), "--inject", "malformed=1")
-    finally:
-        careful.shutdown()
-        careful.server_close()
+    done = _stream_into(careful, tmp_path / "careful", "--inject", "malformed=1")
     assert done.returncode == 0, done.stderr
     t, _ = _outcome(tmp_path / "careful")
     assert t["acknowledged"] == 0 and t["dead_lettered"] == t["expected_refusals"] > 0
