@@ -462,17 +462,20 @@ class DrillSession:
     def cutoff_hour(self) -> int:
         return int(self.state().get("cutoff_hour", 2))
 
-    def _played(self) -> tuple[str, int, str, int]:
-        """What the day's monitoring depends on: the played day (and when it was last played)
-        and the drill script (and when it was last changed). The console asks every two
+    def _played(self) -> tuple[str, tuple, str, tuple]:
+        """What the day's monitoring depends on: the played day (its ``run_meta.json``, written
+        last, as it is now) and the drill script with every file of its ``extends:`` chain (the
+        alert rules may come from any of them), each by ``_signature``, so that a rewrite that
+        keeps a file's size and modification time is seen too. The console asks every two
         seconds; the answers are cached on these (``_day_alerts``, ``_day_series``)."""
         day = self.folder / "day"
         drill = Path(self.state()["drill"])
+        files = _files_read(drill, drill_files) or [drill]  # a broken chain: the parse says
         return (
             str(day),
-            (day / "run_meta.json").stat().st_mtime_ns,
+            _signature(day / "run_meta.json"),
             str(drill),
-            (drill.stat().st_mtime_ns),
+            tuple(_signature(f) for f in files),
         )
 
     def alerts_so_far(self, now: float | None = None):
@@ -567,7 +570,7 @@ def _views(day_dir: str, drill_path: str, cutoff: int) -> tuple[RunView, RunView
 
 
 @functools.lru_cache(maxsize=16)
-def _day_alerts(day_dir: str, played: int, drill_path: str, changed: int, cutoff: int):
+def _day_alerts(day_dir: str, played: tuple, drill_path: str, changed: tuple, cutoff: int):
     """Every alert of the played day (``played``, ``changed``: cache keys only)."""
     today, usual = _views(day_dir, drill_path, cutoff)
     try:
@@ -579,7 +582,7 @@ def _day_alerts(day_dir: str, played: int, drill_path: str, changed: int, cutoff
 
 @functools.lru_cache(maxsize=64)
 def _day_series(
-    day_dir: str, played: int, drill_path: str, changed: int, cutoff: int, metric: str, per: str
+    day_dir: str, played: tuple, drill_path: str, changed: tuple, cutoff: int, metric: str, per: str
 ):
     """A metric's whole-day series, today and usual (``played``, ``changed``: cache keys)."""
     today, usual = _views(day_dir, drill_path, cutoff)

@@ -546,6 +546,36 @@ def test_a_drill_whose_scenario_stops_loading_is_a_message_on_both_pages(tmp_pat
     assert drill_names(edited, "en").label("device", "1201") == "Urban bus B134 reader (1201)"
 
 
+def test_the_consoles_alert_cache_watches_every_file_the_drill_extends(tmp_path):
+    """The console's alerts and series are cached on what they depend on
+    (``DrillSession._played``): the played day and the drill script with its whole
+    ``extends:`` chain, each by inode, modification and change times and size. A rewrite of
+    the extended file that keeps its size and modification time (its alert rules may be
+    there) changes the key; nothing changed, the key stays."""
+    import os
+
+    base = tmp_path / "base.yaml"
+    scenario = str(DRILL.parent.parent / "nantong_2024.yaml")
+    base.write_text(DRILL.read_text("utf-8").replace("../nantong_2024.yaml", scenario), "utf-8")
+    script = tmp_path / "script.yaml"
+    script.write_text("extends: base.yaml\ndrill:\n  difficulty: 3\n", "utf-8")
+    session = DrillSession.start(script, "Sun", root=tmp_path / "drills" / "sessions")
+    session.pause()
+    before = session._played()
+    assert session._played() == before  # nothing changed: the cached alerts serve
+    assert [Path(s[0]).name for s in before[3]] == ["script.yaml", "base.yaml"]
+    alerts = session.alerts_so_far()
+    stat = base.stat()
+    time.sleep(0.05)  # file times come from a coarse clock: let it move on
+    base.write_bytes(base.read_bytes())  # the same bytes, rewritten in place
+    os.utime(base, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert base.stat().st_mtime_ns == stat.st_mtime_ns and base.stat().st_size == stat.st_size
+    after = session._played()
+    assert after[:3] == before[:3] and after[3][0] == before[3][0]  # day and script as they were
+    assert after[3][1] != before[3][1]  # the extended file: seen by its change time
+    assert session.alerts_so_far() == alerts  # the same rules: the same alerts, read again
+
+
 def test_a_rewrite_that_sets_the_modification_time_back_is_read_again(tmp_path):
     """A file rewritten to the same size and given its old modification time back (``touch
     -r``, ``rsync -t``, ``os.utime``) is parsed again: its change time, which no tool sets,
