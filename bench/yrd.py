@@ -8,6 +8,13 @@ so machine noise hits both alike). Reports wall time per run, the speed-up of 2 
 whether the Parquet files of every mode are byte-identical, and the per-card and per-tap costs
 that a full-scale projection rests on.
 
+It also measures **what this machine can give two processes** on this very workload (the
+ceiling): the in-process run alone, then two copies of it at once (separate processes, no
+coordination at all), alternately. Two workers cannot beat ``2 x alone / together``: that is
+the speed-up of two perfectly balanced halves with nothing between them. A run alone already
+uses more than one core (its Parquet writer and Arrow's threads), so the ceiling sits below 2
+even where the cores themselves are independent. ``--no-ceiling`` skips it.
+
     .venv/bin/python bench/yrd.py                     # one workday, 2 repeats (~3 min)
     .venv/bin/python bench/yrd.py --days 7 --repeat 1 --json /tmp/yrd.json
 """
@@ -17,7 +24,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +34,10 @@ from pathlib import Path
 from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
+# The environment as this script found it: a LocalCluster adds Dask's worker settings to this
+# process's environment (MALLOC_TRIM_THRESHOLD_ among them: sim/allocator.py), which would slow
+# the ceiling's in-process copies started after it by half.
+START_ENVIRONMENT = dict(os.environ)
 sys.path.insert(0, str(ROOT))
 
 
@@ -84,6 +97,72 @@ def _time_went(meta: dict) -> dict:
     }
 
 
+def _in_process_child(out: Path, scenario_path: str, overrides: list[str]) -> None:
+    """One in-process run in this (child) process; prints its wall and CPU seconds as JSON."""
+    import resource
+
+    from sim.api import load_scenario, run
+
+    scenario = load_scenario(scenario_path, overrides)
+    t0 = time.perf_counter()
+    run(scenario, out)
+    wall = time.perf_counter() - t0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime}))
+
+
+def _in_process_copies(n: int, root: Path, args, overrides: list[str]) -> list[dict]:
+    """``n`` in-process runs started at once, each a fresh process; their wall and CPU."""
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--in-process-child",
+                str(root / f"copy_{i}"),
+                "--scenario",
+                args.scenario,
+                *[a for o in overrides for a in ("--set", o)],
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=START_ENVIRONMENT,
+        )
+        for i in range(n)
+    ]
+    results = []
+    for i, child in enumerate(children):
+        stdout, _ = child.communicate()
+        if child.returncode != 0:
+            raise SystemExit(f"the in-process copy {i} failed (exit {child.returncode})")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+        shutil.rmtree(root / f"copy_{i}", ignore_errors=True)
+    return results
+
+
+def _ceiling(root: Path, args, overrides: list[str]) -> dict:
+    """The machine's two-process ceiling for this workload (module docstring)."""
+    alone, together = [], []
+    for r in range(args.repeat):
+        alone.append(_in_process_copies(1, root, args, overrides)[0])
+        pair = _in_process_copies(2, root, args, overrides)
+        together.append(max(p["wall_s"] for p in pair))
+        print(
+            f"    ceiling {r + 1}: alone {alone[-1]['wall_s']:.1f} s,"
+            f" two at once {together[-1]:.1f} s",
+            flush=True,
+        )
+    alone_s = median(a["wall_s"] for a in alone)
+    together_s = median(together)
+    return {
+        "in_process_alone_s": [round(a["wall_s"], 2) for a in alone],
+        "two_copies_at_once_s": [round(t, 2) for t in together],
+        # CPU seconds per wall second of a run alone: above 1, it already uses the 2nd core.
+        "cores_used_alone": round(median(a["cpu_s"] / a["wall_s"] for a in alone), 2),
+        "two_process_ceiling": round(2 * alone_s / together_s, 2),
+    }
+
+
 def _peak_rss() -> int:
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
@@ -105,11 +184,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH=VALUE",
         help="a scenario override, e.g. cities.nantong.shards=regions (repeatable)",
     )
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the machine's ceiling")
+    parser.add_argument("--in-process-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.in_process_child is not None:  # one copy for _ceiling, in its own process
+        _in_process_child(args.in_process_child, args.scenario, args.set)
+        return 0
 
     from sim.api import load_scenario
 
-    scenario = load_scenario(args.scenario, [f"period.days={args.days}", *args.set])
+    overrides = [f"period.days={args.days}", *args.set]
+    scenario = load_scenario(args.scenario, overrides)
     cards = {c.name: c.scale for c in scenario.city_scenarios}
     root = Path(tempfile.mkdtemp(prefix="cardtwin-yrd-bench-"))
     results: dict[str, list[dict]] = {"in-process": [], "1 worker": [], "2 workers": []}
@@ -129,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 shutil.rmtree(out)
+        ceiling = None if args.no_ceiling else _ceiling(root, args, overrides)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     identical = len({json.dumps(h, sort_keys=True) for h in hashes.values()}) == 1
@@ -168,12 +254,22 @@ def main(argv: list[str] | None = None) -> int:
         },
         "identical_files_all_modes": identical,
     }
+    if ceiling is not None:
+        ceiling["speed_up_2_over_1_of_ceiling"] = round(
+            one / two / ceiling["two_process_ceiling"], 2
+        )
+        report["machine_ceiling"] = ceiling
     print(json.dumps(report, indent=2, ensure_ascii=False))
     budget = 60.0 * args.days
     if two > budget:
         print(f"<<< OVER BUDGET: {two:.1f} s on 2 workers > {budget:.0f} s")
     if one / two < 1.7:
         print(f"<<< UNDER BUDGET: speed-up {one / two:.2f} < 1.7")
+        if ceiling is not None and ceiling["two_process_ceiling"] < 1.7:
+            print(
+                f"    (this machine's ceiling for two processes on this workload:"
+                f" {ceiling['two_process_ceiling']:.2f})"
+            )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     return 0
