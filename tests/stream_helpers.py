@@ -25,11 +25,15 @@ def json_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_bytes().splitlines()]
 
 
-def stream_cli(state: Path, sink: str, *flags: str) -> subprocess.CompletedProcess:
-    """The stream command on a day of the small scenario into ``sink`` (state in ``state``,
-    no line each second); whatever it exits with, it never prints a traceback."""
+def stream_cli(
+    state: Path, sink: str, *flags: str, quiet: bool = True
+) -> subprocess.CompletedProcess:
+    """The stream command on a day of the small scenario into ``sink`` (state in ``state``;
+    a line each second only if not ``quiet``); whatever it exits with, it never prints a
+    traceback."""
+    quieted = ["--quiet"] if quiet else []
     done = subprocess.run(
-        [*STREAM_CLI, "--sink", sink, "--state", str(state), "--quiet", *flags],
+        [*STREAM_CLI, "--sink", sink, "--state", str(state), *quieted, *flags],
         capture_output=True,
         text=True,
         timeout=120,

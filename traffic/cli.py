@@ -185,13 +185,18 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
 
 
 def _second_line(row: dict) -> None:
+    """Print a row of the per-second series (traffic/stream.py ``_Pacer._tick``) to stderr."""
     target = "-" if row["target_per_s"] is None else f"{row['target_per_s']:,.0f}/s"
     sim = f"  sim {row['sim_time']}" if row["sim_time"] else ""
+    # Of the dead letters, those refused as they should be; said once there are some, as the
+    # summary does (a clean stream has none, and a column of zeros would only be noise).
+    expected = row["expected_refusals"]
+    refused = f" ({expected:,} expected refusals)" if expected else ""
     print(
         f"{row['t_s']:8.1f} s  target {target:>10}  sent {row['sent_per_s']:>10,.0f}/s  "
         f"acked {row['acknowledged_per_s']:>10,.0f}/s  queued {row['queued_batches']:>2}  "
         f"behind {row['behind_s']:6.2f} s  retries {row['retries']:,}  "
-        f"dead {row['dead_lettered']:,}{sim}",
+        f"dead {row['dead_lettered']:,}{refused}{sim}",
         file=sys.stderr,
         flush=True,
     )
