@@ -1,5 +1,6 @@
 """Helpers of the stream tests: reading a JSON-lines sink's file, killing a stream midway, an
-HTTP receiver answering set statuses, a Redis connection that loses a transaction's answer."""
+HTTP receiver answering set statuses, a Redis connection that loses a transaction's answer, a
+port that takes no connection."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,6 +135,34 @@ class Answers(http.server.ThreadingHTTPServer):
     def close(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+@contextlib.contextmanager
+def port_taking_no_connection() -> Iterator[int]:
+    """A loopback port where a connection is neither made nor refused: its listener never
+    accepts, and its queue is full, so Linux drops a new client's SYN and the client waits
+    until its own connect timeout, as for a host that drops the packets."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    try:
+        # Backlog 0 holds one connection on Linux; fill the queue until one waits.
+        for _ in range(8):
+            client = socket.socket()
+            client.settimeout(0.5)
+            try:
+                client.connect(("127.0.0.1", port))
+            except TimeoutError:
+                client.close()
+                break
+            held.append(client)
+        else:
+            raise AssertionError(f"port {port} still takes connections: its queue never filled")
+        yield port
+    finally:
+        for client in held:
+            client.close()
+        listener.close()
 
 
 class LoopbackServer:

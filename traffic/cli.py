@@ -141,8 +141,9 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
         "--timeout",
         type=_positive_float,
         default=10.0,
-        help="seconds a request may take (HTTP, MQTT, Redis); a PostgreSQL transaction (COPY "
-        "and COMMIT) is cancelled after it, and its connection cut if it still does not answer",
+        help="seconds connecting or a request may take (HTTP, MQTT, Redis; PostgreSQL's "
+        "connection); a PostgreSQL transaction (COPY and COMMIT) is cancelled after it, and its "
+        "connection cut if it still does not answer",
     )
     parser.add_argument(
         "--max-attempts", type=positive_int, default=8, help="tries of a failing batch"
