@@ -98,6 +98,22 @@ def small_stream(
     )
 
 
+def answer(
+    handler: http.server.BaseHTTPRequestHandler,
+    status: int,
+    body: bytes,
+    content_type: str | None = None,
+) -> None:
+    """Send ``handler``'s answer: ``status``, ``body`` with its length (the sink reads the
+    body, keep-alive), and ``content_type`` when given."""
+    handler.send_response(status)
+    if content_type is not None:
+        handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class Answers(http.server.ThreadingHTTPServer):
     """An HTTP server on a free loopback port answering each POST with the next status of
     ``statuses`` (the last one repeated), a few bytes of body."""
@@ -116,11 +132,7 @@ class Answers(http.server.ThreadingHTTPServer):
                 with outer.lock:
                     status = outer.statuses[min(outer.posts, len(outer.statuses) - 1)]
                     outer.posts += 1
-                body = b"no such route" if status == 404 else b"{}"
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer(self, status, b"no such route" if status == 404 else b"{}")
 
             def log_message(self, *args):
                 pass

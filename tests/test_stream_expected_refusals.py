@@ -21,6 +21,7 @@ from stream_helpers import (
     ROOT,
     STREAM_CLI,
     Answers,
+    answer,
     json_lines,
     kill_when_some_are_done,
     stream_cli,
@@ -155,12 +156,7 @@ class _OneByOne(http.server.ThreadingHTTPServer):
                 ]
                 with outer.lock:
                     outer.refused += [r["idempotency_key"] for r in rejected]
-                body = json.dumps({"rejected": rejected}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer(self, 200, json.dumps({"rejected": rejected}).encode(), "application/json")
 
             def log_message(self, *args):
                 pass
