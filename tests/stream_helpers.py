@@ -1,5 +1,6 @@
 """Helpers of the stream tests: reading a JSON-lines sink's file, killing a stream midway, an
-HTTP receiver answering set statuses, a Redis connection that loses a transaction's answer."""
+HTTP receiver answering set statuses, a Redis connection that loses a transaction's answer, a
+port that takes no connection."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,11 +27,15 @@ def json_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_bytes().splitlines()]
 
 
-def stream_cli(state: Path, sink: str, *flags: str) -> subprocess.CompletedProcess:
-    """The stream command on a day of the small scenario into ``sink`` (state in ``state``,
-    no line each second); whatever it exits with, it never prints a traceback."""
+def stream_cli(
+    state: Path, sink: str, *flags: str, quiet: bool = True
+) -> subprocess.CompletedProcess:
+    """The stream command on a day of the small scenario into ``sink`` (state in ``state``;
+    a line each second only if not ``quiet``); whatever it exits with, it never prints a
+    traceback."""
+    quieted = ["--quiet"] if quiet else []
     done = subprocess.run(
-        [*STREAM_CLI, "--sink", sink, "--state", str(state), "--quiet", *flags],
+        [*STREAM_CLI, "--sink", sink, "--state", str(state), *quieted, *flags],
         capture_output=True,
         text=True,
         timeout=120,
@@ -92,6 +98,22 @@ def small_stream(
     )
 
 
+def answer(
+    handler: http.server.BaseHTTPRequestHandler,
+    status: int,
+    body: bytes,
+    content_type: str | None = None,
+) -> None:
+    """Send ``handler``'s answer: ``status``, ``body`` with its length (the sink reads the
+    body, keep-alive), and ``content_type`` when given."""
+    handler.send_response(status)
+    if content_type is not None:
+        handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class Answers(http.server.ThreadingHTTPServer):
     """An HTTP server on a free loopback port answering each POST with the next status of
     ``statuses`` (the last one repeated), a few bytes of body."""
@@ -110,11 +132,7 @@ class Answers(http.server.ThreadingHTTPServer):
                 with outer.lock:
                     status = outer.statuses[min(outer.posts, len(outer.statuses) - 1)]
                     outer.posts += 1
-                body = b"no such route" if status == 404 else b"{}"
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer(self, status, b"no such route" if status == 404 else b"{}")
 
             def log_message(self, *args):
                 pass
@@ -129,6 +147,34 @@ class Answers(http.server.ThreadingHTTPServer):
     def close(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+@contextlib.contextmanager
+def port_taking_no_connection() -> Iterator[int]:
+    """A loopback port where a connection is neither made nor refused: its listener never
+    accepts, and its queue is full, so Linux drops a new client's SYN and the client waits
+    until its own connect timeout, as for a host that drops the packets."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    try:
+        # Backlog 0 holds one connection on Linux; fill the queue until one waits.
+        for _ in range(8):
+            client = socket.socket()
+            client.settimeout(0.5)
+            try:
+                client.connect(("127.0.0.1", port))
+            except TimeoutError:
+                client.close()
+                break
+            held.append(client)
+        else:
+            raise AssertionError(f"port {port} still takes connections: its queue never filled")
+        yield port
+    finally:
+        for client in held:
+            client.close()
+        listener.close()
 
 
 class LoopbackServer:

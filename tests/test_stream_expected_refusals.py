@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from stream_helpers import (
     ROOT,
     STREAM_CLI,
     Answers,
+    answer,
     json_lines,
     kill_when_some_are_done,
     stream_cli,
@@ -36,10 +38,10 @@ def _url(server) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}/taps"
 
 
-def _stream_into(server, state: Path, *flags: str):
+def _stream_into(server, state: Path, *flags: str, quiet: bool = True):
     """The one-day stream command into ``server``, which is closed after it."""
     try:
-        return stream_cli(state, _url(server), *flags)
+        return stream_cli(state, _url(server), *flags, quiet=quiet)
     finally:
         server.shutdown()
         server.server_close()
@@ -62,6 +64,28 @@ def _outcome(state: Path) -> tuple[dict, list[dict]]:
     return t, json_lines(state / "dead_letters.jsonl")
 
 
+#: A line the stream prints each second (traffic/cli.py): its dead letters, and of them the
+#: expected refusals, said once there are some.
+_SECOND_LINE = re.compile(
+    r"^ *[\d.]+ s  target .*  dead (?P<dead>[\d,]+)(?: \((?P<expected>[\d,]+) expected refusals\))?"
+)
+
+
+def _second_lines(stderr: str) -> list[tuple[int, int]]:
+    """(dead letters, expected refusals) of each per-second line, in order."""
+    found = [_SECOND_LINE.match(line) for line in stderr.splitlines()]
+    return [
+        (int(m["dead"].replace(",", "")), int((m["expected"] or "0").replace(",", "")))
+        for m in found
+        if m
+    ]
+
+
+def _series(state: Path) -> list[dict]:
+    """The per-second series of report.json."""
+    return json.loads((state / "report.json").read_text())["per_second"]
+
+
 def test_a_receiver_refusing_exactly_the_malformed_records_exits_0(tmp_path):
     """The careful reference receiver (--validate --dedup): every dead letter is an injected
     malformed record it refused, so the stream did all it should: exit 0, the refusals
@@ -81,6 +105,7 @@ def test_a_receiver_refusing_exactly_the_malformed_records_exits_0(tmp_path):
     assert all(d["expected_refusal"] is True for d in dead)
     checkpoint = Checkpoint.load(state / "checkpoint.json")
     assert (checkpoint.dead_lettered, checkpoint.expected_refusals) == (len(malformed),) * 2
+    assert _series(state)[-1]["expected_refusals"] == len(malformed)
     err = done.stderr
     assert f"{len(malformed):,} dead-lettered ({len(malformed):,} of them {EXPECTED})" in err
     assert "reconciled: generated = sent = acknowledged + dead-lettered" in err
@@ -102,6 +127,7 @@ def test_a_receiver_keeping_malformed_records_is_not_a_stream_failure(tmp_path):
     t, dead = _outcome(tmp_path / "state")
     assert (t["dead_lettered"], t["expected_refusals"], dead) == (0, 0, [])
     assert t["acknowledged"] == len(store.records) == t["generated"]
+    assert all(row["expected_refusals"] == 0 for row in _series(tmp_path / "state"))
 
 
 class _OneByOne(http.server.ThreadingHTTPServer):
@@ -130,12 +156,7 @@ class _OneByOne(http.server.ThreadingHTTPServer):
                 ]
                 with outer.lock:
                     outer.refused += [r["idempotency_key"] for r in rejected]
-                body = json.dumps({"rejected": rejected}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer(self, 200, json.dumps({"rejected": rejected}).encode(), "application/json")
 
             def log_message(self, *args):
                 pass
@@ -145,9 +166,13 @@ class _OneByOne(http.server.ThreadingHTTPServer):
 
 
 def test_a_clean_record_refused_on_its_own_still_exits_7(tmp_path):
+    """Clean records refused too: dead letters that are not all expected refusals (exit 7).
+    Paced over a few seconds, the per-second lines and report.json's series show the
+    expected refusals apart from the other dead letters as they come, up to the summary's."""
     server = _OneByOne(every=100)
-    done = _stream_into(server, tmp_path / "state", "--inject", "malformed=0.02")
     state = tmp_path / "state"
+    paced = ("--inject", "malformed=0.02", "--rate", "600")
+    done = _stream_into(server, state, *paced, quiet=False)
     assert done.returncode == 7, done.stderr
     t, dead = _outcome(state)
     malformed = _malformed_keys(state)
@@ -162,6 +187,18 @@ def test_a_clean_record_refused_on_its_own_still_exits_7(tmp_path):
         f"NOT all delivered: {len(refused):,} of {t['generated']:,} records dead-lettered; "
         f"{len(malformed):,} of them {EXPECTED}, the other {len(clean_refused):,} not (exit 7)"
     ) in done.stderr
+    # Each second: the running totals, one printed line a row of the series.
+    series = _series(state)
+    assert len(series) >= 2  # 1,368 records at 600/s: rows at 1 s, 2 s and the last
+    assert _second_lines(done.stderr) == [
+        (row["dead_lettered"], row["expected_refusals"]) for row in series
+    ]
+    expected = [row["expected_refusals"] for row in series]
+    assert expected == sorted(expected) and expected[0] < expected[-1]  # seen as they came
+    assert all(row["expected_refusals"] <= row["dead_lettered"] for row in series)
+    assert (series[-1]["dead_lettered"], expected[-1]) == (len(refused), t["expected_refusals"])
+    last_line = [line for line in done.stderr.splitlines() if _SECOND_LINE.match(line)][-1]
+    assert f"dead {len(refused):,} ({len(malformed):,} expected refusals)" in last_line
 
 
 def test_malformed_records_in_a_batch_refused_whole_are_not_expected_refusals(tmp_path):

@@ -15,9 +15,10 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 import redis
-from stream_helpers import FlakyRedisProxy, small_stream
+from stream_helpers import FlakyRedisProxy, port_taking_no_connection, small_stream
 
 from traffic.servers import mosquitto_server, postgres_server, redis_server
+from traffic.sinks import SinkOptions, SinkSetupError, open_sink
 from traffic.stream import StreamSetupError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -276,6 +277,28 @@ def test_an_unreachable_server_is_bad_input(tmp_path):
         )
         assert done.returncode == 2, done.stderr
         assert sink.split("//")[0] in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("timeout_s", [1, 5.5])
+def test_connecting_to_redis_follows_the_timeout(timeout_s):
+    """A Redis server that takes no connection: the sink gives up connecting after --timeout
+    (it waited a fixed 5 s, shorter or longer, whatever --timeout said) and says so, naming
+    the flag, when it opens (bad input: the stream does not start)."""
+    with port_taking_no_connection() as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        sink = open_sink(url, SinkOptions(timeout_s=timeout_s))
+        started = time.monotonic()
+        try:
+            with pytest.raises(SinkSetupError) as refused:
+                sink.open(None)
+        finally:
+            sink.close()
+        took = time.monotonic() - started
+    assert timeout_s <= took < timeout_s + 1.5
+    assert str(refused.value) == (
+        f"--sink {url}: no answer within --timeout {timeout_s:g} s (Timeout connecting to "
+        "server); check the host, the port and the network, or give a larger --timeout"
+    )
 
 
 def test_mqtt_logs_in_with_the_urls_user_and_a_refusal_is_bad_input(tmp_path, expected):

@@ -141,8 +141,9 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
         "--timeout",
         type=_positive_float,
         default=10.0,
-        help="seconds a request may take (HTTP, MQTT, Redis); a PostgreSQL transaction (COPY "
-        "and COMMIT) is cancelled after it, and its connection cut if it still does not answer",
+        help="seconds connecting or a request may take (HTTP, MQTT, Redis; PostgreSQL's "
+        "connection); a PostgreSQL transaction (COPY and COMMIT) is cancelled after it, and its "
+        "connection cut if it still does not answer",
     )
     parser.add_argument(
         "--max-attempts", type=positive_int, default=8, help="tries of a failing batch"
@@ -185,13 +186,18 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
 
 
 def _second_line(row: dict) -> None:
+    """Print a row of the per-second series (traffic/stream.py ``_Pacer._tick``) to stderr."""
     target = "-" if row["target_per_s"] is None else f"{row['target_per_s']:,.0f}/s"
     sim = f"  sim {row['sim_time']}" if row["sim_time"] else ""
+    # Of the dead letters, those refused as they should be; said once there are some, as the
+    # summary does (a clean stream has none, and a column of zeros would only be noise).
+    expected = row["expected_refusals"]
+    refused = f" ({expected:,} expected refusals)" if expected else ""
     print(
         f"{row['t_s']:8.1f} s  target {target:>10}  sent {row['sent_per_s']:>10,.0f}/s  "
         f"acked {row['acknowledged_per_s']:>10,.0f}/s  queued {row['queued_batches']:>2}  "
         f"behind {row['behind_s']:6.2f} s  retries {row['retries']:,}  "
-        f"dead {row['dead_lettered']:,}{sim}",
+        f"dead {row['dead_lettered']:,}{refused}{sim}",
         file=sys.stderr,
         flush=True,
     )

@@ -700,7 +700,9 @@ class _Pacer:
 
     def _tick(self, final: bool = False) -> None:
         """Every ``report_every_s`` (and, with ``final``, for whatever time is left): target
-        and achieved rates over the time since the last row, queue, lag (module docstring)."""
+        and achieved rates over the time since the last row, queue, lag, and the running
+        totals of retries, dead letters (of them the expected refusals) and records of
+        unknown delivery (module docstring)."""
         if self.t0 is None:
             return
         now = time.monotonic()
@@ -727,6 +729,10 @@ class _Pacer:
             "sent": totals["sent"],
             "acknowledged": totals["acknowledged"],
             "dead_lettered": totals["dead_lettered"],
+            # Of the dead-lettered: injected malformed records the sink refused one by one, as
+            # it should (module docstring). A running total, as dead letters are: counts that
+            # jump a batch at a time say more as totals than as a rate.
+            "expected_refusals": totals["expected_refusals"],
             "delivery_unknown": totals["delivery_unknown"],
             "retries": totals["retries"],
             "queued_batches": self.delivery.queued,

@@ -26,6 +26,11 @@ server cannot be asked the records are given up on as of unknown delivery (traff
 The progress key expires ``PROGRESS_TTL_S`` after the run's last batch; a stream resumed later
 than that (or whose progress key was deleted) is refused, since what arrived cannot be told.
 
+Every wait on the server follows ``--timeout`` (``SinkOptions.timeout_s``): connecting (the
+TCP connection, when the sink opens and whenever it connects again after a lost connection)
+and each socket operation after it. A server that accepts no connection within it (a host that
+drops the packets, a listener whose queue is full) is bad input when the sink opens, naming
+``--timeout``; during the stream such a connection attempt costs the batch an attempt.
 Connection errors and timeouts are transient; a server that refuses the commands (out of
 memory) is permanent. A stream key of another type is refused when the sink opens.
 
@@ -130,8 +135,12 @@ class RedisStreamSink(Sink):
                 "(redis://HOST:PORT/0)"
             )
         self.server_url = urlunsplit((parts.scheme, parts.netloc, f"/{db or 0}", "", ""))
+        self.timeout_s = options.timeout_s
+        # Connecting follows --timeout too (it was a fixed 5 s): a shorter --timeout must not
+        # leave a stream waiting longer on a server that takes no connection, nor a longer one
+        # give up on a slow network sooner than the user allowed.
         self.client = redis.Redis.from_url(
-            self.server_url, socket_timeout=options.timeout_s, socket_connect_timeout=5
+            self.server_url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
         )
         self.run = ""  # set by open: a new run's id, or the resumed run's (module docstring)
 
@@ -166,6 +175,12 @@ class RedisStreamSink(Sink):
                     f"CardTwin, its progress key expired {PROGRESS_TTL_S // 86400} days after "
                     "its last batch, or was deleted); start the stream again without --resume"
                 )
+        except redis.TimeoutError as exc:
+            # Connecting or an answer took longer than --timeout: say which flag bounds it.
+            raise SinkSetupError(
+                f"--sink {shown}: no answer within --timeout {self.timeout_s:g} s ({exc}); "
+                "check the host, the port and the network, or give a larger --timeout"
+            ) from None
         except redis.RedisError as exc:
             raise SinkSetupError(f"--sink {shown}: {exc}") from None
 
