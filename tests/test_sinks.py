@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from stream_helpers import json_lines, small_stream
+from stream_helpers import json_lines, port_taking_no_connection, small_stream
 
 from traffic.accounting import Accounts, Checkpoint, DeadLetters
 from traffic.delivery import Delivery, DeliveryFailed, RetryPolicy
@@ -264,3 +264,16 @@ def test_nested_records_go_to_stdout_as_csv(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = _csv_rows(io.StringIO(done.stdout))
     assert rows and all(isinstance(json.loads(r["summary"]), list) for r in rows)
+
+
+@pytest.mark.parametrize(("timeout_s", "waits_s"), [(0.5, 2), (2.5, 3)])
+def test_postgres_connecting_waits_timeout_rounded_up_to_libpqs_whole_seconds(timeout_s, waits_s):
+    """libpq's ``connect_timeout`` is whole seconds, at least 2: ``--timeout 2.5`` waited 2 s
+    (rounded down), ``0.5`` asked for 1 (which libpq reads as 2). Now rounded up, at least 2."""
+    with port_taking_no_connection() as port:
+        sink = open_sink(f"postgresql://me@127.0.0.1:{port}/db", SinkOptions(timeout_s=timeout_s))
+        t0 = time.monotonic()
+        with pytest.raises(SinkSetupError, match="timeout"):
+            sink.open(None)
+        waited = time.monotonic() - t0
+    assert waits_s - 0.2 <= waited < waits_s + 1.5

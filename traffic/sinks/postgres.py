@@ -40,7 +40,8 @@ gone), the sink shuts the connection's socket down, so the blocked call returns.
 attempt fails as a lost connection (``NoAnswer``, transient), and the connection is not used
 again (a cancel arriving late would hit its next query); the batch is tried again, and after
 its last attempt ``arrived_through`` decides as above, under the same deadlines. Connecting is
-bounded by libpq's ``connect_timeout`` (``--timeout``). No TCP keepalive or
+bounded by libpq's ``connect_timeout``: ``--timeout`` rounded up to whole seconds, and at least
+2 (libpq takes whole seconds and reads 1 as 2). No TCP keepalive or
 ``tcp_user_timeout`` is set: the deadline covers a dead network too, and a busy server that is
 slow to read a large COPY is not cut off by the kernel; the URL may set them (libpq options).
 
@@ -53,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import os
 import socket
 import threading
@@ -329,7 +331,13 @@ class PostgresSink(Sink):
         self._columns = columns
 
     def _connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.dsn, connect_timeout=max(1, int(self.timeout_s)))
+        return psycopg.connect(self.dsn, connect_timeout=self._connect_timeout_s)
+
+    @property
+    def _connect_timeout_s(self) -> int:
+        """libpq's ``connect_timeout`` for ``--timeout`` (module docstring): whole seconds,
+        rounded up so a fraction never waits less than asked, and at least libpq's own 2."""
+        return max(2, math.ceil(self.timeout_s))
 
     def open(self, resume_state: dict | None) -> None:
         try:
@@ -414,7 +422,7 @@ class PostgresSink(Sink):
         keys = batch.table.column("idempotency_key").to_pylist()
         try:
             with psycopg.connect(
-                self.dsn, connect_timeout=max(1, int(self.timeout_s)), autocommit=True
+                self.dsn, connect_timeout=self._connect_timeout_s, autocommit=True
             ) as conn:
                 deadline = time.monotonic() + self.timeout_s
                 for backend in backends:
