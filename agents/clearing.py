@@ -427,7 +427,7 @@ class ClearingNetworkAgent:
         far as the issuers' deposits cover them (sim/deposits.py): the first settlement a
         deposit cannot cover waits, and every later one with it."""
         desk = self.deposits
-        desk.receive(self.ledger, today)
+        arrived_today = desk.receive(self.ledger, today)
         for settle_day in sorted(d for d in self.settlements_due if d <= today):
             waiting = self.settlements_due[settle_day]
             while waiting:
@@ -438,6 +438,15 @@ class ClearingNetworkAgent:
                         desk.defer(self.ledger, today, settle_day, short)
                         self.deferred.add(settle_day)
                         break
+                    # Dated before today (T+0: its batch is cleared the next morning), it is
+                    # posted on its date only if the deposit held the money then, without what
+                    # came in today; else it is paid today, late (sim/deposits.py).
+                    if (
+                        settle_day < today
+                        and settle_day not in self.deferred
+                        and desk.shortfalls(self.ledger, positions, not_yet_in=arrived_today)
+                    ):
+                        self.deferred.add(settle_day)
                     self._pay(waiting[0], settle_day, today)
                 waiting.pop(0)
             if waiting:

@@ -1001,16 +1001,16 @@ def initial_deposits_fen(settings: ClearingSettings, participants: Participants)
     return dep
 
 
-def deposit_shortfalls(ledger: Ledger, participants: Participants) -> dict[str, int]:
+def deposit_shortfalls(ledger: Ledger, participants: Participants) -> dict[str, tuple[int, int]]:
     """Issuers whose settlement deposit was overdrawn at the end of any day, by the postings'
-    own dates (a settlement posted on a day before the money was in shows there), with the
-    largest shortfall in fen."""
+    own dates (a settlement posted on a day before the money was in shows there): the largest
+    shortfall in fen and the (first) day it stood at."""
     out = {}
     for code in participants.of_role("issuer"):
         pid = participants.ids[code]
-        lowest = ledger.lowest_daily_balance(account("deposit", pid))
+        lowest, day = ledger.lowest_daily_balance(account("deposit", pid))
         if lowest < 0:
-            out[pid] = -lowest
+            out[pid] = (-lowest, day)
     return out
 
 

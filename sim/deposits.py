@@ -11,8 +11,13 @@ there — and so are the settlements after it (first in, first out). The issuer 
 for what it owes and what brings its deposit back to its level; the settlement is paid on the
 day the money is in, and the deposit is then at its level. A settlement that came due while an
 earlier one waited is paid after it, also late, and posted on the day it is paid (never on its
-own date, when the deposit was already short); it has no deferral event of its own. Every call,
-arrival, deferral and late payment is an event (``deposit_events``).
+own date, when the deposit was already short); it has no deferral event of its own. A
+settlement dated before the day its batch is cleared (T+0: the batch closes at the next
+morning's cut-off) is posted on its date only if the deposit held the money that day: money
+that came in that morning does not count, and a settlement it alone covers is paid that morning,
+late, also without a deferral event. Every call, arrival and late payment is an event
+(``deposit_events``); so is a deferral, on every day a settlement is due and still cannot be paid
+(one waiting three days has three; the run's ``settlements_deferred`` counts these days).
 
 While a ``deposit_call_unpaid`` incident lasts (sim/incidents.py), its issuer pays no call: the
 money called arrives at the first settlement after the incident has ended.
@@ -84,28 +89,36 @@ class DepositDesk:
         """An issuer's deposit now (fen)."""
         return ledger.balance(account("deposit", self.participants.ids[code]))
 
-    def receive(self, ledger: Ledger, today: int) -> None:
-        """Post the called money that has arrived by ``today``."""
+    def receive(self, ledger: Ledger, today: int) -> dict[int, int]:
+        """Post the called money that has arrived by ``today`` (dated ``today``); returns it,
+        fen by issuer code."""
         arrived = sorted(
             code
             for code, (day, _) in self.calls.items()
             if day <= today and not self._unpaid_at(code, today)
         )
         if not arrived:
-            return
+            return {}
         amounts = np.array([self.calls.pop(code)[1] for code in arrived], dtype=np.int64)
         post_flow(ledger, today, MEMO_DEPOSIT, np.array(arrived), amounts, self.participants)
         for code, amount in zip(arrived, amounts.tolist(), strict=True):
             self.events.append((today, code, FUNDS_IN, amount, -1))
+        return dict(zip(arrived, amounts.tolist(), strict=True))
 
-    def shortfalls(self, ledger: Ledger, positions) -> dict[int, int]:
-        """Issuers whose deposit cannot pay what they owe on ``positions``, and by how much."""
+    def shortfalls(
+        self, ledger: Ledger, positions, not_yet_in: dict[int, int] | None = None
+    ) -> dict[int, int]:
+        """Issuers whose deposit cannot pay what they owe on ``positions``, and by how much.
+        ``not_yet_in``: money (fen by issuer code) posted after the date the settlement would
+        be posted on, which must not pay it (a T+0 settlement is posted on the day before the
+        one its batch is cleared on, and money that came in that morning was not there)."""
+        later = not_yet_in or {}
         short = {}
         for code, pos in zip(
             positions.participant.tolist(), positions.position_fen.tolist(), strict=True
         ):
             if pos < 0 and self.participants.role[code] == ISSUER:
-                missing = -pos - self.balance(ledger, code)
+                missing = -pos - (self.balance(ledger, code) - later.get(code, 0))
                 if missing > 0:
                     short[code] = missing
         return short

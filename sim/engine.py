@@ -300,9 +300,9 @@ def finish_run(clearing, shards, kpis: KpiCollector, ledger: Ledger, days: int, 
     clearing.on_shards("check_all_cleared_days_closed", everyone)
     overdrawn = deposit_shortfalls(ledger, world.participants)
     if overdrawn:
-        issuer, fen = next(iter(overdrawn.items()))
+        issuer, (fen, day) = next(iter(overdrawn.items()))
         raise InvariantViolation(
-            "deposit_never_overdrawn", fen, f"end of run, issuer {issuer}",
+            "deposit_never_overdrawn", fen, f"end of day {day}, issuer {issuer}",
             "a settlement was paid from deposit money that was not there",
         )  # fmt: skip
     ledger.check()

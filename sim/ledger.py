@@ -222,23 +222,25 @@ class Ledger:
         upto = days <= through_day
         return int(a[upto & (d == code)].sum() - a[upto & (c == code)].sum())
 
-    def lowest_daily_balance(self, account_name: str) -> int:
+    def lowest_daily_balance(self, account_name: str) -> tuple[int, int]:
         """The lowest of an account's balances at the end of each day it was posted on, by the
-        postings' own dates (0 for an account never posted to): a posting dated before the
-        day it was made shows here where the balance was not there to pay it."""
+        postings' own dates, and the first day it stood there: ``(fen, day)``; ``(0, -1)`` for
+        an account never posted to. A posting dated before the day it was made shows here
+        where the balance was not there to pay it."""
         _check_name(account_name)
         code = self._index.get(account_name)
         if code is None:
-            return 0
+            return 0, -1
         days, _, d, c, a, _ = self._journal()
         mine = np.flatnonzero((d == code) | (c == code))
         if not len(mine):
-            return 0
+            return 0, -1
         order = mine[np.argsort(days[mine], kind="stable")]
         running = np.cumsum(np.where(d[order] == code, a[order], -a[order]))
         day = days[order]
         day_ends = np.append(np.flatnonzero(day[1:] != day[:-1]), len(day) - 1)
-        return int(running[day_ends].min())
+        lowest = int(np.argmin(running[day_ends]))
+        return int(running[day_ends][lowest]), int(day[day_ends][lowest])
 
     def balances(self, prefix: str = "") -> dict[str, int]:
         """Current balances of all accounts whose name starts with ``prefix``."""

@@ -717,9 +717,10 @@ DAILY_KPIS = TableSpec(
 DEPOSIT_EVENTS = TableSpec(
     "deposit_events",
     "Settlement deposits (sim/deposits.py): calls to an issuer to top up its deposit, the money "
-    "arriving, settlements deferred because a deposit could not cover them, and their late "
-    "payment (also of a settlement that came due while an earlier one waited: paid late, "
-    "without a deferral of its own). service_date is the day it happened.",
+    "arriving, settlements deferred because a deposit could not cover them (a row on every day "
+    "one is due and still cannot be paid), and their late payment (also of a settlement that "
+    "came due while an earlier one waited, or a T+0 one only money of the next morning "
+    "covered: paid late, without a deferral of its own). service_date is the day it happened.",
     (
         _institution("issuer_id", "The issuer."),
         _c("event", DICT8, "call, funds_in, settlement_deferred or settlement_paid_late.",

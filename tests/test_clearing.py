@@ -462,7 +462,7 @@ def test_deposit_overrides_and_shortfalls():
     assert dep[NTCARD] == 1_000 and dep[ALIPAY] == 5 and dep[URBAN] == 0
     led = Ledger()
     led.post(0, "settle:QR_ALIPAY", "deposit:QR_ALIPAY", 30, "settlement")
-    assert deposit_shortfalls(led, P) == {"QR_ALIPAY": 30}
+    assert deposit_shortfalls(led, P) == {"QR_ALIPAY": (30, 0)}
     # Overdrawn on one day, made good later: still a shortfall (by the postings' own dates,
     # the deposit did not hold the money that day), the worst day's.
     led = Ledger()
@@ -471,9 +471,9 @@ def test_deposit_overrides_and_shortfalls():
     led.post(2, "settle:QR_ALIPAY", "deposit:QR_ALIPAY", 160, "settlement")  # posted back-dated
     led.post(1, "settle:QR_ALIPAY", "deposit:QR_ALIPAY", 20, "settlement")
     assert led.balance("deposit:QR_ALIPAY") == 420
-    assert led.lowest_daily_balance("deposit:QR_ALIPAY") == -80  # end of day 2: 100 - 20 - 160
-    assert deposit_shortfalls(led, P) == {"QR_ALIPAY": 80}
-    assert led.lowest_daily_balance("deposit:NTCARD") == 0  # never posted to
+    assert led.lowest_daily_balance("deposit:QR_ALIPAY") == (-80, 2)  # end of day 2: 100-20-160
+    assert deposit_shortfalls(led, P) == {"QR_ALIPAY": (80, 2)}
+    assert led.lowest_daily_balance("deposit:NTCARD") == (0, -1)  # never posted to
     with pytest.raises(ValueError, match="not an issuer"):
         initial_deposits_fen(ClearingSettings(deposit_overrides_fen={"NT_METRO": 1}), P)
 

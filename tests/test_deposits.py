@@ -36,13 +36,14 @@ def _deposit_balances(out: Path) -> dict[str, list[int]]:
     return balances
 
 
-def _run(tmp_path: Path, deposit_fen: int, delay: int, days: int = 5):
+def _run(tmp_path: Path, deposit_fen: int, delay: int, days: int = 5, lag: int = 1):
     overrides = [
         f"clearing.settlement_deposit_fen={deposit_fen}",
         f"clearing.deposit_call_delay_days={delay}",
+        f"clearing.settlement_lag_days={lag}",
         f"period.days={days}",
     ]
-    out = tmp_path / f"run_{deposit_fen}_{delay}"
+    out = tmp_path / f"run_{deposit_fen}_{delay}_{lag}"
     summary = run(load_scenario(SMALL, overrides), out)
     return summary, out
 
@@ -93,16 +94,46 @@ def test_a_settlement_due_while_an_earlier_one_waits_is_posted_when_it_is_paid(t
     deferred = events[events["event"] == "settlement_deferred"]
     held = set(late["settle_date"]) - set(deferred["settle_date"])
     assert held  # a settlement paid late that waited behind another, not deferred itself
+    _assert_posted_when_paid(out, late[late["settle_date"].isin(held)])
+
+
+def _assert_posted_when_paid(out: Path, paid_late) -> None:
+    """Each of ``paid_late`` (settlement_paid_late events) was posted from the issuer's deposit
+    on the day it was paid, after its own date, for the amount the event says."""
     journal = read_frame(out, "ledger_entries")
-    for settle_date in held:
-        paid = late[late["settle_date"] == settle_date]
-        # Posted on the day it was paid, after its own date.
-        for issuer, day in zip(paid["issuer_id"], paid["service_date"], strict=True):
-            posted = journal[
-                (journal["memo"] == "settlement") & (journal["credit"] == f"deposit:{issuer}")
-            ]
-            assert (posted["service_date"] == day).any()
-            assert day > settle_date
+    drawn = journal[
+        (journal["memo"] == "settlement") & journal["credit"].str.startswith("deposit:")
+    ]
+    for issuer, day, settle_date, fen in zip(
+        paid_late["issuer_id"],
+        paid_late["service_date"],
+        paid_late["settle_date"],
+        paid_late["amount_fen"],
+        strict=True,
+    ):
+        assert day > settle_date
+        mine = drawn[drawn["credit"] == f"deposit:{issuer}"]
+        assert ((mine["service_date"] == day) & (mine["amount_fen"] == fen)).any(), (issuer, day)
+        # Not also posted on its own date: nothing drawn for it twice.
+        assert not ((mine["service_date"] == settle_date) & (mine["amount_fen"] == fen)).any()
+
+
+def test_a_same_day_settlement_is_not_paid_from_money_that_came_in_the_next_morning(tmp_path):
+    # Found by review: with T+0 (settlement_lag_days 0) a day's batch is cleared at the next
+    # morning's cut-off and its settlement dated the day before; the deposit money that came in
+    # that morning (calls answered the same day) paid it on its own date, when the deposit held
+    # 31,800 fen: -26,300 fen at the end of 2 January by the journal. Now it is paid that
+    # morning, late, and says so.
+    summary, out = _run(tmp_path, deposit_fen=63_600, delay=0, days=3, lag=0)
+    assert verify(out) == []
+    for account, series in _deposit_balances(out).items():
+        assert min(series) >= 0, (account, series)
+    events = read_frame(out, "deposit_events")
+    late = events[events["event"] == "settlement_paid_late"]
+    deferred = events[events["event"] == "settlement_deferred"]
+    held = late[~late["settle_date"].isin(deferred["settle_date"])]
+    assert len(held)  # paid the next morning with that morning's money, without a deferral
+    _assert_posted_when_paid(out, late)
 
 
 def test_a_deposit_that_suffices_is_only_topped_up(tmp_path):
@@ -119,11 +150,12 @@ def test_a_deposit_that_suffices_is_only_topped_up(tmp_path):
 @given(
     deposit_fen=st.integers(min_value=0, max_value=400_000),
     delay=st.integers(min_value=0, max_value=4),
+    lag=st.integers(min_value=0, max_value=2),
 )
-def test_any_deposit_and_delay_pays_every_settlement_and_never_overdraws(
-    tmp_path, deposit_fen, delay
+def test_any_deposit_delay_and_lag_pays_every_settlement_and_never_overdraws(
+    tmp_path, deposit_fen, delay, lag
 ):
-    summary, out = _run(tmp_path, deposit_fen=deposit_fen, delay=delay, days=3)
+    summary, out = _run(tmp_path, deposit_fen=deposit_fen, delay=delay, days=3, lag=lag)
     assert verify(out) == []
     for account, series in _deposit_balances(out).items():
         assert min(series) >= 0, account
