@@ -4,7 +4,9 @@ means what it means in a shipped policy overlay)."""
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -51,9 +53,15 @@ def upload_problem(name: str, data: bytes, lang: str = "en") -> str | None:
     target = target_of(name)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Validated under a hidden name beside its final place (relative paths resolve the same),
-    # and only then put in place: a bad upload never replaces a good one.
-    trial = target.with_name(f".trial-{target.name}")
-    trial.write_bytes(data)
+    # and only then put in place: a bad upload never replaces a good one. The hidden name is
+    # the upload's own (``trial_files``): two sessions uploading the same file name at once
+    # each validate their own bytes.
+    handle, trial_name = tempfile.mkstemp(
+        dir=target.parent, prefix=".trial-", suffix=f"-{target.name}"
+    )
+    trial = Path(trial_name)
+    with os.fdopen(handle, "wb") as out:
+        out.write(data)
     try:
         api.load_scenario(trial)
     except api.BadInput as exc:
@@ -63,3 +71,9 @@ def upload_problem(name: str, data: bytes, lang: str = "en") -> str | None:
         )
     trial.replace(target)
     return None
+
+
+def trial_files(name: str) -> list[Path]:
+    """Hidden files of uploads called ``name`` still being validated (none once
+    ``upload_problem`` has returned)."""
+    return sorted(UPLOAD_DIR.glob(f".trial-*-{target_of(name).name}"))

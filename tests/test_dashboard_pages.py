@@ -23,9 +23,9 @@ from dashboard import brief, i18n, places
 from dashboard.overrides import errors_by_field, fen_text, incident_frame, incidents_yaml
 from dashboard.uploads import (
     MAX_UPLOAD_BYTES,
-    UPLOAD_DIR,
     UPLOAD_LIMIT_MB,
     target_of,
+    trial_files,
     upload_problem,
 )
 from sim import api
@@ -269,7 +269,7 @@ def test_a_bad_upload_is_refused_with_a_message_and_not_kept(name, content, expe
     problem = upload_problem(name, content, "en")
     assert problem is not None and expected in problem, problem
     assert not target_of(name).exists()
-    assert not list(UPLOAD_DIR.glob(".trial-*"))
+    assert not trial_files(name)
 
 
 def _padded(name: str, size: int) -> bytes:
@@ -281,9 +281,9 @@ def _padded(name: str, size: int) -> bytes:
 @pytest.mark.parametrize(
     ("lang", "expected"),
     [
-        ("en", "limit_test.yaml is too large (1,000,001 bytes): a scenario file may be at most "
-               "1 MB (1,000,000 bytes)."),
-        ("zh", "limit_test.yaml 太大（1,000,001 字节）：情景文件最大 1 MB（1,000,000 字节）。"),
+        ("en", "limit_test_en.yaml is too large (1,000,001 bytes): a scenario file may be at "
+               "most 1 MB (1,000,000 bytes)."),
+        ("zh", "limit_test_zh.yaml 太大（1,000,001 字节）：情景文件最大 1 MB（1,000,000 字节）。"),
     ],
 )  # fmt: skip
 def test_the_upload_limit_is_the_one_streamlit_states_and_a_file_over_it_is_named(lang, expected):
@@ -292,16 +292,14 @@ def test_the_upload_limit_is_the_one_streamlit_states_and_a_file_over_it_is_name
     scenario like any other; one byte more is refused with its name, its size and the limit,
     and not kept."""
     assert (UPLOAD_LIMIT_MB, MAX_UPLOAD_BYTES) == (1, 1_000_000)
-    name = "limit_test.yaml"
+    name = f"limit_test_{lang}.yaml"  # one per language: pytest -n 2 may run both at once
     try:
         at_limit = _padded("limit_test", MAX_UPLOAD_BYTES)
         assert len(at_limit) == MAX_UPLOAD_BYTES
         assert upload_problem(name, at_limit, lang) is None
         assert target_of(name).read_bytes() == at_limit
-        target_of(name).unlink()
         assert upload_problem(name, at_limit + b"x", lang) == expected
-        assert not target_of(name).exists()
-        assert not list(UPLOAD_DIR.glob(".trial-*"))
+        assert target_of(name).read_bytes() == at_limit  # a refused upload replaces nothing
     finally:
         target_of(name).unlink(missing_ok=True)
 
