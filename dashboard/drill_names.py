@@ -31,7 +31,7 @@ from pathlib import Path
 from dashboard import i18n, institutions, lines, names, places
 from drills.report import target_scope
 from drills.runner import naming_world
-from drills.session import DrillSession
+from drills.session import DrillSession, chain_signatures, signature
 from sim.errors import BadInput
 from sim.network import METRO
 
@@ -97,27 +97,32 @@ class DrillNames:
 
 
 def drill_names(session: DrillSession, lang: str) -> DrillNames:
-    """The names of ``session``'s drill in ``lang`` (kept while the drill script and the played
-    day's run_meta.json stay as they are).
+    """The names of ``session``'s drill in ``lang`` (kept while the drill script, its base
+    scenario with every file of the base's ``extends:`` chain, and the played day's
+    run_meta.json stay as they are: ``drills.session.signature``, ``chain_signatures``), so
+    a base edited while the pages are open is named from at the next refresh.
 
     A drill whose base scenario or overrides do not load is reported by
     ``DrillSession.problem``, which the pages ask first; one edited into that state between
     that check and this gives no names (every key shown as "device 99"), not a traceback."""
     drill = session.drill
-    meta_path = session.folder / "day" / "run_meta.json"
     try:
-        stat = meta_path.stat()
-        meta_key = (str(meta_path), stat.st_mtime_ns, stat.st_size)
+        meta_key = signature(session.folder / "day" / "run_meta.json")
     except OSError:  # the day is being played again: the institutions' names wait for it
         meta_key = None
+    base = str(drill.base)
+    files = chain_signatures(base)
+    # A base whose chain cannot be followed has nothing to key on: not kept (its load fails).
+    names = _names if files is not None else _names.__wrapped__
     try:
-        return _names(str(drill.base), drill.day, tuple(drill.overrides), meta_key, lang)
+        return names(base, drill.day, tuple(drill.overrides), files, meta_key, lang)
     except (BadInput, ValueError):  # its world cannot be built: the next refresh says why
         return DrillNames(lang, {})
 
 
 @functools.lru_cache(maxsize=32)
-def _names(base, day, overrides, meta_key, lang) -> DrillNames:
+def _names(base, day, overrides, base_files, meta_key, lang) -> DrillNames:
+    """``drill_names`` (``base_files``, ``meta_key``: the signatures it is kept under)."""
     world = naming_world(base, day, overrides)
     meta = _meta(meta_key)
     known = places.english_names(meta) if meta else {}
