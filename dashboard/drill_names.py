@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +33,7 @@ from drills.runner import naming_world
 from drills.session import DrillSession, chain_signatures, signature
 from sim.errors import BadInput
 from sim.network import METRO
-
-_BUS_LINE = re.compile(r"^(?P<region>.+)-(?P<number>B\d+)$")
+from sim.run_lines import bus_line_number
 
 
 @dataclass(frozen=True)
@@ -174,12 +172,11 @@ def _line_names(world, lang: str, known: dict[str, str]) -> dict[str, str]:
             continue
         rid = world.region_ids[int(network_lines.region[index])]
         region = scenario.regions[rid].name_zh if lang == "zh" else i18n.place_name(rid)
-        if int(network_lines.mode[index]) == METRO and line_id in metro:
-            out[line_id] = lines.line_label(metro[line_id].name_zh, lang, known)
-        elif match := _BUS_LINE.match(line_id):
-            out[line_id] = i18n.t(
-                "drill.name.bus_line", lang, region=region, number=match["number"]
-            )
+        if int(network_lines.mode[index]) == METRO:
+            if line_id in metro:
+                out[line_id] = lines.line_label(metro[line_id].name_zh, lang, known)
+        elif number := bus_line_number(line_id, rid):
+            out[line_id] = lines.bus_line_label(region, number, lang)
     return out
 
 
@@ -209,11 +206,9 @@ def _device_names(world, line_names: dict[str, str], lang: str) -> dict[str, str
     for device, (line, stop) in enumerate(zip(devices.line, devices.stop, strict=True)):
         line_name = line_names.get(ids[int(line)], ids[int(line)])
         if int(stop) < 0:
-            out[str(device)] = i18n.t("drill.name.bus_reader", lang, line=line_name)
+            out[str(device)] = lines.bus_reader_label(line_name, lang)
         else:
-            out[str(device)] = i18n.t(
-                "drill.name.gate", lang, line=line_name, station=_station_number(world, int(stop))
-            )
+            out[str(device)] = lines.gate_label(line_name, _station_number(world, int(stop)), lang)
     return out
 
 
