@@ -24,18 +24,16 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from dashboard import i18n, institutions, lines, names, places
 from drills.report import target_scope
 from drills.runner import naming_world
-from drills.session import DrillSession
+from drills.session import DrillSession, chain_signatures, signature
 from sim.errors import BadInput
 from sim.network import METRO
-
-_BUS_LINE = re.compile(r"^(?P<region>.+)-(?P<number>B\d+)$")
+from sim.run_lines import bus_line_number
 
 
 @dataclass(frozen=True)
@@ -97,27 +95,32 @@ class DrillNames:
 
 
 def drill_names(session: DrillSession, lang: str) -> DrillNames:
-    """The names of ``session``'s drill in ``lang`` (kept while the drill script and the played
-    day's run_meta.json stay as they are).
+    """The names of ``session``'s drill in ``lang`` (kept while the drill script, its base
+    scenario with every file of the base's ``extends:`` chain, and the played day's
+    run_meta.json stay as they are: ``drills.session.signature``, ``chain_signatures``), so
+    a base edited while the pages are open is named from at the next refresh.
 
     A drill whose base scenario or overrides do not load is reported by
     ``DrillSession.problem``, which the pages ask first; one edited into that state between
     that check and this gives no names (every key shown as "device 99"), not a traceback."""
     drill = session.drill
-    meta_path = session.folder / "day" / "run_meta.json"
     try:
-        stat = meta_path.stat()
-        meta_key = (str(meta_path), stat.st_mtime_ns, stat.st_size)
+        meta_key = signature(session.folder / "day" / "run_meta.json")
     except OSError:  # the day is being played again: the institutions' names wait for it
         meta_key = None
+    base = str(drill.base)
+    files = chain_signatures(base)
+    # A base whose chain cannot be followed has nothing to key on: not kept (its load fails).
+    names = _names if files is not None else _names.__wrapped__
     try:
-        return _names(str(drill.base), drill.day, tuple(drill.overrides), meta_key, lang)
+        return names(base, drill.day, tuple(drill.overrides), files, meta_key, lang)
     except (BadInput, ValueError):  # its world cannot be built: the next refresh says why
         return DrillNames(lang, {})
 
 
 @functools.lru_cache(maxsize=32)
-def _names(base, day, overrides, meta_key, lang) -> DrillNames:
+def _names(base, day, overrides, base_files, meta_key, lang) -> DrillNames:
+    """``drill_names`` (``base_files``, ``meta_key``: the signatures it is kept under)."""
     world = naming_world(base, day, overrides)
     meta = _meta(meta_key)
     known = places.english_names(meta) if meta else {}
@@ -169,12 +172,11 @@ def _line_names(world, lang: str, known: dict[str, str]) -> dict[str, str]:
             continue
         rid = world.region_ids[int(network_lines.region[index])]
         region = scenario.regions[rid].name_zh if lang == "zh" else i18n.place_name(rid)
-        if int(network_lines.mode[index]) == METRO and line_id in metro:
-            out[line_id] = lines.line_label(metro[line_id].name_zh, lang, known)
-        elif match := _BUS_LINE.match(line_id):
-            out[line_id] = i18n.t(
-                "drill.name.bus_line", lang, region=region, number=match["number"]
-            )
+        if int(network_lines.mode[index]) == METRO:
+            if line_id in metro:
+                out[line_id] = lines.line_label(metro[line_id].name_zh, lang, known)
+        elif number := bus_line_number(line_id, rid):
+            out[line_id] = lines.bus_line_label(region, number, lang)
     return out
 
 
@@ -204,11 +206,9 @@ def _device_names(world, line_names: dict[str, str], lang: str) -> dict[str, str
     for device, (line, stop) in enumerate(zip(devices.line, devices.stop, strict=True)):
         line_name = line_names.get(ids[int(line)], ids[int(line)])
         if int(stop) < 0:
-            out[str(device)] = i18n.t("drill.name.bus_reader", lang, line=line_name)
+            out[str(device)] = lines.bus_reader_label(line_name, lang)
         else:
-            out[str(device)] = i18n.t(
-                "drill.name.gate", lang, line=line_name, station=_station_number(world, int(stop))
-            )
+            out[str(device)] = lines.gate_label(line_name, _station_number(world, int(stop)), lang)
     return out
 
 

@@ -35,6 +35,7 @@ from drills.desk import FILE as DESK_FILE
 from drills.desk import DeskBalances
 from drills.monitor import RunView, raise_alerts
 from drills.script import Drill
+from drills.session import chain_signatures
 
 
 class DrillError(ValueError):
@@ -109,7 +110,6 @@ def drill_day(drill: Drill, incidents, overrides=()):
         raise _named(str(exc), drill, list(incidents)) from None
 
 
-@functools.lru_cache(maxsize=32)
 def base_scenario(base: str, day: dt.date, overrides: tuple[str, ...]):
     """The scenario a drill's days are played on, without incidents: ``base`` with
     ``overrides`` (``--set`` style), from two days before ``day`` to the day after. Raises
@@ -117,8 +117,34 @@ def base_scenario(base: str, day: dt.date, overrides: tuple[str, ...]):
     override). The one place the drill's world (``_world``) and its names (``naming_world``)
     get their scenario from, so the names are always those of the world the day is played on.
     Kept per process (a load takes tens of milliseconds; the pages check every session's every
-    two seconds, ``drills.session.DrillSession.problem``); a failed load is not kept, so a
-    mended drill loads at the next try."""
+    two seconds, ``drills.session.DrillSession.problem``) while every file of the base's
+    ``extends:`` chain stays as it is (``_kept``): a base edited while the dashboard runs is
+    loaded again at the next ask. A failed load is not kept, so a mended drill loads at the
+    next try."""
+    return _kept(_base_scenario, base, day, overrides)
+
+
+def _kept(cached, base: str, day: dt.date, overrides: tuple[str, ...], files=None):
+    """``cached(base, day, overrides, files)``, a function of the base scenario kept per
+    process under ``files``: the signatures of every file of the base's ``extends:`` chain
+    (``drills.session.chain_signatures``; taken now unless given), so an edit of the base or
+    of a file it extends, even one that keeps its size and modification time, is a new key and
+    what the old files made is never served again. The signatures are taken before the load:
+    a file changing during it changes the next key, so a load that may have read it half
+    written is not served either.
+
+    Where the chain cannot be followed (a file gone or malformed: nothing to key on) the
+    function runs without being kept, and its load reports what is wrong."""
+    if files is None:
+        files = chain_signatures(base)
+    if files is None:
+        return cached.__wrapped__(base, day, overrides, None)
+    return cached(base, day, overrides, files)
+
+
+@functools.lru_cache(maxsize=32)
+def _base_scenario(base: str, day: dt.date, overrides: tuple[str, ...], files: tuple | None):
+    """``base_scenario`` (``files``: its cache key, ``_kept``)."""
     from sim.api import load_scenario
 
     return load_scenario(
@@ -141,30 +167,36 @@ def scenario_problem(drill: Drill, overrides=()) -> str | None:
 
 
 @functools.lru_cache(maxsize=2)
-def _world(base: str, day: dt.date, overrides: tuple[str, ...]):
-    """The drill's world without incidents (built once per process: every variant of the day,
-    and every drill on the same base and day, is this world under another timeline)."""
+def _world(base: str, day: dt.date, overrides: tuple[str, ...], files: tuple | None):
+    """The drill's world without incidents (built once per process and base as its files are,
+    ``_kept``: every variant of the day, and every drill on the same base and day, is this
+    world under another timeline)."""
     from sim.api import build
 
-    return build(base_scenario(base, day, overrides))
+    return build(_kept(_base_scenario, base, day, overrides, files))
 
 
 def drill_world(drill: Drill, overrides=()):
     """The drill's world (``_world``)."""
-    return _world(str(drill.base), drill.day, (*drill.overrides, *overrides))
+    return _kept(_world, str(drill.base), drill.day, (*drill.overrides, *overrides))
 
 
-@functools.lru_cache(maxsize=8)
 def naming_world(base: str, day: dt.date, overrides: tuple[str, ...]):
     """The world of a drill (its ``base``, ``day`` and ``overrides``) without people or
     routes: the same lines, devices, outlets and regions the day is played on (the same
     ``base_scenario``), to name them by (tens of milliseconds once the scenario is loaded,
-    where the full world takes seconds). Kept apart from ``_world``, whose two places a
-    trainer's page listing sessions of several drills would otherwise evict on every
-    refresh."""
+    where the full world takes seconds); kept while the base's files are as they are
+    (``_kept``). Kept apart from ``_world``, whose two places a trainer's page listing sessions
+    of several drills would otherwise evict on every refresh."""
+    return _kept(_naming_world, base, day, overrides)
+
+
+@functools.lru_cache(maxsize=8)
+def _naming_world(base: str, day: dt.date, overrides: tuple[str, ...], files: tuple | None):
+    """``naming_world`` (``files``: its cache key, ``_kept``)."""
     from sim.api import build
 
-    return build(base_scenario(base, day, overrides), people=False)
+    return build(_kept(_base_scenario, base, day, overrides, files), people=False)
 
 
 def drill_network(session) -> object:

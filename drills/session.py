@@ -77,7 +77,7 @@ class ParsedFiles:
     parses every session's ``session.json``, ``actions.yaml`` and drill script (YAML and
     pydantic: most of a refresh's time). A parse may read more than the file it is given (a
     drill script's ``extends:`` chain: ``read_drill``), so an entry keeps, for each file the
-    parse read, its path, inode, modification and change times (ns) and size (``_signature``),
+    parse read, its path, inode, modification and change times (ns) and size (``signature``),
     taken before and after the parse, and is used only while all of them are unchanged: a file
     another browser session or process replaced (``_save`` and ``_write_actions`` replace: a
     new inode) or rewrote, even to the same size with its modification time set back, including
@@ -107,7 +107,7 @@ class ParsedFiles:
         alone). Where it raises (a file it cannot follow), the parse runs, and reports the
         problem as a read would, but is not kept."""
         key = (str(path), parse)
-        _signature(path)  # OSError (the file is gone) as a read would
+        signature(path)  # OSError (the file is gone) as a read would
         with self._lock:
             entry = self._items.get(key)
         if entry is not None:
@@ -139,11 +139,12 @@ class ParsedFiles:
             self._items.clear()
 
 
-def _signature(path: Path) -> tuple[str, int, int, int, int, int]:
+def signature(path: str | Path) -> tuple[str, int, int, int, int, int]:
     """What tells a file was replaced or rewritten: its path, device, inode, modification and
     change times (ns) and size. The change time is the one a writer cannot set back (``touch
     -d``, ``os.utime`` and tools that keep a file's times set its modification time only), so
-    a rewrite that keeps the size and the modification time is still seen."""
+    a rewrite that keeps the size and the modification time is still seen. OSError where the
+    file is gone."""
     st = os.stat(path)
     return (str(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
@@ -151,7 +152,7 @@ def _signature(path: Path) -> tuple[str, int, int, int, int, int]:
 def _signatures(files: Sequence[Path]) -> tuple | None:
     """Every file's signature; None where one is gone (nothing to compare with)."""
     try:
-        return tuple(_signature(f) for f in files)
+        return tuple(signature(f) for f in files)
     except OSError:
         return None
 
@@ -166,16 +167,34 @@ def _files_read(path: Path, reads: Callable[[Path], Sequence[Path]] | None) -> l
         return None
 
 
-def drill_files(path: Path) -> list[Path]:
-    """The files a drill script's parse reads: the script and, in order, every file of its
-    ``extends:`` chain (followed as the loader follows it, ``sim.reference.extends_chain``).
-    A chain the loader would refuse (a missing base, malformed YAML) raises, as the parse
-    would."""
+def chain_files(path: Path) -> list[Path]:
+    """The files a parse of a YAML file that may ``extends:`` another reads (a drill script,
+    a scenario): the file and, in order, every file of its ``extends:`` chain (followed as the
+    loader follows it, ``sim.reference.extends_chain``). A chain the loader would refuse (a
+    missing base, malformed YAML) raises, as the parse would."""
     return [file for file, _ in extends_chain(path)]
 
 
 #: The parsed session files of this process (every browser session's pages share it).
 PARSED = ParsedFiles()
+
+
+def chain_signatures(path: str | Path) -> tuple | None:
+    """The signature (``signature``) of every file of ``path``'s ``extends:`` chain, ``path``
+    first: what a cache of anything made from the file (a drill script's alerts, a drill's
+    base scenario and its world and names) is keyed on, so that an edit of any file of the
+    chain, in place or by replacing it, gives a new key. None where the chain cannot be
+    followed (a file gone or malformed): nothing to key on; the loader, run instead, says
+    what is wrong.
+
+    The chain itself is kept in ``PARSED`` (followed again only when one of its files
+    changes): the pages ask every two seconds for every session, and a refresh then stats the
+    files instead of parsing a scenario's YAML."""
+    try:
+        files = PARSED.get(Path(path), chain_files, chain_files)
+    except UNREADABLE:
+        return None
+    return _signatures(files)
 
 
 def _read_json(path: Path):
@@ -193,9 +212,9 @@ def _read_injected(path: Path) -> tuple[Incident, ...]:
 
 def read_drill(path: str | Path) -> Drill:
     """``load_drill(path)``, parsed again only when the drill script or a file of its
-    ``extends:`` chain changes (``PARSED``, ``drill_files``). Shared: change a copy
+    ``extends:`` chain changes (``PARSED``, ``chain_files``). Shared: change a copy
     (``model_copy``)."""
-    return PARSED.get(Path(path), load_drill, drill_files)
+    return PARSED.get(Path(path), load_drill, chain_files)
 
 
 def _one_change_at_a_time(method):
@@ -462,20 +481,29 @@ class DrillSession:
     def cutoff_hour(self) -> int:
         return int(self.state().get("cutoff_hour", 2))
 
-    def _played(self) -> tuple[str, tuple, str, tuple]:
+    def _played(self) -> tuple[str, tuple, str, tuple, tuple | None]:
         """What the day's monitoring depends on: the played day (its ``run_meta.json``, written
-        last, as it is now) and the drill script with every file of its ``extends:`` chain (the
-        alert rules may come from any of them), each by ``_signature``, so that a rewrite that
+        last, as it is now), the drill script with every file of its ``extends:`` chain (the
+        alert rules may come from any of them) and the drill's base scenario with every file of
+        its own chain (the day is played on it), each by ``signature``, so that a rewrite that
         keeps a file's size and modification time is seen too. The console asks every two
-        seconds; the answers are cached on these (``_day_alerts``, ``_day_series``)."""
+        seconds; the answers are cached on these (``_day_alerts``, ``_day_series``), so none
+        outlives a change of what made it.
+
+        A base edited while the session runs is played at the next action or injection, as an
+        edited script's incidents are (the trainee's day so far is not played again under
+        them); the pages name its lines and devices from it at once
+        (``drills.runner.naming_world``)."""
         day = self.folder / "day"
         drill = Path(self.state()["drill"])
-        files = _files_read(drill, drill_files) or [drill]  # a broken chain: the parse says
+        # A chain that cannot be followed: the script alone (the parse says what is wrong).
+        script = chain_signatures(drill) or (signature(drill),)
         return (
             str(day),
-            _signature(day / "run_meta.json"),
+            signature(day / "run_meta.json"),
             str(drill),
-            tuple(_signature(f) for f in files),
+            script,
+            chain_signatures(self.drill.base),
         )
 
     def alerts_so_far(self, now: float | None = None):
@@ -570,8 +598,10 @@ def _views(day_dir: str, drill_path: str, cutoff: int) -> tuple[RunView, RunView
 
 
 @functools.lru_cache(maxsize=16)
-def _day_alerts(day_dir: str, played: tuple, drill_path: str, changed: tuple, cutoff: int):
-    """Every alert of the played day (``played``, ``changed``: cache keys only)."""
+def _day_alerts(
+    day_dir: str, played: tuple, drill_path: str, changed: tuple, base: tuple | None, cutoff: int
+):
+    """Every alert of the played day (``played``, ``changed``, ``base``: cache keys only)."""
     today, usual = _views(day_dir, drill_path, cutoff)
     try:
         return tuple(raise_alerts(load_drill(drill_path).alert_rules, today, usual))
@@ -582,9 +612,17 @@ def _day_alerts(day_dir: str, played: tuple, drill_path: str, changed: tuple, cu
 
 @functools.lru_cache(maxsize=64)
 def _day_series(
-    day_dir: str, played: tuple, drill_path: str, changed: tuple, cutoff: int, metric: str, per: str
+    day_dir: str,
+    played: tuple,
+    drill_path: str,
+    changed: tuple,
+    base: tuple | None,
+    cutoff: int,
+    metric: str,
+    per: str,
 ):
-    """A metric's whole-day series, today and usual (``played``, ``changed``: cache keys)."""
+    """A metric's whole-day series, today and usual (``played``, ``changed``, ``base``: cache
+    keys only)."""
     today, usual = _views(day_dir, drill_path, cutoff)
     try:
         normal = usual.series(metric, per)
@@ -615,4 +653,12 @@ def sessions(root: Path = SESSIONS) -> list[DrillSession]:
     return sorted(found, key=started, reverse=True)
 
 
-__all__ = ["DEFAULT_SPEED", "SESSIONS", "DrillSession", "sessions"]
+__all__ = [
+    "DEFAULT_SPEED",
+    "SESSIONS",
+    "DrillSession",
+    "chain_files",
+    "chain_signatures",
+    "sessions",
+    "signature",
+]

@@ -58,10 +58,15 @@ from sim.records import name_tables, record_writers
 from sim.report_files import write_together
 from sim.rng import MAX_SEED
 from sim.run_dir import MARKER_FILE, RunDirError, StopSignalsHeld
+from sim.run_lines import CityLines as RunCityLines
+from sim.run_lines import Device as RunDevice
+from sim.run_lines import Line as RunLine
+from sim.run_lines import city_lines as run_lines
 from sim.run_places import City as RunCity
 from sim.run_places import Incident as RunIncident
 from sim.run_places import Participant as RunParticipant
 from sim.run_places import Place as RunPlace
+from sim.run_places import Region as RunRegion
 from sim.run_places import cities as run_cities
 from sim.run_places import incidents as run_incidents
 from sim.run_places import other_cities as run_other_cities
@@ -89,10 +94,14 @@ __all__ = [
     "FlagOverride",
     "InvariantViolation",
     "RunCity",
+    "RunCityLines",
+    "RunDevice",
     "RunIncident",
+    "RunLine",
     "RunListing",
     "RunParticipant",
     "RunPlace",
+    "RunRegion",
     "RunSummary",
     "RunView",
     "RunViewError",
@@ -119,6 +128,7 @@ __all__ = [
     "run",
     "run_cities",
     "run_incidents",
+    "run_lines",
     "run_other_cities",
     "run_participants",
     "run_regions",
@@ -1101,6 +1111,13 @@ def _run_meta(spec, scenario_path, worlds, cardholders, run_seed, kpis, timings,
                 # The city's validated settings, so that a reader of the run (the dashboard)
                 # sees the regions, outlets and incident timeline it ran with, --set included.
                 "settings": w.scenario.model_dump(mode="json"),
+                # The settings' regions and metro lines in the scenario's order, which this
+                # file's sorted keys lose: the network is generated in that order, so a reader
+                # that builds it again (sim/run_lines.py) numbers lines and devices as the run.
+                "order": {
+                    "regions": list(w.scenario.regions),
+                    "metro": list(w.scenario.network.metro),
+                },
                 # A region's shard of a city split by region: which city and region (the
                 # settings leave the loader's marker out), so a reader sees one city.
                 **_region_part(w.scenario),

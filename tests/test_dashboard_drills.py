@@ -15,6 +15,7 @@ import pytest
 from page_texts import CJK
 from streamlit.testing.v1 import AppTest
 
+from dashboard import i18n
 from drills.session import DrillSession
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -447,7 +448,7 @@ def test_a_drill_script_is_read_again_when_a_file_it_extends_changes(tmp_path):
     script extends (in place, to the same size: only its change time tells) shows the new
     content at the next refresh, on the trainer's page and through ``read_drill``; a refresh
     with nothing changed parses nothing; pointing ``extends:`` at another file is seen too."""
-    from drills.session import PARSED, drill_files, read_drill
+    from drills.session import PARSED, chain_files, read_drill
 
     root = tmp_path / "root.yaml"  # the shipped drill, its base scenario named absolutely
     base = str(DRILL.parent.parent / "nantong_2024.yaml")
@@ -458,7 +459,7 @@ def test_a_drill_script_is_read_again_when_a_file_it_extends_changes(tmp_path):
     )
     script = tmp_path / "script.yaml"
     script.write_text("extends: middle.yaml\ndrill:\n  difficulty: 3\n", "utf-8")
-    assert [p.name for p in drill_files(script)] == ["script.yaml", "middle.yaml", "root.yaml"]
+    assert [p.name for p in chain_files(script)] == ["script.yaml", "middle.yaml", "root.yaml"]
     session = DrillSession.start(script, "Li", root=tmp_path / "drills" / "sessions")
     session.pause()
 
@@ -491,6 +492,90 @@ def test_a_drill_script_is_read_again_when_a_file_it_extends_changes(tmp_path):
     middle.write_text(middle.read_text("utf-8").replace("two", "six"), "utf-8")  # not read now
     at.run()
     assert shown(at) == ["A reader charging twice"] and PARSED.parses == parses
+
+
+def test_the_pages_see_an_edit_of_the_drills_base_scenario_and_of_what_it_extends(tmp_path):
+    """The drill's base scenario may ``extends:`` another scenario, which may extend a third:
+    what the pages keep of the base (its scenario, its world and the names they give its
+    devices: drills/runner.py ``base_scenario``, ``naming_world``, ``drill_world``; the
+    console's alerts, ``DrillSession._played``) is kept under every file of that chain. Here
+    the base's buses are edited while the trainer's page is open (vehicles a line, so the
+    faulty reader 1201 is on another line): an edit of the file the base extends (in place, to
+    the same size: only its change time tells) and then of the base itself show at the next
+    refresh, in both languages; the next action plays the day on the edited base; a base
+    edited into a bad state is a message naming it, and, mended, shows again."""
+    from dashboard.drill_names import drill_names
+    from drills.session import chain_files
+
+    nantong = ROOT / "scenarios" / "nantong_2024.yaml"
+    middle = tmp_path / "middle.yaml"  # Nantong's nine buses a line, said again
+    middle.write_text(
+        f"extends: {nantong}\nregions:\n  urban: {{bus: {{vehicles_per_line: 9}}}}\n", "utf-8"
+    )
+    base = tmp_path / "base.yaml"
+    base.write_text("extends: middle.yaml\n", "utf-8")
+    script = tmp_path / "script.yaml"
+    script.write_text(DRILL.read_text("utf-8").replace("../nantong_2024.yaml", str(base)), "utf-8")
+    assert [p.name for p in chain_files(base)] == ["base.yaml", "middle.yaml", nantong.name]
+    session = DrillSession.start(
+        script, "Qian", root=tmp_path / "drills" / "sessions", now=time.time() - 95
+    )
+    session.pause()  # at about 08:09, while the reader charges twice
+
+    def where(at) -> list[str]:
+        assert not at.exception, at.exception
+        column = i18n.t("trainer.incident_col.target", at.session_state["lang"])
+        return list(next(d.value for d in at.dataframe if column in d.value.columns)[column])
+
+    at = page(tmp_path, "trainer", "en")
+    at.selectbox(key="trainer_watch").set_value(str(session.folder)).run()
+    # Urban bus devices come first, nine a line: device 1201 is on the 134th line.
+    assert where(at) == ["Urban bus B134 reader (1201)"]
+    played = session._played()
+    assert [Path(s[0]).name for s in played[4]] == ["base.yaml", "middle.yaml", nantong.name]
+    # The file the base extends, edited in place to the same size (eight buses a line); the
+    # drill script and the base untouched.
+    size, stat = middle.stat().st_size, base.stat()
+    middle.write_text(middle.read_text("utf-8").replace(": 9}", ": 8}"), "utf-8")
+    assert middle.stat().st_size == size and base.stat().st_mtime_ns == stat.st_mtime_ns
+    at.run()
+    assert where(at) == ["Urban bus B151 reader (1201)"]  # 1201 // 8 + 1
+    zh = page(tmp_path, "trainer", "zh")
+    zh.selectbox(key="trainer_watch").set_value(str(session.folder)).run()
+    assert where(zh) == ["市区B151路车载读卡器（1201）"]
+    edited = session._played()
+    assert edited[:4] == played[:4] and edited[4] != played[4]  # only the base's chain moved
+    # The base itself: ten buses a line.
+    base.write_text("extends: middle.yaml\nregions:\n  urban: {bus: {vehicles_per_line: 10}}\n")
+    at.run()
+    assert where(at) == ["Urban bus B121 reader (1201)"]
+    zh.run()
+    assert where(zh) == ["市区B121路车载读卡器（1201）"]
+    # The next action that changes the day plays it on the edited base: the reader's taps
+    # are on the line the pages now name.
+    session.act({"kind": "mark_faulty", "devices": [1201]})
+    import duckdb
+
+    day = session.folder / "day" / "transactions"
+    lines = duckdb.sql(
+        f"""SELECT DISTINCT CAST(route_id AS VARCHAR) FROM read_parquet('{day}/*/*.parquet',
+            hive_partitioning = true) WHERE device_id = 1201"""
+    ).fetchall()
+    assert lines == [("urban-B121",)]
+    # The base edited into a bad state: a message naming it and the field, on the page too.
+    base.write_text(base.read_text("utf-8").replace("vehicles_per_line", "vehicles_per_lin"))
+    problem = session.problem()
+    assert problem is not None and str(base) in problem and "vehicles_per_lin" in problem, problem
+    at.run()
+    assert not at.exception, at.exception
+    shown = [m.value for m in [*at.warning, *at.error]]
+    assert any("vehicles_per_lin" in m and str(base) in m for m in shown), shown
+    assert drill_names(session, "en").label("device", "1201") == "device 1201"
+    # Mended: the session shows again, named from the mended base.
+    base.write_text(base.read_text("utf-8").replace("vehicles_per_lin:", "vehicles_per_line:"))
+    assert session.problem() is None
+    at.run()
+    assert where(at) == ["Urban bus B121 reader (1201)"]
 
 
 def test_a_drill_whose_scenario_stops_loading_is_a_message_on_both_pages(tmp_path, session):

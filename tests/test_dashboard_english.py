@@ -189,30 +189,75 @@ def test_every_shipped_metro_line_has_an_english_name_from_its_data():
     assert found >= 20  # Nantong's and the YRD cities' lines
 
 
-def test_the_explore_page_names_a_metro_line_and_station_from_the_scenario(tmp_path):
-    """A line outage and a station outage on the incident timeline: the lines named by the
-    scenario's Chinese names, changed here (M1 is "地铁S1线"): in English by rule, in
-    Chinese as written, the id beside; a bus line, which the run does not name, as its id."""
+def test_the_explore_page_names_lines_stations_and_devices_from_the_scenario(tmp_path):
+    """The incident timeline names what each incident hits, the id beside it, in both
+    languages: a metro line by the scenario's Chinese name, changed here (M1 is "地铁S1线"), in
+    English by rule; a station by its line and number; a generated bus line by its region and
+    number; a device by what it is on which line: a reader on a line's buses, a gate at a
+    station (the devices' lines and stations as the engine's world has them)."""
+    scenario_file = ROOT / "scenarios" / "small_ci.yaml"
+    network = api.build(
+        api.load_scenario(scenario_file, ["network.metro.M1.name_zh=地铁S1线"], days=1),
+        people=False,
+    ).network
+    ids = network.lines.ids
+    reader = next(d for d, line in enumerate(network.devices.line) if ids[line] == "urban-B003")
+    m1 = ids.index("M1")
+    gate = int(network.devices.first_of_stop[network.lines.stop_ptr[m1] + 5])  # station 6
     incidents = (
         '[{id: m1, kind: line_outage, target: M1, start: "2024-01-01 08:00", duration_min: 60},'
         ' {id: m2s, kind: station_outage, target: "M2:4", start: "2024-01-01 09:00",'
         "  duration_min: 60},"
         ' {id: bus, kind: line_outage, target: urban-B001, start: "2024-01-01 10:00",'
+        "  duration_min: 60},"
+        f' {{id: dead, kind: validator_outage, target: "{reader}", start: "2024-01-01 11:00",'
+        "  duration_min: 60},"
+        f' {{id: quiet, kind: comm_outage, target: "{gate}", start: "2024-01-01 12:00",'
+        "  duration_min: 60},"
+        ' {id: quiet-line, kind: comm_outage, target: rudong-B002, start: "2024-01-01 13:00",'
         "  duration_min: 60}]"
     )
     settings = ["network.metro.M1.name_zh=地铁S1线", f"incidents={incidents}"]
-    api.run(
-        api.load_scenario(ROOT / "scenarios" / "small_ci.yaml", settings, days=1),
-        tmp_path / "small",
-    )
+    api.run(api.load_scenario(scenario_file, settings, days=1), tmp_path / "small")
     at = _explore(tmp_path, "faults", "en")
     (timeline,) = [d.value for d in at.dataframe if "Target" in d.value.columns]
     assert list(timeline["Target"]) == [
-        "Metro Line S1 (M1)", "Metro Line 2 station 5 (M2:4)", "urban-B001",
-    ]  # fmt: skip
+        "Metro Line S1 (M1)",
+        "Metro Line 2 station 5 (M2:4)",
+        "Urban bus B001 (urban-B001)",
+        f"Urban bus B003 reader ({reader})",
+        f"Metro Line S1 station 6 gate ({gate})",
+        "Rudong bus B002 (rudong-B002)",
+    ]
     at = _explore(tmp_path, "faults", "zh")
     (timeline,) = [d.value for d in at.dataframe if "对象" in d.value.columns]
-    assert list(timeline["对象"]) == ["地铁S1线（M1）", "地铁2号线第5站（M2:4）", "urban-B001"]
+    assert list(timeline["对象"]) == [
+        "地铁S1线（M1）",
+        "地铁2号线第5站（M2:4）",
+        "市区B001路（urban-B001）",
+        f"市区B003路车载读卡器（{reader}）",
+        f"地铁S1线第6站闸机（{gate}）",
+        "如东B002路（rudong-B002）",
+    ]
+    # The run's data is as it was: the incident ids and targets in run_meta.json, unnamed.
+    meta = json.loads((tmp_path / "small" / "run_meta.json").read_text("utf-8"))
+    targets = [i["target"] for i in meta["cities"][0]["settings"]["incidents"]]
+    assert targets == ["M1", "M2:4", "urban-B001", str(reader), str(gate), "rudong-B002"]
+
+
+def test_a_run_written_before_its_network_could_be_built_again_shows_ids(tmp_path, small_run):
+    """A run whose run_meta.json does not keep its regions' order (written before it did) cannot
+    have its network built again: its bus lines and devices are shown by their ids, never by
+    a network numbered otherwise; its metro lines keep their names (from the settings)."""
+    meta = json.loads((small_run / "small" / "run_meta.json").read_text("utf-8"))
+    names = lines.run_names(meta, "en")
+    assert names.lines[(0, "urban-B001")] == "Urban bus B001"
+    assert names.devices[(0, "0")] == "Urban bus B001 reader"
+    for entry in meta["cities"]:
+        del entry["order"]
+    older = lines.run_names(meta, "en")
+    assert not older.devices and (0, "urban-B001") not in older.lines
+    assert older.lines[(0, "M1")] == "Metro Line 1"
 
 
 # --- institutions by name -----------------------------------------------------------------------

@@ -5,6 +5,7 @@ the cache, and offers its data as CSV."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import networkx as nx
 import pandas as pd
@@ -14,9 +15,10 @@ import streamlit as st
 
 from dashboard import brief, i18n, institutions, lines, names, places, present
 from dashboard.charts import by_date, download, show, style
-from dashboard.state import code, guarded, lang, pick, query, require_run, stamp, tr
+from dashboard.state import code, guarded, lang, open_run, pick, query, require_run, stamp, tr
+from drills.report import target_scope
 from sim import api
-from sim.incidents import LINE_KINDS, OUTLET_KINDS
+from sim.incidents import OUTLET_KINDS
 
 MONEY = {"spend_fen", "concession_fen", "transfer_fen", "topup_fen"}
 
@@ -287,7 +289,7 @@ def faults_tab(run_dir, meta: dict) -> None:
         st.caption(
             tr("explore.incident_timeline_cities" if several else "explore.incident_timeline")
         )
-        named = _target_namer(meta, query(run_dir, "outlets"), lg)
+        named = _target_namer(meta, query(run_dir, "outlets"), lg, run_dir)
         table = incident_table(incidents, with_city=several, named=named)
         st.dataframe(table, hide_index=True, width="stretch")
     else:
@@ -345,19 +347,19 @@ def faults_tab(run_dir, meta: dict) -> None:
         show(fig, uploads, "device_uploads")
 
 
-def _target_namer(meta: dict, outlets: pd.DataFrame, lg: str):
+def _target_namer(meta: dict, outlets: pd.DataFrame, lg: str, run_dir: Path):
     """A function (kind, target, city index) -> the name of what an incident hits in the page's
     language, or None where it has none to give: a clearing node by its institution's name, an
     outlet by its outlets file's (in English words on an English page), a metro line or one of
-    its stations by the scenario's name of the line (``dashboard.lines``: "Metro Line 1")."""
+    its stations by the scenario's name of the line (``dashboard.lines``: "Metro Line 1"), a bus
+    line by its region and number ("Urban bus B134") and a device by what it is on which line
+    ("Urban bus B134 reader", "Metro Line 1 station 6 gate"; ``drills.report.target_scope``
+    tells a device from a line)."""
     node = institutions.participant_label(meta, lg)
     outlet = _outlet_names(meta, outlets, several=False)
-    metro = lines.run_metro_lines(meta)
-    known = places.english_names(meta)
 
     def line(city: int, line_id: str) -> str | None:
-        name_zh = metro.get((city, line_id))
-        return None if name_zh is None else lines.line_label(name_zh, lg, known)
+        return _line_names(str(run_dir), stamp(run_dir), lg).lines.get((city, line_id))
 
     def named(kind: str, target: str, city: int) -> str | None:
         if kind == "clearing_node_outage":
@@ -365,15 +367,28 @@ def _target_namer(meta: dict, outlets: pd.DataFrame, lg: str):
         if kind in OUTLET_KINDS and target.isdigit():
             info = outlet.get((city, int(target)))
             return None if info is None else info["name"]
-        if kind == "station_outage":
+        scope = target_scope(kind, target)
+        if scope == "station":
             line_id, _, index = target.partition(":")
             shown = line(city, line_id)
             return lines.station_label(shown, int(index), lg) if shown and index.isdigit() else None
-        if kind in LINE_KINDS or kind == "comm_outage":  # a comm outage's: a device or a line
+        if scope == "line":
             return line(city, target)
+        if scope == "device":
+            return _line_names(str(run_dir), stamp(run_dir), lg).devices.get((city, target))
         return None
 
     return named
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _line_names(run_dir: str, finished: float, lg: str) -> lines.RunNames:
+    """The run's lines and devices named in ``lg`` (``lines.run_names``: each city's network
+    built again from the run's settings, ~10 ms a city, so once per run and language; asked
+    only when an incident names a line, station or device). ``finished`` keys the cache: a run
+    made again in the same folder is named anew."""
+    meta = open_run(Path(run_dir)).meta
+    return lines.run_names(meta, lg, places.english_names(meta))
 
 
 def incident_table(
@@ -385,7 +400,7 @@ def incident_table(
     first names the cities each acts in (a target is a device, line or outlet id of its city's
     own, so in a run of several the city is what tells two cities' outlet 1 apart); ``named``
     (kind, target, city index -> a name or None; ``_target_namer``) names a clearing node, an
-    outlet, a metro line or station, its id after the name."""
+    outlet, a line, a metro station or a device, its id after the name."""
     lg = lang()
     rows = []
     for incident in incidents:
@@ -416,8 +431,9 @@ def incident_table(
 
 def _incident_target(inc: dict, incident: api.RunIncident, named) -> str:
     """What an incident hits: a QR platform's medium in words, a clearing node, an outlet, a
-    metro line or station by its name (``named``) with its id after it, any other target (a
-    device or bus line id) as the scenario names it.
+    line, a metro station or a device by its name (``named``) with its id after it (staff look
+    a device or a line up by its id), a target the run cannot name (an issuer, or a device of a
+    run written before its network could be built again) as the scenario names it.
 
     An incident listed with several cities (``api.run_incidents``: equal in every field in
     each) names an id of each city's own: where the cities call it differently (outlet 3 is a
