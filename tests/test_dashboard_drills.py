@@ -658,7 +658,13 @@ def test_the_consoles_alert_cache_watches_every_file_the_drill_extends(tmp_path)
     after = session._played()
     assert after[:3] == before[:3] and after[3][0] == before[3][0]  # day and script as they were
     assert after[3][1] != before[3][1]  # the extended file: seen by its change time
+    from drills.session import _day_alerts
+
+    misses = _day_alerts.cache_info().misses
     assert session.alerts_so_far() == alerts  # the same rules: the same alerts, read again
+    assert _day_alerts.cache_info().misses == misses + 1  # computed again, not the cached ones
+    session.alerts_so_far()
+    assert _day_alerts.cache_info().misses == misses + 1  # nothing changed since: cached
 
 
 def test_a_rewrite_that_sets_the_modification_time_back_is_read_again(tmp_path):
