@@ -378,10 +378,12 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
     )
     if report.reconciled and failed:
         print(f"  reconciled: {equation}", file=sys.stderr)
+        # On what was acknowledged, not on the failures: expected refusals (an all-malformed
+        # batch refused record by record) are not failures, yet the sink took no record.
         hint = (
             ": the sink took none of them; check the URL, that the receiver is up and what it "
             "accepts"
-            if failed == t["generated"]
+            if t["acknowledged"] == 0
             else ""
         )
         apart = f"; {expected:,} of them {_EXPECTED}, the other {failed:,} not" if expected else ""

@@ -23,11 +23,18 @@ traffic/dirty.py ``MalformedPositions``) should be refused by a careful system. 
 sink refused *on its own* — named in the batch's ``Outcome.rejected`` while the rest of the
 batch was taken — that is labelled malformed is dead-lettered as an expected refusal: counted
 apart (traffic/accounting.py) and, like an acknowledged record, a sign the sink takes the
-stream (so it never makes the stream give up). A batch refused whole (a ``PermanentError``: a
-404, a 401, a 422 of the batch) never holds an expected refusal, even when every record in it
-is malformed: the refusal is of the batch, not of the record's defect, and a sink refusing
-every batch alike would otherwise pass a stream of malformed records. Neither does a batch
-given up on after its last attempt, nor one of unknown delivery.
+stream (so it never makes the stream give up). "The rest was taken" is checked: the sink
+acknowledged at least one record of the batch, or there is no rest, every record of the batch
+being a labelled malformed one (a careful sink fed malformed records only refuses them all).
+A sink that refused every record of a batch holding a clean one told nothing apart: it
+refused them all alike (a receiver expecting another schema), as one refusing the batch whole
+does, so its malformed records are plain dead letters and the batch counts as nothing taken
+(the stream gives up on such a sink as it would without malformed records). A batch refused
+whole (a ``PermanentError``: a 404, a 401, a 422 of the batch) never holds an expected
+refusal, even when every record in it is malformed: the refusal is of the batch, not of the
+record's defect, and a sink refusing every batch alike would otherwise pass a stream of
+malformed records. Neither does a batch given up on after its last attempt, nor one of
+unknown delivery.
 """
 
 from __future__ import annotations
@@ -281,15 +288,24 @@ class Delivery:
         first_reason = next((reasons[seq] for seq in sorted(reasons) if seq not in expected), None)
         # An expected refusal is the sink judging the record, as it should: taken, for the
         # give-up check (a stream of malformed records only must not stop as "took nothing").
+        # There are none in a batch the sink refused all of, clean records included
+        # (``_expected_refusals``): such a batch counts as nothing taken.
         self._tally(len(batch) - len(rows) + len(expected), first_reason)
         self._save()
 
     def _expected_refusals(self, batch: Batch, reasons: dict[int, str]) -> set[int]:
-        """The positions of ``reasons`` labelled malformed (module docstring)."""
+        """The positions of ``reasons`` labelled malformed, refused one by one while the rest
+        of the batch was taken: the sink acknowledged some record of it, or every record of it
+        is labelled malformed. None when the sink refused every record of a batch holding a
+        clean one: refusing them all alike, it judged no record's defect (module
+        docstring)."""
         if self.malformed is None:
             return set()
-        labelled = self.malformed.among(batch.first_seq, batch.last_seq)
-        return {int(seq) for seq in labelled if int(seq) in reasons}
+        labelled = {int(seq) for seq in self.malformed.among(batch.first_seq, batch.last_seq)}
+        took_some = len(reasons) < len(batch)
+        if not took_some and len(labelled) < len(batch):
+            return set()
+        return {seq for seq in labelled if seq in reasons}
 
     def _tally(self, taken: int, reason: str | None) -> None:
         """Count a finished batch (``taken`` of its records acknowledged or refused as
