@@ -9,8 +9,6 @@ from __future__ import annotations
 import http.server
 import json
 import re
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -18,7 +16,6 @@ import duckdb
 import numpy as np
 import pytest
 from stream_helpers import (
-    ROOT,
     STREAM_CLI,
     Answers,
     answer,
@@ -330,17 +327,6 @@ def test_expected_refusals_are_kept_across_a_kill_and_a_resume(tmp_path):
     assert f"the checkpoint counts {len(dead)}" in tampered.stderr
 
 
-def _replay(recording: Path, state: Path, sink: str) -> subprocess.CompletedProcess:
-    """The stream command sending ``recording`` again into ``sink``."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "run_scenario.py"), "stream", str(recording),
-         "--sink", sink, "--state", str(state), "--quiet"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
-
-
 def test_a_replay_knows_the_malformed_records_from_its_streams_labels(tmp_path):
     """A dirty recording sent again with its stream's --state (where its labels are) counts the
     refusals of its malformed records as expected (exit 0); sent with another --state it
@@ -351,8 +337,8 @@ def test_a_replay_knows_the_malformed_records_from_its_streams_labels(tmp_path):
     malformed = _malformed_keys(tmp_path / "rec")
     server, _ = serve(validate=True)
     try:
-        with_labels = _replay(recording, tmp_path / "rec", _url(server))
-        without = _replay(recording, tmp_path / "other", _url(server))
+        with_labels = stream_cli(tmp_path / "rec", _url(server), recording=recording)
+        without = stream_cli(tmp_path / "other", _url(server), recording=recording)
     finally:
         server.shutdown()
         server.server_close()
