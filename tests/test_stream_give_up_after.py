@@ -10,7 +10,7 @@ import json
 import pytest
 from stream_helpers import SMALL, Answers, json_lines, stream_cli
 
-from traffic.delivery import FIRST_BATCHES
+from traffic.delivery import FIRST_BATCHES, Delivery, GiveUpAfterError, RetryPolicy
 from traffic.stream import StreamSettings, StreamSetupError, stream
 
 RECORDS_A_DAY = 1368  # the small scenario's first day of taps
@@ -62,26 +62,33 @@ def test_the_default_is_the_documented_one(tmp_path):
     assert "first 3 batches" in done.stderr and 3 <= server.posts <= 4
 
 
-@pytest.mark.parametrize(
-    "value, shown",
-    [("-1", "got -1"), ("x", "got 'x'"), ("2.5", "got '2.5'"), ("", "got ''")],
-)
+#: The one message of a bad --give-up-after (traffic/delivery.py ``give_up_after_checked``).
+EXPECTED = "expected a whole number of batches >= 0 (0: never give up)"
+
+
+@pytest.mark.parametrize("value, shown", [("-1", "-1"), ("x", "'x'"), ("2.5", "'2.5'"), ("", "''")])
 def test_a_bad_give_up_after_is_bad_input_naming_the_flag(tmp_path, value, shown):
     done = stream_cli(tmp_path / "state", "null", "--give-up-after", value)
     assert done.returncode == 2, done.stderr
     error = done.stderr.strip().splitlines()[-1]
-    assert error == (
-        "run_scenario.py stream: error: argument --give-up-after: expected a whole number of "
-        f"batches >= 0 (0: never give up), {shown}"
-    )
+    assert error == f"run_scenario.py stream: error: --give-up-after {shown}: {EXPECTED}"
     assert not (tmp_path / "state").exists()  # nothing started
 
 
-@pytest.mark.parametrize("value", [-1, 2.0, True, "3"])
-def test_the_library_refuses_a_bad_give_up_after_before_anything_is_sent(tmp_path, value):
+@pytest.mark.parametrize("value, shown", [(-1, "-1"), (2.0, "2.0"), (True, "True"), ("3", "'3'")])
+def test_the_library_refuses_a_bad_give_up_after_before_anything_is_sent(tmp_path, value, shown):
+    """The same message as the command line's (one check), before anything is touched."""
     from sim.api import load_scenario, privacy_key
 
     settings = StreamSettings(sink="null", state_dir=tmp_path / "state", give_up_after=value)
-    with pytest.raises(StreamSetupError, match=r"^--give-up-after .*: expected a whole number"):
+    with pytest.raises(StreamSetupError) as refused:
         stream(load_scenario(SMALL, days=1), settings, privacy_key=privacy_key(None))
+    assert str(refused.value) == f"--give-up-after {shown}: {EXPECTED}"
     assert not (tmp_path / "state").exists()
+
+
+def test_delivery_refuses_a_bad_give_up_after_with_the_same_message():
+    """Delivery, built directly (no stream around it), says the same, before a thread starts."""
+    with pytest.raises(GiveUpAfterError) as refused:
+        Delivery(None, None, None, None, RetryPolicy(), seed=0, give_up_after=-1)
+    assert str(refused.value) == f"--give-up-after -1: {EXPECTED}"

@@ -39,6 +39,7 @@ unknown delivery.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import random
@@ -72,6 +73,28 @@ class RetryPolicy:
 #: Batches of a session that may all finish without the sink acknowledging a record before the
 #: stream stops, by default (``--give-up-after``; module docstring).
 FIRST_BATCHES = 3
+
+
+class GiveUpAfterError(ValueError):
+    """A ``give_up_after`` (``--give-up-after``) that is not a whole number of batches >= 0."""
+
+
+def give_up_after_checked(value: object, *, text: bool = False) -> int:
+    """``value`` as ``--give-up-after`` takes it: a whole number of batches >= 0 (0: never
+    give up); with ``text``, the command line's text of one. The one check of it — the
+    command line, ``StreamSettings`` (traffic/stream.py) and ``Delivery`` call it — so each
+    says the same: GiveUpAfterError naming the flag, the value and what is expected. A
+    library caller's value must be an int already (not a bool, a float or a string)."""
+    number = value
+    if text and isinstance(value, str):
+        with contextlib.suppress(ValueError):  # not a number: shown as given, quoted
+            number = int(value)
+    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+        raise GiveUpAfterError(
+            f"--give-up-after {number!r}: expected a whole number of batches >= 0 "
+            "(0: never give up)"
+        )
+    return number
 
 
 class DeliveryFailed(RuntimeError):
@@ -108,10 +131,7 @@ class Delivery:
         give_up_after: int = FIRST_BATCHES,
         malformed: MalformedPositions | None = None,
     ) -> None:
-        if isinstance(give_up_after, bool) or not isinstance(give_up_after, int):
-            raise TypeError(f"give_up_after: expected a whole number, got {give_up_after!r}")
-        if give_up_after < 0:
-            raise ValueError(f"give_up_after: expected a number >= 0, got {give_up_after}")
+        give_up_after = give_up_after_checked(give_up_after)  # before any thread starts
         self.sink = sink
         self.accounts = accounts
         self.dead_letters = dead_letters
@@ -341,4 +361,11 @@ def _seqs(batch: Batch) -> range:
     return range(batch.first_seq, batch.first_seq + len(batch))
 
 
-__all__ = ["FIRST_BATCHES", "Delivery", "DeliveryFailed", "RetryPolicy"]
+__all__ = [
+    "FIRST_BATCHES",
+    "Delivery",
+    "DeliveryFailed",
+    "GiveUpAfterError",
+    "RetryPolicy",
+    "give_up_after_checked",
+]
