@@ -24,6 +24,19 @@ STREAM_COMMAND = [sys.executable, str(ROOT / "run_scenario.py"), "stream"]
 STREAM_CLI = [*STREAM_COMMAND, str(SMALL), "--days", "1"]
 
 
+def most_batches_sent_before_giving_up(give_up_after: int) -> int:
+    """The most batches a stream with one sink worker (``--concurrency 1``) can hand to a sink
+    that takes nothing before it gives up: the ``give_up_after`` that set the flag
+    (traffic/delivery.py ``took_nothing``), then, until the pacer sees the flag and the
+    queue is dropped, whatever the worker takes meanwhile — the batches queued then (at most
+    ``QUEUE_BATCHES``) and the one the pacer may submit after its last look at the flag (it
+    looks before each batch). How many of those go out depends on the threads' turns (a busy
+    machine: more), so a test can count on this bound, not on a number."""
+    from traffic.stream import QUEUE_BATCHES
+
+    return give_up_after + QUEUE_BATCHES + 1
+
+
 def json_lines(path: Path) -> list[dict]:
     """The records of a JSON-lines file."""
     return [json.loads(line) for line in path.read_bytes().splitlines()]

@@ -8,7 +8,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from stream_helpers import SMALL, Answers, json_lines, stream_cli
+from stream_helpers import (
+    SMALL,
+    Answers,
+    json_lines,
+    most_batches_sent_before_giving_up,
+    stream_cli,
+)
 
 from traffic.delivery import FIRST_BATCHES, Delivery, GiveUpAfterError, RetryPolicy
 from traffic.stream import StreamSettings, StreamSetupError, stream
@@ -28,11 +34,13 @@ def test_the_stream_gives_up_after_the_batches_asked(tmp_path):
     assert len(lines) == 1
     assert "took none of the records of the stream's first 5 batches" in lines[0]
     assert "HTTP 404: no such route" in lines[0] and "--give-up-after 0" in lines[0]
-    # Stopped after 5 (one more may have been on its way), not the default 3 nor all 28.
-    assert 5 <= server.posts <= 6
+    # Stopped after 5, not the default 3 nor all 28; the worker may have taken a few more
+    # batches before the pacer saw the flag (stream_helpers: the bound, not a number).
+    assert 5 <= server.posts <= most_batches_sent_before_giving_up(5) < 28
     report = json.loads((tmp_path / "state" / "report.json").read_text())
     assert not report["finished"] and "first 5 batches" in report["stop_reason"]
-    assert report["totals"]["dead_lettered"] == server.posts * 50
+    t = report["totals"]
+    assert t["sent"] == t["dead_lettered"] == server.posts * 50 < t["generated"]
 
 
 def test_give_up_after_0_sends_every_batch_and_exits_7(tmp_path):
@@ -59,7 +67,8 @@ def test_the_default_is_the_documented_one(tmp_path):
     finally:
         server.close()
     assert done.returncode == 2, done.stderr
-    assert "first 3 batches" in done.stderr and 3 <= server.posts <= 4
+    assert "first 3 batches" in done.stderr
+    assert 3 <= server.posts <= most_batches_sent_before_giving_up(3)  # (see above)
 
 
 #: The one message of a bad --give-up-after (traffic/delivery.py ``give_up_after_checked``).
