@@ -59,6 +59,11 @@ class TapFeed:
         if not 0 <= part < parts:
             raise ValueError(f"partition {part} of {parts}: expected 0 <= part < parts")
         self.part, self.parts = int(part), int(parts)
+        self.rewind()
+
+    def rewind(self) -> None:
+        """Hand out this worker's share again from its first batch (a new test of the same
+        Locust process: the feed is built once, its records sent by each test)."""
         self._next = self.part
 
     @classmethod

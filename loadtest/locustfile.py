@@ -15,9 +15,12 @@ with an ``Idempotency-Key`` header, like ``run_scenario.py stream --sink http://
 when the day's records are used up, and the test ends once every batch has been answered
 (headless, Locust exits with its summary; with the web UI, the test stops and the UI stays up):
 ``-t`` is only a ceiling, and a run time shorter than the feed's ends the test before every
-record is sent. Locust's own statistics, charts and distributed mode work as usual; what the
-system under test should have done with each record is what the stream command's reconciliation
-and the ``score`` command are for.
+record is sent. A new test started from the web UI sends the feed again, from its first batch
+and paced from that test's start, and ends by itself as the first did: the records are built
+once, when Locust loads this file; what a test uses up of them is reset as each test starts.
+Locust's own statistics, charts and distributed mode work as usual; what the system under test
+should have done with each record is what the stream command's reconciliation and the
+``score`` command are for.
 
 Distributed (``--processes N``, or ``--master`` and ``--worker``s): every worker has the same feed
 (made once before ``--processes`` forks its workers; each ``--worker`` process makes its own) and
@@ -48,14 +51,21 @@ from locust.runners import MasterRunner, WorkerRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: The records, built once as Locust loads this file (``_make_feed``), sent by every test.
 FEED = None
+#: When this test's first batch was sent: the feed's times count from it (``_new_test``).
 STARTED_AT: float | None = None
-#: Set on a worker when the master has told it its share of the feed.
+#: Set on a worker when the master has told it its share of the feed for the test under way
+#: (cleared when a test stops: a share is dealt for one test).
 PARTITIONED = False
 PARTITION_MESSAGE = "cardtwin_partition"
-#: Batches this process's users have taken from the feed and not yet had answered.
+#: Batches this process's users have taken from the feed and not yet had answered. Not reset
+#: by ``_new_test``: a test stopped (by hand too, mid-batch) has ended its users' greenlets,
+#: whose ``finally`` counts their batch down, so it is 0 again; a reset could only make a
+#: late count-down take it below 0, and the test would never end.
 IN_FLIGHT = 0
-#: Set once this process has sent its whole share (the test's end is then asked for once).
+#: Set once this process has sent its whole share in the test under way (the test's end is
+#: then asked for once).
 SHARE_SENT = False
 SENT_MESSAGE = "cardtwin_share_sent"
 #: On the master: the workers dealt a share, and those that have sent all of it.
@@ -97,13 +107,39 @@ def settings() -> dict:
 
 @events.init.add_listener
 def _on_init(environment, runner=None, **_kwargs):
-    """The master deals out the shares as the test starts and ends it once they are sent; a
-    worker takes the share it is dealt."""
+    """The master deals out the shares as each test starts and ends it once they are sent; a
+    worker takes the share it is dealt, which starts its test (``_take_share``); a single
+    process starts each test afresh itself."""
     if isinstance(runner, MasterRunner):
         environment.events.test_start.add_listener(_deal_out_shares)
         runner.register_message(SENT_MESSAGE, _worker_sent_its_share)
     elif isinstance(runner, WorkerRunner):
         runner.register_message(PARTITION_MESSAGE, _take_share)
+        environment.events.test_stop.add_listener(_share_used)
+    else:
+        environment.events.test_start.add_listener(_test_starts)
+
+
+def _new_test() -> None:
+    """This process's share of the feed, for a test that starts: from its first batch, paced
+    from the test's first send, not yet sent. The first test has all this already; a new test
+    from the web UI would otherwise find the feed used up, send nothing and never end."""
+    global STARTED_AT, SHARE_SENT
+    FEED.rewind()
+    STARTED_AT = None
+    SHARE_SENT = False
+
+
+def _test_starts(**_kwargs) -> None:
+    """A single process's test starts (``test_start``). Not on a worker: its ``test_start``
+    comes after the share it was dealt, so ``_take_share`` starts its test instead."""
+    _new_test()
+
+
+def _share_used(**_kwargs) -> None:
+    """On a worker, as a test stops: its share was for that test; the next deals another."""
+    global PARTITIONED
+    PARTITIONED = False
 
 
 def _deal_out_shares(environment, **_kwargs) -> None:
@@ -157,9 +193,11 @@ def _end_test(environment) -> None:
 
 
 def _take_share(environment, msg, **_kwargs) -> None:
-    """On a worker: the share the master dealt out."""
+    """On a worker: the share the master dealt out as a test starts (before the users are
+    spawned), from its first batch."""
     global PARTITIONED
     FEED.partition(msg.data["part"], msg.data["parts"])
+    _new_test()
     PARTITIONED = True
 
 

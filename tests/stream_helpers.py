@@ -18,8 +18,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
+#: The stream command, before what it streams.
+STREAM_COMMAND = [sys.executable, str(ROOT / "run_scenario.py"), "stream"]
 #: The stream command on the small scenario's first day.
-STREAM_CLI = [sys.executable, str(ROOT / "run_scenario.py"), "stream", str(SMALL), "--days", "1"]
+STREAM_CLI = [*STREAM_COMMAND, str(SMALL), "--days", "1"]
+
+
+def most_batches_sent_before_giving_up(give_up_after: int) -> int:
+    """The most batches a stream with one sink worker (``--concurrency 1``) can hand to a sink
+    that takes nothing before it gives up: the ``give_up_after`` that set the flag
+    (traffic/delivery.py ``took_nothing``), then, until the pacer sees the flag and the
+    queue is dropped, whatever the worker takes meanwhile — the batches queued then (at most
+    ``QUEUE_BATCHES``) and the one the pacer may submit after its last look at the flag (it
+    looks before each batch). How many of those go out depends on the threads' turns (a busy
+    machine: more), so a test can count on this bound, not on a number."""
+    from traffic.stream import QUEUE_BATCHES
+
+    return give_up_after + QUEUE_BATCHES + 1
 
 
 def json_lines(path: Path) -> list[dict]:
@@ -28,14 +43,16 @@ def json_lines(path: Path) -> list[dict]:
 
 
 def stream_cli(
-    state: Path, sink: str, *flags: str, quiet: bool = True
+    state: Path, sink: str, *flags: str, quiet: bool = True, recording: Path | None = None
 ) -> subprocess.CompletedProcess:
     """The stream command on a day of the small scenario into ``sink`` (state in ``state``;
-    a line each second only if not ``quiet``); whatever it exits with, it never prints a
-    traceback."""
+    a line each second only if not ``quiet``), or, given ``recording``, that recorded stream
+    sent again (without ``--days``, which a replay refuses); whatever it exits with, it never
+    prints a traceback."""
+    source = STREAM_CLI if recording is None else [*STREAM_COMMAND, str(recording)]
     quieted = ["--quiet"] if quiet else []
     done = subprocess.run(
-        [*STREAM_CLI, "--sink", sink, "--state", str(state), *quieted, *flags],
+        [*source, "--sink", sink, "--state", str(state), *quieted, *flags],
         capture_output=True,
         text=True,
         timeout=120,

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -85,7 +88,80 @@ def test_locust_users_send_the_simulated_days_taps(tmp_path, source):
     assert store.counts["records_received"] == len(sent)
 
 
-def test_with_the_web_ui_the_test_stops_once_the_feed_is_sent_and_the_ui_stays_up(tmp_path):
+def _ui_stats(web: int) -> dict | None:
+    """The web UI's /stats/requests (None while the UI is not up)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/stats/requests") as answer:
+            return json.load(answer)
+    except OSError:
+        return None
+
+
+def _stopped(web: int) -> dict | None:
+    """The UI's stats once it says its test stopped."""
+    stats = _ui_stats(web)
+    return stats if stats and stats["state"] == "stopped" else None
+
+
+def _until(what: str, found, within_s: float = 90):
+    """Poll ``found()`` until it returns something true; that (else the test fails: ``-t``
+    is 120 s, so a test that does not end by itself fails here)."""
+    started = time.monotonic()
+    while time.monotonic() - started < within_s:
+        if value := found():
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {within_s} s waiting for {what}")
+
+
+class _Log:
+    """What a process writes to ``stream``, read as it comes (by a thread of its own)."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def ended(self) -> str:
+        """Everything, once the process has closed its end."""
+        self._thread.join(60)
+        return self.text()
+
+
+def _taps_posted(stats: dict) -> tuple[int, int]:
+    """The batches a test's users posted and of them those that failed, by the UI's stats."""
+    (taps,) = [row for row in stats["stats"] if row["name"] == "/taps (100 taps)"]
+    return taps["num_requests"], taps["num_failures"]
+
+
+def _workers_ready(web: int, workers: int) -> None:
+    """Wait until the UI lists ``workers`` workers, every one ready for a test: Locust's
+    workers are ready again only ``--stop-timeout`` after a test stopped, and until then the
+    master starts no test (nor can it tell them to quit)."""
+    _until(
+        f"{workers} workers ready",
+        lambda: (
+            [w["state"] for w in (_ui_stats(web) or {}).get("workers", [])] == ["ready"] * workers
+        ),
+    )
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_with_the_web_ui_the_test_stops_once_the_feed_is_sent_and_the_ui_stays_up(
+    tmp_path, processes
+):
+    """The first test (``--autostart``) sends the feed and stops itself, the UI staying up; a
+    second test started through the UI's own HTTP API (``/swarm``, what "New test" posts)
+    sends the whole feed again and stops itself too. (It used to send nothing and run until
+    stopped by hand: the feed and the "sent" mark stayed used up from the first test.) In one
+    process, and distributed: two workers, each dealt its share again for the second test."""
     expected = tmp_path / "taps.jsonl"
     assert stream(
         load_scenario(SMALL, days=1),
@@ -93,39 +169,54 @@ def test_with_the_web_ui_the_test_stops_once_the_feed_is_sent_and_the_ui_stays_u
         privacy_key=privacy_key(None),
     ).reconciled
     sent = {json.loads(r)["idempotency_key"] for r in expected.read_bytes().splitlines()}
+    batches = -(-len(sent) // 100)
     web = free_port()
+    flags = []
+    if processes > 1:  # on a free port of its own (see above)
+        port = str(free_port())
+        flags = ["--processes", str(processes), "--master-bind-port", port, "--master-port", port]
     server, store = serve()
     locust = subprocess.Popen(
         _command(f"http://127.0.0.1:{server.server_address[1]}", "--autostart",
-                 "--web-host", "127.0.0.1", "--web-port", str(web)),
+                 "--web-host", "127.0.0.1", "--web-port", str(web), *flags),
         env={**os.environ, "CARDTWIN_SPEED": "20000", "CARDTWIN_SCENARIO": str(SMALL)},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its worker processes too, for the cleanup below
     )  # fmt: skip
+    log = _Log(locust.stderr)
     try:
-        started, state = time.monotonic(), None
-        while time.monotonic() - started < 90:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{web}/stats/requests") as answer:
-                    state = json.load(answer)["state"]
-            except OSError:  # the UI is not up yet
-                state = None
-            if state == "stopped":
-                break
-            time.sleep(0.5)
-        # Stopped by the locustfile once every batch was answered, well before -t 120s; the UI
-        # is still there to read the figures.
-        assert state == "stopped"
-        assert time.monotonic() - started < 90
-        assert set(store.records) == sent  # the whole feed, each record once
-        assert store.counts["records_received"] == len(sent)
-        with urllib.request.urlopen(f"http://127.0.0.1:{web}/stats/requests") as answer:
-            assert json.load(answer)["state"] == "stopped"
+        for test in (1, 2):
+            if test == 2:
+                if processes > 1:
+                    _workers_ready(web, processes)
+                # A new test from the UI: the whole feed again (the same keys: the receiver
+                # keeps each record once), and it ends by itself.
+                form = urllib.parse.urlencode({"user_count": 4, "spawn_rate": 4}).encode()
+                with urllib.request.urlopen(f"http://127.0.0.1:{web}/swarm", data=form) as answer:
+                    assert json.load(answer)["success"] is True
+            # Stopped by the locustfile once every batch was answered, well before -t 120s;
+            # the UI is still there to read the figures.
+            _until(f"test {test} to end by itself", lambda n=test: log.text().count(ENDED) == n)
+            stats = _until("the UI to say stopped", lambda: _stopped(web))
+            assert store.counts["records_received"] == test * len(sent)
+            assert store.counts["duplicate_keys"] == (test - 1) * len(sent)
+            assert set(store.records) == sent  # the whole feed, each record once a test
+            if processes == 1:  # (a master's figures lag its workers' reports)
+                # The test's own figures (Locust clears them as a test starts): every batch.
+                assert _taps_posted(stats) == (batches, 0)
+        if processes > 1:
+            _workers_ready(web, processes)  # so that they hear the master quit
     finally:
         locust.terminate()
-        _, err = locust.communicate(timeout=60)
+        try:
+            locust.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(locust.pid, signal.SIGKILL)  # its session: the workers it started
+            locust.wait()
         server.shutdown()
         server.server_close()
-    assert ENDED in err
+    err = log.ended()
+    assert err.count(ENDED) == 2  # each test ended by itself, once
     assert "--run-time limit reached" not in err
 
 

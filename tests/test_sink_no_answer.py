@@ -11,10 +11,12 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import psycopg
@@ -26,7 +28,7 @@ from stream_helpers import ROOT, SMALL, check_first_batch_unknown, json_lines, s
 from traffic.encoding import Encoder
 from traffic.records import stream_schema
 from traffic.servers import postgres_server, redis_server
-from traffic.sinks import Batch, SinkOptions, TransientError, open_sink
+from traffic.sinks import Batch, SinkOptions, TransientError, open_sink, postgres
 from traffic.sinks.postgres import create_table_sql
 
 CLI = [sys.executable, str(ROOT / "run_scenario.py"), "stream", str(SMALL), "--days", "2"]
@@ -150,9 +152,11 @@ def test_a_server_process_stopped_inside_a_batch_does_not_hang_the_stream(tmp_pa
                 )[0]
                 with _let_go(pid):
                     _stop(pid)
-                    started = time.monotonic()
+                    # Ends by itself within BOUND_S (else killed, and the test fails): the
+                    # deadlines' share is a few x TIMEOUT_S (the first attempt 2 x, cut; the two
+                    # retries and the look-back 1 x each), the rest the stream's own seconds,
+                    # which a busy machine stretches; no tighter bound is the design's.
                     stderr = _finish(proc)
-                    took = time.monotonic() - started
                     assert _state_letter(pid) == "T"  # still stopped when the stream ended
             finally:
                 if proc.poll() is None:
@@ -162,9 +166,6 @@ def test_a_server_process_stopped_inside_a_batch_does_not_hang_the_stream(tmp_pa
             _wait_for("the stopped process to end", lambda: _gone(url, pid), timeout_s=30)
         keys = _pg_keys(url)
     assert proc.returncode == 7, stderr
-    # The deadlines' share: the first attempt 2 x TIMEOUT_S (cut), the two retries and the
-    # look-back TIMEOUT_S each; the rest is the stream's own few seconds.
-    assert took < 40
     dead = check_first_batch_unknown(state, expected, stderr)
     said = f"gave up after {ATTEMPTS} attempts: NoAnswer: no answer from the server within "
     for letter in dead:
@@ -265,7 +266,10 @@ def test_a_batch_waiting_on_a_lock_is_cancelled_at_the_deadline():
             encoder.close()
             sink.close()
         keys = _pg_keys(url)
-    assert 1 <= took < 2  # the deadline, not the grace after it: the server heard the cancel
+    # The deadline (1 s), and not the grace after it: the message says the cancel ended the
+    # query, not the cut that follows the grace. The upper bound is only a few x the timeout
+    # (a busy machine delays the watchdog's thread), not a measure of the grace.
+    assert 1 <= took < 5
     assert str(failed.value) == (
         "NoAnswer: no answer from the server within --timeout 1 s: the query was cancelled"
     )
@@ -308,14 +312,63 @@ def test_a_whole_server_stopped_is_cut_off_and_cannot_be_asked():
             encoder.close()
             sink.close()
         keys = _pg_keys(url)
-    assert 2 <= took < 3  # the deadline (1 s) and the grace (1 s)
+    # The deadline (1 s) and the grace (1 s), then the cut; at most a few x that on a busy
+    # machine. That the grace counts from the cancel's start (not after a cancel that took
+    # all of it: 3 s here) is checked on the watchdog's own clock, below, not by wall clock.
+    assert 2 <= took < 6
     assert str(failed.value).startswith(
         "NoAnswer: no answer from the server within --timeout 1 s, nor to its cancellation "
         "within 1 s more"
     )
     assert str(failed.value).endswith("the connection was cut")
-    assert through is None and asked < 3
+    # Connecting is bounded by libpq's connect_timeout (2 s here): a few x that at most.
+    assert through is None and asked < 6
     assert keys == ["s:0"]
+
+
+class _Clock:
+    """A clock for ``Deadlines``'s watchdog (its module's ``time``): it moves only when the
+    code under test sleeps or a fake cancel takes time, so the waits are exact."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class _Unanswered:
+    """A connection whose cancel is never answered: ``cancel_safe`` takes all of its
+    ``timeout`` (the postmaster stopped); ``pgconn.socket`` is a real socket, to be cut."""
+
+    def __init__(self, clock: _Clock, sock: socket.socket) -> None:
+        self.clock = clock
+        self.pgconn = types.SimpleNamespace(socket=sock.fileno())
+
+    def cancel_safe(self, timeout: float) -> None:
+        self.clock.sleep(timeout)
+        raise psycopg.OperationalError("the cancel timed out")
+
+
+def test_the_grace_counts_from_the_cancels_start(monkeypatch):
+    """A cancel that is never answered takes the whole grace: the cut follows at once, at
+    the deadline + the grace, not a grace later (the design's bound on a stopped server,
+    which the wall-clock test above cannot tell apart from a busy machine's delays)."""
+    clock = _Clock()
+    monkeypatch.setattr(postgres, "time", clock)
+    deadlines = postgres.Deadlines(timeout_s=1, grace_s=1)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        entry = postgres._Watched(_Unanswered(clock, ours), deadline=clock.now)
+        started = clock.now
+        deadlines._interrupt(entry)
+        assert entry.fired == "cut"
+        assert clock.now - started == 1  # the grace, all taken by the cancel; nothing after
+        theirs.settimeout(5)
+        assert theirs.recv(1) == b""  # the connection was shut down
 
 
 def test_a_stopped_redis_server_does_not_hang_the_stream(tmp_path, expected):

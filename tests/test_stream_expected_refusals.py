@@ -9,8 +9,6 @@ from __future__ import annotations
 import http.server
 import json
 import re
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -18,7 +16,6 @@ import duckdb
 import numpy as np
 import pytest
 from stream_helpers import (
-    ROOT,
     STREAM_CLI,
     Answers,
     answer,
@@ -201,6 +198,56 @@ def test_a_clean_record_refused_on_its_own_still_exits_7(tmp_path):
     assert f"dead {len(refused):,} ({len(malformed):,} expected refusals)" in last_line
 
 
+def test_a_receiver_refusing_every_record_one_by_one_is_given_up_on_malformed_records_or_not(
+    tmp_path,
+):
+    """A receiver that refuses every record on its own (it expects another schema, say) takes
+    nothing: with malformed records injected too, the stream gives up on it after its first
+    batches, as without them (exit 2, the same hint), and the malformed records it refused
+    with all the others are no expected refusals. (They used to count as taken, so the stream
+    never gave up and ended with exit 7 instead, the hint lost.)"""
+    errors = []
+    for name, flags in (("clean", ()), ("dirty", ("--inject", "malformed=0.02"))):
+        state = tmp_path / name
+        server = _OneByOne(every=1)
+        done = _stream_into(server, state, "--batch-size", "100", *flags)
+        assert done.returncode == 2, done.stderr
+        (error,) = done.stderr.strip().splitlines()
+        assert "took none of the records of the stream's first 3 batches: refused" in error
+        assert "check the URL, that the receiver is up and what it accepts" in error
+        errors.append(error.replace(_url(server), "URL").replace(str(state), "STATE"))
+        report = json.loads((state / "report.json").read_text())
+        t = report["totals"]
+        assert not report["finished"] and "first 3 batches" in report["stop_reason"]
+        assert (t["acknowledged"], t["expected_refusals"]) == (0, 0)
+        assert 0 < t["sent"] < t["generated"] and t["dead_lettered"] == t["sent"]
+        dead = json_lines(state / "dead_letters.jsonl")
+        assert not any(d.get("expected_refusal") for d in dead)
+        if flags:  # malformed records were among those refused (the case in question)
+            assert _malformed_keys(state) & {d["idempotency_key"] for d in dead}
+    assert errors[0] == errors[1]
+
+
+def test_a_sink_that_acknowledged_nothing_says_so_beside_expected_refusals(tmp_path):
+    """Batches of one record, every record refused on its own, the stream sent whole
+    (``--give-up-after 0``): the malformed records, alone in their batches, are expected
+    refusals, yet the sink took no record, and the summary says so (the hint used to follow
+    the failures, which leave the expected refusals out)."""
+    server = _OneByOne(every=1)
+    flags = ("--batch-size", "1", "--give-up-after", "0", "--inject", "malformed=0.05")
+    done = _stream_into(server, tmp_path / "state", *flags)
+    assert done.returncode == 7, done.stderr
+    t, dead = _outcome(tmp_path / "state")
+    malformed = _malformed_keys(tmp_path / "state")
+    assert t["acknowledged"] == 0 and t["expected_refusals"] == len(malformed) > 0
+    assert {d["idempotency_key"] for d in dead if d.get("expected_refusal")} == malformed
+    clean = t["generated"] - len(malformed)
+    assert (
+        f"{len(malformed):,} of them {EXPECTED}, the other {clean:,} not: the sink took none "
+        "of them; check the URL, that the receiver is up and what it accepts (exit 7)"
+    ) in done.stderr
+
+
 def test_malformed_records_in_a_batch_refused_whole_are_not_expected_refusals(tmp_path):
     """A batch refused whole (a 422 of the batch) is refused with its clean records: none of its
     records is an expected refusal, malformed or not; the stream exits 7."""
@@ -280,17 +327,6 @@ def test_expected_refusals_are_kept_across_a_kill_and_a_resume(tmp_path):
     assert f"the checkpoint counts {len(dead)}" in tampered.stderr
 
 
-def _replay(recording: Path, state: Path, sink: str) -> subprocess.CompletedProcess:
-    """The stream command sending ``recording`` again into ``sink``."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "run_scenario.py"), "stream", str(recording),
-         "--sink", sink, "--state", str(state), "--quiet"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
-
-
 def test_a_replay_knows_the_malformed_records_from_its_streams_labels(tmp_path):
     """A dirty recording sent again with its stream's --state (where its labels are) counts the
     refusals of its malformed records as expected (exit 0); sent with another --state it
@@ -301,8 +337,8 @@ def test_a_replay_knows_the_malformed_records_from_its_streams_labels(tmp_path):
     malformed = _malformed_keys(tmp_path / "rec")
     server, _ = serve(validate=True)
     try:
-        with_labels = _replay(recording, tmp_path / "rec", _url(server))
-        without = _replay(recording, tmp_path / "other", _url(server))
+        with_labels = stream_cli(tmp_path / "rec", _url(server), recording=recording)
+        without = stream_cli(tmp_path / "other", _url(server), recording=recording)
     finally:
         server.shutdown()
         server.server_close()

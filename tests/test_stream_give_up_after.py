@@ -8,9 +8,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from stream_helpers import SMALL, Answers, json_lines, stream_cli
+from stream_helpers import (
+    SMALL,
+    Answers,
+    json_lines,
+    most_batches_sent_before_giving_up,
+    stream_cli,
+)
 
-from traffic.delivery import FIRST_BATCHES
+from traffic.delivery import FIRST_BATCHES, Delivery, GiveUpAfterError, RetryPolicy
 from traffic.stream import StreamSettings, StreamSetupError, stream
 
 RECORDS_A_DAY = 1368  # the small scenario's first day of taps
@@ -28,11 +34,13 @@ def test_the_stream_gives_up_after_the_batches_asked(tmp_path):
     assert len(lines) == 1
     assert "took none of the records of the stream's first 5 batches" in lines[0]
     assert "HTTP 404: no such route" in lines[0] and "--give-up-after 0" in lines[0]
-    # Stopped after 5 (one more may have been on its way), not the default 3 nor all 28.
-    assert 5 <= server.posts <= 6
+    # Stopped after 5, not the default 3 nor all 28; the worker may have taken a few more
+    # batches before the pacer saw the flag (stream_helpers: the bound, not a number).
+    assert 5 <= server.posts <= most_batches_sent_before_giving_up(5) < 28
     report = json.loads((tmp_path / "state" / "report.json").read_text())
     assert not report["finished"] and "first 5 batches" in report["stop_reason"]
-    assert report["totals"]["dead_lettered"] == server.posts * 50
+    t = report["totals"]
+    assert t["sent"] == t["dead_lettered"] == server.posts * 50 < t["generated"]
 
 
 def test_give_up_after_0_sends_every_batch_and_exits_7(tmp_path):
@@ -59,29 +67,37 @@ def test_the_default_is_the_documented_one(tmp_path):
     finally:
         server.close()
     assert done.returncode == 2, done.stderr
-    assert "first 3 batches" in done.stderr and 3 <= server.posts <= 4
+    assert "first 3 batches" in done.stderr
+    assert 3 <= server.posts <= most_batches_sent_before_giving_up(3)  # (see above)
 
 
-@pytest.mark.parametrize(
-    "value, shown",
-    [("-1", "got -1"), ("x", "got 'x'"), ("2.5", "got '2.5'"), ("", "got ''")],
-)
+#: The one message of a bad --give-up-after (traffic/delivery.py ``give_up_after_checked``).
+EXPECTED = "expected a whole number of batches >= 0 (0: never give up)"
+
+
+@pytest.mark.parametrize("value, shown", [("-1", "-1"), ("x", "'x'"), ("2.5", "'2.5'"), ("", "''")])
 def test_a_bad_give_up_after_is_bad_input_naming_the_flag(tmp_path, value, shown):
     done = stream_cli(tmp_path / "state", "null", "--give-up-after", value)
     assert done.returncode == 2, done.stderr
     error = done.stderr.strip().splitlines()[-1]
-    assert error == (
-        "run_scenario.py stream: error: argument --give-up-after: expected a whole number of "
-        f"batches >= 0 (0: never give up), {shown}"
-    )
+    assert error == f"run_scenario.py stream: error: --give-up-after {shown}: {EXPECTED}"
     assert not (tmp_path / "state").exists()  # nothing started
 
 
-@pytest.mark.parametrize("value", [-1, 2.0, True, "3"])
-def test_the_library_refuses_a_bad_give_up_after_before_anything_is_sent(tmp_path, value):
+@pytest.mark.parametrize("value, shown", [(-1, "-1"), (2.0, "2.0"), (True, "True"), ("3", "'3'")])
+def test_the_library_refuses_a_bad_give_up_after_before_anything_is_sent(tmp_path, value, shown):
+    """The same message as the command line's (one check), before anything is touched."""
     from sim.api import load_scenario, privacy_key
 
     settings = StreamSettings(sink="null", state_dir=tmp_path / "state", give_up_after=value)
-    with pytest.raises(StreamSetupError, match=r"^--give-up-after .*: expected a whole number"):
+    with pytest.raises(StreamSetupError) as refused:
         stream(load_scenario(SMALL, days=1), settings, privacy_key=privacy_key(None))
+    assert str(refused.value) == f"--give-up-after {shown}: {EXPECTED}"
     assert not (tmp_path / "state").exists()
+
+
+def test_delivery_refuses_a_bad_give_up_after_with_the_same_message():
+    """Delivery, built directly (no stream around it), says the same, before a thread starts."""
+    with pytest.raises(GiveUpAfterError) as refused:
+        Delivery(None, None, None, None, RetryPolicy(), seed=0, give_up_after=-1)
+    assert str(refused.value) == f"--give-up-after -1: {EXPECTED}"

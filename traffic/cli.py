@@ -45,16 +45,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _batches_or_never(text: str) -> int:
-    """``--give-up-after``: a whole number of batches, 0 for never."""
-    expected = "a whole number of batches >= 0 (0: never give up)"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
-    return value
+class _GiveUpAfter(argparse.Action):
+    """``--give-up-after``: checked by the library's own check (traffic/delivery.py
+    ``give_up_after_checked``), so the command line and a library caller get one message. An
+    action, not a ``type``: argparse would put ``argument --give-up-after:`` before a message
+    that already names the flag."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from traffic.delivery import GiveUpAfterError, give_up_after_checked
+
+        try:
+            setattr(namespace, self.dest, give_up_after_checked(values, text=True))
+        except GiveUpAfterError as exc:
+            parser.error(str(exc))  # usage, the message, exit 2
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -150,7 +153,7 @@ def build_stream_parser(positive_int, seed, common) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--give-up-after",
-        type=_batches_or_never,
+        action=_GiveUpAfter,
         default=FIRST_BATCHES,
         metavar="N",
         help=f"stop the stream (exit {EXIT_BAD_INPUT}) when the sink took none of the records "
@@ -378,10 +381,12 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
     )
     if report.reconciled and failed:
         print(f"  reconciled: {equation}", file=sys.stderr)
+        # On what was acknowledged, not on the failures: expected refusals (an all-malformed
+        # batch refused record by record) are not failures, yet the sink took no record.
         hint = (
             ": the sink took none of them; check the URL, that the receiver is up and what it "
             "accepts"
-            if failed == t["generated"]
+            if t["acknowledged"] == 0
             else ""
         )
         apart = f"; {expected:,} of them {_EXPECTED}, the other {failed:,} not" if expected else ""

@@ -23,15 +23,23 @@ traffic/dirty.py ``MalformedPositions``) should be refused by a careful system. 
 sink refused *on its own* — named in the batch's ``Outcome.rejected`` while the rest of the
 batch was taken — that is labelled malformed is dead-lettered as an expected refusal: counted
 apart (traffic/accounting.py) and, like an acknowledged record, a sign the sink takes the
-stream (so it never makes the stream give up). A batch refused whole (a ``PermanentError``: a
-404, a 401, a 422 of the batch) never holds an expected refusal, even when every record in it
-is malformed: the refusal is of the batch, not of the record's defect, and a sink refusing
-every batch alike would otherwise pass a stream of malformed records. Neither does a batch
-given up on after its last attempt, nor one of unknown delivery.
+stream (so it never makes the stream give up). "The rest was taken" is checked: the sink
+acknowledged at least one record of the batch, or there is no rest, every record of the batch
+being a labelled malformed one (a careful sink fed malformed records only refuses them all).
+A sink that refused every record of a batch holding a clean one told nothing apart: it
+refused them all alike (a receiver expecting another schema), as one refusing the batch whole
+does, so its malformed records are plain dead letters and the batch counts as nothing taken
+(the stream gives up on such a sink as it would without malformed records). A batch refused
+whole (a ``PermanentError``: a 404, a 401, a 422 of the batch) never holds an expected
+refusal, even when every record in it is malformed: the refusal is of the batch, not of the
+record's defect, and a sink refusing every batch alike would otherwise pass a stream of
+malformed records. Neither does a batch given up on after its last attempt, nor one of
+unknown delivery.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import random
@@ -65,6 +73,28 @@ class RetryPolicy:
 #: Batches of a session that may all finish without the sink acknowledging a record before the
 #: stream stops, by default (``--give-up-after``; module docstring).
 FIRST_BATCHES = 3
+
+
+class GiveUpAfterError(ValueError):
+    """A ``give_up_after`` (``--give-up-after``) that is not a whole number of batches >= 0."""
+
+
+def give_up_after_checked(value: object, *, text: bool = False) -> int:
+    """``value`` as ``--give-up-after`` takes it: a whole number of batches >= 0 (0: never
+    give up); with ``text``, the command line's text of one. The one check of it — the
+    command line, ``StreamSettings`` (traffic/stream.py) and ``Delivery`` call it — so each
+    says the same: GiveUpAfterError naming the flag, the value and what is expected. A
+    library caller's value must be an int already (not a bool, a float or a string)."""
+    number = value
+    if text and isinstance(value, str):
+        with contextlib.suppress(ValueError):  # not a number: shown as given, quoted
+            number = int(value)
+    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+        raise GiveUpAfterError(
+            f"--give-up-after {number!r}: expected a whole number of batches >= 0 "
+            "(0: never give up)"
+        )
+    return number
 
 
 class DeliveryFailed(RuntimeError):
@@ -101,10 +131,7 @@ class Delivery:
         give_up_after: int = FIRST_BATCHES,
         malformed: MalformedPositions | None = None,
     ) -> None:
-        if isinstance(give_up_after, bool) or not isinstance(give_up_after, int):
-            raise TypeError(f"give_up_after: expected a whole number, got {give_up_after!r}")
-        if give_up_after < 0:
-            raise ValueError(f"give_up_after: expected a number >= 0, got {give_up_after}")
+        give_up_after = give_up_after_checked(give_up_after)  # before any thread starts
         self.sink = sink
         self.accounts = accounts
         self.dead_letters = dead_letters
@@ -281,15 +308,24 @@ class Delivery:
         first_reason = next((reasons[seq] for seq in sorted(reasons) if seq not in expected), None)
         # An expected refusal is the sink judging the record, as it should: taken, for the
         # give-up check (a stream of malformed records only must not stop as "took nothing").
+        # There are none in a batch the sink refused all of, clean records included
+        # (``_expected_refusals``): such a batch counts as nothing taken.
         self._tally(len(batch) - len(rows) + len(expected), first_reason)
         self._save()
 
     def _expected_refusals(self, batch: Batch, reasons: dict[int, str]) -> set[int]:
-        """The positions of ``reasons`` labelled malformed (module docstring)."""
+        """The positions of ``reasons`` labelled malformed, refused one by one while the rest
+        of the batch was taken: the sink acknowledged some record of it, or every record of it
+        is labelled malformed. None when the sink refused every record of a batch holding a
+        clean one: refusing them all alike, it judged no record's defect (module
+        docstring)."""
         if self.malformed is None:
             return set()
-        labelled = self.malformed.among(batch.first_seq, batch.last_seq)
-        return {int(seq) for seq in labelled if int(seq) in reasons}
+        labelled = {int(seq) for seq in self.malformed.among(batch.first_seq, batch.last_seq)}
+        took_some = len(reasons) < len(batch)
+        if not took_some and len(labelled) < len(batch):
+            return set()
+        return {seq for seq in labelled if seq in reasons}
 
     def _tally(self, taken: int, reason: str | None) -> None:
         """Count a finished batch (``taken`` of its records acknowledged or refused as
@@ -325,4 +361,11 @@ def _seqs(batch: Batch) -> range:
     return range(batch.first_seq, batch.first_seq + len(batch))
 
 
-__all__ = ["FIRST_BATCHES", "Delivery", "DeliveryFailed", "RetryPolicy"]
+__all__ = [
+    "FIRST_BATCHES",
+    "Delivery",
+    "DeliveryFailed",
+    "GiveUpAfterError",
+    "RetryPolicy",
+    "give_up_after_checked",
+]

@@ -44,7 +44,13 @@ import numpy as np
 import pyarrow as pa
 
 from traffic.accounting import CHECKPOINT_FILE, Accounts, Checkpoint, DeadLetters
-from traffic.delivery import FIRST_BATCHES, Delivery, RetryPolicy
+from traffic.delivery import (
+    FIRST_BATCHES,
+    Delivery,
+    GiveUpAfterError,
+    RetryPolicy,
+    give_up_after_checked,
+)
 from traffic.dirty import Injection, MalformedPositions, Spoiler, cut_labels, labels_stream_id
 from traffic.pacing import Pacer, Unpaced
 from traffic.recording import Recording
@@ -284,12 +290,10 @@ def _run(
     state folder and the sink is checked before anything is changed, and nothing of an
     earlier stream's state is touched until the producer is ready (a world can take seconds
     to build, and a bad scenario fails there)."""
-    give_up = settings.give_up_after
-    if isinstance(give_up, bool) or not isinstance(give_up, int) or give_up < 0:
-        raise StreamSetupError(
-            f"--give-up-after {give_up!r}: expected a whole number of batches >= 0 "
-            "(0: never give up)"
-        )
+    try:  # here, before anything is touched (Delivery checks it too, but only once opened)
+        give_up = give_up_after_checked(settings.give_up_after)
+    except GiveUpAfterError as exc:
+        raise StreamSetupError(str(exc)) from None
     state_dir = Path(settings.state_dir)
     _check_state_folder(state_dir)
     if not writes_labels:  # a replay: its stream's labels, if they are in the state folder
