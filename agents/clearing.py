@@ -470,8 +470,10 @@ class ClearingNetworkAgent:
         """After the period: settlements still waiting for deposit money are paid on the days
         the called money arrives, so none is left unpaid."""
         today = last_settle_day
-        # Each waiting settlement is paid at most a call delay after the one before it.
-        limit = max(today, self.deposits.last_unpaid_day()) + (len(self.settlements_due) + 1) * (
+        # Each waiting settlement is paid at most a call delay after the one before it. A date
+        # can hold several (nodes settle on their own T+n), each with its own call and wait.
+        waiting = sum(len(due) for due in self.settlements_due.values())
+        limit = max(today, self.deposits.last_unpaid_day()) + (waiting + 1) * (
             self.settings.deposit_call_delay_days + 1
         )
         while self.settlements_due and today < limit:

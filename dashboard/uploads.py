@@ -48,6 +48,8 @@ def upload_problem(name: str, data: bytes, lang: str = "en") -> str | None:
         content = yaml.safe_load(data.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         return i18n.t("run.upload_not_yaml", lang, name=name, error=" ".join(str(exc).split()))
+    except RecursionError:  # nested deeper than the parser goes: no scenario is
+        return i18n.t("run.upload_not_yaml", lang, name=name, error="nested too deeply")
     if not isinstance(content, dict):
         return i18n.t("run.upload_not_mapping", lang, name=name)
     target = target_of(name)
@@ -57,23 +59,27 @@ def upload_problem(name: str, data: bytes, lang: str = "en") -> str | None:
     # the upload's own (``trial_files``): two sessions uploading the same file name at once
     # each validate their own bytes.
     handle, trial_name = tempfile.mkstemp(
-        dir=target.parent, prefix=".trial-", suffix=f"-{target.name}"
+        dir=target.parent, prefix=".trial-", suffix=f".{target.name}"
     )
     trial = Path(trial_name)
-    with os.fdopen(handle, "wb") as out:
-        out.write(data)
     try:
-        api.load_scenario(trial)
-    except api.BadInput as exc:
-        trial.unlink(missing_ok=True)
-        return i18n.t(
-            "run.upload_invalid", lang, name=name, error=str(exc).replace(str(trial), name)
-        )
-    trial.replace(target)
-    return None
+        os.fchmod(handle, 0o644)  # as the shipped scenarios (mkstemp makes it the owner's only)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        try:
+            api.load_scenario(trial)
+        except api.BadInput as exc:
+            return i18n.t(
+                "run.upload_invalid", lang, name=name, error=str(exc).replace(str(trial), name)
+            )
+        trial.replace(target)
+        return None
+    finally:
+        trial.unlink(missing_ok=True)  # whatever stopped it (once in place, it is gone)
 
 
 def trial_files(name: str) -> list[Path]:
     """Hidden files of uploads called ``name`` still being validated (none once
     ``upload_problem`` has returned)."""
-    return sorted(UPLOAD_DIR.glob(f".trial-*-{target_of(name).name}"))
+    # The random part and a kept name hold no dot: ".trial-*.a.yaml" is never b_a.yaml's.
+    return sorted(UPLOAD_DIR.glob(f".trial-*.{target_of(name).name}"))

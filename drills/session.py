@@ -498,13 +498,11 @@ class DrillSession:
         drill = Path(self.state()["drill"])
         # A chain that cannot be followed: the script alone (the parse says what is wrong).
         script = chain_signatures(drill) or (signature(drill),)
-        return (
-            str(day),
-            signature(day / "run_meta.json"),
-            str(drill),
-            script,
-            chain_signatures(self.drill.base),
-        )
+        try:
+            base = chain_signatures(self.drill.base)
+        except UNREADABLE:  # the script itself broken: no base to watch until it is mended
+            base = None
+        return (str(day), signature(day / "run_meta.json"), str(drill), script, base)
 
     def alerts_so_far(self, now: float | None = None):
         """The alerts raised up to the clock's minute."""

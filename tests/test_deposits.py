@@ -36,14 +36,25 @@ def _deposit_balances(out: Path) -> dict[str, list[int]]:
     return balances
 
 
-def _run(tmp_path: Path, deposit_fen: int, delay: int, days: int = 5, lag: int = 1):
+def _run(
+    tmp_path: Path,
+    deposit_fen: int,
+    delay: int,
+    days: int = 5,
+    lag: int = 1,
+    node_lags: dict[str, int] | None = None,
+):
     overrides = [
         f"clearing.settlement_deposit_fen={deposit_fen}",
         f"clearing.deposit_call_delay_days={delay}",
         f"clearing.settlement_lag_days={lag}",
         f"period.days={days}",
+        *(
+            f"clearing.network.nodes.{node}.settlement_lag_days={node_lag}"
+            for node, node_lag in (node_lags or {}).items()
+        ),
     ]
-    out = tmp_path / f"run_{deposit_fen}_{delay}_{lag}"
+    out = tmp_path / f"run_{deposit_fen}_{delay}_{lag}_{len(overrides)}"
     summary = run(load_scenario(SMALL, overrides), out)
     return summary, out
 
@@ -151,14 +162,34 @@ def test_a_deposit_that_suffices_is_only_topped_up(tmp_path):
     deposit_fen=st.integers(min_value=0, max_value=400_000),
     delay=st.integers(min_value=0, max_value=4),
     lag=st.integers(min_value=0, max_value=2),
+    node_lags=st.dictionaries(
+        st.sampled_from(["NT_EXCHANGE", "JS_EXCHANGE", "SHANGHAI_EXCHANGE", "WUXI_EXCHANGE"]),
+        st.integers(min_value=0, max_value=2),
+    ),
 )
 def test_any_deposit_delay_and_lag_pays_every_settlement_and_never_overdraws(
-    tmp_path, deposit_fen, delay, lag
+    tmp_path, deposit_fen, delay, lag, node_lags
 ):
-    summary, out = _run(tmp_path, deposit_fen=deposit_fen, delay=delay, days=3, lag=lag)
+    summary, out = _run(
+        tmp_path, deposit_fen=deposit_fen, delay=delay, days=3, lag=lag, node_lags=node_lags
+    )
     assert verify(out) == []
     for account, series in _deposit_balances(out).items():
         assert min(series) >= 0, account
+    settled = read_frame(out, "settlements")
+    assert np.all(settled.groupby(["service_date", "node_id"])["net_position_fen"].sum() == 0)
+
+
+def test_several_settlements_due_on_one_date_each_wait_for_their_money(tmp_path):
+    # Found by review: nodes settling on their own T+n put several settlements on one date,
+    # each waiting for its own call with an empty deposit; the run's end allowed a wait per
+    # date, not per settlement, and stopped a valid run ("settlement of day 3: still unpaid on
+    # day 6").
+    node_lags = {"SHANGHAI_EXCHANGE": 0, "WUXI_EXCHANGE": 2}
+    summary, out = _run(tmp_path, deposit_fen=0, delay=0, days=2, node_lags=node_lags)
+    assert verify(out) == []
+    for account, series in _deposit_balances(out).items():
+        assert min(series) >= 0, (account, series)
     settled = read_frame(out, "settlements")
     assert np.all(settled.groupby(["service_date", "node_id"])["net_position_fen"].sum() == 0)
 

@@ -30,7 +30,7 @@ from dashboard.drill_sessions import (
 )
 from dashboard.state import code, lang, pick, tr
 from drills.monitor import BUCKET_MIN, SCOPES_OF
-from drills.session import DrillSession, sessions
+from drills.session import UNREADABLE, DrillSession, sessions
 
 SPEEDS = (30, 60, 120, 300, 600)
 CAUSES = (
@@ -111,9 +111,16 @@ def live(session: DrillSession) -> None:
     """The clock, the monitoring and the alerts, refreshed every two seconds (a session that
     stops reading meanwhile, its drill script edited say, is a message, not a traceback)."""
     problem = session.problem()
-    if problem is not None:
-        st.error(tr("drill.session_broken", id=session.folder.name, error=problem))
-        return
+    if problem is None:
+        try:
+            _live(session)
+            return
+        except UNREADABLE as exc:  # its files edited between the check and their reading
+            problem = str(exc)
+    st.error(tr("drill.session_broken", id=session.folder.name, error=problem))
+
+
+def _live(session: DrillSession) -> None:
     state = session.state()
     status = tr("drill.ended") if state["ended"] else tr("drill.paused") if state["paused"] else ""
     st.metric(tr("drill.clock"), session.clock(), help=status or None)
