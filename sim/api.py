@@ -62,6 +62,7 @@ from sim.run_lines import CityLines as RunCityLines
 from sim.run_lines import Device as RunDevice
 from sim.run_lines import Line as RunLine
 from sim.run_lines import city_lines as run_lines
+from sim.run_lines import network_fingerprint
 from sim.run_places import City as RunCity
 from sim.run_places import Incident as RunIncident
 from sim.run_places import Participant as RunParticipant
@@ -1118,6 +1119,9 @@ def _run_meta(spec, scenario_path, worlds, cardholders, run_seed, kpis, timings,
                     "regions": list(w.scenario.regions),
                     "metro": list(w.scenario.network.metro),
                 },
+                # What that reader checks its rebuilt network against before naming anything
+                # by it (a hand-edited order or another version's network: ids, not wrong names).
+                "network_fingerprint": network_fingerprint(w.network, w.n_local_lines),
                 # A region's shard of a city split by region: which city and region (the
                 # settings leave the loader's marker out), so a reader sees one city.
                 **_region_part(w.scenario),

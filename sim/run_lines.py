@@ -16,15 +16,19 @@ regions before it, and each region's random bus routes are drawn by its place) a
 A city split by region (``sim/region_shards.py``) has a network per part, each numbering its
 devices from 0: its lines are listed (their ids are the city's), its devices are not (no part's
 numbering is the city's, and an incident of such a city may not name a device). A shard whose
-settings cannot be read back — a run written before ``order`` was kept, or by a version whose
-network settings differ — lists nothing: a reader shows its lines and devices by their ids.
+settings cannot be read back — a run written before ``order`` and the network's fingerprint were
+kept, or by a version whose network settings differ — or whose rebuilt network does not match
+the fingerprint the run kept (``network_fingerprint``: a hand-edited ``order``, another
+version's generator) lists nothing: a reader shows its lines and devices by their ids.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 from pydantic import ValidationError
 
 from sim.codes import MODES
@@ -89,9 +93,30 @@ def city_lines(meta: dict) -> list[CityLines]:
     return out
 
 
+def network_fingerprint(network: TransitNetwork, local_lines: int | None = None) -> str:
+    """A digest of what names a network's lines and devices: its first ``local_lines`` line
+    ids in order (default: all; a run's world adds other cities' gateway lines after its own,
+    which are not rebuilt), each one's first stop, and each device on them: its line, stop
+    and kind. The run keeps it (``run_meta.json``); a rebuilt network that does not match it
+    names nothing (module docstring)."""
+    n = len(network.lines.ids) if local_lines is None else int(local_lines)
+    on_local = np.asarray(network.devices.line) < n
+    digest = hashlib.sha256()
+    digest.update("\n".join(map(str, network.lines.ids[:n])).encode("utf-8"))
+    for column in (
+        np.asarray(network.lines.stop_ptr)[:n],
+        np.asarray(network.devices.line)[on_local],
+        np.asarray(network.devices.stop)[on_local],
+        np.asarray(network.devices.kind)[on_local],
+    ):
+        digest.update(np.ascontiguousarray(column, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
 def _network(entry: dict) -> tuple[TransitNetwork, list[str]] | None:
     """The network a shard ran on, rebuilt from its settings, with its region ids in order;
-    None where the settings cannot be read back."""
+    None where the settings cannot be read back or the rebuilt network is not the run's (its
+    fingerprint differs: a hand-edited ``order``, another version's network)."""
     settings, order = entry.get("settings"), entry.get("order")
     if not isinstance(settings, dict) or not isinstance(order, dict):
         return None
@@ -110,6 +135,8 @@ def _network(entry: dict) -> tuple[TransitNetwork, list[str]] | None:
             seed = settings["seed"] if seed is None else seed
         built = build_network(found, network, Streams(int(seed)), start.toordinal(), routes=False)
     except (KeyError, TypeError, AttributeError, ValueError, ValidationError):
+        return None
+    if entry.get("network_fingerprint") != network_fingerprint(built):
         return None
     return built, list(found)
 
@@ -161,4 +188,11 @@ def _devices(network: TransitNetwork, lines: list[Line]) -> dict[int, Device]:
     return out
 
 
-__all__ = ["CityLines", "Device", "Line", "bus_line_number", "city_lines"]
+__all__ = [
+    "CityLines",
+    "Device",
+    "Line",
+    "bus_line_number",
+    "city_lines",
+    "network_fingerprint",
+]

@@ -80,3 +80,22 @@ def test_a_city_split_by_region_lists_its_lines_but_not_its_parts_devices(tmp_pa
     assert local and local <= set(city.lines)
     for line in city.lines.values():
         assert line.mode == "metro" or line.id == f"{line.region.id}-{line.number}"
+
+
+def test_a_network_that_is_not_the_runs_names_nothing(tmp_path):
+    """An ``order`` edited by hand (regions reversed: the same lines, numbered otherwise) or a
+    fingerprint that is not the network's: the rebuilt network is not the run's, so nothing is
+    named by it (a reader shows ids), rather than every device named after another line."""
+    scenario = api.load_scenario(SMALL, days=1)
+    api.run(scenario, tmp_path / "small")
+    meta = _meta(tmp_path / "small")
+    (city,) = api.run_lines(meta)
+    assert city.lines and city.devices  # as written: named
+    edited = json.loads(json.dumps(meta))
+    edited["cities"][0]["order"]["regions"].reverse()
+    (city,) = api.run_lines(edited)
+    assert city.lines == {} and city.devices == {}
+    edited = json.loads(json.dumps(meta))
+    edited["cities"][0]["network_fingerprint"] = "0" * 64
+    (city,) = api.run_lines(edited)
+    assert city.lines == {} and city.devices == {}
