@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 
 from sim import api
+from sim.codes import MODES
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "scenarios" / "small_ci.yaml"
@@ -78,8 +79,18 @@ def test_a_city_split_by_region_lists_its_lines_but_not_its_parts_devices(tmp_pa
     tapped = set().union(*(_tapped(tmp_path / "split", shard) for shard in city.city.shards))
     local = {line for _, line in tapped if not line.startswith("EXT-")}
     assert local and local <= set(city.lines)
-    for line in city.lines.values():
-        assert line.mode == "metro" or line.id == f"{line.region.id}-{line.number}"
+    # Every line of every part, as the engine's own worlds of the parts have it: its mode and
+    # region, and a bus line's number (a metro line has none).
+    expected = {}
+    for world in api.build(scenario, people=False):
+        network_lines = world.network.lines
+        for index in range(world.n_local_lines):
+            region = world.region_ids[int(network_lines.region[index])]
+            mode = MODES[int(network_lines.mode[index])]
+            line_id = network_lines.ids[index]
+            number = line_id.removeprefix(f"{region}-") if mode == "bus" else None
+            expected[line_id] = (mode, region, number)
+    assert {i: (x.mode, x.region.id, x.number) for i, x in city.lines.items()} == expected
 
 
 def test_a_network_that_is_not_the_runs_names_nothing(tmp_path):
