@@ -357,9 +357,15 @@ def _target_namer(meta: dict, outlets: pd.DataFrame, lg: str, run_dir: Path):
     tells a device from a line)."""
     node = institutions.participant_label(meta, lg)
     outlet = _outlet_names(meta, outlets, several=False)
+    found: list[lines.RunNames] = []  # the run's names, fetched once, at the first need
+
+    def run_names() -> lines.RunNames:
+        if not found:
+            found.append(_line_names(str(run_dir), stamp(run_dir), lg))
+        return found[0]
 
     def line(city: int, line_id: str) -> str | None:
-        return _line_names(str(run_dir), stamp(run_dir), lg).lines.get((city, line_id))
+        return run_names().lines.get((city, line_id))
 
     def named(kind: str, target: str, city: int) -> str | None:
         if kind == "clearing_node_outage":
@@ -375,7 +381,7 @@ def _target_namer(meta: dict, outlets: pd.DataFrame, lg: str, run_dir: Path):
         if scope == "line":
             return line(city, target)
         if scope == "device":
-            return _line_names(str(run_dir), stamp(run_dir), lg).devices.get((city, target))
+            return run_names().devices.get((city, target))
         return None
 
     return named
