@@ -301,65 +301,79 @@ class RecordWriter:
     # ----------------------------------------------------------------- tables
     def transaction_columns(self, day: int, c: TapTable) -> dict[str, np.ndarray]:
         """The ``transactions`` table's columns of a day's taps (any phase from SETTLED on:
-        before FINAL the clearing columns say pending); also what a stream sends."""
-        pop = self.world.population
-        lines = self.world.network.lines
-        charged = c.home_card & ~c.declined & (c.device_refused == 0)
-        device = c.device.astype(np.int64)
-        is_bus = self.world.network.devices.kind[device] != METRO
-        t_abs = self._ts(day, c.t_s)
-        tac = _hash32(
-            self._tac_key, pop.card_id[c.row], c.card_counter, c.amount_fen, device, t_abs
-        )
+        before FINAL the clearing columns say pending)."""
         settle = c.settle_day
         settle_date = np.where(
             settle >= 0,
             np.datetime64(self.world.start_date, "D") + settle.astype("timedelta64[D]"),
             np.datetime64("NaT", "D"),
         )
-        upload_batch = np.where(c.upload_batch >= 0, c.upload_batch, -1)
         return {
-            "transaction_id": c.tx_id,
-            "event_timestamp": t_abs,
-            "amount_fen": c.amount_fen,
-            "list_fare_fen": c.list_fare_fen,
-            "concession_fen": c.concession_fen,
-            "transfer_fen": c.transfer_fen,
-            "cap_fen": c.cap_fen,
-            "fare_capped": c.fare_capped,
-            "rider_category": pop.card_type[c.row],
-            "media": c.medium,
-            "token_id": self.tokens(c.row, day),
-            "balance_before_fen": self._linkable(np.where(charged, c.balance_before_fen, -1)),
-            "balance_after_fen": self._linkable(np.where(charged, c.balance_after_fen, -1)),
-            "card_counter": self._linkable(np.where(charged, c.card_counter, -1)),
-            "trip_record_type": c.kind,
-            "mode": c.mode,
-            "route_id": self._code("route", c.line),
-            "stop_id": c.stop,
-            "vehicle_id": np.where(is_bus, device, -1),
-            "device_id": device,
-            "uploader_id": c.agent_device_id,
-            "terminal_id": self.terminal_base + device,
-            "device_serial": c.device_serial,
-            "tac": tac,
-            "city_code": self._code("city", c.city),
-            "issuer_id": c.issuer,
-            "acquirer_id": c.acquirer,
-            # Taps in other cities carry the holder's home region.
-            "region": self._code(
-                "region", np.where(c.city > 0, pop.region[c.row], lines.region[c.line])
-            ),
-            "is_transfer": c.is_transfer,
-            "incomplete_trip": c.incomplete,
+            **self.tap_columns(day, c),
             "incomplete_processed_by": c.incomplete_by.astype(np.int64) - 1,  # 0 (none): null
-            "upload_batch_id": upload_batch,
+            "upload_batch_id": np.where(c.upload_batch >= 0, c.upload_batch, -1),
             "uploaded_at": self._abs_ts(c.uploaded_at),
             "status": c.status,
             "reject_reason": c.reason,
             "clearing_batch_id": c.clearing_batch_id,
             "settle_date": settle_date,
-            "incident_id": self._code("incident", c.incident.astype(np.int64)),
+        }
+
+    def tap_columns(
+        self, day: int, c: TapTable, order: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """The ``transactions`` columns a validator knows when it records each tap (a stream's
+        tap records): all but how the upload, the clearing and an incomplete trip turn out.
+        ``order``: the rows in that order (a stream sends a day by time); the taps' own
+        columns are taken in it before anything is derived: fewer and narrower arrays to
+        move than the finished columns."""
+
+        def col(name: str) -> np.ndarray:
+            values = getattr(c, name)
+            return values if order is None else values[order]
+
+        pop = self.world.population
+        lines = self.world.network.lines
+        row, line, city = col("row"), col("line"), col("city")
+        amount, counter = col("amount_fen"), col("card_counter")
+        charged = col("home_card") & ~col("declined") & (col("device_refused") == 0)
+        device = col("device").astype(np.int64)
+        is_bus = self.world.network.devices.kind[device] != METRO
+        t_abs = self._ts(day, col("t_s"))
+        tac = _hash32(self._tac_key, pop.card_id[row], counter, amount, device, t_abs)
+        return {
+            "transaction_id": col("tx_id"),
+            "event_timestamp": t_abs,
+            "amount_fen": amount,
+            "list_fare_fen": col("list_fare_fen"),
+            "concession_fen": col("concession_fen"),
+            "transfer_fen": col("transfer_fen"),
+            "cap_fen": col("cap_fen"),
+            "fare_capped": col("fare_capped"),
+            "rider_category": pop.card_type[row],
+            "media": col("medium"),
+            "token_id": self.tokens(row, day),
+            "balance_before_fen": self._linkable(np.where(charged, col("balance_before_fen"), -1)),
+            "balance_after_fen": self._linkable(np.where(charged, col("balance_after_fen"), -1)),
+            "card_counter": self._linkable(np.where(charged, counter, -1)),
+            "trip_record_type": col("kind"),
+            "mode": col("mode"),
+            "route_id": self._code("route", line),
+            "stop_id": col("stop"),
+            "vehicle_id": np.where(is_bus, device, -1),
+            "device_id": device,
+            "uploader_id": col("agent_device_id"),
+            "terminal_id": self.terminal_base + device,
+            "device_serial": col("device_serial"),
+            "tac": tac,
+            "city_code": self._code("city", city),
+            "issuer_id": col("issuer"),
+            "acquirer_id": col("acquirer"),
+            # Taps in other cities carry the holder's home region.
+            "region": self._code("region", np.where(city > 0, pop.region[row], lines.region[line])),
+            "is_transfer": col("is_transfer"),
+            "incomplete_trip": col("incomplete"),
+            "incident_id": self._code("incident", col("incident").astype(np.int64)),
         }
 
     def _deposit_events(self, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ Run ``python -m sim.schema docs/schema.md`` to refresh the generated part of the
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -132,10 +133,12 @@ class Col:
 
 @dataclass(frozen=True)
 class Check:
-    """A row invariant: ``ok(table)`` is true (or null, meaning not applicable) on good rows."""
+    """A row invariant: ``ok(table)`` is true (or null, meaning not applicable) on good rows;
+    ``reads``: the columns it reads (a table without one of them cannot be checked by it)."""
 
     description: str
     ok: RowCheck
+    reads: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,17 @@ class TableSpec:
     def required(self) -> tuple[str, ...]:
         """Columns the caller must pass (the rest are derived when absent)."""
         return tuple(c.name for c in self.columns if c.derive is None)
+
+    def without(self, names: Sequence[str]) -> TableSpec:
+        """This table without the columns ``names``, and without the checks that read them."""
+        unknown = set(names) - set(self.column_names)
+        if unknown:
+            raise KeyError(f"{self.name} has no column(s) {sorted(unknown)}")
+        return dataclasses.replace(
+            self,
+            columns=tuple(c for c in self.columns if c.name not in names),
+            checks=tuple(c for c in self.checks if not set(c.reads) & set(names)),
+        )
 
 
 _SERVICE_DATE = Col(
@@ -261,14 +275,15 @@ def _eq(left: str, *right: str, minus: Sequence[str] = ()) -> Check:
         return pc.equal(tab[left], rhs)
 
     text = " + ".join(right) + "".join(f" - {m}" for m in minus)
-    return Check(f"{left} = {text}", ok)
+    return Check(f"{left} = {text}", ok, reads=(left, *right, *minus))
 
 
 def _ge(left: str, right: str | int) -> Check:
     def ok(tab: pa.Table) -> pa.ChunkedArray:
         return pc.greater_equal(tab[left], tab[right] if isinstance(right, str) else right)
 
-    return Check(f"{left} >= {right}", ok)
+    reads = (left, right) if isinstance(right, str) else (left,)
+    return Check(f"{left} >= {right}", ok, reads=reads)
 
 
 def _rejected_has_reason(t: pa.Table) -> pa.ChunkedArray:
@@ -281,11 +296,13 @@ def _sums_to_zero(name: str) -> Check:
         total = pc.sum(t[name]).as_py() or 0
         return pa.chunked_array([np.full(t.num_rows, total == 0)])
 
-    return Check(f"sum({name}) over the written rows = 0", ok)
+    return Check(f"sum({name}) over the written rows = 0", ok, reads=(name,))
 
 
 def _differ(left: str, right: str) -> Check:
-    return Check(f"{left} != {right}", lambda t: pc.not_equal(t[left], t[right]))
+    return Check(
+        f"{left} != {right}", lambda t: pc.not_equal(t[left], t[right]), reads=(left, right)
+    )
 
 
 def _null(cols: Mapping[str, np.ndarray], n: int) -> np.ndarray:
@@ -462,7 +479,11 @@ TRANSACTIONS = TableSpec(
         _ge("cap_fen", 0),
         _eq("balance_after_fen", "balance_before_fen", minus=("amount_fen",)),
         _ge("balance_after_fen", 0),
-        Check("status = rejected <=> reject_reason != 'none'", _rejected_has_reason),
+        Check(
+            "status = rejected <=> reject_reason != 'none'",
+            _rejected_has_reason,
+            reads=("status", "reject_reason"),
+        ),
     ),
 )
 
@@ -498,7 +519,11 @@ TOPUPS = TableSpec(
     (
         _ge("amount_fen", 1),
         _eq("balance_after_fen", "balance_before_fen", "amount_fen"),
-        Check("amount_fen < 100000 or id_registered", _big_topup_registered),
+        Check(
+            "amount_fen < 100000 or id_registered",
+            _big_topup_registered,
+            reads=("amount_fen", "id_registered"),
+        ),
     ),
 )
 
