@@ -8,7 +8,8 @@ Parts, all on the full-scale Nantong scenario (``--scenario``):
 
 - ``null``: generation and encoding to the ``null`` sink **on one core** (this process pinned
   to CPU 0), for each encoding (JSON, CSV, Arrow), against the simulation alone; plus each
-  encoder alone on one day's records. Rates are
+  encoder alone on one day's records, and the CPU a record's conversion from the engine's
+  events costs (``conversion_cpu_us_per_record``). Rates are
   records / the stream's wall time (the world is built before the clock starts).
 - ``replay``: one core: the stream recorded to a Parquet file, then that recording sent
   again to the ``null`` sink in each encoding (traffic/recording.py: nothing simulated).
@@ -97,9 +98,39 @@ def part_null(scenario, tmp: Path, batch: int) -> dict:
             encoder.encode(table, encoding)
             alone[encoding] = round(table.num_rows / (time.perf_counter() - t0))
         out["encoder_alone_records_per_s"] = alone
+        out["conversion_cpu_us_per_record"] = _conversion_cpu(one_day)
         return out
     finally:
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
+def _conversion_cpu(scenario) -> float:
+    """CPU microseconds a tap record costs to convert from the engine's events into a
+    stream's chunk (traffic/records.py: columns, time order, Arrow, keys): one day's events
+    captured, then converted three times (the best)."""
+    import queue
+    import threading
+
+    from sim.api import build, iter_days, privacy_key
+    from traffic.records import RecordSource
+
+    worlds = build(scenario)
+    events: list = []
+    for _ in iter_days(scenario, None, world=worlds, subscribers=[events.append]):
+        pass
+    best = float("inf")
+    for _ in range(3):
+        chunks: queue.Queue = queue.Queue()
+        source = RecordSource(
+            [worlds], "taps", "bench", unmasked=False, privacy_key=privacy_key(None),
+            chunks=chunks, stop=threading.Event(),
+        )  # fmt: skip
+        t0 = time.thread_time()
+        for event in events:
+            source(event)
+        best = min(best, time.thread_time() - t0)
+    records = sum(len(chunks.get()) for _ in range(chunks.qsize()))
+    return round(best / records * 1e6, 3)
 
 
 def part_replay(scenario, tmp: Path, batch: int) -> dict:
