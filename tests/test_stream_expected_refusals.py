@@ -228,6 +228,30 @@ def test_a_receiver_refusing_every_record_one_by_one_is_given_up_on_malformed_re
     assert errors[0] == errors[1]
 
 
+def test_batches_of_one_malformed_record_do_not_keep_a_sink_that_refuses_everything(tmp_path):
+    """Batches of one record, a receiver refusing every record on its own: a batch holding one
+    malformed record, refused, is answered alike by a careful sink and by this one, so it
+    counts neither way and the stream still gives up after ten batches of a clean record
+    (exit 2). (Such a batch used to count as taken: the stream never gave up, exit 7.)"""
+    server = _OneByOne(every=1)
+    flags = ("--batch-size", "1", "--concurrency", "1", "--give-up-after", "10")
+    flags += ("--inject", "malformed=0.3")
+    state = tmp_path / "state"
+    done = _stream_into(server, state, *flags)
+    assert done.returncode == 2, done.stderr
+    assert "took none of the records of the stream's first 10 batches" in done.stderr
+    report = json.loads((state / "report.json").read_text())
+    t = report["totals"]
+    assert not report["finished"] and t["acknowledged"] == 0
+    dead = json_lines(state / "dead_letters.jsonl")
+    malformed = _malformed_keys(state)
+    sent_malformed = [d for d in dead if d["idempotency_key"] in malformed]
+    clean = [d for d in dead if d["idempotency_key"] not in malformed]
+    assert sent_malformed  # one of the first batches held a malformed record: the case
+    assert len(clean) >= 10 and not any(d.get("expected_refusal") for d in clean)
+    assert t["sent"] == t["dead_lettered"] == len(dead) < t["generated"]
+
+
 def test_a_sink_that_acknowledged_nothing_says_so_beside_expected_refusals(tmp_path):
     """Batches of one record, every record refused on its own, the stream sent whole
     (``--give-up-after 0``): the malformed records, alone in their batches, are expected

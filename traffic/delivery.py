@@ -26,6 +26,10 @@ apart (traffic/accounting.py) and, like an acknowledged record, a sign the sink 
 stream (so it never makes the stream give up). "The rest was taken" is checked: the sink
 acknowledged at least one record of the batch, or there is no rest, every record of the batch
 being a labelled malformed one (a careful sink fed malformed records only refuses them all).
+Such a batch, malformed records only and all refused, does not count for the give-up check,
+either way: a careful sink and one refusing everything answer it alike (with ``--batch-size
+1``, a refuse-all sink would otherwise be kept by the first malformed record among its first
+batches).
 A sink that refused every record of a batch holding a clean one told nothing apart: it
 refused them all alike (a receiver expecting another schema), as one refusing the batch whole
 does, so its malformed records are plain dead letters and the batch counts as nothing taken
@@ -309,8 +313,10 @@ class Delivery:
         # An expected refusal is the sink judging the record, as it should: taken, for the
         # give-up check (a stream of malformed records only must not stop as "took nothing").
         # There are none in a batch the sink refused all of, clean records included
-        # (``_expected_refusals``): such a batch counts as nothing taken.
-        self._tally(len(batch) - len(rows) + len(expected), first_reason)
+        # (``_expected_refusals``): such a batch counts as nothing taken. A batch of malformed
+        # records only, all refused, counts for neither (module docstring).
+        all_expected = len(expected) == len(batch)
+        self._tally(len(batch) - len(rows) + len(expected), first_reason, counts=not all_expected)
         self._save()
 
     def _expected_refusals(self, batch: Batch, reasons: dict[int, str]) -> set[int]:
@@ -327,11 +333,14 @@ class Delivery:
             return set()
         return {seq for seq in labelled if seq in reasons}
 
-    def _tally(self, taken: int, reason: str | None) -> None:
+    def _tally(self, taken: int, reason: str | None, counts: bool = True) -> None:
         """Count a finished batch (``taken`` of its records acknowledged or refused as
         expected; ``reason``: why one was not) after it is accounted for, and set
         ``took_nothing`` when the session's first ``give_up_after`` batches finished with
-        nothing taken (module docstring); never with ``give_up_after`` 0."""
+        nothing taken (module docstring); never with ``give_up_after`` 0. ``counts`` False:
+        a batch that tells nothing either way (malformed records only, all refused)."""
+        if not counts:
+            return
         with self._tally_lock:
             self._batches_finished += 1
             self._records_taken += taken
