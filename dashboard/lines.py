@@ -65,6 +65,10 @@ class RunNames:
 
     lines: dict[tuple[int, str], str]
     devices: dict[tuple[int, str], str]
+    #: The cities (their index) whose network could not be rebuilt (``sim.run_lines``: a run
+    #: written before it could be, or settings that no longer give the run's network): their
+    #: bus lines and devices are shown by id, and the pages say why.
+    unnamed_cities: tuple[int, ...] = ()
 
 
 def run_names(meta: dict, lang: str, known: Mapping[str, str] | None = None) -> RunNames:
@@ -72,14 +76,18 @@ def run_names(meta: dict, lang: str, known: Mapping[str, str] | None = None) -> 
     from ``run_meta.json``) named in ``lang``: a metro line by the scenario's name
     (``run_metro_lines``), a bus line by its region and number, a device by what it is on which
     line. ``known``: the run's Chinese place names in English, for a line named after a place.
-    What cannot be rebuilt (a run written before it could be) is left out: shown by its id."""
+    What cannot be rebuilt (a run written before it could be) is left out: shown by its id,
+    its city listed in ``unnamed_cities``."""
     metro = run_metro_lines(meta)
     lines: dict[tuple[int, str], str] = {
         key: line_label(name_zh, lang, known) for key, name_zh in metro.items()
     }
     devices: dict[tuple[int, str], str] = {}
+    unnamed: list[int] = []
     for city in api.run_lines(meta):
         index = city.city.index
+        if not city.lines:
+            unnamed.append(index)
         for line in city.lines.values():
             if line.mode == "bus" and line.number:
                 shown = bus_line_label(region_label(line.region, lang), line.number, lang)
@@ -91,7 +99,7 @@ def run_names(meta: dict, lang: str, known: Mapping[str, str] | None = None) -> 
                 if device.station is not None
                 else bus_reader_label(line, lang)
             )
-    return RunNames(lines, devices)
+    return RunNames(lines, devices, tuple(unnamed))
 
 
 def run_metro_lines(meta: dict) -> dict[tuple[int, str], str]:

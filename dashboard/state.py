@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import i18n
+from dashboard import i18n, lines, places
 from sim import api
 from sim.run_dir import MARKER_FILE
 
@@ -58,6 +58,20 @@ def stamp(run_dir: Path) -> float:
         return (run_dir / MARKER_FILE).stat().st_mtime
     except OSError:
         return 0.0
+
+
+def line_names(run_dir: Path) -> lines.RunNames:
+    """The lines and devices of the run in ``run_dir`` named in the page's language
+    (``lines.run_names``: each city's network built again from the run's settings, ~10 ms a
+    city), once per run and language: ask for it only where a page names a line or a device."""
+    return _line_names(str(run_dir), stamp(run_dir), lang())
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _line_names(run_dir: str, finished: float, lg: str) -> lines.RunNames:
+    # ``finished`` keys the cache: a run made again in the same folder is named anew.
+    meta = open_run(Path(run_dir)).meta
+    return lines.run_names(meta, lg, places.english_names(meta))
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)

@@ -73,6 +73,7 @@ from sim.run_places import incidents as run_incidents
 from sim.run_places import other_cities as run_other_cities
 from sim.run_places import participants as run_participants
 from sim.run_places import regions as run_regions
+from sim.run_places import shard_city as run_shard_city
 from sim.run_view import DIMENSIONS as RUN_DIMENSIONS
 from sim.run_view import MEASURES as RUN_MEASURES
 from sim.run_view import REGION_MEASURES, RunListing, RunView, RunViewError, cardholders_of
@@ -133,6 +134,7 @@ __all__ = [
     "run_other_cities",
     "run_participants",
     "run_regions",
+    "run_shard_city",
 ]
 
 

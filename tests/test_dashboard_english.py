@@ -10,6 +10,7 @@ import html
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -243,6 +244,26 @@ def test_the_explore_page_names_lines_stations_and_devices_from_the_scenario(tmp
     meta = json.loads((tmp_path / "small" / "run_meta.json").read_text("utf-8"))
     targets = [i["target"] for i in meta["cities"][0]["settings"]["incidents"]]
     assert targets == ["M1", "M2:4", "urban-B001", str(reader), str(gate), "rudong-B002"]
+    assert not [c.value for c in at.caption if "线网无法" in c.value]
+    # The same run as one written before its network could be built again: bus lines and
+    # devices by their ids, metro lines still named, and the page says why.
+    older = tmp_path / "older"
+    shutil.copytree(tmp_path / "small", older / "small")
+    for entry in meta["cities"]:
+        del entry["order"]
+    (older / "small" / "run_meta.json").write_text(json.dumps(meta), "utf-8")
+    at = _explore(older, "faults", "en")
+    (timeline,) = [d.value for d in at.dataframe if "Target" in d.value.columns]
+    assert list(timeline["Target"]) == [
+        "Metro Line S1 (M1)",
+        "Metro Line 2 station 5 (M2:4)",
+        "urban-B001",
+        str(reader),
+        str(gate),
+        "rudong-B002",
+    ]
+    why = i18n.t("common.network_not_rebuilt", "en")
+    assert why in [c.value for c in at.caption]
 
 
 def test_a_run_written_before_its_network_could_be_built_again_shows_ids(tmp_path, small_run):

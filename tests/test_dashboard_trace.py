@@ -10,6 +10,8 @@ page's wording function directly.
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import i18n
+from dashboard import i18n, lines, places
 from sim import api
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,6 +131,33 @@ def test_the_busiest_card_of_the_day_is_traced_tap_by_tap(run_dir, view, service
     assert [b.label for b in at.download_button] == [i18n.t("common.download_csv", "zh")]
     assert i18n.t("trace.identity_masked", "zh") in [m.value for m in at.info]
     assert not at.error
+
+
+def test_each_line_is_named_with_its_id_beside_it(run_dir, view, service_date, tmp_path):
+    """A bus line by its region and number, a metro line by the scenario's name, the id
+    beside it (``dashboard.lines``: the run's network built again from run_meta.json); a run
+    whose network cannot be built again shows the ids, and says why."""
+    token = view.busy_cards(service_date, 20)["token_id"].iloc[0]
+    taps = view.card_day(token, service_date)
+    names = lines.run_names(view.meta, "zh", places.english_names(view.meta))
+    column = i18n.t("trace.col.route", "zh")
+    shown = taps_table(trace_page(run_dir))[column].tolist()
+    named = [(route, text) for route, text in zip(taps["route"], shown, strict=True)]
+    home = [(r, t) for r, t in named if (0, r) in names.lines]
+    assert home and all(t == f"{names.lines[(0, r)]}（{r}）" for r, t in home)
+    assert any("B" in r and "路（" in t for r, t in home)  # a bus line: 市区B001路（urban-B001）
+    # The same run as one written before its network could be built again.
+    older = tmp_path / "older"
+    shutil.copytree(run_dir, older)
+    meta = json.loads((older / "run_meta.json").read_text("utf-8"))
+    for entry in meta["cities"]:
+        del entry["order"]
+    (older / "run_meta.json").write_text(json.dumps(meta), "utf-8")
+    at = trace_page(older)
+    ids = taps_table(at)[column].tolist()
+    bus = [(r, t) for (r, _), t in zip(named, ids, strict=True) if "-B" in r]
+    assert bus and all(t == r for r, t in bus)
+    assert i18n.t("common.network_not_rebuilt", "zh") in [c.value for c in at.caption]
 
 
 def city_words(tap: pd.Series, view: api.RunView) -> str:

@@ -15,7 +15,17 @@ import streamlit as st
 
 from dashboard import brief, i18n, institutions, lines, names, places, present
 from dashboard.charts import by_date, download, show, style
-from dashboard.state import code, guarded, lang, open_run, pick, query, require_run, stamp, tr
+from dashboard.state import (
+    code,
+    guarded,
+    lang,
+    line_names,
+    pick,
+    query,
+    require_run,
+    stamp,
+    tr,
+)
 from drills.report import target_scope
 from sim import api
 from sim.incidents import OUTLET_KINDS
@@ -292,6 +302,12 @@ def faults_tab(run_dir, meta: dict) -> None:
         named = _target_namer(meta, query(run_dir, "outlets"), lg, run_dir)
         table = incident_table(incidents, with_city=several, named=named)
         st.dataframe(table, hide_index=True, width="stretch")
+        by_id = _shown_by_id(incidents, named, run_dir)
+        if by_id and not several:
+            st.caption(tr("common.network_not_rebuilt"))
+        elif by_id:
+            cities = tr("explore.city_sep").join(places.city_name(c, lg) for c in by_id)
+            st.caption(tr("common.network_not_rebuilt_cities", cities=cities))
     else:
         st.caption(tr("explore.no_incidents"))
     touched = query(run_dir, "incident_taps")
@@ -361,7 +377,7 @@ def _target_namer(meta: dict, outlets: pd.DataFrame, lg: str, run_dir: Path):
 
     def run_names() -> lines.RunNames:
         if not found:
-            found.append(_line_names(str(run_dir), stamp(run_dir), lg))
+            found.append(line_names(run_dir))
         return found[0]
 
     def line(city: int, line_id: str) -> str | None:
@@ -387,14 +403,20 @@ def _target_namer(meta: dict, outlets: pd.DataFrame, lg: str, run_dir: Path):
     return named
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _line_names(run_dir: str, finished: float, lg: str) -> lines.RunNames:
-    """The run's lines and devices named in ``lg`` (``lines.run_names``: each city's network
-    built again from the run's settings, ~10 ms a city, so once per run and language; asked
-    only when an incident names a line, station or device). ``finished`` keys the cache: a run
-    made again in the same folder is named anew."""
-    meta = open_run(Path(run_dir)).meta
-    return lines.run_names(meta, lg, places.english_names(meta))
+def _shown_by_id(incidents: list[api.RunIncident], named, run_dir: Path) -> list[api.RunCity]:
+    """The cities whose line, station or device an incident names is shown by its id because
+    that city's network could not be built again from the run (``lines.RunNames``'s
+    ``unnamed_cities``): the page says so rather than leave the reader to wonder."""
+    found: dict[int, api.RunCity] = {}
+    for incident in incidents:
+        kind, target = str(incident.settings.get("kind", "")), incident.settings.get("target")
+        if not target or target_scope(kind, str(target)) not in ("line", "station", "device"):
+            continue
+        unnamed = line_names(run_dir).unnamed_cities
+        for city in incident.cities:
+            if city.index in unnamed and named(kind, str(target), city.index) is None:
+                found[city.index] = city
+    return list(found.values())
 
 
 def incident_table(

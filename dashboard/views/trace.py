@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import charts, i18n, state
+from dashboard import charts, i18n, lines, places, state
 from dashboard.fare_words import (
     CATEGORY_COLOURS,
     Policy,
@@ -124,28 +125,88 @@ def pick_card(busy: pd.DataFrame) -> str | None:
     return token
 
 
-def _lane(tap: pd.Series, policy: Policy) -> str:
+@dataclass(frozen=True)
+class TapLines:
+    """The run's names of the lines its taps were made on (``names``: ``lines.RunNames``),
+    each tap's found by the city it was made in (``city_of``: its ``city_code`` → the city's
+    index); ``of_run`` makes it."""
+
+    names: lines.RunNames
+    city_of: dict[str, int]
+
+    @classmethod
+    def of_run(cls, meta: dict, names: lines.RunNames) -> TapLines:
+        entries = meta.get("cities") if isinstance(meta.get("cities"), list) else []
+        shard_city = api.run_shard_city(meta)
+        city_of = {
+            str(entry.get("city_code")): shard_city[shard]
+            for shard, entry in enumerate(entries)
+            if isinstance(entry, dict) and entry.get("city_code") is not None
+        }
+        return cls(names, city_of)
+
+    def city(self, tap: pd.Series) -> int | None:
+        """The run's city the tap was made in (None: a ride in a city outside the run)."""
+        return self.city_of.get(str(tap.get("city_code")))
+
+    def name(self, tap: pd.Series) -> str | None:
+        """The tap's line's name; None where the run cannot name it (a ride outside the run,
+        a network that could not be built again)."""
+        city = self.city(tap)
+        return None if city is None else self.names.lines.get((city, str(tap["route"])))
+
+
+def _lane(tap: pd.Series, policy: Policy, name: str | None) -> str:
+    if name:  # a line's name says its mode ("Urban bus B134", "Metro Line 1")
+        return name
     route = city_name(policy, str(tap["route"])) or str(tap["route"])
     return tr("trace.lane", mode=code("mode", tap["mode"]), route=route)
 
 
-def describe(taps: pd.DataFrame, policy: Policy | Callable[[pd.Series], Policy]) -> pd.DataFrame:
+def _route_shown(tap: pd.Series, policy: Policy, name: str | None) -> str:
+    """A home line by its name, its id beside it; a ride away as its city, not an internal
+    line id; else the id."""
+    route = str(tap["route"])
+    if name:
+        return tr("common.named", name=name, id=route)
+    return city_name(policy, route) or route
+
+
+def describe(
+    taps: pd.DataFrame,
+    policy: Policy | Callable[[pd.Series], Policy],
+    tap_lines: TapLines | None = None,
+) -> pd.DataFrame:
     """The taps with their lane, pricing category and rule words added. ``policy``: one for
     every tap, or the policy of each tap (``fare_words.policies_of_run``: the fares of the
-    city the tap was made in)."""
+    city the tap was made in); ``tap_lines``: the names of the taps' lines (None: lines by
+    their ids)."""
     policy_of = policy if callable(policy) else (lambda _tap: policy)
     rows = [(tap, policy_of(tap)) for _, tap in taps.iterrows()]
     explained = [explain_parts(tap, p) for tap, p in rows]
+    named = [tap_lines.name(tap) if tap_lines else None for tap, _ in rows]
     out = taps.copy()
     out["category"] = [c for c, _ in explained]
     out["rule"] = [tr("trace.rule.sep").join(parts) for _, parts in explained]
     # A hover box as wide as the screen is unreadable: one rule per line there.
     out["rule_lines"] = ["<br>".join(parts) for _, parts in explained]
-    out["lane"] = [_lane(tap, p) for tap, p in rows]
-    out["route_shown"] = [
-        city_name(p, str(tap["route"])) or str(tap["route"]) for tap, p in rows
-    ]  # a ride away reads as its city, not an internal line id
+    out["lane"] = [_lane(tap, p, n) for (tap, p), n in zip(rows, named, strict=True)]
+    out["route_shown"] = [_route_shown(tap, p, n) for (tap, p), n in zip(rows, named, strict=True)]
     return out
+
+
+def _unnamed_note(taps: pd.DataFrame, meta: dict, tap_lines: TapLines) -> None:
+    """Say why lines are shown by their ids where the card rode in a city whose network
+    could not be built again from the run (``lines.RunNames.unnamed_cities``)."""
+    unnamed = set(tap_lines.names.unnamed_cities)
+    hit = {tap_lines.city(tap) for _, tap in taps.iterrows() if tap_lines.name(tap) is None}
+    cities = [c for c in api.run_cities(meta) if c.index in hit & unnamed]
+    if cities and len(api.run_cities(meta)) == 1:
+        st.caption(tr("common.network_not_rebuilt"))
+    elif cities:
+        lg = state.lang()
+        shown = tr("trace.list_sep").join(places.city_name(c, lg) for c in cities)
+        st.caption(tr("common.network_not_rebuilt_cities", cities=shown))
 
 
 def summary(taps: pd.DataFrame) -> None:
@@ -320,7 +381,8 @@ def main() -> None:
             tr("trace.token_not_found", token=token, date=i18n.date(service_date, state.lang()))
         )
         return
-    described = describe(taps, policies_of_run(view.meta, day_type))
+    tap_lines = TapLines.of_run(view.meta, state.line_names(run_dir))
+    described = describe(taps, policies_of_run(view.meta, day_type), tap_lines)
     media = tr("trace.list_sep")
     st.subheader(
         tr(
@@ -333,6 +395,7 @@ def main() -> None:
     summary(described)
     timeline(described, service_date)
     tap_table(described)
+    _unnamed_note(taps, view.meta, tap_lines)
 
 
 main()
