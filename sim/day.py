@@ -42,8 +42,8 @@ from sim.codes import (
 )
 from sim.disruption import disrupt_taps, duplicate_waves, free_rides, refuse_qr_down
 from sim.fare_rules import bp_of_fen, pct_to_bp
-from sim.fares import TapBatch, price_taps
-from sim.grouping import rank_in_groups, stable_order
+from sim.fares import TapBatch, price_taps_into
+from sim.grouping import gather, run_starts, stable_order
 from sim.incidents import NO_INCIDENT, mark
 from sim.population import HOME_CITY, NO_QR, Cardholders
 from sim.rng import Streams
@@ -182,7 +182,7 @@ def plan_day(
     # Riders met by a reader outage still rode (and paid cash): they count as riders.
     riding = np.concatenate([planned.local.row[down], taps.row])
     stats = {
-        "riders": len(state.scratch.unique_rows(riding)[0]),
+        "riders": state.scratch.count_distinct(riding),
         "planned_taps": len(planned.local),
         "away": len(planned.away_rows),
         "reader_outage_taps": reader_outage_taps,
@@ -240,10 +240,13 @@ def plan_day(
 
     cols["agent"] = agent_of_device[cols["device"]]
     order = stable_order(cols["agent"], cols["t_s"], cols["tap_key"])
-    records = TapTable.priced(day, {name: col[order] for name, col in cols.items()})
+    records = TapTable.priced(day, {name: gather(col, order) for name, col in cols.items()})
 
-    topups = _plan_topups(world, state, day, records)
-    purse = _plan_purse(world, state, day, records)
+    # The home cards riding today, found once for the top-ups and the purse purchases.
+    home = np.flatnonzero(records.home_card)
+    holders, holder_of = state.scratch.unique_rows(records.row[home])
+    topups = _plan_topups(world, state, day, records, home, holders, holder_of)
+    purse = _plan_purse(world, state, day, holders)
     sales = _plan_sales(world, state, day)
     stats["topups_planned"] = len(topups["row"])
     stats["card_sales"] = len(sales["row"])
@@ -336,24 +339,29 @@ def _price(
         rows = np.flatnonzero(mask)
         if len(rows) == 0:
             continue
-        sub = taps.take(rows)
-        res = price_taps(
-            compiled,
-            TapBatch(
-                card=sub.row,
-                t_s=sub.t_s,
-                line=sub.line,
-                mode=sub.mode,
-                kind=sub.kind,
-                card_type=pop.card_type[sub.row],
-                distance_km=sub.distance_km,
-                incomplete=sub.incomplete,
-            ),
-            day_type,
-            state.cards.month_spent_fen[sub.row],
+        whole = len(rows) == n  # one group holds every tap: no gather
+
+        def part(col: np.ndarray, rows=rows, whole=whole) -> np.ndarray:
+            return col if whole else col[rows]
+
+        card = part(taps.row)  # only the columns pricing reads, not all of the taps'
+        # Without caps the month's spend changes no fare: no gather from the population.
+        spent = (
+            state.cards.month_spent_fen[card]
+            if compiled.has_caps
+            else np.zeros(len(card), dtype=np.int64)
         )
-        for name in out:
-            out[name][rows] = getattr(res, name)
+        batch = TapBatch(
+            card=card,
+            t_s=part(taps.t_s),
+            line=part(taps.line),
+            mode=part(taps.mode),
+            kind=part(taps.kind),
+            card_type=pop.card_type[card],
+            distance_km=part(taps.distance_km),
+            incomplete=part(taps.incomplete),
+        )
+        price_taps_into(compiled, batch, day_type, spent, out, rows)
     return out, taps
 
 
@@ -463,18 +471,32 @@ def _with_duplicate_waves(world, streams, day, cols, dup, gap_s):
     )
 
 
-def _plan_topups(world: World, state: RunState, day: int, taps: TapTable) -> dict[str, np.ndarray]:
+def _plan_topups(
+    world: World,
+    state: RunState,
+    day: int,
+    taps: TapTable,
+    home: np.ndarray,
+    holders: np.ndarray,
+    holder_of: np.ndarray,
+) -> dict[str, np.ndarray]:
     """Holders riding today whose balance is under their threshold reload: at their outlet if
-    they prefer it and it opens today, else online shortly before their first ride."""
+    they prefer it and it opens today, else online shortly before their first ride.
+
+    ``home`` indexes the home-card records, ``holders`` are their distinct rows (ascending) and
+    ``holder_of`` each such record's index in ``holders``."""
     sc = world.scenario
     pop = world.population
     balance = state.cards.balance_fen
     streams = state.streams
-    card = taps.home_card & (taps.amount_fen > 0)
-    rows, inverse = state.scratch.unique_rows(taps.row[card])
+    charged = taps.amount_fen[home] > 0
+    which = holder_of[charged]
     # Records are sorted by device, not time: take each card's earliest charged tap.
-    first_t = np.full(len(rows), np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first_t, inverse, taps.t_s[card])
+    first_t = np.full(len(holders), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_t, which, taps.t_s[home[charged]])
+    paid = np.zeros(len(holders), dtype=bool)  # holders with a charged tap today
+    paid[which] = True
+    rows, first_t = holders[paid], first_t[paid]
     low = balance[rows] < pop.topup_threshold_fen[rows]
     rows, first_t = rows[low], first_t[low]
     ids = pop.card_id[rows]
@@ -506,11 +528,14 @@ def _plan_topups(world: World, state: RunState, day: int, taps: TapTable) -> dic
     }
 
 
-def _plan_purse(world: World, state: RunState, day: int, taps: TapTable) -> dict[str, np.ndarray]:
-    """Some holders who use their card today also pay a small non-transit purchase with it."""
+def _plan_purse(
+    world: World, state: RunState, day: int, holders: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Some ``holders`` (the home cards used today, ascending) also pay a small non-transit
+    purchase with their card."""
     beh = world.scenario.behaviour
     streams = state.streams
-    rows = state.scratch.unique_rows(taps.row[taps.home_card])[0]
+    rows = holders
     ids = world.population.card_id[rows]
     buys = streams.uniform("purse.buy", day, ids) < beh.purse_purchase_share
     rows, ids = rows[buys], ids[buys]
@@ -646,24 +671,26 @@ def settle_balances(
     taps.balance_before_fen = before
     taps.balance_after_fen = after
 
-    # JT/T 978 card counter: +1 per accepted purchase, in time order per card.
-    charged = stored & ~declined
-    counter = np.full(n, -1, dtype=np.int64)
-    idx = np.flatnonzero(charged)
-    order = idx[stable_order(taps.row[idx], taps.t_s[idx])]
+    # JT/T 978 card counter: +1 per accepted purchase, in time order per card. The balances
+    # applied the events by (card, time), ties in input order: its accepted tap debits are the
+    # charged taps in exactly that order, with no second sort.
+    applied = res.order[res.order < n_debit]
+    order = debit_idx[applied[res.accepted[applied]]]
     r = taps.row[order]
-    counter[order] = (cards.card_counter[r].astype(np.int64) + rank_in_groups(r)) % 65536
+    first = run_starts(r)  # each card's first charged tap (r is grouped by card)
+    used, used_count = r[first], np.diff(first, append=len(r))
+    rank = np.arange(1, len(r) + 1, dtype=np.int64) - np.repeat(first, used_count)
+    counter = np.full(n, -1, dtype=np.int64)
+    counter[order] = (cards.card_counter[r].astype(np.int64) + rank) % 65536
     taps.card_counter = counter
     taps.advance(Phase.SETTLED)
-    used, inverse = state.scratch.unique_rows(r)
-    used_count = np.bincount(inverse, minlength=len(used))
     cards.card_counter[used] = (
         (cards.card_counter[used].astype(np.int64) + used_count) % 65536
     ).astype(np.int32)
 
     cards.balance_fen[res.cards] = res.end_balance_fen
-    spent = np.where(charged, taps.amount_fen, 0)
-    np.add.at(cards.month_spent_fen, taps.row, spent)
+    if len(r):  # each card's charged fares, summed along its run
+        cards.month_spent_fen[used] += np.add.reduceat(taps.amount_fen[order], first)
     plan.refusals = {
         name: np.concatenate([plan.refusals[name], col])
         for name, col in _declined_refusals(world, state.streams, plan).items()

@@ -348,15 +348,64 @@ def price_taps(
     same second are taken in input order.
     """
     n = len(taps)
+    names = tuple(_RESULT_DTYPES)
+    order, priced = _price_in_card_order(compiled, taps, day_type, month_spent_fen, names)
+    out = {name: np.empty(n, dtype=dtype) for name, dtype in _RESULT_DTYPES.items()}
+    for name, col in out.items():
+        col[order] = priced[name]
+    return FareResult(**out)
+
+
+def price_taps_into(
+    compiled: CompiledFares,
+    taps: TapBatch,
+    day_type: int | str,
+    month_spent_fen: np.ndarray,
+    out: dict[str, np.ndarray],
+    at: np.ndarray,
+) -> None:
+    """Price taps as ``price_taps`` does and write each ``FareResult`` column named in ``out``
+    to ``out[name][at]`` (``at``: each tap's row in ``out``).
+
+    For a caller pricing parts of a larger table: the results go from the card order pricing
+    works in straight to their rows, one scatter per column instead of two."""
+    order, priced = _price_in_card_order(compiled, taps, day_type, month_spent_fen, tuple(out))
+    rows = at[order]
+    for name, col in out.items():
+        col[rows] = priced[name]
+
+
+#: ``FareResult`` columns and their dtypes.
+_RESULT_DTYPES = {
+    "list_fare_fen": np.int32,
+    "concession_fen": np.int64,
+    "transfer_fen": np.int64,
+    "cap_fen": np.int64,
+    "amount_fen": np.int64,
+    "is_transfer": np.bool_,
+    "fare_capped": np.bool_,
+    "rule_index": np.int16,
+}
+
+
+def _price_in_card_order(
+    compiled: CompiledFares,
+    taps: TapBatch,
+    day_type: int | str,
+    month_spent_fen: np.ndarray,
+    names: tuple[str, ...],
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The ``FareResult`` columns ``names`` of the taps sorted by (card, time), and that order
+    (indices into the taps): ``price_taps`` without putting the rows back in input order."""
+    n = len(taps)
     dt = code_of(DAY_TYPES, day_type) if isinstance(day_type, str) else int(day_type)
     if not 0 <= dt < _N_DT:
         raise ValueError(f"day_type {day_type} is not a code of {', '.join(DAY_TYPES)}")
     spent = np.asarray(month_spent_fen, dtype=np.int64)
     if n == 0:
-        z = np.zeros(0, dtype=np.int64)
-        return FareResult(
-            z.astype(np.int32), z, z, z, z, z.astype(bool), z.astype(bool), z.astype(np.int16)
-        )
+        return np.zeros(0, dtype=np.int64), {
+            name: np.zeros(0, dtype=_RESULT_DTYPES[name]) for name in names
+        }
     _check_taps(compiled, taps, spent)
 
     order = stable_order(taps.card, taps.t_s)
@@ -413,21 +462,17 @@ def price_taps(
         cap = pre_cap - _capped_amounts(compiled, ctype, spent[order], pre_cap, same_prev)
     amount = pre_cap - cap
 
-    def back(a: np.ndarray, dtype: type) -> np.ndarray:
-        out = np.empty(n, dtype=dtype)
-        out[order] = a
-        return out
-
-    return FareResult(
-        list_fare_fen=back(lst, np.int32),
-        concession_fen=back(conc, np.int64),
-        transfer_fen=back(trans, np.int64),
-        cap_fen=back(cap, np.int64),
-        amount_fen=back(amount, np.int64),
-        is_transfer=back(is_transfer, np.bool_),
-        fare_capped=back(cap > 0, np.bool_),
-        rule_index=back(np.where(charge, compiled.rule_pos[gid], -1), np.int16),
-    )
+    columns = {
+        "list_fare_fen": lambda: lst,
+        "concession_fen": lambda: conc,
+        "transfer_fen": lambda: trans,
+        "cap_fen": lambda: cap,
+        "amount_fen": lambda: amount,
+        "is_transfer": lambda: is_transfer,
+        "fare_capped": lambda: cap > 0,
+        "rule_index": lambda: np.where(charge, compiled.rule_pos[gid], -1),
+    }
+    return order, {name: columns[name]() for name in names}
 
 
 def _capped_amounts(

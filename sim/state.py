@@ -67,6 +67,14 @@ class RowScratch:
         self.pos[distinct] = np.arange(len(distinct))
         return distinct, self.pos[rows]
 
+    def count_distinct(self, rows: np.ndarray) -> int:
+        """How many distinct rows ``rows`` holds (``len(unique_rows(rows)[0])``, without
+        listing them)."""
+        self.mask[rows] = True
+        n = int(np.count_nonzero(self.mask))
+        self.mask[rows] = False
+        return n
+
 
 @dataclass
 class RunState:
