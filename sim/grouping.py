@@ -74,28 +74,36 @@ def stable_order(*keys: np.ndarray) -> np.ndarray:
     n = len(keys[0])
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    lows = [int(k.min()) for k in keys]
-    widths = [(int(k.max()) - low).bit_length() for k, low in zip(keys, lows, strict=True)]
     p_bits = max(n - 1, 1).bit_length()
-    fit = 0  # how many leading keys fit with the position
-    while fit < len(keys) and sum(widths[: fit + 1]) + p_bits <= 63:
-        fit += 1
+    lows: list[int] = []  # of the leading keys that fit with the position (later ones unread)
+    widths: list[int] = []
+    used = p_bits
+    for key in keys:
+        low = int(key.min())
+        width = (int(key.max()) - low).bit_length()
+        if used + width > 63:
+            break
+        lows.append(low)
+        widths.append(width)
+        used += width
+    fit = len(lows)
     if fit == 0:
         if len(keys) == 1:
             return _argsort_stable_wide(keys[0])
         return np.lexsort(keys[::-1])
-    packed = np.zeros(n, dtype=np.int64)
-    for key, low, width in zip(keys[:fit], lows, widths, strict=False):
+    packed = np.subtract(keys[0], lows[0], dtype=np.int64, casting="unsafe")
+    for key, low, width in zip(keys[1:fit], lows[1:], widths[1:], strict=True):
         packed <<= width
-        packed |= key.astype(np.int64) - low
+        packed |= np.subtract(key, low, dtype=np.int64, casting="unsafe")
     packed <<= p_bits
     packed |= np.arange(n, dtype=np.int64)
     packed.sort()
     if fit == len(keys):
         packed &= (1 << p_bits) - 1
         return packed
-    lead = packed >> p_bits  # the leading keys, in sorted order
     order = packed & ((1 << p_bits) - 1)
+    lead = packed
+    lead >>= p_bits  # the leading keys, in sorted order
     tie = np.flatnonzero(lead[1:] == lead[:-1])
     if tie.size:
         at = np.unique(np.concatenate([tie, tie + 1]))  # every element of a tied run
