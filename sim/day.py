@@ -342,33 +342,27 @@ def _price(
         (with_concessions if visitors_local else list_only, is_card & ~local),
         (list_only, ~is_card & ~local),
     )
+    # The columns pricing reads, for every tap once; each group is priced at its rows.
+    batch = TapBatch(
+        card=taps.row,
+        t_s=taps.t_s,
+        line=taps.line,
+        mode=taps.mode,
+        kind=taps.kind,
+        card_type=pop.card_type[taps.row],
+        distance_km=taps.distance_km,
+        incomplete=taps.incomplete,
+    )
+    # Without caps the month's spend changes no fare: no gather from the population.
+    spent = (
+        state.cards.month_spent_fen[taps.row]
+        if with_concessions.has_caps or list_only.has_caps
+        else np.zeros(n, dtype=np.int64)
+    )
     for compiled, mask in groups:
         rows = np.flatnonzero(mask)
-        if len(rows) == 0:
-            continue
-        whole = len(rows) == n  # one group holds every tap: no gather
-
-        def part(col: np.ndarray, rows=rows, whole=whole) -> np.ndarray:
-            return col if whole else col[rows]
-
-        card = part(taps.row)  # only the columns pricing reads, not all of the taps'
-        # Without caps the month's spend changes no fare: no gather from the population.
-        spent = (
-            state.cards.month_spent_fen[card]
-            if compiled.has_caps
-            else np.zeros(len(card), dtype=np.int64)
-        )
-        batch = TapBatch(
-            card=card,
-            t_s=part(taps.t_s),
-            line=part(taps.line),
-            mode=part(taps.mode),
-            kind=part(taps.kind),
-            card_type=pop.card_type[card],
-            distance_km=part(taps.distance_km),
-            incomplete=part(taps.incomplete),
-        )
-        price_taps_into(compiled, batch, day_type, spent, out, rows)
+        if len(rows):
+            price_taps_into(compiled, batch, day_type, spent, out, rows)
     return out, taps
 
 
