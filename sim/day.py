@@ -234,20 +234,8 @@ def plan_day(
     dup, gap_s, dup_incident = _with_duplicate_waves(world, streams, day, cols, dup, gap_s)
     # A double tap on a free ride takes nothing: only charged duplicates are deductions.
     stats["duplicate_deductions"] = int((cols["amount_fen"][dup] > 0).sum())
-    if len(dup):
-        extra = {name: col[dup] for name, col in cols.items()}
-        extra["incident"] = np.where(dup_incident >= 0, dup_incident, extra["incident"]).astype(
-            extra["incident"].dtype
-        )
-        extra["t_s"] = extra["t_s"] + np.maximum(gap_s, 1)
-        extra["duplicate_of_key"] = taps.tap_key[dup]
-        extra["tap_key"] = ids.duplicate_tap_key(taps.tap_key[dup])
-        extra["is_transfer"] = np.zeros(len(dup), dtype=bool)
-        cols = {name: np.concatenate([cols[name], extra[name]]) for name in cols}
-
-    cols["agent"] = agent_of_device[cols["device"]]
-    order = stable_order(cols["agent"], cols["t_s"], cols["tap_key"])
-    records = TapTable.priced(day, {name: gather(col, order) for name, col in cols.items()})
+    dups = _duplicates(cols, dup, taps.tap_key[dup], gap_s, dup_incident)
+    records = _sorted_records(day, cols, agent_of_device, dups)
 
     # The home cards riding today, found once for the top-ups and the purse purchases.
     home = np.flatnonzero(records.home_card)
@@ -269,6 +257,57 @@ def plan_day(
         away_rows=planned.away_rows,
         away_city=planned.away_city,
     )
+
+
+def _duplicates(
+    cols: dict[str, np.ndarray],
+    dup: np.ndarray,
+    charge_key: np.ndarray,
+    gap_s: np.ndarray,
+    dup_incident: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The columns in which the second charges of rows ``dup`` differ from those rows (every
+    other column of a duplicate is its charge's): a later time, its own key (from
+    ``charge_key``, the key it repeats), no transfer, and the incident that caused it (-1
+    none: the charge's); ``of`` holds ``dup``."""
+    incident = cols["incident"]
+    return {
+        "t_s": cols["t_s"][dup] + np.maximum(gap_s, 1),
+        "tap_key": ids.duplicate_tap_key(charge_key),
+        "duplicate_of_key": charge_key,
+        "is_transfer": np.zeros(len(dup), dtype=bool),
+        "incident": np.where(dup_incident >= 0, dup_incident, incident[dup]).astype(incident.dtype),
+        "of": dup,
+    }
+
+
+def _sorted_records(
+    day: int,
+    cols: dict[str, np.ndarray],
+    agent_of_device: np.ndarray,
+    dups: dict[str, np.ndarray],
+) -> TapTable:
+    """The day's records: the rows of ``cols`` and their duplicate charges (``_duplicates``),
+    sorted by uploading agent, time and tap key.
+
+    A duplicate's unchanged columns are read from its charge's row by the one gather that
+    sorts them, never copied onto the end of every column first."""
+    of = dups["of"]
+    agent = agent_of_device[cols["device"]]
+    changed = {}  # the columns that differ, duplicates appended
+    if len(of):
+        agent = np.concatenate([agent, agent[of]])
+        changed = {name: np.concatenate([cols[name], dups[name]]) for name in dups if name != "of"}
+    t_s = changed.get("t_s", cols["t_s"])
+    order = stable_order(agent, t_s, changed.get("tap_key", cols["tap_key"]))
+    # The row of ``cols`` each record reads its unchanged columns from.
+    source = np.concatenate([np.arange(len(cols["row"])), of])[order] if len(of) else order
+    records = {
+        name: gather(changed[name], order) if name in changed else gather(col, source)
+        for name, col in cols.items()
+    }
+    records["agent"] = gather(agent, order)
+    return TapTable.priced(day, records)
 
 
 def _price_without_refused(
