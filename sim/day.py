@@ -306,7 +306,7 @@ def _sorted_records(
         name: gather(changed[name], order) if name in changed else gather(col, source)
         for name, col in cols.items()
     }
-    records["agent"] = gather(agent, order)
+    records["agent"] = agent_of_device[records["device"]]  # a small table, read in order
     return TapTable.priced(day, records)
 
 

@@ -79,6 +79,8 @@ def test_gather_equals_fancy_indexing_narrow_or_not():
     idx = rng.permutation(n)
     cols = [
         rng.integers(-(2**31), 2**31, n),  # fits int32 at both ends
+        rng.integers(-(2**15), 2**15, n),  # fits int16 at both ends
+        np.array([2**15] + [0] * (n - 1)),  # one value just past int16
         rng.integers(0, 2**40, n),  # does not fit
         np.array([2**31] + [0] * (n - 1)),  # one value just past int32
         rng.integers(0, 100, n).astype(np.int32),
