@@ -716,7 +716,7 @@ def settle_balances(
     # charged taps in exactly that order, with no second sort.
     applied = res.order[res.order < n_debit]
     order = debit_idx[applied[res.accepted[applied]]]
-    r = taps.row[order]
+    r = gather(taps.row, order)
     first = run_starts(r)  # each card's first charged tap (r is grouped by card)
     used, used_count = r[first], np.diff(first, append=len(r))
     rank = np.arange(1, len(r) + 1, dtype=np.int64) - np.repeat(first, used_count)
@@ -729,7 +729,7 @@ def settle_balances(
 
     cards.balance_fen[res.cards] = res.end_balance_fen
     # Each card's charged fares, summed along its run (a running total: reduceat pays per run).
-    paid = np.cumsum(taps.amount_fen[order])
+    paid = np.cumsum(gather(taps.amount_fen, order))
     spent = paid[first + used_count - 1]
     spent[1:] -= paid[first[1:] - 1]
     cards.month_spent_fen[used] += spent

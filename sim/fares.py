@@ -433,10 +433,11 @@ def _price_in_card_order(
     charge = (kind == TAP_SINGLE) | is_exit | inc_row
 
     # List fare of every row, then keep the one that applies to its kind.
-    band_idx = np.searchsorted(compiled.band_upper_km, taps.distance_km[order].astype(np.float64))
-    band_fare = compiled.band_fare_fen[np.minimum(band_idx, len(compiled.band_fare_fen) - 1)]
     lst = np.where(kind == TAP_SINGLE, compiled.line_fare_fen[line], 0)
-    lst = np.where(is_exit, band_fare, lst)
+    exits = np.flatnonzero(is_exit)  # only exits read a distance band
+    distance = taps.distance_km[order[exits]].astype(np.float64)
+    band_idx = np.searchsorted(compiled.band_upper_km, distance)
+    lst[exits] = compiled.band_fare_fen[np.minimum(band_idx, len(compiled.band_fare_fen) - 1)]
     lst = np.where(inc_row, compiled.incomplete_fare_fen, lst).astype(np.int64)
 
     # Concession: the first matching rule at the leg's boarding minute and mode.
@@ -462,7 +463,9 @@ def _price_in_card_order(
             card[eidx], t[eidx], compiled.transfer_window_s, compiled.transfer_max_legs
         )
         is_transfer = leg_tr[board]
-        trans = bp_of_fen(after, compiled.transfer_bp) + compiled.transfer_off_fen
+        trans = np.full(n, compiled.transfer_off_fen, dtype=np.int64)
+        if compiled.transfer_bp:  # a percentage off too (0 % of any fare is 0 fen)
+            trans += bp_of_fen(after, compiled.transfer_bp)
         trans = np.where(is_transfer & discounts_ok, np.minimum(trans, after), 0)
     pre_cap = after - trans
 
