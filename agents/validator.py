@@ -808,9 +808,26 @@ def reader_outage_mask(
     device_ids: np.ndarray, t_s: np.ndarray, windows: OutageWindows
 ) -> np.ndarray:
     """True for taps (device id, time) made while their reader was down."""
-    dev = np.asarray(device_ids, dtype=np.int64)
+    dev = np.asarray(device_ids)
     t = np.asarray(t_s, dtype=np.int64)
-    if len(windows.device_ids) == 0:
-        return np.zeros(len(dev), dtype=bool)
+    down = np.zeros(len(dev), dtype=bool)
+    if len(windows.device_ids) == 0 or len(dev) == 0:
+        return down
+    # Device ids are small non-negative numbers: a table from id to its window finds the few
+    # taps on a reader that is down at all with one lookup per tap, not a binary search.
+    size = max(int(dev.max()), int(windows.device_ids[-1])) + 1
+    if int(dev.min()) < 0 or int(windows.device_ids[0]) < 0 or size > 4 * len(dev) + (1 << 16):
+        return _outage_mask_searched(dev.astype(np.int64), t, windows)
+    window_of = np.full(size, -1, dtype=np.int32)
+    window_of[windows.device_ids] = np.arange(len(windows.device_ids), dtype=np.int32)
+    w = window_of[dev]
+    at = np.flatnonzero(w >= 0)
+    w = w[at]
+    down[at] = (t[at] >= windows.start_s[w]) & (t[at] < windows.end_s[w])
+    return down
+
+
+def _outage_mask_searched(dev: np.ndarray, t: np.ndarray, windows: OutageWindows) -> np.ndarray:
+    """``reader_outage_mask`` by binary search over the (sorted) devices with an outage."""
     idx = np.minimum(windows.device_ids.searchsorted(dev), len(windows.device_ids) - 1)
     return (windows.device_ids[idx] == dev) & (t >= windows.start_s[idx]) & (t < windows.end_s[idx])

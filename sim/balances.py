@@ -27,6 +27,9 @@ class BalanceResult:
     balance_after_fen: np.ndarray  # int64
     end_balance_fen: np.ndarray  # int64, per distinct card in ``cards`` (sorted ascending)
     cards: np.ndarray  # int64, the distinct cards, ascending
+    # Input indices in the order the events were applied: by card, then time, credits first at
+    # equal times, then input order (callers reuse it instead of sorting the events again).
+    order: np.ndarray  # int64
 
 
 def _grouped_cumsum(values: np.ndarray, group_start: np.ndarray) -> np.ndarray:
@@ -37,6 +40,28 @@ def _grouped_cumsum(values: np.ndarray, group_start: np.ndarray) -> np.ndarray:
     before[1:] = total[starts[1:] - 1]
     lengths = np.diff(np.append(starts, len(values)))
     return total - np.repeat(before, lengths)
+
+
+def _decline_overdrafts(
+    c: np.ndarray, a: np.ndarray, s: np.ndarray, group_start: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Accepted flags and balances after each event, for events sorted by card then time
+    (``group_start`` marks each card's first event, ``s`` its start balance).
+
+    Each round declines the first overdrawing debit of each card still in trouble; later ones
+    are re-checked, as the card would see them one at a time."""
+    accepted = np.ones(len(c), dtype=bool)
+    debit = a < 0
+    while True:
+        signed = np.where(accepted, a, 0)
+        after = s + _grouped_cumsum(signed, group_start)
+        bad = np.flatnonzero(debit & accepted & (after < 0))
+        if len(bad) == 0:
+            return accepted, after
+        # Decline only the first overdrawing debit of each card; later ones are re-checked.
+        first = np.ones(len(bad), dtype=bool)
+        first[1:] = c[bad[1:]] != c[bad[:-1]]
+        accepted[bad[first]] = False
 
 
 def apply_events(
@@ -58,7 +83,7 @@ def apply_events(
     n = len(card)
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return BalanceResult(np.zeros(0, bool), empty, empty, empty, empty)
+        return BalanceResult(np.zeros(0, bool), empty, empty, empty, empty, empty)
     if (start < 0).any():
         raise ValueError("start balances must be >= 0 (cards never overdraw)")
     is_credit = amount > 0
@@ -69,24 +94,27 @@ def apply_events(
     s = start[order]
     group_start = np.empty(n, dtype=bool)
     group_start[0] = True
-    group_start[1:] = c[1:] != c[:-1]
-    first_of_group = np.flatnonzero(group_start)
-    if not np.array_equal(s, np.repeat(s[first_of_group], np.diff(np.append(first_of_group, n)))):
+    np.not_equal(c[1:], c[:-1], out=group_start[1:])
+    # Within a card every start balance equals the one before it.
+    if not (group_start[1:] | (s[1:] == s[:-1])).all():
         raise ValueError("all events of one card must carry the same start balance")
+    first_of_group = np.flatnonzero(group_start)
 
+    # One pass over every card; the rounds that decline run only over the cards in trouble
+    # (a few hundred events), each card's events being a run of its own.
+    total = np.cumsum(a)
+    base = np.zeros(len(first_of_group), dtype=np.int64)
+    base[1:] = total[first_of_group[1:] - 1]
+    grp = np.cumsum(group_start) - 1
+    after = s + total - base[grp]
     accepted = np.ones(n, dtype=bool)
-    debit = a < 0
-    while True:
-        signed = np.where(accepted, a, 0)
-        after = s + _grouped_cumsum(signed, group_start)
-        bad = np.flatnonzero(debit & accepted & (after < 0))
-        if len(bad) == 0:
-            break
-        # Decline only the first overdrawing debit of each card; later ones are re-checked.
-        first = np.ones(len(bad), dtype=bool)
-        first[1:] = c[bad[1:]] != c[bad[:-1]]
-        accepted[bad[first]] = False
-    before = after - signed
+    bad = (a < 0) & (after < 0)
+    if bad.any():
+        troubled = np.zeros(len(first_of_group), dtype=bool)
+        troubled[grp[bad]] = True
+        sub = np.flatnonzero(troubled[grp])
+        accepted[sub], after[sub] = _decline_overdrafts(c[sub], a[sub], s[sub], group_start[sub])
+    before = after - np.where(accepted, a, 0)
 
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
@@ -97,4 +125,5 @@ def apply_events(
         balance_after_fen=after[inverse],
         end_balance_fen=after[last_of_group],
         cards=c[first_of_group],
+        order=order,
     )

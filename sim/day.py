@@ -42,8 +42,8 @@ from sim.codes import (
 )
 from sim.disruption import disrupt_taps, duplicate_waves, free_rides, refuse_qr_down
 from sim.fare_rules import bp_of_fen, pct_to_bp
-from sim.fares import TapBatch, price_taps
-from sim.grouping import rank_in_groups, stable_order
+from sim.fares import TapBatch, price_taps_into
+from sim.grouping import gather, run_starts, stable_order
 from sim.incidents import NO_INCIDENT, mark
 from sim.population import HOME_CITY, NO_QR, Cardholders
 from sim.rng import Streams
@@ -86,9 +86,16 @@ class DayPlan:
 
 
 def _live_pool(world: World, state: RunState, day: int) -> np.ndarray:
-    """Riding rows whose card is sold and still in use on ``day``."""
-    pool = world.riding_rows
-    return pool[(state.cards.sale_day[pool] < day) & (world.population.end_day[pool] > day)]
+    """Riding rows whose card is sold and still in use on ``day`` (ascending, as
+    ``world.riding_rows``: the rows with a rider class, sim/world.py).
+
+    Three sequential passes over the population's columns cost less than two gathers at the
+    riding rows (a third of the population, scattered over it)."""
+    pop = world.population
+    live = pop.rider_class > 0
+    live &= state.cards.sale_day < day
+    live &= pop.end_day > day
+    return np.flatnonzero(live)
 
 
 @dataclass(frozen=True)
@@ -182,7 +189,7 @@ def plan_day(
     # Riders met by a reader outage still rode (and paid cash): they count as riders.
     riding = np.concatenate([planned.local.row[down], taps.row])
     stats = {
-        "riders": len(state.scratch.unique_rows(riding)[0]),
+        "riders": state.scratch.count_distinct(riding),
         "planned_taps": len(planned.local),
         "away": len(planned.away_rows),
         "reader_outage_taps": reader_outage_taps,
@@ -227,23 +234,14 @@ def plan_day(
     dup, gap_s, dup_incident = _with_duplicate_waves(world, streams, day, cols, dup, gap_s)
     # A double tap on a free ride takes nothing: only charged duplicates are deductions.
     stats["duplicate_deductions"] = int((cols["amount_fen"][dup] > 0).sum())
-    if len(dup):
-        extra = {name: col[dup] for name, col in cols.items()}
-        extra["incident"] = np.where(dup_incident >= 0, dup_incident, extra["incident"]).astype(
-            extra["incident"].dtype
-        )
-        extra["t_s"] = extra["t_s"] + np.maximum(gap_s, 1)
-        extra["duplicate_of_key"] = taps.tap_key[dup]
-        extra["tap_key"] = ids.duplicate_tap_key(taps.tap_key[dup])
-        extra["is_transfer"] = np.zeros(len(dup), dtype=bool)
-        cols = {name: np.concatenate([cols[name], extra[name]]) for name in cols}
+    dups = _duplicates(cols, dup, taps.tap_key[dup], gap_s, dup_incident)
+    records = _sorted_records(day, cols, agent_of_device, dups)
 
-    cols["agent"] = agent_of_device[cols["device"]]
-    order = stable_order(cols["agent"], cols["t_s"], cols["tap_key"])
-    records = TapTable.priced(day, {name: col[order] for name, col in cols.items()})
-
-    topups = _plan_topups(world, state, day, records)
-    purse = _plan_purse(world, state, day, records)
+    # The home cards riding today, found once for the top-ups and the purse purchases.
+    home = np.flatnonzero(records.home_card)
+    holders, holder_of = state.scratch.unique_rows(records.row[home])
+    topups = _plan_topups(world, state, day, records, home, holders, holder_of)
+    purse = _plan_purse(world, state, day, holders)
     sales = _plan_sales(world, state, day)
     stats["topups_planned"] = len(topups["row"])
     stats["card_sales"] = len(sales["row"])
@@ -259,6 +257,57 @@ def plan_day(
         away_rows=planned.away_rows,
         away_city=planned.away_city,
     )
+
+
+def _duplicates(
+    cols: dict[str, np.ndarray],
+    dup: np.ndarray,
+    charge_key: np.ndarray,
+    gap_s: np.ndarray,
+    dup_incident: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The columns in which the second charges of rows ``dup`` differ from those rows (every
+    other column of a duplicate is its charge's): a later time, its own key (from
+    ``charge_key``, the key it repeats), no transfer, and the incident that caused it (-1
+    none: the charge's); ``of`` holds ``dup``."""
+    incident = cols["incident"]
+    return {
+        "t_s": cols["t_s"][dup] + np.maximum(gap_s, 1),
+        "tap_key": ids.duplicate_tap_key(charge_key),
+        "duplicate_of_key": charge_key,
+        "is_transfer": np.zeros(len(dup), dtype=bool),
+        "incident": np.where(dup_incident >= 0, dup_incident, incident[dup]).astype(incident.dtype),
+        "of": dup,
+    }
+
+
+def _sorted_records(
+    day: int,
+    cols: dict[str, np.ndarray],
+    agent_of_device: np.ndarray,
+    dups: dict[str, np.ndarray],
+) -> TapTable:
+    """The day's records: the rows of ``cols`` and their duplicate charges (``_duplicates``),
+    sorted by uploading agent, time and tap key.
+
+    A duplicate's unchanged columns are read from its charge's row by the one gather that
+    sorts them, never copied onto the end of every column first."""
+    of = dups["of"]
+    agent = agent_of_device[cols["device"]]
+    changed = {}  # the columns that differ, duplicates appended
+    if len(of):
+        agent = np.concatenate([agent, agent[of]])
+        changed = {name: np.concatenate([cols[name], dups[name]]) for name in dups if name != "of"}
+    t_s = changed.get("t_s", cols["t_s"])
+    order = stable_order(agent, t_s, changed.get("tap_key", cols["tap_key"]))
+    # The row of ``cols`` each record reads its unchanged columns from.
+    source = np.concatenate([np.arange(len(cols["row"])), of])[order] if len(of) else order
+    records = {
+        name: gather(changed[name], order) if name in changed else gather(col, source)
+        for name, col in cols.items()
+    }
+    records["agent"] = agent_of_device[records["device"]]  # a small table, read in order
+    return TapTable.priced(day, records)
 
 
 def _price_without_refused(
@@ -332,28 +381,27 @@ def _price(
         (with_concessions if visitors_local else list_only, is_card & ~local),
         (list_only, ~is_card & ~local),
     )
+    # The columns pricing reads, for every tap once; each group is priced at its rows.
+    batch = TapBatch(
+        card=taps.row,
+        t_s=taps.t_s,
+        line=taps.line,
+        mode=taps.mode,
+        kind=taps.kind,
+        card_type=pop.card_type[taps.row],
+        distance_km=taps.distance_km,
+        incomplete=taps.incomplete,
+    )
+    # Without caps the month's spend changes no fare: no gather from the population.
+    spent = (
+        state.cards.month_spent_fen[taps.row]
+        if with_concessions.has_caps or list_only.has_caps
+        else np.zeros(n, dtype=np.int64)
+    )
     for compiled, mask in groups:
         rows = np.flatnonzero(mask)
-        if len(rows) == 0:
-            continue
-        sub = taps.take(rows)
-        res = price_taps(
-            compiled,
-            TapBatch(
-                card=sub.row,
-                t_s=sub.t_s,
-                line=sub.line,
-                mode=sub.mode,
-                kind=sub.kind,
-                card_type=pop.card_type[sub.row],
-                distance_km=sub.distance_km,
-                incomplete=sub.incomplete,
-            ),
-            day_type,
-            state.cards.month_spent_fen[sub.row],
-        )
-        for name in out:
-            out[name][rows] = getattr(res, name)
+        if len(rows):
+            price_taps_into(compiled, batch, day_type, spent, out, rows)
     return out, taps
 
 
@@ -463,18 +511,32 @@ def _with_duplicate_waves(world, streams, day, cols, dup, gap_s):
     )
 
 
-def _plan_topups(world: World, state: RunState, day: int, taps: TapTable) -> dict[str, np.ndarray]:
+def _plan_topups(
+    world: World,
+    state: RunState,
+    day: int,
+    taps: TapTable,
+    home: np.ndarray,
+    holders: np.ndarray,
+    holder_of: np.ndarray,
+) -> dict[str, np.ndarray]:
     """Holders riding today whose balance is under their threshold reload: at their outlet if
-    they prefer it and it opens today, else online shortly before their first ride."""
+    they prefer it and it opens today, else online shortly before their first ride.
+
+    ``home`` indexes the home-card records, ``holders`` are their distinct rows (ascending) and
+    ``holder_of`` each such record's index in ``holders``."""
     sc = world.scenario
     pop = world.population
     balance = state.cards.balance_fen
     streams = state.streams
-    card = taps.home_card & (taps.amount_fen > 0)
-    rows, inverse = state.scratch.unique_rows(taps.row[card])
+    charged = taps.amount_fen[home] > 0
+    which = holder_of[charged]
     # Records are sorted by device, not time: take each card's earliest charged tap.
-    first_t = np.full(len(rows), np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first_t, inverse, taps.t_s[card])
+    first_t = np.full(len(holders), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_t, which, taps.t_s[home[charged]])
+    paid = np.zeros(len(holders), dtype=bool)  # holders with a charged tap today
+    paid[which] = True
+    rows, first_t = holders[paid], first_t[paid]
     low = balance[rows] < pop.topup_threshold_fen[rows]
     rows, first_t = rows[low], first_t[low]
     ids = pop.card_id[rows]
@@ -506,11 +568,14 @@ def _plan_topups(world: World, state: RunState, day: int, taps: TapTable) -> dic
     }
 
 
-def _plan_purse(world: World, state: RunState, day: int, taps: TapTable) -> dict[str, np.ndarray]:
-    """Some holders who use their card today also pay a small non-transit purchase with it."""
+def _plan_purse(
+    world: World, state: RunState, day: int, holders: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Some ``holders`` (the home cards used today, ascending) also pay a small non-transit
+    purchase with their card."""
     beh = world.scenario.behaviour
     streams = state.streams
-    rows = state.scratch.unique_rows(taps.row[taps.home_card])[0]
+    rows = holders
     ids = world.population.card_id[rows]
     buys = streams.uniform("purse.buy", day, ids) < beh.purse_purchase_share
     rows, ids = rows[buys], ids[buys]
@@ -646,24 +711,28 @@ def settle_balances(
     taps.balance_before_fen = before
     taps.balance_after_fen = after
 
-    # JT/T 978 card counter: +1 per accepted purchase, in time order per card.
-    charged = stored & ~declined
+    # JT/T 978 card counter: +1 per accepted purchase, in time order per card. The balances
+    # applied the events by (card, time), ties in input order: its accepted tap debits are the
+    # charged taps in exactly that order, with no second sort.
+    applied = res.order[res.order < n_debit]
+    order = debit_idx[applied[res.accepted[applied]]]
+    r = gather(taps.row, order)
+    first = run_starts(r)  # each card's first charged tap (r is grouped by card)
+    used, used_count = r[first], np.diff(first, append=len(r))
+    rank = np.arange(1, len(r) + 1, dtype=np.int64) - np.repeat(first, used_count)
+    counter_before = cards.card_counter[used].astype(np.int64)
     counter = np.full(n, -1, dtype=np.int64)
-    idx = np.flatnonzero(charged)
-    order = idx[stable_order(taps.row[idx], taps.t_s[idx])]
-    r = taps.row[order]
-    counter[order] = (cards.card_counter[r].astype(np.int64) + rank_in_groups(r)) % 65536
+    counter[order] = (np.repeat(counter_before, used_count) + rank) % 65536
     taps.card_counter = counter
     taps.advance(Phase.SETTLED)
-    used, inverse = state.scratch.unique_rows(r)
-    used_count = np.bincount(inverse, minlength=len(used))
-    cards.card_counter[used] = (
-        (cards.card_counter[used].astype(np.int64) + used_count) % 65536
-    ).astype(np.int32)
+    cards.card_counter[used] = ((counter_before + used_count) % 65536).astype(np.int32)
 
     cards.balance_fen[res.cards] = res.end_balance_fen
-    spent = np.where(charged, taps.amount_fen, 0)
-    np.add.at(cards.month_spent_fen, taps.row, spent)
+    # Each card's charged fares, summed along its run (a running total: reduceat pays per run).
+    paid = np.cumsum(gather(taps.amount_fen, order))
+    spent = paid[first + used_count - 1]
+    spent[1:] -= paid[first[1:] - 1]
+    cards.month_spent_fen[used] += spent
     plan.refusals = {
         name: np.concatenate([plan.refusals[name], col])
         for name, col in _declined_refusals(world, state.streams, plan).items()

@@ -321,20 +321,19 @@ def _chain_starts(card: np.ndarray, t: np.ndarray, window_s: int, max_legs: int)
     return is_start
 
 
-def _check_taps(compiled: CompiledFares, taps: TapBatch, month_spent_fen: np.ndarray) -> None:
-    checks = (
-        ("line", 0, len(compiled.line_ids) - 1),
-        ("mode", 0, _N_MODE - 1),
-        ("kind", 0, TAP_EXIT),
-        ("card_type", 0, _N_CT - 1),
-        ("t_s", 0, 2**31 - 1),
-    )
-    for name, lo, hi in checks:
-        arr = getattr(taps, name)
+def _check_taps(compiled: CompiledFares, **columns: np.ndarray) -> None:
+    """Raise unless the priced taps' columns (in any order) hold codes the tables cover."""
+    limits = {
+        "line": (0, len(compiled.line_ids) - 1),
+        "mode": (0, _N_MODE - 1),
+        "kind": (0, TAP_EXIT),
+        "card_type": (0, _N_CT - 1),
+        "t_s": (0, 2**31 - 1),
+    }
+    for name, arr in columns.items():
+        lo, hi = limits[name]
         if arr.min() < lo or arr.max() > hi:
             raise ValueError(f"taps.{name} has values outside {lo}..{hi}")
-    if len(month_spent_fen) != len(taps) or month_spent_fen.min() < 0:
-        raise ValueError("month_spent_fen must be aligned to the taps and >= 0")
 
 
 def price_taps(
@@ -348,21 +347,80 @@ def price_taps(
     same second are taken in input order.
     """
     n = len(taps)
+    names = tuple(_RESULT_DTYPES)
+    order, priced = _price_in_card_order(compiled, taps, day_type, month_spent_fen, names)
+    out = {name: np.empty(n, dtype=dtype) for name, dtype in _RESULT_DTYPES.items()}
+    for name, col in out.items():
+        col[order] = priced[name]
+    return FareResult(**out)
+
+
+def price_taps_into(
+    compiled: CompiledFares,
+    taps: TapBatch,
+    day_type: int | str,
+    month_spent_fen: np.ndarray,
+    out: dict[str, np.ndarray],
+    rows: np.ndarray,
+) -> None:
+    """Price taps ``rows`` of ``taps`` on their own, as ``price_taps`` prices a batch of just
+    those taps (transfers and caps see no other tap), and write each ``FareResult`` column
+    named in ``out`` to ``out[name][rows]``; ``out``'s columns and ``month_spent_fen`` are
+    aligned to ``taps``.
+
+    For a caller pricing a table in groups: each group's columns are read once, straight in
+    the card order pricing works in, and its results written straight back to their rows."""
+    order, priced = _price_in_card_order(
+        compiled, taps, day_type, month_spent_fen, tuple(out), rows
+    )
+    for name, col in out.items():
+        col[order] = priced[name]
+
+
+#: ``FareResult`` columns and their dtypes.
+_RESULT_DTYPES = {
+    "list_fare_fen": np.int32,
+    "concession_fen": np.int64,
+    "transfer_fen": np.int64,
+    "cap_fen": np.int64,
+    "amount_fen": np.int64,
+    "is_transfer": np.bool_,
+    "fare_capped": np.bool_,
+    "rule_index": np.int16,
+}
+
+
+def _price_in_card_order(
+    compiled: CompiledFares,
+    taps: TapBatch,
+    day_type: int | str,
+    month_spent_fen: np.ndarray,
+    names: tuple[str, ...],
+    rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The ``FareResult`` columns ``names`` of the taps (those at ``rows``, or all) sorted by
+    (card, time), and that order (indices into the taps): ``price_taps`` without putting the
+    rows back in input order."""
     dt = code_of(DAY_TYPES, day_type) if isinstance(day_type, str) else int(day_type)
     if not 0 <= dt < _N_DT:
         raise ValueError(f"day_type {day_type} is not a code of {', '.join(DAY_TYPES)}")
     spent = np.asarray(month_spent_fen, dtype=np.int64)
+    if len(spent) != len(taps) or (len(spent) and spent.min() < 0):
+        raise ValueError("month_spent_fen must be aligned to the taps and >= 0")
+    if rows is None:
+        order = stable_order(taps.card, taps.t_s)
+    else:
+        order = rows[stable_order(taps.card[rows], taps.t_s[rows])]
+    n = len(order)
     if n == 0:
-        z = np.zeros(0, dtype=np.int64)
-        return FareResult(
-            z.astype(np.int32), z, z, z, z, z.astype(bool), z.astype(bool), z.astype(np.int16)
-        )
-    _check_taps(compiled, taps, spent)
+        return order, {name: np.zeros(0, dtype=_RESULT_DTYPES[name]) for name in names}
 
-    order = stable_order(taps.card, taps.t_s)
+    # Every column is read once, straight in (card, time) order, and checked before use.
     card, kind, inc = taps.card[order], taps.kind[order], taps.incomplete[order]
     t = taps.t_s[order].astype(np.int64)
-    mode, ctype = taps.mode[order], taps.card_type[order]
+    mode, ctype, line = taps.mode[order], taps.card_type[order], taps.line[order]
+    spent = spent[order] if compiled.has_caps else spent[:0]
+    _check_taps(compiled, line=line, mode=mode, kind=kind, card_type=ctype, t_s=t)
 
     same_prev = np.zeros(n, dtype=bool)
     same_prev[1:] = card[1:] == card[:-1]
@@ -375,10 +433,11 @@ def price_taps(
     charge = (kind == TAP_SINGLE) | is_exit | inc_row
 
     # List fare of every row, then keep the one that applies to its kind.
-    band_idx = np.searchsorted(compiled.band_upper_km, taps.distance_km[order].astype(np.float64))
-    band_fare = compiled.band_fare_fen[np.minimum(band_idx, len(compiled.band_fare_fen) - 1)]
-    lst = np.where(kind == TAP_SINGLE, compiled.line_fare_fen[taps.line[order]], 0)
-    lst = np.where(is_exit, band_fare, lst)
+    lst = np.where(kind == TAP_SINGLE, compiled.line_fare_fen[line], 0)
+    exits = np.flatnonzero(is_exit)  # only exits read a distance band
+    distance = taps.distance_km[order[exits]].astype(np.float64)
+    band_idx = np.searchsorted(compiled.band_upper_km, distance)
+    lst[exits] = compiled.band_fare_fen[np.minimum(band_idx, len(compiled.band_fare_fen) - 1)]
     lst = np.where(inc_row, compiled.incomplete_fare_fen, lst).astype(np.int64)
 
     # Concession: the first matching rule at the leg's boarding minute and mode.
@@ -404,30 +463,28 @@ def price_taps(
             card[eidx], t[eidx], compiled.transfer_window_s, compiled.transfer_max_legs
         )
         is_transfer = leg_tr[board]
-        trans = bp_of_fen(after, compiled.transfer_bp) + compiled.transfer_off_fen
+        trans = np.full(n, compiled.transfer_off_fen, dtype=np.int64)
+        if compiled.transfer_bp:  # a percentage off too (0 % of any fare is 0 fen)
+            trans += bp_of_fen(after, compiled.transfer_bp)
         trans = np.where(is_transfer & discounts_ok, np.minimum(trans, after), 0)
     pre_cap = after - trans
 
     cap = np.zeros(n, dtype=np.int64)
     if compiled.has_caps:
-        cap = pre_cap - _capped_amounts(compiled, ctype, spent[order], pre_cap, same_prev)
+        cap = pre_cap - _capped_amounts(compiled, ctype, spent, pre_cap, same_prev)
     amount = pre_cap - cap
 
-    def back(a: np.ndarray, dtype: type) -> np.ndarray:
-        out = np.empty(n, dtype=dtype)
-        out[order] = a
-        return out
-
-    return FareResult(
-        list_fare_fen=back(lst, np.int32),
-        concession_fen=back(conc, np.int64),
-        transfer_fen=back(trans, np.int64),
-        cap_fen=back(cap, np.int64),
-        amount_fen=back(amount, np.int64),
-        is_transfer=back(is_transfer, np.bool_),
-        fare_capped=back(cap > 0, np.bool_),
-        rule_index=back(np.where(charge, compiled.rule_pos[gid], -1), np.int16),
-    )
+    columns = {
+        "list_fare_fen": lambda: lst,
+        "concession_fen": lambda: conc,
+        "transfer_fen": lambda: trans,
+        "cap_fen": lambda: cap,
+        "amount_fen": lambda: amount,
+        "is_transfer": lambda: is_transfer,
+        "fare_capped": lambda: cap > 0,
+        "rule_index": lambda: np.where(charge, compiled.rule_pos[gid], -1),
+    }
+    return order, {name: columns[name]() for name in names}
 
 
 def _capped_amounts(

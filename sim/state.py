@@ -48,24 +48,37 @@ class CardState:
 
 
 class RowScratch:
-    """Two population-sized scratch arrays for ``unique_rows`` (reused every day, never read
-    across days: scratch, not state)."""
+    """Population-sized scratch arrays for ``unique_rows`` and ``count_distinct`` (reused every
+    day, never read across days: scratch, not state)."""
 
     def __init__(self, n_rows: int) -> None:
         self.mask = np.zeros(n_rows, dtype=bool)
         self.pos = np.zeros(n_rows, dtype=np.int64)
+        # Rows sort faster as int32, which holds any population this side of 2**31.
+        self._row_dtype = np.int32 if n_rows <= np.iinfo(np.int32).max else np.int64
 
     def unique_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Distinct rows in ``rows`` (ascending) and each element's index among them.
 
         Same result as ``np.unique(rows, return_inverse=True)``, several times faster on a day's
-        taps because it needs no sort.
+        taps: the rows are sorted as int32 (they index the population), not argsorted, and the
+        inverse is read back from a population-sized table.
         """
-        self.mask[rows] = True
-        distinct = np.flatnonzero(self.mask)
-        self.mask[distinct] = False
+        s = np.sort(rows.astype(self._row_dtype))
+        keep = np.empty(len(s), dtype=bool)
+        keep[:1] = True
+        np.not_equal(s[1:], s[:-1], out=keep[1:])
+        distinct = s[keep].astype(np.int64)
         self.pos[distinct] = np.arange(len(distinct))
         return distinct, self.pos[rows]
+
+    def count_distinct(self, rows: np.ndarray) -> int:
+        """How many distinct rows ``rows`` holds (``len(unique_rows(rows)[0])``, without
+        listing them)."""
+        self.mask[rows] = True
+        n = int(np.count_nonzero(self.mask))
+        self.mask[rows] = False
+        return n
 
 
 @dataclass

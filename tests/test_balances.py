@@ -56,6 +56,8 @@ def test_matches_sequential_reference_and_never_overdraws(evs, start_by_card):
     assert res.balance_after_fen.tolist() == after
     assert (res.balance_after_fen >= 0).all()
     assert dict(zip(res.cards.tolist(), res.end_balance_fen.tolist(), strict=True)) == final
+    # The order applied: by card, time, credits first, then input order.
+    assert res.order.tolist() == np.lexsort((amounts <= 0, times, cards)).tolist()
     # Conservation: end - start = accepted credits + accepted debits, per card.
     for card in np.unique(cards):
         mine = cards == card

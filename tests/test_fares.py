@@ -12,7 +12,14 @@ from strategies import FARE_LINES, fare_days, fare_rules
 
 from sim.codes import CARD_TYPES, DAY_TYPES, MODES, TAP_ENTRY, TAP_EXIT, TAP_SINGLE, code_of
 from sim.fare_rules import FareRules, parse_window, pct_to_bp
-from sim.fares import FareResult, TapBatch, compile_fares, max_metro_fare_fen, price_taps
+from sim.fares import (
+    FareResult,
+    TapBatch,
+    compile_fares,
+    max_metro_fare_fen,
+    price_taps,
+    price_taps_into,
+)
 
 H = 3600
 ORD, STU, LONG, MIL = (
@@ -505,6 +512,27 @@ def test_result_is_invariant_under_row_permutation(rules, day_taps, day, rnd) ->
     b = price_taps(compiled, shuffled, day, spent[perm])
     for name in FareResult.__dataclass_fields__:
         assert (getattr(a, name)[perm] == getattr(b, name)).all(), name
+
+
+@SETTINGS
+@given(fare_rules(), fare_days(), days, st.randoms(use_true_random=False))
+def test_pricing_rows_in_place_equals_pricing_them_alone(rules, day_taps, day, rnd) -> None:
+    """price_taps_into on a subset of rows writes what price_taps gives those rows alone."""
+    taps, spent = day_taps
+    compiled = compile_fares(rules, FARE_LINES)
+    rows = np.array(sorted(rnd.sample(range(len(taps)), rnd.randint(0, len(taps)))), np.int64)
+    alone = price_taps(
+        compiled,
+        TapBatch(**{k: getattr(taps, k)[rows] for k in TapBatch.__dataclass_fields__}),
+        day,
+        spent[rows],
+    )
+    out = {name: np.full(len(taps), -7, np.int64) for name in FareResult.__dataclass_fields__}
+    price_taps_into(compiled, taps, day, spent, out, rows)
+    others = np.setdiff1d(np.arange(len(taps)), rows)
+    for name, col in out.items():
+        assert (col[rows] == getattr(alone, name)).all(), name
+        assert (col[others] == -7).all(), name
 
 
 @SETTINGS

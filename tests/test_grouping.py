@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sim.grouping import rank_in_groups, stable_order
+from sim.grouping import gather, rank_in_groups, run_starts, stable_order
 
 
 def _ints(lo: int, hi: int):
@@ -65,3 +65,30 @@ def test_bool_keys_and_a_large_table():
 def test_rank_in_groups():
     assert rank_in_groups(np.array([7, 7, 9, 9, 9, 4])).tolist() == [1, 2, 1, 2, 3, 1]
     assert rank_in_groups(np.zeros(0, np.int64)).tolist() == []
+
+
+def test_run_starts():
+    assert run_starts(np.array([7, 7, 9, 4, 4])).tolist() == [0, 2, 3]
+    assert run_starts(np.zeros(0, np.int64)).tolist() == []
+
+
+def test_gather_equals_fancy_indexing_narrow_or_not():
+    """Columns narrowed to int32 (large, fitting) and not (wide values, small, other dtypes)."""
+    rng = np.random.default_rng(3)
+    n = 100_000
+    idx = rng.permutation(n)
+    cols = [
+        rng.integers(-(2**31), 2**31, n),  # fits int32 at both ends
+        rng.integers(-(2**15), 2**15, n),  # fits int16 at both ends
+        np.array([2**15] + [0] * (n - 1)),  # one value just past int16
+        rng.integers(0, 2**40, n),  # does not fit
+        np.array([2**31] + [0] * (n - 1)),  # one value just past int32
+        rng.integers(0, 100, n).astype(np.int32),
+        rng.random(n) < 0.5,
+        rng.integers(0, 9, 1000),  # small: gathered as it is
+    ]
+    for col in cols:
+        for at in (idx[: len(col)] % len(col), idx[:10] % len(col)):
+            got = gather(col, at)
+            assert got.dtype == col.dtype
+            assert np.array_equal(got, col[at])

@@ -200,3 +200,16 @@ def test_a_price_response_changes_ridership_and_keeps_the_books(world):
     assert counts["drop_dear"][0] < counts["none"][0]
     # No trip at home costs more than 2.50 any more (only duplicates of cheaper taps remain).
     assert counts["none"][1] > 0
+
+
+def test_row_scratch_distinct_rows_as_np_unique() -> None:
+    from sim.state import RowScratch
+
+    scratch = RowScratch(50)
+    rows = np.array([7, 3, 7, 49, 0, 3, 3])
+    distinct, inverse = scratch.unique_rows(rows)
+    ref, ref_inverse = np.unique(rows, return_inverse=True)
+    assert distinct.tolist() == ref.tolist() and inverse.tolist() == ref_inverse.tolist()
+    assert scratch.count_distinct(rows) == 4
+    assert scratch.count_distinct(rows[:0]) == 0
+    assert not scratch.mask.any()  # left clean for the next call

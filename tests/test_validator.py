@@ -307,6 +307,10 @@ def test_reader_outage_marks_taps_inside_the_window() -> None:
     dev = np.array([10, 10, 10, 20, 99])
     t = np.array([w.start_s[0] - 1, w.start_s[0], w.end_s[0], w.start_s[1], w.start_s[0]])
     assert reader_outage_mask(dev, t, w).tolist() == [False, True, False, True, False]
+    # Ids a lookup table cannot hold (negative, or far beyond the taps) take the binary search.
+    assert reader_outage_mask(dev - 200, t, w).tolist() == [False] * 5
+    far = np.array([10, 10, 10, 20, 10**9])
+    assert reader_outage_mask(far, t, w).tolist() == [False, True, False, True, False]
     none = reader_outage_windows(Streams(3), 2, np.array([10, 20]), DeviceSettings(**NO_FAULTS))
     assert len(none.device_ids) == 0
     assert not reader_outage_mask(dev, t, none).any()
