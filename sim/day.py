@@ -225,8 +225,9 @@ def plan_day(
     cols = _price_without_refused(world, state, taps, cols, refusals, day, day_type)
 
     # Accidental double taps: the lock swallows most; a failed lock charges twice (重复扣款).
+    # Keys come from the columns, not ``taps``: the refusals above took rows out of them.
     card_rows = np.flatnonzero(cols["home_card"])
-    effects = retap_effects(streams, day, taps.tap_key[card_rows], sc.devices)
+    effects = retap_effects(streams, day, cols["tap_key"][card_rows], sc.devices)
     dup = card_rows[effects.duplicate_rows]
     gap_s = effects.duplicate_gap_s
     stats["retaps_suppressed"] = effects.n_suppressed
@@ -234,7 +235,7 @@ def plan_day(
     dup, gap_s, dup_incident = _with_duplicate_waves(world, streams, day, cols, dup, gap_s)
     # A double tap on a free ride takes nothing: only charged duplicates are deductions.
     stats["duplicate_deductions"] = int((cols["amount_fen"][dup] > 0).sum())
-    dups = _duplicates(cols, dup, taps.tap_key[dup], gap_s, dup_incident)
+    dups = _duplicates(cols, dup, cols["tap_key"][dup], gap_s, dup_incident)
     records = _sorted_records(day, cols, agent_of_device, dups)
 
     # The home cards riding today, found once for the top-ups and the purse purchases.

@@ -14,9 +14,9 @@ import pytest
 from output_frames import read_frame
 
 import sim.shard
-from sim.api import build, load_scenario, run
+from sim.api import build, iter_days, load_scenario, run
 from sim.codes import CLEARED, PENDING, REJECTED
-from sim.events import BatchCleared, TapsFinal
+from sim.events import BatchCleared, DaySettled, TapsFinal
 from sim.ledger import InvariantViolation
 from sim.model import CardTwinModel
 from sim.output import read_table
@@ -288,3 +288,33 @@ def test_calibration_metrics_count_the_refunds_the_run_executed(engine):
     executed = engine.kpis.totals["refunds_executed"]
     assert executed > 0
     assert engine.kpis.metrics.refunds == executed
+
+
+def test_a_duplicate_repeats_its_own_tap_when_readers_refused_others_that_day():
+    """A double charge repeats the tap it doubles (same card, device and fare, a moment later,
+    ``duplicate_of_key`` its key) also on a day a QR platform was down and readers refused
+    taps: the refused rows leave the day's columns before the double taps are drawn, so the
+    charges' keys are read from those columns, not from the day's taps before the refusals
+    (which named a tap further on: another card's, another time)."""
+    incidents = (
+        "[{id: alipay-down, kind: qr_platform_outage, target: qr_alipay,"
+        ' start: "2024-01-01 06:00", duration_min: 600, no_card_share: 1.0}]'
+    )
+    scenario = load_scenario(SMALL, [*DUPLICATES, f"incidents={incidents}"], days=1)
+    events: list = []
+    for _ in iter_days(scenario, None, subscribers=[events.append]):
+        pass
+    (day,) = [e for e in events if isinstance(e, DaySettled)]
+    assert len(day.refusals["row"]) > 0  # readers refused taps that day: the case
+    taps = day.taps
+    dup = np.flatnonzero(taps.duplicate_of_key >= 0)
+    assert len(dup) > 0
+    by_key = {int(k): i for i, k in enumerate(taps.tap_key)}
+    for i in dup.tolist():
+        j = by_key[int(taps.duplicate_of_key[i])]
+        assert (taps.row[j], taps.device[j], taps.amount_fen[j]) == (
+            taps.row[i],
+            taps.device[i],
+            taps.amount_fen[i],
+        )
+        assert 0 < taps.t_s[i] - taps.t_s[j] <= 60
