@@ -157,10 +157,11 @@ def _holder_keys(pop, n_cities: int, n_regions: int) -> np.ndarray:
         return cached[1]
     if int(pop.home_city.max(initial=0)) >= n_cities:
         raise ValueError(f"a holder's city code is not one of the shard's {n_cities} cities")
+    dtype = np.min_scalar_type(n_cities * n_regions)  # narrow: a few passes over 1.7 M rows
+    keys = pop.home_city.astype(dtype)
+    keys *= n_regions
     home = pop.home_city == HOME_CITY
-    region = np.where(home, pop.region.astype(np.int64) + 1, 0)  # NONE + 1 for visitors
-    keys = pop.home_city.astype(np.int64) * n_regions + region
-    keys = keys.astype(np.min_scalar_type(int(keys.max(initial=0))))
+    keys[home] += pop.region[home].astype(dtype) + 1  # visitors' region: NONE + 1 = 0
     _holder_keys_cache[key] = (weakref.ref(pop, lambda _: _holder_keys_cache.pop(key, None)), keys)
     return keys
 
