@@ -89,7 +89,7 @@ def day_flows(world, taps: TapTable) -> dict[str, np.ndarray]:
         raise ValueError(f"a tap's city code is not one of the shard's {n_cities} cities")
     # One key per tap, then two bincounts over (flow, charge) where charge is 0 (the reader
     # took nothing), 1 (a boarding) or 2 (an exit, money only).
-    key = _holder_keys(world.population, n_cities, n_regions)[taps.row].astype(np.int64)
+    key = np.take(_holder_keys(world.population, n_cities, n_regions), taps.row).astype(np.int64)
     for value, size in (
         (taps.city, n_cities),
         (np.take(use_region, taps.line), n_regions),  # take: a small table, int32 lines

@@ -249,7 +249,7 @@ class RunMetrics:
         n_holder = self.n_regions + 1  # the holder's region, or "not a home-city holder"
         shape = (len(CARD_TYPES), n_holder, _N_CLASSES, len(MEDIA), self.n_regions)
         klass = _tap_class(c)
-        key = _holder_keys(pop, self.n_regions)[c.row].astype(np.intp)
+        key = np.take(_holder_keys(pop, self.n_regions), c.row).astype(np.intp)
         for value, size in ((klass, _N_CLASSES), (c.medium, len(MEDIA))):
             key *= size
             key += value
