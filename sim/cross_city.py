@@ -59,11 +59,6 @@ def region_keys(world) -> list[tuple[str, str]]:
     return own + [(g.region_id, g.name_zh) for g in world.gateways if g.region_id is not None]
 
 
-def _use_region(world, taps: TapTable) -> np.ndarray:
-    """Index into ``region_keys`` of where each tap was made, NONE where not known."""
-    return _line_use_region(world)[taps.line]
-
-
 def _line_use_region(world) -> np.ndarray:
     """Per line, the index into ``region_keys`` of where a tap on it is made (NONE where not
     known): a home-city line's region; a gateway line's region, numbered after the shard's own
