@@ -1,10 +1,12 @@
 """Service outlets (网点): opening hours, closing days, counters as SimPy resources, visit queues.
 
-An outlet is a Mesa agent that owns a ``simpy.Resource`` with one slot per counter. A visit is a
-SimPy process: arrive, wait for the next opening today if closed (or leave), queue for a counter,
-get served, release. Visitors still queuing when a window closes (lunch break, end of day) wait
+An outlet is a Mesa agent that owns a ``simpy.Resource`` with one slot per counter. A visit
+arrives, waits for the next opening today if closed (or leaves), queues for a counter, gets
+served and releases it. Visitors still queuing when a window closes (lunch break, end of day) wait
 for the next window today, or leave if there is none. Results go into preallocated numpy columns
-(``VisitResults``); there is no Python object per visit besides its short-lived SimPy process.
+(``VisitResults``); there is no Python object per visit besides its short-lived ``_Visit``, driven
+by callbacks on the SimPy events it waits for (what a SimPy process per visit did, in the same
+event order, without the process, its start event and its end event).
 
 Opening days come from the caller's calendar through two callables, ``is_open_day(rule, day)`` and
 ``is_weekend(day)``. This module does not import ``sim.calendar``.
@@ -24,6 +26,8 @@ import mesa
 import numpy as np
 import simpy
 from pydantic import Field, field_validator
+from simpy.events import URGENT
+from simpy.resources.resource import Request
 
 from sim.clock import parse_windows
 from sim.rng import Streams
@@ -295,7 +299,7 @@ class OutletAgent(mesa.Agent):
         self._is_open_day = is_open_day
         self._is_weekend = is_weekend
         self._free_counters = list(range(counters))  # a heap: the lowest free counter serves
-        self._queued: dict[simpy.Process, None] = {}  # visits waiting for a counter, FIFO order
+        self._queued: dict[_Visit, None] = {}  # visits waiting for a counter, FIFO order
         self._day_windows: dict[int, Windows] = {}
         self._closer_days: set[int] = set()
         self.closures: list[tuple[int, int]] = []  # absolute (start, end) of incident closures
@@ -342,53 +346,120 @@ class OutletAgent(mesa.Agent):
             if end < env.now:
                 continue
             yield env.timeout(end - env.now)
-            for proc in list(self._queued):
-                proc.interrupt("closed")
+            for visit in list(self._queued):
+                visit.interrupt("closed")
 
-    def _visit(self, res: VisitResults, row: int, arrival: int, service_s: int):
-        """One visitor's process; writes its outcome into ``res`` at ``row``."""
-        env = self.env
-        yield env.timeout(arrival - env.now)
-        arrived_closed_leaves = self.settings.closed_arrival == "leave"
-        while True:
-            now = env.now
-            win = self.next_window(now)
-            if win is None or (arrived_closed_leaves and now < win[0]):
-                res.wait_s[row] = now - arrival
-                res.outcome[row] = LEFT_CLOSED
-                return
-            # Only a visitor who finds the door shut on arrival may choose to leave at once.
-            arrived_closed_leaves = False
-            if now < win[0]:
-                yield env.timeout(win[0] - now)
-            req = self.resource.request()
-            me = env.active_process
-            self._queued[me] = None
-            try:
-                yield req
-            except simpy.Interrupt:
-                del self._queued[me]
-                if req.triggered:
-                    self.resource.release(req)
-                else:
-                    req.cancel()
-                continue
-            del self._queued[me]
-            if env.now >= win[1]:
-                # Granted exactly as the window closed: treated as closed, like any [start, end).
-                self.resource.release(req)
-                continue
-            counter = heapq.heappop(self._free_counters)
-            start = env.now
-            res.service_start_s[row] = start
-            res.wait_s[row] = start - arrival
-            res.counter[row] = counter
-            yield env.timeout(service_s)
-            heapq.heappush(self._free_counters, counter)
-            self.resource.release(req)
-            res.service_end_s[row] = env.now
-            res.outcome[row] = SERVED
+
+class _Now(simpy.Event):
+    """An event processed at the current time before any normally scheduled one, calling
+    ``callback``: how SimPy starts a process (``Initialize``) or delivers an interrupt."""
+
+    def __init__(self, env: simpy.Environment, callback: Callable[[simpy.Event], None]) -> None:
+        self.env = env
+        self.callbacks = [callback]
+        self._value = None
+        self._ok = True
+        env.schedule(self, URGENT)
+
+
+class _Visit:
+    """One visitor at an outlet; writes its outcome into ``res`` at ``row``.
+
+    Each step runs as the callback of the event the visitor waits for (arrival, window
+    opening, counter granted, service done; an interrupt from the outlet's closer), doing what
+    a SimPy process per visit did between its ``yield``s, in the same order, so the env sees
+    the same events scheduled in the same order.
+    """
+
+    __slots__ = (
+        "outlet",
+        "res",
+        "row",
+        "arrival",
+        "service_s",
+        "leaves_if_closed",
+        "win",
+        "req",
+        "counter",
+    )
+
+    def __init__(
+        self, outlet: OutletAgent, res: VisitResults, row: int, arrival: int, service_s: int
+    ) -> None:
+        self.outlet = outlet
+        self.res = res
+        self.row = row
+        self.arrival = arrival
+        self.service_s = service_s
+        # Only a visitor who finds the door shut on arrival may choose to leave at once.
+        self.leaves_if_closed = outlet.settings.closed_arrival == "leave"
+        self.win: tuple[int, int] = (0, 0)
+        self.req: Request | None = None
+        self.counter = -1
+
+    def arrive(self, _event: simpy.Event) -> None:
+        """At the arrival time."""
+        self._seek_counter()
+
+    def _seek_counter(self) -> None:
+        """Leave if no window is left today, wait for the next one, or queue for a counter."""
+        env = self.outlet.env
+        now = env.now
+        win = self.outlet.next_window(now)
+        if win is None or (self.leaves_if_closed and now < win[0]):
+            self.res.wait_s[self.row] = now - self.arrival
+            self.res.outcome[self.row] = LEFT_CLOSED
             return
+        self.leaves_if_closed = False
+        self.win = win
+        if now < win[0]:
+            env.timeout(win[0] - now).callbacks.append(self._queue)
+        else:
+            self._queue(None)
+
+    def _queue(self, _event: simpy.Event | None) -> None:
+        self.req = req = self.outlet.resource.request()
+        self.outlet._queued[self] = None
+        req.callbacks.append(self._granted)
+
+    def interrupt(self, _cause: str) -> None:
+        """The window closed while queuing (delivered like a SimPy interrupt: first at once)."""
+        _Now(self.outlet.env, self._interrupted)
+
+    def _interrupted(self, _event: simpy.Event) -> None:
+        req = self.req
+        if self not in self.outlet._queued:
+            return  # no longer waiting for a counter (as an ended process ignores an interrupt)
+        req.callbacks.remove(self._granted)
+        del self.outlet._queued[self]
+        if req.triggered:
+            self.outlet.resource.release(req)
+        else:
+            req.cancel()
+        self._seek_counter()
+
+    def _granted(self, _event: simpy.Event) -> None:
+        outlet = self.outlet
+        del outlet._queued[self]
+        now = outlet.env.now
+        if now >= self.win[1]:
+            # Granted exactly as the window closed: treated as closed, like any [start, end).
+            outlet.resource.release(self.req)
+            self._seek_counter()
+            return
+        self.counter = counter = heapq.heappop(outlet._free_counters)
+        res, row = self.res, self.row
+        res.service_start_s[row] = now
+        res.wait_s[row] = now - self.arrival
+        res.counter[row] = counter
+        outlet.env.timeout(self.service_s).callbacks.append(self._served)
+
+    def _served(self, _event: simpy.Event) -> None:
+        outlet = self.outlet
+        heapq.heappush(outlet._free_counters, self.counter)
+        outlet.resource.release(self.req)
+        self.res.service_end_s[self.row] = outlet.env.now
+        self.res.outcome[self.row] = SERVED
 
 
 def _join(windows: Windows, start: int, end: int) -> Windows:
@@ -543,13 +614,20 @@ def run_visits(
         service_s=service_s,
         outcome=np.full(n, OUTCOME_PENDING, dtype=np.int8),
     )
-    # Starting processes in arrival order makes same-second arrivals queue in input order.
+    # Arrivals scheduled in arrival order make same-second arrivals queue in input order.
     order = np.argsort(arrival, kind="stable").tolist()
     arr_l, oidx_l, svc_l = arrival.tolist(), oidx.tolist(), service_s.tolist()
     days = {(o, a // DAY_S) for o, a in zip(oidx_l, arr_l, strict=True)}
     for o, day in sorted(days):
         outlets[o]._ensure_closer(day)
-    for i in order:
-        outlet = outlets[oidx_l[i]]
-        env.process(outlet._visit(res, i, arr_l[i], svc_l[i]))
+    visits_in_order = [_Visit(outlets[oidx_l[i]], res, i, arr_l[i], svc_l[i]) for i in order]
+
+    def schedule_arrivals(_event: simpy.Event) -> None:
+        # Where a process per visit would have been started: after the closers, before
+        # whatever is started after this call, so each arrival keeps its place in the
+        # env's order of same-time events.
+        for v in visits_in_order:
+            env.timeout(v.arrival - env.now).callbacks.append(v.arrive)
+
+    _Now(env, schedule_arrivals)
     return res

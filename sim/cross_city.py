@@ -18,6 +18,7 @@ records (exits carry metro fares).
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 
 import numpy as np
@@ -58,17 +59,17 @@ def region_keys(world) -> list[tuple[str, str]]:
     return own + [(g.region_id, g.name_zh) for g in world.gateways if g.region_id is not None]
 
 
-def _use_region(world, taps: TapTable) -> np.ndarray:
-    """Index into ``region_keys`` of where each tap was made, NONE where not known."""
-    n_own = len(world.region_ids)
-    line_region = world.network.lines.region[taps.line].astype(np.int64)
-    # Gateway lines with a region: numbered after the shard's own regions, in gateway order.
+def _line_use_region(world) -> np.ndarray:
+    """Per line, the index into ``region_keys`` of where a tap on it is made (NONE where not
+    known): a home-city line's region; a gateway line's region, numbered after the shard's own
+    regions in gateway order."""
+    lines = world.network.lines.region
+    n_local = world.n_local_lines
+    out = np.full(len(lines), NONE, dtype=np.int64)
+    out[:n_local] = lines[:n_local]
     with_region = np.array([g.region_id is not None for g in world.gateways], dtype=bool)
-    gateway_region = np.where(with_region, n_own + np.cumsum(with_region) - 1, NONE)
-    gateway = taps.line.astype(np.int64) - world.n_local_lines
-    away = gateway >= 0
-    out = np.where(away, NONE, line_region)
-    out[away] = gateway_region[gateway[away]]
+    gateway_region = np.where(with_region, len(world.region_ids) + np.cumsum(with_region) - 1, NONE)
+    out[n_local:] = gateway_region[: len(lines) - n_local]
     return out
 
 
@@ -76,27 +77,28 @@ def day_flows(world, taps: TapTable) -> dict[str, np.ndarray]:
     """One row per (holder city, holder region, city of use, region of use, payment) of a
     shard's day: boardings, fares (fen) and the shard's expansion weight. City and region
     columns are the shard's own codes (index into ``city_codes`` and ``region_keys``)."""
-    pop = world.population
     n_cities = len(city_codes(world))
     n_regions = len(region_keys(world)) + 1  # + "none"
-    rows = taps.row
-    holder_city = pop.home_city[rows].astype(np.int64)
-    holder_region = np.where(holder_city == HOME_CITY, pop.region[rows].astype(np.int64), NONE)
-    use_city = taps.city.astype(np.int64)
-    use_region = _use_region(world, taps)
-    payment = np.where(is_stored_value(taps.medium), 0, 1)
-    key = holder_city
+    use_region = (_line_use_region(world) + 1).astype(np.min_scalar_type(n_regions))
+    if len(taps) and int(taps.city.max()) >= n_cities:
+        raise ValueError(f"a tap's city code is not one of the shard's {n_cities} cities")
+    # One key per tap, then two bincounts over (flow, charge) where charge is 0 (the reader
+    # took nothing), 1 (a boarding) or 2 (an exit, money only).
+    key = np.take(_holder_keys(world.population, n_cities, n_regions), taps.row).astype(np.int64)
     for value, size in (
-        (holder_region + 1, n_regions),
-        (use_city, n_cities),
-        (use_region + 1, n_regions),
-        (payment, len(PAYMENTS)),
+        (taps.city, n_cities),
+        (np.take(use_region, taps.line), n_regions),  # take: a small table, int32 lines
+        ((~is_stored_value(taps.medium)).view(np.uint8), len(PAYMENTS)),
+        (_charge(taps), _N_CHARGES),
     ):
-        key = key * size + value
-    charged = ~taps.declined & (taps.device_refused == 0)  # the reader took the fare
+        key *= size
+        key += value
     size = n_cities * n_regions * n_cities * n_regions * len(PAYMENTS)
-    boardings = np.bincount(key[charged & (taps.kind != TAP_EXIT)], minlength=size)
-    fen = np.bincount(key[charged], weights=taps.amount_fen[charged], minlength=size)
+    counted = np.bincount(key, minlength=size * _N_CHARGES).reshape(size, _N_CHARGES)
+    boardings = counted[:, _BOARDING]
+    # Per (flow, charge) sums of whole fen: exact in float64, so their sum is the flow's sum.
+    weighted = np.bincount(key, weights=taps.amount_fen, minlength=size * _N_CHARGES)
+    fen = weighted.reshape(size, _N_CHARGES)[:, _BOARDING:].sum(axis=1)
     present = np.flatnonzero((boardings > 0) | (fen > 0))
     columns = {}
     rest = present
@@ -121,6 +123,42 @@ def day_flows(world, taps: TapTable) -> dict[str, np.ndarray]:
         "amount_fen": np.rint(fen[present]).astype(np.int64),
         "expansion_weight": np.full(len(present), 1.0 / world.scenario.scale),
     }
+
+
+#: What the reader took on a tap: nothing (declined, or refused by a full device buffer), a
+#: boarding (single tap or metro entry), or a metro exit (its fare, no boarding).
+_N_CHARGES = 3
+_BOARDING = 1
+
+
+def _charge(taps: TapTable) -> np.ndarray:
+    """Each tap's charge code (uint8, see ``_N_CHARGES``)."""
+    charged = (~taps.declined & (taps.device_refused == 0)).view(np.uint8)
+    return charged * (np.uint8(1) + (taps.kind == TAP_EXIT).view(np.uint8))
+
+
+# (id(population), n_cities, n_regions) -> (weak reference to the population, its keys); an entry
+# goes with its population.
+_holder_keys_cache: dict[tuple[int, int, int], tuple[weakref.ref, np.ndarray]] = {}
+
+
+def _holder_keys(pop, n_cities: int, n_regions: int) -> np.ndarray:
+    """Per population row, holder city * n_regions + holder region + 1 (0: none, a visitor):
+    the holder's part of a flow key. Built once per population (read-only once the world is
+    built), so a day gathers one column instead of two."""
+    key = (id(pop), n_cities, n_regions)
+    cached = _holder_keys_cache.get(key)
+    if cached is not None and cached[0]() is pop:
+        return cached[1]
+    if int(pop.home_city.max(initial=0)) >= n_cities:
+        raise ValueError(f"a holder's city code is not one of the shard's {n_cities} cities")
+    dtype = np.min_scalar_type(n_cities * n_regions)  # narrow: a few passes over 1.7 M rows
+    keys = pop.home_city.astype(dtype)
+    keys *= n_regions
+    home = pop.home_city == HOME_CITY
+    keys[home] += pop.region[home].astype(dtype) + 1  # visitors' region: NONE + 1 = 0
+    _holder_keys_cache[key] = (weakref.ref(pop, lambda _: _holder_keys_cache.pop(key, None)), keys)
+    return keys
 
 
 class CrossCityCollector:

@@ -199,7 +199,10 @@ class EventBus:
 
 
 def concat_status(parts: list[TapStatus]) -> TapStatus:
-    """Status changes of several shards as one."""
+    """Status changes of several shards as one (one shard's own, not a copy: each shard's are
+    built for this and kept nowhere else)."""
+    if len(parts) == 1:
+        return parts[0]
     names = [f.name for f in fields(TapStatus)]
     z = np.zeros(0, np.int64)
     return TapStatus(**{n: np.concatenate([getattr(p, n) for p in parts] or [z]) for n in names})

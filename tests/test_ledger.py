@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sim import ledger as ledger_module
 from sim.codes import CLEARED, PENDING, REJECTED
 from sim.ledger import (
     ACCOUNT_KINDS,
@@ -238,6 +239,46 @@ def test_tap_status_rejects_repeated_tx_ids_and_unknown_status():
     status[2] = 9
     with pytest.raises(InvariantViolation, match="unknown status 9"):
         check_tap_status(tx, status, amount, np.array([10, 13]), np.array([0, 0]))
+
+
+def _tap_status_outcome(*args) -> str:
+    try:
+        check_tap_status(*args)
+    except InvariantViolation as exc:
+        return f"{exc} ({exc.delta_fen})"
+    return "ok"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    status=st.lists(st.sampled_from([PENDING, CLEARED, REJECTED]), min_size=1, max_size=12),
+    members=st.lists(st.tuples(st.integers(-1, 13), st.integers(0, 3)), max_size=16),
+)
+def test_tap_status_of_numbered_records_checks_as_the_sorted_search_does(status, members):
+    """A day's ids are consecutive (checked by offset); the general path (sort and search)
+    must reach the same verdict, with the same message, on the same records."""
+    tx = 1_000 + np.arange(len(status), dtype=np.int64)
+    args = (
+        tx,
+        np.array(status, dtype=np.uint8),
+        100 + np.arange(len(status), dtype=np.int64),
+        1_000 + np.array([m for m, _ in members], dtype=np.int64),
+        np.array([b for _, b in members], dtype=np.int64),
+    )
+    fast = _tap_status_outcome(*args)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ledger_module, "_increasing", lambda values: False)
+        assert _tap_status_outcome(*args) == fast
+
+
+def test_tap_status_of_unordered_records_is_checked_by_search():
+    tx, status, amount = _taps()
+    tx, status, amount = tx[::-1].copy(), status[::-1].copy(), amount[::-1].copy()
+    check_tap_status(tx, status, amount, np.array([13, 10]), np.array([1, 0]))
+    with pytest.raises(InvariantViolation, match="tap tx 11"):
+        check_tap_status(tx, status, amount, np.array([10, 13, 11]), np.array([0, 0, 0]))
+    with pytest.raises(InvariantViolation, match="batch 4, tx 99"):
+        check_tap_status(tx, status, amount, np.array([10, 13, 99]), np.array([0, 0, 4]))
 
 
 # -- positions ---------------------------------------------------------------------------------
