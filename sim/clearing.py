@@ -396,6 +396,17 @@ class UploadedRecords:
         """Rows ``idx`` (an index or boolean array) as new records."""
         return UploadedRecords(**{name: getattr(self, name)[idx] for name in _COLUMNS})
 
+    def take_spans(self, spans: Sequence[tuple[int, int]]) -> UploadedRecords:
+        """Rows ``a:b`` of each (a, b) in ``spans``, in order (one span: views, no copy)."""
+        if len(spans) == 1:
+            return self.take(slice(*spans[0]))
+        return UploadedRecords(
+            **{
+                name: np.concatenate([getattr(self, name)[a:b] for a, b in spans])
+                for name in _COLUMNS
+            }
+        )
+
     @staticmethod
     def empty() -> UploadedRecords:
         """No records."""
