@@ -784,11 +784,11 @@ def _device_time_order(dev: np.ndarray, ts: np.ndarray) -> np.ndarray:
     d0, t0 = int(dev.min()), int(ts.min())
     span = int(ts.max()) - t0 + 1
     if (int(dev.max()) - d0 + 1) * span < 1 << 63:
-        return _stable_argsort((dev - d0) * span + (ts - t0))
+        return runs_stable_order((dev - d0) * span + (ts - t0))
     return np.lexsort((ts, dev))
 
 
-def _stable_argsort(keys: np.ndarray) -> np.ndarray:
+def runs_stable_order(keys: np.ndarray) -> np.ndarray:
     """Indices that sort integer ``keys``, equal keys in input order (as ``stable_order``).
 
     The clearing's keys mostly come in long sorted runs (a day's records arrive device by
@@ -845,7 +845,7 @@ class Clearer:
         keys = _serial_keys(rec.device, rec.device_serial)
         self._last_day = day  # inputs are valid: from here on the state changes
         lag = self.lag_days
-        dev_order = _stable_argsort(keys)
+        dev_order = runs_stable_order(keys)
         reason = np.zeros(n, dtype=np.uint8)
         reason[rec.declined] = R_DECLINED
         reason[self.seen._check_and_add(keys, dev_order)] = R_DUPLICATE_UPLOAD
@@ -1135,19 +1135,32 @@ def post_flow(
 ) -> None:
     """Post one of the simple ``FLOWS`` for many rows (per tap, top-up...), summed per
     participant code: one journal row per participant, not per input row."""
-    debit_kind, credit_kind = FLOWS[memo]
     codes = np.asarray(participant, dtype=np.int64)
+    sums = np.zeros(len(participants), dtype=np.int64)
+    np.add.at(sums, codes, _fen(amount_fen))
+    _post_sums(ledger, day, memo, sums, participants)
+
+
+def _fen(amount_fen: np.ndarray) -> np.ndarray:
+    """Integer fen as int64 (TypeError for anything else)."""
     amounts = np.asarray(amount_fen)
     if amounts.dtype.kind not in "iu":
         raise TypeError(f"amounts must be integer fen, got dtype {amounts.dtype}")
-    sums = np.zeros(len(participants), dtype=np.int64)
-    np.add.at(sums, codes, amounts.astype(np.int64, copy=False))
-    ids = [participants.ids[c] for c in np.flatnonzero(sums).tolist()]
+    return amounts.astype(np.int64, copy=False)
+
+
+def _post_sums(
+    ledger: Ledger, day: int, memo: str, sums: np.ndarray, participants: Participants
+) -> None:
+    """One journal row of flow ``memo`` per participant code whose sum is not 0."""
+    debit_kind, credit_kind = FLOWS[memo]
+    who = np.flatnonzero(sums)
+    ids = [participants.ids[c] for c in who.tolist()]
     ledger.post_many(
         day,
         [account(debit_kind, p) for p in ids],
         [account(credit_kind, p) for p in ids],
-        sums[np.flatnonzero(sums)],
+        sums[who],
         memo,
     )
 
@@ -1160,12 +1173,17 @@ def post_fares(
     amount_fen: np.ndarray,
     participants: Participants,
 ) -> None:
-    """Fares charged at taps (the caller leaves out declined taps): card fares leave the float,
-    QR fares arrive at the channel's bank; both wait in ``unsettled`` until cleared."""
-    issuer, amount_fen = np.asarray(issuer), np.asarray(amount_fen)
-    card = np.asarray(medium_class) == MC_CARD
-    post_flow(ledger, day, MEMO_CARD_FARE, issuer[card], amount_fen[card], participants)
-    post_flow(ledger, day, MEMO_QR_FARE, issuer[~card], amount_fen[~card], participants)
+    """Fares charged at taps (the caller leaves out declined taps, or gives them 0 fen): card
+    fares leave the float, QR fares arrive at the channel's bank; both wait in ``unsettled``
+    until cleared."""
+    amounts = _fen(amount_fen)
+    n_p = len(participants)
+    # Card sums in the first n_p bins, QR sums in the next: one pass over the taps.
+    qr = np.asarray(medium_class) != MC_CARD
+    sums = np.zeros(2 * n_p, dtype=np.int64)
+    np.add.at(sums, qr * n_p + np.asarray(issuer, dtype=np.int64), amounts)
+    _post_sums(ledger, day, MEMO_CARD_FARE, sums[:n_p], participants)
+    _post_sums(ledger, day, MEMO_QR_FARE, sums[n_p:], participants)
 
 
 def post_refunds(

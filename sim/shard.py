@@ -50,6 +50,7 @@ from sim.clearing import (
     post_fares,
     post_flow,
     post_refunds,
+    runs_stable_order,
 )
 from sim.codes import CLEARED, MEDIA, MODES, PENDING, REJECTED, is_stored_value
 from sim.cross_city import day_flows
@@ -306,12 +307,16 @@ class CityShard:
         taps = plan.taps
         n = plan.n
         taps.tx_id = ids.record_ids(self.shard_index, plan.day, n)
+        # Each device numbers its records on from its last serial, in record order: a
+        # record's serial is its device's next serial plus its rank among the device's records
+        # (its place in device order less where the device's records start there).
         device = taps.device.astype(np.int64)
-        order = stable_order(device)
-        dev_sorted = device[order]
+        count = np.bincount(device, minlength=len(self.state.device_serial))
+        order = runs_stable_order(device)  # records come device by device (agent order)
+        first_of = np.cumsum(count) - count
         serial = np.empty(n, dtype=np.int64)
-        serial[order] = self.state.device_serial[dev_sorted] + rank_in_groups(dev_sorted) - 1
-        self.state.device_serial += np.bincount(device, minlength=len(self.state.device_serial))
+        serial[order] = (self.state.device_serial - first_of)[device[order]] + np.arange(n)
+        self.state.device_serial += count
         taps.device_serial = serial
         taps.issuer = self.media_issuer[taps.medium]
         # Visitors' own cards belong to their city's issuer.
@@ -547,12 +552,13 @@ class CityShard:
         post_flow(ledger, plan.day, MEMO_TOPUP, issuer, credits["amount_fen"][:n_top], participants)
         charged = ~taps.declined & (taps.device_refused == 0)
         # Only this city's cards' purses are modelled; other issuers' fares arrive like QR money.
+        # Taps that charged nothing count 0 fen (no copies of the charged rows).
         post_fares(
             ledger,
             plan.day,
-            taps.issuer[charged],
-            np.where(taps.home_card[charged], MC_CARD, MC_QR),
-            taps.amount_fen[charged],
+            taps.issuer,
+            np.where(taps.home_card, np.uint8(MC_CARD), np.uint8(MC_QR)),
+            np.where(charged, taps.amount_fen, 0),
             participants,
         )
         purse = plan.purse

@@ -15,7 +15,7 @@ from sim.clearing import (
     _isin_sorted,
     _RetapTail,
     _serial_keys,
-    _stable_argsort,
+    runs_stable_order,
 )
 from sim.grouping import stable_order
 
@@ -175,7 +175,7 @@ def test_screening_matches_the_reference(seed, sizes, devices, cards, lock_s, ho
     )
     for rec in _batches(rng, sizes, devices, cards):
         keys = _serial_keys(rec.device, rec.device_serial)
-        order = _stable_argsort(keys)
+        order = runs_stable_order(keys)
         assert np.array_equal(order, stable_order(keys))
         dup = seen._check_and_add(keys, order)
         assert np.array_equal(dup, ref_seen.check_and_add(keys, order))
@@ -199,4 +199,4 @@ def test_stable_argsort_is_a_stable_sort(keys, runs):
     a = np.array(keys, dtype=np.int64)
     if runs:  # long sorted stretches with ties: the merge sort path
         a = np.sort(a) // 7
-    assert np.array_equal(_stable_argsort(a), np.argsort(a, kind="stable"))
+    assert np.array_equal(runs_stable_order(a), np.argsort(a, kind="stable"))
