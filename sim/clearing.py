@@ -629,6 +629,7 @@ class SeenSerials:
         lead = np.ones(uk.size, dtype=bool)
         np.not_equal(udev[1:], udev[:-1], out=lead[1:])
         starts = np.flatnonzero(lead)
+        length = np.diff(starts, append=uk.size)
         dev_run = udev[starts]
         if self.devices.size:
             pos_run = np.minimum(np.searchsorted(self.devices, dev_run), self.devices.size - 1)
@@ -638,11 +639,12 @@ class SeenSerials:
             pos_run = np.zeros(dev_run.size, dtype=np.int64)
             known_run = np.zeros(dev_run.size, dtype=bool)
             max_run = np.full(dev_run.size, -1, dtype=np.int64)
-        run_of = np.cumsum(lead) - 1  # each record's run
         # A device not seen before has maximum -1, below every serial (serials are >= 0).
-        seen = userial <= max_run[run_of]
-        in_hole = _isin_sorted(uk, self.holes)
-        filled = bool(in_hole.any())
+        seen = userial <= np.repeat(max_run, length)
+        filled = False
+        if self.holes.size:
+            in_hole = _isin_sorted(uk, self.holes)
+            filled = bool(in_hole.any())
         if filled:
             seen &= ~in_hole
         if repeats:
@@ -657,24 +659,25 @@ class SeenSerials:
         else:
             up = ~seen
         if up.all():
-            self._extend(udev, userial, lead, known_run, max_run, pos_run)
+            self._extend(udev, userial, starts, known_run, max_run, pos_run)
         else:
-            run_up = run_of[up]
+            run_up = np.repeat(np.arange(starts.size), length)[up]
             lead_up = np.ones(run_up.size, dtype=bool)
             np.not_equal(run_up[1:], run_up[:-1], out=lead_up[1:])
-            r = run_up[lead_up]
-            self._extend(udev[up], userial[up], lead_up, known_run[r], max_run[r], pos_run[r])
+            starts_up = np.flatnonzero(lead_up)
+            r = run_up[starts_up]
+            self._extend(udev[up], userial[up], starts_up, known_run[r], max_run[r], pos_run[r])
         return dup
 
-    def _extend(self, dev, serial, lead, known, old_max, pos) -> None:
+    def _extend(self, dev, serial, starts, known, old_max, pos) -> None:
         """Raise per-device maxima to new serials (sorted by device, serial); record holes.
-        ``lead`` marks each device's first row; ``known``, ``old_max`` (-1 if not known) and
+        ``starts`` holds each device's first row; ``known``, ``old_max`` (-1 if not known) and
         ``pos`` (its place in ``devices``) are per device, in that order."""
         if dev.size == 0:
             return
         prev = np.empty_like(serial)
         prev[1:] = serial[:-1]
-        prev[lead] = old_max
+        prev[starts] = old_max
         gap = serial - prev
         gap -= 1
         gap[gap > self.max_hole_run] = 0
@@ -683,7 +686,7 @@ class SeenSerials:
             offsets = np.arange(total) - np.repeat(np.cumsum(gap) - gap, gap)
             new_holes = (np.repeat(dev, gap) << 32) | (np.repeat(prev + 1, gap) + offsets)
             self.holes = np.sort(np.concatenate([self.holes, new_holes]))
-        tail = np.append(np.flatnonzero(lead)[1:] - 1, dev.size - 1)  # last row per device
+        tail = np.append(starts[1:] - 1, dev.size - 1)  # last row per device
         self.max_serial[pos[known]] = serial[tail][known]
         if not known.all():
             devices = np.concatenate([self.devices, dev[tail][~known]])
