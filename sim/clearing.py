@@ -106,9 +106,6 @@ _SUMMARY_FIELDS: tuple[str, ...] = (
     "records_digest",
 )
 
-#: A record's status by whether it cleared (index 0: rejected, 1: cleared).
-_STATUS_OF_CLEARED = np.array([REJECTED, CLEARED], dtype=np.uint8)
-
 #: Hash that precedes the first batch of a clearing log.
 GENESIS_HASH = "0" * 64
 
@@ -856,7 +853,7 @@ class Clearer:
         dd_rows, first_tx = self._tail.find(rec, charged, self.settings.retap_lock_s)
         reason[dd_rows] = R_DUPLICATE_DEDUCTION
         cleared = reason == R_NONE
-        status = _STATUS_OF_CLEARED[cleared.view(np.uint8)]
+        status = np.where(cleared, np.uint8(CLEARED), np.uint8(REJECTED))
         # Fees (and gross) only on cleared records that charged something: the rest are 0.
         charged[dd_rows] = False
         paid = np.flatnonzero(charged)
@@ -875,17 +872,16 @@ class Clearer:
             medium_class=rec.medium_class[dd_rows],
             amount_fen=rec.amount_fen[dd_rows],
         )
-        pairs = self._pair_totals(rec, cleared, paid, paid_fee)
+        rejected = np.flatnonzero(reason)
+        pairs, submitted = self._pair_totals(rec, rejected, paid, paid_fee)
 
         # One batch per acquirer, in acquirer order; their records hashed in (device, serial)
         # order. Counts per reason from the rejected records (few), sums from the pairs.
-        submitted = np.bincount(rec.acquirer, minlength=n_p)
         acqs = np.flatnonzero(submitted)
         first_batch = self._next_batch
         batch_of = np.zeros(n_p, dtype=np.int64)
         batch_of[acqs] = np.arange(first_batch, first_batch + acqs.size, dtype=np.int64)
         batch_id = batch_of[rec.acquirer]
-        rejected = np.flatnonzero(reason)
         reason_count = np.bincount(
             rec.acquirer[rejected].astype(np.int64) * len(REJECT_REASONS) + reason[rejected],
             minlength=n_p * len(REJECT_REASONS),
@@ -993,15 +989,18 @@ class Clearer:
         return record
 
     def _pair_totals(
-        self, rec: UploadedRecords, cleared: np.ndarray, paid: np.ndarray, paid_fee: np.ndarray
-    ) -> PairTotals:
-        """Totals per (issuer, acquirer) pair: records cleared, and the gross and fees of the
-        cleared records that charged something (rows ``paid``, fees ``paid_fee``)."""
+        self, rec: UploadedRecords, rejected: np.ndarray, paid: np.ndarray, paid_fee: np.ndarray
+    ) -> tuple[PairTotals, np.ndarray]:
+        """Totals per (issuer, acquirer) pair: records cleared (all but rows ``rejected``), and
+        the gross and fees of the cleared records that charged something (rows ``paid``, fees
+        ``paid_fee``); and the records submitted per acquirer code."""
         n_p = len(self.participants)
         pair = rec.issuer.astype(np.int64) * n_p + rec.acquirer
         gross = rec.amount_fen[paid]
         if n_p <= 1024:  # dense bins: no sort needed
-            count = np.bincount(pair[cleared], minlength=n_p * n_p)
+            submitted_pair = np.bincount(pair, minlength=n_p * n_p)
+            submitted = submitted_pair.reshape(n_p, n_p).sum(axis=0)  # [issuer, acquirer]
+            count = submitted_pair - np.bincount(pair[rejected], minlength=n_p * n_p)
             g = np.zeros(n_p * n_p, dtype=np.int64)
             f = np.zeros(n_p * n_p, dtype=np.int64)
             np.add.at(g, pair[paid], gross)
@@ -1009,6 +1008,9 @@ class Clearer:
             keys = np.flatnonzero(count)
             count, g, f = count[keys], g[keys], f[keys]
         else:
+            submitted = np.bincount(rec.acquirer, minlength=n_p)
+            cleared = np.ones(pair.size, dtype=bool)
+            cleared[rejected] = False
             keys, inv = np.unique(pair[cleared], return_inverse=True)
             count = np.bincount(inv, minlength=keys.size)
             g = np.zeros(keys.size, dtype=np.int64)
@@ -1019,7 +1021,8 @@ class Clearer:
         issuer = (keys // n_p).astype(np.int32)
         acquirer = (keys % n_p).astype(np.int32)
         node = self.participants.parent[acquirer].astype(np.int32)
-        return PairTotals(issuer, acquirer, node, count.astype(np.int64), g, f, g - f)
+        pairs = PairTotals(issuer, acquirer, node, count.astype(np.int64), g, f, g - f)
+        return pairs, submitted
 
 
 def settlement_positions(settle_day: int, pairs: PairTotals, n_participants: int) -> Positions:
