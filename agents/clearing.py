@@ -47,6 +47,8 @@ from sim.incidents import IncidentError
 from sim.ledger import InvariantViolation, Ledger, check_positions
 
 DAY_S = 86_400
+#: Runs of one exchange up to which a delivery slices the records instead of gathering them.
+_MAX_RUNS = 64
 
 
 class ClearingNodeAgent(mesa.Agent):
@@ -157,10 +159,8 @@ class ClearingNetworkAgent:
         records, result = self._clear_at_exchanges(day, cutoff_s)
         routing = self.topology.route(result.pairs, day)
         transit = self._log_transit(day, records, result, routing)
-        owner = ids.record_shard(result.tx_id)
         statuses = self.on_shards(
-            "apply_clearing",
-            [(_records_of(result, np.flatnonzero(owner == i)),) for i in range(len(self.shards))],
+            "apply_clearing", [(part,) for part in _records_by_shard(result, len(self.shards))]
         )
         pay_day = max(result.settle_day, result.day + 1)
         self._route_refunds(pay_day, result.refunds)
@@ -185,20 +185,25 @@ class ClearingNetworkAgent:
         return result
 
     def _deliver(self, records: UploadedRecords) -> None:
-        """Put each record into the inbox of its acquirer's exchange (one stable sort by
-        exchange, then a slice per exchange: the records keep their order within each)."""
+        """Put each record into the inbox of its acquirer's exchange (the records keep their
+        order within each). A shard's records come in long runs of one exchange (device by
+        device): each inbox then gets its runs' slices joined, not a gather of its rows."""
         exchange = self.participants.parent[records.acquirer]
         if not len(exchange):
             return
-        if (exchange == exchange[0]).all():
+        step = (np.flatnonzero(exchange[1:] != exchange[:-1]) + 1).tolist()
+        if len(step) > _MAX_RUNS:
+            for code in np.flatnonzero(np.bincount(exchange)).tolist():
+                self.nodes[code].inbox.append(records.take(np.flatnonzero(exchange == code)))
+            return
+        if not step:
             self.nodes[int(exchange[0])].inbox.append(records)
             return
-        order = np.argsort(exchange, kind="stable")
-        grouped = records.take(order)
-        codes, starts = np.unique(exchange[order], return_index=True)
-        ends = np.append(starts[1:], len(order))
-        for code, a, b in zip(codes.tolist(), starts.tolist(), ends.tolist(), strict=True):
-            self.nodes[code].inbox.append(grouped.take(slice(a, b)))
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for a, b in zip([0, *step], [*step, len(exchange)], strict=True):
+            spans.setdefault(int(exchange[a]), []).append((a, b))
+        for code in sorted(spans):
+            self.nodes[code].inbox.append(records.take_spans(spans[code]))
 
     def _desk_refunds(self, cutoff_s: int, pay_day: int) -> RefundOrders:
         """The service desk's refund orders (``desk_refund`` incidents) given by this cut-off,
@@ -508,8 +513,19 @@ class ClearingNetworkAgent:
         )
 
 
-def _records_of(result: ClearingResult, rows: np.ndarray) -> ClearingResult:
-    """The per-record part of ``result`` for records ``rows`` (one shard's uploads)."""
+def _records_by_shard(result: ClearingResult, n_shards: int) -> list[ClearingResult]:
+    """The per-record part of ``result`` for each shard (its own uploads), in shard order."""
+    owner = ids.record_shard(result.tx_id)
+    if n_shards == 1 and not (owner != 0).any():
+        return [_records_of(result, None)]
+    return [_records_of(result, np.flatnonzero(owner == i)) for i in range(n_shards)]
+
+
+def _records_of(result: ClearingResult, rows: np.ndarray | None) -> ClearingResult:
+    """The per-record part of ``result`` for records ``rows`` (one shard's uploads; None: all
+    of them, the arrays shared, not copied)."""
+    if rows is None:
+        rows = slice(None)
     return dataclasses.replace(
         result,
         tx_id=result.tx_id[rows],

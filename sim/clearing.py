@@ -393,6 +393,17 @@ class UploadedRecords:
         """Rows ``idx`` (an index or boolean array) as new records."""
         return UploadedRecords(**{name: getattr(self, name)[idx] for name in _COLUMNS})
 
+    def take_spans(self, spans: Sequence[tuple[int, int]]) -> UploadedRecords:
+        """Rows ``a:b`` of each (a, b) in ``spans``, in order (one span: views, no copy)."""
+        if len(spans) == 1:
+            return self.take(slice(*spans[0]))
+        return UploadedRecords(
+            **{
+                name: np.concatenate([getattr(self, name)[a:b] for a, b in spans])
+                for name in _COLUMNS
+            }
+        )
+
     @staticmethod
     def empty() -> UploadedRecords:
         """No records."""
@@ -536,7 +547,7 @@ def _digest_columns(rec: UploadedRecords, rows) -> list[np.ndarray]:
 def _sha256_slices(columns: list[np.ndarray], start: int, end: int) -> str:
     h = hashlib.sha256()
     for col in columns:
-        h.update(col[start:end].tobytes())
+        h.update(col[start:end])  # a contiguous slice: its buffer is its bytes, no copy
     return h.hexdigest()
 
 
@@ -606,50 +617,77 @@ class SeenSerials:
             return dup
         sk = keys[order]
         first = np.ones(n, dtype=bool)
-        first[1:] = sk[1:] != sk[:-1]
-        uk = sk[first]
+        np.not_equal(sk[1:], sk[:-1], out=first[1:])
+        repeats = not first.all()  # a key twice in this call (rare): only its first counts
+        uk = sk[first] if repeats else sk
         udev, userial = uk >> 32, uk & (_SERIAL_LIMIT - 1)
+        # The keys are sorted, so each device is one run of ``uk``: look devices up once per
+        # run, not once per record.
+        lead = np.ones(uk.size, dtype=bool)
+        np.not_equal(udev[1:], udev[:-1], out=lead[1:])
+        starts = np.flatnonzero(lead)
+        length = np.diff(starts, append=uk.size)
+        dev_run = udev[starts]
         if self.devices.size:
-            pos = np.minimum(np.searchsorted(self.devices, udev), self.devices.size - 1)
-            known = self.devices[pos] == udev
-            old_max = np.where(known, self.max_serial[pos], -1)
+            pos_run = np.minimum(np.searchsorted(self.devices, dev_run), self.devices.size - 1)
+            known_run = self.devices[pos_run] == dev_run
+            max_run = np.where(known_run, self.max_serial[pos_run], -1)
         else:
-            pos = np.zeros(uk.size, dtype=np.int64)
-            known = np.zeros(uk.size, dtype=bool)
-            old_max = np.full(uk.size, -1, dtype=np.int64)
-        in_hole = _isin_sorted(uk, self.holes)
-        seen = known & (userial <= old_max) & ~in_hole
-        dup_sorted = ~first
-        dup_sorted[first] = seen
+            pos_run = np.zeros(dev_run.size, dtype=np.int64)
+            known_run = np.zeros(dev_run.size, dtype=bool)
+            max_run = np.full(dev_run.size, -1, dtype=np.int64)
+        # A device not seen before has maximum -1, below every serial (serials are >= 0).
+        seen = userial <= np.repeat(max_run, length)
+        filled = False
+        if self.holes.size:
+            in_hole = _isin_sorted(uk, self.holes)
+            filled = bool(in_hole.any())
+        if filled:
+            seen &= ~in_hole
+        if repeats:
+            dup_sorted = ~first
+            dup_sorted[first] = seen
+        else:
+            dup_sorted = seen
         dup[order] = dup_sorted
-        if in_hole.any():
+        if filled:
             self.holes = self.holes[~_isin_sorted(self.holes, uk[in_hole])]
-        up = ~seen & ~in_hole
-        self._extend(udev[up], userial[up], known[up], old_max[up], pos[up])
+            up = ~seen & ~in_hole
+        else:
+            up = ~seen
+        if up.all():
+            self._extend(udev, userial, starts, known_run, max_run, pos_run)
+        else:
+            run_up = np.repeat(np.arange(starts.size), length)[up]
+            lead_up = np.ones(run_up.size, dtype=bool)
+            np.not_equal(run_up[1:], run_up[:-1], out=lead_up[1:])
+            starts_up = np.flatnonzero(lead_up)
+            r = run_up[starts_up]
+            self._extend(udev[up], userial[up], starts_up, known_run[r], max_run[r], pos_run[r])
         return dup
 
-    def _extend(self, dev, serial, known, old_max, pos) -> None:
-        """Raise per-device maxima to new serials (sorted by device, serial); record holes."""
+    def _extend(self, dev, serial, starts, known, old_max, pos) -> None:
+        """Raise per-device maxima to new serials (sorted by device, serial); record holes.
+        ``starts`` holds each device's first row; ``known``, ``old_max`` (-1 if not known) and
+        ``pos`` (its place in ``devices``) are per device, in that order."""
         if dev.size == 0:
             return
-        lead = np.ones(dev.size, dtype=bool)
-        lead[1:] = dev[1:] != dev[:-1]
         prev = np.empty_like(serial)
         prev[1:] = serial[:-1]
-        prev[lead] = np.where(known[lead], old_max[lead], -1)
-        gap = serial - prev - 1
+        prev[starts] = old_max
+        gap = serial - prev
+        gap -= 1
         gap[gap > self.max_hole_run] = 0
         total = int(gap.sum())
         if total:
             offsets = np.arange(total) - np.repeat(np.cumsum(gap) - gap, gap)
             new_holes = (np.repeat(dev, gap) << 32) | (np.repeat(prev + 1, gap) + offsets)
             self.holes = np.sort(np.concatenate([self.holes, new_holes]))
-        tail = np.append(np.flatnonzero(lead)[1:] - 1, dev.size - 1)  # last row per device
-        kt = known[tail]
-        self.max_serial[pos[tail][kt]] = serial[tail][kt]
-        if not kt.all():
-            devices = np.concatenate([self.devices, dev[tail][~kt]])
-            maxima = np.concatenate([self.max_serial, serial[tail][~kt]])
+        tail = np.append(starts[1:] - 1, dev.size - 1)  # last row per device
+        self.max_serial[pos[known]] = serial[tail][known]
+        if not known.all():
+            devices = np.concatenate([self.devices, dev[tail][~known]])
+            maxima = np.concatenate([self.max_serial, serial[tail][~known]])
             o = np.argsort(devices)
             self.devices, self.max_serial = devices[o], maxima[o]
 
@@ -683,45 +721,85 @@ class _RetapTail:
     def find(
         self, rec: UploadedRecords, charged: np.ndarray, lock_s: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of ``rec`` that repeat an earlier charge, and the tx id each one repeats."""
+        """Rows of ``rec`` that repeat an earlier charge, and the tx id each one repeats.
+
+        A repeat is a charge whose card's previous charge on the same device (by time, then
+        arrival) is at most ``lock_s`` earlier. Both lie in a stretch of that device's charges
+        no more than ``lock_s`` apart one after the other, so only the charges in such stretches
+        are ordered by card (few: the rest are ordered by device and time, nearly the order they
+        arrive in)."""
         idx = np.flatnonzero(charged)
         m = self.card.size
-        card = np.concatenate([self.card, rec.card[idx]])
+        n = m + idx.size
+        if n == 0:
+            return idx, idx
         dev = np.concatenate([self.device, rec.device[idx]])
         ts = np.concatenate([self.ts, rec.timestamp_s[idx]])
-        tx = np.concatenate([self.tx, rec.tx_id[idx]])
-        src = np.concatenate([np.full(m, -1, np.int64), idx])
-        if card.size == 0:
-            return idx, idx
-        dmax = int(dev.max()) + 1
-        t0 = int(ts.min())
-        span = int(ts.max()) - t0 + 1
-        # One int64 key (card, device, time) lets a single sort replace a 3-key lexsort. Large
-        # card numbers are first replaced by their rank (one more sort, still faster).
-        ckey = card
-        if card.min() < 0 or (int(card.max()) + 1) * dmax * span >= 1 << 63:
-            ckey = np.unique(card, return_inverse=True)[1].astype(np.int64)
-        if (int(ckey.max()) + 1) * dmax * span < 1 << 63:
-            order = stable_order((ckey * dmax + dev) * span + (ts - t0))
-        else:
-            order = np.lexsort((ts, dev, card))
-        c, d, t = card[order], dev[order], ts[order]
-        hit = np.flatnonzero((c[1:] == c[:-1]) & (d[1:] == d[:-1]) & (t[1:] - t[:-1] <= lock_s)) + 1
-        rows = src[order[hit]]
-        ok = rows >= 0
-        first_tx = tx[order[hit - 1]][ok]
-        # Keep what a later upload of the same device could still repeat.
-        if dmax <= max(1 << 20, 4 * dev.size):
-            last = np.full(dmax, np.iinfo(np.int64).min, dtype=np.int64)
-            np.maximum.at(last, dev, ts)
-            keep = ts >= last[dev] - lock_s
-        else:
-            u, inv = np.unique(dev, return_inverse=True)
-            last = np.full(u.size, np.iinfo(np.int64).min, dtype=np.int64)
-            np.maximum.at(last, inv, ts)
-            keep = ts >= last[inv] - lock_s
-        self.card, self.device, self.ts, self.tx = card[keep], dev[keep], ts[keep], tx[keep]
-        return rows[ok], first_tx
+        order = _device_time_order(dev, ts)
+        d, t = dev[order], ts[order]
+        same_dev = d[1:] == d[:-1]
+        close = same_dev & (t[1:] - t[:-1] <= lock_s)
+        near = np.zeros(n, dtype=bool)
+        near[1:] = close
+        near[:-1] |= close
+        sub = np.sort(order[near])  # positions in (tail, today's charges), ascending
+        card_s = _take_after(self.card, rec.card, idx, sub)
+        dev_s, ts_s = dev[sub], ts[sub]
+        o = np.lexsort((ts_s, dev_s, card_s))  # by card, device, time, then position
+        c, ds, tt = card_s[o], dev_s[o], ts_s[o]
+        hit = np.flatnonzero((c[1:] == c[:-1]) & (ds[1:] == ds[:-1]) & (tt[1:] - tt[:-1] <= lock_s))
+        hit += 1
+        src = sub[o[hit]]
+        ok = src >= m
+        rows = idx[src[ok] - m]
+        first_tx = _take_after(self.tx, rec.tx_id, idx, sub[o[hit - 1]][ok])
+        # Keep what a later upload of the same device could still repeat: each device's charges
+        # within ``lock_s`` of its last (the last row of its run in (device, time) order).
+        last = np.ones(n, dtype=bool)
+        last[:-1] = ~same_dev
+        ends = np.flatnonzero(last)
+        run = np.diff(ends, prepend=-1)
+        keep = np.sort(order[t >= np.repeat(t[ends] - lock_s, run)])
+        self.card = _take_after(self.card, rec.card, idx, keep)
+        self.tx = _take_after(self.tx, rec.tx_id, idx, keep)
+        self.device, self.ts = dev[keep], ts[keep]
+        return rows, first_tx
+
+
+def _take_after(
+    kept: np.ndarray, column: np.ndarray, idx: np.ndarray, at: np.ndarray
+) -> np.ndarray:
+    """Values at positions ``at`` of ``kept`` followed by ``column[idx]`` (without building
+    that concatenation: only a few positions are wanted)."""
+    m = kept.size
+    out = np.empty(at.size, dtype=np.int64)
+    mine = at < m
+    out[mine] = kept[at[mine]]
+    out[~mine] = column[idx[at[~mine] - m]]
+    return out
+
+
+def _device_time_order(dev: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Indices that sort records by (device, time), ties in input order."""
+    d0, t0 = int(dev.min()), int(ts.min())
+    span = int(ts.max()) - t0 + 1
+    if (int(dev.max()) - d0 + 1) * span < 1 << 63:
+        return runs_stable_order((dev - d0) * span + (ts - t0))
+    return np.lexsort((ts, dev))
+
+
+def runs_stable_order(keys: np.ndarray) -> np.ndarray:
+    """Indices that sort integer ``keys``, equal keys in input order (as ``stable_order``).
+
+    The clearing's keys mostly come in long sorted runs (a day's records arrive device by
+    device, each device's in serial and time order). A merge sort that finds the runs
+    (NumPy's stable sort of wide integers, a timsort) then beats the packed SIMD sort of
+    ``stable_order`` several times over; on shuffled keys it loses, so it is used only when
+    the keys step down seldom."""
+    n = keys.size
+    if n > 64 and np.count_nonzero(keys[1:] < keys[:-1]) <= n >> 6:
+        return np.argsort(keys, kind="stable")
+    return stable_order(keys)
 
 
 class Clearer:
@@ -767,7 +845,7 @@ class Clearer:
         keys = _serial_keys(rec.device, rec.device_serial)
         self._last_day = day  # inputs are valid: from here on the state changes
         lag = self.lag_days
-        dev_order = stable_order(keys)
+        dev_order = runs_stable_order(keys)
         reason = np.zeros(n, dtype=np.uint8)
         reason[rec.declined] = R_DECLINED
         reason[self.seen._check_and_add(keys, dev_order)] = R_DUPLICATE_UPLOAD
@@ -775,10 +853,14 @@ class Clearer:
         dd_rows, first_tx = self._tail.find(rec, charged, self.settings.retap_lock_s)
         reason[dd_rows] = R_DUPLICATE_DEDUCTION
         cleared = reason == R_NONE
-        status = np.where(cleared, CLEARED, REJECTED).astype(np.uint8)
-        fee = (rec.list_fare_fen * self._fee_bp[rec.mode, rec.medium_class] + 5_000) // 10_000
-        fee[~cleared | (rec.amount_fen == 0)] = 0
-        gross_rec = np.where(cleared, rec.amount_fen, 0)
+        status = np.where(cleared, np.uint8(CLEARED), np.uint8(REJECTED))
+        # Fees (and gross) only on cleared records that charged something: the rest are 0.
+        charged[dd_rows] = False
+        paid = np.flatnonzero(charged)
+        fee_bp = self._fee_bp.ravel()[rec.mode[paid] * 2 + rec.medium_class[paid]]
+        paid_fee = (rec.list_fare_fen[paid] * fee_bp + 5_000) // 10_000
+        fee = np.zeros(n, dtype=np.int64)
+        fee[paid] = paid_fee
 
         refunds = RefundOrders(
             day=day,
@@ -790,32 +872,41 @@ class Clearer:
             medium_class=rec.medium_class[dd_rows],
             amount_fen=rec.amount_fen[dd_rows],
         )
-        pairs = self._pair_totals(rec, cleared, gross_rec, fee)
+        rejected = np.flatnonzero(reason)
+        pairs, submitted = self._pair_totals(rec, rejected, paid, paid_fee)
 
-        # Per-acquirer batch rows; records hashed in (device, serial) order within each acquirer.
-        acq_dtype = np.uint16 if n_p <= 1 << 16 else np.int32  # 16-bit keys get a radix sort
-        perm = dev_order[np.argsort(rec.acquirer[dev_order].astype(acq_dtype), kind="stable")]
-        acq_sorted = rec.acquirer[perm]
-        starts = np.flatnonzero(np.r_[True, acq_sorted[1:] != acq_sorted[:-1]]) if n else perm
-        acqs = acq_sorted[starts]
-        ends = np.append(starts[1:], n) if n else starts
-        batch_id = np.full(n, -1, dtype=np.int64)
-        # The digest covers the records each batch cleared (what the files show per batch).
-        cleared_perm = perm[cleared[perm]]
-        digest_cols = _digest_columns(rec, cleared_perm)
-        acq_cleared = rec.acquirer[cleared_perm]
+        # One batch per acquirer, in acquirer order; their records hashed in (device, serial)
+        # order. Counts per reason from the rejected records (few), sums from the pairs.
+        acqs = np.flatnonzero(submitted)
+        first_batch = self._next_batch
+        batch_of = np.zeros(n_p, dtype=np.int64)
+        batch_of[acqs] = np.arange(first_batch, first_batch + acqs.size, dtype=np.int64)
+        batch_id = batch_of[rec.acquirer]
         reason_count = np.bincount(
-            rec.acquirer.astype(np.int64) * len(REJECT_REASONS) + reason,
+            rec.acquirer[rejected].astype(np.int64) * len(REJECT_REASONS) + reason[rejected],
             minlength=n_p * len(REJECT_REASONS),
         ).reshape(n_p, len(REJECT_REASONS))
+        reason_count[:, R_NONE] = submitted - reason_count.sum(axis=1)
+        gross_of = np.zeros(n_p, dtype=np.int64)
+        fee_of = np.zeros(n_p, dtype=np.int64)
+        np.add.at(gross_of, pairs.acquirer, pairs.gross_fen)
+        np.add.at(fee_of, pairs.acquirer, pairs.fee_fen)
+        # The digest covers the records each batch cleared (what the files show per batch).
+        hashed = dev_order[cleared[dev_order]]
+        hashed_acq = rec.acquirer[hashed]
+        if hashed_acq.size > 1 and (hashed_acq[1:] < hashed_acq[:-1]).any():
+            acq_dtype = np.uint16 if n_p <= 1 << 16 else np.int32  # 16-bit keys: a radix sort
+            by_acq = np.argsort(hashed_acq.astype(acq_dtype), kind="stable")
+            hashed, hashed_acq = hashed[by_acq], hashed_acq[by_acq]
+        digest_cols = _digest_columns(rec, hashed)
+        lo = np.searchsorted(hashed_acq, acqs, "left").tolist()
+        hi = np.searchsorted(hashed_acq, acqs, "right").tolist()
         batches = []
-        for a, s, e in zip(acqs.tolist(), starts.tolist(), ends.tolist(), strict=True):
-            rows = perm[s:e]
+        for k, a in enumerate(acqs.tolist()):
             bid = self._next_batch
             self._next_batch += 1
-            batch_id[rows] = bid
-            gross = int(gross_rec[rows].sum())
-            fees = int(fee[rows].sum())
+            gross = int(gross_of[a])
+            fees = int(fee_of[a])
             counts = reason_count[a]
             summary_fields = dict(
                 batch_id=bid,
@@ -824,9 +915,9 @@ class Clearer:
                 day=day,
                 settle_day=day + lag,
                 acquirer=self.participants.ids[a],
-                submitted=e - s,
+                submitted=int(submitted[a]),
                 cleared=int(counts[R_NONE]),
-                rejected=int(e - s - counts[R_NONE]),
+                rejected=int(submitted[a] - counts[R_NONE]),
                 rejected_duplicate_upload=int(counts[R_DUPLICATE_UPLOAD]),
                 rejected_declined=int(counts[R_DECLINED]),
                 rejected_duplicate_deduction=int(counts[R_DUPLICATE_DEDUCTION]),
@@ -834,11 +925,7 @@ class Clearer:
                 fee_fen=fees,
                 net_fen=gross - fees,
                 refund_fen=int(refunds.amount_fen[refunds.acquirer == a].sum()),
-                records_digest=_sha256_slices(
-                    digest_cols,
-                    int(np.searchsorted(acq_cleared, a, "left")),
-                    int(np.searchsorted(acq_cleared, a, "right")),
-                ),
+                records_digest=_sha256_slices(digest_cols, lo[k], hi[k]),
             )
             probe = BatchRecord(**summary_fields, prev_hash=self.head, hash="")
             record = replace(probe, hash=chain_hash(self.head, probe.summary()))
@@ -902,29 +989,40 @@ class Clearer:
         return record
 
     def _pair_totals(
-        self, rec: UploadedRecords, cleared: np.ndarray, gross: np.ndarray, fee: np.ndarray
-    ) -> PairTotals:
+        self, rec: UploadedRecords, rejected: np.ndarray, paid: np.ndarray, paid_fee: np.ndarray
+    ) -> tuple[PairTotals, np.ndarray]:
+        """Totals per (issuer, acquirer) pair: records cleared (all but rows ``rejected``), and
+        the gross and fees of the cleared records that charged something (rows ``paid``, fees
+        ``paid_fee``); and the records submitted per acquirer code."""
         n_p = len(self.participants)
         pair = rec.issuer.astype(np.int64) * n_p + rec.acquirer
+        gross = rec.amount_fen[paid]
         if n_p <= 1024:  # dense bins: no sort needed
-            count = np.bincount(pair[cleared], minlength=n_p * n_p)
+            submitted_pair = np.bincount(pair, minlength=n_p * n_p)
+            submitted = submitted_pair.reshape(n_p, n_p).sum(axis=0)  # [issuer, acquirer]
+            count = submitted_pair - np.bincount(pair[rejected], minlength=n_p * n_p)
             g = np.zeros(n_p * n_p, dtype=np.int64)
             f = np.zeros(n_p * n_p, dtype=np.int64)
-            np.add.at(g, pair, gross)
-            np.add.at(f, pair, fee)
+            np.add.at(g, pair[paid], gross)
+            np.add.at(f, pair[paid], paid_fee)
             keys = np.flatnonzero(count)
             count, g, f = count[keys], g[keys], f[keys]
         else:
+            submitted = np.bincount(rec.acquirer, minlength=n_p)
+            cleared = np.ones(pair.size, dtype=bool)
+            cleared[rejected] = False
             keys, inv = np.unique(pair[cleared], return_inverse=True)
             count = np.bincount(inv, minlength=keys.size)
             g = np.zeros(keys.size, dtype=np.int64)
             f = np.zeros(keys.size, dtype=np.int64)
-            np.add.at(g, inv, gross[cleared])
-            np.add.at(f, inv, fee[cleared])
+            at = np.searchsorted(keys, pair[paid])  # paid records are cleared: their pair is in
+            np.add.at(g, at, gross)
+            np.add.at(f, at, paid_fee)
         issuer = (keys // n_p).astype(np.int32)
         acquirer = (keys % n_p).astype(np.int32)
         node = self.participants.parent[acquirer].astype(np.int32)
-        return PairTotals(issuer, acquirer, node, count.astype(np.int64), g, f, g - f)
+        pairs = PairTotals(issuer, acquirer, node, count.astype(np.int64), g, f, g - f)
+        return pairs, submitted
 
 
 def settlement_positions(settle_day: int, pairs: PairTotals, n_participants: int) -> Positions:
@@ -1043,19 +1141,32 @@ def post_flow(
 ) -> None:
     """Post one of the simple ``FLOWS`` for many rows (per tap, top-up...), summed per
     participant code: one journal row per participant, not per input row."""
-    debit_kind, credit_kind = FLOWS[memo]
     codes = np.asarray(participant, dtype=np.int64)
+    sums = np.zeros(len(participants), dtype=np.int64)
+    np.add.at(sums, codes, _fen(amount_fen))
+    _post_sums(ledger, day, memo, sums, participants)
+
+
+def _fen(amount_fen: np.ndarray) -> np.ndarray:
+    """Integer fen as int64 (TypeError for anything else)."""
     amounts = np.asarray(amount_fen)
     if amounts.dtype.kind not in "iu":
         raise TypeError(f"amounts must be integer fen, got dtype {amounts.dtype}")
-    sums = np.zeros(len(participants), dtype=np.int64)
-    np.add.at(sums, codes, amounts.astype(np.int64, copy=False))
-    ids = [participants.ids[c] for c in np.flatnonzero(sums).tolist()]
+    return amounts.astype(np.int64, copy=False)
+
+
+def _post_sums(
+    ledger: Ledger, day: int, memo: str, sums: np.ndarray, participants: Participants
+) -> None:
+    """One journal row of flow ``memo`` per participant code whose sum is not 0."""
+    debit_kind, credit_kind = FLOWS[memo]
+    who = np.flatnonzero(sums)
+    ids = [participants.ids[c] for c in who.tolist()]
     ledger.post_many(
         day,
         [account(debit_kind, p) for p in ids],
         [account(credit_kind, p) for p in ids],
-        sums[np.flatnonzero(sums)],
+        sums[who],
         memo,
     )
 
@@ -1068,12 +1179,17 @@ def post_fares(
     amount_fen: np.ndarray,
     participants: Participants,
 ) -> None:
-    """Fares charged at taps (the caller leaves out declined taps): card fares leave the float,
-    QR fares arrive at the channel's bank; both wait in ``unsettled`` until cleared."""
-    issuer, amount_fen = np.asarray(issuer), np.asarray(amount_fen)
-    card = np.asarray(medium_class) == MC_CARD
-    post_flow(ledger, day, MEMO_CARD_FARE, issuer[card], amount_fen[card], participants)
-    post_flow(ledger, day, MEMO_QR_FARE, issuer[~card], amount_fen[~card], participants)
+    """Fares charged at taps (the caller leaves out declined taps, or gives them 0 fen): card
+    fares leave the float, QR fares arrive at the channel's bank; both wait in ``unsettled``
+    until cleared."""
+    amounts = _fen(amount_fen)
+    n_p = len(participants)
+    # Card sums in the first n_p bins, QR sums in the next: one pass over the taps.
+    qr = np.asarray(medium_class) != MC_CARD
+    sums = np.zeros(2 * n_p, dtype=np.int64)
+    np.add.at(sums, qr * n_p + np.asarray(issuer, dtype=np.int64), amounts)
+    _post_sums(ledger, day, MEMO_CARD_FARE, sums[:n_p], participants)
+    _post_sums(ledger, day, MEMO_QR_FARE, sums[n_p:], participants)
 
 
 def post_refunds(

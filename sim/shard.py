@@ -50,6 +50,7 @@ from sim.clearing import (
     post_fares,
     post_flow,
     post_refunds,
+    runs_stable_order,
 )
 from sim.codes import CLEARED, MEDIA, MODES, PENDING, REJECTED, is_stored_value
 from sim.cross_city import day_flows
@@ -142,6 +143,9 @@ class CityShard:
             ]
         ).astype(np.int32)
         self._build_validators(model)
+        # Run-wide ids of the shard's devices (ids.global_device), by device.
+        n_dev = len(world.network.devices.line)
+        self.global_device_id = ids.global_device(shard_index, np.arange(n_dev))
         cal = world.calendar
         self.outlets = build_outlets(
             model,
@@ -303,12 +307,16 @@ class CityShard:
         taps = plan.taps
         n = plan.n
         taps.tx_id = ids.record_ids(self.shard_index, plan.day, n)
+        # Each device numbers its records on from its last serial, in record order: a
+        # record's serial is its device's next serial plus its rank among the device's records
+        # (its place in device order less where the device's records start there).
         device = taps.device.astype(np.int64)
-        order = stable_order(device)
-        dev_sorted = device[order]
+        count = np.bincount(device, minlength=len(self.state.device_serial))
+        order = runs_stable_order(device)  # records come device by device (agent order)
+        first_of = np.cumsum(count) - count
         serial = np.empty(n, dtype=np.int64)
-        serial[order] = self.state.device_serial[dev_sorted] + rank_in_groups(dev_sorted) - 1
-        self.state.device_serial += np.bincount(device, minlength=len(self.state.device_serial))
+        serial[order] = (self.state.device_serial - first_of)[device[order]] + np.arange(n)
+        self.state.device_serial += count
         taps.device_serial = serial
         taps.issuer = self.media_issuer[taps.medium]
         # Visitors' own cards belong to their city's issuer.
@@ -544,12 +552,13 @@ class CityShard:
         post_flow(ledger, plan.day, MEMO_TOPUP, issuer, credits["amount_fen"][:n_top], participants)
         charged = ~taps.declined & (taps.device_refused == 0)
         # Only this city's cards' purses are modelled; other issuers' fares arrive like QR money.
+        # Taps that charged nothing count 0 fen (no copies of the charged rows).
         post_fares(
             ledger,
             plan.day,
-            taps.issuer[charged],
-            np.where(taps.home_card[charged], MC_CARD, MC_QR),
-            taps.amount_fen[charged],
+            taps.issuer,
+            np.where(taps.home_card, np.uint8(MC_CARD), np.uint8(MC_QR)),
+            np.where(charged, taps.amount_fen, 0),
             participants,
         )
         purse = plan.purse
@@ -577,7 +586,7 @@ class CityShard:
         due = [r for r in book.pending_resends if r[2] < cutoff_s]
         resend_keys = {(dev, batch) for dev, batch, _at in due}
         found: set[tuple[int, int]] = set()
-        for _day, plan in sorted(book.open_days.items()):
+        for day, plan in sorted(book.open_days.items()):
             taps = plan.taps
             if taps.phase < Phase.SETTLED:
                 continue  # today's records are final only once the day's balances are applied
@@ -592,7 +601,8 @@ class CityShard:
                 found |= {ids.split_upload_key(k) for k in hit}
             taps.submitted[idx] = True
             both = np.concatenate([idx, again])
-            parts.append(self._records(taps, both))
+            if len(both):
+                parts.append((taps, day, both))
         # A resent batch whose records were not found belongs to a day not yet closed (keep it)
         # or to a day already final (nothing left to resend).
         oldest_open = min(book.open_days, default=0) * DAY_S
@@ -601,9 +611,7 @@ class CityShard:
             for r in book.pending_resends
             if r[2] >= cutoff_s or ((r[0], r[1]) not in found and r[2] >= oldest_open)
         ]
-        if not parts:
-            return UploadedRecords.empty()
-        return UploadedRecords.concat(parts)
+        return self._records(parts)
 
     def _keep_resends(self) -> None:
         """Remember resent batches (a lost ack made the device upload them twice)."""
@@ -618,16 +626,20 @@ class CityShard:
                 self.book.resends_seen.add(key)
                 self.book.pending_resends.append(key)
 
-    def _records(self, taps, idx: np.ndarray) -> UploadedRecords:
+    def _records(self, parts: list[tuple]) -> UploadedRecords:
+        """Rows ``idx`` of each (taps, day, idx) in ``parts`` as uploaded records, in order."""
+        return UploadedRecords.concat([self._records_of_part(*part) for part in parts])
+
+    def _records_of_part(self, taps, day: int, idx: np.ndarray) -> UploadedRecords:
+        """Records ``idx`` of ``day``'s taps."""
         pop = self.world.population
-        shard = self.shard_index
         return UploadedRecords(
             tx_id=taps.tx_id[idx],
-            card=ids.global_card(shard, pop.card_id[taps.row[idx]]),
+            card=ids.global_card(self.shard_index, pop.card_id[taps.row[idx]]),
             card_counter=taps.card_counter[idx],
-            device=ids.global_device(shard, taps.device[idx]),
+            device=self.global_device_id[taps.device[idx]],
             device_serial=taps.device_serial[idx],
-            timestamp_s=taps.t_s[idx] + ids.record_day(taps.tx_id[idx]) * DAY_S,
+            timestamp_s=taps.t_s[idx] + day * DAY_S,  # the day of their ids (ids.record_day)
             amount_fen=taps.amount_fen[idx],
             list_fare_fen=taps.list_fare_fen[idx],
             issuer=taps.issuer[idx],
@@ -644,25 +656,32 @@ class CityShard:
         original comes before its resent copies)."""
         tap_day = ids.record_day(result.tx_id)
         tap_row = ids.record_seq(result.tx_id)
-        changed = []
-        for day in _days_present(tap_day):
+        is_cleared = result.status == CLEARED
+        is_rejected = result.status == REJECTED
+        days = _days_present(tap_day)
+        changed, members = [], []
+        for day in days:
             taps = self.book.open_days[day].taps
-            mine = np.flatnonzero(tap_day == day)
-            cleared = mine[result.status[mine] == CLEARED]
+            # Most runs hold one day's records: then every row is that day's.
+            of_day = None if len(days) == 1 else tap_day == day
+            cleared = np.flatnonzero(is_cleared if of_day is None else is_cleared & of_day)
             done = tap_row[cleared]
             taps.status[done] = CLEARED
             taps.reason[done] = 0
             taps.fee_fen[done] = result.fee_fen[cleared]
-            taps.clearing_batch_id[done] = result.batch_id[cleared]
+            batch = result.batch_id[cleared]
+            taps.clearing_batch_id[done] = batch
             taps.settle_day[done] = result.record_settle_day[cleared]
-            rejected = mine[result.status[mine] == REJECTED]
+            rejected = np.flatnonzero(is_rejected if of_day is None else is_rejected & of_day)
             _, first = np.unique(tap_row[rejected], return_index=True)
             rejected = rejected[np.sort(first)]
             rejected = rejected[taps.status[tap_row[rejected]] == PENDING]
             taps.status[tap_row[rejected]] = REJECTED
             taps.reason[tap_row[rejected]] = result.reason[rejected]
             changed.append((day, np.concatenate([tap_row[rejected], done])))
-        self._record_membership(result)
+            if len(cleared):
+                members.append((day, result.tx_id[cleared], batch))
+        self._record_membership(result.day, members)
         return self._status_of(changed)
 
     def desk_refund_orders(self, tx_id: np.ndarray) -> tuple[RefundOrders, np.ndarray]:
@@ -744,21 +763,20 @@ class CityShard:
         shard = np.full(len(tap_day), self.shard_index, dtype=np.int64)
         return TapStatus(shard=shard, tap_day=tap_day, **cat)
 
-    def _record_membership(self, result: ClearingResult) -> None:
-        """Keep the batches' own lists of cleared taps for the exactly-once check."""
-        tx = result.cleared_tx_id
-        batch = result.cleared_batch_id
-        tap_day = ids.record_day(tx)
-        for day in _days_present(tap_day):
-            sel = tap_day == day
+    def _record_membership(
+        self, clearing_day: int, members: list[tuple[int, np.ndarray, np.ndarray]]
+    ) -> None:
+        """Keep the batches' own lists of cleared taps (tap day, tx ids, batch ids) for the
+        exactly-once check."""
+        for day, tx, batch in members:
             if day in self.book.final_days:
                 raise InvariantViolation(
                     "tap_exactly_once",
                     0,
-                    f"clearing day {result.day}, tap day {day}",
-                    f"{int(sel.sum())} tap(s) cleared after their day was final",
+                    f"clearing day {clearing_day}, tap day {day}",
+                    f"{len(tx)} tap(s) cleared after their day was final",
                 )
-            self.book.batch_membership.setdefault(day, []).append((tx[sel], batch[sel]))
+            self.book.batch_membership.setdefault(day, []).append((tx, batch))
 
     def flush_final_days(self, final: bool) -> None:
         """Publish days whose records are all resolved (or everything at the end of the run)."""
