@@ -34,7 +34,7 @@ from pydantic import Field
 
 from sim import ids
 from sim.codes import CLEARED, MEDIA, REJECTED, STORED_VALUE_MEDIA
-from sim.grouping import stable_order
+from sim.grouping import runs_stable_order, stable_order
 from sim.ledger import InvariantViolation, Ledger, account, check_conservation
 from sim.settings_base import SettingsModel
 
@@ -786,20 +786,6 @@ def _device_time_order(dev: np.ndarray, ts: np.ndarray) -> np.ndarray:
     if (int(dev.max()) - d0 + 1) * span < 1 << 63:
         return runs_stable_order((dev - d0) * span + (ts - t0))
     return np.lexsort((ts, dev))
-
-
-def runs_stable_order(keys: np.ndarray) -> np.ndarray:
-    """Indices that sort integer ``keys``, equal keys in input order (as ``stable_order``).
-
-    The clearing's keys mostly come in long sorted runs (a day's records arrive device by
-    device, each device's in serial and time order). A merge sort that finds the runs
-    (NumPy's stable sort of wide integers, a timsort) then beats the packed SIMD sort of
-    ``stable_order`` several times over; on shuffled keys it loses, so it is used only when
-    the keys step down seldom."""
-    n = keys.size
-    if n > 64 and np.count_nonzero(keys[1:] < keys[:-1]) <= n >> 6:
-        return np.argsort(keys, kind="stable")
-    return stable_order(keys)
 
 
 class Clearer:

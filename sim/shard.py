@@ -50,7 +50,6 @@ from sim.clearing import (
     post_fares,
     post_flow,
     post_refunds,
-    runs_stable_order,
 )
 from sim.codes import CLEARED, MEDIA, MODES, PENDING, REJECTED, is_stored_value
 from sim.cross_city import day_flows
@@ -67,7 +66,7 @@ from sim.day import (
 )
 from sim.disruption import SERVICE_OTHER, comm_outages, renewal_visits
 from sim.events import DaySettled, EventBus, TapsFinal, TapStatus, UploadsSent
-from sim.grouping import rank_in_groups, stable_order
+from sim.grouping import rank_in_groups, runs_stable_order, stable_order
 from sim.incidents import NO_INCIDENT, IncidentError, mark
 from sim.interop import city_issuer
 from sim.ledger import InvariantViolation, check_tap_status

@@ -15,9 +15,8 @@ from sim.clearing import (
     _isin_sorted,
     _RetapTail,
     _serial_keys,
-    runs_stable_order,
 )
-from sim.grouping import stable_order
+from sim.grouping import runs_stable_order, stable_order
 
 
 class ReferenceSeen:

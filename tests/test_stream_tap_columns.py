@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from sim.api import build, iter_days, load_scenario, privacy_key
 from sim.events import DaySettled
+from sim.grouping import narrow_stable_order
 from sim.records import record_writers
 from sim.schema import TABLES, table_spec
-from traffic.records import AFTER_THE_TAP, stable_time_order
+from traffic.records import AFTER_THE_TAP
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,14 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 )
 def test_the_time_order_is_numpys_stable_argsort(times, base):
     seconds = np.asarray(times, dtype=np.int64) + base
-    got = stable_time_order(seconds)
+    got = narrow_stable_order(seconds)
     assert np.array_equal(got, np.argsort(seconds, kind="stable"))
 
 
 def test_times_spanning_more_than_two_digits_fall_back_to_the_plain_sort():
     seconds = np.array([2**33, 5, 2**33, -1, 5, 0], dtype=np.int64)
-    assert np.array_equal(stable_time_order(seconds), np.argsort(seconds, kind="stable"))
-    assert stable_time_order(np.zeros(0, dtype=np.int64)).size == 0
+    assert np.array_equal(narrow_stable_order(seconds), np.argsort(seconds, kind="stable"))
+    assert narrow_stable_order(np.zeros(0, dtype=np.int64)).size == 0
 
 
 def test_a_spec_without_columns_drops_the_checks_that_read_them():
@@ -67,7 +68,7 @@ def test_tap_columns_taken_in_an_order_are_the_transactions_columns_in_that_orde
     writer = record_writers([worlds], None, unmasked=False, privacy_key=privacy_key(None))[0]
     for event in settled:
         full = writer.transaction_columns(event.day, event.taps)
-        order = stable_time_order(event.taps.t_s)
+        order = narrow_stable_order(event.taps.t_s)
         assert not np.array_equal(order, np.arange(len(order)))  # the taps come by card
         ordered = writer.tap_columns(event.day, event.taps, order)
         assert set(ordered) == set(full) - set(AFTER_THE_TAP)

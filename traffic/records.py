@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from sim import ids
 from sim.events import DayClosed, DaySettled, RunFinished, TapsFinal, UploadsSent
+from sim.grouping import narrow_stable_order
 from sim.output import NameTables, build_table
 from sim.schema import TableSpec
 
@@ -265,21 +266,6 @@ def _tap_spec() -> TableSpec:
     return table_spec("transactions").without(AFTER_THE_TAP)
 
 
-def stable_time_order(seconds: np.ndarray) -> np.ndarray:
-    """``np.argsort(seconds, kind="stable")`` for int64 times spanning less than 2**32
-    seconds, in two radix passes over 16-bit digits (NumPy radix-sorts 16-bit keys; on
-    int64 it merge-sorts, ~3x slower on a day of taps); others fall back to that argsort."""
-    if len(seconds) == 0:
-        return np.zeros(0, dtype=np.intp)
-    low = seconds.min()
-    offset = seconds - low
-    if int(seconds.max()) - int(low) >= 2**32:
-        return np.argsort(seconds, kind="stable")
-    order = np.argsort(offset.astype(np.uint16), kind="stable")  # the low digit (wraps)
-    high = (offset >> 16).astype(np.uint16)
-    return order[np.argsort(high[order], kind="stable")]
-
-
 def _schema_of(table: str) -> pa.Schema:
     from sim.schema import table_spec
 
@@ -376,7 +362,7 @@ class RecordSource:
         # a city's part arrives in order and ``_chunk`` takes nothing: an Arrow take of the
         # built table cost more than the rest of the conversion together. (The taps' times
         # in the day order them as their timestamps do.)
-        order = stable_time_order(event.taps.t_s) if by_time else None
+        order = narrow_stable_order(event.taps.t_s) if by_time else None
         columns = self.converters[event.shard].tap_columns(event.day, event.taps, order)
         taps = self.build(_tap_spec(), columns)
         return self.dated(taps, event.shard, event.day)
