@@ -71,28 +71,31 @@ class _Kernels:
 @functools.cache
 def _kernels() -> _Kernels:
     """Compile (or load from numba's on-disk cache) the per-id hashes, on first use: a process
-    that draws nothing (the dashboard, a report) does not import numba."""
+    that draws nothing (the dashboard, a report) does not import numba.
+
+    Each kernel writes SplitMix64 out (as ``_mix_array``) rather than calling a compiled
+    helper: numba keys its cache on the pickled closure, and a helper dispatcher there pickles
+    differently in every process, so every process compiled the kernels anew (~1.5 s)."""
     import numba
 
-    @numba.njit(cache=True, nogil=True, inline="always")
-    def mix(i, golden, base):  # SplitMix64 of one id over the Weyl sequence, as _mix_array
-        z = np.uint64(i) * golden + base
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
-        return z ^ (z >> np.uint64(31))
-
     @numba.njit(cache=True, nogil=True)
-    def hash_ids(ids, base):
+    def hash_ids(ids, base):  # SplitMix64 of each id over the Weyl sequence, as _mix_array
         out = np.empty(ids.shape[0], np.uint64)
         for i in range(ids.shape[0]):
-            out[i] = mix(ids[i], np.uint64(_GOLDEN), base)
+            z = np.uint64(ids[i]) * np.uint64(_GOLDEN) + base
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
+            out[i] = z ^ (z >> np.uint64(31))
         return out
 
     @numba.njit(cache=True, nogil=True)
     def uniform_ids(ids, base):  # the top 53 bits of each hash as a float in [0, 1)
         out = np.empty(ids.shape[0], np.float64)
         for i in range(ids.shape[0]):
-            z = mix(ids[i], np.uint64(_GOLDEN), base)
+            z = np.uint64(ids[i]) * np.uint64(_GOLDEN) + base
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
+            z = z ^ (z >> np.uint64(31))
             out[i] = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # 2**-53
         return out
 
