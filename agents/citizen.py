@@ -119,7 +119,8 @@ def plan_trips(
     school_day: bool,
 ) -> dict[str, np.ndarray]:
     """The day's trips of ``riders``: row, slot, origin zone, destination zone, departure (s),
-    journey key (card id * MAX_TRIP_SLOTS + slot), in slot order then rider order."""
+    journey key (card id * MAX_TRIP_SLOTS + slot) and the holder's QR channel, QR trip share
+    and card medium, in slot order then rider order."""
     ids = pop.card_id[riders]
     ct = pop.issued_card_type[riders]  # habits follow the card as issued (see riders_today)
     home = pop.home_zone[riders].astype(np.int64)
@@ -177,8 +178,12 @@ def plan_trips(
     dropped[one_way] = np.where(out_dir, DROP_OUT, DROP_BACK)
 
     # Slots: 0 out (home->anchor), 1 anchor->extra (if any), 2 back (anchor or extra -> home).
+    # The holder's payment columns ride along with each trip (gathered once per rider, not
+    # once per trip from the whole population).
+    holders = (pop.qr_channel[riders], pop.qr_trip_share[riders], pop.medium[riders])
     trips = trip_slots(
         (riders, ids, home, anchor, extra_zone, t_out, t_back, extra, dropped),
+        holders,
         (FIRST_DEPARTURE_S, LAST_DEPARTURE_S, MAX_TRIP_SLOTS),
     )
     trips["n_riders"] = np.array([len(riders)])
@@ -230,7 +235,7 @@ def trips_to_taps(
         NO_QR,
         LAST_TAP_S,
     )
-    holders = (pop.qr_channel, pop.qr_trip_share, pop.medium)
+    holders = (trips["qr_channel"], trips["qr_trip_share"], trips["card_medium"])
     trips_of = (rows, key, o, d, trips["depart_s"])
     return DayTaps(**trip_taps(trips_of, draws, _network_tables(network), holders, params))
 

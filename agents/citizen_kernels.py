@@ -51,8 +51,8 @@ def trip_taps(trips, draws, network, holders, params) -> dict[str, np.ndarray]:
     missing tap-out and the two device picks, and ``log1p(-u)`` of the walk and transfer wait
     (a leg's draws are its trip's). ``network``: routes (metro line, direct bus, via zone, first
     and second leg lines, stop of line at zone), lines (opened day, speed, mode), stop positions
-    and devices (first and count of line, first and count of stop). ``holders``: per population
-    row, QR channel, QR trip share and card medium. ``params``: day, metro preference, transfer
+    and devices (first and count of line, first and count of stop). ``holders``: per trip, the
+    holder's QR channel, QR trip share and card medium. ``params``: day, metro preference, transfer
     share, walk s, transfer s, missing tap-out share, the no-QR code and the last tap second.
     """
     walk_legs = _kernels().walk_legs
@@ -69,22 +69,26 @@ def trip_taps(trips, draws, network, holders, params) -> dict[str, np.ndarray]:
 #: A rider's one-way day (``trip_slots``): no trip out, or no trip back.
 DROP_OUT, DROP_BACK = 1, 2
 
-#: Trip columns of ``trip_slots``.
+#: Trip columns of ``trip_slots`` (int64), then the holder's columns it copies to each trip.
 TRIP_COLUMNS = ("row", "slot", "origin", "dest", "depart_s", "journey")
+HOLDER_COLUMNS = ("qr_channel", "qr_trip_share", "card_medium")
 
 
-def trip_slots(riders, params) -> dict[str, np.ndarray]:
-    """A day's trips (``TRIP_COLUMNS``, int64), slot by slot, each in rider order: 0 out (home
-    to anchor) unless the rider drops it, 1 anchor to the extra stop for riders with one, 2
-    back home (from the extra stop if any) unless dropped.
+def trip_slots(riders, holders, params) -> dict[str, np.ndarray]:
+    """A day's trips (``TRIP_COLUMNS`` and ``HOLDER_COLUMNS``), slot by slot, each in rider
+    order: 0 out (home to anchor) unless the rider drops it, 1 anchor to the extra stop for
+    riders with one, 2 back home (from the extra stop if any) unless dropped.
 
     ``riders``: per rider, (row, card id, home zone, anchor zone, extra-stop zone, departure out
-    and back before the service bounds, has an extra stop, ``DROP_OUT``/``DROP_BACK`` or 0).
+    and back before the service bounds, has an extra stop, ``DROP_OUT``/``DROP_BACK`` or 0);
+    ``holders``: per rider, the columns of ``HOLDER_COLUMNS`` (any dtypes).
     ``params``: first departure s, last departure s, trip slots per card. The departure out is
     at least the first; the one back at least 30 min later and at most the last, and an hour
     later after an extra stop (which leaves then)."""
-    cols = _kernels().trip_slots(riders, params, DROP_OUT, DROP_BACK)
-    return {name: cols[k] for k, name in enumerate(TRIP_COLUMNS)}
+    cols, of_rider = _kernels().trip_slots(riders, params, DROP_OUT, DROP_BACK)
+    trips = {name: cols[k] for k, name in enumerate(TRIP_COLUMNS)}
+    # The holder's columns, gathered from the riders' (one sequential pass each).
+    return trips | {name: col[of_rider] for name, col in zip(HOLDER_COLUMNS, holders, strict=True)}
 
 
 def riders(candidates, u, issued_card_type, ride_prob, factors) -> np.ndarray:
@@ -190,9 +194,8 @@ def _kernels() -> _Kernels:
                 continue  # no route
             medium = np.uint8(0)
             if fill:
-                row = rows[i]
-                qr = qr_channel[row]
-                medium = qr if qr != no_qr and u_qr[i] < qr_trip_share[row] else medium_of[row]
+                qr = qr_channel[i]
+                medium = qr if qr != no_qr and u_qr[i] < qr_trip_share[i] else medium_of[i]
             # The first leg boards after the walk, the second after the first's ride and a wait.
             board = depart_s[i] + np.int64(-log_walk[i] * walk_s) + 60
             frm = oi
@@ -267,7 +270,7 @@ def _kernels() -> _Kernels:
         at = np.zeros(3, np.int64)  # where each slot's next trip goes
         at[1] = counts[0]
         at[2] = counts[0] + counts[1]
-        cols = np.empty((6, counts.sum()), np.int64)
+        cols = np.empty((7, counts.sum()), np.int64)
         row, slot, origin, dest, depart, journey = (
             cols[0],
             cols[1],
@@ -276,6 +279,7 @@ def _kernels() -> _Kernels:
             cols[4],
             cols[5],
         )
+        of_rider = cols[6]
         for i in range(n):
             t_o = max(t_out[i], first_s)
             t_b = min(max(t_back[i], t_o + 1800), last_s)
@@ -301,7 +305,8 @@ def _kernels() -> _Kernels:
                 dest[j] = d
                 depart[j] = t
                 journey[j] = ids[i] * slots + s
+                of_rider[j] = i
                 at[s] += 1
-        return cols
+        return cols[:6], of_rider
 
     return _Kernels(walk_legs, trip_slots_kernel, riders_kernel, split_away_kernel)
