@@ -100,8 +100,8 @@ def riders_today(
     factors[0] = day_factor(behaviour, card_types, day_type)
     if not school_day:
         factors[1, STUDENT] = behaviour.school_break_student_factor
-    u = streams.uniform("day.ride", day, pop.card_id[candidates])
-    return riders(candidates, u, pop.issued_card_type, pop.ride_prob, factors)
+    base = streams.base("day.ride", day)
+    return riders(candidates, pop.card_id, base, pop.issued_card_type, pop.ride_prob, factors)
 
 
 def _normal_s(streams: Streams, name: str, day: int, ids: np.ndarray, slot: int, sd_min: float):
@@ -210,21 +210,14 @@ def trips_to_taps(
     d = trips["dest"]
     key = trips["journey"]
 
-    def draw(name: str, k: int = 0) -> np.ndarray:
-        return streams.uniform(name, day, key, k)
-
-    # Every draw of every trip, whether its rule needs it or not (a draw is a pure function of
-    # its key: drawing more changes none). A leg's draws are keyed by its trip.
-    draws = (
-        draw("trip.metro"),
-        draw("trip.transfer"),
-        np.log1p(-draw("trip.walk")),  # NumPy's log1p: exponential times (see the kernel module)
-        draw("trip.pay_qr"),
-        np.log1p(-draw("trip.transfer_wait")),
-        draw("trip.missing_tap_out"),
-        draw("trip.device", 0),
-        draw("trip.device", 1),
-    )
+    # Draws keyed by the journey (a leg's are its trip's): the loop draws these itself...
+    names = ("trip.metro", "trip.transfer", "trip.pay_qr", "trip.missing_tap_out")
+    bases = [streams.base(name, day) for name in names]
+    bases += [streams.base("trip.device", day, 0), streams.base("trip.device", day, 1)]
+    # ... and takes exponential times as NumPy's log1p gives them (see the kernel module).
+    log_walk = np.log1p(-streams.uniform("trip.walk", day, key))
+    log_wait = np.log1p(-streams.uniform("trip.transfer_wait", day, key))
+    draws = (np.array(bases, np.uint64), log_walk, log_wait)
     params = (
         day,
         float(behaviour.metro_preference),
@@ -281,10 +274,11 @@ def split_away_today(
     who spend the day at home."""
     if away_p.shape[1] == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), candidates
-    # Every candidate draws (a visitor's number is not used: draws are pure functions of the id).
-    u = streams.uniform("day.away", day, pop.card_id[candidates])
+    base = streams.base("day.away", day)
     cum = np.cumsum(away_p, axis=1)
-    away_rows, city, staying = split_away(candidates, u, pop.home_city, pop.region, cum)
+    away_rows, city, staying = split_away(
+        candidates, pop.card_id, base, pop.home_city, pop.region, cum
+    )
     return away_rows, city + 1, staying
 
 

@@ -1,11 +1,12 @@
 """Compiled passes of the citizens' rules (agents/citizen.py): one loop over a day's candidates
 or trips instead of dozens of NumPy passes over arrays of 80k-360k rows.
 
-The rules' inputs and every random draw stay in agents/citizen.py: a kernel gets the draws as
-arrays (the same streams, ids and draw indices), and transcendental functions (``log1p``) are
-taken from NumPy there, whose SIMD versions need not round as the C library's do. What is left
-here is integer and IEEE float arithmetic, which a compiled loop rounds exactly as NumPy does
-(with float32 kept float32 where NumPy keeps it).
+The random draws are agents/citizen.py's: it names each stream, day and draw index, and a
+kernel hashes each id with that stream's base as ``Streams.uniform`` does (``rng.uniform_of``,
+the same bits), in its own loop rather than through an array of numbers. Transcendental
+functions (``log1p``) are taken from NumPy there, whose SIMD versions need not round as the C
+library's do. What is left here is integer and IEEE float arithmetic, which a compiled loop
+rounds exactly as NumPy does (with float32 kept float32 where NumPy keeps it).
 
 Compiled on first use and cached on disk, as sim/rng.py's kernels: a process that plans no day
 never imports numba. Codes (modes, tap kinds) reach the kernels as arguments, not as globals:
@@ -18,6 +19,7 @@ import functools
 
 import numpy as np
 
+from sim import rng
 from sim.codes import TAP_ENTRY, TAP_EXIT, TAP_SINGLE
 from sim.network import BUS, METRO
 
@@ -47,9 +49,10 @@ def trip_taps(trips, draws, network, holders, params) -> dict[str, np.ndarray]:
     metro exits in that leg order; a tap after the day's last second is dropped.
 
     ``trips``: (row, journey key, origin zone, destination zone, departure s) per trip.
-    ``draws``: per trip, the uniforms of the metro choice, a forced transfer, the QR payment, a
-    missing tap-out and the two device picks, and ``log1p(-u)`` of the walk and transfer wait
-    (a leg's draws are its trip's). ``network``: routes (metro line, direct bus, via zone, first
+    ``draws``: the stream bases (uint64, ``Streams.base``) of the metro choice, a forced
+    transfer, the QR payment, a missing tap-out and the two device picks, each drawn for the
+    journey key (a leg's draws are its trip's), and per trip ``log1p(-u)`` of the walk and of
+    the transfer wait. ``network``: routes (metro line, direct bus, via zone, first
     and second leg lines, stop of line at zone), lines (opened day, speed, mode), stop positions
     and devices (first and count of line, first and count of stop). ``holders``: per trip, the
     holder's QR channel, QR trip share and card medium. ``params``: day, metro preference, transfer
@@ -91,20 +94,24 @@ def trip_slots(riders, holders, params) -> dict[str, np.ndarray]:
     return trips | {name: col[of_rider] for name, col in zip(HOLDER_COLUMNS, holders, strict=True)}
 
 
-def riders(candidates, u, issued_card_type, ride_prob, factors) -> np.ndarray:
-    """``candidates`` (population rows) whose draw ``u`` is under their riding chance today:
+def riders(candidates, card_id, base, issued_card_type, ride_prob, factors) -> np.ndarray:
+    """``candidates`` (population rows) whose draw (their card id's, for stream ``base``) is
+    under their riding chance today:
     the card's ``ride_prob`` times, in turn, the two float64 factors of ``factors[:, type]``
     for its issued card type (as the NumPy rule multiplies them: a factor of 1 changes no
     bit)."""
-    return _kernels().riders(candidates, u, issued_card_type, ride_prob, factors)
+    args = (card_id, np.uint64(base), issued_card_type, ride_prob, factors)
+    return _kernels().riders(candidates, *args)
 
 
-def split_away(candidates, u, home_city, region, cum_p) -> tuple[np.ndarray, ...]:
+def split_away(candidates, card_id, base, home_city, region, cum_p) -> tuple[np.ndarray, ...]:
     """Candidates away today and the rest: ``(away rows, their city index from 0, staying
     rows)``, both in candidates' order. A home-city holder (``home_city`` 0) is away when the
-    draw ``u`` is under the last column of ``cum_p[region]``, the cumulative chances of the
-    other cities, in the first city whose cumulative chance exceeds it."""
-    return _kernels().split_away(candidates, u, home_city, region, cum_p)
+    draw (its card id's, for stream ``base``) is under the last column of ``cum_p[region]``,
+    the cumulative chances of the other cities, in the first city whose cumulative chance
+    exceeds it."""
+    args = (card_id, np.uint64(base), home_city, region, cum_p)
+    return _kernels().split_away(candidates, *args)
 
 
 class _Kernels:
@@ -120,21 +127,23 @@ def _kernels() -> _Kernels:
     """Compile (or load from numba's cache) the loops, on first use."""
     import numba
 
+    rng.compiled()  # binds rng.uniform_of, which the loops call
+
     @numba.njit(cache=True, nogil=True)
-    def riders_kernel(candidates, u, issued_card_type, ride_prob, factors):
+    def riders_kernel(candidates, card_id, base, issued_card_type, ride_prob, factors):
         out = np.empty(candidates.shape[0], candidates.dtype)
         n = 0
         for j in range(candidates.shape[0]):
             row = candidates[j]
             card_type = issued_card_type[row]
             p = np.float64(ride_prob[row]) * factors[0, card_type] * factors[1, card_type]
-            if u[j] < p:
+            if rng.uniform_of(card_id[row], base) < p:
                 out[n] = row
                 n += 1
         return out[:n].copy()
 
     @numba.njit(cache=True, nogil=True)
-    def split_away_kernel(candidates, u, home_city, region, cum_p):
+    def split_away_kernel(candidates, card_id, base, home_city, region, cum_p):
         away = np.empty(candidates.shape[0], np.int64)
         city = np.empty(candidates.shape[0], np.int64)
         staying = np.empty(candidates.shape[0], candidates.dtype)
@@ -142,10 +151,15 @@ def _kernels() -> _Kernels:
         last = cum_p.shape[1] - 1
         for j in range(candidates.shape[0]):
             row = candidates[j]
-            if home_city[row] == 0 and u[j] < cum_p[region[row], last]:
+            u = 0.0
+            is_away = False
+            if home_city[row] == 0:  # (a visitor is never away from here)
+                u = rng.uniform_of(card_id[row], base)
+                is_away = u < cum_p[region[row], last]
+            if is_away:
                 c = 0
                 for k in range(last + 1):
-                    c += cum_p[region[row], k] <= u[j]
+                    c += cum_p[region[row], k] <= u
                 away[n_away] = row
                 city[n_away] = c
                 n_away += 1
@@ -163,7 +177,16 @@ def _kernels() -> _Kernels:
         # Arrays are unpacked here, once: inside the loop an array taken from a tuple or passed
         # to a function costs two atomic reference counts per use.
         rows, key, o, d, depart_s = trips
-        u_metro, u_transfer, log_walk, u_qr, log_wait, u_missing, u_dev0, u_dev1 = draws
+        bases, log_walk, log_wait = draws
+        metro_b, transfer_b, qr_b, missing_b, dev0_b, dev1_b = (
+            bases[0],
+            bases[1],
+            bases[2],
+            bases[3],
+            bases[4],
+            bases[5],
+        )
+        uniform_of = rng.uniform_of
         routes, lines, pos_km, devices = network
         metro_line, direct_bus, via, leg1, leg2, stop_of = routes
         opened_day, speed_kmh, line_mode = lines
@@ -184,9 +207,11 @@ def _kernels() -> _Kernels:
             # else a direct bus unless the rider transfers anyway, else bus + bus.
             oi, di = o[i], d[i]
             metro, direct, via_zone = metro_line[oi, di], direct_bus[oi, di], via[oi, di]
-            if metro >= 0 and opened_day[metro] <= day and u_metro[i] < metro_pref:
+            if metro >= 0 and opened_day[metro] <= day and uniform_of(key[i], metro_b) < metro_pref:
                 line, to, legs = metro, di, 1
-            elif direct >= 0 and not (via_zone >= 0 and u_transfer[i] < transfer_share):
+            elif direct >= 0 and not (
+                via_zone >= 0 and uniform_of(key[i], transfer_b) < transfer_share
+            ):
                 line, to, legs = direct, di, 1
             elif via_zone >= 0:
                 line, to, legs = leg1[oi, di], via_zone, 2
@@ -195,7 +220,11 @@ def _kernels() -> _Kernels:
             medium = np.uint8(0)
             if fill:
                 qr = qr_channel[i]
-                medium = qr if qr != no_qr and u_qr[i] < qr_trip_share[i] else medium_of[i]
+                medium = (
+                    qr
+                    if qr != no_qr and uniform_of(key[i], qr_b) < qr_trip_share[i]
+                    else medium_of[i]
+                )
             # The first leg boards after the walk, the second after the first's ride and a wait.
             board = depart_s[i] + np.int64(-log_walk[i] * walk_s) + 60
             frm = oi
@@ -212,17 +241,18 @@ def _kernels() -> _Kernels:
                     dist = abs(pos_km[alight_stop] - pos_km[board_stop])  # float32, as NumPy
                     # float32 arithmetic too (NumPy keeps a float32 column's product float32).
                     alight = board + np.int64(dist / speed_kmh[line] * np.float32(3600.0)) + 60
-                missing = is_metro and u_missing[i] < missing_share
+                missing = is_metro and uniform_of(key[i], missing_b) < missing_share
                 boards = board <= last_s
                 exits = is_metro and not missing and alight <= last_s
                 if fill and boards:
                     # A bus rider boards one of the line's buses; a metro rider passes a gate.
                     if is_metro:
                         device = first_of_stop[board_stop] + np.int64(
-                            u_dev0[i] * count_of_stop[board_stop]
+                            uniform_of(key[i], dev0_b) * count_of_stop[board_stop]
                         )
                     else:
-                        device = first_of_line[line] + np.int64(u_dev0[i] * count_of_line[line])
+                        dev_u = uniform_of(key[i], dev0_b)
+                        device = first_of_line[line] + np.int64(dev_u * count_of_line[line])
                     j = at[k]
                     o_row[j] = rows[i]
                     o_t[j] = board
@@ -243,7 +273,7 @@ def _kernels() -> _Kernels:
                     o_line[j] = line
                     o_stop[j] = alight_stop
                     o_device[j] = first_of_stop[alight_stop] + np.int64(
-                        u_dev1[i] * count_of_stop[alight_stop]
+                        uniform_of(key[i], dev1_b) * count_of_stop[alight_stop]
                     )
                     o_mode[j] = metro_mode
                     o_kind[j] = exit_kind
