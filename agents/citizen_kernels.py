@@ -10,7 +10,8 @@ rounds exactly as NumPy does (with float32 kept float32 where NumPy keeps it).
 
 Compiled on first use and cached on disk, as sim/rng.py's kernels: a process that plans no day
 never imports numba. Codes (modes, tap kinds) reach the kernels as arguments, not as globals:
-numba freezes a global into its cached machine code and would not see it change.
+numba freezes a global into its cached machine code and would not see it change (the one global
+they call, ``rng.uniform_of``, is the hash itself: sim/rng.py says how to refresh their cache).
 """
 
 from __future__ import annotations
@@ -44,19 +45,20 @@ TAP_COLUMNS = (
 
 
 def trip_taps(trips, draws, network, holders, params) -> dict[str, np.ndarray]:
-    """The taps of a day's trips (the columns of ``TAP_COLUMNS``), in the order of the NumPy rules
-    this replaces: the boardings of first legs in trip order, then of second legs, then the
-    metro exits in that leg order; a tap after the day's last second is dropped.
+    """The taps of a day's trips (the columns of ``TAP_COLUMNS``), in the order of the NumPy
+    rules this replaces: the boardings of first legs in trip order, then of second legs, then
+    the metro exits in that leg order; a tap after the day's last second is dropped.
 
     ``trips``: (row, journey key, origin zone, destination zone, departure s) per trip.
     ``draws``: the stream bases (uint64, ``Streams.base``) of the metro choice, a forced
     transfer, the QR payment, a missing tap-out and the two device picks, each drawn for the
     journey key (a leg's draws are its trip's), and per trip ``log1p(-u)`` of the walk and of
-    the transfer wait. ``network``: routes (metro line, direct bus, via zone, first
-    and second leg lines, stop of line at zone), lines (opened day, speed, mode), stop positions
-    and devices (first and count of line, first and count of stop). ``holders``: per trip, the
-    holder's QR channel, QR trip share and card medium. ``params``: day, metro preference, transfer
-    share, walk s, transfer s, missing tap-out share, the no-QR code and the last tap second.
+    the transfer wait. ``network``: routes (metro line, direct bus, via zone, first and second
+    leg lines, stop of line at zone), lines (opened day, speed, mode), stop positions and
+    devices (first and count of line, first and count of stop). ``holders``: per trip, the
+    holder's QR channel, QR trip share and card medium. ``params``: day, metro preference,
+    transfer share, walk s, transfer s, missing tap-out share, the no-QR code and the last tap
+    second.
     """
     walk_legs = _kernels().walk_legs
     counts = np.zeros(4, np.int64)
@@ -96,10 +98,9 @@ def trip_slots(riders, holders, params) -> dict[str, np.ndarray]:
 
 def riders(candidates, card_id, base, issued_card_type, ride_prob, factors) -> np.ndarray:
     """``candidates`` (population rows) whose draw (their card id's, for stream ``base``) is
-    under their riding chance today:
-    the card's ``ride_prob`` times, in turn, the two float64 factors of ``factors[:, type]``
-    for its issued card type (as the NumPy rule multiplies them: a factor of 1 changes no
-    bit)."""
+    under their riding chance today: the card's ``ride_prob`` times, in turn, the two float64
+    factors of ``factors[:, type]`` for its issued card type (as the NumPy rule multiplied
+    them: a factor of 1 changes no bit)."""
     args = (card_id, np.uint64(base), issued_card_type, ride_prob, factors)
     return _kernels().riders(candidates, *args)
 
