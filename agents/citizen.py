@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agents.citizen_kernels import DROP_BACK, DROP_OUT, riders, split_away, trip_slots, trip_taps
 from sim.codes import (
     CARD_TYPES,
     DAY_TYPES,
@@ -92,13 +93,15 @@ def riders_today(
 ) -> np.ndarray:
     """Population rows (a subset of ``candidates``: live, non-dormant cards) that ride today."""
     # Habits follow the card as issued: a policy that re-derives types from age changes what
-    # a holder pays, not the days they are out.
-    ct = pop.issued_card_type[candidates]
-    p = pop.ride_prob[candidates] * day_factor(behaviour, ct, day_type)
+    # a holder pays, not the days they are out. The chance is the card's own times its type's
+    # factors (the day type's, then a student's out of term), one card type at a time.
+    card_types = np.arange(len(CARD_TYPES))
+    factors = np.ones((2, len(CARD_TYPES)))
+    factors[0] = day_factor(behaviour, card_types, day_type)
     if not school_day:
-        p = np.where(ct == STUDENT, p * behaviour.school_break_student_factor, p)
-    u = streams.uniform("day.ride", day, pop.card_id[candidates])
-    return candidates[u < p]
+        factors[1, STUDENT] = behaviour.school_break_student_factor
+    base = streams.base("day.ride", day)
+    return riders(candidates, pop.card_id, base, pop.issued_card_type, pop.ride_prob, factors)
 
 
 def _normal_s(streams: Streams, name: str, day: int, ids: np.ndarray, slot: int, sd_min: float):
@@ -115,7 +118,9 @@ def plan_trips(
     day_type: int,
     school_day: bool,
 ) -> dict[str, np.ndarray]:
-    """The day's trips of ``riders``: row, slot, origin zone, destination zone, departure (s)."""
+    """The day's trips of ``riders``: row, slot, origin zone, destination zone, departure (s),
+    journey key (card id * MAX_TRIP_SLOTS + slot) and the holder's QR channel, QR trip share
+    and card medium, in slot order then rider order."""
     ids = pop.card_id[riders]
     ct = pop.issued_card_type[riders]  # habits follow the card as issued (see riders_today)
     home = pop.home_zone[riders].astype(np.int64)
@@ -124,60 +129,65 @@ def plan_trips(
     commute = (work != home) & commuting_day
     commute &= np.where(ct == STUDENT, school_day, True)
 
+    # Each draw is made only for the riders whose rule uses it (a draw is a pure function of its
+    # id: the others' numbers do not change). Commuters keep their habitual times, with jitter;
+    # the others make an errand tour.
+    c = np.flatnonzero(commute)
+    e = np.flatnonzero(~commute)
     zones = network.zones
-    first = zones.first_of_region[pop.region[riders]].astype(np.int64)
-    count = zones.count_of_region[pop.region[riders]].astype(np.int64)
+    region = pop.region[riders]
 
-    def errand_zone(draw: int) -> np.ndarray:
+    def errand_zone(draw: int, who: np.ndarray) -> np.ndarray:
+        first = zones.first_of_region[region[who]].astype(np.int64)
+        count = zones.count_of_region[region[who]].astype(np.int64)
         z = first + np.minimum(
-            (streams.uniform("day.errand_zone", day, ids, draw) ** 1.4 * count).astype(np.int64),
+            (streams.uniform("day.errand_zone", day, ids[who], draw) ** 1.4 * count).astype(
+                np.int64
+            ),
             count - 1,
         )
         # An errand in the home zone is walked; move it to the neighbouring zone instead.
-        return np.where(z == home, first + (z - first + 1) % count, z)
+        return np.where(z == home[who], first + (z - first + 1) % count, z)
 
-    anchor = np.where(commute, work, errand_zone(0))
+    anchor = work.copy()
+    anchor[e] = errand_zone(0, e)
     jitter = behaviour.daily_time_jitter_min
-    t_out_commute = pop.am_s[riders] + _normal_s(streams, "day.jitter", day, ids, 0, jitter)
-    t_back_commute = pop.pm_s[riders] + _normal_s(streams, "day.jitter", day, ids, 1, jitter)
+    t_out = np.empty(len(riders), np.int64)
+    t_back = np.empty(len(riders), np.int64)
+    t_out[c] = pop.am_s[riders[c]] + _normal_s(streams, "day.jitter", day, ids[c], 0, jitter)
+    t_back[c] = pop.pm_s[riders[c]] + _normal_s(streams, "day.jitter", day, ids[c], 1, jitter)
     t_out_errand = hhmm_to_s(behaviour.errand_departure_mean) + _normal_s(
-        streams, "day.errand_time", day, ids, 0, behaviour.errand_departure_sd_min
+        streams, "day.errand_time", day, ids[e], 0, behaviour.errand_departure_sd_min
     )
-    stay = -np.log1p(-streams.uniform("day.errand_stay", day, ids)) * (
+    stay = -np.log1p(-streams.uniform("day.errand_stay", day, ids[e])) * (
         behaviour.errand_duration_mean_min * 60.0
     )
     # Service runs about 05:30-22:30: nobody plans a ride outside it.
     t_out_errand = np.clip(t_out_errand, FIRST_DEPARTURE_S, 20 * 3600)
-    t_out = np.clip(np.where(commute, t_out_commute, t_out_errand), FIRST_DEPARTURE_S, None)
-    t_back = np.where(commute, t_back_commute, t_out_errand + 1800 + stay.astype(np.int64))
-    t_back = np.minimum(np.maximum(t_back, t_out + 1800), LAST_DEPARTURE_S)
+    t_out[e] = t_out_errand
+    t_back[e] = t_out_errand + 1800 + stay.astype(np.int64)
 
     extra = streams.uniform("day.extra_stop", day, ids) < behaviour.extra_trip_share
-    extra_zone = errand_zone(1)
-    t_extra = t_back.copy()
-    t_back_final = np.where(extra, t_back + 3600, t_back)
+    extra_zone = np.zeros(len(riders), np.int64)
+    with_extra = np.flatnonzero(extra)
+    extra_zone[with_extra] = errand_zone(1, with_extra)
 
-    one_way = streams.uniform("day.one_way", day, ids) < behaviour.one_way_share
-    drop_out = one_way & (streams.uniform("day.one_way_dir", day, ids) < 0.5)
-    drop_back = one_way & ~drop_out
+    one_way = np.flatnonzero(streams.uniform("day.one_way", day, ids) < behaviour.one_way_share)
+    out_dir = streams.uniform("day.one_way_dir", day, ids[one_way]) < 0.5
+    dropped = np.zeros(len(riders), np.uint8)
+    dropped[one_way] = np.where(out_dir, DROP_OUT, DROP_BACK)
 
     # Slots: 0 out (home->anchor), 1 anchor->extra (if any), 2 back (anchor or extra -> home).
-    n = len(riders)
-    slot0 = np.flatnonzero(~drop_out)
-    slot1 = np.flatnonzero(extra)
-    slot2 = np.flatnonzero(~drop_back)
-    back_origin = np.where(extra, extra_zone, anchor)
-    rows = np.concatenate([riders[slot0], riders[slot1], riders[slot2]])
-    return {
-        "row": rows.astype(np.int64),
-        "slot": np.concatenate(
-            [np.zeros(len(slot0)), np.ones(len(slot1)), np.full(len(slot2), 2)]
-        ).astype(np.int64),
-        "origin": np.concatenate([home[slot0], anchor[slot1], back_origin[slot2]]),
-        "dest": np.concatenate([anchor[slot0], extra_zone[slot1], home[slot2]]),
-        "depart_s": np.concatenate([t_out[slot0], t_extra[slot1], t_back_final[slot2]]),
-        "n_riders": np.array([n]),
-    }
+    # The holder's payment columns ride along with each trip (gathered once per rider, not
+    # once per trip from the whole population).
+    holders = (pop.qr_channel[riders], pop.qr_trip_share[riders], pop.medium[riders])
+    trips = trip_slots(
+        (riders, ids, home, anchor, extra_zone, t_out, t_back, extra, dropped),
+        holders,
+        (FIRST_DEPARTURE_S, LAST_DEPARTURE_S, MAX_TRIP_SLOTS),
+    )
+    trips["n_riders"] = np.array([len(riders)])
+    return trips
 
 
 def trips_to_taps(
@@ -196,112 +206,53 @@ def trips_to_taps(
     time between alighting and the next boarding (both from the scenario's network section).
     """
     rows = trips["row"]
-    slot = trips["slot"]
     o = trips["origin"]
     d = trips["dest"]
-    ids = pop.card_id[rows]
-    key = ids * MAX_TRIP_SLOTS + slot
-    routes = network.routes
-    lines = network.lines
+    key = trips["journey"]
 
-    def draw(name: str, k: int = 0) -> np.ndarray:
-        return streams.uniform(name, day, key, k)
-
-    metro = routes.metro_line[o, d]
-    metro_open = (metro >= 0) & (lines.opened_day[np.maximum(metro, 0)] <= day)
-    use_metro = metro_open & (draw("trip.metro") < behaviour.metro_preference)
-    direct = routes.direct_bus[o, d]
-    has_via = routes.via[o, d] >= 0
-    force_transfer = has_via & (draw("trip.transfer") < behaviour.transfer_share)
-    use_direct = ~use_metro & (direct >= 0) & ~force_transfer
-    use_two = ~use_metro & ~use_direct & has_via
-
-    walk = (-np.log1p(-draw("trip.walk")) * walk_s).astype(np.int64) + 60
-    board1 = trips["depart_s"] + walk
-    line1 = np.where(use_metro, metro, np.where(use_direct, direct, routes.leg1[o, d]))
-    dest1 = np.where(use_two, routes.via[o, d], d)
-    keep = use_metro | use_direct | use_two
-    # Second legs (transfers) only for two-leg routes.
-    two = np.flatnonzero(use_two)
-    line2 = routes.leg2[o[two], d[two]]
-
-    qr = pop.qr_channel[rows]
-    pays_qr = (qr != NO_QR) & (draw("trip.pay_qr") < pop.qr_trip_share[rows])
-    medium = np.where(pays_qr, qr, pop.medium[rows]).astype(np.uint8)
-
-    leg_idx = np.concatenate([np.flatnonzero(keep), two])
-    leg_line = np.concatenate([line1[keep], line2]).astype(np.int64)
-    leg_from = np.concatenate([o[keep], routes.via[o[two], d[two]]])
-    leg_to = np.concatenate([dest1[keep], d[two]])
-    leg_no = np.concatenate([np.zeros(int(keep.sum()), np.int64), np.ones(len(two), np.int64)])
-    board_stop = routes.stop_of[leg_line, leg_from]
-    alight_stop = routes.stop_of[leg_line, leg_to]
-    dist = np.abs(network.stops.pos_km[alight_stop] - network.stops.pos_km[board_stop])
-    ride_s = (dist / lines.speed_kmh[leg_line] * 3600.0).astype(np.int64) + 60
-    # Board times: first legs board after the walk; second legs after the first leg plus a wait.
-    board = board1[leg_idx].copy()
-    first_ride = np.zeros(len(rows), np.int64)
-    first_ride[leg_idx[leg_no == 0]] = ride_s[leg_no == 0]
-    transfer_wait = (-np.log1p(-draw("trip.transfer_wait")) * transfer_s).astype(np.int64) + 60
-    second = leg_no == 1
-    board[second] = (
-        board1[leg_idx[second]] + first_ride[leg_idx[second]] + transfer_wait[leg_idx[second]]
+    # Draws keyed by the journey (a leg's are its trip's): the loop draws these itself...
+    names = ("trip.metro", "trip.transfer", "trip.pay_qr", "trip.missing_tap_out")
+    bases = [streams.base(name, day) for name in names]
+    bases += [streams.base("trip.device", day, 0), streams.base("trip.device", day, 1)]
+    # ... and takes exponential times as NumPy's log1p gives them (see the kernel module).
+    log_walk = np.log1p(-streams.uniform("trip.walk", day, key))
+    log_wait = np.log1p(-streams.uniform("trip.transfer_wait", day, key))
+    draws = (np.array(bases, np.uint64), log_walk, log_wait)
+    params = (
+        day,
+        float(behaviour.metro_preference),
+        float(behaviour.transfer_share),
+        float(walk_s),
+        float(transfer_s),
+        float(behaviour.missing_tap_out_share),
+        NO_QR,
+        LAST_TAP_S,
     )
-    alight = board + ride_s
-    is_metro = lines.mode[leg_line] == METRO
+    holders = (trips["qr_channel"], trips["qr_trip_share"], trips["card_medium"])
+    trips_of = (rows, key, o, d, trips["depart_s"])
+    return DayTaps(**trip_taps(trips_of, draws, _network_tables(network), holders, params))
 
-    missing_out = is_metro & (
-        streams.uniform("trip.missing_tap_out", day, key[leg_idx], 0)
-        < behaviour.missing_tap_out_share
-    )
-    exit_legs = np.flatnonzero(is_metro & ~missing_out)
 
-    # Devices: a bus rider boards one of the line's buses; a metro rider passes one of the gates.
-    dev_u = streams.uniform("trip.device", day, key[leg_idx], 0)
-    bus_dev = network.devices.first_of_line[leg_line] + (
-        dev_u * network.devices.count_of_line[leg_line]
-    ).astype(np.int64)
-    gate_in = network.devices.first_of_stop[board_stop] + (
-        dev_u * network.devices.count_of_stop[board_stop]
-    ).astype(np.int64)
-    dev_u2 = streams.uniform("trip.device", day, key[leg_idx], 1)
-    gate_out = network.devices.first_of_stop[alight_stop] + (
-        dev_u2 * network.devices.count_of_stop[alight_stop]
-    ).astype(np.int64)
-
-    n_board = len(leg_idx)
-    kind_board = np.where(is_metro, TAP_ENTRY, TAP_SINGLE).astype(np.uint8)
-    taps = {
-        "row": np.concatenate([rows[leg_idx], rows[leg_idx[exit_legs]]]),
-        "t_s": np.concatenate([board, alight[exit_legs]]),
-        "line": np.concatenate([leg_line, leg_line[exit_legs]]),
-        "stop": np.concatenate([board_stop, alight_stop[exit_legs]]),
-        "device": np.concatenate([np.where(is_metro, gate_in, bus_dev), gate_out[exit_legs]]),
-        "mode": np.concatenate([np.where(is_metro, METRO, BUS), np.full(len(exit_legs), METRO)]),
-        "kind": np.concatenate([kind_board, np.full(len(exit_legs), TAP_EXIT, np.uint8)]),
-        "distance_km": np.concatenate([np.zeros(n_board), dist[exit_legs]]),
-        "journey": np.concatenate([key[leg_idx], key[leg_idx[exit_legs]]]),
-        "tap_key": np.concatenate(
-            [key[leg_idx] * 8 + leg_no * 2, key[leg_idx[exit_legs]] * 8 + leg_no[exit_legs] * 2 + 1]
+def _network_tables(network: TransitNetwork) -> tuple:
+    """The network's tables a trip's taps are made of (as ``trip_taps`` takes them)."""
+    routes, lines, devices = network.routes, network.lines, network.devices
+    return (
+        (
+            routes.metro_line,
+            routes.direct_bus,
+            routes.via,
+            routes.leg1,
+            routes.leg2,
+            routes.stop_of,
         ),
-        "medium": np.concatenate([medium[leg_idx], medium[leg_idx[exit_legs]]]),
-        "incomplete": np.concatenate([missing_out, np.zeros(len(exit_legs), bool)]),
-    }
-    # Trips running past the end of service are cut (last taps at 23:59).
-    in_day = taps["t_s"] <= LAST_TAP_S
-    return DayTaps(
-        row=taps["row"][in_day].astype(np.int64),
-        t_s=taps["t_s"][in_day].astype(np.int32),
-        line=taps["line"][in_day].astype(np.int32),
-        stop=taps["stop"][in_day].astype(np.int32),
-        device=taps["device"][in_day].astype(np.int32),
-        mode=taps["mode"][in_day].astype(np.uint8),
-        kind=taps["kind"][in_day].astype(np.uint8),
-        distance_km=taps["distance_km"][in_day].astype(np.float32),
-        journey=taps["journey"][in_day].astype(np.int64),
-        tap_key=taps["tap_key"][in_day].astype(np.int64),
-        medium=taps["medium"][in_day].astype(np.uint8),
-        incomplete=taps["incomplete"][in_day],
+        (lines.opened_day, lines.speed_kmh, lines.mode),
+        network.stops.pos_km,
+        (
+            devices.first_of_line,
+            devices.count_of_line,
+            devices.first_of_stop,
+            devices.count_of_stop,
+        ),
     )
 
 
@@ -312,15 +263,23 @@ def away_today(
 
     ``away_p[region, city]`` is the daily chance (gravity model, sim/interop.py). Returns the rows
     and their city codes (1-based: 0 is Nantong)."""
+    away_rows, city, _ = split_away_today(pop, streams, day, candidates, away_p)
+    return away_rows, city
+
+
+def split_away_today(
+    pop: Cardholders, streams: Streams, day: int, candidates: np.ndarray, away_p: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``away_today``'s rows and cities, and the rest of ``candidates`` (in their order): those
+    who spend the day at home."""
     if away_p.shape[1] == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    local = candidates[pop.home_city[candidates] == 0]
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), candidates
+    base = streams.base("day.away", day)
     cum = np.cumsum(away_p, axis=1)
-    u = streams.uniform("day.away", day, pop.card_id[local])
-    # Few are away on a given day: pick the city only for those under their region's total.
-    away = np.flatnonzero(u < cum[pop.region[local], -1])
-    city = (cum[pop.region[local[away]]] <= u[away, None]).sum(axis=1)
-    return local[away], city + 1
+    away_rows, city, staying = split_away(
+        candidates, pop.card_id, base, pop.home_city, pop.region, cum
+    )
+    return away_rows, city + 1, staying
 
 
 def _gateway_of_day(streams: Streams, day: int, ids, city: np.ndarray, gateways: list):

@@ -68,32 +68,59 @@ class _Kernels:
         self.bits, self.uniform = bits, uniform
 
 
+def _bits_of(i, base):
+    """SplitMix64 of one id over the Weyl sequence, as ``_mix_array`` (compiled as ``bits_of``)."""
+    z = np.uint64(i) * np.uint64(_GOLDEN) + base
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
+    return z ^ (z >> np.uint64(31))
+
+
+def _uniform_of(i, base):
+    """The top 53 bits of an id's hash as a float in [0, 1) (compiled as ``uniform_of``)."""
+    return np.float64(bits_of(i, base) >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # 2**-53
+
+
+#: One id's ``bits`` and ``uniform`` for ``base`` (``Streams.base``), compiled, for compiled
+#: passes elsewhere that draw inside their own loop (they call ``rng.uniform_of``, a global,
+#: which numba compiles into them). Bound by ``compiled()``; None before.
+bits_of = uniform_of = None
+
+
+def compiled() -> _Kernels:
+    """The compiled per-id hashes over arrays (``bits``, ``uniform``), with ``bits_of`` and
+    ``uniform_of`` bound."""
+    return _kernels()
+
+
 @functools.cache
 def _kernels() -> _Kernels:
     """Compile (or load from numba's on-disk cache) the per-id hashes, on first use: a process
-    that draws nothing (the dashboard, a report) does not import numba."""
+    that draws nothing (the dashboard, a report) does not import numba.
+
+    The one-id hashes are module globals, not closure cells: numba keys its cache on the
+    pickled closure of a kernel, and a compiled function there pickles differently in every
+    process (every process compiled the kernels anew, ~1.5 s). A kernel of another module
+    that calls them is cached with their code, and numba does not see them change: after
+    changing the hash, delete the ``*.nbi``/``*.nbc`` files of the modules that call them."""
     import numba
 
-    @numba.njit(cache=True, nogil=True, inline="always")
-    def mix(i, golden, base):  # SplitMix64 of one id over the Weyl sequence, as _mix_array
-        z = np.uint64(i) * golden + base
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
-        return z ^ (z >> np.uint64(31))
+    global bits_of, uniform_of
+    bits_of = numba.njit(cache=True, nogil=True)(_bits_of)
+    uniform_of = numba.njit(cache=True, nogil=True)(_uniform_of)
 
     @numba.njit(cache=True, nogil=True)
     def hash_ids(ids, base):
         out = np.empty(ids.shape[0], np.uint64)
         for i in range(ids.shape[0]):
-            out[i] = mix(ids[i], np.uint64(_GOLDEN), base)
+            out[i] = bits_of(ids[i], base)
         return out
 
     @numba.njit(cache=True, nogil=True)
-    def uniform_ids(ids, base):  # the top 53 bits of each hash as a float in [0, 1)
+    def uniform_ids(ids, base):
         out = np.empty(ids.shape[0], np.float64)
         for i in range(ids.shape[0]):
-            z = mix(ids[i], np.uint64(_GOLDEN), base)
-            out[i] = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # 2**-53
+            out[i] = uniform_of(ids[i], base)
         return out
 
     return _Kernels(hash_ids, uniform_ids)
@@ -141,6 +168,11 @@ class Streams:
             raise ValueError(f"seed must be a whole number from 0 to {MAX_SEED}")
         self.seed = int(seed)
         self._keys: dict[str, int] = {}
+
+    def base(self, stream: str, day: int, draw: int = 0) -> int:
+        """The base of ``stream``'s numbers on ``day`` for ``draw``: an id's number is its
+        ``uniform_of(id, base)`` (or ``bits_of``), for compiled passes that draw themselves."""
+        return self._base(stream, day, draw)
 
     def _base(self, stream: str, day: int, draw: int) -> int:
         key = self._keys.get(stream)
