@@ -19,9 +19,9 @@ import numpy as np
 from agents.citizen import (
     DayTaps,
     away_taps,
-    away_today,
     plan_trips,
     riders_today,
+    split_away_today,
     trips_to_taps,
 )
 from agents.validator import reader_outage_mask, reader_outage_windows, retap_effects
@@ -122,8 +122,9 @@ def planned_taps(
     sc = world.scenario
     day_type = int(world.calendar.day_types[day])
     school_day = bool(world.calendar.is_school_day[day])
-    away_rows, away_city = away_today(pop, streams, day, pool, world.away_probability)
-    local_pool = np.setdiff1d(pool, away_rows, assume_unique=True)
+    away_rows, away_city, local_pool = split_away_today(
+        pop, streams, day, pool, world.away_probability
+    )
     riders = riders_today(pop, sc.behaviour, streams, day, day_type, school_day, local_pool)
     trips = plan_trips(pop, riders, world.network, sc.behaviour, streams, day, day_type, school_day)
     local = trips_to_taps(
