@@ -35,6 +35,7 @@ from sim.events import (
     TapsFinal,
     UploadsSent,
 )
+from sim.grouping import gather
 from sim.identity import card_numbers, identities
 from sim.ledger import Ledger
 from sim.lending import borrowed
@@ -330,7 +331,7 @@ class RecordWriter:
 
         def col(name: str) -> np.ndarray:
             values = getattr(c, name)
-            return values if order is None else values[order]
+            return values if order is None else gather(values, order)
 
         pop = self.world.population
         lines = self.world.network.lines
