@@ -409,6 +409,9 @@ class CityShard:
             taps.upload_batch,
             taps.uploaded_at,
             faults=faults,
+            # Nothing reads the day's upload columns before settle_day, at its last second
+            # (sim/engine.py); the uploads of that very second are written after it.
+            unread_before=plan.day * DAY_S + DAY_S - 1,
         )
         refused = taps.upload_batch == REFUSED_BUFFER_FULL
         taps.device_refused = refused.astype(np.uint8)
