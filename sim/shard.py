@@ -594,13 +594,7 @@ class CityShard:
                 continue  # today's records are final only once the day's balances are applied
             take = ~taps.submitted & (taps.uploaded_at >= 0) & (taps.uploaded_at < cutoff_s)
             idx = np.flatnonzero(take)
-            again = np.zeros(0, np.int64)
-            if resend_keys:
-                keys = ids.upload_key(taps.agent_device_id, taps.upload_batch)
-                wanted = np.array([ids.upload_key(d, b) for d, b in resend_keys], dtype=np.int64)
-                again = np.flatnonzero(np.isin(keys, wanted) & (taps.upload_batch >= 0))
-                hit = np.unique(keys[again]).tolist()
-                found |= {ids.split_upload_key(k) for k in hit}
+            again = self._resent_rows(taps, resend_keys, found)
             taps.submitted[idx] = True
             both = np.concatenate([idx, again])
             if len(both):
@@ -614,6 +608,34 @@ class CityShard:
             if r[2] >= cutoff_s or ((r[0], r[1]) not in found and r[2] >= oldest_open)
         ]
         return self._records(parts)
+
+    def _resent_rows(
+        self, taps, resend_keys: set[tuple[int, int]], found: set[tuple[int, int]]
+    ) -> np.ndarray:
+        """Rows of ``taps`` in the resent batches ``resend_keys`` ((device, batch) pairs),
+        ascending; adds the pairs that have rows here to ``found``.
+
+        The records come agent by agent (sim/day.py), so a batch's rows are among its
+        device's own: a look at those few rows, not a key of every record of the day.
+        """
+        if not resend_keys:
+            return np.zeros(0, np.int64)
+        pairs = sorted(resend_keys)
+        dev = np.array([d for d, _ in pairs], dtype=np.int64)
+        agent = np.minimum(
+            np.searchsorted(self.agent_device_id, dev), len(self.agent_device_id) - 1
+        )
+        known = self.agent_device_id[agent] == dev
+        lo = np.searchsorted(taps.agent, agent).tolist()
+        hi = np.searchsorted(taps.agent, agent, side="right").tolist()
+        rows = []
+        for (d, b), ok, a, z in zip(pairs, known.tolist(), lo, hi, strict=True):
+            if ok and b >= 0:
+                r = a + np.flatnonzero(taps.upload_batch[a:z] == b)
+                if len(r):
+                    rows.append(r)
+                    found.add((d, b))
+        return np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
 
     def _keep_resends(self) -> None:
         """Remember resent batches (a lost ack made the device upload them twice)."""
@@ -752,16 +774,17 @@ class CityShard:
             self.book.refunds_due.setdefault(pay_day, []).append(refunds)
 
     def _status_of(self, changed: list[tuple[int, np.ndarray]]) -> TapStatus:
-        days, parts = [], []
-        for day, rows in changed:
-            taps = self.book.open_days[day].taps
-            days.append(np.full(len(rows), day, dtype=np.int64))
-            parts.append({k: getattr(taps, k)[rows] for k in _STATUS_COLUMNS})
+        """The new status of rows ``rows`` of each (day, rows) in ``changed``, in order."""
         z = np.zeros(0, np.int64)
+        tables = [self.book.open_days[day].taps for day, _ in changed]
         cat = {
-            k: np.concatenate([p[k] for p in parts] or [z]) for k in _STATUS_COLUMNS
-        }  # fmt: skip
-        tap_day = np.concatenate(days or [z])
+            k: _concat(
+                [getattr(t, k)[rows] for t, (_, rows) in zip(tables, changed, strict=True)], z
+            )
+            for k in _STATUS_COLUMNS
+        }
+        counts = [len(rows) for _, rows in changed]
+        tap_day = np.repeat(np.array([day for day, _ in changed], dtype=np.int64), counts)
         shard = np.full(len(tap_day), self.shard_index, dtype=np.int64)
         return TapStatus(shard=shard, tap_day=tap_day, **cat)
 
@@ -818,6 +841,13 @@ class CityShard:
                 f"tap days {sorted(self.book.batch_membership)}",
                 "batches cleared taps of days that never produced records",
             )
+
+
+def _concat(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+    """``parts`` end to end; one part as it is (no copy), none as ``empty``."""
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts or [empty])
 
 
 def _days_present(days: np.ndarray) -> list[int]:
