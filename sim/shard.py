@@ -692,19 +692,24 @@ class CityShard:
             done = tap_row[cleared]
             taps.status[done] = CLEARED
             taps.reason[done] = 0
-            taps.fee_fen[done] = result.fee_fen[cleared]
+            fee = result.fee_fen[cleared]
+            taps.fee_fen[done] = fee
             batch = result.batch_id[cleared]
             taps.clearing_batch_id[done] = batch
-            taps.settle_day[done] = result.record_settle_day[cleared]
+            settle = result.record_settle_day[cleared]
+            taps.settle_day[done] = settle
             rejected = np.flatnonzero(is_rejected if of_day is None else is_rejected & of_day)
             _, first = np.unique(tap_row[rejected], return_index=True)
             rejected = rejected[np.sort(first)]
             rejected = rejected[taps.status[tap_row[rejected]] == PENDING]
             taps.status[tap_row[rejected]] = REJECTED
             taps.reason[tap_row[rejected]] = result.reason[rejected]
-            changed.append((day, np.concatenate([tap_row[rejected], done])))
+            cleared_tx = result.tx_id[cleared]
+            written = {"tx_id": cleared_tx, "fee_fen": fee, "clearing_batch_id": batch}
+            written["settle_day"] = settle
+            changed.append((day, _status_rows(taps, tap_row[rejected], done, written)))
             if len(cleared):
-                members.append((day, result.tx_id[cleared], batch))
+                members.append((day, cleared_tx, batch))
         self._record_membership(result.day, members)
         return self._status_of(changed)
 
@@ -773,17 +778,11 @@ class CityShard:
         if len(refunds):
             self.book.refunds_due.setdefault(pay_day, []).append(refunds)
 
-    def _status_of(self, changed: list[tuple[int, np.ndarray]]) -> TapStatus:
-        """The new status of rows ``rows`` of each (day, rows) in ``changed``, in order."""
+    def _status_of(self, changed: list[tuple[int, dict[str, np.ndarray]]]) -> TapStatus:
+        """The status columns of each (day, columns) in ``changed`` as one event, in order."""
         z = np.zeros(0, np.int64)
-        tables = [self.book.open_days[day].taps for day, _ in changed]
-        cat = {
-            k: _concat(
-                [getattr(t, k)[rows] for t, (_, rows) in zip(tables, changed, strict=True)], z
-            )
-            for k in _STATUS_COLUMNS
-        }
-        counts = [len(rows) for _, rows in changed]
+        cat = {k: _concat([cols[k] for _, cols in changed], z) for k in _STATUS_COLUMNS}
+        counts = [len(cols["tx_id"]) for _, cols in changed]
         tap_day = np.repeat(np.array([day for day, _ in changed], dtype=np.int64), counts)
         shard = np.full(len(tap_day), self.shard_index, dtype=np.int64)
         return TapStatus(shard=shard, tap_day=tap_day, **cat)
@@ -841,6 +840,34 @@ class CityShard:
                 f"tap days {sorted(self.book.batch_membership)}",
                 "batches cleared taps of days that never produced records",
             )
+
+
+def _status_rows(
+    taps, rejected: np.ndarray, cleared: np.ndarray, written: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Status columns of rows ``rejected`` then ``cleared`` of ``taps``, as they now stand.
+
+    The cleared rows' fee, batch and settle day are the ``written`` values (and the ids the
+    clearing named, which are the rows' own): no gather back from the day's columns. A row
+    cleared twice in one run would hold its last write, so then the rows are read back.
+    """
+    seen = np.zeros(len(taps.tx_id), dtype=bool)
+    seen[cleared] = True
+    if np.count_nonzero(seen) != len(cleared):
+        rows = np.concatenate([rejected, cleared])
+        return {k: getattr(taps, k)[rows] for k in _STATUS_COLUMNS}
+    n = len(cleared)
+    now = {
+        **written,
+        "status": np.full(n, CLEARED, dtype=taps.status.dtype),
+        "reason": np.zeros(n, dtype=taps.reason.dtype),
+    }
+    return {
+        k: np.concatenate(
+            [getattr(taps, k)[rejected], now[k].astype(getattr(taps, k).dtype, copy=False)]
+        )
+        for k in _STATUS_COLUMNS
+    }
 
 
 def _concat(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""CityShard's small record helpers: the rows of resent batches, status columns joined."""
+"""CityShard's small record helpers: the rows of resent batches, the status columns of
+cleared and rejected rows, columns joined."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from sim import ids
-from sim.shard import CityShard, _concat
+from sim.codes import CLEARED, PENDING, REJECTED
+from sim.shard import _STATUS_COLUMNS, CityShard, _concat, _status_rows
 
 
 def _reference(taps, resend_keys):
@@ -45,3 +47,35 @@ def test_concat_keeps_a_single_part():
     assert _concat([a], z) is a
     assert _concat([], z).dtype == np.int64 and len(_concat([], z)) == 0
     assert _concat([a, a], z).tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_status_rows_are_the_rows_as_written():
+    n = 12
+    taps = SimpleNamespace(
+        tx_id=ids.record_ids(0, 3, n),
+        status=np.full(n, PENDING, dtype=np.uint8),
+        reason=np.zeros(n, dtype=np.uint8),
+        fee_fen=np.zeros(n, dtype=np.int64),
+        clearing_batch_id=np.full(n, -1, dtype=np.int64),
+        settle_day=np.full(n, -1, dtype=np.int64),
+    )
+    rejected = np.array([1, 7])
+    taps.status[rejected] = REJECTED
+    taps.reason[rejected] = 4
+    for cleared in (np.array([0, 5, 9]), np.array([0, 5, 0])):  # the second: a row twice
+        k = len(cleared)
+        written = {
+            "tx_id": taps.tx_id[cleared],
+            "fee_fen": np.arange(k, dtype=np.int32) + 10,
+            "clearing_batch_id": np.arange(k, dtype=np.int64) + 100,
+            "settle_day": np.full(k, 5),
+        }
+        taps.status[cleared] = CLEARED
+        taps.fee_fen[cleared] = written["fee_fen"]
+        taps.clearing_batch_id[cleared] = written["clearing_batch_id"]
+        taps.settle_day[cleared] = written["settle_day"]
+        got = _status_rows(taps, rejected, cleared, written)
+        rows = np.concatenate([rejected, cleared])
+        for col in _STATUS_COLUMNS:
+            want = getattr(taps, col)[rows]
+            assert got[col].dtype == want.dtype and np.array_equal(got[col], want), col
