@@ -778,11 +778,12 @@ class CityShard:
         if len(refunds):
             self.book.refunds_due.setdefault(pay_day, []).append(refunds)
 
-    def _status_of(self, changed: list[tuple[int, dict[str, np.ndarray]]]) -> TapStatus:
-        """The status columns of each (day, columns) in ``changed`` as one event, in order."""
+    def _status_of(self, changed: list[tuple[int, dict[str, list[np.ndarray]]]]) -> TapStatus:
+        """The status columns of each (day, column parts) in ``changed`` as one event, in
+        order (each column joined once)."""
         z = np.zeros(0, np.int64)
-        cat = {k: _concat([cols[k] for _, cols in changed], z) for k in _STATUS_COLUMNS}
-        counts = [len(cols["tx_id"]) for _, cols in changed]
+        cat = {k: _concat([p for _, c in changed for p in c[k]], z) for k in _STATUS_COLUMNS}
+        counts = [sum(len(p) for p in c["tx_id"]) for _, c in changed]
         tap_day = np.repeat(np.array([day for day, _ in changed], dtype=np.int64), counts)
         shard = np.full(len(tap_day), self.shard_index, dtype=np.int64)
         return TapStatus(shard=shard, tap_day=tap_day, **cat)
@@ -844,8 +845,9 @@ class CityShard:
 
 def _status_rows(
     taps, rejected: np.ndarray, cleared: np.ndarray, written: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """Status columns of rows ``rejected`` then ``cleared`` of ``taps``, as they now stand.
+) -> dict[str, list[np.ndarray]]:
+    """Status columns of rows ``rejected`` then ``cleared`` of ``taps``, as they now stand, as
+    parts to join (``CityShard._status_of`` joins all days' parts at once).
 
     The cleared rows' fee, batch and settle day are the ``written`` values (and the ids the
     clearing named, which are the rows' own): no gather back from the day's columns. A row
@@ -855,7 +857,7 @@ def _status_rows(
     seen[cleared] = True
     if np.count_nonzero(seen) != len(cleared):
         rows = np.concatenate([rejected, cleared])
-        return {k: getattr(taps, k)[rows] for k in _STATUS_COLUMNS}
+        return {k: [getattr(taps, k)[rows]] for k in _STATUS_COLUMNS}
     n = len(cleared)
     now = {
         **written,
@@ -863,9 +865,7 @@ def _status_rows(
         "reason": np.zeros(n, dtype=taps.reason.dtype),
     }
     return {
-        k: np.concatenate(
-            [getattr(taps, k)[rejected], now[k].astype(getattr(taps, k).dtype, copy=False)]
-        )
+        k: [getattr(taps, k)[rejected], now[k].astype(getattr(taps, k).dtype, copy=False)]
         for k in _STATUS_COLUMNS
     }
 
