@@ -588,6 +588,14 @@ def _start_uploads(
         (a.device_id for a in agents), dtype=np.int64, count=len(agents)
     )[cols["agent"]]
     cols["is_resend"] = np.zeros(len(cols["t"]), dtype=bool)
+    if unread_before is not None:
+        # Still in (device, time) order, so the rows written run forwards through the arrays.
+        early = (cols["hi"] > cols["lo"]) & (cols["t"] < unread_before)
+        _write_spans(
+            out_batch, out_uploaded_at, cols["lo"][early], cols["hi"][early],
+            cols["seq"][early], cols["t"][early],
+        )  # fmt: skip
+        cols["lo"] = np.where(early, cols["hi"], cols["lo"])  # nothing left for the clock
     # A lost ack makes the device send the same batch again after the ack timeout.
     again = cols["resend"]
     dup = {k: v[again] for k, v in cols.items()}
@@ -611,13 +619,6 @@ def _start_uploads(
     )
     agents[0].upload_log._register(table)
     writes = cols["hi"] > cols["lo"]
-    if unread_before is not None:
-        early = writes & (cols["t"] < unread_before)
-        _write_spans(
-            out_batch, out_uploaded_at, cols["lo"][early], cols["hi"][early],
-            cols["seq"][early], cols["t"][early],
-        )  # fmt: skip
-        writes &= ~early
     # Rows the clock must act on: records still to write, or earlier days' records to flush.
     act = np.flatnonzero(writes | (cols["flush"] > 0))
     t = cols["t"]
@@ -627,7 +628,7 @@ def _start_uploads(
         ends.tolist(),
         act.tolist(),
         cols["lo"][act].tolist(),
-        np.where(writes[act], cols["hi"][act], cols["lo"][act]).tolist(),
+        cols["hi"][act].tolist(),
         cols["seq"][act].tolist(),
         [agents[i] for i in cols["agent"][act].tolist()],
         cols["flush"][act].tolist(),
