@@ -409,6 +409,9 @@ class CityShard:
             taps.upload_batch,
             taps.uploaded_at,
             faults=faults,
+            # Nothing reads the day's upload columns before settle_day, at its last second
+            # (sim/engine.py); the uploads of that very second are written after it.
+            unread_before=plan.day * DAY_S + DAY_S - 1,
         )
         refused = taps.upload_batch == REFUSED_BUFFER_FULL
         taps.device_refused = refused.astype(np.uint8)
@@ -591,13 +594,7 @@ class CityShard:
                 continue  # today's records are final only once the day's balances are applied
             take = ~taps.submitted & (taps.uploaded_at >= 0) & (taps.uploaded_at < cutoff_s)
             idx = np.flatnonzero(take)
-            again = np.zeros(0, np.int64)
-            if resend_keys:
-                keys = ids.upload_key(taps.agent_device_id, taps.upload_batch)
-                wanted = np.array([ids.upload_key(d, b) for d, b in resend_keys], dtype=np.int64)
-                again = np.flatnonzero(np.isin(keys, wanted) & (taps.upload_batch >= 0))
-                hit = np.unique(keys[again]).tolist()
-                found |= {ids.split_upload_key(k) for k in hit}
+            again = self._resent_rows(taps, resend_keys, found)
             taps.submitted[idx] = True
             both = np.concatenate([idx, again])
             if len(both):
@@ -611,6 +608,34 @@ class CityShard:
             if r[2] >= cutoff_s or ((r[0], r[1]) not in found and r[2] >= oldest_open)
         ]
         return self._records(parts)
+
+    def _resent_rows(
+        self, taps, resend_keys: set[tuple[int, int]], found: set[tuple[int, int]]
+    ) -> np.ndarray:
+        """Rows of ``taps`` in the resent batches ``resend_keys`` ((device, batch) pairs),
+        ascending; adds the pairs that have rows here to ``found``.
+
+        The records come agent by agent (sim/day.py), so a batch's rows are among its
+        device's own: a look at those few rows, not a key of every record of the day.
+        """
+        if not resend_keys:
+            return np.zeros(0, np.int64)
+        pairs = sorted(resend_keys)
+        dev = np.array([d for d, _ in pairs], dtype=np.int64)
+        agent = np.minimum(
+            np.searchsorted(self.agent_device_id, dev), len(self.agent_device_id) - 1
+        )
+        known = self.agent_device_id[agent] == dev
+        lo = np.searchsorted(taps.agent, agent).tolist()
+        hi = np.searchsorted(taps.agent, agent, side="right").tolist()
+        rows = []
+        for (d, b), ok, a, z in zip(pairs, known.tolist(), lo, hi, strict=True):
+            if ok and b >= 0:
+                r = a + np.flatnonzero(taps.upload_batch[a:z] == b)
+                if len(r):
+                    rows.append(r)
+                    found.add((d, b))
+        return np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
 
     def _keep_resends(self) -> None:
         """Remember resent batches (a lost ack made the device upload them twice)."""
@@ -667,19 +692,24 @@ class CityShard:
             done = tap_row[cleared]
             taps.status[done] = CLEARED
             taps.reason[done] = 0
-            taps.fee_fen[done] = result.fee_fen[cleared]
+            fee = result.fee_fen[cleared]
+            taps.fee_fen[done] = fee
             batch = result.batch_id[cleared]
             taps.clearing_batch_id[done] = batch
-            taps.settle_day[done] = result.record_settle_day[cleared]
+            settle = result.record_settle_day[cleared]
+            taps.settle_day[done] = settle
             rejected = np.flatnonzero(is_rejected if of_day is None else is_rejected & of_day)
             _, first = np.unique(tap_row[rejected], return_index=True)
             rejected = rejected[np.sort(first)]
             rejected = rejected[taps.status[tap_row[rejected]] == PENDING]
             taps.status[tap_row[rejected]] = REJECTED
             taps.reason[tap_row[rejected]] = result.reason[rejected]
-            changed.append((day, np.concatenate([tap_row[rejected], done])))
+            cleared_tx = result.tx_id[cleared]
+            written = {"tx_id": cleared_tx, "fee_fen": fee, "clearing_batch_id": batch}
+            written["settle_day"] = settle
+            changed.append((day, _status_rows(taps, tap_row[rejected], done, written)))
             if len(cleared):
-                members.append((day, result.tx_id[cleared], batch))
+                members.append((day, cleared_tx, batch))
         self._record_membership(result.day, members)
         return self._status_of(changed)
 
@@ -748,17 +778,13 @@ class CityShard:
         if len(refunds):
             self.book.refunds_due.setdefault(pay_day, []).append(refunds)
 
-    def _status_of(self, changed: list[tuple[int, np.ndarray]]) -> TapStatus:
-        days, parts = [], []
-        for day, rows in changed:
-            taps = self.book.open_days[day].taps
-            days.append(np.full(len(rows), day, dtype=np.int64))
-            parts.append({k: getattr(taps, k)[rows] for k in _STATUS_COLUMNS})
+    def _status_of(self, changed: list[tuple[int, dict[str, list[np.ndarray]]]]) -> TapStatus:
+        """The status columns of each (day, column parts) in ``changed`` as one event, in
+        order (each column joined once)."""
         z = np.zeros(0, np.int64)
-        cat = {
-            k: np.concatenate([p[k] for p in parts] or [z]) for k in _STATUS_COLUMNS
-        }  # fmt: skip
-        tap_day = np.concatenate(days or [z])
+        cat = {k: _concat([p for _, c in changed for p in c[k]], z) for k in _STATUS_COLUMNS}
+        counts = [sum(len(p) for p in c["tx_id"]) for _, c in changed]
+        tap_day = np.repeat(np.array([day for day, _ in changed], dtype=np.int64), counts)
         shard = np.full(len(tap_day), self.shard_index, dtype=np.int64)
         return TapStatus(shard=shard, tap_day=tap_day, **cat)
 
@@ -815,6 +841,40 @@ class CityShard:
                 f"tap days {sorted(self.book.batch_membership)}",
                 "batches cleared taps of days that never produced records",
             )
+
+
+def _status_rows(
+    taps, rejected: np.ndarray, cleared: np.ndarray, written: dict[str, np.ndarray]
+) -> dict[str, list[np.ndarray]]:
+    """Status columns of rows ``rejected`` then ``cleared`` of ``taps``, as they now stand, as
+    parts to join (``CityShard._status_of`` joins all days' parts at once).
+
+    The cleared rows' fee, batch and settle day are the ``written`` values (and the ids the
+    clearing named, which are the rows' own): no gather back from the day's columns. A row
+    cleared twice in one run would hold its last write, so then the rows are read back.
+    """
+    seen = np.zeros(len(taps.tx_id), dtype=bool)
+    seen[cleared] = True
+    if np.count_nonzero(seen) != len(cleared):
+        rows = np.concatenate([rejected, cleared])
+        return {k: [getattr(taps, k)[rows]] for k in _STATUS_COLUMNS}
+    n = len(cleared)
+    now = {
+        **written,
+        "status": np.full(n, CLEARED, dtype=taps.status.dtype),
+        "reason": np.zeros(n, dtype=taps.reason.dtype),
+    }
+    return {
+        k: [getattr(taps, k)[rejected], now[k].astype(getattr(taps, k).dtype, copy=False)]
+        for k in _STATUS_COLUMNS
+    }
+
+
+def _concat(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+    """``parts`` end to end; one part as it is (no copy), none as ``empty``."""
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts or [empty])
 
 
 def _days_present(days: np.ndarray) -> list[int]:
