@@ -318,7 +318,8 @@ def price_taps_into(
     aligned to ``taps``.
 
     For a caller pricing a table in groups: each group's columns are read once, straight in
-    the card order pricing works in, and its results written straight back to their rows."""
+    the card order pricing works in, and its results written straight back to their rows. On a
+    ValueError (a code out of range) ``out``'s columns may be partly written."""
     _price_in_card_order(compiled, taps, day_type, month_spent_fen, out, rows)
 
 
@@ -444,8 +445,9 @@ def _kernels() -> _Kernels:
 
     ``price_rows`` applies the compiled policy's tables, row by row in (card, time) order, as
     the module docstring says: the leg and its charge row, list fare, concession, transfer
-    chain, caps. It first checks every code it looks up (returning a bit per column out of
-    range, ``_limits``'s order, and writing nothing). It calls ``bp_of``
+    chain, caps. It checks every code before it looks it up: on one out of range it stops and
+    returns a bit per column with such a code (``_limits``'s order; the rows before it may have
+    been written), else 0. It calls ``bp_of``
     (sim/fare_rules.py), the one way to take basis points; after changing it, delete this
     module's ``*.nbi``/``*.nbc`` cache files."""
     import numba
@@ -464,16 +466,12 @@ def _kernels() -> _Kernels:
         single, entry, exit_kind = codes
         o_list, o_conc, o_trans, o_cap, o_amount, o_is_tr, o_capped, o_rule = out
         n = order.shape[0]
-        bad = 0
-        for i in range(n):
-            r = order[i]
-            bad |= np.int64(line[r] < 0 or line[r] >= line_fare.shape[0])
-            bad |= np.int64(mode[r] >= rule_table.shape[2]) << 1
-            bad |= np.int64(kind[r] > exit_kind) << 2
-            bad |= np.int64(ctype[r] >= rule_table.shape[1]) << 3
-            bad |= np.int64(t_s[r] < 0) << 4
-        if bad:
-            return bad
+        n_lines, n_card_types, n_modes = (
+            line_fare.shape[0],
+            rule_table.shape[1],
+            rule_table.shape[2],
+        )
+        failed = False
         no_rule = rule_pos.shape[0] - 1
         last_band = band_fare.shape[0] - 1
         prev_card = np.int64(0)
@@ -486,6 +484,12 @@ def _kernels() -> _Kernels:
             r = order[i]
             c, k, ct, m = card[r], kind[r], ctype[r], mode[r]
             t = np.int64(t_s[r])
+            if line[r] < 0 or line[r] >= n_lines or m >= n_modes or k > exit_kind:
+                failed = True
+            if ct >= n_card_types or t < 0:
+                failed = True
+            if failed:
+                break  # before looking anything up
             new_card = i == 0 or c != prev_card
             if new_card:
                 chain_legs = 0
@@ -553,6 +557,15 @@ def _kernels() -> _Kernels:
             o_rule[r] = rule_pos[gid] if charge else -1
             prev_card = c
             prev_open = k == entry and not incomplete[r]
-        return 0
+        bad = 0
+        if failed:  # a code out of range: which columns have one
+            for i in range(n):
+                r = order[i]
+                bad |= np.int64(line[r] < 0 or line[r] >= n_lines)
+                bad |= np.int64(mode[r] >= n_modes) << 1
+                bad |= np.int64(kind[r] > exit_kind) << 2
+                bad |= np.int64(ctype[r] >= n_card_types) << 3
+                bad |= np.int64(t_s[r] < 0) << 4
+        return bad
 
     return _Kernels(price_rows)
