@@ -5,6 +5,8 @@ and on real full-scale days of the Nantong scenario, group by group as sim/day.p
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,6 +17,7 @@ from sim.codes import CARD_TYPES, DAY_TYPES, MODES, TAP_ENTRY, TAP_EXIT, TAP_SIN
 from sim.fare_rules import MINUTES_PER_DAY, FareRules, bp_of_fen
 from sim.fares import (
     _RESULT_DTYPES,
+    NO_CAP_FEN,
     CompiledFares,
     FareResult,
     TapBatch,
@@ -298,3 +301,63 @@ def test_out_of_range_codes_raise_as_the_reference(column, value) -> None:
         _numpy_price_taps(compiled, taps, 0, spent)
     with pytest.raises(ValueError, match=f"^{want.value}$"):
         price_taps(compiled, taps, 0, spent)
+
+
+def _numpy_price_into(compiled, taps, day_type, spent, out, rows=None) -> None:
+    """``sim.fares._price_in_card_order`` through the reference."""
+    order, priced = _numpy_price_in_card_order(compiled, taps, day_type, spent, tuple(out), rows)
+    for name, col in out.items():
+        col[order] = priced[name]
+
+
+def test_real_days_priced_as_the_reference(nantong_world, monkeypatch):
+    """A day of each day type of the full-scale run, priced group by group as sim/day.py does,
+    under the scenario's policy and under one with caps and a percentage transfer discount
+    (with month-to-date spends)."""
+    import sim.day
+    import sim.fares
+    from sim.state import RunState
+
+    world = nantong_world
+    state = RunState.fresh(world)
+    # The scenario's policy with caps (a daily one for ordinary cards, a monthly one for
+    # students) and 12.5 % off transfers too.
+    daily = np.full(len(CARD_TYPES), NO_CAP_FEN, np.int64)
+    monthly = daily.copy()
+    daily[code_of(CARD_TYPES, "ordinary")] = 500
+    monthly[code_of(CARD_TYPES, "student")] = 3_000
+    compiled = dataclasses.replace(
+        world.fares.concession, daily_cap_fen=daily, monthly_cap_fen=monthly, transfer_bp=1250
+    )
+    rng = np.random.default_rng(5)
+    seen = set()
+    for day in range(len(world.calendar.day_types)):
+        day_type = int(world.calendar.day_types[day])
+        if day_type in seen:
+            continue
+        seen.add(day_type)
+        pool = sim.day._live_pool(world, state, day)
+        planned = sim.day.planned_taps(world, state.streams, world.population, day, pool)
+        taps = sim.day._close_unmatched_entries(planned.local)
+        got = sim.day._price(world, state, taps, day, day_type)[0]
+        with monkeypatch.context() as m:
+            m.setattr(sim.fares, "_price_in_card_order", _numpy_price_into)
+            want = sim.day._price(world, state, taps, day, day_type)[0]
+        for name, col in want.items():
+            assert _same(got[name], col), name
+        # Caps, every card at some spend this month.
+        batch = TapBatch(
+            card=taps.row,
+            t_s=taps.t_s,
+            line=taps.line,
+            mode=taps.mode,
+            kind=taps.kind,
+            card_type=world.population.card_type[taps.row],
+            distance_km=taps.distance_km,
+            incomplete=taps.incomplete,
+        )
+        spent = rng.integers(0, 4_000, len(world.population))[taps.row]
+        result = price_taps(compiled, batch, day_type, spent)
+        assert result.fare_capped.any() and result.is_transfer.any()
+        _assert_same(result, _numpy_price_taps(compiled, batch, day_type, spent))
+    assert len(seen) > 1
