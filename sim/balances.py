@@ -29,12 +29,6 @@ class BalanceResult:
     # Input indices in the order the events were applied: by card, then time, credits first at
     # equal times, then input order (callers reuse it instead of sorting the events again).
     order: np.ndarray  # int64
-    # Of the counted events (``apply_events``'s ``n_counted``): per event, the position (from 1)
-    # of an accepted one among its card's accepted ones in that order, else 0; per card in
-    # ``cards``, how many were accepted and their amounts' sum (fen, signed).
-    rank: np.ndarray  # int64
-    counted: np.ndarray  # int64
-    counted_fen: np.ndarray  # int64
 
 
 def apply_events(
@@ -42,64 +36,42 @@ def apply_events(
     t_s: np.ndarray,
     amount_fen: np.ndarray,
     start_balance_fen: np.ndarray,
-    n_counted: int = 0,
-    *,
-    start_by_card: bool = False,
 ) -> BalanceResult:
     """Apply signed amounts (credit > 0, debit <= 0) to the cards' balances in time order.
 
     ``start_balance_fen`` is aligned to the events (each event carries its card's balance at the
     start of the day; all events of a card must carry the same value). At equal times credits come
     first, then events in input order. A debit that would make the balance negative is declined
-    (it changes nothing); zero-amount debits (free rides) are always accepted. The first
-    ``n_counted`` events are counted (a card's purchases, say: ``BalanceResult.rank``).
-
-    With ``start_by_card``, ``start_balance_fen`` is indexed by card instead (the population's
-    balances, say): each card's is read once, in card order, not gathered for every event.
+    (it changes nothing); zero-amount debits (free rides) are always accepted.
     """
     card = np.asarray(card, dtype=np.int64)
     amount = np.asarray(amount_fen, dtype=np.int64)
     start = np.asarray(start_balance_fen, dtype=np.int64)
     n = len(card)
-    if start_by_card and n and (card.min() < 0 or card.max() >= len(start)):
-        raise ValueError("start_balance_fen has no balance for some cards")
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return BalanceResult(np.zeros(0, bool), *[empty] * 8)
+        return BalanceResult(np.zeros(0, bool), empty, empty, empty, empty, empty)
+    if (start < 0).any():
+        raise ValueError("start balances must be >= 0 (cards never overdraw)")
     t = np.asarray(t_s, dtype=np.int64)
     order = stable_order(card, t, amount <= 0)  # credits first at equal times
     accepted = np.empty(n, dtype=bool)
     before = np.empty(n, dtype=np.int64)
     after = np.empty(n, dtype=np.int64)
-    rank = np.empty(n, dtype=np.int64)
-    per_card = np.empty((4, n), dtype=np.int64)  # card, end balance, counted, counted fen
+    end_balance = np.empty(n, dtype=np.int64)
+    cards = np.empty(n, dtype=np.int64)
     n_cards = _kernels().apply_in_order(
-        order,
-        card,
-        amount,
-        start,
-        start_by_card,
-        n_counted,
-        accepted,
-        before,
-        after,
-        rank,
-        per_card,
+        order, card, amount, start, accepted, before, after, end_balance, cards
     )
-    if n_cards == -2:
-        raise ValueError("start balances must be >= 0 (cards never overdraw)")
     if n_cards < 0:
         raise ValueError("all events of one card must carry the same start balance")
     return BalanceResult(
         accepted=accepted,
         balance_before_fen=before,
         balance_after_fen=after,
-        end_balance_fen=per_card[1, :n_cards].copy(),
-        cards=per_card[0, :n_cards].copy(),
+        end_balance_fen=end_balance[:n_cards].copy(),
+        cards=cards[:n_cards].copy(),
         order=order,
-        rank=rank,
-        counted=per_card[2, :n_cards].copy(),
-        counted_fen=per_card[3, :n_cards].copy(),
     )
 
 
@@ -118,47 +90,34 @@ def _kernels() -> _Kernels:
     ``apply_in_order`` walks the events in ``order`` (by card, then time), each card from its
     start balance: a credit adds, a debit subtracts unless the balance would go negative (then
     it is declined and changes nothing). It writes each event's flag and balances at its own
-    index with its rank among the card's counted events (those below ``n_counted``), and per
-    card (in ``order``'s card order) the card, its end balance, its accepted counted events and
-    their sum; it returns the number of cards, or -1 when a card's events carry different start
-    balances (-2 when one is negative)."""
+    index, each card's end balance and the card (in ``order``'s card order), and returns the
+    number of cards, or -1 when a card's events carry different start balances."""
     import numba
 
     @numba.njit(cache=True, nogil=True)
-    def apply_in_order(
-        order, card, amount, start, by_card, n_counted, accepted, before, after, rank, per
-    ):
-        cards, end_balance, counted, counted_fen = per[0], per[1], per[2], per[3]
-        g = -1  # the current card's index in ``per``
+    def apply_in_order(order, card, amount, start, accepted, before, after, end_balance, cards):
+        n_cards = 0
         balance = first_start = prev_card = np.int64(0)
         for i in range(order.shape[0]):
             e = order[i]
             c = card[e]
             if i == 0 or c != prev_card:
-                if g >= 0:
-                    end_balance[g] = balance
-                g += 1
-                cards[g] = c
-                counted[g] = counted_fen[g] = 0
-                balance = first_start = start[c] if by_card else start[e]
-                if balance < 0:
-                    return -2
-            elif not by_card and start[e] != first_start:
+                if n_cards:
+                    end_balance[n_cards - 1] = balance
+                cards[n_cards] = c
+                n_cards += 1
+                balance = first_start = start[e]
+            elif start[e] != first_start:
                 return -1
             a = amount[e]
             before[e] = balance
             ok = a > 0 or balance + a >= 0  # never overdrawn; free rides always pass
-            rank[e] = 0
             if ok:
                 balance += a
-                if e < n_counted:
-                    counted[g] += 1
-                    counted_fen[g] += a
-                    rank[e] = counted[g]
             accepted[e] = ok
             after[e] = balance
             prev_card = c
-        end_balance[g] = balance
-        return g + 1
+        end_balance[n_cards - 1] = balance
+        return n_cards
 
     return _Kernels(apply_in_order)

@@ -43,7 +43,7 @@ from sim.codes import (
 from sim.disruption import disrupt_taps, duplicate_waves, free_rides, refuse_qr_down
 from sim.fare_rules import bp_of_fen, pct_to_bp
 from sim.fares import TapBatch, price_taps_into
-from sim.grouping import gather, stable_order
+from sim.grouping import gather, run_starts, stable_order
 from sim.incidents import NO_INCIDENT, mark
 from sim.population import HOME_CITY, NO_QR, Cardholders
 from sim.rng import Streams
@@ -698,11 +698,8 @@ def settle_balances(
     ev_amt = np.concatenate(
         [-taps.amount_fen[debit_idx], -purse["amount_fen"], credits["amount_fen"]]
     )
+    res = apply_events(ev_row, ev_t, ev_amt, cards.balance_fen[ev_row])
     n_debit = len(debit_idx)
-    # The tap debits are counted: each accepted one is numbered along its card's, in time order.
-    res = apply_events(
-        ev_row, ev_t, ev_amt, cards.balance_fen, n_counted=n_debit, start_by_card=True
-    )
     n_purse = len(purse["row"])
     purse["accepted"] = res.accepted[n_debit : n_debit + n_purse]
 
@@ -716,22 +713,28 @@ def settle_balances(
     taps.balance_before_fen = before
     taps.balance_after_fen = after
 
-    # JT/T 978 card counter: +1 per accepted purchase, in time order per card (the balances
-    # applied the events by card and time and numbered the accepted tap debits so).
-    charged = np.flatnonzero(res.rank[:n_debit])
+    # JT/T 978 card counter: +1 per accepted purchase, in time order per card. The balances
+    # applied the events by (card, time), ties in input order: its accepted tap debits are the
+    # charged taps in exactly that order, with no second sort.
+    applied = res.order[res.order < n_debit]
+    order = debit_idx[applied[res.accepted[applied]]]
+    r = gather(taps.row, order)
+    first = run_starts(r)  # each card's first charged tap (r is grouped by card)
+    used, used_count = r[first], np.diff(first, append=len(r))
+    rank = np.arange(1, len(r) + 1, dtype=np.int64) - np.repeat(first, used_count)
+    counter_before = cards.card_counter[used].astype(np.int64)
     counter = np.full(n, -1, dtype=np.int64)
-    counter_before = cards.card_counter[ev_row[charged]].astype(np.int64)
-    counter[debit_idx[charged]] = (counter_before + res.rank[charged]) % 65536
+    counter[order] = (np.repeat(counter_before, used_count) + rank) % 65536
     taps.card_counter = counter
     taps.advance(Phase.SETTLED)
-    used = res.counted > 0
-    rows = res.cards[used]
-    new_counter = (cards.card_counter[rows].astype(np.int64) + res.counted[used]) % 65536
-    cards.card_counter[rows] = new_counter.astype(np.int32)
+    cards.card_counter[used] = ((counter_before + used_count) % 65536).astype(np.int32)
 
     cards.balance_fen[res.cards] = res.end_balance_fen
-    # Each card's charged fares (its counted debits, negative).
-    cards.month_spent_fen[rows] -= res.counted_fen[used]
+    # Each card's charged fares, summed along its run (a running total: reduceat pays per run).
+    paid = np.cumsum(gather(taps.amount_fen, order))
+    spent = paid[first + used_count - 1]
+    spent[1:] -= paid[first[1:] - 1]
+    cards.month_spent_fen[used] += spent
     plan.refusals = {
         name: np.concatenate([plan.refusals[name], col])
         for name, col in _declined_refusals(world, state.streams, plan).items()
