@@ -3,14 +3,13 @@
 The national rules forbid overdraft (不得透支), so a tap whose fare exceeds the balance at
 that moment is declined, and later taps of the same card may still pass (a cheaper fare, or a
 top-up came in between). Doing this per card in Python would cost a loop over every tap; instead
-the events are sorted by (card, time) and a grouped cumulative sum gives every balance at once.
-Declines are found by repeating the pass: each round declines the first overdrawing debit of each
-card still in trouble, so the loop runs at most as many rounds as the most declines one card has
-in a day.
+the events are sorted by (card, time) and one compiled pass walks them (``_kernels``), card by
+card, as each card would see them.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,38 +29,6 @@ class BalanceResult:
     # Input indices in the order the events were applied: by card, then time, credits first at
     # equal times, then input order (callers reuse it instead of sorting the events again).
     order: np.ndarray  # int64
-
-
-def _grouped_cumsum(values: np.ndarray, group_start: np.ndarray) -> np.ndarray:
-    """Cumulative sum restarting at every index where ``group_start`` is True."""
-    total = np.cumsum(values)
-    starts = np.flatnonzero(group_start)
-    before = np.zeros(len(starts), dtype=total.dtype)
-    before[1:] = total[starts[1:] - 1]
-    lengths = np.diff(np.append(starts, len(values)))
-    return total - np.repeat(before, lengths)
-
-
-def _decline_overdrafts(
-    c: np.ndarray, a: np.ndarray, s: np.ndarray, group_start: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Accepted flags and balances after each event, for events sorted by card then time
-    (``group_start`` marks each card's first event, ``s`` its start balance).
-
-    Each round declines the first overdrawing debit of each card still in trouble; later ones
-    are re-checked, as the card would see them one at a time."""
-    accepted = np.ones(len(c), dtype=bool)
-    debit = a < 0
-    while True:
-        signed = np.where(accepted, a, 0)
-        after = s + _grouped_cumsum(signed, group_start)
-        bad = np.flatnonzero(debit & accepted & (after < 0))
-        if len(bad) == 0:
-            return accepted, after
-        # Decline only the first overdrawing debit of each card; later ones are re-checked.
-        first = np.ones(len(bad), dtype=bool)
-        first[1:] = c[bad[1:]] != c[bad[:-1]]
-        accepted[bad[first]] = False
 
 
 def apply_events(
@@ -86,44 +53,71 @@ def apply_events(
         return BalanceResult(np.zeros(0, bool), empty, empty, empty, empty, empty)
     if (start < 0).any():
         raise ValueError("start balances must be >= 0 (cards never overdraw)")
-    is_credit = amount > 0
     t = np.asarray(t_s, dtype=np.int64)
-    order = stable_order(card, t, ~is_credit)  # credits first at equal times
-    c = card[order]
-    a = amount[order]
-    s = start[order]
-    group_start = np.empty(n, dtype=bool)
-    group_start[0] = True
-    np.not_equal(c[1:], c[:-1], out=group_start[1:])
-    # Within a card every start balance equals the one before it.
-    if not (group_start[1:] | (s[1:] == s[:-1])).all():
+    order = stable_order(card, t, amount <= 0)  # credits first at equal times
+    accepted = np.empty(n, dtype=bool)
+    before = np.empty(n, dtype=np.int64)
+    after = np.empty(n, dtype=np.int64)
+    end_balance = np.empty(n, dtype=np.int64)
+    cards = np.empty(n, dtype=np.int64)
+    n_cards = _kernels().apply_in_order(
+        order, card, amount, start, accepted, before, after, end_balance, cards
+    )
+    if n_cards < 0:
         raise ValueError("all events of one card must carry the same start balance")
-    first_of_group = np.flatnonzero(group_start)
-
-    # One pass over every card; the rounds that decline run only over the cards in trouble
-    # (a few hundred events), each card's events being a run of its own.
-    total = np.cumsum(a)
-    base = np.zeros(len(first_of_group), dtype=np.int64)
-    base[1:] = total[first_of_group[1:] - 1]
-    grp = np.cumsum(group_start) - 1
-    after = s + total - base[grp]
-    accepted = np.ones(n, dtype=bool)
-    bad = (a < 0) & (after < 0)
-    if bad.any():
-        troubled = np.zeros(len(first_of_group), dtype=bool)
-        troubled[grp[bad]] = True
-        sub = np.flatnonzero(troubled[grp])
-        accepted[sub], after[sub] = _decline_overdrafts(c[sub], a[sub], s[sub], group_start[sub])
-    before = after - np.where(accepted, a, 0)
-
-    inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = np.arange(n)
-    last_of_group = np.append(first_of_group[1:] - 1, n - 1)
     return BalanceResult(
-        accepted=accepted[inverse],
-        balance_before_fen=before[inverse],
-        balance_after_fen=after[inverse],
-        end_balance_fen=after[last_of_group],
-        cards=c[first_of_group],
+        accepted=accepted,
+        balance_before_fen=before,
+        balance_after_fen=after,
+        end_balance_fen=end_balance[:n_cards].copy(),
+        cards=cards[:n_cards].copy(),
         order=order,
     )
+
+
+class _Kernels:
+    """The compiled pass (``_kernels``)."""
+
+    def __init__(self, apply_in_order) -> None:
+        self.apply_in_order = apply_in_order
+
+
+@functools.cache
+def _kernels() -> _Kernels:
+    """Compile (or load from numba's on-disk cache) the balance pass, on first use: a process
+    that settles nothing never imports numba.
+
+    ``apply_in_order`` walks the events in ``order`` (by card, then time), each card from its
+    start balance: a credit adds, a debit subtracts unless the balance would go negative (then
+    it is declined and changes nothing). It writes each event's flag and balances at its own
+    index, each card's end balance and the card (in ``order``'s card order), and returns the
+    number of cards, or -1 when a card's events carry different start balances."""
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def apply_in_order(order, card, amount, start, accepted, before, after, end_balance, cards):
+        n_cards = 0
+        balance = first_start = prev_card = np.int64(0)
+        for i in range(order.shape[0]):
+            e = order[i]
+            c = card[e]
+            if i == 0 or c != prev_card:
+                if n_cards:
+                    end_balance[n_cards - 1] = balance
+                cards[n_cards] = c
+                n_cards += 1
+                balance = first_start = start[e]
+            elif start[e] != first_start:
+                return -1
+            a = amount[e]
+            before[e] = balance
+            ok = a > 0 or balance + a >= 0  # never overdrawn; free rides always pass
+            if ok:
+                balance += a
+            accepted[e] = ok
+            after[e] = balance
+            prev_card = c
+        end_balance[n_cards - 1] = balance
+        return n_cards
+
+    return _Kernels(apply_in_order)

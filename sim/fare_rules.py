@@ -56,13 +56,19 @@ def pct_to_bp(pct: float) -> int:
     return round(pct * 100)
 
 
-def bp_of_fen(fen: np.ndarray, bp: np.ndarray) -> np.ndarray:
-    """``bp`` basis points of ``fen``, in whole fen rounded down (int64 arrays).
+def bp_of(fen, bp):
+    """``bp`` basis points of ``fen``, in whole fen rounded down, for int64 scalars or arrays
+    (``bp_of_fen`` for anything else; sim/fares.py's compiled pricing calls it compiled).
 
     Integer arithmetic on purpose: in floats 29 % of 100 fen is 28.999999999999996, which
     truncates to 28 fen; ``100 * 2900 // 10_000`` is exactly 29. Every percentage off a fare or
     a price (concessions, transfer discounts, venue discounts) goes through basis points."""
-    return np.asarray(fen, dtype=np.int64) * np.asarray(bp, dtype=np.int64) // 10_000
+    return fen * bp // 10_000
+
+
+def bp_of_fen(fen: np.ndarray, bp: np.ndarray) -> np.ndarray:
+    """``bp`` basis points of ``fen``, in whole fen rounded down (``bp_of`` on int64 arrays)."""
+    return bp_of(np.asarray(fen, dtype=np.int64), np.asarray(bp, dtype=np.int64))
 
 
 def parse_window(text: str) -> list[tuple[int, int]]:

@@ -14,13 +14,14 @@ transfer - cap`` and every part is >= 0. See ``sim/fare_rules.py`` for the polic
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from sim.codes import CARD_TYPES, DAY_TYPES, MODES, TAP_ENTRY, TAP_EXIT, TAP_SINGLE, code_of
-from sim.fare_rules import MINUTES_PER_DAY, FareRules, bp_of_fen, pct_to_bp
+from sim.fare_rules import MINUTES_PER_DAY, FareRules, bp_of, pct_to_bp
 from sim.grouping import stable_order
 
 #: Limit used where a card type has no cap (far above any real spend, no int64 overflow).
@@ -287,55 +288,6 @@ def max_metro_fare_fen(compiled: CompiledFares) -> int:
     return int(compiled.band_fare_fen.max())
 
 
-def _chain_starts(card: np.ndarray, t: np.ndarray, window_s: int, max_legs: int) -> np.ndarray:
-    """For boardings sorted by (card, time): True where a boarding starts a new transfer chain.
-
-    A chain starting at leg k covers legs k..nxt[k]-1, where nxt[k] is the first later leg beyond
-    the window or the leg after max_legs; following nxt from each card's first leg visits exactly
-    the chain starts. The loop runs once per chain of the busiest card (a handful a day).
-    """
-    m = len(card)
-    new = np.ones(m, dtype=bool)
-    new[1:] = card[1:] != card[:-1]
-    nxt = np.arange(1, m + 1)
-    if max_legs <= 8:
-        # Chains are short: count how many following legs (same card, inside the window) fit.
-        alive = np.ones(m, dtype=bool)
-        for j in range(1, max_legs):
-            alive[m - j :] = False
-            alive[: m - j] &= (card[j:] == card[:-j]) & (t[j:] - t[:-j] <= window_s)
-            if not alive.any():
-                break
-            nxt += alive
-    else:
-        key = ((np.cumsum(new) - 1) << 32) + t  # non-decreasing; t < 2**31
-        nxt = np.minimum(np.searchsorted(key, key + window_s, side="right"), nxt - 1 + max_legs)
-    is_start = new.copy()
-    cur = np.flatnonzero(new)
-    end = np.append(cur[1:], m)
-    while cur.size:
-        cur = nxt[cur]
-        keep = cur < end
-        cur, end = cur[keep], end[keep]
-        is_start[cur] = True
-    return is_start
-
-
-def _check_taps(compiled: CompiledFares, **columns: np.ndarray) -> None:
-    """Raise unless the priced taps' columns (in any order) hold codes the tables cover."""
-    limits = {
-        "line": (0, len(compiled.line_ids) - 1),
-        "mode": (0, _N_MODE - 1),
-        "kind": (0, TAP_EXIT),
-        "card_type": (0, _N_CT - 1),
-        "t_s": (0, 2**31 - 1),
-    }
-    for name, arr in columns.items():
-        lo, hi = limits[name]
-        if arr.min() < lo or arr.max() > hi:
-            raise ValueError(f"taps.{name} has values outside {lo}..{hi}")
-
-
 def price_taps(
     compiled: CompiledFares, taps: TapBatch, day_type: int | str, month_spent_fen: np.ndarray
 ) -> FareResult:
@@ -346,12 +298,9 @@ def price_taps(
     among a card's rows is used). Results are aligned to the input rows; taps of one card at the
     same second are taken in input order.
     """
-    n = len(taps)
-    names = tuple(_RESULT_DTYPES)
-    order, priced = _price_in_card_order(compiled, taps, day_type, month_spent_fen, names)
-    out = {name: np.empty(n, dtype=dtype) for name, dtype in _RESULT_DTYPES.items()}
-    for name, col in out.items():
-        col[order] = priced[name]
+    out = {name: np.empty(len(taps), dtype) for name, dtype in _KERNEL_DTYPES.items()}
+    _price_in_card_order(compiled, taps, day_type, month_spent_fen, out)
+    out["list_fare_fen"] = out["list_fare_fen"].astype(_RESULT_DTYPES["list_fare_fen"])
     return FareResult(**out)
 
 
@@ -369,12 +318,9 @@ def price_taps_into(
     aligned to ``taps``.
 
     For a caller pricing a table in groups: each group's columns are read once, straight in
-    the card order pricing works in, and its results written straight back to their rows."""
-    order, priced = _price_in_card_order(
-        compiled, taps, day_type, month_spent_fen, tuple(out), rows
-    )
-    for name, col in out.items():
-        col[order] = priced[name]
+    the card order pricing works in, and its results written straight back to their rows. On a
+    ValueError (a code out of range) ``out``'s columns may be partly written."""
+    _price_in_card_order(compiled, taps, day_type, month_spent_fen, out, rows)
 
 
 #: ``FareResult`` columns and their dtypes.
@@ -395,12 +341,14 @@ def _price_in_card_order(
     taps: TapBatch,
     day_type: int | str,
     month_spent_fen: np.ndarray,
-    names: tuple[str, ...],
+    out: dict[str, np.ndarray],
     rows: np.ndarray | None = None,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The ``FareResult`` columns ``names`` of the taps (those at ``rows``, or all) sorted by
-    (card, time), and that order (indices into the taps): ``price_taps`` without putting the
-    rows back in input order."""
+) -> None:
+    """Price the taps at ``rows`` (or all) on their own and write each ``FareResult`` column
+    named in ``out`` to ``out[name][rows]`` (columns aligned to ``taps``): ``price_taps_into``.
+
+    The taps are sorted by (card, time) and priced in that order by one compiled pass
+    (``_kernels``), which reads each tap's columns and writes its results at its own row."""
     dt = code_of(DAY_TYPES, day_type) if isinstance(day_type, str) else int(day_type)
     if not 0 <= dt < _N_DT:
         raise ValueError(f"day_type {day_type} is not a code of {', '.join(DAY_TYPES)}")
@@ -411,103 +359,213 @@ def _price_in_card_order(
         order = stable_order(taps.card, taps.t_s)
     else:
         order = rows[stable_order(taps.card[rows], taps.t_s[rows])]
-    n = len(order)
-    if n == 0:
-        return order, {name: np.zeros(0, dtype=_RESULT_DTYPES[name]) for name in names}
+    if len(order) == 0:
+        return
+    # The pass writes int64 money, bool flags and int16 rule positions; a column of another
+    # dtype (or one not asked for) gets a scratch column, copied over at the priced rows.
+    cols, copies = [], []
+    for name, dtype in _KERNEL_DTYPES.items():
+        col = out.get(name)
+        if col is None or col.dtype != dtype:
+            scratch = np.empty(len(taps), dtype)
+            if col is not None:
+                copies.append((col, scratch))
+            col = scratch
+        cols.append(col)
+    tables = (
+        compiled.line_fare_fen,
+        compiled.band_upper_km,
+        compiled.band_fare_fen,
+        compiled.rule_table,
+        compiled.rule_bp,
+        compiled.rule_off_fen,
+        compiled.rule_fixed_fen,
+        compiled.rule_pos,
+        compiled.transfer_mode_ok,
+        compiled.transfer_card_ok,
+        compiled.daily_cap_fen,
+        compiled.monthly_cap_fen,
+    )
+    params = (
+        dt,
+        compiled.incomplete_fare_fen,
+        int(compiled.incomplete_discounts),
+        compiled.transfer_window_s,
+        compiled.transfer_max_legs,
+        compiled.transfer_bp,
+        compiled.transfer_off_fen,
+        int(compiled.has_caps),
+        MINUTES_PER_DAY,
+    )
+    columns = (taps.card, taps.t_s, taps.line, taps.mode, taps.kind, taps.card_type)
+    columns += (taps.distance_km, taps.incomplete)
+    bad = _kernels().price_rows(order, columns, spent, tables, params, _CODES, tuple(cols))
+    if bad:
+        for bit, (name, (lo, hi)) in enumerate(_limits(compiled).items()):
+            if bad >> bit & 1:
+                raise ValueError(f"taps.{name} has values outside {lo}..{hi}")
+    for col, scratch in copies:
+        col[order] = scratch[order]
 
-    # Every column is read once, straight in (card, time) order, and checked before use.
-    card, kind, inc = taps.card[order], taps.kind[order], taps.incomplete[order]
-    t = taps.t_s[order].astype(np.int64)
-    mode, ctype, line = taps.mode[order], taps.card_type[order], taps.line[order]
-    spent = spent[order] if compiled.has_caps else spent[:0]
-    _check_taps(compiled, line=line, mode=mode, kind=kind, card_type=ctype, t_s=t)
 
-    same_prev = np.zeros(n, dtype=bool)
-    same_prev[1:] = card[1:] == card[:-1]
-    prev_open = np.zeros(n, dtype=bool)  # previous row: an entry waiting for its exit
-    prev_open[1:] = (kind[:-1] == TAP_ENTRY) & ~inc[:-1]
-    is_exit = kind == TAP_EXIT
-    paired = is_exit & same_prev & prev_open
-    board = np.arange(n) - paired  # row of the boarding that started each row's leg
-    inc_row = (kind == TAP_ENTRY) & inc
-    charge = (kind == TAP_SINGLE) | is_exit | inc_row
+#: ``FareResult`` columns as the compiled pass writes them (money in int64).
+_KERNEL_DTYPES = _RESULT_DTYPES | {"list_fare_fen": np.int64}
 
-    # List fare of every row, then keep the one that applies to its kind.
-    lst = np.where(kind == TAP_SINGLE, compiled.line_fare_fen[line], 0)
-    exits = np.flatnonzero(is_exit)  # only exits read a distance band
-    distance = taps.distance_km[order[exits]].astype(np.float64)
-    band_idx = np.searchsorted(compiled.band_upper_km, distance)
-    lst[exits] = compiled.band_fare_fen[np.minimum(band_idx, len(compiled.band_fare_fen) - 1)]
-    lst = np.where(inc_row, compiled.incomplete_fare_fen, lst).astype(np.int64)
+#: Tap kinds, as the compiled pass takes them (numba freezes globals into its cached code).
+_CODES = (TAP_SINGLE, TAP_ENTRY, TAP_EXIT)
 
-    # Concession: the first matching rule at the leg's boarding minute and mode.
-    bmode = mode[board]
-    minute = (t[board] // 60) % MINUTES_PER_DAY
-    flat = (ctype.astype(np.int64) * _N_MODE + bmode) * MINUTES_PER_DAY + minute
-    gid = compiled.rule_table[dt].reshape(-1)[flat]
-    discounts_ok = charge if compiled.incomplete_discounts else charge & ~inc_row
-    gid = np.where(discounts_ok, gid, len(compiled.rule_pos) - 1)
-    conc = bp_of_fen(lst, compiled.rule_bp[gid]) + compiled.rule_off_fen[gid]
-    conc += np.maximum(lst - compiled.rule_fixed_fen[gid], 0)
-    np.minimum(conc, lst, out=conc)
-    after = lst - conc
 
-    # Transfers: chains over eligible boardings, discount on the charge row of each transfer leg.
-    is_transfer = np.zeros(n, dtype=bool)
-    trans = np.zeros(n, dtype=np.int64)
-    if compiled.transfer_on:
-        elig = ~paired & compiled.transfer_mode_ok[mode] & compiled.transfer_card_ok[ctype]
-        eidx = np.flatnonzero(elig)
-        leg_tr = np.zeros(n, dtype=bool)
-        leg_tr[eidx] = ~_chain_starts(
-            card[eidx], t[eidx], compiled.transfer_window_s, compiled.transfer_max_legs
-        )
-        is_transfer = leg_tr[board]
-        trans = np.full(n, compiled.transfer_off_fen, dtype=np.int64)
-        if compiled.transfer_bp:  # a percentage off too (0 % of any fare is 0 fen)
-            trans += bp_of_fen(after, compiled.transfer_bp)
-        trans = np.where(is_transfer & discounts_ok, np.minimum(trans, after), 0)
-    pre_cap = after - trans
-
-    cap = np.zeros(n, dtype=np.int64)
-    if compiled.has_caps:
-        cap = pre_cap - _capped_amounts(compiled, ctype, spent, pre_cap, same_prev)
-    amount = pre_cap - cap
-
-    columns = {
-        "list_fare_fen": lambda: lst,
-        "concession_fen": lambda: conc,
-        "transfer_fen": lambda: trans,
-        "cap_fen": lambda: cap,
-        "amount_fen": lambda: amount,
-        "is_transfer": lambda: is_transfer,
-        "fare_capped": lambda: cap > 0,
-        "rule_index": lambda: np.where(charge, compiled.rule_pos[gid], -1),
+def _limits(compiled: CompiledFares) -> dict[str, tuple[int, int]]:
+    """The codes pricing looks up, per column, in the order the compiled pass flags them."""
+    return {
+        "line": (0, len(compiled.line_ids) - 1),
+        "mode": (0, _N_MODE - 1),
+        "kind": (0, TAP_EXIT),
+        "card_type": (0, _N_CT - 1),
+        "t_s": (0, 2**31 - 1),
     }
-    return order, {name: columns[name]() for name in names}
 
 
-def _capped_amounts(
-    compiled: CompiledFares,
-    ctype: np.ndarray,
-    spent: np.ndarray,
-    pre_cap: np.ndarray,
-    same_prev: np.ndarray,
-) -> np.ndarray:
-    """Amounts after caps: each card pays until its running total reaches its limit for today.
+#: ``bp_of`` compiled, for the pricing pass; bound by ``_kernels`` (a module global, not a
+#: closure cell: numba keys its cache on a kernel's pickled closure, see sim/rng.py).
+_bp_of = None
 
-    The limit is min(daily cap, monthly cap - spend earlier in the month), from the card type of
-    the card's first row. Rows are sorted by (card, time).
-    """
-    starts = np.flatnonzero(~same_prev)
-    grp = np.cumsum(~same_prev) - 1
-    cum = np.cumsum(pre_cap)
-    cum -= (cum[starts] - pre_cap[starts])[grp]  # running total within each card
-    ct = ctype[starts]
-    month_left = np.maximum(compiled.monthly_cap_fen[ct] - np.maximum.reduceat(spent, starts), 0)
-    limit = np.minimum(compiled.daily_cap_fen[ct], month_left)
-    paid = np.minimum(cum, limit[grp])
-    amount = paid.copy()
-    amount[1:] -= paid[:-1]
-    amount[starts] = paid[starts]
-    return amount
+
+class _Kernels:
+    """The compiled pass (``_kernels``)."""
+
+    def __init__(self, price_rows) -> None:
+        self.price_rows = price_rows
+
+
+@functools.cache
+def _kernels() -> _Kernels:
+    """Compile (or load from numba's on-disk cache) the pricing pass, on first use: a process
+    that prices nothing never imports numba.
+
+    ``price_rows`` applies the compiled policy's tables, row by row in (card, time) order, as
+    the module docstring says: the leg and its charge row, list fare, concession, transfer
+    chain, caps. It checks every code before it looks it up: on one out of range it stops and
+    returns a bit per column with such a code (``_limits``'s order; the rows before it may have
+    been written), else 0. It calls ``bp_of``
+    (sim/fare_rules.py), the one way to take basis points; after changing it, delete this
+    module's ``*.nbi``/``*.nbc`` cache files."""
+    import numba
+
+    global _bp_of
+    _bp_of = numba.njit(cache=True, nogil=True)(bp_of)
+
+    @numba.njit(cache=True, nogil=True)
+    def price_rows(order, columns, spent, tables, params, codes, out):
+        # Arrays are unpacked once, here (see agents/citizen_kernels.py).
+        card, t_s, line, mode, kind, ctype, distance, incomplete = columns
+        line_fare, band_upper, band_fare, rule_table, rule_bp, rule_off, rule_fixed = tables[:7]
+        rule_pos, mode_ok, card_ok, daily_cap, monthly_cap = tables[7:]
+        dt, inc_fare, inc_discounts, window_s, max_legs, tr_bp, tr_off, has_caps = params[:8]
+        minutes = params[8]
+        single, entry, exit_kind = codes
+        o_list, o_conc, o_trans, o_cap, o_amount, o_is_tr, o_capped, o_rule = out
+        n = order.shape[0]
+        n_lines, n_card_types, n_modes = (
+            line_fare.shape[0],
+            rule_table.shape[1],
+            rule_table.shape[2],
+        )
+        failed = False
+        no_rule = rule_pos.shape[0] - 1
+        last_band = band_fare.shape[0] - 1
+        prev_card = np.int64(0)
+        prev_open = False  # the previous row is an entry waiting for its exit
+        board_t = board_mode = np.int64(0)  # the boarding that started the current leg
+        board_transfer = False
+        chain_t = chain_legs = np.int64(0)  # the card's current transfer chain (0 legs: none)
+        limit = cum = paid_before = np.int64(0)  # caps: today's limit, running totals
+        for i in range(n):
+            r = order[i]
+            c, k, ct, m = card[r], kind[r], ctype[r], mode[r]
+            t = np.int64(t_s[r])
+            if line[r] < 0 or line[r] >= n_lines or m >= n_modes or k > exit_kind:
+                failed = True
+            if ct >= n_card_types or t < 0:
+                failed = True
+            if failed:
+                break  # before looking anything up
+            new_card = i == 0 or c != prev_card
+            if new_card:
+                chain_legs = 0
+            is_exit = k == exit_kind
+            inc_row = k == entry and incomplete[r]
+            charge = k == single or is_exit or inc_row
+            if not (is_exit and not new_card and prev_open):
+                # A boarding (or an exit with no open entry: a leg of its own) starts a leg;
+                # on an eligible mode and card type it continues the card's chain or starts one.
+                board_t, board_mode, board_transfer = t, np.int64(m), False
+                if mode_ok[m] and card_ok[ct]:
+                    if 0 < chain_legs < max_legs and t - chain_t <= window_s:
+                        chain_legs += 1
+                        board_transfer = True
+                    else:
+                        chain_t, chain_legs = t, np.int64(1)
+            lst = np.int64(0)
+            if inc_row:
+                lst = np.int64(inc_fare)
+            elif k == single:
+                lst = np.int64(line_fare[line[r]])
+            elif is_exit:
+                d = np.float64(distance[r])
+                b = 0
+                while b < last_band and band_upper[b] < d:
+                    b += 1
+                lst = np.int64(band_fare[b])
+            discounts_ok = charge and (inc_discounts or not inc_row)
+            gid = no_rule
+            if discounts_ok:
+                gid = rule_table[dt, ct, board_mode, (board_t // 60) % minutes]
+            conc = _bp_of(lst, rule_bp[gid]) + rule_off[gid] + max(lst - rule_fixed[gid], 0)
+            conc = min(conc, lst)
+            after = lst - conc
+            trans = np.int64(0)
+            if board_transfer and discounts_ok:
+                trans = tr_off
+                if tr_bp:
+                    trans += _bp_of(after, np.int64(tr_bp))
+                trans = min(trans, after)
+            pre_cap = after - trans
+            amount = pre_cap
+            if has_caps:
+                if new_card:
+                    # Today's limit: min(daily cap, monthly cap - the most spent earlier this
+                    # month among the card's rows), of the card type of its first row.
+                    most = spent[r]
+                    j = i + 1
+                    while j < n and card[order[j]] == c:
+                        most = max(most, spent[order[j]])
+                        j += 1
+                    limit = min(daily_cap[ct], max(monthly_cap[ct] - most, 0))
+                    cum = paid_before = 0
+                cum += pre_cap
+                paid = min(cum, limit)
+                amount = paid - paid_before
+                paid_before = paid
+            o_list[r] = lst
+            o_conc[r] = conc
+            o_trans[r] = trans
+            o_cap[r] = pre_cap - amount
+            o_amount[r] = amount
+            o_is_tr[r] = board_transfer
+            o_capped[r] = pre_cap > amount
+            o_rule[r] = rule_pos[gid] if charge else -1
+            prev_card = c
+            prev_open = k == entry and not incomplete[r]
+        bad = 0
+        if failed:  # a code out of range: which columns have one
+            for i in range(n):
+                r = order[i]
+                bad |= np.int64(line[r] < 0 or line[r] >= n_lines)
+                bad |= np.int64(mode[r] >= n_modes) << 1
+                bad |= np.int64(kind[r] > exit_kind) << 2
+                bad |= np.int64(ctype[r] >= n_card_types) << 3
+                bad |= np.int64(t_s[r] < 0) << 4
+        return bad
+
+    return _Kernels(price_rows)
