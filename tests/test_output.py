@@ -340,6 +340,12 @@ def test_row_invariants_and_integer_money_are_enforced() -> None:
     with pytest.raises(ValueError, match="amount_fen = list_fare_fen - discount_fen"):
         build_table("transactions", broken, NAMES)
     assert build_table("transactions", broken, NAMES, check_invariants=False).num_rows == 20
+    # One bad row among good ones: counted and named (the check passes whole tables in one
+    # pass, and only a failing one is looked at row by row).
+    one = cols["amount_fen"].copy()
+    one[7] += 1
+    with pytest.raises(ValueError, match=r"1 row\(s\) break `amount_fen = .*`; first is row 7"):
+        build_table("transactions", {**cols, "amount_fen": one}, NAMES)
     with pytest.raises(TypeError, match="amount_fen"):
         build_table("transactions", {**cols, "amount_fen": cols["amount_fen"] / 1.0}, NAMES)
 
