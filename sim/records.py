@@ -120,6 +120,10 @@ def record_writers(
     ]
 
 
+#: A tap record's columns that link a card's days together (``_linkable``).
+LINKABLE_TAP_COLUMNS = ("balance_before_fen", "balance_after_fen", "card_counter")
+
+
 def _hash32(key: np.uint64, *columns: np.ndarray) -> np.ndarray:
     """A keyed 32-bit check value over integer columns (TAC-like: any field change changes it,
     and without the key it cannot be recomputed, as a real SAM's TAC cannot)."""
@@ -219,6 +223,19 @@ class RecordWriter:
         if self.unmasked:
             return card_id
         return self.key.day_tokens(card_id, day)
+
+    def _linkable_columns(self, col, counter: np.ndarray) -> dict[str, np.ndarray]:
+        """A tap's balances and card counter (``col``: a column of the taps by name), where the
+        card was charged; left out (-1, null) of a masked export without reading them."""
+        n = len(counter)
+        if not self.unmasked:
+            return {name: np.full(n, -1, dtype=np.int64) for name in LINKABLE_TAP_COLUMNS}
+        charged = col("home_card") & ~col("declined") & (col("device_refused") == 0)
+        return {
+            "balance_before_fen": np.where(charged, col("balance_before_fen"), -1),
+            "balance_after_fen": np.where(charged, col("balance_after_fen"), -1),
+            "card_counter": np.where(charged, counter, -1),
+        }
 
     def _linkable(self, values: np.ndarray) -> np.ndarray:
         """Card counters and exact balances link a card's days together (the next day starts
@@ -337,7 +354,6 @@ class RecordWriter:
         lines = self.world.network.lines
         row, line, city = col("row"), col("line"), col("city")
         amount, counter = col("amount_fen"), col("card_counter")
-        charged = col("home_card") & ~col("declined") & (col("device_refused") == 0)
         device = col("device").astype(np.int64)
         is_bus = self.world.network.devices.kind[device] != METRO
         t_abs = self._ts(day, col("t_s"))
@@ -354,9 +370,7 @@ class RecordWriter:
             "rider_category": pop.card_type[row],
             "media": col("medium"),
             "token_id": self.tokens(row, day),
-            "balance_before_fen": self._linkable(np.where(charged, col("balance_before_fen"), -1)),
-            "balance_after_fen": self._linkable(np.where(charged, col("balance_after_fen"), -1)),
-            "card_counter": self._linkable(np.where(charged, counter, -1)),
+            **self._linkable_columns(col, counter),
             "trip_record_type": col("kind"),
             "mode": col("mode"),
             "route_id": self._code("route", line),
