@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml | $(SYSTEM_STAMP)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m sim.compile_kernels
 	touch $(STAMP)
 
 # Debian packages the venv cannot bring (Chromium and a CJK font, for the PDF reports); checked
