@@ -660,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
                 subscribers=[progress],
                 privacy_key=api.privacy_key(args.key_file),
                 client=client,
+                freeze_gc=True,  # one run in this process
             )
             written.append(summary.out_dir)  # from here on a stop interrupts the rest only
         for note in summary.notes:

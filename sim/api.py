@@ -634,6 +634,7 @@ def iter_days(
     shard_order: list[int] | None = None,
     privacy_key: PrivacyKey | None = None,
     client=None,
+    freeze_gc: bool = False,
 ) -> Iterator[DayDone]:
     """Simulate ``scenario`` (or an existing ``world``) day by day, yielding each finished day.
 
@@ -650,6 +651,10 @@ def iter_days(
     ``sim.behaviour.scenario_response``; ``sim.behaviour.NO_RESPONSE`` for none).
     ``client`` (a ``dask.distributed.Client``) runs the cities as actors on its workers
     (sim/distributed.py): the same files, with the clearing as the reduce step here.
+    ``freeze_gc``: keep the objects alive when the days start (the worlds, the model) out of
+    the cyclic collector's full collections while they run (``gc.freeze``, process-wide: for a
+    process that makes one run at a time, the command line and a stream; it also keeps any
+    cyclic garbage of that moment until the run ends).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -743,14 +748,16 @@ def iter_days(
         # The worlds and the model live the whole run: their ~250,000 objects are kept out of
         # the cyclic collector's full collections (~120 ms each, one every few simulated
         # weeks at full scale, up to a tenth of a week's run); what the days make is not.
-        gc.freeze()
+        if freeze_gc:
+            gc.freeze()
         try:
             while model.running:
                 model.step()
                 day = model.engine.day - 1
                 yield DayDone(day, world.calendar.date_of(day), model.kpis)
         finally:
-            gc.unfreeze()
+            if freeze_gc:
+                gc.unfreeze()
     except OutputError as exc:  # the writer failed (a full disk, say): nothing is kept
         output.abort()
         raise BadInput(f"--out {out_dir}: {exc}") from None

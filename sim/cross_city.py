@@ -80,7 +80,7 @@ def day_flows(world, taps: TapTable) -> dict[str, np.ndarray]:
     n_cities = len(city_codes(world))
     n_regions = len(region_keys(world)) + 1  # + "none"
     use_region = (_line_use_region(world) + 1).astype(np.min_scalar_type(n_regions))
-    if len(taps) and int(taps.city.max()) >= n_cities:
+    if len(taps) and (int(taps.city.max()) >= n_cities or int(taps.city.min()) < 0):
         raise ValueError(f"a tap's city code is not one of the shard's {n_cities} cities")
     # One key per tap, then two bincounts over (flow, charge) where charge is 0 (the reader
     # took nothing), 1 (a boarding) or 2 (an exit, money only).

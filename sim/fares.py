@@ -514,7 +514,7 @@ def _kernels() -> _Kernels:
             elif is_exit:
                 d = np.float64(distance[r])
                 b = 0
-                while b < last_band and band_upper[b] < d:
+                while b < last_band and not band_upper[b] >= d:  # NaN: the last band
                     b += 1
                 lst = np.int64(band_fare[b])
             discounts_ok = charge and (inc_discounts or not inc_row)

@@ -258,7 +258,10 @@ class RunMetrics:
         # A code past its axis would land in another bin: refuse it, as the separate bincounts
         # did (two uint8 passes).
         if len(c) and (
-            int(line_region.max()) >= self.n_regions or int(c.medium.max()) >= len(MEDIA)
+            int(line_region.max()) >= self.n_regions
+            or int(c.medium.max()) >= len(MEDIA)
+            or int(line_region.min()) < 0
+            or int(c.medium.min()) < 0
         ):
             raise ValueError("a line's region or a tap's medium code is out of range")
         key += line_region

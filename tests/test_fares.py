@@ -561,3 +561,17 @@ def test_example_yaml_compiles() -> None:
     compiled = compile_fares(_rules(), FARE_LINES)
     assert compiled.line_fare_fen.tolist() == [200, 150, 100, 200, 200]
     assert compiled.has_caps and compiled.transfer_window_s == 3600
+
+
+def test_an_exit_without_a_distance_pays_the_last_band():
+    """A metro exit whose distance is NaN (none known) pays the last band, as one beyond the
+    last band does (the NumPy form's ``searchsorted`` put NaN there; the compiled pass put it
+    in the first band until review found it)."""
+    rows = [
+        (1, 100, M1, TAP_ENTRY, 0),
+        (1, 900, M1, TAP_EXIT, 0, float("nan")),
+        (2, 100, M1, TAP_ENTRY, 0),
+        (2, 900, M1, TAP_EXIT, 0, 1e9),
+    ]
+    fares = _price(_rules(), rows).list_fare_fen.tolist()
+    assert fares[1] == fares[3] == max_metro_fare_fen(compile_fares(_rules(), FARE_LINES)) == 600

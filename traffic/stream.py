@@ -197,7 +197,7 @@ def stream(
         )
         days = iter_days(
             scenario, None, world=worlds, seed=run_seed, subscribers=[source],
-            privacy_key=privacy_key,
+            privacy_key=privacy_key, freeze_gc=True,
         )  # fmt: skip
         return lambda: collections.deque(days, maxlen=0)  # the records go out as a subscriber
 
