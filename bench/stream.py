@@ -115,13 +115,12 @@ def _conversion_cpu(scenario) -> float:
     import queue
     import threading
 
-    from sim.api import build, iter_days, privacy_key
+    from sim.api import build, privacy_key, run
     from traffic.records import RecordSource
 
     worlds = build(scenario)
     events: list = []
-    for _ in iter_days(scenario, None, world=worlds, subscribers=[events.append]):
-        pass
+    run(scenario, None, world=worlds, subscribers=[events.append])
     best = float("inf")
     for _ in range(3):
         chunks: queue.Queue = queue.Queue()

@@ -22,14 +22,13 @@ SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "small_ci.yaml
 
 
 def main() -> int:
-    from sim.api import iter_days, load_scenario
+    from sim.api import load_scenario, run
     from sim.privacy import PrivacyKey
 
     started = time.perf_counter()
     # A throwaway key: nothing is written, and the machine's own key is not created here.
     key = PrivacyKey(secrets.token_bytes(32))
-    for _ in iter_days(load_scenario(SCENARIO, days=1), None, privacy_key=key):
-        pass
+    run(load_scenario(SCENARIO, days=1), None, privacy_key=key)
     print(f"compiled loops ready (numba cache) in {time.perf_counter() - started:.1f} s")
     return 0
 

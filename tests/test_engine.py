@@ -302,8 +302,7 @@ def test_a_duplicate_repeats_its_own_tap_when_readers_refused_others_that_day():
     )
     scenario = load_scenario(SMALL, [*DUPLICATES, f"incidents={incidents}"], days=1)
     events: list = []
-    for _ in iter_days(scenario, None, subscribers=[events.append]):
-        pass
+    run(scenario, None, subscribers=[events.append])
     (day,) = [e for e in events if isinstance(e, DaySettled)]
     assert len(day.refusals["row"]) > 0  # readers refused taps that day: the case
     taps = day.taps

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.api import build, iter_days, load_scenario, privacy_key
+from sim.api import build, load_scenario, privacy_key, run
 from sim.events import DaySettled
 from sim.grouping import narrow_stable_order
 from sim.records import record_writers
@@ -61,8 +61,7 @@ def test_tap_columns_taken_in_an_order_are_the_transactions_columns_in_that_orde
     scenario = load_scenario(ROOT / "scenarios" / "small_ci.yaml", days=2)
     worlds = build(scenario)
     events: list = []
-    for _ in iter_days(scenario, None, world=worlds, subscribers=[events.append]):
-        pass
+    run(scenario, None, world=worlds, subscribers=[events.append])
     settled = [e for e in events if isinstance(e, DaySettled)]
     assert len(settled) == 2
     writer = record_writers([worlds], None, unmasked=False, privacy_key=privacy_key(None))[0]
