@@ -449,7 +449,8 @@ def print_summary(summary) -> None:
             f"{t.get('cleared', 0):,} / {t.get('rejected', 0):,} / {t.get('pending', 0):,}",
         ),
         (
-            "deposit calls / settlements deferred",
+            # A deferral is a day a settlement was due and still could not be paid.
+            "deposit calls / settlement deferrals (days waited)",
             f"{t.get('deposit_calls', 0):,} / {t.get('settlements_deferred', 0):,}",
         ),
         ("time to build the world (s)", f"{summary.timings_s.get('build_world_s', 0):.1f}"),
@@ -497,7 +498,8 @@ def fees_table(report: dict):
     from rich.table import Table
 
     table = Table(title="Clearing: fees earned per node, deposit calls per issuer")
-    for column in ("node or issuer", "fees (元)", "deposit calls", "settlements deferred"):
+    columns = ("node or issuer", "fees (元)", "deposit calls", "deferrals (days waited)")
+    for column in columns:
         table.add_column(column, justify="left" if column == "node or issuer" else "right")
     for node, fen in report["fees_earned_fen"].items():
         table.add_row(node, f"{fen / 100:,.2f}", "", "")
