@@ -188,9 +188,9 @@ class ClearingNetworkAgent:
         """Put each record into the inbox of its acquirer's exchange (the records keep their
         order within each). A shard's records come in long runs of one exchange (device by
         device): each inbox then gets its runs' slices joined, not a gather of its rows."""
-        exchange = self.participants.parent[records.acquirer]
-        if not len(exchange):
+        if not len(records):
             return
+        exchange = self._exchanges(records.acquirer)
         step = (np.flatnonzero(exchange[1:] != exchange[:-1]) + 1).tolist()
         if len(step) > _MAX_RUNS:
             for code in np.flatnonzero(np.bincount(exchange)).tolist():
@@ -204,6 +204,25 @@ class ClearingNetworkAgent:
             spans.setdefault(int(exchange[a]), []).append((a, b))
         for code in sorted(spans):
             self.nodes[code].inbox.append(records.take_spans(spans[code]))
+
+    def _exchanges(self, acquirer: np.ndarray) -> np.ndarray:
+        """The exchange (parent clearing node) of each record's acquirer. A code that is no
+        participant's, or one without a parent (-1: only a clearing node at the top of the
+        hierarchy has none, and no exchange above it takes its records), is refused naming
+        ``records.acquirer``: indexing with it would wrap around or fail far from the cause."""
+        participants = self.participants
+        n_p = len(participants)
+        if acquirer.min() < 0 or acquirer.max() >= n_p:
+            raise ValueError(f"records.acquirer codes must be in [0, {n_p})")
+        exchange = participants.parent[acquirer]
+        if exchange.min() < 0:
+            top = participants.ids[int(acquirer[np.argmin(exchange)])]
+            raise ValueError(
+                f"records.acquirer: {top} is a clearing node at the top of the hierarchy, not "
+                "an acquirer (expected the code of the acquirer that took the record, whose "
+                "exchange clears it)"
+            )
+        return exchange
 
     def _desk_refunds(self, cutoff_s: int, pay_day: int) -> RefundOrders:
         """The service desk's refund orders (``desk_refund`` incidents) given by this cut-off,

@@ -1167,13 +1167,29 @@ def post_fares(
 ) -> None:
     """Fares charged at taps (the caller leaves out declined taps, or gives them 0 fen): card
     fares leave the float, QR fares arrive at the channel's bank; both wait in ``unsettled``
-    until cleared."""
+    until cleared.
+
+    Only the issuer codes of taps that charged something matter (both ways of leaving a tap out
+    agree), and those must be participant codes: ValueError otherwise, as the bins below would
+    file one silently under another participant or medium."""
     amounts = _fen(amount_fen)
     n_p = len(participants)
-    # Card sums in the first n_p bins, QR sums in the next: one pass over the taps.
+    codes = np.asarray(issuer)
     qr = np.asarray(medium_class) != MC_CARD
+    if codes.size and (codes.min() < 0 or codes.max() >= n_p):
+        # Not every code is a participant's (never so today): keep the charged taps, whose
+        # codes must be. Otherwise all taps are summed, 0 fen ones too: one pass, no copies.
+        posted = np.flatnonzero(amounts)
+        codes, qr, amounts = codes[posted], qr[posted], amounts[posted]
+        bad = codes[(codes < 0) | (codes >= n_p)]
+        if bad.size:
+            raise ValueError(
+                f"post_fares: issuer {int(bad[0])} of a charged tap is not a participant code "
+                f"(expected codes in [0, {n_p}))"
+            )
+    # Card sums in the first n_p bins, QR sums in the next: one pass over the taps.
     sums = np.zeros(2 * n_p, dtype=np.int64)
-    np.add.at(sums, qr * n_p + np.asarray(issuer, dtype=np.int64), amounts)
+    np.add.at(sums, qr * n_p + codes.astype(np.int64, copy=False), amounts)
     _post_sums(ledger, day, MEMO_CARD_FARE, sums[:n_p], participants)
     _post_sums(ledger, day, MEMO_QR_FARE, sums[n_p:], participants)
 

@@ -134,7 +134,9 @@ class Col:
 @dataclass(frozen=True)
 class Check:
     """A row invariant: ``ok(table)`` is true (or null, meaning not applicable) on good rows;
-    ``reads``: the columns it reads (a table without one of them cannot be checked by it)."""
+    ``reads``: the columns it reads, and only those (a table without one of them cannot be
+    checked by it; ``TableSpec.without`` keeps the others). tests/test_schema_check_reads.py
+    evaluates every check on a table of its ``reads`` alone."""
 
     description: str
     ok: RowCheck
