@@ -30,7 +30,6 @@ so, naming this module, if a numba upgrade moves it, rather than let kernels go 
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -73,6 +72,8 @@ def source_files(compiled_in: Iterable[object]) -> list[Path]:
 def fingerprint(compiled_in: Iterable[object]) -> str:
     """A hash of the files of ``source_files(compiled_in)`` (their names and bytes); "" for
     none."""
+    import hashlib  # (here: a module importing this one may never make a kernel)
+
     files = source_files(compiled_in)
     if not files:
         return ""
