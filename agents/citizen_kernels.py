@@ -11,7 +11,8 @@ rounds exactly as NumPy does (with float32 kept float32 where NumPy keeps it).
 Compiled on first use and cached on disk, as sim/rng.py's kernels: a process that plans no day
 never imports numba. Codes (modes, tap kinds) reach the kernels as arguments, not as globals:
 numba freezes a global into its cached machine code and would not see it change (the one global
-they call, ``rng.uniform_of``, is the hash itself: sim/rng.py says how to refresh their cache).
+they call, ``rng.uniform_of``, is the hash itself: its module is in ``COMPILED_IN``, so that the
+cached kernels are compiled again when it changes).
 """
 
 from __future__ import annotations
@@ -20,9 +21,15 @@ import functools
 
 import numpy as np
 
-from sim import rng
+from sim import kernel_cache, rng
 from sim.codes import TAP_ENTRY, TAP_EXIT, TAP_SINGLE
 from sim.network import BUS, METRO
+
+#: What the kernels compile in from other modules (sim/rng.py's one-id hashes). numba caches a
+#: kernel with that code but checks only this file for changes; ``kernel_cache.njit`` has it
+#: check these too. A kernel calling a compiled function of another module lists it here
+#: (tests/test_kernel_cache.py checks that nothing is missing).
+COMPILED_IN = (rng,)
 
 #: Mode and tap-kind codes, as the kernels take them.
 _CODES = (METRO, BUS, TAP_SINGLE, TAP_ENTRY, TAP_EXIT)
@@ -126,11 +133,10 @@ class _Kernels:
 @functools.cache
 def _kernels() -> _Kernels:
     """Compile (or load from numba's cache) the loops, on first use."""
-    import numba
-
+    jit = kernel_cache.njit(COMPILED_IN)  # numba.njit(cache=True, nogil=True), cache refreshed
     rng.compiled()  # binds rng.uniform_of, which the loops call
 
-    @numba.njit(cache=True, nogil=True)
+    @jit
     def riders_kernel(candidates, card_id, base, issued_card_type, ride_prob, factors):
         out = np.empty(candidates.shape[0], candidates.dtype)
         n = 0
@@ -143,7 +149,7 @@ def _kernels() -> _Kernels:
                 n += 1
         return out[:n].copy()
 
-    @numba.njit(cache=True, nogil=True)
+    @jit
     def split_away_kernel(candidates, card_id, base, home_city, region, cum_p):
         away = np.empty(candidates.shape[0], np.int64)
         city = np.empty(candidates.shape[0], np.int64)
@@ -170,7 +176,7 @@ def _kernels() -> _Kernels:
         # (Nearly every candidate stays: their rows are not copied out of the buffer.)
         return away[:n_away].copy(), city[:n_away].copy(), staying[:n_staying]
 
-    @numba.njit(cache=True, nogil=True)
+    @jit
     def walk_legs(trips, draws, network, holders, params, codes, out, counts, fill):
         """Count the taps of every leg into ``counts`` (``fill`` false: boardings of first and
         second legs, exits of first and second legs), or write them (``fill`` true: into
@@ -288,7 +294,7 @@ def _kernels() -> _Kernels:
         if not fill:
             counts[:] = at
 
-    @numba.njit(cache=True, nogil=True)
+    @jit
     def trip_slots_kernel(riders, params, drop_out, drop_back):
         rows, ids, home, anchor, extra_zone, t_out, t_back, extra, dropped = riders
         first_s, last_s, slots = params

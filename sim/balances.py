@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim import kernel_cache
 from sim.grouping import stable_order
+
+#: What the balance pass compiles in from other modules: nothing. A kernel calling a compiled
+#: function of another module lists it here, so that ``kernel_cache.njit`` compiles the kernel
+#: again when it changes (numba checks only this file; tests/test_kernel_cache.py checks).
+COMPILED_IN = ()
 
 
 @dataclass(frozen=True)
@@ -92,9 +98,9 @@ def _kernels() -> _Kernels:
     it is declined and changes nothing). It writes each event's flag and balances at its own
     index, each card's end balance and the card (in ``order``'s card order), and returns the
     number of cards, or -1 when a card's events carry different start balances."""
-    import numba
+    jit = kernel_cache.njit(COMPILED_IN)  # numba.njit(cache=True, nogil=True), cache refreshed
 
-    @numba.njit(cache=True, nogil=True)
+    @jit
     def apply_in_order(order, card, amount, start, accepted, before, after, end_balance, cards):
         n_cards = 0
         balance = first_start = prev_card = np.int64(0)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim import kernel_cache
 from sim.codes import CARD_TYPES, DAY_TYPES, MODES, TAP_ENTRY, TAP_EXIT, TAP_SINGLE, code_of
 from sim.fare_rules import MINUTES_PER_DAY, FareRules, bp_of, pct_to_bp
 from sim.grouping import stable_order
@@ -430,6 +431,12 @@ def _limits(compiled: CompiledFares) -> dict[str, tuple[int, int]]:
 #: closure cell: numba keys its cache on a kernel's pickled closure, see sim/rng.py).
 _bp_of = None
 
+#: What the pricing pass compiles in from other modules (sim/fare_rules.py's ``bp_of``). numba
+#: caches a kernel with that code but checks only this file for changes; ``kernel_cache.njit``
+#: has it check these too. A kernel calling a compiled function of another module lists it here
+#: (tests/test_kernel_cache.py checks that nothing is missing).
+COMPILED_IN = (bp_of,)
+
 
 class _Kernels:
     """The compiled pass (``_kernels``)."""
@@ -447,15 +454,14 @@ def _kernels() -> _Kernels:
     the module docstring says: the leg and its charge row, list fare, concession, transfer
     chain, caps. It checks every code before it looks it up: on one out of range it stops and
     returns a bit per column with such a code (``_limits``'s order; the rows before it may have
-    been written), else 0. It calls ``bp_of``
-    (sim/fare_rules.py), the one way to take basis points; after changing it, delete this
-    module's ``*.nbi``/``*.nbc`` cache files."""
-    import numba
+    been written), else 0. It calls ``bp_of`` (sim/fare_rules.py), the one way to take basis
+    points: it is in ``COMPILED_IN``, so a change there compiles the pass again."""
+    jit = kernel_cache.njit(COMPILED_IN)  # numba.njit(cache=True, nogil=True), cache refreshed
 
     global _bp_of
-    _bp_of = numba.njit(cache=True, nogil=True)(bp_of)
+    _bp_of = jit(bp_of)
 
-    @numba.njit(cache=True, nogil=True)
+    @jit
     def price_rows(order, columns, spent, tables, params, codes, out):
         # Arrays are unpacked once, here (see agents/citizen_kernels.py).
         card, t_s, line, mode, kind, ctype, distance, incomplete = columns

@@ -24,6 +24,15 @@ import hashlib
 
 import numpy as np
 
+from sim import kernel_cache
+
+#: What the compiled hashes compile in from other modules: nothing (``bits_of`` and
+#: ``uniform_of`` are this module's, and numba recompiles on a change of this file). A kernel
+#: calling a compiled function of another module lists it here, so that ``kernel_cache.njit``
+#: compiles it again when that changes (tests/test_kernel_cache.py checks). Kernels elsewhere
+#: that call ``uniform_of`` list this module in their own ``COMPILED_IN``.
+COMPILED_IN = ()
+
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 #: The largest seed: the streams mix 64 bits, so 2**64 + 5 would give seed 5's numbers.
@@ -101,22 +110,23 @@ def _kernels() -> _Kernels:
     The one-id hashes are module globals, not closure cells: numba keys its cache on the
     pickled closure of a kernel, and a compiled function there pickles differently in every
     process (every process compiled the kernels anew, ~1.5 s). A kernel of another module
-    that calls them is cached with their code, and numba does not see them change: after
-    changing the hash, delete the ``*.nbi``/``*.nbc`` files of the modules that call them."""
-    import numba
+    that calls them is cached with their code, and numba itself checks only that kernel's
+    file for changes: such a module lists this one in its ``COMPILED_IN``, and
+    ``kernel_cache.njit`` compiles its kernels again when this file changes."""
+    jit = kernel_cache.njit(COMPILED_IN)  # numba.njit(cache=True, nogil=True), cache refreshed
 
     global bits_of, uniform_of
-    bits_of = numba.njit(cache=True, nogil=True)(_bits_of)
-    uniform_of = numba.njit(cache=True, nogil=True)(_uniform_of)
+    bits_of = jit(_bits_of)
+    uniform_of = jit(_uniform_of)
 
-    @numba.njit(cache=True, nogil=True)
+    @jit
     def hash_ids(ids, base):
         out = np.empty(ids.shape[0], np.uint64)
         for i in range(ids.shape[0]):
             out[i] = bits_of(ids[i], base)
         return out
 
-    @numba.njit(cache=True, nogil=True)
+    @jit
     def uniform_ids(ids, base):
         out = np.empty(ids.shape[0], np.float64)
         for i in range(ids.shape[0]):
