@@ -170,7 +170,7 @@ def plan_day(
     windows = reader_outage_windows(streams, day, world.device_ids, sc.devices)
     down = reader_outage_mask(taps.device, day * DAY_S + taps.t_s.astype(np.int64), windows)
     reader_outage_taps = int(down.sum())
-    taps = taps.take(np.flatnonzero(~down))
+    taps = taps.take(~down)  # a mask: a few taps out of a day's, compressed without an index
     taps, incident_cash_taps = disrupt_taps(world, streams, day, taps)
     taps = _close_unmatched_entries(taps)
 
