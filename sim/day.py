@@ -239,10 +239,15 @@ def plan_day(
     dups = _duplicates(cols, dup, cols["tap_key"][dup], gap_s, dup_incident)
     records = _sorted_records(day, cols, agent_of_device, dups)
 
-    # The home cards riding today, found once for the top-ups and the purse purchases.
-    home = np.flatnonzero(records.home_card)
-    holders, holder_of = state.scratch.unique_rows(records.row[home])
-    topups = _plan_topups(world, state, day, records, home, holders, holder_of)
+    # The home cards riding today, found once for the top-ups and the purse purchases. Read
+    # from the columns in planning order, where a card's rows come nearly in ascending order
+    # (the population tables are read in sequence, not at random as in device order). The
+    # duplicate charges change nothing here: each repeats a charge of the same card, later.
+    home = np.flatnonzero(cols["home_card"])
+    holders, holder_of = state.scratch.unique_rows(cols["row"][home])
+    topups = _plan_topups(
+        world, state, day, cols["amount_fen"][home], cols["t_s"][home], holders, holder_of
+    )
     purse = _plan_purse(world, state, day, holders)
     sales = _plan_sales(world, state, day)
     stats["topups_planned"] = len(topups["row"])
@@ -517,25 +522,26 @@ def _plan_topups(
     world: World,
     state: RunState,
     day: int,
-    taps: TapTable,
-    home: np.ndarray,
+    amount_fen: np.ndarray,
+    t_s: np.ndarray,
     holders: np.ndarray,
     holder_of: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Holders riding today whose balance is under their threshold reload: at their outlet if
     they prefer it and it opens today, else online shortly before their first ride.
 
-    ``home`` indexes the home-card records, ``holders`` are their distinct rows (ascending) and
-    ``holder_of`` each such record's index in ``holders``."""
+    ``amount_fen`` and ``t_s`` are the fare and time of each home-card tap of the day (any
+    order), ``holders`` their distinct rows (ascending) and ``holder_of`` each tap's index in
+    ``holders``."""
     sc = world.scenario
     pop = world.population
     balance = state.cards.balance_fen
     streams = state.streams
-    charged = taps.amount_fen[home] > 0
+    charged = amount_fen > 0
     which = holder_of[charged]
-    # Records are sorted by device, not time: take each card's earliest charged tap.
+    # Taps are not in time order: take each card's earliest charged tap.
     first_t = np.full(len(holders), np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first_t, which, taps.t_s[home[charged]])
+    np.minimum.at(first_t, which, t_s[charged])
     paid = np.zeros(len(holders), dtype=bool)  # holders with a charged tap today
     paid[which] = True
     rows, first_t = holders[paid], first_t[paid]
