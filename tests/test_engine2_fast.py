@@ -23,3 +23,23 @@ def test_day_taps_take_mask_equals_take_indices():
     for name in DayTaps.__dataclass_fields__:
         a, b = getattr(by_mask, name), getattr(by_index, name)
         assert a.dtype == b.dtype and np.array_equal(a, b), name
+
+
+def test_gather_narrows_int32_columns_exactly():
+    """int32 columns of a day's size are gathered as int16 when they fit, at both ends, and
+    as they are when one value does not: same values, same dtype."""
+    from sim.grouping import gather
+
+    rng = np.random.default_rng(7)
+    n = 100_000
+    idx = rng.permutation(n)
+    cols = [
+        rng.integers(-(2**15), 2**15, n).astype(np.int32),  # fits int16 at both ends
+        np.array([2**15] + [0] * (n - 1), dtype=np.int32),  # one value just past int16
+        np.array([-(2**15) - 1] + [0] * (n - 1), dtype=np.int32),  # one just below
+        rng.integers(-(2**31), 2**31, n).astype(np.int32),  # wide
+    ]
+    for col in cols:
+        for at in (idx, idx[:10]):
+            got = gather(col, at)
+            assert got.dtype == np.int32 and np.array_equal(got, col[at])
