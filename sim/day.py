@@ -729,10 +729,15 @@ def settle_balances(
     r = gather(taps.row, order)
     first = run_starts(r)  # each card's first charged tap (r is grouped by card)
     used, used_count = r[first], np.diff(first, append=len(r))
-    rank = np.arange(1, len(r) + 1, dtype=np.int64) - np.repeat(first, used_count)
     counter_before = cards.card_counter[used].astype(np.int64)
+    # The k-th purchase (k = 1, 2, ...) of a card whose run starts at ``first`` is at position
+    # first + k - 1: its counter is counter_before + k = (counter_before - first) + position + 1,
+    # one repeat. Wrapping at 65536 is the low 16 bits (two's complement: as ``% 65536``).
+    value = np.repeat(counter_before - first, used_count)
+    value += np.arange(1, len(r) + 1, dtype=np.int64)
+    value &= 0xFFFF
     counter = np.full(n, -1, dtype=np.int64)
-    counter[order] = (np.repeat(counter_before, used_count) + rank) % 65536
+    counter[order] = value
     taps.card_counter = counter
     taps.advance(Phase.SETTLED)
     cards.card_counter[used] = ((counter_before + used_count) % 65536).astype(np.int32)

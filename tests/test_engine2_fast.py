@@ -43,3 +43,21 @@ def test_gather_narrows_int32_columns_exactly():
         for at in (idx, idx[:10]):
             got = gather(col, at)
             assert got.dtype == np.int32 and np.array_equal(got, col[at])
+
+
+def test_card_counters_one_repeat_and_low_bits():
+    """settle_balances numbers a card's k-th purchase of the day counter_before + k, wrapped at
+    65536, with one repeat and a mask: the same as the rank in the run plus ``% 65536``, also
+    across the wrap."""
+    rng = np.random.default_rng(11)
+    r = np.sort(rng.integers(0, 500, 3000))
+    start = np.r_[True, r[1:] != r[:-1]]
+    first = np.flatnonzero(start)
+    used_count = np.diff(first, append=len(r))
+    before = rng.integers(65500, 65536, len(first)).astype(np.int64)  # most of them wrap
+    rank = np.arange(1, len(r) + 1, dtype=np.int64) - np.repeat(first, used_count)
+    reference = (np.repeat(before, used_count) + rank) % 65536
+    value = np.repeat(before - first, used_count)
+    value += np.arange(1, len(r) + 1, dtype=np.int64)
+    value &= 0xFFFF
+    assert np.array_equal(value, reference) and (reference < 100).any()
