@@ -170,8 +170,8 @@ def plan_day(
     # A reader that is down takes no taps: those riders pay cash (outside the card system).
     # Outages are drawn for every reader of the fleet (pure functions of the device id).
     windows = reader_outage_windows(streams, day, world.device_ids, sc.devices)
-    down = reader_outage_mask(taps.device, day * DAY_S + taps.t_s.astype(np.int64), windows)
-    reader_outage_taps = int(down.sum())
+    down = reader_outage_mask(taps.device, taps.t_s, windows, offset_s=day * DAY_S)
+    reader_outage_taps = int(np.count_nonzero(down))
     taps = taps.take(~down)  # a mask: a few taps out of a day's, compressed without an index
     taps, incident_cash_taps = disrupt_taps(world, streams, day, taps)
     taps = _close_unmatched_entries(taps)

@@ -61,3 +61,21 @@ def test_card_counters_one_repeat_and_low_bits():
     value += np.arange(1, len(r) + 1, dtype=np.int64)
     value &= 0xFFFF
     assert np.array_equal(value, reference) and (reference < 100).any()
+
+
+def test_reader_outage_mask_offset_equals_absolute_times():
+    """Times of day with the day's start as ``offset_s`` mark the same taps as absolute times,
+    on both lookups (the id table and the binary search for far-apart ids)."""
+    from agents.validator import OutageWindows, reader_outage_mask
+
+    day_s = 5 * 86_400
+    windows = OutageWindows(
+        np.array([3, 7], np.int64),
+        np.array([day_s + 100, day_s + 5_000], np.int64),
+        np.array([day_s + 200, day_s + 9_000], np.int64),
+    )
+    rng = np.random.default_rng(2)
+    t_of_day = rng.integers(0, 10_000, 400).astype(np.int32)
+    for dev in (rng.integers(0, 9, 400).astype(np.int32), rng.integers(0, 9, 400) * 10**7):
+        absolute = reader_outage_mask(dev, day_s + t_of_day.astype(np.int64), windows)
+        assert np.array_equal(reader_outage_mask(dev, t_of_day, windows, offset_s=day_s), absolute)
