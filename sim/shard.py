@@ -308,13 +308,16 @@ class CityShard:
         taps.tx_id = ids.record_ids(self.shard_index, plan.day, n)
         # Each device numbers its records on from its last serial, in record order: a
         # record's serial is its device's next serial plus its rank among the device's records
-        # (its place in device order less where the device's records start there).
+        # (its place in device order less where the device's records start there). The places
+        # are scattered once and the device's part added in record order (no gather through
+        # the order).
         device = taps.device.astype(np.int64)
         count = np.bincount(device, minlength=len(self.state.device_serial))
         order = runs_stable_order(device)  # records come device by device (agent order)
         first_of = np.cumsum(count) - count
         serial = np.empty(n, dtype=np.int64)
-        serial[order] = (self.state.device_serial - first_of)[device[order]] + np.arange(n)
+        serial[order] = np.arange(n)
+        serial += (self.state.device_serial - first_of)[device]
         self.state.device_serial += count
         taps.device_serial = serial
         taps.issuer = self.media_issuer[taps.medium]
