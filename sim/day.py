@@ -309,8 +309,13 @@ def _sorted_records(
         changed = {name: np.concatenate([cols[name], dups[name]]) for name in dups if name != "of"}
     t_s = changed.get("t_s", cols["t_s"])
     order = stable_order(agent, t_s, changed.get("tap_key", cols["tap_key"]))
-    # The row of ``cols`` each record reads its unchanged columns from.
-    source = np.concatenate([np.arange(len(cols["row"])), of])[order] if len(of) else order
+    # The row of ``cols`` each record reads its unchanged columns from: its own, or for a
+    # duplicate (placed after the rows of ``cols``) its charge's.
+    source = order
+    if len(of):
+        source = order.copy()
+        dup_at = np.flatnonzero(order >= len(cols["row"]))
+        source[dup_at] = of[order[dup_at] - len(cols["row"])]
     records = {
         name: gather(changed[name], order) if name in changed else gather(col, source)
         for name, col in cols.items()
