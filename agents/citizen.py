@@ -70,7 +70,7 @@ class DayTaps:
         return len(self.row)
 
     def take(self, idx: np.ndarray) -> DayTaps:
-        """Rows ``idx`` of every column."""
+        """Rows ``idx`` (indices or a boolean mask) of every column."""
         return DayTaps(**{name: getattr(self, name)[idx] for name in self.__dataclass_fields__})
 
 

@@ -860,11 +860,12 @@ def reader_outage_windows(
 
 
 def reader_outage_mask(
-    device_ids: np.ndarray, t_s: np.ndarray, windows: OutageWindows
+    device_ids: np.ndarray, t_s: np.ndarray, windows: OutageWindows, offset_s: int = 0
 ) -> np.ndarray:
-    """True for taps (device id, time) made while their reader was down."""
+    """True for taps (device id, time ``t_s + offset_s`` in absolute seconds) made while their
+    reader was down. The offset (a day's start, for times of day) is added only to the few
+    taps on a reader that is down at all."""
     dev = np.asarray(device_ids)
-    t = np.asarray(t_s, dtype=np.int64)
     down = np.zeros(len(dev), dtype=bool)
     if len(windows.device_ids) == 0 or len(dev) == 0:
         return down
@@ -872,13 +873,15 @@ def reader_outage_mask(
     # taps on a reader that is down at all with one lookup per tap, not a binary search.
     size = max(int(dev.max()), int(windows.device_ids[-1])) + 1
     if int(dev.min()) < 0 or int(windows.device_ids[0]) < 0 or size > 4 * len(dev) + (1 << 16):
+        t = np.asarray(t_s, dtype=np.int64) + offset_s
         return _outage_mask_searched(dev.astype(np.int64), t, windows)
     window_of = np.full(size, -1, dtype=np.int32)
     window_of[windows.device_ids] = np.arange(len(windows.device_ids), dtype=np.int32)
     w = window_of[dev]
     at = np.flatnonzero(w >= 0)
     w = w[at]
-    down[at] = (t[at] >= windows.start_s[w]) & (t[at] < windows.end_s[w])
+    t = np.asarray(t_s)[at].astype(np.int64) + offset_s
+    down[at] = (t >= windows.start_s[w]) & (t < windows.end_s[w])
     return down
 
 

@@ -89,13 +89,15 @@ def _live_pool(world: World, state: RunState, day: int) -> np.ndarray:
     """Riding rows whose card is sold and still in use on ``day`` (ascending, as
     ``world.riding_rows``: the rows with a rider class, sim/world.py).
 
-    Three sequential passes over the population's columns cost less than two gathers at the
-    riding rows (a third of the population, scattered over it)."""
-    pop = world.population
-    live = pop.rider_class > 0
-    live &= state.cards.sale_day < day
-    live &= pop.end_day > day
-    return np.flatnonzero(live)
+    The riding rows' last days are gathered once a run (the world never changes); a day then
+    reads one run-state column at those rows, a third of the population, instead of three
+    passes over the whole population."""
+    rows = world.riding_rows
+    if state.riding_end_day is None:
+        state.riding_end_day = world.population.end_day[rows]
+    live = np.less(state.cards.sale_day[rows], day)
+    live &= state.riding_end_day > day
+    return np.compress(live, rows)
 
 
 @dataclass(frozen=True)
@@ -168,9 +170,9 @@ def plan_day(
     # A reader that is down takes no taps: those riders pay cash (outside the card system).
     # Outages are drawn for every reader of the fleet (pure functions of the device id).
     windows = reader_outage_windows(streams, day, world.device_ids, sc.devices)
-    down = reader_outage_mask(taps.device, day * DAY_S + taps.t_s.astype(np.int64), windows)
-    reader_outage_taps = int(down.sum())
-    taps = taps.take(np.flatnonzero(~down))
+    down = reader_outage_mask(taps.device, taps.t_s, windows, offset_s=day * DAY_S)
+    reader_outage_taps = int(np.count_nonzero(down))
+    taps = taps.take(~down)  # a mask: a few taps out of a day's, compressed without an index
     taps, incident_cash_taps = disrupt_taps(world, streams, day, taps)
     taps = _close_unmatched_entries(taps)
 
@@ -239,10 +241,15 @@ def plan_day(
     dups = _duplicates(cols, dup, cols["tap_key"][dup], gap_s, dup_incident)
     records = _sorted_records(day, cols, agent_of_device, dups)
 
-    # The home cards riding today, found once for the top-ups and the purse purchases.
-    home = np.flatnonzero(records.home_card)
-    holders, holder_of = state.scratch.unique_rows(records.row[home])
-    topups = _plan_topups(world, state, day, records, home, holders, holder_of)
+    # The home cards riding today, found once for the top-ups and the purse purchases. Read
+    # from the columns in planning order, where a card's rows come nearly in ascending order
+    # (the population tables are read in sequence, not at random as in device order). The
+    # duplicate charges change nothing here: each repeats a charge of the same card, later.
+    home = np.flatnonzero(cols["home_card"])
+    holders, holder_of = state.scratch.unique_rows(cols["row"][home])
+    topups = _plan_topups(
+        world, state, day, cols["amount_fen"][home], cols["t_s"][home], holders, holder_of
+    )
     purse = _plan_purse(world, state, day, holders)
     sales = _plan_sales(world, state, day)
     stats["topups_planned"] = len(topups["row"])
@@ -302,8 +309,13 @@ def _sorted_records(
         changed = {name: np.concatenate([cols[name], dups[name]]) for name in dups if name != "of"}
     t_s = changed.get("t_s", cols["t_s"])
     order = stable_order(agent, t_s, changed.get("tap_key", cols["tap_key"]))
-    # The row of ``cols`` each record reads its unchanged columns from.
-    source = np.concatenate([np.arange(len(cols["row"])), of])[order] if len(of) else order
+    # The row of ``cols`` each record reads its unchanged columns from: its own, or for a
+    # duplicate (placed after the rows of ``cols``) its charge's.
+    source = order
+    if len(of):
+        source = order.copy()
+        dup_at = np.flatnonzero(order >= len(cols["row"]))
+        source[dup_at] = of[order[dup_at] - len(cols["row"])]
     records = {
         name: gather(changed[name], order) if name in changed else gather(col, source)
         for name, col in cols.items()
@@ -517,25 +529,26 @@ def _plan_topups(
     world: World,
     state: RunState,
     day: int,
-    taps: TapTable,
-    home: np.ndarray,
+    amount_fen: np.ndarray,
+    t_s: np.ndarray,
     holders: np.ndarray,
     holder_of: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Holders riding today whose balance is under their threshold reload: at their outlet if
     they prefer it and it opens today, else online shortly before their first ride.
 
-    ``home`` indexes the home-card records, ``holders`` are their distinct rows (ascending) and
-    ``holder_of`` each such record's index in ``holders``."""
+    ``amount_fen`` and ``t_s`` are the fare and time of each home-card tap of the day (any
+    order), ``holders`` their distinct rows (ascending) and ``holder_of`` each tap's index in
+    ``holders``."""
     sc = world.scenario
     pop = world.population
     balance = state.cards.balance_fen
     streams = state.streams
-    charged = taps.amount_fen[home] > 0
+    charged = amount_fen > 0
     which = holder_of[charged]
-    # Records are sorted by device, not time: take each card's earliest charged tap.
+    # Taps are not in time order: take each card's earliest charged tap.
     first_t = np.full(len(holders), np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first_t, which, taps.t_s[home[charged]])
+    np.minimum.at(first_t, which, t_s[charged])
     paid = np.zeros(len(holders), dtype=bool)  # holders with a charged tap today
     paid[which] = True
     rows, first_t = holders[paid], first_t[paid]
@@ -721,10 +734,15 @@ def settle_balances(
     r = gather(taps.row, order)
     first = run_starts(r)  # each card's first charged tap (r is grouped by card)
     used, used_count = r[first], np.diff(first, append=len(r))
-    rank = np.arange(1, len(r) + 1, dtype=np.int64) - np.repeat(first, used_count)
     counter_before = cards.card_counter[used].astype(np.int64)
+    # The k-th purchase (k = 1, 2, ...) of a card whose run starts at ``first`` is at position
+    # first + k - 1: its counter is counter_before + k = (counter_before - first) + position + 1,
+    # one repeat. Wrapping at 65536 is the low 16 bits (two's complement: as ``% 65536``).
+    value = np.repeat(counter_before - first, used_count)
+    value += np.arange(1, len(r) + 1, dtype=np.int64)
+    value &= 0xFFFF
     counter = np.full(n, -1, dtype=np.int64)
-    counter[order] = (np.repeat(counter_before, used_count) + rank) % 65536
+    counter[order] = value
     taps.card_counter = counter
     taps.advance(Phase.SETTLED)
     cards.card_counter[used] = ((counter_before + used_count) % 65536).astype(np.int32)

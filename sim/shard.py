@@ -166,6 +166,9 @@ class CityShard:
         self._settled = None
         self._comm_hits: list[tuple[int, np.ndarray]] = []
         self._balance_before = 0
+        # The balances' sum the last check took, while no day has settled since (None: sum
+        # again): the next day starts from it (only settling moves a card's balance).
+        self._balance_checked: int | None = None
         # Social-security cards at culture venues (their own channel; sim/social_security.py).
         self.ssc = SocialSecurityChannel(world, shard_index)
         self.ssc_holders = holders(world)
@@ -202,8 +205,15 @@ class CityShard:
         """Midnight of ``day``: plan it and set its outlet visits and uploads going."""
         if self.world.calendar.date_of(day).day == 1:
             self.state.cards.month_spent_fen[:] = 0
-        # Day 0's flows include the opening balances, so it starts from an empty float.
-        self._balance_before = int(self.state.cards.balance_fen.sum()) if day else 0
+        # Day 0's flows include the opening balances, so it starts from an empty float. A later
+        # day starts from the sum the last check took if no day settled since (one pass over
+        # the population's balances a day, not two).
+        if not day:
+            self._balance_before = 0
+        elif self._balance_checked is not None:
+            self._balance_before = self._balance_checked
+        else:
+            self._balance_before = int(self.state.cards.balance_fen.sum())
         plan = plan_day(self.world, self.state, day, self.agent_of_device, self.response)
         plan.venue_entries = self._venue_entries(plan)
         self._number_records(plan)
@@ -216,6 +226,7 @@ class CityShard:
         plan = self.book.open_days[day]
         visits = self._visits
         credits, refunds_due, stats = self._credits_of_day(plan, visits)
+        self._balance_checked = None  # the balances move
         credit_bal = settle_balances(self.world, self.state, plan, credits)
         self._mark_held_records(plan)
         self._settled = (plan, credits, refunds_due, credit_bal, visits, stats)
@@ -299,7 +310,8 @@ class CityShard:
 
     def card_balances_fen(self) -> tuple[int, int]:
         """The sum of this shard's card balances before its last settled day and now."""
-        return self._balance_before, int(self.state.cards.balance_fen.sum())
+        self._balance_checked = int(self.state.cards.balance_fen.sum())
+        return self._balance_before, self._balance_checked
 
     def _number_records(self, plan: DayPlan) -> None:
         """Transaction ids, device serials, issuer and acquirer of each record."""
@@ -308,13 +320,16 @@ class CityShard:
         taps.tx_id = ids.record_ids(self.shard_index, plan.day, n)
         # Each device numbers its records on from its last serial, in record order: a
         # record's serial is its device's next serial plus its rank among the device's records
-        # (its place in device order less where the device's records start there).
+        # (its place in device order less where the device's records start there). The places
+        # are scattered once and the device's part added in record order (no gather through
+        # the order).
         device = taps.device.astype(np.int64)
         count = np.bincount(device, minlength=len(self.state.device_serial))
         order = runs_stable_order(device)  # records come device by device (agent order)
         first_of = np.cumsum(count) - count
         serial = np.empty(n, dtype=np.int64)
-        serial[order] = (self.state.device_serial - first_of)[device[order]] + np.arange(n)
+        serial[order] = np.arange(n)
+        serial += (self.state.device_serial - first_of)[device]
         self.state.device_serial += count
         taps.device_serial = serial
         taps.issuer = self.media_issuer[taps.medium]

@@ -95,6 +95,9 @@ class RunState:
     device_serial: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     # Card sales an outlet could not serve, by the day the buyer comes back.
     sales_carry: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    # The last day of each of the world's riding rows (``world.riding_rows``), gathered once
+    # for the daily pool of live cards (sim/day.py); a copy of static data, never changed.
+    riding_end_day: np.ndarray | None = None
 
     @classmethod
     def fresh(
