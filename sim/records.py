@@ -240,7 +240,8 @@ class RecordWriter:
         card was charged; left out (-1, null) of a masked export without reading them."""
         n = len(counter)
         if not self.unmasked:
-            return {name: np.full(n, -1, dtype=np.int64) for name in LINKABLE_TAP_COLUMNS}
+            # int32, as the table stores them: no column of -1s to narrow again.
+            return {name: np.full(n, -1, dtype=np.int32) for name in LINKABLE_TAP_COLUMNS}
         charged = col("home_card") & ~col("declined") & (col("device_refused") == 0)
         return {
             "balance_before_fen": np.where(charged, col("balance_before_fen"), -1),
@@ -398,7 +399,7 @@ class RecordWriter:
             "region": self._code("region", d.region),
             "is_transfer": col("is_transfer"),
             "incomplete_trip": col("incomplete"),
-            "incident_id": self._code("incident", col("incident").astype(np.int64)),
+            "incident_id": self._code("incident", col("incident")),
         }
 
     def _derived(self, day: int, src: TapSources) -> TapDerived:

@@ -79,7 +79,7 @@ def _numpy_tap_columns(writer: RecordWriter, day: int, c, order) -> dict[str, np
         "region": writer._code("region", np.where(city > 0, pop.region[row], lines.region[line])),
         "is_transfer": col("is_transfer"),
         "incomplete_trip": col("incomplete"),
-        "incident_id": writer._code("incident", col("incident").astype(np.int64)),
+        "incident_id": writer._code("incident", col("incident")),
     }
 
 
