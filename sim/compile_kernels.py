@@ -58,8 +58,8 @@ def _converter(world, key):
 
 
 def _hex_digits() -> None:
-    """The hex digits' pass, as ``sim.output._hex`` calls it for a day's ids (a small day's
-    it writes without it)."""
+    """The hex digits' pass, as ``sim.output._hex`` calls it for a day's ids (the CI
+    scenario's day has too few taps for it: ``HEX_COMPILED_FROM``)."""
     import numpy as np
 
     from sim.record_kernels import hex_digits

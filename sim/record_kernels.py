@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 #: What a ``tap_derived`` pass flags (bits of its result).
-BAD_ROW, BAD_LINE, BAD_DEVICE, BAD_CARD = 2, 4, 8, 16
+BAD_ROW, BAD_LINE, BAD_DEVICE, BAD_CARD = 1, 2, 4, 8
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _C1 = 0xBF58476D1CE4E5B9
@@ -218,14 +218,14 @@ def _kernels() -> _Kernels:
             z = mix(z ^ np.uint64(dev))
             z = mix(z ^ np.uint64(t_abs))
             o_tac[i] = np.int64(z >> np.uint64(32))
-        bad = 16 if bad_card else 0  # BAD_CARD
+        bad = 8 if bad_card else 0  # BAD_CARD
         # Look-ups, in small tables but for a tap in another city (rare: the holder's region).
         for i in range(o_t.shape[0]):
-            ln, bad = _index(np.int64(line[i]), n_lines, bad, 4)  # BAD_LINE
-            d, bad = _index(np.int64(device[i]), n_devices, bad, 8)  # BAD_DEVICE
+            ln, bad = _index(np.int64(line[i]), n_lines, bad, 2)  # BAD_LINE
+            d, bad = _index(np.int64(device[i]), n_devices, bad, 4)  # BAD_DEVICE
             o_vehicle[i] = o_device[i] if device_kind[d] != metro else np.int64(-1)
             if city[i] > 0:
-                p, bad = _index(np.int64(row[i]), n_pop, bad, 2)  # BAD_ROW
+                p, bad = _index(np.int64(row[i]), n_pop, bad, 1)  # BAD_ROW
                 o_region[i] = holder_region[p]
             else:
                 o_region[i] = line_region[ln]

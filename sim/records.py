@@ -231,9 +231,11 @@ class RecordWriter:
         """Card tokens: stable card ids when unmasked, else a keyed pseudonym that changes
         every day."""
         card_id = ids.global_card(self.shard_index, self.world.population.card_id[rows])
-        if self.unmasked:
-            return card_id
-        return self.key.day_tokens(card_id, day)
+        return self._card_tokens(card_id, day)
+
+    def _card_tokens(self, card_id: np.ndarray, day: int) -> np.ndarray:
+        """``tokens`` of run-wide card ids."""
+        return card_id if self.unmasked else self.key.day_tokens(card_id, day)
 
     def _linkable_columns(self, col, counter: np.ndarray) -> dict[str, np.ndarray]:
         """A tap's balances and card counter (``col``: a column of the taps by name), where the
@@ -380,7 +382,7 @@ class RecordWriter:
             "fare_capped": col("fare_capped"),
             "rider_category": pop.card_type[row],
             "media": col("medium"),
-            "token_id": d.card if self.unmasked else self.key.day_tokens(d.card, day),
+            "token_id": self._card_tokens(d.card, day),
             **self._linkable_columns(col, counter),
             "trip_record_type": col("kind"),
             "mode": col("mode"),

@@ -21,6 +21,10 @@ from sim.events import DaySettled
 from sim.grouping import gather, narrow_stable_order
 from sim.output import _hex, _hex_pairs
 from sim.record_kernels import (
+    BAD_CARD,
+    BAD_DEVICE,
+    BAD_LINE,
+    BAD_ROW,
     HEX_COMPILED_FROM,
     TapParams,
     TapSources,
@@ -194,7 +198,13 @@ def test_derived_columns_are_the_numpy_passes(case):
 
 @pytest.mark.parametrize(
     ("field", "value", "bit"),
-    [("line", 9, 4), ("line", -10, 4), ("device", 30, 8), ("card", -1, 16), ("card", 2**40, 16)],
+    [
+        ("line", 9, BAD_LINE),
+        ("line", -10, BAD_LINE),
+        ("device", 30, BAD_DEVICE),
+        ("card", -1, BAD_CARD),
+        ("card", 2**40, BAD_CARD),
+    ],
 )
 def test_out_of_range_taps_are_flagged(field, value, bit):
     src = TapSources(*(np.zeros(3, np.int64) for _ in TapSources._fields))
@@ -209,7 +219,7 @@ def test_a_holder_row_out_of_range_is_flagged_where_it_is_read():
     src = src._replace(row=np.array([7, 5]), city=np.array([0, 1]))
     tables = TapTables(np.zeros(5, np.uint8), np.zeros(9, np.uint8), np.zeros(30, np.uint8))
     _, bad = tap_derived(src, tables, TapParams(0, 1, 0, 2**40, 0, 1))
-    assert bad == 2  # row 7 is not read: the tap was at home
+    assert bad == BAD_ROW  # row 7 is not read: the tap was at home
 
 
 def test_tap_columns_refuse_what_the_numpy_passes_refused(small_days):
