@@ -3,8 +3,8 @@ day's taps instead of a dozen NumPy passes over arrays of 100k-400k rows.
 
 ``tap_derived`` takes the columns a tap record derives from (the card, line, device, time...),
 already in the records' order, and derives in one pass what ``RecordWriter.tap_columns`` made
-of them with NumPy: the timestamp, vehicle and terminal, the card's run-wide id, the TAC-like
-check value and the region. ``hex_digits`` writes integers as fixed-width
+of them with NumPy: the timestamp, vehicle and terminal, the card's token, the TAC-like check
+value and the region. ``hex_digits`` writes integers as fixed-width
 upper-case hex for ``sim.output._hex``. Both give exactly the bytes of the NumPy passes they
 replace (kept as the reference in tests/test_record_kernels.py), and check what those checked
 (an index out of range, a card id that cannot be made run-wide, a value too wide for its
@@ -64,6 +64,9 @@ class TapParams(NamedTuple):
     card_limit: int  # a shard's card ids are below this
     terminal_base: int
     metro: int  # the device kind that is not a vehicle
+    #: The day's two token keys (uint64, as ``PrivacyKey.day_tokens`` keys its rounds); None:
+    #: the token is the run-wide card id (unmasked).
+    token_keys: tuple[int, int] | None
 
 
 class TapDerived(NamedTuple):
@@ -74,7 +77,7 @@ class TapDerived(NamedTuple):
     vehicle: np.ndarray  # the device of a bus, -1 for a gate
     terminal: np.ndarray  # terminal_base + device
     tac: np.ndarray  # keyed 32-bit check value
-    card: np.ndarray  # run-wide card id
+    token: np.ndarray  # the card's token: its run-wide id, or the day's pseudonym of it
     region: np.ndarray  # the holder's region for a tap in another city, else the line's
 
 
@@ -92,7 +95,7 @@ def tap_derived(src: TapSources, tables: TapTables, params: TapParams) -> tuple[
         vehicle=np.empty(n, np.int64),
         terminal=np.empty(n, np.int64),
         tac=np.empty(n, np.int64),
-        card=np.empty(n, np.int64),
+        token=np.empty(n, np.int64),
         region=np.empty(n, np.result_type(tables.holder_region, tables.line_region)),
     )
     if n == 0:
@@ -104,6 +107,8 @@ def tap_derived(src: TapSources, tables: TapTables, params: TapParams) -> tuple[
         np.int64(params.card_limit),
         np.int64(params.terminal_base),
         np.int64(params.metro),
+        params.token_keys is not None,
+        *(np.uint64(k) for k in params.token_keys or (0, 0)),
     )
     bad = _kernels().tap_rows(tuple(src), tuple(tables), scalars, tuple(out))
     return out, int(bad)
@@ -192,15 +197,17 @@ def _kernels() -> _Kernels:
     def tap_rows(src, tables, scalars, out):
         row, card_id, line, city, amount, counter, device, t_s = src
         holder_region, line_region, device_kind = tables
-        day_start, tac_seed, card_base, card_limit, terminal_base, metro = scalars
-        o_device, o_t, o_vehicle, o_terminal, o_tac, o_card, o_region = out
+        day_start, tac_seed, card_base, card_limit, terminal_base, metro = scalars[:6]
+        masked, token_key1, token_key2 = scalars[6:]
+        o_device, o_t, o_vehicle, o_terminal, o_tac, o_token, o_region = out
         n_pop, n_lines, n_devices = (
             holder_region.shape[0],
             line_region.shape[0],
             device_kind.shape[0],
         )
         # Arithmetic only, in a loop the compiler vectorises: the check value is
-        # sim.records._hash32 over card, counter, amount, device and time.
+        # sim.records._hash32 over card, counter, amount, device and time; a masked token
+        # PrivacyKey.day_tokens of the run-wide card id.
         bad_card = False
         for i in range(o_t.shape[0]):
             card = np.int64(card_id[i])
@@ -211,7 +218,12 @@ def _kernels() -> _Kernels:
             o_device[i] = dev
             o_t[i] = t_abs
             o_terminal[i] = terminal_base + dev
-            o_card[i] = card_base + card
+            if masked:
+                z = mix(np.uint64(card_base + card) ^ token_key1)
+                z = mix(z ^ token_key2)
+                o_token[i] = np.int64(z >> np.uint64(1))
+            else:
+                o_token[i] = card_base + card
             z = mix(tac_seed ^ np.uint64(card))
             z = mix(z ^ np.uint64(np.int64(counter[i])))
             z = mix(z ^ np.uint64(np.int64(amount[i])))

@@ -145,6 +145,13 @@ def _hash32(key: np.uint64, *columns: np.ndarray) -> np.ndarray:
     return (z >> np.uint64(32)).astype(np.int64)
 
 
+def _day_token_keys(key: PrivacyKey, day: int) -> tuple[int, int]:
+    """The keys of ``key.day_tokens``'s two rounds on ``day``, for the compiled pass that makes
+    tap records' tokens in its loop (sim/record_kernels.py). They mirror sim/privacy.py's;
+    tests/test_record_kernels.py checks the tokens against ``day_tokens``."""
+    return key.derive(f"token:{int(day)}:1"), key.derive(f"token:{int(day)}:2")
+
+
 class RecordWriter:
     """Subscriber that converts the engine's events into output partitions (``output``)."""
 
@@ -231,10 +238,6 @@ class RecordWriter:
         """Card tokens: stable card ids when unmasked, else a keyed pseudonym that changes
         every day."""
         card_id = ids.global_card(self.shard_index, self.world.population.card_id[rows])
-        return self._card_tokens(card_id, day)
-
-    def _card_tokens(self, card_id: np.ndarray, day: int) -> np.ndarray:
-        """``tokens`` of run-wide card ids."""
         return card_id if self.unmasked else self.key.day_tokens(card_id, day)
 
     def _linkable_columns(self, col, counter: np.ndarray) -> dict[str, np.ndarray]:
@@ -382,7 +385,7 @@ class RecordWriter:
             "fare_capped": col("fare_capped"),
             "rider_category": pop.card_type[row],
             "media": col("medium"),
-            "token_id": self._card_tokens(d.card, day),
+            "token_id": d.token,
             **self._linkable_columns(col, counter),
             "trip_record_type": col("kind"),
             "mode": col("mode"),
@@ -418,6 +421,7 @@ class RecordWriter:
             card_limit=int(ids.local_card(np.full(1, -1, np.int64))[0]) + 1,  # 2**bits
             terminal_base=self.terminal_base,
             metro=METRO,
+            token_keys=None if self.unmasked else _day_token_keys(self.key, day),
         )
         derived, bad = tap_derived(src, tables, params)
         if bad & BAD_CARD:

@@ -20,6 +20,7 @@ from sim.api import build, load_scenario, privacy_key, run
 from sim.events import DaySettled
 from sim.grouping import gather, narrow_stable_order
 from sim.output import _hex, _hex_pairs
+from sim.privacy import PrivacyKey
 from sim.record_kernels import (
     BAD_CARD,
     BAD_DEVICE,
@@ -32,7 +33,7 @@ from sim.record_kernels import (
     hex_digits,
     tap_derived,
 )
-from sim.records import METRO, RecordWriter, _hash32
+from sim.records import METRO, RecordWriter, _day_token_keys, _hash32
 from sim.schema import Col
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,19 +126,21 @@ def test_real_days_convert_as_the_reference(small_days, unmasked, shard):
             _same(writer.tap_columns(event.day, taps, order), want)
 
 
-def _derived_reference(src: TapSources, tables: TapTables, params: TapParams) -> dict:
-    """``tap_derived``'s columns as NumPy passes (what ``tap_columns`` did before)."""
+def _derived_reference(src, tables, params, key: PrivacyKey | None, day: int) -> dict:
+    """``tap_derived``'s columns as NumPy passes (what ``tap_columns`` did before): tokens
+    under ``key`` (None: unmasked)."""
     device = src.device.astype(np.int64)
     t = src.t_s.astype(np.int64)
     t_abs = np.where(t >= 0, params.day_start_s + t, -1)
-    key = np.uint64(params.tac_key)
+    tac_key = np.uint64(params.tac_key)
+    card = ids.global_card(params.card_base >> 40, src.card)
     return {
         "device": device,
         "t_abs": t_abs,
         "vehicle": np.where(tables.device_kind[device] != params.metro, device, -1),
         "terminal": params.terminal_base + device,
-        "tac": _hash32(key, src.card, src.counter, src.amount, device, t_abs),
-        "card": ids.global_card(params.card_base >> 40, src.card),
+        "tac": _hash32(tac_key, src.card, src.counter, src.amount, device, t_abs),
+        "token": key.day_tokens(card, day) if key else card,
         "region": np.where(
             src.city > 0, tables.holder_region[src.row], tables.line_region[src.line]
         ),
@@ -172,6 +175,8 @@ def tap_sources(draw):
         line_region=rng.integers(0, 200, n_lines).astype(np.uint8),
         device_kind=rng.integers(0, 3, n_devices).astype(np.uint8),
     )
+    key = PrivacyKey(draw(st.binary(min_size=32, max_size=32))) if draw(st.booleans()) else None
+    day = draw(st.integers(0, 400))
     params = TapParams(
         day_start_s=draw(st.integers(0, 2**33)),
         tac_key=draw(st.integers(0, 2**64 - 1)),
@@ -179,17 +184,18 @@ def tap_sources(draw):
         card_limit=2**40,
         terminal_base=draw(st.integers(0, 2**47)),
         metro=draw(st.integers(0, 2)),
+        token_keys=None if key is None else _day_token_keys(key, day),
     )
-    return src, tables, params
+    return src, tables, params, key, day
 
 
 @settings(max_examples=200, deadline=None)
 @given(tap_sources())
 def test_derived_columns_are_the_numpy_passes(case):
-    src, tables, params = case
+    src, tables, params, key, day = case
     got, bad = tap_derived(src, tables, params)
     assert bad == 0
-    want = _derived_reference(src, tables, params)
+    want = _derived_reference(src, tables, params, key, day)
     for name, values in want.items():
         column = getattr(got, name)
         assert column.dtype == values.dtype, name
@@ -210,7 +216,7 @@ def test_out_of_range_taps_are_flagged(field, value, bit):
     src = TapSources(*(np.zeros(3, np.int64) for _ in TapSources._fields))
     src = src._replace(**{field: np.array([0, value, 0], dtype=np.int64)})
     tables = TapTables(np.zeros(5, np.uint8), np.zeros(9, np.uint8), np.zeros(30, np.uint8))
-    _, bad = tap_derived(src, tables, TapParams(0, 1, 0, 2**40, 0, 1))
+    _, bad = tap_derived(src, tables, TapParams(0, 1, 0, 2**40, 0, 1, None))
     assert bad == bit
 
 
@@ -218,7 +224,7 @@ def test_a_holder_row_out_of_range_is_flagged_where_it_is_read():
     src = TapSources(*(np.zeros(2, np.int64) for _ in TapSources._fields))
     src = src._replace(row=np.array([7, 5]), city=np.array([0, 1]))
     tables = TapTables(np.zeros(5, np.uint8), np.zeros(9, np.uint8), np.zeros(30, np.uint8))
-    _, bad = tap_derived(src, tables, TapParams(0, 1, 0, 2**40, 0, 1))
+    _, bad = tap_derived(src, tables, TapParams(0, 1, 0, 2**40, 0, 1, None))
     assert bad == BAD_ROW  # row 7 is not read: the tap was at home
 
 
