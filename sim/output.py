@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sim import identity
+from sim.record_kernels import HEX_COMPILED_FROM, hex_digits
 from sim.run_dir import (
     RunLock,
     StopSignalsHeld,
@@ -218,6 +219,34 @@ def _hex(col: Col, values: ColumnData) -> pa.Array:
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{col.name}: expected integers to render as hex, got {arr.dtype}")
     n = len(arr)
+    if _compiled_hex(arr, width):
+        # A day's ids: one compiled pass checks and writes the digits (sim/record_kernels.py).
+        digits, ok = hex_digits(arr, width)
+        if not ok:
+            raise ValueError(f"{col.name}: values must fit in {width} hex digits")
+    else:
+        digits = _hex_pairs(col, arr, width)
+    offsets = np.arange(0, n * width + 1, width, dtype=np.int32)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(digits)]
+    return pa.Array.from_buffers(STR, n, buffers)
+
+
+def _compiled_hex(arr: np.ndarray, width: int) -> bool:
+    """Whether ``_hex`` writes ``arr``'s digits with the compiled pass: int64 values (a
+    process writing only small tables does not import numba for them) that fit a write."""
+    n = len(arr)
+    return (
+        arr.dtype == np.int64
+        and width in (4, 8, 12)
+        and n >= HEX_COMPILED_FROM
+        and n * width < 2**31
+    )
+
+
+def _hex_pairs(col: Col, arr: np.ndarray, width: int) -> np.ndarray:
+    """``_hex``'s digits in NumPy passes: a byte's two digits at a time (the compiled pass's
+    reference, tests/test_record_kernels.py)."""
+    n = len(arr)
     if n and (int(arr.min()) < 0 or int(arr.max()) >= 16**width):
         raise ValueError(f"{col.name}: values must fit in {width} hex digits")
     if n * width >= 2**31:
@@ -225,9 +254,7 @@ def _hex(col: Col, values: ColumnData) -> pa.Array:
     nbytes = width // 2
     be = arr.astype(">u8").view(np.uint8).reshape(n, 8)[:, 8 - nbytes :]
     digits = _HEX_PAIRS[be]  # (n, nbytes) uint16 = 2 ASCII chars each
-    offsets = np.arange(0, n * width + 1, width, dtype=np.int32)
-    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(digits))]
-    return pa.Array.from_buffers(STR, n, buffers)
+    return np.ascontiguousarray(digits)
 
 
 def _temporal(col: Col, values: ColumnData) -> pa.Array:

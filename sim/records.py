@@ -41,6 +41,17 @@ from sim.ledger import Ledger
 from sim.lending import borrowed
 from sim.output import RunOutput
 from sim.privacy import PrivacyKey, default_key
+from sim.record_kernels import (
+    BAD_CARD,
+    BAD_DEVICE,
+    BAD_LINE,
+    BAD_ROW,
+    TapDerived,
+    TapParams,
+    TapSources,
+    TapTables,
+    tap_derived,
+)
 from sim.rng import Streams, _mix_array
 from sim.social_security import VENUE_KINDS, venue_cities
 from sim.taps import TapTable
@@ -134,6 +145,13 @@ def _hash32(key: np.uint64, *columns: np.ndarray) -> np.ndarray:
     return (z >> np.uint64(32)).astype(np.int64)
 
 
+def _day_token_keys(key: PrivacyKey, day: int) -> tuple[int, int]:
+    """The keys of ``key.day_tokens``'s two rounds on ``day``, for the compiled pass that makes
+    tap records' tokens in its loop (sim/record_kernels.py). They mirror sim/privacy.py's;
+    tests/test_record_kernels.py checks the tokens against ``day_tokens``."""
+    return key.derive(f"token:{int(day)}:1"), key.derive(f"token:{int(day)}:2")
+
+
 class RecordWriter:
     """Subscriber that converts the engine's events into output partitions (``output``)."""
 
@@ -220,16 +238,15 @@ class RecordWriter:
         """Card tokens: stable card ids when unmasked, else a keyed pseudonym that changes
         every day."""
         card_id = ids.global_card(self.shard_index, self.world.population.card_id[rows])
-        if self.unmasked:
-            return card_id
-        return self.key.day_tokens(card_id, day)
+        return card_id if self.unmasked else self.key.day_tokens(card_id, day)
 
     def _linkable_columns(self, col, counter: np.ndarray) -> dict[str, np.ndarray]:
         """A tap's balances and card counter (``col``: a column of the taps by name), where the
         card was charged; left out (-1, null) of a masked export without reading them."""
         n = len(counter)
         if not self.unmasked:
-            return {name: np.full(n, -1, dtype=np.int64) for name in LINKABLE_TAP_COLUMNS}
+            # int32, as the table stores them: no column of -1s to narrow again.
+            return {name: np.full(n, -1, dtype=np.int32) for name in LINKABLE_TAP_COLUMNS}
         charged = col("home_card") & ~col("declined") & (col("device_refused") == 0)
         return {
             "balance_before_fen": np.where(charged, col("balance_before_fen"), -1),
@@ -344,23 +361,22 @@ class RecordWriter:
         tap records): all but how the upload, the clearing and an incomplete trip turn out.
         ``order``: the rows in that order (a stream sends a day by time); the taps' own
         columns are taken in it before anything is derived: fewer and narrower arrays to
-        move than the finished columns."""
+        move than the finished columns. What is derived from the card, line, device and time
+        comes from one compiled pass over them (``_derived``)."""
 
         def col(name: str) -> np.ndarray:
             values = getattr(c, name)
             return values if order is None else gather(values, order)
 
         pop = self.world.population
-        lines = self.world.network.lines
         row, line, city = col("row"), col("line"), col("city")
         amount, counter = col("amount_fen"), col("card_counter")
-        device = col("device").astype(np.int64)
-        is_bus = self.world.network.devices.kind[device] != METRO
-        t_abs = self._ts(day, col("t_s"))
-        tac = _hash32(self._tac_key, pop.card_id[row], counter, amount, device, t_abs)
+        card = pop.card_id[row]
+        src = TapSources(row, card, line, city, amount, counter, col("device"), col("t_s"))
+        d = self._derived(day, src)
         return {
             "transaction_id": col("tx_id"),
-            "event_timestamp": t_abs,
+            "event_timestamp": d.t_abs,
             "amount_fen": amount,
             "list_fare_fen": col("list_fare_fen"),
             "concession_fen": col("concession_fen"),
@@ -369,27 +385,51 @@ class RecordWriter:
             "fare_capped": col("fare_capped"),
             "rider_category": pop.card_type[row],
             "media": col("medium"),
-            "token_id": self.tokens(row, day),
+            "token_id": d.token,
             **self._linkable_columns(col, counter),
             "trip_record_type": col("kind"),
             "mode": col("mode"),
             "route_id": self._code("route", line),
             "stop_id": col("stop"),
-            "vehicle_id": np.where(is_bus, device, -1),
-            "device_id": device,
+            "vehicle_id": d.vehicle,
+            "device_id": d.device,
             "uploader_id": col("agent_device_id"),
-            "terminal_id": self.terminal_base + device,
+            "terminal_id": d.terminal,
             "device_serial": col("device_serial"),
-            "tac": tac,
+            "tac": d.tac,
             "city_code": self._code("city", city),
             "issuer_id": col("issuer"),
             "acquirer_id": col("acquirer"),
             # Taps in other cities carry the holder's home region.
-            "region": self._code("region", np.where(city > 0, pop.region[row], lines.region[line])),
+            "region": self._code("region", d.region),
             "is_transfer": col("is_transfer"),
             "incomplete_trip": col("incomplete"),
-            "incident_id": self._code("incident", col("incident").astype(np.int64)),
+            "incident_id": self._code("incident", col("incident")),
         }
+
+    def _derived(self, day: int, src: TapSources) -> TapDerived:
+        """The columns ``tap_columns`` derives from the taps' card, line, device and time, in
+        one compiled pass (sim/record_kernels.py; tests/test_record_kernels.py keeps the NumPy
+        passes it replaced as the reference); an index out of its table raises IndexError and
+        a card id that cannot be made run-wide ValueError, as those passes did."""
+        network = self.world.network
+        tables = TapTables(self.world.population.region, network.lines.region, network.devices.kind)
+        params = TapParams(
+            day_start_s=self.epoch_s + int(day) * DAY_S,
+            tac_key=int(self._tac_key),
+            card_base=int(ids.global_card(self.shard_index, np.zeros(1, np.int64))[0]),
+            card_limit=int(ids.local_card(np.full(1, -1, np.int64))[0]) + 1,  # 2**bits
+            terminal_base=self.terminal_base,
+            metro=METRO,
+            token_keys=None if self.unmasked else _day_token_keys(self.key, day),
+        )
+        derived, bad = tap_derived(src, tables, params)
+        if bad & BAD_CARD:
+            ids.global_card(self.shard_index, src.card)  # raises, as it did here
+        if bad:
+            what = {BAD_ROW: "row", BAD_LINE: "line", BAD_DEVICE: "device"}
+            raise IndexError(f"tap {what[bad & -bad]} index out of range")
+        return derived
 
     def _deposit_events(self, c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = np.datetime64(self.world.start_date, "D")
