@@ -146,6 +146,15 @@ def global_card(shard: int, card_id: np.ndarray) -> np.ndarray:
     return _global(shard, card_id, _CARD_BITS, "card")
 
 
+#: A shard's card ids are below this (``global_card`` refuses the others).
+CARD_ID_LIMIT = 1 << _CARD_BITS
+
+
+def card_base(shard: int) -> int:
+    """What ``global_card`` adds to a shard's card ids (for a compiled pass doing it itself)."""
+    return _check("shard", shard, MAX_SHARDS) << _CARD_BITS
+
+
 def local_card(global_id: np.ndarray) -> np.ndarray:
     """The shard-local id of a run-wide card id."""
     return np.asarray(global_id, dtype=np.int64) & ((1 << _CARD_BITS) - 1)

@@ -66,13 +66,17 @@ class PrivacyKey:
     def day_tokens(self, ids: np.ndarray, day: int) -> np.ndarray:
         """Pseudonyms of entity ``ids`` on ``day``: two keyed SplitMix64 rounds under keys derived
         for that day, so tokens of different days share nothing without the key."""
-        k1 = np.uint64(self.derive(f"token:{int(day)}:1"))
-        k2 = np.uint64(self.derive(f"token:{int(day)}:2"))
+        k1, k2 = (np.uint64(k) for k in self.day_token_keys(day))
         z = np.asarray(ids, dtype=np.int64).astype(np.uint64) ^ k1
         z = _mix_array(z)
         z ^= k2
         z = _mix_array(z)
         return (z >> np.uint64(1)).astype(np.int64)
+
+    def day_token_keys(self, day: int) -> tuple[int, int]:
+        """The keys of ``day_tokens``'s two rounds on ``day`` (for a compiled pass making the
+        tokens in its own loop: sim/record_kernels.py)."""
+        return self.derive(f"token:{int(day)}:1"), self.derive(f"token:{int(day)}:2")
 
     def keyed_words(self, label: str, n: int) -> np.ndarray:
         """``n`` 64-bit words derived from the key (e.g. to key a check value)."""

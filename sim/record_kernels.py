@@ -22,12 +22,17 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sim import kernel_cache, rng
+
+#: What the passes compile in from other modules: sim/rng.py's SplitMix64 constants (the TAC and
+#: the masked tokens are ``rng._mix_array`` rounds), frozen into the cached code; a change there
+#: compiles the passes again (``kernel_cache.njit``; tests/test_kernel_cache.py checks the list).
+COMPILED_IN = (rng,)
+
 #: What a ``tap_derived`` pass flags (bits of its result).
 BAD_ROW, BAD_LINE, BAD_DEVICE, BAD_CARD = 1, 2, 4, 8
 
-_GOLDEN = 0x9E3779B97F4A7C15
-_C1 = 0xBF58476D1CE4E5B9
-_C2 = 0x94D049BB133111EB
+_GOLDEN, _C1, _C2 = rng._GOLDEN, rng._C1, rng._C2  # the engine's one SplitMix64
 
 #: Rows from which ``sim.output._hex`` writes its digits with the compiled pass: a small table
 #: (a test's, a day's KPIs) is not worth importing numba for.
@@ -183,17 +188,17 @@ def _kernels() -> _Kernels:
     taken as NumPy takes one (a negative one from the end); the pass returns the ``BAD_*``
     bits of indices outside their table and of card ids that cannot be made run-wide (0: all
     good). ``hex_rows`` returns False, after writing all rows, if a value is negative or too
-    wide. After changing a function they call (``_mix``, ``_index_of``, ``_hex8``, ``_swap8``),
-    delete this module's ``*.nbi``/``*.nbc`` cache files."""
-    import numba
+    wide. The functions they call are this file's (numba's own stamp covers them) but for
+    sim/rng.py's constants (``COMPILED_IN``)."""
+    jit = kernel_cache.njit(COMPILED_IN)  # numba's njit(cache=True, nogil=True), cache refreshed
 
     global mix, _index, hex8, swap8
-    mix = numba.njit(cache=True, nogil=True)(_mix)
-    _index = numba.njit(cache=True, nogil=True)(_index_of)
-    hex8 = numba.njit(cache=True, nogil=True)(_hex8)
-    swap8 = numba.njit(cache=True, nogil=True)(_swap8)
+    mix = jit(_mix)
+    _index = jit(_index_of)
+    hex8 = jit(_hex8)
+    swap8 = jit(_swap8)
 
-    @numba.njit(cache=True, nogil=True)
+    @jit
     def tap_rows(src, tables, scalars, out):
         row, card_id, line, city, amount, counter, device, t_s = src
         holder_region, line_region, device_kind = tables
@@ -243,7 +248,7 @@ def _kernels() -> _Kernels:
                 o_region[i] = line_region[ln]
         return bad
 
-    @numba.njit(cache=True, nogil=True)
+    @jit
     def hex_rows(values, width, words):
         # Four digits per uint32 word (``width`` a multiple of 4 up to 12), in memory order.
         ok = True

@@ -145,13 +145,6 @@ def _hash32(key: np.uint64, *columns: np.ndarray) -> np.ndarray:
     return (z >> np.uint64(32)).astype(np.int64)
 
 
-def _day_token_keys(key: PrivacyKey, day: int) -> tuple[int, int]:
-    """The keys of ``key.day_tokens``'s two rounds on ``day``, for the compiled pass that makes
-    tap records' tokens in its loop (sim/record_kernels.py). They mirror sim/privacy.py's;
-    tests/test_record_kernels.py checks the tokens against ``day_tokens``."""
-    return key.derive(f"token:{int(day)}:1"), key.derive(f"token:{int(day)}:2")
-
-
 class RecordWriter:
     """Subscriber that converts the engine's events into output partitions (``output``)."""
 
@@ -417,11 +410,11 @@ class RecordWriter:
         params = TapParams(
             day_start_s=self.epoch_s + int(day) * DAY_S,
             tac_key=int(self._tac_key),
-            card_base=int(ids.global_card(self.shard_index, np.zeros(1, np.int64))[0]),
-            card_limit=int(ids.local_card(np.full(1, -1, np.int64))[0]) + 1,  # 2**bits
+            card_base=ids.card_base(self.shard_index),
+            card_limit=ids.CARD_ID_LIMIT,
             terminal_base=self.terminal_base,
             metro=METRO,
-            token_keys=None if self.unmasked else _day_token_keys(self.key, day),
+            token_keys=None if self.unmasked else self.key.day_token_keys(day),
         )
         derived, bad = tap_derived(src, tables, params)
         if bad & BAD_CARD:

@@ -33,7 +33,7 @@ from sim.record_kernels import (
     hex_digits,
     tap_derived,
 )
-from sim.records import METRO, RecordWriter, _day_token_keys, _hash32
+from sim.records import METRO, RecordWriter, _hash32
 from sim.schema import Col
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,11 +180,11 @@ def tap_sources(draw):
     params = TapParams(
         day_start_s=draw(st.integers(0, 2**33)),
         tac_key=draw(st.integers(0, 2**64 - 1)),
-        card_base=draw(st.integers(0, 5)) << 40,
-        card_limit=2**40,
+        card_base=ids.card_base(draw(st.integers(0, 5))),
+        card_limit=ids.CARD_ID_LIMIT,
         terminal_base=draw(st.integers(0, 2**47)),
         metro=draw(st.integers(0, 2)),
-        token_keys=None if key is None else _day_token_keys(key, day),
+        token_keys=None if key is None else key.day_token_keys(day),
     )
     return src, tables, params, key, day
 
