@@ -450,7 +450,7 @@ def print_summary(summary) -> None:
         ),
         (
             # A deferral is a day a settlement was due and still could not be paid.
-            "deposit calls / settlement deferrals (days waited)",
+            "deposit calls / settlement deferral days",
             f"{t.get('deposit_calls', 0):,} / {t.get('settlements_deferred', 0):,}",
         ),
         ("time to build the world (s)", f"{summary.timings_s.get('build_world_s', 0):.1f}"),
