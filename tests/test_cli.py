@@ -443,13 +443,20 @@ def test_signals_stop_the_run_cleanly(tmp_path: Path, sig: str, code: int, word:
     import time
 
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "run_scenario.py", SMALL, "--days", "300", "--quiet", "--out", out],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # The run starts as from a terminal, where Ctrl-C reaches it: a process started with SIGINT
+    # ignored (the suite launched as a background job of a script) hands that on, and Python
+    # then leaves Ctrl-C ignored, as it should (nohup, `cmd &`).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "run_scenario.py", SMALL, "--days", "300", "--quiet", "--out", out],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob("run.partial-*")) and time.monotonic() < deadline:
         time.sleep(0.05)  # the run is writing: its partial folder exists
