@@ -98,6 +98,31 @@ def _terminate(signum, frame) -> None:
     raise Terminated()
 
 
+def _stop_behind(exc: BaseException) -> KeyboardInterrupt | Terminated | None:
+    """The Ctrl-C or SIGTERM an error came from, if one did. A stop that lands while a compiled
+    kernel calls back into Python (numba loading a kernel's constants on its first call in a
+    process) raises there, and the kernel hands it on as a SystemError caused by it."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (KeyboardInterrupt, Terminated)):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _stopped(stop: BaseException, command: str, written: list) -> int:
+    """Say how a Ctrl-C or SIGTERM ended the command; its exit code."""
+    for signum in (signal.SIGINT, signal.SIGTERM):  # stopping already: a second press
+        signal.signal(signum, signal.SIG_IGN)  # must not kill the exit half-way
+    how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "terminated"
+    if written and written[0] is not None:
+        print(f"{how}: the run was already complete in {written[0]}", file=sys.stderr)
+    elif command != "stream":  # a stream says what it kept itself
+        print(f"{how}: nothing was written to the output folder", file=sys.stderr)
+    return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED
+
+
 def _whole_number(text: str, least: int, expected: str) -> int:
     """``text`` as an int of at least ``least``; argparse reports ``expected`` otherwise."""
     try:
@@ -693,14 +718,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (KeyboardInterrupt, Terminated) as stop:
-        for signum in (signal.SIGINT, signal.SIGTERM):  # stopping already: a second press
-            signal.signal(signum, signal.SIG_IGN)  # must not kill the exit half-way
-        how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "terminated"
-        if written and written[0] is not None:
-            print(f"{how}: the run was already complete in {written[0]}", file=sys.stderr)
-        elif command != "stream":  # a stream says what it kept itself
-            print(f"{how}: nothing was written to the output folder", file=sys.stderr)
-        return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED
+        return _stopped(stop, command, written)
+    except SystemError as exc:
+        stop = _stop_behind(exc)
+        if stop is None:
+            raise
+        return _stopped(stop, command, written)
     finally:  # the caller's own handlers back (main() is called in-process by tests and tools)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)

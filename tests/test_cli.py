@@ -472,6 +472,48 @@ def test_signals_stop_the_run_cleanly(tmp_path: Path, sig: str, code: int, word:
     assert list(tmp_path.iterdir()) == []  # no output, no partial folder, no lock
 
 
+@pytest.mark.parametrize(
+    ("stop", "code", "word"),
+    [("KeyboardInterrupt", 130, "interrupted"), ("Terminated", 143, "terminated")],
+)
+def test_a_stop_inside_a_compiled_kernel_stops_the_run_cleanly(
+    tmp_path: Path, monkeypatch, capsys, stop: str, code: int, word: str
+):
+    # Ctrl-C landing while numba loads a kernel's constants on its first call (Python code run
+    # from inside the kernel's call) comes out of the kernel as a SystemError caused by the
+    # KeyboardInterrupt, as it did in a clean clone's test run: still an interruption.
+    import run_scenario
+    from agents import citizen
+
+    raised = KeyboardInterrupt if stop == "KeyboardInterrupt" else run_scenario.Terminated
+
+    def interrupted(*args, **kwargs):
+        try:
+            raise raised()
+        except BaseException as exc:
+            raise SystemError("CPUDispatcher(...) returned a result with an exception set") from exc
+
+    monkeypatch.setattr(citizen, "trip_slots", interrupted)
+    out = tmp_path / "run"
+    assert run_scenario.main([str(SMALL), "--days", "2", "--quiet", "--out", str(out)]) == code
+    err = capsys.readouterr().err
+    assert f"{word}: nothing was written to the output folder" in err
+    assert list(tmp_path.iterdir()) == []  # no output, no partial folder, no lock
+
+
+def test_a_system_error_not_caused_by_a_stop_is_not_taken_for_one(tmp_path: Path, monkeypatch):
+    import run_scenario
+    from agents import citizen
+
+    def broken(*args, **kwargs):
+        raise SystemError("a defect")
+
+    monkeypatch.setattr(citizen, "trip_slots", broken)
+    with pytest.raises(SystemError, match="a defect"):
+        run_scenario.main([str(SMALL), "--days", "2", "--quiet", "--out", str(tmp_path / "run")])
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("problem", ["header_only", "gbk"])
 def test_outlet_files_that_are_not_usable_name_the_file(tmp_path: Path, problem: str):
     text = OUTLETS_CSV.read_text(encoding="utf-8")

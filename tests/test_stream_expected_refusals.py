@@ -138,6 +138,7 @@ class _OneByOne(http.server.ThreadingHTTPServer):
     def __init__(self, every: int) -> None:
         outer = self
         self.refused: list[str] = []
+        self.batches: list[tuple[set[str], set[str]]] = []  # each batch's keys, and its refused
         self.lock = threading.Lock()
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -153,6 +154,12 @@ class _OneByOne(http.server.ThreadingHTTPServer):
                 ]
                 with outer.lock:
                     outer.refused += [r["idempotency_key"] for r in rejected]
+                    outer.batches.append(
+                        (
+                            {r["idempotency_key"] for r in records},
+                            {r["idempotency_key"] for r in rejected},
+                        )
+                    )
                 answer(self, 200, json.dumps({"rejected": rejected}).encode(), "application/json")
 
             def log_message(self, *args):
@@ -177,12 +184,20 @@ def test_a_clean_record_refused_on_its_own_still_exits_7(tmp_path):
     clean_refused = refused - malformed
     assert len(clean_refused) > 5 and malformed <= refused
     assert {d["idempotency_key"] for d in dead} == refused
-    # Only the malformed ones are expected refusals, in the file as in the counts.
-    assert {d["idempotency_key"] for d in dead if d.get("expected_refusal")} == malformed
-    assert t["expected_refusals"] == len(malformed) and t["dead_lettered"] == len(refused)
+    # Only the malformed ones are expected refusals, in the file as in the counts: all of them
+    # but those of a batch the sink refused whole with a clean record in it (the pacer's
+    # batches at 600/s are a few records each: one can hold a clean record refused and a
+    # malformed one only), where it judged no record's defect (traffic/delivery.py).
+    judged = set().union(
+        *(sent & malformed for sent, out in server.batches if out != sent or sent <= malformed)
+    )
+    assert malformed <= set().union(*(sent for sent, _ in server.batches))  # each sent once
+    assert len(judged) >= len(malformed) - 3  # such a batch is rare
+    assert {d["idempotency_key"] for d in dead if d.get("expected_refusal")} == judged
+    assert t["expected_refusals"] == len(judged) and t["dead_lettered"] == len(refused)
     assert (
         f"NOT all delivered: {len(refused):,} of {t['generated']:,} records dead-lettered; "
-        f"{len(malformed):,} of them {EXPECTED}, the other {len(clean_refused):,} not (exit 7)"
+        f"{len(judged):,} of them {EXPECTED}, the other {len(refused) - len(judged):,} not (exit 7)"
     ) in done.stderr
     # Each second: the running totals, one printed line a row of the series.
     series = _series(state)
@@ -195,7 +210,7 @@ def test_a_clean_record_refused_on_its_own_still_exits_7(tmp_path):
     assert all(row["expected_refusals"] <= row["dead_lettered"] for row in series)
     assert (series[-1]["dead_lettered"], expected[-1]) == (len(refused), t["expected_refusals"])
     last_line = [line for line in done.stderr.splitlines() if _SECOND_LINE.match(line)][-1]
-    assert f"dead {len(refused):,} ({len(malformed):,} expected refusals)" in last_line
+    assert f"dead {len(refused):,} ({len(judged):,} expected refusals)" in last_line
 
 
 def test_a_receiver_refusing_every_record_one_by_one_is_given_up_on_malformed_records_or_not(
