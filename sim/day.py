@@ -396,16 +396,7 @@ def _price(
         (list_only, ~is_card & ~local),
     )
     # The columns pricing reads, for every tap once; each group is priced at its rows.
-    batch = TapBatch(
-        card=taps.row,
-        t_s=taps.t_s,
-        line=taps.line,
-        mode=taps.mode,
-        kind=taps.kind,
-        card_type=pop.card_type[taps.row],
-        distance_km=taps.distance_km,
-        incomplete=taps.incomplete,
-    )
+    batch = pricing_batch(pop, taps)
     # Without caps the month's spend changes no fare: no gather from the population.
     spent = (
         state.cards.month_spent_fen[taps.row]
@@ -417,6 +408,21 @@ def _price(
         if len(rows):
             price_taps_into(compiled, batch, day_type, spent, out, rows)
     return out, taps
+
+
+def pricing_batch(pop: Cardholders, taps: DayTaps) -> TapBatch:
+    """The columns of a day's taps that pricing reads (sim/fares.py), the card type looked up
+    once per tap."""
+    return TapBatch(
+        card=taps.row,
+        t_s=taps.t_s,
+        line=taps.line,
+        mode=taps.mode,
+        kind=taps.kind,
+        card_type=pop.card_type[taps.row],
+        distance_km=taps.distance_km,
+        incomplete=taps.incomplete,
+    )
 
 
 def _home_cards(pop: Cardholders, taps: DayTaps) -> np.ndarray:

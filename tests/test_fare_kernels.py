@@ -346,16 +346,7 @@ def test_real_days_priced_as_the_reference(nantong_world, monkeypatch):
         for name, col in want.items():
             assert _same(got[name], col), name
         # Caps, every card at some spend this month.
-        batch = TapBatch(
-            card=taps.row,
-            t_s=taps.t_s,
-            line=taps.line,
-            mode=taps.mode,
-            kind=taps.kind,
-            card_type=world.population.card_type[taps.row],
-            distance_km=taps.distance_km,
-            incomplete=taps.incomplete,
-        )
+        batch = sim.day.pricing_batch(world.population, taps)
         spent = rng.integers(0, 4_000, len(world.population))[taps.row]
         result = price_taps(compiled, batch, day_type, spent)
         assert result.fare_capped.any() and result.is_transfer.any()
