@@ -18,7 +18,6 @@ records (exits carry metro fares).
 
 from __future__ import annotations
 
-import weakref
 from collections import defaultdict
 
 import numpy as np
@@ -26,7 +25,7 @@ import numpy as np
 from sim.codes import TAP_EXIT, is_stored_value
 from sim.events import TapsFinal
 from sim.interop import city_codes as interop_city_codes
-from sim.population import HOME_CITY
+from sim.population import HOME_CITY, derived
 from sim.taps import TapTable
 
 #: How a boarding was paid (the transactions table's fare_product names).
@@ -137,19 +136,18 @@ def _charge(taps: TapTable) -> np.ndarray:
     return charged * (np.uint8(1) + (taps.kind == TAP_EXIT).view(np.uint8))
 
 
-# (id(population), n_cities, n_regions) -> (weak reference to the population, its keys); an entry
-# goes with its population.
-_holder_keys_cache: dict[tuple[int, int, int], tuple[weakref.ref, np.ndarray]] = {}
-
-
 def _holder_keys(pop, n_cities: int, n_regions: int) -> np.ndarray:
     """Per population row, holder city * n_regions + holder region + 1 (0: none, a visitor):
     the holder's part of a flow key. Built once per population (read-only once the world is
     built), so a day gathers one column instead of two."""
-    key = (id(pop), n_cities, n_regions)
-    cached = _holder_keys_cache.get(key)
-    if cached is not None and cached[0]() is pop:
-        return cached[1]
+    return derived(
+        pop,
+        ("flow_holder_keys", n_cities, n_regions),
+        lambda: _build_holder_keys(pop, n_cities, n_regions),
+    )
+
+
+def _build_holder_keys(pop, n_cities: int, n_regions: int) -> np.ndarray:
     if int(pop.home_city.max(initial=0)) >= n_cities:
         raise ValueError(f"a holder's city code is not one of the shard's {n_cities} cities")
     dtype = np.min_scalar_type(n_cities * n_regions)  # narrow: a few passes over 1.7 M rows
@@ -157,7 +155,6 @@ def _holder_keys(pop, n_cities: int, n_regions: int) -> np.ndarray:
     keys *= n_regions
     home = pop.home_city == HOME_CITY
     keys[home] += pop.region[home].astype(dtype) + 1  # visitors' region: NONE + 1 = 0
-    _holder_keys_cache[key] = (weakref.ref(pop, lambda _: _holder_keys_cache.pop(key, None)), keys)
     return keys
 
 

@@ -22,7 +22,6 @@ calibration report):
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +40,7 @@ from sim.codes import (
 from sim.day import TOPUP_ONLINE, TOPUP_OUTLET
 from sim.deposits import CALL, DEFERRED, PAID_LATE
 from sim.events import BatchCleared, DaySettled, DepositEvents, TapsFinal
-from sim.population import HOME_CITY
+from sim.population import HOME_CITY, derived
 
 #: The daily KPIs, in the order of the ``daily_kpis`` table and the DataCollector's columns.
 KPI_NAMES: tuple[str, ...] = (
@@ -353,19 +352,14 @@ def _tap_class(c) -> np.ndarray:
     return accepted * (u8(1) + local * (u8(1) + home_system * (ok_class - u8(2))))
 
 
-# (id(population), n_regions) -> (weak reference to the population, its keys); an entry
-# goes with its population.
-_holder_keys_cache: dict[tuple[int, int], tuple[weakref.ref, np.ndarray]] = {}
-
-
 def _holder_keys(pop, n_regions: int) -> np.ndarray:
     """Per population row, card type * (n_regions + 1) + the holder's region (n_regions for a
     visitor): the population's part of the KPI key. Built once per population (it is read-only
     once the world is built), so a day gathers one column instead of three."""
-    key = (id(pop), n_regions)
-    cached = _holder_keys_cache.get(key)
-    if cached is not None and cached[0]() is pop:
-        return cached[1]
+    return derived(pop, ("kpi_holder_keys", n_regions), lambda: _build_holder_keys(pop, n_regions))
+
+
+def _build_holder_keys(pop, n_regions: int) -> np.ndarray:
     if len(pop) and int(pop.card_type.max()) >= len(CARD_TYPES):
         raise ValueError(f"card type codes must be below {len(CARD_TYPES)}")
     home = pop.home_city == HOME_CITY
@@ -375,5 +369,4 @@ def _holder_keys(pop, n_regions: int) -> np.ndarray:
     keys = pop.card_type.astype(np.min_scalar_type(len(CARD_TYPES) * (n_regions + 1)))
     keys *= n_regions + 1
     keys += region.astype(keys.dtype)
-    _holder_keys_cache[key] = (weakref.ref(pop, lambda _: _holder_keys_cache.pop(key, None)), keys)
     return keys

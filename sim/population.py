@@ -13,7 +13,10 @@ stock counts every card ever issued, so many rows are dead by 2024.
 from __future__ import annotations
 
 import datetime as dt
+import weakref
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,6 +30,26 @@ NO_QR = 255
 NEVER = np.iinfo(np.int32).max
 #: ``home_city`` of the scenario's own cardholders (visitors carry their city's index, 1..n).
 HOME_CITY = 0
+
+
+_T = TypeVar("_T")
+
+# (id(population), what) -> (weak reference to the population, the value); an entry goes with
+# its population.
+_derived: dict[tuple[int, Hashable], tuple[weakref.ref, object]] = {}
+
+
+def derived(pop: Cardholders, what: Hashable, build: Callable[[], _T]) -> _T:
+    """``build()``, a value derived from ``pop`` alone (read-only once the world is built),
+    made once per population and ``what`` and dropped with the population: a daily pass then
+    gathers one precomputed column instead of several."""
+    key = (id(pop), what)
+    cached = _derived.get(key)
+    if cached is not None and cached[0]() is pop:
+        return cached[1]  # type: ignore[return-value]
+    value = build()
+    _derived[key] = (weakref.ref(pop, lambda _: _derived.pop(key, None)), value)
+    return value
 
 
 @dataclass

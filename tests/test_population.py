@@ -165,3 +165,31 @@ def test_population_build_is_deterministic(world):
     again = build(load_scenario(SMALL, days=5)).population
     for field in dataclasses.fields(again):
         assert np.array_equal(getattr(again, field.name), getattr(world.population, field.name))
+
+
+def test_a_derived_value_is_made_once_per_population_and_goes_with_it():
+    import gc
+    from functools import partial
+
+    from sim import population
+
+    def cardholders(n: int) -> population.Cardholders:
+        fields = population.Cardholders.__dataclass_fields__
+        return population.Cardholders(**{name: np.zeros(n, np.int64) for name in fields})
+
+    one, other = cardholders(3), cardholders(5)
+    builds: list[int] = []
+
+    def build(pop):
+        builds.append(len(pop.card_id))
+        return len(pop.card_id)
+
+    assert population.derived(one, "n", partial(build, one)) == 3
+    assert population.derived(one, "n", partial(build, one)) == 3  # from the cache
+    assert population.derived(other, "n", partial(build, other)) == 5  # its own
+    assert population.derived(one, ("n", 2), partial(build, one)) == 3  # another key
+    assert builds == [3, 5, 3]
+    entries = len(population._derived)
+    del one
+    gc.collect()
+    assert len(population._derived) == entries - 2  # both of its entries went with it
