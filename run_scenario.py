@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from drills.cli import build_drill_parser, run_drill_command
+from sim.stops import StopLatch, Terminated
 from traffic.cli import build_score_parser, build_stream_parser, run_score, run_stream
 
 EPILOG = """\
@@ -90,14 +91,6 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 FORK_IF_AVAILABLE = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-class Terminated(BaseException):
-    """Raised by the SIGTERM handler so that cleanup runs as for Ctrl-C."""
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated()
-
-
 def _stop_behind(exc: BaseException) -> KeyboardInterrupt | Terminated | None:
     """The Ctrl-C or SIGTERM an error came from, if one did. A stop that lands while a compiled
     kernel calls back into Python (numba loading a kernel's constants on its first call in a
@@ -111,13 +104,16 @@ def _stop_behind(exc: BaseException) -> KeyboardInterrupt | Terminated | None:
     return None
 
 
-def _stopped(stop: BaseException, command: str, written: list) -> int:
-    """Say how a Ctrl-C or SIGTERM ended the command; its exit code."""
+def _stopped(stop: BaseException, command: str, written: list, finished: bool) -> int:
+    """Say how a Ctrl-C or SIGTERM ended the command (``finished``: after its work was done, the
+    stop having been dropped by Python until then: sim/stops.py); its exit code."""
     for signum in (signal.SIGINT, signal.SIGTERM):  # stopping already: a second press
         signal.signal(signum, signal.SIG_IGN)  # must not kill the exit half-way
     how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "terminated"
     if written and written[0] is not None:
         print(f"{how}: the run was already complete in {written[0]}", file=sys.stderr)
+    elif finished:
+        print(f"{how}: the {command} command had already finished", file=sys.stderr)
     elif command != "stream":  # a stream says what it kept itself
         print(f"{how}: nothing was written to the output folder", file=sys.stderr)
     return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED
@@ -296,11 +292,12 @@ def build_sweep_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_sweep(args: argparse.Namespace, api) -> int:
+def run_sweep(args: argparse.Namespace, api, stops: StopLatch) -> int:
     """The ``sweep`` sub-command: run, write, print what failed; 0, or 1 if a point failed."""
     started = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
+        stops.check()  # a stop Python dropped: acted on at the next point done
         step = max(1, total // 20)  # about twenty lines however large the design
         if not args.quiet and total and (done % step == 0 or done == total):
             elapsed = time.perf_counter() - started
@@ -320,6 +317,7 @@ def run_sweep(args: argparse.Namespace, api) -> int:
             # and skip importing the engine again (~1.5 s each, a tenth of a small sweep).
             start_method=FORK_IF_AVAILABLE,
         )
+        stops.check()
     except (KeyboardInterrupt, Terminated) as stop:
         print(
             f"{'interrupted' if isinstance(stop, KeyboardInterrupt) else 'terminated'}: finished "
@@ -583,6 +581,88 @@ def _not_a_command(word: str) -> str:
     return message + (f"; did you mean {near[0]}?" if near else "")
 
 
+def _dispatch(command: str, args: argparse.Namespace, api, written: list, stops: StopLatch) -> int:
+    """Run ``command`` with its parsed flags; its exit code (errors raise, for ``main`` to
+    report). A run appends its folder to ``written`` once committed."""
+    if command == "stream":
+        return run_stream(args, api, stops)
+    if command == "score":
+        return run_score(args, api)
+    if command == "drill":
+        return run_drill_command(args, api)
+    if command == "sweep":
+        return run_sweep(args, api, stops)
+    if command == "compare":
+        base = api.load_scenario(args.base, days=args.days)
+        variants = [api.load_scenario(v, days=args.days) for v in args.variants]
+        api.compare(
+            base,
+            variants,
+            replications=args.replications,
+            out_dir=args.out,
+            independent_seeds=args.independent_seeds,
+            fairness_threshold=args.fairness_threshold,
+            sources=[args.base, *args.variants],  # a variant unlike the base: its file
+        )
+        print((args.out / "compare.md").read_text(encoding="utf-8"))
+        reports = ", ".join(str(args.out / f"compare.{ext}") for ext in ("json", "md", "html"))
+        print(f"report: {reports}")
+        return 0
+    if command == "verify":
+        problems = api.verify(args.run_dir)
+        for problem in problems:
+            print(problem)
+        print(f"{args.run_dir}: " + (f"{len(problems)} problem(s)" if problems else "verified"))
+        return 1 if problems else 0
+    if command == "reconcile":
+        out = api.reconcile(args.run_dir, args.out)
+        print(f"{args.run_dir}: reconciliation files in {out} (summaries agree with details)")
+        return 0
+    if command == "validate":
+        # Everything a run would refuse from the files alone: the scenario, then the world
+        # built from it (outlets file, generated lines, incident targets, clearing parties).
+        scenario = api.load_scenario(args.scenario, args.overrides)
+        api.build(scenario)
+        print(f"{args.scenario}: valid scenario {scenario.name!r}")
+        return 0
+    if command == "calibrate":
+        scenario = api.load_scenario(args.scenario, args.overrides, days=args.days, seed=args.seed)
+        api.load_targets(args.targets)  # refused before the progress bar, not after the run
+        with Progress(scenario.period.days, args.quiet) as progress:
+            report = api.calibrate(
+                scenario, args.targets, args.out, subscribers=[progress, stops.check]
+            )
+        print((args.out / "calibration.md").read_text(encoding="utf-8"))
+        print(f"report: {args.out / 'calibration.json'}, {args.out / 'calibration.md'}")
+        return 0 if report["all_required_passed"] else 1
+    scenario = api.load_scenario(args.scenario, args.overrides, days=args.days, seed=args.seed)
+    out = args.out if args.out is not None else Path(scenario.output.dir)
+    with (
+        api.dask_client(
+            args.workers,
+            args.scheduler,
+            shards=len(getattr(scenario, "city_scenarios", [scenario])),
+        ) as client,
+        Progress(scenario.period.days, args.quiet) as progress,
+    ):
+        summary = api.run(
+            scenario,
+            out,
+            unmasked=args.unmasked,
+            scenario_path=args.scenario,
+            subscribers=[progress, stops.check],  # a stop Python dropped: acted on
+            privacy_key=api.privacy_key(args.key_file),
+            client=client,
+            freeze_gc=True,  # one run in this process
+        )
+        written.append(summary.out_dir)  # from here on a stop interrupts the rest only
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not args.quiet:
+        print_summary(summary)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -606,95 +686,23 @@ def main(argv: list[str] | None = None) -> int:
     }[command]()
     # Flags are checked before the simulation stack is imported, so their errors answer at once.
     args = parser.parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C: the run's output is discarded on the way out (sim.api).
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGTERM, _terminate)
+    # SIGTERM unwinds like Ctrl-C: the run's output is discarded on the way out (sim.api); each
+    # is remembered too, for when Python drops it (sim/stops.py).
+    stops = StopLatch()
+    restore = stops.install()
     try:
         from sim import api
     except (KeyboardInterrupt, Terminated) as stop:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+        restore()
         return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED
 
     written: list = []  # the run's folder, once it is committed
+    finished = False
     try:
-        if command == "stream":
-            return run_stream(args, api)
-        if command == "score":
-            return run_score(args, api)
-        if command == "drill":
-            return run_drill_command(args, api)
-        if command == "sweep":
-            return run_sweep(args, api)
-        if command == "compare":
-            base = api.load_scenario(args.base, days=args.days)
-            variants = [api.load_scenario(v, days=args.days) for v in args.variants]
-            api.compare(
-                base,
-                variants,
-                replications=args.replications,
-                out_dir=args.out,
-                independent_seeds=args.independent_seeds,
-                fairness_threshold=args.fairness_threshold,
-                sources=[args.base, *args.variants],  # a variant unlike the base: its file
-            )
-            print((args.out / "compare.md").read_text(encoding="utf-8"))
-            reports = ", ".join(str(args.out / f"compare.{ext}") for ext in ("json", "md", "html"))
-            print(f"report: {reports}")
-            return 0
-        if command == "verify":
-            problems = api.verify(args.run_dir)
-            for problem in problems:
-                print(problem)
-            print(f"{args.run_dir}: " + (f"{len(problems)} problem(s)" if problems else "verified"))
-            return 1 if problems else 0
-        if command == "reconcile":
-            out = api.reconcile(args.run_dir, args.out)
-            print(f"{args.run_dir}: reconciliation files in {out} (summaries agree with details)")
-            return 0
-        if command == "validate":
-            # Everything a run would refuse from the files alone: the scenario, then the world
-            # built from it (outlets file, generated lines, incident targets, clearing parties).
-            scenario = api.load_scenario(args.scenario, args.overrides)
-            api.build(scenario)
-            print(f"{args.scenario}: valid scenario {scenario.name!r}")
-            return 0
-        if command == "calibrate":
-            scenario = api.load_scenario(
-                args.scenario, args.overrides, days=args.days, seed=args.seed
-            )
-            api.load_targets(args.targets)  # refused before the progress bar, not after the run
-            with Progress(scenario.period.days, args.quiet) as progress:
-                report = api.calibrate(scenario, args.targets, args.out, subscribers=[progress])
-            print((args.out / "calibration.md").read_text(encoding="utf-8"))
-            print(f"report: {args.out / 'calibration.json'}, {args.out / 'calibration.md'}")
-            return 0 if report["all_required_passed"] else 1
-        scenario = api.load_scenario(args.scenario, args.overrides, days=args.days, seed=args.seed)
-        out = args.out if args.out is not None else Path(scenario.output.dir)
-        with (
-            api.dask_client(
-                args.workers,
-                args.scheduler,
-                shards=len(getattr(scenario, "city_scenarios", [scenario])),
-            ) as client,
-            Progress(scenario.period.days, args.quiet) as progress,
-        ):
-            summary = api.run(
-                scenario,
-                out,
-                unmasked=args.unmasked,
-                scenario_path=args.scenario,
-                subscribers=[progress],
-                privacy_key=api.privacy_key(args.key_file),
-                client=client,
-                freeze_gc=True,  # one run in this process
-            )
-            written.append(summary.out_dir)  # from here on a stop interrupts the rest only
-        for note in summary.notes:
-            print(f"note: {note}", file=sys.stderr)
-        if not args.quiet:
-            print_summary(summary)
-        return 0
+        code = _dispatch(command, args, api, written, stops)
+        finished = True
+        stops.check()  # a stop Python dropped, noticed only now: still a stop
+        return code
     except api.BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -718,15 +726,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (KeyboardInterrupt, Terminated) as stop:
-        return _stopped(stop, command, written)
+        return _stopped(stop, command, written, finished)
     except SystemError as exc:
         stop = _stop_behind(exc)
         if stop is None:
             raise
-        return _stopped(stop, command, written)
+        return _stopped(stop, command, written, finished)
     finally:  # the caller's own handlers back (main() is called in-process by tests and tools)
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+        restore()
 
 
 if __name__ == "__main__":

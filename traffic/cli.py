@@ -17,6 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sim.stops import StopLatch
 
 #: Bad input (run_scenario.py's code): a flag, the scenario, the sink's URL, a sink that cannot
 #: be reached when the stream starts or that takes none of its first batches
@@ -218,8 +222,9 @@ _SIMULATION_FLAGS = {
 }
 
 
-def run_stream(args: argparse.Namespace, api) -> int:
-    """The ``stream`` sub-command; returns the exit code (bad input raises api.BadInput)."""
+def run_stream(args: argparse.Namespace, api, stops: StopLatch) -> int:
+    """The ``stream`` sub-command; returns the exit code (bad input raises api.BadInput).
+    ``stops`` (sim/stops.py) ends the stream on a stop Python dropped, as on one that came."""
     from traffic.stream import replay, stream
 
     if args.scenario.suffix.lower() == ".parquet":
@@ -227,7 +232,11 @@ def run_stream(args: argparse.Namespace, api) -> int:
         state = args.state or Path("runs/streams") / f"{args.scenario.stem}-replay"
         settings = _settings(args, api, state, recording.record_format, injection=None)
         return _streamed(
-            lambda on_second: replay(recording, settings, on_second=on_second), args, api, state
+            lambda on_second: replay(recording, settings, on_second=on_second, stop=stops.event),
+            args,
+            api,
+            state,
+            stops,
         )
     from traffic.dirty import Injection, InjectionError
 
@@ -241,10 +250,13 @@ def run_stream(args: argparse.Namespace, api) -> int:
     settings = _settings(args, api, state, record_format, injection)
     key = api.privacy_key(args.key_file)
     return _streamed(
-        lambda on_second: stream(scenario, settings, privacy_key=key, on_second=on_second),
+        lambda on_second: stream(
+            scenario, settings, privacy_key=key, on_second=on_second, stop=stops.event
+        ),
         args,
         api,
         state,
+        stops,
     )
 
 
@@ -309,7 +321,7 @@ def _settings(args, api, state: Path, record_format: str, injection):
     )
 
 
-def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
+def _streamed(start, args: argparse.Namespace, api, state: Path, stops: StopLatch) -> int:
     """Run the stream ``start(on_second)`` begins; print its summary; the exit code."""
     from traffic.delivery import DeliveryFailed
     from traffic.recording import RecordingError
@@ -317,6 +329,7 @@ def _streamed(start, args: argparse.Namespace, api, state: Path) -> int:
 
     try:
         report = start(None if args.quiet else _second_line)
+        stops.check()  # the stream ended early on a stop Python dropped: a stop all the same
     except StreamSetupError as exc:
         raise api.BadInput(str(exc)) from None
     except SinkTookNothing as exc:  # a sink that takes nothing: the setup, not a load result
