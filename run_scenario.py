@@ -91,17 +91,19 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 FORK_IF_AVAILABLE = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def _stop_behind(exc: BaseException) -> KeyboardInterrupt | Terminated | None:
-    """The Ctrl-C or SIGTERM an error came from, if one did. A stop that lands while a compiled
-    kernel calls back into Python (numba loading a kernel's constants on its first call in a
-    process) raises there, and the kernel hands it on as a SystemError caused by it."""
+def _stop_behind(exc: BaseException, stops: StopLatch) -> BaseException | None:
+    """The Ctrl-C or SIGTERM an error came from, if one did: one in its chain (a stop landing
+    while a compiled kernel calls back into Python — numba loading a kernel's constants on its
+    first call in a process — comes out of the kernel as a SystemError caused by it), or one
+    that came before it and was dropped by Python (sim/stops.py): the error is then the
+    stop's doing, as likely as not, and the command was to stop anyway."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, (KeyboardInterrupt, Terminated)):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return None
+    return stops.pending() if stops.pending is not None else None
 
 
 def _stopped(stop: BaseException, command: str, written: list, finished: bool) -> int:
@@ -727,8 +729,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except (KeyboardInterrupt, Terminated) as stop:
         return _stopped(stop, command, written, finished)
-    except SystemError as exc:
-        stop = _stop_behind(exc)
+    except Exception as exc:  # a defect, unless a stop caused it
+        stop = _stop_behind(exc, stops)
         if stop is None:
             raise
         return _stopped(stop, command, written, finished)

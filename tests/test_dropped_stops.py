@@ -168,3 +168,26 @@ def test_ctrl_c_ignored_when_the_command_starts_stays_ignored():
         restore()
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.parametrize(("sig", "code", "word"), STOPS)
+def test_an_error_after_a_dropped_stop_is_taken_as_the_stop(
+    tmp_path: Path, monkeypatch, capsys, sig: str, code: int, word: str
+):
+    # Code that catches the stop and raises something else in its place (as numba turns one
+    # into a SystemError, or a library into its own error): still the stop, not a traceback.
+    from agents import citizen
+
+    went_on: list = []
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("broken by the stop")
+
+    monkeypatch.setattr(citizen, "trip_slots", _dropping(sig, failing, went_on))
+    out = tmp_path / "run"
+    assert run_scenario.main([str(SMALL), "--days", "3", "--quiet", "--out", str(out)]) == code
+    assert went_on == [sig]
+    err = capsys.readouterr().err
+    assert f"{word}: nothing was written to the output folder" in err
+    assert "Traceback" not in err and "RuntimeError" not in err
+    assert list(tmp_path.iterdir()) == []
