@@ -30,7 +30,7 @@ from sim.codes import (
     WORKDAY,
     is_elderly,
 )
-from sim.grouping import stable_order
+from sim.grouping import positions_in_runs, stable_order
 from sim.network import BUS, METRO, TransitNetwork
 from sim.population import NO_QR, Cardholders
 from sim.rng import Streams
@@ -383,7 +383,7 @@ def away_taps(
         metro_share[pays],
     )
     tap_row = np.repeat(rows, n_taps)
-    k = np.arange(int(n_taps.sum())) - np.repeat(np.cumsum(n_taps) - n_taps, n_taps)
+    k = positions_in_runs(n_taps)
     start = 8 * 3600 + (streams.uniform("away.start", day, ids) * 3 * 3600).astype(np.int64)
     boarding = pop.card_id[tap_row] * 8 + k
     t = (

@@ -51,7 +51,7 @@ from pydantic import Field, field_validator
 
 from sim.clock import HHMM, parse_hhmm
 from sim.codes import MODES, code_of
-from sim.grouping import stable_order
+from sim.grouping import positions_in_runs, stable_order
 from sim.rng import Streams
 from sim.settings_base import SettingsModel
 
@@ -256,7 +256,7 @@ def device_day_faults(
     n_opp = np.where(kinds == METRO, len(_offsets_for(METRO, s)), len(_offsets_for(BUS, s)))
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(n_opp, out=offsets[1:])
-    k = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], n_opp)
+    k = positions_in_runs(n_opp)
     resend_ids = np.repeat(ids, n_opp) * _K_STRIDE + k
     resend = streams.uniform("device_resend", day, resend_ids, 0) < s.resend_prob_per_upload
     return DeviceDayFaults(ids, comm_start, comm_end, shift, resend, offsets)
@@ -649,7 +649,7 @@ def _write_spans(
 ) -> None:
     """Mark rows ``lo[i]:hi[i]`` uploaded in batch ``seq[i]`` at ``t[i]`` (disjoint spans)."""
     lens = hi - lo
-    rows = np.repeat(lo - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+    rows = np.repeat(lo, lens) + positions_in_runs(lens)
     out_batch[rows] = np.repeat(seq, lens)
     out_uploaded_at[rows] = np.repeat(t, lens)
 

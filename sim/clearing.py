@@ -34,7 +34,7 @@ from pydantic import Field
 
 from sim import ids
 from sim.codes import CLEARED, MEDIA, REJECTED, STORED_VALUE_MEDIA
-from sim.grouping import runs_stable_order, stable_order
+from sim.grouping import positions_in_runs, runs_stable_order, stable_order
 from sim.ledger import InvariantViolation, Ledger, account, check_conservation
 from sim.settings_base import SettingsModel
 
@@ -678,10 +678,10 @@ class SeenSerials:
         gap = serial - prev
         gap -= 1
         gap[gap > self.max_hole_run] = 0
-        total = int(gap.sum())
-        if total:
-            offsets = np.arange(total) - np.repeat(np.cumsum(gap) - gap, gap)
-            new_holes = (np.repeat(dev, gap) << 32) | (np.repeat(prev + 1, gap) + offsets)
+        if gap.any():
+            new_holes = (np.repeat(dev, gap) << 32) | (
+                np.repeat(prev + 1, gap) + positions_in_runs(gap)
+            )
             self.holes = np.sort(np.concatenate([self.holes, new_holes]))
         tail = np.append(starts[1:] - 1, dev.size - 1)  # last row per device
         self.max_serial[pos[known]] = serial[tail][known]

@@ -63,6 +63,15 @@ def run_starts(grouped_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(start)
 
 
+def positions_in_runs(lengths: np.ndarray) -> np.ndarray:
+    """Each element's position in its run, for runs of ``lengths`` laid end to end
+    (``[2, 0, 3]`` gives ``[0, 1, 0, 1, 2]``): the k of a run's k-th row, int64. Add
+    ``np.repeat(first, lengths)`` for the rows of spans starting at ``first``."""
+    ends = np.cumsum(lengths, dtype=np.int64)
+    total = int(ends[-1]) if len(ends) else 0
+    return np.arange(total, dtype=np.int64) - np.repeat(ends - lengths, lengths)
+
+
 def stable_order(*keys: np.ndarray) -> np.ndarray:
     """Indices that sort by ``keys[0]``, then ``keys[1]``, ...; equal keys keep input order
     (as ``np.lexsort(keys[::-1])``, which takes the last key as the primary one).

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sim.grouping import gather, rank_in_groups, run_starts, stable_order
+from sim.grouping import gather, positions_in_runs, rank_in_groups, run_starts, stable_order
 
 
 def _ints(lo: int, hi: int):
@@ -92,3 +92,10 @@ def test_gather_equals_fancy_indexing_narrow_or_not():
             got = gather(col, at)
             assert got.dtype == col.dtype
             assert np.array_equal(got, col[at])
+
+
+@given(st.lists(st.integers(0, 6), max_size=40), st.sampled_from([np.int8, np.int32, np.int64]))
+def test_positions_in_runs_count_each_run_from_zero(lengths, dtype):
+    got = positions_in_runs(np.array(lengths, dtype=dtype))
+    want = [k for n in lengths for k in range(n)]
+    assert got.dtype == np.int64 and got.tolist() == want
