@@ -319,7 +319,6 @@ def run_sweep(args: argparse.Namespace, api, stops: StopLatch) -> int:
             # and skip importing the engine again (~1.5 s each, a tenth of a small sweep).
             start_method=FORK_IF_AVAILABLE,
         )
-        stops.check()
     except (KeyboardInterrupt, Terminated) as stop:
         print(
             f"{'interrupted' if isinstance(stop, KeyboardInterrupt) else 'terminated'}: finished "

@@ -5,9 +5,9 @@ Python drops an exception raised inside a destructor or a weakref callback: it p
 (``ObjectRef.__del__``), and a Ctrl-C landing in one was lost: the run went on to its end and
 exited 0, as if nobody had pressed it (seen once in CI, the run's first days). So the handlers
 here also remember the stop, and the command looks again where it can act on it — every event
-the engine publishes, a stream's pacing loop, the point the command returns — and raises a stop
-that never came through (``StopLatch.check``). The report Python would print for the dropped
-exception is left out: the stop is acted on instead.
+the engine publishes, a stream's pacing loop, a sweep's next point, the point the command
+returns — and raises a stop that never came through (``StopLatch.check``). The report Python
+would print for the dropped exception is left out: the stop is acted on instead.
 """
 
 from __future__ import annotations
