@@ -648,8 +648,9 @@ class _Pacer:
                 return False
             self._check_sink()
             now = time.monotonic() - self.t0
-            j = min(int(np.searchsorted(due, now, side="right")), i + batch_size)
-            self.scheduled = self._scheduled_before(due, now, chunk)
+            due_now = int(np.searchsorted(due, now, side="right"))  # records due by now
+            j = min(due_now, i + batch_size)
+            self.scheduled = self._done_scheduled + due_now
             if j > i:
                 if not self._wait_for_room(stop):
                     return False
@@ -673,9 +674,6 @@ class _Pacer:
             self._tick()
             time.sleep(0.005)
         return True
-
-    def _scheduled_before(self, due: np.ndarray, now: float, chunk: Chunk) -> int:
-        return self._done_scheduled + int(np.searchsorted(due, now, side="right"))
 
     def _submit(self, chunk: Chunk, i: int, j: int, due: np.ndarray) -> None:
         table = chunk.table.slice(i, j - i)
