@@ -642,13 +642,16 @@ class _Pacer:
             self._last["time"] = self.t0
             self._next_report = self.t0 + self.settings.report_every_s
         i, n = 0, len(due)
+        due_now = 0  # the chunk's records due by now
         batch_size = self.settings.batch_size
         while i < n:
             if stop.is_set():
                 return False
             self._check_sink()
             now = time.monotonic() - self.t0
-            due_now = int(np.searchsorted(due, now, side="right"))  # records due by now
+            if due_now < n:  # once all are due they stay so (``due`` is sorted, ``now`` grows)
+                # (A search releases the GIL: on one core, a switch to another thread a batch.)
+                due_now = int(np.searchsorted(due, now, side="right"))
             j = min(due_now, i + batch_size)
             self.scheduled = self._done_scheduled + due_now
             if j > i:
