@@ -675,7 +675,7 @@ class _Pacer:
                 return False
             self._check_sink()
             self._tick()
-            time.sleep(0.005)
+            self.delivery.wait_for_room(0.005)
         return True
 
     def _submit(self, chunk: Chunk, i: int, j: int, due: np.ndarray) -> None:
