@@ -145,6 +145,9 @@ class Delivery:
         self.give_up_after = give_up_after
         self.malformed = malformed
         self._queue: queue.Queue = queue.Queue(maxsize=queue_batches)
+        # Set by a worker when the queue is down to half (``wait_for_room``).
+        self._room = threading.Event()
+        self._half = queue_batches // 2
         self._stop = threading.Event()
         self._save_lock = threading.Lock()
         self._last_save = 0.0
@@ -169,6 +172,15 @@ class Delivery:
     def queued(self) -> int:
         """Batches waiting for a worker."""
         return self._queue.qsize()
+
+    def wait_for_room(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, while the queue is full: until the workers have
+        taken half of it (woken then, not after the whole timeout: once nothing else runs, at
+        the end of a stream, the workers would wait for the next batch meanwhile; and not at
+        each batch taken, a thread switch each)."""
+        self._room.clear()  # before looking: a worker setting it after that is not missed
+        if self._queue.qsize() >= self._queue.maxsize:
+            self._room.wait(timeout)
 
     def submit(self, batch: Batch) -> None:
         """Queue ``batch``; waits while the queue is full. Raises DeliveryFailed if a worker
@@ -223,6 +235,8 @@ class Delivery:
         try:
             while True:
                 batch = self._queue.get()
+                if self._queue.qsize() <= self._half:
+                    self._room.set()
                 if batch is None:
                     return
                 if self._stop.is_set():

@@ -642,14 +642,18 @@ class _Pacer:
             self._last["time"] = self.t0
             self._next_report = self.t0 + self.settings.report_every_s
         i, n = 0, len(due)
+        due_now = 0  # the chunk's records due by now
         batch_size = self.settings.batch_size
         while i < n:
             if stop.is_set():
                 return False
             self._check_sink()
             now = time.monotonic() - self.t0
-            j = min(int(np.searchsorted(due, now, side="right")), i + batch_size)
-            self.scheduled = self._scheduled_before(due, now, chunk)
+            if due_now < n:  # once all are due they stay so (``due`` is sorted, ``now`` grows)
+                # (A search releases the GIL: on one core, a switch to another thread a batch.)
+                due_now = int(np.searchsorted(due, now, side="right"))
+            j = min(due_now, i + batch_size)
+            self.scheduled = self._done_scheduled + due_now
             if j > i:
                 if not self._wait_for_room(stop):
                     return False
@@ -671,11 +675,8 @@ class _Pacer:
                 return False
             self._check_sink()
             self._tick()
-            time.sleep(0.005)
+            self.delivery.wait_for_room(0.005)
         return True
-
-    def _scheduled_before(self, due: np.ndarray, now: float, chunk: Chunk) -> int:
-        return self._done_scheduled + int(np.searchsorted(due, now, side="right"))
 
     def _submit(self, chunk: Chunk, i: int, j: int, due: np.ndarray) -> None:
         table = chunk.table.slice(i, j - i)
