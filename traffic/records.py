@@ -218,7 +218,7 @@ class ClearingFiles(RecordFormat):
         con = duckdb.connect(config={"threads": 1})
         try:
             con.register("transactions", final)
-            return con.sql(
+            files = con.sql(
                 f"""WITH r AS ({RECORDS_SQL}),
                 s AS (SELECT participant_id, role, counterparty_id, mode, media, status,
                              settle_date, count(*) AS records, sum(amount_fen) AS amount_fen
@@ -247,10 +247,44 @@ class ClearingFiles(RecordFormat):
             ).to_arrow_table()
         finally:
             con.close()
+        # DuckDB leaves whatever was in memory under a null (a rejected record's settle_date):
+        # the values, JSON, CSV and Parquet were the same each run, an Arrow stream's bytes not.
+        columns = [_zeroed_under_nulls(c.combine_chunks()) for c in files.columns]
+        return pa.Table.from_arrays(columns, schema=files.schema)
 
     def empty(self) -> pa.Table:
         final = _schema_of(self.table).empty_table()
         return self._files(final.append_column("service_date", pa.array([], pa.date32())), 0)
+
+
+def _zeroed_under_nulls(array: pa.Array) -> pa.Array:
+    """``array`` (of offset 0, as DuckDB makes them) with zero bits under each null of a
+    fixed-width column, in nested columns too, and the rest as it was: the same records in
+    the same bytes, whatever memory they were made in."""
+    t = array.type
+    if array.offset:
+        raise ValueError(f"expected arrays of offset 0 (as DuckDB makes them), got {t}")
+    if pa.types.is_struct(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
+        nested = pa.types.is_struct(t)
+        children = [array.field(k) for k in range(t.num_fields)] if nested else [array.values]
+        return pa.Array.from_buffers(
+            t, len(array), array.buffers()[: 1 if nested else 2], array.null_count,
+            children=[_zeroed_under_nulls(c) for c in children],
+        )  # fmt: skip
+    try:
+        bits = t.bit_width
+    except ValueError:  # strings: a null has no bytes
+        return array
+    if not array.null_count:
+        return array
+    validity, data = array.buffers()[:2]
+    valid = np.frombuffer(validity, np.uint8)[: (len(array) + 7) // 8]
+    if bits == 1:  # booleans: each value's bit AND its validity bit
+        values = np.frombuffer(data, np.uint8)[: len(valid)] & valid
+    else:
+        values = np.frombuffer(data, np.uint8)[: len(array) * bits // 8].copy()
+        values.reshape(len(array), -1)[~array.is_valid().to_numpy(zero_copy_only=False)] = 0
+    return pa.Array.from_buffers(t, len(array), [validity, pa.py_buffer(values)], array.null_count)
 
 
 FORMATS: dict[str, type[RecordFormat]] = {
