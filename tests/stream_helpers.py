@@ -1,6 +1,6 @@
 """Helpers of the stream tests: reading a JSON-lines sink's file, killing a stream midway, an
 HTTP receiver answering set statuses, a Redis connection that loses a transaction's answer, a
-port that takes no connection."""
+port that takes no connection, a table's Arrow IPC stream as Arrow's own writer makes it."""
 
 from __future__ import annotations
 
@@ -35,6 +35,16 @@ def most_batches_sent_before_giving_up(give_up_after: int) -> int:
     from traffic.stream import QUEUE_BATCHES
 
     return give_up_after + QUEUE_BATCHES + 1
+
+
+def arrow_stream_bytes(table) -> bytes:
+    """``table`` as Arrow's own IPC stream writer makes it (the reference for the encoder)."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 def json_lines(path: Path) -> list[dict]:

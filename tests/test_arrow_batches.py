@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from stream_helpers import arrow_stream_bytes
 
 import traffic.records as records
 from sim.api import load_scenario, privacy_key
@@ -18,14 +19,6 @@ from traffic.sinks import SinkOptions
 from traffic.stream import StreamSettings, stream
 
 SMALL = Path(__file__).resolve().parent.parent / "scenarios" / "small_ci.yaml"
-
-
-def _plain(table: pa.Table) -> bytes:
-    """What Arrow's stream writer makes of ``table``."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +62,7 @@ def test_every_format_every_slice_as_arrows_writer(chunks):
         assert tables, name
         for table in tables:
             for part in _slices(table):
-                assert bytes(encoder.encode(part, "arrow")) == _plain(part), name
+                assert bytes(encoder.encode(part, "arrow")) == arrow_stream_bytes(part), name
     encoder.close()
 
 
@@ -80,7 +73,7 @@ def test_formats_interleaved_as_arrows_writer(chunks):
     for start in range(0, 3000, 300):
         for table in firsts:
             part = table.slice(start, 300)
-            assert bytes(encoder.encode(part, "arrow")) == _plain(part)
+            assert bytes(encoder.encode(part, "arrow")) == arrow_stream_bytes(part)
     encoder.close()
 
 
@@ -91,7 +84,8 @@ def test_taps_batches_reuse_the_head(chunks):
     encoder.encode(table.slice(0, 10), "arrow")
     head = encoder._arrow_head
     assert head is not None
-    assert bytes(encoder.encode(table.slice(10, 10), "arrow")) == _plain(table.slice(10, 10))
+    second = table.slice(10, 10)
+    assert bytes(encoder.encode(second, "arrow")) == arrow_stream_bytes(second)
     assert encoder._arrow_head is head
     encoder.close()
 
@@ -119,7 +113,7 @@ def test_dictionaries_that_differ(chunks):
     for _ in range(2):
         for copy in copies:
             for part in (copy.slice(0, 100), copy.slice(100, 1)):
-                assert bytes(encoder.encode(part, "arrow")) == _plain(part)
+                assert bytes(encoder.encode(part, "arrow")) == arrow_stream_bytes(part)
     encoder.close()
 
 
@@ -142,5 +136,5 @@ def test_schemas_and_tables_that_differ(chunks):
         table.slice(7, 9),
     ]
     for part in tables * 2:
-        assert bytes(encoder.encode(part, "arrow")) == _plain(part)
+        assert bytes(encoder.encode(part, "arrow")) == arrow_stream_bytes(part)
     encoder.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from stream_helpers import arrow_stream_bytes
 
 from traffic.records import _zeroed_under_nulls
 
@@ -87,11 +88,7 @@ def _with_garbage(values: pa.Array, junk: bytes) -> pa.Array:
 
 
 def _ipc(array: pa.Array) -> bytes:
-    table = pa.table({"column": array})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return arrow_stream_bytes(pa.table({"column": array}))
 
 
 LEAVES = {
